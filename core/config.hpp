@@ -1,0 +1,137 @@
+// Config types shared by sim, planner, runtime and cli: model, cluster (hardware profile),
+// training, mesh and parallel options. Plain values; loading and validation live in
+// core/config_yaml.hpp. Units are in the names (_bytes, _s, _flops_per_s).
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace ringplan {
+
+enum class DType { bf16, fp16, fp32 };
+enum class Optimizer { adam, sgd };  // adam: mixed-precision Adam, 16 bytes/param (ZeRO paper)
+enum class Recompute { none, selective, full };
+enum class CpScheme { contiguous, zigzag, striped };
+enum class AttentionImpl { flash, materialized };
+
+int dtype_bytes(DType t);                 // 2, 2, 4
+const char* to_string(DType t);
+const char* to_string(Optimizer o);
+const char* to_string(Recompute r);
+const char* to_string(CpScheme s);
+const char* to_string(AttentionImpl a);
+// Parsers return std::nullopt on an unknown name; callers build the error message
+// (they know the file:line or the CLI flag).
+std::optional<DType> parse_dtype(const std::string& s);
+std::optional<Optimizer> parse_optimizer(const std::string& s);
+std::optional<Recompute> parse_recompute(const std::string& s);
+std::optional<CpScheme> parse_cp_scheme(const std::string& s);
+std::optional<AttentionImpl> parse_attention(const std::string& s);
+
+struct ModelConfig {
+  std::string name;
+  int64_t layers = 0;
+  int64_t hidden = 0;
+  int64_t heads = 0;
+  int64_t kv_heads = 0;     // == heads for multi-head attention; heads % kv_heads == 0
+  int64_t head_dim = 0;     // heads * head_dim need not equal hidden
+  int64_t ffn_hidden = 0;   // MLP inner size (per gate branch when gated)
+  bool gated_mlp = false;   // SwiGLU-style: three ffn matrices instead of two
+  int64_t vocab = 0;
+  bool tied_embeddings = false;
+};
+
+// Achieved fraction of peak as a function of problem size: eff(x) = max * x / (x + half),
+// where x is the operation's FLOPs and `half` the FLOPs at which half of `max` is reached.
+// Small GEMMs and short attention blocks run far below peak; this captures it with two numbers.
+struct EfficiencyCurve {
+  double max_efficiency = 0.0;   // in (0, 1]
+  double half_flops = 0.0;       // >= 0; 0 means constant max_efficiency
+  double at(double flops) const { return half_flops <= 0 ? max_efficiency : max_efficiency * flops / (flops + half_flops); }
+};
+
+struct LinkProfile {
+  double bandwidth_bytes_per_s = 0.0;  // per GPU, per direction
+  double latency_s = 0.0;              // alpha of the alpha-beta model
+};
+
+struct ClusterConfig {
+  std::string name;
+  double peak_flops_per_s_bf16 = 0.0;  // dense tensor-core peak per device
+  double peak_flops_per_s_fp16 = 0.0;
+  double peak_flops_per_s_fp32 = 0.0;
+  double memory_bytes = 0.0;           // device memory capacity
+  double memory_reserved_bytes = 0.0;  // framework/context overhead not available to the model
+  double memory_bandwidth_bytes_per_s = 0.0;
+  int64_t gpus_per_node = 0;
+  int64_t nodes = 0;
+  LinkProfile intra_node;
+  LinkProfile inter_node;
+  EfficiencyCurve matmul;              // dense GEMM efficiency by GEMM FLOPs
+  EfficiencyCurve attention;           // attention kernel efficiency by kernel FLOPs
+  double peak_flops_per_s(DType t) const;
+  int64_t gpus() const { return gpus_per_node * nodes; }
+};
+
+struct TrainingConfig {
+  int64_t seq_len = 0;
+  int64_t global_batch_sequences = 0;  // a `global_batch_tokens` in YAML is converted (must divide)
+  DType dtype = DType::bf16;
+  Optimizer optimizer = Optimizer::adam;
+  bool causal = true;
+};
+
+// World size N = dp * tp * cp * pp; rank = tp + TP*(cp + CP*(dp + DP*pp)) (innermost first).
+struct Mesh {
+  int64_t dp = 1, tp = 1, cp = 1, pp = 1;
+  int64_t world_size() const { return dp * tp * cp * pp; }
+  bool operator==(const Mesh&) const = default;
+};
+
+struct ParallelOptions {
+  int64_t micro_batch = 1;          // sequences per micro-batch per DP replica
+  Recompute recompute = Recompute::none;
+  int zero_stage = 0;               // 0..3, sharded over DP x CP
+  bool sequence_parallel = false;   // Megatron SP: TP collectives as reduce-scatter + all-gather
+  CpScheme cp_scheme = CpScheme::zigzag;
+  int64_t interleave = 1;           // virtual pipeline stages per device (v)
+  AttentionImpl attention = AttentionImpl::flash;
+  bool operator==(const ParallelOptions&) const = default;
+};
+
+// What the planner may vary. Empty vectors mean "the planner's default set".
+struct SearchSpace {
+  std::vector<int64_t> micro_batch;
+  std::vector<Recompute> recompute;
+  std::vector<int> zero_stage;
+  std::vector<bool> sequence_parallel;
+  std::vector<CpScheme> cp_scheme;
+  std::vector<int64_t> interleave;
+  std::vector<AttentionImpl> attention;
+  std::optional<int64_t> max_tp, max_cp, max_pp;  // optional caps
+};
+
+// Published figures of a real run, for `ringplan validate`.
+struct Published {
+  std::optional<double> step_time_s;
+  std::optional<double> tflops_per_device;
+  std::optional<double> mfu;
+  std::optional<double> peak_memory_gib;
+  std::string source;
+};
+
+struct Experiment {
+  std::string name;
+  std::string path;                  // file it was loaded from
+  ModelConfig model;
+  ClusterConfig cluster;
+  TrainingConfig training;
+  std::optional<Mesh> mesh;          // fixed mesh (simulate, validate); absent: planner searches
+  ParallelOptions options;           // fixed options (used with a fixed mesh or as defaults)
+  SearchSpace search;
+  std::optional<int64_t> gpus;       // GPUs to plan for; default cluster.gpus()
+  std::optional<Published> published;
+};
+
+}  // namespace ringplan

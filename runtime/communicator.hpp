@@ -1,0 +1,63 @@
+// The runtime's transport interface. The ring code talks only to this; MPI (CPU buffers)
+// implements it now and NCCL (GPU buffers) behind the same calls, so ring attention does not
+// change with the transport.
+//
+// Invariants: a Communicator is one process group (world or a sub-group from split());
+// ranks are group-local. Requests are completed exactly once by wait()/wait_all().
+// Every blocking call honours the fault timeout: if a peer is dead or stalled past
+// `timeout_s`, the call throws ringplan::Error(runtime) naming the peer rank and host, and
+// the implementation aborts the job so that no other rank hangs.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace ringplan::runtime {
+
+enum class Device { cpu, cuda };
+
+class Request {
+ public:
+  virtual ~Request() = default;
+};
+using RequestPtr = std::unique_ptr<Request>;
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  virtual Device device() const = 0;
+  virtual std::string host() const = 0;                 // this rank's host name
+  virtual std::string describe_rank(int rank) const = 0;  // "rank 3 (host node07)"
+
+  // Non-blocking point-to-point on raw bytes; the buffer must stay valid until wait().
+  virtual RequestPtr post_send(const void* buf, size_t bytes, int dst, int tag) = 0;
+  virtual RequestPtr post_recv(void* buf, size_t bytes, int src, int tag) = 0;
+  virtual void wait(RequestPtr& r) = 0;
+  virtual void wait_all(std::vector<RequestPtr>& rs) = 0;
+
+  // Collectives on float32 / float64 / int64 buffers (in place).
+  virtual void all_reduce_sum(float* buf, size_t count) = 0;
+  virtual void all_reduce_sum(double* buf, size_t count) = 0;
+  virtual void all_reduce_max(double* buf, size_t count) = 0;
+  virtual void all_gather(const void* send, void* recv, size_t bytes_per_rank) = 0;
+  virtual void broadcast(void* buf, size_t bytes, int root) = 0;
+  virtual void barrier() = 0;
+
+  // A sub-group: ranks with the same color, ordered by key (as MPI_Comm_split).
+  virtual std::unique_ptr<Communicator> split(int color, int key) = 0;
+
+  // Stop the whole job now with a message (used on faults); never returns.
+  [[noreturn]] virtual void abort(const std::string& why) = 0;
+
+  double timeout_s() const { return timeout_s_; }
+  void set_timeout_s(double t) { timeout_s_ = t; }
+
+ protected:
+  double timeout_s_ = 60.0;
+};
+
+}  // namespace ringplan::runtime

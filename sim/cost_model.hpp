@@ -1,0 +1,91 @@
+// Closed-form cost model: per-device memory and per-step time of one training layout
+// (mesh + options), every term broken out. Uses only core/ config types.
+//
+// predict() is the planner's inner loop: it must not allocate and must stay in the
+// microsecond range (target >= 1e6 evaluations/s on one core).
+#pragma once
+#include <array>
+#include <string>
+#include <string_view>
+
+#include "core/config.hpp"
+
+namespace ringplan::sim {
+
+// Per-device memory at the peak (bytes). peak_bytes is the peak of the schedule, not the
+// sum of per-term maxima: e.g. ring buffers and logits are not live at the same time.
+struct MemoryBreakdown {
+  double weights_bytes = 0;            // params of the largest PP stage / TP (ZeRO-3: / DPxCP)
+  double gradients_bytes = 0;          // ZeRO>=2: / DPxCP
+  double optimizer_bytes = 0;          // master weights + moments, ZeRO>=1: / DPxCP
+  double activations_bytes = 0;        // Korthikanti terms x layers of the stage x in-flight micro-batches
+  double attention_scores_bytes = 0;   // materialised: b*(H/TP)*(L/CP)*L per kept matrix; flash: lse only
+  double ring_buffers_bytes = 0;       // K,V double buffers (+ dK,dV in backward)
+  double logits_bytes = 0;             // logits + loss buffers on the last stage
+  double reserved_bytes = 0;           // cluster.memory_reserved_bytes (context, allocator)
+  double peak_bytes = 0;
+};
+
+// Per-step time terms (seconds per optimizer step, on the slowest rank).
+struct TimeBreakdown {
+  double forward_compute_s = 0;        // matmuls + attention forward, all micro-batches
+  double backward_compute_s = 0;       // 2x matmuls, 2.5x attention
+  double recompute_s = 0;              // forward work re-run (selective or full)
+  double cp_imbalance_s = 0;           // extra attention time of the slowest CP rank vs mean
+  double ring_comm_exposed_s = 0;      // sum over ring steps of max(0, comm - compute) + latency
+  double tp_comm_s = 0;                // all-reduce or RS+AG (sequence parallel), not overlapped
+  double dp_comm_exposed_s = 0;        // DPxCP gradient reduction not hidden behind backward
+  double zero_comm_exposed_s = 0;      // ZeRO-3 parameter all-gathers not hidden
+  double pp_comm_s = 0;                // PP send/recv of activations
+  double pp_bubble_s = 0;              // (PP-1)/(v*m) of the busy time
+  double optimizer_s = 0;              // optimizer step (memory-bound)
+  double step_time_s = 0;
+};
+
+struct Prediction {
+  Mesh mesh;
+  ParallelOptions options;
+  MemoryBreakdown memory;
+  TimeBreakdown time;
+  double step_time_s = 0;
+  double tokens_per_s = 0;
+  double tflops_per_device = 0;   // model FLOPs (no recompute) / step time / device, in TFLOP/s
+  double mfu = 0;                 // model FLOPs / (step time * peak * devices)
+  double peak_memory_bytes = 0;
+  double capacity_bytes = 0;      // cluster.memory_bytes
+  bool fits = false;              // peak_memory_bytes <= capacity_bytes
+  int64_t micro_batches = 0;      // per DP replica per step (m)
+  double model_flops_per_step = 0;  // whole step, all devices, no recompute
+};
+
+// Term tables for reporting (table and JSON use the same names).
+struct Term { std::string_view name; double value; };
+std::array<Term, 9> memory_terms(const MemoryBreakdown& m);   // excludes peak
+std::array<Term, 11> time_terms(const TimeBreakdown& t);      // excludes step_time
+
+// Why (mesh, options) cannot run for this model/cluster/training at `gpus` devices;
+// empty string when valid. Messages are for people: "TP 16 > 8 GPUs per node".
+// Does not check memory (predict() reports fits).
+std::string check_layout(const Experiment& e, const Mesh& mesh, const ParallelOptions& opt, int64_t gpus);
+
+// Predict one layout. Precondition: check_layout(...) returned "".
+Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions& opt);
+
+// Load balance of causal attention work across the CP ranks for a scheme: returns
+// max over ranks / mean over ranks of visible (query, key) pairs, exactly (tends to
+// 2 - 1/P for contiguous; 1 for zigzag; close to 1 for striped).
+double cp_imbalance(CpScheme scheme, int64_t seq_len, int64_t cp, bool causal);
+
+// Does the group of a mesh dimension stay inside one node? The dimension's size times the
+// sizes of the dimensions inside it (rank order TP, CP, DP, PP) must be <= gpus_per_node.
+enum class MeshDim { tp, cp, dp, pp };
+bool group_within_node(const Mesh& mesh, MeshDim dim, int64_t gpus_per_node);
+const LinkProfile& group_link(const ClusterConfig& c, const Mesh& mesh, MeshDim dim);
+
+// Alpha-beta ring collectives (formulas.md): bytes = full buffer size.
+double all_reduce_s(int64_t n, double bytes, const LinkProfile& link);
+double reduce_scatter_s(int64_t n, double bytes, const LinkProfile& link);
+double all_gather_s(int64_t n, double bytes, const LinkProfile& link);
+double p2p_s(double bytes, const LinkProfile& link);
+
+}  // namespace ringplan::sim
