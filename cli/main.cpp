@@ -1,0 +1,51 @@
+// ringplan: plan, predict and validate context-parallel training layouts.
+// Sub-commands live in cli/cmd_*.cpp and register themselves (cli/command.hpp).
+#include <algorithm>
+#include <cstdio>
+#include <exception>
+#include <functional>
+
+#include "cli/command.hpp"
+#include "core/error.hpp"
+
+namespace ringplan::cli {
+std::vector<Command>& command_registry() {
+  static std::vector<Command> commands;
+  return commands;
+}
+}  // namespace ringplan::cli
+
+int main(int argc, char** argv) {
+  using namespace ringplan;
+  CLI::App app{"ringplan: plan, predict and validate context-parallel (ring attention) training layouts"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "ringplan 0.1.0");
+
+  auto& commands = cli::command_registry();
+  std::sort(commands.begin(), commands.end(),
+            [](const cli::Command& a, const cli::Command& b) { return a.order < b.order; });
+  std::function<int()> action;
+  for (auto& c : commands) {
+    CLI::App* sub = app.add_subcommand(c.name, c.help);
+    auto run = std::make_shared<std::function<int()>>(c.setup(*sub));
+    sub->callback([run, &action] { action = *run; });
+  }
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // CLI11 prints help/version with exit 0 and usage errors with a message; map the
+    // latter to the bad-input status 2.
+    int rc = app.exit(e);
+    return rc == 0 ? 0 : 2;
+  }
+  try {
+    return action ? action() : 2;
+  } catch (const Error& e) {
+    std::fprintf(stderr, "ringplan: error: %s\n", e.what());
+    return e.kind() == ErrorKind::bad_input ? 2 : 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "ringplan: internal error: %s\n", e.what());
+    return 1;
+  }
+}
