@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The main job: set up, build, plan the shipped default experiment, then validate a small
+# plan for real on this machine's CPUs (calibrate the machine, run the plan's ring attention
+# under mpirun and print measured beside predicted).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+source scripts/mpi_env.sh
+cmake --preset cpu >/dev/null
+cmake --build --preset cpu -j "$(nproc)"
+ringplan=build/cpu/cli/ringplan
+out=build/demo
+mkdir -p "$out"
+
+echo; echo "=== 1. plan the default experiment (configs/experiments/default.yaml) ==="
+"$ringplan" plan configs/experiments/default.yaml --top 10 -o "$out/default_plan.yaml"
+
+echo; echo "=== 2. plan a small experiment for this machine's CPUs ==="
+"$ringplan" plan configs/experiments/cpu_small.yaml --top 5 -o "$out/cpu_plan.yaml"
+cp=$(python3 -c "import sys,re; t=open(sys.argv[1]).read(); print(re.search(r'\bcp:\s*(\d+)', t).group(1))" "$out/cpu_plan.yaml")
+
+echo; echo "=== 3. calibrate this machine (kernel rates, point-to-point links) with $cp ranks ==="
+mpirun -np "$cp" "$ringplan" calibrate -o "$out/local_profile.yaml"
+
+echo; echo "=== 4. run the plan's ring attention on $cp ranks: measured vs predicted ==="
+mpirun -np "$cp" "$ringplan" run "$out/cpu_plan.yaml" --profile "$out/local_profile.yaml" \
+  --iters 5 --warmup 1 --trace "$out/run_trace.json"
+echo; echo "trace: $out/run_trace.json (open it in the Perfetto UI or chrome://tracing)"
