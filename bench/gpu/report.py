@@ -1,0 +1,58 @@
+#!/usr/bin/env python3
+"""Joins bench_attention_cuda and sdpa_bench.py JSON into a markdown table (TFLOP/s and the ratio
+ours / PyTorch) and checks the goal: >= 70% of PyTorch forward and backward at 8K tokens.
+
+usage: report.py OURS.json SDPA.json   (prints markdown; exit 0 always: the table is the result)
+FLOP model of both inputs: forward 4*b*h*n*n*d, halved for causal; backward 2.5x forward.
+"""
+import json
+import sys
+
+
+def load(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        print(f"(cannot read {path}: {e})")
+        return None
+
+
+def main() -> int:
+    if len(sys.argv) != 3:
+        print(__doc__)
+        return 2
+    ours, ref = load(sys.argv[1]), load(sys.argv[2])
+    if not ours:
+        print("no results from bench_attention_cuda")
+        return 0
+    by_key = {(r["tokens"], r["causal"]): r for r in (ref or {}).get("results", [])}
+    print(f"device: {ours.get('device')}; shapes: batch {ours['batch']}, heads {ours['heads']}, kv_heads "
+          f"{ours['kv_heads']}, head_dim {ours['head_dim']}, {ours['type']}")
+    if ref:
+        print(f"baseline: torch {ref.get('torch')} scaled_dot_product_attention, GQA via {ref.get('gqa')}")
+    print("FLOP model: fwd 4*b*h*n*n*d (x0.5 causal), bwd 2.5x fwd; medians of CUDA-event timings\n")
+    print("| tokens | causal | ours fwd TF/s | torch fwd TF/s | fwd ratio | ours bwd TF/s | torch bwd TF/s | bwd ratio |")
+    print("|---:|:---:|---:|---:|---:|---:|---:|---:|")
+    goal = []
+    for r in ours["results"]:
+        t = by_key.get((r["tokens"], r["causal"]))
+        fr = r["fwd_tflops"] / t["fwd_tflops"] if t else None
+        br = r["bwd_tflops"] / t["bwd_tflops"] if t else None
+        fmt = lambda x: f"{x:.1f}" if x is not None else "n/a"
+        pct = lambda x: f"{100 * x:.0f}%" if x is not None else "n/a"
+        print(f"| {r['tokens']} | {'yes' if r['causal'] else 'no'} | {fmt(r['fwd_tflops'])} | "
+              f"{fmt(t['fwd_tflops'] if t else None)} | {pct(fr)} | {fmt(r['bwd_tflops'])} | "
+              f"{fmt(t['bwd_tflops'] if t else None)} | {pct(br)} |")
+        if r["tokens"] == 8192 and fr is not None:
+            goal.append((r["causal"], fr, br))
+    print()
+    for causal, fr, br in goal:
+        ok = fr >= 0.7 and br >= 0.7
+        print(f"goal at 8K ({'causal' if causal else 'non-causal'}): >= 70% of PyTorch fwd and bwd: "
+              f"{'MET' if ok else 'NOT MET'} (fwd {100 * fr:.0f}%, bwd {100 * br:.0f}%)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+// CUDA flash-attention block kernels: the GPU twin of the CPU functions in kernels/attention.hpp.
+//
+// Same structs as the CPU path (BlockParams, ForwardOut, BackwardArgs, TensorView, RowStatsView)
+// with DEVICE pointers inside, so the ring code is unchanged: it swaps cpu_flash_forward for
+// cuda::flash_forward and passes a stream. Every function only enqueues work on `stream`
+// (asynchronous to the host); argument errors are found before anything is enqueued.
+//
+// Types and precision:
+//   q, k, v (and grad_out for the backward): f16 or bf16, all the same type; head_dim 64 or 128.
+//   Products on tensor cores (WMMA 16x16x16) with float32 accumulation; softmax in float32.
+//   O (ForwardOut.out), dQ, dK, dV: float32 (the ring merges and accumulates them in float32).
+//   lse, D: float32 rows. BackwardArgs.out (final O) has the input type (kernels::validate);
+//   backward_delta itself accepts O and dO in f32, f16 or bf16.
+// Layout: [batch, heads, tokens, head_dim] with explicit strides; head_dim contiguous, strides
+// multiples of 8 elements and 16-byte aligned base pointers for the 16-bit inputs (vector loads).
+// Positions: int64 device arrays of global token positions; with causal, key j is visible to
+// query i iff k_pos[j] <= q_pos[i]. Tiles are classified by min/max position (tile_schedule.hpp).
+// A row with no visible key gets O = 0 and lse = -inf, and contributes nothing to the backward.
+//
+// Errors: bad arguments throw std::invalid_argument naming the function, the argument and what
+// would be valid (kernels/ knows nothing of ringplan::Error; callers wrap with context). CUDA
+// failures throw std::runtime_error with file:line and the CUDA error string.
+#pragma once
+#include <cuda_runtime_api.h>
+
+#include <string>
+
+#include "kernels/attention.hpp"
+#include "kernels/cuda/tile_schedule.hpp"
+
+namespace ringplan::kernels::cuda {
+
+// Empty when the arguments suit the CUDA kernels, else what is wrong (includes kernels::validate).
+std::string validate_forward(const BlockParams& p, const ForwardOut& o);
+std::string validate_backward(const BlockParams& p, const BackwardArgs& g);
+
+// Writes O and lse of this block (overwrites, does not merge), like cpu_flash_forward.
+void flash_forward(const BlockParams& p, const ForwardOut& o, cudaStream_t stream);
+
+// acc <- merge(acc, blk) in place; both float32. Both lse = -inf gives O = 0, lse = -inf.
+void merge_partial(const ForwardOut& acc, const ForwardOut& blk, cudaStream_t stream);
+
+// D = rowsum(dO * O) in float32; O and dO may be f32, f16 or bf16.
+void backward_delta(const TensorView& out, const TensorView& grad_out, const RowStatsView& delta,
+                    cudaStream_t stream);
+
+// dQ += ..., dK += ..., dV += ... for this block, using the FINAL lse and D (fill D first with
+// backward_delta). dQ is accumulated with float atomics (several key tiles add to one query
+// row), dK and dV by plain read-add-write (one thread block owns a key tile of a KV head and
+// loops over all of that head's query heads, so GQA needs no atomics there).
+void flash_backward(const BlockParams& p, const BackwardArgs& g, cudaStream_t stream);
+
+// Device count, or 0 with `why` filled when there is no usable device (no driver, no GPU).
+int device_count(std::string* why);
+
+}  // namespace ringplan::kernels::cuda

@@ -1,0 +1,109 @@
+// Tile geometry and causal tile classification of the CUDA flash-attention kernels.
+//
+// One header serves the device kernels (attention_cuda.cu) and host code (tests, the benchmark
+// and launch-size checks), so the rule that decides which tiles are skipped or masked exists
+// once. It needs no GPU and no CUDA headers: with a host compiler RINGPLAN_HD expands to nothing.
+//
+// Causal rule (DESIGN.md "Attention math"): key j is visible to query i iff k_pos[j] <= q_pos[i].
+// For a tile of queries with positions in [q_min, q_max] and keys in [k_min, k_max]:
+//   k_min >  q_max  -> every key comes after every query: hidden, skipped entirely;
+//   k_max <= q_min  -> every key is at or before every query: visible, no per-element mask;
+//   otherwise       -> partial: the kernel masks element by element.
+// Positions are arbitrary (zigzag, striped, unsorted), only min/max of the tile matter.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define RINGPLAN_HD __host__ __device__
+#else
+#define RINGPLAN_HD
+#endif
+
+namespace ringplan::kernels::cuda {
+
+enum class TileVisibility : int { hidden = 0, visible = 1, partial = 2 };
+
+RINGPLAN_HD inline TileVisibility classify_tile(bool causal, int64_t q_min, int64_t q_max,
+                                                int64_t k_min, int64_t k_max) {
+  if (!causal) return TileVisibility::visible;
+  if (k_min > q_max) return TileVisibility::hidden;
+  if (k_max <= q_min) return TileVisibility::visible;
+  return TileVisibility::partial;
+}
+
+// Tile sizes and shared-memory layouts. Forward: a block owns kFwdBlockM query rows (16 per
+// warp, kFwdWarps warps) and streams kFwdBlockN keys per step. Backward: a block owns
+// kBwdBlockN keys of one KV head (dK, dV stay in registers) and streams kBwdBlockM queries.
+inline constexpr int kFwdWarps = 8;
+inline constexpr int kFwdBlockM = 16 * kFwdWarps;  // 128 query rows
+inline constexpr int kFwdBlockN = 64;              // keys per step
+inline constexpr int kBwdWarps = 4;
+inline constexpr int kBwdBlockN = 16 * kBwdWarps;  // 64 keys owned by a block
+inline constexpr int kBwdBlockM = 64;              // queries per step
+
+// Leading dimensions (in elements) of shared-memory tiles. WMMA needs ld % 8 == 0 for 16-bit
+// and % 4 for float, and 32-byte aligned fragment pointers; the +8 / +4 padding shifts rows
+// across shared-memory banks.
+RINGPLAN_HD constexpr int ld_half(int head_dim) { return head_dim + 8; }
+RINGPLAN_HD constexpr int ld_scores() { return 64 + 4; }  // float S / dP tiles, 64 columns
+RINGPLAN_HD constexpr int ld_probs() { return 64 + 8; }   // 16-bit P / dS tiles, 64 columns
+
+RINGPLAN_HD constexpr size_t align_up(size_t bytes, size_t to = 128) { return (bytes + to - 1) / to * to; }
+
+// Forward shared memory, in layout order: K tile, V tile, scores (float; the Q tile is staged
+// here before it moves into registers), P (16-bit), per-warp 16x16 float scratch (row scale
+// factors, output staging), key positions followed by the block min/max reduction slots.
+struct ForwardSmem {
+  size_t k_off, v_off, s_off, p_off, scratch_off, kpos_off, total_bytes;
+};
+RINGPLAN_HD constexpr ForwardSmem forward_smem(int head_dim) {
+  ForwardSmem s{};
+  const size_t kv_tile = align_up(size_t(kFwdBlockN) * ld_half(head_dim) * 2);
+  const size_t q_stage = size_t(kFwdBlockM) * ld_half(head_dim) * 2;
+  const size_t scores = size_t(kFwdBlockM) * ld_scores() * 4;
+  s.k_off = 0;
+  s.v_off = s.k_off + kv_tile;
+  s.s_off = s.v_off + kv_tile;
+  s.p_off = s.s_off + align_up(q_stage > scores ? q_stage : scores);
+  s.scratch_off = s.p_off + align_up(size_t(kFwdBlockM) * ld_probs() * 2);
+  s.kpos_off = s.scratch_off + align_up(size_t(kFwdWarps) * 256 * 4);
+  s.total_bytes = s.kpos_off + align_up(size_t(kFwdBlockN) * 8 + size_t(2 * kFwdWarps) * 8);
+  return s;
+}
+
+// Backward shared memory: K, V (owned keys), Q, dO (streamed), S/dP (float), P then dS in
+// place (16-bit), per-warp 16x16 float scratch, per-row lse / D / positions, key positions.
+struct BackwardSmem {
+  size_t k_off, v_off, q_off, do_off, s_off, p_off, scratch_off, rows_off, kpos_off, total_bytes;
+};
+RINGPLAN_HD constexpr BackwardSmem backward_smem(int head_dim) {
+  BackwardSmem s{};
+  const size_t k_tile = align_up(size_t(kBwdBlockN) * ld_half(head_dim) * 2);
+  const size_t q_tile = align_up(size_t(kBwdBlockM) * ld_half(head_dim) * 2);
+  s.k_off = 0;
+  s.v_off = s.k_off + k_tile;
+  s.q_off = s.v_off + k_tile;
+  s.do_off = s.q_off + q_tile;
+  s.s_off = s.do_off + q_tile;
+  s.p_off = s.s_off + align_up(size_t(kBwdBlockM) * ld_scores() * 4);
+  s.scratch_off = s.p_off + align_up(size_t(kBwdBlockM) * ld_probs() * 2);
+  s.rows_off = s.scratch_off + align_up(size_t(kBwdWarps) * 256 * 4);
+  s.kpos_off = s.rows_off + align_up(size_t(kBwdBlockM) * (4 + 4 + 8));
+  s.total_bytes = s.kpos_off + align_up(size_t(kBwdBlockN) * 8 + size_t(2 * kBwdWarps) * 8);
+  return s;
+}
+
+// Largest dynamic shared memory one block may opt into: sm_80 (A100) 163 KiB, sm_90 227 KiB.
+inline constexpr size_t kMaxSmemBytesSm80 = 163 * 1024;
+
+// How a (query positions x key positions) problem splits into tiles: a host-side mirror of the
+// kernels' decision, used by tests (checked against per-element visibility) and the benchmark
+// (reports how much work causal skipping saves).
+struct TileCounts {
+  int64_t hidden = 0, visible = 0, partial = 0;
+};
+TileCounts count_tiles(const int64_t* q_pos, int64_t n, const int64_t* k_pos, int64_t m, bool causal,
+                       int64_t tile_q, int64_t tile_k);
+
+}  // namespace ringplan::kernels::cuda

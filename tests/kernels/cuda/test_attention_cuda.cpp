@@ -1,0 +1,402 @@
+// CUDA flash-attention kernels against the float64 CPU reference (kernels::reference_forward /
+// reference_backward), plus LSE merge and ring-style block decomposition.
+//
+// Without a GPU every case prints "SKIPPED: no CUDA device (...)" and passes; argument checks
+// that fail before touching the device run everywhere.
+//
+// Error bounds. The reference runs in float64 on the SAME rounded inputs the kernel sees, so the
+// remaining error is the kernel's own: P (and dS) rounded to the input type before the tensor-
+// core products, float32 accumulation, exp2 instead of exp. Unit roundoff u: f16 2^-11 = 4.9e-4,
+// bf16 2^-8 = 3.9e-3. O is a convex combination of V rows (|V| <= 1) with weights carrying
+// relative error <= u, so |dO| <= ~4u: bounds f16 2e-3, bf16 1.6e-2. lse is float32 math on exact
+// products: 1e-3 for both. Gradients sum n terms with independent roundings; we bound the error
+// relative to the largest reference entry of each tensor: f16 1e-2, bf16 6e-2 (a wrong mask, head
+// mapping or missing term gives errors of order 1).
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime_api.h>
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "kernels/attention.hpp"
+#include "kernels/cuda/attention_cuda.hpp"
+
+namespace rk = ringplan::kernels;
+namespace rkc = ringplan::kernels::cuda;
+using rk::ElemType;
+
+namespace {
+
+bool have_gpu() {
+  std::string why;
+  if (rkc::device_count(&why) > 0) return true;
+  MESSAGE("SKIPPED: no CUDA device (" << why << ")");
+  return false;
+}
+
+#define REQUIRE_CUDA(call)                                                            \
+  do {                                                                                \
+    const cudaError_t e_ = (call);                                                    \
+    if (e_ != cudaSuccess) FAIL(#call << " failed: " << cudaGetErrorString(e_));     \
+  } while (0)
+
+// Owns one device allocation.
+template <typename T>
+struct DeviceBuffer {
+  T* ptr = nullptr;
+  size_t count = 0;
+  explicit DeviceBuffer(size_t n) : count(n) {
+    if (n > 0 && cudaMalloc(reinterpret_cast<void**>(&ptr), n * sizeof(T)) != cudaSuccess) {
+      throw std::runtime_error("cudaMalloc failed");
+    }
+  }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  ~DeviceBuffer() { cudaFree(ptr); }
+  void upload(const std::vector<T>& h) {
+    if (count) REQUIRE_CUDA(cudaMemcpy(ptr, h.data(), count * sizeof(T), cudaMemcpyHostToDevice));
+  }
+  std::vector<T> download() const {
+    std::vector<T> h(count);
+    if (count) REQUIRE_CUDA(cudaMemcpy(h.data(), ptr, count * sizeof(T), cudaMemcpyDeviceToHost));
+    return h;
+  }
+};
+
+// 16-bit storage of a float, rounded to nearest even; `rounded` receives the exact stored value.
+std::vector<uint16_t> to_16bit(const std::vector<double>& x, ElemType t, std::vector<double>& rounded) {
+  std::vector<uint16_t> bits(x.size());
+  rounded.resize(x.size());
+  for (size_t i = 0; i < x.size(); ++i) {
+    if (t == ElemType::f16) {
+      const __half h = __float2half_rn(float(x[i]));
+      std::memcpy(&bits[i], &h, 2);
+      rounded[i] = __half2float(h);
+    } else {
+      const __nv_bfloat16 h = __float2bfloat16_rn(float(x[i]));
+      std::memcpy(&bits[i], &h, 2);
+      rounded[i] = __bfloat162float(h);
+    }
+  }
+  return bits;
+}
+
+std::vector<double> random_values(size_t n, std::mt19937_64& rng, double lo = -1.0, double hi = 1.0) {
+  std::uniform_real_distribution<double> u(lo, hi);
+  std::vector<double> v(n);
+  for (auto& x : v) x = u(rng);
+  return v;
+}
+
+// Global positions of the tokens rank r of p holds, per DESIGN.md's sharding schemes.
+enum class Scheme { contiguous, zigzag, striped };
+std::vector<int64_t> shard_positions(Scheme s, int64_t total, int64_t p, int64_t r) {
+  std::vector<int64_t> pos;
+  if (s == Scheme::contiguous) {
+    for (int64_t t = r * total / p; t < (r + 1) * total / p; ++t) pos.push_back(t);
+  } else if (s == Scheme::zigzag) {
+    const int64_t c = total / (2 * p);
+    for (int64_t t = r * c; t < (r + 1) * c; ++t) pos.push_back(t);
+    for (int64_t t = (2 * p - 1 - r) * c; t < (2 * p - r) * c; ++t) pos.push_back(t);
+  } else {
+    for (int64_t t = r; t < total; t += p) pos.push_back(t);
+  }
+  return pos;
+}
+
+struct Case {
+  ElemType type = ElemType::bf16;
+  int64_t b = 1, h = 4, hkv = 2, d = 64;
+  bool causal = true;
+  std::vector<int64_t> q_pos, k_pos;
+};
+
+double tol_out(ElemType t) { return t == ElemType::f16 ? 2e-3 : 1.6e-2; }
+double tol_grad(ElemType t) { return t == ElemType::f16 ? 1e-2 : 6e-2; }
+
+double max_abs(const std::vector<double>& x) {
+  double m = 0.0;
+  for (double v : x) m = std::max(m, std::fabs(v));
+  return m;
+}
+
+// max |a - b| over entries; NaN anywhere counts as infinite error.
+template <typename A>
+double max_err(const std::vector<A>& got, const std::vector<double>& ref, double offset = 0.0) {
+  REQUIRE(got.size() == ref.size());
+  double e = 0.0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double g = double(got[i]) - offset;
+    if (!std::isfinite(g)) return INFINITY;
+    e = std::max(e, std::fabs(g - ref[i]));
+  }
+  return e;
+}
+
+// Device-side inputs of one case, and the rounded float64 copies the reference uses.
+struct Inputs {
+  int64_t n, m;
+  std::vector<double> q, k, v;  // rounded
+  DeviceBuffer<uint16_t> dq_in, dk_in, dv_in;
+  DeviceBuffer<int64_t> dq_pos, dk_pos;
+  rk::BlockParams params;
+
+  Inputs(const Case& c, std::mt19937_64& rng)
+      : n(int64_t(c.q_pos.size())), m(int64_t(c.k_pos.size())),
+        dq_in(size_t(c.b * c.h * n * c.d)), dk_in(size_t(c.b * c.hkv * m * c.d)), dv_in(size_t(c.b * c.hkv * m * c.d)),
+        dq_pos(size_t(n)), dk_pos(size_t(m)) {
+    dq_in.upload(to_16bit(random_values(dq_in.count, rng), c.type, q));
+    dk_in.upload(to_16bit(random_values(dk_in.count, rng), c.type, k));
+    dv_in.upload(to_16bit(random_values(dv_in.count, rng), c.type, v));
+    dq_pos.upload(c.q_pos);
+    dk_pos.upload(c.k_pos);
+    params.q = rk::dense_view(dq_in.ptr, c.type, c.b, c.h, n, c.d);
+    params.k = rk::dense_view(dk_in.ptr, c.type, c.b, c.hkv, m, c.d);
+    params.v = rk::dense_view(dv_in.ptr, c.type, c.b, c.hkv, m, c.d);
+    params.q_positions = dq_pos.ptr;
+    params.k_positions = dk_pos.ptr;
+    params.causal = c.causal;
+  }
+};
+
+// Forward and backward of one case against the reference.
+void check_case(const Case& c, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  Inputs in(c, rng);
+  const int64_t n = in.n, m = in.m;
+  const size_t q_elems = size_t(c.b * c.h * n * c.d), kv_elems = size_t(c.b * c.hkv * m * c.d);
+  const size_t rows = size_t(c.b * c.h * n);
+
+  // forward
+  DeviceBuffer<float> d_out(q_elems), d_lse(rows);
+  rk::ForwardOut fo{rk::dense_view(d_out.ptr, ElemType::f32, c.b, c.h, n, c.d), rk::dense_rows(d_lse.ptr, c.b, c.h, n)};
+  rkc::flash_forward(in.params, fo, nullptr);
+  REQUIRE_CUDA(cudaDeviceSynchronize());
+  std::vector<double> ref_out(q_elems), ref_lse(rows);
+  rk::reference_forward(in.q.data(), in.k.data(), in.v.data(), c.q_pos.data(), c.k_pos.data(), c.b, c.h, c.hkv, n, m,
+                        c.d, c.causal, 0.0, ref_out.data(), ref_lse.data());
+  const auto out = d_out.download();
+  const auto lse = d_lse.download();
+  CHECK(max_err(out, ref_out) <= tol_out(c.type));
+  double lse_err = 0.0;
+  for (size_t i = 0; i < rows; ++i) {
+    if (std::isinf(ref_lse[i])) {
+      CHECK_MESSAGE((std::isinf(lse[i]) && lse[i] < 0), "row " << i << " has no visible key: lse must be -inf");
+    } else {
+      lse_err = std::max(lse_err, std::isfinite(lse[i]) ? std::fabs(lse[i] - ref_lse[i]) : INFINITY);
+    }
+  }
+  CHECK(lse_err <= 1e-3);
+
+  // backward: final O in the input type (as the ring hands it over), random dO, the kernel's lse.
+  std::vector<double> out_rounded, dout;
+  DeviceBuffer<uint16_t> d_out16(q_elems), d_dout(q_elems);
+  d_out16.upload(to_16bit(std::vector<double>(out.begin(), out.end()), c.type, out_rounded));
+  d_dout.upload(to_16bit(random_values(q_elems, rng), c.type, dout));
+  DeviceBuffer<float> d_delta(rows), d_gq(q_elems), d_gk(kv_elems), d_gv(kv_elems);
+  // Accumulators start at 0.5 to check that the kernel adds (+=) instead of overwriting.
+  constexpr float kStart = 0.5f;
+  d_gq.upload(std::vector<float>(q_elems, kStart));
+  d_gk.upload(std::vector<float>(kv_elems, kStart));
+  d_gv.upload(std::vector<float>(kv_elems, kStart));
+  rk::BackwardArgs g;
+  g.out = rk::dense_view(d_out16.ptr, c.type, c.b, c.h, n, c.d);
+  g.grad_out = rk::dense_view(d_dout.ptr, c.type, c.b, c.h, n, c.d);
+  g.lse = fo.lse;
+  g.delta = rk::dense_rows(d_delta.ptr, c.b, c.h, n);
+  g.grad_q = rk::dense_view(d_gq.ptr, ElemType::f32, c.b, c.h, n, c.d);
+  g.grad_k = rk::dense_view(d_gk.ptr, ElemType::f32, c.b, c.hkv, m, c.d);
+  g.grad_v = rk::dense_view(d_gv.ptr, ElemType::f32, c.b, c.hkv, m, c.d);
+  rkc::backward_delta(g.out, g.grad_out, g.delta, nullptr);
+  rkc::flash_backward(in.params, g, nullptr);
+  REQUIRE_CUDA(cudaDeviceSynchronize());
+
+  const std::vector<double> lse_d(lse.begin(), lse.end());
+  std::vector<double> rq(q_elems), rkk(kv_elems), rv(kv_elems);
+  rk::reference_backward(in.q.data(), in.k.data(), in.v.data(), out_rounded.data(), dout.data(), lse_d.data(),
+                         c.q_pos.data(), c.k_pos.data(), c.b, c.h, c.hkv, n, m, c.d, c.causal, 0.0, rq.data(),
+                         rkk.data(), rv.data());
+  const double sq = std::max(max_abs(rq), 1e-6), sk = std::max(max_abs(rkk), 1e-6), sv = std::max(max_abs(rv), 1e-6);
+  const double eq = max_err(d_gq.download(), rq, kStart) / sq;
+  const double ek = max_err(d_gk.download(), rkk, kStart) / sk;
+  const double ev = max_err(d_gv.download(), rv, kStart) / sv;
+  INFO("relative errors dQ " << eq << " dK " << ek << " dV " << ev << " (bound " << tol_grad(c.type) << ")");
+  CHECK(eq <= tol_grad(c.type));
+  CHECK(ek <= tol_grad(c.type));
+  CHECK(ev <= tol_grad(c.type));
+}
+
+std::vector<int64_t> iota_positions(int64_t count, int64_t first = 0) {
+  std::vector<int64_t> p(static_cast<size_t>(count));
+  for (int64_t i = 0; i < count; ++i) p[size_t(i)] = first + i;
+  return p;
+}
+
+}  // namespace
+
+TEST_CASE("cuda forward/backward: causal self-attention, f16 and bf16, head dims 64 and 128") {
+  if (!have_gpu()) return;
+  for (ElemType t : {ElemType::f16, ElemType::bf16}) {
+    for (int64_t d : {64, 128}) {
+      CAPTURE(int(t));
+      CAPTURE(d);
+      Case c;
+      c.type = t;
+      c.d = d;
+      c.q_pos = c.k_pos = iota_positions(192);
+      check_case(c, 1000 + uint64_t(d) + uint64_t(t));
+    }
+  }
+}
+
+TEST_CASE("cuda forward/backward: non-causal, GQA 8:2, batch 2, sizes not multiples of the tiles") {
+  if (!have_gpu()) return;
+  for (ElemType t : {ElemType::f16, ElemType::bf16}) {
+    Case c;
+    c.type = t;
+    c.b = 2, c.h = 8, c.hkv = 2, c.d = 128, c.causal = false;
+    c.q_pos = iota_positions(131);
+    c.k_pos = iota_positions(77, 500);
+    check_case(c, 2000 + uint64_t(t));
+  }
+}
+
+TEST_CASE("cuda forward/backward: zigzag shards, every (query rank, key rank) pair of 4") {
+  if (!have_gpu()) return;
+  const int64_t total = 512, p = 4;
+  for (int64_t qr = 0; qr < p; ++qr) {
+    for (int64_t kr = 0; kr < p; ++kr) {
+      CAPTURE(qr);
+      CAPTURE(kr);
+      Case c;
+      c.type = ElemType::bf16;
+      c.q_pos = shard_positions(Scheme::zigzag, total, p, qr);
+      c.k_pos = shard_positions(Scheme::zigzag, total, p, kr);
+      check_case(c, 3000 + uint64_t(qr * p + kr));
+    }
+  }
+}
+
+TEST_CASE("cuda forward/backward: striped shards (every tile partially masked)") {
+  if (!have_gpu()) return;
+  const int64_t total = 600, p = 3;
+  for (int64_t kr = 0; kr < p; ++kr) {
+    Case c;
+    c.type = ElemType::f16;
+    c.h = 2, c.hkv = 1, c.d = 64;
+    c.q_pos = shard_positions(Scheme::striped, total, p, 1);
+    c.k_pos = shard_positions(Scheme::striped, total, p, kr);
+    check_case(c, 4000 + uint64_t(kr));
+  }
+}
+
+TEST_CASE("cuda forward/backward: rows without a visible key give O = 0, lse = -inf, no NaN") {
+  if (!have_gpu()) return;
+  // Queries at positions 0..99, keys at 50..249: rows 0..49 see nothing.
+  Case c;
+  c.type = ElemType::bf16;
+  c.q_pos = iota_positions(100);
+  c.k_pos = iota_positions(200, 50);
+  check_case(c, 5000);
+  // Every key after every query: the whole block is hidden (all tiles skipped).
+  c.q_pos = iota_positions(70);
+  c.k_pos = iota_positions(90, 1000);
+  check_case(c, 5001);
+}
+
+TEST_CASE("cuda merge_partial: two key blocks merged equal the whole block (ring forward)") {
+  if (!have_gpu()) return;
+  Case c;
+  c.type = ElemType::f16;
+  c.h = 4, c.hkv = 1, c.d = 64;
+  const auto q_pos = shard_positions(Scheme::zigzag, 512, 2, 1);  // 256 queries: chunks 1 and 2
+  const auto k0 = shard_positions(Scheme::zigzag, 512, 2, 0);     // keys held by rank 0
+  const auto k1 = shard_positions(Scheme::zigzag, 512, 2, 1);     // keys held by rank 1
+  std::mt19937_64 rng(6000);
+  const int64_t n = int64_t(q_pos.size()), m = 256;
+  std::vector<double> q, k, v;
+  DeviceBuffer<uint16_t> dq{size_t(c.h * n * c.d)}, dk{size_t(2 * m * c.d)}, dv{size_t(2 * m * c.d)};
+  dq.upload(to_16bit(random_values(dq.count, rng), c.type, q));
+  dk.upload(to_16bit(random_values(dk.count, rng), c.type, k));
+  dv.upload(to_16bit(random_values(dv.count, rng), c.type, v));
+  std::vector<int64_t> all_k(k0);
+  all_k.insert(all_k.end(), k1.begin(), k1.end());
+  DeviceBuffer<int64_t> dqp{size_t(n)}, dkp{size_t(2 * m)};
+  dqp.upload(q_pos);
+  dkp.upload(all_k);
+  const size_t q_elems = size_t(c.h * n * c.d), rows = size_t(c.h * n);
+  DeviceBuffer<float> acc_o(q_elems), acc_l(rows), blk_o(q_elems), blk_l(rows);
+  rk::ForwardOut acc{rk::dense_view(acc_o.ptr, ElemType::f32, 1, c.h, n, c.d), rk::dense_rows(acc_l.ptr, 1, c.h, n)};
+  rk::ForwardOut blk{rk::dense_view(blk_o.ptr, ElemType::f32, 1, c.h, n, c.d), rk::dense_rows(blk_l.ptr, 1, c.h, n)};
+  for (int step = 0; step < 2; ++step) {
+    // Block `step`: the second half of the KV buffers, as a view with the full buffer's strides.
+    rk::BlockParams p;
+    p.q = rk::dense_view(dq.ptr, c.type, 1, c.h, n, c.d);
+    p.k = rk::dense_view(dk.ptr + step * m * c.d, c.type, 1, 1, m, c.d);
+    p.v = rk::dense_view(dv.ptr + step * m * c.d, c.type, 1, 1, m, c.d);
+    p.q_positions = dqp.ptr;
+    p.k_positions = dkp.ptr + step * m;
+    p.causal = true;
+    rkc::flash_forward(p, step == 0 ? acc : blk, nullptr);
+    if (step == 1) rkc::merge_partial(acc, blk, nullptr);
+  }
+  REQUIRE_CUDA(cudaDeviceSynchronize());
+  std::vector<double> ref_out(q_elems), ref_lse(rows);
+  rk::reference_forward(q.data(), k.data(), v.data(), q_pos.data(), all_k.data(), 1, c.h, 1, n, 2 * m, c.d, true, 0.0,
+                        ref_out.data(), ref_lse.data());
+  CHECK(max_err(acc_o.download(), ref_out) <= tol_out(c.type));
+  CHECK(max_err(acc_l.download(), ref_lse) <= 1e-3);
+}
+
+TEST_CASE("cuda merge_partial: both sides -inf stay O = 0, lse = -inf") {
+  if (!have_gpu()) return;
+  const int64_t h = 1, n = 3, d = 64;
+  DeviceBuffer<float> ao{size_t(n * d)}, al{size_t(n)}, bo{size_t(n * d)}, bl{size_t(n)};
+  ao.upload(std::vector<float>(size_t(n * d), 0.0f));
+  bo.upload(std::vector<float>(size_t(n * d), 0.0f));
+  al.upload({rk::kNegInf, rk::kNegInf, 0.0f});
+  bl.upload({rk::kNegInf, 1.0f, rk::kNegInf});
+  rk::ForwardOut a{rk::dense_view(ao.ptr, ElemType::f32, 1, h, n, d), rk::dense_rows(al.ptr, 1, h, n)};
+  rk::ForwardOut b{rk::dense_view(bo.ptr, ElemType::f32, 1, h, n, d), rk::dense_rows(bl.ptr, 1, h, n)};
+  rkc::merge_partial(a, b, nullptr);
+  REQUIRE_CUDA(cudaDeviceSynchronize());
+  const auto lse = al.download();
+  const auto o = ao.download();
+  CHECK((std::isinf(lse[0]) && lse[0] < 0));
+  CHECK(lse[1] == doctest::Approx(1.0));
+  CHECK(lse[2] == doctest::Approx(0.0));
+  for (float x : o) CHECK(x == 0.0f);
+}
+
+TEST_CASE("cuda kernels reject bad arguments with a message naming what would be valid") {
+  // These checks fail before any device call, so they run without a GPU.
+  std::vector<uint16_t> host(4 * 96 * 8);
+  std::vector<int64_t> pos(8, 0);
+  std::vector<float> out(4 * 96 * 8), lse(32);
+  rk::BlockParams p;
+  p.q = rk::dense_view(host.data(), ElemType::bf16, 1, 4, 8, 96);
+  p.k = rk::dense_view(host.data(), ElemType::bf16, 1, 4, 8, 96);
+  p.v = p.k;
+  p.q_positions = p.k_positions = pos.data();
+  rk::ForwardOut o{rk::dense_view(out.data(), ElemType::f32, 1, 4, 8, 96), rk::dense_rows(lse.data(), 1, 4, 8)};
+  CHECK(rkc::validate_forward(p, o).find("64 and 128") != std::string::npos);
+  CHECK_THROWS_AS(rkc::flash_forward(p, o, nullptr), std::invalid_argument);
+
+  p.q = rk::dense_view(host.data(), ElemType::f32, 1, 4, 8, 64);
+  p.k = p.v = rk::dense_view(host.data(), ElemType::f32, 1, 4, 8, 64);
+  o.out = rk::dense_view(out.data(), ElemType::f32, 1, 4, 8, 64);
+  CHECK(rkc::validate_forward(p, o).find("f16 or bf16") != std::string::npos);
+
+  p.q = rk::dense_view(host.data(), ElemType::f16, 1, 4, 8, 64);
+  p.k = p.v = rk::dense_view(host.data(), ElemType::f16, 1, 4, 8, 64);
+  p.q.stride_token = 66;  // not a multiple of 8 elements: no 16-byte vector loads
+  CHECK(rkc::validate_forward(p, o).find("multiples of 8") != std::string::npos);
+}
