@@ -28,6 +28,13 @@ std::optional<Optimizer> parse_optimizer(const std::string& s);
 std::optional<Recompute> parse_recompute(const std::string& s);
 std::optional<CpScheme> parse_cp_scheme(const std::string& s);
 std::optional<AttentionImpl> parse_attention(const std::string& s);
+// The valid names of each enum in declaration order, for "must be one of ..." messages
+// (CLI flags and config errors use the same lists).
+std::vector<std::string> dtype_names();
+std::vector<std::string> optimizer_names();
+std::vector<std::string> recompute_names();
+std::vector<std::string> cp_scheme_names();
+std::vector<std::string> attention_names();
 
 struct ModelConfig {
   std::string name;

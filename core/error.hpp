@@ -35,7 +35,9 @@ class ConfigError : public Error {
   static std::string format(const std::string& file, int line, const std::string& field,
                             const std::string& what) {
     std::string s = file;
-    if (line > 0) s += ":" + std::to_string(line);
+    // append() rather than `":" + std::to_string(line)`: GCC 12 at -O3 reports a false
+    // -Wrestrict on the temporary concatenation (GCC bug 105329).
+    if (line > 0) s.append(":").append(std::to_string(line));
     s += ": ";
     if (!field.empty()) s += field + ": ";
     return s + what;

@@ -1,0 +1,80 @@
+// Enum names and small helpers declared in core/config.hpp. The names here are the spelling used
+// in YAML files, on the command line and in reports: one table per enum serves both directions.
+#include "core/config.hpp"
+
+#include <array>
+#include <utility>
+
+#include "core/error.hpp"
+
+namespace ringplan {
+namespace {
+
+template <typename E, size_t N>
+using NameTable = std::array<std::pair<E, const char*>, N>;
+
+constexpr NameTable<DType, 3> kDTypeNames{{{DType::bf16, "bf16"}, {DType::fp16, "fp16"}, {DType::fp32, "fp32"}}};
+constexpr NameTable<Optimizer, 2> kOptimizerNames{{{Optimizer::adam, "adam"}, {Optimizer::sgd, "sgd"}}};
+constexpr NameTable<Recompute, 3> kRecomputeNames{
+    {{Recompute::none, "none"}, {Recompute::selective, "selective"}, {Recompute::full, "full"}}};
+constexpr NameTable<CpScheme, 3> kCpSchemeNames{
+    {{CpScheme::contiguous, "contiguous"}, {CpScheme::zigzag, "zigzag"}, {CpScheme::striped, "striped"}}};
+constexpr NameTable<AttentionImpl, 2> kAttentionNames{
+    {{AttentionImpl::flash, "flash"}, {AttentionImpl::materialized, "materialized"}}};
+
+template <typename E, size_t N>
+const char* name_of(const NameTable<E, N>& table, E value) {
+  for (const auto& [v, name] : table)
+    if (v == value) return name;
+  return "?";  // unreachable for valid enum values; never used as a parse input
+}
+
+template <typename E, size_t N>
+std::optional<E> parse_name(const NameTable<E, N>& table, const std::string& s) {
+  for (const auto& [v, name] : table)
+    if (s == name) return v;
+  return std::nullopt;
+}
+
+template <typename E, size_t N>
+std::vector<std::string> names_of(const NameTable<E, N>& table) {
+  std::vector<std::string> out;
+  for (const auto& entry : table) out.emplace_back(entry.second);
+  return out;
+}
+
+}  // namespace
+
+int dtype_bytes(DType t) { return t == DType::fp32 ? 4 : 2; }
+
+const char* to_string(DType t) { return name_of(kDTypeNames, t); }
+const char* to_string(Optimizer o) { return name_of(kOptimizerNames, o); }
+const char* to_string(Recompute r) { return name_of(kRecomputeNames, r); }
+const char* to_string(CpScheme s) { return name_of(kCpSchemeNames, s); }
+const char* to_string(AttentionImpl a) { return name_of(kAttentionNames, a); }
+
+std::optional<DType> parse_dtype(const std::string& s) { return parse_name(kDTypeNames, s); }
+std::optional<Optimizer> parse_optimizer(const std::string& s) { return parse_name(kOptimizerNames, s); }
+std::optional<Recompute> parse_recompute(const std::string& s) { return parse_name(kRecomputeNames, s); }
+std::optional<CpScheme> parse_cp_scheme(const std::string& s) { return parse_name(kCpSchemeNames, s); }
+std::optional<AttentionImpl> parse_attention(const std::string& s) { return parse_name(kAttentionNames, s); }
+
+std::vector<std::string> dtype_names() { return names_of(kDTypeNames); }
+std::vector<std::string> optimizer_names() { return names_of(kOptimizerNames); }
+std::vector<std::string> recompute_names() { return names_of(kRecomputeNames); }
+std::vector<std::string> cp_scheme_names() { return names_of(kCpSchemeNames); }
+std::vector<std::string> attention_names() { return names_of(kAttentionNames); }
+
+double ClusterConfig::peak_flops_per_s(DType t) const {
+  switch (t) {
+    case DType::bf16:
+      return peak_flops_per_s_bf16;
+    case DType::fp16:
+      return peak_flops_per_s_fp16;
+    case DType::fp32:
+      return peak_flops_per_s_fp32;
+  }
+  throw bad_input("ClusterConfig::peak_flops_per_s: invalid DType value " + std::to_string(static_cast<int>(t)));
+}
+
+}  // namespace ringplan

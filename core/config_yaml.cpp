@@ -1,0 +1,713 @@
+// YAML loading with precise errors, and the matching writers. Schema: configs/README.md.
+//
+// Error contract: every ConfigError names file, 1-based line (yaml-cpp marks are 0-based), the
+// field path and what would be valid. Position rules: a bad value points at its key's line (or
+// at the element for list items); a missing key points at the line of the mapping that lacks it.
+#include "core/config_yaml.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include "core/error.hpp"
+#include "core/units.hpp"
+
+namespace fs = std::filesystem;
+
+namespace ringplan {
+
+std::string closest_name(const std::string& word, const std::vector<std::string>& candidates) {
+  // Levenshtein distance; a candidate counts as a likely typo when at most a third of its
+  // letters (at least 2) differ, so "hiden" -> "hidden" but "foo" suggests nothing.
+  auto distance = [](const std::string& a, const std::string& b) {
+    std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
+    for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+    for (size_t i = 1; i <= a.size(); ++i) {
+      cur[0] = i;
+      for (size_t j = 1; j <= b.size(); ++j) {
+        size_t subst = prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1);
+        cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, subst});
+      }
+      std::swap(prev, cur);
+    }
+    return prev[b.size()];
+  };
+  std::string best;
+  size_t best_distance = SIZE_MAX;
+  for (const auto& c : candidates) {
+    size_t d = distance(word, c);
+    if (d < best_distance) best_distance = d, best = c;
+  }
+  size_t allowed = std::max<size_t>(2, best.size() / 3);
+  return best_distance <= allowed ? best : std::string();
+}
+
+namespace {
+
+std::string join(const std::vector<std::string>& names) {
+  std::string s;
+  for (size_t i = 0; i < names.size(); ++i) s += (i ? ", " : "") + names[i];
+  return s;
+}
+
+int line_of(const YAML::Node& node) {
+  if (!node.IsDefined()) return 0;
+  YAML::Mark m = node.Mark();
+  return m.is_null() ? 0 : m.line + 1;
+}
+
+std::string sub(const std::string& parent, const std::string& key) { return parent.empty() ? key : parent + "." + key; }
+
+const char* kind_of(const YAML::Node& n) {
+  switch (n.Type()) {
+    case YAML::NodeType::Null:
+      return "nothing (null)";
+    case YAML::NodeType::Scalar:
+      return "a scalar";
+    case YAML::NodeType::Sequence:
+      return "a list";
+    case YAML::NodeType::Map:
+      return "a mapping";
+    default:
+      return "an undefined node";
+  }
+}
+
+// A mapping being read: remembers each key's line, rejects unknown and duplicate keys.
+class MapReader {
+ public:
+  MapReader(const YAML::Node& node, std::string file, std::string field, std::vector<std::string> allowed)
+      : node_(node), file_(std::move(file)), field_(std::move(field)), allowed_(std::move(allowed)) {
+    if (!node.IsMap())
+      throw ConfigError(file_, line_of(node), field_,
+                        fmt::format("expected a mapping with keys {{{}}}, got {}", join(allowed_), kind_of(node)));
+    std::set<std::string> seen;
+    for (const auto& kv : node) {
+      const YAML::Node& key = kv.first;
+      if (!key.IsScalar())
+        throw ConfigError(file_, line_of(key), field_, "keys must be plain names, got " + std::string(kind_of(key)));
+      std::string k = key.Scalar();
+      if (std::find(allowed_.begin(), allowed_.end(), k) == allowed_.end()) {
+        std::string hint = closest_name(k, allowed_);
+        throw ConfigError(file_, line_of(key), sub(field_, k),
+                          fmt::format("unknown key '{}'{}; valid keys: {}", k,
+                                      hint.empty() ? "" : " (did you mean '" + hint + "'?)", join(allowed_)));
+      }
+      if (!seen.insert(k).second) throw ConfigError(file_, line_of(key), sub(field_, k), "duplicate key '" + k + "'");
+      key_line_[k] = line_of(key);
+      value_[k] = kv.second;
+    }
+  }
+
+  const std::string& file() const { return file_; }
+  std::string field(const std::string& key) const { return sub(field_, key); }
+  bool has(const std::string& key) const { return value_.count(key) != 0; }
+  int map_line() const { return line_of(node_); }
+  int key_line(const std::string& key) const {
+    auto it = key_line_.find(key);
+    return it == key_line_.end() ? map_line() : it->second;
+  }
+
+  // The value of a required key; a missing key or an empty value (`key:`) is an error.
+  const YAML::Node& require(const std::string& key) const {
+    auto it = value_.find(key);
+    if (it == value_.end())
+      throw ConfigError(file_, map_line(), field(key), fmt::format("missing required key '{}'", key));
+    if (it->second.IsNull()) throw ConfigError(file_, key_line(key), field(key), "has no value; a value is required");
+    return it->second;
+  }
+
+  [[noreturn]] void fail(const std::string& key, const std::string& what) const {
+    throw ConfigError(file_, key_line(key), field(key), what);
+  }
+
+  // Scalars. A quoted scalar is text even when it looks like a number ("32").
+  int64_t get_int(const std::string& key) const { return scalar_int(require(key), key_line(key), field(key)); }
+  double get_double(const std::string& key) const { return scalar_double(require(key), key_line(key), field(key)); }
+  bool get_bool(const std::string& key) const { return scalar_bool(require(key), key_line(key), field(key)); }
+  std::string get_string(const std::string& key) const {
+    const YAML::Node& n = require(key);
+    if (!n.IsScalar()) fail(key, fmt::format("expected a text value, got {}", kind_of(n)));
+    if (n.Scalar().empty()) fail(key, "must not be empty");
+    return n.Scalar();
+  }
+  int64_t get_positive_int(const std::string& key) const {
+    int64_t v = get_int(key);
+    if (v <= 0) fail(key, fmt::format("must be a positive integer (> 0), got {}", v));
+    return v;
+  }
+  double get_positive_double(const std::string& key) const {
+    double v = get_double(key);
+    if (!(v > 0)) fail(key, fmt::format("must be > 0, got {}", v));
+    return v;
+  }
+  double get_nonnegative_double(const std::string& key) const {
+    double v = get_double(key);
+    if (!(v >= 0)) fail(key, fmt::format("must be >= 0, got {}", v));
+    return v;
+  }
+
+  template <typename E>
+  E get_enum(const std::string& key, std::optional<E> (*parse)(const std::string&),
+             const std::vector<std::string>& names) const {
+    return scalar_enum(require(key), key_line(key), field(key), parse, names);
+  }
+
+  // The nested mapping of `key`, read with its own allowed keys.
+  MapReader nested(const std::string& key, std::vector<std::string> allowed) const {
+    const YAML::Node& n = require(key);
+    if (!n.IsMap()) fail(key, fmt::format("expected a mapping with keys {{{}}}, got {}", join(allowed), kind_of(n)));
+    return MapReader(n, file_, field(key), std::move(allowed));
+  }
+
+  // --- scalar conversions, shared with list elements ---------------------------------------
+  int64_t scalar_int(const YAML::Node& n, int line, const std::string& where) const {
+    if (!n.IsScalar()) throw ConfigError(file_, line, where, fmt::format("expected an integer, got {}", kind_of(n)));
+    if (n.Tag() == "!")
+      throw ConfigError(file_, line, where, fmt::format("expected an integer, got the quoted text \"{}\"", n.Scalar()));
+    try {
+      return n.as<int64_t>();
+    } catch (const YAML::Exception&) {
+      throw ConfigError(file_, line, where, fmt::format("expected an integer, got '{}'", n.Scalar()));
+    }
+  }
+  double scalar_double(const YAML::Node& n, int line, const std::string& where) const {
+    if (!n.IsScalar()) throw ConfigError(file_, line, where, fmt::format("expected a number, got {}", kind_of(n)));
+    if (n.Tag() == "!")
+      throw ConfigError(file_, line, where, fmt::format("expected a number, got the quoted text \"{}\"", n.Scalar()));
+    double v = 0;
+    try {
+      v = n.as<double>();
+    } catch (const YAML::Exception&) {
+      throw ConfigError(file_, line, where, fmt::format("expected a number, got '{}'", n.Scalar()));
+    }
+    if (!std::isfinite(v))
+      throw ConfigError(file_, line, where, fmt::format("must be a finite number, got '{}'", n.Scalar()));
+    return v;
+  }
+  bool scalar_bool(const YAML::Node& n, int line, const std::string& where) const {
+    if (!n.IsScalar() || n.Tag() == "!")
+      throw ConfigError(
+          file_, line, where,
+          fmt::format("expected true or false, got {}", n.IsScalar() ? "'" + n.Scalar() + "'" : kind_of(n)));
+    try {
+      return n.as<bool>();
+    } catch (const YAML::Exception&) {
+      throw ConfigError(file_, line, where, fmt::format("expected true or false, got '{}'", n.Scalar()));
+    }
+  }
+  template <typename E>
+  E scalar_enum(const YAML::Node& n, int line, const std::string& where, std::optional<E> (*parse)(const std::string&),
+                const std::vector<std::string>& names) const {
+    if (!n.IsScalar())
+      throw ConfigError(file_, line, where, fmt::format("expected one of {}, got {}", join(names), kind_of(n)));
+    if (auto v = parse(n.Scalar())) return *v;
+    std::string hint = closest_name(n.Scalar(), names);
+    throw ConfigError(file_, line, where,
+                      fmt::format("'{}' is not valid{}; must be one of: {}", n.Scalar(),
+                                  hint.empty() ? "" : " (did you mean '" + hint + "'?)", join(names)));
+  }
+
+  // A non-empty flow or block list; `element` converts and checks one item.
+  template <typename T, typename F>
+  std::vector<T> get_list(const std::string& key, F element) const {
+    const YAML::Node& n = require(key);
+    if (!n.IsSequence()) fail(key, fmt::format("expected a list such as [a, b], got {}", kind_of(n)));
+    if (n.size() == 0) fail(key, "must not be an empty list; omit the key to use the planner's default set");
+    std::vector<T> out;
+    for (size_t i = 0; i < n.size(); ++i) {
+      const YAML::Node& item = n[i];
+      int line = line_of(item) ? line_of(item) : key_line(key);
+      out.push_back(element(item, line, fmt::format("{}[{}]", field(key), i)));
+    }
+    return out;
+  }
+
+ private:
+  YAML::Node node_;
+  std::string file_;
+  std::string field_;
+  std::vector<std::string> allowed_;
+  std::map<std::string, int> key_line_;
+  std::map<std::string, YAML::Node> value_;
+};
+
+std::string read_text(const std::string& path) {
+  std::error_code ec;
+  if (!fs::exists(path, ec)) throw ConfigError(path, 0, "", "file not found");
+  if (fs::is_directory(path, ec)) throw ConfigError(path, 0, "", "is a folder, expected a YAML file");
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw ConfigError(path, 0, "", "cannot open file for reading");
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+YAML::Node parse_text(const std::string& text, const std::string& file) {
+  try {
+    // LoadAll, not Load: Load silently drops every document after the first.
+    std::vector<YAML::Node> docs = YAML::LoadAll(text);
+    if (docs.size() > 1)
+      throw ConfigError(file, line_of(docs[1]), "",
+                        fmt::format("holds {} YAML documents (separated by ---); expected exactly one", docs.size()));
+    return docs.empty() ? YAML::Node() : docs.front();
+  } catch (const YAML::ParserException& e) {
+    int line = e.mark.is_null() ? 0 : e.mark.line + 1;
+    throw ConfigError(file, line, "", fmt::format("YAML syntax error (column {}): {}", e.mark.column + 1, e.msg));
+  }
+}
+
+// The document of a standalone file: must be a mapping.
+YAML::Node load_document(const std::string& path, const char* what) {
+  YAML::Node doc = parse_text(read_text(path), path);
+  if (doc.IsNull()) throw ConfigError(path, 0, "", fmt::format("file is empty; expected a {} mapping", what));
+  return doc;
+}
+
+const std::vector<std::string> kModelKeys{"name",     "layers",     "hidden",    "heads", "kv_heads",
+                                          "head_dim", "ffn_hidden", "gated_mlp", "vocab", "tied_embeddings"};
+const std::vector<std::string> kClusterKeys{
+    "name",          "peak_tflops", "memory_gib", "memory_reserved_gib", "memory_bandwidth_gbps",
+    "gpus_per_node", "nodes",       "intra_node", "inter_node",          "efficiency"};
+const std::vector<std::string> kTrainingKeys{"seq_len", "global_batch", "global_batch_tokens",
+                                             "dtype",   "optimizer",    "causal"};
+const std::vector<std::string> kExperimentKeys{"name", "model",   "cluster", "training", "gpus",
+                                               "mesh", "options", "search",  "published"};
+const std::vector<std::string> kMeshKeys{"dp", "tp", "cp", "pp"};
+const std::vector<std::string> kOptionKeys{"micro_batch", "recompute",  "zero_stage", "sequence_parallel",
+                                           "cp_scheme",   "interleave", "attention"};
+const std::vector<std::string> kSearchKeys{"micro_batch", "recompute",  "zero_stage", "sequence_parallel",
+                                           "cp_scheme",   "interleave", "attention",  "max_tp",
+                                           "max_cp",      "max_pp"};
+const std::vector<std::string> kPublishedKeys{"step_time_s", "tflops_per_device", "mfu", "peak_memory_gib", "source"};
+
+LinkProfile read_link(const MapReader& parent, const std::string& key) {
+  MapReader r = parent.nested(key, {"bandwidth_gbps", "latency_us"});
+  LinkProfile link;
+  link.bandwidth_bytes_per_s = r.get_positive_double("bandwidth_gbps") * units::gb_bytes;
+  link.latency_s = r.get_nonnegative_double("latency_us") * units::us_s;
+  return link;
+}
+
+EfficiencyCurve read_curve(const MapReader& parent, const std::string& key) {
+  MapReader r = parent.nested(key, {"max", "half_tflop"});
+  EfficiencyCurve c;
+  c.max_efficiency = r.get_double("max");
+  if (!(c.max_efficiency > 0 && c.max_efficiency <= 1))
+    r.fail("max", fmt::format("must be a fraction of peak in (0, 1], got {}", c.max_efficiency));
+  c.half_flops = r.get_nonnegative_double("half_tflop") * units::tflop;
+  return c;
+}
+
+int zero_stage_of(const MapReader& r, const YAML::Node& n, int line, const std::string& where) {
+  int64_t v = r.scalar_int(n, line, where);
+  if (v < 0 || v > 3)
+    throw ConfigError(r.file(), line, where, fmt::format("must be a ZeRO stage 0, 1, 2 or 3, got {}", v));
+  return static_cast<int>(v);
+}
+
+int64_t positive_of(const MapReader& r, const YAML::Node& n, int line, const std::string& where) {
+  int64_t v = r.scalar_int(n, line, where);
+  if (v <= 0) throw ConfigError(r.file(), line, where, fmt::format("must be a positive integer (> 0), got {}", v));
+  return v;
+}
+
+// A `model:` / `cluster:` / `training:` entry of an experiment: a path or an inline mapping.
+template <typename T>
+T read_block(const MapReader& r, const std::string& key, const std::string& base_dir,
+             T (*from_file)(const std::string&),
+             T (*from_node)(const YAML::Node&, const std::string&, const std::string&)) {
+  const YAML::Node& n = r.require(key);
+  if (n.IsMap()) return from_node(n, r.file(), r.field(key));
+  if (!n.IsScalar() || n.Scalar().empty())
+    r.fail(key, fmt::format("expected a file path (relative to this file's folder) or an inline mapping, got {}",
+                            kind_of(n)));
+  fs::path ref(n.Scalar());
+  fs::path resolved = ref.is_absolute() ? ref : (fs::path(base_dir) / ref);
+  std::string resolved_str = resolved.lexically_normal().string();
+  std::error_code ec;
+  if (!fs::is_regular_file(resolved, ec))
+    r.fail(key, fmt::format("referenced file '{}' not found (looked for '{}'; relative paths are resolved against "
+                            "the folder of the file that names them)",
+                            n.Scalar(), resolved_str));
+  return from_file(resolved_str);  // errors inside name the referenced file
+}
+
+std::string fmt_double(double v) { return fmt::format("{}", v); }  // shortest text that reads back exactly
+
+void emit_double(YAML::Emitter& out, const char* key, double v) {
+  out << YAML::Key << key << YAML::Value << fmt_double(v);
+}
+
+std::string dir_of(const std::string& path) {
+  fs::path parent = fs::path(path).parent_path();
+  return parent.empty() ? std::string(".") : parent.string();
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Readers
+
+ModelConfig model_from_yaml(const YAML::Node& node, const std::string& file, const std::string& field) {
+  MapReader r(node, file, field, kModelKeys);
+  ModelConfig m;
+  m.name = r.get_string("name");
+  m.layers = r.get_positive_int("layers");
+  m.hidden = r.get_positive_int("hidden");
+  m.heads = r.get_positive_int("heads");
+  m.kv_heads = r.get_positive_int("kv_heads");
+  m.head_dim = r.get_positive_int("head_dim");
+  m.ffn_hidden = r.get_positive_int("ffn_hidden");
+  m.gated_mlp = r.get_bool("gated_mlp");
+  m.vocab = r.get_positive_int("vocab");
+  m.tied_embeddings = r.has("tied_embeddings") ? r.get_bool("tied_embeddings") : false;
+  // Grouped-query attention: each KV head serves heads/kv_heads query heads.
+  if (m.kv_heads > m.heads) r.fail("kv_heads", fmt::format("must be <= heads ({}), got {}", m.heads, m.kv_heads));
+  if (m.heads % m.kv_heads != 0)
+    r.fail("kv_heads", fmt::format("heads ({}) must be a multiple of kv_heads ({}); use a divisor of {}", m.heads,
+                                   m.kv_heads, m.heads));
+  return m;
+}
+
+ClusterConfig cluster_from_yaml(const YAML::Node& node, const std::string& file, const std::string& field) {
+  MapReader r(node, file, field, kClusterKeys);
+  ClusterConfig c;
+  c.name = r.get_string("name");
+  {
+    MapReader peak = r.nested("peak_tflops", {"bf16", "fp16", "fp32"});
+    c.peak_flops_per_s_bf16 = peak.get_positive_double("bf16") * units::tflop;
+    c.peak_flops_per_s_fp16 = peak.get_positive_double("fp16") * units::tflop;
+    c.peak_flops_per_s_fp32 = peak.get_positive_double("fp32") * units::tflop;
+  }
+  c.memory_bytes = r.get_positive_double("memory_gib") * units::gib_bytes;
+  c.memory_reserved_bytes = r.get_nonnegative_double("memory_reserved_gib") * units::gib_bytes;
+  if (c.memory_reserved_bytes >= c.memory_bytes)
+    r.fail("memory_reserved_gib",
+           fmt::format("must be less than memory_gib ({}), got {}", c.memory_bytes / units::gib_bytes,
+                       c.memory_reserved_bytes / units::gib_bytes));
+  c.memory_bandwidth_bytes_per_s = r.get_positive_double("memory_bandwidth_gbps") * units::gb_bytes;
+  c.gpus_per_node = r.get_positive_int("gpus_per_node");
+  c.nodes = r.get_positive_int("nodes");
+  c.intra_node = read_link(r, "intra_node");
+  c.inter_node = read_link(r, "inter_node");
+  MapReader eff = r.nested("efficiency", {"matmul", "attention"});
+  c.matmul = read_curve(eff, "matmul");
+  c.attention = read_curve(eff, "attention");
+  return c;
+}
+
+TrainingConfig training_from_yaml(const YAML::Node& node, const std::string& file, const std::string& field) {
+  MapReader r(node, file, field, kTrainingKeys);
+  TrainingConfig t;
+  t.seq_len = r.get_positive_int("seq_len");
+  bool by_sequences = r.has("global_batch"), by_tokens = r.has("global_batch_tokens");
+  if (by_sequences == by_tokens)
+    throw ConfigError(file, by_tokens ? r.key_line("global_batch_tokens") : r.map_line(),
+                      by_tokens ? r.field("global_batch_tokens") : r.field("global_batch"),
+                      by_tokens ? "give either global_batch (sequences) or global_batch_tokens, not both"
+                                : "missing required key: give global_batch (sequences) or global_batch_tokens");
+  if (by_sequences) {
+    t.global_batch_sequences = r.get_positive_int("global_batch");
+  } else {
+    int64_t tokens = r.get_positive_int("global_batch_tokens");
+    if (tokens % t.seq_len != 0) {
+      int64_t below = tokens / t.seq_len * t.seq_len, above = below + t.seq_len;
+      r.fail("global_batch_tokens",
+             fmt::format("{} is not a multiple of seq_len {}; use a multiple such as {}{}", tokens, t.seq_len,
+                         below > 0 ? std::to_string(below) + " or " : "", above));
+    }
+    t.global_batch_sequences = tokens / t.seq_len;
+  }
+  t.dtype = r.get_enum<DType>("dtype", parse_dtype, dtype_names());
+  t.optimizer = r.get_enum<Optimizer>("optimizer", parse_optimizer, optimizer_names());
+  t.causal = r.has("causal") ? r.get_bool("causal") : true;
+  return t;
+}
+
+Experiment experiment_from_yaml(const YAML::Node& node, const std::string& file, const std::string& base_dir,
+                                const std::string& field) {
+  MapReader r(node, file, field, kExperimentKeys);
+  Experiment e;
+  e.path = file;
+  e.name = r.get_string("name");
+  e.model = read_block<ModelConfig>(r, "model", base_dir, load_model, model_from_yaml);
+  e.cluster = read_block<ClusterConfig>(r, "cluster", base_dir, load_cluster, cluster_from_yaml);
+  e.training = read_block<TrainingConfig>(r, "training", base_dir, load_training, training_from_yaml);
+  if (r.has("gpus")) e.gpus = r.get_positive_int("gpus");
+
+  if (r.has("mesh")) {
+    // Omitted mesh dimensions are 1 (no parallelism along them).
+    MapReader m = r.nested("mesh", kMeshKeys);
+    Mesh mesh;
+    if (m.has("dp")) mesh.dp = m.get_positive_int("dp");
+    if (m.has("tp")) mesh.tp = m.get_positive_int("tp");
+    if (m.has("cp")) mesh.cp = m.get_positive_int("cp");
+    if (m.has("pp")) mesh.pp = m.get_positive_int("pp");
+    // A fixed mesh fixes the world size: gpus defaults to it and must agree with it.
+    if (e.gpus && *e.gpus != mesh.world_size())
+      r.fail("mesh", fmt::format("dp*tp*cp*pp = {}*{}*{}*{} = {} must equal gpus ({}); change the mesh or gpus",
+                                 mesh.dp, mesh.tp, mesh.cp, mesh.pp, mesh.world_size(), *e.gpus));
+    e.gpus = mesh.world_size();
+    e.mesh = mesh;
+  }
+
+  if (r.has("options")) {
+    MapReader o = r.nested("options", kOptionKeys);
+    ParallelOptions& opt = e.options;
+    if (o.has("micro_batch")) opt.micro_batch = o.get_positive_int("micro_batch");
+    if (o.has("recompute")) opt.recompute = o.get_enum<Recompute>("recompute", parse_recompute, recompute_names());
+    if (o.has("zero_stage"))
+      opt.zero_stage = zero_stage_of(o, o.require("zero_stage"), o.key_line("zero_stage"), o.field("zero_stage"));
+    if (o.has("sequence_parallel")) opt.sequence_parallel = o.get_bool("sequence_parallel");
+    if (o.has("cp_scheme")) opt.cp_scheme = o.get_enum<CpScheme>("cp_scheme", parse_cp_scheme, cp_scheme_names());
+    if (o.has("interleave")) opt.interleave = o.get_positive_int("interleave");
+    if (o.has("attention")) opt.attention = o.get_enum<AttentionImpl>("attention", parse_attention, attention_names());
+  }
+
+  if (r.has("search")) {
+    MapReader s = r.nested("search", kSearchKeys);
+    SearchSpace& sp = e.search;
+    auto positive = [&s](const YAML::Node& n, int line, const std::string& w) { return positive_of(s, n, line, w); };
+    if (s.has("micro_batch")) sp.micro_batch = s.get_list<int64_t>("micro_batch", positive);
+    if (s.has("recompute"))
+      sp.recompute = s.get_list<Recompute>("recompute", [&s](const YAML::Node& n, int line, const std::string& w) {
+        return s.scalar_enum<Recompute>(n, line, w, parse_recompute, recompute_names());
+      });
+    if (s.has("zero_stage"))
+      sp.zero_stage = s.get_list<int>("zero_stage", [&s](const YAML::Node& n, int line, const std::string& w) {
+        return zero_stage_of(s, n, line, w);
+      });
+    if (s.has("sequence_parallel"))
+      sp.sequence_parallel = s.get_list<bool>(
+          "sequence_parallel",
+          [&s](const YAML::Node& n, int line, const std::string& w) { return s.scalar_bool(n, line, w); });
+    if (s.has("cp_scheme"))
+      sp.cp_scheme = s.get_list<CpScheme>("cp_scheme", [&s](const YAML::Node& n, int line, const std::string& w) {
+        return s.scalar_enum<CpScheme>(n, line, w, parse_cp_scheme, cp_scheme_names());
+      });
+    if (s.has("interleave")) sp.interleave = s.get_list<int64_t>("interleave", positive);
+    if (s.has("attention"))
+      sp.attention = s.get_list<AttentionImpl>("attention", [&s](const YAML::Node& n, int line, const std::string& w) {
+        return s.scalar_enum<AttentionImpl>(n, line, w, parse_attention, attention_names());
+      });
+    if (s.has("max_tp")) sp.max_tp = s.get_positive_int("max_tp");
+    if (s.has("max_cp")) sp.max_cp = s.get_positive_int("max_cp");
+    if (s.has("max_pp")) sp.max_pp = s.get_positive_int("max_pp");
+  }
+
+  if (r.has("published")) {
+    MapReader p = r.nested("published", kPublishedKeys);
+    Published pub;
+    if (p.has("step_time_s")) pub.step_time_s = p.get_positive_double("step_time_s");
+    if (p.has("tflops_per_device")) pub.tflops_per_device = p.get_positive_double("tflops_per_device");
+    if (p.has("mfu")) {
+      double mfu = p.get_double("mfu");
+      if (!(mfu > 0 && mfu <= 1))
+        p.fail("mfu", fmt::format("must be a fraction in (0, 1] (0.38 for 38%), got {}", mfu));
+      pub.mfu = mfu;
+    }
+    if (p.has("peak_memory_gib")) pub.peak_memory_gib = p.get_positive_double("peak_memory_gib");
+    // Published figures are only useful with their provenance, and at least one figure.
+    pub.source = p.get_string("source");
+    if (!pub.step_time_s && !pub.tflops_per_device && !pub.mfu && !pub.peak_memory_gib)
+      throw ConfigError(file, p.map_line(), r.field("published"),
+                        "needs at least one of step_time_s, tflops_per_device, mfu, peak_memory_gib");
+    e.published = pub;
+  }
+  return e;
+}
+
+ModelConfig load_model(const std::string& path) { return model_from_yaml(load_document(path, "model"), path, "model"); }
+
+ClusterConfig load_cluster(const std::string& path) {
+  return cluster_from_yaml(load_document(path, "cluster"), path, "cluster");
+}
+
+TrainingConfig load_training(const std::string& path) {
+  return training_from_yaml(load_document(path, "training"), path, "training");
+}
+
+Experiment parse_experiment(const std::string& yaml_text, const std::string& file_label, const std::string& base_dir) {
+  YAML::Node doc = parse_text(yaml_text, file_label);
+  if (doc.IsNull()) throw ConfigError(file_label, 0, "", "file is empty; expected an experiment mapping");
+  // A plan file carries its experiment under `experiment:`; its other keys are the planner's.
+  const YAML::Node& cdoc = doc;  // const: operator[] on a non-const node would insert the key
+  if (cdoc.IsMap() && cdoc["experiment"])
+    return experiment_from_yaml(cdoc["experiment"], file_label, base_dir, "experiment");
+  return experiment_from_yaml(doc, file_label, base_dir, "");
+}
+
+Experiment load_experiment(const std::string& path) { return parse_experiment(read_text(path), path, dir_of(path)); }
+
+// ---------------------------------------------------------------------------------------------
+// Writers
+
+// Names are written double-quoted so that any text (e.g. "null", "yes", "1e3") reads back as
+// the same text; numbers are written as the shortest decimal that reads back exactly.
+void write_model(YAML::Emitter& out, const ModelConfig& m) {
+  out << YAML::BeginMap;
+  out << YAML::Key << "name" << YAML::Value << YAML::DoubleQuoted << m.name;
+  out << YAML::Key << "layers" << YAML::Value << m.layers;
+  out << YAML::Key << "hidden" << YAML::Value << m.hidden;
+  out << YAML::Key << "heads" << YAML::Value << m.heads;
+  out << YAML::Key << "kv_heads" << YAML::Value << m.kv_heads;
+  out << YAML::Key << "head_dim" << YAML::Value << m.head_dim;
+  out << YAML::Key << "ffn_hidden" << YAML::Value << m.ffn_hidden;
+  out << YAML::Key << "gated_mlp" << YAML::Value << m.gated_mlp;
+  out << YAML::Key << "vocab" << YAML::Value << m.vocab;
+  out << YAML::Key << "tied_embeddings" << YAML::Value << m.tied_embeddings;
+  out << YAML::EndMap;
+}
+
+void write_cluster(YAML::Emitter& out, const ClusterConfig& c) {
+  auto link = [&out](const char* key, const LinkProfile& l) {
+    out << YAML::Key << key << YAML::Value << YAML::Flow << YAML::BeginMap;
+    emit_double(out, "bandwidth_gbps", l.bandwidth_bytes_per_s / units::gb_bytes);
+    emit_double(out, "latency_us", l.latency_s / units::us_s);
+    out << YAML::EndMap;
+  };
+  auto curve = [&out](const char* key, const EfficiencyCurve& e) {
+    out << YAML::Key << key << YAML::Value << YAML::Flow << YAML::BeginMap;
+    emit_double(out, "max", e.max_efficiency);
+    emit_double(out, "half_tflop", e.half_flops / units::tflop);
+    out << YAML::EndMap;
+  };
+  out << YAML::BeginMap;
+  out << YAML::Key << "name" << YAML::Value << YAML::DoubleQuoted << c.name;
+  out << YAML::Key << "peak_tflops" << YAML::Value << YAML::Flow << YAML::BeginMap;
+  emit_double(out, "bf16", c.peak_flops_per_s_bf16 / units::tflop);
+  emit_double(out, "fp16", c.peak_flops_per_s_fp16 / units::tflop);
+  emit_double(out, "fp32", c.peak_flops_per_s_fp32 / units::tflop);
+  out << YAML::EndMap;
+  emit_double(out, "memory_gib", c.memory_bytes / units::gib_bytes);
+  emit_double(out, "memory_reserved_gib", c.memory_reserved_bytes / units::gib_bytes);
+  emit_double(out, "memory_bandwidth_gbps", c.memory_bandwidth_bytes_per_s / units::gb_bytes);
+  out << YAML::Key << "gpus_per_node" << YAML::Value << c.gpus_per_node;
+  out << YAML::Key << "nodes" << YAML::Value << c.nodes;
+  link("intra_node", c.intra_node);
+  link("inter_node", c.inter_node);
+  out << YAML::Key << "efficiency" << YAML::Value << YAML::BeginMap;
+  curve("matmul", c.matmul);
+  curve("attention", c.attention);
+  out << YAML::EndMap;
+  out << YAML::EndMap;
+}
+
+void write_training(YAML::Emitter& out, const TrainingConfig& t) {
+  out << YAML::BeginMap;
+  out << YAML::Key << "seq_len" << YAML::Value << t.seq_len;
+  out << YAML::Key << "global_batch" << YAML::Value << t.global_batch_sequences;
+  out << YAML::Key << "dtype" << YAML::Value << to_string(t.dtype);
+  out << YAML::Key << "optimizer" << YAML::Value << to_string(t.optimizer);
+  out << YAML::Key << "causal" << YAML::Value << t.causal;
+  out << YAML::EndMap;
+}
+
+namespace {
+template <typename T, typename F>
+void emit_list(YAML::Emitter& out, const char* key, const std::vector<T>& values, F to_text) {
+  if (values.empty()) return;  // empty: planner default set, expressed by omitting the key
+  out << YAML::Key << key << YAML::Value << YAML::Flow << YAML::BeginSeq;
+  for (const auto& v : values) out << to_text(v);
+  out << YAML::EndSeq;
+}
+}  // namespace
+
+void write_experiment(YAML::Emitter& out, const Experiment& e) {
+  out << YAML::BeginMap;
+  out << YAML::Key << "name" << YAML::Value << YAML::DoubleQuoted << e.name;
+  out << YAML::Key << "model" << YAML::Value;
+  write_model(out, e.model);
+  out << YAML::Key << "cluster" << YAML::Value;
+  write_cluster(out, e.cluster);
+  out << YAML::Key << "training" << YAML::Value;
+  write_training(out, e.training);
+  if (e.gpus) out << YAML::Key << "gpus" << YAML::Value << *e.gpus;
+  if (e.mesh) {
+    out << YAML::Key << "mesh" << YAML::Value << YAML::Flow << YAML::BeginMap;
+    out << YAML::Key << "dp" << YAML::Value << e.mesh->dp << YAML::Key << "tp" << YAML::Value << e.mesh->tp;
+    out << YAML::Key << "cp" << YAML::Value << e.mesh->cp << YAML::Key << "pp" << YAML::Value << e.mesh->pp;
+    out << YAML::EndMap;
+  }
+  const ParallelOptions& o = e.options;
+  out << YAML::Key << "options" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "micro_batch" << YAML::Value << o.micro_batch;
+  out << YAML::Key << "recompute" << YAML::Value << to_string(o.recompute);
+  out << YAML::Key << "zero_stage" << YAML::Value << o.zero_stage;
+  out << YAML::Key << "sequence_parallel" << YAML::Value << o.sequence_parallel;
+  out << YAML::Key << "cp_scheme" << YAML::Value << to_string(o.cp_scheme);
+  out << YAML::Key << "interleave" << YAML::Value << o.interleave;
+  out << YAML::Key << "attention" << YAML::Value << to_string(o.attention);
+  out << YAML::EndMap;
+
+  const SearchSpace& s = e.search;
+  bool any_search = !s.micro_batch.empty() || !s.recompute.empty() || !s.zero_stage.empty() ||
+                    !s.sequence_parallel.empty() || !s.cp_scheme.empty() || !s.interleave.empty() ||
+                    !s.attention.empty() || s.max_tp || s.max_cp || s.max_pp;
+  if (any_search) {
+    auto same = [](auto v) { return v; };
+    auto name = [](auto v) { return std::string(to_string(v)); };
+    out << YAML::Key << "search" << YAML::Value << YAML::BeginMap;
+    emit_list(out, "micro_batch", s.micro_batch, same);
+    emit_list(out, "recompute", s.recompute, name);
+    emit_list(out, "zero_stage", s.zero_stage, same);
+    emit_list(out, "sequence_parallel", s.sequence_parallel, [](bool b) { return b; });
+    emit_list(out, "cp_scheme", s.cp_scheme, name);
+    emit_list(out, "interleave", s.interleave, same);
+    emit_list(out, "attention", s.attention, name);
+    if (s.max_tp) out << YAML::Key << "max_tp" << YAML::Value << *s.max_tp;
+    if (s.max_cp) out << YAML::Key << "max_cp" << YAML::Value << *s.max_cp;
+    if (s.max_pp) out << YAML::Key << "max_pp" << YAML::Value << *s.max_pp;
+    out << YAML::EndMap;
+  }
+  if (e.published) {
+    const Published& p = *e.published;
+    out << YAML::Key << "published" << YAML::Value << YAML::BeginMap;
+    if (p.step_time_s) emit_double(out, "step_time_s", *p.step_time_s);
+    if (p.tflops_per_device) emit_double(out, "tflops_per_device", *p.tflops_per_device);
+    if (p.mfu) emit_double(out, "mfu", *p.mfu);
+    if (p.peak_memory_gib) emit_double(out, "peak_memory_gib", *p.peak_memory_gib);
+    out << YAML::Key << "source" << YAML::Value << YAML::DoubleQuoted << p.source;
+    out << YAML::EndMap;
+  }
+  out << YAML::EndMap;
+}
+
+void write_plan_header(YAML::Emitter& out, const Experiment& e) {
+  out << YAML::Key << "experiment" << YAML::Value;
+  write_experiment(out, e);
+}
+
+std::string experiment_to_yaml(const Experiment& e) {
+  YAML::Emitter out;
+  write_experiment(out, e);
+  if (!out.good()) throw Error(ErrorKind::runtime, "experiment_to_yaml: YAML emitter error: " + out.GetLastError());
+  return std::string(out.c_str()) + "\n";
+}
+
+// ---------------------------------------------------------------------------------------------
+
+std::vector<std::string> find_experiments(const std::string& path_or_dir) {
+  std::error_code ec;
+  if (!fs::exists(path_or_dir, ec)) throw ConfigError(path_or_dir, 0, "", "no such file or folder");
+  if (!fs::is_directory(path_or_dir, ec)) return {path_or_dir};
+  std::vector<std::string> files;
+  for (const auto& entry :
+       fs::recursive_directory_iterator(path_or_dir, fs::directory_options::follow_directory_symlink)) {
+    if (!entry.is_regular_file()) continue;
+    std::string ext = entry.path().extension().string();
+    if (ext == ".yaml" || ext == ".yml") files.push_back(entry.path().string());
+  }
+  if (files.empty()) throw ConfigError(path_or_dir, 0, "", "folder holds no .yaml or .yml files");
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+}  // namespace ringplan

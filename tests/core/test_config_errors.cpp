@@ -1,0 +1,224 @@
+// Every kind of bad input gives a ConfigError naming the right file, line and field, and saying
+// what would be valid. Each case edits one line of a valid file (test_helpers.hpp).
+#include <doctest/doctest.h>
+
+#include "core/config_yaml.hpp"
+#include "tests/core/test_helpers.hpp"
+
+using namespace ringplan;
+using ringplan::test::check_config_error;
+using ringplan::test::replace;
+using ringplan::test::TempDir;
+
+namespace {
+
+// An experiment folder: models/m.yaml, clusters/c.yaml, exp/e.yaml referencing both.
+struct ExperimentFiles {
+  TempDir dir;
+  std::string model, cluster;
+  ExperimentFiles(const std::string& model_yaml = test::kModelYaml,
+                  const std::string& cluster_yaml = test::kClusterYaml)
+      : model(dir.write("models/m.yaml", model_yaml)), cluster(dir.write("clusters/c.yaml", cluster_yaml)) {}
+  // Writes exp/e.yaml: name, model and cluster references (lines 1-3), then `rest` from line 4.
+  std::string experiment(const std::string& rest, const std::string& training =
+                                                      "training: {seq_len: 4096, global_batch: 8, dtype: bf16, "
+                                                      "optimizer: adam}\n") const {
+    return dir.write("exp/e.yaml", "name: e\nmodel: ../models/m.yaml\ncluster: ../clusters/c.yaml\n" + training + rest);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("syntax error names file and line") {
+  TempDir dir;
+  std::string f = dir.write("m.yaml", replace(test::kModelYaml, "heads: 8\n", "heads: [8, 4\n"));
+  check_config_error([&] { load_model(f); }, {f, 5, "", "YAML syntax error"});
+}
+
+TEST_CASE("a second YAML document is an error and never silently dropped") {
+  TempDir dir;
+  std::string f = dir.write("m.yaml", std::string(test::kModelYaml) + "---\nname: other\n");
+  check_config_error([&] { load_model(f); }, {f, 11, "", "holds 2 YAML documents"});
+}
+
+TEST_CASE("unknown key suggests the closest valid key") {
+  TempDir dir;
+  std::string f = dir.write("m.yaml", replace(test::kModelYaml, "hidden: 512", "hiden: 512"));
+  check_config_error([&] { load_model(f); }, {f, 3, "model.hiden", "did you mean 'hidden'?"});
+  // The list of valid keys is part of the message.
+  check_config_error([&] { load_model(f); }, {f, 3, "model.hiden", "valid keys: name, layers, hidden"});
+}
+
+TEST_CASE("unknown nested key names the full field path") {
+  TempDir dir;
+  std::string f = dir.write("c.yaml", replace(test::kClusterYaml, "  latency_us: 6", "  latency_ms: 6"));
+  check_config_error([&] { load_cluster(f); }, {f, 13, "cluster.inter_node.latency_ms", "did you mean 'latency_us'?"});
+}
+
+TEST_CASE("duplicate key is rejected") {
+  TempDir dir;
+  std::string f = dir.write("m.yaml", std::string(test::kModelYaml) + "layers: 8\n");
+  check_config_error([&] { load_model(f); }, {f, 10, "model.layers", "duplicate key"});
+}
+
+TEST_CASE("missing required field points at its mapping") {
+  TempDir dir;
+  std::string f = dir.write("m.yaml", replace(test::kModelYaml, "ffn_hidden: 1536\n", ""));
+  check_config_error([&] { load_model(f); }, {f, 1, "model.ffn_hidden", "missing required key 'ffn_hidden'"});
+  std::string c = dir.write("c.yaml", replace(test::kClusterYaml, "  bandwidth_gbps: 450\n", ""));
+  check_config_error([&] { load_cluster(c); }, {c, 9, "cluster.intra_node.bandwidth_gbps", "missing required key"});
+}
+
+TEST_CASE("a key without a value is an error and never a default") {
+  TempDir dir;
+  std::string f = dir.write("m.yaml", replace(test::kModelYaml, "layers: 4", "layers:"));
+  check_config_error([&] { load_model(f); }, {f, 2, "model.layers", "has no value"});
+}
+
+TEST_CASE("wrong types are named") {
+  TempDir dir;
+  std::string f = dir.write("a.yaml", replace(test::kModelYaml, "layers: 4", "layers: four"));
+  check_config_error([&] { load_model(f); }, {f, 2, "model.layers", "expected an integer, got 'four'"});
+  f = dir.write("b.yaml", replace(test::kModelYaml, "layers: 4", "layers: 4.5"));
+  check_config_error([&] { load_model(f); }, {f, 2, "model.layers", "expected an integer, got '4.5'"});
+  f = dir.write("c.yaml", replace(test::kModelYaml, "layers: 4", "layers: \"4\""));
+  check_config_error([&] { load_model(f); }, {f, 2, "model.layers", "quoted text"});
+  f = dir.write("d.yaml", replace(test::kModelYaml, "gated_mlp: true", "gated_mlp: 2"));
+  check_config_error([&] { load_model(f); }, {f, 8, "model.gated_mlp", "expected true or false"});
+  f = dir.write("e.yaml", replace(test::kModelYaml, "layers: 4", "layers: [4]"));
+  check_config_error([&] { load_model(f); }, {f, 2, "model.layers", "expected an integer, got a list"});
+  std::string c = dir.write("f.yaml", replace(test::kClusterYaml, "memory_gib: 80", "memory_gib: lots"));
+  check_config_error([&] { load_cluster(c); }, {c, 3, "cluster.memory_gib", "expected a number"});
+  c = dir.write("g.yaml", replace(test::kClusterYaml, "memory_gib: 80", "memory_gib: .inf"));
+  check_config_error([&] { load_cluster(c); }, {c, 3, "cluster.memory_gib", "finite"});
+  c = dir.write("h.yaml", replace(test::kClusterYaml, "intra_node:\n  bandwidth_gbps: 450\n  latency_us: 3\n",
+                                  "intra_node: 450\n"));
+  check_config_error([&] { load_cluster(c); },
+                     {c, 8, "cluster.intra_node", "expected a mapping with keys {bandwidth_gbps, latency_us}"});
+}
+
+TEST_CASE("non-positive values are rejected with the valid range") {
+  TempDir dir;
+  std::string f = dir.write("a.yaml", replace(test::kModelYaml, "heads: 8", "heads: 0"));
+  check_config_error([&] { load_model(f); }, {f, 4, "model.heads", "must be a positive integer (> 0), got 0"});
+  f = dir.write("b.yaml", replace(test::kModelYaml, "vocab: 32000", "vocab: -5"));
+  check_config_error([&] { load_model(f); }, {f, 9, "model.vocab", "got -5"});
+  std::string c = dir.write("c.yaml", replace(test::kClusterYaml, "  bandwidth_gbps: 450", "  bandwidth_gbps: -1"));
+  check_config_error([&] { load_cluster(c); }, {c, 9, "cluster.intra_node.bandwidth_gbps", "must be > 0, got -1"});
+  c = dir.write("d.yaml", replace(test::kClusterYaml, "fp32: 67", "fp32: 0"));
+  check_config_error([&] { load_cluster(c); }, {c, 2, "cluster.peak_tflops.fp32", "must be > 0"});
+  c = dir.write("e.yaml", replace(test::kClusterYaml, "  latency_us: 3", "  latency_us: -3"));
+  check_config_error([&] { load_cluster(c); }, {c, 10, "cluster.intra_node.latency_us", "must be >= 0"});
+  std::string t = dir.write("t.yaml", replace(test::kTrainingYaml, "seq_len: 4096", "seq_len: 0"));
+  check_config_error([&] { load_training(t); }, {t, 1, "training.seq_len", "must be a positive integer"});
+}
+
+TEST_CASE("cluster consistency: efficiency max at most 1 and reserved memory below capacity") {
+  TempDir dir;
+  std::string c = dir.write("a.yaml", replace(test::kClusterYaml, "max: 0.8", "max: 1.5"));
+  check_config_error([&] { load_cluster(c); }, {c, 15, "cluster.efficiency.matmul.max", "(0, 1]"});
+  c = dir.write("b.yaml", replace(test::kClusterYaml, "memory_reserved_gib: 2", "memory_reserved_gib: 80"));
+  check_config_error([&] { load_cluster(c); }, {c, 4, "cluster.memory_reserved_gib", "less than memory_gib (80)"});
+}
+
+TEST_CASE("attention heads: kv_heads must divide heads and not exceed it") {
+  TempDir dir;
+  std::string f = dir.write("a.yaml", replace(test::kModelYaml, "kv_heads: 2", "kv_heads: 3"));
+  check_config_error([&] { load_model(f); }, {f, 5, "model.kv_heads", "heads (8) must be a multiple of kv_heads (3)"});
+  f = dir.write("b.yaml", replace(test::kModelYaml, "kv_heads: 2", "kv_heads: 16"));
+  check_config_error([&] { load_model(f); }, {f, 5, "model.kv_heads", "must be <= heads (8), got 16"});
+}
+
+TEST_CASE("enum values list the valid names") {
+  TempDir dir;
+  std::string t = dir.write("a.yaml", replace(test::kTrainingYaml, "dtype: bf16", "dtype: bf32"));
+  check_config_error(
+      [&] { load_training(t); },
+      {t, 3, "training.dtype", "'bf32' is not valid (did you mean 'bf16'?); must be one of: bf16, fp16, fp32"});
+  t = dir.write("b.yaml", replace(test::kTrainingYaml, "optimizer: adam", "optimizer: lion"));
+  check_config_error([&] { load_training(t); }, {t, 4, "training.optimizer", "must be one of: adam, sgd"});
+}
+
+TEST_CASE("global batch: exactly one form and tokens divisible by seq_len") {
+  TempDir dir;
+  std::string t = dir.write("a.yaml", replace(test::kTrainingYaml, "global_batch: 8", "global_batch_tokens: 10000"));
+  check_config_error([&] { load_training(t); },
+                     {t, 2, "training.global_batch_tokens",
+                      "10000 is not a multiple of seq_len 4096; use a multiple such as 8192 or 12288"});
+  t = dir.write("b.yaml", replace(test::kTrainingYaml, "global_batch: 8\n", ""));
+  check_config_error([&] { load_training(t); },
+                     {t, 1, "training.global_batch", "global_batch (sequences) or global_batch_tokens"});
+  t = dir.write("c.yaml", std::string(test::kTrainingYaml) + "global_batch_tokens: 32768\n");
+  check_config_error([&] { load_training(t); }, {t, 5, "training.global_batch_tokens", "not both"});
+}
+
+TEST_CASE("missing and empty files are named") {
+  TempDir dir;
+  check_config_error([&] { load_model(dir.path("nope.yaml")); }, {dir.path("nope.yaml"), 0, "", "file not found"});
+  std::string f = dir.write("empty.yaml", "# only a comment\n");
+  check_config_error([&] { load_model(f); }, {f, 0, "", "file is empty"});
+  f = dir.write("list.yaml", "- 1\n- 2\n");
+  check_config_error([&] { load_model(f); }, {f, 1, "model", "expected a mapping"});
+  check_config_error([&] { load_experiment(dir.path()); }, {dir.path(), 0, "", "is a folder"});
+}
+
+TEST_CASE("a referenced file that does not exist is reported in the experiment file") {
+  ExperimentFiles files;
+  std::string e = files.dir.write("exp/e.yaml",
+                                  "name: e\nmodel: ../models/missing.yaml\ncluster: ../clusters/c.yaml\n"
+                                  "training: {seq_len: 4096, global_batch: 8, dtype: bf16, optimizer: adam}\n");
+  check_config_error([&] { load_experiment(e); },
+                     {e, 2, "model", "referenced file '../models/missing.yaml' not found"});
+}
+
+TEST_CASE("errors inside a referenced file name that file") {
+  ExperimentFiles files(replace(test::kModelYaml, "head_dim: 64", "head_dim: -64"));
+  std::string e = files.experiment("");
+  check_config_error([&] { load_experiment(e); }, {files.model, 6, "model.head_dim", "got -64"});
+  ExperimentFiles files2(test::kModelYaml, replace(test::kClusterYaml, "nodes: 2", "nodez: 2"));
+  e = files2.experiment("");
+  check_config_error([&] { load_experiment(e); }, {files2.cluster, 7, "cluster.nodez", "did you mean 'nodes'?"});
+}
+
+TEST_CASE("errors inside an inline block name the experiment file and the full path") {
+  ExperimentFiles files;
+  std::string e =
+      files.experiment("", "training:\n  seq_len: 4096\n  global_batch: 8\n  dtype: fp8\n  optimizer: adam\n");
+  check_config_error([&] { load_experiment(e); }, {e, 7, "training.dtype", "must be one of: bf16, fp16, fp32"});
+}
+
+TEST_CASE("experiment sections: mesh and options and search and published") {
+  ExperimentFiles files;
+  std::string e = files.experiment("gpus: 16\nmesh: {dp: 2, tp: 4}\n");
+  check_config_error([&] { load_experiment(e); }, {e, 6, "mesh", "= 8 must equal gpus (16)"});
+  e = files.experiment("mesh: {dp: 2, tpp: 4}\n");
+  check_config_error([&] { load_experiment(e); }, {e, 5, "mesh.tpp", "did you mean 'tp'?"});
+  e = files.experiment("options:\n  zero_stage: 4\n");
+  check_config_error([&] { load_experiment(e); }, {e, 6, "options.zero_stage", "0, 1, 2 or 3, got 4"});
+  e = files.experiment("options:\n  cp_scheme: zig-zag\n");
+  check_config_error(
+      [&] { load_experiment(e); },
+      {e, 6, "options.cp_scheme", "did you mean 'zigzag'?); must be one of: contiguous, zigzag, striped"});
+  e = files.experiment("search:\n  cp_scheme: [zigzag,\n    ring]\n");
+  check_config_error([&] { load_experiment(e); }, {e, 7, "search.cp_scheme[1]", "'ring' is not valid"});
+  e = files.experiment("search:\n  micro_batch: []\n");
+  check_config_error([&] { load_experiment(e); }, {e, 6, "search.micro_batch", "must not be an empty list"});
+  e = files.experiment("search:\n  micro_batch: 2\n");
+  check_config_error([&] { load_experiment(e); }, {e, 6, "search.micro_batch", "expected a list"});
+  e = files.experiment("search:\n  zero_stage: [0, 1, 5]\n");
+  check_config_error([&] { load_experiment(e); }, {e, 6, "search.zero_stage[2]", "got 5"});
+  e = files.experiment("published:\n  mfu: 0.38\n");
+  check_config_error([&] { load_experiment(e); }, {e, 6, "published.source", "missing required key 'source'"});
+  e = files.experiment("published:\n  mfu: 38\n  source: paper\n");
+  check_config_error([&] { load_experiment(e); }, {e, 6, "published.mfu", "(0, 1]"});
+  e = files.experiment("published:\n  source: paper\n");
+  check_config_error([&] { load_experiment(e); }, {e, 6, "published", "at least one of"});
+  e = files.experiment("model_file: x\n");
+  check_config_error([&] { load_experiment(e); }, {e, 5, "model_file", "valid keys: name, model, cluster"});
+}
+
+TEST_CASE("a plan file's embedded experiment reports the embedded field path") {
+  TempDir dir;
+  std::string p = dir.write("plan.yaml", "plan: {rank: 1}\nexperiment:\n  name: x\n  model: [5]\n");
+  check_config_error([&] { load_experiment(p); }, {p, 4, "experiment.model", "expected a file path"});
+}

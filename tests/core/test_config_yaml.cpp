@@ -1,0 +1,300 @@
+// Valid files: values and units, defaults of optional fields, relative path resolution,
+// inline blocks, plan-file embedding, writer round trip, find_experiments.
+#include <doctest/doctest.h>
+
+#include "core/config_yaml.hpp"
+#include "core/units.hpp"
+#include "tests/core/test_helpers.hpp"
+
+using namespace ringplan;
+using ringplan::test::replace;
+using ringplan::test::TempDir;
+
+namespace {
+
+// Compares every field; doubles to 1e-12 relative (a unit conversion may differ in the last bit).
+void check_same(const Experiment& a, const Experiment& b) {
+  auto close = [](double x, double y) { return x == doctest::Approx(y).epsilon(1e-12); };
+  CHECK(a.name == b.name);
+  const ModelConfig &ma = a.model, &mb = b.model;
+  CHECK(ma.name == mb.name);
+  CHECK(ma.layers == mb.layers);
+  CHECK(ma.hidden == mb.hidden);
+  CHECK(ma.heads == mb.heads);
+  CHECK(ma.kv_heads == mb.kv_heads);
+  CHECK(ma.head_dim == mb.head_dim);
+  CHECK(ma.ffn_hidden == mb.ffn_hidden);
+  CHECK(ma.gated_mlp == mb.gated_mlp);
+  CHECK(ma.vocab == mb.vocab);
+  CHECK(ma.tied_embeddings == mb.tied_embeddings);
+  const ClusterConfig &ca = a.cluster, &cb = b.cluster;
+  CHECK(ca.name == cb.name);
+  CHECK(close(ca.peak_flops_per_s_bf16, cb.peak_flops_per_s_bf16));
+  CHECK(close(ca.peak_flops_per_s_fp16, cb.peak_flops_per_s_fp16));
+  CHECK(close(ca.peak_flops_per_s_fp32, cb.peak_flops_per_s_fp32));
+  CHECK(close(ca.memory_bytes, cb.memory_bytes));
+  CHECK(close(ca.memory_reserved_bytes, cb.memory_reserved_bytes));
+  CHECK(close(ca.memory_bandwidth_bytes_per_s, cb.memory_bandwidth_bytes_per_s));
+  CHECK(ca.gpus_per_node == cb.gpus_per_node);
+  CHECK(ca.nodes == cb.nodes);
+  CHECK(close(ca.intra_node.bandwidth_bytes_per_s, cb.intra_node.bandwidth_bytes_per_s));
+  CHECK(close(ca.intra_node.latency_s, cb.intra_node.latency_s));
+  CHECK(close(ca.inter_node.bandwidth_bytes_per_s, cb.inter_node.bandwidth_bytes_per_s));
+  CHECK(close(ca.inter_node.latency_s, cb.inter_node.latency_s));
+  CHECK(close(ca.matmul.max_efficiency, cb.matmul.max_efficiency));
+  CHECK(close(ca.matmul.half_flops, cb.matmul.half_flops));
+  CHECK(close(ca.attention.max_efficiency, cb.attention.max_efficiency));
+  CHECK(close(ca.attention.half_flops, cb.attention.half_flops));
+  CHECK(a.training.seq_len == b.training.seq_len);
+  CHECK(a.training.global_batch_sequences == b.training.global_batch_sequences);
+  CHECK(a.training.dtype == b.training.dtype);
+  CHECK(a.training.optimizer == b.training.optimizer);
+  CHECK(a.training.causal == b.training.causal);
+  CHECK(a.mesh == b.mesh);
+  CHECK(a.options == b.options);
+  CHECK(a.gpus == b.gpus);
+  CHECK(a.search.micro_batch == b.search.micro_batch);
+  CHECK(a.search.recompute == b.search.recompute);
+  CHECK(a.search.zero_stage == b.search.zero_stage);
+  CHECK(a.search.sequence_parallel == b.search.sequence_parallel);
+  CHECK(a.search.cp_scheme == b.search.cp_scheme);
+  CHECK(a.search.interleave == b.search.interleave);
+  CHECK(a.search.attention == b.search.attention);
+  CHECK(a.search.max_tp == b.search.max_tp);
+  CHECK(a.search.max_cp == b.search.max_cp);
+  CHECK(a.search.max_pp == b.search.max_pp);
+  REQUIRE(a.published.has_value() == b.published.has_value());
+  if (a.published) {
+    CHECK(a.published->step_time_s == b.published->step_time_s);
+    CHECK(a.published->tflops_per_device == b.published->tflops_per_device);
+    CHECK(a.published->mfu == b.published->mfu);
+    CHECK(a.published->peak_memory_gib == b.published->peak_memory_gib);
+    CHECK(a.published->source == b.published->source);
+  }
+}
+
+// Indents every line of `text` by two spaces (to inline a file's body under a key).
+std::string indent(const std::string& text) {
+  std::string out;
+  size_t begin = 0;
+  while (begin < text.size()) {
+    size_t end = text.find('\n', begin);
+    out += "  " + text.substr(begin, end - begin + 1);
+    begin = end + 1;
+  }
+  return out;
+}
+
+const char* kFullExperiment =
+    "name: full\n"
+    "model: ../models/m.yaml\n"
+    "cluster: ../clusters/c.yaml\n"
+    "training: {seq_len: 4096, global_batch_tokens: 65536, dtype: fp16, optimizer: sgd, causal: false}\n"
+    "mesh: {dp: 2, tp: 2, cp: 4}\n"
+    "options: {micro_batch: 2, recompute: selective, zero_stage: 1, sequence_parallel: true,\n"
+    "          cp_scheme: striped, interleave: 2, attention: materialized}\n"
+    "search:\n"
+    "  micro_batch: [1, 2, 4]\n"
+    "  recompute: [none, full]\n"
+    "  zero_stage: [0, 3]\n"
+    "  sequence_parallel: [true, false]\n"
+    "  cp_scheme: [contiguous, zigzag]\n"
+    "  interleave: [1, 3]\n"
+    "  attention: [flash]\n"
+    "  max_tp: 8\n"
+    "  max_cp: 32\n"
+    "  max_pp: 4\n"
+    "published: {step_time_s: 1.42, tflops_per_device: 150.5, mfu: 0.48, peak_memory_gib: 61.25,\n"
+    "            source: \"Korthikanti et al. 2022, Table 5: row 22B\"}\n";
+
+}  // namespace
+
+TEST_CASE("a model file loads with its values and optional defaults") {
+  TempDir dir;
+  ModelConfig m = load_model(dir.write("m.yaml", test::kModelYaml));
+  CHECK(m.name == "m");
+  CHECK(m.layers == 4);
+  CHECK(m.hidden == 512);
+  CHECK(m.heads == 8);
+  CHECK(m.kv_heads == 2);
+  CHECK(m.head_dim == 64);
+  CHECK(m.ffn_hidden == 1536);
+  CHECK(m.gated_mlp);
+  CHECK(m.vocab == 32000);
+  CHECK_FALSE(m.tied_embeddings);  // optional, default false
+  CHECK(load_model(dir.write("t.yaml", std::string(test::kModelYaml) + "tied_embeddings: yes\n")).tied_embeddings);
+}
+
+TEST_CASE("a cluster file converts its units to SI") {
+  TempDir dir;
+  ClusterConfig c = load_cluster(dir.write("c.yaml", test::kClusterYaml));
+  CHECK(c.name == "c");
+  CHECK(c.peak_flops_per_s_bf16 == doctest::Approx(989e12));
+  CHECK(c.peak_flops_per_s(DType::fp32) == doctest::Approx(67e12));
+  CHECK(c.memory_bytes == 80.0 * 1024 * 1024 * 1024);  // GiB, binary
+  CHECK(c.memory_reserved_bytes == 2.0 * 1024 * 1024 * 1024);
+  CHECK(c.memory_bandwidth_bytes_per_s == doctest::Approx(3.35e12));  // GB/s, decimal
+  CHECK(c.gpus_per_node == 8);
+  CHECK(c.nodes == 2);
+  CHECK(c.gpus() == 16);
+  CHECK(c.intra_node.bandwidth_bytes_per_s == doctest::Approx(450e9));
+  CHECK(c.intra_node.latency_s == doctest::Approx(3e-6));
+  CHECK(c.inter_node.bandwidth_bytes_per_s == doctest::Approx(50e9));
+  CHECK(c.inter_node.latency_s == doctest::Approx(6e-6));
+  CHECK(c.matmul.max_efficiency == doctest::Approx(0.8));
+  CHECK(c.matmul.half_flops == doctest::Approx(0.025e12));
+  CHECK(c.attention.half_flops == doctest::Approx(0.05e12));
+  // eff(x) = max * x / (x + half): half of max at x = half.
+  CHECK(c.matmul.at(c.matmul.half_flops) == doctest::Approx(0.4));
+}
+
+TEST_CASE("training: global_batch_tokens converts to sequences and causal defaults to true") {
+  TempDir dir;
+  TrainingConfig t = load_training(dir.write("t.yaml", test::kTrainingYaml));
+  CHECK(t.seq_len == 4096);
+  CHECK(t.global_batch_sequences == 8);
+  CHECK(t.dtype == DType::bf16);
+  CHECK(t.optimizer == Optimizer::adam);
+  CHECK(t.causal);
+  t = load_training(dir.write(
+      "u.yaml", replace(test::kTrainingYaml, "global_batch: 8", "global_batch_tokens: 131072") + "causal: false\n"));
+  CHECK(t.global_batch_sequences == 32);
+  CHECK_FALSE(t.causal);
+}
+
+TEST_CASE("experiment references resolve relative to the experiment file's folder") {
+  TempDir dir;
+  dir.write("configs/models/m.yaml", test::kModelYaml);
+  dir.write("configs/clusters/c.yaml", test::kClusterYaml);
+  dir.write("configs/training/t.yaml", test::kTrainingYaml);
+  std::string e = dir.write("configs/experiments/deep/e.yaml",
+                            "name: e\nmodel: ../../models/m.yaml\ncluster: ../../clusters/c.yaml\n"
+                            "training: ../../training/t.yaml\n");
+  Experiment x = load_experiment(e);
+  CHECK(x.path == e);
+  CHECK(x.model.hidden == 512);
+  CHECK(x.cluster.nodes == 2);
+  CHECK(x.training.seq_len == 4096);
+  // Defaults of an experiment without mesh/options/search/published/gpus.
+  CHECK_FALSE(x.mesh.has_value());
+  CHECK_FALSE(x.gpus.has_value());
+  CHECK(x.options == ParallelOptions{});
+  CHECK(x.search.cp_scheme.empty());
+  CHECK_FALSE(x.published.has_value());
+
+  // Absolute references work from anywhere.
+  std::string abs = dir.write("elsewhere/e.yaml", "name: e\nmodel: " + dir.path("configs/models/m.yaml") +
+                                                      "\ncluster: " + dir.path("configs/clusters/c.yaml") +
+                                                      "\ntraining: " + dir.path("configs/training/t.yaml") + "\n");
+  CHECK(load_experiment(abs).model.kv_heads == 2);
+
+  // parse_experiment resolves against the given base folder.
+  Experiment y =
+      parse_experiment("name: s\nmodel: models/m.yaml\ncluster: clusters/c.yaml\ntraining: training/t.yaml\n", "<text>",
+                       dir.path("configs"));
+  CHECK(y.path == "<text>");
+  CHECK(y.cluster.gpus_per_node == 8);
+}
+
+TEST_CASE("experiment with inline blocks and mesh and options and search and published") {
+  TempDir dir;
+  dir.write("models/m.yaml", test::kModelYaml);
+  dir.write("clusters/c.yaml", test::kClusterYaml);
+  Experiment e = load_experiment(dir.write("exp/full.yaml", kFullExperiment));
+  CHECK(e.training.global_batch_sequences == 16);
+  CHECK(e.training.dtype == DType::fp16);
+  CHECK(e.training.optimizer == Optimizer::sgd);
+  CHECK_FALSE(e.training.causal);
+  REQUIRE(e.mesh.has_value());
+  CHECK(*e.mesh == Mesh{2, 2, 4, 1});  // omitted pp is 1
+  CHECK(e.gpus == 16);                 // a fixed mesh fixes the world size
+  CHECK(e.options.micro_batch == 2);
+  CHECK(e.options.recompute == Recompute::selective);
+  CHECK(e.options.zero_stage == 1);
+  CHECK(e.options.sequence_parallel);
+  CHECK(e.options.cp_scheme == CpScheme::striped);
+  CHECK(e.options.interleave == 2);
+  CHECK(e.options.attention == AttentionImpl::materialized);
+  CHECK(e.search.micro_batch == std::vector<int64_t>{1, 2, 4});
+  CHECK(e.search.recompute == std::vector<Recompute>{Recompute::none, Recompute::full});
+  CHECK(e.search.zero_stage == std::vector<int>{0, 3});
+  CHECK(e.search.sequence_parallel == std::vector<bool>{true, false});
+  CHECK(e.search.cp_scheme == std::vector<CpScheme>{CpScheme::contiguous, CpScheme::zigzag});
+  CHECK(e.search.interleave == std::vector<int64_t>{1, 3});
+  CHECK(e.search.attention == std::vector<AttentionImpl>{AttentionImpl::flash});
+  CHECK(e.search.max_tp == 8);
+  CHECK(e.search.max_cp == 32);
+  CHECK(e.search.max_pp == 4);
+  REQUIRE(e.published.has_value());
+  CHECK(e.published->step_time_s == 1.42);
+  CHECK(e.published->tflops_per_device == 150.5);
+  CHECK(e.published->mfu == 0.48);
+  CHECK(e.published->peak_memory_gib == 61.25);
+  CHECK(e.published->source == "Korthikanti et al. 2022, Table 5: row 22B");
+
+  // The same experiment with every block inlined.
+  std::string inl = replace(kFullExperiment, "model: ../models/m.yaml\n", "model:\n" + indent(test::kModelYaml));
+  inl = replace(inl, "cluster: ../clusters/c.yaml\n", "cluster:\n" + indent(test::kClusterYaml));
+  Experiment f = load_experiment(dir.write("exp/inline.yaml", inl));
+  check_same(e, f);
+}
+
+TEST_CASE("round trip: write_experiment then load gives the same experiment") {
+  TempDir dir;
+  dir.write("models/m.yaml", test::kModelYaml);
+  dir.write("clusters/c.yaml", test::kClusterYaml);
+  Experiment e = load_experiment(dir.write("exp/full.yaml", kFullExperiment));
+  std::string text = experiment_to_yaml(e);
+  INFO(text);
+  Experiment back = parse_experiment(text, "<written>", "/nonexistent");  // needs no other file
+  check_same(e, back);
+  CHECK(experiment_to_yaml(back) == text);  // writing is deterministic
+
+  // Names that YAML would read as null, bool or number stay text.
+  Experiment odd = e;
+  odd.name = "yes";
+  odd.model.name = "null";
+  odd.cluster.name = "1e3: x";
+  check_same(odd, parse_experiment(experiment_to_yaml(odd), "<written>"));
+
+  // Minimal experiment (no optional sections) round-trips too.
+  Experiment minimal = e;
+  minimal.mesh.reset();
+  minimal.gpus.reset();
+  minimal.search = SearchSpace{};
+  minimal.published.reset();
+  check_same(minimal, parse_experiment(experiment_to_yaml(minimal), "<written>"));
+}
+
+TEST_CASE("plan files: the embedded experiment loads back and other keys are the planner's") {
+  TempDir dir;
+  dir.write("models/m.yaml", test::kModelYaml);
+  dir.write("clusters/c.yaml", test::kClusterYaml);
+  Experiment e = load_experiment(dir.write("exp/full.yaml", kFullExperiment));
+  YAML::Emitter out;
+  out << YAML::BeginMap;
+  out << YAML::Key << "ringplan_plan" << YAML::Value << 1;
+  write_plan_header(out, e);
+  out << YAML::Key << "layout" << YAML::Value << YAML::Flow << YAML::BeginMap << YAML::Key << "tp" << YAML::Value << 2
+      << YAML::EndMap;
+  out << YAML::EndMap;
+  REQUIRE(out.good());
+  std::string plan = dir.write("out/plan.yaml", out.c_str());
+  Experiment back = load_experiment(plan);
+  check_same(e, back);
+  CHECK(back.path == plan);
+}
+
+TEST_CASE("find_experiments: one file or every yaml below a folder sorted") {
+  TempDir dir;
+  std::string b = dir.write("exps/b.yaml", "x: 1\n");
+  std::string a = dir.write("exps/a.yml", "x: 1\n");
+  std::string nested = dir.write("exps/sub/c.yaml", "x: 1\n");
+  dir.write("exps/readme.md", "not yaml\n");
+  std::vector<std::string> found = find_experiments(dir.path("exps"));
+  CHECK(found == std::vector<std::string>{a, b, nested});
+  CHECK(find_experiments(b) == std::vector<std::string>{b});
+  CHECK_THROWS_AS(find_experiments(dir.path("nope")), ConfigError);
+  std::filesystem::create_directories(dir.path("empty"));
+  CHECK_THROWS_WITH_AS(find_experiments(dir.path("empty")), doctest::Contains("no .yaml or .yml files"), ConfigError);
+}
