@@ -70,15 +70,26 @@ struct BackwardArgs {
 };
 
 // Tile sizes of the flash-style CPU kernel; memory per thread is O(tile_q * tile_k), never n*m.
+// threads: worker threads of one call (1 = run on the calling thread). The forward splits
+// batch x heads x query tiles; the backward splits batch x kv_heads x key tiles and, with more
+// than one thread, gives each thread a private dQ accumulator of b*H*n*d floats (linear in
+// tokens) that is summed into grad_q at the end.
 struct TileConfig {
   int64_t tile_q = 64;
   int64_t tile_k = 64;
+  int64_t threads = 1;
 };
 
 // Returns an empty string when the parameters are consistent, else what is wrong
 // (shape mismatch, heads % kv_heads, null pointers, wrong element type for the backend).
+// validate() accepts any input ElemType as long as q, k, v agree (the CUDA kernels share it);
+// outputs, accumulators and row statistics must be f32.
 std::string validate(const BlockParams& p, const ForwardOut& o);
 std::string validate(const BlockParams& p, const BackwardArgs& g);
+// Errors: every cpu_* function and merge_partial / attention_backward_delta check their
+// arguments first and throw std::invalid_argument carrying validate()'s message (prefixed with
+// the function name); CPU kernels also require f32 inputs. kernels/ uses nothing of the
+// project, so it does not throw ringplan::Error: callers wrap it where they know the context.
 
 // Flash-style CPU forward: writes O and lse of this block (overwrites, does not merge).
 void cpu_flash_forward(const BlockParams& p, const ForwardOut& o, TileConfig tiles = {});
@@ -96,7 +107,10 @@ void cpu_materialized_forward(const BlockParams& p, const ForwardOut& o, float* 
 void cpu_materialized_backward(const BlockParams& p, const BackwardArgs& g, const float* scores);
 
 // Plain float64 reference over the whole Q block and KV block (dense double buffers,
-// [b, H, n, d] / [b, Hkv, m, d]). Used by tests and benchmarks only.
+// [b, H, n, d] / [b, Hkv, m, d]). Used by tests and benchmarks only. reference_forward
+// overwrites out and lse; reference_backward computes D itself from out and grad_out and
+// overwrites (does not accumulate) grad_q, grad_k, grad_v. Both throw std::invalid_argument
+// on inconsistent sizes or null pointers.
 void reference_forward(const double* q, const double* k, const double* v, const int64_t* q_pos,
                        const int64_t* k_pos, int64_t b, int64_t h, int64_t hkv, int64_t n, int64_t m,
                        int64_t d, bool causal, double scale, double* out, double* lse);

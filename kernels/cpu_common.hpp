@@ -1,0 +1,126 @@
+// Internal helpers of the CPU attention kernels (not part of the public API): Eigen maps of
+// strided tiles, tile visibility from positions, argument checks and a tiny work-sharing loop.
+// Included only by kernels/*.cpp.
+#pragma once
+#include <Eigen/Core>
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <exception>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "kernels/attention.hpp"
+
+namespace ringplan::kernels::detail {
+
+// Row-major float matrices: one row is one token's head_dim vector, so a tile of a strided
+// TensorView is a row-major map with outer stride = stride_token.
+using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using Strided = Eigen::OuterStride<Eigen::Dynamic>;
+using TileMap = Eigen::Map<RowMat, Eigen::Unaligned, Strided>;
+using ConstTileMap = Eigen::Map<const RowMat, Eigen::Unaligned, Strided>;
+using ScratchMap = Eigen::Map<RowMat>;  // dense scratch, leading dimension = cols
+using VecMap = Eigen::Map<Eigen::VectorXf>;
+using ConstVecMap = Eigen::Map<const Eigen::VectorXf>;
+
+inline float* row_ptr(const TensorView& t, int64_t b, int64_t h, int64_t token) {
+  return static_cast<float*>(t.data) + b * t.stride_batch + h * t.stride_head +
+         token * t.stride_token;
+}
+// rows [token0, token0+rows) of head (b, h) as a rows x head_dim map.
+inline ConstTileMap const_tile(const TensorView& t, int64_t b, int64_t h, int64_t token0,
+                               int64_t rows) {
+  return ConstTileMap(row_ptr(t, b, h, token0), rows, t.head_dim,
+                      Strided(std::max<int64_t>(t.stride_token, t.head_dim)));
+}
+inline TileMap tile(const TensorView& t, int64_t b, int64_t h, int64_t token0, int64_t rows) {
+  return TileMap(row_ptr(t, b, h, token0), rows, t.head_dim,
+                 Strided(std::max<int64_t>(t.stride_token, t.head_dim)));
+}
+inline float* stats_ptr(const RowStatsView& r, int64_t b, int64_t h) {
+  return r.data + b * r.stride_batch + h * r.stride_head;
+}
+
+inline float effective_scale(const BlockParams& p) {
+  return p.scale != 0.0f ? p.scale : 1.0f / std::sqrt(static_cast<float>(p.q.head_dim));
+}
+// Query head h reads KV head floor(h / (H / Hkv)) == floor(h * Hkv / H) since Hkv divides H.
+inline int64_t kv_head_of(int64_t h, int64_t heads, int64_t kv_heads) {
+  return h / (heads / kv_heads);
+}
+
+// What a tile of the score matrix needs, decided from the min/max positions of its rows and
+// columns only (valid for any position set: contiguous, zigzag, striped, arbitrary).
+enum class TileVis { hidden, partial, visible };
+struct PosRange {
+  int64_t min = 0, max = 0;
+};
+// Per-tile min/max of positions; empty when positions are absent (non-causal).
+inline std::vector<PosRange> tile_ranges(const int64_t* pos, int64_t count, int64_t tile) {
+  std::vector<PosRange> r;
+  if (pos == nullptr) return r;
+  for (int64_t t0 = 0; t0 < count; t0 += tile) {
+    const int64_t t1 = std::min(count, t0 + tile);
+    const auto [lo, hi] = std::minmax_element(pos + t0, pos + t1);
+    r.push_back({*lo, *hi});
+  }
+  return r;
+}
+inline TileVis classify(bool causal, const PosRange& q, const PosRange& k) {
+  if (!causal) return TileVis::visible;
+  if (k.max <= q.min) return TileVis::visible;  // every key at or before every query
+  if (k.min > q.max) return TileVis::hidden;    // every key after every query
+  return TileVis::partial;
+}
+// Sets the entries of a partial tile whose key is after its query (k_pos[j] > q_pos[i]) to
+// `value`: -inf before a row max, 0 after the exponential.
+inline void mask_partial(ScratchMap& s, const int64_t* qpos, const int64_t* kpos, float value) {
+  for (Eigen::Index i = 0; i < s.rows(); ++i) {
+    const int64_t qp = qpos[i];
+    float* row = s.row(i).data();
+    for (Eigen::Index j = 0; j < s.cols(); ++j)
+      if (kpos[j] > qp) row[j] = value;
+  }
+}
+
+// Throws std::invalid_argument("<where>: <message>") when message is not empty.
+inline void throw_if(const std::string& where, const std::string& message) {
+  if (!message.empty()) throw std::invalid_argument(where + ": " + message);
+}
+std::string check_tiles(const TileConfig& t);
+std::string check_cpu_types(const BlockParams& p);
+
+// Runs body(item, thread_index) for item in [0, items) on `threads` threads (the caller is
+// thread 0). Items are handed out dynamically; the first exception is rethrown in the caller.
+template <class Body>
+void parallel_for(int64_t items, int64_t threads, Body&& body) {
+  threads = std::max<int64_t>(1, std::min(threads, items));
+  if (threads == 1) {
+    for (int64_t i = 0; i < items; ++i) body(i, int64_t{0});
+    return;
+  }
+  std::atomic<int64_t> next{0};
+  std::exception_ptr error;
+  std::mutex error_mutex;
+  auto worker = [&](int64_t t) {
+    try {
+      for (int64_t i = next.fetch_add(1); i < items; i = next.fetch_add(1)) body(i, t);
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(error_mutex);
+      if (!error) error = std::current_exception();
+      next.store(items);
+    }
+  };
+  std::vector<std::thread> pool;
+  for (int64_t t = 1; t < threads; ++t) pool.emplace_back(worker, t);
+  worker(0);
+  for (auto& th : pool) th.join();
+  if (error) std::rethrow_exception(error);
+}
+
+}  // namespace ringplan::kernels::detail
