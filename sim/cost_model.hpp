@@ -14,6 +14,13 @@ namespace ringplan::sim {
 
 // Per-device memory at the peak (bytes). peak_bytes is the peak of the schedule, not the
 // sum of per-term maxima: e.g. ring buffers and logits are not live at the same time.
+//   peak = weights + gradients + optimizer + reserved
+//        + activations (in-flight micro-batches x stage layers, + one layer's recompute set)
+//        + attention_scores (kept scores/lse, + one layer's recomputed scores)
+//        + max(ring_buffers, logits)   -- the ring runs inside a layer, logits after the last
+// With PP > 1 the first stage (PP in-flight micro-batches, x (1 + (PP-1)/(PP v)) interleaved)
+// and the last stage (1 in flight, output layer, logits) are both evaluated; the larger is
+// reported. Formulas: sim/formulas.hpp; one layer's ring: sim/ring_model.hpp.
 struct MemoryBreakdown {
   double weights_bytes = 0;            // params of the largest PP stage / TP (ZeRO-3: / DPxCP)
   double gradients_bytes = 0;          // ZeRO>=2: / DPxCP

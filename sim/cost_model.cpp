@@ -1,0 +1,387 @@
+// Closed-form cost model (see cost_model.hpp). Per-layer formulas live in formulas.cpp, the
+// attention ring in ring_model.cpp; this file composes them into a training step:
+//
+//   per micro-batch on the critical pipeline stage (ceil(layers/PP) layers + output layer):
+//     T_mb = forward + backward + recompute compute        (GEMMs, attention, memory-bound ops)
+//          + CP imbalance + exposed ring comm + TP comm     (per layer)
+//   step  = m * T_mb + bubble (PP-1)/v * T_stage + PP p2p + exposed DPxCP grad reduction
+//          + ZeRO all-gathers + optimizer step
+//
+// predict() allocates nothing: doubles in, doubles out.
+#include "sim/cost_model.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "sim/formulas.hpp"
+#include "sim/ring_model.hpp"
+
+namespace ringplan::sim {
+
+// ------------------------------------------------------------------ collectives (formulas.md)
+double all_reduce_s(int64_t n, double bytes, const LinkProfile& link) {
+  if (n <= 1 || bytes <= 0) return 0.0;
+  const double k = static_cast<double>(n);
+  return 2.0 * (k - 1.0) * link.latency_s + 2.0 * (k - 1.0) / k * bytes / link.bandwidth_bytes_per_s;
+}
+double reduce_scatter_s(int64_t n, double bytes, const LinkProfile& link) {
+  if (n <= 1 || bytes <= 0) return 0.0;
+  const double k = static_cast<double>(n);
+  return (k - 1.0) * link.latency_s + (k - 1.0) / k * bytes / link.bandwidth_bytes_per_s;
+}
+double all_gather_s(int64_t n, double bytes, const LinkProfile& link) { return reduce_scatter_s(n, bytes, link); }
+double p2p_s(double bytes, const LinkProfile& link) {
+  if (bytes <= 0) return 0.0;
+  return link.latency_s + bytes / link.bandwidth_bytes_per_s;
+}
+
+// ------------------------------------------------------------------ mesh groups
+bool group_within_node(const Mesh& mesh, MeshDim dim, int64_t gpus_per_node) {
+  // Ranks of a group are strided by the product of the dimensions inside it; the group stays
+  // in a node when its extent (its size times that stride) fits in one node.
+  int64_t size = 1, extent = 1;
+  switch (dim) {
+    case MeshDim::tp: size = mesh.tp; extent = mesh.tp; break;
+    case MeshDim::cp: size = mesh.cp; extent = mesh.tp * mesh.cp; break;
+    case MeshDim::dp: size = mesh.dp; extent = mesh.tp * mesh.cp * mesh.dp; break;
+    case MeshDim::pp: size = mesh.pp; extent = mesh.world_size(); break;
+  }
+  if (size <= 1) return true;  // a group of one sends nothing
+  return extent <= gpus_per_node;
+}
+
+const LinkProfile& group_link(const ClusterConfig& c, const Mesh& mesh, MeshDim dim) {
+  return group_within_node(mesh, dim, c.gpus_per_node) ? c.intra_node : c.inter_node;
+}
+
+double cp_imbalance(CpScheme scheme, int64_t seq_len, int64_t cp, bool causal) {
+  const RingPairs p = ring_pairs(scheme, static_cast<double>(seq_len), static_cast<double>(cp), causal);
+  return p.mean_rank_pairs > 0 ? p.max_rank_pairs / p.mean_rank_pairs : 1.0;
+}
+
+// ------------------------------------------------------------------ term tables
+std::array<Term, 9> memory_terms(const MemoryBreakdown& m) {
+  return {{{"weights_bytes", m.weights_bytes},
+           {"gradients_bytes", m.gradients_bytes},
+           {"optimizer_bytes", m.optimizer_bytes},
+           {"activations_bytes", m.activations_bytes},
+           {"attention_scores_bytes", m.attention_scores_bytes},
+           {"ring_buffers_bytes", m.ring_buffers_bytes},
+           {"logits_bytes", m.logits_bytes},
+           {"reserved_bytes", m.reserved_bytes},
+           {"peak_bytes", m.peak_bytes}}};
+}
+
+std::array<Term, 11> time_terms(const TimeBreakdown& t) {
+  return {{{"forward_compute_s", t.forward_compute_s},
+           {"backward_compute_s", t.backward_compute_s},
+           {"recompute_s", t.recompute_s},
+           {"cp_imbalance_s", t.cp_imbalance_s},
+           {"ring_comm_exposed_s", t.ring_comm_exposed_s},
+           {"tp_comm_s", t.tp_comm_s},
+           {"dp_comm_exposed_s", t.dp_comm_exposed_s},
+           {"zero_comm_exposed_s", t.zero_comm_exposed_s},
+           {"pp_comm_s", t.pp_comm_s},
+           {"pp_bubble_s", t.pp_bubble_s},
+           {"optimizer_s", t.optimizer_s}}};
+}
+
+// ------------------------------------------------------------------ layout checks
+namespace {
+std::string str(int64_t v) { return std::to_string(v); }
+}  // namespace
+
+std::string check_layout(const Experiment& e, const Mesh& mesh, const ParallelOptions& opt, int64_t gpus) {
+  const ModelConfig& m = e.model;
+  const ClusterConfig& c = e.cluster;
+  const TrainingConfig& t = e.training;
+  if (mesh.dp < 1 || mesh.tp < 1 || mesh.cp < 1 || mesh.pp < 1)
+    return "mesh sizes must be >= 1, got DP " + str(mesh.dp) + " TP " + str(mesh.tp) + " CP " + str(mesh.cp) +
+           " PP " + str(mesh.pp);
+  if (mesh.world_size() != gpus)
+    return "world size " + str(mesh.world_size()) + " != " + str(gpus) + " GPUs (DP " + str(mesh.dp) + " x TP " +
+           str(mesh.tp) + " x CP " + str(mesh.cp) + " x PP " + str(mesh.pp) + ")";
+  if (mesh.tp > c.gpus_per_node) return "TP " + str(mesh.tp) + " > " + str(c.gpus_per_node) + " GPUs per node";
+  if (c.gpus_per_node % mesh.tp != 0)
+    return "TP " + str(mesh.tp) + " does not divide " + str(c.gpus_per_node) + " GPUs per node (a TP group would span two nodes)";
+  if (m.heads % mesh.tp != 0) return "heads " + str(m.heads) + " not divisible by TP " + str(mesh.tp);
+  if (m.kv_heads % mesh.tp != 0) return "kv_heads " + str(m.kv_heads) + " not divisible by TP " + str(mesh.tp);
+  if (m.ffn_hidden % mesh.tp != 0) return "ffn_hidden " + str(m.ffn_hidden) + " not divisible by TP " + str(mesh.tp);
+  if (mesh.pp > m.layers) return "PP " + str(mesh.pp) + " > layers " + str(m.layers);
+  if (opt.micro_batch < 1) return "micro_batch must be >= 1, got " + str(opt.micro_batch);
+  if (opt.zero_stage < 0 || opt.zero_stage > 3) return "zero_stage must be 0..3, got " + std::to_string(opt.zero_stage);
+  if (opt.interleave < 1) return "interleave must be >= 1, got " + str(opt.interleave);
+  if (opt.cp_scheme == CpScheme::zigzag) {
+    if (t.seq_len % (2 * mesh.cp) != 0)
+      return "seq_len " + str(t.seq_len) + " not divisible by 2·CP = " + str(2 * mesh.cp) + " (zigzag)";
+  } else if (t.seq_len % mesh.cp != 0) {
+    return "seq_len " + str(t.seq_len) + " not divisible by CP = " + str(mesh.cp) + " (" + to_string(opt.cp_scheme) + ")";
+  }
+  const int64_t per_step = mesh.dp * opt.micro_batch;
+  if (t.global_batch_sequences % per_step != 0)
+    return "global batch " + str(t.global_batch_sequences) + " not divisible by DP×micro_batch = " + str(per_step);
+  if (opt.interleave > 1) {
+    // Megatron's interleaved 1F1B: v model chunks of equal size per stage, and the
+    // micro-batches enter in groups of PP.
+    if (mesh.pp == 1) return "interleave " + str(opt.interleave) + " needs PP > 1";
+    if (m.layers % (mesh.pp * opt.interleave) != 0)
+      return "interleave " + str(opt.interleave) + " needs layers divisible by PP×v = " +
+             str(mesh.pp * opt.interleave) + ", got " + str(m.layers) + " layers";
+    const int64_t micro_batches = t.global_batch_sequences / per_step;
+    if (micro_batches % mesh.pp != 0)
+      return "interleave " + str(opt.interleave) + " needs micro-batches " + str(micro_batches) +
+             " divisible by PP " + str(mesh.pp);
+  }
+  return {};
+}
+
+// ------------------------------------------------------------------ prediction
+namespace {
+
+// Time of one GEMM of `flops` at the cluster's efficiency for that size.
+double gemm_s(double flops, const ClusterConfig& c, double peak) { return flops / (peak * c.matmul.at(flops)); }
+
+// One layer, one micro-batch, on one device.
+struct LayerTimes {
+  double gemm_fwd_s = 0, gemm_bwd_s = 0;
+  double wgrad_qkv_s = 0, wgrad_mlp_up_s = 0, dgrad_qkv_s = 0, dgrad_mlp_up_s = 0;
+  double elementwise_fwd_s = 0, elementwise_bwd_s = 0, attention_core_elementwise_fwd_s = 0;
+  double tp_fwd_s = 0, tp_bwd_exposed_s = 0;
+  RingLayerPrediction ring;
+};
+
+LayerTimes layer_times(const LayerShape& x, const ClusterConfig& c, double peak, const Mesh& mesh) {
+  LayerTimes lt;
+  const LayerGemmFlops g = layer_gemm_flops(x);
+  const double qkv = gemm_s(g.qkv, c, peak), out = gemm_s(g.out, c, peak);
+  const double up = gemm_s(g.mlp_up, c, peak), down = gemm_s(g.mlp_down, c, peak);
+  lt.gemm_fwd_s = qkv + out + up + down;
+  // Backward: a data-gradient and a weight-gradient GEMM per forward GEMM, same sizes.
+  lt.gemm_bwd_s = 2.0 * lt.gemm_fwd_s;
+  lt.wgrad_qkv_s = lt.dgrad_qkv_s = qkv;
+  lt.wgrad_mlp_up_s = lt.dgrad_mlp_up_s = up;
+
+  const LayerElementwiseBytes eb = layer_elementwise_bytes(x);
+  const double bw = achieved_memory_bandwidth_bytes_per_s(c);
+  if (bw > 0) {
+    // The attention core's passes are counted by the ring prediction (one source).
+    lt.elementwise_fwd_s = (eb.forward - eb.attention_core_forward) / bw;
+    lt.elementwise_bwd_s = (eb.backward - eb.attention_core_backward) / bw;
+  }
+
+  // TP collectives on the link the TP group spans; buffer = the layer's full activation.
+  if (mesh.tp > 1) {
+    const LinkProfile& link = group_link(c, mesh, MeshDim::tp);
+    const double bytes = x.tokens() * x.hidden * x.activation_bytes;
+    const int64_t n = mesh.tp;
+    if (!x.sequence_parallel) {
+      // Forward: all-reduce after the output projection and after the MLP (Megatron's g).
+      // Backward: all-reduce of the input gradient of QKV and fc1 (f), each overlapped with
+      // that GEMM's weight-gradient computation (Megatron's async TP all-reduce).
+      const double ar = all_reduce_s(n, bytes, link);
+      lt.tp_fwd_s = 2.0 * ar;
+      lt.tp_bwd_exposed_s = std::max(0.0, ar - lt.wgrad_qkv_s) + std::max(0.0, ar - lt.wgrad_mlp_up_s);
+    } else {
+      // Forward: all-gather before QKV and fc1, reduce-scatter after out-proj and fc2.
+      // Backward: all-gather of the output gradients of the row-parallel GEMMs (exposed),
+      // re-all-gather of the QKV/fc1 inputs (overlapped with their data-gradient GEMM) and
+      // reduce-scatter of their input gradients (overlapped with the weight-gradient GEMM).
+      const double ag = all_gather_s(n, bytes, link), rs = reduce_scatter_s(n, bytes, link);
+      lt.tp_fwd_s = 2.0 * (ag + rs);
+      lt.tp_bwd_exposed_s = 2.0 * ag + std::max(0.0, ag - lt.dgrad_qkv_s) + std::max(0.0, ag - lt.dgrad_mlp_up_s) +
+                            std::max(0.0, rs - lt.wgrad_qkv_s) + std::max(0.0, rs - lt.wgrad_mlp_up_s);
+    }
+  }
+
+  const bool ring_inter = !group_within_node(mesh, MeshDim::cp, c.gpus_per_node);
+  lt.ring = predict_ring_layer(x, c, peak, ring_inter ? c.inter_node : c.intra_node, ring_inter);
+  return lt;
+}
+
+// Memory of one pipeline stage at its peak (see MemoryBreakdown for which terms are live
+// together: the output layer's logits and the ring buffers never are).
+MemoryBreakdown stage_memory(double params_on_device, const StateBytes& sb, int zero_stage, double shard_group,
+                             double in_flight, double layers, const LayerActivationBytes& act, double ring_bytes,
+                             double logits_bytes, double reserved_bytes) {
+  MemoryBreakdown m;
+  m.weights_bytes = params_on_device * sb.weights / (zero_stage >= 3 ? shard_group : 1.0);
+  m.gradients_bytes = params_on_device * sb.gradients / (zero_stage >= 2 ? shard_group : 1.0);
+  m.optimizer_bytes = params_on_device * sb.optimizer / (zero_stage >= 1 ? shard_group : 1.0);
+  // Stored activations of every in-flight micro-batch, plus one layer's backward working set.
+  m.activations_bytes = in_flight * layers * act.stored_bytes + (act.backward_working_bytes - act.backward_working_scores_bytes);
+  m.attention_scores_bytes = in_flight * layers * act.scores_bytes + act.backward_working_scores_bytes;
+  m.ring_buffers_bytes = ring_bytes;
+  m.logits_bytes = logits_bytes;
+  m.reserved_bytes = reserved_bytes;
+  m.peak_bytes = m.weights_bytes + m.gradients_bytes + m.optimizer_bytes + m.activations_bytes +
+                 m.attention_scores_bytes + std::max(m.ring_buffers_bytes, m.logits_bytes) + m.reserved_bytes;
+  return m;
+}
+
+}  // namespace
+
+Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions& opt) {
+  const ModelConfig& model = e.model;
+  const ClusterConfig& c = e.cluster;
+  const TrainingConfig& train = e.training;
+  Prediction p;
+  p.mesh = mesh;
+  p.options = opt;
+  p.capacity_bytes = c.memory_bytes;
+
+  const double peak = c.peak_flops_per_s(train.dtype);
+  const LayerShape x = make_layer_shape(model, train, mesh, opt);
+  const double tp = static_cast<double>(mesh.tp);
+  const double pp = static_cast<double>(mesh.pp);
+  const double v = static_cast<double>(opt.interleave);
+  const double shard_group = static_cast<double>(mesh.dp * mesh.cp);  // ZeRO / gradient group
+  const double vocab = static_cast<double>(model.vocab);
+  const double hidden = static_cast<double>(model.hidden);
+  const int64_t m_int = train.global_batch_sequences / (mesh.dp * opt.micro_batch);
+  const double m = static_cast<double>(m_int);
+  p.micro_batches = m_int;
+  // The largest stage sets time and memory (layers need not divide PP).
+  const double layers_stage = std::ceil(static_cast<double>(model.layers) / pp);
+
+  // Parameters of the first stage (embedding) and the last (output layer, final norm; with
+  // tied embeddings and PP > 1 Megatron keeps a copy of the embedding there). PP = 1: one stage.
+  const double emb = vocab * hidden;
+  const double stage_layer_params = layers_stage * layer_params(model);
+  const double first_stage_params =
+      mesh.pp == 1 ? stage_layer_params + emb * (model.tied_embeddings ? 1.0 : 2.0) + hidden : stage_layer_params + emb;
+  const double last_stage_params = mesh.pp == 1 ? first_stage_params : stage_layer_params + emb + hidden;
+
+  // ---------------- per layer, per micro-batch
+  const LayerTimes lt = layer_times(x, c, peak, mesh);
+  const RingLayerPrediction& ring = lt.ring;
+  const bool full = opt.recompute == Recompute::full;
+  const bool reruns_attention = opt.recompute != Recompute::none;  // selective or full
+  const double attn_fwd = ring.forward.mean_rank_compute_s + ring.forward.elementwise_s;
+  const double attn_bwd = ring.backward.mean_rank_compute_s + ring.backward.elementwise_s;
+  const double layer_fwd_compute = lt.gemm_fwd_s + attn_fwd + lt.elementwise_fwd_s;
+  const double layer_bwd_compute = lt.gemm_bwd_s + attn_bwd + lt.elementwise_bwd_s;
+  const double layer_recompute = full ? layer_fwd_compute : (reruns_attention ? attn_fwd : 0.0);
+  const double fwd_imb = ring.forward.max_rank_compute_s - ring.forward.mean_rank_compute_s;
+  const double bwd_imb = ring.backward.max_rank_compute_s - ring.backward.mean_rank_compute_s;
+  const double layer_imbalance = fwd_imb * (reruns_attention ? 2.0 : 1.0) + bwd_imb;
+  const double layer_ring = ring.forward.exposed_comm_s * (reruns_attention ? 2.0 : 1.0) + ring.backward.exposed_comm_s;
+  const double layer_tp = lt.tp_fwd_s * (full ? 2.0 : 1.0) + lt.tp_bwd_exposed_s;
+  const double layer_total = layer_fwd_compute + layer_bwd_compute + layer_recompute + layer_imbalance + layer_ring + layer_tp;
+
+  // Output layer + loss on the critical (last) stage: logits GEMM forward, 2x backward,
+  // cross-entropy memory traffic (about half forward, half backward).
+  const double out_gemm = gemm_s(logits_flops(x, vocab), c, peak);
+  const double mem_bw = achieved_memory_bandwidth_bytes_per_s(c);
+  const double loss_s = mem_bw > 0 ? loss_elementwise_bytes(x, vocab) / mem_bw : 0.0;
+  const double out_fwd = out_gemm + 0.5 * loss_s;
+  const double out_bwd = 2.0 * out_gemm + 0.5 * loss_s;
+
+  // ZeRO-3 gathers each layer's weights before its forward and backward (and the recompute),
+  // prefetched one layer ahead: only what exceeds the layer's own time shows.
+  const double layer_params_dev = layer_params(model) / tp;
+  const StateBytes sb = state_bytes_per_param(train.dtype, train.optimizer);
+  const bool grads_inside = mesh.tp * mesh.cp * mesh.dp <= c.gpus_per_node;
+  const LinkProfile& grad_link = grads_inside ? c.intra_node : c.inter_node;
+  const int64_t n_shard = mesh.dp * mesh.cp;
+  double zero3_per_mb = 0.0, zero3_first = 0.0;
+  if (opt.zero_stage >= 3 && n_shard > 1) {
+    const double ag = all_gather_s(n_shard, layer_params_dev * sb.weights, grad_link);
+    const double gathers = full ? 3.0 : 2.0;
+    const double per_gather_window = layer_total / gathers;
+    zero3_per_mb = layers_stage * gathers * std::max(0.0, ag - per_gather_window);
+    zero3_first = ag;
+  }
+
+  // ---------------- the step
+  TimeBreakdown& t = p.time;
+  t.forward_compute_s = m * (layers_stage * layer_fwd_compute + out_fwd);
+  t.backward_compute_s = m * (layers_stage * layer_bwd_compute + out_bwd);
+  t.recompute_s = m * layers_stage * layer_recompute;
+  t.cp_imbalance_s = m * layers_stage * layer_imbalance;
+  t.ring_comm_exposed_s = m * layers_stage * layer_ring;
+  t.tp_comm_s = m * layers_stage * layer_tp;
+
+  // Pipeline: fill and drain cost (PP-1)/v stage-times of one micro-batch (the stage's
+  // layers; the output layer runs on the last stage only). Activations (scattered over TP,
+  // Megatron's scatter/gather optimisation) cross a stage boundary forward and backward for
+  // every chunk of every micro-batch.
+  if (mesh.pp > 1) {
+    t.pp_bubble_s = (pp - 1.0) / v * layers_stage * layer_total;
+    const double act_bytes = x.tokens() * hidden * x.activation_bytes / tp;
+    const double hop = p2p_s(act_bytes, group_link(c, mesh, MeshDim::pp));
+    t.pp_comm_s = 2.0 * (v * m + pp - 1.0) * hop;
+  }
+
+  // Gradient reduction over DP x CP, in per-layer buckets during a backward: it hides behind
+  // that backward except the last layer's bucket. ZeRO-0/1 accumulate full gradients locally
+  // and all-reduce once, during the last micro-batch's backward. ZeRO-2/3 keep only their
+  // gradient shard, so every micro-batch's gradients are reduce-scattered (as DeepSpeed ZeRO-2
+  // and FSDP do under gradient accumulation): m reductions, each behind its own backward.
+  const double stage_params_dev = std::max(first_stage_params, last_stage_params) / tp;
+  if (n_shard > 1) {
+    const double grad_bytes = stage_params_dev * sb.gradients;
+    const bool sharded_grads = opt.zero_stage >= 2;
+    const double reduce = sharded_grads ? reduce_scatter_s(n_shard, grad_bytes, grad_link)
+                                        : all_reduce_s(n_shard, grad_bytes, grad_link);
+    const double backward_window = layers_stage * (layer_bwd_compute + lt.tp_bwd_exposed_s);
+    t.dp_comm_exposed_s = (sharded_grads ? m : 1.0) * std::max(reduce / layers_stage, reduce - backward_window);
+    // ZeRO-1/2: updated 16-bit weights are all-gathered after the optimizer step.
+    if (opt.zero_stage == 1 || opt.zero_stage == 2)
+      t.zero_comm_exposed_s = all_gather_s(n_shard, stage_params_dev * sb.weights, grad_link);
+    else if (opt.zero_stage >= 3)
+      t.zero_comm_exposed_s = m * zero3_per_mb + zero3_first;
+  }
+
+  // Optimizer step: memory-bound over this device's shard of the master weights.
+  if (mem_bw > 0) {
+    const double params_updated = stage_params_dev / (opt.zero_stage >= 1 ? shard_group : 1.0);
+    t.optimizer_s = params_updated * optimizer_step_bytes_per_param(train.dtype, train.optimizer) / mem_bw;
+  }
+
+  t.step_time_s = t.forward_compute_s + t.backward_compute_s + t.recompute_s + t.cp_imbalance_s +
+                  t.ring_comm_exposed_s + t.tp_comm_s + t.dp_comm_exposed_s + t.zero_comm_exposed_s + t.pp_comm_s +
+                  t.pp_bubble_s + t.optimizer_s;
+  p.step_time_s = t.step_time_s;
+
+  // ---------------- memory: first stage (most micro-batches in flight, embedding) and last
+  // stage (output layer, logits); pp == 1 is one stage holding both.
+  const LayerActivationBytes act = layer_activation_bytes(x);
+  const double ring_bytes = ring_buffer_bytes(x);
+  const double logits_bytes = x.tokens() * (vocab / tp) * (x.activation_bytes + 4.0);
+  if (mesh.pp == 1) {
+    p.memory = stage_memory(first_stage_params / tp, sb, opt.zero_stage, shard_group, 1.0, layers_stage, act, ring_bytes, logits_bytes,
+                            c.memory_reserved_bytes);
+  } else {
+    double in_flight = std::min(pp, m);
+    if (opt.interleave > 1) in_flight *= 1.0 + (pp - 1.0) / (pp * v);
+    // Megatron keeps a copy of tied embeddings on the last stage for the output layer.
+    const MemoryBreakdown first = stage_memory(first_stage_params / tp, sb, opt.zero_stage, shard_group,
+                                               in_flight, layers_stage, act, ring_bytes, 0.0, c.memory_reserved_bytes);
+    const MemoryBreakdown last = stage_memory(last_stage_params / tp, sb, opt.zero_stage,
+                                              shard_group, 1.0, layers_stage, act, ring_bytes, logits_bytes,
+                                              c.memory_reserved_bytes);
+    p.memory = first.peak_bytes >= last.peak_bytes ? first : last;
+  }
+  p.peak_memory_bytes = p.memory.peak_bytes;
+  p.fits = p.peak_memory_bytes <= c.memory_bytes;
+
+  // ---------------- throughput. Model FLOPs: forward + backward (GEMMs 3x, attention 3.5x)
+  // of the whole model for every sequence, causal pairs only, no recompute.
+  LayerShape one = x;
+  one.micro_batch = 1;
+  one.tp = 1;
+  one.cp = 1;
+  one.attention = AttentionImpl::flash;
+  const double seq_fwd_gemm = static_cast<double>(model.layers) * layer_gemm_flops(one).total() + logits_flops(one, vocab);
+  const double seq_fwd_attn = static_cast<double>(model.layers) * attention_forward_flops(one).mean_rank;
+  const double seqs = static_cast<double>(train.global_batch_sequences);
+  p.model_flops_per_step = seqs * (3.0 * seq_fwd_gemm + 3.5 * seq_fwd_attn);
+  const double devices = static_cast<double>(mesh.world_size());
+  p.tokens_per_s = seqs * static_cast<double>(train.seq_len) / p.step_time_s;
+  p.tflops_per_device = p.model_flops_per_step / p.step_time_s / devices / 1e12;
+  p.mfu = p.model_flops_per_step / (p.step_time_s * peak * devices);
+  return p;
+}
+
+}  // namespace ringplan::sim

@@ -1,0 +1,303 @@
+// Per-layer formulas of the cost model (see formulas.hpp for the sources and conventions).
+#include "sim/formulas.hpp"
+
+namespace ringplan::sim {
+
+LayerShape make_layer_shape(const ModelConfig& m, const TrainingConfig& t, const Mesh& mesh,
+                            const ParallelOptions& opt) {
+  LayerShape x;
+  x.micro_batch = static_cast<double>(opt.micro_batch);
+  x.seq_len = static_cast<double>(t.seq_len);
+  x.hidden = static_cast<double>(m.hidden);
+  x.heads = static_cast<double>(m.heads);
+  x.kv_heads = static_cast<double>(m.kv_heads > 0 ? m.kv_heads : m.heads);
+  x.head_dim = static_cast<double>(m.head_dim > 0 ? m.head_dim : (m.heads > 0 ? m.hidden / m.heads : 0));
+  x.ffn_hidden = static_cast<double>(m.ffn_hidden);
+  x.gated_mlp = m.gated_mlp;
+  x.tp = static_cast<double>(mesh.tp);
+  x.cp = static_cast<double>(mesh.cp);
+  // Sequence parallelism only changes anything when there is a TP group to scatter over.
+  x.sequence_parallel = opt.sequence_parallel && mesh.tp > 1;
+  x.causal = t.causal;
+  x.cp_scheme = opt.cp_scheme;
+  x.attention = opt.attention;
+  x.recompute = opt.recompute;
+  x.dropout = false;
+  x.activation_bytes = dtype_bytes(t.dtype);
+  return x;
+}
+
+double layer_params(const ModelConfig& m) {
+  const double h = static_cast<double>(m.hidden);
+  const double q = static_cast<double>(m.heads * m.head_dim);
+  const double kv = static_cast<double>(m.kv_heads * m.head_dim);
+  const double f = static_cast<double>(m.ffn_hidden);
+  const double mlp_matrices = m.gated_mlp ? 3.0 : 2.0;
+  return h * (q + 2.0 * kv) + q * h + mlp_matrices * h * f + 2.0 * h;
+}
+
+double model_params(const ModelConfig& m) {
+  const double h = static_cast<double>(m.hidden);
+  const double v = static_cast<double>(m.vocab);
+  return static_cast<double>(m.layers) * layer_params(m) + v * h * (m.tied_embeddings ? 1.0 : 2.0) + h;
+}
+
+StateBytes state_bytes_per_param(DType dtype, Optimizer opt) {
+  const bool mixed = dtype != DType::fp32;
+  const double w = dtype_bytes(dtype);
+  StateBytes s;
+  s.weights = w;
+  s.gradients = w;
+  if (opt == Optimizer::adam) s.optimizer = mixed ? 12.0 : 8.0;  // (fp32 master +) two moments
+  else s.optimizer = mixed ? 8.0 : 4.0;                           // (fp32 master +) momentum
+  return s;
+}
+
+double ring_buffer_bytes(const LayerShape& x) {
+  if (x.cp <= 1) return 0.0;
+  // One K or V block: b * (L/CP) * (a_kv/t) * d elements.
+  const double block_elems = x.tokens() * (x.kv_heads / x.tp) * x.head_dim;
+  const double kv_double_buffer = 2.0 /*buffers*/ * 2.0 /*K,V*/ * block_elems * x.activation_bytes;
+  const double dkv_double_buffer = 2.0 * 2.0 * block_elems * 4.0;  // fp32 accumulators
+  return kv_double_buffer + dkv_double_buffer;
+}
+
+double ring_forward_step_bytes(const LayerShape& x) {
+  return 2.0 * x.tokens() * (x.kv_heads / x.tp) * x.head_dim * x.activation_bytes;
+}
+
+double ring_backward_step_bytes(const LayerShape& x) {
+  return 2.0 * x.tokens() * (x.kv_heads / x.tp) * x.head_dim * (x.activation_bytes + 4.0);
+}
+
+double materialized_scores_bytes(const LayerShape& x) {
+  // Scores of a rank's queries against all keys: b * (a/t) * (L/CP) * L elements; softmax
+  // output (e) [+ dropout mask (1) + dropout output (e)]: Korthikanti's 5*a*s^2*b.
+  const double score_elems = x.micro_batch * (x.heads / x.tp) * (x.seq_len / x.cp) * x.seq_len;
+  return score_elems * (x.activation_bytes + (x.dropout ? x.activation_bytes + 1.0 : 0.0));
+}
+
+double flash_lse_bytes(const LayerShape& x) {
+  // Flash keeps only the fp32 log-sum-exp per query row and head.
+  return x.micro_batch * (x.heads / x.tp) * (x.seq_len / x.cp) * 4.0;
+}
+
+RingMergeBytes ring_merge_bytes(const LayerShape& x) {
+  RingMergeBytes m;
+  if (x.cp <= 1) return m;
+  const double per_elem = 8.0 + x.activation_bytes;
+  const double q_elems = x.tokens() * (x.heads / x.tp) * x.head_dim;
+  const double kv_elems = x.tokens() * (x.kv_heads / x.tp) * x.head_dim;
+  m.forward_per_step = per_elem * q_elems;
+  m.backward_per_step = per_elem * (q_elems + 2.0 * kv_elems);
+  return m;
+}
+
+LayerActivationBytes layer_activation_bytes(const LayerShape& x) {
+  const double e = x.activation_bytes;
+  const double T = x.tokens();  // s*b/CP
+  const double t = x.tp;
+  const double h = x.hidden;
+  const double q = x.heads * x.head_dim;
+  const double kv = x.kv_heads * x.head_dim;
+  const double r = x.replicated_share();
+  const double mask = x.dropout ? 1.0 : 0.0;  // 1-byte dropout masks
+
+  // Korthikanti Sec. 4.1, per layer. Not TP-sharded (only SP splits them):
+  //   LN1 input, QKV input (LN1 output), LN2 input, fc1 input: 4 * e*T*h
+  //   dropout masks after attention and after the MLP: 2 * T*h bytes
+  const double replicated = (4.0 * e + 2.0 * mask) * T * h * r;
+  // TP-sharded: Q (a*d), K and V (a_kv*d each), attention output = out-proj input (a*d);
+  // MLP: activation input and output (f each), gated: gate and up outputs and their product.
+  const double attention_sharded = e * T * (q + 2.0 * kv + q) / t;
+  const double mlp_sharded = e * T * x.ffn_hidden * (x.gated_mlp ? 3.0 : 2.0) / t;
+  const double layer_no_scores = replicated + attention_sharded + mlp_sharded;
+
+  const double scores = x.attention == AttentionImpl::materialized ? materialized_scores_bytes(x) : flash_lse_bytes(x);
+
+  LayerActivationBytes out;
+  switch (x.recompute) {
+    case Recompute::none:
+      out.stored_bytes = layer_no_scores;
+      out.scores_bytes = scores;
+      break;
+    case Recompute::selective:
+      // The attention core (scores, softmax, dropout) is re-run in backward from the stored
+      // Q, K, V: its scores are not kept, but live again while this layer runs backward.
+      out.stored_bytes = layer_no_scores;
+      out.scores_bytes = 0.0;
+      out.backward_working_bytes = scores;
+      out.backward_working_scores_bytes = scores;
+      break;
+    case Recompute::full:
+      // Only the layer input is kept (scattered over TP with SP); backward re-runs the layer
+      // forward, so one layer's full activations are live again during its backward.
+      out.stored_bytes = e * T * h * r;
+      out.scores_bytes = 0.0;
+      out.backward_working_bytes = layer_no_scores + scores;
+      out.backward_working_scores_bytes = scores;
+      break;
+  }
+  return out;
+}
+
+LayerGemmFlops layer_gemm_flops(const LayerShape& x) {
+  const double T = x.tokens();
+  const double h = x.hidden;
+  const double q = x.heads * x.head_dim;
+  const double kv = x.kv_heads * x.head_dim;
+  LayerGemmFlops g;
+  g.qkv = 2.0 * T * h * (q + 2.0 * kv) / x.tp;
+  g.out = 2.0 * T * q * h / x.tp;
+  g.mlp_up = 2.0 * T * h * x.ffn_hidden * (x.gated_mlp ? 2.0 : 1.0) / x.tp;
+  g.mlp_down = 2.0 * T * x.ffn_hidden * h / x.tp;
+  return g;
+}
+
+double logits_flops(const LayerShape& x, double vocab) {
+  return 2.0 * x.tokens() * x.hidden * vocab / x.tp;
+}
+
+RingPairs ring_pairs(CpScheme scheme, double seq_len, double cp, bool causal) {
+  RingPairs p;
+  const double L = seq_len;
+  const double P = cp < 1 ? 1 : cp;
+  const double c = L / P;  // tokens per rank
+  if (!causal) {
+    p.diagonal_pairs = c * c;
+    p.off_diagonal_max_pairs = c * c;
+    p.mean_rank_pairs = L * L / P;
+  } else {
+    p.mean_rank_pairs = L * (L + 1.0) / 2.0 / P;
+    switch (scheme) {
+      case CpScheme::contiguous:
+        p.diagonal_pairs = c * (c + 1.0) / 2.0;
+        p.off_diagonal_max_pairs = c * c;
+        break;
+      case CpScheme::zigzag: {
+        const double h = c / 2.0;  // chunk of 2P
+        // own chunks r and 2P-1-r: two diagonal triangles + chunk 2P-1-r fully sees chunk r
+        p.diagonal_pairs = 2.0 * h * h + h;
+        p.off_diagonal_max_pairs = 2.0 * h * h;
+        break;
+      }
+      case CpScheme::striped:
+        p.diagonal_pairs = c * (c + 1.0) / 2.0;
+        p.off_diagonal_max_pairs = c * (c + 1.0) / 2.0;
+        break;
+    }
+  }
+  if (P <= 1) p.off_diagonal_max_pairs = 0.0;
+  p.max_rank_pairs = p.diagonal_pairs + (P - 1.0) * p.off_diagonal_max_pairs;
+  return p;
+}
+
+double rank_visible_pairs(CpScheme scheme, double seq_len, double cp, double rank, bool causal) {
+  const double L = seq_len, P = cp, r = rank;
+  const double c = L / P;
+  if (!causal) return c * L;
+  switch (scheme) {
+    case CpScheme::contiguous: return c * (r * c) + c * (c + 1.0) / 2.0;
+    case CpScheme::zigzag: {
+      const double h = c / 2.0;
+      return h * h * (2.0 * P - 1.0) + h * (h + 1.0);
+    }
+    case CpScheme::striped: return c * (r + 1.0) + P * c * (c - 1.0) / 2.0;
+  }
+  return 0.0;
+}
+
+double block_visible_pairs(CpScheme scheme, double seq_len, double cp, int64_t rank, int64_t block, bool causal) {
+  const double c = seq_len / cp;
+  if (!causal) return c * c;
+  switch (scheme) {
+    case CpScheme::contiguous: return block < rank ? c * c : (block == rank ? c * (c + 1.0) / 2.0 : 0.0);
+    case CpScheme::zigzag: {
+      const double h = c / 2.0;
+      return block == rank ? 2.0 * h * h + h : 2.0 * h * h;
+    }
+    case CpScheme::striped: return block <= rank ? c * (c + 1.0) / 2.0 : c * (c - 1.0) / 2.0;
+  }
+  return 0.0;
+}
+
+AttentionFlops attention_forward_flops(const LayerShape& x) {
+  // 4 * d FLOPs per (query, key) pair and head: 2*d for Q*K^T and 2*d for P*V.
+  const double per_pair = 4.0 * x.micro_batch * (x.heads / x.tp) * x.head_dim;
+  AttentionFlops f;
+  if (x.attention == AttentionImpl::materialized) {
+    const double c = x.seq_len / x.cp;
+    f.mean_rank = per_pair * c * x.seq_len;
+    f.max_rank = f.mean_rank;
+    f.per_step_kernel = per_pair * c * c;
+    return f;
+  }
+  const RingPairs p = ring_pairs(x.cp_scheme, x.seq_len, x.cp, x.causal);
+  f.mean_rank = per_pair * p.mean_rank_pairs;
+  f.max_rank = per_pair * p.max_rank_pairs;
+  f.per_step_kernel = per_pair * (x.cp > 1 ? p.off_diagonal_max_pairs : p.diagonal_pairs);
+  return f;
+}
+
+AttentionCoreBytes attention_core_elementwise_bytes(const LayerShape& x) {
+  // Materialised attention: fused scale-mask-softmax reads and writes every score (2e);
+  // its backward reads y and dy and writes dx (3e); dropout on the probabilities adds a
+  // read, a write and a mask byte each way. Flash does all of this inside the kernel.
+  AttentionCoreBytes b;
+  if (x.attention != AttentionImpl::materialized) return b;
+  const double e = x.activation_bytes;
+  const double s_elems = x.micro_batch * (x.heads / x.tp) * (x.seq_len / x.cp) * x.seq_len;
+  const double dropout = x.dropout ? 2.0 * e + 1.0 : 0.0;
+  b.forward = (2.0 * e + dropout) * s_elems;
+  b.backward = (3.0 * e + dropout) * s_elems;
+  return b;
+}
+
+LayerElementwiseBytes layer_elementwise_bytes(const LayerShape& x) {
+  const double e = x.activation_bytes;
+  const double T = x.tokens();
+  const double h_elems = T * x.hidden * x.replicated_share();
+  const double mask = x.dropout ? 1.0 : 0.0;
+  // Forward per hidden element: LN1 (read, write) 2e, residual add (+bias, +dropout: read 2,
+  // write 1, mask) 3e, LN2 2e, second residual 3e. Backward: norm backward reads x and dy and
+  // writes dx (3e each), residual/dropout backward adds two gradients (3e each).
+  const double hidden_fwd = (10.0 * e + 2.0 * mask) * h_elems;
+  const double hidden_bwd = (12.0 * e + 2.0 * mask) * h_elems;
+  // Activation function on the TP-sharded MLP: read input(s), write output.
+  const double f_elems = T * x.ffn_hidden / x.tp;
+  const double act_fwd = (x.gated_mlp ? 3.0 : 2.0) * e * f_elems;
+  const double act_bwd = (x.gated_mlp ? 5.0 : 3.0) * e * f_elems;
+  const AttentionCoreBytes core = attention_core_elementwise_bytes(x);
+  const double core_fwd = core.forward, core_bwd = core.backward;
+  LayerElementwiseBytes b;
+  b.attention_core_forward = core_fwd;
+  b.attention_core_backward = core_bwd;
+  b.forward = hidden_fwd + act_fwd + core_fwd;
+  b.backward = hidden_bwd + act_bwd + core_bwd;
+  return b;
+}
+
+double achieved_memory_bandwidth_bytes_per_s(const ClusterConfig& c) {
+  return c.memory_bandwidth_bytes_per_s * kStreamingBandwidthFraction;
+}
+
+double loss_elementwise_bytes(const LayerShape& x, double vocab) {
+  return x.tokens() * (vocab / x.tp) * (2.0 * x.activation_bytes + 8.0);
+}
+
+double optimizer_step_bytes_per_param(DType dtype, Optimizer opt) {
+  // Megatron-style mixed precision over fp32 master weights and fp32 gradients:
+  //   fp16 loss-scale unscale + inf check (read, write grads)        8  (fp16 only)
+  //   gradient norm (read grads)                                     4
+  //   gradient clipping (read, write grads)                          8
+  //   update: Adam reads p, g, m, v (16), writes p, m, v (12)      28
+  //           SGD reads p, g, mom (12), writes p, mom (8)          20
+  //   copy master to 16-bit weights (read 4, write 2)                6  (mixed only)
+  //   zero the gradient buffer                                       4
+  const double update = opt == Optimizer::adam ? 28.0 : 20.0;
+  const double unscale = dtype == DType::fp16 ? 8.0 : 0.0;
+  const double copy = dtype == DType::fp32 ? 0.0 : 6.0;
+  return unscale + 4.0 + 8.0 + update + copy + 4.0;
+}
+
+}  // namespace ringplan::sim

@@ -1,0 +1,182 @@
+// Per-layer formulas of the cost model: parameters, activation memory, FLOPs, memory-bound
+// traffic and the causal work of each context-parallel (CP) rank. predict() (cost_model.cpp)
+// and the one-layer ring prediction (ring_model.cpp) are both built from these functions, so
+// the planner and `ringplan run` print the same numbers for the same layer.
+//
+// Everything here is per device (one TP shard, one CP shard of the sequence) and per
+// micro-batch unless the name says otherwise. Pure arithmetic: no allocation, no strings.
+//
+// Sources (copied from ../shared/reference/formulas.md and checked against the papers):
+//  - activations: Korthikanti et al. 2022, "Reducing Activation Recomputation in Large
+//    Transformer Models", Sec. 4 / Table 2, re-derived for GQA, gated MLPs, optional dropout;
+//  - FLOPs: 2*M*N*K per GEMM; attention 4*b*heads*s_q*s_k*d forward (FlashAttention's
+//    convention), backward 2.5x attention and 2x GEMMs (Narayanan et al. 2021);
+//  - optimizer bytes: ZeRO (Rajbhandari et al. 2020), 2 + 2 + 12 bytes/param mixed Adam.
+#pragma once
+#include <cstdint>
+
+#include "core/config.hpp"
+
+namespace ringplan::sim {
+
+// One transformer layer as one device sees it. Built once per prediction.
+struct LayerShape {
+  double micro_batch = 1;      // b, sequences per micro-batch
+  double seq_len = 0;          // L, full sequence (every CP rank sees all keys)
+  double hidden = 0;           // h
+  double heads = 0;            // a (query heads, whole model)
+  double kv_heads = 0;         // a_kv
+  double head_dim = 0;         // d
+  double ffn_hidden = 0;       // f (per gate branch when gated)
+  bool gated_mlp = false;
+  double tp = 1;               // TP degree t
+  double cp = 1;               // CP degree
+  bool sequence_parallel = false;
+  bool causal = true;
+  CpScheme cp_scheme = CpScheme::zigzag;
+  AttentionImpl attention = AttentionImpl::flash;
+  Recompute recompute = Recompute::none;
+  bool dropout = false;        // Korthikanti's runs used dropout; modern LLM training does not
+  double activation_bytes = 2; // bytes per activation element (training dtype)
+
+  double tokens() const { return micro_batch * seq_len / cp; }  // tokens this rank holds
+  // Replicated (non-TP-sharded) hidden-size tensors are split by t only with sequence parallelism.
+  double replicated_share() const { return sequence_parallel ? 1.0 / tp : 1.0; }
+};
+
+LayerShape make_layer_shape(const ModelConfig& m, const TrainingConfig& t, const Mesh& mesh,
+                            const ParallelOptions& opt);
+
+// ---------------------------------------------------------------- parameters
+// Parameters of one layer: QKV (GQA: a*d + 2*a_kv*d outputs), output projection, MLP
+// (2 or 3 matrices of h x f), two norms (scale only). No biases (Llama-style); Megatron GPT's
+// 13*h biases per layer are < 0.01% of 12*h^2 at these sizes.
+double layer_params(const ModelConfig& m);
+// Embedding V*h (+ a separate output layer V*h when not tied) + final norm h.
+double model_params(const ModelConfig& m);
+
+// Bytes per parameter of each training state (before ZeRO sharding).
+struct StateBytes {
+  double weights = 0, gradients = 0, optimizer = 0;
+};
+// Mixed precision (bf16/fp16) Adam: 2 + 2 + 12 (fp32 master, two moments) = 16 (ZeRO paper).
+// fp32 Adam: 4 + 4 + 8. SGD with momentum: mixed 2 + 2 + 8 (master, momentum), fp32 4 + 4 + 4.
+StateBytes state_bytes_per_param(DType dtype, Optimizer opt);
+
+// ---------------------------------------------------------------- activation memory
+struct LayerActivationBytes {
+  double stored_bytes = 0;    // kept from forward to backward, excluding attention scores
+  double scores_bytes = 0;    // kept score matrices (materialised, no recompute) or lse (flash)
+  // Extra bytes live while this layer runs its backward: the recomputed layer (full), the
+  // recomputed score matrices (selective), none otherwise (everything is already stored).
+  double backward_working_bytes = 0;
+  double backward_working_scores_bytes = 0;  // part of the above that is score matrices
+};
+// Korthikanti Table 2 generalised. For the paper's settings (a_kv = a, d = h/a, f = 4h, not
+// gated, dropout, materialised, 2-byte activations) stored + scores equals exactly:
+//   none, no TP:      s*b*h*(34 + 5*a*s/h)
+//   TP t, no SP:      s*b*h*(10 + 24/t + 5*a*s/(h*t))
+//   TP + SP:          s*b*h*(34 + 5*a*s/h)/t
+//   TP + SP + selective: 34*s*b*h/t
+//   full:             2*s*b*h (/t with SP)
+// CP: every s -> s/CP except the score matrix, (s/CP)*s per head.
+LayerActivationBytes layer_activation_bytes(const LayerShape& x);
+// One layer's score matrices when materialised (b*(a/t)*(L/CP)*L elements, e bytes each, +
+// dropout mask and output) and the flash alternative (fp32 lse per query row and head).
+double materialized_scores_bytes(const LayerShape& x);
+double flash_lse_bytes(const LayerShape& x);
+
+// K,V double buffers (activation dtype) + dK,dV double buffers (fp32 accumulation) of the
+// ring, live while one attention layer runs its backward; 0 without CP.
+double ring_buffer_bytes(const LayerShape& x);
+// Bytes on the wire per ring step: forward K,V; backward K,V + dK,dV in fp32 (DESIGN.md).
+double ring_forward_step_bytes(const LayerShape& x);
+double ring_backward_step_bytes(const LayerShape& x);
+
+// Memory traffic of folding one ring step's partial result into the accumulators (DESIGN.md:
+// merge in fp32), per device. Forward: read O_acc (4), read the block's O (e), write O_acc (4)
+// per element of b*(L/CP)*(a/t)*d. Backward: dQ += block dQ over the queries, and the dK, dV
+// accumulators travelling with their block += the block's dK, dV: (8 + e) per element each.
+// The first step writes its result directly: P-1 merges on a rank that sees every block.
+struct RingMergeBytes {
+  double forward_per_step = 0, backward_per_step = 0;
+};
+RingMergeBytes ring_merge_bytes(const LayerShape& x);
+
+// ---------------------------------------------------------------- FLOPs (forward, per device)
+struct LayerGemmFlops {
+  double qkv = 0, out = 0, mlp_up = 0, mlp_down = 0;  // 2*M*N*K of each forward GEMM
+  double total() const { return qkv + out + mlp_up + mlp_down; }
+};
+LayerGemmFlops layer_gemm_flops(const LayerShape& x);
+// Logits GEMM 2*tokens*h*V/t (output layer, last pipeline stage).
+double logits_flops(const LayerShape& x, double vocab);
+
+// Causal (query, key) pairs each CP rank works on, by ring step. Step 0 is the rank's own KV
+// block ("diagonal"); steps 1..P-1 bring the other blocks. For all three schemes the slowest
+// rank is the slowest at every step, so its total is diagonal + (P-1)*off_diagonal_max.
+//   contiguous (c = L/P): diagonal c(c+1)/2, off-diagonal max c^2 (a rank below gets nothing)
+//   zigzag (c' = L/2P):   diagonal 2c'^2 + c', every later step exactly 2c'^2 on every rank
+//   striped (n = L/P):    diagonal n(n+1)/2, later steps n(n+1)/2 or n(n-1)/2
+// Non-causal: c^2 every step.
+struct RingPairs {
+  double diagonal_pairs = 0;
+  double off_diagonal_max_pairs = 0;
+  double max_rank_pairs = 0;   // diagonal + (P-1) * off_diagonal_max
+  double mean_rank_pairs = 0;  // all visible pairs / P: L(L+1)/2/P causal, L^2/P otherwise
+};
+RingPairs ring_pairs(CpScheme scheme, double seq_len, double cp, bool causal);
+// Visible (query, key) pairs of CP rank r (0 <= r < P) over the whole sequence, closed form:
+//   contiguous: c*(r*c) + c(c+1)/2            (c = L/P: r*c earlier keys, then a triangle)
+//   zigzag:     h^2*(2P-1) + h(h+1)            (h = L/2P: the same for every rank)
+//   striped:    n*(r+1) + P*n(n-1)/2           (n = L/P: token r + j*P sees r + j*P + 1 keys)
+//   non-causal: (L/P)*L
+double rank_visible_pairs(CpScheme scheme, double seq_len, double cp, double rank, bool causal);
+// Visible pairs of rank r's queries against the KV block held by rank j (one ring step):
+//   contiguous: j < r: c^2, j == r: c(c+1)/2, j > r: 0 (skipped)
+//   zigzag:     j == r: 2h^2 + h, otherwise 2h^2     striped: j <= r: n(n+1)/2, j > r: n(n-1)/2
+double block_visible_pairs(CpScheme scheme, double seq_len, double cp, int64_t rank, int64_t block, bool causal);
+
+// Attention forward FLOPs of one rank for one micro-batch: 4*b*(a/t)*d per (query, key) pair
+// computed. Flash skips hidden pairs (mean rank: mean_rank_pairs; slowest: max_rank_pairs).
+// Materialised attention computes every block in full and masks afterwards (Megatron's fused
+// masked softmax), so its work is (L/CP)*L pairs on every rank: no causal saving, no imbalance.
+struct AttentionFlops {
+  double mean_rank = 0;
+  double max_rank = 0;
+  double per_step_kernel = 0;  // FLOPs of the largest single kernel call (efficiency curve x)
+};
+AttentionFlops attention_forward_flops(const LayerShape& x);
+
+// ---------------------------------------------------------------- memory-bound traffic
+// DRAM bytes moved by the layer's element-wise kernels (norms, residual adds, activation
+// function, dropout, and for materialised attention the masked softmax over the scores),
+// per device and micro-batch. Without sequence parallelism the norms/residuals run on the
+// whole (replicated) sequence on every TP rank: that is the time SP saves.
+struct LayerElementwiseBytes {
+  double forward = 0;
+  double backward = 0;
+  double attention_core_forward = 0;   // part of forward re-run by selective recompute
+  double attention_core_backward = 0;  // part of backward spent on the scores
+};
+LayerElementwiseBytes layer_elementwise_bytes(const LayerShape& x);
+// The attention-core part of it (materialised softmax/dropout over the scores; 0 for flash).
+struct AttentionCoreBytes {
+  double forward = 0, backward = 0;
+};
+AttentionCoreBytes attention_core_elementwise_bytes(const LayerShape& x);
+// Cross-entropy over the vocabulary-parallel logits: read logits, write fp32 softmax, read it
+// back, write the logit gradient: tokens*(V/t)*(2*e + 8).
+double loss_elementwise_bytes(const LayerShape& x, double vocab);
+// DRAM bytes per parameter of one optimizer step (fused update over fp32 master weights and
+// fp32 gradients; itemised in formulas.cpp): fp16 Adam 58, bf16 Adam 50, fp32 Adam 44.
+double optimizer_step_bytes_per_param(DType dtype, Optimizer opt);
+
+// Bandwidth memory-bound kernels achieve: the datasheet DRAM bandwidth times the fraction
+// streaming kernels reach (STREAM-like copy/scale/triad kernels run at ~80% of HBM peak on
+// A100 and H100, e.g. ~1.6 of 2.0 TB/s). A property of HBM, not of a workload: one value for
+// every cluster until the hardware profile carries a measured figure (`ringplan calibrate`).
+inline constexpr double kStreamingBandwidthFraction = 0.8;
+double achieved_memory_bandwidth_bytes_per_s(const ClusterConfig& c);  // 0 when unknown
+
+}  // namespace ringplan::sim

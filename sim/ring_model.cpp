@@ -1,0 +1,177 @@
+// One attention layer as ring attention on one CP group (see ring_model.hpp).
+#include "sim/ring_model.hpp"
+
+#include <algorithm>
+#include <string>
+
+#include "core/error.hpp"
+#include "sim/cost_model.hpp"
+
+namespace ringplan::sim {
+
+RingKernelRate ring_kernel_rate(const LayerShape& x, const ClusterConfig& c, double peak_flops_per_s) {
+  RingKernelRate k;
+  const AttentionFlops f = attention_forward_flops(x);
+  const double mem_bw = achieved_memory_bandwidth_bytes_per_s(c);
+  k.per_pair_flops = 4.0 * x.micro_batch * (x.heads / x.tp) * x.head_dim;
+  // Flash attention is one fused kernel per block: the attention curve at its FLOPs; backward
+  // 2.5x the forward FLOPs (it recomputes the scores). Materialised attention is cuBLAS batched
+  // GEMMs around the softmax: Q*K^T writes and P*V reads the score matrix, so each GEMM takes
+  // the longer of its compute (matmul curve) and its score traffic (roofline: with K = head_dim
+  // ~100 these GEMMs sit below A100's ~150 FLOP/byte ridge); backward is 4 such GEMMs
+  // (dV = P^T dO, dP = dO V^T, dQ = dS K, dK = dS^T Q), 2x the forward.
+  if (x.attention == AttentionImpl::materialized) {
+    const double gemm_flops = 0.5 * f.per_step_kernel;
+    const double score_bytes = gemm_flops / (2.0 * x.head_dim) * x.activation_bytes;
+    const double compute_s = gemm_flops / (peak_flops_per_s * c.matmul.at(gemm_flops));
+    const double traffic_s = mem_bw > 0 ? score_bytes / mem_bw : 0.0;
+    k.forward_flops_per_s = gemm_flops / std::max(compute_s, traffic_s);
+    k.backward_factor = 2.0;
+  } else {
+    k.forward_flops_per_s = peak_flops_per_s * c.attention.at(f.per_step_kernel);
+    k.backward_factor = 2.5;
+  }
+  const RingMergeBytes merge = ring_merge_bytes(x);
+  k.merge_forward_s = mem_bw > 0 ? merge.forward_per_step / mem_bw : 0.0;
+  k.merge_backward_s = mem_bw > 0 ? merge.backward_per_step / mem_bw : 0.0;
+  return k;
+}
+
+RingLayerPrediction predict_ring_layer(const LayerShape& x, const ClusterConfig& c, double peak_flops_per_s,
+                                       const LinkProfile& ring_link, bool inter_node) {
+  RingLayerPrediction r;
+  const int64_t P = static_cast<int64_t>(x.cp);
+  const AttentionFlops f = attention_forward_flops(x);
+  const RingPairs pairs = ring_pairs(x.cp_scheme, x.seq_len, x.cp, x.causal);
+  const double mem_bw = achieved_memory_bandwidth_bytes_per_s(c);
+  const RingKernelRate kr = ring_kernel_rate(x, c, peak_flops_per_s);
+  const double rate = kr.forward_flops_per_s, backward_factor = kr.backward_factor;
+  const double eff = rate / peak_flops_per_s;  // achieved fraction of peak of the attention kernels
+  r.kernel_efficiency = eff;
+  r.inter_node = inter_node && P > 1;
+  r.forward_flops_mean_rank = f.mean_rank;
+  r.forward_flops_max_rank = f.max_rank;
+  r.imbalance = f.max_rank / f.mean_rank;
+
+  // Slowest rank's kernel time per step. Materialised attention computes every block in full.
+  const double per_pair = kr.per_pair_flops;
+  double first_flops = per_pair * pairs.diagonal_pairs;
+  double later_flops = per_pair * pairs.off_diagonal_max_pairs;
+  if (x.attention == AttentionImpl::materialized) {
+    const double block = x.seq_len / x.cp;
+    first_flops = per_pair * block * block;
+    later_flops = P > 1 ? first_flops : 0.0;
+  }
+  const AttentionCoreBytes elem = attention_core_elementwise_bytes(x);
+  // Merges: a rank folds in every block it sees after its own. Contiguous causal: rank r sees
+  // r earlier blocks (mean (P-1)/2, slowest P-1); zigzag and striped: every rank P-1.
+  const double merges_max = static_cast<double>(P - 1);
+  const double merges_mean = (x.causal && x.cp_scheme == CpScheme::contiguous &&
+                              x.attention == AttentionImpl::flash) ? merges_max / 2.0 : merges_max;
+
+  // Forward.
+  RingPhasePrediction& fw = r.forward;
+  fw.compute_steps = P;
+  fw.transfers = P - 1;
+  fw.step_bytes = P > 1 ? ring_forward_step_bytes(x) : 0.0;
+  fw.merge_step_s = kr.merge_forward_s;
+  fw.first_step_compute_s = first_flops / rate;
+  fw.step_compute_s = later_flops / rate + fw.merge_step_s;
+  fw.step_comm_s = P > 1 ? p2p_s(fw.step_bytes, ring_link) : 0.0;
+  fw.mean_rank_compute_s = f.mean_rank / rate + merges_mean * fw.merge_step_s;
+  fw.max_rank_compute_s = f.max_rank / rate + merges_max * fw.merge_step_s;
+  fw.elementwise_s = mem_bw > 0 ? elem.forward / mem_bw : 0.0;
+  if (P > 1) {
+    // The transfer made during step 0 overlaps the diagonal block, the others a later step.
+    fw.exposed_comm_s = std::max(0.0, fw.step_comm_s - fw.first_step_compute_s) +
+                        static_cast<double>(P - 2) * std::max(0.0, fw.step_comm_s - fw.step_compute_s);
+  }
+  fw.total_s = fw.max_rank_compute_s + fw.elementwise_s + fw.exposed_comm_s;
+
+  // Backward: 2.5x (flash) or 2x (materialised) the forward time per block.
+  RingPhasePrediction& bw = r.backward;
+  bw.compute_steps = P;
+  bw.transfers = P - 1;
+  bw.step_bytes = P > 1 ? ring_backward_step_bytes(x) : 0.0;
+  bw.merge_step_s = kr.merge_backward_s;
+  bw.first_step_compute_s = backward_factor * first_flops / rate;
+  bw.step_compute_s = backward_factor * later_flops / rate + bw.merge_step_s;
+  bw.step_comm_s = P > 1 ? p2p_s(bw.step_bytes, ring_link) : 0.0;
+  bw.mean_rank_compute_s = backward_factor * f.mean_rank / rate + merges_mean * bw.merge_step_s;
+  bw.max_rank_compute_s = backward_factor * f.max_rank / rate + merges_max * bw.merge_step_s;
+  bw.elementwise_s = mem_bw > 0 ? elem.backward / mem_bw : 0.0;
+  if (P > 1) {
+    // dK,dV (fp32) of the last block go home after the last step: half of a step's bytes
+    // were K,V, the rest the accumulators; K,V need not travel on.
+    const double dkv_bytes = bw.step_bytes - fw.step_bytes;
+    bw.unhidden_comm_s = p2p_s(dkv_bytes, ring_link);
+    bw.exposed_comm_s = std::max(0.0, bw.step_comm_s - bw.first_step_compute_s) +
+                        static_cast<double>(P - 2) * std::max(0.0, bw.step_comm_s - bw.step_compute_s) +
+                        bw.unhidden_comm_s;
+  }
+  bw.total_s = bw.max_rank_compute_s + bw.elementwise_s + bw.exposed_comm_s;
+
+  // Memory of one layer's attention.
+  r.scores_bytes_materialized = materialized_scores_bytes(x);
+  r.scores_bytes_flash = flash_lse_bytes(x);
+  r.scores_bytes = x.attention == AttentionImpl::materialized ? r.scores_bytes_materialized : r.scores_bytes_flash;
+  r.ring_buffer_bytes = ring_buffer_bytes(x);
+  return r;
+}
+
+namespace {
+void require_positive(int64_t v, const char* field) {
+  if (v < 1)
+    throw bad_input(std::string("ring attention shape: ") + field + " must be >= 1, got " + std::to_string(v));
+}
+}  // namespace
+
+RingLayerShape ring_layer_shape(const RingAttentionShape& s, const ClusterConfig& c) {
+  require_positive(s.micro_batch, "micro_batch");
+  require_positive(s.heads_per_tp, "heads_per_tp");
+  require_positive(s.kv_heads_per_tp, "kv_heads_per_tp");
+  require_positive(s.head_dim, "head_dim");
+  require_positive(s.seq_len, "seq_len");
+  require_positive(s.cp, "cp");
+  require_positive(s.tp, "tp");
+  if (s.heads_per_tp % s.kv_heads_per_tp != 0)
+    throw bad_input("ring attention shape: heads_per_tp " + std::to_string(s.heads_per_tp) +
+                    " not divisible by kv_heads_per_tp " + std::to_string(s.kv_heads_per_tp));
+  const int64_t chunks = s.scheme == CpScheme::zigzag ? 2 * s.cp : s.cp;
+  if (s.seq_len % chunks != 0)
+    throw bad_input("ring attention shape: seq_len " + std::to_string(s.seq_len) + " not divisible by " +
+                    (s.scheme == CpScheme::zigzag ? "2*CP = " : "CP = ") + std::to_string(chunks) + " (" +
+                    to_string(s.scheme) + ")");
+  RingLayerShape out;
+  out.peak_flops_per_s = c.peak_flops_per_s(s.dtype);
+  if (!(out.peak_flops_per_s > 0))
+    throw bad_input(std::string("cluster ") + c.name + ": no peak FLOP/s for " + to_string(s.dtype));
+
+  // Express the shape as a layer with TP = 1 and the per-TP head counts.
+  LayerShape& x = out.layer;
+  x.micro_batch = static_cast<double>(s.micro_batch);
+  x.seq_len = static_cast<double>(s.seq_len);
+  x.heads = static_cast<double>(s.heads_per_tp);
+  x.kv_heads = static_cast<double>(s.kv_heads_per_tp);
+  x.head_dim = static_cast<double>(s.head_dim);
+  x.hidden = x.heads * x.head_dim;
+  x.tp = 1;
+  x.cp = static_cast<double>(s.cp);
+  x.causal = s.causal;
+  x.cp_scheme = s.scheme;
+  x.attention = s.attention;
+  x.activation_bytes = dtype_bytes(s.dtype);
+  Mesh mesh;
+  mesh.tp = s.tp;
+  mesh.cp = s.cp;
+  out.inter_node = c.gpus_per_node > 0 && !group_within_node(mesh, MeshDim::cp, c.gpus_per_node);
+  out.link = out.inter_node ? c.inter_node : c.intra_node;
+  return out;
+}
+
+RingLayerPrediction predict_ring_attention(const RingAttentionShape& s, const ClusterConfig& c) {
+  const RingLayerShape r = ring_layer_shape(s, c);
+  return predict_ring_layer(r.layer, c, r.peak_flops_per_s, r.link, r.inter_node);
+}
+
+}  // namespace ringplan::sim

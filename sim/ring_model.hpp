@@ -1,0 +1,96 @@
+// Prediction of ONE attention layer run as ring attention on one CP group: per ring step
+// compute and transfer, exposed communication, per-rank busy time with the sharding scheme's
+// imbalance, and the memory of the scores (flash vs materialised) and of the ring buffers.
+// `ringplan run` prints it beside the measured ring times; predict() builds every step's
+// attention and ring terms from the same predict_ring_layer() (one source).
+//
+// Ring schedule modelled (DESIGN.md): forward has P compute steps (kernel, then the fp32 merge
+// of its partial result, which is memory-bound); the K,V block for step k+1
+// is in flight while step k computes (double buffer), so a step lasts
+// max(compute of the slowest rank, transfer) and P-1 transfers are made. Backward has P
+// compute steps (2.5x the forward FLOPs); K,V and the dK,dV accumulators (fp32) travel on,
+// P-1 overlapped transfers plus the last hop of dK,dV home, which nothing hides.
+#pragma once
+#include <cstdint>
+
+#include "core/config.hpp"
+#include "sim/formulas.hpp"
+
+namespace ringplan::sim {
+
+// Shapes of one attention layer as the runtime runs it (heads already divided by TP).
+struct RingAttentionShape {
+  int64_t micro_batch = 1;
+  int64_t heads_per_tp = 0;
+  int64_t kv_heads_per_tp = 0;
+  int64_t head_dim = 0;
+  int64_t seq_len = 0;        // full sequence L
+  int64_t cp = 1;             // ranks in the ring
+  CpScheme scheme = CpScheme::zigzag;
+  bool causal = true;
+  AttentionImpl attention = AttentionImpl::flash;
+  DType dtype = DType::bf16;
+  // Ranks inside one CP group's stride (the TP size): the ring stays in a node when
+  // tp * cp <= gpus_per_node (DESIGN.md rank order). 1 for a plain CP run.
+  int64_t tp = 1;
+};
+
+struct RingPhasePrediction {
+  int64_t compute_steps = 0;
+  int64_t transfers = 0;            // overlapped transfers (P-1)
+  double step_bytes = 0;            // bytes per overlapped transfer per rank
+  double first_step_compute_s = 0;  // own (diagonal) block, slowest rank
+  double step_compute_s = 0;        // each later step, slowest rank (kernel + merge)
+  double merge_step_s = 0;          // fp32 accumulation of one step's partial result
+  double step_comm_s = 0;           // alpha + bytes/B of one transfer
+  double unhidden_comm_s = 0;       // transfers nothing can hide (backward: dK,dV home)
+  double mean_rank_compute_s = 0;   // attention kernel time of the average rank
+  double max_rank_compute_s = 0;    // attention kernel time of the slowest rank
+  double elementwise_s = 0;         // materialised softmax passes (0 for flash)
+  double exposed_comm_s = 0;        // sum of max(0, comm - compute) + unhidden
+  double total_s = 0;               // slowest rank: max-rank compute + elementwise + exposed comm
+};
+
+struct RingLayerPrediction {
+  RingPhasePrediction forward;
+  RingPhasePrediction backward;
+  double imbalance = 1;                  // cp_imbalance(): slowest / mean rank work
+  double forward_flops_mean_rank = 0;    // attention forward FLOPs of the average rank
+  double forward_flops_max_rank = 0;
+  double kernel_efficiency = 0;          // attention curve at the per-step kernel FLOPs
+  bool inter_node = false;               // the ring crosses nodes
+  double scores_bytes = 0;               // materialised: b*(H/TP)*(L/CP)*L*e; flash: fp32 lse
+  double scores_bytes_materialized = 0;  // both, for the comparison
+  double scores_bytes_flash = 0;
+  double ring_buffer_bytes = 0;          // K,V + dK,dV double buffers
+};
+
+// Achieved rate of the attention kernels of one ring step and the merge cost per step (the
+// pieces shared by predict_ring_layer() and the event simulator, sim/ring_event_sim.hpp).
+struct RingKernelRate {
+  double per_pair_flops = 0;       // forward FLOPs per visible (query, key) pair: 4*b*(a/t)*d
+  double forward_flops_per_s = 0;  // achieved rate of a step's forward kernel(s)
+  double backward_factor = 2.5;    // backward time / forward time of a block (2.5 flash, 2 materialised)
+  double merge_forward_s = 0;      // fp32 merge of one step's (O, lse)
+  double merge_backward_s = 0;     // fp32 accumulation of one step's dQ, dK, dV
+};
+RingKernelRate ring_kernel_rate(const LayerShape& x, const ClusterConfig& c, double peak_flops_per_s);
+
+// A validated RingAttentionShape as a layer (TP folded into the head counts) and its link.
+struct RingLayerShape {
+  LayerShape layer;
+  double peak_flops_per_s = 0;
+  LinkProfile link;
+  bool inter_node = false;
+};
+RingLayerShape ring_layer_shape(const RingAttentionShape& s, const ClusterConfig& c);
+
+// The one implementation, used by predict() with the layer shape of a layout.
+RingLayerPrediction predict_ring_layer(const LayerShape& x, const ClusterConfig& c, double peak_flops_per_s,
+                                       const LinkProfile& ring_link, bool inter_node);
+
+// For the runtime's comparison: validates the shape (throws ringplan::Error bad_input naming
+// the field and the valid range) and picks the link the ring spans.
+RingLayerPrediction predict_ring_attention(const RingAttentionShape& s, const ClusterConfig& c);
+
+}  // namespace ringplan::sim

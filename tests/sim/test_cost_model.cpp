@@ -1,0 +1,320 @@
+// Cost-model invariants and layout checks (sim/cost_model.hpp).
+#include <doctest/doctest.h>
+
+#include <string>
+
+#include "sim/cost_model.hpp"
+#include "sim/formulas.hpp"
+#include "test_helpers.hpp"
+
+using namespace ringplan;
+using namespace ringplan::sim;
+using doctest::Approx;
+
+namespace {
+double sum_of_terms(const TimeBreakdown& t) {
+  double s = 0;
+  for (const Term& term : time_terms(t)) s += term.value;
+  return s;
+}
+}  // namespace
+
+TEST_CASE("check_layout gives human reasons") {
+  Experiment e = test::llama_experiment(4096, 10);
+  ParallelOptions o;
+  o.cp_scheme = CpScheme::zigzag;
+  CHECK(check_layout(e, test::mesh_of(1, 16, 1, 1), o, 16) == "TP 16 > 8 GPUs per node");
+  CHECK(check_layout(e, test::mesh_of(1, 1, 1, 1), o, 1) == "");
+  CHECK(check_layout(e, test::mesh_of(1, 1, 3, 1), o, 3) == "seq_len 4096 not divisible by 2·CP = 6 (zigzag)");
+  CHECK(check_layout(e, test::mesh_of(2, 1, 1, 1), ParallelOptions{.micro_batch = 2}, 2) ==
+        "global batch 10 not divisible by DP×micro_batch = 4");
+  CHECK(check_layout(e, test::mesh_of(2, 2, 3, 1), o, 16).rfind("world size 12 != 16 GPUs", 0) == 0);
+  CHECK(check_layout(e, test::mesh_of(1, 1, 1, 64), o, 64) == "PP 64 > layers 32");
+  CHECK(check_layout(e, test::mesh_of(1, 3, 1, 1), o, 3) ==
+        "TP 3 does not divide 8 GPUs per node (a TP group would span two nodes)");
+  ParallelOptions inter = o;
+  inter.interleave = 3;
+  e.training.global_batch_sequences = 8;
+  CHECK(check_layout(e, test::mesh_of(1, 1, 1, 4), inter, 4) ==
+        "interleave 3 needs layers divisible by PP×v = 12, got 32 layers");
+  CHECK(check_layout(e, test::mesh_of(1, 1, 1, 1), inter, 1) == "interleave 3 needs PP > 1");
+
+  Experiment big = e;
+  big.model.heads = 96;
+  big.model.kv_heads = 96;
+  big.cluster.gpus_per_node = 64;
+  CHECK(check_layout(big, test::mesh_of(1, 64, 1, 1), o, 64) == "heads 96 not divisible by TP 64");
+  big.model.heads = 128;
+  CHECK(check_layout(big, test::mesh_of(1, 64, 1, 1), o, 64) == "kv_heads 96 not divisible by TP 64");
+}
+
+TEST_CASE("step time is the sum of its terms; throughput figures follow from it") {
+  Experiment e = test::llama_experiment(32768, 16);
+  ParallelOptions o;
+  o.recompute = Recompute::selective;
+  const Mesh mesh = test::mesh_of(2, 2, 4, 2);
+  REQUIRE(check_layout(e, mesh, o, 32) == "");
+  const Prediction p = predict(e, mesh, o);
+  CHECK(p.step_time_s > 0);
+  CHECK(p.time.step_time_s == p.step_time_s);
+  CHECK(sum_of_terms(p.time) == Approx(p.step_time_s).epsilon(1e-12));
+  CHECK(p.micro_batches == 16 / 2);
+  CHECK(p.tokens_per_s == Approx(16.0 * 32768 / p.step_time_s));
+  CHECK(p.mfu == Approx(p.tflops_per_device * 1e12 / 312e12));
+  CHECK(p.mfu > 0.05);
+  CHECK(p.mfu < 1.0);
+  CHECK(p.peak_memory_bytes == p.memory.peak_bytes);
+  CHECK(p.fits == (p.peak_memory_bytes <= e.cluster.memory_bytes));
+  // Model FLOPs: (3 x GEMMs incl. logits + 3.5 x causal attention) x sequences.
+  const double L = 32768;
+  const double gemm = 32 * (2.0 * L * 4096 * 6144 + 2.0 * L * 4096 * 4096 + 2.0 * L * 4096 * 3 * 14336) +
+                      2.0 * L * 4096 * 128256;
+  const double attn = 32 * 4.0 * 32 * 128 * (L * (L + 1) / 2);
+  CHECK(p.model_flops_per_step == Approx(16 * (3 * gemm + 3.5 * attn)));
+}
+
+TEST_CASE("peak memory: weights/gradients/optimizer per ZeRO stage over DP x CP (formulas.md)") {
+  Experiment e = test::llama_experiment(8192, 16);
+  const Mesh mesh = test::mesh_of(4, 2, 2, 1);
+  const double psi = model_params(e.model) / 2;  // per TP shard, pp = 1
+  const double N = 4 * 2;                        // DP x CP
+  ParallelOptions o;
+  for (int stage = 0; stage <= 3; ++stage) {
+    o.zero_stage = stage;
+    const MemoryBreakdown m = predict(e, mesh, o).memory;
+    const double states = m.weights_bytes + m.gradients_bytes + m.optimizer_bytes;
+    CAPTURE(stage);
+    if (stage == 0) CHECK(states == Approx(16 * psi));
+    if (stage == 1) CHECK(states == Approx(4 * psi + 12 * psi / N));
+    if (stage == 2) CHECK(states == Approx(2 * psi + 14 * psi / N));
+    if (stage == 3) CHECK(states == Approx(16 * psi / N));
+  }
+}
+
+TEST_CASE("memory falls as TP, CP or the ZeRO stage grows") {
+  Experiment e = test::llama_experiment(32768, 64);
+  ParallelOptions o;
+  o.sequence_parallel = true;
+  double last = 1e300;
+  for (int64_t tp : {1, 2, 4, 8}) {
+    const double peak = predict(e, test::mesh_of(1, tp, 1, 1), o).peak_memory_bytes;
+    CHECK(peak < last);
+    last = peak;
+  }
+  last = 1e300;
+  for (int64_t cp : {1, 2, 4, 8}) {
+    const double peak = predict(e, test::mesh_of(1, 1, cp, 1), o).peak_memory_bytes;
+    CHECK(peak < last);
+    last = peak;
+  }
+  last = 1e300;
+  for (int stage : {0, 1, 2, 3}) {
+    o.zero_stage = stage;
+    const double peak = predict(e, test::mesh_of(8, 1, 1, 1), o).peak_memory_bytes;
+    CHECK(peak < last);
+    last = peak;
+  }
+}
+
+TEST_CASE("recompute trades time for memory: none < selective < full in time, reverse in memory") {
+  Experiment e = test::llama_experiment(16384, 16);
+  const Mesh mesh = test::mesh_of(2, 4, 2, 1);
+  ParallelOptions o;
+  o.attention = AttentionImpl::materialized;
+  o.recompute = Recompute::none;
+  const Prediction none = predict(e, mesh, o);
+  o.recompute = Recompute::selective;
+  const Prediction sel = predict(e, mesh, o);
+  o.recompute = Recompute::full;
+  const Prediction full = predict(e, mesh, o);
+  CHECK(none.step_time_s < sel.step_time_s);
+  CHECK(sel.step_time_s < full.step_time_s);
+  CHECK(none.peak_memory_bytes > sel.peak_memory_bytes);
+  CHECK(sel.peak_memory_bytes > full.peak_memory_bytes);
+  CHECK(none.time.recompute_s == 0.0);
+  CHECK(full.time.recompute_s > sel.time.recompute_s);
+}
+
+TEST_CASE("materialised scores cost b*(H/TP)*(L/CP)*L*bytes per layer; flash keeps only the lse") {
+  Experiment e = test::llama_experiment(8192, 8);
+  const Mesh mesh = test::mesh_of(1, 2, 2, 1);
+  ParallelOptions o;
+  o.attention = AttentionImpl::materialized;
+  const MemoryBreakdown mat = predict(e, mesh, o).memory;
+  CHECK(mat.attention_scores_bytes == Approx(32.0 * 1 * (32 / 2) * (8192 / 2) * 8192 * 2));
+  o.attention = AttentionImpl::flash;
+  const MemoryBreakdown fl = predict(e, mesh, o).memory;
+  CHECK(fl.attention_scores_bytes == Approx(32.0 * 1 * 16 * 4096 * 4));
+  CHECK(fl.activations_bytes == Approx(mat.activations_bytes));
+}
+
+TEST_CASE("CP = 1 is no CP: the scheme does not matter and no ring term appears") {
+  Experiment e = test::llama_experiment(8192, 8);
+  const Mesh mesh = test::mesh_of(2, 4, 1, 1);
+  ParallelOptions o;
+  o.cp_scheme = CpScheme::contiguous;
+  const Prediction a = predict(e, mesh, o);
+  o.cp_scheme = CpScheme::striped;
+  const Prediction b = predict(e, mesh, o);
+  CHECK(a.step_time_s == b.step_time_s);
+  CHECK(a.peak_memory_bytes == b.peak_memory_bytes);
+  CHECK(a.time.ring_comm_exposed_s == 0.0);
+  CHECK(a.time.cp_imbalance_s == 0.0);
+  CHECK(a.memory.ring_buffers_bytes == 0.0);
+}
+
+TEST_CASE("CP imbalance: zigzag 1, contiguous -> 2 - 1/P, striped close to 1") {
+  for (int64_t P : {2, 4, 8, 16}) {
+    CAPTURE(P);
+    CHECK(cp_imbalance(CpScheme::zigzag, 1 << 20, P, true) == Approx(1.0).epsilon(1e-12));
+    CHECK(cp_imbalance(CpScheme::contiguous, 1 << 20, P, true) == Approx(2.0 - 1.0 / P).epsilon(1e-4));
+    const double n = (1 << 20) / P;
+    CHECK(cp_imbalance(CpScheme::striped, 1 << 20, P, true) == Approx(P * (n + 1) / (n * P + 1)));
+    CHECK(cp_imbalance(CpScheme::striped, 1 << 20, P, true) < 1.0001);
+    CHECK(cp_imbalance(CpScheme::contiguous, 1 << 20, P, false) == 1.0);
+  }
+  CHECK(cp_imbalance(CpScheme::contiguous, 4096, 1, true) == 1.0);
+  // and the step time shows it: contiguous is slower than zigzag by the imbalance term
+  Experiment e = test::llama_experiment(131072, 8);
+  ParallelOptions o;
+  const Mesh mesh = test::mesh_of(1, 8, 8, 1);
+  o.cp_scheme = CpScheme::zigzag;
+  const Prediction z = predict(e, mesh, o);
+  o.cp_scheme = CpScheme::contiguous;
+  const Prediction c = predict(e, mesh, o);
+  CHECK(z.time.cp_imbalance_s == Approx(0.0).epsilon(1e-12));
+  CHECK(c.time.cp_imbalance_s > 0.2 * c.time.forward_compute_s);
+  CHECK(c.step_time_s > z.step_time_s);
+}
+
+TEST_CASE("group link: a group stays in a node while its extent fits (rank order TP, CP, DP, PP)") {
+  const ClusterConfig c = test::a100_cluster();
+  const Mesh m = test::mesh_of(4, 4, 2, 2);  // extents: TP 4, CP 8, DP 32, PP 64
+  CHECK(group_within_node(m, MeshDim::tp, 8));
+  CHECK(group_within_node(m, MeshDim::cp, 8));
+  CHECK_FALSE(group_within_node(m, MeshDim::dp, 8));
+  CHECK_FALSE(group_within_node(m, MeshDim::pp, 8));
+  CHECK(&group_link(c, m, MeshDim::cp) == &c.intra_node);
+  CHECK(&group_link(c, m, MeshDim::dp) == &c.inter_node);
+  const Mesh wide = test::mesh_of(1, 8, 2, 1);  // CP extent 16 > 8
+  CHECK(&group_link(c, wide, MeshDim::tp) == &c.intra_node);
+  CHECK(&group_link(c, wide, MeshDim::cp) == &c.inter_node);
+  // a group of one sends nothing and counts as inside
+  CHECK(group_within_node(test::mesh_of(64, 8, 1, 1), MeshDim::cp, 8));
+}
+
+TEST_CASE("a ring crossing nodes exposes more communication than one on NVLink") {
+  Experiment e = test::llama_experiment(32768, 8);
+  ParallelOptions o;
+  const Prediction inside = predict(e, test::mesh_of(1, 1, 8, 1), o);
+  const Prediction across = predict(e, test::mesh_of(1, 1, 16, 1), o);  // 16 > 8 GPUs per node
+  // 4K tokens per step hide every K,V transfer behind NVLink: only the last dK,dV hop of each
+  // layer's backward shows, 2*4096*8*128*4 bytes, for 32 layers x 8 micro-batches.
+  const double last_hop = p2p_s(2.0 * 4096 * 8 * 128 * 4, e.cluster.intra_node);
+  CHECK(inside.time.ring_comm_exposed_s == Approx(32 * 8 * last_hop));
+  CHECK(across.time.ring_comm_exposed_s > 2 * inside.time.ring_comm_exposed_s);
+}
+
+TEST_CASE("pipeline: bubble (PP-1)/(v*m), interleave halves it, uneven stages cost a full stage") {
+  Experiment e = test::llama_experiment(8192, 32);
+  ParallelOptions o;
+  const Mesh mesh = test::mesh_of(1, 1, 1, 4);
+  o.interleave = 1;
+  const Prediction v1 = predict(e, mesh, o);
+  o.interleave = 2;
+  REQUIRE(check_layout(e, mesh, o, 4) == "");
+  const Prediction v2 = predict(e, mesh, o);
+  CHECK(v2.time.pp_bubble_s == Approx(v1.time.pp_bubble_s / 2));
+  CHECK(v1.time.pp_comm_s > 0.0);
+  // bubble = (PP-1)/m of the m micro-batches' stage time; a tiny vocabulary makes the output
+  // layer (which the bubble excludes) negligible.
+  Experiment tiny = e;
+  tiny.model.vocab = 8;
+  o.interleave = 1;
+  const Prediction t1 = predict(tiny, mesh, o);
+  const double per_mb = (t1.time.forward_compute_s + t1.time.backward_compute_s) / 32;
+  CHECK(t1.time.pp_bubble_s == Approx(3 * per_mb).epsilon(1e-3));
+  // 126 layers on 16 stages: the largest stage has 8 layers, as with 128 layers.
+  Experiment a = test::llama_experiment(8192, 32), b = a;
+  a.model.layers = 126;
+  b.model.layers = 128;
+  o.interleave = 1;
+  const Prediction pa = predict(a, test::mesh_of(1, 1, 1, 16), o);
+  const Prediction pb = predict(b, test::mesh_of(1, 1, 1, 16), o);
+  CHECK(pa.time.forward_compute_s == Approx(pb.time.forward_compute_s));
+  CHECK(pa.step_time_s == Approx(pb.step_time_s).epsilon(1e-3));
+  CHECK(check_layout(a, test::mesh_of(1, 1, 1, 16), o, 16) == "");
+}
+
+TEST_CASE("DP x CP gradient reduction: at least the last layer's bucket is exposed") {
+  Experiment e = test::llama_experiment(8192, 64);
+  ParallelOptions o;
+  const Prediction p1 = predict(e, test::mesh_of(1, 8, 1, 1), o);
+  const Prediction p8 = predict(e, test::mesh_of(8, 8, 1, 1), o);  // DP over InfiniBand
+  CHECK(p1.time.dp_comm_exposed_s == 0.0);
+  const double grad_bytes = (32 * layer_params(e.model) + 2 * 128256.0 * 4096 + 4096) / 8 * 2;
+  const double ar = all_reduce_s(8, grad_bytes, e.cluster.inter_node);
+  CHECK(p8.time.dp_comm_exposed_s >= ar / 32 * (1 - 1e-12));
+  CHECK(p8.time.dp_comm_exposed_s <= ar);
+  // ZeRO-1: one all-gather of the updated weights after the step
+  o.zero_stage = 1;
+  const Prediction z1 = predict(e, test::mesh_of(8, 8, 1, 1), o);
+  CHECK(z1.time.zero_comm_exposed_s == Approx(all_gather_s(8, grad_bytes, e.cluster.inter_node)));
+  CHECK(z1.time.dp_comm_exposed_s == Approx(p8.time.dp_comm_exposed_s));
+  // ZeRO-2 keeps only a gradient shard: every one of the m = 8 micro-batches reduce-scatters
+  // its gradients (each hidden behind its backward except at least the last bucket)
+  o.zero_stage = 2;
+  const Prediction z2 = predict(e, test::mesh_of(8, 8, 1, 1), o);
+  const double rs = reduce_scatter_s(8, grad_bytes, e.cluster.inter_node);
+  CHECK(z2.micro_batches == 8);
+  CHECK(z2.time.dp_comm_exposed_s >= 8 * rs / 32 * (1 - 1e-12));
+  CHECK(z2.time.dp_comm_exposed_s <= 8 * rs);
+}
+
+TEST_CASE("TP collectives use NVLink inside a node; sequence parallelism moves the same bytes") {
+  Experiment e = test::llama_experiment(8192, 8);
+  ParallelOptions o;
+  const Prediction tp1 = predict(e, test::mesh_of(1, 1, 1, 1), o);
+  const Prediction tp8 = predict(e, test::mesh_of(1, 8, 1, 1), o);
+  CHECK(tp1.time.tp_comm_s == 0.0);
+  // forward: 2 all-reduces of b*L*h*2 bytes per layer and micro-batch
+  const double ar = all_reduce_s(8, 8192.0 * 4096 * 2, e.cluster.intra_node);
+  CHECK(tp8.time.tp_comm_s >= 8 * 32 * 2 * ar * (1 - 1e-12));
+  CHECK(tp8.time.tp_comm_s <= 8 * 32 * 4 * ar * (1 + 1e-12));
+}
+
+TEST_CASE("optimizer step and PP transfers, computed by hand") {
+  Experiment e = test::llama_experiment(8192, 32);
+  ParallelOptions o;
+  o.zero_stage = 1;
+  const Mesh mesh = test::mesh_of(2, 2, 2, 1);
+  const Prediction p = predict(e, mesh, o);
+  // bf16 Adam: 50 bytes per parameter of the shard this rank updates (ZeRO-1 over DP x CP = 4),
+  // at 80% of 2039 GB/s.
+  const double shard = model_params(e.model) / 2 / 4;
+  CHECK(p.time.optimizer_s == Approx(shard * 50 / (2039e9 * 0.8)));
+  // DP 4 x PP 4, m = 32/4 = 8, v = 1: 2 * (v*m + PP - 1) hops of b*L*h*2/TP bytes over
+  // InfiniBand (the PP group spans all 16 ranks > 8 GPUs per node).
+  const Prediction q = predict(e, test::mesh_of(4, 1, 1, 4), ParallelOptions{});
+  const double hop = 6e-6 + 8192.0 * 4096 * 2 / 25e9;
+  CHECK(q.micro_batches == 8);
+  CHECK(q.time.pp_comm_s == Approx(2 * (8 + 3) * hop));
+  // inside one node (DP 2 x PP 4 = 8 ranks) the same hop runs on NVLink
+  const Prediction r = predict(e, test::mesh_of(2, 1, 1, 4), ParallelOptions{});
+  CHECK(r.time.pp_comm_s == Approx(2 * (16 + 3) * (3e-6 + 8192.0 * 4096 * 2 / 300e9)));
+}
+
+TEST_CASE("full recompute re-runs the forward TP collectives; selective does not") {
+  Experiment e = test::llama_experiment(8192, 8);
+  const Mesh mesh = test::mesh_of(1, 8, 1, 1);
+  ParallelOptions o;
+  o.recompute = Recompute::none;
+  const double none = predict(e, mesh, o).time.tp_comm_s;
+  o.recompute = Recompute::selective;
+  const double sel = predict(e, mesh, o).time.tp_comm_s;
+  o.recompute = Recompute::full;
+  const double full = predict(e, mesh, o).time.tp_comm_s;
+  const double forward_ar = 8 * 32 * 2 * all_reduce_s(8, 8192.0 * 4096 * 2, e.cluster.intra_node);
+  CHECK(sel == Approx(none));
+  CHECK(full == Approx(none + forward_ar));
+}

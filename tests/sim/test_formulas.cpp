@@ -1,0 +1,242 @@
+// Hand-computed checks of sim/formulas.hpp: every expected value is written out as arithmetic.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "sim/cost_model.hpp"
+#include "sim/formulas.hpp"
+#include "test_helpers.hpp"
+
+using namespace ringplan;
+using namespace ringplan::sim;
+using doctest::Approx;
+
+TEST_CASE("layer and model parameters of Llama 3 8B (GQA, gated MLP, untied)") {
+  const ModelConfig m = test::llama8b();
+  // QKV 4096*(4096 + 2*1024) + out 4096*4096 + MLP 3*4096*14336 + norms 2*4096
+  const double layer = 4096.0 * 6144 + 4096.0 * 4096 + 3.0 * 4096 * 14336 + 2.0 * 4096;
+  CHECK(layer_params(m) == layer);
+  CHECK(layer == 218112000.0);
+  // 32 layers + embedding and output layer 2*128256*4096 + final norm: 8.03e9 (Llama 3 "8B")
+  CHECK(model_params(m) == 32.0 * layer + 2.0 * 128256 * 4096 + 4096);
+  CHECK(model_params(m) == Approx(8.030e9).epsilon(1e-3));
+}
+
+TEST_CASE("GPT parameter count matches Narayanan et al. 12*l*h^2 to within the bias terms") {
+  const ModelConfig m = test::gpt22b();
+  const double l = 48, h = 6144, V = 51200;
+  // Narayanan: 12 l h^2 (1 + 13/(12h) + (V + s)/(12 l h)); we count no biases and no learned
+  // position embedding (s*h), so compare with 12 l h^2 + V h + l*2h + h exactly.
+  CHECK(model_params(m) == 12.0 * l * h * h + V * h + l * 2.0 * h + h);
+  const double narayanan = 12.0 * l * h * h * (1.0 + 13.0 / (12.0 * h) + (V + 2048) / (12.0 * l * h));
+  CHECK(model_params(m) == Approx(narayanan).epsilon(2e-3));
+}
+
+TEST_CASE("bytes per parameter: 16 for mixed-precision Adam (ZeRO paper)") {
+  const StateBytes s = state_bytes_per_param(DType::bf16, Optimizer::adam);
+  CHECK(s.weights + s.gradients + s.optimizer == 16.0);
+  const StateBytes f = state_bytes_per_param(DType::fp32, Optimizer::adam);
+  CHECK(f.weights + f.gradients + f.optimizer == 4.0 + 4.0 + 8.0);
+  // optimizer step traffic, itemised in formulas.cpp
+  CHECK(optimizer_step_bytes_per_param(DType::fp16, Optimizer::adam) == 8 + 4 + 8 + 28 + 6 + 4);
+  CHECK(optimizer_step_bytes_per_param(DType::bf16, Optimizer::adam) == 4 + 8 + 28 + 6 + 4);
+  CHECK(optimizer_step_bytes_per_param(DType::fp32, Optimizer::adam) == 4 + 8 + 28 + 4);
+}
+
+namespace {
+// Korthikanti's setting: multi-head, d = h/a, f = 4h, dropout, materialised, 16-bit.
+LayerShape korthikanti_shape(double t, bool sp, Recompute rc) {
+  LayerShape x;
+  x.micro_batch = 1;
+  x.seq_len = 2048;
+  x.hidden = 6144;
+  x.heads = 64;
+  x.kv_heads = 64;
+  x.head_dim = 96;
+  x.ffn_hidden = 4 * 6144;
+  x.tp = t;
+  x.cp = 1;
+  x.sequence_parallel = sp && t > 1;
+  x.attention = AttentionImpl::materialized;
+  x.recompute = rc;
+  x.dropout = true;
+  x.activation_bytes = 2;
+  return x;
+}
+double kept(const LayerActivationBytes& a) { return a.stored_bytes + a.scores_bytes; }
+}  // namespace
+
+TEST_CASE("Korthikanti et al. 2022 Table 2 activation formulas reproduced exactly") {
+  const double s = 2048, b = 1, h = 6144, a = 64, t = 8;
+  SUBCASE("no parallelism: sbh(34 + 5as/h)") {
+    CHECK(kept(layer_activation_bytes(korthikanti_shape(1, false, Recompute::none))) ==
+          Approx(s * b * h * (34 + 5 * a * s / h)).epsilon(1e-12));
+  }
+  SUBCASE("tensor parallel: sbh(10 + 24/t + 5as/(ht))") {
+    CHECK(kept(layer_activation_bytes(korthikanti_shape(t, false, Recompute::none))) ==
+          Approx(s * b * h * (10 + 24 / t + 5 * a * s / (h * t))).epsilon(1e-12));
+  }
+  SUBCASE("tensor + sequence parallel: sbh(34 + 5as/h)/t") {
+    CHECK(kept(layer_activation_bytes(korthikanti_shape(t, true, Recompute::none))) ==
+          Approx(s * b * h * (34 + 5 * a * s / h) / t).epsilon(1e-12));
+  }
+  SUBCASE("tensor + sequence parallel + selective recompute: 34sbh/t") {
+    CHECK(kept(layer_activation_bytes(korthikanti_shape(t, true, Recompute::selective))) ==
+          Approx(34 * s * b * h / t).epsilon(1e-12));
+  }
+  SUBCASE("full recompute: 2sbh (layer input), /t with sequence parallelism") {
+    CHECK(kept(layer_activation_bytes(korthikanti_shape(t, false, Recompute::full))) == Approx(2 * s * b * h));
+    CHECK(kept(layer_activation_bytes(korthikanti_shape(t, true, Recompute::full))) == Approx(2 * s * b * h / t));
+  }
+}
+
+TEST_CASE("activation memory without dropout, with GQA and a gated MLP (derived terms)") {
+  LayerShape x = korthikanti_shape(1, false, Recompute::none);
+  x.dropout = false;
+  const double s = 2048, h = 6144, a = 64;
+  // Dropping the two hidden dropout masks (2sbh) and the score dropout (mask + output, 3as^2b):
+  CHECK(kept(layer_activation_bytes(x)) == Approx(s * h * (32 + 2 * a * s / h)));
+  // GQA with 8 KV heads: K and V shrink from 2*(2sbh) to 2*(2*s*8*96) bytes.
+  x.kv_heads = 8;
+  CHECK(kept(layer_activation_bytes(x)) == Approx(s * h * (32 + 2 * a * s / h) - 2 * 2 * s * (64 - 8) * 96));
+  // Gated MLP with f = 4h stores gate, up and their product: 3*2*s*f instead of 2*2*s*f.
+  x.gated_mlp = true;
+  CHECK(kept(layer_activation_bytes(x)) ==
+        Approx(s * h * (32 + 2 * a * s / h) - 2 * 2 * s * (64 - 8) * 96 + 2 * s * 4 * h));
+  // Flash keeps the fp32 lse (4 bytes per query row and head) instead of the s^2 scores.
+  x.attention = AttentionImpl::flash;
+  CHECK(layer_activation_bytes(x).scores_bytes == 4.0 * a * s);
+}
+
+TEST_CASE("context parallelism divides every s by CP except the score matrix (s/CP)*s") {
+  LayerShape x = korthikanti_shape(1, false, Recompute::none);
+  x.dropout = false;
+  LayerShape y = x;
+  y.cp = 4;
+  const LayerActivationBytes ax = layer_activation_bytes(x), ay = layer_activation_bytes(y);
+  CHECK(ay.stored_bytes == Approx(ax.stored_bytes / 4));
+  CHECK(ay.scores_bytes == Approx(1.0 * 64 * (2048 / 4) * 2048 * 2));  // b*a*(L/CP)*L*e
+  CHECK(ay.scores_bytes == Approx(ax.scores_bytes / 4));
+}
+
+TEST_CASE("GEMM and attention FLOPs per device (DESIGN.md worked example: 2048 tokens per rank)") {
+  // 8 GPUs, DP 2, TP 2, CP 2, L = 4096: each rank holds 2048 tokens.
+  ModelConfig m = test::llama8b();
+  TrainingConfig t;
+  t.seq_len = 4096;
+  t.global_batch_sequences = 2;
+  ParallelOptions o;
+  const LayerShape x = make_layer_shape(m, t, test::mesh_of(2, 2, 2, 1), o);
+  CHECK(x.tokens() == 2048);
+  const LayerGemmFlops g = layer_gemm_flops(x);
+  CHECK(g.qkv == 2.0 * 2048 * 4096 * (4096 + 2 * 1024) / 2);
+  CHECK(g.out == 2.0 * 2048 * 4096 * 4096 / 2);
+  CHECK(g.mlp_up == 2.0 * 2048 * 4096 * (2 * 14336) / 2);
+  CHECK(g.mlp_down == 2.0 * 2048 * 14336 * 4096 / 2);
+  CHECK(logits_flops(x, 128256) == 2.0 * 2048 * 4096 * 128256 / 2);
+  // Attention, flash, causal: 4*b*(a/t)*d per visible pair; mean rank = L(L+1)/2 / CP pairs.
+  const AttentionFlops f = attention_forward_flops(x);
+  CHECK(f.mean_rank == 4.0 * 1 * 16 * 128 * (4096.0 * 4097 / 2) / 2);
+  // zigzag: perfectly balanced
+  CHECK(f.max_rank == Approx(f.mean_rank).epsilon(1e-12));
+  // FlashAttention convention on one device: 4*b*a*s^2*d / 2 for causal (+ the diagonal).
+  const LayerShape one = make_layer_shape(m, t, test::mesh_of(1, 1, 1, 1), o);
+  CHECK(attention_forward_flops(one).mean_rank == Approx(4.0 * 32 * 4096.0 * 4096 * 128 / 2).epsilon(3e-4));
+}
+
+TEST_CASE("ring bytes per step: 2*b*(L/CP)*(H_kv/TP)*d*bytes forward, + dK,dV in fp32 backward") {
+  ModelConfig m = test::llama8b();
+  TrainingConfig t;
+  t.seq_len = 4096;
+  ParallelOptions o;
+  const LayerShape x = make_layer_shape(m, t, test::mesh_of(2, 2, 2, 1), o);
+  CHECK(ring_forward_step_bytes(x) == 2.0 * 1 * 2048 * (8 / 2) * 128 * 2);  // 4 MiB
+  CHECK(ring_forward_step_bytes(x) == 4194304.0);
+  CHECK(ring_backward_step_bytes(x) == 2.0 * 2048 * 4 * 128 * (2 + 4));
+  // double buffers: 2 x (K,V) in bf16 + 2 x (dK,dV) in fp32
+  const double block = 2048.0 * 4 * 128;
+  CHECK(ring_buffer_bytes(x) == 2 * 2 * block * 2 + 2 * 2 * block * 4);
+  const LayerShape no_cp = make_layer_shape(m, t, test::mesh_of(2, 2, 1, 1), o);
+  CHECK(ring_buffer_bytes(no_cp) == 0.0);
+}
+
+TEST_CASE("alpha-beta collectives (formulas.md)") {
+  const LinkProfile link{1e11, 1e-5};
+  CHECK(all_reduce_s(8, 1e9, link) == Approx(2 * 7 * 1e-5 + 2.0 * 7 / 8 * 1e9 / 1e11));
+  CHECK(reduce_scatter_s(8, 1e9, link) == Approx(7 * 1e-5 + 7.0 / 8 * 1e9 / 1e11));
+  CHECK(all_gather_s(4, 2e9, link) == Approx(3 * 1e-5 + 3.0 / 4 * 2e9 / 1e11));
+  CHECK(p2p_s(5e8, link) == Approx(1e-5 + 5e8 / 1e11));
+  // a group of one moves nothing
+  CHECK(all_reduce_s(1, 1e9, link) == 0.0);
+  CHECK(all_gather_s(1, 1e9, link) == 0.0);
+}
+
+TEST_CASE("closed-form causal work per CP rank equals a brute-force count over tokens") {
+  // Positions held by rank r (DESIGN.md's sharding table), counted token by token.
+  auto positions = [](CpScheme s, int L, int P, int r) {
+    std::vector<int> pos;
+    for (int i = 0; i < L; ++i) {
+      bool mine = false;
+      if (s == CpScheme::contiguous) mine = i / (L / P) == r;
+      if (s == CpScheme::striped) mine = i % P == r;
+      if (s == CpScheme::zigzag) {
+        const int chunk = i / (L / (2 * P));
+        mine = chunk == r || chunk == 2 * P - 1 - r;
+      }
+      if (mine) pos.push_back(i);
+    }
+    return pos;
+  };
+  const int L = 48;
+  for (CpScheme s : {CpScheme::contiguous, CpScheme::zigzag, CpScheme::striped}) {
+    for (int P : {1, 2, 3, 4}) {
+      if (L % (2 * P) != 0) continue;
+      CAPTURE(to_string(s));
+      CAPTURE(P);
+      double total = 0, max_rank = 0, max_diag = 0, max_later = 0;
+      for (int r = 0; r < P; ++r) {
+        const std::vector<int> q = positions(s, L, P, r);
+        double pairs = 0;
+        for (int i : q) pairs += i + 1;  // causal: keys 0..i
+        CHECK(rank_visible_pairs(s, L, P, r, true) == pairs);
+        total += pairs;
+        max_rank = std::max(max_rank, pairs);
+        // Ring steps: at step k rank r works on the KV block of rank (r - k) mod P.
+        for (int k = 0; k < P; ++k) {
+          const std::vector<int> kv = positions(s, L, P, ((r - k) % P + P) % P);
+          double step = 0;
+          for (int i : q)
+            for (int j : kv) step += j <= i ? 1 : 0;
+          CHECK(block_visible_pairs(s, L, P, r, ((r - k) % P + P) % P, true) == step);
+          (k == 0 ? max_diag : max_later) = std::max(k == 0 ? max_diag : max_later, step);
+        }
+      }
+      const RingPairs rp = ring_pairs(s, L, P, true);
+      CHECK(total == L * (L + 1) / 2.0);
+      CHECK(rp.mean_rank_pairs == Approx(total / P));
+      CHECK(rp.max_rank_pairs == max_rank);
+      CHECK(rp.diagonal_pairs == max_diag);
+      CHECK(rp.off_diagonal_max_pairs == max_later);
+    }
+  }
+}
+
+TEST_CASE("DESIGN.md worked example: L = 1024, P = 4, contiguous, rank 1 holds 256..511") {
+  // sum over i = 256..511 of (i + 1) = 256*256 + 256*257/2
+  CHECK(rank_visible_pairs(CpScheme::contiguous, 1024, 4, 1, true) == 256.0 * 256 + 256.0 * 257 / 2);
+  CHECK(rank_visible_pairs(CpScheme::contiguous, 1024, 4, 1, true) == 98432.0);
+}
+
+TEST_CASE("memory-bound traffic: sequence parallelism splits the replicated norm/residual work") {
+  LayerShape x = korthikanti_shape(8, false, Recompute::none);
+  x.dropout = false;
+  x.attention = AttentionImpl::flash;
+  LayerShape y = x;
+  y.sequence_parallel = true;
+  const double e = 2, T = 2048, h = 6144, f = 4 * 6144, t = 8;
+  // forward: norms + residuals 10e per hidden element (replicated), GELU 2e per ffn element /t
+  CHECK(layer_elementwise_bytes(x).forward == Approx(10 * e * T * h + 2 * e * T * f / t));
+  CHECK(layer_elementwise_bytes(y).forward == Approx(10 * e * T * h / t + 2 * e * T * f / t));
+  CHECK(layer_elementwise_bytes(x).backward == Approx(12 * e * T * h + 3 * e * T * f / t));
+}

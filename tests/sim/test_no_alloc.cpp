@@ -1,0 +1,39 @@
+// predict() is the planner's inner loop: it must not touch the heap. This file replaces the
+// global operator new of test_sim with a counting one (it forwards to malloc).
+#include <doctest/doctest.h>
+
+#include <cstdlib>
+#include <new>
+
+#include "sim/cost_model.hpp"
+#include "test_helpers.hpp"
+
+namespace {
+long g_allocations = 0;
+}
+
+void* operator new(std::size_t n) {
+  ++g_allocations;
+  if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+
+TEST_CASE("predict() and a passing check_layout() allocate nothing") {
+  using namespace ringplan;
+  Experiment e = sim::test::llama_experiment(131072, 32);
+  ParallelOptions o;
+  o.recompute = Recompute::selective;
+  o.zero_stage = 3;
+  o.interleave = 2;
+  const Mesh mesh = sim::test::mesh_of(2, 4, 4, 4);
+  const long before = g_allocations;
+  double sum = 0;
+  for (int i = 0; i < 100; ++i) {
+    const std::string why = sim::check_layout(e, mesh, o, 128);  // "" fits in the small-string buffer
+    sum += sim::predict(e, mesh, o).step_time_s + static_cast<double>(why.size());
+  }
+  CHECK(g_allocations == before);
+  CHECK(sum > 0);
+}

@@ -1,0 +1,151 @@
+// One attention layer as ring attention (sim/ring_model.hpp).
+#include <doctest/doctest.h>
+
+#include "core/error.hpp"
+#include "sim/cost_model.hpp"
+#include "sim/ring_model.hpp"
+#include "test_helpers.hpp"
+
+using namespace ringplan;
+using namespace ringplan::sim;
+using doctest::Approx;
+
+namespace {
+// An ideal cluster: constant efficiency 1, no latency, so Liu et al.'s arithmetic is exact.
+ClusterConfig ideal_cluster() {
+  ClusterConfig c = test::a100_cluster();
+  c.attention = {1.0, 0.0};
+  c.matmul = {1.0, 0.0};
+  c.intra_node = {300e9, 0.0};
+  c.inter_node = {25e9, 0.0};
+  return c;
+}
+RingAttentionShape one_head(int64_t tokens_per_rank, int64_t cp) {
+  RingAttentionShape s;
+  s.micro_batch = 1;
+  s.heads_per_tp = 1;
+  s.kv_heads_per_tp = 1;
+  s.head_dim = 128;
+  s.cp = cp;
+  s.seq_len = tokens_per_rank * cp;
+  s.scheme = CpScheme::contiguous;
+  s.causal = false;
+  s.attention = AttentionImpl::flash;
+  s.dtype = DType::bf16;
+  return s;
+}
+}  // namespace
+
+TEST_CASE("Liu et al. 2023: the ring hides its transfers when block size c >= F/B") {
+  const ClusterConfig c = ideal_cluster();
+  // F/B = 312e12 / 300e9 = 1040 tokens. Per step: 4*d*c^2 FLOPs vs 4*c*d bytes (K,V in bf16).
+  SUBCASE("c = 2 F/B: fully overlapped") {
+    const RingLayerPrediction r = predict_ring_attention(one_head(2080, 4), c);
+    const double kernel = 4.0 * 128 * 2080.0 * 2080 / 312e12;
+    CHECK(r.forward.first_step_compute_s == Approx(kernel));
+    // later steps also fold the block's O into the fp32 accumulator: (8 + 2) bytes per element
+    CHECK(r.forward.merge_step_s == Approx(10.0 * 2080 * 128 / (2039e9 * 0.8)));
+    CHECK(r.forward.step_compute_s == Approx(kernel + r.forward.merge_step_s));
+    CHECK(r.forward.step_comm_s == Approx(4.0 * 2080 * 128 / 300e9));
+    CHECK(r.forward.exposed_comm_s == 0.0);
+    CHECK(r.forward.total_s == Approx(kernel + 3 * r.forward.step_compute_s));
+  }
+  SUBCASE("c = F/B / 2: each of the P-1 transfers shows by comm - compute") {
+    const RingLayerPrediction r = predict_ring_attention(one_head(520, 4), c);
+    const double kernel = 4.0 * 128 * 520.0 * 520 / 312e12, comm = 4.0 * 520 * 128 / 300e9;
+    CHECK(comm == Approx(2 * kernel));
+    // the transfer during step 0 hides behind the kernel only, later ones behind kernel + merge
+    CHECK(r.forward.exposed_comm_s ==
+          Approx((comm - kernel) + 2 * (comm - kernel - r.forward.merge_step_s)));
+    CHECK(r.forward.transfers == 3);
+  }
+  SUBCASE("same block over InfiniBand (25 GB/s) needs c >= 12480") {
+    RingAttentionShape s = one_head(2080, 4);
+    s.tp = 4;  // TP 4 x CP 4 = 16 > 8 GPUs per node: the ring crosses nodes
+    const RingLayerPrediction r = predict_ring_attention(s, c);
+    CHECK(r.inter_node);
+    CHECK(r.forward.exposed_comm_s > 0.0);
+    CHECK(predict_ring_attention(one_head(2 * 12480, 4), c).forward.exposed_comm_s == 0.0);
+  }
+}
+
+TEST_CASE("backward: 2.5x forward compute, K,V + dK,dV (fp32) per step, last dK,dV hop exposed") {
+  const ClusterConfig c = ideal_cluster();
+  const RingLayerPrediction r = predict_ring_attention(one_head(8192, 4), c);
+  CHECK(r.backward.first_step_compute_s == Approx(2.5 * r.forward.first_step_compute_s));
+  CHECK(r.backward.step_compute_s == Approx(2.5 * r.forward.first_step_compute_s + r.backward.merge_step_s));
+  // dQ (one head) and dK, dV (one KV head) accumulations: (8 + 2) bytes per element each
+  CHECK(r.backward.merge_step_s == Approx(10.0 * 8192 * 128 * 3 / (2039e9 * 0.8)));
+  CHECK(r.backward.step_bytes == 2.0 * 8192 * 128 * (2 + 4));
+  CHECK(r.backward.unhidden_comm_s == Approx(2.0 * 8192 * 128 * 4 / 300e9));
+  CHECK(r.backward.exposed_comm_s == Approx(r.backward.unhidden_comm_s));
+}
+
+TEST_CASE("per-rank busy time follows the scheme: contiguous slowest rank ~ (2 - 1/P) x mean") {
+  const ClusterConfig c = ideal_cluster();
+  RingAttentionShape s = one_head(4096, 8);
+  s.causal = true;
+  s.heads_per_tp = 8;
+  s.kv_heads_per_tp = 2;
+  const RingLayerPrediction contiguous = predict_ring_attention(s, c);
+  CHECK(contiguous.imbalance == Approx(cp_imbalance(CpScheme::contiguous, s.seq_len, 8, true)));
+  // kernel time (merges aside: the slowest rank merges 7 blocks, the mean rank 3.5)
+  const double merge = contiguous.forward.merge_step_s;
+  CHECK((contiguous.forward.max_rank_compute_s - 7 * merge) / (contiguous.forward.mean_rank_compute_s - 3.5 * merge) ==
+        Approx(2.0 - 1.0 / 8).epsilon(1e-3));
+  s.scheme = CpScheme::zigzag;
+  const RingLayerPrediction zigzag = predict_ring_attention(s, c);
+  CHECK(zigzag.imbalance == Approx(1.0));
+  CHECK(zigzag.forward.total_s < contiguous.forward.total_s);
+  // zigzag per step is half a full block, contiguous a full block on its slowest rank
+  CHECK(zigzag.forward.step_compute_s - merge == Approx((contiguous.forward.step_compute_s - merge) / 2));
+}
+
+TEST_CASE("ring layer memory: materialised (L/CP)*L scores vs flash lse, ring double buffers") {
+  RingAttentionShape s = one_head(4096, 4);
+  s.heads_per_tp = 8;
+  s.kv_heads_per_tp = 2;
+  s.micro_batch = 2;
+  const RingLayerPrediction r = predict_ring_attention(s, test::a100_cluster());
+  CHECK(r.scores_bytes_materialized == 2.0 * 8 * 4096 * 16384 * 2);
+  CHECK(r.scores_bytes_flash == 2.0 * 8 * 4096 * 4);
+  CHECK(r.scores_bytes == r.scores_bytes_flash);
+  const double block = 2.0 * 4096 * 2 * 128;
+  CHECK(r.ring_buffer_bytes == 2 * 2 * block * 2 + 2 * 2 * block * 4);
+}
+
+TEST_CASE("bad ring shapes are rejected with the field and the valid range") {
+  RingAttentionShape s = one_head(1000, 4);
+  s.scheme = CpScheme::zigzag;
+  s.seq_len = 4004;
+  CHECK_THROWS_WITH_AS(predict_ring_attention(s, test::a100_cluster()),
+                       "ring attention shape: seq_len 4004 not divisible by 2*CP = 8 (zigzag)", Error);
+  s = one_head(1000, 0);
+  s.seq_len = 4000;
+  CHECK_THROWS_WITH_AS(predict_ring_attention(s, test::a100_cluster()), "ring attention shape: cp must be >= 1, got 0",
+                       Error);
+}
+
+TEST_CASE("predict() takes its ring terms from the same one-layer ring prediction") {
+  Experiment e = test::llama_experiment(65536, 1);
+  ParallelOptions o;
+  o.cp_scheme = CpScheme::contiguous;
+  const Mesh mesh = test::mesh_of(1, 2, 16, 1);  // TP 2 x CP 16: the ring crosses nodes
+  const Prediction p = predict(e, mesh, o);
+  RingAttentionShape s;
+  s.micro_batch = 1;
+  s.heads_per_tp = 16;
+  s.kv_heads_per_tp = 4;
+  s.head_dim = 128;
+  s.seq_len = 65536;
+  s.cp = 16;
+  s.scheme = CpScheme::contiguous;
+  s.tp = 2;
+  const RingLayerPrediction r = predict_ring_attention(s, e.cluster);
+  REQUIRE(r.inter_node);
+  CHECK(p.time.ring_comm_exposed_s == Approx(32 * (r.forward.exposed_comm_s + r.backward.exposed_comm_s)));
+  const double imbalance = (r.forward.max_rank_compute_s - r.forward.mean_rank_compute_s) +
+                           (r.backward.max_rank_compute_s - r.backward.mean_rank_compute_s);
+  CHECK(p.time.cp_imbalance_s == Approx(32 * imbalance));
+  CHECK(p.memory.ring_buffers_bytes == Approx(r.ring_buffer_bytes));
+}
