@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs ringplan's build dependencies from Debian packages (Debian 12 or newer).
-# CUDA Toolkit and NCCL are optional and not installed here: the CPU build needs neither.
+# Usage: setup.sh [--tests]. CUDA Toolkit and NCCL are optional and not installed here: the CPU build needs neither.
 set -euo pipefail
 packages=(
   cmake ninja-build g++ pkg-config
@@ -9,6 +9,8 @@ packages=(
   libopenmpi-dev openmpi-bin
   python3
 )
+# The report test renders the HTML report in headless Chromium: only the tests need it.
+if [ "${1:-}" = "--tests" ]; then packages+=(chromium); fi
 sudo_cmd=()
 if [ "$(id -u)" -ne 0 ]; then sudo_cmd=(sudo); fi
 missing=()

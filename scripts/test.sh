@@ -14,7 +14,7 @@ for p in "${presets[@]}"; do
     *) echo "test.sh: unknown preset '$p' (valid: cpu, asan, cuda)" >&2; exit 2 ;;
   esac
 done
-bash scripts/setup.sh
+bash scripts/setup.sh --tests
 source scripts/mpi_env.sh
 jobs=$(nproc)
 
