@@ -1,0 +1,84 @@
+// `ringplan report EXPERIMENT.yaml [--run RESULT.json] -o report.html [--gpus N] [--top K]`
+// Writes one self-contained HTML page (opens offline): the planner's ranked candidates, the
+// chosen plan's memory/time terms, its per-rank ring timeline and, given the JSON of
+// `ringplan run --format json`, predicted vs measured per phase (report/report_html.hpp).
+// With a plan file (or an experiment with a fixed mesh) the chosen plan is that layout.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+
+#include "cli/command.hpp"
+#include "core/config_yaml.hpp"
+#include "core/error.hpp"
+#include "planner/cli_args.hpp"
+#include "planner/planner.hpp"
+#include "planner/report.hpp"
+#include "report/report_html.hpp"
+#include "sim/cost_model.hpp"
+
+namespace {
+
+struct ReportArgs {
+  std::string experiment;
+  std::string run;
+  std::string output;
+  int64_t gpus = 0;
+  int64_t top = 200;
+};
+
+int run_report(const ReportArgs& a) {
+  using namespace ringplan;
+  const Experiment e = load_experiment(a.experiment);
+  planner::PlanSettings settings;
+  settings.top_k = planner::parse_positive_flag("--top", a.top);
+  settings.gpus = planner::experiment_gpus(e, a.gpus);
+  const planner::PlanResult r = planner::plan(e, settings);
+  report::ReportData d = report::build_report(e, r);
+
+  if (e.mesh) {
+    // The experiment fixes a layout: report that one as chosen, ranked among the others.
+    planner::check_mesh_gpus(*e.mesh, settings.gpus, a.experiment + ": mesh");
+    const std::string why = sim::check_layout(e, *e.mesh, e.options, settings.gpus);
+    if (!why.empty()) {
+      throw bad_input(fmt::format("{}: layout {} {} cannot run: {}", a.experiment, planner::mesh_text(*e.mesh),
+                                  planner::options_text(*e.mesh, e.options), why));
+    }
+    const sim::Prediction fixed = sim::predict(e, *e.mesh, e.options);
+    auto same = [&](const sim::Prediction& p) { return p.mesh == fixed.mesh && p.options == fixed.options; };
+    auto it = std::find_if(d.candidates.begin(), d.candidates.end(), same);
+    if (it == d.candidates.end()) {
+      it = d.candidates.insert(std::upper_bound(d.candidates.begin(), d.candidates.end(), fixed, planner::ranks_before),
+                               fixed);
+    }
+    d.chosen = static_cast<size_t>(it - d.candidates.begin());
+    d.ring = report::ring_timeline(e, d.candidates[d.chosen]);
+  }
+  if (!a.run.empty()) d.run = report::load_run_result(a.run);
+
+  const std::string html = report::render_html(d);
+  std::ofstream out(a.output, std::ios::binary);
+  out << html;
+  out.close();
+  if (!out) throw Error(ErrorKind::runtime, fmt::format("{}: cannot write the report", a.output));
+  std::fprintf(stderr, "wrote report of %zu candidates (chosen: %s %s) to %s\n", d.candidates.size(),
+               planner::mesh_text(d.candidates[d.chosen].mesh).c_str(),
+               planner::options_text(d.candidates[d.chosen].mesh, d.candidates[d.chosen].options).c_str(),
+               a.output.c_str());
+  return 0;
+}
+
+RINGPLAN_COMMAND("report", "Write a self-contained HTML report: candidates, breakdowns, ring timeline, run vs prediction",
+                 60, [](CLI::App& app) {
+                   auto a = std::make_shared<ReportArgs>();
+                   app.add_option("experiment", a->experiment, "Experiment or plan YAML")->required();
+                   app.add_option("--run", a->run, "JSON of `ringplan run --format json` to compare with the prediction");
+                   app.add_option("-o,--output", a->output, "HTML file to write")->required();
+                   app.add_option("--gpus", a->gpus, "GPUs to plan for (default: experiment gpus, else the cluster's)");
+                   app.add_option("--top", a->top, "How many ranked candidates to chart (K > 0)")->capture_default_str();
+                   return [a] { return run_report(*a); };
+                 });
+
+}  // namespace

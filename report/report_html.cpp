@@ -1,0 +1,413 @@
+// `ringplan report`: builds the report data from the planner's result, the cost model's
+// per-rank ring schedule and an optional `ringplan run` result, and renders one self-contained
+// HTML page (report/report_page.inc holds the page and its drawing script).
+#include "report/report_html.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <sstream>
+
+#include "core/error.hpp"
+#include "core/units.hpp"
+#include "planner/report.hpp"
+#include "sim/formulas.hpp"
+#include "sim/ring_event_sim.hpp"
+#include "sim/ring_model.hpp"
+
+namespace ringplan::report {
+
+namespace {
+
+const char* const kPage =
+#include "report/report_page.inc"
+    ;
+
+std::string html_escape(const std::string& s) {
+  std::string out;
+  out.reserve(s.size());
+  for (char c : s) {
+    switch (c) {
+      case '&': out += "&amp;"; break;
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '"': out += "&quot;"; break;
+      case '\'': out += "&#39;"; break;
+      default: out += c;
+    }
+  }
+  return out;
+}
+
+// JSON placed inside <script type="application/json">: a '<' could close the element
+// ("</script>" in a model name), so every '<' -- which JSON only has inside strings -- is
+// written as the equivalent escape \u003c.
+std::string script_safe_json(const nlohmann::json& j) {
+  const std::string s = j.dump();
+  std::string out;
+  out.reserve(s.size());
+  for (char c : s) {
+    if (c == '<') {
+      out += "\\u003c";
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+// Replaces every @NAME@ marker of the page template in one pass over the template, so that
+// substituted text (a model called "@DATA@") is never scanned for markers again.
+std::string substitute(const std::string& page, const std::vector<std::pair<std::string, std::string>>& values) {
+  std::string out;
+  out.reserve(page.size() + 4096);
+  size_t pos = 0;
+  while (pos < page.size()) {
+    const size_t at = page.find('@', pos);
+    if (at == std::string::npos) break;
+    bool replaced = false;
+    for (const auto& [marker, value] : values) {
+      if (page.compare(at, marker.size(), marker) == 0) {
+        out.append(page, pos, at - pos);
+        out += value;
+        pos = at + marker.size();
+        replaced = true;
+        break;
+      }
+    }
+    if (!replaced) {
+      out.append(page, pos, at + 1 - pos);
+      pos = at + 1;
+    }
+  }
+  out.append(page, pos, std::string::npos);
+  return out;
+}
+
+std::string layout_label(const sim::Prediction& p) {
+  return planner::mesh_text(p.mesh) + " " + planner::options_text(p.mesh, p.options);
+}
+
+nlohmann::json candidate_json(const sim::Prediction& p, int64_t rank, bool chosen) {
+  return {{"rank", rank},
+          {"label", layout_label(p)},
+          {"step_time_s", p.step_time_s},
+          {"peak_memory_gib", p.peak_memory_bytes / units::gib_bytes},
+          {"tokens_per_s", p.tokens_per_s},
+          {"mfu", p.mfu},
+          {"fits", p.fits},
+          {"chosen", chosen}};
+}
+
+std::optional<double> optional_number(const nlohmann::json& obj, const char* key, const std::string& where) {
+  const auto it = obj.find(key);
+  if (it == obj.end() || it->is_null()) return std::nullopt;
+  if (!it->is_number()) {
+    throw bad_input(fmt::format("{}: field '{}' must be a number (seconds or bytes), got {}", where, key, it->dump()));
+  }
+  const double v = it->get<double>();
+  if (!std::isfinite(v) || v < 0) {
+    throw bad_input(fmt::format("{}: field '{}' must be a finite number >= 0, got {}", where, key, it->dump()));
+  }
+  return v;
+}
+
+std::string candidate_table(const ReportData& d) {
+  std::string t =
+      "<table><tr><th>#</th><th class=\"l\">mesh</th><th class=\"l\">options</th><th>step time</th>"
+      "<th>tokens/s</th><th>TFLOP/s/device</th><th>MFU</th><th>peak memory</th></tr>\n";
+  const size_t rows = std::min<size_t>(d.candidates.size(), 10);
+  for (size_t i = 0; i < rows; ++i) {
+    const auto& p = d.candidates[i];
+    t += fmt::format(
+        "<tr{}><td>{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td><td>{:.4g} s</td><td>{:.4g}</td>"
+        "<td>{:.4g}</td><td>{:.1f}%</td><td>{}</td></tr>\n",
+        i == d.chosen ? " class=\"chosen\"" : "", i + 1, html_escape(planner::mesh_text(p.mesh)),
+        html_escape(planner::options_text(p.mesh, p.options)), p.step_time_s, p.tokens_per_s,
+        p.tflops_per_device, 100.0 * p.mfu, html_escape(planner::memory_text(p.peak_memory_bytes, p.capacity_bytes)));
+  }
+  t += "</table>\n";
+  if (d.candidates.size() > rows) {
+    t += fmt::format("<p class=\"note\">{} more candidates in the chart.</p>\n", d.candidates.size() - rows);
+  }
+  std::string rejected;
+  for (const auto& r : d.rejected) {
+    rejected += fmt::format("<tr><td>{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td></tr>\n", r.count,
+                            html_escape(r.reason), html_escape(r.example));
+  }
+  if (!rejected.empty()) {
+    t += "<details><summary>Rejected layouts</summary><table><tr><th>count</th><th class=\"l\">reason</th>"
+         "<th class=\"l\">example</th></tr>\n" +
+         rejected + "</table></details>\n";
+  }
+  return t;
+}
+
+}  // namespace
+
+RingTimeline ring_timeline(const Experiment& e, const sim::Prediction& p) {
+  RingTimeline t;
+  t.scope = "one layer, forward, one micro-batch";
+  const int64_t P = p.mesh.cp;
+  if (P <= 1) return t;
+  // The attention layer one CP group of this plan runs (the shapes `ringplan run` uses).
+  sim::RingAttentionShape shape;
+  shape.micro_batch = p.options.micro_batch;
+  shape.heads_per_tp = e.model.heads / p.mesh.tp;
+  shape.kv_heads_per_tp = e.model.kv_heads / p.mesh.tp;
+  shape.head_dim = e.model.head_dim;
+  shape.seq_len = e.training.seq_len;
+  shape.cp = P;
+  shape.scheme = p.options.cp_scheme;
+  shape.causal = e.training.causal;
+  shape.attention = p.options.attention;
+  shape.dtype = e.training.dtype;
+  shape.tp = p.mesh.tp;
+  const sim::RingSimulation sim_run = sim::simulate_ring(shape, e.cluster, /*record_events=*/true);
+
+  for (int64_t r = 0; r < P; ++r) {
+    RingRank rank;
+    rank.rank = r;
+    rank.steps.resize(static_cast<size_t>(P));
+    for (int64_t k = 0; k < P; ++k) rank.steps[static_cast<size_t>(k)].source_rank = ((r - k) % P + P) % P;
+    t.ranks.push_back(std::move(rank));
+  }
+  // Events are recorded only when they take time: a skipped block (no visible pair) has no
+  // kernel. A step starts when the previous one is done and its block has arrived -- the end of
+  // the send by rank r-1 during step k-1 -- as in the event simulator.
+  const auto idx = [](int64_t i) { return static_cast<size_t>(i); };
+  std::vector<std::vector<double>> arrival(idx(P), std::vector<double>(idx(P), 0.0));
+  for (const auto& ev : sim_run.events) {
+    if (ev.phase != sim::RingPhase::forward || ev.rank < 0 || ev.rank >= P || ev.step < 0 || ev.step >= P) continue;
+    RingStep& s = t.ranks[idx(ev.rank)].steps[idx(ev.step)];
+    const double d = ev.end_s - ev.start_s;
+    if (ev.activity == sim::RingActivity::send_kv) {
+      s.comm_s = d;
+      if (ev.step + 1 < P) arrival[idx((ev.rank + 1) % P)][idx(ev.step + 1)] = ev.end_s;
+    } else {  // kernel or merge of this step
+      s.compute_s += d;
+    }
+  }
+  for (int64_t r = 0; r < P; ++r) {
+    auto& steps = t.ranks[idx(r)].steps;
+    for (int64_t k = 1; k < P; ++k) {
+      RingStep& prev = steps[idx(k - 1)];
+      const double prev_end = prev.start_s + prev.compute_s;
+      steps[idx(k)].start_s = std::max(prev_end, arrival[idx(r)][idx(k)]);
+      prev.exposed_s = steps[idx(k)].start_s - prev_end;
+    }
+  }
+  return t;
+}
+
+RunComparison parse_run_result(const nlohmann::json& run, const std::string& source) {
+  if (!run.is_object()) {
+    throw bad_input(fmt::format("{}: not the output of `ringplan run --format json`: expected a JSON object, got {}",
+                                source, run.type_name()));
+  }
+  RunComparison out;
+  out.source = source;
+  const bool has_rows = run.contains("rows");
+  const auto phases = has_rows ? run.find("rows") : run.find("phases");
+  if (phases == run.end()) {
+    throw bad_input(fmt::format(
+        "{}: missing field 'rows' (the predicted/measured rows of `ringplan run --format json`; a 'phases' list is "
+        "accepted too)",
+        source));
+  }
+  const char* field = has_rows ? "rows" : "phases";
+  // `ringplan run` rows: measured_median_s (and min/max); plain phases: measured_s.
+  auto add_phase = [&](const std::string& name, const nlohmann::json& obj, const std::string& where) {
+    if (!obj.is_object()) {
+      throw bad_input(fmt::format("{}: must be an object with predicted_s/measured_s, got {}", where, obj.dump()));
+    }
+    PhaseComparison ph;
+    ph.phase = name;
+    ph.predicted_s = optional_number(obj, "predicted_s", where);
+    ph.measured_s = optional_number(obj, "measured_median_s", where);
+    if (!ph.measured_s) ph.measured_s = optional_number(obj, "measured_s", where);
+    ph.measured_min_s = optional_number(obj, "measured_min_s", where);
+    ph.measured_max_s = optional_number(obj, "measured_max_s", where);
+    if (!ph.predicted_s && !ph.measured_s) {
+      throw bad_input(fmt::format("{}: '{}' has neither predicted_s nor measured_median_s/measured_s", where, name));
+    }
+    out.phases.push_back(std::move(ph));
+  };
+  if (phases->is_array()) {
+    for (size_t i = 0; i < phases->size(); ++i) {
+      const auto& ph = (*phases)[i];
+      const std::string where = fmt::format("{}: {}[{}]", source, field, i);
+      const auto name = ph.is_object() ? (ph.contains("phase") ? ph.find("phase") : ph.find("name")) : ph.end();
+      if (!ph.is_object() || name == ph.end() || !name->is_string()) {
+        throw bad_input(fmt::format("{}: must be an object with a string 'name' (or 'phase'), got {}", where, ph.dump()));
+      }
+      add_phase(name->get<std::string>(), ph, where);
+    }
+  } else if (phases->is_object()) {
+    for (const auto& [name, ph] : phases->items()) add_phase(name, ph, fmt::format("{}: {}.{}", source, field, name));
+  } else {
+    throw bad_input(fmt::format("{}: '{}' must be a list or an object, got {}", source, field, phases->type_name()));
+  }
+  if (out.phases.empty()) throw bad_input(fmt::format("{}: '{}' is empty", source, field));
+
+  // Memory: pair measured_<x>_bytes with predicted_<x>_bytes, in the order first seen.
+  if (const auto mem = run.find("memory"); mem != run.end()) {
+    if (!mem->is_object()) throw bad_input(fmt::format("{}: 'memory' must be an object, got {}", source, mem->type_name()));
+    auto entry = [&out](const std::string& name) -> MemoryComparison& {
+      for (auto& m : out.memory) {
+        if (m.name == name) return m;
+      }
+      out.memory.push_back({name, std::nullopt, std::nullopt});
+      return out.memory.back();
+    };
+    for (const auto& [key, value] : mem->items()) {
+      const bool measured = key.rfind("measured_", 0) == 0, predicted = key.rfind("predicted_", 0) == 0;
+      if ((!measured && !predicted) || key.size() < 7 || key.compare(key.size() - 6, 6, "_bytes") != 0) continue;
+      const size_t prefix = measured ? 9 : 10;
+      if (key.size() <= prefix + 6) continue;
+      const std::string name = key.substr(prefix, key.size() - prefix - 6);
+      const auto v = optional_number(*mem, key.c_str(), source + ": memory");
+      if (!v) continue;
+      (measured ? entry(name).measured_bytes : entry(name).predicted_bytes) = v;
+    }
+  }
+
+  if (const auto it = run.find("validates"); it != run.end() && it->is_string()) out.description = it->get<std::string>();
+  std::vector<std::string> parts;
+  if (const auto it = run.find("cp"); it != run.end() && it->is_number_integer()) {
+    parts.push_back(fmt::format("{} ranks", it->get<int64_t>()));
+  } else if (const auto r = run.find("ranks"); r != run.end() && r->is_number_integer()) {
+    parts.push_back(fmt::format("{} ranks", r->get<int64_t>()));
+  }
+  if (const auto it = run.find("transport"); it != run.end() && it->is_string()) parts.push_back(it->get<std::string>());
+  if (const auto it = run.find("iterations"); it != run.end() && it->is_number_integer()) {
+    parts.push_back(fmt::format("{} iterations", it->get<int64_t>()));
+  }
+  if (const auto it = run.find("profile"); it != run.end() && it->is_string()) {
+    parts.push_back("predicted on " + it->get<std::string>());
+  }
+  out.summary = fmt::format("{}", fmt::join(parts, ", "));
+  return out;
+}
+
+RunComparison load_run_result(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw bad_input(fmt::format("{}: cannot open the run result (expected the JSON of `ringplan run --format json`)", path));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(ss.str());
+  } catch (const nlohmann::json::parse_error& e) {
+    throw bad_input(fmt::format("{}: not valid JSON (byte {}): {}", path, e.byte, e.what()));
+  }
+  return parse_run_result(j, path);
+}
+
+ReportData build_report(const Experiment& e, const planner::PlanResult& r) {
+  if (r.candidates.empty()) throw bad_input(planner::describe_no_fit(e, r));
+  ReportData d;
+  d.experiment = e;
+  d.candidates = r.candidates;
+  d.closest_out_of_memory = r.closest_out_of_memory;
+  d.chosen = 0;
+  d.enumerated = r.enumerated;
+  d.evaluated = r.evaluated;
+  d.fitting = r.fitting;
+  d.rejected = r.rejected;
+  d.ring = ring_timeline(e, d.candidates[d.chosen]);
+  return d;
+}
+
+nlohmann::json report_json(const ReportData& d) {
+  if (d.candidates.empty()) throw bad_input("report: no candidate layout to report");
+  if (d.chosen >= d.candidates.size()) {
+    throw bad_input(fmt::format("report: chosen index {} out of range (0..{})", d.chosen, d.candidates.size() - 1));
+  }
+  const sim::Prediction& c = d.candidates[d.chosen];
+  nlohmann::json j;
+  j["experiment"] = {{"name", d.experiment.name},  {"model", d.experiment.model.name},
+                     {"cluster", d.experiment.cluster.name}, {"gpus", c.mesh.world_size()},
+                     {"seq_len", d.experiment.training.seq_len},
+                     {"global_batch_sequences", d.experiment.training.global_batch_sequences}};
+  j["capacity_gib"] = c.capacity_bytes / units::gib_bytes;
+  j["chosen"] = d.chosen;
+  j["candidates"] = nlohmann::json::array();
+  for (size_t i = 0; i < d.candidates.size(); ++i) {
+    j["candidates"].push_back(candidate_json(d.candidates[i], static_cast<int64_t>(i + 1), i == d.chosen));
+  }
+  j["closest_out_of_memory"] =
+      d.closest_out_of_memory ? candidate_json(*d.closest_out_of_memory, 0, false) : nlohmann::json(nullptr);
+  j["memory_terms"] = nlohmann::json::array();
+  for (const auto& t : sim::memory_terms(c.memory)) {
+    // The peak is drawn as the total, not as a term beside the ones it is made of.
+    if (t.name == "peak_bytes") continue;
+    j["memory_terms"].push_back({{"name", std::string(t.name)}, {"value", t.value / units::gib_bytes}});
+  }
+  j["peak_memory_gib"] = c.peak_memory_bytes / units::gib_bytes;
+  j["time_terms"] = nlohmann::json::array();
+  for (const auto& t : sim::time_terms(c.time)) {
+    j["time_terms"].push_back({{"name", std::string(t.name)}, {"value", t.value}});
+  }
+  j["step_time_s"] = c.step_time_s;
+  nlohmann::json ring = {{"scope", d.ring.scope}, {"ranks", nlohmann::json::array()}};
+  for (const auto& rank : d.ring.ranks) {
+    nlohmann::json steps = nlohmann::json::array();
+    for (const auto& s : rank.steps) {
+      steps.push_back({{"source_rank", s.source_rank},
+                       {"start_s", s.start_s},
+                       {"compute_s", s.compute_s},
+                       {"comm_s", s.comm_s},
+                       {"exposed_s", s.exposed_s}});
+    }
+    ring["ranks"].push_back({{"rank", rank.rank}, {"steps", std::move(steps)}});
+  }
+  j["ring"] = std::move(ring);
+  if (d.run) {
+    auto opt = [](const std::optional<double>& v) { return v ? nlohmann::json(*v) : nlohmann::json(nullptr); };
+    auto gib = [](const std::optional<double>& b) {
+      return b ? nlohmann::json(*b / units::gib_bytes) : nlohmann::json(nullptr);
+    };
+    nlohmann::json phases = nlohmann::json::array();
+    for (const auto& ph : d.run->phases) {
+      phases.push_back({{"phase", ph.phase},
+                        {"predicted_s", opt(ph.predicted_s)},
+                        {"measured_s", opt(ph.measured_s)},
+                        {"measured_min_s", opt(ph.measured_min_s)},
+                        {"measured_max_s", opt(ph.measured_max_s)}});
+    }
+    nlohmann::json memory = nlohmann::json::array();
+    for (const auto& m : d.run->memory) {
+      memory.push_back({{"name", m.name}, {"predicted_gib", gib(m.predicted_bytes)}, {"measured_gib", gib(m.measured_bytes)}});
+    }
+    j["run"] = {{"source", d.run->source},
+                {"description", d.run->description},
+                {"summary", d.run->summary},
+                {"phases", std::move(phases)},
+                {"memory", std::move(memory)}};
+  } else {
+    j["run"] = nullptr;
+  }
+  return j;
+}
+
+std::string render_html(const ReportData& d) {
+  const nlohmann::json data = report_json(d);  // validates d
+  const Experiment& e = d.experiment;
+  const sim::Prediction& c = d.candidates[d.chosen];
+  const std::string title = fmt::format("ringplan report: {}", e.name.empty() ? e.model.name : e.name);
+  const std::string subtitle = fmt::format(
+      "{} on {} GPUs of {} ({:.0f} GiB each), sequence {} tokens, global batch {} sequences, {}. "
+      "Planner: {} layouts enumerated, {} evaluated, {} fit in memory; chosen: {}.",
+      e.model.name, c.mesh.world_size(), e.cluster.name, c.capacity_bytes / units::gib_bytes, e.training.seq_len,
+      e.training.global_batch_sequences, to_string(e.training.dtype), d.enumerated, d.evaluated, d.fitting,
+      layout_label(c));
+  return substitute(kPage, {{"@TITLE@", html_escape(title)},
+                            {"@SUBTITLE@", html_escape(subtitle)},
+                            {"@CANDIDATE_TABLE@", candidate_table(d)},
+                            {"@DATA@", script_safe_json(data)}});
+}
+
+}  // namespace ringplan::report

@@ -1,0 +1,262 @@
+// The HTML report's data (report/report_html.hpp): the per-rank ring timeline agrees with the
+// cost model's ring prediction, the page embeds exactly report_json() and escapes what could
+// break out of it, and run results are read tolerantly but malformed ones are clear errors.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "core/error.hpp"
+#include "planner/planner.hpp"
+#include "report/report_html.hpp"
+#include "sim/formulas.hpp"
+#include "sim/ring_event_sim.hpp"
+#include "sim/ring_model.hpp"
+#include "tests/report/fixtures.hpp"
+
+using namespace ringplan;
+
+namespace {
+
+sim::Prediction layout(const Experiment& e, Mesh mesh, CpScheme scheme, AttentionImpl attention = AttentionImpl::flash) {
+  ParallelOptions o;
+  o.cp_scheme = scheme;
+  o.attention = attention;
+  o.micro_batch = 1;
+  REQUIRE(sim::check_layout(e, mesh, o, mesh.world_size()) == "");
+  return sim::predict(e, mesh, o);
+}
+
+
+std::string write_temp(const std::string& name, const std::string& text) {
+  const std::string path = "report_test_" + name;
+  std::ofstream(path) << text;
+  return path;
+}
+
+}  // namespace
+
+TEST_CASE("ring timeline: the event simulator's per-rank schedule, step by step") {
+  Experiment e = test::report_experiment();
+  for (bool causal : {true, false}) {
+    e.training.causal = causal;
+    for (CpScheme scheme : {CpScheme::contiguous, CpScheme::zigzag, CpScheme::striped}) {
+      CAPTURE(causal);
+      const std::string scheme_name = to_string(scheme);
+      CAPTURE(scheme_name);
+      const sim::Prediction p = layout(e, Mesh{1, 2, 4, 1}, scheme);
+      const report::RingTimeline t = report::ring_timeline(e, p);
+      sim::RingAttentionShape shape;
+      shape.heads_per_tp = e.model.heads / 2;
+      shape.kv_heads_per_tp = e.model.kv_heads / 2;
+      shape.head_dim = e.model.head_dim;
+      shape.seq_len = e.training.seq_len;
+      shape.cp = 4;
+      shape.scheme = scheme;
+      shape.causal = causal;
+      shape.tp = 2;
+      const sim::RingSimulation sim_run = sim::simulate_ring(shape, e.cluster);
+      REQUIRE(t.ranks.size() == 4);
+      double finish_max = 0;
+      for (const auto& r : t.ranks) {
+        REQUIRE(r.steps.size() == 4);
+        double compute = 0;
+        for (size_t k = 0; k < r.steps.size(); ++k) {
+          const auto& s = r.steps[k];
+          CHECK(s.source_rank == (r.rank - static_cast<int64_t>(k) + 4) % 4);  // DESIGN.md ring order
+          CHECK(s.exposed_s >= 0);
+          CHECK((k + 1 < 4 ? s.comm_s > 0 : s.comm_s == 0));  // the last step passes nothing on
+          if (k + 1 < 4) {  // the next step starts when this one is done and the wait is over
+            CHECK(r.steps[k + 1].start_s == doctest::Approx(s.start_s + s.compute_s + s.exposed_s));
+          }
+          compute += s.compute_s;
+        }
+        const auto& rank_times = sim_run.ranks[static_cast<size_t>(r.rank)];
+        CHECK(compute == doctest::Approx(rank_times.forward_busy_s));
+        const auto& last = r.steps.back();
+        CHECK(last.start_s + last.compute_s == doctest::Approx(rank_times.forward_finish_s));
+        finish_max = std::max(finish_max, last.start_s + last.compute_s);
+      }
+      CHECK(finish_max == doctest::Approx(sim_run.forward_s));
+    }
+  }
+}
+
+TEST_CASE("ring timeline: contiguous starves the first rank, zigzag balances every step") {
+  const Experiment e = test::report_experiment();
+  const auto contiguous = report::ring_timeline(e, layout(e, Mesh{1, 2, 4, 1}, CpScheme::contiguous));
+  for (size_t k = 1; k < 4; ++k) CHECK(contiguous.ranks[0].steps[k].compute_s == 0.0);  // later ranks' keys are hidden
+  CHECK(contiguous.ranks[3].steps[1].compute_s > 0.0);
+  const auto zigzag = report::ring_timeline(e, layout(e, Mesh{1, 2, 4, 1}, CpScheme::zigzag));
+  for (size_t k = 0; k < 4; ++k) {
+    for (size_t r = 1; r < 4; ++r) CHECK(zigzag.ranks[r].steps[k].compute_s == zigzag.ranks[0].steps[k].compute_s);
+  }
+  // Materialised attention computes every block in full: no imbalance at all.
+  const auto mat = report::ring_timeline(e, layout(e, Mesh{1, 2, 4, 1}, CpScheme::contiguous, AttentionImpl::materialized));
+  CHECK(mat.ranks[0].steps[3].compute_s == mat.ranks[3].steps[3].compute_s);
+  CHECK(mat.ranks[0].steps[3].compute_s > 0);
+  // No ring without CP.
+  CHECK(report::ring_timeline(e, layout(e, Mesh{2, 4, 1, 1}, CpScheme::zigzag)).ranks.empty());
+}
+
+TEST_CASE("report: JSON of a planner result and the page that embeds it") {
+  Experiment e = test::report_experiment();
+  e.name = "evil </script><script>alert(1)</script> @DATA@";
+  planner::PlanSettings settings;
+  settings.top_k = 50;
+  const planner::PlanResult r = planner::plan(e, settings);
+  REQUIRE_FALSE(r.candidates.empty());
+  report::ReportData d = report::build_report(e, r);
+  CHECK(d.candidates.size() == r.candidates.size());
+  CHECK(d.chosen == 0);
+
+  const nlohmann::json j = report::report_json(d);
+  REQUIRE(j["candidates"].size() == d.candidates.size());
+  CHECK(j["candidates"][0]["chosen"] == true);
+  CHECK(j["candidates"][1]["chosen"] == false);
+  CHECK(j["candidates"][0]["step_time_s"].get<double>() == d.candidates[0].step_time_s);
+  // Every memory term of the cost model except the peak, which is the chart's total.
+  std::vector<sim::Term> terms;
+  for (const auto& t : sim::memory_terms(d.candidates[0].memory)) {
+    if (t.name != "peak_bytes") terms.push_back(t);
+  }
+  REQUIRE(j["memory_terms"].size() == terms.size());
+  for (size_t i = 0; i < terms.size(); ++i) {
+    CHECK(j["memory_terms"][i]["name"] == std::string(terms[i].name));
+    CHECK(j["memory_terms"][i]["value"].get<double>() * units::gib_bytes == doctest::Approx(terms[i].value));
+  }
+  CHECK(j["peak_memory_gib"].get<double>() * units::gib_bytes == doctest::Approx(d.candidates[0].peak_memory_bytes));
+  CHECK(j["time_terms"].size() == sim::time_terms(d.candidates[0].time).size());
+  CHECK(j["run"].is_null());
+
+  const std::string html = report::render_html(d);
+  CHECK(html.find("@TITLE@") == std::string::npos);
+  CHECK(html.find("@CANDIDATE_TABLE@") == std::string::npos);
+  // No external resource: nothing to fetch when offline.
+  for (size_t at = html.find("http"); at != std::string::npos; at = html.find("http", at + 1)) {
+    CHECK(html.compare(at, 26, "http://www.w3.org/2000/svg") == 0);  // the SVG namespace name only
+  }
+  CHECK(html.find(" src=") == std::string::npos);
+  // The hostile name appears escaped in HTML and never closes the data script early.
+  CHECK(html.find("<script>alert(1)") == std::string::npos);
+  CHECK(html.find("evil &lt;/script&gt;") != std::string::npos);
+  const std::string open = "<script type=\"application/json\" id=\"ringplan-data\">";
+  const size_t begin = html.find(open);
+  REQUIRE(begin != std::string::npos);
+  const size_t end = html.find("</script>", begin);
+  REQUIRE(end != std::string::npos);
+  const nlohmann::json embedded = nlohmann::json::parse(html.substr(begin + open.size(), end - begin - open.size()));
+  CHECK(embedded == j);
+
+  d.chosen = d.candidates.size();
+  CHECK_THROWS_AS(report::render_html(d), Error);
+  d.candidates.clear();
+  CHECK_THROWS_AS(report::report_json(d), Error);
+}
+
+TEST_CASE("report: a fixed layout that is not among the candidates can still be the chosen plan") {
+  const Experiment e = test::report_experiment();
+  report::ReportData d;
+  d.experiment = e;
+  d.candidates = {layout(e, Mesh{2, 1, 4, 1}, CpScheme::contiguous), layout(e, Mesh{1, 2, 4, 1}, CpScheme::zigzag)};
+  d.chosen = 1;
+  d.ring = report::ring_timeline(e, d.candidates[1]);
+  const nlohmann::json j = report::report_json(d);
+  CHECK(j["candidates"][1]["chosen"] == true);
+  CHECK(j["ring"]["ranks"].size() == 4);
+  CHECK(j["ring"]["ranks"][2]["steps"][1]["source_rank"] == 1);
+}
+
+TEST_CASE("run result: the rows of `ringplan run --format json` (cli/cmd_run.cpp)") {
+  const auto run = report::parse_run_result(nlohmann::json::parse(R"json({
+      "plan": "plan.yaml", "validates": "one attention layer of one CP group", "cp": 4, "iterations": 5,
+      "warmup": 1, "profile": "local_cpu", "hosts": ["a", "a", "a", "a"],
+      "rows": [{"name": "forward time (slowest rank)", "measured_median_s": 0.012, "measured_min_s": 0.011,
+                "measured_max_s": 0.015, "measured_p10_s": 0.011, "measured_p90_s": 0.014, "samples": 5,
+                "predicted_s": 0.010, "error_pct": 20.0},
+               {"name": "backward exposed comm", "measured_median_s": 0.0, "predicted_s": 0.001}],
+      "busy_max_over_mean": {"measured": 1.7, "predicted": 1.75},
+      "memory": {"measured_ring_buffer_bytes": 1048576, "predicted_ring_buffer_bytes": 1048576,
+                 "measured_scores_bytes": 2048, "predicted_scores_bytes": 4096,
+                 "measured_rss_peak_delta_max_bytes": 5000000}})json"),
+                                            "run.json");
+  REQUIRE(run.phases.size() == 2);
+  CHECK(run.phases[0].phase == "forward time (slowest rank)");
+  CHECK(*run.phases[0].measured_s == 0.012);
+  CHECK(*run.phases[0].measured_min_s == 0.011);
+  CHECK(*run.phases[0].measured_max_s == 0.015);
+  CHECK(*run.phases[0].predicted_s == 0.010);
+  CHECK(*run.phases[1].measured_s == 0.0);  // zero is a measurement, not a missing value
+  CHECK(run.description == "one attention layer of one CP group");
+  CHECK(run.summary == "4 ranks, 5 iterations, predicted on local_cpu");
+  // Memory pairs measured_<x>_bytes with predicted_<x>_bytes; an unpaired figure stays alone.
+  REQUIRE(run.memory.size() == 3);
+  auto memory = [&run](const std::string& name) -> const report::MemoryComparison& {
+    for (const auto& m : run.memory) {
+      if (m.name == name) return m;
+    }
+    FAIL("no memory figure " << name);
+    return run.memory.front();
+  };
+  CHECK(*memory("ring_buffer").measured_bytes == 1048576.0);
+  CHECK(*memory("ring_buffer").predicted_bytes == 1048576.0);
+  CHECK(*memory("scores").measured_bytes == 2048.0);
+  CHECK(*memory("scores").predicted_bytes == 4096.0);
+  CHECK(*memory("rss_peak_delta_max").measured_bytes == 5000000.0);
+  CHECK_FALSE(memory("rss_peak_delta_max").predicted_bytes.has_value());
+}
+
+TEST_CASE("run result: a plain phases list or object is accepted too") {
+  const auto list = report::parse_run_result(
+      nlohmann::json::parse(R"json({"phases": [{"phase": "ring forward", "predicted_s": 0.01, "measured_s": 0.012},
+                                            {"name": "ring backward", "predicted_s": 0.025, "measured_s": null}]})json"),
+      "run.json");
+  REQUIRE(list.phases.size() == 2);
+  CHECK(list.phases[0].phase == "ring forward");
+  CHECK(*list.phases[0].measured_s == 0.012);
+  CHECK_FALSE(list.phases[1].measured_s.has_value());
+  CHECK(list.summary.empty());
+
+  const auto obj = report::parse_run_result(
+      nlohmann::json::parse(R"json({"phases": {"forward": {"predicted_s": 1, "measured_s": 2}}})json"), "r.json");
+  REQUIRE(obj.phases.size() == 1);
+  CHECK(obj.phases[0].phase == "forward");
+  CHECK(*obj.phases[0].predicted_s == 1.0);
+}
+
+TEST_CASE("run result: malformed documents are bad input naming the file and the field") {
+  auto message_of = [](const char* text) -> std::string {
+    try {
+      report::parse_run_result(nlohmann::json::parse(text), "run.json");
+    } catch (const Error& e) {
+      CHECK(e.kind() == ErrorKind::bad_input);
+      return e.what();
+    }
+    return "no error";
+  };
+  CHECK(message_of("[1, 2]").find("run.json: not the output of `ringplan run --format json`") == 0);
+  CHECK(message_of("{}").find("missing field 'rows'") != std::string::npos);
+  CHECK(message_of(R"json({"rows": [{"name": "f", "predicted_s": 1}], "memory": 3})json").find("'memory' must be an object") !=
+        std::string::npos);
+  CHECK(message_of(R"json({"phases": 3})json").find("'phases' must be a list or an object") != std::string::npos);
+  CHECK(message_of(R"json({"phases": []})json").find("'phases' is empty") != std::string::npos);
+  CHECK(message_of(R"json({"rows": [{"predicted_s": 1}]})json").find("rows[0]: must be an object with a string 'name'") !=
+        std::string::npos);
+  CHECK(message_of(R"json({"rows": [{"name": "f", "measured_median_s": "fast"}]})json").find("'measured_median_s' must be a number") !=
+        std::string::npos);
+  CHECK(message_of(R"json({"phases": [{"phase": "f", "measured_s": -1}]})json").find(">= 0") != std::string::npos);
+  CHECK(message_of(R"json({"rows": [{"name": "f"}]})json").find("neither predicted_s nor measured") != std::string::npos);
+
+  const std::string bad = write_temp("bad.json", "{\"phases\": [");
+  try {
+    report::load_run_result(bad);
+    FAIL("expected an error");
+  } catch (const Error& e) {
+    CHECK(std::string(e.what()).find("not valid JSON") != std::string::npos);
+  }
+  std::remove(bad.c_str());
+  CHECK_THROWS_AS(report::load_run_result("no/such/run.json"), Error);
+}
