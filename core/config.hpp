@@ -47,6 +47,12 @@ struct ModelConfig {
   bool gated_mlp = false;   // SwiGLU-style: three ffn matrices instead of two
   int64_t vocab = 0;
   bool tied_embeddings = false;
+  // Dropout probability on the hidden states (after attention and after the MLP) and on the
+  // attention probabilities; 0 = no dropout, valid range [0, 1). Megatron-LM configures it per
+  // model (hidden_dropout, attention_dropout, default 0.1); modern LLM recipes use 0. Only
+  // whether it is > 0 matters to the cost model: it adds the 1-byte masks and the dropout
+  // outputs to activation memory and their element-wise traffic (Korthikanti et al. 2022).
+  double dropout = 0.0;
 };
 
 // Achieved fraction of peak as a function of problem size: eff(x) = max * x / (x + half),
@@ -57,6 +63,11 @@ struct EfficiencyCurve {
   double half_flops = 0.0;       // >= 0; 0 means constant max_efficiency
   double at(double flops) const { return half_flops <= 0 ? max_efficiency : max_efficiency * flops / (flops + half_flops); }
 };
+
+// Default of ClusterConfig::memory_bandwidth_efficiency: STREAM-like copy/scale/triad kernels
+// reach ~80-90% of datasheet HBM bandwidth on A100/H100 (e.g. ~1.6-1.7 of 2.0 TB/s on A100);
+// 0.8, the low end, is what the cost model used before the key existed (an estimate).
+inline constexpr double kDefaultMemoryBandwidthEfficiency = 0.8;
 
 struct LinkProfile {
   double bandwidth_bytes_per_s = 0.0;  // per GPU, per direction
@@ -77,6 +88,10 @@ struct ClusterConfig {
   LinkProfile inter_node;
   EfficiencyCurve matmul;              // dense GEMM efficiency by GEMM FLOPs
   EfficiencyCurve attention;           // attention kernel efficiency by kernel FLOPs
+  // Fraction of memory_bandwidth_bytes_per_s that streaming (memory-bound, element-wise)
+  // kernels achieve, in (0, 1]. YAML key efficiency.memory_bandwidth (optional); the default is
+  // kDefaultMemoryBandwidthEfficiency.
+  double memory_bandwidth_efficiency = kDefaultMemoryBandwidthEfficiency;
   double peak_flops_per_s(DType t) const;
   int64_t gpus() const { return gpus_per_node * nodes; }
 };

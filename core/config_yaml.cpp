@@ -270,8 +270,8 @@ YAML::Node load_document(const std::string& path, const char* what) {
   return doc;
 }
 
-const std::vector<std::string> kModelKeys{"name",     "layers",     "hidden",    "heads", "kv_heads",
-                                          "head_dim", "ffn_hidden", "gated_mlp", "vocab", "tied_embeddings"};
+const std::vector<std::string> kModelKeys{"name",       "layers",    "hidden", "heads",           "kv_heads", "head_dim",
+                                          "ffn_hidden", "gated_mlp", "vocab",  "tied_embeddings", "dropout"};
 const std::vector<std::string> kClusterKeys{
     "name",          "peak_tflops", "memory_gib", "memory_reserved_gib", "memory_bandwidth_gbps",
     "gpus_per_node", "nodes",       "intra_node", "inter_node",          "efficiency"};
@@ -368,6 +368,12 @@ ModelConfig model_from_yaml(const YAML::Node& node, const std::string& file, con
   m.gated_mlp = r.get_bool("gated_mlp");
   m.vocab = r.get_positive_int("vocab");
   m.tied_embeddings = r.has("tied_embeddings") ? r.get_bool("tied_embeddings") : false;
+  if (r.has("dropout")) {
+    // A probability of dropping an element; 1 would drop everything.
+    m.dropout = r.get_double("dropout");
+    if (!(m.dropout >= 0.0 && m.dropout < 1.0))
+      r.fail("dropout", fmt::format("must be a probability in [0, 1) (0.1 for 10%, 0 for none), got {}", m.dropout));
+  }
   // Grouped-query attention: each KV head serves heads/kv_heads query heads.
   if (m.kv_heads > m.heads) r.fail("kv_heads", fmt::format("must be <= heads ({}), got {}", m.heads, m.kv_heads));
   if (m.heads % m.kv_heads != 0)
@@ -397,9 +403,17 @@ ClusterConfig cluster_from_yaml(const YAML::Node& node, const std::string& file,
   c.nodes = r.get_positive_int("nodes");
   c.intra_node = read_link(r, "intra_node");
   c.inter_node = read_link(r, "inter_node");
-  MapReader eff = r.nested("efficiency", {"matmul", "attention"});
+  MapReader eff = r.nested("efficiency", {"matmul", "attention", "memory_bandwidth"});
   c.matmul = read_curve(eff, "matmul");
   c.attention = read_curve(eff, "attention");
+  if (eff.has("memory_bandwidth")) {
+    c.memory_bandwidth_efficiency = eff.get_double("memory_bandwidth");
+    if (!(c.memory_bandwidth_efficiency > 0.0 && c.memory_bandwidth_efficiency <= 1.0))
+      eff.fail("memory_bandwidth",
+               fmt::format("must be the fraction of memory_bandwidth_gbps that streaming kernels reach, in (0, 1] "
+                           "(0.85 for 85%), got {}",
+                           c.memory_bandwidth_efficiency));
+  }
   return c;
 }
 
@@ -563,6 +577,7 @@ void write_model(YAML::Emitter& out, const ModelConfig& m) {
   out << YAML::Key << "gated_mlp" << YAML::Value << m.gated_mlp;
   out << YAML::Key << "vocab" << YAML::Value << m.vocab;
   out << YAML::Key << "tied_embeddings" << YAML::Value << m.tied_embeddings;
+  emit_double(out, "dropout", m.dropout);
   out << YAML::EndMap;
 }
 
@@ -596,6 +611,7 @@ void write_cluster(YAML::Emitter& out, const ClusterConfig& c) {
   out << YAML::Key << "efficiency" << YAML::Value << YAML::BeginMap;
   curve("matmul", c.matmul);
   curve("attention", c.attention);
+  emit_double(out, "memory_bandwidth", c.memory_bandwidth_efficiency);
   out << YAML::EndMap;
   out << YAML::EndMap;
 }

@@ -22,7 +22,8 @@ LayerShape make_layer_shape(const ModelConfig& m, const TrainingConfig& t, const
   x.cp_scheme = opt.cp_scheme;
   x.attention = opt.attention;
   x.recompute = opt.recompute;
-  x.dropout = false;
+  // Only the presence of dropout changes memory and traffic (masks, dropout outputs).
+  x.dropout = m.dropout > 0.0;
   x.activation_bytes = dtype_bytes(t.dtype);
   return x;
 }
@@ -278,7 +279,7 @@ LayerElementwiseBytes layer_elementwise_bytes(const LayerShape& x) {
 }
 
 double achieved_memory_bandwidth_bytes_per_s(const ClusterConfig& c) {
-  return c.memory_bandwidth_bytes_per_s * kStreamingBandwidthFraction;
+  return c.memory_bandwidth_bytes_per_s * c.memory_bandwidth_efficiency;
 }
 
 double loss_elementwise_bytes(const LayerShape& x, double vocab) {

@@ -36,7 +36,7 @@ struct LayerShape {
   CpScheme cp_scheme = CpScheme::zigzag;
   AttentionImpl attention = AttentionImpl::flash;
   Recompute recompute = Recompute::none;
-  bool dropout = false;        // Korthikanti's runs used dropout; modern LLM training does not
+  bool dropout = false;        // ModelConfig::dropout > 0 (Korthikanti's runs used 0.1; modern LLMs 0)
   double activation_bytes = 2; // bytes per activation element (training dtype)
 
   double tokens() const { return micro_batch * seq_len / cp; }  // tokens this rank holds
@@ -172,11 +172,11 @@ double loss_elementwise_bytes(const LayerShape& x, double vocab);
 // fp32 gradients; itemised in formulas.cpp): fp16 Adam 58, bf16 Adam 50, fp32 Adam 44.
 double optimizer_step_bytes_per_param(DType dtype, Optimizer opt);
 
-// Bandwidth memory-bound kernels achieve: the datasheet DRAM bandwidth times the fraction
-// streaming kernels reach (STREAM-like copy/scale/triad kernels run at ~80% of HBM peak on
-// A100 and H100, e.g. ~1.6 of 2.0 TB/s). A property of HBM, not of a workload: one value for
-// every cluster until the hardware profile carries a measured figure (`ringplan calibrate`).
-inline constexpr double kStreamingBandwidthFraction = 0.8;
+// Bandwidth memory-bound kernels achieve: the datasheet DRAM bandwidth times the cluster's
+// efficiency.memory_bandwidth (ClusterConfig::memory_bandwidth_efficiency, default 0.8).
+// kStreamingBandwidthFraction is kept for code that names it: it is that default, no longer
+// used by the model itself.
+inline constexpr double kStreamingBandwidthFraction = kDefaultMemoryBandwidthEfficiency;
 double achieved_memory_bandwidth_bytes_per_s(const ClusterConfig& c);  // 0 when unknown
 
 }  // namespace ringplan::sim

@@ -121,6 +121,32 @@ TEST_CASE("cluster consistency: efficiency max at most 1 and reserved memory bel
   check_config_error([&] { load_cluster(c); }, {c, 4, "cluster.memory_reserved_gib", "less than memory_gib (80)"});
 }
 
+TEST_CASE("model dropout below 0 or at least 1 is rejected at its line") {
+  TempDir dir;
+  std::string f = dir.write("a.yaml", std::string(test::kModelYaml) + "dropout: 1.5\n");
+  check_config_error([&] { load_model(f); }, {f, 10, "model.dropout", "must be a probability in [0, 1)"});
+  f = dir.write("b.yaml", std::string(test::kModelYaml) + "dropout: 1\n");
+  check_config_error([&] { load_model(f); }, {f, 10, "model.dropout", "got 1"});
+  f = dir.write("c.yaml", std::string(test::kModelYaml) + "dropout: -0.1\n");
+  check_config_error([&] { load_model(f); }, {f, 10, "model.dropout", "got -0.1"});
+  f = dir.write("d.yaml", std::string(test::kModelYaml) + "dropout: \"0.1\"\n");
+  check_config_error([&] { load_model(f); }, {f, 10, "model.dropout", "expected a number"});
+  f = dir.write("e.yaml", std::string(test::kModelYaml) + "droput: 0.1\n");
+  check_config_error([&] { load_model(f); }, {f, 10, "model.droput", "did you mean 'dropout'?"});
+}
+
+TEST_CASE("cluster efficiency.memory_bandwidth at most 0 or above 1 is rejected at its line") {
+  TempDir dir;
+  for (const char* bad : {"0", "1.2", "-0.5"}) {
+    std::string c = dir.write(std::string("m") + bad + ".yaml",
+                              std::string(test::kClusterYaml) + "  memory_bandwidth: " + bad + "\n");
+    check_config_error([&] { load_cluster(c); },
+                       {c, 17, "cluster.efficiency.memory_bandwidth", std::string("in (0, 1]")});
+  }
+  std::string c = dir.write("n.yaml", std::string(test::kClusterYaml) + "  memory_bandwidth: {max: 0.8}\n");
+  check_config_error([&] { load_cluster(c); }, {c, 17, "cluster.efficiency.memory_bandwidth", "expected a number"});
+}
+
 TEST_CASE("attention heads: kv_heads must divide heads and not exceed it") {
   TempDir dir;
   std::string f = dir.write("a.yaml", replace(test::kModelYaml, "kv_heads: 2", "kv_heads: 3"));

@@ -27,6 +27,7 @@ void check_same(const Experiment& a, const Experiment& b) {
   CHECK(ma.gated_mlp == mb.gated_mlp);
   CHECK(ma.vocab == mb.vocab);
   CHECK(ma.tied_embeddings == mb.tied_embeddings);
+  CHECK(ma.dropout == mb.dropout);
   const ClusterConfig &ca = a.cluster, &cb = b.cluster;
   CHECK(ca.name == cb.name);
   CHECK(close(ca.peak_flops_per_s_bf16, cb.peak_flops_per_s_bf16));
@@ -45,6 +46,7 @@ void check_same(const Experiment& a, const Experiment& b) {
   CHECK(close(ca.matmul.half_flops, cb.matmul.half_flops));
   CHECK(close(ca.attention.max_efficiency, cb.attention.max_efficiency));
   CHECK(close(ca.attention.half_flops, cb.attention.half_flops));
+  CHECK(ca.memory_bandwidth_efficiency == cb.memory_bandwidth_efficiency);
   CHECK(a.training.seq_len == b.training.seq_len);
   CHECK(a.training.global_batch_sequences == b.training.global_batch_sequences);
   CHECK(a.training.dtype == b.training.dtype);
@@ -123,6 +125,25 @@ TEST_CASE("a model file loads with its values and optional defaults") {
   CHECK(m.vocab == 32000);
   CHECK_FALSE(m.tied_embeddings);  // optional, default false
   CHECK(load_model(dir.write("t.yaml", std::string(test::kModelYaml) + "tied_embeddings: yes\n")).tied_embeddings);
+  CHECK(m.dropout == 0.0);  // optional, default 0 (no dropout)
+}
+
+TEST_CASE("model dropout is an optional probability from 0 up to but excluding 1") {
+  TempDir dir;
+  CHECK(load_model(dir.write("a.yaml", std::string(test::kModelYaml) + "dropout: 0.1\n")).dropout == 0.1);
+  CHECK(load_model(dir.write("b.yaml", std::string(test::kModelYaml) + "dropout: 0\n")).dropout == 0.0);
+  CHECK(load_model(dir.write("c.yaml", std::string(test::kModelYaml) + "dropout: 0.99\n")).dropout == 0.99);
+}
+
+TEST_CASE("cluster efficiency.memory_bandwidth is optional with default 0.8 and read as given") {
+  TempDir dir;
+  ClusterConfig c = load_cluster(dir.write("c.yaml", test::kClusterYaml));
+  CHECK(c.memory_bandwidth_efficiency == kDefaultMemoryBandwidthEfficiency);
+  CHECK(kDefaultMemoryBandwidthEfficiency == 0.8);
+  c = load_cluster(dir.write("d.yaml", std::string(test::kClusterYaml) + "  memory_bandwidth: 0.9\n"));
+  CHECK(c.memory_bandwidth_efficiency == 0.9);
+  c = load_cluster(dir.write("e.yaml", std::string(test::kClusterYaml) + "  memory_bandwidth: 1\n"));
+  CHECK(c.memory_bandwidth_efficiency == 1.0);
 }
 
 TEST_CASE("a cluster file converts its units to SI") {

@@ -36,19 +36,22 @@ TEST_CASE("shipped models match their published architectures") {
     const char* file;
     int64_t layers, hidden, heads, kv_heads, head_dim, ffn_hidden, vocab;
     bool gated, tied;
+    double dropout;
   };
   const Row rows[] = {
-      // Llama 3 paper (Dubey et al. 2024) Table 3; vocab from the released config.json.
-      {"llama3_8b", 32, 4096, 32, 8, 128, 14336, 128256, true, false},
-      {"llama3_70b", 80, 8192, 64, 8, 128, 28672, 128256, true, false},
-      {"llama3_405b", 126, 16384, 128, 8, 128, 53248, 128256, true, false},
-      {"llama2_7b", 32, 4096, 32, 32, 128, 11008, 32000, true, false},
-      {"gpt3_175b", 96, 12288, 96, 96, 128, 49152, 50257, false, true},
-      // Korthikanti et al. 2022 Table 5 (ffn = 4h, vocab 51200, multi-head).
-      {"megatron_22b", 48, 6144, 64, 64, 96, 4 * 6144, 51200, false, true},
-      {"megatron_175b", 96, 12288, 96, 96, 128, 4 * 12288, 51200, false, true},
-      {"megatron_530b", 105, 20480, 128, 128, 160, 4 * 20480, 51200, false, true},
-      {"megatron_1t", 128, 25600, 160, 160, 160, 4 * 25600, 51200, false, true},
+      // Llama 3 paper (Dubey et al. 2024) Table 3; vocab from the released config.json; no dropout
+      // (config.json attention_dropout 0.0).
+      {"llama3_8b", 32, 4096, 32, 8, 128, 14336, 128256, true, false, 0.0},
+      {"llama3_70b", 80, 8192, 64, 8, 128, 28672, 128256, true, false, 0.0},
+      {"llama3_405b", 126, 16384, 128, 8, 128, 53248, 128256, true, false, 0.0},
+      {"llama2_7b", 32, 4096, 32, 32, 128, 11008, 32000, true, false, 0.0},
+      {"gpt3_175b", 96, 12288, 96, 96, 128, 49152, 50257, false, true, 0.1},
+      // Korthikanti et al. 2022 Table 5 (ffn = 4h, vocab 51200, multi-head); dropout 0.1:
+      // Megatron-LM's default hidden_dropout / attention_dropout (gpt3_175b: the same, see its file).
+      {"megatron_22b", 48, 6144, 64, 64, 96, 4 * 6144, 51200, false, true, 0.1},
+      {"megatron_175b", 96, 12288, 96, 96, 128, 4 * 12288, 51200, false, true, 0.1},
+      {"megatron_530b", 105, 20480, 128, 128, 160, 4 * 20480, 51200, false, true, 0.1},
+      {"megatron_1t", 128, 25600, 160, 160, 160, 4 * 25600, 51200, false, true, 0.1},
   };
   for (const Row& r : rows) {
     INFO(r.file);
@@ -63,6 +66,7 @@ TEST_CASE("shipped models match their published architectures") {
     CHECK(m.vocab == r.vocab);
     CHECK(m.gated_mlp == r.gated);
     CHECK(m.tied_embeddings == r.tied);
+    CHECK(m.dropout == r.dropout);
   }
 }
 
@@ -75,6 +79,9 @@ TEST_CASE("every shipped cluster loads and datasheet peaks and links are as cite
     CHECK(c.name == fs::path(f).stem().string());
     CHECK(c.peak_flops_per_s_bf16 >= c.peak_flops_per_s_fp32);
     CHECK(c.intra_node.bandwidth_bytes_per_s >= c.inter_node.bandwidth_bytes_per_s);
+    // Every shipped profile states its streaming fraction explicitly (an estimate, see the files).
+    CHECK(c.memory_bandwidth_efficiency > 0.5);
+    CHECK(c.memory_bandwidth_efficiency <= 1.0);
   }
   ClusterConfig a100 = load_cluster(source("configs/clusters/dgx_a100_80gb.yaml"));
   CHECK(a100.peak_flops_per_s_bf16 == doctest::Approx(312e12));
@@ -106,6 +113,8 @@ TEST_CASE("every shipped experiment loads and round-trips through the writer") {
     Experiment back = parse_experiment(experiment_to_yaml(e), "<written>");
     CHECK(back.name == e.name);
     CHECK(back.model.hidden == e.model.hidden);
+    CHECK(back.model.dropout == e.model.dropout);
+    CHECK(back.cluster.memory_bandwidth_efficiency == e.cluster.memory_bandwidth_efficiency);
     CHECK(back.cluster.peak_flops_per_s_bf16 == doctest::Approx(e.cluster.peak_flops_per_s_bf16).epsilon(1e-12));
     CHECK(back.training.global_batch_sequences == e.training.global_batch_sequences);
     CHECK(back.mesh == e.mesh);
@@ -137,7 +146,12 @@ TEST_CASE("the shipped default and 405B and CPU experiments are what the README 
   CHECK(cpu.model.heads == 8);
   CHECK(cpu.model.kv_heads == 2);
   CHECK(cpu.model.head_dim == 32);
-  CHECK(cpu.training.seq_len == 2048);
+  // The demo job (scripts/demo.sh): 2 MPI ranks, one 4096-token sequence, so the planner's
+  // only choice is the CP scheme of a 2-rank ring.
+  CHECK(cpu.gpus == 2);
+  CHECK(cpu.training.seq_len == 4096);
+  CHECK(cpu.training.global_batch_sequences == 1);
+  CHECK(cpu.search.cp_scheme.size() == 3);
   CHECK(cpu.training.dtype == DType::fp32);
 
   // The CPU ring: a fixed mesh of 4 CP ranks whose zigzag sharding divides the sequence.

@@ -3,6 +3,7 @@
 
 #include <string>
 
+#include "core/config_yaml.hpp"
 #include "sim/cost_model.hpp"
 #include "sim/formulas.hpp"
 #include "test_helpers.hpp"
@@ -317,4 +318,65 @@ TEST_CASE("full recompute re-runs the forward TP collectives; selective does not
   const double forward_ar = 8 * 32 * 2 * all_reduce_s(8, 8192.0 * 4096 * 2, e.cluster.intra_node);
   CHECK(sel == Approx(none));
   CHECK(full == Approx(none + forward_ar));
+}
+
+// Dropout comes from the model file (megatron_22b.yaml: dropout 0.1). With Korthikanti et al.
+// 2022's setting (multi-head, f = 4h, fp16, materialised attention) predict()'s activation
+// memory must be Table 2's per-layer formula times the layers, exactly.
+TEST_CASE("dropout from the model file: predict() memory is Korthikanti Table 2 34sbh + 5as^2b per layer") {
+  Experiment e = test::llama_experiment(2048, 2);
+  e.model = load_model(std::string(RINGPLAN_SOURCE_DIR) + "/configs/models/megatron_22b.yaml");
+  REQUIRE(e.model.dropout == 0.1);
+  e.training.dtype = DType::fp16;
+  ParallelOptions o;
+  o.attention = AttentionImpl::materialized;
+  o.micro_batch = 2;
+  const double l = 48, s = 2048, b = 2, h = 6144, a = 64, t = 8;
+  auto kept = [](const MemoryBreakdown& m) { return m.activations_bytes + m.attention_scores_bytes; };
+
+  CHECK(make_layer_shape(e.model, e.training, test::mesh_of(1, 1, 1, 1), o).dropout);
+  const MemoryBreakdown none = predict(e, test::mesh_of(1, 1, 1, 1), o).memory;
+  CHECK(kept(none) == Approx(l * (34 * s * b * h + 5 * a * s * s * b)).epsilon(1e-12));
+
+  o.sequence_parallel = true;
+  const MemoryBreakdown sp = predict(e, test::mesh_of(1, 8, 1, 1), o).memory;
+  CHECK(kept(sp) == Approx(l * (34 * s * b * h + 5 * a * s * s * b) / t).epsilon(1e-12));
+
+  // Selective: 34sbh/t kept per layer; one layer's scores (5as^2b/t) recomputed in backward.
+  o.recompute = Recompute::selective;
+  const MemoryBreakdown sel = predict(e, test::mesh_of(1, 8, 1, 1), o).memory;
+  CHECK(sel.activations_bytes == Approx(l * 34 * s * b * h / t).epsilon(1e-12));
+  CHECK(sel.attention_scores_bytes == Approx(5 * a * s * s * b / t).epsilon(1e-12));
+
+  // Without dropout: no masks (2sbh) and no score dropout (mask + output, 3as^2b).
+  e.model.dropout = 0.0;
+  o.recompute = Recompute::none;
+  o.sequence_parallel = false;
+  CHECK_FALSE(make_layer_shape(e.model, e.training, test::mesh_of(1, 1, 1, 1), o).dropout);
+  const MemoryBreakdown nodrop = predict(e, test::mesh_of(1, 1, 1, 1), o).memory;
+  CHECK(kept(nodrop) == Approx(l * (32 * s * b * h + 2 * a * s * s * b)).epsilon(1e-12));
+}
+
+TEST_CASE("dropout adds memory-bound time and efficiency.memory_bandwidth scales memory-bound terms") {
+  Experiment e = test::llama_experiment(4096, 8);
+  const Mesh mesh = test::mesh_of(1, 2, 1, 1);
+  ParallelOptions o;
+  o.attention = AttentionImpl::materialized;
+  const Prediction base = predict(e, mesh, o);
+  e.model.dropout = 0.1;
+  const Prediction drop = predict(e, mesh, o);
+  CHECK(drop.step_time_s > base.step_time_s);
+  CHECK(drop.peak_memory_bytes > base.peak_memory_bytes);
+  CHECK(drop.time.optimizer_s == base.time.optimizer_s);  // dropout does not touch the optimizer
+
+  // The optimizer step is purely memory-bound: its time scales as 1 / memory_bandwidth_efficiency.
+  e.model.dropout = 0.0;
+  CHECK(e.cluster.memory_bandwidth_efficiency == kDefaultMemoryBandwidthEfficiency);
+  CHECK(achieved_memory_bandwidth_bytes_per_s(e.cluster) == Approx(2039e9 * 0.8));
+  e.cluster.memory_bandwidth_efficiency = 0.4;
+  CHECK(achieved_memory_bandwidth_bytes_per_s(e.cluster) == Approx(2039e9 * 0.4));
+  const Prediction slow = predict(e, mesh, o);
+  CHECK(slow.time.optimizer_s == Approx(2.0 * base.time.optimizer_s).epsilon(1e-12));
+  CHECK(slow.step_time_s > base.step_time_s);
+  CHECK(slow.time.forward_compute_s > base.time.forward_compute_s);  // element-wise kernels slow down
 }

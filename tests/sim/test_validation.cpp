@@ -36,9 +36,10 @@ TEST_CASE("Korthikanti et al. 2022 Table 5: eight iteration times within the rea
   }
   const double mean_abs = sum_abs / static_cast<double>(files.size());
   MESSAGE("mean |error| " << mean_abs << " %, max |error| " << max_abs << " %");
-  // Reached: mean 2.87 %, max 4.96 % (bench/results/sim.md). Goal: mean <= 3 %, max <= 8 %.
-  CHECK(mean_abs <= 2.9);
-  CHECK(max_abs <= 5.0);
+  // Reached: mean 1.91 %, max 3.20 % (bench/results/sim.md; dropout 0.1 from the model files,
+  // efficiency.memory_bandwidth 0.8, matmul {0.75, 0.03 TFLOP}). Goal: mean <= 3 %, max <= 8 %.
+  CHECK(mean_abs <= 1.95);
+  CHECK(max_abs <= 3.25);
 }
 
 // zhuzilin/ring-flash-attention README: Llama-3-8B attention shapes (32 heads, 8 KV heads,
