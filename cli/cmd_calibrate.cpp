@@ -1,0 +1,411 @@
+// `mpirun -np P ringplan calibrate [-o PROFILE.yaml] [--plan PLAN.yaml] [--tokens 128,256,...]`
+//
+// Measures this machine as the runtime uses it (every rank busy at once, as in a ring run) and
+// writes a cluster profile in core's format (core/config_yaml.hpp write_cluster):
+//   peak_tflops (all dtypes; the CPU kernels compute in fp32) and efficiency.attention: fitted
+//       to the flash forward kernel's rate at a few token block sizes, on full blocks and on
+//       causal diagonal blocks (the two kinds a ring step runs),
+//       rate(x) = R * x / (x + half), x = kernel FLOPs (4*b*H*visible_pairs*d);
+//       peak = R, attention = {max 1, half}. Fitted by least squares on 1/rate = 1/R + (half/R)/x.
+//   efficiency.matmul: the same fit to the materialised kernel (Eigen GEMMs around a softmax),
+//       at x = half its FLOPs, which is how sim/ring_model.hpp times materialised attention.
+//       (It therefore describes these GEMMs, not a tuned large GEMM.)
+//   intra_node: latency = half the round trip of an 8-byte ping-pong between ranks 0 and 1;
+//       bandwidth = per-rank rate of a ring exchange (every rank sends to r+1 and receives
+//       from r-1 at once, as ring attention does) at large messages, latency removed.
+//   memory_bandwidth_gbps: per-rank copy rate with every rank copying at once (an achieved
+//       rate, so efficiency.memory_bandwidth = 1).
+//   memory_gib: MemTotal / ranks per host; memory_reserved_gib: this rank's RSS after start-up.
+// Predictions from this profile are then compared with `ringplan run` on a DIFFERENT workload
+// (a plan's ring), never fitted to that run.
+#include <fmt/format.h>
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <numeric>
+#include <random>
+#include <set>
+#include <sstream>
+
+#include "cli/command.hpp"
+#include "core/config_yaml.hpp"
+#include "core/error.hpp"
+#include "kernels/attention.hpp"
+#include "planner/plan_file.hpp"
+#include "runtime/executor.hpp"
+#include "runtime/memory.hpp"
+#include "runtime/mpi_communicator.hpp"
+
+namespace {
+
+using namespace ringplan;
+using clock_type = std::chrono::steady_clock;
+
+struct CalibrateArgs {
+  std::string output;
+  std::string plan;
+  std::vector<int64_t> tokens;
+  int64_t heads = 4, kv_heads = 0, head_dim = 64, batch = 1;
+  int reps = 3;
+  int threads = 1;
+  std::string name = "calibrated_cpu";
+  double timeout_s = 0;
+};
+
+double seconds_since(clock_type::time_point t0) {
+  return std::chrono::duration<double>(clock_type::now() - t0).count();
+}
+
+double median(std::vector<double> xs) { return runtime::sample_stats(std::move(xs)).median; }
+
+// Fit rate(x) = R * x / (x + half) by least squares on 1/rate = 1/R + (half/R) * (1/x).
+// Falls back to a constant rate (half = 0, R = median rate) when the data do not rise with size.
+struct RateFit {
+  double peak = 0, half = 0;
+  double at(double x) const { return half > 0 ? peak * x / (x + half) : peak; }
+};
+RateFit fit_rate(const std::vector<double>& x, const std::vector<double>& rate) {
+  const size_t n = x.size();
+  double su = 0, sy = 0, suu = 0, suy = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const double u = 1.0 / x[i], y = 1.0 / rate[i];
+    su += u;
+    sy += y;
+    suu += u * u;
+    suy += u * y;
+  }
+  const double den = static_cast<double>(n) * suu - su * su;
+  RateFit f;
+  if (n >= 2 && den > 0) {
+    const double b = (static_cast<double>(n) * suy - su * sy) / den;
+    const double a = (sy - b * su) / static_cast<double>(n);
+    if (a > 0 && b > 0) {
+      f.peak = 1.0 / a;
+      f.half = b * f.peak;
+      return f;
+    }
+  }
+  f.peak = median(rate);
+  f.half = 0;
+  return f;
+}
+
+struct KernelPoint {
+  int64_t tokens = 0;
+  double flops = 0;             // forward FLOPs of one full block
+  double fwd_s = 0, bwd_s = 0;  // median over reps, then median over ranks
+  double mat_fwd_s = 0, mat_bwd_s = 0;
+  double causal_flops = 0, causal_fwd_s = 0;  // flash forward of a causal diagonal block
+};
+
+// Times the CPU kernels on one full (non-causal) n x n block; every rank at once.
+KernelPoint measure_kernels(runtime::Communicator& world, const CalibrateArgs& a, int64_t n) {
+  using kernels::ElemType;
+  const int64_t b = a.batch, H = a.heads, Hkv = a.kv_heads, d = a.head_dim;
+  std::vector<int64_t> pos(static_cast<size_t>(n));
+  std::iota(pos.begin(), pos.end(), int64_t{0});
+  const size_t qe = static_cast<size_t>(b * H * n * d), ke = static_cast<size_t>(b * Hkv * n * d);
+  std::vector<float> q(qe), k(ke), v(ke), o(qe), dout(qe), dq(qe), dk(ke), dv(ke), lse(static_cast<size_t>(b * H * n)),
+      delta(lse.size());
+  runtime::fill_synthetic(q.data(), 11, runtime::SyntheticTensor::q, b, H, pos.data(), n, d);
+  runtime::fill_synthetic(k.data(), 11, runtime::SyntheticTensor::k, b, Hkv, pos.data(), n, d);
+  runtime::fill_synthetic(v.data(), 11, runtime::SyntheticTensor::v, b, Hkv, pos.data(), n, d);
+  runtime::fill_synthetic(dout.data(), 11, runtime::SyntheticTensor::grad_out, b, H, pos.data(), n, d);
+  kernels::BlockParams p;
+  p.q = kernels::dense_view(q.data(), ElemType::f32, b, H, n, d);
+  p.k = kernels::dense_view(k.data(), ElemType::f32, b, Hkv, n, d);
+  p.v = kernels::dense_view(v.data(), ElemType::f32, b, Hkv, n, d);
+  p.q_positions = pos.data();
+  p.k_positions = pos.data();
+  p.causal = false;
+  kernels::ForwardOut fo{kernels::dense_view(o.data(), ElemType::f32, b, H, n, d), kernels::dense_rows(lse.data(), b, H, n)};
+  kernels::BackwardArgs g{kernels::dense_view(o.data(), ElemType::f32, b, H, n, d),
+                          kernels::dense_view(dout.data(), ElemType::f32, b, H, n, d),
+                          kernels::dense_rows(lse.data(), b, H, n),
+                          kernels::dense_rows(delta.data(), b, H, n),
+                          kernels::dense_view(dq.data(), ElemType::f32, b, H, n, d),
+                          kernels::dense_view(dk.data(), ElemType::f32, b, Hkv, n, d),
+                          kernels::dense_view(dv.data(), ElemType::f32, b, Hkv, n, d)};
+  kernels::TileConfig tiles;
+  tiles.threads = a.threads;
+  std::vector<float> scores(static_cast<size_t>(kernels::materialized_scores_elems(p)));
+
+  // Validate before timing: the forward must produce finite output and lse.
+  kernels::cpu_flash_forward(p, fo, tiles);
+  for (size_t i = 0; i < o.size(); i += 97)
+    if (!std::isfinite(o[i])) throw Error(ErrorKind::runtime, fmt::format("calibrate: non-finite flash output at n={}", n));
+  kernels::attention_backward_delta(g.out, g.grad_out, g.delta);
+
+  auto time_it = [&](auto&& fn) {
+    // Each timed repetition runs the kernel `calls` times, enough for >= 50 ms, so that time
+    // slicing of oversubscribed ranks averages out instead of deciding a single call's time.
+    const auto tw = clock_type::now();
+    fn();  // warm-up
+    double calls = std::max(1.0, std::ceil(0.05 / std::max(1e-6, seconds_since(tw))));
+    world.all_reduce_max(&calls, 1);  // the same count on every rank, so all ranks stay busy together
+    std::vector<double> ts;
+    for (int r = 0; r < a.reps; ++r) {
+      world.barrier();  // all ranks compute at once, as in a ring run
+      const auto t0 = clock_type::now();
+      for (int c = 0; c < static_cast<int>(calls); ++c) fn();
+      ts.push_back(seconds_since(t0) / calls);
+    }
+    // Median over reps on this rank, then the median over ranks.
+    std::vector<double> all(static_cast<size_t>(world.size()));
+    const double mine = median(ts);
+    world.all_gather(&mine, all.data(), sizeof(double));
+    return median(all);
+  };
+  KernelPoint kp;
+  kp.tokens = n;
+  kp.flops = kernels::forward_flops(b, H, n * n, d);
+  kp.fwd_s = time_it([&] { kernels::cpu_flash_forward(p, fo, tiles); });
+  kp.bwd_s = time_it([&] { kernels::cpu_flash_backward(p, g, tiles); });
+  kp.mat_fwd_s = time_it([&] { kernels::cpu_materialized_forward(p, fo, scores.data()); });
+  kp.mat_bwd_s = time_it([&] { kernels::cpu_materialized_backward(p, g, scores.data()); });
+  // A causal diagonal block (a ring's step 0): FLOPs count visible pairs only, so masked
+  // tiles show up as a lower rate.
+  p.causal = true;
+  kp.causal_flops = kernels::forward_flops(b, H, kernels::visible_pairs(pos.data(), n, pos.data(), n, true), d);
+  kp.causal_fwd_s = time_it([&] { kernels::cpu_flash_forward(p, fo, tiles); });
+  return kp;
+}
+
+struct LinkPoint {
+  int64_t bytes = 0;
+  double pingpong_one_way_s = 0;  // ranks 0 <-> 1
+  double ring_step_s = 0;         // every rank sends to r+1 and receives from r-1 at once
+};
+
+LinkPoint measure_link(runtime::Communicator& world, int64_t bytes, int reps) {
+  const int P = world.size(), r = world.rank();
+  std::vector<char> sbuf(static_cast<size_t>(bytes), 1), rbuf(static_cast<size_t>(bytes), 0);
+  LinkPoint lp;
+  lp.bytes = bytes;
+  // Ping-pong between ranks 0 and 1: one way = round trip / 2.
+  std::vector<double> ts;
+  for (int it = -1; it < reps; ++it) {
+    world.barrier();
+    const auto t0 = clock_type::now();
+    if (r == 0) {
+      auto s = world.post_send(sbuf.data(), sbuf.size(), 1, 21);
+      world.wait(s);
+      auto rr = world.post_recv(rbuf.data(), rbuf.size(), 1, 22);
+      world.wait(rr);
+    } else if (r == 1) {
+      auto rr = world.post_recv(rbuf.data(), rbuf.size(), 0, 21);
+      world.wait(rr);
+      auto s = world.post_send(sbuf.data(), sbuf.size(), 0, 22);
+      world.wait(s);
+    }
+    if (it >= 0) ts.push_back(seconds_since(t0) / 2);
+  }
+  double pp = median(ts);
+  world.broadcast(&pp, sizeof(pp), 0);
+  lp.pingpong_one_way_s = pp;
+  // Ring exchange: the pattern of one ring-attention step.
+  ts.clear();
+  for (int it = -1; it < reps; ++it) {
+    world.barrier();
+    const auto t0 = clock_type::now();
+    std::vector<runtime::RequestPtr> reqs;
+    reqs.push_back(world.post_recv(rbuf.data(), rbuf.size(), (r - 1 + P) % P, 23));
+    reqs.push_back(world.post_send(sbuf.data(), sbuf.size(), (r + 1) % P, 23));
+    world.wait_all(reqs);
+    if (it >= 0) ts.push_back(seconds_since(t0));
+  }
+  double mine = median(ts);
+  world.all_reduce_max(&mine, 1);  // a ring step lasts as long as its slowest transfer
+  lp.ring_step_s = mine;
+  return lp;
+}
+
+double measure_copy_bandwidth(runtime::Communicator& world) {
+  const size_t bytes = size_t{64} << 20;
+  std::vector<char> src(bytes, 3), dst(bytes, 0);
+  std::vector<double> ts;
+  for (int it = -1; it < 3; ++it) {
+    world.barrier();
+    const auto t0 = clock_type::now();
+    std::memcpy(dst.data(), src.data(), bytes);
+    if (it >= 0) ts.push_back(seconds_since(t0));
+  }
+  if (dst[bytes / 2] != 3) throw Error(ErrorKind::runtime, "calibrate: memory copy check failed");
+  std::vector<double> all(static_cast<size_t>(world.size()));
+  const double mine = 2.0 * static_cast<double>(bytes) / median(ts);  // read + write traffic
+  world.all_gather(&mine, all.data(), sizeof(double));
+  return median(all);
+}
+
+int64_t mem_total_bytes() {
+  std::ifstream f("/proc/meminfo");
+  std::string key;
+  int64_t kib = 0;
+  std::string unit;
+  while (f >> key >> kib >> unit)
+    if (key == "MemTotal:") return kib * 1024;
+  return 0;
+}
+
+int calibrate_body(const CalibrateArgs& a0, runtime::MpiCommunicator& world) {
+  CalibrateArgs a = a0;
+  const bool root = world.rank() == 0;
+  if (world.size() < 2)
+    throw bad_input("calibrate needs at least 2 ranks to measure the links between them: "
+                    "run mpirun -np 2 (or the ranks per node you will use) ringplan calibrate");
+  if (!a.plan.empty()) {
+    const planner::PlanFile plan = planner::read_plan_file(a.plan);
+    const Experiment& e = plan.experiment;
+    const Mesh mesh = e.mesh.value_or(Mesh{});
+    a.heads = e.model.heads / mesh.tp;
+    a.kv_heads = e.model.kv_heads / mesh.tp;
+    a.head_dim = e.model.head_dim;
+    a.batch = e.options.micro_batch;
+    if (a.tokens.empty()) {
+      // Blocks around the plan's per-rank tokens (L/CP): the sizes its ring steps use.
+      const int64_t n = e.training.seq_len / mesh.cp;
+      for (int64_t t : {n / 4, n / 2, n})
+        if (t >= 16) a.tokens.push_back(t);
+    }
+  }
+  if (a.kv_heads == 0) a.kv_heads = a.heads;
+  if (a.tokens.empty()) a.tokens = {128, 256, 512, 1024};
+  if (a.heads < 1 || a.kv_heads < 1 || a.heads % a.kv_heads != 0 || a.head_dim < 1 || a.batch < 1)
+    throw bad_input(fmt::format("calibrate: heads={} kv_heads={} head_dim={} batch={}: need all >= 1 and heads % kv_heads == 0",
+                                a.heads, a.kv_heads, a.head_dim, a.batch));
+  if (a.tokens.size() < 2) throw bad_input("--tokens: give at least two block sizes so the efficiency curve can be fitted");
+  for (int64_t t : a.tokens)
+    if (t < 1) throw bad_input(fmt::format("--tokens {}: block sizes must be >= 1", t));
+  if (a.reps < 1) throw bad_input(fmt::format("--reps {}: must be >= 1", a.reps));
+
+  const int64_t reserved_bytes = runtime::current_rss_bytes();
+  // Kernels.
+  std::vector<KernelPoint> kps;
+  for (int64_t n : a.tokens) kps.push_back(measure_kernels(world, a, n));
+  std::vector<double> xs, rates, mat_xs, mat_rates;
+  for (const auto& k : kps) {
+    // The fit sees both block kinds a ring runs: full blocks and causal diagonal blocks.
+    xs.push_back(k.flops);
+    rates.push_back(k.flops / k.fwd_s);
+    xs.push_back(k.causal_flops);
+    rates.push_back(k.causal_flops / k.causal_fwd_s);
+    mat_xs.push_back(0.5 * k.flops);  // sim: each of the two GEMMs does half the block's FLOPs
+    mat_rates.push_back(k.flops / k.mat_fwd_s);
+  }
+  const RateFit attn = fit_rate(xs, rates);
+  const RateFit mat = fit_rate(mat_xs, mat_rates);
+  // Links.
+  std::vector<LinkPoint> lps;
+  for (int64_t bytes : {int64_t{8}, int64_t{1} << 10, int64_t{64} << 10, int64_t{1} << 20, int64_t{8} << 20})
+    lps.push_back(measure_link(world, bytes, a.reps + 2));
+  const double latency_s = lps.front().pingpong_one_way_s;
+  const LinkPoint& big = lps.back();
+  const double ring_bw = static_cast<double>(big.bytes) / std::max(1e-9, big.ring_step_s - latency_s);
+  const double pp_bw = static_cast<double>(big.bytes) / std::max(1e-9, big.pingpong_one_way_s - latency_s);
+  const double copy_bw = measure_copy_bandwidth(world);
+  // Topology from host names.
+  std::map<std::string, int> per_host;
+  for (int r = 0; r < world.size(); ++r) {
+    std::string d = world.describe_rank(r);
+    per_host[d.substr(d.find("host "))]++;
+  }
+  int64_t ranks_per_host = 0;
+  for (const auto& [h, c] : per_host) ranks_per_host = std::max<int64_t>(ranks_per_host, c);
+  if (!root) return 0;
+
+  ClusterConfig c;
+  c.name = a.name;
+  c.peak_flops_per_s_bf16 = c.peak_flops_per_s_fp16 = c.peak_flops_per_s_fp32 = attn.peak;
+  c.attention = {1.0, attn.half};
+  // matmul curve relative to the same peak: eff(x) = mat(x) / peak, capped at 1.
+  c.matmul = {std::min(1.0, mat.peak / attn.peak), mat.half};
+  c.memory_bytes = static_cast<double>(mem_total_bytes()) / static_cast<double>(ranks_per_host);
+  c.memory_reserved_bytes = static_cast<double>(std::max<int64_t>(reserved_bytes, 0));
+  c.memory_bandwidth_bytes_per_s = copy_bw;
+  c.memory_bandwidth_efficiency = 1.0;  // copy_bw is already the achieved streaming rate
+  c.gpus_per_node = ranks_per_host;
+  c.nodes = static_cast<int64_t>(per_host.size());
+  c.intra_node = {ring_bw, latency_s};
+  c.inter_node = c.intra_node;  // single host: not measured (see comment in the file)
+
+  std::ostringstream head;
+  head << "# Written by `ringplan calibrate` with " << world.size() << " ranks on " << per_host.size()
+       << " host(s); every rank measured at once, as in a ring run.\n"
+       << "# Kernel shape: batch " << a.batch << ", heads " << a.heads << ", kv_heads " << a.kv_heads << ", head_dim "
+       << a.head_dim << ", full (non-causal) blocks, fp32, " << a.threads << " thread(s) per rank.\n"
+       << "# tokens  fwd_FLOP  flash_fwd_GFLOP/s  flash_bwd_GFLOP/s(2.5x)  mat_fwd_GFLOP/s  mat_bwd_GFLOP/s(2x)  fit_GFLOP/s"
+          "  causal_diag_fwd_GFLOP/s\n";
+  for (const auto& k : kps)
+    head << fmt::format("#  {:6d}  {:9.3e}  {:17.2f}  {:23.2f}  {:15.2f}  {:19.2f}  {:11.2f}  {:10.2f}\n", k.tokens,
+                        k.flops, k.flops / k.fwd_s / 1e9, 2.5 * k.flops / k.bwd_s / 1e9, k.flops / k.mat_fwd_s / 1e9,
+                        2.0 * k.flops / k.mat_bwd_s / 1e9, attn.at(k.flops) / 1e9,
+                        k.causal_flops / k.causal_fwd_s / 1e9);
+  head << "# flash fit: rate(x) = " << fmt::format("{:.3f}", attn.peak / 1e9) << " GFLOP/s * x / (x + "
+       << fmt::format("{:.3e}", attn.half) << " FLOP); materialised fit (at x = FLOP/2): "
+       << fmt::format("{:.3f}", mat.peak / 1e9) << " GFLOP/s, half " << fmt::format("{:.3e}", mat.half) << "\n"
+       << "# links: bytes  pingpong_one_way_us  ring_step_us\n";
+  for (const auto& l : lps)
+    head << fmt::format("#  {:9d}  {:10.2f}  {:10.2f}\n", l.bytes, l.pingpong_one_way_s * 1e6, l.ring_step_s * 1e6);
+  head << fmt::format("# intra_node: latency = 8-byte ping-pong one way; bandwidth = ring exchange of {} bytes "
+                      "({:.2f} GB/s; ping-pong alone: {:.2f} GB/s)\n",
+                      big.bytes, ring_bw / 1e9, pp_bw / 1e9)
+       << (per_host.size() == 1 ? "# inter_node: NOT measured (one host); copied from intra_node\n" : "# inter_node: copied from intra_node (not measured separately)\n")
+       << fmt::format("# memory_bandwidth: per-rank memcpy rate, read+write, all ranks at once: {:.2f} GB/s\n", copy_bw / 1e9);
+  YAML::Emitter out;
+  write_cluster(out, c);
+  const std::string text = head.str() + out.c_str() + "\n";
+  if (a.output.empty()) {
+    std::fputs(text.c_str(), stdout);
+  } else {
+    std::ofstream f(a.output);
+    if (!f) throw Error(ErrorKind::runtime, fmt::format("-o {}: cannot open for writing", a.output));
+    f << text;
+    std::fprintf(stderr, "ringplan calibrate: wrote %s (flash %.2f GFLOP/s asymptotic, ring link %.2f GB/s, %.1f us)\n",
+                 a.output.c_str(), attn.peak / 1e9, ring_bw / 1e9, latency_s * 1e6);
+  }
+  return 0;
+}
+
+int calibrate_command(const CalibrateArgs& a) {
+  runtime::MpiSession mpi(nullptr, nullptr);
+  auto world = runtime::MpiCommunicator::world();
+  if (a.timeout_s > 0) world->set_timeout_s(a.timeout_s);
+  try {
+    return calibrate_body(a, *world);
+  } catch (const Error& err) {
+    if (err.kind() == ErrorKind::bad_input) {
+      if (world->rank() != 0) return 2;
+      throw;
+    }
+    world->abort(err.what());
+  } catch (const std::exception& err) {
+    world->abort(std::string("internal error: ") + err.what());
+  }
+}
+
+}  // namespace
+
+RINGPLAN_COMMAND("calibrate", "Measure kernel throughput and links under mpirun; write a cluster profile", 60,
+                 [](CLI::App& app) {
+                   auto a = std::make_shared<CalibrateArgs>();
+                   app.add_option("-o,--output", a->output, "Profile YAML to write (default: stdout)");
+                   app.add_option("--plan", a->plan, "Take head shapes and block sizes from this plan");
+                   app.add_option("--tokens", a->tokens, "Block sizes in tokens (default 128,256,512,1024)")
+                       ->delimiter(',');
+                   app.add_option("--heads", a->heads, "Query heads per rank")->capture_default_str();
+                   app.add_option("--kv-heads", a->kv_heads, "KV heads per rank (default: heads)");
+                   app.add_option("--head-dim", a->head_dim, "Head dimension")->capture_default_str();
+                   app.add_option("--batch", a->batch, "Micro-batch sequences")->capture_default_str();
+                   app.add_option("--reps", a->reps, "Timed repetitions per point")->capture_default_str();
+                   app.add_option("--threads", a->threads, "Kernel threads per rank")->capture_default_str();
+                   app.add_option("--name", a->name, "Profile name")->capture_default_str();
+                   app.add_option("--timeout", a->timeout_s, "Fault timeout in seconds (default: env or 60)");
+                   return [a] { return calibrate_command(*a); };
+                 });

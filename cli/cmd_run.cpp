@@ -1,0 +1,311 @@
+// `mpirun -np CP ringplan run PLAN.yaml [--iters N] [--warmup N] [--format table|json]
+//                                       [--trace FILE] [--profile PROFILE.yaml] [--timeout S]`
+//
+// Runs the plan's attention layer, forward and backward, with the plan's per-rank shapes
+// (heads/TP, kv_heads/TP, L/CP tokens, micro-batch) as ring attention on ONE CP group (world
+// size must equal the plan's CP), and prints the measured times and memory beside the
+// prediction of sim/ring_model.hpp for the same work on a hardware profile (--profile, by
+// default the plan's cluster). The prediction must come from a calibrate profile, never from
+// the run it is compared with. The runtime measures; sim predicts; this file compares.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <numeric>
+
+#include "cli/command.hpp"
+#include "core/config_yaml.hpp"
+#include "core/error.hpp"
+#include "planner/plan_file.hpp"
+#include "runtime/executor.hpp"
+#include "runtime/mpi_communicator.hpp"
+#include "runtime/trace.hpp"
+#include "sim/ring_model.hpp"
+
+namespace {
+
+using namespace ringplan;
+
+struct RunArgs {
+  std::string plan;
+  int iters = 5;
+  int warmup = 1;
+  std::string format = "table";
+  std::string trace;
+  std::string profile;
+  double timeout_s = 0;  // 0: env RINGPLAN_TIMEOUT_S or 60 s
+  int threads = 1;
+};
+
+// One compared quantity: measured median and spread, predicted value, error in %.
+struct Row {
+  std::string name;
+  runtime::SampleStats measured;
+  double predicted = 0;
+  double error_pct() const { return predicted > 0 ? 100.0 * (measured.median - predicted) / predicted : 0.0; }
+};
+
+nlohmann::json row_json(const Row& r) {
+  return {{"name", r.name},
+          {"measured_median_s", r.measured.median},
+          {"measured_min_s", r.measured.min},
+          {"measured_max_s", r.measured.max},
+          {"measured_p10_s", r.measured.p10},
+          {"measured_p90_s", r.measured.p90},
+          {"samples", r.measured.count},
+          {"predicted_s", r.predicted},
+          {"error_pct", r.predicted > 0 ? nlohmann::json(r.error_pct()) : nlohmann::json(nullptr)}};
+}
+
+std::string ms(double s) { return fmt::format("{:.3f}", s * 1e3); }
+
+// Rows of one phase. Definitions (stated in the output):
+//   time            slowest rank's phase time per iteration (the step waits for it)
+//   compute max     slowest rank's kernel time per iteration     vs max_rank_compute + elementwise
+//   compute mean    mean rank's kernel time per iteration         vs mean_rank_compute + elementwise
+//   exposed comm    time - compute max, per iteration: what the slowest rank's compute does not
+//                   explain (waits on transfers and their latency)  vs exposed_comm
+std::vector<Row> phase_rows(const char* phase, const runtime::RingLayerMeasurement& m, bool forward,
+                            const sim::RingPhasePrediction& p) {
+  std::vector<double> total, cmax, cmean, exposed;
+  for (const auto& it : m.samples) {
+    double t = 0, mx = 0, sum = 0;
+    for (const auto& s : it) {
+      const double tt = forward ? s.forward_s : s.backward_s;
+      const double cc = forward ? s.forward_compute_s : s.backward_compute_s;
+      t = std::max(t, tt);
+      mx = std::max(mx, cc);
+      sum += cc;
+    }
+    total.push_back(t);
+    cmax.push_back(mx);
+    cmean.push_back(sum / static_cast<double>(it.size()));
+    exposed.push_back(std::max(0.0, t - mx));
+  }
+  return {{fmt::format("{} time (slowest rank)", phase), runtime::sample_stats(total), p.total_s},
+          {fmt::format("{} compute (slowest rank)", phase), runtime::sample_stats(cmax),
+           p.max_rank_compute_s + p.elementwise_s},
+          {fmt::format("{} compute (mean rank)", phase), runtime::sample_stats(cmean),
+           p.mean_rank_compute_s + p.elementwise_s},
+          {fmt::format("{} exposed comm", phase), runtime::sample_stats(exposed), p.exposed_comm_s}};
+}
+
+sim::RingAttentionShape predicted_shape(const runtime::RingLayerShape& x, int64_t cp) {
+  sim::RingAttentionShape s;
+  s.micro_batch = x.batch;
+  s.heads_per_tp = x.heads;
+  s.kv_heads_per_tp = x.kv_heads;
+  s.head_dim = x.head_dim;
+  s.seq_len = x.seq_len;
+  s.cp = cp;
+  s.scheme = x.scheme;
+  s.causal = x.causal;
+  s.attention = x.kernel == runtime::RingKernel::flash ? AttentionImpl::flash : AttentionImpl::materialized;
+  // The CPU runtime computes and sends float32 whatever the plan's training dtype.
+  s.dtype = DType::fp32;
+  s.tp = 1;  // the ranks of this run form one CP group with nothing between them
+  return s;
+}
+
+int run_body(const RunArgs& a, runtime::MpiCommunicator& world) {
+  const bool root = world.rank() == 0;
+  // Validation first: identical on every rank, so all reach the same verdict before any work.
+  const planner::PlanFile plan = planner::read_plan_file(a.plan);
+  const Experiment& e = plan.experiment;
+  if (!e.mesh) throw bad_input(fmt::format("{}: the plan has no mesh", a.plan));
+  const Mesh& mesh = *e.mesh;
+  if (world.size() != mesh.cp)
+    throw bad_input(fmt::format("plan has cp={} but mpirun started {} rank{}; run mpirun -np {} ringplan run {}", mesh.cp,
+                                world.size(), world.size() == 1 ? "" : "s", mesh.cp, a.plan));
+  if (e.model.heads % mesh.tp != 0 || e.model.kv_heads % mesh.tp != 0)
+    throw bad_input(fmt::format("{}: heads={} and kv_heads={} must both divide by tp={}", a.plan, e.model.heads,
+                                e.model.kv_heads, mesh.tp));
+  if (a.iters < 1) throw bad_input(fmt::format("--iters {}: must be >= 1", a.iters));
+  if (a.warmup < 0) throw bad_input(fmt::format("--warmup {}: must be >= 0", a.warmup));
+  if (a.threads < 1) throw bad_input(fmt::format("--threads {}: must be >= 1", a.threads));
+  const ClusterConfig profile = a.profile.empty() ? e.cluster : load_cluster(a.profile);
+  const std::string profile_label = a.profile.empty() ? fmt::format("the plan's cluster '{}'", e.cluster.name)
+                                                      : fmt::format("profile {} ('{}')", a.profile, profile.name);
+
+  runtime::RingLayerShape shape;
+  shape.batch = e.options.micro_batch;
+  shape.heads = e.model.heads / mesh.tp;
+  shape.kv_heads = e.model.kv_heads / mesh.tp;
+  shape.seq_len = e.training.seq_len;
+  shape.head_dim = e.model.head_dim;
+  shape.causal = e.training.causal;
+  shape.scheme = e.options.cp_scheme;
+  shape.kernel = e.options.attention == AttentionImpl::flash ? runtime::RingKernel::flash : runtime::RingKernel::materialized;
+  // Prediction before measurement (and independent of it): also validates the shape.
+  const sim::RingLayerPrediction pred = sim::predict_ring_attention(predicted_shape(shape, mesh.cp), profile);
+
+  runtime::ExecutorOptions opt;
+  opt.iterations = a.iters;
+  opt.warmup = a.warmup;
+  opt.trace = !a.trace.empty();
+  opt.tiles.threads = a.threads;
+  const runtime::RingLayerMeasurement m = runtime::run_ring_layer(world, shape, opt);
+
+  if (!a.trace.empty() && root) {
+    std::ofstream f(a.trace);
+    if (!f) throw Error(ErrorKind::runtime, fmt::format("--trace {}: cannot open for writing", a.trace));
+    f << runtime::chrome_trace_json(m.trace);
+  }
+  if (!root) return 0;
+
+  std::vector<Row> rows = phase_rows("forward", m, true, pred.forward);
+  for (auto& r : phase_rows("backward", m, false, pred.backward)) rows.push_back(r);
+  // Busy balance across ranks: median compute per rank, max / mean (vs the scheme's imbalance).
+  std::vector<double> busy(static_cast<size_t>(m.cp_size), 0.0);
+  for (int r = 0; r < m.cp_size; ++r) {
+    std::vector<double> xs;
+    for (const auto& it : m.samples) xs.push_back(it[static_cast<size_t>(r)].forward_compute_s + it[static_cast<size_t>(r)].backward_compute_s);
+    busy[static_cast<size_t>(r)] = runtime::sample_stats(xs).median;
+  }
+  const double busy_mean = std::accumulate(busy.begin(), busy.end(), 0.0) / static_cast<double>(busy.size());
+  const double busy_ratio = busy_mean > 0 ? *std::max_element(busy.begin(), busy.end()) / busy_mean : 1.0;
+  const int64_t pairs_max = *std::max_element(m.forward_pairs.begin(), m.forward_pairs.end());
+  const double fwd_flops_max = 4.0 * double(shape.batch) * double(shape.heads) * double(pairs_max) * double(shape.head_dim);
+  const double measured_ring_bytes = static_cast<double>(m.memory[0].workspace.kv_ring_bytes + m.memory[0].workspace.dkv_ring_bytes);
+  int64_t rss_max = 0, tracked_max = 0, scores_max = 0;
+  for (const auto& mem : m.memory) {
+    rss_max = std::max(rss_max, mem.rss_peak_delta_bytes);
+    tracked_max = std::max(tracked_max, mem.tracked_bytes);
+    scores_max = std::max(scores_max, mem.workspace.scores_bytes);
+  }
+  const double pred_scores = shape.kernel == runtime::RingKernel::materialized ? pred.scores_bytes_materialized : 0.0;
+
+  const std::string slice = fmt::format(
+      "one attention layer (forward + backward) of one CP group: {} ranks x [micro-batch {}, heads {}/tp {} = {}, "
+      "kv_heads {}/tp {} = {}, L {}/cp {} = {} tokens, head_dim {}], {} {} {}; the plan's DP={}, TP={} (as head "
+      "split only), PP={}, other layers, MLP and optimizer are not run",
+      m.cp_size, shape.batch, e.model.heads, mesh.tp, shape.heads, e.model.kv_heads, mesh.tp, shape.kv_heads,
+      shape.seq_len, mesh.cp, shape.seq_len / mesh.cp, shape.head_dim, to_string(shape.scheme),
+      shape.causal ? "causal" : "non-causal", to_string(e.options.attention), mesh.dp, mesh.tp, mesh.pp);
+
+  if (a.format == "json") {
+    nlohmann::json j;
+    j["plan"] = a.plan;
+    j["validates"] = slice;
+    j["cp"] = m.cp_size;
+    j["iterations"] = a.iters;
+    j["warmup"] = a.warmup;
+    j["profile"] = profile_label;
+    j["hosts"] = m.hosts;
+    j["rows"] = nlohmann::json::array();
+    for (const auto& r : rows) j["rows"].push_back(row_json(r));
+    j["busy_max_over_mean"] = {{"measured", busy_ratio}, {"predicted", pred.imbalance}};
+    j["forward_gflops_per_s_slowest_rank"] = fwd_flops_max / rows[1].measured.median / 1e9;
+    nlohmann::json ranks = nlohmann::json::array();
+    for (int r = 0; r < m.cp_size; ++r) {
+      const auto& mem = m.memory[static_cast<size_t>(r)];
+      ranks.push_back({{"rank", r},
+                       {"host", m.hosts[static_cast<size_t>(r)]},
+                       {"forward_visible_pairs", m.forward_pairs[static_cast<size_t>(r)]},
+                       {"busy_median_s", busy[static_cast<size_t>(r)]},
+                       {"tensors_bytes", mem.tensors_bytes},
+                       {"ring_kv_bytes", mem.workspace.kv_ring_bytes},
+                       {"ring_dkv_bytes", mem.workspace.dkv_ring_bytes},
+                       {"block_out_bytes", mem.workspace.block_out_bytes},
+                       {"scores_bytes", mem.workspace.scores_bytes},
+                       {"tracked_bytes", mem.tracked_bytes},
+                       {"rss_peak_delta_bytes", mem.rss_peak_delta_bytes},
+                       {"rss_peak_was_reset", mem.rss_peak_was_reset}});
+    }
+    j["ranks"] = ranks;
+    j["memory"] = {{"measured_ring_buffer_bytes", measured_ring_bytes},
+                   {"predicted_ring_buffer_bytes", pred.ring_buffer_bytes},
+                   {"measured_scores_bytes", scores_max},
+                   {"predicted_scores_bytes", pred_scores},
+                   {"measured_tracked_max_bytes", tracked_max},
+                   {"measured_rss_peak_delta_max_bytes", rss_max}};
+    std::printf("%s\n", j.dump(2).c_str());
+    return 0;
+  }
+
+  std::printf("ringplan run %s\nvalidates: %s\n", a.plan.c_str(), slice.c_str());
+  std::printf("measured: %d iterations after %d warm-up, ranks: ", a.iters, a.warmup);
+  for (size_t i = 0; i < m.hosts.size(); ++i) std::printf("%s%s", i ? ", " : "", m.hosts[i].c_str());
+  std::printf("\npredicted: sim/ring_model.hpp on %s (fp32, ring within a node)\n", profile_label.c_str());
+  if (a.profile.empty())
+    std::printf("note: no --profile given; a prediction is only as good as its profile: measure one with\n"
+                "      mpirun -np %d ringplan calibrate --plan %s -o PROFILE.yaml\n",
+                m.cp_size, a.plan.c_str());
+  std::printf("\n");
+  std::printf("%-30s %12s %25s %12s %8s\n", "phase [ms]", "measured", "spread (min..max)", "predicted", "error");
+  for (const auto& r : rows)
+    std::printf("%-30s %12s %25s %12s %8s\n", r.name.c_str(), ms(r.measured.median).c_str(),
+                fmt::format("{}..{}", ms(r.measured.min), ms(r.measured.max)).c_str(), ms(r.predicted).c_str(),
+                r.predicted > 0 ? fmt::format("{:+.1f}%", r.error_pct()).c_str() : "n/a");
+  std::printf("\nspread: over %lld iterations (times: slowest rank per iteration; compute: per iteration)\n",
+              static_cast<long long>(rows[0].measured.count));
+  std::printf("exposed comm = phase time - slowest rank's compute, per iteration\n");
+  std::printf("busy max/mean over ranks: measured %.3f, predicted %.3f (%s)\n", busy_ratio, pred.imbalance,
+              to_string(shape.scheme));
+  std::printf("forward kernel rate, slowest rank: %.2f GFLOP/s (4*b*H*pairs*d = %.3g FLOP)\n",
+              fwd_flops_max / rows[1].measured.median / 1e9, fwd_flops_max);
+  std::printf("\nmemory per rank [MiB] (tracked = exact bytes of the buffers this run allocates; "
+              "RSS = VmHWM rise during the run%s)\n",
+              m.memory[0].rss_peak_was_reset ? ", peak reset before allocation" : "; peak could not be reset");
+  std::printf("%-6s %10s %10s %10s %10s %10s %10s\n", "rank", "tensors", "ring K,V", "ring dK,dV", "scores", "tracked",
+              "RSS peak");
+  const double mib = 1024.0 * 1024.0;
+  for (int r = 0; r < m.cp_size; ++r) {
+    const auto& mem = m.memory[static_cast<size_t>(r)];
+    std::printf("%-6d %10.2f %10.2f %10.2f %10.2f %10.2f %10.2f\n", r, mem.tensors_bytes / mib,
+                mem.workspace.kv_ring_bytes / mib, mem.workspace.dkv_ring_bytes / mib, mem.workspace.scores_bytes / mib,
+                mem.tracked_bytes / mib, mem.rss_peak_delta_bytes / mib);
+  }
+  auto pct = [](double meas, double pr) { return pr > 0 ? fmt::format("{:+.1f}%", 100.0 * (meas - pr) / pr) : std::string("n/a"); };
+  std::printf("ring buffers (K,V + dK,dV): measured %.2f MiB, predicted %.2f MiB (%s)\n", measured_ring_bytes / mib,
+              pred.ring_buffer_bytes / mib, pct(measured_ring_bytes, pred.ring_buffer_bytes).c_str());
+  if (shape.kernel == runtime::RingKernel::materialized)
+    std::printf("kept scores (O(L^2/P)): measured %.2f MiB, predicted %.2f MiB (%s)\n", scores_max / mib,
+                pred_scores / mib, pct(static_cast<double>(scores_max), pred_scores).c_str());
+  return 0;
+}
+
+int run_command(const RunArgs& a) {
+  runtime::MpiSession mpi(nullptr, nullptr);
+  auto world = runtime::MpiCommunicator::world();
+  if (a.timeout_s > 0) world->set_timeout_s(a.timeout_s);
+  try {
+    return run_body(a, *world);
+  } catch (const Error& err) {
+    // Bad input is detected identically on every rank before any communication: rank 0
+    // alone reports it and every rank returns normally.
+    if (err.kind() == ErrorKind::bad_input) {
+      if (world->rank() != 0) return 2;
+      throw;
+    }
+    // A runtime failure may strike one rank only: the others would wait for it forever.
+    world->abort(err.what());
+  } catch (const std::exception& err) {
+    world->abort(std::string("internal error: ") + err.what());
+  }
+}
+
+}  // namespace
+
+RINGPLAN_COMMAND("run", "Run a plan's ring attention layer under mpirun and compare with the prediction", 50,
+                 [](CLI::App& app) {
+                   auto a = std::make_shared<RunArgs>();
+                   app.add_option("plan", a->plan, "Plan YAML (ringplan plan -o PLAN.yaml)")->required();
+                   app.add_option("--iters", a->iters, "Measured iterations")->capture_default_str();
+                   app.add_option("--warmup", a->warmup, "Warm-up iterations (not measured)")->capture_default_str();
+                   app.add_option("--format", a->format, "Output format: table or json")
+                       ->check(CLI::IsMember({"table", "json"}))
+                       ->capture_default_str();
+                   app.add_option("--trace", a->trace, "Write a Chrome/Perfetto trace JSON of every rank's events");
+                   app.add_option("--profile", a->profile,
+                                  "Hardware profile YAML for the prediction (ringplan calibrate -o); "
+                                  "default: the plan's cluster");
+                   app.add_option("--timeout", a->timeout_s,
+                                  "Seconds a rank may wait on a peer before the job is aborted "
+                                  "(default: env RINGPLAN_TIMEOUT_S, else 60)");
+                   app.add_option("--threads", a->threads, "Kernel threads per rank")->capture_default_str();
+                   return [a] { return run_command(*a); };
+                 });

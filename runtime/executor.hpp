@@ -1,0 +1,82 @@
+// Runs one attention layer's ring forward + backward on one CP group, repeatedly, and measures
+// it: per-phase times (forward, backward; compute, exposed comm) per iteration and rank,
+// memory per rank (exact buffer accounting and the measured RSS high-water mark), and
+// optionally the trace events. It knows shapes only; what a plan means (which slice of the
+// mesh this is) and what was predicted is the CLI's business.
+//
+// Inputs are synthetic but deterministic per GLOBAL position (synthetic_value), so every
+// sharding scheme and rank count sees the same full-sequence tensors; tests rebuild them.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "core/config.hpp"
+#include "runtime/communicator.hpp"
+#include "runtime/ring_attention.hpp"
+#include "runtime/trace.hpp"
+
+namespace ringplan::runtime {
+
+// Tensor ids for synthetic_value.
+enum class SyntheticTensor : uint32_t { q = 1, k = 2, v = 3, grad_out = 4 };
+
+// A value in [-1, 1) from a hash of (seed, tensor, batch, head, global position, dim).
+float synthetic_value(uint64_t seed, SyntheticTensor t, int64_t b, int64_t h, int64_t pos, int64_t d);
+// Fills a dense [batch, heads, n, head_dim] buffer for tokens at `positions` (n of them).
+void fill_synthetic(float* dst, uint64_t seed, SyntheticTensor t, int64_t batch, int64_t heads,
+                    const int64_t* positions, int64_t n, int64_t head_dim);
+
+struct RingLayerShape {
+  int64_t batch = 1;      // micro-batch sequences
+  int64_t heads = 1;      // query heads per rank (heads / TP)
+  int64_t kv_heads = 1;   // KV heads per rank (kv_heads / TP)
+  int64_t seq_len = 0;    // full sequence L (each CP rank holds L / CP)
+  int64_t head_dim = 0;
+  bool causal = true;
+  CpScheme scheme = CpScheme::zigzag;
+  RingKernel kernel = RingKernel::flash;
+};
+
+struct ExecutorOptions {
+  int iterations = 5;
+  int warmup = 1;
+  uint64_t seed = 1;
+  bool trace = false;
+  kernels::TileConfig tiles{};
+};
+
+struct RankIterationSample {
+  double forward_s = 0, forward_compute_s = 0, forward_comm_wait_s = 0;
+  double backward_s = 0, backward_compute_s = 0, backward_comm_wait_s = 0;
+};
+
+struct RankMemory {
+  int64_t tensors_bytes = 0;     // Q, K, V, O, lse, dO, dQ, dK, dV of this rank (float32)
+  RingWorkspaceBytes workspace;  // buffers the ring owns
+  int64_t tracked_bytes = 0;     // tensors + workspace: exact allocation accounting
+  int64_t rss_peak_delta_bytes = -1;  // VmHWM after the run minus VmRSS before allocating; -1 if unknown
+  bool rss_peak_was_reset = false;    // false: VmHWM could not be reset, the delta may be an over-estimate
+};
+
+struct RingLayerMeasurement {
+  RingLayerShape shape;
+  int cp_size = 1;
+  std::vector<std::vector<RankIterationSample>> samples;  // [iteration][rank], warm-up excluded
+  std::vector<int64_t> forward_pairs;                      // visible (q, k) pairs per rank
+  std::vector<RankMemory> memory;                          // per rank
+  std::vector<std::vector<TraceEvent>> trace;              // per rank, when options.trace
+  std::vector<std::string> hosts;                          // per rank (describe_rank)
+};
+
+// Collective over the CP group `cp` (its size is the CP degree). Throws bad_input when the
+// shape cannot be sharded (seq_len % multiple) or is inconsistent.
+RingLayerMeasurement run_ring_layer(Communicator& cp, const RingLayerShape& shape, const ExecutorOptions& opt);
+
+// Order statistics of a sample (used for "median and spread across iterations and ranks").
+struct SampleStats {
+  double median = 0, min = 0, max = 0, p10 = 0, p90 = 0;
+  int64_t count = 0;
+};
+SampleStats sample_stats(std::vector<double> xs);
+
+}  // namespace ringplan::runtime

@@ -1,0 +1,85 @@
+// MPI implementation of runtime/communicator.hpp over CPU buffers.
+//
+// Fault handling: every wait polls MPI_Test against a deadline (never a blocking MPI_Wait),
+// and collectives use their non-blocking forms (MPI_Iallreduce, ...) polled the same way.
+// When a peer is dead or stalled past timeout_s(), the waiting rank prints
+//   "ringplan: rank 0 (host vm): timeout after 3.0 s waiting for recv from rank 2 (host vm) ..."
+// to stderr and calls MPI_Abort, which makes mpirun stop every rank: no rank ever hangs.
+// The timeout defaults to env RINGPLAN_TIMEOUT_S (else 60 s); CLI flags override it.
+//
+// Usage:
+//   ringplan::runtime::MpiSession mpi(&argc, &argv);   // MPI_Init_thread .. MPI_Finalize
+//   auto world = ringplan::runtime::MpiCommunicator::world();
+#pragma once
+#include <mpi.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "runtime/communicator.hpp"
+
+namespace ringplan::runtime {
+
+// RAII for MPI_Init / MPI_Finalize. Safe to construct when MPI is already initialised
+// (then it does not finalise).
+class MpiSession {
+ public:
+  MpiSession(int* argc, char*** argv);
+  ~MpiSession();
+  MpiSession(const MpiSession&) = delete;
+  MpiSession& operator=(const MpiSession&) = delete;
+
+ private:
+  bool owns_ = false;
+};
+
+// Default fault timeout: env RINGPLAN_TIMEOUT_S if set (must be a number > 0, else
+// bad_input naming the variable), otherwise 60 s.
+double default_timeout_s();
+
+class MpiCommunicator final : public Communicator {
+ public:
+  // Duplicates MPI_COMM_WORLD so the runtime's traffic never mixes with other users of it.
+  static std::unique_ptr<MpiCommunicator> world();
+  ~MpiCommunicator() override;
+
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  Device device() const override { return Device::cpu; }
+  std::string host() const override { return hosts_[static_cast<size_t>(rank_)]; }
+  std::string describe_rank(int rank) const override;
+
+  RequestPtr post_send(const void* buf, size_t bytes, int dst, int tag) override;
+  RequestPtr post_recv(void* buf, size_t bytes, int src, int tag) override;
+  void wait(RequestPtr& r) override;
+  void wait_all(std::vector<RequestPtr>& rs) override;
+
+  void all_reduce_sum(float* buf, size_t count) override;
+  void all_reduce_sum(double* buf, size_t count) override;
+  void all_reduce_max(double* buf, size_t count) override;
+  void all_gather(const void* send, void* recv, size_t bytes_per_rank) override;
+  void broadcast(void* buf, size_t bytes, int root) override;
+  void barrier() override;
+
+  std::unique_ptr<Communicator> split(int color, int key) override;
+  [[noreturn]] void abort(const std::string& why) override;
+
+  MPI_Comm comm() const { return comm_; }
+  // Rank in MPI_COMM_WORLD of a rank of this group (for messages: the launcher numbers by world rank).
+  int world_rank_of(int rank) const { return world_ranks_[static_cast<size_t>(rank)]; }
+
+ private:
+  explicit MpiCommunicator(MPI_Comm comm);  // takes ownership of comm
+  // Polls one request until done or the deadline; on timeout aborts naming `what`.
+  void poll(MPI_Request& req, const std::string& what);
+  int checked_count(size_t bytes, const char* op) const;
+
+  MPI_Comm comm_ = MPI_COMM_NULL;
+  int rank_ = 0;
+  int size_ = 1;
+  std::vector<std::string> hosts_;   // host name of each group rank
+  std::vector<int> world_ranks_;     // world rank of each group rank
+};
+
+}  // namespace ringplan::runtime

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# End-to-end checks of `ringplan run` and `ringplan calibrate` under mpirun.
+# Usage: cli_test.sh MPIEXEC "MPI_FLAGS" RINGPLAN PLAN_CP2 WORKDIR
+#   1. a world size that does not match the plan's CP is refused before any work, saying so;
+#   2. calibrate (2 ranks) writes a profile that `run` can load;
+#   3. run (2 ranks) with --format json --profile --trace: every field is present and the
+#      trace holds complete ("X") events for both ranks and both lanes.
+set -u
+mpiexec=$1; flags=$2; ringplan=$3; plan=$4; work=$5
+mkdir -p "$work"
+fail=0
+check() { if ! grep -Eq "$2" "$1"; then echo "FAIL: $1 does not match /$2/"; cat "$1"; fail=1; fi; }
+
+# shellcheck disable=SC2086
+"$mpiexec" -np 1 $flags "$ringplan" run "$plan" > "$work/mismatch.log" 2>&1
+rc=$?
+[ $rc -eq 2 ] || { echo "FAIL: world-size mismatch exited $rc, expected 2"; fail=1; }
+check "$work/mismatch.log" "plan has cp=2 but mpirun started 1 rank; run mpirun -np 2"
+
+# shellcheck disable=SC2086
+"$mpiexec" -np 2 $flags "$ringplan" calibrate --tokens 32,64 --reps 1 --heads 4 --kv-heads 1 --head-dim 32 \
+  -o "$work/profile.yaml" > "$work/calibrate.log" 2>&1 || { echo "FAIL: calibrate exited $?"; cat "$work/calibrate.log"; fail=1; }
+check "$work/profile.yaml" "^peak_tflops:"
+check "$work/profile.yaml" "^intra_node:"
+
+# shellcheck disable=SC2086
+"$mpiexec" -np 2 $flags "$ringplan" run "$plan" --iters 2 --warmup 1 --format json --profile "$work/profile.yaml" \
+  --trace "$work/trace.json" > "$work/run.json" 2> "$work/run.err" || { echo "FAIL: run exited $?"; cat "$work/run.err"; fail=1; }
+for field in '"forward time \(slowest rank\)"' '"backward exposed comm"' '"predicted_s"' '"busy_max_over_mean"' \
+             '"rss_peak_delta_bytes"' '"predicted_ring_buffer_bytes"' '"validates"'; do
+  check "$work/run.json" "$field"
+done
+check "$work/trace.json" '"traceEvents"'
+check "$work/trace.json" '"ph": "X"'
+check "$work/trace.json" '"tid": "comm"'
+check "$work/trace.json" '"pid": 1'
+[ $fail -eq 0 ] && echo "cli_test: PASS"
+exit $fail
