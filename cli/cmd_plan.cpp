@@ -1,0 +1,65 @@
+// `ringplan plan EXPERIMENT.yaml [--gpus N] [--top K] [--format table|json] [-o PLAN.yaml]`
+// Searches every valid (DP, TP, CP, PP) layout and option (planner/planner.hpp), prints the
+// top K with the chosen plan's breakdown and the rejection summary, and optionally writes
+// the best layout as a plan file for `ringplan run`.
+#include <fmt/format.h>
+
+#include <cstdio>
+#include <memory>
+
+#include "cli/command.hpp"
+#include "core/config_yaml.hpp"
+#include "core/error.hpp"
+#include "planner/cli_args.hpp"
+#include "planner/plan_file.hpp"
+#include "planner/planner.hpp"
+#include "planner/report.hpp"
+
+namespace {
+
+struct PlanArgs {
+  std::string experiment;
+  int64_t gpus = 0;
+  int64_t top = 10;
+  std::string format = "table";
+  std::string output;
+};
+
+int run_plan(const PlanArgs& a) {
+  using namespace ringplan;
+  planner::PlanSettings settings;
+  settings.top_k = planner::parse_positive_flag("--top", a.top);
+  if (a.gpus != 0) settings.gpus = planner::parse_positive_flag("--gpus", a.gpus);
+  const Experiment e = load_experiment(a.experiment);
+  const planner::PlanResult r = planner::plan(e, settings);
+
+  if (a.format == "json") {
+    std::printf("%s\n", planner::plan_json(r).dump(2).c_str());
+  } else {
+    std::fputs(planner::plan_text(e, r).c_str(), stdout);
+  }
+  if (r.candidates.empty()) throw bad_input(planner::describe_no_fit(e, r));
+  if (!a.output.empty()) {
+    planner::write_plan_file(a.output, e, r.candidates.front());
+    std::fprintf(stderr, "wrote plan %s (%s) to %s\n", planner::mesh_text(r.candidates.front().mesh).c_str(),
+                 planner::options_text(r.candidates.front().mesh, r.candidates.front().options).c_str(),
+                 a.output.c_str());
+  }
+  return 0;
+}
+
+RINGPLAN_COMMAND("plan", "Search every valid (DP,TP,CP,PP) layout and option, rank by predicted step time", 10,
+                 [](CLI::App& app) {
+                   auto a = std::make_shared<PlanArgs>();
+                   app.add_option("experiment", a->experiment, "Experiment YAML (model, cluster, training, search)")
+                       ->required();
+                   app.add_option("--gpus", a->gpus, "GPUs to plan for (default: experiment gpus, else the cluster's)");
+                   app.add_option("--top", a->top, "How many ranked layouts to list (K > 0)")->capture_default_str();
+                   app.add_option("--format", a->format, "Output format: table or json")
+                       ->check(CLI::IsMember({"table", "json"}))
+                       ->capture_default_str();
+                   app.add_option("-o,--output", a->output, "Write the best layout as a plan file (PLAN.yaml)");
+                   return [a] { return run_plan(*a); };
+                 });
+
+}  // namespace

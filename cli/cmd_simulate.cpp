@@ -1,0 +1,83 @@
+// `ringplan simulate EXPERIMENT.yaml --mesh dp=D,tp=T,cp=C,pp=P [options] [--format table|json]`
+// Predicts one layout: memory and time term by term (sim/cost_model.hpp). Every option may
+// be fixed in the experiment file; a flag given here overrides the file. A plan file
+// (`ringplan plan -o PLAN.yaml`) is an experiment with mesh and options fixed.
+#include <fmt/format.h>
+
+#include <cstdio>
+#include <memory>
+
+#include "cli/command.hpp"
+#include "core/config_yaml.hpp"
+#include "core/error.hpp"
+#include "planner/cli_args.hpp"
+#include "planner/report.hpp"
+#include "sim/cost_model.hpp"
+
+namespace {
+
+struct SimulateArgs {
+  std::string experiment;
+  std::string mesh, recompute, sequence_parallel, cp_scheme, attention;
+  int64_t micro_batch = 0, zero = 0, interleave = 0, gpus = 0;
+  std::string format = "table";
+  // Which flags were given (count() > 0): only those override the file.
+  CLI::Option *mesh_opt = nullptr, *mb_opt = nullptr, *rc_opt = nullptr, *zero_opt = nullptr, *sp_opt = nullptr,
+              *scheme_opt = nullptr, *v_opt = nullptr, *attn_opt = nullptr;
+};
+
+int run_simulate(const SimulateArgs& a) {
+  using namespace ringplan;
+  using namespace ringplan::planner;
+  Experiment e = load_experiment(a.experiment);
+  if (a.mesh_opt->count()) e.mesh = parse_mesh_spec("--mesh", a.mesh);
+  if (!e.mesh)
+    throw bad_input(fmt::format("{}: no mesh: give --mesh dp=D,tp=T,cp=C,pp=P or a `mesh:` in the experiment file "
+                                "(or use `ringplan plan` to search for one)",
+                                a.experiment));
+  ParallelOptions& o = e.options;
+  if (a.mb_opt->count()) o.micro_batch = parse_positive_flag("--micro-batch", a.micro_batch);
+  if (a.rc_opt->count()) o.recompute = parse_recompute_flag("--recompute", a.recompute);
+  if (a.zero_opt->count()) o.zero_stage = parse_zero_stage_flag("--zero", a.zero);
+  if (a.sp_opt->count()) o.sequence_parallel = parse_on_off_flag("--sequence-parallel", a.sequence_parallel);
+  if (a.scheme_opt->count()) o.cp_scheme = parse_cp_scheme_flag("--cp-scheme", a.cp_scheme);
+  if (a.v_opt->count()) o.interleave = parse_positive_flag("--interleave", a.interleave);
+  if (a.attn_opt->count()) o.attention = parse_attention_flag("--attention", a.attention);
+
+  const int64_t gpus = experiment_gpus(e, a.gpus);
+  check_mesh_gpus(*e.mesh, gpus, a.mesh_opt->count() ? "--mesh" : a.experiment + ": mesh");
+  const std::string why = sim::check_layout(e, *e.mesh, o, gpus);
+  if (!why.empty())
+    throw bad_input(fmt::format("layout {} {} cannot run: {}", mesh_text(*e.mesh), options_text(*e.mesh, o), why));
+  const sim::Prediction p = sim::predict(e, *e.mesh, o);
+  if (a.format == "json") {
+    std::printf("%s\n", prediction_json(p).dump(2).c_str());
+  } else {
+    std::printf("%s: %s on %lld x %s, seq %lld tokens, global batch %lld sequences\n",
+                e.name.empty() ? e.path.c_str() : e.name.c_str(), e.model.name.c_str(),
+                static_cast<long long>(gpus), e.cluster.name.c_str(), static_cast<long long>(e.training.seq_len),
+                static_cast<long long>(e.training.global_batch_sequences));
+    std::fputs(prediction_text(e, p).c_str(), stdout);
+  }
+  return 0;
+}
+
+RINGPLAN_COMMAND("simulate", "Predict memory and step time of one layout, term by term", 20, [](CLI::App& app) {
+  auto a = std::make_shared<SimulateArgs>();
+  app.add_option("experiment", a->experiment, "Experiment or plan YAML")->required();
+  a->mesh_opt = app.add_option("--mesh", a->mesh, "Mesh dp=D,tp=T,cp=C,pp=P (product = GPUs; overrides the file)");
+  a->mb_opt = app.add_option("--micro-batch", a->micro_batch, "Sequences per micro-batch per DP replica");
+  a->rc_opt = app.add_option("--recompute", a->recompute, "Activation recompute: none, selective, full");
+  a->zero_opt = app.add_option("--zero", a->zero, "ZeRO stage 0..3 (sharded over DP x CP)");
+  a->sp_opt = app.add_option("--sequence-parallel", a->sequence_parallel, "Megatron sequence parallelism: on, off");
+  a->scheme_opt = app.add_option("--cp-scheme", a->cp_scheme, "Sequence sharding: contiguous, zigzag, striped");
+  a->v_opt = app.add_option("--interleave", a->interleave, "Virtual pipeline stages per device (PP > 1)");
+  a->attn_opt = app.add_option("--attention", a->attention, "Attention kernel: flash, materialized");
+  app.add_option("--gpus", a->gpus, "GPU count the mesh must multiply to (default: experiment, else cluster)");
+  app.add_option("--format", a->format, "Output format: table or json")
+      ->check(CLI::IsMember({"table", "json"}))
+      ->capture_default_str();
+  return [a] { return run_simulate(*a); };
+});
+
+}  // namespace

@@ -1,0 +1,32 @@
+// Parsing of the planner commands' flag values (`--mesh dp=2,tp=8,cp=4,pp=1`, enum names,
+// on/off), shared by cli/cmd_plan.cpp, cli/cmd_simulate.cpp and the tests. Every parser
+// throws ringplan::Error (bad input) naming the flag, the bad value and what would be valid.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "core/config.hpp"
+
+namespace ringplan::planner {
+
+// "dp=D,tp=T,cp=C,pp=P": keys in any order, each at most once; a key left out is 1; every
+// value a positive integer.
+Mesh parse_mesh_spec(const std::string& flag, const std::string& text);
+// "dp=D,tp=T,cp=C,pp=P" (all four keys), the form parse_mesh_spec() reads.
+std::string mesh_spec(const Mesh& m);
+
+Recompute parse_recompute_flag(const std::string& flag, const std::string& text);
+CpScheme parse_cp_scheme_flag(const std::string& flag, const std::string& text);
+AttentionImpl parse_attention_flag(const std::string& flag, const std::string& text);
+bool parse_on_off_flag(const std::string& flag, const std::string& text);  // on|off|true|false
+int parse_zero_stage_flag(const std::string& flag, int64_t value);          // 0..3
+int64_t parse_positive_flag(const std::string& flag, int64_t value);        // > 0
+
+// The GPU count a command works with: `cli_gpus` (> 0) if given, else the experiment's
+// `gpus`, else the cluster's gpus_per_node x nodes.
+int64_t experiment_gpus(const Experiment& e, int64_t cli_gpus);
+
+// Throws bad input unless mesh.world_size() == gpus; the message names a valid mesh.
+void check_mesh_gpus(const Mesh& mesh, int64_t gpus, const std::string& where);
+
+}  // namespace ringplan::planner

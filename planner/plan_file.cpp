@@ -1,0 +1,128 @@
+// Plan file writing and reading (format: plan_file.hpp).
+#include "planner/plan_file.hpp"
+
+#include <fmt/format.h>
+#include <yaml-cpp/yaml.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "core/config_yaml.hpp"
+#include "core/error.hpp"
+#include "core/units.hpp"
+
+namespace ringplan::planner {
+namespace {
+
+int line_of(const YAML::Node& n) { return n.Mark().line >= 0 ? n.Mark().line + 1 : 0; }
+
+template <typename T>
+T read_scalar(const YAML::Node& map, const char* key, const std::string& file, const char* what_valid) {
+  const std::string field = std::string("prediction.") + key;
+  const YAML::Node n = map[key];
+  if (!n) throw ConfigError(file, line_of(map), field, fmt::format("missing; expected {}", what_valid));
+  try {
+    return n.as<T>();
+  } catch (const YAML::Exception&) {
+    throw ConfigError(file, line_of(n), field,
+                      fmt::format("expected {}, got '{}'", what_valid, n.IsScalar() ? n.Scalar() : "a non-scalar"));
+  }
+}
+
+}  // namespace
+
+PlannedFigures planned_figures(const sim::Prediction& p) {
+  return {p.step_time_s, p.tokens_per_s, p.tflops_per_device, p.mfu,
+          p.peak_memory_bytes, p.capacity_bytes, p.micro_batches, p.fits};
+}
+
+std::string plan_file_yaml(const Experiment& e, const sim::Prediction& p) {
+  Experiment planned = e;
+  planned.mesh = p.mesh;
+  planned.options = p.options;
+  planned.gpus = p.mesh.world_size();  // a plan made with --gpus N runs on N, not the file's count
+  YAML::Emitter out;
+  out.SetDoublePrecision(17);  // round trip of the figures to the last bit
+  out << YAML::Comment("ringplan plan file: `ringplan run` / `ringplan simulate` read it as an experiment");
+  out << YAML::BeginMap;
+  out << YAML::Key << "ringplan_plan" << YAML::Value << kPlanFileVersion;
+  write_plan_header(out, planned);
+  out << YAML::Key << "prediction" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "step_time_s" << YAML::Value << p.step_time_s;
+  out << YAML::Key << "tokens_per_s" << YAML::Value << p.tokens_per_s;
+  out << YAML::Key << "tflops_per_device" << YAML::Value << p.tflops_per_device;
+  out << YAML::Key << "mfu" << YAML::Value << p.mfu;
+  out << YAML::Key << "peak_memory_gib" << YAML::Value << p.peak_memory_bytes / units::gib_bytes;
+  out << YAML::Key << "capacity_gib" << YAML::Value << p.capacity_bytes / units::gib_bytes;
+  out << YAML::Key << "micro_batches" << YAML::Value << p.micro_batches;
+  out << YAML::Key << "fits" << YAML::Value << p.fits;
+  out << YAML::EndMap;
+  out << YAML::EndMap;
+  if (!out.good())
+    throw Error(ErrorKind::runtime, fmt::format("cannot emit plan file YAML: {}", out.GetLastError()));
+  return std::string(out.c_str()) + "\n";
+}
+
+void write_plan_file(const std::string& path, const Experiment& e, const sim::Prediction& p) {
+  const std::string text = plan_file_yaml(e, p);
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  if (!f) throw Error(ErrorKind::runtime, fmt::format("cannot open plan file '{}' for writing", path));
+  f << text;
+  f.close();
+  if (!f) throw Error(ErrorKind::runtime, fmt::format("cannot write plan file '{}'", path));
+}
+
+PlanFile read_plan_file(const std::string& path) {
+  if (!std::filesystem::is_regular_file(path))
+    throw ConfigError(path, 0, "", "plan file not found (write one with `ringplan plan EXPERIMENT.yaml -o PLAN.yaml`)");
+  YAML::Node root;
+  try {
+    root = YAML::LoadFile(path);
+  } catch (const YAML::ParserException& ex) {
+    throw ConfigError(path, ex.mark.line + 1, "", fmt::format("not valid YAML: {}", ex.msg));
+  }
+  if (!root.IsMap())
+    throw ConfigError(path, line_of(root), "", "a plan file is a mapping with ringplan_plan, experiment and prediction");
+  const YAML::Node version = root["ringplan_plan"];
+  if (!version)
+    throw ConfigError(path, 1, "ringplan_plan",
+                      fmt::format("missing: not a plan file (expected `ringplan_plan: {}` at the top)", kPlanFileVersion));
+  int v = 0;
+  try {
+    v = version.as<int>();
+  } catch (const YAML::Exception&) {
+    v = -1;
+  }
+  if (v < 1 || v > kPlanFileVersion)
+    throw ConfigError(path, line_of(version), "ringplan_plan",
+                      fmt::format("unsupported plan file version '{}'; this ringplan reads version 1..{}",
+                                  version.IsScalar() ? version.Scalar() : "?", kPlanFileVersion));
+  if (!root["experiment"] || !root["experiment"].IsMap())
+    throw ConfigError(path, line_of(root), "experiment",
+                      "missing: a plan file embeds its experiment (model, cluster, training, mesh, options)");
+  const YAML::Node pred = root["prediction"];
+  if (!pred || !pred.IsMap())
+    throw ConfigError(path, line_of(root), "prediction",
+                      "missing: a plan file records its prediction (step_time_s, tokens_per_s, ...)");
+
+  PlanFile plan;
+  plan.experiment = load_experiment(path);
+  if (!plan.experiment.mesh)
+    throw ConfigError(path, line_of(root["experiment"]), "experiment.mesh",
+                      "missing: a plan fixes its mesh (dp, tp, cp, pp)");
+  PlannedFigures& f = plan.predicted;
+  f.step_time_s = read_scalar<double>(pred, "step_time_s", path, "a time in seconds");
+  f.tokens_per_s = read_scalar<double>(pred, "tokens_per_s", path, "a rate in tokens/s");
+  f.tflops_per_device = read_scalar<double>(pred, "tflops_per_device", path, "a number of TFLOP/s");
+  f.mfu = read_scalar<double>(pred, "mfu", path, "a fraction in [0, 1]");
+  f.peak_memory_bytes = read_scalar<double>(pred, "peak_memory_gib", path, "a size in GiB") * units::gib_bytes;
+  f.capacity_bytes = read_scalar<double>(pred, "capacity_gib", path, "a size in GiB") * units::gib_bytes;
+  f.micro_batches = read_scalar<int64_t>(pred, "micro_batches", path, "an integer count");
+  f.fits = read_scalar<bool>(pred, "fits", path, "true or false");
+  if (!(f.step_time_s > 0))
+    throw ConfigError(path, line_of(pred["step_time_s"]), "prediction.step_time_s",
+                      fmt::format("must be > 0, got {}", f.step_time_s));
+  return plan;
+}
+
+}  // namespace ringplan::planner

@@ -1,0 +1,54 @@
+// Plan files (PLAN.yaml): the layout chosen by `ringplan plan -o PLAN.yaml`, self-contained,
+// for `ringplan run PLAN.yaml` and for `ringplan simulate PLAN.yaml`.
+//
+// Layout (top-level mapping):
+//   ringplan_plan: 1                  # format version
+//   experiment: {...}                 # core's write_plan_header(): model, cluster, training
+//                                     # inlined, with the chosen mesh and options fixed
+//   prediction:                       # what sim::predict said when the plan was made
+//     step_time_s, tokens_per_s, tflops_per_device, mfu, peak_memory_gib, capacity_gib,
+//     micro_batches, fits
+//
+// Because the experiment is under `experiment:`, core's load_experiment(path) reads a plan
+// file as an ordinary experiment with a fixed mesh.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "core/config.hpp"
+#include "sim/cost_model.hpp"
+
+namespace ringplan::planner {
+
+inline constexpr int kPlanFileVersion = 1;
+
+// The predicted figures stored in a plan file (units in names, memory in bytes here).
+struct PlannedFigures {
+  double step_time_s = 0;
+  double tokens_per_s = 0;
+  double tflops_per_device = 0;
+  double mfu = 0;
+  double peak_memory_bytes = 0;
+  double capacity_bytes = 0;
+  int64_t micro_batches = 0;
+  bool fits = false;
+};
+
+struct PlanFile {
+  Experiment experiment;     // mesh set (always) and options set as planned
+  PlannedFigures predicted;
+};
+
+PlannedFigures planned_figures(const sim::Prediction& p);
+
+// Text of a plan file for experiment `e` run with p.mesh and p.options.
+std::string plan_file_yaml(const Experiment& e, const sim::Prediction& p);
+// Writes plan_file_yaml() to `path`. Throws ringplan::Error (runtime) if it cannot be written.
+void write_plan_file(const std::string& path, const Experiment& e, const sim::Prediction& p);
+
+// Reads a plan file. Throws ConfigError (bad input) naming file, line and field for a missing
+// file, a missing or newer `ringplan_plan` version, a missing `experiment:` or mesh, or a
+// missing/ill-typed `prediction:` figure.
+PlanFile read_plan_file(const std::string& path);
+
+}  // namespace ringplan::planner

@@ -1,0 +1,354 @@
+// Planner search: enumeration, constraint pruning, evaluation and top-K ranking.
+// See planner/planner.hpp for the counting invariants every search keeps.
+#include "planner/planner.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cctype>
+#include <tuple>
+
+#include "core/error.hpp"
+#include "core/units.hpp"
+
+namespace ringplan::planner {
+namespace {
+
+constexpr double kGiB = units::gib_bytes;
+
+// Default sets, see ResolvedSearchSpace.
+const std::vector<int64_t> kDefaultMicroBatch = {1, 2, 4, 8};
+const std::vector<int64_t> kDefaultInterleave = {1, 2, 4};
+
+// Stable key of a layout, the last tie-breaker of the ranking.
+auto layout_key(const sim::Prediction& p) {
+  const Mesh& m = p.mesh;
+  const ParallelOptions& o = p.options;
+  return std::make_tuple(m.tp, m.cp, m.pp, m.dp, o.micro_batch, static_cast<int>(o.recompute),
+                         o.zero_stage, o.sequence_parallel, static_cast<int>(o.cp_scheme),
+                         o.interleave, static_cast<int>(o.attention));
+}
+
+// Collects rejections. Layout rejections arrive once per pruned subtree (not once per
+// candidate), so grouping them by category string is outside the hot loop. Out-of-memory
+// rejections come from the innermost loop: they use a fixed counter and format their
+// example message only the first time.
+class RejectionTally {
+ public:
+  void layout(const std::string& message, int64_t count) {
+    if (count <= 0) return;
+    std::string category = rejection_category(message);
+    for (auto& r : layout_) {
+      if (r.reason == category) {
+        r.count += count;
+        return;
+      }
+    }
+    layout_.push_back({std::move(category), count, message});
+  }
+  void out_of_memory(const sim::Prediction& p) {
+    if (oom_count_++ == 0) oom_example_ = out_of_memory_message(p);
+  }
+  int64_t out_of_memory_count() const { return oom_count_; }
+  int64_t layout_total() const {
+    int64_t n = 0;
+    for (const auto& r : layout_) n += r.count;
+    return n;
+  }
+  std::vector<Rejection> summary() const {
+    std::vector<Rejection> all = layout_;
+    if (oom_count_ > 0) all.push_back({"out of memory", oom_count_, oom_example_});
+    std::stable_sort(all.begin(), all.end(),
+                     [](const Rejection& a, const Rejection& b) { return a.count > b.count; });
+    return all;
+  }
+
+ private:
+  std::vector<Rejection> layout_;
+  int64_t oom_count_ = 0;
+  std::string oom_example_;
+};
+
+// Keeps the best K predictions: a max-heap on "ranks later", so the worst kept one is on top
+// and is replaced in O(log K). Storage is reserved once; push() never allocates.
+class TopK {
+ public:
+  explicit TopK(size_t k) : k_(k) { heap_.reserve(k + 1); }
+  void push(const sim::Prediction& p) {
+    if (heap_.size() < k_) {
+      heap_.push_back(p);
+      std::push_heap(heap_.begin(), heap_.end(), ranks_before);
+    } else if (ranks_before(p, heap_.front())) {
+      std::pop_heap(heap_.begin(), heap_.end(), ranks_before);
+      heap_.back() = p;
+      std::push_heap(heap_.begin(), heap_.end(), ranks_before);
+    }
+  }
+  std::vector<sim::Prediction> sorted() && {
+    std::sort_heap(heap_.begin(), heap_.end(), ranks_before);  // ascending: best first
+    return std::move(heap_);
+  }
+
+ private:
+  size_t k_;
+  std::vector<sim::Prediction> heap_;
+};
+
+int64_t resolve_gpus(const Experiment& e, const PlanSettings& s) {
+  if (s.gpus != 0) {
+    if (s.gpus < 0) throw bad_input(fmt::format("GPU count must be > 0, got {}", s.gpus));
+    return s.gpus;
+  }
+  if (e.gpus) {
+    if (*e.gpus <= 0) throw bad_input(fmt::format("{}: gpus must be > 0, got {}", e.path, *e.gpus));
+    return *e.gpus;
+  }
+  const int64_t n = e.cluster.gpus();
+  if (n <= 0)
+    throw bad_input(fmt::format(
+        "{}: cluster '{}' has {} GPUs (gpus_per_node {} x nodes {}); set cluster.nodes, the "
+        "experiment's gpus, or --gpus to a positive count",
+        e.path, e.cluster.name, n, e.cluster.gpus_per_node, e.cluster.nodes));
+  return n;
+}
+
+}  // namespace
+
+ResolvedSearchSpace resolve_search_space(const Experiment& e) {
+  const SearchSpace& s = e.search;
+  ResolvedSearchSpace r;
+  r.micro_batch_is_default = s.micro_batch.empty();
+  r.micro_batch = s.micro_batch.empty() ? kDefaultMicroBatch : s.micro_batch;
+  r.recompute = s.recompute.empty()
+                    ? std::vector<Recompute>{Recompute::none, Recompute::selective, Recompute::full}
+                    : s.recompute;
+  r.zero_stage = s.zero_stage.empty() ? std::vector<int>{0, 1, 2, 3} : s.zero_stage;
+  r.sequence_parallel = s.sequence_parallel.empty() ? std::vector<bool>{false, true} : s.sequence_parallel;
+  r.cp_scheme = s.cp_scheme.empty()
+                    ? std::vector<CpScheme>{CpScheme::contiguous, CpScheme::zigzag, CpScheme::striped}
+                    : s.cp_scheme;
+  r.interleave = s.interleave.empty() ? kDefaultInterleave : s.interleave;
+  r.attention = s.attention.empty()
+                    ? std::vector<AttentionImpl>{AttentionImpl::flash, AttentionImpl::materialized}
+                    : s.attention;
+  r.max_tp = s.max_tp.value_or(0);
+  r.max_cp = s.max_cp.value_or(0);
+  r.max_pp = s.max_pp.value_or(0);
+  return r;
+}
+
+std::vector<Mesh> enumerate_meshes(int64_t gpus) {
+  std::vector<Mesh> meshes;
+  if (gpus <= 0) return meshes;
+  std::vector<int64_t> divisors;
+  for (int64_t d = 1; d * d <= gpus; ++d) {
+    if (gpus % d == 0) {
+      divisors.push_back(d);
+      if (d != gpus / d) divisors.push_back(gpus / d);
+    }
+  }
+  std::sort(divisors.begin(), divisors.end());
+  for (int64_t tp : divisors) {
+    const int64_t rest_tp = gpus / tp;
+    for (int64_t cp : divisors) {
+      if (rest_tp % cp != 0) continue;
+      const int64_t rest_cp = rest_tp / cp;
+      for (int64_t dp : divisors) {
+        if (rest_cp % dp != 0) continue;
+        meshes.push_back(Mesh{dp, tp, cp, rest_cp / dp});
+      }
+    }
+  }
+  return meshes;
+}
+
+bool ranks_before(const sim::Prediction& a, const sim::Prediction& b) {
+  if (a.step_time_s != b.step_time_s) return a.step_time_s < b.step_time_s;
+  if (a.peak_memory_bytes != b.peak_memory_bytes) return a.peak_memory_bytes < b.peak_memory_bytes;
+  return layout_key(a) < layout_key(b);
+}
+
+std::string rejection_category(const std::string& message) {
+  std::string out;
+  out.reserve(message.size());
+  for (size_t i = 0; i < message.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(message[i]);
+    if (std::isdigit(c)) {
+      // A number (with an optional fraction or exponent-free decimal part) becomes one '#'.
+      while (i + 1 < message.size() &&
+             (std::isdigit(static_cast<unsigned char>(message[i + 1])) ||
+              (message[i + 1] == '.' && i + 2 < message.size() &&
+               std::isdigit(static_cast<unsigned char>(message[i + 2])))))
+        ++i;
+      out += '#';
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out;
+}
+
+std::string out_of_memory_message(const sim::Prediction& p) {
+  return fmt::format("out of memory: {:.1f} GiB > {:.1f} GiB", p.peak_memory_bytes / kGiB,
+                     p.capacity_bytes / kGiB);
+}
+
+PlanResult plan(const Experiment& e, const PlanSettings& settings) {
+  if (settings.top_k <= 0)
+    throw bad_input(fmt::format("top-K must be > 0 (number of ranked layouts to keep), got {}",
+                                settings.top_k));
+  PlanResult result;
+  result.gpus = resolve_gpus(e, settings);
+  const ResolvedSearchSpace space = resolve_search_space(e);
+  const int64_t batch = e.training.global_batch_sequences;
+
+  RejectionTally tally;
+  TopK top(static_cast<size_t>(settings.top_k));
+  std::vector<int64_t> micro_batches;
+  micro_batches.reserve(space.micro_batch.size() + 1);
+
+  // Option lists that collapse to one value where the option has no effect.
+  const std::vector<bool> sp_off = {false};
+  const std::vector<CpScheme> scheme_fixed = {e.options.cp_scheme};
+  const std::vector<int64_t> interleave_one = {1};
+
+  const int64_t inner = static_cast<int64_t>(space.recompute.size() * space.zero_stage.size() *
+                                             space.attention.size());
+
+  for (const Mesh& mesh : enumerate_meshes(result.gpus)) {
+    // Micro-batch sizes for this mesh (see ResolvedSearchSpace).
+    micro_batches.clear();
+    if (space.micro_batch_is_default) {
+      const int64_t per_replica = (batch > 0 && batch % mesh.dp == 0) ? batch / mesh.dp : 0;
+      for (int64_t mb : space.micro_batch)
+        if (per_replica > 0 && per_replica % mb == 0) micro_batches.push_back(mb);
+      // None divides: keep 1 so that the mesh is counted and check_layout() says why.
+      if (micro_batches.empty()) micro_batches.push_back(1);
+    } else {
+      micro_batches = space.micro_batch;
+    }
+    const auto& sps = mesh.tp > 1 ? space.sequence_parallel : sp_off;
+    const auto& schemes = mesh.cp > 1 ? space.cp_scheme : scheme_fixed;
+    const auto& interleaves = mesh.pp > 1 ? space.interleave : interleave_one;
+    const int64_t per_mesh = static_cast<int64_t>(micro_batches.size() * sps.size() *
+                                                  schemes.size() * interleaves.size()) *
+                             inner;
+    result.enumerated += per_mesh;
+
+    // Search caps are the user's choice, not a layout error, but they are still reported.
+    if (space.max_tp > 0 && mesh.tp > space.max_tp) {
+      tally.layout(fmt::format("TP {} > search cap max_tp {}", mesh.tp, space.max_tp), per_mesh);
+      continue;
+    }
+    if (space.max_cp > 0 && mesh.cp > space.max_cp) {
+      tally.layout(fmt::format("CP {} > search cap max_cp {}", mesh.cp, space.max_cp), per_mesh);
+      continue;
+    }
+    if (space.max_pp > 0 && mesh.pp > space.max_pp) {
+      tally.layout(fmt::format("PP {} > search cap max_pp {}", mesh.pp, space.max_pp), per_mesh);
+      continue;
+    }
+
+    ParallelOptions opt = e.options;
+    if (!settings.exhaustive) {
+      // Least demanding options: if even these fail, the failure is the mesh's own
+      // (TP vs heads or node size, PP vs layers, CP vs sequence, DP vs batch).
+      opt.micro_batch = 1;
+      opt.recompute = Recompute::none;
+      opt.zero_stage = 0;
+      opt.sequence_parallel = false;
+      opt.cp_scheme = CpScheme::contiguous;
+      opt.interleave = 1;
+      opt.attention = AttentionImpl::flash;
+      std::string why = sim::check_layout(e, mesh, opt, result.gpus);
+      if (!why.empty()) {
+        tally.layout(why, per_mesh);
+        continue;
+      }
+    }
+
+    for (int64_t mb : micro_batches) {
+      opt.micro_batch = mb;
+      for (bool sp : sps) {
+        opt.sequence_parallel = sp;
+        for (CpScheme scheme : schemes) {
+          opt.cp_scheme = scheme;
+          for (int64_t v : interleaves) {
+            opt.interleave = v;
+            if (!settings.exhaustive) {
+              opt.recompute = Recompute::none;
+              opt.zero_stage = 0;
+              opt.attention = AttentionImpl::flash;
+              std::string why = sim::check_layout(e, mesh, opt, result.gpus);
+              if (!why.empty()) {
+                tally.layout(why, inner);
+                continue;
+              }
+            }
+            // Innermost loop: no allocation unless a candidate is rejected by check_layout()
+            // here (only in exhaustive mode or for a constraint on these three options).
+            for (Recompute rc : space.recompute) {
+              opt.recompute = rc;
+              for (int zero : space.zero_stage) {
+                opt.zero_stage = zero;
+                for (AttentionImpl attn : space.attention) {
+                  opt.attention = attn;
+                  std::string why = sim::check_layout(e, mesh, opt, result.gpus);
+                  if (!why.empty()) {
+                    tally.layout(why, 1);
+                    continue;
+                  }
+                  const sim::Prediction p = sim::predict(e, mesh, opt);
+                  ++result.evaluated;
+                  if (!p.fits) {
+                    tally.out_of_memory(p);
+                    if (!result.closest_out_of_memory ||
+                        p.peak_memory_bytes < result.closest_out_of_memory->peak_memory_bytes)
+                      result.closest_out_of_memory = p;
+                    continue;
+                  }
+                  ++result.fitting;
+                  top.push(p);
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+
+  result.candidates = std::move(top).sorted();
+  result.rejected = tally.summary();
+  // Invariants of planner.hpp: every enumerated candidate is accounted for.
+  if (result.enumerated != result.evaluated + tally.layout_total() ||
+      result.evaluated != result.fitting + tally.out_of_memory_count())
+    throw Error(ErrorKind::runtime,
+                fmt::format("planner bookkeeping broken: enumerated {} != evaluated {} + rejected "
+                            "{}, or evaluated != fitting {} + out of memory {}",
+                            result.enumerated, result.evaluated, tally.layout_total(),
+                            result.fitting, tally.out_of_memory_count()));
+  return result;
+}
+
+std::string describe_no_fit(const Experiment& e, const PlanResult& r) {
+  std::string s = fmt::format(
+      "no layout of {} fits on {} GPUs of {} ({:.1f} GiB each): {} layouts enumerated, {} "
+      "evaluated, none within memory",
+      e.model.name, r.gpus, e.cluster.name, e.cluster.memory_bytes / kGiB, r.enumerated,
+      r.evaluated);
+  if (r.closest_out_of_memory) {
+    const auto& p = *r.closest_out_of_memory;
+    s += fmt::format(
+        "; the smallest needs {:.1f} GiB (dp={} tp={} cp={} pp={}). Valid ways forward: more "
+        "GPUs (--gpus), a shorter sequence or smaller global batch, or allowing full recompute, "
+        "ZeRO-3 and larger TP/CP/PP in the search space",
+        p.peak_memory_bytes / kGiB, p.mesh.dp, p.mesh.tp, p.mesh.cp, p.mesh.pp);
+  } else if (!r.rejected.empty()) {
+    s += fmt::format("; no layout passed the constraints, most common reason: {} (e.g. {})",
+                     r.rejected.front().reason, r.rejected.front().example);
+  }
+  return s;
+}
+
+}  // namespace ringplan::planner

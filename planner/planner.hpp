@@ -1,0 +1,100 @@
+// Planner: enumerates every (DP, TP, CP, PP) mesh with DP*TP*CP*PP = GPUs together with every
+// parallel option of the search space, asks sim::check_layout whether it can run and
+// sim::predict what it costs, drops what does not fit in memory, and ranks the rest by step
+// time (ties: less peak memory). Every enumerated candidate is either evaluated or counted
+// under a rejection reason; nothing is skipped silently:
+//
+//   enumerated == evaluated + sum(rejections that happened before predict())
+//   evaluated  == fitting + rejections[out of memory].count
+//
+// Usage: PlanResult r = plan(experiment, {.top_k = 10});
+#pragma once
+#include <array>
+#include <optional>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/config.hpp"
+#include "sim/cost_model.hpp"
+
+namespace ringplan::planner {
+
+// The option values the planner tries for one experiment: Experiment::search with the
+// defaults filled in (an empty list in the experiment means "the default set").
+//   micro_batch: {1, 2, 4, 8}, each kept for a mesh only if it divides the sequences per DP
+//                replica (global_batch / DP); an explicit list is passed on unfiltered, and
+//                check_layout() rejects values that do not divide (counted, not skipped).
+//   recompute: none, selective, full      zero_stage: 0, 1, 2, 3
+//   sequence_parallel: off, on (tried only with TP > 1; off otherwise)
+//   cp_scheme: contiguous, zigzag, striped (tried only with CP > 1; otherwise the
+//              experiment's options.cp_scheme, which has no effect at CP = 1)
+//   interleave: 1, 2, 4 (tried only with PP > 1; 1 otherwise)
+//   attention: flash, materialized
+struct ResolvedSearchSpace {
+  std::vector<int64_t> micro_batch;
+  bool micro_batch_is_default = true;  // default set: filter to divisors per mesh
+  std::vector<Recompute> recompute;
+  std::vector<int> zero_stage;
+  std::vector<bool> sequence_parallel;
+  std::vector<CpScheme> cp_scheme;
+  std::vector<int64_t> interleave;
+  std::vector<AttentionImpl> attention;
+  int64_t max_tp = 0, max_cp = 0, max_pp = 0;  // 0: no cap
+};
+ResolvedSearchSpace resolve_search_space(const Experiment& e);
+
+// All meshes with dp*tp*cp*pp == gpus, in a fixed order (tp, then cp, then dp ascending).
+std::vector<Mesh> enumerate_meshes(int64_t gpus);
+
+struct PlanSettings {
+  int64_t gpus = 0;          // 0: experiment.gpus, else cluster.gpus()
+  int64_t top_k = 10;        // candidates kept in PlanResult::candidates (> 0)
+  // Pruning: check_layout() is asked once per mesh with the least demanding options
+  // (micro-batch 1, contiguous, interleave 1, ...) and once per (mesh, micro-batch, scheme,
+  // interleave, SP); when that fails every candidate below it is counted under that reason
+  // without being built. `exhaustive` asks check_layout() for every single candidate
+  // instead (tests compare both; results and counts must be identical).
+  bool exhaustive = false;
+};
+
+// One rejection category: "out of memory" or a check_layout() message with its numbers
+// replaced by '#', e.g. "TP # > # GPUs per node". `example` is the first full message seen.
+struct Rejection {
+  std::string reason;
+  int64_t count = 0;
+  std::string example;
+};
+
+struct PlanResult {
+  int64_t gpus = 0;
+  std::vector<sim::Prediction> candidates;  // fitting, best first, at most top_k
+  std::vector<Rejection> rejected;          // most frequent first
+  int64_t enumerated = 0;                   // all (mesh, options) combinations considered
+  int64_t evaluated = 0;                    // sim::predict() calls
+  int64_t fitting = 0;                      // evaluated and within memory
+  // The out-of-memory candidate with the least peak memory (for the "nothing fits" message).
+  std::optional<sim::Prediction> closest_out_of_memory;
+  bool empty() const { return candidates.empty(); }
+};
+
+// Runs the search. Throws ringplan::Error (bad_input) for settings that cannot be valid
+// (top_k <= 0, gpus <= 0). A search where nothing fits returns an empty candidate list; use
+// describe_no_fit() for the message.
+PlanResult plan(const Experiment& e, const PlanSettings& settings = {});
+
+// "no layout of <model> fits on N GPUs (<cluster>, C GiB each): evaluated E, ... the
+// closest was ... needs X GiB" -- used by the CLI when PlanResult::candidates is empty.
+std::string describe_no_fit(const Experiment& e, const PlanResult& r);
+
+// Ranking order: step time, then peak memory, then a deterministic key of the layout so
+// equal predictions come out in a stable order.
+bool ranks_before(const sim::Prediction& a, const sim::Prediction& b);
+
+// Rejection category of a message: digits (and decimal points between digits) become '#'.
+std::string rejection_category(const std::string& message);
+
+// "out of memory: 93.1 GiB > 80.0 GiB"
+std::string out_of_memory_message(const sim::Prediction& p);
+
+}  // namespace ringplan::planner

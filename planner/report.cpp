@@ -1,0 +1,205 @@
+// Text and JSON reports of predictions and plans (see report.hpp for the JSON layout).
+#include "planner/report.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "core/units.hpp"
+
+namespace ringplan::planner {
+namespace {
+
+std::string gib(double bytes) { return fmt::format("{:.2f} GiB", bytes / units::gib_bytes); }
+
+// Step times span microseconds (tests) to minutes (1T models): pick a readable unit.
+std::string seconds_text(double s) {
+  if (s == 0.0) return "0 s";
+  if (s >= 1.0) return fmt::format("{:.3f} s", s);
+  if (s >= 1e-3) return fmt::format("{:.3f} ms", s * 1e3);
+  return fmt::format("{:.3f} us", s * 1e6);
+}
+
+std::string si_rate(double per_s) {
+  if (per_s >= 1e9) return fmt::format("{:.2f} G", per_s / 1e9);
+  if (per_s >= 1e6) return fmt::format("{:.2f} M", per_s / 1e6);
+  if (per_s >= 1e3) return fmt::format("{:.2f} k", per_s / 1e3);
+  return fmt::format("{:.1f}", per_s);
+}
+
+// 581.6 on a GPU, 0.02684 on a CPU rank: four significant digits either way.
+std::string tflops_text(double tflops) { return fmt::format("{:.4g}", tflops); }
+
+std::string pad_right(const std::string& s, size_t w) { return s.size() >= w ? s : s + std::string(w - s.size(), ' '); }
+std::string pad_left(const std::string& s, size_t w) { return s.size() >= w ? s : std::string(w - s.size(), ' ') + s; }
+
+// Minimal column-aligned table: first column(s) left-aligned as told, the rest right-aligned.
+std::string render_table(const std::vector<std::string>& header, const std::vector<bool>& left,
+                         const std::vector<std::vector<std::string>>& rows) {
+  std::vector<size_t> width(header.size(), 0);
+  for (size_t c = 0; c < header.size(); ++c) width[c] = header[c].size();
+  for (const auto& row : rows)
+    for (size_t c = 0; c < row.size() && c < width.size(); ++c) width[c] = std::max(width[c], row[c].size());
+  auto line = [&](const std::vector<std::string>& cells) {
+    std::string s;
+    for (size_t c = 0; c < header.size(); ++c) {
+      const std::string& cell = c < cells.size() ? cells[c] : std::string();
+      if (c) s += "  ";
+      s += left[c] ? pad_right(cell, width[c]) : pad_left(cell, width[c]);
+    }
+    while (!s.empty() && s.back() == ' ') s.pop_back();
+    return s + "\n";
+  };
+  std::string out = line(header);
+  size_t total = 0;
+  for (size_t c = 0; c < width.size(); ++c) total += width[c] + (c ? 2 : 0);
+  out += std::string(total, '-') + "\n";
+  for (const auto& row : rows) out += line(row);
+  return out;
+}
+
+}  // namespace
+
+nlohmann::json mesh_json(const Mesh& m) {
+  return {{"dp", m.dp}, {"tp", m.tp}, {"cp", m.cp}, {"pp", m.pp}};
+}
+
+nlohmann::json options_json(const ParallelOptions& o) {
+  return {{"micro_batch", o.micro_batch},
+          {"recompute", to_string(o.recompute)},
+          {"zero_stage", o.zero_stage},
+          {"sequence_parallel", o.sequence_parallel},
+          {"cp_scheme", to_string(o.cp_scheme)},
+          {"interleave", o.interleave},
+          {"attention", to_string(o.attention)}};
+}
+
+nlohmann::json prediction_json(const sim::Prediction& p) {
+  nlohmann::json memory = nlohmann::json::object();
+  for (const auto& t : sim::memory_terms(p.memory)) memory[std::string(t.name)] = t.value;
+  memory["peak_bytes"] = p.memory.peak_bytes;
+  nlohmann::json time = nlohmann::json::object();
+  for (const auto& t : sim::time_terms(p.time)) time[std::string(t.name)] = t.value;
+  time["step_time_s"] = p.time.step_time_s;
+  return {{"step_time_s", p.step_time_s},
+          {"tokens_per_s", p.tokens_per_s},
+          {"tflops_per_device", p.tflops_per_device},
+          {"mfu", p.mfu},
+          {"peak_memory_bytes", p.peak_memory_bytes},
+          {"capacity_bytes", p.capacity_bytes},
+          {"memory", std::move(memory)},
+          {"time", std::move(time)},
+          {"mesh", mesh_json(p.mesh)},
+          {"options", options_json(p.options)},
+          {"micro_batches", p.micro_batches},
+          {"model_flops_per_step", p.model_flops_per_step},
+          {"fits", p.fits}};
+}
+
+nlohmann::json plan_json(const PlanResult& r) {
+  nlohmann::json candidates = nlohmann::json::array();
+  for (const auto& p : r.candidates) candidates.push_back(prediction_json(p));
+  nlohmann::json rejected = nlohmann::json::array();
+  for (const auto& x : r.rejected)
+    rejected.push_back({{"reason", x.reason}, {"count", x.count}, {"example", x.example}});
+  return {{"best", r.candidates.empty() ? nlohmann::json(nullptr) : candidates.front()},
+          {"candidates", std::move(candidates)},
+          {"rejected", std::move(rejected)},
+          {"evaluated", r.evaluated},
+          {"enumerated", r.enumerated},
+          {"fitting", r.fitting},
+          {"gpus", r.gpus}};
+}
+
+std::string mesh_text(const Mesh& m) {
+  return fmt::format("dp={} tp={} cp={} pp={}", m.dp, m.tp, m.cp, m.pp);
+}
+
+std::string options_text(const Mesh& m, const ParallelOptions& o) {
+  std::string s = fmt::format("mb={} rc={} zero={}", o.micro_batch, to_string(o.recompute), o.zero_stage);
+  if (m.tp > 1 && o.sequence_parallel) s += " sp";
+  if (m.cp > 1) s += fmt::format(" {}", to_string(o.cp_scheme));
+  if (m.pp > 1) s += fmt::format(" v={}", o.interleave);
+  s += fmt::format(" {}", to_string(o.attention));
+  return s;
+}
+
+std::string memory_text(double used_bytes, double capacity_bytes) {
+  return fmt::format("{:.1f} / {:.1f} GiB", used_bytes / units::gib_bytes, capacity_bytes / units::gib_bytes);
+}
+
+std::string top_table(const PlanResult& r) {
+  std::vector<std::vector<std::string>> rows;
+  int rank = 1;
+  for (const auto& p : r.candidates) {
+    rows.push_back({std::to_string(rank++), std::to_string(p.mesh.dp), std::to_string(p.mesh.tp),
+                    std::to_string(p.mesh.cp), std::to_string(p.mesh.pp), options_text(p.mesh, p.options),
+                    seconds_text(p.step_time_s), si_rate(p.tokens_per_s), tflops_text(p.tflops_per_device),
+                    fmt::format("{:.1f}%", 100.0 * p.mfu), memory_text(p.peak_memory_bytes, p.capacity_bytes)});
+  }
+  return render_table({"rank", "dp", "tp", "cp", "pp", "options", "step", "tokens/s", "TFLOP/s/dev", "MFU", "memory"},
+                      {false, false, false, false, false, true, false, false, false, false, false}, rows);
+}
+
+std::string prediction_text(const Experiment& e, const sim::Prediction& p) {
+  std::string s;
+  s += fmt::format("layout: {}  {}\n", mesh_text(p.mesh), options_text(p.mesh, p.options));
+  s += fmt::format(
+      "step time {}  |  {} tokens/s  |  {} TFLOP/s per device  |  MFU {:.1f}%  |  memory {}{}\n",
+      seconds_text(p.step_time_s), si_rate(p.tokens_per_s), tflops_text(p.tflops_per_device), 100.0 * p.mfu,
+      memory_text(p.peak_memory_bytes, p.capacity_bytes), p.fits ? "" : "  (DOES NOT FIT)");
+  s += fmt::format("micro-batches per step per replica: {}\n\n", p.micro_batches);
+
+  std::vector<std::vector<std::string>> mem_rows;
+  for (const auto& t : sim::memory_terms(p.memory)) {
+    if (t.name == "peak_bytes") continue;  // shown once, below the terms
+    mem_rows.push_back({std::string(t.name), gib(t.value),
+                        p.peak_memory_bytes > 0 ? fmt::format("{:.1f}%", 100.0 * t.value / p.peak_memory_bytes) : "-"});
+  }
+  mem_rows.push_back({"peak (schedule, not sum of maxima)", gib(p.memory.peak_bytes), "100.0%"});
+  mem_rows.push_back({"capacity", gib(p.capacity_bytes), ""});
+  s += "memory per device\n";
+  s += render_table({"term", "size", "of peak"}, {true, false, false}, mem_rows);
+
+  std::vector<std::vector<std::string>> time_rows;
+  for (const auto& t : sim::time_terms(p.time)) {
+    if (t.name == "step_time_s") continue;  // shown once, below the terms
+    time_rows.push_back({std::string(t.name), seconds_text(t.value),
+                         p.step_time_s > 0 ? fmt::format("{:.1f}%", 100.0 * t.value / p.step_time_s) : "-"});
+  }
+  time_rows.push_back({"step time", seconds_text(p.step_time_s), "100.0%"});
+  s += "\ntime per step (slowest rank)\n";
+  s += render_table({"term", "time", "of step"}, {true, false, false}, time_rows);
+  (void)e;
+  return s;
+}
+
+std::string rejection_text(const PlanResult& r) {
+  if (r.rejected.empty()) return "rejected: none\n";
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& x : r.rejected) rows.push_back({std::to_string(x.count), x.reason, x.example});
+  return render_table({"count", "reason", "example"}, {false, true, true}, rows);
+}
+
+std::string plan_text(const Experiment& e, const PlanResult& r) {
+  std::string s = fmt::format(
+      "{}: {} on {} x {} ({:.1f} GiB), seq {} tokens, global batch {} sequences\n"
+      "enumerated {} layouts, evaluated {}, {} fit in memory\n\n",
+      e.name.empty() ? e.path : e.name, e.model.name, r.gpus, e.cluster.name,
+      e.cluster.memory_bytes / units::gib_bytes, e.training.seq_len, e.training.global_batch_sequences,
+      r.enumerated, r.evaluated, r.fitting);
+  if (!r.candidates.empty()) {
+    s += fmt::format("top {} layouts (ranked by step time, ties by memory)\n", r.candidates.size());
+    s += top_table(r);
+    s += "\nchosen plan\n";
+    s += prediction_text(e, r.candidates.front());
+  } else {
+    s += describe_no_fit(e, r) + "\n";
+  }
+  s += "\nrejected layouts\n";
+  s += rejection_text(r);
+  return s;
+}
+
+}  // namespace ringplan::planner

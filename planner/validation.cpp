@@ -1,0 +1,161 @@
+// Predicted vs published figures for validation cases (see validation.hpp).
+#include "planner/validation.hpp"
+
+#include <fmt/format.h>
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+
+#include "core/config_yaml.hpp"
+#include "core/error.hpp"
+#include "core/units.hpp"
+#include "planner/report.hpp"
+
+namespace ringplan::planner {
+namespace {
+
+// A file found while walking a folder is a case only if its top level has `published:`
+// (directly, or inside an `experiment:` mapping as in plan files).
+bool has_published_block(const std::string& path) {
+  try {
+    const YAML::Node root = YAML::LoadFile(path);
+    if (!root.IsMap()) return false;
+    if (root["published"]) return true;
+    const YAML::Node exp = root["experiment"];
+    return exp && exp.IsMap() && exp["published"];
+  } catch (const YAML::Exception&) {
+    return true;  // let load_experiment() report the YAML error with its position
+  }
+}
+
+ValidationRow row(const std::string& name, const char* metric, double predicted, double published) {
+  return {name, metric, predicted, published, 100.0 * (predicted - published) / published};
+}
+
+}  // namespace
+
+std::vector<std::string> collect_cases(const std::vector<std::string>& paths, std::vector<std::string>* skipped) {
+  if (paths.empty()) throw bad_input("validate: give at least one case file or folder");
+  std::vector<std::string> cases;
+  for (const auto& p : paths) {
+    if (!std::filesystem::exists(p))
+      throw bad_input(fmt::format("validate: '{}' does not exist (give case files or folders of them)", p));
+    if (!std::filesystem::is_directory(p)) {
+      cases.push_back(p);  // named explicitly: must be a case, validate_case() says why not
+      continue;
+    }
+    for (const auto& f : find_experiments(p)) {
+      if (has_published_block(f)) {
+        cases.push_back(f);
+      } else if (skipped) {
+        skipped->push_back(f);
+      }
+    }
+  }
+  if (cases.empty())
+    throw bad_input(fmt::format("validate: no case found in {} (a case is an experiment YAML with a fixed "
+                                "mesh and a `published:` block)",
+                                fmt::join(paths, ", ")));
+  return cases;
+}
+
+std::vector<ValidationRow> validate_case(const Experiment& e) {
+  const std::string name = e.name.empty() ? e.path : e.name;
+  if (!e.mesh)
+    throw ConfigError(e.path, 0, "mesh", "a validation case needs a fixed mesh (dp, tp, cp, pp)");
+  if (!e.published)
+    throw ConfigError(e.path, 0, "published",
+                      "a validation case needs a `published:` block with step_time_s, tflops_per_device, mfu "
+                      "or peak_memory_gib");
+  const Published& pub = *e.published;
+  if (!pub.step_time_s && !pub.tflops_per_device && !pub.mfu && !pub.peak_memory_gib)
+    throw ConfigError(e.path, 0, "published",
+                      "no metric given; expected at least one of step_time_s, tflops_per_device, mfu, peak_memory_gib");
+  const Mesh& mesh = *e.mesh;
+  const std::string why = sim::check_layout(e, mesh, e.options, mesh.world_size());
+  if (!why.empty())
+    throw ConfigError(e.path, 0, "mesh", fmt::format("layout {} cannot run: {}", mesh_text(mesh), why));
+  const sim::Prediction p = sim::predict(e, mesh, e.options);
+
+  std::vector<ValidationRow> rows;
+  auto positive = [&](const char* metric, double v) {
+    if (!(v > 0))
+      throw ConfigError(e.path, 0, std::string("published.") + metric, fmt::format("must be > 0, got {}", v));
+  };
+  if (pub.step_time_s) {
+    positive("step_time_s", *pub.step_time_s);
+    rows.push_back(row(name, "step_time_s", p.step_time_s, *pub.step_time_s));
+  }
+  if (pub.tflops_per_device) {
+    positive("tflops_per_device", *pub.tflops_per_device);
+    rows.push_back(row(name, "tflops_per_device", p.tflops_per_device, *pub.tflops_per_device));
+  }
+  if (pub.mfu) {
+    positive("mfu", *pub.mfu);
+    rows.push_back(row(name, "mfu", p.mfu, *pub.mfu));
+  }
+  if (pub.peak_memory_gib) {
+    positive("peak_memory_gib", *pub.peak_memory_gib);
+    rows.push_back(row(name, "peak_memory_gib", p.peak_memory_bytes / units::gib_bytes, *pub.peak_memory_gib));
+  }
+  return rows;
+}
+
+void summarize(ValidationReport& r) {
+  double sum = 0, mx = 0;
+  for (const auto& x : r.rows) {
+    sum += std::abs(x.error_pct);
+    mx = std::max(mx, std::abs(x.error_pct));
+  }
+  r.mean_abs_error_pct = r.rows.empty() ? 0.0 : sum / static_cast<double>(r.rows.size());
+  r.max_abs_error_pct = mx;
+}
+
+ValidationReport validate_paths(const std::vector<std::string>& paths) {
+  ValidationReport r;
+  for (const auto& f : collect_cases(paths, &r.skipped)) {
+    const Experiment e = load_experiment(f);
+    auto rows = validate_case(e);
+    r.rows.insert(r.rows.end(), rows.begin(), rows.end());
+    ++r.cases;
+  }
+  summarize(r);
+  return r;
+}
+
+std::string validation_text(const ValidationReport& r) {
+  size_t name_w = 4, metric_w = 6;
+  for (const auto& x : r.rows) {
+    name_w = std::max(name_w, x.name.size());
+    metric_w = std::max(metric_w, x.metric.size());
+  }
+  std::string s = fmt::format("{:<{}}  {:<{}}  {:>12}  {:>12}  {:>8}\n", "case", name_w, "metric", metric_w,
+                              "predicted", "published", "error");
+  s += std::string(name_w + metric_w + 42, '-') + "\n";
+  for (const auto& x : r.rows)
+    s += fmt::format("{:<{}}  {:<{}}  {:>12.4g}  {:>12.4g}  {:>+7.2f}%\n", x.name, name_w, x.metric, metric_w,
+                     x.predicted, x.published, x.error_pct);
+  s += fmt::format("\n{} cases, {} comparisons: mean |error| {:.2f}%, max |error| {:.2f}%\n", r.cases,
+                   r.rows.size(), r.mean_abs_error_pct, r.max_abs_error_pct);
+  if (!r.skipped.empty()) s += fmt::format("skipped {} files without a `published:` block\n", r.skipped.size());
+  return s;
+}
+
+nlohmann::json validation_json(const ValidationReport& r) {
+  nlohmann::json cases = nlohmann::json::array();
+  for (const auto& x : r.rows)
+    cases.push_back({{"name", x.name},
+                     {"metric", x.metric},
+                     {"predicted", x.predicted},
+                     {"published", x.published},
+                     {"error_pct", x.error_pct}});
+  return {{"cases", std::move(cases)},
+          {"mean_abs_error_pct", r.mean_abs_error_pct},
+          {"max_abs_error_pct", r.max_abs_error_pct},
+          {"case_count", r.cases},
+          {"skipped", r.skipped}};
+}
+
+}  // namespace ringplan::planner

@@ -1,0 +1,249 @@
+// End-to-end tests of the planner commands: run the `ringplan` binary as a user would.
+// RINGPLAN_BIN and RINGPLAN_SOURCE_DIR come from tests/cli/CMakeLists.txt.
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+#include <sys/wait.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <string>
+
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::string kConfigs = std::string(RINGPLAN_SOURCE_DIR) + "/configs/experiments/";
+
+struct Result {
+  int rc = -1;
+  std::string out, err;
+};
+
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    std::random_device rd;
+    path = fs::temp_directory_path() / ("ringplan_test_cli_" + std::to_string(rd()));
+    fs::create_directories(path);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+  std::string file(const std::string& name) const { return (path / name).string(); }
+};
+
+std::string slurp(const std::string& p) {
+  std::ifstream f(p);
+  return std::string(std::istreambuf_iterator<char>(f), {});
+}
+
+// Runs `ringplan ARGS` (args are shell words, already quoted where needed).
+Result ringplan(const std::string& args) {
+  TempDir tmp;
+  const std::string err_file = tmp.file("stderr.txt");
+  const std::string cmd = std::string("'") + RINGPLAN_BIN + "' " + args + " 2>'" + err_file + "'";
+  Result r;
+  FILE* p = popen(cmd.c_str(), "r");
+  REQUIRE(p != nullptr);
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+  const int status = pclose(p);
+  r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.err = slurp(err_file);
+  return r;
+}
+
+bool has(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+}  // namespace
+
+TEST_CASE("--help works for every planner command") {
+  for (const char* cmd : {"plan", "simulate", "validate"}) {
+    const Result r = ringplan(std::string(cmd) + " --help");
+    CHECK_MESSAGE(r.rc == 0, cmd);
+    CHECK(has(r.out, "--format"));
+  }
+  CHECK(has(ringplan("simulate --help").out, "--mesh"));
+  CHECK(has(ringplan("plan --help").out, "--top"));
+}
+
+TEST_CASE("plan --format json: best, K candidates, rejections, evaluated") {
+  const Result r = ringplan("plan '" + kConfigs + "default.yaml' --top 4 --format json");
+  REQUIRE_MESSAGE(r.rc == 0, r.err);
+  const auto j = nlohmann::json::parse(r.out);
+  REQUIRE(j["candidates"].size() == 4);
+  CHECK(j["best"] == j["candidates"][0]);
+  CHECK(j["evaluated"].get<int64_t>() > 0);
+  CHECK(j["enumerated"].get<int64_t>() >= j["evaluated"].get<int64_t>());
+  for (const char* k : {"step_time_s", "tokens_per_s", "tflops_per_device", "mfu", "peak_memory_bytes", "memory",
+                        "time", "mesh", "options", "fits"})
+    CHECK_MESSAGE(j["best"].contains(k), k);
+  double prev = 0;
+  for (const auto& c : j["candidates"]) {
+    CHECK(c["fits"].get<bool>());
+    const auto& m = c["mesh"];
+    CHECK(m["dp"].get<int64_t>() * m["tp"].get<int64_t>() * m["cp"].get<int64_t>() * m["pp"].get<int64_t>() == 64);
+    CHECK(c["step_time_s"].get<double>() >= prev);
+    prev = c["step_time_s"].get<double>();
+  }
+  for (const auto& x : j["rejected"]) {
+    CHECK(x["count"].get<int64_t>() > 0);
+    CHECK(!x["example"].get<std::string>().empty());
+  }
+}
+
+TEST_CASE("plan table output has the top-K table, the chosen plan and the rejections") {
+  const Result r = ringplan("plan '" + kConfigs + "default.yaml' --top 3");
+  REQUIRE_MESSAGE(r.rc == 0, r.err);
+  CHECK(has(r.out, "rank"));
+  CHECK(has(r.out, "chosen plan"));
+  CHECK(has(r.out, "memory per device"));
+  CHECK(has(r.out, "time per step"));
+  CHECK(has(r.out, "rejected layouts"));
+  CHECK(has(r.out, " GiB"));
+}
+
+TEST_CASE("plan -o writes a plan file that simulate reproduces") {
+  TempDir tmp;
+  const std::string plan_path = tmp.file("plan.yaml");
+  const Result p = ringplan("plan '" + kConfigs + "default.yaml' --top 1 --format json -o '" + plan_path + "'");
+  REQUIRE_MESSAGE(p.rc == 0, p.err);
+  REQUIRE(fs::exists(plan_path));
+  const auto best = nlohmann::json::parse(p.out)["best"];
+  const Result s = ringplan("simulate '" + plan_path + "' --format json");
+  REQUIRE_MESSAGE(s.rc == 0, s.err);
+  const auto sim = nlohmann::json::parse(s.out);
+  CHECK(sim["mesh"] == best["mesh"]);
+  CHECK(sim["options"] == best["options"]);
+  CHECK(sim["step_time_s"].get<double>() == doctest::Approx(best["step_time_s"].get<double>()).epsilon(1e-9));
+  CHECK(sim["peak_memory_bytes"].get<double>() ==
+        doctest::Approx(best["peak_memory_bytes"].get<double>()).epsilon(1e-9));
+  const std::string text = slurp(plan_path);
+  CHECK(has(text, "ringplan_plan: 1"));
+  CHECK(has(text, "prediction:"));
+}
+
+TEST_CASE("simulate: flags override the file, JSON has every term") {
+  const std::string exp = "'" + kConfigs + "default.yaml'";
+  const Result a = ringplan("simulate " + exp + " --mesh dp=1,tp=8,cp=8,pp=1 --format json");
+  REQUIRE_MESSAGE(a.rc == 0, a.err);
+  const auto j = nlohmann::json::parse(a.out);
+  CHECK(j["mesh"]["tp"] == 8);
+  CHECK(j["mesh"]["cp"] == 8);
+  CHECK(j["memory"].size() >= 9);
+  CHECK(j["time"].size() >= 11);
+  const Result b = ringplan("simulate " + exp +
+                            " --mesh dp=1,tp=8,cp=8,pp=1 --recompute full --zero 3 --sequence-parallel on "
+                            "--cp-scheme striped --attention flash --micro-batch 1 --format json");
+  REQUIRE_MESSAGE(b.rc == 0, b.err);
+  const auto k = nlohmann::json::parse(b.out);
+  CHECK(k["options"]["recompute"] == "full");
+  CHECK(k["options"]["zero_stage"] == 3);
+  CHECK(k["options"]["sequence_parallel"] == true);
+  CHECK(k["options"]["cp_scheme"] == "striped");
+  // Full recompute and ZeRO-3 need less memory than the file's defaults on the same mesh.
+  CHECK(k["peak_memory_bytes"].get<double>() < j["peak_memory_bytes"].get<double>());
+  const Result t = ringplan("simulate " + exp + " --mesh dp=1,tp=8,cp=8,pp=1");
+  CHECK(t.rc == 0);
+  CHECK(has(t.out, "memory per device"));
+}
+
+TEST_CASE("bad input exits 2 with a message saying what would be valid") {
+  const std::string exp = "'" + kConfigs + "default.yaml'";
+  struct Case {
+    std::string args, expect;
+  };
+  const Case cases[] = {
+      {"simulate " + exp + " --mesh dp=2,tp=2,cp=2,pp=1", "but the experiment has 64"},
+      {"simulate " + exp + " --mesh dp=two", "not a positive integer"},
+      {"simulate " + exp + " --mesh qq=64", "valid keys: dp, tp, cp, pp"},
+      {"simulate " + exp, "no mesh"},
+      {"simulate " + exp + " --mesh tp=8,cp=8 --recompute most", "none, selective, full"},
+      {"simulate " + exp + " --mesh tp=8,cp=8 --cp-scheme ring", "contiguous, zigzag, striped"},
+      {"simulate " + exp + " --mesh tp=8,cp=8 --attention sdpa", "flash, materialized"},
+      {"simulate " + exp + " --mesh tp=8,cp=8 --zero 4", "valid: 0, 1, 2, 3"},
+      {"simulate " + exp + " --mesh tp=8,cp=8 --sequence-parallel maybe", "valid: on, off"},
+      {"simulate " + exp + " --mesh tp=8,cp=8 --format xml", "xml"},
+      {"plan " + exp + " --top 0", "--top"},
+      {"plan " + exp + " --top -2", "--top"},
+      {"plan " + exp + " --gpus -8", "--gpus"},
+      {"plan " + exp + " --format yaml", "yaml"},
+      {"plan /nonexistent/experiment.yaml", "nonexistent"},
+      {"validate /nonexistent/folder", "does not exist"},
+      {"validate " + exp, "a validation case needs a fixed mesh"},
+  };
+  for (const auto& c : cases) {
+    const Result r = ringplan(c.args);
+    CHECK_MESSAGE(r.rc == 2, c.args);
+    CHECK_MESSAGE(has(r.err + r.out, c.expect), c.args, " -> ", r.err);
+  }
+}
+
+TEST_CASE("plan: nothing fits exits 2 with the reason") {
+  TempDir tmp;
+  // 405B parameters cannot fit on 8 GPUs whatever the layout.
+  const std::string path = tmp.file("tiny_cluster.yaml");
+  std::ofstream(path) << "name: too_small\nmodel: " << RINGPLAN_SOURCE_DIR << "/configs/models/llama3_405b.yaml\n"
+                      << "cluster: " << RINGPLAN_SOURCE_DIR << "/configs/clusters/dgx_h100.yaml\n"
+                      << "training: {seq_len: 8192, global_batch: 8, dtype: bf16, optimizer: adam}\ngpus: 8\n";
+  const Result r = ringplan("plan '" + path + "' --format json");
+  CHECK(r.rc == 2);
+  CHECK(has(r.err, "no layout of"));
+  CHECK(nlohmann::json::parse(r.out)["best"].is_null());
+}
+
+TEST_CASE("validate: predicted vs published with signed error, JSON summary") {
+  TempDir tmp;
+  // A case: the default experiment with a fixed mesh and made-up published figures. The
+  // expected error is computed from simulate's prediction of the same layout.
+  const Result s = ringplan("simulate '" + kConfigs + "default.yaml' --mesh tp=8,cp=8 --format json");
+  REQUIRE_MESSAGE(s.rc == 0, s.err);
+  const double predicted = nlohmann::json::parse(s.out)["step_time_s"].get<double>();
+  const double published = predicted * 1.1;
+  const std::string case_path = tmp.file("case.yaml");
+  std::ofstream(case_path) << slurp(kConfigs + "default.yaml") << "\nmesh: {dp: 1, tp: 8, cp: 8, pp: 1}\n"
+                           << "published:\n  step_time_s: " << published << "\n  source: test\n";
+  // default.yaml names its model/cluster relative to its own folder: copy them beside.
+  std::string fixed = slurp(case_path);
+  for (const char* rel : {"../models/", "../clusters/"}) {
+    for (size_t at; (at = fixed.find(rel)) != std::string::npos;)
+      fixed.replace(at, std::string(rel).size(),
+                    std::string(RINGPLAN_SOURCE_DIR) + "/configs/" + std::string(rel).substr(3));
+  }
+  std::ofstream(case_path) << fixed;
+  const Result v = ringplan("validate '" + tmp.path.string() + "' --format json");
+  REQUIRE_MESSAGE(v.rc == 0, v.err);
+  const auto j = nlohmann::json::parse(v.out);
+  REQUIRE(j["cases"].size() == 1);
+  const auto& c = j["cases"][0];
+  CHECK(c["metric"] == "step_time_s");
+  CHECK(c["published"].get<double>() == doctest::Approx(published).epsilon(1e-5));
+  CHECK(c["error_pct"].get<double>() == doctest::Approx(100.0 * (1.0 / 1.1 - 1.0)).epsilon(1e-3));
+  CHECK(j["max_abs_error_pct"].get<double>() == doctest::Approx(std::abs(c["error_pct"].get<double>())));
+  const Result t = ringplan("validate '" + case_path + "'");
+  CHECK(t.rc == 0);
+  CHECK(has(t.out, "mean |error|"));
+}
+
+TEST_CASE("validate: the shipped validation cases all load and predict") {
+  const std::string dir = std::string(RINGPLAN_SOURCE_DIR) + "/configs/validation";
+  if (!fs::exists(dir)) return;  // no shipped cases: nothing to check
+  const Result v = ringplan("validate '" + dir + "' --format json");
+  REQUIRE_MESSAGE(v.rc == 0, v.err);
+  const auto j = nlohmann::json::parse(v.out);
+  REQUIRE(!j["cases"].empty());
+  double max_abs = 0;
+  for (const auto& c : j["cases"]) {
+    const double e = c["error_pct"].get<double>();
+    CHECK(std::isfinite(e));
+    CHECK(c["predicted"].get<double>() > 0);
+    max_abs = std::max(max_abs, std::abs(e));
+  }
+  CHECK(j["max_abs_error_pct"].get<double>() == doctest::Approx(max_abs));
+}

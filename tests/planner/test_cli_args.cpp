@@ -1,0 +1,69 @@
+// Flag parsers of plan/simulate: valid forms and the messages of invalid ones.
+#include <doctest/doctest.h>
+
+#include "core/error.hpp"
+#include "planner/cli_args.hpp"
+
+using namespace ringplan;
+using namespace ringplan::planner;
+
+namespace {
+// The bad-input message of f(), or "" if it did not throw.
+template <typename F>
+std::string error_of(F f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    CHECK(e.kind() == ErrorKind::bad_input);
+    return e.what();
+  }
+  return "";
+}
+bool has(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+}  // namespace
+
+TEST_CASE("parse_mesh_spec: valid forms") {
+  CHECK(parse_mesh_spec("--mesh", "dp=2,tp=8,cp=4,pp=1") == Mesh{2, 8, 4, 1});
+  CHECK(parse_mesh_spec("--mesh", "pp=2,cp=3") == Mesh{1, 1, 3, 2});
+  CHECK(parse_mesh_spec("--mesh", "tp=8") == Mesh{1, 8, 1, 1});
+  CHECK(mesh_spec(Mesh{2, 8, 4, 1}) == "dp=2,tp=8,cp=4,pp=1");
+  CHECK(parse_mesh_spec("--mesh", mesh_spec(Mesh{3, 5, 7, 11})) == Mesh{3, 5, 7, 11});
+}
+
+TEST_CASE("parse_mesh_spec: malformed input says what is valid") {
+  CHECK(has(error_of([] { parse_mesh_spec("--mesh", "dp=two"); }), "not a positive integer"));
+  CHECK(has(error_of([] { parse_mesh_spec("--mesh", "dp=0"); }), "not a positive integer"));
+  CHECK(has(error_of([] { parse_mesh_spec("--mesh", "dp=-2"); }), "not a positive integer"));
+  CHECK(has(error_of([] { parse_mesh_spec("--mesh", "dp=2x"); }), "not a positive integer"));
+  CHECK(has(error_of([] { parse_mesh_spec("--mesh", "xp=2"); }), "valid keys: dp, tp, cp, pp"));
+  CHECK(has(error_of([] { parse_mesh_spec("--mesh", "dp=2,dp=4"); }), "given twice"));
+  CHECK(has(error_of([] { parse_mesh_spec("--mesh", "dp2"); }), "not key=value"));
+  CHECK(has(error_of([] { parse_mesh_spec("--mesh", "dp=2,"); }), "not key=value"));
+  CHECK(has(error_of([] { parse_mesh_spec("--mesh", ""); }), "empty mesh"));
+}
+
+TEST_CASE("enum flags: known names parse, unknown ones list the valid names") {
+  CHECK(parse_recompute_flag("--recompute", "selective") == Recompute::selective);
+  CHECK(parse_cp_scheme_flag("--cp-scheme", "striped") == CpScheme::striped);
+  CHECK(parse_attention_flag("--attention", "materialized") == AttentionImpl::materialized);
+  CHECK(parse_on_off_flag("--sequence-parallel", "on"));
+  CHECK_FALSE(parse_on_off_flag("--sequence-parallel", "off"));
+  const std::string rc = error_of([] { parse_recompute_flag("--recompute", "ful"); });
+  CHECK(has(rc, "--recompute: unknown value 'ful'"));
+  CHECK(has(rc, "none, selective, full"));
+  CHECK(has(rc, "did you mean 'full'"));
+  CHECK(has(error_of([] { parse_cp_scheme_flag("--cp-scheme", "ring"); }), "contiguous, zigzag, striped"));
+  CHECK(has(error_of([] { parse_attention_flag("--attention", "sdpa"); }), "flash, materialized"));
+  CHECK(has(error_of([] { parse_on_off_flag("--sequence-parallel", "yes"); }), "valid: on, off"));
+  CHECK(has(error_of([] { parse_zero_stage_flag("--zero", 4); }), "valid: 0, 1, 2, 3"));
+  CHECK(parse_zero_stage_flag("--zero", 3) == 3);
+  CHECK(has(error_of([] { parse_positive_flag("--top", 0); }), "--top: must be a positive integer"));
+}
+
+TEST_CASE("check_mesh_gpus: a mesh must multiply to the GPU count") {
+  CHECK(error_of([] { check_mesh_gpus(Mesh{2, 2, 2, 1}, 8, "--mesh"); }).empty());
+  const std::string msg = error_of([] { check_mesh_gpus(Mesh{2, 2, 2, 1}, 16, "--mesh"); });
+  CHECK(has(msg, "uses dp*tp*cp*pp = 8 GPUs but the experiment has 16"));
+  CHECK(has(msg, "dp=4,tp=2,cp=2,pp=1"));  // a valid example keeping TP, CP, PP
+  CHECK(has(msg, "--gpus 8"));
+}

@@ -1,0 +1,81 @@
+// Mesh enumeration and candidate counts, checked against counts computed by hand.
+#include <doctest/doctest.h>
+
+#include <set>
+#include <tuple>
+
+#include "planner/planner.hpp"
+#include "tests/planner/fixtures.hpp"
+
+using namespace ringplan;
+using namespace ringplan::planner;
+
+TEST_CASE("enumerate_meshes: every ordered factorisation of the GPU count, once") {
+  // Ordered 4-factorisations of p^k number C(k+3, 3): 8 = 2^3 -> C(6,3) = 20;
+  // 12 = 2^2 * 3 -> C(5,3) * C(4,3) = 10 * 4 = 40; 1 -> only (1,1,1,1).
+  CHECK(enumerate_meshes(1).size() == 1);
+  CHECK(enumerate_meshes(8).size() == 20);
+  CHECK(enumerate_meshes(12).size() == 40);
+  CHECK(enumerate_meshes(16384).size() == 680);  // 2^14: C(17,3)
+  CHECK(enumerate_meshes(0).empty());
+  std::set<std::tuple<int64_t, int64_t, int64_t, int64_t>> seen;
+  for (const Mesh& m : enumerate_meshes(12)) {
+    CHECK(m.world_size() == 12);
+    CHECK(seen.insert({m.dp, m.tp, m.cp, m.pp}).second);
+  }
+}
+
+TEST_CASE("resolve_search_space: empty lists become the documented defaults") {
+  Experiment e = test::tiny_experiment();
+  ResolvedSearchSpace s = resolve_search_space(e);
+  CHECK(s.micro_batch_is_default);
+  CHECK(s.micro_batch == std::vector<int64_t>{1, 2, 4, 8});
+  CHECK(s.recompute.size() == 3);
+  CHECK(s.zero_stage == std::vector<int>{0, 1, 2, 3});
+  CHECK(s.sequence_parallel.size() == 2);
+  CHECK(s.cp_scheme.size() == 3);
+  CHECK(s.interleave == std::vector<int64_t>{1, 2, 4});
+  CHECK(s.attention.size() == 2);
+  CHECK(s.max_tp == 0);
+  e.search.micro_batch = {3};
+  e.search.max_tp = 2;
+  s = resolve_search_space(e);
+  CHECK_FALSE(s.micro_batch_is_default);
+  CHECK(s.micro_batch == std::vector<int64_t>{3});
+  CHECK(s.max_tp == 2);
+}
+
+TEST_CASE("plan: enumerated count on 4 GPUs matches the hand count") {
+  // 10 meshes of 4 GPUs. Options: mb [1], recompute [none, full], zero [0, 1], attention
+  // [flash] -> 4 per layout; SP [off, on] only with TP > 1, schemes [contiguous, zigzag] only
+  // with CP > 1, interleave [1, 2] only with PP > 1: each doubles the count where it applies.
+  // One dimension = 4: dp -> 1, tp/cp/pp -> 2 each: 7. Two dimensions = 2: with dp (3 pairs)
+  // -> 2 each, without dp (3 pairs) -> 4 each: 18. Total 25 layouts x 4 = 100.
+  Experiment e = test::tiny_experiment();
+  e.search.micro_batch = {1};
+  e.search.recompute = {Recompute::none, Recompute::full};
+  e.search.zero_stage = {0, 1};
+  e.search.sequence_parallel = {false, true};
+  e.search.cp_scheme = {CpScheme::contiguous, CpScheme::zigzag};
+  e.search.interleave = {1, 2};
+  e.search.attention = {AttentionImpl::flash};
+  PlanResult r = plan(e, {.gpus = 4, .top_k = 1000});
+  CHECK(r.enumerated == 100);
+  PlanResult ex = plan(e, {.gpus = 4, .top_k = 1000, .exhaustive = true});
+  CHECK(ex.enumerated == 100);
+}
+
+TEST_CASE("plan: default micro-batch set keeps only sizes that divide the per-replica batch") {
+  // Global batch 8: dp=1 -> {1,2,4,8} (6 meshes), dp=2 -> {1,2,4} (3 meshes), dp=4 -> {1,2}
+  // (1 mesh): 24 + 9 + 2 = 35 with every other option fixed to one value.
+  Experiment e = test::tiny_experiment();
+  e.search.recompute = {Recompute::none};
+  e.search.zero_stage = {0};
+  e.search.sequence_parallel = {false};
+  e.search.cp_scheme = {CpScheme::zigzag};
+  e.search.interleave = {1};
+  e.search.attention = {AttentionImpl::flash};
+  PlanResult r = plan(e, {.gpus = 4, .top_k = 100});
+  CHECK(r.enumerated == 35);
+  for (const auto& p : r.candidates) CHECK((8 / p.mesh.dp) % p.options.micro_batch == 0);
+}

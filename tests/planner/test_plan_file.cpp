@@ -1,0 +1,146 @@
+// Plan files: round trip through write_plan_file/read_plan_file and core's load_experiment,
+// and clear errors for malformed files.
+#include <doctest/doctest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include "core/config_yaml.hpp"
+#include "core/error.hpp"
+#include "planner/plan_file.hpp"
+#include "planner/planner.hpp"
+#include "tests/planner/fixtures.hpp"
+
+using namespace ringplan;
+using namespace ringplan::planner;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    std::random_device rd;
+    path = fs::temp_directory_path() / ("ringplan_test_plan_" + std::to_string(rd()));
+    fs::create_directories(path);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+  std::string file(const std::string& name, const std::string& text = "") const {
+    const fs::path p = path / name;
+    if (!text.empty()) std::ofstream(p) << text;
+    return p.string();
+  }
+};
+
+std::string read(const std::string& p) {
+  std::ifstream f(p);
+  return std::string(std::istreambuf_iterator<char>(f), {});
+}
+
+// Replaces the first occurrence of `from` in `s` (the test fails if absent).
+std::string replace(std::string s, const std::string& from, const std::string& to) {
+  const size_t at = s.find(from);
+  REQUIRE_MESSAGE(at != std::string::npos, from);
+  return s.replace(at, from.size(), to);
+}
+
+std::string error_of(const std::string& path) {
+  try {
+    read_plan_file(path);
+  } catch (const Error& e) {
+    CHECK(e.kind() == ErrorKind::bad_input);
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST_CASE("plan file: round trip keeps mesh, options, model, cluster, training and figures") {
+  TempDir dir;
+  Experiment e = test::tiny_experiment();
+  const PlanResult r = plan(e, {.gpus = 4, .top_k = 1});
+  REQUIRE(!r.candidates.empty());
+  const sim::Prediction& best = r.candidates.front();
+  const std::string path = dir.file("plan.yaml");
+  write_plan_file(path, e, best);
+
+  const PlanFile pf = read_plan_file(path);
+  REQUIRE(pf.experiment.mesh.has_value());
+  CHECK(*pf.experiment.mesh == best.mesh);
+  CHECK(pf.experiment.options == best.options);
+  CHECK(pf.experiment.model.layers == e.model.layers);
+  CHECK(pf.experiment.model.kv_heads == e.model.kv_heads);
+  CHECK(pf.experiment.cluster.gpus_per_node == e.cluster.gpus_per_node);
+  CHECK(pf.experiment.cluster.memory_bytes == doctest::Approx(e.cluster.memory_bytes));
+  CHECK(pf.experiment.training.seq_len == e.training.seq_len);
+  CHECK(pf.predicted.step_time_s == doctest::Approx(best.step_time_s).epsilon(1e-12));
+  CHECK(pf.predicted.tokens_per_s == doctest::Approx(best.tokens_per_s).epsilon(1e-12));
+  CHECK(pf.predicted.peak_memory_bytes == doctest::Approx(best.peak_memory_bytes).epsilon(1e-12));
+  CHECK(pf.predicted.micro_batches == best.micro_batches);
+  CHECK(pf.predicted.fits == best.fits);
+
+  // Self-contained: core's loader reads it as an experiment, and predicting it again gives
+  // the recorded figures.
+  const Experiment again = load_experiment(path);
+  const sim::Prediction p2 = sim::predict(again, *again.mesh, again.options);
+  CHECK(p2.step_time_s == doctest::Approx(best.step_time_s).epsilon(1e-9));
+  CHECK(p2.peak_memory_bytes == doctest::Approx(best.peak_memory_bytes).epsilon(1e-9));
+}
+
+TEST_CASE("plan file: a plan made for fewer GPUs than the experiment names records its own count") {
+  TempDir dir;
+  Experiment e = test::tiny_experiment();  // gpus: 4
+  const PlanResult r = plan(e, {.gpus = 2, .top_k = 1});
+  REQUIRE(!r.candidates.empty());
+  const std::string path = dir.file("plan2.yaml");
+  write_plan_file(path, e, r.candidates.front());
+  const PlanFile pf = read_plan_file(path);
+  CHECK(pf.experiment.mesh->world_size() == 2);
+  CHECK(pf.experiment.gpus == 2);
+}
+
+TEST_CASE("plan file: malformed files name the field and what is valid") {
+  TempDir dir;
+  Experiment e = test::tiny_experiment();
+  const PlanResult r = plan(e, {.gpus = 4, .top_k = 1});
+  REQUIRE(!r.candidates.empty());
+  const std::string good = dir.file("good.yaml");
+  write_plan_file(good, e, r.candidates.front());
+  const std::string text = read(good);
+
+  CHECK(error_of(dir.path.string() + "/missing.yaml").find("plan file not found") != std::string::npos);
+  CHECK(error_of(dir.file("notyaml.yaml", "a: [1, 2\n")).find("not valid YAML") != std::string::npos);
+  CHECK(error_of(dir.file("list.yaml", "- 1\n- 2\n")).find("a plan file is a mapping") != std::string::npos);
+  CHECK(error_of(dir.file("nover.yaml", replace(text, "ringplan_plan: 1", "other: 1"))).find("ringplan_plan: missing") !=
+        std::string::npos);
+  CHECK(error_of(dir.file("newver.yaml", replace(text, "ringplan_plan: 1", "ringplan_plan: 7")))
+            .find("unsupported plan file version '7'") != std::string::npos);
+  CHECK(error_of(dir.file("nopred.yaml", replace(text, "prediction:", "predictions:"))).find("prediction: missing") !=
+        std::string::npos);
+  const std::string bad_type = error_of(dir.file("badtype.yaml", replace(text, "step_time_s: ", "step_time_s: fast #")));
+  CHECK(bad_type.find("prediction.step_time_s") != std::string::npos);
+  CHECK(bad_type.find("expected a time in seconds") != std::string::npos);
+  CHECK(bad_type.find("badtype.yaml:") != std::string::npos);  // file:line
+  CHECK(error_of(dir.file("nofield.yaml", replace(text, "tokens_per_s:", "tokens_per_sec:")))
+            .find("prediction.tokens_per_s: missing") != std::string::npos);
+  CHECK(error_of(dir.file("noexp.yaml", "ringplan_plan: 1\nprediction: {step_time_s: 1}\n")).find("experiment: missing") !=
+        std::string::npos);
+  // A well-formed experiment without a mesh is not a plan.
+  Experiment nomesh = e;
+  nomesh.mesh.reset();
+  std::string exp_text = "ringplan_plan: 1\nexperiment:\n";
+  std::string body = experiment_to_yaml(nomesh);
+  for (size_t pos = 0; pos < body.size();) {  // indent the experiment under `experiment:`
+    const size_t nl = body.find('\n', pos);
+    exp_text += "  " + body.substr(pos, nl - pos) + "\n";
+    pos = nl + 1;
+  }
+  exp_text += "prediction: {step_time_s: 1, tokens_per_s: 1, tflops_per_device: 1, mfu: 0.1, peak_memory_gib: 1, "
+              "capacity_gib: 2, micro_batches: 1, fits: true}\n";
+  CHECK(error_of(dir.file("nomesh.yaml", exp_text)).find("experiment.mesh: missing") != std::string::npos);
+}
