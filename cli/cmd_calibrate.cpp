@@ -7,6 +7,10 @@
 //       causal diagonal blocks (the two kinds a ring step runs),
 //       rate(x) = R * x / (x + half), x = kernel FLOPs (4*b*H*visible_pairs*d);
 //       peak = R, attention = {max 1, half}. Fitted by least squares on 1/rate = 1/R + (half/R)/x.
+//   efficiency.attention_backward: the same fit to the flash BACKWARD kernel (full and causal
+//       diagonal blocks), rate = 2.5 x forward FLOPs / time at x = the block's forward FLOPs
+//       (the axis sim/ring_model.cpp reads it on). peak_tflops is the larger of the two fitted
+//       asymptotes, so neither curve is capped: each max = its asymptote / peak.
 //   efficiency.matmul: the same fit to the materialised kernel (Eigen GEMMs around a softmax),
 //       at x = half its FLOPs, which is how sim/ring_model.hpp times materialised attention.
 //       (It therefore describes these GEMMs, not a tuned large GEMM.)
@@ -103,6 +107,7 @@ struct KernelPoint {
   double fwd_s = 0, bwd_s = 0;  // median over reps, then median over ranks
   double mat_fwd_s = 0, mat_bwd_s = 0;
   double causal_flops = 0, causal_fwd_s = 0;  // flash forward of a causal diagonal block
+  double causal_bwd_s = 0;                    // flash backward of the same block
 };
 
 // Times the CPU kernels on one full (non-causal) n x n block; every rank at once.
@@ -175,6 +180,11 @@ KernelPoint measure_kernels(runtime::Communicator& world, const CalibrateArgs& a
   p.causal = true;
   kp.causal_flops = kernels::forward_flops(b, H, kernels::visible_pairs(pos.data(), n, pos.data(), n, true), d);
   kp.causal_fwd_s = time_it([&] { kernels::cpu_flash_forward(p, fo, tiles); });
+  // The backward needs this block's own (O, lse, D): the forward above just wrote O and lse.
+  kernels::attention_backward_delta(g.out, g.grad_out, g.delta);
+  kp.causal_bwd_s = time_it([&] { kernels::cpu_flash_backward(p, g, tiles); });
+  for (size_t i = 0; i < dq.size(); i += 97)
+    if (!std::isfinite(dq[i])) throw Error(ErrorKind::runtime, fmt::format("calibrate: non-finite flash dQ at n={}", n));
   return kp;
 }
 
@@ -289,17 +299,23 @@ int calibrate_body(const CalibrateArgs& a0, runtime::MpiCommunicator& world) {
   // Kernels.
   std::vector<KernelPoint> kps;
   for (int64_t n : a.tokens) kps.push_back(measure_kernels(world, a, n));
-  std::vector<double> xs, rates, mat_xs, mat_rates;
+  std::vector<double> xs, rates, mat_xs, mat_rates, bwd_xs, bwd_rates;
   for (const auto& k : kps) {
     // The fit sees both block kinds a ring runs: full blocks and causal diagonal blocks.
     xs.push_back(k.flops);
     rates.push_back(k.flops / k.fwd_s);
     xs.push_back(k.causal_flops);
     rates.push_back(k.causal_flops / k.causal_fwd_s);
+    // Backward: 2.5x the forward FLOPs (sim's flash backward factor), on the forward's x.
+    bwd_xs.push_back(k.flops);
+    bwd_rates.push_back(2.5 * k.flops / k.bwd_s);
+    bwd_xs.push_back(k.causal_flops);
+    bwd_rates.push_back(2.5 * k.causal_flops / k.causal_bwd_s);
     mat_xs.push_back(0.5 * k.flops);  // sim: each of the two GEMMs does half the block's FLOPs
     mat_rates.push_back(k.flops / k.mat_fwd_s);
   }
   const RateFit attn = fit_rate(xs, rates);
+  const RateFit bwd = fit_rate(bwd_xs, bwd_rates);
   const RateFit mat = fit_rate(mat_xs, mat_rates);
   // Links.
   std::vector<LinkPoint> lps;
@@ -322,10 +338,13 @@ int calibrate_body(const CalibrateArgs& a0, runtime::MpiCommunicator& world) {
 
   ClusterConfig c;
   c.name = a.name;
-  c.peak_flops_per_s_bf16 = c.peak_flops_per_s_fp16 = c.peak_flops_per_s_fp32 = attn.peak;
-  c.attention = {1.0, attn.half};
+  // Peak = the faster flash asymptote; both attention curves are relative to it (max <= 1).
+  const double peak = std::max(attn.peak, bwd.peak);
+  c.peak_flops_per_s_bf16 = c.peak_flops_per_s_fp16 = c.peak_flops_per_s_fp32 = peak;
+  c.attention = {attn.peak / peak, attn.half};
+  c.attention_backward = {bwd.peak / peak, bwd.half};
   // matmul curve relative to the same peak: eff(x) = mat(x) / peak, capped at 1.
-  c.matmul = {std::min(1.0, mat.peak / attn.peak), mat.half};
+  c.matmul = {std::min(1.0, mat.peak / peak), mat.half};
   c.memory_bytes = static_cast<double>(mem_total_bytes()) / static_cast<double>(ranks_per_host);
   c.memory_reserved_bytes = static_cast<double>(std::max<int64_t>(reserved_bytes, 0));
   c.memory_bandwidth_bytes_per_s = copy_bw;
@@ -341,14 +360,17 @@ int calibrate_body(const CalibrateArgs& a0, runtime::MpiCommunicator& world) {
        << "# Kernel shape: batch " << a.batch << ", heads " << a.heads << ", kv_heads " << a.kv_heads << ", head_dim "
        << a.head_dim << ", full (non-causal) blocks, fp32, " << a.threads << " thread(s) per rank.\n"
        << "# tokens  fwd_FLOP  flash_fwd_GFLOP/s  flash_bwd_GFLOP/s(2.5x)  mat_fwd_GFLOP/s  mat_bwd_GFLOP/s(2x)  fit_GFLOP/s"
-          "  causal_diag_fwd_GFLOP/s\n";
+          "  causal_diag_fwd_GFLOP/s  causal_diag_bwd_GFLOP/s(2.5x)  bwd_fit_GFLOP/s\n";
   for (const auto& k : kps)
-    head << fmt::format("#  {:6d}  {:9.3e}  {:17.2f}  {:23.2f}  {:15.2f}  {:19.2f}  {:11.2f}  {:10.2f}\n", k.tokens,
-                        k.flops, k.flops / k.fwd_s / 1e9, 2.5 * k.flops / k.bwd_s / 1e9, k.flops / k.mat_fwd_s / 1e9,
-                        2.0 * k.flops / k.mat_bwd_s / 1e9, attn.at(k.flops) / 1e9,
-                        k.causal_flops / k.causal_fwd_s / 1e9);
+    head << fmt::format("#  {:6d}  {:9.3e}  {:17.2f}  {:23.2f}  {:15.2f}  {:19.2f}  {:11.2f}  {:10.2f}  {:10.2f}  {:10.2f}\n",
+                        k.tokens, k.flops, k.flops / k.fwd_s / 1e9, 2.5 * k.flops / k.bwd_s / 1e9,
+                        k.flops / k.mat_fwd_s / 1e9, 2.0 * k.flops / k.mat_bwd_s / 1e9, attn.at(k.flops) / 1e9,
+                        k.causal_flops / k.causal_fwd_s / 1e9, 2.5 * k.causal_flops / k.causal_bwd_s / 1e9,
+                        bwd.at(k.flops) / 1e9);
   head << "# flash fit: rate(x) = " << fmt::format("{:.3f}", attn.peak / 1e9) << " GFLOP/s * x / (x + "
-       << fmt::format("{:.3e}", attn.half) << " FLOP); materialised fit (at x = FLOP/2): "
+       << fmt::format("{:.3e}", attn.half) << " FLOP); flash backward fit: "
+       << fmt::format("{:.3f}", bwd.peak / 1e9) << " GFLOP/s * x / (x + " << fmt::format("{:.3e}", bwd.half)
+       << " FLOP); materialised fit (at x = FLOP/2): "
        << fmt::format("{:.3f}", mat.peak / 1e9) << " GFLOP/s, half " << fmt::format("{:.3e}", mat.half) << "\n"
        << "# links: bytes  pingpong_one_way_us  ring_step_us\n";
   for (const auto& l : lps)
@@ -367,8 +389,10 @@ int calibrate_body(const CalibrateArgs& a0, runtime::MpiCommunicator& world) {
     std::ofstream f(a.output);
     if (!f) throw Error(ErrorKind::runtime, fmt::format("-o {}: cannot open for writing", a.output));
     f << text;
-    std::fprintf(stderr, "ringplan calibrate: wrote %s (flash %.2f GFLOP/s asymptotic, ring link %.2f GB/s, %.1f us)\n",
-                 a.output.c_str(), attn.peak / 1e9, ring_bw / 1e9, latency_s * 1e6);
+    std::fprintf(stderr,
+                 "ringplan calibrate: wrote %s (flash %.2f GFLOP/s forward, %.2f backward asymptotic, ring link %.2f "
+                 "GB/s, %.1f us)\n",
+                 a.output.c_str(), attn.peak / 1e9, bwd.peak / 1e9, ring_bw / 1e9, latency_s * 1e6);
   }
   return 0;
 }

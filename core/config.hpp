@@ -88,6 +88,16 @@ struct ClusterConfig {
   LinkProfile inter_node;
   EfficiencyCurve matmul;              // dense GEMM efficiency by GEMM FLOPs
   EfficiencyCurve attention;           // attention kernel efficiency by kernel FLOPs
+  // Efficiency of the attention BACKWARD kernel (flash), optional YAML key
+  // efficiency.attention_backward {max, half_tflop}. Its own curve because the backward kernel
+  // runs at a different fraction of peak than the forward (FlashAttention-2 papers; the CPU
+  // kernels, bench/results/runtime.md). Axis: x = the block's FORWARD FLOPs (the same x as
+  // `attention`), efficiency = backward FLOPs (2.5x forward) / time / peak. Unset
+  // (max_efficiency == 0, the default) means "same as attention": use attention_backward_curve().
+  EfficiencyCurve attention_backward;
+  const EfficiencyCurve& attention_backward_curve() const {
+    return attention_backward.max_efficiency > 0 ? attention_backward : attention;
+  }
   // Fraction of memory_bandwidth_bytes_per_s that streaming (memory-bound, element-wise)
   // kernels achieve, in (0, 1]. YAML key efficiency.memory_bandwidth (optional); the default is
   // kDefaultMemoryBandwidthEfficiency.

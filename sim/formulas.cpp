@@ -56,11 +56,19 @@ StateBytes state_bytes_per_param(DType dtype, Optimizer opt) {
 
 double ring_buffer_bytes(const LayerShape& x) {
   if (x.cp <= 1) return 0.0;
+  // Invariant: exactly the ring buffers runtime/ring_attention.cpp allocates when P > 1 (and
+  // reports as RingWorkspaceBytes::kv_ring_bytes + dkv_ring_bytes; none when P = 1):
+  //   kv_buf_[2]:   2 x [K | V] of one block (double buffer, forward and backward);
+  //   dkv_recv_[2]: 2 x [dK | dV] fp32, the accumulators arriving from r-1 (and, at the last
+  //                 step, this rank's complete dK,dV coming home);
+  //   dkv_work_[2]: 2 x [dK | dV] fp32 scratch, this rank's contribution + the arriving one,
+  //                 sent on while the next step computes (so 4 fp32 dK,dV blocks in all).
+  // The runtime's per-block (O, lse) and D = rowsum(dO*O) are not ring buffers (block_out_bytes).
   // One K or V block: b * (L/CP) * (a_kv/t) * d elements.
   const double block_elems = x.tokens() * (x.kv_heads / x.tp) * x.head_dim;
   const double kv_double_buffer = 2.0 /*buffers*/ * 2.0 /*K,V*/ * block_elems * x.activation_bytes;
-  const double dkv_double_buffer = 2.0 * 2.0 * block_elems * 4.0;  // fp32 accumulators
-  return kv_double_buffer + dkv_double_buffer;
+  const double dkv_buffers = 4.0 /*2 receive + 2 scratch*/ * 2.0 /*dK,dV*/ * block_elems * 4.0;  // fp32
+  return kv_double_buffer + dkv_buffers;
 }
 
 double ring_forward_step_bytes(const LayerShape& x) {
@@ -222,15 +230,32 @@ double block_visible_pairs(CpScheme scheme, double seq_len, double cp, int64_t r
   return 0.0;
 }
 
+RingVisibleBlocks ring_visible_blocks(CpScheme scheme, double seq_len, double cp, bool causal) {
+  // A block is skipped when its smallest key position exceeds the rank's largest query
+  // position (runtime/ring_attention.cpp hidden_). Zigzag: every rank holds a chunk of each
+  // half, so it sees part of every block. Striped with L/P >= 2: block j > r still has
+  // n(n-1)/2 visible pairs. Contiguous (and striped with one token per rank): rank r sees
+  // blocks 0..r: slowest P, mean (P+1)/2.
+  RingVisibleBlocks v;
+  v.max_rank = cp;
+  v.mean_rank = cp;
+  const bool prefix = scheme == CpScheme::contiguous || (scheme == CpScheme::striped && seq_len / cp < 2.0);
+  if (causal && prefix) v.mean_rank = (cp + 1.0) / 2.0;
+  return v;
+}
+
 AttentionFlops attention_forward_flops(const LayerShape& x) {
   // 4 * d FLOPs per (query, key) pair and head: 2*d for Q*K^T and 2*d for P*V.
   const double per_pair = 4.0 * x.micro_batch * (x.heads / x.tp) * x.head_dim;
   AttentionFlops f;
   if (x.attention == AttentionImpl::materialized) {
+    // Every block the rank sees is computed in full (masked afterwards); fully hidden blocks
+    // are skipped, as the runtime does for both kernels.
     const double c = x.seq_len / x.cp;
-    f.mean_rank = per_pair * c * x.seq_len;
-    f.max_rank = f.mean_rank;
+    const RingVisibleBlocks vb = ring_visible_blocks(x.cp_scheme, x.seq_len, x.cp, x.causal);
     f.per_step_kernel = per_pair * c * c;
+    f.mean_rank = f.per_step_kernel * vb.mean_rank;
+    f.max_rank = f.per_step_kernel * vb.max_rank;
     return f;
   }
   const RingPairs p = ring_pairs(x.cp_scheme, x.seq_len, x.cp, x.causal);

@@ -86,8 +86,9 @@ LayerActivationBytes layer_activation_bytes(const LayerShape& x);
 double materialized_scores_bytes(const LayerShape& x);
 double flash_lse_bytes(const LayerShape& x);
 
-// K,V double buffers (activation dtype) + dK,dV double buffers (fp32 accumulation) of the
-// ring, live while one attention layer runs its backward; 0 without CP.
+// Ring buffers, live while one attention layer runs its backward; 0 without CP: K,V double
+// buffer (activation dtype) + 4 fp32 dK,dV blocks (2 receive + 2 scratch, so the transfer
+// overlaps compute). Exactly what runtime/ring_attention.cpp allocates (see formulas.cpp).
 double ring_buffer_bytes(const LayerShape& x);
 // Bytes on the wire per ring step: forward K,V; backward K,V + dK,dV in fp32 (DESIGN.md).
 double ring_forward_step_bytes(const LayerShape& x);
@@ -137,10 +138,20 @@ double rank_visible_pairs(CpScheme scheme, double seq_len, double cp, double ran
 //   zigzag:     j == r: 2h^2 + h, otherwise 2h^2     striped: j <= r: n(n+1)/2, j > r: n(n-1)/2
 double block_visible_pairs(CpScheme scheme, double seq_len, double cp, int64_t rank, int64_t block, bool causal);
 
+// KV blocks a rank computes (those not fully hidden by the causal mask; the runtime skips
+// the others for both kernels): slowest rank and mean over ranks. Non-causal, zigzag and
+// striped (L/P >= 2): P on every rank; contiguous causal: rank r sees r+1, mean (P+1)/2.
+struct RingVisibleBlocks {
+  double max_rank = 1, mean_rank = 1;
+};
+RingVisibleBlocks ring_visible_blocks(CpScheme scheme, double seq_len, double cp, bool causal);
+
 // Attention forward FLOPs of one rank for one micro-batch: 4*b*(a/t)*d per (query, key) pair
 // computed. Flash skips hidden pairs (mean rank: mean_rank_pairs; slowest: max_rank_pairs).
-// Materialised attention computes every block in full and masks afterwards (Megatron's fused
-// masked softmax), so its work is (L/CP)*L pairs on every rank: no causal saving, no imbalance.
+// Materialised attention computes every visible block in full and masks afterwards
+// (Megatron's fused masked softmax) but, like flash, skips fully hidden blocks (the runtime
+// does): (L/CP)^2 pairs per visible block (ring_visible_blocks), so contiguous causal keeps
+// flash's causal saving on the mean rank and its imbalance.
 struct AttentionFlops {
   double mean_rank = 0;
   double max_rank = 0;

@@ -33,13 +33,20 @@ struct Replay {
   int64_t next(int64_t r) const { return (r + 1) % P; }
 };
 
-// Forward kernel time of rank r on block j.
-double kernel_s(const LayerShape& x, const RingKernelRate& kr, int64_t r, int64_t j) {
+// Forward FLOPs of rank r's kernel on block j. Both kernels skip fully hidden blocks (as the
+// runtime does); materialised computes a visible block in full and masks afterwards.
+double kernel_flops(const LayerShape& x, const RingKernelRate& kr, int64_t r, int64_t j) {
   const double c = x.seq_len / x.cp;
-  const double pairs = x.attention == AttentionImpl::materialized
-                           ? c * c  // every block computed in full, masked afterwards
-                           : block_visible_pairs(x.cp_scheme, x.seq_len, x.cp, r, j, x.causal);
-  return pairs * kr.per_pair_flops / kr.forward_flops_per_s;
+  const double visible = block_visible_pairs(x.cp_scheme, x.seq_len, x.cp, r, j, x.causal);
+  const double pairs = x.attention == AttentionImpl::materialized ? (visible > 0 ? c * c : 0.0) : visible;
+  return pairs * kr.per_pair_flops;
+}
+double kernel_s(const LayerShape& x, const RingKernelRate& kr, int64_t r, int64_t j) {
+  return kernel_flops(x, kr, r, j) / kr.forward_flops_per_s;
+}
+// Backward kernel time: backward_factor x the forward FLOPs at the backward kernel's rate.
+double kernel_backward_s(const LayerShape& x, const RingKernelRate& kr, int64_t r, int64_t j) {
+  return kr.backward_factor * kernel_flops(x, kr, r, j) / kr.backward_flops_per_s;
 }
 
 }  // namespace
@@ -97,7 +104,7 @@ RingSimulation simulate_ring(const RingAttentionShape& s, const ClusterConfig& c
       for (int64_t r = 0; r < P; ++r) {
         const int64_t j = rp.block_at(r, k);
         const double t0 = std::max(at(ready, r), at(kv_arrival, r));
-        const double kern = kr.backward_factor * kernel_s(x, kr, r, j);
+        const double kern = kernel_backward_s(x, kr, r, j);
         rp.add(RingPhase::backward, RingActivity::kernel, r, k, j, t0, t0 + kern);
         double done = t0 + kern;
         if (k > 0) {

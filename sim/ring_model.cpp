@@ -27,9 +27,12 @@ RingKernelRate ring_kernel_rate(const LayerShape& x, const ClusterConfig& c, dou
     const double traffic_s = mem_bw > 0 ? score_bytes / mem_bw : 0.0;
     k.forward_flops_per_s = gemm_flops / std::max(compute_s, traffic_s);
     k.backward_factor = 2.0;
+    k.backward_flops_per_s = k.forward_flops_per_s;
   } else {
     k.forward_flops_per_s = peak_flops_per_s * c.attention.at(f.per_step_kernel);
     k.backward_factor = 2.5;
+    // The backward kernel's own efficiency, on the same x (the block's forward FLOPs).
+    k.backward_flops_per_s = peak_flops_per_s * c.attention_backward_curve().at(f.per_step_kernel);
   }
   const RingMergeBytes merge = ring_merge_bytes(x);
   k.merge_forward_s = mem_bw > 0 ? merge.forward_per_step / mem_bw : 0.0;
@@ -46,14 +49,17 @@ RingLayerPrediction predict_ring_layer(const LayerShape& x, const ClusterConfig&
   const double mem_bw = achieved_memory_bandwidth_bytes_per_s(c);
   const RingKernelRate kr = ring_kernel_rate(x, c, peak_flops_per_s);
   const double rate = kr.forward_flops_per_s, backward_factor = kr.backward_factor;
+  const double bwd_rate = kr.backward_flops_per_s;
   const double eff = rate / peak_flops_per_s;  // achieved fraction of peak of the attention kernels
   r.kernel_efficiency = eff;
+  r.backward_kernel_efficiency = bwd_rate / peak_flops_per_s;
   r.inter_node = inter_node && P > 1;
   r.forward_flops_mean_rank = f.mean_rank;
   r.forward_flops_max_rank = f.max_rank;
   r.imbalance = f.max_rank / f.mean_rank;
 
-  // Slowest rank's kernel time per step. Materialised attention computes every block in full.
+  // Slowest rank's kernel time per step. Materialised attention computes every visible block
+  // in full (fully hidden blocks are skipped, as for flash; the slowest rank sees every block).
   const double per_pair = kr.per_pair_flops;
   double first_flops = per_pair * pairs.diagonal_pairs;
   double later_flops = per_pair * pairs.off_diagonal_max_pairs;
@@ -63,11 +69,12 @@ RingLayerPrediction predict_ring_layer(const LayerShape& x, const ClusterConfig&
     later_flops = P > 1 ? first_flops : 0.0;
   }
   const AttentionCoreBytes elem = attention_core_elementwise_bytes(x);
-  // Merges: a rank folds in every block it sees after its own. Contiguous causal: rank r sees
-  // r earlier blocks (mean (P-1)/2, slowest P-1); zigzag and striped: every rank P-1.
-  const double merges_max = static_cast<double>(P - 1);
-  const double merges_mean = (x.causal && x.cp_scheme == CpScheme::contiguous &&
-                              x.attention == AttentionImpl::flash) ? merges_max / 2.0 : merges_max;
+  // Merges: a rank folds in every block it computes after its own (both kernels skip hidden
+  // blocks). Contiguous causal: rank r sees r earlier blocks (mean (P-1)/2, slowest P-1);
+  // zigzag and striped: every rank P-1.
+  const RingVisibleBlocks vb = ring_visible_blocks(x.cp_scheme, x.seq_len, x.cp, x.causal);
+  const double merges_max = vb.max_rank - 1.0;
+  const double merges_mean = vb.mean_rank - 1.0;
 
   // Forward.
   RingPhasePrediction& fw = r.forward;
@@ -88,17 +95,18 @@ RingLayerPrediction predict_ring_layer(const LayerShape& x, const ClusterConfig&
   }
   fw.total_s = fw.max_rank_compute_s + fw.elementwise_s + fw.exposed_comm_s;
 
-  // Backward: 2.5x (flash) or 2x (materialised) the forward time per block.
+  // Backward: 2.5x (flash) or 2x (materialised) the forward FLOPs per block, at the backward
+  // kernel's own rate.
   RingPhasePrediction& bw = r.backward;
   bw.compute_steps = P;
   bw.transfers = P - 1;
   bw.step_bytes = P > 1 ? ring_backward_step_bytes(x) : 0.0;
   bw.merge_step_s = kr.merge_backward_s;
-  bw.first_step_compute_s = backward_factor * first_flops / rate;
-  bw.step_compute_s = backward_factor * later_flops / rate + bw.merge_step_s;
+  bw.first_step_compute_s = backward_factor * first_flops / bwd_rate;
+  bw.step_compute_s = backward_factor * later_flops / bwd_rate + bw.merge_step_s;
   bw.step_comm_s = P > 1 ? p2p_s(bw.step_bytes, ring_link) : 0.0;
-  bw.mean_rank_compute_s = backward_factor * f.mean_rank / rate + merges_mean * bw.merge_step_s;
-  bw.max_rank_compute_s = backward_factor * f.max_rank / rate + merges_max * bw.merge_step_s;
+  bw.mean_rank_compute_s = backward_factor * f.mean_rank / bwd_rate + merges_mean * bw.merge_step_s;
+  bw.max_rank_compute_s = backward_factor * f.max_rank / bwd_rate + merges_max * bw.merge_step_s;
   bw.elementwise_s = mem_bw > 0 ? elem.backward / mem_bw : 0.0;
   if (P > 1) {
     // dK,dV (fp32) of the last block go home after the last step: half of a step's bytes
@@ -112,6 +120,8 @@ RingLayerPrediction predict_ring_layer(const LayerShape& x, const ClusterConfig&
   bw.total_s = bw.max_rank_compute_s + bw.elementwise_s + bw.exposed_comm_s;
 
   // Memory of one layer's attention.
+  // Materialised scores: the runtime allocates b*H*(L/P)*L for ALL P blocks, skipped ones
+  // included (ring_attention.cpp scores_), so the memory keeps the full (L/CP)*L term.
   r.scores_bytes_materialized = materialized_scores_bytes(x);
   r.scores_bytes_flash = flash_lse_bytes(x);
   r.scores_bytes = x.attention == AttentionImpl::materialized ? r.scores_bytes_materialized : r.scores_bytes_flash;

@@ -9,7 +9,9 @@
 // is in flight while step k computes (double buffer), so a step lasts
 // max(compute of the slowest rank, transfer) and P-1 transfers are made. Backward has P
 // compute steps (2.5x the forward FLOPs); K,V and the dK,dV accumulators (fp32) travel on,
-// P-1 overlapped transfers plus the last hop of dK,dV home, which nothing hides.
+// P-1 overlapped transfers plus the last hop of dK,dV home, which nothing hides. The backward
+// kernel has its own rate (efficiency.attention_backward). Both kernels skip KV blocks fully
+// hidden by the causal mask (as the runtime does); materialised computes the others in full.
 #pragma once
 #include <cstdint>
 
@@ -58,11 +60,12 @@ struct RingLayerPrediction {
   double forward_flops_mean_rank = 0;    // attention forward FLOPs of the average rank
   double forward_flops_max_rank = 0;
   double kernel_efficiency = 0;          // attention curve at the per-step kernel FLOPs
+  double backward_kernel_efficiency = 0; // backward kernel's achieved fraction of peak
   bool inter_node = false;               // the ring crosses nodes
   double scores_bytes = 0;               // materialised: b*(H/TP)*(L/CP)*L*e; flash: fp32 lse
   double scores_bytes_materialized = 0;  // both, for the comparison
   double scores_bytes_flash = 0;
-  double ring_buffer_bytes = 0;          // K,V + dK,dV double buffers
+  double ring_buffer_bytes = 0;          // K,V double buffer + 4 fp32 dK,dV blocks (ring_buffer_bytes())
 };
 
 // Achieved rate of the attention kernels of one ring step and the merge cost per step (the
@@ -70,7 +73,12 @@ struct RingLayerPrediction {
 struct RingKernelRate {
   double per_pair_flops = 0;       // forward FLOPs per visible (query, key) pair: 4*b*(a/t)*d
   double forward_flops_per_s = 0;  // achieved rate of a step's forward kernel(s)
-  double backward_factor = 2.5;    // backward time / forward time of a block (2.5 flash, 2 materialised)
+  double backward_factor = 2.5;    // backward FLOPs / forward FLOPs of a block (2.5 flash, 2 materialised)
+  // Achieved rate of a step's backward kernel(s), counting backward_factor x the forward FLOPs:
+  // flash: peak * ClusterConfig::attention_backward_curve() at the block's forward FLOPs (equal
+  // to forward_flops_per_s when the cluster sets no efficiency.attention_backward);
+  // materialised: the forward's GEMM rate (its backward is GEMMs of the same shapes).
+  double backward_flops_per_s = 0;
   double merge_forward_s = 0;      // fp32 merge of one step's (O, lse)
   double merge_backward_s = 0;     // fp32 accumulation of one step's dQ, dK, dV
 };

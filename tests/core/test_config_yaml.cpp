@@ -146,6 +146,33 @@ TEST_CASE("cluster efficiency.memory_bandwidth is optional with default 0.8 and 
   CHECK(c.memory_bandwidth_efficiency == 1.0);
 }
 
+TEST_CASE("cluster efficiency.attention_backward is optional: absent = attention, read and written as given") {
+  TempDir dir;
+  ClusterConfig c = load_cluster(dir.write("c.yaml", test::kClusterYaml));
+  CHECK(c.attention_backward.max_efficiency == 0.0);  // unset
+  CHECK(c.attention_backward_curve().max_efficiency == doctest::Approx(0.6));
+  CHECK(c.attention_backward_curve().half_flops == doctest::Approx(0.05e12));
+  c = load_cluster(
+      dir.write("d.yaml", std::string(test::kClusterYaml) + "  attention_backward: {max: 0.4, half_tflop: 0.2}\n"));
+  CHECK(c.attention_backward.max_efficiency == doctest::Approx(0.4));
+  CHECK(c.attention_backward_curve().half_flops == doctest::Approx(0.2e12));
+  CHECK(c.attention.max_efficiency == doctest::Approx(0.6));  // forward untouched
+  // written back only when set, and read back equal
+  YAML::Emitter out;
+  write_cluster(out, c);
+  const ClusterConfig back = load_cluster(dir.write("e.yaml", std::string(out.c_str()) + "\n"));
+  CHECK(back.attention_backward.max_efficiency == doctest::Approx(0.4));
+  CHECK(back.attention_backward.half_flops == doctest::Approx(0.2e12));
+  c.attention_backward = {};
+  YAML::Emitter out2;
+  write_cluster(out2, c);
+  CHECK(std::string(out2.c_str()).find("attention_backward") == std::string::npos);
+  // out of range is rejected at its line
+  CHECK_THROWS_AS(load_cluster(dir.write("f.yaml", std::string(test::kClusterYaml) +
+                                                       "  attention_backward: {max: 1.5, half_tflop: 0}\n")),
+                  ConfigError);
+}
+
 TEST_CASE("a cluster file converts its units to SI") {
   TempDir dir;
   ClusterConfig c = load_cluster(dir.write("c.yaml", test::kClusterYaml));

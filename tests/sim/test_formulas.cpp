@@ -154,9 +154,10 @@ TEST_CASE("ring bytes per step: 2*b*(L/CP)*(H_kv/TP)*d*bytes forward, + dK,dV in
   CHECK(ring_forward_step_bytes(x) == 2.0 * 1 * 2048 * (8 / 2) * 128 * 2);  // 4 MiB
   CHECK(ring_forward_step_bytes(x) == 4194304.0);
   CHECK(ring_backward_step_bytes(x) == 2.0 * 2048 * 4 * 128 * (2 + 4));
-  // double buffers: 2 x (K,V) in bf16 + 2 x (dK,dV) in fp32
+  // runtime/ring_attention.cpp: 2 x (K,V) in bf16 + 4 x (dK,dV) in fp32 (2 receive + 2 scratch)
   const double block = 2048.0 * 4 * 128;
-  CHECK(ring_buffer_bytes(x) == 2 * 2 * block * 2 + 2 * 2 * block * 4);
+  CHECK(ring_buffer_bytes(x) == 2 * 2 * block * 2 + 4 * 2 * block * 4);
+  CHECK(ring_buffer_bytes(x) == 41943040.0);  // block = 2^20 elements: 8 MiB K,V + 32 MiB dK,dV
   const LayerShape no_cp = make_layer_shape(m, t, test::mesh_of(2, 2, 1, 1), o);
   CHECK(ring_buffer_bytes(no_cp) == 0.0);
 }
@@ -239,4 +240,56 @@ TEST_CASE("memory-bound traffic: sequence parallelism splits the replicated norm
   CHECK(layer_elementwise_bytes(x).forward == Approx(10 * e * T * h + 2 * e * T * f / t));
   CHECK(layer_elementwise_bytes(y).forward == Approx(10 * e * T * h / t + 2 * e * T * f / t));
   CHECK(layer_elementwise_bytes(x).backward == Approx(12 * e * T * h + 3 * e * T * f / t));
+}
+
+TEST_CASE("visible KV blocks per rank: the runtime skips blocks fully hidden by the causal mask") {
+  // Hand counts for P = 4: contiguous rank r sees r+1 blocks (1+2+3+4 = 10, mean 2.5, max 4).
+  RingVisibleBlocks v = ring_visible_blocks(CpScheme::contiguous, 4096, 4, true);
+  CHECK(v.max_rank == 4.0);
+  CHECK(v.mean_rank == 2.5);
+  v = ring_visible_blocks(CpScheme::contiguous, 4096, 4, false);
+  CHECK(v.mean_rank == 4.0);
+  CHECK(ring_visible_blocks(CpScheme::zigzag, 4096, 4, true).mean_rank == 4.0);
+  CHECK(ring_visible_blocks(CpScheme::striped, 4096, 4, true).mean_rank == 4.0);
+  CHECK(ring_visible_blocks(CpScheme::striped, 4, 4, true).mean_rank == 2.5);  // one token per rank
+  CHECK(ring_visible_blocks(CpScheme::zigzag, 4096, 1, true).max_rank == 1.0);
+  // Cross-check against the per-block visible pairs (a block is skipped iff it has none).
+  for (CpScheme sc : {CpScheme::contiguous, CpScheme::zigzag, CpScheme::striped})
+    for (double L : {8.0, 64.0, 4096.0}) {
+      const double P = 4;
+      double total = 0, worst = 0;
+      for (int64_t r = 0; r < 4; ++r) {
+        double n = 0;
+        for (int64_t j = 0; j < 4; ++j) n += block_visible_pairs(sc, L, P, r, j, true) > 0 ? 1.0 : 0.0;
+        total += n;
+        worst = std::max(worst, n);
+      }
+      const RingVisibleBlocks b = ring_visible_blocks(sc, L, P, true);
+      CHECK(b.mean_rank == total / P);
+      CHECK(b.max_rank == worst);
+    }
+}
+
+TEST_CASE("materialised attention FLOPs: full (L/CP)^2 blocks, hidden blocks skipped") {
+  LayerShape x;
+  x.micro_batch = 1;
+  x.heads = 2;
+  x.kv_heads = 2;
+  x.head_dim = 64;
+  x.seq_len = 4096;
+  x.cp = 4;
+  x.causal = true;
+  x.attention = AttentionImpl::materialized;
+  x.cp_scheme = CpScheme::contiguous;
+  // per pair 4*1*2*64 = 512; block 1024^2 = 1048576 pairs -> 536870912 FLOPs per block
+  AttentionFlops f = attention_forward_flops(x);
+  CHECK(f.per_step_kernel == 536870912.0);
+  CHECK(f.max_rank == 4 * 536870912.0);
+  CHECK(f.mean_rank == 2.5 * 536870912.0);
+  x.cp_scheme = CpScheme::zigzag;  // every rank sees part of every block: nothing skipped
+  f = attention_forward_flops(x);
+  CHECK(f.mean_rank == 4 * 536870912.0);
+  CHECK(f.max_rank == f.mean_rank);
+  // the scores memory is still (L/CP)*L per head: the runtime allocates all P blocks
+  CHECK(materialized_scores_bytes(x) == 2.0 * 1024 * 4096 * 2);
 }

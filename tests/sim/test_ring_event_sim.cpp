@@ -121,3 +121,25 @@ TEST_CASE("the replay validates its shape like the closed form") {
   s.seq_len = 3001;
   CHECK_THROWS_AS(simulate_ring(s, test::a100_cluster()), Error);
 }
+
+TEST_CASE("materialised contiguous: skipped blocks, replay busy times == closed form; own backward rate") {
+  ClusterConfig c = test::a100_cluster();
+  c.attention_backward = {0.3, 0.0};
+  RingAttentionShape s = llama_heads(2048, 4, CpScheme::contiguous);
+  s.attention = AttentionImpl::materialized;
+  const RingLayerPrediction closed = predict_ring_attention(s, c);
+  const RingSimulation sim = simulate_ring(s, c);
+  REQUIRE(sim.ranks.size() == 4);
+  // rank r computes r+1 full blocks and merges r of them
+  const double kern = closed.forward.first_step_compute_s, merge = closed.forward.merge_step_s;
+  for (size_t r = 0; r < 4; ++r)
+    CHECK(sim.ranks[r].forward_busy_s == Approx((r + 1) * kern + r * merge).epsilon(1e-12));
+  CHECK(sim.forward_busy_max_s == Approx(closed.forward.max_rank_compute_s).epsilon(1e-12));
+  CHECK(sim.forward_busy_mean_s == Approx(closed.forward.mean_rank_compute_s).epsilon(1e-12));
+  CHECK(sim.backward_busy_max_s == Approx(closed.backward.max_rank_compute_s).epsilon(1e-12));
+  s.attention = AttentionImpl::flash;  // flash: the backward runs at attention_backward
+  const RingLayerPrediction fl = predict_ring_attention(s, c);
+  const RingSimulation fsim = simulate_ring(s, c);
+  CHECK(fl.backward_kernel_efficiency == Approx(0.3));
+  CHECK(fsim.backward_busy_max_s == Approx(fl.backward.max_rank_compute_s).epsilon(1e-12));
+}

@@ -111,7 +111,57 @@ TEST_CASE("ring layer memory: materialised (L/CP)*L scores vs flash lse, ring do
   CHECK(r.scores_bytes_flash == 2.0 * 8 * 4096 * 4);
   CHECK(r.scores_bytes == r.scores_bytes_flash);
   const double block = 2.0 * 4096 * 2 * 128;
-  CHECK(r.ring_buffer_bytes == 2 * 2 * block * 2 + 2 * 2 * block * 4);
+  // runtime/ring_attention.cpp: kv_buf_[2] (bf16 here) + dkv_recv_[2] + dkv_work_[2] (fp32)
+  CHECK(r.ring_buffer_bytes == 2 * 2 * block * 2 + 4 * 2 * block * 4);
+}
+
+TEST_CASE("backward kernel at its own efficiency (efficiency.attention_backward); unset = attention") {
+  ClusterConfig c = ideal_cluster();
+  RingAttentionShape s = one_head(8192, 4);
+  const RingLayerPrediction same = predict_ring_attention(s, c);
+  const double block_flops = 4.0 * 128 * 8192.0 * 8192;
+  CHECK(same.backward_kernel_efficiency == 1.0);
+  CHECK(same.backward.first_step_compute_s == Approx(2.5 * block_flops / 312e12));
+  c.attention_backward = {0.4, 0.0};
+  const RingLayerPrediction own = predict_ring_attention(s, c);
+  CHECK(own.backward_kernel_efficiency == Approx(0.4));
+  CHECK(own.kernel_efficiency == 1.0);  // the forward is unchanged
+  CHECK(own.forward.total_s == same.forward.total_s);
+  CHECK(own.backward.first_step_compute_s == Approx(2.5 * block_flops / (312e12 * 0.4)));
+  CHECK(own.backward.step_compute_s == Approx(2.5 * block_flops / (312e12 * 0.4) + own.backward.merge_step_s));
+  CHECK(own.backward.max_rank_compute_s ==
+        Approx(4 * 2.5 * block_flops / (312e12 * 0.4) + 3 * own.backward.merge_step_s));
+  // the curve's x is the block's forward FLOPs: half of max at x = half_tflop
+  c.attention_backward = {0.4, block_flops};
+  CHECK(predict_ring_attention(s, c).backward_kernel_efficiency == Approx(0.2));
+  // materialised backward is GEMMs: it keeps the forward GEMM rate
+  s.attention = AttentionImpl::materialized;
+  const RingLayerPrediction mat = predict_ring_attention(s, c);
+  CHECK(mat.backward_kernel_efficiency == mat.kernel_efficiency);
+}
+
+TEST_CASE("materialised: hidden blocks skipped like flash, causal imbalance kept, scores memory full") {
+  const ClusterConfig c = ideal_cluster();
+  RingAttentionShape s = one_head(1024, 4);
+  s.causal = true;
+  s.attention = AttentionImpl::materialized;
+  const RingLayerPrediction r = predict_ring_attention(s, c);
+  // contiguous, P = 4: rank r computes r+1 full 1024^2 blocks (mean 2.5, slowest 4)
+  const double block_flops = 4.0 * 128 * 1024.0 * 1024;
+  CHECK(r.forward_flops_max_rank == 4 * block_flops);
+  CHECK(r.forward_flops_mean_rank == 2.5 * block_flops);
+  CHECK(r.imbalance == Approx(1.6));
+  const double rate = r.kernel_efficiency * 312e12, merge = r.forward.merge_step_s;
+  CHECK(r.forward.max_rank_compute_s == Approx(4 * block_flops / rate + 3 * merge));
+  CHECK(r.forward.mean_rank_compute_s == Approx(2.5 * block_flops / rate + 1.5 * merge));
+  CHECK(r.backward.mean_rank_compute_s == Approx(2.0 * 2.5 * block_flops / rate + 1.5 * r.backward.merge_step_s));
+  // the runtime allocates scores for all P blocks, skipped ones included: b*H*(L/P)*L*e
+  CHECK(r.scores_bytes == 1.0 * 1024 * 4096 * 2);
+  // zigzag: every rank sees part of every block: balanced, nothing skipped
+  s.scheme = CpScheme::zigzag;
+  const RingLayerPrediction z = predict_ring_attention(s, c);
+  CHECK(z.imbalance == 1.0);
+  CHECK(z.forward_flops_mean_rank == 4 * block_flops);
 }
 
 TEST_CASE("bad ring shapes are rejected with the field and the valid range") {
