@@ -14,6 +14,7 @@
 #include "planner/plan_file.hpp"
 #include "planner/planner.hpp"
 #include "planner/report.hpp"
+#include "report/emit.hpp"
 
 namespace {
 
@@ -23,6 +24,7 @@ struct PlanArgs {
   int64_t top = 10;
   std::string format = "table";
   std::string output;
+  std::string emit;  // megatron | torchtitan: print the chosen plan as launch settings
 };
 
 int run_plan(const PlanArgs& a) {
@@ -30,6 +32,9 @@ int run_plan(const PlanArgs& a) {
   planner::PlanSettings settings;
   settings.top_k = planner::parse_positive_flag("--top", a.top);
   if (a.gpus != 0) settings.gpus = planner::parse_positive_flag("--gpus", a.gpus);
+  if (a.format == "json" && !a.emit.empty())
+    throw bad_input("--emit prints launch settings as text and cannot be mixed into --format json; "
+                    "use --format table, or write a plan with -o and run `ringplan emit PLAN.yaml`");
   const Experiment e = load_experiment(a.experiment);
   const planner::PlanResult r = planner::plan(e, settings);
 
@@ -45,6 +50,9 @@ int run_plan(const PlanArgs& a) {
                  planner::options_text(r.candidates.front().mesh, r.candidates.front().options).c_str(),
                  a.output.c_str());
   }
+  if (!a.emit.empty()) {
+    std::fputs(report::emit_plan(*report::parse_format(a.emit), e, r.candidates.front()).c_str(), stdout);
+  }
   return 0;
 }
 
@@ -59,6 +67,8 @@ RINGPLAN_COMMAND("plan", "Search every valid (DP,TP,CP,PP) layout and option, ra
                        ->check(CLI::IsMember({"table", "json"}))
                        ->capture_default_str();
                    app.add_option("-o,--output", a->output, "Write the best layout as a plan file (PLAN.yaml)");
+                   app.add_option("--emit", a->emit, "Also print the best layout as Megatron-LM flags or torchtitan TOML")
+                       ->check(CLI::IsMember({"megatron", "torchtitan"}));
                    return [a] { return run_plan(*a); };
                  });
 

@@ -67,7 +67,8 @@ struct Prediction {
 
 // Term tables for reporting (table and JSON use the same names).
 struct Term { std::string_view name; double value; };
-std::array<Term, 9> memory_terms(const MemoryBreakdown& m);   // excludes peak
+// memory_terms: the eight terms, then `peak_bytes` last (the schedule's peak, not their sum).
+std::array<Term, 9> memory_terms(const MemoryBreakdown& m);
 std::array<Term, 11> time_terms(const TimeBreakdown& t);      // excludes step_time
 
 // Why (mesh, options) cannot run for this model/cluster/training at `gpus` devices;
