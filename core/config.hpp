@@ -91,7 +91,7 @@ struct ClusterConfig {
   // Efficiency of the attention BACKWARD kernel (flash), optional YAML key
   // efficiency.attention_backward {max, half_tflop}. Its own curve because the backward kernel
   // runs at a different fraction of peak than the forward (FlashAttention-2 papers; the CPU
-  // kernels, bench/results/runtime.md). Axis: x = the block's FORWARD FLOPs (the same x as
+  // kernels, BENCHMARKS.md, runtime section). Axis: x = the block's FORWARD FLOPs (the same x as
   // `attention`), efficiency = backward FLOPs (2.5x forward) / time / peak. Unset
   // (max_efficiency == 0, the default) means "same as attention": use attention_backward_curve().
   EfficiencyCurve attention_backward;

@@ -9,7 +9,7 @@
 #    {flash,materialized}: writes a plan variant (mesh cp=P, seq_len L, cp_scheme, attention)
 #    and runs `mpirun -np P ringplan run PLAN --format json --profile PROFILE`.
 # 3. bench/runtime/aggregate.py turns the JSON files into the markdown tables of
-#    bench/results/runtime.md.
+#    the runtime section of BENCHMARKS.md.
 # The profile is measured on single kernel blocks and ping-pong / ring exchanges, never on the
 # ring runs it predicts. Environment: SWEEP_LENGTHS (default "1024 2048"), SWEEP_ITERS (3),
 # SWEEP_WARMUP (1), SWEEP_PS ("1 2 4").

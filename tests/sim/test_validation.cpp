@@ -36,7 +36,7 @@ TEST_CASE("Korthikanti et al. 2022 Table 5: eight iteration times within the rea
   }
   const double mean_abs = sum_abs / static_cast<double>(files.size());
   MESSAGE("mean |error| " << mean_abs << " %, max |error| " << max_abs << " %");
-  // Reached: mean 1.91 %, max 3.20 % (bench/results/sim.md; dropout 0.1 from the model files,
+  // Reached: mean 1.91 %, max 3.20 % (BENCHMARKS.md, cost model section; dropout 0.1 from the model files,
   // efficiency.memory_bandwidth 0.8, matmul {0.75, 0.03 TFLOP}). Goal: mean <= 3 %, max <= 8 %.
   CHECK(mean_abs <= 1.95);
   CHECK(max_abs <= 3.25);
@@ -45,7 +45,7 @@ TEST_CASE("Korthikanti et al. 2022 Table 5: eight iteration times within the rea
 // zhuzilin/ring-flash-attention README: Llama-3-8B attention shapes (32 heads, 8 KV heads,
 // head dim 128, bf16, causal), 8K tokens per GPU on 8 x A100, forward + backward as a share of
 // the ideal (single-device kernel time / 8): plain ring (contiguous) 52.5 %, zigzag 89.8 %,
-// striped 82.6 %. Predicted (bench/results/sim.md): 51.3, 93.0, 93.0. The load imbalance and
+// striped 82.6 %. Predicted (BENCHMARKS.md, cost model section): 51.3, 93.0, 93.0. The load imbalance and
 // the per-step fp32 merge are modelled; striped's per-element masking of every tile is not,
 // hence its wider bound.
 TEST_CASE("ring-flash-attention on 8 x A100: share of ideal by sharding scheme") {
