@@ -7,7 +7,10 @@
 #include <cstdio>
 #include <memory>
 
+#include <fstream>
+
 #include "cli/command.hpp"
+#include "sim/ring_event_sim.hpp"
 #include "core/config_yaml.hpp"
 #include "core/error.hpp"
 #include "planner/cli_args.hpp"
@@ -21,6 +24,7 @@ struct SimulateArgs {
   std::string mesh, recompute, sequence_parallel, cp_scheme, attention;
   int64_t micro_batch = 0, zero = 0, interleave = 0, gpus = 0;
   std::string format = "table";
+  std::string trace;  // Chrome/Perfetto trace of the ring (event simulator)
   // Which flags were given (count() > 0): only those override the file.
   CLI::Option *mesh_opt = nullptr, *mb_opt = nullptr, *rc_opt = nullptr, *zero_opt = nullptr, *sp_opt = nullptr,
               *scheme_opt = nullptr, *v_opt = nullptr, *attn_opt = nullptr;
@@ -59,12 +63,23 @@ int run_simulate(const SimulateArgs& a) {
                 static_cast<long long>(e.training.global_batch_sequences));
     std::fputs(prediction_text(e, p).c_str(), stdout);
   }
+  if (!a.trace.empty()) {
+    // The event simulator replays one layer of one CP group, rank by rank and step by step,
+    // in the event vocabulary of `ringplan run --trace`.
+    if (e.mesh->cp <= 1) throw bad_input("--trace shows the ring of a CP group: the layout has cp=1, so there is no ring");
+    const sim::RingSimulation ring = sim::simulate_ring(sim::ring_shape_for(e, *e.mesh, o), e.cluster, true);
+    std::ofstream f(a.trace);
+    if (!(f << sim::ring_trace_json(ring))) throw bad_input("cannot write trace file '" + a.trace + "'");
+    std::fprintf(stderr, "wrote ring trace (one layer, one CP group of %lld ranks) to %s\n",
+                 static_cast<long long>(e.mesh->cp), a.trace.c_str());
+  }
   return 0;
 }
 
 RINGPLAN_COMMAND("simulate", "Predict memory and step time of one layout, term by term", 20, [](CLI::App& app) {
   auto a = std::make_shared<SimulateArgs>();
   app.add_option("experiment", a->experiment, "Experiment or plan YAML")->required();
+  app.add_option("--trace", a->trace, "Write the event simulator's ring timeline as Chrome/Perfetto trace JSON");
   a->mesh_opt = app.add_option("--mesh", a->mesh, "Mesh dp=D,tp=T,cp=C,pp=P (product = GPUs; overrides the file)");
   a->mb_opt = app.add_option("--micro-batch", a->micro_batch, "Sequences per micro-batch per DP replica");
   a->rc_opt = app.add_option("--recompute", a->recompute, "Activation recompute: none, selective, full");

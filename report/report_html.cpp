@@ -153,18 +153,7 @@ RingTimeline ring_timeline(const Experiment& e, const sim::Prediction& p) {
   const int64_t P = p.mesh.cp;
   if (P <= 1) return t;
   // The attention layer one CP group of this plan runs (the shapes `ringplan run` uses).
-  sim::RingAttentionShape shape;
-  shape.micro_batch = p.options.micro_batch;
-  shape.heads_per_tp = e.model.heads / p.mesh.tp;
-  shape.kv_heads_per_tp = e.model.kv_heads / p.mesh.tp;
-  shape.head_dim = e.model.head_dim;
-  shape.seq_len = e.training.seq_len;
-  shape.cp = P;
-  shape.scheme = p.options.cp_scheme;
-  shape.causal = e.training.causal;
-  shape.attention = p.options.attention;
-  shape.dtype = e.training.dtype;
-  shape.tp = p.mesh.tp;
+  const sim::RingAttentionShape shape = sim::ring_shape_for(e, p.mesh, p.options);
   const sim::RingSimulation sim_run = sim::simulate_ring(shape, e.cluster, /*record_events=*/true);
 
   for (int64_t r = 0; r < P; ++r) {

@@ -179,4 +179,20 @@ std::string ring_trace_json(const RingSimulation& sim) {
   return nlohmann::json{{"traceEvents", events}, {"displayTimeUnit", "ms"}}.dump();
 }
 
+RingAttentionShape ring_shape_for(const Experiment& e, const Mesh& mesh, const ParallelOptions& opt) {
+  RingAttentionShape shape;
+  shape.micro_batch = opt.micro_batch;
+  shape.heads_per_tp = e.model.heads / mesh.tp;
+  shape.kv_heads_per_tp = e.model.kv_heads / mesh.tp;
+  shape.head_dim = e.model.head_dim;
+  shape.seq_len = e.training.seq_len;
+  shape.cp = mesh.cp;
+  shape.scheme = opt.cp_scheme;
+  shape.causal = e.training.causal;
+  shape.attention = opt.attention;
+  shape.dtype = e.training.dtype;
+  shape.tp = mesh.tp;
+  return shape;
+}
+
 }  // namespace ringplan::sim

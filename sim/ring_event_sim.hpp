@@ -62,6 +62,11 @@ struct RingSimulation {
 // Validates the shape like predict_ring_attention() (throws ringplan::Error bad_input).
 RingSimulation simulate_ring(const RingAttentionShape& s, const ClusterConfig& c, bool record_events = false);
 
+// The attention layer that one CP group of a layout runs: micro-batch, heads and kv heads per TP
+// rank, the whole sequence split over CP, the layout's scheme and kernel. `ringplan simulate
+// --trace`, the report's ring timeline and `ringplan run` all replay this same shape.
+RingAttentionShape ring_shape_for(const Experiment& e, const Mesh& mesh, const ParallelOptions& opt);
+
 // Chrome / Perfetto trace (JSON object format): one complete event ("ph": "X") per kernel,
 // merge and transfer; pid 0 forward, pid 1 backward (the backward placed after the forward);
 // tid = rank for compute, 1000 + rank for the link rank -> rank+1. Times in microseconds.

@@ -247,3 +247,25 @@ TEST_CASE("validate: the shipped validation cases all load and predict") {
   }
   CHECK(j["max_abs_error_pct"].get<double>() == doctest::Approx(max_abs));
 }
+
+TEST_CASE("simulate --trace writes the event simulator's ring timeline; cp=1 has no ring") {
+  const std::string exp = "'" + kConfigs + "default.yaml'";
+  TempDir tmp;
+  const std::string trace = tmp.file("ring.json");
+  const Result a = ringplan("simulate " + exp + " --mesh dp=4,tp=2,cp=8,pp=1 --cp-scheme contiguous --trace '" + trace + "'");
+  REQUIRE_MESSAGE(a.rc == 0, a.err);
+  const auto j = nlohmann::json::parse(slurp(trace));
+  const auto& events = j.contains("traceEvents") ? j["traceEvents"] : j;
+  // Every one of the 8 ranks computes in the forward; causal contiguous work grows with the rank.
+  std::vector<double> busy_us(8, 0.0);
+  for (const auto& ev : events) {
+    if (ev.value("ph", "") != "X" || ev.value("pid", -1) != 0) continue;
+    const int tid = ev.value("tid", -1);
+    if (tid >= 0 && tid < 8) busy_us[tid] += ev["dur"].get<double>();
+  }
+  for (double b : busy_us) CHECK(b > 0.0);
+  CHECK(busy_us[7] > 1.5 * busy_us[0]);
+  const Result b = ringplan("simulate " + exp + " --mesh dp=32,tp=2,cp=1,pp=1 --trace '" + tmp.file("none.json") + "'");
+  CHECK(b.rc == 2);
+  CHECK(has(b.err, "cp=1"));
+}
