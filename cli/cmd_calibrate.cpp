@@ -39,6 +39,7 @@
 #include <sstream>
 
 #include "cli/command.hpp"
+#include "cli/mpi_command.hpp"
 #include "core/config_yaml.hpp"
 #include "core/error.hpp"
 #include "kernels/attention.hpp"
@@ -398,20 +399,7 @@ int calibrate_body(const CalibrateArgs& a0, runtime::MpiCommunicator& world) {
 }
 
 int calibrate_command(const CalibrateArgs& a) {
-  runtime::MpiSession mpi(nullptr, nullptr);
-  auto world = runtime::MpiCommunicator::world();
-  if (a.timeout_s > 0) world->set_timeout_s(a.timeout_s);
-  try {
-    return calibrate_body(a, *world);
-  } catch (const Error& err) {
-    if (err.kind() == ErrorKind::bad_input) {
-      if (world->rank() != 0) return 2;
-      throw;
-    }
-    world->abort(err.what());
-  } catch (const std::exception& err) {
-    world->abort(std::string("internal error: ") + err.what());
-  }
+  return cli::run_under_mpi(a.timeout_s, [&](runtime::MpiCommunicator& world) { return calibrate_body(a, world); });
 }
 
 }  // namespace

@@ -17,6 +17,7 @@
 #include <numeric>
 
 #include "cli/command.hpp"
+#include "cli/mpi_command.hpp"
 #include "core/config_yaml.hpp"
 #include "core/error.hpp"
 #include "planner/plan_file.hpp"
@@ -269,23 +270,7 @@ int run_body(const RunArgs& a, runtime::MpiCommunicator& world) {
 }
 
 int run_command(const RunArgs& a) {
-  runtime::MpiSession mpi(nullptr, nullptr);
-  auto world = runtime::MpiCommunicator::world();
-  if (a.timeout_s > 0) world->set_timeout_s(a.timeout_s);
-  try {
-    return run_body(a, *world);
-  } catch (const Error& err) {
-    // Bad input is detected identically on every rank before any communication: rank 0
-    // alone reports it and every rank returns normally.
-    if (err.kind() == ErrorKind::bad_input) {
-      if (world->rank() != 0) return 2;
-      throw;
-    }
-    // A runtime failure may strike one rank only: the others would wait for it forever.
-    world->abort(err.what());
-  } catch (const std::exception& err) {
-    world->abort(std::string("internal error: ") + err.what());
-  }
+  return cli::run_under_mpi(a.timeout_s, [&](runtime::MpiCommunicator& world) { return run_body(a, world); });
 }
 
 }  // namespace
