@@ -36,6 +36,12 @@ class Communicator {
   // Non-blocking point-to-point on raw bytes; the buffer must stay valid until wait().
   virtual RequestPtr post_send(const void* buf, size_t bytes, int dst, int tag) = 0;
   virtual RequestPtr post_recv(void* buf, size_t bytes, int src, int tag) = 0;
+  // Starts every operation posted so far. MPI starts each at post time (no-op here); NCCL has
+  // no tags and must launch a ring step's sends and receives together as one group, so it
+  // queues them until this call (or the first wait on one of them). The ring posts a step's
+  // transfers, calls start_posted(), then computes: the transfers overlap the compute.
+  virtual void start_posted() {}
+  // Completes `r` (a null request is already complete) and resets it.
   virtual void wait(RequestPtr& r) = 0;
   virtual void wait_all(std::vector<RequestPtr>& rs) = 0;
 

@@ -7,21 +7,10 @@
 #include <cmath>
 
 #include "core/error.hpp"
+#include "runtime/ring_schedule.hpp"
 
 namespace ringplan::runtime {
-namespace {
-
-// Tags per message kind; MPI keeps messages between one pair with one tag in order, so a
-// kind needs no step number.
-constexpr int kTagKv = 11;
-constexpr int kTagDkv = 12;        // partial dK,dV accumulator moving on to the next rank
-constexpr int kTagDkvFinal = 13;   // complete dK,dV returning to the block's owner
-
-double now_s() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-}  // namespace
+using ring_detail::now_s;
 
 double RingPassTiming::compute_s() const {
   double t = 0;
@@ -125,174 +114,118 @@ void RingAttention::trace_step(TracePhase phase, const RingStepTiming& st, doubl
   trace_->add(phase, TraceLane::comm, st.step, st.src_rank, w0 + shift, w1 + shift, false);
 }
 
-void RingAttention::forward(const float* q, const float* k, const float* v, float* out, float* lse) {
-  using kernels::ElemType;
-  const auto& c = cfg_;
-  const int next = (rank_ + 1) % size_, prev = (rank_ - 1 + size_) % size_;
-  const double t_start = now_s();
-  fwd_timing_.steps.assign(static_cast<size_t>(size_), RingStepTiming{});
+// The CPU backend of the ring schedule (ring_schedule.hpp): float32 host buffers, the CPU
+// kernels, and plain loops for copies and sums.
+struct RingAttention::CpuForwardOps {
+  RingAttention& r;
+  const float *q, *k, *v;
+  float *out, *lse;
 
-  if (size_ > 1) {  // the block in hand travels as one [K | V] message
-    std::copy_n(k, kv_elems_, kv_buf_[0].data());
-    std::copy_n(v, kv_elems_, kv_buf_[0].data() + kv_elems_);
+  void stage_kv() {
+    std::copy_n(k, r.kv_elems_, r.kv_buf_[0].data());
+    std::copy_n(v, r.kv_elems_, r.kv_buf_[0].data() + r.kv_elems_);
   }
-  kernels::ForwardOut acc{kernels::dense_view(out, ElemType::f32, c.batch, c.heads, c.tokens, c.head_dim),
-                          kernels::dense_rows(lse, c.batch, c.heads, c.tokens)};
-  kernels::ForwardOut blk{kernels::dense_view(blk_out_.data(), ElemType::f32, c.batch, c.heads, c.tokens, c.head_dim),
-                          kernels::dense_rows(blk_lse_.data(), c.batch, c.heads, c.tokens)};
-  bool have_result = false;  // false until a block wrote (O, lse) directly into `acc`
-  int cur = 0;
-  for (int step = 0; step < size_; ++step) {
-    const int src = (rank_ - step + size_) % size_;  // block in hand came from rank r - step
-    RingStepTiming& st = fwd_timing_.steps[static_cast<size_t>(step)];
-    st.step = step;
-    st.src_rank = src;
-    st.skipped = block_hidden(src);
-    st.visible_pairs = pairs_[static_cast<size_t>(src)];
-    // Post the next block's receive and this block's send before computing (double buffer).
-    std::vector<RequestPtr> reqs;
-    if (step < size_ - 1) {
-      reqs.push_back(cp_.post_recv(kv_buf_[1 - cur].data(), 2 * kv_elems_ * sizeof(float), prev, kTagKv));
-      reqs.push_back(cp_.post_send(kv_buf_[cur].data(), 2 * kv_elems_ * sizeof(float), next, kTagKv));
+  void* kv_buffer(int i) { return r.kv_buf_[i].data(); }
+  size_t kv_bytes() const { return 2 * r.kv_elems_ * sizeof(float); }
+  void forward_block(int buf, int src, bool first) {
+    using kernels::ElemType;
+    const auto& c = r.cfg_;
+    const kernels::BlockParams p = buf >= 0 ? r.block_params(q, r.kv_buf_[buf].data(), r.kv_buf_[buf].data() + r.kv_elems_, src)
+                                            : r.block_params(q, k, v, src);
+    kernels::ForwardOut acc{kernels::dense_view(out, ElemType::f32, c.batch, c.heads, c.tokens, c.head_dim),
+                            kernels::dense_rows(lse, c.batch, c.heads, c.tokens)};
+    kernels::ForwardOut blk{kernels::dense_view(r.blk_out_.data(), ElemType::f32, c.batch, c.heads, c.tokens, c.head_dim),
+                            kernels::dense_rows(r.blk_lse_.data(), c.batch, c.heads, c.tokens)};
+    if (first) {
+      const std::string err = kernels::validate(p, acc);
+      if (!err.empty()) throw bad_input("ring attention forward: " + err);
     }
-    const double c0 = now_s();
-    if (!st.skipped) {
-      const kernels::BlockParams p = size_ > 1 ? block_params(q, kv_buf_[cur].data(), kv_buf_[cur].data() + kv_elems_, src)
-                                               : block_params(q, k, v, src);
-      if (step == 0) {
-        const std::string err = kernels::validate(p, acc);
-        if (!err.empty()) throw bad_input("ring attention forward: " + err);
-      }
-      // The first computed block writes the result directly; later ones merge into it.
-      const kernels::ForwardOut& target = have_result ? blk : acc;
-      float* scores = c.kernel == RingKernel::materialized ? scores_.data() + static_cast<size_t>(src) * rows_ * n_ : nullptr;
-      if (c.kernel == RingKernel::materialized)
-        kernels::cpu_materialized_forward(p, target, scores);
-      else
-        kernels::cpu_flash_forward(p, target, c.tiles);
-      if (have_result) kernels::merge_partial(acc, blk);
-      have_result = true;
+    // The first computed block writes the result directly; later ones merge into it.
+    const kernels::ForwardOut& target = first ? acc : blk;
+    if (c.kernel == RingKernel::materialized)
+      kernels::cpu_materialized_forward(p, target, r.scores_.data() + static_cast<size_t>(src) * r.rows_ * r.n_);
+    else
+      kernels::cpu_flash_forward(p, target, c.tiles);
+    if (!first) kernels::merge_partial(acc, blk);
+  }
+  void forward_empty() {
+    std::fill_n(out, r.q_elems_, 0.0f);
+    std::fill_n(lse, r.rows_, kernels::kNegInf);
+  }
+  void fence() {}
+};
+
+struct RingAttention::CpuBackwardOps : RingAttention::CpuForwardOps {
+  const float* grad_out;
+  float *grad_q, *grad_k, *grad_v;
+  bool validated = false;
+
+  kernels::TensorView view_q(const float* p) const {
+    const auto& c = r.cfg_;
+    return kernels::dense_view(const_cast<float*>(p), kernels::ElemType::f32, c.batch, c.heads, c.tokens, c.head_dim);
+  }
+  kernels::TensorView view_kv(float* p) const {
+    const auto& c = r.cfg_;
+    return kernels::dense_view(p, kernels::ElemType::f32, c.batch, c.kv_heads, c.tokens, c.head_dim);
+  }
+  kernels::RowStatsView rows(float* p) const {
+    const auto& c = r.cfg_;
+    return kernels::dense_rows(p, c.batch, c.heads, c.tokens);
+  }
+  void backward_begin() {
+    kernels::attention_backward_delta(view_q(out), view_q(grad_out), rows(r.delta_.data()));
+    std::fill_n(grad_q, r.q_elems_, 0.0f);
+  }
+  void* dkv_recv(int i) { return r.dkv_recv_[i].data(); }
+  void* dkv_work(int i) { return r.dkv_work_[i].data(); }
+  size_t dkv_bytes() const { return 2 * r.kv_elems_ * sizeof(float); }
+  void backward_block(int buf, int src, int par, bool skipped) {
+    float* work_k = par >= 0 ? r.dkv_work_[par].data() : grad_k;
+    float* work_v = par >= 0 ? r.dkv_work_[par].data() + r.kv_elems_ : grad_v;
+    std::fill_n(work_k, r.kv_elems_, 0.0f);
+    std::fill_n(work_v, r.kv_elems_, 0.0f);
+    if (skipped) return;
+    const kernels::BlockParams p = buf >= 0 ? r.block_params(q, r.kv_buf_[buf].data(), r.kv_buf_[buf].data() + r.kv_elems_, src)
+                                            : r.block_params(q, k, v, src);
+    kernels::BackwardArgs g{view_q(out), view_q(grad_out), rows(const_cast<float*>(lse)), rows(r.delta_.data()),
+                            view_q(grad_q), view_kv(work_k), view_kv(work_v)};
+    if (!validated) {
+      const std::string err = kernels::validate(p, g);
+      if (!err.empty()) throw bad_input("ring attention backward: " + err);
+      validated = true;
     }
-    const double c1 = now_s();
-    cp_.wait_all(reqs);
-    const double w1 = now_s();
-    st.compute_s = c1 - c0;
-    st.comm_wait_s = w1 - c1;
-    trace_step(TracePhase::forward, st, c0, c1, c1, w1);
-    cur = 1 - cur;
+    if (r.cfg_.kernel == RingKernel::materialized)
+      kernels::cpu_materialized_backward(p, g, r.scores_.data() + static_cast<size_t>(src) * r.rows_ * r.n_);
+    else
+      kernels::cpu_flash_backward(p, g, r.cfg_.tiles);
   }
-  if (!have_result) {  // unreachable for a query's own block (it sees itself); kept for safety
-    std::fill_n(out, q_elems_, 0.0f);
-    std::fill_n(lse, rows_, kernels::kNegInf);
+  void accumulate(int par) {
+    const float* in = r.dkv_recv_[par].data();
+    float* work = r.dkv_work_[par].data();  // [dK | dV], contiguous
+    for (size_t i = 0; i < 2 * r.kv_elems_; ++i) work[i] += in[i];
   }
-  fwd_timing_.total_s = now_s() - t_start;
+  void backward_finish(int i) {
+    const float* result = r.dkv_recv_[i].data();
+    std::copy_n(result, r.kv_elems_, grad_k);
+    std::copy_n(result + r.kv_elems_, r.kv_elems_, grad_v);
+  }
+};
+
+void RingAttention::forward(const float* q, const float* k, const float* v, float* out, float* lse) {
+  CpuForwardOps ops{*this, q, k, v, out, lse};
+  ring_detail::forward_pass(cp_, ops, hidden_, pairs_, fwd_timing_,
+                            [&](const RingStepTiming& st, double c0, double c1, double w0, double w1) {
+                              trace_step(TracePhase::forward, st, c0, c1, w0, w1);
+                            });
 }
 
 void RingAttention::backward(const float* q, const float* k, const float* v, const float* out, const float* lse,
                              const float* grad_out, float* grad_q, float* grad_k, float* grad_v) {
-  using kernels::ElemType;
-  const auto& c = cfg_;
-  const int next = (rank_ + 1) % size_, prev = (rank_ - 1 + size_) % size_;
-  const size_t kv_bytes = 2 * kv_elems_ * sizeof(float);
-  const double t_start = now_s();
-  bwd_timing_.steps.assign(static_cast<size_t>(size_), RingStepTiming{});
-
-  auto view_q = [&](const float* p) {
-    return kernels::dense_view(const_cast<float*>(p), ElemType::f32, c.batch, c.heads, c.tokens, c.head_dim);
-  };
-  auto view_kv = [&](float* p) { return kernels::dense_view(p, ElemType::f32, c.batch, c.kv_heads, c.tokens, c.head_dim); };
-  kernels::RowStatsView lse_view = kernels::dense_rows(const_cast<float*>(lse), c.batch, c.heads, c.tokens);
-  kernels::RowStatsView delta_view = kernels::dense_rows(delta_.data(), c.batch, c.heads, c.tokens);
-  kernels::attention_backward_delta(view_q(out), view_q(grad_out), delta_view);
-  std::fill_n(grad_q, q_elems_, 0.0f);
-
-  if (size_ > 1) {  // the block in hand travels as one [K | V] message
-    std::copy_n(k, kv_elems_, kv_buf_[0].data());
-    std::copy_n(v, kv_elems_, kv_buf_[0].data() + kv_elems_);
-  }
-  RequestPtr dkv_send[2];   // send of dkv_work_[i], completed before dkv_work_[i] is reused
-  RequestPtr final_recv;    // this rank's complete dK,dV coming home at the last step
-  int cur = 0;
-  for (int step = 0; step < size_; ++step) {
-    const int src = (rank_ - step + size_) % size_;
-    const int par = step % 2;
-    RingStepTiming& st = bwd_timing_.steps[static_cast<size_t>(step)];
-    st.step = step;
-    st.src_rank = src;
-    st.skipped = block_hidden(src);
-    st.visible_pairs = pairs_[static_cast<size_t>(src)];
-    double wait_s = 0;
-    std::vector<RequestPtr> kv_reqs;
-    RequestPtr dkv_in;
-    if (step < size_ - 1) {
-      kv_reqs.push_back(cp_.post_recv(kv_buf_[1 - cur].data(), kv_bytes, prev, kTagKv));
-      kv_reqs.push_back(cp_.post_send(kv_buf_[cur].data(), kv_bytes, next, kTagKv));
-    }
-    // The accumulator of block `src` comes from r-1, which held that block at step-1.
-    if (step >= 1) dkv_in = cp_.post_recv(dkv_recv_[par].data(), kv_bytes, prev, kTagDkv);
-    // The complete dK,dV of this rank's own block arrive after the last step; dkv_recv_[1 - par]
-    // held step-1's accumulator, already consumed, so it takes them (no extra buffer).
-    if (step == size_ - 1 && size_ > 1)
-      final_recv = cp_.post_recv(dkv_recv_[1 - par].data(), kv_bytes, prev, kTagDkvFinal);
-    const double w0 = now_s();
-    cp_.wait(dkv_send[par]);  // sent two steps ago: dkv_work_[par] is free again
-    wait_s += now_s() - w0;
-
-    const double c0 = now_s();
-    // This rank's contribution to block src: into scratch (P > 1) or straight into dK, dV (P = 1).
-    float* work_k = size_ > 1 ? dkv_work_[par].data() : grad_k;
-    float* work_v = size_ > 1 ? dkv_work_[par].data() + kv_elems_ : grad_v;
-    std::fill_n(work_k, kv_elems_, 0.0f);
-    std::fill_n(work_v, kv_elems_, 0.0f);
-    if (!st.skipped) {
-      const kernels::BlockParams p = size_ > 1 ? block_params(q, kv_buf_[cur].data(), kv_buf_[cur].data() + kv_elems_, src)
-                                               : block_params(q, k, v, src);
-      kernels::BackwardArgs g{view_q(out), view_q(grad_out), lse_view, delta_view, view_q(grad_q), view_kv(work_k),
-                              view_kv(work_v)};
-      if (step == 0) {
-        const std::string err = kernels::validate(p, g);
-        if (!err.empty()) throw bad_input("ring attention backward: " + err);
-      }
-      if (c.kernel == RingKernel::materialized)
-        kernels::cpu_materialized_backward(p, g, scores_.data() + static_cast<size_t>(src) * rows_ * n_);
-      else
-        kernels::cpu_flash_backward(p, g, c.tiles);
-    }
-    double c1 = now_s();
-    if (dkv_in) {
-      const double w1 = now_s();
-      cp_.wait(dkv_in);
-      const double w2 = now_s();
-      wait_s += w2 - w1;
-      const float* in = dkv_recv_[par].data();
-      float* work = dkv_work_[par].data();  // [dK | dV], contiguous
-      for (size_t i = 0; i < 2 * kv_elems_; ++i) work[i] += in[i];
-      c1 = now_s();
-      st.compute_s -= w2 - w1;  // the add counts as compute, the wait does not
-    }
-    st.compute_s += c1 - c0;
-    if (size_ > 1)
-      dkv_send[par] = cp_.post_send(dkv_work_[par].data(), kv_bytes, next, step == size_ - 1 ? kTagDkvFinal : kTagDkv);
-    const double w3 = now_s();
-    cp_.wait_all(kv_reqs);
-    const double w4 = now_s();
-    wait_s += w4 - w3;
-    st.comm_wait_s = wait_s;
-    trace_step(TracePhase::backward, st, c0, c1, c1, w4);
-    cur = 1 - cur;
-  }
-  // P == 1: the kernel already wrote this rank's complete dK, dV into grad_k, grad_v.
-  if (size_ > 1) {
-    const double w0 = now_s();
-    cp_.wait(final_recv);
-    cp_.wait(dkv_send[0]);
-    cp_.wait(dkv_send[1]);
-    bwd_timing_.steps.back().comm_wait_s += now_s() - w0;
-    const float* result = dkv_recv_[size_ % 2].data();  // = dkv_recv_[1 - (P-1)%2], see the last step
-    std::copy_n(result, kv_elems_, grad_k);
-    std::copy_n(result + kv_elems_, kv_elems_, grad_v);
-  }
-  bwd_timing_.total_s = now_s() - t_start;
+  CpuBackwardOps ops{{*this, q, k, v, const_cast<float*>(out), const_cast<float*>(lse)}, grad_out, grad_q, grad_k, grad_v};
+  ring_detail::backward_pass(cp_, ops, hidden_, pairs_, bwd_timing_,
+                             [&](const RingStepTiming& st, double c0, double c1, double w0, double w1) {
+                               trace_step(TracePhase::backward, st, c0, c1, w0, w1);
+                             });
 }
 
 }  // namespace ringplan::runtime

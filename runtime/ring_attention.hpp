@@ -94,6 +94,8 @@ class RingAttention {
   bool block_hidden(int src_rank) const { return hidden_[static_cast<size_t>(src_rank)] != 0; }
 
  private:
+  struct CpuForwardOps;   // the CPU backend of ring_schedule.hpp
+  struct CpuBackwardOps;
   kernels::BlockParams block_params(const float* q, const float* k, const float* v, int src) const;
   void trace_step(TracePhase phase, const RingStepTiming& st, double c0, double c1, double w0, double w1);
 

@@ -304,9 +304,10 @@ void NcclCommunicator::start_posted() {
 }
 
 void NcclCommunicator::wait(RequestPtr& r) {
+  if (!r) return;  // a request never posted or already completed (as MpiCommunicator::wait)
   auto* req = dynamic_cast<NcclRequest*>(r.get());
   if (!req || req->owner != this) {
-    throw bad_input("NcclCommunicator::wait: request is null, already completed, or from another communicator");
+    throw bad_input("NcclCommunicator::wait: the request comes from another communicator");
   }
   check_usable("wait");
   if (!req->op->launched) start_posted();

@@ -69,7 +69,7 @@ class NcclCommunicator final : public Communicator {
   RequestPtr post_send(const void* buf, size_t bytes, int dst, int tag) override;
   RequestPtr post_recv(void* buf, size_t bytes, int src, int tag) override;
   // Launches every queued send/receive as one NCCL group on the communication stream.
-  void start_posted();
+  void start_posted() override;
   void wait(RequestPtr& r) override;
   void wait_all(std::vector<RequestPtr>& rs) override;
 
