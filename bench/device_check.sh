@@ -1,56 +1,79 @@
 #!/usr/bin/env bash
-# device_check.sh: the GPU check of ringplan's CUDA path, for ONE machine with one H100/H200 that
-# has PyTorch and NCCL's python package but none of the build machine's packages.
+# device_check.sh: the GPU check of ringplan's CUDA path, in one call, on ONE machine with one
+# H100/H200 that has PyTorch and NCCL's python package but none of the build machine's packages.
 #
-# The binaries are built on the build machine (cmake --preset cuda && cmake --build --preset cuda
-# --target test_cuda_tiles test_attention_cuda bench_attention_cuda nccl_smoke) and the build dir
-# travels with the repo. They link the CUDA runtime, libstdc++ and libgcc statically; at run time
-# they need: the NVIDIA driver (CUDA 13: driver >= 580), glibc >= 2.36 (built on Debian 12), and,
-# for nccl_smoke only, libnccl.so.2 (found here from the python package nvidia-nccl-*).
+# Prepare on the build machine (sm_90 is what an H100/H200 runs):
+#   cmake -S . -B build/gpu -G Ninja -DRINGPLAN_ENABLE_CUDA=ON -DRINGPLAN_CUDA_ARCHITECTURES=90
+#   cmake --build build/gpu --target ringplan test_cuda_tiles test_attention_cuda test_ring_cuda \
+#         bench_attention_cuda nccl_smoke
+#   bench/gpu/make_bundle.sh build/gpu build/bundle     # binaries + OpenMPI, fmt, yaml-cpp (~30 MiB)
+# then carry build/bundle to the GPU machine and run there, from the repository root:
+#   bench/device_check.sh build/bundle
+# (libnccl.so.2 comes from the GPU machine's `nvidia.nccl` python package; env.sh finds it.)
 #
-# usage: bench/device_check.sh [BUILD_DIR]        (default build/cuda)
-# Writes under $OUT (default ./out/device-check): env.txt, tests.txt, ours.txt/json,
-# sdpa.txt/json, nccl.txt, report.md, summary.txt. Exit status: number of failed steps (0 = all ok).
+# Writes under $OUT (default ./out/device-check): env.txt, one log per step, ours.json,
+# sdpa.json, run.json, run_trace.json, report.md, summary.txt. Exit status: the number of failed
+# steps (0 = all ok). On the GPU machine a SKIPPED step counts as failed: it did not happen.
 #
-# Steps: (1) CUDA kernel tests vs the float64 reference; (2) our forward/backward timing (the
-# binary validates sampled outputs before timing) and (3) PyTorch SDPA at the same shapes (bf16,
-# batch 1, 32 query heads, 8 KV heads, head dim 128, 4K/8K/16K, causal and not); (4) single-GPU
-# NCCL smoke test; (5) TFLOP/s table with the ratio to PyTorch (goal: >= 70% at 8K).
+# Steps:
+#   1. CUDA kernel tests against the float64 reference (tile logic, kernels, the CUDA ring);
+#      error bounds per precision are stated in the tests' headers
+#   2. our forward/backward timing (the binary validates sampled outputs before timing)
+#   3. PyTorch scaled_dot_product_attention at the same shapes (bf16, batch 1, 32 query heads,
+#      8 KV heads, head dim 128, 4K/8K/16K tokens, causal and not; CUDA events, warm-up, median)
+#   4. single-GPU NCCL smoke test of the communicator
+#   5. `ringplan plan` + `ringplan run --device cuda` on one rank (NCCL + the kernels), with the
+#      prediction from the cluster profile of this GPU
+#   6. the TFLOP/s table with the ratio to PyTorch (goal: >= 70% at 8K)
 set -uo pipefail
 
-BUILD_DIR=${1:-build/cuda}
+BUNDLE=${1:-build/bundle}
 OUT=${OUT:-$PWD/out/device-check}
 TOKENS=${TOKENS:-4096,8192,16384}
+# The whole script must end within BUDGET_S (a lent GPU is lent for minutes): each step gets
+# min(its own limit, what is left), and a step with under 15 s left is not started.
+BUDGET_S=${BUDGET_S:-520}
 mkdir -p "$OUT"
 : >"$OUT/summary.txt"
 failed=0
+script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$script_dir/.." && pwd)
 
 log() { echo "[device_check] $*" | tee -a "$OUT/summary.txt"; }
 
-# Finds an executable by name under the build dir (the CMake layout mirrors the source tree).
-find_bin() {
-  find "$BUILD_DIR" -type f -name "$1" -perm -u+x 2>/dev/null | head -n 1
-}
-
-# step NAME TIMEOUT_S LOGFILE CMD...: runs CMD with a time limit, records ok/FAILED.
+# step NAME TIMEOUT_S LOGFILE CMD...: runs CMD with a time limit, records ok / SKIPPED / FAILED.
 step() {
   local name=$1 limit=$2 logfile=$3
   shift 3
-  log "step: $name ($*)"
+  local left=$((BUDGET_S - SECONDS - 5))
+  if ((left < 15)); then
+    log "  $name: NOT RUN (only ${left} s of the ${BUDGET_S} s budget left)"
+    failed=$((failed + 1))
+    return
+  fi
+  ((limit > left)) && limit=$left
+  log "step: $name (limit ${limit} s)"
+  local t0=$SECONDS
   timeout "$limit" "$@" >"$logfile" 2>&1
   local rc=$?
-  tail -n 40 "$logfile"
+  tail -n 30 "$logfile"
   if [[ $rc -eq 0 ]] && grep -q "SKIPPED" "$logfile"; then
-    # On the GPU machine a skip means the check did not happen (no device, driver too old).
-    log "  $name: SKIPPED (counted as failed: this script exists to run on a GPU)"
+    log "  $name: SKIPPED after $((SECONDS - t0)) s (counted as failed: this script exists to run on a GPU)"
     failed=$((failed + 1))
   elif [[ $rc -eq 0 ]]; then
-    log "  $name: ok"
+    log "  $name: ok ($((SECONDS - t0)) s)"
   else
-    log "  $name: FAILED (exit $rc; log $logfile)"
+    log "  $name: FAILED (exit $rc after $((SECONDS - t0)) s; log $(basename "$logfile"))"
     failed=$((failed + 1))
   fi
 }
+
+if [[ ! -f "$BUNDLE/env.sh" ]]; then
+  log "bundle '$BUNDLE' not found (no env.sh): build it with bench/gpu/make_bundle.sh and carry it (see the header)"
+  exit 1
+fi
+# shellcheck disable=SC1091
+source "$BUNDLE/env.sh"
 
 {
   echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -58,51 +81,64 @@ step() {
   nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1
   ldd --version 2>&1 | head -n 1
   python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)' 2>&1
+  python3 -c 'import nvidia.nccl, os; print("nccl python package:", list(nvidia.nccl.__path__)[0])' 2>&1
+  echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
 } >"$OUT/env.txt"
 cat "$OUT/env.txt"
 
-if [[ ! -d "$BUILD_DIR" ]]; then
-  log "build dir '$BUILD_DIR' not found: build on the build machine and carry it (see the header)"
-  exit 1
-fi
+bin() {
+  if [[ -x "$BUNDLE/bin/$1" ]]; then echo "$BUNDLE/bin/$1"; else echo ""; fi
+}
 
-# (1) kernel tests
-for t in test_cuda_tiles test_attention_cuda; do
-  bin=$(find_bin "$t")
-  if [[ -z "$bin" ]]; then
-    log "missing binary $t under $BUILD_DIR"
+# 1. kernel and ring tests
+for t in test_cuda_tiles test_attention_cuda test_ring_cuda; do
+  b=$(bin "$t")
+  if [[ -z "$b" ]]; then
+    log "missing binary $t in $BUNDLE/bin"
     failed=$((failed + 1))
     continue
   fi
-  step "$t" 300 "$OUT/$t.txt" "$bin"
+  step "$t" 90 "$OUT/$t.txt" "$b" -s
 done
-cat "$OUT"/test_*.txt >"$OUT/tests.txt" 2>/dev/null
 
-# (2) our kernels (validated, then timed)
-bin=$(find_bin bench_attention_cuda)
-if [[ -n "$bin" ]]; then
-  step "bench_attention_cuda" 400 "$OUT/ours.txt" "$bin" --tokens "$TOKENS" --json "$OUT/ours.json"
+# 2. our kernels (validated, then timed)
+b=$(bin bench_attention_cuda)
+if [[ -n "$b" ]]; then
+  step "bench_attention_cuda" 150 "$OUT/ours.txt" "$b" --tokens "$TOKENS" --json "$OUT/ours.json"
 else
-  log "missing binary bench_attention_cuda under $BUILD_DIR"
+  log "missing binary bench_attention_cuda"
   failed=$((failed + 1))
 fi
 
-# (3) PyTorch baseline
-script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-step "sdpa_bench.py" 400 "$OUT/sdpa.txt" python3 "$script_dir/gpu/sdpa_bench.py" --tokens "$TOKENS" --json "$OUT/sdpa.json"
+# 3. PyTorch baseline
+step "sdpa_bench.py" 150 "$OUT/sdpa.txt" python3 "$script_dir/gpu/sdpa_bench.py" --tokens "$TOKENS" --json "$OUT/sdpa.json"
 
-# (4) NCCL smoke test, with libnccl.so.2 from the NCCL python package (or the system)
-bin=$(find_bin nccl_smoke)
-if [[ -n "$bin" ]]; then
-  nccl_lib=$(python3 -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "lib"))' 2>/dev/null || true)
-  log "libnccl from: ${nccl_lib:-system library path}"
-  step "nccl_smoke" 120 "$OUT/nccl.txt" env LD_LIBRARY_PATH="${nccl_lib:+$nccl_lib:}${LD_LIBRARY_PATH:-}" "$bin"
+# 5. ringplan run on one GPU: plan the one-GPU experiment, run it on NCCL + the CUDA kernels.
+# The prediction uses the datasheet profile of the GPU found here.
+gpu_name=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1)
+case "$gpu_name" in
+  *H200*) profile=$repo/configs/clusters/h200.yaml ;;
+  *H100*) profile=$repo/configs/clusters/dgx_h100.yaml ;;
+  *A100*) profile=$repo/configs/clusters/dgx_a100_80gb.yaml ;;
+  *) profile=$repo/configs/clusters/h200.yaml ;;
+esac
+log "GPU '$gpu_name': prediction profile $(basename "$profile")"
+step "ringplan plan (1 GPU)" 30 "$OUT/plan.txt" ringplan plan "$repo/configs/experiments/gpu_single.yaml" -o "$OUT/plan.yaml"
+step "ringplan run --device cuda (table)" 90 "$OUT/run.txt" \
+  ringplan run "$OUT/plan.yaml" --device cuda --profile "$profile" --iters 10 --warmup 3 --trace "$OUT/run_trace.json"
+step "ringplan run --device cuda (json)" 90 "$OUT/run_json.txt" \
+  bash -c "ringplan run '$OUT/plan.yaml' --device cuda --profile '$profile' --iters 10 --warmup 3 --format json >'$OUT/run.json'"
+
+# 4. (last: ringplan run uses NCCL too) NCCL smoke test
+b=$(bin nccl_smoke)
+if [[ -n "$b" ]]; then
+  step "nccl_smoke" 45 "$OUT/nccl.txt" "$b"
 else
-  log "missing binary nccl_smoke under $BUILD_DIR"
+  log "missing binary nccl_smoke"
   failed=$((failed + 1))
 fi
 
-# (5) table
+# 6. table
 python3 "$script_dir/gpu/report.py" "$OUT/ours.json" "$OUT/sdpa.json" | tee "$OUT/report.md"
 
 log "failed steps: $failed"
