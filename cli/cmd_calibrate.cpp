@@ -22,6 +22,9 @@
 //   memory_gib: MemTotal / ranks per host; memory_reserved_gib: this rank's RSS after start-up.
 // Predictions from this profile are then compared with `ringplan run` on a DIFFERENT workload
 // (a plan's ring), never fitted to that run.
+// Progress: rank 0 draws one line on stderr (one step per kernel block size, per link message
+// size and for the copy rate) when mpirun's stderr is a terminal and calibration runs past 2 s
+// (core/progress.hpp); it is erased before the profile is printed. Otherwise stderr gets nothing.
 #include <fmt/format.h>
 #include <yaml-cpp/yaml.h>
 
@@ -42,6 +45,7 @@
 #include "cli/mpi_command.hpp"
 #include "core/config_yaml.hpp"
 #include "core/error.hpp"
+#include "core/progress.hpp"
 #include "kernels/attention.hpp"
 #include "planner/plan_file.hpp"
 #include "runtime/executor.hpp"
@@ -297,9 +301,19 @@ int calibrate_body(const CalibrateArgs& a0, runtime::MpiCommunicator& world) {
   if (a.reps < 1) throw bad_input(fmt::format("--reps {}: must be >= 1", a.reps));
 
   const int64_t reserved_bytes = runtime::current_rss_bytes();
+  const std::vector<int64_t> link_bytes = {int64_t{8}, int64_t{1} << 10, int64_t{64} << 10, int64_t{1} << 20,
+                                           int64_t{8} << 20};
+  // Steps: every kernel block size, every link message size, the copy rate. Silent on ranks > 0
+  // and whenever mpirun's stderr is not a terminal; on error its destructor erases the line
+  // before run_under_mpi reports.
+  Progress progress("calibrate", static_cast<int64_t>(a.tokens.size() + link_bytes.size() + 1),
+                    rank_progress_options(world.rank()));
   // Kernels.
   std::vector<KernelPoint> kps;
-  for (int64_t n : a.tokens) kps.push_back(measure_kernels(world, a, n));
+  for (int64_t n : a.tokens) {
+    kps.push_back(measure_kernels(world, a, n));
+    progress.advance();
+  }
   std::vector<double> xs, rates, mat_xs, mat_rates, bwd_xs, bwd_rates;
   for (const auto& k : kps) {
     // The fit sees both block kinds a ring runs: full blocks and causal diagonal blocks.
@@ -320,13 +334,18 @@ int calibrate_body(const CalibrateArgs& a0, runtime::MpiCommunicator& world) {
   const RateFit mat = fit_rate(mat_xs, mat_rates);
   // Links.
   std::vector<LinkPoint> lps;
-  for (int64_t bytes : {int64_t{8}, int64_t{1} << 10, int64_t{64} << 10, int64_t{1} << 20, int64_t{8} << 20})
+  for (int64_t bytes : link_bytes) {
     lps.push_back(measure_link(world, bytes, a.reps + 2));
+    progress.advance();
+  }
   const double latency_s = lps.front().pingpong_one_way_s;
   const LinkPoint& big = lps.back();
   const double ring_bw = static_cast<double>(big.bytes) / std::max(1e-9, big.ring_step_s - latency_s);
   const double pp_bw = static_cast<double>(big.bytes) / std::max(1e-9, big.pingpong_one_way_s - latency_s);
   const double copy_bw = measure_copy_bandwidth(world);
+  progress.advance();
+  // Erased before anything below reaches stdout or stderr (the profile, the "wrote" line).
+  progress.finish();
   // Topology from host names.
   std::map<std::string, int> per_host;
   for (int r = 0; r < world.size(); ++r) {

@@ -1,5 +1,6 @@
 // `mpirun -np CP ringplan run PLAN.yaml [--iters N] [--warmup N] [--format table|json]
-//                                       [--trace FILE] [--profile PROFILE.yaml] [--timeout S]`
+//                                       [--trace FILE] [--profile PROFILE.yaml] [--timeout S]
+//                                       [--device auto|cpu|cuda]`
 //
 // Runs the plan's attention layer, forward and backward, with the plan's per-rank shapes
 // (heads/TP, kv_heads/TP, L/CP tokens, micro-batch) as ring attention on ONE CP group (world
@@ -7,6 +8,10 @@
 // prediction of sim/ring_model.hpp for the same work on a hardware profile (--profile, by
 // default the plan's cluster). The prediction must come from a calibrate profile, never from
 // the run it is compared with. The runtime measures; sim predicts; this file compares.
+//
+// Devices: `cpu` runs the float32 CPU kernels over MPI; `cuda` (builds with CUDA and NCCL) runs
+// the CUDA kernels in the plan's 16-bit training type over NCCL, one GPU per rank; `auto` takes
+// cuda when this build has it, every rank sees a GPU and the plan suits the CUDA kernels.
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -20,8 +25,12 @@
 #include "cli/mpi_command.hpp"
 #include "core/config_yaml.hpp"
 #include "core/error.hpp"
+#include "core/progress.hpp"
 #include "planner/plan_file.hpp"
 #include "runtime/executor.hpp"
+#if RINGPLAN_HAVE_GPU_RUN
+#include "runtime/gpu/gpu_executor.hpp"
+#endif
 #include "runtime/mpi_communicator.hpp"
 #include "runtime/trace.hpp"
 #include "sim/ring_model.hpp"
@@ -39,6 +48,7 @@ struct RunArgs {
   std::string profile;
   double timeout_s = 0;  // 0: env RINGPLAN_TIMEOUT_S or 60 s
   int threads = 1;
+  std::string device = "auto";
 };
 
 // One compared quantity: measured median and spread, predicted value, error in %.
@@ -94,7 +104,7 @@ std::vector<Row> phase_rows(const char* phase, const runtime::RingLayerMeasureme
           {fmt::format("{} exposed comm", phase), runtime::sample_stats(exposed), p.exposed_comm_s}};
 }
 
-sim::RingAttentionShape predicted_shape(const runtime::RingLayerShape& x, int64_t cp) {
+sim::RingAttentionShape predicted_shape(const runtime::RingLayerShape& x, int64_t cp, DType dtype) {
   sim::RingAttentionShape s;
   s.micro_batch = x.batch;
   s.heads_per_tp = x.heads;
@@ -105,10 +115,45 @@ sim::RingAttentionShape predicted_shape(const runtime::RingLayerShape& x, int64_
   s.scheme = x.scheme;
   s.causal = x.causal;
   s.attention = x.kernel == runtime::RingKernel::flash ? AttentionImpl::flash : AttentionImpl::materialized;
-  // The CPU runtime computes and sends float32 whatever the plan's training dtype.
-  s.dtype = DType::fp32;
+  // The CPU runtime computes and sends float32 whatever the plan's training dtype; the CUDA
+  // runtime the plan's 16-bit type.
+  s.dtype = dtype;
   s.tp = 1;  // the ranks of this run form one CP group with nothing between them
   return s;
+}
+
+#if RINGPLAN_HAVE_GPU_RUN
+// Why the CUDA kernels cannot run this shape; empty when they can.
+std::string cuda_unsuitable(const runtime::RingLayerShape& x) {
+  if (x.kernel != runtime::RingKernel::flash) return "the plan uses materialised attention (CPU only)";
+  if (x.head_dim != 64 && x.head_dim != 128)
+    return fmt::format("head_dim {} (the CUDA kernels take 64 or 128)", x.head_dim);
+  return {};
+}
+#endif
+
+// The device of this run, the same on every rank (collective over `world` for --device auto).
+bool choose_gpu(const std::string& device, const runtime::RingLayerShape& shape, runtime::MpiCommunicator& world) {
+  if (device == "cpu") return false;
+#if RINGPLAN_HAVE_GPU_RUN
+  const std::string unsuitable = cuda_unsuitable(shape);
+  if (device == "cuda") {
+    if (!unsuitable.empty()) throw bad_input("--device cuda: the CUDA ring cannot run this plan: " + unsuitable);
+    return true;  // run_ring_layer_cuda refuses a rank without a GPU, naming it
+  }
+  // auto: CUDA only if every rank sees a GPU (fewest devices over the ranks).
+  std::string why;
+  double neg_devices = -static_cast<double>(runtime::cuda_devices(&why));
+  world.all_reduce_max(&neg_devices, 1);
+  return -neg_devices >= 1 && unsuitable.empty();
+#else
+  (void)shape;
+  (void)world;
+  if (device == "cuda")
+    throw bad_input("--device cuda: this ringplan was built without CUDA and NCCL; build it with "
+                    "`cmake --preset cuda` on a machine with the CUDA Toolkit and NCCL");
+  return false;
+#endif
 }
 
 int run_body(const RunArgs& a, runtime::MpiCommunicator& world) {
@@ -140,15 +185,29 @@ int run_body(const RunArgs& a, runtime::MpiCommunicator& world) {
   shape.causal = e.training.causal;
   shape.scheme = e.options.cp_scheme;
   shape.kernel = e.options.attention == AttentionImpl::flash ? runtime::RingKernel::flash : runtime::RingKernel::materialized;
+  const bool on_gpu = choose_gpu(a.device, shape, world);
+  const DType run_dtype = on_gpu ? (e.training.dtype == DType::fp16 ? DType::fp16 : DType::bf16) : DType::fp32;
   // Prediction before measurement (and independent of it): also validates the shape.
-  const sim::RingLayerPrediction pred = sim::predict_ring_attention(predicted_shape(shape, mesh.cp), profile);
+  const sim::RingLayerPrediction pred =
+      sim::predict_ring_attention(predicted_shape(shape, mesh.cp, run_dtype), profile);
 
   runtime::ExecutorOptions opt;
   opt.iterations = a.iters;
   opt.warmup = a.warmup;
   opt.trace = !a.trace.empty();
   opt.tiles.threads = a.threads;
+  // A long run shows progress on rank 0's terminal (silent in pipes, files and on other ranks).
+  Progress progress("run", int64_t{a.warmup} + a.iters, rank_progress_options(world.rank()));
+  opt.on_iteration = [&progress](int64_t done, int64_t) { progress.set_done(done); };
+#if RINGPLAN_HAVE_GPU_RUN
+  const runtime::RingLayerMeasurement m =
+      on_gpu ? runtime::run_ring_layer_cuda(world, shape, opt,
+                                            run_dtype == DType::fp16 ? kernels::ElemType::f16 : kernels::ElemType::bf16)
+             : runtime::run_ring_layer(world, shape, opt);
+#else
   const runtime::RingLayerMeasurement m = runtime::run_ring_layer(world, shape, opt);
+#endif
+  progress.finish();
 
   if (!a.trace.empty() && root) {
     std::ofstream f(a.trace);
@@ -192,6 +251,8 @@ int run_body(const RunArgs& a, runtime::MpiCommunicator& world) {
     j["plan"] = a.plan;
     j["validates"] = slice;
     j["cp"] = m.cp_size;
+    j["device"] = on_gpu ? "cuda" : "cpu";
+    j["dtype"] = to_string(run_dtype);
     j["iterations"] = a.iters;
     j["warmup"] = a.warmup;
     j["profile"] = profile_label;
@@ -230,7 +291,10 @@ int run_body(const RunArgs& a, runtime::MpiCommunicator& world) {
   std::printf("ringplan run %s\nvalidates: %s\n", a.plan.c_str(), slice.c_str());
   std::printf("measured: %d iterations after %d warm-up, ranks: ", a.iters, a.warmup);
   for (size_t i = 0; i < m.hosts.size(); ++i) std::printf("%s%s", i ? ", " : "", m.hosts[i].c_str());
-  std::printf("\npredicted: sim/ring_model.hpp on %s (fp32, ring within a node)\n", profile_label.c_str());
+  std::printf("\ndevice: %s, %s kernels over %s\n", on_gpu ? "cuda (one GPU per rank)" : "cpu",
+              to_string(run_dtype), on_gpu ? "NCCL" : "MPI");
+  std::printf("predicted: sim/ring_model.hpp on %s (%s, ring within a node)\n", profile_label.c_str(),
+              to_string(run_dtype));
   if (a.profile.empty())
     std::printf("note: no --profile given; a prediction is only as good as its profile: measure one with\n"
                 "      mpirun -np %d ringplan calibrate --plan %s -o PROFILE.yaml\n",
@@ -248,15 +312,19 @@ int run_body(const RunArgs& a, runtime::MpiCommunicator& world) {
               to_string(shape.scheme));
   std::printf("forward kernel rate, slowest rank: %.2f GFLOP/s (4*b*H*pairs*d = %.3g FLOP)\n",
               fwd_flops_max / rows[1].measured.median / 1e9, fwd_flops_max);
-  std::printf("\nmemory per rank [MiB] (tracked = exact bytes of the buffers this run allocates; "
-              "RSS = VmHWM rise during the run%s)\n",
-              m.memory[0].rss_peak_was_reset ? ", peak reset before allocation" : "; peak could not be reset");
-  std::printf("%-6s %10s %10s %10s %10s %10s %10s\n", "rank", "tensors", "ring K,V", "ring dK,dV", "scores", "tracked",
-              "RSS peak");
+  if (on_gpu)
+    std::printf("\nmemory per rank [MiB] (tracked = exact bytes of the device buffers this run allocates; "
+                "device peak = free device memory before allocating minus its minimum during the run)\n");
+  else
+    std::printf("\nmemory per rank [MiB] (tracked = exact bytes of the buffers this run allocates; "
+                "RSS = VmHWM rise during the run%s)\n",
+                m.memory[0].rss_peak_was_reset ? ", peak reset before allocation" : "; peak could not be reset");
+  std::printf("%-6s %10s %10s %10s %10s %10s %11s\n", "rank", "tensors", "ring K,V", "ring dK,dV", "scores", "tracked",
+              on_gpu ? "device peak" : "RSS peak");
   const double mib = 1024.0 * 1024.0;
   for (int r = 0; r < m.cp_size; ++r) {
     const auto& mem = m.memory[static_cast<size_t>(r)];
-    std::printf("%-6d %10.2f %10.2f %10.2f %10.2f %10.2f %10.2f\n", r, mem.tensors_bytes / mib,
+    std::printf("%-6d %10.2f %10.2f %10.2f %10.2f %10.2f %11.2f\n", r, mem.tensors_bytes / mib,
                 mem.workspace.kv_ring_bytes / mib, mem.workspace.dkv_ring_bytes / mib, mem.workspace.scores_bytes / mib,
                 mem.tracked_bytes / mib, mem.rss_peak_delta_bytes / mib);
   }
@@ -291,6 +359,11 @@ RINGPLAN_COMMAND("run", "Run a plan's ring attention layer under mpirun and comp
                    app.add_option("--timeout", a->timeout_s,
                                   "Seconds a rank may wait on a peer before the job is aborted "
                                   "(default: env RINGPLAN_TIMEOUT_S, else 60)");
-                   app.add_option("--threads", a->threads, "Kernel threads per rank")->capture_default_str();
+                   app.add_option("--threads", a->threads, "Kernel threads per rank (cpu)")->capture_default_str();
+                   app.add_option("--device", a->device,
+                                  "cpu: float32 CPU kernels over MPI; cuda: CUDA kernels over NCCL, one GPU per "
+                                  "rank (builds with CUDA and NCCL); auto: cuda when available and suitable")
+                       ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
+                       ->capture_default_str();
                    return [a] { return run_command(*a); };
                  });

@@ -15,7 +15,12 @@
 //
 // Invariants: nothing is ever written to the stream unless `enabled()`; once finish() ran,
 // nothing more is written. The ETA assumes a constant rate: eta = elapsed * (total - done) / done.
+//
+// Commands that run as ranks of an MPI job (calibrate, run) build their reporter with
+// rank_progress_options(rank): one line for the whole job, drawn by rank 0 only, and shown when
+// the LAUNCHER's stream is a terminal (a rank itself writes into mpirun's pipe, never a tty).
 #pragma once
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -24,10 +29,12 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 
 namespace ringplan {
 
@@ -66,7 +73,11 @@ inline std::string format_progress_line(const std::string& label, int64_t done, 
                                         double elapsed_s, int bar_width_chars = 24) {
   std::string line = label;
   if (total <= 0) {
-    line += " " + std::to_string(std::max<int64_t>(done, 0)) + " done, " + format_duration_s(elapsed_s);
+    // Appended piece by piece: GCC 12 reports a false -Wrestrict on `" " + std::string&&`.
+    line += ' ';
+    line += std::to_string(std::max<int64_t>(done, 0));
+    line += " done, ";
+    line += format_duration_s(elapsed_s);
     return line;
   }
   done = std::clamp<int64_t>(done, 0, total);
@@ -84,6 +95,45 @@ inline std::string format_progress_line(const std::string& label, int64_t done, 
     line += ", ETA " + format_duration_s(elapsed_s * static_cast<double>(total - done) / static_cast<double>(done));
   }
   return line;
+}
+
+// True when `path` (the target of a /proc/PID/fd/N link) is a terminal device: a
+// pseudo-terminal (/dev/pts/N), a virtual or serial terminal (/dev/ttyN, /dev/ttySN) or the
+// console. Pipes ("pipe:[123]"), sockets, /dev/null and regular files are not.
+inline bool is_terminal_device_path(std::string_view path) {
+  return path.starts_with("/dev/pts/") || path.starts_with("/dev/tty") || path == "/dev/console";
+}
+
+// Whether what is written to `stream` ends up on a terminal. Either the stream is a terminal
+// itself, or this process is an Open MPI rank (OMPI_COMM_WORLD_RANK is set) whose stream is a
+// pipe to the launcher and the launcher -- the rank's parent, for ranks on mpirun's own host --
+// has a terminal on the same descriptor: mpirun copies the pipe there unchanged. Anything else
+// (another launcher, a rank on a remote host whose parent is a daemon writing into a pipe, no
+// /proc) reads as "not a terminal", so the fallback is silence, never escape codes in a log.
+inline bool stream_reaches_terminal(std::FILE* stream) {
+  if (stream == nullptr) return false;
+  const int fd = ::fileno(stream);
+  if (fd < 0) return false;
+  if (::isatty(fd) == 1) return true;
+  if (std::getenv("OMPI_COMM_WORLD_RANK") == nullptr) return false;
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISFIFO(st.st_mode)) return false;  // a file or /dev/null: not forwarded
+  const std::string link = "/proc/" + std::to_string(::getppid()) + "/fd/" + std::to_string(fd);
+  char target[256];
+  const ssize_t n = ::readlink(link.c_str(), target, sizeof target);
+  return n > 0 && is_terminal_device_path(std::string_view(target, static_cast<size_t>(n)));
+}
+
+// Options for a reporter in one rank of a multi-rank job. Only rank 0 may draw: every rank
+// runs the same loop, and P lines racing for one terminal would be garbage. On rank 0 an unset
+// is_terminal becomes stream_reaches_terminal(stream); a forced value (tests) is kept.
+inline ProgressOptions rank_progress_options(int rank, ProgressOptions options = {}) {
+  if (rank != 0) {
+    options.is_terminal = false;
+  } else if (!options.is_terminal.has_value()) {
+    options.is_terminal = stream_reaches_terminal(options.stream);
+  }
+  return options;
 }
 
 class Progress {

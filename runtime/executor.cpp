@@ -62,6 +62,26 @@ SampleStats sample_stats(std::vector<double> xs) {
   return s;
 }
 
+void gather_measurement(Communicator& cp, const std::vector<RankIterationSample>& mine, int64_t my_pairs,
+                        const RankMemory& mem, const std::vector<TraceEvent>* events, RingLayerMeasurement& m) {
+  const int P = cp.size();
+  const size_t iters = mine.size();
+  std::vector<RankIterationSample> all(iters * static_cast<size_t>(P));
+  static_assert(std::is_trivially_copyable_v<RankIterationSample>);
+  cp.all_gather(mine.data(), all.data(), iters * sizeof(RankIterationSample));
+  m.samples.assign(iters, std::vector<RankIterationSample>(static_cast<size_t>(P)));
+  for (int r = 0; r < P; ++r)
+    for (size_t i = 0; i < iters; ++i) m.samples[i][static_cast<size_t>(r)] = all[static_cast<size_t>(r) * iters + i];
+  m.forward_pairs.resize(static_cast<size_t>(P));
+  cp.all_gather(&my_pairs, m.forward_pairs.data(), sizeof(int64_t));
+  static_assert(std::is_trivially_copyable_v<RankMemory>);
+  m.memory.resize(static_cast<size_t>(P));
+  cp.all_gather(&mem, m.memory.data(), sizeof(RankMemory));
+  m.hosts.clear();
+  for (int r = 0; r < P; ++r) m.hosts.push_back(cp.describe_rank(r));
+  if (events != nullptr) m.trace = gather_events(cp, *events);
+}
+
 RingLayerMeasurement run_ring_layer(Communicator& cp, const RingLayerShape& shape, const ExecutorOptions& opt) {
   if (opt.iterations < 1) throw bad_input(fmt::format("iterations = {}: must be >= 1", opt.iterations));
   if (opt.warmup < 0) throw bad_input(fmt::format("warmup = {}: must be >= 0", opt.warmup));
@@ -113,6 +133,7 @@ RingLayerMeasurement run_ring_layer(Communicator& cp, const RingLayerShape& shap
     recorder.set_iteration(it);
     ring.forward(q.data(), k.data(), v.data(), out.data(), lse.data());
     ring.backward(q.data(), k.data(), v.data(), out.data(), lse.data(), dout.data(), dq.data(), dk.data(), dv.data());
+    if (opt.on_iteration) opt.on_iteration(it + opt.warmup + 1, int64_t{opt.warmup} + opt.iterations);
     if (it < 0) {
       recorder.clear();
       continue;
@@ -127,23 +148,7 @@ RingLayerMeasurement run_ring_layer(Communicator& cp, const RingLayerShape& shap
 
   const int64_t peak = peak_rss_bytes();
   mem.rss_peak_delta_bytes = (peak >= 0 && rss_before >= 0) ? peak - rss_before : -1;
-
-  // Gather samples, pairs, memory and hosts from every rank.
-  const size_t iters = mine.size();
-  std::vector<RankIterationSample> all(iters * static_cast<size_t>(P));
-  static_assert(std::is_trivially_copyable_v<RankIterationSample>);
-  cp.all_gather(mine.data(), all.data(), iters * sizeof(RankIterationSample));
-  m.samples.assign(iters, std::vector<RankIterationSample>(static_cast<size_t>(P)));
-  for (int r = 0; r < P; ++r)
-    for (size_t i = 0; i < iters; ++i) m.samples[i][static_cast<size_t>(r)] = all[static_cast<size_t>(r) * iters + i];
-  const int64_t my_pairs = ring.last_forward().visible_pairs();
-  m.forward_pairs.resize(static_cast<size_t>(P));
-  cp.all_gather(&my_pairs, m.forward_pairs.data(), sizeof(int64_t));
-  static_assert(std::is_trivially_copyable_v<RankMemory>);
-  m.memory.resize(static_cast<size_t>(P));
-  cp.all_gather(&mem, m.memory.data(), sizeof(RankMemory));
-  for (int r = 0; r < P; ++r) m.hosts.push_back(cp.describe_rank(r));
-  if (opt.trace) m.trace = gather_events(cp, recorder.events());
+  gather_measurement(cp, mine, ring.last_forward().visible_pairs(), mem, opt.trace ? &recorder.events() : nullptr, m);
   return m;
 }
 

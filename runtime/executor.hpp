@@ -8,6 +8,7 @@
 // sharding scheme and rank count sees the same full-sequence tensors; tests rebuild them.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "core/config.hpp"
@@ -43,6 +44,9 @@ struct ExecutorOptions {
   uint64_t seed = 1;
   bool trace = false;
   kernels::TileConfig tiles{};
+  // Called on every rank after each iteration, warm-up included: (done, warmup + iterations).
+  // Runs outside the timed passes (the next iteration starts with a barrier); must not communicate.
+  std::function<void(int64_t done, int64_t total)> on_iteration;
 };
 
 struct RankIterationSample {
@@ -71,6 +75,12 @@ struct RingLayerMeasurement {
 // Collective over the CP group `cp` (its size is the CP degree). Throws bad_input when the
 // shape cannot be sharded (seq_len % multiple) or is inconsistent.
 RingLayerMeasurement run_ring_layer(Communicator& cp, const RingLayerShape& shape, const ExecutorOptions& opt);
+
+// Collective over `cp` (host buffers): every rank's samples (the same count on every rank),
+// forward pairs, memory, host and, when `events` is given, trace events into `m`. Shared by
+// the CPU and the CUDA executors.
+void gather_measurement(Communicator& cp, const std::vector<RankIterationSample>& mine, int64_t my_pairs,
+                        const RankMemory& mem, const std::vector<TraceEvent>* events, RingLayerMeasurement& m);
 
 // Order statistics of a sample (used for "median and spread across iterations and ranks").
 struct SampleStats {

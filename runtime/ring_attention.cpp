@@ -28,6 +28,38 @@ int64_t RingPassTiming::visible_pairs() const {
   return t;
 }
 
+std::vector<int64_t> exchange_positions(Communicator& cp, int64_t tokens, const int64_t* positions) {
+  // Every rank must hold the same number of tokens: check before exchanging positions.
+  const int P = cp.size();
+  std::vector<int64_t> counts(static_cast<size_t>(P));
+  cp.all_gather(&tokens, counts.data(), sizeof(int64_t));
+  for (int r = 0; r < P; ++r)
+    if (counts[static_cast<size_t>(r)] != tokens)
+      throw bad_input(fmt::format("ring attention: {} holds {} tokens but {} holds {}; every CP rank needs L/P tokens",
+                                  cp.describe_rank(r), counts[static_cast<size_t>(r)], cp.describe_rank(cp.rank()),
+                                  tokens));
+  std::vector<int64_t> all(static_cast<size_t>(tokens) * static_cast<size_t>(P));
+  cp.all_gather(positions, all.data(), static_cast<size_t>(tokens) * sizeof(int64_t));
+  return all;
+}
+
+RingVisibility ring_visibility(const int64_t* all_positions, int cp_size, int64_t tokens, int rank, bool causal) {
+  const size_t n = static_cast<size_t>(tokens);
+  const int64_t* qpos = all_positions + static_cast<size_t>(rank) * n;
+  const int64_t q_max = *std::max_element(qpos, qpos + n);
+  RingVisibility v;
+  v.hidden.assign(static_cast<size_t>(cp_size), 0);
+  v.pairs.assign(static_cast<size_t>(cp_size), 0);
+  for (int src = 0; src < cp_size; ++src) {
+    const int64_t* kpos = all_positions + static_cast<size_t>(src) * n;
+    const int64_t k_min = *std::min_element(kpos, kpos + n);
+    const bool hidden = causal && k_min > q_max;
+    v.hidden[static_cast<size_t>(src)] = hidden ? 1 : 0;
+    v.pairs[static_cast<size_t>(src)] = hidden ? 0 : kernels::visible_pairs(qpos, tokens, kpos, tokens, causal);
+  }
+  return v;
+}
+
 RingAttention::RingAttention(Communicator& cp, const RingConfig& cfg, const int64_t* positions)
     : cp_(cp), cfg_(cfg), rank_(cp.rank()), size_(cp.size()) {
   if (cfg.batch < 1 || cfg.heads < 1 || cfg.kv_heads < 1 || cfg.tokens < 1 || cfg.head_dim < 1)
@@ -42,30 +74,10 @@ RingAttention::RingAttention(Communicator& cp, const RingConfig& cfg, const int6
   kv_elems_ = static_cast<size_t>(cfg.batch * cfg.kv_heads * cfg.tokens * cfg.head_dim);
   rows_ = static_cast<size_t>(cfg.batch * cfg.heads * cfg.tokens);
 
-  // Every rank must hold the same number of tokens: check before exchanging positions.
-  std::vector<int64_t> tokens(static_cast<size_t>(size_));
-  cp_.all_gather(&cfg.tokens, tokens.data(), sizeof(int64_t));
-  for (int r = 0; r < size_; ++r)
-    if (tokens[static_cast<size_t>(r)] != cfg.tokens)
-      throw bad_input(fmt::format("ring attention: {} holds {} tokens but {} holds {}; every CP rank needs L/P tokens",
-                                  cp_.describe_rank(r), tokens[static_cast<size_t>(r)], cp_.describe_rank(rank_),
-                                  cfg.tokens));
-  all_positions_.resize(n_ * static_cast<size_t>(size_));
-  cp_.all_gather(positions, all_positions_.data(), n_ * sizeof(int64_t));
-
-  // Which source blocks are fully hidden from this rank's queries, and how many pairs each has.
-  const int64_t* qpos = positions_of(rank_);
-  const int64_t q_max = *std::max_element(qpos, qpos + n_);
-  hidden_.assign(static_cast<size_t>(size_), 0);
-  pairs_.assign(static_cast<size_t>(size_), 0);
-  for (int src = 0; src < size_; ++src) {
-    const int64_t* kpos = positions_of(src);
-    const int64_t k_min = *std::min_element(kpos, kpos + n_);
-    hidden_[static_cast<size_t>(src)] = (cfg.causal && k_min > q_max) ? 1 : 0;
-    pairs_[static_cast<size_t>(src)] =
-        hidden_[static_cast<size_t>(src)] ? 0
-                                          : kernels::visible_pairs(qpos, cfg.tokens, kpos, cfg.tokens, cfg.causal);
-  }
+  all_positions_ = exchange_positions(cp_, cfg.tokens, positions);
+  RingVisibility vis = ring_visibility(all_positions_.data(), size_, cfg.tokens, rank_, cfg.causal);
+  hidden_ = std::move(vis.hidden);
+  pairs_ = std::move(vis.pairs);
 
   // P = 1 needs no ring buffers: the kernels read K, V and write dK, dV in the caller's arrays.
   if (size_ > 1) {

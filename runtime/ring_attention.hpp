@@ -69,6 +69,18 @@ struct RingWorkspaceBytes {
   int64_t total() const { return kv_ring_bytes + dkv_ring_bytes + block_out_bytes + scores_bytes; }
 };
 
+// Collective over `cp`: checks that every rank holds `tokens` tokens and all-gathers their global
+// positions (P x tokens, in rank order). Throws bad_input naming the rank that differs.
+std::vector<int64_t> exchange_positions(Communicator& cp, int64_t tokens, const int64_t* positions);
+
+// Per source rank: whether its block is fully hidden from `rank`'s queries (causal: its smallest
+// key position exceeds every query position), and the visible (query, key) pairs it holds.
+struct RingVisibility {
+  std::vector<char> hidden;
+  std::vector<int64_t> pairs;
+};
+RingVisibility ring_visibility(const int64_t* all_positions, int cp_size, int64_t tokens, int rank, bool causal);
+
 class RingAttention {
  public:
   // Collective over `cp`: all-gathers every rank's positions (n each, from `positions`) so

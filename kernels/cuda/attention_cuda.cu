@@ -663,7 +663,68 @@ void launch_backward(const BwdArgs& a, int64_t batch, cudaStream_t stream) {
 
 unsigned row_blocks(int64_t rows) { return unsigned((rows * 32 + 255) / 256); }
 
+// ---------------------------------------------------------------------------------------------
+// element-wise helpers of the ring (dense buffers, grid-stride loops)
+
+template <typename T>
+__global__ void convert_kernel(const float* __restrict__ src, T* __restrict__ dst, int64_t n) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    dst[i] = from_float<T>(src[i]);
+}
+
+__global__ void accumulate_kernel(float* __restrict__ dst, const float* __restrict__ src, int64_t n) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    dst[i] += src[i];
+}
+
+// Enough blocks to fill the device several times over; the loops stride over the rest.
+unsigned elementwise_blocks(int64_t n) {
+  const int64_t want = (n + 255) / 256;
+  return static_cast<unsigned>(want < 4096 ? (want < 1 ? 1 : want) : 4096);
+}
+
+bool dense(const TensorView& t) {
+  return t.stride_token == t.head_dim && t.stride_head == t.tokens * t.head_dim &&
+         t.stride_batch == t.heads * t.tokens * t.head_dim;
+}
+
 }  // namespace
+
+void convert_from_f32(const TensorView& src, const TensorView& dst, cudaStream_t stream) {
+  std::string s;
+  if (src.type != ElemType::f32) {
+    s = std::string("src must be f32, got ") + type_name(src.type);
+  } else if (dst.type == ElemType::f32) {
+    s = "dst must be f16 or bf16 (an f32 -> f32 copy is cudaMemcpyAsync)";
+  } else if (src.batch != dst.batch || src.heads != dst.heads || src.tokens != dst.tokens ||
+             src.head_dim != dst.head_dim) {
+    s = "src and dst shapes differ";
+  } else if (!dense(src) || !dense(dst)) {
+    s = "src and dst must be dense [batch, heads, tokens, head_dim]";
+  } else if (!(s = pointer_problem(src.data, "src")).empty() || !(s = pointer_problem(dst.data, "dst")).empty()) {
+  }
+  throw_if(s, "convert_from_f32");
+  const int64_t n = src.batch * src.heads * src.tokens * src.head_dim;
+  if (n == 0) return;
+  const float* x = static_cast<const float*>(src.data);
+  if (dst.type == ElemType::bf16)
+    convert_kernel<<<elementwise_blocks(n), 256, 0, stream>>>(x, static_cast<__nv_bfloat16*>(dst.data), n);
+  else
+    convert_kernel<<<elementwise_blocks(n), 256, 0, stream>>>(x, static_cast<__half*>(dst.data), n);
+  RINGPLAN_CUDA_THROW_IF(cudaGetLastError());
+}
+
+void accumulate(float* dst, const float* src, int64_t n, cudaStream_t stream) {
+  std::string s;
+  if (n < 0) s = "n = " + std::to_string(n) + " must be >= 0";
+  else if (!(s = pointer_problem(dst, "dst")).empty() || !(s = pointer_problem(src, "src")).empty()) {
+  }
+  throw_if(s, "accumulate");
+  if (n == 0) return;
+  accumulate_kernel<<<elementwise_blocks(n), 256, 0, stream>>>(dst, src, n);
+  RINGPLAN_CUDA_THROW_IF(cudaGetLastError());
+}
+
 
 static_assert(forward_smem(128).total_bytes <= kMaxSmemBytesSm80, "forward tile does not fit an A100 block");
 static_assert(backward_smem(128).total_bytes <= kMaxSmemBytesSm80, "backward tile does not fit an A100 block");

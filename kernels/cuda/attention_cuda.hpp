@@ -50,6 +50,14 @@ void backward_delta(const TensorView& out, const TensorView& grad_out, const Row
 // loops over all of that head's query heads, so GQA needs no atomics there).
 void flash_backward(const BlockParams& p, const BackwardArgs& g, cudaStream_t stream);
 
+// dst <- src rounded to dst's type (round to nearest even); src f32, dst f16 or bf16, both dense
+// [batch, heads, tokens, head_dim] of one shape. The ring keeps O in float32 while merging
+// blocks and hands the layer's output on in the input type.
+void convert_from_f32(const TensorView& src, const TensorView& dst, cudaStream_t stream);
+
+// dst[i] += src[i] for i < n (float32): the ring adds an incoming dK, dV accumulator.
+void accumulate(float* dst, const float* src, int64_t n, cudaStream_t stream);
+
 // Device count, or 0 with `why` filled when there is no usable device (no driver, no GPU).
 int device_count(std::string* why);
 

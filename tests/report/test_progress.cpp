@@ -102,3 +102,33 @@ TEST_CASE("progress: a short job that finishes leaves nothing on a terminal") {
   }  // destructor finishes
   CHECK(c.text().empty());
 }
+
+TEST_CASE("progress: in a multi-rank job only rank 0 draws, and only when its stream reaches a terminal") {
+  Captured c;
+  // Rank 1 is silenced even where the stream is (forced to be) a terminal.
+  ProgressOptions forced = c.options(true);
+  CHECK(ringplan::rank_progress_options(1, forced).is_terminal == false);
+  CHECK(ringplan::rank_progress_options(0, forced).is_terminal == true);
+  {
+    Progress rank1("calibrate", 2, ringplan::rank_progress_options(1, c.options(true)));
+    Progress rank0("calibrate", 2, ringplan::rank_progress_options(0, c.options(true)));
+    CHECK_FALSE(rank1.enabled());
+    CHECK(rank0.enabled());
+    c.now_s += 5.0;
+    rank1.advance();
+    CHECK(c.text().empty());
+    rank0.advance();
+    CHECK(c.text() == "\rcalibrate [############............] 1/2  50%  5.0 s, ETA 5.0 s\x1b[K");
+  }
+  // Unforced on rank 0: a regular file is neither a terminal nor a pipe to a launcher.
+  ProgressOptions unforced;
+  unforced.stream = c.file;
+  CHECK(ringplan::rank_progress_options(0, unforced).is_terminal == false);
+  CHECK_FALSE(ringplan::stream_reaches_terminal(nullptr));
+  // What a launcher's descriptor may point at (targets of /proc/PID/fd/N links).
+  CHECK(ringplan::is_terminal_device_path("/dev/pts/3"));
+  CHECK(ringplan::is_terminal_device_path("/dev/tty1"));
+  CHECK_FALSE(ringplan::is_terminal_device_path("pipe:[48213]"));
+  CHECK_FALSE(ringplan::is_terminal_device_path("/dev/null"));
+  CHECK_FALSE(ringplan::is_terminal_device_path("/tmp/calibrate.log"));
+}

@@ -175,6 +175,26 @@ TEST_CASE("P = 1 ring (no communication) equals the float64 reference, all schem
       }
 }
 
+TEST_CASE("the executor reports each iteration, warm-up included, and keeps only the measured samples") {
+  runtime::RingLayerShape shape;
+  shape.heads = 2;
+  shape.kv_heads = 1;
+  shape.seq_len = 64;
+  shape.head_dim = 16;
+  runtime::ExecutorOptions opt;
+  opt.warmup = 2;
+  opt.iterations = 3;
+  std::vector<std::pair<int64_t, int64_t>> calls;
+  opt.on_iteration = [&](int64_t done, int64_t total) { calls.emplace_back(done, total); };
+  const runtime::RingLayerMeasurement m = runtime::run_ring_layer(*g_world, shape, opt);
+  REQUIRE(calls.size() == 5);
+  for (size_t i = 0; i < calls.size(); ++i) {
+    CHECK(calls[i].first == static_cast<int64_t>(i) + 1);
+    CHECK(calls[i].second == 5);
+  }
+  CHECK(m.samples.size() == 3);
+}
+
 TEST_CASE("ring attention rejects inconsistent shapes") {
   runtime::RingConfig cfg;
   cfg.heads = 3;
