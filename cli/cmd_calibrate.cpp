@@ -14,6 +14,8 @@
 //   efficiency.matmul: the same fit to the materialised kernel (Eigen GEMMs around a softmax),
 //       at x = half its FLOPs, which is how sim/ring_model.hpp times materialised attention.
 //       (It therefore describes these GEMMs, not a tuned large GEMM.)
+//   efficiency.matmul_backward: the same fit to the materialised BACKWARD kernel, rate = 2 x
+//       forward FLOPs / time at the same x: its cost is not the forward's (no exponentials).
 //   intra_node: latency = half the round trip of an 8-byte ping-pong between ranks 0 and 1;
 //       bandwidth = per-rank rate of a ring exchange (every rank sends to r+1 and receives
 //       from r-1 at once, as ring attention does) at large messages, latency removed.
@@ -314,7 +316,7 @@ int calibrate_body(const CalibrateArgs& a0, runtime::MpiCommunicator& world) {
     kps.push_back(measure_kernels(world, a, n));
     progress.advance();
   }
-  std::vector<double> xs, rates, mat_xs, mat_rates, bwd_xs, bwd_rates;
+  std::vector<double> xs, rates, mat_xs, mat_rates, mat_bwd_rates, bwd_xs, bwd_rates;
   for (const auto& k : kps) {
     // The fit sees both block kinds a ring runs: full blocks and causal diagonal blocks.
     xs.push_back(k.flops);
@@ -328,10 +330,12 @@ int calibrate_body(const CalibrateArgs& a0, runtime::MpiCommunicator& world) {
     bwd_rates.push_back(2.5 * k.causal_flops / k.causal_bwd_s);
     mat_xs.push_back(0.5 * k.flops);  // sim: each of the two GEMMs does half the block's FLOPs
     mat_rates.push_back(k.flops / k.mat_fwd_s);
+    mat_bwd_rates.push_back(2.0 * k.flops / k.mat_bwd_s);  // sim: materialised backward = 2x forward FLOPs
   }
   const RateFit attn = fit_rate(xs, rates);
   const RateFit bwd = fit_rate(bwd_xs, bwd_rates);
   const RateFit mat = fit_rate(mat_xs, mat_rates);
+  const RateFit mat_bwd = fit_rate(mat_xs, mat_bwd_rates);
   // Links.
   std::vector<LinkPoint> lps;
   for (int64_t bytes : link_bytes) {
@@ -365,6 +369,7 @@ int calibrate_body(const CalibrateArgs& a0, runtime::MpiCommunicator& world) {
   c.attention_backward = {bwd.peak / peak, bwd.half};
   // matmul curve relative to the same peak: eff(x) = mat(x) / peak, capped at 1.
   c.matmul = {std::min(1.0, mat.peak / peak), mat.half};
+  c.matmul_backward = {std::min(1.0, mat_bwd.peak / peak), mat_bwd.half};
   c.memory_bytes = static_cast<double>(mem_total_bytes()) / static_cast<double>(ranks_per_host);
   c.memory_reserved_bytes = static_cast<double>(std::max<int64_t>(reserved_bytes, 0));
   c.memory_bandwidth_bytes_per_s = copy_bw;
@@ -391,7 +396,9 @@ int calibrate_body(const CalibrateArgs& a0, runtime::MpiCommunicator& world) {
        << fmt::format("{:.3e}", attn.half) << " FLOP); flash backward fit: "
        << fmt::format("{:.3f}", bwd.peak / 1e9) << " GFLOP/s * x / (x + " << fmt::format("{:.3e}", bwd.half)
        << " FLOP); materialised fit (at x = FLOP/2): "
-       << fmt::format("{:.3f}", mat.peak / 1e9) << " GFLOP/s, half " << fmt::format("{:.3e}", mat.half) << "\n"
+       << fmt::format("{:.3f}", mat.peak / 1e9) << " GFLOP/s, half " << fmt::format("{:.3e}", mat.half)
+       << "; materialised backward fit: " << fmt::format("{:.3f}", mat_bwd.peak / 1e9) << " GFLOP/s, half "
+       << fmt::format("{:.3e}", mat_bwd.half) << "\n"
        << "# links: bytes  pingpong_one_way_us  ring_step_us\n";
   for (const auto& l : lps)
     head << fmt::format("#  {:9d}  {:10.2f}  {:10.2f}\n", l.bytes, l.pingpong_one_way_s * 1e6, l.ring_step_s * 1e6);

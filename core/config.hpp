@@ -98,6 +98,16 @@ struct ClusterConfig {
   const EfficiencyCurve& attention_backward_curve() const {
     return attention_backward.max_efficiency > 0 ? attention_backward : attention;
   }
+  // Efficiency of the MATERIALISED attention backward (its GEMMs and element-wise work),
+  // optional YAML key efficiency.matmul_backward {max, half_tflop}. On GPUs the backward is GEMMs
+  // of the forward's shapes, so unset (the default) means "same as matmul". A CPU kernel differs:
+  // its forward is dominated by the softmax's exponentials, which the backward does not repeat
+  // (calibrate measures both). Axis: x = one forward GEMM's FLOPs (half the block's forward
+  // FLOPs, as for matmul); efficiency = backward FLOPs (2x forward) / time / peak.
+  EfficiencyCurve matmul_backward;
+  const EfficiencyCurve& matmul_backward_curve() const {
+    return matmul_backward.max_efficiency > 0 ? matmul_backward : matmul;
+  }
   // Fraction of memory_bandwidth_bytes_per_s that streaming (memory-bound, element-wise)
   // kernels achieve, in (0, 1]. YAML key efficiency.memory_bandwidth (optional); the default is
   // kDefaultMemoryBandwidthEfficiency.

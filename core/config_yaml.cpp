@@ -403,11 +403,14 @@ ClusterConfig cluster_from_yaml(const YAML::Node& node, const std::string& file,
   c.nodes = r.get_positive_int("nodes");
   c.intra_node = read_link(r, "intra_node");
   c.inter_node = read_link(r, "inter_node");
-  MapReader eff = r.nested("efficiency", {"matmul", "attention", "attention_backward", "memory_bandwidth"});
+  MapReader eff =
+      r.nested("efficiency", {"matmul", "matmul_backward", "attention", "attention_backward", "memory_bandwidth"});
   c.matmul = read_curve(eff, "matmul");
   c.attention = read_curve(eff, "attention");
   // Optional: absent leaves max_efficiency 0, i.e. the backward uses `attention`.
   if (eff.has("attention_backward")) c.attention_backward = read_curve(eff, "attention_backward");
+  // Optional: absent leaves max_efficiency 0, i.e. the materialised backward uses `matmul`.
+  if (eff.has("matmul_backward")) c.matmul_backward = read_curve(eff, "matmul_backward");
   if (eff.has("memory_bandwidth")) {
     c.memory_bandwidth_efficiency = eff.get_double("memory_bandwidth");
     if (!(c.memory_bandwidth_efficiency > 0.0 && c.memory_bandwidth_efficiency <= 1.0))
@@ -613,6 +616,7 @@ void write_cluster(YAML::Emitter& out, const ClusterConfig& c) {
   out << YAML::Key << "efficiency" << YAML::Value << YAML::BeginMap;
   curve("matmul", c.matmul);
   curve("attention", c.attention);
+  if (c.matmul_backward.max_efficiency > 0) curve("matmul_backward", c.matmul_backward);
   if (c.attention_backward.max_efficiency > 0) curve("attention_backward", c.attention_backward);
   emit_double(out, "memory_bandwidth", c.memory_bandwidth_efficiency);
   out << YAML::EndMap;

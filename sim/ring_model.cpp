@@ -23,11 +23,16 @@ RingKernelRate ring_kernel_rate(const LayerShape& x, const ClusterConfig& c, dou
   if (x.attention == AttentionImpl::materialized) {
     const double gemm_flops = 0.5 * f.per_step_kernel;
     const double score_bytes = gemm_flops / (2.0 * x.head_dim) * x.activation_bytes;
-    const double compute_s = gemm_flops / (peak_flops_per_s * c.matmul.at(gemm_flops));
     const double traffic_s = mem_bw > 0 ? score_bytes / mem_bw : 0.0;
-    k.forward_flops_per_s = gemm_flops / std::max(compute_s, traffic_s);
+    auto rate = [&](const EfficiencyCurve& curve) {
+      const double compute_s = gemm_flops / (peak_flops_per_s * curve.at(gemm_flops));
+      return gemm_flops / std::max(compute_s, traffic_s);
+    };
+    k.forward_flops_per_s = rate(c.matmul);
     k.backward_factor = 2.0;
-    k.backward_flops_per_s = k.forward_flops_per_s;
+    // Each backward GEMM moves a score-sized operand per GEMM FLOP as the forward's do; its
+    // compute runs at the backward curve (= matmul unless the profile measured its own).
+    k.backward_flops_per_s = rate(c.matmul_backward_curve());
   } else {
     k.forward_flops_per_s = peak_flops_per_s * c.attention.at(f.per_step_kernel);
     k.backward_factor = 2.5;

@@ -77,7 +77,8 @@ struct RingKernelRate {
   // Achieved rate of a step's backward kernel(s), counting backward_factor x the forward FLOPs:
   // flash: peak * ClusterConfig::attention_backward_curve() at the block's forward FLOPs (equal
   // to forward_flops_per_s when the cluster sets no efficiency.attention_backward);
-  // materialised: the forward's GEMM rate (its backward is GEMMs of the same shapes).
+  // materialised: the GEMM rate on ClusterConfig::matmul_backward_curve() (= the forward's
+  // matmul curve unless the profile sets efficiency.matmul_backward).
   double backward_flops_per_s = 0;
   double merge_forward_s = 0;      // fp32 merge of one step's (O, lse)
   double merge_backward_s = 0;     // fp32 accumulation of one step's dQ, dK, dV

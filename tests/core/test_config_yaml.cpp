@@ -146,6 +146,25 @@ TEST_CASE("cluster efficiency.memory_bandwidth is optional with default 0.8 and 
   CHECK(c.memory_bandwidth_efficiency == 1.0);
 }
 
+TEST_CASE("cluster efficiency.matmul_backward is optional: absent = matmul, read and written as given") {
+  TempDir dir;
+  ClusterConfig c = load_cluster(dir.write("c.yaml", test::kClusterYaml));
+  CHECK(c.matmul_backward.max_efficiency == 0.0);  // unset
+  CHECK(c.matmul_backward_curve().max_efficiency == doctest::Approx(c.matmul.max_efficiency));
+  c = load_cluster(
+      dir.write("d.yaml", std::string(test::kClusterYaml) + "  matmul_backward: {max: 0.3, half_tflop: 0.1}\n"));
+  CHECK(c.matmul_backward_curve().max_efficiency == doctest::Approx(0.3));
+  CHECK(c.matmul_backward_curve().half_flops == doctest::Approx(0.1e12));
+  YAML::Emitter out;
+  write_cluster(out, c);
+  const ClusterConfig back = load_cluster(dir.write("e.yaml", std::string(out.c_str()) + "\n"));
+  CHECK(back.matmul_backward.max_efficiency == doctest::Approx(0.3));
+  c.matmul_backward = {};
+  YAML::Emitter out2;
+  write_cluster(out2, c);
+  CHECK(std::string(out2.c_str()).find("matmul_backward") == std::string::npos);
+}
+
 TEST_CASE("cluster efficiency.attention_backward is optional: absent = attention, read and written as given") {
   TempDir dir;
   ClusterConfig c = load_cluster(dir.write("c.yaml", test::kClusterYaml));

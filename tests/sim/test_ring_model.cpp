@@ -134,10 +134,16 @@ TEST_CASE("backward kernel at its own efficiency (efficiency.attention_backward)
   // the curve's x is the block's forward FLOPs: half of max at x = half_tflop
   c.attention_backward = {0.4, block_flops};
   CHECK(predict_ring_attention(s, c).backward_kernel_efficiency == Approx(0.2));
-  // materialised backward is GEMMs: it keeps the forward GEMM rate
+  // materialised backward is GEMMs: it keeps the forward GEMM rate unless matmul_backward is set
   s.attention = AttentionImpl::materialized;
   const RingLayerPrediction mat = predict_ring_attention(s, c);
   CHECK(mat.backward_kernel_efficiency == mat.kernel_efficiency);
+  c.matmul_backward = {c.matmul.max_efficiency * 0.5, c.matmul.half_flops};
+  const RingLayerPrediction matb = predict_ring_attention(s, c);
+  CHECK(matb.kernel_efficiency == mat.kernel_efficiency);
+  CHECK(matb.forward.total_s == mat.forward.total_s);
+  CHECK(matb.backward_kernel_efficiency == Approx(0.5 * mat.backward_kernel_efficiency));
+  CHECK(matb.backward.first_step_compute_s == Approx(2.0 * mat.backward.first_step_compute_s));
 }
 
 TEST_CASE("materialised: hidden blocks skipped like flash, causal imbalance kept, scores memory full") {
