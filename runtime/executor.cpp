@@ -62,6 +62,19 @@ SampleStats sample_stats(std::vector<double> xs) {
   return s;
 }
 
+RingConfig ring_config(const RingLayerShape& shape, int64_t tokens_per_rank, const kernels::TileConfig& tiles) {
+  RingConfig cfg;
+  cfg.batch = shape.batch;
+  cfg.heads = shape.heads;
+  cfg.kv_heads = shape.kv_heads;
+  cfg.tokens = tokens_per_rank;
+  cfg.head_dim = shape.head_dim;
+  cfg.causal = shape.causal;
+  cfg.kernel = shape.kernel;
+  cfg.tiles = tiles;
+  return cfg;
+}
+
 void gather_measurement(Communicator& cp, const std::vector<RankIterationSample>& mine, int64_t my_pairs,
                         const RankMemory& mem, const std::vector<TraceEvent>* events, RingLayerMeasurement& m) {
   const int P = cp.size();
@@ -111,16 +124,7 @@ RingLayerMeasurement run_ring_layer(Communicator& cp, const RingLayerShape& shap
   fill_synthetic(dout.data(), opt.seed, SyntheticTensor::grad_out, shape.batch, shape.heads, pos, n, shape.head_dim);
   mem.tensors_bytes = static_cast<int64_t>((4 * q_elems + 4 * kv_elems + rows) * sizeof(float));  // q,out,dout,dq; k,v,dk,dv; lse
 
-  RingConfig cfg;
-  cfg.batch = shape.batch;
-  cfg.heads = shape.heads;
-  cfg.kv_heads = shape.kv_heads;
-  cfg.tokens = n;
-  cfg.head_dim = shape.head_dim;
-  cfg.causal = shape.causal;
-  cfg.kernel = shape.kernel;
-  cfg.tiles = opt.tiles;
-  RingAttention ring(cp, cfg, pos);
+  RingAttention ring(cp, ring_config(shape, n, opt.tiles), pos);
   mem.workspace = ring.workspace_bytes();
   mem.tracked_bytes = mem.tensors_bytes + mem.workspace.total();
 

@@ -76,6 +76,9 @@ struct RingLayerMeasurement {
 // shape cannot be sharded (seq_len % multiple) or is inconsistent.
 RingLayerMeasurement run_ring_layer(Communicator& cp, const RingLayerShape& shape, const ExecutorOptions& opt);
 
+// The ring's per-rank configuration for a layer shape (tokens_per_rank = L / CP).
+RingConfig ring_config(const RingLayerShape& shape, int64_t tokens_per_rank, const kernels::TileConfig& tiles);
+
 // Collective over `cp` (host buffers): every rank's samples (the same count on every rank),
 // forward pairs, memory, host and, when `events` is given, trace events into `m`. Shared by
 // the CPU and the CUDA executors.

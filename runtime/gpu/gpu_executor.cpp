@@ -106,15 +106,7 @@ RingLayerMeasurement run_ring_layer_cuda(MpiCommunicator& world, const RingLayer
   upload_synthetic(dout.get(), type, opt.seed, SyntheticTensor::grad_out, shape.batch, shape.heads, pos, n,
                    shape.head_dim, stream);
 
-  RingConfig cfg;
-  cfg.batch = shape.batch;
-  cfg.heads = shape.heads;
-  cfg.kv_heads = shape.kv_heads;
-  cfg.tokens = n;
-  cfg.head_dim = shape.head_dim;
-  cfg.causal = shape.causal;
-  cfg.kernel = shape.kernel;
-  CudaRingAttention ring(*nccl, world, cfg, type, pos, stream);
+  CudaRingAttention ring(*nccl, world, ring_config(shape, n, opt.tiles), type, pos, stream);
   mem.workspace = ring.workspace_bytes();
   mem.tracked_bytes = mem.tensors_bytes + mem.workspace.total();
 
