@@ -4,7 +4,7 @@
 #
 # Prepare on the build machine (sm_90 is what an H100/H200 runs):
 #   cmake -S . -B build/gpu -G Ninja -DRINGPLAN_ENABLE_CUDA=ON -DRINGPLAN_CUDA_ARCHITECTURES=90
-#   cmake --build build/gpu --target ringplan test_cuda_tiles test_attention_cuda test_ring_cuda \
+#   cmake --build build/gpu --target ringplan test_cuda_tiles test_attention_cuda test_attention_bwd_mma test_ring_cuda \
 #         bench_attention_cuda nccl_smoke
 #   bench/gpu/make_bundle.sh build/gpu build/bundle     # binaries + OpenMPI, fmt, yaml-cpp (~30 MiB)
 # then carry build/bundle to the GPU machine and run there, from the repository root:
@@ -91,7 +91,7 @@ bin() {
 }
 
 # 1. kernel and ring tests
-for t in test_cuda_tiles test_attention_cuda test_ring_cuda; do
+for t in test_cuda_tiles test_attention_cuda test_attention_bwd_mma test_ring_cuda; do
   b=$(bin "$t")
   if [[ -z "$b" ]]; then
     log "missing binary $t in $BUNDLE/bin"
@@ -100,6 +100,19 @@ for t in test_cuda_tiles test_attention_cuda test_ring_cuda; do
   fi
   step "$t" 90 "$OUT/$t.txt" "$b" -s
 done
+
+# 1b. (SANITIZE=1) compute-sanitizer racecheck and memcheck on the kernel tests' small cases: the
+# mma kernels' shared-memory double buffers and ldmatrix addressing.
+if [[ "${SANITIZE:-0}" == 1 ]] && command -v compute-sanitizer >/dev/null 2>&1; then
+  for tool in racecheck memcheck; do
+    for t in test_attention_cuda test_attention_bwd_mma; do
+      b=$(bin "$t")
+      [[ -n "$b" ]] || continue
+      step "compute-sanitizer --tool $tool $t" 120 "$OUT/sanitize_${tool}_$t.txt" \
+        compute-sanitizer --tool "$tool" --error-exitcode 9 "$b" -tc="${SANITIZE_CASES:-*unsorted*,*partial*}"
+    done
+  done
+fi
 
 # 2. our kernels (validated, then timed)
 b=$(bin bench_attention_cuda)

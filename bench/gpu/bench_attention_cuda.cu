@@ -6,11 +6,20 @@
 //
 // Shapes (defaults): batch 1, 32 query heads, 8 KV heads (GQA), head dim 128, bf16 inputs,
 // self-attention with positions 0..n-1, causal and non-causal.
-// Validation (before any timing; exit 1 on failure): O and lse of 16 sampled query rows in two
-// heads, dQ of those rows, and dK, dV of 16 sampled keys of KV head 0 (all query rows of its
-// group) against kernels::reference_forward / reference_backward on the same rounded inputs.
+// Backward implementations (--backward-impl mma|wmma|both, default both) likewise: each timed one
+// is validated first; bwd_ms / bwd_tflops are the first (mma), the WMMA backward is reported as
+// bwd_ms_wmma / bwd_tflops_wmma.
+// Forward implementations (--forward-impl mma|wmma|both, default both): flash_forward runs the
+// mma.sync kernel (the default of the library) and/or the WMMA kernel (set_forward_impl). The
+// first of the timed ones (mma when timed) is the "primary": its rate fills fwd_ms / fwd_tflops
+// and its O and lse feed the backward; wmma, when timed, is also reported as fwd_ms_wmma /
+// fwd_tflops_wmma.
+// Validation (before any timing; exit 1 on failure): for EVERY timed forward implementation, O
+// and lse of 16 sampled query rows in two heads; with the primary forward's O and lse, dQ of
+// those rows and dK, dV of 16 sampled keys of KV head 0 (all query rows of its group); all
+// against kernels::reference_forward / reference_backward on the same rounded inputs.
 // Timing: CUDA events around each iteration after warm-up; the median is reported.
-//   forward  = flash_forward (O float32, lse)
+//   forward  = flash_forward (O float32, lse), per implementation
 //   backward = zero dQ/dK/dV + backward_delta + flash_backward
 // FLOP model (FlashAttention's): forward 4*b*h*n*n*d, halved for causal; backward 2.5x forward.
 //   TFLOP/s = flops / median_seconds / 1e12
@@ -32,6 +41,7 @@
 
 #include "kernels/attention.hpp"
 #include "kernels/cuda/attention_cuda.hpp"
+#include "kernels/cuda/attention_fwd_mma.hpp"  // tile sizes of the mma forward (tile counts)
 
 namespace rk = ringplan::kernels;
 namespace rkc = ringplan::kernels::cuda;
@@ -54,14 +64,21 @@ struct Options {
   int warmup = 5, iters = 20;
   bool causal_only = false, noncausal_only = false;
   std::string json;
+  // Forward implementations to validate and time; the first is the primary (see the top).
+  std::vector<rkc::ForwardImpl> forward_impls = {rkc::ForwardImpl::mma, rkc::ForwardImpl::wmma};
+  // Backward implementations, likewise (the first is the primary: bwd_ms, bwd_tflops).
+  std::vector<rkc::BackwardImpl> backward_impls = {rkc::BackwardImpl::mma, rkc::BackwardImpl::wmma};
 };
+
+const char* impl_name(rkc::ForwardImpl f) { return f == rkc::ForwardImpl::mma ? "mma" : "wmma"; }
+const char* impl_name(rkc::BackwardImpl f) { return f == rkc::BackwardImpl::mma ? "mma" : "wmma"; }
 
 [[noreturn]] void usage(const std::string& why) {
   std::fprintf(stderr,
                "bench_attention_cuda: %s\n"
                "usage: bench_attention_cuda [--tokens 4096,8192,16384] [--batch 1] [--heads 32] [--kv-heads 8]\n"
                "       [--head-dim 64|128] [--type bf16|f16] [--warmup 5] [--iters 20] [--causal-only|--noncausal-only]\n"
-               "       [--json FILE]\n",
+               "       [--forward-impl mma|wmma|both] [--backward-impl mma|wmma|both] [--json FILE]\n",
                why.c_str());
   std::exit(2);
 }
@@ -98,6 +115,19 @@ Options parse(int argc, char** argv) {
     else if (a == "--causal-only") o.causal_only = true;
     else if (a == "--noncausal-only") o.noncausal_only = true;
     else if (a == "--json") o.json = next();
+    else if (a == "--forward-impl") {
+      const std::string f = next();
+      if (f == "mma") o.forward_impls = {rkc::ForwardImpl::mma};
+      else if (f == "wmma") o.forward_impls = {rkc::ForwardImpl::wmma};
+      else if (f == "both") o.forward_impls = {rkc::ForwardImpl::mma, rkc::ForwardImpl::wmma};
+      else usage("--forward-impl must be mma, wmma or both, got '" + f + "'");
+    } else if (a == "--backward-impl") {
+      const std::string f = next();
+      if (f == "mma") o.backward_impls = {rkc::BackwardImpl::mma};
+      else if (f == "wmma") o.backward_impls = {rkc::BackwardImpl::wmma};
+      else if (f == "both") o.backward_impls = {rkc::BackwardImpl::mma, rkc::BackwardImpl::wmma};
+      else usage("--backward-impl must be mma, wmma or both, got '" + f + "'");
+    }
     else if (a == "--type") {
       const std::string t = next();
       if (t == "bf16") o.type = rk::ElemType::bf16;
@@ -191,8 +221,10 @@ double rel_err(const std::vector<float>& got, const std::vector<double>& ref, do
 struct Result {
   int64_t tokens;
   bool causal;
-  double fwd_ms, bwd_ms, fwd_tflops, bwd_tflops;
-  double err_out, err_lse, err_dq, err_dk, err_dv;
+  double fwd_ms, bwd_ms, fwd_tflops, bwd_tflops;           // fwd: the primary implementation
+  double fwd_ms_wmma = -1.0, fwd_tflops_wmma = -1.0;       // < 0: wmma not timed
+  double bwd_ms_wmma = -1.0, bwd_tflops_wmma = -1.0;       // < 0: wmma backward not timed
+  double err_out, err_lse, err_dq, err_dk, err_dv;          // err_out, err_lse: worst implementation
   int64_t tiles_hidden, tiles_partial, tiles_visible;
 };
 
@@ -246,12 +278,6 @@ Result run_case(const Options& o, int64_t n, bool causal) {
   };
 
   // ---- validate (batch 0 only) ----
-  forward();
-  if (bf16) convert_from_f32<<<1024, 256>>>(out.ptr, reinterpret_cast<__nv_bfloat16*>(out16.ptr), q_elems);
-  else convert_from_f32<<<1024, 256>>>(out.ptr, reinterpret_cast<__half*>(out16.ptr), q_elems);
-  backward();
-  BENCH_CUDA(cudaDeviceSynchronize());
-
   Result r{};
   r.tokens = n;
   r.causal = causal;
@@ -263,12 +289,60 @@ Result run_case(const Options& o, int64_t n, bool causal) {
   // Query rows and keys spread over the sequence, including the first and the last.
   std::vector<int64_t> sample(static_cast<size_t>(kSample));
   for (int64_t s = 0; s < kSample; ++s) sample[size_t(s)] = s * (n - 1) / (kSample - 1);
+  const double tol_o = bf16 ? 1.6e-2 : 2e-3, tol_g = bf16 ? 6e-2 : 1e-2;  // as in tests/kernels/cuda
+
+  // Forward of every timed implementation, the primary last: its O and lse stay in the buffers
+  // for the backward check below.
+  for (size_t fi = o.forward_impls.size(); fi-- > 0;) {
+    rkc::set_forward_impl(o.forward_impls[fi]);
+    forward();
+    BENCH_CUDA(cudaDeviceSynchronize());
+    double e_out = 0.0, e_lse = 0.0;
+    for (int64_t head : {int64_t(0), h - 1}) {
+      const int64_t kvh = head * hkv / h;
+      const auto kk = fetch_rows(k.ptr, head_stride, kvh, 0, n, d, o.type);
+      const auto vv = fetch_rows(v.ptr, head_stride, kvh, 0, n, d, o.type);
+      std::vector<double> qs;
+      std::vector<float> got_o, got_l;
+      for (int64_t row : sample) {
+        auto qr = fetch_rows(q.ptr, head_stride, head, row, 1, d, o.type);
+        qs.insert(qs.end(), qr.begin(), qr.end());
+        auto go = fetch_f32(out.ptr, size_t(head * head_stride + row * d), size_t(d));
+        got_o.insert(got_o.end(), go.begin(), go.end());
+        got_l.push_back(fetch_f32(lse.ptr, size_t(head * n + row), 1)[0]);
+      }
+      std::vector<double> ref_o(size_t(kSample * d)), ref_l(static_cast<size_t>(kSample));
+      rk::reference_forward(qs.data(), kk.data(), vv.data(), sample.data(), all_pos.data(), 1, 1, 1, kSample, n, d,
+                            causal, scale, ref_o.data(), ref_l.data());
+      e_out = std::max(e_out, rel_err(got_o, ref_o, 1.0));  // absolute for |O| <= 1
+      for (int64_t s = 0; s < kSample; ++s) {
+        const double gl = got_l[size_t(s)];
+        e_lse = std::max(e_lse, std::isfinite(gl) ? std::fabs(gl - ref_l[size_t(s)]) : INFINITY);
+      }
+    }
+    const bool fwd_ok = e_out <= tol_o && e_lse <= 1e-3;
+    std::printf("validate n=%lld causal=%d forward %s: |dO|=%.2e lse=%.2e (bounds %.1e, 1e-3): %s\n", (long long)n,
+                int(causal), impl_name(o.forward_impls[fi]), e_out, e_lse, tol_o, fwd_ok ? "ok" : "WRONG");
+    if (!fwd_ok) throw std::runtime_error("validation failed; not timing a wrong kernel");
+    r.err_out = std::max(r.err_out, e_out);
+    r.err_lse = std::max(r.err_lse, e_lse);
+  }
+
+  // Backward with the primary forward's O (rounded to the input type, as the ring hands it on)
+  // and lse.
+  if (bf16) convert_from_f32<<<1024, 256>>>(out.ptr, reinterpret_cast<__nv_bfloat16*>(out16.ptr), q_elems);
+  else convert_from_f32<<<1024, 256>>>(out.ptr, reinterpret_cast<__half*>(out16.ptr), q_elems);
+  // Every timed backward implementation is validated (the last one validated is the primary's).
+  for (size_t bi = o.backward_impls.size(); bi-- > 0;) {
+  rkc::set_backward_impl(o.backward_impls[bi]);
+  backward();
+  BENCH_CUDA(cudaDeviceSynchronize());
   for (int64_t head : {int64_t(0), h - 1}) {
     const int64_t kvh = head * hkv / h;
     const auto kk = fetch_rows(k.ptr, head_stride, kvh, 0, n, d, o.type);
     const auto vv = fetch_rows(v.ptr, head_stride, kvh, 0, n, d, o.type);
     std::vector<double> qs, dos, os, ls;
-    std::vector<float> got_o, got_l, got_dq;
+    std::vector<float> got_dq;
     for (int64_t row : sample) {
       auto qr = fetch_rows(q.ptr, head_stride, head, row, 1, d, o.type);
       auto dr = fetch_rows(dout.ptr, head_stride, head, row, 1, d, o.type);
@@ -276,20 +350,10 @@ Result run_case(const Options& o, int64_t n, bool causal) {
       qs.insert(qs.end(), qr.begin(), qr.end());
       dos.insert(dos.end(), dr.begin(), dr.end());
       os.insert(os.end(), orow.begin(), orow.end());
-      auto go = fetch_f32(out.ptr, size_t(head * head_stride + row * d), size_t(d));
-      got_o.insert(got_o.end(), go.begin(), go.end());
-      got_l.push_back(fetch_f32(lse.ptr, size_t(head * n + row), 1)[0]);
-      ls.push_back(got_l.back());
+      ls.push_back(fetch_f32(lse.ptr, size_t(head * n + row), 1)[0]);
       auto gq = fetch_f32(dq.ptr, size_t(head * head_stride + row * d), size_t(d));
       got_dq.insert(got_dq.end(), gq.begin(), gq.end());
     }
-    std::vector<double> ref_o(size_t(kSample * d)), ref_l(static_cast<size_t>(kSample));
-    rk::reference_forward(qs.data(), kk.data(), vv.data(), sample.data(), all_pos.data(), 1, 1, 1, kSample, n, d,
-                          causal, scale, ref_o.data(), ref_l.data());
-    r.err_out = std::max(r.err_out, rel_err(got_o, ref_o, 1.0));  // absolute for |O| <= 1
-    double le = 0.0;
-    for (int64_t s = 0; s < kSample; ++s) le = std::max(le, std::fabs(double(got_l[size_t(s)]) - ref_l[size_t(s)]));
-    r.err_lse = std::max(r.err_lse, le);
     std::vector<double> ref_dq(size_t(kSample * d)), scratch_k(size_t(n * d)), scratch_v(size_t(n * d));
     rk::reference_backward(qs.data(), kk.data(), vv.data(), os.data(), dos.data(), ls.data(), sample.data(),
                            all_pos.data(), 1, 1, 1, kSample, n, d, causal, scale, ref_dq.data(), scratch_k.data(),
@@ -325,19 +389,23 @@ Result run_case(const Options& o, int64_t n, bool causal) {
     std::vector<double> rq(size_t(group * n * d)), rkk(size_t(kSample * d)), rv(size_t(kSample * d));
     rk::reference_backward(qg.data(), ks.data(), vs.data(), og.data(), dog.data(), lg.data(), all_pos.data(),
                            sample.data(), 1, group, 1, n, kSample, d, causal, scale, rq.data(), rkk.data(), rv.data());
-    r.err_dk = rel_err(got_dk, rkk);
-    r.err_dv = rel_err(got_dv, rv);
+    r.err_dk = std::max(r.err_dk, rel_err(got_dk, rkk));
+    r.err_dv = std::max(r.err_dv, rel_err(got_dv, rv));
   }
   // Bounds as in tests/kernels/cuda (bf16 / f16); see the reasoning there.
-  const double tol_o = bf16 ? 1.6e-2 : 2e-3, tol_g = bf16 ? 6e-2 : 1e-2;
   const bool ok = r.err_out <= tol_o && r.err_lse <= 1e-3 && r.err_dq <= tol_g && r.err_dk <= tol_g &&
                   r.err_dv <= tol_g;
-  std::printf("validate n=%lld causal=%d: |dO|=%.2e lse=%.2e dQ=%.2e dK=%.2e dV=%.2e (bounds %.1e, 1e-3, %.1e): %s\n",
-              (long long)n, int(causal), r.err_out, r.err_lse, r.err_dq, r.err_dk, r.err_dv, tol_o, tol_g,
-              ok ? "ok" : "WRONG");
+  std::printf("validate n=%lld causal=%d backward %s: |dO|=%.2e lse=%.2e dQ=%.2e dK=%.2e dV=%.2e (bounds %.1e, 1e-3, %.1e): %s\n",
+              (long long)n, int(causal), impl_name(o.backward_impls[bi]), r.err_out, r.err_lse, r.err_dq, r.err_dk,
+              r.err_dv, tol_o, tol_g, ok ? "ok" : "WRONG");
   if (!ok) throw std::runtime_error("validation failed; not timing a wrong kernel");
+  }
 
-  const auto tiles = rkc::count_tiles(all_pos.data(), n, all_pos.data(), n, causal, rkc::kFwdBlockM, rkc::kFwdBlockN);
+  // Tiles of the primary forward's geometry (mma: 64 x 64, wmma: 128 x 64).
+  const bool primary_mma = o.forward_impls.front() == rkc::ForwardImpl::mma;
+  const auto tiles = rkc::count_tiles(all_pos.data(), n, all_pos.data(), n, causal,
+                                      primary_mma ? rkc::kMmaFwdBlockM : rkc::kFwdBlockM,
+                                      primary_mma ? rkc::kMmaFwdBlockN : rkc::kFwdBlockN);
   r.tiles_hidden = tiles.hidden;
   r.tiles_partial = tiles.partial;
   r.tiles_visible = tiles.visible;
@@ -360,11 +428,29 @@ Result run_case(const Options& o, int64_t n, bool causal) {
     }
     return median(ms);
   };
-  r.fwd_ms = time_ms(forward);
-  r.bwd_ms = time_ms(backward);
+  const double fwd_flops = 4.0 * double(b) * double(h) * double(n) * double(n) * double(d) * (causal ? 0.5 : 1.0);
+  for (size_t fi = 0; fi < o.forward_impls.size(); ++fi) {
+    rkc::set_forward_impl(o.forward_impls[fi]);
+    const double ms = time_ms(forward);
+    if (fi == 0) r.fwd_ms = ms;
+    if (o.forward_impls[fi] == rkc::ForwardImpl::wmma) {
+      r.fwd_ms_wmma = ms;
+      r.fwd_tflops_wmma = fwd_flops / (ms * 1e-3) / 1e12;
+    }
+  }
+  rkc::set_forward_impl(rkc::ForwardImpl::mma);
+  for (size_t bi = 0; bi < o.backward_impls.size(); ++bi) {
+    rkc::set_backward_impl(o.backward_impls[bi]);
+    const double ms = time_ms(backward);
+    if (bi == 0) r.bwd_ms = ms;
+    if (o.backward_impls[bi] == rkc::BackwardImpl::wmma) {
+      r.bwd_ms_wmma = ms;
+      r.bwd_tflops_wmma = 2.5 * fwd_flops / (ms * 1e-3) / 1e12;
+    }
+  }
+  rkc::set_backward_impl(rkc::BackwardImpl::mma);
   cudaEventDestroy(e0);
   cudaEventDestroy(e1);
-  const double fwd_flops = 4.0 * double(b) * double(h) * double(n) * double(n) * double(d) * (causal ? 0.5 : 1.0);
   r.fwd_tflops = fwd_flops / (r.fwd_ms * 1e-3) / 1e12;
   r.bwd_tflops = 2.5 * fwd_flops / (r.bwd_ms * 1e-3) / 1e12;
   return r;
@@ -383,16 +469,27 @@ int main(int argc, char** argv) {
   cudaGetDeviceProperties(&prop, 0);
   std::printf("device: %s (sm_%d%d, %d SMs)\n", prop.name, prop.major, prop.minor, prop.multiProcessorCount);
   std::printf("FLOP model: fwd 4*b*h*n*n*d (x0.5 causal), bwd 2.5x fwd; TFLOP/s = flops / median time\n");
-  std::printf("%8s %7s %10s %10s %10s %10s %s\n", "tokens", "causal", "fwd_ms", "fwd_TF/s", "bwd_ms", "bwd_TF/s",
-              "tiles hidden/partial/visible");
+  const bool has_wmma_col = o.forward_impls.size() > 1;  // primary mma plus wmma
+  std::printf("forward: %s (fwd_ms, fwd_TF/s)%s\n", impl_name(o.forward_impls.front()),
+              has_wmma_col ? "; wmma in fwd_wmma_TF/s" : "");
+  const bool has_bwd_wmma_col = o.backward_impls.size() > 1;
+  std::printf("backward: %s (bwd_ms, bwd_TF/s)%s\n", impl_name(o.backward_impls.front()),
+              has_bwd_wmma_col ? "; wmma in bwd_wmma_TF/s" : "");
+  std::printf("%8s %7s %10s %10s %10s %10s %14s %14s %s\n", "tokens", "causal", "fwd_ms", "fwd_TF/s", "bwd_ms",
+              "bwd_TF/s", "fwd_wmma_TF/s", "bwd_wmma_TF/s", "tiles hidden/partial/visible");
   std::vector<Result> results;
   try {
     for (int64_t n : o.tokens) {
       for (bool causal : {false, true}) {
         if ((causal && o.noncausal_only) || (!causal && o.causal_only)) continue;
         const Result r = run_case(o, n, causal);
-        std::printf("%8lld %7d %10.3f %10.1f %10.3f %10.1f %lld/%lld/%lld\n", (long long)r.tokens, int(r.causal),
-                    r.fwd_ms, r.fwd_tflops, r.bwd_ms, r.bwd_tflops, (long long)r.tiles_hidden,
+        char wmma_col[32] = "-";
+        if (has_wmma_col) std::snprintf(wmma_col, sizeof wmma_col, "%.1f", r.fwd_tflops_wmma);
+        char bwd_wmma_col[32] = "-";
+        if (has_bwd_wmma_col) std::snprintf(bwd_wmma_col, sizeof bwd_wmma_col, "%.1f", r.bwd_tflops_wmma);
+        std::printf("%8lld %7d %10.3f %10.1f %10.3f %10.1f %14s %14s %lld/%lld/%lld\n", (long long)r.tokens,
+                    int(r.causal), r.fwd_ms, r.fwd_tflops, r.bwd_ms, r.bwd_tflops, wmma_col, bwd_wmma_col,
+                    (long long)r.tiles_hidden,
                     (long long)r.tiles_partial, (long long)r.tiles_visible);
         results.push_back(r);
       }
@@ -407,18 +504,31 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "bench_attention_cuda: cannot write %s\n", o.json.c_str());
       return 1;
     }
-    std::fprintf(f, "{\"impl\": \"ringplan_wmma\", \"device\": \"%s\", \"batch\": %lld, \"heads\": %lld, "
+    // "impl" names the primary forward (fwd_ms, fwd_tflops); fwd_ms_wmma / fwd_tflops_wmma appear
+    // in each result when the WMMA forward was timed as well, bwd_ms_wmma / bwd_tflops_wmma
+    // likewise for the WMMA backward (bwd_ms, bwd_tflops: the primary backward).
+    std::fprintf(f, "{\"impl\": \"ringplan_%s\", \"device\": \"%s\", \"batch\": %lld, \"heads\": %lld, "
                     "\"kv_heads\": %lld, \"head_dim\": %lld, \"type\": \"%s\", \"results\": [\n",
-                 prop.name, (long long)o.batch, (long long)o.heads, (long long)o.kv_heads, (long long)o.head_dim,
+                 impl_name(o.forward_impls.front()), prop.name, (long long)o.batch, (long long)o.heads, (long long)o.kv_heads, (long long)o.head_dim,
                  o.type == rk::ElemType::bf16 ? "bf16" : "f16");
     for (size_t i = 0; i < results.size(); ++i) {
       const Result& r = results[i];
+      char wmma[192] = "";
+      int used = 0;
+      if (r.fwd_ms_wmma >= 0.0) {
+        used = std::snprintf(wmma, sizeof wmma, "\"fwd_ms_wmma\": %.4f, \"fwd_tflops_wmma\": %.2f, ", r.fwd_ms_wmma,
+                             r.fwd_tflops_wmma);
+      }
+      if (r.bwd_ms_wmma >= 0.0) {
+        std::snprintf(wmma + used, sizeof wmma - size_t(used), "\"bwd_ms_wmma\": %.4f, \"bwd_tflops_wmma\": %.2f, ",
+                      r.bwd_ms_wmma, r.bwd_tflops_wmma);
+      }
       std::fprintf(f,
                    "  {\"tokens\": %lld, \"causal\": %s, \"fwd_ms\": %.4f, \"bwd_ms\": %.4f, \"fwd_tflops\": %.2f, "
-                   "\"bwd_tflops\": %.2f, \"max_err\": {\"out\": %.3e, \"lse\": %.3e, \"dq\": %.3e, \"dk\": %.3e, "
-                   "\"dv\": %.3e}}%s\n",
+                   "\"bwd_tflops\": %.2f, %s\"max_err\": {\"out\": %.3e, \"lse\": %.3e, \"dq\": %.3e, "
+                   "\"dk\": %.3e, \"dv\": %.3e}}%s\n",
                    (long long)r.tokens, r.causal ? "true" : "false", r.fwd_ms, r.bwd_ms, r.fwd_tflops, r.bwd_tflops,
-                   r.err_out, r.err_lse, r.err_dq, r.err_dk, r.err_dv, i + 1 < results.size() ? "," : "");
+                   wmma, r.err_out, r.err_lse, r.err_dq, r.err_dk, r.err_dv, i + 1 < results.size() ? "," : "");
     }
     std::fprintf(f, "]}\n");
     std::fclose(f);

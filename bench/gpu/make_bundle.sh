@@ -4,7 +4,7 @@
 # the `nvidia.nccl` python package, nothing else).
 #
 # Usage: bench/gpu/make_bundle.sh BUILD_DIR OUT_DIR [BINARY_NAME...]
-#   BINARY_NAME  executables to find under BUILD_DIR (default: ringplan test_cuda_tiles test_ring_cuda
+#   BINARY_NAME  executables to find under BUILD_DIR (default: ringplan test_cuda_tiles test_ring_cuda test_attention_bwd_mma
 #                test_attention_cuda bench_attention_cuda nccl_smoke); ringplan is required,
 #                any other that is missing is reported and skipped.
 #   OUT_DIR      created; if it exists it must be an earlier bundle (it holds MANIFEST.txt),
@@ -53,7 +53,7 @@ build_dir=$1; out=$2; shift 2
 [ -d "$build_dir" ] || die "BUILD_DIR '$build_dir' is not a directory; give the CMake build directory that holds the binaries"
 build_dir=$(cd "$build_dir" && pwd)
 if [ $# -gt 0 ]; then names=("$@"); else
-  names=(ringplan test_cuda_tiles test_attention_cuda test_ring_cuda bench_attention_cuda nccl_smoke); fi
+  names=(ringplan test_cuda_tiles test_attention_cuda test_attention_bwd_mma test_ring_cuda bench_attention_cuda nccl_smoke); fi
 for tool in ldd readelf strip find du; do
   command -v "$tool" >/dev/null || die "'$tool' not found on PATH; it is needed to collect and strip the libraries"
 done

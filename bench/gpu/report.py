@@ -4,6 +4,10 @@ ours / PyTorch) and checks the goal: >= 70% of PyTorch forward and backward at 8
 
 usage: report.py OURS.json SDPA.json   (prints markdown; exit 0 always: the table is the result)
 FLOP model of both inputs: forward 4*b*h*n*n*d, halved for causal; backward 2.5x forward.
+"ours fwd" is the forward named by OURS' "impl" (ringplan_mma by default); when OURS also timed
+the WMMA forward (fwd_tflops_wmma, bench_attention_cuda --forward-impl both), a column shows it;
+likewise for the WMMA backward (bwd_tflops_wmma, --backward-impl both).
+The goal is checked on the primary forward.
 """
 import json
 import sys
@@ -28,12 +32,15 @@ def main() -> int:
         return 0
     by_key = {(r["tokens"], r["causal"]): r for r in (ref or {}).get("results", [])}
     print(f"device: {ours.get('device')}; shapes: batch {ours['batch']}, heads {ours['heads']}, kv_heads "
-          f"{ours['kv_heads']}, head_dim {ours['head_dim']}, {ours['type']}")
+          f"{ours['kv_heads']}, head_dim {ours['head_dim']}, {ours['type']}; ours: {ours.get('impl', 'n/a')}")
     if ref:
         print(f"baseline: torch {ref.get('torch')} scaled_dot_product_attention, GQA via {ref.get('gqa')}")
     print("FLOP model: fwd 4*b*h*n*n*d (x0.5 causal), bwd 2.5x fwd; medians of CUDA-event timings\n")
-    print("| tokens | causal | ours fwd TF/s | torch fwd TF/s | fwd ratio | ours bwd TF/s | torch bwd TF/s | bwd ratio |")
-    print("|---:|:---:|---:|---:|---:|---:|---:|---:|")
+    wmma = any("fwd_tflops_wmma" in r for r in ours["results"])
+    bwd_wmma = any("bwd_tflops_wmma" in r for r in ours["results"])
+    print("| tokens | causal | ours fwd TF/s | torch fwd TF/s | fwd ratio | ours bwd TF/s | torch bwd TF/s | bwd ratio |"
+          + (" ours fwd wmma TF/s |" if wmma else "") + (" ours bwd wmma TF/s |" if bwd_wmma else ""))
+    print("|---:|:---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if wmma else "") + ("---:|" if bwd_wmma else ""))
     goal = []
     for r in ours["results"]:
         t = by_key.get((r["tokens"], r["causal"]))
@@ -43,7 +50,9 @@ def main() -> int:
         pct = lambda x: f"{100 * x:.0f}%" if x is not None else "n/a"
         print(f"| {r['tokens']} | {'yes' if r['causal'] else 'no'} | {fmt(r['fwd_tflops'])} | "
               f"{fmt(t['fwd_tflops'] if t else None)} | {pct(fr)} | {fmt(r['bwd_tflops'])} | "
-              f"{fmt(t['bwd_tflops'] if t else None)} | {pct(br)} |")
+              f"{fmt(t['bwd_tflops'] if t else None)} | {pct(br)} |"
+              + (f" {fmt(r.get('fwd_tflops_wmma'))} |" if wmma else "")
+              + (f" {fmt(r.get('bwd_tflops_wmma'))} |" if bwd_wmma else ""))
         if r["tokens"] == 8192 and fr is not None:
             goal.append((r["causal"], fr, br))
     print()

@@ -16,6 +16,8 @@
 // factor of row r into every column of a 16x16 float scratch tile, load it as an accumulator
 // fragment and multiply element by element.
 #include "kernels/cuda/attention_cuda.hpp"
+#include "kernels/cuda/attention_bwd_mma.hpp"
+#include "kernels/cuda/attention_fwd_mma.hpp"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -777,6 +779,10 @@ std::string validate_backward(const BlockParams& p, const BackwardArgs& g) {
 void flash_forward(const BlockParams& p, const ForwardOut& o, cudaStream_t stream) {
   throw_if(validate_forward(p, o), "flash_forward");
   if (p.q.tokens == 0 || p.q.batch == 0 || p.q.heads == 0) return;
+  if (forward_impl() == ForwardImpl::mma) {  // default; the WMMA kernel below is kept for comparison
+    detail::launch_forward_mma(p, o, effective_scale(p), stream);
+    return;
+  }
   FwdArgs a{};
   a.q = p.q.data, a.k = p.k.data, a.v = p.v.data;
   a.q_sb = p.q.stride_batch, a.q_sh = p.q.stride_head, a.q_st = p.q.stride_token;
@@ -800,6 +806,10 @@ void flash_forward(const BlockParams& p, const ForwardOut& o, cudaStream_t strea
 void flash_backward(const BlockParams& p, const BackwardArgs& g, cudaStream_t stream) {
   throw_if(validate_backward(p, g), "flash_backward");
   if (p.k.tokens == 0 || p.q.tokens == 0 || p.q.batch == 0 || p.q.heads == 0) return;
+  if (backward_impl() == BackwardImpl::mma) {  // default; the WMMA kernel below is kept for comparison
+    detail::launch_backward_mma(p, g, effective_scale(p), stream);
+    return;
+  }
   BwdArgs a{};
   a.q = p.q.data, a.k = p.k.data, a.v = p.v.data, a.dout = g.grad_out.data;
   a.q_sb = p.q.stride_batch, a.q_sh = p.q.stride_head, a.q_st = p.q.stride_token;

@@ -7,7 +7,9 @@
 //
 // Types and precision:
 //   q, k, v (and grad_out for the backward): f16 or bf16, all the same type; head_dim 64 or 128.
-//   Products on tensor cores (WMMA 16x16x16) with float32 accumulation; softmax in float32.
+//   Products on tensor cores (forward: mma.sync m16n8k16, or WMMA 16x16x16 when selected with
+//   set_forward_impl; backward: mma.sync, or WMMA when selected with set_backward_impl) with
+//   float32 accumulation; softmax in float32.
 //   O (ForwardOut.out), dQ, dK, dV: float32 (the ring merges and accumulates them in float32).
 //   lse, D: float32 rows. BackwardArgs.out (final O) has the input type (kernels::validate);
 //   backward_delta itself accepts O and dO in f32, f16 or bf16.
@@ -35,7 +37,17 @@ std::string validate_forward(const BlockParams& p, const ForwardOut& o);
 std::string validate_backward(const BlockParams& p, const BackwardArgs& g);
 
 // Writes O and lse of this block (overwrites, does not merge), like cpu_flash_forward.
+// Implementation: forward_impl() (below).
 void flash_forward(const BlockParams& p, const ForwardOut& o, cudaStream_t stream);
+
+// Which kernel flash_forward runs. mma (default): FlashAttention-2-style, mma.sync m16n8k16 with
+// S and P kept in registers, 64 query rows per block (attention_fwd_mma.cu). wmma: the earlier
+// WMMA 16x16x16 kernel, 128 query rows per block, S and P through shared memory. Both satisfy
+// the same contract. The setting is process-wide (an atomic, read at each flash_forward call)
+// and exists for benchmarks and tests that compare the two; production code leaves the default.
+enum class ForwardImpl { mma, wmma };
+void set_forward_impl(ForwardImpl impl);
+ForwardImpl forward_impl();
 
 // acc <- merge(acc, blk) in place; both float32. Both lse = -inf gives O = 0, lse = -inf.
 void merge_partial(const ForwardOut& acc, const ForwardOut& blk, cudaStream_t stream);
@@ -48,7 +60,17 @@ void backward_delta(const TensorView& out, const TensorView& grad_out, const Row
 // backward_delta). dQ is accumulated with float atomics (several key tiles add to one query
 // row), dK and dV by plain read-add-write (one thread block owns a key tile of a KV head and
 // loops over all of that head's query heads, so GQA needs no atomics there).
+// Implementation: backward_impl() (below).
 void flash_backward(const BlockParams& p, const BackwardArgs& g, cudaStream_t stream);
+
+// Which kernel flash_backward runs. mma (default): FlashAttention-2-style, mma.sync m16n8k16,
+// 64 keys per block with P and dS kept in registers for dV and dK (attention_bwd_mma.cu). wmma:
+// the earlier WMMA 16x16x16 kernel, S, P, dP and dS through shared memory. Both satisfy the
+// same contract. Process-wide (an atomic, read at each flash_backward call), for benchmarks and
+// tests that compare the two; production code leaves the default.
+enum class BackwardImpl { mma, wmma };
+void set_backward_impl(BackwardImpl impl);
+BackwardImpl backward_impl();
 
 // dst <- src rounded to dst's type (round to nearest even); src f32, dst f16 or bf16, both dense
 // [batch, heads, tokens, head_dim] of one shape. The ring keeps O in float32 while merging

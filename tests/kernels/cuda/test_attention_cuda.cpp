@@ -4,6 +4,10 @@
 // Without a GPU every case prints "SKIPPED: no CUDA device (...)" and passes; argument checks
 // that fail before touching the device run everywhere.
 //
+// Forward implementations: every case that runs flash_forward runs it once per implementation
+// (set_forward_impl: mma, the default, and wmma), under the same bounds; a failure names the
+// implementation ("forward impl: ..."). The backward then uses that forward's O and lse.
+//
 // Error bounds. The reference runs in float64 on the SAME rounded inputs the kernel sees, so the
 // remaining error is the kernel's own: P (and dS) rounded to the input type before the tensor-
 // core products, float32 accumulation, exp2 instead of exp. Unit roundoff u: f16 2^-11 = 4.9e-4,
@@ -34,6 +38,21 @@ namespace rkc = ringplan::kernels::cuda;
 using rk::ElemType;
 
 namespace {
+
+struct ForwardImplCase {
+  rkc::ForwardImpl impl;
+  const char* name;
+};
+constexpr ForwardImplCase kForwardImpls[] = {{rkc::ForwardImpl::mma, "mma"}, {rkc::ForwardImpl::wmma, "wmma"}};
+
+// Selects a forward implementation for one scope and restores the default (mma) when it ends,
+// also when a REQUIRE aborts the case, so later cases see the default.
+struct ForwardImplScope {
+  explicit ForwardImplScope(rkc::ForwardImpl impl) { rkc::set_forward_impl(impl); }
+  ~ForwardImplScope() { rkc::set_forward_impl(rkc::ForwardImpl::mma); }
+  ForwardImplScope(const ForwardImplScope&) = delete;
+  ForwardImplScope& operator=(const ForwardImplScope&) = delete;
+};
 
 bool have_gpu() {
   std::string why;
@@ -167,8 +186,8 @@ struct Inputs {
   }
 };
 
-// Forward and backward of one case against the reference.
-void check_case(const Case& c, uint64_t seed) {
+// Forward (with the current forward implementation) and backward of one case against the reference.
+void check_case_once(const Case& c, uint64_t seed) {
   std::mt19937_64 rng(seed);
   Inputs in(c, rng);
   const int64_t n = in.n, m = in.m;
@@ -234,6 +253,15 @@ void check_case(const Case& c, uint64_t seed) {
   CHECK(ev <= tol_grad(c.type));
 }
 
+// check_case_once under each forward implementation, on the same inputs (same seed).
+void check_case(const Case& c, uint64_t seed) {
+  for (const ForwardImplCase& f : kForwardImpls) {
+    INFO("forward impl: " << f.name);
+    ForwardImplScope scope(f.impl);
+    check_case_once(c, seed);
+  }
+}
+
 std::vector<int64_t> iota_positions(int64_t count, int64_t first = 0) {
   std::vector<int64_t> p(static_cast<size_t>(count));
   for (int64_t i = 0; i < count; ++i) p[size_t(i)] = first + i;
@@ -242,7 +270,7 @@ std::vector<int64_t> iota_positions(int64_t count, int64_t first = 0) {
 
 }  // namespace
 
-TEST_CASE("cuda forward/backward: causal self-attention, f16 and bf16, head dims 64 and 128") {
+TEST_CASE("cuda forward (mma, wmma)/backward: causal self-attention, f16 and bf16, head dims 64 and 128") {
   if (!have_gpu()) return;
   for (ElemType t : {ElemType::f16, ElemType::bf16}) {
     for (int64_t d : {64, 128}) {
@@ -257,7 +285,7 @@ TEST_CASE("cuda forward/backward: causal self-attention, f16 and bf16, head dims
   }
 }
 
-TEST_CASE("cuda forward/backward: non-causal, GQA 8:2, batch 2, sizes not multiples of the tiles") {
+TEST_CASE("cuda forward (mma, wmma)/backward: non-causal, GQA 8:2, batch 2, sizes not multiples of the tiles") {
   if (!have_gpu()) return;
   for (ElemType t : {ElemType::f16, ElemType::bf16}) {
     Case c;
@@ -269,7 +297,7 @@ TEST_CASE("cuda forward/backward: non-causal, GQA 8:2, batch 2, sizes not multip
   }
 }
 
-TEST_CASE("cuda forward/backward: zigzag shards, every (query rank, key rank) pair of 4") {
+TEST_CASE("cuda forward (mma, wmma)/backward: zigzag shards, every (query rank, key rank) pair of 4") {
   if (!have_gpu()) return;
   const int64_t total = 512, p = 4;
   for (int64_t qr = 0; qr < p; ++qr) {
@@ -285,7 +313,7 @@ TEST_CASE("cuda forward/backward: zigzag shards, every (query rank, key rank) pa
   }
 }
 
-TEST_CASE("cuda forward/backward: striped shards (every tile partially masked)") {
+TEST_CASE("cuda forward (mma, wmma)/backward: striped shards (every tile partially masked)") {
   if (!have_gpu()) return;
   const int64_t total = 600, p = 3;
   for (int64_t kr = 0; kr < p; ++kr) {
@@ -298,7 +326,7 @@ TEST_CASE("cuda forward/backward: striped shards (every tile partially masked)")
   }
 }
 
-TEST_CASE("cuda forward/backward: rows without a visible key give O = 0, lse = -inf, no NaN") {
+TEST_CASE("cuda forward (mma, wmma)/backward: rows without a visible key give O = 0, lse = -inf, no NaN") {
   if (!have_gpu()) return;
   // Queries at positions 0..99, keys at 50..249: rows 0..49 see nothing.
   Case c;
@@ -312,7 +340,112 @@ TEST_CASE("cuda forward/backward: rows without a visible key give O = 0, lse = -
   check_case(c, 5001);
 }
 
-TEST_CASE("cuda merge_partial: two key blocks merged equal the whole block (ring forward)") {
+TEST_CASE("cuda forward (mma, wmma)/backward: unsorted positions, hidden tiles among live ones, partial last tile") {
+  if (!have_gpu()) return;
+  std::mt19937_64 rng(7000);
+  // Queries and keys drawn from one random permutation of 0..299: no order inside any tile, so
+  // every tile is partial; 150 queries and 173 keys leave a partial last tile on both sides.
+  for (auto [t, d] : {std::pair{ElemType::f16, int64_t(64)}, std::pair{ElemType::bf16, int64_t(128)}}) {
+    CAPTURE(int(t));
+    CAPTURE(d);
+    std::vector<int64_t> perm = iota_positions(300);
+    std::shuffle(perm.begin(), perm.end(), rng);
+    Case c;
+    c.type = t;
+    c.d = d;
+    c.q_pos.assign(perm.begin(), perm.begin() + 150);
+    std::shuffle(perm.begin(), perm.end(), rng);
+    c.k_pos.assign(perm.begin(), perm.begin() + 173);
+    check_case(c, 7000 + uint64_t(d));
+  }
+  // Keys in 64-key chunks of consecutive positions, chunks in random order, the last chunk cut
+  // to 17 keys: 40 key tiles (more than one 32-tile classification window), whose tiles are
+  // hidden (chunks above every query), visible or partial in no particular order. Queries: 130
+  // distinct positions below 900 in random order.
+  {
+    const int64_t chunks = 40, chunk = 64;
+    std::vector<int64_t> order = iota_positions(chunks);
+    std::shuffle(order.begin(), order.end(), rng);
+    Case c;
+    c.type = ElemType::bf16;
+    c.h = 2, c.hkv = 1, c.d = 128;
+    for (int64_t ch : order) {
+      for (int64_t i = 0; i < chunk; ++i) c.k_pos.push_back(ch * chunk + i);
+    }
+    c.k_pos.resize(size_t((chunks - 1) * chunk + 17));
+    std::vector<int64_t> qs = iota_positions(900);
+    std::shuffle(qs.begin(), qs.end(), rng);
+    c.q_pos.assign(qs.begin(), qs.begin() + 130);
+    check_case(c, 7100);
+  }
+}
+
+TEST_CASE("cuda forward (mma, wmma): token-major strided inputs, odd-stride padded output") {
+  if (!have_gpu()) return;
+  // q [b, n, h, d] and k, v [b, m, hkv, d] in memory (head stride d, token stride heads * d);
+  // O rows padded to d + 1 floats, so O's strides are odd (no paired float stores).
+  const ElemType t = ElemType::bf16;
+  const int64_t b = 2, h = 4, hkv = 2, n = 100, m = 90, d = 64, od = d + 1;
+  std::mt19937_64 rng(8000);
+  std::vector<double> q, k, v;  // dense [b, heads, tokens, d], rounded
+  const auto qb = to_16bit(random_values(size_t(b * h * n * d), rng), t, q);
+  const auto kb = to_16bit(random_values(size_t(b * hkv * m * d), rng), t, k);
+  const auto vb = to_16bit(random_values(size_t(b * hkv * m * d), rng), t, v);
+  // dense [b, heads, tokens, d] -> token-major [b, tokens, heads, d]
+  auto token_major = [&](const std::vector<uint16_t>& x, int64_t heads, int64_t tokens) {
+    std::vector<uint16_t> y(x.size());
+    for (int64_t bi = 0; bi < b; ++bi)
+      for (int64_t hi = 0; hi < heads; ++hi)
+        for (int64_t i = 0; i < tokens; ++i)
+          for (int64_t c = 0; c < d; ++c)
+            y[size_t(((bi * tokens + i) * heads + hi) * d + c)] = x[size_t(((bi * heads + hi) * tokens + i) * d + c)];
+    return y;
+  };
+  DeviceBuffer<uint16_t> dq(qb.size()), dk(kb.size()), dv(vb.size());
+  dq.upload(token_major(qb, h, n));
+  dk.upload(token_major(kb, hkv, m));
+  dv.upload(token_major(vb, hkv, m));
+  const std::vector<int64_t> q_pos = iota_positions(n, 40), k_pos = iota_positions(m);  // rows see 41..90 keys
+  DeviceBuffer<int64_t> dqp{size_t(n)}, dkp{size_t(m)};
+  dqp.upload(q_pos);
+  dkp.upload(k_pos);
+  auto view = [&](void* data, ElemType type, int64_t heads, int64_t tokens, int64_t row) {
+    rk::TensorView tv{};
+    tv.data = data, tv.type = type, tv.batch = b, tv.heads = heads, tv.tokens = tokens, tv.head_dim = d;
+    tv.stride_head = row, tv.stride_token = heads * row, tv.stride_batch = tokens * heads * row;
+    return tv;
+  };
+  rk::BlockParams p;
+  p.q = view(dq.ptr, t, h, n, d);
+  p.k = view(dk.ptr, t, hkv, m, d);
+  p.v = view(dv.ptr, t, hkv, m, d);
+  p.q_positions = dqp.ptr;
+  p.k_positions = dkp.ptr;
+  p.causal = true;
+  DeviceBuffer<float> d_out(size_t(b * n * h * od)), d_lse(size_t(b * h * n));
+  const rk::ForwardOut fo{view(d_out.ptr, ElemType::f32, h, n, od), rk::dense_rows(d_lse.ptr, b, h, n)};
+  std::vector<double> ref_out(size_t(b * h * n * d)), ref_lse(size_t(b * h * n));
+  rk::reference_forward(q.data(), k.data(), v.data(), q_pos.data(), k_pos.data(), b, h, hkv, n, m, d, true, 0.0,
+                        ref_out.data(), ref_lse.data());
+  for (const ForwardImplCase& f : kForwardImpls) {
+    INFO("forward impl: " << f.name);
+    ForwardImplScope scope(f.impl);
+    REQUIRE_CUDA(cudaMemset(d_out.ptr, 0, d_out.count * sizeof(float)));
+    rkc::flash_forward(p, fo, nullptr);
+    REQUIRE_CUDA(cudaDeviceSynchronize());
+    const auto out = d_out.download();
+    std::vector<float> got(ref_out.size());
+    for (int64_t bi = 0; bi < b; ++bi)
+      for (int64_t hi = 0; hi < h; ++hi)
+        for (int64_t i = 0; i < n; ++i)
+          for (int64_t c = 0; c < d; ++c)
+            got[size_t(((bi * h + hi) * n + i) * d + c)] = out[size_t(((bi * n + i) * h + hi) * od + c)];
+    CHECK(max_err(got, ref_out) <= tol_out(t));
+    CHECK(max_err(d_lse.download(), ref_lse) <= 1e-3);
+  }
+}
+
+TEST_CASE("cuda merge_partial (forward mma, wmma): two key blocks merged equal the whole block (ring forward)") {
   if (!have_gpu()) return;
   Case c;
   c.type = ElemType::f16;
@@ -336,24 +469,28 @@ TEST_CASE("cuda merge_partial: two key blocks merged equal the whole block (ring
   DeviceBuffer<float> acc_o(q_elems), acc_l(rows), blk_o(q_elems), blk_l(rows);
   rk::ForwardOut acc{rk::dense_view(acc_o.ptr, ElemType::f32, 1, c.h, n, c.d), rk::dense_rows(acc_l.ptr, 1, c.h, n)};
   rk::ForwardOut blk{rk::dense_view(blk_o.ptr, ElemType::f32, 1, c.h, n, c.d), rk::dense_rows(blk_l.ptr, 1, c.h, n)};
-  for (int step = 0; step < 2; ++step) {
-    // Block `step`: the second half of the KV buffers, as a view with the full buffer's strides.
-    rk::BlockParams p;
-    p.q = rk::dense_view(dq.ptr, c.type, 1, c.h, n, c.d);
-    p.k = rk::dense_view(dk.ptr + step * m * c.d, c.type, 1, 1, m, c.d);
-    p.v = rk::dense_view(dv.ptr + step * m * c.d, c.type, 1, 1, m, c.d);
-    p.q_positions = dqp.ptr;
-    p.k_positions = dkp.ptr + step * m;
-    p.causal = true;
-    rkc::flash_forward(p, step == 0 ? acc : blk, nullptr);
-    if (step == 1) rkc::merge_partial(acc, blk, nullptr);
-  }
-  REQUIRE_CUDA(cudaDeviceSynchronize());
   std::vector<double> ref_out(q_elems), ref_lse(rows);
   rk::reference_forward(q.data(), k.data(), v.data(), q_pos.data(), all_k.data(), 1, c.h, 1, n, 2 * m, c.d, true, 0.0,
                         ref_out.data(), ref_lse.data());
-  CHECK(max_err(acc_o.download(), ref_out) <= tol_out(c.type));
-  CHECK(max_err(acc_l.download(), ref_lse) <= 1e-3);
+  for (const ForwardImplCase& f : kForwardImpls) {
+    INFO("forward impl: " << f.name);
+    ForwardImplScope scope(f.impl);
+    for (int step = 0; step < 2; ++step) {
+      // Block `step`: the second half of the KV buffers, as a view with the full buffer's strides.
+      rk::BlockParams p;
+      p.q = rk::dense_view(dq.ptr, c.type, 1, c.h, n, c.d);
+      p.k = rk::dense_view(dk.ptr + step * m * c.d, c.type, 1, 1, m, c.d);
+      p.v = rk::dense_view(dv.ptr + step * m * c.d, c.type, 1, 1, m, c.d);
+      p.q_positions = dqp.ptr;
+      p.k_positions = dkp.ptr + step * m;
+      p.causal = true;
+      rkc::flash_forward(p, step == 0 ? acc : blk, nullptr);
+      if (step == 1) rkc::merge_partial(acc, blk, nullptr);
+    }
+    REQUIRE_CUDA(cudaDeviceSynchronize());
+    CHECK(max_err(acc_o.download(), ref_out) <= tol_out(c.type));
+    CHECK(max_err(acc_l.download(), ref_lse) <= 1e-3);
+  }
 }
 
 TEST_CASE("cuda merge_partial: both sides -inf stay O = 0, lse = -inf") {

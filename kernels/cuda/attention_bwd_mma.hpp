@@ -1,0 +1,29 @@
+// Internal: the FlashAttention-2-style backward on mma.sync (attention_bwd_mma.cu), the default
+// implementation behind cuda::flash_backward. Callers outside kernels/cuda use flash_backward and
+// set_backward_impl (attention_cuda.hpp); tests and the benchmark may read the tile sizes.
+#pragma once
+#include <cuda_runtime_api.h>
+
+#include "kernels/attention.hpp"
+
+namespace ringplan::kernels::cuda {
+
+// A thread block owns kMmaBwdBlockN keys of one (batch, KV head): 4 warps x 16 keys, whose dK and
+// dV stay in registers. It streams kMmaBwdBlockM query rows per step over every query head of
+// that KV head. Causal tiles are classified over these sizes.
+inline constexpr int kMmaBwdWarps = 4;
+inline constexpr int kMmaBwdBlockN = 16 * kMmaBwdWarps;  // 64 keys owned by a block
+inline constexpr int kMmaBwdBlockM = 64;                 // query rows per step
+
+namespace detail {
+
+// Enqueues the backward of one block on `stream`: dQ += (float atomics), dK += and dV += (plain
+// read-add-write; one block owns a key tile). Preconditions (flash_backward checked them with
+// validate_backward): f16 or bf16 inputs, head_dim 64 or 128, 16-byte aligned bases and strides
+// multiples of 8 elements, device pointers, q.tokens > 0 and k.tokens > 0. `scale` is the
+// effective softmax scale (p.scale, or 1/sqrt(head_dim) when p.scale is 0). Throws
+// std::runtime_error on launch failure.
+void launch_backward_mma(const BlockParams& p, const BackwardArgs& g, float scale, cudaStream_t stream);
+
+}  // namespace detail
+}  // namespace ringplan::kernels::cuda

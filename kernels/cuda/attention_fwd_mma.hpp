@@ -1,0 +1,26 @@
+// Internal: the FlashAttention-2-style forward on mma.sync (attention_fwd_mma.cu), the default
+// implementation behind cuda::flash_forward. Callers outside kernels/cuda use flash_forward and
+// set_forward_impl (attention_cuda.hpp); tests and the benchmark may read the tile sizes.
+#pragma once
+#include <cuda_runtime_api.h>
+
+#include "kernels/attention.hpp"
+
+namespace ringplan::kernels::cuda {
+
+// A thread block owns kMmaFwdBlockM query rows of one (batch, head): 4 warps x 16 rows; it
+// streams kMmaFwdBlockN keys per step. Causal tiles are classified over these sizes.
+inline constexpr int kMmaFwdWarps = 4;
+inline constexpr int kMmaFwdBlockM = 16 * kMmaFwdWarps;  // 64 query rows
+inline constexpr int kMmaFwdBlockN = 64;                 // keys per step
+
+namespace detail {
+
+// Enqueues the forward of one block on `stream`. Preconditions (flash_forward checked them with
+// validate_forward): f16 or bf16 inputs, head_dim 64 or 128, 16-byte aligned bases and strides
+// multiples of 8 elements, device pointers, q.tokens > 0. `scale` is the effective softmax scale
+// (p.scale, or 1/sqrt(head_dim) when p.scale is 0). Throws std::runtime_error on launch failure.
+void launch_forward_mma(const BlockParams& p, const ForwardOut& o, float scale, cudaStream_t stream);
+
+}  // namespace detail
+}  // namespace ringplan::kernels::cuda
