@@ -283,7 +283,7 @@ void check_case(const Case& c, uint64_t seed, int calls = 1) {
     const auto gr = pr.run(impl, calls, 0.5f);
     const double eq = rel_err(gr.dq, pr.ref_dq, calls), ek = rel_err(gr.dk, pr.ref_dk, calls),
                  ev = rel_err(gr.dv, pr.ref_dv, calls);
-    INFO(impl_name(impl) << ": relative errors dQ " << eq << " dK " << ek << " dV " << ev << " (bound "
+    INFO(std::string(impl_name(impl)) << ": relative errors dQ " << eq << " dK " << ek << " dV " << ev << " (bound "
                          << tol_grad(c.type) << ", calls " << calls << ")");
     CHECK(eq <= tol_grad(c.type));
     CHECK(ek <= tol_grad(c.type));
