@@ -401,7 +401,7 @@ Result run_case(const Options& o, int64_t n, bool causal) {
   if (!ok) throw std::runtime_error("validation failed; not timing a wrong kernel");
   }
 
-  // Tiles of the primary forward's geometry (mma: 64 x 64, wmma: 128 x 64).
+  // Tiles of the primary forward's geometry (mma: kMmaFwdBlockM x kMmaFwdBlockN, wmma: 128 x 64).
   const bool primary_mma = o.forward_impls.front() == rkc::ForwardImpl::mma;
   const auto tiles = rkc::count_tiles(all_pos.data(), n, all_pos.data(), n, causal,
                                       primary_mma ? rkc::kMmaFwdBlockM : rkc::kFwdBlockM,

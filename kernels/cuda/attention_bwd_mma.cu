@@ -69,10 +69,13 @@
 #include <string>
 
 #include "kernels/cuda/attention_cuda.hpp"
+#include "kernels/cuda/mma_primitives.cuh"
 #include "kernels/cuda/tile_schedule.hpp"
 
 namespace ringplan::kernels::cuda {
 namespace {
+
+using namespace mma_detail;
 
 constexpr int kWarps = kMmaBwdWarps;
 constexpr int kThreads = kWarps * 32;
@@ -87,16 +90,6 @@ static_assert(kBlockN == 64 && kBlockM == 64,
               "S^T of a warp is 8 m16n8 tiles (64 queries); dQ takes 4 k-steps over 64 keys; the dS^T tile is "
               "64 x 64 and each of the 4 warps owns 16 of its query rows");
 static_assert(kThreads == 2 * kBlockM, "row statistics: threads 0-63 copy lse, 64-127 copy D");
-
-#define RINGPLAN_BWD_MMA_THROW_IF(call)                                                           \
-  do {                                                                                            \
-    const cudaError_t err_ = (call);                                                              \
-    if (err_ != cudaSuccess) {                                                                    \
-      (void)cudaGetLastError(); /* clear a non-sticky error so later calls start clean */          \
-      throw std::runtime_error(std::string(__FILE__) + ":" + std::to_string(__LINE__) + ": " + #call + \
-                               " failed: " + cudaGetErrorString(err_));                           \
-    }                                                                                             \
-  } while (0)
 
 struct Args {
   const void *q, *k, *v, *dout;
@@ -137,94 +130,6 @@ struct Smem {
 static_assert(Smem<128>::kBytes <= kMaxSmemBytesSm80, "backward tile does not fit an A100 block");
 static_assert(Smem<64>::kBytes % 16 == 0 && Smem<128>::kLse % 16 == 0, "16-byte aligned regions");
 
-// Element offset of 16-byte chunk `chunk` of row `row` in a [rows][W] tile (W = D, or 64 for
-// dS^T). Chunks are XOR-swizzled with row % 8: the 8 row addresses of one ldmatrix 8x8 matrix
-// (8 consecutive rows, one logical chunk) land in 8 different 16-byte bank groups, and so do the
-// 4-byte dS^T stores of a warp (8 rows, one chunk). W / 8 >= 8 chunks per row, so the XOR stays
-// inside the row.
-template <int W>
-__device__ __forceinline__ int swz(int row, int chunk) {
-  return row * W + ((chunk ^ (row & 7)) << 3);
-}
-
-// ---- PTX wrappers ------------------------------------------------------------------------
-// volatile: the compiler must not move shared-memory reads and async copies across barriers.
-
-__device__ __forceinline__ unsigned smem_addr(const void* p) {
-  return static_cast<unsigned>(__cvta_generic_to_shared(p));
-}
-
-// Global -> shared copies; with valid == false nothing is read and the bytes are zeroed
-// (src-size 0), but `gmem` must still be a mapped address.
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(smem)), "l"(gmem),
-               "r"(valid ? 16 : 0));
-}
-__device__ __forceinline__ void cp_async8(void* smem, const void* gmem, bool valid) {
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(smem_addr(smem)), "l"(gmem),
-               "r"(valid ? 8 : 0));
-}
-__device__ __forceinline__ void cp_async4(void* smem, const void* gmem, bool valid) {
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_addr(smem)), "l"(gmem),
-               "r"(valid ? 4 : 0));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-// Waits for all of this thread's copies; other threads' copies need a barrier afterwards.
-__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
-
-__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* smem) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(smem_addr(smem)));
-}
-__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* smem) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(smem_addr(smem)));
-}
-__device__ __forceinline__ void st_shared_b32(void* smem, uint32_t v) {
-  asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(smem_addr(smem)), "r"(v));
-}
-
-// d += A B for one m16n8k16 tile; float32 accumulators.
-template <typename T>
-__device__ __forceinline__ void mma16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1);
-template <>
-__device__ __forceinline__ void mma16816<__nv_bfloat16>(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
-                                                        uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-      "{%0, %1, %2, %3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-template <>
-__device__ __forceinline__ void mma16816<__half>(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-      "{%0, %1, %2, %3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-// Two floats rounded (nearest even) to the input type; `lo` in the low 16 bits.
-template <typename T>
-__device__ __forceinline__ uint32_t pack2(float lo, float hi);
-template <>
-__device__ __forceinline__ uint32_t pack2<__nv_bfloat16>(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  uint32_t u;
-  memcpy(&u, &v, 4);
-  return u;
-}
-template <>
-__device__ __forceinline__ uint32_t pack2<__half>(float lo, float hi) {
-  const __half2 v = __floats2half2_rn(lo, hi);
-  uint32_t u;
-  memcpy(&u, &v, 4);
-  return u;
-}
-
 // *p += x, p[1] += y as global reductions (no return value). `vec2`: p is 8-byte aligned.
 // sm_90 has a 2-wide float reduction: one memory transaction per column pair instead of two.
 __device__ __forceinline__ void red_add2(float* p, float x, float y, bool vec2) {
@@ -241,24 +146,6 @@ __device__ __forceinline__ void red_add2(float* p, float x, float y, bool vec2) 
 }
 
 // ---- tiles -------------------------------------------------------------------------------
-
-// Issues cp.async copies of rows [row0, row0 + 64) of a [tokens, D] slice (token stride `stride`
-// elements) into a swizzled tile; rows at or beyond `nrows` are zero-filled. row0 < nrows, so the
-// (unread) source address of a zero-filled chunk is row0's, a mapped address.
-template <typename T, int D>
-__device__ __forceinline__ void copy_tile(T* dst, const T* src, int64_t stride, int64_t row0, int64_t nrows) {
-  constexpr int kChunks = D / 8;
-  constexpr int kPerThread = 64 * kChunks / kThreads;
-  static_assert(64 * kChunks % kThreads == 0, "copy loop has no tail");
-#pragma unroll
-  for (int i = 0; i < kPerThread; ++i) {
-    const int idx = int(threadIdx.x) + i * kThreads;
-    const int r = idx / kChunks, c = idx % kChunks;
-    const int64_t gr = row0 + r;
-    const bool valid = gr < nrows;
-    cp_async16(dst + swz<D>(r, c), src + (valid ? gr : row0) * stride + c * 8, valid);
-  }
-}
 
 // Warp-uniform cursor over the live (not hidden) items. Item i is query tile i % ntq of query
 // head i / ntq (within the KV head's group). Items are classified kWindow at a time: lane L takes
@@ -327,8 +214,8 @@ __device__ __forceinline__ void issue_item(const Args& a, unsigned char* smem, i
   const int64_t q0 = int64_t(item - hg * ntq) * kBlockM;
   const T* q = static_cast<const T*>(a.q) + b * a.q_sb + h * a.q_sh;
   const T* dout = static_cast<const T*>(a.dout) + b * a.do_sb + h * a.do_sh;
-  copy_tile<T, D>(reinterpret_cast<T*>(smem + S::kQ + buf * S::kTileBytes), q, a.q_st, q0, a.n);
-  copy_tile<T, D>(reinterpret_cast<T*>(smem + S::kDo + buf * S::kTileBytes), dout, a.do_st, q0, a.n);
+  copy_tile<T, D, kBlockM, kThreads>(reinterpret_cast<T*>(smem + S::kQ + buf * S::kTileBytes), q, a.q_st, q0, a.n);
+  copy_tile<T, D, kBlockM, kThreads>(reinterpret_cast<T*>(smem + S::kDo + buf * S::kTileBytes), dout, a.do_st, q0, a.n);
   const int tid = int(threadIdx.x);
   const int r = tid & (kBlockM - 1);
   const bool valid = q0 + r < a.n;
@@ -414,8 +301,8 @@ __global__ void __launch_bounds__(kThreads, 2) flash_backward_mma_kernel(const A
   }
 
   // Prologue: the key tile and the first live item (buffer 0), one copy group.
-  copy_tile<T, D>(reinterpret_cast<T*>(smem + S::kK), k, a.k_st, key0, a.m);
-  copy_tile<T, D>(reinterpret_cast<T*>(smem + S::kV), v, a.v_st, key0, a.m);
+  copy_tile<T, D, kBlockN, kThreads>(reinterpret_cast<T*>(smem + S::kK), k, a.k_st, key0, a.m);
+  copy_tile<T, D, kBlockN, kThreads>(reinterpret_cast<T*>(smem + S::kV), v, a.v_st, key0, a.m);
   issue_item<T, D>(a, smem, 0, it, ntq, hk, b, partial);
   cp_async_commit();
   cp_async_wait_all();
@@ -651,10 +538,10 @@ template <typename T, int D>
 void launch(const Args& a, int64_t batch, int64_t kv_heads, cudaStream_t stream) {
   constexpr size_t smem = Smem<D>::kBytes;
   auto kernel = flash_backward_mma_kernel<T, D>;
-  RINGPLAN_BWD_MMA_THROW_IF(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  RINGPLAN_MMA_THROW_IF(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
   const dim3 grid(unsigned((a.m + kBlockN - 1) / kBlockN), unsigned(kv_heads), unsigned(batch));
   kernel<<<grid, kThreads, smem, stream>>>(a);
-  RINGPLAN_BWD_MMA_THROW_IF(cudaGetLastError());
+  RINGPLAN_MMA_THROW_IF(cudaGetLastError());
 }
 
 bool aligned8(const TensorView& t) {

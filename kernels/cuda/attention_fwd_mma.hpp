@@ -8,11 +8,13 @@
 
 namespace ringplan::kernels::cuda {
 
-// A thread block owns kMmaFwdBlockM query rows of one (batch, head): 4 warps x 16 rows; it
-// streams kMmaFwdBlockN keys per step. Causal tiles are classified over these sizes.
+// A thread block owns kMmaFwdBlockM query rows of one (batch, head): 4 warps x 2 m16 tiles x 16
+// rows (each K and V fragment read from shared memory feeds both m tiles of a warp); it streams
+// kMmaFwdBlockN keys per step. Causal tiles are classified over these sizes.
 inline constexpr int kMmaFwdWarps = 4;
-inline constexpr int kMmaFwdBlockM = 16 * kMmaFwdWarps;  // 64 query rows
-inline constexpr int kMmaFwdBlockN = 64;                 // keys per step
+inline constexpr int kMmaFwdWarpTilesM = 2;                                   // m16 tiles per warp
+inline constexpr int kMmaFwdBlockM = 16 * kMmaFwdWarpTilesM * kMmaFwdWarps;  // 128 query rows
+inline constexpr int kMmaFwdBlockN = 64;                                      // keys per step
 
 namespace detail {
 
