@@ -2,7 +2,7 @@
 // cuda::flash_backward (contracts in attention_cuda.hpp; the WMMA backward in attention_cuda.cu
 // stays selectable with set_backward_impl, for benchmarks and tests).
 //
-// Work split (key-tile outer loop): one thread block = 4 warps = 64 keys of one (batch, KV head);
+// Work split (key-tile outer loop): one thread block = 8 warps = 128 keys of one (batch, KV head);
 // warp w owns keys [16w, 16w + 16) of the tile. The block loops over every query head of its KV
 // head (GQA: query heads hk * group .. hk * group + group - 1, group = heads / kv_heads) and,
 // per head, over 64-row query tiles; one flat item index covers (head, tile) pairs.
@@ -17,9 +17,11 @@
 // Transposing S (keys as mma rows) keeps P and dS in registers for both dV and dK: the C layout
 // of two adjacent m16n8 tiles is the m16n8k16 A layout. Only dQ needs dS with queries as rows:
 // each warp writes its dS^T rows to shared memory, and after a barrier warp w computes
-//   dQ[16w .. 16w + 16) = scale * dS K   (dS read with ldmatrix.trans from the dS^T tile)
+//   dQ[16r .. 16r + 16, cols of range c) = scale * dS K   (r = w % 4, c = w / 4; dS read with
+//   ldmatrix.trans from the dS^T tile, all 128 keys as the k dimension)
 // and adds it to global float32 with atomics (other key tiles add to the same rows; on sm_90
-// red.global.add.v2.f32, one vector reduction per column pair).
+// red.global.add.v2.f32, one vector reduction per column pair). The 128-key tile halves these
+// atomics per key against a 64-key one.
 // dK (times scale) and dV are added to global memory once at the end, read-add-write: the block
 // is the only writer of its keys' rows, so GQA needs no atomics there.
 //
@@ -84,12 +86,20 @@ constexpr int kBlockM = kMmaBwdBlockM;  // query rows per item
 constexpr int kWindow = 32;             // items classified per scan: one per lane
 constexpr float kLog2e = 1.4426950408889634f;
 
+constexpr int kDqRowGroups = kBlockM / 16;           // m16 row groups of a step's dQ
+constexpr int kDqColSplit = kMmaBwdDqColSplit;        // column ranges of head_dim per row group
+
 // validate_backward checks the grid size with kBwdBlockN; a larger key tile only shrinks it.
 static_assert(kBlockN >= kBwdBlockN, "grid check in validate_backward assumes at most m / kBwdBlockN tiles");
-static_assert(kBlockN == 64 && kBlockM == 64,
-              "S^T of a warp is 8 m16n8 tiles (64 queries); dQ takes 4 k-steps over 64 keys; the dS^T tile is "
-              "64 x 64 and each of the 4 warps owns 16 of its query rows");
-static_assert(kThreads == 2 * kBlockM, "row statistics: threads 0-63 copy lse, 64-127 copy D");
+static_assert(kBlockN == 16 * kWarps, "each warp owns 16 keys (one m16 tile of S^T, dK, dV)");
+static_assert(kBlockM == 64,
+              "S^T of a warp is 8 m16n8 tiles (64 queries, two halves of 32); the dS^T tile rows are 64 "
+              "queries wide (8 swizzle chunks)");
+static_assert(kDqRowGroups * kDqColSplit == kWarps, "dQ: every warp owns one (row group, column range)");
+static_assert(kDqColSplit == 2, "dQ column ranges: head_dim / 2 = 2 or 4 n16 chunks per warp (D = 64, 128)");
+static_assert(kBlockN % 32 == 0, "key range: each lane reads kBlockN / 32 key positions");
+static_assert(kThreads >= 3 * kBlockM, "row statistics: threads 0-63 copy lse, 64-127 D, 128-191 positions");
+static_assert(kThreads >= kBlockN, "key positions: one per thread into shared memory");
 
 struct Args {
   const void *q, *k, *v, *dout;
@@ -106,20 +116,21 @@ struct Args {
   float scale, scale_log2;
 };
 
-// Shared memory, in layout order: K, V (the key tile), Q[2], dO[2] (query tiles, double
-// buffer), dS^T (64 keys x 64 queries), lse[2], D[2] (float per query row), query positions[2],
-// key positions and the key tile's position range (kept here, not in registers: registers are
-// the scarce resource at head_dim 128).
-// All 16-bit tiles are 64 rows x D, swizzled, unpadded.
+// Shared memory, in layout order: K, V (the key tile, kBlockN rows), Q[2], dO[2] (query tiles of
+// kBlockM rows, double buffer), dS^T (kBlockN keys x kBlockM queries), lse[2], D[2] (float per
+// query row), query positions[2], key positions and the key tile's position range (kept here,
+// not in registers: registers are the scarce resource at head_dim 128).
+// All 16-bit tiles are [rows][D] (dS^T [keys][kBlockM]), swizzled, unpadded. At head_dim 128
+// 147 KiB: one block (8 warps) per SM, also on A100.
 template <int D>
 struct Smem {
-  static constexpr int kTileElems = kBlockN * D;  // = kBlockM * D
-  static constexpr size_t kTileBytes = size_t(kTileElems) * 2;
+  static constexpr size_t kKTileBytes = size_t(kBlockN) * D * 2;  // K or V
+  static constexpr size_t kQTileBytes = size_t(kBlockM) * D * 2;  // one Q or dO buffer
   static constexpr size_t kK = 0;
-  static constexpr size_t kV = kTileBytes;
-  static constexpr size_t kQ = 2 * kTileBytes;   // buffer i at kQ + i * kTileBytes
-  static constexpr size_t kDo = 4 * kTileBytes;  // buffer i at kDo + i * kTileBytes
-  static constexpr size_t kDs = 6 * kTileBytes;
+  static constexpr size_t kV = kKTileBytes;
+  static constexpr size_t kQ = 2 * kKTileBytes;                    // buffer i at kQ + i * kQTileBytes
+  static constexpr size_t kDo = kQ + 2 * kQTileBytes;              // buffer i at kDo + i * kQTileBytes
+  static constexpr size_t kDs = kDo + 2 * kQTileBytes;
   static constexpr size_t kLse = kDs + size_t(kBlockN) * kBlockM * 2;  // float [2][kBlockM]
   static constexpr size_t kDelta = kLse + 2 * kBlockM * sizeof(float);
   static constexpr size_t kQpos = kDelta + 2 * kBlockM * sizeof(float);  // int64 [2][kBlockM]
@@ -203,8 +214,8 @@ struct ItemCursor {
 };
 
 // Issues the copies of item `item` into buffer `buf`: Q and dO tiles, lse and D of its rows, and
-// on partial tiles the query positions. One thread copies one row statistic (threads 0-63 lse and
-// positions, 64-127 D); rows beyond n are zero-filled (and masked by the row count).
+// on partial tiles the query positions. One thread copies one row statistic (threads 0-63 lse,
+// 64-127 D, 128-191 positions); rows beyond n are zero-filled (and masked by the row count).
 template <typename T, int D>
 __device__ __forceinline__ void issue_item(const Args& a, unsigned char* smem, int buf, int item, int ntq,
                                            int64_t hk, int64_t b, bool partial) {
@@ -214,8 +225,8 @@ __device__ __forceinline__ void issue_item(const Args& a, unsigned char* smem, i
   const int64_t q0 = int64_t(item - hg * ntq) * kBlockM;
   const T* q = static_cast<const T*>(a.q) + b * a.q_sb + h * a.q_sh;
   const T* dout = static_cast<const T*>(a.dout) + b * a.do_sb + h * a.do_sh;
-  copy_tile<T, D, kBlockM, kThreads>(reinterpret_cast<T*>(smem + S::kQ + buf * S::kTileBytes), q, a.q_st, q0, a.n);
-  copy_tile<T, D, kBlockM, kThreads>(reinterpret_cast<T*>(smem + S::kDo + buf * S::kTileBytes), dout, a.do_st, q0, a.n);
+  copy_tile<T, D, kBlockM, kThreads>(reinterpret_cast<T*>(smem + S::kQ + buf * S::kQTileBytes), q, a.q_st, q0, a.n);
+  copy_tile<T, D, kBlockM, kThreads>(reinterpret_cast<T*>(smem + S::kDo + buf * S::kQTileBytes), dout, a.do_st, q0, a.n);
   const int tid = int(threadIdx.x);
   const int r = tid & (kBlockM - 1);
   const bool valid = q0 + r < a.n;
@@ -223,21 +234,35 @@ __device__ __forceinline__ void issue_item(const Args& a, unsigned char* smem, i
   if (tid < kBlockM) {
     const float* lse = a.lse + b * a.l_sb + h * a.l_sh;
     cp_async4(reinterpret_cast<float*>(smem + S::kLse) + buf * kBlockM + r, lse + src_row, valid);
-    if (partial) cp_async8(reinterpret_cast<int64_t*>(smem + S::kQpos) + buf * kBlockM + r, a.q_pos + src_row, valid);
-  } else {
+  } else if (tid < 2 * kBlockM) {
     const float* delta = a.delta + b * a.d_sb + h * a.d_sh;
     cp_async4(reinterpret_cast<float*>(smem + S::kDelta) + buf * kBlockM + r, delta + src_row, valid);
+  } else if (tid < 3 * kBlockM && partial) {
+    cp_async8(reinterpret_cast<int64_t*>(smem + S::kQpos) + buf * kBlockM + r, a.q_pos + src_row, valid);
   }
 }
 
 // ---- kernel ------------------------------------------------------------------------------
 
+// n16 column chunks of dQ per pass of the dQ step (see there): all of a warp's columns (D / 32)
+// in one pass, so each dS fragment is read from shared memory once per item.
+template <int D>
+constexpr int dq_pass_chunks() { return D / 16 / kDqColSplit; }
+
 // Registers at head_dim 128 per thread: dK 64 and dV 64 (float accumulators of the warp's 16
-// keys x 128), S^T / P^T 32 and dP^T / dS^T 32 while an item is computed, plus fragments and
-// addresses. Shared memory 106 KiB at head_dim 128: two blocks (8 warps) per H100/H200 SM, one
-// on A100; 58 KiB at head_dim 64.
+// keys x 128), S^T / P^T 16 and dP^T / dS^T 16 per half item, plus fragments and addresses: up
+// to 255, so one 256-thread block per SM (65536 registers). Shared memory 147 KiB at head_dim
+// 128 (one block per SM anyway; it fits A100's 163 KiB), 83 KiB at head_dim 64.
+template <int D>
+constexpr int min_blocks_per_sm() {
+  // 1: up to 255 registers. At head_dim 64, 2 (83 KiB each, two per H100/H200 SM) also compiles
+  // without spills under ptxas 13 for sm_90 (128 registers), doubling the warps per SM; kept at 1
+  // until a measurement shows that the extra occupancy outweighs the lower ILP.
+  return 1;
+}
+
 template <typename T, int D>
-__global__ void __launch_bounds__(kThreads, 2) flash_backward_mma_kernel(const Args a) {
+__global__ void __launch_bounds__(kThreads, min_blocks_per_sm<D>()) flash_backward_mma_kernel(const Args a) {
   using S = Smem<D>;
   constexpr int NK = D / 16;  // k-steps over head_dim; also pairs of n8 tiles over head_dim
   constexpr int NO = D / 8;   // n8 tiles over head_dim
@@ -256,7 +281,7 @@ __global__ void __launch_bounds__(kThreads, 2) flash_backward_mma_kernel(const A
 
   // Key positions to shared memory (read on partial tiles; beyond m: never visible, and masked
   // by kvalid anyway) and the key tile's position range, identical in every warp (lane L reads
-  // keys L and 32 + L). Both are published by the prologue's barrier.
+  // keys L, 32 + L, ...). Both are published by the prologue's barrier.
   const int krow0 = warp * 16 + g, krow1 = krow0 + 8;  // this thread's key rows, local to the tile
   int64_t* const kpos_s = reinterpret_cast<int64_t*>(smem + S::kKpos);
   int64_t* const krange_s = reinterpret_cast<int64_t*>(smem + S::kKrange);
@@ -266,7 +291,7 @@ __global__ void __launch_bounds__(kThreads, 2) flash_backward_mma_kernel(const A
       kpos_s[threadIdx.x] = int(threadIdx.x) < kvalid ? __ldg(a.k_pos + key0 + threadIdx.x) : INT64_MAX;
     }
 #pragma unroll
-    for (int i = 0; i < 2; ++i) {
+    for (int i = 0; i < kBlockN / 32; ++i) {
       const int r = i * 32 + lane;
       if (r < kvalid) {
         const int64_t p = __ldg(a.k_pos + key0 + r);
@@ -309,10 +334,22 @@ __global__ void __launch_bounds__(kThreads, 2) flash_backward_mma_kernel(const A
   __syncthreads();
 
   // ldmatrix lane addressing (see the header comment): A from [row][k]; B from [n][k]; B from
-  // [k][n] with .trans.
+  // [k][n] with .trans. Kept as swizzled byte offsets of each lane's first address (k-step or
+  // n-tile pair 0, row block 0) in a [rows][D] tile: the other addresses add multiples of 16 rows
+  // (row % 8 unchanged) and move chunk c to c + 2i, which in the swizzled tile is the byte offset
+  // XOR (i << 5) (chunk c + 2i = c ^ 2i for c < 2; i << 5 < 2 * D touches only the chunk bits).
+  // The XOR is computed where it is used (xor_in_place): hoisted, every (tile, i) offset would
+  // hold a register for the whole item loop, and dK, dV need those registers.
   const int a_row = lane & 15, a_chunk = lane >> 4;
   const int b_row = (lane & 7) + ((lane >> 4) << 3), b_chunk = (lane >> 3) & 1;
   const int t_row = (lane & 7) + (((lane >> 3) & 1) << 3), t_chunk = lane >> 4;
+  const uint32_t a_off = 2 * swz<D>(a_row, a_chunk), b_off = 2 * swz<D>(b_row, b_chunk),
+                 t_off = 2 * swz<D>(t_row, t_chunk);
+  const uint32_t ks_a = smem_addr(ks), vs_a = smem_addr(vs);
+  const uint32_t kw_a = ks_a + 2 * D * 16 * warp, vw_a = vs_a + 2 * D * 16 * warp;  // the warp's 16 keys
+  // dS^T stores: (key row krow0, chunk c) at byte krow0 * 128 + ((c ^ g) << 4) + 4 * tq, i.e.
+  // ds_off XOR (c << 4); row krow1 = krow0 + 8 adds 8 * 128 bytes (same row % 8).
+  const uint32_t dst_a = smem_addr(dst_s), ds_off = 2 * swz<kBlockM>(krow0, 0) + 4 * tq;
 
   int buf = 0;
   for (;;) {
@@ -329,8 +366,8 @@ __global__ void __launch_bounds__(kThreads, 2) flash_backward_mma_kernel(const A
       cp_async_commit();
     }
 
-    const T* const qs = reinterpret_cast<const T*>(smem + S::kQ + buf * S::kTileBytes);
-    const T* const dos = reinterpret_cast<const T*>(smem + S::kDo + buf * S::kTileBytes);
+    const uint32_t qs_a = smem_addr(smem + S::kQ + buf * S::kQTileBytes);
+    const uint32_t dos_a = smem_addr(smem + S::kDo + buf * S::kQTileBytes);
     const float* const lse_s = reinterpret_cast<const float*>(smem + S::kLse) + buf * kBlockM;
     const float* const dl_s = reinterpret_cast<const float*>(smem + S::kDelta) + buf * kBlockM;
     const int64_t* const qp_s = reinterpret_cast<const int64_t*>(smem + S::kQpos) + buf * kBlockM;
@@ -348,11 +385,12 @@ __global__ void __launch_bounds__(kThreads, 2) flash_backward_mma_kernel(const A
 #pragma unroll
       for (int kk = 0; kk < NK; ++kk) {
         uint32_t ka[4];
-        ldmatrix_x4(ka, ks + swz<D>(warp * 16 + a_row, 2 * kk + a_chunk));
+        ldmatrix_x4(ka, kw_a + xor_in_place(a_off, kk << 5));
+        const uint32_t qx = qs_a + 2 * D * c0 + xor_in_place(b_off, kk << 5);
 #pragma unroll
         for (int p = 0; p < 2; ++p) {
           uint32_t qb[4];
-          ldmatrix_x4(qb, qs + swz<D>(c0 + 16 * p + b_row, 2 * kk + b_chunk));
+          ldmatrix_x4(qb, qx + 2 * D * 16 * p);
           mma16816<T>(s[2 * p], ka, qb[0], qb[1]);
           mma16816<T>(s[2 * p + 1], ka, qb[2], qb[3]);
         }
@@ -406,7 +444,7 @@ __global__ void __launch_bounds__(kThreads, 2) flash_backward_mma_kernel(const A
 #pragma unroll
         for (int p = 0; p < NK; ++p) {
           uint32_t ob[4];
-          ldmatrix_x4_trans(ob, dos + swz<D>(c0 + 16 * kk + t_row, 2 * p + t_chunk));
+          ldmatrix_x4_trans(ob, dos_a + 2 * D * (c0 + 16 * kk) + xor_in_place(t_off, p << 5));
           mma16816<T>(dv[2 * p], pa, ob[0], ob[1]);
           mma16816<T>(dv[2 * p + 1], pa, ob[2], ob[3]);
         }
@@ -419,11 +457,12 @@ __global__ void __launch_bounds__(kThreads, 2) flash_backward_mma_kernel(const A
 #pragma unroll
       for (int kk = 0; kk < NK; ++kk) {
         uint32_t va[4];
-        ldmatrix_x4(va, vs + swz<D>(warp * 16 + a_row, 2 * kk + a_chunk));
+        ldmatrix_x4(va, vw_a + xor_in_place(a_off, kk << 5));
+        const uint32_t ox = dos_a + 2 * D * c0 + xor_in_place(b_off, kk << 5);
 #pragma unroll
         for (int p = 0; p < 2; ++p) {
           uint32_t ob[4];
-          ldmatrix_x4(ob, dos + swz<D>(c0 + 16 * p + b_row, 2 * kk + b_chunk));
+          ldmatrix_x4(ob, ox + 2 * D * 16 * p);
           mma16816<T>(dp[2 * p], va, ob[0], ob[1]);
           mma16816<T>(dp[2 * p + 1], va, ob[2], ob[3]);
         }
@@ -442,8 +481,9 @@ __global__ void __launch_bounds__(kThreads, 2) flash_backward_mma_kernel(const A
       // is word t of chunk c0 / 8 + j. Rows g and g + 8 have the same swizzle (row % 8).
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
-        st_shared_b32(dst_s + swz<kBlockM>(krow0, c0 / 8 + j) + 2 * tq, ds[j][0]);
-        st_shared_b32(dst_s + swz<kBlockM>(krow1, c0 / 8 + j) + 2 * tq, ds[j][1]);
+        const uint32_t sx = dst_a + xor_in_place(ds_off, (c0 / 8 + j) << 4);
+        st_shared_b32(sx, ds[j][0]);
+        st_shared_b32(sx + 2 * 8 * kBlockM, ds[j][1]);
       }
 
       // dK_w += dS^T Q (scale applied once at the end): A from ds exactly as P^T above; Q is
@@ -454,7 +494,7 @@ __global__ void __launch_bounds__(kThreads, 2) flash_backward_mma_kernel(const A
 #pragma unroll
         for (int p = 0; p < NK; ++p) {
           uint32_t qb[4];
-          ldmatrix_x4_trans(qb, qs + swz<D>(c0 + 16 * kk + t_row, 2 * p + t_chunk));
+          ldmatrix_x4_trans(qb, qs_a + 2 * D * (c0 + 16 * kk) + xor_in_place(t_off, p << 5));
           mma16816<T>(dk[2 * p], da, qb[0], qb[1]);
           mma16816<T>(dk[2 * p + 1], da, qb[2], qb[3]);
         }
@@ -463,36 +503,52 @@ __global__ void __launch_bounds__(kThreads, 2) flash_backward_mma_kernel(const A
 
     __syncthreads();  // every warp's dS^T rows are in shared memory
 
-    // dQ rows [16w, 16w + 16) of the item += scale * dS K. A = dS (query rows, key k) read from
-    // the stored dS^T = [key][query] with .trans: matrix i = (keys 16kk + 8 * (i >> 1) .. +7,
-    // query chunk 2w + (i & 1)) gives a0 (queries 16w + g, keys 16kk + 2t), a1 (queries
-    // 16w + 8 + g), a2 (keys 16kk + 8 + 2t), a3 - the [n][k] B lane pattern. K is
-    // [key][d] = [k][n]: .trans.
+    // dQ of the item += scale * dS K, split over the warps: warp w owns query rows [16r, 16r + 16)
+    // (r = w % kDqRowGroups) and head_dim columns [c * D / 2, (c + 1) * D / 2) (c = w /
+    // kDqRowGroups), k over all kBlockN keys. A = dS (query rows, key k) read from the stored
+    // dS^T = [key][query] with .trans: matrix i = (keys 16kk + 8 * (i >> 1) .. +7, query chunk
+    // 2r + (i & 1)) gives a0 (queries 16r + g, keys 16kk + 2t), a1 (queries 16r + 8 + g), a2
+    // (keys 16kk + 8 + 2t), a3 - the [n][k] B lane pattern. K is [key][d] = [k][n]: .trans; n16
+    // chunk p of head_dim (columns 16p .. 16p + 15) is d chunks 2p, 2p + 1.
+    // The k-step loop is outermost so that each dS fragment is read once per pass; the warp's
+    // NQ column chunks are covered in passes of NP (accumulators 8 * NP per thread).
     {
-      uint32_t qa[4][4];
-#pragma unroll
-      for (int kk = 0; kk < 4; ++kk) ldmatrix_x4_trans(qa[kk], dst_s + swz<kBlockM>(16 * kk + b_row, 2 * warp + b_chunk));
+      constexpr int NQ = NK / kDqColSplit;    // n16 chunks of head_dim per warp
+      constexpr int NP = dq_pass_chunks<D>();  // n16 chunks per pass
+      static_assert(NQ % NP == 0, "passes cover the warp's columns");
+      const int rg = warp % kDqRowGroups, cr = warp / kDqRowGroups;
       float* const dq = a.dq + b * a.dq_sb + h * a.dq_sh;
-      const int64_t qrow0 = q0 + warp * 16 + g, qrow1 = qrow0 + 8;
+      const int64_t qrow0 = q0 + rg * 16 + g, qrow1 = qrow0 + 8;
       const bool in0 = qrow0 < a.n, in1 = qrow1 < a.n;
       const bool vec2 = a.dq_vec2 != 0;
+#pragma unroll 1
+      for (int pc = cr * NQ; pc < cr * NQ + NQ; pc += NP) {
+        float acc[NP][2][4];
 #pragma unroll
-      for (int p = 0; p < NK; ++p) {
-        float acc[2][4];
+        for (int p = 0; p < NP; ++p) {
 #pragma unroll
-        for (int x = 0; x < 2; ++x) acc[x][0] = acc[x][1] = acc[x][2] = acc[x][3] = 0.0f;
-#pragma unroll
-        for (int kk = 0; kk < 4; ++kk) {
-          uint32_t kb[4];
-          ldmatrix_x4_trans(kb, ks + swz<D>(16 * kk + t_row, 2 * p + t_chunk));
-          mma16816<T>(acc[0], qa[kk], kb[0], kb[1]);
-          mma16816<T>(acc[1], qa[kk], kb[2], kb[3]);
+          for (int x = 0; x < 2; ++x) acc[p][x][0] = acc[p][x][1] = acc[p][x][2] = acc[p][x][3] = 0.0f;
         }
 #pragma unroll
-        for (int x = 0; x < 2; ++x) {
-          const int col = 16 * p + 8 * x + 2 * tq;
-          if (in0) red_add2(dq + qrow0 * a.dq_st + col, a.scale * acc[x][0], a.scale * acc[x][1], vec2);
-          if (in1) red_add2(dq + qrow1 * a.dq_st + col, a.scale * acc[x][2], a.scale * acc[x][3], vec2);
+        for (int kk = 0; kk < kBlockN / 16; ++kk) {
+          uint32_t da[4];
+          ldmatrix_x4_trans(da, dst_a + 2 * kBlockM * 16 * kk + 2 * swz<kBlockM>(b_row, 2 * rg + b_chunk));
+#pragma unroll
+          for (int p = 0; p < NP; ++p) {
+            uint32_t kb[4];
+            ldmatrix_x4_trans(kb, ks_a + 2 * D * 16 * kk + xor_in_place(t_off, (pc + p) << 5));
+            mma16816<T>(acc[p][0], da, kb[0], kb[1]);
+            mma16816<T>(acc[p][1], da, kb[2], kb[3]);
+          }
+        }
+#pragma unroll
+        for (int p = 0; p < NP; ++p) {
+#pragma unroll
+          for (int x = 0; x < 2; ++x) {
+            const int col = 16 * (pc + p) + 8 * x + 2 * tq;
+            if (in0) red_add2(dq + qrow0 * a.dq_st + col, a.scale * acc[p][x][0], a.scale * acc[p][x][1], vec2);
+            if (in1) red_add2(dq + qrow1 * a.dq_st + col, a.scale * acc[p][x][2], a.scale * acc[p][x][3], vec2);
+          }
         }
       }
     }
@@ -504,7 +560,7 @@ __global__ void __launch_bounds__(kThreads, 2) flash_backward_mma_kernel(const A
     buf ^= 1;
   }
 
-  // This block alone owns keys [key0, key0 + 64) of KV head hk: plain += into dK, dV.
+  // This block alone owns keys [key0, key0 + kBlockN) of KV head hk: plain += into dK, dV.
   // dk[j] / dv[j] hold (keys g, g + 8) x (d 8j + 2t, 8j + 2t + 1).
   float* const dkg = a.dk + b * a.dk_sb + hk * a.dk_sh;
   float* const dvg = a.dv + b * a.dv_sb + hk * a.dv_sh;

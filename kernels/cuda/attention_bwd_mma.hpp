@@ -8,12 +8,16 @@
 
 namespace ringplan::kernels::cuda {
 
-// A thread block owns kMmaBwdBlockN keys of one (batch, KV head): 4 warps x 16 keys, whose dK and
+// A thread block owns kMmaBwdBlockN keys of one (batch, KV head): 8 warps x 16 keys, whose dK and
 // dV stay in registers. It streams kMmaBwdBlockM query rows per step over every query head of
-// that KV head. Causal tiles are classified over these sizes.
-inline constexpr int kMmaBwdWarps = 4;
-inline constexpr int kMmaBwdBlockN = 16 * kMmaBwdWarps;  // 64 keys owned by a block
+// that KV head. Causal tiles are classified over these sizes. 128 keys per block (as in
+// FlashAttention-2's head_dim 128 backward) halve the dQ atomics and the Q, dO, lse, D loads per
+// key against 64; the dQ of a step is split over the warps as kMmaBwdBlockM / 16 row groups x
+// kMmaBwdDqColSplit column ranges of head_dim.
+inline constexpr int kMmaBwdWarps = 8;
+inline constexpr int kMmaBwdBlockN = 16 * kMmaBwdWarps;  // 128 keys owned by a block
 inline constexpr int kMmaBwdBlockM = 64;                 // query rows per step
+inline constexpr int kMmaBwdDqColSplit = kMmaBwdWarps / (kMmaBwdBlockM / 16);  // 2 column ranges of dQ
 
 namespace detail {
 

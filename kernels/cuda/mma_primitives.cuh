@@ -105,6 +105,10 @@ __device__ __forceinline__ uint32_t xor_in_place(uint32_t a, uint32_t b) {
 __device__ __forceinline__ void st_shared_b32(void* smem, uint32_t v) {
   asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(smem_addr(smem)), "r"(v));
 }
+// The same on a 32-bit shared-state-space address (smem_addr).
+__device__ __forceinline__ void st_shared_b32(uint32_t saddr, uint32_t v) {
+  asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(saddr), "r"(v));
+}
 
 // d += A B for one m16n8k16 tile; float32 accumulators.
 template <typename T>
