@@ -29,6 +29,7 @@
 
 #include "kernels/attention.hpp"
 #include "kernels/cuda/attention_cuda.hpp"
+#include "tests/kernels/cuda/cuda_test_util.hpp"
 
 namespace rk = ringplan::kernels;
 namespace rkc = ringplan::kernels::cuda;
@@ -37,42 +38,8 @@ using rkc::BackwardImpl;
 
 namespace {
 
-bool have_gpu() {
-  std::string why;
-  if (rkc::device_count(&why) > 0) return true;
-  MESSAGE("SKIPPED: no CUDA device (" << why << ")");
-  return false;
-}
-
-#define REQUIRE_CUDA(call)                                                            \
-  do {                                                                                \
-    const cudaError_t e_ = (call);                                                    \
-    if (e_ != cudaSuccess) FAIL(#call << " failed: " << cudaGetErrorString(e_));     \
-  } while (0)
-
-// Owns one device allocation.
-template <typename T>
-struct DeviceBuffer {
-  T* ptr = nullptr;
-  size_t count = 0;
-  explicit DeviceBuffer(size_t n) : count(n) {
-    if (n > 0 && cudaMalloc(reinterpret_cast<void**>(&ptr), n * sizeof(T)) != cudaSuccess) {
-      throw std::runtime_error("cudaMalloc failed");
-    }
-  }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  ~DeviceBuffer() { cudaFree(ptr); }
-  void upload(const std::vector<T>& h) {
-    REQUIRE(h.size() == count);
-    if (count) REQUIRE_CUDA(cudaMemcpy(ptr, h.data(), count * sizeof(T), cudaMemcpyHostToDevice));
-  }
-  std::vector<T> download() const {
-    std::vector<T> h(count);
-    if (count) REQUIRE_CUDA(cudaMemcpy(h.data(), ptr, count * sizeof(T), cudaMemcpyDeviceToHost));
-    return h;
-  }
-};
+using ringplan::test::cuda::DeviceBuffer;
+using ringplan::test::cuda::have_gpu;
 
 // Sets the backward implementation for one scope and restores the previous one.
 struct ImplScope {

@@ -32,6 +32,7 @@
 
 #include "kernels/attention.hpp"
 #include "kernels/cuda/attention_cuda.hpp"
+#include "tests/kernels/cuda/cuda_test_util.hpp"
 
 namespace rk = ringplan::kernels;
 namespace rkc = ringplan::kernels::cuda;
@@ -54,41 +55,8 @@ struct ForwardImplScope {
   ForwardImplScope& operator=(const ForwardImplScope&) = delete;
 };
 
-bool have_gpu() {
-  std::string why;
-  if (rkc::device_count(&why) > 0) return true;
-  MESSAGE("SKIPPED: no CUDA device (" << why << ")");
-  return false;
-}
-
-#define REQUIRE_CUDA(call)                                                            \
-  do {                                                                                \
-    const cudaError_t e_ = (call);                                                    \
-    if (e_ != cudaSuccess) FAIL(#call << " failed: " << cudaGetErrorString(e_));     \
-  } while (0)
-
-// Owns one device allocation.
-template <typename T>
-struct DeviceBuffer {
-  T* ptr = nullptr;
-  size_t count = 0;
-  explicit DeviceBuffer(size_t n) : count(n) {
-    if (n > 0 && cudaMalloc(reinterpret_cast<void**>(&ptr), n * sizeof(T)) != cudaSuccess) {
-      throw std::runtime_error("cudaMalloc failed");
-    }
-  }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  ~DeviceBuffer() { cudaFree(ptr); }
-  void upload(const std::vector<T>& h) {
-    if (count) REQUIRE_CUDA(cudaMemcpy(ptr, h.data(), count * sizeof(T), cudaMemcpyHostToDevice));
-  }
-  std::vector<T> download() const {
-    std::vector<T> h(count);
-    if (count) REQUIRE_CUDA(cudaMemcpy(h.data(), ptr, count * sizeof(T), cudaMemcpyDeviceToHost));
-    return h;
-  }
-};
+using ringplan::test::cuda::DeviceBuffer;
+using ringplan::test::cuda::have_gpu;
 
 // 16-bit storage of a float, rounded to nearest even; `rounded` receives the exact stored value.
 std::vector<uint16_t> to_16bit(const std::vector<double>& x, ElemType t, std::vector<double>& rounded) {
