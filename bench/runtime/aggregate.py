@@ -1,7 +1,14 @@
 #!/usr/bin/env python3
 """Aggregate `ringplan run --format json` files of bench/runtime/sweep.sh into markdown.
 
-Usage: aggregate.py OUT_DIR   (reads OUT_DIR/run_P{P}_L{L}_{scheme}_{kernel}.json)
+Usage: aggregate.py OUT_DIR [OUT_DIR ...]   (reads OUT_DIR/run_P{P}_L{L}_{scheme}_{kernel}.json)
+
+With several OUT_DIRs (repetitions of the whole sweep, each with its own calibration:
+SWEEP_REPEATS in sweep.sh), every row's error is computed per repetition (that repetition's
+run against that repetition's profile) and the tables report the MEDIAN over repetitions of
+errors, times and ratios, with the per-repetition total errors beside them. A machine whose
+speed drifts between runs makes single repetitions disagree; the median shows the model's
+error, the spread the machine's noise.
 
 Definitions (the same as `ringplan run`):
   time      slowest rank's phase time per iteration, median over iterations
@@ -14,6 +21,7 @@ import glob
 import json
 import os
 import re
+import statistics
 import sys
 
 
@@ -47,23 +55,58 @@ def err(meas, pred):
     return 100.0 * (meas - pred) / pred if pred > 0 else float("nan")
 
 
+def merge(runs):
+    """Rows of several repetitions -> one row per (P, L, scheme, kernel) with medians.
+
+    Errors are taken per repetition first (each run against its own repetition's profile),
+    then the median; times are medians of the per-repetition medians."""
+    keyed = {}
+    for rows in runs:
+        for r in rows:
+            keyed.setdefault((r["P"], r["L"], r["scheme"], r["kernel"]), []).append(r)
+    merged = []
+    for key in sorted(keyed):
+        reps = keyed[key]
+        m = dict(reps[0])
+        for f in ("forward_meas", "backward_meas", "total_meas", "forward_pred", "backward_pred", "total_pred",
+                  "forward_min", "backward_min"):
+            m[f] = statistics.median(x[f] for x in reps)
+        m["forward_max"] = statistics.median(x["forward_max"] for x in reps)
+        m["backward_max"] = statistics.median(x["backward_max"] for x in reps)
+        for phase in ("forward", "backward", "total"):
+            m[f"{phase}_err"] = statistics.median(err(x[f"{phase}_meas"], x[f"{phase}_pred"]) for x in reps)
+        m["total_errs"] = [err(x["total_meas"], x["total_pred"]) for x in reps]
+        m["busy"] = statistics.median(x["json"]["busy_max_over_mean"]["measured"] for x in reps)
+        m["busy_pred"] = reps[0]["json"]["busy_max_over_mean"]["predicted"]
+        merged.append(m)
+    return merged
+
+
 def main():
-    out_dir = sys.argv[1] if len(sys.argv) > 1 else "."
-    rows = load(out_dir)
-    if not rows:
-        sys.exit(f"no run_*.json files in {out_dir}")
+    out_dirs = sys.argv[1:] or ["."]
+    runs = [load(d) for d in out_dirs]
+    for d, rows in zip(out_dirs, runs):
+        if not rows:
+            sys.exit(f"no run_*.json files in {d}")
+    rows = merge(runs)
+    repeated = len(runs) > 1
+    if repeated:
+        print(f"Medians over {len(runs)} repetitions of the sweep ({', '.join(out_dirs)}), each with its own "
+              "calibration; errors per repetition first, then the median.\n")
     print("### Predicted vs measured (one attention layer, forward + backward, slowest rank)\n")
-    print("| P | L | scheme | kernel | fwd meas ms (min..max) | fwd pred ms | fwd err | bwd meas ms (min..max) | bwd pred ms | bwd err | total err |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| P | L | scheme | kernel | fwd meas ms (min..max) | fwd pred ms | fwd err | bwd meas ms (min..max) | bwd pred ms | bwd err | total err |"
+          + (" total err per repetition |" if repeated else ""))
+    print("|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if repeated else ""))
     abs_errs = {"forward": [], "backward": [], "total": []}
     for r in rows:
-        fe, be, te = err(r["forward_meas"], r["forward_pred"]), err(r["backward_meas"], r["backward_pred"]), err(r["total_meas"], r["total_pred"])
+        fe, be, te = r["forward_err"], r["backward_err"], r["total_err"]
         abs_errs["forward"].append(abs(fe))
         abs_errs["backward"].append(abs(be))
         abs_errs["total"].append(abs(te))
         print(f"| {r['P']} | {r['L']} | {r['scheme']} | {r['kernel']} | {r['forward_meas']*1e3:.1f} ({r['forward_min']*1e3:.1f}..{r['forward_max']*1e3:.1f}) | "
               f"{r['forward_pred']*1e3:.1f} | {fe:+.1f}% | {r['backward_meas']*1e3:.1f} ({r['backward_min']*1e3:.1f}..{r['backward_max']*1e3:.1f}) | "
-              f"{r['backward_pred']*1e3:.1f} | {be:+.1f}% | {te:+.1f}% |")
+              f"{r['backward_pred']*1e3:.1f} | {be:+.1f}% | {te:+.1f}% |"
+              + (" " + " / ".join(f"{e:+.1f}%" for e in r["total_errs"]) + " |" if repeated else ""))
     print()
     for k, v in abs_errs.items():
         within = sum(1 for e in v if e <= 10.0)
@@ -75,8 +118,7 @@ def main():
     for r in rows:
         if r["P"] < 2:
             continue
-        b = r["json"]["busy_max_over_mean"]
-        print(f"| {r['P']} | {r['L']} | {r['scheme']} | {r['kernel']} | {b['measured']:.3f} | {b['predicted']:.3f} |")
+        print(f"| {r['P']} | {r['L']} | {r['scheme']} | {r['kernel']} | {r['busy']:.3f} | {r['busy_pred']:.3f} |")
 
     print("\n### Parallel efficiency T(1)/(P*T(P)), T = forward + backward (slowest rank)\n")
     print("| P | L | scheme | kernel | T(P) ms | T(1) ms | efficiency |")

@@ -12,7 +12,7 @@
 #    the runtime section of BENCHMARKS.md.
 # The profile is measured on single kernel blocks and ping-pong / ring exchanges, never on the
 # ring runs it predicts. Environment: SWEEP_LENGTHS (default "1024 2048"), SWEEP_ITERS (3),
-# SWEEP_WARMUP (1), SWEEP_PS ("1 2 4").
+# SWEEP_WARMUP (1), SWEEP_PS ("1 2 4"), SWEEP_REPEATS (1: see "Repetitions" below).
 # Progress: when stderr is a terminal, one line "row i/N: <row>, elapsed T, ETA T" is redrawn
 # in place (\r) before each run and erased at the end; otherwise stderr gets the plain
 # "run <tag>" log lines. Either way the files in OUT_DIR are the same.
@@ -28,7 +28,27 @@ lengths=${SWEEP_LENGTHS:-"1024 2048"}
 ps=${SWEEP_PS:-"1 2 4"}
 iters=${SWEEP_ITERS:-3}
 warmup=${SWEEP_WARMUP:-1}
+repeats=${SWEEP_REPEATS:-1}
 mkdir -p "$out"
+
+# Repetitions: the whole sweep, calibration included, N times into OUT_DIR/rep1..repN, then one
+# aggregate of medians over them (aggregate.py). A machine whose speed drifts on a scale of
+# seconds makes one calibration and one run per row disagree for no reason in the model; the
+# median over independent repetitions separates that noise from the model's error.
+if [[ ! "$repeats" =~ ^[1-9][0-9]*$ ]]; then
+  echo "sweep.sh: SWEEP_REPEATS='$repeats' must be a positive integer" >&2
+  exit 2
+fi
+if (( repeats > 1 )); then
+  dirs=()
+  for ((i = 1; i <= repeats; i++)); do
+    echo "repetition $i of $repeats" >&2
+    SWEEP_REPEATS=1 SWEEP_NO_AGGREGATE=1 bash "$0" "$build" "$out/rep$i" ${3:+"$3"} || exit
+    dirs+=("$out/rep$i")
+  done
+  python3 "$here/aggregate.py" "${dirs[@]}"
+  exit
+fi
 
 # Terminal progress. Invariant: nothing but the plain log lines reaches stderr unless it is a
 # terminal, and a drawn line is erased (by progress_clear, also on exit and on error) before
@@ -112,4 +132,4 @@ for P in $ps; do
   done
 done
 progress_clear
-python3 "$here/aggregate.py" "$out"
+[ -n "${SWEEP_NO_AGGREGATE:-}" ] || python3 "$here/aggregate.py" "$out"
