@@ -9,11 +9,11 @@
 // Backward implementations (--backward-impl mma|wmma|both, default both) likewise: each timed one
 // is validated first; bwd_ms / bwd_tflops are the first (mma), the WMMA backward is reported as
 // bwd_ms_wmma / bwd_tflops_wmma.
-// Forward implementations (--forward-impl mma|wmma|both, default both): flash_forward runs the
-// mma.sync kernel (the default of the library) and/or the WMMA kernel (set_forward_impl). The
-// first of the timed ones (mma when timed) is the "primary": its rate fills fwd_ms / fwd_tflops
-// and its O and lse feed the backward; wmma, when timed, is also reported as fwd_ms_wmma /
-// fwd_tflops_wmma.
+// Forward implementations (--forward-impl LIST, comma-separated from wgmma, mma, wmma, or "all";
+// default all that run on this device, in that order): flash_forward runs each of them
+// (set_forward_impl). The first is the "primary" (the library's default on this device: wgmma on
+// sm_90, else mma): its rate fills fwd_ms / fwd_tflops and its O and lse feed the backward; every
+// other one is reported as fwd_ms_<name> / fwd_tflops_<name>.
 // Validation (before any timing; exit 1 on failure): for EVERY timed forward implementation, O
 // and lse of 16 sampled query rows in two heads; with the primary forward's O and lse, dQ of
 // those rows and dK, dV of 16 sampled keys of KV head 0 (all query rows of its group); all
@@ -41,7 +41,8 @@
 
 #include "kernels/attention.hpp"
 #include "kernels/cuda/attention_cuda.hpp"
-#include "kernels/cuda/attention_fwd_mma.hpp"  // tile sizes of the mma forward (tile counts)
+#include "kernels/cuda/attention_fwd_mma.hpp"    // tile sizes of the mma forward (tile counts)
+#include "kernels/cuda/attention_fwd_wgmma.hpp"  // and of the wgmma forward
 
 namespace rk = ringplan::kernels;
 namespace rkc = ringplan::kernels::cuda;
@@ -65,12 +66,13 @@ struct Options {
   bool causal_only = false, noncausal_only = false;
   std::string json;
   // Forward implementations to validate and time; the first is the primary (see the top).
-  std::vector<rkc::ForwardImpl> forward_impls = {rkc::ForwardImpl::mma, rkc::ForwardImpl::wmma};
+  std::vector<rkc::ForwardImpl> forward_impls = {rkc::ForwardImpl::wgmma, rkc::ForwardImpl::mma, rkc::ForwardImpl::wmma};
+  bool forward_impls_given = false;  // default list: drop those this device cannot run
   // Backward implementations, likewise (the first is the primary: bwd_ms, bwd_tflops).
   std::vector<rkc::BackwardImpl> backward_impls = {rkc::BackwardImpl::mma, rkc::BackwardImpl::wmma};
 };
 
-const char* impl_name(rkc::ForwardImpl f) { return f == rkc::ForwardImpl::mma ? "mma" : "wmma"; }
+const char* impl_name(rkc::ForwardImpl f) { return rkc::forward_impl_name(f); }
 const char* impl_name(rkc::BackwardImpl f) { return f == rkc::BackwardImpl::mma ? "mma" : "wmma"; }
 
 [[noreturn]] void usage(const std::string& why) {
@@ -78,7 +80,7 @@ const char* impl_name(rkc::BackwardImpl f) { return f == rkc::BackwardImpl::mma 
                "bench_attention_cuda: %s\n"
                "usage: bench_attention_cuda [--tokens 4096,8192,16384] [--batch 1] [--heads 32] [--kv-heads 8]\n"
                "       [--head-dim 64|128] [--type bf16|f16] [--warmup 5] [--iters 20] [--causal-only|--noncausal-only]\n"
-               "       [--forward-impl mma|wmma|both] [--backward-impl mma|wmma|both] [--json FILE]\n",
+               "       [--forward-impl all|wgmma,mma,wmma] [--backward-impl mma|wmma|both] [--json FILE]\n",
                why.c_str());
   std::exit(2);
 }
@@ -117,10 +119,19 @@ Options parse(int argc, char** argv) {
     else if (a == "--json") o.json = next();
     else if (a == "--forward-impl") {
       const std::string f = next();
-      if (f == "mma") o.forward_impls = {rkc::ForwardImpl::mma};
-      else if (f == "wmma") o.forward_impls = {rkc::ForwardImpl::wmma};
-      else if (f == "both") o.forward_impls = {rkc::ForwardImpl::mma, rkc::ForwardImpl::wmma};
-      else usage("--forward-impl must be mma, wmma or both, got '" + f + "'");
+      o.forward_impls_given = f != "all";
+      if (o.forward_impls_given) {
+        o.forward_impls.clear();
+        for (size_t p = 0; p <= f.size();) {
+          const size_t q = std::min(f.find(',', p), f.size());
+          const std::string name = f.substr(p, q - p);
+          if (name == "wgmma") o.forward_impls.push_back(rkc::ForwardImpl::wgmma);
+          else if (name == "mma") o.forward_impls.push_back(rkc::ForwardImpl::mma);
+          else if (name == "wmma") o.forward_impls.push_back(rkc::ForwardImpl::wmma);
+          else usage("--forward-impl takes 'all' or a comma list of wgmma, mma, wmma; got '" + name + "'");
+          p = q + 1;
+        }
+      }
     } else if (a == "--backward-impl") {
       const std::string f = next();
       if (f == "mma") o.backward_impls = {rkc::BackwardImpl::mma};
@@ -222,7 +233,7 @@ struct Result {
   int64_t tokens;
   bool causal;
   double fwd_ms, bwd_ms, fwd_tflops, bwd_tflops;           // fwd: the primary implementation
-  double fwd_ms_wmma = -1.0, fwd_tflops_wmma = -1.0;       // < 0: wmma not timed
+  std::vector<std::pair<std::string, double>> fwd_ms_other;  // every timed forward but the primary
   double bwd_ms_wmma = -1.0, bwd_tflops_wmma = -1.0;       // < 0: wmma backward not timed
   double err_out, err_lse, err_dq, err_dk, err_dv;          // err_out, err_lse: worst implementation
   int64_t tiles_hidden, tiles_partial, tiles_visible;
@@ -401,11 +412,15 @@ Result run_case(const Options& o, int64_t n, bool causal) {
   if (!ok) throw std::runtime_error("validation failed; not timing a wrong kernel");
   }
 
-  // Tiles of the primary forward's geometry (mma: kMmaFwdBlockM x kMmaFwdBlockN, wmma: 128 x 64).
-  const bool primary_mma = o.forward_impls.front() == rkc::ForwardImpl::mma;
-  const auto tiles = rkc::count_tiles(all_pos.data(), n, all_pos.data(), n, causal,
-                                      primary_mma ? rkc::kMmaFwdBlockM : rkc::kFwdBlockM,
-                                      primary_mma ? rkc::kMmaFwdBlockN : rkc::kFwdBlockN);
+  // Tiles of the primary forward's geometry.
+  const rkc::ForwardImpl primary = o.forward_impls.front();
+  const int64_t tile_m = primary == rkc::ForwardImpl::wgmma ? rkc::kWgmmaFwdBlockM
+                         : primary == rkc::ForwardImpl::mma ? rkc::kMmaFwdBlockM
+                                                            : rkc::kFwdBlockM;
+  const int64_t tile_n = primary == rkc::ForwardImpl::wgmma ? rkc::kWgmmaFwdBlockN
+                         : primary == rkc::ForwardImpl::mma ? rkc::kMmaFwdBlockN
+                                                            : rkc::kFwdBlockN;
+  const auto tiles = rkc::count_tiles(all_pos.data(), n, all_pos.data(), n, causal, tile_m, tile_n);
   r.tiles_hidden = tiles.hidden;
   r.tiles_partial = tiles.partial;
   r.tiles_visible = tiles.visible;
@@ -433,12 +448,9 @@ Result run_case(const Options& o, int64_t n, bool causal) {
     rkc::set_forward_impl(o.forward_impls[fi]);
     const double ms = time_ms(forward);
     if (fi == 0) r.fwd_ms = ms;
-    if (o.forward_impls[fi] == rkc::ForwardImpl::wmma) {
-      r.fwd_ms_wmma = ms;
-      r.fwd_tflops_wmma = fwd_flops / (ms * 1e-3) / 1e12;
-    }
+    else r.fwd_ms_other.emplace_back(impl_name(o.forward_impls[fi]), ms);
   }
-  rkc::set_forward_impl(rkc::ForwardImpl::mma);
+  rkc::set_forward_impl(rkc::ForwardImpl::automatic);
   for (size_t bi = 0; bi < o.backward_impls.size(); ++bi) {
     rkc::set_backward_impl(o.backward_impls[bi]);
     const double ms = time_ms(backward);
@@ -459,7 +471,7 @@ Result run_case(const Options& o, int64_t n, bool causal) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const Options o = parse(argc, argv);
+  Options o = parse(argc, argv);
   std::string why;
   if (rkc::device_count(&why) == 0) {
     std::printf("SKIPPED: no CUDA device (%s)\n", why.c_str());
@@ -468,30 +480,51 @@ int main(int argc, char** argv) {
   cudaDeviceProp prop{};
   cudaGetDeviceProperties(&prop, 0);
   std::printf("device: %s (sm_%d%d, %d SMs)\n", prop.name, prop.major, prop.minor, prop.multiProcessorCount);
+  // Forward implementations this device cannot run: dropped from the default list (with a note),
+  // an error when asked for by name.
+  std::vector<rkc::ForwardImpl> runnable;
+  for (rkc::ForwardImpl f : o.forward_impls) {
+    const std::string no = rkc::forward_impl_unavailable(f);
+    if (no.empty()) {
+      runnable.push_back(f);
+    } else if (o.forward_impls_given) {
+      std::fprintf(stderr, "bench_attention_cuda: --forward-impl %s: %s\n", impl_name(f), no.c_str());
+      return 2;
+    } else {
+      std::printf("forward %s not timed: %s\n", impl_name(f), no.c_str());
+    }
+  }
+  o.forward_impls = runnable;
   std::printf("FLOP model: fwd 4*b*h*n*n*d (x0.5 causal), bwd 2.5x fwd; TFLOP/s = flops / median time\n");
-  const bool has_wmma_col = o.forward_impls.size() > 1;  // primary mma plus wmma
+  std::string others;
+  for (size_t fi = 1; fi < o.forward_impls.size(); ++fi) others += std::string(" ") + impl_name(o.forward_impls[fi]);
   std::printf("forward: %s (fwd_ms, fwd_TF/s)%s\n", impl_name(o.forward_impls.front()),
-              has_wmma_col ? "; wmma in fwd_wmma_TF/s" : "");
+              others.empty() ? "" : ("; also timed, TF/s per column:" + others).c_str());
   const bool has_bwd_wmma_col = o.backward_impls.size() > 1;
   std::printf("backward: %s (bwd_ms, bwd_TF/s)%s\n", impl_name(o.backward_impls.front()),
               has_bwd_wmma_col ? "; wmma in bwd_wmma_TF/s" : "");
-  std::printf("%8s %7s %10s %10s %10s %10s %14s %14s %s\n", "tokens", "causal", "fwd_ms", "fwd_TF/s", "bwd_ms",
-              "bwd_TF/s", "fwd_wmma_TF/s", "bwd_wmma_TF/s", "tiles hidden/partial/visible");
+  std::printf("%8s %7s %10s %10s %10s %10s", "tokens", "causal", "fwd_ms", "fwd_TF/s", "bwd_ms", "bwd_TF/s");
+  for (size_t fi = 1; fi < o.forward_impls.size(); ++fi) {
+    std::printf(" %14s", (std::string("fwd_") + impl_name(o.forward_impls[fi]) + "_TF/s").c_str());
+  }
+  std::printf(" %14s %s\n", "bwd_wmma_TF/s", "tiles hidden/partial/visible");
   std::vector<Result> results;
+  std::vector<double> fwd_flops_of;  // per result, for the secondary rates
   try {
     for (int64_t n : o.tokens) {
       for (bool causal : {false, true}) {
         if ((causal && o.noncausal_only) || (!causal && o.causal_only)) continue;
         const Result r = run_case(o, n, causal);
-        char wmma_col[32] = "-";
-        if (has_wmma_col) std::snprintf(wmma_col, sizeof wmma_col, "%.1f", r.fwd_tflops_wmma);
+        const double flops = r.fwd_tflops * 1e12 * r.fwd_ms * 1e-3;
         char bwd_wmma_col[32] = "-";
         if (has_bwd_wmma_col) std::snprintf(bwd_wmma_col, sizeof bwd_wmma_col, "%.1f", r.bwd_tflops_wmma);
-        std::printf("%8lld %7d %10.3f %10.1f %10.3f %10.1f %14s %14s %lld/%lld/%lld\n", (long long)r.tokens,
-                    int(r.causal), r.fwd_ms, r.fwd_tflops, r.bwd_ms, r.bwd_tflops, wmma_col, bwd_wmma_col,
-                    (long long)r.tiles_hidden,
-                    (long long)r.tiles_partial, (long long)r.tiles_visible);
+        std::printf("%8lld %7d %10.3f %10.1f %10.3f %10.1f", (long long)r.tokens, int(r.causal), r.fwd_ms,
+                    r.fwd_tflops, r.bwd_ms, r.bwd_tflops);
+        for (const auto& [name, ms] : r.fwd_ms_other) std::printf(" %14.1f", flops / (ms * 1e-3) / 1e12);
+        std::printf(" %14s %lld/%lld/%lld\n", bwd_wmma_col, (long long)r.tiles_hidden, (long long)r.tiles_partial,
+                    (long long)r.tiles_visible);
         results.push_back(r);
+        fwd_flops_of.push_back(flops);
       }
     }
   } catch (const std::exception& e) {
@@ -504,31 +537,33 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "bench_attention_cuda: cannot write %s\n", o.json.c_str());
       return 1;
     }
-    // "impl" names the primary forward (fwd_ms, fwd_tflops); fwd_ms_wmma / fwd_tflops_wmma appear
-    // in each result when the WMMA forward was timed as well, bwd_ms_wmma / bwd_tflops_wmma
-    // likewise for the WMMA backward (bwd_ms, bwd_tflops: the primary backward).
+    // "impl" names the primary forward (fwd_ms, fwd_tflops); fwd_ms_<name> / fwd_tflops_<name>
+    // appear in each result for every other timed forward, bwd_ms_wmma / bwd_tflops_wmma when the
+    // WMMA backward was timed as well (bwd_ms, bwd_tflops: the primary backward).
     std::fprintf(f, "{\"impl\": \"ringplan_%s\", \"device\": \"%s\", \"batch\": %lld, \"heads\": %lld, "
                     "\"kv_heads\": %lld, \"head_dim\": %lld, \"type\": \"%s\", \"results\": [\n",
-                 impl_name(o.forward_impls.front()), prop.name, (long long)o.batch, (long long)o.heads, (long long)o.kv_heads, (long long)o.head_dim,
-                 o.type == rk::ElemType::bf16 ? "bf16" : "f16");
+                 impl_name(o.forward_impls.front()), prop.name, (long long)o.batch, (long long)o.heads,
+                 (long long)o.kv_heads, (long long)o.head_dim, o.type == rk::ElemType::bf16 ? "bf16" : "f16");
     for (size_t i = 0; i < results.size(); ++i) {
       const Result& r = results[i];
-      char wmma[192] = "";
-      int used = 0;
-      if (r.fwd_ms_wmma >= 0.0) {
-        used = std::snprintf(wmma, sizeof wmma, "\"fwd_ms_wmma\": %.4f, \"fwd_tflops_wmma\": %.2f, ", r.fwd_ms_wmma,
-                             r.fwd_tflops_wmma);
+      std::string extra;
+      char buf[160];
+      for (const auto& [name, ms] : r.fwd_ms_other) {
+        std::snprintf(buf, sizeof buf, "\"fwd_ms_%s\": %.4f, \"fwd_tflops_%s\": %.2f, ", name.c_str(), ms, name.c_str(),
+                      fwd_flops_of[i] / (ms * 1e-3) / 1e12);
+        extra += buf;
       }
       if (r.bwd_ms_wmma >= 0.0) {
-        std::snprintf(wmma + used, sizeof wmma - size_t(used), "\"bwd_ms_wmma\": %.4f, \"bwd_tflops_wmma\": %.2f, ",
-                      r.bwd_ms_wmma, r.bwd_tflops_wmma);
+        std::snprintf(buf, sizeof buf, "\"bwd_ms_wmma\": %.4f, \"bwd_tflops_wmma\": %.2f, ", r.bwd_ms_wmma,
+                      r.bwd_tflops_wmma);
+        extra += buf;
       }
       std::fprintf(f,
                    "  {\"tokens\": %lld, \"causal\": %s, \"fwd_ms\": %.4f, \"bwd_ms\": %.4f, \"fwd_tflops\": %.2f, "
                    "\"bwd_tflops\": %.2f, %s\"max_err\": {\"out\": %.3e, \"lse\": %.3e, \"dq\": %.3e, "
                    "\"dk\": %.3e, \"dv\": %.3e}}%s\n",
                    (long long)r.tokens, r.causal ? "true" : "false", r.fwd_ms, r.bwd_ms, r.fwd_tflops, r.bwd_tflops,
-                   wmma, r.err_out, r.err_lse, r.err_dq, r.err_dk, r.err_dv, i + 1 < results.size() ? "," : "");
+                   extra.c_str(), r.err_out, r.err_lse, r.err_dq, r.err_dk, r.err_dv, i + 1 < results.size() ? "," : "");
     }
     std::fprintf(f, "]}\n");
     std::fclose(f);

@@ -4,9 +4,9 @@ ours / PyTorch) and checks the goal: >= 70% of PyTorch forward and backward at 8
 
 usage: report.py OURS.json SDPA.json   (prints markdown; exit 0 always: the table is the result)
 FLOP model of both inputs: forward 4*b*h*n*n*d, halved for causal; backward 2.5x forward.
-"ours fwd" is the forward named by OURS' "impl" (ringplan_mma by default); when OURS also timed
-the WMMA forward (fwd_tflops_wmma, bench_attention_cuda --forward-impl both), a column shows it;
-likewise for the WMMA backward (bwd_tflops_wmma, --backward-impl both).
+"ours fwd" is the forward named by OURS' "impl" (the library's default on that device: wgmma on
+sm_90, else mma); every other timed forward (fwd_tflops_<name>) gets a column of its own, and
+the WMMA backward (bwd_tflops_wmma, --backward-impl both) likewise.
 The goal is checked on the primary forward.
 """
 import json
@@ -36,11 +36,15 @@ def main() -> int:
     if ref:
         print(f"baseline: torch {ref.get('torch')} scaled_dot_product_attention, GQA via {ref.get('gqa')}")
     print("FLOP model: fwd 4*b*h*n*n*d (x0.5 causal), bwd 2.5x fwd; medians of CUDA-event timings\n")
-    wmma = any("fwd_tflops_wmma" in r for r in ours["results"])
+    others = []  # secondary forwards, in first-seen order
+    for r in ours["results"]:
+        for key in r:
+            if key.startswith("fwd_tflops_") and key[len("fwd_tflops_"):] not in others:
+                others.append(key[len("fwd_tflops_"):])
     bwd_wmma = any("bwd_tflops_wmma" in r for r in ours["results"])
     print("| tokens | causal | ours fwd TF/s | torch fwd TF/s | fwd ratio | ours bwd TF/s | torch bwd TF/s | bwd ratio |"
-          + (" ours fwd wmma TF/s |" if wmma else "") + (" ours bwd wmma TF/s |" if bwd_wmma else ""))
-    print("|---:|:---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if wmma else "") + ("---:|" if bwd_wmma else ""))
+          + "".join(f" {name} fwd TF/s |" for name in others) + (" ours bwd wmma TF/s |" if bwd_wmma else ""))
+    print("|---:|:---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(others) + ("---:|" if bwd_wmma else ""))
     goal = []
     for r in ours["results"]:
         t = by_key.get((r["tokens"], r["causal"]))
@@ -51,7 +55,7 @@ def main() -> int:
         print(f"| {r['tokens']} | {'yes' if r['causal'] else 'no'} | {fmt(r['fwd_tflops'])} | "
               f"{fmt(t['fwd_tflops'] if t else None)} | {pct(fr)} | {fmt(r['bwd_tflops'])} | "
               f"{fmt(t['bwd_tflops'] if t else None)} | {pct(br)} |"
-              + (f" {fmt(r.get('fwd_tflops_wmma'))} |" if wmma else "")
+              + "".join(f" {fmt(r.get('fwd_tflops_' + name))} |" for name in others)
               + (f" {fmt(r.get('bwd_tflops_wmma'))} |" if bwd_wmma else ""))
         if r["tokens"] == 8192 and fr is not None:
             goal.append((r["causal"], fr, br))

@@ -18,6 +18,7 @@
 #include "kernels/cuda/attention_cuda.hpp"
 #include "kernels/cuda/attention_bwd_mma.hpp"
 #include "kernels/cuda/attention_fwd_mma.hpp"
+#include "kernels/cuda/attention_fwd_wgmma.hpp"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -779,7 +780,13 @@ std::string validate_backward(const BlockParams& p, const BackwardArgs& g) {
 void flash_forward(const BlockParams& p, const ForwardOut& o, cudaStream_t stream) {
   throw_if(validate_forward(p, o), "flash_forward");
   if (p.q.tokens == 0 || p.q.batch == 0 || p.q.heads == 0) return;
-  if (forward_impl() == ForwardImpl::mma) {  // default; the WMMA kernel below is kept for comparison
+  const ForwardImpl impl = resolve_forward_impl(forward_impl());
+  if (impl == ForwardImpl::wgmma) {
+    throw_if(forward_impl_unavailable(impl), "flash_forward");
+    detail::launch_forward_wgmma(p, o, effective_scale(p), stream);
+    return;
+  }
+  if (impl == ForwardImpl::mma) {  // the WMMA kernel below is kept for comparison
     detail::launch_forward_mma(p, o, effective_scale(p), stream);
     return;
   }

@@ -40,14 +40,25 @@ std::string validate_backward(const BlockParams& p, const BackwardArgs& g);
 // Implementation: forward_impl() (below).
 void flash_forward(const BlockParams& p, const ForwardOut& o, cudaStream_t stream);
 
-// Which kernel flash_forward runs. mma (default): FlashAttention-2-style, mma.sync m16n8k16 with
-// S and P kept in registers, 64 query rows per block (attention_fwd_mma.cu). wmma: the earlier
-// WMMA 16x16x16 kernel, 128 query rows per block, S and P through shared memory. Both satisfy
-// the same contract. The setting is process-wide (an atomic, read at each flash_forward call)
-// and exists for benchmarks and tests that compare the two; production code leaves the default.
-enum class ForwardImpl { mma, wmma };
+// Which kernel flash_forward runs. All satisfy the same contract:
+//   automatic (default): wgmma on an sm_90 device when the build has it, else mma.
+//   wgmma: Hopper only (sm_90a code, built when RINGPLAN_CUDA_ARCHITECTURES lists 90):
+//     FlashAttention-3 style, asynchronous warpgroup MMAs from shared memory, 128 query rows
+//     per block (attention_fwd_wgmma.cu).
+//   mma: FlashAttention-2 style, mma.sync m16n8k16 with S and P kept in registers, 128 query
+//     rows per block (attention_fwd_mma.cu); sm_80 and later.
+//   wmma: the earlier WMMA 16x16x16 kernel, S and P through shared memory.
+// The setting is process-wide (an atomic, read at each flash_forward call) and exists for
+// benchmarks and tests that compare the kernels; production code leaves the default. Asking
+// for wgmma where it cannot run makes flash_forward throw std::invalid_argument.
+enum class ForwardImpl { automatic, mma, wmma, wgmma };
 void set_forward_impl(ForwardImpl impl);
 ForwardImpl forward_impl();
+// Empty when `impl` can run on the current device, else why not. resolve_forward_impl gives the
+// kernel flash_forward would run for `impl` (automatic resolved) on the current device.
+std::string forward_impl_unavailable(ForwardImpl impl);
+ForwardImpl resolve_forward_impl(ForwardImpl impl);
+const char* forward_impl_name(ForwardImpl impl);
 
 // acc <- merge(acc, blk) in place; both float32. Both lse = -inf gives O = 0, lse = -inf.
 void merge_partial(const ForwardOut& acc, const ForwardOut& blk, cudaStream_t stream);

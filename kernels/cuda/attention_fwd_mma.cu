@@ -51,6 +51,8 @@
 #include <string>
 
 #include "kernels/cuda/attention_cuda.hpp"
+#include "kernels/cuda/attention_fwd_wgmma.hpp"
+#include "kernels/cuda/fwd_common.cuh"
 #include "kernels/cuda/mma_primitives.cuh"
 #include "kernels/cuda/tile_schedule.hpp"
 
@@ -58,6 +60,8 @@ namespace ringplan::kernels::cuda {
 namespace {
 
 using namespace mma_detail;
+using fwd_detail::Args;
+using fwd_detail::TileCursor;
 
 constexpr int kWarps = kMmaFwdWarps;
 constexpr int kThreads = kWarps * 32;
@@ -65,30 +69,13 @@ constexpr int kMT = kMmaFwdWarpTilesM;  // m16 tiles per warp
 constexpr int kWarpRows = 16 * kMT;
 constexpr int kBlockM = kMmaFwdBlockM;
 constexpr int kBlockN = kMmaFwdBlockN;
-constexpr int kWindow = 32;  // key tiles classified per scan: one per lane
-constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 
 static_assert(kBlockM == kWarps * kWarpRows, "the warps' m tiles cover the block's rows");
 static_assert(kMT == 2, "register budgets (min_blocks_per_sm, sub_step_keys) are sized for two m tiles per warp");
-static_assert(kBlockM % 32 == 0, "query range: each lane reads kBlockM / 32 query positions");
 static_assert(kThreads == kBlockM, "query positions: one per thread into shared memory");
 static_assert(kBlockN <= kThreads, "key positions: one per thread into shared memory");
 static_assert(kBlockN == 64, "S of an m tile is 8 m16n8 tiles; P V takes 4 k-steps");
-
-struct Args {
-  const void *q, *k, *v;
-  int64_t q_sb, q_sh, q_st, k_sb, k_sh, k_st, v_sb, v_sh, v_st;
-  float* o;
-  int64_t o_sb, o_sh, o_st;
-  float* lse;
-  int64_t l_sb, l_sh;
-  const int64_t *q_pos, *k_pos;  // may be null when !causal
-  int64_t n, m, heads, group;    // group = heads / kv_heads
-  int causal;
-  int o_vec2;        // O rows 8-byte aligned: store column pairs as float2
-  float scale_log2;  // scale * log2(e): softmax runs on exp2
-};
 
 // Shared memory, in layout order: Q (kBlockM x D), K0, V0, K1, V1 (each kBlockN x D); all
 // swizzled, no padding. Then the key positions of each K/V buffer (int64 [2][kBlockN]) and the
@@ -115,59 +102,6 @@ __device__ __forceinline__ void copy_kpos(int64_t* dst, const int64_t* k_pos, in
     cp_async8(dst + i, k_pos + (valid ? key0 + i : key0), valid);
   }
 }
-
-// Warp-uniform cursor over the live (not hidden) key tiles. Tiles are classified kWindow at a
-// time: lane L takes tile base + L, reduces its key positions to min/max and classifies it
-// against the block's query range; two ballots give the window's live and partial bits.
-struct TileCursor {
-  int base = -kWindow;  // first tile of the current window; none classified yet
-  uint32_t live = 0, partial = 0;
-
-  __device__ void classify(const Args& a, int ntiles, int64_t qmin, int64_t qmax) {
-    const int tile = base + int(threadIdx.x & 31);
-    bool is_live = false, is_partial = false;
-    if (tile < ntiles) {
-      if (!a.causal) {
-        is_live = true;
-      } else {
-        const int64_t k0 = int64_t(tile) * kBlockN;
-        const int64_t k1 = min(k0 + kBlockN, a.m);
-        int64_t kmin = INT64_MAX, kmax = INT64_MIN;
-#pragma unroll 16
-        for (int64_t j = k0; j < k1; ++j) {
-          const int64_t p = __ldg(a.k_pos + j);
-          kmin = min(kmin, p);
-          kmax = max(kmax, p);
-        }
-        const TileVisibility vis = classify_tile(true, qmin, qmax, kmin, kmax);
-        is_live = vis != TileVisibility::hidden;
-        is_partial = vis == TileVisibility::partial;
-      }
-    }
-    live = __ballot_sync(0xffffffffu, is_live);
-    partial = __ballot_sync(0xffffffffu, is_partial);
-  }
-
-  // First live tile >= t (ntiles when none); `is_partial` receives its class. t never decreases
-  // between calls, so a window once passed is never needed again.
-  __device__ int next(const Args& a, int t, int ntiles, int64_t qmin, int64_t qmax, bool& is_partial) {
-    while (t < ntiles) {
-      if (t >= base + kWindow) {
-        base = t;
-        classify(a, ntiles, qmin, qmax);
-      }
-      const uint32_t rest = live >> (t - base);  // t - base in [0, kWindow)
-      if (rest != 0u) {
-        t += __ffs(int(rest)) - 1;
-        is_partial = ((partial >> (t - base)) & 1u) != 0u;
-        return t;
-      }
-      t = base + kWindow;
-    }
-    is_partial = false;
-    return ntiles;
-  }
-};
 
 // ---- kernel ------------------------------------------------------------------------------
 
@@ -219,24 +153,9 @@ __global__ void __launch_bounds__(kThreads, min_blocks_per_sm<D>()) flash_forwar
   // 2hf, 2hf + 1).
   const int wrow = warp * kWarpRows + g;
 
-  // The block's query range, identical in every warp: lane L reads rows q0 + 32i + L.
-  int64_t qmin = INT64_MAX, qmax = INT64_MIN;
-  if (a.causal) {
-#pragma unroll
-    for (int i = 0; i < kBlockM / 32; ++i) {
-      const int64_t r = q0 + i * 32 + lane;
-      if (r < a.n) {
-        const int64_t p = __ldg(a.q_pos + r);
-        qmin = min(qmin, p);
-        qmax = max(qmax, p);
-      }
-    }
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) {
-      qmin = min(qmin, static_cast<int64_t>(__shfl_xor_sync(0xffffffffu, static_cast<long long>(qmin), off)));
-      qmax = max(qmax, static_cast<int64_t>(__shfl_xor_sync(0xffffffffu, static_cast<long long>(qmax), off)));
-    }
-  }
+  // The block's query range, identical in every warp.
+  int64_t qmin, qmax;
+  fwd_detail::block_query_range<kBlockM>(a.causal != 0, a.q_pos, q0, a.n, qmin, qmax);
 
   float o[kMT][NO][4];
 #pragma unroll
@@ -254,9 +173,9 @@ __global__ void __launch_bounds__(kThreads, min_blocks_per_sm<D>()) flash_forwar
     lrow[mt][0] = lrow[mt][1] = 0.0f;
   }
 
-  TileCursor cursor;
+  TileCursor<kBlockN> cursor;
   bool partial = false;
-  int t = cursor.next(a, 0, ntiles, qmin, qmax, partial);
+  int t = cursor.next(a.causal != 0, a.k_pos, a.m, 0, ntiles, qmin, qmax, partial);
   if (t < ntiles) {
     // Prologue: Q, its positions (rows beyond n get INT64_MIN: every key is masked for them on
     // partial tiles; they are never stored) and the first live tile into buffer 0.
@@ -293,7 +212,7 @@ __global__ void __launch_bounds__(kThreads, min_blocks_per_sm<D>()) flash_forwar
       const bool cur_partial = partial;
       const int64_t key0 = int64_t(t) * kBlockN;
       const int kvalid = int(min(int64_t(kBlockN), a.m - key0));
-      const int tn = cursor.next(a, t + 1, ntiles, qmin, qmax, partial);
+      const int tn = cursor.next(a.causal != 0, a.k_pos, a.m, t + 1, ntiles, qmin, qmax, partial);
       if (tn < ntiles) {
         // Buffer buf ^ 1 is free: the barrier ending the previous step (or the prologue's, for
         // the first step) comes after every warp's last read of it. Copy loops not unrolled:
@@ -529,30 +448,63 @@ void launch(const Args& a, int64_t batch, cudaStream_t stream) {
   RINGPLAN_MMA_THROW_IF(cudaGetLastError());
 }
 
-std::atomic<ForwardImpl> g_forward_impl{ForwardImpl::mma};
+std::atomic<ForwardImpl> g_forward_impl{ForwardImpl::automatic};
+
+// Compute capability of the current device as 10 * major + minor; 0 when it cannot be read.
+int current_device_cc() {
+  int dev = 0, major = 0, minor = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  return 10 * major + minor;
+}
 
 }  // namespace
 
 void set_forward_impl(ForwardImpl impl) { g_forward_impl.store(impl, std::memory_order_relaxed); }
 ForwardImpl forward_impl() { return g_forward_impl.load(std::memory_order_relaxed); }
 
+const char* forward_impl_name(ForwardImpl impl) {
+  switch (impl) {
+    case ForwardImpl::automatic: return "automatic";
+    case ForwardImpl::mma: return "mma";
+    case ForwardImpl::wmma: return "wmma";
+    case ForwardImpl::wgmma: return "wgmma";
+  }
+  return "?";
+}
+
+std::string forward_impl_unavailable(ForwardImpl impl) {
+  if (impl != ForwardImpl::wgmma) return {};
+  if (!detail::wgmma_forward_built()) {
+    return "the wgmma forward is not in this build (RINGPLAN_CUDA_ARCHITECTURES must list 90)";
+  }
+  // sm_90a code runs on compute capability 9.0 only.
+  const int cc = current_device_cc();
+  if (cc == 0) return "no usable CUDA device";
+  if (cc != 90) return "the wgmma forward needs an sm_90 GPU (H100/H200); this device is sm_" + std::to_string(cc);
+  return {};
+}
+
+ForwardImpl resolve_forward_impl(ForwardImpl impl) {
+  if (impl != ForwardImpl::automatic) return impl;
+  return forward_impl_unavailable(ForwardImpl::wgmma).empty() ? ForwardImpl::wgmma : ForwardImpl::mma;
+}
+
 namespace detail {
 
+#if !RINGPLAN_HAVE_WGMMA
+// This build has no sm_90a code (attention_fwd_wgmma.cu not compiled).
+bool wgmma_forward_built() { return false; }
+void launch_forward_wgmma(const BlockParams&, const ForwardOut&, float, cudaStream_t) {
+  throw std::invalid_argument("flash_forward: the wgmma forward is not in this build");
+}
+#endif
+
 void launch_forward_mma(const BlockParams& p, const ForwardOut& o, float scale, cudaStream_t stream) {
-  Args a{};
-  a.q = p.q.data, a.k = p.k.data, a.v = p.v.data;
-  a.q_sb = p.q.stride_batch, a.q_sh = p.q.stride_head, a.q_st = p.q.stride_token;
-  a.k_sb = p.k.stride_batch, a.k_sh = p.k.stride_head, a.k_st = p.k.stride_token;
-  a.v_sb = p.v.stride_batch, a.v_sh = p.v.stride_head, a.v_st = p.v.stride_token;
-  a.o = static_cast<float*>(o.out.data);
-  a.o_sb = o.out.stride_batch, a.o_sh = o.out.stride_head, a.o_st = o.out.stride_token;
-  a.o_vec2 = reinterpret_cast<uintptr_t>(o.out.data) % 8 == 0 && o.out.stride_batch % 2 == 0 &&
-             o.out.stride_head % 2 == 0 && o.out.stride_token % 2 == 0;
-  a.lse = o.lse.data, a.l_sb = o.lse.stride_batch, a.l_sh = o.lse.stride_head;
-  a.q_pos = p.q_positions, a.k_pos = p.k_positions;
-  a.n = p.q.tokens, a.m = p.k.tokens, a.heads = p.q.heads, a.group = p.q.heads / p.k.heads;
-  a.causal = p.causal ? 1 : 0;
-  a.scale_log2 = scale * kLog2e;
+  const Args a = fwd_detail::make_args(p, o, scale);
   const bool bf16 = p.q.type == ElemType::bf16;
   if (p.q.head_dim == 64) {
     bf16 ? launch<__nv_bfloat16, 64>(a, p.q.batch, stream) : launch<__half, 64>(a, p.q.batch, stream);

@@ -5,8 +5,9 @@
 // that fail before touching the device run everywhere.
 //
 // Forward implementations: every case that runs flash_forward runs it once per implementation
-// (set_forward_impl: mma, the default, and wmma), under the same bounds; a failure names the
-// implementation ("forward impl: ..."). The backward then uses that forward's O and lse.
+// (set_forward_impl: mma, wmma and wgmma; wgmma only on an sm_90 device, else a SKIPPED message
+// says why), under the same bounds; a failure names the implementation ("forward impl: ...").
+// The backward then uses that forward's O and lse.
 //
 // Error bounds. The reference runs in float64 on the SAME rounded inputs the kernel sees, so the
 // remaining error is the kernel's own: P (and dS) rounded to the input type before the tensor-
@@ -44,13 +45,22 @@ struct ForwardImplCase {
   rkc::ForwardImpl impl;
   const char* name;
 };
-constexpr ForwardImplCase kForwardImpls[] = {{rkc::ForwardImpl::mma, "mma"}, {rkc::ForwardImpl::wmma, "wmma"}};
+constexpr ForwardImplCase kForwardImpls[] = {
+    {rkc::ForwardImpl::mma, "mma"}, {rkc::ForwardImpl::wmma, "wmma"}, {rkc::ForwardImpl::wgmma, "wgmma"}};
 
-// Selects a forward implementation for one scope and restores the default (mma) when it ends,
-// also when a REQUIRE aborts the case, so later cases see the default.
+// True when `f` can run on this device; otherwise prints why it is skipped.
+bool impl_runs(const ForwardImplCase& f) {
+  const std::string why = rkc::forward_impl_unavailable(f.impl);
+  if (why.empty()) return true;
+  MESSAGE("SKIPPED forward impl " << f.name << ": " << why);
+  return false;
+}
+
+// Selects a forward implementation for one scope and restores the default (automatic) when it
+// ends, also when a REQUIRE aborts the case, so later cases see the default.
 struct ForwardImplScope {
   explicit ForwardImplScope(rkc::ForwardImpl impl) { rkc::set_forward_impl(impl); }
-  ~ForwardImplScope() { rkc::set_forward_impl(rkc::ForwardImpl::mma); }
+  ~ForwardImplScope() { rkc::set_forward_impl(rkc::ForwardImpl::automatic); }
   ForwardImplScope(const ForwardImplScope&) = delete;
   ForwardImplScope& operator=(const ForwardImplScope&) = delete;
 };
@@ -224,6 +234,7 @@ void check_case_once(const Case& c, uint64_t seed) {
 // check_case_once under each forward implementation, on the same inputs (same seed).
 void check_case(const Case& c, uint64_t seed) {
   for (const ForwardImplCase& f : kForwardImpls) {
+    if (!impl_runs(f)) continue;
     INFO("forward impl: " << f.name);
     ForwardImplScope scope(f.impl);
     check_case_once(c, seed);
@@ -238,7 +249,7 @@ std::vector<int64_t> iota_positions(int64_t count, int64_t first = 0) {
 
 }  // namespace
 
-TEST_CASE("cuda forward (mma, wmma)/backward: causal self-attention, f16 and bf16, head dims 64 and 128") {
+TEST_CASE("cuda forward (every impl)/backward: causal self-attention, f16 and bf16, head dims 64 and 128") {
   if (!have_gpu()) return;
   for (ElemType t : {ElemType::f16, ElemType::bf16}) {
     for (int64_t d : {64, 128}) {
@@ -253,7 +264,7 @@ TEST_CASE("cuda forward (mma, wmma)/backward: causal self-attention, f16 and bf1
   }
 }
 
-TEST_CASE("cuda forward (mma, wmma)/backward: non-causal, GQA 8:2, batch 2, sizes not multiples of the tiles") {
+TEST_CASE("cuda forward (every impl)/backward: non-causal, GQA 8:2, batch 2, sizes not multiples of the tiles") {
   if (!have_gpu()) return;
   for (ElemType t : {ElemType::f16, ElemType::bf16}) {
     Case c;
@@ -265,7 +276,7 @@ TEST_CASE("cuda forward (mma, wmma)/backward: non-causal, GQA 8:2, batch 2, size
   }
 }
 
-TEST_CASE("cuda forward (mma, wmma)/backward: zigzag shards, every (query rank, key rank) pair of 4") {
+TEST_CASE("cuda forward (every impl)/backward: zigzag shards, every (query rank, key rank) pair of 4") {
   if (!have_gpu()) return;
   const int64_t total = 512, p = 4;
   for (int64_t qr = 0; qr < p; ++qr) {
@@ -281,7 +292,7 @@ TEST_CASE("cuda forward (mma, wmma)/backward: zigzag shards, every (query rank, 
   }
 }
 
-TEST_CASE("cuda forward (mma, wmma)/backward: striped shards (every tile partially masked)") {
+TEST_CASE("cuda forward (every impl)/backward: striped shards (every tile partially masked)") {
   if (!have_gpu()) return;
   const int64_t total = 600, p = 3;
   for (int64_t kr = 0; kr < p; ++kr) {
@@ -294,7 +305,7 @@ TEST_CASE("cuda forward (mma, wmma)/backward: striped shards (every tile partial
   }
 }
 
-TEST_CASE("cuda forward (mma, wmma)/backward: rows without a visible key give O = 0, lse = -inf, no NaN") {
+TEST_CASE("cuda forward (every impl)/backward: rows without a visible key give O = 0, lse = -inf, no NaN") {
   if (!have_gpu()) return;
   // Queries at positions 0..99, keys at 50..249: rows 0..49 see nothing.
   Case c;
@@ -308,7 +319,7 @@ TEST_CASE("cuda forward (mma, wmma)/backward: rows without a visible key give O 
   check_case(c, 5001);
 }
 
-TEST_CASE("cuda forward (mma, wmma)/backward: unsorted positions, hidden tiles among live ones, partial last tile") {
+TEST_CASE("cuda forward (every impl)/backward: unsorted positions, hidden tiles among live ones, partial last tile") {
   if (!have_gpu()) return;
   std::mt19937_64 rng(7000);
   // Queries and keys drawn from one random permutation of 0..299: no order inside any tile, so
@@ -348,7 +359,57 @@ TEST_CASE("cuda forward (mma, wmma)/backward: unsorted positions, hidden tiles a
   }
 }
 
-TEST_CASE("cuda forward (mma, wmma): token-major strided inputs, odd-stride padded output") {
+TEST_CASE("cuda forward (every impl)/backward: long causal and hidden-chunk cases (many 128-key tiles)") {
+  if (!have_gpu()) return;
+  // Causal self-attention over 1000 tokens: 8 key tiles of the wgmma kernel (128 keys), so its
+  // two-step pipeline (S of a tile beside P V of the previous one) runs for many steps, with
+  // visible, partial (diagonal) and hidden tiles, and a partial last tile.
+  {
+    Case c;
+    c.type = ElemType::bf16;
+    c.h = 2, c.hkv = 1, c.d = 128;
+    c.q_pos = c.k_pos = iota_positions(1000);
+    check_case(c, 7200);
+  }
+  // Keys in 128-key chunks in random order (40 chunks, the last cut to 33 keys): more than one
+  // 32-tile classification window at the wgmma kernel's tile size; f16, head_dim 64.
+  {
+    std::mt19937_64 rng(7300);
+    const int64_t chunks = 40, chunk = 128;
+    std::vector<int64_t> order = iota_positions(chunks);
+    std::shuffle(order.begin(), order.end(), rng);
+    Case c;
+    c.type = ElemType::f16;
+    c.h = 2, c.hkv = 1, c.d = 64;
+    for (int64_t ch : order) {
+      for (int64_t i = 0; i < chunk; ++i) c.k_pos.push_back(ch * chunk + i);
+    }
+    c.k_pos.resize(size_t((chunks - 1) * chunk + 33));
+    std::vector<int64_t> qs = iota_positions(chunks * chunk);
+    std::shuffle(qs.begin(), qs.end(), rng);
+    c.q_pos.assign(qs.begin(), qs.begin() + 200);
+    check_case(c, 7300);
+  }
+}
+
+TEST_CASE("cuda forward impl selection: automatic picks wgmma exactly where it can run; explicit wgmma elsewhere throws") {
+  if (!have_gpu()) return;
+  const std::string why = rkc::forward_impl_unavailable(rkc::ForwardImpl::wgmma);
+  CHECK(rkc::forward_impl_unavailable(rkc::ForwardImpl::mma).empty());
+  CHECK(rkc::forward_impl_unavailable(rkc::ForwardImpl::wmma).empty());
+  if (why.empty()) {
+    CHECK(rkc::resolve_forward_impl(rkc::ForwardImpl::automatic) == rkc::ForwardImpl::wgmma);
+    return;
+  }
+  MESSAGE("wgmma unavailable here: " << why);
+  CHECK(rkc::resolve_forward_impl(rkc::ForwardImpl::automatic) == rkc::ForwardImpl::mma);
+  Case c;
+  c.q_pos = c.k_pos = iota_positions(64);
+  ForwardImplScope scope(rkc::ForwardImpl::wgmma);
+  CHECK_THROWS_WITH_AS(check_case_once(c, 7400), doctest::Contains("wgmma"), std::invalid_argument);
+}
+
+TEST_CASE("cuda forward (every impl): token-major strided inputs, odd-stride padded output") {
   if (!have_gpu()) return;
   // q [b, n, h, d] and k, v [b, m, hkv, d] in memory (head stride d, token stride heads * d);
   // O rows padded to d + 1 floats, so O's strides are odd (no paired float stores).
@@ -396,6 +457,7 @@ TEST_CASE("cuda forward (mma, wmma): token-major strided inputs, odd-stride padd
   rk::reference_forward(q.data(), k.data(), v.data(), q_pos.data(), k_pos.data(), b, h, hkv, n, m, d, true, 0.0,
                         ref_out.data(), ref_lse.data());
   for (const ForwardImplCase& f : kForwardImpls) {
+    if (!impl_runs(f)) continue;
     INFO("forward impl: " << f.name);
     ForwardImplScope scope(f.impl);
     REQUIRE_CUDA(cudaMemset(d_out.ptr, 0, d_out.count * sizeof(float)));
@@ -413,7 +475,7 @@ TEST_CASE("cuda forward (mma, wmma): token-major strided inputs, odd-stride padd
   }
 }
 
-TEST_CASE("cuda merge_partial (forward mma, wmma): two key blocks merged equal the whole block (ring forward)") {
+TEST_CASE("cuda merge_partial (every forward impl): two key blocks merged equal the whole block (ring forward)") {
   if (!have_gpu()) return;
   Case c;
   c.type = ElemType::f16;
@@ -441,6 +503,7 @@ TEST_CASE("cuda merge_partial (forward mma, wmma): two key blocks merged equal t
   rk::reference_forward(q.data(), k.data(), v.data(), q_pos.data(), all_k.data(), 1, c.h, 1, n, 2 * m, c.d, true, 0.0,
                         ref_out.data(), ref_lse.data());
   for (const ForwardImplCase& f : kForwardImpls) {
+    if (!impl_runs(f)) continue;
     INFO("forward impl: " << f.name);
     ForwardImplScope scope(f.impl);
     for (int step = 0; step < 2; ++step) {

@@ -1,0 +1,138 @@
+// Internal: what the forward kernels (attention_fwd_mma.cu, attention_fwd_wgmma.cu) share: their
+// kernel arguments and the host code that fills them, and the causal key-tile walk. Include from
+// .cu files only.
+//
+// A forward thread block owns BlockM query rows and visits the key tiles of BlockN keys that are
+// not hidden from all of them (classify_tile, tile_schedule.hpp). Every warp runs the same walk
+// on the same positions, so every warp takes the same decisions and the block's control flow
+// stays uniform (the kernels rely on this for their barriers).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "kernels/attention.hpp"
+#include "kernels/cuda/tile_schedule.hpp"
+
+namespace ringplan::kernels::cuda::fwd_detail {
+
+// Kernel arguments: base pointers and strides in elements, sizes, and the softmax scale.
+struct Args {
+  const void *q, *k, *v;
+  int64_t q_sb, q_sh, q_st, k_sb, k_sh, k_st, v_sb, v_sh, v_st;
+  float* o;
+  int64_t o_sb, o_sh, o_st;
+  float* lse;
+  int64_t l_sb, l_sh;
+  const int64_t *q_pos, *k_pos;  // may be null when !causal
+  int64_t n, m, heads, group;    // group = heads / kv_heads
+  int causal;
+  int o_vec2;        // O rows 8-byte aligned: store column pairs as float2
+  float scale_log2;  // scale * log2(e): softmax runs on exp2
+};
+
+// Arguments of one forward block; `scale` is the effective softmax scale.
+inline Args make_args(const BlockParams& p, const ForwardOut& o, float scale) {
+  constexpr float kLog2e = 1.4426950408889634f;
+  Args a{};
+  a.q = p.q.data, a.k = p.k.data, a.v = p.v.data;
+  a.q_sb = p.q.stride_batch, a.q_sh = p.q.stride_head, a.q_st = p.q.stride_token;
+  a.k_sb = p.k.stride_batch, a.k_sh = p.k.stride_head, a.k_st = p.k.stride_token;
+  a.v_sb = p.v.stride_batch, a.v_sh = p.v.stride_head, a.v_st = p.v.stride_token;
+  a.o = static_cast<float*>(o.out.data);
+  a.o_sb = o.out.stride_batch, a.o_sh = o.out.stride_head, a.o_st = o.out.stride_token;
+  a.o_vec2 = reinterpret_cast<uintptr_t>(o.out.data) % 8 == 0 && o.out.stride_batch % 2 == 0 &&
+             o.out.stride_head % 2 == 0 && o.out.stride_token % 2 == 0;
+  a.lse = o.lse.data, a.l_sb = o.lse.stride_batch, a.l_sh = o.lse.stride_head;
+  a.q_pos = p.q_positions, a.k_pos = p.k_positions;
+  a.n = p.q.tokens, a.m = p.k.tokens, a.heads = p.q.heads, a.group = p.q.heads / p.k.heads;
+  a.causal = p.causal ? 1 : 0;
+  a.scale_log2 = scale * kLog2e;
+  return a;
+}
+
+// Min and max position of the block's query rows [q0, q0 + BlockM) that exist (< n), identical
+// in every lane of every warp; (INT64_MAX, INT64_MIN) without causal masking (not needed then).
+template <int BlockM>
+__device__ __forceinline__ void block_query_range(bool causal, const int64_t* q_pos, int64_t q0, int64_t n,
+                                                  int64_t& qmin, int64_t& qmax) {
+  static_assert(BlockM % 32 == 0, "each lane reads BlockM / 32 query positions");
+  qmin = INT64_MAX;
+  qmax = INT64_MIN;
+  if (!causal) return;
+  const int lane = int(threadIdx.x & 31);
+#pragma unroll
+  for (int i = 0; i < BlockM / 32; ++i) {
+    const int64_t r = q0 + i * 32 + lane;
+    if (r < n) {
+      const int64_t p = __ldg(q_pos + r);
+      qmin = min(qmin, p);
+      qmax = max(qmax, p);
+    }
+  }
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) {
+    qmin = min(qmin, static_cast<int64_t>(__shfl_xor_sync(0xffffffffu, static_cast<long long>(qmin), off)));
+    qmax = max(qmax, static_cast<int64_t>(__shfl_xor_sync(0xffffffffu, static_cast<long long>(qmax), off)));
+  }
+}
+
+// Warp-uniform cursor over the live (not hidden) key tiles of BlockN keys. Tiles are classified
+// 32 at a time: lane L takes tile base + L, reduces its key positions to min/max and classifies
+// it against the block's query range [qmin, qmax]; two ballots give the window's live and
+// partial bits.
+template <int BlockN>
+struct TileCursor {
+  static constexpr int kWindow = 32;
+  int base = -kWindow;  // first tile of the current window; none classified yet
+  uint32_t live = 0, partial = 0;
+
+  __device__ void classify(bool causal, const int64_t* k_pos, int64_t m, int ntiles, int64_t qmin, int64_t qmax) {
+    const int tile = base + int(threadIdx.x & 31);
+    bool is_live = false, is_partial = false;
+    if (tile < ntiles) {
+      if (!causal) {
+        is_live = true;
+      } else {
+        const int64_t k0 = int64_t(tile) * BlockN;
+        const int64_t k1 = min(k0 + BlockN, m);
+        int64_t kmin = INT64_MAX, kmax = INT64_MIN;
+#pragma unroll 16
+        for (int64_t j = k0; j < k1; ++j) {
+          const int64_t p = __ldg(k_pos + j);
+          kmin = min(kmin, p);
+          kmax = max(kmax, p);
+        }
+        const TileVisibility vis = classify_tile(true, qmin, qmax, kmin, kmax);
+        is_live = vis != TileVisibility::hidden;
+        is_partial = vis == TileVisibility::partial;
+      }
+    }
+    live = __ballot_sync(0xffffffffu, is_live);
+    partial = __ballot_sync(0xffffffffu, is_partial);
+  }
+
+  // First live tile >= t (ntiles when none); `is_partial` receives its class. t never decreases
+  // between calls, so a window once passed is never needed again.
+  __device__ int next(bool causal, const int64_t* k_pos, int64_t m, int t, int ntiles, int64_t qmin, int64_t qmax,
+                      bool& is_partial) {
+    while (t < ntiles) {
+      if (t >= base + kWindow) {
+        base = t;
+        classify(causal, k_pos, m, ntiles, qmin, qmax);
+      }
+      const uint32_t rest = live >> (t - base);  // t - base in [0, kWindow)
+      if (rest != 0u) {
+        t += __ffs(int(rest)) - 1;
+        is_partial = ((partial >> (t - base)) & 1u) != 0u;
+        return t;
+      }
+      t = base + kWindow;
+    }
+    is_partial = false;
+    return ntiles;
+  }
+};
+
+}  // namespace ringplan::kernels::cuda::fwd_detail
