@@ -1,44 +1,46 @@
-// Hopper forward on wgmma (FlashAttention-3 style, without warp specialisation): the sm_90
-// implementation of cuda::flash_forward (contracts in attention_cuda.hpp). Compiled for sm_90a
-// only (wgmma does not exist elsewhere); flash_forward picks it on sm_90 devices.
+// Hopper forward on wgmma and TMA (FlashAttention-3 style): the sm_90 implementation of
+// cuda::flash_forward (contracts in attention_cuda.hpp). Compiled for sm_90a only (wgmma and
+// TMA do not exist elsewhere); flash_forward picks it on sm_90 devices.
 //
-// Work split: one thread block = 2 warpgroups (256 threads) = 128 query rows of one (batch,
-// head); warpgroup w owns rows [64w, 64w + 64). The block loops over the live 128-key tiles of
-// its KV head (GQA: query head h reads KV head h / (heads / kv_heads)).
+// Work split: one thread block = 2 consumer warpgroups + 1 producer warpgroup (384 threads) = 128
+// query rows of one (batch, head); consumer warpgroup w owns rows [64w, 64w + 64). The block
+// visits the live 128-key tiles of its KV head (GQA: query head h reads KV head h / (heads /
+// kv_heads)) in the order of fwd_detail::TileCursor, which every warp runs for itself.
 //
-// Per key tile, per warpgroup (wgmma_primitives.cuh has the layouts):
-//   S = Q K^T: D/16 wgmma m64n128k16, both operands from shared memory (Q and K tiles in the
-//     128-byte swizzled layout wgmma reads), 64 float accumulators per thread.
-//   Online softmax on S in registers (log2 domain), as in the mma.sync kernel.
-//   O += P V: P rounded to the input type IN REGISTERS is the A operand (RS form: the S
-//     accumulators of n8 blocks 2k, 2k + 1 are the A fragment of k-step k); V from shared
-//     memory, MN-major (trans-b). O: D/2 float accumulators per thread.
-// Overlap inside a warpgroup: iteration i issues S_i = Q K_i^T and then O += P_{i-1} V_{i-1}
-// (both asynchronous), waits for S_i only, and runs the softmax of S_i while the tensor cores
-// still work on P_{i-1} V_{i-1}; it then waits for that product and rescales O by the factor
-// the softmax of S_i produced. So O after iteration i is relative to row max m_i and includes
-// tiles 0 .. i-1; the last tile's P V runs after the loop.
+// Producer warp (warp specialisation; the first warp of the producer warpgroup, which runs on 40
+// registers per thread so that the consumers get 232): lane 0 issues TMA copies of Q, then per tile K and V into
+// two K and two V buffers (128-byte swizzled, the layout wgmma reads; rows past the tensor's end
+// arrive as zeros); the warp's lanes store the tile's key positions when the tile is partially
+// masked. Each buffer has a "full" mbarrier (TMA bytes landed, positions stored) and an "empty"
+// one (every consumer warp is done with it); the producer runs up to two tiles ahead.
 //
-// Loads: cp.async 16-byte copies by all 256 threads into two K buffers and two V buffers. At the
-// top of iteration i (after the barrier that makes tile i's K visible), the block issues K of
-// the next live tile into the other K buffer (free: it held K_{i-1}, whose product finished in
-// iteration i-1) and V_i into V buffer i % 2 (free: it held V_{i-2}, finished in iteration i-1);
-// both land during iteration i's compute and are waited for at the top of iteration i + 1.
-// cp.async writes reach wgmma (the async proxy) through fence.proxy.async before the barrier.
+// Consumer warpgroup, per tile i (wgmma_primitives.cuh has the layouts):
+//   S_i = Q K_i^T: D/16 wgmma m64n128k16 from shared memory, 64 float accumulators per thread;
+//   O += P_{i-1} V_{i-1}: P in registers (RS form: the S accumulators of n8 blocks 2k, 2k + 1 are
+//     the A fragment of k-step k), V from shared memory MN-major (trans-b);
+//   both issued asynchronously; the warpgroup waits for S_i only, masks it and runs the online
+//   softmax while the tensor cores still work on P_{i-1} V_{i-1}, frees K_i, then waits for that
+//   product, frees V_{i-1} and rescales O by the factor of S_i's softmax. So O after step i is
+//   relative to row max m_i and includes tiles 0 .. i-1; the last tile's P V follows the loop.
+// The two consumer warpgroups never wait for each other (no block-wide barrier after setup), so
+// one's softmax overlaps the other's products.
 //
 // Causal masking and edges as in the mma.sync kernel (attention_fwd_mma.cu): key j is visible to
-// query i iff k_pos[j] <= q_pos[i]; hidden tiles are skipped (fwd_common.cuh), visible
-// tiles take no mask work, partial tiles and the last, short tile compare per element; rows
-// with no visible key so far subtract 0 instead of -inf (P = 0, factor 0, never NaN) and end
-// with O = 0, lse = -inf. Key rows beyond m and query rows beyond n are zero-filled.
+// query i iff k_pos[j] <= q_pos[i]; hidden tiles are skipped, visible tiles take no mask work,
+// partial tiles and the last, short tile compare per element; rows with no visible key so far
+// subtract 0 instead of -inf (P = 0, factor 0, never NaN) and end with O = 0, lse = -inf.
 #include "kernels/cuda/attention_fwd_wgmma.hpp"
 
+#include <cuda.h>  // CUtensorMap and its enums (types only: the encoder comes through the runtime)
+#include <cudaTypedefs.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cmath>
 #include <cstdint>
+#include <stdexcept>
+#include <string>
 
 #include "kernels/cuda/fwd_common.cuh"
 #include "kernels/cuda/mma_primitives.cuh"
@@ -51,105 +53,169 @@
 namespace ringplan::kernels::cuda {
 namespace {
 
-using mma_detail::cp_async16;
-using mma_detail::cp_async8;
-using mma_detail::cp_async_commit;
-using mma_detail::cp_async_wait_all;
 using mma_detail::pack2;
 using mma_detail::smem_addr;
 using namespace wgmma_detail;
 using fwd_detail::Args;
 
-constexpr int kThreads = 128 * kWgmmaFwdWarpGroups;
+constexpr int kConsumerWarps = 4 * kWgmmaFwdWarpGroups;
+constexpr int kProducerWarp = kConsumerWarps;  // first warp of the last warpgroup; its other 3 warps exit
+constexpr int kThreads = 128 * (kWgmmaFwdWarpGroups + 1);
+// Registers per thread after setmaxnreg: the launch gives every thread 65536 / 384 -> 168; the
+// producer warpgroup drops to kProducerRegs so that the consumers can rise to kConsumerRegs
+// (S 64 + O 64 + P 32 accumulator registers, plus addresses and softmax state).
+constexpr int kProducerRegs = 40;
+constexpr int kConsumerRegs = 232;
+static_assert(128 * (kProducerRegs + kWgmmaFwdWarpGroups * kConsumerRegs) <= 65536, "register file of an SM");
 constexpr int kBlockM = kWgmmaFwdBlockM;
 constexpr int kBlockN = kWgmmaFwdBlockN;
 constexpr int kNS = kBlockN / 2;  // S accumulators per thread (m64n128 over 128 threads)
+constexpr int kBoxCols = 64;      // TMA box width: one 128-byte swizzle span of 16-bit elements
 constexpr float kLn2 = 0.6931471805599453f;
 
 static_assert(kBlockN == 128, "S is one m64n128 accumulator; P V takes 8 k-steps");
-static_assert(kThreads == 2 * kBlockN && kThreads == 2 * kBlockM, "positions: one per thread pair");
+static_assert(kBlockN % 32 == 0, "key positions: the producer's lanes store kBlockN / 32 each");
 
 // Shared memory, every tile 1024-byte aligned (swizzle atoms): Q (kBlockM x D), K0, K1, V0, V1
-// (kBlockN x D each), key positions of K0, K1 (int64 [2][kBlockN]), query positions (int64
-// [kBlockM]; INT64_MIN for rows beyond n). The kernel aligns the dynamic base itself (kAlign
-// extra bytes are requested).
+// (kBlockN x D each), key positions of K0, K1 (int64 [2][kBlockN]), the tile index and partial
+// flag of the tile in K0, K1 (int32 [2] each; tile -1 marks the end), then the mbarriers. The
+// kernel aligns the dynamic base itself (kAlign extra bytes are requested).
 template <int D>
 struct Smem {
   static constexpr size_t kQBytes = size_t(kBlockM) * D * 2;
   static constexpr size_t kTileBytes = size_t(kBlockN) * D * 2;
   static constexpr size_t kQ = 0;
-  static constexpr size_t kK = kQ + kQBytes;       // K buffer s at kK + s * kTileBytes
+  static constexpr size_t kK = kQ + kQBytes;         // K buffer s at kK + s * kTileBytes
   static constexpr size_t kV = kK + 2 * kTileBytes;  // V buffer s at kV + s * kTileBytes
   static constexpr size_t kKpos = kV + 2 * kTileBytes;
-  static constexpr size_t kQpos = kKpos + 2 * kBlockN * sizeof(int64_t);
-  static constexpr size_t kBytes = kQpos + kBlockM * sizeof(int64_t);
+  static constexpr size_t kInfo = kKpos + 2 * kBlockN * sizeof(int64_t);  // int32 tile[2], partial[2]
+  static constexpr size_t kBars = kInfo + 4 * sizeof(int32_t);
+  static constexpr int kNumBars = 9;  // Q full; K full x2; V full x2; K empty x2; V empty x2
+  static constexpr size_t kBytes = kBars + kNumBars * 8;
   static constexpr size_t kAlign = 1024;
 };
 static_assert(Smem<128>::kBytes + Smem<128>::kAlign <= 227 * 1024, "forward tiles exceed an sm_90 block");
 static_assert(Smem<64>::kK % 1024 == 0 && Smem<128>::kK % 1024 == 0, "tiles on swizzle-atom boundaries");
 
-// Rows [row0, row0 + Rows) of a [tokens, D] slice into a 128B-swizzled [Rows][D] tile, all
-// threads of the block sharing the copies; rows at or beyond nrows are zero-filled (their source
-// address is row0's, which exists). Consecutive threads copy consecutive 16-byte chunks of a row.
-// Unroll: of the per-thread copy loop; inside the tile loop 1, so that the copies' address
-// offsets are recomputed instead of held in registers the accumulators need.
-template <typename T, int D, int Rows, int Unroll = Rows * (D / 8) / kThreads>
-__device__ __forceinline__ void copy_tile(T* dst, const T* src, int64_t stride, int64_t row0, int64_t nrows) {
-  constexpr int kChunks = D / 8;
-  constexpr int kPerThread = Rows * kChunks / kThreads;
-  static_assert(Rows * kChunks % kThreads == 0, "copy loop has no tail");
-#pragma unroll Unroll
-  for (int i = 0; i < kPerThread; ++i) {
-    const int idx = int(threadIdx.x) + i * kThreads;
-    const int r = idx / kChunks, c = idx % kChunks;
-    const int64_t gr = row0 + r;
-    const bool valid = gr < nrows;
-    cp_async16(dst + swz128<Rows>(r, 8 * c), src + (valid ? gr : row0) * stride + 8 * c, valid);
-  }
-}
-
-// Key positions of tile [key0, key0 + kBlockN) (beyond m: not copied, never read: those columns
-// are masked by the key count before positions are compared).
-__device__ __forceinline__ void copy_kpos(int64_t* dst, const int64_t* k_pos, int64_t key0, int64_t m) {
-  const int i = int(threadIdx.x);
-  if (i < kBlockN) {
-    const bool valid = key0 + i < m;
-    cp_async8(dst + i, k_pos + (valid ? key0 + i : key0), valid);
-  }
-}
-
 template <typename T, int D>
-__global__ void __launch_bounds__(kThreads, 1) flash_forward_wgmma_kernel(const Args a) {
+__global__ void __launch_bounds__(kThreads, 1)
+    flash_forward_wgmma_kernel(const Args a, const __grid_constant__ CUtensorMap tm_q,
+                               const __grid_constant__ CUtensorMap tm_k, const __grid_constant__ CUtensorMap tm_v) {
   using S = Smem<D>;
   constexpr int NK = D / 16;  // k-steps of Q K^T
   constexpr int NO = D / 2;   // O accumulators per thread (m64nD)
+  constexpr uint32_t kTileBytes = uint32_t(S::kTileBytes);
   extern __shared__ unsigned char smem_raw[];
   unsigned char* const smem = reinterpret_cast<unsigned char*>(
       (reinterpret_cast<uintptr_t>(smem_raw) + S::kAlign - 1) & ~uintptr_t(S::kAlign - 1));
-  T* const q_s = reinterpret_cast<T*>(smem + S::kQ);
-  T* const k_s = reinterpret_cast<T*>(smem + S::kK);
-  T* const v_s = reinterpret_cast<T*>(smem + S::kV);
   int64_t* const kpos_s = reinterpret_cast<int64_t*>(smem + S::kKpos);
-  int64_t* const qpos_s = reinterpret_cast<int64_t*>(smem + S::kQpos);
-  constexpr int kTileElems = kBlockN * D;
+  int32_t* const tile_s = reinterpret_cast<int32_t*>(smem + S::kInfo);  // [2]; partial flags at [2 + s]
+  const uint32_t q_a = smem_addr(smem + S::kQ), k_a = smem_addr(smem + S::kK), v_a = smem_addr(smem + S::kV);
+  const uint32_t bars = smem_addr(smem + S::kBars);
+  const uint32_t bar_q = bars;
+  auto full_k = [&](int s) { return bars + 8u * uint32_t(1 + s); };
+  auto full_v = [&](int s) { return bars + 8u * uint32_t(3 + s); };
+  auto empty_k = [&](int s) { return bars + 8u * uint32_t(5 + s); };
+  auto empty_v = [&](int s) { return bars + 8u * uint32_t(7 + s); };
 
   const int tid = int(threadIdx.x);
-  const int wg = tid / 128, lane = tid & 31, g = lane >> 2, tq = lane & 3;
-  // This thread's rows (block-relative): accumulators 4j, 4j + 1 -> row_a, 4j + 2, 4j + 3 -> row_a + 8.
-  const int row_a = 64 * wg + 16 * ((tid / 32) & 3) + g;
+  const int warp = tid / 32, lane = tid & 31;
   const int64_t b = blockIdx.z, h = blockIdx.y;
   const int64_t hk = h / a.group;
   // Query tiles in reverse launch order: with sorted causal positions the last tiles see the
   // most keys, and starting them first shortens the tail of the grid.
   const int64_t q0 = int64_t(gridDim.x - 1 - blockIdx.x) * kBlockM;
-  const T* const q = static_cast<const T*>(a.q) + b * a.q_sb + h * a.q_sh;
-  const T* const k = static_cast<const T*>(a.k) + b * a.k_sb + hk * a.k_sh;
-  const T* const v = static_cast<const T*>(a.v) + b * a.v_sb + hk * a.v_sh;
   const int ntiles = int((a.m + kBlockN - 1) / kBlockN);
   const bool causal = a.causal != 0;
 
-  int64_t qmin, qmax;
-  fwd_detail::block_query_range<kBlockM>(causal, a.q_pos, q0, a.n, qmin, qmax);
+  if (tid == 0) {
+    mbar_init(bar_q, 1);
+    for (int s = 0; s < 2; ++s) {
+      mbar_init(full_k(s), 32);  // every producer lane arrives (lane 0 with the TMA bytes)
+      mbar_init(full_v(s), 1);
+      mbar_init(empty_k(s), kConsumerWarps);
+      mbar_init(empty_v(s), kConsumerWarps);
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();  // the only block-wide barrier: from here on the warps meet at mbarriers
+
+  if (warp >= kConsumerWarps) {
+    setmaxnreg_dec<kProducerRegs>();
+    if (warp != kProducerWarp) return;
+    // Only this warp walks the tiles; it tells the consumers which tile each buffer holds
+    // (tile_s, written before its arrival on the buffer's "full" barrier), and -1 after the
+    // last one.
+    int64_t qmin, qmax;
+    fwd_detail::block_query_range<kBlockM>(causal, a.q_pos, q0, a.n, qmin, qmax);
+    fwd_detail::TileCursor<kBlockN> cursor;
+    bool partial = false;
+    int t = cursor.next(causal, a.k_pos, a.m, 0, ntiles, qmin, qmax, partial);
+    if (t < ntiles && lane == 0) {
+      tma_prefetch_desc(&tm_q);
+      tma_prefetch_desc(&tm_k);
+      tma_prefetch_desc(&tm_v);
+      mbar_arrive_expect_tx(bar_q, uint32_t(S::kQBytes));
+#pragma unroll
+      for (int c = 0; c < D / kBoxCols; ++c) {
+        tma_load_4d(q_a + c * (kBlockM * 128), &tm_q, bar_q, c * kBoxCols, int(q0), int(h), int(b));
+      }
+    }
+    for (int i = 0;; ++i) {
+      const int s = i & 1;
+      const uint32_t free_parity = ((i >> 1) & 1) ^ 1;  // the phase that freed buffer s for tile i
+      const int key0 = t * kBlockN;
+      mbar_wait(empty_k(s), free_parity);
+      if (lane == 0) {
+        tile_s[s] = t < ntiles ? t : -1;
+        tile_s[2 + s] = partial ? 1 : 0;
+      }
+      if (t >= ntiles) {  // end marker: no bytes, every lane arrives
+        mbar_arrive(full_k(s));
+        return;
+      }
+      if (partial) {
+        // Positions of keys beyond m are never read (those columns are masked by the count).
+#pragma unroll
+        for (int j = lane; j < kBlockN; j += 32) {
+          if (key0 + j < a.m) kpos_s[s * kBlockN + j] = __ldg(a.k_pos + key0 + j);
+        }
+      }
+      if (lane == 0) {
+        mbar_arrive_expect_tx(full_k(s), kTileBytes);
+#pragma unroll
+        for (int c = 0; c < D / kBoxCols; ++c) {
+          tma_load_4d(k_a + s * kTileBytes + c * (kBlockN * 128), &tm_k, full_k(s), c * kBoxCols, key0, int(hk), int(b));
+        }
+      } else {
+        mbar_arrive(full_k(s));
+      }
+      mbar_wait(empty_v(s), free_parity);
+      if (lane == 0) {
+        mbar_arrive_expect_tx(full_v(s), kTileBytes);
+#pragma unroll
+        for (int c = 0; c < D / kBoxCols; ++c) {
+          tma_load_4d(v_a + s * kTileBytes + c * (kBlockN * 128), &tm_v, full_v(s), c * kBoxCols, key0, int(hk), int(b));
+        }
+      }
+      t = cursor.next(causal, a.k_pos, a.m, t + 1, ntiles, qmin, qmax, partial);
+    }
+  }
+
+  // ---- consumers ----
+  setmaxnreg_inc<kConsumerRegs>();
+  const int wg = warp / 4, g = lane >> 2, tq = lane & 3;
+  // This thread's rows (block-relative): accumulators 4j, 4j + 1 -> row_a, 4j + 2, 4j + 3 -> row_a + 8.
+  const int row_a = 64 * wg + 16 * (warp & 3) + g;
+  // Their positions (INT64_MIN beyond n: no key is visible to them; such rows are never stored).
+  int64_t qp[2] = {0, 0};
+  if (causal) {
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+      const int64_t r = q0 + row_a + 8 * hf;
+      qp[hf] = r < a.n ? __ldg(a.q_pos + r) : INT64_MIN;
+    }
+  }
 
   float o[NO];
 #pragma unroll
@@ -158,56 +224,26 @@ __global__ void __launch_bounds__(kThreads, 1) flash_forward_wgmma_kernel(const 
   // the sums are reduced over the quad at the end (the factors are quad-uniform).
   float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f};
 
-  fwd_detail::TileCursor<kBlockN> cursor;
-  bool partial = false;
-  int t = cursor.next(causal, a.k_pos, a.m, 0, ntiles, qmin, qmax, partial);
-  if (t < ntiles) {
-    // Prologue: query positions (plain stores), Q and the first live tile's K (and positions).
-    if (causal && tid < kBlockM) {
-      const int64_t r = q0 + tid;
-      qpos_s[tid] = r < a.n ? __ldg(a.q_pos + r) : INT64_MIN;
-    }
-    copy_tile<T, D, kBlockM>(q_s, q, a.q_st, q0, a.n);
-    copy_tile<T, D, kBlockN>(k_s, k, a.k_st, int64_t(t) * kBlockN, a.m);
-    if (partial) copy_kpos(kpos_s, a.k_pos, int64_t(t) * kBlockN, a.m);
-    cp_async_commit();
-
+  // The first buffer's tile (or -1: no live tile, the rows end with O = 0, lse = -inf).
+  mbar_wait(full_k(0), 0);
+  int t = tile_s[0];
+  if (t >= 0) {
     // Descriptors without the start address's k-step offsets (added per instruction; offsets
     // stay inside the 14-bit address field: shared addresses are below 256 KiB).
-    const uint32_t q_a = smem_addr(q_s), k_a = smem_addr(k_s), v_a = smem_addr(v_s);
     const uint64_t q_desc = make_desc(q_a + 64 * 128 * wg, 16, 1024);
     const uint64_t k_desc = make_desc(k_a, 16, 1024);
     const uint64_t v_desc = make_desc(v_a, kBlockN * 128, 1024);
 
     uint32_t p[kBlockN / 16][4];  // P of the previous tile: the A fragments of P V
     float s[kNS];
-    int buf = 0;  // K buffer of tile t; V of tile t goes to V buffer buf, too
-    int tn = ntiles;
-    bool cur_partial = false;
 
-    // Top of a step: K of tile t (and V of the previous tile) landed for every thread, and the
-    // previous step's products are finished in both warpgroups, so K[buf ^ 1] and V[buf] are
-    // free; issue K (and positions) of the next live tile and V of tile t into them.
-    auto start_step = [&]() {
-      cur_partial = partial;
-      cp_async_wait_all();
-      fence_proxy_async();
-      __syncthreads();
-      tn = cursor.next(causal, a.k_pos, a.m, t + 1, ntiles, qmin, qmax, partial);
-      if (tn < ntiles) {
-        copy_tile<T, D, kBlockN, 1>(k_s + (buf ^ 1) * kTileElems, k, a.k_st, int64_t(tn) * kBlockN, a.m);
-        if (partial) copy_kpos(kpos_s + (buf ^ 1) * kBlockN, a.k_pos, int64_t(tn) * kBlockN, a.m);
-      }
-      copy_tile<T, D, kBlockN, 1>(v_s + buf * kTileElems, v, a.v_st, int64_t(t) * kBlockN, a.m);
-      cp_async_commit();
-    };
-    // S = Q K^T of tile t, issued (asynchronous) and committed as one batch.
-    auto issue_s = [&]() {
+    // S = Q K^T with K from buffer kb, issued (asynchronous) and committed as one batch.
+    auto issue_s = [&](int kb) {
 #pragma unroll
       for (int kk = 0; kk < NK; ++kk) {
         // k-step kk: column half kk / 4, 32-byte step kk % 4 inside the atom rows.
         const uint32_t qoff = (kk / 4) * (kBlockM * 128) + (kk % 4) * 32;
-        const uint32_t koff = buf * uint32_t(S::kTileBytes) + (kk / 4) * (kBlockN * 128) + (kk % 4) * 32;
+        const uint32_t koff = kb * kTileBytes + (kk / 4) * (kBlockN * 128) + (kk % 4) * 32;
         wgmma_ss<kBlockN, T>(s, q_desc + (qoff >> 4), k_desc + (koff >> 4), kk > 0 ? 1 : 0);
       }
       wgmma_commit();
@@ -216,31 +252,36 @@ __global__ void __launch_bounds__(kThreads, 1) flash_forward_wgmma_kernel(const 
     auto issue_pv = [&](int vb) {
 #pragma unroll
       for (int kk = 0; kk < kBlockN / 16; ++kk) {
-        const uint32_t voff = vb * uint32_t(S::kTileBytes) + kk * 16 * 128;
+        const uint32_t voff = vb * kTileBytes + kk * 16 * 128;
         wgmma_rs_tb<D, T>(o, p[kk], v_desc + (voff >> 4), 1);
       }
       wgmma_commit();
     };
-    // Mask and online softmax of the finished S of tile t: S becomes exp2(S - m) in place, the
-    // row max and sums move on, and the factor that takes O to the new max is returned.
-    auto softmax = [&](float (&alpha)[2]) {
+    // This warp is done with a buffer: one arrival per warp on its "empty" barrier.
+    auto release = [&](uint32_t bar) {
+      __syncwarp();
+      if (lane == 0) mbar_arrive(bar);
+    };
+    // Mask and online softmax of the finished S of tile t (positions in buffer kb): S becomes
+    // exp2(S - m) in place, the row max and sums move on, alpha receives the factor that takes
+    // O to the new max.
+    auto softmax = [&](int kb, bool tile_partial, float (&alpha)[2]) {
       const int kvalid = int(min(int64_t(kBlockN), a.m - int64_t(t) * kBlockN));
       // Scale into the log2 domain, then mask: columns past the last key, and on partial tiles
       // keys after the row's query.
 #pragma unroll
       for (int e = 0; e < kNS; ++e) s[e] *= a.scale_log2;
-      if (cur_partial || kvalid < kBlockN) {
-        const int64_t* const kp = kpos_s + buf * kBlockN;
-        const int64_t qp0 = cur_partial ? qpos_s[row_a] : 0, qp1 = cur_partial ? qpos_s[row_a + 8] : 0;
+      if (tile_partial || kvalid < kBlockN) {
+        const int64_t* const kp = kpos_s + kb * kBlockN;
 #pragma unroll
         for (int j = 0; j < kBlockN / 8; ++j) {
 #pragma unroll
           for (int e = 0; e < 2; ++e) {
             const int col = 8 * j + 2 * tq + e;
             const bool in_range = col < kvalid;
-            const int64_t kpos = cur_partial && in_range ? kp[col] : 0;
-            if (!(in_range && (!cur_partial || kpos <= qp0))) s[4 * j + e] = -INFINITY;
-            if (!(in_range && (!cur_partial || kpos <= qp1))) s[4 * j + 2 + e] = -INFINITY;
+            const int64_t kpos = tile_partial && in_range ? kp[col] : 0;
+            if (!(in_range && (!tile_partial || kpos <= qp[0]))) s[4 * j + e] = -INFINITY;
+            if (!(in_range && (!tile_partial || kpos <= qp[1]))) s[4 * j + 2 + e] = -INFINITY;
           }
         }
       }
@@ -288,33 +329,43 @@ __global__ void __launch_bounds__(kThreads, 1) flash_forward_wgmma_kernel(const 
       }
     };
 
-    // First live tile: S and its softmax only (O is still 0, no factor to apply).
+    mbar_wait(bar_q, 0);
+    // First live tile (buffer 0): S and its softmax only (O is still 0, no factor to apply).
     {
-      start_step();
+      const bool tile_partial = tile_s[2] != 0;
       wgmma_fence();
-      issue_s();
+      issue_s(0);
       wgmma_wait<0>();
       fence_regs(s);
       float alpha[2];
-      softmax(alpha);
+      softmax(0, tile_partial, alpha);
+      release(empty_k(0));
       pack_p();
     }
-    // Every further tile: S of this tile and P V of the previous one in flight together; the
-    // softmax of S runs while P V is still on the tensor cores. Every batch is waited for in the
-    // step that issued it, so no wgmma is in flight across the loop's back edge.
-    while (tn < ntiles) {
-      t = tn;
-      buf ^= 1;
-      start_step();
+    // Tile i (buffer i % 2, phase (i / 2) % 2 of its barriers): S of this tile and P V of the
+    // previous one in flight together. Every batch is waited for in the step that issued it, so
+    // no wgmma is in flight across the loop's back edge.
+    int i = 1;
+    for (;; ++i) {
+      const int kb = i & 1, vb = kb ^ 1;
+      mbar_wait(full_k(kb), uint32_t(i >> 1) & 1u);
+      t = tile_s[kb];
+      if (t < 0) break;
+      const bool tile_partial = tile_s[2 + kb] != 0;
+      // Both waits before the batch: a wait between two wgmma issues would make ptxas fence the
+      // second one. V of the previous tile was issued before K of this one, so it is not later.
+      mbar_wait(full_v(vb), uint32_t((i - 1) >> 1) & 1u);
       wgmma_fence();
-      issue_s();
-      issue_pv(buf ^ 1);
+      issue_s(kb);
+      issue_pv(vb);
       wgmma_wait<1>();
       fence_regs(s);
       float alpha[2];
-      softmax(alpha);
+      softmax(kb, tile_partial, alpha);
+      release(empty_k(kb));
       wgmma_wait<0>();
       fence_regs(o);
+      release(empty_v(vb));
       // O (now including the previous tile) moves to the new row max; P of this tile replaces
       // the previous one, whose product has finished.
 #pragma unroll
@@ -326,13 +377,11 @@ __global__ void __launch_bounds__(kThreads, 1) flash_forward_wgmma_kernel(const 
       }
       pack_p();
     }
-
-    // The last tile's P V: its V was issued at the top of the last step into V[buf].
-    cp_async_wait_all();
-    fence_proxy_async();
-    __syncthreads();
+    // The last tile's P V (tile i - 1, buffer (i - 1) % 2).
+    const int vb = (i - 1) & 1;
+    mbar_wait(full_v(vb), uint32_t((i - 1) >> 1) & 1u);
     wgmma_fence();
-    issue_pv(buf);
+    issue_pv(vb);
     wgmma_wait<0>();
     fence_regs(o);
   }
@@ -363,13 +412,52 @@ __global__ void __launch_bounds__(kThreads, 1) flash_forward_wgmma_kernel(const 
   }
 }
 
+// cuTensorMapEncodeTiled from the driver, through the runtime (no link against libcuda).
+PFN_cuTensorMapEncodeTiled_v12000 encode_fn() {
+  static const PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
+    void* f = nullptr;
+    cudaDriverEntryPointQueryResult q{};
+    RINGPLAN_MMA_THROW_IF(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &q));
+    if (q != cudaDriverEntryPointSuccess || f == nullptr) {
+      throw std::runtime_error("flash_forward: the driver has no cuTensorMapEncodeTiled (TMA needs a CUDA 12+ driver)");
+    }
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(f);
+  }();
+  return fn;
+}
+
+// TMA descriptor of a [batch, heads, tokens, head_dim] 16-bit tensor with the view's strides,
+// boxes of kBoxCols columns x `rows` tokens, 128-byte swizzle (the wgmma layout), zero fill
+// outside. Extent-1 dimensions get a dense stride (their coordinate is always 0; the encoder
+// wants strides that are multiples of 16 bytes, and views may carry anything there).
+CUtensorMap make_map(const TensorView& t, int rows) {
+  const cuuint64_t dims[4] = {cuuint64_t(t.head_dim), cuuint64_t(t.tokens), cuuint64_t(t.heads), cuuint64_t(t.batch)};
+  const int64_t sh = t.heads > 1 ? t.stride_head : t.tokens * t.stride_token;
+  const int64_t sb = t.batch > 1 ? t.stride_batch : t.heads * sh;
+  const cuuint64_t strides[3] = {cuuint64_t(t.stride_token * 2), cuuint64_t(sh * 2), cuuint64_t(sb * 2)};
+  const cuuint32_t box[4] = {cuuint32_t(kBoxCols), cuuint32_t(rows), 1, 1};
+  const cuuint32_t elem_strides[4] = {1, 1, 1, 1};
+  CUtensorMap map;
+  const CUresult r = encode_fn()(
+      &map, t.type == ElemType::bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 4,
+      const_cast<void*>(t.data), dims, strides, box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+      CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS) {
+    throw std::runtime_error("flash_forward: cuTensorMapEncodeTiled failed (CUresult " + std::to_string(int(r)) +
+                             ") for a tensor of " + std::to_string(t.batch) + "x" + std::to_string(t.heads) + "x" +
+                             std::to_string(t.tokens) + "x" + std::to_string(t.head_dim));
+  }
+  return map;
+}
+
 template <typename T, int D>
-void launch(const Args& a, int64_t batch, cudaStream_t stream) {
+void launch(const Args& a, const BlockParams& p, int64_t batch, cudaStream_t stream) {
   constexpr size_t smem = Smem<D>::kBytes + Smem<D>::kAlign;
   auto kernel = flash_forward_wgmma_kernel<T, D>;
   RINGPLAN_MMA_THROW_IF(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  const CUtensorMap tm_q = make_map(p.q, kBlockM), tm_k = make_map(p.k, kBlockN), tm_v = make_map(p.v, kBlockN);
   const dim3 grid(unsigned((a.n + kBlockM - 1) / kBlockM), unsigned(a.heads), unsigned(batch));
-  kernel<<<grid, kThreads, smem, stream>>>(a);
+  kernel<<<grid, kThreads, smem, stream>>>(a, tm_q, tm_k, tm_v);
   RINGPLAN_MMA_THROW_IF(cudaGetLastError());
 }
 
@@ -383,9 +471,9 @@ void launch_forward_wgmma(const BlockParams& p, const ForwardOut& o, float scale
   const Args a = fwd_detail::make_args(p, o, scale);
   const bool bf16 = p.q.type == ElemType::bf16;
   if (p.q.head_dim == 64) {
-    bf16 ? launch<__nv_bfloat16, 64>(a, p.q.batch, stream) : launch<__half, 64>(a, p.q.batch, stream);
+    bf16 ? launch<__nv_bfloat16, 64>(a, p, p.q.batch, stream) : launch<__half, 64>(a, p, p.q.batch, stream);
   } else {
-    bf16 ? launch<__nv_bfloat16, 128>(a, p.q.batch, stream) : launch<__half, 128>(a, p.q.batch, stream);
+    bf16 ? launch<__nv_bfloat16, 128>(a, p, p.q.batch, stream) : launch<__half, 128>(a, p, p.q.batch, stream);
   }
 }
 

@@ -79,9 +79,10 @@ __device__ __forceinline__ void block_query_range(bool causal, const int64_t* q_
 }
 
 // Warp-uniform cursor over the live (not hidden) key tiles of BlockN keys. Tiles are classified
-// 32 at a time: lane L takes tile base + L, reduces its key positions to min/max and classifies
-// it against the block's query range [qmin, qmax]; two ballots give the window's live and
-// partial bits.
+// 32 at a time into two bit masks (live, partial). Each tile's key positions are read by the
+// whole warp, coalesced (lane L reads keys L, L + 32, ...), and reduced to min/max with
+// shuffles: one lane per tile would make every load instruction touch 32 cache lines, which
+// cost more than the attention work of a short causal block.
 template <int BlockN>
 struct TileCursor {
   static constexpr int kWindow = 32;
@@ -89,28 +90,34 @@ struct TileCursor {
   uint32_t live = 0, partial = 0;
 
   __device__ void classify(bool causal, const int64_t* k_pos, int64_t m, int ntiles, int64_t qmin, int64_t qmax) {
-    const int tile = base + int(threadIdx.x & 31);
-    bool is_live = false, is_partial = false;
-    if (tile < ntiles) {
-      if (!causal) {
-        is_live = true;
-      } else {
-        const int64_t k0 = int64_t(tile) * BlockN;
-        const int64_t k1 = min(k0 + BlockN, m);
-        int64_t kmin = INT64_MAX, kmax = INT64_MIN;
-#pragma unroll 16
-        for (int64_t j = k0; j < k1; ++j) {
-          const int64_t p = __ldg(k_pos + j);
+    const int count = min(kWindow, ntiles - base);  // tiles of this window, >= 1
+    if (!causal) {
+      live = count == 32 ? ~0u : (1u << count) - 1u;
+      partial = 0u;
+      return;
+    }
+    live = partial = 0u;
+    const int lane = int(threadIdx.x & 31);
+    for (int w = 0; w < count; ++w) {
+      const int64_t k0 = int64_t(base + w) * BlockN;
+      int64_t kmin = INT64_MAX, kmax = INT64_MIN;
+#pragma unroll
+      for (int j = lane; j < BlockN; j += 32) {
+        if (k0 + j < m) {
+          const int64_t p = __ldg(k_pos + k0 + j);
           kmin = min(kmin, p);
           kmax = max(kmax, p);
         }
-        const TileVisibility vis = classify_tile(true, qmin, qmax, kmin, kmax);
-        is_live = vis != TileVisibility::hidden;
-        is_partial = vis == TileVisibility::partial;
       }
+#pragma unroll
+      for (int off = 16; off > 0; off >>= 1) {
+        kmin = min(kmin, static_cast<int64_t>(__shfl_xor_sync(0xffffffffu, static_cast<long long>(kmin), off)));
+        kmax = max(kmax, static_cast<int64_t>(__shfl_xor_sync(0xffffffffu, static_cast<long long>(kmax), off)));
+      }
+      const TileVisibility vis = classify_tile(true, qmin, qmax, kmin, kmax);
+      live |= uint32_t(vis != TileVisibility::hidden) << w;
+      partial |= uint32_t(vis == TileVisibility::partial) << w;
     }
-    live = __ballot_sync(0xffffffffu, is_live);
-    partial = __ballot_sync(0xffffffffu, is_partial);
   }
 
   // First live tile >= t (ntiles when none); `is_partial` receives its class. t never decreases

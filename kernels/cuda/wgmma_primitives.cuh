@@ -86,6 +86,71 @@ __device__ __forceinline__ void fence_regs(uint32_t (&d)[N]) {
   for (int i = 0; i < N; ++i) asm volatile("" : "+r"(d[i])::"memory");
 }
 
+// Register budget of the calling warpgroup (all its warps execute it): dec gives registers back
+// to the SM's pool, inc waits until the pool has them. Lets a producer warpgroup run on few
+// registers while the consumer warpgroups get more than the launch's even share.
+template <int N>
+__device__ __forceinline__ void setmaxnreg_dec() {
+  static_assert(N % 8 == 0 && N >= 24 && N <= 256, "setmaxnreg takes multiples of 8 in [24, 256]");
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N));
+}
+template <int N>
+__device__ __forceinline__ void setmaxnreg_inc() {
+  static_assert(N % 8 == 0 && N >= 24 && N <= 256, "setmaxnreg takes multiples of 8 in [24, 256]");
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N));
+}
+
+// ---- mbarriers and TMA ----------------------------------------------------------------
+// An mbarrier (8 bytes of shared memory) completes a phase when its expected arrivals have
+// arrived and its expected transaction bytes (TMA copies that name it) have landed; waiting is on
+// the parity of a phase. A freshly initialised barrier is in phase 0: a wait for parity 1 returns
+// at once (it refers to the phase "before" it), which lets producers wait on "buffer free"
+// barriers from the first use on. Arrive has release, wait acquire semantics (CTA scope): plain
+// shared-memory stores made before an arrive are visible to threads that waited for the phase.
+
+__device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
+  asm volatile("{\n.reg .b64 state;\nmbarrier.arrive.shared::cta.b64 state, [%0];\n}\n" ::"r"(bar) : "memory");
+}
+// Arrives and adds `bytes` to the transaction count the current phase waits for.
+__device__ __forceinline__ void mbar_arrive_expect_tx(uint32_t bar, uint32_t bytes) {
+  asm volatile("{\n.reg .b64 state;\nmbarrier.arrive.expect_tx.shared::cta.b64 state, [%0], %1;\n}\n" ::"r"(bar),
+               "r"(bytes)
+               : "memory");
+}
+__device__ __forceinline__ bool mbar_try_wait(uint32_t bar, uint32_t parity) {
+  uint32_t done;
+  asm volatile(
+      "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+      : "=r"(done)
+      : "r"(bar), "r"(parity)
+      : "memory");
+  return done != 0;
+}
+// Blocks until the phase with this parity has completed (try_wait itself suspends the thread
+// for a while before it returns false, so the loop does not spin hot).
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+  while (!mbar_try_wait(bar, parity)) {
+  }
+}
+
+// TMA: a box of a 4-D tensor (described by a CUtensorMap in kernel parameter space, passed by
+// its generic address) into shared memory at dst, completing `bytes` on mbarrier bar.
+// Coordinates innermost first; rows outside the tensor are filled with zeros.
+__device__ __forceinline__ void tma_load_4d(uint32_t dst, const void* tmap, uint32_t bar, int c0, int c1, int c2,
+                                            int c3) {
+  asm volatile(
+      "cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4, %5, %6}], "
+      "[%2];\n" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(tmap)), "r"(bar), "r"(c0), "r"(c1), "r"(c2), "r"(c3)
+      : "memory");
+}
+__device__ __forceinline__ void tma_prefetch_desc(const void* tmap) {
+  asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(tmap)) : "memory");
+}
+
 // d (+)= A B on one warpgroup, m64nNk16, f32 accumulators; accumulate = 0 overwrites d.
 // wgmma_ss: A and B from shared memory, both K-major (A = [64][16] rows of Q, B = [N][16] rows of
 // K). wgmma_rs_tb: A from registers (4 x 2 elements per thread, the m16n8k16 A fragment of the
