@@ -174,8 +174,9 @@ __global__ void __launch_bounds__(kThreads, min_blocks_per_sm<D>()) flash_forwar
   }
 
   TileCursor<kBlockN> cursor;
+  cursor.range = a.k_tile_range;
   bool partial = false;
-  int t = cursor.next(a.causal != 0, a.k_pos, a.m, 0, ntiles, qmin, qmax, partial);
+  int t = cursor.next(a.causal != 0, 0, ntiles, qmin, qmax, partial);
   if (t < ntiles) {
     // Prologue: Q, its positions (rows beyond n get INT64_MIN: every key is masked for them on
     // partial tiles; they are never stored) and the first live tile into buffer 0.
@@ -212,7 +213,7 @@ __global__ void __launch_bounds__(kThreads, min_blocks_per_sm<D>()) flash_forwar
       const bool cur_partial = partial;
       const int64_t key0 = int64_t(t) * kBlockN;
       const int kvalid = int(min(int64_t(kBlockN), a.m - key0));
-      const int tn = cursor.next(a.causal != 0, a.k_pos, a.m, t + 1, ntiles, qmin, qmax, partial);
+      const int tn = cursor.next(a.causal != 0, t + 1, ntiles, qmin, qmax, partial);
       if (tn < ntiles) {
         // Buffer buf ^ 1 is free: the barrier ending the previous step (or the prologue's, for
         // the first step) comes after every warp's last read of it. Copy loops not unrolled:
@@ -504,7 +505,9 @@ void launch_forward_wgmma(const BlockParams&, const ForwardOut&, float, cudaStre
 #endif
 
 void launch_forward_mma(const BlockParams& p, const ForwardOut& o, float scale, cudaStream_t stream) {
-  const Args a = fwd_detail::make_args(p, o, scale);
+  Args a = fwd_detail::make_args(p, o, scale);
+  // Causal: per-tile key ranges for the kernel's tile walk, freed in stream order after it.
+  const auto ranges = fwd_detail::TileRanges::make<kBlockN>(a, stream);
   const bool bf16 = p.q.type == ElemType::bf16;
   if (p.q.head_dim == 64) {
     bf16 ? launch<__nv_bfloat16, 64>(a, p.q.batch, stream) : launch<__half, 64>(a, p.q.batch, stream);

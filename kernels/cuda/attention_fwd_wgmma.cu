@@ -149,8 +149,9 @@ __global__ void __launch_bounds__(kThreads, 1)
     int64_t qmin, qmax;
     fwd_detail::block_query_range<kBlockM>(causal, a.q_pos, q0, a.n, qmin, qmax);
     fwd_detail::TileCursor<kBlockN> cursor;
+    cursor.range = a.k_tile_range;
     bool partial = false;
-    int t = cursor.next(causal, a.k_pos, a.m, 0, ntiles, qmin, qmax, partial);
+    int t = cursor.next(causal, 0, ntiles, qmin, qmax, partial);
     if (t < ntiles && lane == 0) {
       tma_prefetch_desc(&tm_q);
       tma_prefetch_desc(&tm_k);
@@ -198,7 +199,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           tma_load_4d(v_a + s * kTileBytes + c * (kBlockN * 128), &tm_v, full_v(s), c * kBoxCols, key0, int(hk), int(b));
         }
       }
-      t = cursor.next(causal, a.k_pos, a.m, t + 1, ntiles, qmin, qmax, partial);
+      t = cursor.next(causal, t + 1, ntiles, qmin, qmax, partial);
     }
   }
 
@@ -468,7 +469,9 @@ namespace detail {
 bool wgmma_forward_built() { return true; }
 
 void launch_forward_wgmma(const BlockParams& p, const ForwardOut& o, float scale, cudaStream_t stream) {
-  const Args a = fwd_detail::make_args(p, o, scale);
+  Args a = fwd_detail::make_args(p, o, scale);
+  // Causal: per-tile key ranges for the kernel's tile walk, freed in stream order after it.
+  const auto ranges = fwd_detail::TileRanges::make<kBlockN>(a, stream);
   const bool bf16 = p.q.type == ElemType::bf16;
   if (p.q.head_dim == 64) {
     bf16 ? launch<__nv_bfloat16, 64>(a, p, p.q.batch, stream) : launch<__half, 64>(a, p, p.q.batch, stream);

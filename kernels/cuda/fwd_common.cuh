@@ -13,6 +13,7 @@
 #include <cstdint>
 
 #include "kernels/attention.hpp"
+#include "kernels/cuda/mma_primitives.cuh"  // RINGPLAN_MMA_THROW_IF
 #include "kernels/cuda/tile_schedule.hpp"
 
 namespace ringplan::kernels::cuda::fwd_detail {
@@ -26,6 +27,9 @@ struct Args {
   float* lse;
   int64_t l_sb, l_sh;
   const int64_t *q_pos, *k_pos;  // may be null when !causal
+  // With causal: min and max key position of each key tile of the kernel's tile size, [ntiles][2]
+  // (TileRanges below fills it before the launch); null: the kernel reads the positions.
+  const int64_t* k_tile_range;
   int64_t n, m, heads, group;    // group = heads / kv_heads
   int causal;
   int o_vec2;        // O rows 8-byte aligned: store column pairs as float2
@@ -79,55 +83,37 @@ __device__ __forceinline__ void block_query_range(bool causal, const int64_t* q_
 }
 
 // Warp-uniform cursor over the live (not hidden) key tiles of BlockN keys. Tiles are classified
-// 32 at a time into two bit masks (live, partial). Each tile's key positions are read by the
-// whole warp, coalesced (lane L reads keys L, L + 32, ...), and reduced to min/max with
-// shuffles: one lane per tile would make every load instruction touch 32 cache lines, which
-// cost more than the attention work of a short causal block.
+// 32 at a time into two bit masks (live, partial): lane L takes tile base + L and reads its key
+// range from Args::k_tile_range (precomputed by TileRanges, below), so a window costs one round
+// trip to memory. (Reading the positions themselves here, one lane per tile, made every load
+// instruction touch 32 cache lines and cost more than the attention work of a short causal
+// block.)
 template <int BlockN>
 struct TileCursor {
   static constexpr int kWindow = 32;
   int base = -kWindow;  // first tile of the current window; none classified yet
   uint32_t live = 0, partial = 0;
+  const int64_t* range = nullptr;  // Args::k_tile_range: required with causal masking
 
-  __device__ void classify(bool causal, const int64_t* k_pos, int64_t m, int ntiles, int64_t qmin, int64_t qmax) {
-    const int count = min(kWindow, ntiles - base);  // tiles of this window, >= 1
-    if (!causal) {
-      live = count == 32 ? ~0u : (1u << count) - 1u;
-      partial = 0u;
-      return;
-    }
-    live = partial = 0u;
+  __device__ void classify(bool causal, int ntiles, int64_t qmin, int64_t qmax) {
     const int lane = int(threadIdx.x & 31);
-    for (int w = 0; w < count; ++w) {
-      const int64_t k0 = int64_t(base + w) * BlockN;
-      int64_t kmin = INT64_MAX, kmax = INT64_MIN;
-#pragma unroll
-      for (int j = lane; j < BlockN; j += 32) {
-        if (k0 + j < m) {
-          const int64_t p = __ldg(k_pos + k0 + j);
-          kmin = min(kmin, p);
-          kmax = max(kmax, p);
-        }
-      }
-#pragma unroll
-      for (int off = 16; off > 0; off >>= 1) {
-        kmin = min(kmin, static_cast<int64_t>(__shfl_xor_sync(0xffffffffu, static_cast<long long>(kmin), off)));
-        kmax = max(kmax, static_cast<int64_t>(__shfl_xor_sync(0xffffffffu, static_cast<long long>(kmax), off)));
-      }
-      const TileVisibility vis = classify_tile(true, qmin, qmax, kmin, kmax);
-      live |= uint32_t(vis != TileVisibility::hidden) << w;
-      partial |= uint32_t(vis == TileVisibility::partial) << w;
+    const int tile = base + lane;
+    TileVisibility vis = TileVisibility::hidden;
+    if (tile < ntiles) {
+      vis = causal ? classify_tile(true, qmin, qmax, __ldg(range + 2 * tile), __ldg(range + 2 * tile + 1))
+                   : TileVisibility::visible;
     }
+    live = __ballot_sync(0xffffffffu, vis != TileVisibility::hidden);
+    partial = __ballot_sync(0xffffffffu, vis == TileVisibility::partial);
   }
 
   // First live tile >= t (ntiles when none); `is_partial` receives its class. t never decreases
   // between calls, so a window once passed is never needed again.
-  __device__ int next(bool causal, const int64_t* k_pos, int64_t m, int t, int ntiles, int64_t qmin, int64_t qmax,
-                      bool& is_partial) {
+  __device__ int next(bool causal, int t, int ntiles, int64_t qmin, int64_t qmax, bool& is_partial) {
     while (t < ntiles) {
       if (t >= base + kWindow) {
         base = t;
-        classify(causal, k_pos, m, ntiles, qmin, qmax);
+        classify(causal, ntiles, qmin, qmax);
       }
       const uint32_t rest = live >> (t - base);  // t - base in [0, kWindow)
       if (rest != 0u) {
@@ -140,6 +126,75 @@ struct TileCursor {
     is_partial = false;
     return ntiles;
   }
+};
+
+// ---- per-tile key ranges ----------------------------------------------------------------
+
+namespace {
+
+// range[2t], range[2t + 1] = min, max of k_pos over tile t (keys [t * BlockN, min(m, ...))): one
+// warp per tile, coalesced loads, shuffle reduction.
+template <int BlockN>
+__global__ void tile_range_kernel(const int64_t* k_pos, int64_t m, int ntiles, int64_t* range) {
+  const int tile = int(blockIdx.x) * int(blockDim.x / 32) + int(threadIdx.x / 32);
+  if (tile >= ntiles) return;
+  const int lane = int(threadIdx.x & 31);
+  const int64_t k0 = int64_t(tile) * BlockN;
+  int64_t kmin = INT64_MAX, kmax = INT64_MIN;
+  for (int j = lane; j < BlockN; j += 32) {
+    if (k0 + j < m) {
+      const int64_t p = __ldg(k_pos + k0 + j);
+      kmin = min(kmin, p);
+      kmax = max(kmax, p);
+    }
+  }
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) {
+    kmin = min(kmin, static_cast<int64_t>(__shfl_xor_sync(0xffffffffu, static_cast<long long>(kmin), off)));
+    kmax = max(kmax, static_cast<int64_t>(__shfl_xor_sync(0xffffffffu, static_cast<long long>(kmax), off)));
+  }
+  if (lane == 0) {
+    range[2 * tile] = kmin;
+    range[2 * tile + 1] = kmax;
+  }
+}
+
+}  // namespace
+
+// Stream-ordered scratch with the per-tile key ranges of a causal forward: the kernels then
+// classify a window of 32 tiles with one round trip to memory instead of one per tile (which, on
+// a short causal block, costs more than its attention work). Frees the scratch in stream order
+// when it goes out of scope (after the forward kernel was enqueued). Non-causal: nothing.
+class TileRanges {
+ public:
+  template <int BlockN>
+  static TileRanges make(Args& a, cudaStream_t stream) {
+    TileRanges r;
+    r.stream_ = stream;
+    if (!a.causal || a.m == 0) return r;
+    const int ntiles = int((a.m + BlockN - 1) / BlockN);
+    void* p = nullptr;
+    RINGPLAN_MMA_THROW_IF(cudaMallocAsync(&p, size_t(ntiles) * 2 * sizeof(int64_t), stream));
+    r.ptr_ = static_cast<int64_t*>(p);
+    constexpr int kWarps = 8;
+    tile_range_kernel<BlockN><<<unsigned((ntiles + kWarps - 1) / kWarps), 32 * kWarps, 0, stream>>>(a.k_pos, a.m,
+                                                                                                ntiles, r.ptr_);
+    RINGPLAN_MMA_THROW_IF(cudaGetLastError());
+    a.k_tile_range = r.ptr_;
+    return r;
+  }
+  TileRanges(TileRanges&& o) noexcept : ptr_(o.ptr_), stream_(o.stream_) { o.ptr_ = nullptr; }
+  TileRanges(const TileRanges&) = delete;
+  TileRanges& operator=(const TileRanges&) = delete;
+  TileRanges& operator=(TileRanges&&) = delete;
+  ~TileRanges() {
+    if (ptr_) (void)cudaFreeAsync(ptr_, stream_);
+  }
+
+ private:
+  TileRanges() = default;
+  int64_t* ptr_ = nullptr;
+  cudaStream_t stream_ = nullptr;
 };
 
 }  // namespace ringplan::kernels::cuda::fwd_detail
