@@ -6,9 +6,9 @@
 //
 // Shapes (defaults): batch 1, 32 query heads, 8 KV heads (GQA), head dim 128, bf16 inputs,
 // self-attention with positions 0..n-1, causal and non-causal.
-// Backward implementations (--backward-impl mma|wmma|both, default both) likewise: each timed one
-// is validated first; bwd_ms / bwd_tflops are the first (mma), the WMMA backward is reported as
-// bwd_ms_wmma / bwd_tflops_wmma.
+// Backward implementations (--backward-impl LIST, as --forward-impl below) likewise: each timed
+// one is validated first; bwd_ms / bwd_tflops are the first (the library's default on this
+// device), every other one is reported as bwd_ms_<name> / bwd_tflops_<name>.
 // Forward implementations (--forward-impl LIST, comma-separated from wgmma, mma, wmma, or "all";
 // default all that run on this device, in that order): flash_forward runs each of them
 // (set_forward_impl). The first is the "primary" (the library's default on this device: wgmma on
@@ -69,18 +69,20 @@ struct Options {
   std::vector<rkc::ForwardImpl> forward_impls = {rkc::ForwardImpl::wgmma, rkc::ForwardImpl::mma, rkc::ForwardImpl::wmma};
   bool forward_impls_given = false;  // default list: drop those this device cannot run
   // Backward implementations, likewise (the first is the primary: bwd_ms, bwd_tflops).
-  std::vector<rkc::BackwardImpl> backward_impls = {rkc::BackwardImpl::mma, rkc::BackwardImpl::wmma};
+  std::vector<rkc::BackwardImpl> backward_impls = {rkc::BackwardImpl::wgmma, rkc::BackwardImpl::mma,
+                                                  rkc::BackwardImpl::wmma};
+  bool backward_impls_given = false;
 };
 
 const char* impl_name(rkc::ForwardImpl f) { return rkc::forward_impl_name(f); }
-const char* impl_name(rkc::BackwardImpl f) { return f == rkc::BackwardImpl::mma ? "mma" : "wmma"; }
+const char* impl_name(rkc::BackwardImpl f) { return rkc::backward_impl_name(f); }
 
 [[noreturn]] void usage(const std::string& why) {
   std::fprintf(stderr,
                "bench_attention_cuda: %s\n"
                "usage: bench_attention_cuda [--tokens 4096,8192,16384] [--batch 1] [--heads 32] [--kv-heads 8]\n"
                "       [--head-dim 64|128] [--type bf16|f16] [--warmup 5] [--iters 20] [--causal-only|--noncausal-only]\n"
-               "       [--forward-impl all|wgmma,mma,wmma] [--backward-impl mma|wmma|both] [--json FILE]\n",
+               "       [--forward-impl all|wgmma,mma,wmma] [--backward-impl all|wgmma,mma,wmma] [--json FILE]\n",
                why.c_str());
   std::exit(2);
 }
@@ -134,10 +136,19 @@ Options parse(int argc, char** argv) {
       }
     } else if (a == "--backward-impl") {
       const std::string f = next();
-      if (f == "mma") o.backward_impls = {rkc::BackwardImpl::mma};
-      else if (f == "wmma") o.backward_impls = {rkc::BackwardImpl::wmma};
-      else if (f == "both") o.backward_impls = {rkc::BackwardImpl::mma, rkc::BackwardImpl::wmma};
-      else usage("--backward-impl must be mma, wmma or both, got '" + f + "'");
+      o.backward_impls_given = f != "all";
+      if (o.backward_impls_given) {
+        o.backward_impls.clear();
+        for (size_t p = 0; p <= f.size();) {
+          const size_t q = std::min(f.find(',', p), f.size());
+          const std::string name = f.substr(p, q - p);
+          if (name == "wgmma") o.backward_impls.push_back(rkc::BackwardImpl::wgmma);
+          else if (name == "mma") o.backward_impls.push_back(rkc::BackwardImpl::mma);
+          else if (name == "wmma") o.backward_impls.push_back(rkc::BackwardImpl::wmma);
+          else usage("--backward-impl takes 'all' or a comma list of wgmma, mma, wmma; got '" + name + "'");
+          p = q + 1;
+        }
+      }
     }
     else if (a == "--type") {
       const std::string t = next();
@@ -234,7 +245,7 @@ struct Result {
   bool causal;
   double fwd_ms, bwd_ms, fwd_tflops, bwd_tflops;           // fwd: the primary implementation
   std::vector<std::pair<std::string, double>> fwd_ms_other;  // every timed forward but the primary
-  double bwd_ms_wmma = -1.0, bwd_tflops_wmma = -1.0;       // < 0: wmma backward not timed
+  std::vector<std::pair<std::string, double>> bwd_ms_other;  // every timed backward but the primary
   double err_out, err_lse, err_dq, err_dk, err_dv;          // err_out, err_lse: worst implementation
   int64_t tiles_hidden, tiles_partial, tiles_visible;
 };
@@ -455,12 +466,9 @@ Result run_case(const Options& o, int64_t n, bool causal) {
     rkc::set_backward_impl(o.backward_impls[bi]);
     const double ms = time_ms(backward);
     if (bi == 0) r.bwd_ms = ms;
-    if (o.backward_impls[bi] == rkc::BackwardImpl::wmma) {
-      r.bwd_ms_wmma = ms;
-      r.bwd_tflops_wmma = 2.5 * fwd_flops / (ms * 1e-3) / 1e12;
-    }
+    else r.bwd_ms_other.emplace_back(impl_name(o.backward_impls[bi]), ms);
   }
-  rkc::set_backward_impl(rkc::BackwardImpl::mma);
+  rkc::set_backward_impl(rkc::BackwardImpl::automatic);
   cudaEventDestroy(e0);
   cudaEventDestroy(e1);
   r.fwd_tflops = fwd_flops / (r.fwd_ms * 1e-3) / 1e12;
@@ -495,19 +503,36 @@ int main(int argc, char** argv) {
     }
   }
   o.forward_impls = runnable;
+  std::vector<rkc::BackwardImpl> runnable_bwd;
+  for (rkc::BackwardImpl f : o.backward_impls) {
+    const std::string no = rkc::backward_impl_unavailable(f);
+    if (no.empty()) {
+      runnable_bwd.push_back(f);
+    } else if (o.backward_impls_given) {
+      std::fprintf(stderr, "bench_attention_cuda: --backward-impl %s: %s\n", impl_name(f), no.c_str());
+      return 2;
+    } else {
+      std::printf("backward %s not timed: %s\n", impl_name(f), no.c_str());
+    }
+  }
+  o.backward_impls = runnable_bwd;
   std::printf("FLOP model: fwd 4*b*h*n*n*d (x0.5 causal), bwd 2.5x fwd; TFLOP/s = flops / median time\n");
   std::string others;
   for (size_t fi = 1; fi < o.forward_impls.size(); ++fi) others += std::string(" ") + impl_name(o.forward_impls[fi]);
   std::printf("forward: %s (fwd_ms, fwd_TF/s)%s\n", impl_name(o.forward_impls.front()),
               others.empty() ? "" : ("; also timed, TF/s per column:" + others).c_str());
-  const bool has_bwd_wmma_col = o.backward_impls.size() > 1;
+  std::string bwd_others;
+  for (size_t bi = 1; bi < o.backward_impls.size(); ++bi) bwd_others += std::string(" ") + impl_name(o.backward_impls[bi]);
   std::printf("backward: %s (bwd_ms, bwd_TF/s)%s\n", impl_name(o.backward_impls.front()),
-              has_bwd_wmma_col ? "; wmma in bwd_wmma_TF/s" : "");
+              bwd_others.empty() ? "" : ("; also timed, TF/s per column:" + bwd_others).c_str());
   std::printf("%8s %7s %10s %10s %10s %10s", "tokens", "causal", "fwd_ms", "fwd_TF/s", "bwd_ms", "bwd_TF/s");
   for (size_t fi = 1; fi < o.forward_impls.size(); ++fi) {
     std::printf(" %14s", (std::string("fwd_") + impl_name(o.forward_impls[fi]) + "_TF/s").c_str());
   }
-  std::printf(" %14s %s\n", "bwd_wmma_TF/s", "tiles hidden/partial/visible");
+  for (size_t bi = 1; bi < o.backward_impls.size(); ++bi) {
+    std::printf(" %14s", (std::string("bwd_") + impl_name(o.backward_impls[bi]) + "_TF/s").c_str());
+  }
+  std::printf(" %s\n", "tiles hidden/partial/visible");
   std::vector<Result> results;
   std::vector<double> fwd_flops_of;  // per result, for the secondary rates
   try {
@@ -516,12 +541,11 @@ int main(int argc, char** argv) {
         if ((causal && o.noncausal_only) || (!causal && o.causal_only)) continue;
         const Result r = run_case(o, n, causal);
         const double flops = r.fwd_tflops * 1e12 * r.fwd_ms * 1e-3;
-        char bwd_wmma_col[32] = "-";
-        if (has_bwd_wmma_col) std::snprintf(bwd_wmma_col, sizeof bwd_wmma_col, "%.1f", r.bwd_tflops_wmma);
         std::printf("%8lld %7d %10.3f %10.1f %10.3f %10.1f", (long long)r.tokens, int(r.causal), r.fwd_ms,
                     r.fwd_tflops, r.bwd_ms, r.bwd_tflops);
         for (const auto& [name, ms] : r.fwd_ms_other) std::printf(" %14.1f", flops / (ms * 1e-3) / 1e12);
-        std::printf(" %14s %lld/%lld/%lld\n", bwd_wmma_col, (long long)r.tiles_hidden, (long long)r.tiles_partial,
+        for (const auto& [name, ms] : r.bwd_ms_other) std::printf(" %14.1f", 2.5 * flops / (ms * 1e-3) / 1e12);
+        std::printf(" %lld/%lld/%lld\n", (long long)r.tiles_hidden, (long long)r.tiles_partial,
                     (long long)r.tiles_visible);
         results.push_back(r);
         fwd_flops_of.push_back(flops);
@@ -538,8 +562,8 @@ int main(int argc, char** argv) {
       return 1;
     }
     // "impl" names the primary forward (fwd_ms, fwd_tflops); fwd_ms_<name> / fwd_tflops_<name>
-    // appear in each result for every other timed forward, bwd_ms_wmma / bwd_tflops_wmma when the
-    // WMMA backward was timed as well (bwd_ms, bwd_tflops: the primary backward).
+    // appear in each result for every other timed forward, bwd_ms_<name> / bwd_tflops_<name> for
+    // every other timed backward (bwd_ms, bwd_tflops: the primary backward).
     std::fprintf(f, "{\"impl\": \"ringplan_%s\", \"device\": \"%s\", \"batch\": %lld, \"heads\": %lld, "
                     "\"kv_heads\": %lld, \"head_dim\": %lld, \"type\": \"%s\", \"results\": [\n",
                  impl_name(o.forward_impls.front()), prop.name, (long long)o.batch, (long long)o.heads,
@@ -553,9 +577,9 @@ int main(int argc, char** argv) {
                       fwd_flops_of[i] / (ms * 1e-3) / 1e12);
         extra += buf;
       }
-      if (r.bwd_ms_wmma >= 0.0) {
-        std::snprintf(buf, sizeof buf, "\"bwd_ms_wmma\": %.4f, \"bwd_tflops_wmma\": %.2f, ", r.bwd_ms_wmma,
-                      r.bwd_tflops_wmma);
+      for (const auto& [name, ms] : r.bwd_ms_other) {
+        std::snprintf(buf, sizeof buf, "\"bwd_ms_%s\": %.4f, \"bwd_tflops_%s\": %.2f, ", name.c_str(), ms, name.c_str(),
+                      2.5 * fwd_flops_of[i] / (ms * 1e-3) / 1e12);
         extra += buf;
       }
       std::fprintf(f,

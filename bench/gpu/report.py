@@ -6,7 +6,7 @@ usage: report.py OURS.json SDPA.json   (prints markdown; exit 0 always: the tabl
 FLOP model of both inputs: forward 4*b*h*n*n*d, halved for causal; backward 2.5x forward.
 "ours fwd" is the forward named by OURS' "impl" (the library's default on that device: wgmma on
 sm_90, else mma); every other timed forward (fwd_tflops_<name>) gets a column of its own, and
-the WMMA backward (bwd_tflops_wmma, --backward-impl both) likewise.
+every other timed backward (bwd_tflops_<name>) likewise.
 The goal is checked on the primary forward.
 """
 import json
@@ -36,15 +36,17 @@ def main() -> int:
     if ref:
         print(f"baseline: torch {ref.get('torch')} scaled_dot_product_attention, GQA via {ref.get('gqa')}")
     print("FLOP model: fwd 4*b*h*n*n*d (x0.5 causal), bwd 2.5x fwd; medians of CUDA-event timings\n")
-    others = []  # secondary forwards, in first-seen order
-    for r in ours["results"]:
-        for key in r:
-            if key.startswith("fwd_tflops_") and key[len("fwd_tflops_"):] not in others:
-                others.append(key[len("fwd_tflops_"):])
-    bwd_wmma = any("bwd_tflops_wmma" in r for r in ours["results"])
+    def secondary(prefix):  # other timed implementations, in first-seen order
+        names = []
+        for r in ours["results"]:
+            for key in r:
+                if key.startswith(prefix) and key[len(prefix):] not in names:
+                    names.append(key[len(prefix):])
+        return names
+    others, bwd_others = secondary("fwd_tflops_"), secondary("bwd_tflops_")
     print("| tokens | causal | ours fwd TF/s | torch fwd TF/s | fwd ratio | ours bwd TF/s | torch bwd TF/s | bwd ratio |"
-          + "".join(f" {name} fwd TF/s |" for name in others) + (" ours bwd wmma TF/s |" if bwd_wmma else ""))
-    print("|---:|:---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(others) + ("---:|" if bwd_wmma else ""))
+          + "".join(f" {name} fwd TF/s |" for name in others) + "".join(f" {name} bwd TF/s |" for name in bwd_others))
+    print("|---:|:---:|---:|---:|---:|---:|---:|---:|" + "---:|" * (len(others) + len(bwd_others)))
     goal = []
     for r in ours["results"]:
         t = by_key.get((r["tokens"], r["causal"]))
@@ -56,7 +58,7 @@ def main() -> int:
               f"{fmt(t['fwd_tflops'] if t else None)} | {pct(fr)} | {fmt(r['bwd_tflops'])} | "
               f"{fmt(t['bwd_tflops'] if t else None)} | {pct(br)} |"
               + "".join(f" {fmt(r.get('fwd_tflops_' + name))} |" for name in others)
-              + (f" {fmt(r.get('bwd_tflops_wmma'))} |" if bwd_wmma else ""))
+              + "".join(f" {fmt(r.get('bwd_tflops_' + name))} |" for name in bwd_others))
         if r["tokens"] == 8192 and fr is not None:
             goal.append((r["causal"], fr, br))
     print()

@@ -71,6 +71,7 @@
 #include <string>
 
 #include "kernels/cuda/attention_cuda.hpp"
+#include "kernels/cuda/attention_bwd_wgmma.hpp"
 #include "kernels/cuda/mma_primitives.cuh"
 #include "kernels/cuda/tile_schedule.hpp"
 
@@ -605,14 +606,49 @@ bool aligned8(const TensorView& t) {
          t.stride_token % 2 == 0;
 }
 
-std::atomic<BackwardImpl> g_backward_impl{BackwardImpl::mma};
+std::atomic<BackwardImpl> g_backward_impl{BackwardImpl::automatic};
 
 }  // namespace
 
 void set_backward_impl(BackwardImpl impl) { g_backward_impl.store(impl, std::memory_order_relaxed); }
 BackwardImpl backward_impl() { return g_backward_impl.load(std::memory_order_relaxed); }
 
+const char* backward_impl_name(BackwardImpl impl) {
+  switch (impl) {
+    case BackwardImpl::automatic: return "automatic";
+    case BackwardImpl::mma: return "mma";
+    case BackwardImpl::wmma: return "wmma";
+    case BackwardImpl::wgmma: return "wgmma";
+  }
+  return "?";
+}
+
+std::string backward_impl_unavailable(BackwardImpl impl) {
+  if (impl != BackwardImpl::wgmma) return {};
+  if (!detail::wgmma_backward_built()) {
+    return "the wgmma backward is not in this build (RINGPLAN_CUDA_ARCHITECTURES must list 90)";
+  }
+  // The same device rule as the wgmma forward (sm_90a code runs on compute capability 9.0 only).
+  std::string why = forward_impl_unavailable(ForwardImpl::wgmma);
+  const std::string fwd = "the wgmma forward";
+  if (why.compare(0, fwd.size(), fwd) == 0) why.replace(0, fwd.size(), "the wgmma backward");
+  return why;
+}
+
+BackwardImpl resolve_backward_impl(BackwardImpl impl) {
+  if (impl != BackwardImpl::automatic) return impl;
+  return backward_impl_unavailable(BackwardImpl::wgmma).empty() ? BackwardImpl::wgmma : BackwardImpl::mma;
+}
+
 namespace detail {
+
+#if !RINGPLAN_HAVE_WGMMA
+// This build has no sm_90a code (attention_bwd_wgmma.cu not compiled).
+bool wgmma_backward_built() { return false; }
+void launch_backward_wgmma(const BlockParams&, const BackwardArgs&, float, cudaStream_t) {
+  throw std::invalid_argument("flash_backward: the wgmma backward is not in this build");
+}
+#endif
 
 void launch_backward_mma(const BlockParams& p, const BackwardArgs& g, float scale, cudaStream_t stream) {
   Args a{};

@@ -17,6 +17,7 @@
 // fragment and multiply element by element.
 #include "kernels/cuda/attention_cuda.hpp"
 #include "kernels/cuda/attention_bwd_mma.hpp"
+#include "kernels/cuda/attention_bwd_wgmma.hpp"
 #include "kernels/cuda/attention_fwd_mma.hpp"
 #include "kernels/cuda/attention_fwd_wgmma.hpp"
 
@@ -813,7 +814,13 @@ void flash_forward(const BlockParams& p, const ForwardOut& o, cudaStream_t strea
 void flash_backward(const BlockParams& p, const BackwardArgs& g, cudaStream_t stream) {
   throw_if(validate_backward(p, g), "flash_backward");
   if (p.k.tokens == 0 || p.q.tokens == 0 || p.q.batch == 0 || p.q.heads == 0) return;
-  if (backward_impl() == BackwardImpl::mma) {  // default; the WMMA kernel below is kept for comparison
+  const BackwardImpl impl = resolve_backward_impl(backward_impl());
+  if (impl == BackwardImpl::wgmma) {
+    throw_if(backward_impl_unavailable(impl), "flash_backward");
+    detail::launch_backward_wgmma(p, g, effective_scale(p), stream);
+    return;
+  }
+  if (impl == BackwardImpl::mma) {  // the WMMA kernel below is kept for comparison
     detail::launch_backward_mma(p, g, effective_scale(p), stream);
     return;
   }

@@ -74,14 +74,22 @@ void backward_delta(const TensorView& out, const TensorView& grad_out, const Row
 // Implementation: backward_impl() (below).
 void flash_backward(const BlockParams& p, const BackwardArgs& g, cudaStream_t stream);
 
-// Which kernel flash_backward runs. mma (default): FlashAttention-2-style, mma.sync m16n8k16,
-// 64 keys per block with P and dS kept in registers for dV and dK (attention_bwd_mma.cu). wmma:
-// the earlier WMMA 16x16x16 kernel, S, P, dP and dS through shared memory. Both satisfy the
-// same contract. Process-wide (an atomic, read at each flash_backward call), for benchmarks and
-// tests that compare the two; production code leaves the default.
-enum class BackwardImpl { mma, wmma };
+// Which kernel flash_backward runs. All satisfy the same contract:
+//   automatic (default): wgmma on an sm_90 device when the build has it, else mma.
+//   wgmma: Hopper only (sm_90a code): FlashAttention-3 style, asynchronous warpgroup MMAs and
+//     TMA, 128 keys per block (attention_bwd_wgmma.cu).
+//   mma: FlashAttention-2 style, mma.sync m16n8k16, 128 keys per block with P and dS kept in
+//     registers for dV and dK (attention_bwd_mma.cu); sm_80 and later.
+//   wmma: the earlier WMMA 16x16x16 kernel, S, P, dP and dS through shared memory.
+// Process-wide (an atomic, read at each flash_backward call), for benchmarks and tests that
+// compare the kernels; production code leaves the default. Asking for wgmma where it cannot run
+// makes flash_backward throw std::invalid_argument.
+enum class BackwardImpl { automatic, mma, wmma, wgmma };
 void set_backward_impl(BackwardImpl impl);
 BackwardImpl backward_impl();
+std::string backward_impl_unavailable(BackwardImpl impl);
+BackwardImpl resolve_backward_impl(BackwardImpl impl);
+const char* backward_impl_name(BackwardImpl impl);
 
 // dst <- src rounded to dst's type (round to nearest even); src f32, dst f16 or bf16, both dense
 // [batch, heads, tokens, head_dim] of one shape. The ring keeps O in float32 while merging

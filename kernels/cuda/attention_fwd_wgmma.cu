@@ -31,8 +31,7 @@
 // subtract 0 instead of -inf (P = 0, factor 0, never NaN) and end with O = 0, lse = -inf.
 #include "kernels/cuda/attention_fwd_wgmma.hpp"
 
-#include <cuda.h>  // CUtensorMap and its enums (types only: the encoder comes through the runtime)
-#include <cudaTypedefs.h>
+#include <cuda.h>  // CUtensorMap
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -45,6 +44,7 @@
 #include "kernels/cuda/fwd_common.cuh"
 #include "kernels/cuda/mma_primitives.cuh"
 #include "kernels/cuda/wgmma_primitives.cuh"
+#include "kernels/cuda/wgmma_tma.hpp"
 
 #if defined(__CUDA_ARCH__) && !defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #error "attention_fwd_wgmma.cu is compiled for sm_90a only (kernels/cuda/CMakeLists.txt)"
@@ -70,7 +70,7 @@ static_assert(128 * (kProducerRegs + kWgmmaFwdWarpGroups * kConsumerRegs) <= 655
 constexpr int kBlockM = kWgmmaFwdBlockM;
 constexpr int kBlockN = kWgmmaFwdBlockN;
 constexpr int kNS = kBlockN / 2;  // S accumulators per thread (m64n128 over 128 threads)
-constexpr int kBoxCols = 64;      // TMA box width: one 128-byte swizzle span of 16-bit elements
+using tma::kBoxCols;
 constexpr float kLn2 = 0.6931471805599453f;
 
 static_assert(kBlockN == 128, "S is one m64n128 accumulator; P V takes 8 k-steps");
@@ -245,7 +245,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         // k-step kk: column half kk / 4, 32-byte step kk % 4 inside the atom rows.
         const uint32_t qoff = (kk / 4) * (kBlockM * 128) + (kk % 4) * 32;
         const uint32_t koff = kb * kTileBytes + (kk / 4) * (kBlockN * 128) + (kk % 4) * 32;
-        wgmma_ss<kBlockN, T>(s, q_desc + (qoff >> 4), k_desc + (koff >> 4), kk > 0 ? 1 : 0);
+        wgmma_ss<kBlockN, T, 0, 0>(s, q_desc + (qoff >> 4), k_desc + (koff >> 4), kk > 0 ? 1 : 0);
       }
       wgmma_commit();
     };
@@ -413,50 +413,13 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
 }
 
-// cuTensorMapEncodeTiled from the driver, through the runtime (no link against libcuda).
-PFN_cuTensorMapEncodeTiled_v12000 encode_fn() {
-  static const PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
-    void* f = nullptr;
-    cudaDriverEntryPointQueryResult q{};
-    RINGPLAN_MMA_THROW_IF(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &q));
-    if (q != cudaDriverEntryPointSuccess || f == nullptr) {
-      throw std::runtime_error("flash_forward: the driver has no cuTensorMapEncodeTiled (TMA needs a CUDA 12+ driver)");
-    }
-    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(f);
-  }();
-  return fn;
-}
-
-// TMA descriptor of a [batch, heads, tokens, head_dim] 16-bit tensor with the view's strides,
-// boxes of kBoxCols columns x `rows` tokens, 128-byte swizzle (the wgmma layout), zero fill
-// outside. Extent-1 dimensions get a dense stride (their coordinate is always 0; the encoder
-// wants strides that are multiples of 16 bytes, and views may carry anything there).
-CUtensorMap make_map(const TensorView& t, int rows) {
-  const cuuint64_t dims[4] = {cuuint64_t(t.head_dim), cuuint64_t(t.tokens), cuuint64_t(t.heads), cuuint64_t(t.batch)};
-  const int64_t sh = t.heads > 1 ? t.stride_head : t.tokens * t.stride_token;
-  const int64_t sb = t.batch > 1 ? t.stride_batch : t.heads * sh;
-  const cuuint64_t strides[3] = {cuuint64_t(t.stride_token * 2), cuuint64_t(sh * 2), cuuint64_t(sb * 2)};
-  const cuuint32_t box[4] = {cuuint32_t(kBoxCols), cuuint32_t(rows), 1, 1};
-  const cuuint32_t elem_strides[4] = {1, 1, 1, 1};
-  CUtensorMap map;
-  const CUresult r = encode_fn()(
-      &map, t.type == ElemType::bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 4,
-      const_cast<void*>(t.data), dims, strides, box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
-      CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  if (r != CUDA_SUCCESS) {
-    throw std::runtime_error("flash_forward: cuTensorMapEncodeTiled failed (CUresult " + std::to_string(int(r)) +
-                             ") for a tensor of " + std::to_string(t.batch) + "x" + std::to_string(t.heads) + "x" +
-                             std::to_string(t.tokens) + "x" + std::to_string(t.head_dim));
-  }
-  return map;
-}
-
 template <typename T, int D>
 void launch(const Args& a, const BlockParams& p, int64_t batch, cudaStream_t stream) {
   constexpr size_t smem = Smem<D>::kBytes + Smem<D>::kAlign;
   auto kernel = flash_forward_wgmma_kernel<T, D>;
   RINGPLAN_MMA_THROW_IF(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-  const CUtensorMap tm_q = make_map(p.q, kBlockM), tm_k = make_map(p.k, kBlockN), tm_v = make_map(p.v, kBlockN);
+  const CUtensorMap tm_q = tma::make_map(p.q, kBlockM), tm_k = tma::make_map(p.k, kBlockN),
+                    tm_v = tma::make_map(p.v, kBlockN);
   const dim3 grid(unsigned((a.n + kBlockM - 1) / kBlockM), unsigned(a.heads), unsigned(batch));
   kernel<<<grid, kThreads, smem, stream>>>(a, tm_q, tm_k, tm_v);
   RINGPLAN_MMA_THROW_IF(cudaGetLastError());
@@ -471,7 +434,8 @@ bool wgmma_forward_built() { return true; }
 void launch_forward_wgmma(const BlockParams& p, const ForwardOut& o, float scale, cudaStream_t stream) {
   Args a = fwd_detail::make_args(p, o, scale);
   // Causal: per-tile key ranges for the kernel's tile walk, freed in stream order after it.
-  const auto ranges = fwd_detail::TileRanges::make<kBlockN>(a, stream);
+  const auto ranges = fwd_detail::TileRanges::make<kBlockN>(a.k_pos, a.m, a.causal != 0, stream);
+  a.k_tile_range = ranges.ptr();
   const bool bf16 = p.q.type == ElemType::bf16;
   if (p.q.head_dim == 64) {
     bf16 ? launch<__nv_bfloat16, 64>(a, p, p.q.batch, stream) : launch<__half, 64>(a, p, p.q.batch, stream);

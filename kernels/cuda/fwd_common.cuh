@@ -132,7 +132,7 @@ struct TileCursor {
 
 namespace {
 
-// range[2t], range[2t + 1] = min, max of k_pos over tile t (keys [t * BlockN, min(m, ...))): one
+// range[2t], range[2t + 1] = min, max of pos over tile t (entries [t * BlockN, min(m, ...))): one
 // warp per tile, coalesced loads, shuffle reduction.
 template <int BlockN>
 __global__ void tile_range_kernel(const int64_t* k_pos, int64_t m, int ntiles, int64_t* range) {
@@ -161,28 +161,29 @@ __global__ void tile_range_kernel(const int64_t* k_pos, int64_t m, int ntiles, i
 
 }  // namespace
 
-// Stream-ordered scratch with the per-tile key ranges of a causal forward: the kernels then
-// classify a window of 32 tiles with one round trip to memory instead of one per tile (which, on
-// a short causal block, costs more than its attention work). Frees the scratch in stream order
-// when it goes out of scope (after the forward kernel was enqueued). Non-causal: nothing.
+// Stream-ordered scratch with the per-tile position ranges of a causal kernel (key tiles of the
+// forward, query tiles of the backward): the kernels then classify a window of 32 tiles with one
+// round trip to memory instead of one per tile (which, on a short causal block, costs more than
+// its attention work). Frees the scratch in stream order when it goes out of scope (after the
+// kernel that reads it was enqueued). Not causal, or no positions: nothing, ptr() is null.
 class TileRanges {
  public:
-  template <int BlockN>
-  static TileRanges make(Args& a, cudaStream_t stream) {
+  template <int Block>
+  static TileRanges make(const int64_t* pos, int64_t count, bool causal, cudaStream_t stream) {
     TileRanges r;
     r.stream_ = stream;
-    if (!a.causal || a.m == 0) return r;
-    const int ntiles = int((a.m + BlockN - 1) / BlockN);
+    if (!causal || count == 0) return r;
+    const int ntiles = int((count + Block - 1) / Block);
     void* p = nullptr;
     RINGPLAN_MMA_THROW_IF(cudaMallocAsync(&p, size_t(ntiles) * 2 * sizeof(int64_t), stream));
     r.ptr_ = static_cast<int64_t*>(p);
     constexpr int kWarps = 8;
-    tile_range_kernel<BlockN><<<unsigned((ntiles + kWarps - 1) / kWarps), 32 * kWarps, 0, stream>>>(a.k_pos, a.m,
-                                                                                                ntiles, r.ptr_);
+    tile_range_kernel<Block><<<unsigned((ntiles + kWarps - 1) / kWarps), 32 * kWarps, 0, stream>>>(pos, count, ntiles,
+                                                                                               r.ptr_);
     RINGPLAN_MMA_THROW_IF(cudaGetLastError());
-    a.k_tile_range = r.ptr_;
     return r;
   }
+  const int64_t* ptr() const { return ptr_; }
   TileRanges(TileRanges&& o) noexcept : ptr_(o.ptr_), stream_(o.stream_) { o.ptr_ = nullptr; }
   TileRanges(const TileRanges&) = delete;
   TileRanges& operator=(const TileRanges&) = delete;

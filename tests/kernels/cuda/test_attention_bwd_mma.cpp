@@ -1,5 +1,6 @@
-// cuda::flash_backward under both implementations (BackwardImpl::mma, the default, and
-// BackwardImpl::wmma) against the float64 reference, and the two against each other.
+// cuda::flash_backward under every implementation (BackwardImpl::mma, wmma and, on an sm_90
+// device, wgmma; elsewhere a SKIPPED message says why) against the float64 reference, and the
+// implementations against each other.
 //
 // The forward here is the float64 reference (reference_forward): O rounded to the input type and
 // lse rounded to float32 are uploaded as the "final" forward results, so these cases test the
@@ -50,7 +51,17 @@ struct ImplScope {
   ImplScope& operator=(const ImplScope&) = delete;
 };
 
-const char* impl_name(BackwardImpl i) { return i == BackwardImpl::mma ? "mma" : "wmma"; }
+const char* impl_name(BackwardImpl i) { return rkc::backward_impl_name(i); }
+
+constexpr BackwardImpl kImpls[] = {BackwardImpl::mma, BackwardImpl::wmma, BackwardImpl::wgmma};
+
+// True when `impl` can run on this device; otherwise prints why it is skipped.
+bool impl_runs(BackwardImpl impl) {
+  const std::string why = rkc::backward_impl_unavailable(impl);
+  if (why.empty()) return true;
+  MESSAGE("SKIPPED backward impl " << impl_name(impl) << ": " << why);
+  return false;
+}
 
 // 16-bit storage of a value, rounded to nearest even; `rounded` receives the exact stored value.
 uint16_t to_16bit(double x, ElemType t, double& rounded) {
@@ -242,11 +253,12 @@ double rel_err(const std::vector<double>& got, const std::vector<double>& ref, d
   return e / denom;
 }
 
-// Backward of one case under both implementations against the reference. `calls` > 1 checks
+// Backward of one case under every implementation against the reference. `calls` > 1 checks
 // accumulation: the accumulators start at 0.5 and must end at 0.5 + calls * reference.
 void check_case(const Case& c, uint64_t seed, int calls = 1) {
   Problem pr(c, seed, true);
-  for (BackwardImpl impl : {BackwardImpl::mma, BackwardImpl::wmma}) {
+  for (BackwardImpl impl : kImpls) {
+    if (!impl_runs(impl)) continue;
     const auto gr = pr.run(impl, calls, 0.5f);
     const double eq = rel_err(gr.dq, pr.ref_dq, calls), ek = rel_err(gr.dk, pr.ref_dk, calls),
                  ev = rel_err(gr.dv, pr.ref_dv, calls);
@@ -260,7 +272,7 @@ void check_case(const Case& c, uint64_t seed, int calls = 1) {
 
 }  // namespace
 
-TEST_CASE("cuda backward mma/wmma: head dims 64 and 128, f16 and bf16, causal and not, partial tiles, GQA 4:2") {
+TEST_CASE("cuda backward (every impl): head dims 64 and 128, f16 and bf16, causal and not, partial tiles, GQA 4:2") {
   if (!have_gpu()) return;
   for (ElemType t : {ElemType::f16, ElemType::bf16}) {
     for (int64_t d : {64, 128}) {
@@ -281,7 +293,7 @@ TEST_CASE("cuda backward mma/wmma: head dims 64 and 128, f16 and bf16, causal an
   }
 }
 
-TEST_CASE("cuda backward mma/wmma: GQA 4:1, batch 2, token-major strides, n < m") {
+TEST_CASE("cuda backward (every impl): GQA 4:1, batch 2, token-major strides, n < m") {
   if (!have_gpu()) return;
   for (ElemType t : {ElemType::f16, ElemType::bf16}) {
     CAPTURE(int(t));
@@ -295,7 +307,7 @@ TEST_CASE("cuda backward mma/wmma: GQA 4:1, batch 2, token-major strides, n < m"
   }
 }
 
-TEST_CASE("cuda backward mma/wmma: unsorted (shuffled zigzag) positions, every (query, key) shard pair") {
+TEST_CASE("cuda backward (every impl): unsorted (shuffled zigzag) positions, every (query, key) shard pair") {
   if (!have_gpu()) return;
   std::mt19937_64 rng(300);
   const int64_t total = 512, p = 2;
@@ -317,7 +329,7 @@ TEST_CASE("cuda backward mma/wmma: unsorted (shuffled zigzag) positions, every (
   }
 }
 
-TEST_CASE("cuda backward mma/wmma: rows without a visible key (lse = -inf) contribute nothing") {
+TEST_CASE("cuda backward (every impl): rows without a visible key (lse = -inf) contribute nothing") {
   if (!have_gpu()) return;
   // Queries at 0..99, keys at 50..249: rows 0..49 see nothing; key tiles beyond 99 are hidden.
   Case c;
@@ -327,7 +339,7 @@ TEST_CASE("cuda backward mma/wmma: rows without a visible key (lse = -inf) contr
   check_case(c, 400);
 }
 
-TEST_CASE("cuda backward mma/wmma: accumulates (two calls on the same outputs double them)") {
+TEST_CASE("cuda backward (every impl): accumulates (two calls on the same outputs double them)") {
   if (!have_gpu()) return;
   for (int64_t d : {64, 128}) {
     CAPTURE(d);
@@ -341,7 +353,7 @@ TEST_CASE("cuda backward mma/wmma: accumulates (two calls on the same outputs do
   }
 }
 
-TEST_CASE("cuda backward: mma and wmma agree on a large causal case (n = m = 1024, head_dim 128)") {
+TEST_CASE("cuda backward: every implementation agrees with mma on a large causal case (n = m = 1024, head_dim 128)") {
   if (!have_gpu()) return;
   for (ElemType t : {ElemType::f16, ElemType::bf16}) {
     CAPTURE(int(t));
@@ -352,22 +364,42 @@ TEST_CASE("cuda backward: mma and wmma agree on a large causal case (n = m = 102
     c.q_pos = c.k_pos = iota_positions(1024);
     Problem pr(c, 600 + uint64_t(t), false);
     const auto a = pr.run(BackwardImpl::mma, 1, 0.0f);
-    const auto b = pr.run(BackwardImpl::wmma, 1, 0.0f);
-    const double eq = rel_err(a.dq, b.dq), ek = rel_err(a.dk, b.dk), ev = rel_err(a.dv, b.dv);
-    INFO("mma vs wmma: relative differences dQ " << eq << " dK " << ek << " dV " << ev << " (bound "
-                                                 << tol_grad(t) << ")");
-    CHECK(eq <= tol_grad(t));
-    CHECK(ek <= tol_grad(t));
-    CHECK(ev <= tol_grad(t));
+    for (BackwardImpl other : {BackwardImpl::wmma, BackwardImpl::wgmma}) {
+      if (!impl_runs(other)) continue;
+      const auto b = pr.run(other, 1, 0.0f);
+      const double eq = rel_err(a.dq, b.dq), ek = rel_err(a.dk, b.dk), ev = rel_err(a.dv, b.dv);
+      INFO("mma vs " << impl_name(other) << ": relative differences dQ " << eq << " dK " << ek << " dV " << ev
+                     << " (bound " << tol_grad(t) << ")");
+      CHECK(eq <= tol_grad(t));
+      CHECK(ek <= tol_grad(t));
+      CHECK(ev <= tol_grad(t));
+    }
   }
 }
 
-TEST_CASE("cuda backward: the implementation setting defaults to mma and round-trips") {
+TEST_CASE("cuda backward: the implementation setting defaults to automatic and round-trips") {
   // Host-only: no device needed.
-  CHECK(rkc::backward_impl() == BackwardImpl::mma);
+  CHECK(rkc::backward_impl() == BackwardImpl::automatic);
   {
     ImplScope s(BackwardImpl::wmma);
     CHECK(rkc::backward_impl() == BackwardImpl::wmma);
   }
-  CHECK(rkc::backward_impl() == BackwardImpl::mma);
+  CHECK(rkc::backward_impl() == BackwardImpl::automatic);
+}
+
+TEST_CASE("cuda backward impl selection: automatic picks wgmma exactly where it can run; explicit wgmma elsewhere throws") {
+  if (!have_gpu()) return;
+  const std::string why = rkc::backward_impl_unavailable(BackwardImpl::wgmma);
+  CHECK(rkc::backward_impl_unavailable(BackwardImpl::mma).empty());
+  if (why.empty()) {
+    CHECK(rkc::resolve_backward_impl(BackwardImpl::automatic) == BackwardImpl::wgmma);
+    return;
+  }
+  MESSAGE("wgmma unavailable here: " << why);
+  CHECK(why.find("wgmma backward") != std::string::npos);
+  CHECK(rkc::resolve_backward_impl(BackwardImpl::automatic) == BackwardImpl::mma);
+  Case c;
+  c.q_pos = c.k_pos = iota_positions(64);
+  Problem pr(c, 700, false);
+  CHECK_THROWS_WITH_AS(pr.run(BackwardImpl::wgmma, 1, 0.0f), doctest::Contains("wgmma"), std::invalid_argument);
 }
