@@ -325,6 +325,25 @@ __global__ void __launch_bounds__(kThreads, 1)
   const uint32_t ds_row0 = D == 128 ? 0u : uint32_t(wg) * (64 * 128);
   const int dq_col0 = D == 128 ? 64 * wg : 0;
 
+  // dQ of an item; add_dq adds it to global memory.
+  float dq[NQ];
+  int64_t dq_h = 0, dq_q0 = 0;
+  int dq_rows = 0;  // valid rows of the item
+  auto add_dq = [&]() {
+    // dQ += scale * dS K: rows dq_q0 + qrow (+ 8), columns dq_col0 + 8j + 2t (+ 1).
+    float* const dqg = a.dq + b * a.dq_sb + dq_h * a.dq_sh;
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+      const int r = qrow + 8 * hf;
+      if (r >= dq_rows) continue;
+      float* const row = dqg + (dq_q0 + r) * a.dq_st + dq_col0 + 2 * tq;
+#pragma unroll
+      for (int j = 0; j < NQ / 4; ++j) {
+        red_add2(row + 8 * j, a.scale * dq[4 * j + 2 * hf], a.scale * dq[4 * j + 2 * hf + 1], a.dq_vec2 != 0);
+      }
+    }
+  };
+
   for (int i = 0;; ++i) {
     const int s = i & 1;
     if (i > 0) mbar_wait(full_q(s), uint32_t(i >> 1) & 1u);
@@ -337,7 +356,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int qvalid = int(min(int64_t(kBlockM), a.n - q0));
     const uint32_t qbuf = uint32_t(s) * uint32_t(S::kQBytes);
 
-    // S^T = K_w Q^T and dP^T = V_w dO^T, one batch.
+    // S^T = K_w Q^T and dP^T = V_w dO^T, two batches (the softmax of S^T overlaps dP^T).
     float st[kNS], dpt[kNS];
     wgmma_fence();
 #pragma unroll
@@ -346,6 +365,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       const uint32_t boff = qbuf + (kk / 4) * (kBlockM * 128) + (kk % 4) * 32;
       wgmma_ss<kBlockM, T, 0, 0>(st, kA_desc + (aoff >> 4), qB_desc + (boff >> 4), kk > 0 ? 1 : 0);
     }
+    wgmma_commit();
 #pragma unroll
     for (int kk = 0; kk < NKD; ++kk) {
       const uint32_t aoff = (kk / 4) * (kBlockN * 128) + (kk % 4) * 32;
@@ -353,11 +373,10 @@ __global__ void __launch_bounds__(kThreads, 1)
       wgmma_ss<kBlockM, T, 0, 0>(dpt, vA_desc + (aoff >> 4), doB_desc + (boff >> 4), kk > 0 ? 1 : 0);
     }
     wgmma_commit();
-    wgmma_wait<0>();
+    wgmma_wait<1>();
     fence_regs(st);
-    fence_regs(dpt);
 
-    // P^T and dS^T in place; masked entries are REPLACED by 0 (a hidden score may overflow).
+    // P^T in place; masked entries are REPLACED by 0 (a hidden score may overflow).
     const float* const l2 = lse_s + s * kBlockM;
     const float* const dl = delta_s + s * kBlockM;
     const bool masked = partial || qvalid < kBlockM || kvalid < kBlockN;
@@ -365,9 +384,10 @@ __global__ void __launch_bounds__(kThreads, 1)
     for (int j = 0; j < kBlockM / 8; ++j) {
       const int col = 8 * j + 2 * tq;
       const float2 l = *reinterpret_cast<const float2*>(l2 + col);
-      const float2 dd = *reinterpret_cast<const float2*>(dl + col);
-      float p[4] = {exp2f(fmaf(st[4 * j], a.scale_log2, -l.x)), exp2f(fmaf(st[4 * j + 1], a.scale_log2, -l.y)),
-                    exp2f(fmaf(st[4 * j + 2], a.scale_log2, -l.x)), exp2f(fmaf(st[4 * j + 3], a.scale_log2, -l.y))};
+      st[4 * j] = exp2f(fmaf(st[4 * j], a.scale_log2, -l.x));
+      st[4 * j + 1] = exp2f(fmaf(st[4 * j + 1], a.scale_log2, -l.y));
+      st[4 * j + 2] = exp2f(fmaf(st[4 * j + 2], a.scale_log2, -l.x));
+      st[4 * j + 3] = exp2f(fmaf(st[4 * j + 3], a.scale_log2, -l.y));
       if (masked) {
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
@@ -378,18 +398,10 @@ __global__ void __launch_bounds__(kThreads, 1)
             vis0 = vis0 && kp0 <= qp;
             vis1 = vis1 && kp1 <= qp;
           }
-          if (!vis0) p[e] = 0.0f;
-          if (!vis1) p[2 + e] = 0.0f;
+          if (!vis0) st[4 * j + e] = 0.0f;
+          if (!vis1) st[4 * j + 2 + e] = 0.0f;
         }
       }
-      st[4 * j] = p[0];
-      st[4 * j + 1] = p[1];
-      st[4 * j + 2] = p[2];
-      st[4 * j + 3] = p[3];
-      dpt[4 * j] = p[0] * (dpt[4 * j] - dd.x);
-      dpt[4 * j + 1] = p[1] * (dpt[4 * j + 1] - dd.y);
-      dpt[4 * j + 2] = p[2] * (dpt[4 * j + 2] - dd.x);
-      dpt[4 * j + 3] = p[3] * (dpt[4 * j + 3] - dd.y);
     }
     uint32_t pa[kBlockM / 16][4], dsa[kBlockM / 16][4];
 #pragma unroll
@@ -398,18 +410,33 @@ __global__ void __launch_bounds__(kThreads, 1)
       pa[kk][1] = pack2<T>(st[8 * kk + 2], st[8 * kk + 3]);
       pa[kk][2] = pack2<T>(st[8 * kk + 4], st[8 * kk + 5]);
       pa[kk][3] = pack2<T>(st[8 * kk + 6], st[8 * kk + 7]);
-      dsa[kk][0] = pack2<T>(dpt[8 * kk], dpt[8 * kk + 1]);
-      dsa[kk][1] = pack2<T>(dpt[8 * kk + 2], dpt[8 * kk + 3]);
-      dsa[kk][2] = pack2<T>(dpt[8 * kk + 4], dpt[8 * kk + 5]);
-      dsa[kk][3] = pack2<T>(dpt[8 * kk + 6], dpt[8 * kk + 7]);
     }
-
-    // dV_w += P^T dO, dK_w += dS^T Q (asynchronous); k-step kk = queries 16kk .. 16kk + 15.
+    // dV_w += P^T dO (asynchronous; k-step kk = queries 16kk .. 16kk + 15), while dS^T is formed.
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < kBlockM / 16; ++kk) {
       wgmma_rs_tb<D, T>(dv, pa[kk], doT_desc + ((qbuf + kk * 16 * 128) >> 4), 1);
     }
+    wgmma_commit();
+    wgmma_wait<1>();  // dP^T done (dV may still run)
+    fence_regs(dpt);
+#pragma unroll
+    for (int j = 0; j < kBlockM / 8; ++j) {
+      const float2 dd = *reinterpret_cast<const float2*>(dl + 8 * j + 2 * tq);
+      dpt[4 * j] = st[4 * j] * (dpt[4 * j] - dd.x);
+      dpt[4 * j + 1] = st[4 * j + 1] * (dpt[4 * j + 1] - dd.y);
+      dpt[4 * j + 2] = st[4 * j + 2] * (dpt[4 * j + 2] - dd.x);
+      dpt[4 * j + 3] = st[4 * j + 3] * (dpt[4 * j + 3] - dd.y);
+    }
+#pragma unroll
+    for (int kk = 0; kk < kBlockM / 16; ++kk) {
+      dsa[kk][0] = pack2<T>(dpt[8 * kk], dpt[8 * kk + 1]);
+      dsa[kk][1] = pack2<T>(dpt[8 * kk + 2], dpt[8 * kk + 3]);
+      dsa[kk][2] = pack2<T>(dpt[8 * kk + 4], dpt[8 * kk + 5]);
+      dsa[kk][3] = pack2<T>(dpt[8 * kk + 6], dpt[8 * kk + 7]);
+    }
+    // dK_w += dS^T Q (asynchronous).
+    wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < kBlockM / 16; ++kk) {
       wgmma_rs_tb<D, T>(dk, dsa[kk], qT_desc + ((qbuf + kk * 16 * 128) >> 4), 1);
@@ -433,7 +460,6 @@ __global__ void __launch_bounds__(kThreads, 1)
     named_barrier_sync(kDsBarrier, 128 * kWgmmaBwdWarpGroups);
 
     // dQ = dS K (k-step kk = keys 16kk .. 16kk + 15 of the summed range).
-    float dq[NQ];
 #pragma unroll
     for (int kk = 0; kk < kDqKeys / 16; ++kk) {
       wgmma_ss<64, T, 1, 1>(dq, dsA_desc + ((uint32_t(s) * uint32_t(S::kDsBytes) + ds_row0 + kk * 16 * 128) >> 4),
@@ -447,19 +473,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     // Q, dO, lse, D of buffer s are no longer read by this warp.
     __syncwarp();
     if (lane == 0) mbar_arrive(empty_q(s));
-
-    // dQ += scale * dS K: rows q0 + qrow (+ 8), columns dq_col0 + 8j + 2t (+ 1).
-    float* const dqg = a.dq + b * a.dq_sb + h * a.dq_sh;
-#pragma unroll
-    for (int hf = 0; hf < 2; ++hf) {
-      const int r = qrow + 8 * hf;
-      if (r >= qvalid) continue;
-      float* const row = dqg + (q0 + r) * a.dq_st + dq_col0 + 2 * tq;
-#pragma unroll
-      for (int j = 0; j < NQ / 4; ++j) {
-        red_add2(row + 8 * j, a.scale * dq[4 * j + 2 * hf], a.scale * dq[4 * j + 2 * hf + 1], a.dq_vec2 != 0);
-      }
-    }
+    dq_h = h, dq_q0 = q0, dq_rows = qvalid;
+    add_dq();
   }
 
   // This block alone owns keys [key0, key0 + kBlockN) of KV head hk: plain += into dK, dV.
