@@ -83,11 +83,11 @@ std::vector<Row> phase_rows(const char* phase, const runtime::RingLayerMeasureme
                             const sim::RingPhasePrediction& p) {
   std::vector<double> total, cmax, cmean, exposed;
   for (const auto& it : m.samples) {
-    double t = 0, mx = 0, sum = 0;
+    const runtime::PhaseTimes pt = runtime::phase_times(it);
+    const double t = forward ? pt.forward_s : pt.backward_s;
+    double mx = 0, sum = 0;
     for (const auto& s : it) {
-      const double tt = forward ? s.forward_s : s.backward_s;
       const double cc = forward ? s.forward_compute_s : s.backward_compute_s;
-      t = std::max(t, tt);
       mx = std::max(mx, cc);
       sum += cc;
     }
@@ -305,8 +305,10 @@ int run_body(const RunArgs& a, runtime::MpiCommunicator& world) {
     std::printf("%-30s %12s %25s %12s %8s\n", r.name.c_str(), ms(r.measured.median).c_str(),
                 fmt::format("{}..{}", ms(r.measured.min), ms(r.measured.max)).c_str(), ms(r.predicted).c_str(),
                 r.predicted > 0 ? fmt::format("{:+.1f}%", r.error_pct()).c_str() : "n/a");
-  std::printf("\nspread: over %lld iterations (times: slowest rank per iteration; compute: per iteration)\n",
+  std::printf("\nspread: over %lld iterations (times and compute: per iteration)\n",
               static_cast<long long>(rows[0].measured.count));
+  std::printf("forward time = until the last rank's forward ends; backward time = from there until the last rank's "
+              "backward ends (their sum is the layer's time)\n");
   std::printf("exposed comm = phase time - slowest rank's compute, per iteration\n");
   std::printf("busy max/mean over ranks: measured %.3f, predicted %.3f (%s)\n", busy_ratio, pred.imbalance,
               to_string(shape.scheme));

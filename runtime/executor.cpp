@@ -42,6 +42,17 @@ void fill_synthetic(float* dst, uint64_t seed, SyntheticTensor t, int64_t batch,
           *dst++ = synthetic_value(seed, t, b, h, positions[i], d);
 }
 
+PhaseTimes phase_times(const std::vector<RankIterationSample>& ranks) {
+  PhaseTimes t;
+  double end = 0;
+  for (const auto& r : ranks) {
+    t.forward_s = std::max(t.forward_s, r.forward_s);
+    end = std::max(end, r.forward_s + r.backward_s);
+  }
+  t.backward_s = end - t.forward_s;  // >= 0: end >= every rank's forward_s
+  return t;
+}
+
 SampleStats sample_stats(std::vector<double> xs) {
   SampleStats s;
   s.count = static_cast<int64_t>(xs.size());

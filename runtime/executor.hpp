@@ -85,6 +85,18 @@ RingConfig ring_config(const RingLayerShape& shape, int64_t tokens_per_rank, con
 void gather_measurement(Communicator& cp, const std::vector<RankIterationSample>& mine, int64_t my_pairs,
                         const RankMemory& mem, const std::vector<TraceEvent>* events, RingLayerMeasurement& m);
 
+// The layer's phase times of one iteration from its ranks' samples. Every iteration starts at a
+// barrier and a rank's backward follows its own forward at once, so max_r(forward_s + backward_s)
+// is the layer's end. forward = max_r forward_s (the forward's end); backward = the layer's end
+// minus the forward's end. (max_r backward_s instead would count the forward's uneven finish
+// twice: a rank whose forward ends early starts its backward clock and then waits in the ring
+// for the rank still in its forward.) forward + backward = the layer's end-to-end time, which is
+// what the cost model's phase totals add up to.
+struct PhaseTimes {
+  double forward_s = 0, backward_s = 0;
+};
+PhaseTimes phase_times(const std::vector<RankIterationSample>& ranks);
+
 // Order statistics of a sample (used for "median and spread across iterations and ranks").
 struct SampleStats {
   double median = 0, min = 0, max = 0, p10 = 0, p90 = 0;

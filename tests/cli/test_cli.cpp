@@ -248,7 +248,7 @@ TEST_CASE("validate: the shipped validation cases all load and predict") {
   CHECK(j["max_abs_error_pct"].get<double>() == doctest::Approx(max_abs));
 }
 
-TEST_CASE("simulate --trace writes the event simulator's ring timeline; cp=1 has no ring") {
+TEST_CASE("simulate --trace writes the event simulator's ring timeline, cp=1 has no ring") {
   const std::string exp = "'" + kConfigs + "default.yaml'";
   TempDir tmp;
   const std::string trace = tmp.file("ring.json");

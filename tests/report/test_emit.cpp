@@ -160,7 +160,7 @@ TEST_CASE("emit: full recompute, ZeRO-3, fp16, MHA, no PP, contiguous scheme") {
   CHECK(has_note(tt, "non-gated MLP"));
 }
 
-TEST_CASE("emit: ZeRO-0 replicates; TP without SP and striped are flagged for torchtitan") {
+TEST_CASE("emit: ZeRO-0 replicates, TP without SP and striped are flagged for torchtitan") {
   Experiment e = hand_made_experiment();
   sim::Prediction p = hand_made_plan();
   p.mesh = Mesh{4, 4, 2, 1};

@@ -177,7 +177,7 @@ void check_case(const Case& c) {
 
 }  // namespace
 
-TEST_CASE("CUDA ring on one GPU equals the float64 reference (bf16, f16; d 64, 128; GQA; causal and not)") {
+TEST_CASE("CUDA ring on one GPU equals the float64 reference (bf16, f16, d 64, 128, GQA, causal and not)") {
   if (!have_gpu()) return;
   for (ElemType t : {ElemType::bf16, ElemType::f16})
     for (int64_t d : {64, 128})

@@ -106,6 +106,25 @@ TEST_CASE("mesh index math rejects bad ranks and world sizes") {
   }
 }
 
+TEST_CASE("phase times: the backward starts where the last forward ends, so the two add up to the layer's time") {
+  // Rank 0's forward ends at 1 s and its backward clock then runs 5 s, most of it waiting in the
+  // ring for rank 1, whose forward ends at 4 s and backward 2 s later: the layer ends at 6 s.
+  std::vector<runtime::RankIterationSample> ranks(2);
+  ranks[0].forward_s = 1.0, ranks[0].backward_s = 5.0;
+  ranks[1].forward_s = 4.0, ranks[1].backward_s = 2.0;
+  const runtime::PhaseTimes t = runtime::phase_times(ranks);
+  CHECK(t.forward_s == 4.0);
+  CHECK(t.backward_s == 2.0);  // not max_r backward_s = 5, which counts the forward's 3 s skew again
+  CHECK(t.forward_s + t.backward_s == 6.0);
+  // One rank: its own times.
+  const runtime::PhaseTimes one = runtime::phase_times({ranks[0]});
+  CHECK(one.forward_s == 1.0);
+  CHECK(one.backward_s == 5.0);
+  // A rank whose backward ends first still bounds nothing: the layer ends with the last one.
+  ranks[1].backward_s = 0.5;  // ends at 4.5, before rank 0's 6
+  CHECK(runtime::phase_times(ranks).backward_s == 2.0);
+}
+
 TEST_CASE("sample statistics: median and percentiles") {
   const auto s = runtime::sample_stats({5, 1, 3, 2, 4});
   CHECK(s.median == 3);

@@ -49,7 +49,7 @@ TEST_CASE("check_layout gives human reasons") {
   CHECK(check_layout(big, test::mesh_of(1, 64, 1, 1), o, 64) == "kv_heads 96 not divisible by TP 64");
 }
 
-TEST_CASE("step time is the sum of its terms; throughput figures follow from it") {
+TEST_CASE("step time is the sum of its terms, throughput figures follow from it") {
   Experiment e = test::llama_experiment(32768, 16);
   ParallelOptions o;
   o.recompute = Recompute::selective;
@@ -136,7 +136,7 @@ TEST_CASE("recompute trades time for memory: none < selective < full in time, re
   CHECK(full.time.recompute_s > sel.time.recompute_s);
 }
 
-TEST_CASE("materialised scores cost b*(H/TP)*(L/CP)*L*bytes per layer; flash keeps only the lse") {
+TEST_CASE("materialised scores cost b*(H/TP)*(L/CP)*L*bytes per layer, flash keeps only the lse") {
   Experiment e = test::llama_experiment(8192, 8);
   const Mesh mesh = test::mesh_of(1, 2, 2, 1);
   ParallelOptions o;
@@ -272,7 +272,7 @@ TEST_CASE("DP x CP gradient reduction: at least the last layer's bucket is expos
   CHECK(z2.time.dp_comm_exposed_s <= 8 * rs);
 }
 
-TEST_CASE("TP collectives use NVLink inside a node; sequence parallelism moves the same bytes") {
+TEST_CASE("TP collectives use NVLink inside a node, sequence parallelism moves the same bytes") {
   Experiment e = test::llama_experiment(8192, 8);
   ParallelOptions o;
   const Prediction tp1 = predict(e, test::mesh_of(1, 1, 1, 1), o);
@@ -305,7 +305,7 @@ TEST_CASE("optimizer step and PP transfers, computed by hand") {
   CHECK(r.time.pp_comm_s == Approx(2 * (16 + 3) * (3e-6 + 8192.0 * 4096 * 2 / 300e9)));
 }
 
-TEST_CASE("full recompute re-runs the forward TP collectives; selective does not") {
+TEST_CASE("full recompute re-runs the forward TP collectives, selective does not") {
   Experiment e = test::llama_experiment(8192, 8);
   const Mesh mesh = test::mesh_of(1, 8, 1, 1);
   ParallelOptions o;

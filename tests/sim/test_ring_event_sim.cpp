@@ -64,7 +64,7 @@ TEST_CASE("balanced ring over InfiniBand, transfers exposed: replay == closed fo
   CHECK(sim.forward_wait_s > 0.0);
 }
 
-TEST_CASE("contiguous: per-rank busy time grows with the rank; the slowest rank sets the time") {
+TEST_CASE("contiguous: per-rank busy time grows with the rank, the slowest rank sets the time") {
   const ClusterConfig c = test::a100_cluster();
   const RingAttentionShape s = llama_heads(8192, 8, CpScheme::contiguous);
   const RingLayerPrediction closed = predict_ring_attention(s, c);
@@ -122,7 +122,7 @@ TEST_CASE("the replay validates its shape like the closed form") {
   CHECK_THROWS_AS(simulate_ring(s, test::a100_cluster()), Error);
 }
 
-TEST_CASE("materialised contiguous: skipped blocks, replay busy times == closed form; own backward rate") {
+TEST_CASE("materialised contiguous: skipped blocks, replay busy times == closed form, own backward rate") {
   ClusterConfig c = test::a100_cluster();
   c.attention_backward = {0.3, 0.0};
   RingAttentionShape s = llama_heads(2048, 4, CpScheme::contiguous);

@@ -387,7 +387,7 @@ TEST_CASE("cuda backward: the implementation setting defaults to automatic and r
   CHECK(rkc::backward_impl() == BackwardImpl::automatic);
 }
 
-TEST_CASE("cuda backward impl selection: automatic picks wgmma exactly where it can run; explicit wgmma elsewhere throws") {
+TEST_CASE("cuda backward impl selection: automatic picks wgmma exactly where it can run, explicit wgmma elsewhere throws") {
   if (!have_gpu()) return;
   const std::string why = rkc::backward_impl_unavailable(BackwardImpl::wgmma);
   CHECK(rkc::backward_impl_unavailable(BackwardImpl::mma).empty());

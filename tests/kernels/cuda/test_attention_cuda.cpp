@@ -247,6 +247,22 @@ std::vector<int64_t> iota_positions(int64_t count, int64_t first = 0) {
   return p;
 }
 
+// Keys: `chunks` runs of `chunk` consecutive positions, the runs in random order, the last one
+// cut to `last` keys; queries: `nq` distinct positions below `q_below` in random order. Hidden,
+// visible and partial key tiles then follow each other in no particular order.
+void shuffled_chunks(Case& c, std::mt19937_64& rng, int64_t chunks, int64_t chunk, int64_t last, int64_t q_below,
+                     int64_t nq) {
+  std::vector<int64_t> order = iota_positions(chunks);
+  std::shuffle(order.begin(), order.end(), rng);
+  for (int64_t ch : order) {
+    for (int64_t i = 0; i < chunk; ++i) c.k_pos.push_back(ch * chunk + i);
+  }
+  c.k_pos.resize(size_t((chunks - 1) * chunk + last));
+  std::vector<int64_t> qs = iota_positions(q_below);
+  std::shuffle(qs.begin(), qs.end(), rng);
+  c.q_pos.assign(qs.begin(), qs.begin() + nq);
+}
+
 }  // namespace
 
 TEST_CASE("cuda forward (every impl)/backward: causal self-attention, f16 and bf16, head dims 64 and 128") {
@@ -342,19 +358,10 @@ TEST_CASE("cuda forward (every impl)/backward: unsorted positions, hidden tiles 
   // hidden (chunks above every query), visible or partial in no particular order. Queries: 130
   // distinct positions below 900 in random order.
   {
-    const int64_t chunks = 40, chunk = 64;
-    std::vector<int64_t> order = iota_positions(chunks);
-    std::shuffle(order.begin(), order.end(), rng);
     Case c;
     c.type = ElemType::bf16;
     c.h = 2, c.hkv = 1, c.d = 128;
-    for (int64_t ch : order) {
-      for (int64_t i = 0; i < chunk; ++i) c.k_pos.push_back(ch * chunk + i);
-    }
-    c.k_pos.resize(size_t((chunks - 1) * chunk + 17));
-    std::vector<int64_t> qs = iota_positions(900);
-    std::shuffle(qs.begin(), qs.end(), rng);
-    c.q_pos.assign(qs.begin(), qs.begin() + 130);
+    shuffled_chunks(c, rng, 40, 64, 17, 900, 130);
     check_case(c, 7100);
   }
 }
@@ -375,24 +382,15 @@ TEST_CASE("cuda forward (every impl)/backward: long causal and hidden-chunk case
   // 32-tile classification window at the wgmma kernel's tile size; f16, head_dim 64.
   {
     std::mt19937_64 rng(7300);
-    const int64_t chunks = 40, chunk = 128;
-    std::vector<int64_t> order = iota_positions(chunks);
-    std::shuffle(order.begin(), order.end(), rng);
     Case c;
     c.type = ElemType::f16;
     c.h = 2, c.hkv = 1, c.d = 64;
-    for (int64_t ch : order) {
-      for (int64_t i = 0; i < chunk; ++i) c.k_pos.push_back(ch * chunk + i);
-    }
-    c.k_pos.resize(size_t((chunks - 1) * chunk + 33));
-    std::vector<int64_t> qs = iota_positions(chunks * chunk);
-    std::shuffle(qs.begin(), qs.end(), rng);
-    c.q_pos.assign(qs.begin(), qs.begin() + 200);
+    shuffled_chunks(c, rng, 40, 128, 33, 40 * 128, 200);
     check_case(c, 7300);
   }
 }
 
-TEST_CASE("cuda forward impl selection: automatic picks wgmma exactly where it can run; explicit wgmma elsewhere throws") {
+TEST_CASE("cuda forward impl selection: automatic picks wgmma exactly where it can run, explicit wgmma elsewhere throws") {
   if (!have_gpu()) return;
   const std::string why = rkc::forward_impl_unavailable(rkc::ForwardImpl::wgmma);
   CHECK(rkc::forward_impl_unavailable(rkc::ForwardImpl::mma).empty());
