@@ -30,6 +30,7 @@
 // partial tiles and the last, short tile compare per element; rows with no visible key so far
 // subtract 0 instead of -inf (P = 0, factor 0, never NaN) and end with O = 0, lse = -inf.
 #include "kernels/cuda/attention_fwd_wgmma.hpp"
+#include "kernels/cuda/attention_fwd_mma.hpp"
 
 #include <cuda.h>  // CUtensorMap
 #include <cuda_bf16.h>
@@ -432,6 +433,12 @@ namespace detail {
 bool wgmma_forward_built() { return true; }
 
 void launch_forward_wgmma(const BlockParams& p, const ForwardOut& o, float scale, cudaStream_t stream) {
+  // No keys: every row ends with O = 0, lse = -inf. TMA descriptors need every dimension >= 1,
+  // so the mma.sync kernel (which needs none) writes that.
+  if (p.k.tokens == 0) {
+    launch_forward_mma(p, o, scale, stream);
+    return;
+  }
   Args a = fwd_detail::make_args(p, o, scale);
   // Causal: per-tile key ranges for the kernel's tile walk, freed in stream order after it.
   const auto ranges = fwd_detail::TileRanges::make<kBlockN>(a.k_pos, a.m, a.causal != 0, stream);

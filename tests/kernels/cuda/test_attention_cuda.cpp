@@ -390,6 +390,39 @@ TEST_CASE("cuda forward (every impl)/backward: long causal and hidden-chunk case
   }
 }
 
+TEST_CASE("cuda forward (every impl): no keys (k.tokens = 0) gives O = 0 and lse = -inf") {
+  if (!have_gpu()) return;
+  const int64_t h = 2, n = 70, d = 64;
+  // K and V: views of 0 tokens over a small live buffer (the kernels must not read it).
+  DeviceBuffer<uint16_t> dq{size_t(h * n * d)}, dkv{size_t(8 * d)};
+  dq.upload(std::vector<uint16_t>(dq.count, uint16_t(0x3c00)));  // 1.0 in f16
+  DeviceBuffer<int64_t> qp{size_t(n)}, kp{1};
+  qp.upload(iota_positions(n));
+  kp.upload(std::vector<int64_t>{0});
+  DeviceBuffer<float> o{size_t(h * n * d)}, l{size_t(h * n)};
+  rk::BlockParams p;
+  p.q = rk::dense_view(dq.ptr, ElemType::f16, 1, h, n, d);
+  p.k = rk::dense_view(dkv.ptr, ElemType::f16, 1, 1, 0, d);
+  p.v = rk::dense_view(dkv.ptr, ElemType::f16, 1, 1, 0, d);
+  p.q_positions = qp.ptr;
+  p.k_positions = kp.ptr;
+  p.causal = true;
+  const rk::ForwardOut fo{rk::dense_view(o.ptr, ElemType::f32, 1, h, n, d), rk::dense_rows(l.ptr, 1, h, n)};
+  for (const ForwardImplCase& f : kForwardImpls) {
+    if (!impl_runs(f)) continue;
+    INFO("forward impl: " << f.name);
+    ForwardImplScope scope(f.impl);
+    o.upload(std::vector<float>(o.count, 7.0f));  // overwritten, not merged
+    l.upload(std::vector<float>(l.count, 7.0f));
+    rkc::flash_forward(p, fo, nullptr);
+    REQUIRE_CUDA(cudaDeviceSynchronize());
+    const auto out = o.download();
+    const auto lse = l.download();
+    CHECK(std::all_of(out.begin(), out.end(), [](float x) { return x == 0.0f; }));
+    CHECK(std::all_of(lse.begin(), lse.end(), [](float x) { return std::isinf(x) && x < 0; }));
+  }
+}
+
 TEST_CASE("cuda forward impl selection: automatic picks wgmma exactly where it can run, explicit wgmma elsewhere throws") {
   if (!have_gpu()) return;
   const std::string why = rkc::forward_impl_unavailable(rkc::ForwardImpl::wgmma);
