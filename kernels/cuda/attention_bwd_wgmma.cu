@@ -39,6 +39,7 @@
 // lse = -inf (no visible key in the whole sequence) get P = 0. Key rows beyond m and query rows
 // beyond n are masked; their dK, dV, dQ rows are never stored.
 #include "kernels/cuda/attention_bwd_wgmma.hpp"
+#include "kernels/cuda/attention_bwd_mma.hpp"
 
 #include <cuda.h>  // CUtensorMap and its enums (types only: the encoder comes through the runtime)
 #include <cudaTypedefs.h>
@@ -412,6 +413,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       pa[kk][3] = pack2<T>(st[8 * kk + 6], st[8 * kk + 7]);
     }
     // dV_w += P^T dO (asynchronous; k-step kk = queries 16kk .. 16kk + 15), while dS^T is formed.
+    fence_regs(pa);
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < kBlockM / 16; ++kk) {
@@ -435,15 +437,9 @@ __global__ void __launch_bounds__(kThreads, 1)
       dsa[kk][2] = pack2<T>(dpt[8 * kk + 4], dpt[8 * kk + 5]);
       dsa[kk][3] = pack2<T>(dpt[8 * kk + 6], dpt[8 * kk + 7]);
     }
-    // dK_w += dS^T Q (asynchronous).
-    wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < kBlockM / 16; ++kk) {
-      wgmma_rs_tb<D, T>(dk, dsa[kk], qT_desc + ((qbuf + kk * 16 * 128) >> 4), 1);
-    }
-    wgmma_commit();
-
-    // dS^T rows of this warpgroup's keys into buffer s: (key r, queries 8j + 2t, + 1) is one
+    // dS^T rows of this warpgroup's keys into buffer s, before the dK product is issued: the A
+    // fragment registers of an in-flight wgmma must not be accessed, not even read (PTX ISA,
+    // wgmma.wait_group): (key r, queries 8j + 2t, + 1) is one
     // 4-byte store at row r, chunk j ^ (r % 8) (128B swizzle), byte 4t of the chunk.
     const uint32_t dsb = ds_a + uint32_t(s) * uint32_t(S::kDsBytes);
 #pragma unroll
@@ -456,6 +452,16 @@ __global__ void __launch_bounds__(kThreads, 1)
                                   dsa[kk][2 * hf + 1]);
       }
     }
+
+    // dK_w += dS^T Q (asynchronous).
+    fence_regs(dsa);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < kBlockM / 16; ++kk) {
+      wgmma_rs_tb<D, T>(dk, dsa[kk], qT_desc + ((qbuf + kk * 16 * 128) >> 4), 1);
+    }
+    wgmma_commit();
+
     fence_proxy_async();
     named_barrier_sync(kDsBarrier, 128 * kWgmmaBwdWarpGroups);
 
@@ -530,6 +536,14 @@ namespace detail {
 bool wgmma_backward_built() { return true; }
 
 void launch_backward_wgmma(const BlockParams& p, const BackwardArgs& g, float scale, cudaStream_t stream) {
+  // Views TMA cannot describe (tma::tma_unsuitable), and item counts near the int range (the
+  // producer's item walk adds a window to them), go to the mma.sync kernel.
+  if (!tma::tma_unsuitable(p.q).empty() || !tma::tma_unsuitable(p.k).empty() || !tma::tma_unsuitable(p.v).empty() ||
+      !tma::tma_unsuitable(g.grad_out).empty() ||
+      (p.q.heads / p.k.heads) * ((p.q.tokens + kBlockM - 1) / kBlockM) > int64_t(INT32_MAX) - 2 * kWindow) {
+    launch_backward_mma(p, g, scale, stream);
+    return;
+  }
   Args a{};
   a.lse = g.lse.data, a.l_sb = g.lse.stride_batch, a.l_sh = g.lse.stride_head;
   a.delta = g.delta.data, a.d_sb = g.delta.stride_batch, a.d_sh = g.delta.stride_head;

@@ -357,6 +357,8 @@ __global__ void __launch_bounds__(kThreads, 1)
       // Both waits before the batch: a wait between two wgmma issues would make ptxas fence the
       // second one. V of the previous tile was issued before K of this one, so it is not later.
       mbar_wait(full_v(vb), uint32_t((i - 1) >> 1) & 1u);
+      fence_regs(o);  // the rescale and the new P are written before the batch that reads them
+      fence_regs(p);
       wgmma_fence();
       issue_s(kb);
       issue_pv(vb);
@@ -382,6 +384,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     // The last tile's P V (tile i - 1, buffer (i - 1) % 2).
     const int vb = (i - 1) & 1;
     mbar_wait(full_v(vb), uint32_t((i - 1) >> 1) & 1u);
+    fence_regs(o);
+    fence_regs(p);
     wgmma_fence();
     issue_pv(vb);
     wgmma_wait<0>();
@@ -434,8 +438,10 @@ bool wgmma_forward_built() { return true; }
 
 void launch_forward_wgmma(const BlockParams& p, const ForwardOut& o, float scale, cudaStream_t stream) {
   // No keys: every row ends with O = 0, lse = -inf. TMA descriptors need every dimension >= 1,
-  // so the mma.sync kernel (which needs none) writes that.
-  if (p.k.tokens == 0) {
+  // so the mma.sync kernel (which needs none) writes that; it also takes the views TMA cannot
+  // describe (tma::tma_unsuitable).
+  if (p.k.tokens == 0 || !tma::tma_unsuitable(p.q).empty() || !tma::tma_unsuitable(p.k).empty() ||
+      !tma::tma_unsuitable(p.v).empty()) {
     launch_forward_mma(p, o, scale, stream);
     return;
   }

@@ -130,6 +130,10 @@ struct TileCursor {
 
 // ---- per-tile key ranges ----------------------------------------------------------------
 
+// Internal linkage for the kernel AND the host code that launches it: the .cu files including
+// this header are compiled for different architecture lists (the sm_90a ones only for 90a), so a
+// shared (weak, external) TileRanges::make<64> could end up launching another file's kernel
+// image, one the device may lack.
 namespace {
 
 // range[2t], range[2t + 1] = min, max of pos over tile t (entries [t * BlockN, min(m, ...))): one
@@ -158,8 +162,6 @@ __global__ void tile_range_kernel(const int64_t* k_pos, int64_t m, int ntiles, i
     range[2 * tile + 1] = kmax;
   }
 }
-
-}  // namespace
 
 // Stream-ordered scratch with the per-tile position ranges of a causal kernel (key tiles of the
 // forward, query tiles of the backward): the kernels then classify a window of 32 tiles with one
@@ -197,5 +199,7 @@ class TileRanges {
   int64_t* ptr_ = nullptr;
   cudaStream_t stream_ = nullptr;
 };
+
+}  // namespace
 
 }  // namespace ringplan::kernels::cuda::fwd_detail

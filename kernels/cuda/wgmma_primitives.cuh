@@ -85,6 +85,11 @@ __device__ __forceinline__ void fence_regs(uint32_t (&d)[N]) {
 #pragma unroll
   for (int i = 0; i < N; ++i) asm volatile("" : "+r"(d[i])::"memory");
 }
+template <int M, int N>
+__device__ __forceinline__ void fence_regs(uint32_t (&d)[M][N]) {
+#pragma unroll
+  for (int i = 0; i < M; ++i) fence_regs(d[i]);
+}
 
 // Register budget of the calling warpgroup (all its warps execute it): dec gives registers back
 // to the SM's pool, inc waits until the pool has them. Lets a producer warpgroup run on few

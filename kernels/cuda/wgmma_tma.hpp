@@ -6,6 +6,8 @@
 #include <cudaTypedefs.h>
 #include <cuda_runtime.h>
 
+#include <climits>
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 
@@ -17,12 +19,37 @@ namespace ringplan::kernels::cuda::tma {
 // TMA box width: one 128-byte swizzle span of 16-bit elements (a head_dim-128 tile is two boxes).
 inline constexpr int kBoxCols = 64;
 
+// Empty when a TMA descriptor (make_map) and the Hopper kernels' int32 tile coordinates can
+// describe the view, else why not. TMA wants the stride of every dimension with more than one
+// index to be a positive multiple of 16 bytes below 2^40 (extent-1 dimensions get a dense
+// stride below); the kernels address tokens with int and add up to one tile to them. Views that
+// fail run on the mma.sync kernels instead (the launchers check).
+inline std::string tma_unsuitable(const TensorView& t) {
+  constexpr int64_t kMaxStrideBytes = int64_t(1) << 40;
+  const struct {
+    int64_t extent, stride;
+    const char* name;
+  } dims[3] = {{t.tokens, t.stride_token, "token"}, {t.heads, t.stride_head, "head"}, {t.batch, t.stride_batch, "batch"}};
+  for (const auto& d : dims) {
+    const int64_t bytes = d.stride * 2;
+    if (d.extent > 1 && (bytes <= 0 || bytes % 16 != 0 || bytes >= kMaxStrideBytes)) {
+      return std::string(d.name) + " stride " + std::to_string(d.stride) + " elements";
+    }
+  }
+  if (t.tokens > int64_t(INT32_MAX) - 256) return std::to_string(t.tokens) + " tokens";
+  return {};
+}
+
 // cuTensorMapEncodeTiled from the driver, through the runtime (no link against libcuda).
 inline PFN_cuTensorMapEncodeTiled_v12000 encode_fn() {
   static const PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
     void* f = nullptr;
     cudaDriverEntryPointQueryResult q{};
+#if CUDART_VERSION >= 12050
     RINGPLAN_MMA_THROW_IF(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &q));
+#else
+    RINGPLAN_MMA_THROW_IF(cudaGetDriverEntryPoint("cuTensorMapEncodeTiled", &f, cudaEnableDefault, &q));
+#endif
     if (q != cudaDriverEntryPointSuccess || f == nullptr) {
       throw std::runtime_error("the driver has no cuTensorMapEncodeTiled (TMA needs a CUDA 12+ driver)");
     }
@@ -37,9 +64,10 @@ inline PFN_cuTensorMapEncodeTiled_v12000 encode_fn() {
 // wants strides that are multiples of 16 bytes, and views may carry anything there).
 inline CUtensorMap make_map(const TensorView& t, int rows) {
   const cuuint64_t dims[4] = {cuuint64_t(t.head_dim), cuuint64_t(t.tokens), cuuint64_t(t.heads), cuuint64_t(t.batch)};
-  const int64_t sh = t.heads > 1 ? t.stride_head : t.tokens * t.stride_token;
+  const int64_t st = t.tokens > 1 ? t.stride_token : t.head_dim;
+  const int64_t sh = t.heads > 1 ? t.stride_head : t.tokens * st;
   const int64_t sb = t.batch > 1 ? t.stride_batch : t.heads * sh;
-  const cuuint64_t strides[3] = {cuuint64_t(t.stride_token * 2), cuuint64_t(sh * 2), cuuint64_t(sb * 2)};
+  const cuuint64_t strides[3] = {cuuint64_t(st * 2), cuuint64_t(sh * 2), cuuint64_t(sb * 2)};
   const cuuint32_t box[4] = {cuuint32_t(kBoxCols), cuuint32_t(rows), 1, 1};
   const cuuint32_t elem_strides[4] = {1, 1, 1, 1};
   CUtensorMap map;
