@@ -1,7 +1,8 @@
 // Internal: the device primitives of the sm_90a (Hopper) attention kernels: wgmma (warpgroup
 // matrix multiply-accumulate, asynchronous, operands in shared memory through 64-bit matrix
-// descriptors) and the 128-byte swizzled shared-memory layout it reads. Include from .cu files
-// that are compiled for sm_90a only (the instructions do not exist elsewhere).
+// descriptors) and the 128-byte swizzled shared-memory layout it reads, mbarriers, TMA loads and
+// setmaxnreg. Include from .cu files that are compiled for sm_90a only (the instructions do not
+// exist elsewhere).
 //
 // Shared-memory operand layout (PTX ISA, "Shared Memory Matrix Layout", 128B swizzling; the
 // same as TMA's CU_TENSOR_MAP_SWIZZLE_128B): a tile of R rows x 64 16-bit elements occupies
@@ -29,10 +30,13 @@
 // Ordering rules the kernels follow:
 //   * wgmma_fence() before the first wgmma of a batch whose accumulator or A registers were
 //     written by ordinary instructions since the last batch;
-//   * shared-memory writes by ordinary stores or cp.async become visible to wgmma (the async
-//     proxy) only after fence_proxy_async() (and a barrier for other threads' writes);
-//   * accumulators are read only after wgmma_wait<N>() retired their batch; fence_regs() on
-//     them after the wait keeps the compiler from moving their uses above it.
+//   * shared-memory writes by ordinary stores become visible to wgmma (the async proxy) only
+//     after fence_proxy_async() (and a barrier for other threads' writes);
+//   * accumulators and A-fragment registers of a batch are not touched (not even read) until
+//     wgmma_wait<N>() retired it; fence_regs() on them after the wait keeps the compiler from
+//     moving their uses above it, and fence_regs() before wgmma_fence() keeps the ordinary
+//     writes that feed a batch above the fence.
+//   * shared memory written by TMA is waited for on the mbarrier that the copy completes.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -42,14 +46,6 @@
 #include <cstdint>
 
 namespace ringplan::kernels::cuda::wgmma_detail {
-
-// Element offset of (row, col) in a 128B-swizzled [Rows][W] tile of 16-bit elements, stored as
-// W / 64 column halves of Rows x 64 (see the top). col is a multiple of 8 (one 16-byte chunk).
-template <int Rows>
-__device__ __forceinline__ int swz128(int row, int col) {
-  const int chunk = col >> 3;
-  return (chunk >> 3) * (Rows * 64) + row * 64 + (((chunk & 7) ^ (row & 7)) << 3);
-}
 
 // Matrix descriptor (PTX ISA "Matrix Descriptor Format"): start address, LBO and SBO in 16-byte
 // units (14 bits each), base offset 0 (1024-byte aligned atoms), swizzle mode 1 = 128 bytes.
