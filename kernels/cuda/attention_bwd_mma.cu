@@ -72,6 +72,7 @@
 
 #include "kernels/cuda/attention_cuda.hpp"
 #include "kernels/cuda/attention_bwd_wgmma.hpp"
+#include "kernels/cuda/attention_fwd_wgmma.hpp"  // detail::sm90_device_problem
 #include "kernels/cuda/mma_primitives.cuh"
 #include "kernels/cuda/tile_schedule.hpp"
 
@@ -628,11 +629,8 @@ std::string backward_impl_unavailable(BackwardImpl impl) {
   if (!detail::wgmma_backward_built()) {
     return "the wgmma backward is not in this build (RINGPLAN_CUDA_ARCHITECTURES must list 90)";
   }
-  // The same device rule as the wgmma forward (sm_90a code runs on compute capability 9.0 only).
-  std::string why = forward_impl_unavailable(ForwardImpl::wgmma);
-  const std::string fwd = "the wgmma forward";
-  if (why.compare(0, fwd.size(), fwd) == 0) why.replace(0, fwd.size(), "the wgmma backward");
-  return why;
+  const std::string device = detail::sm90_device_problem();
+  return device.empty() ? device : "the wgmma backward needs " + device;
 }
 
 BackwardImpl resolve_backward_impl(BackwardImpl impl) {

@@ -482,12 +482,21 @@ std::string forward_impl_unavailable(ForwardImpl impl) {
   if (!detail::wgmma_forward_built()) {
     return "the wgmma forward is not in this build (RINGPLAN_CUDA_ARCHITECTURES must list 90)";
   }
+  const std::string device = detail::sm90_device_problem();
+  return device.empty() ? device : "the wgmma forward needs " + device;
+}
+
+namespace detail {
+
+std::string sm90_device_problem() {
   // sm_90a code runs on compute capability 9.0 only.
   const int cc = current_device_cc();
-  if (cc == 0) return "no usable CUDA device";
-  if (cc != 90) return "the wgmma forward needs an sm_90 GPU (H100/H200); this device is sm_" + std::to_string(cc);
+  if (cc == 0) return "a CUDA device; there is none usable";
+  if (cc != 90) return "an sm_90 GPU (H100/H200); this device is sm_" + std::to_string(cc);
   return {};
 }
+
+}  // namespace detail
 
 ForwardImpl resolve_forward_impl(ForwardImpl impl) {
   if (impl != ForwardImpl::automatic) return impl;

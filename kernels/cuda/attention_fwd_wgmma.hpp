@@ -5,6 +5,8 @@
 #pragma once
 #include <cuda_runtime_api.h>
 
+#include <string>
+
 #include "kernels/attention.hpp"
 
 namespace ringplan::kernels::cuda {
@@ -19,6 +21,10 @@ namespace detail {
 
 // True when this build compiled the wgmma kernels (RINGPLAN_CUDA_ARCHITECTURES lists 90).
 bool wgmma_forward_built();
+
+// Empty when the current device runs sm_90a code (compute capability 9.0), else what is needed
+// and what there is, to follow "... needs " (attention_fwd_mma.cu; built for every architecture).
+std::string sm90_device_problem();
 
 // Enqueues the forward on `stream`; same preconditions as launch_forward_mma
 // (attention_fwd_mma.hpp), and the current device must be sm_90 (the caller checks).
