@@ -43,6 +43,7 @@
 #include "kernels/cuda/attention_cuda.hpp"
 #include "kernels/cuda/attention_fwd_mma.hpp"    // tile sizes of the mma forward (tile counts)
 #include "kernels/cuda/attention_fwd_wgmma.hpp"  // and of the wgmma forward
+#include "kernels/cuda/attention_bwd_wgmma.hpp"  // and of the wgmma backward (grid model)
 
 namespace rk = ringplan::kernels;
 namespace rkc = ringplan::kernels::cuda;
@@ -248,7 +249,27 @@ struct Result {
   std::vector<std::pair<std::string, double>> bwd_ms_other;  // every timed backward but the primary
   double err_out, err_lse, err_dq, err_dk, err_dv;          // err_out, err_lse: worst implementation
   int64_t tiles_hidden, tiles_partial, tiles_visible;
+  double busy_fwd = -1, busy_bwd = -1;  // grid model (tile_schedule.hpp grid_balance); -1: not modelled
 };
+
+// The primary kernels' block order as the grid model sees it: the wgmma kernels launch tile-major
+// with one block per SM (their registers fill an SM: attention_*_wgmma.cu); the others may hold
+// several blocks per SM, which the model does not know, so they get none (-1).
+void model_grid(Result& r, const Options& o, rkc::ForwardImpl fwd, rkc::BackwardImpl bwd, int sms) {
+  std::vector<int64_t> pos(static_cast<size_t>(r.tokens));
+  for (int64_t i = 0; i < r.tokens; ++i) pos[size_t(i)] = i;
+  if (fwd == rkc::ForwardImpl::wgmma) {
+    const auto w = rkc::owned_tile_work(pos.data(), r.tokens, pos.data(), r.tokens, r.causal, rkc::kWgmmaFwdBlockM,
+                                        rkc::kWgmmaFwdBlockN, true);
+    r.busy_fwd = rkc::grid_balance(rkc::blocks_in_launch_order(w, o.heads, o.batch, rkc::BlockOrder::tile_major, true), sms);
+  }
+  if (bwd == rkc::BackwardImpl::wgmma) {
+    const auto w = rkc::owned_tile_work(pos.data(), r.tokens, pos.data(), r.tokens, r.causal, rkc::kWgmmaBwdBlockM,
+                                        rkc::kWgmmaBwdBlockN, false);
+    r.busy_bwd =
+        rkc::grid_balance(rkc::blocks_in_launch_order(w, o.kv_heads, o.batch, rkc::BlockOrder::tile_major, false), sms);
+  }
+}
 
 double median(std::vector<float> v) {
   std::sort(v.begin(), v.end());
@@ -532,21 +553,25 @@ int main(int argc, char** argv) {
   for (size_t bi = 1; bi < o.backward_impls.size(); ++bi) {
     std::printf(" %14s", (std::string("bwd_") + impl_name(o.backward_impls[bi]) + "_TF/s").c_str());
   }
-  std::printf(" %s\n", "tiles hidden/partial/visible");
+  std::printf(" %s %s\n", "tiles hidden/partial/visible", "SMs_busy_fwd/bwd(model)");
+  // The primary implementations as the kernels resolve them on this device (automatic -> wgmma on sm_90).
+  const rkc::ForwardImpl fwd_kernel = rkc::resolve_forward_impl(o.forward_impls.front());
+  const rkc::BackwardImpl bwd_kernel = rkc::resolve_backward_impl(o.backward_impls.front());
   std::vector<Result> results;
   std::vector<double> fwd_flops_of;  // per result, for the secondary rates
   try {
     for (int64_t n : o.tokens) {
       for (bool causal : {false, true}) {
         if ((causal && o.noncausal_only) || (!causal && o.causal_only)) continue;
-        const Result r = run_case(o, n, causal);
+        Result r = run_case(o, n, causal);
+        model_grid(r, o, fwd_kernel, bwd_kernel, prop.multiProcessorCount);
         const double flops = r.fwd_tflops * 1e12 * r.fwd_ms * 1e-3;
         std::printf("%8lld %7d %10.3f %10.1f %10.3f %10.1f", (long long)r.tokens, int(r.causal), r.fwd_ms,
                     r.fwd_tflops, r.bwd_ms, r.bwd_tflops);
         for (const auto& [name, ms] : r.fwd_ms_other) std::printf(" %14.1f", flops / (ms * 1e-3) / 1e12);
         for (const auto& [name, ms] : r.bwd_ms_other) std::printf(" %14.1f", 2.5 * flops / (ms * 1e-3) / 1e12);
-        std::printf(" %lld/%lld/%lld\n", (long long)r.tiles_hidden, (long long)r.tiles_partial,
-                    (long long)r.tiles_visible);
+        std::printf(" %lld/%lld/%lld %.3f/%.3f\n", (long long)r.tiles_hidden, (long long)r.tiles_partial,
+                    (long long)r.tiles_visible, r.busy_fwd, r.busy_bwd);
         results.push_back(r);
         fwd_flops_of.push_back(flops);
       }
@@ -585,9 +610,10 @@ int main(int argc, char** argv) {
       std::fprintf(f,
                    "  {\"tokens\": %lld, \"causal\": %s, \"fwd_ms\": %.4f, \"bwd_ms\": %.4f, \"fwd_tflops\": %.2f, "
                    "\"bwd_tflops\": %.2f, %s\"max_err\": {\"out\": %.3e, \"lse\": %.3e, \"dq\": %.3e, "
-                   "\"dk\": %.3e, \"dv\": %.3e}}%s\n",
+                   "\"dk\": %.3e, \"dv\": %.3e}, \"sms_busy_model\": {\"fwd\": %.4f, \"bwd\": %.4f}}%s\n",
                    (long long)r.tokens, r.causal ? "true" : "false", r.fwd_ms, r.bwd_ms, r.fwd_tflops, r.bwd_tflops,
-                   extra.c_str(), r.err_out, r.err_lse, r.err_dq, r.err_dk, r.err_dv, i + 1 < results.size() ? "," : "");
+                   extra.c_str(), r.err_out, r.err_lse, r.err_dq, r.err_dk, r.err_dv, r.busy_fwd, r.busy_bwd,
+                   i + 1 < results.size() ? "," : "");
     }
     std::fprintf(f, "]}\n");
     std::fclose(f);

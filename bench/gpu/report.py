@@ -6,7 +6,9 @@ usage: report.py OURS.json SDPA.json   (prints markdown; exit 0 always: the tabl
 FLOP model of both inputs: forward 4*b*h*n*n*d, halved for causal; backward 2.5x forward.
 "ours fwd" is the forward named by OURS' "impl" (the library's default on that device: wgmma on
 sm_90, else mma); every other timed forward (fwd_tflops_<name>) gets a column of its own, and
-every other timed backward (bwd_tflops_<name>) likewise.
+every other timed backward (bwd_tflops_<name>) likewise. "SMs busy" is the grid model's fraction
+of SM time the primary kernels' launch order can fill (sms_busy_model; kernels/cuda/tile_schedule.hpp),
+where the bench computed it: the rate is at most the per-SM rate times that fraction.
 The goal is checked on the primary forward.
 """
 import json
@@ -44,9 +46,12 @@ def main() -> int:
                     names.append(key[len(prefix):])
         return names
     others, bwd_others = secondary("fwd_tflops_"), secondary("bwd_tflops_")
+    modelled = any(r.get("sms_busy_model", {}).get("bwd", -1) >= 0 or r.get("sms_busy_model", {}).get("fwd", -1) >= 0
+                   for r in ours["results"])
     print("| tokens | causal | ours fwd TF/s | torch fwd TF/s | fwd ratio | ours bwd TF/s | torch bwd TF/s | bwd ratio |"
-          + "".join(f" {name} fwd TF/s |" for name in others) + "".join(f" {name} bwd TF/s |" for name in bwd_others))
-    print("|---:|:---:|---:|---:|---:|---:|---:|---:|" + "---:|" * (len(others) + len(bwd_others)))
+          + "".join(f" {name} fwd TF/s |" for name in others) + "".join(f" {name} bwd TF/s |" for name in bwd_others)
+          + (" SMs busy fwd / bwd (model) |" if modelled else ""))
+    print("|---:|:---:|---:|---:|---:|---:|---:|---:|" + "---:|" * (len(others) + len(bwd_others) + int(modelled)))
     goal = []
     for r in ours["results"]:
         t = by_key.get((r["tokens"], r["causal"]))
@@ -54,11 +59,13 @@ def main() -> int:
         br = r["bwd_tflops"] / t["bwd_tflops"] if t else None
         fmt = lambda x: f"{x:.1f}" if x is not None else "n/a"
         pct = lambda x: f"{100 * x:.0f}%" if x is not None else "n/a"
+        busy = lambda r, k: pct(r.get("sms_busy_model", {}).get(k)) if r.get("sms_busy_model", {}).get(k, -1) >= 0 else "n/a"
         print(f"| {r['tokens']} | {'yes' if r['causal'] else 'no'} | {fmt(r['fwd_tflops'])} | "
               f"{fmt(t['fwd_tflops'] if t else None)} | {pct(fr)} | {fmt(r['bwd_tflops'])} | "
               f"{fmt(t['bwd_tflops'] if t else None)} | {pct(br)} |"
               + "".join(f" {fmt(r.get('fwd_tflops_' + name))} |" for name in others)
-              + "".join(f" {fmt(r.get('bwd_tflops_' + name))} |" for name in bwd_others))
+              + "".join(f" {fmt(r.get('bwd_tflops_' + name))} |" for name in bwd_others)
+              + (f" {busy(r, 'fwd')} / {busy(r, 'bwd')} |" if modelled else ""))
         if r["tokens"] == 8192 and fr is not None:
             goal.append((r["causal"], fr, br))
     print()

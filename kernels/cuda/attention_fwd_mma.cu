@@ -139,11 +139,12 @@ __global__ void __launch_bounds__(kThreads, min_blocks_per_sm<D>()) flash_forwar
 
   const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) & 31;
   const int g = lane >> 2, tq = lane & 3;
-  const int64_t b = blockIdx.z, h = blockIdx.y;
+  // Launch order (tile_schedule.hpp): the last query tile of every head first (with sorted
+  // causal positions it sees the most keys), the first tiles last.
+  const BlockCoord blk = tile_major_block(int64_t(blockIdx.x), (a.n + kBlockM - 1) / kBlockM, a.heads, a.batch, true);
+  const int64_t b = blk.batch, h = blk.head;
   const int64_t hk = h / a.group;
-  // Query tiles in reverse launch order: with sorted causal positions the last tiles see the
-  // most keys, and starting them first shortens the tail of the grid.
-  const int64_t q0 = int64_t(gridDim.x - 1 - blockIdx.x) * kBlockM;
+  const int64_t q0 = blk.tile * kBlockM;
   const T* const q = static_cast<const T*>(a.q) + b * a.q_sb + h * a.q_sh;
   const T* const k = static_cast<const T*>(a.k) + b * a.k_sb + hk * a.k_sh;
   const T* const v = static_cast<const T*>(a.v) + b * a.v_sb + hk * a.v_sh;
@@ -444,7 +445,7 @@ void launch(const Args& a, int64_t batch, cudaStream_t stream) {
   constexpr size_t smem = Smem<D>::kBytes;
   auto kernel = flash_forward_mma_kernel<T, D>;
   RINGPLAN_MMA_THROW_IF(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-  const dim3 grid(unsigned((a.n + kBlockM - 1) / kBlockM), unsigned(a.heads), unsigned(batch));
+  const dim3 grid(tile_major_grid_size((a.n + kBlockM - 1) / kBlockM, a.heads, batch));
   kernel<<<grid, kThreads, smem, stream>>>(a);
   RINGPLAN_MMA_THROW_IF(cudaGetLastError());
 }

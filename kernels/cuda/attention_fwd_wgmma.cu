@@ -121,11 +121,12 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   const int tid = int(threadIdx.x);
   const int warp = tid / 32, lane = tid & 31;
-  const int64_t b = blockIdx.z, h = blockIdx.y;
+  // Launch order (tile_schedule.hpp): the last query tile of every head first (with sorted
+  // causal positions it sees the most keys), the first tiles last.
+  const BlockCoord blk = tile_major_block(int64_t(blockIdx.x), (a.n + kBlockM - 1) / kBlockM, a.heads, a.batch, true);
+  const int64_t b = blk.batch, h = blk.head;
   const int64_t hk = h / a.group;
-  // Query tiles in reverse launch order: with sorted causal positions the last tiles see the
-  // most keys, and starting them first shortens the tail of the grid.
-  const int64_t q0 = int64_t(gridDim.x - 1 - blockIdx.x) * kBlockM;
+  const int64_t q0 = blk.tile * kBlockM;
   const int ntiles = int((a.m + kBlockN - 1) / kBlockN);
   const bool causal = a.causal != 0;
 
@@ -425,7 +426,7 @@ void launch(const Args& a, const BlockParams& p, int64_t batch, cudaStream_t str
   RINGPLAN_MMA_THROW_IF(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
   const CUtensorMap tm_q = tma::make_map(p.q, kBlockM), tm_k = tma::make_map(p.k, kBlockN),
                     tm_v = tma::make_map(p.v, kBlockN);
-  const dim3 grid(unsigned((a.n + kBlockM - 1) / kBlockM), unsigned(a.heads), unsigned(batch));
+  const dim3 grid(tile_major_grid_size((a.n + kBlockM - 1) / kBlockM, a.heads, batch));
   kernel<<<grid, kThreads, smem, stream>>>(a, tm_q, tm_k, tm_v);
   RINGPLAN_MMA_THROW_IF(cudaGetLastError());
 }

@@ -2,8 +2,11 @@
 #include "kernels/cuda/tile_schedule.hpp"
 
 #include <algorithm>
+#include <functional>
+#include <queue>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 namespace ringplan::kernels::cuda {
 
@@ -29,6 +32,87 @@ TileCounts count_tiles(const int64_t* q_pos, int64_t n, const int64_t* k_pos, in
     }
   }
   return c;
+}
+
+uint32_t tile_major_grid_size(int64_t tiles, int64_t heads, int64_t batch) {
+  constexpr int64_t kMax = 2147483647;  // gridDim.x limit of every architecture since sm_30
+  if (tiles <= 0 || heads <= 0 || batch <= 0 || tiles > kMax / heads || tiles * heads > kMax / batch) {
+    throw std::invalid_argument("flash attention grid: tiles x heads x batch = " + std::to_string(tiles) + " x " +
+                                std::to_string(heads) + " x " + std::to_string(batch) +
+                                " blocks; need each >= 1 and the product <= 2^31 - 1");
+  }
+  return uint32_t(tiles * heads * batch);
+}
+
+std::vector<int64_t> owned_tile_work(const int64_t* q_pos, int64_t n, const int64_t* k_pos, int64_t m, bool causal,
+                                     int64_t tile_q, int64_t tile_k, bool owner_is_query) {
+  if (n < 0 || m < 0 || tile_q <= 0 || tile_k <= 0 || (causal && ((n > 0 && !q_pos) || (m > 0 && !k_pos)))) {
+    throw std::invalid_argument("owned_tile_work: need n, m >= 0, tile sizes > 0 and, with causal, non-null positions; got n=" +
+                                std::to_string(n) + " m=" + std::to_string(m) + " tile_q=" + std::to_string(tile_q) +
+                                " tile_k=" + std::to_string(tile_k));
+  }
+  const int64_t tq = (n + tile_q - 1) / tile_q, tk = (m + tile_k - 1) / tile_k;
+  std::vector<int64_t> work(size_t(owner_is_query ? tq : tk), 0);
+  if (!causal) {
+    std::fill(work.begin(), work.end(), owner_is_query ? tk : tq);
+    return work;
+  }
+  std::vector<std::pair<int64_t, int64_t>> kr(static_cast<size_t>(tk));
+  for (int64_t j = 0; j < tk; ++j) {
+    const auto [lo, hi] = std::minmax_element(k_pos + j * tile_k, k_pos + std::min(m, (j + 1) * tile_k));
+    kr[size_t(j)] = {*lo, *hi};
+  }
+  for (int64_t i = 0; i < tq; ++i) {
+    const auto [lo, hi] = std::minmax_element(q_pos + i * tile_q, q_pos + std::min(n, (i + 1) * tile_q));
+    for (int64_t j = 0; j < tk; ++j) {
+      if (classify_tile(true, *lo, *hi, kr[size_t(j)].first, kr[size_t(j)].second) != TileVisibility::hidden) {
+        ++work[size_t(owner_is_query ? i : j)];
+      }
+    }
+  }
+  return work;
+}
+
+std::vector<double> blocks_in_launch_order(const std::vector<int64_t>& tile_work, int64_t heads, int64_t batch,
+                                           BlockOrder order, bool heaviest_last) {
+  if (heads <= 0 || batch <= 0) {
+    throw std::invalid_argument("blocks_in_launch_order: heads and batch must be > 0, got " + std::to_string(heads) +
+                                ", " + std::to_string(batch));
+  }
+  const int64_t tiles = int64_t(tile_work.size());
+  std::vector<double> out;
+  out.reserve(size_t(tiles * heads * batch));
+  for (int64_t linear = 0; linear < tiles * heads * batch; ++linear) {
+    int64_t tile;
+    if (order == BlockOrder::tile_major) {
+      tile = tile_major_block(linear, tiles, heads, batch, heaviest_last).tile;
+    } else {
+      const int64_t x = linear % tiles;
+      tile = heaviest_last ? tiles - 1 - x : x;
+    }
+    out.push_back(double(tile_work[size_t(tile)]));
+  }
+  return out;
+}
+
+double grid_balance(const std::vector<double>& work_in_launch_order, int sms, double overhead) {
+  if (sms <= 0 || overhead < 0) {
+    throw std::invalid_argument("grid_balance: need sms > 0 and overhead >= 0, got " + std::to_string(sms) + ", " +
+                                std::to_string(overhead));
+  }
+  // Min-heap of the times at which each SM frees.
+  std::priority_queue<double, std::vector<double>, std::greater<>> free_at;
+  for (int s = 0; s < sms; ++s) free_at.push(0.0);
+  double total = 0, finish = 0;
+  for (const double w : work_in_launch_order) {
+    const double start = free_at.top();
+    free_at.pop();
+    const double end = start + overhead + w;
+    free_at.push(end);
+    total += overhead + w;
+    finish = std::max(finish, end);
+  }
+  return finish > 0 ? total / (double(sms) * finish) : 1.0;
 }
 
 }  // namespace ringplan::kernels::cuda

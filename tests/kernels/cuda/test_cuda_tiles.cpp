@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <stdexcept>
+#include <tuple>
 #include <vector>
 
 #include "kernels/cuda/tile_schedule.hpp"
@@ -131,4 +132,124 @@ TEST_CASE("count_tiles rejects bad sizes") {
   const auto pos = iota_positions(4);
   CHECK_THROWS_AS(rkc::count_tiles(pos.data(), 4, pos.data(), 4, true, 0, 64), std::invalid_argument);
   CHECK_THROWS_AS(rkc::count_tiles(nullptr, 4, pos.data(), 4, true, 64, 64), std::invalid_argument);
+}
+
+TEST_CASE("tile_major_block visits every (tile, head, batch) once, heaviest tile rank first") {
+  for (const bool heaviest_last : {false, true}) {
+    for (const auto& [tiles, heads, batch] : {std::tuple<int64_t, int64_t, int64_t>{1, 1, 1}, {5, 3, 2}, {64, 8, 1},
+                                              {7, 1, 4}, {2, 32, 3}}) {
+      CAPTURE(heaviest_last);
+      CAPTURE(tiles);
+      CAPTURE(heads);
+      CAPTURE(batch);
+      std::vector<int> seen(size_t(tiles * heads * batch), 0);
+      int64_t last_rank = 0;
+      for (int64_t linear = 0; linear < tiles * heads * batch; ++linear) {
+        const auto c = rkc::tile_major_block(linear, tiles, heads, batch, heaviest_last);
+        REQUIRE(c.tile >= 0);
+        REQUIRE(c.tile < tiles);
+        REQUIRE(c.head >= 0);
+        REQUIRE(c.head < heads);
+        REQUIRE(c.batch >= 0);
+        REQUIRE(c.batch < batch);
+        ++seen[size_t((c.batch * heads + c.head) * tiles + c.tile)];
+        // Tile ranks never go back: all heads and batches of the heaviest tile come first.
+        const int64_t rank = heaviest_last ? tiles - 1 - c.tile : c.tile;
+        CHECK(rank >= last_rank);
+        last_rank = rank;
+      }
+      CHECK(std::all_of(seen.begin(), seen.end(), [](int v) { return v == 1; }));
+      // The first block is the heaviest tile of head 0, batch 0.
+      const auto first = rkc::tile_major_block(0, tiles, heads, batch, heaviest_last);
+      CHECK(first.tile == (heaviest_last ? tiles - 1 : 0));
+      CHECK(first.head == 0);
+      CHECK(first.batch == 0);
+    }
+  }
+}
+
+TEST_CASE("owned_tile_work counts the streamed tiles each owned tile computes") {
+  const auto pos = iota_positions(256);
+  // Forward: query tile i of 64 rows sees key tiles 0..i of 64.
+  CHECK(rkc::owned_tile_work(pos.data(), 256, pos.data(), 256, true, 64, 64, true) == std::vector<int64_t>{1, 2, 3, 4});
+  // Backward: key tile j is seen by query tiles j..3.
+  CHECK(rkc::owned_tile_work(pos.data(), 256, pos.data(), 256, true, 64, 64, false) == std::vector<int64_t>{4, 3, 2, 1});
+  // Backward with 128-key tiles and 64-row query tiles: key tile 0 by all 4, tile 1 by 2.
+  CHECK(rkc::owned_tile_work(pos.data(), 256, pos.data(), 256, true, 64, 128, false) == std::vector<int64_t>{4, 2});
+  CHECK(rkc::owned_tile_work(nullptr, 130, nullptr, 70, false, 64, 64, true) == std::vector<int64_t>{2, 2, 2});
+  // Totals agree with count_tiles on a zigzag shard.
+  const auto z = zigzag(2048, 4, 1);
+  const int64_t zn = int64_t(z.size());
+  const auto c = rkc::count_tiles(z.data(), zn, z.data(), zn, true, 64, 128);
+  for (const bool owner_is_query : {false, true}) {
+    const auto w = rkc::owned_tile_work(z.data(), zn, z.data(), zn, true, 64, 128, owner_is_query);
+    int64_t sum = 0;
+    for (const int64_t x : w) sum += x;
+    CHECK(sum == c.visible + c.partial);
+  }
+  CHECK_THROWS_AS(rkc::owned_tile_work(nullptr, 4, pos.data(), 4, true, 64, 64, true), std::invalid_argument);
+  CHECK_THROWS_AS(rkc::owned_tile_work(pos.data(), 4, pos.data(), 4, true, 64, 0, true), std::invalid_argument);
+}
+
+TEST_CASE("grid_balance is a list schedule in launch order") {
+  // Two SMs: {3, 3, 2, 2} in that order ends at 5 of a possible 5: balance 1.
+  CHECK(rkc::grid_balance({3, 3, 2, 2}, 2) == doctest::Approx(1.0));
+  // {1, 1, 4}: the heavy block starts last and ends at 5; busy 6 of 2 x 5.
+  CHECK(rkc::grid_balance({1, 1, 4}, 2) == doctest::Approx(0.6));
+  // Decreasing order: {4, 1, 1} ends at 4: 6 / 8.
+  CHECK(rkc::grid_balance({4, 1, 1}, 2) == doctest::Approx(0.75));
+  // A per-block overhead counts as busy time: blocks of 2, 2, 5 end at 7; busy 9 of 2 x 7.
+  CHECK(rkc::grid_balance({1, 1, 4}, 2, 1.0) == doctest::Approx(9.0 / 14.0));
+  CHECK(rkc::grid_balance({}, 4) == doctest::Approx(1.0));
+  CHECK_THROWS_AS(rkc::grid_balance({1}, 0), std::invalid_argument);
+  CHECK_THROWS_AS(rkc::grid_balance({1}, 1, -1.0), std::invalid_argument);
+}
+
+// The benchmark shapes of the device check (bf16 SDPA comparison: batch 1, 32 query heads, 8 KV
+// heads) on an H200's or H100 SXM's 132 SMs, with the Hopper kernels' tiles: forward 128 query
+// rows x 128 keys per block and step, 32 blocks per (batch, head) at 4K tokens; backward 128 keys
+// per block of a KV head x 64 query rows per step (attention_*_wgmma.hpp). Prints the model's
+// busy fraction of both launch orders (-s); the numbers are computed here, not typed in.
+TEST_CASE("grid balance of the causal benchmark shapes: tile-major order against a 3-D grid") {
+  const int sms = 132;
+  for (const int64_t n : {4096, 8192, 16384}) {
+    const auto pos = iota_positions(n);
+    const auto fwd = rkc::owned_tile_work(pos.data(), n, pos.data(), n, true, 128, 128, true);
+    const auto bwd = rkc::owned_tile_work(pos.data(), n, pos.data(), n, true, 64, 128, false);
+    const auto fwd_nc = rkc::owned_tile_work(pos.data(), n, pos.data(), n, false, 128, 128, true);
+    const auto bwd_nc = rkc::owned_tile_work(pos.data(), n, pos.data(), n, false, 64, 128, false);
+    auto bal = [&](const std::vector<int64_t>& w, int64_t heads, rkc::BlockOrder o, bool heaviest_last) {
+      return rkc::grid_balance(rkc::blocks_in_launch_order(w, heads, 1, o, heaviest_last), sms);
+    };
+    const double f_tile = bal(fwd, 32, rkc::BlockOrder::tile_major, true);
+    const double f_head = bal(fwd, 32, rkc::BlockOrder::head_major, true);
+    const double b_tile = bal(bwd, 8, rkc::BlockOrder::tile_major, false);
+    const double b_head = bal(bwd, 8, rkc::BlockOrder::head_major, false);
+    const double f_nc = bal(fwd_nc, 32, rkc::BlockOrder::tile_major, true);
+    const double b_nc = bal(bwd_nc, 8, rkc::BlockOrder::tile_major, false);
+    MESSAGE(n << " tokens, causal, busy SMs: forward tile-major " << f_tile << " / 3-D grid " << f_head
+              << "; backward tile-major " << b_tile << " / 3-D grid " << b_head << "; non-causal forward " << f_nc
+              << ", backward " << b_nc);
+    CAPTURE(n);
+    // Decreasing work is never worse than a 3-D grid's order, and leaves at most one light
+    // block's worth of tail: at 4K (256 backward blocks on 132 SMs) and beyond, >= 0.98.
+    CHECK(f_tile >= f_head - 1e-12);
+    CHECK(b_tile >= b_head - 1e-12);
+    CHECK(f_tile >= 0.98);
+    CHECK(b_tile >= 0.98);
+    // Non-causal work is uniform: the order changes nothing.
+    CHECK(bal(bwd_nc, 8, rkc::BlockOrder::head_major, false) == doctest::Approx(b_nc));
+    if (n == 8192) CHECK(b_head < 0.85);  // the causal backward's 3-D grid leaves SMs idle (run 10)
+  }
+}
+
+TEST_CASE("tile_major_grid_size: the block count, or an error naming the sizes") {
+  CHECK(rkc::tile_major_grid_size(64, 8, 1) == 512u);
+  CHECK(rkc::tile_major_grid_size(1, 1, 1) == 1u);
+  CHECK(rkc::tile_major_grid_size(2147483647, 1, 1) == 2147483647u);
+  CHECK_THROWS_WITH_AS(rkc::tile_major_grid_size(1 << 20, 64, 64), doctest::Contains("1048576 x 64 x 64"),
+                       std::invalid_argument);
+  CHECK_THROWS_AS(rkc::tile_major_grid_size(int64_t(1) << 40, int64_t(1) << 40, 1), std::invalid_argument);
+  CHECK_THROWS_AS(rkc::tile_major_grid_size(0, 8, 1), std::invalid_argument);
+  CHECK_THROWS_AS(rkc::tile_major_grid_size(4, 0, 1), std::invalid_argument);
 }
