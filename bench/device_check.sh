@@ -11,7 +11,7 @@
 #   bench/device_check.sh build/bundle
 # (libnccl.so.2 comes from the GPU machine's `nvidia.nccl` python package; env.sh finds it.)
 #
-# Writes under $OUT (default ./out/device-check): env.txt, one log per step, ours.json,
+# Writes under $OUT (default ./out/device-check): env.txt, one log per step, ours.json, ours_head_major.json,
 # sdpa.json, run.json, run_trace.json, report.md, summary.txt. Exit status: the number of failed
 # steps (0 = all ok). On the GPU machine a SKIPPED step counts as failed: it did not happen.
 #
@@ -118,6 +118,10 @@ fi
 b=$(bin bench_attention_cuda)
 if [[ -n "$b" ]]; then
   step "bench_attention_cuda" 150 "$OUT/ours.txt" "$b" --tokens "$TOKENS" --json "$OUT/ours.json"
+  # The same primary kernels in the launch order they had up to run 10 (a 3-D grid: each head's
+  # tiles in turn), validated and timed in this run: the comparison report.py prints.
+  step "bench_attention_cuda --block-order head_major" 90 "$OUT/ours_head_major.txt" "$b" --tokens "$TOKENS" \
+    --primary-only --block-order head_major --json "$OUT/ours_head_major.json"
 else
   log "missing binary bench_attention_cuda"
   failed=$((failed + 1))
@@ -152,7 +156,7 @@ else
 fi
 
 # 6. table
-python3 "$script_dir/gpu/report.py" "$OUT/ours.json" "$OUT/sdpa.json" | tee "$OUT/report.md"
+python3 "$script_dir/gpu/report.py" "$OUT/ours.json" "$OUT/sdpa.json" "$OUT/ours_head_major.json" | tee "$OUT/report.md"
 
 log "failed steps: $failed"
 exit "$failed"

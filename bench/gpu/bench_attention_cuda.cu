@@ -18,6 +18,10 @@
 // and lse of 16 sampled query rows in two heads; with the primary forward's O and lse, dQ of
 // those rows and dK, dV of 16 sampled keys of KV head 0 (all query rows of its group); all
 // against kernels::reference_forward / reference_backward on the same rounded inputs.
+// Launch order (--block-order tile_major|head_major, default tile_major): set_block_order for the
+// whole run (the mma.sync and wgmma kernels; attention_cuda.hpp); the JSON records it and the
+// grid model column is computed for it. bench/device_check.sh runs the primary kernels a second
+// time (--primary-only) in head_major order so that one run compares the two.
 // Timing: CUDA events around each iteration after warm-up; the median is reported.
 //   forward  = flash_forward (O float32, lse), per implementation
 //   backward = zero dQ/dK/dV + backward_delta + flash_backward
@@ -73,7 +77,11 @@ struct Options {
   std::vector<rkc::BackwardImpl> backward_impls = {rkc::BackwardImpl::wgmma, rkc::BackwardImpl::mma,
                                                   rkc::BackwardImpl::wmma};
   bool backward_impls_given = false;
+  rkc::BlockOrder order = rkc::BlockOrder::tile_major;
+  bool primary_only = false;  // time only the first runnable forward and backward
 };
+
+const char* order_name(rkc::BlockOrder b) { return b == rkc::BlockOrder::tile_major ? "tile_major" : "head_major"; }
 
 const char* impl_name(rkc::ForwardImpl f) { return rkc::forward_impl_name(f); }
 const char* impl_name(rkc::BackwardImpl f) { return rkc::backward_impl_name(f); }
@@ -83,7 +91,8 @@ const char* impl_name(rkc::BackwardImpl f) { return rkc::backward_impl_name(f); 
                "bench_attention_cuda: %s\n"
                "usage: bench_attention_cuda [--tokens 4096,8192,16384] [--batch 1] [--heads 32] [--kv-heads 8]\n"
                "       [--head-dim 64|128] [--type bf16|f16] [--warmup 5] [--iters 20] [--causal-only|--noncausal-only]\n"
-               "       [--forward-impl all|wgmma,mma,wmma] [--backward-impl all|wgmma,mma,wmma] [--json FILE]\n",
+               "       [--forward-impl all|wgmma,mma,wmma] [--backward-impl all|wgmma,mma,wmma]\n"
+               "       [--block-order tile_major|head_major] [--primary-only] [--json FILE]\n",
                why.c_str());
   std::exit(2);
 }
@@ -150,6 +159,13 @@ Options parse(int argc, char** argv) {
           p = q + 1;
         }
       }
+    }
+    else if (a == "--primary-only") o.primary_only = true;
+    else if (a == "--block-order") {
+      const std::string b = next();
+      if (b == "tile_major") o.order = rkc::BlockOrder::tile_major;
+      else if (b == "head_major") o.order = rkc::BlockOrder::head_major;
+      else usage("--block-order must be tile_major or head_major, got '" + b + "'");
     }
     else if (a == "--type") {
       const std::string t = next();
@@ -252,8 +268,8 @@ struct Result {
   double busy_fwd = -1, busy_bwd = -1;  // grid model (tile_schedule.hpp grid_balance); -1: not modelled
 };
 
-// The primary kernels' block order as the grid model sees it: the wgmma kernels launch tile-major
-// with one block per SM (their registers fill an SM: attention_*_wgmma.cu); the others may hold
+// The primary kernels' launch (o.order) as the grid model sees it: the wgmma kernels run one block
+// per SM (their registers fill an SM: attention_*_wgmma.cu); the others may hold
 // several blocks per SM, which the model does not know, so they get none (-1).
 void model_grid(Result& r, const Options& o, rkc::ForwardImpl fwd, rkc::BackwardImpl bwd, int sms) {
   std::vector<int64_t> pos(static_cast<size_t>(r.tokens));
@@ -261,13 +277,13 @@ void model_grid(Result& r, const Options& o, rkc::ForwardImpl fwd, rkc::Backward
   if (fwd == rkc::ForwardImpl::wgmma) {
     const auto w = rkc::owned_tile_work(pos.data(), r.tokens, pos.data(), r.tokens, r.causal, rkc::kWgmmaFwdBlockM,
                                         rkc::kWgmmaFwdBlockN, true);
-    r.busy_fwd = rkc::grid_balance(rkc::blocks_in_launch_order(w, o.heads, o.batch, rkc::BlockOrder::tile_major, true), sms);
+    r.busy_fwd = rkc::grid_balance(rkc::blocks_in_launch_order(w, o.heads, o.batch, o.order, true), sms);
   }
   if (bwd == rkc::BackwardImpl::wgmma) {
     const auto w = rkc::owned_tile_work(pos.data(), r.tokens, pos.data(), r.tokens, r.causal, rkc::kWgmmaBwdBlockM,
                                         rkc::kWgmmaBwdBlockN, false);
     r.busy_bwd =
-        rkc::grid_balance(rkc::blocks_in_launch_order(w, o.kv_heads, o.batch, rkc::BlockOrder::tile_major, false), sms);
+        rkc::grid_balance(rkc::blocks_in_launch_order(w, o.kv_heads, o.batch, o.order, false), sms);
   }
 }
 
@@ -537,6 +553,16 @@ int main(int argc, char** argv) {
     }
   }
   o.backward_impls = runnable_bwd;
+  if (o.forward_impls.empty() || o.backward_impls.empty()) {
+    std::fprintf(stderr, "bench_attention_cuda: no forward or no backward implementation runs on this device\n");
+    return 2;
+  }
+  if (o.primary_only) {
+    o.forward_impls.resize(1);
+    o.backward_impls.resize(1);
+  }
+  rkc::set_block_order(o.order);
+  std::printf("launch order of the mma and wgmma kernels: %s\n", order_name(o.order));
   std::printf("FLOP model: fwd 4*b*h*n*n*d (x0.5 causal), bwd 2.5x fwd; TFLOP/s = flops / median time\n");
   std::string others;
   for (size_t fi = 1; fi < o.forward_impls.size(); ++fi) others += std::string(" ") + impl_name(o.forward_impls[fi]);
@@ -589,9 +615,9 @@ int main(int argc, char** argv) {
     // "impl" names the primary forward (fwd_ms, fwd_tflops); fwd_ms_<name> / fwd_tflops_<name>
     // appear in each result for every other timed forward, bwd_ms_<name> / bwd_tflops_<name> for
     // every other timed backward (bwd_ms, bwd_tflops: the primary backward).
-    std::fprintf(f, "{\"impl\": \"ringplan_%s\", \"device\": \"%s\", \"batch\": %lld, \"heads\": %lld, "
+    std::fprintf(f, "{\"impl\": \"ringplan_%s\", \"block_order\": \"%s\", \"device\": \"%s\", \"batch\": %lld, \"heads\": %lld, "
                     "\"kv_heads\": %lld, \"head_dim\": %lld, \"type\": \"%s\", \"results\": [\n",
-                 impl_name(o.forward_impls.front()), prop.name, (long long)o.batch, (long long)o.heads,
+                 impl_name(o.forward_impls.front()), order_name(o.order), prop.name, (long long)o.batch, (long long)o.heads,
                  (long long)o.kv_heads, (long long)o.head_dim, o.type == rk::ElemType::bf16 ? "bf16" : "f16");
     for (size_t i = 0; i < results.size(); ++i) {
       const Result& r = results[i];

@@ -112,7 +112,8 @@ struct Args {
   int64_t dq_sb, dq_sh, dq_st, dk_sb, dk_sh, dk_st, dv_sb, dv_sh, dv_st;
   const int64_t *q_pos, *k_pos;  // may be null when !causal
   int64_t n, m, group;           // group = heads / kv_heads
-  int64_t kv_heads, batch;       // with the key tiles: the grid (tile_major_block)
+  int64_t kv_heads, batch;       // with the key tiles: the grid (launch_block)
+  int order;                     // BlockOrder of the launch (block_order())
   int causal;
   int dq_vec2;   // dQ rows 8-byte aligned: column pairs as one 2-wide reduction (sm_90)
   int dkv_vec2;  // dK and dV rows 8-byte aligned: column pairs as float2
@@ -276,9 +277,10 @@ __global__ void __launch_bounds__(kThreads, min_blocks_per_sm<D>()) flash_backwa
 
   const int warp = int(threadIdx.x) >> 5, lane = int(threadIdx.x) & 31;
   const int g = lane >> 2, tq = lane & 3;
-  // Launch order (tile_schedule.hpp): the first key tile of every KV head first (with sorted
-  // causal positions the most query tiles see it), the last tiles last.
-  const BlockCoord blk = tile_major_block(int64_t(blockIdx.x), (a.m + kBlockN - 1) / kBlockN, a.kv_heads, a.batch, false);
+  // Launch order (tile_schedule.hpp; tile_major by default): the first key tile of every KV head
+  // first (with sorted causal positions the most query tiles see it), the last tiles last.
+  const BlockCoord blk = launch_block(int64_t(blockIdx.x), (a.m + kBlockN - 1) / kBlockN, a.kv_heads, a.batch,
+                                      BlockOrder(a.order), false);
   const int64_t b = blk.batch, hk = blk.head;
   const int64_t key0 = blk.tile * kBlockN;
   const int kvalid = int(min(int64_t(kBlockN), a.m - key0));
@@ -601,7 +603,7 @@ void launch(const Args& a, int64_t batch, int64_t kv_heads, cudaStream_t stream)
   constexpr size_t smem = Smem<D>::kBytes;
   auto kernel = flash_backward_mma_kernel<T, D>;
   RINGPLAN_MMA_THROW_IF(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-  const dim3 grid(tile_major_grid_size((a.m + kBlockN - 1) / kBlockN, kv_heads, batch));
+  const dim3 grid(flat_grid_size((a.m + kBlockN - 1) / kBlockN, kv_heads, batch));
   kernel<<<grid, kThreads, smem, stream>>>(a);
   RINGPLAN_MMA_THROW_IF(cudaGetLastError());
 }
@@ -670,6 +672,7 @@ void launch_backward_mma(const BlockParams& p, const BackwardArgs& g, float scal
   a.q_pos = p.q_positions, a.k_pos = p.k_positions;
   a.n = p.q.tokens, a.m = p.k.tokens, a.group = p.q.heads / p.k.heads;
   a.kv_heads = p.k.heads, a.batch = p.k.batch;
+  a.order = int(block_order());
   // The kernel counts (query head, query tile) items in int. Unreachable in practice (it needs
   // more than 2^37 query rows x heads), but checked rather than wrapped.
   if (a.group * ((a.n + kBlockM - 1) / kBlockM) > INT32_MAX) {

@@ -93,7 +93,8 @@ struct Args {
   float *dq, *dk, *dv;
   int64_t dq_sb, dq_sh, dq_st, dk_sb, dk_sh, dk_st, dv_sb, dv_sh, dv_st;
   int64_t n, m, group;  // group = heads / kv_heads
-  int64_t kv_heads, batch;  // with the key tiles: the grid (tile_major_block)
+  int64_t kv_heads, batch;  // with the key tiles: the grid (launch_block)
+  int order;                // BlockOrder of the launch (block_order())
   int causal;
   int dq_vec2;   // dQ rows 8-byte aligned: column pairs as one 2-wide reduction
   int dkv_vec2;  // dK and dV rows 8-byte aligned: column pairs as float2
@@ -171,9 +172,10 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   const int tid = int(threadIdx.x);
   const int warp = tid / 32, lane = tid & 31;
-  // Launch order (tile_schedule.hpp): the first key tile of every KV head first (with sorted
-  // causal positions the most query tiles see it), the last tiles last.
-  const BlockCoord blk = tile_major_block(int64_t(blockIdx.x), (a.m + kBlockN - 1) / kBlockN, a.kv_heads, a.batch, false);
+  // Launch order (tile_schedule.hpp; tile_major by default): the first key tile of every KV head
+  // first (with sorted causal positions the most query tiles see it), the last tiles last.
+  const BlockCoord blk = launch_block(int64_t(blockIdx.x), (a.m + kBlockN - 1) / kBlockN, a.kv_heads, a.batch,
+                                      BlockOrder(a.order), false);
   const int64_t b = blk.batch, hk = blk.head;
   const int64_t key0 = blk.tile * kBlockN;
   const int kvalid = int(min(int64_t(kBlockN), a.m - key0));
@@ -523,7 +525,7 @@ void launch(const Args& a, const BlockParams& p, const BackwardArgs& g, cudaStre
   RINGPLAN_MMA_THROW_IF(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
   const CUtensorMap tm_q = tma::make_map(p.q, kBlockM), tm_k = tma::make_map(p.k, kBlockN),
                     tm_v = tma::make_map(p.v, kBlockN), tm_do = tma::make_map(g.grad_out, kBlockM);
-  const dim3 grid(tile_major_grid_size((a.m + kBlockN - 1) / kBlockN, a.kv_heads, a.batch));
+  const dim3 grid(flat_grid_size((a.m + kBlockN - 1) / kBlockN, a.kv_heads, a.batch));
   kernel<<<grid, kThreads, smem, stream>>>(a, tm_q, tm_k, tm_v, tm_do);
   RINGPLAN_MMA_THROW_IF(cudaGetLastError());
 }
@@ -560,6 +562,7 @@ void launch_backward_wgmma(const BlockParams& p, const BackwardArgs& g, float sc
   a.q_pos = p.q_positions, a.k_pos = p.k_positions;
   a.n = p.q.tokens, a.m = p.k.tokens, a.group = p.q.heads / p.k.heads;
   a.kv_heads = p.k.heads, a.batch = p.k.batch;
+  a.order = int(block_order());
   if (a.group * ((a.n + kBlockM - 1) / kBlockM) > INT32_MAX) {
     throw std::invalid_argument("ringplan::kernels::cuda::flash_backward: heads / kv_heads * ceil(q.tokens / 64) = " +
                                 std::to_string(a.group * ((a.n + kBlockM - 1) / kBlockM)) +

@@ -91,6 +91,15 @@ std::string backward_impl_unavailable(BackwardImpl impl);
 BackwardImpl resolve_backward_impl(BackwardImpl impl);
 const char* backward_impl_name(BackwardImpl impl);
 
+// Launch order of the mma.sync and wgmma kernels' thread blocks (tile_schedule.hpp):
+//   tile_major (default): every head's heaviest causal tile first, the lightest last;
+//   head_major: the 3-D grid order these kernels had before (each head's tiles in turn), kept
+//               so that a benchmark can time both in one run.
+// Process-wide (an atomic, read at each flash_forward / flash_backward call) like the settings
+// above; the results do not depend on it. The WMMA kernels always launch a 3-D grid.
+void set_block_order(BlockOrder order);
+BlockOrder block_order();
+
 // dst <- src rounded to dst's type (round to nearest even); src f32, dst f16 or bf16, both dense
 // [batch, heads, tokens, head_dim] of one shape. The ring keeps O in float32 while merging
 // blocks and hands the layer's output on in the input type.

@@ -139,9 +139,10 @@ __global__ void __launch_bounds__(kThreads, min_blocks_per_sm<D>()) flash_forwar
 
   const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) & 31;
   const int g = lane >> 2, tq = lane & 3;
-  // Launch order (tile_schedule.hpp): the last query tile of every head first (with sorted
-  // causal positions it sees the most keys), the first tiles last.
-  const BlockCoord blk = tile_major_block(int64_t(blockIdx.x), (a.n + kBlockM - 1) / kBlockM, a.heads, a.batch, true);
+  // Launch order (tile_schedule.hpp; tile_major by default): the last query tile of every head
+  // first (with sorted causal positions it sees the most keys), the first tiles last.
+  const BlockCoord blk = launch_block(int64_t(blockIdx.x), (a.n + kBlockM - 1) / kBlockM, a.heads, a.batch,
+                                      BlockOrder(a.order), true);
   const int64_t b = blk.batch, h = blk.head;
   const int64_t hk = h / a.group;
   const int64_t q0 = blk.tile * kBlockM;
@@ -445,7 +446,7 @@ void launch(const Args& a, int64_t batch, cudaStream_t stream) {
   constexpr size_t smem = Smem<D>::kBytes;
   auto kernel = flash_forward_mma_kernel<T, D>;
   RINGPLAN_MMA_THROW_IF(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-  const dim3 grid(tile_major_grid_size((a.n + kBlockM - 1) / kBlockM, a.heads, batch));
+  const dim3 grid(flat_grid_size((a.n + kBlockM - 1) / kBlockM, a.heads, batch));
   kernel<<<grid, kThreads, smem, stream>>>(a);
   RINGPLAN_MMA_THROW_IF(cudaGetLastError());
 }
@@ -467,6 +468,12 @@ int current_device_cc() {
 
 void set_forward_impl(ForwardImpl impl) { g_forward_impl.store(impl, std::memory_order_relaxed); }
 ForwardImpl forward_impl() { return g_forward_impl.load(std::memory_order_relaxed); }
+
+namespace {
+std::atomic<BlockOrder> g_block_order{BlockOrder::tile_major};
+}  // namespace
+void set_block_order(BlockOrder order) { g_block_order.store(order, std::memory_order_relaxed); }
+BlockOrder block_order() { return g_block_order.load(std::memory_order_relaxed); }
 
 const char* forward_impl_name(ForwardImpl impl) {
   switch (impl) {

@@ -121,9 +121,10 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   const int tid = int(threadIdx.x);
   const int warp = tid / 32, lane = tid & 31;
-  // Launch order (tile_schedule.hpp): the last query tile of every head first (with sorted
-  // causal positions it sees the most keys), the first tiles last.
-  const BlockCoord blk = tile_major_block(int64_t(blockIdx.x), (a.n + kBlockM - 1) / kBlockM, a.heads, a.batch, true);
+  // Launch order (tile_schedule.hpp; tile_major by default): the last query tile of every head
+  // first (with sorted causal positions it sees the most keys), the first tiles last.
+  const BlockCoord blk = launch_block(int64_t(blockIdx.x), (a.n + kBlockM - 1) / kBlockM, a.heads, a.batch,
+                                      BlockOrder(a.order), true);
   const int64_t b = blk.batch, h = blk.head;
   const int64_t hk = h / a.group;
   const int64_t q0 = blk.tile * kBlockM;
@@ -426,7 +427,7 @@ void launch(const Args& a, const BlockParams& p, int64_t batch, cudaStream_t str
   RINGPLAN_MMA_THROW_IF(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
   const CUtensorMap tm_q = tma::make_map(p.q, kBlockM), tm_k = tma::make_map(p.k, kBlockN),
                     tm_v = tma::make_map(p.v, kBlockN);
-  const dim3 grid(tile_major_grid_size((a.n + kBlockM - 1) / kBlockM, a.heads, batch));
+  const dim3 grid(flat_grid_size((a.n + kBlockM - 1) / kBlockM, a.heads, batch));
   kernel<<<grid, kThreads, smem, stream>>>(a, tm_q, tm_k, tm_v);
   RINGPLAN_MMA_THROW_IF(cudaGetLastError());
 }

@@ -34,7 +34,7 @@ TileCounts count_tiles(const int64_t* q_pos, int64_t n, const int64_t* k_pos, in
   return c;
 }
 
-uint32_t tile_major_grid_size(int64_t tiles, int64_t heads, int64_t batch) {
+uint32_t flat_grid_size(int64_t tiles, int64_t heads, int64_t batch) {
   constexpr int64_t kMax = 2147483647;  // gridDim.x limit of every architecture since sm_30
   if (tiles <= 0 || heads <= 0 || batch <= 0 || tiles > kMax / heads || tiles * heads > kMax / batch) {
     throw std::invalid_argument("flash attention grid: tiles x heads x batch = " + std::to_string(tiles) + " x " +
@@ -83,14 +83,7 @@ std::vector<double> blocks_in_launch_order(const std::vector<int64_t>& tile_work
   std::vector<double> out;
   out.reserve(size_t(tiles * heads * batch));
   for (int64_t linear = 0; linear < tiles * heads * batch; ++linear) {
-    int64_t tile;
-    if (order == BlockOrder::tile_major) {
-      tile = tile_major_block(linear, tiles, heads, batch, heaviest_last).tile;
-    } else {
-      const int64_t x = linear % tiles;
-      tile = heaviest_last ? tiles - 1 - x : x;
-    }
-    out.push_back(double(tile_work[size_t(tile)]));
+    out.push_back(double(tile_work[size_t(launch_block(linear, tiles, heads, batch, order, heaviest_last).tile)]));
   }
   return out;
 }

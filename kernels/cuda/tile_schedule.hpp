@@ -65,9 +65,25 @@ RINGPLAN_HD inline BlockCoord tile_major_block(int64_t linear, int64_t tiles, in
   return c;
 }
 
-// Size of a tile-major launch, tiles * heads * batch blocks as a 1-D grid. Throws
+// The orders a kernel can launch in: tile_major (above, the default) and head_major, a 3-D
+// grid's order (tile fastest, then head, then batch; tiles walked from the heavy end), which the
+// kernels used before and keep for comparison (set_block_order in attention_cuda.hpp).
+enum class BlockOrder : int { tile_major = 0, head_major = 1 };
+RINGPLAN_HD inline BlockCoord launch_block(int64_t linear, int64_t tiles, int64_t heads, int64_t batch, BlockOrder order,
+                                           bool heaviest_last) {
+  if (order == BlockOrder::tile_major) return tile_major_block(linear, tiles, heads, batch, heaviest_last);
+  const int64_t rest = linear / tiles;
+  const int64_t x = linear - rest * tiles;
+  BlockCoord c;
+  c.tile = heaviest_last ? tiles - 1 - x : x;
+  c.batch = rest / heads;
+  c.head = rest - c.batch * heads;
+  return c;
+}
+
+// Size of a launch in either order, tiles * heads * batch blocks as a 1-D grid. Throws
 // std::invalid_argument naming the sizes when that exceeds the grid's x range (2^31 - 1).
-uint32_t tile_major_grid_size(int64_t tiles, int64_t heads, int64_t batch);
+uint32_t flat_grid_size(int64_t tiles, int64_t heads, int64_t batch);
 
 // Tile sizes and shared-memory layouts. Forward: a block owns kFwdBlockM query rows (16 per
 // warp, kFwdWarps warps) and streams kFwdBlockN keys per step. Backward: a block owns
@@ -148,10 +164,6 @@ TileCounts count_tiles(const int64_t* q_pos, int64_t n, const int64_t* k_pos, in
 // query tiles. Same causal rule as the kernels (classify_tile).
 std::vector<int64_t> owned_tile_work(const int64_t* q_pos, int64_t n, const int64_t* k_pos, int64_t m, bool causal,
                                      int64_t tile_q, int64_t tile_k, bool owner_is_query);
-
-// Launch orders that grid_balance compares: tile_major is tile_major_block's; head_major is a
-// 3-D grid's (tile fastest, then head, then batch; the tile walked from heaviest_last's end).
-enum class BlockOrder { tile_major, head_major };
 
 // Work of every block of a kernel in launch order, given the work of each tile (the same for
 // every head and batch).

@@ -134,7 +134,7 @@ TEST_CASE("count_tiles rejects bad sizes") {
   CHECK_THROWS_AS(rkc::count_tiles(nullptr, 4, pos.data(), 4, true, 64, 64), std::invalid_argument);
 }
 
-TEST_CASE("tile_major_block visits every (tile, head, batch) once, heaviest tile rank first") {
+TEST_CASE("launch orders visit every (tile, head, batch) once, tile-major from the heaviest tile rank down") {
   for (const bool heaviest_last : {false, true}) {
     for (const auto& [tiles, heads, batch] : {std::tuple<int64_t, int64_t, int64_t>{1, 1, 1}, {5, 3, 2}, {64, 8, 1},
                                               {7, 1, 4}, {2, 32, 3}}) {
@@ -157,6 +157,20 @@ TEST_CASE("tile_major_block visits every (tile, head, batch) once, heaviest tile
         const int64_t rank = heaviest_last ? tiles - 1 - c.tile : c.tile;
         CHECK(rank >= last_rank);
         last_rank = rank;
+      }
+      CHECK(std::all_of(seen.begin(), seen.end(), [](int v) { return v == 1; }));
+      // head_major, the 3-D grid's order: tile fastest from the heavy end, then head, then batch.
+      std::fill(seen.begin(), seen.end(), 0);
+      for (int64_t linear = 0; linear < tiles * heads * batch; ++linear) {
+        const auto c = rkc::launch_block(linear, tiles, heads, batch, rkc::BlockOrder::head_major, heaviest_last);
+        const int64_t x = linear % tiles;
+        CHECK(c.tile == (heaviest_last ? tiles - 1 - x : x));
+        CHECK(c.head == (linear / tiles) % heads);
+        CHECK(c.batch == linear / (tiles * heads));
+        const auto t = rkc::launch_block(linear, tiles, heads, batch, rkc::BlockOrder::tile_major, heaviest_last);
+        const auto u = rkc::tile_major_block(linear, tiles, heads, batch, heaviest_last);
+        CHECK((t.tile == u.tile && t.head == u.head && t.batch == u.batch));
+        ++seen[size_t((c.batch * heads + c.head) * tiles + c.tile)];
       }
       CHECK(std::all_of(seen.begin(), seen.end(), [](int v) { return v == 1; }));
       // The first block is the heaviest tile of head 0, batch 0.
@@ -243,13 +257,13 @@ TEST_CASE("grid balance of the causal benchmark shapes: tile-major order against
   }
 }
 
-TEST_CASE("tile_major_grid_size: the block count, or an error naming the sizes") {
-  CHECK(rkc::tile_major_grid_size(64, 8, 1) == 512u);
-  CHECK(rkc::tile_major_grid_size(1, 1, 1) == 1u);
-  CHECK(rkc::tile_major_grid_size(2147483647, 1, 1) == 2147483647u);
-  CHECK_THROWS_WITH_AS(rkc::tile_major_grid_size(1 << 20, 64, 64), doctest::Contains("1048576 x 64 x 64"),
+TEST_CASE("flat_grid_size: the block count, or an error naming the sizes") {
+  CHECK(rkc::flat_grid_size(64, 8, 1) == 512u);
+  CHECK(rkc::flat_grid_size(1, 1, 1) == 1u);
+  CHECK(rkc::flat_grid_size(2147483647, 1, 1) == 2147483647u);
+  CHECK_THROWS_WITH_AS(rkc::flat_grid_size(1 << 20, 64, 64), doctest::Contains("1048576 x 64 x 64"),
                        std::invalid_argument);
-  CHECK_THROWS_AS(rkc::tile_major_grid_size(int64_t(1) << 40, int64_t(1) << 40, 1), std::invalid_argument);
-  CHECK_THROWS_AS(rkc::tile_major_grid_size(0, 8, 1), std::invalid_argument);
-  CHECK_THROWS_AS(rkc::tile_major_grid_size(4, 0, 1), std::invalid_argument);
+  CHECK_THROWS_AS(rkc::flat_grid_size(int64_t(1) << 40, int64_t(1) << 40, 1), std::invalid_argument);
+  CHECK_THROWS_AS(rkc::flat_grid_size(0, 8, 1), std::invalid_argument);
+  CHECK_THROWS_AS(rkc::flat_grid_size(4, 0, 1), std::invalid_argument);
 }
