@@ -279,10 +279,10 @@ __global__ void __launch_bounds__(kThreads, min_blocks_per_sm<D>()) flash_backwa
   const int g = lane >> 2, tq = lane & 3;
   // Launch order (tile_schedule.hpp; tile_major by default): the first key tile of every KV head
   // first (with sorted causal positions the most query tiles see it), the last tiles last.
-  const BlockCoord blk = launch_block(int64_t(blockIdx.x), (a.m + kBlockN - 1) / kBlockN, a.kv_heads, a.batch,
-                                      BlockOrder(a.order), false);
-  const int64_t b = blk.batch, hk = blk.head;
-  const int64_t key0 = blk.tile * kBlockN;
+  const BlockCoord blk =
+      block_coord(blockIdx.x, blockIdx.y, blockIdx.z, uint32_t((a.m + kBlockN - 1) / kBlockN), BlockOrder(a.order), false);
+  const int b = blk.batch, hk = blk.head;
+  const int64_t key0 = int64_t(blk.tile) * kBlockN;
   const int kvalid = int(min(int64_t(kBlockN), a.m - key0));
   const T* const k = static_cast<const T*>(a.k) + b * a.k_sb + hk * a.k_sh;
   const T* const v = static_cast<const T*>(a.v) + b * a.v_sb + hk * a.v_sh;
@@ -603,8 +603,10 @@ void launch(const Args& a, int64_t batch, int64_t kv_heads, cudaStream_t stream)
   constexpr size_t smem = Smem<D>::kBytes;
   auto kernel = flash_backward_mma_kernel<T, D>;
   RINGPLAN_MMA_THROW_IF(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-  const dim3 grid(flat_grid_size((a.m + kBlockN - 1) / kBlockN, kv_heads, batch));
-  kernel<<<grid, kThreads, smem, stream>>>(a);
+  const LaunchGrid g = launch_grid((a.m + kBlockN - 1) / kBlockN, kv_heads, batch, BlockOrder(a.order));
+  Args ga = a;
+  ga.order = int(g.order);  // the order the grid really has
+  kernel<<<dim3(g.x, g.y, g.z), kThreads, smem, stream>>>(ga);
   RINGPLAN_MMA_THROW_IF(cudaGetLastError());
 }
 

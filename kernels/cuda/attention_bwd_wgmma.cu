@@ -174,10 +174,10 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int warp = tid / 32, lane = tid & 31;
   // Launch order (tile_schedule.hpp; tile_major by default): the first key tile of every KV head
   // first (with sorted causal positions the most query tiles see it), the last tiles last.
-  const BlockCoord blk = launch_block(int64_t(blockIdx.x), (a.m + kBlockN - 1) / kBlockN, a.kv_heads, a.batch,
-                                      BlockOrder(a.order), false);
-  const int64_t b = blk.batch, hk = blk.head;
-  const int64_t key0 = blk.tile * kBlockN;
+  const BlockCoord blk =
+      block_coord(blockIdx.x, blockIdx.y, blockIdx.z, uint32_t((a.m + kBlockN - 1) / kBlockN), BlockOrder(a.order), false);
+  const int b = blk.batch, hk = blk.head;
+  const int64_t key0 = int64_t(blk.tile) * kBlockN;
   const int kvalid = int(min(int64_t(kBlockN), a.m - key0));
   const bool causal = a.causal != 0;
   const int ntq = int((a.n + kBlockM - 1) / kBlockM);
@@ -525,8 +525,10 @@ void launch(const Args& a, const BlockParams& p, const BackwardArgs& g, cudaStre
   RINGPLAN_MMA_THROW_IF(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
   const CUtensorMap tm_q = tma::make_map(p.q, kBlockM), tm_k = tma::make_map(p.k, kBlockN),
                     tm_v = tma::make_map(p.v, kBlockN), tm_do = tma::make_map(g.grad_out, kBlockM);
-  const dim3 grid(flat_grid_size((a.m + kBlockN - 1) / kBlockN, a.kv_heads, a.batch));
-  kernel<<<grid, kThreads, smem, stream>>>(a, tm_q, tm_k, tm_v, tm_do);
+  const LaunchGrid lg = launch_grid((a.m + kBlockN - 1) / kBlockN, a.kv_heads, a.batch, BlockOrder(a.order));
+  Args ga = a;
+  ga.order = int(lg.order);  // the order the grid really has
+  kernel<<<dim3(lg.x, lg.y, lg.z), kThreads, smem, stream>>>(ga, tm_q, tm_k, tm_v, tm_do);
   RINGPLAN_MMA_THROW_IF(cudaGetLastError());
 }
 

@@ -629,17 +629,13 @@ std::string input_problem(const TensorView& t, const char* name, ElemType want) 
   return pointer_problem(t.data, name);
 }
 
-// The WMMA kernels launch a 3-D grid (tiles, heads, batch); the mma and wgmma kernels a 1-D
-// tile-major one of tiles * heads * batch blocks (tile_schedule.hpp). `tiles` counts the WMMA
-// tiles, which are no larger than the others', so both limits are checked here.
+// Every kernel launches a 3-D grid with heads and batch in y / z (the mma and wgmma kernels in
+// their tile-major order put the heads in x and the tiles in z, and fall back to the other order
+// beyond 65535 tiles: tile_schedule.hpp launch_grid), so these limits cover them all.
 std::string grid_problem(int64_t batch, int64_t heads, int64_t tiles) {
   if (batch > 65535 || heads > 65535 || tiles > INT32_MAX) {
     return "grid too large: batch and heads must be <= 65535 (got batch " + std::to_string(batch) + ", heads " +
            std::to_string(heads) + ")";
-  }
-  if (batch > 0 && heads > 0 && tiles > 0 && (tiles * heads > INT32_MAX / batch)) {
-    return "grid too large: tiles x heads x batch = " + std::to_string(tiles) + " x " + std::to_string(heads) +
-           " x " + std::to_string(batch) + " blocks exceeds 2^31 - 1; split the batch or the sequence";
   }
   return "";
 }

@@ -141,11 +141,11 @@ __global__ void __launch_bounds__(kThreads, min_blocks_per_sm<D>()) flash_forwar
   const int g = lane >> 2, tq = lane & 3;
   // Launch order (tile_schedule.hpp; tile_major by default): the last query tile of every head
   // first (with sorted causal positions it sees the most keys), the first tiles last.
-  const BlockCoord blk = launch_block(int64_t(blockIdx.x), (a.n + kBlockM - 1) / kBlockM, a.heads, a.batch,
-                                      BlockOrder(a.order), true);
-  const int64_t b = blk.batch, h = blk.head;
+  const BlockCoord blk =
+      block_coord(blockIdx.x, blockIdx.y, blockIdx.z, uint32_t((a.n + kBlockM - 1) / kBlockM), BlockOrder(a.order), true);
+  const int b = blk.batch, h = blk.head;
   const int64_t hk = h / a.group;
-  const int64_t q0 = blk.tile * kBlockM;
+  const int64_t q0 = int64_t(blk.tile) * kBlockM;
   const T* const q = static_cast<const T*>(a.q) + b * a.q_sb + h * a.q_sh;
   const T* const k = static_cast<const T*>(a.k) + b * a.k_sb + hk * a.k_sh;
   const T* const v = static_cast<const T*>(a.v) + b * a.v_sb + hk * a.v_sh;
@@ -446,8 +446,10 @@ void launch(const Args& a, int64_t batch, cudaStream_t stream) {
   constexpr size_t smem = Smem<D>::kBytes;
   auto kernel = flash_forward_mma_kernel<T, D>;
   RINGPLAN_MMA_THROW_IF(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-  const dim3 grid(flat_grid_size((a.n + kBlockM - 1) / kBlockM, a.heads, batch));
-  kernel<<<grid, kThreads, smem, stream>>>(a);
+  const LaunchGrid g = launch_grid((a.n + kBlockM - 1) / kBlockM, a.heads, batch, BlockOrder(a.order));
+  Args ga = a;
+  ga.order = int(g.order);  // the order the grid really has
+  kernel<<<dim3(g.x, g.y, g.z), kThreads, smem, stream>>>(ga);
   RINGPLAN_MMA_THROW_IF(cudaGetLastError());
 }
 

@@ -123,11 +123,11 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int warp = tid / 32, lane = tid & 31;
   // Launch order (tile_schedule.hpp; tile_major by default): the last query tile of every head
   // first (with sorted causal positions it sees the most keys), the first tiles last.
-  const BlockCoord blk = launch_block(int64_t(blockIdx.x), (a.n + kBlockM - 1) / kBlockM, a.heads, a.batch,
-                                      BlockOrder(a.order), true);
-  const int64_t b = blk.batch, h = blk.head;
-  const int64_t hk = h / a.group;
-  const int64_t q0 = blk.tile * kBlockM;
+  const BlockCoord blk =
+      block_coord(blockIdx.x, blockIdx.y, blockIdx.z, uint32_t((a.n + kBlockM - 1) / kBlockM), BlockOrder(a.order), true);
+  const int b = blk.batch, h = blk.head;
+  const int hk = h / int(a.group);
+  const int64_t q0 = int64_t(blk.tile) * kBlockM;
   const int ntiles = int((a.m + kBlockN - 1) / kBlockN);
   const bool causal = a.causal != 0;
 
@@ -427,8 +427,10 @@ void launch(const Args& a, const BlockParams& p, int64_t batch, cudaStream_t str
   RINGPLAN_MMA_THROW_IF(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
   const CUtensorMap tm_q = tma::make_map(p.q, kBlockM), tm_k = tma::make_map(p.k, kBlockN),
                     tm_v = tma::make_map(p.v, kBlockN);
-  const dim3 grid(flat_grid_size((a.n + kBlockM - 1) / kBlockM, a.heads, batch));
-  kernel<<<grid, kThreads, smem, stream>>>(a, tm_q, tm_k, tm_v);
+  const LaunchGrid g = launch_grid((a.n + kBlockM - 1) / kBlockM, a.heads, batch, BlockOrder(a.order));
+  Args ga = a;
+  ga.order = int(g.order);  // the order the grid really has
+  kernel<<<dim3(g.x, g.y, g.z), kThreads, smem, stream>>>(ga, tm_q, tm_k, tm_v);
   RINGPLAN_MMA_THROW_IF(cudaGetLastError());
 }
 

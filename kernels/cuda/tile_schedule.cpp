@@ -34,14 +34,28 @@ TileCounts count_tiles(const int64_t* q_pos, int64_t n, const int64_t* k_pos, in
   return c;
 }
 
-uint32_t flat_grid_size(int64_t tiles, int64_t heads, int64_t batch) {
-  constexpr int64_t kMax = 2147483647;  // gridDim.x limit of every architecture since sm_30
-  if (tiles <= 0 || heads <= 0 || batch <= 0 || tiles > kMax / heads || tiles * heads > kMax / batch) {
-    throw std::invalid_argument("flash attention grid: tiles x heads x batch = " + std::to_string(tiles) + " x " +
-                                std::to_string(heads) + " x " + std::to_string(batch) +
-                                " blocks; need each >= 1 and the product <= 2^31 - 1");
+LaunchGrid launch_grid(int64_t tiles, int64_t heads, int64_t batch, BlockOrder wanted) {
+  constexpr int64_t kMaxX = 2147483647, kMaxYZ = 65535;  // grid limits of every architecture since sm_30
+  if (tiles < 1 || heads < 1 || batch < 1 || heads > kMaxYZ || batch > kMaxYZ || tiles > kMaxX) {
+    throw std::invalid_argument("flash attention grid: " + std::to_string(tiles) + " tiles x " + std::to_string(heads) +
+                                " heads x " + std::to_string(batch) +
+                                " batch; need each >= 1, heads and batch <= 65535, tiles <= 2^31 - 1");
   }
-  return uint32_t(tiles * heads * batch);
+  if (wanted == BlockOrder::tile_major && tiles <= kMaxYZ) {
+    return {uint32_t(heads), uint32_t(batch), uint32_t(tiles), BlockOrder::tile_major};
+  }
+  return {uint32_t(tiles), uint32_t(heads), uint32_t(batch), BlockOrder::head_major};
+}
+
+BlockCoord launch_block(int64_t linear, int64_t tiles, int64_t heads, int64_t batch, BlockOrder order,
+                        bool heaviest_last) {
+  const LaunchGrid g = launch_grid(tiles, heads, batch, order);
+  if (linear < 0 || linear >= tiles * heads * batch) {
+    throw std::invalid_argument("launch_block: block " + std::to_string(linear) + " outside [0, " +
+                                std::to_string(tiles * heads * batch) + ")");
+  }
+  const int64_t x = linear % g.x, yz = linear / g.x;
+  return block_coord(uint32_t(x), uint32_t(yz % g.y), uint32_t(yz / g.y), uint32_t(tiles), g.order, heaviest_last);
 }
 
 std::vector<int64_t> owned_tile_work(const int64_t* q_pos, int64_t n, const int64_t* k_pos, int64_t m, bool causal,
@@ -80,6 +94,7 @@ std::vector<double> blocks_in_launch_order(const std::vector<int64_t>& tile_work
                                 ", " + std::to_string(batch));
   }
   const int64_t tiles = int64_t(tile_work.size());
+  if (tiles == 0) return {};
   std::vector<double> out;
   out.reserve(size_t(tiles * heads * batch));
   for (int64_t linear = 0; linear < tiles * heads * batch; ++linear) {

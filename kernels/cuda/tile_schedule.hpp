@@ -38,52 +38,53 @@ RINGPLAN_HD inline TileVisibility classify_tile(bool causal, int64_t q_min, int6
 // A block owns one tile of one (batch, head): the forward a query tile, the backward a key tile
 // of a KV head. Under a causal mask the tiles' work differs: with sorted positions, query tile t
 // sees t + 1 key tiles and key tile t is seen by the query tiles from t on. The GPU starts blocks
-// about in launch order as SMs free up, so the order is a list schedule. A 3-D grid (tile,
-// head, batch) launches the tile fastest: each head's heavy tiles come first, but the last
-// heads' heavy tiles start near the end and one of them is the tail of the whole kernel (the
-// model below gives 81 % busy SMs for the 8K causal backward on 132 SMs, against 97 %
-// non-causal; run 10 on an H200 measured 80 % of the non-causal rate per FLOP there).
-// tile_major_block launches the heaviest tile of every (head, batch) first and the lightest
-// last: a list schedule in decreasing work, whose tail is one light block.
+// about in launch order as SMs free up, so the order is a list schedule. With the tile fastest
+// (the head-major order below) each head's heavy tiles come first, but the last heads' heavy
+// tiles start near the end and one of them is the tail of the whole kernel (the model below
+// gives 81 % busy SMs for the 8K causal backward on 132 SMs, against 97 % non-causal; run 10 on
+// an H200 measured 80 % of the non-causal rate per FLOP there).
+// The tile-major order launches the heaviest tile of every (head, batch) first and the lightest
+// last: a list schedule in decreasing work, whose tail is one light block. The head-major order
+// is the one these kernels had before (tile fastest, then head, then batch; tiles walked from the
+// heavy end), kept for comparison (set_block_order in attention_cuda.hpp).
 //
-// linear in [0, tiles * heads * batch) (the host checks that this fits the grid's x range);
+// Both are 3-D grids, which start blocks with x fastest, then y, then z, and whose coordinates
+// the kernel reads from special registers: nothing to divide, and nothing held in registers
+// through the main loop (a 1-D grid's decoded coordinates cost the mma.sync forward spills).
+//   tile_major: x = head, y = batch, z = tile rank (z <= 65535 tiles: launch_grid falls back to
+//               head_major beyond that, same results);
+//   head_major: x = tile rank, y = head, z = batch.
 // heaviest_last: tile tiles - 1 carries the most work (the forward with sorted positions), else
-// tile 0 (the backward). Within one tile rank the head varies fastest, then the batch.
-// With unsorted positions the order is only a guess; every order computes the same result.
-struct BlockCoord {
-  int64_t tile, head, batch;
-};
-RINGPLAN_HD inline BlockCoord tile_major_block(int64_t linear, int64_t tiles, int64_t heads, int64_t batch,
-                                               bool heaviest_last) {
-  const int64_t per_tile = heads * batch;
-  const int64_t rank = linear / per_tile;
-  const int64_t rest = linear - rank * per_tile;
-  BlockCoord c;
-  c.tile = heaviest_last ? tiles - 1 - rank : rank;
-  c.batch = rest / heads;
-  c.head = rest - c.batch * heads;
-  return c;
-}
-
-// The orders a kernel can launch in: tile_major (above, the default) and head_major, a 3-D
-// grid's order (tile fastest, then head, then batch; tiles walked from the heavy end), which the
-// kernels used before and keep for comparison (set_block_order in attention_cuda.hpp).
+// tile 0 (the backward). With unsorted positions the order is only a guess; every order computes
+// the same result.
 enum class BlockOrder : int { tile_major = 0, head_major = 1 };
-RINGPLAN_HD inline BlockCoord launch_block(int64_t linear, int64_t tiles, int64_t heads, int64_t batch, BlockOrder order,
-                                           bool heaviest_last) {
-  if (order == BlockOrder::tile_major) return tile_major_block(linear, tiles, heads, batch, heaviest_last);
-  const int64_t rest = linear / tiles;
-  const int64_t x = linear - rest * tiles;
+struct BlockCoord {
+  int32_t tile, head, batch;
+};
+RINGPLAN_HD inline BlockCoord block_coord(uint32_t bx, uint32_t by, uint32_t bz, uint32_t tiles, BlockOrder order,
+                                          bool heaviest_last) {
+  const bool tm = order == BlockOrder::tile_major;
+  const uint32_t rank = tm ? bz : bx;
   BlockCoord c;
-  c.tile = heaviest_last ? tiles - 1 - x : x;
-  c.batch = rest / heads;
-  c.head = rest - c.batch * heads;
+  c.tile = int32_t(heaviest_last ? tiles - 1 - rank : rank);
+  c.head = int32_t(tm ? bx : by);
+  c.batch = int32_t(tm ? by : bz);
   return c;
 }
 
-// Size of a launch in either order, tiles * heads * batch blocks as a 1-D grid. Throws
-// std::invalid_argument naming the sizes when that exceeds the grid's x range (2^31 - 1).
-uint32_t flat_grid_size(int64_t tiles, int64_t heads, int64_t batch);
+// The grid of a launch: its dimensions and the order it really uses (tile_major falls back to
+// head_major when tiles > 65535, the grid's z limit). Throws std::invalid_argument naming the
+// sizes when no order fits (heads or batch > 65535, tiles > 2^31 - 1) or a size is < 1.
+struct LaunchGrid {
+  uint32_t x, y, z;
+  BlockOrder order;
+};
+LaunchGrid launch_grid(int64_t tiles, int64_t heads, int64_t batch, BlockOrder wanted);
+
+// Host model of the launch sequence: the (tile, head, batch) of the linear-th block started,
+// i.e. block_coord of (x, y, z) with linear = x + X (y + Y z).
+BlockCoord launch_block(int64_t linear, int64_t tiles, int64_t heads, int64_t batch, BlockOrder order,
+                        bool heaviest_last);
 
 // Tile sizes and shared-memory layouts. Forward: a block owns kFwdBlockM query rows (16 per
 // warp, kFwdWarps warps) and streams kFwdBlockN keys per step. Backward: a block owns

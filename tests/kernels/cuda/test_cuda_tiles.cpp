@@ -16,6 +16,8 @@ namespace rkc = ringplan::kernels::cuda;
 
 namespace {
 
+uint32_t u32(int64_t x) { return static_cast<uint32_t>(x); }
+
 std::vector<int64_t> iota_positions(int64_t count, int64_t first = 0) {
   std::vector<int64_t> p(static_cast<size_t>(count));
   for (int64_t i = 0; i < count; ++i) p[size_t(i)] = first + i;
@@ -135,6 +137,7 @@ TEST_CASE("count_tiles rejects bad sizes") {
 }
 
 TEST_CASE("launch orders visit every (tile, head, batch) once, tile-major from the heaviest tile rank down") {
+  using rkc::BlockOrder;
   for (const bool heaviest_last : {false, true}) {
     for (const auto& [tiles, heads, batch] : {std::tuple<int64_t, int64_t, int64_t>{1, 1, 1}, {5, 3, 2}, {64, 8, 1},
                                               {7, 1, 4}, {2, 32, 3}}) {
@@ -142,44 +145,66 @@ TEST_CASE("launch orders visit every (tile, head, batch) once, tile-major from t
       CAPTURE(tiles);
       CAPTURE(heads);
       CAPTURE(batch);
-      std::vector<int> seen(size_t(tiles * heads * batch), 0);
-      int64_t last_rank = 0;
-      for (int64_t linear = 0; linear < tiles * heads * batch; ++linear) {
-        const auto c = rkc::tile_major_block(linear, tiles, heads, batch, heaviest_last);
-        REQUIRE(c.tile >= 0);
-        REQUIRE(c.tile < tiles);
-        REQUIRE(c.head >= 0);
-        REQUIRE(c.head < heads);
-        REQUIRE(c.batch >= 0);
-        REQUIRE(c.batch < batch);
-        ++seen[size_t((c.batch * heads + c.head) * tiles + c.tile)];
-        // Tile ranks never go back: all heads and batches of the heaviest tile come first.
-        const int64_t rank = heaviest_last ? tiles - 1 - c.tile : c.tile;
-        CHECK(rank >= last_rank);
-        last_rank = rank;
+      const int64_t blocks = tiles * heads * batch;
+      for (const BlockOrder order : {BlockOrder::tile_major, BlockOrder::head_major}) {
+        CAPTURE(int(order));
+        const auto g = rkc::launch_grid(tiles, heads, batch, order);
+        CHECK(g.order == order);  // far below the 65535-tile fallback
+        CHECK(int64_t(g.x) * g.y * g.z == blocks);
+        std::vector<int> seen(size_t(blocks), 0);
+        int64_t last_rank = 0;
+        for (int64_t linear = 0; linear < blocks; ++linear) {
+          // The kernels' view (3-D indices, x fastest) and the host model's agree.
+          const uint32_t x = u32(linear % g.x), y = u32(linear / g.x % g.y), z = u32(linear / g.x / g.y);
+          const auto c = rkc::block_coord(x, y, z, u32(tiles), g.order, heaviest_last);
+          const auto m = rkc::launch_block(linear, tiles, heads, batch, order, heaviest_last);
+          CHECK((c.tile == m.tile && c.head == m.head && c.batch == m.batch));
+          REQUIRE(c.tile >= 0);
+          REQUIRE(c.tile < tiles);
+          REQUIRE(c.head >= 0);
+          REQUIRE(c.head < heads);
+          REQUIRE(c.batch >= 0);
+          REQUIRE(c.batch < batch);
+          ++seen[size_t((c.batch * heads + c.head) * tiles + c.tile)];
+          const int64_t rank = heaviest_last ? tiles - 1 - c.tile : c.tile;
+          if (order == BlockOrder::tile_major) {
+            // Tile ranks never go back: all heads and batches of the heaviest tile come first.
+            CHECK(rank >= last_rank);
+            last_rank = rank;
+          } else {
+            // The earlier order: tile fastest from the heavy end, then head, then batch.
+            CHECK(rank == linear % tiles);
+            CHECK(c.head == (linear / tiles) % heads);
+            CHECK(c.batch == linear / (tiles * heads));
+          }
+        }
+        CHECK(std::all_of(seen.begin(), seen.end(), [](int v) { return v == 1; }));
+        // The first block is the heaviest tile of head 0, batch 0.
+        const auto first = rkc::launch_block(0, tiles, heads, batch, order, heaviest_last);
+        CHECK(first.tile == (heaviest_last ? tiles - 1 : 0));
+        CHECK(first.head == 0);
+        CHECK(first.batch == 0);
       }
-      CHECK(std::all_of(seen.begin(), seen.end(), [](int v) { return v == 1; }));
-      // head_major, the 3-D grid's order: tile fastest from the heavy end, then head, then batch.
-      std::fill(seen.begin(), seen.end(), 0);
-      for (int64_t linear = 0; linear < tiles * heads * batch; ++linear) {
-        const auto c = rkc::launch_block(linear, tiles, heads, batch, rkc::BlockOrder::head_major, heaviest_last);
-        const int64_t x = linear % tiles;
-        CHECK(c.tile == (heaviest_last ? tiles - 1 - x : x));
-        CHECK(c.head == (linear / tiles) % heads);
-        CHECK(c.batch == linear / (tiles * heads));
-        const auto t = rkc::launch_block(linear, tiles, heads, batch, rkc::BlockOrder::tile_major, heaviest_last);
-        const auto u = rkc::tile_major_block(linear, tiles, heads, batch, heaviest_last);
-        CHECK((t.tile == u.tile && t.head == u.head && t.batch == u.batch));
-        ++seen[size_t((c.batch * heads + c.head) * tiles + c.tile)];
-      }
-      CHECK(std::all_of(seen.begin(), seen.end(), [](int v) { return v == 1; }));
-      // The first block is the heaviest tile of head 0, batch 0.
-      const auto first = rkc::tile_major_block(0, tiles, heads, batch, heaviest_last);
-      CHECK(first.tile == (heaviest_last ? tiles - 1 : 0));
-      CHECK(first.head == 0);
-      CHECK(first.batch == 0);
     }
   }
+}
+
+TEST_CASE("launch_grid: tile-major up to 65535 tiles, then the head-major order, errors naming the sizes") {
+  using rkc::BlockOrder;
+  const auto g = rkc::launch_grid(64, 8, 2, BlockOrder::tile_major);
+  CHECK((g.x == 8 && g.y == 2 && g.z == 64 && g.order == BlockOrder::tile_major));
+  const auto h = rkc::launch_grid(64, 8, 2, BlockOrder::head_major);
+  CHECK((h.x == 64 && h.y == 8 && h.z == 2 && h.order == BlockOrder::head_major));
+  CHECK(rkc::launch_grid(65535, 1, 1, BlockOrder::tile_major).order == BlockOrder::tile_major);
+  const auto big = rkc::launch_grid(65536, 4, 1, BlockOrder::tile_major);
+  CHECK((big.x == 65536 && big.order == BlockOrder::head_major));
+  CHECK(rkc::launch_grid(2147483647, 1, 1, BlockOrder::tile_major).x == 2147483647u);
+  CHECK_THROWS_WITH_AS(rkc::launch_grid(4, 70000, 1, BlockOrder::tile_major), doctest::Contains("70000 heads"),
+                       std::invalid_argument);
+  CHECK_THROWS_AS(rkc::launch_grid(4, 8, 65536, BlockOrder::tile_major), std::invalid_argument);
+  CHECK_THROWS_AS(rkc::launch_grid(int64_t(1) << 31, 1, 1, BlockOrder::head_major), std::invalid_argument);
+  CHECK_THROWS_AS(rkc::launch_grid(0, 8, 1, BlockOrder::tile_major), std::invalid_argument);
+  CHECK_THROWS_AS(rkc::launch_block(16, 4, 2, 2, BlockOrder::tile_major, false), std::invalid_argument);
 }
 
 TEST_CASE("owned_tile_work counts the streamed tiles each owned tile computes") {
@@ -224,7 +249,7 @@ TEST_CASE("grid_balance is a list schedule in launch order") {
 // rows x 128 keys per block and step, 32 blocks per (batch, head) at 4K tokens; backward 128 keys
 // per block of a KV head x 64 query rows per step (attention_*_wgmma.hpp). Prints the model's
 // busy fraction of both launch orders (-s); the numbers are computed here, not typed in.
-TEST_CASE("grid balance of the causal benchmark shapes: tile-major order against a 3-D grid") {
+TEST_CASE("grid balance of the causal benchmark shapes: tile-major order against head-major") {
   const int sms = 132;
   for (const int64_t n : {4096, 8192, 16384}) {
     const auto pos = iota_positions(n);
@@ -241,11 +266,11 @@ TEST_CASE("grid balance of the causal benchmark shapes: tile-major order against
     const double b_head = bal(bwd, 8, rkc::BlockOrder::head_major, false);
     const double f_nc = bal(fwd_nc, 32, rkc::BlockOrder::tile_major, true);
     const double b_nc = bal(bwd_nc, 8, rkc::BlockOrder::tile_major, false);
-    MESSAGE(n << " tokens, causal, busy SMs: forward tile-major " << f_tile << " / 3-D grid " << f_head
-              << "; backward tile-major " << b_tile << " / 3-D grid " << b_head << "; non-causal forward " << f_nc
+    MESSAGE(n << " tokens, causal, busy SMs: forward tile-major " << f_tile << " / head-major " << f_head
+              << "; backward tile-major " << b_tile << " / head-major " << b_head << "; non-causal forward " << f_nc
               << ", backward " << b_nc);
     CAPTURE(n);
-    // Decreasing work is never worse than a 3-D grid's order, and leaves at most one light
+    // Decreasing work is never worse than the head-major order, and leaves at most one light
     // block's worth of tail: at 4K (256 backward blocks on 132 SMs) and beyond, >= 0.98.
     CHECK(f_tile >= f_head - 1e-12);
     CHECK(b_tile >= b_head - 1e-12);
@@ -253,17 +278,6 @@ TEST_CASE("grid balance of the causal benchmark shapes: tile-major order against
     CHECK(b_tile >= 0.98);
     // Non-causal work is uniform: the order changes nothing.
     CHECK(bal(bwd_nc, 8, rkc::BlockOrder::head_major, false) == doctest::Approx(b_nc));
-    if (n == 8192) CHECK(b_head < 0.85);  // the causal backward's 3-D grid leaves SMs idle (run 10)
+    if (n == 8192) CHECK(b_head < 0.85);  // the causal backward in head-major order leaves SMs idle (run 10)
   }
-}
-
-TEST_CASE("flat_grid_size: the block count, or an error naming the sizes") {
-  CHECK(rkc::flat_grid_size(64, 8, 1) == 512u);
-  CHECK(rkc::flat_grid_size(1, 1, 1) == 1u);
-  CHECK(rkc::flat_grid_size(2147483647, 1, 1) == 2147483647u);
-  CHECK_THROWS_WITH_AS(rkc::flat_grid_size(1 << 20, 64, 64), doctest::Contains("1048576 x 64 x 64"),
-                       std::invalid_argument);
-  CHECK_THROWS_AS(rkc::flat_grid_size(int64_t(1) << 40, int64_t(1) << 40, 1), std::invalid_argument);
-  CHECK_THROWS_AS(rkc::flat_grid_size(0, 8, 1), std::invalid_argument);
-  CHECK_THROWS_AS(rkc::flat_grid_size(4, 0, 1), std::invalid_argument);
 }
