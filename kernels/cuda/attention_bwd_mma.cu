@@ -112,7 +112,7 @@ struct Args {
   int64_t dq_sb, dq_sh, dq_st, dk_sb, dk_sh, dk_st, dv_sb, dv_sh, dv_st;
   const int64_t *q_pos, *k_pos;  // may be null when !causal
   int64_t n, m, group;           // group = heads / kv_heads
-  int64_t kv_heads, batch;       // with the key tiles: the grid (launch_block)
+  int64_t kv_heads, batch;       // with the key tiles: the grid (launch_grid)
   int order;                     // BlockOrder of the launch (block_order())
   int causal;
   int dq_vec2;   // dQ rows 8-byte aligned: column pairs as one 2-wide reduction (sm_90)

@@ -93,7 +93,7 @@ struct Args {
   float *dq, *dk, *dv;
   int64_t dq_sb, dq_sh, dq_st, dk_sb, dk_sh, dk_st, dv_sb, dv_sh, dv_st;
   int64_t n, m, group;  // group = heads / kv_heads
-  int64_t kv_heads, batch;  // with the key tiles: the grid (launch_block)
+  int64_t kv_heads, batch;  // with the key tiles: the grid (launch_grid)
   int order;                // BlockOrder of the launch (block_order())
   int causal;
   int dq_vec2;   // dQ rows 8-byte aligned: column pairs as one 2-wide reduction

@@ -32,7 +32,7 @@ struct Args {
   // (TileRanges below fills it before the launch); null: the kernel reads the positions.
   const int64_t* k_tile_range;
   int64_t n, m, heads, group;    // group = heads / kv_heads
-  int64_t batch;                 // with heads and the query tiles: the grid (launch_block)
+  int64_t batch;                 // with heads and the query tiles: the grid (launch_grid)
   int order;                     // BlockOrder of the launch (block_order())
   int causal;
   int o_vec2;        // O rows 8-byte aligned: store column pairs as float2
