@@ -18,7 +18,9 @@
 # Steps:
 #   1. CUDA kernel tests against the float64 reference (tile logic, kernels, the CUDA ring);
 #      error bounds per precision are stated in the tests' headers
-#   2. our forward/backward timing (the binary validates sampled outputs before timing)
+#   2. our forward/backward timing (the binary validates sampled outputs before timing), then the
+#      primary kernels again in the head-major launch order (the kernels' order up to run 10),
+#      for the tile-major / head-major ratio in the table of step 6
 #   3. PyTorch scaled_dot_product_attention at the same shapes (bf16, batch 1, 32 query heads,
 #      8 KV heads, head dim 128, 4K/8K/16K tokens, causal and not; CUDA events, warm-up, median)
 #   4. single-GPU NCCL smoke test of the communicator
