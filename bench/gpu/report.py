@@ -32,6 +32,10 @@ def main() -> int:
         return 2
     ours, ref = load(sys.argv[1]), load(sys.argv[2])
     order = load(sys.argv[3]) if len(sys.argv) == 4 else None
+    if order and ours and (order.get("impl"), order.get("device")) != (ours.get("impl"), ours.get("device")):
+        print(f"(ignoring {sys.argv[3]}: impl / device {order.get('impl')} / {order.get('device')} differ from "
+              f"{ours.get('impl')} / {ours.get('device')})")
+        order = None
     by_order = {(r["tokens"], r["causal"]): r for r in (order or {}).get("results", [])}
     if not ours:
         print("no results from bench_attention_cuda")
@@ -55,7 +59,7 @@ def main() -> int:
     print("| tokens | causal | ours fwd TF/s | torch fwd TF/s | fwd ratio | ours bwd TF/s | torch bwd TF/s | bwd ratio |"
           + "".join(f" {name} fwd TF/s |" for name in others) + "".join(f" {name} bwd TF/s |" for name in bwd_others)
           + (" SMs busy fwd / bwd (model) |" if modelled else "")
-          + (f" {order.get('block_order')} fwd / bwd TF/s |" if by_order else ""))
+          + (f" {order.get('block_order', 'head_major')} fwd / bwd TF/s |" if by_order else ""))
     print("|---:|:---:|---:|---:|---:|---:|---:|---:|" + "---:|" * (len(others) + len(bwd_others) + int(modelled)
                                                             + int(bool(by_order))))
     goal = []
@@ -87,7 +91,7 @@ def main() -> int:
         o = by_order.get((r["tokens"], r["causal"]))
         if o and o.get("fwd_tflops") and o.get("bwd_tflops"):
             print(f"launch order {r['tokens']} {'causal' if r['causal'] else 'non-causal'}: "
-                  f"{ours.get('block_order', 'tile_major')} / {order.get('block_order')} = "
+                  f"{ours.get('block_order', 'tile_major')} / {order.get('block_order', 'head_major')} = "
                   f"fwd {r['fwd_tflops'] / o['fwd_tflops']:.3f}, bwd {r['bwd_tflops'] / o['bwd_tflops']:.3f}"
                   + model_ratio(r, o))
     for causal, fr, br in goal:

@@ -113,7 +113,7 @@ struct Args {
   const int64_t *q_pos, *k_pos;  // may be null when !causal
   int64_t n, m, group;           // group = heads / kv_heads
   int64_t kv_heads, batch;       // with the key tiles: the grid (launch_grid)
-  int order;                     // BlockOrder of the launch (block_order())
+  int order;                     // BlockOrder: block_order() here, the grid's own at launch (launch_grid)
   int causal;
   int dq_vec2;   // dQ rows 8-byte aligned: column pairs as one 2-wide reduction (sm_90)
   int dkv_vec2;  // dK and dV rows 8-byte aligned: column pairs as float2

@@ -94,7 +94,7 @@ struct Args {
   int64_t dq_sb, dq_sh, dq_st, dk_sb, dk_sh, dk_st, dv_sb, dv_sh, dv_st;
   int64_t n, m, group;  // group = heads / kv_heads
   int64_t kv_heads, batch;  // with the key tiles: the grid (launch_grid)
-  int order;                // BlockOrder of the launch (block_order())
+  int order;                // BlockOrder: block_order() here, the grid's own at launch (launch_grid)
   int causal;
   int dq_vec2;   // dQ rows 8-byte aligned: column pairs as one 2-wide reduction
   int dkv_vec2;  // dK and dV rows 8-byte aligned: column pairs as float2

@@ -96,7 +96,7 @@ const char* backward_impl_name(BackwardImpl impl);
 //   head_major: the 3-D grid order these kernels had before (each head's tiles in turn), kept
 //               so that a benchmark can time both in one run.
 // Process-wide (an atomic, read at each flash_forward / flash_backward call) like the settings
-// above; the results do not depend on it. The WMMA kernels always launch a 3-D grid.
+// above; the results do not depend on it. The WMMA kernels ignore it (always head-major).
 void set_block_order(BlockOrder order);
 BlockOrder block_order();
 

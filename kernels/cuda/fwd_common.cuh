@@ -33,7 +33,7 @@ struct Args {
   const int64_t* k_tile_range;
   int64_t n, m, heads, group;    // group = heads / kv_heads
   int64_t batch;                 // with heads and the query tiles: the grid (launch_grid)
-  int order;                     // BlockOrder of the launch (block_order())
+  int order;                     // BlockOrder: block_order() here, the grid's own at launch (launch_grid)
   int causal;
   int o_vec2;        // O rows 8-byte aligned: store column pairs as float2
   float scale_log2;  // scale * log2(e): softmax runs on exp2

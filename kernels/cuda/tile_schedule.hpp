@@ -50,7 +50,7 @@ RINGPLAN_HD inline TileVisibility classify_tile(bool causal, int64_t q_min, int6
 //
 // Both are 3-D grids, which start blocks with x fastest, then y, then z, and whose coordinates
 // the kernel reads from special registers: nothing to divide, and nothing held in registers
-// through the main loop (a 1-D grid's decoded coordinates cost the mma.sync forward spills).
+// through the main loop (a 1-D grid's decoded coordinates made the mma.sync backward spill).
 //   tile_major: x = head, y = batch, z = tile rank (z <= 65535 tiles: launch_grid falls back to
 //               head_major beyond that, same results);
 //   head_major: x = tile rank, y = head, z = batch.

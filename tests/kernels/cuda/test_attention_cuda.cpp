@@ -393,21 +393,31 @@ TEST_CASE("cuda forward (every impl)/backward: long causal and hidden-chunk case
 // The launch order (set_block_order) maps a block's linear index to (tile, head, batch) in the
 // mma and wgmma kernels; every block must still be computed once. Both orders, with more than one
 // tile, head and batch so that a mix-up of any two shows.
-TEST_CASE("cuda forward (every impl)/backward: both launch orders, causal, batch 3, GQA 6:2, 5 x 128-row tiles (last partial)") {
+TEST_CASE("cuda forward (every impl)/backward: both launch orders and backwards, causal, batch 3, GQA 6:2, 5 x 128-row tiles (last partial)") {
   CHECK(rkc::block_order() == rkc::BlockOrder::tile_major);  // the default
   if (!have_gpu()) return;
   struct OrderScope {
     explicit OrderScope(rkc::BlockOrder o) { rkc::set_block_order(o); }
     ~OrderScope() { rkc::set_block_order(rkc::BlockOrder::tile_major); }
   };
+  struct BackwardScope {
+    explicit BackwardScope(rkc::BackwardImpl b) { rkc::set_backward_impl(b); }
+    ~BackwardScope() { rkc::set_backward_impl(rkc::BackwardImpl::automatic); }
+  };
   for (const rkc::BlockOrder order : {rkc::BlockOrder::tile_major, rkc::BlockOrder::head_major}) {
-    CAPTURE(int(order));
-    OrderScope scope(order);
-    Case c;
-    c.type = ElemType::bf16;
-    c.b = 3, c.h = 6, c.hkv = 2, c.d = 64;
-    c.q_pos = c.k_pos = iota_positions(520);
-    check_case(c, 3100);
+    // Both backward kernels that use the order (check_case runs every forward implementation).
+    for (const rkc::BackwardImpl bwd : {rkc::BackwardImpl::mma, rkc::BackwardImpl::wgmma}) {
+      if (!rkc::backward_impl_unavailable(bwd).empty()) continue;
+      CAPTURE(int(order));
+      CAPTURE(rkc::backward_impl_name(bwd));
+      OrderScope scope(order);
+      BackwardScope bscope(bwd);
+      Case c;
+      c.type = ElemType::bf16;
+      c.b = 3, c.h = 6, c.hkv = 2, c.d = 64;
+      c.q_pos = c.k_pos = iota_positions(520);
+      check_case(c, 3100);
+    }
   }
 }
 
