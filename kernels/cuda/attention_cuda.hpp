@@ -93,7 +93,7 @@ const char* backward_impl_name(BackwardImpl impl);
 
 // Launch order of the mma.sync and wgmma kernels' thread blocks (tile_schedule.hpp):
 //   tile_major (default): every head's heaviest causal tile first, the lightest last;
-//   head_major: the 3-D grid order these kernels had before (each head's tiles in turn), kept
+//   head_major: the order these kernels had before (each head's tiles in turn), kept
 //               so that a benchmark can time both in one run.
 // Process-wide (an atomic, read at each flash_forward / flash_backward call) like the settings
 // above; the results do not depend on it. The WMMA kernels ignore it (always head-major).

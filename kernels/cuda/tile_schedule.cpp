@@ -95,10 +95,15 @@ std::vector<double> blocks_in_launch_order(const std::vector<int64_t>& tile_work
   }
   const int64_t tiles = int64_t(tile_work.size());
   if (tiles == 0) return {};
+  const LaunchGrid g = launch_grid(tiles, heads, batch, order);
   std::vector<double> out;
   out.reserve(size_t(tiles * heads * batch));
-  for (int64_t linear = 0; linear < tiles * heads * batch; ++linear) {
-    out.push_back(double(tile_work[size_t(launch_block(linear, tiles, heads, batch, order, heaviest_last).tile)]));
+  for (uint32_t z = 0; z < g.z; ++z) {
+    for (uint32_t y = 0; y < g.y; ++y) {
+      for (uint32_t x = 0; x < g.x; ++x) {  // x fastest, as the GPU starts them
+        out.push_back(double(tile_work[size_t(block_coord(x, y, z, uint32_t(tiles), g.order, heaviest_last).tile)]));
+      }
+    }
   }
   return out;
 }
