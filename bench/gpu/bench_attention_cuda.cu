@@ -19,8 +19,8 @@
 // those rows and dK, dV of 16 sampled keys of KV head 0 (all query rows of its group); all
 // against kernels::reference_forward / reference_backward on the same rounded inputs.
 // Launch order (--block-order tile_major|head_major, default tile_major): set_block_order for the
-// whole run (the mma.sync and wgmma kernels; attention_cuda.hpp); the JSON records it and the
-// grid model column is computed for it. bench/device_check.sh runs the primary kernels a second
+// whole run (the mma.sync and wgmma kernels' causal launches; attention_cuda.hpp); the JSON
+// records it and the grid model column is computed for it. bench/device_check.sh runs the primary kernels a second
 // time (--primary-only) in head_major order so that one run compares the two.
 // Timing: CUDA events around each iteration after warm-up; the median is reported.
 //   forward  = flash_forward (O float32, lse), per implementation
@@ -268,22 +268,22 @@ struct Result {
   double busy_fwd = -1, busy_bwd = -1;  // grid model (tile_schedule.hpp grid_balance); -1: not modelled
 };
 
-// The primary kernels' launch (o.order) as the grid model sees it: the wgmma kernels run one block
-// per SM (their registers fill an SM: attention_*_wgmma.cu); the others may hold
-// several blocks per SM, which the model does not know, so they get none (-1).
+// The primary kernels' launch (launch_order: o.order when causal) as the grid model sees it: the
+// wgmma kernels run one block per SM (their registers fill an SM: attention_*_wgmma.cu); the
+// others may hold several blocks per SM, which the model does not know, so they get none (-1).
 void model_grid(Result& r, const Options& o, rkc::ForwardImpl fwd, rkc::BackwardImpl bwd, int sms) {
   std::vector<int64_t> pos(static_cast<size_t>(r.tokens));
   for (int64_t i = 0; i < r.tokens; ++i) pos[size_t(i)] = i;
   if (fwd == rkc::ForwardImpl::wgmma) {
     const auto w = rkc::owned_tile_work(pos.data(), r.tokens, pos.data(), r.tokens, r.causal, rkc::kWgmmaFwdBlockM,
                                         rkc::kWgmmaFwdBlockN, true);
-    r.busy_fwd = rkc::grid_balance(rkc::blocks_in_launch_order(w, o.heads, o.batch, o.order, true), sms);
+    r.busy_fwd = rkc::grid_balance(rkc::blocks_in_launch_order(w, o.heads, o.batch, rkc::launch_order(r.causal), true), sms);
   }
   if (bwd == rkc::BackwardImpl::wgmma) {
     const auto w = rkc::owned_tile_work(pos.data(), r.tokens, pos.data(), r.tokens, r.causal, rkc::kWgmmaBwdBlockM,
                                         rkc::kWgmmaBwdBlockN, false);
     r.busy_bwd =
-        rkc::grid_balance(rkc::blocks_in_launch_order(w, o.kv_heads, o.batch, o.order, false), sms);
+        rkc::grid_balance(rkc::blocks_in_launch_order(w, o.kv_heads, o.batch, rkc::launch_order(r.causal), false), sms);
   }
 }
 
@@ -562,7 +562,8 @@ int main(int argc, char** argv) {
     o.backward_impls.resize(1);
   }
   rkc::set_block_order(o.order);
-  std::printf("launch order of the mma and wgmma kernels: %s\n", order_name(o.order));
+  std::printf("launch order of the mma and wgmma kernels: %s (causal rows; non-causal ones are head-major)\n",
+              order_name(o.order));
   std::printf("FLOP model: fwd 4*b*h*n*n*d (x0.5 causal), bwd 2.5x fwd; TFLOP/s = flops / median time\n");
   std::string others;
   for (size_t fi = 1; fi < o.forward_impls.size(); ++fi) others += std::string(" ") + impl_name(o.forward_impls[fi]);

@@ -113,7 +113,7 @@ struct Args {
   const int64_t *q_pos, *k_pos;  // may be null when !causal
   int64_t n, m, group;           // group = heads / kv_heads
   int64_t kv_heads, batch;       // with the key tiles: the grid (launch_grid)
-  int order;                     // BlockOrder: block_order() here, the grid's own at launch (launch_grid)
+  int order;                     // BlockOrder: launch_order() here, the grid's own at launch (launch_grid)
   int causal;
   int dq_vec2;   // dQ rows 8-byte aligned: column pairs as one 2-wide reduction (sm_90)
   int dkv_vec2;  // dK and dV rows 8-byte aligned: column pairs as float2
@@ -674,7 +674,7 @@ void launch_backward_mma(const BlockParams& p, const BackwardArgs& g, float scal
   a.q_pos = p.q_positions, a.k_pos = p.k_positions;
   a.n = p.q.tokens, a.m = p.k.tokens, a.group = p.q.heads / p.k.heads;
   a.kv_heads = p.k.heads, a.batch = p.k.batch;
-  a.order = int(block_order());
+  a.order = int(launch_order(p.causal));
   // The kernel counts (query head, query tile) items in int. Unreachable in practice (it needs
   // more than 2^37 query rows x heads), but checked rather than wrapped.
   if (a.group * ((a.n + kBlockM - 1) / kBlockM) > INT32_MAX) {

@@ -94,7 +94,7 @@ struct Args {
   int64_t dq_sb, dq_sh, dq_st, dk_sb, dk_sh, dk_st, dv_sb, dv_sh, dv_st;
   int64_t n, m, group;  // group = heads / kv_heads
   int64_t kv_heads, batch;  // with the key tiles: the grid (launch_grid)
-  int order;                // BlockOrder: block_order() here, the grid's own at launch (launch_grid)
+  int order;                // BlockOrder: launch_order() here, the grid's own at launch (launch_grid)
   int causal;
   int dq_vec2;   // dQ rows 8-byte aligned: column pairs as one 2-wide reduction
   int dkv_vec2;  // dK and dV rows 8-byte aligned: column pairs as float2
@@ -564,7 +564,7 @@ void launch_backward_wgmma(const BlockParams& p, const BackwardArgs& g, float sc
   a.q_pos = p.q_positions, a.k_pos = p.k_positions;
   a.n = p.q.tokens, a.m = p.k.tokens, a.group = p.q.heads / p.k.heads;
   a.kv_heads = p.k.heads, a.batch = p.k.batch;
-  a.order = int(block_order());
+  a.order = int(launch_order(p.causal));
   if (a.group * ((a.n + kBlockM - 1) / kBlockM) > INT32_MAX) {
     throw std::invalid_argument("ringplan::kernels::cuda::flash_backward: heads / kv_heads * ceil(q.tokens / 64) = " +
                                 std::to_string(a.group * ((a.n + kBlockM - 1) / kBlockM)) +

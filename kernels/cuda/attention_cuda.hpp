@@ -96,9 +96,14 @@ const char* backward_impl_name(BackwardImpl impl);
 //   head_major: the order these kernels had before (each head's tiles in turn), kept
 //               so that a benchmark can time both in one run.
 // Process-wide (an atomic, read at each flash_forward / flash_backward call) like the settings
-// above; the results do not depend on it. The WMMA kernels ignore it (always head-major).
+// above; the results do not depend on it. It applies to causal launches: without a mask every
+// tile has the same work, so the order changes no balance, and those launches stay head-major,
+// which keeps the blocks that read the same K and V (one head's) running together. The WMMA
+// kernels ignore it (always head-major).
 void set_block_order(BlockOrder order);
 BlockOrder block_order();
+// The order a launch asks launch_grid for: block_order() if causal, else head_major.
+BlockOrder launch_order(bool causal);
 
 // dst <- src rounded to dst's type (round to nearest even); src f32, dst f16 or bf16, both dense
 // [batch, heads, tokens, head_dim] of one shape. The ring keeps O in float32 while merging

@@ -476,6 +476,7 @@ std::atomic<BlockOrder> g_block_order{BlockOrder::tile_major};
 }  // namespace
 void set_block_order(BlockOrder order) { g_block_order.store(order, std::memory_order_relaxed); }
 BlockOrder block_order() { return g_block_order.load(std::memory_order_relaxed); }
+BlockOrder launch_order(bool causal) { return causal ? block_order() : BlockOrder::head_major; }
 
 const char* forward_impl_name(ForwardImpl impl) {
   switch (impl) {

@@ -13,7 +13,7 @@
 #include <cstdint>
 
 #include "kernels/attention.hpp"
-#include "kernels/cuda/attention_cuda.hpp"  // block_order
+#include "kernels/cuda/attention_cuda.hpp"  // launch_order
 #include "kernels/cuda/mma_primitives.cuh"  // RINGPLAN_MMA_THROW_IF
 #include "kernels/cuda/tile_schedule.hpp"
 
@@ -33,7 +33,7 @@ struct Args {
   const int64_t* k_tile_range;
   int64_t n, m, heads, group;    // group = heads / kv_heads
   int64_t batch;                 // with heads and the query tiles: the grid (launch_grid)
-  int order;                     // BlockOrder: block_order() here, the grid's own at launch (launch_grid)
+  int order;                     // BlockOrder: launch_order() here, the grid's own at launch (launch_grid)
   int causal;
   int o_vec2;        // O rows 8-byte aligned: store column pairs as float2
   float scale_log2;  // scale * log2(e): softmax runs on exp2
@@ -55,7 +55,7 @@ inline Args make_args(const BlockParams& p, const ForwardOut& o, float scale) {
   a.q_pos = p.q_positions, a.k_pos = p.k_positions;
   a.n = p.q.tokens, a.m = p.k.tokens, a.heads = p.q.heads, a.group = p.q.heads / p.k.heads;
   a.batch = p.q.batch;
-  a.order = int(block_order());
+  a.order = int(launch_order(p.causal));
   a.causal = p.causal ? 1 : 0;
   a.scale_log2 = scale * kLog2e;
   return a;

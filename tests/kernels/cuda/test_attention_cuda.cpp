@@ -394,7 +394,9 @@ TEST_CASE("cuda forward (every impl)/backward: long causal and hidden-chunk case
 // mma and wgmma kernels; every block must still be computed once. Both orders, with more than one
 // tile, head and batch so that a mix-up of any two shows.
 TEST_CASE("cuda forward (every impl)/backward: both launch orders and backwards, causal, batch 3, GQA 6:2, 5 x 128-row tiles (last partial)") {
-  CHECK(rkc::block_order() == rkc::BlockOrder::tile_major);  // the default
+  CHECK(rkc::block_order() == rkc::BlockOrder::tile_major);  // the default, for causal launches
+  CHECK(rkc::launch_order(true) == rkc::BlockOrder::tile_major);
+  CHECK(rkc::launch_order(false) == rkc::BlockOrder::head_major);  // uniform tiles: no reordering
   if (!have_gpu()) return;
   struct OrderScope {
     explicit OrderScope(rkc::BlockOrder o) { rkc::set_block_order(o); }
