@@ -20,8 +20,8 @@
 // against kernels::reference_forward / reference_backward on the same rounded inputs.
 // Launch order (--block-order tile_major|head_major, default tile_major): set_block_order for the
 // whole run (the mma.sync and wgmma kernels' causal launches; attention_cuda.hpp); the JSON
-// records it and the grid model column is computed for it. bench/device_check.sh runs the primary kernels a second
-// time (--primary-only) in head_major order so that one run compares the two.
+// records it and the grid model column is computed for it. bench/device_check.sh runs the
+// primary kernels a second time (--primary-only) in head_major order: one call compares the two.
 // Timing: CUDA events around each iteration after warm-up; the median is reported.
 //   forward  = flash_forward (O float32, lse), per implementation
 //   backward = zero dQ/dK/dV + backward_delta + flash_backward
