@@ -50,6 +50,28 @@ class Communicator {
   virtual void all_reduce_sum(double* buf, size_t count) = 0;
   virtual void all_reduce_max(double* buf, size_t count) = 0;
   virtual void all_gather(const void* send, void* recv, size_t bytes_per_rank) = 0;
+  // recv[0, count) = sum over the group's ranks of their send[rank()*count, (rank()+1)*count)
+  // (send holds size()*count values). The training step's sequence-parallel and ZeRO paths.
+  virtual void reduce_scatter_sum(const float* send, float* recv, size_t count_per_rank);
+  virtual void reduce_scatter_sum(const double* send, double* recv, size_t count_per_rank);
+  // Non-blocking forms, completed by wait(): the gradient reduction overlaps the backward with
+  // them. A transport without non-blocking collectives runs them at once and returns null.
+  virtual RequestPtr post_all_reduce_sum(float* buf, size_t count) {
+    all_reduce_sum(buf, count);
+    return nullptr;
+  }
+  virtual RequestPtr post_all_reduce_sum(double* buf, size_t count) {
+    all_reduce_sum(buf, count);
+    return nullptr;
+  }
+  virtual RequestPtr post_reduce_scatter_sum(const float* send, float* recv, size_t count_per_rank) {
+    reduce_scatter_sum(send, recv, count_per_rank);
+    return nullptr;
+  }
+  virtual RequestPtr post_reduce_scatter_sum(const double* send, double* recv, size_t count_per_rank) {
+    reduce_scatter_sum(send, recv, count_per_rank);
+    return nullptr;
+  }
   virtual void broadcast(void* buf, size_t bytes, int root) = 0;
   virtual void barrier() = 0;
 

@@ -196,6 +196,53 @@ void MpiCommunicator::all_reduce_max(double* buf, size_t count) {
   poll(req, fmt::format("all_reduce_max of {} doubles over {} ranks", count, size_));
 }
 
+namespace {
+template <class T>
+MPI_Datatype mpi_type();
+template <>
+MPI_Datatype mpi_type<float>() { return MPI_FLOAT; }
+template <>
+MPI_Datatype mpi_type<double>() { return MPI_DOUBLE; }
+}  // namespace
+
+template <class T>
+RequestPtr MpiCommunicator::post_all_reduce_impl(T* buf, size_t count) {
+  auto r = std::make_unique<MpiRequest>();
+  r->what = fmt::format("all_reduce_sum of {} values over {} ranks", count, size_);
+  check_mpi(MPI_Iallreduce(MPI_IN_PLACE, buf, checked_count(count, "all_reduce_sum"), mpi_type<T>(), MPI_SUM, comm_,
+                           &r->req),
+            "MPI_Iallreduce");
+  return r;
+}
+
+template <class T>
+RequestPtr MpiCommunicator::post_reduce_scatter_impl(const T* send, T* recv, size_t count_per_rank) {
+  auto r = std::make_unique<MpiRequest>();
+  r->what = fmt::format("reduce_scatter_sum of {} values per rank over {} ranks", count_per_rank, size_);
+  checked_count(count_per_rank * static_cast<size_t>(size_), "reduce_scatter_sum");
+  check_mpi(MPI_Ireduce_scatter_block(send, recv, checked_count(count_per_rank, "reduce_scatter_sum"), mpi_type<T>(),
+                                      MPI_SUM, comm_, &r->req),
+            "MPI_Ireduce_scatter_block");
+  return r;
+}
+
+RequestPtr MpiCommunicator::post_all_reduce_sum(float* buf, size_t count) { return post_all_reduce_impl(buf, count); }
+RequestPtr MpiCommunicator::post_all_reduce_sum(double* buf, size_t count) { return post_all_reduce_impl(buf, count); }
+RequestPtr MpiCommunicator::post_reduce_scatter_sum(const float* send, float* recv, size_t n) {
+  return post_reduce_scatter_impl(send, recv, n);
+}
+RequestPtr MpiCommunicator::post_reduce_scatter_sum(const double* send, double* recv, size_t n) {
+  return post_reduce_scatter_impl(send, recv, n);
+}
+void MpiCommunicator::reduce_scatter_sum(const float* send, float* recv, size_t n) {
+  RequestPtr r = post_reduce_scatter_impl(send, recv, n);
+  wait(r);
+}
+void MpiCommunicator::reduce_scatter_sum(const double* send, double* recv, size_t n) {
+  RequestPtr r = post_reduce_scatter_impl(send, recv, n);
+  wait(r);
+}
+
 void MpiCommunicator::all_gather(const void* send, void* recv, size_t bytes_per_rank) {
   MPI_Request req;
   const int n = checked_count(bytes_per_rank, "all_gather");

@@ -58,6 +58,12 @@ class MpiCommunicator final : public Communicator {
   void all_reduce_sum(float* buf, size_t count) override;
   void all_reduce_sum(double* buf, size_t count) override;
   void all_reduce_max(double* buf, size_t count) override;
+  void reduce_scatter_sum(const float* send, float* recv, size_t count_per_rank) override;
+  void reduce_scatter_sum(const double* send, double* recv, size_t count_per_rank) override;
+  RequestPtr post_all_reduce_sum(float* buf, size_t count) override;
+  RequestPtr post_all_reduce_sum(double* buf, size_t count) override;
+  RequestPtr post_reduce_scatter_sum(const float* send, float* recv, size_t count_per_rank) override;
+  RequestPtr post_reduce_scatter_sum(const double* send, double* recv, size_t count_per_rank) override;
   void all_gather(const void* send, void* recv, size_t bytes_per_rank) override;
   void broadcast(void* buf, size_t bytes, int root) override;
   void barrier() override;
@@ -74,6 +80,10 @@ class MpiCommunicator final : public Communicator {
   // Polls one request until done or the deadline; on timeout aborts naming `what`.
   void poll(MPI_Request& req, const std::string& what);
   int checked_count(size_t bytes, const char* op) const;
+  template <class T>
+  RequestPtr post_all_reduce_impl(T* buf, size_t count);
+  template <class T>
+  RequestPtr post_reduce_scatter_impl(const T* send, T* recv, size_t count_per_rank);
 
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0;

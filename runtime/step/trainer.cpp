@@ -1,0 +1,935 @@
+// The whole training step (see trainer.hpp for what runs where and why).
+#include "runtime/step/trainer.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <type_traits>
+
+#include "core/error.hpp"
+#include "runtime/ring_attention.hpp"
+#include "runtime/sharding.hpp"
+#include "runtime/step/ops.hpp"
+
+namespace ringplan::runtime::step {
+
+// ------------------------------------------------------------------ names, data, init
+const char* term_name(Term t) {
+  switch (t) {
+    case Term::forward_compute: return "forward_compute";
+    case Term::backward_compute: return "backward_compute";
+    case Term::recompute: return "recompute";
+    case Term::ring_exposed: return "ring_exposed";
+    case Term::tp_comm: return "tp_comm";
+    case Term::dp_comm_exposed: return "dp_comm_exposed";
+    case Term::zero_comm: return "zero_comm";
+    case Term::pp_comm: return "pp_comm";
+    case Term::optimizer: return "optimizer";
+    case Term::count: break;
+  }
+  return "?";
+}
+
+namespace {
+uint64_t mix(uint64_t x) {
+  // splitmix64 finaliser: a bijection with good avalanche, so nearby indices decorrelate.
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+uint64_t hash(uint64_t a, uint64_t b, uint64_t c, uint64_t d, uint64_t e) {
+  return mix(mix(mix(mix(mix(a) ^ b) ^ c) ^ d) ^ e);
+}
+double unit(uint64_t h) { return static_cast<double>(h >> 11) * 0x1.0p-53 * 2.0 - 1.0; }  // [-1, 1)
+}  // namespace
+
+int64_t synthetic_token(uint64_t seed, int64_t sequence, int64_t position, int64_t vocab) {
+  return static_cast<int64_t>(hash(seed, 0x70C3, 0, static_cast<uint64_t>(sequence),
+                                   static_cast<uint64_t>(position)) %
+                              static_cast<uint64_t>(vocab));
+}
+
+double initial_parameter(uint64_t seed, int32_t id, int64_t row, int64_t col, int64_t fan_in, bool is_norm) {
+  const double u = unit(hash(seed, 0x9A4A, static_cast<uint64_t>(id), static_cast<uint64_t>(row), static_cast<uint64_t>(col)));
+  // Norm scales near 1 (not exactly 1, so their gradients are exercised); matrices uniform with
+  // variance 1/(3 fan_in), which keeps activations O(1) through the layers.
+  return is_norm ? 1.0 + 0.1 * u : u / std::sqrt(static_cast<double>(fan_in));
+}
+
+// ------------------------------------------------------------------ checks
+void check_step_spec(const StepSpec& s) {
+  const ModelConfig& m = s.model;
+  const Mesh& mesh = s.mesh;
+  const ParallelOptions& o = s.options;
+  auto fail = [](const std::string& why) { throw bad_input("the training step cannot run this plan: " + why); };
+  if (mesh.dp < 1 || mesh.tp < 1 || mesh.cp < 1 || mesh.pp < 1)
+    fail(fmt::format("mesh sizes must be >= 1 (dp={} tp={} cp={} pp={})", mesh.dp, mesh.tp, mesh.cp, mesh.pp));
+  if (m.layers < 1 || m.hidden < 1 || m.heads < 1 || m.kv_heads < 1 || m.head_dim < 2 || m.ffn_hidden < 1 || m.vocab < 2)
+    fail("model sizes must be positive (layers, hidden, heads, kv_heads, head_dim >= 2, ffn_hidden, vocab >= 2)");
+  if (m.head_dim % 2 != 0) fail(fmt::format("head_dim {} must be even (rotary embedding rotates pairs)", m.head_dim));
+  if (m.heads % m.kv_heads != 0) fail(fmt::format("heads {} not divisible by kv_heads {}", m.heads, m.kv_heads));
+  if (m.heads % mesh.tp != 0) fail(fmt::format("heads {} not divisible by tp={}", m.heads, mesh.tp));
+  if (m.kv_heads % mesh.tp != 0) fail(fmt::format("kv_heads {} not divisible by tp={}", m.kv_heads, mesh.tp));
+  if (m.ffn_hidden % mesh.tp != 0) fail(fmt::format("ffn_hidden {} not divisible by tp={}", m.ffn_hidden, mesh.tp));
+  if (m.vocab % mesh.tp != 0)
+    fail(fmt::format("vocab {} not divisible by tp={} (the embedding and output layer are split by vocabulary)",
+                     m.vocab, mesh.tp));
+  if (m.layers % mesh.pp != 0)
+    fail(fmt::format("layers {} not divisible by pp={} (stages of equal layers; use --layers with a multiple of {})",
+                     m.layers, mesh.pp, mesh.pp));
+  if (s.seq_len < 1) fail("seq_len must be >= 1");
+  const int64_t multiple = shard_multiple(o.cp_scheme, mesh.cp);
+  if (s.seq_len % multiple != 0)
+    fail(fmt::format("seq_len {} not divisible by {} ({} sharding over cp={})", s.seq_len, multiple,
+                     to_string(o.cp_scheme), mesh.cp));
+  if (o.micro_batch < 1) fail(fmt::format("micro_batch {} must be >= 1", o.micro_batch));
+  if (s.global_batch < 1 || s.global_batch % (mesh.dp * o.micro_batch) != 0)
+    fail(fmt::format("global batch {} not divisible by dp x micro_batch = {}", s.global_batch, mesh.dp * o.micro_batch));
+  const int64_t rows = o.micro_batch * (s.seq_len / mesh.cp);
+  if (o.sequence_parallel && mesh.tp > 1 && rows % mesh.tp != 0)
+    fail(fmt::format("sequence parallelism splits micro_batch x seq_len/cp = {} token rows by tp={}, which does not "
+                     "divide them",
+                     rows, mesh.tp));
+  if (o.zero_stage < 0 || o.zero_stage > 2)
+    fail(fmt::format("zero_stage {}: the step runs ZeRO 0, 1 and 2 (stage 3's per-layer parameter gathers are not "
+                     "implemented); choose zero_stage <= 2",
+                     o.zero_stage));
+  if (o.interleave != 1)
+    fail(fmt::format("interleave {}: the step runs the non-interleaved 1F1B schedule only; use interleave 1",
+                     o.interleave));
+  if (o.attention != AttentionImpl::flash)
+    fail("attention materialized: the step runs flash attention (the materialised kernel keeps one layer's scores "
+         "only); use --scope attention to measure materialised attention");
+  if (m.tied_embeddings && mesh.pp > 1)
+    fail("tied embeddings with pp > 1 (the first and last stage would share the embedding) are not run; untie them "
+         "or use pp=1");
+  if (s.learning_rate <= 0 || !std::isfinite(s.learning_rate)) fail("learning rate must be a finite number > 0");
+}
+
+// ------------------------------------------------------------------ timing
+// Stack of nested regions: a region's own time is its wall time minus its children's, so every
+// instant of the step is charged to exactly one term.
+template <class T>
+struct Trainer<T>::Clock {
+  struct Frame {
+    Term term;
+    std::chrono::steady_clock::time_point start;
+    double child_s;
+  };
+  std::array<double, kTermCount>* acc = nullptr;
+  std::vector<Frame> stack;
+  void push(Term t) { stack.push_back({t, std::chrono::steady_clock::now(), 0.0}); }
+  void pop() {
+    const Frame f = stack.back();
+    stack.pop_back();
+    const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - f.start).count();
+    (*acc)[static_cast<size_t>(f.term)] += el - f.child_s;
+    if (!stack.empty()) stack.back().child_s += el;
+  }
+  // Re-charges `s` seconds of the current region to `to` (the ring's waits inside a compute region).
+  void move_current(Term to, double s) {
+    (*acc)[static_cast<size_t>(stack.back().term)] -= s;
+    (*acc)[static_cast<size_t>(to)] += s;
+  }
+};
+
+namespace {
+template <class C>
+struct Scope {
+  C& c;
+  Scope(C& clock, Term t) : c(clock) { c.push(t); }
+  ~Scope() { c.pop(); }
+  Scope(const Scope&) = delete;
+  Scope& operator=(const Scope&) = delete;
+};
+}  // namespace
+
+// ------------------------------------------------------------------ parameters
+// Layer parameters, in block order.
+enum LayerParam : int { kAttnNorm = 0, kWq, kWk, kWv, kWo, kMlpNorm, kWgate, kWup, kWdown, kLayerParams };
+enum OutParam : int { kFinalNorm = 0, kHead };
+constexpr int32_t kIdEmbedding = 1, kIdFinalNorm = 2, kIdHead = 3;
+int32_t layer_param_id(int64_t layer, int which) { return static_cast<int32_t>(100 + layer * 16 + which); }
+
+template <class T>
+struct Trainer<T>::Block {
+  int kind = 0;                 // 0 embedding, 1 layer, 2 output
+  int64_t layer = -1;
+  std::vector<int> param;       // index into params_ per slot; -1 absent
+  size_t offset = 0;            // of the block's segment in weights_ / grads_
+  size_t padded = 0;            // segment length, a multiple of the DP x CP group size
+  size_t shard = 0;             // padded / group size
+  size_t shard_offset = 0;      // of this rank's shard in opt state / shard_grads_
+};
+
+template <class T>
+struct Trainer<T>::LayerStash {
+  std::vector<T> x_in, rstd1, a_loc, q, k, v, o, lse, x_mid, rstd2, c_loc, ga, gu, mact;
+  int64_t bytes() const {
+    size_t n = 0;
+    for (const auto* p : {&x_in, &rstd1, &a_loc, &q, &k, &v, &o, &lse, &x_mid, &rstd2, &c_loc, &ga, &gu, &mact})
+      n += p->size();
+    return static_cast<int64_t>(n * sizeof(T));
+  }
+  void release_all_but_input() {
+    for (auto* p : {&rstd1, &a_loc, &q, &k, &v, &o, &lse, &x_mid, &rstd2, &c_loc, &ga, &gu, &mact}) {
+      p->clear();
+      p->shrink_to_fit();
+    }
+  }
+};
+
+template <class T>
+struct Trainer<T>::MicroBatch {
+  std::vector<int64_t> tokens, targets;  // [rows_] (first / last stage)
+  std::vector<T> input;                  // stage input [rows_local_, h] (received, or the embedding's)
+  std::vector<LayerStash> layers;
+  std::vector<T> x_final, rstd_f, xf_loc;  // last stage: output of the last layer, final norm
+  std::vector<T> dlogits;                // last stage: [rows_, V/TP], d loss / d logits
+  std::vector<T> out;                    // stage output to send [rows_local_, h]
+  std::vector<T> grad_out;               // gradient of the stage output (received)
+  std::vector<T> grad_in;                // gradient of the stage input (to send)
+  double loss_sum = 0;
+};
+
+template <class T>
+Trainer<T>::Trainer(const StepSpec& spec, Communicator& world)
+    : spec_(spec), world_(world), clock_(std::make_unique<Clock>()) {
+  check_step_spec(spec_);
+  groups_ = make_mesh_groups(world_, spec_.mesh);
+  const Mesh& mesh = spec_.mesh;
+  const MeshCoord& c = groups_.coord;
+  // The gradient group: ranks with the same (tp, pp), ordered by (cp, dp).
+  dpcp_ = world_.split(static_cast<int>(c.tp + mesh.tp * c.pp), static_cast<int>(c.cp + mesh.cp * c.dp));
+  tp_ = mesh.tp;
+  hq_ = spec_.model.heads / tp_;
+  hkv_ = spec_.model.kv_heads / tp_;
+  d_ = spec_.model.head_dim;
+  hidden_ = spec_.model.hidden;
+  ffn_ = spec_.model.ffn_hidden / tp_;
+  vocab_ = spec_.model.vocab / tp_;
+  vocab0_ = c.tp * vocab_;
+  n_ = spec_.seq_len / mesh.cp;
+  rows_ = spec_.options.micro_batch * n_;
+  rows_local_ = spec_.options.sequence_parallel ? rows_ / tp_ : rows_;
+  layers_ = spec_.model.layers / mesh.pp;
+  layer0_ = c.pp * layers_;
+  first_stage_ = c.pp == 0;
+  last_stage_ = c.pp == mesh.pp - 1;
+  micro_batches_ = spec_.global_batch / (mesh.dp * spec_.options.micro_batch);
+  positions_ = shard_positions(spec_.options.cp_scheme, spec_.seq_len, mesh.cp, c.cp);
+
+  if constexpr (std::is_same_v<T, float>) {
+    RingConfig rc;
+    rc.batch = spec_.options.micro_batch;
+    rc.heads = hq_;
+    rc.kv_heads = hkv_;
+    rc.tokens = n_;
+    rc.head_dim = d_;
+    rc.causal = spec_.causal;
+    rc.kernel = RingKernel::flash;
+    rc.tiles = spec_.tiles;
+    ring_ = std::make_unique<RingAttention>(*groups_.cp, rc, positions_.data());
+  } else {
+    if (mesh.cp != 1)
+      throw bad_input("the float64 training step runs attention with the reference kernels: cp must be 1");
+  }
+  build_params();
+}
+
+template <class T>
+Trainer<T>::~Trainer() = default;
+
+template <class T>
+void Trainer<T>::build_params() {
+  const int64_t h = hidden_;
+  const int64_t S = dpcp_->size();
+  size_t offset = 0, shard_offset = 0;
+  const ModelConfig& m = spec_.model;
+  // One parameter: a [rows, cols] block at (row0, col0) of the full [full_rows, full_cols] matrix.
+  auto add = [&](Block& b, int slot, int32_t id, const std::string& name, int64_t full_rows, int64_t full_cols,
+                 int64_t row0, int64_t rows, int64_t col0, int64_t cols) {
+    ParamInfo p{id, name, full_rows, full_cols, row0, rows, col0, cols, offset};
+    if (static_cast<int>(b.param.size()) <= slot) b.param.resize(static_cast<size_t>(slot) + 1, -1);
+    b.param[static_cast<size_t>(slot)] = static_cast<int>(params_.size());
+    params_.push_back(p);
+    offset += static_cast<size_t>(rows * cols);
+  };
+  auto begin_block = [&](int kind, int64_t layer) {
+    Block b;
+    b.kind = kind;
+    b.layer = layer;
+    b.offset = offset;
+    return b;
+  };
+  auto end_block = [&](Block& b) {
+    const size_t len = offset - b.offset;
+    b.shard = (len + static_cast<size_t>(S) - 1) / static_cast<size_t>(S);
+    b.padded = b.shard * static_cast<size_t>(S);
+    offset = b.offset + b.padded;  // padding: zeros that the optimizer leaves at zero
+    b.shard_offset = shard_offset;
+    shard_offset += b.shard;
+    blocks_.push_back(std::move(b));
+  };
+  const int64_t t = groups_.coord.tp;
+  if (first_stage_) {
+    Block b = begin_block(0, -1);
+    add(b, 0, kIdEmbedding, "embedding", m.vocab, h, vocab0_, vocab_, 0, h);
+    end_block(b);
+  }
+  const int64_t qd = hq_ * d_, kvd = hkv_ * d_;
+  for (int64_t l = layer0_; l < layer0_ + layers_; ++l) {
+    Block b = begin_block(1, l);
+    const std::string p = fmt::format("layer{}.", l);
+    add(b, kAttnNorm, layer_param_id(l, kAttnNorm), p + "attn_norm", 1, h, 0, 1, 0, h);
+    add(b, kWq, layer_param_id(l, kWq), p + "wq", m.heads * d_, h, t * qd, qd, 0, h);
+    add(b, kWk, layer_param_id(l, kWk), p + "wk", m.kv_heads * d_, h, t * kvd, kvd, 0, h);
+    add(b, kWv, layer_param_id(l, kWv), p + "wv", m.kv_heads * d_, h, t * kvd, kvd, 0, h);
+    add(b, kWo, layer_param_id(l, kWo), p + "wo", h, m.heads * d_, 0, h, t * qd, qd);
+    add(b, kMlpNorm, layer_param_id(l, kMlpNorm), p + "mlp_norm", 1, h, 0, 1, 0, h);
+    if (m.gated_mlp) add(b, kWgate, layer_param_id(l, kWgate), p + "w_gate", m.ffn_hidden, h, t * ffn_, ffn_, 0, h);
+    add(b, kWup, layer_param_id(l, kWup), p + "w_up", m.ffn_hidden, h, t * ffn_, ffn_, 0, h);
+    add(b, kWdown, layer_param_id(l, kWdown), p + "w_down", h, m.ffn_hidden, 0, h, t * ffn_, ffn_);
+    end_block(b);
+  }
+  if (last_stage_) {
+    Block b = begin_block(2, -1);
+    add(b, kFinalNorm, kIdFinalNorm, "final_norm", 1, h, 0, 1, 0, h);
+    if (!m.tied_embeddings) add(b, kHead, kIdHead, "output", m.vocab, h, vocab0_, vocab_, 0, h);
+    end_block(b);
+  }
+  weights_.assign(offset, T(0));
+  grads_.assign(offset, T(0));
+  for (const ParamInfo& p : params_) {
+    const bool is_norm = p.full_rows == 1;
+    for (int64_t r = 0; r < p.rows; ++r)
+      for (int64_t c = 0; c < p.cols; ++c)
+        weights_[p.offset + static_cast<size_t>(r * p.cols + c)] =
+            T(initial_parameter(spec_.seed, p.id, p.row0 + r, p.col0 + c, p.full_cols, is_norm));
+  }
+  const bool sharded = spec_.options.zero_stage >= 1;
+  const size_t state = sharded ? shard_offset : offset;
+  opt_m_.assign(state, T(0));
+  if (spec_.optimizer == Optimizer::adam) opt_v_.assign(state, T(0));
+  if (spec_.options.zero_stage >= 2) {
+    shard_grads_.assign(shard_offset, T(0));
+    reduce_scratch_.assign(shard_offset, T(0));
+  }
+}
+
+template <class T>
+T* Trainer<T>::w(int64_t block, int which) {
+  const Block& b = blocks_[static_cast<size_t>(block)];
+  const int i = b.param[static_cast<size_t>(which)];
+  return i < 0 ? nullptr : weights_.data() + params_[static_cast<size_t>(i)].offset;
+}
+template <class T>
+T* Trainer<T>::g(int64_t block, int which) {
+  const Block& b = blocks_[static_cast<size_t>(block)];
+  const int i = b.param[static_cast<size_t>(which)];
+  return i < 0 ? nullptr : grads_.data() + params_[static_cast<size_t>(i)].offset;
+}
+
+template <class T>
+const T* Trainer<T>::find(int32_t id, int64_t row, int64_t col) const {
+  for (const ParamInfo& p : params_)
+    if (p.id == id && row >= p.row0 && row < p.row0 + p.rows && col >= p.col0 && col < p.col0 + p.cols)
+      return weights_.data() + p.offset + static_cast<size_t>((row - p.row0) * p.cols + (col - p.col0));
+  return nullptr;
+}
+
+// ------------------------------------------------------------------ TP collectives
+template <class T>
+void Trainer<T>::tp_reduce_output(const T* partial, T* out_local, int64_t cols) {
+  const size_t full = static_cast<size_t>(rows_ * cols);
+  if (tp_ == 1) {
+    std::copy(partial, partial + full, out_local);
+    return;
+  }
+  Scope<Clock> s(*clock_, Term::tp_comm);
+  if (spec_.options.sequence_parallel) {
+    groups_.tp->reduce_scatter_sum(partial, out_local, static_cast<size_t>(rows_local_ * cols));
+  } else {
+    std::copy(partial, partial + full, out_local);
+    groups_.tp->all_reduce_sum(out_local, full);
+  }
+}
+template <class T>
+void Trainer<T>::tp_gather_input(const T* local, T* full, int64_t cols) {
+  if (tp_ == 1 || !spec_.options.sequence_parallel) {
+    std::copy(local, local + rows_ * cols, full);
+    return;
+  }
+  Scope<Clock> s(*clock_, Term::tp_comm);
+  groups_.tp->all_gather(local, full, static_cast<size_t>(rows_local_ * cols) * sizeof(T));
+}
+// Backward of Megatron's f (identity forward, all-reduce backward) and of the SP all-gather
+// (reduce-scatter backward): the column-parallel GEMMs' input gradients are partial sums over TP.
+template <class T>
+void Trainer<T>::tp_reduce_input_grad(T* partial_full, T* grad_local, int64_t cols) {
+  tp_reduce_output(partial_full, grad_local, cols);
+}
+
+// ------------------------------------------------------------------ attention
+template <class T>
+void Trainer<T>::attention_forward(LayerStash& st) {
+  const int64_t b = spec_.options.micro_batch;
+  st.o.assign(static_cast<size_t>(b * hq_ * n_ * d_), T(0));
+  st.lse.assign(static_cast<size_t>(b * hq_ * n_), T(0));
+  if constexpr (std::is_same_v<T, float>) {
+    ring_->forward(st.q.data(), st.k.data(), st.v.data(), st.o.data(), st.lse.data());
+    clock_->move_current(Term::ring_exposed, ring_->last_forward().comm_wait_s());
+  } else {
+    kernels::reference_forward(st.q.data(), st.k.data(), st.v.data(), positions_.data(), positions_.data(), b, hq_,
+                               hkv_, n_, n_, d_, spec_.causal, 1.0 / std::sqrt(double(d_)), st.o.data(), st.lse.data());
+  }
+}
+
+template <class T>
+void Trainer<T>::attention_backward(LayerStash& st, const T* dout, T* dq, T* dk, T* dv) {
+  const int64_t b = spec_.options.micro_batch;
+  if constexpr (std::is_same_v<T, float>) {
+    ring_->backward(st.q.data(), st.k.data(), st.v.data(), st.o.data(), st.lse.data(), dout, dq, dk, dv);
+    clock_->move_current(Term::ring_exposed, ring_->last_backward().comm_wait_s());
+  } else {
+    kernels::reference_backward(st.q.data(), st.k.data(), st.v.data(), st.o.data(), dout, st.lse.data(),
+                                positions_.data(), positions_.data(), b, hq_, hkv_, n_, n_, d_, spec_.causal,
+                                1.0 / std::sqrt(double(d_)), dq, dk, dv);
+  }
+}
+
+// ------------------------------------------------------------------ one layer
+template <class T>
+void Trainer<T>::layer_forward(int64_t layer, const T* x_in, T* x_out, LayerStash& st, bool keep_all) {
+  const int64_t blk = layer - layer0_ + (first_stage_ ? 1 : 0);
+  const int64_t h = hidden_, R = rows_, Rl = rows_local_, b = spec_.options.micro_batch;
+  const bool gated = spec_.model.gated_mlp;
+  const size_t act = static_cast<size_t>(Rl * h);
+  st.x_in.assign(x_in, x_in + act);
+  st.rstd1.resize(static_cast<size_t>(Rl));
+  st.a_loc.resize(act);
+  rmsnorm_forward(x_in, w(blk, kAttnNorm), st.a_loc.data(), st.rstd1.data(), Rl, h, spec_.norm_eps);
+  std::vector<T> a(static_cast<size_t>(R * h));
+  tp_gather_input(st.a_loc.data(), a.data(), h);
+  {
+    std::vector<T> tok(static_cast<size_t>(R * hq_ * d_));
+    linear_forward(a.data(), w(blk, kWq), tok.data(), R, h, hq_ * d_);
+    rope_apply(tok.data(), positions_.data(), R, n_, hq_, d_, spec_.rope_base, false);
+    st.q.resize(tok.size());
+    tokens_to_heads(tok.data(), st.q.data(), b, n_, hq_, d_);
+    tok.resize(static_cast<size_t>(R * hkv_ * d_));
+    linear_forward(a.data(), w(blk, kWk), tok.data(), R, h, hkv_ * d_);
+    rope_apply(tok.data(), positions_.data(), R, n_, hkv_, d_, spec_.rope_base, false);
+    st.k.resize(tok.size());
+    tokens_to_heads(tok.data(), st.k.data(), b, n_, hkv_, d_);
+    linear_forward(a.data(), w(blk, kWv), tok.data(), R, h, hkv_ * d_);
+    st.v.resize(tok.size());
+    tokens_to_heads(tok.data(), st.v.data(), b, n_, hkv_, d_);
+  }
+  attention_forward(st);
+  std::vector<T> o_tok(static_cast<size_t>(R * hq_ * d_)), y(static_cast<size_t>(R * h));
+  heads_to_tokens(st.o.data(), o_tok.data(), b, n_, hq_, d_);
+  linear_forward(o_tok.data(), w(blk, kWo), y.data(), R, hq_ * d_, h);
+  st.x_mid.resize(act);
+  tp_reduce_output(y.data(), st.x_mid.data(), h);
+  for (size_t i = 0; i < act; ++i) st.x_mid[i] += x_in[i];
+
+  st.rstd2.resize(static_cast<size_t>(Rl));
+  st.c_loc.resize(act);
+  rmsnorm_forward(st.x_mid.data(), w(blk, kMlpNorm), st.c_loc.data(), st.rstd2.data(), Rl, h, spec_.norm_eps);
+  tp_gather_input(st.c_loc.data(), a.data(), h);  // a now holds the MLP input c
+  const size_t fsz = static_cast<size_t>(R * ffn_);
+  st.ga.resize(fsz);
+  linear_forward(a.data(), gated ? w(blk, kWgate) : w(blk, kWup), st.ga.data(), R, h, ffn_);
+  if (gated) {
+    st.gu.resize(fsz);
+    linear_forward(a.data(), w(blk, kWup), st.gu.data(), R, h, ffn_);
+  }
+  st.mact.resize(fsz);
+  mlp_act_forward(st.ga.data(), gated ? st.gu.data() : nullptr, st.mact.data(), static_cast<int64_t>(fsz), gated);
+  linear_forward(st.mact.data(), w(blk, kWdown), y.data(), R, ffn_, h);
+  tp_reduce_output(y.data(), x_out, h);
+  for (size_t i = 0; i < act; ++i) x_out[i] += st.x_mid[i];
+
+  if (!keep_all) {
+    if (spec_.options.recompute == Recompute::full) {
+      st.release_all_but_input();
+    } else if (spec_.options.recompute == Recompute::selective) {
+      st.o.clear();
+      st.o.shrink_to_fit();
+      st.lse.clear();
+      st.lse.shrink_to_fit();
+    }
+  }
+}
+
+template <class T>
+void Trainer<T>::layer_backward(int64_t layer, LayerStash& st, T* dx) {
+  const int64_t blk = layer - layer0_ + (first_stage_ ? 1 : 0);
+  const int64_t h = hidden_, R = rows_, Rl = rows_local_, b = spec_.options.micro_batch;
+  const bool gated = spec_.model.gated_mlp;
+  const bool sp = spec_.options.sequence_parallel && tp_ > 1;
+  const size_t act = static_cast<size_t>(Rl * h);
+
+  // Recompute what the forward did not keep (its time is the recompute term).
+  const int64_t kept_bytes = st.bytes();
+  if (spec_.options.recompute == Recompute::full) {
+    Scope<Clock> s(*clock_, Term::recompute);
+    std::vector<T> x_in = st.x_in, out(act);
+    layer_forward(layer, x_in.data(), out.data(), st, true);
+  } else if (spec_.options.recompute == Recompute::selective) {
+    Scope<Clock> s(*clock_, Term::recompute);
+    attention_forward(st);
+  }
+  act_bytes_ += st.bytes() - kept_bytes;  // the recomputed set is live during this backward
+  act_peak_bytes_ = std::max(act_peak_bytes_, act_bytes_);
+
+  // Norm-weight gradients: with SP each TP rank holds a slice of the rows, so its share is
+  // summed over TP before it joins the accumulated gradient.
+  std::vector<T> dnorm(static_cast<size_t>(h));
+  auto norm_grad_into = [&](T* grad) {
+    if (sp) {
+      Scope<Clock> s(*clock_, Term::tp_comm);
+      groups_.tp->all_reduce_sum(dnorm.data(), dnorm.size());
+    }
+    for (int64_t i = 0; i < h; ++i) grad[i] += dnorm[static_cast<size_t>(i)];
+  };
+
+  // MLP: x_out = x_mid + down(act(up(norm(x_mid)))).
+  std::vector<T> dfull(static_cast<size_t>(R * h)), cfull(static_cast<size_t>(R * h));
+  tp_gather_input(dx, dfull.data(), h);  // SP: the reduce-scatter's backward is an all-gather
+  const size_t fsz = static_cast<size_t>(R * ffn_);
+  std::vector<T> dm(fsz), da(fsz), du(gated ? fsz : 0);
+  linear_backward(st.mact.data(), w(blk, kWdown), dfull.data(), dm.data(), g(blk, kWdown), R, ffn_, h);
+  mlp_act_backward(st.ga.data(), gated ? st.gu.data() : nullptr, dm.data(), da.data(), gated ? du.data() : nullptr,
+                   static_cast<int64_t>(fsz), gated);
+  tp_gather_input(st.c_loc.data(), cfull.data(), h);  // SP: re-gather the MLP input
+  std::vector<T> dc(static_cast<size_t>(R * h)), tmp(static_cast<size_t>(R * h));
+  linear_backward(cfull.data(), gated ? w(blk, kWgate) : w(blk, kWup), da.data(), dc.data(),
+                  gated ? g(blk, kWgate) : g(blk, kWup), R, h, ffn_);
+  if (gated) {
+    linear_backward(cfull.data(), w(blk, kWup), du.data(), tmp.data(), g(blk, kWup), R, h, ffn_);
+    for (size_t i = 0; i < dc.size(); ++i) dc[i] += tmp[i];
+  }
+  std::vector<T> dc_loc(act), dxn(act);
+  tp_reduce_input_grad(dc.data(), dc_loc.data(), h);
+  std::fill(dnorm.begin(), dnorm.end(), T(0));
+  rmsnorm_backward(st.x_mid.data(), w(blk, kMlpNorm), st.rstd2.data(), dc_loc.data(), dxn.data(), dnorm.data(), Rl, h);
+  norm_grad_into(g(blk, kMlpNorm));
+  for (size_t i = 0; i < act; ++i) dx[i] += dxn[i];  // dx is now d x_mid
+
+  // Attention: x_mid = x_in + wo(attn(rope(q), rope(k), v)).
+  tp_gather_input(dx, dfull.data(), h);
+  std::vector<T> o_tok(static_cast<size_t>(R * hq_ * d_)), do_tok(o_tok.size()), do_h(o_tok.size());
+  heads_to_tokens(st.o.data(), o_tok.data(), b, n_, hq_, d_);
+  linear_backward(o_tok.data(), w(blk, kWo), dfull.data(), do_tok.data(), g(blk, kWo), R, hq_ * d_, h);
+  tokens_to_heads(do_tok.data(), do_h.data(), b, n_, hq_, d_);
+  std::vector<T> dq(st.q.size()), dk(st.k.size()), dv(st.v.size());
+  attention_backward(st, do_h.data(), dq.data(), dk.data(), dv.data());
+  std::vector<T> dq_tok(dq.size()), dkv_tok(dk.size());
+  std::vector<T>& afull = cfull;
+  tp_gather_input(st.a_loc.data(), afull.data(), h);  // SP: re-gather the attention input
+  std::vector<T> da_full(static_cast<size_t>(R * h));
+  heads_to_tokens(dq.data(), dq_tok.data(), b, n_, hq_, d_);
+  rope_apply(dq_tok.data(), positions_.data(), R, n_, hq_, d_, spec_.rope_base, true);
+  linear_backward(afull.data(), w(blk, kWq), dq_tok.data(), da_full.data(), g(blk, kWq), R, h, hq_ * d_);
+  heads_to_tokens(dk.data(), dkv_tok.data(), b, n_, hkv_, d_);
+  rope_apply(dkv_tok.data(), positions_.data(), R, n_, hkv_, d_, spec_.rope_base, true);
+  linear_backward(afull.data(), w(blk, kWk), dkv_tok.data(), tmp.data(), g(blk, kWk), R, h, hkv_ * d_);
+  for (size_t i = 0; i < da_full.size(); ++i) da_full[i] += tmp[i];
+  heads_to_tokens(dv.data(), dkv_tok.data(), b, n_, hkv_, d_);
+  linear_backward(afull.data(), w(blk, kWv), dkv_tok.data(), tmp.data(), g(blk, kWv), R, h, hkv_ * d_);
+  for (size_t i = 0; i < da_full.size(); ++i) da_full[i] += tmp[i];
+  std::vector<T> da_loc(act);
+  tp_reduce_input_grad(da_full.data(), da_loc.data(), h);
+  std::fill(dnorm.begin(), dnorm.end(), T(0));
+  rmsnorm_backward(st.x_in.data(), w(blk, kAttnNorm), st.rstd1.data(), da_loc.data(), dxn.data(), dnorm.data(), Rl, h);
+  norm_grad_into(g(blk, kAttnNorm));
+  for (size_t i = 0; i < act; ++i) dx[i] += dxn[i];  // dx is now d x_in
+
+  act_bytes_ -= st.bytes();
+  st = LayerStash{};
+}
+
+// ------------------------------------------------------------------ one micro-batch
+template <class T>
+void Trainer<T>::forward_micro_batch(MicroBatch& mb, int64_t index) {
+  Scope<Clock> scope(*clock_, Term::forward_compute);
+  const int64_t h = hidden_, R = rows_, Rl = rows_local_, b = spec_.options.micro_batch;
+  const MeshCoord& c = groups_.coord;
+  const size_t act = static_cast<size_t>(Rl * h);
+  // Global sequence of row block s of this micro-batch on this DP replica.
+  auto sequence = [&](int64_t s) { return (index * spec_.mesh.dp + c.dp) * b + s; };
+  if (first_stage_ || last_stage_) {
+    mb.tokens.resize(static_cast<size_t>(R));
+    mb.targets.resize(static_cast<size_t>(R));
+    for (int64_t s = 0; s < b; ++s)
+      for (int64_t t = 0; t < n_; ++t) {
+        const int64_t pos = positions_[static_cast<size_t>(t)];
+        mb.tokens[static_cast<size_t>(s * n_ + t)] = synthetic_token(spec_.seed, sequence(s), pos, spec_.model.vocab);
+        mb.targets[static_cast<size_t>(s * n_ + t)] =
+            synthetic_token(spec_.seed, sequence(s), pos + 1, spec_.model.vocab);
+      }
+  }
+  if (first_stage_) {
+    // Vocabulary-parallel embedding: rows of tokens outside this rank's vocabulary slice are
+    // zero; the TP reduction assembles the full embedding.
+    std::vector<T> partial(static_cast<size_t>(R * h), T(0));
+    const T* e = w(0, 0);
+    for (int64_t r = 0; r < R; ++r) {
+      const int64_t tok = mb.tokens[static_cast<size_t>(r)] - vocab0_;
+      if (tok >= 0 && tok < vocab_) std::copy(e + tok * h, e + (tok + 1) * h, partial.begin() + r * h);
+    }
+    mb.input.resize(act);
+    tp_reduce_output(partial.data(), mb.input.data(), h);
+  }
+  mb.layers.resize(static_cast<size_t>(layers_));
+  std::vector<T> x = mb.input, y(act);
+  for (int64_t l = 0; l < layers_; ++l) {
+    LayerStash& st = mb.layers[static_cast<size_t>(l)];
+    layer_forward(layer0_ + l, x.data(), y.data(), st, false);
+    act_bytes_ += st.bytes();
+    act_peak_bytes_ = std::max(act_peak_bytes_, act_bytes_);
+    std::swap(x, y);
+  }
+  if (!last_stage_) {
+    mb.out = std::move(x);
+    return;
+  }
+  // Final norm, vocabulary-parallel output layer and cross-entropy. The gradient of the loss
+  // w.r.t. the logits is formed here, where the logits are, and kept for the backward (the
+  // logits themselves are freed): the "logits" memory term.
+  const int64_t ob = static_cast<int64_t>(blocks_.size()) - 1;
+  mb.x_final = std::move(x);
+  mb.rstd_f.resize(static_cast<size_t>(Rl));
+  mb.xf_loc.resize(act);
+  rmsnorm_forward(mb.x_final.data(), w(ob, kFinalNorm), mb.xf_loc.data(), mb.rstd_f.data(), Rl, h, spec_.norm_eps);
+  std::vector<T> xf(static_cast<size_t>(R * h));
+  tp_gather_input(mb.xf_loc.data(), xf.data(), h);
+  const T* head = spec_.model.tied_embeddings ? w(0, 0) : w(ob, kHead);
+  mb.dlogits.resize(static_cast<size_t>(R * vocab_));
+  linear_forward(xf.data(), head, mb.dlogits.data(), R, h, vocab_);
+  logits_bytes_ = static_cast<int64_t>(mb.dlogits.size() * sizeof(T));
+  // Row statistics over the whole vocabulary: max, then sum of exp and the target's logit.
+  std::vector<double> mx(static_cast<size_t>(R)), st(static_cast<size_t>(2 * R), 0.0);
+  for (int64_t r = 0; r < R; ++r) {
+    const T* lr = mb.dlogits.data() + r * vocab_;
+    mx[static_cast<size_t>(r)] = double(*std::max_element(lr, lr + vocab_));
+  }
+  if (tp_ > 1) {
+    Scope<Clock> s(*clock_, Term::tp_comm);
+    groups_.tp->all_reduce_max(mx.data(), mx.size());
+  }
+  for (int64_t r = 0; r < R; ++r) {
+    const T* lr = mb.dlogits.data() + r * vocab_;
+    double se = 0;
+    for (int64_t v = 0; v < vocab_; ++v) se += std::exp(double(lr[v]) - mx[static_cast<size_t>(r)]);
+    st[static_cast<size_t>(2 * r)] = se;
+    const int64_t tgt = mb.targets[static_cast<size_t>(r)] - vocab0_;
+    if (tgt >= 0 && tgt < vocab_) st[static_cast<size_t>(2 * r + 1)] = double(lr[tgt]);
+  }
+  if (tp_ > 1) {
+    Scope<Clock> s(*clock_, Term::tp_comm);
+    groups_.tp->all_reduce_sum(st.data(), st.size());
+  }
+  // Loss = mean over every token of the global batch, so each token's gradient is scaled by
+  // 1 / (global batch x seq_len) and the DP x CP sum of gradients is the global mean's.
+  const double scale = 1.0 / (double(spec_.global_batch) * double(spec_.seq_len));
+  mb.loss_sum = 0;
+  for (int64_t r = 0; r < R; ++r) {
+    const double m = mx[static_cast<size_t>(r)], se = st[static_cast<size_t>(2 * r)];
+    mb.loss_sum += std::log(se) + m - st[static_cast<size_t>(2 * r + 1)];
+    T* lr = mb.dlogits.data() + r * vocab_;
+    const int64_t tgt = mb.targets[static_cast<size_t>(r)] - vocab0_;
+    for (int64_t v = 0; v < vocab_; ++v) {
+      const double p = std::exp(double(lr[v]) - m) / se;
+      lr[v] = T((p - (v == tgt ? 1.0 : 0.0)) * scale);
+    }
+  }
+  last_loss_sum_ += mb.loss_sum;
+}
+
+template <class T>
+void Trainer<T>::backward_micro_batch(MicroBatch& mb, bool last) {
+  Scope<Clock> scope(*clock_, Term::backward_compute);
+  const int64_t h = hidden_, R = rows_, Rl = rows_local_;
+  const size_t act = static_cast<size_t>(Rl * h);
+  const bool sp = spec_.options.sequence_parallel && tp_ > 1;
+  const bool zero2 = spec_.options.zero_stage >= 2;
+  std::vector<T> dx(act);
+  if (last_stage_) {
+    const int64_t ob = static_cast<int64_t>(blocks_.size()) - 1;
+    const T* head = spec_.model.tied_embeddings ? w(0, 0) : w(ob, kHead);
+    T* dhead = spec_.model.tied_embeddings ? g(0, 0) : g(ob, kHead);
+    std::vector<T> xf(static_cast<size_t>(R * h)), dxf(static_cast<size_t>(R * h)), dxf_loc(act);
+    tp_gather_input(mb.xf_loc.data(), xf.data(), h);
+    linear_backward(xf.data(), head, mb.dlogits.data(), dxf.data(), dhead, R, h, vocab_);
+    mb.dlogits = {};
+    tp_reduce_input_grad(dxf.data(), dxf_loc.data(), h);
+    std::vector<T> dnorm(static_cast<size_t>(h), T(0));
+    rmsnorm_backward(mb.x_final.data(), w(ob, kFinalNorm), mb.rstd_f.data(), dxf_loc.data(), dx.data(), dnorm.data(),
+                     Rl, h);
+    if (sp) {
+      Scope<Clock> s(*clock_, Term::tp_comm);
+      groups_.tp->all_reduce_sum(dnorm.data(), dnorm.size());
+    }
+    T* gf = g(ob, kFinalNorm);
+    for (int64_t i = 0; i < h; ++i) gf[i] += dnorm[static_cast<size_t>(i)];
+    // Tied embeddings: the output block holds only the final norm; the shared matrix is in the
+    // embedding block, which is reduced after the embedding's own backward below.
+    if (last || zero2) reduce_gradients_post(ob);
+  } else {
+    dx = std::move(mb.grad_out);
+  }
+  for (int64_t l = layers_ - 1; l >= 0; --l) {
+    layer_backward(layer0_ + l, mb.layers[static_cast<size_t>(l)], dx.data());
+    if (last || zero2) reduce_gradients_post(l + (first_stage_ ? 1 : 0));
+  }
+  mb.layers.clear();
+  if (first_stage_) {
+    std::vector<T> dfull(static_cast<size_t>(R * h));
+    tp_gather_input(dx.data(), dfull.data(), h);
+    T* de = g(0, 0);
+    for (int64_t r = 0; r < R; ++r) {
+      const int64_t tok = mb.tokens[static_cast<size_t>(r)] - vocab0_;
+      if (tok < 0 || tok >= vocab_) continue;
+      T* row = de + tok * h;
+      const T* src = dfull.data() + r * h;
+      for (int64_t i = 0; i < h; ++i) row[i] += src[i];
+    }
+    if (last || zero2) reduce_gradients_post(0);
+  } else {
+    mb.grad_in = std::move(dx);
+  }
+  if (zero2) {
+    // ZeRO-2 keeps only its gradient shard: this micro-batch's reductions complete here, are
+    // added to the shard, and the full gradient buffer is free for the next micro-batch.
+    {
+      Scope<Clock> s(*clock_, Term::dp_comm_exposed);
+      dpcp_->wait_all(pending_);
+    }
+    for (size_t i = 0; i < shard_grads_.size(); ++i) shard_grads_[i] += reduce_scratch_[i];
+    std::fill(grads_.begin(), grads_.end(), T(0));
+  }
+}
+
+// ------------------------------------------------------------------ gradient reduction
+template <class T>
+void Trainer<T>::reduce_gradients_post(int64_t block) {
+  if (dpcp_->size() == 1) {
+    if (spec_.options.zero_stage >= 2) {
+      const Block& b = blocks_[static_cast<size_t>(block)];
+      std::copy(grads_.begin() + static_cast<std::ptrdiff_t>(b.offset),
+                grads_.begin() + static_cast<std::ptrdiff_t>(b.offset + b.padded),
+                reduce_scratch_.begin() + static_cast<std::ptrdiff_t>(b.shard_offset));
+    }
+    return;
+  }
+  const Block& b = blocks_[static_cast<size_t>(block)];
+  if (spec_.options.zero_stage >= 2) {
+    pending_.push_back(
+        dpcp_->post_reduce_scatter_sum(grads_.data() + b.offset, reduce_scratch_.data() + b.shard_offset, b.shard));
+  } else {
+    pending_.push_back(dpcp_->post_all_reduce_sum(grads_.data() + b.offset, b.padded));
+  }
+}
+
+template <class T>
+void Trainer<T>::reduce_gradients_finish() {
+  Scope<Clock> s(*clock_, Term::dp_comm_exposed);
+  dpcp_->wait_all(pending_);
+}
+
+// ------------------------------------------------------------------ optimizer
+template <class T>
+void Trainer<T>::optimizer_update() {
+  ++step_count_;
+  const int zero = spec_.options.zero_stage;
+  const size_t S = static_cast<size_t>(dpcp_->size()), me = static_cast<size_t>(dpcp_->rank());
+  const double lr = spec_.learning_rate;
+  const bool adam = spec_.optimizer == Optimizer::adam;
+  const double b1 = 0.9, b2 = 0.999, eps = 1e-8;
+  const double c1 = 1.0 - std::pow(b1, double(step_count_)), c2 = 1.0 - std::pow(b2, double(step_count_));
+  auto update = [&](T* wv, const T* gv, T* mv, T* vv, size_t count) {
+    for (size_t i = 0; i < count; ++i) {
+      const double gi = double(gv[i]);
+      if (adam) {
+        const double m = b1 * double(mv[i]) + (1 - b1) * gi;
+        const double v = b2 * double(vv[i]) + (1 - b2) * gi * gi;
+        mv[i] = T(m);
+        vv[i] = T(v);
+        wv[i] = T(double(wv[i]) - lr * (m / c1) / (std::sqrt(v / c2) + eps));
+      } else {
+        const double m = 0.9 * double(mv[i]) + gi;
+        mv[i] = T(m);
+        wv[i] = T(double(wv[i]) - lr * m);
+      }
+    }
+  };
+  {
+    Scope<Clock> s(*clock_, Term::optimizer);
+    for (const Block& b : blocks_) {
+      if (zero == 0) {
+        update(weights_.data() + b.offset, grads_.data() + b.offset, opt_m_.data() + b.offset,
+               adam ? opt_v_.data() + b.offset : nullptr, b.padded);
+      } else {
+        const size_t off = b.offset + me * b.shard;
+        const T* gs = zero >= 2 ? shard_grads_.data() + b.shard_offset : grads_.data() + off;
+        update(weights_.data() + off, gs, opt_m_.data() + b.shard_offset,
+               adam ? opt_v_.data() + b.shard_offset : nullptr, b.shard);
+      }
+    }
+    std::fill(grads_.begin(), grads_.end(), T(0));
+    std::fill(shard_grads_.begin(), shard_grads_.end(), T(0));
+  }
+  if (zero >= 1 && S > 1) {
+    // Every rank updated its shard of each block: all-gather the updated parameters.
+    Scope<Clock> s(*clock_, Term::zero_comm);
+    std::vector<T> mine;
+    for (const Block& b : blocks_) {
+      const T* src = weights_.data() + b.offset + me * b.shard;
+      mine.assign(src, src + b.shard);
+      dpcp_->all_gather(mine.data(), weights_.data() + b.offset, b.shard * sizeof(T));
+    }
+  }
+}
+
+// ------------------------------------------------------------------ the step
+template <class T>
+void Trainer<T>::run_schedule() {
+  const int64_t m = micro_batches_, P = spec_.mesh.pp, s = groups_.coord.pp;
+  std::vector<MicroBatch> mbs(static_cast<size_t>(m));
+  const size_t act = static_cast<size_t>(rows_local_ * hidden_);
+  const size_t bytes = act * sizeof(T);
+  Communicator& pp = *groups_.pp;
+  constexpr int kTagAct = 31, kTagGrad = 32;
+  auto fwd = [&](int64_t i) { forward_micro_batch(mbs[static_cast<size_t>(i)], i); };
+  auto bwd = [&](int64_t i) {
+    MicroBatch& mb = mbs[static_cast<size_t>(i)];
+    backward_micro_batch(mb, i == m - 1);
+    std::vector<T> grad_in = std::move(mb.grad_in);  // still to be sent to the previous stage
+    mb = MicroBatch{};
+    mb.grad_in = std::move(grad_in);
+  };
+  if (P == 1) {
+    for (int64_t i = 0; i < m; ++i) {
+      fwd(i);
+      bwd(i);
+    }
+    return;
+  }
+  // Point-to-point of one schedule slot: any of (send activation i, receive activation j, send
+  // gradient k, receive gradient l), posted together and completed together.
+  auto p2p = [&](int64_t send_act, int64_t recv_act, int64_t send_grad, int64_t recv_grad) {
+    Scope<Clock> sc(*clock_, Term::pp_comm);
+    std::vector<RequestPtr> rq;
+    if (recv_act >= 0 && s > 0) {
+      auto& in = mbs[static_cast<size_t>(recv_act)].input;
+      in.resize(act);
+      rq.push_back(pp.post_recv(in.data(), bytes, static_cast<int>(s - 1), kTagAct));
+    }
+    if (recv_grad >= 0 && s < P - 1) {
+      auto& go = mbs[static_cast<size_t>(recv_grad)].grad_out;
+      go.resize(act);
+      rq.push_back(pp.post_recv(go.data(), bytes, static_cast<int>(s + 1), kTagGrad));
+    }
+    if (send_act >= 0 && s < P - 1)
+      rq.push_back(pp.post_send(mbs[static_cast<size_t>(send_act)].out.data(), bytes, static_cast<int>(s + 1), kTagAct));
+    if (send_grad >= 0 && s > 0)
+      rq.push_back(
+          pp.post_send(mbs[static_cast<size_t>(send_grad)].grad_in.data(), bytes, static_cast<int>(s - 1), kTagGrad));
+    pp.start_posted();
+    pp.wait_all(rq);
+    if (send_act >= 0) mbs[static_cast<size_t>(send_act)].out = {};
+    if (send_grad >= 0) mbs[static_cast<size_t>(send_grad)].grad_in = {};
+  };
+  // 1F1B (Narayanan et al. 2021; Megatron's forward_backward_pipelining_without_interleaving).
+  const int64_t warmup = std::min(P - s - 1, m), steady = m - warmup;
+  for (int64_t i = 0; i < warmup; ++i) {
+    p2p(-1, i, -1, -1);
+    fwd(i);
+    p2p(i, -1, -1, -1);
+  }
+  if (steady > 0) p2p(-1, warmup, -1, -1);
+  for (int64_t i = 0; i < steady; ++i) {
+    const int64_t f = warmup + i;
+    fwd(f);
+    p2p(f, -1, -1, i);  // send activation f, receive the gradient of i
+    bwd(i);
+    if (i == steady - 1) {
+      p2p(-1, -1, i, -1);
+    } else {
+      p2p(-1, f + 1, i, -1);  // send gradient i, receive activation f + 1
+    }
+  }
+  for (int64_t i = steady; i < m; ++i) {
+    p2p(-1, -1, -1, i);
+    bwd(i);
+    p2p(-1, -1, i, -1);
+  }
+}
+
+template <class T>
+double Trainer<T>::loss_and_gradients() {
+  timing_ = StepTiming{};
+  clock_->acc = &timing_.term_s;
+  act_bytes_ = 0;
+  std::fill(grads_.begin(), grads_.end(), T(0));
+  if (!shard_grads_.empty()) std::fill(shard_grads_.begin(), shard_grads_.end(), T(0));
+  const auto t0 = std::chrono::steady_clock::now();
+  double loss_sum = 0;
+  {
+    // Losses are summed inside the schedule's last stage; collect them per micro-batch.
+    run_schedule();
+  }
+  reduce_gradients_finish();
+  if (spec_.options.zero_stage >= 2) {
+    // The shard holds the reduced gradients; put them back where gradients() exposes them.
+    const size_t me = static_cast<size_t>(dpcp_->rank());
+    std::fill(grads_.begin(), grads_.end(), T(0));
+    for (const Block& b : blocks_)
+      std::copy(shard_grads_.begin() + static_cast<std::ptrdiff_t>(b.shard_offset),
+                shard_grads_.begin() + static_cast<std::ptrdiff_t>(b.shard_offset + b.shard),
+                grads_.begin() + static_cast<std::ptrdiff_t>(b.offset + me * b.shard));
+  }
+  timing_.step_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  loss_sum = last_loss_sum_;
+  last_loss_sum_ = 0;
+  // One contribution per (dp, cp) of the last stage, TP rank 0 (TP ranks hold the same losses).
+  double total = (last_stage_ && groups_.coord.tp == 0) ? loss_sum : 0.0;
+  world_.all_reduce_sum(&total, 1);
+  return total / (double(spec_.global_batch) * double(spec_.seq_len));
+}
+
+template <class T>
+double Trainer<T>::train_step() {
+  const auto t0 = std::chrono::steady_clock::now();
+  const double loss = loss_and_gradients();
+  optimizer_update();
+  timing_.step_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return loss;
+}
+
+template <class T>
+StepMemory Trainer<T>::memory() const {
+  StepMemory m;
+  m.weights_bytes = static_cast<int64_t>(weights_.size() * sizeof(T));
+  m.gradients_bytes = static_cast<int64_t>((grads_.size() + shard_grads_.size() + reduce_scratch_.size()) * sizeof(T));
+  m.optimizer_bytes = static_cast<int64_t>((opt_m_.size() + opt_v_.size()) * sizeof(T));
+  m.activations_peak_bytes = act_peak_bytes_;
+  if constexpr (std::is_same_v<T, float>) m.ring_buffers_bytes = ring_->workspace_bytes().kv_ring_bytes + ring_->workspace_bytes().dkv_ring_bytes;
+  m.logits_bytes = logits_bytes_;
+  m.tracked_peak_bytes = m.weights_bytes + m.gradients_bytes + m.optimizer_bytes + m.activations_peak_bytes +
+                         std::max(m.ring_buffers_bytes, m.logits_bytes);
+  return m;
+}
+
+template class Trainer<float>;
+template class Trainer<double>;
+
+}  // namespace ringplan::runtime::step

@@ -1,0 +1,211 @@
+// The whole training step of a plan, run for real (DESIGN.md "The whole training step").
+//
+// A decoder-only transformer as the plan's model describes it: token embedding; per layer
+// RMSNorm -> Q, K, V projections (GQA) -> rotary embedding at each token's GLOBAL position (from
+// the CP sharding) -> attention (the ring of runtime/ring_attention.hpp) -> output projection ->
+// residual -> RMSNorm -> MLP (SwiGLU when gated, else GELU) -> residual; final RMSNorm, output
+// layer and cross-entropy over the tokens this rank holds (a token's loss needs only its own
+// logits: nothing is gathered over CP).
+//
+// Every mesh dimension of the plan, in DESIGN's rank order rank = tp + TP*(cp + CP*(dp + DP*pp)):
+//  - TP: Megatron's column-parallel Q/K/V and MLP-up (gate, up), row-parallel output projection
+//    and MLP-down; vocabulary-parallel embedding and output layer with a vocabulary-parallel
+//    cross-entropy; all-reduce after the row-parallel GEMMs, or with sequence parallelism
+//    reduce-scatter there and all-gather before the column-parallel GEMMs (norms and residuals
+//    then run on a 1/TP slice of the tokens, and the norm weights' gradients are summed over TP);
+//  - CP: ring attention; every other operation is local to the shard;
+//  - DP: replicas on different micro-batches;
+//  - gradients summed over DP x CP: ZeRO-0/1 all-reduce the accumulated gradients once, in
+//    per-layer buckets posted during the last micro-batch's backward (what sim/cost_model.cpp
+//    assumes: only what outlasts the backward is exposed); ZeRO-2 reduce-scatters every
+//    micro-batch's gradients the same way into the rank's shard; ZeRO-1/2 update their shard of
+//    the optimizer state and all-gather the updated parameters;
+//  - PP: stages of layers/PP consecutive layers, 1F1B over the micro-batches, activations and
+//    their gradients point-to-point (send and receive of a pair posted together, as Megatron's
+//    batched p2p does, so the schedule cannot deadlock);
+//  - recompute: full keeps only each layer's input and re-runs the layer's forward before its
+//    backward; selective drops the attention output and re-runs the attention forward.
+//  - optimizer: Adam (beta 0.9/0.999, eps 1e-8) or SGD with momentum 0.9, in the scalar type.
+//
+// Parameters and data are deterministic functions of GLOBAL indices (a parameter element of its
+// full, unsharded matrix; a token of its global sequence and position), so every mesh trains the
+// same model on the same data and a one-process run is the parity reference.
+//
+// Scalar T: float (the measured run; attention by the CPU flash kernels in the ring) or double
+// (the finite-difference check; attention by the float64 reference kernels, CP = 1 only).
+// Not run here (refused by check_step_spec, with the reason): ZeRO-3, interleaved pipelines,
+// materialised attention, tied embeddings with PP > 1.
+#pragma once
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/config.hpp"
+#include "kernels/attention.hpp"
+#include "runtime/communicator.hpp"
+#include "runtime/mesh.hpp"
+
+namespace ringplan::runtime {
+class RingAttention;
+}
+
+namespace ringplan::runtime::step {
+
+struct StepSpec {
+  ModelConfig model;          // model.layers = the layers this run trains (all of PP's stages)
+  Mesh mesh;
+  ParallelOptions options;    // micro_batch, recompute, zero_stage, sequence_parallel, cp_scheme
+  int64_t seq_len = 0;
+  int64_t global_batch = 0;   // sequences per optimizer step (all DP replicas)
+  bool causal = true;
+  Optimizer optimizer = Optimizer::adam;
+  double learning_rate = 1e-3;
+  double rope_base = 10000.0;
+  double norm_eps = 1e-5;
+  uint64_t seed = 1;
+  kernels::TileConfig tiles{};
+};
+
+// Throws bad_input (the same verdict on every rank, before any communication) when the spec
+// cannot run: shapes that do not split (heads, kv_heads, ffn, vocab by TP; layers by PP; tokens
+// by CP's scheme and, with sequence parallelism, rows by TP; global batch by DP x micro-batch),
+// odd head_dim, or an option this runtime does not execute.
+void check_step_spec(const StepSpec& spec);
+
+// The step's measured terms, named as the cost model's time terms they feed.
+enum class Term : int {
+  forward_compute = 0,   // GEMMs, norms, rotary, attention kernels, loss: forward
+  backward_compute,      // the same, backward
+  recompute,             // forward work re-run before a backward (compute part)
+  ring_exposed,          // time blocked in the ring's waits: exposed K/V transfers and CP imbalance
+  tp_comm,               // TP all-reduce / reduce-scatter / all-gather (not overlapped)
+  dp_comm_exposed,       // DP x CP gradient reduction: time waiting for it after the backward
+  zero_comm,             // ZeRO-1/2 all-gather of the updated parameters
+  pp_comm,               // waiting in the pipeline's send/receive: the bubble plus the transfers
+  optimizer,             // the optimizer update
+  count
+};
+inline constexpr int kTermCount = static_cast<int>(Term::count);
+const char* term_name(Term t);
+
+struct StepTiming {
+  double step_s = 0;                       // this rank's wall time of the step
+  std::array<double, kTermCount> term_s{};  // this rank's time per term
+};
+
+// Exact bytes of the buffers this rank holds, by cost-model memory term.
+struct StepMemory {
+  int64_t weights_bytes = 0;
+  int64_t gradients_bytes = 0;
+  int64_t optimizer_bytes = 0;
+  int64_t activations_peak_bytes = 0;   // peak of the stashed activations over the step
+  int64_t ring_buffers_bytes = 0;       // the ring's K/V and dK/dV buffers
+  int64_t logits_bytes = 0;             // logits and their gradient (last stage)
+  int64_t tracked_peak_bytes = 0;       // states + peak of (activations + working buffers)
+};
+
+template <class T>
+class Trainer {
+ public:
+  // Collective over `world` (its size must equal the mesh's world size).
+  Trainer(const StepSpec& spec, Communicator& world);
+  ~Trainer();
+  Trainer(const Trainer&) = delete;
+  Trainer& operator=(const Trainer&) = delete;
+
+  // One optimizer step (forward and backward of every micro-batch, gradient reduction, update).
+  // Returns the mean token loss of the global batch, the same on every rank. Collective.
+  double train_step();
+  // Loss and gradients of the global batch without an update (gradients() then holds them,
+  // already reduced over DP x CP). Collective.
+  double loss_and_gradients();
+
+  const StepTiming& last_timing() const { return timing_; }
+  StepMemory memory() const;
+
+  // The parameters this rank holds, each a block of one full (unsharded) parameter matrix.
+  struct ParamInfo {
+    int32_t id = 0;              // the full parameter's id (the same on every rank and mesh)
+    std::string name;            // "layer3.wq"
+    int64_t full_rows = 0, full_cols = 0;
+    int64_t row0 = 0, rows = 0;  // this rank's block
+    int64_t col0 = 0, cols = 0;
+    size_t offset = 0;           // into parameters() / gradients()
+  };
+  const std::vector<ParamInfo>& params() const { return params_; }
+  const std::vector<T>& parameters() const { return weights_; }
+  std::vector<T>& parameters_mut() { return weights_; }
+  const std::vector<T>& gradients() const { return grads_; }
+  // Element (row, col) of full parameter `id` on this rank, or nullptr when another rank holds it.
+  const T* find(int32_t id, int64_t row, int64_t col) const;
+  const MeshCoord& coord() const { return groups_.coord; }
+
+ private:
+  struct LayerStash;
+  struct MicroBatch;
+  struct Block;  // the parameters of one layer (or of the embedding / output layer)
+
+  void build_params();
+  void forward_micro_batch(MicroBatch& mb, int64_t index);
+  void backward_micro_batch(MicroBatch& mb, bool last);
+  void layer_forward(int64_t layer, const T* x_in, T* x_out, LayerStash& st, bool keep_all);
+  void layer_backward(int64_t layer, LayerStash& st, T* dx);  // dx: in dx_out, out dx_in
+  void attention_forward(LayerStash& st);
+  void attention_backward(LayerStash& st, const T* d_out_heads, T* dq, T* dk, T* dv);
+  void run_schedule();
+  void reduce_gradients_post(int64_t block);
+  void reduce_gradients_finish();
+  void optimizer_update();
+  // TP collectives on activations [rows, cols]: the row-parallel output (g) and the
+  // column-parallel input (f) of Megatron, with or without sequence parallelism.
+  void tp_reduce_output(const T* partial, T* out_local, int64_t cols);  // all-reduce or reduce-scatter
+  void tp_gather_input(const T* local, T* full, int64_t cols);          // copy or all-gather
+  void tp_reduce_input_grad(T* partial_full, T* grad_local, int64_t cols);
+  T* w(int64_t block, int which);
+  T* g(int64_t block, int which);
+
+  StepSpec spec_;
+  Communicator& world_;
+  MeshGroups groups_;
+  std::unique_ptr<Communicator> dpcp_;  // gradient (and ZeRO) group
+  std::unique_ptr<RingAttention> ring_;
+  // Shapes on this rank.
+  int64_t tp_ = 1, hq_ = 0, hkv_ = 0, d_ = 0, hidden_ = 0, ffn_ = 0, vocab_ = 0, vocab0_ = 0;
+  int64_t n_ = 0;          // tokens of one sequence on this rank (L / CP)
+  int64_t rows_ = 0;       // micro_batch * n_: rows of a full (TP-gathered) activation
+  int64_t rows_local_ = 0; // rows_ / TP with sequence parallelism, else rows_
+  int64_t layer0_ = 0, layers_ = 0;  // this stage's layers
+  bool first_stage_ = true, last_stage_ = true;
+  int64_t micro_batches_ = 1;
+  std::vector<int64_t> positions_;  // global positions of this rank's n_ tokens
+
+  std::vector<ParamInfo> params_;
+  std::vector<Block> blocks_;       // embedding (first stage), layers, output (last stage)
+  std::vector<T> weights_, grads_;
+  // ZeRO: each block is split into dpcp shards of padded length; optimizer state (and, with
+  // ZeRO-2, the reduced gradients) cover only this rank's shard of each block.
+  std::vector<T> opt_m_, opt_v_, shard_grads_;
+  std::vector<RequestPtr> pending_;
+  std::vector<T> reduce_scratch_;
+  int64_t step_count_ = 0;
+
+  StepTiming timing_;
+  int64_t act_bytes_ = 0, act_peak_bytes_ = 0, logits_bytes_ = 0, work_peak_bytes_ = 0;
+  double last_loss_sum_ = 0;        // sum of token losses of this step's micro-batches (last stage)
+  struct Clock;
+  std::unique_ptr<Clock> clock_;
+};
+
+extern template class Trainer<float>;
+extern template class Trainer<double>;
+
+// Synthetic data: the token at GLOBAL (sequence, position) of the global batch; the target of a
+// token is the next token of the same sequence. Every step trains on the same global batch, so
+// the loss falls as the model fits it (a step that trains nothing shows a flat loss).
+int64_t synthetic_token(uint64_t seed, int64_t sequence, int64_t position, int64_t vocab);
+// A parameter element's initial value from its full parameter id and (row, col).
+double initial_parameter(uint64_t seed, int32_t id, int64_t row, int64_t col, int64_t fan_in, bool is_norm);
+
+}  // namespace ringplan::runtime::step

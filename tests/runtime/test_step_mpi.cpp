@@ -1,0 +1,162 @@
+// The whole training step under mpirun: for every mesh and option that fits the job's world
+// size, the parallel step's losses and updated parameters equal the one-process step of the
+// same model, data and seed (each rank trains the tiny reference itself and compares its own
+// shard). Registered for P = 1, 2, 4 in tests/runtime/CMakeLists.txt.
+//   mpirun -np 4 --oversubscribe build/cpu/tests/runtime/ringplan_test_step_mpi
+#define DOCTEST_CONFIG_IMPLEMENT
+#include <doctest/doctest.h>
+#include <fmt/format.h>
+
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "core/error.hpp"
+#include "runtime/mpi_communicator.hpp"
+#include "tests/runtime/step_check.hpp"
+
+using namespace ringplan;
+using runtime::step::StepSpec;
+using runtime::step::Trainer;
+
+extern "C" const char* __asan_default_options() { return "detect_leaks=0"; }
+
+namespace {
+runtime::MpiCommunicator* g_world = nullptr;
+
+// Stated float32 bound. Both runs compute in float32 and differ only in summation order
+// (partial sums over TP, the ring's block merge over CP, reduction trees over DP x CP). Measured
+// after 3 Adam steps at lr 1e-2 (printed by the case): relative loss differences <= 1e-7, and
+// parameter differences <= 1.1e-4 (Adam divides by sqrt(v), so an element whose gradient is
+// near zero turns float32 noise into up to lr per step). A wrong shard, mask, position, reduction
+// or schedule moves the loss by 1e-3 or more and its parameters by ~lr = 1e-2.
+constexpr double kLossBound = 2e-6;
+constexpr double kParamBound = 5e-4;
+constexpr int kSteps = 3;
+
+struct Case {
+  std::string name;
+  Mesh mesh;
+  ParallelOptions options;
+  int64_t layers = 2;
+  Optimizer optimizer = Optimizer::adam;
+};
+
+ParallelOptions opts(CpScheme scheme = CpScheme::zigzag) {
+  ParallelOptions o;
+  o.micro_batch = 1;
+  o.cp_scheme = scheme;
+  return o;
+}
+
+std::vector<Case> cases_for(int world) {
+  std::vector<Case> cs;
+  auto add = [&](std::string name, Mesh m, ParallelOptions o, int64_t layers = 2, Optimizer opt = Optimizer::adam) {
+    if (m.world_size() == world) cs.push_back({std::move(name), m, o, layers, opt});
+  };
+  ParallelOptions o;
+  // P = 1: the options alone (recompute and ZeRO change nothing numerically).
+  add("one process", Mesh{1, 1, 1, 1}, opts());
+  o = opts();
+  o.recompute = Recompute::full;
+  add("recompute full", Mesh{1, 1, 1, 1}, o);
+  // P = 2: each dimension.
+  add("dp2", Mesh{2, 1, 1, 1}, opts());
+  add("tp2", Mesh{1, 2, 1, 1}, opts());
+  o = opts();
+  o.sequence_parallel = true;
+  add("tp2 sequence parallel", Mesh{1, 2, 1, 1}, o);
+  add("cp2 contiguous", Mesh{1, 1, 2, 1}, opts(CpScheme::contiguous));
+  add("cp2 zigzag", Mesh{1, 1, 2, 1}, opts(CpScheme::zigzag));
+  add("cp2 striped", Mesh{1, 1, 2, 1}, opts(CpScheme::striped));
+  add("pp2", Mesh{1, 1, 1, 2}, opts());
+  o = opts();
+  o.zero_stage = 1;
+  add("dp2 zero1", Mesh{2, 1, 1, 1}, o);
+  o.zero_stage = 2;
+  add("cp2 zero2", Mesh{1, 1, 2, 1}, o);
+  o = opts();
+  o.recompute = Recompute::full;
+  add("tp2 recompute full", Mesh{1, 2, 1, 1}, o);
+  o.recompute = Recompute::selective;
+  add("cp2 recompute selective", Mesh{1, 1, 2, 1}, o);
+  add("dp2 sgd", Mesh{2, 1, 1, 1}, opts(), 2, Optimizer::sgd);
+  // P = 4: combinations.
+  add("dp2 x cp2", Mesh{2, 1, 2, 1}, opts());
+  add("tp2 x cp2", Mesh{1, 2, 2, 1}, opts());
+  add("cp4 zigzag", Mesh{1, 1, 4, 1}, opts());
+  add("cp4 striped", Mesh{1, 1, 4, 1}, opts(CpScheme::striped));
+  add("pp4", Mesh{1, 1, 1, 4}, opts(), 4);
+  add("pp2 x dp2", Mesh{2, 1, 1, 2}, opts());
+  o = opts();
+  o.sequence_parallel = true;
+  o.zero_stage = 2;
+  o.recompute = Recompute::selective;
+  add("tp2 sp x pp2 zero2 selective", Mesh{1, 2, 1, 2}, o);
+  o = opts();
+  o.zero_stage = 1;
+  o.recompute = Recompute::full;
+  add("dp2 x tp2 zero1 full", Mesh{2, 2, 1, 1}, o);
+  return cs;
+}
+}  // namespace
+
+TEST_CASE("training step: losses and parameters equal the one-process step (every mesh of this world size)") {
+  const int W = g_world->size(), r = g_world->rank();
+  auto self = g_world->split(r, 0);  // each rank's own one-process reference
+  std::vector<std::string> lines;
+  for (const Case& c : cases_for(W)) {
+    StepSpec spec = test::tiny_step_spec();
+    spec.model.layers = c.layers;
+    spec.mesh = c.mesh;
+    spec.options = c.options;
+    spec.optimizer = c.optimizer;
+    StepSpec ref_spec = spec;
+    ref_spec.mesh = Mesh{1, 1, 1, 1};
+    ref_spec.options = opts();
+    Trainer<float> parallel(spec, *g_world);
+    Trainer<float> reference(ref_spec, *self);
+    const test::ParityResult p = test::compare_with_reference(parallel, reference, kSteps);
+    INFO(c.name);
+    CHECK(p.params_compared > 0);
+    CHECK(p.max_loss_rel_diff <= kLossBound);
+    CHECK(p.max_param_diff <= kParamBound);
+    // The loss moved: the step trained something (a broken update would leave it flat).
+    CHECK(p.losses.back() < p.losses.front());
+    double worst[2] = {p.max_loss_rel_diff, p.max_param_diff};
+    g_world->all_reduce_max(worst, 2);
+    lines.push_back(fmt::format("  {:<32} loss {:.5f} -> {:.5f}  max rel loss diff {:.2e}  max param diff {:.2e}",
+                                c.name, p.losses.front(), p.losses.back(), worst[0], worst[1]));
+  }
+  if (r == 0) {
+    std::printf("training step parity vs one process (P=%d, %d steps):\n", W, kSteps);
+    for (const auto& l : lines) std::printf("%s\n", l.c_str());
+  }
+}
+
+TEST_CASE("training step: a world size that does not match the mesh is refused on every rank before any work") {
+  const int W = g_world->size();
+  StepSpec spec = test::tiny_step_spec();
+  spec.mesh = Mesh{1, 1, W + 1, 1};
+  CHECK_THROWS_AS(Trainer<float>(spec, *g_world), Error);
+}
+
+int main(int argc, char** argv) {
+  runtime::MpiSession mpi(&argc, &argv);
+  int failed = 0;
+  {
+    auto world = runtime::MpiCommunicator::world();
+    g_world = world.get();
+    doctest::Context ctx;
+    ctx.applyCommandLine(argc, argv);
+    if (world->rank() != 0) ctx.setOption("minimal", true);
+    failed = ctx.run() != 0 ? 1 : 0;
+    if (ctx.shouldExit()) return failed;
+    double any = failed;
+    world->all_reduce_max(&any, 1);
+    failed = any > 0 ? 1 : 0;
+    if (world->rank() == 0) std::printf("ringplan_test_step_mpi: P=%d %s\n", world->size(), failed ? "FAILED" : "passed");
+    g_world = nullptr;
+  }
+  return failed;
+}

@@ -1,0 +1,138 @@
+// The training step in one process: its float64 gradients against central finite differences
+// of its own loss (every parameter kind, gated and plain MLP, tied and untied embeddings, with
+// and without recompute), the layer pieces against closed forms, and the refusals of shapes
+// that cannot be split.
+#define DOCTEST_CONFIG_IMPLEMENT
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "core/error.hpp"
+#include "runtime/mpi_communicator.hpp"
+#include "runtime/step/ops.hpp"
+#include "tests/runtime/step_check.hpp"
+
+using namespace ringplan;
+using runtime::step::StepSpec;
+using runtime::step::Trainer;
+
+extern "C" const char* __asan_default_options() { return "detect_leaks=0"; }
+
+namespace {
+runtime::MpiCommunicator* g_world = nullptr;
+
+// Worst relative error of the analytic gradient against (L(w+e) - L(w-e)) / 2e over a few
+// elements of every parameter (first, last and a middle element of each block).
+double worst_fd_error(StepSpec spec) {
+  Trainer<double> t(spec, *g_world);
+  t.loss_and_gradients();
+  const std::vector<double> grads = t.gradients();
+  double worst = 0;
+  const double eps = 1e-5;
+  for (const auto& p : t.params()) {
+    const int64_t n = p.rows * p.cols;
+    for (int64_t i : {int64_t{0}, n / 2, n - 1}) {
+      const size_t at = p.offset + static_cast<size_t>(i);
+      const double w0 = t.parameters()[at];
+      t.parameters_mut()[at] = w0 + eps;
+      const double lp = t.loss_and_gradients();
+      t.parameters_mut()[at] = w0 - eps;
+      const double lm = t.loss_and_gradients();
+      t.parameters_mut()[at] = w0;
+      const double fd = (lp - lm) / (2 * eps);
+      const double err = std::abs(fd - grads[at]) / std::max(1e-4, std::abs(fd) + std::abs(grads[at]));
+      INFO(p.name << "[" << i << "] analytic " << grads[at] << " finite difference " << fd);
+      CHECK(err < 1e-5);
+      worst = std::max(worst, err);
+    }
+  }
+  return worst;
+}
+}  // namespace
+
+TEST_CASE("step gradients equal finite differences in float64: SwiGLU, GQA, untied") {
+  StepSpec s = test::tiny_step_spec();
+  MESSAGE("worst relative error " << worst_fd_error(s));
+}
+
+TEST_CASE("step gradients equal finite differences in float64: GELU MLP, tied embeddings, non-causal") {
+  StepSpec s = test::tiny_step_spec();
+  s.model.gated_mlp = false;
+  s.model.tied_embeddings = true;
+  s.causal = false;
+  MESSAGE("worst relative error " << worst_fd_error(s));
+}
+
+TEST_CASE("step gradients equal finite differences in float64: full recompute, two micro-batches of 2") {
+  StepSpec s = test::tiny_step_spec();
+  s.options.recompute = Recompute::full;
+  s.options.micro_batch = 2;
+  MESSAGE("worst relative error " << worst_fd_error(s));
+}
+
+TEST_CASE("rotary embedding: inverse undoes it, and a pair rotates by pos * base^(-2i/d)") {
+  const int64_t d = 4, heads = 1, n = 3;
+  std::vector<int64_t> pos = {0, 5, 17};
+  std::vector<double> x = {1, 2, 3, 4, 1, 2, 3, 4, 1, 2, 3, 4};
+  std::vector<double> y = x;
+  runtime::step::rope_apply(y.data(), pos.data(), n, n, heads, d, 10000.0, false);
+  // Position 0: identity. Position 5, pair (0, 2): angle 5.
+  CHECK(y[0] == doctest::Approx(1.0));
+  CHECK(y[4] == doctest::Approx(1 * std::cos(5.0) - 3 * std::sin(5.0)));
+  CHECK(y[6] == doctest::Approx(3 * std::cos(5.0) + 1 * std::sin(5.0)));
+  CHECK(y[5] == doctest::Approx(2 * std::cos(5.0 * 0.01) - 4 * std::sin(5.0 * 0.01)));
+  runtime::step::rope_apply(y.data(), pos.data(), n, n, heads, d, 10000.0, true);
+  for (size_t i = 0; i < x.size(); ++i) CHECK(y[i] == doctest::Approx(x[i]).epsilon(1e-12));
+}
+
+TEST_CASE("step refuses shapes that cannot be split, naming the reason, before any communication") {
+  auto refused = [](StepSpec s, const std::string& needle) {
+    try {
+      runtime::step::check_step_spec(s);
+      FAIL("accepted: " << needle);
+    } catch (const Error& e) {
+      CHECK(e.kind() == ErrorKind::bad_input);
+      CHECK_MESSAGE(std::string(e.what()).find(needle) != std::string::npos, e.what());
+    }
+  };
+  StepSpec s = test::tiny_step_spec();
+  s.mesh = Mesh{1, 3, 1, 1};
+  refused(s, "heads 4 not divisible by tp=3");
+  s = test::tiny_step_spec();
+  s.mesh = Mesh{1, 1, 1, 3};
+  refused(s, "layers 2 not divisible by pp=3");
+  s = test::tiny_step_spec();
+  s.mesh = Mesh{1, 1, 3, 1};
+  refused(s, "seq_len 16 not divisible by 6 (zigzag sharding over cp=3)");
+  s = test::tiny_step_spec();
+  s.mesh = Mesh{3, 1, 1, 1};
+  refused(s, "global batch 4 not divisible by dp x micro_batch = 3");
+  s = test::tiny_step_spec();
+  s.options.zero_stage = 3;
+  refused(s, "zero_stage 3");
+  s = test::tiny_step_spec();
+  s.model.vocab = 63;
+  s.mesh = Mesh{1, 2, 1, 1};
+  refused(s, "vocab 63 not divisible by tp=2");
+  s = test::tiny_step_spec();
+  s.seq_len = 6;
+  s.mesh = Mesh{1, 4, 1, 1};
+  s.model.heads = 4;
+  s.model.kv_heads = 4;
+  s.options.sequence_parallel = true;
+  s.options.cp_scheme = CpScheme::contiguous;
+  refused(s, "6 token rows by tp=4");
+}
+
+int main(int argc, char** argv) {
+  runtime::MpiSession mpi(&argc, &argv);
+  auto world = runtime::MpiCommunicator::world();
+  g_world = world.get();
+  doctest::Context ctx;
+  ctx.applyCommandLine(argc, argv);
+  const int rc = ctx.run();
+  g_world = nullptr;
+  return rc;
+}
