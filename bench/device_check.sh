@@ -150,9 +150,9 @@ esac
 log "GPU '$gpu_name': prediction profile $(basename "$profile")"
 step "ringplan plan (1 GPU)" 30 "$OUT/plan.txt" ringplan plan "$repo/configs/experiments/gpu_single.yaml" -o "$OUT/plan.yaml"
 step "ringplan run --device cuda (table)" 90 "$OUT/run.txt" \
-  ringplan run "$OUT/plan.yaml" --device cuda --profile "$profile" --iters 10 --warmup 3 --trace "$OUT/run_trace.json"
+  ringplan run "$OUT/plan.yaml" --scope attention --device cuda --profile "$profile" --iters 10 --warmup 3 --trace "$OUT/run_trace.json"
 step "ringplan run --device cuda (json)" 90 "$OUT/run_json.txt" \
-  bash -c "ringplan run '$OUT/plan.yaml' --device cuda --profile '$profile' --iters 10 --warmup 3 --format json >'$OUT/run.json'"
+  bash -c "ringplan run '$OUT/plan.yaml' --scope attention --device cuda --profile '$profile' --iters 10 --warmup 3 --format json >'$OUT/run.json'"
 
 # 4. (last: ringplan run uses NCCL too) NCCL smoke test
 b=$(bin nccl_smoke)

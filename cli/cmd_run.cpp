@@ -1,17 +1,22 @@
-// `mpirun -np CP ringplan run PLAN.yaml [--iters N] [--warmup N] [--format table|json]
-//                                       [--trace FILE] [--profile PROFILE.yaml] [--timeout S]
-//                                       [--device auto|cpu|cuda]`
+// `mpirun -np W ringplan run PLAN.yaml [--scope step|attention] ...`
 //
-// Runs the plan's attention layer, forward and backward, with the plan's per-rank shapes
-// (heads/TP, kv_heads/TP, L/CP tokens, micro-batch) as ring attention on ONE CP group (world
-// size must equal the plan's CP), and prints the measured times and memory beside the
-// prediction of sim/ring_model.hpp for the same work on a hardware profile (--profile, by
-// default the plan's cluster). The prediction must come from a calibrate profile, never from
-// the run it is compared with. The runtime measures; sim predicts; this file compares.
+// --scope step (the default): whole training steps of the plan's layout, every mesh dimension
+// (W = dp*tp*cp*pp); see run_step.cpp.
 //
-// Devices: `cpu` runs the float32 CPU kernels over MPI; `cuda` (builds with CUDA and NCCL) runs
-// the CUDA kernels in the plan's 16-bit training type over NCCL, one GPU per rank; `auto` takes
-// cuda when this build has it, every rank sees a GPU and the plan suits the CUDA kernels.
+// --scope attention: `mpirun -np CP ringplan run PLAN.yaml --scope attention [--iters N]
+// [--warmup N] [--format table|json] [--trace FILE] [--profile PROFILE.yaml] [--timeout S]
+// [--device auto|cpu|cuda]` runs the plan's attention layer, forward and backward, with the
+// plan's per-rank shapes (heads/TP, kv_heads/TP, L/CP tokens, micro-batch) as ring attention on
+// ONE CP group (world size must equal the plan's CP), and prints the measured times and memory
+// beside the prediction of sim/ring_model.hpp for the same work on a hardware profile
+// (--profile, by default the plan's cluster). The prediction must come from a calibrate
+// profile, never from the run it is compared with. The runtime measures; sim predicts; this
+// file compares.
+//
+// Devices (attention scope): `cpu` runs the float32 CPU kernels over MPI; `cuda` (builds with
+// CUDA and NCCL) runs the CUDA kernels in the plan's 16-bit training type over NCCL, one GPU per
+// rank; `auto` takes cuda when this build has it, every rank sees a GPU and the plan suits the
+// CUDA kernels.
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -22,6 +27,7 @@
 #include <numeric>
 
 #include "cli/command.hpp"
+#include "cli/run_args.hpp"
 #include "cli/mpi_command.hpp"
 #include "core/config_yaml.hpp"
 #include "core/error.hpp"
@@ -39,17 +45,7 @@ namespace {
 
 using namespace ringplan;
 
-struct RunArgs {
-  std::string plan;
-  int iters = 5;
-  int warmup = 1;
-  std::string format = "table";
-  std::string trace;
-  std::string profile;
-  double timeout_s = 0;  // 0: env RINGPLAN_TIMEOUT_S or 60 s
-  int threads = 1;
-  std::string device = "auto";
-};
+using cli::RunArgs;
 
 // One compared quantity: measured median and spread, predicted value, error in %.
 struct Row {
@@ -340,17 +336,33 @@ int run_body(const RunArgs& a, runtime::MpiCommunicator& world) {
 }
 
 int run_command(const RunArgs& a) {
-  return cli::run_under_mpi(a.timeout_s, [&](runtime::MpiCommunicator& world) { return run_body(a, world); });
+  return cli::run_under_mpi(a.timeout_s, [&](runtime::MpiCommunicator& world) {
+    return a.scope == "attention" ? run_body(a, world) : cli::run_step_body(a, world);
+  });
 }
 
 }  // namespace
 
-RINGPLAN_COMMAND("run", "Run a plan's ring attention layer under mpirun and compare with the prediction", 50,
+RINGPLAN_COMMAND("run", "Run a plan under mpirun (whole training steps, or one attention layer) and compare with the prediction", 50,
                  [](CLI::App& app) {
                    auto a = std::make_shared<RunArgs>();
-                   app.add_option("plan", a->plan, "Plan YAML (ringplan plan -o PLAN.yaml)")->required();
-                   app.add_option("--iters", a->iters, "Measured iterations")->capture_default_str();
-                   app.add_option("--warmup", a->warmup, "Warm-up iterations (not measured)")->capture_default_str();
+                   app.add_option("plan", a->plan,
+                                  "Plan YAML (ringplan plan -o PLAN.yaml), or an experiment YAML with a fixed mesh")
+                       ->required();
+                   app.add_option("--scope", a->scope,
+                                  "step: whole training steps on every mesh dimension (world size = dp*tp*cp*pp); "
+                                  "attention: one attention layer of one CP group (world size = cp)")
+                       ->check(CLI::IsMember({"step", "attention"}))
+                       ->capture_default_str();
+                   app.add_option("--steps", a->steps, "Measured training steps (--scope step)")->capture_default_str();
+                   app.add_option("--layers", a->layers,
+                                  "Run the plan's mesh on this many layers of its model (--scope step; the "
+                                  "prediction is made for the same layers); default: all");
+                   app.add_flag("--check-parity", a->check_parity,
+                                "Also train the same model, data and seed on one process (rank 0) and report both "
+                                "loss curves and the largest parameter difference (--scope step)");
+                   app.add_option("--iters", a->iters, "Measured iterations (--scope attention)")->capture_default_str();
+                   app.add_option("--warmup", a->warmup, "Warm-up steps or iterations (not measured)")->capture_default_str();
                    app.add_option("--format", a->format, "Output format: table or json")
                        ->check(CLI::IsMember({"table", "json"}))
                        ->capture_default_str();

@@ -125,7 +125,7 @@ for P in $ps; do
         else
           echo "run $tag" >&2
         fi
-        mpirun -np "$P" "${mpirun_flags[@]}" "$ringplan" run "$plan" --iters "$iters" --warmup "$warmup" \
+        mpirun -np "$P" "${mpirun_flags[@]}" "$ringplan" run "$plan" --scope attention --iters "$iters" --warmup "$warmup" \
           --format json --profile "$profile" > "$out/run_$tag.json"
       done
     done

@@ -123,12 +123,17 @@ struct Trainer<T>::Clock {
   };
   std::array<double, kTermCount>* acc = nullptr;
   std::vector<Frame> stack;
+  std::vector<StepEvent>* events = nullptr;  // null: not recording
+  std::chrono::steady_clock::time_point epoch;
+  int32_t step = 0;
   void push(Term t) { stack.push_back({t, std::chrono::steady_clock::now(), 0.0}); }
   void pop() {
     const Frame f = stack.back();
     stack.pop_back();
     const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - f.start).count();
     (*acc)[static_cast<size_t>(f.term)] += el - f.child_s;
+    if (events != nullptr)
+      events->push_back({std::chrono::duration<double>(f.start - epoch).count(), el, step, f.term});
     if (!stack.empty()) stack.back().child_s += el;
   }
   // Re-charges `s` seconds of the current region to `to` (the ring's waits inside a compute region).
@@ -244,6 +249,12 @@ Trainer<T>::Trainer(const StepSpec& spec, Communicator& world)
 
 template <class T>
 Trainer<T>::~Trainer() = default;
+
+template <class T>
+void Trainer<T>::record_events(std::chrono::steady_clock::time_point epoch) {
+  clock_->events = &events_;
+  clock_->epoch = epoch;
+}
 
 template <class T>
 void Trainer<T>::build_params() {
@@ -878,6 +889,7 @@ template <class T>
 double Trainer<T>::loss_and_gradients() {
   timing_ = StepTiming{};
   clock_->acc = &timing_.term_s;
+  clock_->step = static_cast<int32_t>(step_count_);
   act_bytes_ = 0;
   std::fill(grads_.begin(), grads_.end(), T(0));
   if (!shard_grads_.empty()) std::fill(shard_grads_.begin(), shard_grads_.end(), T(0));

@@ -37,6 +37,7 @@
 // materialised attention, tied embeddings with PP > 1.
 #pragma once
 #include <array>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -90,6 +91,15 @@ enum class Term : int {
 inline constexpr int kTermCount = static_cast<int>(Term::count);
 const char* term_name(Term t);
 
+// One timed region of a rank's step, for traces: `term` is the cost-model term it was charged to
+// (nested regions are recorded separately; a region's own time excludes its children).
+struct StepEvent {
+  double start_s = 0;     // since the trainer's event epoch
+  double duration_s = 0;
+  int32_t step = 0;       // the trainer's step counter (warm-up steps included)
+  Term term = Term::forward_compute;
+};
+
 struct StepTiming {
   double step_s = 0;                       // this rank's wall time of the step
   std::array<double, kTermCount> term_s{};  // this rank's time per term
@@ -123,6 +133,10 @@ class Trainer {
   double loss_and_gradients();
 
   const StepTiming& last_timing() const { return timing_; }
+  // Events of every timed region from now on, relative to `epoch` (set it right after a barrier
+  // on every rank so the ranks' clocks line up). Off until called.
+  void record_events(std::chrono::steady_clock::time_point epoch);
+  const std::vector<StepEvent>& events() const { return events_; }
   StepMemory memory() const;
 
   // The parameters this rank holds, each a block of one full (unsharded) parameter matrix.
@@ -193,6 +207,7 @@ class Trainer {
 
   StepTiming timing_;
   int64_t act_bytes_ = 0, act_peak_bytes_ = 0, logits_bytes_ = 0, work_peak_bytes_ = 0;
+  std::vector<StepEvent> events_;
   double last_loss_sum_ = 0;        // sum of token losses of this step's micro-batches (last stage)
   struct Clock;
   std::unique_ptr<Clock> clock_;

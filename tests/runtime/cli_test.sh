@@ -3,8 +3,11 @@
 # Usage: cli_test.sh MPIEXEC "MPI_FLAGS" RINGPLAN PLAN_CP2 WORKDIR
 #   1. a world size that does not match the plan's CP is refused before any work, saying so;
 #   2. calibrate (2 ranks) writes a profile that `run` can load;
-#   3. run (2 ranks) with --format json --profile --trace: every field is present and the
-#      trace holds complete ("X") events for both ranks and both lanes.
+#   3. run --scope attention (2 ranks) with --format json --profile --trace: every field is
+#      present and the trace holds complete ("X") events for both ranks and both lanes;
+#   4. run --scope step (the default): a world size that does not match dp*tp*cp*pp is refused
+#      (exit 2); with --check-parity --format json --trace every field is present, the parity
+#      figures are those of a matching run, and the trace has integer lanes for both ranks.
 set -u
 mpiexec=$1; flags=$2; ringplan=$3; plan=$4; work=$5
 mkdir -p "$work"
@@ -12,7 +15,7 @@ fail=0
 check() { if ! grep -Eq "$2" "$1"; then echo "FAIL: $1 does not match /$2/"; cat "$1"; fail=1; fi; }
 
 # shellcheck disable=SC2086
-"$mpiexec" -np 1 $flags "$ringplan" run "$plan" > "$work/mismatch.log" 2>&1
+"$mpiexec" -np 1 $flags "$ringplan" run "$plan" --scope attention > "$work/mismatch.log" 2>&1
 rc=$?
 [ $rc -eq 2 ] || { echo "FAIL: world-size mismatch exited $rc, expected 2"; fail=1; }
 check "$work/mismatch.log" "plan has cp=2 but mpirun started 1 rank; run mpirun -np 2"
@@ -24,7 +27,7 @@ check "$work/profile.yaml" "^peak_tflops:"
 check "$work/profile.yaml" "^intra_node:"
 
 # shellcheck disable=SC2086
-"$mpiexec" -np 2 $flags "$ringplan" run "$plan" --iters 2 --warmup 1 --format json --profile "$work/profile.yaml" \
+"$mpiexec" -np 2 $flags "$ringplan" run "$plan" --scope attention --iters 2 --warmup 1 --format json --profile "$work/profile.yaml" \
   --trace "$work/trace.json" > "$work/run.json" 2> "$work/run.err" || { echo "FAIL: run exited $?"; cat "$work/run.err"; fail=1; }
 for field in '"forward time \(slowest rank\)"' '"backward exposed comm"' '"predicted_s"' '"busy_max_over_mean"' \
              '"rss_peak_delta_bytes"' '"predicted_ring_buffer_bytes"' '"validates"'; do
@@ -34,5 +37,32 @@ check "$work/trace.json" '"traceEvents"'
 check "$work/trace.json" '"ph": "X"'
 check "$work/trace.json" '"tid": "comm"'
 check "$work/trace.json" '"pid": 1'
+
+# shellcheck disable=SC2086
+"$mpiexec" -np 1 $flags "$ringplan" run "$plan" > "$work/step_mismatch.log" 2>&1
+rc=$?
+[ $rc -eq 2 ] || { echo "FAIL: step world-size mismatch exited $rc, expected 2"; fail=1; }
+check "$work/step_mismatch.log" "plan has dp=1 tp=1 cp=2 pp=1 = 2 ranks but mpirun started 1 rank; run mpirun -np 2"
+
+# shellcheck disable=SC2086
+"$mpiexec" -np 2 $flags "$ringplan" run "$plan" --steps 2 --warmup 1 --check-parity --format json \
+  --profile "$work/profile.yaml" --trace "$work/step_trace.json" > "$work/step.json" 2> "$work/step.err" \
+  || { echo "FAIL: run --scope step exited $?"; cat "$work/step.err"; fail=1; }
+for field in '"scope": "step"' '"losses"' '"reference_losses"' '"max_param_diff"' '"measured_median_s"' \
+             '"terms"' '"name": "backward_compute"' '"predicted_bytes"' '"mesh"'; do
+  check "$work/step.json" "$field"
+done
+# Parity of this CP2 run against one process: the float32 bound of tests/runtime/test_step_mpi.cpp.
+python3 - "$work/step.json" <<'PY' || fail=1
+import json, sys
+j = json.load(open(sys.argv[1]))
+worst = max(abs(a - b) / abs(b) for a, b in zip(j["losses"], j["reference_losses"]))
+ok = len(j["losses"]) == 3 and worst <= 2e-6 and 0 <= j["max_param_diff"] <= 5e-4 and j["losses"][-1] < j["losses"][0]
+print(f"step parity: max rel loss diff {worst:.2e}, max param diff {j['max_param_diff']:.2e}")
+sys.exit(0 if ok else 1)
+PY
+check "$work/step_trace.json" '"name": "forward_compute"'
+check "$work/step_trace.json" '"tid": 1'
+check "$work/step_trace.json" '"pid": 1'
 [ $fail -eq 0 ] && echo "cli_test: PASS"
 exit $fail

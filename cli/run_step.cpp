@@ -1,0 +1,262 @@
+// `mpirun -np W ringplan run PLAN.yaml --scope step [--steps N] [--warmup N] [--layers N]
+//                                      [--check-parity] [--format table|json] [--trace FILE]
+//                                      [--profile PROFILE.yaml]`
+//
+// Runs whole training steps of the plan's layout (runtime/step: every mesh dimension, the
+// plan's options) on the CPU in float32, and prints the measured step time and each observable
+// cost-model term beside sim::predict() for the same layout on a hardware profile (--profile,
+// by default the plan's cluster) with the same layer count and float32 types. The runtime
+// measures; sim predicts; this file compares.
+//
+// Measured definitions (printed with the table):
+//   step time     the slowest rank's wall time of a step (every step starts at a barrier);
+//                 median over the measured steps, spread = min..max over steps
+//   term          per step, the slowest rank's time charged to that term; median over steps
+// Term pairs (measured <- predicted): ring_exposed <- ring_comm_exposed + cp_imbalance (the
+// ring's waits hold both); pp_comm <- pp_comm + pp_bubble (a stage's waits hold both).
+#include <fmt/format.h>
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "cli/run_args.hpp"
+#include "core/config_yaml.hpp"
+#include "core/error.hpp"
+#include "core/progress.hpp"
+#include "planner/plan_file.hpp"
+#include "runtime/executor.hpp"
+#include "runtime/step/step_executor.hpp"
+#include "sim/cost_model.hpp"
+
+namespace ringplan::cli {
+namespace {
+
+using runtime::step::Term;
+
+// A plan file, or an experiment with a fixed mesh (the prediction is then made here).
+Experiment load_run_input(const std::string& path) {
+  bool is_plan = false;
+  try {
+    const YAML::Node root = YAML::LoadFile(path);
+    is_plan = root.IsMap() && root["ringplan_plan"];
+  } catch (const YAML::Exception&) {
+    is_plan = true;  // let read_plan_file() report the YAML error with its position
+  }
+  if (is_plan) return planner::read_plan_file(path).experiment;
+  Experiment e = load_experiment(path);
+  if (!e.mesh)
+    throw ConfigError(path, 0, "mesh",
+                      "`ringplan run` needs a fixed mesh: give a plan file (ringplan plan -o PLAN.yaml) or an "
+                      "experiment with `mesh: {dp, tp, cp, pp}`");
+  return e;
+}
+
+struct TermRow {
+  std::string name;
+  double measured_s = 0, predicted_s = 0;
+};
+
+double median(std::vector<double> xs) { return runtime::sample_stats(std::move(xs)).median; }
+std::string pct(double meas, double pred) {
+  return pred > 0 ? fmt::format("{:+.1f}%", 100.0 * (meas - pred) / pred) : std::string("n/a");
+}
+nlohmann::json pct_json(double meas, double pred) {
+  return pred > 0 ? nlohmann::json(100.0 * (meas - pred) / pred) : nlohmann::json(nullptr);
+}
+
+}  // namespace
+
+int run_step_body(const RunArgs& a, runtime::MpiCommunicator& world) {
+  const bool root = world.rank() == 0;
+  // Validation first, identical on every rank.
+  Experiment e = load_run_input(a.plan);
+  const Mesh mesh = *e.mesh;
+  if (world.size() != mesh.world_size())
+    throw bad_input(fmt::format("plan has dp={} tp={} cp={} pp={} = {} ranks but mpirun started {} rank{}; run mpirun "
+                                "-np {} ringplan run {}",
+                                mesh.dp, mesh.tp, mesh.cp, mesh.pp, mesh.world_size(), world.size(),
+                                world.size() == 1 ? "" : "s", mesh.world_size(), a.plan));
+  if (a.steps < 1) throw bad_input(fmt::format("--steps {}: must be >= 1", a.steps));
+  if (a.warmup < 0) throw bad_input(fmt::format("--warmup {}: must be >= 0", a.warmup));
+  if (a.threads < 1) throw bad_input(fmt::format("--threads {}: must be >= 1", a.threads));
+  if (a.layers < 0) throw bad_input(fmt::format("--layers {}: must be >= 1 (or omitted: the plan's model)", a.layers));
+  if (a.device == "cuda")
+    throw bad_input("--device cuda: the whole-step runtime runs on CPUs (float32, MPI); the CUDA path runs "
+                    "--scope attention");
+  if (a.layers > 0) e.model.layers = a.layers;
+
+  runtime::step::StepSpec spec;
+  spec.model = e.model;
+  spec.mesh = mesh;
+  spec.options = e.options;
+  spec.seq_len = e.training.seq_len;
+  spec.global_batch = e.training.global_batch_sequences;
+  spec.causal = e.training.causal;
+  spec.optimizer = e.training.optimizer;
+  spec.tiles.threads = a.threads;
+  runtime::step::check_step_spec(spec);
+
+  // The prediction for the same work: these layers, float32 tensors and states (the CPU
+  // runtime's types), on the profile.
+  Experiment pe = e;
+  pe.cluster = a.profile.empty() ? e.cluster : load_cluster(a.profile);
+  pe.training.dtype = DType::fp32;
+  const std::string why = sim::check_layout(pe, mesh, e.options, mesh.world_size());
+  if (!why.empty()) throw bad_input(fmt::format("{}: layout {}: {}", a.plan, mesh.world_size(), why));
+  const sim::Prediction pred = sim::predict(pe, mesh, e.options);
+  const std::string profile_label = a.profile.empty() ? fmt::format("the plan's cluster '{}'", e.cluster.name)
+                                                      : fmt::format("profile {} ('{}')", a.profile, pe.cluster.name);
+
+  // Outputs are opened before the measurement, so a bad path fails at once.
+  std::ofstream trace_file;
+  if (!a.trace.empty() && root) {
+    trace_file.open(a.trace);
+    if (!trace_file) throw bad_input(fmt::format("--trace {}: cannot open for writing", a.trace));
+  }
+
+  runtime::step::StepRunOptions opt;
+  opt.steps = a.steps;
+  opt.warmup = a.warmup;
+  opt.check_parity = a.check_parity;
+  opt.trace = !a.trace.empty();
+  Progress progress("run", int64_t{a.warmup} + a.steps, rank_progress_options(world.rank()));
+  opt.on_step = [&progress](int64_t done, int64_t) { progress.set_done(done); };
+  const runtime::step::StepMeasurement m = runtime::step::run_training_steps(world, spec, opt);
+  progress.finish();
+  if (!root) return 0;
+  if (!a.trace.empty()) {
+    trace_file << runtime::step::step_trace_json(m.events);
+    trace_file.close();
+    if (!trace_file) throw Error(ErrorKind::runtime, fmt::format("--trace {}: write failed", a.trace));
+  }
+
+  // Measured step time and terms: per step the slowest rank, then the median over steps.
+  std::vector<double> step_s;
+  std::array<std::vector<double>, runtime::step::kTermCount> term_s;
+  for (const auto& ranks : m.timing) {
+    double worst = 0;
+    std::array<double, runtime::step::kTermCount> tw{};
+    for (const auto& t : ranks) {
+      worst = std::max(worst, t.step_s);
+      for (int k = 0; k < runtime::step::kTermCount; ++k) tw[static_cast<size_t>(k)] = std::max(tw[static_cast<size_t>(k)], t.term_s[static_cast<size_t>(k)]);
+    }
+    step_s.push_back(worst);
+    for (int k = 0; k < runtime::step::kTermCount; ++k) term_s[static_cast<size_t>(k)].push_back(tw[static_cast<size_t>(k)]);
+  }
+  const runtime::SampleStats st = runtime::sample_stats(step_s);
+  const sim::TimeBreakdown& p = pred.time;
+  auto term = [&](Term t) { return median(term_s[static_cast<size_t>(t)]); };
+  const std::vector<TermRow> rows = {
+      {"forward_compute", term(Term::forward_compute), p.forward_compute_s},
+      {"backward_compute", term(Term::backward_compute), p.backward_compute_s},
+      {"recompute", term(Term::recompute), p.recompute_s},
+      {"ring_exposed (+cp_imbalance)", term(Term::ring_exposed), p.ring_comm_exposed_s + p.cp_imbalance_s},
+      {"tp_comm", term(Term::tp_comm), p.tp_comm_s},
+      {"dp_comm_exposed", term(Term::dp_comm_exposed), p.dp_comm_exposed_s},
+      {"zero_comm", term(Term::zero_comm), p.zero_comm_exposed_s},
+      {"pp_comm (+pp_bubble)", term(Term::pp_comm), p.pp_comm_s + p.pp_bubble_s},
+      {"optimizer", term(Term::optimizer), p.optimizer_s},
+  };
+  // Memory: the largest rank's exact buffer bytes by term against the predicted terms.
+  runtime::step::StepMemory mm;
+  int64_t rss_max = -1;
+  for (size_t r = 0; r < m.memory.size(); ++r) {
+    const auto& x = m.memory[r];
+    if (x.tracked_peak_bytes > mm.tracked_peak_bytes) mm = x;
+    rss_max = std::max(rss_max, m.rss_peak_delta_bytes[r]);
+  }
+  const sim::MemoryBreakdown& pm = pred.memory;
+  const std::vector<TermRow> mem_rows = {
+      {"weights", double(mm.weights_bytes), pm.weights_bytes},
+      {"gradients", double(mm.gradients_bytes), pm.gradients_bytes},
+      {"optimizer", double(mm.optimizer_bytes), pm.optimizer_bytes},
+      {"activations (+scores)", double(mm.activations_peak_bytes), pm.activations_bytes + pm.attention_scores_bytes},
+      {"ring_buffers", double(mm.ring_buffers_bytes), pm.ring_buffers_bytes},
+      {"logits", double(mm.logits_bytes), pm.logits_bytes},
+      {"peak (without reserved)", double(mm.tracked_peak_bytes), pm.peak_bytes - pm.reserved_bytes},
+  };
+  const std::string what = fmt::format(
+      "whole training steps of {} ({} layer{}, hidden {}, heads {}/{} kv, head_dim {}, ffn {}{}, vocab {}) on mesh "
+      "dp={} tp={} cp={} pp={}: seq_len {}, global batch {}, micro_batch {}, recompute {}, zero {}, sequence "
+      "parallel {}, {} CP, {} optimizer; float32 on CPUs over MPI",
+      e.model.name, e.model.layers, e.model.layers == 1 ? "" : "s", e.model.hidden, e.model.heads, e.model.kv_heads,
+      e.model.head_dim, e.model.ffn_hidden, e.model.gated_mlp ? " gated" : "", e.model.vocab, mesh.dp, mesh.tp, mesh.cp,
+      mesh.pp, spec.seq_len, spec.global_batch, e.options.micro_batch, to_string(e.options.recompute),
+      e.options.zero_stage, e.options.sequence_parallel ? "on" : "off", to_string(e.options.cp_scheme),
+      to_string(spec.optimizer));
+
+  if (a.format == "json") {
+    nlohmann::json j;
+    j["scope"] = "step";
+    j["plan"] = a.plan;
+    j["validates"] = what;
+    j["mesh"] = {{"dp", mesh.dp}, {"tp", mesh.tp}, {"cp", mesh.cp}, {"pp", mesh.pp}};
+    j["layers"] = e.model.layers;
+    j["steps"] = a.steps;
+    j["warmup"] = a.warmup;
+    j["profile"] = profile_label;
+    j["hosts"] = m.hosts;
+    j["losses"] = m.losses;
+    if (a.check_parity) {
+      j["reference_losses"] = m.reference_losses;
+      j["max_param_diff"] = m.max_param_diff;
+      j["params_compared"] = m.params_compared;
+    }
+    j["step_time"] = {{"measured_median_s", st.median}, {"measured_min_s", st.min}, {"measured_max_s", st.max},
+                      {"predicted_s", pred.step_time_s}, {"error_pct", pct_json(st.median, pred.step_time_s)}};
+    j["terms"] = nlohmann::json::array();
+    for (const auto& r : rows)
+      j["terms"].push_back({{"name", r.name}, {"measured_s", r.measured_s}, {"predicted_s", r.predicted_s},
+                            {"error_pct", pct_json(r.measured_s, r.predicted_s)}});
+    nlohmann::json mem = nlohmann::json::array();
+    for (const auto& r : mem_rows)
+      mem.push_back({{"name", r.name}, {"measured_bytes", static_cast<int64_t>(r.measured_s)},
+                     {"predicted_bytes", static_cast<int64_t>(r.predicted_s)},
+                     {"error_pct", pct_json(r.measured_s, r.predicted_s)}});
+    j["memory"] = {{"terms", mem}, {"rss_peak_delta_max_bytes", rss_max}};
+    std::printf("%s\n", j.dump(2).c_str());
+    return 0;
+  }
+
+  std::printf("ringplan run %s --scope step\nvalidates: %s\n", a.plan.c_str(), what.c_str());
+  std::printf("predicted: sim::predict on %s, float32\n", profile_label.c_str());
+  if (a.profile.empty())
+    std::printf("note: no --profile given; measure one with  mpirun -np %d ringplan calibrate -o PROFILE.yaml\n",
+                world.size());
+  std::printf("\nloss per step (%d warm-up, %d measured):", a.warmup, a.steps);
+  for (double l : m.losses) std::printf(" %.5f", l);
+  std::printf("\n");
+  if (a.check_parity) {
+    std::printf("one process (same model, data, seed):");
+    for (double l : m.reference_losses) std::printf(" %.5f", l);
+    double worst = 0;
+    for (size_t i = 0; i < m.losses.size(); ++i)
+      worst = std::max(worst, std::abs(m.losses[i] - m.reference_losses[i]) / std::abs(m.reference_losses[i]));
+    std::printf("\nparity: largest relative loss difference %.2e, largest parameter difference %.2e over %lld "
+                "parameters\n",
+                worst, m.max_param_diff, static_cast<long long>(m.params_compared));
+  }
+  std::printf("\n%-30s %12s %22s %12s %8s\n", "time [ms]", "measured", "spread (min..max)", "predicted", "error");
+  std::printf("%-30s %12.3f %22s %12.3f %8s\n", "step", st.median * 1e3,
+              fmt::format("{:.3f}..{:.3f}", st.min * 1e3, st.max * 1e3).c_str(), pred.step_time_s * 1e3,
+              pct(st.median, pred.step_time_s).c_str());
+  for (const auto& r : rows)
+    std::printf("%-30s %12.3f %22s %12.3f %8s\n", r.name.c_str(), r.measured_s * 1e3, "", r.predicted_s * 1e3,
+                pct(r.measured_s, r.predicted_s).c_str());
+  std::printf("step = slowest rank's wall time per step (median over %d steps); term = slowest rank's time in that "
+              "term per step (median)\n",
+              a.steps);
+  const double mib = 1024.0 * 1024.0;
+  std::printf("\n%-30s %12s %12s %8s\n", "memory, largest rank [MiB]", "measured", "predicted", "error");
+  for (const auto& r : mem_rows)
+    std::printf("%-30s %12.3f %12.3f %8s\n", r.name.c_str(), r.measured_s / mib, r.predicted_s / mib,
+                pct(r.measured_s, r.predicted_s).c_str());
+  std::printf("measured = exact bytes of the buffers the step holds; RSS rise during the run (largest rank): %.1f MiB\n",
+              rss_max >= 0 ? double(rss_max) / mib : -1.0);
+  return 0;
+}
+
+}  // namespace ringplan::cli

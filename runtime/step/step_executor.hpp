@@ -1,0 +1,47 @@
+// Runs whole training steps of a plan's layout and measures them: per step the loss, each
+// rank's wall time and time per cost-model term, each rank's exact buffer bytes by memory term
+// and RSS high-water mark, optionally trace events and the parity check against one process.
+// It knows shapes and the mesh only; what was predicted is the CLI's business.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "runtime/communicator.hpp"
+#include "runtime/step/trainer.hpp"
+
+namespace ringplan::runtime::step {
+
+struct StepRunOptions {
+  int steps = 5;         // measured steps
+  int warmup = 1;        // steps run first and not measured (their losses are reported)
+  bool check_parity = false;
+  bool trace = false;
+  // Called on every rank after each step (warm-up included): (done, warmup + steps).
+  std::function<void(int64_t done, int64_t total)> on_step;
+};
+
+struct StepMeasurement {
+  std::vector<double> losses;                        // every step, warm-up first
+  std::vector<double> reference_losses;              // with check_parity: one process, same steps
+  double max_param_diff = -1;                        // with check_parity: over every parameter of every rank
+  int64_t params_compared = 0;
+  std::vector<std::vector<StepTiming>> timing;       // [measured step][rank]
+  std::vector<StepMemory> memory;                    // per rank
+  std::vector<int64_t> rss_peak_delta_bytes;         // per rank: VmHWM rise over the run; -1 unknown
+  std::vector<std::string> hosts;                    // per rank
+  std::vector<std::vector<StepEvent>> events;        // per rank, with trace
+};
+
+// Collective over `world` (size = the spec's mesh world size). With check_parity rank 0 also
+// trains the same model on one process afterwards and every rank's parameters are compared with
+// it. Results are complete on rank 0 (timing, memory, hosts and events gathered there; losses on
+// every rank).
+StepMeasurement run_training_steps(Communicator& world, const StepSpec& spec, const StepRunOptions& opt);
+
+// Chrome/Perfetto trace JSON of step events: pid = rank, tid 0 = compute lane, 1 = communication
+// lane (integer ids with process/thread name metadata); event names are the cost-model terms.
+std::string step_trace_json(const std::vector<std::vector<StepEvent>>& per_rank);
+
+}  // namespace ringplan::runtime::step
