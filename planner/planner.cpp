@@ -252,7 +252,7 @@ PlanResult plan(const Experiment& e, const PlanSettings& settings) {
     ParallelOptions opt = e.options;
     if (!settings.exhaustive) {
       // Least demanding options: if even these fail, the failure is the mesh's own
-      // (TP vs heads or node size, PP vs layers, CP vs sequence, DP vs batch).
+      // (TP vs heads, PP vs layers, CP vs sequence, DP vs batch).
       opt.micro_batch = 1;
       opt.recompute = Recompute::none;
       opt.zero_stage = 0;

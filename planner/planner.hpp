@@ -40,7 +40,9 @@ struct ResolvedSearchSpace {
   std::vector<CpScheme> cp_scheme;
   std::vector<int64_t> interleave;
   std::vector<AttentionImpl> attention;
-  int64_t max_tp = 0, max_cp = 0, max_pp = 0;  // 0: no cap
+  // 0: no cap. The planner has no default TP cap: TP wider than a node is searched (valid,
+  // inter-node TP collectives) unless the experiment sets search.max_tp.
+  int64_t max_tp = 0, max_cp = 0, max_pp = 0;
 };
 ResolvedSearchSpace resolve_search_space(const Experiment& e);
 
@@ -59,7 +61,7 @@ struct PlanSettings {
 };
 
 // One rejection category: "out of memory" or a check_layout() message with its numbers
-// replaced by '#', e.g. "TP # > # GPUs per node". `example` is the first full message seen.
+// replaced by '#', e.g. "heads # not divisible by TP #". `example` is the first full message seen.
 struct Rejection {
   std::string reason;
   int64_t count = 0;

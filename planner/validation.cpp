@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 
 #include "core/config_yaml.hpp"
 #include "core/error.hpp"
@@ -30,9 +31,34 @@ bool has_published_block(const std::string& path) {
   }
 }
 
-ValidationRow row(const std::string& name, const char* metric, double predicted, double published) {
-  return {name, metric, predicted, published, 100.0 * (predicted - published) / published};
+// Is the file one readable, non-empty YAML document? Decides whether a load error refuses the
+// case (the YAML is fine, the experiment in it is not) or fails the command (nothing can be
+// said of a file that is not YAML; it may not even be a case).
+bool is_one_yaml_document(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return false;
+  try {
+    const std::vector<YAML::Node> docs = YAML::LoadAll(in);
+    return docs.size() == 1 && !docs.front().IsNull();
+  } catch (const YAML::Exception&) {
+    return false;
+  }
 }
+
+// The reason of a refusal: the ConfigError's message without its leading "file: " when the
+// file is the case itself (the refusal already names it); "line N: " stays. An error in
+// another file (a model or cluster the case names) keeps its full message.
+std::string refusal_reason(const ConfigError& err, const std::string& case_path) {
+  const std::string what = err.what();
+  std::string prefix = err.file();
+  if (err.line() > 0) prefix.append(":").append(std::to_string(err.line()));
+  prefix += ": ";
+  if (err.file() != case_path || what.rfind(prefix, 0) != 0) return what;
+  const std::string rest = what.substr(prefix.size());
+  return err.line() > 0 ? fmt::format("line {}: {}", err.line(), rest) : rest;
+}
+
+std::string case_name(const Experiment& e) { return e.name.empty() ? e.path : e.name; }
 
 }  // namespace
 
@@ -43,7 +69,7 @@ std::vector<std::string> collect_cases(const std::vector<std::string>& paths, st
     if (!std::filesystem::exists(p))
       throw bad_input(fmt::format("validate: '{}' does not exist (give case files or folders of them)", p));
     if (!std::filesystem::is_directory(p)) {
-      cases.push_back(p);  // named explicitly: must be a case, validate_case() says why not
+      cases.push_back(p);  // named explicitly: a case; validate_paths() refuses it, with why, if it is not
       continue;
     }
     for (const auto& f : find_experiments(p)) {
@@ -62,7 +88,7 @@ std::vector<std::string> collect_cases(const std::vector<std::string>& paths, st
 }
 
 std::vector<ValidationRow> validate_case(const Experiment& e) {
-  const std::string name = e.name.empty() ? e.path : e.name;
+  const std::string name = case_name(e);
   if (!e.mesh)
     throw ConfigError(e.path, 0, "mesh", "a validation case needs a fixed mesh (dp, tp, cp, pp)");
   if (!e.published)
@@ -80,25 +106,29 @@ std::vector<ValidationRow> validate_case(const Experiment& e) {
   const sim::Prediction p = sim::predict(e, mesh, e.options);
 
   std::vector<ValidationRow> rows;
+  auto row = [&](const char* metric, double predicted, double published) {
+    return ValidationRow{name, metric, predicted, published, 100.0 * (predicted - published) / published,
+                         e.path, mesh, pub.source};
+  };
   auto positive = [&](const char* metric, double v) {
     if (!(v > 0))
       throw ConfigError(e.path, 0, std::string("published.") + metric, fmt::format("must be > 0, got {}", v));
   };
   if (pub.step_time_s) {
     positive("step_time_s", *pub.step_time_s);
-    rows.push_back(row(name, "step_time_s", p.step_time_s, *pub.step_time_s));
+    rows.push_back(row("step_time_s", p.step_time_s, *pub.step_time_s));
   }
   if (pub.tflops_per_device) {
     positive("tflops_per_device", *pub.tflops_per_device);
-    rows.push_back(row(name, "tflops_per_device", p.tflops_per_device, *pub.tflops_per_device));
+    rows.push_back(row("tflops_per_device", p.tflops_per_device, *pub.tflops_per_device));
   }
   if (pub.mfu) {
     positive("mfu", *pub.mfu);
-    rows.push_back(row(name, "mfu", p.mfu, *pub.mfu));
+    rows.push_back(row("mfu", p.mfu, *pub.mfu));
   }
   if (pub.peak_memory_gib) {
     positive("peak_memory_gib", *pub.peak_memory_gib);
-    rows.push_back(row(name, "peak_memory_gib", p.peak_memory_bytes / units::gib_bytes, *pub.peak_memory_gib));
+    rows.push_back(row("peak_memory_gib", p.peak_memory_bytes / units::gib_bytes, *pub.peak_memory_gib));
   }
   return rows;
 }
@@ -116,29 +146,52 @@ void summarize(ValidationReport& r) {
 ValidationReport validate_paths(const std::vector<std::string>& paths) {
   ValidationReport r;
   for (const auto& f : collect_cases(paths, &r.skipped)) {
-    const Experiment e = load_experiment(f);
-    auto rows = validate_case(e);
-    r.rows.insert(r.rows.end(), rows.begin(), rows.end());
-    ++r.cases;
+    // Only ConfigError (bad input about this case) refuses it; anything else is a failure of
+    // the command and propagates.
+    Experiment e;
+    try {
+      e = load_experiment(f);
+    } catch (const ConfigError& err) {
+      if (!is_one_yaml_document(f)) throw;  // unreadable or not YAML: bad input, exit 2
+      r.refused.push_back({f, "", refusal_reason(err, f)});
+      continue;
+    }
+    try {
+      auto rows = validate_case(e);
+      r.rows.insert(r.rows.end(), rows.begin(), rows.end());
+      ++r.cases;
+    } catch (const ConfigError& err) {
+      r.refused.push_back({f, case_name(e), refusal_reason(err, f)});
+    }
+  }
+  if (r.cases == 0) {
+    std::string list;
+    for (const auto& x : r.refused) list += fmt::format("\n  {}: {}", x.path, x.reason);
+    throw bad_input(fmt::format("validate: no case could be evaluated ({} refused):{}", r.refused.size(), list));
   }
   summarize(r);
   return r;
 }
 
 std::string validation_text(const ValidationReport& r) {
-  size_t name_w = 4, metric_w = 6;
+  size_t name_w = 4, mesh_w = 4, metric_w = 6;
   for (const auto& x : r.rows) {
     name_w = std::max(name_w, x.name.size());
+    mesh_w = std::max(mesh_w, mesh_text(x.mesh).size());
     metric_w = std::max(metric_w, x.metric.size());
   }
-  std::string s = fmt::format("{:<{}}  {:<{}}  {:>12}  {:>12}  {:>8}\n", "case", name_w, "metric", metric_w,
-                              "predicted", "published", "error");
-  s += std::string(name_w + metric_w + 42, '-') + "\n";
+  std::string s = fmt::format("{:<{}}  {:<{}}  {:<{}}  {:>12}  {:>12}  {:>8}\n", "case", name_w, "mesh", mesh_w,
+                              "metric", metric_w, "predicted", "published", "error");
+  s += std::string(name_w + mesh_w + metric_w + 44, '-') + "\n";
   for (const auto& x : r.rows)
-    s += fmt::format("{:<{}}  {:<{}}  {:>12.4g}  {:>12.4g}  {:>+7.2f}%\n", x.name, name_w, x.metric, metric_w,
-                     x.predicted, x.published, x.error_pct);
-  s += fmt::format("\n{} cases, {} comparisons: mean |error| {:.2f}%, max |error| {:.2f}%\n", r.cases,
-                   r.rows.size(), r.mean_abs_error_pct, r.max_abs_error_pct);
+    s += fmt::format("{:<{}}  {:<{}}  {:<{}}  {:>12.4g}  {:>12.4g}  {:>+7.2f}%\n", x.name, name_w, mesh_text(x.mesh),
+                     mesh_w, x.metric, metric_w, x.predicted, x.published, x.error_pct);
+  s += fmt::format("\n{} cases evaluated, {} refused; {} comparisons: mean |error| {:.2f}%, max |error| {:.2f}%\n",
+                   r.cases, r.refused.size(), r.rows.size(), r.mean_abs_error_pct, r.max_abs_error_pct);
+  if (!r.refused.empty()) {
+    s += fmt::format("\nrefused (not in the statistics):\n");
+    for (const auto& x : r.refused) s += fmt::format("  {}: {}\n", x.path, x.reason);
+  }
   if (!r.skipped.empty()) s += fmt::format("skipped {} files without a `published:` block\n", r.skipped.size());
   return s;
 }
@@ -150,11 +203,18 @@ nlohmann::json validation_json(const ValidationReport& r) {
                      {"metric", x.metric},
                      {"predicted", x.predicted},
                      {"published", x.published},
-                     {"error_pct", x.error_pct}});
+                     {"error_pct", x.error_pct},
+                     {"path", x.path},
+                     {"mesh", {{"dp", x.mesh.dp}, {"tp", x.mesh.tp}, {"cp", x.mesh.cp}, {"pp", x.mesh.pp}}},
+                     {"source", x.source}});
+  nlohmann::json refused = nlohmann::json::array();
+  for (const auto& x : r.refused) refused.push_back({{"path", x.path}, {"name", x.name}, {"reason", x.reason}});
   return {{"cases", std::move(cases)},
+          {"refused", std::move(refused)},
           {"mean_abs_error_pct", r.mean_abs_error_pct},
           {"max_abs_error_pct", r.max_abs_error_pct},
           {"case_count", r.cases},
+          {"refused_count", static_cast<int64_t>(r.refused.size())},
           {"skipped", r.skipped}};
 }
 

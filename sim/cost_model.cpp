@@ -37,9 +37,23 @@ double p2p_s(double bytes, const LinkProfile& link) {
 }
 
 // ------------------------------------------------------------------ mesh groups
+namespace {
+// Ranks fill nodes of gpus_per_node in order (rank order TP, CP, DP, PP). A group of `size`
+// ranks lies, strided, inside an aligned block of `extent` consecutive ranks (its size times
+// the sizes of the dimensions inside it). Every group stays in one node iff no block straddles
+// a node boundary: the whole world fits in one node, or the block fits in a node and tiles it
+// (extent divides gpus_per_node; TP 3 on 8-GPU nodes puts ranks 6, 7, 8 in one group). With
+// size >= 2, a straddling block always holds a group with ranks on both sides of the boundary,
+// and the groups of a dimension run their collectives in lockstep, so that one group sets the
+// link of the whole dimension.
+bool blocks_within_node(int64_t size, int64_t extent, int64_t world, int64_t gpus_per_node) {
+  if (size <= 1) return true;  // a group of one sends nothing
+  if (world <= gpus_per_node) return true;
+  return extent <= gpus_per_node && gpus_per_node % extent == 0;  // extent >= 1: no % by 0
+}
+}  // namespace
+
 bool group_within_node(const Mesh& mesh, MeshDim dim, int64_t gpus_per_node) {
-  // Ranks of a group are strided by the product of the dimensions inside it; the group stays
-  // in a node when its extent (its size times that stride) fits in one node.
   int64_t size = 1, extent = 1;
   switch (dim) {
     case MeshDim::tp: size = mesh.tp; extent = mesh.tp; break;
@@ -47,8 +61,7 @@ bool group_within_node(const Mesh& mesh, MeshDim dim, int64_t gpus_per_node) {
     case MeshDim::dp: size = mesh.dp; extent = mesh.tp * mesh.cp * mesh.dp; break;
     case MeshDim::pp: size = mesh.pp; extent = mesh.world_size(); break;
   }
-  if (size <= 1) return true;  // a group of one sends nothing
-  return extent <= gpus_per_node;
+  return blocks_within_node(size, extent, mesh.world_size(), gpus_per_node);
 }
 
 const LinkProfile& group_link(const ClusterConfig& c, const Mesh& mesh, MeshDim dim) {
@@ -94,7 +107,6 @@ std::string str(int64_t v) { return std::to_string(v); }
 
 std::string check_layout(const Experiment& e, const Mesh& mesh, const ParallelOptions& opt, int64_t gpus) {
   const ModelConfig& m = e.model;
-  const ClusterConfig& c = e.cluster;
   const TrainingConfig& t = e.training;
   if (mesh.dp < 1 || mesh.tp < 1 || mesh.cp < 1 || mesh.pp < 1)
     return "mesh sizes must be >= 1, got DP " + str(mesh.dp) + " TP " + str(mesh.tp) + " CP " + str(mesh.cp) +
@@ -102,9 +114,8 @@ std::string check_layout(const Experiment& e, const Mesh& mesh, const ParallelOp
   if (mesh.world_size() != gpus)
     return "world size " + str(mesh.world_size()) + " != " + str(gpus) + " GPUs (DP " + str(mesh.dp) + " x TP " +
            str(mesh.tp) + " x CP " + str(mesh.cp) + " x PP " + str(mesh.pp) + ")";
-  if (mesh.tp > c.gpus_per_node) return "TP " + str(mesh.tp) + " > " + str(c.gpus_per_node) + " GPUs per node";
-  if (c.gpus_per_node % mesh.tp != 0)
-    return "TP " + str(mesh.tp) + " does not divide " + str(c.gpus_per_node) + " GPUs per node (a TP group would span two nodes)";
+  // A TP group larger than a node, or one that does not tile it, is valid: it runs (slowly),
+  // its collectives on the inter-node link (group_within_node). SearchSpace::max_tp caps it.
   if (m.heads % mesh.tp != 0) return "heads " + str(m.heads) + " not divisible by TP " + str(mesh.tp);
   if (m.kv_heads % mesh.tp != 0) return "kv_heads " + str(m.kv_heads) + " not divisible by TP " + str(mesh.tp);
   if (m.ffn_hidden % mesh.tp != 0) return "ffn_hidden " + str(m.ffn_hidden) + " not divisible by TP " + str(mesh.tp);
@@ -281,7 +292,9 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
   // prefetched one layer ahead: only what exceeds the layer's own time shows.
   const double layer_params_dev = layer_params(model) / tp;
   const StateBytes sb = state_bytes_per_param(train.dtype, train.optimizer);
-  const bool grads_inside = mesh.tp * mesh.cp * mesh.dp <= c.gpus_per_node;
+  // The gradient group is DP x CP (ranks of one TP index and one stage): same block rule.
+  const bool grads_inside =
+      blocks_within_node(mesh.dp * mesh.cp, mesh.tp * mesh.cp * mesh.dp, mesh.world_size(), c.gpus_per_node);
   const LinkProfile& grad_link = grads_inside ? c.intra_node : c.inter_node;
   const int64_t n_shard = mesh.dp * mesh.cp;
   double zero3_per_mb = 0.0, zero3_first = 0.0;

@@ -72,7 +72,8 @@ std::array<Term, 9> memory_terms(const MemoryBreakdown& m);
 std::array<Term, 11> time_terms(const TimeBreakdown& t);      // excludes step_time
 
 // Why (mesh, options) cannot run for this model/cluster/training at `gpus` devices;
-// empty string when valid. Messages are for people: "TP 16 > 8 GPUs per node".
+// empty string when valid. Messages are for people: "heads 96 not divisible by TP 64".
+// A TP group wider than a node is valid (its collectives use the inter-node link).
 // Does not check memory (predict() reports fits).
 std::string check_layout(const Experiment& e, const Mesh& mesh, const ParallelOptions& opt, int64_t gpus);
 
@@ -84,8 +85,11 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
 // 2 - 1/P for contiguous; 1 for zigzag; close to 1 for striped).
 double cp_imbalance(CpScheme scheme, int64_t seq_len, int64_t cp, bool causal);
 
-// Does the group of a mesh dimension stay inside one node? The dimension's size times the
-// sizes of the dimensions inside it (rank order TP, CP, DP, PP) must be <= gpus_per_node.
+// Does every group of a mesh dimension stay inside one node? Ranks fill nodes in order (rank
+// order TP, CP, DP, PP); a group's block is its size times the sizes of the dimensions inside
+// it. Inside when the group has one rank, the world fits in one node, or the block fits in a
+// node and divides gpus_per_node. Otherwise some group crosses nodes and, as the groups run in
+// lockstep, the dimension uses the inter-node link: TP 16 on 8-GPU nodes, TP 3 on 8.
 enum class MeshDim { tp, cp, dp, pp };
 bool group_within_node(const Mesh& mesh, MeshDim dim, int64_t gpus_per_node);
 const LinkProfile& group_link(const ClusterConfig& c, const Mesh& mesh, MeshDim dim);

@@ -32,8 +32,8 @@ struct RingAttentionShape {
   bool causal = true;
   AttentionImpl attention = AttentionImpl::flash;
   DType dtype = DType::bf16;
-  // Ranks inside one CP group's stride (the TP size): the ring stays in a node when
-  // tp * cp <= gpus_per_node (DESIGN.md rank order). 1 for a plain CP run.
+  // Ranks inside one CP group's stride (the TP size): the ring of this one TP x CP block stays
+  // in a node when tp * cp <= gpus_per_node (DESIGN.md rank order). 1 for a plain CP run.
   int64_t tp = 1;
 };
 

@@ -231,6 +231,38 @@ TEST_CASE("validate: predicted vs published with signed error, JSON summary") {
   CHECK(has(t.out, "mean |error|"));
 }
 
+TEST_CASE("validate: a refused case is listed with its reason, the others still evaluated, exit 0") {
+  TempDir tmp;
+  // default.yaml names its model/cluster relative to its own folder: make them absolute.
+  std::string base = slurp(kConfigs + "default.yaml");
+  for (const char* rel : {"../models/", "../clusters/"}) {
+    for (size_t at; (at = base.find(rel)) != std::string::npos;)
+      base.replace(at, std::string(rel).size(), std::string(RINGPLAN_SOURCE_DIR) + "/configs/" + std::string(rel).substr(3));
+  }
+  const std::string published = "published:\n  step_time_s: 10\n  source: test\n";
+  std::ofstream(tmp.file("a_good.yaml")) << base << "\nmesh: {dp: 1, tp: 8, cp: 8, pp: 1}\n" << published;
+  // Llama 3 8B has 32 heads: TP 64 cannot split them (check_layout() refuses the layout).
+  std::ofstream(tmp.file("b_refused.yaml")) << base << "\nmesh: {dp: 1, tp: 64, cp: 1, pp: 1}\n" << published;
+
+  const Result v = ringplan("validate '" + tmp.path.string() + "' --format json");
+  REQUIRE_MESSAGE(v.rc == 0, v.err);
+  const auto j = nlohmann::json::parse(v.out);
+  REQUIRE(j["cases"].size() == 1);
+  CHECK(j["cases"][0]["mesh"] == nlohmann::json({{"dp", 1}, {"tp", 8}, {"cp", 8}, {"pp", 1}}));
+  CHECK(j["cases"][0]["source"] == "test");
+  CHECK(j["cases"][0]["metric"] == "step_time_s");
+  CHECK(j["case_count"] == 1);
+  REQUIRE(j["refused"].size() == 1);
+  CHECK(j["refused"][0]["path"] == tmp.file("b_refused.yaml"));
+  CHECK(has(j["refused"][0]["reason"].get<std::string>(), "mesh: layout dp=1 tp=64 cp=1 pp=1 cannot run: "));
+
+  const Result t = ringplan("validate '" + tmp.path.string() + "'");
+  CHECK(t.rc == 0);
+  CHECK(has(t.out, "1 cases evaluated, 1 refused"));
+  CHECK(has(t.out, "b_refused.yaml: mesh: layout dp=1 tp=64 cp=1 pp=1 cannot run: "));
+  CHECK(has(ringplan("validate --help").out, "Exit status"));
+}
+
 TEST_CASE("validate: the shipped validation cases all load and predict") {
   const std::string dir = std::string(RINGPLAN_SOURCE_DIR) + "/configs/validation";
   if (!fs::exists(dir)) return;  // no shipped cases: nothing to check

@@ -166,14 +166,28 @@ TEST_CASE("plan: rejections are grouped by category with one example each") {
   }
 }
 
-TEST_CASE("plan: a TP group larger than a node is rejected, not planned") {
+TEST_CASE("plan: a TP group larger than a node is planned and ranked like any other; max_tp caps it") {
   Experiment e = searchable();  // 2 GPUs per node
+  e.model.kv_heads = e.model.heads;  // 8 KV heads: TP 4 and 8 split the model
   const PlanResult r = plan(e, {.gpus = 8, .top_k = 100000});
-  for (const auto& p : r.candidates) CHECK(p.mesh.tp <= e.cluster.gpus_per_node);
-  bool node_reason = false;
-  for (const auto& x : r.rejected)
-    if (x.example.find("per node") != std::string::npos) node_reason = true;
-  CHECK(node_reason);
+  bool wider_than_node = false;
+  for (const auto& p : r.candidates)
+    if (p.mesh.tp > e.cluster.gpus_per_node) {
+      wider_than_node = true;
+      // Its TP collectives run on the inter-node link, so it predicts more TP time than the
+      // same layout would inside one (hypothetically larger) node.
+      Experiment big_node = e;
+      big_node.cluster.gpus_per_node = p.mesh.world_size();
+      CHECK(p.time.tp_comm_s > sim::predict(big_node, p.mesh, p.options).time.tp_comm_s);
+    }
+  CHECK(wider_than_node);
+  for (const auto& x : r.rejected) CHECK(x.example.find("per node") == std::string::npos);
+  // The ranking is still the brute-force one (every valid candidate, sorted).
+  CHECK(r.candidates.size() == brute_force(e, 8).size());
+
+  e.search.max_tp = e.cluster.gpus_per_node;  // the user's cap keeps TP inside a node
+  for (const auto& p : plan(e, {.gpus = 8, .top_k = 100000}).candidates)
+    CHECK(p.mesh.tp <= e.cluster.gpus_per_node);
 }
 
 TEST_CASE("plan: search caps are reported as rejections") {

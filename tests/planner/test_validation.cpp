@@ -18,6 +18,19 @@ namespace fs = std::filesystem;
 
 namespace {
 
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    std::random_device rd;
+    path = fs::temp_directory_path() / ("ringplan_test_validate_" + std::to_string(rd()));
+    fs::create_directories(path);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+};
+
 Experiment a_case(const std::string& name, double time_factor) {
   Experiment e = test::tiny_experiment();
   e.name = name;
@@ -60,8 +73,13 @@ TEST_CASE("validate_case: a case needs a mesh and a published metric") {
 }
 
 TEST_CASE("summarize: mean and max absolute error") {
+  auto with_error = [](double error_pct) {
+    ValidationRow x;
+    x.error_pct = error_pct;
+    return x;
+  };
   ValidationReport r;
-  r.rows = {{"a", "step_time_s", 0, 0, -10.0}, {"b", "step_time_s", 0, 0, 4.0}, {"c", "mfu", 0, 0, 1.0}};
+  r.rows = {with_error(-10.0), with_error(4.0), with_error(1.0)};
   summarize(r);
   CHECK(r.mean_abs_error_pct == doctest::Approx(5.0));
   CHECK(r.max_abs_error_pct == doctest::Approx(10.0));
@@ -92,10 +110,113 @@ TEST_CASE("validate_paths: folders are searched recursively, non-cases skipped")
     for (const char* k : {"name", "metric", "predicted", "published", "error_pct"}) CHECK(c.contains(k));
   CHECK(validation_text(r).find("mean |error|") != std::string::npos);
 
-  // Named explicitly, a file without `published:` is an error, not skipped.
-  CHECK_THROWS_AS(validate_paths({(dir / "sub" / "plain.yaml").string()}), ConfigError);
+  // Named explicitly, a file without `published:` is a case that is refused, not skipped; as
+  // the only case, nothing is evaluated: the command fails with the reason.
+  CHECK_THROWS_WITH_AS(validate_paths({(dir / "sub" / "plain.yaml").string()}),
+                       doctest::Contains("a validation case needs a fixed mesh"), Error);
   CHECK_THROWS_AS(validate_paths({(dir / "nope.yaml").string()}), Error);
   CHECK_THROWS_AS(validate_paths({}), Error);
   std::error_code ec;
   fs::remove_all(dir, ec);
+}
+
+// A case whose layout check_layout() refuses: 9 heads do not split over TP 2.
+Experiment refused_case(const std::string& name) {
+  Experiment e = a_case(name, 1.0);  // predicted with the good model; the figure does not matter
+  e.model.heads = 9;
+  e.model.kv_heads = 3;
+  return e;
+}
+
+TEST_CASE("validate_paths: a refused case is listed with its reason, the others are still evaluated") {
+  TempDir tmp;
+  const std::string good = (tmp.path / "a_good.yaml").string(), bad = (tmp.path / "b_refused.yaml").string();
+  std::ofstream(good) << experiment_to_yaml(a_case("good", 1.25));
+  std::ofstream(bad) << experiment_to_yaml(refused_case("bad"));
+
+  // Before: the refused case threw and no number was reported for the good one.
+  const ValidationReport r = validate_paths({tmp.path.string()});
+  CHECK(r.cases == 1);
+  REQUIRE(r.rows.size() == 2);
+  for (const auto& x : r.rows) {
+    CHECK(x.name == "good");
+    CHECK(x.path == good);
+    CHECK((x.mesh == Mesh{2, 2, 1, 1}));
+    CHECK(x.source == "made up for the test");
+  }
+  REQUIRE(r.refused.size() == 1);
+  CHECK(r.refused[0].path == bad);
+  CHECK(r.refused[0].name == "bad");
+  CHECK(r.refused[0].reason == "mesh: layout dp=2 tp=2 cp=1 pp=1 cannot run: heads 9 not divisible by TP 2");
+  // The statistics cover the evaluated case only (its exact memory row has 0 error).
+  const double e1 = std::abs(100.0 * (1.0 / 1.25 - 1.0));
+  CHECK(r.max_abs_error_pct == doctest::Approx(e1));
+  CHECK(r.mean_abs_error_pct == doctest::Approx(e1 / 2.0));
+
+  const auto j = validation_json(r);
+  CHECK(j["case_count"] == 1);
+  CHECK(j["refused_count"] == 1);
+  REQUIRE(j["refused"].size() == 1);
+  CHECK(j["refused"][0]["path"] == bad);
+  CHECK(j["refused"][0]["name"] == "bad");
+  CHECK(j["refused"][0]["reason"] == r.refused[0].reason);
+  REQUIRE(j["cases"].size() == 2);
+  for (const auto& c : j["cases"]) {
+    CHECK(c["mesh"] == nlohmann::json({{"dp", 2}, {"tp", 2}, {"cp", 1}, {"pp", 1}}));
+    CHECK(c["source"] == "made up for the test");
+    CHECK(c["path"] == good);
+  }
+  CHECK(j["cases"][0]["metric"] == "step_time_s");
+  CHECK(j["cases"][1]["metric"] == "peak_memory_gib");
+
+  const std::string text = validation_text(r);
+  CHECK(text.find("1 cases evaluated, 1 refused") != std::string::npos);
+  CHECK(text.find(bad + ": " + r.refused[0].reason) != std::string::npos);
+  CHECK(text.find("dp=2 tp=2 cp=1 pp=1") != std::string::npos);
+}
+
+TEST_CASE("validate_paths: an invalid experiment in valid YAML is refused; unparseable YAML fails the command") {
+  TempDir tmp;
+  std::ofstream(tmp.path / "a_good.yaml") << experiment_to_yaml(a_case("good", 1.0));
+  // kv_heads 3 does not divide heads 8: load_experiment() rejects the file, with its line.
+  std::string yaml = experiment_to_yaml(a_case("invalid", 1.0));
+  const size_t at = yaml.find("kv_heads: 2");
+  REQUIRE(at != std::string::npos);
+  yaml.replace(at, 11, "kv_heads: 3");
+  const std::string invalid = (tmp.path / "b_invalid.yaml").string();
+  std::ofstream(invalid) << yaml;
+  // A case without a mesh is refused too.
+  Experiment no_mesh = a_case("no_mesh", 1.0);
+  no_mesh.mesh.reset();
+  std::ofstream(tmp.path / "c_no_mesh.yaml") << experiment_to_yaml(no_mesh);
+
+  const ValidationReport r = validate_paths({tmp.path.string()});
+  CHECK(r.cases == 1);
+  REQUIRE(r.refused.size() == 2);
+  CHECK(r.refused[0].path == invalid);
+  CHECK(r.refused[0].name == "");  // did not load as an experiment
+  CHECK(r.refused[0].reason.rfind("line ", 0) == 0);
+  CHECK(r.refused[0].reason.find("model.kv_heads: heads (8) must be a multiple of kv_heads (3)") != std::string::npos);
+  CHECK(r.refused[1].name == "no_mesh");
+  CHECK(r.refused[1].reason == "mesh: a validation case needs a fixed mesh (dp, tp, cp, pp)");
+
+  // Not YAML at all: the command fails (bad input), whatever the other cases hold.
+  std::ofstream(tmp.path / "d_broken.yaml") << "published: {step_time_s: 1\nname: [\n";
+  CHECK_THROWS_WITH_AS(validate_paths({tmp.path.string()}), doctest::Contains("YAML syntax error"), ConfigError);
+}
+
+TEST_CASE("validate_paths: when every case is refused the command fails with the reasons") {
+  TempDir tmp;
+  const std::string bad = (tmp.path / "bad.yaml").string();
+  std::ofstream(bad) << experiment_to_yaml(refused_case("bad"));
+  try {
+    validate_paths({tmp.path.string()});
+    FAIL("expected bad input");
+  } catch (const Error& err) {
+    CHECK(err.kind() == ErrorKind::bad_input);
+    const std::string what = err.what();
+    CHECK(what.find("no case could be evaluated (1 refused)") != std::string::npos);
+    CHECK(what.find(bad + ": mesh: layout dp=2 tp=2 cp=1 pp=1 cannot run: heads 9 not divisible by TP 2") !=
+          std::string::npos);
+  }
 }

@@ -24,15 +24,15 @@ TEST_CASE("check_layout gives human reasons") {
   Experiment e = test::llama_experiment(4096, 10);
   ParallelOptions o;
   o.cp_scheme = CpScheme::zigzag;
-  CHECK(check_layout(e, test::mesh_of(1, 16, 1, 1), o, 16) == "TP 16 > 8 GPUs per node");
+  // TP wider than a node is valid (inter-node TP): the next rule that applies is the model's.
+  CHECK(check_layout(e, test::mesh_of(1, 16, 1, 1), o, 16) == "kv_heads 8 not divisible by TP 16");
   CHECK(check_layout(e, test::mesh_of(1, 1, 1, 1), o, 1) == "");
   CHECK(check_layout(e, test::mesh_of(1, 1, 3, 1), o, 3) == "seq_len 4096 not divisible by 2·CP = 6 (zigzag)");
   CHECK(check_layout(e, test::mesh_of(2, 1, 1, 1), ParallelOptions{.micro_batch = 2}, 2) ==
         "global batch 10 not divisible by DP×micro_batch = 4");
   CHECK(check_layout(e, test::mesh_of(2, 2, 3, 1), o, 16).rfind("world size 12 != 16 GPUs", 0) == 0);
   CHECK(check_layout(e, test::mesh_of(1, 1, 1, 64), o, 64) == "PP 64 > layers 32");
-  CHECK(check_layout(e, test::mesh_of(1, 3, 1, 1), o, 3) ==
-        "TP 3 does not divide 8 GPUs per node (a TP group would span two nodes)");
+  CHECK(check_layout(e, test::mesh_of(1, 3, 1, 1), o, 3) == "heads 32 not divisible by TP 3");
   ParallelOptions inter = o;
   inter.interleave = 3;
   e.training.global_batch_sequences = 8;
@@ -204,6 +204,25 @@ TEST_CASE("group link: a group stays in a node while its extent fits (rank order
   CHECK(group_within_node(test::mesh_of(64, 8, 1, 1), MeshDim::cp, 8));
 }
 
+TEST_CASE("group link: a group wider than a node, or one that does not tile the node, crosses nodes") {
+  const ClusterConfig c = test::a100_cluster();
+  // TP 16 on 8-GPU nodes: each TP group spans two nodes.
+  CHECK_FALSE(group_within_node(test::mesh_of(1, 16, 1, 1), MeshDim::tp, 8));
+  CHECK(&group_link(c, test::mesh_of(4, 16, 1, 1), MeshDim::tp) == &c.inter_node);
+  CHECK(group_within_node(test::mesh_of(1, 16, 1, 1), MeshDim::tp, 16));
+  // TP 3 on 8-GPU nodes: with 24 ranks the third group is ranks 6, 7, 8, across nodes 0 and 1;
+  // the groups run in lockstep, so the whole dimension waits for that one.
+  CHECK_FALSE(group_within_node(test::mesh_of(8, 3, 1, 1), MeshDim::tp, 8));
+  // ... but 6 ranks all sit in node 0.
+  CHECK(group_within_node(test::mesh_of(2, 3, 1, 1), MeshDim::tp, 8));
+  // The same block rule for the dimensions outside TP: CP blocks of TP 2 x CP 3 = 6 ranks do
+  // not tile an 8-GPU node.
+  CHECK_FALSE(group_within_node(test::mesh_of(4, 2, 3, 1), MeshDim::cp, 8));
+  CHECK(group_within_node(test::mesh_of(4, 2, 4, 1), MeshDim::cp, 8));
+  // TP 8 on 8-GPU nodes stays on NVLink whatever the world size.
+  CHECK(group_within_node(test::mesh_of(64, 8, 1, 1), MeshDim::tp, 8));
+}
+
 TEST_CASE("a ring crossing nodes exposes more communication than one on NVLink") {
   Experiment e = test::llama_experiment(32768, 8);
   ParallelOptions o;
@@ -282,6 +301,38 @@ TEST_CASE("TP collectives use NVLink inside a node, sequence parallelism moves t
   const double ar = all_reduce_s(8, 8192.0 * 4096 * 2, e.cluster.intra_node);
   CHECK(tp8.time.tp_comm_s >= 8 * 32 * 2 * ar * (1 - 1e-12));
   CHECK(tp8.time.tp_comm_s <= 8 * 32 * 4 * ar * (1 + 1e-12));
+}
+
+TEST_CASE("TP 16 on 8-GPU nodes is valid and its collectives run on the inter-node link") {
+  // Megatron GPT 22B: 64 heads and ffn 4h split over TP 16.
+  Experiment e = test::llama_experiment(8192, 8);
+  e.model = test::gpt22b();
+  const Mesh mesh = test::mesh_of(1, 16, 1, 1);
+  ParallelOptions o;
+  REQUIRE(check_layout(e, mesh, o, 16) == "");
+  // The same prediction on a hypothetical 16-GPU node with the same NVLink.
+  Experiment one_node = e;
+  one_node.cluster.gpus_per_node = 16;
+  REQUIRE(check_layout(one_node, mesh, o, 16) == "");
+
+  const Prediction across = predict(e, mesh, o), inside = predict(one_node, mesh, o);
+  CHECK(across.time.tp_comm_s > inside.time.tp_comm_s);
+  CHECK(across.step_time_s > inside.step_time_s);
+  // Only the TP link differs: same compute.
+  CHECK(across.time.forward_compute_s == inside.time.forward_compute_s);
+
+  // Alpha-beta on the inter-node link: forward 2 all-reduces of b*L*h*2 bytes per layer and
+  // micro-batch (m = 8, 48 layers), the backward's 2 at most fully exposed.
+  const double bytes = 8192.0 * 6144 * 2;
+  const double ar_inter = all_reduce_s(16, bytes, e.cluster.inter_node);
+  CHECK(across.time.tp_comm_s >= 8 * 48 * 2 * ar_inter * (1 - 1e-12));
+  CHECK(across.time.tp_comm_s <= 8 * 48 * 4 * ar_inter * (1 + 1e-12));
+  // Exactly: full recompute re-runs the forward all-reduces, on the inter-node link.
+  ParallelOptions full = o;
+  full.recompute = Recompute::full;
+  CHECK(predict(e, mesh, full).time.tp_comm_s - across.time.tp_comm_s == Approx(8 * 48 * 2 * ar_inter));
+  CHECK(predict(one_node, mesh, full).time.tp_comm_s - inside.time.tp_comm_s ==
+        Approx(8 * 48 * 2 * all_reduce_s(16, bytes, e.cluster.intra_node)));
 }
 
 TEST_CASE("optimizer step and PP transfers, computed by hand") {
