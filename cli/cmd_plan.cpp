@@ -21,6 +21,7 @@ namespace {
 struct PlanArgs {
   std::string experiment;
   int64_t gpus = 0;
+  CLI::Option* gpus_opt = nullptr;  // given or not: 0 and negatives are errors, not "unset"
   int64_t top = 10;
   std::string format = "table";
   std::string output;
@@ -31,7 +32,7 @@ int run_plan(const PlanArgs& a) {
   using namespace ringplan;
   planner::PlanSettings settings;
   settings.top_k = planner::parse_positive_flag("--top", a.top);
-  if (a.gpus != 0) settings.gpus = planner::parse_positive_flag("--gpus", a.gpus);
+  if (a.gpus_opt->count()) settings.gpus = planner::parse_gpus_flag("--gpus", a.gpus);
   if (a.format == "json" && !a.emit.empty())
     throw bad_input("--emit prints launch settings as text and cannot be mixed into --format json; "
                     "use --format table, or write a plan with -o and run `ringplan emit PLAN.yaml`");
@@ -61,7 +62,9 @@ RINGPLAN_COMMAND("plan", "Search every valid (DP,TP,CP,PP) layout and option, ra
                    auto a = std::make_shared<PlanArgs>();
                    app.add_option("experiment", a->experiment, "Experiment YAML (model, cluster, training, search)")
                        ->required();
-                   app.add_option("--gpus", a->gpus, "GPUs to plan for (default: experiment gpus, else the cluster's)");
+                   a->gpus_opt = app.add_option(
+                       "--gpus", a->gpus,
+                       "GPUs to plan for, 1 .. 1048576 (default: experiment gpus, else the cluster's)");
                    app.add_option("--top", a->top, "How many ranked layouts to list (K > 0)")->capture_default_str();
                    app.add_option("--format", a->format, "Output format: table or json")
                        ->check(CLI::IsMember({"table", "json"}))

@@ -124,6 +124,12 @@ struct TrainingConfig {
   bool causal = true;
 };
 
+// Largest GPU count ringplan accepts anywhere (experiment `gpus`, cluster gpus_per_node x nodes,
+// a mesh's dp*tp*cp*pp, `--gpus`): 2^20 = 1,048,576, beyond any machine built so far. It keeps
+// the mesh enumeration small (at most 240 divisors) and every GPU count times a config size
+// (<= 2^31, core/config_yaml.cpp) well inside int64.
+inline constexpr int64_t kMaxGpus = int64_t{1} << 20;
+
 // World size N = dp * tp * cp * pp; rank = tp + TP*(cp + CP*(dp + DP*pp)) (innermost first).
 struct Mesh {
   int64_t dp = 1, tp = 1, cp = 1, pp = 1;

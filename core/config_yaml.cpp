@@ -79,6 +79,51 @@ const char* kind_of(const YAML::Node& n) {
   }
 }
 
+// One rule for every number in a config; MapReader::get_count / get_real are the only readers.
+//  - An integer is a count in [1, limit]. GPU counts (gpus, gpus_per_node, nodes, mesh
+//    dimensions, max_tp/cp/pp) are at most kMaxGpus = 2^20 (core/config.hpp), and so are the
+//    products gpus_per_node x nodes and dp*tp*cp*pp. Every other count (layers, hidden, heads,
+//    kv_heads, head_dim, ffn_hidden, vocab, seq_len, global_batch, micro_batch, interleave) is at
+//    most kMaxSize = 2^31; global_batch_tokens at most 2^62, and its global_batch (tokens /
+//    seq_len) at most kMaxSize again. Invariant: the products the code forms in int64 (size x size, e.g. tokens
+//    = global_batch x seq_len, <= 2^62; size x GPU count <= 2^51) cannot overflow; products of
+//    more factors (parameters, FLOPs, bytes) are formed in double, where they stay finite.
+//  - A real is finite and inside a stated range (Range below), bounded on both sides where a
+//    value divides or multiplies the model's results: 1e308 GiB would turn into inf bytes, a
+//    peak of 1e-300 TFLOP/s into an infinite step time.
+constexpr int64_t kMaxSize = int64_t{1} << 31;
+constexpr int64_t kMaxTokens = int64_t{1} << 62;
+
+// Why a count has its limit, for messages.
+std::string limit_reason(int64_t limit) {
+  if (limit == kMaxGpus) return "ringplan's limit on GPU counts and mesh sizes, 2^20";
+  return fmt::format("2^{}, so that products of sizes fit in 64-bit integers", limit == kMaxSize ? 31 : 62);
+}
+
+struct Range {
+  double lo, hi;
+  bool lo_open;     // (lo, hi] rather than [lo, hi]
+  bool hi_open;     // [lo, hi) rather than [lo, hi]
+  const char* unit;  // appended to the valid range in messages ("" for none)
+  const char* what = "";  // what the value is, for messages ("a probability (0.1 for 10%)")
+  std::string text() const {
+    return fmt::format("{}{}, {}{}{}{}", lo_open ? "(" : "[", lo, hi, hi_open ? ")" : "]", *unit ? " " : "", unit);
+  }
+};
+// Ranges of the reals. Upper bounds sit orders of magnitude above any device (an H200 has
+// 0.99e3 dense bf16 TFLOP/s, 141 GiB, 4.8e3 GB/s); lower bounds of divisors keep times finite.
+constexpr Range kTflopsRange{1e-6, 1e6, false, false, "TFLOP/s"};
+constexpr Range kMemoryGibRange{1e-6, 1e6, false, false, "GiB"};
+constexpr Range kReservedGibRange{0, 1e6, false, false, "GiB"};
+constexpr Range kBandwidthRange{1e-6, 1e9, false, false, "GB/s"};
+constexpr Range kLatencyRange{0, 1e9, false, false, "us"};
+constexpr Range kHalfTflopRange{0, 1e12, false, false, "TFLOP"};
+constexpr Range kFractionRange{1e-6, 1, false, false, "", "a fraction of peak (0.38 for 38%)"};
+constexpr Range kStreamingFractionRange{
+    1e-6, 1, false, false, "", "the fraction of memory_bandwidth_gbps that streaming kernels reach (0.85 for 85%)"};
+constexpr Range kProbabilityRange{0, 1, false, true, "", "a probability (0.1 for 10%, 0 for none)"};
+constexpr Range kStepTimeRange{1e-9, 1e9, false, false, "s"};
+
 // A mapping being read: remembers each key's line, rejects unknown and duplicate keys.
 class MapReader {
  public:
@@ -129,7 +174,6 @@ class MapReader {
 
   // Scalars. A quoted scalar is text even when it looks like a number ("32").
   int64_t get_int(const std::string& key) const { return scalar_int(require(key), key_line(key), field(key)); }
-  double get_double(const std::string& key) const { return scalar_double(require(key), key_line(key), field(key)); }
   bool get_bool(const std::string& key) const { return scalar_bool(require(key), key_line(key), field(key)); }
   std::string get_string(const std::string& key) const {
     const YAML::Node& n = require(key);
@@ -137,20 +181,13 @@ class MapReader {
     if (n.Scalar().empty()) fail(key, "must not be empty");
     return n.Scalar();
   }
-  int64_t get_positive_int(const std::string& key) const {
-    int64_t v = get_int(key);
-    if (v <= 0) fail(key, fmt::format("must be a positive integer (> 0), got {}", v));
-    return v;
+  // A count in [1, limit] (see "One rule for every number" above).
+  int64_t get_count(const std::string& key, int64_t limit) const {
+    return scalar_count(require(key), key_line(key), field(key), limit);
   }
-  double get_positive_double(const std::string& key) const {
-    double v = get_double(key);
-    if (!(v > 0)) fail(key, fmt::format("must be > 0, got {}", v));
-    return v;
-  }
-  double get_nonnegative_double(const std::string& key) const {
-    double v = get_double(key);
-    if (!(v >= 0)) fail(key, fmt::format("must be >= 0, got {}", v));
-    return v;
+  // A finite real inside `range`.
+  double get_real(const std::string& key, const Range& range) const {
+    return scalar_real(require(key), key_line(key), field(key), range);
   }
 
   template <typename E>
@@ -189,6 +226,32 @@ class MapReader {
     }
     if (!std::isfinite(v))
       throw ConfigError(file_, line, where, fmt::format("must be a finite number, got '{}'", n.Scalar()));
+    return v;
+  }
+  int64_t scalar_count(const YAML::Node& n, int line, const std::string& where, int64_t limit) const {
+    const int64_t v = scalar_int(n, line, where);
+    const std::string valid = fmt::format("valid: 1 .. {}", limit);
+    if (v <= 0)
+      throw ConfigError(file_, line, where, fmt::format("must be a positive integer (> 0), got {}; {}", v, valid));
+    if (v > limit)
+      throw ConfigError(file_, line, where,
+                        fmt::format("must be at most {} ({}), got {}; {}", limit, limit_reason(limit), v, valid));
+    return v;
+  }
+  double scalar_real(const YAML::Node& n, int line, const std::string& where, const Range& range) const {
+    const double v = scalar_double(n, line, where);  // finite
+    const bool low = range.lo_open ? !(v > range.lo) : !(v >= range.lo);
+    const bool high = range.hi_open ? !(v < range.hi) : !(v <= range.hi);
+    if ((low || high) && *range.what)
+      throw ConfigError(file_, line, where, fmt::format("must be {} in {}, got {}", range.what, range.text(), v));
+    if (low)
+      throw ConfigError(file_, line, where,
+                        fmt::format("must be {} {}, got {}; valid range {}", range.lo_open ? ">" : ">=", range.lo,
+                                    v, range.text()));
+    if (high)
+      throw ConfigError(file_, line, where,
+                        fmt::format("must be {} {}, got {}; valid range {}", range.hi_open ? "<" : "<=", range.hi,
+                                    v, range.text()));
     return v;
   }
   bool scalar_bool(const YAML::Node& n, int line, const std::string& where) const {
@@ -290,18 +353,16 @@ const std::vector<std::string> kPublishedKeys{"step_time_s", "tflops_per_device"
 LinkProfile read_link(const MapReader& parent, const std::string& key) {
   MapReader r = parent.nested(key, {"bandwidth_gbps", "latency_us"});
   LinkProfile link;
-  link.bandwidth_bytes_per_s = r.get_positive_double("bandwidth_gbps") * units::gb_bytes;
-  link.latency_s = r.get_nonnegative_double("latency_us") * units::us_s;
+  link.bandwidth_bytes_per_s = r.get_real("bandwidth_gbps", kBandwidthRange) * units::gb_bytes;
+  link.latency_s = r.get_real("latency_us", kLatencyRange) * units::us_s;
   return link;
 }
 
 EfficiencyCurve read_curve(const MapReader& parent, const std::string& key) {
   MapReader r = parent.nested(key, {"max", "half_tflop"});
   EfficiencyCurve c;
-  c.max_efficiency = r.get_double("max");
-  if (!(c.max_efficiency > 0 && c.max_efficiency <= 1))
-    r.fail("max", fmt::format("must be a fraction of peak in (0, 1], got {}", c.max_efficiency));
-  c.half_flops = r.get_nonnegative_double("half_tflop") * units::tflop;
+  c.max_efficiency = r.get_real("max", kFractionRange);
+  c.half_flops = r.get_real("half_tflop", kHalfTflopRange) * units::tflop;
   return c;
 }
 
@@ -312,11 +373,6 @@ int zero_stage_of(const MapReader& r, const YAML::Node& n, int line, const std::
   return static_cast<int>(v);
 }
 
-int64_t positive_of(const MapReader& r, const YAML::Node& n, int line, const std::string& where) {
-  int64_t v = r.scalar_int(n, line, where);
-  if (v <= 0) throw ConfigError(r.file(), line, where, fmt::format("must be a positive integer (> 0), got {}", v));
-  return v;
-}
 
 // A `model:` / `cluster:` / `training:` entry of an experiment: a path or an inline mapping.
 template <typename T>
@@ -359,20 +415,18 @@ ModelConfig model_from_yaml(const YAML::Node& node, const std::string& file, con
   MapReader r(node, file, field, kModelKeys);
   ModelConfig m;
   m.name = r.get_string("name");
-  m.layers = r.get_positive_int("layers");
-  m.hidden = r.get_positive_int("hidden");
-  m.heads = r.get_positive_int("heads");
-  m.kv_heads = r.get_positive_int("kv_heads");
-  m.head_dim = r.get_positive_int("head_dim");
-  m.ffn_hidden = r.get_positive_int("ffn_hidden");
+  m.layers = r.get_count("layers", kMaxSize);
+  m.hidden = r.get_count("hidden", kMaxSize);
+  m.heads = r.get_count("heads", kMaxSize);
+  m.kv_heads = r.get_count("kv_heads", kMaxSize);
+  m.head_dim = r.get_count("head_dim", kMaxSize);
+  m.ffn_hidden = r.get_count("ffn_hidden", kMaxSize);
   m.gated_mlp = r.get_bool("gated_mlp");
-  m.vocab = r.get_positive_int("vocab");
+  m.vocab = r.get_count("vocab", kMaxSize);
   m.tied_embeddings = r.has("tied_embeddings") ? r.get_bool("tied_embeddings") : false;
   if (r.has("dropout")) {
     // A probability of dropping an element; 1 would drop everything.
-    m.dropout = r.get_double("dropout");
-    if (!(m.dropout >= 0.0 && m.dropout < 1.0))
-      r.fail("dropout", fmt::format("must be a probability in [0, 1) (0.1 for 10%, 0 for none), got {}", m.dropout));
+    m.dropout = r.get_real("dropout", kProbabilityRange);
   }
   // Grouped-query attention: each KV head serves heads/kv_heads query heads.
   if (m.kv_heads > m.heads) r.fail("kv_heads", fmt::format("must be <= heads ({}), got {}", m.heads, m.kv_heads));
@@ -388,19 +442,23 @@ ClusterConfig cluster_from_yaml(const YAML::Node& node, const std::string& file,
   c.name = r.get_string("name");
   {
     MapReader peak = r.nested("peak_tflops", {"bf16", "fp16", "fp32"});
-    c.peak_flops_per_s_bf16 = peak.get_positive_double("bf16") * units::tflop;
-    c.peak_flops_per_s_fp16 = peak.get_positive_double("fp16") * units::tflop;
-    c.peak_flops_per_s_fp32 = peak.get_positive_double("fp32") * units::tflop;
+    c.peak_flops_per_s_bf16 = peak.get_real("bf16", kTflopsRange) * units::tflop;
+    c.peak_flops_per_s_fp16 = peak.get_real("fp16", kTflopsRange) * units::tflop;
+    c.peak_flops_per_s_fp32 = peak.get_real("fp32", kTflopsRange) * units::tflop;
   }
-  c.memory_bytes = r.get_positive_double("memory_gib") * units::gib_bytes;
-  c.memory_reserved_bytes = r.get_nonnegative_double("memory_reserved_gib") * units::gib_bytes;
+  c.memory_bytes = r.get_real("memory_gib", kMemoryGibRange) * units::gib_bytes;
+  c.memory_reserved_bytes = r.get_real("memory_reserved_gib", kReservedGibRange) * units::gib_bytes;
   if (c.memory_reserved_bytes >= c.memory_bytes)
     r.fail("memory_reserved_gib",
            fmt::format("must be less than memory_gib ({}), got {}", c.memory_bytes / units::gib_bytes,
                        c.memory_reserved_bytes / units::gib_bytes));
-  c.memory_bandwidth_bytes_per_s = r.get_positive_double("memory_bandwidth_gbps") * units::gb_bytes;
-  c.gpus_per_node = r.get_positive_int("gpus_per_node");
-  c.nodes = r.get_positive_int("nodes");
+  c.memory_bandwidth_bytes_per_s = r.get_real("memory_bandwidth_gbps", kBandwidthRange) * units::gb_bytes;
+  c.gpus_per_node = r.get_count("gpus_per_node", kMaxGpus);
+  c.nodes = r.get_count("nodes", kMaxGpus);
+  if (c.gpus_per_node > kMaxGpus / c.nodes)  // both <= 2^20: the product cannot overflow, but keep the rule
+    r.fail("nodes", fmt::format("gpus_per_node x nodes = {} x {} = {} GPUs; at most {} ({}) are valid",
+                                c.gpus_per_node, c.nodes, c.gpus_per_node * c.nodes, kMaxGpus,
+                                limit_reason(kMaxGpus)));
   c.intra_node = read_link(r, "intra_node");
   c.inter_node = read_link(r, "inter_node");
   MapReader eff =
@@ -412,12 +470,7 @@ ClusterConfig cluster_from_yaml(const YAML::Node& node, const std::string& file,
   // Optional: absent leaves max_efficiency 0, i.e. the materialised backward uses `matmul`.
   if (eff.has("matmul_backward")) c.matmul_backward = read_curve(eff, "matmul_backward");
   if (eff.has("memory_bandwidth")) {
-    c.memory_bandwidth_efficiency = eff.get_double("memory_bandwidth");
-    if (!(c.memory_bandwidth_efficiency > 0.0 && c.memory_bandwidth_efficiency <= 1.0))
-      eff.fail("memory_bandwidth",
-               fmt::format("must be the fraction of memory_bandwidth_gbps that streaming kernels reach, in (0, 1] "
-                           "(0.85 for 85%), got {}",
-                           c.memory_bandwidth_efficiency));
+    c.memory_bandwidth_efficiency = eff.get_real("memory_bandwidth", kStreamingFractionRange);
   }
   return c;
 }
@@ -425,7 +478,7 @@ ClusterConfig cluster_from_yaml(const YAML::Node& node, const std::string& file,
 TrainingConfig training_from_yaml(const YAML::Node& node, const std::string& file, const std::string& field) {
   MapReader r(node, file, field, kTrainingKeys);
   TrainingConfig t;
-  t.seq_len = r.get_positive_int("seq_len");
+  t.seq_len = r.get_count("seq_len", kMaxSize);
   bool by_sequences = r.has("global_batch"), by_tokens = r.has("global_batch_tokens");
   if (by_sequences == by_tokens)
     throw ConfigError(file, by_tokens ? r.key_line("global_batch_tokens") : r.map_line(),
@@ -433,9 +486,9 @@ TrainingConfig training_from_yaml(const YAML::Node& node, const std::string& fil
                       by_tokens ? "give either global_batch (sequences) or global_batch_tokens, not both"
                                 : "missing required key: give global_batch (sequences) or global_batch_tokens");
   if (by_sequences) {
-    t.global_batch_sequences = r.get_positive_int("global_batch");
+    t.global_batch_sequences = r.get_count("global_batch", kMaxSize);
   } else {
-    int64_t tokens = r.get_positive_int("global_batch_tokens");
+    int64_t tokens = r.get_count("global_batch_tokens", kMaxTokens);
     if (tokens % t.seq_len != 0) {
       int64_t below = tokens / t.seq_len * t.seq_len, above = below + t.seq_len;
       r.fail("global_batch_tokens",
@@ -443,6 +496,10 @@ TrainingConfig training_from_yaml(const YAML::Node& node, const std::string& fil
                          below > 0 ? std::to_string(below) + " or " : "", above));
     }
     t.global_batch_sequences = tokens / t.seq_len;
+    if (t.global_batch_sequences > kMaxSize)
+      r.fail("global_batch_tokens",
+             fmt::format("{} tokens are {} sequences of seq_len {}; at most {} sequences ({}) are valid", tokens,
+                         t.global_batch_sequences, t.seq_len, kMaxSize, limit_reason(kMaxSize)));
   }
   t.dtype = r.get_enum<DType>("dtype", parse_dtype, dtype_names());
   t.optimizer = r.get_enum<Optimizer>("optimizer", parse_optimizer, optimizer_names());
@@ -459,16 +516,24 @@ Experiment experiment_from_yaml(const YAML::Node& node, const std::string& file,
   e.model = read_block<ModelConfig>(r, "model", base_dir, load_model, model_from_yaml);
   e.cluster = read_block<ClusterConfig>(r, "cluster", base_dir, load_cluster, cluster_from_yaml);
   e.training = read_block<TrainingConfig>(r, "training", base_dir, load_training, training_from_yaml);
-  if (r.has("gpus")) e.gpus = r.get_positive_int("gpus");
+  if (r.has("gpus")) e.gpus = r.get_count("gpus", kMaxGpus);
 
   if (r.has("mesh")) {
     // Omitted mesh dimensions are 1 (no parallelism along them).
     MapReader m = r.nested("mesh", kMeshKeys);
     Mesh mesh;
-    if (m.has("dp")) mesh.dp = m.get_positive_int("dp");
-    if (m.has("tp")) mesh.tp = m.get_positive_int("tp");
-    if (m.has("cp")) mesh.cp = m.get_positive_int("cp");
-    if (m.has("pp")) mesh.pp = m.get_positive_int("pp");
+    if (m.has("dp")) mesh.dp = m.get_count("dp", kMaxGpus);
+    if (m.has("tp")) mesh.tp = m.get_count("tp", kMaxGpus);
+    if (m.has("cp")) mesh.cp = m.get_count("cp", kMaxGpus);
+    if (m.has("pp")) mesh.pp = m.get_count("pp", kMaxGpus);
+    // Each factor <= 2^20 and each partial product checked <= 2^20: no step can overflow.
+    int64_t world = 1;
+    for (int64_t f : {mesh.dp, mesh.tp, mesh.cp, mesh.pp}) {
+      world *= f;
+      if (world > kMaxGpus)
+        r.fail("mesh", fmt::format("dp*tp*cp*pp = {}*{}*{}*{} exceeds {} GPUs ({}); use a smaller mesh", mesh.dp,
+                                   mesh.tp, mesh.cp, mesh.pp, kMaxGpus, limit_reason(kMaxGpus)));
+    }
     // A fixed mesh fixes the world size: gpus defaults to it and must agree with it.
     if (e.gpus && *e.gpus != mesh.world_size())
       r.fail("mesh", fmt::format("dp*tp*cp*pp = {}*{}*{}*{} = {} must equal gpus ({}); change the mesh or gpus",
@@ -480,21 +545,21 @@ Experiment experiment_from_yaml(const YAML::Node& node, const std::string& file,
   if (r.has("options")) {
     MapReader o = r.nested("options", kOptionKeys);
     ParallelOptions& opt = e.options;
-    if (o.has("micro_batch")) opt.micro_batch = o.get_positive_int("micro_batch");
+    if (o.has("micro_batch")) opt.micro_batch = o.get_count("micro_batch", kMaxSize);
     if (o.has("recompute")) opt.recompute = o.get_enum<Recompute>("recompute", parse_recompute, recompute_names());
     if (o.has("zero_stage"))
       opt.zero_stage = zero_stage_of(o, o.require("zero_stage"), o.key_line("zero_stage"), o.field("zero_stage"));
     if (o.has("sequence_parallel")) opt.sequence_parallel = o.get_bool("sequence_parallel");
     if (o.has("cp_scheme")) opt.cp_scheme = o.get_enum<CpScheme>("cp_scheme", parse_cp_scheme, cp_scheme_names());
-    if (o.has("interleave")) opt.interleave = o.get_positive_int("interleave");
+    if (o.has("interleave")) opt.interleave = o.get_count("interleave", kMaxSize);
     if (o.has("attention")) opt.attention = o.get_enum<AttentionImpl>("attention", parse_attention, attention_names());
   }
 
   if (r.has("search")) {
     MapReader s = r.nested("search", kSearchKeys);
     SearchSpace& sp = e.search;
-    auto positive = [&s](const YAML::Node& n, int line, const std::string& w) { return positive_of(s, n, line, w); };
-    if (s.has("micro_batch")) sp.micro_batch = s.get_list<int64_t>("micro_batch", positive);
+    auto size = [&s](const YAML::Node& n, int line, const std::string& w) { return s.scalar_count(n, line, w, kMaxSize); };
+    if (s.has("micro_batch")) sp.micro_batch = s.get_list<int64_t>("micro_batch", size);
     if (s.has("recompute"))
       sp.recompute = s.get_list<Recompute>("recompute", [&s](const YAML::Node& n, int line, const std::string& w) {
         return s.scalar_enum<Recompute>(n, line, w, parse_recompute, recompute_names());
@@ -511,28 +576,25 @@ Experiment experiment_from_yaml(const YAML::Node& node, const std::string& file,
       sp.cp_scheme = s.get_list<CpScheme>("cp_scheme", [&s](const YAML::Node& n, int line, const std::string& w) {
         return s.scalar_enum<CpScheme>(n, line, w, parse_cp_scheme, cp_scheme_names());
       });
-    if (s.has("interleave")) sp.interleave = s.get_list<int64_t>("interleave", positive);
+    if (s.has("interleave")) sp.interleave = s.get_list<int64_t>("interleave", size);
     if (s.has("attention"))
       sp.attention = s.get_list<AttentionImpl>("attention", [&s](const YAML::Node& n, int line, const std::string& w) {
         return s.scalar_enum<AttentionImpl>(n, line, w, parse_attention, attention_names());
       });
-    if (s.has("max_tp")) sp.max_tp = s.get_positive_int("max_tp");
-    if (s.has("max_cp")) sp.max_cp = s.get_positive_int("max_cp");
-    if (s.has("max_pp")) sp.max_pp = s.get_positive_int("max_pp");
+    if (s.has("max_tp")) sp.max_tp = s.get_count("max_tp", kMaxGpus);
+    if (s.has("max_cp")) sp.max_cp = s.get_count("max_cp", kMaxGpus);
+    if (s.has("max_pp")) sp.max_pp = s.get_count("max_pp", kMaxGpus);
   }
 
   if (r.has("published")) {
     MapReader p = r.nested("published", kPublishedKeys);
     Published pub;
-    if (p.has("step_time_s")) pub.step_time_s = p.get_positive_double("step_time_s");
-    if (p.has("tflops_per_device")) pub.tflops_per_device = p.get_positive_double("tflops_per_device");
+    if (p.has("step_time_s")) pub.step_time_s = p.get_real("step_time_s", kStepTimeRange);
+    if (p.has("tflops_per_device")) pub.tflops_per_device = p.get_real("tflops_per_device", kTflopsRange);
     if (p.has("mfu")) {
-      double mfu = p.get_double("mfu");
-      if (!(mfu > 0 && mfu <= 1))
-        p.fail("mfu", fmt::format("must be a fraction in (0, 1] (0.38 for 38%), got {}", mfu));
-      pub.mfu = mfu;
+      pub.mfu = p.get_real("mfu", kFractionRange);
     }
-    if (p.has("peak_memory_gib")) pub.peak_memory_gib = p.get_positive_double("peak_memory_gib");
+    if (p.has("peak_memory_gib")) pub.peak_memory_gib = p.get_real("peak_memory_gib", kMemoryGibRange);
     // Published figures are only useful with their provenance, and at least one figure.
     pub.source = p.get_string("source");
     if (!pub.step_time_s && !pub.tflops_per_device && !pub.mfu && !pub.peak_memory_gib)

@@ -8,7 +8,12 @@
 // Forward over one KV block:  S = scale*Q*K^T (hidden -> -inf), m = rowmax S,
 //   l = sum exp(S - m), O = exp(S - m)*V / l, lse = m + log l.
 // A row with no visible key yields O = 0, lse = -inf (never NaN).
-// Merge two partials: lse = max + log1p(exp(min - max)), O = e^(lse_a-lse) O_a + e^(lse_b-lse) O_b.
+// Merge two partials (stable sigmoid form; hi / lo = the partial with the larger / smaller lse):
+//   w = sigmoid(lse_lo - lse_hi) = e / (1 + e) with e = exp(lse_lo - lse_hi) <= 1,
+//   O = O_hi + w (O_lo - O_hi),  lse = lse_hi + log1p(e).
+// Equal to e^(lse_a-lse) O_a + e^(lse_b-lse) O_b in exact arithmetic, but O stays a convex
+// combination however lse rounds (weights taken from a float32 lse ~ 150 miss 1 by 1e-5).
+// One side -inf: the result is the other side exactly; both -inf: O = 0, lse = -inf.
 // Backward with the FINAL O, dO, lse: D = rowsum(dO * O), P = exp(S - lse), dV += P^T dO,
 //   dP = dO V^T, dS = P * (dP - D), dQ += scale dS K, dK += scale dS^T Q.
 // Because the final lse is used, per-block contributions sum exactly to the full gradient.

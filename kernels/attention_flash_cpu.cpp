@@ -268,12 +268,19 @@ void merge_partial(const ForwardOut& acc, const ForwardOut& blk) {
           la[i] = c;
           continue;
         }
-        // Both finite: lse = max + log1p(exp(min - max)); weights are exp(lse_x - lse) <= 1.
+        // Both finite. The other partial's weight is sigmoid(lo - hi) = e / (1 + e), e =
+        // exp(lo - hi) <= 1, so it is <= 1/2 and needs no 1 - x. O moves from the partial with
+        // the larger lse toward the other by that weight: a convex combination whatever the
+        // rounding. Weights exp(lse_x - lse) taken from the float32-rounded merged lse would not
+        // sum to 1 (off by up to an ulp of lse, 1.5e-5 at lse ~ 150), once per merge.
         const float hi = std::max(a, c), lo = std::min(a, c);
-        const float lse = hi + std::log1p(std::exp(lo - hi));
-        const float wa = std::exp(a - lse), wb = std::exp(c - lse);
-        oa.row(i) = oa.row(i) * wa + ob.row(i) * wb;
-        la[i] = lse;
+        const float e = std::exp(lo - hi);
+        const float w = e / (1.0f + e);
+        if (a >= c)
+          oa.row(i) = oa.row(i) + w * (ob.row(i) - oa.row(i));
+        else
+          oa.row(i) = ob.row(i) + w * (oa.row(i) - ob.row(i));
+        la[i] = hi + std::log1p(e);
       }
     }
 }

@@ -83,8 +83,15 @@ int64_t parse_positive_flag(const std::string& flag, int64_t value) {
   return value;
 }
 
+int64_t parse_gpus_flag(const std::string& flag, int64_t value) {
+  if (value <= 0 || value > kMaxGpus)
+    throw bad_input(fmt::format("{}: must be a GPU count in 1 .. {} (ringplan's limit, 2^20), got {}", flag, kMaxGpus,
+                                value));
+  return value;
+}
+
 int64_t experiment_gpus(const Experiment& e, int64_t cli_gpus) {
-  if (cli_gpus != 0) return parse_positive_flag("--gpus", cli_gpus);
+  if (cli_gpus != 0) return parse_gpus_flag("--gpus", cli_gpus);
   if (e.gpus && *e.gpus > 0) return *e.gpus;
   const int64_t n = e.cluster.gpus();
   if (n <= 0)

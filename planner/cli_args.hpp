@@ -21,9 +21,12 @@ AttentionImpl parse_attention_flag(const std::string& flag, const std::string& t
 bool parse_on_off_flag(const std::string& flag, const std::string& text);  // on|off|true|false
 int parse_zero_stage_flag(const std::string& flag, int64_t value);          // 0..3
 int64_t parse_positive_flag(const std::string& flag, int64_t value);        // > 0
+// A GPU count given on the command line: 1 .. kMaxGpus (core/config.hpp); 0 is not "unset" here,
+// callers that have a default only call this when the flag was given.
+int64_t parse_gpus_flag(const std::string& flag, int64_t value);
 
-// The GPU count a command works with: `cli_gpus` (> 0) if given, else the experiment's
-// `gpus`, else the cluster's gpus_per_node x nodes.
+// The GPU count a command works with: `cli_gpus` (> 0, checked by parse_gpus_flag) if given,
+// else the experiment's `gpus`, else the cluster's gpus_per_node x nodes.
 int64_t experiment_gpus(const Experiment& e, int64_t cli_gpus);
 
 // Throws bad input unless mesh.world_size() == gpus; the message names a valid mesh.

@@ -94,22 +94,29 @@ class TopK {
   std::vector<sim::Prediction> heap_;
 };
 
+// The loaders already bound every GPU count (core/config_yaml.cpp); these checks guard
+// experiments and settings built in code, so that enumerate_meshes() never sees more than
+// kMaxGpus.
 int64_t resolve_gpus(const Experiment& e, const PlanSettings& s) {
   if (s.gpus != 0) {
-    if (s.gpus < 0) throw bad_input(fmt::format("GPU count must be > 0, got {}", s.gpus));
+    if (s.gpus < 0 || s.gpus > kMaxGpus)
+      throw bad_input(fmt::format("GPU count must be in 1 .. {} (ringplan's limit, 2^20), got {}", kMaxGpus, s.gpus));
     return s.gpus;
   }
   if (e.gpus) {
-    if (*e.gpus <= 0) throw bad_input(fmt::format("{}: gpus must be > 0, got {}", e.path, *e.gpus));
+    if (*e.gpus <= 0 || *e.gpus > kMaxGpus)
+      throw bad_input(fmt::format("{}: gpus must be in 1 .. {} (ringplan's limit, 2^20), got {}", e.path, kMaxGpus,
+                                  *e.gpus));
     return *e.gpus;
   }
-  const int64_t n = e.cluster.gpus();
-  if (n <= 0)
+  const int64_t per_node = e.cluster.gpus_per_node, nodes = e.cluster.nodes;
+  // per_node <= kMaxGpus / nodes: the product is in range and computing it cannot overflow.
+  if (per_node <= 0 || nodes <= 0 || per_node > kMaxGpus / nodes)
     throw bad_input(fmt::format(
-        "{}: cluster '{}' has {} GPUs (gpus_per_node {} x nodes {}); set cluster.nodes, the "
-        "experiment's gpus, or --gpus to a positive count",
-        e.path, e.cluster.name, n, e.cluster.gpus_per_node, e.cluster.nodes));
-  return n;
+        "{}: cluster '{}' has gpus_per_node {} x nodes {}; the product must be in 1 .. {} (ringplan's "
+        "limit, 2^20): fix cluster.nodes, or set the experiment's gpus or --gpus",
+        e.path, e.cluster.name, per_node, nodes, kMaxGpus));
+  return per_node * nodes;
 }
 
 }  // namespace
@@ -140,8 +147,14 @@ ResolvedSearchSpace resolve_search_space(const Experiment& e) {
 std::vector<Mesh> enumerate_meshes(int64_t gpus) {
   std::vector<Mesh> meshes;
   if (gpus <= 0) return meshes;
+  // The number of meshes grows with the divisor count; beyond kMaxGpus the search is refused
+  // (plan() says so with the limit) rather than left to run for minutes.
+  if (gpus > kMaxGpus)
+    throw bad_input(fmt::format("cannot enumerate meshes of {} GPUs: at most {} (ringplan's limit, 2^20)", gpus,
+                                kMaxGpus));
   std::vector<int64_t> divisors;
-  for (int64_t d = 1; d * d <= gpus; ++d) {
+  // d <= gpus / d rather than d * d <= gpus: the product would overflow int64 near its maximum.
+  for (int64_t d = 1; d <= gpus / d; ++d) {
     if (gpus % d == 0) {
       divisors.push_back(d);
       if (d != gpus / d) divisors.push_back(gpus / d);

@@ -47,6 +47,7 @@ struct ResolvedSearchSpace {
 ResolvedSearchSpace resolve_search_space(const Experiment& e);
 
 // All meshes with dp*tp*cp*pp == gpus, in a fixed order (tp, then cp, then dp ascending).
+// Empty for gpus <= 0; throws ringplan::Error (bad input) for gpus > kMaxGpus (core/config.hpp).
 std::vector<Mesh> enumerate_meshes(int64_t gpus);
 
 struct PlanSettings {
@@ -81,8 +82,8 @@ struct PlanResult {
 };
 
 // Runs the search. Throws ringplan::Error (bad_input) for settings that cannot be valid
-// (top_k <= 0, gpus <= 0). A search where nothing fits returns an empty candidate list; use
-// describe_no_fit() for the message.
+// (top_k <= 0, a GPU count outside 1 .. kMaxGpus). A search where nothing fits returns an empty
+// candidate list; use describe_no_fit() for the message.
 PlanResult plan(const Experiment& e, const PlanSettings& settings = {});
 
 // "no layout of <model> fits on N GPUs (<cluster>, C GiB each): evaluated E, ... the

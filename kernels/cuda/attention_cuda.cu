@@ -570,18 +570,28 @@ __global__ void merge_kernel(const RowArgs a) {
   float* acc_lse = a.row_a + b * a.a_sb + h * a.a_sh + i;
   const float la = *acc_lse;
   const float lb = a.row_b[b * a.b_sb + h * a.b_sh + i];
-  const float hi = fmaxf(la, lb), lo = fminf(la, lb);
-  float lse = -INFINITY, wa = 0.0f, wb = 0.0f;
-  if (hi != -INFINITY) {  // both -inf: O = 0, lse = -inf (never -inf - -inf)
-    lse = hi + log1pf(expf(lo - hi));
-    wa = expf(la - lse);
-    wb = expf(lb - lse);
-  }
   float* oa = const_cast<float*>(static_cast<const float*>(a.x)) + b * a.x_sb + h * a.x_sh + i * a.x_st;
   const float* ob = static_cast<const float*>(a.y) + b * a.y_sb + h * a.y_sh + i * a.y_st;
-  for (int64_t c = lane; c < a.head_dim; c += 32) oa[c] = wa * oa[c] + wb * ob[c];
+  const float hi = fmaxf(la, lb), lo = fminf(la, lb);
+  if (hi == -INFINITY) {  // both -inf: O = 0, lse = -inf (never -inf - -inf)
+    for (int64_t c = lane; c < a.head_dim; c += 32) oa[c] = 0.0f;
+    __syncwarp();
+    if (lane == 0) *acc_lse = -INFINITY;
+    return;
+  }
+  // Stable sigmoid form, as merge_partial on the CPU (kernels/attention.hpp): the smaller-lse
+  // side weighs w = e / (1 + e) <= 1/2, e = exp(lo - hi), and O moves from the larger-lse side
+  // toward it, a convex combination however lse rounds. One side -inf: O and lse are the other
+  // side's exactly.
+  const float e = expf(lo - hi);
+  const float w = e / (1.0f + e);
+  const bool a_hi = la >= lb;
+  for (int64_t c = lane; c < a.head_dim; c += 32) {
+    const float o_hi = a_hi ? oa[c] : ob[c], o_lo = a_hi ? ob[c] : oa[c];
+    oa[c] = lo == -INFINITY ? o_hi : fmaf(w, o_lo - o_hi, o_hi);  // one side empty: copy, no arithmetic
+  }
   __syncwarp();
-  if (lane == 0) *acc_lse = lse;
+  if (lane == 0) *acc_lse = hi + log1pf(e);
 }
 
 // ---------------------------------------------------------------------------------------------

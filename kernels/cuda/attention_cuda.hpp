@@ -60,7 +60,9 @@ std::string forward_impl_unavailable(ForwardImpl impl);
 ForwardImpl resolve_forward_impl(ForwardImpl impl);
 const char* forward_impl_name(ForwardImpl impl);
 
-// acc <- merge(acc, blk) in place; both float32. Both lse = -inf gives O = 0, lse = -inf.
+// acc <- merge(acc, blk) in place; both float32. Same stable sigmoid form as the CPU merge_partial
+// (kernels/attention.hpp): one side lse = -inf gives the other side exactly, both give O = 0,
+// lse = -inf.
 void merge_partial(const ForwardOut& acc, const ForwardOut& blk, cudaStream_t stream);
 
 // D = rowsum(dO * O) in float32; O and dO may be f32, f16 or bf16.

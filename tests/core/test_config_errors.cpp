@@ -104,9 +104,9 @@ TEST_CASE("non-positive values are rejected with the valid range") {
   f = dir.write("b.yaml", replace(test::kModelYaml, "vocab: 32000", "vocab: -5"));
   check_config_error([&] { load_model(f); }, {f, 9, "model.vocab", "got -5"});
   std::string c = dir.write("c.yaml", replace(test::kClusterYaml, "  bandwidth_gbps: 450", "  bandwidth_gbps: -1"));
-  check_config_error([&] { load_cluster(c); }, {c, 9, "cluster.intra_node.bandwidth_gbps", "must be > 0, got -1"});
+  check_config_error([&] { load_cluster(c); }, {c, 9, "cluster.intra_node.bandwidth_gbps", "got -1; valid range [1e-06, 1000000000] GB/s"});
   c = dir.write("d.yaml", replace(test::kClusterYaml, "fp32: 67", "fp32: 0"));
-  check_config_error([&] { load_cluster(c); }, {c, 2, "cluster.peak_tflops.fp32", "must be > 0"});
+  check_config_error([&] { load_cluster(c); }, {c, 2, "cluster.peak_tflops.fp32", "must be >= 1e-06, got 0"});
   c = dir.write("e.yaml", replace(test::kClusterYaml, "  latency_us: 3", "  latency_us: -3"));
   check_config_error([&] { load_cluster(c); }, {c, 10, "cluster.intra_node.latency_us", "must be >= 0"});
   std::string t = dir.write("t.yaml", replace(test::kTrainingYaml, "seq_len: 4096", "seq_len: 0"));
@@ -116,7 +116,7 @@ TEST_CASE("non-positive values are rejected with the valid range") {
 TEST_CASE("cluster consistency: efficiency max at most 1 and reserved memory below capacity") {
   TempDir dir;
   std::string c = dir.write("a.yaml", replace(test::kClusterYaml, "max: 0.8", "max: 1.5"));
-  check_config_error([&] { load_cluster(c); }, {c, 15, "cluster.efficiency.matmul.max", "(0, 1]"});
+  check_config_error([&] { load_cluster(c); }, {c, 15, "cluster.efficiency.matmul.max", "in [1e-06, 1], got 1.5"});
   c = dir.write("b.yaml", replace(test::kClusterYaml, "memory_reserved_gib: 2", "memory_reserved_gib: 80"));
   check_config_error([&] { load_cluster(c); }, {c, 4, "cluster.memory_reserved_gib", "less than memory_gib (80)"});
 }
@@ -124,7 +124,7 @@ TEST_CASE("cluster consistency: efficiency max at most 1 and reserved memory bel
 TEST_CASE("model dropout below 0 or at least 1 is rejected at its line") {
   TempDir dir;
   std::string f = dir.write("a.yaml", std::string(test::kModelYaml) + "dropout: 1.5\n");
-  check_config_error([&] { load_model(f); }, {f, 10, "model.dropout", "must be a probability in [0, 1)"});
+  check_config_error([&] { load_model(f); }, {f, 10, "model.dropout", "must be a probability (0.1 for 10%, 0 for none) in [0, 1)"});
   f = dir.write("b.yaml", std::string(test::kModelYaml) + "dropout: 1\n");
   check_config_error([&] { load_model(f); }, {f, 10, "model.dropout", "got 1"});
   f = dir.write("c.yaml", std::string(test::kModelYaml) + "dropout: -0.1\n");
@@ -141,7 +141,7 @@ TEST_CASE("cluster efficiency.memory_bandwidth at most 0 or above 1 is rejected 
     std::string c = dir.write(std::string("m") + bad + ".yaml",
                               std::string(test::kClusterYaml) + "  memory_bandwidth: " + bad + "\n");
     check_config_error([&] { load_cluster(c); },
-                       {c, 17, "cluster.efficiency.memory_bandwidth", std::string("in (0, 1]")});
+                       {c, 17, "cluster.efficiency.memory_bandwidth", std::string("in [1e-06, 1], got ") + bad});
   }
   std::string c = dir.write("n.yaml", std::string(test::kClusterYaml) + "  memory_bandwidth: {max: 0.8}\n");
   check_config_error([&] { load_cluster(c); }, {c, 17, "cluster.efficiency.memory_bandwidth", "expected a number"});
@@ -236,7 +236,7 @@ TEST_CASE("experiment sections: mesh and options and search and published") {
   e = files.experiment("published:\n  mfu: 0.38\n");
   check_config_error([&] { load_experiment(e); }, {e, 6, "published.source", "missing required key 'source'"});
   e = files.experiment("published:\n  mfu: 38\n  source: paper\n");
-  check_config_error([&] { load_experiment(e); }, {e, 6, "published.mfu", "(0, 1]"});
+  check_config_error([&] { load_experiment(e); }, {e, 6, "published.mfu", "in [1e-06, 1], got 38"});
   e = files.experiment("published:\n  source: paper\n");
   check_config_error([&] { load_experiment(e); }, {e, 6, "published", "at least one of"});
   e = files.experiment("model_file: x\n");
@@ -247,4 +247,53 @@ TEST_CASE("a plan file's embedded experiment reports the embedded field path") {
   TempDir dir;
   std::string p = dir.write("plan.yaml", "plan: {rank: 1}\nexperiment:\n  name: x\n  model: [5]\n");
   check_config_error([&] { load_experiment(p); }, {p, 4, "experiment.model", "expected a file path"});
+}
+
+TEST_CASE("counts are bounded so that derived sizes fit int64: refused at their line with the limit") {
+  TempDir dir;
+  // gpus_per_node x nodes would wrap to 4 GPUs in int64 (4355693533221597513 x 2532977338045449188).
+  std::string c = dir.write("a.yaml", replace(test::kClusterYaml, "gpus_per_node: 8", "gpus_per_node: 4355693533221597513"));
+  check_config_error([&] { load_cluster(c); },
+                     {c, 6, "cluster.gpus_per_node", "must be at most 1048576 (ringplan's limit on GPU counts"});
+  c = dir.write("b.yaml", replace(test::kClusterYaml, "nodes: 2", "nodes: 2532977338045449188"));
+  check_config_error([&] { load_cluster(c); }, {c, 7, "cluster.nodes", "valid: 1 .. 1048576"});
+  // Each within the limit, the product not.
+  c = dir.write("c.yaml", replace(replace(test::kClusterYaml, "gpus_per_node: 8", "gpus_per_node: 1024"),
+                                  "nodes: 2", "nodes: 2048"));
+  check_config_error([&] { load_cluster(c); }, {c, 7, "cluster.nodes", "1024 x 2048 = 2097152 GPUs; at most 1048576"});
+  std::string m = dir.write("m.yaml", replace(test::kModelYaml, "hidden: 512", "hidden: 9223372036854775807"));
+  check_config_error([&] { load_model(m); }, {m, 3, "model.hidden", "must be at most 2147483648 (2^31"});
+  std::string t = dir.write("t.yaml", replace(test::kTrainingYaml, "seq_len: 4096", "seq_len: 4294967296"));
+  check_config_error([&] { load_training(t); }, {t, 1, "training.seq_len", "valid: 1 .. 2147483648"});
+}
+
+TEST_CASE("a mesh beyond the GPU limit is refused, not wrapped") {
+  ExperimentFiles files;
+  // dp x cp = 4611686018427387905 x 4 wraps to 4 in int64 and would have matched gpus: 4.
+  std::string e = files.experiment("gpus: 4\nmesh: {dp: 4611686018427387905, cp: 4}\n");
+  check_config_error([&] { load_experiment(e); }, {e, 6, "mesh.dp", "must be at most 1048576"});
+  e = files.experiment("mesh: {dp: 1024, tp: 8, cp: 8, pp: 32}\n");
+  check_config_error([&] { load_experiment(e); }, {e, 5, "mesh", "dp*tp*cp*pp = 1024*8*8*32 exceeds 1048576 GPUs"});
+  e = files.experiment("gpus: 9223372036854775807\n");
+  check_config_error([&] { load_experiment(e); }, {e, 5, "gpus", "must be at most 1048576"});
+  e = files.experiment("options:\n  micro_batch: 4294967296\n");
+  check_config_error([&] { load_experiment(e); }, {e, 6, "options.micro_batch", "valid: 1 .. 2147483648"});
+  e = files.experiment("search:\n  micro_batch: [1, 4294967296]\n");
+  check_config_error([&] { load_experiment(e); }, {e, 6, "search.micro_batch[1]", "valid: 1 .. 2147483648"});
+  e = files.experiment("", "training: {seq_len: 2, global_batch_tokens: 4611686018427387904, dtype: bf16, "
+                           "optimizer: adam}\n");
+  check_config_error([&] { load_experiment(e); }, {e, 4, "training.global_batch_tokens", "at most 2147483648 sequences"});
+}
+
+TEST_CASE("reals are finite and in a stated range: 1e308 never becomes inf downstream") {
+  TempDir dir;
+  std::string c = dir.write("a.yaml", replace(test::kClusterYaml, "memory_gib: 80", "memory_gib: 1e308"));
+  check_config_error([&] { load_cluster(c); },
+                     {c, 3, "cluster.memory_gib", "must be <= 1000000, got 1e+308; valid range [1e-06, 1000000] GiB"});
+  c = dir.write("b.yaml", replace(test::kClusterYaml, "half_tflop: 0.05", "half_tflop: 1e308"));
+  check_config_error([&] { load_cluster(c); }, {c, 16, "cluster.efficiency.attention.half_tflop", "valid range [0, "});
+  c = dir.write("c.yaml", replace(test::kClusterYaml, "bf16: 989", "bf16: 1e-300"));
+  check_config_error([&] { load_cluster(c); }, {c, 2, "cluster.peak_tflops.bf16", "must be >= 1e-06, got 1e-300"});
+  c = dir.write("d.yaml", replace(test::kClusterYaml, "  latency_us: 3", "  latency_us: 1e300"));
+  check_config_error([&] { load_cluster(c); }, {c, 10, "cluster.intra_node.latency_us", "us"});
 }

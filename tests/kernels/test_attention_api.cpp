@@ -1,9 +1,12 @@
 // Tests of the small pieces of kernels/attention.hpp: views, validate() messages, argument
-// errors of the kernels, merge_partial with -inf on either side, attention_backward_delta and
-// the exact visible-pair count.
+// errors of the kernels, merge_partial with -inf on either side and at large lse,
+// attention_backward_delta and the exact visible-pair count.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
+#include <random>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -184,6 +187,58 @@ TEST_CASE("merge_partial: finite, one side -inf, both -inf") {
     bad.out.head_dim = 3;
     CHECK_THROWS_AS(rk::merge_partial(a.view(), bad), std::invalid_argument);
   }
+}
+
+TEST_CASE("merge_partial: at large lse the result is a convex combination within ulps of a float64 merge") {
+  // Ring attention merges partials whose lse is the largest score plus log of a sum: ~150 for
+  // large logits, where one float32 ulp is 1.5e-5. The weights must still sum to 1: a row merged
+  // with an equal row comes back bit-exact, every element stays between its two inputs, and the
+  // result is within 4 eps * max(|O_a|, |O_b|) of the float64 merge of the same inputs (weights
+  // taken as exp(lse_x - lse) of a float32-rounded lse were off by up to 64 eps, and moved 2 in 3
+  // elements outside [O_a, O_b]).
+  const uint64_t seed = rk::test::test_seed();
+  MESSAGE("seed " << seed);
+  INFO("seed " << seed << " (set RINGPLAN_TEST_SEED to replay)");
+  const int64_t rows = 4096, d = 8;
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> lse_of(100.0f, 200.0f);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> oa(rows * d), ob(rows * d), la(rows), lb(rows);
+  for (int64_t r = 0; r < rows; ++r) {
+    la[r] = lse_of(rng);
+    // A quarter of the rows at lse distances of a few units (both weights matter), a quarter
+    // with equal O on both sides.
+    lb[r] = r % 4 == 0 ? la[r] + 4.0f * normal(rng) : lse_of(rng);
+    for (int64_t x = r * d; x < (r + 1) * d; ++x) {
+      oa[x] = normal(rng);
+      ob[x] = r % 4 == 1 ? oa[x] : normal(rng);
+    }
+  }
+  std::vector<float> out = oa, lse = la;
+  rk::merge_partial({rk::dense_view(out.data(), rk::ElemType::f32, 1, 1, rows, d), rk::dense_rows(lse.data(), 1, 1, rows)},
+                    {rk::dense_view(ob.data(), rk::ElemType::f32, 1, 1, rows, d), rk::dense_rows(lb.data(), 1, 1, rows)});
+  const double eps = std::numeric_limits<float>::epsilon();
+  int64_t outside = 0, inexact_equal = 0;
+  double worst_ulps = 0.0, worst_lse_ulps = 0.0;
+  for (int64_t r = 0; r < rows; ++r) {
+    const double a = la[r], b = lb[r], hi = std::max(a, b);
+    const double exact_lse = hi + std::log(std::exp(a - hi) + std::exp(b - hi));
+    worst_lse_ulps = std::max(worst_lse_ulps, std::abs(lse[r] - exact_lse) / (eps * std::abs(exact_lse)));
+    for (int64_t x = r * d; x < (r + 1) * d; ++x) {
+      const double exact = std::exp(a - exact_lse) * oa[x] + std::exp(b - exact_lse) * ob[x];
+      const double size = std::max(std::abs(oa[x]), std::abs(ob[x]));
+      worst_ulps = std::max(worst_ulps, std::abs(out[x] - exact) / (eps * std::max(size, 1e-30)));
+      if (out[x] < std::min(oa[x], ob[x]) || out[x] > std::max(oa[x], ob[x])) ++outside;
+      if (r % 4 == 1 && out[x] != oa[x]) ++inexact_equal;
+    }
+  }
+  INFO("worst O error " << worst_ulps << " x eps * max(|O_a|, |O_b|), lse error " << worst_lse_ulps
+                        << " x eps * |lse| (eps = float32 epsilon); " << outside << " elements outside [O_a, O_b], " << inexact_equal
+                        << " elements of equal-O rows changed");
+  CHECK(worst_ulps <= 4.0);
+  CHECK(worst_lse_ulps <= 1.0);
+  CHECK(outside == 0);
+  CHECK(inexact_equal == 0);
 }
 
 TEST_CASE("attention_backward_delta: D = rowsum(dO * O)") {

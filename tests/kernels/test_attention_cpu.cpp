@@ -5,7 +5,10 @@
 // RINGPLAN_TEST_SEED=<seed> to replay the random inputs of a failed run.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
+#include <random>
 #include <vector>
 
 #include "kernels/attention.hpp"
@@ -219,6 +222,132 @@ TEST_CASE("flash: K/V split into pieces, forward per piece + merge_partial == wh
   const auto naive = rk::test::run_naive<float>(whole);
   rk::test::check_close_to_reference("merged O", rk::test::to_double(acc_out), naive.out, ref.out);
   rk::test::check_close_to_reference("merged lse", rk::test::to_double(acc_lse), naive.lse, ref.lse);
+}
+
+namespace {
+
+// Keys [j0, j1) of `whole` (same queries), as its own problem.
+Problem key_range(const Problem& whole, int64_t j0, int64_t j1) {
+  Problem part = whole;
+  part.m = j1 - j0;
+  part.k_pos.assign(whole.k_pos.begin() + j0, whole.k_pos.begin() + j1);
+  part.k.clear();
+  part.v.clear();
+  for (int64_t bk = 0; bk < whole.b * whole.hkv; ++bk) {
+    const int64_t base = bk * whole.m * whole.d;
+    part.k.insert(part.k.end(), whole.k.begin() + base + j0 * whole.d, whole.k.begin() + base + j1 * whole.d);
+    part.v.insert(part.v.end(), whole.v.begin() + base + j0 * whole.d, whole.v.begin() + base + j1 * whole.d);
+  }
+  return part;
+}
+
+// Worst row's error: max over rows of (row's max |x - ref|) / denominator. Absolute (denominator
+// 1) for O, whose rows are ~1. Relative for dQ, whose rows span many orders of magnitude; the
+// denominator is the row's max |ref|, but at least 1% of the tensor's: a near one-hot row has
+// dQ ~ 0 as the difference of two nearly equal terms (dP - D), and float32 cannot resolve it
+// below the size of those terms, whatever the merge does.
+double worst_row_error(const std::vector<double>& x, const std::vector<double>& ref, int64_t rows, int64_t d,
+                       bool relative) {
+  const double floor = 0.01 * rk::test::max_abs(ref);
+  double worst = 0.0;
+  for (int64_t r = 0; r < rows; ++r) {
+    double err = 0.0, mag = 0.0;
+    for (int64_t c = r * d; c < (r + 1) * d; ++c) {
+      if (!std::isfinite(x[c])) return std::numeric_limits<double>::infinity();
+      err = std::max(err, std::abs(x[c] - ref[c]));
+      mag = std::max(mag, std::abs(ref[c]));
+    }
+    worst = std::max(worst, relative ? err / std::max(mag, floor) : err);
+  }
+  return worst;
+}
+
+struct RingErrors {
+  double out = 0.0;   // worst row's max |O - O_ref|
+  double dq = 0.0;    // worst row's relative dQ error (see worst_row_error)
+};
+
+// The ring forward of `whole` with its keys in `blocks` contiguous blocks (forward per block,
+// merge_partial into an accumulator), then the backward over all keys with the merged O and
+// lse, both compared with the float64 reference.
+RingErrors ring_errors(const Problem& whole, int64_t blocks, const rk::test::Result& ref) {
+  std::vector<float> acc_out(whole.q_elems(), 0.0f), acc_lse(whole.rows(), rk::kNegInf);
+  const rk::ForwardOut acc{rk::dense_view(acc_out.data(), rk::ElemType::f32, whole.b, whole.h, whole.n, whole.d),
+                           rk::dense_rows(acc_lse.data(), whole.b, whole.h, whole.n)};
+  for (int64_t blk = 0; blk < blocks; ++blk) {
+    rk::test::KernelBuffers kb(key_range(whole, blk * whole.m / blocks, (blk + 1) * whole.m / blocks));
+    rk::cpu_flash_forward(kb.params, kb.fwd);
+    rk::merge_partial(acc, kb.fwd);
+  }
+  rk::test::KernelBuffers full(whole);
+  std::copy(acc_out.begin(), acc_out.end(), full.out.begin());  // the views point into these buffers
+  std::copy(acc_lse.begin(), acc_lse.end(), full.lse.begin());
+  rk::attention_backward_delta(full.bwd.out, full.bwd.grad_out, full.bwd.delta);
+  rk::cpu_flash_backward(full.params, full.bwd);
+  return {worst_row_error(rk::test::to_double(acc_out), ref.out, whole.rows(), whole.d, false),
+          worst_row_error(rk::test::to_double(full.grad_q), ref.grad_q, whole.rows(), whole.d, true)};
+}
+
+}  // namespace
+
+TEST_CASE("flash: merge_partial keeps its precision at large logits (scores up to +-150, P = 1..8)") {
+  // The ring forward at large logits: the keys in P = 1..8 blocks, forward per block, merged
+  // with merge_partial, then the backward with the merged O and lse, against float64.
+  // lse ~ 150 has a float32 ulp of 1.5e-5. A merge that weighs with exp(lse_x - lse) of the
+  // float32-rounded merged lse has weights that miss 1 by up to that much, once per merge; D =
+  // rowsum(dO * O) then carries that error into dP - D, which cancels for the near one-hot rows
+  // of large logits. Measured with that merge: dQ's worst relative row error went from 4.5e-5
+  // (P = 1) to 3.7e-4 .. 2e-3 (P >= 2), and O's from 4e-7 to 1.6e-5 .. 3.7e-5.
+  // With the sigmoid form (a convex combination) dQ stays at its P = 1 error. O cannot: the
+  // partials' lse are float32 too (the ring stores them so), and an lse error of half an ulp
+  // moves a weight w by w (1 - w) times it, so each merge may add up to ulp(lse) / 2 * max |O|
+  // whatever the merge formula (merging the same float32 partials in float64 errs as much).
+  // O's bound is 4x its P = 1 error plus that one-merge term; merge_partial's own rounding is
+  // bounded tightly in test_attention_api.cpp ("merge_partial: at large lse ...").
+  const uint64_t seed = rk::test::test_seed();
+  MESSAGE("seed " << seed);
+  INFO("seed " << seed << " (set RINGPLAN_TEST_SEED to replay)");
+  Problem whole = shape_of(48, 256, 64, 2, 2);
+  whole.causal = false;  // every block holds keys of every row: each row goes through 7 merges
+  whole = rk::test::make_problem(whole, seed);
+  // Q and K are small integers, so that every score is exact in float32 (scale = 1/8 for
+  // d = 64, sums below 2^24): the unsplit forward then errs only by the rounding of exp and of
+  // its sums, and what splitting adds is the merge's own error. Each query row is multiplied by
+  // the integer that brings its largest |score| closest to 150.
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<int> small(-3, 3);
+  for (float& x : whole.q) x = float(small(rng));
+  for (float& x : whole.k) x = float(small(rng));
+  for (int64_t bh = 0; bh < whole.b * whole.h; ++bh) {
+    const int64_t kv0 = (bh / whole.h * whole.hkv + bh % whole.h / (whole.h / whole.hkv)) * whole.m * whole.d;
+    for (int64_t i = 0; i < whole.n; ++i) {
+      float* q = whole.q.data() + (bh * whole.n + i) * whole.d;
+      int64_t peak = 1;
+      for (int64_t j = 0; j < whole.m; ++j) {
+        int64_t dot = 0;
+        for (int64_t x = 0; x < whole.d; ++x) dot += int64_t(q[x]) * int64_t(whole.k[kv0 + j * whole.d + x]);
+        peak = std::max<int64_t>(peak, dot < 0 ? -dot : dot);
+      }
+      const double factor = std::max<double>(1.0, std::round(150.0 * 8.0 / double(peak)));
+      for (int64_t x = 0; x < whole.d; ++x) q[x] = float(q[x] * factor);
+    }
+  }
+  const rk::test::Result ref = rk::test::run_reference(whole);
+  const RingErrors one = ring_errors(whole, 1, ref);
+  // One merge's worth of float32-lse rounding (see above): ulp(max lse) / 2 * max |O|.
+  const double max_lse = *std::max_element(ref.lse.begin(), ref.lse.end());
+  const double lse_floor = 0.5 * std::ldexp(1.0, std::ilogb(max_lse) - 23) * rk::test::max_abs(ref.out);
+  MESSAGE("max lse " << max_lse << ", max |O| " << rk::test::max_abs(ref.out) << ", one-merge lse floor " << lse_floor);
+  MESSAGE("P = 1: worst row O error " << one.out << ", dQ relative error " << one.dq);
+  for (int64_t blocks = 2; blocks <= 8; ++blocks) {
+    const RingErrors split = ring_errors(whole, blocks, ref);
+    MESSAGE("P = " << blocks << ": worst row O error " << split.out << ", dQ relative error " << split.dq);
+    INFO("P = " << blocks << ": O error " << split.out << " (P = 1: " << one.out << "), dQ relative error "
+                << split.dq << " (P = 1: " << one.dq << ")");
+    // dQ: 4x its P = 1 error, plus 1e-5 for a P = 1 error near 0.
+    CHECK(split.out <= 4.0 * one.out + lse_floor);
+    CHECK(split.dq <= 4.0 * one.dq + 1e-5);
+  }
 }
 
 TEST_CASE("flash: backward per KV piece with the final lse sums to the whole gradient") {

@@ -1,9 +1,12 @@
 // Mesh enumeration and candidate counts, checked against counts computed by hand.
 #include <doctest/doctest.h>
 
+#include <limits>
 #include <set>
+#include <string>
 #include <tuple>
 
+#include "core/error.hpp"
 #include "planner/planner.hpp"
 #include "tests/planner/fixtures.hpp"
 
@@ -23,6 +26,33 @@ TEST_CASE("enumerate_meshes: every ordered factorisation of the GPU count, once"
     CHECK(m.world_size() == 12);
     CHECK(seen.insert({m.dp, m.tp, m.cp, m.pp}).second);
   }
+}
+
+TEST_CASE("enumerate_meshes and plan: GPU counts up to kMaxGpus, refused beyond (never a d*d overflow)") {
+  // 2^20 = kMaxGpus: C(23, 3) ordered factorisations. The divisor loop bound is d <= n / d;
+  // with d * d <= n a count near INT64_MAX overflowed and looped forever.
+  CHECK(enumerate_meshes(kMaxGpus).size() == 1771);
+  CHECK(enumerate_meshes(720720).size() == 89600);  // 2^4 3^2 5 7 11 13: 35 * 10 * 4^4
+  CHECK_THROWS_AS(enumerate_meshes(kMaxGpus + 1), Error);
+  CHECK_THROWS_AS(enumerate_meshes(std::numeric_limits<int64_t>::max()), Error);
+  const Experiment e = test::tiny_experiment();
+  for (int64_t gpus : {kMaxGpus + 1, int64_t{963761198400}, std::numeric_limits<int64_t>::max(), int64_t{-8}}) {
+    PlanSettings s;
+    s.gpus = gpus;
+    try {
+      plan(e, s);
+      FAIL("plan accepted " << gpus << " GPUs");
+    } catch (const Error& err) {
+      CHECK(err.kind() == ErrorKind::bad_input);
+      CHECK(std::string(err.what()).find("1 .. 1048576") != std::string::npos);
+    }
+  }
+  // A cluster built in code whose gpus_per_node x nodes would overflow is refused, not wrapped.
+  Experiment big = test::tiny_experiment();
+  big.gpus.reset();
+  big.cluster.gpus_per_node = 4355693533221597513;
+  big.cluster.nodes = 2532977338045449188;
+  CHECK_THROWS_AS(plan(big, PlanSettings{}), Error);
 }
 
 TEST_CASE("resolve_search_space: empty lists become the documented defaults") {
