@@ -166,7 +166,7 @@ TEST_CASE("plan: rejections are grouped by category with one example each") {
   }
 }
 
-TEST_CASE("plan: a TP group larger than a node is planned and ranked like any other; max_tp caps it") {
+TEST_CASE("plan: a TP group larger than a node is planned and ranked like any other, max_tp caps it") {
   Experiment e = searchable();  // 2 GPUs per node
   e.model.kv_heads = e.model.heads;  // 8 KV heads: TP 4 and 8 split the model
   const PlanResult r = plan(e, {.gpus = 8, .top_k = 100000});

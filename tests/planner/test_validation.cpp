@@ -175,7 +175,7 @@ TEST_CASE("validate_paths: a refused case is listed with its reason, the others 
   CHECK(text.find("dp=2 tp=2 cp=1 pp=1") != std::string::npos);
 }
 
-TEST_CASE("validate_paths: an invalid experiment in valid YAML is refused; unparseable YAML fails the command") {
+TEST_CASE("validate_paths: an invalid experiment in valid YAML is refused, unparseable YAML fails the command") {
   TempDir tmp;
   std::ofstream(tmp.path / "a_good.yaml") << experiment_to_yaml(a_case("good", 1.0));
   // kv_heads 3 does not divide heads 8: load_experiment() rejects the file, with its line.

@@ -109,7 +109,7 @@ if ! ringplan plan "$work/exp_1rank.yaml" -o "$work/$pass.plan1.yaml" > "$work/$
 fi
 
 # 2. singleton: MPI_Init without mpirun.
-if ! timeout 60 ringplan run "$work/$pass.plan1.yaml" --iters 2 --warmup 1 --format json \
+if ! timeout 60 ringplan run "$work/$pass.plan1.yaml" --scope attention --iters 2 --warmup 1 --format json \
      > "$work/$pass.singleton.json" 2> "$work/$pass.singleton.err"; then
   bad "singleton ringplan run exited non-zero"; cat "$work/$pass.singleton.err"
 elif ! grep -q '"forward time (slowest rank)"' "$work/$pass.singleton.json"; then
@@ -117,7 +117,7 @@ elif ! grep -q '"forward time (slowest rank)"' "$work/$pass.singleton.json"; the
 fi
 
 # 3. under the bundle's mpirun.
-if ! timeout 60 mpirun -np 1 ringplan run "$work/$pass.plan1.yaml" --iters 2 --warmup 1 --format json \
+if ! timeout 60 mpirun -np 1 ringplan run "$work/$pass.plan1.yaml" --scope attention --iters 2 --warmup 1 --format json \
      > "$work/$pass.mpirun.json" 2> "$work/$pass.mpirun.err"; then
   bad "mpirun -np 1 ringplan run exited non-zero"; cat "$work/$pass.mpirun.err"
 elif ! grep -q '"forward time (slowest rank)"' "$work/$pass.mpirun.json"; then
@@ -125,7 +125,7 @@ elif ! grep -q '"forward time (slowest rank)"' "$work/$pass.mpirun.json"; then
 fi
 # 3b. two ranks (shared-memory transport between processes), once: it does not depend on the C++ runtime.
 if [ "$pass" = system ]; then
-  if ! timeout 60 mpirun -np 2 --oversubscribe ringplan run "$repo/tests/runtime/data/plan_cp2.yaml" --iters 1 \
+  if ! timeout 60 mpirun -np 2 --oversubscribe ringplan run "$repo/tests/runtime/data/plan_cp2.yaml" --scope attention --iters 1 \
        --warmup 0 --format json > "$work/$pass.mpirun2.json" 2> "$work/$pass.mpirun2.err"; then
     bad "mpirun -np 2 ringplan run plan_cp2.yaml exited non-zero"; cat "$work/$pass.mpirun2.err"
   elif ! grep -q '"forward time (slowest rank)"' "$work/$pass.mpirun2.json"; then
