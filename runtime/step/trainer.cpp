@@ -766,19 +766,24 @@ void Trainer<T>::optimizer_update() {
   const bool adam = spec_.optimizer == Optimizer::adam;
   const double b1 = 0.9, b2 = 0.999, eps = 1e-8;
   const double c1 = 1.0 - std::pow(b1, double(step_count_)), c2 = 1.0 - std::pow(b2, double(step_count_));
+  // One streaming pass over (w, g, m, v) in the scalar type: the memory-bound update the cost
+  // model charges at memory bandwidth.
+  const T tb1 = T(b1), tb2 = T(b2), tlr1 = T(lr / c1), tc2 = T(1.0 / c2), teps = T(eps), tmom = T(0.9), tlr = T(lr);
   auto update = [&](T* wv, const T* gv, T* mv, T* vv, size_t count) {
-    for (size_t i = 0; i < count; ++i) {
-      const double gi = double(gv[i]);
-      if (adam) {
-        const double m = b1 * double(mv[i]) + (1 - b1) * gi;
-        const double v = b2 * double(vv[i]) + (1 - b2) * gi * gi;
-        mv[i] = T(m);
-        vv[i] = T(v);
-        wv[i] = T(double(wv[i]) - lr * (m / c1) / (std::sqrt(v / c2) + eps));
-      } else {
-        const double m = 0.9 * double(mv[i]) + gi;
-        mv[i] = T(m);
-        wv[i] = T(double(wv[i]) - lr * m);
+    if (adam) {
+      for (size_t i = 0; i < count; ++i) {
+        const T gi = gv[i];
+        const T m = tb1 * mv[i] + (T(1) - tb1) * gi;
+        const T v = tb2 * vv[i] + (T(1) - tb2) * gi * gi;
+        mv[i] = m;
+        vv[i] = v;
+        wv[i] -= tlr1 * m / (std::sqrt(v * tc2) + teps);
+      }
+    } else {
+      for (size_t i = 0; i < count; ++i) {
+        const T m = tmom * mv[i] + gv[i];
+        mv[i] = m;
+        wv[i] -= tlr * m;
       }
     }
   };
