@@ -79,6 +79,7 @@ StepMeasurement run_training_steps(Communicator& world, const StepSpec& spec, co
   if (opt.check_parity) {
     // Rank 0 trains the same model, data and seed on one process; every rank sends it its
     // parameter blocks, which it compares element by element with the full parameters.
+    trainer.gather_full_parameters();  // ZeRO-3: every rank's blocks in full (collective)
     auto self = world.split(me, 0);
     StepSpec ref_spec = spec;
     ref_spec.mesh = Mesh{1, 1, 1, 1};

@@ -95,10 +95,7 @@ void check_step_spec(const StepSpec& s) {
     fail(fmt::format("sequence parallelism splits micro_batch x seq_len/cp = {} token rows by tp={}, which does not "
                      "divide them",
                      rows, mesh.tp));
-  if (o.zero_stage < 0 || o.zero_stage > 2)
-    fail(fmt::format("zero_stage {}: the step runs ZeRO 0, 1 and 2 (stage 3's per-layer parameter gathers are not "
-                     "implemented); choose zero_stage <= 2",
-                     o.zero_stage));
+  if (o.zero_stage < 0 || o.zero_stage > 3) fail(fmt::format("zero_stage {} must be 0..3", o.zero_stage));
   if (o.interleave != 1)
     fail(fmt::format("interleave {}: the step runs the non-interleaved 1F1B schedule only; use interleave 1",
                      o.interleave));
@@ -323,6 +320,17 @@ void Trainer<T>::build_params() {
         weights_[p.offset + static_cast<size_t>(r * p.cols + c)] =
             T(initial_parameter(spec_.seed, p.id, p.row0 + r, p.col0 + c, p.full_cols, is_norm));
   }
+  if (spec_.options.zero_stage >= 3) {
+    // ZeRO-3 keeps only this rank's shard of every block; blocks are all-gathered before use.
+    const size_t me = static_cast<size_t>(dpcp_->rank());
+    shard_weights_.assign(shard_offset, T(0));
+    for (const Block& b : blocks_)
+      std::copy(weights_.begin() + static_cast<std::ptrdiff_t>(b.offset + me * b.shard),
+                weights_.begin() + static_cast<std::ptrdiff_t>(b.offset + (me + 1) * b.shard),
+                shard_weights_.begin() + static_cast<std::ptrdiff_t>(b.shard_offset));
+    weights_ = {};
+    gathered_.resize(blocks_.size());
+  }
   const bool sharded = spec_.options.zero_stage >= 1;
   const size_t state = sharded ? shard_offset : offset;
   opt_m_.assign(state, T(0));
@@ -337,7 +345,44 @@ template <class T>
 T* Trainer<T>::w(int64_t block, int which) {
   const Block& b = blocks_[static_cast<size_t>(block)];
   const int i = b.param[static_cast<size_t>(which)];
-  return i < 0 ? nullptr : weights_.data() + params_[static_cast<size_t>(i)].offset;
+  if (i < 0) return nullptr;
+  const size_t off = params_[static_cast<size_t>(i)].offset;
+  if (gathered_.empty()) return weights_.data() + off;
+  // ZeRO-3: the block must have been gathered (gather_block) by the code that uses it.
+  std::vector<T>& full = gathered_[static_cast<size_t>(block)];
+  if (full.empty()) throw Error(ErrorKind::runtime, fmt::format("ZeRO-3: block {} used before its gather", block));
+  return full.data() + (off - b.offset);
+}
+
+template <class T>
+void Trainer<T>::gather_block(int64_t block) {
+  if (gathered_.empty()) return;
+  std::vector<T>& full = gathered_[static_cast<size_t>(block)];
+  if (!full.empty()) return;
+  const Block& b = blocks_[static_cast<size_t>(block)];
+  Scope<Clock> s(*clock_, Term::zero_comm);
+  full.resize(b.padded);
+  dpcp_->all_gather(shard_weights_.data() + b.shard_offset, full.data(), b.shard * sizeof(T));
+  gathered_bytes_ += static_cast<int64_t>(b.padded * sizeof(T));
+  gathered_peak_bytes_ = std::max(gathered_peak_bytes_, gathered_bytes_);
+}
+
+template <class T>
+void Trainer<T>::release_block(int64_t block) {
+  if (gathered_.empty()) return;
+  std::vector<T>& full = gathered_[static_cast<size_t>(block)];
+  gathered_bytes_ -= static_cast<int64_t>(full.size() * sizeof(T));
+  full = {};
+}
+
+template <class T>
+void Trainer<T>::gather_full_parameters() {
+  if (gathered_.empty()) return;
+  size_t total = 0;
+  for (const Block& b : blocks_) total = std::max(total, b.offset + b.padded);
+  weights_.assign(total, T(0));
+  for (const Block& b : blocks_)
+    dpcp_->all_gather(shard_weights_.data() + b.shard_offset, weights_.data() + b.offset, b.shard * sizeof(T));
 }
 template <class T>
 T* Trainer<T>::g(int64_t block, int which) {
@@ -487,6 +532,7 @@ void Trainer<T>::layer_backward(int64_t layer, LayerStash& st, T* dx) {
   const bool sp = spec_.options.sequence_parallel && tp_ > 1;
   const size_t act = static_cast<size_t>(Rl * h);
 
+  gather_block(blk);
   // Recompute what the forward did not keep (its time is the recompute term).
   const int64_t kept_bytes = st.bytes();
   if (spec_.options.recompute == Recompute::full) {
@@ -565,6 +611,7 @@ void Trainer<T>::layer_backward(int64_t layer, LayerStash& st, T* dx) {
 
   act_bytes_ -= st.bytes();
   st = LayerStash{};
+  release_block(blk);
 }
 
 // ------------------------------------------------------------------ one micro-batch
@@ -591,6 +638,7 @@ void Trainer<T>::forward_micro_batch(MicroBatch& mb, int64_t index) {
     // Vocabulary-parallel embedding: rows of tokens outside this rank's vocabulary slice are
     // zero; the TP reduction assembles the full embedding.
     std::vector<T> partial(static_cast<size_t>(R * h), T(0));
+    gather_block(0);
     const T* e = w(0, 0);
     for (int64_t r = 0; r < R; ++r) {
       const int64_t tok = mb.tokens[static_cast<size_t>(r)] - vocab0_;
@@ -598,12 +646,16 @@ void Trainer<T>::forward_micro_batch(MicroBatch& mb, int64_t index) {
     }
     mb.input.resize(act);
     tp_reduce_output(partial.data(), mb.input.data(), h);
+    if (!(spec_.model.tied_embeddings && last_stage_)) release_block(0);
   }
   mb.layers.resize(static_cast<size_t>(layers_));
   std::vector<T> x = mb.input, y(act);
   for (int64_t l = 0; l < layers_; ++l) {
     LayerStash& st = mb.layers[static_cast<size_t>(l)];
+    const int64_t blk = l + (first_stage_ ? 1 : 0);
+    gather_block(blk);
     layer_forward(layer0_ + l, x.data(), y.data(), st, false);
+    release_block(blk);
     act_bytes_ += st.bytes();
     act_peak_bytes_ = std::max(act_peak_bytes_, act_bytes_);
     std::swap(x, y);
@@ -616,6 +668,8 @@ void Trainer<T>::forward_micro_batch(MicroBatch& mb, int64_t index) {
   // w.r.t. the logits is formed here, where the logits are, and kept for the backward (the
   // logits themselves are freed): the "logits" memory term.
   const int64_t ob = static_cast<int64_t>(blocks_.size()) - 1;
+  gather_block(ob);
+  if (spec_.model.tied_embeddings) gather_block(0);
   mb.x_final = std::move(x);
   mb.rstd_f.resize(static_cast<size_t>(Rl));
   mb.xf_loc.resize(act);
@@ -663,6 +717,8 @@ void Trainer<T>::forward_micro_batch(MicroBatch& mb, int64_t index) {
     }
   }
   last_loss_sum_ += mb.loss_sum;
+  release_block(ob);
+  if (spec_.model.tied_embeddings) release_block(0);
 }
 
 template <class T>
@@ -675,6 +731,8 @@ void Trainer<T>::backward_micro_batch(MicroBatch& mb, bool last) {
   std::vector<T> dx(act);
   if (last_stage_) {
     const int64_t ob = static_cast<int64_t>(blocks_.size()) - 1;
+    gather_block(ob);
+    if (spec_.model.tied_embeddings) gather_block(0);
     const T* head = spec_.model.tied_embeddings ? w(0, 0) : w(ob, kHead);
     T* dhead = spec_.model.tied_embeddings ? g(0, 0) : g(ob, kHead);
     std::vector<T> xf(static_cast<size_t>(R * h)), dxf(static_cast<size_t>(R * h)), dxf_loc(act);
@@ -691,6 +749,8 @@ void Trainer<T>::backward_micro_batch(MicroBatch& mb, bool last) {
     }
     T* gf = g(ob, kFinalNorm);
     for (int64_t i = 0; i < h; ++i) gf[i] += dnorm[static_cast<size_t>(i)];
+    release_block(ob);
+    if (spec_.model.tied_embeddings) release_block(0);
     // Tied embeddings: the output block holds only the final norm; the shared matrix is in the
     // embedding block, which is reduced after the embedding's own backward below.
     if (last || zero2) reduce_gradients_post(ob);
@@ -796,15 +856,17 @@ void Trainer<T>::optimizer_update() {
       } else {
         const size_t off = b.offset + me * b.shard;
         const T* gs = zero >= 2 ? shard_grads_.data() + b.shard_offset : grads_.data() + off;
-        update(weights_.data() + off, gs, opt_m_.data() + b.shard_offset,
+        T* ws = zero >= 3 ? shard_weights_.data() + b.shard_offset : weights_.data() + off;
+        update(ws, gs, opt_m_.data() + b.shard_offset,
                adam ? opt_v_.data() + b.shard_offset : nullptr, b.shard);
       }
     }
     std::fill(grads_.begin(), grads_.end(), T(0));
     std::fill(shard_grads_.begin(), shard_grads_.end(), T(0));
   }
-  if (zero >= 1 && S > 1) {
-    // Every rank updated its shard of each block: all-gather the updated parameters.
+  if ((zero == 1 || zero == 2) && S > 1) {
+    // Every rank updated its shard of each block: all-gather the updated parameters (ZeRO-3
+    // keeps them sharded and gathers each block where it is used).
     Scope<Clock> s(*clock_, Term::zero_comm);
     std::vector<T> mine;
     for (const Block& b : blocks_) {
@@ -935,7 +997,8 @@ double Trainer<T>::train_step() {
 template <class T>
 StepMemory Trainer<T>::memory() const {
   StepMemory m;
-  m.weights_bytes = static_cast<int64_t>(weights_.size() * sizeof(T));
+  m.weights_bytes = gathered_.empty() ? static_cast<int64_t>(weights_.size() * sizeof(T))
+                                      : static_cast<int64_t>(shard_weights_.size() * sizeof(T)) + gathered_peak_bytes_;
   m.gradients_bytes = static_cast<int64_t>((grads_.size() + shard_grads_.size() + reduce_scratch_.size()) * sizeof(T));
   m.optimizer_bytes = static_cast<int64_t>((opt_m_.size() + opt_v_.size()) * sizeof(T));
   m.activations_peak_bytes = act_peak_bytes_;

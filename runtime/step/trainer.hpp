@@ -19,7 +19,7 @@
 //    per-layer buckets posted during the last micro-batch's backward (what sim/cost_model.cpp
 //    assumes: only what outlasts the backward is exposed); ZeRO-2 reduce-scatters every
 //    micro-batch's gradients the same way into the rank's shard; ZeRO-1/2 update their shard of
-//    the optimizer state and all-gather the updated parameters;
+//    the optimizer state and all-gather the updated parameters; ZeRO-3 (below);
 //  - PP: stages of layers/PP consecutive layers, 1F1B over the micro-batches, activations and
 //    their gradients point-to-point (send and receive of a pair posted together, as Megatron's
 //    batched p2p does, so the schedule cannot deadlock);
@@ -33,7 +33,10 @@
 //
 // Scalar T: float (the measured run; attention by the CPU flash kernels in the ring) or double
 // (the finite-difference check; attention by the float64 reference kernels, CP = 1 only).
-// Not run here (refused by check_step_spec, with the reason): ZeRO-3, interleaved pipelines,
+// ZeRO-3 keeps only its shard of each block and all-gathers a block right before its forward,
+// again before its backward (and recompute), and frees it after; gradients are reduce-scattered
+// per micro-batch as with ZeRO-2.
+// Not run here (refused by check_step_spec, with the reason): interleaved pipelines,
 // materialised attention, tied embeddings with PP > 1.
 #pragma once
 #include <array>
@@ -149,7 +152,10 @@ class Trainer {
     size_t offset = 0;           // into parameters() / gradients()
   };
   const std::vector<ParamInfo>& params() const { return params_; }
+  // Every parameter of this rank's blocks (TP shards, full over DP x CP). With ZeRO-3 they live
+  // sharded over DP x CP: call gather_full_parameters() (collective over the mesh) first.
   const std::vector<T>& parameters() const { return weights_; }
+  void gather_full_parameters();
   std::vector<T>& parameters_mut() { return weights_; }
   const std::vector<T>& gradients() const { return grads_; }
   // Element (row, col) of full parameter `id` on this rank, or nullptr when another rank holds it.
@@ -178,6 +184,8 @@ class Trainer {
   void tp_gather_input(const T* local, T* full, int64_t cols);          // copy or all-gather
   void tp_reduce_input_grad(T* partial_full, T* grad_local, int64_t cols);
   T* w(int64_t block, int which);
+  void gather_block(int64_t block);   // ZeRO-3: all-gather a block's parameters before use
+  void release_block(int64_t block);  // ZeRO-3: free them after use
   T* g(int64_t block, int which);
 
   StepSpec spec_;
@@ -201,6 +209,11 @@ class Trainer {
   // ZeRO: each block is split into dpcp shards of padded length; optimizer state (and, with
   // ZeRO-2, the reduced gradients) cover only this rank's shard of each block.
   std::vector<T> opt_m_, opt_v_, shard_grads_;
+  // ZeRO-3: this rank's shard of every block, and the blocks gathered for use (empty when
+  // ZeRO < 3, where weights_ holds everything).
+  std::vector<T> shard_weights_;
+  std::vector<std::vector<T>> gathered_;
+  int64_t gathered_bytes_ = 0, gathered_peak_bytes_ = 0;
   std::vector<RequestPtr> pending_;
   std::vector<T> reduce_scratch_;
   int64_t step_count_ = 0;

@@ -49,6 +49,7 @@ ParityResult compare_with_reference(runtime::step::Trainer<T>& parallel, runtime
     r.max_loss_rel_diff = std::max(r.max_loss_rel_diff, std::abs(r.losses.back() - r.reference_losses.back()) /
                                                             std::abs(r.reference_losses.back()));
   }
+  parallel.gather_full_parameters();  // ZeRO-3 holds shards over DP x CP (collective)
   const auto& w = parallel.parameters();
   for (const auto& p : parallel.params())
     for (int64_t i = 0; i < p.rows; ++i)

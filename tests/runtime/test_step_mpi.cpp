@@ -75,6 +75,8 @@ std::vector<Case> cases_for(int world) {
   add("dp2 zero1", Mesh{2, 1, 1, 1}, o);
   o.zero_stage = 2;
   add("cp2 zero2", Mesh{1, 1, 2, 1}, o);
+  o.zero_stage = 3;
+  add("dp2 zero3", Mesh{2, 1, 1, 1}, o);
   o = opts();
   o.recompute = Recompute::full;
   add("tp2 recompute full", Mesh{1, 2, 1, 1}, o);
@@ -97,6 +99,11 @@ std::vector<Case> cases_for(int world) {
   o.zero_stage = 1;
   o.recompute = Recompute::full;
   add("dp2 x tp2 zero1 full", Mesh{2, 2, 1, 1}, o);
+  o.zero_stage = 3;
+  add("dp2 x cp2 zero3 full", Mesh{2, 1, 2, 1}, o);
+  o = opts();
+  o.zero_stage = 3;
+  add("pp2 x cp2 zero3", Mesh{1, 1, 2, 2}, o);
   return cs;
 }
 }  // namespace

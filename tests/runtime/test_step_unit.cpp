@@ -110,8 +110,8 @@ TEST_CASE("step refuses shapes that cannot be split, naming the reason, before a
   s.mesh = Mesh{3, 1, 1, 1};
   refused(s, "global batch 4 not divisible by dp x micro_batch = 3");
   s = test::tiny_step_spec();
-  s.options.zero_stage = 3;
-  refused(s, "zero_stage 3");
+  s.options.zero_stage = 4;
+  refused(s, "zero_stage 4 must be 0..3");
   s = test::tiny_step_spec();
   s.model.vocab = 63;
   s.mesh = Mesh{1, 2, 1, 1};
