@@ -96,9 +96,17 @@ void check_step_spec(const StepSpec& s) {
                      "divide them",
                      rows, mesh.tp));
   if (o.zero_stage < 0 || o.zero_stage > 3) fail(fmt::format("zero_stage {} must be 0..3", o.zero_stage));
-  if (o.interleave != 1)
-    fail(fmt::format("interleave {}: the step runs the non-interleaved 1F1B schedule only; use interleave 1",
-                     o.interleave));
+  if (o.interleave < 1) fail(fmt::format("interleave {} must be >= 1", o.interleave));
+  if (o.interleave > 1) {
+    if (mesh.pp < 2) fail(fmt::format("interleave {} needs pp > 1", o.interleave));
+    if (m.layers % (mesh.pp * o.interleave) != 0)
+      fail(fmt::format("layers {} not divisible by pp x interleave = {} (equal model chunks)", m.layers,
+                       mesh.pp * o.interleave));
+    const int64_t mbs = s.global_batch / (mesh.dp * o.micro_batch);
+    if (mbs % mesh.pp != 0)
+      fail(fmt::format("interleave {} needs micro-batches {} divisible by pp={} (they enter in groups of pp)",
+                       o.interleave, mbs, mesh.pp));
+  }
   if (o.attention != AttentionImpl::flash)
     fail("attention materialized: the step runs flash attention (the materialised kernel keeps one layer's scores "
          "only); use --scope attention to measure materialised attention");
@@ -188,6 +196,7 @@ struct Trainer<T>::LayerStash {
 
 template <class T>
 struct Trainer<T>::MicroBatch {
+  int64_t chunk = 0;                     // model chunk (virtual stage chunk * PP + stage)
   std::vector<int64_t> tokens, targets;  // [rows_] (first / last stage)
   std::vector<T> input;                  // stage input [rows_local_, h] (received, or the embedding's)
   std::vector<LayerStash> layers;
@@ -219,8 +228,13 @@ Trainer<T>::Trainer(const StepSpec& spec, Communicator& world)
   n_ = spec_.seq_len / mesh.cp;
   rows_ = spec_.options.micro_batch * n_;
   rows_local_ = spec_.options.sequence_parallel ? rows_ / tp_ : rows_;
-  layers_ = spec_.model.layers / mesh.pp;
-  layer0_ = c.pp * layers_;
+  // Virtual stage (chunk k of stage p) = k * PP + p holds layers [v * Lc, (v + 1) * Lc) with
+  // Lc = layers / (PP * interleave): Megatron's interleaved assignment; interleave 1 gives
+  // stage p the contiguous layers [p * layers / PP, ...).
+  chunks_ = spec_.options.interleave;
+  layers_ = spec_.model.layers / (mesh.pp * chunks_);  // per chunk
+  chunk_layer0_.resize(static_cast<size_t>(chunks_));
+  for (int64_t k = 0; k < chunks_; ++k) chunk_layer0_[static_cast<size_t>(k)] = (k * mesh.pp + c.pp) * layers_;
   first_stage_ = c.pp == 0;
   last_stage_ = c.pp == mesh.pp - 1;
   micro_batches_ = spec_.global_batch / (mesh.dp * spec_.options.micro_batch);
@@ -291,7 +305,10 @@ void Trainer<T>::build_params() {
     end_block(b);
   }
   const int64_t qd = hq_ * d_, kvd = hkv_ * d_;
-  for (int64_t l = layer0_; l < layer0_ + layers_; ++l) {
+  block_of_layer_.assign(static_cast<size_t>(m.layers), -1);
+  for (int64_t k = 0; k < chunks_; ++k)
+    for (int64_t l = chunk_layer0_[static_cast<size_t>(k)]; l < chunk_layer0_[static_cast<size_t>(k)] + layers_; ++l) {
+    block_of_layer_[static_cast<size_t>(l)] = static_cast<int64_t>(blocks_.size());
     Block b = begin_block(1, l);
     const std::string p = fmt::format("layer{}.", l);
     add(b, kAttnNorm, layer_param_id(l, kAttnNorm), p + "attn_norm", 1, h, 0, 1, 0, h);
@@ -462,7 +479,7 @@ void Trainer<T>::attention_backward(LayerStash& st, const T* dout, T* dq, T* dk,
 // ------------------------------------------------------------------ one layer
 template <class T>
 void Trainer<T>::layer_forward(int64_t layer, const T* x_in, T* x_out, LayerStash& st, bool keep_all) {
-  const int64_t blk = layer - layer0_ + (first_stage_ ? 1 : 0);
+  const int64_t blk = block_of_layer_[static_cast<size_t>(layer)];
   const int64_t h = hidden_, R = rows_, Rl = rows_local_, b = spec_.options.micro_batch;
   const bool gated = spec_.model.gated_mlp;
   const size_t act = static_cast<size_t>(Rl * h);
@@ -526,7 +543,7 @@ void Trainer<T>::layer_forward(int64_t layer, const T* x_in, T* x_out, LayerStas
 
 template <class T>
 void Trainer<T>::layer_backward(int64_t layer, LayerStash& st, T* dx) {
-  const int64_t blk = layer - layer0_ + (first_stage_ ? 1 : 0);
+  const int64_t blk = block_of_layer_[static_cast<size_t>(layer)];
   const int64_t h = hidden_, R = rows_, Rl = rows_local_, b = spec_.options.micro_batch;
   const bool gated = spec_.model.gated_mlp;
   const bool sp = spec_.options.sequence_parallel && tp_ > 1;
@@ -623,7 +640,8 @@ void Trainer<T>::forward_micro_batch(MicroBatch& mb, int64_t index) {
   const size_t act = static_cast<size_t>(Rl * h);
   // Global sequence of row block s of this micro-batch on this DP replica.
   auto sequence = [&](int64_t s) { return (index * spec_.mesh.dp + c.dp) * b + s; };
-  if (first_stage_ || last_stage_) {
+  const bool first = first_stage_ && mb.chunk == 0, last = last_stage_ && mb.chunk == chunks_ - 1;
+  if (first || last) {
     mb.tokens.resize(static_cast<size_t>(R));
     mb.targets.resize(static_cast<size_t>(R));
     for (int64_t s = 0; s < b; ++s)
@@ -634,7 +652,7 @@ void Trainer<T>::forward_micro_batch(MicroBatch& mb, int64_t index) {
             synthetic_token(spec_.seed, sequence(s), pos + 1, spec_.model.vocab);
       }
   }
-  if (first_stage_) {
+  if (first) {
     // Vocabulary-parallel embedding: rows of tokens outside this rank's vocabulary slice are
     // zero; the TP reduction assembles the full embedding.
     std::vector<T> partial(static_cast<size_t>(R * h), T(0));
@@ -650,17 +668,18 @@ void Trainer<T>::forward_micro_batch(MicroBatch& mb, int64_t index) {
   }
   mb.layers.resize(static_cast<size_t>(layers_));
   std::vector<T> x = mb.input, y(act);
+  const int64_t layer0 = chunk_layer0_[static_cast<size_t>(mb.chunk)];
   for (int64_t l = 0; l < layers_; ++l) {
     LayerStash& st = mb.layers[static_cast<size_t>(l)];
-    const int64_t blk = l + (first_stage_ ? 1 : 0);
+    const int64_t blk = block_of_layer_[static_cast<size_t>(layer0 + l)];
     gather_block(blk);
-    layer_forward(layer0_ + l, x.data(), y.data(), st, false);
+    layer_forward(layer0 + l, x.data(), y.data(), st, false);
     release_block(blk);
     act_bytes_ += st.bytes();
     act_peak_bytes_ = std::max(act_peak_bytes_, act_bytes_);
     std::swap(x, y);
   }
-  if (!last_stage_) {
+  if (!last) {
     mb.out = std::move(x);
     return;
   }
@@ -729,7 +748,8 @@ void Trainer<T>::backward_micro_batch(MicroBatch& mb, bool last) {
   const bool sp = spec_.options.sequence_parallel && tp_ > 1;
   const bool zero2 = spec_.options.zero_stage >= 2;
   std::vector<T> dx(act);
-  if (last_stage_) {
+  const bool first_v = first_stage_ && mb.chunk == 0, last_v = last_stage_ && mb.chunk == chunks_ - 1;
+  if (last_v) {
     const int64_t ob = static_cast<int64_t>(blocks_.size()) - 1;
     gather_block(ob);
     if (spec_.model.tied_embeddings) gather_block(0);
@@ -757,12 +777,13 @@ void Trainer<T>::backward_micro_batch(MicroBatch& mb, bool last) {
   } else {
     dx = std::move(mb.grad_out);
   }
+  const int64_t layer0 = chunk_layer0_[static_cast<size_t>(mb.chunk)];
   for (int64_t l = layers_ - 1; l >= 0; --l) {
-    layer_backward(layer0_ + l, mb.layers[static_cast<size_t>(l)], dx.data());
-    if (last || zero2) reduce_gradients_post(l + (first_stage_ ? 1 : 0));
+    layer_backward(layer0 + l, mb.layers[static_cast<size_t>(l)], dx.data());
+    if (last || zero2) reduce_gradients_post(block_of_layer_[static_cast<size_t>(layer0 + l)]);
   }
   mb.layers.clear();
-  if (first_stage_) {
+  if (first_v) {
     std::vector<T> dfull(static_cast<size_t>(R * h));
     tp_gather_input(dx.data(), dfull.data(), h);
     T* de = g(0, 0);
@@ -784,14 +805,21 @@ void Trainer<T>::backward_micro_batch(MicroBatch& mb, bool last) {
       Scope<Clock> s(*clock_, Term::dp_comm_exposed);
       dpcp_->wait_all(pending_);
     }
-    for (size_t i = 0; i < shard_grads_.size(); ++i) shard_grads_[i] += reduce_scratch_[i];
-    std::fill(grads_.begin(), grads_.end(), T(0));
+    // Only the blocks this backward reduced (with interleaving, one chunk's).
+    for (int64_t blk : posted_blocks_) {
+      const Block& bl = blocks_[static_cast<size_t>(blk)];
+      for (size_t i = 0; i < bl.shard; ++i) shard_grads_[bl.shard_offset + i] += reduce_scratch_[bl.shard_offset + i];
+      std::fill(grads_.begin() + static_cast<std::ptrdiff_t>(bl.offset),
+                grads_.begin() + static_cast<std::ptrdiff_t>(bl.offset + bl.padded), T(0));
+    }
+    posted_blocks_.clear();
   }
 }
 
 // ------------------------------------------------------------------ gradient reduction
 template <class T>
 void Trainer<T>::reduce_gradients_post(int64_t block) {
+  posted_blocks_.push_back(block);
   if (dpcp_->size() == 1) {
     if (spec_.options.zero_stage >= 2) {
       const Block& b = blocks_[static_cast<size_t>(block)];
@@ -814,6 +842,7 @@ template <class T>
 void Trainer<T>::reduce_gradients_finish() {
   Scope<Clock> s(*clock_, Term::dp_comm_exposed);
   dpcp_->wait_all(pending_);
+  posted_blocks_.clear();
 }
 
 // ------------------------------------------------------------------ optimizer
@@ -901,6 +930,10 @@ void Trainer<T>::run_schedule() {
     }
     return;
   }
+  if (chunks_ > 1) {
+    run_interleaved_schedule();
+    return;
+  }
   // Point-to-point of one schedule slot: any of (send activation i, receive activation j, send
   // gradient k, receive gradient l), posted together and completed together.
   auto p2p = [&](int64_t send_act, int64_t recv_act, int64_t send_grad, int64_t recv_grad) {
@@ -950,6 +983,92 @@ void Trainer<T>::run_schedule() {
     bwd(i);
     p2p(-1, -1, i, -1);
   }
+}
+
+// Megatron's interleaved 1F1B (forward_backward_pipelining_with_interleaving): the v * m
+// (chunk, micro-batch) units of a stage run as warm-up forwards, then one forward and one
+// backward alternately, then the remaining backwards. Unit k of a stage is micro-batch
+// (k / (PP v)) PP + k % PP of chunk (k % (PP v)) / PP (backwards: chunk v - 1 - that). Chunk c of
+// stage p is virtual stage c PP + p: its input comes from virtual stage - 1 (stage p - 1, or
+// stage PP - 1's chunk c - 1) and its output gradient from virtual stage + 1. Every receive of
+// the step is posted before the first unit and every send is non-blocking, so a unit waits only
+// for the transfer it needs: the order is Megatron's, the deadlock-freedom does not depend on
+// pairing sends with receives.
+template <class T>
+void Trainer<T>::run_interleaved_schedule() {
+  const int64_t m = micro_batches_, P = spec_.mesh.pp, v = chunks_, s = groups_.coord.pp;
+  const int64_t total = m * v;
+  const size_t act = static_cast<size_t>(rows_local_ * hidden_);
+  const size_t bytes = act * sizeof(T);
+  Communicator& pp = *groups_.pp;
+  auto unit = [&](int64_t k, bool forward) {
+    const int64_t in_group = k % (P * v);
+    int64_t chunk = in_group / P;
+    if (!forward) chunk = v - 1 - chunk;
+    return std::pair<int64_t, int64_t>{chunk, (k / (P * v)) * P + k % P};
+  };
+  // Tags: one per (direction, RECEIVING chunk, micro-batch), so messages match whatever the
+  // order. Stage PP - 1's chunk c feeds stage 0's chunk c + 1 (and gradients flow back).
+  auto tag = [&](bool grad, int64_t chunk, int64_t mb) { return static_cast<int>(100 + 2 * (chunk * m + mb) + (grad ? 1 : 0)); };
+  std::vector<MicroBatch> units(static_cast<size_t>(total));
+  auto at = [&](int64_t chunk, int64_t mb) -> MicroBatch& { return units[static_cast<size_t>(chunk * m + mb)]; };
+  const bool first_virtual_here = s == 0, last_virtual_here = s == P - 1;
+  const int prev = static_cast<int>((s + P - 1) % P), next = static_cast<int>((s + 1) % P);
+  std::vector<RequestPtr> recv_act(static_cast<size_t>(total)), recv_grad(static_cast<size_t>(total)), sends;
+  {
+    Scope<Clock> sc(*clock_, Term::pp_comm);
+    for (int64_t c = 0; c < v; ++c)
+      for (int64_t j = 0; j < m; ++j) {
+        MicroBatch& u = at(c, j);
+        u.chunk = c;
+        if (!(first_virtual_here && c == 0)) {
+          u.input.resize(act);
+          recv_act[static_cast<size_t>(c * m + j)] = pp.post_recv(u.input.data(), bytes, prev, tag(false, c, j));
+        }
+        if (!(last_virtual_here && c == v - 1)) {
+          u.grad_out.resize(act);
+          recv_grad[static_cast<size_t>(c * m + j)] = pp.post_recv(u.grad_out.data(), bytes, next, tag(true, c, j));
+        }
+      }
+    pp.start_posted();
+  }
+  auto wait_for = [&](RequestPtr& r) {
+    if (!r) return;
+    Scope<Clock> sc(*clock_, Term::pp_comm);
+    pp.wait(r);
+  };
+  auto do_forward = [&](int64_t k) {
+    const auto [c, j] = unit(k, true);
+    MicroBatch& u = at(c, j);
+    wait_for(recv_act[static_cast<size_t>(c * m + j)]);
+    forward_micro_batch(u, j);
+    if (!(last_virtual_here && c == v - 1)) {
+      Scope<Clock> sc(*clock_, Term::pp_comm);
+      sends.push_back(pp.post_send(u.out.data(), bytes, next, tag(false, s == P - 1 ? c + 1 : c, j)));
+      pp.start_posted();
+    }
+  };
+  auto do_backward = [&](int64_t k) {
+    const auto [c, j] = unit(k, false);
+    MicroBatch& u = at(c, j);
+    wait_for(recv_grad[static_cast<size_t>(c * m + j)]);
+    backward_micro_batch(u, j == m - 1);
+    if (!(first_virtual_here && c == 0)) {
+      Scope<Clock> sc(*clock_, Term::pp_comm);
+      sends.push_back(pp.post_send(u.grad_in.data(), bytes, prev, tag(true, s == 0 ? c - 1 : c, j)));
+      pp.start_posted();
+    }
+    u.layers.clear();
+  };
+  const int64_t warmup = m == P ? total : std::min(total, (P - s - 1) * 2 + (v - 1) * P);
+  for (int64_t k = 0; k < warmup; ++k) do_forward(k);
+  for (int64_t k = 0; k < total - warmup; ++k) {
+    do_forward(warmup + k);
+    do_backward(k);
+  }
+  for (int64_t k = total - warmup; k < total; ++k) do_backward(k);
+  Scope<Clock> sc(*clock_, Term::pp_comm);
+  pp.wait_all(sends);  // the buffers in `units` stay alive until here
 }
 
 template <class T>

@@ -36,8 +36,10 @@
 // ZeRO-3 keeps only its shard of each block and all-gathers a block right before its forward,
 // again before its backward (and recompute), and frees it after; gradients are reduce-scattered
 // per micro-batch as with ZeRO-2.
-// Not run here (refused by check_step_spec, with the reason): interleaved pipelines,
-// materialised attention, tied embeddings with PP > 1.
+// Interleaved pipelines (interleave v > 1): stage p holds v model chunks (virtual stages k*PP+p),
+// run in the order of Megatron's interleaved 1F1B with every receive posted up front.
+// Not run here (refused by check_step_spec, with the reason): materialised attention, tied
+// embeddings with PP > 1.
 #pragma once
 #include <array>
 #include <chrono>
@@ -175,6 +177,7 @@ class Trainer {
   void attention_forward(LayerStash& st);
   void attention_backward(LayerStash& st, const T* d_out_heads, T* dq, T* dk, T* dv);
   void run_schedule();
+  void run_interleaved_schedule();
   void reduce_gradients_post(int64_t block);
   void reduce_gradients_finish();
   void optimizer_update();
@@ -198,7 +201,11 @@ class Trainer {
   int64_t n_ = 0;          // tokens of one sequence on this rank (L / CP)
   int64_t rows_ = 0;       // micro_batch * n_: rows of a full (TP-gathered) activation
   int64_t rows_local_ = 0; // rows_ / TP with sequence parallelism, else rows_
-  int64_t layer0_ = 0, layers_ = 0;  // this stage's layers
+  int64_t chunks_ = 1;               // model chunks per stage (interleave)
+  int64_t layers_ = 0;               // layers per chunk
+  std::vector<int64_t> chunk_layer0_;   // first global layer of each chunk
+  std::vector<int64_t> block_of_layer_; // global layer -> index in blocks_ (-1: another stage's)
+  std::vector<int64_t> posted_blocks_;  // blocks whose reduction was posted since the last wait
   bool first_stage_ = true, last_stage_ = true;
   int64_t micro_batches_ = 1;
   std::vector<int64_t> positions_;  // global positions of this rank's n_ tokens

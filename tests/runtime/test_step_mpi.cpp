@@ -71,6 +71,9 @@ std::vector<Case> cases_for(int world) {
   add("cp2 striped", Mesh{1, 1, 2, 1}, opts(CpScheme::striped));
   add("pp2", Mesh{1, 1, 1, 2}, opts());
   o = opts();
+  o.interleave = 2;
+  add("pp2 interleaved v=2", Mesh{1, 1, 1, 2}, o, 4);
+  o = opts();
   o.zero_stage = 1;
   add("dp2 zero1", Mesh{2, 1, 1, 1}, o);
   o.zero_stage = 2;
@@ -90,6 +93,10 @@ std::vector<Case> cases_for(int world) {
   add("cp4 striped", Mesh{1, 1, 4, 1}, opts(CpScheme::striped));
   add("pp4", Mesh{1, 1, 1, 4}, opts(), 4);
   add("pp2 x dp2", Mesh{2, 1, 1, 2}, opts());
+  o = opts();
+  o.interleave = 2;
+  o.zero_stage = 2;
+  add("pp4 interleaved v=2 zero2", Mesh{1, 1, 1, 4}, o, 8);
   o = opts();
   o.sequence_parallel = true;
   o.zero_stage = 2;
