@@ -21,6 +21,10 @@
 //       from r-1 at once, as ring attention does) at large messages, latency removed.
 //   memory_bandwidth_gbps: per-rank copy rate with every rank copying at once (an achieved
 //       rate, so efficiency.memory_bandwidth = 1).
+//   efficiency.collectives: all-reduce, reduce-scatter and all-gather of float32 buffers over
+//       all ranks (runtime/measure_collectives.hpp, the calls the training step makes), as bus
+//       bandwidth against intra_node's bandwidth, fitted by sim::fit_collective_curve (with
+//       2 or more ranks).
 //   memory_gib: MemTotal / ranks per host; memory_reserved_gib: this rank's RSS after start-up.
 // Predictions from this profile are then compared with `ringplan run` on a DIFFERENT workload
 // (a plan's ring), never fitted to that run.
@@ -51,6 +55,8 @@
 #include "kernels/attention.hpp"
 #include "planner/plan_file.hpp"
 #include "runtime/executor.hpp"
+#include "runtime/measure_collectives.hpp"
+#include "sim/cost_model.hpp"
 #include "runtime/memory.hpp"
 #include "runtime/mpi_communicator.hpp"
 
@@ -348,6 +354,10 @@ int calibrate_body(const CalibrateArgs& a0, runtime::MpiCommunicator& world) {
   const double pp_bw = static_cast<double>(big.bytes) / std::max(1e-9, big.pingpong_one_way_s - latency_s);
   const double copy_bw = measure_copy_bandwidth(world);
   progress.advance();
+  // Collectives, at the message sizes of TP activations and gradient buckets.
+  const std::vector<int64_t> coll_bytes = {int64_t{64} << 10, int64_t{256} << 10, int64_t{1} << 20, int64_t{4} << 20};
+  const std::vector<runtime::CollectivePoint> cps =
+      world.size() >= 2 ? runtime::measure_collectives(world, coll_bytes, a.reps + 2) : std::vector<runtime::CollectivePoint>{};
   // Erased before anything below reaches stdout or stderr (the profile, the "wrote" line).
   progress.finish();
   // Topology from host names.
@@ -378,6 +388,19 @@ int calibrate_body(const CalibrateArgs& a0, runtime::MpiCommunicator& world) {
   c.nodes = static_cast<int64_t>(per_host.size());
   c.intra_node = {ring_bw, latency_s};
   c.inter_node = c.intra_node;  // single host: not measured (see comment in the file)
+  if (cps.size() >= 2) {
+    std::vector<double> xb, ar, rs, ag;
+    for (const auto& p : cps) {
+      xb.push_back(static_cast<double>(p.bytes));
+      ar.push_back(p.all_reduce_s);
+      rs.push_back(p.reduce_scatter_s);
+      ag.push_back(p.all_gather_s);
+    }
+    const double n = static_cast<double>(world.size());
+    c.collectives.all_reduce = sim::fit_collective_curve(xb, ar, 2.0 * (n - 1.0) / n, 2.0 * (n - 1.0), c.intra_node);
+    c.collectives.reduce_scatter = sim::fit_collective_curve(xb, rs, (n - 1.0) / n, n - 1.0, c.intra_node);
+    c.collectives.all_gather = sim::fit_collective_curve(xb, ag, (n - 1.0) / n, n - 1.0, c.intra_node);
+  }
 
   std::ostringstream head;
   head << "# Written by `ringplan calibrate` with " << world.size() << " ranks on " << per_host.size()
@@ -407,6 +430,14 @@ int calibrate_body(const CalibrateArgs& a0, runtime::MpiCommunicator& world) {
                       big.bytes, ring_bw / 1e9, pp_bw / 1e9)
        << (per_host.size() == 1 ? "# inter_node: NOT measured (one host); copied from intra_node\n" : "# inter_node: copied from intra_node (not measured separately)\n")
        << fmt::format("# memory_bandwidth: per-rank memcpy rate, read+write, all ranks at once: {:.2f} GB/s\n", copy_bw / 1e9);
+  if (!cps.empty()) {
+    head << fmt::format("# collectives over {} ranks (float32, slowest rank, median): bytes  all_reduce_us  "
+                        "reduce_scatter_us  all_gather_us\n",
+                        world.size());
+    for (const auto& p : cps)
+      head << fmt::format("#  {:9d}  {:10.1f}  {:10.1f}  {:10.1f}\n", p.bytes, p.all_reduce_s * 1e6,
+                          p.reduce_scatter_s * 1e6, p.all_gather_s * 1e6);
+  }
   YAML::Emitter out;
   write_cluster(out, c);
   const std::string text = head.str() + out.c_str() + "\n";

@@ -69,6 +69,22 @@ struct EfficiencyCurve {
 // 0.8, the low end, is what the cost model used before the key existed (an estimate).
 inline constexpr double kDefaultMemoryBandwidthEfficiency = 0.8;
 
+// Achieved fraction of a link's bandwidth by a collective, measured as nccl-tests' bus
+// bandwidth (an all-reduce moves 2(n-1)/n of its buffer through every rank, a reduce-scatter or
+// all-gather (n-1)/n), by buffer size: eff(bytes) = max * bytes / (bytes + half_bytes). The
+// defaults (1, 0) are the ideal alpha-beta ring. YAML efficiency.collectives.<kind> {max, half_mib}.
+struct CollectiveCurve {
+  double max_efficiency = 1.0;  // in (0, 1]
+  double half_bytes = 0.0;      // >= 0; 0 means constant max_efficiency
+  double at(double bytes) const {
+    return half_bytes <= 0 ? max_efficiency : max_efficiency * bytes / (bytes + half_bytes);
+  }
+  bool is_ideal() const { return max_efficiency == 1.0 && half_bytes == 0.0; }
+};
+struct CollectiveEfficiency {
+  CollectiveCurve all_reduce, reduce_scatter, all_gather;
+};
+
 struct LinkProfile {
   double bandwidth_bytes_per_s = 0.0;  // per GPU, per direction
   double latency_s = 0.0;              // alpha of the alpha-beta model
@@ -112,6 +128,9 @@ struct ClusterConfig {
   // kernels achieve, in (0, 1]. YAML key efficiency.memory_bandwidth (optional); the default is
   // kDefaultMemoryBandwidthEfficiency.
   double memory_bandwidth_efficiency = kDefaultMemoryBandwidthEfficiency;
+  // Collectives' achieved bus bandwidth against the group's link (optional YAML key
+  // efficiency.collectives; `ringplan calibrate` measures it).
+  CollectiveEfficiency collectives;
   double peak_flops_per_s(DType t) const;
   int64_t gpus() const { return gpus_per_node * nodes; }
 };

@@ -118,6 +118,7 @@ constexpr Range kReservedGibRange{0, 1e6, false, false, "GiB"};
 constexpr Range kBandwidthRange{1e-6, 1e9, false, false, "GB/s"};
 constexpr Range kLatencyRange{0, 1e9, false, false, "us"};
 constexpr Range kHalfTflopRange{0, 1e12, false, false, "TFLOP"};
+constexpr Range kHalfMibRange{0, 1e9, false, false, "MiB"};
 constexpr Range kFractionRange{1e-6, 1, false, false, "", "a fraction of peak (0.38 for 38%)"};
 constexpr Range kStreamingFractionRange{
     1e-6, 1, false, false, "", "the fraction of memory_bandwidth_gbps that streaming kernels reach (0.85 for 85%)"};
@@ -366,6 +367,14 @@ EfficiencyCurve read_curve(const MapReader& parent, const std::string& key) {
   return c;
 }
 
+CollectiveCurve read_collective_curve(const MapReader& parent, const std::string& key) {
+  MapReader r = parent.nested(key, {"max", "half_mib"});
+  CollectiveCurve c;
+  c.max_efficiency = r.get_real("max", kFractionRange);
+  c.half_bytes = r.get_real("half_mib", kHalfMibRange) * units::mib_bytes;
+  return c;
+}
+
 int zero_stage_of(const MapReader& r, const YAML::Node& n, int line, const std::string& where) {
   int64_t v = r.scalar_int(n, line, where);
   if (v < 0 || v > 3)
@@ -462,13 +471,21 @@ ClusterConfig cluster_from_yaml(const YAML::Node& node, const std::string& file,
   c.intra_node = read_link(r, "intra_node");
   c.inter_node = read_link(r, "inter_node");
   MapReader eff =
-      r.nested("efficiency", {"matmul", "matmul_backward", "attention", "attention_backward", "memory_bandwidth"});
+      r.nested("efficiency",
+               {"matmul", "matmul_backward", "attention", "attention_backward", "memory_bandwidth", "collectives"});
   c.matmul = read_curve(eff, "matmul");
   c.attention = read_curve(eff, "attention");
   // Optional: absent leaves max_efficiency 0, i.e. the backward uses `attention`.
   if (eff.has("attention_backward")) c.attention_backward = read_curve(eff, "attention_backward");
   // Optional: absent leaves max_efficiency 0, i.e. the materialised backward uses `matmul`.
   if (eff.has("matmul_backward")) c.matmul_backward = read_curve(eff, "matmul_backward");
+  // Optional: absent keeps the ideal ring (efficiency 1 at every size).
+  if (eff.has("collectives")) {
+    const MapReader coll = eff.nested("collectives", {"all_reduce", "reduce_scatter", "all_gather"});
+    if (coll.has("all_reduce")) c.collectives.all_reduce = read_collective_curve(coll, "all_reduce");
+    if (coll.has("reduce_scatter")) c.collectives.reduce_scatter = read_collective_curve(coll, "reduce_scatter");
+    if (coll.has("all_gather")) c.collectives.all_gather = read_collective_curve(coll, "all_gather");
+  }
   if (eff.has("memory_bandwidth")) {
     c.memory_bandwidth_efficiency = eff.get_real("memory_bandwidth", kStreamingFractionRange);
   }
@@ -681,6 +698,20 @@ void write_cluster(YAML::Emitter& out, const ClusterConfig& c) {
   if (c.matmul_backward.max_efficiency > 0) curve("matmul_backward", c.matmul_backward);
   if (c.attention_backward.max_efficiency > 0) curve("attention_backward", c.attention_backward);
   emit_double(out, "memory_bandwidth", c.memory_bandwidth_efficiency);
+  const CollectiveEfficiency& ce = c.collectives;
+  if (!ce.all_reduce.is_ideal() || !ce.reduce_scatter.is_ideal() || !ce.all_gather.is_ideal()) {
+    out << YAML::Key << "collectives" << YAML::Value << YAML::BeginMap;
+    auto coll = [&out](const char* key, const CollectiveCurve& e) {
+      out << YAML::Key << key << YAML::Value << YAML::Flow << YAML::BeginMap;
+      emit_double(out, "max", e.max_efficiency);
+      emit_double(out, "half_mib", e.half_bytes / units::mib_bytes);
+      out << YAML::EndMap;
+    };
+    coll("all_reduce", ce.all_reduce);
+    coll("reduce_scatter", ce.reduce_scatter);
+    coll("all_gather", ce.all_gather);
+    out << YAML::EndMap;
+  }
   out << YAML::EndMap;
   out << YAML::EndMap;
 }

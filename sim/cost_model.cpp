@@ -20,17 +20,52 @@
 namespace ringplan::sim {
 
 // ------------------------------------------------------------------ collectives (formulas.md)
-double all_reduce_s(int64_t n, double bytes, const LinkProfile& link) {
+double all_reduce_s(int64_t n, double bytes, const LinkProfile& link, const CollectiveCurve& eff) {
   if (n <= 1 || bytes <= 0) return 0.0;
   const double k = static_cast<double>(n);
-  return 2.0 * (k - 1.0) * link.latency_s + 2.0 * (k - 1.0) / k * bytes / link.bandwidth_bytes_per_s;
+  return 2.0 * (k - 1.0) * link.latency_s +
+         2.0 * (k - 1.0) / k * bytes / (link.bandwidth_bytes_per_s * eff.at(bytes));
 }
-double reduce_scatter_s(int64_t n, double bytes, const LinkProfile& link) {
+double reduce_scatter_s(int64_t n, double bytes, const LinkProfile& link, const CollectiveCurve& eff) {
   if (n <= 1 || bytes <= 0) return 0.0;
   const double k = static_cast<double>(n);
-  return (k - 1.0) * link.latency_s + (k - 1.0) / k * bytes / link.bandwidth_bytes_per_s;
+  return (k - 1.0) * link.latency_s + (k - 1.0) / k * bytes / (link.bandwidth_bytes_per_s * eff.at(bytes));
 }
-double all_gather_s(int64_t n, double bytes, const LinkProfile& link) { return reduce_scatter_s(n, bytes, link); }
+double all_gather_s(int64_t n, double bytes, const LinkProfile& link, const CollectiveCurve& eff) {
+  return reduce_scatter_s(n, bytes, link, eff);
+}
+
+CollectiveCurve fit_collective_curve(const std::vector<double>& bytes, const std::vector<double>& seconds,
+                                     double factor, double alphas, const LinkProfile& link) {
+  // 1/eff = 1/max + (half/max) * (1/bytes): linear in u = 1/bytes.
+  const size_t n = std::min(bytes.size(), seconds.size());
+  double su = 0, sy = 0, suu = 0, suy = 0, ymin = 1e300;
+  for (size_t i = 0; i < n; ++i) {
+    const double transfer = std::max(1e-12, seconds[i] - alphas * link.latency_s);
+    const double eff = factor * bytes[i] / link.bandwidth_bytes_per_s / transfer;
+    const double u = 1.0 / bytes[i], y = 1.0 / eff;
+    su += u;
+    sy += y;
+    suu += u * u;
+    suy += u * y;
+    ymin = std::min(ymin, y);
+  }
+  CollectiveCurve c;
+  const double den = static_cast<double>(n) * suu - su * su;
+  if (n >= 2 && den > 0) {
+    const double slope = (static_cast<double>(n) * suy - su * sy) / den;
+    const double icpt = (sy - slope * su) / static_cast<double>(n);
+    if (icpt > 0 && slope >= 0) {
+      c.max_efficiency = std::min(1.0, 1.0 / icpt);
+      c.half_bytes = slope / icpt;
+      return c;
+    }
+  }
+  // Degenerate data (no size dependence visible): the best measured efficiency, constant.
+  c.max_efficiency = n > 0 ? std::min(1.0, 1.0 / ymin) : 1.0;
+  c.half_bytes = 0;
+  return c;
+}
 double p2p_s(double bytes, const LinkProfile& link) {
   if (bytes <= 0) return 0.0;
   return link.latency_s + bytes / link.bandwidth_bytes_per_s;
@@ -190,7 +225,7 @@ LayerTimes layer_times(const LayerShape& x, const ClusterConfig& c, double peak,
       // Forward: all-reduce after the output projection and after the MLP (Megatron's g).
       // Backward: all-reduce of the input gradient of QKV and fc1 (f), each overlapped with
       // that GEMM's weight-gradient computation (Megatron's async TP all-reduce).
-      const double ar = all_reduce_s(n, bytes, link);
+      const double ar = all_reduce_s(n, bytes, link, c.collectives.all_reduce);
       lt.tp_fwd_s = 2.0 * ar;
       lt.tp_bwd_exposed_s = std::max(0.0, ar - lt.wgrad_qkv_s) + std::max(0.0, ar - lt.wgrad_mlp_up_s);
     } else {
@@ -198,7 +233,8 @@ LayerTimes layer_times(const LayerShape& x, const ClusterConfig& c, double peak,
       // Backward: all-gather of the output gradients of the row-parallel GEMMs (exposed),
       // re-all-gather of the QKV/fc1 inputs (overlapped with their data-gradient GEMM) and
       // reduce-scatter of their input gradients (overlapped with the weight-gradient GEMM).
-      const double ag = all_gather_s(n, bytes, link), rs = reduce_scatter_s(n, bytes, link);
+      const double ag = all_gather_s(n, bytes, link, c.collectives.all_gather),
+                   rs = reduce_scatter_s(n, bytes, link, c.collectives.reduce_scatter);
       lt.tp_fwd_s = 2.0 * (ag + rs);
       lt.tp_bwd_exposed_s = 2.0 * ag + std::max(0.0, ag - lt.dgrad_qkv_s) + std::max(0.0, ag - lt.dgrad_mlp_up_s) +
                             std::max(0.0, rs - lt.wgrad_qkv_s) + std::max(0.0, rs - lt.wgrad_mlp_up_s);
@@ -299,7 +335,7 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
   const int64_t n_shard = mesh.dp * mesh.cp;
   double zero3_per_mb = 0.0, zero3_first = 0.0;
   if (opt.zero_stage >= 3 && n_shard > 1) {
-    const double ag = all_gather_s(n_shard, layer_params_dev * sb.weights, grad_link);
+    const double ag = all_gather_s(n_shard, layer_params_dev * sb.weights, grad_link, c.collectives.all_gather);
     const double gathers = full ? 3.0 : 2.0;
     const double per_gather_window = layer_total / gathers;
     zero3_per_mb = layers_stage * gathers * std::max(0.0, ag - per_gather_window);
@@ -335,13 +371,13 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
   if (n_shard > 1) {
     const double grad_bytes = stage_params_dev * sb.gradients;
     const bool sharded_grads = opt.zero_stage >= 2;
-    const double reduce = sharded_grads ? reduce_scatter_s(n_shard, grad_bytes, grad_link)
-                                        : all_reduce_s(n_shard, grad_bytes, grad_link);
+    const double reduce = sharded_grads ? reduce_scatter_s(n_shard, grad_bytes, grad_link, c.collectives.reduce_scatter)
+                                        : all_reduce_s(n_shard, grad_bytes, grad_link, c.collectives.all_reduce);
     const double backward_window = layers_stage * (layer_bwd_compute + lt.tp_bwd_exposed_s);
     t.dp_comm_exposed_s = (sharded_grads ? m : 1.0) * std::max(reduce / layers_stage, reduce - backward_window);
     // ZeRO-1/2: updated 16-bit weights are all-gathered after the optimizer step.
     if (opt.zero_stage == 1 || opt.zero_stage == 2)
-      t.zero_comm_exposed_s = all_gather_s(n_shard, stage_params_dev * sb.weights, grad_link);
+      t.zero_comm_exposed_s = all_gather_s(n_shard, stage_params_dev * sb.weights, grad_link, c.collectives.all_gather);
     else if (opt.zero_stage >= 3)
       t.zero_comm_exposed_s = m * zero3_per_mb + zero3_first;
   }

@@ -7,6 +7,7 @@
 #include <array>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "core/config.hpp"
 
@@ -94,10 +95,21 @@ enum class MeshDim { tp, cp, dp, pp };
 bool group_within_node(const Mesh& mesh, MeshDim dim, int64_t gpus_per_node);
 const LinkProfile& group_link(const ClusterConfig& c, const Mesh& mesh, MeshDim dim);
 
-// Alpha-beta ring collectives (formulas.md): bytes = full buffer size.
-double all_reduce_s(int64_t n, double bytes, const LinkProfile& link);
-double reduce_scatter_s(int64_t n, double bytes, const LinkProfile& link);
-double all_gather_s(int64_t n, double bytes, const LinkProfile& link);
+// Alpha-beta ring collectives (formulas.md): bytes = full buffer size. The bandwidth term runs
+// at the link's bandwidth times the collective's achieved bus-bandwidth fraction at that size
+// (ClusterConfig::collectives; the default curve is the ideal ring).
+double all_reduce_s(int64_t n, double bytes, const LinkProfile& link, const CollectiveCurve& eff = {});
+double reduce_scatter_s(int64_t n, double bytes, const LinkProfile& link, const CollectiveCurve& eff = {});
+double all_gather_s(int64_t n, double bytes, const LinkProfile& link, const CollectiveCurve& eff = {});
+
+// Fits a collective's curve to measured times of an n-rank collective on `link` (calibrate):
+// per size, eff = ideal bus transfer time / (measured time - its latency term), then
+// eff(bytes) = max * bytes / (bytes + half) by least squares on 1/eff; max is capped at 1 (a
+// collective faster than the link's point-to-point rate is predicted at the link's rate).
+// `factor` is the bus-traffic factor: 2(n-1)/n for all-reduce, (n-1)/n otherwise; `alphas` is
+// the number of latency terms (2(n-1) or n-1). Requires >= 2 sizes; sizes and times > 0.
+CollectiveCurve fit_collective_curve(const std::vector<double>& bytes, const std::vector<double>& seconds,
+                                     double factor, double alphas, const LinkProfile& link);
 double p2p_s(double bytes, const LinkProfile& link);
 
 }  // namespace ringplan::sim

@@ -192,6 +192,31 @@ TEST_CASE("cluster efficiency.attention_backward is optional: absent = attention
                   ConfigError);
 }
 
+TEST_CASE("cluster efficiency.collectives is optional: absent = the ideal ring, read and written as given") {
+  TempDir dir;
+  ClusterConfig c = load_cluster(dir.write("c.yaml", test::kClusterYaml));
+  CHECK(c.collectives.all_reduce.is_ideal());
+  CHECK(c.collectives.all_gather.at(1e6) == doctest::Approx(1.0));
+  c = load_cluster(dir.write("d.yaml", std::string(test::kClusterYaml) +
+                                           "  collectives:\n    all_reduce: {max: 0.5, half_mib: 1}\n"));
+  CHECK(c.collectives.all_reduce.max_efficiency == doctest::Approx(0.5));
+  CHECK(c.collectives.all_reduce.half_bytes == doctest::Approx(1024.0 * 1024.0));
+  CHECK(c.collectives.all_reduce.at(1024.0 * 1024.0) == doctest::Approx(0.25));
+  CHECK(c.collectives.reduce_scatter.is_ideal());  // kinds not given stay ideal
+  YAML::Emitter out;
+  write_cluster(out, c);
+  const ClusterConfig back = load_cluster(dir.write("e.yaml", std::string(out.c_str()) + "\n"));
+  CHECK(back.collectives.all_reduce.max_efficiency == doctest::Approx(0.5));
+  CHECK(back.collectives.all_reduce.half_bytes == doctest::Approx(1024.0 * 1024.0));
+  c.collectives = {};
+  YAML::Emitter out2;
+  write_cluster(out2, c);
+  CHECK(std::string(out2.c_str()).find("collectives") == std::string::npos);
+  CHECK_THROWS_AS(load_cluster(dir.write("f.yaml", std::string(test::kClusterYaml) +
+                                                       "  collectives:\n    all_gather: {max: 2, half_mib: 0}\n")),
+                  ConfigError);
+}
+
 TEST_CASE("a cluster file converts its units to SI") {
   TempDir dir;
   ClusterConfig c = load_cluster(dir.write("c.yaml", test::kClusterYaml));

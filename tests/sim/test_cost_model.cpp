@@ -431,3 +431,38 @@ TEST_CASE("dropout adds memory-bound time and efficiency.memory_bandwidth scales
   CHECK(slow.step_time_s > base.step_time_s);
   CHECK(slow.time.forward_compute_s > base.time.forward_compute_s);  // element-wise kernels slow down
 }
+
+TEST_CASE("collectives: efficiency scales the bandwidth term only, and the fit recovers a known curve") {
+  const LinkProfile link{100e9, 5e-6};
+  const double bytes = 64.0 * 1024 * 1024;
+  const double ideal = all_reduce_s(8, bytes, link);
+  CHECK(ideal == Approx(14 * 5e-6 + 2.0 * 7 / 8 * bytes / 100e9));
+  const CollectiveCurve half{0.5, 0.0};
+  CHECK(all_reduce_s(8, bytes, link, half) - 14 * 5e-6 == Approx(2.0 * (ideal - 14 * 5e-6)));
+  CHECK(reduce_scatter_s(8, bytes, link, half) - 7 * 5e-6 == Approx(2.0 * (reduce_scatter_s(8, bytes, link) - 7 * 5e-6)));
+  CHECK(all_gather_s(1, bytes, link, half) == 0.0);
+  // Times generated from a known curve (max 0.6, half 2 MiB) are fitted back.
+  const CollectiveCurve truth{0.6, 2.0 * 1024 * 1024};
+  std::vector<double> sizes, times;
+  for (double b : {256e3, 1e6, 4e6, 16e6}) {
+    sizes.push_back(b);
+    times.push_back(all_reduce_s(4, b, link, truth));
+  }
+  const CollectiveCurve fit = fit_collective_curve(sizes, times, 2.0 * 3 / 4, 6.0, link);
+  CHECK(fit.max_efficiency == Approx(0.6).epsilon(1e-6));
+  CHECK(fit.half_bytes == Approx(truth.half_bytes).epsilon(1e-6));
+  // Faster than the link: capped at 1.
+  CHECK(fit_collective_curve({1e6, 2e6}, {6 * 5e-6 + 1e-7, 6 * 5e-6 + 2e-7}, 1.5, 6.0, link).max_efficiency <= 1.0);
+}
+
+TEST_CASE("collectives: a profile's collective efficiency slows the TP and gradient terms of predict()") {
+  Experiment e = test::llama_experiment(8192, 16);
+  const Mesh mesh = test::mesh_of(4, 2, 1, 1);
+  ParallelOptions o;
+  const Prediction base = predict(e, mesh, o);
+  e.cluster.collectives.all_reduce = {0.25, 0.0};
+  const Prediction slow = predict(e, mesh, o);
+  CHECK(slow.time.tp_comm_s > base.time.tp_comm_s);
+  CHECK(slow.time.dp_comm_exposed_s >= base.time.dp_comm_exposed_s);
+  CHECK(slow.time.forward_compute_s == Approx(base.time.forward_compute_s));
+}
