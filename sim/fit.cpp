@@ -183,42 +183,67 @@ FitResult fit_cluster(const std::vector<Experiment>& cases, const ClusterConfig&
   int evaluations = 0;
   const int budget_per_start = std::max(1, opts.max_evaluations / static_cast<int>(starts.size()));
   for (const auto& start : starts) {
-    ClusterConfig c = base;
-    std::vector<double> x = start;
-    for (size_t i = 0; i < n; ++i) set_param(c, opts.params[i], x[i]);
-    double fx = objective(work, c);
-    int used = 1;
+    // Hooke-Jeeves pattern search: an exploratory move (+-step on each parameter in turn,
+    // keeping any improvement), then, while that succeeds, a pattern move along the last
+    // direction of progress (which follows valleys that cross the axes, e.g. matmul.max
+    // against memory_bandwidth); no progress halves the steps.
+    int used = 0;
+    auto f_at = [&](const std::vector<double>& x) {
+      ClusterConfig c = base;
+      for (size_t i = 0; i < n; ++i) set_param(c, opts.params[i], x[i]);
+      ++used;
+      return objective(work, c);
+    };
     std::vector<double> step(n);
     for (size_t i = 0; i < n; ++i) step[i] = 0.25 * (bounds[i].hi - bounds[i].lo);
-    for (;;) {
-      bool improved = false;
+    auto explore = [&](std::vector<double> x, double fx, double* f_out) {
       for (size_t i = 0; i < n && used < budget_per_start; ++i) {
         for (const double dir : {+1.0, -1.0}) {
-          const double xi = clamp(i, x[i] + dir * step[i]);
-          if (xi == x[i]) continue;
-          ClusterConfig trial = c;
-          set_param(trial, opts.params[i], xi);
-          const double f = objective(work, trial);
-          ++used;
-          if (f < fx) {
-            fx = f;
-            x[i] = xi;
-            c = trial;
-            improved = true;
+          std::vector<double> y = x;
+          y[i] = clamp(i, x[i] + dir * step[i]);
+          if (y[i] == x[i]) continue;
+          const double fy = f_at(y);
+          if (fy < fx) {
+            x = y;
+            fx = fy;
             break;
           }
         }
       }
-      if (used >= budget_per_start) break;
-      if (!improved) {
-        bool done = true;
-        for (size_t i = 0; i < n; ++i) {
-          step[i] *= 0.5;
-          if (step[i] >= opts.min_step * (bounds[i].hi - bounds[i].lo)) done = false;
+      *f_out = fx;
+      return x;
+    };
+    std::vector<double> xb = start;
+    double fb = f_at(xb);
+    while (used < budget_per_start) {
+      double fn = 0;
+      std::vector<double> xn = explore(xb, fb, &fn);
+      if (fn < fb) {
+        while (used < budget_per_start) {
+          std::vector<double> xp(n);
+          for (size_t i = 0; i < n; ++i) xp[i] = clamp(i, 2.0 * xn[i] - xb[i]);
+          double fe = 0;
+          std::vector<double> xe = explore(xp, f_at(xp), &fe);
+          xb = xn;
+          fb = fn;
+          if (!(fe < fn)) break;
+          xn = xe;
+          fn = fe;
         }
-        if (done) break;
+        xb = xn;
+        fb = fn;
+        continue;
       }
+      bool done = true;
+      for (size_t i = 0; i < n; ++i) {
+        step[i] *= 0.5;
+        if (step[i] >= opts.min_step * (bounds[i].hi - bounds[i].lo)) done = false;
+      }
+      if (done) break;
     }
+    ClusterConfig c = base;
+    for (size_t i = 0; i < n; ++i) set_param(c, opts.params[i], xb[i]);
+    const double fx = fb;
     evaluations += used;
     if (fx < best.mean_abs_error_pct) {  // strict: the first start wins ties (deterministic)
       best.cluster = c;

@@ -11,10 +11,11 @@
 // unit as `validate` does). peak_memory_gib is not a function of the fitted parameters and is
 // left out.
 //
-// Optimiser: bounded coordinate (pattern) search, deterministic: from each start point, try
-// +-step on each parameter in turn, keep any improvement, halve the steps after a sweep with
-// none, stop when every step is below FitOptions::min_step (a fraction of the bound width) or
-// after max_evaluations. Starts: the base profile (clamped into the bounds) and the bounds'
+// Optimiser: bounded Hooke-Jeeves pattern search, deterministic: from each start point, try
+// +-step on each parameter in turn, keep any improvement, then move along the direction of
+// progress while that helps; halve the steps after an exploration with no improvement; stop
+// when every step is below FitOptions::min_step (a fraction of the bound width) or after
+// max_evaluations. Starts: the base profile (clamped into the bounds) and the bounds'
 // centre; the better result wins. The absolute-error objective is not smooth, which a pattern
 // search tolerates.
 //
