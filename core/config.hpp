@@ -180,11 +180,19 @@ struct SearchSpace {
 };
 
 // Published figures of a real run, for `ringplan validate`.
+// How a source counts the attention FLOPs behind its tflops_per_device / mfu. ringplan's model
+// FLOPs count the (query, key) pairs the causal mask leaves visible (`causal`); Megatron-LM's,
+// NeMo's and torchtitan's published formulas count every pair (`full`: 12*s*h per layer and
+// token, forward + backward, whatever the mask). Comparing a `full` figure with ringplan's
+// count would blame the model for a difference of definition, so validation converts.
+enum class AttentionFlopCount { causal, full };
 struct Published {
   std::optional<double> step_time_s;
   std::optional<double> tflops_per_device;
   std::optional<double> mfu;
   std::optional<double> peak_memory_gib;
+  std::optional<double> tokens_per_s_per_device;  // training tokens per second per device
+  AttentionFlopCount attention_flops = AttentionFlopCount::causal;  // counting rule of tflops_per_device, mfu
   std::string source;
 };
 

@@ -124,6 +124,7 @@ constexpr Range kStreamingFractionRange{
     1e-6, 1, false, false, "", "the fraction of memory_bandwidth_gbps that streaming kernels reach (0.85 for 85%)"};
 constexpr Range kProbabilityRange{0, 1, false, true, "", "a probability (0.1 for 10%, 0 for none)"};
 constexpr Range kStepTimeRange{1e-9, 1e9, false, false, "s"};
+constexpr Range kTokensPerSecondRange{1e-6, 1e12, false, false, "tokens/s"};
 
 // A mapping being read: remembers each key's line, rejects unknown and duplicate keys.
 class MapReader {
@@ -349,7 +350,9 @@ const std::vector<std::string> kOptionKeys{"micro_batch", "recompute",  "zero_st
 const std::vector<std::string> kSearchKeys{"micro_batch", "recompute",  "zero_stage", "sequence_parallel",
                                            "cp_scheme",   "interleave", "attention",  "max_tp",
                                            "max_cp",      "max_pp"};
-const std::vector<std::string> kPublishedKeys{"step_time_s", "tflops_per_device", "mfu", "peak_memory_gib", "source"};
+const std::vector<std::string> kPublishedKeys{"step_time_s",     "tflops_per_device",       "mfu",
+                                              "peak_memory_gib", "tokens_per_s_per_device", "attention_flops",
+                                              "source"};
 
 LinkProfile read_link(const MapReader& parent, const std::string& key) {
   MapReader r = parent.nested(key, {"bandwidth_gbps", "latency_us"});
@@ -612,11 +615,23 @@ Experiment experiment_from_yaml(const YAML::Node& node, const std::string& file,
       pub.mfu = p.get_real("mfu", kFractionRange);
     }
     if (p.has("peak_memory_gib")) pub.peak_memory_gib = p.get_real("peak_memory_gib", kMemoryGibRange);
+    if (p.has("tokens_per_s_per_device"))
+      pub.tokens_per_s_per_device = p.get_real("tokens_per_s_per_device", kTokensPerSecondRange);
+    if (p.has("attention_flops")) {
+      const std::string rule = p.get_string("attention_flops");
+      if (rule == "full") {
+        pub.attention_flops = AttentionFlopCount::full;
+      } else if (rule != "causal") {
+        p.fail("attention_flops", fmt::format("'{}' is not valid; must be one of: causal, full", rule));
+      }
+    }
     // Published figures are only useful with their provenance, and at least one figure.
     pub.source = p.get_string("source");
-    if (!pub.step_time_s && !pub.tflops_per_device && !pub.mfu && !pub.peak_memory_gib)
+    if (!pub.step_time_s && !pub.tflops_per_device && !pub.mfu && !pub.peak_memory_gib &&
+        !pub.tokens_per_s_per_device)
       throw ConfigError(file, p.map_line(), r.field("published"),
-                        "needs at least one of step_time_s, tflops_per_device, mfu, peak_memory_gib");
+                        "needs at least one of step_time_s, tflops_per_device, mfu, peak_memory_gib, "
+                        "tokens_per_s_per_device");
     e.published = pub;
   }
   return e;
@@ -790,6 +805,8 @@ void write_experiment(YAML::Emitter& out, const Experiment& e) {
     if (p.tflops_per_device) emit_double(out, "tflops_per_device", *p.tflops_per_device);
     if (p.mfu) emit_double(out, "mfu", *p.mfu);
     if (p.peak_memory_gib) emit_double(out, "peak_memory_gib", *p.peak_memory_gib);
+    if (p.tokens_per_s_per_device) emit_double(out, "tokens_per_s_per_device", *p.tokens_per_s_per_device);
+    if (p.attention_flops == AttentionFlopCount::full) out << YAML::Key << "attention_flops" << YAML::Value << "full";
     out << YAML::Key << "source" << YAML::Value << YAML::DoubleQuoted << p.source;
     out << YAML::EndMap;
   }

@@ -13,6 +13,7 @@
 #include "core/error.hpp"
 #include "core/units.hpp"
 #include "planner/report.hpp"
+#include "sim/fit.hpp"
 
 namespace ringplan::planner {
 namespace {
@@ -96,39 +97,25 @@ std::vector<ValidationRow> validate_case(const Experiment& e) {
                       "a validation case needs a `published:` block with step_time_s, tflops_per_device, mfu "
                       "or peak_memory_gib");
   const Published& pub = *e.published;
-  if (!pub.step_time_s && !pub.tflops_per_device && !pub.mfu && !pub.peak_memory_gib)
+  if (!pub.step_time_s && !pub.tflops_per_device && !pub.mfu && !pub.peak_memory_gib && !pub.tokens_per_s_per_device)
     throw ConfigError(e.path, 0, "published",
-                      "no metric given; expected at least one of step_time_s, tflops_per_device, mfu, peak_memory_gib");
+                      "no metric given; expected at least one of step_time_s, tflops_per_device, mfu, peak_memory_gib, "
+                      "tokens_per_s_per_device");
   const Mesh& mesh = *e.mesh;
   const std::string why = sim::check_layout(e, mesh, e.options, mesh.world_size());
   if (!why.empty())
     throw ConfigError(e.path, 0, "mesh", fmt::format("layout {} cannot run: {}", mesh_text(mesh), why));
   const sim::Prediction p = sim::predict(e, mesh, e.options);
 
+  // One comparison rule for validate and fit (sim/fit.hpp): tflops_per_device and mfu in the
+  // source's FLOP count (published.attention_flops), tokens_per_s_per_device per device.
+  const sim::Comparisons cmp = sim::compare_published(e, p);
   std::vector<ValidationRow> rows;
-  auto row = [&](const char* metric, double predicted, double published) {
-    return ValidationRow{name, metric, predicted, published, 100.0 * (predicted - published) / published,
-                         e.path, mesh, pub.source};
-  };
-  auto positive = [&](const char* metric, double v) {
-    if (!(v > 0))
-      throw ConfigError(e.path, 0, std::string("published.") + metric, fmt::format("must be > 0, got {}", v));
-  };
-  if (pub.step_time_s) {
-    positive("step_time_s", *pub.step_time_s);
-    rows.push_back(row("step_time_s", p.step_time_s, *pub.step_time_s));
-  }
-  if (pub.tflops_per_device) {
-    positive("tflops_per_device", *pub.tflops_per_device);
-    rows.push_back(row("tflops_per_device", p.tflops_per_device, *pub.tflops_per_device));
-  }
-  if (pub.mfu) {
-    positive("mfu", *pub.mfu);
-    rows.push_back(row("mfu", p.mfu, *pub.mfu));
-  }
-  if (pub.peak_memory_gib) {
-    positive("peak_memory_gib", *pub.peak_memory_gib);
-    rows.push_back(row("peak_memory_gib", p.peak_memory_bytes / units::gib_bytes, *pub.peak_memory_gib));
+  for (int i = 0; i < cmp.count; ++i) {
+    const sim::MetricComparison& c = cmp.items[static_cast<size_t>(i)];
+    if (!(c.published > 0))
+      throw ConfigError(e.path, 0, std::string("published.") + c.metric, fmt::format("must be > 0, got {}", c.published));
+    rows.push_back(ValidationRow{name, c.metric, c.predicted, c.published, c.error_pct(), e.path, mesh, pub.source});
   }
   return rows;
 }

@@ -1,9 +1,10 @@
 // Validation of the cost model against published runs (`ringplan validate`).
 //
 // A case is an experiment with a fixed mesh and a `published:` block. Each published metric
-// present (step_time_s, tflops_per_device, mfu, peak_memory_gib) is compared with the
-// prediction: error_pct = 100 * (predicted - published) / published (signed: + means the model
-// predicts more than was measured). Nothing is fitted to the published figures here.
+// present (step_time_s, tflops_per_device, mfu, peak_memory_gib, tokens_per_s_per_device) is
+// compared with the prediction (sim::compare_published, shared with `ringplan fit`):
+// error_pct = 100 * (predicted - published) / published (signed: + means the model predicts
+// more than was measured). Nothing is fitted to the published figures here.
 //
 // Every case is evaluated or refused, never dropped: a case that loads as YAML but cannot be
 // compared (the experiment is invalid, it has no fixed mesh or no published metric, or
@@ -28,7 +29,7 @@ namespace ringplan::planner {
 // One published metric of one evaluated case.
 struct ValidationRow {
   std::string name;    // case name (experiment name, else file path)
-  std::string metric;  // step_time_s | tflops_per_device | mfu | peak_memory_gib
+  std::string metric;  // step_time_s | tflops_per_device | mfu | peak_memory_gib | tokens_per_s_per_device
   double predicted = 0;
   double published = 0;
   double error_pct = 0;

@@ -1,0 +1,256 @@
+// `ringplan fit CASES... -o PROFILE.yaml [--holdout SOURCE | --folds K] [--cluster BASE.yaml]
+//                [--format table|json]`
+// Fits a cluster profile's free parameters (efficiency curves, memory-bandwidth efficiency;
+// sim/fit.hpp) to measured validation cases that share one cluster, and reports the error on
+// cases the fit did not see:
+//   * --folds K (default 5): K-fold cross-validation, case i (in path order) held out in fold
+//     i % K; the written profile is then fitted on every case;
+//   * --holdout SOURCE: the cases of that source are held out, the profile is fitted on the
+//     others. A case's source is the folder its file lies in (configs/validation/<source>/).
+// Cases that cannot be fitted (invalid experiment, no fixed mesh or published time metric,
+// refused layout) are listed as refused, as `validate` does, and left out.
+// Exit status: 0 on success; 2 for bad input (no case, mixed clusters without --cluster, an
+// empty training or held-out set, an unknown --holdout source).
+#include <fmt/format.h>
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "cli/command.hpp"
+#include "core/config_yaml.hpp"
+#include "core/error.hpp"
+#include "planner/validation.hpp"
+#include "sim/fit.hpp"
+
+namespace {
+
+using namespace ringplan;
+
+struct FitArgs {
+  std::vector<std::string> paths;
+  std::string output;
+  std::string holdout;
+  int folds = 5;
+  std::string cluster;
+  std::string format = "table";
+};
+
+struct CaseRow {
+  std::string name, path, source;
+  double train_error_pct = 0;    // with the written profile
+  double heldout_error_pct = 0;  // with a fit that did not see the case
+  bool held_out = false;         // --holdout: in the held-out set (else: training set)
+};
+
+struct Stats {
+  int64_t n = 0;
+  double mean_abs = 0, max_abs = 0;
+};
+Stats stats(const std::vector<double>& v) {
+  Stats s;
+  for (double x : v) {
+    s.mean_abs += std::abs(x);
+    s.max_abs = std::max(s.max_abs, std::abs(x));
+  }
+  s.n = static_cast<int64_t>(v.size());
+  if (!v.empty()) s.mean_abs /= static_cast<double>(v.size());
+  return s;
+}
+
+std::string source_of(const std::string& path) {
+  return std::filesystem::path(path).parent_path().filename().string();
+}
+
+int fit_command(const FitArgs& a) {
+  // Cases, in path order (collect_cases keeps the order given; folders are walked sorted).
+  std::vector<std::string> skipped;
+  const std::vector<std::string> files = planner::collect_cases(a.paths, &skipped);
+  std::vector<Experiment> cases;
+  std::vector<std::pair<std::string, std::string>> refused;  // path, reason
+  for (const auto& f : files) {
+    try {
+      Experiment e = load_experiment(f);
+      (void)sim::case_time_error_pct(e, e.cluster);  // same checks as the fit: mesh, time metric, layout
+      cases.push_back(std::move(e));
+    } catch (const ConfigError& err) {
+      refused.emplace_back(f, err.what());
+    }
+  }
+  if (cases.empty()) throw bad_input(fmt::format("fit: none of the {} cases can be fitted", files.size()));
+
+  ClusterConfig base;
+  if (!a.cluster.empty()) {
+    base = load_cluster(a.cluster);
+  } else {
+    std::set<std::string> names;
+    for (const auto& e : cases) names.insert(e.cluster.name);
+    if (names.size() > 1)
+      throw bad_input(fmt::format("fit: the cases use {} clusters ({}); fit one GPU generation at a time, or give "
+                                  "--cluster BASE.yaml to predict every case on BASE",
+                                  names.size(), fmt::join(names, ", ")));
+    base = cases.front().cluster;
+  }
+
+  std::vector<CaseRow> rows(cases.size());
+  for (size_t i = 0; i < cases.size(); ++i) rows[i] = {cases[i].name, cases[i].path, source_of(cases[i].path)};
+
+  sim::FitResult fit;
+  std::string method;
+  if (!a.holdout.empty()) {
+    std::vector<Experiment> train, test;
+    std::set<std::string> sources;
+    for (size_t i = 0; i < cases.size(); ++i) {
+      sources.insert(rows[i].source);
+      rows[i].held_out = rows[i].source == a.holdout;
+      (rows[i].held_out ? test : train).push_back(cases[i]);
+    }
+    if (test.empty())
+      throw bad_input(fmt::format("fit: --holdout {}: no case from that source; sources: {}", a.holdout,
+                                  fmt::join(sources, ", ")));
+    if (train.empty())
+      throw bad_input(fmt::format("fit: --holdout {}: every case is from that source, nothing left to fit", a.holdout));
+    fit = sim::fit_cluster(train, base);
+    method = fmt::format("held-out source '{}' ({} cases), fitted on {} cases", a.holdout, test.size(), train.size());
+    for (size_t i = 0; i < cases.size(); ++i) {
+      const double err = sim::case_time_error_pct(cases[i], fit.cluster);
+      (rows[i].held_out ? rows[i].heldout_error_pct : rows[i].train_error_pct) = err;
+    }
+  } else {
+    if (a.folds < 2) throw bad_input(fmt::format("fit: --folds must be >= 2, got {}", a.folds));
+    if (cases.size() < 2) throw bad_input("fit: k-fold cross-validation needs at least 2 cases (or use --holdout)");
+    const sim::CrossValidation cv = sim::cross_validate(cases, base, a.folds);
+    fit = sim::fit_cluster(cases, base);
+    method = fmt::format("{}-fold cross-validation over {} cases (case i held out in fold i % {}); profile fitted on "
+                         "all",
+                         cv.folds, cases.size(), cv.folds);
+    for (size_t i = 0; i < cases.size(); ++i) {
+      rows[i].held_out = true;
+      rows[i].heldout_error_pct = cv.heldout_error_pct[i];
+      rows[i].train_error_pct = sim::case_time_error_pct(cases[i], fit.cluster);
+    }
+  }
+
+  // Statistics: training (cases the written profile was fitted on), held-out overall and per source.
+  std::vector<double> train_err, held_err;
+  std::map<std::string, std::vector<double>> held_by_source;
+  for (const auto& r : rows) {
+    if (!a.holdout.empty() && r.held_out) {
+      held_err.push_back(r.heldout_error_pct);
+      held_by_source[r.source].push_back(r.heldout_error_pct);
+      continue;
+    }
+    train_err.push_back(r.train_error_pct);
+    if (a.holdout.empty()) {
+      held_err.push_back(r.heldout_error_pct);
+      held_by_source[r.source].push_back(r.heldout_error_pct);
+    }
+  }
+  const Stats tr = stats(train_err), ho = stats(held_err);
+
+  // The profile: the base with the fitted parameters, and how it was made.
+  ClusterConfig out_cluster = fit.cluster;
+  std::string head = fmt::format(
+      "# Written by `ringplan fit` from {} measured cases ({}).\n"
+      "# Fitted: efficiency curves (max, half_tflop) of matmul and attention, memory_bandwidth; the rest is the\n"
+      "# base profile '{}'. Training mean |error| {:.2f} %, max {:.2f} %; held-out mean |error| {:.2f} %, max {:.2f} %.\n",
+      cases.size(), method, base.name, tr.mean_abs, tr.max_abs, ho.mean_abs, ho.max_abs);
+  YAML::Emitter y;
+  write_cluster(y, out_cluster);
+  if (!a.output.empty()) {
+    std::ofstream f(a.output);
+    if (!f) throw Error(ErrorKind::runtime, fmt::format("fit: -o {}: cannot open for writing", a.output));
+    f << head << y.c_str() << "\n";
+  }
+
+  if (a.format == "json") {
+    nlohmann::json j;
+    j["method"] = method;
+    j["base_cluster"] = base.name;
+    nlohmann::json params;
+    for (const auto p : sim::kAllFitParams) params[sim::fit_param_name(p)] = sim::get_param(out_cluster, p);
+    j["fitted"] = params;
+    nlohmann::json cs = nlohmann::json::array();
+    for (const auto& r : rows) {
+      nlohmann::json c{{"name", r.name}, {"path", r.path}, {"source", r.source}, {"held_out", r.held_out}};
+      if (a.holdout.empty() || !r.held_out) c["train_error_pct"] = r.train_error_pct;
+      if (r.held_out) c["heldout_error_pct"] = r.heldout_error_pct;
+      cs.push_back(c);
+    }
+    j["cases"] = cs;
+    j["train"] = {{"cases", tr.n}, {"mean_abs_error_pct", tr.mean_abs}, {"max_abs_error_pct", tr.max_abs}};
+    j["heldout"] = {{"cases", ho.n}, {"mean_abs_error_pct", ho.mean_abs}, {"max_abs_error_pct", ho.max_abs}};
+    nlohmann::json bys = nlohmann::json::object();
+    for (const auto& [src, v] : held_by_source) {
+      const Stats s = stats(v);
+      bys[src] = {{"cases", s.n}, {"mean_abs_error_pct", s.mean_abs}, {"max_abs_error_pct", s.max_abs}};
+    }
+    j["heldout_by_source"] = bys;
+    nlohmann::json ref = nlohmann::json::array();
+    for (const auto& [p, why] : refused) ref.push_back({{"path", p}, {"reason", why}});
+    j["refused"] = ref;
+    j["evaluations"] = fit.evaluations;
+    std::printf("%s\n", j.dump(2).c_str());
+    return 0;
+  }
+
+  std::string s = fmt::format("fit of '{}': {}\n\n", base.name, method);
+  for (const auto p : sim::kAllFitParams)
+    s += fmt::format("  {:<22} {:.4f} (base {:.4f})\n", sim::fit_param_name(p), sim::get_param(out_cluster, p),
+                     sim::get_param(base, p));
+  size_t w = 4;
+  for (const auto& r : rows) w = std::max(w, r.name.size());
+  s += fmt::format("\n{:<{}}  {:<28}  {:>10}  {:>10}\n", "case", w, "source", "train", "held-out");
+  for (const auto& r : rows) {
+    const std::string trs = (a.holdout.empty() || !r.held_out) ? fmt::format("{:+.2f}%", r.train_error_pct) : "-";
+    const std::string hos = r.held_out ? fmt::format("{:+.2f}%", r.heldout_error_pct) : "-";
+    s += fmt::format("{:<{}}  {:<28}  {:>10}  {:>10}\n", r.name, w, r.source, trs, hos);
+  }
+  s += fmt::format("\ntraining: {} cases, mean |error| {:.2f}%, max {:.2f}%\n", tr.n, tr.mean_abs, tr.max_abs);
+  s += fmt::format("held-out: {} cases, mean |error| {:.2f}%, max {:.2f}%\n", ho.n, ho.mean_abs, ho.max_abs);
+  for (const auto& [src, v] : held_by_source) {
+    const Stats st = stats(v);
+    s += fmt::format("  held-out {}: {} cases, mean |error| {:.2f}%, max {:.2f}%\n", src, st.n, st.mean_abs, st.max_abs);
+  }
+  if (!refused.empty()) {
+    s += "\nrefused (not fitted):\n";
+    for (const auto& [p, why] : refused) s += fmt::format("  {}: {}\n", p, why);
+  }
+  if (!a.output.empty()) s += fmt::format("\nwrote {}\n", a.output);
+  std::fputs(s.c_str(), stdout);
+  return 0;
+}
+
+RINGPLAN_COMMAND("fit", "Fit a cluster profile's efficiencies to measured cases; report held-out error", 45,
+                 [](CLI::App& app) {
+                   auto a = std::make_shared<FitArgs>();
+                   app.footer(
+                       "Fits efficiency.matmul/attention {max, half_tflop} and efficiency.memory_bandwidth by "
+                       "minimising the mean |relative error| of the cases' time metrics (bounded coordinate "
+                       "search, deterministic). Held-out error: --folds K (default 5, case i in fold i % K) or "
+                       "--holdout SOURCE (the cases in folder SOURCE). Exit status 2 for bad input.");
+                   app.add_option("cases", a->paths, "Case files or folders (searched recursively)")->required();
+                   app.add_option("-o,--output", a->output, "Write the fitted cluster profile here");
+                   auto* h = app.add_option("--holdout", a->holdout,
+                                            "Hold out the cases of this source (the folder the case files lie in)");
+                   app.add_option("--folds", a->folds, "K of K-fold cross-validation (>= 2)")
+                       ->capture_default_str()
+                       ->excludes(h);
+                   app.add_option("--cluster", a->cluster,
+                                  "Base profile (default: the cases' own cluster, which must be the same for all)");
+                   app.add_option("--format", a->format, "Output format: table or json")
+                       ->check(CLI::IsMember({"table", "json"}))
+                       ->capture_default_str();
+                   return [a] { return fit_command(*a); };
+                 });
+
+}  // namespace

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Held-out error of the cost model on the public validation corpus (configs/validation/), one
+# fit per GPU generation (cases sharing one cluster profile), with `ringplan fit`. Prints the
+# markdown table recorded in BENCHMARKS.md ("Public corpus: held-out error"); every number in
+# it is computed here by the project. Fitted profiles go to $OUT (default build/cpu/fit).
+# Usage: scripts/corpus_heldout.sh [path/to/ringplan]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RP=${1:-build/cpu/cli/ringplan}
+OUT=${OUT:-build/cpu/fit}
+V=configs/validation
+mkdir -p "$OUT"
+row() {  # label, profile out, fit args...
+  local label=$1 out=$2; shift 2
+  "$RP" fit "$@" -o "$OUT/$out.yaml" --format json | python3 -c '
+import json, sys
+label = sys.argv[1]
+j = json.load(sys.stdin)
+f = j["fitted"]
+fit = "mm {:.3f}/{:.3f}, attn {:.3f}/{:.3f}, bw {:.2f}".format(f["matmul.max"], f["matmul.half_tflop"],
+      f["attention.max"], f["attention.half_tflop"], f["memory_bandwidth"])
+for src, s in sorted(j["heldout_by_source"].items()):
+    print("| {} | {} | {} | {:.2f} | {:.2f} | {:.2f} / {:.2f} | {} |".format(label, src, s["cases"],
+          s["mean_abs_error_pct"], s["max_abs_error_pct"], j["train"]["mean_abs_error_pct"],
+          j["train"]["max_abs_error_pct"], fit))
+print("| {} | **all held out** | {} | **{:.2f}** | **{:.2f}** | | |".format(label, j["heldout"]["cases"],
+      j["heldout"]["mean_abs_error_pct"], j["heldout"]["max_abs_error_pct"]))
+' "$label"
+}
+echo "| fit (GPU generation, method) | held-out source | cases | held-out mean \|err\| % | held-out max \|err\| % | training mean / max % | fitted (max/half_tflop; bw) |"
+echo "|---|---|---|---|---|---|---|"
+row "A100 (dgx_a100_80gb), 5-fold" a100_kfold $V/korthikanti2022 $V/torchtitan_a100
+row "A100, fit on Korthikanti only" a100_hold_tt $V/korthikanti2022 $V/torchtitan_a100 --holdout torchtitan_a100
+row "A100, fit on torchtitan only" a100_hold_k $V/korthikanti2022 $V/torchtitan_a100 --holdout korthikanti2022
+row "H100 FP8 GEMM (NeMo), 5-fold" h100_fp8_nemo $V/nemo_long_sequence_h100
+row "B200 FP8 GEMM (NeMo), 5-fold" b200_fp8_nemo $V/nemo_long_sequence_b200
+row "H100 Grand Teton FP8 GEMM (torchtitan), 5-fold" gt_fp8 $V/torchtitan_h100_fp8
+row "H100 Grand Teton bf16 (torchtitan), 2-fold" gt_bf16 $V/torchtitan_h100_bf16 --folds 2

@@ -1,0 +1,276 @@
+// Fit of a cluster profile to measured runs, and the published-vs-predicted comparison
+// (see fit.hpp).
+#include "sim/fit.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "core/error.hpp"
+#include "core/units.hpp"
+#include "sim/formulas.hpp"
+
+namespace ringplan::sim {
+
+// ------------------------------------------------------------------ comparison
+double published_model_flops_per_step(const Experiment& e, const Prediction& p) {
+  if (!e.published || e.published->attention_flops == AttentionFlopCount::causal) return p.model_flops_per_step;
+  // The same single-device layer as predict()'s model FLOPs, with and without the mask.
+  LayerShape one = make_layer_shape(e.model, e.training, Mesh{}, e.options);
+  one.micro_batch = 1;
+  one.tp = 1;
+  one.cp = 1;
+  one.attention = AttentionImpl::flash;
+  const double visible = attention_forward_flops(one).mean_rank;
+  one.causal = false;
+  const double all_pairs = attention_forward_flops(one).mean_rank;
+  const double layers = static_cast<double>(e.model.layers);
+  const double seqs = static_cast<double>(e.training.global_batch_sequences);
+  // predict() counts attention as 3.5x its forward (flash backward 2.5x); `full` sources count
+  // 3x (12*s*h per layer and token = 3 x the forward's 4*s*h).
+  return p.model_flops_per_step + seqs * layers * (3.0 * all_pairs - 3.5 * visible);
+}
+
+Comparisons compare_published(const Experiment& e, const Prediction& p) {
+  Comparisons out;
+  const Published& pub = *e.published;
+  auto add = [&](const char* metric, double predicted, double published, bool time_metric) {
+    out.items[static_cast<size_t>(out.count++)] = MetricComparison{metric, predicted, published, time_metric};
+  };
+  const double devices = static_cast<double>(p.mesh.world_size());
+  const double flops = (pub.tflops_per_device || pub.mfu) ? published_model_flops_per_step(e, p) : 0.0;
+  if (pub.step_time_s) add("step_time_s", p.step_time_s, *pub.step_time_s, true);
+  if (pub.tflops_per_device)
+    add("tflops_per_device", flops / p.step_time_s / devices / units::tflop, *pub.tflops_per_device, true);
+  if (pub.mfu)
+    add("mfu", flops / (p.step_time_s * e.cluster.peak_flops_per_s(e.training.dtype) * devices), *pub.mfu, true);
+  if (pub.peak_memory_gib) add("peak_memory_gib", p.peak_memory_bytes / units::gib_bytes, *pub.peak_memory_gib, false);
+  if (pub.tokens_per_s_per_device)
+    add("tokens_per_s_per_device", p.tokens_per_s / devices, *pub.tokens_per_s_per_device, true);
+  return out;
+}
+
+// ------------------------------------------------------------------ parameters
+const char* fit_param_name(FitParam p) {
+  switch (p) {
+    case FitParam::matmul_max: return "matmul.max";
+    case FitParam::matmul_half_tflop: return "matmul.half_tflop";
+    case FitParam::attention_max: return "attention.max";
+    case FitParam::attention_half_tflop: return "attention.half_tflop";
+    case FitParam::memory_bandwidth: return "memory_bandwidth";
+  }
+  return "?";
+}
+
+double get_param(const ClusterConfig& c, FitParam p) {
+  switch (p) {
+    case FitParam::matmul_max: return c.matmul.max_efficiency;
+    case FitParam::matmul_half_tflop: return c.matmul.half_flops / units::tflop;
+    case FitParam::attention_max: return c.attention.max_efficiency;
+    case FitParam::attention_half_tflop: return c.attention.half_flops / units::tflop;
+    case FitParam::memory_bandwidth: return c.memory_bandwidth_efficiency;
+  }
+  return 0.0;
+}
+
+void set_param(ClusterConfig& c, FitParam p, double value) {
+  switch (p) {
+    case FitParam::matmul_max: c.matmul.max_efficiency = value; break;
+    case FitParam::matmul_half_tflop: c.matmul.half_flops = value * units::tflop; break;
+    case FitParam::attention_max: c.attention.max_efficiency = value; break;
+    case FitParam::attention_half_tflop: c.attention.half_flops = value * units::tflop; break;
+    case FitParam::memory_bandwidth: c.memory_bandwidth_efficiency = value; break;
+  }
+}
+
+ParamBounds default_bounds(FitParam p) {
+  switch (p) {
+    case FitParam::matmul_max:
+    case FitParam::attention_max: return {0.2, 1.0};
+    case FitParam::matmul_half_tflop:
+    case FitParam::attention_half_tflop: return {0.0, 1.0};
+    case FitParam::memory_bandwidth: return {0.3, 1.0};
+  }
+  return {0.0, 1.0};
+}
+
+// ------------------------------------------------------------------ objective
+namespace {
+
+// The case's own layout, checked once; the fit then only swaps the cluster.
+void check_case(const Experiment& e) {
+  if (!e.mesh)
+    throw ConfigError(e.path, 0, "mesh", "a fitted case needs a fixed mesh (dp, tp, cp, pp)");
+  if (!e.published)
+    throw ConfigError(e.path, 0, "published", "a fitted case needs a `published:` block");
+  const Published& pub = *e.published;
+  if (!pub.step_time_s && !pub.tflops_per_device && !pub.mfu && !pub.tokens_per_s_per_device)
+    throw ConfigError(e.path, 0, "published",
+                      "no time metric to fit (step_time_s, tflops_per_device, mfu or tokens_per_s_per_device); "
+                      "peak_memory_gib does not depend on the fitted parameters");
+  const std::string why = check_layout(e, *e.mesh, e.options, e.mesh->world_size());
+  if (!why.empty()) throw ConfigError(e.path, 0, "mesh", "layout cannot run: " + why);
+}
+
+// Mean |error| (sum_abs) and signed mean error over the time metrics of one case, in %.
+struct CaseErr {
+  double abs_pct = 0, signed_pct = 0;
+};
+CaseErr case_err(const Experiment& e) {
+  const Prediction p = predict(e, *e.mesh, e.options);
+  const Comparisons cmp = compare_published(e, p);
+  CaseErr r;
+  int n = 0;
+  for (int i = 0; i < cmp.count; ++i) {
+    const MetricComparison& m = cmp.items[static_cast<size_t>(i)];
+    if (!m.time_metric) continue;
+    const double err = m.error_pct();
+    r.abs_pct += std::abs(err);
+    r.signed_pct += err;
+    ++n;
+  }
+  if (n > 0) {
+    r.abs_pct /= n;
+    r.signed_pct /= n;
+  }
+  return r;
+}
+
+// Mean over cases of their mean |error|. `work` holds the cases with the candidate cluster.
+double objective(std::vector<Experiment>& work, const ClusterConfig& c) {
+  double sum = 0;
+  for (Experiment& e : work) {
+    e.cluster = c;
+    const double err = case_err(e).abs_pct;
+    // A candidate that makes a prediction non-finite is never better than any finite one.
+    if (!std::isfinite(err)) return std::numeric_limits<double>::infinity();
+    sum += err;
+  }
+  return sum / static_cast<double>(work.size());
+}
+
+}  // namespace
+
+double case_time_error_pct(const Experiment& e, const ClusterConfig& c) {
+  check_case(e);
+  Experiment x = e;
+  x.cluster = c;
+  return case_err(x).signed_pct;
+}
+
+FitResult fit_cluster(const std::vector<Experiment>& cases, const ClusterConfig& base, const FitOptions& opts) {
+  if (cases.empty()) throw bad_input("fit: no case to fit");
+  if (opts.params.empty()) throw bad_input("fit: no parameter to fit");
+  for (const Experiment& e : cases) check_case(e);
+  std::vector<Experiment> work = cases;
+
+  const size_t n = opts.params.size();
+  std::vector<ParamBounds> bounds(n);
+  for (size_t i = 0; i < n; ++i) bounds[i] = default_bounds(opts.params[i]);
+  auto clamp = [&](size_t i, double v) { return std::clamp(v, bounds[i].lo, bounds[i].hi); };
+
+  // The base's values (clamped), and the bounds' centre.
+  std::vector<std::vector<double>> starts(2, std::vector<double>(n));
+  for (size_t i = 0; i < n; ++i) {
+    starts[0][i] = clamp(i, get_param(base, opts.params[i]));
+    starts[1][i] = 0.5 * (bounds[i].lo + bounds[i].hi);
+  }
+
+  FitResult best;
+  best.mean_abs_error_pct = std::numeric_limits<double>::infinity();
+  int evaluations = 0;
+  const int budget_per_start = std::max(1, opts.max_evaluations / static_cast<int>(starts.size()));
+  for (const auto& start : starts) {
+    // Hooke-Jeeves pattern search: an exploratory move (+-step on each parameter in turn,
+    // keeping any improvement), then, while that succeeds, a pattern move along the last
+    // direction of progress (which follows valleys that cross the axes, e.g. matmul.max
+    // against memory_bandwidth); no progress halves the steps.
+    int used = 0;
+    auto f_at = [&](const std::vector<double>& x) {
+      ClusterConfig c = base;
+      for (size_t i = 0; i < n; ++i) set_param(c, opts.params[i], x[i]);
+      ++used;
+      return objective(work, c);
+    };
+    std::vector<double> step(n);
+    for (size_t i = 0; i < n; ++i) step[i] = 0.25 * (bounds[i].hi - bounds[i].lo);
+    auto explore = [&](std::vector<double> x, double fx, double* f_out) {
+      for (size_t i = 0; i < n && used < budget_per_start; ++i) {
+        for (const double dir : {+1.0, -1.0}) {
+          std::vector<double> y = x;
+          y[i] = clamp(i, x[i] + dir * step[i]);
+          if (y[i] == x[i]) continue;
+          const double fy = f_at(y);
+          if (fy < fx) {
+            x = y;
+            fx = fy;
+            break;
+          }
+        }
+      }
+      *f_out = fx;
+      return x;
+    };
+    std::vector<double> xb = start;
+    double fb = f_at(xb);
+    while (used < budget_per_start) {
+      double fn = 0;
+      std::vector<double> xn = explore(xb, fb, &fn);
+      if (fn < fb) {
+        while (used < budget_per_start) {
+          std::vector<double> xp(n);
+          for (size_t i = 0; i < n; ++i) xp[i] = clamp(i, 2.0 * xn[i] - xb[i]);
+          double fe = 0;
+          std::vector<double> xe = explore(xp, f_at(xp), &fe);
+          xb = xn;
+          fb = fn;
+          if (!(fe < fn)) break;
+          xn = xe;
+          fn = fe;
+        }
+        xb = xn;
+        fb = fn;
+        continue;
+      }
+      bool done = true;
+      for (size_t i = 0; i < n; ++i) {
+        step[i] *= 0.5;
+        if (step[i] >= opts.min_step * (bounds[i].hi - bounds[i].lo)) done = false;
+      }
+      if (done) break;
+    }
+    ClusterConfig c = base;
+    for (size_t i = 0; i < n; ++i) set_param(c, opts.params[i], xb[i]);
+    const double fx = fb;
+    evaluations += used;
+    if (fx < best.mean_abs_error_pct) {  // strict: the first start wins ties (deterministic)
+      best.cluster = c;
+      best.mean_abs_error_pct = fx;
+    }
+  }
+  best.evaluations = evaluations;
+  return best;
+}
+
+CrossValidation cross_validate(const std::vector<Experiment>& cases, const ClusterConfig& base, int folds,
+                               const FitOptions& opts) {
+  if (cases.size() < 2) throw bad_input(fmt::format("fit: cross-validation needs at least 2 cases, got {}", cases.size()));
+  CrossValidation cv;
+  cv.folds = std::clamp(folds, 2, static_cast<int>(cases.size()));
+  cv.fold_of.resize(cases.size());
+  for (size_t i = 0; i < cases.size(); ++i) cv.fold_of[i] = static_cast<int>(i % static_cast<size_t>(cv.folds));
+  cv.heldout_error_pct.assign(cases.size(), 0.0);
+  for (int f = 0; f < cv.folds; ++f) {
+    std::vector<Experiment> train;
+    for (size_t i = 0; i < cases.size(); ++i)
+      if (cv.fold_of[i] != f) train.push_back(cases[i]);
+    cv.fold_fits.push_back(fit_cluster(train, base, opts));
+    for (size_t i = 0; i < cases.size(); ++i)
+      if (cv.fold_of[i] == f) cv.heldout_error_pct[i] = case_time_error_pct(cases[i], cv.fold_fits.back().cluster);
+  }
+  return cv;
+}
+
+}  // namespace ringplan::sim

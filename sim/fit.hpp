@@ -1,0 +1,107 @@
+// Fitting a cluster profile's free parameters to measured runs (`ringplan fit`), and the one
+// place where a case's published figures are set against a prediction (`ringplan validate`
+// uses compare_published() too, so validation and fit compare the same way).
+//
+// What is fitted: the efficiency curves' `max` and `half_tflop` (matmul, attention) and the
+// memory-bandwidth efficiency, one value each for every case (no per-case constant). Peaks,
+// memory sizes and links stay as the base profile has them (datasheet figures).
+//
+// Objective: mean over cases of the case's mean |relative error| over its TIME metrics
+// (step_time_s, tflops_per_device, mfu, tokens_per_s_per_device, each compared in its own
+// unit as `validate` does). peak_memory_gib is not a function of the fitted parameters and is
+// left out.
+//
+// Optimiser: bounded Hooke-Jeeves pattern search, deterministic: from each start point, try
+// +-step on each parameter in turn, keep any improvement, then move along the direction of
+// progress while that helps; halve the steps after an exploration with no improvement; stop
+// when every step is below FitOptions::min_step (a fraction of the bound width) or after
+// max_evaluations. Starts: the base profile (clamped into the bounds) and the bounds'
+// centre; the better result wins. The absolute-error objective is not smooth, which a pattern
+// search tolerates.
+//
+// Held-out error: cross_validate() splits the cases into K folds (case i in fold i % K, in
+// the order given), fits on K-1 folds and evaluates the fold left out with that fit; a
+// held-out case's figures never enter the fit that predicts it.
+#pragma once
+#include <array>
+#include <string>
+#include <vector>
+
+#include "core/config.hpp"
+#include "sim/cost_model.hpp"
+
+namespace ringplan::sim {
+
+// ---------------------------------------------------------------- comparison
+// One published metric of a case next to its prediction (in the metric's unit).
+struct MetricComparison {
+  const char* metric = "";  // step_time_s | tflops_per_device | mfu | peak_memory_gib | tokens_per_s_per_device
+  double predicted = 0;
+  double published = 0;
+  bool time_metric = false;  // depends on the step time (everything but peak_memory_gib)
+  double error_pct() const { return 100.0 * (predicted - published) / published; }
+};
+struct Comparisons {
+  std::array<MetricComparison, 5> items;
+  int count = 0;
+};
+
+// The model FLOPs of one step, counted the way the case's source counts them
+// (Published::attention_flops): `causal` is Prediction::model_flops_per_step; `full` counts
+// every (query, key) pair (3x forward for forward + backward, as Megatron-LM/NeMo/torchtitan).
+double published_model_flops_per_step(const Experiment& e, const Prediction& p);
+
+// Every metric in e.published against p (predict() of e's mesh and options). tflops_per_device
+// and mfu use published_model_flops_per_step(); tokens_per_s_per_device is tokens/s / devices.
+// Precondition: e.published is set. Allocates nothing.
+Comparisons compare_published(const Experiment& e, const Prediction& p);
+
+// ---------------------------------------------------------------- parameters
+enum class FitParam { matmul_max, matmul_half_tflop, attention_max, attention_half_tflop, memory_bandwidth };
+inline constexpr std::array<FitParam, 5> kAllFitParams{FitParam::matmul_max, FitParam::matmul_half_tflop,
+                                                       FitParam::attention_max, FitParam::attention_half_tflop,
+                                                       FitParam::memory_bandwidth};
+const char* fit_param_name(FitParam p);  // "matmul.max", "matmul.half_tflop", ...
+double get_param(const ClusterConfig& c, FitParam p);         // in config units (half in TFLOP)
+void set_param(ClusterConfig& c, FitParam p, double value);
+
+struct ParamBounds {
+  double lo = 0, hi = 1;
+};
+// Bounds: max in [0.2, 1], half_tflop in [0, 1] TFLOP (a GEMM of 1 TFLOP runs ~1 ms on an
+// H100, far past any ramp-up), memory_bandwidth in [0.3, 1].
+ParamBounds default_bounds(FitParam p);
+
+struct FitOptions {
+  std::vector<FitParam> params{kAllFitParams.begin(), kAllFitParams.end()};
+  int max_evaluations = 20000;  // objective evaluations per fit (all starts together)
+  double min_step = 1e-4;       // stop when every step < min_step x (hi - lo)
+};
+
+struct FitResult {
+  ClusterConfig cluster;             // the base with the fitted parameters
+  double mean_abs_error_pct = 0;     // objective at the result, in %
+  int evaluations = 0;
+};
+
+// Mean over the case's time metrics of the signed relative error (%) when predicted on
+// cluster `c` (the case's own cluster is replaced by `c`). Throws ConfigError when the case
+// has no published time metric or check_layout() refuses it.
+double case_time_error_pct(const Experiment& e, const ClusterConfig& c);
+
+// Fits opts.params of `base` to `cases` (each predicted on the candidate cluster, not its
+// own). Throws bad input for no case, a case without mesh or published time metric, or a
+// layout check_layout() refuses (message names the case file).
+FitResult fit_cluster(const std::vector<Experiment>& cases, const ClusterConfig& base, const FitOptions& opts = {});
+
+struct CrossValidation {
+  int folds = 0;
+  std::vector<int> fold_of;                // per case: the fold it is held out in
+  std::vector<FitResult> fold_fits;        // per fold: fitted on every other fold
+  std::vector<double> heldout_error_pct;   // per case: signed error with its fold's fit
+};
+// K-fold cross-validation (case i in fold i % K). K is clamped to [2, cases]; needs >= 2 cases.
+CrossValidation cross_validate(const std::vector<Experiment>& cases, const ClusterConfig& base, int folds,
+                               const FitOptions& opts = {});
+
+}  // namespace ringplan::sim
