@@ -4,6 +4,8 @@ find_package(fmt REQUIRED)
 find_package(yaml-cpp REQUIRED)
 find_package(nlohmann_json 3 REQUIRED)
 find_package(CLI11 REQUIRED)
+# toml++ (Debian libtomlplusplus-dev): writes torchtitan's TOML job configs (report/emit.cpp).
+find_package(tomlplusplus 3 REQUIRED)
 find_package(MPI REQUIRED COMPONENTS CXX)
 find_package(Threads REQUIRED)
 if(RINGPLAN_BUILD_TESTS)

@@ -53,6 +53,10 @@ struct ModelConfig {
   // whether it is > 0 matters to the cost model: it adds the 1-byte masks and the dropout
   // outputs to activation memory and their element-wise traffic (Korthikanti et al. 2022).
   double dropout = 0.0;
+  // Rotary position embedding base (theta). The cost model does not use it; `ringplan emit`
+  // passes it to the framework (Megatron-LM --rotary-base), since it changes the model trained.
+  // 10000 is RoPE's original value (Su et al. 2021) and Megatron-LM's default; Llama 3 uses 500000.
+  int64_t rope_base = 10000;
 };
 
 // Achieved fraction of peak as a function of problem size: eff(x) = max * x / (x + half),

@@ -336,7 +336,8 @@ YAML::Node load_document(const std::string& path, const char* what) {
 }
 
 const std::vector<std::string> kModelKeys{"name",       "layers",    "hidden", "heads",           "kv_heads", "head_dim",
-                                          "ffn_hidden", "gated_mlp", "vocab",  "tied_embeddings", "dropout"};
+                                          "ffn_hidden", "gated_mlp", "vocab",  "tied_embeddings", "dropout",
+                                          "rope_base"};
 const std::vector<std::string> kClusterKeys{
     "name",          "peak_tflops", "memory_gib", "memory_reserved_gib", "memory_bandwidth_gbps",
     "gpus_per_node", "nodes",       "intra_node", "inter_node",          "efficiency"};
@@ -440,6 +441,7 @@ ModelConfig model_from_yaml(const YAML::Node& node, const std::string& file, con
     // A probability of dropping an element; 1 would drop everything.
     m.dropout = r.get_real("dropout", kProbabilityRange);
   }
+  if (r.has("rope_base")) m.rope_base = r.get_count("rope_base", kMaxSize);
   // Grouped-query attention: each KV head serves heads/kv_heads query heads.
   if (m.kv_heads > m.heads) r.fail("kv_heads", fmt::format("must be <= heads ({}), got {}", m.heads, m.kv_heads));
   if (m.heads % m.kv_heads != 0)
@@ -677,6 +679,7 @@ void write_model(YAML::Emitter& out, const ModelConfig& m) {
   out << YAML::Key << "vocab" << YAML::Value << m.vocab;
   out << YAML::Key << "tied_embeddings" << YAML::Value << m.tied_embeddings;
   emit_double(out, "dropout", m.dropout);
+  out << YAML::Key << "rope_base" << YAML::Value << m.rope_base;
   out << YAML::EndMap;
 }
 

@@ -1,14 +1,15 @@
-// Plan -> framework launch settings. Flag names checked against the frameworks' sources:
-//   Megatron-LM megatron/training/arguments.py (--cp-comm-type p2p|a2a|allgather|a2a+p2p,
-//     --num-layers-per-virtual-pipeline-stage, --recompute-granularity/-method/-num-layers,
-//     --decoder-last-pipeline-num-layers, --attention-backend flash|fused|unfused|local|auto),
-//     Megatron-FSDP: --use-megatron-fsdp --data-parallel-sharding-strategy optim_grads[_params]
-//     (older releases: --use-custom-fsdp);
-//   torchtitan torchtitan/config/job_config.py (Parallelism, ActivationCheckpoint, Training).
-// See docs/emit.md for the table of plan field -> flag and the limits of each framework.
+// Plan -> framework launch. Every flag, key, choice and constraint below was read from the
+// pinned sources named in report/emit.hpp (kMegatron*, kTorchtitan*); docs/emit.md has the
+// table of plan field -> setting and the limits of each framework. The tests check every
+// emitted Megatron flag against the flag list of that parser (tests/report/data/) and every
+// torchtitan key against the pinned versions' config fields.
 #include "report/emit.hpp"
 
 #include <fmt/format.h>
+
+#include <algorithm>
+#include <sstream>
+#include <toml++/toml.h>
 
 #include "core/error.hpp"
 #include "core/units.hpp"
@@ -31,10 +32,33 @@ std::optional<Format> parse_format(const std::string& s) {
 
 std::vector<std::string> format_names() { return {"megatron", "torchtitan"}; }
 
+const char* to_string(TorchtitanTarget t) {
+  switch (t) {
+    case TorchtitanTarget::python: return "python";
+    case TorchtitanTarget::toml: return "toml";
+  }
+  return "?";
+}
+
+std::optional<TorchtitanTarget> parse_torchtitan_target(const std::string& s) {
+  if (s == "python") return TorchtitanTarget::python;
+  if (s == "toml") return TorchtitanTarget::toml;
+  return std::nullopt;
+}
+
+std::vector<std::string> torchtitan_target_names() { return {"python", "toml"}; }
+
 namespace {
 
 std::string mesh_text(const Mesh& m) {
   return fmt::format("DP={} TP={} CP={} PP={}", m.dp, m.tp, m.cp, m.pp);
+}
+
+// Comment text must stay on its line: a newline in a name would end the comment and turn the
+// rest into code (bash) or break the document (TOML, Python).
+std::string one_line(std::string s) {
+  std::replace_if(s.begin(), s.end(), [](char c) { return c == '\n' || c == '\r'; }, ' ');
+  return s;
 }
 
 // Checks the plan against the experiment and returns m, the micro-batches per DP replica per
@@ -54,6 +78,9 @@ int64_t checked_micro_batches(const Experiment& e, const sim::Prediction& p) {
   if (e.model.layers < 1 || e.model.heads < 1 || e.model.kv_heads < 1 || e.training.seq_len < 1) {
     throw bad_input("emit: the experiment's model/training is not loaded (layers, heads, kv_heads and seq_len must be >= 1)");
   }
+  if (o.zero_stage < 0 || o.zero_stage > 3) {
+    throw bad_input(fmt::format("emit: zero_stage {} is not one of 0, 1, 2, 3", o.zero_stage));
+  }
   const int64_t per_step = mesh.dp * o.micro_batch;
   const int64_t gbs = e.training.global_batch_sequences;
   if (gbs < 1 || gbs % per_step != 0) {
@@ -72,6 +99,26 @@ int64_t checked_micro_batches(const Experiment& e, const sim::Prediction& p) {
   return m;
 }
 
+// The pipeline split both frameworks are given when layers % PP != 0 and there is no
+// interleaving: PP-1 equal stages of ceil(L/PP) layers and a smaller last stage (ringplan's
+// largest stage holds ceil(L/PP) layers, so the cost model's critical stage is the same).
+struct UnevenSplit {
+  int64_t per_stage = 0;
+  int64_t last = 0;
+};
+UnevenSplit uneven_split(int64_t layers, int64_t pp, const char* framework) {
+  UnevenSplit s;
+  s.per_stage = (layers + pp - 1) / pp;
+  s.last = layers - (pp - 1) * s.per_stage;
+  if (s.last < 1) {
+    throw bad_input(fmt::format(
+        "emit {}: {} layers on PP={} cannot be split as equal stages of {} layers and a smaller last stage "
+        "(the last would hold {}); use a PP that divides the layers",
+        framework, layers, pp, s.per_stage, s.last));
+  }
+  return s;
+}
+
 void add(std::vector<std::string>& args, const std::string& flag, int64_t value) {
   args.push_back(flag);
   args.push_back(std::to_string(value));
@@ -82,19 +129,57 @@ void add(std::vector<std::string>& args, const std::string& flag, const std::str
   args.push_back(value);
 }
 
+std::string number_text(double v) { return fmt::format("{}", v); }
+
 }  // namespace
 
-Emitted megatron_settings(const Experiment& e, const sim::Prediction& p) {
-  const int64_t m = checked_micro_batches(e, p);
-  (void)m;  // Megatron derives m from --global-batch-size / (--micro-batch-size x DP)
+// ---------------------------------------------------------------------------------------------
+// Megatron-LM (core_v0.19.0)
+
+MegatronLaunch megatron_launch(const Experiment& e, const sim::Prediction& p) {
+  checked_micro_batches(e, p);  // Megatron derives m from --global-batch-size / (--micro-batch-size x DP)
   const Mesh& mesh = p.mesh;
   const ParallelOptions& o = p.options;
   const ModelConfig& model = e.model;
-  Emitted out;
-  auto& a = out.settings;
+  MegatronLaunch out;
+  auto& a = out.args;
 
-  // Mesh. Megatron derives DP = world size / (TP x PP x CP) from the launcher; its rank
-  // order is also TP innermost, then CP, DP, PP (the default "tp-cp-ep-dp-pp" order).
+  // Model: the Llama architecture as Megatron-LM's examples/llama scripts set it. Without these
+  // flags pretrain_gpt.py builds its defaults: a learned position table of
+  // max-position-embeddings x hidden (4.3 B parameters at 1M context and hidden 4096),
+  // LayerNorm, biases, GeLU, dropout 0.1 and tied embeddings.
+  add(a, "--num-layers", model.layers);
+  add(a, "--hidden-size", model.hidden);
+  add(a, "--ffn-hidden-size", model.ffn_hidden);
+  add(a, "--num-attention-heads", model.heads);
+  add(a, "--kv-channels", model.head_dim);
+  if (model.kv_heads != model.heads) {
+    a.push_back("--group-query-attention");
+    add(a, "--num-query-groups", model.kv_heads);
+  }
+  add(a, "--position-embedding-type", "rope");
+  add(a, "--rotary-base", model.rope_base);  // an int in Megatron's parser
+  add(a, "--normalization", "RMSNorm");
+  if (model.gated_mlp) {
+    a.push_back("--swiglu");
+  } else {
+    out.notes.push_back(
+        "non-gated MLP: emitted Megatron-LM's GeLU MLP (no --swiglu); the rest of the block is Llama's "
+        "(RoPE, RMSNorm, no bias)");
+  }
+  a.push_back("--disable-bias-linear");
+  if (!model.tied_embeddings) a.push_back("--untie-embeddings-and-output-weights");
+  add(a, "--attention-dropout", number_text(model.dropout));
+  add(a, "--hidden-dropout", number_text(model.dropout));
+  add(a, "--seq-length", e.training.seq_len);
+  add(a, "--max-position-embeddings", e.training.seq_len);
+  add(a, "--attention-backend", o.attention == AttentionImpl::flash ? "flash" : "unfused");
+  if (!e.training.causal) {
+    out.notes.push_back("non-causal attention: Megatron-LM's GPT model is always causal (pretrain_gpt.py)");
+  }
+
+  // Layout. Megatron derives DP = world size / (TP x PP x CP) from the launcher; its rank order
+  // is TP innermost, then CP, DP, PP (the default "tp-cp-ep-dp-pp" order).
   add(a, "--tensor-model-parallel-size", mesh.tp);
   add(a, "--pipeline-model-parallel-size", mesh.pp);
   add(a, "--context-parallel-size", mesh.cp);
@@ -114,6 +199,7 @@ Emitted megatron_settings(const Experiment& e, const sim::Prediction& p) {
   }
   if (mesh.pp > 1) {
     if (o.interleave > 1) {
+      // Megatron asserts layers % PP == 0 and (layers / PP) % layers-per-virtual-stage == 0.
       if (model.layers % (mesh.pp * o.interleave) != 0) {
         throw bad_input(fmt::format(
             "emit megatron: interleave {} needs layers divisible by PP x interleave = {}; the model has {} layers",
@@ -121,35 +207,23 @@ Emitted megatron_settings(const Experiment& e, const sim::Prediction& p) {
       }
       add(a, "--num-layers-per-virtual-pipeline-stage", model.layers / (mesh.pp * o.interleave));
     } else if (model.layers % mesh.pp != 0) {
-      // ringplan's largest stage holds ceil(L/PP) layers; Megatron can give the last stage
-      // fewer layers as long as the others are equal: (PP-1) stages of ceil(L/PP), the rest last.
-      const int64_t per_stage = (model.layers + mesh.pp - 1) / mesh.pp;
-      const int64_t last = model.layers - (mesh.pp - 1) * per_stage;
-      if (last < 1) {
-        throw bad_input(fmt::format(
-            "emit megatron: {} layers on PP={} cannot be split as Megatron-LM allows (equal stages of {} and a "
-            "smaller last stage); use a PP that divides the layers",
-            model.layers, mesh.pp, per_stage));
-      }
-      add(a, "--decoder-last-pipeline-num-layers", last);
-      out.notes.push_back(fmt::format(
-          "uneven pipeline: {} layers on PP={}: stages of {} layers and a last stage of {} layers",
-          model.layers, mesh.pp, per_stage, last));
+      const UnevenSplit s = uneven_split(model.layers, mesh.pp, "megatron");
+      add(a, "--decoder-last-pipeline-num-layers", s.last);
+      out.notes.push_back(fmt::format("uneven pipeline: {} layers on PP={}: stages of {} layers and a last stage of {}",
+                                      model.layers, mesh.pp, s.per_stage, s.last));
     }
   } else if (o.interleave > 1) {
     out.notes.push_back(fmt::format("interleave {} ignored: virtual pipeline stages need PP > 1", o.interleave));
   }
-
-  // Batch and sequence.
-  add(a, "--micro-batch-size", o.micro_batch);
-  add(a, "--global-batch-size", e.training.global_batch_sequences);
-  add(a, "--seq-length", e.training.seq_len);
-  add(a, "--max-position-embeddings", e.training.seq_len);
   if (o.sequence_parallel && mesh.tp > 1) a.push_back("--sequence-parallel");
 
+  // Batch.
+  add(a, "--micro-batch-size", o.micro_batch);
+  add(a, "--global-batch-size", e.training.global_batch_sequences);
+
   // Activation recomputation. ringplan's "selective" is Korthikanti et al.'s: recompute the
-  // attention core only, which is Megatron's selective granularity; "full" recomputes every layer
-  // from its input (uniform, one layer per recompute unit).
+  // attention core only, which is Megatron's selective granularity; "full" recomputes every
+  // layer from its input (uniform, one layer per recompute unit).
   switch (o.recompute) {
     case Recompute::none: break;
     case Recompute::selective: add(a, "--recompute-granularity", "selective"); break;
@@ -160,73 +234,222 @@ Emitted megatron_settings(const Experiment& e, const sim::Prediction& p) {
       break;
   }
 
-  // ZeRO. Megatron's distributed optimizer shards optimizer state over DP x CP (ZeRO-1);
-  // ZeRO-2/3 need Megatron-FSDP.
-  switch (o.zero_stage) {
-    case 0: break;
-    case 1: a.push_back("--use-distributed-optimizer"); break;
-    case 2:
-    case 3:
-      a.push_back("--use-distributed-optimizer");
-      a.push_back("--use-megatron-fsdp");
-      add(a, "--data-parallel-sharding-strategy", o.zero_stage == 2 ? "optim_grads" : "optim_grads_params");
-      out.notes.push_back(fmt::format(
-          "ZeRO-{} maps to Megatron-FSDP (--use-megatron-fsdp; older releases call it --use-custom-fsdp), "
-          "which also wants --no-gradient-accumulation-fusion and --ckpt-format fsdp_dtensor",
-          o.zero_stage));
-      break;
-    default:
-      throw bad_input(fmt::format("emit: zero_stage {} is not one of 0, 1, 2, 3", o.zero_stage));
+  // Optimizer-state sharding. The distributed optimizer shards optimizer state over DP x CP
+  // (ZeRO-1). ZeRO-2/3 are Megatron-FSDP, whose validate_args asserts --ckpt-format
+  // fsdp_dtensor and CUDA_DEVICE_MAX_CONNECTIONS != 1 (flags as in
+  // examples/megatron_fsdp/train_llama3_8b_fsdp_h100_fp8.sh).
+  const bool fsdp = o.zero_stage >= 2;
+  if (o.zero_stage >= 1) a.push_back("--use-distributed-optimizer");
+  if (fsdp) {
+    a.push_back("--use-megatron-fsdp");
+    add(a, "--data-parallel-sharding-strategy", o.zero_stage == 2 ? "optim_grads" : "optim_grads_params");
+    add(a, "--ckpt-format", "fsdp_dtensor");
+    // The FSDP example disables it; validate_args only warns to "verify that fused gradient
+    // accumulation is supported by TransformerEngine for Megatron-FSDP".
+    a.push_back("--no-gradient-accumulation-fusion");
   }
   if (e.training.optimizer == Optimizer::sgd) add(a, "--optimizer", "sgd");
 
-  // Precision and attention kernel.
+  // Precision.
   switch (e.training.dtype) {
     case DType::bf16: a.push_back("--bf16"); break;
-    case DType::fp16: a.push_back("--fp16"); break;
+    case DType::fp16:
+      a.push_back("--fp16");
+      if (fsdp) out.notes.push_back("fp16 with Megatron-FSDP: check that your Megatron-LM supports it (bf16 is the tested path)");
+      break;
     case DType::fp32: break;  // Megatron's default
   }
-  add(a, "--attention-backend", o.attention == AttentionImpl::flash ? "flash" : "unfused");
 
-  // Model shape.
-  add(a, "--num-layers", model.layers);
-  add(a, "--hidden-size", model.hidden);
-  add(a, "--num-attention-heads", model.heads);
-  if (model.kv_heads != model.heads) {
-    a.push_back("--group-query-attention");
-    add(a, "--num-query-groups", model.kv_heads);
+  // Environment. validate_args (pre-Blackwell GPUs, TP > 1 or CP > 1) asserts
+  // CUDA_DEVICE_MAX_CONNECTIONS == "1" without FSDP, so the TP/SP/CP communication kernels are
+  // queued in issue order and overlap with compute; Megatron-FSDP asserts it is not "1".
+  if (fsdp) {
+    out.env.push_back("# Megatron-FSDP (ZeRO-2/3) asserts CUDA_DEVICE_MAX_CONNECTIONS is not 1: leave it unset.");
+    out.env.push_back("unset CUDA_DEVICE_MAX_CONNECTIONS");
+    if (mesh.tp > 1 || mesh.cp > 1) {
+      out.notes.push_back(
+          "Megatron-FSDP with TP or CP > 1: Megatron warns that TP/SP communication overlap wants "
+          "CUDA_DEVICE_MAX_CONNECTIONS=1 while FSDP needs it > 1; FSDP's requirement wins here");
+    }
+  } else {
+    out.env.push_back(
+        "# Megatron-LM asserts CUDA_DEVICE_MAX_CONNECTIONS=1 with TP or CP > 1 (before Blackwell): one hardware "
+        "queue keeps communication kernels in issue order so they overlap with compute.");
+    out.env.push_back("export CUDA_DEVICE_MAX_CONNECTIONS=1");
   }
-  add(a, "--kv-channels", model.head_dim);
-  add(a, "--ffn-hidden-size", model.ffn_hidden);
-  if (model.gated_mlp) a.push_back("--swiglu");
-  if (!model.tied_embeddings) a.push_back("--untie-embeddings-and-output-weights");
 
-  if (!e.training.causal) {
-    out.notes.push_back("non-causal attention: Megatron-LM's GPT model is always causal (pretrain_gpt.py)");
-  }
+  // Run settings (not part of the plan): length of the run and learning rate, from the
+  // environment with defaults so the script runs as written. lr 1.5e-4 and cosine decay as in
+  // examples/llama/train_llama3_8b_h100_fp8.sh.
+  out.run_args = {"--train-iters", "\"$TRAIN_ITERS\"", "--lr", "\"$LR\"", "--min-lr", "\"$MIN_LR\"",
+                  "--lr-decay-style", "cosine", "--lr-warmup-iters", "\"$WARMUP_ITERS\"",
+                  "--log-interval", "1", "--eval-iters", "0"};
+  // Synthetic tokens: NullTokenizer's vocabulary is exactly --vocab-size, so the logits and
+  // embedding cost what the plan predicts (Megatron pads it to a multiple of 128 x TP).
+  out.mock_data_args = {"--mock-data", "--tokenizer-type", "NullTokenizer", "--vocab-size", std::to_string(model.vocab)};
+  out.real_data_args = {"--data-path", "\"$DATA_PATH\"", "--tokenizer-type", "HuggingFaceTokenizer",
+                        "--tokenizer-model", "\"$TOKENIZER_MODEL\""};
   out.notes.push_back(fmt::format(
-      "vocabulary {} comes from the tokenizer (--vocab-size only with NullTokenizer); Megatron pads it to a "
-      "multiple of 128 x TP",
-      model.vocab));
+      "vocabulary {}: the default synthetic data uses exactly this vocabulary; with DATA_PATH the tokenizer's "
+      "vocabulary is used. Megatron pads it to a multiple of 128 x TP = {}",
+      model.vocab, 128 * mesh.tp));
   return out;
 }
 
-Emitted torchtitan_settings(const Experiment& e, const sim::Prediction& p) {
+namespace {
+
+// A bash word for an argv token: plain tokens as they are, shell expansions ("$X" in double
+// quotes) as they are, anything else single-quoted.
+std::string shell_word(const std::string& s) {
+  if (s.size() >= 2 && s.front() == '"' && s.back() == '"') return s;
+  const bool plain = !s.empty() && std::all_of(s.begin(), s.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || std::string_view("-_.,:/=+@%").find(c) != std::string::npos;
+  });
+  if (plain) return s;
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+// Appends a bash array assignment, one flag (and its values) per line. Array elements need no
+// backslash continuations, so comments may stand between lines without breaking anything.
+void bash_array(std::string& text, const std::string& name, const std::vector<std::string>& tokens,
+                const std::string& indent = "") {
+  text += indent + name + "=(\n";
+  std::string line;
+  for (const auto& t : tokens) {
+    if (t.rfind("--", 0) == 0 && !line.empty()) {
+      text += indent + "  " + line + "\n";
+      line.clear();
+    }
+    if (!line.empty()) line += ' ';
+    line += shell_word(t);
+  }
+  if (!line.empty()) text += indent + "  " + line + "\n";
+  text += indent + ")\n";
+}
+
+std::string megatron_script(const Experiment& e, const sim::Prediction& p, const std::string& header) {
+  const MegatronLaunch l = megatron_launch(e, p);
+  std::string t = "#!/usr/bin/env bash\n" + header;
+  t += fmt::format("# Flags verified against Megatron-LM {} (commit {}), megatron/training/arguments.py.\n",
+                   kMegatronVersion, kMegatronCommit);
+  for (const auto& note : l.notes) t += "# note: " + one_line(note) + "\n";
+  // Node shape: the cluster's GPUs per node, or the whole plan on one node if it is smaller.
+  const int64_t gpus_per_node = std::min<int64_t>(p.mesh.world_size(), std::max<int64_t>(1, e.cluster.gpus_per_node));
+  const int64_t nodes = (p.mesh.world_size() + gpus_per_node - 1) / gpus_per_node;
+  t += fmt::format(
+      "#\n"
+      "# Run from the root of a Megatron-LM checkout, once per node:\n"
+      "#   NNODES={} NODE_RANK=<0..{}> MASTER_ADDR=<node 0> bash THIS_SCRIPT [more pretrain_gpt.py flags]\n"
+      "# Flags given after the script come last and override the ones here (argparse keeps the last).\n"
+      "# DATA_PATH=<prefix> TOKENIZER_MODEL=<HF name or path> train on data instead of synthetic tokens.\n",
+      nodes, nodes - 1);
+  t += "set -euo pipefail\n\n";
+  for (const auto& line : l.env) t += line + "\n";
+  t += fmt::format(
+      "\n# The plan's world size: {} GPUs = NNODES x GPUS_PER_NODE.\n"
+      "GPUS_PER_NODE=${{GPUS_PER_NODE:-{}}}\n"
+      "NNODES=${{NNODES:-{}}}\n"
+      "NODE_RANK=${{NODE_RANK:-0}}\n"
+      "MASTER_ADDR=${{MASTER_ADDR:-localhost}}\n"
+      "MASTER_PORT=${{MASTER_PORT:-29500}}\n"
+      "if [ $((NNODES * GPUS_PER_NODE)) -ne {} ]; then\n"
+      "  echo \"this plan needs {} GPUs; NNODES x GPUS_PER_NODE = $((NNODES * GPUS_PER_NODE))\" >&2\n"
+      "  exit 2\n"
+      "fi\n"
+      "TRAIN_ITERS=${{TRAIN_ITERS:-100}}\n"
+      "LR=${{LR:-1.5e-4}}\n"
+      "MIN_LR=${{MIN_LR:-1.5e-5}}\n"
+      "WARMUP_ITERS=${{WARMUP_ITERS:-10}}\n\n",
+      p.mesh.world_size(), gpus_per_node, nodes, p.mesh.world_size(), p.mesh.world_size());
+  t += "# The plan: model, parallel layout, batch, recompute, optimizer sharding, precision.\n";
+  bash_array(t, "PLAN_ARGS", l.args);
+  t += "\n# Run settings that are not part of the plan.\n";
+  bash_array(t, "RUN_ARGS", l.run_args);
+  t += "if [ -n \"${DATA_PATH:-}\" ]; then\n"
+       "  : \"${TOKENIZER_MODEL:?set TOKENIZER_MODEL with DATA_PATH}\"\n";
+  bash_array(t, "DATA_ARGS", l.real_data_args, "  ");
+  t += "else\n  # Synthetic tokens with the plan's vocabulary.\n";
+  bash_array(t, "DATA_ARGS", l.mock_data_args, "  ");
+  t += "fi\n\n";
+  t += "torchrun --nproc-per-node \"$GPUS_PER_NODE\" --nnodes \"$NNODES\" --node-rank \"$NODE_RANK\" \\\n"
+       "  --master-addr \"$MASTER_ADDR\" --master-port \"$MASTER_PORT\" \\\n"
+       "  pretrain_gpt.py \"${PLAN_ARGS[@]}\" \"${RUN_ARGS[@]}\" \"${DATA_ARGS[@]}\" \"$@\"\n";
+  return t;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// torchtitan (main at kTorchtitanPythonCommit; v0.2.2)
+
+namespace {
+
+// torchtitan's llama3 flavors (torchtitan/models/llama3/__init__.py at the pinned versions):
+// dim, n_layers, n_heads, n_kv_heads, the SwiGLU hidden size its compute_ffn_hidden_dim gives
+// (int(ffn_dim_multiplier * int(8 * dim / 3)) rounded up to multiple_of), vocab 128256,
+// weight tying, rope theta 500000. 1B and 3B exist only after the Python-config refactor.
+struct Flavor {
+  const char* name;
+  int64_t layers, hidden, heads, kv_heads, ffn_hidden;
+  bool tied;
+  bool in_toml_release;      // in v0.2.2's llama3_args
+  const char* base_function; // config_registry function the Python module starts from
+};
+constexpr int64_t kFlavorVocab = 128256;
+constexpr int64_t kFlavorRopeBase = 500000;
+const Flavor kFlavors[] = {
+    {"1B", 16, 2048, 32, 8, 8192, true, false, "llama3_8b"},  // multiple_of 1024, multiplier 1.5
+    {"3B", 28, 3072, 24, 8, 8192, true, false, "llama3_8b"},  // multiple_of 1024, multiplier 1.0
+    {"8B", 32, 4096, 32, 8, 14336, false, true, "llama3_8b"},  // multiple_of 1024, multiplier 1.3
+    {"70B", 80, 8192, 64, 8, 28672, false, true, "llama3_70b"},  // multiple_of 4096, multiplier 1.3
+    {"405B", 126, 16384, 128, 8, 53248, false, true, "llama3_405b"},  // multiple_of 4096, multiplier 1.2
+};
+
+const Flavor& find_flavor(const ModelConfig& m, TorchtitanTarget target) {
+  std::string known;
+  for (const Flavor& f : kFlavors) {
+    if (target == TorchtitanTarget::toml && !f.in_toml_release) continue;
+    if (m.layers == f.layers && m.hidden == f.hidden && m.heads == f.heads && m.kv_heads == f.kv_heads &&
+        m.head_dim * m.heads == m.hidden && m.ffn_hidden == f.ffn_hidden && m.gated_mlp && m.vocab == kFlavorVocab &&
+        m.tied_embeddings == f.tied && m.rope_base == kFlavorRopeBase) {
+      return f;
+    }
+    known += fmt::format("{}\"{}\" (layers {}, hidden {}, heads {}/{} kv, ffn {}, {})", known.empty() ? "" : "; ",
+                         f.name, f.layers, f.hidden, f.heads, f.kv_heads, f.ffn_hidden, f.tied ? "tied" : "untied");
+  }
+  throw bad_input(fmt::format(
+      "emit torchtitan --target {}: model {} (layers {}, hidden {}, heads {}/{} kv, head_dim {}, ffn {}{}, vocab {}, "
+      "{} embeddings, rope_base {}) is none of torchtitan's llama3 flavors at {}; a flavor is Python code, not a "
+      "setting. Flavors (all SwiGLU, vocab {}, rope_base {}): {}",
+      to_string(target), m.name, m.layers, m.hidden, m.heads, m.kv_heads, m.head_dim, m.ffn_hidden,
+      m.gated_mlp ? " SwiGLU" : " non-gated", m.vocab, m.tied_embeddings ? "tied" : "untied", m.rope_base,
+      target == TorchtitanTarget::toml ? kTorchtitanTomlVersion : kTorchtitanPythonCommit, kFlavorVocab,
+      kFlavorRopeBase, known));
+}
+
+}  // namespace
+
+TorchtitanConfig torchtitan_config(const Experiment& e, const sim::Prediction& p, TorchtitanTarget target) {
   const int64_t m = checked_micro_batches(e, p);
   const Mesh& mesh = p.mesh;
   const ParallelOptions& o = p.options;
   const ModelConfig& model = e.model;
-  Emitted out;
-  auto& t = out.settings;
-  auto line = [&t](const std::string& key, const auto& value) {
-    t.push_back(fmt::format("{} = {}", key, value));
+  const bool py = target == TorchtitanTarget::python;
+  TorchtitanConfig out;
+  out.target = target;
+  const Flavor& flavor = find_flavor(model, target);
+  out.flavor = flavor.name;
+  out.base_function = flavor.base_function;
+  auto set = [&out](const char* section, const char* key, TorchtitanValue v) {
+    out.settings.push_back({section, key, std::move(v)});
   };
-  auto quoted = [](const std::string& s) { return "\"" + s + "\""; };
 
-  t.push_back("[parallelism]");
-  // torchtitan's DP = replicate x shard. FSDP (fully_shard) shards parameters, gradients and
-  // optimizer state over dp_shard x cp (ZeRO-3); reshard_after_forward = "never" keeps the
-  // gathered parameters from forward to backward, which is ZeRO-2's memory and traffic.
+  // Data parallelism: torchtitan's DP = replicate x shard. FSDP (fully_shard) shards
+  // parameters, gradients and optimizer state over dp_shard x cp (ZeRO-3);
+  // fsdp_reshard_after_forward = "never" keeps the gathered parameters from forward to
+  // backward, which is ZeRO-2's memory and traffic.
   int64_t replicate = mesh.dp, shard = 1;
   std::string reshard = "default";
   switch (o.zero_stage) {
@@ -240,126 +463,314 @@ Emitted torchtitan_settings(const Experiment& e, const sim::Prediction& p) {
     case 1:
       out.notes.push_back(
           "ZeRO-1 is not expressible: torchtitan shards with FSDP (ZeRO-3) or replicates (DDP); emitted the "
-          "ZeRO-2-like FSDP with reshard_after_forward = \"never\"");
+          "ZeRO-2-like FSDP with fsdp_reshard_after_forward = \"never\"");
       [[fallthrough]];
     case 2: replicate = 1; shard = mesh.dp; reshard = "never"; break;
-    case 3: replicate = 1; shard = mesh.dp; reshard = "always"; break;
-    default: throw bad_input(fmt::format("emit: zero_stage {} is not one of 0, 1, 2, 3", o.zero_stage));
+    default: replicate = 1; shard = mesh.dp; reshard = "always"; break;  // 3 (checked above)
   }
-  line("data_parallel_replicate_degree", replicate);
-  line("data_parallel_shard_degree", shard);
-  line("fsdp_reshard_after_forward", quoted(reshard));
-  line("tensor_parallel_degree", mesh.tp);
-  if (mesh.tp > 1 && !o.sequence_parallel) {
-    out.notes.push_back(
-        "TP without sequence parallelism is not expressible: torchtitan's tensor parallel plan always shards "
-        "norms and dropout along the sequence (sequence parallel)");
+  set("parallelism", "data_parallel_replicate_degree", replicate);
+  set("parallelism", "data_parallel_shard_degree", shard);
+  set("parallelism", "fsdp_reshard_after_forward", reshard);
+  set("parallelism", "tensor_parallel_degree", mesh.tp);
+  if (mesh.tp > 1) {
+    if (py) {
+      set("parallelism", "enable_sequence_parallel", o.sequence_parallel);
+    } else if (!o.sequence_parallel) {
+      out.notes.push_back(
+          "TP without sequence parallelism is not expressible in v0.2.2: its tensor parallel plan always shards "
+          "norms along the sequence (sequence parallel)");
+    }
   }
-  line("context_parallel_degree", mesh.cp);
+  set("parallelism", "context_parallel_degree", mesh.cp);
   if (mesh.cp > 1) {
-    // PyTorch's context_parallel "alltoall" rotater passes each K,V shard to the next rank per
-    // step (a ring); "allgather" gathers all of K,V first.
-    line("context_parallel_rotate_method", quoted("alltoall"));
-    if (o.cp_scheme != CpScheme::zigzag) {
-      out.notes.push_back(fmt::format(
-          "cp_scheme {} is not expressible: torchtitan (PyTorch context_parallel) load-balances causal attention "
-          "with its head-tail sharding, which is ringplan's zigzag; the run will use zigzag",
-          to_string(o.cp_scheme)));
+    // "headtail" gives CP rank r the chunks r and 2*CP-1-r: ringplan's zigzag.
+    switch (o.cp_scheme) {
+      case CpScheme::zigzag: set("parallelism", "context_parallel_load_balancer", std::string("headtail")); break;
+      case CpScheme::contiguous:
+        if (py) {
+          // None disables load balancing: each rank holds one contiguous chunk. Written as the
+          // Python None (TorchtitanValue has no null; the writer maps the empty string to None).
+          set("parallelism", "context_parallel_load_balancer", std::string());
+        } else {
+          out.notes.push_back(
+              "cp_scheme contiguous is not expressible in TOML: it is context_parallel_load_balancer = None, and "
+              "TOML has no null; the run will use the default \"headtail\" (zigzag)");
+        }
+        break;
+      case CpScheme::striped:
+        out.notes.push_back(
+            "cp_scheme striped is not expressible: torchtitan balances with \"headtail\" (ringplan's zigzag) or "
+            "\"ptrr\" (FlexAttention only); the run will use headtail");
+        set("parallelism", "context_parallel_load_balancer", std::string("headtail"));
+        break;
+    }
+    if (!py) {
+      // PyTorch's context_parallel "alltoall" rotater passes each K,V shard to the next rank
+      // per step (a ring); "allgather" (v0.2.2's default) gathers all of K,V first.
+      set("parallelism", "context_parallel_rotate_method", std::string("alltoall"));
     }
   }
-  line("pipeline_parallel_degree", mesh.pp);
+
+  set("parallelism", "pipeline_parallel_degree", mesh.pp);
   if (mesh.pp > 1) {
-    line("pipeline_parallel_schedule", quoted(o.interleave > 1 ? "Interleaved1F1B" : "1F1B"));
-    const int64_t stages = mesh.pp * o.interleave;
-    if (model.layers % stages == 0) {
-      line("pipeline_parallel_layers_per_stage", model.layers / stages);
+    // Stage arithmetic (distributed/pipeline_parallel.py, both versions): with
+    // pipeline_parallel_layers_per_stage = k, stages = ceil((L + first_less + last_less) / k)
+    // must be a multiple of PP, exactly 1 per rank for single-stage schedules (1F1B) and >= 2
+    // for looped ones (Interleaved1F1B). first/last_stage_less_layers default to 1 each, which
+    // makes k = L / (PP x v) give one stage too many; setting both to 0 gives exactly PP x v
+    // stages of k layers, the embedding on the first and norm + output on the last.
+    const int64_t v = o.interleave;
+    set("parallelism", "pipeline_parallel_schedule", std::string(v > 1 ? "Interleaved1F1B" : "1F1B"));
+    if (model.layers % (mesh.pp * v) == 0) {
+      set("parallelism", "pipeline_parallel_layers_per_stage", model.layers / (mesh.pp * v));
+      set("parallelism", "pipeline_parallel_first_stage_less_layers", int64_t{0});
+      set("parallelism", "pipeline_parallel_last_stage_less_layers", int64_t{0});
+    } else if (v == 1) {
+      // The same split as Megatron's: the module names of each stage, spelled as torchtitan's
+      // own generator spells them ("output" in v0.2.2, "lm_head" after the refactor).
+      const UnevenSplit s = uneven_split(model.layers, mesh.pp, "torchtitan");
+      std::vector<std::vector<std::string>> parts;
+      for (int64_t stage = 0; stage < mesh.pp; ++stage) {
+        std::vector<std::string> names;
+        if (stage == 0) names.push_back("tok_embeddings");
+        const int64_t first = stage * s.per_stage;
+        const int64_t last = std::min(model.layers, first + s.per_stage);
+        for (int64_t l = first; l < last; ++l) names.push_back(fmt::format("layers.{}", l));
+        if (stage == mesh.pp - 1) {
+          names.push_back("norm");
+          names.push_back(py ? "lm_head" : "output");
+        }
+        parts.push_back(std::move(names));
+      }
+      set("parallelism", "module_fqns_per_model_part", std::move(parts));
+      out.notes.push_back(fmt::format("uneven pipeline: {} layers on PP={}: stages of {} layers and a last stage of {}",
+                                      model.layers, mesh.pp, s.per_stage, s.last));
     } else {
-      out.notes.push_back(fmt::format(
-          "{} layers do not divide into PP x interleave = {} stages: pipeline_parallel_layers_per_stage cannot "
-          "express it; set pipeline_parallel_split_points by hand",
-          model.layers, stages));
+      throw bad_input(fmt::format(
+          "emit torchtitan: interleave {} needs layers divisible by PP x interleave = {} (the model has {} "
+          "layers): torchtitan's looped schedules need an equal number of stages on every rank",
+          v, mesh.pp * v, model.layers));
     }
-    line("pipeline_parallel_microbatch_size", o.micro_batch);
+    if (v > 1) {
+      // PyTorch's ScheduleInterleaved1F1B (torch 2.15 torch/distributed/pipelining/schedules.py)
+      // runs rounds = max(1, m // PP) and raises unless m % rounds == 0.
+      const int64_t rounds = std::max<int64_t>(1, m / mesh.pp);
+      if (m % rounds != 0) {
+        throw bad_input(fmt::format(
+            "emit torchtitan: Interleaved1F1B with {} micro-batches on PP={} runs {} rounds and PyTorch requires the "
+            "micro-batches to be a multiple of the rounds; choose a global batch giving a multiple of {} or of {}",
+            m, mesh.pp, rounds, mesh.pp, rounds));
+      }
+    }
+    if (py) {
+      set("parallelism", "num_pp_microbatches", m);
+    } else {
+      set("parallelism", "pipeline_parallel_microbatch_size", o.micro_batch);
+    }
   } else if (o.interleave > 1) {
     out.notes.push_back(fmt::format("interleave {} ignored: virtual pipeline stages need PP > 1", o.interleave));
   }
 
-  t.push_back("");
-  t.push_back("[activation_checkpoint]");
-  line("mode", quoted(to_string(o.recompute)));
+  // Activation checkpointing.
+  if (py) {
+    out.activation_checkpoint = o.recompute == Recompute::none   ? "None"
+                                : o.recompute == Recompute::full ? "FullAC.Config()"
+                                                                 : "SelectiveAC.Config()";
+  } else {
+    set("activation_checkpoint", "mode", std::string(to_string(o.recompute)));
+    if (o.recompute == Recompute::selective) set("activation_checkpoint", "selective_ac_option", std::string("op"));
+  }
   if (o.recompute == Recompute::selective) {
-    line("selective_ac_option", quoted("op"));
     out.notes.push_back(
-        "selective recompute: torchtitan's per-op policy (\"op\") saves matmul outputs and recomputes the rest, "
+        "selective recompute: torchtitan's per-op policy saves matmul outputs and recomputes the rest, "
         "close to but not exactly ringplan's Korthikanti selective (attention core only)");
   }
 
-  t.push_back("");
-  t.push_back("[training]");
-  // With PP the whole local batch goes through one pipeline schedule, split into micro-batches
-  // of pipeline_parallel_microbatch_size; without PP torchtitan accumulates gradients over
-  // global / (local x DP) steps of local_batch_size.
-  line("local_batch_size", mesh.pp > 1 ? o.micro_batch * m : o.micro_batch);
-  line("global_batch_size", e.training.global_batch_sequences);
-  line("seq_len", e.training.seq_len);
+  // Batch. python: tokens per DP rank per model forward = micro_batch x seq_len; with PP a
+  // train step is one schedule of num_pp_microbatches = m micro-batches, without PP torchtitan
+  // accumulates gradients over tokens_per_step / (tokens per forward x DP) = m forwards.
+  // v0.2.2: with PP the local batch (micro_batch x m) is split into micro-batches of
+  // pipeline_parallel_microbatch_size; without PP it accumulates GBS / (local x DP) = m steps.
+  if (py) {
+    set("training", "num_tokens_per_microbatch_per_dp_rank", o.micro_batch * e.training.seq_len);
+    set("training", "num_tokens_per_train_step", e.training.global_batch_sequences * e.training.seq_len);
+    set("training", "max_context_length", e.training.seq_len);
+    // trainer.py requires the tokens of a micro-batch divisible by TP (with SP) x 2*CP (CP > 1).
+    const int64_t divisor = (mesh.tp > 1 && o.sequence_parallel ? mesh.tp : 1) * (mesh.cp > 1 ? 2 * mesh.cp : 1);
+    if ((o.micro_batch * e.training.seq_len) % divisor != 0) {
+      throw bad_input(fmt::format(
+          "emit torchtitan: {} tokens per micro-batch are not divisible by TP x 2*CP = {}, which torchtitan requires",
+          o.micro_batch * e.training.seq_len, divisor));
+    }
+  } else {
+    set("training", "local_batch_size", mesh.pp > 1 ? o.micro_batch * m : o.micro_batch);
+    set("training", "global_batch_size", e.training.global_batch_sequences);
+    set("training", "seq_len", e.training.seq_len);
+  }
   switch (e.training.dtype) {
-    case DType::bf16: line("mixed_precision_param", quoted("bfloat16")); break;
-    case DType::fp32: line("mixed_precision_param", quoted("float32")); break;
+    case DType::bf16: set("training", "mixed_precision_param", std::string("bfloat16")); break;
+    case DType::fp32: set("training", "mixed_precision_param", std::string("float32")); break;
     case DType::fp16:
-      line("mixed_precision_param", quoted("bfloat16"));
+      set("training", "mixed_precision_param", std::string("bfloat16"));
       out.notes.push_back("fp16 is not expressible: torchtitan's mixed_precision_param is bfloat16 or float32; emitted bfloat16");
       break;
   }
 
-  t.push_back("");
-  t.push_back("[model]");
-  line("name", quoted("llama3"));
-  line("flavor", quoted(model.name));
-  out.notes.push_back(fmt::format(
-      "model shape is a flavor registered in Python, not TOML: register flavor \"{}\" with dim={}, n_layers={}, "
-      "n_heads={}, n_kv_heads={}, head_dim={}, ffn_hidden={}{}, vocab_size={}",
-      model.name, model.hidden, model.layers, model.heads, model.kv_heads, model.head_dim, model.ffn_hidden,
-      model.gated_mlp ? " (SwiGLU)" : " (non-gated MLP: not a llama3 block)", model.vocab));
+  if (!py) {
+    set("model", "name", std::string("llama3"));
+    set("model", "flavor", std::string(flavor.name));
+  }
 
   if (o.attention == AttentionImpl::materialized) {
     out.notes.push_back(
-        "materialized attention is not expressible: torchtitan runs SDPA/flex attention (flash-style, context "
+        "materialized attention is not expressible: torchtitan runs SDPA/flex attention (flash-style; context "
         "parallel needs it)");
   }
-  if (e.training.optimizer == Optimizer::sgd) {
-    out.notes.push_back("optimizer sgd: set [optimizer] name by hand (torchtitan ships Adam and AdamW)");
+  if (model.dropout > 0) {
+    out.notes.push_back(fmt::format("dropout {} is not expressible: torchtitan's llama3 has no dropout", model.dropout));
   }
-  if (!e.training.causal) {
-    out.notes.push_back("non-causal attention: torchtitan's llama3 model is always causal");
+  if (e.training.optimizer == Optimizer::sgd) {
+    out.notes.push_back("optimizer sgd is not emitted: set the optimizer by hand (torchtitan's recipes use AdamW)");
+  }
+  if (!e.training.causal) out.notes.push_back("non-causal attention: torchtitan's llama3 model is always causal");
+  if (py && std::string(flavor.name) == "405B") {
+    out.notes.push_back(
+        "the base config llama3_405b also turns on torch.compile with async TP and Float8 linear layers (torchtitan's "
+        "recipe); the plan's cost model assumes neither");
   }
   return out;
 }
 
-std::string emit_plan(Format format, const Experiment& e, const sim::Prediction& p) {
-  const Emitted emitted = format == Format::megatron ? megatron_settings(e, p) : torchtitan_settings(e, p);
-  std::string text = fmt::format(
+std::string toml_string(const std::string& s) {
+  std::ostringstream os;
+  os << toml::value<std::string>(s);
+  return os.str();
+}
+
+std::string python_string(const std::string& s) {
+  std::string out = "\"";
+  for (unsigned char c : s) {
+    switch (c) {
+      case '\\': out += "\\\\"; break;
+      case '"': out += "\\\""; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (c < 0x20 || c == 0x7f) {
+          out += fmt::format("\\x{:02x}", c);
+        } else {
+          out += static_cast<char>(c);
+        }
+    }
+  }
+  return out + "\"";
+}
+
+namespace {
+
+std::string python_value(const TorchtitanValue& v) {
+  if (const auto* i = std::get_if<int64_t>(&v)) return std::to_string(*i);
+  if (const auto* b = std::get_if<bool>(&v)) return *b ? "True" : "False";
+  if (const auto* s = std::get_if<std::string>(&v)) return s->empty() ? "None" : python_string(*s);
+  std::string out = "[";
+  for (const auto& part : std::get<std::vector<std::vector<std::string>>>(v)) {
+    out += out.size() > 1 ? ", [" : "[";
+    for (size_t i = 0; i < part.size(); ++i) out += (i ? ", " : "") + python_string(part[i]);
+    out += "]";
+  }
+  return out + "]";
+}
+
+std::string torchtitan_python(const Experiment& e, const sim::Prediction& p, const std::string& header) {
+  const TorchtitanConfig c = torchtitan_config(e, p, TorchtitanTarget::python);
+  std::string t = header;
+  t += fmt::format("# Config fields verified against torchtitan main at commit {} (Python config registry).\n",
+                   kTorchtitanPythonCommit);
+  for (const auto& note : c.notes) t += "# note: " + one_line(note) + "\n";
+  t += fmt::format(
+      "#\n"
+      "# Save as ringplan_plan.py in a folder on PYTHONPATH and run from the torchtitan repository root:\n"
+      "#   NGPU={} MODULE=ringplan_plan CONFIG=ringplan_plan ./run_train.sh\n"
+      "# (one node; for several nodes run torchrun -m torchtitan.train --module ringplan_plan --config ringplan_plan\n"
+      "#  with the plan's {} GPUs in total).\n",
+      p.mesh.world_size(), p.mesh.world_size());
+  t += "from torchtitan.config import ParallelismConfig\n";
+  if (c.activation_checkpoint != "None") t += "from torchtitan.distributed.activation_checkpoint import FullAC, SelectiveAC\n";
+  if (c.flavor == "1B" || c.flavor == "3B") t += "from torchtitan.models.llama3 import model_registry\n";
+  t += fmt::format("from torchtitan.models.llama3.config_registry import {}\n", c.base_function);
+  t += "from torchtitan.trainer import Trainer\n\n\n";
+  t += "def ringplan_plan() -> Trainer.Config:\n";
+  t += fmt::format("    config = {}()\n", c.base_function);
+  if (c.flavor == "1B" || c.flavor == "3B") {
+    // No config_registry function for these flavors: llama3_8b's run settings with the flavor's
+    // model (same tokenizer and vocabulary, so its loss config stays valid).
+    t += fmt::format("    config.model_spec = model_registry({})\n", python_string(c.flavor));
+  }
+  // The parallelism is replaced whole, so nothing of the base recipe's layout survives.
+  t += "    config.parallelism = ParallelismConfig(\n";
+  for (const auto& s : c.settings) {
+    if (s.section == "parallelism") t += fmt::format("        {}={},\n", s.key, python_value(s.value));
+  }
+  t += "    )\n";
+  for (const auto& s : c.settings) {
+    if (s.section != "parallelism") t += fmt::format("    config.{}.{} = {}\n", s.section, s.key, python_value(s.value));
+  }
+  t += fmt::format("    config.activation_checkpoint = {}\n", c.activation_checkpoint);
+  t += "    return config\n";
+  return t;
+}
+
+std::string torchtitan_toml(const Experiment& e, const sim::Prediction& p, const std::string& header) {
+  const TorchtitanConfig c = torchtitan_config(e, p, TorchtitanTarget::toml);
+  std::string t = header;
+  t += fmt::format("# Keys verified against torchtitan {} (commit {}), torchtitan/config/job_config.py.\n",
+                   kTorchtitanTomlVersion, kTorchtitanTomlCommit);
+  for (const auto& note : c.notes) t += "# note: " + one_line(note) + "\n";
+  t += fmt::format(
+      "#\n# Run from a torchtitan {} checkout: NGPU={} CONFIG_FILE=THIS_FILE ./run_train.sh\n\n",
+      kTorchtitanTomlVersion, p.mesh.world_size());
+  // Written by toml++, a real TOML writer: strings are escaped per the TOML spec. Sections and
+  // keys come out in toml++'s (sorted) order.
+  toml::table doc;
+  for (const auto& s : c.settings) {
+    if (!doc.contains(s.section)) doc.insert(s.section, toml::table{});
+    toml::table& section = *doc[s.section].as_table();
+    std::visit(
+        [&](const auto& v) {
+          using V = std::decay_t<decltype(v)>;
+          if constexpr (std::is_same_v<V, std::vector<std::vector<std::string>>>) {
+            toml::array outer;
+            for (const auto& part : v) {
+              toml::array inner;
+              for (const auto& name : part) inner.push_back(name);
+              outer.push_back(std::move(inner));
+            }
+            section.insert_or_assign(s.key, std::move(outer));
+          } else {
+            section.insert_or_assign(s.key, v);
+          }
+        },
+        s.value);
+  }
+  std::ostringstream os;
+  os << doc << "\n";
+  return t + os.str();
+}
+
+}  // namespace
+
+std::string emit_plan(Format format, const Experiment& e, const sim::Prediction& p, const EmitOptions& options) {
+  const std::string header = fmt::format(
       "# ringplan plan for {} ({} on {} GPUs of {}): {}, micro-batch {}, cp_scheme {}, recompute {}, ZeRO-{}\n"
       "# predicted: step {:.4g} s, {:.4g} tokens/s, MFU {:.1f}%, peak memory {:.2f} GiB of {:.2f} GiB\n",
-      e.name, e.model.name, p.mesh.world_size(), e.cluster.name, mesh_text(p.mesh), p.options.micro_batch,
-      to_string(p.options.cp_scheme), to_string(p.options.recompute), p.options.zero_stage, p.step_time_s,
-      p.tokens_per_s, 100.0 * p.mfu, p.peak_memory_bytes / units::gib_bytes, p.capacity_bytes / units::gib_bytes);
-  for (const auto& note : emitted.notes) text += "# note: " + note + "\n";
-  if (format == Format::megatron) {
-    // One flag (and its value) per line, joined with shell continuations.
-    std::vector<std::string> lines;
-    for (size_t i = 0; i < emitted.settings.size(); ++i) {
-      const std::string& s = emitted.settings[i];
-      if (s.rfind("--", 0) == 0 || lines.empty()) {
-        lines.push_back(s);
-      } else {
-        lines.back() += " " + s;
-      }
-    }
-    for (size_t i = 0; i < lines.size(); ++i) text += lines[i] + (i + 1 < lines.size() ? " \\\n" : "\n");
-  } else {
-    for (const auto& s : emitted.settings) text += s + "\n";
-  }
-  return text;
+      one_line(e.name), one_line(e.model.name), p.mesh.world_size(), one_line(e.cluster.name), mesh_text(p.mesh),
+      p.options.micro_batch, to_string(p.options.cp_scheme), to_string(p.options.recompute), p.options.zero_stage,
+      p.step_time_s, p.tokens_per_s, 100.0 * p.mfu, p.peak_memory_bytes / units::gib_bytes,
+      p.capacity_bytes / units::gib_bytes);
+  if (format == Format::megatron) return megatron_script(e, p, header);
+  return options.torchtitan_target == TorchtitanTarget::python ? torchtitan_python(e, p, header)
+                                                               : torchtitan_toml(e, p, header);
 }
 
 }  // namespace ringplan::report

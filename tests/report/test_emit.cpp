@@ -1,9 +1,19 @@
-// Emit: exact Megatron-LM flags and torchtitan TOML for hand-made plans (report/emit.hpp),
-// the notes for what a framework cannot express, and the errors for inconsistent plans.
+// Emit (report/emit.hpp): exact Megatron-LM arguments and torchtitan settings for hand-made
+// plans; every Megatron flag checked against the flag list of the pinned parser
+// (data/megatron_core_v0.19.0_flags.txt) and every torchtitan key against the pinned versions'
+// config fields (copied below with their commits); torchtitan's pipeline stage arithmetic; the
+// TOML and Python string writers; the notes and the errors.
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
 #include <string>
+#include <toml++/toml.h>
 #include <vector>
 
 #include "core/error.hpp"
@@ -27,6 +37,7 @@ Experiment hand_made_experiment() {
   e.model.gated_mlp = true;
   e.model.vocab = 128256;
   e.model.tied_embeddings = false;
+  e.model.rope_base = 500000;
   e.cluster.name = "h100-test";
   e.cluster.memory_bytes = 80.0 * 1024 * 1024 * 1024;
   e.cluster.gpus_per_node = 8;
@@ -58,145 +69,452 @@ sim::Prediction hand_made_plan() {
   return p;
 }
 
-bool has_note(const report::Emitted& out, const std::string& needle) {
+template <typename T>
+bool has_note(const T& out, const std::string& needle) {
   return std::any_of(out.notes.begin(), out.notes.end(),
                      [&](const std::string& n) { return n.find(needle) != std::string::npos; });
 }
 
+bool contains(const std::vector<std::string>& v, const std::string& s) {
+  return std::find(v.begin(), v.end(), s) != v.end();
+}
+
+// The value after `flag` in argv, or "" when absent.
+std::string value_of(const std::vector<std::string>& args, const std::string& flag) {
+  const auto it = std::find(args.begin(), args.end(), flag);
+  return it == args.end() || it + 1 == args.end() ? std::string() : *(it + 1);
+}
+
+// Option strings of Megatron-LM's parser at core_v0.19.0 (commit
+// 5be9626709af2722333bf54797c954c09edeada3), dumped from the parser itself.
+const std::set<std::string>& megatron_flags() {
+  static const std::set<std::string> flags = [] {
+    std::set<std::string> out;
+    std::ifstream in(std::string(RINGPLAN_REPORT_TEST_DATA) + "/megatron_core_v0.19.0_flags.txt");
+    std::string line;
+    while (std::getline(in, line)) {
+      if (!line.empty() && line[0] != '#') out.insert(line);
+    }
+    return out;
+  }();
+  return flags;
+}
+
+// Every "--flag" of a launch (plan, run and both data argument lists) is a flag of the pinned parser.
+void check_flags_exist(const report::MegatronLaunch& l) {
+  REQUIRE(megatron_flags().size() > 800);
+  for (const auto* list : {&l.args, &l.run_args, &l.mock_data_args, &l.real_data_args}) {
+    for (const auto& a : *list) {
+      if (a.rfind("--", 0) == 0) {
+        INFO("flag " << a);
+        CHECK(megatron_flags().count(a) == 1);
+      }
+    }
+  }
+}
+
+// torchtitan config fields per section, copied from the pinned sources.
+using KeySet = std::map<std::string, std::set<std::string>>;
+// v0.2.2 (commit 73a0e6979dd10b6b1904098eb3c8f62c18ab87ce) torchtitan/config/job_config.py:
+// class Parallelism, Training, ActivationCheckpoint, Model.
+const KeySet kTomlKeys = {
+    {"parallelism",
+     {"data_parallel_replicate_degree", "data_parallel_shard_degree", "fsdp_reshard_after_forward",
+      "tensor_parallel_degree", "disable_loss_parallel", "enable_async_tensor_parallel", "pipeline_parallel_degree",
+      "module_fqns_per_model_part", "pipeline_parallel_first_stage_less_layers",
+      "pipeline_parallel_last_stage_less_layers", "pipeline_parallel_layers_per_stage", "pipeline_parallel_schedule",
+      "pipeline_parallel_schedule_csv", "pipeline_parallel_microbatch_size",
+      "pipeline_parallel_expert_parallel_overlap", "context_parallel_degree", "context_parallel_load_balancer",
+      "context_parallel_rotate_method", "expert_parallel_degree", "expert_tensor_parallel_degree",
+      "expert_parallel_comm_backend"}},
+    {"training",
+     {"dataset", "dataset_path", "local_batch_size", "global_batch_size", "seq_len", "max_norm", "steps",
+      "enable_cpu_offload", "dtype", "mixed_precision_param", "mixed_precision_reduce", "gc_freq", "gc_debug",
+      "dataloader"}},
+    {"activation_checkpoint",
+     {"mode", "selective_ac_option", "per_op_sac_force_recompute_mm_shapes_by_fqns", "early_stop", "memory_budget",
+      "visualize_memory_budget_pareto", "preserve_rng_state", "determinism_check", "debug"}},
+    {"model", {"name", "flavor", "hf_assets_path", "tokenizer_path", "converters", "print_after_conversion"}},
+};
+// main at commit b5bcd76c66d0acb1a08b176d9639425bc55e0b2a torchtitan/config/configs.py:
+// ParallelismConfig and TrainingConfig (Trainer.Config.parallelism / .training).
+const KeySet kPythonKeys = {
+    {"parallelism",
+     {"data_parallel_replicate_degree", "data_parallel_shard_degree", "fsdp_reshard_after_forward",
+      "enable_fsdp_symm_mem", "tensor_parallel_degree", "enable_sequence_parallel", "spmd_backend",
+      "pipeline_parallel_degree", "module_fqns_per_model_part", "pipeline_parallel_first_stage_less_layers",
+      "pipeline_parallel_last_stage_less_layers", "pipeline_parallel_layers_per_stage", "pipeline_parallel_schedule",
+      "pipeline_parallel_schedule_csv", "num_pp_microbatches", "context_parallel_degree",
+      "context_parallel_load_balancer", "context_parallel_ptrr_mask_key", "expert_parallel_degree"}},
+    {"training",
+     {"num_tokens_per_microbatch_per_dp_rank", "num_tokens_per_train_step", "max_context_length", "max_norm",
+      "steps", "enable_cpu_offload", "disable_cuda_graphs", "dtype", "mixed_precision_param",
+      "mixed_precision_reduce", "gc_freq", "gc_debug"}},
+};
+
+void check_keys_exist(const report::TorchtitanConfig& c) {
+  const KeySet& keys = c.target == report::TorchtitanTarget::toml ? kTomlKeys : kPythonKeys;
+  for (const auto& s : c.settings) {
+    INFO("[" << s.section << "] " << s.key);
+    REQUIRE(keys.count(s.section) == 1);
+    CHECK(keys.at(s.section).count(s.key) == 1);
+  }
+}
+
+// The value of one torchtitan setting, or nullopt.
+std::optional<report::TorchtitanValue> setting(const report::TorchtitanConfig& c, const std::string& section,
+                                               const std::string& key) {
+  for (const auto& s : c.settings) {
+    if (s.section == section && s.key == key) return s.value;
+  }
+  return std::nullopt;
+}
+
+int64_t int_setting(const report::TorchtitanConfig& c, const std::string& section, const std::string& key,
+                    int64_t absent) {
+  const auto v = setting(c, section, key);
+  return v ? std::get<int64_t>(*v) : absent;
+}
+
+// torchtitan's stage arithmetic (distributed/pipeline_parallel.py at both pinned versions):
+// returns the stages per rank it builds, or throws std::runtime_error where it raises.
+int64_t torchtitan_stages_per_rank(const report::TorchtitanConfig& c, int64_t layers, bool single_stage_schedule) {
+  const int64_t pp = int_setting(c, "parallelism", "pipeline_parallel_degree", 1);
+  const auto fqns = setting(c, "parallelism", "module_fqns_per_model_part");
+  if (fqns) {
+    const auto& parts = std::get<std::vector<std::vector<std::string>>>(*fqns);
+    if (parts.size() % pp != 0) throw std::runtime_error("num_stages must be evenly divisible by pp_degree");
+    return static_cast<int64_t>(parts.size()) / pp;
+  }
+  const int64_t first = int_setting(c, "parallelism", "pipeline_parallel_first_stage_less_layers", 1);
+  const int64_t last = int_setting(c, "parallelism", "pipeline_parallel_last_stage_less_layers", 1);
+  const int64_t k = int_setting(c, "parallelism", "pipeline_parallel_layers_per_stage", 0);
+  if (k == 0) return single_stage_schedule ? 1 : 2;
+  const int64_t stages = (layers + first + last + k - 1) / k;
+  if (stages % pp != 0) throw std::runtime_error("virtual stages not divisible by PP");
+  const int64_t per_rank = stages / pp;
+  if (single_stage_schedule && per_rank != 1) throw std::runtime_error("single stage schedule needs 1 stage per rank");
+  if (!single_stage_schedule && per_rank < 2) throw std::runtime_error("multi-stage schedule needs >= 2 per rank");
+  // generate_llm_fqn_per_model_part: weights may not exceed the layers of a stage.
+  const int64_t effective = layers + first + last;
+  if (first > effective / stages || last > effective / stages) throw std::runtime_error("weight exceeds stage");
+  return per_rank;
+}
+
 }  // namespace
 
-TEST_CASE("emit: Megatron-LM flags of a hand-made plan, exactly") {
-  const auto out = report::megatron_settings(hand_made_experiment(), hand_made_plan());
+
+TEST_CASE("emit: Megatron-LM arguments of a hand-made plan, exactly") {
+  const auto l = report::megatron_launch(hand_made_experiment(), hand_made_plan());
   const std::vector<std::string> expected = {
-      "--tensor-model-parallel-size", "8", "--pipeline-model-parallel-size", "2", "--context-parallel-size", "4",
-      "--cp-comm-type", "p2p", "--num-layers-per-virtual-pipeline-stage", "8", "--micro-batch-size", "1",
-      "--global-batch-size", "64", "--seq-length", "131072", "--max-position-embeddings", "131072",
-      "--sequence-parallel", "--recompute-granularity", "selective", "--use-distributed-optimizer", "--bf16",
-      "--attention-backend", "flash", "--num-layers", "32", "--hidden-size", "4096", "--num-attention-heads", "32",
-      "--group-query-attention", "--num-query-groups", "8", "--kv-channels", "128", "--ffn-hidden-size", "14336",
-      "--swiglu", "--untie-embeddings-and-output-weights"};
-  CHECK(out.settings == expected);
-  // Everything of this plan is expressible; only the tokenizer remark remains.
-  REQUIRE(out.notes.size() == 1);
-  CHECK(out.notes[0].find("vocabulary 128256") != std::string::npos);
+      "--num-layers", "32", "--hidden-size", "4096", "--ffn-hidden-size", "14336", "--num-attention-heads", "32",
+      "--kv-channels", "128", "--group-query-attention", "--num-query-groups", "8",
+      "--position-embedding-type", "rope", "--rotary-base", "500000", "--normalization", "RMSNorm", "--swiglu",
+      "--disable-bias-linear", "--untie-embeddings-and-output-weights", "--attention-dropout", "0",
+      "--hidden-dropout", "0", "--seq-length", "131072", "--max-position-embeddings", "131072",
+      "--attention-backend", "flash", "--tensor-model-parallel-size", "8", "--pipeline-model-parallel-size", "2",
+      "--context-parallel-size", "4", "--cp-comm-type", "p2p", "--num-layers-per-virtual-pipeline-stage", "8",
+      "--sequence-parallel", "--micro-batch-size", "1", "--global-batch-size", "64",
+      "--recompute-granularity", "selective", "--use-distributed-optimizer", "--bf16"};
+  CHECK(l.args == expected);
+  CHECK(l.mock_data_args == std::vector<std::string>{"--mock-data", "--tokenizer-type", "NullTokenizer", "--vocab-size", "128256"});
+  // Not FSDP, TP > 1: Megatron asserts CUDA_DEVICE_MAX_CONNECTIONS=1.
+  CHECK(contains(l.env, "export CUDA_DEVICE_MAX_CONNECTIONS=1"));
+  REQUIRE(l.notes.size() == 1);
+  CHECK(l.notes[0].find("vocabulary 128256") != std::string::npos);
+  check_flags_exist(l);
 }
 
-TEST_CASE("emit: torchtitan TOML of a hand-made plan, exactly") {
-  const auto out = report::torchtitan_settings(hand_made_experiment(), hand_made_plan());
-  const std::vector<std::string> expected = {
-      "[parallelism]",
-      "data_parallel_replicate_degree = 1",
-      "data_parallel_shard_degree = 2",
-      "fsdp_reshard_after_forward = \"never\"",
-      "tensor_parallel_degree = 8",
-      "context_parallel_degree = 4",
-      "context_parallel_rotate_method = \"alltoall\"",
-      "pipeline_parallel_degree = 2",
-      "pipeline_parallel_schedule = \"Interleaved1F1B\"",
-      "pipeline_parallel_layers_per_stage = 8",
-      "pipeline_parallel_microbatch_size = 1",
-      "",
-      "[activation_checkpoint]",
-      "mode = \"selective\"",
-      "selective_ac_option = \"op\"",
-      "",
-      "[training]",
-      "local_batch_size = 32",
-      "global_batch_size = 64",
-      "seq_len = 131072",
-      "mixed_precision_param = \"bfloat16\"",
-      "",
-      "[model]",
-      "name = \"llama3\"",
-      "flavor = \"llama3_8b\""};
-  CHECK(out.settings == expected);
-  CHECK(has_note(out, "ZeRO-1 is not expressible"));
-  CHECK(has_note(out, "flavor \"llama3_8b\" with dim=4096, n_layers=32, n_heads=32, n_kv_heads=8"));
+TEST_CASE("emit: every Megatron-LM flag of many plans is a flag of the pinned parser") {
+  for (int zero = 0; zero <= 3; ++zero) {
+    for (Recompute rc : {Recompute::none, Recompute::selective, Recompute::full}) {
+      for (DType dt : {DType::bf16, DType::fp16, DType::fp32}) {
+        Experiment e = hand_made_experiment();
+        e.training.dtype = dt;
+        e.training.optimizer = zero == 2 ? Optimizer::sgd : Optimizer::adam;
+        e.model.layers = zero == 0 ? 30 : 32;  // 30 on PP=4: uneven stages
+        e.model.kv_heads = zero == 1 ? 32 : 8;
+        e.model.gated_mlp = zero != 3;
+        sim::Prediction p = hand_made_plan();
+        p.options.zero_stage = zero;
+        p.options.recompute = rc;
+        p.options.attention = zero == 1 ? AttentionImpl::materialized : AttentionImpl::flash;
+        if (zero == 0) {
+          p.mesh = Mesh{2, 8, 2, 4};
+          p.options.interleave = 1;
+        }
+        check_flags_exist(report::megatron_launch(e, p));
+      }
+    }
+  }
 }
 
-TEST_CASE("emit: full recompute, ZeRO-3, fp16, MHA, no PP, contiguous scheme") {
+TEST_CASE("emit: Megatron-FSDP for ZeRO-2 and ZeRO-3 -- checkpoint format and environment") {
   Experiment e = hand_made_experiment();
-  e.model.kv_heads = e.model.heads;
+  sim::Prediction p = hand_made_plan();
+  for (int zero : {2, 3}) {
+    p.options.zero_stage = zero;
+    const auto l = report::megatron_launch(e, p);
+    CHECK(contains(l.args, "--use-megatron-fsdp"));
+    CHECK(value_of(l.args, "--data-parallel-sharding-strategy") == (zero == 2 ? "optim_grads" : "optim_grads_params"));
+    CHECK(value_of(l.args, "--ckpt-format") == "fsdp_dtensor");  // validate_args asserts it with FSDP
+    CHECK(contains(l.env, "unset CUDA_DEVICE_MAX_CONNECTIONS"));   // and asserts it is not "1"
+    CHECK_FALSE(contains(l.env, "export CUDA_DEVICE_MAX_CONNECTIONS=1"));
+    CHECK(has_note(l, "FSDP's requirement wins"));  // TP 8, CP 4
+  }
+  p.options.zero_stage = 1;
+  const auto l = report::megatron_launch(e, p);
+  CHECK_FALSE(contains(l.args, "--use-megatron-fsdp"));
+  CHECK(value_of(l.args, "--ckpt-format").empty());
+}
+
+TEST_CASE("emit: Megatron-LM recompute, precision, dropout, non-gated MLP, uneven pipeline") {
+  Experiment e = hand_made_experiment();
+  e.model.layers = 30;
   e.model.gated_mlp = false;
   e.model.tied_embeddings = true;
+  e.model.dropout = 0.1;
+  e.model.rope_base = 10000;
   e.training.dtype = DType::fp16;
-  e.training.seq_len = 8192;
   sim::Prediction p = hand_made_plan();
-  p.mesh = Mesh{16, 1, 8, 1};
-  p.options.recompute = Recompute::full;
-  p.options.zero_stage = 3;
-  p.options.sequence_parallel = true;  // no effect at TP = 1: no flag, no note
-  p.options.cp_scheme = CpScheme::contiguous;
+  p.mesh = Mesh{2, 8, 2, 4};
   p.options.interleave = 1;
-  p.options.micro_batch = 2;
-  p.micro_batches = 2;  // 64 / (16 x 2)
-
-  const auto mg = report::megatron_settings(e, p);
-  const std::vector<std::string> expected = {
-      "--tensor-model-parallel-size", "1", "--pipeline-model-parallel-size", "1", "--context-parallel-size", "8",
-      "--cp-comm-type", "p2p", "--micro-batch-size", "2", "--global-batch-size", "64", "--seq-length", "8192",
-      "--max-position-embeddings", "8192", "--recompute-granularity", "full", "--recompute-method", "uniform",
-      "--recompute-num-layers", "1", "--use-distributed-optimizer", "--use-megatron-fsdp",
-      "--data-parallel-sharding-strategy", "optim_grads_params", "--fp16", "--attention-backend", "flash",
-      "--num-layers", "32", "--hidden-size", "4096", "--num-attention-heads", "32", "--kv-channels", "128",
-      "--ffn-hidden-size", "14336"};
-  CHECK(mg.settings == expected);
-  CHECK(has_note(mg, "cp_scheme contiguous is not expressible"));
-  CHECK(has_note(mg, "ZeRO-3 maps to Megatron-FSDP"));
-
-  const auto tt = report::torchtitan_settings(e, p);
-  auto has_line = [&](const std::string& l) {
-    return std::find(tt.settings.begin(), tt.settings.end(), l) != tt.settings.end();
-  };
-  CHECK(has_line("data_parallel_replicate_degree = 1"));
-  CHECK(has_line("data_parallel_shard_degree = 16"));
-  CHECK(has_line("fsdp_reshard_after_forward = \"always\""));
-  CHECK(has_line("mode = \"full\""));
-  CHECK(has_line("local_batch_size = 2"));  // no PP: torchtitan accumulates 64 / (2 x 16) = 2 steps
-  CHECK(has_line("mixed_precision_param = \"bfloat16\""));
-  CHECK_FALSE(has_line("pipeline_parallel_schedule = \"1F1B\""));  // no PP keys without PP
-  CHECK(has_note(tt, "fp16 is not expressible"));
-  CHECK(has_note(tt, "cp_scheme contiguous is not expressible"));
-  CHECK(has_note(tt, "non-gated MLP"));
+  p.options.recompute = Recompute::full;
+  p.options.cp_scheme = CpScheme::contiguous;
+  const auto l = report::megatron_launch(e, p);
+  CHECK(value_of(l.args, "--decoder-last-pipeline-num-layers") == "6");  // stages 8, 8, 8 and 30 - 24 = 6
+  CHECK(value_of(l.args, "--recompute-method") == "uniform");
+  CHECK(value_of(l.args, "--recompute-num-layers") == "1");
+  CHECK(value_of(l.args, "--attention-dropout") == "0.1");
+  CHECK(value_of(l.args, "--hidden-dropout") == "0.1");
+  CHECK(value_of(l.args, "--rotary-base") == "10000");
+  CHECK(contains(l.args, "--fp16"));
+  CHECK_FALSE(contains(l.args, "--swiglu"));
+  CHECK_FALSE(contains(l.args, "--untie-embeddings-and-output-weights"));
+  CHECK(has_note(l, "non-gated MLP"));
+  CHECK(has_note(l, "cp_scheme contiguous is not expressible"));
+  CHECK(has_note(l, "uneven pipeline"));
+  p.options.interleave = 4;  // 30 layers cannot make 16 virtual stages
+  CHECK_THROWS_AS(report::megatron_launch(e, p), Error);
 }
 
-TEST_CASE("emit: ZeRO-0 replicates, TP without SP and striped are flagged for torchtitan") {
+TEST_CASE("emit: the Megatron-LM script is valid bash with comments outside the command") {
   Experiment e = hand_made_experiment();
+  e.name = "it's a \"test\"\nrm -rf /";  // a hostile name stays inside comments
+  const std::string text = report::emit_plan(report::Format::megatron, e, hand_made_plan());
+  CHECK(text.rfind("#!/usr/bin/env bash\n# ringplan plan for it's a \"test\" rm -rf / (llama3_8b on 128 GPUs", 0) == 0);
+  CHECK(text.find("core_v0.19.0 (commit 5be9626709af2722333bf54797c954c09edeada3)") != std::string::npos);
+  CHECK(text.find("\nexport CUDA_DEVICE_MAX_CONNECTIONS=1\n") != std::string::npos);
+  CHECK(text.find("PLAN_ARGS=(\n  --num-layers 32\n  --hidden-size 4096\n") != std::string::npos);
+  CHECK(text.find("pretrain_gpt.py \"${PLAN_ARGS[@]}\" \"${RUN_ARGS[@]}\" \"${DATA_ARGS[@]}\" \"$@\"\n") !=
+        std::string::npos);
+  // No comment inside a continued line: a line after one ending in '\' never starts with '#'.
+  std::istringstream lines(text);
+  std::string line, previous;
+  while (std::getline(lines, line)) {
+    if (!previous.empty() && previous.back() == '\\') {
+      INFO(line);
+      CHECK(line.find('#') == std::string::npos);
+    }
+    previous = line;
+  }
+  // bash parses it (-n: read, do not run).
+  const std::string path = "emit_test_script.sh";
+  std::ofstream(path) << text;
+  CHECK(std::system(("bash -n " + path).c_str()) == 0);
+  std::remove(path.c_str());
+}
+
+TEST_CASE("emit: torchtitan python target of a hand-made plan, exactly") {
+  const auto c = report::torchtitan_config(hand_made_experiment(), hand_made_plan(), report::TorchtitanTarget::python);
+  CHECK(c.flavor == "8B");
+  CHECK(c.base_function == "llama3_8b");
+  CHECK(c.activation_checkpoint == "SelectiveAC.Config()");
+  check_keys_exist(c);
+  CHECK(int_setting(c, "parallelism", "data_parallel_shard_degree", -1) == 2);
+  CHECK(int_setting(c, "parallelism", "tensor_parallel_degree", -1) == 8);
+  CHECK(std::get<bool>(*setting(c, "parallelism", "enable_sequence_parallel")));
+  CHECK(std::get<std::string>(*setting(c, "parallelism", "context_parallel_load_balancer")) == "headtail");
+  CHECK(std::get<std::string>(*setting(c, "parallelism", "pipeline_parallel_schedule")) == "Interleaved1F1B");
+  CHECK(int_setting(c, "parallelism", "pipeline_parallel_layers_per_stage", -1) == 8);
+  CHECK(int_setting(c, "parallelism", "num_pp_microbatches", -1) == 32);
+  CHECK(int_setting(c, "training", "num_tokens_per_microbatch_per_dp_rank", -1) == 131072);
+  CHECK(int_setting(c, "training", "num_tokens_per_train_step", -1) == 64 * 131072);
+  CHECK(int_setting(c, "training", "max_context_length", -1) == 131072);
+  CHECK(torchtitan_stages_per_rank(c, 32, false) == 2);  // interleave 2
+
+  const std::string text = report::emit_plan(report::Format::torchtitan, hand_made_experiment(), hand_made_plan());
+  CHECK(text.find("from torchtitan.models.llama3.config_registry import llama3_8b\n") != std::string::npos);
+  CHECK(text.find("    config = llama3_8b()\n    config.parallelism = ParallelismConfig(\n") != std::string::npos);
+  CHECK(text.find("        pipeline_parallel_first_stage_less_layers=0,\n") != std::string::npos);
+  CHECK(text.find("    config.activation_checkpoint = SelectiveAC.Config()\n    return config\n") != std::string::npos);
+  CHECK(text.find("b5bcd76c66d0acb1a08b176d9639425bc55e0b2a") != std::string::npos);
+}
+
+TEST_CASE("emit: torchtitan toml target parses back with the plan's values") {
+  const std::string text = report::emit_plan(report::Format::torchtitan, hand_made_experiment(), hand_made_plan(),
+                                             report::EmitOptions{report::TorchtitanTarget::toml});
+  CHECK(text.find("torchtitan v0.2.2 (commit 73a0e6979dd10b6b1904098eb3c8f62c18ab87ce)") != std::string::npos);
+  const toml::table doc = toml::parse(text);
+  CHECK(doc["model"]["name"].value<std::string>() == "llama3");
+  CHECK(doc["model"]["flavor"].value<std::string>() == "8B");  // not "llama3_8b": a KeyError in v0.2.2
+  CHECK(doc["parallelism"]["data_parallel_shard_degree"].value<int64_t>() == 2);
+  CHECK(doc["parallelism"]["context_parallel_rotate_method"].value<std::string>() == "alltoall");
+  CHECK(doc["parallelism"]["pipeline_parallel_schedule"].value<std::string>() == "Interleaved1F1B");
+  CHECK(doc["parallelism"]["pipeline_parallel_layers_per_stage"].value<int64_t>() == 8);
+  CHECK(doc["parallelism"]["pipeline_parallel_first_stage_less_layers"].value<int64_t>() == 0);
+  CHECK(doc["parallelism"]["pipeline_parallel_microbatch_size"].value<int64_t>() == 1);
+  CHECK(doc["activation_checkpoint"]["mode"].value<std::string>() == "selective");
+  CHECK(doc["activation_checkpoint"]["selective_ac_option"].value<std::string>() == "op");
+  CHECK(doc["training"]["local_batch_size"].value<int64_t>() == 32);  // micro-batch 1 x m 32 with PP
+  CHECK(doc["training"]["global_batch_size"].value<int64_t>() == 64);
+  CHECK(doc["training"]["seq_len"].value<int64_t>() == 131072);
+  const auto c = report::torchtitan_config(hand_made_experiment(), hand_made_plan(), report::TorchtitanTarget::toml);
+  check_keys_exist(c);
+  CHECK(has_note(c, "ZeRO-1 is not expressible"));
+  // Every key in the document is a v0.2.2 key.
+  for (const auto& [section, node] : doc) {
+    for (const auto& [key, value] : *node.as_table()) {
+      INFO(section.str() << "." << key.str());
+      CHECK(kTomlKeys.at(std::string(section.str())).count(std::string(key.str())) == 1);
+    }
+  }
+}
+
+TEST_CASE("emit: torchtitan pipeline settings satisfy its stage arithmetic") {
+  for (const auto target : {report::TorchtitanTarget::python, report::TorchtitanTarget::toml}) {
+    for (int64_t pp : {2, 4, 8}) {
+      for (int64_t v : {1, 2, 4}) {
+        Experiment e = hand_made_experiment();
+        sim::Prediction p = hand_made_plan();
+        p.mesh = Mesh{2, 4, 2, pp};
+        p.options.interleave = v;
+        if (32 % (pp * v) != 0) {
+          CHECK_THROWS_AS(report::torchtitan_config(e, p, target), Error);
+          continue;
+        }
+        const auto c = report::torchtitan_config(e, p, target);
+        INFO("PP " << pp << " interleave " << v);
+        CHECK(torchtitan_stages_per_rank(c, 32, v == 1) == v);
+        check_keys_exist(c);
+      }
+    }
+  }
+}
+
+TEST_CASE("emit: uneven torchtitan pipeline as explicit module names per stage") {
+  Experiment e = hand_made_experiment();
+  sim::Prediction p = hand_made_plan();
+  p.mesh = Mesh{2, 4, 4, 3};  // 32 layers on 3 stages: 11, 11, 10
+  p.options.interleave = 1;
+  for (const auto target : {report::TorchtitanTarget::python, report::TorchtitanTarget::toml}) {
+    const auto c = report::torchtitan_config(e, p, target);
+    const auto parts = std::get<std::vector<std::vector<std::string>>>(*setting(c, "parallelism", "module_fqns_per_model_part"));
+    REQUIRE(parts.size() == 3);
+    CHECK(parts[0].front() == "tok_embeddings");
+    CHECK(parts[0].size() == 12);
+    CHECK(parts[1].front() == "layers.11");
+    CHECK(parts[2].back() == (target == report::TorchtitanTarget::python ? "lm_head" : "output"));
+    CHECK(parts[2].size() == 12);  // layers 22..31, norm, output
+    CHECK(torchtitan_stages_per_rank(c, 32, true) == 1);
+    CHECK_FALSE(setting(c, "parallelism", "pipeline_parallel_layers_per_stage").has_value());
+    CHECK(has_note(c, "uneven pipeline"));
+  }
+}
+
+TEST_CASE("emit: Interleaved1F1B micro-batches must be a multiple of PyTorch's rounds") {
+  Experiment e = hand_made_experiment();
+  e.training.global_batch_sequences = 20;  // m = 10 micro-batches on PP 4: 2 rounds, fine
+  sim::Prediction p = hand_made_plan();
+  p.mesh = Mesh{2, 4, 4, 4};
+  p.options.interleave = 2;
+  p.micro_batches = 10;
+  CHECK_NOTHROW(report::torchtitan_config(e, p, report::TorchtitanTarget::python));
+  e.training.global_batch_sequences = 18;  // m = 9 on PP 4: 2 rounds, 9 % 2 != 0
+  p.micro_batches = 9;
+  CHECK_THROWS_AS(report::torchtitan_config(e, p, report::TorchtitanTarget::python), Error);
+}
+
+TEST_CASE("emit: torchtitan flavors by the names torchtitan defines") {
+  Experiment e = hand_made_experiment();
+  e.model.layers = 80;
+  e.model.hidden = 8192;
+  e.model.heads = 64;
+  e.model.ffn_hidden = 28672;
+  sim::Prediction p = hand_made_plan();
+  p.mesh = Mesh{2, 8, 4, 2};
+  auto c = report::torchtitan_config(e, p, report::TorchtitanTarget::toml);
+  CHECK(c.flavor == "70B");
+  c = report::torchtitan_config(e, p, report::TorchtitanTarget::python);
+  CHECK(c.base_function == "llama3_70b");
+
+  // Llama 3.2 1B: tied embeddings; a flavor only after the Python-config refactor.
+  e = hand_made_experiment();
+  e.model.layers = 16;
+  e.model.hidden = 2048;
+  e.model.head_dim = 64;
+  e.model.ffn_hidden = 8192;
+  e.model.tied_embeddings = true;
+  p.mesh = Mesh{2, 8, 4, 2};
+  c = report::torchtitan_config(e, p, report::TorchtitanTarget::python);
+  CHECK(c.flavor == "1B");
+  CHECK(report::emit_plan(report::Format::torchtitan, e, p).find("config.model_spec = model_registry(\"1B\")") !=
+        std::string::npos);
+  try {
+    report::torchtitan_config(e, p, report::TorchtitanTarget::toml);
+    FAIL("expected an error");
+  } catch (const Error& err) {
+    CHECK(err.kind() == ErrorKind::bad_input);
+    CHECK(std::string(err.what()).find("none of torchtitan's llama3 flavors at v0.2.2") != std::string::npos);
+    CHECK(std::string(err.what()).find("\"8B\" (layers 32, hidden 4096") != std::string::npos);
+  }
+  e = hand_made_experiment();
+  e.model.rope_base = 10000;  // same shape, different model
+  CHECK_THROWS_AS(report::torchtitan_config(e, hand_made_plan(), report::TorchtitanTarget::python), Error);
+}
+
+TEST_CASE("emit: torchtitan notes and python-only settings") {
+  Experiment e = hand_made_experiment();
+  e.training.dtype = DType::fp16;
+  e.training.seq_len = 8192;
   sim::Prediction p = hand_made_plan();
   p.mesh = Mesh{4, 4, 2, 1};
   p.options.zero_stage = 0;
   p.options.sequence_parallel = false;
-  p.options.cp_scheme = CpScheme::striped;
+  p.options.cp_scheme = CpScheme::contiguous;
+  p.options.recompute = Recompute::full;
   p.options.interleave = 1;
   p.micro_batches = 16;
-  const auto tt = report::torchtitan_settings(e, p);
-  CHECK(tt.settings[1] == "data_parallel_replicate_degree = 4");
-  CHECK(tt.settings[2] == "data_parallel_shard_degree = 1");
-  CHECK(has_note(tt, "ZeRO-0 over CP is not expressible"));
-  CHECK(has_note(tt, "TP without sequence parallelism is not expressible"));
-  CHECK(has_note(tt, "cp_scheme striped is not expressible"));
-  const auto mg = report::megatron_settings(e, p);
-  CHECK(std::find(mg.settings.begin(), mg.settings.end(), "--sequence-parallel") == mg.settings.end());
-  CHECK(std::find(mg.settings.begin(), mg.settings.end(), "--use-distributed-optimizer") == mg.settings.end());
-  CHECK(has_note(mg, "cp_scheme striped is not expressible"));
+  const auto py = report::torchtitan_config(e, p, report::TorchtitanTarget::python);
+  CHECK(int_setting(py, "parallelism", "data_parallel_replicate_degree", -1) == 4);
+  CHECK(int_setting(py, "parallelism", "data_parallel_shard_degree", -1) == 1);
+  CHECK_FALSE(std::get<bool>(*setting(py, "parallelism", "enable_sequence_parallel")));
+  CHECK(std::get<std::string>(*setting(py, "parallelism", "context_parallel_load_balancer")).empty());  // None
+  CHECK(py.activation_checkpoint == "FullAC.Config()");
+  CHECK(has_note(py, "ZeRO-0 over CP is not expressible"));
+  CHECK(has_note(py, "fp16 is not expressible"));
+  const std::string text = report::emit_plan(report::Format::torchtitan, e, p);
+  CHECK(text.find("        context_parallel_load_balancer=None,\n") != std::string::npos);
+  CHECK(text.find("        enable_sequence_parallel=False,\n") != std::string::npos);
+
+  const auto tt = report::torchtitan_config(e, p, report::TorchtitanTarget::toml);
+  CHECK_FALSE(setting(tt, "parallelism", "enable_sequence_parallel").has_value());
+  CHECK(has_note(tt, "TP without sequence parallelism is not expressible in v0.2.2"));
+  CHECK(has_note(tt, "cp_scheme contiguous is not expressible in TOML"));
+  CHECK(std::get<std::string>(*setting(tt, "activation_checkpoint", "mode")) == "full");
 }
 
-TEST_CASE("emit: uneven pipeline stages") {
-  Experiment e = hand_made_experiment();
-  e.model.layers = 30;
-  sim::Prediction p = hand_made_plan();
-  p.mesh = Mesh{2, 8, 2, 4};
-  p.options.interleave = 1;
-  const auto mg = report::megatron_settings(e, p);
-  const auto it = std::find(mg.settings.begin(), mg.settings.end(), "--decoder-last-pipeline-num-layers");
-  REQUIRE(it != mg.settings.end());
-  CHECK(*(it + 1) == "6");  // stages 8, 8, 8 and a last stage of 30 - 24 = 6
-  CHECK(has_note(mg, "uneven pipeline"));
-  const auto tt = report::torchtitan_settings(e, p);
-  CHECK(has_note(tt, "pipeline_parallel_layers_per_stage cannot express it"));
-
-  p.options.interleave = 4;  // 30 layers cannot make 16 virtual stages
-  CHECK_THROWS_AS(report::megatron_settings(e, p), Error);
+TEST_CASE("emit: TOML and Python string writers escape quotes and backslashes") {
+  const std::vector<std::string> hostile = {"plain", "a\"b", "back\\slash", "it's", "tab\there", "new\nline",
+                                            "\"\"\"", "'''", "uni\xc3\xa9"};
+  for (const auto& s : hostile) {
+    INFO(s);
+    const std::string literal = report::toml_string(s);
+    const toml::table doc = toml::parse("key = " + literal);
+    CHECK(doc["key"].value<std::string>() == s);
+  }
+  CHECK(report::python_string("a\"b\\c\nd") == "\"a\\\"b\\\\c\\nd\"");
+  CHECK(report::python_string("\x01") == "\"\\x01\"");
 }
 
 TEST_CASE("emit: an inconsistent plan is bad input with a clear message") {
@@ -204,7 +522,7 @@ TEST_CASE("emit: an inconsistent plan is bad input with a clear message") {
   sim::Prediction p = hand_made_plan();
   p.options.micro_batch = 3;  // 64 is not a multiple of DP 2 x 3
   try {
-    report::megatron_settings(e, p);
+    report::megatron_launch(e, p);
     FAIL("expected an error");
   } catch (const Error& err) {
     CHECK(err.kind() == ErrorKind::bad_input);
@@ -213,34 +531,25 @@ TEST_CASE("emit: an inconsistent plan is bad input with a clear message") {
   }
   p = hand_made_plan();
   p.micro_batches = 7;  // not 64 / 2
-  CHECK_THROWS_AS(report::torchtitan_settings(e, p), Error);
+  CHECK_THROWS_AS(report::torchtitan_config(e, p, report::TorchtitanTarget::python), Error);
   p = hand_made_plan();
   p.options.zero_stage = 5;
-  CHECK_THROWS_AS(report::megatron_settings(e, p), Error);
+  CHECK_THROWS_AS(report::megatron_launch(e, p), Error);
+  CHECK_THROWS_AS(report::torchtitan_config(e, p, report::TorchtitanTarget::toml), Error);
 }
 
-TEST_CASE("emit: emit_plan text -- header, notes, one flag per continued line") {
-  const std::string text = report::emit_plan(report::Format::megatron, hand_made_experiment(), hand_made_plan());
-  CHECK(text.rfind("# ringplan plan for emit-test (llama3_8b on 128 GPUs of h100-test): DP=2 TP=8 CP=4 PP=2", 0) == 0);
-  CHECK(text.find("# predicted: step 12.5 s") != std::string::npos);
-  CHECK(text.find("peak memory 61.00 GiB of 80.00 GiB") != std::string::npos);
-  CHECK(text.find("# note: vocabulary 128256") != std::string::npos);
-  CHECK(text.find("--tensor-model-parallel-size 8 \\\n--pipeline-model-parallel-size 2 \\\n") != std::string::npos);
-  CHECK(text.find("--sequence-parallel \\\n") != std::string::npos);
-  // The last line has no continuation.
-  CHECK(text.ends_with("--swiglu \\\n--untie-embeddings-and-output-weights\n"));
-
-  const std::string toml = report::emit_plan(report::Format::torchtitan, hand_made_experiment(), hand_made_plan());
-  CHECK(toml.find("\n[parallelism]\ndata_parallel_replicate_degree = 1\n") != std::string::npos);
-  CHECK(toml.find("# note: ZeRO-1 is not expressible") != std::string::npos);
-}
-
-TEST_CASE("emit: format names round-trip") {
+TEST_CASE("emit: format and target names round-trip") {
   for (const auto& name : report::format_names()) {
     const auto f = report::parse_format(name);
     REQUIRE(f.has_value());
     CHECK(name == report::to_string(*f));
   }
+  for (const auto& name : report::torchtitan_target_names()) {
+    const auto t = report::parse_torchtitan_target(name);
+    REQUIRE(t.has_value());
+    CHECK(name == report::to_string(*t));
+  }
   CHECK_FALSE(report::parse_format("deepspeed").has_value());
   CHECK_FALSE(report::parse_format("").has_value());
+  CHECK_FALSE(report::parse_torchtitan_target("yaml").has_value());
 }
