@@ -46,6 +46,8 @@ std::string chrome_trace_json(const std::vector<std::vector<TraceEvent>>& per_ra
   nlohmann::json events = nlohmann::json::array();
   for (size_t r = 0; r < per_rank.size(); ++r) {
     events.push_back({{"ph", "M"}, {"name", "process_name"}, {"pid", r}, {"args", {{"name", fmt::format("rank {}", r)}}}});
+    events.push_back({{"ph", "M"}, {"name", "thread_name"}, {"pid", r}, {"tid", 0}, {"args", {{"name", "compute"}}}});
+    events.push_back({{"ph", "M"}, {"name", "thread_name"}, {"pid", r}, {"tid", 1}, {"args", {{"name", "communication"}}}});
     for (const TraceEvent& e : per_rank[r]) {
       const bool fwd = e.phase == TracePhase::forward;
       const bool compute = e.lane == TraceLane::compute;
@@ -56,7 +58,7 @@ std::string chrome_trace_json(const std::vector<std::vector<TraceEvent>>& per_ra
                         {"name", name},
                         {"cat", compute ? "compute" : "comm"},
                         {"pid", r},
-                        {"tid", compute ? "compute" : "comm"},
+                        {"tid", compute ? 0 : 1},
                         {"ts", e.start_s * 1e6},
                         {"dur", e.duration_s * 1e6},
                         {"args", {{"iteration", e.iteration}, {"step", e.step}, {"src_rank", e.src_rank}}}});

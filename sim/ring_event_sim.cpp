@@ -158,24 +158,33 @@ RingSimulation simulate_ring(const RingAttentionShape& s, const ClusterConfig& c
   return out;
 }
 
+// One layout for every ringplan trace (simulate, run --scope attention, run --scope step):
+// pid = rank, tid 0 = compute lane, tid 1 = communication lane, with process and thread name
+// metadata, so predicted and measured timelines of a plan open side by side in Perfetto.
 std::string ring_trace_json(const RingSimulation& sim) {
   nlohmann::json events = nlohmann::json::array();
   const double backward_offset_us = sim.forward_s * 1e6;
+  int ranks = 0;
   for (const RingEvent& e : sim.events) {
     const bool transfer = e.activity == RingActivity::send_kv || e.activity == RingActivity::send_dkv;
     const double offset = e.phase == RingPhase::forward ? 0.0 : backward_offset_us;
-    events.push_back({{"name", std::string(to_string(e.activity)) + " block " + std::to_string(e.block)},
+    ranks = std::max(ranks, static_cast<int>(e.rank) + 1);
+    events.push_back({{"name", std::string(to_string(e.phase)) + " " + to_string(e.activity) + " block " +
+                                   std::to_string(e.block)},
                       {"cat", to_string(e.phase)},
                       {"ph", "X"},
                       {"ts", offset + e.start_s * 1e6},
                       {"dur", (e.end_s - e.start_s) * 1e6},
-                      {"pid", e.phase == RingPhase::forward ? 0 : 1},
-                      {"tid", transfer ? 1000 + e.rank : e.rank},
+                      {"pid", e.rank},
+                      {"tid", transfer ? 1 : 0},
                       {"args", {{"step", e.step}, {"rank", e.rank}}}});
   }
-  for (int pid : {0, 1})
-    events.push_back({{"name", "process_name"}, {"ph", "M"}, {"pid", pid},
-                      {"args", {{"name", pid == 0 ? "ring forward" : "ring backward"}}}});
+  for (int r = 0; r < ranks; ++r) {
+    events.push_back({{"name", "process_name"}, {"ph", "M"}, {"pid", r}, {"args", {{"name", "rank " + std::to_string(r)}}}});
+    events.push_back({{"name", "thread_name"}, {"ph", "M"}, {"pid", r}, {"tid", 0}, {"args", {{"name", "compute"}}}});
+    events.push_back(
+        {{"name", "thread_name"}, {"ph", "M"}, {"pid", r}, {"tid", 1}, {"args", {{"name", "communication"}}}});
+  }
   return nlohmann::json{{"traceEvents", events}, {"displayTimeUnit", "ms"}}.dump();
 }
 

@@ -296,9 +296,10 @@ TEST_CASE("simulate --trace writes the event simulator's ring timeline, cp=1 has
   // Every one of the 8 ranks computes in the forward; causal contiguous work grows with the rank.
   std::vector<double> busy_us(8, 0.0);
   for (const auto& ev : events) {
-    if (ev.value("ph", "") != "X" || ev.value("pid", -1) != 0) continue;
-    const int tid = ev.value("tid", -1);
-    if (tid >= 0 && tid < 8) busy_us[tid] += ev["dur"].get<double>();
+    // pid = rank, tid 0 = compute lane: the forward's compute of each rank.
+    if (ev.value("ph", "") != "X" || ev.value("tid", -1) != 0 || ev.value("cat", "") != "forward") continue;
+    const int rank = ev.value("pid", -1);
+    if (rank >= 0 && rank < 8) busy_us[rank] += ev["dur"].get<double>();
   }
   for (double b : busy_us) CHECK(b > 0.0);
   CHECK(busy_us[7] > 1.5 * busy_us[0]);

@@ -35,7 +35,7 @@ for field in '"forward time \(slowest rank\)"' '"backward exposed comm"' '"predi
 done
 check "$work/trace.json" '"traceEvents"'
 check "$work/trace.json" '"ph": "X"'
-check "$work/trace.json" '"tid": "comm"'
+check "$work/trace.json" '"tid": 1'
 check "$work/trace.json" '"pid": 1'
 
 # shellcheck disable=SC2086
