@@ -248,12 +248,22 @@ LayerTimes layer_times(const LayerShape& x, const ClusterConfig& c, double peak,
 
 // Memory of one pipeline stage at its peak (see MemoryBreakdown for which terms are live
 // together: the output layer's logits and the ring buffers never are).
+// `unit_params` is the largest unit ZeRO gathers or reduces at once on this device (one layer, or
+// the embedding / output matrix). With sharded gradients (ZeRO >= 2) two units' full gradients
+// are live while the reduce-scatter of one overlaps the backward of the next; with sharded
+// weights (ZeRO-3) two units' gathered weights are live (the one in use and the one prefetched:
+// PyTorch FSDP's default backward prefetch, and DeepSpeed ZeRO-3's prefetch bucket). Only when
+// the group has more than one rank: otherwise nothing is sharded.
 MemoryBreakdown stage_memory(double params_on_device, const StateBytes& sb, int zero_stage, double shard_group,
                              double in_flight, double layers, const LayerActivationBytes& act, double ring_bytes,
-                             double logits_bytes, double reserved_bytes) {
+                             double logits_bytes, double reserved_bytes, double unit_params) {
   MemoryBreakdown m;
-  m.weights_bytes = params_on_device * sb.weights / (zero_stage >= 3 ? shard_group : 1.0);
-  m.gradients_bytes = params_on_device * sb.gradients / (zero_stage >= 2 ? shard_group : 1.0);
+  const bool sharded_group = shard_group > 1.0;
+  const double units_live = 2.0 * std::min(unit_params, params_on_device);
+  m.weights_bytes = params_on_device * sb.weights / (zero_stage >= 3 ? shard_group : 1.0) +
+                    (zero_stage >= 3 && sharded_group ? units_live * sb.weights : 0.0);
+  m.gradients_bytes = params_on_device * sb.gradients / (zero_stage >= 2 ? shard_group : 1.0) +
+                      (zero_stage >= 2 && sharded_group ? units_live * sb.gradients : 0.0);
   m.optimizer_bytes = params_on_device * sb.optimizer / (zero_stage >= 1 ? shard_group : 1.0);
   // Stored activations of every in-flight micro-batch, plus one layer's backward working set.
   m.activations_bytes = in_flight * layers * act.stored_bytes + (act.backward_working_bytes - act.backward_working_scores_bytes);
@@ -398,18 +408,19 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
   const LayerActivationBytes act = layer_activation_bytes(x);
   const double ring_bytes = ring_buffer_bytes(x);
   const double logits_bytes = x.tokens() * (vocab / tp) * (x.activation_bytes + 4.0);
+  const double unit_params = std::max(layer_params(model), emb) / tp;
   if (mesh.pp == 1) {
     p.memory = stage_memory(first_stage_params / tp, sb, opt.zero_stage, shard_group, 1.0, layers_stage, act, ring_bytes, logits_bytes,
-                            c.memory_reserved_bytes);
+                            c.memory_reserved_bytes, unit_params);
   } else {
     double in_flight = std::min(pp, m);
     if (opt.interleave > 1) in_flight *= 1.0 + (pp - 1.0) / (pp * v);
     // Megatron keeps a copy of tied embeddings on the last stage for the output layer.
     const MemoryBreakdown first = stage_memory(first_stage_params / tp, sb, opt.zero_stage, shard_group,
-                                               in_flight, layers_stage, act, ring_bytes, 0.0, c.memory_reserved_bytes);
+                                               in_flight, layers_stage, act, ring_bytes, 0.0, c.memory_reserved_bytes, unit_params);
     const MemoryBreakdown last = stage_memory(last_stage_params / tp, sb, opt.zero_stage,
                                               shard_group, 1.0, layers_stage, act, ring_bytes, logits_bytes,
-                                              c.memory_reserved_bytes);
+                                              c.memory_reserved_bytes, unit_params);
     p.memory = first.peak_bytes >= last.peak_bytes ? first : last;
   }
   p.peak_memory_bytes = p.memory.peak_bytes;

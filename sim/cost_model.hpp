@@ -23,8 +23,8 @@ namespace ringplan::sim {
 // and the last stage (1 in flight, output layer, logits) are both evaluated; the larger is
 // reported. Formulas: sim/formulas.hpp; one layer's ring: sim/ring_model.hpp.
 struct MemoryBreakdown {
-  double weights_bytes = 0;            // params of the largest PP stage / TP (ZeRO-3: / DPxCP)
-  double gradients_bytes = 0;          // ZeRO>=2: / DPxCP
+  double weights_bytes = 0;            // params of the largest PP stage / TP (ZeRO-3: / DPxCP + 2 gathered units)
+  double gradients_bytes = 0;          // ZeRO>=2: / DPxCP + 2 units being reduce-scattered
   double optimizer_bytes = 0;          // master weights + moments, ZeRO>=1: / DPxCP
   double activations_bytes = 0;        // Korthikanti terms x layers of the stage x in-flight micro-batches
   double attention_scores_bytes = 0;   // materialised: b*(H/TP)*(L/CP)*L per kept matrix; flash: lse only

@@ -329,7 +329,14 @@ void Trainer<T>::build_params() {
     end_block(b);
   }
   weights_.assign(offset, T(0));
-  grads_.assign(offset, T(0));
+  // ZeRO >= 2 keeps no full gradient buffer: a block's gradient exists from its backward until
+  // its reduce-scatter completes (block_grads_).
+  if (spec_.options.zero_stage >= 2) {
+    block_grads_.resize(blocks_.size());
+    block_scratch_.resize(blocks_.size());
+  } else {
+    grads_.assign(offset, T(0));
+  }
   for (const ParamInfo& p : params_) {
     const bool is_norm = p.full_rows == 1;
     for (int64_t r = 0; r < p.rows; ++r)
@@ -354,7 +361,6 @@ void Trainer<T>::build_params() {
   if (spec_.optimizer == Optimizer::adam) opt_v_.assign(state, T(0));
   if (spec_.options.zero_stage >= 2) {
     shard_grads_.assign(shard_offset, T(0));
-    reduce_scratch_.assign(shard_offset, T(0));
   }
 }
 
@@ -405,7 +411,16 @@ template <class T>
 T* Trainer<T>::g(int64_t block, int which) {
   const Block& b = blocks_[static_cast<size_t>(block)];
   const int i = b.param[static_cast<size_t>(which)];
-  return i < 0 ? nullptr : grads_.data() + params_[static_cast<size_t>(i)].offset;
+  if (i < 0) return nullptr;
+  const size_t off = params_[static_cast<size_t>(i)].offset;
+  if (block_grads_.empty()) return grads_.data() + off;
+  std::vector<T>& gb = block_grads_[static_cast<size_t>(block)];
+  if (gb.empty()) {
+    gb.assign(b.padded, T(0));
+    grad_work_bytes_ += static_cast<int64_t>(b.padded * sizeof(T));
+    grad_work_peak_bytes_ = std::max(grad_work_peak_bytes_, grad_work_bytes_);
+  }
+  return gb.data() + (off - b.offset);
 }
 
 template <class T>
@@ -799,50 +814,60 @@ void Trainer<T>::backward_micro_batch(MicroBatch& mb, bool last) {
     mb.grad_in = std::move(dx);
   }
   if (zero2) {
-    // ZeRO-2 keeps only its gradient shard: this micro-batch's reductions complete here, are
-    // added to the shard, and the full gradient buffer is free for the next micro-batch.
-    {
-      Scope<Clock> s(*clock_, Term::dp_comm_exposed);
-      dpcp_->wait_all(pending_);
-    }
-    // Only the blocks this backward reduced (with interleaving, one chunk's).
-    for (int64_t blk : posted_blocks_) {
-      const Block& bl = blocks_[static_cast<size_t>(blk)];
-      for (size_t i = 0; i < bl.shard; ++i) shard_grads_[bl.shard_offset + i] += reduce_scratch_[bl.shard_offset + i];
-      std::fill(grads_.begin() + static_cast<std::ptrdiff_t>(bl.offset),
-                grads_.begin() + static_cast<std::ptrdiff_t>(bl.offset + bl.padded), T(0));
-    }
-    posted_blocks_.clear();
+    // ZeRO >= 2: this micro-batch's last reductions complete before the next one starts.
+    while (!inflight_.empty()) complete_oldest_reduction();
   }
+}
+
+// ZeRO >= 2: waits for the oldest posted reduce-scatter, adds its result to the rank's gradient
+// shard and frees the block's gradient and scratch buffers.
+template <class T>
+void Trainer<T>::complete_oldest_reduction() {
+  auto [blk, req] = std::move(inflight_.front());
+  inflight_.erase(inflight_.begin());
+  {
+    Scope<Clock> s(*clock_, Term::dp_comm_exposed);
+    dpcp_->wait(req);
+  }
+  const Block& bl = blocks_[static_cast<size_t>(blk)];
+  std::vector<T>& scratch = block_scratch_[static_cast<size_t>(blk)];
+  for (size_t i = 0; i < bl.shard; ++i) shard_grads_[bl.shard_offset + i] += scratch[i];
+  grad_work_bytes_ -= static_cast<int64_t>((scratch.size() + block_grads_[static_cast<size_t>(blk)].size()) * sizeof(T));
+  scratch = {};
+  block_grads_[static_cast<size_t>(blk)] = {};
 }
 
 // ------------------------------------------------------------------ gradient reduction
 template <class T>
 void Trainer<T>::reduce_gradients_post(int64_t block) {
-  posted_blocks_.push_back(block);
-  if (dpcp_->size() == 1) {
-    if (spec_.options.zero_stage >= 2) {
-      const Block& b = blocks_[static_cast<size_t>(block)];
-      std::copy(grads_.begin() + static_cast<std::ptrdiff_t>(b.offset),
-                grads_.begin() + static_cast<std::ptrdiff_t>(b.offset + b.padded),
-                reduce_scratch_.begin() + static_cast<std::ptrdiff_t>(b.shard_offset));
-    }
-    return;
-  }
   const Block& b = blocks_[static_cast<size_t>(block)];
   if (spec_.options.zero_stage >= 2) {
-    pending_.push_back(
-        dpcp_->post_reduce_scatter_sum(grads_.data() + b.offset, reduce_scratch_.data() + b.shard_offset, b.shard));
-  } else {
-    pending_.push_back(dpcp_->post_all_reduce_sum(grads_.data() + b.offset, b.padded));
+    // Reduce-scatter the block's gradient into a shard-sized scratch; at most two blocks are in
+    // flight (this one, and the previous one, which completes now), so the live gradient
+    // buffers stay about two blocks however deep the model (FSDP's reduce-scatter pipeline).
+    g(block, 0);  // a block whose parameters got no gradient still reduces (zeros)
+    std::vector<T>& gb = block_grads_[static_cast<size_t>(block)];
+    std::vector<T>& scratch = block_scratch_[static_cast<size_t>(block)];
+    scratch.assign(b.shard, T(0));
+    grad_work_bytes_ += static_cast<int64_t>(b.shard * sizeof(T));
+    grad_work_peak_bytes_ = std::max(grad_work_peak_bytes_, grad_work_bytes_);
+    RequestPtr r;
+    if (dpcp_->size() == 1)
+      std::copy(gb.begin(), gb.end(), scratch.begin());
+    else
+      r = dpcp_->post_reduce_scatter_sum(gb.data(), scratch.data(), b.shard);
+    inflight_.emplace_back(block, std::move(r));
+    if (inflight_.size() > 1) complete_oldest_reduction();
+    return;
   }
+  if (dpcp_->size() == 1) return;
+  pending_.push_back(dpcp_->post_all_reduce_sum(grads_.data() + b.offset, b.padded));
 }
 
 template <class T>
 void Trainer<T>::reduce_gradients_finish() {
   Scope<Clock> s(*clock_, Term::dp_comm_exposed);
   dpcp_->wait_all(pending_);
-  posted_blocks_.clear();
 }
 
 // ------------------------------------------------------------------ optimizer
@@ -1086,15 +1111,6 @@ double Trainer<T>::loss_and_gradients() {
     run_schedule();
   }
   reduce_gradients_finish();
-  if (spec_.options.zero_stage >= 2) {
-    // The shard holds the reduced gradients; put them back where gradients() exposes them.
-    const size_t me = static_cast<size_t>(dpcp_->rank());
-    std::fill(grads_.begin(), grads_.end(), T(0));
-    for (const Block& b : blocks_)
-      std::copy(shard_grads_.begin() + static_cast<std::ptrdiff_t>(b.shard_offset),
-                shard_grads_.begin() + static_cast<std::ptrdiff_t>(b.shard_offset + b.shard),
-                grads_.begin() + static_cast<std::ptrdiff_t>(b.offset + me * b.shard));
-  }
   timing_.step_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   loss_sum = last_loss_sum_;
   last_loss_sum_ = 0;
@@ -1118,7 +1134,8 @@ StepMemory Trainer<T>::memory() const {
   StepMemory m;
   m.weights_bytes = gathered_.empty() ? static_cast<int64_t>(weights_.size() * sizeof(T))
                                       : static_cast<int64_t>(shard_weights_.size() * sizeof(T)) + gathered_peak_bytes_;
-  m.gradients_bytes = static_cast<int64_t>((grads_.size() + shard_grads_.size() + reduce_scratch_.size()) * sizeof(T));
+  // ZeRO >= 2: the gradient shard plus the peak of the blocks' gradients being reduced.
+  m.gradients_bytes = static_cast<int64_t>((grads_.size() + shard_grads_.size()) * sizeof(T)) + grad_work_peak_bytes_;
   m.optimizer_bytes = static_cast<int64_t>((opt_m_.size() + opt_v_.size()) * sizeof(T));
   m.activations_peak_bytes = act_peak_bytes_;
   if constexpr (std::is_same_v<T, float>) m.ring_buffers_bytes = ring_->workspace_bytes().kv_ring_bytes + ring_->workspace_bytes().dkv_ring_bytes;

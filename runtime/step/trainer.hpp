@@ -46,6 +46,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/config.hpp"
@@ -159,6 +160,8 @@ class Trainer {
   const std::vector<T>& parameters() const { return weights_; }
   void gather_full_parameters();
   std::vector<T>& parameters_mut() { return weights_; }
+  // Gradients after loss_and_gradients(), reduced over DP x CP, laid out as parameters() (ZeRO
+  // 0/1; ZeRO >= 2 keeps only its reduced shard and returns an empty buffer).
   const std::vector<T>& gradients() const { return grads_; }
   // Element (row, col) of full parameter `id` on this rank, or nullptr when another rank holds it.
   const T* find(int32_t id, int64_t row, int64_t col) const;
@@ -180,6 +183,7 @@ class Trainer {
   void run_interleaved_schedule();
   void reduce_gradients_post(int64_t block);
   void reduce_gradients_finish();
+  void complete_oldest_reduction();
   void optimizer_update();
   // TP collectives on activations [rows, cols]: the row-parallel output (g) and the
   // column-parallel input (f) of Megatron, with or without sequence parallelism.
@@ -205,7 +209,6 @@ class Trainer {
   int64_t layers_ = 0;               // layers per chunk
   std::vector<int64_t> chunk_layer0_;   // first global layer of each chunk
   std::vector<int64_t> block_of_layer_; // global layer -> index in blocks_ (-1: another stage's)
-  std::vector<int64_t> posted_blocks_;  // blocks whose reduction was posted since the last wait
   bool first_stage_ = true, last_stage_ = true;
   int64_t micro_batches_ = 1;
   std::vector<int64_t> positions_;  // global positions of this rank's n_ tokens
@@ -222,7 +225,11 @@ class Trainer {
   std::vector<std::vector<T>> gathered_;
   int64_t gathered_bytes_ = 0, gathered_peak_bytes_ = 0;
   std::vector<RequestPtr> pending_;
-  std::vector<T> reduce_scratch_;
+  // ZeRO >= 2: per-block gradients while they are computed and reduced, the shard-sized
+  // reduce-scatter results, and the reductions in flight (oldest first).
+  std::vector<std::vector<T>> block_grads_, block_scratch_;
+  std::vector<std::pair<int64_t, RequestPtr>> inflight_;
+  int64_t grad_work_bytes_ = 0, grad_work_peak_bytes_ = 0;
   int64_t step_count_ = 0;
 
   StepTiming timing_;

@@ -466,3 +466,28 @@ TEST_CASE("collectives: a profile's collective efficiency slows the TP and gradi
   CHECK(slow.time.dp_comm_exposed_s >= base.time.dp_comm_exposed_s);
   CHECK(slow.time.forward_compute_s == Approx(base.time.forward_compute_s));
 }
+
+TEST_CASE("ZeRO memory: sharded states plus two units in flight (gathered weights, gradients being reduce-scattered)") {
+  Experiment e = test::llama_experiment(8192, 16);
+  const Mesh mesh = test::mesh_of(4, 2, 2, 1);
+  ParallelOptions o;
+  const StateBytes sb = state_bytes_per_param(e.training.dtype, e.training.optimizer);
+  const double unit = std::max(layer_params(e.model), double(e.model.vocab * e.model.hidden)) / 2.0;  // / TP
+  o.zero_stage = 1;
+  const Prediction z1 = predict(e, mesh, o);
+  o.zero_stage = 2;
+  const Prediction z2 = predict(e, mesh, o);
+  o.zero_stage = 3;
+  const Prediction z3 = predict(e, mesh, o);
+  // DP x CP = 8 shards the gradients (ZeRO-2) and the weights (ZeRO-3); two units stay whole.
+  CHECK(z2.memory.gradients_bytes == Approx(z1.memory.gradients_bytes / 8.0 + 2.0 * unit * sb.gradients));
+  CHECK(z2.memory.weights_bytes == Approx(z1.memory.weights_bytes));
+  CHECK(z3.memory.weights_bytes == Approx(z1.memory.weights_bytes / 8.0 + 2.0 * unit * sb.weights));
+  // One rank in the group: nothing is sharded, nothing is in flight.
+  o.zero_stage = 3;
+  const Prediction alone = predict(e, test::mesh_of(1, 2, 1, 1), o);
+  o.zero_stage = 0;
+  const Prediction zero0 = predict(e, test::mesh_of(1, 2, 1, 1), o);
+  CHECK(alone.memory.weights_bytes == Approx(zero0.memory.weights_bytes));
+  CHECK(alone.memory.gradients_bytes == Approx(zero0.memory.gradients_bytes));
+}
