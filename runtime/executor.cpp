@@ -11,15 +11,17 @@
 #include "runtime/sharding.hpp"
 
 namespace ringplan::runtime {
-namespace {
 
-// splitmix64: a well-mixed 64-bit hash, so neighbouring indices give unrelated values.
-uint64_t mix(uint64_t x) {
+uint64_t splitmix64(uint64_t x) {
   x += 0x9e3779b97f4a7c15ULL;
   x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
   x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
   return x ^ (x >> 31);
 }
+
+namespace {
+
+uint64_t mix(uint64_t x) { return splitmix64(x); }
 
 }  // namespace
 

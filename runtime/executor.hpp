@@ -21,6 +21,10 @@ namespace ringplan::runtime {
 // Tensor ids for synthetic_value.
 enum class SyntheticTensor : uint32_t { q = 1, k = 2, v = 3, grad_out = 4 };
 
+// splitmix64's finaliser: a bijection with good avalanche, so neighbouring indices give
+// unrelated values (the synthetic inputs and the training step's data and parameters).
+uint64_t splitmix64(uint64_t x);
+
 // A value in [-1, 1) from a hash of (seed, tensor, batch, head, global position, dim).
 float synthetic_value(uint64_t seed, SyntheticTensor t, int64_t b, int64_t h, int64_t pos, int64_t d);
 // Fills a dense [batch, heads, n, head_dim] buffer for tokens at `positions` (n of them).

@@ -42,30 +42,43 @@ std::vector<std::vector<TraceEvent>> gather_events(Communicator& comm, const std
   return out;
 }
 
-std::string chrome_trace_json(const std::vector<std::vector<TraceEvent>>& per_rank) {
+std::string lane_trace_json(const std::vector<std::vector<LaneEvent>>& per_rank) {
   nlohmann::json events = nlohmann::json::array();
   for (size_t r = 0; r < per_rank.size(); ++r) {
     events.push_back({{"ph", "M"}, {"name", "process_name"}, {"pid", r}, {"args", {{"name", fmt::format("rank {}", r)}}}});
     events.push_back({{"ph", "M"}, {"name", "thread_name"}, {"pid", r}, {"tid", 0}, {"args", {{"name", "compute"}}}});
     events.push_back({{"ph", "M"}, {"name", "thread_name"}, {"pid", r}, {"tid", 1}, {"args", {{"name", "communication"}}}});
-    for (const TraceEvent& e : per_rank[r]) {
-      const bool fwd = e.phase == TracePhase::forward;
-      const bool compute = e.lane == TraceLane::compute;
-      std::string name = fmt::format("{} {} step {} (block of rank {}){}", fwd ? "fwd" : "bwd",
-                                     compute ? "compute" : "comm wait", e.step, e.src_rank,
-                                     e.skipped ? " skipped: fully masked" : "");
+    for (const LaneEvent& e : per_rank[r]) {
+      nlohmann::json args = nlohmann::json::object();
+      for (const auto& [k, v] : e.args) args[k] = v;
       events.push_back({{"ph", "X"},
-                        {"name", name},
-                        {"cat", compute ? "compute" : "comm"},
+                        {"name", e.name},
+                        {"cat", e.category},
                         {"pid", r},
-                        {"tid", compute ? 0 : 1},
+                        {"tid", e.lane},
                         {"ts", e.start_s * 1e6},
                         {"dur", e.duration_s * 1e6},
-                        {"args", {{"iteration", e.iteration}, {"step", e.step}, {"src_rank", e.src_rank}}}});
+                        {"args", args}});
     }
   }
   nlohmann::json doc = {{"traceEvents", events}, {"displayTimeUnit", "ms"}};
   return doc.dump(1);
+}
+
+std::string chrome_trace_json(const std::vector<std::vector<TraceEvent>>& per_rank) {
+  std::vector<std::vector<LaneEvent>> lanes(per_rank.size());
+  for (size_t r = 0; r < per_rank.size(); ++r)
+    for (const TraceEvent& e : per_rank[r]) {
+      const bool fwd = e.phase == TracePhase::forward;
+      const bool compute = e.lane == TraceLane::compute;
+      lanes[r].push_back({e.start_s, e.duration_s, compute ? 0 : 1,
+                          fmt::format("{} {} step {} (block of rank {}){}", fwd ? "fwd" : "bwd",
+                                      compute ? "compute" : "comm wait", e.step, e.src_rank,
+                                      e.skipped ? " skipped: fully masked" : ""),
+                          compute ? "compute" : "comm",
+                          {{"iteration", e.iteration}, {"step", e.step}, {"src_rank", e.src_rank}}});
+    }
+  return lane_trace_json(lanes);
 }
 
 }  // namespace ringplan::runtime

@@ -1,10 +1,12 @@
 // Per-rank timing events of the ring (compute per step, comm wait per step) and their
-// Chrome/Perfetto trace JSON: {"traceEvents":[{"ph":"X","pid":rank,"tid":"compute"|"comm",...}]}.
+// Chrome/Perfetto trace JSON: {"traceEvents":[{"ph":"X","pid":rank,"tid":0|1,...}]} (tid 0 =
+// compute lane, 1 = communication lane, named by thread metadata).
 // Events are fixed-size records so the ranks' lists gather with one all_gather.
 #pragma once
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "runtime/communicator.hpp"
@@ -45,7 +47,19 @@ class TraceRecorder {
 
 // Collective: every rank's events, indexed by rank (the same result on every rank).
 std::vector<std::vector<TraceEvent>> gather_events(Communicator& comm, const std::vector<TraceEvent>& mine);
-// Chrome trace JSON: pid = rank, tid = lane name, ts/dur in microseconds.
+// One complete event of the common trace layout (every ringplan trace: simulate, run --scope
+// attention, run --scope step): on rank `pid`, lane 0 = compute, 1 = communication.
+struct LaneEvent {
+  double start_s = 0, duration_s = 0;
+  int32_t lane = 0;
+  std::string name, category;
+  std::vector<std::pair<std::string, int64_t>> args;
+};
+// Chrome/Perfetto trace JSON of the common layout: pid = rank (process "rank r"), integer tid =
+// lane with thread-name metadata ("compute", "communication"), ts/dur in microseconds.
+std::string lane_trace_json(const std::vector<std::vector<LaneEvent>>& per_rank);
+
+// Chrome trace JSON of ring events in the common layout (lane_trace_json).
 std::string chrome_trace_json(const std::vector<std::vector<TraceEvent>>& per_rank);
 
 }  // namespace ringplan::runtime

@@ -7,9 +7,9 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
-#include <nlohmann/json.hpp>
 
 #include "runtime/memory.hpp"
+#include "runtime/trace.hpp"
 
 namespace ringplan::runtime::step {
 namespace {
@@ -138,25 +138,14 @@ StepMeasurement run_training_steps(Communicator& world, const StepSpec& spec, co
 }
 
 std::string step_trace_json(const std::vector<std::vector<StepEvent>>& per_rank) {
-  nlohmann::json events = nlohmann::json::array();
-  for (size_t r = 0; r < per_rank.size(); ++r) {
-    events.push_back({{"ph", "M"}, {"name", "process_name"}, {"pid", r}, {"args", {{"name", fmt::format("rank {}", r)}}}});
-    events.push_back({{"ph", "M"}, {"name", "thread_name"}, {"pid", r}, {"tid", 0}, {"args", {{"name", "compute"}}}});
-    events.push_back({{"ph", "M"}, {"name", "thread_name"}, {"pid", r}, {"tid", 1}, {"args", {{"name", "communication"}}}});
+  std::vector<std::vector<LaneEvent>> lanes(per_rank.size());
+  for (size_t r = 0; r < per_rank.size(); ++r)
     for (const StepEvent& e : per_rank[r]) {
       const bool comm = is_comm(e.term);
-      events.push_back({{"ph", "X"},
-                        {"name", term_name(e.term)},
-                        {"cat", comm ? "comm" : "compute"},
-                        {"pid", r},
-                        {"tid", comm ? 1 : 0},
-                        {"ts", e.start_s * 1e6},
-                        {"dur", e.duration_s * 1e6},
-                        {"args", {{"step", e.step}}}});
+      lanes[r].push_back({e.start_s, e.duration_s, comm ? 1 : 0, term_name(e.term), comm ? "comm" : "compute",
+                          {{"step", e.step}}});
     }
-  }
-  nlohmann::json doc = {{"traceEvents", events}, {"displayTimeUnit", "ms"}};
-  return doc.dump(1);
+  return lane_trace_json(lanes);
 }
 
 }  // namespace ringplan::runtime::step

@@ -11,6 +11,7 @@
 #include <type_traits>
 
 #include "core/error.hpp"
+#include "runtime/executor.hpp"
 #include "runtime/ring_attention.hpp"
 #include "runtime/sharding.hpp"
 #include "runtime/step/ops.hpp"
@@ -35,13 +36,7 @@ const char* term_name(Term t) {
 }
 
 namespace {
-uint64_t mix(uint64_t x) {
-  // splitmix64 finaliser: a bijection with good avalanche, so nearby indices decorrelate.
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
+uint64_t mix(uint64_t x) { return splitmix64(x); }
 uint64_t hash(uint64_t a, uint64_t b, uint64_t c, uint64_t d, uint64_t e) {
   return mix(mix(mix(mix(mix(a) ^ b) ^ c) ^ d) ^ e);
 }
