@@ -37,6 +37,7 @@
 #include "core/progress.hpp"
 #include "planner/plan_file.hpp"
 #include "runtime/executor.hpp"
+#include "runtime/memory.hpp"
 #include "runtime/step/step_executor.hpp"
 #include "sim/cost_model.hpp"
 
@@ -118,6 +119,23 @@ int run_step_body(const RunArgs& a, runtime::MpiCommunicator& world) {
   const sim::Prediction pred = sim::predict(pe, mesh, e.options);
   const std::string profile_label = a.profile.empty() ? fmt::format("the plan's cluster '{}'", e.cluster.name)
                                                       : fmt::format("profile {} ('{}')", a.profile, pe.cluster.name);
+
+  // A plan this host cannot hold is refused before any allocation. Free memory is read at
+  // slightly different moments on each rank, so the verdict is agreed (max over ranks) before
+  // anyone throws: every rank then leaves with the same error.
+  {
+    double avail = static_cast<double>(runtime::available_memory_bytes());
+    const double ranks_here = double(world.size());  // upper bound: all ranks on this host
+    const double need = (pred.memory.peak_bytes - pred.memory.reserved_bytes) * ranks_here;
+    double too_big = (avail > 0 && need > 0.9 * avail) ? 1.0 : 0.0;
+    world.all_reduce_max(&too_big, 1);
+    if (too_big > 0)
+      throw bad_input(fmt::format(
+          "{}: {} layer{} of {} need about {:.1f} GiB per rank (float32, predicted), {:.1f} GiB for {} rank{} on this "
+          "host, which has {:.1f} GiB available; run fewer layers with --layers N",
+          a.plan, e.model.layers, e.model.layers == 1 ? "" : "s", e.model.name, need / ranks_here / 1073741824.0,
+          need / 1073741824.0, world.size(), world.size() == 1 ? "" : "s", avail / 1073741824.0));
+  }
 
   // Outputs are opened before the measurement, so a bad path fails at once.
   std::ofstream trace_file;

@@ -40,4 +40,13 @@ bool reset_peak_rss() {
   return std::fclose(f) == 0 && ok;
 }
 
+int64_t available_memory_bytes() {
+  std::ifstream f("/proc/meminfo");
+  std::string key, unit;
+  int64_t kib = 0;
+  while (f >> key >> kib >> unit)
+    if (key == "MemAvailable:") return kib * 1024;
+  return -1;
+}
+
 }  // namespace ringplan::runtime

@@ -12,6 +12,8 @@
 namespace ringplan::runtime {
 
 int64_t current_rss_bytes();
+// MemAvailable of /proc/meminfo: what this host can still give processes; -1 if unknown.
+int64_t available_memory_bytes();
 int64_t peak_rss_bytes();
 bool reset_peak_rss();
 

@@ -64,5 +64,22 @@ PY
 check "$work/step_trace.json" '"name": "forward_compute"'
 check "$work/step_trace.json" '"tid": 1'
 check "$work/step_trace.json" '"pid": 1'
+# A plan this host cannot hold (all 32 layers of Llama 3 8B at 8K tokens in float32) is refused
+# before any allocation, with the way out.
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cat > "$work/big.yaml" <<YAML
+name: big
+model: $root/configs/models/llama3_8b.yaml
+cluster: $root/configs/clusters/local_cpu.yaml
+training: {seq_len: 8192, global_batch: 1, dtype: fp32, optimizer: adam, causal: true}
+gpus: 1
+mesh: {dp: 1, tp: 1, cp: 1, pp: 1}
+options: {micro_batch: 1}
+YAML
+# shellcheck disable=SC2086
+"$mpiexec" -np 1 $flags "$ringplan" run "$work/big.yaml" > "$work/big.log" 2>&1
+rc=$?
+[ $rc -eq 2 ] || { echo "FAIL: an oversized step exited $rc, expected 2"; cat "$work/big.log"; fail=1; }
+check "$work/big.log" "need about [0-9.]+ GiB per rank .*run fewer layers with --layers N"
 [ $fail -eq 0 ] && echo "cli_test: PASS"
 exit $fail
