@@ -15,14 +15,11 @@
 #include "core/error.hpp"
 #include "runtime/mesh.hpp"
 #include "runtime/mpi_communicator.hpp"
+#include "tests/runtime/mpi_doctest_main.hpp"
 #include "tests/runtime/ring_check.hpp"
 
 using namespace ringplan;
 
-// OpenMPI's start-up allocations are never freed, so LeakSanitizer would fail every MPI binary
-// under the asan preset (including doctest's test discovery at build time, which runs without
-// the preset's ASAN_OPTIONS). Every other ASan/UBSan check stays on. Unused without ASan.
-extern "C" const char* __asan_default_options() { return "detect_leaks=0"; }
 using runtime::RingKernel;
 
 namespace {
@@ -356,21 +353,5 @@ TEST_CASE("error vs the float64 reference as P grows (printed)") {
 }
 
 int main(int argc, char** argv) {
-  runtime::MpiSession mpi(&argc, &argv);
-  int failed = 0;
-  {
-    auto world = runtime::MpiCommunicator::world();
-    g_world = world.get();
-    doctest::Context ctx;
-    ctx.applyCommandLine(argc, argv);
-    if (world->rank() != 0) ctx.setOption("minimal", true);  // rank 0 prints the summary; others only failures
-    failed = ctx.run() != 0 ? 1 : 0;
-    if (ctx.shouldExit()) return failed;
-    double any = failed;
-    world->all_reduce_max(&any, 1);
-    failed = any > 0 ? 1 : 0;
-    if (world->rank() == 0) std::printf("ringplan_test_ring_mpi: P=%d %s\n", world->size(), failed ? "FAILED" : "passed");
-    g_world = nullptr;
-  }
-  return failed;
+  return test::run_mpi_doctest(argc, argv, g_world, "ringplan_test_ring_mpi", true);
 }

@@ -12,15 +12,12 @@
 #include "core/error.hpp"
 #include "runtime/mesh.hpp"
 #include "runtime/mpi_communicator.hpp"
+#include "tests/runtime/mpi_doctest_main.hpp"
 #include "runtime/trace.hpp"
 #include "tests/runtime/ring_check.hpp"
 
 using namespace ringplan;
 
-// OpenMPI's start-up allocations are never freed, so LeakSanitizer would fail every MPI binary
-// under the asan preset (including doctest's test discovery at build time, which runs without
-// the preset's ASAN_OPTIONS). Every other ASan/UBSan check stays on. Unused without ASan.
-extern "C" const char* __asan_default_options() { return "detect_leaks=0"; }
 using runtime::shard_positions;
 
 namespace {
@@ -228,12 +225,5 @@ TEST_CASE("ring attention rejects inconsistent shapes") {
 }
 
 int main(int argc, char** argv) {
-  runtime::MpiSession mpi(&argc, &argv);
-  auto world = runtime::MpiCommunicator::world();
-  g_world = world.get();
-  doctest::Context ctx;
-  ctx.applyCommandLine(argc, argv);
-  const int rc = ctx.run();
-  g_world = nullptr;
-  return rc;
+  return test::run_mpi_doctest(argc, argv, g_world, "ringplan_test_runtime_unit", false);
 }

@@ -13,13 +13,13 @@
 
 #include "core/error.hpp"
 #include "runtime/mpi_communicator.hpp"
+#include "tests/runtime/mpi_doctest_main.hpp"
 #include "tests/runtime/step_check.hpp"
 
 using namespace ringplan;
 using runtime::step::StepSpec;
 using runtime::step::Trainer;
 
-extern "C" const char* __asan_default_options() { return "detect_leaks=0"; }
 
 namespace {
 runtime::MpiCommunicator* g_world = nullptr;
@@ -156,21 +156,5 @@ TEST_CASE("training step: a world size that does not match the mesh is refused o
 }
 
 int main(int argc, char** argv) {
-  runtime::MpiSession mpi(&argc, &argv);
-  int failed = 0;
-  {
-    auto world = runtime::MpiCommunicator::world();
-    g_world = world.get();
-    doctest::Context ctx;
-    ctx.applyCommandLine(argc, argv);
-    if (world->rank() != 0) ctx.setOption("minimal", true);
-    failed = ctx.run() != 0 ? 1 : 0;
-    if (ctx.shouldExit()) return failed;
-    double any = failed;
-    world->all_reduce_max(&any, 1);
-    failed = any > 0 ? 1 : 0;
-    if (world->rank() == 0) std::printf("ringplan_test_step_mpi: P=%d %s\n", world->size(), failed ? "FAILED" : "passed");
-    g_world = nullptr;
-  }
-  return failed;
+  return test::run_mpi_doctest(argc, argv, g_world, "ringplan_test_step_mpi", true);
 }

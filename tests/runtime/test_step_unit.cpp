@@ -11,6 +11,7 @@
 
 #include "core/error.hpp"
 #include "runtime/mpi_communicator.hpp"
+#include "tests/runtime/mpi_doctest_main.hpp"
 #include "runtime/step/ops.hpp"
 #include "tests/runtime/step_check.hpp"
 
@@ -18,7 +19,6 @@ using namespace ringplan;
 using runtime::step::StepSpec;
 using runtime::step::Trainer;
 
-extern "C" const char* __asan_default_options() { return "detect_leaks=0"; }
 
 namespace {
 runtime::MpiCommunicator* g_world = nullptr;
@@ -127,12 +127,5 @@ TEST_CASE("step refuses shapes that cannot be split, naming the reason, before a
 }
 
 int main(int argc, char** argv) {
-  runtime::MpiSession mpi(&argc, &argv);
-  auto world = runtime::MpiCommunicator::world();
-  g_world = world.get();
-  doctest::Context ctx;
-  ctx.applyCommandLine(argc, argv);
-  const int rc = ctx.run();
-  g_world = nullptr;
-  return rc;
+  return test::run_mpi_doctest(argc, argv, g_world, "ringplan_test_step_unit", false);
 }
