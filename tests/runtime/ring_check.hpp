@@ -1,4 +1,4 @@
-// Test helper: runs ring attention on a CP group and compares O, lse, dQ, dK, dV of this rank's
+// Test helper: runs ring (or all-gather) attention on a CP group and compares O, lse, dQ, dK, dV of this rank's
 // shard with the single-process float64 reference (kernels::reference_*) over the whole
 // sequence, restricted to the shard. Inputs come from runtime::synthetic_value, i.e. they
 // depend on the global position only, so every scheme and P sees the same problem.
@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "kernels/attention.hpp"
+#include "runtime/allgather_attention.hpp"
 #include "runtime/executor.hpp"
 #include "runtime/ring_attention.hpp"
 #include "runtime/sharding.hpp"
@@ -20,6 +21,7 @@ struct RingCase {
   CpScheme scheme = CpScheme::contiguous;
   runtime::RingKernel kernel = runtime::RingKernel::flash;
   uint64_t seed = 7;
+  bool allgather = false;  // the all-gather CP method instead of the ring
 };
 
 // Max abs error of each output, and the max abs value of the reference (for relative bounds).
@@ -88,9 +90,15 @@ inline RingErrors run_ring_case(runtime::Communicator& cp, const RingCase& c) {
   cfg.kernel = c.kernel;
   cfg.tiles.tile_q = 16;  // small tiles so partial tiles and tile-level masking are exercised
   cfg.tiles.tile_k = 16;
-  runtime::RingAttention ring(cp, cfg, pos.data());
-  ring.forward(q.data(), k.data(), v.data(), out.data(), lse.data());
-  ring.backward(q.data(), k.data(), v.data(), out.data(), lse.data(), dout.data(), dq.data(), dk.data(), dv.data());
+  if (c.allgather) {
+    runtime::AllGatherAttention ag(cp, cfg, pos.data());
+    ag.forward(q.data(), k.data(), v.data(), out.data(), lse.data());
+    ag.backward(q.data(), k.data(), v.data(), out.data(), lse.data(), dout.data(), dq.data(), dk.data(), dv.data());
+  } else {
+    runtime::RingAttention ring(cp, cfg, pos.data());
+    ring.forward(q.data(), k.data(), v.data(), out.data(), lse.data());
+    ring.backward(q.data(), k.data(), v.data(), out.data(), lse.data(), dout.data(), dq.data(), dk.data(), dv.data());
+  }
 
   // Reference over the whole sequence (positions 0..L-1).
   const int64_t L = c.seq_len;

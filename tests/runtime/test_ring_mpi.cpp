@@ -67,6 +67,25 @@ TEST_CASE("ring attention equals the float64 reference: every scheme, causal and
       }
 }
 
+TEST_CASE("all-gather CP attention equals the float64 reference: every scheme, causal and not, GQA and MHA") {
+  for (CpScheme scheme : {CpScheme::contiguous, CpScheme::zigzag, CpScheme::striped})
+    for (bool causal : {true, false})
+      for (int64_t kv : {int64_t{2}, int64_t{1}}) {
+        test::RingCase c;
+        c.seq_len = 48;
+        c.heads = 2;
+        c.kv_heads = kv;
+        c.scheme = scheme;
+        c.causal = causal;
+        c.allgather = true;
+        if (c.seq_len % runtime::shard_multiple(scheme, g_world->size()) != 0) c.seq_len = 2 * 8 * 3 * g_world->size();
+        INFO(fmt::format("all-gather P={} L={} {} {} Hkv={}", g_world->size(), c.seq_len, to_string(scheme),
+                         causal ? "causal" : "full", kv));
+        const test::RingErrors e = test::run_ring_case(*g_world, c);
+        CHECK(e.worst_relative() <= kFloat32Bound);
+      }
+}
+
 TEST_CASE("ring attention with partial tiles (n = 40 tokens per rank, tiles of 16)") {
   const int P = g_world->size();
   for (CpScheme scheme : {CpScheme::contiguous, CpScheme::zigzag, CpScheme::striped}) {
