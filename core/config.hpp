@@ -70,7 +70,7 @@ struct EfficiencyCurve {
 
 // Default of ClusterConfig::memory_bandwidth_efficiency: STREAM-like copy/scale/triad kernels
 // reach ~80-90% of datasheet HBM bandwidth on A100/H100 (e.g. ~1.6-1.7 of 2.0 TB/s on A100);
-// 0.8, the low end, is what the cost model used before the key existed (an estimate).
+// 0.8, the low end, is the default (an estimate; a calibrated profile sets its own).
 inline constexpr double kDefaultMemoryBandwidthEfficiency = 0.8;
 
 // Achieved fraction of a link's bandwidth by a collective, measured as nccl-tests' bus

@@ -185,9 +185,6 @@ double optimizer_step_bytes_per_param(DType dtype, Optimizer opt);
 
 // Bandwidth memory-bound kernels achieve: the datasheet DRAM bandwidth times the cluster's
 // efficiency.memory_bandwidth (ClusterConfig::memory_bandwidth_efficiency, default 0.8).
-// kStreamingBandwidthFraction is kept for code that names it: it is that default, no longer
-// used by the model itself.
-inline constexpr double kStreamingBandwidthFraction = kDefaultMemoryBandwidthEfficiency;
 double achieved_memory_bandwidth_bytes_per_s(const ClusterConfig& c);  // 0 when unknown
 
 }  // namespace ringplan::sim

@@ -41,8 +41,8 @@ RINGPLAN_HD inline TileVisibility classify_tile(bool causal, int64_t q_min, int6
 // about in launch order as SMs free up, so the order is a list schedule. With the tile fastest
 // (the head-major order below) each head's heavy tiles come first, but the last heads' heavy
 // tiles start near the end and one of them is the tail of the whole kernel (the model below
-// gives 81 % busy SMs for the 8K causal backward on 132 SMs, against 97 % non-causal; run 10 on
-// an H200 measured 80 % of the non-causal rate per FLOP there).
+// gives 81 % busy SMs for the 8K causal backward on 132 SMs, against 97 % non-causal; an H200
+// measured 80 % of the non-causal rate per FLOP there, BENCHMARKS.md "GPU path").
 // The tile-major order launches the heaviest tile of every (head, batch) first and the lightest
 // last: a list schedule in decreasing work, whose tail is one light block. The head-major order
 // is the one these kernels had before (tile fastest, then head, then batch; tiles walked from the

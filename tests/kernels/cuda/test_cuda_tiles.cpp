@@ -278,6 +278,6 @@ TEST_CASE("grid balance of the causal benchmark shapes: tile-major order against
     CHECK(b_tile >= 0.98);
     // Non-causal work is uniform: the order changes nothing.
     CHECK(bal(bwd_nc, 8, rkc::BlockOrder::head_major, false) == doctest::Approx(b_nc));
-    if (n == 8192) CHECK(b_head < 0.85);  // the causal backward in head-major order leaves SMs idle (run 10)
+    if (n == 8192) CHECK(b_head < 0.85);  // the causal backward in head-major order leaves SMs idle
   }
 }
