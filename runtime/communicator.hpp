@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include "core/error.hpp"
+
 namespace ringplan::runtime {
 
 enum class Device { cpu, cuda };
@@ -52,8 +54,15 @@ class Communicator {
   virtual void all_gather(const void* send, void* recv, size_t bytes_per_rank) = 0;
   // recv[0, count) = sum over the group's ranks of their send[rank()*count, (rank()+1)*count)
   // (send holds size()*count values). The training step's sequence-parallel and ZeRO paths.
-  virtual void reduce_scatter_sum(const float* send, float* recv, size_t count_per_rank);
-  virtual void reduce_scatter_sum(const double* send, double* recv, size_t count_per_rank);
+  // A transport without it says so instead of reducing wrongly (its buffers may be device
+  // memory, which a host-side fallback could not touch). Inline, like every default here: the
+  // NCCL library implements this interface without linking the MPI runtime.
+  virtual void reduce_scatter_sum(const float*, float*, size_t) {
+    throw Error(ErrorKind::runtime, "reduce_scatter_sum: not implemented by this communicator");
+  }
+  virtual void reduce_scatter_sum(const double*, double*, size_t) {
+    throw Error(ErrorKind::runtime, "reduce_scatter_sum: not implemented by this communicator");
+  }
   // Non-blocking forms, completed by wait(): the gradient reduction overlaps the backward with
   // them. A transport without non-blocking collectives runs them at once and returns null.
   virtual RequestPtr post_all_reduce_sum(float* buf, size_t count) {

@@ -1,6 +1,7 @@
 // nccl_smoke: single-GPU smoke test of the NCCL communicator (runtime/nccl), no MPI needed.
 //
-// Build: cmake --build build/cuda --target nccl_smoke      Run: build/cuda/bench/gpu/nccl_smoke
+// Build: cmake --build build/cuda --target nccl_smoke      Run: build/cuda/tests/runtime/nccl_smoke
+// (CTest: runtime.cuda.nccl_smoke in the cuda preset)
 // One process, one rank: init (non-blocking config), split, grouped send/recv to itself,
 // all-reduce, all-gather, broadcast, barrier, and the host-buffer rejection. Inputs are chosen
 // so results are exact; every check prints its #wrong elements and the program exits 1 when any
