@@ -7,10 +7,10 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <fstream>
 #include <memory>
 
 #include "cli/command.hpp"
+#include "core/atomic_file.hpp"
 #include "core/config_yaml.hpp"
 #include "core/error.hpp"
 #include "planner/cli_args.hpp"
@@ -31,6 +31,7 @@ struct ReportArgs {
 
 int run_report(const ReportArgs& a) {
   using namespace ringplan;
+  check_output_path(a.output, "-o");  // before the search: a bad path fails at once
   const Experiment e = load_experiment(a.experiment);
   planner::PlanSettings settings;
   settings.top_k = planner::parse_positive_flag("--top", a.top);
@@ -59,10 +60,7 @@ int run_report(const ReportArgs& a) {
   if (!a.run.empty()) d.run = report::load_run_result(a.run);
 
   const std::string html = report::render_html(d);
-  std::ofstream out(a.output, std::ios::binary);
-  out << html;
-  out.close();
-  if (!out) throw Error(ErrorKind::runtime, fmt::format("{}: cannot write the report", a.output));
+  write_file_atomic(a.output, html, "-o");
   std::fprintf(stderr, "wrote report of %zu candidates (chosen: %s %s) to %s\n", d.candidates.size(),
                planner::mesh_text(d.candidates[d.chosen].mesh).c_str(),
                planner::options_text(d.candidates[d.chosen].mesh, d.candidates[d.chosen].options).c_str(),

@@ -6,7 +6,9 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 
+#include "core/atomic_file.hpp"
 #include "core/config_yaml.hpp"
 #include "core/error.hpp"
 #include "core/units.hpp"
@@ -60,24 +62,25 @@ std::string plan_file_yaml(const Experiment& e, const sim::Prediction& p) {
   out << YAML::EndMap;
   if (!out.good())
     throw Error(ErrorKind::runtime, fmt::format("cannot emit plan file YAML: {}", out.GetLastError()));
-  return std::string(out.c_str()) + "\n";
+  // The end marker last: read_plan_file() refuses a copy that was cut short (core's check_not_cut).
+  return std::string(out.c_str()) + "\n" + kPlanEndMarker + "\n";
 }
 
 void write_plan_file(const std::string& path, const Experiment& e, const sim::Prediction& p) {
-  const std::string text = plan_file_yaml(e, p);
-  std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  if (!f) throw Error(ErrorKind::runtime, fmt::format("cannot open plan file '{}' for writing", path));
-  f << text;
-  f.close();
-  if (!f) throw Error(ErrorKind::runtime, fmt::format("cannot write plan file '{}'", path));
+  write_file_atomic(path, plan_file_yaml(e, p), "plan file");
 }
 
 PlanFile read_plan_file(const std::string& path) {
   if (!std::filesystem::is_regular_file(path))
     throw ConfigError(path, 0, "", "plan file not found (write one with `ringplan plan EXPERIMENT.yaml -o PLAN.yaml`)");
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw ConfigError(path, 0, "", "cannot open the plan file for reading");
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  // Before parsing: a cut file must be named as such, not by whatever its remains lack.
+  check_not_cut(text, path);
   YAML::Node root;
   try {
-    root = YAML::LoadFile(path);
+    root = YAML::Load(text);
   } catch (const YAML::ParserException& ex) {
     throw ConfigError(path, ex.mark.line + 1, "", fmt::format("not valid YAML: {}", ex.msg));
   }
