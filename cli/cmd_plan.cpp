@@ -39,7 +39,7 @@ int run_plan(const PlanArgs& a) {
                     "use --format table, or write a plan with -o and run `ringplan emit PLAN.yaml`");
   // A plan file that could never be written fails now, not after the search.
   if (!a.output.empty()) check_output_path(a.output, "-o");
-  const Experiment e = load_experiment(a.experiment);
+  const Experiment e = planner::load_experiment_or_plan(a.experiment);
   const planner::PlanResult r = planner::plan(e, settings);
 
   if (a.format == "json") {

@@ -14,6 +14,7 @@
 #include "core/config_yaml.hpp"
 #include "core/error.hpp"
 #include "planner/cli_args.hpp"
+#include "planner/plan_file.hpp"
 #include "planner/planner.hpp"
 #include "planner/report.hpp"
 #include "report/report_html.hpp"
@@ -32,7 +33,7 @@ struct ReportArgs {
 int run_report(const ReportArgs& a) {
   using namespace ringplan;
   check_output_path(a.output, "-o");  // before the search: a bad path fails at once
-  const Experiment e = load_experiment(a.experiment);
+  const Experiment e = planner::load_experiment_or_plan(a.experiment);
   planner::PlanSettings settings;
   settings.top_k = planner::parse_positive_flag("--top", a.top);
   settings.gpus = planner::experiment_gpus(e, a.gpus);

@@ -13,6 +13,7 @@
 #include "core/config_yaml.hpp"
 #include "core/error.hpp"
 #include "planner/cli_args.hpp"
+#include "planner/plan_file.hpp"
 #include "planner/report.hpp"
 #include "sim/cost_model.hpp"
 
@@ -33,7 +34,7 @@ int run_simulate(const SimulateArgs& a) {
   using namespace ringplan;
   using namespace ringplan::planner;
   if (!a.trace.empty()) check_output_path(a.trace, "--trace");
-  Experiment e = load_experiment(a.experiment);
+  Experiment e = load_experiment_or_plan(a.experiment);
   if (a.mesh_opt->count()) e.mesh = parse_mesh_spec("--mesh", a.mesh);
   if (!e.mesh)
     throw bad_input(fmt::format("{}: no mesh: give --mesh dp=D,tp=T,cp=C,pp=P or a `mesh:` in the experiment file "

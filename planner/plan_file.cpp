@@ -5,7 +5,9 @@
 #include <yaml-cpp/yaml.h>
 
 #include <filesystem>
+#include <cmath>
 #include <fstream>
+#include <set>
 #include <iterator>
 
 #include "core/atomic_file.hpp"
@@ -23,11 +25,37 @@ T read_scalar(const YAML::Node& map, const char* key, const std::string& file, c
   const std::string field = std::string("prediction.") + key;
   const YAML::Node n = map[key];
   if (!n) throw ConfigError(file, line_of(map), field, fmt::format("missing; expected {}", what_valid));
+  // A quoted scalar ("12") is text, as everywhere in core's configs, never a number or flag.
+  if (n.IsScalar() && n.Tag() == "!")
+    throw ConfigError(file, line_of(n), field, fmt::format("expected {}, got the quoted text \"{}\"", what_valid, n.Scalar()));
   try {
     return n.as<T>();
   } catch (const YAML::Exception&) {
     throw ConfigError(file, line_of(n), field,
                       fmt::format("expected {}, got '{}'", what_valid, n.IsScalar() ? n.Scalar() : "a non-scalar"));
+  }
+}
+
+// A recorded figure: finite and in [lo, hi] (the ranges hold every prediction sim::predict
+// makes: its inputs are bounded by core's config limits).
+double read_figure(const YAML::Node& map, const char* key, const std::string& file, const char* what, double lo,
+                   double hi) {
+  const double v = read_scalar<double>(map, key, file, what);
+  if (!std::isfinite(v) || v < lo || v > hi)
+    throw ConfigError(file, line_of(map[key]), std::string("prediction.") + key,
+                      fmt::format("{} is not valid; expected {}, finite, in [{:g}, {:g}]", map[key].Scalar(), what, lo,
+                                  hi));
+  return v;
+}
+
+// A mapping read with operator[] would silently take one of two equal keys: refuse them.
+void check_unique_keys(const YAML::Node& map, const std::string& file, const std::string& parent) {
+  std::set<std::string> seen;
+  for (const auto& kv : map) {
+    const std::string key = kv.first.IsScalar() ? kv.first.Scalar() : std::string();
+    if (!seen.insert(key).second)
+      throw ConfigError(file, line_of(kv.first), parent.empty() ? key : parent + "." + key,
+                        "appears twice; each key may appear once");
   }
 }
 
@@ -86,6 +114,7 @@ PlanFile read_plan_file(const std::string& path) {
   }
   if (!root.IsMap())
     throw ConfigError(path, line_of(root), "", "a plan file is a mapping with ringplan_plan, experiment and prediction");
+  check_unique_keys(root, path, "");
   const YAML::Node version = root["ringplan_plan"];
   if (!version)
     throw ConfigError(path, 1, "ringplan_plan",
@@ -113,19 +142,32 @@ PlanFile read_plan_file(const std::string& path) {
   if (!plan.experiment.mesh)
     throw ConfigError(path, line_of(root["experiment"]), "experiment.mesh",
                       "missing: a plan fixes its mesh (dp, tp, cp, pp)");
+  check_unique_keys(pred, path, "prediction");
   PlannedFigures& f = plan.predicted;
-  f.step_time_s = read_scalar<double>(pred, "step_time_s", path, "a time in seconds");
-  f.tokens_per_s = read_scalar<double>(pred, "tokens_per_s", path, "a rate in tokens/s");
-  f.tflops_per_device = read_scalar<double>(pred, "tflops_per_device", path, "a number of TFLOP/s");
-  f.mfu = read_scalar<double>(pred, "mfu", path, "a fraction in [0, 1]");
-  f.peak_memory_bytes = read_scalar<double>(pred, "peak_memory_gib", path, "a size in GiB") * units::gib_bytes;
-  f.capacity_bytes = read_scalar<double>(pred, "capacity_gib", path, "a size in GiB") * units::gib_bytes;
-  f.micro_batches = read_scalar<int64_t>(pred, "micro_batches", path, "an integer count");
-  f.fits = read_scalar<bool>(pred, "fits", path, "true or false");
+  f.step_time_s = read_figure(pred, "step_time_s", path, "a time in seconds", 1e-12, 1e12);
   if (!(f.step_time_s > 0))
     throw ConfigError(path, line_of(pred["step_time_s"]), "prediction.step_time_s",
                       fmt::format("must be > 0, got {}", f.step_time_s));
+  f.tokens_per_s = read_figure(pred, "tokens_per_s", path, "a rate in tokens/s", 0, 1e18);
+  f.tflops_per_device = read_figure(pred, "tflops_per_device", path, "a number of TFLOP/s", 0, 1e9);
+  f.mfu = read_figure(pred, "mfu", path, "a fraction of peak", 0, 1e3);
+  f.peak_memory_bytes = read_figure(pred, "peak_memory_gib", path, "a size in GiB", 0, 1e12) * units::gib_bytes;
+  f.capacity_bytes = read_figure(pred, "capacity_gib", path, "a size in GiB", 0, 1e12) * units::gib_bytes;
+  f.micro_batches = read_scalar<int64_t>(pred, "micro_batches", path, "an integer count");
+  if (f.micro_batches < 1 || f.micro_batches > (int64_t{1} << 31))
+    throw ConfigError(path, line_of(pred["micro_batches"]), "prediction.micro_batches",
+                      fmt::format("{} is not valid; expected an integer count in [1, 2^31]", f.micro_batches));
+  f.fits = read_scalar<bool>(pred, "fits", path, "true or false");
   return plan;
+}
+
+Experiment load_experiment_or_plan(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::string line;
+  // A plan file names its version at the top level (a line starting `ringplan_plan:`).
+  while (in && std::getline(in, line))
+    if (line.rfind("ringplan_plan:", 0) == 0) return read_plan_file(path).experiment;
+  return load_experiment(path);
 }
 
 }  // namespace ringplan::planner

@@ -53,4 +53,9 @@ void write_plan_file(const std::string& path, const Experiment& e, const sim::Pr
 // missing `experiment:` or mesh, or a missing/ill-typed `prediction:` figure.
 PlanFile read_plan_file(const std::string& path);
 
+// An experiment file (core's load_experiment), or a plan file read with every check of
+// read_plan_file (version, end marker, prediction), returning its experiment. Commands that
+// accept both (simulate, plan, report) use this, so a damaged plan is never half-read.
+Experiment load_experiment_or_plan(const std::string& path);
+
 }  // namespace ringplan::planner
