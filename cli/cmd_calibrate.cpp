@@ -49,6 +49,7 @@
 
 #include "cli/command.hpp"
 #include "cli/mpi_command.hpp"
+#include "core/atomic_file.hpp"
 #include "core/config_yaml.hpp"
 #include "core/error.hpp"
 #include "core/progress.hpp"
@@ -73,7 +74,8 @@ struct CalibrateArgs {
   int reps = 3;
   int threads = 1;
   std::string name = "calibrated_cpu";
-  double timeout_s = 0;
+  double timeout_s = 0;        // --timeout, used when timeout_given (else env RINGPLAN_TIMEOUT_S or 60 s)
+  bool timeout_given = false;  // every given value is checked: 0, negative and nan are errors
 };
 
 double seconds_since(clock_type::time_point t0) {
@@ -277,6 +279,41 @@ int64_t mem_total_bytes() {
   return 0;
 }
 
+// Bounds of the kernel shape. Per dimension they keep every product measure_kernels forms in
+// int64 (b*H*n*d <= 2^16 * 2^12 * 2^20 * 2^12 = 2^60, b*H*n*n <= 2^60); the byte limit keeps
+// one block size's buffers within what a calibration can sensibly allocate per rank.
+constexpr int64_t kMaxCalibrateBatch = int64_t{1} << 16;
+constexpr int64_t kMaxCalibrateHeads = int64_t{1} << 12;
+constexpr int64_t kMaxCalibrateHeadDim = int64_t{1} << 12;
+constexpr int64_t kMaxCalibrateTokens = int64_t{1} << 20;
+constexpr double kMaxCalibrateBufferBytes = 16.0 * (int64_t{1} << 30);
+
+// Throws bad_input naming the value and its limit when a shape is out of bounds, or when the
+// buffers of its largest block size (q, o, dO, dQ: b*H*n*d floats; k, v, dK, dV: b*Hkv*n*d;
+// lse, delta: b*H*n; materialised scores: b*H*n*n) would exceed kMaxCalibrateBufferBytes.
+void check_shape_fits(const CalibrateArgs& a) {
+  auto bound = [](const char* flag, int64_t v, int64_t limit) {
+    if (v > limit) throw bad_input(fmt::format("{} {}: must be at most {} for calibrate", flag, v, limit));
+  };
+  bound("--batch", a.batch, kMaxCalibrateBatch);
+  bound("--heads", a.heads, kMaxCalibrateHeads);
+  bound("--kv-heads", a.kv_heads, kMaxCalibrateHeads);
+  bound("--head-dim", a.head_dim, kMaxCalibrateHeadDim);
+  for (int64_t t : a.tokens) bound("--tokens", t, kMaxCalibrateTokens);
+  const double b = static_cast<double>(a.batch), h = static_cast<double>(a.heads),
+               hkv = static_cast<double>(a.kv_heads), d = static_cast<double>(a.head_dim);
+  for (int64_t t : a.tokens) {
+    const double n = static_cast<double>(t);
+    const double bytes = 4.0 * (4.0 * b * h * n * d + 4.0 * b * hkv * n * d + 2.0 * b * h * n + b * h * n * n);
+    if (bytes > kMaxCalibrateBufferBytes)
+      throw bad_input(fmt::format("calibrate: block size {} tokens with batch {}, heads {}, kv_heads {}, head_dim {} "
+                                  "needs {:.1f} GiB of buffers per rank (the materialised scores alone b*H*n*n = "
+                                  "{:.3g} floats); the limit is {:.0f} GiB: use smaller --tokens, --batch or --heads",
+                                  t, a.batch, a.heads, a.kv_heads, a.head_dim, bytes / (1 << 30), b * h * n * n,
+                                  kMaxCalibrateBufferBytes / (1 << 30)));
+  }
+}
+
 int calibrate_body(const CalibrateArgs& a0, runtime::MpiCommunicator& world) {
   CalibrateArgs a = a0;
   const bool root = world.rank() == 0;
@@ -306,7 +343,11 @@ int calibrate_body(const CalibrateArgs& a0, runtime::MpiCommunicator& world) {
   if (a.tokens.size() < 2) throw bad_input("--tokens: give at least two block sizes so the efficiency curve can be fitted");
   for (int64_t t : a.tokens)
     if (t < 1) throw bad_input(fmt::format("--tokens {}: block sizes must be >= 1", t));
+  check_shape_fits(a);
   if (a.reps < 1) throw bad_input(fmt::format("--reps {}: must be >= 1", a.reps));
+  cli::check_threads(a.threads);
+  // The profile is written by rank 0 after minutes of measurement: a path it cannot write fails now.
+  cli::check_output_on_root(world, a.output, "-o");
 
   const int64_t reserved_bytes = runtime::current_rss_bytes();
   const std::vector<int64_t> link_bytes = {int64_t{8}, int64_t{1} << 10, int64_t{64} << 10, int64_t{1} << 20,
@@ -440,13 +481,12 @@ int calibrate_body(const CalibrateArgs& a0, runtime::MpiCommunicator& world) {
   }
   YAML::Emitter out;
   write_cluster(out, c);
-  const std::string text = head.str() + out.c_str() + "\n";
+  // The end marker last: load_cluster() refuses a copy of this profile that was cut short.
+  const std::string text = head.str() + out.c_str() + "\n" + kProfileEndMarker + "\n";
   if (a.output.empty()) {
     std::fputs(text.c_str(), stdout);
   } else {
-    std::ofstream f(a.output);
-    if (!f) throw Error(ErrorKind::runtime, fmt::format("-o {}: cannot open for writing", a.output));
-    f << text;
+    write_file_atomic(a.output, text, "-o");
     std::fprintf(stderr,
                  "ringplan calibrate: wrote %s (flash %.2f GFLOP/s forward, %.2f backward asymptotic, ring link %.2f "
                  "GB/s, %.1f us)\n",
@@ -456,7 +496,7 @@ int calibrate_body(const CalibrateArgs& a0, runtime::MpiCommunicator& world) {
 }
 
 int calibrate_command(const CalibrateArgs& a) {
-  return cli::run_under_mpi(a.timeout_s, [&](runtime::MpiCommunicator& world) { return calibrate_body(a, world); });
+  return cli::run_under_mpi(a.timeout_given, a.timeout_s, [&](runtime::MpiCommunicator& world) { return calibrate_body(a, world); });
 }
 
 }  // namespace
@@ -473,8 +513,13 @@ RINGPLAN_COMMAND("calibrate", "Measure kernel throughput and links under mpirun;
                    app.add_option("--head-dim", a->head_dim, "Head dimension")->capture_default_str();
                    app.add_option("--batch", a->batch, "Micro-batch sequences")->capture_default_str();
                    app.add_option("--reps", a->reps, "Timed repetitions per point")->capture_default_str();
-                   app.add_option("--threads", a->threads, "Kernel threads per rank")->capture_default_str();
+                   app.add_option("--threads", a->threads, "Kernel threads per rank, 1..256")->capture_default_str();
                    app.add_option("--name", a->name, "Profile name")->capture_default_str();
-                   app.add_option("--timeout", a->timeout_s, "Fault timeout in seconds (default: env or 60)");
-                   return [a] { return calibrate_command(*a); };
+                   CLI::Option* timeout = app.add_option(
+                       "--timeout", a->timeout_s,
+                       "Fault timeout in seconds, finite and > 0 (default: env RINGPLAN_TIMEOUT_S, else 60)");
+                   return [=] {
+                     a->timeout_given = timeout->count() > 0;
+                     return calibrate_command(*a);
+                   };
                  });

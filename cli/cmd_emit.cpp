@@ -7,10 +7,10 @@
 #include <fmt/format.h>
 
 #include <cstdio>
-#include <fstream>
 #include <memory>
 
 #include "cli/command.hpp"
+#include "core/atomic_file.hpp"
 #include "core/error.hpp"
 #include "planner/plan_file.hpp"
 #include "planner/report.hpp"
@@ -45,6 +45,8 @@ int run_emit(const EmitArgs& a) {
     }
     options.torchtitan_target = *target;
   }
+  const bool to_file = !a.output.empty() && a.output != "-";
+  if (to_file) check_output_path(a.output, "-o");
   const planner::PlanFile plan = planner::read_plan_file(a.plan);
   const Experiment& e = plan.experiment;
   if (!e.mesh) throw bad_input(fmt::format("{}: the plan has no mesh", a.plan));
@@ -55,14 +57,11 @@ int run_emit(const EmitArgs& a) {
                                 planner::options_text(*e.mesh, e.options), why));
   }
   const std::string text = report::emit_plan(*format, e, sim::predict(e, *e.mesh, e.options), options);
-  if (a.output.empty() || a.output == "-") {
+  if (!to_file) {
     std::fputs(text.c_str(), stdout);
     return 0;
   }
-  std::ofstream out(a.output);
-  out << text;
-  out.close();
-  if (!out) throw Error(ErrorKind::runtime, fmt::format("{}: cannot write the {} settings", a.output, a.format));
+  write_file_atomic(a.output, text, "-o");
   std::fprintf(stderr, "wrote %s settings to %s\n", a.format.c_str(), a.output.c_str());
   return 0;
 }

@@ -18,7 +18,6 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -27,6 +26,7 @@
 #include <vector>
 
 #include "cli/command.hpp"
+#include "core/atomic_file.hpp"
 #include "core/config_yaml.hpp"
 #include "core/error.hpp"
 #include "planner/validation.hpp"
@@ -72,6 +72,7 @@ std::string source_of(const std::string& path) {
 }
 
 int fit_command(const FitArgs& a) {
+  if (!a.output.empty()) check_output_path(a.output, "-o");  // before the fit: a bad path fails at once
   // Cases, in path order (collect_cases keeps the order given; folders are walked sorted).
   std::vector<std::string> skipped;
   const std::vector<std::string> files = planner::collect_cases(a.paths, &skipped);
@@ -166,11 +167,8 @@ int fit_command(const FitArgs& a) {
       cases.size(), method, base.name, tr.mean_abs, tr.max_abs, ho.mean_abs, ho.max_abs);
   YAML::Emitter y;
   write_cluster(y, out_cluster);
-  if (!a.output.empty()) {
-    std::ofstream f(a.output);
-    if (!f) throw Error(ErrorKind::runtime, fmt::format("fit: -o {}: cannot open for writing", a.output));
-    f << head << y.c_str() << "\n";
-  }
+  // The end marker last: load_cluster() refuses a copy of this profile that was cut short.
+  if (!a.output.empty()) write_file_atomic(a.output, head + y.c_str() + "\n" + kProfileEndMarker + "\n", "-o");
 
   if (a.format == "json") {
     nlohmann::json j;

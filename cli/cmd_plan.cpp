@@ -8,6 +8,7 @@
 #include <memory>
 
 #include "cli/command.hpp"
+#include "core/atomic_file.hpp"
 #include "core/config_yaml.hpp"
 #include "core/error.hpp"
 #include "planner/cli_args.hpp"
@@ -36,7 +37,9 @@ int run_plan(const PlanArgs& a) {
   if (a.format == "json" && !a.emit.empty())
     throw bad_input("--emit prints launch settings as text and cannot be mixed into --format json; "
                     "use --format table, or write a plan with -o and run `ringplan emit PLAN.yaml`");
-  const Experiment e = load_experiment(a.experiment);
+  // A plan file that could never be written fails now, not after the search.
+  if (!a.output.empty()) check_output_path(a.output, "-o");
+  const Experiment e = planner::load_experiment_or_plan(a.experiment);
   const planner::PlanResult r = planner::plan(e, settings);
 
   if (a.format == "json") {

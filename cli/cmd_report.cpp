@@ -7,13 +7,14 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <fstream>
 #include <memory>
 
 #include "cli/command.hpp"
+#include "core/atomic_file.hpp"
 #include "core/config_yaml.hpp"
 #include "core/error.hpp"
 #include "planner/cli_args.hpp"
+#include "planner/plan_file.hpp"
 #include "planner/planner.hpp"
 #include "planner/report.hpp"
 #include "report/report_html.hpp"
@@ -31,7 +32,8 @@ struct ReportArgs {
 
 int run_report(const ReportArgs& a) {
   using namespace ringplan;
-  const Experiment e = load_experiment(a.experiment);
+  check_output_path(a.output, "-o");  // before the search: a bad path fails at once
+  const Experiment e = planner::load_experiment_or_plan(a.experiment);
   planner::PlanSettings settings;
   settings.top_k = planner::parse_positive_flag("--top", a.top);
   settings.gpus = planner::experiment_gpus(e, a.gpus);
@@ -59,10 +61,7 @@ int run_report(const ReportArgs& a) {
   if (!a.run.empty()) d.run = report::load_run_result(a.run);
 
   const std::string html = report::render_html(d);
-  std::ofstream out(a.output, std::ios::binary);
-  out << html;
-  out.close();
-  if (!out) throw Error(ErrorKind::runtime, fmt::format("{}: cannot write the report", a.output));
+  write_file_atomic(a.output, html, "-o");
   std::fprintf(stderr, "wrote report of %zu candidates (chosen: %s %s) to %s\n", d.candidates.size(),
                planner::mesh_text(d.candidates[d.chosen].mesh).c_str(),
                planner::options_text(d.candidates[d.chosen].mesh, d.candidates[d.chosen].options).c_str(),

@@ -21,7 +21,6 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <numeric>
@@ -29,6 +28,7 @@
 #include "cli/command.hpp"
 #include "cli/run_args.hpp"
 #include "cli/mpi_command.hpp"
+#include "core/atomic_file.hpp"
 #include "core/config_yaml.hpp"
 #include "core/error.hpp"
 #include "core/progress.hpp"
@@ -167,10 +167,12 @@ int run_body(const RunArgs& a, runtime::MpiCommunicator& world) {
                                 e.model.kv_heads, mesh.tp));
   if (a.iters < 1) throw bad_input(fmt::format("--iters {}: must be >= 1", a.iters));
   if (a.warmup < 0) throw bad_input(fmt::format("--warmup {}: must be >= 0", a.warmup));
-  if (a.threads < 1) throw bad_input(fmt::format("--threads {}: must be >= 1", a.threads));
+  cli::check_threads(a.threads);
   const ClusterConfig profile = a.profile.empty() ? e.cluster : load_cluster(a.profile);
   const std::string profile_label = a.profile.empty() ? fmt::format("the plan's cluster '{}'", e.cluster.name)
                                                       : fmt::format("profile {} ('{}')", a.profile, profile.name);
+  // The trace is written by rank 0 after the measurement: a path it cannot write fails now.
+  cli::check_output_on_root(world, a.trace, "--trace");
 
   runtime::RingLayerShape shape;
   shape.batch = e.options.micro_batch;
@@ -205,11 +207,7 @@ int run_body(const RunArgs& a, runtime::MpiCommunicator& world) {
 #endif
   progress.finish();
 
-  if (!a.trace.empty() && root) {
-    std::ofstream f(a.trace);
-    if (!f) throw Error(ErrorKind::runtime, fmt::format("--trace {}: cannot open for writing", a.trace));
-    f << runtime::chrome_trace_json(m.trace);
-  }
+  if (!a.trace.empty() && root) write_file_atomic(a.trace, runtime::chrome_trace_json(m.trace), "--trace");
   if (!root) return 0;
 
   std::vector<Row> rows = phase_rows("forward", m, true, pred.forward);
@@ -336,7 +334,7 @@ int run_body(const RunArgs& a, runtime::MpiCommunicator& world) {
 }
 
 int run_command(const RunArgs& a) {
-  return cli::run_under_mpi(a.timeout_s, [&](runtime::MpiCommunicator& world) {
+  return cli::run_under_mpi(a.timeout_given, a.timeout_s, [&](runtime::MpiCommunicator& world) {
     return a.scope == "attention" ? run_body(a, world) : cli::run_step_body(a, world);
   });
 }
@@ -370,14 +368,18 @@ RINGPLAN_COMMAND("run", "Run a plan under mpirun (whole training steps, or one a
                    app.add_option("--profile", a->profile,
                                   "Hardware profile YAML for the prediction (ringplan calibrate -o); "
                                   "default: the plan's cluster");
-                   app.add_option("--timeout", a->timeout_s,
-                                  "Seconds a rank may wait on a peer before the job is aborted "
-                                  "(default: env RINGPLAN_TIMEOUT_S, else 60)");
-                   app.add_option("--threads", a->threads, "Kernel threads per rank (cpu)")->capture_default_str();
+                   CLI::Option* timeout = app.add_option(
+                       "--timeout", a->timeout_s,
+                       "Seconds (finite, > 0) a rank may wait on a peer, in MPI start-up or teardown before the "
+                       "job is aborted (default: env RINGPLAN_TIMEOUT_S, else 60)");
+                   app.add_option("--threads", a->threads, "Kernel threads per rank (cpu), 1..256")->capture_default_str();
                    app.add_option("--device", a->device,
                                   "cpu: float32 CPU kernels over MPI; cuda: CUDA kernels over NCCL, one GPU per "
                                   "rank (builds with CUDA and NCCL); auto: cuda when available and suitable")
                        ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
                        ->capture_default_str();
-                   return [a] { return run_command(*a); };
+                   return [=] {
+                     a->timeout_given = timeout->count() > 0;
+                     return run_command(*a);
+                   };
                  });

@@ -7,13 +7,13 @@
 #include <cstdio>
 #include <memory>
 
-#include <fstream>
-
 #include "cli/command.hpp"
 #include "sim/ring_event_sim.hpp"
+#include "core/atomic_file.hpp"
 #include "core/config_yaml.hpp"
 #include "core/error.hpp"
 #include "planner/cli_args.hpp"
+#include "planner/plan_file.hpp"
 #include "planner/report.hpp"
 #include "sim/cost_model.hpp"
 
@@ -33,7 +33,8 @@ struct SimulateArgs {
 int run_simulate(const SimulateArgs& a) {
   using namespace ringplan;
   using namespace ringplan::planner;
-  Experiment e = load_experiment(a.experiment);
+  if (!a.trace.empty()) check_output_path(a.trace, "--trace");
+  Experiment e = load_experiment_or_plan(a.experiment);
   if (a.mesh_opt->count()) e.mesh = parse_mesh_spec("--mesh", a.mesh);
   if (!e.mesh)
     throw bad_input(fmt::format("{}: no mesh: give --mesh dp=D,tp=T,cp=C,pp=P or a `mesh:` in the experiment file "
@@ -68,8 +69,7 @@ int run_simulate(const SimulateArgs& a) {
     // in the event vocabulary of `ringplan run --trace`.
     if (e.mesh->cp <= 1) throw bad_input("--trace shows the ring of a CP group: the layout has cp=1, so there is no ring");
     const sim::RingSimulation ring = sim::simulate_ring(sim::ring_shape_for(e, *e.mesh, o), e.cluster, true);
-    std::ofstream f(a.trace);
-    if (!(f << sim::ring_trace_json(ring))) throw bad_input("cannot write trace file '" + a.trace + "'");
+    write_file_atomic(a.trace, sim::ring_trace_json(ring), "--trace");
     std::fprintf(stderr, "wrote ring trace (one layer, one CP group of %lld ranks) to %s\n",
                  static_cast<long long>(e.mesh->cp), a.trace.c_str());
   }

@@ -1,9 +1,11 @@
 // ringplan: plan, predict and validate context-parallel training layouts.
 // Sub-commands live in cli/cmd_*.cpp and register themselves (cli/command.hpp).
 #include <algorithm>
+#include <csignal>
 #include <cstdio>
 #include <exception>
 #include <functional>
+#include <system_error>
 
 #include "cli/command.hpp"
 #include "core/error.hpp"
@@ -17,6 +19,10 @@ std::vector<Command>& command_registry() {
 
 int main(int argc, char** argv) {
   using namespace ringplan;
+  // A write past `ulimit -f` raises SIGXFSZ, whose default action kills the process mid-file
+  // with no message. Ignored, the write fails with EFBIG and is reported like any other
+  // failed write (core/atomic_file.hpp: the destination keeps its old content).
+  std::signal(SIGXFSZ, SIG_IGN);
   CLI::App app{"ringplan: plan, predict and validate context-parallel (ring attention) training layouts"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "ringplan 0.1.0");
@@ -44,6 +50,10 @@ int main(int argc, char** argv) {
   } catch (const Error& e) {
     std::fprintf(stderr, "ringplan: error: %s\n", e.what());
     return e.kind() == ErrorKind::bad_input ? 2 : 1;
+  } catch (const std::system_error& e) {
+    // The system refused a resource (threads, memory maps): a runtime failure, not a bug.
+    std::fprintf(stderr, "ringplan: error: %s\n", e.what());
+    return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "ringplan: internal error: %s\n", e.what());
     return 1;

@@ -18,7 +18,8 @@ struct RunArgs {
   std::string format = "table";
   std::string trace;
   std::string profile;
-  double timeout_s = 0;  // 0: env RINGPLAN_TIMEOUT_S or 60 s
+  double timeout_s = 0;        // --timeout, used when timeout_given (else env RINGPLAN_TIMEOUT_S or 60 s)
+  bool timeout_given = false;  // every given value is checked: 0, negative and nan are errors
   int threads = 1;
   std::string device = "auto";
 };

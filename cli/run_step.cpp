@@ -28,10 +28,11 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "cli/mpi_command.hpp"
 #include "cli/run_args.hpp"
+#include "core/atomic_file.hpp"
 #include "core/config_yaml.hpp"
 #include "core/error.hpp"
 #include "core/progress.hpp"
@@ -91,7 +92,7 @@ int run_step_body(const RunArgs& a, runtime::MpiCommunicator& world) {
                                 world.size() == 1 ? "" : "s", mesh.world_size(), a.plan));
   if (a.steps < 1) throw bad_input(fmt::format("--steps {}: must be >= 1", a.steps));
   if (a.warmup < 0) throw bad_input(fmt::format("--warmup {}: must be >= 0", a.warmup));
-  if (a.threads < 1) throw bad_input(fmt::format("--threads {}: must be >= 1", a.threads));
+  check_threads(a.threads);
   if (a.layers < 0) throw bad_input(fmt::format("--layers {}: must be >= 1 (or omitted: the plan's model)", a.layers));
   if (a.device == "cuda")
     throw bad_input("--device cuda: the whole-step runtime runs on CPUs (float32, MPI); the CUDA path runs "
@@ -137,12 +138,9 @@ int run_step_body(const RunArgs& a, runtime::MpiCommunicator& world) {
           need / 1073741824.0, world.size(), world.size() == 1 ? "" : "s", avail / 1073741824.0));
   }
 
-  // Outputs are opened before the measurement, so a bad path fails at once.
-  std::ofstream trace_file;
-  if (!a.trace.empty() && root) {
-    trace_file.open(a.trace);
-    if (!trace_file) throw bad_input(fmt::format("--trace {}: cannot open for writing", a.trace));
-  }
+  // The trace is written by rank 0 after the measurement: a path it cannot write fails now, on
+  // every rank (check_output_on_root shares rank 0's verdict).
+  check_output_on_root(world, a.trace, "--trace");
 
   runtime::step::StepRunOptions opt;
   opt.steps = a.steps;
@@ -154,11 +152,7 @@ int run_step_body(const RunArgs& a, runtime::MpiCommunicator& world) {
   const runtime::step::StepMeasurement m = runtime::step::run_training_steps(world, spec, opt);
   progress.finish();
   if (!root) return 0;
-  if (!a.trace.empty()) {
-    trace_file << runtime::step::step_trace_json(m.events);
-    trace_file.close();
-    if (!trace_file) throw Error(ErrorKind::runtime, fmt::format("--trace {}: write failed", a.trace));
-  }
+  if (!a.trace.empty()) write_file_atomic(a.trace, runtime::step::step_trace_json(m.events), "--trace");
 
   // Measured step time and terms: per step the slowest rank, then the median over steps.
   std::vector<double> step_s;

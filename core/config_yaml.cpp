@@ -14,6 +14,8 @@
 #include <map>
 #include <set>
 #include <sstream>
+#include <string_view>
+#include <cstring>
 
 #include "core/error.hpp"
 #include "core/units.hpp"
@@ -46,6 +48,42 @@ std::string closest_name(const std::string& word, const std::vector<std::string>
   }
   size_t allowed = std::max<size_t>(2, best.size() / 3);
   return best_distance <= allowed ? best : std::string();
+}
+
+void check_not_cut(const std::string& text, const std::string& path) {
+  // Lines without their line break and trailing spaces or '\r' (a copy through Windows).
+  std::vector<std::string_view> lines;
+  for (size_t pos = 0; pos < text.size();) {
+    size_t nl = text.find('\n', pos);
+    if (nl == std::string::npos) nl = text.size();
+    std::string_view line(text.data() + pos, nl - pos);
+    while (!line.empty() && (line.back() == '\r' || line.back() == ' ' || line.back() == '\t')) line.remove_suffix(1);
+    lines.push_back(line);
+    pos = nl + 1;
+  }
+  const char* marker = nullptr;
+  const char* writer = nullptr;
+  if (!lines.empty() && lines.front().substr(0, std::strlen(kWrittenByPrefix)) == kWrittenByPrefix) {
+    marker = kProfileEndMarker;
+    writer = "`ringplan calibrate -o` or `ringplan fit -o`";
+  } else {
+    for (const auto& l : lines)
+      if (l.substr(0, 14) == "ringplan_plan:") {
+        marker = kPlanEndMarker;
+        writer = "`ringplan plan -o`";
+        break;
+      }
+  }
+  if (marker == nullptr) return;
+  for (const auto& l : lines)
+    if (l == marker) return;
+  // The cut is after the last line there is: name that line.
+  int last = static_cast<int>(lines.size());
+  while (last > 1 && lines[static_cast<size_t>(last - 1)].empty()) --last;
+  throw ConfigError(path, last, "",
+                    fmt::format("file ends without its final line `{}`: it was written by ringplan and then cut short "
+                                "(a full disk or an interrupted copy?); write it again with {}",
+                                marker, writer));
 }
 
 namespace {
@@ -311,7 +349,9 @@ std::string read_text(const std::string& path) {
   if (!in) throw ConfigError(path, 0, "", "cannot open file for reading");
   std::ostringstream ss;
   ss << in.rdbuf();
-  return ss.str();
+  std::string text = ss.str();
+  check_not_cut(text, path);
+  return text;
 }
 
 YAML::Node parse_text(const std::string& text, const std::string& file) {

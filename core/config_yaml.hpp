@@ -62,4 +62,18 @@ std::vector<std::string> find_experiments(const std::string& path_or_dir);
 // otherwise "". Used for "did you mean" hints (config keys, CLI values).
 std::string closest_name(const std::string& word, const std::vector<std::string>& candidates);
 
+// Files that ringplan writes end with a marker line, so that a copy cut short (a full disk, an
+// interrupted transfer) is refused instead of read as a smaller valid file: a profile cut
+// before an optional key (efficiency.collectives) would otherwise load with defaults.
+// A file claims to be written by ringplan when it has a top-level `ringplan_plan:` key (a plan
+// file) or its first line starts with kWrittenByPrefix (a profile of calibrate or fit). Such a
+// file must contain its end marker as a whole line (its last line when ringplan writes it);
+// hand-written configs make no claim and need no marker.
+inline constexpr const char* kPlanEndMarker = "# end of ringplan plan";
+inline constexpr const char* kProfileEndMarker = "# end of ringplan profile";
+inline constexpr const char* kWrittenByPrefix = "# Written by `ringplan";
+// Throws ConfigError "PATH:LAST_LINE: ..." when `text` (the content of `path`) claims to be
+// written by ringplan but lacks its end marker. Every loader of this header applies it.
+void check_not_cut(const std::string& text, const std::string& path);
+
 }  // namespace ringplan

@@ -11,6 +11,7 @@
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -116,8 +117,20 @@ void parallel_for(int64_t items, int64_t threads, Body&& body) {
       next.store(items);
     }
   };
+  // Invariant: no joinable std::thread is ever destroyed (that calls std::terminate). If the
+  // system refuses a thread (std::system_error: thread limit, address space), the workers
+  // already started are told to stop (next = items), joined, and the failure is rethrown as a
+  // std::system_error naming how many threads were asked for.
   std::vector<std::thread> pool;
-  for (int64_t t = 1; t < threads; ++t) pool.emplace_back(worker, t);
+  pool.reserve(static_cast<size_t>(threads - 1));
+  try {
+    for (int64_t t = 1; t < threads; ++t) pool.emplace_back(worker, t);
+  } catch (const std::system_error& e) {
+    next.store(items);
+    for (auto& th : pool) th.join();
+    throw std::system_error(e.code(), "cannot start kernel worker thread " + std::to_string(pool.size() + 1) + " of " +
+                                          std::to_string(threads) + " (use fewer threads)");
+  }
   worker(0);
   for (auto& th : pool) th.join();
   if (error) std::rethrow_exception(error);

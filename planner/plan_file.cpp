@@ -5,8 +5,12 @@
 #include <yaml-cpp/yaml.h>
 
 #include <filesystem>
+#include <cmath>
 #include <fstream>
+#include <set>
+#include <iterator>
 
+#include "core/atomic_file.hpp"
 #include "core/config_yaml.hpp"
 #include "core/error.hpp"
 #include "core/units.hpp"
@@ -21,11 +25,37 @@ T read_scalar(const YAML::Node& map, const char* key, const std::string& file, c
   const std::string field = std::string("prediction.") + key;
   const YAML::Node n = map[key];
   if (!n) throw ConfigError(file, line_of(map), field, fmt::format("missing; expected {}", what_valid));
+  // A quoted scalar ("12") is text, as everywhere in core's configs, never a number or flag.
+  if (n.IsScalar() && n.Tag() == "!")
+    throw ConfigError(file, line_of(n), field, fmt::format("expected {}, got the quoted text \"{}\"", what_valid, n.Scalar()));
   try {
     return n.as<T>();
   } catch (const YAML::Exception&) {
     throw ConfigError(file, line_of(n), field,
                       fmt::format("expected {}, got '{}'", what_valid, n.IsScalar() ? n.Scalar() : "a non-scalar"));
+  }
+}
+
+// A recorded figure: finite and in [lo, hi] (the ranges hold every prediction sim::predict
+// makes: its inputs are bounded by core's config limits).
+double read_figure(const YAML::Node& map, const char* key, const std::string& file, const char* what, double lo,
+                   double hi) {
+  const double v = read_scalar<double>(map, key, file, what);
+  if (!std::isfinite(v) || v < lo || v > hi)
+    throw ConfigError(file, line_of(map[key]), std::string("prediction.") + key,
+                      fmt::format("{} is not valid; expected {}, finite, in [{:g}, {:g}]", map[key].Scalar(), what, lo,
+                                  hi));
+  return v;
+}
+
+// A mapping read with operator[] would silently take one of two equal keys: refuse them.
+void check_unique_keys(const YAML::Node& map, const std::string& file, const std::string& parent) {
+  std::set<std::string> seen;
+  for (const auto& kv : map) {
+    const std::string key = kv.first.IsScalar() ? kv.first.Scalar() : std::string();
+    if (!seen.insert(key).second)
+      throw ConfigError(file, line_of(kv.first), parent.empty() ? key : parent + "." + key,
+                        "appears twice; each key may appear once");
   }
 }
 
@@ -60,29 +90,31 @@ std::string plan_file_yaml(const Experiment& e, const sim::Prediction& p) {
   out << YAML::EndMap;
   if (!out.good())
     throw Error(ErrorKind::runtime, fmt::format("cannot emit plan file YAML: {}", out.GetLastError()));
-  return std::string(out.c_str()) + "\n";
+  // The end marker last: read_plan_file() refuses a copy that was cut short (core's check_not_cut).
+  return std::string(out.c_str()) + "\n" + kPlanEndMarker + "\n";
 }
 
 void write_plan_file(const std::string& path, const Experiment& e, const sim::Prediction& p) {
-  const std::string text = plan_file_yaml(e, p);
-  std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  if (!f) throw Error(ErrorKind::runtime, fmt::format("cannot open plan file '{}' for writing", path));
-  f << text;
-  f.close();
-  if (!f) throw Error(ErrorKind::runtime, fmt::format("cannot write plan file '{}'", path));
+  write_file_atomic(path, plan_file_yaml(e, p), "plan file");
 }
 
 PlanFile read_plan_file(const std::string& path) {
   if (!std::filesystem::is_regular_file(path))
     throw ConfigError(path, 0, "", "plan file not found (write one with `ringplan plan EXPERIMENT.yaml -o PLAN.yaml`)");
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw ConfigError(path, 0, "", "cannot open the plan file for reading");
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  // Before parsing: a cut file must be named as such, not by whatever its remains lack.
+  check_not_cut(text, path);
   YAML::Node root;
   try {
-    root = YAML::LoadFile(path);
+    root = YAML::Load(text);
   } catch (const YAML::ParserException& ex) {
     throw ConfigError(path, ex.mark.line + 1, "", fmt::format("not valid YAML: {}", ex.msg));
   }
   if (!root.IsMap())
     throw ConfigError(path, line_of(root), "", "a plan file is a mapping with ringplan_plan, experiment and prediction");
+  check_unique_keys(root, path, "");
   const YAML::Node version = root["ringplan_plan"];
   if (!version)
     throw ConfigError(path, 1, "ringplan_plan",
@@ -110,19 +142,32 @@ PlanFile read_plan_file(const std::string& path) {
   if (!plan.experiment.mesh)
     throw ConfigError(path, line_of(root["experiment"]), "experiment.mesh",
                       "missing: a plan fixes its mesh (dp, tp, cp, pp)");
+  check_unique_keys(pred, path, "prediction");
   PlannedFigures& f = plan.predicted;
-  f.step_time_s = read_scalar<double>(pred, "step_time_s", path, "a time in seconds");
-  f.tokens_per_s = read_scalar<double>(pred, "tokens_per_s", path, "a rate in tokens/s");
-  f.tflops_per_device = read_scalar<double>(pred, "tflops_per_device", path, "a number of TFLOP/s");
-  f.mfu = read_scalar<double>(pred, "mfu", path, "a fraction in [0, 1]");
-  f.peak_memory_bytes = read_scalar<double>(pred, "peak_memory_gib", path, "a size in GiB") * units::gib_bytes;
-  f.capacity_bytes = read_scalar<double>(pred, "capacity_gib", path, "a size in GiB") * units::gib_bytes;
-  f.micro_batches = read_scalar<int64_t>(pred, "micro_batches", path, "an integer count");
-  f.fits = read_scalar<bool>(pred, "fits", path, "true or false");
+  f.step_time_s = read_figure(pred, "step_time_s", path, "a time in seconds", 1e-12, 1e12);
   if (!(f.step_time_s > 0))
     throw ConfigError(path, line_of(pred["step_time_s"]), "prediction.step_time_s",
                       fmt::format("must be > 0, got {}", f.step_time_s));
+  f.tokens_per_s = read_figure(pred, "tokens_per_s", path, "a rate in tokens/s", 0, 1e18);
+  f.tflops_per_device = read_figure(pred, "tflops_per_device", path, "a number of TFLOP/s", 0, 1e9);
+  f.mfu = read_figure(pred, "mfu", path, "a fraction of peak", 0, 1e3);
+  f.peak_memory_bytes = read_figure(pred, "peak_memory_gib", path, "a size in GiB", 0, 1e12) * units::gib_bytes;
+  f.capacity_bytes = read_figure(pred, "capacity_gib", path, "a size in GiB", 0, 1e12) * units::gib_bytes;
+  f.micro_batches = read_scalar<int64_t>(pred, "micro_batches", path, "an integer count");
+  if (f.micro_batches < 1 || f.micro_batches > (int64_t{1} << 31))
+    throw ConfigError(path, line_of(pred["micro_batches"]), "prediction.micro_batches",
+                      fmt::format("{} is not valid; expected an integer count in [1, 2^31]", f.micro_batches));
+  f.fits = read_scalar<bool>(pred, "fits", path, "true or false");
   return plan;
+}
+
+Experiment load_experiment_or_plan(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::string line;
+  // A plan file names its version at the top level (a line starting `ringplan_plan:`).
+  while (in && std::getline(in, line))
+    if (line.rfind("ringplan_plan:", 0) == 0) return read_plan_file(path).experiment;
+  return load_experiment(path);
 }
 
 }  // namespace ringplan::planner

@@ -8,6 +8,7 @@
 //   prediction:                       # what sim::predict said when the plan was made
 //     step_time_s, tokens_per_s, tflops_per_device, mfu, peak_memory_gib, capacity_gib,
 //     micro_batches, fits
+//   # end of ringplan plan            # last line: a file without it was cut short and is refused
 //
 // Because the experiment is under `experiment:`, core's load_experiment(path) reads a plan
 // file as an ordinary experiment with a fixed mesh.
@@ -43,12 +44,18 @@ PlannedFigures planned_figures(const sim::Prediction& p);
 
 // Text of a plan file for experiment `e` run with p.mesh and p.options.
 std::string plan_file_yaml(const Experiment& e, const sim::Prediction& p);
-// Writes plan_file_yaml() to `path`. Throws ringplan::Error (runtime) if it cannot be written.
+// Writes plan_file_yaml() to `path` whole or not at all (core/atomic_file.hpp). Throws
+// ringplan::Error (runtime) if it cannot be written.
 void write_plan_file(const std::string& path, const Experiment& e, const sim::Prediction& p);
 
 // Reads a plan file. Throws ConfigError (bad input) naming file, line and field for a missing
-// file, a missing or newer `ringplan_plan` version, a missing `experiment:` or mesh, or a
-// missing/ill-typed `prediction:` figure.
+// file, a file cut short (no end marker), a missing or newer `ringplan_plan` version, a
+// missing `experiment:` or mesh, or a missing/ill-typed `prediction:` figure.
 PlanFile read_plan_file(const std::string& path);
+
+// An experiment file (core's load_experiment), or a plan file read with every check of
+// read_plan_file (version, end marker, prediction), returning its experiment. Commands that
+// accept both (simulate, plan, report) use this, so a damaged plan is never half-read.
+Experiment load_experiment_or_plan(const std::string& path);
 
 }  // namespace ringplan::planner

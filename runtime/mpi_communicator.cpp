@@ -8,8 +8,11 @@
 #include <algorithm>
 #include <chrono>
 #include <climits>
+#include <cmath>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
+#include <mutex>
 #include <thread>
 
 #include "core/error.hpp"
@@ -55,13 +58,105 @@ bool poll_until(Test&& done, double timeout_s) {
 
 }  // namespace
 
-MpiSession::MpiSession(int* argc, char*** argv) {
+// A thread that ends the process when a phase (MPI start-up, teardown) outlasts its timeout.
+// It never calls MPI (MPI_THREAD_FUNNELED): it prints and calls _exit, which is safe however
+// the main thread is stuck. Invariant: at most one phase is armed at a time.
+class Watchdog {
+ public:
+  Watchdog() : thread_([this] { loop(); }) {}
+  ~Watchdog() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  Watchdog(const Watchdog&) = delete;
+  Watchdog& operator=(const Watchdog&) = delete;
+
+  // `rank` is a text because MPI cannot tell it before MPI_Init returns (then the launcher's
+  // environment does).
+  void arm(std::string phase, double timeout_s, std::string rank) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      phase_ = std::move(phase);
+      rank_ = std::move(rank);
+      timeout_s_ = timeout_s;
+      deadline_ = std::chrono::steady_clock::now() +
+                  std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::duration<double>(timeout_s));
+      armed_ = true;
+    }
+    cv_.notify_all();
+  }
+  void disarm() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    armed_ = false;
+  }
+
+ private:
+  void loop() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    while (!stop_) {
+      if (!armed_) {
+        cv_.wait(lock);
+        continue;
+      }
+      if (cv_.wait_until(lock, deadline_) == std::cv_status::timeout && armed_ && !stop_ &&
+          std::chrono::steady_clock::now() >= deadline_)
+        fire();
+    }
+  }
+  [[noreturn]] void fire() {
+    char host[256] = "?";
+    gethostname(host, sizeof host - 1);
+    std::fprintf(stderr,
+                 "ringplan: rank %s (host %s): timeout after %.1f s in %s; a rank is stalled or dead "
+                 "(limit: --timeout or env RINGPLAN_TIMEOUT_S); exiting\n",
+                 rank_.c_str(), host, timeout_s_, phase_.c_str());
+    std::fflush(stderr);
+    _exit(1);  // not exit(): the main thread is inside MPI, and atexit handlers would wait on it
+  }
+
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  bool armed_ = false, stop_ = false;
+  std::string phase_, rank_;
+  double timeout_s_ = 0;
+  std::chrono::steady_clock::time_point deadline_;
+  std::thread thread_;  // last: started once every member above is initialised
+};
+
+namespace {
+// This process's rank before MPI_Init has returned: the launcher's environment (OpenMPI,
+// PMIx, MPICH/PMI), else "?".
+std::string launcher_rank() {
+  for (const char* var : {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"})
+    if (const char* v = std::getenv(var); v != nullptr && *v != '\0') return v;
+  return "?";
+}
+}  // namespace
+
+MpiSession::MpiSession(int* argc, char*** argv, double timeout_s) {
   int initialized = 0;
   MPI_Initialized(&initialized);
   if (initialized) return;
+  if (timeout_s > 0) {
+    timeout_s_ = timeout_s;
+  } else {
+    try {
+      timeout_s_ = default_timeout_s();
+    } catch (const Error&) {
+      timeout_s_ = 60.0;  // the caller reports the bad variable once MPI is up (cli/mpi_command.hpp)
+    }
+  }
+  watchdog_ = std::make_unique<Watchdog>();
+  watchdog_->arm("MPI start-up (MPI_Init)", timeout_s_, launcher_rank());
   int provided = 0;
-  // Only the main thread calls MPI (kernels may use threads internally, never MPI).
-  check_mpi(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided), "MPI_Init_thread");
+  // Only the main thread calls MPI (kernels and the watchdog may use threads, never MPI).
+  const int rc = MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
+  watchdog_->disarm();
+  check_mpi(rc, "MPI_Init_thread");
   owns_ = true;
 }
 
@@ -69,7 +164,19 @@ MpiSession::~MpiSession() {
   if (!owns_) return;
   int finalized = 0;
   MPI_Finalized(&finalized);
-  if (!finalized) MPI_Finalize();
+  if (finalized) return;
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  watchdog_->arm("MPI teardown (MPI_Finalize)", timeout_s_, std::to_string(rank));
+  MPI_Finalize();
+  watchdog_->disarm();
+}
+
+double check_timeout_s(double t, const std::string& source) {
+  if (!std::isfinite(t) || t <= 0.0 || t > kMaxTimeoutS)
+    throw bad_input(fmt::format("{} {}: must be a finite number of seconds in (0, {:g}] (e.g. 60)", source, t,
+                                kMaxTimeoutS));
+  return t;
 }
 
 double default_timeout_s() {
@@ -77,8 +184,9 @@ double default_timeout_s() {
   if (env == nullptr || *env == '\0') return 60.0;
   char* end = nullptr;
   const double t = std::strtod(env, &end);
-  if (end == env || *end != '\0' || !(t > 0.0))
-    throw bad_input(fmt::format("RINGPLAN_TIMEOUT_S='{}': must be a number of seconds > 0 (e.g. 60)", env));
+  if (end == env || *end != '\0' || !std::isfinite(t) || t <= 0.0 || t > kMaxTimeoutS)
+    throw bad_input(fmt::format("RINGPLAN_TIMEOUT_S='{}': must be a finite number of seconds in (0, {:g}] (e.g. 60)",
+                                env, kMaxTimeoutS));
   return t;
 }
 

@@ -5,7 +5,8 @@
 // When a peer is dead or stalled past timeout_s(), the waiting rank prints
 //   "ringplan: rank 0 (host vm): timeout after 3.0 s waiting for recv from rank 2 (host vm) ..."
 // to stderr and calls MPI_Abort, which makes mpirun stop every rank: no rank ever hangs.
-// The timeout defaults to env RINGPLAN_TIMEOUT_S (else 60 s); CLI flags override it.
+// The timeout defaults to env RINGPLAN_TIMEOUT_S (else 60 s); CLI flags override it. MPI
+// start-up and teardown are guarded by the same timeout (MpiSession's watchdog).
 //
 // Usage:
 //   ringplan::runtime::MpiSession mpi(&argc, &argv);   // MPI_Init_thread .. MPI_Finalize
@@ -21,21 +22,41 @@
 
 namespace ringplan::runtime {
 
+class Watchdog;
+
 // RAII for MPI_Init / MPI_Finalize. Safe to construct when MPI is already initialised
 // (then it does not finalise).
+//
+// Start-up and teardown are guarded by a watchdog thread: MPI_Init and MPI_Finalize wait for
+// every rank (OpenMPI exchanges connection data, then fences), and no MPI call can time out
+// there, so one rank stopped or stalled in start-up or before its MPI_Finalize would hang the
+// whole job forever. If MPI_Init_thread or MPI_Finalize has not returned within `timeout_s`
+// (<= 0: default_timeout_s(), or 60 s when the environment's value is invalid), the watchdog
+// prints "ringplan: rank R (host H): timeout after T s in MPI start-up; ..." (or "teardown")
+// and ends the process with _exit(1); mpirun then stops every rank.
 class MpiSession {
  public:
-  MpiSession(int* argc, char*** argv);
+  MpiSession(int* argc, char*** argv, double timeout_s = 0);
   ~MpiSession();
   MpiSession(const MpiSession&) = delete;
   MpiSession& operator=(const MpiSession&) = delete;
 
  private:
   bool owns_ = false;
+  double timeout_s_ = 60.0;
+  std::unique_ptr<Watchdog> watchdog_;
 };
 
-// Default fault timeout: env RINGPLAN_TIMEOUT_S if set (must be a number > 0, else
-// bad_input naming the variable), otherwise 60 s.
+// The largest fault timeout: 10^6 s (11.6 days) keeps every deadline far inside the clocks'
+// range; a larger value would mean "never", which is what the timeout exists to prevent.
+inline constexpr double kMaxTimeoutS = 1e6;
+
+// Returns `t` when it is a finite number of seconds in (0, kMaxTimeoutS]; otherwise throws
+// bad_input naming `source` (a flag or variable, e.g. "--timeout") and the valid range.
+double check_timeout_s(double t, const std::string& source);
+
+// Default fault timeout: env RINGPLAN_TIMEOUT_S if set (must be a finite number of seconds in
+// (0, kMaxTimeoutS], else bad_input naming the variable), otherwise 60 s.
 double default_timeout_s();
 
 class MpiCommunicator final : public Communicator {

@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -42,11 +43,19 @@ std::string slurp(const std::string& p) {
   return std::string(std::istreambuf_iterator<char>(f), {});
 }
 
-// Runs `ringplan ARGS` (args are shell words, already quoted where needed).
-Result ringplan(const std::string& args) {
+// The binary under test: env RINGPLAN_TEST_BIN when set (to run these tests against another
+// build, e.g. an older one for before/after evidence), else the one this build made.
+std::string ringplan_bin() {
+  const char* env = std::getenv("RINGPLAN_TEST_BIN");
+  return env != nullptr && *env != '\0' ? env : RINGPLAN_BIN;
+}
+
+// Runs `PREFIX 'ringplan' ARGS` in a shell (args are shell words, already quoted where needed;
+// prefix e.g. "ulimit -f 1;").
+Result ringplan_after(const std::string& prefix, const std::string& args) {
   TempDir tmp;
   const std::string err_file = tmp.file("stderr.txt");
-  const std::string cmd = std::string("'") + RINGPLAN_BIN + "' " + args + " 2>'" + err_file + "'";
+  const std::string cmd = "(" + prefix + " '" + ringplan_bin() + "' " + args + ") 2>'" + err_file + "'";
   Result r;
   FILE* p = popen(cmd.c_str(), "r");
   REQUIRE(p != nullptr);
@@ -58,6 +67,9 @@ Result ringplan(const std::string& args) {
   r.err = slurp(err_file);
   return r;
 }
+
+// Runs `ringplan ARGS`.
+Result ringplan(const std::string& args) { return ringplan_after("", args); }
 
 bool has(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
@@ -306,4 +318,60 @@ TEST_CASE("simulate --trace writes the event simulator's ring timeline, cp=1 has
   const Result b = ringplan("simulate " + exp + " --mesh dp=32,tp=2,cp=1,pp=1 --trace '" + tmp.file("none.json") + "'");
   CHECK(b.rc == 2);
   CHECK(has(b.err, "cp=1"));
+}
+
+TEST_CASE("plan -o stopped by the file size limit keeps the old plan and exits 1 naming the path") {
+  TempDir tmp;
+  const std::string plan_path = tmp.file("existing.yaml");
+  const std::string exp = "'" + kConfigs + "default.yaml'";
+  REQUIRE(ringplan("plan " + exp + " --top 1 -o '" + plan_path + "'").rc == 0);
+  const std::string good = slurp(plan_path);
+  REQUIRE(good.size() > 1024);
+  // Before: SIGXFSZ killed ringplan mid-write and left a 1 KiB fragment that simulate accepted.
+  const Result r = ringplan_after("ulimit -f 1;", "plan " + exp + " --top 1 -o '" + plan_path + "'");
+  CHECK(r.rc == 1);
+  CHECK_MESSAGE(has(r.err, plan_path + ": cannot write: write: File too large"), r.err);
+  CHECK(slurp(plan_path) == good);
+  CHECK(std::distance(fs::directory_iterator(tmp.path), fs::directory_iterator{}) == 1);  // no temporary left
+}
+
+TEST_CASE("a plan file cut short is refused with file:line by simulate and emit") {
+  TempDir tmp;
+  const std::string plan_path = tmp.file("plan.yaml"), cut_path = tmp.file("cut.yaml");
+  REQUIRE(ringplan("plan '" + kConfigs + "default.yaml' --top 1 -o '" + plan_path + "'").rc == 0);
+  const std::string text = slurp(plan_path);
+  CHECK(has(text, "\n# end of ringplan plan\n"));
+  // Cut just before `fits:`: the rest is still a valid plan YAML.
+  std::ofstream(cut_path) << text.substr(0, text.find("  fits:"));
+  for (const std::string& cmd : {"simulate '" + cut_path + "'", "emit '" + cut_path + "' --format megatron"}) {
+    const Result r = ringplan(cmd);
+    CHECK_MESSAGE(r.rc == 2, cmd);
+    CHECK_MESSAGE(has(r.err, cut_path + ":"), r.err);
+    CHECK_MESSAGE(has(r.err, "cut short"), r.err);
+  }
+}
+
+TEST_CASE("outputs that cannot be written: a missing folder exits 2 before work, /dev/full exits 1") {
+  TempDir tmp;
+  const std::string exp = "'" + kConfigs + "default.yaml'";
+  const std::string plan_path = tmp.file("plan.yaml");
+  REQUIRE(ringplan("plan " + exp + " --top 1 -o '" + plan_path + "'").rc == 0);
+  const std::string missing = tmp.file("no/such/out");
+  for (const std::string& cmd :
+       {"plan " + exp + " -o '" + missing + "'", "report " + exp + " -o '" + missing + "'",
+        "emit '" + plan_path + "' --format megatron -o '" + missing + "'",
+        "simulate '" + plan_path + "' --trace '" + missing + "'"}) {
+    const Result r = ringplan(cmd);
+    CHECK_MESSAGE(r.rc == 2, cmd, r.err);
+    CHECK_MESSAGE(has(r.err, missing + ": cannot write: folder"), cmd, r.err);
+    CHECK_MESSAGE(r.out.empty(), cmd);  // refused before the search or prediction printed anything
+  }
+  for (const std::string& cmd :
+       {"plan " + exp + " -o /dev/full", "report " + exp + " -o /dev/full",
+        "emit '" + plan_path + "' --format megatron -o /dev/full", "simulate '" + plan_path + "' --trace /dev/full"}) {
+    const Result r = ringplan(cmd);
+    CHECK_MESSAGE(r.rc == 1, cmd, r.err);
+    CHECK_MESSAGE(has(r.err, "/dev/full: cannot write: write: No space left on device"), cmd, r.err);
+  }
+  CHECK(fs::is_character_file("/dev/full"));
 }

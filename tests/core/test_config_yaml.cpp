@@ -371,7 +371,8 @@ TEST_CASE("plan files: the embedded experiment loads back and other keys are the
       << YAML::EndMap;
   out << YAML::EndMap;
   REQUIRE(out.good());
-  std::string plan = dir.write("out/plan.yaml", out.c_str());
+  // A plan file (it claims `ringplan_plan`) ends with its end marker (core's check_not_cut).
+  std::string plan = dir.write("out/plan.yaml", std::string(out.c_str()) + "\n" + kPlanEndMarker + "\n");
   Experiment back = load_experiment(plan);
   check_same(e, back);
   CHECK(back.path == plan);

@@ -128,7 +128,7 @@ TEST_CASE("plan file: malformed files name the field and what is valid") {
   CHECK(bad_type.find("badtype.yaml:") != std::string::npos);  // file:line
   CHECK(error_of(dir.file("nofield.yaml", replace(text, "tokens_per_s:", "tokens_per_sec:")))
             .find("prediction.tokens_per_s: missing") != std::string::npos);
-  CHECK(error_of(dir.file("noexp.yaml", "ringplan_plan: 1\nprediction: {step_time_s: 1}\n")).find("experiment: missing") !=
+  CHECK(error_of(dir.file("noexp.yaml", "ringplan_plan: 1\nprediction: {step_time_s: 1}\n# end of ringplan plan\n")).find("experiment: missing") !=
         std::string::npos);
   // A well-formed experiment without a mesh is not a plan.
   Experiment nomesh = e;
@@ -141,6 +141,17 @@ TEST_CASE("plan file: malformed files name the field and what is valid") {
     pos = nl + 1;
   }
   exp_text += "prediction: {step_time_s: 1, tokens_per_s: 1, tflops_per_device: 1, mfu: 0.1, peak_memory_gib: 1, "
-              "capacity_gib: 2, micro_batches: 1, fits: true}\n";
+              "capacity_gib: 2, micro_batches: 1, fits: true}\n# end of ringplan plan\n";
   CHECK(error_of(dir.file("nomesh.yaml", exp_text)).find("experiment.mesh: missing") != std::string::npos);
+  // Recorded figures are finite numbers in range, unquoted, and each key appears once.
+  CHECK(error_of(dir.file("nanmfu.yaml", replace(text, "mfu: ", "mfu: .nan #"))).find("prediction.mfu: .nan is not valid") !=
+        std::string::npos);
+  CHECK(error_of(dir.file("quoted.yaml", replace(text, "micro_batches: ", "micro_batches: \"12\" #")))
+            .find("got the quoted text \"12\"") != std::string::npos);
+  CHECK(error_of(dir.file("dup.yaml", replace(text, "  fits:", "  mfu: 0.5\n  fits:"))).find("prediction.mfu: appears twice") !=
+        std::string::npos);
+  // Cut short anywhere before its last line (here: before `fits:`), a plan is refused as such.
+  const std::string cut = error_of(dir.file("cut.yaml", text.substr(0, text.find("  fits:"))));
+  CHECK(cut.find("cut.yaml:") != std::string::npos);
+  CHECK(cut.find("file ends without its final line `# end of ringplan plan`") != std::string::npos);
 }

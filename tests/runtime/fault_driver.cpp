@@ -8,6 +8,11 @@
 //          must stop the job and name the process.
 //   ring   ring attention forward/backward; the victim sleeps before its third iteration. The
 //          ring stalls behind it and the job must stop within the timeout.
+//   stall_init      the victim sleeps 600 s before MPI_Init (as a rank stopped during start-up):
+//                   the others wait in MPI_Init, where no MPI call can time out; MpiSession's
+//                   watchdog must end them within the timeout ("in MPI start-up").
+//   stall_finalize  the victim sleeps 600 s after the exchanges, before MPI_Finalize: the others
+//                   wait in MPI_Finalize; the watchdog must end them ("in MPI teardown").
 // Exits 0 only if no fault happened (which the test script treats as a failure).
 #include <unistd.h>
 
@@ -29,14 +34,21 @@ using namespace ringplan;
 // the preset's ASAN_OPTIONS). Every other ASan/UBSan check stays on. Unused without ASan.
 extern "C" const char* __asan_default_options() { return "detect_leaks=0"; }
 
+// This rank before MPI_Init: mpirun's environment.
+int launcher_rank() {
+  const char* v = std::getenv("OMPI_COMM_WORLD_RANK");
+  return v != nullptr ? std::atoi(v) : -1;
+}
+
 int main(int argc, char** argv) {
-  runtime::MpiSession mpi(&argc, &argv);
   if (argc != 3) {
-    std::fprintf(stderr, "usage: ringplan_fault_driver stall|exit|ring VICTIM\n");
+    std::fprintf(stderr, "usage: ringplan_fault_driver stall|exit|ring|stall_init|stall_finalize VICTIM\n");
     return 2;
   }
   const std::string mode = argv[1];
   const int victim = std::atoi(argv[2]);
+  if (mode == "stall_init" && launcher_rank() == victim) std::this_thread::sleep_for(std::chrono::seconds(600));
+  runtime::MpiSession mpi(&argc, &argv);
   auto world = runtime::MpiCommunicator::world();
   const int P = world->size(), r = world->rank();
   auto stall_or_exit = [&](int it) {
@@ -44,6 +56,22 @@ int main(int argc, char** argv) {
     if (mode == "exit") _exit(3);
     std::this_thread::sleep_for(std::chrono::seconds(600));
   };
+  if (mode == "stall_init" || mode == "stall_finalize") {
+    std::vector<int64_t> in(static_cast<size_t>(P));
+    std::vector<runtime::RequestPtr> reqs;
+    int64_t out = r;
+    for (int q = 0; q < P; ++q)
+      if (q != r) reqs.push_back(world->post_recv(&in[static_cast<size_t>(q)], sizeof(int64_t), q, 1));
+    for (int q = 0; q < P; ++q)
+      if (q != r) reqs.push_back(world->post_send(&out, sizeof(int64_t), q, 1));
+    world->wait_all(reqs);
+    world.reset();  // MPI_Comm_free before the session's MPI_Finalize
+    if (mode == "stall_finalize" && r == victim) std::this_thread::sleep_for(std::chrono::seconds(600));
+    // stall_init reaching here means start-up completed although the victim slept: a failure
+    // is reported by exit 0 below (the test requires a non-zero exit).
+    std::printf("rank %d: no fault happened\n", r);
+    return 0;
+  }
   if (mode == "stall" || mode == "exit") {
     std::vector<int64_t> in(static_cast<size_t>(P));
     for (int it = 0; it < 10; ++it) {
@@ -71,7 +99,7 @@ int main(int argc, char** argv) {
       ring.backward(x.data(), x.data(), x.data(), out.data(), lse.data(), x.data(), dq.data(), dk.data(), dv.data());
     }
   } else {
-    std::fprintf(stderr, "unknown mode '%s': use stall, exit or ring\n", mode.c_str());
+    std::fprintf(stderr, "unknown mode '%s': use stall, exit, ring, stall_init or stall_finalize\n", mode.c_str());
     return 2;
   }
   std::printf("rank %d: no fault happened\n", r);

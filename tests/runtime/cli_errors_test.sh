@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Bad input and unwritable outputs of `ringplan run` / `ringplan calibrate` under mpirun: each
+# must end at once (no measurement, no hang) with the stated exit code and a message naming
+# the flag or variable and what is valid.
+# Usage: cli_errors_test.sh MPIEXEC "MPI_FLAGS" RINGPLAN PLAN_CP2 WORKDIR
+#   exit 2: --timeout -1/0/nan, RINGPLAN_TIMEOUT_S=inf/-1, --threads 0/1000, calibrate --batch
+#           2^62, --trace or -o into a missing folder (rank 0's check reaches every rank);
+#   exit 1: --trace /dev/full, calibrate -o /dev/full (the write fails after the measurement).
+set -u
+mpiexec=$1; flags=$2; ringplan=$3; plan=$4; work=$5
+mkdir -p "$work"
+fail=0
+cal=(calibrate --tokens 32,64 --reps 1 --heads 4 --kv-heads 1 --head-dim 32)
+# expect RC REGEX [ENV=VALUE] -- ARGS...: runs `mpirun -np 2 ringplan ARGS` (60 s at most).
+expect() {
+  local want=$1 regex=$2; shift 2
+  local envs=()
+  while [ "$1" != "--" ]; do envs+=("$1"); shift; done
+  shift
+  # shellcheck disable=SC2086
+  env "${envs[@]}" timeout 60 "$mpiexec" -np 2 $flags "$ringplan" "$@" > "$work/out.log" 2>&1
+  local rc=$?
+  if [ $rc -ne "$want" ] || ! grep -Eq -e "$regex" "$work/out.log"; then
+    echo "FAIL: ringplan $* ${envs[*]}: exit $rc (want $want), output must match /$regex/:"; cat "$work/out.log"; fail=1
+  else
+    echo "ok: ringplan $* ${envs[*]} -> exit $rc"
+  fi
+}
+step=(run "$plan" --steps 1 --warmup 0)
+attn=(run "$plan" --scope attention --iters 1 --warmup 0)
+for t in -1 0 nan; do
+  expect 2 "ringplan: error: --timeout $t: must be a finite number of seconds in \(0, 1e\+06\]" -- "${step[@]}" --timeout $t
+done
+expect 2 "ringplan: error: --timeout nan: must be a finite number of seconds" -- "${cal[@]}" --timeout nan
+expect 2 "RINGPLAN_TIMEOUT_S='inf': must be a finite number of seconds" RINGPLAN_TIMEOUT_S=inf -- "${step[@]}"
+expect 2 "RINGPLAN_TIMEOUT_S='-1': must be a finite number of seconds" RINGPLAN_TIMEOUT_S=-1 -- "${cal[@]}"
+expect 2 "ringplan: error: --threads 0: must be in 1\.\.256" -- "${cal[@]}" --threads 0
+expect 2 "ringplan: error: --threads 1000: must be in 1\.\.256" -- "${attn[@]}" --threads 1000
+expect 2 "ringplan: error: --batch 4611686018427387904: must be at most 65536" -- "${cal[@]}" --batch 4611686018427387904
+expect 2 "ringplan: error: calibrate: block size 65536 tokens .* the limit is 16 GiB" -- "${cal[@]}" --tokens 32,65536
+expect 2 "ringplan: error: --trace /nonexistent/t.json: cannot write: folder '/nonexistent'" -- "${step[@]}" --trace /nonexistent/t.json
+expect 2 "ringplan: error: --trace /nonexistent/t.json: cannot write: folder '/nonexistent'" -- "${attn[@]}" --trace /nonexistent/t.json
+expect 2 "ringplan: error: -o /nonexistent/p.yaml: cannot write: folder '/nonexistent'" -- "${cal[@]}" -o /nonexistent/p.yaml
+expect 1 "--trace /dev/full: cannot write: write: No space left on device" -- "${attn[@]}" --trace /dev/full
+expect 1 "--trace /dev/full: cannot write: write: No space left on device" -- "${step[@]}" --trace /dev/full
+expect 1 "-o /dev/full: cannot write: write: No space left on device" -- "${cal[@]}" -o /dev/full
+[ $fail -eq 0 ] && echo "cli_errors_test: PASS"
+exit $fail
