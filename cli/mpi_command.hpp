@@ -4,6 +4,7 @@
 #include <mpi.h>
 
 #include <cstdint>
+#include <cstdio>
 #include <exception>
 #include <functional>
 #include <string>
@@ -20,7 +21,8 @@ namespace ringplan::cli {
 // seconds in (0, runtime::kMaxTimeoutS] (bad input otherwise: exit 2). It is resolved before
 // MPI starts because the watchdog of MPI start-up and teardown (runtime::MpiSession) uses it.
 // Bad input is detected identically on every rank before any communication: rank 0 alone
-// reports it (rethrows: main exits 2) and every other rank returns 2 quietly. A runtime
+// reports it and every rank exits 2 after a barrier (mpirun aborts the whole job as soon as one
+// rank exits non-zero, so no rank may leave before rank 0 has printed the reason). A runtime
 // failure may strike one rank only, and the others would wait for it forever: abort the job.
 inline int run_under_mpi(bool timeout_given, double timeout_flag_s,
                          const std::function<int(runtime::MpiCommunicator&)>& body) {
@@ -33,21 +35,28 @@ inline int run_under_mpi(bool timeout_given, double timeout_flag_s,
     bad_timeout = std::current_exception();  // reported once MPI tells which rank is rank 0
   }
   runtime::MpiSession mpi(nullptr, nullptr, timeout_s);
-  if (bad_timeout) {
-    int rank = 0;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    if (rank != 0) return 2;
-    std::rethrow_exception(bad_timeout);
-  }
   auto world = runtime::MpiCommunicator::world();
   world->set_timeout_s(timeout_s);
+  // Every rank holds the same bad-input verdict: rank 0 prints it, then all leave together.
+  auto bad_input_exit = [&world](const char* what) {
+    if (world->rank() == 0) {
+      std::fprintf(stderr, "ringplan: error: %s\n", what);
+      std::fflush(stderr);
+    }
+    world->barrier();
+    return 2;
+  };
+  if (bad_timeout) {
+    try {
+      std::rethrow_exception(bad_timeout);
+    } catch (const Error& err) {
+      return bad_input_exit(err.what());
+    }
+  }
   try {
     return body(*world);
   } catch (const Error& err) {
-    if (err.kind() == ErrorKind::bad_input) {
-      if (world->rank() != 0) return 2;
-      throw;
-    }
+    if (err.kind() == ErrorKind::bad_input) return bad_input_exit(err.what());
     world->abort(err.what());
   } catch (const std::system_error& err) {
     // The system refused a resource (threads, memory maps): a runtime failure, not a bug.
