@@ -133,8 +133,17 @@ struct ClusterConfig {
   // kDefaultMemoryBandwidthEfficiency.
   double memory_bandwidth_efficiency = kDefaultMemoryBandwidthEfficiency;
   // Collectives' achieved bus bandwidth against the group's link (optional YAML key
-  // efficiency.collectives; `ringplan calibrate` measures it).
+  // efficiency.collectives; `ringplan calibrate` measures it on the intra-node link). It applies
+  // to groups inside a node, and to groups across nodes unless inter_node_collectives is set.
   CollectiveEfficiency collectives;
+  // Bus-bandwidth efficiency of collectives whose inter-node part runs over inter_node (NICs),
+  // against inter_node.bandwidth (optional YAML key efficiency.collectives_inter_node, same form
+  // as efficiency.collectives). Unset (has_inter_node_collectives false): `collectives` is used.
+  CollectiveEfficiency inter_node_collectives;
+  bool has_inter_node_collectives = false;
+  const CollectiveEfficiency& collectives_on(bool across_nodes) const {
+    return across_nodes && has_inter_node_collectives ? inter_node_collectives : collectives;
+  }
   double peak_flops_per_s(DType t) const;
   int64_t gpus() const { return gpus_per_node * nodes; }
 };

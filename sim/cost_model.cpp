@@ -218,14 +218,16 @@ LayerTimes layer_times(const LayerShape& x, const ClusterConfig& c, double peak,
 
   // TP collectives on the link the TP group spans; buffer = the layer's full activation.
   if (mesh.tp > 1) {
-    const LinkProfile& link = group_link(c, mesh, MeshDim::tp);
+    const bool tp_inter = !group_within_node(mesh, MeshDim::tp, c.gpus_per_node);
+    const LinkProfile& link = tp_inter ? c.inter_node : c.intra_node;
+    const CollectiveEfficiency& ce = c.collectives_on(tp_inter);
     const double bytes = x.tokens() * x.hidden * x.activation_bytes;
     const int64_t n = mesh.tp;
     if (!x.sequence_parallel) {
       // Forward: all-reduce after the output projection and after the MLP (Megatron's g).
       // Backward: all-reduce of the input gradient of QKV and fc1 (f), each overlapped with
       // that GEMM's weight-gradient computation (Megatron's async TP all-reduce).
-      const double ar = all_reduce_s(n, bytes, link, c.collectives.all_reduce);
+      const double ar = all_reduce_s(n, bytes, link, ce.all_reduce);
       lt.tp_fwd_s = 2.0 * ar;
       lt.tp_bwd_exposed_s = std::max(0.0, ar - lt.wgrad_qkv_s) + std::max(0.0, ar - lt.wgrad_mlp_up_s);
     } else {
@@ -233,8 +235,8 @@ LayerTimes layer_times(const LayerShape& x, const ClusterConfig& c, double peak,
       // Backward: all-gather of the output gradients of the row-parallel GEMMs (exposed),
       // re-all-gather of the QKV/fc1 inputs (overlapped with their data-gradient GEMM) and
       // reduce-scatter of their input gradients (overlapped with the weight-gradient GEMM).
-      const double ag = all_gather_s(n, bytes, link, c.collectives.all_gather),
-                   rs = reduce_scatter_s(n, bytes, link, c.collectives.reduce_scatter);
+      const double ag = all_gather_s(n, bytes, link, ce.all_gather),
+                   rs = reduce_scatter_s(n, bytes, link, ce.reduce_scatter);
       lt.tp_fwd_s = 2.0 * (ag + rs);
       lt.tp_bwd_exposed_s = 2.0 * ag + std::max(0.0, ag - lt.dgrad_qkv_s) + std::max(0.0, ag - lt.dgrad_mlp_up_s) +
                             std::max(0.0, rs - lt.wgrad_qkv_s) + std::max(0.0, rs - lt.wgrad_mlp_up_s);
@@ -342,10 +344,11 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
   const bool grads_inside =
       blocks_within_node(mesh.dp * mesh.cp, mesh.tp * mesh.cp * mesh.dp, mesh.world_size(), c.gpus_per_node);
   const LinkProfile& grad_link = grads_inside ? c.intra_node : c.inter_node;
+  const CollectiveEfficiency& grad_ce = c.collectives_on(!grads_inside);
   const int64_t n_shard = mesh.dp * mesh.cp;
   double zero3_per_mb = 0.0, zero3_first = 0.0;
   if (opt.zero_stage >= 3 && n_shard > 1) {
-    const double ag = all_gather_s(n_shard, layer_params_dev * sb.weights, grad_link, c.collectives.all_gather);
+    const double ag = all_gather_s(n_shard, layer_params_dev * sb.weights, grad_link, grad_ce.all_gather);
     const double gathers = full ? 3.0 : 2.0;
     const double per_gather_window = layer_total / gathers;
     zero3_per_mb = layers_stage * gathers * std::max(0.0, ag - per_gather_window);
@@ -381,13 +384,13 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
   if (n_shard > 1) {
     const double grad_bytes = stage_params_dev * sb.gradients;
     const bool sharded_grads = opt.zero_stage >= 2;
-    const double reduce = sharded_grads ? reduce_scatter_s(n_shard, grad_bytes, grad_link, c.collectives.reduce_scatter)
-                                        : all_reduce_s(n_shard, grad_bytes, grad_link, c.collectives.all_reduce);
+    const double reduce = sharded_grads ? reduce_scatter_s(n_shard, grad_bytes, grad_link, grad_ce.reduce_scatter)
+                                        : all_reduce_s(n_shard, grad_bytes, grad_link, grad_ce.all_reduce);
     const double backward_window = layers_stage * (layer_bwd_compute + lt.tp_bwd_exposed_s);
     t.dp_comm_exposed_s = (sharded_grads ? m : 1.0) * std::max(reduce / layers_stage, reduce - backward_window);
     // ZeRO-1/2: updated 16-bit weights are all-gathered after the optimizer step.
     if (opt.zero_stage == 1 || opt.zero_stage == 2)
-      t.zero_comm_exposed_s = all_gather_s(n_shard, stage_params_dev * sb.weights, grad_link, c.collectives.all_gather);
+      t.zero_comm_exposed_s = all_gather_s(n_shard, stage_params_dev * sb.weights, grad_link, grad_ce.all_gather);
     else if (opt.zero_stage >= 3)
       t.zero_comm_exposed_s = m * zero3_per_mb + zero3_first;
   }
