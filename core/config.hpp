@@ -154,6 +154,14 @@ struct TrainingConfig {
   DType dtype = DType::bf16;
   Optimizer optimizer = Optimizer::adam;
   bool causal = true;
+  // Gradients accumulated (and reduced) in a float32 buffer under 16-bit mixed precision, YAML
+  // training.grad_accumulation_dtype: fp32 | same (default same). Megatron-LM / NeMo keep a
+  // float32 `main_grad` buffer per parameter (forced for bf16; --accumulate-allreduce-grads-in-fp32),
+  // so Adam holds 2 + 4 + 12 = 18 bytes per parameter, 6 + 12/d with the distributed optimizer
+  // (Megatron-LM docs/source/api-guide/dist_optimizer.md, "float16 param, fp32 grads"). `same`:
+  // gradients in the training dtype, the ZeRO paper's 2 + 2 + 12 = 16 (PyTorch FSDP, DeepSpeed).
+  // No effect with dtype fp32.
+  bool fp32_grad_accumulation = false;
 };
 
 // Largest GPU count ringplan accepts anywhere (experiment `gpus`, cluster gpus_per_node x nodes,

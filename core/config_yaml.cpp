@@ -342,7 +342,8 @@ const std::vector<std::string> kClusterKeys{
     "name",          "peak_tflops", "memory_gib", "memory_reserved_gib", "memory_bandwidth_gbps",
     "gpus_per_node", "nodes",       "intra_node", "inter_node",          "efficiency"};
 const std::vector<std::string> kTrainingKeys{"seq_len", "global_batch", "global_batch_tokens",
-                                             "dtype",   "optimizer",    "causal"};
+                                             "dtype",   "optimizer",    "causal",
+                                             "grad_accumulation_dtype"};
 const std::vector<std::string> kExperimentKeys{"name", "model",   "cluster", "training", "gpus",
                                                "mesh", "options", "search",  "published"};
 const std::vector<std::string> kMeshKeys{"dp", "tp", "cp", "pp"};
@@ -536,6 +537,12 @@ TrainingConfig training_from_yaml(const YAML::Node& node, const std::string& fil
   t.dtype = r.get_enum<DType>("dtype", parse_dtype, dtype_names());
   t.optimizer = r.get_enum<Optimizer>("optimizer", parse_optimizer, optimizer_names());
   t.causal = r.has("causal") ? r.get_bool("causal") : true;
+  if (r.has("grad_accumulation_dtype")) {
+    const std::string g = r.get_string("grad_accumulation_dtype");
+    if (g != "fp32" && g != "same")
+      r.fail("grad_accumulation_dtype", fmt::format("must be one of fp32, same; got '{}'", g));
+    t.fp32_grad_accumulation = g == "fp32";
+  }
   return t;
 }
 
@@ -754,6 +761,7 @@ void write_training(YAML::Emitter& out, const TrainingConfig& t) {
   out << YAML::Key << "dtype" << YAML::Value << to_string(t.dtype);
   out << YAML::Key << "optimizer" << YAML::Value << to_string(t.optimizer);
   out << YAML::Key << "causal" << YAML::Value << t.causal;
+  if (t.fp32_grad_accumulation) out << YAML::Key << "grad_accumulation_dtype" << YAML::Value << "fp32";
   out << YAML::EndMap;
 }
 

@@ -339,7 +339,7 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
   // ZeRO-3 gathers each layer's weights before its forward and backward (and the recompute),
   // prefetched one layer ahead: only what exceeds the layer's own time shows.
   const double layer_params_dev = layer_params(model) / tp;
-  const StateBytes sb = state_bytes_per_param(train.dtype, train.optimizer);
+  const StateBytes sb = state_bytes_per_param(train.dtype, train.optimizer, train.fp32_grad_accumulation);
   // The gradient group is DP x CP (ranks of one TP index and one stage): same block rule.
   const bool grads_inside =
       blocks_within_node(mesh.dp * mesh.cp, mesh.tp * mesh.cp * mesh.dp, mesh.world_size(), c.gpus_per_node);

@@ -280,6 +280,22 @@ TEST_CASE("training: global_batch_tokens converts to sequences and causal defaul
   CHECK_FALSE(t.causal);
 }
 
+TEST_CASE("training: grad_accumulation_dtype fp32 or same (default), read and written back") {
+  TempDir dir;
+  TrainingConfig t = load_training(dir.write("t.yaml", test::kTrainingYaml));
+  CHECK_FALSE(t.fp32_grad_accumulation);
+  t = load_training(dir.write("u.yaml", std::string(test::kTrainingYaml) + "grad_accumulation_dtype: fp32\n"));
+  CHECK(t.fp32_grad_accumulation);
+  YAML::Emitter out;
+  write_training(out, t);
+  CHECK(std::string(out.c_str()).find("grad_accumulation_dtype: fp32") != std::string::npos);
+  CHECK(load_training(dir.write("v.yaml", std::string(out.c_str()) + "\n")).fp32_grad_accumulation);
+  CHECK_FALSE(load_training(dir.write("w.yaml", std::string(test::kTrainingYaml) + "grad_accumulation_dtype: same\n"))
+                  .fp32_grad_accumulation);
+  CHECK_THROWS_AS(load_training(dir.write("x.yaml", std::string(test::kTrainingYaml) + "grad_accumulation_dtype: bf16\n")),
+                  ConfigError);
+}
+
 TEST_CASE("experiment references resolve relative to the experiment file's folder") {
   TempDir dir;
   dir.write("configs/models/m.yaml", test::kModelYaml);

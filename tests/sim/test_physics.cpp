@@ -90,3 +90,39 @@ TEST_CASE("collectives use the curve of the link they run on") {
   e.cluster.has_inter_node_collectives = false;
   CHECK(predict(e, dp_wide, o).time.dp_comm_exposed_s == doctest::Approx(dp1.time.dp_comm_exposed_s));
 }
+
+TEST_CASE("Megatron fp32 main gradients: 18 bytes per parameter, 6 + 12/d with the distributed optimizer") {
+  // Megatron-LM docs/source/api-guide/dist_optimizer.md @ 50b073cc, bytes per parameter,
+  // "float16 param, fp32 grads": non-distributed 18, distributed optimizer 6 + 12/d.
+  const StateBytes sb = state_bytes_per_param(DType::bf16, Optimizer::adam, true);
+  CHECK(sb.weights + sb.gradients + sb.optimizer == 18.0);
+  CHECK(sb.gradients == 4.0);
+  const StateBytes same = state_bytes_per_param(DType::bf16, Optimizer::adam, false);
+  CHECK(same.weights + same.gradients + same.optimizer == 16.0);  // ZeRO paper
+  const StateBytes f32 = state_bytes_per_param(DType::fp32, Optimizer::adam, true);
+  CHECK(f32.weights + f32.gradients + f32.optimizer == 16.0);  // "fp32 param, fp32 grads": 16
+
+  Experiment e = test::llama_experiment(4096, 64);
+  e.training.fp32_grad_accumulation = true;
+  const Mesh mesh = test::mesh_of(8, 2, 2, 1);
+  const double psi = model_params(e.model) / 2;  // per TP shard, PP 1
+  const double d = 8 * 2;                        // DP x CP
+  ParallelOptions o;
+  o.zero_stage = 0;
+  MemoryBreakdown m = predict(e, mesh, o).memory;
+  CHECK(m.weights_bytes + m.gradients_bytes + m.optimizer_bytes == doctest::Approx(18 * psi));
+  o.zero_stage = 1;  // Megatron's distributed optimizer
+  m = predict(e, mesh, o).memory;
+  CHECK(m.weights_bytes + m.gradients_bytes + m.optimizer_bytes == doctest::Approx((6 + 12 / d) * psi));
+  CHECK(m.gradients_bytes == doctest::Approx(4 * psi));  // the main_grad buffer is full size
+  // The allocator's reserve stays its own term.
+  CHECK(m.reserved_bytes == doctest::Approx(e.cluster.memory_reserved_bytes));
+  // The gradient reduction moves the fp32 buffer: twice the bytes of bf16 gradients.
+  Experiment same_e = e;
+  same_e.training.fp32_grad_accumulation = false;
+  const Mesh dp_only = test::mesh_of(64, 1, 1, 1);
+  o.zero_stage = 0;
+  const double t32 = predict(e, dp_only, o).time.dp_comm_exposed_s;
+  const double t16 = predict(same_e, dp_only, o).time.dp_comm_exposed_s;
+  CHECK(t32 > 1.5 * t16);
+}
