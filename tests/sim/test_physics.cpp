@@ -126,3 +126,48 @@ TEST_CASE("Megatron fp32 main gradients: 18 bytes per parameter, 6 + 12/d with t
   const double t16 = predict(same_e, dp_only, o).time.dp_comm_exposed_s;
   CHECK(t32 > 1.5 * t16);
 }
+
+TEST_CASE("hierarchical collectives of a group that spans nodes") {
+  // NCCL across nodes: intra-node reduce-scatter, inter-node all-reduce of 1/g of the data (every
+  // GPU on its own NIC), intra-node all-gather; nccl-tests' multi-node busbw is then the node's
+  // NIC rate, g x the per-GPU link (github.com/NVIDIA/nccl-tests/issues/119: 4 HDR NICs per
+  // node of 8 GPUs, busbw ~96 of 100 GB/s = the 4 NICs' rate, not one GPU's share).
+  ClusterConfig c = test::a100_cluster(4);
+  const double bytes = 1e9;
+  const int64_t n = 32, g = 8, nodes = 4;
+  const double expect = reduce_scatter_s(g, bytes, c.intra_node) + all_reduce_s(nodes, bytes / g, c.inter_node) +
+                        all_gather_s(g, bytes, c.intra_node);
+  CHECK(group_collective_s(CollectiveKind::all_reduce, n, g, bytes, c) == doctest::Approx(expect));
+  CHECK(group_collective_s(CollectiveKind::reduce_scatter, n, g, bytes, c) ==
+        doctest::Approx(reduce_scatter_s(g, bytes, c.intra_node) + reduce_scatter_s(nodes, bytes / g, c.inter_node)));
+  CHECK(group_collective_s(CollectiveKind::all_gather, n, g, bytes, c) ==
+        doctest::Approx(all_gather_s(nodes, bytes / g, c.inter_node) + all_gather_s(g, bytes, c.intra_node)));
+  // Far cheaper than the flat ring charged entirely at one GPU's NIC share ...
+  CHECK(group_collective_s(CollectiveKind::all_reduce, n, g, bytes, c) < 0.25 * all_reduce_s(n, bytes, c.inter_node));
+  // ... which is what a group with one rank per node still gets; inside a node, the flat NVLink ring.
+  CHECK(group_collective_s(CollectiveKind::all_reduce, n, 1, bytes, c) == doctest::Approx(all_reduce_s(n, bytes, c.inter_node)));
+  CHECK(group_collective_s(CollectiveKind::all_reduce, 8, 8, bytes, c) == doctest::Approx(all_reduce_s(8, bytes, c.intra_node)));
+  // The inter-node part uses the inter-node curve.
+  c.has_inter_node_collectives = true;
+  c.inter_node_collectives.all_reduce = {0.5, 0};
+  CHECK(group_collective_s(CollectiveKind::all_reduce, n, g, bytes, c) ==
+        doctest::Approx(reduce_scatter_s(g, bytes, c.intra_node) + all_reduce_s(nodes, bytes / g, c.inter_node, {0.5, 0}) +
+                        all_gather_s(g, bytes, c.intra_node)));
+
+  // Ranks per node of mesh groups (ranks fill nodes in the order TP, CP, DP, PP; 8 GPUs a node).
+  CHECK(group_ranks_per_node(64, 2, 8) == 4);   // DP 64 behind TP 2: 4 per node
+  CHECK(group_ranks_per_node(16, 8, 8) == 1);   // behind TP 8: one per node
+  CHECK(group_ranks_per_node(16, 1, 8) == 8);   // TP 16: 8 per node
+  CHECK(group_ranks_per_node(4, 2, 8) == 4);    // inside a node
+  CHECK(group_ranks_per_node(3, 1, 8) == 1);    // TP 3 straddles nodes: flat
+  // In predict: DP 32 x TP 2 over 8 nodes reduces its gradients hierarchically (4 per node).
+  Experiment e = test::llama_experiment(4096, 64);
+  e.cluster = test::a100_cluster(8);
+  ParallelOptions o;
+  const Prediction p = predict(e, test::mesh_of(32, 2, 1, 1), o);
+  const double grad_bytes = model_params(e.model) / 2 * 2;  // bf16 gradients of one TP shard
+  const double reduce = group_collective_s(CollectiveKind::all_reduce, 32, 4, grad_bytes, e.cluster);
+  CHECK(p.time.dp_comm_exposed_s >= reduce / e.model.layers * 0.999);
+  CHECK(p.time.dp_comm_exposed_s <= reduce * 1.001);
+  CHECK(reduce < 0.5 * all_reduce_s(32, grad_bytes, e.cluster.inter_node));
+}
