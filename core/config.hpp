@@ -133,8 +133,17 @@ struct ClusterConfig {
   // kDefaultMemoryBandwidthEfficiency.
   double memory_bandwidth_efficiency = kDefaultMemoryBandwidthEfficiency;
   // Collectives' achieved bus bandwidth against the group's link (optional YAML key
-  // efficiency.collectives; `ringplan calibrate` measures it).
+  // efficiency.collectives; `ringplan calibrate` measures it on the intra-node link). It applies
+  // to groups inside a node, and to groups across nodes unless inter_node_collectives is set.
   CollectiveEfficiency collectives;
+  // Bus-bandwidth efficiency of collectives whose inter-node part runs over inter_node (NICs),
+  // against inter_node.bandwidth (optional YAML key efficiency.collectives_inter_node, same form
+  // as efficiency.collectives). Unset (has_inter_node_collectives false): `collectives` is used.
+  CollectiveEfficiency inter_node_collectives;
+  bool has_inter_node_collectives = false;
+  const CollectiveEfficiency& collectives_on(bool across_nodes) const {
+    return across_nodes && has_inter_node_collectives ? inter_node_collectives : collectives;
+  }
   double peak_flops_per_s(DType t) const;
   int64_t gpus() const { return gpus_per_node * nodes; }
 };
@@ -145,6 +154,14 @@ struct TrainingConfig {
   DType dtype = DType::bf16;
   Optimizer optimizer = Optimizer::adam;
   bool causal = true;
+  // Gradients accumulated (and reduced) in a float32 buffer under 16-bit mixed precision, YAML
+  // training.grad_accumulation_dtype: fp32 | same (default same). Megatron-LM / NeMo keep a
+  // float32 `main_grad` buffer per parameter (forced for bf16; --accumulate-allreduce-grads-in-fp32),
+  // so Adam holds 2 + 4 + 12 = 18 bytes per parameter, 6 + 12/d with the distributed optimizer
+  // (Megatron-LM docs/source/api-guide/dist_optimizer.md, "float16 param, fp32 grads"). `same`:
+  // gradients in the training dtype, the ZeRO paper's 2 + 2 + 12 = 16 (PyTorch FSDP, DeepSpeed).
+  // No effect with dtype fp32.
+  bool fp32_grad_accumulation = false;
 };
 
 // Largest GPU count ringplan accepts anywhere (experiment `gpus`, cluster gpus_per_node x nodes,

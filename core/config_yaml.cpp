@@ -382,7 +382,8 @@ const std::vector<std::string> kClusterKeys{
     "name",          "peak_tflops", "memory_gib", "memory_reserved_gib", "memory_bandwidth_gbps",
     "gpus_per_node", "nodes",       "intra_node", "inter_node",          "efficiency"};
 const std::vector<std::string> kTrainingKeys{"seq_len", "global_batch", "global_batch_tokens",
-                                             "dtype",   "optimizer",    "causal"};
+                                             "dtype",   "optimizer",    "causal",
+                                             "grad_accumulation_dtype"};
 const std::vector<std::string> kExperimentKeys{"name", "model",   "cluster", "training", "gpus",
                                                "mesh", "options", "search",  "published"};
 const std::vector<std::string> kMeshKeys{"dp", "tp", "cp", "pp"};
@@ -517,7 +518,8 @@ ClusterConfig cluster_from_yaml(const YAML::Node& node, const std::string& file,
   c.inter_node = read_link(r, "inter_node");
   MapReader eff =
       r.nested("efficiency",
-               {"matmul", "matmul_backward", "attention", "attention_backward", "memory_bandwidth", "collectives"});
+               {"matmul", "matmul_backward", "attention", "attention_backward", "memory_bandwidth", "collectives",
+                "collectives_inter_node"});
   c.matmul = read_curve(eff, "matmul");
   c.attention = read_curve(eff, "attention");
   // Optional: absent leaves max_efficiency 0, i.e. the backward uses `attention`.
@@ -530,6 +532,15 @@ ClusterConfig cluster_from_yaml(const YAML::Node& node, const std::string& file,
     if (coll.has("all_reduce")) c.collectives.all_reduce = read_collective_curve(coll, "all_reduce");
     if (coll.has("reduce_scatter")) c.collectives.reduce_scatter = read_collective_curve(coll, "reduce_scatter");
     if (coll.has("all_gather")) c.collectives.all_gather = read_collective_curve(coll, "all_gather");
+  }
+  // Optional: absent means inter-node collectives use `collectives` too.
+  if (eff.has("collectives_inter_node")) {
+    const MapReader coll = eff.nested("collectives_inter_node", {"all_reduce", "reduce_scatter", "all_gather"});
+    c.has_inter_node_collectives = true;
+    if (coll.has("all_reduce")) c.inter_node_collectives.all_reduce = read_collective_curve(coll, "all_reduce");
+    if (coll.has("reduce_scatter"))
+      c.inter_node_collectives.reduce_scatter = read_collective_curve(coll, "reduce_scatter");
+    if (coll.has("all_gather")) c.inter_node_collectives.all_gather = read_collective_curve(coll, "all_gather");
   }
   if (eff.has("memory_bandwidth")) {
     c.memory_bandwidth_efficiency = eff.get_real("memory_bandwidth", kStreamingFractionRange);
@@ -566,6 +577,12 @@ TrainingConfig training_from_yaml(const YAML::Node& node, const std::string& fil
   t.dtype = r.get_enum<DType>("dtype", parse_dtype, dtype_names());
   t.optimizer = r.get_enum<Optimizer>("optimizer", parse_optimizer, optimizer_names());
   t.causal = r.has("causal") ? r.get_bool("causal") : true;
+  if (r.has("grad_accumulation_dtype")) {
+    const std::string g = r.get_string("grad_accumulation_dtype");
+    if (g != "fp32" && g != "same")
+      r.fail("grad_accumulation_dtype", fmt::format("must be one of fp32, same; got '{}'", g));
+    t.fp32_grad_accumulation = g == "fp32";
+  }
   return t;
 }
 
@@ -756,11 +773,10 @@ void write_cluster(YAML::Emitter& out, const ClusterConfig& c) {
   if (c.matmul_backward.max_efficiency > 0) curve("matmul_backward", c.matmul_backward);
   if (c.attention_backward.max_efficiency > 0) curve("attention_backward", c.attention_backward);
   emit_double(out, "memory_bandwidth", c.memory_bandwidth_efficiency);
-  const CollectiveEfficiency& ce = c.collectives;
-  if (!ce.all_reduce.is_ideal() || !ce.reduce_scatter.is_ideal() || !ce.all_gather.is_ideal()) {
-    out << YAML::Key << "collectives" << YAML::Value << YAML::BeginMap;
-    auto coll = [&out](const char* key, const CollectiveCurve& e) {
-      out << YAML::Key << key << YAML::Value << YAML::Flow << YAML::BeginMap;
+  auto colls = [&out](const char* key, const CollectiveEfficiency& ce) {
+    out << YAML::Key << key << YAML::Value << YAML::BeginMap;
+    auto coll = [&out](const char* k, const CollectiveCurve& e) {
+      out << YAML::Key << k << YAML::Value << YAML::Flow << YAML::BeginMap;
       emit_double(out, "max", e.max_efficiency);
       emit_double(out, "half_mib", e.half_bytes / units::mib_bytes);
       out << YAML::EndMap;
@@ -769,7 +785,11 @@ void write_cluster(YAML::Emitter& out, const ClusterConfig& c) {
     coll("reduce_scatter", ce.reduce_scatter);
     coll("all_gather", ce.all_gather);
     out << YAML::EndMap;
-  }
+  };
+  const CollectiveEfficiency& ce = c.collectives;
+  if (!ce.all_reduce.is_ideal() || !ce.reduce_scatter.is_ideal() || !ce.all_gather.is_ideal())
+    colls("collectives", ce);
+  if (c.has_inter_node_collectives) colls("collectives_inter_node", c.inter_node_collectives);
   out << YAML::EndMap;
   out << YAML::EndMap;
 }
@@ -781,6 +801,7 @@ void write_training(YAML::Emitter& out, const TrainingConfig& t) {
   out << YAML::Key << "dtype" << YAML::Value << to_string(t.dtype);
   out << YAML::Key << "optimizer" << YAML::Value << to_string(t.optimizer);
   out << YAML::Key << "causal" << YAML::Value << t.causal;
+  if (t.fp32_grad_accumulation) out << YAML::Key << "grad_accumulation_dtype" << YAML::Value << "fp32";
   out << YAML::EndMap;
 }
 

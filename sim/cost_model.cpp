@@ -71,6 +71,40 @@ double p2p_s(double bytes, const LinkProfile& link) {
   return link.latency_s + bytes / link.bandwidth_bytes_per_s;
 }
 
+double group_collective_s(CollectiveKind kind, int64_t n, int64_t per_node, double bytes, const ClusterConfig& c) {
+  if (n <= 1 || bytes <= 0) return 0.0;
+  auto flat = [&](const LinkProfile& link, const CollectiveEfficiency& ce) {
+    switch (kind) {
+      case CollectiveKind::all_reduce: return all_reduce_s(n, bytes, link, ce.all_reduce);
+      case CollectiveKind::reduce_scatter: return reduce_scatter_s(n, bytes, link, ce.reduce_scatter);
+      case CollectiveKind::all_gather: return all_gather_s(n, bytes, link, ce.all_gather);
+    }
+    return 0.0;
+  };
+  if (per_node >= n) return flat(c.intra_node, c.collectives);
+  const CollectiveEfficiency& inter = c.collectives_on(true);
+  if (per_node <= 1 || n % per_node != 0) return flat(c.inter_node, inter);
+  const int64_t nodes = n / per_node;
+  const double shard = bytes / static_cast<double>(per_node);
+  const double rs_in = reduce_scatter_s(per_node, bytes, c.intra_node, c.collectives.reduce_scatter);
+  const double ag_in = all_gather_s(per_node, bytes, c.intra_node, c.collectives.all_gather);
+  switch (kind) {
+    case CollectiveKind::all_reduce: return rs_in + all_reduce_s(nodes, shard, c.inter_node, inter.all_reduce) + ag_in;
+    case CollectiveKind::reduce_scatter: return rs_in + reduce_scatter_s(nodes, shard, c.inter_node, inter.reduce_scatter);
+    case CollectiveKind::all_gather: return all_gather_s(nodes, shard, c.inter_node, inter.all_gather) + ag_in;
+  }
+  return 0.0;
+}
+
+int64_t group_ranks_per_node(int64_t size, int64_t stride, int64_t gpus_per_node) {
+  if (size <= 1 || stride < 1 || gpus_per_node < 1) return 1;
+  const int64_t extent = stride * size;
+  if (extent <= gpus_per_node) return gpus_per_node % extent == 0 ? size : 1;  // blocks tile a node, or straddle
+  if (stride >= gpus_per_node || gpus_per_node % stride != 0) return 1;
+  if ((stride * size) % gpus_per_node != 0) return 1;
+  return gpus_per_node / stride;
+}
+
 // ------------------------------------------------------------------ mesh groups
 namespace {
 // Ranks fill nodes of gpus_per_node in order (rank order TP, CP, DP, PP). A group of `size`
@@ -218,14 +252,17 @@ LayerTimes layer_times(const LayerShape& x, const ClusterConfig& c, double peak,
 
   // TP collectives on the link the TP group spans; buffer = the layer's full activation.
   if (mesh.tp > 1) {
-    const LinkProfile& link = group_link(c, mesh, MeshDim::tp);
+    // Inside a node: the flat ring; a TP group across nodes runs hierarchically (per node G ranks).
+    const int64_t tp_per_node = group_within_node(mesh, MeshDim::tp, c.gpus_per_node)
+                                    ? mesh.tp
+                                    : group_ranks_per_node(mesh.tp, 1, c.gpus_per_node);
     const double bytes = x.tokens() * x.hidden * x.activation_bytes;
     const int64_t n = mesh.tp;
     if (!x.sequence_parallel) {
       // Forward: all-reduce after the output projection and after the MLP (Megatron's g).
       // Backward: all-reduce of the input gradient of QKV and fc1 (f), each overlapped with
       // that GEMM's weight-gradient computation (Megatron's async TP all-reduce).
-      const double ar = all_reduce_s(n, bytes, link, c.collectives.all_reduce);
+      const double ar = group_collective_s(CollectiveKind::all_reduce, n, tp_per_node, bytes, c);
       lt.tp_fwd_s = 2.0 * ar;
       lt.tp_bwd_exposed_s = std::max(0.0, ar - lt.wgrad_qkv_s) + std::max(0.0, ar - lt.wgrad_mlp_up_s);
     } else {
@@ -233,8 +270,8 @@ LayerTimes layer_times(const LayerShape& x, const ClusterConfig& c, double peak,
       // Backward: all-gather of the output gradients of the row-parallel GEMMs (exposed),
       // re-all-gather of the QKV/fc1 inputs (overlapped with their data-gradient GEMM) and
       // reduce-scatter of their input gradients (overlapped with the weight-gradient GEMM).
-      const double ag = all_gather_s(n, bytes, link, c.collectives.all_gather),
-                   rs = reduce_scatter_s(n, bytes, link, c.collectives.reduce_scatter);
+      const double ag = group_collective_s(CollectiveKind::all_gather, n, tp_per_node, bytes, c),
+                   rs = group_collective_s(CollectiveKind::reduce_scatter, n, tp_per_node, bytes, c);
       lt.tp_fwd_s = 2.0 * (ag + rs);
       lt.tp_bwd_exposed_s = 2.0 * ag + std::max(0.0, ag - lt.dgrad_qkv_s) + std::max(0.0, ag - lt.dgrad_mlp_up_s) +
                             std::max(0.0, rs - lt.wgrad_qkv_s) + std::max(0.0, rs - lt.wgrad_mlp_up_s);
@@ -337,15 +374,17 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
   // ZeRO-3 gathers each layer's weights before its forward and backward (and the recompute),
   // prefetched one layer ahead: only what exceeds the layer's own time shows.
   const double layer_params_dev = layer_params(model) / tp;
-  const StateBytes sb = state_bytes_per_param(train.dtype, train.optimizer);
+  const StateBytes sb = state_bytes_per_param(train.dtype, train.optimizer, train.fp32_grad_accumulation);
   // The gradient group is DP x CP (ranks of one TP index and one stage): same block rule.
   const bool grads_inside =
       blocks_within_node(mesh.dp * mesh.cp, mesh.tp * mesh.cp * mesh.dp, mesh.world_size(), c.gpus_per_node);
-  const LinkProfile& grad_link = grads_inside ? c.intra_node : c.inter_node;
+  // DP x CP ranks are TP apart: per node G/TP of them when TP divides G (hierarchical reduction).
+  const int64_t grad_per_node =
+      grads_inside ? mesh.dp * mesh.cp : group_ranks_per_node(mesh.dp * mesh.cp, mesh.tp, c.gpus_per_node);
   const int64_t n_shard = mesh.dp * mesh.cp;
   double zero3_per_mb = 0.0, zero3_first = 0.0;
   if (opt.zero_stage >= 3 && n_shard > 1) {
-    const double ag = all_gather_s(n_shard, layer_params_dev * sb.weights, grad_link, c.collectives.all_gather);
+    const double ag = group_collective_s(CollectiveKind::all_gather, n_shard, grad_per_node, layer_params_dev * sb.weights, c);
     const double gathers = full ? 3.0 : 2.0;
     const double per_gather_window = layer_total / gathers;
     zero3_per_mb = layers_stage * gathers * std::max(0.0, ag - per_gather_window);
@@ -381,13 +420,13 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
   if (n_shard > 1) {
     const double grad_bytes = stage_params_dev * sb.gradients;
     const bool sharded_grads = opt.zero_stage >= 2;
-    const double reduce = sharded_grads ? reduce_scatter_s(n_shard, grad_bytes, grad_link, c.collectives.reduce_scatter)
-                                        : all_reduce_s(n_shard, grad_bytes, grad_link, c.collectives.all_reduce);
+    const double reduce = group_collective_s(sharded_grads ? CollectiveKind::reduce_scatter : CollectiveKind::all_reduce,
+                                          n_shard, grad_per_node, grad_bytes, c);
     const double backward_window = layers_stage * (layer_bwd_compute + lt.tp_bwd_exposed_s);
     t.dp_comm_exposed_s = (sharded_grads ? m : 1.0) * std::max(reduce / layers_stage, reduce - backward_window);
     // ZeRO-1/2: updated 16-bit weights are all-gathered after the optimizer step.
     if (opt.zero_stage == 1 || opt.zero_stage == 2)
-      t.zero_comm_exposed_s = all_gather_s(n_shard, stage_params_dev * sb.weights, grad_link, c.collectives.all_gather);
+      t.zero_comm_exposed_s = group_collective_s(CollectiveKind::all_gather, n_shard, grad_per_node, stage_params_dev * sb.weights, c);
     else if (opt.zero_stage >= 3)
       t.zero_comm_exposed_s = m * zero3_per_mb + zero3_first;
   }

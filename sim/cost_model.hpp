@@ -112,4 +112,19 @@ CollectiveCurve fit_collective_curve(const std::vector<double>& bytes, const std
                                      double factor, double alphas, const LinkProfile& link);
 double p2p_s(double bytes, const LinkProfile& link);
 
+// A collective of an n-rank group with `per_node` of its ranks in each node it spans (per_node
+// >= n: inside one node). Inside a node: the flat ring on intra_node with `collectives`. Across
+// nodes with per_node > 1 (and dividing n): hierarchical, as NCCL's multi-node rings and trees
+// behave (each node's GPUs drive their own NICs in parallel, nccl-tests busbw = node NIC rate):
+//   all-reduce     = intra RS over per_node + inter AR over n/per_node of bytes/per_node + intra AG
+//   reduce-scatter = intra RS over per_node + inter RS over n/per_node of bytes/per_node
+//   all-gather     = inter AG over n/per_node of bytes/per_node + intra AG over per_node
+// the inter-node parts on inter_node with collectives_on(true). per_node <= 1 (one rank per node,
+// or a group that does not tile the nodes): the flat ring on inter_node.
+enum class CollectiveKind { all_reduce, reduce_scatter, all_gather };
+double group_collective_s(CollectiveKind kind, int64_t n, int64_t per_node, double bytes, const ClusterConfig& c);
+// Ranks per node of a group of `size` ranks `stride` apart (ranks fill nodes in order): G/stride
+// when the stride divides the node size G and the group's block tiles whole nodes, else 1.
+int64_t group_ranks_per_node(int64_t size, int64_t stride, int64_t gpus_per_node);
+
 }  // namespace ringplan::sim

@@ -43,12 +43,12 @@ double model_params(const ModelConfig& m) {
   return static_cast<double>(m.layers) * layer_params(m) + v * h * (m.tied_embeddings ? 1.0 : 2.0) + h;
 }
 
-StateBytes state_bytes_per_param(DType dtype, Optimizer opt) {
+StateBytes state_bytes_per_param(DType dtype, Optimizer opt, bool fp32_grad_accumulation) {
   const bool mixed = dtype != DType::fp32;
   const double w = dtype_bytes(dtype);
   StateBytes s;
   s.weights = w;
-  s.gradients = w;
+  s.gradients = mixed && fp32_grad_accumulation ? 4.0 : w;
   if (opt == Optimizer::adam) s.optimizer = mixed ? 12.0 : 8.0;  // (fp32 master +) two moments
   else s.optimizer = mixed ? 8.0 : 4.0;                           // (fp32 master +) momentum
   return s;

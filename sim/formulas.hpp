@@ -61,7 +61,11 @@ struct StateBytes {
 };
 // Mixed precision (bf16/fp16) Adam: 2 + 2 + 12 (fp32 master, two moments) = 16 (ZeRO paper).
 // fp32 Adam: 4 + 4 + 8. SGD with momentum: mixed 2 + 2 + 8 (master, momentum), fp32 4 + 4 + 4.
-StateBytes state_bytes_per_param(DType dtype, Optimizer opt);
+// fp32_grad_accumulation (TrainingConfig): mixed-precision gradients live in a float32 buffer,
+// 4 bytes: Megatron-LM's main_grad, 2 + 4 + 12 = 18 for Adam (Megatron-LM
+// docs/source/api-guide/dist_optimizer.md @ 50b073cc, "float16 param, fp32 grads": 18, and
+// 6 + 12/d with the distributed optimizer, which shards only the 12).
+StateBytes state_bytes_per_param(DType dtype, Optimizer opt, bool fp32_grad_accumulation = false);
 
 // ---------------------------------------------------------------- activation memory
 struct LayerActivationBytes {

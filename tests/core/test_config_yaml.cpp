@@ -217,6 +217,32 @@ TEST_CASE("cluster efficiency.collectives is optional: absent = the ideal ring, 
                   ConfigError);
 }
 
+TEST_CASE("cluster efficiency.collectives_inter_node is optional: absent = efficiency.collectives for every link") {
+  TempDir dir;
+  ClusterConfig c = load_cluster(dir.write("c.yaml", std::string(test::kClusterYaml) +
+                                                         "  collectives:\n    all_reduce: {max: 0.8, half_mib: 0}\n"));
+  CHECK_FALSE(c.has_inter_node_collectives);
+  CHECK(&c.collectives_on(true) == &c.collectives);
+  CHECK(c.collectives_on(true).all_reduce.max_efficiency == doctest::Approx(0.8));
+  c = load_cluster(dir.write("d.yaml", std::string(test::kClusterYaml) +
+                                           "  collectives:\n    all_reduce: {max: 0.8, half_mib: 0}\n"
+                                           "  collectives_inter_node:\n    reduce_scatter: {max: 0.94, half_mib: 2}\n"));
+  CHECK(c.has_inter_node_collectives);
+  CHECK(c.collectives_on(false).all_reduce.max_efficiency == doctest::Approx(0.8));
+  CHECK(c.collectives_on(true).reduce_scatter.max_efficiency == doctest::Approx(0.94));
+  CHECK(c.collectives_on(true).reduce_scatter.half_bytes == doctest::Approx(2.0 * 1024 * 1024));
+  CHECK(c.collectives_on(true).all_reduce.is_ideal());  // kinds not given stay ideal
+  YAML::Emitter out;
+  write_cluster(out, c);
+  const ClusterConfig back = load_cluster(dir.write("e.yaml", std::string(out.c_str()) + "\n"));
+  CHECK(back.has_inter_node_collectives);
+  CHECK(back.inter_node_collectives.reduce_scatter.max_efficiency == doctest::Approx(0.94));
+  CHECK(back.collectives.all_reduce.max_efficiency == doctest::Approx(0.8));
+  CHECK_THROWS_AS(load_cluster(dir.write("f.yaml", std::string(test::kClusterYaml) +
+                                                       "  collectives_inter_node:\n    all_gather: {max: 0, half_mib: 0}\n")),
+                  ConfigError);
+}
+
 TEST_CASE("a cluster file converts its units to SI") {
   TempDir dir;
   ClusterConfig c = load_cluster(dir.write("c.yaml", test::kClusterYaml));
@@ -252,6 +278,22 @@ TEST_CASE("training: global_batch_tokens converts to sequences and causal defaul
       "u.yaml", replace(test::kTrainingYaml, "global_batch: 8", "global_batch_tokens: 131072") + "causal: false\n"));
   CHECK(t.global_batch_sequences == 32);
   CHECK_FALSE(t.causal);
+}
+
+TEST_CASE("training: grad_accumulation_dtype fp32 or same (default), read and written back") {
+  TempDir dir;
+  TrainingConfig t = load_training(dir.write("t.yaml", test::kTrainingYaml));
+  CHECK_FALSE(t.fp32_grad_accumulation);
+  t = load_training(dir.write("u.yaml", std::string(test::kTrainingYaml) + "grad_accumulation_dtype: fp32\n"));
+  CHECK(t.fp32_grad_accumulation);
+  YAML::Emitter out;
+  write_training(out, t);
+  CHECK(std::string(out.c_str()).find("grad_accumulation_dtype: fp32") != std::string::npos);
+  CHECK(load_training(dir.write("v.yaml", std::string(out.c_str()) + "\n")).fp32_grad_accumulation);
+  CHECK_FALSE(load_training(dir.write("w.yaml", std::string(test::kTrainingYaml) + "grad_accumulation_dtype: same\n"))
+                  .fp32_grad_accumulation);
+  CHECK_THROWS_AS(load_training(dir.write("x.yaml", std::string(test::kTrainingYaml) + "grad_accumulation_dtype: bf16\n")),
+                  ConfigError);
 }
 
 TEST_CASE("experiment references resolve relative to the experiment file's folder") {

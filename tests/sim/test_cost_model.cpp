@@ -306,7 +306,7 @@ TEST_CASE("TP collectives use NVLink inside a node, sequence parallelism moves t
   CHECK(tp8.time.tp_comm_s <= 8 * 32 * 4 * ar * (1 + 1e-12));
 }
 
-TEST_CASE("TP 16 on 8-GPU nodes is valid and its collectives run on the inter-node link") {
+TEST_CASE("TP 16 on 8-GPU nodes is valid and its collectives cross the inter-node link") {
   // Megatron GPT 22B: 64 heads and ffn 4h split over TP 16.
   Experiment e = test::llama_experiment(8192, 8);
   e.model = test::gpt22b();
@@ -324,10 +324,12 @@ TEST_CASE("TP 16 on 8-GPU nodes is valid and its collectives run on the inter-no
   // Only the TP link differs: same compute.
   CHECK(across.time.forward_compute_s == inside.time.forward_compute_s);
 
-  // Alpha-beta on the inter-node link: forward 2 all-reduces of b*L*h*2 bytes per layer and
-  // micro-batch (m = 8, 48 layers), the backward's 2 at most fully exposed.
+  // Alpha-beta, hierarchical across the 2 nodes (8 ranks each: NVLink reduce-scatter, inter-node
+  // all-reduce of 1/8, NVLink all-gather; tests/sim/test_physics.cpp): forward 2 all-reduces of
+  // b*L*h*2 bytes per layer and micro-batch (m = 8, 48 layers), the backward's 2 at most fully exposed.
   const double bytes = 8192.0 * 6144 * 2;
-  const double ar_inter = all_reduce_s(16, bytes, e.cluster.inter_node);
+  const double ar_inter = reduce_scatter_s(8, bytes, e.cluster.intra_node) +
+                          all_reduce_s(2, bytes / 8, e.cluster.inter_node) + all_gather_s(8, bytes, e.cluster.intra_node);
   CHECK(across.time.tp_comm_s >= 8 * 48 * 2 * ar_inter * (1 - 1e-12));
   CHECK(across.time.tp_comm_s <= 8 * 48 * 4 * ar_inter * (1 + 1e-12));
   // Exactly: full recompute re-runs the forward all-reduces, on the inter-node link.

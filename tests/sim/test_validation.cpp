@@ -36,10 +36,11 @@ TEST_CASE("Korthikanti et al. 2022 Table 5: eight iteration times within the rea
   }
   const double mean_abs = sum_abs / static_cast<double>(files.size());
   MESSAGE("mean |error| " << mean_abs << " %, max |error| " << max_abs << " %");
-  // Reached: mean 1.91 %, max 3.20 % (BENCHMARKS.md, cost model section; dropout 0.1 from the model files,
-  // efficiency.memory_bandwidth 0.8, matmul {0.75, 0.03 TFLOP}). Goal: mean <= 3 %, max <= 8 %.
-  CHECK(mean_abs <= 1.95);
-  CHECK(max_abs <= 3.25);
+  // Reached: mean 2.31 %, max 4.39 % with the NVLink 3 bus-bandwidth efficiency (0.77, nccl-tests)
+  // in the A100 profile; 1.91 % / 3.20 % before, with the ideal ring that the matmul curve had
+  // absorbed (BENCHMARKS.md). Goal: mean <= 3 %, max <= 8 %.
+  CHECK(mean_abs <= 2.35);
+  CHECK(max_abs <= 4.45);
 }
 
 // zhuzilin/ring-flash-attention README: Llama-3-8B attention shapes (32 heads, 8 KV heads,
