@@ -67,11 +67,9 @@ void AllGatherAttention::gather_kv(const float* k, const float* v) {
   }
 }
 
-void AllGatherAttention::forward(const float* q, const float* k, const float* v, float* out, float* lse) {
+// This rank's queries against every gathered key, by position.
+kernels::BlockParams AllGatherAttention::block_params(const float* q) {
   using kernels::ElemType;
-  const auto t0 = std::chrono::steady_clock::now();
-  gather_kv(k, v);
-  fwd_.comm_s = since(t0);
   const int64_t B = cfg_.batch, H = cfg_.heads, Hkv = cfg_.kv_heads, d = cfg_.head_dim;
   kernels::BlockParams p;
   p.q = kernels::dense_view(const_cast<float*>(q), ElemType::f32, B, H, n_, d);
@@ -81,6 +79,16 @@ void AllGatherAttention::forward(const float* q, const float* k, const float* v,
   p.k_positions = k_positions_.data();
   p.causal = cfg_.causal;
   p.scale = cfg_.scale;
+  return p;
+}
+
+void AllGatherAttention::forward(const float* q, const float* k, const float* v, float* out, float* lse) {
+  using kernels::ElemType;
+  const auto t0 = std::chrono::steady_clock::now();
+  gather_kv(k, v);
+  fwd_.comm_s = since(t0);
+  const int64_t B = cfg_.batch, H = cfg_.heads, d = cfg_.head_dim;
+  const kernels::BlockParams p = block_params(q);
   kernels::ForwardOut o{kernels::dense_view(out, ElemType::f32, B, H, n_, d), kernels::dense_rows(lse, B, H, n_)};
   const auto t1 = std::chrono::steady_clock::now();
   try {
@@ -105,14 +113,7 @@ void AllGatherAttention::backward(const float* q, const float* k, const float* v
   std::fill(dk_full_.begin(), dk_full_.end(), 0.0f);
   std::fill(dv_full_.begin(), dv_full_.end(), 0.0f);
   std::fill(grad_q, grad_q + B * H * n_ * d, 0.0f);
-  kernels::BlockParams p;
-  p.q = kernels::dense_view(const_cast<float*>(q), ElemType::f32, B, H, n_, d);
-  p.k = kernels::dense_view(k_full_.data(), ElemType::f32, B, Hkv, m_, d);
-  p.v = kernels::dense_view(v_full_.data(), ElemType::f32, B, Hkv, m_, d);
-  p.q_positions = q_positions_.data();
-  p.k_positions = k_positions_.data();
-  p.causal = cfg_.causal;
-  p.scale = cfg_.scale;
+  const kernels::BlockParams p = block_params(q);
   kernels::BackwardArgs g{kernels::dense_view(const_cast<float*>(out), ElemType::f32, B, H, n_, d),
                           kernels::dense_view(const_cast<float*>(grad_out), ElemType::f32, B, H, n_, d),
                           kernels::dense_rows(const_cast<float*>(lse), B, H, n_),

@@ -45,7 +45,8 @@ class AllGatherAttention {
   int64_t workspace_bytes() const;
 
  private:
-  void gather_kv(const float* k, const float* v);  // into kv_full_ ([b, Hkv, P*n, d] each)
+  void gather_kv(const float* k, const float* v);  // into k_full_, v_full_ ([b, Hkv, P*n, d] each)
+  kernels::BlockParams block_params(const float* q);
 
   Communicator& cp_;
   RingConfig cfg_;
