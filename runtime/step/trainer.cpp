@@ -200,7 +200,6 @@ struct Trainer<T>::MicroBatch {
   std::vector<T> out;                    // stage output to send [rows_local_, h]
   std::vector<T> grad_out;               // gradient of the stage output (received)
   std::vector<T> grad_in;                // gradient of the stage input (to send)
-  double loss_sum = 0;
 };
 
 template <class T>
@@ -734,10 +733,10 @@ void Trainer<T>::forward_micro_batch(MicroBatch& mb, int64_t index) {
   // Loss = mean over every token of the global batch, so each token's gradient is scaled by
   // 1 / (global batch x seq_len) and the DP x CP sum of gradients is the global mean's.
   const double scale = 1.0 / (double(spec_.global_batch) * double(spec_.seq_len));
-  mb.loss_sum = 0;
+  double loss_sum = 0;
   for (int64_t r = 0; r < R; ++r) {
     const double m = mx[static_cast<size_t>(r)], se = st[static_cast<size_t>(2 * r)];
-    mb.loss_sum += std::log(se) + m - st[static_cast<size_t>(2 * r + 1)];
+    loss_sum += std::log(se) + m - st[static_cast<size_t>(2 * r + 1)];
     T* lr = mb.dlogits.data() + r * vocab_;
     const int64_t tgt = mb.targets[static_cast<size_t>(r)] - vocab0_;
     for (int64_t v = 0; v < vocab_; ++v) {
@@ -745,7 +744,7 @@ void Trainer<T>::forward_micro_batch(MicroBatch& mb, int64_t index) {
       lr[v] = T((p - (v == tgt ? 1.0 : 0.0)) * scale);
     }
   }
-  last_loss_sum_ += mb.loss_sum;
+  last_loss_sum_ += loss_sum;
   release_block(ob);
   if (spec_.model.tied_embeddings) release_block(0);
 }
@@ -1100,14 +1099,10 @@ double Trainer<T>::loss_and_gradients() {
   std::fill(grads_.begin(), grads_.end(), T(0));
   if (!shard_grads_.empty()) std::fill(shard_grads_.begin(), shard_grads_.end(), T(0));
   const auto t0 = std::chrono::steady_clock::now();
-  double loss_sum = 0;
-  {
-    // Losses are summed inside the schedule's last stage; collect them per micro-batch.
-    run_schedule();
-  }
+  run_schedule();  // the last stage's forwards add their token losses to last_loss_sum_
   reduce_gradients_finish();
   timing_.step_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  loss_sum = last_loss_sum_;
+  const double loss_sum = last_loss_sum_;
   last_loss_sum_ = 0;
   // One contribution per (dp, cp) of the last stage, TP rank 0 (TP ranks hold the same losses).
   double total = (last_stage_ && groups_.coord.tp == 0) ? loss_sum : 0.0;

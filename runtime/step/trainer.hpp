@@ -233,7 +233,7 @@ class Trainer {
   int64_t step_count_ = 0;
 
   StepTiming timing_;
-  int64_t act_bytes_ = 0, act_peak_bytes_ = 0, logits_bytes_ = 0, work_peak_bytes_ = 0;
+  int64_t act_bytes_ = 0, act_peak_bytes_ = 0, logits_bytes_ = 0;
   std::vector<StepEvent> events_;
   double last_loss_sum_ = 0;        // sum of token losses of this step's micro-batches (last stage)
   struct Clock;

@@ -31,13 +31,12 @@
 #include "runtime/gpu/cuda_ring.hpp"
 #include "runtime/gpu/gpu_executor.hpp"
 #include "runtime/mpi_communicator.hpp"
+#include "tests/runtime/mpi_doctest_main.hpp"
 #include "runtime/nccl/nccl_communicator.hpp"
 #include "runtime/sharding.hpp"
 
 using namespace ringplan;
 using kernels::ElemType;
-
-extern "C" const char* __asan_default_options() { return "detect_leaks=0"; }
 
 namespace {
 runtime::MpiCommunicator* g_world = nullptr;
@@ -205,15 +204,5 @@ TEST_CASE("CUDA ring refuses shapes its kernels cannot take, before touching the
 }
 
 int main(int argc, char** argv) {
-  runtime::MpiSession mpi(&argc, &argv);
-  int failed = 0;
-  {
-    auto world = runtime::MpiCommunicator::world();
-    g_world = world.get();
-    doctest::Context ctx;
-    ctx.applyCommandLine(argc, argv);
-    failed = ctx.run() != 0 ? 1 : 0;
-    g_world = nullptr;
-  }
-  return failed;
+  return test::run_mpi_doctest(argc, argv, g_world, "test_ring_cuda", false);
 }
