@@ -12,7 +12,7 @@
 # (libnccl.so.2 comes from the GPU machine's `nvidia.nccl` python package; env.sh finds it.)
 #
 # Writes under $OUT (default ./out/device-check): env.txt, one log per step, ours.json, ours_head_major.json,
-# sdpa.json, run.json, run_trace.json, report.md, summary.txt. Exit status: the number of failed
+# sdpa.json, gemm.json, run.json, run_trace.json, report.md, summary.txt. Exit status: the number of failed
 # steps (0 = all ok). On the GPU machine a SKIPPED step counts as failed: it did not happen.
 #
 # Steps:
@@ -128,6 +128,10 @@ fi
 
 # 3. PyTorch baseline
 step "sdpa_bench.py" 150 "$OUT/sdpa.txt" python3 "$script_dir/gpu/sdpa_bench.py" --tokens "$TOKENS" --json "$OUT/sdpa.json"
+
+# 3a. cuBLAS GEMM rates at the linear layers' shapes (Llama-3 8B/70B, TP 1-8, bf16 and FP8) and
+# the HBM copy rate, through PyTorch: the measured matmul curve of this card (gemm_bench.py's header).
+step "gemm_bench.py" 150 "$OUT/gemm.txt" python3 "$script_dir/gpu/gemm_bench.py" --json "$OUT/gemm.json"
 
 # 3b. The same primary kernels in the launch order they had up to run 10 (head-major: each head's
 # tiles in turn), validated and timed in this run: the comparison report.py prints. After the
