@@ -58,6 +58,7 @@
 #include "runtime/executor.hpp"
 #include "runtime/measure_collectives.hpp"
 #include "sim/cost_model.hpp"
+#include "sim/gpu_calibration.hpp"
 #include "runtime/memory.hpp"
 #include "runtime/mpi_communicator.hpp"
 
@@ -76,6 +77,11 @@ struct CalibrateArgs {
   std::string name = "calibrated_cpu";
   double timeout_s = 0;        // --timeout, used when timeout_given (else env RINGPLAN_TIMEOUT_S or 60 s)
   bool timeout_given = false;  // every given value is checked: 0, negative and nan are errors
+  // GPU profile from kernel measurements taken on the card (no MPI, no measurement here):
+  std::string gpu_bench;      // --gpu-bench: bench/gpu/gemm_bench.py --json output
+  std::string gpu_attention;  // --gpu-attention: bench/gpu/sdpa_bench.py --json output (optional)
+  std::string base;           // --base: the card's datasheet profile the fractions are taken against
+  bool name_given = false;
 };
 
 double seconds_since(clock_type::time_point t0) {
@@ -495,7 +501,47 @@ int calibrate_body(const CalibrateArgs& a0, runtime::MpiCommunicator& world) {
   return 0;
 }
 
+// `calibrate --gpu-bench GEMM.json [--gpu-attention SDPA.json] --base PROFILE.yaml`: the base
+// profile with its efficiency curves fitted to the GPU measurements (sim/gpu_calibration.hpp).
+int calibrate_from_gpu_bench(const CalibrateArgs& a) {
+  if (a.base.empty())
+    throw bad_input("--gpu-bench needs --base PROFILE.yaml: the card's datasheet profile (peaks, memory bandwidth) "
+                    "whose fractions the measured rates become, e.g. configs/clusters/h200.yaml");
+  if (!a.plan.empty() || !a.tokens.empty())
+    throw bad_input("--gpu-bench fits measurements already taken: --plan and --tokens do not apply");
+  const ClusterConfig base = load_cluster(a.base);
+  const sim::GpuBenchMeasurements m = sim::read_gpu_bench(a.gpu_bench, a.gpu_attention);
+  sim::GpuCalibration cal = sim::calibrate_gpu_profile(base, m);
+  if (a.name_given) cal.cluster.name = a.name;
+  std::ostringstream head;
+  head << "# Written by `ringplan calibrate --gpu-bench` from " << m.source << "\n"
+       << "# device: " << (m.device.empty() ? "(not recorded)" : m.device) << "; base profile " << a.base
+       << " (peaks and memory bandwidth are its datasheet figures)\n"
+       << "# curve                 points  max     half_tflop  fit error mean / max %\n";
+  for (const auto& c : cal.curves)
+    head << fmt::format("#  {:<20} {:6d}  {:.4f}  {:.6f}    {:.2f} / {:.2f}\n", c.key, c.error.points,
+                        c.fitted.max_efficiency, c.fitted.half_flops / 1e12, c.error.mean_pct, c.error.max_pct);
+  if (cal.memory_bandwidth_efficiency > 0)
+    head << fmt::format("#  memory_bandwidth: copy {:.1f} GB/s (read + write) / datasheet {:.1f} GB/s = {:.4f}\n",
+                        m.hbm_copy_bytes_per_s / 1e9, base.memory_bandwidth_bytes_per_s / 1e9,
+                        cal.memory_bandwidth_efficiency);
+  YAML::Emitter out;
+  write_cluster(out, cal.cluster);
+  const std::string text = head.str() + out.c_str() + "\n" + kProfileEndMarker + "\n";
+  if (a.output.empty()) {
+    std::fputs(text.c_str(), stdout);
+  } else {
+    write_file_atomic(a.output, text, "-o");
+    std::fprintf(stderr, "ringplan calibrate: wrote %s (%zu curves fitted to %s)\n", a.output.c_str(),
+                 cal.curves.size(), m.device.c_str());
+  }
+  return 0;
+}
+
 int calibrate_command(const CalibrateArgs& a) {
+  if (!a.gpu_bench.empty()) return calibrate_from_gpu_bench(a);
+  if (!a.gpu_attention.empty() || !a.base.empty())
+    throw bad_input("--gpu-attention and --base go with --gpu-bench GEMM.json (a GPU profile from measurements)");
   return cli::run_under_mpi(a.timeout_given, a.timeout_s, [&](runtime::MpiCommunicator& world) { return calibrate_body(a, world); });
 }
 
@@ -514,12 +560,18 @@ RINGPLAN_COMMAND("calibrate", "Measure kernel throughput and links under mpirun;
                    app.add_option("--batch", a->batch, "Micro-batch sequences")->capture_default_str();
                    app.add_option("--reps", a->reps, "Timed repetitions per point")->capture_default_str();
                    app.add_option("--threads", a->threads, "Kernel threads per rank, 1..256")->capture_default_str();
-                   app.add_option("--name", a->name, "Profile name")->capture_default_str();
+                   CLI::Option* name = app.add_option("--name", a->name, "Profile name")->capture_default_str();
+                   app.add_option("--gpu-bench", a->gpu_bench,
+                                  "Fit a GPU profile to bench/gpu/gemm_bench.py --json output (no MPI run)");
+                   app.add_option("--gpu-attention", a->gpu_attention,
+                                  "With --gpu-bench: bench/gpu/sdpa_bench.py --json output for the attention curves");
+                   app.add_option("--base", a->base, "With --gpu-bench: the card's datasheet profile YAML");
                    CLI::Option* timeout = app.add_option(
                        "--timeout", a->timeout_s,
                        "Fault timeout in seconds, finite and > 0 (default: env RINGPLAN_TIMEOUT_S, else 60)");
                    return [=] {
                      a->timeout_given = timeout->count() > 0;
+                     a->name_given = name->count() > 0;
                      return calibrate_command(*a);
                    };
                  });

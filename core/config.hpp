@@ -99,6 +99,9 @@ struct ClusterConfig {
   double peak_flops_per_s_bf16 = 0.0;  // dense tensor-core peak per device
   double peak_flops_per_s_fp16 = 0.0;
   double peak_flops_per_s_fp32 = 0.0;
+  // Dense FP8 tensor-core peak (YAML peak_tflops.fp8, optional): 0 means the device has no FP8
+  // tensor cores (A100) and a run with training.fp8 is refused.
+  double peak_flops_per_s_fp8 = 0.0;
   double memory_bytes = 0.0;           // device memory capacity
   double memory_reserved_bytes = 0.0;  // framework/context overhead not available to the model
   double memory_bandwidth_bytes_per_s = 0.0;
@@ -128,6 +131,12 @@ struct ClusterConfig {
   const EfficiencyCurve& matmul_backward_curve() const {
     return matmul_backward.max_efficiency > 0 ? matmul_backward : matmul;
   }
+  // Efficiency of FP8 GEMMs (per-tensor scaled e4m3/e5m2 inputs, bf16 output) against
+  // peak_flops_per_s_fp8, by the GEMM's FLOPs, optional YAML key efficiency.matmul_fp8. Unset
+  // means "same fraction as matmul" (an assumption: measured FP8 GEMMs reach a different
+  // fraction of their peak than bf16 ones, so a profile for FP8 runs should set it).
+  EfficiencyCurve matmul_fp8;
+  const EfficiencyCurve& matmul_fp8_curve() const { return matmul_fp8.max_efficiency > 0 ? matmul_fp8 : matmul; }
   // Fraction of memory_bandwidth_bytes_per_s that streaming (memory-bound, element-wise)
   // kernels achieve, in (0, 1]. YAML key efficiency.memory_bandwidth (optional); the default is
   // kDefaultMemoryBandwidthEfficiency.
@@ -162,6 +171,13 @@ struct TrainingConfig {
   // gradients in the training dtype, the ZeRO paper's 2 + 2 + 12 = 16 (PyTorch FSDP, DeepSpeed).
   // No effect with dtype fp32.
   bool fp32_grad_accumulation = false;
+  // FP8 linear layers, YAML training.fp8 (default false): the transformer blocks' GEMMs (QKV,
+  // attention output, MLP up and down; forward, data and weight gradient) run in FP8 with
+  // per-tensor scaling, as Transformer Engine runs them under Megatron-LM / NeMo (--fp8-format
+  // hybrid) and torchao's Float8 linear layers under torchtitan. Attention, the embedding, the
+  // output layer and the loss stay in `dtype`, as in both frameworks. Needs a 16-bit dtype and a
+  // cluster with peak_tflops.fp8.
+  bool fp8 = false;
 };
 
 // Largest GPU count ringplan accepts anywhere (experiment `gpus`, cluster gpus_per_node x nodes,

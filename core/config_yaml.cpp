@@ -383,7 +383,7 @@ const std::vector<std::string> kClusterKeys{
     "gpus_per_node", "nodes",       "intra_node", "inter_node",          "efficiency"};
 const std::vector<std::string> kTrainingKeys{"seq_len", "global_batch", "global_batch_tokens",
                                              "dtype",   "optimizer",    "causal",
-                                             "grad_accumulation_dtype"};
+                                             "grad_accumulation_dtype", "fp8"};
 const std::vector<std::string> kExperimentKeys{"name", "model",   "cluster", "training", "gpus",
                                                "mesh", "options", "search",  "published"};
 const std::vector<std::string> kMeshKeys{"dp", "tp", "cp", "pp"};
@@ -496,10 +496,12 @@ ClusterConfig cluster_from_yaml(const YAML::Node& node, const std::string& file,
   ClusterConfig c;
   c.name = r.get_string("name");
   {
-    MapReader peak = r.nested("peak_tflops", {"bf16", "fp16", "fp32"});
+    MapReader peak = r.nested("peak_tflops", {"bf16", "fp16", "fp32", "fp8"});
     c.peak_flops_per_s_bf16 = peak.get_real("bf16", kTflopsRange) * units::tflop;
     c.peak_flops_per_s_fp16 = peak.get_real("fp16", kTflopsRange) * units::tflop;
     c.peak_flops_per_s_fp32 = peak.get_real("fp32", kTflopsRange) * units::tflop;
+    // Optional: devices without FP8 tensor cores leave it out (0).
+    if (peak.has("fp8")) c.peak_flops_per_s_fp8 = peak.get_real("fp8", kTflopsRange) * units::tflop;
   }
   c.memory_bytes = r.get_real("memory_gib", kMemoryGibRange) * units::gib_bytes;
   c.memory_reserved_bytes = r.get_real("memory_reserved_gib", kReservedGibRange) * units::gib_bytes;
@@ -518,14 +520,20 @@ ClusterConfig cluster_from_yaml(const YAML::Node& node, const std::string& file,
   c.inter_node = read_link(r, "inter_node");
   MapReader eff =
       r.nested("efficiency",
-               {"matmul", "matmul_backward", "attention", "attention_backward", "memory_bandwidth", "collectives",
-                "collectives_inter_node"});
+               {"matmul", "matmul_backward", "matmul_fp8", "attention", "attention_backward", "memory_bandwidth",
+                "collectives", "collectives_inter_node"});
   c.matmul = read_curve(eff, "matmul");
   c.attention = read_curve(eff, "attention");
   // Optional: absent leaves max_efficiency 0, i.e. the backward uses `attention`.
   if (eff.has("attention_backward")) c.attention_backward = read_curve(eff, "attention_backward");
   // Optional: absent leaves max_efficiency 0, i.e. the materialised backward uses `matmul`.
   if (eff.has("matmul_backward")) c.matmul_backward = read_curve(eff, "matmul_backward");
+  // Optional: absent leaves max_efficiency 0, i.e. FP8 GEMMs use matmul's fraction of their peak.
+  if (eff.has("matmul_fp8")) {
+    if (c.peak_flops_per_s_fp8 <= 0)
+      eff.fail("matmul_fp8", "is set but peak_tflops.fp8 is not: give the device's dense FP8 peak, or remove it");
+    c.matmul_fp8 = read_curve(eff, "matmul_fp8");
+  }
   // Optional: absent keeps the ideal ring (efficiency 1 at every size).
   if (eff.has("collectives")) {
     const MapReader coll = eff.nested("collectives", {"all_reduce", "reduce_scatter", "all_gather"});
@@ -583,6 +591,11 @@ TrainingConfig training_from_yaml(const YAML::Node& node, const std::string& fil
       r.fail("grad_accumulation_dtype", fmt::format("must be one of fp32, same; got '{}'", g));
     t.fp32_grad_accumulation = g == "fp32";
   }
+  if (r.has("fp8")) {
+    t.fp8 = r.get_bool("fp8");
+    if (t.fp8 && t.dtype == DType::fp32)
+      r.fail("fp8", "FP8 linear layers need a 16-bit training dtype (bf16 or fp16), got dtype fp32");
+  }
   return t;
 }
 
@@ -596,6 +609,10 @@ Experiment experiment_from_yaml(const YAML::Node& node, const std::string& file,
   e.cluster = read_block<ClusterConfig>(r, "cluster", base_dir, load_cluster, cluster_from_yaml);
   e.training = read_block<TrainingConfig>(r, "training", base_dir, load_training, training_from_yaml);
   if (r.has("gpus")) e.gpus = r.get_count("gpus", kMaxGpus);
+  if (e.training.fp8 && e.cluster.peak_flops_per_s_fp8 <= 0)
+    r.fail("cluster", fmt::format("training.fp8 is true but cluster '{}' has no peak_tflops.fp8 (no FP8 tensor "
+                                  "cores given); use a cluster with FP8 tensor cores or set training.fp8: false",
+                                  e.cluster.name));
 
   if (r.has("mesh")) {
     // Omitted mesh dimensions are 1 (no parallelism along them).
@@ -759,6 +776,7 @@ void write_cluster(YAML::Emitter& out, const ClusterConfig& c) {
   emit_double(out, "bf16", c.peak_flops_per_s_bf16 / units::tflop);
   emit_double(out, "fp16", c.peak_flops_per_s_fp16 / units::tflop);
   emit_double(out, "fp32", c.peak_flops_per_s_fp32 / units::tflop);
+  if (c.peak_flops_per_s_fp8 > 0) emit_double(out, "fp8", c.peak_flops_per_s_fp8 / units::tflop);
   out << YAML::EndMap;
   emit_double(out, "memory_gib", c.memory_bytes / units::gib_bytes);
   emit_double(out, "memory_reserved_gib", c.memory_reserved_bytes / units::gib_bytes);
@@ -771,6 +789,7 @@ void write_cluster(YAML::Emitter& out, const ClusterConfig& c) {
   curve("matmul", c.matmul);
   curve("attention", c.attention);
   if (c.matmul_backward.max_efficiency > 0) curve("matmul_backward", c.matmul_backward);
+  if (c.matmul_fp8.max_efficiency > 0) curve("matmul_fp8", c.matmul_fp8);
   if (c.attention_backward.max_efficiency > 0) curve("attention_backward", c.attention_backward);
   emit_double(out, "memory_bandwidth", c.memory_bandwidth_efficiency);
   auto colls = [&out](const char* key, const CollectiveEfficiency& ce) {
@@ -802,6 +821,7 @@ void write_training(YAML::Emitter& out, const TrainingConfig& t) {
   out << YAML::Key << "optimizer" << YAML::Value << to_string(t.optimizer);
   out << YAML::Key << "causal" << YAML::Value << t.causal;
   if (t.fp32_grad_accumulation) out << YAML::Key << "grad_accumulation_dtype" << YAML::Value << "fp32";
+  if (t.fp8) out << YAML::Key << "fp8" << YAML::Value << true;
   out << YAML::EndMap;
 }
 

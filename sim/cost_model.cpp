@@ -14,6 +14,9 @@
 #include <cmath>
 #include <string>
 
+#include <fmt/format.h>
+
+#include "core/error.hpp"
 #include "sim/formulas.hpp"
 #include "sim/ring_model.hpp"
 
@@ -222,6 +225,44 @@ namespace {
 // Time of one GEMM of `flops` at the cluster's efficiency for that size.
 double gemm_s(double flops, const ClusterConfig& c, double peak) { return flops / (peak * c.matmul.at(flops)); }
 
+// The rate the transformer blocks' linear layers run at: the training dtype's peak and the matmul
+// curve, or with training.fp8 the FP8 peak and the FP8 curve (ClusterConfig::matmul_fp8).
+struct BlockGemmRate {
+  double peak = 0;
+  const EfficiencyCurve* curve = nullptr;
+  bool fp8 = false;
+  double seconds(double flops) const { return flops / (peak * curve->at(flops)); }
+};
+
+BlockGemmRate block_gemm_rate(const ClusterConfig& c, const TrainingConfig& t) {
+  if (!t.fp8) return {c.peak_flops_per_s(t.dtype), &c.matmul, false};
+  if (c.peak_flops_per_s_fp8 <= 0)
+    throw bad_input(fmt::format("training.fp8 is true but cluster '{}' has no peak_tflops.fp8; use a cluster "
+                                "with FP8 tensor cores or set training.fp8: false",
+                                c.name));
+  return {c.peak_flops_per_s_fp8, &c.matmul_fp8_curve(), true};
+}
+
+// Bytes the FP8 casts of one layer move per micro-batch (FP8 only; 0 otherwise). Each FP8 GEMM
+// input is quantised from the 16-bit activation: Transformer Engine's fused cast-transpose reads
+// 2 bytes and writes the FP8 copy and its transpose (1 + 1 bytes) per element, the transpose
+// being the operand of the weight-gradient GEMM. Forward: the inputs X of QKV, attention-out,
+// MLP-up and MLP-down (M x K each); backward: their output gradients dY (M x N each). Weights are
+// cast once per step and cached across micro-batches (TE's is_first_microbatch), not counted.
+struct Fp8CastBytes {
+  double forward = 0, backward = 0;
+};
+Fp8CastBytes fp8_cast_bytes(const LayerShape& x) {
+  constexpr double kBytesPerElement = 2.0 + 1.0 + 1.0;
+  const double T = x.tokens(), h = x.hidden;
+  const double q = x.heads * x.head_dim / x.tp, kv = x.kv_heads * x.head_dim / x.tp;
+  const double f = x.ffn_hidden / x.tp, up = f * (x.gated_mlp ? 2.0 : 1.0);
+  Fp8CastBytes b;
+  b.forward = kBytesPerElement * T * (h + q + h + f);              // K of qkv, out, up, down
+  b.backward = kBytesPerElement * T * ((q + 2.0 * kv) + h + up + h);  // N of qkv, out, up, down
+  return b;
+}
+
 // One layer, one micro-batch, on one device.
 struct LayerTimes {
   double gemm_fwd_s = 0, gemm_bwd_s = 0;
@@ -231,11 +272,12 @@ struct LayerTimes {
   RingLayerPrediction ring;
 };
 
-LayerTimes layer_times(const LayerShape& x, const ClusterConfig& c, double peak, const Mesh& mesh) {
+LayerTimes layer_times(const LayerShape& x, const ClusterConfig& c, double peak, const BlockGemmRate& gr,
+                       const Mesh& mesh) {
   LayerTimes lt;
   const LayerGemmFlops g = layer_gemm_flops(x);
-  const double qkv = gemm_s(g.qkv, c, peak), out = gemm_s(g.out, c, peak);
-  const double up = gemm_s(g.mlp_up, c, peak), down = gemm_s(g.mlp_down, c, peak);
+  const double qkv = gr.seconds(g.qkv), out = gr.seconds(g.out);
+  const double up = gr.seconds(g.mlp_up), down = gr.seconds(g.mlp_down);
   lt.gemm_fwd_s = qkv + out + up + down;
   // Backward: a data-gradient and a weight-gradient GEMM per forward GEMM, same sizes.
   lt.gemm_bwd_s = 2.0 * lt.gemm_fwd_s;
@@ -248,6 +290,11 @@ LayerTimes layer_times(const LayerShape& x, const ClusterConfig& c, double peak,
     // The attention core's passes are counted by the ring prediction (one source).
     lt.elementwise_fwd_s = (eb.forward - eb.attention_core_forward) / bw;
     lt.elementwise_bwd_s = (eb.backward - eb.attention_core_backward) / bw;
+    if (gr.fp8) {
+      const Fp8CastBytes cast = fp8_cast_bytes(x);
+      lt.elementwise_fwd_s += cast.forward / bw;
+      lt.elementwise_bwd_s += cast.backward / bw;
+    }
   }
 
   // TP collectives on the link the TP group spans; buffer = the layer's full activation.
@@ -347,7 +394,7 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
   const double last_stage_params = mesh.pp == 1 ? first_stage_params : stage_layer_params + emb + hidden;
 
   // ---------------- per layer, per micro-batch
-  const LayerTimes lt = layer_times(x, c, peak, mesh);
+  const LayerTimes lt = layer_times(x, c, peak, block_gemm_rate(c, train), mesh);
   const RingLayerPrediction& ring = lt.ring;
   const bool full = opt.recompute == Recompute::full;
   const bool reruns_attention = opt.recompute != Recompute::none;  // selective or full

@@ -1,0 +1,164 @@
+// GPU profile from kernel measurements (see gpu_calibration.hpp).
+#include "sim/gpu_calibration.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "core/error.hpp"
+
+namespace ringplan::sim {
+
+EfficiencyCurve fit_efficiency_curve(const std::vector<RatePoint>& points, double peak) {
+  if (points.empty()) throw bad_input("fit_efficiency_curve: no measured points");
+  if (!(peak > 0) || !std::isfinite(peak)) throw bad_input(fmt::format("fit_efficiency_curve: peak {} is not > 0", peak));
+  double su = 0, sy = 0, suu = 0, suy = 0;
+  const double n = static_cast<double>(points.size());
+  for (const RatePoint& p : points) {
+    if (!(p.flops > 0) || !(p.rate > 0) || !std::isfinite(p.flops) || !std::isfinite(p.rate))
+      throw bad_input(fmt::format("fit_efficiency_curve: point (flops {}, rate {}) is not finite and > 0", p.flops,
+                                  p.rate));
+    // Work in TFLOP and TFLOP/s so the normal equations stay well scaled.
+    const double u = 1e12 / p.flops, y = 1e12 / p.rate;
+    su += u;
+    sy += y;
+    suu += u * u;
+    suy += u * y;
+  }
+  EfficiencyCurve c;
+  const double den = n * suu - su * su;
+  if (points.size() >= 2 && den > 0) {
+    const double b = (n * suy - su * sy) / den;  // half / R  (TFLOP / TFLOP/s)
+    const double a = (sy - b * su) / n;          // 1 / R     (1 / TFLOP/s)
+    if (a > 0 && b > 0) {
+      const double r = 1e12 / a;  // FLOP/s
+      c.max_efficiency = std::min(1.0, r / peak);
+      c.half_flops = b / a * 1e12;
+      return c;
+    }
+  }
+  std::vector<double> rates;
+  rates.reserve(points.size());
+  for (const RatePoint& p : points) rates.push_back(p.rate);
+  std::nth_element(rates.begin(), rates.begin() + static_cast<std::ptrdiff_t>(rates.size() / 2), rates.end());
+  c.max_efficiency = std::min(1.0, rates[rates.size() / 2] / peak);
+  c.half_flops = 0;
+  return c;
+}
+
+CurveFitError curve_fit_error(const EfficiencyCurve& curve, double peak, const std::vector<RatePoint>& points) {
+  CurveFitError e;
+  double sum = 0;
+  for (const RatePoint& p : points) {
+    const double err = std::abs(peak * curve.at(p.flops) - p.rate) / p.rate * 100.0;
+    sum += err;
+    e.max_pct = std::max(e.max_pct, err);
+  }
+  e.points = static_cast<int>(points.size());
+  e.mean_pct = points.empty() ? 0.0 : sum / static_cast<double>(points.size());
+  return e;
+}
+
+namespace {
+
+using nlohmann::json;
+
+json read_json(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw bad_input(fmt::format("{}: cannot open (a JSON file written by bench/gpu/*.py --json)", path));
+  try {
+    return json::parse(in);
+  } catch (const json::exception& ex) {
+    throw bad_input(fmt::format("{}: not valid JSON: {}", path, ex.what()));
+  }
+}
+
+double positive(const json& rec, const char* key, const std::string& where) {
+  if (!rec.contains(key) || !rec[key].is_number())
+    throw bad_input(fmt::format("{}: missing or non-numeric '{}'", where, key));
+  const double v = rec[key].get<double>();
+  if (!(v > 0) || !std::isfinite(v)) throw bad_input(fmt::format("{}: '{}' must be finite and > 0, got {}", where, key, v));
+  return v;
+}
+
+std::string text(const json& rec, const char* key, const std::string& where) {
+  if (!rec.contains(key) || !rec[key].is_string()) throw bad_input(fmt::format("{}: missing or non-text '{}'", where, key));
+  return rec[key].get<std::string>();
+}
+
+}  // namespace
+
+GpuBenchMeasurements read_gpu_bench(const std::string& gemm_json, const std::string& sdpa_json) {
+  GpuBenchMeasurements m;
+  const json g = read_json(gemm_json);
+  if (!g.is_object() || !g.contains("gemms") || !g["gemms"].is_array() || g["gemms"].empty())
+    throw bad_input(fmt::format("{}: no 'gemms' array (is this gemm_bench.py's --json output?)", gemm_json));
+  m.device = g.contains("device") && g["device"].is_string() ? g["device"].get<std::string>() : "";
+  m.source = gemm_json;
+  for (size_t i = 0; i < g["gemms"].size(); ++i) {
+    const json& r = g["gemms"][i];
+    const std::string where = fmt::format("{}: gemms[{}]", gemm_json, i);
+    const double flops = positive(r, "flops", where), ms = positive(r, "ms", where);
+    const std::string dtype = text(r, "dtype", where), pass = text(r, "pass_", where);
+    const RatePoint p{flops, flops / (ms * 1e-3)};
+    if (dtype == "bf16" && pass == "fwd") {
+      m.gemm_bf16_fwd.push_back(p);
+    } else if (dtype == "bf16" && (pass == "bwd_dx" || pass == "bwd_dw")) {
+      m.gemm_bf16_bwd.push_back(p);
+    } else if (dtype == "fp8_e4m3") {
+      m.gemm_fp8.push_back(p);
+    } else {
+      throw bad_input(fmt::format("{}: dtype '{}' pass '{}' unknown (valid: bf16 fwd|bwd_dx|bwd_dw, fp8_e4m3)", where,
+                                  dtype, pass));
+    }
+  }
+  if (g.contains("hbm_copy_gbps")) m.hbm_copy_bytes_per_s = positive(g, "hbm_copy_gbps", gemm_json) * 1e9;
+  if (!sdpa_json.empty()) {
+    const json s = read_json(sdpa_json);
+    if (!s.is_object() || !s.contains("results") || !s["results"].is_array() || s["results"].empty())
+      throw bad_input(fmt::format("{}: no 'results' array (is this sdpa_bench.py's --json output?)", sdpa_json));
+    m.source += ", " + sdpa_json;
+    for (size_t i = 0; i < s["results"].size(); ++i) {
+      const json& r = s["results"][i];
+      const std::string where = fmt::format("{}: results[{}]", sdpa_json, i);
+      // sdpa_bench.py's FLOP model: forward 4*b*h*n*n*d (x0.5 causal), backward 2.5x forward.
+      const double fwd_ms = positive(r, "fwd_ms", where), bwd_ms = positive(r, "bwd_ms", where);
+      const double fwd_flops = positive(r, "fwd_tflops", where) * 1e12 * fwd_ms * 1e-3;
+      m.attention_fwd.push_back({fwd_flops, fwd_flops / (fwd_ms * 1e-3)});
+      m.attention_bwd.push_back({fwd_flops, 2.5 * fwd_flops / (bwd_ms * 1e-3)});
+    }
+  }
+  return m;
+}
+
+GpuCalibration calibrate_gpu_profile(const ClusterConfig& base, const GpuBenchMeasurements& m) {
+  GpuCalibration cal;
+  cal.cluster = base;
+  const double bf16 = base.peak_flops_per_s_bf16;
+  auto fit = [&cal](const char* key, const std::vector<RatePoint>& pts, double peak, EfficiencyCurve& slot) {
+    if (pts.empty()) return;
+    slot = fit_efficiency_curve(pts, peak);
+    cal.curves.push_back({key, slot, curve_fit_error(slot, peak, pts)});
+  };
+  fit("matmul", m.gemm_bf16_fwd, bf16, cal.cluster.matmul);
+  fit("matmul_backward", m.gemm_bf16_bwd, bf16, cal.cluster.matmul_backward);
+  if (!m.gemm_fp8.empty()) {
+    if (base.peak_flops_per_s_fp8 <= 0)
+      throw bad_input(fmt::format("the measurements hold FP8 GEMMs but profile '{}' has no peak_tflops.fp8 to take "
+                                  "their fraction against; add the datasheet's dense FP8 peak",
+                                  base.name));
+    fit("matmul_fp8", m.gemm_fp8, base.peak_flops_per_s_fp8, cal.cluster.matmul_fp8);
+  }
+  fit("attention", m.attention_fwd, bf16, cal.cluster.attention);
+  fit("attention_backward", m.attention_bwd, bf16, cal.cluster.attention_backward);
+  if (m.hbm_copy_bytes_per_s > 0 && base.memory_bandwidth_bytes_per_s > 0) {
+    cal.memory_bandwidth_efficiency = std::min(1.0, m.hbm_copy_bytes_per_s / base.memory_bandwidth_bytes_per_s);
+    cal.cluster.memory_bandwidth_efficiency = cal.memory_bandwidth_efficiency;
+  }
+  return cal;
+}
+
+}  // namespace ringplan::sim

@@ -1,0 +1,157 @@
+// The GPU profile from measurements (sim/gpu_calibration.hpp) and the FP8 GEMM term of the cost
+// model: the curve fit on synthetic points with a known answer, the shipped H100/H200 curves
+// recomputed from the measurement files committed beside them, and FP8 predictions.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "core/config_yaml.hpp"
+#include "core/error.hpp"
+#include "sim/cost_model.hpp"
+#include "sim/gpu_calibration.hpp"
+#include "test_helpers.hpp"
+
+using namespace ringplan;
+using namespace ringplan::sim;
+
+namespace {
+
+std::string source(const std::string& rel) { return std::string(RINGPLAN_SOURCE_DIR) + "/" + rel; }
+
+// The profiles carry the fitted values rounded to 3 significant figures.
+void check_rounded(const EfficiencyCurve& shipped, const EfficiencyCurve& fitted, const char* what) {
+  INFO(what);
+  CHECK(shipped.max_efficiency == doctest::Approx(fitted.max_efficiency).epsilon(0.002));
+  CHECK(shipped.half_flops == doctest::Approx(fitted.half_flops).epsilon(0.005));
+}
+
+}  // namespace
+
+TEST_CASE("fit_efficiency_curve recovers a known curve and falls back to a constant") {
+  const double peak = 1000e12;
+  const EfficiencyCurve truth{0.7, 0.01e12};
+  std::vector<RatePoint> pts;
+  for (double x : {0.001e12, 0.004e12, 0.02e12, 0.1e12, 1e12}) pts.push_back({x, peak * truth.at(x)});
+  const EfficiencyCurve fit = fit_efficiency_curve(pts, peak);
+  CHECK(fit.max_efficiency == doctest::Approx(0.7).epsilon(1e-9));
+  CHECK(fit.half_flops == doctest::Approx(0.01e12).epsilon(1e-9));
+  CHECK(curve_fit_error(fit, peak, pts).max_pct < 1e-6);
+  // Rates that fall with size have no rising curve: the median rate, constant.
+  const EfficiencyCurve flat = fit_efficiency_curve({{1e12, 600e12}, {2e12, 500e12}, {4e12, 400e12}}, peak);
+  CHECK(flat.half_flops == 0);
+  CHECK(flat.max_efficiency == doctest::Approx(0.5));
+  // Faster than the peak: capped at 1.
+  CHECK(fit_efficiency_curve({{1e12, 2000e12}}, peak).max_efficiency == 1.0);
+  CHECK_THROWS_AS(fit_efficiency_curve({}, peak), Error);
+  CHECK_THROWS_AS(fit_efficiency_curve({{0, 1e12}}, peak), Error);
+  CHECK_THROWS_AS(fit_efficiency_curve({{1e12, 1e12}}, 0), Error);
+}
+
+TEST_CASE("shipped H200 and H100 curves are the fit of the committed H200 measurements") {
+  const GpuBenchMeasurements m = read_gpu_bench(source("configs/clusters/measured/h200_2026-12-04_gemm.json"),
+                                                source("configs/clusters/measured/h200_2026-12-04_sdpa.json"));
+  CHECK(m.device == "NVIDIA H200");
+  CHECK(m.gemm_bf16_fwd.size() == 120);
+  CHECK(m.gemm_bf16_bwd.size() == 240);
+  CHECK(m.gemm_fp8.size() == 120);
+  CHECK(m.attention_fwd.size() == 6);
+  for (const char* name : {"h200", "dgx_h100"}) {
+    INFO(name);
+    const ClusterConfig shipped = load_cluster(source(std::string("configs/clusters/") + name + ".yaml"));
+    const GpuCalibration cal = calibrate_gpu_profile(load_cluster(source("configs/clusters/h200.yaml")), m);
+    REQUIRE(cal.curves.size() == 5);
+    check_rounded(shipped.matmul, cal.cluster.matmul, "matmul");
+    check_rounded(shipped.matmul_backward, cal.cluster.matmul_backward, "matmul_backward");
+    check_rounded(shipped.matmul_fp8, cal.cluster.matmul_fp8, "matmul_fp8");
+    check_rounded(shipped.attention, cal.cluster.attention, "attention");
+    check_rounded(shipped.attention_backward, cal.cluster.attention_backward, "attention_backward");
+    CHECK(shipped.memory_bandwidth_efficiency == doctest::Approx(cal.memory_bandwidth_efficiency).epsilon(0.002));
+    // The curve describes its own points to within a few percent on average.
+    for (const auto& c : cal.curves) {
+      INFO(c.key);
+      CHECK(c.error.mean_pct < 10.0);
+    }
+  }
+}
+
+TEST_CASE("read_gpu_bench refuses malformed measurement files with the record named") {
+  const std::string bad = "test_gpu_calibration_bad.json";
+  {
+    std::ofstream f(bad);
+    f << R"({"device": "x", "gemms": [{"flops": 1e12, "ms": -1, "dtype": "bf16", "pass_": "fwd"}]})";
+  }
+  try {
+    read_gpu_bench(bad, "");
+    FAIL("no error");
+  } catch (const Error& e) {
+    CHECK(e.kind() == ErrorKind::bad_input);
+    CHECK(std::string(e.what()).find("gemms[0]") != std::string::npos);
+    CHECK(std::string(e.what()).find("'ms'") != std::string::npos);
+  }
+  {
+    std::ofstream f(bad);
+    f << R"({"gemms": []})";
+  }
+  CHECK_THROWS_AS(read_gpu_bench(bad, ""), Error);
+  CHECK_THROWS_AS(read_gpu_bench("/nonexistent/gemm.json", ""), Error);
+  std::remove(bad.c_str());
+  // FP8 points need the profile's FP8 peak.
+  GpuBenchMeasurements m;
+  m.gemm_fp8 = {{1e12, 1000e12}};
+  ClusterConfig c = test::a100_cluster();
+  CHECK_THROWS_AS(calibrate_gpu_profile(c, m), Error);
+}
+
+TEST_CASE("fp8 runs the blocks' GEMMs at the FP8 rate and nothing else") {
+  Experiment e = test::llama_experiment(8192, 64);
+  e.cluster.peak_flops_per_s_fp8 = 2.0 * e.cluster.peak_flops_per_s_bf16;
+  e.cluster.matmul_fp8 = e.cluster.matmul;  // same fraction of twice the peak
+  e.cluster.matmul_fp8.half_flops *= 2.0;    // and the same ramp in time: at(x) over 2x peak
+  const Mesh mesh{8, 1, 1, 1};
+  ParallelOptions opt;
+  const Prediction bf16 = predict(e, mesh, opt);
+  e.training.fp8 = true;
+  const Prediction fp8 = predict(e, mesh, opt);
+  // Same model FLOPs, less time; memory terms unchanged (FP8 copies are not modelled).
+  CHECK(fp8.model_flops_per_step == bf16.model_flops_per_step);
+  CHECK(fp8.step_time_s < bf16.step_time_s);
+  CHECK(fp8.peak_memory_bytes == bf16.peak_memory_bytes);
+  // Without an FP8 peak the cluster cannot run it.
+  e.cluster.peak_flops_per_s_fp8 = 0;
+  CHECK_THROWS_AS(predict(e, mesh, opt), Error);
+}
+
+TEST_CASE("fp8 in YAML: needs a 16-bit dtype and an FP8 peak, with file and line") {
+  const std::string dir = "test_fp8_yaml";
+  std::filesystem::create_directories(dir);
+  auto write = [&](const std::string& name, const std::string& text) {
+    std::ofstream(dir + "/" + name) << text;
+    return dir + "/" + name;
+  };
+  const std::string training32 =
+      write("t32.yaml", "seq_len: 4096\nglobal_batch: 8\ndtype: fp32\noptimizer: adam\nfp8: true\n");
+  try {
+    load_training(training32);
+    FAIL("no error");
+  } catch (const ConfigError& err) {
+    CHECK(err.line() == 5);
+    CHECK(std::string(err.what()).find("16-bit") != std::string::npos);
+  }
+  const std::string training16 = write("t16.yaml", "seq_len: 4096\nglobal_batch: 8\ndtype: bf16\noptimizer: adam\nfp8: true\n");
+  CHECK(load_training(training16).fp8);
+  // The A100 profile has no FP8 peak: an experiment asking for FP8 on it is refused at load.
+  const std::string exp = write("e.yaml", "name: e\nmodel: " + source("configs/models/llama3_8b.yaml") +
+                                              "\ncluster: " + source("configs/clusters/dgx_a100_80gb.yaml") +
+                                              "\ntraining: t16.yaml\ngpus: 8\n");
+  try {
+    load_experiment(exp);
+    FAIL("no error");
+  } catch (const ConfigError& err) {
+    CHECK(std::string(err.what()).find("peak_tflops.fp8") != std::string::npos);
+  }
+  std::filesystem::remove_all(dir);
+}
