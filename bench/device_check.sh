@@ -4,7 +4,7 @@
 #
 # Prepare on the build machine (sm_90 is what an H100/H200 runs):
 #   cmake -S . -B build/gpu -G Ninja -DRINGPLAN_ENABLE_CUDA=ON -DRINGPLAN_CUDA_ARCHITECTURES=90
-#   cmake --build build/gpu --target ringplan test_cuda_tiles test_attention_cuda test_attention_bwd_mma test_ring_cuda \
+#   cmake --build build/gpu --target ringplan test_cuda_tiles test_attention_cuda test_attention_bwd_mma test_ring_cuda test_step_cuda \
 #         bench_attention_cuda nccl_smoke
 #   bench/gpu/make_bundle.sh build/gpu build/bundle     # binaries + OpenMPI, fmt, yaml-cpp (~30 MiB)
 # then carry build/bundle to the GPU machine and run there, from the repository root:
@@ -16,7 +16,8 @@
 # steps (0 = all ok). On the GPU machine a SKIPPED step counts as failed: it did not happen.
 #
 # Steps:
-#   1. CUDA kernel tests against the float64 reference (tile logic, kernels, the CUDA ring);
+#   1. CUDA kernel tests against the float64 reference (tile logic, kernels, the CUDA ring) and
+#      the GPU training step against the CPU float32 step (test_step_cuda);
 #      error bounds per precision are stated in the tests' headers
 #   2. our forward/backward timing (the binary validates sampled outputs before timing)
 #   3. PyTorch scaled_dot_product_attention at the same shapes (bf16, batch 1, 32 query heads,
@@ -93,7 +94,7 @@ bin() {
 }
 
 # 1. kernel and ring tests
-for t in test_cuda_tiles test_attention_cuda test_attention_bwd_mma test_ring_cuda; do
+for t in test_cuda_tiles test_attention_cuda test_attention_bwd_mma test_ring_cuda test_step_cuda; do
   b=$(bin "$t")
   if [[ -z "$b" ]]; then
     log "missing binary $t in $BUNDLE/bin"
@@ -157,6 +158,17 @@ step "ringplan run --device cuda (table)" 90 "$OUT/run.txt" \
   ringplan run "$OUT/plan.yaml" --scope attention --device cuda --profile "$profile" --iters 10 --warmup 3 --trace "$OUT/run_trace.json"
 step "ringplan run --device cuda (json)" 90 "$OUT/run_json.txt" \
   bash -c "ringplan run '$OUT/plan.yaml' --scope attention --device cuda --profile '$profile' --iters 10 --warmup 3 --format json >'$OUT/run.json'"
+
+# 5b. The whole training step on this GPU (cuBLAS + the kernels + NCCL): Llama 3 8B's layer shape
+# at 16K tokens, 4 and 8 layers (the shapes bench/gpu/torch_step_bench.py measured with PyTorch),
+# against the prediction on the same profile. test_step_cuda (step 1) checked its parity with the
+# CPU step.
+for layers in 4 8; do
+  step "ringplan run --scope step --device cuda --layers $layers" 150 "$OUT/step_l$layers.txt" \
+    ringplan run "$OUT/plan.yaml" --scope step --device cuda --layers "$layers" --steps 5 --warmup 2 --profile "$profile"
+  step "ringplan run --scope step --device cuda --layers $layers (json)" 150 "$OUT/step_l${layers}_json.txt" \
+    bash -c "ringplan run '$OUT/plan.yaml' --scope step --device cuda --layers $layers --steps 5 --warmup 2 --profile '$profile' --format json >'$OUT/step_l$layers.json'"
+done
 
 # 4. (last: ringplan run uses NCCL too) NCCL smoke test
 b=$(bin nccl_smoke)

@@ -41,6 +41,9 @@
 #include "runtime/memory.hpp"
 #include "runtime/step/step_executor.hpp"
 #include "sim/cost_model.hpp"
+#if RINGPLAN_HAVE_GPU_RUN
+#include "runtime/gpu/gpu_trainer.hpp"
+#endif
 
 namespace ringplan::cli {
 namespace {
@@ -94,9 +97,14 @@ int run_step_body(const RunArgs& a, runtime::MpiCommunicator& world) {
   if (a.warmup < 0) throw bad_input(fmt::format("--warmup {}: must be >= 0", a.warmup));
   check_threads(a.threads);
   if (a.layers < 0) throw bad_input(fmt::format("--layers {}: must be >= 1 (or omitted: the plan's model)", a.layers));
-  if (a.device == "cuda")
-    throw bad_input("--device cuda: the whole-step runtime runs on CPUs (float32, MPI); the CUDA path runs "
-                    "--scope attention");
+  // --device cuda: the GPU step (runtime/gpu/gpu_trainer.hpp: bf16 GEMMs and attention, float32
+  // master weights, NCCL); auto and cpu: the CPU step (float32, MPI).
+  const bool on_gpu = a.device == "cuda";
+#if !RINGPLAN_HAVE_GPU_RUN
+  if (on_gpu)
+    throw bad_input("--device cuda: this ringplan was built without CUDA and NCCL; build it with "
+                    "-DRINGPLAN_ENABLE_CUDA=ON on a machine with nvcc and NCCL, or run --device cpu");
+#endif
   if (a.layers > 0) e.model.layers = a.layers;
 
   runtime::step::StepSpec spec;
@@ -108,13 +116,19 @@ int run_step_body(const RunArgs& a, runtime::MpiCommunicator& world) {
   spec.causal = e.training.causal;
   spec.optimizer = e.training.optimizer;
   spec.tiles.threads = a.threads;
+#if RINGPLAN_HAVE_GPU_RUN
+  if (on_gpu) runtime::gpu::check_gpu_step_spec(spec);
+#endif
   runtime::step::check_step_spec(spec);
 
-  // The prediction for the same work: these layers, float32 tensors and states (the CPU
-  // runtime's types), on the profile.
+  // The prediction for the same work: these layers, on the profile, in the runtime's types:
+  // float32 tensors and states on the CPU; on the GPU bf16 activations and GEMMs with float32
+  // gradients and optimizer states (grad_accumulation_dtype fp32), and no FP8.
   Experiment pe = e;
   pe.cluster = a.profile.empty() ? e.cluster : load_cluster(a.profile);
-  pe.training.dtype = DType::fp32;
+  pe.training.dtype = on_gpu ? DType::bf16 : DType::fp32;
+  pe.training.fp32_grad_accumulation = on_gpu;
+  pe.training.fp8 = false;
   const std::string why = sim::check_layout(pe, mesh, e.options, mesh.world_size());
   if (!why.empty()) throw bad_input(fmt::format("{}: layout {}: {}", a.plan, mesh.world_size(), why));
   const sim::Prediction pred = sim::predict(pe, mesh, e.options);
@@ -124,7 +138,7 @@ int run_step_body(const RunArgs& a, runtime::MpiCommunicator& world) {
   // A plan this host cannot hold is refused before any allocation. Free memory is read at
   // slightly different moments on each rank, so the verdict is agreed (max over ranks) before
   // anyone throws: every rank then leaves with the same error.
-  {
+  if (!on_gpu) {
     double avail = static_cast<double>(runtime::available_memory_bytes());
     const double ranks_here = double(world.size());  // upper bound: all ranks on this host
     const double need = (pred.memory.peak_bytes - pred.memory.reserved_bytes) * ranks_here;
@@ -149,7 +163,12 @@ int run_step_body(const RunArgs& a, runtime::MpiCommunicator& world) {
   opt.trace = !a.trace.empty();
   Progress progress("run", int64_t{a.warmup} + a.steps, rank_progress_options(world.rank()));
   opt.on_step = [&progress](int64_t done, int64_t) { progress.set_done(done); };
+#if RINGPLAN_HAVE_GPU_RUN
+  const runtime::step::StepMeasurement m = on_gpu ? runtime::gpu::run_training_steps_cuda(world, spec, opt)
+                                                  : runtime::step::run_training_steps(world, spec, opt);
+#else
   const runtime::step::StepMeasurement m = runtime::step::run_training_steps(world, spec, opt);
+#endif
   progress.finish();
   if (!root) return 0;
   if (!a.trace.empty()) write_file_atomic(a.trace, runtime::step::step_trace_json(m.events), "--trace");
@@ -212,16 +231,19 @@ int run_step_body(const RunArgs& a, runtime::MpiCommunicator& world) {
   const std::string what = fmt::format(
       "whole training steps of {} ({} layer{}, hidden {}, heads {}/{} kv, head_dim {}, ffn {}{}, vocab {}) on mesh "
       "dp={} tp={} cp={} pp={}: seq_len {}, global batch {}, micro_batch {}, recompute {}, zero {}, sequence "
-      "parallel {}, {} CP, {} optimizer; float32 on CPUs over MPI",
+      "parallel {}, {} CP, {} optimizer; {}",
       e.model.name, e.model.layers, e.model.layers == 1 ? "" : "s", e.model.hidden, e.model.heads, e.model.kv_heads,
       e.model.head_dim, e.model.ffn_hidden, e.model.gated_mlp ? " gated" : "", e.model.vocab, mesh.dp, mesh.tp, mesh.cp,
       mesh.pp, spec.seq_len, spec.global_batch, e.options.micro_batch, to_string(e.options.recompute),
       e.options.zero_stage, e.options.sequence_parallel ? "on" : "off", to_string(e.options.cp_scheme),
-      to_string(spec.optimizer));
+      to_string(spec.optimizer),
+      on_gpu ? "bf16 GEMMs and attention with float32 master weights, one GPU per rank (cuBLAS, CUDA kernels, NCCL)"
+             : "float32 on CPUs over MPI");
 
   if (a.format == "json") {
     nlohmann::json j;
     j["scope"] = "step";
+    j["device"] = on_gpu ? "cuda" : "cpu";
     j["plan"] = a.plan;
     j["validates"] = what;
     j["mesh"] = {{"dp", mesh.dp}, {"tp", mesh.tp}, {"cp", mesh.cp}, {"pp", mesh.pp}};
@@ -253,7 +275,8 @@ int run_step_body(const RunArgs& a, runtime::MpiCommunicator& world) {
   }
 
   std::printf("ringplan run %s --scope step\nvalidates: %s\n", a.plan.c_str(), what.c_str());
-  std::printf("predicted: sim::predict on %s, float32\n", profile_label.c_str());
+  std::printf("predicted: sim::predict on %s, %s\n", profile_label.c_str(),
+              on_gpu ? "bf16 with float32 gradients and optimizer states" : "float32");
   if (a.profile.empty())
     std::printf("note: no --profile given; measure one with  mpirun -np %d ringplan calibrate -o PROFILE.yaml\n",
                 world.size());
@@ -285,7 +308,9 @@ int run_step_body(const RunArgs& a, runtime::MpiCommunicator& world) {
   for (const auto& r : mem_rows)
     std::printf("%-30s %12.3f %12.3f %8s\n", r.name.c_str(), r.measured_s / mib, r.predicted_s / mib,
                 pct(r.measured_s, r.predicted_s).c_str());
-  std::printf("measured = exact bytes of the buffers the step holds; RSS rise during the run (largest rank): %.1f MiB\n",
+  std::printf("measured = exact bytes of the buffers the step holds; %s (largest rank): %.1f MiB\n",
+              on_gpu ? "drop in free device memory over the run (allocator, cuBLAS and NCCL included)"
+                     : "RSS rise during the run",
               rss_max >= 0 ? double(rss_max) / mib : -1.0);
   return 0;
 }

@@ -36,6 +36,8 @@
 #     target's loader; the binaries are built against glibc 2.36 and the target has >= 2.39,
 #     which is backward compatible (env.sh warns if the target's libc is older than needed).
 #   the NVIDIA driver (libcuda*, libnvidia*): it must match the target's kernel module.
+#   libcublas, libcublasLt (the GPU training step's GEMMs): too large to carry (about 600 MB); the
+#     target's PyTorch brings them in its `nvidia.cublas` python package, which env.sh finds.
 #   libnccl: the target provides it through the `nvidia.nccl` python package (PyTorch's own);
 #     env.sh puts that package's lib/ on LD_LIBRARY_PATH.
 #   OpenMPI components for network fabrics (ucx, ofi, psm, psm2, openib, uct, usnic, portals) and
@@ -53,7 +55,7 @@ build_dir=$1; out=$2; shift 2
 [ -d "$build_dir" ] || die "BUILD_DIR '$build_dir' is not a directory; give the CMake build directory that holds the binaries"
 build_dir=$(cd "$build_dir" && pwd)
 if [ $# -gt 0 ]; then names=("$@"); else
-  names=(ringplan test_cuda_tiles test_attention_cuda test_attention_bwd_mma test_ring_cuda bench_attention_cuda nccl_smoke); fi
+  names=(ringplan test_cuda_tiles test_attention_cuda test_attention_bwd_mma test_ring_cuda test_step_cuda bench_attention_cuda nccl_smoke); fi
 for tool in ldd readelf strip find du; do
   command -v "$tool" >/dev/null || die "'$tool' not found on PATH; it is needed to collect and strip the libraries"
 done
@@ -118,6 +120,7 @@ excluded_soname() {
     libBrokenLocale.so.*|libc_malloc_debug.so.*) echo glibc ;;
     libcuda.so*|libnvidia*|libnvcuvid*) echo "NVIDIA driver" ;;
     libnccl.so*) echo "NCCL (from the nvidia.nccl python package on the target)" ;;
+    libcublas.so*|libcublasLt.so*) echo "cuBLAS (from the nvidia.cublas python package on the target; 600 MB)" ;;
     *) return 1 ;;
   esac
 }
@@ -333,11 +336,18 @@ fi
 _rpb_ld="$_rpb_dir/lib"
 if [ "$_rpb_cxxrt" = bundle ]; then _rpb_ld="$_rpb_ld:$_rpb_dir/lib/cxxrt"; fi
 if [ -n "$_rpb_nccl" ]; then _rpb_ld="$_rpb_ld:$_rpb_nccl"; fi
+# cuBLAS likewise from the nvidia.cublas python package, when there is one.
+_rpb_cublas=""
+if command -v python3 >/dev/null 2>&1; then
+  _rpb_cublas=$(python3 -c 'import os, nvidia.cublas as n; print(os.path.join(list(n.__path__)[0], "lib"))' 2>/dev/null || true)
+  if [ -n "$_rpb_cublas" ] && [ ! -d "$_rpb_cublas" ]; then _rpb_cublas=""; fi
+fi
+if [ -n "$_rpb_cublas" ]; then _rpb_ld="$_rpb_ld:$_rpb_cublas"; fi
 # Re-sourcing replaces the bundle's entries instead of stacking them.
 _rpb_strip() {  # _rpb_strip LIST: LIST (colon-separated) without this bundle's own entries
   local e out="" IFS=:
   for e in $1; do
-    case "$e" in "$_rpb_dir/lib"|"$_rpb_dir/lib/cxxrt"|"$_rpb_dir/bin"|"$_rpb_nccl"|"") continue ;; esac
+    case "$e" in "$_rpb_dir/lib"|"$_rpb_dir/lib/cxxrt"|"$_rpb_dir/bin"|"$_rpb_nccl"|"$_rpb_cublas"|"") continue ;; esac
     out="${out:+$out:}$e"
   done
   echo "$out"
@@ -379,7 +389,7 @@ export OMPI_MCA_btl_vader_single_copy_mechanism="${OMPI_MCA_btl_vader_single_cop
 
 unset -f _rpb_system_lib _rpb_defines _rpb_strip
 unset _rpb_cxx_versions _rpb_gcc_versions _rpb_glibc_max _rpb_needs_nccl _rpb_prev_ldpath _rpb_cxxrt \
-      _rpb_nccl _rpb_ld _rpb_rest _rpb_dir
+      _rpb_nccl _rpb_cublas _rpb_ld _rpb_rest _rpb_dir
 EOF
 
 # --- 7. manifest and size -------------------------------------------------------------------
