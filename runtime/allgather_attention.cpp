@@ -45,6 +45,23 @@ int64_t AllGatherAttention::workspace_bytes() const {
                               sizeof(float));
 }
 
+RingWorkspaceBytes AllGatherAttention::workspace() const {
+  RingWorkspaceBytes w;
+  constexpr int64_t f = sizeof(float);
+  w.kv_ring_bytes = static_cast<int64_t>(packed_.size() + k_full_.size() + v_full_.size()) * f;
+  w.dkv_ring_bytes = static_cast<int64_t>(dk_full_.size() + dv_full_.size()) * f;
+  w.block_out_bytes = static_cast<int64_t>(delta_.size()) * f;
+  return w;
+}
+
+int64_t AllGatherAttention::visible_pairs() const {
+  if (!cfg_.causal) return n_ * m_;
+  int64_t pairs = 0;
+  for (int64_t qp : q_positions_)
+    for (int64_t kp : k_positions_) pairs += kp <= qp ? 1 : 0;
+  return pairs;
+}
+
 // packed_ holds rank r's [K | V] block at r * 2*blk after the all-gather; K_full[b, h, r*n + t]
 // is rank r's K[b, h, t] (the key positions are rank-major, matching k_positions_).
 void AllGatherAttention::gather_kv(const float* k, const float* v) {
