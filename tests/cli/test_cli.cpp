@@ -385,7 +385,7 @@ TEST_CASE("outputs that cannot be written: a missing folder exits 2 before work,
   for (const std::string& cmd :
        {"plan " + exp + " -o '" + missing + "'", "report " + exp + " -o '" + missing + "'",
         "emit '" + plan_path + "' --format megatron -o '" + missing + "'",
-        "simulate '" + plan_path + "' --trace '" + missing + "'"}) {
+        "simulate '" + plan_path + "' --cp-comm ring --trace '" + missing + "'"}) {
     const Result r = ringplan(cmd);
     CHECK_MESSAGE(r.rc == 2, cmd, r.err);
     CHECK_MESSAGE(has(r.err, missing + ": cannot write: folder"), cmd, r.err);
@@ -393,7 +393,7 @@ TEST_CASE("outputs that cannot be written: a missing folder exits 2 before work,
   }
   for (const std::string& cmd :
        {"plan " + exp + " -o /dev/full", "report " + exp + " -o /dev/full",
-        "emit '" + plan_path + "' --format megatron -o /dev/full", "simulate '" + plan_path + "' --trace /dev/full"}) {
+        "emit '" + plan_path + "' --format megatron -o /dev/full", "simulate '" + plan_path + "' --cp-comm ring --trace /dev/full"}) {
     const Result r = ringplan(cmd);
     CHECK_MESSAGE(r.rc == 1, cmd, r.err);
     CHECK_MESSAGE(has(r.err, "/dev/full: cannot write: write: No space left on device"), cmd, r.err);
