@@ -252,7 +252,7 @@ TEST_CASE("allgather: each rank receives (CP-1)/CP of the full K,V, backward re-
   }
 }
 
-TEST_CASE("allgather: fewer KV heads (GQA) make the gather cheaper, the ring's per-step bytes scale alike") {
+TEST_CASE("allgather: fewer KV heads (GQA) make the gather cheaper, attention compute unchanged") {
   const ClusterConfig c = test::a100_cluster();
   const RingLayerPrediction mha = predict_ring_attention(gqa_allgather(16384, 4, 8), c);
   const RingLayerPrediction gqa = predict_ring_attention(gqa_allgather(16384, 4, 1), c);
