@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
 #include <stdexcept>
 
@@ -56,9 +57,12 @@ RingWorkspaceBytes AllGatherAttention::workspace() const {
 
 int64_t AllGatherAttention::visible_pairs() const {
   if (!cfg_.causal) return n_ * m_;
+  // Keys at positions <= each query's: a sorted copy and one binary search per query
+  // (O((n + m) log m), not n * m, at long sequences).
+  std::vector<int64_t> keys = k_positions_;
+  std::sort(keys.begin(), keys.end());
   int64_t pairs = 0;
-  for (int64_t qp : q_positions_)
-    for (int64_t kp : k_positions_) pairs += kp <= qp ? 1 : 0;
+  for (int64_t qp : q_positions_) pairs += std::upper_bound(keys.begin(), keys.end(), qp) - keys.begin();
   return pairs;
 }
 
