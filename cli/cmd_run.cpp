@@ -6,7 +6,8 @@
 // --scope attention: `mpirun -np CP ringplan run PLAN.yaml --scope attention [--iters N]
 // [--warmup N] [--format table|json] [--trace FILE] [--profile PROFILE.yaml] [--timeout S]
 // [--device auto|cpu|cuda]` runs the plan's attention layer, forward and backward, with the
-// plan's per-rank shapes (heads/TP, kv_heads/TP, L/CP tokens, micro-batch) as ring attention on
+// plan's per-rank shapes (heads/TP, kv_heads/TP, L/CP tokens, micro-batch) with the plan's CP
+// method (options.cp_comm: ring attention, or all-gather CP, runtime/allgather_attention.hpp) on
 // ONE CP group (world size must equal the plan's CP), and prints the measured times and memory
 // beside the prediction of sim/ring_model.hpp for the same work on a hardware profile
 // (--profile, by default the plan's cluster). The prediction must come from a calibrate
@@ -115,6 +116,7 @@ sim::RingAttentionShape predicted_shape(const runtime::RingLayerShape& x, int64_
   // runtime the plan's 16-bit type.
   s.dtype = dtype;
   s.tp = 1;  // the ranks of this run form one CP group with nothing between them
+  s.comm = x.comm;
   return s;
 }
 
@@ -131,6 +133,13 @@ std::string cuda_unsuitable(const runtime::RingLayerShape& x) {
 // The device of this run, the same on every rank (collective over `world` for --device auto).
 bool choose_gpu(const std::string& device, const runtime::RingLayerShape& shape, runtime::MpiCommunicator& world) {
   if (device == "cpu") return false;
+  // The CUDA executor runs the ring only; all-gather CP runs on the CPU kernels over MPI.
+  if (shape.comm == CpComm::allgather) {
+    if (device == "cuda")
+      throw bad_input("--device cuda: the plan has cp_comm allgather, which runs on the CPU kernels only; use "
+                      "--device cpu (or auto)");
+    return false;
+  }
 #if RINGPLAN_HAVE_GPU_RUN
   const std::string unsuitable = cuda_unsuitable(shape);
   if (device == "cuda") {
@@ -173,6 +182,10 @@ int run_body(const RunArgs& a, runtime::MpiCommunicator& world) {
                                                       : fmt::format("profile {} ('{}')", a.profile, profile.name);
   // The trace is written by rank 0 after the measurement: a path it cannot write fails now.
   cli::check_output_on_root(world, a.trace, "--trace");
+  if (!a.trace.empty() && e.options.cp_comm == CpComm::allgather && mesh.cp > 1)
+    throw bad_input(fmt::format("--trace records ring attention's steps; {} has cp_comm allgather, which records no "
+                                "trace events; drop --trace",
+                                a.plan));
 
   runtime::RingLayerShape shape;
   shape.batch = e.options.micro_batch;
@@ -183,6 +196,12 @@ int run_body(const RunArgs& a, runtime::MpiCommunicator& world) {
   shape.causal = e.training.causal;
   shape.scheme = e.options.cp_scheme;
   shape.kernel = e.options.attention == AttentionImpl::flash ? runtime::RingKernel::flash : runtime::RingKernel::materialized;
+  // At CP = 1 both methods are the same single-rank attention; the ring runs it.
+  shape.comm = mesh.cp > 1 ? e.options.cp_comm : CpComm::ring;
+  if (shape.comm == CpComm::allgather && shape.kernel != runtime::RingKernel::flash)
+    throw bad_input(fmt::format("{}: cp_comm allgather needs attention flash (the plan has {})", a.plan,
+                                to_string(e.options.attention)));
+  const bool allgather = shape.comm == CpComm::allgather;
   const bool on_gpu = choose_gpu(a.device, shape, world);
   const DType run_dtype = on_gpu ? (e.training.dtype == DType::fp16 ? DType::fp16 : DType::bf16) : DType::fp32;
   // Prediction before measurement (and independent of it): also validates the shape.
@@ -234,17 +253,19 @@ int run_body(const RunArgs& a, runtime::MpiCommunicator& world) {
 
   const std::string slice = fmt::format(
       "one attention layer (forward + backward) of one CP group: {} ranks x [micro-batch {}, heads {}/tp {} = {}, "
-      "kv_heads {}/tp {} = {}, L {}/cp {} = {} tokens, head_dim {}], {} {} {}; the plan's DP={}, TP={} (as head "
-      "split only), PP={}, other layers, MLP and optimizer are not run",
+      "kv_heads {}/tp {} = {}, L {}/cp {} = {} tokens, head_dim {}], {} {} {}, cp_comm {}; the plan's DP={}, TP={} "
+      "(as head split only), PP={}, other layers, MLP and optimizer are not run",
       m.cp_size, shape.batch, e.model.heads, mesh.tp, shape.heads, e.model.kv_heads, mesh.tp, shape.kv_heads,
       shape.seq_len, mesh.cp, shape.seq_len / mesh.cp, shape.head_dim, to_string(shape.scheme),
-      shape.causal ? "causal" : "non-causal", to_string(e.options.attention), mesh.dp, mesh.tp, mesh.pp);
+      shape.causal ? "causal" : "non-causal", to_string(e.options.attention), to_string(shape.comm), mesh.dp, mesh.tp,
+      mesh.pp);
 
   if (a.format == "json") {
     nlohmann::json j;
     j["plan"] = a.plan;
     j["validates"] = slice;
     j["cp"] = m.cp_size;
+    j["cp_comm"] = to_string(shape.comm);
     j["device"] = on_gpu ? "cuda" : "cpu";
     j["dtype"] = to_string(run_dtype);
     j["iterations"] = a.iters;
@@ -287,8 +308,8 @@ int run_body(const RunArgs& a, runtime::MpiCommunicator& world) {
   for (size_t i = 0; i < m.hosts.size(); ++i) std::printf("%s%s", i ? ", " : "", m.hosts[i].c_str());
   std::printf("\ndevice: %s, %s kernels over %s\n", on_gpu ? "cuda (one GPU per rank)" : "cpu",
               to_string(run_dtype), on_gpu ? "NCCL" : "MPI");
-  std::printf("predicted: sim/ring_model.hpp on %s (%s, ring within a node)\n", profile_label.c_str(),
-              to_string(run_dtype));
+  std::printf("predicted: sim/ring_model.hpp on %s (%s, %s within a node)\n", profile_label.c_str(),
+              to_string(run_dtype), allgather ? "all-gather CP, collectives not overlapped" : "ring");
   if (a.profile.empty())
     std::printf("note: no --profile given; a prediction is only as good as its profile: measure one with\n"
                 "      mpirun -np %d ringplan calibrate --plan %s -o PROFILE.yaml\n",
@@ -304,6 +325,9 @@ int run_body(const RunArgs& a, runtime::MpiCommunicator& world) {
   std::printf("forward time = until the last rank's forward ends; backward time = from there until the last rank's "
               "backward ends (their sum is the layer's time)\n");
   std::printf("exposed comm = phase time - slowest rank's compute, per iteration\n");
+  if (allgather)
+    std::printf("cp_comm allgather: forward = all-gather K,V + one kernel call; backward = all-gather K,V + one "
+                "kernel call + reduce-scatter dK,dV\n");
   std::printf("busy max/mean over ranks: measured %.3f, predicted %.3f (%s)\n", busy_ratio, pred.imbalance,
               to_string(shape.scheme));
   std::printf("forward kernel rate, slowest rank: %.2f GFLOP/s (4*b*H*pairs*d = %.3g FLOP)\n",
@@ -315,7 +339,8 @@ int run_body(const RunArgs& a, runtime::MpiCommunicator& world) {
     std::printf("\nmemory per rank [MiB] (tracked = exact bytes of the buffers this run allocates; "
                 "RSS = VmHWM rise during the run%s)\n",
                 m.memory[0].rss_peak_was_reset ? ", peak reset before allocation" : "; peak could not be reset");
-  std::printf("%-6s %10s %10s %10s %10s %10s %11s\n", "rank", "tensors", "ring K,V", "ring dK,dV", "scores", "tracked",
+  std::printf("%-6s %10s %10s %10s %10s %10s %11s\n", "rank", "tensors", allgather ? "gather K,V" : "ring K,V",
+              allgather ? "full dK,dV" : "ring dK,dV", "scores", "tracked",
               on_gpu ? "device peak" : "RSS peak");
   const double mib = 1024.0 * 1024.0;
   for (int r = 0; r < m.cp_size; ++r) {
@@ -325,7 +350,9 @@ int run_body(const RunArgs& a, runtime::MpiCommunicator& world) {
                 mem.tracked_bytes / mib, mem.rss_peak_delta_bytes / mib);
   }
   auto pct = [](double meas, double pr) { return pr > 0 ? fmt::format("{:+.1f}%", 100.0 * (meas - pr) / pr) : std::string("n/a"); };
-  std::printf("ring buffers (K,V + dK,dV): measured %.2f MiB, predicted %.2f MiB (%s)\n", measured_ring_bytes / mib,
+  std::printf("%s: measured %.2f MiB, predicted %.2f MiB (%s)\n",
+              allgather ? "all-gather buffers (full-sequence K,V + dK,dV + packing)" : "ring buffers (K,V + dK,dV)",
+              measured_ring_bytes / mib,
               pred.ring_buffer_bytes / mib, pct(measured_ring_bytes, pred.ring_buffer_bytes).c_str());
   if (shape.kernel == runtime::RingKernel::materialized)
     std::printf("kept scores (O(L^2/P)): measured %.2f MiB, predicted %.2f MiB (%s)\n", scores_max / mib,

@@ -21,13 +21,13 @@ namespace {
 
 struct SimulateArgs {
   std::string experiment;
-  std::string mesh, recompute, sequence_parallel, cp_scheme, attention;
+  std::string mesh, recompute, sequence_parallel, cp_scheme, attention, cp_comm;
   int64_t micro_batch = 0, zero = 0, interleave = 0, gpus = 0;
   std::string format = "table";
   std::string trace;  // Chrome/Perfetto trace of the ring (event simulator)
   // Which flags were given (count() > 0): only those override the file.
   CLI::Option *mesh_opt = nullptr, *mb_opt = nullptr, *rc_opt = nullptr, *zero_opt = nullptr, *sp_opt = nullptr,
-              *scheme_opt = nullptr, *v_opt = nullptr, *attn_opt = nullptr;
+              *scheme_opt = nullptr, *v_opt = nullptr, *attn_opt = nullptr, *comm_opt = nullptr;
 };
 
 int run_simulate(const SimulateArgs& a) {
@@ -48,7 +48,14 @@ int run_simulate(const SimulateArgs& a) {
   if (a.scheme_opt->count()) o.cp_scheme = parse_cp_scheme_flag("--cp-scheme", a.cp_scheme);
   if (a.v_opt->count()) o.interleave = parse_positive_flag("--interleave", a.interleave);
   if (a.attn_opt->count()) o.attention = parse_attention_flag("--attention", a.attention);
+  if (a.comm_opt->count()) o.cp_comm = parse_cp_comm_flag("--cp-comm", a.cp_comm);
 
+  // The trace is the event replay of the ring; an all-gather layer (one all-gather, one kernel
+  // call, one reduce-scatter) has no ring steps to replay. Refused before anything is printed.
+  if (!a.trace.empty() && e.mesh->cp > 1 && o.cp_comm != CpComm::ring)
+    throw bad_input(fmt::format("--trace replays ring attention step by step; the layout has cp_comm {}, which has "
+                                "no ring; drop --trace or use --cp-comm ring",
+                                to_string(o.cp_comm)));
   const int64_t gpus = experiment_gpus(e, a.gpus);
   check_mesh_gpus(*e.mesh, gpus, a.mesh_opt->count() ? "--mesh" : a.experiment + ": mesh");
   const std::string why = sim::check_layout(e, *e.mesh, o, gpus);
@@ -88,6 +95,7 @@ RINGPLAN_COMMAND("simulate", "Predict memory and step time of one layout, term b
   a->scheme_opt = app.add_option("--cp-scheme", a->cp_scheme, "Sequence sharding: contiguous, zigzag, striped");
   a->v_opt = app.add_option("--interleave", a->interleave, "Virtual pipeline stages per device (PP > 1)");
   a->attn_opt = app.add_option("--attention", a->attention, "Attention kernel: flash, materialized");
+  a->comm_opt = app.add_option("--cp-comm", a->cp_comm, "CP exchange of K,V: ring (p2p, overlapped), allgather");
   app.add_option("--gpus", a->gpus, "GPU count the mesh must multiply to (default: experiment, else cluster)");
   app.add_option("--format", a->format, "Output format: table or json")
       ->check(CLI::IsMember({"table", "json"}))

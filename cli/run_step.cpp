@@ -231,12 +231,12 @@ int run_step_body(const RunArgs& a, runtime::MpiCommunicator& world) {
   const std::string what = fmt::format(
       "whole training steps of {} ({} layer{}, hidden {}, heads {}/{} kv, head_dim {}, ffn {}{}, vocab {}) on mesh "
       "dp={} tp={} cp={} pp={}: seq_len {}, global batch {}, micro_batch {}, recompute {}, zero {}, sequence "
-      "parallel {}, {} CP, {} optimizer; {}",
+      "parallel {}, {} CP by {}, {} optimizer; {}",
       e.model.name, e.model.layers, e.model.layers == 1 ? "" : "s", e.model.hidden, e.model.heads, e.model.kv_heads,
       e.model.head_dim, e.model.ffn_hidden, e.model.gated_mlp ? " gated" : "", e.model.vocab, mesh.dp, mesh.tp, mesh.cp,
       mesh.pp, spec.seq_len, spec.global_batch, e.options.micro_batch, to_string(e.options.recompute),
       e.options.zero_stage, e.options.sequence_parallel ? "on" : "off", to_string(e.options.cp_scheme),
-      to_string(spec.optimizer),
+      to_string(e.options.cp_comm), to_string(spec.optimizer),
       on_gpu ? "bf16 GEMMs and attention with float32 master weights, one GPU per rank (cuBLAS, CUDA kernels, NCCL)"
              : "float32 on CPUs over MPI");
 

@@ -21,6 +21,7 @@ constexpr NameTable<CpScheme, 3> kCpSchemeNames{
     {{CpScheme::contiguous, "contiguous"}, {CpScheme::zigzag, "zigzag"}, {CpScheme::striped, "striped"}}};
 constexpr NameTable<AttentionImpl, 2> kAttentionNames{
     {{AttentionImpl::flash, "flash"}, {AttentionImpl::materialized, "materialized"}}};
+constexpr NameTable<CpComm, 2> kCpCommNames{{{CpComm::ring, "ring"}, {CpComm::allgather, "allgather"}}};
 
 template <typename E, size_t N>
 const char* name_of(const NameTable<E, N>& table, E value) {
@@ -52,18 +53,21 @@ const char* to_string(Optimizer o) { return name_of(kOptimizerNames, o); }
 const char* to_string(Recompute r) { return name_of(kRecomputeNames, r); }
 const char* to_string(CpScheme s) { return name_of(kCpSchemeNames, s); }
 const char* to_string(AttentionImpl a) { return name_of(kAttentionNames, a); }
+const char* to_string(CpComm c) { return name_of(kCpCommNames, c); }
 
 std::optional<DType> parse_dtype(const std::string& s) { return parse_name(kDTypeNames, s); }
 std::optional<Optimizer> parse_optimizer(const std::string& s) { return parse_name(kOptimizerNames, s); }
 std::optional<Recompute> parse_recompute(const std::string& s) { return parse_name(kRecomputeNames, s); }
 std::optional<CpScheme> parse_cp_scheme(const std::string& s) { return parse_name(kCpSchemeNames, s); }
 std::optional<AttentionImpl> parse_attention(const std::string& s) { return parse_name(kAttentionNames, s); }
+std::optional<CpComm> parse_cp_comm(const std::string& s) { return parse_name(kCpCommNames, s); }
 
 std::vector<std::string> dtype_names() { return names_of(kDTypeNames); }
 std::vector<std::string> optimizer_names() { return names_of(kOptimizerNames); }
 std::vector<std::string> recompute_names() { return names_of(kRecomputeNames); }
 std::vector<std::string> cp_scheme_names() { return names_of(kCpSchemeNames); }
 std::vector<std::string> attention_names() { return names_of(kAttentionNames); }
+std::vector<std::string> cp_comm_names() { return names_of(kCpCommNames); }
 
 double ClusterConfig::peak_flops_per_s(DType t) const {
   switch (t) {

@@ -14,6 +14,12 @@ enum class Optimizer { adam, sgd };  // adam: mixed-precision Adam, 16 bytes/par
 enum class Recompute { none, selective, full };
 enum class CpScheme { contiguous, zigzag, striped };
 enum class AttentionImpl { flash, materialized };
+// How a CP group exchanges keys and values. ring: K,V blocks travel rank to rank while each
+// step computes (p2p, overlapped; Megatron --cp-comm-type p2p). allgather: K,V of the whole
+// sequence are all-gathered before attention and dK,dV reduce-scattered after it (Megatron
+// all_gather, torchtitan's "allgather" rotation, Llama 3's long-context CP); see
+// runtime/allgather_attention.hpp and sim/ring_model.hpp.
+enum class CpComm { ring, allgather };
 
 int dtype_bytes(DType t);                 // 2, 2, 4
 const char* to_string(DType t);
@@ -21,6 +27,7 @@ const char* to_string(Optimizer o);
 const char* to_string(Recompute r);
 const char* to_string(CpScheme s);
 const char* to_string(AttentionImpl a);
+const char* to_string(CpComm c);
 // Parsers return std::nullopt on an unknown name; callers build the error message
 // (they know the file:line or the CLI flag).
 std::optional<DType> parse_dtype(const std::string& s);
@@ -28,6 +35,7 @@ std::optional<Optimizer> parse_optimizer(const std::string& s);
 std::optional<Recompute> parse_recompute(const std::string& s);
 std::optional<CpScheme> parse_cp_scheme(const std::string& s);
 std::optional<AttentionImpl> parse_attention(const std::string& s);
+std::optional<CpComm> parse_cp_comm(const std::string& s);
 // The valid names of each enum in declaration order, for "must be one of ..." messages
 // (CLI flags and config errors use the same lists).
 std::vector<std::string> dtype_names();
@@ -35,6 +43,7 @@ std::vector<std::string> optimizer_names();
 std::vector<std::string> recompute_names();
 std::vector<std::string> cp_scheme_names();
 std::vector<std::string> attention_names();
+std::vector<std::string> cp_comm_names();
 
 struct ModelConfig {
   std::string name;
@@ -201,6 +210,7 @@ struct ParallelOptions {
   CpScheme cp_scheme = CpScheme::zigzag;
   int64_t interleave = 1;           // virtual pipeline stages per device (v)
   AttentionImpl attention = AttentionImpl::flash;
+  CpComm cp_comm = CpComm::ring;    // only matters with CP > 1; ring keeps every earlier result
   bool operator==(const ParallelOptions&) const = default;
 };
 
@@ -213,6 +223,7 @@ struct SearchSpace {
   std::vector<CpScheme> cp_scheme;
   std::vector<int64_t> interleave;
   std::vector<AttentionImpl> attention;
+  std::vector<CpComm> cp_comm;
   std::optional<int64_t> max_tp, max_cp, max_pp;  // optional caps
 };
 

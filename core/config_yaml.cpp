@@ -388,10 +388,10 @@ const std::vector<std::string> kExperimentKeys{"name", "model",   "cluster", "tr
                                                "mesh", "options", "search",  "published"};
 const std::vector<std::string> kMeshKeys{"dp", "tp", "cp", "pp"};
 const std::vector<std::string> kOptionKeys{"micro_batch", "recompute",  "zero_stage", "sequence_parallel",
-                                           "cp_scheme",   "interleave", "attention"};
+                                           "cp_scheme",   "interleave", "attention",  "cp_comm"};
 const std::vector<std::string> kSearchKeys{"micro_batch", "recompute",  "zero_stage", "sequence_parallel",
-                                           "cp_scheme",   "interleave", "attention",  "max_tp",
-                                           "max_cp",      "max_pp"};
+                                           "cp_scheme",   "interleave", "attention",  "cp_comm",
+                                           "max_tp",      "max_cp",     "max_pp"};
 const std::vector<std::string> kPublishedKeys{"step_time_s",     "tflops_per_device",       "mfu",
                                               "peak_memory_gib", "tokens_per_s_per_device", "attention_flops",
                                               "source"};
@@ -649,6 +649,7 @@ Experiment experiment_from_yaml(const YAML::Node& node, const std::string& file,
     if (o.has("cp_scheme")) opt.cp_scheme = o.get_enum<CpScheme>("cp_scheme", parse_cp_scheme, cp_scheme_names());
     if (o.has("interleave")) opt.interleave = o.get_count("interleave", kMaxSize);
     if (o.has("attention")) opt.attention = o.get_enum<AttentionImpl>("attention", parse_attention, attention_names());
+    if (o.has("cp_comm")) opt.cp_comm = o.get_enum<CpComm>("cp_comm", parse_cp_comm, cp_comm_names());
   }
 
   if (r.has("search")) {
@@ -676,6 +677,10 @@ Experiment experiment_from_yaml(const YAML::Node& node, const std::string& file,
     if (s.has("attention"))
       sp.attention = s.get_list<AttentionImpl>("attention", [&s](const YAML::Node& n, int line, const std::string& w) {
         return s.scalar_enum<AttentionImpl>(n, line, w, parse_attention, attention_names());
+      });
+    if (s.has("cp_comm"))
+      sp.cp_comm = s.get_list<CpComm>("cp_comm", [&s](const YAML::Node& n, int line, const std::string& w) {
+        return s.scalar_enum<CpComm>(n, line, w, parse_cp_comm, cp_comm_names());
       });
     if (s.has("max_tp")) sp.max_tp = s.get_count("max_tp", kMaxGpus);
     if (s.has("max_cp")) sp.max_cp = s.get_count("max_cp", kMaxGpus);
@@ -860,12 +865,13 @@ void write_experiment(YAML::Emitter& out, const Experiment& e) {
   out << YAML::Key << "cp_scheme" << YAML::Value << to_string(o.cp_scheme);
   out << YAML::Key << "interleave" << YAML::Value << o.interleave;
   out << YAML::Key << "attention" << YAML::Value << to_string(o.attention);
+  out << YAML::Key << "cp_comm" << YAML::Value << to_string(o.cp_comm);
   out << YAML::EndMap;
 
   const SearchSpace& s = e.search;
   bool any_search = !s.micro_batch.empty() || !s.recompute.empty() || !s.zero_stage.empty() ||
                     !s.sequence_parallel.empty() || !s.cp_scheme.empty() || !s.interleave.empty() ||
-                    !s.attention.empty() || s.max_tp || s.max_cp || s.max_pp;
+                    !s.attention.empty() || !s.cp_comm.empty() || s.max_tp || s.max_cp || s.max_pp;
   if (any_search) {
     auto same = [](auto v) { return v; };
     auto name = [](auto v) { return std::string(to_string(v)); };
@@ -877,6 +883,7 @@ void write_experiment(YAML::Emitter& out, const Experiment& e) {
     emit_list(out, "cp_scheme", s.cp_scheme, name);
     emit_list(out, "interleave", s.interleave, same);
     emit_list(out, "attention", s.attention, name);
+    emit_list(out, "cp_comm", s.cp_comm, name);
     if (s.max_tp) out << YAML::Key << "max_tp" << YAML::Value << *s.max_tp;
     if (s.max_cp) out << YAML::Key << "max_cp" << YAML::Value << *s.max_cp;
     if (s.max_pp) out << YAML::Key << "max_pp" << YAML::Value << *s.max_pp;

@@ -66,6 +66,9 @@ CpScheme parse_cp_scheme_flag(const std::string& flag, const std::string& text) 
 AttentionImpl parse_attention_flag(const std::string& flag, const std::string& text) {
   return parse_enum<AttentionImpl>(flag, text, &parse_attention, attention_names());
 }
+CpComm parse_cp_comm_flag(const std::string& flag, const std::string& text) {
+  return parse_enum<CpComm>(flag, text, &parse_cp_comm, cp_comm_names());
+}
 
 bool parse_on_off_flag(const std::string& flag, const std::string& text) {
   if (text == "on" || text == "true") return true;

@@ -26,7 +26,7 @@ auto layout_key(const sim::Prediction& p) {
   const ParallelOptions& o = p.options;
   return std::make_tuple(m.tp, m.cp, m.pp, m.dp, o.micro_batch, static_cast<int>(o.recompute),
                          o.zero_stage, o.sequence_parallel, static_cast<int>(o.cp_scheme),
-                         o.interleave, static_cast<int>(o.attention));
+                         o.interleave, static_cast<int>(o.attention), static_cast<int>(o.cp_comm));
 }
 
 // Collects rejections. Layout rejections arrive once per pruned subtree (not once per
@@ -138,6 +138,7 @@ ResolvedSearchSpace resolve_search_space(const Experiment& e) {
   r.attention = s.attention.empty()
                     ? std::vector<AttentionImpl>{AttentionImpl::flash, AttentionImpl::materialized}
                     : s.attention;
+  r.cp_comm = s.cp_comm.empty() ? std::vector<CpComm>{CpComm::ring, CpComm::allgather} : s.cp_comm;
   r.max_tp = s.max_tp.value_or(0);
   r.max_cp = s.max_cp.value_or(0);
   r.max_pp = s.max_pp.value_or(0);
@@ -223,10 +224,21 @@ PlanResult plan(const Experiment& e, const PlanSettings& settings) {
   // Option lists that collapse to one value where the option has no effect.
   const std::vector<bool> sp_off = {false};
   const std::vector<CpScheme> scheme_fixed = {e.options.cp_scheme};
+  const std::vector<CpComm> comm_fixed = {e.options.cp_comm};
   const std::vector<int64_t> interleave_one = {1};
 
-  const int64_t inner = static_cast<int64_t>(space.recompute.size() * space.zero_stage.size() *
-                                             space.attention.size());
+  // All-gather CP runs the flash kernel only (check_layout refuses it with a materialised
+  // kernel): with cp_comm allgather the attention list is its flash entries, so the impossible
+  // pair is never enumerated (like SP at TP = 1), and the innermost loop stays allocation-free.
+  std::vector<AttentionImpl> attention_flash;
+  for (AttentionImpl a : space.attention)
+    if (a == AttentionImpl::flash) attention_flash.push_back(a);
+  auto attention_for = [&](int64_t cp, CpComm comm) -> const std::vector<AttentionImpl>& {
+    return cp > 1 && comm == CpComm::allgather ? attention_flash : space.attention;
+  };
+  auto inner_for = [&](int64_t cp, CpComm comm) {
+    return static_cast<int64_t>(space.recompute.size() * space.zero_stage.size() * attention_for(cp, comm).size());
+  };
 
   for (const Mesh& mesh : enumerate_meshes(result.gpus)) {
     // Micro-batch sizes for this mesh (see ResolvedSearchSpace).
@@ -242,10 +254,12 @@ PlanResult plan(const Experiment& e, const PlanSettings& settings) {
     }
     const auto& sps = mesh.tp > 1 ? space.sequence_parallel : sp_off;
     const auto& schemes = mesh.cp > 1 ? space.cp_scheme : scheme_fixed;
+    const auto& comms = mesh.cp > 1 ? space.cp_comm : comm_fixed;
     const auto& interleaves = mesh.pp > 1 ? space.interleave : interleave_one;
-    const int64_t per_mesh = static_cast<int64_t>(micro_batches.size() * sps.size() *
-                                                  schemes.size() * interleaves.size()) *
-                             inner;
+    int64_t inner_comms = 0;  // innermost candidates summed over the CP methods
+    for (CpComm comm : comms) inner_comms += inner_for(mesh.cp, comm);
+    const int64_t per_mesh =
+        static_cast<int64_t>(micro_batches.size() * sps.size() * schemes.size() * interleaves.size()) * inner_comms;
     result.enumerated += per_mesh;
 
     // Search caps are the user's choice, not a layout error, but they are still reported.
@@ -271,6 +285,7 @@ PlanResult plan(const Experiment& e, const PlanSettings& settings) {
       opt.zero_stage = 0;
       opt.sequence_parallel = false;
       opt.cp_scheme = CpScheme::contiguous;
+      opt.cp_comm = CpComm::ring;
       opt.interleave = 1;
       opt.attention = AttentionImpl::flash;
       std::string why = sim::check_layout(e, mesh, opt, result.gpus);
@@ -286,42 +301,48 @@ PlanResult plan(const Experiment& e, const PlanSettings& settings) {
         opt.sequence_parallel = sp;
         for (CpScheme scheme : schemes) {
           opt.cp_scheme = scheme;
-          for (int64_t v : interleaves) {
-            opt.interleave = v;
-            if (!settings.exhaustive) {
-              opt.recompute = Recompute::none;
-              opt.zero_stage = 0;
-              opt.attention = AttentionImpl::flash;
-              std::string why = sim::check_layout(e, mesh, opt, result.gpus);
-              if (!why.empty()) {
-                tally.layout(why, inner);
-                continue;
+          for (CpComm comm : comms) {
+            opt.cp_comm = comm;
+            const std::vector<AttentionImpl>& attentions = attention_for(mesh.cp, comm);
+            const int64_t inner = inner_for(mesh.cp, comm);
+            if (inner == 0) continue;  // allgather with only materialised in the search: nothing to try
+            for (int64_t v : interleaves) {
+              opt.interleave = v;
+              if (!settings.exhaustive) {
+                opt.recompute = Recompute::none;
+                opt.zero_stage = 0;
+                opt.attention = AttentionImpl::flash;
+                std::string why = sim::check_layout(e, mesh, opt, result.gpus);
+                if (!why.empty()) {
+                  tally.layout(why, inner);
+                  continue;
+                }
               }
-            }
-            // Innermost loop: no allocation unless a candidate is rejected by check_layout()
-            // here (only in exhaustive mode or for a constraint on these three options).
-            for (Recompute rc : space.recompute) {
-              opt.recompute = rc;
-              for (int zero : space.zero_stage) {
-                opt.zero_stage = zero;
-                for (AttentionImpl attn : space.attention) {
-                  opt.attention = attn;
-                  std::string why = sim::check_layout(e, mesh, opt, result.gpus);
-                  if (!why.empty()) {
-                    tally.layout(why, 1);
-                    continue;
+              // Innermost loop: no allocation unless a candidate is rejected by check_layout()
+              // here (only in exhaustive mode or for a constraint on these three options).
+              for (Recompute rc : space.recompute) {
+                opt.recompute = rc;
+                for (int zero : space.zero_stage) {
+                  opt.zero_stage = zero;
+                  for (AttentionImpl attn : attentions) {
+                    opt.attention = attn;
+                    std::string why = sim::check_layout(e, mesh, opt, result.gpus);
+                    if (!why.empty()) {
+                      tally.layout(why, 1);
+                      continue;
+                    }
+                    const sim::Prediction p = sim::predict(e, mesh, opt);
+                    ++result.evaluated;
+                    if (!p.fits) {
+                      tally.out_of_memory(p);
+                      if (!result.closest_out_of_memory ||
+                          p.peak_memory_bytes < result.closest_out_of_memory->peak_memory_bytes)
+                        result.closest_out_of_memory = p;
+                      continue;
+                    }
+                    ++result.fitting;
+                    top.push(p);
                   }
-                  const sim::Prediction p = sim::predict(e, mesh, opt);
-                  ++result.evaluated;
-                  if (!p.fits) {
-                    tally.out_of_memory(p);
-                    if (!result.closest_out_of_memory ||
-                        p.peak_memory_bytes < result.closest_out_of_memory->peak_memory_bytes)
-                      result.closest_out_of_memory = p;
-                    continue;
-                  }
-                  ++result.fitting;
-                  top.push(p);
                 }
               }
             }

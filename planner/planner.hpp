@@ -31,6 +31,9 @@ namespace ringplan::planner {
 //              experiment's options.cp_scheme, which has no effect at CP = 1)
 //   interleave: 1, 2, 4 (tried only with PP > 1; 1 otherwise)
 //   attention: flash, materialized
+//   cp_comm: ring, allgather (tried only with CP > 1; otherwise the experiment's
+//            options.cp_comm, which has no effect at CP = 1). allgather is tried with the
+//            flash entries of `attention` only (it has no materialised kernel).
 struct ResolvedSearchSpace {
   std::vector<int64_t> micro_batch;
   bool micro_batch_is_default = true;  // default set: filter to divisors per mesh
@@ -40,6 +43,7 @@ struct ResolvedSearchSpace {
   std::vector<CpScheme> cp_scheme;
   std::vector<int64_t> interleave;
   std::vector<AttentionImpl> attention;
+  std::vector<CpComm> cp_comm;
   // 0: no cap. The planner has no default TP cap: TP wider than a node is searched (valid,
   // inter-node TP collectives) unless the experiment sets search.max_tp.
   int64_t max_tp = 0, max_cp = 0, max_pp = 0;

@@ -72,7 +72,8 @@ nlohmann::json options_json(const ParallelOptions& o) {
           {"sequence_parallel", o.sequence_parallel},
           {"cp_scheme", to_string(o.cp_scheme)},
           {"interleave", o.interleave},
-          {"attention", to_string(o.attention)}};
+          {"attention", to_string(o.attention)},
+          {"cp_comm", to_string(o.cp_comm)}};
 }
 
 nlohmann::json prediction_json(const sim::Prediction& p) {
@@ -119,7 +120,8 @@ std::string mesh_text(const Mesh& m) {
 std::string options_text(const Mesh& m, const ParallelOptions& o) {
   std::string s = fmt::format("mb={} rc={} zero={}", o.micro_batch, to_string(o.recompute), o.zero_stage);
   if (m.tp > 1 && o.sequence_parallel) s += " sp";
-  if (m.cp > 1) s += fmt::format(" {}", to_string(o.cp_scheme));
+  // The CP method is named only where it acts (CP > 1): "zigzag ring", "zigzag allgather".
+  if (m.cp > 1) s += fmt::format(" {} {}", to_string(o.cp_scheme), to_string(o.cp_comm));
   if (m.pp > 1) s += fmt::format(" v={}", o.interleave);
   s += fmt::format(" {}", to_string(o.attention));
   return s;

@@ -5,7 +5,7 @@
 //   {step_time_s, tokens_per_s, tflops_per_device, mfu, peak_memory_bytes, capacity_bytes,
 //    memory:{<term>_bytes...}, time:{<term>_s...}, mesh:{dp,tp,cp,pp},
 //    options:{micro_batch, recompute, zero_stage, sequence_parallel, cp_scheme, interleave,
-//             attention}, micro_batches, fits}
+//             attention, cp_comm}, micro_batches, fits}
 // JSON of a plan: {best: <prediction> or null, candidates:[<prediction>...],
 //   rejected:[{reason, count, example}], evaluated, enumerated, fitting, gpus}
 #pragma once

@@ -184,7 +184,10 @@ MegatronLaunch megatron_launch(const Experiment& e, const sim::Prediction& p) {
   add(a, "--pipeline-model-parallel-size", mesh.pp);
   add(a, "--context-parallel-size", mesh.cp);
   if (mesh.cp > 1) {
-    add(a, "--cp-comm-type", "p2p");  // the ring: K,V blocks passed rank to rank
+    // p2p: the ring, K,V blocks passed rank to rank; all_gather: K,V of the whole sequence
+    // gathered before attention, dK,dV reduce-scattered after it (Megatron-Core's two methods
+    // that match ringplan's cp_comm; a2a and a2a+p2p are Ulysses-style, not modelled).
+    add(a, "--cp-comm-type", o.cp_comm == CpComm::allgather ? "all_gather" : "p2p");
     if (o.cp_scheme != CpScheme::zigzag) {
       out.notes.push_back(fmt::format(
           "cp_scheme {} is not expressible: Megatron-LM always shards the sequence into 2*CP chunks and gives "
@@ -507,7 +510,12 @@ TorchtitanConfig torchtitan_config(const Experiment& e, const sim::Prediction& p
     if (!py) {
       // PyTorch's context_parallel "alltoall" rotater passes each K,V shard to the next rank
       // per step (a ring); "allgather" (v0.2.2's default) gathers all of K,V first.
-      set("parallelism", "context_parallel_rotate_method", std::string("alltoall"));
+      set("parallelism", "context_parallel_rotate_method",
+          std::string(o.cp_comm == CpComm::allgather ? "allgather" : "alltoall"));
+    } else if (o.cp_comm == CpComm::allgather) {
+      out.notes.push_back(
+          "cp_comm allgather is not expressible in the Python config: main's ParallelismConfig has no "
+          "context_parallel_rotate_method field; the run uses the rotation that torchtitan version applies");
     }
   }
 

@@ -152,6 +152,12 @@ RingTimeline ring_timeline(const Experiment& e, const sim::Prediction& p) {
   t.scope = "one layer, forward, one micro-batch";
   const int64_t P = p.mesh.cp;
   if (P <= 1) return t;
+  // All-gather CP has no ring steps to draw (one all-gather, one kernel call): no timeline, and
+  // the scope says why.
+  if (p.options.cp_comm != CpComm::ring) {
+    t.scope = "cp_comm allgather: no ring steps (one all-gather of K,V, one kernel call per layer)";
+    return t;
+  }
   // The attention layer one CP group of this plan runs (the shapes `ringplan run` uses).
   const sim::RingAttentionShape shape = sim::ring_shape_for(e, p.mesh, p.options);
   const sim::RingSimulation sim_run = sim::simulate_ring(shape, e.cluster, /*record_events=*/true);

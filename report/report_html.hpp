@@ -43,7 +43,7 @@ struct RingRank {
 
 struct RingTimeline {
   std::string scope;               // what one bar covers, e.g. "one layer, forward, one micro-batch"
-  std::vector<RingRank> ranks;     // empty when CP = 1 (no ring)
+  std::vector<RingRank> ranks;     // empty when CP = 1 or cp_comm allgather (no ring)
 };
 
 // One compared quantity of a run. `ringplan run --format json` writes them as

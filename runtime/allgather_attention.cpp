@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
 #include <stdexcept>
 
@@ -43,6 +44,26 @@ int64_t AllGatherAttention::workspace_bytes() const {
   return static_cast<int64_t>((packed_.size() + k_full_.size() + v_full_.size() + dk_full_.size() + dv_full_.size() +
                                delta_.size()) *
                               sizeof(float));
+}
+
+RingWorkspaceBytes AllGatherAttention::workspace() const {
+  RingWorkspaceBytes w;
+  constexpr int64_t f = sizeof(float);
+  w.kv_ring_bytes = static_cast<int64_t>(packed_.size() + k_full_.size() + v_full_.size()) * f;
+  w.dkv_ring_bytes = static_cast<int64_t>(dk_full_.size() + dv_full_.size()) * f;
+  w.block_out_bytes = static_cast<int64_t>(delta_.size()) * f;
+  return w;
+}
+
+int64_t AllGatherAttention::visible_pairs() const {
+  if (!cfg_.causal) return n_ * m_;
+  // Keys at positions <= each query's: a sorted copy and one binary search per query
+  // (O((n + m) log m), not n * m, at long sequences).
+  std::vector<int64_t> keys = k_positions_;
+  std::sort(keys.begin(), keys.end());
+  int64_t pairs = 0;
+  for (int64_t qp : q_positions_) pairs += std::upper_bound(keys.begin(), keys.end(), qp) - keys.begin();
+  return pairs;
 }
 
 // packed_ holds rank r's [K | V] block at r * 2*blk after the all-gather; K_full[b, h, r*n + t]

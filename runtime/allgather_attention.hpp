@@ -43,6 +43,13 @@ class AllGatherAttention {
   // Bytes of the buffers it owns: gathered K, V and the full-sequence dK, dV plus the packing
   // buffer (the method's memory term, P x a shard's K/V).
   int64_t workspace_bytes() const;
+  // The same bytes in the ring's categories, so one report compares both methods:
+  // kv_ring_bytes = packing buffer + gathered K, V; dkv_ring_bytes = full-sequence dK, dV;
+  // block_out_bytes = D = rowsum(dO*O); scores_bytes 0 (flash only). total() == workspace_bytes().
+  RingWorkspaceBytes workspace() const;
+  // (query, key) pairs this rank's kernel computes: for each own query, the gathered keys at
+  // positions <= its own (causal) or all of them.
+  int64_t visible_pairs() const;
 
  private:
   void gather_kv(const float* k, const float* v);  // into k_full_, v_full_ ([b, Hkv, P*n, d] each)

@@ -4,9 +4,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
 #include <type_traits>
 
 #include "core/error.hpp"
+#include "runtime/allgather_attention.hpp"
 #include "runtime/memory.hpp"
 #include "runtime/sharding.hpp"
 
@@ -137,35 +139,58 @@ RingLayerMeasurement run_ring_layer(Communicator& cp, const RingLayerShape& shap
   fill_synthetic(dout.data(), opt.seed, SyntheticTensor::grad_out, shape.batch, shape.heads, pos, n, shape.head_dim);
   mem.tensors_bytes = static_cast<int64_t>((4 * q_elems + 4 * kv_elems + rows) * sizeof(float));  // q,out,dout,dq; k,v,dk,dv; lse
 
-  RingAttention ring(cp, ring_config(shape, n, opt.tiles), pos);
-  mem.workspace = ring.workspace_bytes();
+  // One of the two CP methods, behind the same loop: forward, backward, their timings.
+  std::unique_ptr<RingAttention> ring;
+  std::unique_ptr<AllGatherAttention> gather;
+  if (shape.comm == CpComm::allgather) {
+    if (opt.trace) throw bad_input("trace: the all-gather CP layer records no trace events (ring only)");
+    gather = std::make_unique<AllGatherAttention>(cp, ring_config(shape, n, opt.tiles), pos);
+    mem.workspace = gather->workspace();
+  } else {
+    ring = std::make_unique<RingAttention>(cp, ring_config(shape, n, opt.tiles), pos);
+    mem.workspace = ring->workspace_bytes();
+  }
   mem.tracked_bytes = mem.tensors_bytes + mem.workspace.total();
 
   TraceRecorder recorder;
-  if (opt.trace) ring.set_trace(&recorder);
+  if (opt.trace && ring) ring->set_trace(&recorder);
   std::vector<RankIterationSample> mine;
   for (int it = -opt.warmup; it < opt.iterations; ++it) {
     cp.barrier();  // iterations start together, so a rank's wait is the ring's, not the last iteration's skew
     if (it == 0) recorder.reset_epoch();
     recorder.set_iteration(it);
-    ring.forward(q.data(), k.data(), v.data(), out.data(), lse.data());
-    ring.backward(q.data(), k.data(), v.data(), out.data(), lse.data(), dout.data(), dq.data(), dk.data(), dv.data());
+    if (ring) {
+      ring->forward(q.data(), k.data(), v.data(), out.data(), lse.data());
+      ring->backward(q.data(), k.data(), v.data(), out.data(), lse.data(), dout.data(), dq.data(), dk.data(), dv.data());
+    } else {
+      gather->forward(q.data(), k.data(), v.data(), out.data(), lse.data());
+      gather->backward(q.data(), k.data(), v.data(), out.data(), lse.data(), dout.data(), dq.data(), dk.data(), dv.data());
+    }
     if (opt.on_iteration) opt.on_iteration(it + opt.warmup + 1, int64_t{opt.warmup} + opt.iterations);
     if (it < 0) {
       recorder.clear();
       continue;
     }
-    const RingPassTiming& f = ring.last_forward();
-    const RingPassTiming& b = ring.last_backward();
-    mine.push_back({f.total_s, f.compute_s(), f.comm_wait_s(), b.total_s, b.compute_s(), b.comm_wait_s()});
+    if (ring) {
+      const RingPassTiming& f = ring->last_forward();
+      const RingPassTiming& b = ring->last_backward();
+      mine.push_back({f.total_s, f.compute_s(), f.comm_wait_s(), b.total_s, b.compute_s(), b.comm_wait_s()});
+    } else {
+      // Compute = the kernel call (+ packing); comm = time in the all-gather / reduce-scatter,
+      // waits on slower ranks included (the counterpart of the ring's comm_wait).
+      const AllGatherTiming& f = gather->last_forward();
+      const AllGatherTiming& b = gather->last_backward();
+      mine.push_back({f.total_s, f.compute_s, f.comm_s, b.total_s, b.compute_s, b.comm_s});
+    }
   }
   // Results must be finite; a NaN means a kernel or merge bug, and timing it would be meaningless.
   for (float x : dq)
-    if (!std::isfinite(x)) throw Error(ErrorKind::runtime, fmt::format("{}: non-finite dQ after the ring backward", cp.describe_rank(cp.rank())));
+    if (!std::isfinite(x)) throw Error(ErrorKind::runtime, fmt::format("{}: non-finite dQ after the {} backward", cp.describe_rank(cp.rank()), ring ? "ring" : "all-gather"));
 
   const int64_t peak = peak_rss_bytes();
   mem.rss_peak_delta_bytes = (peak >= 0 && rss_before >= 0) ? peak - rss_before : -1;
-  gather_measurement(cp, mine, ring.last_forward().visible_pairs(), mem, opt.trace ? &recorder.events() : nullptr, m);
+  const int64_t pairs = ring ? ring->last_forward().visible_pairs() : gather->visible_pairs();
+  gather_measurement(cp, mine, pairs, mem, opt.trace ? &recorder.events() : nullptr, m);
   return m;
 }
 

@@ -201,6 +201,10 @@ std::string check_layout(const Experiment& e, const Mesh& mesh, const ParallelOp
   } else if (t.seq_len % mesh.cp != 0) {
     return "seq_len " + str(t.seq_len) + " not divisible by CP = " + str(mesh.cp) + " (" + to_string(opt.cp_scheme) + ")";
   }
+  // All-gather CP runs one flash kernel over the whole gathered sequence (runtime and
+  // Megatron/TE alike); a materialised score matrix of L/CP x L per head is what it avoids.
+  if (opt.cp_comm == CpComm::allgather && mesh.cp > 1 && opt.attention != AttentionImpl::flash)
+    return std::string("cp_comm allgather needs attention flash, got ") + to_string(opt.attention);
   const int64_t per_step = mesh.dp * opt.micro_batch;
   if (t.global_batch_sequences % per_step != 0)
     return "global batch " + str(t.global_batch_sequences) + " not divisible by DP×micro_batch = " + str(per_step);
@@ -326,7 +330,13 @@ LayerTimes layer_times(const LayerShape& x, const ClusterConfig& c, double peak,
   }
 
   const bool ring_inter = !group_within_node(mesh, MeshDim::cp, c.gpus_per_node);
-  lt.ring = predict_ring_layer(x, c, peak, ring_inter ? c.inter_node : c.intra_node, ring_inter);
+  if (x.cp_comm == CpComm::allgather && mesh.cp > 1) {
+    // CP ranks are TP apart: the whole group per node inside one, else G/TP per node (hierarchical).
+    const int64_t cp_per_node = ring_inter ? group_ranks_per_node(mesh.cp, mesh.tp, c.gpus_per_node) : mesh.cp;
+    lt.ring = predict_allgather_layer(x, c, peak, cp_per_node, ring_inter);
+  } else {
+    lt.ring = predict_ring_layer(x, c, peak, ring_inter ? c.inter_node : c.intra_node, ring_inter);
+  }
   return lt;
 }
 
@@ -492,7 +502,7 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
   // ---------------- memory: first stage (most micro-batches in flight, embedding) and last
   // stage (output layer, logits); pp == 1 is one stage holding both.
   const LayerActivationBytes act = layer_activation_bytes(x);
-  const double ring_bytes = ring_buffer_bytes(x);
+  const double ring_bytes = cp_buffer_bytes(x);  // ring buffers, or all-gather's full-sequence K,V, dK,dV
   const double logits_bytes = x.tokens() * (vocab / tp) * (x.activation_bytes + 4.0);
   const double unit_params = std::max(layer_params(model), emb) / tp;
   if (mesh.pp == 1) {

@@ -28,7 +28,8 @@ struct MemoryBreakdown {
   double optimizer_bytes = 0;          // master weights + moments, ZeRO>=1: / DPxCP
   double activations_bytes = 0;        // Korthikanti terms x layers of the stage x in-flight micro-batches
   double attention_scores_bytes = 0;   // materialised: b*(H/TP)*(L/CP)*L per kept matrix; flash: lse only
-  double ring_buffers_bytes = 0;       // K,V double buffers (+ dK,dV in backward)
+  double ring_buffers_bytes = 0;       // CP exchange: ring K,V double buffers (+ dK,dV in backward), or
+                                       // cp_comm allgather's full-sequence K,V, dK,dV (sim::cp_buffer_bytes)
   double logits_bytes = 0;             // logits + loss buffers on the last stage
   double reserved_bytes = 0;           // cluster.memory_reserved_bytes (context, allocator)
   double peak_bytes = 0;
@@ -40,7 +41,8 @@ struct TimeBreakdown {
   double backward_compute_s = 0;       // 2x matmuls, 2.5x attention
   double recompute_s = 0;              // forward work re-run (selective or full)
   double cp_imbalance_s = 0;           // extra attention time of the slowest CP rank vs mean
-  double ring_comm_exposed_s = 0;      // sum over ring steps of max(0, comm - compute) + latency
+  double ring_comm_exposed_s = 0;      // sum over ring steps of max(0, comm - compute) + latency;
+                                       // cp_comm allgather: its all-gathers and reduce-scatters (not overlapped)
   double tp_comm_s = 0;                // all-reduce or RS+AG (sequence parallel), not overlapped
   double dp_comm_exposed_s = 0;        // DPxCP gradient reduction not hidden behind backward
   double zero_comm_exposed_s = 0;      // ZeRO-3 parameter all-gathers not hidden

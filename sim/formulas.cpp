@@ -21,6 +21,7 @@ LayerShape make_layer_shape(const ModelConfig& m, const TrainingConfig& t, const
   x.causal = t.causal;
   x.cp_scheme = opt.cp_scheme;
   x.attention = opt.attention;
+  x.cp_comm = opt.cp_comm;
   x.recompute = opt.recompute;
   // Only the presence of dropout changes memory and traffic (masks, dropout outputs).
   x.dropout = m.dropout > 0.0;
@@ -69,6 +70,18 @@ double ring_buffer_bytes(const LayerShape& x) {
   const double kv_double_buffer = 2.0 /*buffers*/ * 2.0 /*K,V*/ * block_elems * x.activation_bytes;
   const double dkv_buffers = 4.0 /*2 receive + 2 scratch*/ * 2.0 /*dK,dV*/ * block_elems * 4.0;  // fp32
   return kv_double_buffer + dkv_buffers;
+}
+
+double allgather_buffer_bytes(const LayerShape& x) {
+  if (x.cp <= 1) return 0.0;
+  // Invariant: runtime/allgather_attention.cpp's packed_ (2 x full), k_full_, v_full_,
+  // dk_full_, dv_full_ (1 x full each); one "full" = b * L * (a_kv/t) * d elements.
+  const double full_elems = x.micro_batch * x.seq_len * (x.kv_heads / x.tp) * x.head_dim;
+  return 6.0 * full_elems * x.activation_bytes;
+}
+
+double cp_buffer_bytes(const LayerShape& x) {
+  return x.cp_comm == CpComm::allgather ? allgather_buffer_bytes(x) : ring_buffer_bytes(x);
 }
 
 double ring_forward_step_bytes(const LayerShape& x) {

@@ -35,6 +35,7 @@ struct LayerShape {
   bool causal = true;
   CpScheme cp_scheme = CpScheme::zigzag;
   AttentionImpl attention = AttentionImpl::flash;
+  CpComm cp_comm = CpComm::ring;  // how the CP group exchanges K,V (ring_model.hpp)
   Recompute recompute = Recompute::none;
   bool dropout = false;        // ModelConfig::dropout > 0 (Korthikanti's runs used 0.1; modern LLMs 0)
   double activation_bytes = 2; // bytes per activation element (training dtype)
@@ -94,6 +95,16 @@ double flash_lse_bytes(const LayerShape& x);
 // buffer (activation dtype) + 4 fp32 dK,dV blocks (2 receive + 2 scratch, so the transfer
 // overlaps compute). Exactly what runtime/ring_attention.cpp allocates (see formulas.cpp).
 double ring_buffer_bytes(const LayerShape& x);
+// All-gather CP's buffers, live while one attention layer runs: 0 without CP. Exactly what
+// runtime/allgather_attention.cpp allocates besides D = rowsum(dO*O): the gathered K and V of
+// the whole sequence, dK and dV of the whole sequence (the backward's kernel output, summed by
+// the reduce-scatter) and the rank-major packing buffer [K|V] (or [dK|dV]) of the whole
+// sequence: 6 x b * L * (a_kv/t) * d elements in the activation dtype. It grows with L, not
+// L/CP: the price of the method (the ring holds 2 blocks of L/CP).
+double allgather_buffer_bytes(const LayerShape& x);
+// The CP exchange buffers of the layer's method (x.cp_comm): ring_buffer_bytes() or
+// allgather_buffer_bytes(). What MemoryBreakdown::ring_buffers_bytes holds.
+double cp_buffer_bytes(const LayerShape& x);
 // Bytes on the wire per ring step: forward K,V; backward K,V + dK,dV in fp32 (DESIGN.md).
 double ring_forward_step_bytes(const LayerShape& x);
 double ring_backward_step_bytes(const LayerShape& x);

@@ -134,6 +134,70 @@ RingLayerPrediction predict_ring_layer(const LayerShape& x, const ClusterConfig&
   return r;
 }
 
+RingLayerPrediction predict_allgather_layer(const LayerShape& x, const ClusterConfig& c, double peak_flops_per_s,
+                                            int64_t cp_per_node, bool inter_node) {
+  if (x.attention != AttentionImpl::flash)
+    throw bad_input("all-gather CP runs the flash kernel only (materialised scores of the whole sequence per rank "
+                    "are what the method avoids); use cp_comm ring or attention flash");
+  RingLayerPrediction r;
+  r.comm = CpComm::allgather;
+  const int64_t P = static_cast<int64_t>(x.cp);
+  const AttentionFlops f = attention_forward_flops(x);
+  const double mem_bw = achieved_memory_bandwidth_bytes_per_s(c);
+  // One kernel call per rank over all of its visible pairs: the curve's x is that call's FLOPs,
+  // so the slowest and the mean rank each run at the efficiency of their own call.
+  auto fwd_rate = [&](double flops) { return peak_flops_per_s * c.attention.at(flops); };
+  auto bwd_rate = [&](double flops) { return peak_flops_per_s * c.attention_backward_curve().at(flops); };
+  constexpr double kBackwardFactor = 2.5;  // flash backward FLOPs / forward FLOPs (as the ring)
+  r.kernel_efficiency = c.attention.at(f.max_rank);
+  r.backward_kernel_efficiency = c.attention_backward_curve().at(f.max_rank);
+  r.inter_node = inter_node && P > 1;
+  r.forward_flops_mean_rank = f.mean_rank;
+  r.forward_flops_max_rank = f.max_rank;
+  r.imbalance = f.mean_rank > 0 ? f.max_rank / f.mean_rank : 1.0;
+
+  // Full-sequence K and V of the group: b * L * (a_kv/t) * d elements each.
+  const double full_kv_bytes = 2.0 * x.micro_batch * x.seq_len * (x.kv_heads / x.tp) * x.head_dim * x.activation_bytes;
+  const double received = P > 1 ? full_kv_bytes * static_cast<double>(P - 1) / static_cast<double>(P) : 0.0;
+  const double ag = group_collective_s(CollectiveKind::all_gather, P, cp_per_node, full_kv_bytes, c);
+  const double rs = group_collective_s(CollectiveKind::reduce_scatter, P, cp_per_node, full_kv_bytes, c);
+  const AttentionCoreBytes elem = attention_core_elementwise_bytes(x);  // 0 for flash; kept for one source
+
+  RingPhasePrediction& fw = r.forward;
+  fw.compute_steps = 1;
+  fw.transfers = P > 1 ? 1 : 0;
+  fw.step_bytes = received;
+  fw.first_step_compute_s = f.max_rank / fwd_rate(f.max_rank);
+  fw.step_compute_s = fw.first_step_compute_s;
+  fw.step_comm_s = ag;
+  fw.unhidden_comm_s = ag;
+  fw.mean_rank_compute_s = f.mean_rank / fwd_rate(f.mean_rank);
+  fw.max_rank_compute_s = fw.first_step_compute_s;
+  fw.elementwise_s = mem_bw > 0 ? elem.forward / mem_bw : 0.0;
+  fw.exposed_comm_s = ag;  // not overlapped (assumption above)
+  fw.total_s = fw.max_rank_compute_s + fw.elementwise_s + fw.exposed_comm_s;
+
+  RingPhasePrediction& bw = r.backward;
+  bw.compute_steps = 1;
+  bw.transfers = P > 1 ? 2 : 0;  // re-gather of K,V, reduce-scatter of dK,dV
+  bw.step_bytes = 2.0 * received;
+  bw.first_step_compute_s = kBackwardFactor * f.max_rank / bwd_rate(f.max_rank);
+  bw.step_compute_s = bw.first_step_compute_s;
+  bw.step_comm_s = ag + rs;
+  bw.unhidden_comm_s = ag + rs;
+  bw.mean_rank_compute_s = kBackwardFactor * f.mean_rank / bwd_rate(f.mean_rank);
+  bw.max_rank_compute_s = bw.first_step_compute_s;
+  bw.elementwise_s = mem_bw > 0 ? elem.backward / mem_bw : 0.0;
+  bw.exposed_comm_s = ag + rs;
+  bw.total_s = bw.max_rank_compute_s + bw.elementwise_s + bw.exposed_comm_s;
+
+  r.scores_bytes_materialized = materialized_scores_bytes(x);
+  r.scores_bytes_flash = flash_lse_bytes(x);
+  r.scores_bytes = r.scores_bytes_flash;
+  r.ring_buffer_bytes = allgather_buffer_bytes(x);
+  return r;
+}
+
 namespace {
 void require_positive(int64_t v, const char* field) {
   if (v < 1)
@@ -175,17 +239,22 @@ RingLayerShape ring_layer_shape(const RingAttentionShape& s, const ClusterConfig
   x.causal = s.causal;
   x.cp_scheme = s.scheme;
   x.attention = s.attention;
+  x.cp_comm = s.comm;
   x.activation_bytes = dtype_bytes(s.dtype);
   Mesh mesh;
   mesh.tp = s.tp;
   mesh.cp = s.cp;
   out.inter_node = c.gpus_per_node > 0 && !group_within_node(mesh, MeshDim::cp, c.gpus_per_node);
   out.link = out.inter_node ? c.inter_node : c.intra_node;
+  // The CP ranks are tp apart: inside one node all of them, else G/tp per node when that tiles.
+  out.cp_per_node = out.inter_node ? group_ranks_per_node(s.cp, s.tp, c.gpus_per_node) : s.cp;
   return out;
 }
 
 RingLayerPrediction predict_ring_attention(const RingAttentionShape& s, const ClusterConfig& c) {
   const RingLayerShape r = ring_layer_shape(s, c);
+  if (s.comm == CpComm::allgather)
+    return predict_allgather_layer(r.layer, c, r.peak_flops_per_s, r.cp_per_node, r.inter_node);
   return predict_ring_layer(r.layer, c, r.peak_flops_per_s, r.link, r.inter_node);
 }
 

@@ -12,6 +12,23 @@
 // P-1 overlapped transfers plus the last hop of dK,dV home, which nothing hides. The backward
 // kernel has its own rate (efficiency.attention_backward). Both kernels skip KV blocks fully
 // hidden by the causal mask (as the runtime does); materialised computes the others in full.
+//
+// All-gather CP (CpComm::allgather, runtime/allgather_attention.hpp) is predicted by
+// predict_allgather_layer() into the same RingLayerPrediction, so every consumer reads one
+// shape. Forward: all-gather K,V of the whole sequence over the CP group (only the a_kv/t KV
+// heads: GQA makes it cheap), then ONE flash kernel call of the rank's L/CP queries against
+// all L keys (the visible pairs, and so the imbalance, are the sharding scheme's, as for the
+// ring). Backward: all-gather K,V again (the runtime, like Transformer Engine's all-gather CP,
+// does not keep the gathered copy from the forward), one backward kernel call producing dK,dV
+// of the whole sequence, then reduce-scatter dK,dV to their owners. Assumption: the
+// collectives are NOT overlapped with the attention kernel (the simple model: each waits for
+// the other; the Llama 3 paper reports all-gather CP's communication as exposed but small), so
+// every collective is exposed comm. Collectives use group_collective_s (efficiency curves,
+// hierarchical when the CP group spans nodes), all in the activation dtype. Fields of a
+// phase for allgather: compute_steps 1, transfers = collectives (forward 1, backward 2),
+// step_bytes = bytes this rank receives in them ((P-1)/P of each full buffer), step_comm_s =
+// their time, unhidden_comm_s = exposed_comm_s = the same, merge_step_s 0 (no merges).
+// Materialised attention is not supported by the method (check_layout refuses it).
 #pragma once
 #include <cstdint>
 
@@ -35,6 +52,7 @@ struct RingAttentionShape {
   // Ranks inside one CP group's stride (the TP size): the ring of this one TP x CP block stays
   // in a node when tp * cp <= gpus_per_node (DESIGN.md rank order). 1 for a plain CP run.
   int64_t tp = 1;
+  CpComm comm = CpComm::ring;  // ring: predict_ring_layer; allgather: predict_allgather_layer
 };
 
 struct RingPhasePrediction {
@@ -65,7 +83,9 @@ struct RingLayerPrediction {
   double scores_bytes = 0;               // materialised: b*(H/TP)*(L/CP)*L*e; flash: fp32 lse
   double scores_bytes_materialized = 0;  // both, for the comparison
   double scores_bytes_flash = 0;
-  double ring_buffer_bytes = 0;          // K,V double buffer + 4 fp32 dK,dV blocks (ring_buffer_bytes())
+  double ring_buffer_bytes = 0;          // K,V double buffer + 4 fp32 dK,dV blocks (ring_buffer_bytes());
+                                         // allgather: allgather_buffer_bytes() (full-sequence K,V, dK,dV)
+  CpComm comm = CpComm::ring;            // the method predicted
 };
 
 // Achieved rate of the attention kernels of one ring step and the merge cost per step (the
@@ -91,6 +111,7 @@ struct RingLayerShape {
   double peak_flops_per_s = 0;
   LinkProfile link;
   bool inter_node = false;
+  int64_t cp_per_node = 1;  // ranks of the CP group per node it spans (cp when inside one node)
 };
 RingLayerShape ring_layer_shape(const RingAttentionShape& s, const ClusterConfig& c);
 
@@ -98,8 +119,14 @@ RingLayerShape ring_layer_shape(const RingAttentionShape& s, const ClusterConfig
 RingLayerPrediction predict_ring_layer(const LayerShape& x, const ClusterConfig& c, double peak_flops_per_s,
                                        const LinkProfile& ring_link, bool inter_node);
 
+// All-gather CP of one layer (see the top of this file). `cp_per_node`: the CP group's ranks
+// per node (>= x.cp inside one node), for group_collective_s. Flash attention only: throws
+// bad_input for a materialised shape. With x.cp == 1 it is the plain single-rank attention.
+RingLayerPrediction predict_allgather_layer(const LayerShape& x, const ClusterConfig& c, double peak_flops_per_s,
+                                            int64_t cp_per_node, bool inter_node);
+
 // For the runtime's comparison: validates the shape (throws ringplan::Error bad_input naming
-// the field and the valid range) and picks the link the ring spans.
+// the field and the valid range) and picks the link the ring spans; s.comm picks the method.
 RingLayerPrediction predict_ring_attention(const RingAttentionShape& s, const ClusterConfig& c);
 
 }  // namespace ringplan::sim

@@ -12,6 +12,7 @@
 
 #include "core/error.hpp"
 #include "runtime/executor.hpp"
+#include "runtime/allgather_attention.hpp"
 #include "runtime/ring_attention.hpp"
 #include "runtime/sharding.hpp"
 #include "runtime/step/ops.hpp"
@@ -244,7 +245,10 @@ Trainer<T>::Trainer(const StepSpec& spec, Communicator& world)
     rc.causal = spec_.causal;
     rc.kernel = RingKernel::flash;
     rc.tiles = spec_.tiles;
-    ring_ = std::make_unique<RingAttention>(*groups_.cp, rc, positions_.data());
+    if (spec_.options.cp_comm == CpComm::allgather && mesh.cp > 1)
+      gather_ = std::make_unique<AllGatherAttention>(*groups_.cp, rc, positions_.data());
+    else
+      ring_ = std::make_unique<RingAttention>(*groups_.cp, rc, positions_.data());
   } else {
     if (mesh.cp != 1)
       throw bad_input("the float64 training step runs attention with the reference kernels: cp must be 1");
@@ -464,8 +468,14 @@ void Trainer<T>::attention_forward(LayerStash& st) {
   st.o.assign(static_cast<size_t>(b * hq_ * n_ * d_), T(0));
   st.lse.assign(static_cast<size_t>(b * hq_ * n_), T(0));
   if constexpr (std::is_same_v<T, float>) {
-    ring_->forward(st.q.data(), st.k.data(), st.v.data(), st.o.data(), st.lse.data());
-    clock_->move_current(Term::ring_exposed, ring_->last_forward().comm_wait_s());
+    if (gather_) {
+      // The all-gather's time (waits included) is this method's exposed CP communication.
+      gather_->forward(st.q.data(), st.k.data(), st.v.data(), st.o.data(), st.lse.data());
+      clock_->move_current(Term::ring_exposed, gather_->last_forward().comm_s);
+    } else {
+      ring_->forward(st.q.data(), st.k.data(), st.v.data(), st.o.data(), st.lse.data());
+      clock_->move_current(Term::ring_exposed, ring_->last_forward().comm_wait_s());
+    }
   } else {
     kernels::reference_forward(st.q.data(), st.k.data(), st.v.data(), positions_.data(), positions_.data(), b, hq_,
                                hkv_, n_, n_, d_, spec_.causal, 1.0 / std::sqrt(double(d_)), st.o.data(), st.lse.data());
@@ -476,8 +486,13 @@ template <class T>
 void Trainer<T>::attention_backward(LayerStash& st, const T* dout, T* dq, T* dk, T* dv) {
   const int64_t b = spec_.options.micro_batch;
   if constexpr (std::is_same_v<T, float>) {
-    ring_->backward(st.q.data(), st.k.data(), st.v.data(), st.o.data(), st.lse.data(), dout, dq, dk, dv);
-    clock_->move_current(Term::ring_exposed, ring_->last_backward().comm_wait_s());
+    if (gather_) {
+      gather_->backward(st.q.data(), st.k.data(), st.v.data(), st.o.data(), st.lse.data(), dout, dq, dk, dv);
+      clock_->move_current(Term::ring_exposed, gather_->last_backward().comm_s);
+    } else {
+      ring_->backward(st.q.data(), st.k.data(), st.v.data(), st.o.data(), st.lse.data(), dout, dq, dk, dv);
+      clock_->move_current(Term::ring_exposed, ring_->last_backward().comm_wait_s());
+    }
   } else {
     kernels::reference_backward(st.q.data(), st.k.data(), st.v.data(), st.o.data(), dout, st.lse.data(),
                                 positions_.data(), positions_.data(), b, hq_, hkv_, n_, n_, d_, spec_.causal,
@@ -1128,7 +1143,10 @@ StepMemory Trainer<T>::memory() const {
   m.gradients_bytes = static_cast<int64_t>((grads_.size() + shard_grads_.size()) * sizeof(T)) + grad_work_peak_bytes_;
   m.optimizer_bytes = static_cast<int64_t>((opt_m_.size() + opt_v_.size()) * sizeof(T));
   m.activations_peak_bytes = act_peak_bytes_;
-  if constexpr (std::is_same_v<T, float>) m.ring_buffers_bytes = ring_->workspace_bytes().kv_ring_bytes + ring_->workspace_bytes().dkv_ring_bytes;
+  if constexpr (std::is_same_v<T, float>) {
+    const RingWorkspaceBytes w = gather_ ? gather_->workspace() : ring_->workspace_bytes();
+    m.ring_buffers_bytes = w.kv_ring_bytes + w.dkv_ring_bytes;
+  }
   m.logits_bytes = logits_bytes_;
   m.tracked_peak_bytes = m.weights_bytes + m.gradients_bytes + m.optimizer_bytes + m.activations_peak_bytes +
                          std::max(m.ring_buffers_bytes, m.logits_bytes);

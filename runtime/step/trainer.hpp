@@ -2,7 +2,8 @@
 //
 // A decoder-only transformer as the plan's model describes it: token embedding; per layer
 // RMSNorm -> Q, K, V projections (GQA) -> rotary embedding at each token's GLOBAL position (from
-// the CP sharding) -> attention (the ring of runtime/ring_attention.hpp) -> output projection ->
+// the CP sharding) -> attention (the ring of runtime/ring_attention.hpp, or all-gather CP of
+// runtime/allgather_attention.hpp with options.cp_comm allgather) -> output projection ->
 // residual -> RMSNorm -> MLP (SwiGLU when gated, else GELU) -> residual; final RMSNorm, output
 // layer and cross-entropy over the tokens this rank holds (a token's loss needs only its own
 // logits: nothing is gathered over CP).
@@ -56,6 +57,7 @@
 
 namespace ringplan::runtime {
 class RingAttention;
+class AllGatherAttention;
 }
 
 namespace ringplan::runtime::step {
@@ -199,7 +201,10 @@ class Trainer {
   Communicator& world_;
   MeshGroups groups_;
   std::unique_ptr<Communicator> dpcp_;  // gradient (and ZeRO) group
+  // The CP method of the plan (options.cp_comm), float32 only: exactly one is set. At CP = 1 the
+  // ring runs (the two methods are the same single-rank attention there).
   std::unique_ptr<RingAttention> ring_;
+  std::unique_ptr<AllGatherAttention> gather_;
   // Shapes on this rank.
   int64_t tp_ = 1, hq_ = 0, hkv_ = 0, d_ = 0, hidden_ = 0, ffn_ = 0, vocab_ = 0, vocab0_ = 0;
   int64_t n_ = 0;          // tokens of one sequence on this rank (L / CP)

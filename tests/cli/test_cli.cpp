@@ -166,6 +166,27 @@ TEST_CASE("simulate: flags override the file, JSON has every term") {
   CHECK(has(t.out, "memory per device"));
 }
 
+TEST_CASE("simulate --cp-comm allgather: named in the options, exposed CP comm and buffers change, --trace refused") {
+  const std::string exp = "'" + kConfigs + "default.yaml'";
+  const Result r = ringplan("simulate " + exp + " --mesh dp=1,tp=8,cp=8,pp=1 --format json");
+  const Result a = ringplan("simulate " + exp + " --mesh dp=1,tp=8,cp=8,pp=1 --cp-comm allgather --format json");
+  REQUIRE_MESSAGE(r.rc == 0, r.err);
+  REQUIRE_MESSAGE(a.rc == 0, a.err);
+  const auto jr = nlohmann::json::parse(r.out), ja = nlohmann::json::parse(a.out);
+  CHECK(jr["options"]["cp_comm"] == "ring");
+  CHECK(ja["options"]["cp_comm"] == "allgather");
+  CHECK(ja["time"]["ring_comm_exposed_s"].get<double>() != jr["time"]["ring_comm_exposed_s"].get<double>());
+  CHECK(ja["memory"]["ring_buffers_bytes"].get<double>() > jr["memory"]["ring_buffers_bytes"].get<double>());
+  const Result t = ringplan("simulate " + exp + " --mesh dp=1,tp=8,cp=8,pp=1 --cp-comm allgather");
+  CHECK(t.rc == 0);
+  CHECK(has(t.out, "allgather"));
+  TempDir tmp;
+  const Result tr = ringplan("simulate " + exp + " --mesh dp=1,tp=8,cp=8,pp=1 --cp-comm allgather --trace '" +
+                             tmp.file("ag.json") + "'");
+  CHECK(tr.rc == 2);
+  CHECK(has(tr.err, "cp_comm allgather"));
+}
+
 TEST_CASE("bad input exits 2 with a message saying what would be valid") {
   const std::string exp = "'" + kConfigs + "default.yaml'";
   struct Case {
@@ -179,6 +200,10 @@ TEST_CASE("bad input exits 2 with a message saying what would be valid") {
       {"simulate " + exp + " --mesh tp=8,cp=8 --recompute most", "none, selective, full"},
       {"simulate " + exp + " --mesh tp=8,cp=8 --cp-scheme ring", "contiguous, zigzag, striped"},
       {"simulate " + exp + " --mesh tp=8,cp=8 --attention sdpa", "flash, materialized"},
+      {"simulate " + exp + " --mesh tp=8,cp=8 --cp-comm p2p", "--cp-comm: unknown value 'p2p'"},
+      {"simulate " + exp + " --mesh tp=8,cp=8 --cp-comm p2p", "ring, allgather"},
+      {"simulate " + exp + " --mesh tp=8,cp=8 --cp-comm allgather --attention materialized",
+       "cp_comm allgather needs attention flash"},
       {"simulate " + exp + " --mesh tp=8,cp=8 --zero 4", "valid: 0, 1, 2, 3"},
       {"simulate " + exp + " --mesh tp=8,cp=8 --sequence-parallel maybe", "valid: on, off"},
       {"simulate " + exp + " --mesh tp=8,cp=8 --format xml", "xml"},
@@ -360,7 +385,7 @@ TEST_CASE("outputs that cannot be written: a missing folder exits 2 before work,
   for (const std::string& cmd :
        {"plan " + exp + " -o '" + missing + "'", "report " + exp + " -o '" + missing + "'",
         "emit '" + plan_path + "' --format megatron -o '" + missing + "'",
-        "simulate '" + plan_path + "' --trace '" + missing + "'"}) {
+        "simulate '" + plan_path + "' --cp-comm ring --trace '" + missing + "'"}) {
     const Result r = ringplan(cmd);
     CHECK_MESSAGE(r.rc == 2, cmd, r.err);
     CHECK_MESSAGE(has(r.err, missing + ": cannot write: folder"), cmd, r.err);
@@ -368,7 +393,7 @@ TEST_CASE("outputs that cannot be written: a missing folder exits 2 before work,
   }
   for (const std::string& cmd :
        {"plan " + exp + " -o /dev/full", "report " + exp + " -o /dev/full",
-        "emit '" + plan_path + "' --format megatron -o /dev/full", "simulate '" + plan_path + "' --trace /dev/full"}) {
+        "emit '" + plan_path + "' --format megatron -o /dev/full", "simulate '" + plan_path + "' --cp-comm ring --trace /dev/full"}) {
     const Result r = ringplan(cmd);
     CHECK_MESSAGE(r.rc == 1, cmd, r.err);
     CHECK_MESSAGE(has(r.err, "/dev/full: cannot write: write: No space left on device"), cmd, r.err);

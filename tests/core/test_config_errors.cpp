@@ -227,6 +227,13 @@ TEST_CASE("experiment sections: mesh and options and search and published") {
       {e, 6, "options.cp_scheme", "did you mean 'zigzag'?); must be one of: contiguous, zigzag, striped"});
   e = files.experiment("search:\n  cp_scheme: [zigzag,\n    ring]\n");
   check_config_error([&] { load_experiment(e); }, {e, 7, "search.cp_scheme[1]", "'ring' is not valid"});
+  e = files.experiment("options:\n  cp_comm: p2p\n");
+  check_config_error([&] { load_experiment(e); },
+                     {e, 6, "options.cp_comm", "'p2p' is not valid"});
+  check_config_error([&] { load_experiment(e); }, {e, 6, "options.cp_comm", "must be one of: ring, allgather"});
+  e = files.experiment("search:\n  cp_comm: [ring,\n    all_gather]\n");
+  check_config_error([&] { load_experiment(e); },
+                     {e, 7, "search.cp_comm[1]", "must be one of: ring, allgather"});
   e = files.experiment("search:\n  micro_batch: []\n");
   check_config_error([&] { load_experiment(e); }, {e, 6, "search.micro_batch", "must not be an empty list"});
   e = files.experiment("search:\n  micro_batch: 2\n");

@@ -62,6 +62,7 @@ void check_same(const Experiment& a, const Experiment& b) {
   CHECK(a.search.cp_scheme == b.search.cp_scheme);
   CHECK(a.search.interleave == b.search.interleave);
   CHECK(a.search.attention == b.search.attention);
+  CHECK(a.search.cp_comm == b.search.cp_comm);
   CHECK(a.search.max_tp == b.search.max_tp);
   CHECK(a.search.max_cp == b.search.max_cp);
   CHECK(a.search.max_pp == b.search.max_pp);
@@ -94,7 +95,7 @@ const char* kFullExperiment =
     "training: {seq_len: 4096, global_batch_tokens: 65536, dtype: fp16, optimizer: sgd, causal: false}\n"
     "mesh: {dp: 2, tp: 2, cp: 4}\n"
     "options: {micro_batch: 2, recompute: selective, zero_stage: 1, sequence_parallel: true,\n"
-    "          cp_scheme: striped, interleave: 2, attention: materialized}\n"
+    "          cp_scheme: striped, interleave: 2, attention: materialized, cp_comm: allgather}\n"
     "search:\n"
     "  micro_batch: [1, 2, 4]\n"
     "  recompute: [none, full]\n"
@@ -103,6 +104,7 @@ const char* kFullExperiment =
     "  cp_scheme: [contiguous, zigzag]\n"
     "  interleave: [1, 3]\n"
     "  attention: [flash]\n"
+    "  cp_comm: [allgather, ring]\n"
     "  max_tp: 8\n"
     "  max_cp: 32\n"
     "  max_pp: 4\n"
@@ -349,6 +351,7 @@ TEST_CASE("experiment with inline blocks and mesh and options and search and pub
   CHECK(e.options.cp_scheme == CpScheme::striped);
   CHECK(e.options.interleave == 2);
   CHECK(e.options.attention == AttentionImpl::materialized);
+  CHECK(e.options.cp_comm == CpComm::allgather);
   CHECK(e.search.micro_batch == std::vector<int64_t>{1, 2, 4});
   CHECK(e.search.recompute == std::vector<Recompute>{Recompute::none, Recompute::full});
   CHECK(e.search.zero_stage == std::vector<int>{0, 3});
@@ -356,6 +359,7 @@ TEST_CASE("experiment with inline blocks and mesh and options and search and pub
   CHECK(e.search.cp_scheme == std::vector<CpScheme>{CpScheme::contiguous, CpScheme::zigzag});
   CHECK(e.search.interleave == std::vector<int64_t>{1, 3});
   CHECK(e.search.attention == std::vector<AttentionImpl>{AttentionImpl::flash});
+  CHECK(e.search.cp_comm == std::vector<CpComm>{CpComm::allgather, CpComm::ring});
   CHECK(e.search.max_tp == 8);
   CHECK(e.search.max_cp == 32);
   CHECK(e.search.max_pp == 4);
@@ -371,6 +375,24 @@ TEST_CASE("experiment with inline blocks and mesh and options and search and pub
   inl = replace(inl, "cluster: ../clusters/c.yaml\n", "cluster:\n" + indent(test::kClusterYaml));
   Experiment f = load_experiment(dir.write("exp/inline.yaml", inl));
   check_same(e, f);
+}
+
+TEST_CASE("options.cp_comm: ring by default, allgather read and written back") {
+  TempDir dir;
+  dir.write("models/m.yaml", test::kModelYaml);
+  dir.write("clusters/c.yaml", test::kClusterYaml);
+  const std::string head = "name: comm\nmodel: ../models/m.yaml\ncluster: ../clusters/c.yaml\n"
+                           "training: {seq_len: 4096, global_batch: 8, dtype: bf16, optimizer: adam}\n";
+  const Experiment plain = load_experiment(dir.write("exp/plain.yaml", head));
+  CHECK(plain.options.cp_comm == CpComm::ring);  // every earlier file keeps the ring
+  CHECK(plain.search.cp_comm.empty());           // the planner's default set
+  const Experiment ag = load_experiment(dir.write("exp/ag.yaml", head + "options: {cp_comm: allgather}\n"));
+  CHECK(ag.options.cp_comm == CpComm::allgather);
+  const std::string text = experiment_to_yaml(ag);
+  CHECK(text.find("cp_comm: allgather") != std::string::npos);
+  CHECK(parse_experiment(text, "<written>", "/nonexistent").options.cp_comm == CpComm::allgather);
+  CHECK(cp_comm_names() == std::vector<std::string>{"ring", "allgather"});
+  CHECK(parse_cp_comm("all_gather") == std::nullopt);
 }
 
 TEST_CASE("round trip: write_experiment then load gives the same experiment") {

@@ -89,10 +89,21 @@ TEST_CASE("plan: enumerated count on 4 GPUs matches the hand count") {
   e.search.cp_scheme = {CpScheme::contiguous, CpScheme::zigzag};
   e.search.interleave = {1, 2};
   e.search.attention = {AttentionImpl::flash};
+  e.search.cp_comm = {CpComm::ring};
   PlanResult r = plan(e, {.gpus = 4, .top_k = 1000});
   CHECK(r.enumerated == 100);
   PlanResult ex = plan(e, {.gpus = 4, .top_k = 1000, .exhaustive = true});
   CHECK(ex.enumerated == 100);
+  // cp_comm [ring, allgather] doubles the layouts with CP > 1: cp=4 (2 schemes), dp2 x cp2 (2),
+  // tp2 x cp2 (2 SP x 2 schemes = 4), cp2 x pp2 (2 schemes x 2 interleaves = 4): 12 layouts x 4
+  // = 48 more, 148.
+  e.search.cp_comm = {CpComm::ring, CpComm::allgather};
+  CHECK(plan(e, {.gpus = 4, .top_k = 1000}).enumerated == 148);
+  CHECK(plan(e, {.gpus = 4, .top_k = 1000, .exhaustive = true}).enumerated == 148);
+  // With attention [flash, materialized], allgather is tried with flash only: ring 2 x 100 = 200,
+  // allgather still 48: 248.
+  e.search.attention = {AttentionImpl::flash, AttentionImpl::materialized};
+  CHECK(plan(e, {.gpus = 4, .top_k = 1000}).enumerated == 248);
 }
 
 TEST_CASE("plan: default micro-batch set keeps only sizes that divide the per-replica batch") {
@@ -105,6 +116,7 @@ TEST_CASE("plan: default micro-batch set keeps only sizes that divide the per-re
   e.search.cp_scheme = {CpScheme::zigzag};
   e.search.interleave = {1};
   e.search.attention = {AttentionImpl::flash};
+  e.search.cp_comm = {CpComm::ring};
   PlanResult r = plan(e, {.gpus = 4, .top_k = 100});
   CHECK(r.enumerated == 35);
   for (const auto& p : r.candidates) CHECK((8 / p.mesh.dp) % p.options.micro_batch == 0);

@@ -92,6 +92,30 @@ TEST_CASE("plan file: round trip keeps mesh, options, model, cluster, training a
   CHECK(p2.peak_memory_bytes == doctest::Approx(best.peak_memory_bytes).epsilon(1e-9));
 }
 
+TEST_CASE("plan file: cp_comm allgather round-trips and predicts the recorded figures again") {
+  TempDir dir;
+  Experiment e = test::tiny_experiment();
+  e.search.cp_comm = {CpComm::allgather};
+  e.search.max_cp = 4;
+  PlanResult r = plan(e, {.gpus = 4, .top_k = 1000});
+  const sim::Prediction* chosen = nullptr;
+  for (const auto& p : r.candidates)
+    if (p.mesh.cp > 1) {
+      chosen = &p;
+      break;
+    }
+  REQUIRE(chosen != nullptr);
+  REQUIRE(chosen->options.cp_comm == CpComm::allgather);
+  const std::string path = dir.file("plan_ag.yaml");
+  write_plan_file(path, e, *chosen);
+  const PlanFile pf = read_plan_file(path);
+  CHECK(pf.experiment.options == chosen->options);
+  CHECK(pf.experiment.options.cp_comm == CpComm::allgather);
+  const sim::Prediction again = sim::predict(pf.experiment, *pf.experiment.mesh, pf.experiment.options);
+  CHECK(again.step_time_s == doctest::Approx(chosen->step_time_s).epsilon(1e-9));
+  CHECK(again.peak_memory_bytes == doctest::Approx(chosen->peak_memory_bytes).epsilon(1e-9));
+}
+
 TEST_CASE("plan file: a plan made for fewer GPUs than the experiment names records its own count") {
   TempDir dir;
   Experiment e = test::tiny_experiment();  // gpus: 4

@@ -31,7 +31,11 @@ TEST_CASE("memory_text and options_text") {
   o.cp_scheme = CpScheme::zigzag;
   o.interleave = 2;
   CHECK(options_text(Mesh{1, 1, 1, 1}, o) == "mb=2 rc=selective zero=1 flash");
-  CHECK(options_text(Mesh{1, 8, 4, 2}, o) == "mb=2 rc=selective zero=1 sp zigzag v=2 flash");
+  CHECK(options_text(Mesh{1, 8, 4, 2}, o) == "mb=2 rc=selective zero=1 sp zigzag ring v=2 flash");
+  o.cp_comm = CpComm::allgather;  // the CP method is named where CP > 1 only
+  CHECK(options_text(Mesh{1, 8, 4, 2}, o) == "mb=2 rc=selective zero=1 sp zigzag allgather v=2 flash");
+  CHECK(options_text(Mesh{1, 1, 1, 1}, o) == "mb=2 rc=selective zero=1 flash");
+  CHECK(options_json(o)["cp_comm"] == "allgather");
   CHECK(mesh_text(Mesh{8, 8, 16, 16}) == "dp=8 tp=8 cp=16 pp=16");
 }
 

@@ -27,10 +27,14 @@ std::vector<sim::Prediction> brute_force(const Experiment& e, int64_t gpus) {
           for (bool sp : s.sequence_parallel)
             for (CpScheme cs : s.cp_scheme)
               for (int64_t v : s.interleave)
-                for (AttentionImpl a : s.attention) {
+                for (AttentionImpl a : s.attention)
+                 for (CpComm cc : s.cp_comm) {
                   // Options without effect are tried once, with their "off" value.
                   if (m.tp == 1 && sp) continue;
                   if (m.cp == 1 && cs != s.cp_scheme.front()) continue;
+                  if (m.cp == 1 && cc != s.cp_comm.front()) continue;
+                  // Not a combination: all-gather CP has no materialised kernel.
+                  if (m.cp > 1 && cc == CpComm::allgather && a != AttentionImpl::flash) continue;
                   if (m.pp == 1 && v != 1) continue;
                   ParallelOptions o = e.options;
                   o.micro_batch = mb;
@@ -40,6 +44,7 @@ std::vector<sim::Prediction> brute_force(const Experiment& e, int64_t gpus) {
                   o.cp_scheme = m.cp == 1 ? e.options.cp_scheme : cs;
                   o.interleave = v;
                   o.attention = a;
+                  o.cp_comm = m.cp == 1 ? e.options.cp_comm : cc;
                   if (!sim::check_layout(e, m, o, gpus).empty()) continue;
                   sim::Prediction p = sim::predict(e, m, o);
                   if (p.fits) all.push_back(p);
@@ -164,6 +169,29 @@ TEST_CASE("plan: rejections are grouped by category with one example each") {
     CHECK(r.rejected[i - 1].count >= r.rejected[i].count);
     for (size_t j = 0; j < i; ++j) CHECK(r.rejected[i].reason != r.rejected[j].reason);
   }
+}
+
+TEST_CASE("plan: cp_comm ring and allgather are both searched where CP > 1, and only there") {
+  Experiment e = searchable();
+  const PlanResult r = plan(e, {.gpus = 4, .top_k = 1000000});
+  bool ring = false, allgather = false;
+  for (const auto& p : r.candidates) {
+    if (p.mesh.cp == 1) {
+      CHECK(p.options.cp_comm == e.options.cp_comm);  // no effect at CP = 1: tried once
+      continue;
+    }
+    ring = ring || p.options.cp_comm == CpComm::ring;
+    allgather = allgather || p.options.cp_comm == CpComm::allgather;
+    // The impossible pair is never enumerated (check_layout refuses it when a user fixes it).
+    CHECK_FALSE((p.options.cp_comm == CpComm::allgather && p.options.attention == AttentionImpl::materialized));
+  }
+  CHECK(ring);
+  CHECK(allgather);
+  for (const auto& x : r.rejected) CHECK(x.reason.find("cp_comm") == std::string::npos);
+  // A search list restricts it, like every other option.
+  e.search.cp_comm = {CpComm::allgather};
+  for (const auto& p : plan(e, {.gpus = 4, .top_k = 1000000}).candidates)
+    if (p.mesh.cp > 1) CHECK(p.options.cp_comm == CpComm::allgather);
 }
 
 TEST_CASE("plan: a TP group larger than a node is planned and ranked like any other, max_tp caps it") {

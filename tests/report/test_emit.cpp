@@ -553,3 +553,27 @@ TEST_CASE("emit: format and target names round-trip") {
   CHECK_FALSE(report::parse_format("").has_value());
   CHECK_FALSE(report::parse_torchtitan_target("yaml").has_value());
 }
+
+TEST_CASE("emit: cp_comm allgather is Megatron's --cp-comm-type all_gather and torchtitan's allgather rotation") {
+  sim::Prediction p = hand_made_plan();
+  p.options.cp_comm = CpComm::allgather;
+  const auto l = report::megatron_launch(hand_made_experiment(), p);
+  const auto it = std::find(l.args.begin(), l.args.end(), "--cp-comm-type");
+  REQUIRE(it != l.args.end());
+  REQUIRE(it + 1 != l.args.end());
+  CHECK(*(it + 1) == "all_gather");
+  check_flags_exist(l);
+  // torchtitan v0.2.2 (TOML): the rotate method; main (Python) has no such field: noted.
+  const std::string toml_text = report::emit_plan(report::Format::torchtitan, hand_made_experiment(), p,
+                                                  report::EmitOptions{report::TorchtitanTarget::toml});
+  const toml::table doc = toml::parse(toml_text);
+  CHECK(doc["parallelism"]["context_parallel_rotate_method"].value<std::string>() == "allgather");
+  const auto py = report::torchtitan_config(hand_made_experiment(), p, report::TorchtitanTarget::python);
+  check_keys_exist(py);
+  bool noted = false;
+  for (const auto& n : py.notes) noted = noted || n.find("cp_comm allgather is not expressible") != std::string::npos;
+  CHECK(noted);
+  // The ring stays p2p / alltoall (the default cp_comm).
+  const auto ring = report::megatron_launch(hand_made_experiment(), hand_made_plan());
+  CHECK(*(std::find(ring.args.begin(), ring.args.end(), "--cp-comm-type") + 1) == "p2p");
+}

@@ -261,3 +261,12 @@ TEST_CASE("run result: malformed documents are bad input naming the file and the
   std::remove(bad.c_str());
   CHECK_THROWS_AS(report::load_run_result("no/such/run.json"), Error);
 }
+
+TEST_CASE("ring timeline: a cp_comm allgather plan has no ring steps and the scope says so") {
+  const Experiment e = test::report_experiment();
+  sim::Prediction p = layout(e, Mesh{1, 2, 4, 1}, CpScheme::zigzag);
+  p.options.cp_comm = CpComm::allgather;
+  const auto t = report::ring_timeline(e, p);
+  CHECK(t.ranks.empty());
+  CHECK(t.scope.find("cp_comm allgather") != std::string::npos);
+}

@@ -88,9 +88,10 @@ TEST_CASE("render: headless Chromium draws every chart of the report") {
   settings.top_k = 40;
   const planner::PlanResult r = planner::plan(e, settings);
   report::ReportData d = report::build_report(e, r);
-  // The chosen plan must have a ring for the timeline to have something to draw.
+  // The chosen plan must have a ring for the timeline to have something to draw (CP > 1 and
+  // cp_comm ring: an all-gather layer has no ring steps).
   for (size_t i = 0; i < d.candidates.size(); ++i) {
-    if (d.candidates[i].mesh.cp > 1) {
+    if (d.candidates[i].mesh.cp > 1 && d.candidates[i].options.cp_comm == CpComm::ring) {
       d.chosen = i;
       break;
     }

@@ -7,7 +7,10 @@
 #      present and the trace holds complete ("X") events for both ranks and both lanes;
 #   4. run --scope step (the default): a world size that does not match dp*tp*cp*pp is refused
 #      (exit 2); with --check-parity --format json --trace every field is present, the parity
-#      figures are those of a matching run, and the trace has integer lanes for both ranks.
+#      figures are those of a matching run, and the trace has integer lanes for both ranks;
+#   5. the same plan with options.cp_comm allgather: run --scope attention runs all-gather CP
+#      and says so, --trace is refused (exit 2, naming cp_comm), and run --scope step trains
+#      with it and matches the one-process reference.
 set -u
 mpiexec=$1; flags=$2; ringplan=$3; plan=$4; work=$5
 mkdir -p "$work"
@@ -81,5 +84,43 @@ YAML
 rc=$?
 [ $rc -eq 2 ] || { echo "FAIL: an oversized step exited $rc, expected 2"; cat "$work/big.log"; fail=1; }
 check "$work/big.log" "need about [0-9.]+ GiB per rank .*run fewer layers with --layers N"
+# 5. cp_comm allgather: the same plan with the other CP method (the key added to its options).
+sed 's/^    attention: flash$/    attention: flash\n    cp_comm: allgather/' "$plan" > "$work/plan_ag.yaml"
+check "$work/plan_ag.yaml" "^    cp_comm: allgather$"
+# shellcheck disable=SC2086
+"$mpiexec" -np 2 $flags "$ringplan" run "$work/plan_ag.yaml" --scope attention --iters 2 --warmup 1 --format json \
+  --profile "$work/profile.yaml" > "$work/run_ag.json" 2> "$work/run_ag.err" \
+  || { echo "FAIL: run --scope attention (allgather) exited $?"; cat "$work/run_ag.err"; fail=1; }
+for field in '"cp_comm": "allgather"' '"forward time \(slowest rank\)"' '"backward exposed comm"' \
+             '"predicted_ring_buffer_bytes"' 'cp_comm allgather'; do
+  check "$work/run_ag.json" "$field"
+done
+# Measured all-gather buffers are exactly the predicted ones (float32 on the CPU runtime).
+python3 - "$work/run_ag.json" <<'PY' || fail=1
+import json, sys
+j = json.load(open(sys.argv[1]))
+m = j["memory"]
+ok = m["measured_ring_buffer_bytes"] == m["predicted_ring_buffer_bytes"] > 0
+print(f"allgather buffers: measured {m['measured_ring_buffer_bytes']}, predicted {m['predicted_ring_buffer_bytes']}")
+sys.exit(0 if ok else 1)
+PY
+# shellcheck disable=SC2086
+"$mpiexec" -np 2 $flags "$ringplan" run "$work/plan_ag.yaml" --scope attention --iters 1 --trace "$work/ag_trace.json" \
+  > "$work/ag_trace.log" 2>&1
+rc=$?
+[ $rc -eq 2 ] || { echo "FAIL: --trace with cp_comm allgather exited $rc, expected 2"; cat "$work/ag_trace.log"; fail=1; }
+check "$work/ag_trace.log" "cp_comm allgather"
+# shellcheck disable=SC2086
+"$mpiexec" -np 2 $flags "$ringplan" run "$work/plan_ag.yaml" --steps 2 --warmup 1 --check-parity --format json \
+  --profile "$work/profile.yaml" > "$work/step_ag.json" 2> "$work/step_ag.err" \
+  || { echo "FAIL: run --scope step (allgather) exited $?"; cat "$work/step_ag.err"; fail=1; }
+python3 - "$work/step_ag.json" <<'PY' || fail=1
+import json, sys
+j = json.load(open(sys.argv[1]))
+worst = max(abs(a - b) / abs(b) for a, b in zip(j["losses"], j["reference_losses"]))
+ok = len(j["losses"]) == 3 and worst <= 2e-6 and 0 <= j["max_param_diff"] <= 5e-4
+print(f"allgather step parity: max rel loss diff {worst:.2e}, max param diff {j['max_param_diff']:.2e}")
+sys.exit(0 if ok else 1)
+PY
 [ $fail -eq 0 ] && echo "cli_test: PASS"
 exit $fail

@@ -86,6 +86,39 @@ TEST_CASE("all-gather CP attention equals the float64 reference: every scheme, c
       }
 }
 
+TEST_CASE("all-gather CP accounting: the ring's visible pairs, buffers in the ring's categories, 6 full K,V") {
+  // What `ringplan run --scope attention` reports for cp_comm allgather: the pairs its kernel
+  // computes (the same as the ring's for the same positions) and its buffers, which
+  // sim::allgather_buffer_bytes predicts as 6 x b * L * Hkv * d elements.
+  const int P = g_world->size();
+  for (CpScheme scheme : {CpScheme::contiguous, CpScheme::zigzag, CpScheme::striped})
+    for (bool causal : {true, false}) {
+      INFO(fmt::format("P={} {} {}", P, to_string(scheme), causal ? "causal" : "full"));
+      const int64_t L = 32 * P;
+      const runtime::ContextParallel ctx(g_world, scheme, L);
+      const int64_t n = ctx.local_tokens();
+      runtime::RingConfig cfg;
+      cfg.batch = 2;
+      cfg.heads = 4;
+      cfg.kv_heads = 2;
+      cfg.tokens = n;
+      cfg.head_dim = 8;
+      cfg.causal = causal;
+      const size_t qn = static_cast<size_t>(cfg.batch * cfg.heads * n * cfg.head_dim);
+      const size_t kn = static_cast<size_t>(cfg.batch * cfg.kv_heads * n * cfg.head_dim);
+      std::vector<float> q(qn, 0.1f), k(kn, 0.2f), v(kn, 0.3f), out(qn), lse(static_cast<size_t>(cfg.batch * cfg.heads * n));
+      runtime::RingAttention ring(*g_world, cfg, ctx.positions().data());
+      ring.forward(q.data(), k.data(), v.data(), out.data(), lse.data());
+      runtime::AllGatherAttention ag(*g_world, cfg, ctx.positions().data());
+      CHECK(ag.visible_pairs() == ring.last_forward().visible_pairs());
+      const runtime::RingWorkspaceBytes w = ag.workspace();
+      CHECK(w.total() == ag.workspace_bytes());
+      const int64_t full = cfg.batch * L * cfg.kv_heads * cfg.head_dim * 4;  // float32 bytes
+      CHECK(w.kv_ring_bytes + w.dkv_ring_bytes == 6 * full);
+      CHECK(w.scores_bytes == 0);
+    }
+}
+
 TEST_CASE("ring attention with partial tiles (n = 40 tokens per rank, tiles of 16)") {
   const int P = g_world->size();
   for (CpScheme scheme : {CpScheme::contiguous, CpScheme::zigzag, CpScheme::striped}) {

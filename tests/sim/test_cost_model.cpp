@@ -496,3 +496,40 @@ TEST_CASE("ZeRO memory: sharded states plus two units in flight (gathered weight
   CHECK(alone.memory.weights_bytes == Approx(zero0.memory.weights_bytes));
   CHECK(alone.memory.gradients_bytes == Approx(zero0.memory.gradients_bytes));
 }
+
+TEST_CASE("cp_comm allgather in predict(): its collectives are the exposed CP comm, its buffers the CP memory") {
+  Experiment e = test::llama_experiment(65536, 8);
+  const Mesh mesh = test::mesh_of(1, 2, 4, 1);  // TP 2 x CP 4 in one 8-GPU node
+  ParallelOptions ring;
+  ring.recompute = Recompute::none;
+  ParallelOptions ag = ring;
+  ag.cp_comm = CpComm::allgather;
+  REQUIRE(check_layout(e, mesh, ag, 8) == "");
+  const Prediction pr = predict(e, mesh, ring), pa = predict(e, mesh, ag);
+  // Per layer: forward all-gather of K,V, backward re-gather + reduce-scatter of dK,dV; each of
+  // b * L * (kv_heads/TP) * d elements per tensor, bf16, over the 4 CP ranks inside the node.
+  const double full_kv = 2.0 * 65536 * (8 / 2) * 128 * 2;
+  const double ag_s = group_collective_s(CollectiveKind::all_gather, 4, 4, full_kv, e.cluster);
+  const double rs_s = group_collective_s(CollectiveKind::reduce_scatter, 4, 4, full_kv, e.cluster);
+  const double layers = 32, m = double(pa.micro_batches);
+  CHECK(pa.time.ring_comm_exposed_s == Approx(m * layers * (2 * ag_s + rs_s)));
+  CHECK(pa.memory.ring_buffers_bytes == Approx(3 * full_kv));  // 6 x (b*L*Hkv*d) elements
+  CHECK(pa.memory.ring_buffers_bytes > pr.memory.ring_buffers_bytes);
+  // Everything outside attention's CP exchange is the same layout.
+  CHECK(pa.time.tp_comm_s == Approx(pr.time.tp_comm_s));
+  CHECK(pa.time.dp_comm_exposed_s == Approx(pr.time.dp_comm_exposed_s));
+  CHECK(pa.memory.activations_bytes == Approx(pr.memory.activations_bytes));
+  CHECK(pa.options.cp_comm == CpComm::allgather);
+}
+
+TEST_CASE("cp_comm: no effect at CP = 1, and allgather refuses materialised attention with a reason") {
+  Experiment e = test::llama_experiment(4096, 8);
+  ParallelOptions ring, ag;
+  ag.cp_comm = CpComm::allgather;
+  const Prediction a = predict(e, test::mesh_of(8, 1, 1, 1), ring), b = predict(e, test::mesh_of(8, 1, 1, 1), ag);
+  CHECK(a.step_time_s == b.step_time_s);
+  CHECK(a.peak_memory_bytes == b.peak_memory_bytes);
+  ag.attention = AttentionImpl::materialized;
+  CHECK(check_layout(e, test::mesh_of(8, 1, 1, 1), ag, 8) == "");  // CP = 1: nothing to exchange
+  CHECK(check_layout(e, test::mesh_of(4, 1, 2, 1), ag, 8) == "cp_comm allgather needs attention flash, got materialized");
+}

@@ -212,3 +212,100 @@ TEST_CASE("predict() takes its ring terms from the same one-layer ring predictio
   CHECK(p.time.cp_imbalance_s == Approx(32 * imbalance));
   CHECK(p.memory.ring_buffers_bytes == Approx(r.ring_buffer_bytes));
 }
+
+// ---------------------------------------------------------------- all-gather CP (cp_comm allgather)
+namespace {
+RingAttentionShape gqa_allgather(int64_t seq_len, int64_t cp, int64_t kv_heads) {
+  RingAttentionShape s;
+  s.micro_batch = 2;
+  s.heads_per_tp = 8;
+  s.kv_heads_per_tp = kv_heads;
+  s.head_dim = 128;
+  s.seq_len = seq_len;
+  s.cp = cp;
+  s.scheme = CpScheme::zigzag;
+  s.causal = true;
+  s.dtype = DType::bf16;
+  s.comm = CpComm::allgather;
+  return s;
+}
+}  // namespace
+
+TEST_CASE("allgather: each rank receives (CP-1)/CP of the full K,V, backward re-gathers and reduce-scatters") {
+  const ClusterConfig c = test::a100_cluster();
+  for (int64_t cp : {2, 4, 8}) {
+    CAPTURE(cp);
+    const RingAttentionShape s = gqa_allgather(16384, cp, 2);
+    const RingLayerPrediction r = predict_ring_attention(s, c);
+    CHECK(r.comm == CpComm::allgather);
+    const double full_kv = 2.0 /*K,V*/ * 2 * 16384 * 2 * 128 * 2 /*bf16*/;
+    CHECK(r.forward.step_bytes == Approx(full_kv * double(cp - 1) / double(cp)));
+    CHECK(r.backward.step_bytes == Approx(2 * full_kv * double(cp - 1) / double(cp)));
+    CHECK(r.forward.transfers == 1);
+    CHECK(r.backward.transfers == 2);
+    // The cost model's own collectives, on the link inside a node, and nothing hides them.
+    const double ag = all_gather_s(cp, full_kv, c.intra_node, c.collectives.all_gather);
+    const double rs = reduce_scatter_s(cp, full_kv, c.intra_node, c.collectives.reduce_scatter);
+    CHECK(r.forward.exposed_comm_s == Approx(ag));
+    CHECK(r.backward.exposed_comm_s == Approx(ag + rs));
+    CHECK(r.forward.total_s == Approx(r.forward.max_rank_compute_s + r.forward.exposed_comm_s));
+  }
+}
+
+TEST_CASE("allgather: fewer KV heads (GQA) make the gather cheaper, attention compute unchanged") {
+  const ClusterConfig c = test::a100_cluster();
+  const RingLayerPrediction mha = predict_ring_attention(gqa_allgather(16384, 4, 8), c);
+  const RingLayerPrediction gqa = predict_ring_attention(gqa_allgather(16384, 4, 1), c);
+  CHECK(gqa.forward.step_bytes == Approx(mha.forward.step_bytes / 8));
+  CHECK(gqa.forward.exposed_comm_s < mha.forward.exposed_comm_s);
+  CHECK(gqa.backward.exposed_comm_s < mha.backward.exposed_comm_s);
+  // Attention compute depends on query heads only.
+  CHECK(gqa.forward.max_rank_compute_s == Approx(mha.forward.max_rank_compute_s));
+}
+
+TEST_CASE("allgather: its buffers grow with L, not L/CP, and are what the runtime allocates") {
+  const ClusterConfig c = test::a100_cluster();
+  const RingLayerPrediction cp2 = predict_ring_attention(gqa_allgather(16384, 2, 2), c);
+  const RingLayerPrediction cp8 = predict_ring_attention(gqa_allgather(16384, 8, 2), c);
+  // runtime/allgather_attention.cpp: packed_ (2 full) + k_full_, v_full_, dk_full_, dv_full_
+  const double full = 2.0 * 16384 * 2 * 128 * 2;  // b * L * Hkv * d elements, bf16
+  CHECK(cp2.ring_buffer_bytes == Approx(6 * full));
+  CHECK(cp8.ring_buffer_bytes == Approx(cp2.ring_buffer_bytes));  // CP does not shrink it
+  RingAttentionShape ring = gqa_allgather(16384, 8, 2);
+  ring.comm = CpComm::ring;
+  CHECK(predict_ring_attention(ring, c).ring_buffer_bytes < cp8.ring_buffer_bytes);
+  const RingLayerPrediction longer = predict_ring_attention(gqa_allgather(32768, 8, 2), c);
+  CHECK(longer.ring_buffer_bytes == Approx(2 * cp8.ring_buffer_bytes));
+}
+
+TEST_CASE("allgather: one kernel call over the scheme's visible pairs, no merges, flash only") {
+  ClusterConfig c = test::a100_cluster();
+  c.attention = {1.0, 0.0};
+  c.attention_backward = {0.5, 0.0};
+  RingAttentionShape s = gqa_allgather(8192, 4, 2);
+  const RingLayerPrediction ag = predict_ring_attention(s, c);
+  s.comm = CpComm::ring;
+  const RingLayerPrediction ring = predict_ring_attention(s, c);
+  // The same visible pairs (so the same imbalance) as the ring with the same scheme.
+  CHECK(ag.forward_flops_max_rank == Approx(ring.forward_flops_max_rank));
+  CHECK(ag.imbalance == Approx(ring.imbalance));
+  CHECK(ag.forward.max_rank_compute_s == Approx(ag.forward_flops_max_rank / 312e12));
+  CHECK(ag.backward.max_rank_compute_s == Approx(2.5 * ag.forward_flops_max_rank / (312e12 * 0.5)));
+  CHECK(ag.forward.merge_step_s == 0.0);
+  s.comm = CpComm::allgather;
+  s.attention = AttentionImpl::materialized;
+  CHECK_THROWS_AS(predict_ring_attention(s, c), Error);
+}
+
+TEST_CASE("allgather across nodes: hierarchical collectives, slower than inside a node") {
+  ClusterConfig c = test::a100_cluster();
+  RingAttentionShape s = gqa_allgather(16384, 4, 2);
+  const RingLayerPrediction inside = predict_ring_attention(s, c);
+  s.tp = c.gpus_per_node;  // CP ranks a node apart: every CP rank on its own node
+  const RingLayerPrediction across = predict_ring_attention(s, c);
+  CHECK(across.inter_node);
+  const double full_kv = 2.0 * 2 * 16384 * 2 * 128 * 2;
+  CHECK(across.forward.exposed_comm_s ==
+        Approx(group_collective_s(CollectiveKind::all_gather, 4, 1, full_kv, c)));
+  CHECK(across.forward.exposed_comm_s > inside.forward.exposed_comm_s);
+}
