@@ -59,6 +59,7 @@
 #include "runtime/measure_collectives.hpp"
 #include "sim/cost_model.hpp"
 #include "sim/gpu_calibration.hpp"
+#include "sim/rate_fit.hpp"
 #include "runtime/memory.hpp"
 #include "runtime/mpi_communicator.hpp"
 
@@ -90,36 +91,12 @@ double seconds_since(clock_type::time_point t0) {
 
 double median(std::vector<double> xs) { return runtime::sample_stats(std::move(xs)).median; }
 
-// Fit rate(x) = R * x / (x + half) by least squares on 1/rate = 1/R + (half/R) * (1/x).
-// Falls back to a constant rate (half = 0, R = median rate) when the data do not rise with size.
-struct RateFit {
-  double peak = 0, half = 0;
-  double at(double x) const { return half > 0 ? peak * x / (x + half) : peak; }
-};
-RateFit fit_rate(const std::vector<double>& x, const std::vector<double>& rate) {
-  const size_t n = x.size();
-  double su = 0, sy = 0, suu = 0, suy = 0;
-  for (size_t i = 0; i < n; ++i) {
-    const double u = 1.0 / x[i], y = 1.0 / rate[i];
-    su += u;
-    sy += y;
-    suu += u * u;
-    suy += u * y;
-  }
-  const double den = static_cast<double>(n) * suu - su * su;
-  RateFit f;
-  if (n >= 2 && den > 0) {
-    const double b = (static_cast<double>(n) * suy - su * sy) / den;
-    const double a = (sy - b * su) / static_cast<double>(n);
-    if (a > 0 && b > 0) {
-      f.peak = 1.0 / a;
-      f.half = b * f.peak;
-      return f;
-    }
-  }
-  f.peak = median(rate);
-  f.half = 0;
-  return f;
+// Rate curves rate(x) = R * x / (x + half): sim::fit_rate_curve (sim/rate_fit.hpp), which falls
+// back to a constant rate (half = 0, R = median rate) when the data do not rise with size.
+sim::RateCurve fit_rate(const std::vector<double>& x, const std::vector<double>& rate) {
+  std::vector<sim::RatePoint> pts;
+  for (size_t i = 0; i < x.size(); ++i) pts.push_back({x[i], rate[i]});
+  return sim::fit_rate_curve(pts);
 }
 
 struct KernelPoint {
@@ -385,10 +362,10 @@ int calibrate_body(const CalibrateArgs& a0, runtime::MpiCommunicator& world) {
     mat_rates.push_back(k.flops / k.mat_fwd_s);
     mat_bwd_rates.push_back(2.0 * k.flops / k.mat_bwd_s);  // sim: materialised backward = 2x forward FLOPs
   }
-  const RateFit attn = fit_rate(xs, rates);
-  const RateFit bwd = fit_rate(bwd_xs, bwd_rates);
-  const RateFit mat = fit_rate(mat_xs, mat_rates);
-  const RateFit mat_bwd = fit_rate(mat_xs, mat_bwd_rates);
+  const sim::RateCurve attn = fit_rate(xs, rates);
+  const sim::RateCurve bwd = fit_rate(bwd_xs, bwd_rates);
+  const sim::RateCurve mat = fit_rate(mat_xs, mat_rates);
+  const sim::RateCurve mat_bwd = fit_rate(mat_xs, mat_bwd_rates);
   // Links.
   std::vector<LinkPoint> lps;
   for (int64_t bytes : link_bytes) {
@@ -420,13 +397,13 @@ int calibrate_body(const CalibrateArgs& a0, runtime::MpiCommunicator& world) {
   ClusterConfig c;
   c.name = a.name;
   // Peak = the faster flash asymptote; both attention curves are relative to it (max <= 1).
-  const double peak = std::max(attn.peak, bwd.peak);
+  const double peak = std::max(attn.asymptote, bwd.asymptote);
   c.peak_flops_per_s_bf16 = c.peak_flops_per_s_fp16 = c.peak_flops_per_s_fp32 = peak;
-  c.attention = {attn.peak / peak, attn.half};
-  c.attention_backward = {bwd.peak / peak, bwd.half};
+  c.attention = {attn.asymptote / peak, attn.half_flops};
+  c.attention_backward = {bwd.asymptote / peak, bwd.half_flops};
   // matmul curve relative to the same peak: eff(x) = mat(x) / peak, capped at 1.
-  c.matmul = {std::min(1.0, mat.peak / peak), mat.half};
-  c.matmul_backward = {std::min(1.0, mat_bwd.peak / peak), mat_bwd.half};
+  c.matmul = {std::min(1.0, mat.asymptote / peak), mat.half_flops};
+  c.matmul_backward = {std::min(1.0, mat_bwd.asymptote / peak), mat_bwd.half_flops};
   c.memory_bytes = static_cast<double>(mem_total_bytes()) / static_cast<double>(ranks_per_host);
   c.memory_reserved_bytes = static_cast<double>(std::max<int64_t>(reserved_bytes, 0));
   c.memory_bandwidth_bytes_per_s = copy_bw;
@@ -462,13 +439,13 @@ int calibrate_body(const CalibrateArgs& a0, runtime::MpiCommunicator& world) {
                         k.flops / k.mat_fwd_s / 1e9, 2.0 * k.flops / k.mat_bwd_s / 1e9, attn.at(k.flops) / 1e9,
                         k.causal_flops / k.causal_fwd_s / 1e9, 2.5 * k.causal_flops / k.causal_bwd_s / 1e9,
                         bwd.at(k.flops) / 1e9);
-  head << "# flash fit: rate(x) = " << fmt::format("{:.3f}", attn.peak / 1e9) << " GFLOP/s * x / (x + "
-       << fmt::format("{:.3e}", attn.half) << " FLOP); flash backward fit: "
-       << fmt::format("{:.3f}", bwd.peak / 1e9) << " GFLOP/s * x / (x + " << fmt::format("{:.3e}", bwd.half)
+  head << "# flash fit: rate(x) = " << fmt::format("{:.3f}", attn.asymptote / 1e9) << " GFLOP/s * x / (x + "
+       << fmt::format("{:.3e}", attn.half_flops) << " FLOP); flash backward fit: "
+       << fmt::format("{:.3f}", bwd.asymptote / 1e9) << " GFLOP/s * x / (x + " << fmt::format("{:.3e}", bwd.half_flops)
        << " FLOP); materialised fit (at x = FLOP/2): "
-       << fmt::format("{:.3f}", mat.peak / 1e9) << " GFLOP/s, half " << fmt::format("{:.3e}", mat.half)
-       << "; materialised backward fit: " << fmt::format("{:.3f}", mat_bwd.peak / 1e9) << " GFLOP/s, half "
-       << fmt::format("{:.3e}", mat_bwd.half) << "\n"
+       << fmt::format("{:.3f}", mat.asymptote / 1e9) << " GFLOP/s, half " << fmt::format("{:.3e}", mat.half_flops)
+       << "; materialised backward fit: " << fmt::format("{:.3f}", mat_bwd.asymptote / 1e9) << " GFLOP/s, half "
+       << fmt::format("{:.3e}", mat_bwd.half_flops) << "\n"
        << "# links: bytes  pingpong_one_way_us  ring_step_us\n";
   for (const auto& l : lps)
     head << fmt::format("#  {:9d}  {:10.2f}  {:10.2f}\n", l.bytes, l.pingpong_one_way_s * 1e6, l.ring_step_s * 1e6);
@@ -496,7 +473,7 @@ int calibrate_body(const CalibrateArgs& a0, runtime::MpiCommunicator& world) {
     std::fprintf(stderr,
                  "ringplan calibrate: wrote %s (flash %.2f GFLOP/s forward, %.2f backward asymptotic, ring link %.2f "
                  "GB/s, %.1f us)\n",
-                 a.output.c_str(), attn.peak / 1e9, bwd.peak / 1e9, ring_bw / 1e9, latency_s * 1e6);
+                 a.output.c_str(), attn.asymptote / 1e9, bwd.asymptote / 1e9, ring_bw / 1e9, latency_s * 1e6);
   }
   return 0;
 }

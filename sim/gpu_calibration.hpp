@@ -14,35 +14,16 @@
 //   attention        forward kernel, x = the kernel's FLOPs (4 b h pairs d), rate = x / time
 //   attention_backward  backward kernel, x = the FORWARD FLOPs, rate = 2.5 x / time
 //   memory_bandwidth measured copy rate (read + write) / memory_bandwidth_gbps
-// Each fit is least squares on 1/rate = 1/R + (half/R)/x (fit_efficiency_curve); max = R / peak,
-// capped at 1. The fit's own error (mean and max relative error of the curve against the points)
+// Each fit is sim/rate_fit.hpp's fit_efficiency_curve; max = R / peak, capped at 1. The fit's own error (mean and max relative error of the curve against the points)
 // is reported with it.
 #pragma once
 #include <string>
 #include <vector>
 
 #include "core/config.hpp"
+#include "sim/rate_fit.hpp"
 
 namespace ringplan::sim {
-
-// One measured rate: `flops` of the operation's x-axis, `rate` in FLOP/s.
-struct RatePoint {
-  double flops = 0;
-  double rate = 0;
-};
-
-// Least squares of 1/rate = 1/R + (half/R) * (1/x) over the points (x = flops > 0, rate > 0):
-// eff = {max = R / peak (capped at 1), half = half}. Falls back to a constant (half 0, R = the
-// median rate) when the points do not rise with size (the fitted slope or intercept <= 0).
-// Requires at least one point and peak > 0; throws bad_input otherwise.
-EfficiencyCurve fit_efficiency_curve(const std::vector<RatePoint>& points, double peak_flops_per_s);
-
-// Mean and max |curve rate - measured rate| / measured rate over the points, in percent.
-struct CurveFitError {
-  double mean_pct = 0, max_pct = 0;
-  int points = 0;
-};
-CurveFitError curve_fit_error(const EfficiencyCurve& curve, double peak_flops_per_s, const std::vector<RatePoint>& points);
 
 struct GpuBenchMeasurements {
   std::string device;   // as the bench printed it (e.g. "NVIDIA H200")

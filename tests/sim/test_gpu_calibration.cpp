@@ -31,7 +31,7 @@ void check_rounded(const EfficiencyCurve& shipped, const EfficiencyCurve& fitted
 
 }  // namespace
 
-TEST_CASE("fit_efficiency_curve recovers a known curve and falls back to a constant") {
+TEST_CASE("fit_rate_curve and fit_efficiency_curve recover a known curve and fall back to a constant") {
   const double peak = 1000e12;
   const EfficiencyCurve truth{0.7, 0.01e12};
   std::vector<RatePoint> pts;
@@ -40,6 +40,10 @@ TEST_CASE("fit_efficiency_curve recovers a known curve and falls back to a const
   CHECK(fit.max_efficiency == doctest::Approx(0.7).epsilon(1e-9));
   CHECK(fit.half_flops == doctest::Approx(0.01e12).epsilon(1e-9));
   CHECK(curve_fit_error(fit, peak, pts).max_pct < 1e-6);
+  // The same fit as a rate curve (what the CPU calibrate writes as its peak and half).
+  const RateCurve rc = fit_rate_curve(pts);
+  CHECK(rc.asymptote == doctest::Approx(700e12).epsilon(1e-9));
+  CHECK(rc.at(0.01e12) == doctest::Approx(350e12).epsilon(1e-9));
   // Rates that fall with size have no rising curve: the median rate, constant.
   const EfficiencyCurve flat = fit_efficiency_curve({{1e12, 600e12}, {2e12, 500e12}, {4e12, 400e12}}, peak);
   CHECK(flat.half_flops == 0);
