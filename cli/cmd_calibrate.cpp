@@ -60,6 +60,9 @@
 #include "sim/cost_model.hpp"
 #include "sim/gpu_calibration.hpp"
 #include "sim/rate_fit.hpp"
+#if RINGPLAN_HAVE_GPU_RUN
+#include "runtime/gpu/measure_gpu.hpp"
+#endif
 #include "runtime/memory.hpp"
 #include "runtime/mpi_communicator.hpp"
 
@@ -82,6 +85,9 @@ struct CalibrateArgs {
   std::string gpu_bench;      // --gpu-bench: bench/gpu/gemm_bench.py --json output
   std::string gpu_attention;  // --gpu-attention: bench/gpu/sdpa_bench.py --json output (optional)
   std::string base;           // --base: the card's datasheet profile the fractions are taken against
+  std::string device = "cpu"; // --device cpu (this machine's CPU kernels, under mpirun) | cuda (this GPU)
+  std::string measurements;   // --measurements: with --device cuda, the raw measurements as JSON
+  bool skip_fp8 = false;      // --skip-fp8: with --device cuda, bf16 GEMMs only
   bool name_given = false;
 };
 
@@ -478,23 +484,20 @@ int calibrate_body(const CalibrateArgs& a0, runtime::MpiCommunicator& world) {
   return 0;
 }
 
-// `calibrate --gpu-bench GEMM.json [--gpu-attention SDPA.json] --base PROFILE.yaml`: the base
-// profile with its efficiency curves fitted to the GPU measurements (sim/gpu_calibration.hpp).
-int calibrate_from_gpu_bench(const CalibrateArgs& a) {
-  if (a.base.empty())
-    throw bad_input("--gpu-bench needs --base PROFILE.yaml: the card's datasheet profile (peaks, memory bandwidth) "
-                    "whose fractions the measured rates become, e.g. configs/clusters/h200.yaml");
-  if (!a.plan.empty() || !a.tokens.empty())
-    throw bad_input("--gpu-bench fits measurements already taken: --plan and --tokens do not apply");
-  const ClusterConfig base = load_cluster(a.base);
-  const sim::GpuBenchMeasurements m = sim::read_gpu_bench(a.gpu_bench, a.gpu_attention);
+// The base profile with its efficiency curves fitted to GPU measurements (sim/gpu_calibration.hpp),
+// written to -o (or stdout) with the fit's own error per curve in its header.
+int write_gpu_profile(const CalibrateArgs& a, const ClusterConfig& base, const sim::GpuBenchMeasurements& m,
+                      const std::string& notes) {
   sim::GpuCalibration cal = sim::calibrate_gpu_profile(base, m);
   if (a.name_given) cal.cluster.name = a.name;
   std::ostringstream head;
-  head << "# Written by `ringplan calibrate --gpu-bench` from " << m.source << "\n"
+  head << "# Written by `ringplan calibrate` from " << m.source << "\n"
        << "# device: " << (m.device.empty() ? "(not recorded)" : m.device) << "; base profile " << a.base
-       << " (peaks and memory bandwidth are its datasheet figures)\n"
-       << "# curve                 points  max     half_tflop  fit error mean / max %\n";
+       << " (peaks and memory bandwidth are its datasheet figures)\n";
+  std::istringstream nl(notes);
+  for (std::string line; std::getline(nl, line);)
+    if (!line.empty()) head << "# note: " << line << "\n";
+  head << "# curve                 points  max     half_tflop  fit error mean / max %\n";
   for (const auto& c : cal.curves)
     head << fmt::format("#  {:<20} {:6d}  {:.4f}  {:.6f}    {:.2f} / {:.2f}\n", c.key, c.error.points,
                         c.fitted.max_efficiency, c.fitted.half_flops / 1e12, c.error.mean_pct, c.error.max_pct);
@@ -515,10 +518,60 @@ int calibrate_from_gpu_bench(const CalibrateArgs& a) {
   return 0;
 }
 
+ClusterConfig load_gpu_base(const CalibrateArgs& a, const char* mode) {
+  if (a.base.empty())
+    throw bad_input(fmt::format("{} needs --base PROFILE.yaml: the card's datasheet profile (peaks, memory bandwidth) "
+                                "whose fractions the measured rates become, e.g. configs/clusters/h200.yaml",
+                                mode));
+  if (!a.plan.empty() || !a.tokens.empty())
+    throw bad_input(fmt::format("{}: --plan and --tokens apply to the CPU calibration only", mode));
+  return load_cluster(a.base);
+}
+
+// `calibrate --gpu-bench GEMM.json [--gpu-attention SDPA.json] --base PROFILE.yaml`: measurements
+// already taken (bench/gpu/gemm_bench.py, sdpa_bench.py, or an earlier --device cuda's
+// --measurements file).
+int calibrate_from_gpu_bench(const CalibrateArgs& a) {
+  const ClusterConfig base = load_gpu_base(a, "--gpu-bench");
+  return write_gpu_profile(a, base, sim::read_gpu_bench(a.gpu_bench, a.gpu_attention), "");
+}
+
+// `calibrate --device cuda --base PROFILE.yaml [--measurements FILE.json]`: measure this GPU
+// (runtime/gpu/measure_gpu.hpp), then fit as above. One process, no MPI.
+int calibrate_on_gpu(const CalibrateArgs& a) {
+  const ClusterConfig base = load_gpu_base(a, "--device cuda");
+#if RINGPLAN_HAVE_GPU_RUN
+  // Outputs are checked before the measurement (minutes on a GPU) starts.
+  if (!a.measurements.empty()) check_output_path(a.measurements, "--measurements");
+  if (!a.output.empty()) check_output_path(a.output, "-o");
+  // The number of items is fixed by measure_gpu's lists (2 models x 4 TP x 3 token counts, the
+  // copy, 6 attention shapes).
+  Progress progress("calibrate", 31);
+  runtime::gpu::GpuMeasureOptions opt;
+  opt.fp8 = !a.skip_fp8;
+  opt.on_item = [&progress](int done, int) { progress.set_done(done); };
+  const runtime::gpu::GpuMeasureResult r = runtime::gpu::measure_gpu(opt);
+  progress.finish();
+  if (!a.measurements.empty()) write_file_atomic(a.measurements, r.json + "\n", "--measurements");
+  return write_gpu_profile(a, base, sim::parse_gpu_bench(r.json, "", "ringplan calibrate --device cuda on " + r.device),
+                           r.notes);
+#else
+  (void)base;
+  throw bad_input("--device cuda: this ringplan was built without CUDA and NCCL; build it with "
+                  "-DRINGPLAN_ENABLE_CUDA=ON, or measure with bench/gpu/gemm_bench.py and use --gpu-bench");
+#endif
+}
+
 int calibrate_command(const CalibrateArgs& a) {
+  if (a.device != "cpu" && a.device != "cuda")
+    throw bad_input(fmt::format("--device '{}': valid values are cpu (under mpirun) and cuda", a.device));
+  if (!a.gpu_bench.empty() && a.device == "cuda")
+    throw bad_input("--gpu-bench fits measurements already taken; --device cuda measures this GPU: give one");
   if (!a.gpu_bench.empty()) return calibrate_from_gpu_bench(a);
-  if (!a.gpu_attention.empty() || !a.base.empty())
-    throw bad_input("--gpu-attention and --base go with --gpu-bench GEMM.json (a GPU profile from measurements)");
+  if (a.device == "cuda") return calibrate_on_gpu(a);
+  if (!a.gpu_attention.empty() || !a.base.empty() || !a.measurements.empty() || a.skip_fp8)
+    throw bad_input("--gpu-attention, --base and --measurements go with --gpu-bench GEMM.json or --device cuda (a GPU "
+                    "profile)");
   return cli::run_under_mpi(a.timeout_given, a.timeout_s, [&](runtime::MpiCommunicator& world) { return calibrate_body(a, world); });
 }
 
@@ -542,7 +595,14 @@ RINGPLAN_COMMAND("calibrate", "Measure kernel throughput and links under mpirun;
                                   "Fit a GPU profile to bench/gpu/gemm_bench.py --json output (no MPI run)");
                    app.add_option("--gpu-attention", a->gpu_attention,
                                   "With --gpu-bench: bench/gpu/sdpa_bench.py --json output for the attention curves");
-                   app.add_option("--base", a->base, "With --gpu-bench: the card's datasheet profile YAML");
+                   app.add_option("--base", a->base,
+                                  "With --gpu-bench or --device cuda: the card's datasheet profile YAML");
+                   app.add_option("--device", a->device,
+                                  "cpu (default: the CPU kernels under mpirun) or cuda (measure this GPU: cuBLAS "
+                                  "GEMMs, the attention kernels, HBM; needs --base)");
+                   app.add_flag("--skip-fp8", a->skip_fp8, "With --device cuda: measure bf16 GEMMs only");
+                   app.add_option("--measurements", a->measurements,
+                                  "With --device cuda: also write the raw measurements (JSON; refit with --gpu-bench)");
                    CLI::Option* timeout = app.add_option(
                        "--timeout", a->timeout_s,
                        "Fault timeout in seconds, finite and > 0 (default: env RINGPLAN_TIMEOUT_S, else 60)");

@@ -41,16 +41,18 @@ std::string text(const json& rec, const char* key, const std::string& where) {
 
 }  // namespace
 
-GpuBenchMeasurements read_gpu_bench(const std::string& gemm_json, const std::string& sdpa_json) {
+namespace {
+
+// gemm_bench.py's object `g` (label names it) and the attention results of `s` (null: none).
+GpuBenchMeasurements from_json(const json& g, const std::string& glabel, const json* s, const std::string& slabel) {
   GpuBenchMeasurements m;
-  const json g = read_json(gemm_json);
   if (!g.is_object() || !g.contains("gemms") || !g["gemms"].is_array() || g["gemms"].empty())
-    throw bad_input(fmt::format("{}: no 'gemms' array (is this gemm_bench.py's --json output?)", gemm_json));
+    throw bad_input(fmt::format("{}: no 'gemms' array (is this gemm_bench.py's --json output?)", glabel));
   m.device = g.contains("device") && g["device"].is_string() ? g["device"].get<std::string>() : "";
-  m.source = gemm_json;
+  m.source = glabel;
   for (size_t i = 0; i < g["gemms"].size(); ++i) {
     const json& r = g["gemms"][i];
-    const std::string where = fmt::format("{}: gemms[{}]", gemm_json, i);
+    const std::string where = fmt::format("{}: gemms[{}]", glabel, i);
     const double flops = positive(r, "flops", where), ms = positive(r, "ms", where);
     const std::string dtype = text(r, "dtype", where), pass = text(r, "pass_", where);
     const RatePoint p{flops, flops / (ms * 1e-3)};
@@ -65,15 +67,14 @@ GpuBenchMeasurements read_gpu_bench(const std::string& gemm_json, const std::str
                                   dtype, pass));
     }
   }
-  if (g.contains("hbm_copy_gbps")) m.hbm_copy_bytes_per_s = positive(g, "hbm_copy_gbps", gemm_json) * 1e9;
-  if (!sdpa_json.empty()) {
-    const json s = read_json(sdpa_json);
-    if (!s.is_object() || !s.contains("results") || !s["results"].is_array() || s["results"].empty())
-      throw bad_input(fmt::format("{}: no 'results' array (is this sdpa_bench.py's --json output?)", sdpa_json));
-    m.source += ", " + sdpa_json;
-    for (size_t i = 0; i < s["results"].size(); ++i) {
-      const json& r = s["results"][i];
-      const std::string where = fmt::format("{}: results[{}]", sdpa_json, i);
+  if (g.contains("hbm_copy_gbps")) m.hbm_copy_bytes_per_s = positive(g, "hbm_copy_gbps", glabel) * 1e9;
+  if (s != nullptr) {
+    if (!s->is_object() || !s->contains("results") || !(*s)["results"].is_array() || (*s)["results"].empty())
+      throw bad_input(fmt::format("{}: no 'results' array (is this sdpa_bench.py's --json output?)", slabel));
+    if (slabel != glabel) m.source += ", " + slabel;
+    for (size_t i = 0; i < (*s)["results"].size(); ++i) {
+      const json& r = (*s)["results"][i];
+      const std::string where = fmt::format("{}: results[{}]", slabel, i);
       // sdpa_bench.py's FLOP model: forward 4*b*h*n*n*d (x0.5 causal), backward 2.5x forward.
       const double fwd_ms = positive(r, "fwd_ms", where), bwd_ms = positive(r, "bwd_ms", where);
       const double fwd_flops = positive(r, "fwd_tflops", where) * 1e12 * fwd_ms * 1e-3;
@@ -82,6 +83,34 @@ GpuBenchMeasurements read_gpu_bench(const std::string& gemm_json, const std::str
     }
   }
   return m;
+}
+
+json parse_text(const std::string& text, const std::string& label) {
+  try {
+    return json::parse(text);
+  } catch (const json::exception& ex) {
+    throw bad_input(fmt::format("{}: not valid JSON: {}", label, ex.what()));
+  }
+}
+
+}  // namespace
+
+GpuBenchMeasurements read_gpu_bench(const std::string& gemm_json, const std::string& sdpa_json) {
+  const json g = read_json(gemm_json);
+  if (sdpa_json.empty()) return from_json(g, gemm_json, nullptr, "");
+  const json s = read_json(sdpa_json);
+  return from_json(g, gemm_json, &s, sdpa_json);
+}
+
+GpuBenchMeasurements parse_gpu_bench(const std::string& gemm_text, const std::string& sdpa_text,
+                                     const std::string& label) {
+  const json g = parse_text(gemm_text, label);
+  if (!sdpa_text.empty()) {
+    const json s = parse_text(sdpa_text, label);
+    return from_json(g, label, &s, label);
+  }
+  const bool has_results = g.is_object() && g.contains("results") && g["results"].is_array() && !g["results"].empty();
+  return from_json(g, label, has_results ? &g : nullptr, label);
 }
 
 GpuCalibration calibrate_gpu_profile(const ClusterConfig& base, const GpuBenchMeasurements& m) {

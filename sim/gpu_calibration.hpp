@@ -37,6 +37,12 @@ struct GpuBenchMeasurements {
 // record is checked (finite, positive); a malformed file is bad input naming the file and the
 // record.
 GpuBenchMeasurements read_gpu_bench(const std::string& gemm_json, const std::string& sdpa_json);
+// The same from JSON text: `gemm_text` in gemm_bench.py's schema ("gemms", optional
+// "hbm_copy_gbps"), and attention results ("results", sdpa_bench.py's schema) from `sdpa_text`
+// or, when that is empty, from the same object if it has them (`calibrate --device cuda` writes
+// one object with all three). `label` names the source in errors.
+GpuBenchMeasurements parse_gpu_bench(const std::string& gemm_text, const std::string& sdpa_text,
+                                     const std::string& label);
 
 struct GpuCalibration {
   ClusterConfig cluster;  // the base profile with the measured curves in place

@@ -16,6 +16,7 @@
 #include "core/error.hpp"
 #include "kernels/cuda/attention_cuda.hpp"
 #include "runtime/gpu/cuda_ring.hpp"
+#include "runtime/gpu/gemm.hpp"
 #include "runtime/gpu/gpu_executor.hpp"
 #include "runtime/gpu/step_kernels.hpp"
 #include "runtime/memory.hpp"
@@ -28,13 +29,6 @@ using step::StepSpec;
 using step::Term;
 
 namespace {
-
-void cublas_ok(cublasStatus_t st, const char* call, int line) {
-  if (st != CUBLAS_STATUS_SUCCESS)
-    throw Error(ErrorKind::runtime, fmt::format("runtime/gpu/gpu_trainer.cpp:{}: {} failed: {} ({})", line, call,
-                                                cublasGetStatusName(st), cublasGetStatusString(st)));
-}
-#define RINGPLAN_CUBLAS_OK(call) cublas_ok((call), #call, __LINE__)
 
 // The same ids as runtime/step/trainer.cpp (parity compares parameters by id).
 constexpr int32_t kIdEmbedding = 1, kIdFinalNorm = 2, kIdHead = 3;
@@ -107,26 +101,15 @@ struct GpuTrainer::Impl {
   bf16* W16(size_t off) const { return w16.as<bf16>() + off; }
   float* G32(size_t off) const { return g32.as<float>() + off; }
 
-  // Row-major Y[M, N] = X[M, K] W[N, K]^T (bf16 in, bf16 out, float32 accumulation).
   void linear_fwd(const bf16* x, const bf16* w, bf16* y, int64_t M, int64_t K, int64_t N) {
-    const float one = 1.0f, zero = 0.0f;
-    RINGPLAN_CUBLAS_OK(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, int(N), int(M), int(K), &one, w, CUDA_R_16BF,
-                                    int(K), x, CUDA_R_16BF, int(K), &zero, y, CUDA_R_16BF, int(N),
-                                    CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    gemm_forward(blas, x, w, y, M, K, N);
   }
-  // dX[M, K] = dY[M, N] W[N, K] (overwrites).
   void linear_dgrad(const bf16* dy, const bf16* w, bf16* dxo, int64_t M, int64_t K, int64_t N) {
-    const float one = 1.0f, zero = 0.0f;
-    RINGPLAN_CUBLAS_OK(cublasGemmEx(blas, CUBLAS_OP_N, CUBLAS_OP_N, int(K), int(M), int(N), &one, w, CUDA_R_16BF,
-                                    int(K), dy, CUDA_R_16BF, int(N), &zero, dxo, CUDA_R_16BF, int(K),
-                                    CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    gemm_dgrad(blas, dy, w, dxo, M, K, N);
   }
-  // dW[N, K] += dY[M, N]^T X[M, K] (float32 accumulator).
+  // Accumulates over micro-batches (beta 1).
   void linear_wgrad(const bf16* dy, const bf16* x, float* dw, int64_t M, int64_t K, int64_t N) {
-    const float one = 1.0f;
-    RINGPLAN_CUBLAS_OK(cublasGemmEx(blas, CUBLAS_OP_N, CUBLAS_OP_T, int(K), int(N), int(M), &one, x, CUDA_R_16BF,
-                                    int(K), dy, CUDA_R_16BF, int(N), &one, dw, CUDA_R_32F, int(K),
-                                    CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    gemm_wgrad(blas, dy, x, dw, M, K, N, true);
   }
 
   kernels::TensorView view16(void* base, int64_t heads, int64_t row_stride) const {

@@ -3,6 +3,8 @@
 // element-wise work; float32 arithmetic on bf16 storage.
 #include "runtime/gpu/step_kernels.hpp"
 
+#include <cuda_fp8.h>
+
 #include <cmath>
 #include <stdexcept>
 #include <string>
@@ -249,6 +251,21 @@ __global__ void k_to_bf16(const float* src, bf16* dst, int64_t count) {
     dst[i] = to_b(src[i]);
 }
 
+__global__ void k_fill_uniform(bf16* x, int64_t count, uint64_t seed, float scale) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < count; i += int64_t(gridDim.x) * blockDim.x) {
+    uint64_t z = seed + 0x9E3779B97F4A7C15ull * uint64_t(i + 1);  // splitmix64
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    x[i] = to_b(scale * (float(z >> 40) * (1.0f / 8388608.0f) - 1.0f));
+  }
+}
+
+__global__ void k_to_fp8(const bf16* src, __nv_fp8_e4m3* dst, int64_t count) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < count; i += int64_t(gridDim.x) * blockDim.x)
+    dst[i] = __nv_fp8_e4m3(to_f(src[i]));
+}
+
 constexpr int kThreads = 256;
 
 }  // namespace
@@ -313,6 +330,14 @@ void optimizer_step(float* w, float* g, float* m, float* v, bf16* w_bf16, int64_
                     float lr1, float c2, cudaStream_t s) {
   k_optimizer<<<grid_for(count, kThreads), kThreads, 0, s>>>(w, g, m, v, w_bf16, count, adam, lr, lr1, c2);
   check_launch("optimizer_step");
+}
+void fill_uniform(bf16* x, int64_t count, uint64_t seed, float scale, cudaStream_t s) {
+  k_fill_uniform<<<grid_for(count, kThreads), kThreads, 0, s>>>(x, count, seed, scale);
+  check_launch("fill_uniform");
+}
+void to_fp8_e4m3(const bf16* src, uint8_t* dst, int64_t count, cudaStream_t s) {
+  k_to_fp8<<<grid_for(count, kThreads), kThreads, 0, s>>>(src, reinterpret_cast<__nv_fp8_e4m3*>(dst), count);
+  check_launch("to_fp8_e4m3");
 }
 void to_bf16(const float* src, bf16* dst, int64_t count, cudaStream_t s) {
   k_to_bf16<<<grid_for(count, kThreads), kThreads, 0, s>>>(src, dst, count);

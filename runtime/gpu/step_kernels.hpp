@@ -67,4 +67,10 @@ void optimizer_step(float* w, float* g, float* m, float* v, bf16* w_bf16, int64_
 // dst = bf16(src).
 void to_bf16(const float* src, bf16* dst, int64_t count, cudaStream_t s);
 
+// x[i] = scale * u(seed, i), u uniform in [-1, 1) from a hash of (seed, i): benchmark inputs
+// without a host round trip.
+void fill_uniform(bf16* x, int64_t count, uint64_t seed, float scale, cudaStream_t s);
+// dst = FP8 e4m3 (saturating, round to nearest) of src, one byte per element.
+void to_fp8_e4m3(const bf16* src, uint8_t* dst, int64_t count, cudaStream_t s);
+
 }  // namespace ringplan::runtime::gpu

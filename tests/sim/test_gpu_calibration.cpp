@@ -103,6 +103,18 @@ TEST_CASE("read_gpu_bench refuses malformed measurement files with the record na
   CHECK_THROWS_AS(read_gpu_bench(bad, ""), Error);
   CHECK_THROWS_AS(read_gpu_bench("/nonexistent/gemm.json", ""), Error);
   std::remove(bad.c_str());
+  // One object holding GEMMs, the copy rate and attention results (what calibrate --device cuda
+  // writes): the attention comes from the same text.
+  const GpuBenchMeasurements one = parse_gpu_bench(
+      R"({"device": "d", "hbm_copy_gbps": 4000, "gemms": [{"flops": 2e12, "ms": 4, "dtype": "bf16", "pass_": "fwd"}],
+          "results": [{"tokens": 4096, "causal": true, "fwd_ms": 0.5, "bwd_ms": 1.5, "fwd_tflops": 400}]})",
+      "", "inline");
+  CHECK(one.gemm_bf16_fwd.size() == 1);
+  CHECK(one.gemm_bf16_fwd[0].rate == doctest::Approx(5e14));
+  CHECK(one.attention_fwd.size() == 1);
+  CHECK(one.attention_bwd[0].rate == doctest::Approx(2.5 * 400e12 * 0.5 / 1.5));
+  CHECK(one.hbm_copy_bytes_per_s == doctest::Approx(4e12));
+  CHECK_THROWS_AS(parse_gpu_bench("{not json", "", "inline"), Error);
   // FP8 points need the profile's FP8 peak.
   GpuBenchMeasurements m;
   m.gemm_fp8 = {{1e12, 1000e12}};
