@@ -12,7 +12,7 @@
 # (libnccl.so.2 comes from the GPU machine's `nvidia.nccl` python package; env.sh finds it.)
 #
 # Writes under $OUT (default ./out/device-check): env.txt, one log per step, ours.json, ours_head_major.json,
-# sdpa.json, gemm.json, run.json, run_trace.json, report.md, summary.txt. Exit status: the number of failed
+# sdpa.json, gemm.json, calibrate.json, calibrated.yaml, step_l4.json, step_l8.json, run.json, run_trace.json, report.md, summary.txt. Exit status: the number of failed
 # steps (0 = all ok). On the GPU machine a SKIPPED step counts as failed: it did not happen.
 #
 # Steps:
@@ -159,15 +159,23 @@ step "ringplan run --device cuda (table)" 90 "$OUT/run.txt" \
 step "ringplan run --device cuda (json)" 90 "$OUT/run_json.txt" \
   bash -c "ringplan run '$OUT/plan.yaml' --scope attention --device cuda --profile '$profile' --iters 10 --warmup 3 --format json >'$OUT/run.json'"
 
+# 5a. Calibrate this GPU (cuBLAS GEMMs at plan shapes, bf16 and FP8; the attention kernels; HBM)
+# into a profile; the step runs below are predicted on it.
+step "ringplan calibrate --device cuda" 150 "$OUT/calibrate.txt" \
+  ringplan calibrate --device cuda --base "$profile" --name calibrated --measurements "$OUT/calibrate.json" \
+  -o "$OUT/calibrated.yaml"
+step_profile=$profile
+[[ -s "$OUT/calibrated.yaml" ]] && step_profile=$OUT/calibrated.yaml
+
 # 5b. The whole training step on this GPU (cuBLAS + the kernels + NCCL): Llama 3 8B's layer shape
 # at 16K tokens, 4 and 8 layers (the shapes bench/gpu/torch_step_bench.py measured with PyTorch),
-# against the prediction on the same profile. test_step_cuda (step 1) checked its parity with the
+# against the prediction on the profile calibrated in 5a. test_step_cuda (step 1) checked its parity with the
 # CPU step.
 for layers in 4 8; do
   step "ringplan run --scope step --device cuda --layers $layers" 150 "$OUT/step_l$layers.txt" \
-    ringplan run "$OUT/plan.yaml" --scope step --device cuda --layers "$layers" --steps 5 --warmup 2 --profile "$profile"
+    ringplan run "$OUT/plan.yaml" --scope step --device cuda --layers "$layers" --steps 5 --warmup 2 --profile "$step_profile"
   step "ringplan run --scope step --device cuda --layers $layers (json)" 150 "$OUT/step_l${layers}_json.txt" \
-    bash -c "ringplan run '$OUT/plan.yaml' --scope step --device cuda --layers $layers --steps 5 --warmup 2 --profile '$profile' --format json >'$OUT/step_l$layers.json'"
+    bash -c "ringplan run '$OUT/plan.yaml' --scope step --device cuda --layers $layers --steps 5 --warmup 2 --profile '$step_profile' --format json >'$OUT/step_l$layers.json'"
 done
 
 # 4. (last: ringplan run uses NCCL too) NCCL smoke test
