@@ -112,6 +112,22 @@ TEST_CASE("plan --format json: best, K candidates, rejections, evaluated") {
   }
 }
 
+TEST_CASE("plan --top beyond the layouts that fit lists them all, up to the largest int64") {
+  // default.yaml has more than 4096 fitting layouts (the first search keeps 4096 at most).
+  for (const char* top : {"9223372036854775807", "5000", "4096"}) {
+    const Result r = ringplan("plan '" + kConfigs + "default.yaml' --top " + top + " --format json");
+    REQUIRE_MESSAGE(r.rc == 0, r.err);
+    const auto j = nlohmann::json::parse(r.out);
+    const int64_t fitting = j["fitting"].get<int64_t>();
+    REQUIRE(fitting > 5000);
+    CHECK(static_cast<int64_t>(j["candidates"].size()) == std::min<int64_t>(fitting, std::stoll(top)));
+    CHECK(j["best"] == j["candidates"][0]);
+  }
+  const Result small = ringplan("plan '" + kConfigs + "cpu_small.yaml' --top 9223372036854775807");
+  REQUIRE_MESSAGE(small.rc == 0, small.err);
+  CHECK(has(small.out, "top 3 layouts"));
+}
+
 TEST_CASE("plan table output has the top-K table, the chosen plan and the rejections") {
   const Result r = ringplan("plan '" + kConfigs + "default.yaml' --top 3");
   REQUIRE_MESSAGE(r.rc == 0, r.err);
