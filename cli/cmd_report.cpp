@@ -42,11 +42,11 @@ int run_report(const ReportArgs& a) {
 
   if (e.mesh) {
     // The experiment fixes a layout: report that one as chosen, ranked among the others.
-    planner::check_mesh_gpus(*e.mesh, settings.gpus, a.experiment + ": mesh");
+    planner::check_mesh_gpus(*e.mesh, settings.gpus, planner::mesh_where(e));
     const std::string why = sim::check_layout(e, *e.mesh, e.options, settings.gpus);
     if (!why.empty()) {
-      throw bad_input(fmt::format("{}: layout {} {} cannot run: {}", a.experiment, planner::mesh_text(*e.mesh),
-                                  planner::options_text(*e.mesh, e.options), why));
+      throw bad_input(fmt::format("{}: layout {} {} cannot run: {}", planner::mesh_where(e),
+                                  planner::mesh_text(*e.mesh), planner::options_text(*e.mesh, e.options), why));
     }
     const sim::Prediction fixed = sim::predict(e, *e.mesh, e.options);
     auto same = [&](const sim::Prediction& p) { return p.mesh == fixed.mesh && p.options == fixed.options; };

@@ -124,7 +124,9 @@ int run_step_body(const RunArgs& a, runtime::MpiCommunicator& world) {
   pe.cluster = a.profile.empty() ? e.cluster : load_cluster(a.profile);
   pe.training.dtype = DType::fp32;
   const std::string why = sim::check_layout(pe, mesh, e.options, mesh.world_size());
-  if (!why.empty()) throw bad_input(fmt::format("{}: layout {}: {}", a.plan, mesh.world_size(), why));
+  if (!why.empty())
+    throw experiment_field_error(e, "mesh", fmt::format("layout dp={} tp={} cp={} pp={} cannot run: {}", mesh.dp,
+                                                        mesh.tp, mesh.cp, mesh.pp, why));
   const sim::Prediction pred = sim::predict(pe, mesh, e.options);
   const std::string profile_label = a.profile.empty() ? fmt::format("the plan's cluster '{}'", e.cluster.name)
                                                       : fmt::format("profile {} ('{}')", a.profile, pe.cluster.name);

@@ -112,4 +112,10 @@ void check_mesh_gpus(const Mesh& mesh, int64_t gpus, const std::string& where) {
       where, mesh_spec(mesh), mesh.world_size(), gpus, gpus, mesh_spec(example), mesh.world_size()));
 }
 
+std::string mesh_where(const Experiment& e) {
+  const auto it = e.sources.find("mesh");
+  if (it == e.sources.end() || it->second.line <= 0) return e.path + ": mesh";
+  return fmt::format("{}:{}: {}", it->second.file, it->second.line, it->second.field);
+}
+
 }  // namespace ringplan::planner

@@ -32,4 +32,8 @@ int64_t experiment_gpus(const Experiment& e, int64_t cli_gpus);
 // Throws bad input unless mesh.world_size() == gpus; the message names a valid mesh.
 void check_mesh_gpus(const Mesh& mesh, int64_t gpus, const std::string& where);
 
+// "FILE:LINE: FIELD" of the experiment's `mesh:` (Experiment::sources), for check_mesh_gpus and
+// layout errors about a mesh read from a file; "PATH: mesh" when its line is not known.
+std::string mesh_where(const Experiment& e);
+
 }  // namespace ringplan::planner

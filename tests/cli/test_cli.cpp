@@ -220,6 +220,61 @@ TEST_CASE("bad input exits 2 with a message saying what would be valid") {
   }
 }
 
+TEST_CASE("a symbolic link loop as input exits 2 naming the link, in every reading command") {
+  TempDir tmp;
+  const std::string a = tmp.file("a.yaml"), b = tmp.file("b.yaml");
+  fs::create_symlink(b, a);
+  fs::create_symlink(a, b);
+  for (const std::string& cmd : std::vector<std::string>{"plan", "simulate", "validate", "fit",
+                                                         "emit --format megatron", "report -o " + tmp.file("r.html")}) {
+    // The positional goes last: `report -o FILE a.yaml`.
+    const Result r = ringplan(cmd + " '" + a + "'");
+    CHECK_MESSAGE(r.rc == 2, cmd, " -> ", r.err);
+    CHECK_MESSAGE(has(r.err, "is a symbolic link loop"), cmd, " -> ", r.err);
+    CHECK_MESSAGE(!has(r.err, "internal error"), cmd);
+    CHECK_MESSAGE(!has(r.err, "filesystem error"), cmd);
+  }
+}
+
+TEST_CASE("a name that is not UTF-8 is refused at load with file:line, before any JSON or HTML is written") {
+  TempDir tmp;
+  std::string text = slurp(kConfigs + "cpu_small.yaml");
+  for (const char* rel : {"../models/", "../clusters/"})
+    for (size_t at; (at = text.find(rel)) != std::string::npos;)
+      text.replace(at, std::string(rel).size(), std::string(RINGPLAN_SOURCE_DIR) + "/configs/" + std::string(rel).substr(3));
+  const size_t at = text.find("name: cpu_small");
+  REQUIRE(at != std::string::npos);
+  const int line = static_cast<int>(std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(at), '\n')) + 1;
+  text.replace(at, 15, "name: cpu\xff\xfesmall");
+  const std::string exp = tmp.file("bad_name.yaml");
+  std::ofstream(exp) << text << "mesh: {cp: 2}\n";
+  for (const std::string& cmd :
+       std::vector<std::string>{"report -o " + tmp.file("r.html"), "simulate --format json", "plan --format json"}) {
+    const Result r = ringplan(cmd + " '" + exp + "'");
+    CHECK_MESSAGE(r.rc == 2, cmd, " -> ", r.err);
+    CHECK_MESSAGE(has(r.err, exp + ":" + std::to_string(line) + ": name: is not valid UTF-8 text (byte 4 of the value is 0xff)"),
+                  cmd, " -> ", r.err);
+  }
+  CHECK_FALSE(fs::exists(tmp.file("r.html")));
+}
+
+TEST_CASE("a fixed mesh that --gpus contradicts is named at its file and line (simulate, report)") {
+  TempDir tmp;
+  std::string text = slurp(kConfigs + "cpu_small.yaml");
+  for (const char* rel : {"../models/", "../clusters/"})
+    for (size_t at; (at = text.find(rel)) != std::string::npos;)
+      text.replace(at, std::string(rel).size(), std::string(RINGPLAN_SOURCE_DIR) + "/configs/" + std::string(rel).substr(3));
+  const std::string exp = tmp.file("fixed.yaml");
+  std::ofstream(exp) << text << "mesh: {cp: 2}\n";
+  const std::string where = exp + ":" + std::to_string(std::count(text.begin(), text.end(), '\n') + 1) + ": mesh: ";
+  for (const std::string& cmd : std::vector<std::string>{"simulate --gpus 4", "report --gpus 4 -o " + tmp.file("r.html")}) {
+    const Result r = ringplan(cmd + " '" + exp + "'");
+    CHECK_MESSAGE(r.rc == 2, cmd, " -> ", r.err);
+    CHECK_MESSAGE(has(r.err, where + "mesh dp=1,tp=1,cp=2,pp=1 uses dp*tp*cp*pp = 2 GPUs but the experiment has 4"), cmd,
+                  " -> ", r.err);
+  }
+}
+
 TEST_CASE("plan: nothing fits exits 2 with the reason") {
   TempDir tmp;
   // 405B parameters cannot fit on 8 GPUs whatever the layout.

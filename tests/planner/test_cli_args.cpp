@@ -67,3 +67,13 @@ TEST_CASE("check_mesh_gpus: a mesh must multiply to the GPU count") {
   CHECK(has(msg, "dp=4,tp=2,cp=2,pp=1"));  // a valid example keeping TP, CP, PP
   CHECK(has(msg, "--gpus 8"));
 }
+
+TEST_CASE("mesh_where: the file, line and field of an experiment's mesh") {
+  Experiment e;
+  e.path = "exp.yaml";
+  CHECK(mesh_where(e) == "exp.yaml: mesh");
+  e.sources["mesh"] = FieldSource{"plan.yaml", 39, "experiment.mesh"};
+  CHECK(mesh_where(e) == "plan.yaml:39: experiment.mesh");
+  const std::string msg = error_of([&] { check_mesh_gpus(Mesh{2, 2, 2, 1}, 16, mesh_where(e)); });
+  CHECK(msg.rfind("plan.yaml:39: experiment.mesh: mesh dp=2,tp=2,cp=2,pp=1 uses dp*tp*cp*pp = 8 GPUs", 0) == 0);
+}
