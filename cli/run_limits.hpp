@@ -60,8 +60,8 @@ inline int64_t largest_fitting(int64_t hi, const std::function<bool(int64_t)>& f
       return need_of(x) <= budget_bytes;
     };
   };
-  const std::string need = fmt::format("{}: about {:.1f} GiB per rank, over the {:.1f} GiB per rank this host "
-                                       "allows ({})",
+  const std::string need = fmt::format("{} need about {:.1f} GiB per rank (this host allows {:.1f} GiB per rank: "
+                                       "{})",
                                        what, need_bytes / kGiB, budget_bytes / kGiB, host);
   if (e.model.head_dim > kUsualMaxHeadDim) {
     // Even: the training step's rotary embedding rotates pairs.
