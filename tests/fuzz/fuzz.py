@@ -13,7 +13,8 @@ are read through a wrapper experiment.
 
 Each mutant goes through the non-MPI readers: plan, simulate, validate, emit. Then a second,
 smaller phase (--runtime-count mutants, 0 to skip) mutates a tiny plan (cpu_small at 256 tokens,
-one rank; one mutant in three sets a memory-setting size such as head_dim to 2^30 or 2^31) and gives each mutant to `report` (with and without --run), and, when --mpiexec is
+one rank; one mutant in three sets a memory-setting size such as head_dim to 2^30 or 2^31, one in
+six puts a byte that is not UTF-8 into a name) and gives each mutant to `report` (with and without --run), and, when --mpiexec is
 given, to `run` at np 1 (an MPI singleton, without mpirun, which takes 2 s to end a job that
 exits non-zero: one layer and one step, or --scope attention, one iteration) or to
 `calibrate --plan` at np 2 (under mpirun) (two block sizes, one repetition, -o into WORKDIR); a few mutants of a
@@ -222,6 +223,18 @@ def mutate_size(text, rng):
     return "".join(lines), desc, False
 
 
+def mutate_name_bytes(text, rng):
+    """A byte that is not UTF-8 (Latin-1 'e' acute, or 0xff) put into a name: invalid for sure, since
+    names travel into JSON and HTML. Returns (text, description, True); the raw byte is a lone
+    surrogate, written with errors="surrogateescape"."""
+    lines = text.splitlines(keepends=True)
+    idx = [i for i, l in enumerate(lines) if re.match(r"^\s*name:\s*\S", l)]
+    i = rng.choice(idx)
+    byte = rng.choice([0xE9, 0xFF])
+    lines[i] = re.sub(r"(name:\s*\"?)", lambda m: m.group(1) + chr(0xDC00 + byte), lines[i], count=1)
+    return "".join(lines), f"line {i + 1}: byte 0x{byte:02x} put into {lines[i].strip()!r}", True
+
+
 def runtime_phase(a, cfg, fz):
     """Mutants of a tiny one-rank plan through report, and run / calibrate under mpirun."""
     rng = random.Random(a.seed + 1)  # its own sequence: the first phase's mutants stay the same
@@ -251,11 +264,13 @@ def runtime_phase(a, cfg, fz):
     for n in range(a.runtime_count):
         if n % 3 == 1:
             mutant, desc, invalid = mutate_size(original, rng)
+        elif n % 6 == 5:
+            mutant, desc, invalid = mutate_name_bytes(original, rng)
         else:
             mutant, desc, invalid = mutate(original, rng)
         desc = f"runtime #{n} _tiny_plan.yaml: {desc}"
         mpath = os.path.join(exp_dir, "_mutant_tiny_plan.yaml")
-        with open(mpath, "w") as f:
+        with open(mpath, "w", errors="surrogateescape") as f:  # raw bytes of mutate_name_bytes
             f.write(mutant)
         try:
             report = ["report", mpath, "-o", os.path.join(out, "report.html")]
