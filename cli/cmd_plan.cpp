@@ -4,7 +4,6 @@
 // the best layout as a plan file for `ringplan run`.
 #include <fmt/format.h>
 
-#include <algorithm>
 #include <cstdio>
 #include <memory>
 
@@ -33,12 +32,7 @@ struct PlanArgs {
 int run_plan(const PlanArgs& a) {
   using namespace ringplan;
   planner::PlanSettings settings;
-  // The planner reserves room for top_k candidates, and no search has more candidates than
-  // layouts that fit: a first search keeps at most kFirstTop; only when more were asked for and
-  // that many fit, a second one keeps exactly the fitting count (so --top 2^63-1 lists all).
-  constexpr int64_t kFirstTop = 4096;
-  const int64_t top_asked = planner::parse_positive_flag("--top", a.top);
-  settings.top_k = std::min(top_asked, kFirstTop);
+  const int64_t top = planner::parse_positive_flag("--top", a.top);  // any K: plan_top() clamps it
   if (a.gpus_opt->count()) settings.gpus = planner::parse_gpus_flag("--gpus", a.gpus);
   if (a.format == "json" && !a.emit.empty())
     throw bad_input("--emit prints launch settings as text and cannot be mixed into --format json; "
@@ -46,11 +40,7 @@ int run_plan(const PlanArgs& a) {
   // A plan file that could never be written fails now, not after the search.
   if (!a.output.empty()) check_output_path(a.output, "-o");
   const Experiment e = planner::load_experiment_or_plan(a.experiment);
-  planner::PlanResult r = planner::plan(e, settings);
-  if (top_asked > settings.top_k && r.fitting > settings.top_k) {
-    settings.top_k = std::min(top_asked, r.fitting);
-    r = planner::plan(e, settings);
-  }
+  const planner::PlanResult r = planner::plan_top(e, settings, top);
 
   if (a.format == "json") {
     std::printf("%s\n", planner::plan_json(r).dump(2).c_str());

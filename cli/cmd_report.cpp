@@ -35,9 +35,9 @@ int run_report(const ReportArgs& a) {
   check_output_path(a.output, "-o");  // before the search: a bad path fails at once
   const Experiment e = planner::load_experiment_or_plan(a.experiment);
   planner::PlanSettings settings;
-  settings.top_k = planner::parse_positive_flag("--top", a.top);
+  const int64_t top = planner::parse_positive_flag("--top", a.top);  // any K: plan_top() clamps it
   settings.gpus = planner::experiment_gpus(e, a.gpus);
-  const planner::PlanResult r = planner::plan(e, settings);
+  const planner::PlanResult r = planner::plan_top(e, settings, top);
   report::ReportData d = report::build_report(e, r);
 
   if (e.mesh) {

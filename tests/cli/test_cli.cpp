@@ -112,7 +112,7 @@ TEST_CASE("plan --format json: best, K candidates, rejections, evaluated") {
   }
 }
 
-TEST_CASE("plan --top beyond the layouts that fit lists them all, up to the largest int64") {
+TEST_CASE("plan and report --top beyond the layouts that fit keep them all, up to the largest int64") {
   // default.yaml has more than 4096 fitting layouts (the first search keeps 4096 at most).
   for (const char* top : {"9223372036854775807", "5000", "4096"}) {
     const Result r = ringplan("plan '" + kConfigs + "default.yaml' --top " + top + " --format json");
@@ -126,6 +126,12 @@ TEST_CASE("plan --top beyond the layouts that fit lists them all, up to the larg
   const Result small = ringplan("plan '" + kConfigs + "cpu_small.yaml' --top 9223372036854775807");
   REQUIRE_MESSAGE(small.rc == 0, small.err);
   CHECK(has(small.out, "top 3 layouts"));
+  // report --top charts as many (it was the same vector::reserve, "internal error").
+  TempDir tmp;
+  const Result rep = ringplan("report '" + kConfigs + "cpu_small.yaml' --top 9223372036854775807 -o '" +
+                              tmp.file("r.html") + "'");
+  REQUIRE_MESSAGE(rep.rc == 0, rep.err);
+  CHECK(has(rep.err, "wrote report of 3 candidates"));
 }
 
 TEST_CASE("plan table output has the top-K table, the chosen plan and the rejections") {
