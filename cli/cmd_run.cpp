@@ -313,7 +313,8 @@ int run_body(const RunArgs& a, runtime::MpiCommunicator& world) {
                    {"predicted_scores_bytes", pred_scores},
                    {"measured_tracked_max_bytes", tracked_max},
                    {"measured_rss_peak_delta_max_bytes", rss_max}};
-    std::printf("%s\n", j.dump(2).c_str());
+    // Paths are bytes, not necessarily UTF-8: replaced (U+FFFD) rather than aborting the dump.
+    std::printf("%s\n", j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
     return 0;
   }
 

@@ -269,7 +269,8 @@ int run_step_body(const RunArgs& a, runtime::MpiCommunicator& world) {
                      {"predicted_bytes", static_cast<int64_t>(r.predicted_s)},
                      {"error_pct", pct_json(r.measured_s, r.predicted_s)}});
     j["memory"] = {{"terms", mem}, {"rss_peak_delta_max_bytes", rss_max}};
-    std::printf("%s\n", j.dump(2).c_str());
+    // Paths are bytes, not necessarily UTF-8: replaced (U+FFFD) rather than aborting the dump.
+    std::printf("%s\n", j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
     return 0;
   }
 

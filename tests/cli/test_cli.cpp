@@ -281,6 +281,28 @@ TEST_CASE("a fixed mesh that --gpus contradicts is named at its file and line (s
   }
 }
 
+TEST_CASE("paths that are not UTF-8 go into JSON and HTML as U+FFFD, never an abort (validate, report --run)") {
+  TempDir tmp;
+  const std::string dir = tmp.file("cases");
+  fs::create_directories(dir);
+  std::string text = slurp(kConfigs + "../validation/korthikanti2022/175b_full_recompute.yaml");
+  for (const char* rel : {"../../models/", "../../clusters/"})
+    for (size_t at; (at = text.find(rel)) != std::string::npos;)
+      text.replace(at, std::string(rel).size(), std::string(RINGPLAN_SOURCE_DIR) + "/configs/" + std::string(rel).substr(6));
+  std::ofstream(dir + "/case_\xff.yaml") << text;
+  const Result v = ringplan("validate '" + dir + "' --format json");
+  REQUIRE_MESSAGE(v.rc == 0, v.err);
+  const auto j = nlohmann::json::parse(v.out);
+  REQUIRE(!j["cases"].empty());
+  CHECK(j["cases"][0]["path"] == dir + "/case_\xef\xbf\xbd.yaml");  // U+FFFD in UTF-8
+  // A run result whose file name is not UTF-8: its path is shown in the report.
+  const std::string run = tmp.file("run_\xff.json");
+  std::ofstream(run) << slurp(std::string(RINGPLAN_SOURCE_DIR) + "/tests/report/data/run_result.json");
+  const Result r = ringplan("report '" + kConfigs + "cpu_small.yaml' --run '" + run + "' -o '" + tmp.file("r.html") + "'");
+  CHECK_MESSAGE(r.rc == 0, r.err);
+  CHECK_FALSE(has(r.err, "internal error"));
+}
+
 TEST_CASE("plan: nothing fits exits 2 with the reason") {
   TempDir tmp;
   // 405B parameters cannot fit on 8 GPUs whatever the layout.

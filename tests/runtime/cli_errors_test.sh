@@ -7,6 +7,7 @@
 #           2^62, --trace or -o into a missing folder (rank 0's check reaches every rank);
 #           a plan whose head_dim or micro_batch no host holds, a micro_batch that does not divide
 #           the batch, a symbolic link loop as the plan;
+#   exit 0: run --format json of a plan whose path is not UTF-8;
 #   exit 1: --trace /dev/full, calibrate -o /dev/full (the write fails after the measurement).
 set -u
 mpiexec=$1; flags=$2; ringplan=$3; plan=$4; work=$5
@@ -65,5 +66,10 @@ rm -f "$work/loop_a.yaml" "$work/loop_b.yaml"
 ln -s "$work/loop_b.yaml" "$work/loop_a.yaml"; ln -s "$work/loop_a.yaml" "$work/loop_b.yaml"
 expect 2 "loop_a.yaml: plan file is a symbolic link loop" -- run "$work/loop_a.yaml" --steps 1
 expect 2 "loop_a.yaml: plan file is a symbolic link loop" -- run "$work/loop_a.yaml" --scope attention --iters 1
+# A plan path that is not UTF-8 (file names are bytes) in `run --format json`: printed with U+FFFD,
+# not an abort (json type_error.316, "internal error", exit 1).
+cp "$plan" "$work/plan_"$'\xff'".yaml"
+expect 0 '"plan": ".*plan_.*\.yaml"' -- run "$work/plan_"$'\xff'".yaml" --scope attention --iters 1 --warmup 0 --format json
+expect 0 '"plan": ".*plan_.*\.yaml"' -- run "$work/plan_"$'\xff'".yaml" --steps 1 --warmup 0 --format json
 [ $fail -eq 0 ] && echo "cli_errors_test: PASS"
 exit $fail
