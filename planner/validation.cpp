@@ -112,8 +112,15 @@ std::vector<ValidationRow> validate_case(const Experiment& e) {
                                  "peak_memory_gib, tokens_per_s_per_device");
   const Mesh& mesh = *e.mesh;
   const std::string why = sim::check_layout(e, mesh, e.options, mesh.world_size());
-  if (!why.empty())
-    throw experiment_field_error(e, "mesh", fmt::format("layout {} cannot run: {}", mesh_text(mesh), why));
+  if (!why.empty()) {
+    // Named at the option the reason is about when the file gives it, else at the mesh (the
+    // loader has already checked the mesh against the model and training on its own).
+    std::string key = "mesh";
+    for (const char* option : {"interleave", "micro_batch", "zero_stage"})
+      if (why.find(option) != std::string::npos && e.sources.count(std::string("options.") + option))
+        key = std::string("options.") + option;
+    throw experiment_field_error(e, key, fmt::format("layout {} cannot run: {}", mesh_text(mesh), why));
+  }
   const sim::Prediction p = sim::predict(e, mesh, e.options);
 
   // One comparison rule for validate and fit (sim/fit.hpp): tflops_per_device and mfu in the

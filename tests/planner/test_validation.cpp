@@ -165,11 +165,12 @@ TEST_CASE("validate_paths: a refused case is listed with its reason, the others 
   REQUIRE(r.refused.size() == 1);
   CHECK(r.refused[0].path == bad);
   CHECK(r.refused[0].name == "bad");
-  // Named at the line of `mesh:` in the file.
-  const int mesh_line = line_starting(bad, "mesh:");
-  REQUIRE(mesh_line > 0);
-  CHECK(r.refused[0].reason == "line " + std::to_string(mesh_line) +
-                                   ": mesh: layout dp=2 tp=2 cp=1 pp=1 cannot run: interleave 2 needs PP > 1");
+  // Named at the line of the option the reason is about (options.interleave) in the file.
+  const int interleave_line = line_starting(bad, "interleave:");
+  REQUIRE(interleave_line > 0);
+  CHECK(r.refused[0].reason ==
+        "line " + std::to_string(interleave_line) +
+            ": options.interleave: layout dp=2 tp=2 cp=1 pp=1 cannot run: interleave 2 needs PP > 1");
   // The statistics cover the evaluated case only (its exact memory row has 0 error).
   const double e1 = std::abs(100.0 * (1.0 / 1.25 - 1.0));
   CHECK(r.max_abs_error_pct == doctest::Approx(e1));
@@ -238,8 +239,34 @@ TEST_CASE("validate_paths: when every case is refused the command fails with the
     CHECK(err.kind() == ErrorKind::bad_input);
     const std::string what = err.what();
     CHECK(what.find("no case could be evaluated (1 refused)") != std::string::npos);
-    CHECK(what.find(bad + ": line " + std::to_string(line_starting(bad, "mesh:")) +
-                    ": mesh: layout dp=2 tp=2 cp=1 pp=1 cannot run: interleave 2 needs PP > 1") != std::string::npos);
+    CHECK(what.find(bad + ": line " + std::to_string(line_starting(bad, "interleave:")) +
+                    ": options.interleave: layout dp=2 tp=2 cp=1 pp=1 cannot run: interleave 2 needs PP > 1") !=
+          std::string::npos);
+  }
+}
+
+TEST_CASE("validate_paths: a layout the cost model refuses for no option of the file is named at its mesh line") {
+  TempDir tmp;
+  std::ofstream(tmp.path / "a_good.yaml") << experiment_to_yaml(a_case("good", 1.0));
+  // interleave in the file, but the reason the cost model gives is about the micro-batches,
+  // and without `options.micro_batch` in the file the mesh line is named.
+  Experiment e = a_case("bad", 1.0);
+  e.options.micro_batch = 3;  // the global batch is not a multiple of dp x 3
+  std::string yaml = experiment_to_yaml(e);
+  const size_t at = yaml.find("micro_batch: 3\n");
+  REQUIRE(at != std::string::npos);
+  yaml.erase(yaml.rfind('\n', at) + 1, yaml.find('\n', at) - yaml.rfind('\n', at));
+  const std::string bad = (tmp.path / "bad.yaml").string();
+  std::ofstream(bad) << yaml;
+  Experiment loaded = load_experiment(bad);
+  loaded.options.micro_batch = 3;  // as a command-line override would
+  try {
+    validate_case(loaded);
+    FAIL("expected bad input");
+  } catch (const ConfigError& err) {
+    CHECK(err.line() == line_starting(bad, "mesh:"));
+    CHECK(err.field() == "mesh");
+    CHECK(std::string(err.what()).find("not divisible by DP×micro_batch") != std::string::npos);
   }
 }
 
