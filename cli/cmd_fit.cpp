@@ -197,7 +197,8 @@ int fit_command(const FitArgs& a) {
     for (const auto& [p, why] : refused) ref.push_back({{"path", p}, {"reason", why}});
     j["refused"] = ref;
     j["evaluations"] = fit.evaluations;
-    std::printf("%s\n", j.dump(2).c_str());
+    // Paths are bytes, not necessarily UTF-8: replaced (U+FFFD) rather than aborting the dump.
+    std::printf("%s\n", j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
     return 0;
   }
 

@@ -32,7 +32,7 @@ struct PlanArgs {
 int run_plan(const PlanArgs& a) {
   using namespace ringplan;
   planner::PlanSettings settings;
-  settings.top_k = planner::parse_positive_flag("--top", a.top);
+  const int64_t top = planner::parse_positive_flag("--top", a.top);  // any K: plan_top() clamps it
   if (a.gpus_opt->count()) settings.gpus = planner::parse_gpus_flag("--gpus", a.gpus);
   if (a.format == "json" && !a.emit.empty())
     throw bad_input("--emit prints launch settings as text and cannot be mixed into --format json; "
@@ -40,7 +40,7 @@ int run_plan(const PlanArgs& a) {
   // A plan file that could never be written fails now, not after the search.
   if (!a.output.empty()) check_output_path(a.output, "-o");
   const Experiment e = planner::load_experiment_or_plan(a.experiment);
-  const planner::PlanResult r = planner::plan(e, settings);
+  const planner::PlanResult r = planner::plan_top(e, settings, top);
 
   if (a.format == "json") {
     std::printf("%s\n", planner::plan_json(r).dump(2).c_str());

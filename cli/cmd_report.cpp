@@ -35,18 +35,18 @@ int run_report(const ReportArgs& a) {
   check_output_path(a.output, "-o");  // before the search: a bad path fails at once
   const Experiment e = planner::load_experiment_or_plan(a.experiment);
   planner::PlanSettings settings;
-  settings.top_k = planner::parse_positive_flag("--top", a.top);
+  const int64_t top = planner::parse_positive_flag("--top", a.top);  // any K: plan_top() clamps it
   settings.gpus = planner::experiment_gpus(e, a.gpus);
-  const planner::PlanResult r = planner::plan(e, settings);
+  const planner::PlanResult r = planner::plan_top(e, settings, top);
   report::ReportData d = report::build_report(e, r);
 
   if (e.mesh) {
     // The experiment fixes a layout: report that one as chosen, ranked among the others.
-    planner::check_mesh_gpus(*e.mesh, settings.gpus, a.experiment + ": mesh");
+    planner::check_mesh_gpus(*e.mesh, settings.gpus, planner::mesh_where(e));
     const std::string why = sim::check_layout(e, *e.mesh, e.options, settings.gpus);
     if (!why.empty()) {
-      throw bad_input(fmt::format("{}: layout {} {} cannot run: {}", a.experiment, planner::mesh_text(*e.mesh),
-                                  planner::options_text(*e.mesh, e.options), why));
+      throw bad_input(fmt::format("{}: layout {} {} cannot run: {}", planner::mesh_where(e),
+                                  planner::mesh_text(*e.mesh), planner::options_text(*e.mesh, e.options), why));
     }
     const sim::Prediction fixed = sim::predict(e, *e.mesh, e.options);
     auto same = [&](const sim::Prediction& p) { return p.mesh == fixed.mesh && p.options == fixed.options; };

@@ -28,6 +28,7 @@
 
 #include "cli/command.hpp"
 #include "cli/run_args.hpp"
+#include "cli/run_limits.hpp"
 #include "cli/mpi_command.hpp"
 #include "core/atomic_file.hpp"
 #include "core/config_yaml.hpp"
@@ -38,6 +39,7 @@
 #if RINGPLAN_HAVE_GPU_RUN
 #include "runtime/gpu/gpu_executor.hpp"
 #endif
+#include "runtime/memory.hpp"
 #include "runtime/mpi_communicator.hpp"
 #include "runtime/trace.hpp"
 #include "sim/ring_model.hpp"
@@ -130,6 +132,37 @@ std::string cuda_unsuitable(const runtime::RingLayerShape& x) {
 }
 #endif
 
+// Host bytes per rank of one attention layer on the CPU runtime (float32): the tensors the
+// executor owns (q, out, dout, dq: b*H*n*d each; k, v, dk, dv: b*Hkv*n*d; lse: b*H*n) and the
+// ring's buffers (runtime/ring_attention.hpp: K,V double buffer, dK,dV receive and scratch
+// double buffers, one block's O and lse and D; the L x n scores when materialised). In double:
+// no product of int64 sizes can wrap.
+double attention_host_bytes(const Experiment& e) {
+  const Mesh& mesh = *e.mesh;
+  const double b = double(e.options.micro_batch), h = double(e.model.heads / mesh.tp);
+  const double hkv = double(e.model.kv_heads / mesh.tp), d = double(e.model.head_dim);
+  const double n = double(e.training.seq_len / mesh.cp), L = double(e.training.seq_len);
+  const double q = b * h * n * d, kv = b * hkv * n * d, rows = b * h * n;
+  const double scores = e.options.attention == AttentionImpl::materialized ? b * h * n * L : 0.0;
+  return 4.0 * (5 * q + 16 * kv + 3 * rows + scores);
+}
+
+// A layer this host cannot hold is refused before any allocation, naming the field to change
+// (cli/run_limits.hpp). Free memory differs a little between ranks: the verdict is agreed.
+void check_attention_fits(const Experiment& e, runtime::MpiCommunicator& world) {
+  const double avail = static_cast<double>(runtime::available_memory_bytes());
+  const double ranks_here = double(world.size());  // upper bound: all ranks on this host
+  const double need = attention_host_bytes(e);
+  double too_big = (avail > 0 && need * ranks_here > 0.9 * avail) ? 1.0 : 0.0;
+  world.all_reduce_max(&too_big, 1);
+  if (too_big == 0) return;
+  cli::refuse_too_big(e, need, 0.9 * avail / ranks_here, attention_host_bytes,
+                      "one attention layer's float32 tensors and ring buffers",
+                      fmt::format("{:.1f} GiB available for {} rank{}", avail / 1073741824.0, world.size(),
+                                  world.size() == 1 ? "" : "s"),
+                      "use a shorter seq_len or a plan with a larger cp");
+}
+
 // The device of this run, the same on every rank (collective over `world` for --device auto).
 bool choose_gpu(const std::string& device, const runtime::RingLayerShape& shape, runtime::MpiCommunicator& world) {
   if (device == "cpu") return false;
@@ -171,6 +204,7 @@ int run_body(const RunArgs& a, runtime::MpiCommunicator& world) {
   if (world.size() != mesh.cp)
     throw bad_input(fmt::format("plan has cp={} but mpirun started {} rank{}; run mpirun -np {} ringplan run {}", mesh.cp,
                                 world.size(), world.size() == 1 ? "" : "s", mesh.cp, a.plan));
+  cli::check_run_micro_batch(e);
   if (e.model.heads % mesh.tp != 0 || e.model.kv_heads % mesh.tp != 0)
     throw bad_input(fmt::format("{}: heads={} and kv_heads={} must both divide by tp={}", a.plan, e.model.heads,
                                 e.model.kv_heads, mesh.tp));
@@ -203,6 +237,7 @@ int run_body(const RunArgs& a, runtime::MpiCommunicator& world) {
                                 to_string(e.options.attention)));
   const bool allgather = shape.comm == CpComm::allgather;
   const bool on_gpu = choose_gpu(a.device, shape, world);
+  if (!on_gpu) check_attention_fits(e, world);
   const DType run_dtype = on_gpu ? (e.training.dtype == DType::fp16 ? DType::fp16 : DType::bf16) : DType::fp32;
   // Prediction before measurement (and independent of it): also validates the shape.
   const sim::RingLayerPrediction pred =
@@ -299,7 +334,8 @@ int run_body(const RunArgs& a, runtime::MpiCommunicator& world) {
                    {"predicted_scores_bytes", pred_scores},
                    {"measured_tracked_max_bytes", tracked_max},
                    {"measured_rss_peak_delta_max_bytes", rss_max}};
-    std::printf("%s\n", j.dump(2).c_str());
+    // Paths are bytes, not necessarily UTF-8: replaced (U+FFFD) rather than aborting the dump.
+    std::printf("%s\n", j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
     return 0;
   }
 

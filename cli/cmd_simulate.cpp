@@ -57,7 +57,7 @@ int run_simulate(const SimulateArgs& a) {
                                 "no ring; drop --trace or use --cp-comm ring",
                                 to_string(o.cp_comm)));
   const int64_t gpus = experiment_gpus(e, a.gpus);
-  check_mesh_gpus(*e.mesh, gpus, a.mesh_opt->count() ? "--mesh" : a.experiment + ": mesh");
+  check_mesh_gpus(*e.mesh, gpus, a.mesh_opt->count() ? "--mesh" : mesh_where(e));
   const std::string why = sim::check_layout(e, *e.mesh, o, gpus);
   if (!why.empty())
     throw bad_input(fmt::format("layout {} {} cannot run: {}", mesh_text(*e.mesh), options_text(*e.mesh, o), why));

@@ -44,7 +44,9 @@ RINGPLAN_COMMAND("validate", "Compare predictions with published measurements (c
                    return [a] {
                      const auto report = ringplan::planner::validate_paths(a->paths);
                      if (a->format == "json") {
-                       std::printf("%s\n", ringplan::planner::validation_json(report).dump(2).c_str());
+                       std::printf("%s\n", ringplan::planner::validation_json(report)
+                                                  .dump(2, ' ', false, nlohmann::json::error_handler_t::replace)  // paths: bytes
+                                                  .c_str());
                      } else {
                        std::fputs(ringplan::planner::validation_text(report).c_str(), stdout);
                      }

@@ -27,11 +27,13 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
 #include "cli/mpi_command.hpp"
 #include "cli/run_args.hpp"
+#include "cli/run_limits.hpp"
 #include "core/atomic_file.hpp"
 #include "core/config_yaml.hpp"
 #include "core/error.hpp"
@@ -88,6 +90,12 @@ int run_step_body(const RunArgs& a, runtime::MpiCommunicator& world) {
   // Validation first, identical on every rank.
   Experiment e = load_run_input(a.plan);
   const Mesh mesh = *e.mesh;
+  check_run_micro_batch(e);
+  if (e.model.head_dim % 2 != 0)
+    throw experiment_field_error(e, "model.head_dim",
+                                 fmt::format("{} is odd; the training step's rotary embedding rotates pairs of "
+                                             "dimensions; valid: an even head_dim",
+                                             e.model.head_dim));
   if (world.size() != mesh.world_size())
     throw bad_input(fmt::format("plan has dp={} tp={} cp={} pp={} = {} ranks but mpirun started {} rank{}; run mpirun "
                                 "-np {} ringplan run {}",
@@ -130,7 +138,9 @@ int run_step_body(const RunArgs& a, runtime::MpiCommunicator& world) {
   pe.training.fp32_grad_accumulation = on_gpu;
   pe.training.fp8 = false;
   const std::string why = sim::check_layout(pe, mesh, e.options, mesh.world_size());
-  if (!why.empty()) throw bad_input(fmt::format("{}: layout {}: {}", a.plan, mesh.world_size(), why));
+  if (!why.empty())
+    throw experiment_field_error(e, "mesh", fmt::format("layout dp={} tp={} cp={} pp={} cannot run: {}", mesh.dp,
+                                                        mesh.tp, mesh.cp, mesh.pp, why));
   const sim::Prediction pred = sim::predict(pe, mesh, e.options);
   const std::string profile_label = a.profile.empty() ? fmt::format("the plan's cluster '{}'", e.cluster.name)
                                                       : fmt::format("profile {} ('{}')", a.profile, pe.cluster.name);
@@ -144,12 +154,23 @@ int run_step_body(const RunArgs& a, runtime::MpiCommunicator& world) {
     const double need = (pred.memory.peak_bytes - pred.memory.reserved_bytes) * ranks_here;
     double too_big = (avail > 0 && need > 0.9 * avail) ? 1.0 : 0.0;
     world.all_reduce_max(&too_big, 1);
-    if (too_big > 0)
-      throw bad_input(fmt::format(
-          "{}: {} layer{} of {} need about {:.1f} GiB per rank (float32, predicted), {:.1f} GiB for {} rank{} on this "
-          "host, which has {:.1f} GiB available; run fewer layers with --layers N",
-          a.plan, e.model.layers, e.model.layers == 1 ? "" : "s", e.model.name, need / ranks_here / 1073741824.0,
-          need / 1073741824.0, world.size(), world.size() == 1 ? "" : "s", avail / 1073741824.0));
+    if (too_big > 0) {
+      // Which field to change, and to what (cli/run_limits.hpp): the same prediction for a variant.
+      auto need_of = [&](const Experiment& x) {
+        Experiment px = x;
+        px.cluster = pe.cluster;
+        px.training.dtype = DType::fp32;
+        if (!sim::check_layout(px, mesh, x.options, mesh.world_size()).empty()) return HUGE_VAL;
+        const sim::Prediction q = sim::predict(px, mesh, x.options);
+        return q.memory.peak_bytes - q.memory.reserved_bytes;
+      };
+      refuse_too_big(e, need / ranks_here, 0.9 * avail / ranks_here, need_of,
+                     fmt::format("{} layer{} of {} (float32, predicted)", e.model.layers,
+                                 e.model.layers == 1 ? "" : "s", e.model.name),
+                     fmt::format("{:.1f} GiB available for {} rank{}", avail / 1073741824.0, world.size(),
+                                 world.size() == 1 ? "" : "s"),
+                     "run fewer layers with --layers N");
+    }
   }
 
   // The trace is written by rank 0 after the measurement: a path it cannot write fails now, on
@@ -270,7 +291,8 @@ int run_step_body(const RunArgs& a, runtime::MpiCommunicator& world) {
                      {"predicted_bytes", static_cast<int64_t>(r.predicted_s)},
                      {"error_pct", pct_json(r.measured_s, r.predicted_s)}});
     j["memory"] = {{"terms", mem}, {"rss_peak_delta_max_bytes", rss_max}};
-    std::printf("%s\n", j.dump(2).c_str());
+    // Paths are bytes, not necessarily UTF-8: replaced (U+FFFD) rather than aborting the dump.
+    std::printf("%s\n", j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
     return 0;
   }
 

@@ -78,12 +78,17 @@ void check_folder(const std::string& what, const std::string& path) {
   if (!S_ISDIR(st.st_mode)) fail(ErrorKind::bad_input, what, path, fmt::format("'{}' is not a folder", dir));
 }
 
+constexpr const char* kLinkLoop =
+    "it is a symbolic link loop (too many levels of symbolic links); give another file name or fix the link";
+
 }  // namespace
 
 void check_output_path(const std::string& path, const std::string& what) {
   if (path.empty()) throw bad_input(fmt::format("{}: empty file name; give the file to write", what));
   struct stat st {};
-  if (::stat(path.c_str(), &st) == 0) {
+  const bool found = ::stat(path.c_str(), &st) == 0;
+  if (!found && errno == ELOOP) fail(ErrorKind::bad_input, what, path, kLinkLoop);
+  if (found) {
     if (S_ISDIR(st.st_mode)) fail(ErrorKind::bad_input, what, path, "it is a folder; give a file name");
     if (!S_ISREG(st.st_mode)) {
       // A device or FIFO is written in place: it must open for writing now. O_NONBLOCK so
@@ -111,6 +116,8 @@ void write_file_atomic(const std::string& path, std::string_view text, const std
   if (path.empty()) throw bad_input(fmt::format("{}: empty file name; give the file to write", what));
   struct stat st {};
   const bool exists = ::stat(path.c_str(), &st) == 0;
+  // Renaming over a looping link would replace the link itself: refuse, as check_output_path does.
+  if (!exists && errno == ELOOP) fail(ErrorKind::bad_input, what, path, kLinkLoop);
   if (exists && S_ISDIR(st.st_mode)) fail(ErrorKind::bad_input, what, path, "it is a folder; give a file name");
   if (exists && !S_ISREG(st.st_mode)) {
     // Not replaceable by rename (a rename onto /dev/full would replace the device node):

@@ -3,6 +3,7 @@
 // core/config_yaml.hpp. Units are in the names (_bytes, _s, _flops_per_s).
 #pragma once
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -244,6 +245,14 @@ struct Published {
   std::string source;
 };
 
+// Where a field was read: its file, 1-based line (0: unknown) and path as errors name it
+// ("experiment.model.head_dim" inside a plan file, "model.head_dim" in a model file).
+struct FieldSource {
+  std::string file;
+  int line = 0;
+  std::string field;
+};
+
 struct Experiment {
   std::string name;
   std::string path;                  // file it was loaded from
@@ -255,6 +264,10 @@ struct Experiment {
   SearchSpace search;
   std::optional<int64_t> gpus;       // GPUs to plan for; default cluster.gpus()
   std::optional<Published> published;
+  // Where each field given in the files was read, by its path in the experiment schema ("mesh",
+  // "mesh.tp", "model.head_dim", "options.micro_batch"): lets checks made after loading (validate,
+  // run) name file:line:field. Empty for experiments built in code. See experiment_field_error().
+  std::map<std::string, FieldSource> sources;
 };
 
 }  // namespace ringplan

@@ -12,9 +12,11 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <string_view>
+#include <utility>
 #include <cstring>
 
 #include "core/error.hpp"
@@ -92,6 +94,40 @@ std::string join(const std::vector<std::string>& names) {
   std::string s;
   for (size_t i = 0; i < names.size(); ++i) s += (i ? ", " : "") + names[i];
   return s;
+}
+
+// Offset of the first byte that is not part of well-formed UTF-8 (RFC 3629: no overlong forms,
+// no surrogates, nothing above U+10FFFF), or npos.
+size_t invalid_utf8_at(const std::string& s) {
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  const size_t n = s.size();
+  for (size_t i = 0; i < n;) {
+    const unsigned c = p[i];
+    size_t len = 0;
+    unsigned lo = 0x80, hi = 0xBF;  // allowed range of the second byte
+    if (c < 0x80) {
+      ++i;
+      continue;
+    } else if (c >= 0xC2 && c <= 0xDF) {
+      len = 2;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      len = 3;
+      if (c == 0xE0) lo = 0xA0;
+      if (c == 0xED) hi = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      len = 4;
+      if (c == 0xF0) lo = 0x90;
+      if (c == 0xF4) hi = 0x8F;
+    } else {
+      return i;
+    }
+    if (i + len > n) return i;
+    if (p[i + 1] < lo || p[i + 1] > hi) return i;
+    for (size_t k = 2; k < len; ++k)
+      if (p[i + k] < 0x80 || p[i + k] > 0xBF) return i;
+    i += len;
+  }
+  return std::string::npos;
 }
 
 int line_of(const YAML::Node& node) {
@@ -192,6 +228,11 @@ class MapReader {
 
   const std::string& file() const { return file_; }
   std::string field(const std::string& key) const { return sub(field_, key); }
+  // Records where every key of this mapping was read, as `prefix`.key (prefix "" at the top).
+  void record(std::map<std::string, FieldSource>& out, const std::string& prefix) const {
+    out[prefix] = FieldSource{file_, map_line(), field_};  // "" at the top: the experiment mapping
+    for (const auto& [k, line] : key_line_) out[sub(prefix, k)] = FieldSource{file_, line, field(k)};
+  }
   bool has(const std::string& key) const { return value_.count(key) != 0; }
   int map_line() const { return line_of(node_); }
   int key_line(const std::string& key) const {
@@ -219,6 +260,11 @@ class MapReader {
     const YAML::Node& n = require(key);
     if (!n.IsScalar()) fail(key, fmt::format("expected a text value, got {}", kind_of(n)));
     if (n.Scalar().empty()) fail(key, "must not be empty");
+    // Names travel into JSON (run --format json, report) and HTML, which hold UTF-8 only.
+    if (const size_t bad = invalid_utf8_at(n.Scalar()); bad != std::string::npos)
+      fail(key, fmt::format("is not valid UTF-8 text (byte {} of the value is 0x{:02x}); save the file as UTF-8 "
+                            "or use plain ASCII",
+                            bad + 1, static_cast<unsigned char>(n.Scalar()[bad])));
     return n.Scalar();
   }
   // A count in [1, limit] (see "One rule for every number" above).
@@ -342,9 +388,7 @@ class MapReader {
 };
 
 std::string read_text(const std::string& path) {
-  std::error_code ec;
-  if (!fs::exists(path, ec)) throw ConfigError(path, 0, "", "file not found");
-  if (fs::is_directory(path, ec)) throw ConfigError(path, 0, "", "is a folder, expected a YAML file");
+  if (std::string why = input_path_problem(path); !why.empty()) throw ConfigError(path, 0, "", why);
   std::ifstream in(path, std::ios::binary);
   if (!in) throw ConfigError(path, 0, "", "cannot open file for reading");
   std::ostringstream ss;
@@ -429,24 +473,36 @@ int zero_stage_of(const MapReader& r, const YAML::Node& n, int line, const std::
 
 
 // A `model:` / `cluster:` / `training:` entry of an experiment: a path or an inline mapping.
+// Records where the block's keys were read in `sources` (under `key`.).
 template <typename T>
 T read_block(const MapReader& r, const std::string& key, const std::string& base_dir,
-             T (*from_file)(const std::string&),
+             const std::vector<std::string>& keys, std::map<std::string, FieldSource>& sources,
              T (*from_node)(const YAML::Node&, const std::string&, const std::string&)) {
   const YAML::Node& n = r.require(key);
-  if (n.IsMap()) return from_node(n, r.file(), r.field(key));
+  if (n.IsMap()) {
+    T value = from_node(n, r.file(), r.field(key));
+    MapReader(n, r.file(), r.field(key), keys).record(sources, key);
+    sources[key].line = r.key_line(key);
+    return value;
+  }
   if (!n.IsScalar() || n.Scalar().empty())
     r.fail(key, fmt::format("expected a file path (relative to this file's folder) or an inline mapping, got {}",
                             kind_of(n)));
   fs::path ref(n.Scalar());
   fs::path resolved = ref.is_absolute() ? ref : (fs::path(base_dir) / ref);
   std::string resolved_str = resolved.lexically_normal().string();
-  std::error_code ec;
-  if (!fs::is_regular_file(resolved, ec))
-    r.fail(key, fmt::format("referenced file '{}' not found (looked for '{}'; relative paths are resolved against "
-                            "the folder of the file that names them)",
-                            n.Scalar(), resolved_str));
-  return from_file(resolved_str);  // errors inside name the referenced file
+  if (std::string why = input_path_problem(resolved_str); !why.empty()) {
+    if (why == "file not found")
+      r.fail(key, fmt::format("referenced file '{}' not found (looked for '{}'; relative paths are resolved against "
+                              "the folder of the file that names them)",
+                              n.Scalar(), resolved_str));
+    r.fail(key, fmt::format("referenced file '{}' ('{}') {}", n.Scalar(), resolved_str, why));
+  }
+  // Errors inside name the referenced file (as load_model() etc. would).
+  const YAML::Node doc = load_document(resolved_str, key.c_str());
+  T value = from_node(doc, resolved_str, key);
+  MapReader(doc, resolved_str, key, keys).record(sources, key);
+  return value;
 }
 
 std::string fmt_double(double v) { return fmt::format("{}", v); }  // shortest text that reads back exactly
@@ -460,7 +516,69 @@ std::string dir_of(const std::string& path) {
   return parent.empty() ? std::string(".") : parent.string();
 }
 
+// "1, 2, 4, 8" for the divisors of n (at most `shown`, then "..."), for "valid:" lists.
+std::string divisors_text(int64_t n, size_t shown = 24) {
+  std::vector<int64_t> small, large;
+  for (int64_t d = 1; d * d <= n; ++d)
+    if (n % d == 0) {
+      small.push_back(d);
+      if (d != n / d) large.push_back(n / d);
+    }
+  small.insert(small.end(), large.rbegin(), large.rend());
+  std::string s;
+  for (size_t i = 0; i < small.size() && i < shown; ++i) s += (i ? ", " : "") + std::to_string(small[i]);
+  if (small.size() > shown) s += fmt::format(", ... ({} divisors of {})", small.size(), n);
+  return s;
+}
+
+int64_t gcd64(int64_t a, int64_t b) {
+  while (b != 0) a = std::exchange(b, a % b);
+  return a;
+}
+
+// A fixed mesh against the model and the training setup it must split (the mesh sizes and their
+// product against gpus are checked where the mesh is read). The same rules as
+// sim::check_layout(), said here with the file, line and field and the valid values, so that
+// every command that takes a fixed mesh (simulate, validate, fit, run, report, emit) refuses it
+// at load. Options the command line may override (micro-batch, interleave) stay with check_layout.
+void check_mesh_fits(const MapReader& m, const Experiment& e) {
+  const Mesh& mesh = *e.mesh;
+  const ModelConfig& md = e.model;
+  if (md.heads % mesh.tp != 0 || md.kv_heads % mesh.tp != 0 || md.ffn_hidden % mesh.tp != 0) {
+    const char* what = md.heads % mesh.tp != 0 ? "heads" : md.kv_heads % mesh.tp != 0 ? "kv_heads" : "ffn_hidden";
+    const int64_t value = md.heads % mesh.tp != 0 ? md.heads : md.kv_heads % mesh.tp != 0 ? md.kv_heads : md.ffn_hidden;
+    const int64_t g = gcd64(gcd64(md.heads, md.kv_heads), md.ffn_hidden);
+    m.fail("tp", fmt::format("{} does not divide {} {} of model '{}'; valid: {} (the divisors of heads {}, kv_heads {} "
+                             "and ffn_hidden {})",
+                             mesh.tp, what, value, md.name, divisors_text(g), md.heads, md.kv_heads, md.ffn_hidden));
+  }
+  if (mesh.pp > md.layers)
+    m.fail("pp", fmt::format("{} pipeline stages exceed the {} layers of model '{}'; valid: 1 .. {}", mesh.pp,
+                             md.layers, md.name, md.layers));
+  const int64_t seq = e.training.seq_len;
+  const bool zigzag = e.options.cp_scheme == CpScheme::zigzag;
+  const int64_t chunks = zigzag ? 2 * mesh.cp : mesh.cp;
+  if (seq % chunks != 0)
+    m.fail("cp", fmt::format("{} does not divide seq_len {}{}; valid: {}{}", mesh.cp, seq,
+                             zigzag ? fmt::format(" into 2*cp = {} chunks (cp_scheme zigzag)", chunks) : "",
+                             zigzag && seq % 2 == 0 ? divisors_text(seq / 2)
+                                                    : zigzag ? std::string("none (zigzag needs an even seq_len)")
+                                                             : divisors_text(seq),
+                             zigzag ? " (zigzag: cp divides seq_len / 2)" : ""));
+  // Data parallel replicas split the global batch.
+  const int64_t batch = e.training.global_batch_sequences;
+  if (batch % mesh.dp != 0)
+    m.fail("dp", fmt::format("{} replicas do not divide the global batch of {} sequences; valid: {}", mesh.dp, batch,
+                             divisors_text(batch)));
+}
+
 }  // namespace
+
+ConfigError experiment_field_error(const Experiment& e, const std::string& key, const std::string& what) {
+  auto it = e.sources.find(key);
+  if (it == e.sources.end()) return ConfigError(e.path, 0, key, what);
+  return ConfigError(it->second.file, it->second.line, it->second.field, what);
+}
 
 // ---------------------------------------------------------------------------------------------
 // Readers
@@ -605,18 +723,22 @@ Experiment experiment_from_yaml(const YAML::Node& node, const std::string& file,
   Experiment e;
   e.path = file;
   e.name = r.get_string("name");
-  e.model = read_block<ModelConfig>(r, "model", base_dir, load_model, model_from_yaml);
-  e.cluster = read_block<ClusterConfig>(r, "cluster", base_dir, load_cluster, cluster_from_yaml);
-  e.training = read_block<TrainingConfig>(r, "training", base_dir, load_training, training_from_yaml);
+  r.record(e.sources, "");
+  e.model = read_block<ModelConfig>(r, "model", base_dir, kModelKeys, e.sources, model_from_yaml);
+  e.cluster = read_block<ClusterConfig>(r, "cluster", base_dir, kClusterKeys, e.sources, cluster_from_yaml);
+  e.training = read_block<TrainingConfig>(r, "training", base_dir, kTrainingKeys, e.sources, training_from_yaml);
   if (r.has("gpus")) e.gpus = r.get_count("gpus", kMaxGpus);
   if (e.training.fp8 && e.cluster.peak_flops_per_s_fp8 <= 0)
     r.fail("cluster", fmt::format("training.fp8 is true but cluster '{}' has no peak_tflops.fp8 (no FP8 tensor "
                                   "cores given); use a cluster with FP8 tensor cores or set training.fp8: false",
                                   e.cluster.name));
 
+  std::optional<MapReader> mesh_reader;
   if (r.has("mesh")) {
     // Omitted mesh dimensions are 1 (no parallelism along them).
-    MapReader m = r.nested("mesh", kMeshKeys);
+    MapReader& m = mesh_reader.emplace(r.nested("mesh", kMeshKeys));
+    m.record(e.sources, "mesh");
+    e.sources["mesh"].line = r.key_line("mesh");
     Mesh mesh;
     if (m.has("dp")) mesh.dp = m.get_count("dp", kMaxGpus);
     if (m.has("tp")) mesh.tp = m.get_count("tp", kMaxGpus);
@@ -640,6 +762,8 @@ Experiment experiment_from_yaml(const YAML::Node& node, const std::string& file,
 
   if (r.has("options")) {
     MapReader o = r.nested("options", kOptionKeys);
+    o.record(e.sources, "options");
+    e.sources["options"].line = r.key_line("options");
     ParallelOptions& opt = e.options;
     if (o.has("micro_batch")) opt.micro_batch = o.get_count("micro_batch", kMaxSize);
     if (o.has("recompute")) opt.recompute = o.get_enum<Recompute>("recompute", parse_recompute, recompute_names());
@@ -651,6 +775,8 @@ Experiment experiment_from_yaml(const YAML::Node& node, const std::string& file,
     if (o.has("attention")) opt.attention = o.get_enum<AttentionImpl>("attention", parse_attention, attention_names());
     if (o.has("cp_comm")) opt.cp_comm = o.get_enum<CpComm>("cp_comm", parse_cp_comm, cp_comm_names());
   }
+
+  if (mesh_reader) check_mesh_fits(*mesh_reader, e);
 
   if (r.has("search")) {
     MapReader s = r.nested("search", kSearchKeys);
@@ -918,17 +1044,53 @@ std::string experiment_to_yaml(const Experiment& e) {
 
 // ---------------------------------------------------------------------------------------------
 
-std::vector<std::string> find_experiments(const std::string& path_or_dir) {
+std::string input_path_problem(const std::string& path, bool folder_ok) {
   std::error_code ec;
-  if (!fs::exists(path_or_dir, ec)) throw ConfigError(path_or_dir, 0, "", "no such file or folder");
+  const fs::file_status st = fs::status(path, ec);
+  if (st.type() == fs::file_type::not_found) {
+    std::error_code lec;
+    if (fs::is_symlink(fs::symlink_status(path, lec))) {
+      const fs::path target = fs::read_symlink(path, lec);
+      return fmt::format("is a symbolic link to '{}', which does not exist", target.string());
+    }
+    return folder_ok ? "no such file or folder" : "file not found";
+  }
+  if (ec == std::errc::too_many_symbolic_link_levels)
+    return "is a symbolic link loop (too many levels of symbolic links); point it at a YAML file";
+  if (ec) return "cannot be read: " + ec.message();
+  if (fs::is_directory(st)) return folder_ok ? "" : "is a folder, expected a YAML file";
+  return "";
+}
+
+std::vector<std::string> find_experiments(const std::string& path_or_dir) {
+  if (std::string why = input_path_problem(path_or_dir, true); !why.empty())
+    throw ConfigError(path_or_dir, 0, "", why);
+  std::error_code ec;
   if (!fs::is_directory(path_or_dir, ec)) return {path_or_dir};
   std::vector<std::string> files;
-  for (const auto& entry :
-       fs::recursive_directory_iterator(path_or_dir, fs::directory_options::follow_directory_symlink)) {
-    if (!entry.is_regular_file()) continue;
+  // Error codes, not exceptions: a link loop or an unreadable entry below the folder is bad
+  // input naming that entry (a folder link to an ancestor ends in ELOOP after ~40 levels).
+  auto walk_error = [&](const std::string& where, const std::error_code& e) {
+    return ConfigError(where, 0, "",
+                       fmt::format("cannot walk the folder {}: {} (a symbolic link loop or an unreadable entry?)",
+                                   path_or_dir, e.message()));
+  };
+  fs::recursive_directory_iterator it(path_or_dir, fs::directory_options::follow_directory_symlink, ec), end;
+  if (ec) throw walk_error(path_or_dir, ec);
+  for (; it != end; it.increment(ec)) {
+    if (ec) throw walk_error(path_or_dir, ec);
+    const fs::directory_entry& entry = *it;
     std::string ext = entry.path().extension().string();
-    if (ext == ".yaml" || ext == ".yml") files.push_back(entry.path().string());
+    if (ext != ".yaml" && ext != ".yml") continue;
+    std::error_code fec;
+    if (!entry.is_regular_file(fec)) {
+      if (fec && fec != std::errc::no_such_file_or_directory)
+        throw ConfigError(entry.path().string(), 0, "", input_path_problem(entry.path().string()));
+      continue;
+    }
+    files.push_back(entry.path().string());
   }
+  if (ec) throw walk_error(path_or_dir, ec);
   if (files.empty()) throw ConfigError(path_or_dir, 0, "", "folder holds no .yaml or .yml files");
   std::sort(files.begin(), files.end());
   return files;

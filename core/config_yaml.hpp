@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "core/config.hpp"
+#include "core/error.hpp"
 
 namespace ringplan {
 
@@ -44,6 +45,10 @@ TrainingConfig training_from_yaml(const YAML::Node& node, const std::string& fil
 Experiment experiment_from_yaml(const YAML::Node& node, const std::string& file, const std::string& base_dir,
                                 const std::string& field);
 
+// A ConfigError (bad input) about `key` of `e` ("mesh.tp", "model.head_dim", "mesh"): at the
+// file and line it was read from (Experiment::sources); at e.path, line 0, when not recorded.
+ConfigError experiment_field_error(const Experiment& e, const std::string& key, const std::string& what);
+
 // Writers: each emits one mapping in the file schema (units as in the files), so that
 // reading it back gives the same values (up to the last bit of a unit conversion).
 void write_model(YAML::Emitter& out, const ModelConfig& m);
@@ -53,6 +58,11 @@ void write_experiment(YAML::Emitter& out, const Experiment& e);  // model/cluste
 // Inside an open top-level mapping of a plan file: emits `experiment: <write_experiment(e)>`.
 void write_plan_header(YAML::Emitter& out, const Experiment& e);
 std::string experiment_to_yaml(const Experiment& e);  // a complete experiment document
+
+// Why `path` cannot be read as an input file (or, with folder_ok, a folder of them); "" when it
+// can. Tells a missing path, a dangling symbolic link, a symbolic-link loop and a refused path
+// apart, and never throws: "file not found", "is a symbolic link loop (...)", "is a folder, ...".
+std::string input_path_problem(const std::string& path, bool folder_ok = false);
 
 // `path_or_dir` a file: {path}. A folder: every *.yaml / *.yml file below it, recursively,
 // sorted by path. Throws bad input when the path does not exist or a folder holds none.

@@ -115,4 +115,21 @@ void check_mesh_gpus(const Mesh& mesh, int64_t gpus, const std::string& where) {
       where, mesh_spec(mesh), mesh.world_size(), gpus, gpus, mesh_spec(example), mesh.world_size()));
 }
 
+PlanResult plan_top(const Experiment& e, PlanSettings settings, int64_t top) {
+  constexpr int64_t kFirstTop = 4096;
+  settings.top_k = std::min(top, kFirstTop);
+  PlanResult r = plan(e, settings);
+  if (top > settings.top_k && r.fitting > settings.top_k) {
+    settings.top_k = std::min(top, r.fitting);
+    r = plan(e, settings);
+  }
+  return r;
+}
+
+std::string mesh_where(const Experiment& e) {
+  const auto it = e.sources.find("mesh");
+  if (it == e.sources.end() || it->second.line <= 0) return e.path + ": mesh";
+  return fmt::format("{}:{}: {}", it->second.file, it->second.line, it->second.field);
+}
+
 }  // namespace ringplan::planner

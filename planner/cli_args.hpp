@@ -6,6 +6,7 @@
 #include <string>
 
 #include "core/config.hpp"
+#include "planner/planner.hpp"
 
 namespace ringplan::planner {
 
@@ -32,5 +33,15 @@ int64_t experiment_gpus(const Experiment& e, int64_t cli_gpus);
 
 // Throws bad input unless mesh.world_size() == gpus; the message names a valid mesh.
 void check_mesh_gpus(const Mesh& mesh, int64_t gpus, const std::string& where);
+
+// plan() keeping the best `top` candidates for a --top flag (> 0, any int64): no search has more
+// candidates than layouts that fit, and plan() reserves room for top_k of them, so a first
+// search keeps at most 4096 and, only when more were asked for and more fit, a second one keeps
+// exactly the fitting count. `settings.top_k` is ignored.
+PlanResult plan_top(const Experiment& e, PlanSettings settings, int64_t top);
+
+// "FILE:LINE: FIELD" of the experiment's `mesh:` (Experiment::sources), for check_mesh_gpus and
+// layout errors about a mesh read from a file; "PATH: mesh" when its line is not known.
+std::string mesh_where(const Experiment& e);
 
 }  // namespace ringplan::planner

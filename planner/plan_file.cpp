@@ -99,8 +99,10 @@ void write_plan_file(const std::string& path, const Experiment& e, const sim::Pr
 }
 
 PlanFile read_plan_file(const std::string& path) {
-  if (!std::filesystem::is_regular_file(path))
+  if (const std::string why = input_path_problem(path); why == "file not found")
     throw ConfigError(path, 0, "", "plan file not found (write one with `ringplan plan EXPERIMENT.yaml -o PLAN.yaml`)");
+  else if (!why.empty())
+    throw ConfigError(path, 0, "", "plan file " + why);
   std::ifstream in(path, std::ios::binary);
   if (!in) throw ConfigError(path, 0, "", "cannot open the plan file for reading");
   const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());

@@ -67,9 +67,12 @@ std::vector<std::string> collect_cases(const std::vector<std::string>& paths, st
   if (paths.empty()) throw bad_input("validate: give at least one case file or folder");
   std::vector<std::string> cases;
   for (const auto& p : paths) {
-    if (!std::filesystem::exists(p))
+    if (const std::string why = input_path_problem(p, true); why == "no such file or folder")
       throw bad_input(fmt::format("validate: '{}' does not exist (give case files or folders of them)", p));
-    if (!std::filesystem::is_directory(p)) {
+    else if (!why.empty())
+      throw bad_input(fmt::format("validate: '{}' {} (give case files or folders of them)", p, why));
+    std::error_code ec;
+    if (!std::filesystem::is_directory(p, ec)) {
       cases.push_back(p);  // named explicitly: a case; validate_paths() refuses it, with why, if it is not
       continue;
     }
@@ -90,21 +93,34 @@ std::vector<std::string> collect_cases(const std::vector<std::string>& paths, st
 
 std::vector<ValidationRow> validate_case(const Experiment& e) {
   const std::string name = case_name(e);
-  if (!e.mesh)
-    throw ConfigError(e.path, 0, "mesh", "a validation case needs a fixed mesh (dp, tp, cp, pp)");
+  // A missing block is named at the line of the mapping that lacks it (the experiment's).
+  auto missing = [&e](const std::string& key, const std::string& what) {
+    const auto it = e.sources.find("");
+    return it == e.sources.end() ? ConfigError(e.path, 0, key, what)
+                                 : ConfigError(it->second.file, it->second.line,
+                                               it->second.field.empty() ? key : it->second.field + "." + key, what);
+  };
+  if (!e.mesh) throw missing("mesh", "a validation case needs a fixed mesh (dp, tp, cp, pp)");
   if (!e.published)
-    throw ConfigError(e.path, 0, "published",
-                      "a validation case needs a `published:` block with step_time_s, tflops_per_device, mfu "
-                      "or peak_memory_gib");
+    throw missing("published",
+                  "a validation case needs a `published:` block with step_time_s, tflops_per_device, mfu "
+                  "or peak_memory_gib");
   const Published& pub = *e.published;
   if (!pub.step_time_s && !pub.tflops_per_device && !pub.mfu && !pub.peak_memory_gib && !pub.tokens_per_s_per_device)
-    throw ConfigError(e.path, 0, "published",
-                      "no metric given; expected at least one of step_time_s, tflops_per_device, mfu, peak_memory_gib, "
-                      "tokens_per_s_per_device");
+    throw experiment_field_error(e, "published",
+                                 "no metric given; expected at least one of step_time_s, tflops_per_device, mfu, "
+                                 "peak_memory_gib, tokens_per_s_per_device");
   const Mesh& mesh = *e.mesh;
   const std::string why = sim::check_layout(e, mesh, e.options, mesh.world_size());
-  if (!why.empty())
-    throw ConfigError(e.path, 0, "mesh", fmt::format("layout {} cannot run: {}", mesh_text(mesh), why));
+  if (!why.empty()) {
+    // Named at the option the reason is about when the file gives it, else at the mesh (the
+    // loader has already checked the mesh against the model and training on its own).
+    std::string key = "mesh";
+    for (const char* option : {"interleave", "micro_batch", "zero_stage"})
+      if (why.find(option) != std::string::npos && e.sources.count(std::string("options.") + option))
+        key = std::string("options.") + option;
+    throw experiment_field_error(e, key, fmt::format("layout {} cannot run: {}", mesh_text(mesh), why));
+  }
   const sim::Prediction p = sim::predict(e, mesh, e.options);
 
   // One comparison rule for validate and fit (sim/fit.hpp): tflops_per_device and mfu in the
@@ -114,7 +130,7 @@ std::vector<ValidationRow> validate_case(const Experiment& e) {
   for (int i = 0; i < cmp.count; ++i) {
     const sim::MetricComparison& c = cmp.items[static_cast<size_t>(i)];
     if (!(c.published > 0))
-      throw ConfigError(e.path, 0, std::string("published.") + c.metric, fmt::format("must be > 0, got {}", c.published));
+      throw experiment_field_error(e, std::string("published.") + c.metric, fmt::format("must be > 0, got {}", c.published));
     rows.push_back(ValidationRow{name, c.metric, c.predicted, c.published, c.error_pct(), e.path, mesh, pub.source});
   }
   return rows;

@@ -43,9 +43,10 @@ std::string html_escape(const std::string& s) {
 
 // JSON placed inside <script type="application/json">: a '<' could close the element
 // ("</script>" in a model name), so every '<' -- which JSON only has inside strings -- is
-// written as the equivalent escape \u003c.
+// written as the equivalent escape \u003c. Paths (the --run file) are bytes, not necessarily
+// UTF-8: an invalid byte becomes U+FFFD instead of aborting the dump.
 std::string script_safe_json(const nlohmann::json& j) {
-  const std::string s = j.dump();
+  const std::string s = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   std::string out;
   out.reserve(s.size());
   for (char c : s) {

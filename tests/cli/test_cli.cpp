@@ -2,6 +2,8 @@
 // RINGPLAN_BIN and RINGPLAN_SOURCE_DIR come from tests/cli/CMakeLists.txt.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
+
+#include <algorithm>
 #include <sys/wait.h>
 
 #include <cmath>
@@ -108,6 +110,28 @@ TEST_CASE("plan --format json: best, K candidates, rejections, evaluated") {
     CHECK(x["count"].get<int64_t>() > 0);
     CHECK(!x["example"].get<std::string>().empty());
   }
+}
+
+TEST_CASE("plan and report --top beyond the layouts that fit keep them all, up to the largest int64") {
+  // default.yaml has more than 4096 fitting layouts (the first search keeps 4096 at most).
+  for (const char* top : {"9223372036854775807", "5000", "4096"}) {
+    const Result r = ringplan("plan '" + kConfigs + "default.yaml' --top " + top + " --format json");
+    REQUIRE_MESSAGE(r.rc == 0, r.err);
+    const auto j = nlohmann::json::parse(r.out);
+    const int64_t fitting = j["fitting"].get<int64_t>();
+    REQUIRE(fitting > 5000);
+    CHECK(static_cast<int64_t>(j["candidates"].size()) == std::min<int64_t>(fitting, std::stoll(top)));
+    CHECK(j["best"] == j["candidates"][0]);
+  }
+  const Result small = ringplan("plan '" + kConfigs + "cpu_small.yaml' --top 9223372036854775807");
+  REQUIRE_MESSAGE(small.rc == 0, small.err);
+  CHECK(has(small.out, "top 3 layouts"));
+  // report --top charts as many (it was the same vector::reserve, "internal error").
+  TempDir tmp;
+  const Result rep = ringplan("report '" + kConfigs + "cpu_small.yaml' --top 9223372036854775807 -o '" +
+                              tmp.file("r.html") + "'");
+  REQUIRE_MESSAGE(rep.rc == 0, rep.err);
+  CHECK(has(rep.err, "wrote report of 3 candidates"));
 }
 
 TEST_CASE("plan table output has the top-K table, the chosen plan and the rejections") {
@@ -227,6 +251,83 @@ TEST_CASE("bad input exits 2 with a message saying what would be valid") {
   }
 }
 
+TEST_CASE("a symbolic link loop as input exits 2 naming the link, in every reading command") {
+  TempDir tmp;
+  const std::string a = tmp.file("a.yaml"), b = tmp.file("b.yaml");
+  fs::create_symlink(b, a);
+  fs::create_symlink(a, b);
+  for (const std::string& cmd : std::vector<std::string>{"plan", "simulate", "validate", "fit",
+                                                         "emit --format megatron", "report -o " + tmp.file("r.html")}) {
+    // The positional goes last: `report -o FILE a.yaml`.
+    const Result r = ringplan(cmd + " '" + a + "'");
+    CHECK_MESSAGE(r.rc == 2, cmd, " -> ", r.err);
+    CHECK_MESSAGE(has(r.err, "is a symbolic link loop"), cmd, " -> ", r.err);
+    CHECK_MESSAGE(!has(r.err, "internal error"), cmd);
+    CHECK_MESSAGE(!has(r.err, "filesystem error"), cmd);
+  }
+}
+
+TEST_CASE("a name that is not UTF-8 is refused at load with file:line, before any JSON or HTML is written") {
+  TempDir tmp;
+  std::string text = slurp(kConfigs + "cpu_small.yaml");
+  for (const char* rel : {"../models/", "../clusters/"})
+    for (size_t at; (at = text.find(rel)) != std::string::npos;)
+      text.replace(at, std::string(rel).size(), std::string(RINGPLAN_SOURCE_DIR) + "/configs/" + std::string(rel).substr(3));
+  const size_t at = text.find("name: cpu_small");
+  REQUIRE(at != std::string::npos);
+  const int line = static_cast<int>(std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(at), '\n')) + 1;
+  text.replace(at, 15, "name: cpu\xff\xfesmall");
+  const std::string exp = tmp.file("bad_name.yaml");
+  std::ofstream(exp) << text << "mesh: {cp: 2}\n";
+  for (const std::string& cmd :
+       std::vector<std::string>{"report -o " + tmp.file("r.html"), "simulate --format json", "plan --format json"}) {
+    const Result r = ringplan(cmd + " '" + exp + "'");
+    CHECK_MESSAGE(r.rc == 2, cmd, " -> ", r.err);
+    CHECK_MESSAGE(has(r.err, exp + ":" + std::to_string(line) + ": name: is not valid UTF-8 text (byte 4 of the value is 0xff)"),
+                  cmd, " -> ", r.err);
+  }
+  CHECK_FALSE(fs::exists(tmp.file("r.html")));
+}
+
+TEST_CASE("a fixed mesh that --gpus contradicts is named at its file and line (simulate, report)") {
+  TempDir tmp;
+  std::string text = slurp(kConfigs + "cpu_small.yaml");
+  for (const char* rel : {"../models/", "../clusters/"})
+    for (size_t at; (at = text.find(rel)) != std::string::npos;)
+      text.replace(at, std::string(rel).size(), std::string(RINGPLAN_SOURCE_DIR) + "/configs/" + std::string(rel).substr(3));
+  const std::string exp = tmp.file("fixed.yaml");
+  std::ofstream(exp) << text << "mesh: {cp: 2}\n";
+  const std::string where = exp + ":" + std::to_string(std::count(text.begin(), text.end(), '\n') + 1) + ": mesh: ";
+  for (const std::string& cmd : std::vector<std::string>{"simulate --gpus 4", "report --gpus 4 -o " + tmp.file("r.html")}) {
+    const Result r = ringplan(cmd + " '" + exp + "'");
+    CHECK_MESSAGE(r.rc == 2, cmd, " -> ", r.err);
+    CHECK_MESSAGE(has(r.err, where + "mesh dp=1,tp=1,cp=2,pp=1 uses dp*tp*cp*pp = 2 GPUs but the experiment has 4"), cmd,
+                  " -> ", r.err);
+  }
+}
+
+TEST_CASE("paths that are not UTF-8 go into JSON and HTML as U+FFFD, never an abort (validate, report --run)") {
+  TempDir tmp;
+  const std::string dir = tmp.file("cases");
+  fs::create_directories(dir);
+  std::string text = slurp(kConfigs + "../validation/korthikanti2022/175b_full_recompute.yaml");
+  for (const char* rel : {"../../models/", "../../clusters/"})
+    for (size_t at; (at = text.find(rel)) != std::string::npos;)
+      text.replace(at, std::string(rel).size(), std::string(RINGPLAN_SOURCE_DIR) + "/configs/" + std::string(rel).substr(6));
+  std::ofstream(dir + "/case_\xff.yaml") << text;
+  const Result v = ringplan("validate '" + dir + "' --format json");
+  REQUIRE_MESSAGE(v.rc == 0, v.err);
+  const auto j = nlohmann::json::parse(v.out);
+  REQUIRE(!j["cases"].empty());
+  CHECK(j["cases"][0]["path"] == dir + "/case_\xef\xbf\xbd.yaml");  // U+FFFD in UTF-8
+  // A run result whose file name is not UTF-8: its path is shown in the report.
+  const std::string run = tmp.file("run_\xff.json");
+  std::ofstream(run) << slurp(std::string(RINGPLAN_SOURCE_DIR) + "/tests/report/data/run_result.json");
+  const Result r = ringplan("report '" + kConfigs + "cpu_small.yaml' --run '" + run + "' -o '" + tmp.file("r.html") + "'");
+  CHECK_MESSAGE(r.rc == 0, r.err);
+  CHECK_FALSE(has(r.err, "internal error"));
+}
+
 TEST_CASE("plan: nothing fits exits 2 with the reason") {
   TempDir tmp;
   // 405B parameters cannot fit on 8 GPUs whatever the layout.
@@ -283,8 +384,11 @@ TEST_CASE("validate: a refused case is listed with its reason, the others still 
   }
   const std::string published = "published:\n  step_time_s: 10\n  source: test\n";
   std::ofstream(tmp.file("a_good.yaml")) << base << "\nmesh: {dp: 1, tp: 8, cp: 8, pp: 1}\n" << published;
-  // Llama 3 8B has 32 heads: TP 64 cannot split them (check_layout() refuses the layout).
+  // Llama 3 8B has 32 heads: TP 64 cannot split them (refused at load, at the line of the mesh).
   std::ofstream(tmp.file("b_refused.yaml")) << base << "\nmesh: {dp: 1, tp: 64, cp: 1, pp: 1}\n" << published;
+  const std::string mesh_line = std::to_string(std::count(base.begin(), base.end(), '\n') + 2);
+  const std::string reason = "line " + mesh_line + ": mesh.tp: 64 does not divide heads 32 of model 'llama3_8b'; "
+                             "valid: 1, 2, 4, 8 (the divisors of heads 32, kv_heads 8 and ffn_hidden 14336)";
 
   const Result v = ringplan("validate '" + tmp.path.string() + "' --format json");
   REQUIRE_MESSAGE(v.rc == 0, v.err);
@@ -296,12 +400,12 @@ TEST_CASE("validate: a refused case is listed with its reason, the others still 
   CHECK(j["case_count"] == 1);
   REQUIRE(j["refused"].size() == 1);
   CHECK(j["refused"][0]["path"] == tmp.file("b_refused.yaml"));
-  CHECK(has(j["refused"][0]["reason"].get<std::string>(), "mesh: layout dp=1 tp=64 cp=1 pp=1 cannot run: "));
+  CHECK(j["refused"][0]["reason"].get<std::string>() == reason);
 
   const Result t = ringplan("validate '" + tmp.path.string() + "'");
   CHECK(t.rc == 0);
   CHECK(has(t.out, "1 cases evaluated, 1 refused"));
-  CHECK(has(t.out, "b_refused.yaml: mesh: layout dp=1 tp=64 cp=1 pp=1 cannot run: "));
+  CHECK(has(t.out, "b_refused.yaml: " + reason));
   CHECK(has(ringplan("validate --help").out, "Exit status"));
 }
 

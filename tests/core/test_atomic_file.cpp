@@ -121,6 +121,20 @@ TEST_CASE("a missing folder or a folder as destination is bad input, found by th
   CHECK(file_count(dir.path()) == 0);             // the probe leaves nothing behind
 }
 
+TEST_CASE("a symbolic link loop as destination is bad input and the links stay as they were") {
+  test::TempDir dir;
+  const std::string a = dir.path("a.yaml"), b = dir.path("b.yaml");
+  fs::create_symlink(b, a);
+  fs::create_symlink(a, b);
+  for (int probe = 0; probe < 2; ++probe) {
+    Error e = error_of([&] { probe ? check_output_path(a, "-o") : write_file_atomic(a, "x", "-o"); });
+    CHECK(e.kind() == ErrorKind::bad_input);
+    CHECK(has(e.what(), "-o " + a + ": cannot write: it is a symbolic link loop"));
+  }
+  CHECK(fs::is_symlink(fs::symlink_status(a)));  // not replaced by a regular file
+  CHECK(fs::read_symlink(a) == b);
+}
+
 TEST_CASE("a profile written by ringplan and cut short is refused with file:line, hand-written ones load") {
   test::TempDir dir;
   const std::string hand = slurp(std::string(RINGPLAN_SOURCE_DIR) + "/configs/clusters/local_cpu.yaml");

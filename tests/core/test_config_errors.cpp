@@ -2,6 +2,12 @@
 // what would be valid. Each case edits one line of a valid file (test_helpers.hpp).
 #include <doctest/doctest.h>
 
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <sstream>
+#include <string>
+
 #include "core/config_yaml.hpp"
 #include "tests/core/test_helpers.hpp"
 
@@ -303,4 +309,121 @@ TEST_CASE("reals are finite and in a stated range: 1e308 never becomes inf downs
   check_config_error([&] { load_cluster(c); }, {c, 2, "cluster.peak_tflops.bf16", "must be >= 1e-06, got 1e-300"});
   c = dir.write("d.yaml", replace(test::kClusterYaml, "  latency_us: 3", "  latency_us: 1e300"));
   check_config_error([&] { load_cluster(c); }, {c, 10, "cluster.intra_node.latency_us", "us"});
+}
+
+TEST_CASE("a fixed mesh that does not fit the model or the training setup names file, line, field and valid values") {
+  ExperimentFiles files;  // model: heads 8, kv_heads 2, ffn_hidden 1536, layers 4; seq_len 4096, global_batch 8
+  // Block mesh: each dimension on its own line (5 = mesh:, 6 = tp, 7 = cp, 8 = pp, 9 = dp).
+  auto block = [&](const std::string& tp, const std::string& cp, const std::string& pp, const std::string& dp,
+                   const std::string& extra = "") {
+    return files.experiment("mesh:\n  tp: " + tp + "\n  cp: " + cp + "\n  pp: " + pp + "\n  dp: " + dp + "\n" + extra);
+  };
+  std::string e = block("3", "1", "1", "1");
+  check_config_error([&] { load_experiment(e); },
+                     {e, 6, "mesh.tp", "3 does not divide heads 8 of model 'm'; valid: 1, 2 (the divisors of heads 8, "
+                                       "kv_heads 2 and ffn_hidden 1536)"});
+  e = block("4", "1", "1", "1");  // divides heads 8 but not kv_heads 2
+  check_config_error([&] { load_experiment(e); }, {e, 6, "mesh.tp", "4 does not divide kv_heads 2"});
+  // Zigzag (the default scheme) cuts the sequence into 2*cp chunks.
+  e = block("1", "3", "1", "1");
+  check_config_error([&] { load_experiment(e); },
+                     {e, 7, "mesh.cp", "3 does not divide seq_len 4096 into 2*cp = 6 chunks (cp_scheme zigzag); valid: "
+                                       "1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048"});
+  e = block("1", "4096", "1", "1");  // divides 4096, but zigzag needs 8192 chunks
+  check_config_error([&] { load_experiment(e); }, {e, 7, "mesh.cp", "4096 does not divide seq_len 4096 into 2*cp"});
+  e = block("1", "4096", "1", "1", "options: {cp_scheme: striped}\n");  // one token per rank: valid
+  CHECK_NOTHROW(load_experiment(e));
+  e = block("1", "3", "1", "1", "options: {cp_scheme: contiguous}\n");
+  check_config_error([&] { load_experiment(e); }, {e, 7, "mesh.cp", "3 does not divide seq_len 4096; valid: 1, 2, 4"});
+  e = block("1", "1", "8", "1");
+  check_config_error([&] { load_experiment(e); },
+                     {e, 8, "mesh.pp", "8 pipeline stages exceed the 4 layers of model 'm'; valid: 1 .. 4"});
+  e = block("1", "1", "1", "3");
+  check_config_error([&] { load_experiment(e); },
+                     {e, 9, "mesh.dp", "3 replicas do not divide the global batch of 8 sequences; valid: 1, 2, 4, 8"});
+  // The whole mesh against gpus keeps the line of `mesh:`.
+  e = block("2", "2", "1", "1", "gpus: 8\n");
+  check_config_error([&] { load_experiment(e); }, {e, 5, "mesh", "= 4 must equal gpus (8)"});
+}
+
+TEST_CASE("experiment sources: where each field was read, for errors found after loading") {
+  ExperimentFiles files;
+  const std::string e = files.experiment("mesh:\n  tp: 2\noptions: {micro_batch: 2}\n");
+  const Experiment x = load_experiment(e);
+  // A referenced model file: its own path, line and field.
+  REQUIRE(x.sources.count("model.head_dim") == 1);
+  CHECK(x.sources.at("model.head_dim").file == files.model);
+  CHECK(x.sources.at("model.head_dim").line == 6);
+  CHECK(x.sources.at("model.head_dim").field == "model.head_dim");
+  CHECK(x.sources.at("mesh.tp").line == 6);
+  CHECK(x.sources.at("mesh").line == 5);
+  CHECK(x.sources.at("options.micro_batch").line == 7);
+  CHECK(x.sources.at("training.seq_len").line == 4);  // inline block of the experiment file
+  CHECK(x.sources.at("training.seq_len").file == e);
+  check_config_error([&] { throw experiment_field_error(x, "model.head_dim", "too big"); },
+                     {files.model, 6, "model.head_dim", "too big"});
+  // Not recorded: the experiment file, no line.
+  check_config_error([&] { throw experiment_field_error(x, "options.interleave", "why"); },
+                     {e, 0, "options.interleave", "why"});
+  // Inside a plan file the experiment sits under `experiment:`; the fields say so.
+  TempDir dir;
+  const std::string plan = dir.write(
+      "p.yaml", "ringplan_plan: 1\nexperiment:\n  name: p\n  model:\n" +
+                    [] {
+                      std::string m, l;
+                      std::istringstream in(test::kModelYaml);
+                      while (std::getline(in, l)) m += "    " + l + "\n";
+                      return m;
+                    }() +
+                    "  cluster: " + files.cluster + "\n  training: {seq_len: 64, global_batch: 1, dtype: fp32, "
+                    "optimizer: adam}\n");
+  const Experiment y = parse_experiment(
+      [&] {
+        std::ifstream in(plan);
+        return std::string(std::istreambuf_iterator<char>(in), {});
+      }(),
+      plan);
+  CHECK(y.sources.at("model.head_dim").line == 10);
+  CHECK(y.sources.at("model.head_dim").field == "experiment.model.head_dim");
+  CHECK(y.sources.at("cluster.memory_gib").file == files.cluster);
+}
+
+TEST_CASE("names must be valid UTF-8: refused at load with file, line and field") {
+  TempDir dir;
+  std::string f = dir.write("m.yaml", replace(test::kModelYaml, "name: m\n", "name: \"m\xff\xfe\"\n"));
+  check_config_error([&] { load_model(f); }, {f, 1, "model.name", "is not valid UTF-8 text (byte 2 of the value is 0xff)"});
+  f = dir.write("c.yaml", replace(test::kClusterYaml, "name: c\n", "name: ab\xc3\x28\n"));  // a cut 2-byte sequence
+  check_config_error([&] { load_cluster(f); }, {f, 1, "cluster.name", "byte 3 of the value is 0xc3"});
+  f = dir.write("c2.yaml", replace(test::kClusterYaml, "name: c\n", "name: \xed\xa0\x80x\n"));  // a UTF-16 surrogate
+  check_config_error([&] { load_cluster(f); }, {f, 1, "cluster.name", "not valid UTF-8"});
+  f = dir.write("c3.yaml", replace(test::kClusterYaml, "name: c\n", "name: \xc0\xaf\n"));  // overlong '/'
+  check_config_error([&] { load_cluster(f); }, {f, 1, "cluster.name", "not valid UTF-8"});
+  // Valid multi-byte text is kept as it is.
+  f = dir.write("ok.yaml", replace(test::kModelYaml, "name: m\n", "name: \"Modèle 模型 \xf0\x9f\x98\x80\"\n"));
+  CHECK(load_model(f).name == "Modèle 模型 \xf0\x9f\x98\x80");
+}
+
+TEST_CASE("a symbolic link loop or a dangling link as input is bad input naming the link") {
+  TempDir dir;
+  const std::string a = dir.path("a.yaml"), b = dir.path("b.yaml");
+  std::filesystem::create_symlink(b, a);
+  std::filesystem::create_symlink(a, b);
+  check_config_error([&] { load_experiment(a); }, {a, 0, "", "is a symbolic link loop"});
+  check_config_error([&] { find_experiments(a); }, {a, 0, "", "is a symbolic link loop"});
+  CHECK(input_path_problem(a).find("symbolic link loop") != std::string::npos);
+  const std::string d = dir.path("dangling.yaml");
+  std::filesystem::create_symlink(dir.path("nowhere.yaml"), d);
+  check_config_error([&] { load_model(d); }, {d, 0, "", "is a symbolic link to '" + dir.path("nowhere.yaml") + "', which does not exist"});
+  // A loop inside a folder of cases names the entry.
+  const std::string folder = dir.path("cases");
+  std::filesystem::create_directories(folder);
+  std::filesystem::create_symlink(folder + "/y.yaml", folder + "/x.yaml");
+  std::filesystem::create_symlink(folder + "/x.yaml", folder + "/y.yaml");
+  check_config_error([&] { find_experiments(folder); }, {folder + "/x.yaml", 0, "", "is a symbolic link loop"});
+  // A model reference that loops: the experiment's line of `model:`.
+  ExperimentFiles files;
+  std::filesystem::remove(files.model);
+  std::filesystem::create_symlink(files.model, files.model);
+  const std::string e = files.experiment("");
+  check_config_error([&] { load_experiment(e); }, {e, 2, "model", "is a symbolic link loop"});
 }

@@ -11,8 +11,15 @@ or duplicated; the file is cut after a random line. Mutants are written into a c
 so that relative references (model: ../models/x.yaml) still resolve; model and cluster mutants
 are read through a wrapper experiment.
 
-Each mutant goes through the non-MPI readers: plan, simulate, validate, emit. A run fails the
-test when it
+Each mutant goes through the non-MPI readers: plan, simulate, validate, emit. Then a second,
+smaller phase (--runtime-count mutants, 0 to skip) mutates a tiny plan (cpu_small at 256 tokens,
+one rank; one mutant in three sets a memory-setting size such as head_dim to 2^30 or 2^31, one in
+six puts a byte that is not UTF-8 into a name) and gives each mutant to `report` (with and without --run), and, when --mpiexec is
+given, to `run` at np 1 (an MPI singleton, without mpirun, which takes 2 s to end a job that
+exits non-zero: one layer and one step, or --scope attention, one iteration) or to
+`calibrate --plan` at np 2 (under mpirun) (two block sizes, one repetition, -o into WORKDIR); a few mutants of a
+`run --format json` output go to `report --run`. These runs measure, so their printed numbers are
+not checked for nan/inf; everything else below applies. A run fails the test when it
   - ends by a signal (crash) or exits with a code other than 0, 1, 2,
   - takes longer than the per-run limit (hang),
   - prints "internal error",
@@ -36,6 +43,7 @@ import time
 
 PLAN_MARKER = "# end of ringplan plan"
 RUN_LIMIT_S = 10.0
+MPI_RUN_LIMIT_S = 60.0  # mpirun start-up and a measurement, on a loaded 2-core CI machine
 NUM = re.compile(r"(?<![\w.+-])[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?(?![\w.])")
 NONFINITE = re.compile(r"(?i)(?<![\w.])[-+]?(?:nan|inf|infinity)(?![\w])")
 KEY_LINE = re.compile(r"^(\s*)([A-Za-z_][\w.]*)\s*:(.*)$")
@@ -132,21 +140,26 @@ class Fuzzer:
         self.failures = []
         self.runs = 0
 
-    def run(self, args, mutant_path, desc, invalid):
-        """Runs ringplan ARGS and checks the result; returns (rc, stdout)."""
+    def run(self, args, mutant_path, desc, invalid, launcher=None, measures=False):
+        """Runs ringplan ARGS (an MPI command when `launcher` is not None: under it, e.g. [mpirun,
+        -np, 2], or [] for a singleton) and checks the result; returns (rc, stdout). `measures`: the
+        output holds measurements, not checked for non-finite numbers."""
         self.runs += 1
-        cmd = [self.ringplan] + args
+        cmd = (launcher or []) + [self.ringplan] + args
+        limit = RUN_LIMIT_S if launcher is None else MPI_RUN_LIMIT_S
         try:
-            p = subprocess.run(cmd, capture_output=True, text=True, timeout=RUN_LIMIT_S, errors="replace")
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=limit, errors="replace")
         except subprocess.TimeoutExpired:
-            self.fail(cmd, mutant_path, desc, f"hang: no exit within {RUN_LIMIT_S} s", "", "")
+            self.fail(cmd, mutant_path, desc, f"hang: no exit within {limit} s", "", "")
             return None, ""
         problems = []
         if p.returncode < 0 or p.returncode not in (0, 1, 2):
             problems.append(f"crash: exit status {p.returncode}")
+        if launcher is not None and re.search(r"exited on signal|terminated by signal|Segmentation fault", p.stderr):
+            problems.append("crash: a rank ended by a signal")
         if "internal error" in p.stderr or "internal error" in p.stdout:
             problems.append("'internal error' in the output")
-        if p.returncode == 0 and NONFINITE.search(p.stdout):
+        if p.returncode == 0 and not measures and NONFINITE.search(p.stdout):
             problems.append(f"non-finite number in the output: {NONFINITE.search(p.stdout).group(0)!r}")
         if p.returncode == 0 and invalid:
             problems.append("exit 0 on an invalid file")
@@ -168,6 +181,125 @@ class Fuzzer:
                              f"    stderr: {err.strip()[-400:]}")
 
 
+def mutate_json(value, rng):
+    """One numeric leaf of a JSON document replaced by -1, 0, 1e308, a string or null; returns
+    (document, description)."""
+    leaves = []
+
+    def walk(v, path):
+        if isinstance(v, dict):
+            for k in v:
+                walk(v[k], path + [k])
+        elif isinstance(v, list):
+            for i, x in enumerate(v):
+                walk(x, path + [i])
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            leaves.append(path)
+
+    walk(value, [])
+    path = rng.choice(leaves)
+    new = rng.choice([-1, 0, 1e308, "abc", None])
+    target = value
+    for k in path[:-1]:
+        target = target[k]
+    target[path[-1]] = new
+    return value, f"{'.'.join(map(str, path))} -> {json.dumps(new)}"
+
+
+# Sizes that set how much memory a run allocates, and values the loaders accept (counts are at most
+# 2^31): no host holds such a layer, so `run` must refuse it before allocating (exit 2), not fail
+# to allocate. Sizes that set only the run's duration (global_batch, layers) are left alone.
+SIZE_KEYS = re.compile(r"^(\s*(?:head_dim|micro_batch|heads|hidden|ffn_hidden|vocab|seq_len):\s*)\d+\s*$")
+
+
+def mutate_size(text, rng):
+    """One memory-setting size of a plan set to 2^30 or 2^31; returns (text, description, False)."""
+    lines = text.splitlines(keepends=True)
+    idx = [i for i, l in enumerate(lines) if SIZE_KEYS.match(l.rstrip("\n"))]
+    i = rng.choice(idx)
+    new = rng.choice(["1073741824", "2147483648"])
+    desc = f"line {i + 1}: {lines[i].strip()} -> {new}"
+    lines[i] = SIZE_KEYS.sub(lambda m: m.group(1) + new, lines[i].rstrip("\n")) + "\n"
+    return "".join(lines), desc, False
+
+
+def mutate_name_bytes(text, rng):
+    """A byte that is not UTF-8 (Latin-1 'e' acute, or 0xff) put into a name: invalid for sure, since
+    names travel into JSON and HTML. Returns (text, description, True); the raw byte is a lone
+    surrogate, written with errors="surrogateescape"."""
+    lines = text.splitlines(keepends=True)
+    idx = [i for i, l in enumerate(lines) if re.match(r"^\s*name:\s*\S", l)]
+    i = rng.choice(idx)
+    byte = rng.choice([0xE9, 0xFF])
+    lines[i] = re.sub(r"(name:\s*\"?)", lambda m: m.group(1) + chr(0xDC00 + byte), lines[i], count=1)
+    return "".join(lines), f"line {i + 1}: byte 0x{byte:02x} put into {lines[i].strip()!r}", True
+
+
+def runtime_phase(a, cfg, fz):
+    """Mutants of a tiny one-rank plan through report, and run / calibrate under mpirun."""
+    rng = random.Random(a.seed + 1)  # its own sequence: the first phase's mutants stay the same
+    out = os.path.join(a.work, "out")
+    os.makedirs(out, exist_ok=True)
+    exp_dir = os.path.join(cfg, "experiments")
+    tiny = os.path.join(exp_dir, "_tiny.yaml")
+    text = open(os.path.join(exp_dir, "cpu_small.yaml")).read()
+    with open(tiny, "w") as f:
+        f.write(re.sub(r"(?m)^(\s*seq_len:) \d+", r"\1 256", text))
+    seed_plan = os.path.join(exp_dir, "_tiny_plan.yaml")
+    subprocess.run([a.ringplan, "plan", tiny, "--gpus", "1", "--top", "1", "-o", seed_plan], check=True,
+                   capture_output=True)
+    np2 = None
+    run_json = None
+    if a.mpiexec:
+        flags = a.mpi_flags.split()
+        np2 = [a.mpiexec, "-np", "2"] + flags
+        p = subprocess.run([a.ringplan, "run", seed_plan, "--scope", "attention", "--iters", "1", "--warmup",
+                                  "0", "--format", "json"], capture_output=True, text=True, timeout=MPI_RUN_LIMIT_S)
+        if p.returncode != 0:
+            raise SystemExit(f"fuzz: the seed run failed (exit {p.returncode}):\n{p.stderr}")
+        run_json = os.path.join(out, "run.json")
+        with open(run_json, "w") as f:
+            f.write(p.stdout)
+    original = open(seed_plan).read()
+    for n in range(a.runtime_count):
+        if n % 3 == 1:
+            mutant, desc, invalid = mutate_size(original, rng)
+        elif n % 6 == 5:
+            mutant, desc, invalid = mutate_name_bytes(original, rng)
+        else:
+            mutant, desc, invalid = mutate(original, rng)
+        desc = f"runtime #{n} _tiny_plan.yaml: {desc}"
+        mpath = os.path.join(exp_dir, "_mutant_tiny_plan.yaml")
+        with open(mpath, "w", errors="surrogateescape") as f:  # raw bytes of mutate_name_bytes
+            f.write(mutant)
+        try:
+            report = ["report", mpath, "-o", os.path.join(out, "report.html")]
+            fz.run(report + (["--run", run_json] if run_json and n % 2 else []), mpath, desc, invalid)
+            if not a.mpiexec:
+                continue
+            if n % 8 == 7:
+                fz.run(["calibrate", "--plan", mpath, "--tokens", "32,64", "--reps", "1", "-o",
+                        os.path.join(out, "profile.yaml")], mpath, desc, invalid, launcher=np2, measures=True)
+            elif n % 2 == 0:
+                fz.run(["run", mpath, "--layers", "1", "--steps", "1", "--warmup", "0"], mpath, desc, invalid,
+                       launcher=[], measures=True)
+            else:
+                fz.run(["run", mpath, "--scope", "attention", "--iters", "1", "--warmup", "0", "--format", "json"],
+                       mpath, desc, invalid, launcher=[], measures=True)
+        finally:
+            os.remove(mpath)
+    # The run output that `report --run` reads, one number at a time.
+    if run_json:
+        original_run = json.load(open(run_json))
+        for n in range(max(2, a.runtime_count // 3)):
+            doc, what = mutate_json(json.loads(json.dumps(original_run)), rng)
+            mpath = os.path.join(out, "_mutant_run.json")
+            with open(mpath, "w") as f:
+                json.dump(doc, f)
+            fz.run(["report", seed_plan, "--run", mpath, "-o", os.path.join(out, "report.html")], mpath,
+                   f"run json #{n}: {what}", False)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("ringplan")
@@ -175,6 +307,10 @@ def main():
     ap.add_argument("work")
     ap.add_argument("--count", type=int, default=400)
     ap.add_argument("--seed", type=int, default=20240607)
+    ap.add_argument("--runtime-count", type=int, default=24,
+                    help="tiny-plan mutants through report, and run/calibrate with --mpiexec (0: none)")
+    ap.add_argument("--mpiexec", default="", help="mpirun for the run and calibrate mutants (none: skipped)")
+    ap.add_argument("--mpi-flags", default="", help="extra mpirun flags, space separated")
     a = ap.parse_args()
     count = int(os.environ.get("RINGPLAN_FUZZ_COUNT", a.count))
     rng = random.Random(a.seed)
@@ -238,6 +374,11 @@ def main():
             os.remove(mpath)
     elapsed = time.time() - start
     print(f"fuzz: {count} mutants, {fz.runs} runs in {elapsed:.1f} s, seed {a.seed}")
+    if a.runtime_count > 0:
+        runs_before, start = fz.runs, time.time()
+        runtime_phase(a, cfg, fz)
+        print(f"fuzz: {a.runtime_count} tiny-plan mutants (report{', run, calibrate' if a.mpiexec else ''}), "
+              f"{fz.runs - runs_before} runs in {time.time() - start:.1f} s")
     if fz.failures:
         print(f"fuzz: {len(fz.failures)} FAILURES:")
         for f in fz.failures:

@@ -1,6 +1,10 @@
 // Flag parsers of plan/simulate: valid forms and the messages of invalid ones.
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <limits>
+
+#include "core/config_yaml.hpp"
 #include "core/error.hpp"
 #include "planner/cli_args.hpp"
 
@@ -66,4 +70,28 @@ TEST_CASE("check_mesh_gpus: a mesh must multiply to the GPU count") {
   CHECK(has(msg, "uses dp*tp*cp*pp = 8 GPUs but the experiment has 16"));
   CHECK(has(msg, "dp=4,tp=2,cp=2,pp=1"));  // a valid example keeping TP, CP, PP
   CHECK(has(msg, "--gpus 8"));
+}
+
+TEST_CASE("mesh_where: the file, line and field of an experiment's mesh") {
+  Experiment e;
+  e.path = "exp.yaml";
+  CHECK(mesh_where(e) == "exp.yaml: mesh");
+  e.sources["mesh"] = FieldSource{"plan.yaml", 39, "experiment.mesh"};
+  CHECK(mesh_where(e) == "plan.yaml:39: experiment.mesh");
+  const std::string msg = error_of([&] { check_mesh_gpus(Mesh{2, 2, 2, 1}, 16, mesh_where(e)); });
+  CHECK(msg.rfind("plan.yaml:39: experiment.mesh: mesh dp=2,tp=2,cp=2,pp=1 uses dp*tp*cp*pp = 8 GPUs", 0) == 0);
+}
+
+TEST_CASE("plan_top: any K keeps min(K, fitting) candidates, the best first, as plan() does") {
+  const Experiment e = load_experiment(std::string(RINGPLAN_SOURCE_DIR) + "/configs/experiments/default.yaml");
+  PlanSettings s;
+  s.top_k = 5000;
+  const PlanResult all = plan(e, s);
+  REQUIRE(all.fitting > 4096);  // the second search is exercised
+  for (int64_t k : {int64_t{1}, int64_t{4096}, int64_t{5000}, std::numeric_limits<int64_t>::max()}) {
+    const PlanResult r = plan_top(e, PlanSettings{}, k);
+    CHECK(static_cast<int64_t>(r.candidates.size()) == std::min(k, r.fitting));
+    CHECK(r.fitting == all.fitting);
+    CHECK(r.candidates.front().step_time_s == all.candidates.front().step_time_s);
+  }
 }

@@ -121,11 +121,29 @@ TEST_CASE("validate_paths: folders are searched recursively, non-cases skipped")
 }
 
 // A case whose layout check_layout() refuses: 9 heads do not split over TP 2.
+// Loads, but the cost model refuses its layout (interleave needs PP > 1): refused by validate_case.
 Experiment refused_case(const std::string& name) {
   Experiment e = a_case(name, 1.0);  // predicted with the good model; the figure does not matter
+  e.options.interleave = 2;
+  return e;
+}
+
+// A mesh that does not fit its model: refused when the file is loaded, with file:line:field.
+Experiment bad_mesh_case(const std::string& name) {
+  Experiment e = a_case(name, 1.0);
   e.model.heads = 9;
   e.model.kv_heads = 3;
   return e;
+}
+
+// The line of the first line of `path` that starts with `prefix` (after indentation), 1-based.
+int line_starting(const std::string& path, const std::string& prefix) {
+  std::ifstream in(path);
+  std::string l;
+  for (int n = 1; std::getline(in, l); ++n)
+    if (l.find_first_not_of(' ') != std::string::npos && l.substr(l.find_first_not_of(' ')).rfind(prefix, 0) == 0)
+      return n;
+  return 0;
 }
 
 TEST_CASE("validate_paths: a refused case is listed with its reason, the others are still evaluated") {
@@ -147,7 +165,12 @@ TEST_CASE("validate_paths: a refused case is listed with its reason, the others 
   REQUIRE(r.refused.size() == 1);
   CHECK(r.refused[0].path == bad);
   CHECK(r.refused[0].name == "bad");
-  CHECK(r.refused[0].reason == "mesh: layout dp=2 tp=2 cp=1 pp=1 cannot run: heads 9 not divisible by TP 2");
+  // Named at the line of the option the reason is about (options.interleave) in the file.
+  const int interleave_line = line_starting(bad, "interleave:");
+  REQUIRE(interleave_line > 0);
+  CHECK(r.refused[0].reason ==
+        "line " + std::to_string(interleave_line) +
+            ": options.interleave: layout dp=2 tp=2 cp=1 pp=1 cannot run: interleave 2 needs PP > 1");
   // The statistics cover the evaluated case only (its exact memory row has 0 error).
   const double e1 = std::abs(100.0 * (1.0 / 1.25 - 1.0));
   CHECK(r.max_abs_error_pct == doctest::Approx(e1));
@@ -198,7 +221,7 @@ TEST_CASE("validate_paths: an invalid experiment in valid YAML is refused, unpar
   CHECK(r.refused[0].reason.rfind("line ", 0) == 0);
   CHECK(r.refused[0].reason.find("model.kv_heads: heads (8) must be a multiple of kv_heads (3)") != std::string::npos);
   CHECK(r.refused[1].name == "no_mesh");
-  CHECK(r.refused[1].reason == "mesh: a validation case needs a fixed mesh (dp, tp, cp, pp)");
+  CHECK(r.refused[1].reason == "line 1: mesh: a validation case needs a fixed mesh (dp, tp, cp, pp)");
 
   // Not YAML at all: the command fails (bad input), whatever the other cases hold.
   std::ofstream(tmp.path / "d_broken.yaml") << "published: {step_time_s: 1\nname: [\n";
@@ -216,7 +239,47 @@ TEST_CASE("validate_paths: when every case is refused the command fails with the
     CHECK(err.kind() == ErrorKind::bad_input);
     const std::string what = err.what();
     CHECK(what.find("no case could be evaluated (1 refused)") != std::string::npos);
-    CHECK(what.find(bad + ": mesh: layout dp=2 tp=2 cp=1 pp=1 cannot run: heads 9 not divisible by TP 2") !=
+    CHECK(what.find(bad + ": line " + std::to_string(line_starting(bad, "interleave:")) +
+                    ": options.interleave: layout dp=2 tp=2 cp=1 pp=1 cannot run: interleave 2 needs PP > 1") !=
           std::string::npos);
   }
+}
+
+TEST_CASE("validate_paths: a layout the cost model refuses for no option of the file is named at its mesh line") {
+  TempDir tmp;
+  std::ofstream(tmp.path / "a_good.yaml") << experiment_to_yaml(a_case("good", 1.0));
+  // interleave in the file, but the reason the cost model gives is about the micro-batches,
+  // and without `options.micro_batch` in the file the mesh line is named.
+  Experiment e = a_case("bad", 1.0);
+  e.options.micro_batch = 3;  // the global batch is not a multiple of dp x 3
+  std::string yaml = experiment_to_yaml(e);
+  const size_t at = yaml.find("micro_batch: 3\n");
+  REQUIRE(at != std::string::npos);
+  yaml.erase(yaml.rfind('\n', at) + 1, yaml.find('\n', at) - yaml.rfind('\n', at));
+  const std::string bad = (tmp.path / "bad.yaml").string();
+  std::ofstream(bad) << yaml;
+  Experiment loaded = load_experiment(bad);
+  loaded.options.micro_batch = 3;  // as a command-line override would
+  try {
+    validate_case(loaded);
+    FAIL("expected bad input");
+  } catch (const ConfigError& err) {
+    CHECK(err.line() == line_starting(bad, "mesh:"));
+    CHECK(err.field() == "mesh");
+    CHECK(std::string(err.what()).find("not divisible by DP×micro_batch") != std::string::npos);
+  }
+}
+
+TEST_CASE("validate_paths: a mesh that does not fit its model is refused at load with line, field and valid values") {
+  TempDir tmp;
+  const std::string bad = (tmp.path / "bad.yaml").string();
+  std::ofstream(tmp.path / "a_good.yaml") << experiment_to_yaml(a_case("good", 1.0));
+  std::ofstream(bad) << experiment_to_yaml(bad_mesh_case("bad"));
+  const ValidationReport r = validate_paths({tmp.path.string()});
+  REQUIRE(r.refused.size() == 1);
+  CHECK(r.refused[0].path == bad);
+  // The flow mapping `mesh: {dp: 2, tp: 2, ...}` puts mesh.tp on the line of `mesh:`.
+  CHECK(r.refused[0].reason == "line " + std::to_string(line_starting(bad, "mesh:")) +
+                                   ": mesh.tp: 2 does not divide heads 9 of model 'tiny_gqa'; valid: 1, 3 (the "
+                                   "divisors of heads 9, kv_heads 3 and ffn_hidden 768)");
 }

@@ -5,6 +5,9 @@
 # Usage: cli_errors_test.sh MPIEXEC "MPI_FLAGS" RINGPLAN PLAN_CP2 WORKDIR
 #   exit 2: --timeout -1/0/nan, RINGPLAN_TIMEOUT_S=inf/-1, --threads 0/1000, calibrate --batch
 #           2^62, --trace or -o into a missing folder (rank 0's check reaches every rank);
+#           a plan whose head_dim or micro_batch no host holds, a micro_batch that does not divide
+#           the batch, a symbolic link loop as the plan;
+#   exit 0: run --format json of a plan whose path is not UTF-8;
 #   exit 1: --trace /dev/full, calibrate -o /dev/full (the write fails after the measurement).
 set -u
 mpiexec=$1; flags=$2; ringplan=$3; plan=$4; work=$5
@@ -44,5 +47,29 @@ expect 2 "ringplan: error: -o /nonexistent/p.yaml: cannot write: folder '/nonexi
 expect 1 "--trace /dev/full: cannot write: write: No space left on device" -- "${attn[@]}" --trace /dev/full
 expect 1 "--trace /dev/full: cannot write: write: No space left on device" -- "${step[@]}" --trace /dev/full
 expect 1 "-o /dev/full: cannot write: write: No space left on device" -- "${cal[@]}" -o /dev/full
+# Sizes typed into a plan that no host can hold: refused before any allocation, at the plan's
+# file:line:field with the largest value that fits (was std::bad_alloc, "internal error", exit 1).
+sed 's/^    head_dim: 32$/    head_dim: 2147483648/' "$plan" > "$work/huge_head_dim.yaml"
+sed 's/^    global_batch: 1$/    global_batch: 1073741824/; s/^    micro_batch: 1$/    micro_batch: 1073741824/' \
+  "$plan" > "$work/huge_micro_batch.yaml"
+sed 's/^    micro_batch: 1$/    micro_batch: 3/' "$plan" > "$work/bad_micro_batch.yaml"
+hd="$work/huge_head_dim.yaml:12: experiment.model.head_dim: 2147483648 is too large to run here: .* GiB per rank.*valid: at most [0-9]+ on this host"
+mb="$work/huge_micro_batch.yaml:39: experiment.options.micro_batch: 1073741824 is too large to run here: .*valid: at most [0-9]+ on this host"
+expect 2 "$hd" -- run "$work/huge_head_dim.yaml" --scope attention --iters 1 --warmup 0
+expect 2 "$hd" -- run "$work/huge_head_dim.yaml" --steps 1 --warmup 0
+expect 2 "$mb" -- run "$work/huge_micro_batch.yaml" --scope attention --iters 1 --warmup 0
+expect 2 "$mb" -- run "$work/huge_micro_batch.yaml" --steps 1 --warmup 0
+expect 2 "bad_micro_batch.yaml:39: experiment.options.micro_batch: 3 does not divide the 1 sequence of each of the dp=1 replicas \(global batch 1\); valid: a divisor of 1" \
+  -- run "$work/bad_micro_batch.yaml" --scope attention --iters 1 --warmup 0
+# A symbolic link loop as the plan: bad input naming the link (was a filesystem_error, exit 1).
+rm -f "$work/loop_a.yaml" "$work/loop_b.yaml"
+ln -s "$work/loop_b.yaml" "$work/loop_a.yaml"; ln -s "$work/loop_a.yaml" "$work/loop_b.yaml"
+expect 2 "loop_a.yaml: plan file is a symbolic link loop" -- run "$work/loop_a.yaml" --steps 1
+expect 2 "loop_a.yaml: plan file is a symbolic link loop" -- run "$work/loop_a.yaml" --scope attention --iters 1
+# A plan path that is not UTF-8 (file names are bytes) in `run --format json`: printed with U+FFFD,
+# not an abort (json type_error.316, "internal error", exit 1).
+cp "$plan" "$work/plan_"$'\xff'".yaml"
+expect 0 '"plan": ".*plan_.*\.yaml"' -- run "$work/plan_"$'\xff'".yaml" --scope attention --iters 1 --warmup 0 --format json
+expect 0 '"plan": ".*plan_.*\.yaml"' -- run "$work/plan_"$'\xff'".yaml" --steps 1 --warmup 0 --format json
 [ $fail -eq 0 ] && echo "cli_errors_test: PASS"
 exit $fail
