@@ -123,15 +123,19 @@ TEST_CASE("plan and report --top beyond the layouts that fit keep them all, up t
     CHECK(static_cast<int64_t>(j["candidates"].size()) == std::min<int64_t>(fitting, std::stoll(top)));
     CHECK(j["best"] == j["candidates"][0]);
   }
+  const Result small_json = ringplan("plan '" + kConfigs + "cpu_small.yaml' --format json");
+  REQUIRE_MESSAGE(small_json.rc == 0, small_json.err);
+  const int64_t small_fitting = nlohmann::json::parse(small_json.out)["fitting"].get<int64_t>();
+  REQUIRE(small_fitting >= 2);
   const Result small = ringplan("plan '" + kConfigs + "cpu_small.yaml' --top 9223372036854775807");
   REQUIRE_MESSAGE(small.rc == 0, small.err);
-  CHECK(has(small.out, "top 3 layouts"));
+  CHECK(has(small.out, "top " + std::to_string(small_fitting) + " layouts"));
   // report --top charts as many (it was the same vector::reserve, "internal error").
   TempDir tmp;
   const Result rep = ringplan("report '" + kConfigs + "cpu_small.yaml' --top 9223372036854775807 -o '" +
                               tmp.file("r.html") + "'");
   REQUIRE_MESSAGE(rep.rc == 0, rep.err);
-  CHECK(has(rep.err, "wrote report of 3 candidates"));
+  CHECK(has(rep.err, "wrote report of " + std::to_string(small_fitting) + " candidates"));
 }
 
 TEST_CASE("plan table output has the top-K table, the chosen plan and the rejections") {
