@@ -12,6 +12,11 @@
 
 namespace ringplan::runtime {
 
+CudaStream::CudaStream() { RINGPLAN_CUDA_OK(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking)); }
+CudaStream::~CudaStream() {
+  if (s_) cudaStreamDestroy(s_);
+}
+
 void cuda_check(cudaError_t err, const char* call, const char* file, int line) {
   if (err == cudaSuccess) return;
   (void)cudaGetLastError();  // clear a non-sticky error

@@ -47,6 +47,20 @@ class DeviceBuffer {
   size_t bytes_ = 0;
 };
 
+// An owning non-blocking CUDA stream (cudaStreamCreateWithFlags / cudaStreamDestroy). The
+// project's GPU work runs on such streams; a plain cudaMemcpy does not wait for them.
+class CudaStream {
+ public:
+  CudaStream();
+  ~CudaStream();
+  CudaStream(const CudaStream&) = delete;
+  CudaStream& operator=(const CudaStream&) = delete;
+  cudaStream_t get() const { return s_; }
+
+ private:
+  cudaStream_t s_ = nullptr;
+};
+
 // Throws ringplan::Error(runtime) with the call, file:line and CUDA's message on failure.
 void cuda_check(cudaError_t err, const char* call, const char* file, int line);
 #define RINGPLAN_CUDA_OK(call) ::ringplan::runtime::cuda_check((call), #call, __FILE__, __LINE__)

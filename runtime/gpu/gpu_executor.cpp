@@ -52,12 +52,7 @@ int64_t free_device_bytes() {
 
 int cuda_devices(std::string* why) { return kernels::cuda::device_count(why); }
 
-RingLayerMeasurement run_ring_layer_cuda(MpiCommunicator& world, const RingLayerShape& shape,
-                                         const ExecutorOptions& opt, kernels::ElemType type) {
-  if (opt.iterations < 1) throw bad_input(fmt::format("iterations = {}: must be >= 1", opt.iterations));
-  if (opt.warmup < 0) throw bad_input(fmt::format("warmup = {}: must be >= 0", opt.warmup));
-  const int P = world.size();
-  check_shardable(shape.scheme, shape.seq_len, P);
+int select_rank_device(MpiCommunicator& world) {
   std::string why;
   const int devices = cuda_devices(&why);
   if (devices < 1) throw bad_input(fmt::format("{}: no CUDA device: {}", world.describe_rank(world.rank()), why));
@@ -69,12 +64,18 @@ RingLayerMeasurement run_ring_layer_cuda(MpiCommunicator& world, const RingLayer
                                 devices == 1 ? "" : "s"));
   const int device = mpi_local_rank(world.comm());
   RINGPLAN_CUDA_OK(cudaSetDevice(device));
-  cudaStream_t stream = nullptr;
-  RINGPLAN_CUDA_OK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-  struct StreamGuard {
-    cudaStream_t s;
-    ~StreamGuard() { cudaStreamDestroy(s); }
-  } stream_guard{stream};
+  return device;
+}
+
+RingLayerMeasurement run_ring_layer_cuda(MpiCommunicator& world, const RingLayerShape& shape,
+                                         const ExecutorOptions& opt, kernels::ElemType type) {
+  if (opt.iterations < 1) throw bad_input(fmt::format("iterations = {}: must be >= 1", opt.iterations));
+  if (opt.warmup < 0) throw bad_input(fmt::format("warmup = {}: must be >= 0", opt.warmup));
+  const int P = world.size();
+  check_shardable(shape.scheme, shape.seq_len, P);
+  const int device = select_rank_device(world);
+  const CudaStream owned_stream;
+  cudaStream_t stream = owned_stream.get();
 
   NcclBootstrap boot = mpi_bootstrap(world.comm());
   auto nccl = NcclCommunicator::create(boot, device, stream, world.timeout_s());

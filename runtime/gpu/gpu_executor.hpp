@@ -24,6 +24,11 @@ namespace ringplan::runtime {
 // CUDA devices this process sees; 0 with `why` filled when there are none (no driver, no GPU).
 int cuda_devices(std::string* why);
 
+// Makes this rank's GPU current (its local rank on the host) and returns its index. Throws
+// bad_input naming rank and host when the host has no GPU, or fewer GPUs than ranks (NCCL cannot
+// put two ranks on one GPU). Collective over nothing: each rank decides from its own host.
+int select_rank_device(MpiCommunicator& world);
+
 // Collective over `world` (the CP group, all its ranks on GPUs). `type`: bf16 or f16 inputs.
 RingLayerMeasurement run_ring_layer_cuda(MpiCommunicator& world, const RingLayerShape& shape,
                                          const ExecutorOptions& opt, kernels::ElemType type);

@@ -457,22 +457,9 @@ step::StepMeasurement run_training_steps_cuda(MpiCommunicator& world, const Step
   check_gpu_step_spec(spec);
   step::StepMeasurement m;
   const int P = world.size(), me = world.rank();
-  std::string why;
-  const int devices = cuda_devices(&why);
-  if (devices < 1) throw bad_input(fmt::format("{}: no CUDA device: {}", world.describe_rank(me), why));
-  const int device = mpi_local_rank(world.comm());
-  if (device >= devices)
-    throw bad_input(fmt::format("{}: local rank {} but only {} GPU{} on this host; NCCL cannot put two ranks on one "
-                                "GPU: start at most {} rank{} per host",
-                                world.describe_rank(me), device, devices, devices == 1 ? "" : "s", devices,
-                                devices == 1 ? "" : "s"));
-  RINGPLAN_CUDA_OK(cudaSetDevice(device));
-  cudaStream_t stream = nullptr;
-  RINGPLAN_CUDA_OK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-  struct StreamGuard {
-    cudaStream_t s;
-    ~StreamGuard() { cudaStreamDestroy(s); }
-  } guard{stream};
+  const int device = select_rank_device(world);
+  const CudaStream owned_stream;
+  cudaStream_t stream = owned_stream.get();
   NcclBootstrap boot = mpi_bootstrap(world.comm());
   auto nccl = NcclCommunicator::create(boot, device, stream, world.timeout_s());
 

@@ -210,12 +210,8 @@ GpuMeasureResult measure_gpu(const GpuMeasureOptions& opt) {
   cudaDeviceProp prop{};
   RINGPLAN_CUDA_OK(cudaGetDeviceProperties(&prop, dev));
   const bool fp8 = opt.fp8 && prop.major * 10 + prop.minor >= 89;
-  cudaStream_t s = nullptr;
-  RINGPLAN_CUDA_OK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
-  struct StreamGuard {
-    cudaStream_t s;
-    ~StreamGuard() { cudaStreamDestroy(s); }
-  } guard{s};
+  const CudaStream owned_stream;
+  cudaStream_t s = owned_stream.get();
   cublasHandle_t blas = nullptr;
   RINGPLAN_CUBLAS_OK(cublasCreate(&blas));
   struct BlasGuard {

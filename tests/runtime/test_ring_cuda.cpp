@@ -31,6 +31,7 @@
 #include "runtime/gpu/cuda_ring.hpp"
 #include "runtime/gpu/gpu_executor.hpp"
 #include "runtime/mpi_communicator.hpp"
+#include "tests/runtime/cuda_test_helpers.hpp"
 #include "tests/runtime/mpi_doctest_main.hpp"
 #include "runtime/nccl/nccl_communicator.hpp"
 #include "runtime/sharding.hpp"
@@ -41,12 +42,7 @@ using kernels::ElemType;
 namespace {
 runtime::MpiCommunicator* g_world = nullptr;
 
-bool have_gpu() {
-  std::string why;
-  if (runtime::cuda_devices(&why) > 0) return true;
-  MESSAGE("SKIPPED: no CUDA device (" << why << ")");
-  return false;
-}
+using test::have_gpu;
 
 // Device buffer of `type` -> host float (exact: every f16/bf16 value is a float).
 std::vector<double> download_typed(const runtime::DeviceBuffer& b, ElemType type, size_t count) {

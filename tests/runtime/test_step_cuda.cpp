@@ -22,6 +22,7 @@
 #include "runtime/gpu/gpu_executor.hpp"
 #include "runtime/gpu/gpu_trainer.hpp"
 #include "runtime/mpi_communicator.hpp"
+#include "tests/runtime/cuda_test_helpers.hpp"
 #include "tests/runtime/mpi_doctest_main.hpp"
 
 using namespace ringplan;
@@ -29,12 +30,7 @@ using namespace ringplan;
 namespace {
 runtime::MpiCommunicator* g_world = nullptr;
 
-bool have_gpu() {
-  std::string why;
-  if (runtime::cuda_devices(&why) > 0) return true;
-  MESSAGE("SKIPPED: no CUDA device (" << why << ")");
-  return false;
-}
+using test::have_gpu;
 
 runtime::step::StepSpec tiny_spec(int64_t head_dim, bool gated, int64_t micro_batches) {
   runtime::step::StepSpec s;
