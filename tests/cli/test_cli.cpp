@@ -432,7 +432,9 @@ TEST_CASE("simulate --trace writes the event simulator's ring timeline, cp=1 has
   TempDir tmp;
   const std::string trace = tmp.file("ring.json");
   const Result a = ringplan("simulate " + exp + " --mesh dp=4,tp=2,cp=8,pp=1 --cp-scheme contiguous --trace '" + trace + "'");
-  REQUIRE_MESSAGE(a.rc == 0, a.err);
+  // This layout needs more memory than an H100 has: reported in full, trace written, exit 3.
+  REQUIRE_MESSAGE(a.rc == 3, a.err);
+  CHECK(has(a.out, "DOES NOT FIT"));
   const auto j = nlohmann::json::parse(slurp(trace));
   const auto& events = j.contains("traceEvents") ? j["traceEvents"] : j;
   // Every one of the 8 ranks computes in the forward; causal contiguous work grows with the rank.
