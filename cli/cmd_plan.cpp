@@ -1,7 +1,9 @@
 // `ringplan plan EXPERIMENT.yaml [--gpus N] [--top K] [--format table|json] [-o PLAN.yaml]`
 // Searches every valid (DP, TP, CP, PP) layout and option (planner/planner.hpp), prints the
 // top K with the chosen plan's breakdown and the rejection summary, and optionally writes
-// the best layout as a plan file for `ringplan run`.
+// the chosen layout as a plan file for `ringplan run`. A `mesh:` in the experiment restricts
+// the search to that mesh, an `options:` block fixes the options it names (the output says
+// "mesh fixed by EXP:LINE"). Exit 3 when nothing fits; 2 when the fixed layout cannot run.
 #include <fmt/format.h>
 
 #include <cstdio>
@@ -40,22 +42,27 @@ int run_plan(const PlanArgs& a) {
   // A plan file that could never be written fails now, not after the search.
   if (!a.output.empty()) check_output_path(a.output, "-o");
   const Experiment e = planner::load_experiment_or_plan(a.experiment);
+  settings.fixed_layout = true;  // the experiment's `mesh:` and `options:` restrict the search
   const planner::PlanResult r = planner::plan_top(e, settings, top);
 
   if (a.format == "json") {
-    std::printf("%s\n", planner::plan_json(r).dump(2).c_str());
+    std::printf("%s\n", planner::plan_json(r, planner::fixed_layout_text(e)).dump(2).c_str());
   } else {
     std::fputs(planner::plan_text(e, r).c_str(), stdout);
   }
-  if (r.candidates.empty()) throw bad_input(planner::describe_no_fit(e, r));
+  if (r.candidates.empty()) {
+    // A fixed layout that no option makes valid is bad input; otherwise nothing fits (exit 3).
+    if (r.fixed_mesh && r.evaluated == 0) throw bad_input(planner::describe_no_fit(e, r));
+    throw no_fit(planner::describe_no_fit(e, r));
+  }
+  const sim::Prediction& chosen = r.chosen ? *r.chosen : r.candidates.front();
   if (!a.output.empty()) {
-    planner::write_plan_file(a.output, e, r.candidates.front());
-    std::fprintf(stderr, "wrote plan %s (%s) to %s\n", planner::mesh_text(r.candidates.front().mesh).c_str(),
-                 planner::options_text(r.candidates.front().mesh, r.candidates.front().options).c_str(),
-                 a.output.c_str());
+    planner::write_plan_file(a.output, e, chosen);
+    std::fprintf(stderr, "wrote plan %s (%s) to %s\n", planner::mesh_text(chosen.mesh).c_str(),
+                 planner::options_text(chosen.mesh, chosen.options).c_str(), a.output.c_str());
   }
   if (!a.emit.empty()) {
-    std::fputs(report::emit_plan(*report::parse_format(a.emit), e, r.candidates.front()).c_str(), stdout);
+    std::fputs(report::emit_plan(*report::parse_format(a.emit), e, chosen).c_str(), stdout);
   }
   return 0;
 }
@@ -72,8 +79,8 @@ RINGPLAN_COMMAND("plan", "Search every valid (DP,TP,CP,PP) layout and option, ra
                    app.add_option("--format", a->format, "Output format: table or json")
                        ->check(CLI::IsMember({"table", "json"}))
                        ->capture_default_str();
-                   app.add_option("-o,--output", a->output, "Write the best layout as a plan file (PLAN.yaml)");
-                   app.add_option("--emit", a->emit, "Also print the best layout as Megatron-LM flags or torchtitan TOML")
+                   app.add_option("-o,--output", a->output, "Write the chosen layout as a plan file (PLAN.yaml)");
+                   app.add_option("--emit", a->emit, "Also print the chosen layout as Megatron-LM flags or torchtitan TOML")
                        ->check(CLI::IsMember({"megatron", "torchtitan"}));
                    return [a] { return run_plan(*a); };
                  });

@@ -297,6 +297,7 @@ int run_body(const RunArgs& a, runtime::MpiCommunicator& world) {
 
   if (a.format == "json") {
     nlohmann::json j;
+    j["schema_version"] = planner::kJsonSchemaVersion;
     j["plan"] = a.plan;
     j["validates"] = slice;
     j["cp"] = m.cp_size;

@@ -1,7 +1,10 @@
-// `ringplan simulate EXPERIMENT.yaml --mesh dp=D,tp=T,cp=C,pp=P [options] [--format table|json]`
+// `ringplan simulate EXPERIMENT.yaml --mesh dp=D,tp=T,cp=C,pp=P [options] [--format table|json]
+//                    [-o PLAN.yaml]`
 // Predicts one layout: memory and time term by term (sim/cost_model.hpp). Every option may
 // be fixed in the experiment file; a flag given here overrides the file. A plan file
-// (`ringplan plan -o PLAN.yaml`) is an experiment with mesh and options fixed.
+// (`ringplan plan -o PLAN.yaml`) is an experiment with mesh and options fixed; -o writes the
+// simulated layout as one. A layout that does not fit in memory is reported in full, then
+// exits 3 (and no plan file is written).
 #include <fmt/format.h>
 
 #include <cstdio>
@@ -16,6 +19,7 @@
 #include "planner/plan_file.hpp"
 #include "planner/report.hpp"
 #include "sim/cost_model.hpp"
+#include "core/units.hpp"
 
 namespace {
 
@@ -25,6 +29,7 @@ struct SimulateArgs {
   int64_t micro_batch = 0, zero = 0, interleave = 0, gpus = 0;
   std::string format = "table";
   std::string trace;  // Chrome/Perfetto trace of the ring (event simulator)
+  std::string output;  // plan file of the simulated layout (-o)
   // Which flags were given (count() > 0): only those override the file.
   CLI::Option *mesh_opt = nullptr, *mb_opt = nullptr, *rc_opt = nullptr, *zero_opt = nullptr, *sp_opt = nullptr,
               *scheme_opt = nullptr, *v_opt = nullptr, *attn_opt = nullptr, *comm_opt = nullptr;
@@ -34,6 +39,7 @@ int run_simulate(const SimulateArgs& a) {
   using namespace ringplan;
   using namespace ringplan::planner;
   if (!a.trace.empty()) check_output_path(a.trace, "--trace");
+  if (!a.output.empty()) check_output_path(a.output, "-o");
   Experiment e = load_experiment_or_plan(a.experiment);
   if (a.mesh_opt->count()) e.mesh = parse_mesh_spec("--mesh", a.mesh);
   if (!e.mesh)
@@ -63,7 +69,9 @@ int run_simulate(const SimulateArgs& a) {
     throw bad_input(fmt::format("layout {} {} cannot run: {}", mesh_text(*e.mesh), options_text(*e.mesh, o), why));
   const sim::Prediction p = sim::predict(e, *e.mesh, o);
   if (a.format == "json") {
-    std::printf("%s\n", prediction_json(p).dump(2).c_str());
+    nlohmann::json j = prediction_json(p);
+    j["schema_version"] = kJsonSchemaVersion;
+    std::printf("%s\n", j.dump(2).c_str());
   } else {
     std::printf("%s: %s on %lld x %s, seq %lld tokens, global batch %lld sequences\n",
                 e.name.empty() ? e.path.c_str() : e.name.c_str(), e.model.name.c_str(),
@@ -80,12 +88,24 @@ int run_simulate(const SimulateArgs& a) {
     std::fprintf(stderr, "wrote ring trace (one layer, one CP group of %lld ranks) to %s\n",
                  static_cast<long long>(e.mesh->cp), a.trace.c_str());
   }
+  if (!p.fits)
+    throw no_fit(fmt::format("layout {} {} does not fit: it needs {:.2f} GiB per GPU, the GPUs have {:.2f} GiB{}",
+                             mesh_text(p.mesh), options_text(p.mesh, p.options), p.peak_memory_bytes / units::gib_bytes,
+                             p.capacity_bytes / units::gib_bytes, a.output.empty() ? "" : "; no plan file written"));
+  if (!a.output.empty()) {
+    write_plan_file(a.output, e, p);  // whole or not at all (core/atomic_file.hpp)
+    std::fprintf(stderr, "wrote plan %s (%s) to %s\n", mesh_text(p.mesh).c_str(),
+                 options_text(p.mesh, p.options).c_str(), a.output.c_str());
+  }
   return 0;
 }
 
 RINGPLAN_COMMAND("simulate", "Predict memory and step time of one layout, term by term", 20, [](CLI::App& app) {
   auto a = std::make_shared<SimulateArgs>();
   app.add_option("experiment", a->experiment, "Experiment or plan YAML")->required();
+  app.add_option("-o,--output", a->output,
+                 "Write the simulated layout as a plan file (PLAN.yaml, for `ringplan run`); not written when it "
+                 "does not fit");
   app.add_option("--trace", a->trace, "Write the event simulator's ring timeline as Chrome/Perfetto trace JSON");
   a->mesh_opt = app.add_option("--mesh", a->mesh, "Mesh dp=D,tp=T,cp=C,pp=P (product = GPUs; overrides the file)");
   a->mb_opt = app.add_option("--micro-batch", a->micro_batch, "Sequences per micro-batch per DP replica");

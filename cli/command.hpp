@@ -1,8 +1,9 @@
 // Sub-command registry of the `ringplan` program. Each cli/cmd_*.cpp registers itself with
 // RINGPLAN_COMMAND, so commands are added without editing main.cpp.
 //
-// Contract: a command's run function returns the process exit code (0 success, 2 bad input,
-// 1 runtime failure). It may throw ringplan::Error; main maps ErrorKind::bad_input to 2.
+// Contract: a command's run function returns the process exit code (0 success, 1 runtime
+// failure, 2 bad input, 3 no layout fits; core/error.hpp). It may throw ringplan::Error; main
+// maps its kind with exit_status(): bad_input to 2, no_fit to 3, runtime to 1.
 #pragma once
 #include <CLI/CLI.hpp>
 #include <functional>

@@ -26,6 +26,10 @@ int main(int argc, char** argv) {
   CLI::App app{"ringplan: plan, predict and validate context-parallel (ring attention) training layouts"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "ringplan 0.1.0");
+  app.footer(
+      "Exit status (every command): 0 ok; 1 runtime failure (a write, a peer, a timeout); 2 bad input (a file,\n"
+      "flag or layout that cannot be valid); 3 no layout fits (plan: nothing searched fits in memory; simulate:\n"
+      "the layout does not fit; the report is still printed).");
 
   auto& commands = cli::command_registry();
   std::sort(commands.begin(), commands.end(),
@@ -43,13 +47,13 @@ int main(int argc, char** argv) {
     // CLI11 prints help/version with exit 0 and usage errors with a message; map the
     // latter to the bad-input status 2.
     int rc = app.exit(e);
-    return rc == 0 ? 0 : 2;
+    return rc == 0 ? kExitOk : kExitBadInput;
   }
   try {
-    return action ? action() : 2;
+    return action ? action() : kExitBadInput;
   } catch (const Error& e) {
     std::fprintf(stderr, "ringplan: error: %s\n", e.what());
-    return e.kind() == ErrorKind::bad_input ? 2 : 1;
+    return exit_status(e.kind());
   } catch (const std::system_error& e) {
     // The system refused a resource (threads, memory maps): a runtime failure, not a bug.
     std::fprintf(stderr, "ringplan: error: %s\n", e.what());

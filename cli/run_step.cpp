@@ -263,6 +263,7 @@ int run_step_body(const RunArgs& a, runtime::MpiCommunicator& world) {
 
   if (a.format == "json") {
     nlohmann::json j;
+    j["schema_version"] = planner::kJsonSchemaVersion;
     j["scope"] = "step";
     j["device"] = on_gpu ? "cuda" : "cpu";
     j["plan"] = a.plan;

@@ -215,6 +215,17 @@ struct ParallelOptions {
   bool operator==(const ParallelOptions&) const = default;
 };
 
+// Which option keys an experiment's `options:` block gave (each fixes that option for `plan`).
+struct FixedOptionKeys {
+  bool micro_batch = false, recompute = false, zero_stage = false, sequence_parallel = false, cp_scheme = false,
+       interleave = false, attention = false, cp_comm = false;
+  bool any() const {
+    return micro_batch || recompute || zero_stage || sequence_parallel || cp_scheme || interleave || attention ||
+           cp_comm;
+  }
+  bool operator==(const FixedOptionKeys&) const = default;
+};
+
 // What the planner may vary. Empty vectors mean "the planner's default set".
 struct SearchSpace {
   std::vector<int64_t> micro_batch;
@@ -259,8 +270,14 @@ struct Experiment {
   ModelConfig model;
   ClusterConfig cluster;
   TrainingConfig training;
-  std::optional<Mesh> mesh;          // fixed mesh (simulate, validate); absent: planner searches
+  std::optional<Mesh> mesh;          // fixed mesh (simulate, validate, plan); absent: planner searches
   ParallelOptions options;           // fixed options (used with a fixed mesh or as defaults)
+  // Which keys the file's `options:` block gave: `ringplan plan` keeps those options fixed and
+  // searches the others (a plan file gives them all).
+  FixedOptionKeys fixed_options;
+  // 1-based lines of `mesh:` and `options:` in `path` (0: absent, or not read from a file), for
+  // messages such as "mesh fixed by exp.yaml:14".
+  int mesh_line = 0, options_line = 0;
   SearchSpace search;
   std::optional<int64_t> gpus;       // GPUs to plan for; default cluster.gpus()
   std::optional<Published> published;

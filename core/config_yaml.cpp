@@ -758,6 +758,7 @@ Experiment experiment_from_yaml(const YAML::Node& node, const std::string& file,
                                  mesh.dp, mesh.tp, mesh.cp, mesh.pp, mesh.world_size(), *e.gpus));
     e.gpus = mesh.world_size();
     e.mesh = mesh;
+    e.mesh_line = r.key_line("mesh");
   }
 
   if (r.has("options")) {
@@ -765,6 +766,16 @@ Experiment experiment_from_yaml(const YAML::Node& node, const std::string& file,
     o.record(e.sources, "options");
     e.sources["options"].line = r.key_line("options");
     ParallelOptions& opt = e.options;
+    e.options_line = r.key_line("options");
+    FixedOptionKeys& given = e.fixed_options;
+    given.micro_batch = o.has("micro_batch");
+    given.recompute = o.has("recompute");
+    given.zero_stage = o.has("zero_stage");
+    given.sequence_parallel = o.has("sequence_parallel");
+    given.cp_scheme = o.has("cp_scheme");
+    given.interleave = o.has("interleave");
+    given.attention = o.has("attention");
+    given.cp_comm = o.has("cp_comm");
     if (o.has("micro_batch")) opt.micro_batch = o.get_count("micro_batch", kMaxSize);
     if (o.has("recompute")) opt.recompute = o.get_enum<Recompute>("recompute", parse_recompute, recompute_names());
     if (o.has("zero_stage"))

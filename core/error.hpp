@@ -1,5 +1,7 @@
 // Errors of the project. Library code throws ringplan::Error (or a subclass); only main()
-// and tests turn them into exit codes (2 = bad input, 1 = runtime failure).
+// and tests turn them into exit codes (README "Exit status"):
+//   0 ok, 1 runtime failure, 2 bad input, 3 no layout fits (the input is valid, but the
+//   layout asked for, or every layout searched, needs more memory than the GPUs have).
 #pragma once
 #include <stdexcept>
 #include <string>
@@ -9,7 +11,19 @@ namespace ringplan {
 enum class ErrorKind {
   bad_input,  // config, CLI, plan file, mesh or world size that cannot be valid: exit 2
   runtime,    // a failure while running (peer died, timeout, transport error): exit 1
+  no_fit,     // valid input, but no layout fits in memory (plan), or the given one does not (simulate): exit 3
 };
+
+// The process exit status of each kind (main() and the MPI commands use it).
+inline constexpr int kExitOk = 0, kExitRuntime = 1, kExitBadInput = 2, kExitNoFit = 3;
+inline int exit_status(ErrorKind kind) {
+  switch (kind) {
+    case ErrorKind::bad_input: return kExitBadInput;
+    case ErrorKind::no_fit: return kExitNoFit;
+    case ErrorKind::runtime: break;
+  }
+  return kExitRuntime;
+}
 
 class Error : public std::runtime_error {
  public:
@@ -48,5 +62,6 @@ class ConfigError : public Error {
 };
 
 inline Error bad_input(const std::string& message) { return Error(ErrorKind::bad_input, message); }
+inline Error no_fit(const std::string& message) { return Error(ErrorKind::no_fit, message); }
 
 }  // namespace ringplan

@@ -22,6 +22,9 @@
 namespace ringplan::planner {
 
 inline constexpr int kPlanFileVersion = 1;
+// Version of the JSON documents of plan, simulate and run (their top-level `schema_version`):
+// raised when a field is removed or changes meaning (adding a field keeps it).
+inline constexpr int kJsonSchemaVersion = 1;
 
 // The predicted figures stored in a plan file (units in names, memory in bytes here).
 struct PlannedFigures {

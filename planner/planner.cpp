@@ -119,6 +119,30 @@ int64_t resolve_gpus(const Experiment& e, const PlanSettings& s) {
   return per_node * nodes;
 }
 
+// Why the planner picked `chosen` over the fastest candidate (see PlanResult::chosen).
+std::string choice_reason(const sim::Prediction& fastest, const sim::Prediction& chosen, int64_t chosen_rank,
+                          int64_t top_k) {
+  const std::string band = fmt::format("{:g} %", 100.0 * kRankingBand);
+  if (chosen.mesh == fastest.mesh && chosen.options == fastest.options)
+    return fmt::format("rank 1 is the fastest and no simpler layout is within the {} band", band);
+  const Simplicity a = simplicity_of(fastest.mesh, fastest.options), b = simplicity_of(chosen.mesh, chosen.options);
+  std::vector<std::string> why;
+  if (b.zero_stage != a.zero_stage) why.push_back(fmt::format("ZeRO stage {} instead of {}", b.zero_stage, a.zero_stage));
+  if (b.interleaved != a.interleaved)
+    why.push_back(b.interleaved ? "interleaved pipeline" : "no interleaved pipeline");
+  if (b.dims_above_one != a.dims_above_one)
+    why.push_back(fmt::format("{} mesh dimension{} > 1 instead of {}", b.dims_above_one,
+                              b.dims_above_one == 1 ? "" : "s", a.dims_above_one));
+  if (b.allgather != a.allgather) why.push_back(b.allgather ? "all-gather CP" : "ring CP instead of all-gather");
+  std::string list;
+  for (size_t i = 0; i < why.size(); ++i) list += (i ? ", " : "") + why[i];
+  const double slower = fastest.step_time_s > 0 ? 100.0 * (chosen.step_time_s / fastest.step_time_s - 1.0) : 0.0;
+  return fmt::format("{} is {:.1f} % slower than rank 1, inside the {} band, and simpler: {}",
+                     chosen_rank > 0 ? fmt::format("rank {}", chosen_rank)
+                                     : fmt::format("a layout below the top {}", top_k),
+                     slower, band, list);
+}
+
 }  // namespace
 
 ResolvedSearchSpace resolve_search_space(const Experiment& e) {
@@ -176,6 +200,43 @@ std::vector<Mesh> enumerate_meshes(int64_t gpus) {
   return meshes;
 }
 
+Simplicity simplicity_of(const Mesh& m, const ParallelOptions& o) {
+  Simplicity s;
+  s.zero_stage = std::clamp(o.zero_stage, 0, 3);
+  s.interleaved = m.pp > 1 && o.interleave > 1 ? 1 : 0;
+  s.dims_above_one = (m.dp > 1) + (m.tp > 1) + (m.cp > 1) + (m.pp > 1);
+  s.allgather = m.cp > 1 && o.cp_comm == CpComm::allgather ? 1 : 0;
+  return s;
+}
+
+int simplicity_index(const Simplicity& s) {
+  return ((s.zero_stage * 2 + s.interleaved) * 5 + s.dims_above_one) * 2 + s.allgather;
+}
+
+std::vector<int> ranking_groups(const std::vector<sim::Prediction>& ranked) {
+  std::vector<int> groups;
+  groups.reserve(ranked.size());
+  int group = 0;
+  double leader = 0;
+  for (const auto& p : ranked) {
+    if (group == 0 || !within_band(p.step_time_s, leader)) {
+      ++group;
+      leader = p.step_time_s;
+    }
+    groups.push_back(group);
+  }
+  return groups;
+}
+
+bool scheme_twins(const sim::Prediction& a, const sim::Prediction& b) {
+  auto balanced = [](CpScheme c) { return c == CpScheme::zigzag || c == CpScheme::striped; };
+  if (!(a.mesh == b.mesh) || a.mesh.cp <= 1 || a.options.cp_scheme == b.options.cp_scheme) return false;
+  if (!balanced(a.options.cp_scheme) || !balanced(b.options.cp_scheme)) return false;
+  ParallelOptions x = a.options;
+  x.cp_scheme = b.options.cp_scheme;
+  return x == b.options;
+}
+
 bool ranks_before(const sim::Prediction& a, const sim::Prediction& b) {
   if (a.step_time_s != b.step_time_s) return a.step_time_s < b.step_time_s;
   if (a.peak_memory_bytes != b.peak_memory_bytes) return a.peak_memory_bytes < b.peak_memory_bytes;
@@ -213,7 +274,37 @@ PlanResult plan(const Experiment& e, const PlanSettings& settings) {
                                 settings.top_k));
   PlanResult result;
   result.gpus = resolve_gpus(e, settings);
-  const ResolvedSearchSpace space = resolve_search_space(e);
+  ResolvedSearchSpace space = resolve_search_space(e);
+  const FixedOptionKeys fixed = settings.fixed_layout ? e.fixed_options : FixedOptionKeys{};
+  {
+    // Options fixed by the experiment's `options:` block: one value each.
+    const ParallelOptions& o = e.options;
+    if (fixed.micro_batch) {
+      space.micro_batch = {o.micro_batch};
+      space.micro_batch_is_default = false;
+    }
+    if (fixed.recompute) space.recompute = {o.recompute};
+    if (fixed.zero_stage) space.zero_stage = {o.zero_stage};
+    if (fixed.sequence_parallel) space.sequence_parallel = {o.sequence_parallel};
+    if (fixed.cp_scheme) space.cp_scheme = {o.cp_scheme};
+    if (fixed.interleave) space.interleave = {o.interleave};
+    if (fixed.attention) space.attention = {o.attention};
+    if (fixed.cp_comm) space.cp_comm = {o.cp_comm};
+  }
+  std::vector<Mesh> meshes;
+  if (settings.fixed_layout && e.mesh) {
+    if (e.mesh->world_size() != result.gpus)
+      throw bad_input(fmt::format("the mesh fixed by {} ({}) has dp*tp*cp*pp = {}, but the plan is for {} GPUs; "
+                                  "drop --gpus, or change or remove the experiment's `mesh:`",
+                                  e.mesh_line > 0 ? fmt::format("{}:{}", e.path, e.mesh_line) : e.path,
+                                  fmt::format("dp={} tp={} cp={} pp={}", e.mesh->dp, e.mesh->tp, e.mesh->cp,
+                                              e.mesh->pp),
+                                  e.mesh->world_size(), result.gpus));
+    meshes.push_back(*e.mesh);
+    result.fixed_mesh = true;
+  } else {
+    meshes = enumerate_meshes(result.gpus);
+  }
   const int64_t batch = e.training.global_batch_sequences;
 
   RejectionTally tally;
@@ -240,7 +331,10 @@ PlanResult plan(const Experiment& e, const PlanSettings& settings) {
     return static_cast<int64_t>(space.recompute.size() * space.zero_stage.size() * attention_for(cp, comm).size());
   };
 
-  for (const Mesh& mesh : enumerate_meshes(result.gpus)) {
+  // Fastest fitting candidate of each Simplicity class (for PlanResult::chosen); allocated once.
+  std::vector<std::optional<sim::Prediction>> best_of_class(kSimplicityClasses);
+
+  for (const Mesh& mesh : meshes) {
     // Micro-batch sizes for this mesh (see ResolvedSearchSpace).
     micro_batches.clear();
     if (space.micro_batch_is_default) {
@@ -252,10 +346,11 @@ PlanResult plan(const Experiment& e, const PlanSettings& settings) {
     } else {
       micro_batches = space.micro_batch;
     }
-    const auto& sps = mesh.tp > 1 ? space.sequence_parallel : sp_off;
+    // A fixed option is tried even where it has no effect, so that check_layout() judges it.
+    const auto& sps = mesh.tp > 1 || fixed.sequence_parallel ? space.sequence_parallel : sp_off;
     const auto& schemes = mesh.cp > 1 ? space.cp_scheme : scheme_fixed;
     const auto& comms = mesh.cp > 1 ? space.cp_comm : comm_fixed;
-    const auto& interleaves = mesh.pp > 1 ? space.interleave : interleave_one;
+    const auto& interleaves = mesh.pp > 1 || fixed.interleave ? space.interleave : interleave_one;
     int64_t inner_comms = 0;  // innermost candidates summed over the CP methods
     for (CpComm comm : comms) inner_comms += inner_for(mesh.cp, comm);
     const int64_t per_mesh =
@@ -342,6 +437,8 @@ PlanResult plan(const Experiment& e, const PlanSettings& settings) {
                     }
                     ++result.fitting;
                     top.push(p);
+                    auto& best = best_of_class[static_cast<size_t>(simplicity_index(simplicity_of(mesh, opt)))];
+                    if (!best || ranks_before(p, *best)) best = p;
                   }
                 }
               }
@@ -354,6 +451,21 @@ PlanResult plan(const Experiment& e, const PlanSettings& settings) {
 
   result.candidates = std::move(top).sorted();
   result.rejected = tally.summary();
+  if (!result.candidates.empty()) {
+    // The simplest class with a member inside the band of the fastest; its fastest member.
+    const sim::Prediction& fastest = result.candidates.front();
+    for (const auto& best : best_of_class) {
+      if (best && within_band(best->step_time_s, fastest.step_time_s)) {
+        result.chosen = *best;
+        break;
+      }
+    }
+    if (!result.chosen) result.chosen = fastest;  // unreachable: fastest's class is within the band
+    for (size_t i = 0; i < result.candidates.size(); ++i)
+      if (result.candidates[i].mesh == result.chosen->mesh && result.candidates[i].options == result.chosen->options)
+        result.chosen_rank = static_cast<int64_t>(i) + 1;
+    result.choice_reason = choice_reason(fastest, *result.chosen, result.chosen_rank, settings.top_k);
+  }
   // Invariants of planner.hpp: every enumerated candidate is accounted for.
   if (result.enumerated != result.evaluated + tally.layout_total() ||
       result.evaluated != result.fitting + tally.out_of_memory_count())
@@ -365,7 +477,46 @@ PlanResult plan(const Experiment& e, const PlanSettings& settings) {
   return result;
 }
 
+std::string fixed_layout_text(const Experiment& e) {
+  auto where = [&](int line) { return line > 0 ? fmt::format("{}:{}", e.path, line) : e.path; };
+  std::string s;
+  if (e.mesh)
+    s = fmt::format("mesh fixed by {} (dp={} tp={} cp={} pp={})", where(e.mesh_line), e.mesh->dp, e.mesh->tp,
+                    e.mesh->cp, e.mesh->pp);
+  const FixedOptionKeys& f = e.fixed_options;
+  if (f.any()) {
+    std::vector<std::string> keys;
+    if (f.micro_batch) keys.push_back(fmt::format("micro_batch {}", e.options.micro_batch));
+    if (f.recompute) keys.push_back(fmt::format("recompute {}", to_string(e.options.recompute)));
+    if (f.zero_stage) keys.push_back(fmt::format("zero_stage {}", e.options.zero_stage));
+    if (f.sequence_parallel) keys.push_back(fmt::format("sequence_parallel {}", e.options.sequence_parallel));
+    if (f.cp_scheme) keys.push_back(fmt::format("cp_scheme {}", to_string(e.options.cp_scheme)));
+    if (f.interleave) keys.push_back(fmt::format("interleave {}", e.options.interleave));
+    if (f.attention) keys.push_back(fmt::format("attention {}", to_string(e.options.attention)));
+    if (f.cp_comm) keys.push_back(fmt::format("cp_comm {}", to_string(e.options.cp_comm)));
+    std::string list;
+    for (size_t i = 0; i < keys.size(); ++i) list += (i ? ", " : "") + keys[i];
+    s += fmt::format("{}options fixed by {} ({})", s.empty() ? "" : "; ", where(e.options_line), list);
+    if (keys.size() < 8) s += "; the other options searched";
+  }
+  return s;
+}
+
 std::string describe_no_fit(const Experiment& e, const PlanResult& r) {
+  if (r.fixed_mesh) {
+    const std::string what = fixed_layout_text(e);
+    if (r.closest_out_of_memory) {
+      const auto& p = *r.closest_out_of_memory;
+      return fmt::format(
+          "{}: does not fit in memory: {} option combinations evaluated, the smallest needs {:.1f} GiB per GPU, "
+          "the GPUs have {:.1f} GiB. Ways forward: allow full recompute or a higher ZeRO stage in `options:`, "
+          "a shorter sequence, or drop the fixed `mesh:` to let plan search every layout",
+          what, r.evaluated, p.peak_memory_bytes / kGiB, p.capacity_bytes / kGiB);
+    }
+    if (!r.rejected.empty())
+      return fmt::format("{}: this layout cannot run: {}", what, r.rejected.front().example);
+    return fmt::format("{}: no option combination to try", what);
+  }
   std::string s = fmt::format(
       "no layout of {} fits on {} GPUs of {} ({:.1f} GiB each): {} layouts enumerated, {} "
       "evaluated, none within memory",
@@ -379,8 +530,10 @@ std::string describe_no_fit(const Experiment& e, const PlanResult& r) {
         "ZeRO-3 and larger TP/CP/PP in the search space",
         p.peak_memory_bytes / kGiB, p.mesh.dp, p.mesh.tp, p.mesh.cp, p.mesh.pp);
   } else if (!r.rejected.empty()) {
-    s += fmt::format("; no layout passed the constraints, most common reason: {} (e.g. {})",
-                     r.rejected.front().reason, r.rejected.front().example);
+    s += fmt::format("; no layout passed the constraints, most common reason: {}{}", r.rejected.front().example,
+                     r.rejected.front().count > 1
+                         ? fmt::format(" (and {} more like it)", r.rejected.front().count - 1)
+                         : std::string());
   }
   return s;
 }

@@ -54,6 +54,41 @@ ResolvedSearchSpace resolve_search_space(const Experiment& e);
 // Empty for gpus <= 0; throws ringplan::Error (bad input) for gpus > kMaxGpus (core/config.hpp).
 std::vector<Mesh> enumerate_meshes(int64_t gpus);
 
+// Ranking band: predicted step times closer than this fraction of the faster one are not a
+// trustworthy order. The cost model's mean absolute error on Korthikanti et al. Table 5 is
+// 2.3 % (BENCHMARKS.md); a 3 % band is that error with a margin, so two candidates inside it
+// are a tie as far as the prediction can tell. Ties go to the simpler, more robust layout.
+inline constexpr double kRankingBand = 0.03;
+inline constexpr const char* kRankingBandReason =
+    "the cost model's mean error on Korthikanti et al. Table 5 is 2.3 % (BENCHMARKS.md): step times closer "
+    "than 3 % are not a reliable order";
+
+// True when `t` is within the ranking band of `leader` (t - leader < kRankingBand * leader).
+inline bool within_band(double t, double leader) { return t <= leader || t - leader < kRankingBand * leader; }
+
+// How simple and robust a layout is, compared lexicographically (smaller is simpler):
+// ZeRO stage (fewer sharded states, fewer collectives), interleaved pipeline or not, mesh
+// dimensions > 1 (fewer process groups to go wrong), then CP exchange (ring before all-gather).
+// The CP scheme is not part of it: zigzag and striped twins are equivalent here.
+struct Simplicity {
+  int zero_stage = 0;
+  int interleaved = 0;      // 1 when PP > 1 and interleave > 1
+  int dims_above_one = 0;   // 0 .. 4
+  int allgather = 0;        // 1 when CP > 1 and cp_comm allgather
+  auto operator<=>(const Simplicity&) const = default;
+};
+Simplicity simplicity_of(const Mesh& m, const ParallelOptions& o);
+// Number of distinct Simplicity values, and a dense index that keeps their order.
+inline constexpr int kSimplicityClasses = 4 * 2 * 5 * 2;
+int simplicity_index(const Simplicity& s);
+
+// Group number (1-based) of each candidate of a ranked list: a group starts at the first
+// candidate outside the previous group and holds every later one within the band of it.
+std::vector<int> ranking_groups(const std::vector<sim::Prediction>& ranked);
+
+// Two layouts that differ only in the balanced CP scheme (zigzag vs striped): equivalent twins.
+bool scheme_twins(const sim::Prediction& a, const sim::Prediction& b);
+
 struct PlanSettings {
   int64_t gpus = 0;          // 0: experiment.gpus, else cluster.gpus()
   int64_t top_k = 10;        // candidates kept in PlanResult::candidates (> 0)
@@ -63,6 +98,12 @@ struct PlanSettings {
   // without being built. `exhaustive` asks check_layout() for every single candidate
   // instead (tests compare both; results and counts must be identical).
   bool exhaustive = false;
+  // Honour the experiment's fixed layout (`ringplan plan`): with e.mesh set only that mesh is
+  // searched (its world size must equal the GPU count), and every option named by
+  // e.fixed_options keeps e.options' value (tried even where it has no effect, so that
+  // check_layout() judges it). Off: the whole space is searched (report ranks a fixed layout
+  // among all the others).
+  bool fixed_layout = false;
 };
 
 // One rejection category: "out of memory" or a check_layout() message with its numbers
@@ -82,6 +123,13 @@ struct PlanResult {
   int64_t fitting = 0;                      // evaluated and within memory
   // The out-of-memory candidate with the least peak memory (for the "nothing fits" message).
   std::optional<sim::Prediction> closest_out_of_memory;
+  // The recommended layout: the fastest layout of the simplest Simplicity class that has a
+  // member within the ranking band of the fastest candidate (over every fitting candidate, not
+  // only the top K). Empty when nothing fits.
+  std::optional<sim::Prediction> chosen;
+  int64_t chosen_rank = 0;   // 1-based position of `chosen` in candidates; 0 when it ranks below top K
+  std::string choice_reason; // why `chosen` (and not rank 1), for people
+  bool fixed_mesh = false;   // the search was restricted to the experiment's mesh
   bool empty() const { return candidates.empty(); }
 };
 
@@ -93,6 +141,11 @@ PlanResult plan(const Experiment& e, const PlanSettings& settings = {});
 // "no layout of <model> fits on N GPUs (<cluster>, C GiB each): evaluated E, ... the
 // closest was ... needs X GiB" -- used by the CLI when PlanResult::candidates is empty.
 std::string describe_no_fit(const Experiment& e, const PlanResult& r);
+
+// What the experiment fixed for a search with PlanSettings::fixed_layout, for people:
+// "mesh fixed by exp.yaml:14 (dp=1 tp=1 cp=4 pp=1); options fixed by exp.yaml:16 (micro_batch,
+// cp_scheme); the others searched". Empty when nothing is fixed.
+std::string fixed_layout_text(const Experiment& e);
 
 // Ranking order: step time, then peak memory, then a deterministic key of the layout so
 // equal predictions come out in a stable order.

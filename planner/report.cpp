@@ -61,6 +61,18 @@ std::string render_table(const std::vector<std::string>& header, const std::vect
 
 }  // namespace
 
+std::string term_label(std::string_view name) {
+  for (std::string_view suffix : {std::string_view("_bytes"), std::string_view("_s")}) {
+    if (name.size() > suffix.size() && name.substr(name.size() - suffix.size()) == suffix) {
+      name.remove_suffix(suffix.size());
+      break;
+    }
+  }
+  std::string out(name);
+  std::replace(out.begin(), out.end(), '_', ' ');
+  return out;
+}
+
 nlohmann::json mesh_json(const Mesh& m) {
   return {{"dp", m.dp}, {"tp", m.tp}, {"cp", m.cp}, {"pp", m.pp}};
 }
@@ -98,13 +110,29 @@ nlohmann::json prediction_json(const sim::Prediction& p) {
           {"fits", p.fits}};
 }
 
-nlohmann::json plan_json(const PlanResult& r) {
+nlohmann::json plan_json(const PlanResult& r, const std::string& fixed_layout) {
   nlohmann::json candidates = nlohmann::json::array();
-  for (const auto& p : r.candidates) candidates.push_back(prediction_json(p));
+  const std::vector<int> groups = ranking_groups(r.candidates);
+  int64_t top_group = 0;
+  for (size_t i = 0; i < r.candidates.size(); ++i) {
+    nlohmann::json c = prediction_json(r.candidates[i]);
+    c["group"] = groups[i];
+    if (groups[i] == 1) ++top_group;
+    candidates.push_back(std::move(c));
+  }
   nlohmann::json rejected = nlohmann::json::array();
   for (const auto& x : r.rejected)
     rejected.push_back({{"reason", x.reason}, {"count", x.count}, {"example", x.example}});
-  return {{"best", r.candidates.empty() ? nlohmann::json(nullptr) : candidates.front()},
+  nlohmann::json ranking = {{"band", kRankingBand},
+                            {"band_reason", kRankingBandReason},
+                            {"chosen_rank", r.chosen_rank},
+                            {"reason", r.choice_reason},
+                            {"top_group_size", top_group}};
+  return {{"schema_version", kJsonSchemaVersion},
+          {"best", r.candidates.empty() ? nlohmann::json(nullptr) : prediction_json(r.candidates.front())},
+          {"chosen", r.chosen ? prediction_json(*r.chosen) : nlohmann::json(nullptr)},
+          {"ranking", std::move(ranking)},
+          {"fixed_layout", fixed_layout.empty() ? nlohmann::json(nullptr) : nlohmann::json(fixed_layout)},
           {"candidates", std::move(candidates)},
           {"rejected", std::move(rejected)},
           {"evaluated", r.evaluated},
@@ -133,15 +161,42 @@ std::string memory_text(double used_bytes, double capacity_bytes) {
 
 std::string top_table(const PlanResult& r) {
   std::vector<std::vector<std::string>> rows;
-  int rank = 1;
-  for (const auto& p : r.candidates) {
-    rows.push_back({std::to_string(rank++), std::to_string(p.mesh.dp), std::to_string(p.mesh.tp),
-                    std::to_string(p.mesh.cp), std::to_string(p.mesh.pp), options_text(p.mesh, p.options),
-                    seconds_text(p.step_time_s), si_rate(p.tokens_per_s), tflops_text(p.tflops_per_device),
-                    fmt::format("{:.1f}%", 100.0 * p.mfu), memory_text(p.peak_memory_bytes, p.capacity_bytes)});
+  std::vector<size_t> shown;  // candidate index of each row
+  const std::vector<int> groups = ranking_groups(r.candidates);
+  for (size_t i = 0; i < r.candidates.size(); ++i) {
+    const auto& p = r.candidates[i];
+    // A zigzag/striped twin within the band of a row already shown is noted on that row.
+    bool collapsed = false;
+    for (size_t k = 0; k < shown.size() && !collapsed; ++k) {
+      const auto& q = r.candidates[shown[k]];
+      if (scheme_twins(q, p) && within_band(p.step_time_s, q.step_time_s)) {
+        std::string& note = rows[k].back();
+        note += fmt::format("{}twin: {} {:+.1f}%", note.empty() ? "" : "; ", to_string(p.options.cp_scheme),
+                            q.step_time_s > 0 ? 100.0 * (p.step_time_s / q.step_time_s - 1.0) : 0.0);
+        collapsed = true;
+      }
+    }
+    if (collapsed) continue;
+    const bool chosen = r.chosen_rank == static_cast<int64_t>(i) + 1;
+    shown.push_back(i);
+    rows.push_back({std::to_string(i + 1), std::to_string(groups[i]), std::to_string(p.mesh.dp),
+                    std::to_string(p.mesh.tp), std::to_string(p.mesh.cp), std::to_string(p.mesh.pp),
+                    options_text(p.mesh, p.options), seconds_text(p.step_time_s), si_rate(p.tokens_per_s),
+                    tflops_text(p.tflops_per_device), fmt::format("{:.1f}%", 100.0 * p.mfu),
+                    memory_text(p.peak_memory_bytes, p.capacity_bytes), chosen ? "chosen" : ""});
   }
-  return render_table({"rank", "dp", "tp", "cp", "pp", "options", "step", "tokens/s", "TFLOP/s/dev", "MFU", "memory"},
-                      {false, false, false, false, false, true, false, false, false, false, false}, rows);
+  if (r.chosen && r.chosen_rank == 0) {
+    // The choice ranks below the top K (the band holds more than K layouts): listed last.
+    const auto& p = *r.chosen;
+    rows.push_back({fmt::format(">{}", r.candidates.size()), "1", std::to_string(p.mesh.dp),
+                    std::to_string(p.mesh.tp), std::to_string(p.mesh.cp), std::to_string(p.mesh.pp),
+                    options_text(p.mesh, p.options), seconds_text(p.step_time_s), si_rate(p.tokens_per_s),
+                    tflops_text(p.tflops_per_device), fmt::format("{:.1f}%", 100.0 * p.mfu),
+                    memory_text(p.peak_memory_bytes, p.capacity_bytes), "chosen (below the top K)"});
+  }
+  return render_table(
+      {"rank", "group", "dp", "tp", "cp", "pp", "options", "step", "tokens/s", "TFLOP/s/dev", "MFU", "memory", "note"},
+      {false, false, false, false, false, false, true, false, false, false, false, false, true}, rows);
 }
 
 std::string prediction_text(const Experiment& e, const sim::Prediction& p) {
@@ -156,7 +211,7 @@ std::string prediction_text(const Experiment& e, const sim::Prediction& p) {
   std::vector<std::vector<std::string>> mem_rows;
   for (const auto& t : sim::memory_terms(p.memory)) {
     if (t.name == "peak_bytes") continue;  // shown once, below the terms
-    mem_rows.push_back({std::string(t.name), gib(t.value),
+    mem_rows.push_back({term_label(t.name), gib(t.value),
                         p.peak_memory_bytes > 0 ? fmt::format("{:.1f}%", 100.0 * t.value / p.peak_memory_bytes) : "-"});
   }
   mem_rows.push_back({"peak (schedule, not sum of maxima)", gib(p.memory.peak_bytes), "100.0%"});
@@ -167,7 +222,7 @@ std::string prediction_text(const Experiment& e, const sim::Prediction& p) {
   std::vector<std::vector<std::string>> time_rows;
   for (const auto& t : sim::time_terms(p.time)) {
     if (t.name == "step_time_s") continue;  // shown once, below the terms
-    time_rows.push_back({std::string(t.name), seconds_text(t.value),
+    time_rows.push_back({term_label(t.name), seconds_text(t.value),
                          p.step_time_s > 0 ? fmt::format("{:.1f}%", 100.0 * t.value / p.step_time_s) : "-"});
   }
   time_rows.push_back({"step time", seconds_text(p.step_time_s), "100.0%"});
@@ -180,8 +235,10 @@ std::string prediction_text(const Experiment& e, const sim::Prediction& p) {
 std::string rejection_text(const PlanResult& r) {
   if (r.rejected.empty()) return "rejected: none\n";
   std::vector<std::vector<std::string>> rows;
-  for (const auto& x : r.rejected) rows.push_back({std::to_string(x.count), x.reason, x.example});
-  return render_table({"count", "reason", "example"}, {false, true, true}, rows);
+  // The first message of each category, in full (the category itself has its numbers as '#').
+  for (const auto& x : r.rejected)
+    rows.push_back({std::to_string(x.count), x.count > 1 ? x.example + " (first of these)" : x.example});
+  return render_table({"count", "reason"}, {false, true}, rows);
 }
 
 std::string plan_text(const Experiment& e, const PlanResult& r) {
@@ -191,11 +248,21 @@ std::string plan_text(const Experiment& e, const PlanResult& r) {
       e.name.empty() ? e.path : e.name, e.model.name, r.gpus, e.cluster.name,
       e.cluster.memory_bytes / units::gib_bytes, e.training.seq_len, e.training.global_batch_sequences,
       r.enumerated, r.evaluated, r.fitting);
+  if (r.fixed_mesh || e.fixed_options.any()) {
+    const std::string fixed = fixed_layout_text(e);
+    if (!fixed.empty()) s += fixed + "\n\n";
+  }
   if (!r.candidates.empty()) {
     s += fmt::format("top {} layouts (ranked by step time, ties by memory)\n", r.candidates.size());
     s += top_table(r);
+    s += fmt::format(
+        "\nranking band {:g} %: layouts whose step times differ by less than that share a group; {}. Within the "
+        "first group the simpler layout is chosen (lower ZeRO stage, no interleave, fewer mesh dimensions > 1, "
+        "ring before all-gather; zigzag/striped twins shown once)\n",
+        100.0 * kRankingBand, kRankingBandReason);
+    s += fmt::format("chosen: {}\n", r.choice_reason);
     s += "\nchosen plan\n";
-    s += prediction_text(e, r.candidates.front());
+    s += prediction_text(e, r.chosen ? *r.chosen : r.candidates.front());
   } else {
     s += describe_no_fit(e, r) + "\n";
   }

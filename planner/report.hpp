@@ -6,22 +6,34 @@
 //    memory:{<term>_bytes...}, time:{<term>_s...}, mesh:{dp,tp,cp,pp},
 //    options:{micro_batch, recompute, zero_stage, sequence_parallel, cp_scheme, interleave,
 //             attention, cp_comm}, micro_batches, fits}
-// JSON of a plan: {best: <prediction> or null, candidates:[<prediction>...],
-//   rejected:[{reason, count, example}], evaluated, enumerated, fitting, gpus}
+// JSON of a plan: {schema_version, best: <prediction> (the fastest) or null,
+//   chosen: <prediction> (the recommended layout, PlanResult::chosen) or null,
+//   candidates:[<prediction> + group...] (full ranked list, each with its ranking group),
+//   ranking:{band, band_reason, chosen_rank (0: below the top K), reason, top_group_size},
+//   fixed_layout: "mesh fixed by ..." or null,
+//   rejected:[{reason (numbers as '#', for grouping), count, example}], evaluated, enumerated, fitting, gpus}
+// simulate and run add schema_version to their top-level objects too.
 #pragma once
 #include <nlohmann/json.hpp>
 #include <string>
+#include <string_view>
 
 #include "core/config.hpp"
+#include "planner/plan_file.hpp"  // kJsonSchemaVersion
 #include "planner/planner.hpp"
 #include "sim/cost_model.hpp"
 
 namespace ringplan::planner {
 
+// Label of a term in text tables: the JSON name without its unit suffix, words spaced
+// ("weights_bytes" -> "weights", "ring_comm_exposed_s" -> "ring comm exposed").
+std::string term_label(std::string_view json_name);
+
 nlohmann::json mesh_json(const Mesh& m);
 nlohmann::json options_json(const ParallelOptions& o);
 nlohmann::json prediction_json(const sim::Prediction& p);
-nlohmann::json plan_json(const PlanResult& r);
+// fixed_layout: fixed_layout_text() of a search with PlanSettings::fixed_layout ("" otherwise).
+nlohmann::json plan_json(const PlanResult& r, const std::string& fixed_layout = "");
 
 // "dp=8 tp=8 cp=16 pp=16"
 std::string mesh_text(const Mesh& m);

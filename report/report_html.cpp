@@ -303,12 +303,20 @@ RunComparison load_run_result(const std::string& path) {
 }
 
 ReportData build_report(const Experiment& e, const planner::PlanResult& r) {
-  if (r.candidates.empty()) throw bad_input(planner::describe_no_fit(e, r));
+  if (r.candidates.empty()) throw no_fit(planner::describe_no_fit(e, r));
   ReportData d;
   d.experiment = e;
   d.candidates = r.candidates;
   d.closest_out_of_memory = r.closest_out_of_memory;
+  // The planner's choice (ranking band, planner.hpp); listed at its rank if below the top K.
   d.chosen = 0;
+  if (r.chosen_rank > 0) {
+    d.chosen = static_cast<size_t>(r.chosen_rank - 1);
+  } else if (r.chosen) {
+    auto it = d.candidates.insert(
+        std::upper_bound(d.candidates.begin(), d.candidates.end(), *r.chosen, planner::ranks_before), *r.chosen);
+    d.chosen = static_cast<size_t>(it - d.candidates.begin());
+  }
   d.enumerated = r.enumerated;
   d.evaluated = r.evaluated;
   d.fitting = r.fitting;

@@ -20,11 +20,12 @@ exits non-zero: one layer and one step, or --scope attention, one iteration) or 
 `calibrate --plan` at np 2 (under mpirun) (two block sizes, one repetition, -o into WORKDIR); a few mutants of a
 `run --format json` output go to `report --run`. These runs measure, so their printed numbers are
 not checked for nan/inf; everything else below applies. A run fails the test when it
-  - ends by a signal (crash) or exits with a code other than 0, 1, 2,
+  - ends by a signal (crash) or exits with a code other than 0, 1, 2, 3 (3: a valid file whose
+    layouts do not fit in memory -- plan found none, simulate's does not -- a valid outcome),
   - takes longer than the per-run limit (hang),
   - prints "internal error",
-  - exits 0 with "nan" or "inf" among the numbers it printed,
-  - exits 0 on a mutant that is invalid for sure: a number replaced by -1, 2^63-1, 1e308, nan,
+  - exits 0 or 3 with "nan" or "inf" among the numbers it printed,
+  - exits 0 or 3 on a mutant that is invalid for sure: a number replaced by -1, 2^63-1, 1e308, nan,
     inf or a string (every number ringplan reads is bounded, finite and a number), a duplicated
     key, or a ringplan-written file whose end marker was cut off,
   - exits 1 (a runtime failure) on a mutant: reading a file is bad input or success.
@@ -153,16 +154,18 @@ class Fuzzer:
             self.fail(cmd, mutant_path, desc, f"hang: no exit within {limit} s", "", "")
             return None, ""
         problems = []
-        if p.returncode < 0 or p.returncode not in (0, 1, 2):
+        # 0 ok, 1 runtime failure, 2 bad input, 3 no layout fits (README "Exit status").
+        if p.returncode < 0 or p.returncode not in (0, 1, 2, 3):
             problems.append(f"crash: exit status {p.returncode}")
         if launcher is not None and re.search(r"exited on signal|terminated by signal|Segmentation fault", p.stderr):
             problems.append("crash: a rank ended by a signal")
         if "internal error" in p.stderr or "internal error" in p.stdout:
             problems.append("'internal error' in the output")
-        if p.returncode == 0 and not measures and NONFINITE.search(p.stdout):
+        # Exit 3 accepted the file (and printed its report): held to the same checks as exit 0.
+        if p.returncode in (0, 3) and not measures and NONFINITE.search(p.stdout):
             problems.append(f"non-finite number in the output: {NONFINITE.search(p.stdout).group(0)!r}")
-        if p.returncode == 0 and invalid:
-            problems.append("exit 0 on an invalid file")
+        if p.returncode in (0, 3) and invalid:
+            problems.append(f"exit {p.returncode} on an invalid file")
         if p.returncode == 1:
             problems.append("exit 1 (runtime failure) while reading a file: bad input must exit 2")
         if problems:

@@ -111,17 +111,21 @@ TEST_CASE("report: JSON of a planner result and the page that embeds it") {
   const planner::PlanResult r = planner::plan(e, settings);
   REQUIRE_FALSE(r.candidates.empty());
   report::ReportData d = report::build_report(e, r);
-  CHECK(d.candidates.size() == r.candidates.size());
-  CHECK(d.chosen == 0);
+  // The planner's choice (ranking band): at its rank, or inserted in order when below the top K.
+  REQUIRE(r.chosen);
+  CHECK(d.candidates.size() == r.candidates.size() + (r.chosen_rank > 0 ? 0 : 1));
+  if (r.chosen_rank > 0) CHECK(d.chosen == static_cast<size_t>(r.chosen_rank - 1));
+  CHECK(d.candidates[d.chosen].mesh == r.chosen->mesh);
+  CHECK(d.candidates[d.chosen].options == r.chosen->options);
 
   const nlohmann::json j = report::report_json(d);
   REQUIRE(j["candidates"].size() == d.candidates.size());
-  CHECK(j["candidates"][0]["chosen"] == true);
-  CHECK(j["candidates"][1]["chosen"] == false);
+  CHECK(j["candidates"][d.chosen]["chosen"] == true);
+  CHECK(j["candidates"][d.chosen == 0 ? 1 : 0]["chosen"] == false);
   CHECK(j["candidates"][0]["step_time_s"].get<double>() == d.candidates[0].step_time_s);
-  // Every memory term of the cost model except the peak, which is the chart's total.
+  // Every memory term of the chosen plan except the peak, which is the chart's total.
   std::vector<sim::Term> terms;
-  for (const auto& t : sim::memory_terms(d.candidates[0].memory)) {
+  for (const auto& t : sim::memory_terms(d.candidates[d.chosen].memory)) {
     if (t.name != "peak_bytes") terms.push_back(t);
   }
   REQUIRE(j["memory_terms"].size() == terms.size());
@@ -129,8 +133,8 @@ TEST_CASE("report: JSON of a planner result and the page that embeds it") {
     CHECK(j["memory_terms"][i]["name"] == std::string(terms[i].name));
     CHECK(j["memory_terms"][i]["value"].get<double>() * units::gib_bytes == doctest::Approx(terms[i].value));
   }
-  CHECK(j["peak_memory_gib"].get<double>() * units::gib_bytes == doctest::Approx(d.candidates[0].peak_memory_bytes));
-  CHECK(j["time_terms"].size() == sim::time_terms(d.candidates[0].time).size());
+  CHECK(j["peak_memory_gib"].get<double>() * units::gib_bytes == doctest::Approx(d.candidates[d.chosen].peak_memory_bytes));
+  CHECK(j["time_terms"].size() == sim::time_terms(d.candidates[d.chosen].time).size());
   CHECK(j["run"].is_null());
 
   const std::string html = report::render_html(d);

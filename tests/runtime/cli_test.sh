@@ -11,6 +11,8 @@
 #   5. the same plan with options.cp_comm allgather: run --scope attention runs all-gather CP
 #      and says so, --trace is refused (exit 2, naming cp_comm), and run --scope step trains
 #      with it and matches the one-process reference.
+#   6. a plan written by `simulate -o` (here with --cp-scheme striped) is run like one from
+#      `plan -o`; run's JSON carries schema_version.
 set -u
 mpiexec=$1; flags=$2; ringplan=$3; plan=$4; work=$5
 mkdir -p "$work"
@@ -123,4 +125,12 @@ print(f"allgather step parity: max rel loss diff {worst:.2e}, max param diff {j[
 sys.exit(0 if ok else 1)
 PY
 [ $fail -eq 0 ] && echo "cli_test: PASS"
+# 6. simulate -o writes a plan file that run accepts.
+"$ringplan" simulate "$plan" --cp-scheme striped -o "$work/sim_plan.yaml" > "$work/sim.log" 2>&1 \
+  || { echo "FAIL: simulate -o exited $?"; cat "$work/sim.log"; fail=1; }
+# shellcheck disable=SC2086
+"$mpiexec" -np 2 $flags "$ringplan" run "$work/sim_plan.yaml" --scope attention --iters 1 --warmup 0 --format json \
+  > "$work/sim_run.json" 2> "$work/sim_run.err" || { echo "FAIL: run of simulate's plan exited $?"; cat "$work/sim_run.err"; fail=1; }
+check "$work/sim_run.json" '"schema_version": 1'
+check "$work/sim_run.json" 'striped causal'
 exit $fail
