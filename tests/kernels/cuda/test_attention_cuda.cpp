@@ -588,6 +588,103 @@ TEST_CASE("cuda merge_partial (every forward impl): two key blocks merged equal 
   }
 }
 
+TEST_CASE("cuda merge_partial: at large lse the result is a convex combination within ulps of a float64 merge") {
+  // The CUDA twin of test_attention_api.cpp's "merge_partial: at large lse ...": partials with
+  // lse ~ 100..200 (large logits, one float32 ulp of lse = 1.5e-5), merged on the device. The
+  // stable sigmoid form keeps every element within 4 eps * max(|O_a|, |O_b|) of the float64 merge
+  // of the same inputs, inside [O_a, O_b], and an equal row bit-exact; the merged lse within one
+  // ulp. Then a chain of P = 2..8 merges (a ring's forward) stays within P times that.
+  if (!have_gpu()) return;
+  const int64_t rows = 4096, d = 8;
+  std::mt19937_64 rng(9001);
+  std::uniform_real_distribution<float> lse_of(100.0f, 200.0f);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> oa(size_t(rows * d)), ob(size_t(rows * d)), la(size_t(rows)), lb(size_t(rows));
+  for (int64_t r = 0; r < rows; ++r) {
+    la[size_t(r)] = lse_of(rng);
+    lb[size_t(r)] = r % 4 == 0 ? la[size_t(r)] + 4.0f * normal(rng) : lse_of(rng);
+    for (int64_t x = r * d; x < (r + 1) * d; ++x) {
+      oa[size_t(x)] = normal(rng);
+      ob[size_t(x)] = r % 4 == 1 ? oa[size_t(x)] : normal(rng);
+    }
+  }
+  DeviceBuffer<float> d_oa(oa.size()), d_ob(ob.size()), d_la(la.size()), d_lb(lb.size());
+  d_oa.upload(oa);
+  d_ob.upload(ob);
+  d_la.upload(la);
+  d_lb.upload(lb);
+  rkc::merge_partial({rk::dense_view(d_oa.ptr, ElemType::f32, 1, 1, rows, d), rk::dense_rows(d_la.ptr, 1, 1, rows)},
+                     {rk::dense_view(d_ob.ptr, ElemType::f32, 1, 1, rows, d), rk::dense_rows(d_lb.ptr, 1, 1, rows)},
+                     nullptr);
+  REQUIRE_CUDA(cudaDeviceSynchronize());
+  const std::vector<float> out = d_oa.download(), lse = d_la.download();
+  const double eps = 1.1920928955078125e-07;  // float32 epsilon
+  int64_t outside = 0, inexact_equal = 0;
+  double worst_ulps = 0.0, worst_lse_ulps = 0.0;
+  for (int64_t r = 0; r < rows; ++r) {
+    const double a = la[size_t(r)], b = lb[size_t(r)], hi = std::max(a, b);
+    const double exact_lse = hi + std::log(std::exp(a - hi) + std::exp(b - hi));
+    worst_lse_ulps = std::max(worst_lse_ulps, std::abs(lse[size_t(r)] - exact_lse) / (eps * std::abs(exact_lse)));
+    for (int64_t x = r * d; x < (r + 1) * d; ++x) {
+      const double exact = std::exp(a - exact_lse) * oa[size_t(x)] + std::exp(b - exact_lse) * ob[size_t(x)];
+      const double size = std::max(std::abs(oa[size_t(x)]), std::abs(ob[size_t(x)]));
+      worst_ulps = std::max(worst_ulps, std::abs(out[size_t(x)] - exact) / (eps * std::max(size, 1e-30)));
+      if (out[size_t(x)] < std::min(oa[size_t(x)], ob[size_t(x)]) || out[size_t(x)] > std::max(oa[size_t(x)], ob[size_t(x)]))
+        ++outside;
+      if (r % 4 == 1 && out[size_t(x)] != oa[size_t(x)]) ++inexact_equal;
+    }
+  }
+  MESSAGE("one merge: worst O error " << worst_ulps << " eps, lse error " << worst_lse_ulps << " eps");
+  CHECK(worst_ulps <= 4.0);
+  CHECK(worst_lse_ulps <= 1.0);
+  CHECK(outside == 0);
+  CHECK(inexact_equal == 0);
+
+  // A ring's forward: P partials of one row set merged in turn, against the float64 merge of all.
+  for (int64_t P = 2; P <= 8; ++P) {
+    std::vector<std::vector<float>> po(size_t(P)), pl(size_t(P));
+    for (int64_t k = 0; k < P; ++k) {
+      po[size_t(k)].resize(size_t(rows * d));
+      pl[size_t(k)].resize(size_t(rows));
+      for (float& v : po[size_t(k)]) v = normal(rng);
+      for (float& v : pl[size_t(k)]) v = lse_of(rng);
+    }
+    DeviceBuffer<float> acc_o(size_t(rows * d)), acc_l(size_t(rows)), blk_o(size_t(rows * d)), blk_l(size_t(rows));
+    acc_o.upload(po[0]);
+    acc_l.upload(pl[0]);
+    for (int64_t k = 1; k < P; ++k) {
+      blk_o.upload(po[size_t(k)]);
+      blk_l.upload(pl[size_t(k)]);
+      rkc::merge_partial({rk::dense_view(acc_o.ptr, ElemType::f32, 1, 1, rows, d), rk::dense_rows(acc_l.ptr, 1, 1, rows)},
+                         {rk::dense_view(blk_o.ptr, ElemType::f32, 1, 1, rows, d), rk::dense_rows(blk_l.ptr, 1, 1, rows)},
+                         nullptr);
+    }
+    REQUIRE_CUDA(cudaDeviceSynchronize());
+    const std::vector<float> got = acc_o.download();
+    double worst = 0.0;
+    for (int64_t r = 0; r < rows; ++r) {
+      double hi = -INFINITY;
+      for (int64_t k = 0; k < P; ++k) hi = std::max(hi, double(pl[size_t(k)][size_t(r)]));
+      double sum = 0.0;
+      for (int64_t k = 0; k < P; ++k) sum += std::exp(double(pl[size_t(k)][size_t(r)]) - hi);
+      const double L = hi + std::log(sum);
+      for (int64_t x = r * d; x < (r + 1) * d; ++x) {
+        double exact = 0.0, size = 0.0;
+        for (int64_t k = 0; k < P; ++k) {
+          exact += std::exp(double(pl[size_t(k)][size_t(r)]) - L) * po[size_t(k)][size_t(x)];
+          size = std::max(size, double(std::abs(po[size_t(k)][size_t(x)])));
+        }
+        worst = std::max(worst, std::abs(got[size_t(x)] - exact) / (eps * std::max(size, 1e-30)));
+      }
+    }
+    MESSAGE("P = " << P << ": worst O error " << worst << " eps * max |O_k|");
+    // Each merge adds at most its own rounding (4 eps) plus that of the running lse, rounded to
+    // float32 between merges: half an ulp of an lse in [128, 256) is 64 eps, and it moves a weight
+    // w by w (1 - w) <= 1/4 times that: 16 eps. So about 20 eps per merge.
+    CHECK(worst <= 23.0 * double(P - 1));
+  }
+}
+
 TEST_CASE("cuda merge_partial: both sides -inf stay O = 0, lse = -inf") {
   if (!have_gpu()) return;
   const int64_t h = 1, n = 3, d = 64;
