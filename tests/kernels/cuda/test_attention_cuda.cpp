@@ -599,7 +599,8 @@ TEST_CASE("cuda merge_partial: at large lse the result is a convex combination w
   std::mt19937_64 rng(9001);
   std::uniform_real_distribution<float> lse_of(100.0f, 200.0f);
   std::normal_distribution<float> normal(0.0f, 1.0f);
-  std::vector<float> oa(size_t(rows * d)), ob(size_t(rows * d)), la(size_t(rows)), lb(size_t(rows));
+  std::vector<float> oa(static_cast<size_t>(rows * d)), ob(static_cast<size_t>(rows * d));
+  std::vector<float> la(static_cast<size_t>(rows)), lb(static_cast<size_t>(rows));
   for (int64_t r = 0; r < rows; ++r) {
     la[size_t(r)] = lse_of(rng);
     lb[size_t(r)] = r % 4 == 0 ? la[size_t(r)] + 4.0f * normal(rng) : lse_of(rng);
@@ -642,14 +643,15 @@ TEST_CASE("cuda merge_partial: at large lse the result is a convex combination w
 
   // A ring's forward: P partials of one row set merged in turn, against the float64 merge of all.
   for (int64_t P = 2; P <= 8; ++P) {
-    std::vector<std::vector<float>> po(size_t(P)), pl(size_t(P));
+    std::vector<std::vector<float>> po(static_cast<size_t>(P)), pl(static_cast<size_t>(P));
     for (int64_t k = 0; k < P; ++k) {
       po[size_t(k)].resize(size_t(rows * d));
       pl[size_t(k)].resize(size_t(rows));
       for (float& v : po[size_t(k)]) v = normal(rng);
       for (float& v : pl[size_t(k)]) v = lse_of(rng);
     }
-    DeviceBuffer<float> acc_o(size_t(rows * d)), acc_l(size_t(rows)), blk_o(size_t(rows * d)), blk_l(size_t(rows));
+    DeviceBuffer<float> acc_o(static_cast<size_t>(rows * d)), acc_l(static_cast<size_t>(rows));
+    DeviceBuffer<float> blk_o(static_cast<size_t>(rows * d)), blk_l(static_cast<size_t>(rows));
     acc_o.upload(po[0]);
     acc_l.upload(pl[0]);
     for (int64_t k = 1; k < P; ++k) {
