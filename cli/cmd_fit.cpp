@@ -1,4 +1,4 @@
-// `ringplan fit CASES... -o PROFILE.yaml [--holdout SOURCE | --folds K] [--cluster BASE.yaml]
+// `ringplan fit CASES... -o PROFILE.yaml [--holdout SOURCE | --folds K] [--cluster BASE.yaml] [--fix LIST]
 //                [--format table|json]`
 // Fits a cluster profile's free parameters (efficiency curves, memory-bandwidth efficiency;
 // sim/fit.hpp) to measured validation cases that share one cluster, and reports the error on
@@ -12,6 +12,7 @@
 // Exit status: 0 on success; 2 for bad input (no case, mixed clusters without --cluster, an
 // empty training or held-out set, an unknown --holdout source).
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -43,6 +44,7 @@ struct FitArgs {
   int folds = 5;
   std::string cluster;
   std::string format = "table";
+  std::vector<std::string> fix;  // --fix: parameters held at the base profile's values
 };
 
 struct CaseRow {
@@ -105,6 +107,8 @@ int fit_command(const FitArgs& a) {
   std::vector<CaseRow> rows(cases.size());
   for (size_t i = 0; i < cases.size(); ++i) rows[i] = {cases[i].name, cases[i].path, source_of(cases[i].path)};
 
+  sim::FitOptions opts;
+  if (!a.fix.empty()) opts.params = sim::params_without(a.fix);
   sim::FitResult fit;
   std::string method;
   if (!a.holdout.empty()) {
@@ -120,7 +124,7 @@ int fit_command(const FitArgs& a) {
                                   fmt::join(sources, ", ")));
     if (train.empty())
       throw bad_input(fmt::format("fit: --holdout {}: every case is from that source, nothing left to fit", a.holdout));
-    fit = sim::fit_cluster(train, base);
+    fit = sim::fit_cluster(train, base, opts);
     method = fmt::format("held-out source '{}' ({} cases), fitted on {} cases", a.holdout, test.size(), train.size());
     for (size_t i = 0; i < cases.size(); ++i) {
       const double err = sim::case_time_error_pct(cases[i], fit.cluster);
@@ -129,8 +133,8 @@ int fit_command(const FitArgs& a) {
   } else {
     if (a.folds < 2) throw bad_input(fmt::format("fit: --folds must be >= 2, got {}", a.folds));
     if (cases.size() < 2) throw bad_input("fit: k-fold cross-validation needs at least 2 cases (or use --holdout)");
-    const sim::CrossValidation cv = sim::cross_validate(cases, base, a.folds);
-    fit = sim::fit_cluster(cases, base);
+    const sim::CrossValidation cv = sim::cross_validate(cases, base, a.folds, opts);
+    fit = sim::fit_cluster(cases, base, opts);
     method = fmt::format("{}-fold cross-validation over {} cases (case i held out in fold i % {}); profile fitted on "
                          "all",
                          cv.folds, cases.size(), cv.folds);
@@ -141,6 +145,7 @@ int fit_command(const FitArgs& a) {
     }
   }
 
+  if (!a.fix.empty()) method += fmt::format("; held at the base profile: {}", fmt::join(a.fix, ", "));
   // Statistics: training (cases the written profile was fitted on), held-out overall and per source.
   std::vector<double> train_err, held_err;
   std::map<std::string, std::vector<double>> held_by_source;
@@ -177,6 +182,7 @@ int fit_command(const FitArgs& a) {
     nlohmann::json params;
     for (const auto p : sim::kAllFitParams) params[sim::fit_param_name(p)] = sim::get_param(out_cluster, p);
     j["fitted"] = params;
+    j["fixed"] = a.fix;  // held at the base profile's values (their "fitted" entries are those values)
     nlohmann::json cs = nlohmann::json::array();
     for (const auto& r : rows) {
       nlohmann::json c{{"name", r.name}, {"path", r.path}, {"source", r.source}, {"held_out", r.held_out}};
@@ -235,7 +241,8 @@ RINGPLAN_COMMAND("fit", "Fit a cluster profile's efficiencies to measured cases;
                    app.footer(
                        "Fits efficiency.matmul/attention {max, half_tflop} and efficiency.memory_bandwidth by "
                        "minimising the mean |relative error| of the cases' time metrics (bounded coordinate "
-                       "search, deterministic). Held-out error: --folds K (default 5, case i in fold i % K) or "
+                       "search, deterministic); --fix holds some at the base profile's values (a measured curve). "
+                       "Held-out error: --folds K (default 5, case i in fold i % K) or "
                        "--holdout SOURCE (the cases in folder SOURCE). Exit status 2 for bad input.");
                    app.add_option("cases", a->paths, "Case files or folders (searched recursively)")->required();
                    app.add_option("-o,--output", a->output, "Write the fitted cluster profile here");
@@ -246,6 +253,10 @@ RINGPLAN_COMMAND("fit", "Fit a cluster profile's efficiencies to measured cases;
                        ->excludes(h);
                    app.add_option("--cluster", a->cluster,
                                   "Base profile (default: the cases' own cluster, which must be the same for all)");
+                   app.add_option("--fix", a->fix,
+                                  "Hold these at the base profile's values (e.g. a measured curve): matmul, "
+                                  "attention, memory_bandwidth or a parameter name such as matmul.max")
+                       ->delimiter(',');
                    app.add_option("--format", a->format, "Output format: table or json")
                        ->check(CLI::IsMember({"table", "json"}))
                        ->capture_default_str();

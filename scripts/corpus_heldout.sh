@@ -32,7 +32,7 @@ echo "|---|---|---|---|---|---|---|"
 row "A100 (dgx_a100_80gb), 5-fold" a100_kfold $V/korthikanti2022 $V/torchtitan_a100
 row "A100, fit on Korthikanti only" a100_hold_tt $V/korthikanti2022 $V/torchtitan_a100 --holdout torchtitan_a100
 row "A100, fit on torchtitan only" a100_hold_k $V/korthikanti2022 $V/torchtitan_a100 --holdout korthikanti2022
-row "H100 FP8 GEMM (NeMo), 5-fold" h100_fp8_nemo $V/nemo_long_sequence_h100
+row "H100 FP8 (NeMo), 5-fold, measured matmul held (--fix matmul)" h100_fp8_nemo $V/nemo_long_sequence_h100 --fix matmul
 row "B200 FP8 GEMM (NeMo), 5-fold" b200_fp8_nemo $V/nemo_long_sequence_b200
 row "H100 Grand Teton FP8 GEMM (torchtitan), 5-fold" gt_fp8 $V/torchtitan_h100_fp8
 row "H100 Grand Teton bf16 (torchtitan), 2-fold" gt_bf16 $V/torchtitan_h100_bf16 --folds 2

@@ -3,6 +3,7 @@
 #include "sim/fit.hpp"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <cmath>
@@ -94,6 +95,27 @@ ParamBounds default_bounds(FitParam p) {
     case FitParam::memory_bandwidth: return {0.3, 1.0};
   }
   return {0.0, 1.0};
+}
+
+std::vector<FitParam> params_without(const std::vector<std::string>& fixed) {
+  std::vector<FitParam> left;
+  std::vector<bool> used(fixed.size(), false);
+  for (const FitParam p : kAllFitParams) {
+    const std::string name = fit_param_name(p);
+    const std::string family = name.substr(0, name.find('.'));
+    bool hold = false;
+    for (size_t i = 0; i < fixed.size(); ++i)
+      if (fixed[i] == name || fixed[i] == family) hold = used[i] = true;
+    if (!hold) left.push_back(p);
+  }
+  for (size_t i = 0; i < fixed.size(); ++i)
+    if (!used[i]) {
+      std::vector<std::string> names{"matmul", "attention"};
+      for (const FitParam p : kAllFitParams) names.emplace_back(fit_param_name(p));
+      throw bad_input(fmt::format("fit: --fix {}: not a fitted parameter; valid: {}", fixed[i], fmt::join(names, ", ")));
+    }
+  if (left.empty()) throw bad_input("fit: --fix holds every parameter; nothing is left to fit");
+  return left;
 }
 
 // ------------------------------------------------------------------ objective

@@ -72,6 +72,12 @@ struct ParamBounds {
 // H100, far past any ramp-up), memory_bandwidth in [0.3, 1].
 ParamBounds default_bounds(FitParam p);
 
+// The parameters left to fit when `fixed` names some to hold at the base profile's values (a
+// measured curve, say): each entry is a parameter name ("matmul.max", ...) or a family
+// ("matmul", "attention", "memory_bandwidth") for all of its parameters. Throws bad_input naming
+// an unknown entry and the valid names, or when nothing would be left to fit.
+std::vector<FitParam> params_without(const std::vector<std::string>& fixed);
+
 struct FitOptions {
   std::vector<FitParam> params{kAllFitParams.begin(), kAllFitParams.end()};
   int max_evaluations = 20000;  // objective evaluations per fit (all starts together)

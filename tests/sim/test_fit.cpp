@@ -4,6 +4,7 @@
 // counting rules and per-device throughput as documented.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -185,4 +186,18 @@ TEST_CASE("compare_published: FLOP counting rule and per-device tokens") {
   CHECK(published_model_flops_per_step(e, p) == doctest::Approx(expected).epsilon(1e-9));
   CHECK(full.items[0].predicted == doctest::Approx(expected / p.step_time_s / 8.0 / 1e12));
   CHECK(full.items[0].predicted > causal.items[0].predicted);
+}
+
+TEST_CASE("params_without holds families or single parameters and names what is valid") {
+  using ringplan::sim::FitParam;
+  const auto left = ringplan::sim::params_without({"matmul"});
+  CHECK(left.size() == 3);
+  CHECK(std::find(left.begin(), left.end(), FitParam::matmul_max) == left.end());
+  CHECK(std::find(left.begin(), left.end(), FitParam::matmul_half_tflop) == left.end());
+  const auto one = ringplan::sim::params_without({"attention.half_tflop", "memory_bandwidth"});
+  CHECK(one.size() == 3);
+  CHECK(std::find(one.begin(), one.end(), FitParam::attention_max) != one.end());
+  CHECK_THROWS_WITH_AS(ringplan::sim::params_without({"matmull"}), doctest::Contains("valid: matmul, attention"),
+                       ringplan::Error);
+  CHECK_THROWS_AS(ringplan::sim::params_without({"matmul", "attention", "memory_bandwidth"}), ringplan::Error);
 }
