@@ -537,6 +537,39 @@ TEST_CASE("validate: the shipped validation cases all load and predict") {
     max_abs = std::max(max_abs, std::abs(e));
   }
   CHECK(j["max_abs_error_pct"].get<double>() == doctest::Approx(max_abs));
+  // Every row counted once by source folder; every time metric once by TP degree.
+  int64_t by_source = 0, by_tp = 0, time_rows = 0;
+  for (const auto& src : j["by_source"]) by_source += src["cases"].get<int64_t>();
+  for (const auto& tp : j["time_by_tp"]) by_tp += tp["cases"].get<int64_t>();
+  for (const auto& c : j["cases"]) time_rows += c["metric"] != "peak_memory_gib" ? 1 : 0;
+  CHECK(by_source == static_cast<int64_t>(j["cases"].size()));
+  CHECK(by_tp == time_rows);
+  CHECK(j["by_source"].contains("korthikanti2022"));
+  // Korthikanti's pairs (full recompute vs selective + SP on the same mesh) are ranking groups.
+  CHECK(j["ranking"]["group_count"].get<int64_t>() >= 4);
+  for (const auto& g : j["ranking"]["groups"]) {
+    CHECK(g["cases"].size() >= 2);
+    CHECK(g["pick_regret_pct"].get<double>() >= 0.0);
+    CHECK(g["pairs_ordered"].get<int64_t>() <= g["pairs"].get<int64_t>());
+  }
+  const Result t = ringplan("validate '" + dir + "'");
+  CHECK(has(t.out, "by TP degree"));
+  CHECK(has(t.out, "mean regret: model"));
+}
+
+TEST_CASE("fit: held-out error by source and by TP degree in JSON") {
+  const std::string dir = std::string(RINGPLAN_SOURCE_DIR) + "/configs/validation/korthikanti2022";
+  if (!fs::exists(dir)) return;
+  const Result f = ringplan("fit '" + dir + "' --folds 2 --format json");
+  REQUIRE_MESSAGE(f.rc == 0, f.err);
+  const auto j = nlohmann::json::parse(f.out);
+  REQUIRE(j["heldout_by_tp"].contains("8"));  // every Table 5 run has TP 8
+  CHECK(j["heldout_by_tp"]["8"]["cases"].get<int64_t>() == j["heldout"]["cases"].get<int64_t>());
+  // Throughput terms: |bias| <= mean |error| <= max |error|.
+  const auto& t8 = j["heldout_by_tp"]["8"];
+  CHECK(std::abs(t8["mean_signed_error_pct"].get<double>()) <= t8["mean_abs_error_pct"].get<double>() + 1e-9);
+  CHECK(t8["mean_abs_error_pct"].get<double>() <= t8["max_abs_error_pct"].get<double>() + 1e-9);
+  CHECK(std::isfinite(j["heldout_by_tp"]["8"]["mean_signed_error_pct"].get<double>()));
 }
 
 TEST_CASE("simulate --trace writes the event simulator's ring timeline, cp=1 has no ring") {
