@@ -160,6 +160,14 @@ struct ClusterConfig {
   // as efficiency.collectives). Unset (has_inter_node_collectives false): `collectives` is used.
   CollectiveEfficiency inter_node_collectives;
   bool has_inter_node_collectives = false;
+  // Fraction of the device's compute a collective takes while it overlaps computation, YAML key
+  // efficiency.overlap_sm_share in [0, 0.5] (default 0: overlap is free). NCCL runs one CTA per
+  // channel on an SM of its own that no compute kernel shares (S. Jeaugey, NVIDIA/nccl issue #689:
+  // "NCCL CTAs won't share an SM with compute kernels"; 16 SMs on a DGX), so a GEMM overlapped
+  // with a collective runs on the remaining SMs: during a collective of time C the overlapped
+  // compute advances at (1 - share), and a hidden collective costs share x C of compute time
+  // (sim::overlapped_exposed_s). Memory-bandwidth contention (NVIDIA/nccl issue #1433) is not in it.
+  double overlap_sm_share = 0.0;
   const CollectiveEfficiency& collectives_on(bool across_nodes) const {
     return across_nodes && has_inter_node_collectives ? inter_node_collectives : collectives;
   }

@@ -196,6 +196,8 @@ constexpr Range kHalfMibRange{0, 1e9, false, false, "MiB"};
 constexpr Range kFractionRange{1e-6, 1, false, false, "", "a fraction of peak (0.38 for 38%)"};
 constexpr Range kStreamingFractionRange{
     1e-6, 1, false, false, "", "the fraction of memory_bandwidth_gbps that streaming kernels reach (0.85 for 85%)"};
+constexpr Range kOverlapShareRange{0, 0.5, false, false, "",
+                                   "the fraction of the device's SMs an overlapped collective takes (0.12 for 16 of 132)"};
 constexpr Range kProbabilityRange{0, 1, false, true, "", "a probability (0.1 for 10%, 0 for none)"};
 constexpr Range kStepTimeRange{1e-9, 1e9, false, false, "s"};
 constexpr Range kTokensPerSecondRange{1e-6, 1e12, false, false, "tokens/s"};
@@ -639,7 +641,7 @@ ClusterConfig cluster_from_yaml(const YAML::Node& node, const std::string& file,
   MapReader eff =
       r.nested("efficiency",
                {"matmul", "matmul_backward", "matmul_fp8", "attention", "attention_backward", "memory_bandwidth",
-                "collectives", "collectives_inter_node"});
+                "collectives", "collectives_inter_node", "overlap_sm_share"});
   c.matmul = read_curve(eff, "matmul");
   c.attention = read_curve(eff, "attention");
   // Optional: absent leaves max_efficiency 0, i.e. the backward uses `attention`.
@@ -671,6 +673,8 @@ ClusterConfig cluster_from_yaml(const YAML::Node& node, const std::string& file,
   if (eff.has("memory_bandwidth")) {
     c.memory_bandwidth_efficiency = eff.get_real("memory_bandwidth", kStreamingFractionRange);
   }
+  // Optional: absent (0) means overlap is free, as before this key existed.
+  if (eff.has("overlap_sm_share")) c.overlap_sm_share = eff.get_real("overlap_sm_share", kOverlapShareRange);
   return c;
 }
 
@@ -951,6 +955,7 @@ void write_cluster(YAML::Emitter& out, const ClusterConfig& c) {
   if (!ce.all_reduce.is_ideal() || !ce.reduce_scatter.is_ideal() || !ce.all_gather.is_ideal())
     colls("collectives", ce);
   if (c.has_inter_node_collectives) colls("collectives_inter_node", c.inter_node_collectives);
+  if (c.overlap_sm_share > 0) emit_double(out, "overlap_sm_share", c.overlap_sm_share);
   out << YAML::EndMap;
   out << YAML::EndMap;
 }

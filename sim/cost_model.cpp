@@ -99,6 +99,11 @@ double group_collective_s(CollectiveKind kind, int64_t n, int64_t per_node, doub
   return 0.0;
 }
 
+double overlapped_exposed_s(double comm_s, double compute_s, double sm_share) {
+  if (comm_s <= 0) return 0.0;
+  return std::max(comm_s - compute_s, sm_share * comm_s);
+}
+
 int64_t group_ranks_per_node(int64_t size, int64_t stride, int64_t gpus_per_node) {
   if (size <= 1 || stride < 1 || gpus_per_node < 1) return 1;
   const int64_t extent = stride * size;
@@ -309,13 +314,14 @@ LayerTimes layer_times(const LayerShape& x, const ClusterConfig& c, double peak,
                                     : group_ranks_per_node(mesh.tp, 1, c.gpus_per_node);
     const double bytes = x.tokens() * x.hidden * x.activation_bytes;
     const int64_t n = mesh.tp;
+    const double share = c.overlap_sm_share;
     if (!x.sequence_parallel) {
       // Forward: all-reduce after the output projection and after the MLP (Megatron's g).
       // Backward: all-reduce of the input gradient of QKV and fc1 (f), each overlapped with
       // that GEMM's weight-gradient computation (Megatron's async TP all-reduce).
       const double ar = group_collective_s(CollectiveKind::all_reduce, n, tp_per_node, bytes, c);
       lt.tp_fwd_s = 2.0 * ar;
-      lt.tp_bwd_exposed_s = std::max(0.0, ar - lt.wgrad_qkv_s) + std::max(0.0, ar - lt.wgrad_mlp_up_s);
+      lt.tp_bwd_exposed_s = overlapped_exposed_s(ar, lt.wgrad_qkv_s, share) + overlapped_exposed_s(ar, lt.wgrad_mlp_up_s, share);
     } else {
       // Forward: all-gather before QKV and fc1, reduce-scatter after out-proj and fc2.
       // Backward: all-gather of the output gradients of the row-parallel GEMMs (exposed),
@@ -324,8 +330,9 @@ LayerTimes layer_times(const LayerShape& x, const ClusterConfig& c, double peak,
       const double ag = group_collective_s(CollectiveKind::all_gather, n, tp_per_node, bytes, c),
                    rs = group_collective_s(CollectiveKind::reduce_scatter, n, tp_per_node, bytes, c);
       lt.tp_fwd_s = 2.0 * (ag + rs);
-      lt.tp_bwd_exposed_s = 2.0 * ag + std::max(0.0, ag - lt.dgrad_qkv_s) + std::max(0.0, ag - lt.dgrad_mlp_up_s) +
-                            std::max(0.0, rs - lt.wgrad_qkv_s) + std::max(0.0, rs - lt.wgrad_mlp_up_s);
+      lt.tp_bwd_exposed_s = 2.0 * ag + overlapped_exposed_s(ag, lt.dgrad_qkv_s, share) +
+                            overlapped_exposed_s(ag, lt.dgrad_mlp_up_s, share) + overlapped_exposed_s(rs, lt.wgrad_qkv_s, share) +
+                            overlapped_exposed_s(rs, lt.wgrad_mlp_up_s, share);
     }
   }
 
@@ -444,7 +451,7 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
     const double ag = group_collective_s(CollectiveKind::all_gather, n_shard, grad_per_node, layer_params_dev * sb.weights, c);
     const double gathers = full ? 3.0 : 2.0;
     const double per_gather_window = layer_total / gathers;
-    zero3_per_mb = layers_stage * gathers * std::max(0.0, ag - per_gather_window);
+    zero3_per_mb = layers_stage * gathers * overlapped_exposed_s(ag, per_gather_window, c.overlap_sm_share);
     zero3_first = ag;
   }
 
@@ -480,7 +487,11 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
     const double reduce = group_collective_s(sharded_grads ? CollectiveKind::reduce_scatter : CollectiveKind::all_reduce,
                                           n_shard, grad_per_node, grad_bytes, c);
     const double backward_window = layers_stage * (layer_bwd_compute + lt.tp_bwd_exposed_s);
-    t.dp_comm_exposed_s = (sharded_grads ? m : 1.0) * std::max(reduce / layers_stage, reduce - backward_window);
+    // The last layer's bucket has no backward left to hide behind; the others overlap the window
+    // and take their SM share of it (overlapped_exposed_s), or show where they outlast it.
+    const double last_bucket = reduce / layers_stage;
+    t.dp_comm_exposed_s =
+        (sharded_grads ? m : 1.0) * std::max(last_bucket + c.overlap_sm_share * (reduce - last_bucket), reduce - backward_window);
     // ZeRO-1/2: updated 16-bit weights are all-gathered after the optimizer step.
     if (opt.zero_stage == 1 || opt.zero_stage == 2)
       t.zero_comm_exposed_s = group_collective_s(CollectiveKind::all_gather, n_shard, grad_per_node, stage_params_dev * sb.weights, c);
