@@ -21,6 +21,18 @@ enum class AttentionImpl { flash, materialized };
 // all_gather, torchtitan's "allgather" rotation, Llama 3's long-context CP); see
 // runtime/allgather_attention.hpp and sim/ring_model.hpp.
 enum class CpComm { ring, allgather };
+// How the TP collectives overlap computation (ParallelOptions::tp_overlap): a property of the
+// framework that runs the layout, not searched by the planner.
+//   none      every TP collective waits for the GEMM before it and blocks the one after it
+//             (synchronous autograd all-reduces: Megatron-LM before its async all-reduce,
+//             Megatron-DeepSpeed, this project's CPU runtime);
+//   backward  Megatron-LM's default: the backward collectives at the column-parallel inputs run
+//             asynchronously behind the weight-gradient GEMM (all-reduce, or with sequence
+//             parallelism the reduce-scatter; the re-all-gather behind the data-gradient GEMM);
+//   pipelined Transformer Engine's userbuffers (--tp-comm-overlap, needs sequence parallelism):
+//             the forward all-gathers and reduce-scatters are split in chunks and overlapped with
+//             their GEMMs too.
+enum class TpOverlap { none, backward, pipelined };
 
 int dtype_bytes(DType t);                 // 2, 2, 4
 const char* to_string(DType t);
@@ -29,6 +41,7 @@ const char* to_string(Recompute r);
 const char* to_string(CpScheme s);
 const char* to_string(AttentionImpl a);
 const char* to_string(CpComm c);
+const char* to_string(TpOverlap t);
 // Parsers return std::nullopt on an unknown name; callers build the error message
 // (they know the file:line or the CLI flag).
 std::optional<DType> parse_dtype(const std::string& s);
@@ -37,6 +50,7 @@ std::optional<Recompute> parse_recompute(const std::string& s);
 std::optional<CpScheme> parse_cp_scheme(const std::string& s);
 std::optional<AttentionImpl> parse_attention(const std::string& s);
 std::optional<CpComm> parse_cp_comm(const std::string& s);
+std::optional<TpOverlap> parse_tp_overlap(const std::string& s);
 // The valid names of each enum in declaration order, for "must be one of ..." messages
 // (CLI flags and config errors use the same lists).
 std::vector<std::string> dtype_names();
@@ -45,6 +59,7 @@ std::vector<std::string> recompute_names();
 std::vector<std::string> cp_scheme_names();
 std::vector<std::string> attention_names();
 std::vector<std::string> cp_comm_names();
+std::vector<std::string> tp_overlap_names();
 
 struct ModelConfig {
   std::string name;
@@ -220,16 +235,17 @@ struct ParallelOptions {
   int64_t interleave = 1;           // virtual pipeline stages per device (v)
   AttentionImpl attention = AttentionImpl::flash;
   CpComm cp_comm = CpComm::ring;    // only matters with CP > 1; ring keeps every earlier result
+  TpOverlap tp_overlap = TpOverlap::backward;  // only matters with TP > 1; not searched
   bool operator==(const ParallelOptions&) const = default;
 };
 
 // Which option keys an experiment's `options:` block gave (each fixes that option for `plan`).
 struct FixedOptionKeys {
   bool micro_batch = false, recompute = false, zero_stage = false, sequence_parallel = false, cp_scheme = false,
-       interleave = false, attention = false, cp_comm = false;
+       interleave = false, attention = false, cp_comm = false, tp_overlap = false;
   bool any() const {
     return micro_batch || recompute || zero_stage || sequence_parallel || cp_scheme || interleave || attention ||
-           cp_comm;
+           cp_comm || tp_overlap;
   }
   bool operator==(const FixedOptionKeys&) const = default;
 };

@@ -434,7 +434,8 @@ const std::vector<std::string> kExperimentKeys{"name", "model",   "cluster", "tr
                                                "mesh", "options", "search",  "published"};
 const std::vector<std::string> kMeshKeys{"dp", "tp", "cp", "pp"};
 const std::vector<std::string> kOptionKeys{"micro_batch", "recompute",  "zero_stage", "sequence_parallel",
-                                           "cp_scheme",   "interleave", "attention",  "cp_comm"};
+                                           "cp_scheme",   "interleave", "attention",  "cp_comm",
+                                           "tp_overlap"};
 const std::vector<std::string> kSearchKeys{"micro_batch", "recompute",  "zero_stage", "sequence_parallel",
                                            "cp_scheme",   "interleave", "attention",  "cp_comm",
                                            "max_tp",      "max_cp",     "max_pp"};
@@ -780,6 +781,7 @@ Experiment experiment_from_yaml(const YAML::Node& node, const std::string& file,
     given.interleave = o.has("interleave");
     given.attention = o.has("attention");
     given.cp_comm = o.has("cp_comm");
+    given.tp_overlap = o.has("tp_overlap");
     if (o.has("micro_batch")) opt.micro_batch = o.get_count("micro_batch", kMaxSize);
     if (o.has("recompute")) opt.recompute = o.get_enum<Recompute>("recompute", parse_recompute, recompute_names());
     if (o.has("zero_stage"))
@@ -789,6 +791,8 @@ Experiment experiment_from_yaml(const YAML::Node& node, const std::string& file,
     if (o.has("interleave")) opt.interleave = o.get_count("interleave", kMaxSize);
     if (o.has("attention")) opt.attention = o.get_enum<AttentionImpl>("attention", parse_attention, attention_names());
     if (o.has("cp_comm")) opt.cp_comm = o.get_enum<CpComm>("cp_comm", parse_cp_comm, cp_comm_names());
+    if (o.has("tp_overlap"))
+      opt.tp_overlap = o.get_enum<TpOverlap>("tp_overlap", parse_tp_overlap, tp_overlap_names());
   }
 
   if (mesh_reader) check_mesh_fits(*mesh_reader, e);
@@ -1008,6 +1012,7 @@ void write_experiment(YAML::Emitter& out, const Experiment& e) {
   out << YAML::Key << "interleave" << YAML::Value << o.interleave;
   out << YAML::Key << "attention" << YAML::Value << to_string(o.attention);
   out << YAML::Key << "cp_comm" << YAML::Value << to_string(o.cp_comm);
+  out << YAML::Key << "tp_overlap" << YAML::Value << to_string(o.tp_overlap);
   out << YAML::EndMap;
 
   const SearchSpace& s = e.search;

@@ -85,7 +85,8 @@ nlohmann::json options_json(const ParallelOptions& o) {
           {"cp_scheme", to_string(o.cp_scheme)},
           {"interleave", o.interleave},
           {"attention", to_string(o.attention)},
-          {"cp_comm", to_string(o.cp_comm)}};
+          {"cp_comm", to_string(o.cp_comm)},
+          {"tp_overlap", to_string(o.tp_overlap)}};
 }
 
 nlohmann::json prediction_json(const sim::Prediction& p) {
@@ -148,6 +149,8 @@ std::string mesh_text(const Mesh& m) {
 std::string options_text(const Mesh& m, const ParallelOptions& o) {
   std::string s = fmt::format("mb={} rc={} zero={}", o.micro_batch, to_string(o.recompute), o.zero_stage);
   if (m.tp > 1 && o.sequence_parallel) s += " sp";
+  // The TP overlap is named only when it is not Megatron-LM's default (and TP > 1).
+  if (m.tp > 1 && o.tp_overlap != TpOverlap::backward) s += fmt::format(" tp-overlap={}", to_string(o.tp_overlap));
   // The CP method is named only where it acts (CP > 1): "zigzag ring", "zigzag allgather".
   if (m.cp > 1) s += fmt::format(" {} {}", to_string(o.cp_scheme), to_string(o.cp_comm));
   if (m.pp > 1) s += fmt::format(" v={}", o.interleave);

@@ -209,6 +209,24 @@ TEST_CASE("simulate: flags override the file, JSON has every term") {
   CHECK(has(t.out, "memory per device"));
 }
 
+TEST_CASE("simulate --tp-overlap: none charges more TP communication than the default, pipelined needs SP") {
+  const std::string exp = "'" + kConfigs + "default.yaml'";
+  const Result b = ringplan("simulate " + exp + " --mesh dp=1,tp=8,cp=8,pp=1 --format json");
+  const Result n = ringplan("simulate " + exp + " --mesh dp=1,tp=8,cp=8,pp=1 --tp-overlap none --format json");
+  REQUIRE_MESSAGE(b.rc == 0, b.err);
+  REQUIRE_MESSAGE(n.rc == 0, n.err);
+  const auto jb = nlohmann::json::parse(b.out), jn = nlohmann::json::parse(n.out);
+  CHECK(jb["options"]["tp_overlap"] == "backward");
+  CHECK(jn["options"]["tp_overlap"] == "none");
+  CHECK(jn["time"]["tp_comm_s"].get<double>() > jb["time"]["tp_comm_s"].get<double>());
+  const Result p = ringplan("simulate " + exp + " --mesh dp=1,tp=8,cp=8,pp=1 --tp-overlap pipelined --sequence-parallel off");
+  CHECK(p.rc == 2);
+  CHECK(has(p.err, "needs sequence_parallel"));
+  const Result bad = ringplan("simulate " + exp + " --mesh dp=1,tp=8,cp=8,pp=1 --tp-overlap async");
+  CHECK(bad.rc == 2);
+  CHECK(has(bad.err, "none, backward, pipelined"));
+}
+
 TEST_CASE("simulate --cp-comm allgather: named in the options, exposed CP comm and buffers change, --trace refused") {
   const std::string exp = "'" + kConfigs + "default.yaml'";
   const Result r = ringplan("simulate " + exp + " --mesh dp=1,tp=8,cp=8,pp=1 --format json");

@@ -206,3 +206,40 @@ TEST_CASE("overlapped collectives take their SM share of the compute they hide b
   const ClusterConfig a100 = shipped("dgx_a100_80gb");
   CHECK(a100.overlap_sm_share == doctest::Approx(16.0 / 108.0).epsilon(0.01));
 }
+
+TEST_CASE("tp_overlap: none exposes every TP collective, pipelined hides the forward ones too") {
+  // Megatron-DeepSpeed's ColumnParallelLinear (bigscience-workshop/Megatron-DeepSpeed,
+  // megatron/mpu/layers.py) all-reduces the input gradient in the autograd backward of
+  // copy_to_tensor_model_parallel_region, synchronously: tp_overlap none. Megatron-LM's
+  // LinearWithGradAccumulationAndAsyncCommunication starts it asynchronously before the
+  // weight-gradient GEMM: backward (the default).
+  Experiment e = test::llama_experiment(8192, 64);
+  ParallelOptions o;
+  const Mesh tp2 = test::mesh_of(8, 2, 1, 1);
+  o.tp_overlap = TpOverlap::backward;
+  const Prediction async = predict(e, tp2, o);
+  o.tp_overlap = TpOverlap::none;
+  const Prediction sync = predict(e, tp2, o);
+  // TP 2 hides both backward all-reduces behind the weight-gradient GEMMs (test above), so
+  // backward charges the forward's 2 all-reduces per layer, none all 4.
+  CHECK(sync.time.tp_comm_s == doctest::Approx(2.0 * async.time.tp_comm_s));
+  CHECK(sync.time.forward_compute_s == doctest::Approx(async.time.forward_compute_s));
+  // Sequence parallelism: pipelined <= backward <= none. Every collective of TP 2 hides behind
+  // its GEMM when pipelined, so only the SM share of them is left.
+  o.sequence_parallel = true;
+  e.cluster.overlap_sm_share = 16.0 / 108.0;
+  double tp[3];
+  for (const TpOverlap t : {TpOverlap::none, TpOverlap::backward, TpOverlap::pipelined}) {
+    o.tp_overlap = t;
+    CHECK(check_layout(e, tp2, o, tp2.world_size()).empty());
+    tp[static_cast<int>(t)] = predict(e, tp2, o).time.tp_comm_s;
+  }
+  CHECK(tp[0] > tp[1]);
+  CHECK(tp[1] > tp[2]);
+  CHECK(tp[2] > 0.0);  // the SM share stays
+  // pipelined without sequence parallelism is refused (Megatron-LM demands --sequence-parallel).
+  o.sequence_parallel = false;
+  o.tp_overlap = TpOverlap::pipelined;
+  CHECK(check_layout(e, tp2, o, tp2.world_size()).find("needs sequence_parallel") != std::string::npos);
+  CHECK(check_layout(e, test::mesh_of(16, 1, 1, 1), o, 16).empty());  // TP 1: nothing to overlap
+}
