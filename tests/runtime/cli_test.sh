@@ -131,6 +131,6 @@ PY
 # shellcheck disable=SC2086
 "$mpiexec" -np 2 $flags "$ringplan" run "$work/sim_plan.yaml" --scope attention --iters 1 --warmup 0 --format json \
   > "$work/sim_run.json" 2> "$work/sim_run.err" || { echo "FAIL: run of simulate's plan exited $?"; cat "$work/sim_run.err"; fail=1; }
-check "$work/sim_run.json" '"schema_version": 1'
+check "$work/sim_run.json" '"schema_version": 2'
 check "$work/sim_run.json" 'striped causal'
 exit $fail
