@@ -12,7 +12,9 @@
 // beside the prediction of sim/ring_model.hpp for the same work on a hardware profile
 // (--profile, by default the plan's cluster). The prediction must come from a calibrate
 // profile, never from the run it is compared with. The runtime measures; sim predicts; this
-// file compares.
+// file compares. --trace writes both timelines in one Chrome/Perfetto file (runtime/trace.hpp,
+// overlay_trace_json): the measured ring of every rank and, under it, the event simulator's
+// replay of the same ring (predicted_ring_lanes).
 //
 // Devices (attention scope): `cpu` runs the float32 CPU kernels over MPI; `cuda` (builds with
 // CUDA and NCCL) runs the CUDA kernels in the plan's 16-bit training type over NCCL, one GPU per

@@ -23,6 +23,8 @@
 //                 the drain.
 // Term pairs (measured <- predicted): ring_exposed <- ring_comm_exposed + cp_imbalance (the
 // ring's waits hold both); pp_comm <- pp_comm + pp_bubble (a stage's waits hold both).
+// --trace writes the measured regions of every rank and, under them, the predicted terms of each
+// step (predicted_step_lanes) in one Chrome/Perfetto file (runtime::overlay_trace_json).
 #include <fmt/format.h>
 #include <yaml-cpp/yaml.h>
 

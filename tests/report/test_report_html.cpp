@@ -166,7 +166,7 @@ TEST_CASE("report: JSON of a planner result and the page that embeds it") {
   CHECK_THROWS_AS(report::report_json(d), Error);
 }
 
-TEST_CASE("report: candidates carry CP, ZeRO stage and their terms; memory against CP and sequence length") {
+TEST_CASE("report: candidates carry CP, ZeRO stage and their terms, and memory against CP and sequence length") {
   const Experiment e = test::report_experiment();
   planner::PlanSettings settings;
   settings.top_k = 40;
