@@ -170,7 +170,14 @@ TEST_CASE("report: candidates carry CP, ZeRO stage and their terms, and memory a
   const Experiment e = test::report_experiment();
   planner::PlanSettings settings;
   settings.top_k = 40;
-  const report::ReportData d = report::build_report(e, planner::plan(e, settings));
+  report::ReportData d = report::build_report(e, planner::plan(e, settings));
+  // A chosen layout with CP > 1, so that the CP sweep has more than one size to show.
+  for (size_t i = 0; i < d.candidates.size(); ++i)
+    if (d.candidates[i].mesh.cp > 1) {
+      d.chosen = i;
+      break;
+    }
+  REQUIRE(d.candidates[d.chosen].mesh.cp > 1);
   const nlohmann::json j = report::report_json(d);
   const sim::Prediction& c = d.candidates[d.chosen];
   // Term names once, values per candidate in that order (seconds, GiB; the peak is not a term).
