@@ -129,9 +129,15 @@ nlohmann::json plan_json(const PlanResult& r, const std::string& fixed_layout) {
                             {"chosen_rank", r.chosen_rank},
                             {"reason", r.choice_reason},
                             {"top_group_size", top_group}};
+  const nlohmann::json chosen_json = r.chosen              ? prediction_json(*r.chosen)
+                                     : r.candidates.empty() ? nlohmann::json(nullptr)
+                                                            : prediction_json(r.candidates.front());
   return {{"schema_version", kJsonSchemaVersion},
-          {"best", r.candidates.empty() ? nlohmann::json(nullptr) : prediction_json(r.candidates.front())},
-          {"chosen", r.chosen ? prediction_json(*r.chosen) : nlohmann::json(nullptr)},
+          // schema_version 2: `best` is the recommended layout (= `chosen`, what `plan -o` writes);
+          // in version 1 it was the fastest, which is now `fastest`.
+          {"best", chosen_json},
+          {"chosen", chosen_json},
+          {"fastest", r.candidates.empty() ? nlohmann::json(nullptr) : prediction_json(r.candidates.front())},
           {"ranking", std::move(ranking)},
           {"fixed_layout", fixed_layout.empty() ? nlohmann::json(nullptr) : nlohmann::json(fixed_layout)},
           {"candidates", std::move(candidates)},

@@ -87,28 +87,31 @@ TEST_CASE("--help works for every planner command") {
   CHECK(has(ringplan("plan --help").out, "--top"));
 }
 
-TEST_CASE("plan --format json: best, K candidates, rejections, evaluated") {
+TEST_CASE("plan --format json: chosen (= best), fastest, K candidates, rejections, evaluated") {
   const Result r = ringplan("plan '" + kConfigs + "default.yaml' --top 4 --format json");
   REQUIRE_MESSAGE(r.rc == 0, r.err);
   const auto j = nlohmann::json::parse(r.out);
   REQUIRE(j["candidates"].size() == 4);
-  CHECK(j["schema_version"] == 1);
+  CHECK(j["schema_version"] == 2);
   nlohmann::json first = j["candidates"][0];
   first.erase("group");
-  CHECK(j["best"] == first);
+  CHECK(j["fastest"] == first);
+  // best is the recommended layout: the chosen one, which plan -o writes.
+  CHECK(j["best"] == j["chosen"]);
   // The choice: within the ranking band of the fastest, with its reason; JSON keeps the full list.
   REQUIRE(!j["chosen"].is_null());
   CHECK(j["ranking"]["band"].get<double>() == doctest::Approx(0.03));
   CHECK(has(j["ranking"]["band_reason"].get<std::string>(), "2.3 %"));
   CHECK(!j["ranking"]["reason"].get<std::string>().empty());
-  CHECK(j["chosen"]["step_time_s"].get<double>() <= 1.03 * j["best"]["step_time_s"].get<double>());
+  CHECK(j["chosen"]["step_time_s"].get<double>() <= 1.03 * j["fastest"]["step_time_s"].get<double>());
+  CHECK(j["chosen"]["step_time_s"].get<double>() >= j["fastest"]["step_time_s"].get<double>());
   CHECK(j["fixed_layout"].is_null());
   for (const auto& c : j["candidates"]) CHECK(c["group"].get<int>() >= 1);
   CHECK(j["evaluated"].get<int64_t>() > 0);
   CHECK(j["enumerated"].get<int64_t>() >= j["evaluated"].get<int64_t>());
   for (const char* k : {"step_time_s", "tokens_per_s", "tflops_per_device", "mfu", "peak_memory_bytes", "memory",
                         "time", "mesh", "options", "fits"})
-    CHECK_MESSAGE(j["best"].contains(k), k);
+    CHECK_MESSAGE((j["chosen"].contains(k) && j["fastest"].contains(k)), k);
   double prev = 0;
   for (const auto& c : j["candidates"]) {
     CHECK(c["fits"].get<bool>());
@@ -123,6 +126,30 @@ TEST_CASE("plan --format json: best, K candidates, rejections, evaluated") {
   }
 }
 
+TEST_CASE("plan --format json: best is the layout plan -o writes (chosen), fastest the first candidate") {
+  // default.yaml: the fastest layouts lie within the ranking band of simpler ones (README).
+  TempDir tmp;
+  const std::string plan_path = tmp.file("plan.yaml");
+  const Result r = ringplan("plan '" + kConfigs + "default.yaml' --format json -o '" + plan_path + "'");
+  REQUIRE_MESSAGE(r.rc == 0, r.err);
+  const auto j = nlohmann::json::parse(r.out);
+  CHECK(j["best"] == j["chosen"]);
+  CHECK(j["fastest"]["mesh"] == j["candidates"][0]["mesh"]);
+  CHECK(j["fastest"]["options"] == j["candidates"][0]["options"]);
+  // chosen_rank places the chosen layout in the ranked list (0: below the top K).
+  const int64_t rank = j["ranking"]["chosen_rank"].get<int64_t>();
+  if (rank > 0) {
+    CHECK(j["candidates"][rank - 1]["mesh"] == j["chosen"]["mesh"]);
+    CHECK(j["candidates"][rank - 1]["options"] == j["chosen"]["options"]);
+  }
+  const Result s = ringplan("simulate '" + plan_path + "' --format json");
+  REQUIRE_MESSAGE(s.rc == 0, s.err);
+  const auto written = nlohmann::json::parse(s.out);
+  CHECK(written["mesh"] == j["best"]["mesh"]);
+  CHECK(written["options"] == j["best"]["options"]);
+  CHECK(written["step_time_s"] == j["best"]["step_time_s"]);
+}
+
 TEST_CASE("plan and report --top beyond the layouts that fit keep them all, up to the largest int64") {
   // default.yaml has more than 4096 fitting layouts (the first search keeps 4096 at most).
   for (const char* top : {"9223372036854775807", "5000", "4096"}) {
@@ -132,10 +159,11 @@ TEST_CASE("plan and report --top beyond the layouts that fit keep them all, up t
     const int64_t fitting = j["fitting"].get<int64_t>();
     REQUIRE(fitting > 5000);
     CHECK(static_cast<int64_t>(j["candidates"].size()) == std::min<int64_t>(fitting, std::stoll(top)));
-    // best is the fastest layout (candidates carry their ranking group besides).
-    CHECK(j["best"]["mesh"] == j["candidates"][0]["mesh"]);
-    CHECK(j["best"]["options"] == j["candidates"][0]["options"]);
-    CHECK(j["best"]["step_time_s"] == j["candidates"][0]["step_time_s"]);
+    // fastest is the first candidate (candidates carry their ranking group besides).
+    CHECK(j["fastest"]["mesh"] == j["candidates"][0]["mesh"]);
+    CHECK(j["fastest"]["options"] == j["candidates"][0]["options"]);
+    CHECK(j["fastest"]["step_time_s"] == j["candidates"][0]["step_time_s"]);
+    CHECK(j["best"] == j["chosen"]);
   }
   const Result small_json = ringplan("plan '" + kConfigs + "cpu_small.yaml' --format json");
   REQUIRE_MESSAGE(small_json.rc == 0, small_json.err);
@@ -375,7 +403,10 @@ TEST_CASE("plan: nothing fits exits 3 with the reason") {
   const Result r = ringplan("plan '" + path + "' --format json");
   CHECK(r.rc == 3);
   CHECK(has(r.err, "no layout of"));
-  CHECK(nlohmann::json::parse(r.out)["best"].is_null());
+  const auto none = nlohmann::json::parse(r.out);
+  CHECK(none["best"].is_null());
+  CHECK(none["chosen"].is_null());
+  CHECK(none["fastest"].is_null());
   // simulate of a layout that does not fit: the whole table, then exit 3 (no plan file).
   TempDir out;
   const Result s = ringplan("simulate '" + path + "' --mesh dp=1,tp=8,cp=1,pp=1 -o '" + out.file("p.yaml") + "'");
@@ -440,7 +471,7 @@ TEST_CASE("simulate -o writes the plan file of the simulated layout, plan-file f
   CHECK(has(text, "ringplan_plan: 1"));
   CHECK(has(text, "# end of ringplan plan"));
   const auto want = nlohmann::json::parse(s.out);
-  CHECK(want["schema_version"] == 1);
+  CHECK(want["schema_version"] == 2);
   // Read back by simulate (and so by run, which reads the same file): same layout, same figures.
   const Result again = ringplan("simulate '" + plan_path + "' --format json");
   REQUIRE_MESSAGE(again.rc == 0, again.err);
