@@ -45,6 +45,7 @@ struct FitArgs {
   std::string cluster;
   std::string format = "table";
   std::vector<std::string> fix;  // --fix: parameters held at the base profile's values
+  std::vector<std::string> free;  // --free: optional parameters fitted too
 };
 
 struct CaseRow {
@@ -112,6 +113,7 @@ int fit_command(const FitArgs& a) {
 
   sim::FitOptions opts;
   if (!a.fix.empty()) opts.params = sim::params_without(a.fix);
+  if (!a.free.empty()) opts.params = sim::params_with(opts.params, a.free);
   sim::FitResult fit;
   std::string method;
   if (!a.holdout.empty()) {
@@ -152,6 +154,7 @@ int fit_command(const FitArgs& a) {
   }
 
   if (!a.fix.empty()) method += fmt::format("; held at the base profile: {}", fmt::join(a.fix, ", "));
+  if (!a.free.empty()) method += fmt::format("; also fitted: {}", fmt::join(a.free, ", "));
   // Statistics: training (cases the written profile was fitted on), held-out overall and per source.
   std::vector<double> train_err, held_err;
   std::map<std::string, std::vector<double>> held_by_source;
@@ -177,7 +180,7 @@ int fit_command(const FitArgs& a) {
   ClusterConfig out_cluster = fit.cluster;
   std::string head = fmt::format(
       "# Written by `ringplan fit` from {} measured cases ({}).\n"
-      "# Fitted: efficiency curves (max, half_tflop) of matmul and attention, memory_bandwidth; the rest is the\n"
+      "# Fitted: efficiency curves (max, half_tflop) of matmul and attention, memory_bandwidth (and any --free\n# parameter named in the method above); the rest is the\n"
       "# base profile '{}'. Training mean |error| {:.2f} %, max {:.2f} %; held-out mean |error| {:.2f} %, max {:.2f} %.\n",
       cases.size(), method, base.name, tr.mean_abs, tr.max_abs, ho.mean_abs, ho.max_abs);
   YAML::Emitter y;
@@ -191,6 +194,9 @@ int fit_command(const FitArgs& a) {
     j["base_cluster"] = base.name;
     nlohmann::json params;
     for (const auto p : sim::kAllFitParams) params[sim::fit_param_name(p)] = sim::get_param(out_cluster, p);
+    for (const auto p : opts.params)  // optional parameters, when fitted
+      if (std::find(sim::kAllFitParams.begin(), sim::kAllFitParams.end(), p) == sim::kAllFitParams.end())
+        params[sim::fit_param_name(p)] = sim::get_param(out_cluster, p);
     j["fitted"] = params;
     j["fixed"] = a.fix;  // held at the base profile's values (their "fitted" entries are those values)
     nlohmann::json cs = nlohmann::json::array();
@@ -229,8 +235,12 @@ int fit_command(const FitArgs& a) {
 
   std::string s = fmt::format("fit of '{}': {}\n\n", base.name, method);
   for (const auto p : sim::kAllFitParams)
-    s += fmt::format("  {:<22} {:.4f} (base {:.4f})\n", sim::fit_param_name(p), sim::get_param(out_cluster, p),
+    s += fmt::format("  {:<26} {:.4f} (base {:.4f})\n", sim::fit_param_name(p), sim::get_param(out_cluster, p),
                      sim::get_param(base, p));
+  for (const auto p : opts.params)
+    if (std::find(sim::kAllFitParams.begin(), sim::kAllFitParams.end(), p) == sim::kAllFitParams.end())
+      s += fmt::format("  {:<26} {:.4f} (base {:.4f})\n", sim::fit_param_name(p), sim::get_param(out_cluster, p),
+                       sim::get_param(base, p));
   size_t w = 4;
   for (const auto& r : rows) w = std::max(w, r.name.size());
   s += fmt::format("\n{:<{}}  {:<28}  {:>10}  {:>10}\n", "case", w, "source", "train", "held-out");
@@ -280,6 +290,10 @@ RINGPLAN_COMMAND("fit", "Fit a cluster profile's efficiencies to measured cases;
                    app.add_option("--fix", a->fix,
                                   "Hold these at the base profile's values (e.g. a measured curve): matmul, "
                                   "attention, memory_bandwidth or a parameter name such as matmul.max")
+                       ->delimiter(',');
+                   app.add_option("--free", a->free,
+                                  "Also fit these optional parameters: collectives_inter_node (the inter-node "
+                                  "collectives' bus-bandwidth efficiency)")
                        ->delimiter(',');
                    app.add_option("--format", a->format, "Output format: table or json")
                        ->check(CLI::IsMember({"table", "json"}))

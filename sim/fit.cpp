@@ -62,6 +62,7 @@ const char* fit_param_name(FitParam p) {
     case FitParam::attention_max: return "attention.max";
     case FitParam::attention_half_tflop: return "attention.half_tflop";
     case FitParam::memory_bandwidth: return "memory_bandwidth";
+    case FitParam::inter_node_collectives: return "collectives_inter_node.max";
   }
   return "?";
 }
@@ -73,6 +74,7 @@ double get_param(const ClusterConfig& c, FitParam p) {
     case FitParam::attention_max: return c.attention.max_efficiency;
     case FitParam::attention_half_tflop: return c.attention.half_flops / units::tflop;
     case FitParam::memory_bandwidth: return c.memory_bandwidth_efficiency;
+    case FitParam::inter_node_collectives: return c.collectives_on(true).all_reduce.max_efficiency;
   }
   return 0.0;
 }
@@ -84,6 +86,14 @@ void set_param(ClusterConfig& c, FitParam p, double value) {
     case FitParam::attention_max: c.attention.max_efficiency = value; break;
     case FitParam::attention_half_tflop: c.attention.half_flops = value * units::tflop; break;
     case FitParam::memory_bandwidth: c.memory_bandwidth_efficiency = value; break;
+    case FitParam::inter_node_collectives:
+      // Unset inter-node curves meant "as `collectives`": start from those, then set the level.
+      if (!c.has_inter_node_collectives) c.inter_node_collectives = c.collectives;
+      c.has_inter_node_collectives = true;
+      c.inter_node_collectives.all_reduce.max_efficiency = value;
+      c.inter_node_collectives.reduce_scatter.max_efficiency = value;
+      c.inter_node_collectives.all_gather.max_efficiency = value;
+      break;
   }
 }
 
@@ -94,6 +104,7 @@ ParamBounds default_bounds(FitParam p) {
     case FitParam::matmul_half_tflop:
     case FitParam::attention_half_tflop: return {0.0, 1.0};
     case FitParam::memory_bandwidth: return {0.3, 1.0};
+    case FitParam::inter_node_collectives: return {0.02, 1.0};
   }
   return {0.0, 1.0};
 }
@@ -117,6 +128,25 @@ std::vector<FitParam> params_without(const std::vector<std::string>& fixed) {
     }
   if (left.empty()) throw bad_input("fit: --fix holds every parameter; nothing is left to fit");
   return left;
+}
+
+std::vector<FitParam> params_with(std::vector<FitParam> params, const std::vector<std::string>& extra) {
+  for (const std::string& x : extra) {
+    bool found = false;
+    for (const FitParam p : kOptionalFitParams) {
+      const std::string name = fit_param_name(p);
+      if (x == name || x == name.substr(0, name.find('.'))) {
+        found = true;
+        if (std::find(params.begin(), params.end(), p) == params.end()) params.push_back(p);
+      }
+    }
+    if (!found) {
+      std::vector<std::string> names;
+      for (const FitParam p : kOptionalFitParams) names.emplace_back(fit_param_name(p));
+      throw bad_input(fmt::format("fit: --free {}: not an optional parameter; valid: {}", x, fmt::join(names, ", ")));
+    }
+  }
+  return params;
 }
 
 // ------------------------------------------------------------------ objective

@@ -57,10 +57,24 @@ double published_model_flops_per_step(const Experiment& e, const Prediction& p);
 Comparisons compare_published(const Experiment& e, const Prediction& p);
 
 // ---------------------------------------------------------------- parameters
-enum class FitParam { matmul_max, matmul_half_tflop, attention_max, attention_half_tflop, memory_bandwidth };
+enum class FitParam {
+  matmul_max,
+  matmul_half_tflop,
+  attention_max,
+  attention_half_tflop,
+  memory_bandwidth,
+  // Optional (fitted only when asked, `ringplan fit --free collectives_inter_node`): the bus-
+  // bandwidth efficiency of collectives across nodes, one value for all-reduce, reduce-scatter and
+  // all-gather (ClusterConfig::inter_node_collectives max; half_mib kept). For a network whose
+  // collectives were never measured, or were measured before the nodes were set up as they ran.
+  inter_node_collectives,
+};
+// Fitted by default.
 inline constexpr std::array<FitParam, 5> kAllFitParams{FitParam::matmul_max, FitParam::matmul_half_tflop,
                                                        FitParam::attention_max, FitParam::attention_half_tflop,
                                                        FitParam::memory_bandwidth};
+// Fitted when named by --free.
+inline constexpr std::array<FitParam, 1> kOptionalFitParams{FitParam::inter_node_collectives};
 const char* fit_param_name(FitParam p);  // "matmul.max", "matmul.half_tflop", ...
 double get_param(const ClusterConfig& c, FitParam p);         // in config units (half in TFLOP)
 void set_param(ClusterConfig& c, FitParam p, double value);
@@ -69,7 +83,8 @@ struct ParamBounds {
   double lo = 0, hi = 1;
 };
 // Bounds: max in [0.2, 1], half_tflop in [0, 1] TFLOP (a GEMM of 1 TFLOP runs ~1 ms on an
-// H100, far past any ramp-up), memory_bandwidth in [0.3, 1].
+// H100, far past any ramp-up), memory_bandwidth in [0.3, 1], collectives_inter_node.max in
+// [0.02, 1] (a congested or misconfigured fabric can reach a few % of its line rate).
 ParamBounds default_bounds(FitParam p);
 
 // The parameters left to fit when `fixed` names some to hold at the base profile's values (a
@@ -77,6 +92,10 @@ ParamBounds default_bounds(FitParam p);
 // ("matmul", "attention", "memory_bandwidth") for all of its parameters. Throws bad_input naming
 // an unknown entry and the valid names, or when nothing would be left to fit.
 std::vector<FitParam> params_without(const std::vector<std::string>& fixed);
+// `params` plus the optional parameters named in `extra` (a name such as
+// "collectives_inter_node.max" or its family "collectives_inter_node"). Throws bad_input naming an
+// unknown entry and the valid names.
+std::vector<FitParam> params_with(std::vector<FitParam> params, const std::vector<std::string>& extra);
 
 struct FitOptions {
   std::vector<FitParam> params{kAllFitParams.begin(), kAllFitParams.end()};

@@ -201,3 +201,42 @@ TEST_CASE("params_without holds families or single parameters and names what is 
                        ringplan::Error);
   CHECK_THROWS_AS(ringplan::sim::params_without({"matmul", "attention", "memory_bandwidth"}), ringplan::Error);
 }
+
+TEST_CASE("--free collectives_inter_node: the inter-node efficiency is recovered from layouts that cross nodes") {
+  // Cases whose DP gradient all-reduce spans nodes (DP 16 on 8-GPU nodes), generated with an
+  // inter-node efficiency of 0.25; the fit starts from the base's ideal curves and also holds
+  // the kernel curves at the truth, so that only the network is left to find.
+  ClusterConfig truth = truth_cluster();
+  truth.has_inter_node_collectives = true;
+  truth.inter_node_collectives = {{0.25, 0}, {0.25, 0}, {0.25, 0}};
+  std::vector<Experiment> cases;
+  for (const int64_t gb : {16, 32, 64, 128}) {
+    Experiment e = llama_experiment(4096, gb);
+    e.name = "dp16_gb" + std::to_string(gb);
+    e.path = "synthetic/" + e.name + ".yaml";
+    e.cluster = truth;
+    e.mesh = mesh_of(16, 1, 1, 1);
+    REQUIRE(check_layout(e, *e.mesh, e.options, 16) == "");
+    Published pub;
+    pub.step_time_s = predict(e, *e.mesh, e.options).step_time_s;
+    pub.source = "synthetic";
+    e.published = pub;
+    cases.push_back(e);
+  }
+  ClusterConfig base = truth;
+  base.has_inter_node_collectives = false;  // unset: "as collectives", the ideal ring here
+  FitOptions opts;
+  opts.params = params_with({}, {"collectives_inter_node"});
+  REQUIRE(opts.params.size() == 1);
+  const FitResult fit = fit_cluster(cases, base, opts);
+  CHECK(fit.cluster.has_inter_node_collectives);
+  CHECK(get_param(fit.cluster, FitParam::inter_node_collectives) == doctest::Approx(0.25).epsilon(0.02));
+  CHECK(fit.cluster.inter_node_collectives.reduce_scatter.max_efficiency ==
+        fit.cluster.inter_node_collectives.all_reduce.max_efficiency);
+  CHECK(fit.mean_abs_error_pct < 0.1);
+  // Names: the family or the parameter; anything else is refused with the valid names.
+  CHECK(params_with({}, {"collectives_inter_node.max"}).size() == 1);
+  CHECK(params_with(params_with({}, {"collectives_inter_node"}), {"collectives_inter_node"}).size() == 1);
+  CHECK_THROWS_WITH_AS(params_with({}, {"collectives"}), doctest::Contains("valid: collectives_inter_node.max"),
+                       ringplan::Error);
+}
