@@ -12,10 +12,12 @@
 // read or parsed as one YAML document, or no case could be evaluated at all.
 #include <cstdio>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "cli/command.hpp"
+#include "core/config_yaml.hpp"
 #include "planner/validation.hpp"
 
 namespace {
@@ -30,6 +32,7 @@ constexpr const char* kValidateExitRule =
 
 struct ValidateArgs {
   std::vector<std::string> paths;
+  std::string cluster;  // --cluster: predict every case on this profile
   std::string format = "table";
 };
 
@@ -38,11 +41,16 @@ RINGPLAN_COMMAND("validate", "Compare predictions with published measurements (c
                    auto a = std::make_shared<ValidateArgs>();
                    app.footer(kValidateExitRule);
                    app.add_option("paths", a->paths, "Case files or folders (searched recursively)")->required();
+                   app.add_option("--cluster", a->cluster,
+                                  "Predict every case on this cluster profile instead of its own (e.g. one "
+                                  "written by `ringplan fit`)");
                    app.add_option("--format", a->format, "Output format: table or json")
                        ->check(CLI::IsMember({"table", "json"}))
                        ->capture_default_str();
                    return [a] {
-                     const auto report = ringplan::planner::validate_paths(a->paths);
+                     std::optional<ringplan::ClusterConfig> cluster;
+                     if (!a->cluster.empty()) cluster = ringplan::load_cluster(a->cluster);
+                     const auto report = ringplan::planner::validate_paths(a->paths, cluster);
                      if (a->format == "json") {
                        std::printf("%s\n", ringplan::planner::validation_json(report)
                                                   .dump(2, ' ', false, nlohmann::json::error_handler_t::replace)  // paths: bytes

@@ -289,7 +289,7 @@ void summarize(ValidationReport& r) {
   r.ranking = ranking_groups(r.rows);
 }
 
-ValidationReport validate_paths(const std::vector<std::string>& paths) {
+ValidationReport validate_paths(const std::vector<std::string>& paths, const std::optional<ClusterConfig>& cluster) {
   ValidationReport r;
   for (const auto& f : collect_cases(paths, &r.skipped)) {
     // Only ConfigError (bad input about this case) refuses it; anything else is a failure of
@@ -302,6 +302,7 @@ ValidationReport validate_paths(const std::vector<std::string>& paths) {
       r.refused.push_back({f, "", refusal_reason(err, f)});
       continue;
     }
+    if (cluster) e.cluster = *cluster;
     try {
       auto rows = validate_case(e);
       r.rows.insert(r.rows.end(), rows.begin(), rows.end());

@@ -19,6 +19,7 @@
 #pragma once
 #include <nlohmann/json.hpp>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -119,7 +120,10 @@ std::vector<ValidationRow> validate_case(const Experiment& e);
 
 // Loads and validates every case of collect_cases(paths); see the top of this file for what is
 // refused and what throws.
-ValidationReport validate_paths(const std::vector<std::string>& paths);
+// With `cluster` set, every case is predicted on that profile instead of its own (a profile
+// written by `ringplan fit`, say); the case's layout checks use it too.
+ValidationReport validate_paths(const std::vector<std::string>& paths,
+                                const std::optional<ClusterConfig>& cluster = std::nullopt);
 
 // Mean and max |error_pct| of rows (0 when empty), by_source, time_by_tp and ranking.
 void summarize(ValidationReport& r);

@@ -606,6 +606,23 @@ TEST_CASE("validate: the shipped validation cases all load and predict") {
   CHECK(has(t.out, "mean regret: model"));
 }
 
+TEST_CASE("validate --cluster predicts every case on the given profile") {
+  const std::string dir = std::string(RINGPLAN_SOURCE_DIR) + "/configs/validation/korthikanti2022";
+  if (!fs::exists(dir)) return;
+  const Result own = ringplan("validate '" + dir + "' --format json");
+  const Result other = ringplan("validate '" + dir + "' --cluster '" + std::string(RINGPLAN_SOURCE_DIR) +
+                                "/configs/clusters/dgx_h100.yaml' --format json");
+  REQUIRE_MESSAGE(own.rc == 0, own.err);
+  REQUIRE_MESSAGE(other.rc == 0, other.err);
+  const auto a = nlohmann::json::parse(own.out), b = nlohmann::json::parse(other.out);
+  REQUIRE(a["cases"].size() == b["cases"].size());
+  // An H100 runs these A100 layouts faster: every predicted step time is shorter.
+  for (size_t i = 0; i < a["cases"].size(); ++i)
+    CHECK(b["cases"][i]["predicted"].get<double>() < a["cases"][i]["predicted"].get<double>());
+  const Result missing = ringplan("validate '" + dir + "' --cluster /nonexistent.yaml");
+  CHECK(missing.rc == 2);
+}
+
 TEST_CASE("fit: held-out error by source and by TP degree in JSON") {
   const std::string dir = std::string(RINGPLAN_SOURCE_DIR) + "/configs/validation/korthikanti2022";
   if (!fs::exists(dir)) return;
