@@ -391,7 +391,7 @@ TEST_CASE("options.cp_comm: ring by default, allgather read and written back") {
   const std::string text = experiment_to_yaml(ag);
   CHECK(text.find("cp_comm: allgather") != std::string::npos);
   CHECK(parse_experiment(text, "<written>", "/nonexistent").options.cp_comm == CpComm::allgather);
-  CHECK(cp_comm_names() == std::vector<std::string>{"ring", "allgather"});
+  CHECK(cp_comm_names() == std::vector<std::string>{"ring", "allgather", "alltoall"});
   CHECK(parse_cp_comm("all_gather") == std::nullopt);
 }
 
