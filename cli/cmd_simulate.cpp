@@ -56,8 +56,8 @@ int run_simulate(const SimulateArgs& a) {
   if (a.attn_opt->count()) o.attention = parse_attention_flag("--attention", a.attention);
   if (a.comm_opt->count()) o.cp_comm = parse_cp_comm_flag("--cp-comm", a.cp_comm);
 
-  // The trace is the event replay of the ring; an all-gather layer (one all-gather, one kernel
-  // call, one reduce-scatter) has no ring steps to replay. Refused before anything is printed.
+  // The trace is the event replay of the ring; an all-gather or all-to-all layer (collectives
+  // around one kernel call) has no ring steps to replay. Refused before anything is printed.
   if (!a.trace.empty() && e.mesh->cp > 1 && o.cp_comm != CpComm::ring)
     throw bad_input(fmt::format("--trace replays ring attention step by step; the layout has cp_comm {}, which has "
                                 "no ring; drop --trace or use --cp-comm ring",
@@ -115,7 +115,7 @@ RINGPLAN_COMMAND("simulate", "Predict memory and step time of one layout, term b
   a->scheme_opt = app.add_option("--cp-scheme", a->cp_scheme, "Sequence sharding: contiguous, zigzag, striped");
   a->v_opt = app.add_option("--interleave", a->interleave, "Virtual pipeline stages per device (PP > 1)");
   a->attn_opt = app.add_option("--attention", a->attention, "Attention kernel: flash, materialized");
-  a->comm_opt = app.add_option("--cp-comm", a->cp_comm, "CP exchange of K,V: ring (p2p, overlapped), allgather");
+  a->comm_opt = app.add_option("--cp-comm", a->cp_comm, "CP exchange: ring (p2p K,V, overlapped), allgather (K,V gathered), alltoall (Ulysses: heads split over CP)");
   app.add_option("--gpus", a->gpus, "GPU count the mesh must multiply to (default: experiment, else cluster)");
   app.add_option("--format", a->format, "Output format: table or json")
       ->check(CLI::IsMember({"table", "json"}))

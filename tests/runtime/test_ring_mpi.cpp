@@ -146,7 +146,7 @@ TEST_CASE("all-to-all CP attention equals the float64 reference: every scheme, c
       }
 }
 
-TEST_CASE("all-to-all CP: backward after another forward exchanges again and stays exact; accounting") {
+TEST_CASE("all-to-all CP: backward after another forward exchanges again and stays exact, accounting") {
   // The training step runs one object over every layer: a backward whose forward is not the last
   // one must not reuse the stashed head shards.
   const int P = g_world->size();

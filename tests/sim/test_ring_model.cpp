@@ -362,7 +362,7 @@ TEST_CASE("alltoall: Q, K, V in and O out forward, dO in and dQ, dK, dV out back
   CHECK(r.forward.merge_step_s == 0.0);
 }
 
-TEST_CASE("alltoall: no causal imbalance whatever the scheme; the ring's contiguous has one") {
+TEST_CASE("alltoall: no causal imbalance whatever the scheme, the ring's contiguous has one") {
   const ClusterConfig c = test::a100_cluster();
   RingAttentionShape s = gqa_alltoall(8192, 4, 4);
   s.scheme = CpScheme::contiguous;
