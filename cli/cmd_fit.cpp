@@ -49,8 +49,10 @@ struct FitArgs {
 
 struct CaseRow {
   std::string name, path, source;
+  int64_t tp = 1;                // the case's TP degree (held-out bias by TP degree)
   double train_error_pct = 0;    // with the written profile
   double heldout_error_pct = 0;  // with a fit that did not see the case
+  double heldout_speed_pct = 0;  // the same in throughput terms (+: predicted faster than measured)
   bool held_out = false;         // --holdout: in the held-out set (else: training set)
 };
 
@@ -105,7 +107,8 @@ int fit_command(const FitArgs& a) {
   }
 
   std::vector<CaseRow> rows(cases.size());
-  for (size_t i = 0; i < cases.size(); ++i) rows[i] = {cases[i].name, cases[i].path, source_of(cases[i].path)};
+  for (size_t i = 0; i < cases.size(); ++i)
+    rows[i] = {cases[i].name, cases[i].path, source_of(cases[i].path), cases[i].mesh ? cases[i].mesh->tp : 1};
 
   sim::FitOptions opts;
   if (!a.fix.empty()) opts.params = sim::params_without(a.fix);
@@ -129,6 +132,7 @@ int fit_command(const FitArgs& a) {
     for (size_t i = 0; i < cases.size(); ++i) {
       const double err = sim::case_time_error_pct(cases[i], fit.cluster);
       (rows[i].held_out ? rows[i].heldout_error_pct : rows[i].train_error_pct) = err;
+      if (rows[i].held_out) rows[i].heldout_speed_pct = sim::case_speed_error_pct(cases[i], fit.cluster);
     }
   } else {
     if (a.folds < 2) throw bad_input(fmt::format("fit: --folds must be >= 2, got {}", a.folds));
@@ -141,6 +145,8 @@ int fit_command(const FitArgs& a) {
     for (size_t i = 0; i < cases.size(); ++i) {
       rows[i].held_out = true;
       rows[i].heldout_error_pct = cv.heldout_error_pct[i];
+      rows[i].heldout_speed_pct =
+          sim::case_speed_error_pct(cases[i], cv.fold_fits[static_cast<size_t>(cv.fold_of[i])].cluster);
       rows[i].train_error_pct = sim::case_time_error_pct(cases[i], fit.cluster);
     }
   }
@@ -149,16 +155,20 @@ int fit_command(const FitArgs& a) {
   // Statistics: training (cases the written profile was fitted on), held-out overall and per source.
   std::vector<double> train_err, held_err;
   std::map<std::string, std::vector<double>> held_by_source;
+  // Throughput terms (+: predicted faster), so that step-time and throughput cases share a sign.
+  std::map<int64_t, std::vector<double>> held_by_tp;
   for (const auto& r : rows) {
     if (!a.holdout.empty() && r.held_out) {
       held_err.push_back(r.heldout_error_pct);
       held_by_source[r.source].push_back(r.heldout_error_pct);
+      held_by_tp[r.tp].push_back(r.heldout_speed_pct);
       continue;
     }
     train_err.push_back(r.train_error_pct);
     if (a.holdout.empty()) {
       held_err.push_back(r.heldout_error_pct);
       held_by_source[r.source].push_back(r.heldout_error_pct);
+      held_by_tp[r.tp].push_back(r.heldout_speed_pct);
     }
   }
   const Stats tr = stats(train_err), ho = stats(held_err);
@@ -199,6 +209,15 @@ int fit_command(const FitArgs& a) {
       bys[src] = {{"cases", s.n}, {"mean_abs_error_pct", s.mean_abs}, {"max_abs_error_pct", s.max_abs}};
     }
     j["heldout_by_source"] = bys;
+    nlohmann::json byt = nlohmann::json::object();
+    for (const auto& [tp, v] : held_by_tp) {
+      const planner::ErrorStats s = planner::error_stats(v);
+      byt[std::to_string(tp)] = {{"cases", s.n},
+                                 {"mean_signed_error_pct", s.mean_signed_pct},
+                                 {"mean_abs_error_pct", s.mean_abs_pct},
+                                 {"max_abs_error_pct", s.max_abs_pct}};
+    }
+    j["heldout_by_tp"] = byt;
     nlohmann::json ref = nlohmann::json::array();
     for (const auto& [p, why] : refused) ref.push_back({{"path", p}, {"reason", why}});
     j["refused"] = ref;
@@ -225,6 +244,11 @@ int fit_command(const FitArgs& a) {
   for (const auto& [src, v] : held_by_source) {
     const Stats st = stats(v);
     s += fmt::format("  held-out {}: {} cases, mean |error| {:.2f}%, max {:.2f}%\n", src, st.n, st.mean_abs, st.max_abs);
+  }
+  for (const auto& [tp, v] : held_by_tp) {
+    const planner::ErrorStats st = planner::error_stats(v);
+    s += fmt::format("  held-out TP {}: {} cases, throughput bias {:+.2f}%, mean |error| {:.2f}%, max {:.2f}%\n", tp, st.n,
+                     st.mean_signed_pct, st.mean_abs_pct, st.max_abs_pct);
   }
   if (!refused.empty()) {
     s += "\nrefused (not fitted):\n";

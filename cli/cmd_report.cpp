@@ -1,7 +1,9 @@
 // `ringplan report EXPERIMENT.yaml [--run RESULT.json] -o report.html [--gpus N] [--top K]`
-// Writes one self-contained HTML page (opens offline): the planner's ranked candidates, the
-// chosen plan's memory/time terms, its per-rank ring timeline and, given the JSON of
-// `ringplan run --format json`, predicted vs measured per phase (report/report_html.hpp).
+// Writes one self-contained HTML page (opens offline): the planner's ranked candidates (coloured
+// by CP size and ZeRO stage, terms on hover, stacked time and memory terms per candidate), the
+// chosen plan's memory/time terms, its memory against CP and sequence length, its per-rank ring
+// timeline and, given the JSON of `ringplan run --format json` (--scope attention or step),
+// predicted vs measured as timelines and per phase or term (report/report_html.hpp).
 // With a plan file (or an experiment with a fixed mesh) the chosen plan is that layout.
 #include <fmt/format.h>
 

@@ -13,7 +13,9 @@
 // beside the prediction of sim/ring_model.hpp for the same work on a hardware profile
 // (--profile, by default the plan's cluster). The prediction must come from a calibrate
 // profile, never from the run it is compared with. The runtime measures; sim predicts; this
-// file compares.
+// file compares. --trace writes both timelines in one Chrome/Perfetto file (runtime/trace.hpp,
+// overlay_trace_json): the measured ring of every rank and, under it, the event simulator's
+// replay of the same ring (predicted_ring_lanes).
 //
 // Devices (attention scope): `cpu` runs the float32 CPU kernels over MPI; `cuda` (builds with
 // CUDA and NCCL) runs the CUDA kernels in the plan's 16-bit training type over NCCL, one GPU per
@@ -22,7 +24,9 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <numeric>
@@ -43,6 +47,7 @@
 #include "runtime/memory.hpp"
 #include "runtime/mpi_communicator.hpp"
 #include "runtime/trace.hpp"
+#include "sim/ring_event_sim.hpp"
 #include "sim/ring_model.hpp"
 
 namespace {
@@ -121,6 +126,40 @@ sim::RingAttentionShape predicted_shape(const runtime::RingLayerShape& x, int64_
   s.tp = 1;  // the ranks of this run form one CP group with nothing between them
   s.comm = x.comm;
   return s;
+}
+
+// The predicted timeline of `run --trace`: the event simulator's replay of the same ring
+// (sim/ring_event_sim.hpp, the events of `simulate --trace`: kernels and merges on the compute
+// lane, the transfers K,V and dK,dV on the communication lane, the backward after the forward),
+// once per measured iteration, starting where that iteration's first measured event starts, or
+// where the previous predicted iteration ends if that is later (a prediction slower than the run
+// is not drawn over itself: the predicted iterations then follow one another).
+// The measured communication lane holds the waits (what the transfers left exposed); the
+// predicted one holds the transfers themselves, which overlap the compute.
+std::vector<std::vector<runtime::LaneEvent>> predicted_ring_lanes(
+    const sim::RingSimulation& ring, const std::vector<std::vector<runtime::TraceEvent>>& measured) {
+  std::map<int32_t, double> starts;  // iteration -> earliest measured event over the ranks
+  for (const auto& rank : measured)
+    for (const runtime::TraceEvent& e : rank) {
+      const auto it = starts.find(e.iteration);
+      if (it == starts.end() || e.start_s < it->second) starts[e.iteration] = e.start_s;
+    }
+  std::vector<std::vector<runtime::LaneEvent>> out(measured.size());
+  double previous_end = -HUGE_VAL;
+  for (const auto& [iteration, measured_start] : starts) {
+    const double t0 = std::max(measured_start, previous_end);
+    previous_end = t0 + ring.forward_s + ring.backward_s;
+    for (const sim::RingEvent& e : ring.events) {
+      if (e.rank < 0 || static_cast<size_t>(e.rank) >= out.size()) continue;
+      const bool transfer = e.activity == sim::RingActivity::send_kv || e.activity == sim::RingActivity::send_dkv;
+      const double offset = t0 + (e.phase == sim::RingPhase::forward ? 0.0 : ring.forward_s);
+      out[static_cast<size_t>(e.rank)].push_back(
+          {offset + e.start_s, e.end_s - e.start_s, transfer ? 1 : 0,
+           fmt::format("{} {} block {}", sim::to_string(e.phase), sim::to_string(e.activity), e.block), "predicted",
+           {{"iteration", iteration}, {"step", e.step}, {"block", e.block}}});
+    }
+  }
+  return out;
 }
 
 #if RINGPLAN_HAVE_GPU_RUN
@@ -264,7 +303,14 @@ int run_body(const RunArgs& a, runtime::MpiCommunicator& world) {
 #endif
   progress.finish();
 
-  if (!a.trace.empty() && root) write_file_atomic(a.trace, runtime::chrome_trace_json(m.trace), "--trace");
+  if (!a.trace.empty() && root) {
+    // Measured and predicted ring side by side (runtime::overlay_trace_json).
+    const sim::RingSimulation ring =
+        sim::simulate_ring(predicted_shape(shape, mesh.cp, run_dtype), profile, /*record_events=*/true);
+    write_file_atomic(a.trace,
+                      runtime::overlay_trace_json(runtime::ring_lane_events(m.trace), predicted_ring_lanes(ring, m.trace)),
+                      "--trace");
+  }
   if (!root) return 0;
 
   std::vector<Row> rows = phase_rows("forward", m, true, pred.forward);
@@ -441,7 +487,10 @@ RINGPLAN_COMMAND("run", "Run a plan under mpirun (whole training steps, or one a
                    app.add_option("--format", a->format, "Output format: table or json")
                        ->check(CLI::IsMember({"table", "json"}))
                        ->capture_default_str();
-                   app.add_option("--trace", a->trace, "Write a Chrome/Perfetto trace JSON of every rank's events");
+                   app.add_option("--trace", a->trace,
+                                  "Write a Chrome/Perfetto trace JSON: every rank's measured events (processes "
+                                  "'measured rank N') and the prediction of the same work (processes 'predicted "
+                                  "rank N', pid 1000 + N), on one time axis");
                    app.add_option("--profile", a->profile,
                                   "Hardware profile YAML for the prediction (ringplan calibrate -o); "
                                   "default: the plan's cluster");

@@ -25,14 +25,15 @@ namespace {
 
 struct SimulateArgs {
   std::string experiment;
-  std::string mesh, recompute, sequence_parallel, cp_scheme, attention, cp_comm;
+  std::string mesh, recompute, sequence_parallel, cp_scheme, attention, cp_comm, tp_overlap;
   int64_t micro_batch = 0, zero = 0, interleave = 0, gpus = 0;
   std::string format = "table";
   std::string trace;  // Chrome/Perfetto trace of the ring (event simulator)
   std::string output;  // plan file of the simulated layout (-o)
   // Which flags were given (count() > 0): only those override the file.
   CLI::Option *mesh_opt = nullptr, *mb_opt = nullptr, *rc_opt = nullptr, *zero_opt = nullptr, *sp_opt = nullptr,
-              *scheme_opt = nullptr, *v_opt = nullptr, *attn_opt = nullptr, *comm_opt = nullptr;
+              *scheme_opt = nullptr, *v_opt = nullptr, *attn_opt = nullptr, *comm_opt = nullptr,
+              *tpo_opt = nullptr;
 };
 
 int run_simulate(const SimulateArgs& a) {
@@ -55,6 +56,7 @@ int run_simulate(const SimulateArgs& a) {
   if (a.v_opt->count()) o.interleave = parse_positive_flag("--interleave", a.interleave);
   if (a.attn_opt->count()) o.attention = parse_attention_flag("--attention", a.attention);
   if (a.comm_opt->count()) o.cp_comm = parse_cp_comm_flag("--cp-comm", a.cp_comm);
+  if (a.tpo_opt->count()) o.tp_overlap = parse_tp_overlap_flag("--tp-overlap", a.tp_overlap);
 
   // The trace is the event replay of the ring; an all-gather or all-to-all layer (collectives
   // around one kernel call) has no ring steps to replay. Refused before anything is printed.
@@ -116,6 +118,9 @@ RINGPLAN_COMMAND("simulate", "Predict memory and step time of one layout, term b
   a->v_opt = app.add_option("--interleave", a->interleave, "Virtual pipeline stages per device (PP > 1)");
   a->attn_opt = app.add_option("--attention", a->attention, "Attention kernel: flash, materialized");
   a->comm_opt = app.add_option("--cp-comm", a->cp_comm, "CP exchange: ring (p2p K,V, overlapped), allgather (K,V gathered), alltoall (Ulysses: heads split over CP)");
+  a->tpo_opt = app.add_option("--tp-overlap", a->tp_overlap,
+                              "TP collectives overlapped with GEMMs: none, backward (Megatron's async, default), "
+                              "pipelined (Transformer Engine --tp-comm-overlap, needs sequence parallelism)");
   app.add_option("--gpus", a->gpus, "GPU count the mesh must multiply to (default: experiment, else cluster)");
   app.add_option("--format", a->format, "Output format: table or json")
       ->check(CLI::IsMember({"table", "json"}))

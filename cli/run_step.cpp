@@ -23,12 +23,15 @@
 //                 the drain.
 // Term pairs (measured <- predicted): ring_exposed <- ring_comm_exposed + cp_imbalance (the
 // ring's waits hold both); pp_comm <- pp_comm + pp_bubble (a stage's waits hold both).
+// --trace writes the measured regions of every rank and, under them, the predicted terms of each
+// step (predicted_step_lanes) in one Chrome/Perfetto file (runtime::overlay_trace_json).
 #include <fmt/format.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "cli/mpi_command.hpp"
@@ -74,6 +77,54 @@ struct TermRow {
   std::string name;
   double measured_s = 0, predicted_s = 0;
 };
+
+// The predicted timeline of `run --trace` (runtime::overlay_trace_json): the cost model's time
+// terms of one step (sim::TimeBreakdown, on the critical rank; the model adds them, it does not
+// place them in time) laid end to end in the order a step runs them -- forward, its exposed
+// communication, recompute, backward, the gradient reduction, the optimizer -- compute terms on
+// the compute lane, the others on the communication lane. Every rank gets the same predicted
+// step, once per traced step, starting where that step's first measured event starts, or where
+// the previous predicted step ends if that is later (a prediction slower than the run is not
+// drawn over itself); the durations of one predicted step add up to the predicted step time.
+// Terms of 0 s are left out.
+std::vector<std::vector<runtime::LaneEvent>> predicted_step_lanes(
+    const sim::TimeBreakdown& t, const std::vector<std::vector<runtime::step::StepEvent>>& measured) {
+  struct Part {
+    const char* name;
+    double s;
+    int lane;
+  };
+  const Part parts[] = {{"forward_compute", t.forward_compute_s, 0},
+                        {"cp_imbalance", t.cp_imbalance_s, 1},
+                        {"ring_comm_exposed", t.ring_comm_exposed_s, 1},
+                        {"tp_comm", t.tp_comm_s, 1},
+                        {"pp_comm", t.pp_comm_s, 1},
+                        {"pp_bubble", t.pp_bubble_s, 1},
+                        {"recompute", t.recompute_s, 0},
+                        {"backward_compute", t.backward_compute_s, 0},
+                        {"dp_comm_exposed", t.dp_comm_exposed_s, 1},
+                        {"zero_comm_exposed", t.zero_comm_exposed_s, 1},
+                        {"optimizer", t.optimizer_s, 0}};
+  std::map<int32_t, double> starts;  // step -> earliest measured event over the ranks
+  for (const auto& rank : measured)
+    for (const runtime::step::StepEvent& e : rank) {
+      const auto it = starts.find(e.step);
+      if (it == starts.end() || e.start_s < it->second) starts[e.step] = e.start_s;
+    }
+  std::vector<std::vector<runtime::LaneEvent>> out(measured.size());
+  for (auto& lanes : out) {
+    double at = -HUGE_VAL;  // end of the previous predicted step
+    for (const auto& [step, measured_start] : starts) {
+      at = std::max(at, measured_start);
+      for (const Part& p : parts) {
+        if (!(p.s > 0)) continue;
+        lanes.push_back({at, p.s, p.lane, p.name, "predicted", {{"step", step}}});
+        at += p.s;
+      }
+    }
+  }
+  return out;
+}
 
 double median(std::vector<double> xs) { return runtime::sample_stats(std::move(xs)).median; }
 std::string pct(double meas, double pred) {
@@ -137,11 +188,15 @@ int run_step_body(const RunArgs& a, runtime::MpiCommunicator& world) {
   pe.training.dtype = on_gpu ? DType::bf16 : DType::fp32;
   pe.training.fp32_grad_accumulation = on_gpu;
   pe.training.fp8 = false;
-  const std::string why = sim::check_layout(pe, mesh, e.options, mesh.world_size());
+  // The runtime's TP collectives block (MPI_Allreduce and friends between the GEMMs, nothing
+  // asynchronous behind them): predicted as such, whatever the plan assumes of its framework.
+  ParallelOptions run_options = e.options;
+  run_options.tp_overlap = TpOverlap::none;
+  const std::string why = sim::check_layout(pe, mesh, run_options, mesh.world_size());
   if (!why.empty())
     throw experiment_field_error(e, "mesh", fmt::format("layout dp={} tp={} cp={} pp={} cannot run: {}", mesh.dp,
                                                         mesh.tp, mesh.cp, mesh.pp, why));
-  const sim::Prediction pred = sim::predict(pe, mesh, e.options);
+  const sim::Prediction pred = sim::predict(pe, mesh, run_options);
   const std::string profile_label = a.profile.empty() ? fmt::format("the plan's cluster '{}'", e.cluster.name)
                                                       : fmt::format("profile {} ('{}')", a.profile, pe.cluster.name);
 
@@ -192,7 +247,11 @@ int run_step_body(const RunArgs& a, runtime::MpiCommunicator& world) {
 #endif
   progress.finish();
   if (!root) return 0;
-  if (!a.trace.empty()) write_file_atomic(a.trace, runtime::step::step_trace_json(m.events), "--trace");
+  if (!a.trace.empty())
+    write_file_atomic(a.trace,
+                      runtime::overlay_trace_json(runtime::step::step_lane_events(m.events),
+                                                  predicted_step_lanes(pred.time, m.events)),
+                      "--trace");
 
   // Measured step time and terms: per step the slowest rank, then the median over steps.
   std::vector<double> step_s;

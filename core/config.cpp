@@ -23,6 +23,8 @@ constexpr NameTable<AttentionImpl, 2> kAttentionNames{
     {{AttentionImpl::flash, "flash"}, {AttentionImpl::materialized, "materialized"}}};
 constexpr NameTable<CpComm, 3> kCpCommNames{
     {{CpComm::ring, "ring"}, {CpComm::allgather, "allgather"}, {CpComm::alltoall, "alltoall"}}};
+constexpr NameTable<TpOverlap, 3> kTpOverlapNames{
+    {{TpOverlap::none, "none"}, {TpOverlap::backward, "backward"}, {TpOverlap::pipelined, "pipelined"}}};
 
 template <typename E, size_t N>
 const char* name_of(const NameTable<E, N>& table, E value) {
@@ -55,6 +57,7 @@ const char* to_string(Recompute r) { return name_of(kRecomputeNames, r); }
 const char* to_string(CpScheme s) { return name_of(kCpSchemeNames, s); }
 const char* to_string(AttentionImpl a) { return name_of(kAttentionNames, a); }
 const char* to_string(CpComm c) { return name_of(kCpCommNames, c); }
+const char* to_string(TpOverlap t) { return name_of(kTpOverlapNames, t); }
 
 std::optional<DType> parse_dtype(const std::string& s) { return parse_name(kDTypeNames, s); }
 std::optional<Optimizer> parse_optimizer(const std::string& s) { return parse_name(kOptimizerNames, s); }
@@ -62,6 +65,7 @@ std::optional<Recompute> parse_recompute(const std::string& s) { return parse_na
 std::optional<CpScheme> parse_cp_scheme(const std::string& s) { return parse_name(kCpSchemeNames, s); }
 std::optional<AttentionImpl> parse_attention(const std::string& s) { return parse_name(kAttentionNames, s); }
 std::optional<CpComm> parse_cp_comm(const std::string& s) { return parse_name(kCpCommNames, s); }
+std::optional<TpOverlap> parse_tp_overlap(const std::string& s) { return parse_name(kTpOverlapNames, s); }
 
 std::vector<std::string> dtype_names() { return names_of(kDTypeNames); }
 std::vector<std::string> optimizer_names() { return names_of(kOptimizerNames); }
@@ -69,6 +73,7 @@ std::vector<std::string> recompute_names() { return names_of(kRecomputeNames); }
 std::vector<std::string> cp_scheme_names() { return names_of(kCpSchemeNames); }
 std::vector<std::string> attention_names() { return names_of(kAttentionNames); }
 std::vector<std::string> cp_comm_names() { return names_of(kCpCommNames); }
+std::vector<std::string> tp_overlap_names() { return names_of(kTpOverlapNames); }
 
 double ClusterConfig::peak_flops_per_s(DType t) const {
   switch (t) {

@@ -25,6 +25,18 @@ enum class AttentionImpl { flash, materialized };
 // query heads per TP rank (KV heads are split, or replicated when CP is a multiple of them);
 // runtime/alltoall_attention.hpp.
 enum class CpComm { ring, allgather, alltoall };
+// How the TP collectives overlap computation (ParallelOptions::tp_overlap): a property of the
+// framework that runs the layout, not searched by the planner.
+//   none      every TP collective waits for the GEMM before it and blocks the one after it
+//             (synchronous autograd all-reduces: Megatron-LM before its async all-reduce,
+//             Megatron-DeepSpeed, this project's CPU runtime);
+//   backward  Megatron-LM's default: the backward collectives at the column-parallel inputs run
+//             asynchronously behind the weight-gradient GEMM (all-reduce, or with sequence
+//             parallelism the reduce-scatter; the re-all-gather behind the data-gradient GEMM);
+//   pipelined Transformer Engine's userbuffers (--tp-comm-overlap, needs sequence parallelism):
+//             the forward all-gathers and reduce-scatters are split in chunks and overlapped with
+//             their GEMMs too.
+enum class TpOverlap { none, backward, pipelined };
 
 int dtype_bytes(DType t);                 // 2, 2, 4
 const char* to_string(DType t);
@@ -33,6 +45,7 @@ const char* to_string(Recompute r);
 const char* to_string(CpScheme s);
 const char* to_string(AttentionImpl a);
 const char* to_string(CpComm c);
+const char* to_string(TpOverlap t);
 // Parsers return std::nullopt on an unknown name; callers build the error message
 // (they know the file:line or the CLI flag).
 std::optional<DType> parse_dtype(const std::string& s);
@@ -41,6 +54,7 @@ std::optional<Recompute> parse_recompute(const std::string& s);
 std::optional<CpScheme> parse_cp_scheme(const std::string& s);
 std::optional<AttentionImpl> parse_attention(const std::string& s);
 std::optional<CpComm> parse_cp_comm(const std::string& s);
+std::optional<TpOverlap> parse_tp_overlap(const std::string& s);
 // The valid names of each enum in declaration order, for "must be one of ..." messages
 // (CLI flags and config errors use the same lists).
 std::vector<std::string> dtype_names();
@@ -49,6 +63,7 @@ std::vector<std::string> recompute_names();
 std::vector<std::string> cp_scheme_names();
 std::vector<std::string> attention_names();
 std::vector<std::string> cp_comm_names();
+std::vector<std::string> tp_overlap_names();
 
 struct ModelConfig {
   std::string name;
@@ -164,6 +179,14 @@ struct ClusterConfig {
   // as efficiency.collectives). Unset (has_inter_node_collectives false): `collectives` is used.
   CollectiveEfficiency inter_node_collectives;
   bool has_inter_node_collectives = false;
+  // Fraction of the device's compute a collective takes while it overlaps computation, YAML key
+  // efficiency.overlap_sm_share in [0, 0.5] (default 0: overlap is free). NCCL runs one CTA per
+  // channel on an SM of its own that no compute kernel shares (S. Jeaugey, NVIDIA/nccl issue #689:
+  // "NCCL CTAs won't share an SM with compute kernels"; 16 SMs on a DGX), so a GEMM overlapped
+  // with a collective runs on the remaining SMs: during a collective of time C the overlapped
+  // compute advances at (1 - share), and a hidden collective costs share x C of compute time
+  // (sim::overlapped_exposed_s). Memory-bandwidth contention (NVIDIA/nccl issue #1433) is not in it.
+  double overlap_sm_share = 0.0;
   const CollectiveEfficiency& collectives_on(bool across_nodes) const {
     return across_nodes && has_inter_node_collectives ? inter_node_collectives : collectives;
   }
@@ -216,16 +239,17 @@ struct ParallelOptions {
   int64_t interleave = 1;           // virtual pipeline stages per device (v)
   AttentionImpl attention = AttentionImpl::flash;
   CpComm cp_comm = CpComm::ring;    // only matters with CP > 1; ring keeps every earlier result
+  TpOverlap tp_overlap = TpOverlap::backward;  // only matters with TP > 1; not searched
   bool operator==(const ParallelOptions&) const = default;
 };
 
 // Which option keys an experiment's `options:` block gave (each fixes that option for `plan`).
 struct FixedOptionKeys {
   bool micro_batch = false, recompute = false, zero_stage = false, sequence_parallel = false, cp_scheme = false,
-       interleave = false, attention = false, cp_comm = false;
+       interleave = false, attention = false, cp_comm = false, tp_overlap = false;
   bool any() const {
     return micro_batch || recompute || zero_stage || sequence_parallel || cp_scheme || interleave || attention ||
-           cp_comm;
+           cp_comm || tp_overlap;
   }
   bool operator==(const FixedOptionKeys&) const = default;
 };

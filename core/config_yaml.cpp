@@ -196,6 +196,8 @@ constexpr Range kHalfMibRange{0, 1e9, false, false, "MiB"};
 constexpr Range kFractionRange{1e-6, 1, false, false, "", "a fraction of peak (0.38 for 38%)"};
 constexpr Range kStreamingFractionRange{
     1e-6, 1, false, false, "", "the fraction of memory_bandwidth_gbps that streaming kernels reach (0.85 for 85%)"};
+constexpr Range kOverlapShareRange{0, 0.5, false, false, "",
+                                   "the fraction of the device's SMs an overlapped collective takes (0.12 for 16 of 132)"};
 constexpr Range kProbabilityRange{0, 1, false, true, "", "a probability (0.1 for 10%, 0 for none)"};
 constexpr Range kStepTimeRange{1e-9, 1e9, false, false, "s"};
 constexpr Range kTokensPerSecondRange{1e-6, 1e12, false, false, "tokens/s"};
@@ -432,7 +434,8 @@ const std::vector<std::string> kExperimentKeys{"name", "model",   "cluster", "tr
                                                "mesh", "options", "search",  "published"};
 const std::vector<std::string> kMeshKeys{"dp", "tp", "cp", "pp"};
 const std::vector<std::string> kOptionKeys{"micro_batch", "recompute",  "zero_stage", "sequence_parallel",
-                                           "cp_scheme",   "interleave", "attention",  "cp_comm"};
+                                           "cp_scheme",   "interleave", "attention",  "cp_comm",
+                                           "tp_overlap"};
 const std::vector<std::string> kSearchKeys{"micro_batch", "recompute",  "zero_stage", "sequence_parallel",
                                            "cp_scheme",   "interleave", "attention",  "cp_comm",
                                            "max_tp",      "max_cp",     "max_pp"};
@@ -639,7 +642,7 @@ ClusterConfig cluster_from_yaml(const YAML::Node& node, const std::string& file,
   MapReader eff =
       r.nested("efficiency",
                {"matmul", "matmul_backward", "matmul_fp8", "attention", "attention_backward", "memory_bandwidth",
-                "collectives", "collectives_inter_node"});
+                "collectives", "collectives_inter_node", "overlap_sm_share"});
   c.matmul = read_curve(eff, "matmul");
   c.attention = read_curve(eff, "attention");
   // Optional: absent leaves max_efficiency 0, i.e. the backward uses `attention`.
@@ -671,6 +674,8 @@ ClusterConfig cluster_from_yaml(const YAML::Node& node, const std::string& file,
   if (eff.has("memory_bandwidth")) {
     c.memory_bandwidth_efficiency = eff.get_real("memory_bandwidth", kStreamingFractionRange);
   }
+  // Optional: absent (0) means overlap is free, as before this key existed.
+  if (eff.has("overlap_sm_share")) c.overlap_sm_share = eff.get_real("overlap_sm_share", kOverlapShareRange);
   return c;
 }
 
@@ -776,6 +781,7 @@ Experiment experiment_from_yaml(const YAML::Node& node, const std::string& file,
     given.interleave = o.has("interleave");
     given.attention = o.has("attention");
     given.cp_comm = o.has("cp_comm");
+    given.tp_overlap = o.has("tp_overlap");
     if (o.has("micro_batch")) opt.micro_batch = o.get_count("micro_batch", kMaxSize);
     if (o.has("recompute")) opt.recompute = o.get_enum<Recompute>("recompute", parse_recompute, recompute_names());
     if (o.has("zero_stage"))
@@ -785,6 +791,8 @@ Experiment experiment_from_yaml(const YAML::Node& node, const std::string& file,
     if (o.has("interleave")) opt.interleave = o.get_count("interleave", kMaxSize);
     if (o.has("attention")) opt.attention = o.get_enum<AttentionImpl>("attention", parse_attention, attention_names());
     if (o.has("cp_comm")) opt.cp_comm = o.get_enum<CpComm>("cp_comm", parse_cp_comm, cp_comm_names());
+    if (o.has("tp_overlap"))
+      opt.tp_overlap = o.get_enum<TpOverlap>("tp_overlap", parse_tp_overlap, tp_overlap_names());
   }
 
   if (mesh_reader) check_mesh_fits(*mesh_reader, e);
@@ -951,6 +959,7 @@ void write_cluster(YAML::Emitter& out, const ClusterConfig& c) {
   if (!ce.all_reduce.is_ideal() || !ce.reduce_scatter.is_ideal() || !ce.all_gather.is_ideal())
     colls("collectives", ce);
   if (c.has_inter_node_collectives) colls("collectives_inter_node", c.inter_node_collectives);
+  if (c.overlap_sm_share > 0) emit_double(out, "overlap_sm_share", c.overlap_sm_share);
   out << YAML::EndMap;
   out << YAML::EndMap;
 }
@@ -1003,6 +1012,7 @@ void write_experiment(YAML::Emitter& out, const Experiment& e) {
   out << YAML::Key << "interleave" << YAML::Value << o.interleave;
   out << YAML::Key << "attention" << YAML::Value << to_string(o.attention);
   out << YAML::Key << "cp_comm" << YAML::Value << to_string(o.cp_comm);
+  out << YAML::Key << "tp_overlap" << YAML::Value << to_string(o.tp_overlap);
   out << YAML::EndMap;
 
   const SearchSpace& s = e.search;

@@ -69,6 +69,9 @@ AttentionImpl parse_attention_flag(const std::string& flag, const std::string& t
 CpComm parse_cp_comm_flag(const std::string& flag, const std::string& text) {
   return parse_enum<CpComm>(flag, text, &parse_cp_comm, cp_comm_names());
 }
+TpOverlap parse_tp_overlap_flag(const std::string& flag, const std::string& text) {
+  return parse_enum<TpOverlap>(flag, text, &parse_tp_overlap, tp_overlap_names());
+}
 
 bool parse_on_off_flag(const std::string& flag, const std::string& text) {
   if (text == "on" || text == "true") return true;

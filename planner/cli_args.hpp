@@ -20,6 +20,7 @@ Recompute parse_recompute_flag(const std::string& flag, const std::string& text)
 CpScheme parse_cp_scheme_flag(const std::string& flag, const std::string& text);
 AttentionImpl parse_attention_flag(const std::string& flag, const std::string& text);
 CpComm parse_cp_comm_flag(const std::string& flag, const std::string& text);
+TpOverlap parse_tp_overlap_flag(const std::string& flag, const std::string& text);
 bool parse_on_off_flag(const std::string& flag, const std::string& text);  // on|off|true|false
 int parse_zero_stage_flag(const std::string& flag, int64_t value);          // 0..3
 int64_t parse_positive_flag(const std::string& flag, int64_t value);        // > 0

@@ -24,7 +24,8 @@ namespace ringplan::planner {
 inline constexpr int kPlanFileVersion = 1;
 // Version of the JSON documents of plan, simulate and run (their top-level `schema_version`):
 // raised when a field is removed or changes meaning (adding a field keeps it).
-inline constexpr int kJsonSchemaVersion = 1;
+//   2: plan's `best` is the chosen layout (was the fastest, now `fastest`).
+inline constexpr int kJsonSchemaVersion = 2;
 
 // The predicted figures stored in a plan file (units in names, memory in bytes here).
 struct PlannedFigures {

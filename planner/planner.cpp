@@ -26,7 +26,8 @@ auto layout_key(const sim::Prediction& p) {
   const ParallelOptions& o = p.options;
   return std::make_tuple(m.tp, m.cp, m.pp, m.dp, o.micro_batch, static_cast<int>(o.recompute),
                          o.zero_stage, o.sequence_parallel, static_cast<int>(o.cp_scheme),
-                         o.interleave, static_cast<int>(o.attention), static_cast<int>(o.cp_comm));
+                         o.interleave, static_cast<int>(o.attention), static_cast<int>(o.cp_comm),
+                         static_cast<int>(o.tp_overlap));
 }
 
 // Collects rejections. Layout rejections arrive once per pruned subtree (not once per
@@ -497,10 +498,12 @@ std::string fixed_layout_text(const Experiment& e) {
     if (f.interleave) keys.push_back(fmt::format("interleave {}", e.options.interleave));
     if (f.attention) keys.push_back(fmt::format("attention {}", to_string(e.options.attention)));
     if (f.cp_comm) keys.push_back(fmt::format("cp_comm {}", to_string(e.options.cp_comm)));
+    const size_t searched_fixed = keys.size();  // tp_overlap is never searched
+    if (f.tp_overlap) keys.push_back(fmt::format("tp_overlap {}", to_string(e.options.tp_overlap)));
     std::string list;
     for (size_t i = 0; i < keys.size(); ++i) list += (i ? ", " : "") + keys[i];
     s += fmt::format("{}options fixed by {} ({})", s.empty() ? "" : "; ", where(e.options_line), list);
-    if (keys.size() < 8) s += "; the other options searched";
+    if (searched_fixed < 8) s += "; the other options searched";
   }
   return s;
 }

@@ -85,7 +85,8 @@ nlohmann::json options_json(const ParallelOptions& o) {
           {"cp_scheme", to_string(o.cp_scheme)},
           {"interleave", o.interleave},
           {"attention", to_string(o.attention)},
-          {"cp_comm", to_string(o.cp_comm)}};
+          {"cp_comm", to_string(o.cp_comm)},
+          {"tp_overlap", to_string(o.tp_overlap)}};
 }
 
 nlohmann::json prediction_json(const sim::Prediction& p) {
@@ -128,9 +129,15 @@ nlohmann::json plan_json(const PlanResult& r, const std::string& fixed_layout) {
                             {"chosen_rank", r.chosen_rank},
                             {"reason", r.choice_reason},
                             {"top_group_size", top_group}};
+  const nlohmann::json chosen_json = r.chosen              ? prediction_json(*r.chosen)
+                                     : r.candidates.empty() ? nlohmann::json(nullptr)
+                                                            : prediction_json(r.candidates.front());
   return {{"schema_version", kJsonSchemaVersion},
-          {"best", r.candidates.empty() ? nlohmann::json(nullptr) : prediction_json(r.candidates.front())},
-          {"chosen", r.chosen ? prediction_json(*r.chosen) : nlohmann::json(nullptr)},
+          // schema_version 2: `best` is the recommended layout (= `chosen`, what `plan -o` writes);
+          // in version 1 it was the fastest, which is now `fastest`.
+          {"best", chosen_json},
+          {"chosen", chosen_json},
+          {"fastest", r.candidates.empty() ? nlohmann::json(nullptr) : prediction_json(r.candidates.front())},
           {"ranking", std::move(ranking)},
           {"fixed_layout", fixed_layout.empty() ? nlohmann::json(nullptr) : nlohmann::json(fixed_layout)},
           {"candidates", std::move(candidates)},
@@ -148,6 +155,8 @@ std::string mesh_text(const Mesh& m) {
 std::string options_text(const Mesh& m, const ParallelOptions& o) {
   std::string s = fmt::format("mb={} rc={} zero={}", o.micro_batch, to_string(o.recompute), o.zero_stage);
   if (m.tp > 1 && o.sequence_parallel) s += " sp";
+  // The TP overlap is named only when it is not Megatron-LM's default (and TP > 1).
+  if (m.tp > 1 && o.tp_overlap != TpOverlap::backward) s += fmt::format(" tp-overlap={}", to_string(o.tp_overlap));
   // The CP method is named only where it acts (CP > 1): "zigzag ring", "zigzag allgather".
   if (m.cp > 1) s += fmt::format(" {} {}", to_string(o.cp_scheme), to_string(o.cp_comm));
   if (m.pp > 1) s += fmt::format(" v={}", o.interleave);

@@ -6,8 +6,10 @@
 //    memory:{<term>_bytes...}, time:{<term>_s...}, mesh:{dp,tp,cp,pp},
 //    options:{micro_batch, recompute, zero_stage, sequence_parallel, cp_scheme, interleave,
 //             attention, cp_comm}, micro_batches, fits}
-// JSON of a plan: {schema_version, best: <prediction> (the fastest) or null,
-//   chosen: <prediction> (the recommended layout, PlanResult::chosen) or null,
+// JSON of a plan: {schema_version (2), chosen: <prediction> (the recommended layout,
+//   PlanResult::chosen: the simplest of the first ranking group, what `plan -o` writes) or null,
+//   best: the same as chosen (an alias; schema_version 1 had the fastest here),
+//   fastest: <prediction> (candidates[0], the shortest predicted step) or null,
 //   candidates:[<prediction> + group...] (full ranked list, each with its ranking group),
 //   ranking:{band, band_reason, chosen_rank (0: below the top K), reason, top_group_size},
 //   fixed_layout: "mesh fixed by ..." or null,

@@ -5,7 +5,11 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
+#include <cstdint>
+#include <string_view>
+#include <utility>
 #include <filesystem>
 #include <fstream>
 
@@ -60,6 +64,50 @@ std::string refusal_reason(const ConfigError& err, const std::string& case_path)
 }
 
 std::string case_name(const Experiment& e) { return e.name.empty() ? e.path : e.name; }
+
+// The job a case measures, without its layout: cases with the same key differ only in mesh and
+// options, so their measured throughputs rank layouts of one job.
+std::string ranking_key(const Experiment& e, const std::string& metric) {
+  const TrainingConfig& t = e.training;
+  const int64_t gpus = e.mesh ? e.mesh->world_size() : 0;
+  return fmt::format("{} on {} x {}, seq {}, batch {}, {}{}{}, {}", e.model.name, gpus, e.cluster.name, t.seq_len,
+                     t.global_batch_sequences, to_string(t.dtype), t.fp8 ? "+fp8" : "", t.causal ? "" : ", full mask",
+                     metric);
+}
+
+// Ranks (1 = smallest) with ties given their average rank.
+std::vector<double> average_ranks(const std::vector<double>& v) {
+  std::vector<size_t> idx(v.size());
+  for (size_t i = 0; i < idx.size(); ++i) idx[i] = i;
+  std::sort(idx.begin(), idx.end(), [&v](size_t a, size_t b) { return v[a] < v[b]; });
+  std::vector<double> rank(v.size());
+  for (size_t i = 0; i < idx.size();) {
+    size_t j = i;
+    while (j + 1 < idx.size() && v[idx[j + 1]] == v[idx[i]]) ++j;
+    const double r = 0.5 * static_cast<double>(i + j) + 1.0;
+    for (size_t k = i; k <= j; ++k) rank[idx[k]] = r;
+    i = j + 1;
+  }
+  return rank;
+}
+
+// Pearson correlation of the ranks (Spearman's rho with ties); 0 when either side is constant.
+double spearman(const std::vector<double>& a, const std::vector<double>& b) {
+  const std::vector<double> ra = average_ranks(a), rb = average_ranks(b);
+  const double n = static_cast<double>(ra.size());
+  double ma = 0, mb = 0;
+  for (size_t i = 0; i < ra.size(); ++i) {
+    ma += ra[i] / n;
+    mb += rb[i] / n;
+  }
+  double sab = 0, saa = 0, sbb = 0;
+  for (size_t i = 0; i < ra.size(); ++i) {
+    sab += (ra[i] - ma) * (rb[i] - mb);
+    saa += (ra[i] - ma) * (ra[i] - ma);
+    sbb += (rb[i] - mb) * (rb[i] - mb);
+  }
+  return saa > 0 && sbb > 0 ? sab / std::sqrt(saa * sbb) : 0.0;
+}
 
 }  // namespace
 
@@ -131,19 +179,114 @@ std::vector<ValidationRow> validate_case(const Experiment& e) {
     const sim::MetricComparison& c = cmp.items[static_cast<size_t>(i)];
     if (!(c.published > 0))
       throw experiment_field_error(e, std::string("published.") + c.metric, fmt::format("must be > 0, got {}", c.published));
-    rows.push_back(ValidationRow{name, c.metric, c.predicted, c.published, c.error_pct(), e.path, mesh, pub.source});
+    ValidationRow row;
+    row.name = name;
+    row.metric = c.metric;
+    row.predicted = c.predicted;
+    row.published = c.published;
+    row.error_pct = c.error_pct();
+    row.path = e.path;
+    row.mesh = mesh;
+    row.source = pub.source;
+    row.source_folder = std::filesystem::path(e.path).parent_path().filename().string();
+    row.ranking_group = ranking_key(e, c.metric);
+    row.time_metric = c.time_metric;
+    row.higher_is_better = std::string_view(c.metric) != "step_time_s";
+    row.fits = p.fits;
+    row.options = e.options;
+    rows.push_back(std::move(row));
   }
   return rows;
 }
 
-void summarize(ValidationReport& r) {
-  double sum = 0, mx = 0;
-  for (const auto& x : r.rows) {
-    sum += std::abs(x.error_pct);
-    mx = std::max(mx, std::abs(x.error_pct));
+ErrorStats error_stats(const std::vector<double>& errors_pct) {
+  ErrorStats s;
+  for (double x : errors_pct) {
+    s.mean_signed_pct += x;
+    s.mean_abs_pct += std::abs(x);
+    s.max_abs_pct = std::max(s.max_abs_pct, std::abs(x));
   }
-  r.mean_abs_error_pct = r.rows.empty() ? 0.0 : sum / static_cast<double>(r.rows.size());
-  r.max_abs_error_pct = mx;
+  s.n = static_cast<int64_t>(errors_pct.size());
+  if (s.n > 0) {
+    s.mean_signed_pct /= static_cast<double>(s.n);
+    s.mean_abs_pct /= static_cast<double>(s.n);
+  }
+  return s;
+}
+
+std::vector<RankingGroup> ranking_groups(const std::vector<ValidationRow>& rows) {
+  std::map<std::string, std::vector<size_t>> by_key;  // sorted by key: deterministic output
+  for (size_t i = 0; i < rows.size(); ++i)
+    if (rows[i].time_metric) by_key[rows[i].ranking_group].push_back(i);
+  std::vector<RankingGroup> out;
+  for (auto& [key, idx] : by_key) {
+    if (idx.size() < 2) continue;
+    RankingGroup g;
+    g.key = key;
+    g.rows = idx;
+    // Throughput, higher is better, on both sides.
+    std::vector<double> meas, pred;
+    for (size_t i : idx) {
+      const ValidationRow& x = rows[i];
+      meas.push_back(x.higher_is_better ? x.published : 1.0 / x.published);
+      pred.push_back(x.higher_is_better ? x.predicted : 1.0 / x.predicted);
+    }
+    g.spearman = spearman(pred, meas);
+    for (size_t a = 0; a < idx.size(); ++a)
+      for (size_t b = a + 1; b < idx.size(); ++b) {
+        if (meas[a] == meas[b]) continue;
+        ++g.pairs;
+        if ((meas[a] - meas[b]) * (pred[a] - pred[b]) > 0) ++g.pairs_ordered;
+      }
+    const size_t best = static_cast<size_t>(std::max_element(meas.begin(), meas.end()) - meas.begin());
+    const size_t pick = static_cast<size_t>(std::max_element(pred.begin(), pred.end()) - pred.begin());
+    g.measured_best = idx[best];
+    g.predicted_best = idx[pick];
+    g.pick_regret_pct = 100.0 * (1.0 - meas[pick] / meas[best]);
+    // The heuristic: smallest TP*CP*PP among the cases predicted to fit (all if none does), then
+    // the larger TP. Ties (same mesh) share the choice.
+    bool any_fits = false;
+    for (size_t i : idx) any_fits = any_fits || rows[i].fits;
+    auto heuristic_key = [&rows](size_t i) {
+      const Mesh& m = rows[i].mesh;
+      return std::make_pair(m.tp * m.cp * m.pp, -m.tp);
+    };
+    std::pair<int64_t, int64_t> best_key{INT64_MAX, 0};
+    for (size_t i : idx)
+      if (!any_fits || rows[i].fits) best_key = std::min(best_key, heuristic_key(i));
+    double regret_sum = 0;
+    for (size_t k = 0; k < idx.size(); ++k) {
+      const size_t i = idx[k];
+      if ((any_fits && !rows[i].fits) || heuristic_key(i) != best_key) continue;
+      g.heuristic_picks.push_back(i);
+      regret_sum += 100.0 * (1.0 - meas[k] / meas[best]);
+    }
+    g.heuristic_regret_pct = regret_sum / static_cast<double>(g.heuristic_picks.size());
+    out.push_back(std::move(g));
+  }
+  return out;
+}
+
+void summarize(ValidationReport& r) {
+  std::vector<double> all;
+  std::map<std::string, std::vector<double>> by_source;
+  std::map<int64_t, std::vector<double>> by_tp;
+  for (const auto& x : r.rows) {
+    all.push_back(x.error_pct);
+    by_source[x.source_folder].push_back(x.error_pct);
+    // In throughput terms (+: predicted faster than measured) so that step times and
+    // throughputs share one sign: a step time predicted x % too long is a throughput too low.
+    if (x.time_metric)
+      by_tp[x.mesh.tp].push_back(x.higher_is_better ? x.error_pct : 100.0 * (x.published / x.predicted - 1.0));
+  }
+  const ErrorStats s = error_stats(all);
+  r.mean_abs_error_pct = s.mean_abs_pct;
+  r.max_abs_error_pct = s.max_abs_pct;
+  r.by_source.clear();
+  r.time_by_tp.clear();
+  for (const auto& [k, v] : by_source) r.by_source[k] = error_stats(v);
+  for (const auto& [k, v] : by_tp) r.time_by_tp[k] = error_stats(v);
+  r.ranking = ranking_groups(r.rows);
 }
 
 ValidationReport validate_paths(const std::vector<std::string>& paths) {
@@ -196,6 +339,49 @@ std::string validation_text(const ValidationReport& r) {
     for (const auto& x : r.refused) s += fmt::format("  {}: {}\n", x.path, x.reason);
   }
   if (!r.skipped.empty()) s += fmt::format("skipped {} files without a `published:` block\n", r.skipped.size());
+
+  // Where the error sits: by source (bias = mean signed error in each metric's own unit), and by
+  // TP degree (time metrics in throughput terms: + means predicted faster than measured).
+  size_t src_w = 6;
+  for (const auto& [k, v] : r.by_source) src_w = std::max(src_w, k.size());
+  s += fmt::format("\nby source (all metrics)\n  {:<{}}  {:>5}  {:>9}  {:>10}  {:>9}\n", "source", src_w, "rows", "bias",
+                   "mean |err|", "max |err|");
+  for (const auto& [k, v] : r.by_source)
+    s += fmt::format("  {:<{}}  {:>5}  {:>+8.2f}%  {:>9.2f}%  {:>8.2f}%\n", k, src_w, v.n, v.mean_signed_pct,
+                     v.mean_abs_pct, v.max_abs_pct);
+  s += fmt::format("\nby TP degree (time metrics as throughput: + = predicted faster than measured)\n  {:>4}  {:>5}  {:>9}  {:>10}  {:>9}\n", "TP", "rows", "bias",
+                   "mean |err|", "max |err|");
+  for (const auto& [k, v] : r.time_by_tp)
+    s += fmt::format("  {:>4}  {:>5}  {:>+8.2f}%  {:>9.2f}%  {:>8.2f}%\n", k, v.n, v.mean_signed_pct, v.mean_abs_pct,
+                     v.max_abs_pct);
+  if (!r.ranking.empty()) {
+    s += fmt::format("\nranking: {} groups of measured runs that differ only in layout (same model, GPUs, sequence, "
+                     "batch, precision, metric)\n",
+                     r.ranking.size());
+    double regret = 0, heuristic = 0, rho = 0;
+    int64_t pairs = 0, ordered = 0, big = 0;
+    for (const auto& g : r.ranking) {
+      std::string picks;
+      for (size_t i : g.heuristic_picks) picks += (picks.empty() ? "" : " | ") + r.rows[i].name;
+      s += fmt::format("  {}\n    {} cases, spearman {:+.2f}, pairs ordered {}/{}; model's pick {} (regret {:.2f}%), "
+                       "measured best {}, heuristic {} (regret {:.2f}%)\n",
+                       g.key, g.rows.size(), g.spearman, g.pairs_ordered, g.pairs, r.rows[g.predicted_best].name,
+                       g.pick_regret_pct, r.rows[g.measured_best].name, picks, g.heuristic_regret_pct);
+      regret += g.pick_regret_pct;
+      heuristic += g.heuristic_regret_pct;
+      pairs += g.pairs;
+      ordered += g.pairs_ordered;
+      if (g.rows.size() >= 3) {
+        rho += g.spearman;
+        ++big;
+      }
+    }
+    const double n = static_cast<double>(r.ranking.size());
+    s += fmt::format("  mean regret: model {:.2f}%, heuristic {:.2f}%; pairs ordered {}/{}", regret / n, heuristic / n,
+                     ordered, pairs);
+    s += big > 0 ? fmt::format("; mean spearman over {} groups of >= 3 cases {:+.2f}\n", big, rho / static_cast<double>(big))
+                 : std::string("; no group of >= 3 cases\n");
+  }
   return s;
 }
 
@@ -212,7 +398,53 @@ nlohmann::json validation_json(const ValidationReport& r) {
                      {"source", x.source}});
   nlohmann::json refused = nlohmann::json::array();
   for (const auto& x : r.refused) refused.push_back({{"path", x.path}, {"name", x.name}, {"reason", x.reason}});
+  auto stats_json = [](const ErrorStats& v) {
+    return nlohmann::json{{"cases", v.n},
+                          {"mean_signed_error_pct", v.mean_signed_pct},
+                          {"mean_abs_error_pct", v.mean_abs_pct},
+                          {"max_abs_error_pct", v.max_abs_pct}};
+  };
+  nlohmann::json by_source = nlohmann::json::object(), by_tp = nlohmann::json::object();
+  for (const auto& [k, v] : r.by_source) by_source[k] = stats_json(v);
+  for (const auto& [k, v] : r.time_by_tp) by_tp[std::to_string(k)] = stats_json(v);
+  nlohmann::json groups = nlohmann::json::array();
+  double regret = 0, heuristic = 0, rho = 0;
+  int64_t pairs = 0, ordered = 0, big = 0;
+  for (const auto& g : r.ranking) {
+    nlohmann::json names = nlohmann::json::array(), picks = nlohmann::json::array();
+    for (size_t i : g.rows) names.push_back(r.rows[i].name);
+    for (size_t i : g.heuristic_picks) picks.push_back(r.rows[i].name);
+    groups.push_back({{"key", g.key},
+                      {"cases", names},
+                      {"measured_best", r.rows[g.measured_best].name},
+                      {"predicted_best", r.rows[g.predicted_best].name},
+                      {"heuristic_pick", picks},
+                      {"spearman", g.spearman},
+                      {"pairs", g.pairs},
+                      {"pairs_ordered", g.pairs_ordered},
+                      {"pick_regret_pct", g.pick_regret_pct},
+                      {"heuristic_regret_pct", g.heuristic_regret_pct}});
+    regret += g.pick_regret_pct;
+    heuristic += g.heuristic_regret_pct;
+    pairs += g.pairs;
+    ordered += g.pairs_ordered;
+    if (g.rows.size() >= 3) {
+      rho += g.spearman;
+      ++big;
+    }
+  }
+  const double ng = r.ranking.empty() ? 1.0 : static_cast<double>(r.ranking.size());
+  nlohmann::json ranking{{"groups", std::move(groups)},
+                         {"group_count", static_cast<int64_t>(r.ranking.size())},
+                         {"mean_pick_regret_pct", regret / ng},
+                         {"mean_heuristic_regret_pct", heuristic / ng},
+                         {"pairs", pairs},
+                         {"pairs_ordered", ordered}};
+  ranking["mean_spearman"] = big > 0 ? nlohmann::json(rho / static_cast<double>(big)) : nlohmann::json(nullptr);
   return {{"cases", std::move(cases)},
+          {"by_source", std::move(by_source)},
+          {"time_by_tp", std::move(by_tp)},
+          {"ranking", std::move(ranking)},
           {"refused", std::move(refused)},
           {"mean_abs_error_pct", r.mean_abs_error_pct},
           {"max_abs_error_pct", r.max_abs_error_pct},

@@ -18,6 +18,7 @@
 //   * not a single case could be evaluated (every case refused): there is no number to report.
 #pragma once
 #include <nlohmann/json.hpp>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -36,6 +37,16 @@ struct ValidationRow {
   std::string path;    // file the case was loaded from (Experiment::path)
   Mesh mesh;           // the case's fixed mesh
   std::string source;  // Published::source: where the published figure comes from
+  // The folder the case file lies in (the corpus groups cases by source that way; `ringplan fit
+  // --holdout` names the same folders).
+  std::string source_folder;
+  // Runs that differ only in layout (mesh and options) share a ranking group: same model,
+  // cluster, GPU count, sequence length, global batch, precision and metric (ranking_groups()).
+  std::string ranking_group;
+  bool time_metric = false;  // the metric depends on the step time (all but peak_memory_gib)
+  bool higher_is_better = true;  // false for step_time_s
+  bool fits = true;          // the prediction fits the device memory (the heuristic baseline needs it)
+  ParallelOptions options;   // the case's options (the heuristic breaks no ties on them)
 };
 
 // A case that was found but could not be evaluated.
@@ -45,6 +56,40 @@ struct RefusedCase {
   std::string reason;  // what is wrong, without the file name when it is `path` itself
 };
 
+// Signed errors summarised: the bias (mean signed error) tells whether a group of cases is
+// predicted systematically too fast or too slow, which the mean |error| hides.
+struct ErrorStats {
+  int64_t n = 0;
+  double mean_signed_pct = 0;
+  double mean_abs_pct = 0;
+  double max_abs_pct = 0;
+};
+ErrorStats error_stats(const std::vector<double>& errors_pct);
+
+// One group of measured runs of the same job in different layouts (ValidationRow::ranking_group)
+// with at least two cases. Throughput = the metric (step_time_s inverted: higher is better).
+//   spearman: rank correlation of predicted and measured throughput (average ranks for ties;
+//     0 when either side is constant);
+//   pairs_ordered / pairs: pairs of cases with different measured throughput that the model orders
+//     the same way (defined for groups of two as well);
+//   pick_regret_pct: 100 * (1 - measured(case the model ranks first) / measured best), what
+//     following the model's ranking costs against the best layout measured;
+//   heuristic_regret_pct: the same for the Megatron-LM rule of thumb: of the cases the model says
+//     fit in memory, the smallest model-parallel product TP*CP*PP, TP filled before PP (larger TP
+//     first at equal product); cases it cannot tell apart (same mesh, other options) count with
+//     their mean regret, the expected cost of a choice among them.
+struct RankingGroup {
+  std::string key;
+  std::vector<size_t> rows;  // indices into ValidationReport::rows
+  double spearman = 0;
+  int64_t pairs = 0, pairs_ordered = 0;
+  double pick_regret_pct = 0;
+  double heuristic_regret_pct = 0;
+  size_t measured_best = 0, predicted_best = 0;  // indices into ValidationReport::rows
+  std::vector<size_t> heuristic_picks;           // the heuristic's choice (several when tied)
+};
+std::vector<RankingGroup> ranking_groups(const std::vector<ValidationRow>& rows);
+
 struct ValidationReport {
   std::vector<ValidationRow> rows;   // evaluated cases, one row per published metric
   std::vector<RefusedCase> refused;  // cases found but not evaluated, in file order
@@ -52,6 +97,13 @@ struct ValidationReport {
   double mean_abs_error_pct = 0;     // over all rows (evaluated cases only)
   double max_abs_error_pct = 0;
   int64_t cases = 0;                 // evaluated cases
+  // Filled by summarize(): every row by source folder (signed errors in each metric's unit); the
+  // time metrics by TP degree in throughput terms (+: predicted faster than measured; a step time
+  // predicted x % long counts 100 (1/(1 + x/100) - 1) %), where a bias of the TP terms shows; the
+  // ranking groups.
+  std::map<std::string, ErrorStats> by_source;
+  std::map<int64_t, ErrorStats> time_by_tp;
+  std::vector<RankingGroup> ranking;
 };
 
 // Files to validate: each path is a file (must be a case) or a folder searched recursively
@@ -69,13 +121,19 @@ std::vector<ValidationRow> validate_case(const Experiment& e);
 // refused and what throws.
 ValidationReport validate_paths(const std::vector<std::string>& paths);
 
-// Mean and max |error_pct| of rows (0 when empty).
+// Mean and max |error_pct| of rows (0 when empty), by_source, time_by_tp and ranking.
 void summarize(ValidationReport& r);
 
 std::string validation_text(const ValidationReport& r);
 // {cases: [{name, metric, predicted, published, error_pct, path, mesh: {dp, tp, cp, pp}, source}],
 //  refused: [{path, name, reason}], mean_abs_error_pct, max_abs_error_pct,
-//  case_count (evaluated cases), refused_count, skipped: [paths]}
+//  case_count (evaluated cases), refused_count, skipped: [paths],
+//  by_source: {folder: {cases, mean_signed_error_pct, mean_abs_error_pct, max_abs_error_pct}},
+//  time_by_tp: {"1": {...same...}, ...},
+//  ranking: {groups: [{key, cases: [names], measured_best, predicted_best, heuristic_pick, spearman,
+//            pairs, pairs_ordered, pick_regret_pct, heuristic_regret_pct}], group_count,
+//            mean_spearman (groups of >= 3), mean_pick_regret_pct, mean_heuristic_regret_pct,
+//            pairs, pairs_ordered}}
 nlohmann::json validation_json(const ValidationReport& r);
 
 }  // namespace ringplan::planner

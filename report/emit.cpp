@@ -230,6 +230,16 @@ MegatronLaunch megatron_launch(const Experiment& e, const sim::Prediction& p) {
     out.notes.push_back(fmt::format("interleave {} ignored: virtual pipeline stages need PP > 1", o.interleave));
   }
   if (o.sequence_parallel && mesh.tp > 1) a.push_back("--sequence-parallel");
+  // tp_overlap: Megatron-LM's backward TP collectives are asynchronous by default (ringplan's
+  // `backward`); --tp-comm-overlap adds Transformer Engine's pipelined userbuffer overlap (needs
+  // --sequence-parallel, which check_layout already demands of `pipelined`).
+  if (mesh.tp > 1 && o.tp_overlap == TpOverlap::pipelined) a.push_back("--tp-comm-overlap");
+  if (mesh.tp > 1 && o.tp_overlap == TpOverlap::none) {
+    out.notes.push_back(
+        "tp_overlap none: Megatron-LM runs its backward TP collectives asynchronously behind the weight-gradient "
+        "GEMMs and has no flag to stop it; the plan was predicted with every TP collective exposed, so Megatron "
+        "should run somewhat faster than predicted (plan with tp_overlap backward to match it)");
+  }
 
   // Batch.
   add(a, "--micro-batch-size", o.micro_batch);

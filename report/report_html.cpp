@@ -91,6 +91,20 @@ std::string layout_label(const sim::Prediction& p) {
   return planner::mesh_text(p.mesh) + " " + planner::options_text(p.mesh, p.options);
 }
 
+// A layout's terms as plain arrays, in the order of the page's `time_term_names` and
+// `memory_term_names` (sim::time_terms, sim::memory_terms without the peak): seconds, GiB.
+nlohmann::json time_values(const sim::Prediction& p) {
+  nlohmann::json v = nlohmann::json::array();
+  for (const auto& t : sim::time_terms(p.time)) v.push_back(t.value);
+  return v;
+}
+nlohmann::json memory_values(const sim::Prediction& p) {
+  nlohmann::json v = nlohmann::json::array();
+  for (const auto& t : sim::memory_terms(p.memory))
+    if (t.name != "peak_bytes") v.push_back(t.value / units::gib_bytes);
+  return v;
+}
+
 nlohmann::json candidate_json(const sim::Prediction& p, int64_t rank, bool chosen) {
   return {{"rank", rank},
           {"label", layout_label(p)},
@@ -99,7 +113,23 @@ nlohmann::json candidate_json(const sim::Prediction& p, int64_t rank, bool chose
           {"tokens_per_s", p.tokens_per_s},
           {"mfu", p.mfu},
           {"fits", p.fits},
-          {"chosen", chosen}};
+          {"chosen", chosen},
+          {"dp", p.mesh.dp},
+          {"tp", p.mesh.tp},
+          {"cp", p.mesh.cp},
+          {"pp", p.mesh.pp},
+          {"zero_stage", p.options.zero_stage},
+          {"time", time_values(p)},
+          {"memory", memory_values(p)}};
+}
+
+nlohmann::json sweep_point(int64_t x, const sim::Prediction& p) {
+  return {{"x", x},
+          {"label", layout_label(p)},
+          {"peak_memory_gib", p.peak_memory_bytes / units::gib_bytes},
+          {"step_time_s", p.step_time_s},
+          {"fits", p.fits},
+          {"memory", memory_values(p)}};
 }
 
 std::optional<double> optional_number(const nlohmann::json& obj, const char* key, const std::string& where) {
@@ -202,6 +232,31 @@ RingTimeline ring_timeline(const Experiment& e, const sim::Prediction& p) {
   return t;
 }
 
+MemorySweeps memory_sweeps(const Experiment& e, const sim::Prediction& chosen) {
+  MemorySweeps out;
+  const Mesh& m = chosen.mesh;
+  const int64_t gpus = m.world_size();
+  // CP: the chosen TP, PP and options, every CP size that divides the GPUs left for DP x CP.
+  const int64_t dp_cp = m.dp * m.cp;
+  for (int64_t c = 1; c <= dp_cp; ++c) {
+    if (dp_cp % c != 0) continue;
+    const Mesh mesh{dp_cp / c, m.tp, c, m.pp};
+    if (!sim::check_layout(e, mesh, chosen.options, gpus).empty()) continue;
+    out.by_cp.push_back({c, sim::predict(e, mesh, chosen.options)});
+  }
+  // Sequence length: the chosen layout at 1/8 .. 8 times the experiment's, where it is valid.
+  for (const int shift : {-3, -2, -1, 0, 1, 2, 3}) {
+    Experiment x = e;
+    const int64_t L = e.training.seq_len;
+    if (shift < 0 && L % (int64_t{1} << -shift) != 0) continue;
+    x.training.seq_len = shift < 0 ? L >> -shift : L << shift;
+    if (x.training.seq_len < 1) continue;
+    if (!sim::check_layout(x, m, chosen.options, gpus).empty()) continue;
+    out.by_seq_len.push_back({x.training.seq_len, sim::predict(x, m, chosen.options)});
+  }
+  return out;
+}
+
 RunComparison parse_run_result(const nlohmann::json& run, const std::string& source) {
   if (!run.is_object()) {
     throw bad_input(fmt::format("{}: not the output of `ringplan run --format json`: expected a JSON object, got {}",
@@ -209,15 +264,31 @@ RunComparison parse_run_result(const nlohmann::json& run, const std::string& sou
   }
   RunComparison out;
   out.source = source;
+  // `run --scope step` writes {step_time: {...}, terms: [...]}: the step, then its terms, as rows.
+  const bool step_scope = !run.contains("rows") && !run.contains("phases") && run.contains("terms");
+  nlohmann::json step_rows;
+  if (step_scope) {
+    const auto& terms = run.at("terms");
+    if (!terms.is_array()) throw bad_input(fmt::format("{}: 'terms' must be a list, got {}", source, terms.type_name()));
+    const auto st = run.find("step_time");
+    if (st == run.end() || !st->is_object())
+      throw bad_input(fmt::format("{}: missing object 'step_time' beside 'terms' (`ringplan run --scope step "
+                                  "--format json` writes both)",
+                                  source));
+    nlohmann::json step = *st;
+    step["name"] = "step";
+    step_rows = nlohmann::json::array({step});
+    for (const auto& t : terms) step_rows.push_back(t);
+  }
   const bool has_rows = run.contains("rows");
-  const auto phases = has_rows ? run.find("rows") : run.find("phases");
+  const auto phases = step_scope ? run.find("terms") : has_rows ? run.find("rows") : run.find("phases");
   if (phases == run.end()) {
     throw bad_input(fmt::format(
-        "{}: missing field 'rows' (the predicted/measured rows of `ringplan run --format json`; a 'phases' list is "
-        "accepted too)",
+        "{}: missing field 'rows' (the predicted/measured rows of `ringplan run --format json`; a 'phases' list, "
+        "or the 'step_time' and 'terms' of `run --scope step`, are accepted too)",
         source));
   }
-  const char* field = has_rows ? "rows" : "phases";
+  const char* field = step_scope ? "terms" : has_rows ? "rows" : "phases";
   // `ringplan run` rows: measured_median_s (and min/max); plain phases: measured_s.
   auto add_phase = [&](const std::string& name, const nlohmann::json& obj, const std::string& where) {
     if (!obj.is_object()) {
@@ -235,22 +306,42 @@ RunComparison parse_run_result(const nlohmann::json& run, const std::string& sou
     }
     out.phases.push_back(std::move(ph));
   };
-  if (phases->is_array()) {
-    for (size_t i = 0; i < phases->size(); ++i) {
-      const auto& ph = (*phases)[i];
-      const std::string where = fmt::format("{}: {}[{}]", source, field, i);
+  const nlohmann::json& list = step_scope ? step_rows : *phases;
+  if (list.is_array()) {
+    for (size_t i = 0; i < list.size(); ++i) {
+      const auto& ph = list[i];
+      // Step scope: row 0 is step_time, row i the terms' [i - 1].
+      const std::string where = !step_scope ? fmt::format("{}: {}[{}]", source, field, i)
+                                : i == 0    ? fmt::format("{}: step_time", source)
+                                            : fmt::format("{}: terms[{}]", source, i - 1);
       const auto name = ph.is_object() ? (ph.contains("phase") ? ph.find("phase") : ph.find("name")) : ph.end();
       if (!ph.is_object() || name == ph.end() || !name->is_string()) {
         throw bad_input(fmt::format("{}: must be an object with a string 'name' (or 'phase'), got {}", where, ph.dump()));
       }
       add_phase(name->get<std::string>(), ph, where);
     }
-  } else if (phases->is_object()) {
+  } else if (list.is_object()) {
     for (const auto& [name, ph] : phases->items()) add_phase(name, ph, fmt::format("{}: {}.{}", source, field, name));
   } else {
     throw bad_input(fmt::format("{}: '{}' must be a list or an object, got {}", source, field, phases->type_name()));
   }
   if (out.phases.empty()) throw bad_input(fmt::format("{}: '{}' is empty", source, field));
+
+  // The timeline: the parts that follow one another in a run, each predicted and measured.
+  // Step scope: its terms (they add up to the step); attention scope: per phase the slowest
+  // rank's compute, then the exposed communication (they add up to the phase time).
+  auto find_phase = [&out](const std::string& name) -> const PhaseComparison* {
+    for (const auto& ph : out.phases)
+      if (ph.phase == name) return &ph;
+    return nullptr;
+  };
+  if (step_scope) {
+    out.timeline.assign(out.phases.begin() + 1, out.phases.end());
+  } else {
+    for (const char* name : {"forward compute (slowest rank)", "forward exposed comm", "backward compute (slowest rank)",
+                             "backward exposed comm"})
+      if (const PhaseComparison* ph = find_phase(name)) out.timeline.push_back(*ph);
+  }
 
   // Memory: pair measured_<x>_bytes with predicted_<x>_bytes, in the order first seen.
   if (const auto mem = run.find("memory"); mem != run.end()) {
@@ -262,6 +353,18 @@ RunComparison parse_run_result(const nlohmann::json& run, const std::string& sou
       out.memory.push_back({name, std::nullopt, std::nullopt});
       return out.memory.back();
     };
+    // `run --scope step`: memory.terms [{name, measured_bytes, predicted_bytes}].
+    if (const auto terms = mem->find("terms"); terms != mem->end() && terms->is_array()) {
+      for (size_t i = 0; i < terms->size(); ++i) {
+        const auto& t = (*terms)[i];
+        const std::string where = fmt::format("{}: memory.terms[{}]", source, i);
+        if (!t.is_object() || !t.contains("name") || !t["name"].is_string())
+          throw bad_input(fmt::format("{}: must be an object with a string 'name', got {}", where, t.dump()));
+        MemoryComparison& m = entry(t["name"].get<std::string>());
+        m.measured_bytes = optional_number(t, "measured_bytes", where);
+        m.predicted_bytes = optional_number(t, "predicted_bytes", where);
+      }
+    }
     for (const auto& [key, value] : mem->items()) {
       const bool measured = key.rfind("measured_", 0) == 0, predicted = key.rfind("predicted_", 0) == 0;
       if ((!measured && !predicted) || key.size() < 7 || key.compare(key.size() - 6, 6, "_bytes") != 0) continue;
@@ -284,6 +387,9 @@ RunComparison parse_run_result(const nlohmann::json& run, const std::string& sou
   if (const auto it = run.find("transport"); it != run.end() && it->is_string()) parts.push_back(it->get<std::string>());
   if (const auto it = run.find("iterations"); it != run.end() && it->is_number_integer()) {
     parts.push_back(fmt::format("{} iterations", it->get<int64_t>()));
+  }
+  if (const auto it = run.find("steps"); step_scope && it != run.end() && it->is_number_integer()) {
+    parts.push_back(fmt::format("{} steps", it->get<int64_t>()));
   }
   if (const auto it = run.find("profile"); it != run.end() && it->is_string()) {
     parts.push_back("predicted on " + it->get<std::string>());
@@ -348,6 +454,19 @@ nlohmann::json report_json(const ReportData& d) {
   }
   j["closest_out_of_memory"] =
       d.closest_out_of_memory ? candidate_json(*d.closest_out_of_memory, 0, false) : nlohmann::json(nullptr);
+  j["time_term_names"] = nlohmann::json::array();
+  for (const auto& t : sim::time_terms(c.time)) j["time_term_names"].push_back(std::string(t.name));
+  j["memory_term_names"] = nlohmann::json::array();
+  for (const auto& t : sim::memory_terms(c.memory))
+    if (t.name != "peak_bytes") j["memory_term_names"].push_back(std::string(t.name));
+  {
+    const MemorySweeps sweeps = memory_sweeps(d.experiment, c);
+    nlohmann::json by_cp = nlohmann::json::array(), by_seq = nlohmann::json::array();
+    for (const auto& [x, p] : sweeps.by_cp) by_cp.push_back(sweep_point(x, p));
+    for (const auto& [x, p] : sweeps.by_seq_len) by_seq.push_back(sweep_point(x, p));
+    j["memory_vs_cp"] = std::move(by_cp);
+    j["memory_vs_seq_len"] = std::move(by_seq);
+  }
   j["memory_terms"] = nlohmann::json::array();
   for (const auto& t : sim::memory_terms(c.memory)) {
     // The peak is drawn as the total, not as a term beside the ones it is made of.
@@ -390,10 +509,14 @@ nlohmann::json report_json(const ReportData& d) {
     for (const auto& m : d.run->memory) {
       memory.push_back({{"name", m.name}, {"predicted_gib", gib(m.predicted_bytes)}, {"measured_gib", gib(m.measured_bytes)}});
     }
+    nlohmann::json timeline = nlohmann::json::array();
+    for (const auto& ph : d.run->timeline)
+      timeline.push_back({{"name", ph.phase}, {"predicted_s", opt(ph.predicted_s)}, {"measured_s", opt(ph.measured_s)}});
     j["run"] = {{"source", d.run->source},
                 {"description", d.run->description},
                 {"summary", d.run->summary},
                 {"phases", std::move(phases)},
+                {"timeline", std::move(timeline)},
                 {"memory", std::move(memory)}};
   } else {
     j["run"] = nullptr;

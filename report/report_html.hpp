@@ -1,10 +1,19 @@
 // `ringplan report`: one self-contained HTML page (no network: the data is an inline JSON
-// blob, the charts are drawn into inline <svg> by an inline script) with
+// blob, the charts are drawn into inline <svg> by an inline script written here; no chart
+// library) with
 //   (a) the ranked candidates: step time against peak memory, with the device capacity line;
+//       axes span the fitting candidates (an out-of-memory point beyond them is drawn at the
+//       edge with its value), colour = CP size, shape = ZeRO stage; hovering a point (or a bar
+//       of (b')) shows that layout's time and memory terms in a panel (the chosen one at first);
+//   (b') the best ranked candidates (and the chosen one) as stacked bars of their time terms
+//       and of their memory terms;
 //   (b) the chosen plan's memory and time terms as stacked bars (sim::memory_terms/time_terms);
+//   (b'') the chosen layout's peak memory by term against CP size and against sequence length
+//       (memory_sweeps);
 //   (c) the per-CP-rank ring timeline of one layer's forward attention: per ring step, compute
 //       and exposed communication, from the cost model's per-rank schedule;
-//   (d) with the JSON of `ringplan run --format json`: predicted vs measured per phase.
+//   (d) with the JSON of `ringplan run --format json` (either scope): predicted and measured as
+//       two timelines (RunComparison::timeline), and per phase or term as bars and a table.
 //
 // The page's script marks what it drew, for tests and for people: <body data-ringplan-charts=N>
 // once N charts are drawn, each chart's <svg data-drawn=K> with K marks, and
@@ -16,6 +25,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/config.hpp"
@@ -48,8 +58,10 @@ struct RingTimeline {
 
 // One compared quantity of a run. `ringplan run --format json` writes them as
 //   rows: [{name, predicted_s, measured_median_s, measured_min_s, measured_max_s, ...}]
-// (cli/cmd_run.cpp); a plainer {phases: [{phase|name, predicted_s, measured_s}]} list or
-// {phases: {name: {...}}} object is accepted too.
+// (cli/cmd_run.cpp; `--scope step` writes step_time {...} and terms [{name, predicted_s,
+// measured_s}] instead, read as the row "step" then one row per term); a plainer
+// {phases: [{phase|name, predicted_s, measured_s}]} list or {phases: {name: {...}}} object is
+// accepted too.
 struct PhaseComparison {
   std::string phase;
   std::optional<double> predicted_s;
@@ -70,8 +82,21 @@ struct RunComparison {
   std::string description;                  // what the run covers (run's "validates")
   std::string summary;                      // e.g. "4 ranks, 5 iterations, profile local_cpu"
   std::vector<PhaseComparison> phases;
+  // The parts of the run that follow one another, predicted and measured (the page draws them as
+  // two timelines on one axis): `run --scope step`: its terms; `--scope attention`: per phase
+  // the slowest rank's compute, then the exposed communication.
+  std::vector<PhaseComparison> timeline;
   std::vector<MemoryComparison> memory;
 };
+
+// Peak memory of the chosen layout as one parameter varies (the page's memory-vs-CP and
+// memory-vs-sequence-length charts): by CP, the chosen TP, PP and options with every CP size
+// that divides DP x CP (DP takes the rest); by sequence length, the chosen layout at 1/8 .. 8
+// times the experiment's. Only layouts sim::check_layout accepts; each a full prediction.
+struct MemorySweeps {
+  std::vector<std::pair<int64_t, sim::Prediction>> by_cp, by_seq_len;
+};
+MemorySweeps memory_sweeps(const Experiment& e, const sim::Prediction& chosen);
 
 struct ReportData {
   Experiment experiment;

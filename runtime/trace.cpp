@@ -42,30 +42,59 @@ std::vector<std::vector<TraceEvent>> gather_events(Communicator& comm, const std
   return out;
 }
 
-std::string lane_trace_json(const std::vector<std::vector<LaneEvent>>& per_rank) {
-  nlohmann::json events = nlohmann::json::array();
+namespace {
+
+// Appends one process group: metadata and complete events of every rank, at pid = base + rank.
+void append_group(nlohmann::json& events, const std::vector<std::vector<LaneEvent>>& per_rank, int base,
+                  const std::string& prefix, int sort_stride, int sort_offset) {
   for (size_t r = 0; r < per_rank.size(); ++r) {
-    events.push_back({{"ph", "M"}, {"name", "process_name"}, {"pid", r}, {"args", {{"name", fmt::format("rank {}", r)}}}});
-    events.push_back({{"ph", "M"}, {"name", "thread_name"}, {"pid", r}, {"tid", 0}, {"args", {{"name", "compute"}}}});
-    events.push_back({{"ph", "M"}, {"name", "thread_name"}, {"pid", r}, {"tid", 1}, {"args", {{"name", "communication"}}}});
+    const int64_t pid = base + static_cast<int64_t>(r);
+    events.push_back({{"ph", "M"}, {"name", "process_name"}, {"pid", pid}, {"args", {{"name", fmt::format("{}rank {}", prefix, r)}}}});
+    if (sort_stride > 0)
+      events.push_back({{"ph", "M"},
+                        {"name", "process_sort_index"},
+                        {"pid", pid},
+                        {"args", {{"sort_index", sort_stride * static_cast<int64_t>(r) + sort_offset}}}});
+    events.push_back({{"ph", "M"}, {"name", "thread_name"}, {"pid", pid}, {"tid", 0}, {"args", {{"name", "compute"}}}});
+    events.push_back({{"ph", "M"}, {"name", "thread_name"}, {"pid", pid}, {"tid", 1}, {"args", {{"name", "communication"}}}});
     for (const LaneEvent& e : per_rank[r]) {
       nlohmann::json args = nlohmann::json::object();
       for (const auto& [k, v] : e.args) args[k] = v;
       events.push_back({{"ph", "X"},
                         {"name", e.name},
                         {"cat", e.category},
-                        {"pid", r},
+                        {"pid", pid},
                         {"tid", e.lane},
                         {"ts", e.start_s * 1e6},
                         {"dur", e.duration_s * 1e6},
                         {"args", args}});
     }
   }
+}
+
+}  // namespace
+
+std::string lane_trace_json(const std::vector<std::vector<LaneEvent>>& per_rank) {
+  nlohmann::json events = nlohmann::json::array();
+  append_group(events, per_rank, 0, "", 0, 0);
+  nlohmann::json doc = {{"traceEvents", events}, {"displayTimeUnit", "ms"}};
+  return doc.dump(1);
+}
+
+std::string overlay_trace_json(const std::vector<std::vector<LaneEvent>>& measured,
+                               const std::vector<std::vector<LaneEvent>>& predicted) {
+  nlohmann::json events = nlohmann::json::array();
+  append_group(events, measured, 0, "measured ", 2, 0);
+  append_group(events, predicted, kPredictedPidBase, "predicted ", 2, 1);
   nlohmann::json doc = {{"traceEvents", events}, {"displayTimeUnit", "ms"}};
   return doc.dump(1);
 }
 
 std::string chrome_trace_json(const std::vector<std::vector<TraceEvent>>& per_rank) {
+  return lane_trace_json(ring_lane_events(per_rank));
+}
+
+std::vector<std::vector<LaneEvent>> ring_lane_events(const std::vector<std::vector<TraceEvent>>& per_rank) {
   std::vector<std::vector<LaneEvent>> lanes(per_rank.size());
   for (size_t r = 0; r < per_rank.size(); ++r)
     for (const TraceEvent& e : per_rank[r]) {
@@ -78,7 +107,7 @@ std::string chrome_trace_json(const std::vector<std::vector<TraceEvent>>& per_ra
                           compute ? "compute" : "comm",
                           {{"iteration", e.iteration}, {"step", e.step}, {"src_rank", e.src_rank}}});
     }
-  return lane_trace_json(lanes);
+  return lanes;
 }
 
 }  // namespace ringplan::runtime

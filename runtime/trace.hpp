@@ -61,5 +61,17 @@ std::string lane_trace_json(const std::vector<std::vector<LaneEvent>>& per_rank)
 
 // Chrome trace JSON of ring events in the common layout (lane_trace_json).
 std::string chrome_trace_json(const std::vector<std::vector<TraceEvent>>& per_rank);
+// The same ring events as lanes (what chrome_trace_json draws).
+std::vector<std::vector<LaneEvent>> ring_lane_events(const std::vector<std::vector<TraceEvent>>& per_rank);
+
+// Predicted and measured timelines of one run in one trace (`ringplan run --trace`): two
+// process groups in the common layout. Measured rank r is pid r, process "measured rank r";
+// predicted rank r is pid kPredictedPidBase + r, process "predicted rank r"; both with tid 0 =
+// compute, 1 = communication. process_sort_index lists predicted rank r right under measured
+// rank r, so Perfetto / chrome://tracing show each rank's two timelines one above the other on
+// the same time axis.
+inline constexpr int kPredictedPidBase = 1000;
+std::string overlay_trace_json(const std::vector<std::vector<LaneEvent>>& measured,
+                               const std::vector<std::vector<LaneEvent>>& predicted);
 
 }  // namespace ringplan::runtime

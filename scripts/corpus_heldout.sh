@@ -10,6 +10,8 @@ RP=${1:-build/cpu/cli/ringplan}
 OUT=${OUT:-build/cpu/fit}
 V=configs/validation
 mkdir -p "$OUT"
+BYTP="$OUT/heldout_by_tp.md"
+: > "$BYTP"
 row() {  # label, profile out, fit args...
   local label=$1 out=$2; shift 2
   "$RP" fit "$@" -o "$OUT/$out.yaml" --format json | python3 -c '
@@ -25,7 +27,11 @@ for src, s in sorted(j["heldout_by_source"].items()):
           j["train"]["max_abs_error_pct"], fit))
 print("| {} | **all held out** | {} | **{:.2f}** | **{:.2f}** | | |".format(label, j["heldout"]["cases"],
       j["heldout"]["mean_abs_error_pct"], j["heldout"]["max_abs_error_pct"]))
-' "$label"
+with open(sys.argv[2], "a") as out:
+    for tp, s in sorted(j["heldout_by_tp"].items(), key=lambda kv: int(kv[0])):
+        out.write("| {} | {} | {} | {:+.2f} | {:.2f} | {:.2f} |\n".format(label, tp, s["cases"],
+                  s["mean_signed_error_pct"], s["mean_abs_error_pct"], s["max_abs_error_pct"]))
+' "$label" "$BYTP"
 }
 echo "| fit (GPU generation, method) | held-out source | cases | held-out mean \|err\| % | held-out max \|err\| % | training mean / max % | fitted (max/half_tflop; bw) |"
 echo "|---|---|---|---|---|---|---|"
@@ -36,3 +42,9 @@ row "H100 FP8 (NeMo), 5-fold, measured matmul held (--fix matmul)" h100_fp8_nemo
 row "B200 FP8 GEMM (NeMo), 5-fold" b200_fp8_nemo $V/nemo_long_sequence_b200
 row "H100 Grand Teton FP8 GEMM (torchtitan), 5-fold" gt_fp8 $V/torchtitan_h100_fp8
 row "H100 Grand Teton bf16 (torchtitan), 2-fold" gt_bf16 $V/torchtitan_h100_bf16 --folds 2
+echo
+echo "Held-out error by TP degree (bias = mean signed error; + = predicted faster than measured):"
+echo
+echo "| fit | TP | cases | held-out bias % | held-out mean \|err\| % | held-out max \|err\| % |"
+echo "|---|---|---|---|---|---|"
+cat "$BYTP"

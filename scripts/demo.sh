@@ -26,9 +26,9 @@ mpirun -np "$cp" "$ringplan" calibrate -o "$out/local_profile.yaml"
 echo; echo "=== 4. run the plan's ring attention layer on $cp ranks: measured vs predicted ==="
 mpirun -np "$cp" "$ringplan" run "$out/cpu_plan.yaml" --scope attention --profile "$out/local_profile.yaml" \
   --iters 5 --warmup 1 --trace "$out/run_trace.json"
-echo; echo "trace: $out/run_trace.json (open it in the Perfetto UI or chrome://tracing)"
+echo; echo "trace: $out/run_trace.json (open it in the Perfetto UI or chrome://tracing: each 'measured rank N' with its 'predicted rank N' under it)"
 
 echo; echo "=== 5. run whole training steps of the plan on $cp ranks: parity with one process, measured vs predicted ==="
 mpirun -np "$cp" "$ringplan" run "$out/cpu_plan.yaml" --scope step --check-parity --steps 3 --warmup 1 \
   --profile "$out/local_profile.yaml" --trace "$out/step_trace.json"
-echo; echo "step trace: $out/step_trace.json"
+echo; echo "step trace: $out/step_trace.json (measured steps, and the cost model's terms of each step under them)"

@@ -102,6 +102,11 @@ double group_collective_s(CollectiveKind kind, int64_t n, int64_t per_node, doub
   return 0.0;
 }
 
+double overlapped_exposed_s(double comm_s, double compute_s, double sm_share) {
+  if (comm_s <= 0) return 0.0;
+  return std::max(comm_s - compute_s, sm_share * comm_s);
+}
+
 int64_t group_ranks_per_node(int64_t size, int64_t stride, int64_t gpus_per_node) {
   if (size <= 1 || stride < 1 || gpus_per_node < 1) return 1;
   const int64_t extent = stride * size;
@@ -221,6 +226,11 @@ std::string check_layout(const Experiment& e, const Mesh& mesh, const ParallelOp
       return "cp_comm alltoall needs the KV heads per TP rank (kv_heads " + str(m.kv_heads) + " / TP " + str(mesh.tp) +
              " = " + str(hkv) + ") to divide by CP " + str(mesh.cp) + " or divide it (replicated KV heads)";
   }
+  // Transformer Engine's userbuffer overlap splits the sequence-parallel all-gathers and
+  // reduce-scatters; Megatron-LM refuses --tp-comm-overlap without --sequence-parallel.
+  if (opt.tp_overlap == TpOverlap::pipelined && mesh.tp > 1 && !opt.sequence_parallel)
+    return "tp_overlap pipelined needs sequence_parallel true (Transformer Engine overlaps the sequence-parallel "
+           "all-gathers and reduce-scatters); use tp_overlap backward or none without it";
   const int64_t per_step = mesh.dp * opt.micro_batch;
   if (t.global_batch_sequences % per_step != 0)
     return "global batch " + str(t.global_batch_sequences) + " not divisible by DP×micro_batch = " + str(per_step);
@@ -287,13 +297,14 @@ Fp8CastBytes fp8_cast_bytes(const LayerShape& x) {
 struct LayerTimes {
   double gemm_fwd_s = 0, gemm_bwd_s = 0;
   double wgrad_qkv_s = 0, wgrad_mlp_up_s = 0, dgrad_qkv_s = 0, dgrad_mlp_up_s = 0;
+  double fwd_qkv_s = 0, fwd_out_s = 0, fwd_mlp_up_s = 0, fwd_mlp_down_s = 0;
   double elementwise_fwd_s = 0, elementwise_bwd_s = 0, attention_core_elementwise_fwd_s = 0;
   double tp_fwd_s = 0, tp_bwd_exposed_s = 0;
   RingLayerPrediction ring;
 };
 
 LayerTimes layer_times(const LayerShape& x, const ClusterConfig& c, double peak, const BlockGemmRate& gr,
-                       const Mesh& mesh) {
+                       const Mesh& mesh, TpOverlap overlap) {
   LayerTimes lt;
   const LayerGemmFlops g = layer_gemm_flops(x);
   const double qkv = gr.seconds(g.qkv), out = gr.seconds(g.out);
@@ -303,6 +314,10 @@ LayerTimes layer_times(const LayerShape& x, const ClusterConfig& c, double peak,
   lt.gemm_bwd_s = 2.0 * lt.gemm_fwd_s;
   lt.wgrad_qkv_s = lt.dgrad_qkv_s = qkv;
   lt.wgrad_mlp_up_s = lt.dgrad_mlp_up_s = up;
+  lt.fwd_qkv_s = qkv;
+  lt.fwd_out_s = out;
+  lt.fwd_mlp_up_s = up;
+  lt.fwd_mlp_down_s = down;
 
   const LayerElementwiseBytes eb = layer_elementwise_bytes(x);
   const double bw = achieved_memory_bandwidth_bytes_per_s(c);
@@ -325,13 +340,17 @@ LayerTimes layer_times(const LayerShape& x, const ClusterConfig& c, double peak,
                                     : group_ranks_per_node(mesh.tp, 1, c.gpus_per_node);
     const double bytes = x.tokens() * x.hidden * x.activation_bytes;
     const int64_t n = mesh.tp;
+    const double share = c.overlap_sm_share;
+    // A collective overlapped (or not, with tp_overlap none) with the GEMM `gemm`.
+    auto behind = [&](double comm, double gemm) { return overlap == TpOverlap::none ? comm : overlapped_exposed_s(comm, gemm, share); };
     if (!x.sequence_parallel) {
       // Forward: all-reduce after the output projection and after the MLP (Megatron's g).
       // Backward: all-reduce of the input gradient of QKV and fc1 (f), each overlapped with
-      // that GEMM's weight-gradient computation (Megatron's async TP all-reduce).
+      // that GEMM's weight-gradient computation (Megatron's async TP all-reduce), or exposed
+      // (tp_overlap none). `pipelined` needs sequence parallelism (check_layout).
       const double ar = group_collective_s(CollectiveKind::all_reduce, n, tp_per_node, bytes, c);
       lt.tp_fwd_s = 2.0 * ar;
-      lt.tp_bwd_exposed_s = std::max(0.0, ar - lt.wgrad_qkv_s) + std::max(0.0, ar - lt.wgrad_mlp_up_s);
+      lt.tp_bwd_exposed_s = behind(ar, lt.wgrad_qkv_s) + behind(ar, lt.wgrad_mlp_up_s);
     } else {
       // Forward: all-gather before QKV and fc1, reduce-scatter after out-proj and fc2.
       // Backward: all-gather of the output gradients of the row-parallel GEMMs (exposed),
@@ -339,9 +358,20 @@ LayerTimes layer_times(const LayerShape& x, const ClusterConfig& c, double peak,
       // reduce-scatter of their input gradients (overlapped with the weight-gradient GEMM).
       const double ag = group_collective_s(CollectiveKind::all_gather, n, tp_per_node, bytes, c),
                    rs = group_collective_s(CollectiveKind::reduce_scatter, n, tp_per_node, bytes, c);
-      lt.tp_fwd_s = 2.0 * (ag + rs);
-      lt.tp_bwd_exposed_s = 2.0 * ag + std::max(0.0, ag - lt.dgrad_qkv_s) + std::max(0.0, ag - lt.dgrad_mlp_up_s) +
-                            std::max(0.0, rs - lt.wgrad_qkv_s) + std::max(0.0, rs - lt.wgrad_mlp_up_s);
+      // tp_overlap pipelined (Transformer Engine userbuffers): the forward all-gathers overlap
+      // the GEMMs they feed (QKV, fc1), the reduce-scatters the GEMMs they follow (out, fc2),
+      // chunk by chunk; the backward's all-gathers of output gradients overlap their data-gradient
+      // GEMMs (out, fc2) the same way.
+      if (overlap == TpOverlap::pipelined) {
+        lt.tp_fwd_s = overlapped_exposed_s(ag, lt.fwd_qkv_s, share) + overlapped_exposed_s(ag, lt.fwd_mlp_up_s, share) +
+                      overlapped_exposed_s(rs, lt.fwd_out_s, share) + overlapped_exposed_s(rs, lt.fwd_mlp_down_s, share);
+        lt.tp_bwd_exposed_s = overlapped_exposed_s(ag, lt.fwd_out_s, share) + overlapped_exposed_s(ag, lt.fwd_mlp_down_s, share);
+      } else {
+        lt.tp_fwd_s = 2.0 * (ag + rs);
+        lt.tp_bwd_exposed_s = 2.0 * ag;
+      }
+      lt.tp_bwd_exposed_s += behind(ag, lt.dgrad_qkv_s) + behind(ag, lt.dgrad_mlp_up_s) + behind(rs, lt.wgrad_qkv_s) +
+                             behind(rs, lt.wgrad_mlp_up_s);
     }
   }
 
@@ -422,7 +452,7 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
   const double last_stage_params = mesh.pp == 1 ? first_stage_params : stage_layer_params + emb + hidden;
 
   // ---------------- per layer, per micro-batch
-  const LayerTimes lt = layer_times(x, c, peak, block_gemm_rate(c, train), mesh);
+  const LayerTimes lt = layer_times(x, c, peak, block_gemm_rate(c, train), mesh, opt.tp_overlap);
   const RingLayerPrediction& ring = lt.ring;
   const bool full = opt.recompute == Recompute::full;
   const bool reruns_attention = opt.recompute != Recompute::none;  // selective or full
@@ -462,7 +492,7 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
     const double ag = group_collective_s(CollectiveKind::all_gather, n_shard, grad_per_node, layer_params_dev * sb.weights, c);
     const double gathers = full ? 3.0 : 2.0;
     const double per_gather_window = layer_total / gathers;
-    zero3_per_mb = layers_stage * gathers * std::max(0.0, ag - per_gather_window);
+    zero3_per_mb = layers_stage * gathers * overlapped_exposed_s(ag, per_gather_window, c.overlap_sm_share);
     zero3_first = ag;
   }
 
@@ -498,7 +528,11 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
     const double reduce = group_collective_s(sharded_grads ? CollectiveKind::reduce_scatter : CollectiveKind::all_reduce,
                                           n_shard, grad_per_node, grad_bytes, c);
     const double backward_window = layers_stage * (layer_bwd_compute + lt.tp_bwd_exposed_s);
-    t.dp_comm_exposed_s = (sharded_grads ? m : 1.0) * std::max(reduce / layers_stage, reduce - backward_window);
+    // The last layer's bucket has no backward left to hide behind; the others overlap the window
+    // and take their SM share of it (overlapped_exposed_s), or show where they outlast it.
+    const double last_bucket = reduce / layers_stage;
+    t.dp_comm_exposed_s =
+        (sharded_grads ? m : 1.0) * std::max(last_bucket + c.overlap_sm_share * (reduce - last_bucket), reduce - backward_window);
     // ZeRO-1/2: updated 16-bit weights are all-gathered after the optimizer step.
     if (opt.zero_stage == 1 || opt.zero_stage == 2)
       t.zero_comm_exposed_s = group_collective_s(CollectiveKind::all_gather, n_shard, grad_per_node, stage_params_dev * sb.weights, c);

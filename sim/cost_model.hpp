@@ -128,6 +128,12 @@ double p2p_s(double bytes, const LinkProfile& link);
 // the inter-node parts on inter_node with collectives_on(true). per_node <= 1 (one rank per node,
 // or a group that does not tile the nodes): the flat ring on inter_node.
 enum class CollectiveKind { all_reduce, reduce_scatter, all_gather };
+
+// Time a collective of comm_s adds when it overlaps compute_s of computation that takes
+// `sm_share` of the device while it runs (ClusterConfig::overlap_sm_share): the computation
+// advances at (1 - share) during the collective, so the pair ends at max(comm, compute + share x
+// comm) and the collective shows max(comm - compute, share x comm). share 0: max(0, comm - compute).
+double overlapped_exposed_s(double comm_s, double compute_s, double sm_share);
 double group_collective_s(CollectiveKind kind, int64_t n, int64_t per_node, double bytes, const ClusterConfig& c);
 // Ranks per node of a group of `size` ranks `stride` apart (ranks fill nodes in order): G/stride
 // when the stride divides the node size G and the group's block tiles whole nodes, else 1.

@@ -6,6 +6,7 @@
 #include <fmt/ranges.h>
 
 #include <algorithm>
+#include <string_view>
 #include <cmath>
 #include <limits>
 
@@ -138,7 +139,7 @@ void check_case(const Experiment& e) {
 
 // Mean |error| (sum_abs) and signed mean error over the time metrics of one case, in %.
 struct CaseErr {
-  double abs_pct = 0, signed_pct = 0;
+  double abs_pct = 0, signed_pct = 0, speed_pct = 0;
 };
 CaseErr case_err(const Experiment& e) {
   const Prediction p = predict(e, *e.mesh, e.options);
@@ -151,11 +152,14 @@ CaseErr case_err(const Experiment& e) {
     const double err = m.error_pct();
     r.abs_pct += std::abs(err);
     r.signed_pct += err;
+    // A step time predicted x% too long is a throughput predicted 1/(1 + x) - 1 too low.
+    r.speed_pct += std::string_view(m.metric) == "step_time_s" ? 100.0 * (m.published / m.predicted - 1.0) : err;
     ++n;
   }
   if (n > 0) {
     r.abs_pct /= n;
     r.signed_pct /= n;
+    r.speed_pct /= n;
   }
   return r;
 }
@@ -180,6 +184,13 @@ double case_time_error_pct(const Experiment& e, const ClusterConfig& c) {
   Experiment x = e;
   x.cluster = c;
   return case_err(x).signed_pct;
+}
+
+double case_speed_error_pct(const Experiment& e, const ClusterConfig& c) {
+  check_case(e);
+  Experiment x = e;
+  x.cluster = c;
+  return case_err(x).speed_pct;
 }
 
 FitResult fit_cluster(const std::vector<Experiment>& cases, const ClusterConfig& base, const FitOptions& opts) {

@@ -95,6 +95,11 @@ struct FitResult {
 // has no published time metric or check_layout() refuses it.
 double case_time_error_pct(const Experiment& e, const ClusterConfig& c);
 
+// The same error in throughput terms, so that cases of every metric share one sign: + means the
+// model predicts the run faster than measured (a step time predicted x % too long counts as a
+// throughput 100 (1/(1 + x/100) - 1) % too low). The bias by TP degree is read in these terms.
+double case_speed_error_pct(const Experiment& e, const ClusterConfig& c);
+
 // Fits opts.params of `base` to `cases` (each predicted on the candidate cluster, not its
 // own). Throws bad input for no case, a case without mesh or published time metric, or a
 // layout check_layout() refuses (message names the case file).

@@ -138,6 +138,10 @@ StepMeasurement run_training_steps(Communicator& world, const StepSpec& spec, co
 }
 
 std::string step_trace_json(const std::vector<std::vector<StepEvent>>& per_rank) {
+  return lane_trace_json(step_lane_events(per_rank));
+}
+
+std::vector<std::vector<LaneEvent>> step_lane_events(const std::vector<std::vector<StepEvent>>& per_rank) {
   std::vector<std::vector<LaneEvent>> lanes(per_rank.size());
   for (size_t r = 0; r < per_rank.size(); ++r)
     for (const StepEvent& e : per_rank[r]) {
@@ -145,7 +149,7 @@ std::string step_trace_json(const std::vector<std::vector<StepEvent>>& per_rank)
       lanes[r].push_back({e.start_s, e.duration_s, comm ? 1 : 0, term_name(e.term), comm ? "comm" : "compute",
                           {{"step", e.step}}});
     }
-  return lane_trace_json(lanes);
+  return lanes;
 }
 
 }  // namespace ringplan::runtime::step

@@ -10,6 +10,7 @@
 
 #include "runtime/communicator.hpp"
 #include "runtime/step/trainer.hpp"
+#include "runtime/trace.hpp"
 
 namespace ringplan::runtime::step {
 
@@ -43,5 +44,7 @@ StepMeasurement run_training_steps(Communicator& world, const StepSpec& spec, co
 // Chrome/Perfetto trace JSON of step events: pid = rank, tid 0 = compute lane, 1 = communication
 // lane (integer ids with process/thread name metadata); event names are the cost-model terms.
 std::string step_trace_json(const std::vector<std::vector<StepEvent>>& per_rank);
+// The same events as lanes (what step_trace_json draws), e.g. for runtime::overlay_trace_json.
+std::vector<std::vector<LaneEvent>> step_lane_events(const std::vector<std::vector<StepEvent>>& per_rank);
 
 }  // namespace ringplan::runtime::step

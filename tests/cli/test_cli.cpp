@@ -87,28 +87,31 @@ TEST_CASE("--help works for every planner command") {
   CHECK(has(ringplan("plan --help").out, "--top"));
 }
 
-TEST_CASE("plan --format json: best, K candidates, rejections, evaluated") {
+TEST_CASE("plan --format json: chosen (= best), fastest, K candidates, rejections, evaluated") {
   const Result r = ringplan("plan '" + kConfigs + "default.yaml' --top 4 --format json");
   REQUIRE_MESSAGE(r.rc == 0, r.err);
   const auto j = nlohmann::json::parse(r.out);
   REQUIRE(j["candidates"].size() == 4);
-  CHECK(j["schema_version"] == 1);
+  CHECK(j["schema_version"] == 2);
   nlohmann::json first = j["candidates"][0];
   first.erase("group");
-  CHECK(j["best"] == first);
+  CHECK(j["fastest"] == first);
+  // best is the recommended layout: the chosen one, which plan -o writes.
+  CHECK(j["best"] == j["chosen"]);
   // The choice: within the ranking band of the fastest, with its reason; JSON keeps the full list.
   REQUIRE(!j["chosen"].is_null());
   CHECK(j["ranking"]["band"].get<double>() == doctest::Approx(0.03));
   CHECK(has(j["ranking"]["band_reason"].get<std::string>(), "2.3 %"));
   CHECK(!j["ranking"]["reason"].get<std::string>().empty());
-  CHECK(j["chosen"]["step_time_s"].get<double>() <= 1.03 * j["best"]["step_time_s"].get<double>());
+  CHECK(j["chosen"]["step_time_s"].get<double>() <= 1.03 * j["fastest"]["step_time_s"].get<double>());
+  CHECK(j["chosen"]["step_time_s"].get<double>() >= j["fastest"]["step_time_s"].get<double>());
   CHECK(j["fixed_layout"].is_null());
   for (const auto& c : j["candidates"]) CHECK(c["group"].get<int>() >= 1);
   CHECK(j["evaluated"].get<int64_t>() > 0);
   CHECK(j["enumerated"].get<int64_t>() >= j["evaluated"].get<int64_t>());
   for (const char* k : {"step_time_s", "tokens_per_s", "tflops_per_device", "mfu", "peak_memory_bytes", "memory",
                         "time", "mesh", "options", "fits"})
-    CHECK_MESSAGE(j["best"].contains(k), k);
+    CHECK_MESSAGE((j["chosen"].contains(k) && j["fastest"].contains(k)), k);
   double prev = 0;
   for (const auto& c : j["candidates"]) {
     CHECK(c["fits"].get<bool>());
@@ -123,6 +126,30 @@ TEST_CASE("plan --format json: best, K candidates, rejections, evaluated") {
   }
 }
 
+TEST_CASE("plan --format json: best is the layout plan -o writes (chosen), fastest the first candidate") {
+  // default.yaml: the fastest layouts lie within the ranking band of simpler ones (README).
+  TempDir tmp;
+  const std::string plan_path = tmp.file("plan.yaml");
+  const Result r = ringplan("plan '" + kConfigs + "default.yaml' --format json -o '" + plan_path + "'");
+  REQUIRE_MESSAGE(r.rc == 0, r.err);
+  const auto j = nlohmann::json::parse(r.out);
+  CHECK(j["best"] == j["chosen"]);
+  CHECK(j["fastest"]["mesh"] == j["candidates"][0]["mesh"]);
+  CHECK(j["fastest"]["options"] == j["candidates"][0]["options"]);
+  // chosen_rank places the chosen layout in the ranked list (0: below the top K).
+  const int64_t rank = j["ranking"]["chosen_rank"].get<int64_t>();
+  if (rank > 0) {
+    CHECK(j["candidates"][rank - 1]["mesh"] == j["chosen"]["mesh"]);
+    CHECK(j["candidates"][rank - 1]["options"] == j["chosen"]["options"]);
+  }
+  const Result s = ringplan("simulate '" + plan_path + "' --format json");
+  REQUIRE_MESSAGE(s.rc == 0, s.err);
+  const auto written = nlohmann::json::parse(s.out);
+  CHECK(written["mesh"] == j["best"]["mesh"]);
+  CHECK(written["options"] == j["best"]["options"]);
+  CHECK(written["step_time_s"] == j["best"]["step_time_s"]);
+}
+
 TEST_CASE("plan and report --top beyond the layouts that fit keep them all, up to the largest int64") {
   // default.yaml has more than 4096 fitting layouts (the first search keeps 4096 at most).
   for (const char* top : {"9223372036854775807", "5000", "4096"}) {
@@ -132,10 +159,11 @@ TEST_CASE("plan and report --top beyond the layouts that fit keep them all, up t
     const int64_t fitting = j["fitting"].get<int64_t>();
     REQUIRE(fitting > 5000);
     CHECK(static_cast<int64_t>(j["candidates"].size()) == std::min<int64_t>(fitting, std::stoll(top)));
-    // best is the fastest layout (candidates carry their ranking group besides).
-    CHECK(j["best"]["mesh"] == j["candidates"][0]["mesh"]);
-    CHECK(j["best"]["options"] == j["candidates"][0]["options"]);
-    CHECK(j["best"]["step_time_s"] == j["candidates"][0]["step_time_s"]);
+    // fastest is the first candidate (candidates carry their ranking group besides).
+    CHECK(j["fastest"]["mesh"] == j["candidates"][0]["mesh"]);
+    CHECK(j["fastest"]["options"] == j["candidates"][0]["options"]);
+    CHECK(j["fastest"]["step_time_s"] == j["candidates"][0]["step_time_s"]);
+    CHECK(j["best"] == j["chosen"]);
   }
   const Result small_json = ringplan("plan '" + kConfigs + "cpu_small.yaml' --format json");
   REQUIRE_MESSAGE(small_json.rc == 0, small_json.err);
@@ -207,6 +235,24 @@ TEST_CASE("simulate: flags override the file, JSON has every term") {
   const Result t = ringplan("simulate " + exp + " --mesh dp=1,tp=8,cp=8,pp=1");
   CHECK(t.rc == 0);
   CHECK(has(t.out, "memory per device"));
+}
+
+TEST_CASE("simulate --tp-overlap: none charges more TP communication than the default, pipelined needs SP") {
+  const std::string exp = "'" + kConfigs + "default.yaml'";
+  const Result b = ringplan("simulate " + exp + " --mesh dp=1,tp=8,cp=8,pp=1 --format json");
+  const Result n = ringplan("simulate " + exp + " --mesh dp=1,tp=8,cp=8,pp=1 --tp-overlap none --format json");
+  REQUIRE_MESSAGE(b.rc == 0, b.err);
+  REQUIRE_MESSAGE(n.rc == 0, n.err);
+  const auto jb = nlohmann::json::parse(b.out), jn = nlohmann::json::parse(n.out);
+  CHECK(jb["options"]["tp_overlap"] == "backward");
+  CHECK(jn["options"]["tp_overlap"] == "none");
+  CHECK(jn["time"]["tp_comm_s"].get<double>() > jb["time"]["tp_comm_s"].get<double>());
+  const Result p = ringplan("simulate " + exp + " --mesh dp=1,tp=8,cp=8,pp=1 --tp-overlap pipelined --sequence-parallel off");
+  CHECK(p.rc == 2);
+  CHECK(has(p.err, "needs sequence_parallel"));
+  const Result bad = ringplan("simulate " + exp + " --mesh dp=1,tp=8,cp=8,pp=1 --tp-overlap async");
+  CHECK(bad.rc == 2);
+  CHECK(has(bad.err, "none, backward, pipelined"));
 }
 
 TEST_CASE("simulate --cp-comm allgather: named in the options, exposed CP comm and buffers change, --trace refused") {
@@ -371,7 +417,10 @@ TEST_CASE("plan: nothing fits exits 3 with the reason") {
   const Result r = ringplan("plan '" + path + "' --format json");
   CHECK(r.rc == 3);
   CHECK(has(r.err, "no layout of"));
-  CHECK(nlohmann::json::parse(r.out)["best"].is_null());
+  const auto none = nlohmann::json::parse(r.out);
+  CHECK(none["best"].is_null());
+  CHECK(none["chosen"].is_null());
+  CHECK(none["fastest"].is_null());
   // simulate of a layout that does not fit: the whole table, then exit 3 (no plan file).
   TempDir out;
   const Result s = ringplan("simulate '" + path + "' --mesh dp=1,tp=8,cp=1,pp=1 -o '" + out.file("p.yaml") + "'");
@@ -436,7 +485,7 @@ TEST_CASE("simulate -o writes the plan file of the simulated layout, plan-file f
   CHECK(has(text, "ringplan_plan: 1"));
   CHECK(has(text, "# end of ringplan plan"));
   const auto want = nlohmann::json::parse(s.out);
-  CHECK(want["schema_version"] == 1);
+  CHECK(want["schema_version"] == 2);
   // Read back by simulate (and so by run, which reads the same file): same layout, same figures.
   const Result again = ringplan("simulate '" + plan_path + "' --format json");
   REQUIRE_MESSAGE(again.rc == 0, again.err);
@@ -551,6 +600,39 @@ TEST_CASE("validate: the shipped validation cases all load and predict") {
     max_abs = std::max(max_abs, std::abs(e));
   }
   CHECK(j["max_abs_error_pct"].get<double>() == doctest::Approx(max_abs));
+  // Every row counted once by source folder; every time metric once by TP degree.
+  int64_t by_source = 0, by_tp = 0, time_rows = 0;
+  for (const auto& src : j["by_source"]) by_source += src["cases"].get<int64_t>();
+  for (const auto& tp : j["time_by_tp"]) by_tp += tp["cases"].get<int64_t>();
+  for (const auto& c : j["cases"]) time_rows += c["metric"] != "peak_memory_gib" ? 1 : 0;
+  CHECK(by_source == static_cast<int64_t>(j["cases"].size()));
+  CHECK(by_tp == time_rows);
+  CHECK(j["by_source"].contains("korthikanti2022"));
+  // Korthikanti's pairs (full recompute vs selective + SP on the same mesh) are ranking groups.
+  CHECK(j["ranking"]["group_count"].get<int64_t>() >= 4);
+  for (const auto& g : j["ranking"]["groups"]) {
+    CHECK(g["cases"].size() >= 2);
+    CHECK(g["pick_regret_pct"].get<double>() >= 0.0);
+    CHECK(g["pairs_ordered"].get<int64_t>() <= g["pairs"].get<int64_t>());
+  }
+  const Result t = ringplan("validate '" + dir + "'");
+  CHECK(has(t.out, "by TP degree"));
+  CHECK(has(t.out, "mean regret: model"));
+}
+
+TEST_CASE("fit: held-out error by source and by TP degree in JSON") {
+  const std::string dir = std::string(RINGPLAN_SOURCE_DIR) + "/configs/validation/korthikanti2022";
+  if (!fs::exists(dir)) return;
+  const Result f = ringplan("fit '" + dir + "' --folds 2 --format json");
+  REQUIRE_MESSAGE(f.rc == 0, f.err);
+  const auto j = nlohmann::json::parse(f.out);
+  REQUIRE(j["heldout_by_tp"].contains("8"));  // every Table 5 run has TP 8
+  CHECK(j["heldout_by_tp"]["8"]["cases"].get<int64_t>() == j["heldout"]["cases"].get<int64_t>());
+  // Throughput terms: |bias| <= mean |error| <= max |error|.
+  const auto& t8 = j["heldout_by_tp"]["8"];
+  CHECK(std::abs(t8["mean_signed_error_pct"].get<double>()) <= t8["mean_abs_error_pct"].get<double>() + 1e-9);
+  CHECK(t8["mean_abs_error_pct"].get<double>() <= t8["max_abs_error_pct"].get<double>() + 1e-9);
+  CHECK(std::isfinite(j["heldout_by_tp"]["8"]["mean_signed_error_pct"].get<double>()));
 }
 
 TEST_CASE("simulate --trace writes the event simulator's ring timeline, cp=1 has no ring") {

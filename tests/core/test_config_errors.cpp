@@ -237,6 +237,9 @@ TEST_CASE("experiment sections: mesh and options and search and published") {
   check_config_error([&] { load_experiment(e); },
                      {e, 6, "options.cp_comm", "'p2p' is not valid"});
   check_config_error([&] { load_experiment(e); }, {e, 6, "options.cp_comm", "must be one of: ring, allgather"});
+  e = files.experiment("options:\n  tp_overlap: async\n");
+  check_config_error([&] { load_experiment(e); },
+                     {e, 6, "options.tp_overlap", "must be one of: none, backward, pipelined"});
   e = files.experiment("search:\n  cp_comm: [ring,\n    all_gather]\n");
   check_config_error([&] { load_experiment(e); },
                      {e, 7, "search.cp_comm[1]", "must be one of: ring, allgather"});

@@ -58,7 +58,7 @@ TEST_CASE("prediction_json: every documented field, one per memory and time term
   CHECK(j["fits"].get<bool>() == p.fits);
 }
 
-TEST_CASE("plan_json and plan_text: best, K candidates, rejections, evaluated") {
+TEST_CASE("plan_json and plan_text: chosen (= best), fastest, K candidates, rejections, evaluated") {
   Experiment e = test::tiny_experiment();
   const PlanResult r = plan(e, {.gpus = 4, .top_k = 3});
   REQUIRE(r.candidates.size() == 3);
@@ -67,8 +67,12 @@ TEST_CASE("plan_json and plan_text: best, K candidates, rejections, evaluated") 
   nlohmann::json first = j["candidates"][0];
   CHECK(first["group"] == 1);
   first.erase("group");
-  CHECK(j["best"] == first);
+  CHECK(j["fastest"] == first);
+  REQUIRE(r.chosen);
+  CHECK(j["chosen"] == prediction_json(*r.chosen));
+  CHECK(j["best"] == j["chosen"]);
   CHECK(j["schema_version"] == kJsonSchemaVersion);
+  CHECK(kJsonSchemaVersion == 2);
   CHECK(j["ranking"]["band"].get<double>() == kRankingBand);
   CHECK(j["ranking"]["chosen_rank"] == r.chosen_rank);
   CHECK(!j["chosen"].is_null());
@@ -112,13 +116,15 @@ TEST_CASE("term_label drops the unit suffix of the JSON name") {
   CHECK(term_label("mfu") == "mfu");
 }
 
-TEST_CASE("plan_json: best is null when nothing fits") {
+TEST_CASE("plan_json: best, chosen and fastest are null when nothing fits") {
   Experiment e = test::tiny_experiment();
   e.cluster.memory_bytes = 1.0 * units::mib_bytes;
   e.cluster.memory_reserved_bytes = 0;
   const PlanResult r = plan(e, {.gpus = 4, .top_k = 3});
   const auto j = plan_json(r);
   CHECK(j["best"].is_null());
+  CHECK(j["chosen"].is_null());
+  CHECK(j["fastest"].is_null());
   CHECK(j["candidates"].empty());
   CHECK(plan_text(e, r).find("no layout of") != std::string::npos);
 }

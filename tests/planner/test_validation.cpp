@@ -283,3 +283,116 @@ TEST_CASE("validate_paths: a mesh that does not fit its model is refused at load
                                    ": mesh.tp: 2 does not divide heads 9 of model 'tiny_gqa'; valid: 1, 3 (the "
                                    "divisors of heads 9, kv_heads 3 and ffn_hidden 768)");
 }
+
+namespace {
+// A row of a ranking group: throughput `published`, model's `predicted`, the case's mesh.
+ValidationRow ranked(const std::string& name, double predicted, double published, Mesh mesh, bool fits = true) {
+  ValidationRow x;
+  x.name = name;
+  x.metric = "tokens_per_s_per_device";
+  x.predicted = predicted;
+  x.published = published;
+  x.error_pct = 100.0 * (predicted - published) / published;
+  x.mesh = mesh;
+  x.ranking_group = "job";
+  x.time_metric = true;
+  x.higher_is_better = true;
+  x.fits = fits;
+  return x;
+}
+}  // namespace
+
+TEST_CASE("error_stats: bias, mean and max absolute error") {
+  const ErrorStats s = error_stats({-10.0, 4.0, 3.0});
+  CHECK(s.n == 3);
+  CHECK(s.mean_signed_pct == doctest::Approx(-1.0));
+  CHECK(s.mean_abs_pct == doctest::Approx(17.0 / 3.0));
+  CHECK(s.max_abs_pct == doctest::Approx(10.0));
+  CHECK(error_stats({}).n == 0);
+}
+
+TEST_CASE("ranking_groups: spearman, ordered pairs, regret of the model's pick and of the heuristic") {
+  // Measured: a 100, b 90, c 80, d 70. The model swaps a and b and ranks b first.
+  std::vector<ValidationRow> rows{ranked("a", 95, 100, Mesh{1, 8, 1, 2}), ranked("b", 99, 90, Mesh{2, 4, 1, 2}),
+                                  ranked("c", 85, 80, Mesh{1, 2, 1, 8}), ranked("d", 60, 70, Mesh{2, 2, 1, 4})};
+  rows.push_back(ranked("other job", 1, 1, Mesh{}));
+  rows.back().ranking_group = "alone";  // a group of one is not ranked
+  const auto groups = ranking_groups(rows);
+  REQUIRE(groups.size() == 1);
+  const RankingGroup& g = groups[0];
+  CHECK(g.rows.size() == 4);
+  // Ranks predicted (b, a, c, d) = (4, 3, 2, 1) vs measured (a, b, c, d) = (4, 3, 2, 1): one swap,
+  // sum d^2 = 2, rho = 1 - 6 * 2 / (4 * 15) = 0.8.
+  CHECK(g.spearman == doctest::Approx(0.8));
+  CHECK(g.pairs == 6);
+  CHECK(g.pairs_ordered == 5);
+  CHECK(rows[g.measured_best].name == "a");
+  CHECK(rows[g.predicted_best].name == "b");
+  CHECK(g.pick_regret_pct == doctest::Approx(10.0));
+  // Heuristic: smallest TP*CP*PP = 8 for b (4x2) and d (2x4): TP filled first, b; regret 10 %.
+  REQUIRE(g.heuristic_picks.size() == 1);
+  CHECK(rows[g.heuristic_picks[0]].name == "b");
+  CHECK(g.heuristic_regret_pct == doctest::Approx(10.0));
+
+  // A case that does not fit is not the heuristic's choice; same-mesh ties share it.
+  rows[1].fits = false;
+  rows[3].mesh = Mesh{2, 4, 1, 2};
+  rows.push_back(ranked("e", 50, 75, Mesh{2, 4, 1, 2}));
+  const auto g2 = ranking_groups(rows);
+  REQUIRE(g2.size() == 1);  // e joins "job"; the group of one stays out
+  const RankingGroup& h = g2[0];
+  CHECK(h.heuristic_picks.size() == 2);  // d and e, same mesh
+  CHECK(h.heuristic_regret_pct == doctest::Approx(0.5 * (30.0 + 25.0)));
+}
+
+TEST_CASE("ranking_groups: step times rank inverted, ties are average ranks") {
+  auto step = [](const std::string& n, double pred, double pub) {
+    ValidationRow x = ranked(n, pred, pub, Mesh{1, 1, 1, 1});
+    x.metric = "step_time_s";
+    x.higher_is_better = false;
+    return x;
+  };
+  // Measured times 1, 2, 2 (a fastest); predicted 1.5, 1.0, 3.0 (b fastest).
+  const std::vector<ValidationRow> rows{step("a", 1.5, 1.0), step("b", 1.0, 2.0), step("c", 3.0, 2.0)};
+  const auto groups = ranking_groups(rows);
+  REQUIRE(groups.size() == 1);
+  CHECK(rows[groups[0].predicted_best].name == "b");
+  CHECK(groups[0].pick_regret_pct == doctest::Approx(50.0));  // throughput 1/2 of the best
+  CHECK(groups[0].pairs == 2);                                 // b and c measured equal: not a pair
+  CHECK(groups[0].pairs_ordered == 1);                         // a before c
+  // Throughput ranks: measured (3, 1.5, 1.5), predicted (2, 3, 1): centred (1, -0.5, -0.5) and
+  // (0, 1, -1), rho = 0. Breaking the tie either way instead of averaging would give +-0.5.
+  CHECK(groups[0].spearman == doctest::Approx(0.0));
+}
+
+TEST_CASE("summarize: by source folder and by TP degree in throughput terms") {
+  ValidationRow a = ranked("a", 110, 100, Mesh{1, 1, 1, 1});  // +10 % throughput
+  a.source_folder = "s1";
+  ValidationRow b = ranked("b", 1.0, 1.25, Mesh{1, 8, 1, 1});  // step time 20 % short = throughput +25 %
+  b.metric = "step_time_s";
+  b.higher_is_better = false;
+  b.error_pct = -20.0;
+  b.source_folder = "s2";
+  b.ranking_group = "other";
+  ValidationRow m = ranked("a", 50, 40, Mesh{1, 1, 1, 1});  // memory: by source, not by TP
+  m.metric = "peak_memory_gib";
+  m.time_metric = false;
+  m.source_folder = "s1";
+  ValidationReport r;
+  r.rows = {a, b, m};
+  summarize(r);
+  REQUIRE(r.by_source.size() == 2);
+  CHECK(r.by_source["s1"].n == 2);
+  CHECK(r.by_source["s1"].mean_signed_pct == doctest::Approx(17.5));
+  CHECK(r.by_source["s2"].mean_signed_pct == doctest::Approx(-20.0));
+  REQUIRE(r.time_by_tp.size() == 2);
+  CHECK(r.time_by_tp[1].n == 1);
+  CHECK(r.time_by_tp[1].mean_signed_pct == doctest::Approx(10.0));
+  CHECK(r.time_by_tp[8].mean_signed_pct == doctest::Approx(25.0));
+  CHECK(r.ranking.empty());  // no group of two
+  const auto j = validation_json(r);
+  CHECK(j["time_by_tp"]["8"]["mean_signed_error_pct"].get<double>() == doctest::Approx(25.0));
+  CHECK(j["by_source"]["s1"]["cases"].get<int64_t>() == 2);
+  CHECK(j["ranking"]["group_count"].get<int64_t>() == 0);
+  CHECK(j["ranking"]["mean_spearman"].is_null());
+}

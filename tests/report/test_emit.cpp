@@ -554,6 +554,27 @@ TEST_CASE("emit: format and target names round-trip") {
   CHECK_FALSE(report::parse_torchtitan_target("yaml").has_value());
 }
 
+TEST_CASE("emit: tp_overlap pipelined is Megatron's --tp-comm-overlap, none a note, backward the default") {
+  sim::Prediction p = hand_made_plan();
+  REQUIRE(p.mesh.tp > 1);
+  auto has_flag = [](const report::MegatronLaunch& l, const std::string& f) {
+    return std::find(l.args.begin(), l.args.end(), f) != l.args.end();
+  };
+  CHECK_FALSE(has_flag(report::megatron_launch(hand_made_experiment(), p), "--tp-comm-overlap"));
+  p.options.sequence_parallel = true;
+  p.options.tp_overlap = TpOverlap::pipelined;
+  const auto l = report::megatron_launch(hand_made_experiment(), p);
+  CHECK(has_flag(l, "--tp-comm-overlap"));
+  CHECK(has_flag(l, "--sequence-parallel"));
+  check_flags_exist(l);
+  p.options.tp_overlap = TpOverlap::none;
+  const auto n = report::megatron_launch(hand_made_experiment(), p);
+  CHECK_FALSE(has_flag(n, "--tp-comm-overlap"));
+  bool noted = false;
+  for (const auto& x : n.notes) noted = noted || x.find("tp_overlap none") != std::string::npos;
+  CHECK(noted);
+}
+
 TEST_CASE("emit: cp_comm allgather is Megatron's --cp-comm-type all_gather and torchtitan's allgather rotation") {
   sim::Prediction p = hand_made_plan();
   p.options.cp_comm = CpComm::allgather;

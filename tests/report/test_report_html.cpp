@@ -3,14 +3,18 @@
 // break out of it, and run results are read tolerantly but malformed ones are clear errors.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "core/error.hpp"
+#include "core/units.hpp"
 #include "planner/planner.hpp"
+#include "planner/report.hpp"
 #include "report/report_html.hpp"
 #include "sim/formulas.hpp"
 #include "sim/ring_event_sim.hpp"
@@ -162,6 +166,104 @@ TEST_CASE("report: JSON of a planner result and the page that embeds it") {
   CHECK_THROWS_AS(report::report_json(d), Error);
 }
 
+TEST_CASE("report: candidates carry CP, ZeRO stage and their terms, and memory against CP and sequence length") {
+  const Experiment e = test::report_experiment();
+  planner::PlanSettings settings;
+  settings.top_k = 40;
+  report::ReportData d = report::build_report(e, planner::plan(e, settings));
+  // A chosen layout with CP > 1, so that the CP sweep has more than one size to show.
+  for (size_t i = 0; i < d.candidates.size(); ++i)
+    if (d.candidates[i].mesh.cp > 1) {
+      d.chosen = i;
+      break;
+    }
+  REQUIRE(d.candidates[d.chosen].mesh.cp > 1);
+  const nlohmann::json j = report::report_json(d);
+  const sim::Prediction& c = d.candidates[d.chosen];
+  // Term names once, values per candidate in that order (seconds, GiB; the peak is not a term).
+  std::vector<std::string> time_names, memory_names;
+  for (const auto& t : sim::time_terms(c.time)) time_names.emplace_back(t.name);
+  for (const auto& t : sim::memory_terms(c.memory))
+    if (t.name != "peak_bytes") memory_names.emplace_back(t.name);
+  CHECK(j["time_term_names"] == time_names);
+  CHECK(j["memory_term_names"] == memory_names);
+  std::set<int64_t> cps, zero_stages;
+  for (size_t i = 0; i < d.candidates.size(); ++i) {
+    const sim::Prediction& p = d.candidates[i];
+    const auto& jc = j["candidates"][i];
+    CHECK(jc["cp"] == p.mesh.cp);
+    CHECK(jc["tp"] == p.mesh.tp);
+    CHECK(jc["dp"] == p.mesh.dp);
+    CHECK(jc["pp"] == p.mesh.pp);
+    CHECK(jc["zero_stage"] == p.options.zero_stage);
+    cps.insert(p.mesh.cp);
+    zero_stages.insert(p.options.zero_stage);
+    const auto tt = sim::time_terms(p.time);
+    REQUIRE(jc["time"].size() == tt.size());
+    double sum = 0;
+    for (size_t k = 0; k < tt.size(); ++k) {
+      CHECK(jc["time"][k].get<double>() == tt[k].value);
+      sum += tt[k].value;
+    }
+    CHECK(sum == doctest::Approx(p.step_time_s));  // the stacked bar ends at the step time
+    REQUIRE(jc["memory"].size() == memory_names.size());
+    size_t k = 0;
+    for (const auto& t : sim::memory_terms(p.memory))
+      if (t.name != "peak_bytes") CHECK(jc["memory"][k++].get<double>() * units::gib_bytes == doctest::Approx(t.value));
+  }
+  CHECK(cps.size() > 1);  // the colours have something to tell apart
+  CHECK(zero_stages.size() > 1);
+
+  // Memory against CP: the chosen TP, PP and options; DP x CP kept; one point per valid CP size.
+  const auto& by_cp = j["memory_vs_cp"];
+  REQUIRE(by_cp.size() >= 2);
+  bool has_chosen = false;
+  int64_t prev_cp = 0;
+  double prev_activations = HUGE_VAL;
+  const size_t activations = static_cast<size_t>(
+      std::find(memory_names.begin(), memory_names.end(), "activations_bytes") - memory_names.begin());
+  REQUIRE(activations < memory_names.size());
+  for (const auto& pt : by_cp) {
+    const int64_t cp = pt["x"].get<int64_t>();
+    CHECK(cp > prev_cp);
+    prev_cp = cp;
+    const Mesh mesh{c.mesh.dp * c.mesh.cp / cp, c.mesh.tp, cp, c.mesh.pp};
+    REQUIRE(sim::check_layout(e, mesh, c.options, mesh.world_size()) == "");
+    const sim::Prediction p = sim::predict(e, mesh, c.options);
+    CHECK(pt["peak_memory_gib"].get<double>() * units::gib_bytes == doctest::Approx(p.peak_memory_bytes));
+    CHECK(pt["fits"] == p.fits);
+    CHECK(pt["label"].get<std::string>().find(planner::mesh_text(mesh)) == 0);
+    // Splitting the sequence over more ranks never adds activations per device.
+    const double act = pt["memory"][activations].get<double>();
+    CHECK(act <= prev_activations * (1 + 1e-12));
+    prev_activations = act;
+    if (cp == c.mesh.cp) {
+      has_chosen = true;
+      CHECK(pt["peak_memory_gib"].get<double>() == j["candidates"][d.chosen]["peak_memory_gib"].get<double>());
+    }
+  }
+  CHECK(has_chosen);
+  // Memory against sequence length: the chosen mesh and options at L * 2^k; grows with L.
+  const auto& by_seq = j["memory_vs_seq_len"];
+  REQUIRE(by_seq.size() >= 3);
+  double prev_peak = 0;
+  bool has_l = false;
+  for (const auto& pt : by_seq) {
+    const int64_t L = pt["x"].get<int64_t>();
+    Experiment x = e;
+    x.training.seq_len = L;
+    REQUIRE(sim::check_layout(x, c.mesh, c.options, c.mesh.world_size()) == "");
+    CHECK(pt["peak_memory_gib"].get<double>() * units::gib_bytes ==
+          doctest::Approx(sim::predict(x, c.mesh, c.options).peak_memory_bytes));
+    CHECK(pt["peak_memory_gib"].get<double>() >= prev_peak);
+    prev_peak = pt["peak_memory_gib"].get<double>();
+    has_l = has_l || L == e.training.seq_len;
+  }
+  CHECK(has_l);
+  CHECK(by_seq.front()["x"].get<int64_t>() == e.training.seq_len / 8);
+  CHECK(by_seq.back()["x"].get<int64_t>() == e.training.seq_len * 8);
+}
+
 TEST_CASE("report: a fixed layout that is not among the candidates can still be the chosen plan") {
   const Experiment e = test::report_experiment();
   report::ReportData d;
@@ -195,6 +297,9 @@ TEST_CASE("run result: the rows of `ringplan run --format json` (cli/cmd_run.cpp
   CHECK(*run.phases[0].measured_max_s == 0.015);
   CHECK(*run.phases[0].predicted_s == 0.010);
   CHECK(*run.phases[1].measured_s == 0.0);  // zero is a measurement, not a missing value
+  // The timeline holds the parts that follow one another (compute, exposed comm), as present.
+  REQUIRE(run.timeline.size() == 1);
+  CHECK(run.timeline[0].phase == "backward exposed comm");
   CHECK(run.description == "one attention layer of one CP group");
   CHECK(run.summary == "4 ranks, 5 iterations, predicted on local_cpu");
   // Memory pairs measured_<x>_bytes with predicted_<x>_bytes; an unpaired figure stays alone.
@@ -212,6 +317,71 @@ TEST_CASE("run result: the rows of `ringplan run --format json` (cli/cmd_run.cpp
   CHECK(*memory("scores").predicted_bytes == 4096.0);
   CHECK(*memory("rss_peak_delta_max").measured_bytes == 5000000.0);
   CHECK_FALSE(memory("rss_peak_delta_max").predicted_bytes.has_value());
+}
+
+TEST_CASE("run result: `ringplan run --scope step --format json` (cli/run_step.cpp): step, terms, memory terms") {
+  const auto run = report::parse_run_result(nlohmann::json::parse(R"json({
+      "schema_version": 2, "scope": "step", "device": "cpu", "plan": "plan.yaml", "validates": "whole training steps",
+      "mesh": {"dp": 1, "tp": 1, "cp": 2, "pp": 1}, "layers": 2, "steps": 2, "warmup": 1, "profile": "local_cpu",
+      "hosts": ["a", "a"], "losses": [7.0, 6.9, 6.8],
+      "step_time": {"measured_median_s": 0.06, "measured_min_s": 0.058, "measured_max_s": 0.061,
+                    "predicted_s": 0.19, "error_pct": -68.4},
+      "terms": [{"name": "forward_compute", "measured_s": 0.018, "predicted_s": 0.057, "error_pct": -68},
+                {"name": "backward_compute", "measured_s": 0.034, "predicted_s": 0.122, "error_pct": -72},
+                {"name": "recompute", "measured_s": 0.0, "predicted_s": 0.0, "error_pct": null},
+                {"name": "optimizer", "measured_s": 0.004, "predicted_s": 0.011, "error_pct": -62}],
+      "memory": {"terms": [{"name": "weights", "measured_bytes": 8000000, "predicted_bytes": 8100000, "error_pct": -1},
+                           {"name": "peak (without reserved)", "measured_bytes": 40000000, "predicted_bytes": 38000000}],
+                 "rss_peak_delta_max_bytes": 50000000}})json"),
+                                            "step.json");
+  REQUIRE(run.phases.size() == 5);
+  CHECK(run.phases[0].phase == "step");
+  CHECK(*run.phases[0].measured_s == 0.06);
+  CHECK(*run.phases[0].measured_min_s == 0.058);
+  CHECK(*run.phases[0].predicted_s == 0.19);
+  CHECK(run.phases[2].phase == "backward_compute");
+  CHECK(*run.phases[2].measured_s == 0.034);
+  // The timeline: the terms in order, predicted and measured, adding up to the step.
+  REQUIRE(run.timeline.size() == 4);
+  double predicted = 0, measured = 0;
+  for (const auto& t : run.timeline) {
+    predicted += *t.predicted_s;
+    measured += *t.measured_s;
+  }
+  CHECK(run.timeline[0].phase == "forward_compute");
+  CHECK(run.timeline[3].phase == "optimizer");
+  CHECK(predicted == doctest::Approx(0.19));
+  CHECK(measured == doctest::Approx(0.056));
+  REQUIRE(run.memory.size() == 2);
+  CHECK(run.memory[0].name == "weights");
+  CHECK(*run.memory[0].measured_bytes == 8000000.0);
+  CHECK(*run.memory[1].predicted_bytes == 38000000.0);
+  CHECK(run.summary == "2 steps, predicted on local_cpu");
+  const nlohmann::json j = [&] {
+    report::ReportData d = report::build_report(test::report_experiment(),
+                                                planner::plan(test::report_experiment(), planner::PlanSettings{}));
+    d.run = run;
+    return report::report_json(d);
+  }();
+  REQUIRE(j["run"]["timeline"].size() == 4);
+  CHECK(j["run"]["timeline"][1]["name"] == "backward_compute");
+  CHECK(j["run"]["timeline"][1]["predicted_s"].get<double>() == 0.122);
+  CHECK(j["run"]["timeline"][1]["measured_s"].get<double>() == 0.034);
+
+  auto message_of = [](const char* text) -> std::string {
+    try {
+      report::parse_run_result(nlohmann::json::parse(text), "step.json");
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "no error";
+  };
+  CHECK(message_of(R"json({"terms": [{"name": "f", "predicted_s": 1}]})json").find("missing object 'step_time'") !=
+        std::string::npos);
+  CHECK(message_of(R"json({"step_time": {"predicted_s": 1}, "terms": [{"name": "f", "measured_s": "x"}]})json")
+            .find("step.json: terms[0]: field 'measured_s' must be a number") != std::string::npos);
+  CHECK(message_of(R"json({"step_time": {"predicted_s": 1}, "terms": 3})json").find("'terms' must be a list") !=
+        std::string::npos);
 }
 
 TEST_CASE("run result: a plain phases list or object is accepted too") {

@@ -6,16 +6,20 @@
 // page). Set RINGPLAN_CHROMIUM to use another binary. Without a browser the case prints
 // "SKIPPED: ..." and CTest reports it as skipped (SKIP_REGULAR_EXPRESSION in CMakeLists.txt).
 #include <doctest/doctest.h>
+#include <fmt/format.h>
 
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <regex>
+#include <set>
 #include <string>
 #include <unistd.h>
 
 #include "planner/planner.hpp"
+#include "planner/report.hpp"
 #include "report/report_html.hpp"
 #include "tests/report/fixtures.hpp"
 
@@ -103,10 +107,16 @@ TEST_CASE("render: headless Chromium draws every chart of the report") {
       nlohmann::json::parse(R"json({"cp": 4, "iterations": 5, "validates": "one attention layer",
         "rows": [{"name": "forward time (slowest rank)", "predicted_s": 0.010, "measured_median_s": 0.013,
                   "measured_min_s": 0.012, "measured_max_s": 0.016},
+                 {"name": "forward compute (slowest rank)", "predicted_s": 0.009, "measured_median_s": 0.011},
+                 {"name": "forward exposed comm", "predicted_s": 0.001, "measured_median_s": 0.002},
                  {"name": "backward time (slowest rank)", "predicted_s": 0.025, "measured_median_s": 0.031},
                  {"name": "step", "predicted_s": 0.05}],
         "memory": {"measured_ring_buffer_bytes": 1048576, "predicted_ring_buffer_bytes": 1048576}})json"),
       "run.json");
+  // The closest layout that does not fit, far beyond the fitting ones: drawn at the chart's edge,
+  // not stretching its axes.
+  REQUIRE(d.closest_out_of_memory);
+  d.closest_out_of_memory->peak_memory_bytes = 10 * d.closest_out_of_memory->capacity_bytes;
 
   if (find_chromium().empty()) {
     std::printf("SKIPPED: chromium not found on PATH: install Debian's `chromium` package (apt-get install "
@@ -123,12 +133,94 @@ TEST_CASE("render: headless Chromium draws every chart of the report") {
 
   INFO("DOM head: " << dom.substr(0, 400));
   CHECK(dom.find("data-ringplan-error=\"") == std::string::npos);  // the attribute, not the script's text
-  CHECK(dom.find("data-ringplan-charts=\"5\"") != std::string::npos);
+  CHECK(dom.find("data-ringplan-charts=\"10\"") != std::string::npos);
 
   const size_t points = d.candidates.size() + (d.closest_out_of_memory ? 1 : 0);
   CHECK(count(dom, "class=\"candidate\"") == points);
   CHECK(attribute_of(dom, "chart-scatter", "data-drawn") == std::to_string(points));
   CHECK(count(dom, "class=\"capacity\"") == 1);
+  // Colour by CP size, shape by ZeRO stage: every mark of one CP size has one colour, different
+  // CP sizes differ; the out-of-memory point alone lies beyond the axes (an arrow at the edge).
+  {
+    const std::regex mark_re("<(circle|path) [^>]*class=\"candidate\"[^>]*>");
+    const std::regex fill_re("fill=\"([^\"]*)\""), cp_re("data-cp=\"([0-9]+)\""),
+        zero_re("data-zero=\"([0-9])\""), beyond_re("data-beyond=\"1\"");
+    std::map<std::string, std::set<std::string>> fills_of_cp;
+    std::map<std::string, size_t> marks_of_cp;
+    size_t beyond = 0, circles = 0, zero0 = 0;
+    for (auto it = std::sregex_iterator(dom.begin(), dom.end(), mark_re); it != std::sregex_iterator(); ++it) {
+      const std::string tag = it->str();
+      std::smatch f, c, z;
+      REQUIRE(std::regex_search(tag, f, fill_re));
+      REQUIRE(std::regex_search(tag, c, cp_re));
+      REQUIRE(std::regex_search(tag, z, zero_re));
+      if (std::regex_search(tag, beyond_re)) {
+        ++beyond;
+        continue;
+      }
+      fills_of_cp[c[1]].insert(f[1]);
+      ++marks_of_cp[c[1]];
+      circles += (*it)[1] == "circle";
+      zero0 += z[1] == "0";
+    }
+    CHECK(beyond == 1);
+    CHECK(circles == zero0);  // ZeRO 0 is the circle, the other stages other shapes
+    std::set<std::string> all_fills;
+    for (const auto& [cp_value, fills] : fills_of_cp) {
+      CHECK(fills.size() == 1);
+      all_fills.insert(*fills.begin());
+      size_t want = 0;
+      for (const auto& p : d.candidates) want += std::to_string(p.mesh.cp) == cp_value;
+      CHECK(marks_of_cp[cp_value] == want);
+    }
+    CHECK(all_fills.size() == fills_of_cp.size());
+    CHECK(fills_of_cp.size() > 1);
+    CHECK(count(dom, "class=\"beyond\"") == 1);
+  }
+  // Hover panel: filled with the chosen layout's terms until a point is hovered.
+  size_t hover_terms = 0;
+  for (const auto& t : sim::time_terms(d.candidates[d.chosen].time)) hover_terms += t.value > 0;
+  for (const auto& t : sim::memory_terms(d.candidates[d.chosen].memory)) hover_terms += t.value > 0 && t.name != "peak_bytes";
+  CHECK(count(dom, "class=\"hover-term\"") == hover_terms);
+  CHECK(dom.find("(chosen): " + planner::mesh_text(d.candidates[d.chosen].mesh)) != std::string::npos);
+  // Stacked bars per candidate: the first 12 (and the chosen one), one rect per non-zero term.
+  {
+    size_t time_rects = 0, memory_rects = 0;
+    for (size_t i = 0; i < d.candidates.size(); ++i) {
+      if (i >= 12 && i != d.chosen) continue;
+      for (const auto& t : sim::time_terms(d.candidates[i].time)) time_rects += t.value > 0;
+      for (const auto& t : sim::memory_terms(d.candidates[i].memory)) memory_rects += t.value > 0 && t.name != "peak_bytes";
+    }
+    CHECK(attribute_of(dom, "chart-cand-time", "data-drawn") == std::to_string(time_rects));
+    CHECK(attribute_of(dom, "chart-cand-memory", "data-drawn") == std::to_string(memory_rects));
+    CHECK(count(dom, "class=\"cand-term\"") == time_rects + memory_rects);
+    // The first candidate's step-time bar: its forward compute, with the value in data-value.
+    const auto& first = d.candidates[0];
+    CHECK(dom.find(fmt::format("data-term=\"forward_compute_s\" data-value=\"{}\"", nlohmann::json(first.time.forward_compute_s).dump())) !=
+          std::string::npos);
+  }
+  // Memory against CP and sequence length: one rect per non-zero term of every point.
+  {
+    const report::MemorySweeps sweeps = report::memory_sweeps(e, d.candidates[d.chosen]);
+    auto rects = [](const std::vector<std::pair<int64_t, sim::Prediction>>& pts) {
+      size_t n = 0;
+      for (const auto& [x, p] : pts)
+        for (const auto& t : sim::memory_terms(p.memory)) n += t.value > 0 && t.name != "peak_bytes";
+      return n;
+    };
+    REQUIRE(sweeps.by_cp.size() >= 2);
+    CHECK(attribute_of(dom, "chart-mem-cp", "data-drawn") == std::to_string(rects(sweeps.by_cp)));
+    CHECK(attribute_of(dom, "chart-mem-seq", "data-drawn") == std::to_string(rects(sweeps.by_seq_len)));
+    CHECK(count(dom, "class=\"sweep-current\"") == 2);
+    size_t oom = 0;
+    for (const auto& [x, p] : sweeps.by_seq_len) oom += !p.fits;
+    for (const auto& [x, p] : sweeps.by_cp) oom += !p.fits;
+    CHECK(count(dom, "class=\"sweep-peak sweep-oom\"") == oom);
+  }
+  // Predicted and measured timelines: forward compute and exposed comm, both non-zero.
+  CHECK(attribute_of(dom, "chart-run-timeline", "data-drawn") == "4");
+  CHECK(count(dom, "class=\"timeline-seg\"") == 4);
+  CHECK(dom.find("data-part=\"forward exposed comm\" data-which=\"measured\" data-value=\"0.002\"") != std::string::npos);
 
   size_t memory_terms = 0, time_terms = 0;
   for (const auto& t : sim::memory_terms(d.candidates[d.chosen].memory)) memory_terms += t.value > 0 && t.name != "peak_bytes";
@@ -145,8 +237,8 @@ TEST_CASE("render: headless Chromium draws every chart of the report") {
   CHECK(attribute_of(dom, "chart-ring", "data-drawn") == std::to_string(ring_marks));
   CHECK(count(dom, "CP rank ") >= static_cast<size_t>(cp));
 
-  CHECK(attribute_of(dom, "chart-run", "data-drawn") == "5");  // 3 predicted + 2 measured bars
-  CHECK(count(dom, "class=\"run-bar\"") == 5);
+  CHECK(attribute_of(dom, "chart-run", "data-drawn") == "9");  // 5 predicted + 4 measured bars
+  CHECK(count(dom, "class=\"run-bar\"") == 9);
   CHECK(dom.find("<td class=\"l\">backward time (slowest rank)</td>") != std::string::npos);
   CHECK(dom.find("<td class=\"l\">memory: ring buffer</td>") != std::string::npos);
 }

@@ -4,10 +4,12 @@
 #   1. a world size that does not match the plan's CP is refused before any work, saying so;
 #   2. calibrate (2 ranks) writes a profile that `run` can load;
 #   3. run --scope attention (2 ranks) with --format json --profile --trace: every field is
-#      present and the trace holds complete ("X") events for both ranks and both lanes;
+#      present and the trace holds complete ("X") events for both ranks and both lanes, and the
+#      prediction beside them ("predicted rank r", pid 1000 + r), consistent with the run's JSON;
 #   4. run --scope step (the default): a world size that does not match dp*tp*cp*pp is refused
 #      (exit 2); with --check-parity --format json --trace every field is present, the parity
-#      figures are those of a matching run, and the trace has integer lanes for both ranks;
+#      figures are those of a matching run, and the trace has integer lanes for both ranks and
+#      the predicted steps, whose terms add up to the predicted step time;
 #   5. the same plan with options.cp_comm allgather: run --scope attention runs all-gather CP
 #      and says so, --trace is refused (exit 2, naming cp_comm), and run --scope step trains
 #      with it and matches the one-process reference.
@@ -45,6 +47,39 @@ check "$work/trace.json" '"traceEvents"'
 check "$work/trace.json" '"ph": "X"'
 check "$work/trace.json" '"tid": 1'
 check "$work/trace.json" '"pid": 1'
+# The trace overlays the prediction: processes "measured rank r" (pid r) and "predicted rank r"
+# (pid 1000 + r); per measured iteration one predicted ring (the event simulator's replay),
+# starting with it, whose forward and backward end when the run's predicted phase times say.
+python3 - "$work/trace.json" "$work/run.json" <<'PY' || fail=1
+import json, sys
+ev = json.load(open(sys.argv[1]))["traceEvents"]
+run = json.load(open(sys.argv[2]))
+names = {e["pid"]: e["args"]["name"] for e in ev if e["ph"] == "M" and e["name"] == "process_name"}
+want = {0: "measured rank 0", 1: "measured rank 1", 1000: "predicted rank 0", 1001: "predicted rank 1"}
+assert names == want, names
+xs = [e for e in ev if e["ph"] == "X"]
+meas = [e for e in xs if e["pid"] < 1000]
+pred = [e for e in xs if e["pid"] >= 1000]
+assert all(e["cat"] == "predicted" and e["tid"] in (0, 1) for e in pred)
+iters = sorted({e["args"]["iteration"] for e in meas})
+assert iters == [0, 1] and sorted({e["args"]["iteration"] for e in pred}) == iters, iters
+rows = {r["name"]: r["predicted_s"] for r in run["rows"]}
+end = None  # of the previous predicted iteration: the next starts with its measured one, or after it
+for it in iters:
+    t0 = min(e["ts"] for e in meas if e["args"]["iteration"] == it)
+    mine = [e for e in pred if e["args"]["iteration"] == it]
+    t0 = t0 if end is None else max(t0, end)
+    assert abs(min(e["ts"] for e in mine) - t0) <= 1e-6 * max(1.0, t0), (min(e["ts"] for e in mine), t0)
+    for pid in (1000, 1001):
+        kernels = [e for e in mine if e["pid"] == pid and e["name"].startswith("forward kernel")]
+        assert len(kernels) == 2, (pid, len(kernels))  # one per ring step (cp = 2, zigzag: no block masked)
+    fwd = max(e["ts"] + e["dur"] for e in mine if e["name"].startswith("forward")) - t0
+    bwd = max(e["ts"] + e["dur"] for e in mine if e["name"].startswith("backward")) - t0 - fwd
+    for got, name in ((fwd, "forward time (slowest rank)"), (bwd, "backward time (slowest rank)")):
+        assert abs(got / 1e6 - rows[name]) <= 0.02 * rows[name], (name, got / 1e6, rows[name])
+    end = t0 + fwd + bwd
+print(f"attention trace: {len(meas)} measured and {len(pred)} predicted events, {len(iters)} iterations")
+PY
 
 # shellcheck disable=SC2086
 "$mpiexec" -np 1 $flags "$ringplan" run "$plan" > "$work/step_mismatch.log" 2>&1
@@ -72,6 +107,39 @@ PY
 check "$work/step_trace.json" '"name": "forward_compute"'
 check "$work/step_trace.json" '"tid": 1'
 check "$work/step_trace.json" '"pid": 1'
+# The step trace overlays the prediction: per traced step (warm-up included) and rank one
+# predicted step whose events are the cost model's terms, adding up to the predicted step time.
+python3 - "$work/step_trace.json" "$work/step.json" <<'PY' || fail=1
+import json, sys
+ev = json.load(open(sys.argv[1]))["traceEvents"]
+run = json.load(open(sys.argv[2]))
+names = {e["pid"]: e["args"]["name"] for e in ev if e["ph"] == "M" and e["name"] == "process_name"}
+assert names == {0: "measured rank 0", 1: "measured rank 1", 1000: "predicted rank 0", 1001: "predicted rank 1"}, names
+xs = [e for e in ev if e["ph"] == "X"]
+meas = [e for e in xs if e["pid"] < 1000]
+pred = [e for e in xs if e["pid"] >= 1000]
+steps = sorted({e["args"]["step"] for e in meas})
+assert len(steps) == 3 and sorted({e["args"]["step"] for e in pred}) == steps, steps
+terms = {t["name"]: t["predicted_s"] for t in run["terms"]}
+step_s = run["step_time"]["predicted_s"]
+for pid in (1000, 1001):
+    end = None  # of the previous predicted step: the next starts with its measured one, or after it
+    for s in steps:
+        mine = sorted((e for e in pred if e["pid"] == pid and e["args"]["step"] == s), key=lambda e: e["ts"])
+        t0 = min(e["ts"] for e in meas if e["args"]["step"] == s)
+        t0 = t0 if end is None else max(t0, end)
+        assert abs(mine[0]["ts"] - t0) <= 1e-6 * max(1.0, t0), (mine[0]["ts"], t0)
+        total = sum(e["dur"] for e in mine) / 1e6
+        assert abs(total - step_s) <= 1e-9 * step_s, (total, step_s)
+        # end to end: no gap, no overlap
+        for a, b in zip(mine, mine[1:]):
+            assert abs(a["ts"] + a["dur"] - b["ts"]) <= 1e-6 * max(1.0, b["ts"]), (a, b)
+        end = mine[-1]["ts"] + mine[-1]["dur"]
+        by_name = {e["name"]: e["dur"] / 1e6 for e in mine}
+        for name in ("forward_compute", "backward_compute", "optimizer"):
+            assert abs(by_name[name] - terms[name]) <= 1e-9 * terms[name], (name, by_name[name], terms[name])
+print(f"step trace: {len(meas)} measured and {len(pred)} predicted events, {len(steps)} steps")
+PY
 # A plan this host cannot hold (all 32 layers of Llama 3 8B at 8K tokens in float32) is refused
 # before any allocation, with the way out.
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -172,6 +240,6 @@ PY
 # shellcheck disable=SC2086
 "$mpiexec" -np 2 $flags "$ringplan" run "$work/sim_plan.yaml" --scope attention --iters 1 --warmup 0 --format json \
   > "$work/sim_run.json" 2> "$work/sim_run.err" || { echo "FAIL: run of simulate's plan exited $?"; cat "$work/sim_run.err"; fail=1; }
-check "$work/sim_run.json" '"schema_version": 1'
+check "$work/sim_run.json" '"schema_version": 2'
 check "$work/sim_run.json" 'striped causal'
 exit $fail

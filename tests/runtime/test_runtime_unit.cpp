@@ -4,6 +4,8 @@
 #define DOCTEST_CONFIG_IMPLEMENT
 #include <doctest/doctest.h>
 
+#include <map>
+
 #include <nlohmann/json.hpp>
 #include <numeric>
 #include <set>
@@ -161,6 +163,41 @@ TEST_CASE("Chrome trace JSON: complete events with pid = rank and tid = lane") {
   CHECK(x_events == 4);
   CHECK(doc.at("traceEvents").back().at("pid") == 1);
   CHECK(doc.at("traceEvents").back().at("ts").get<double>() == doctest::Approx(4000.0));
+}
+
+TEST_CASE("overlay trace: measured and predicted process groups, named and ordered, same lanes") {
+  std::vector<std::vector<runtime::LaneEvent>> measured(2), predicted(2);
+  measured[0].push_back({0.001, 0.002, 0, "fwd compute", "compute", {{"step", 0}}});
+  measured[1].push_back({0.001, 0.003, 1, "fwd comm wait", "comm", {{"step", 0}}});
+  predicted[0].push_back({0.001, 0.0025, 0, "forward kernel block 0", "predicted", {{"step", 0}}});
+  predicted[1].push_back({0.001, 0.0015, 0, "forward kernel block 1", "predicted", {{"step", 0}}});
+  predicted[1].push_back({0.0025, 0.0005, 1, "forward send_kv block 1", "predicted", {{"step", 0}}});
+  const auto doc = nlohmann::json::parse(runtime::overlay_trace_json(measured, predicted));
+  std::map<int64_t, std::string> names;
+  std::map<int64_t, int64_t> sort_index, x_events;
+  std::map<std::pair<int64_t, int64_t>, std::string> threads;
+  double predicted_us = 0;
+  for (const auto& e : doc.at("traceEvents")) {
+    const int64_t pid = e.at("pid").get<int64_t>();
+    if (e.at("ph") == "M" && e.at("name") == "process_name") names[pid] = e.at("args").at("name");
+    if (e.at("ph") == "M" && e.at("name") == "process_sort_index") sort_index[pid] = e.at("args").at("sort_index");
+    if (e.at("ph") == "M" && e.at("name") == "thread_name") threads[{pid, e.at("tid").get<int64_t>()}] = e.at("args").at("name");
+    if (e.at("ph") != "X") continue;
+    ++x_events[pid];
+    CHECK((e.at("tid") == 0 || e.at("tid") == 1));
+    if (pid >= runtime::kPredictedPidBase) {
+      CHECK(e.at("cat") == "predicted");
+      predicted_us += e.at("dur").get<double>();
+    }
+  }
+  CHECK(names == std::map<int64_t, std::string>{{0, "measured rank 0"}, {1, "measured rank 1"},
+                                                 {1000, "predicted rank 0"}, {1001, "predicted rank 1"}});
+  // Perfetto lists predicted rank r right under measured rank r.
+  CHECK(sort_index == std::map<int64_t, int64_t>{{0, 0}, {1000, 1}, {1, 2}, {1001, 3}});
+  CHECK(threads.size() == 8);
+  CHECK(threads[{1001, 1}] == "communication");
+  CHECK(x_events == std::map<int64_t, int64_t>{{0, 1}, {1, 1}, {1000, 1}, {1001, 2}});
+  CHECK(predicted_us == doctest::Approx(4500.0));
 }
 
 TEST_CASE("memory probes read /proc and see a touched allocation") {

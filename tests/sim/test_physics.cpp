@@ -170,3 +170,76 @@ TEST_CASE("hierarchical collectives of a group that spans nodes") {
   CHECK(p.time.dp_comm_exposed_s <= reduce * 1.001);
   CHECK(reduce < 0.5 * all_reduce_s(32, grad_bytes, e.cluster.inter_node));
 }
+
+TEST_CASE("overlapped collectives take their SM share of the compute they hide behind") {
+  // NCCL CTAs hold SMs no compute kernel shares (github.com/NVIDIA/nccl/issues/689): computation
+  // overlapped with a collective of time C advances at 1 - share, so the pair ends at
+  // max(C, G + share x C).
+  CHECK(overlapped_exposed_s(1.0, 3.0, 0.0) == 0.0);                     // hidden, free overlap
+  CHECK(overlapped_exposed_s(1.0, 3.0, 0.125) == doctest::Approx(0.125));  // hidden, share x C
+  CHECK(overlapped_exposed_s(4.0, 3.0, 0.125) == doctest::Approx(1.0));    // outlasts the compute
+  CHECK(overlapped_exposed_s(1.0, 0.9, 0.125) == doctest::Approx(0.125));  // G + sC = 1.025 > C
+  CHECK(overlapped_exposed_s(0.0, 3.0, 0.5) == 0.0);
+  // Only the overlapped TP collectives change. TP 2 without SP: each layer's two backward
+  // all-reduces (0.29 ms at 8K tokens of Llama 8B on NVLink 3) hide behind weight-gradient GEMMs
+  // of about 1 ms, so free overlap charges only the forward's two: tp_comm = 2 AR x layers x m.
+  // With the share, the hidden two add share x AR each: tp_comm x (1 + share).
+  Experiment e = test::llama_experiment(8192, 64);
+  ParallelOptions o;
+  const Mesh tp2 = test::mesh_of(8, 2, 1, 1);
+  const Prediction free_overlap = predict(e, tp2, o);
+  e.cluster.overlap_sm_share = 16.0 / 108.0;
+  const Prediction shared = predict(e, tp2, o);
+  CHECK(shared.time.forward_compute_s == doctest::Approx(free_overlap.time.forward_compute_s));
+  CHECK(shared.time.tp_comm_s == doctest::Approx(free_overlap.time.tp_comm_s * (1.0 + 16.0 / 108.0)));
+  // TP 8: the QKV all-reduce outlasts its weight-gradient GEMM (C - G > share x C: charged as
+  // before), the MLP's does not: the share adds less than at TP 2, in proportion.
+  e.cluster.overlap_sm_share = 0.0;
+  const double tp8_free = predict(e, test::mesh_of(8, 8, 1, 1), o).time.tp_comm_s;
+  e.cluster.overlap_sm_share = 16.0 / 108.0;
+  const double tp8_shared = predict(e, test::mesh_of(8, 8, 1, 1), o).time.tp_comm_s;
+  CHECK(tp8_shared > tp8_free);
+  CHECK(tp8_shared < tp8_free * (1.0 + 16.0 / 108.0));
+  // DP gradient reduction: the buckets hidden behind the backward now cost their share.
+  CHECK(shared.time.dp_comm_exposed_s > free_overlap.time.dp_comm_exposed_s);
+  // The key reads from YAML, in range, and is written back.
+  const ClusterConfig a100 = shipped("dgx_a100_80gb");
+  CHECK(a100.overlap_sm_share == doctest::Approx(16.0 / 108.0).epsilon(0.01));
+}
+
+TEST_CASE("tp_overlap: none exposes every TP collective, pipelined hides the forward ones too") {
+  // Megatron-DeepSpeed's ColumnParallelLinear (bigscience-workshop/Megatron-DeepSpeed,
+  // megatron/mpu/layers.py) all-reduces the input gradient in the autograd backward of
+  // copy_to_tensor_model_parallel_region, synchronously: tp_overlap none. Megatron-LM's
+  // LinearWithGradAccumulationAndAsyncCommunication starts it asynchronously before the
+  // weight-gradient GEMM: backward (the default).
+  Experiment e = test::llama_experiment(8192, 64);
+  ParallelOptions o;
+  const Mesh tp2 = test::mesh_of(8, 2, 1, 1);
+  o.tp_overlap = TpOverlap::backward;
+  const Prediction async = predict(e, tp2, o);
+  o.tp_overlap = TpOverlap::none;
+  const Prediction sync = predict(e, tp2, o);
+  // TP 2 hides both backward all-reduces behind the weight-gradient GEMMs (test above), so
+  // backward charges the forward's 2 all-reduces per layer, none all 4.
+  CHECK(sync.time.tp_comm_s == doctest::Approx(2.0 * async.time.tp_comm_s));
+  CHECK(sync.time.forward_compute_s == doctest::Approx(async.time.forward_compute_s));
+  // Sequence parallelism: pipelined <= backward <= none. Every collective of TP 2 hides behind
+  // its GEMM when pipelined, so only the SM share of them is left.
+  o.sequence_parallel = true;
+  e.cluster.overlap_sm_share = 16.0 / 108.0;
+  double tp[3];
+  for (const TpOverlap t : {TpOverlap::none, TpOverlap::backward, TpOverlap::pipelined}) {
+    o.tp_overlap = t;
+    CHECK(check_layout(e, tp2, o, tp2.world_size()).empty());
+    tp[static_cast<int>(t)] = predict(e, tp2, o).time.tp_comm_s;
+  }
+  CHECK(tp[0] > tp[1]);
+  CHECK(tp[1] > tp[2]);
+  CHECK(tp[2] > 0.0);  // the SM share stays
+  // pipelined without sequence parallelism is refused (Megatron-LM demands --sequence-parallel).
+  o.sequence_parallel = false;
+  o.tp_overlap = TpOverlap::pipelined;
+  CHECK(check_layout(e, tp2, o, tp2.world_size()).find("needs sequence_parallel") != std::string::npos);
+  CHECK(check_layout(e, test::mesh_of(16, 1, 1, 1), o, 16).empty());  // TP 1: nothing to overlap
+}
