@@ -7,7 +7,8 @@
 // [--warmup N] [--format table|json] [--trace FILE] [--profile PROFILE.yaml] [--timeout S]
 // [--device auto|cpu|cuda]` runs the plan's attention layer, forward and backward, with the
 // plan's per-rank shapes (heads/TP, kv_heads/TP, L/CP tokens, micro-batch) with the plan's CP
-// method (options.cp_comm: ring attention, or all-gather CP, runtime/allgather_attention.hpp) on
+// method (options.cp_comm: ring attention, all-gather CP, runtime/allgather_attention.hpp, or
+// all-to-all CP, runtime/alltoall_attention.hpp) on
 // ONE CP group (world size must equal the plan's CP), and prints the measured times and memory
 // beside the prediction of sim/ring_model.hpp for the same work on a hardware profile
 // (--profile, by default the plan's cluster). The prediction must come from a calibrate
@@ -205,11 +206,12 @@ void check_attention_fits(const Experiment& e, runtime::MpiCommunicator& world) 
 // The device of this run, the same on every rank (collective over `world` for --device auto).
 bool choose_gpu(const std::string& device, const runtime::RingLayerShape& shape, runtime::MpiCommunicator& world) {
   if (device == "cpu") return false;
-  // The CUDA executor runs the ring only; all-gather CP runs on the CPU kernels over MPI.
-  if (shape.comm == CpComm::allgather) {
+  // The CUDA executor runs the ring only; all-gather and all-to-all CP run on the CPU kernels over MPI.
+  if (shape.comm != CpComm::ring) {
     if (device == "cuda")
-      throw bad_input("--device cuda: the plan has cp_comm allgather, which runs on the CPU kernels only; use "
-                      "--device cpu (or auto)");
+      throw bad_input(fmt::format("--device cuda: the plan has cp_comm {}, which runs on the CPU kernels only (the "
+                                  "CUDA executor implements the ring); use --device cpu (or auto)",
+                                  to_string(shape.comm)));
     return false;
   }
 #if RINGPLAN_HAVE_GPU_RUN
@@ -255,10 +257,10 @@ int run_body(const RunArgs& a, runtime::MpiCommunicator& world) {
                                                       : fmt::format("profile {} ('{}')", a.profile, profile.name);
   // The trace is written by rank 0 after the measurement: a path it cannot write fails now.
   cli::check_output_on_root(world, a.trace, "--trace");
-  if (!a.trace.empty() && e.options.cp_comm == CpComm::allgather && mesh.cp > 1)
-    throw bad_input(fmt::format("--trace records ring attention's steps; {} has cp_comm allgather, which records no "
+  if (!a.trace.empty() && e.options.cp_comm != CpComm::ring && mesh.cp > 1)
+    throw bad_input(fmt::format("--trace records ring attention's steps; {} has cp_comm {}, which records no "
                                 "trace events; drop --trace",
-                                a.plan));
+                                a.plan, to_string(e.options.cp_comm)));
 
   runtime::RingLayerShape shape;
   shape.batch = e.options.micro_batch;
@@ -271,10 +273,11 @@ int run_body(const RunArgs& a, runtime::MpiCommunicator& world) {
   shape.kernel = e.options.attention == AttentionImpl::flash ? runtime::RingKernel::flash : runtime::RingKernel::materialized;
   // At CP = 1 both methods are the same single-rank attention; the ring runs it.
   shape.comm = mesh.cp > 1 ? e.options.cp_comm : CpComm::ring;
-  if (shape.comm == CpComm::allgather && shape.kernel != runtime::RingKernel::flash)
-    throw bad_input(fmt::format("{}: cp_comm allgather needs attention flash (the plan has {})", a.plan,
+  if (shape.comm != CpComm::ring && shape.kernel != runtime::RingKernel::flash)
+    throw bad_input(fmt::format("{}: cp_comm {} needs attention flash (the plan has {})", a.plan, to_string(shape.comm),
                                 to_string(e.options.attention)));
   const bool allgather = shape.comm == CpComm::allgather;
+  const bool alltoall = shape.comm == CpComm::alltoall;
   const bool on_gpu = choose_gpu(a.device, shape, world);
   if (!on_gpu) check_attention_fits(e, world);
   const DType run_dtype = on_gpu ? (e.training.dtype == DType::fp16 ? DType::fp16 : DType::bf16) : DType::fp32;
@@ -392,7 +395,10 @@ int run_body(const RunArgs& a, runtime::MpiCommunicator& world) {
   std::printf("\ndevice: %s, %s kernels over %s\n", on_gpu ? "cuda (one GPU per rank)" : "cpu",
               to_string(run_dtype), on_gpu ? "NCCL" : "MPI");
   std::printf("predicted: sim/ring_model.hpp on %s (%s, %s within a node)\n", profile_label.c_str(),
-              to_string(run_dtype), allgather ? "all-gather CP, collectives not overlapped" : "ring");
+              to_string(run_dtype),
+              allgather  ? "all-gather CP, collectives not overlapped"
+              : alltoall ? "all-to-all CP, all-to-alls not overlapped"
+                         : "ring");
   if (a.profile.empty())
     std::printf("note: no --profile given; a prediction is only as good as its profile: measure one with\n"
                 "      mpirun -np %d ringplan calibrate --plan %s -o PROFILE.yaml\n",
@@ -411,6 +417,10 @@ int run_body(const RunArgs& a, runtime::MpiCommunicator& world) {
   if (allgather)
     std::printf("cp_comm allgather: forward = all-gather K,V + one kernel call; backward = all-gather K,V + one "
                 "kernel call + reduce-scatter dK,dV\n");
+  if (alltoall)
+    std::printf("cp_comm alltoall: forward = all-to-all Q, K, V to head shards + one kernel call over the whole "
+                "sequence on heads/CP heads + all-to-all O (and lse) back; backward = all-to-all dO + one kernel call "
+                "+ all-to-all dQ, dK, dV\n");
   std::printf("busy max/mean over ranks: measured %.3f, predicted %.3f (%s)\n", busy_ratio, pred.imbalance,
               to_string(shape.scheme));
   std::printf("forward kernel rate, slowest rank: %.2f GFLOP/s (4*b*H*pairs*d = %.3g FLOP)\n",
@@ -422,8 +432,9 @@ int run_body(const RunArgs& a, runtime::MpiCommunicator& world) {
     std::printf("\nmemory per rank [MiB] (tracked = exact bytes of the buffers this run allocates; "
                 "RSS = VmHWM rise during the run%s)\n",
                 m.memory[0].rss_peak_was_reset ? ", peak reset before allocation" : "; peak could not be reset");
-  std::printf("%-6s %10s %10s %10s %10s %10s %11s\n", "rank", "tensors", allgather ? "gather K,V" : "ring K,V",
-              allgather ? "full dK,dV" : "ring dK,dV", "scores", "tracked",
+  std::printf("%-6s %10s %10s %10s %10s %10s %11s\n", "rank", "tensors",
+              allgather ? "gather K,V" : alltoall ? "a2a QKVO" : "ring K,V",
+              allgather ? "full dK,dV" : alltoall ? "a2a grads" : "ring dK,dV", "scores", "tracked",
               on_gpu ? "device peak" : "RSS peak");
   const double mib = 1024.0 * 1024.0;
   for (int r = 0; r < m.cp_size; ++r) {
@@ -434,7 +445,9 @@ int run_body(const RunArgs& a, runtime::MpiCommunicator& world) {
   }
   auto pct = [](double meas, double pr) { return pr > 0 ? fmt::format("{:+.1f}%", 100.0 * (meas - pr) / pr) : std::string("n/a"); };
   std::printf("%s: measured %.2f MiB, predicted %.2f MiB (%s)\n",
-              allgather ? "all-gather buffers (full-sequence K,V + dK,dV + packing)" : "ring buffers (K,V + dK,dV)",
+              allgather  ? "all-gather buffers (full-sequence K,V + dK,dV + packing)"
+              : alltoall ? "all-to-all buffers (head-sharded Q,K,V,O + dO,dQ,dK,dV + staging)"
+                         : "ring buffers (K,V + dK,dV)",
               measured_ring_bytes / mib,
               pred.ring_buffer_bytes / mib, pct(measured_ring_bytes, pred.ring_buffer_bytes).c_str());
   if (shape.kernel == runtime::RingKernel::materialized)

@@ -58,8 +58,8 @@ int run_simulate(const SimulateArgs& a) {
   if (a.comm_opt->count()) o.cp_comm = parse_cp_comm_flag("--cp-comm", a.cp_comm);
   if (a.tpo_opt->count()) o.tp_overlap = parse_tp_overlap_flag("--tp-overlap", a.tp_overlap);
 
-  // The trace is the event replay of the ring; an all-gather layer (one all-gather, one kernel
-  // call, one reduce-scatter) has no ring steps to replay. Refused before anything is printed.
+  // The trace is the event replay of the ring; an all-gather or all-to-all layer (collectives
+  // around one kernel call) has no ring steps to replay. Refused before anything is printed.
   if (!a.trace.empty() && e.mesh->cp > 1 && o.cp_comm != CpComm::ring)
     throw bad_input(fmt::format("--trace replays ring attention step by step; the layout has cp_comm {}, which has "
                                 "no ring; drop --trace or use --cp-comm ring",
@@ -117,7 +117,7 @@ RINGPLAN_COMMAND("simulate", "Predict memory and step time of one layout, term b
   a->scheme_opt = app.add_option("--cp-scheme", a->cp_scheme, "Sequence sharding: contiguous, zigzag, striped");
   a->v_opt = app.add_option("--interleave", a->interleave, "Virtual pipeline stages per device (PP > 1)");
   a->attn_opt = app.add_option("--attention", a->attention, "Attention kernel: flash, materialized");
-  a->comm_opt = app.add_option("--cp-comm", a->cp_comm, "CP exchange of K,V: ring (p2p, overlapped), allgather");
+  a->comm_opt = app.add_option("--cp-comm", a->cp_comm, "CP exchange: ring (p2p K,V, overlapped), allgather (K,V gathered), alltoall (Ulysses: heads split over CP)");
   a->tpo_opt = app.add_option("--tp-overlap", a->tp_overlap,
                               "TP collectives overlapped with GEMMs: none, backward (Megatron's async, default), "
                               "pipelined (Transformer Engine --tp-comm-overlap, needs sequence parallelism)");

@@ -19,8 +19,12 @@ enum class AttentionImpl { flash, materialized };
 // step computes (p2p, overlapped; Megatron --cp-comm-type p2p). allgather: K,V of the whole
 // sequence are all-gathered before attention and dK,dV reduce-scattered after it (Megatron
 // all_gather, torchtitan's "allgather" rotation, Llama 3's long-context CP); see
-// runtime/allgather_attention.hpp and sim/ring_model.hpp.
-enum class CpComm { ring, allgather };
+// runtime/allgather_attention.hpp and sim/ring_model.hpp. alltoall: DeepSpeed-Ulysses (Megatron
+// a2a): all-to-alls turn sequence shards of Q, K, V into head shards of the whole sequence, each
+// rank runs attention on heads/CP heads, one all-to-all brings O back; needs CP to divide the
+// query heads per TP rank (KV heads are split, or replicated when CP is a multiple of them);
+// runtime/alltoall_attention.hpp.
+enum class CpComm { ring, allgather, alltoall };
 // How the TP collectives overlap computation (ParallelOptions::tp_overlap): a property of the
 // framework that runs the layout, not searched by the planner.
 //   none      every TP collective waits for the GEMM before it and blocks the one after it

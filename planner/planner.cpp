@@ -134,7 +134,10 @@ std::string choice_reason(const sim::Prediction& fastest, const sim::Prediction&
   if (b.dims_above_one != a.dims_above_one)
     why.push_back(fmt::format("{} mesh dimension{} > 1 instead of {}", b.dims_above_one,
                               b.dims_above_one == 1 ? "" : "s", a.dims_above_one));
-  if (b.allgather != a.allgather) why.push_back(b.allgather ? "all-gather CP" : "ring CP instead of all-gather");
+  if (b.cp_method != a.cp_method) {
+    static constexpr const char* kMethod[] = {"ring CP", "all-gather CP", "all-to-all CP"};
+    why.push_back(fmt::format("{} instead of {}", kMethod[b.cp_method], kMethod[a.cp_method]));
+  }
   std::string list;
   for (size_t i = 0; i < why.size(); ++i) list += (i ? ", " : "") + why[i];
   const double slower = fastest.step_time_s > 0 ? 100.0 * (chosen.step_time_s / fastest.step_time_s - 1.0) : 0.0;
@@ -163,7 +166,7 @@ ResolvedSearchSpace resolve_search_space(const Experiment& e) {
   r.attention = s.attention.empty()
                     ? std::vector<AttentionImpl>{AttentionImpl::flash, AttentionImpl::materialized}
                     : s.attention;
-  r.cp_comm = s.cp_comm.empty() ? std::vector<CpComm>{CpComm::ring, CpComm::allgather} : s.cp_comm;
+  r.cp_comm = s.cp_comm.empty() ? std::vector<CpComm>{CpComm::ring, CpComm::allgather, CpComm::alltoall} : s.cp_comm;
   r.max_tp = s.max_tp.value_or(0);
   r.max_cp = s.max_cp.value_or(0);
   r.max_pp = s.max_pp.value_or(0);
@@ -206,12 +209,12 @@ Simplicity simplicity_of(const Mesh& m, const ParallelOptions& o) {
   s.zero_stage = std::clamp(o.zero_stage, 0, 3);
   s.interleaved = m.pp > 1 && o.interleave > 1 ? 1 : 0;
   s.dims_above_one = (m.dp > 1) + (m.tp > 1) + (m.cp > 1) + (m.pp > 1);
-  s.allgather = m.cp > 1 && o.cp_comm == CpComm::allgather ? 1 : 0;
+  s.cp_method = m.cp > 1 ? (o.cp_comm == CpComm::allgather ? 1 : o.cp_comm == CpComm::alltoall ? 2 : 0) : 0;
   return s;
 }
 
 int simplicity_index(const Simplicity& s) {
-  return ((s.zero_stage * 2 + s.interleaved) * 5 + s.dims_above_one) * 2 + s.allgather;
+  return ((s.zero_stage * 2 + s.interleaved) * 5 + s.dims_above_one) * 3 + s.cp_method;
 }
 
 std::vector<int> ranking_groups(const std::vector<sim::Prediction>& ranked) {
@@ -319,14 +322,14 @@ PlanResult plan(const Experiment& e, const PlanSettings& settings) {
   const std::vector<CpComm> comm_fixed = {e.options.cp_comm};
   const std::vector<int64_t> interleave_one = {1};
 
-  // All-gather CP runs the flash kernel only (check_layout refuses it with a materialised
-  // kernel): with cp_comm allgather the attention list is its flash entries, so the impossible
+  // All-gather and all-to-all CP run the flash kernel only (check_layout refuses them with a
+  // materialised kernel): with those the attention list is its flash entries, so the impossible
   // pair is never enumerated (like SP at TP = 1), and the innermost loop stays allocation-free.
   std::vector<AttentionImpl> attention_flash;
   for (AttentionImpl a : space.attention)
     if (a == AttentionImpl::flash) attention_flash.push_back(a);
   auto attention_for = [&](int64_t cp, CpComm comm) -> const std::vector<AttentionImpl>& {
-    return cp > 1 && comm == CpComm::allgather ? attention_flash : space.attention;
+    return cp > 1 && comm != CpComm::ring ? attention_flash : space.attention;
   };
   auto inner_for = [&](int64_t cp, CpComm comm) {
     return static_cast<int64_t>(space.recompute.size() * space.zero_stage.size() * attention_for(cp, comm).size());
@@ -401,7 +404,7 @@ PlanResult plan(const Experiment& e, const PlanSettings& settings) {
             opt.cp_comm = comm;
             const std::vector<AttentionImpl>& attentions = attention_for(mesh.cp, comm);
             const int64_t inner = inner_for(mesh.cp, comm);
-            if (inner == 0) continue;  // allgather with only materialised in the search: nothing to try
+            if (inner == 0) continue;  // allgather/alltoall with only materialised in the search: nothing to try
             for (int64_t v : interleaves) {
               opt.interleave = v;
               if (!settings.exhaustive) {

@@ -31,9 +31,10 @@ namespace ringplan::planner {
 //              experiment's options.cp_scheme, which has no effect at CP = 1)
 //   interleave: 1, 2, 4 (tried only with PP > 1; 1 otherwise)
 //   attention: flash, materialized
-//   cp_comm: ring, allgather (tried only with CP > 1; otherwise the experiment's
-//            options.cp_comm, which has no effect at CP = 1). allgather is tried with the
-//            flash entries of `attention` only (it has no materialised kernel).
+//   cp_comm: ring, allgather, alltoall (tried only with CP > 1; otherwise the experiment's
+//            options.cp_comm, which has no effect at CP = 1). allgather and alltoall are tried
+//            with the flash entries of `attention` only (they have no materialised kernel);
+//            alltoall where CP does not split the heads per TP rank is a rejected layout.
 struct ResolvedSearchSpace {
   std::vector<int64_t> micro_batch;
   bool micro_batch_is_default = true;  // default set: filter to divisors per mesh
@@ -68,18 +69,20 @@ inline bool within_band(double t, double leader) { return t <= leader || t - lea
 
 // How simple and robust a layout is, compared lexicographically (smaller is simpler):
 // ZeRO stage (fewer sharded states, fewer collectives), interleaved pipeline or not, mesh
-// dimensions > 1 (fewer process groups to go wrong), then CP exchange (ring before all-gather).
+// dimensions > 1 (fewer process groups to go wrong), then CP exchange (ring before all-gather
+// before all-to-all: the ring's p2p and its overlap are the default of every framework;
+// all-to-all adds a constraint on heads and four collectives per pass).
 // The CP scheme is not part of it: zigzag and striped twins are equivalent here.
 struct Simplicity {
   int zero_stage = 0;
   int interleaved = 0;      // 1 when PP > 1 and interleave > 1
   int dims_above_one = 0;   // 0 .. 4
-  int allgather = 0;        // 1 when CP > 1 and cp_comm allgather
+  int cp_method = 0;        // CP > 1: 0 ring, 1 allgather, 2 alltoall; 0 when CP = 1
   auto operator<=>(const Simplicity&) const = default;
 };
 Simplicity simplicity_of(const Mesh& m, const ParallelOptions& o);
 // Number of distinct Simplicity values, and a dense index that keeps their order.
-inline constexpr int kSimplicityClasses = 4 * 2 * 5 * 2;
+inline constexpr int kSimplicityClasses = 4 * 2 * 5 * 3;
 int simplicity_index(const Simplicity& s);
 
 // Group number (1-based) of each candidate of a ranked list: a group starts at the first

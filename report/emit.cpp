@@ -185,9 +185,20 @@ MegatronLaunch megatron_launch(const Experiment& e, const sim::Prediction& p) {
   add(a, "--context-parallel-size", mesh.cp);
   if (mesh.cp > 1) {
     // p2p: the ring, K,V blocks passed rank to rank; all_gather: K,V of the whole sequence
-    // gathered before attention, dK,dV reduce-scattered after it (Megatron-Core's two methods
-    // that match ringplan's cp_comm; a2a and a2a+p2p are Ulysses-style, not modelled).
-    add(a, "--cp-comm-type", o.cp_comm == CpComm::allgather ? "all_gather" : "p2p");
+    // gathered before attention, dK,dV reduce-scattered after it; a2a: Ulysses, all-to-alls
+    // from sequence shards to head shards and back (Megatron-Core's methods that match
+    // ringplan's cp_comm; the hierarchical a2a+p2p is not modelled).
+    add(a, "--cp-comm-type",
+        o.cp_comm == CpComm::allgather ? "all_gather" : o.cp_comm == CpComm::alltoall ? "a2a" : "p2p");
+    if (o.cp_comm == CpComm::alltoall && mesh.tp > 0 && (e.model.kv_heads / mesh.tp) % mesh.cp != 0) {
+      // Transformer Engine's a2a (flash_attn_a2a_communicate) views every input's heads as
+      // [cp, heads/cp]: K and V need kv_heads/TP divisible by CP; it does not replicate them.
+      out.notes.push_back(fmt::format(
+          "cp_comm alltoall with kv_heads/TP = {} not divisible by CP = {}: ringplan replicates each KV head to "
+          "CP/(kv_heads/TP) ranks (DeepSpeed-Ulysses' GQA rule), but Transformer Engine's a2a splits the K,V heads "
+          "over CP as it does Q's, so Megatron-LM will refuse this layout; use a CP that divides the KV heads",
+          e.model.kv_heads / mesh.tp, mesh.cp));
+    }
     if (o.cp_scheme != CpScheme::zigzag) {
       out.notes.push_back(fmt::format(
           "cp_scheme {} is not expressible: Megatron-LM always shards the sequence into 2*CP chunks and gives "
@@ -516,6 +527,16 @@ TorchtitanConfig torchtitan_config(const Experiment& e, const sim::Prediction& p
             "\"ptrr\" (FlexAttention only); the run will use headtail");
         set("parallelism", "context_parallel_load_balancer", std::string("headtail"));
         break;
+    }
+    if (o.cp_comm == CpComm::alltoall) {
+      // torchtitan's context parallelism (PyTorch's context_parallel) only rotates K,V shards
+      // ("allgather" or "alltoall" rotation, both of K,V for ring-style attention); it has no
+      // head-sharding all-to-all (Ulysses) method.
+      out.notes.push_back(
+          "cp_comm alltoall (DeepSpeed-Ulysses, heads split over CP) is not supported by torchtitan: its context "
+          "parallelism only exchanges K,V shards (context_parallel_rotate_method allgather or alltoall, the latter "
+          "being a K,V rotation, ringplan's ring, not Ulysses); the emitted config runs the ring (\"alltoall\" "
+          "rotation), whose time and memory differ from the plan's prediction: plan with cp_comm ring for torchtitan");
     }
     if (!py) {
       // PyTorch's context_parallel "alltoall" rotater passes each K,V shard to the next rank

@@ -183,10 +183,14 @@ RingTimeline ring_timeline(const Experiment& e, const sim::Prediction& p) {
   t.scope = "one layer, forward, one micro-batch";
   const int64_t P = p.mesh.cp;
   if (P <= 1) return t;
-  // All-gather CP has no ring steps to draw (one all-gather, one kernel call): no timeline, and
-  // the scope says why.
-  if (p.options.cp_comm != CpComm::ring) {
+  // All-gather and all-to-all CP have no ring steps to draw (collectives around one kernel
+  // call): no timeline, and the scope says why.
+  if (p.options.cp_comm == CpComm::allgather) {
     t.scope = "cp_comm allgather: no ring steps (one all-gather of K,V, one kernel call per layer)";
+    return t;
+  }
+  if (p.options.cp_comm == CpComm::alltoall) {
+    t.scope = "cp_comm alltoall: no ring steps (all-to-alls of Q,K,V and O around one kernel call per layer)";
     return t;
   }
   // The attention layer one CP group of this plan runs (the shapes `ringplan run` uses).

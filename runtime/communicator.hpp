@@ -81,6 +81,12 @@ class Communicator {
     reduce_scatter_sum(send, recv, count_per_rank);
     return nullptr;
   }
+  // recv[r * bytes_per_rank, (r+1) * bytes_per_rank) = rank r's send[rank() * bytes_per_rank, ...): every
+  // rank sends a different block of `bytes_per_rank` to each rank (send and recv hold size() blocks; they
+  // must not overlap). All-to-all CP (runtime/alltoall_attention.hpp). A transport without it says so.
+  virtual void all_to_all(const void*, void*, size_t) {
+    throw Error(ErrorKind::runtime, "all_to_all: not implemented by this communicator");
+  }
   virtual void broadcast(void* buf, size_t bytes, int root) = 0;
   virtual void barrier() = 0;
 

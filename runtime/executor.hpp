@@ -40,8 +40,8 @@ struct RingLayerShape {
   bool causal = true;
   CpScheme scheme = CpScheme::zigzag;
   RingKernel kernel = RingKernel::flash;
-  // ring: RingAttention; allgather: AllGatherAttention (flash only; no trace events, its
-  // samples' comm_wait is the time inside its collectives).
+  // ring: RingAttention; allgather: AllGatherAttention; alltoall: AllToAllAttention (both flash
+  // only; no trace events, their samples' comm_wait is the time inside their collectives).
   CpComm comm = CpComm::ring;
 };
 
@@ -80,8 +80,9 @@ struct RingLayerMeasurement {
 };
 
 // Collective over the CP group `cp` (its size is the CP degree). Throws bad_input when the
-// shape cannot be sharded (seq_len % multiple) or is inconsistent, or for shape.comm allgather
-// with a materialised kernel or opt.trace (the all-gather layer records no trace events).
+// shape cannot be sharded (seq_len % multiple) or is inconsistent, or for shape.comm allgather /
+// alltoall with a materialised kernel or opt.trace (those layers record no trace events), or
+// alltoall with heads the CP size cannot split (AllToAllAttention).
 RingLayerMeasurement run_ring_layer(Communicator& cp, const RingLayerShape& shape, const ExecutorOptions& opt);
 
 // The ring's per-rank configuration for a layer shape (tokens_per_rank = L / CP).

@@ -358,6 +358,13 @@ void MpiCommunicator::all_gather(const void* send, void* recv, size_t bytes_per_
   poll(req, fmt::format("all_gather of {} bytes per rank over {} ranks", bytes_per_rank, size_));
 }
 
+void MpiCommunicator::all_to_all(const void* send, void* recv, size_t bytes_per_rank) {
+  MPI_Request req;
+  const int n = checked_count(bytes_per_rank, "all_to_all");
+  check_mpi(MPI_Ialltoall(send, n, MPI_BYTE, recv, n, MPI_BYTE, comm_, &req), "MPI_Ialltoall");
+  poll(req, fmt::format("all_to_all of {} bytes per rank pair over {} ranks", bytes_per_rank, size_));
+}
+
 void MpiCommunicator::broadcast(void* buf, size_t bytes, int root) {
   if (root < 0 || root >= size_) throw bad_input(fmt::format("broadcast: root {} not in 0..{}", root, size_ - 1));
   MPI_Request req;

@@ -37,6 +37,9 @@ double reduce_scatter_s(int64_t n, double bytes, const LinkProfile& link, const 
 double all_gather_s(int64_t n, double bytes, const LinkProfile& link, const CollectiveCurve& eff) {
   return reduce_scatter_s(n, bytes, link, eff);
 }
+double all_to_all_s(int64_t n, double bytes_per_rank, const LinkProfile& link, const CollectiveCurve& eff) {
+  return reduce_scatter_s(n, bytes_per_rank, link, eff);  // the same (n-1)/n traffic and n-1 latencies
+}
 
 CollectiveCurve fit_collective_curve(const std::vector<double>& bytes, const std::vector<double>& seconds,
                                      double factor, double alphas, const LinkProfile& link) {
@@ -210,6 +213,19 @@ std::string check_layout(const Experiment& e, const Mesh& mesh, const ParallelOp
   // Megatron/TE alike); a materialised score matrix of L/CP x L per head is what it avoids.
   if (opt.cp_comm == CpComm::allgather && mesh.cp > 1 && opt.attention != AttentionImpl::flash)
     return std::string("cp_comm allgather needs attention flash, got ") + to_string(opt.attention);
+  // All-to-all CP splits each TP rank's heads over CP (sim/ring_model.hpp): CP must divide the
+  // query heads; KV heads are split too, or replicated when CP is a multiple of them.
+  if (opt.cp_comm == CpComm::alltoall && mesh.cp > 1) {
+    if (opt.attention != AttentionImpl::flash)
+      return std::string("cp_comm alltoall needs attention flash, got ") + to_string(opt.attention);
+    const int64_t hq = m.heads / mesh.tp, hkv = m.kv_heads / mesh.tp;
+    if (hq % mesh.cp != 0)
+      return "cp_comm alltoall needs CP " + str(mesh.cp) + " to divide the query heads per TP rank (heads " +
+             str(m.heads) + " / TP " + str(mesh.tp) + " = " + str(hq) + ")";
+    if (hkv % mesh.cp != 0 && mesh.cp % hkv != 0)
+      return "cp_comm alltoall needs the KV heads per TP rank (kv_heads " + str(m.kv_heads) + " / TP " + str(mesh.tp) +
+             " = " + str(hkv) + ") to divide by CP " + str(mesh.cp) + " or divide it (replicated KV heads)";
+  }
   // Transformer Engine's userbuffer overlap splits the sequence-parallel all-gathers and
   // reduce-scatters; Megatron-LM refuses --tp-comm-overlap without --sequence-parallel.
   if (opt.tp_overlap == TpOverlap::pipelined && mesh.tp > 1 && !opt.sequence_parallel)
@@ -364,6 +380,8 @@ LayerTimes layer_times(const LayerShape& x, const ClusterConfig& c, double peak,
     // CP ranks are TP apart: the whole group per node inside one, else G/TP per node (hierarchical).
     const int64_t cp_per_node = ring_inter ? group_ranks_per_node(mesh.cp, mesh.tp, c.gpus_per_node) : mesh.cp;
     lt.ring = predict_allgather_layer(x, c, peak, cp_per_node, ring_inter);
+  } else if (x.cp_comm == CpComm::alltoall && mesh.cp > 1) {
+    lt.ring = predict_alltoall_layer(x, c, peak, ring_inter ? c.inter_node : c.intra_node, ring_inter);
   } else {
     lt.ring = predict_ring_layer(x, c, peak, ring_inter ? c.inter_node : c.intra_node, ring_inter);
   }

@@ -103,6 +103,10 @@ const LinkProfile& group_link(const ClusterConfig& c, const Mesh& mesh, MeshDim 
 double all_reduce_s(int64_t n, double bytes, const LinkProfile& link, const CollectiveCurve& eff = {});
 double reduce_scatter_s(int64_t n, double bytes, const LinkProfile& link, const CollectiveCurve& eff = {});
 double all_gather_s(int64_t n, double bytes, const LinkProfile& link, const CollectiveCurve& eff = {});
+// All-to-all of an n-rank group where every rank sends `bytes_per_rank` in all (its whole send
+// buffer, 1/n of it to each rank, the own block staying home): (n-1)/n * bytes / (bw * eff) +
+// (n-1) * latency (pairwise exchange, one latency per peer). All-to-all CP (sim/ring_model.hpp).
+double all_to_all_s(int64_t n, double bytes_per_rank, const LinkProfile& link, const CollectiveCurve& eff = {});
 
 // Fits a collective's curve to measured times of an n-rank collective on `link` (calibrate):
 // per size, eff = ideal bus transfer time / (measured time - its latency term), then

@@ -1,6 +1,8 @@
 // Per-layer formulas of the cost model (see formulas.hpp for the sources and conventions).
 #include "sim/formulas.hpp"
 
+#include <algorithm>
+
 namespace ringplan::sim {
 
 LayerShape make_layer_shape(const ModelConfig& m, const TrainingConfig& t, const Mesh& mesh,
@@ -80,8 +82,23 @@ double allgather_buffer_bytes(const LayerShape& x) {
   return 6.0 * full_elems * x.activation_bytes;
 }
 
+double alltoall_buffer_bytes(const LayerShape& x) {
+  if (x.cp <= 1) return 0.0;
+  // Invariant: runtime/alltoall_attention.cpp's send_, recv_, qh_, oh_, doh_, dqh_ (Q-sized) and
+  // kh_, vh_, dkh_, dvh_ (KV-sized); lse and D (fp32 rows) are not counted, as for all-gather.
+  const double q_heads = x.heads / x.tp / x.cp;
+  const double kv_heads = std::max(1.0, x.kv_heads / x.tp / x.cp);
+  const double per_head = x.micro_batch * x.seq_len * x.head_dim;
+  return (6.0 * q_heads + 4.0 * kv_heads) * per_head * x.activation_bytes;
+}
+
 double cp_buffer_bytes(const LayerShape& x) {
-  return x.cp_comm == CpComm::allgather ? allgather_buffer_bytes(x) : ring_buffer_bytes(x);
+  switch (x.cp_comm) {
+    case CpComm::allgather: return allgather_buffer_bytes(x);
+    case CpComm::alltoall: return alltoall_buffer_bytes(x);
+    case CpComm::ring: break;
+  }
+  return ring_buffer_bytes(x);
 }
 
 double ring_forward_step_bytes(const LayerShape& x) {

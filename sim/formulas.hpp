@@ -102,8 +102,15 @@ double ring_buffer_bytes(const LayerShape& x);
 // sequence: 6 x b * L * (a_kv/t) * d elements in the activation dtype. It grows with L, not
 // L/CP: the price of the method (the ring holds 2 blocks of L/CP).
 double allgather_buffer_bytes(const LayerShape& x);
-// The CP exchange buffers of the layer's method (x.cp_comm): ring_buffer_bytes() or
-// allgather_buffer_bytes(). What MemoryBreakdown::ring_buffers_bytes holds.
+// All-to-all (Ulysses) CP's buffers, live while one attention layer runs: 0 without CP. Exactly
+// what runtime/alltoall_attention.cpp allocates besides lse and D: the whole sequence's Q, O, dO,
+// dQ for the rank's (a/t)/CP query heads and the send and receive staging buffers (6 x b * L *
+// (a/t)/CP * d elements), and K, V, dK, dV for its KV heads (4 x b * L * max((a_kv/t)/CP, 1) * d:
+// KV heads replicated when CP exceeds them), in the activation dtype. Like all-gather's it grows
+// with L, but over heads/CP: the same size as the sequence shards of every head.
+double alltoall_buffer_bytes(const LayerShape& x);
+// The CP exchange buffers of the layer's method (x.cp_comm): ring_buffer_bytes(),
+// allgather_buffer_bytes() or alltoall_buffer_bytes(). What MemoryBreakdown::ring_buffers_bytes holds.
 double cp_buffer_bytes(const LayerShape& x);
 // Bytes on the wire per ring step: forward K,V; backward K,V + dK,dV in fp32 (DESIGN.md).
 double ring_forward_step_bytes(const LayerShape& x);

@@ -198,6 +198,79 @@ RingLayerPrediction predict_allgather_layer(const LayerShape& x, const ClusterCo
   return r;
 }
 
+RingLayerPrediction predict_alltoall_layer(const LayerShape& x, const ClusterConfig& c, double peak_flops_per_s,
+                                           const LinkProfile& link, bool inter_node) {
+  if (x.attention != AttentionImpl::flash)
+    throw bad_input("all-to-all CP runs the flash kernel only; use cp_comm ring or attention flash");
+  const int64_t P = static_cast<int64_t>(x.cp);
+  const double heads_tp = x.heads / x.tp, kv_tp = x.kv_heads / x.tp;
+  const int64_t hq = static_cast<int64_t>(heads_tp), hkv = static_cast<int64_t>(kv_tp);
+  if (P > 1 && (hq % P != 0 || (hkv % P != 0 && P % hkv != 0)))
+    throw bad_input("all-to-all CP: CP = " + std::to_string(P) + " must divide the query heads per TP rank (" +
+                    std::to_string(hq) + ") and divide or be a multiple of the KV heads per TP rank (" +
+                    std::to_string(hkv) + ")");
+  RingLayerPrediction r;
+  r.comm = CpComm::alltoall;
+  const AttentionFlops f = attention_forward_flops(x);
+  const double mem_bw = achieved_memory_bandwidth_bytes_per_s(c);
+  // Every rank: the whole sequence on 1/CP of the heads, one kernel call of the mean rank's FLOPs.
+  const double flops = f.mean_rank;
+  const double fwd_rate = peak_flops_per_s * c.attention.at(flops);
+  const double bwd_rate = peak_flops_per_s * c.attention_backward_curve().at(flops);
+  constexpr double kBackwardFactor = 2.5;  // flash backward FLOPs / forward FLOPs (as the ring)
+  r.kernel_efficiency = c.attention.at(flops);
+  r.backward_kernel_efficiency = c.attention_backward_curve().at(flops);
+  r.inter_node = inter_node && P > 1;
+  r.forward_flops_mean_rank = flops;
+  r.forward_flops_max_rank = flops;
+  r.imbalance = 1.0;
+
+  // Send buffer per rank of each all-to-all: the rank's L/CP tokens of every head it sends.
+  const double tokens = x.micro_batch * x.seq_len / x.cp;
+  const double q_bytes = tokens * heads_tp * x.head_dim * x.activation_bytes;
+  const double kv_bytes = tokens * std::max(kv_tp, x.cp) * x.head_dim * x.activation_bytes;
+  const CollectiveCurve& eff = c.collectives_on(r.inter_node).all_gather;
+  const double a2a_q = all_to_all_s(P, q_bytes, link, eff), a2a_kv = all_to_all_s(P, kv_bytes, link, eff);
+  const double comm = 2.0 * a2a_q + 2.0 * a2a_kv;  // forward Q, O + K, V; backward dO, dQ + dK, dV
+  const double received = P > 1 ? (2.0 * q_bytes + 2.0 * kv_bytes) * static_cast<double>(P - 1) / static_cast<double>(P)
+                                : 0.0;
+  const AttentionCoreBytes elem = attention_core_elementwise_bytes(x);  // 0 for flash; kept for one source
+
+  RingPhasePrediction& fw = r.forward;
+  fw.compute_steps = 1;
+  fw.transfers = P > 1 ? 4 : 0;
+  fw.step_bytes = received;
+  fw.first_step_compute_s = flops / fwd_rate;
+  fw.step_compute_s = fw.first_step_compute_s;
+  fw.step_comm_s = P > 1 ? comm : 0.0;
+  fw.unhidden_comm_s = fw.step_comm_s;
+  fw.mean_rank_compute_s = fw.first_step_compute_s;
+  fw.max_rank_compute_s = fw.first_step_compute_s;
+  fw.elementwise_s = mem_bw > 0 ? elem.forward / mem_bw : 0.0;
+  fw.exposed_comm_s = fw.step_comm_s;  // not overlapped
+  fw.total_s = fw.max_rank_compute_s + fw.elementwise_s + fw.exposed_comm_s;
+
+  RingPhasePrediction& bw = r.backward;
+  bw.compute_steps = 1;
+  bw.transfers = P > 1 ? 4 : 0;
+  bw.step_bytes = received;
+  bw.first_step_compute_s = kBackwardFactor * flops / bwd_rate;
+  bw.step_compute_s = bw.first_step_compute_s;
+  bw.step_comm_s = P > 1 ? comm : 0.0;
+  bw.unhidden_comm_s = bw.step_comm_s;
+  bw.mean_rank_compute_s = bw.first_step_compute_s;
+  bw.max_rank_compute_s = bw.first_step_compute_s;
+  bw.elementwise_s = mem_bw > 0 ? elem.backward / mem_bw : 0.0;
+  bw.exposed_comm_s = bw.step_comm_s;
+  bw.total_s = bw.max_rank_compute_s + bw.elementwise_s + bw.exposed_comm_s;
+
+  r.scores_bytes_materialized = materialized_scores_bytes(x);
+  r.scores_bytes_flash = flash_lse_bytes(x);
+  r.scores_bytes = r.scores_bytes_flash;
+  r.ring_buffer_bytes = alltoall_buffer_bytes(x);
+  return r;
+}
+
 namespace {
 void require_positive(int64_t v, const char* field) {
   if (v < 1)
@@ -255,6 +328,7 @@ RingLayerPrediction predict_ring_attention(const RingAttentionShape& s, const Cl
   const RingLayerShape r = ring_layer_shape(s, c);
   if (s.comm == CpComm::allgather)
     return predict_allgather_layer(r.layer, c, r.peak_flops_per_s, r.cp_per_node, r.inter_node);
+  if (s.comm == CpComm::alltoall) return predict_alltoall_layer(r.layer, c, r.peak_flops_per_s, r.link, r.inter_node);
   return predict_ring_layer(r.layer, c, r.peak_flops_per_s, r.link, r.inter_node);
 }
 

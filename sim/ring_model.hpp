@@ -29,6 +29,23 @@
 // step_bytes = bytes this rank receives in them ((P-1)/P of each full buffer), step_comm_s =
 // their time, unhidden_comm_s = exposed_comm_s = the same, merge_step_s 0 (no merges).
 // Materialised attention is not supported by the method (check_layout refuses it).
+//
+// All-to-all CP (CpComm::alltoall, DeepSpeed-Ulysses, runtime/alltoall_attention.hpp) is
+// predicted by predict_alltoall_layer() into the same shape. Forward: 3 all-to-alls before
+// attention (Q; K and V of the KV heads: sequence shards -> head shards) and 1 after (O back);
+// backward the reverse: dO in, dQ, dK, dV out. An all-to-all of an n-rank group moving B bytes
+// per rank (its whole send buffer) costs all_to_all_s = (n-1)/n * B / bw + (n-1) * latency on
+// the link the CP group spans (group_within_node), the bandwidth scaled by the profile's
+// all-gather efficiency curve at B (the same (n-1)/n bus traffic; ideal by default). Per rank
+// B = b * (L/CP) * (a/t) * d * e for Q, O, dO, dQ and b * (L/CP) * max(a_kv/t, CP) * d * e for K,
+// V, dK, dV (KV heads replicated when CP exceeds them). Not overlapped with attention: every
+// all-to-all is exposed comm. Attention then runs ONE kernel call per rank over the whole
+// sequence on (a/t)/CP heads: every rank does 1/CP of the layer's pairs whatever the scheme, so
+// no causal imbalance (max = mean rank). Phase fields: compute_steps 1, transfers 4 (all-to-
+// alls), step_bytes = bytes this rank receives in them, step_comm_s = unhidden_comm_s =
+// exposed_comm_s = their time, merge_step_s 0. Flash only; check_layout refuses CP that does not
+// divide the query heads per TP rank, or KV heads per TP rank that neither divide by CP nor
+// divide it. Memory: alltoall_buffer_bytes().
 #pragma once
 #include <cstdint>
 
@@ -52,7 +69,7 @@ struct RingAttentionShape {
   // Ranks inside one CP group's stride (the TP size): the ring of this one TP x CP block stays
   // in a node when tp * cp <= gpus_per_node (DESIGN.md rank order). 1 for a plain CP run.
   int64_t tp = 1;
-  CpComm comm = CpComm::ring;  // ring: predict_ring_layer; allgather: predict_allgather_layer
+  CpComm comm = CpComm::ring;  // ring: predict_ring_layer; allgather / alltoall: predict_allgather_layer / _alltoall_
 };
 
 struct RingPhasePrediction {
@@ -84,7 +101,8 @@ struct RingLayerPrediction {
   double scores_bytes_materialized = 0;  // both, for the comparison
   double scores_bytes_flash = 0;
   double ring_buffer_bytes = 0;          // K,V double buffer + 4 fp32 dK,dV blocks (ring_buffer_bytes());
-                                         // allgather: allgather_buffer_bytes() (full-sequence K,V, dK,dV)
+                                         // allgather: allgather_buffer_bytes() (full-sequence K,V, dK,dV);
+                                         // alltoall: alltoall_buffer_bytes() (head-sharded Q,K,V,O + grads)
   CpComm comm = CpComm::ring;            // the method predicted
 };
 
@@ -124,6 +142,12 @@ RingLayerPrediction predict_ring_layer(const LayerShape& x, const ClusterConfig&
 // bad_input for a materialised shape. With x.cp == 1 it is the plain single-rank attention.
 RingLayerPrediction predict_allgather_layer(const LayerShape& x, const ClusterConfig& c, double peak_flops_per_s,
                                             int64_t cp_per_node, bool inter_node);
+
+// All-to-all CP of one layer (see the top of this file) on `link` (the CP group's). Flash only:
+// throws bad_input for a materialised shape or heads the CP size cannot split. With x.cp == 1 it
+// is the plain single-rank attention.
+RingLayerPrediction predict_alltoall_layer(const LayerShape& x, const ClusterConfig& c, double peak_flops_per_s,
+                                           const LinkProfile& link, bool inter_node);
 
 // For the runtime's comparison: validates the shape (throws ringplan::Error bad_input naming
 // the field and the valid range) and picks the link the ring spans; s.comm picks the method.

@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
-# Ring vs all-gather context parallelism, predicted vs measured, one attention layer.
+# Ring vs all-gather vs all-to-all context parallelism, predicted vs measured, one attention layer.
 #
 #   bench/runtime/cp_comm_compare.sh BUILD_DIR OUT_DIR
 #
 # 1. Calibrates this machine with `mpirun -np 2 ringplan calibrate` (the profile predicts; it
 #    is never measured on the runs it predicts).
-# 2. For L in $CMP_LENGTHS and cp_comm in {ring, allgather}: plans an experiment whose search
+# 2. For L in $CMP_LENGTHS and cp_comm in $CMP_COMMS (default ring allgather alltoall): plans an experiment whose search
 #    allows one layout only (cpu_small's model, 2 GPUs, global batch 1, TP and PP capped at 1:
 #    cp=2; zigzag, flash, fp32, that cp_comm) and runs
 #    `mpirun -np 2 ringplan run PLAN --scope attention --format json --profile PROFILE`.
 # 3. Prints a markdown table of forward / backward time (slowest rank), measured median and
 #    predicted, and the CP buffers measured vs predicted.
-# Environment: CMP_LENGTHS (default "1024 2048 4096"), CMP_ITERS (5), CMP_WARMUP (1).
+# Environment: CMP_LENGTHS (default "1024 2048 4096"), CMP_COMMS, CMP_ITERS (5), CMP_WARMUP (1).
 set -euo pipefail
 build=${1:?usage: cp_comm_compare.sh BUILD_DIR OUT_DIR}
 out=${2:?usage: cp_comm_compare.sh BUILD_DIR OUT_DIR}
@@ -22,7 +22,7 @@ flags=(--oversubscribe)
 mkdir -p "$out"
 mpirun -np 2 "${flags[@]}" "$ringplan" calibrate -o "$out/profile.yaml" > "$out/calibrate.log" 2>&1
 for L in ${CMP_LENGTHS:-1024 2048 4096}; do
-  for comm in ring allgather; do
+  for comm in ${CMP_COMMS:-ring allgather alltoall}; do
     cat > "$out/exp_${comm}_$L.yaml" <<YAML
 name: cp_comm_${comm}_$L
 model: $root/configs/models/tiny_gqa.yaml
@@ -49,7 +49,7 @@ rows = []
 for f in glob.glob(os.path.join(out, "run_*.json")):
     j = json.load(open(f))
     comm, L = os.path.basename(f)[4:-5].rsplit("_", 1)
-    rows.append((int(L), comm != "ring", comm, j))
+    rows.append((int(L), ["ring", "allgather", "alltoall"].index(comm), comm, j))
 for L, _, comm, j in sorted(rows):
     r = {x["name"]: x for x in j["rows"]}
     fw, bw, fe = r["forward time (slowest rank)"], r["backward time (slowest rank)"], r["forward exposed comm"]

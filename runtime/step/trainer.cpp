@@ -13,6 +13,7 @@
 #include "core/error.hpp"
 #include "runtime/executor.hpp"
 #include "runtime/allgather_attention.hpp"
+#include "runtime/alltoall_attention.hpp"
 #include "runtime/ring_attention.hpp"
 #include "runtime/sharding.hpp"
 #include "runtime/step/ops.hpp"
@@ -247,6 +248,8 @@ Trainer<T>::Trainer(const StepSpec& spec, Communicator& world)
     rc.tiles = spec_.tiles;
     if (spec_.options.cp_comm == CpComm::allgather && mesh.cp > 1)
       gather_ = std::make_unique<AllGatherAttention>(*groups_.cp, rc, positions_.data());
+    else if (spec_.options.cp_comm == CpComm::alltoall && mesh.cp > 1)
+      a2a_ = std::make_unique<AllToAllAttention>(*groups_.cp, rc, positions_.data());
     else
       ring_ = std::make_unique<RingAttention>(*groups_.cp, rc, positions_.data());
   } else {
@@ -472,6 +475,10 @@ void Trainer<T>::attention_forward(LayerStash& st) {
       // The all-gather's time (waits included) is this method's exposed CP communication.
       gather_->forward(st.q.data(), st.k.data(), st.v.data(), st.o.data(), st.lse.data());
       clock_->move_current(Term::ring_exposed, gather_->last_forward().comm_s);
+    } else if (a2a_) {
+      // The all-to-alls' time (waits included) is this method's exposed CP communication.
+      a2a_->forward(st.q.data(), st.k.data(), st.v.data(), st.o.data(), st.lse.data());
+      clock_->move_current(Term::ring_exposed, a2a_->last_forward().comm_s);
     } else {
       ring_->forward(st.q.data(), st.k.data(), st.v.data(), st.o.data(), st.lse.data());
       clock_->move_current(Term::ring_exposed, ring_->last_forward().comm_wait_s());
@@ -489,6 +496,11 @@ void Trainer<T>::attention_backward(LayerStash& st, const T* dout, T* dq, T* dk,
     if (gather_) {
       gather_->backward(st.q.data(), st.k.data(), st.v.data(), st.o.data(), st.lse.data(), dout, dq, dk, dv);
       clock_->move_current(Term::ring_exposed, gather_->last_backward().comm_s);
+    } else if (a2a_) {
+      // Reuses the forward's head-sharded tensors when no other forward ran in between (the last
+      // layer of a micro-batch); otherwise exchanges Q, K, V, O again (alltoall_attention.hpp).
+      a2a_->backward(st.q.data(), st.k.data(), st.v.data(), st.o.data(), st.lse.data(), dout, dq, dk, dv);
+      clock_->move_current(Term::ring_exposed, a2a_->last_backward().comm_s);
     } else {
       ring_->backward(st.q.data(), st.k.data(), st.v.data(), st.o.data(), st.lse.data(), dout, dq, dk, dv);
       clock_->move_current(Term::ring_exposed, ring_->last_backward().comm_wait_s());
@@ -1144,7 +1156,7 @@ StepMemory Trainer<T>::memory() const {
   m.optimizer_bytes = static_cast<int64_t>((opt_m_.size() + opt_v_.size()) * sizeof(T));
   m.activations_peak_bytes = act_peak_bytes_;
   if constexpr (std::is_same_v<T, float>) {
-    const RingWorkspaceBytes w = gather_ ? gather_->workspace() : ring_->workspace_bytes();
+    const RingWorkspaceBytes w = gather_ ? gather_->workspace() : a2a_ ? a2a_->workspace() : ring_->workspace_bytes();
     m.ring_buffers_bytes = w.kv_ring_bytes + w.dkv_ring_bytes;
   }
   m.logits_bytes = logits_bytes_;

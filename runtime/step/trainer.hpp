@@ -2,8 +2,9 @@
 //
 // A decoder-only transformer as the plan's model describes it: token embedding; per layer
 // RMSNorm -> Q, K, V projections (GQA) -> rotary embedding at each token's GLOBAL position (from
-// the CP sharding) -> attention (the ring of runtime/ring_attention.hpp, or all-gather CP of
-// runtime/allgather_attention.hpp with options.cp_comm allgather) -> output projection ->
+// the CP sharding) -> attention (the ring of runtime/ring_attention.hpp, all-gather CP of
+// runtime/allgather_attention.hpp with options.cp_comm allgather, or all-to-all CP of
+// runtime/alltoall_attention.hpp with alltoall) -> output projection ->
 // residual -> RMSNorm -> MLP (SwiGLU when gated, else GELU) -> residual; final RMSNorm, output
 // layer and cross-entropy over the tokens this rank holds (a token's loss needs only its own
 // logits: nothing is gathered over CP).
@@ -58,6 +59,7 @@
 namespace ringplan::runtime {
 class RingAttention;
 class AllGatherAttention;
+class AllToAllAttention;
 }
 
 namespace ringplan::runtime::step {
@@ -202,9 +204,10 @@ class Trainer {
   MeshGroups groups_;
   std::unique_ptr<Communicator> dpcp_;  // gradient (and ZeRO) group
   // The CP method of the plan (options.cp_comm), float32 only: exactly one is set. At CP = 1 the
-  // ring runs (the two methods are the same single-rank attention there).
+  // ring runs (the three methods are the same single-rank attention there).
   std::unique_ptr<RingAttention> ring_;
   std::unique_ptr<AllGatherAttention> gather_;
+  std::unique_ptr<AllToAllAttention> a2a_;
   // Shapes on this rank.
   int64_t tp_ = 1, hq_ = 0, hkv_ = 0, d_ = 0, hidden_ = 0, ffn_ = 0, vocab_ = 0, vocab0_ = 0;
   int64_t n_ = 0;          // tokens of one sequence on this rank (L / CP)

@@ -276,6 +276,20 @@ TEST_CASE("simulate --cp-comm allgather: named in the options, exposed CP comm a
   CHECK(has(tr.err, "cp_comm allgather"));
 }
 
+TEST_CASE("simulate --cp-comm alltoall: named in the options, no imbalance, refused where CP cannot split the heads") {
+  const std::string exp = "'" + kConfigs + "default.yaml'";  // Llama 3 8B: 32 heads, 8 KV heads, 64 GPUs
+  const Result a = ringplan("simulate " + exp + " --mesh dp=2,tp=4,cp=8,pp=1 --cp-comm alltoall --format json");
+  REQUIRE_MESSAGE(a.rc == 0, a.err);
+  const auto ja = nlohmann::json::parse(a.out);
+  CHECK(ja["options"]["cp_comm"] == "alltoall");
+  CHECK(ja["time"]["cp_imbalance_s"].get<double>() == 0.0);
+  CHECK(ja["time"]["ring_comm_exposed_s"].get<double>() > 0.0);
+  // TP 8 leaves 4 query heads per TP rank: CP 8 cannot split them.
+  const Result r = ringplan("simulate " + exp + " --mesh dp=1,tp=8,cp=8,pp=1 --cp-comm alltoall");
+  CHECK(r.rc == 2);
+  CHECK(has(r.err, "cp_comm alltoall needs CP 8 to divide the query heads per TP rank"));
+}
+
 TEST_CASE("bad input exits 2 with a message saying what would be valid") {
   const std::string exp = "'" + kConfigs + "default.yaml'";
   struct Case {

@@ -377,7 +377,7 @@ TEST_CASE("experiment with inline blocks and mesh and options and search and pub
   check_same(e, f);
 }
 
-TEST_CASE("options.cp_comm: ring by default, allgather read and written back") {
+TEST_CASE("options.cp_comm: ring by default, allgather and alltoall read and written back") {
   TempDir dir;
   dir.write("models/m.yaml", test::kModelYaml);
   dir.write("clusters/c.yaml", test::kClusterYaml);
@@ -391,8 +391,17 @@ TEST_CASE("options.cp_comm: ring by default, allgather read and written back") {
   const std::string text = experiment_to_yaml(ag);
   CHECK(text.find("cp_comm: allgather") != std::string::npos);
   CHECK(parse_experiment(text, "<written>", "/nonexistent").options.cp_comm == CpComm::allgather);
-  CHECK(cp_comm_names() == std::vector<std::string>{"ring", "allgather"});
+  CHECK(cp_comm_names() == std::vector<std::string>{"ring", "allgather", "alltoall"});
   CHECK(parse_cp_comm("all_gather") == std::nullopt);
+  // alltoall (Ulysses): options and search lists read and written back.
+  const Experiment a2a =
+      load_experiment(dir.write("exp/a2a.yaml", head + "options: {cp_comm: alltoall}\nsearch: {cp_comm: [alltoall, ring]}\n"));
+  CHECK(a2a.options.cp_comm == CpComm::alltoall);
+  CHECK(a2a.search.cp_comm == std::vector<CpComm>{CpComm::alltoall, CpComm::ring});
+  const Experiment back = parse_experiment(experiment_to_yaml(a2a), "<written>", "/nonexistent");
+  CHECK(back.options.cp_comm == CpComm::alltoall);
+  CHECK(back.search.cp_comm == a2a.search.cp_comm);
+  CHECK(parse_cp_comm("a2a") == std::nullopt);
 }
 
 TEST_CASE("round trip: write_experiment then load gives the same experiment") {

@@ -61,7 +61,7 @@ TEST_CASE("ranking groups: a group holds every candidate within the band of its 
   CHECK(ranking_groups({}).empty());
 }
 
-TEST_CASE("simplicity: ZeRO stage, then interleave, then mesh dimensions, then ring before all-gather") {
+TEST_CASE("simplicity: ZeRO stage, then interleave, then mesh dimensions, then ring before all-gather before all-to-all") {
   ParallelOptions o;
   const Simplicity dp_only = simplicity_of(Mesh{4, 1, 1, 1}, o);
   CHECK(dp_only.dims_above_one == 1);
@@ -73,12 +73,17 @@ TEST_CASE("simplicity: ZeRO stage, then interleave, then mesh dimensions, then r
   ag.cp_comm = CpComm::allgather;
   CHECK(simplicity_of(Mesh{1, 1, 4, 1}, ag) > simplicity_of(Mesh{1, 1, 4, 1}, o));
   CHECK(simplicity_of(Mesh{4, 1, 1, 1}, ag) == dp_only);  // no CP: the exchange does not act
+  ParallelOptions a2a = o;
+  a2a.cp_comm = CpComm::alltoall;  // all-to-all after all-gather (and the ring)
+  CHECK(simplicity_of(Mesh{1, 1, 4, 1}, a2a) > simplicity_of(Mesh{1, 1, 4, 1}, ag));
+  CHECK(simplicity_of(Mesh{4, 1, 1, 1}, a2a) == dp_only);
+  CHECK(simplicity_index(simplicity_of(Mesh{1, 1, 4, 1}, a2a)) > simplicity_index(simplicity_of(Mesh{1, 1, 4, 1}, ag)));
   ParallelOptions v2 = o;
   v2.interleave = 2;
   CHECK(simplicity_of(Mesh{1, 1, 1, 4}, v2) > simplicity_of(Mesh{1, 1, 1, 4}, o));
   // The dense index keeps the order.
   CHECK(simplicity_index(simplicity_of(Mesh{1, 1, 4, 1}, ag)) > simplicity_index(simplicity_of(Mesh{1, 1, 4, 1}, o)));
-  CHECK(simplicity_index(Simplicity{3, 1, 4, 1}) == kSimplicityClasses - 1);
+  CHECK(simplicity_index(Simplicity{3, 1, 4, 2}) == kSimplicityClasses - 1);
 }
 
 TEST_CASE("scheme twins: zigzag and striped of the same layout, nothing else") {

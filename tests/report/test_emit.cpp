@@ -598,3 +598,30 @@ TEST_CASE("emit: cp_comm allgather is Megatron's --cp-comm-type all_gather and t
   const auto ring = report::megatron_launch(hand_made_experiment(), hand_made_plan());
   CHECK(*(std::find(ring.args.begin(), ring.args.end(), "--cp-comm-type") + 1) == "p2p");
 }
+
+TEST_CASE("emit: cp_comm alltoall is Megatron's --cp-comm-type a2a, torchtitan has no Ulysses CP and says so") {
+  sim::Prediction p = hand_made_plan();  // TP 8, CP 4: 4 query heads and 1 KV head per TP rank
+  p.options.cp_comm = CpComm::alltoall;
+  const auto l = report::megatron_launch(hand_made_experiment(), p);
+  const auto it = std::find(l.args.begin(), l.args.end(), "--cp-comm-type");
+  REQUIRE(it != l.args.end());
+  REQUIRE(it + 1 != l.args.end());
+  CHECK(*(it + 1) == "a2a");
+  check_flags_exist(l);
+  // 1 KV head per TP rank, CP 4: ringplan replicates it; Transformer Engine's a2a splits K,V heads.
+  bool replicated = false;
+  for (const auto& n : l.notes) replicated = replicated || n.find("Megatron-LM will refuse this layout") != std::string::npos;
+  CHECK(replicated);
+  for (auto target : {report::TorchtitanTarget::python, report::TorchtitanTarget::toml}) {
+    const auto t = report::torchtitan_config(hand_made_experiment(), p, target);
+    bool noted = false;
+    for (const auto& n : t.notes) noted = noted || n.find("is not supported by torchtitan") != std::string::npos;
+    CHECK(noted);
+  }
+  // KV heads that CP divides: no replication note.
+  sim::Prediction q = p;
+  q.mesh = Mesh{4, 2, 4, 2};  // 4 KV heads per TP rank, CP 4
+  q.micro_batches = 16;       // 64 / (DP 4 x micro-batch 1)
+  const auto lq = report::megatron_launch(hand_made_experiment(), q);
+  for (const auto& n : lq.notes) CHECK(n.find("replicates each KV head") == std::string::npos);
+}

@@ -13,6 +13,9 @@
 #   5. the same plan with options.cp_comm allgather: run --scope attention runs all-gather CP
 #      and says so, --trace is refused (exit 2, naming cp_comm), and run --scope step trains
 #      with it and matches the one-process reference.
+#   5b. the same with options.cp_comm alltoall (Ulysses): run --scope attention runs all-to-all CP,
+#      its buffers are the predicted ones, --device cuda is refused naming the method, and run
+#      --scope step (2 layers: the stash reuse and the re-exchange paths) matches one process.
 #   6. a plan written by `simulate -o` (here with --cp-scheme striped) is run like one from
 #      `plan -o`; run's JSON carries schema_version.
 set -u
@@ -190,6 +193,44 @@ j = json.load(open(sys.argv[1]))
 worst = max(abs(a - b) / abs(b) for a, b in zip(j["losses"], j["reference_losses"]))
 ok = len(j["losses"]) == 3 and worst <= 2e-6 and 0 <= j["max_param_diff"] <= 5e-4
 print(f"allgather step parity: max rel loss diff {worst:.2e}, max param diff {j['max_param_diff']:.2e}")
+sys.exit(0 if ok else 1)
+PY
+# 5b. cp_comm alltoall: 8 heads and 2 KV heads per rank at CP 2 (split, no replication).
+sed 's/^    attention: flash$/    attention: flash\n    cp_comm: alltoall/' "$plan" > "$work/plan_a2a.yaml"
+check "$work/plan_a2a.yaml" "^    cp_comm: alltoall$"
+# shellcheck disable=SC2086
+"$mpiexec" -np 2 $flags "$ringplan" run "$work/plan_a2a.yaml" --scope attention --iters 2 --warmup 1 --format json \
+  --profile "$work/profile.yaml" > "$work/run_a2a.json" 2> "$work/run_a2a.err" \
+  || { echo "FAIL: run --scope attention (alltoall) exited $?"; cat "$work/run_a2a.err"; fail=1; }
+for field in '"cp_comm": "alltoall"' '"forward time \(slowest rank\)"' '"backward exposed comm"' \
+             '"predicted_ring_buffer_bytes"' 'cp_comm alltoall'; do
+  check "$work/run_a2a.json" "$field"
+done
+python3 - "$work/run_a2a.json" <<'PY' || fail=1
+import json, sys
+j = json.load(open(sys.argv[1]))
+m = j["memory"]
+ok = m["measured_ring_buffer_bytes"] == m["predicted_ring_buffer_bytes"] > 0
+ok = ok and j["busy_max_over_mean"]["predicted"] == 1.0
+print(f"alltoall buffers: measured {m['measured_ring_buffer_bytes']}, predicted {m['predicted_ring_buffer_bytes']}")
+sys.exit(0 if ok else 1)
+PY
+# shellcheck disable=SC2086
+"$mpiexec" -np 2 $flags "$ringplan" run "$work/plan_a2a.yaml" --scope attention --iters 1 --device cuda \
+  > "$work/a2a_cuda.log" 2>&1
+rc=$?
+[ $rc -eq 2 ] || { echo "FAIL: --device cuda with cp_comm alltoall exited $rc, expected 2"; cat "$work/a2a_cuda.log"; fail=1; }
+check "$work/a2a_cuda.log" "cp_comm alltoall, which runs on the CPU kernels only"
+# shellcheck disable=SC2086
+"$mpiexec" -np 2 $flags "$ringplan" run "$work/plan_a2a.yaml" --steps 2 --warmup 1 --check-parity --format json \
+  --profile "$work/profile.yaml" > "$work/step_a2a.json" 2> "$work/step_a2a.err" \
+  || { echo "FAIL: run --scope step (alltoall) exited $?"; cat "$work/step_a2a.err"; fail=1; }
+python3 - "$work/step_a2a.json" <<'PY' || fail=1
+import json, sys
+j = json.load(open(sys.argv[1]))
+worst = max(abs(a - b) / abs(b) for a, b in zip(j["losses"], j["reference_losses"]))
+ok = len(j["losses"]) == 3 and worst <= 2e-6 and 0 <= j["max_param_diff"] <= 5e-4
+print(f"alltoall step parity: max rel loss diff {worst:.2e}, max param diff {j['max_param_diff']:.2e}")
 sys.exit(0 if ok else 1)
 PY
 [ $fail -eq 0 ] && echo "cli_test: PASS"

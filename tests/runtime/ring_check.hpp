@@ -1,4 +1,4 @@
-// Test helper: runs ring (or all-gather) attention on a CP group and compares O, lse, dQ, dK, dV of this rank's
+// Test helper: runs ring (or all-gather, or all-to-all) attention on a CP group and compares O, lse, dQ, dK, dV of this rank's
 // shard with the single-process float64 reference (kernels::reference_*) over the whole
 // sequence, restricted to the shard. Inputs come from runtime::synthetic_value, i.e. they
 // depend on the global position only, so every scheme and P sees the same problem.
@@ -9,6 +9,7 @@
 
 #include "kernels/attention.hpp"
 #include "runtime/allgather_attention.hpp"
+#include "runtime/alltoall_attention.hpp"
 #include "runtime/executor.hpp"
 #include "runtime/ring_attention.hpp"
 #include "runtime/sharding.hpp"
@@ -22,6 +23,7 @@ struct RingCase {
   runtime::RingKernel kernel = runtime::RingKernel::flash;
   uint64_t seed = 7;
   bool allgather = false;  // the all-gather CP method instead of the ring
+  bool alltoall = false;   // the all-to-all (Ulysses) CP method instead of the ring
 };
 
 // Max abs error of each output, and the max abs value of the reference (for relative bounds).
@@ -90,7 +92,11 @@ inline RingErrors run_ring_case(runtime::Communicator& cp, const RingCase& c) {
   cfg.kernel = c.kernel;
   cfg.tiles.tile_q = 16;  // small tiles so partial tiles and tile-level masking are exercised
   cfg.tiles.tile_k = 16;
-  if (c.allgather) {
+  if (c.alltoall) {
+    runtime::AllToAllAttention a2a(cp, cfg, pos.data());
+    a2a.forward(q.data(), k.data(), v.data(), out.data(), lse.data());
+    a2a.backward(q.data(), k.data(), v.data(), out.data(), lse.data(), dout.data(), dq.data(), dk.data(), dv.data());
+  } else if (c.allgather) {
     runtime::AllGatherAttention ag(cp, cfg, pos.data());
     ag.forward(q.data(), k.data(), v.data(), out.data(), lse.data());
     ag.backward(q.data(), k.data(), v.data(), out.data(), lse.data(), dout.data(), dq.data(), dk.data(), dv.data());

@@ -119,6 +119,99 @@ TEST_CASE("all-gather CP accounting: the ring's visible pairs, buffers in the ri
     }
 }
 
+TEST_CASE("all-to-all CP attention equals the float64 reference: every scheme, causal and not, GQA and MHA") {
+  // H = 2P query heads (P divides them); KV heads: MHA (2P), P (one per rank), 1 (replicated to
+  // every rank) and, for even P > 2, 2 (each replicated to P/2 ranks).
+  const int P = g_world->size();
+  std::vector<int64_t> kvs = {2 * P, P, 1};
+  if (P % 2 == 0 && P > 2) kvs.push_back(2);
+  for (CpScheme scheme : {CpScheme::contiguous, CpScheme::zigzag, CpScheme::striped})
+    for (bool causal : {true, false})
+      for (int64_t kv : kvs) {
+        test::RingCase c;
+        c.heads = 2 * P;
+        c.kv_heads = kv;
+        c.seq_len = 24 * P;  // n = 24: partial tiles of 16, divisible by 2P for zigzag
+        c.scheme = scheme;
+        c.causal = causal;
+        c.alltoall = true;
+        INFO(fmt::format("all-to-all P={} L={} {} {} H={} Hkv={}", P, c.seq_len, to_string(scheme),
+                         causal ? "causal" : "full", c.heads, kv));
+        const test::RingErrors e = test::run_ring_case(*g_world, c);
+        INFO(fmt::format("errors: O {:.2e} lse {:.2e} dQ {:.2e} dK {:.2e} dV {:.2e}", e.out, e.lse, e.grad_q, e.grad_k,
+                         e.grad_v));
+        CHECK(e.worst_relative() <= kFloat32Bound);
+        CHECK(e.ref_out > 0.05);
+        CHECK(e.ref_grad_k > 0.01);
+      }
+}
+
+TEST_CASE("all-to-all CP: backward after another forward exchanges again and stays exact, accounting") {
+  // The training step runs one object over every layer: a backward whose forward is not the last
+  // one must not reuse the stashed head shards.
+  const int P = g_world->size();
+  const int64_t L = 32 * P;
+  const runtime::ContextParallel ctx(g_world, CpScheme::zigzag, L);
+  const int64_t n = ctx.local_tokens();
+  runtime::RingConfig cfg;
+  cfg.batch = 2;
+  cfg.heads = 2 * P;
+  cfg.kv_heads = 1;
+  cfg.tokens = n;
+  cfg.head_dim = 8;
+  const size_t qn = static_cast<size_t>(cfg.batch * cfg.heads * n * cfg.head_dim);
+  const size_t kn = static_cast<size_t>(cfg.batch * cfg.kv_heads * n * cfg.head_dim);
+  const size_t rows = static_cast<size_t>(cfg.batch * cfg.heads * n);
+  auto fill = [](std::vector<float>& x, float s) {
+    for (size_t i = 0; i < x.size(); ++i) x[i] = s * static_cast<float>((i * 37 + 11) % 23) / 23.0f - 0.4f;
+  };
+  std::vector<float> q1(qn), k1(kn), v1(kn), q2(qn), k2(kn), v2(kn), dout(qn);
+  fill(q1, 1.0f), fill(k1, 0.7f), fill(v1, 0.9f), fill(q2, -0.8f), fill(k2, 0.5f), fill(v2, 1.1f), fill(dout, 0.6f);
+  std::vector<float> o1(qn), l1(rows), o2(qn), l2(rows);
+  std::vector<float> dq_a(qn), dk_a(kn), dv_a(kn), dq_b(qn), dk_b(kn), dv_b(kn);
+  runtime::AllToAllAttention a2a(*g_world, cfg, ctx.positions().data());
+  // Reference: forward and backward of (q1, k1, v1) back to back (the stash is reused).
+  a2a.forward(q1.data(), k1.data(), v1.data(), o1.data(), l1.data());
+  a2a.backward(q1.data(), k1.data(), v1.data(), o1.data(), l1.data(), dout.data(), dq_a.data(), dk_a.data(), dv_a.data());
+  CHECK(a2a.last_backward_reused_forward());
+  // Interleaved: a second forward in between, then the first tensors' backward.
+  a2a.forward(q1.data(), k1.data(), v1.data(), o1.data(), l1.data());
+  a2a.forward(q2.data(), k2.data(), v2.data(), o2.data(), l2.data());
+  a2a.backward(q1.data(), k1.data(), v1.data(), o1.data(), l1.data(), dout.data(), dq_b.data(), dk_b.data(), dv_b.data());
+  CHECK_FALSE(a2a.last_backward_reused_forward());
+  CHECK(dq_a == dq_b);
+  CHECK(dk_a == dk_b);
+  CHECK(dv_a == dv_b);
+  // Accounting: pairs per rank are the layer's / P (no imbalance); buffers in the ring's categories.
+  CHECK(a2a.visible_pairs() == L * (L + 1) / 2 / P);
+  const runtime::RingWorkspaceBytes w = a2a.workspace();
+  CHECK(w.total() == a2a.workspace_bytes());
+  const int64_t per_head = cfg.batch * L * cfg.head_dim * 4;  // float32 bytes of one head, whole sequence
+  CHECK(w.kv_ring_bytes + w.dkv_ring_bytes == (6 * 2 + 4 * 1) * per_head);
+  CHECK(w.scores_bytes == 0);
+}
+
+TEST_CASE("all-to-all CP refuses heads the CP size cannot split and the materialised kernel") {
+  const int P = g_world->size();
+  const runtime::ContextParallel ctx(g_world, CpScheme::contiguous, 16 * P);
+  runtime::RingConfig cfg;
+  cfg.tokens = ctx.local_tokens();
+  cfg.head_dim = 8;
+  cfg.heads = 2 * P;
+  cfg.kv_heads = 2 * P;
+  cfg.kernel = RingKernel::materialized;
+  CHECK_THROWS_AS(runtime::AllToAllAttention(*g_world, cfg, ctx.positions().data()), Error);
+  if (P == 3) {
+    cfg.kernel = RingKernel::flash;
+    cfg.heads = 4;  // 4 % 3
+    cfg.kv_heads = 4;
+    CHECK_THROWS_AS(runtime::AllToAllAttention(*g_world, cfg, ctx.positions().data()), Error);
+    cfg.heads = 6;  // 6 % 3 == 0, but 2 KV heads neither divide by 3 nor divide it
+    cfg.kv_heads = 2;
+    CHECK_THROWS_AS(runtime::AllToAllAttention(*g_world, cfg, ctx.positions().data()), Error);
+  }
+}
+
 TEST_CASE("ring attention with partial tiles (n = 40 tokens per rank, tiles of 16)") {
   const int P = g_world->size();
   for (CpScheme scheme : {CpScheme::contiguous, CpScheme::zigzag, CpScheme::striped}) {

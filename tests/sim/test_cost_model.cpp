@@ -533,3 +533,51 @@ TEST_CASE("cp_comm: no effect at CP = 1, and allgather refuses materialised atte
   CHECK(check_layout(e, test::mesh_of(8, 1, 1, 1), ag, 8) == "");  // CP = 1: nothing to exchange
   CHECK(check_layout(e, test::mesh_of(4, 1, 2, 1), ag, 8) == "cp_comm allgather needs attention flash, got materialized");
 }
+
+TEST_CASE("cp_comm alltoall in predict(): four all-to-alls per pass are the exposed CP comm, head shards the CP memory") {
+  Experiment e = test::llama_experiment(65536, 8);  // 32 heads, 8 KV heads
+  const Mesh mesh = test::mesh_of(1, 2, 4, 1);       // TP 2 x CP 4 in one 8-GPU node: 16 and 4 heads per TP rank
+  ParallelOptions ring;
+  ring.recompute = Recompute::none;
+  ParallelOptions a2a = ring;
+  a2a.cp_comm = CpComm::alltoall;
+  REQUIRE(check_layout(e, mesh, a2a, 8) == "");
+  const Prediction pr = predict(e, mesh, ring), pa = predict(e, mesh, a2a);
+  // Per rank and all-to-all: L/4 tokens of the 16 query heads (Q, O; dO, dQ) or of the 4 KV heads
+  // (K, V; dK, dV), bf16, over the 4 CP ranks on the intra-node link.
+  const double tokens = 65536.0 / 4;
+  const double q_bytes = tokens * 16 * 128 * 2, kv_bytes = tokens * 4 * 128 * 2;
+  const CollectiveCurve& eff = e.cluster.collectives.all_gather;
+  const double pass = 2 * all_to_all_s(4, q_bytes, e.cluster.intra_node, eff) +
+                      2 * all_to_all_s(4, kv_bytes, e.cluster.intra_node, eff);
+  const double layers = 32, m = double(pa.micro_batches);
+  CHECK(pa.time.ring_comm_exposed_s == Approx(m * layers * 2 * pass));  // forward + backward
+  // No causal imbalance: every rank sees the whole sequence on 16/4 = 4 heads.
+  CHECK(pa.time.cp_imbalance_s == 0.0);
+  // Buffers: 6 Q-sized (4 heads) + 4 KV-sized (1 head) of the whole sequence.
+  CHECK(pa.memory.ring_buffers_bytes == Approx((6 * 4 + 4 * 1) * 65536.0 * 128 * 2));
+  CHECK(pa.time.tp_comm_s == Approx(pr.time.tp_comm_s));
+  CHECK(pa.memory.activations_bytes == Approx(pr.memory.activations_bytes));
+  CHECK(pa.options.cp_comm == CpComm::alltoall);
+}
+
+TEST_CASE("cp_comm alltoall: check_layout refuses CP that cannot split the heads per TP rank, with the numbers") {
+  Experiment e = test::llama_experiment(4096, 64);  // 32 heads, 8 KV heads
+  ParallelOptions a2a;
+  a2a.cp_comm = CpComm::alltoall;
+  // TP 8: 4 query heads per TP rank; CP 8 does not divide them.
+  CHECK(check_layout(e, test::mesh_of(1, 8, 8, 1), a2a, 64) ==
+        "cp_comm alltoall needs CP 8 to divide the query heads per TP rank (heads 32 / TP 8 = 4)");
+  // TP 4: 8 query heads, 2 KV heads per TP rank; CP 8 divides the query heads and is a multiple
+  // of the KV heads: the KV heads are replicated, valid.
+  CHECK(check_layout(e, test::mesh_of(2, 4, 8, 1), a2a, 64) == "");
+  // 24 heads, 6 KV heads, CP 4: 4 divides 24 but neither divides nor is divided by 6.
+  e.model.heads = 24;
+  e.model.kv_heads = 6;
+  CHECK(check_layout(e, test::mesh_of(16, 1, 4, 1), a2a, 64) ==
+        "cp_comm alltoall needs the KV heads per TP rank (kv_heads 6 / TP 1 = 6) to divide by CP 4 or divide it "
+        "(replicated KV heads)");
+  a2a.attention = AttentionImpl::materialized;
+  CHECK(check_layout(e, test::mesh_of(32, 1, 2, 1), a2a, 64) == "cp_comm alltoall needs attention flash, got materialized");
+  CHECK(check_layout(e, test::mesh_of(64, 1, 1, 1), a2a, 64) == "");  // CP = 1: nothing to split
+}

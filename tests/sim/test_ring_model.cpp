@@ -309,3 +309,101 @@ TEST_CASE("allgather across nodes: hierarchical collectives, slower than inside 
         Approx(group_collective_s(CollectiveKind::all_gather, 4, 1, full_kv, c)));
   CHECK(across.forward.exposed_comm_s > inside.forward.exposed_comm_s);
 }
+
+// ---------------------------------------------------------------- all-to-all CP (cp_comm alltoall)
+namespace {
+RingAttentionShape gqa_alltoall(int64_t seq_len, int64_t cp, int64_t kv_heads) {
+  RingAttentionShape s = gqa_allgather(seq_len, cp, kv_heads);
+  s.comm = CpComm::alltoall;
+  return s;
+}
+}  // namespace
+
+TEST_CASE("all_to_all_s: (n-1)/n * B / bw + (n-1) * latency, by hand") {
+  const LinkProfile link{100e9, 5e-6};
+  // n = 4, 8 MB per rank: 3/4 * 8e6 / 1e11 = 60 us, + 3 * 5 us = 75 us.
+  CHECK(all_to_all_s(4, 8e6, link) == Approx(75e-6));
+  // n = 2: 1/2 * 8e6 / 1e11 = 40 us + 5 us.
+  CHECK(all_to_all_s(2, 8e6, link) == Approx(45e-6));
+  CHECK(all_to_all_s(1, 8e6, link) == 0.0);
+  // An efficiency curve scales the bandwidth term only: eff 0.5 doubles the 60 us.
+  CHECK(all_to_all_s(4, 8e6, link, CollectiveCurve{0.5, 0.0}) == Approx(135e-6));
+}
+
+TEST_CASE("alltoall: Q, K, V in and O out forward, dO in and dQ, dK, dV out backward, by hand") {
+  ClusterConfig c = test::a100_cluster();
+  c.attention = {1.0, 0.0};
+  c.attention_backward = {0.5, 0.0};
+  c.intra_node = {100e9, 5e-6};
+  c.collectives = {};  // ideal curves: the formula exactly
+  // b = 2, H = 8, Hkv = 2, d = 128, L = 16384, CP = 2, bf16: per rank 2 * 8192 tokens.
+  const RingLayerPrediction r = predict_ring_attention(gqa_alltoall(16384, 2, 2), c);
+  CHECK(r.comm == CpComm::alltoall);
+  const double tokens = 2.0 * 8192;
+  const double q_bytes = tokens * 8 * 128 * 2;   // 33.55 MB: Q (and O, dO, dQ)
+  const double kv_bytes = tokens * 2 * 128 * 2;  // K (and V, dK, dV): Hkv = 2 >= CP
+  const double a2a = [](double b) { return 0.5 * b / 100e9 + 5e-6; }(q_bytes);
+  const double a2a_kv = 0.5 * kv_bytes / 100e9 + 5e-6;
+  CHECK(a2a == Approx(0.5 * 33554432.0 / 100e9 + 5e-6));
+  CHECK(r.forward.exposed_comm_s == Approx(2 * a2a + 2 * a2a_kv));
+  CHECK(r.backward.exposed_comm_s == Approx(2 * a2a + 2 * a2a_kv));
+  CHECK(r.forward.transfers == 4);
+  CHECK(r.backward.transfers == 4);
+  CHECK(r.forward.step_bytes == Approx(0.5 * (2 * q_bytes + 2 * kv_bytes)));
+  // Attention: the whole sequence on H/CP = 4 heads, causal: 4 * b * 4 * d * L(L+1)/2 FLOPs.
+  const double flops = 4.0 * 2 * 4 * 128 * (16384.0 * 16385.0 / 2.0);
+  CHECK(r.forward_flops_max_rank == Approx(flops));
+  CHECK(r.forward_flops_mean_rank == Approx(flops));
+  CHECK(r.imbalance == 1.0);
+  CHECK(r.forward.max_rank_compute_s == Approx(flops / 312e12));
+  CHECK(r.forward.max_rank_compute_s == Approx(r.forward.mean_rank_compute_s));
+  CHECK(r.backward.max_rank_compute_s == Approx(2.5 * flops / (312e12 * 0.5)));
+  CHECK(r.forward.total_s == Approx(r.forward.max_rank_compute_s + r.forward.exposed_comm_s));
+  CHECK(r.forward.merge_step_s == 0.0);
+}
+
+TEST_CASE("alltoall: no causal imbalance whatever the scheme, the ring's contiguous has one") {
+  const ClusterConfig c = test::a100_cluster();
+  RingAttentionShape s = gqa_alltoall(8192, 4, 4);
+  s.scheme = CpScheme::contiguous;
+  const RingLayerPrediction a2a = predict_ring_attention(s, c);
+  s.comm = CpComm::ring;
+  const RingLayerPrediction ring = predict_ring_attention(s, c);
+  CHECK(ring.imbalance > 1.5);
+  CHECK(a2a.imbalance == 1.0);
+  // The same work in all: every rank does the mean rank's share.
+  CHECK(a2a.forward_flops_mean_rank == Approx(ring.forward_flops_mean_rank));
+}
+
+TEST_CASE("alltoall: KV heads replicated when CP exceeds them, memory is what the runtime allocates") {
+  ClusterConfig c = test::a100_cluster();
+  c.collectives = {};
+  c.intra_node = {100e9, 0.0};
+  // Hkv = 2 < CP = 4: every rank sends one KV head per destination, so K moves b*(L/4)*4*d.
+  const RingLayerPrediction rep = predict_ring_attention(gqa_alltoall(16384, 4, 2), c);
+  const double tokens = 2.0 * 4096;
+  const double q_bytes = tokens * 8 * 128 * 2, kv_bytes = tokens * 4 * 128 * 2;
+  CHECK(rep.forward.exposed_comm_s == Approx(0.75 * (2 * q_bytes + 2 * kv_bytes) / 100e9));
+  // runtime/alltoall_attention.cpp: 6 Q-sized (send, recv, Q, O, dO, dQ) + 4 KV-sized buffers of
+  // the whole sequence on the rank's heads: H/CP = 2 query heads, max(Hkv/CP, 1) = 1 KV head.
+  const double per_head = 2.0 * 16384 * 128 * 2;
+  CHECK(rep.ring_buffer_bytes == Approx((6 * 2 + 4 * 1) * per_head));
+  const RingLayerPrediction split = predict_ring_attention(gqa_alltoall(16384, 2, 2), c);
+  CHECK(split.ring_buffer_bytes == Approx((6 * 4 + 4 * 1) * per_head));
+}
+
+TEST_CASE("alltoall: refused for heads CP cannot split and for materialised attention") {
+  const ClusterConfig c = test::a100_cluster();
+  CHECK_THROWS_AS(predict_ring_attention(gqa_alltoall(16384 * 3, 3, 2), c), Error);  // 8 heads % 3
+  RingAttentionShape s = gqa_alltoall(16384, 2, 2);
+  s.heads_per_tp = 6;
+  s.kv_heads_per_tp = 3;  // 3 KV heads: neither divisible by 2 nor dividing it
+  CHECK_THROWS_AS(predict_ring_attention(s, c), Error);
+  s = gqa_alltoall(16384, 4, 2);
+  s.attention = AttentionImpl::materialized;
+  CHECK_THROWS_AS(predict_ring_attention(s, c), Error);
+  // CP = 1: the plain single-rank attention, no all-to-all.
+  const RingLayerPrediction one = predict_ring_attention(gqa_alltoall(16384, 1, 2), c);
+  CHECK(one.forward.exposed_comm_s == 0.0);
+  CHECK(one.ring_buffer_bytes == 0.0);
+}
