@@ -21,6 +21,8 @@ j = json.load(sys.stdin)
 f = j["fitted"]
 fit = "mm {:.3f}/{:.3f}, attn {:.3f}/{:.3f}, bw {:.2f}".format(f["matmul.max"], f["matmul.half_tflop"],
       f["attention.max"], f["attention.half_tflop"], f["memory_bandwidth"])
+if "collectives_inter_node.max" in f:
+    fit += ", inter-node coll {:.2f}".format(f["collectives_inter_node.max"])
 for src, s in sorted(j["heldout_by_source"].items()):
     print("| {} | {} | {} | {:.2f} | {:.2f} | {:.2f} / {:.2f} | {} |".format(label, src, s["cases"],
           s["mean_abs_error_pct"], s["max_abs_error_pct"], j["train"]["mean_abs_error_pct"],
@@ -42,6 +44,7 @@ row "H100 FP8 (NeMo), 5-fold, measured matmul held (--fix matmul)" h100_fp8_nemo
 row "B200 FP8 GEMM (NeMo), 5-fold" b200_fp8_nemo $V/nemo_long_sequence_b200
 row "H100 Grand Teton FP8 GEMM (torchtitan), 5-fold" gt_fp8 $V/torchtitan_h100_fp8
 row "H100 Grand Teton bf16 (torchtitan), 2-fold" gt_bf16 $V/torchtitan_h100_bf16 --folds 2
+row "A100 Jean Zay (BigScience layout search), 5-fold, inter-node collectives fitted (--free)" jean_zay $V/bigscience_tr11_prequel --free collectives_inter_node
 echo
 echo "Held-out error by TP degree (bias = mean signed error; + = predicted faster than measured):"
 echo
