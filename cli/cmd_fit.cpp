@@ -293,7 +293,8 @@ RINGPLAN_COMMAND("fit", "Fit a cluster profile's efficiencies to measured cases;
                        ->delimiter(',');
                    app.add_option("--free", a->free,
                                   "Also fit these optional parameters: collectives_inter_node (the inter-node "
-                                  "collectives' bus-bandwidth efficiency)")
+                                  "collectives' bus-bandwidth efficiency), matmul_fp8 (the FP8 GEMM curve, "
+                                  "max and half_tflop; or one of them by name)")
                        ->delimiter(',');
                    app.add_option("--format", a->format, "Output format: table or json")
                        ->check(CLI::IsMember({"table", "json"}))

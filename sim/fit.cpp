@@ -63,6 +63,8 @@ const char* fit_param_name(FitParam p) {
     case FitParam::attention_half_tflop: return "attention.half_tflop";
     case FitParam::memory_bandwidth: return "memory_bandwidth";
     case FitParam::inter_node_collectives: return "collectives_inter_node.max";
+    case FitParam::matmul_fp8_max: return "matmul_fp8.max";
+    case FitParam::matmul_fp8_half_tflop: return "matmul_fp8.half_tflop";
   }
   return "?";
 }
@@ -75,6 +77,8 @@ double get_param(const ClusterConfig& c, FitParam p) {
     case FitParam::attention_half_tflop: return c.attention.half_flops / units::tflop;
     case FitParam::memory_bandwidth: return c.memory_bandwidth_efficiency;
     case FitParam::inter_node_collectives: return c.collectives_on(true).all_reduce.max_efficiency;
+    case FitParam::matmul_fp8_max: return c.matmul_fp8_curve().max_efficiency;
+    case FitParam::matmul_fp8_half_tflop: return c.matmul_fp8_curve().half_flops / units::tflop;
   }
   return 0.0;
 }
@@ -94,6 +98,15 @@ void set_param(ClusterConfig& c, FitParam p, double value) {
       c.inter_node_collectives.reduce_scatter.max_efficiency = value;
       c.inter_node_collectives.all_gather.max_efficiency = value;
       break;
+    case FitParam::matmul_fp8_max:
+    case FitParam::matmul_fp8_half_tflop:
+      // Unset meant "matmul's fraction": start from it, then set the one value.
+      if (c.matmul_fp8.max_efficiency <= 0) c.matmul_fp8 = c.matmul;
+      if (p == FitParam::matmul_fp8_max)
+        c.matmul_fp8.max_efficiency = value;
+      else
+        c.matmul_fp8.half_flops = value * units::tflop;
+      break;
   }
 }
 
@@ -105,6 +118,8 @@ ParamBounds default_bounds(FitParam p) {
     case FitParam::attention_half_tflop: return {0.0, 1.0};
     case FitParam::memory_bandwidth: return {0.3, 1.0};
     case FitParam::inter_node_collectives: return {0.02, 1.0};
+    case FitParam::matmul_fp8_max: return {0.2, 1.0};
+    case FitParam::matmul_fp8_half_tflop: return {0.0, 1.0};
   }
   return {0.0, 1.0};
 }

@@ -68,13 +68,18 @@ enum class FitParam {
   // all-gather (ClusterConfig::inter_node_collectives max; half_mib kept). For a network whose
   // collectives were never measured, or were measured before the nodes were set up as they ran.
   inter_node_collectives,
+  // Optional (`--free matmul_fp8`): the FP8 GEMM curve against peak_tflops.fp8 (unset in a
+  // profile means "matmul's fraction"; fitting it starts from that).
+  matmul_fp8_max,
+  matmul_fp8_half_tflop,
 };
 // Fitted by default.
 inline constexpr std::array<FitParam, 5> kAllFitParams{FitParam::matmul_max, FitParam::matmul_half_tflop,
                                                        FitParam::attention_max, FitParam::attention_half_tflop,
                                                        FitParam::memory_bandwidth};
 // Fitted when named by --free.
-inline constexpr std::array<FitParam, 1> kOptionalFitParams{FitParam::inter_node_collectives};
+inline constexpr std::array<FitParam, 3> kOptionalFitParams{FitParam::inter_node_collectives, FitParam::matmul_fp8_max,
+                                                            FitParam::matmul_fp8_half_tflop};
 const char* fit_param_name(FitParam p);  // "matmul.max", "matmul.half_tflop", ...
 double get_param(const ClusterConfig& c, FitParam p);         // in config units (half in TFLOP)
 void set_param(ClusterConfig& c, FitParam p, double value);

@@ -240,3 +240,19 @@ TEST_CASE("--free collectives_inter_node: the inter-node efficiency is recovered
   CHECK_THROWS_WITH_AS(params_with({}, {"collectives"}), doctest::Contains("valid: collectives_inter_node.max"),
                        ringplan::Error);
 }
+
+TEST_CASE("--free matmul_fp8: an unset FP8 curve starts from matmul's, then takes the fitted value") {
+  ClusterConfig c = a100_cluster();
+  c.peak_flops_per_s_fp8 = 2.0 * c.peak_flops_per_s_bf16;
+  REQUIRE(c.matmul_fp8.max_efficiency == 0.0);  // unset: "matmul's fraction"
+  CHECK(get_param(c, FitParam::matmul_fp8_max) == c.matmul.max_efficiency);
+  set_param(c, FitParam::matmul_fp8_half_tflop, 0.02);
+  CHECK(c.matmul_fp8.max_efficiency == c.matmul.max_efficiency);  // copied, not left at 0
+  CHECK(get_param(c, FitParam::matmul_fp8_half_tflop) == doctest::Approx(0.02));
+  set_param(c, FitParam::matmul_fp8_max, 0.55);
+  CHECK(c.matmul_fp8_curve().max_efficiency == 0.55);
+  CHECK(c.matmul.max_efficiency != 0.55);  // the bf16 curve is untouched
+  const auto both = params_with({}, {"matmul_fp8"});
+  CHECK(both.size() == 2);
+  CHECK(params_with({}, {"matmul_fp8.max"}).size() == 1);
+}
