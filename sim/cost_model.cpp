@@ -504,6 +504,31 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
   t.cp_imbalance_s = m * layers_stage * layer_imbalance;
   t.ring_comm_exposed_s = m * layers_stage * layer_ring;
   t.tp_comm_s = m * layers_stage * layer_tp;
+  // Vocabulary-parallel embedding and output layer (Megatron's VocabParallelEmbedding and
+  // vocab_parallel_cross_entropy), per micro-batch on the critical (last) stage, and the
+  // embedding's on it too when PP = 1:
+  //   embedding forward: all-reduce of the T x h output (reduce-scatter with SP);
+  //   output layer forward: with SP, all-gather of the final hidden states before the logits GEMM;
+  //   cross-entropy: three all-reduces of T floats (max logit, target logit, sum of exponentials);
+  //   output layer backward: all-reduce of its input gradient (reduce-scatter with SP), behind
+  //   its weight-gradient GEMM unless tp_overlap is none.
+  // Not repeated by recompute (the output layer is not recomputed).
+  if (mesh.tp > 1) {
+    const int64_t tp_per_node = group_within_node(mesh, MeshDim::tp, c.gpus_per_node)
+                                    ? mesh.tp
+                                    : group_ranks_per_node(mesh.tp, 1, c.gpus_per_node);
+    const double act = x.tokens() * hidden * x.activation_bytes;
+    auto coll = [&](CollectiveKind k, double bytes) { return group_collective_s(k, mesh.tp, tp_per_node, bytes, c); };
+    const CollectiveKind reduce = x.sequence_parallel ? CollectiveKind::reduce_scatter : CollectiveKind::all_reduce;
+    const double embedding = mesh.pp == 1 ? coll(reduce, act) : 0.0;
+    const double gather = x.sequence_parallel ? coll(CollectiveKind::all_gather, act) : 0.0;
+    const double loss = 3.0 * coll(CollectiveKind::all_reduce, x.tokens() * 4.0);
+    const double out_grad = coll(reduce, act);
+    const double out_grad_exposed = opt.tp_overlap == TpOverlap::none
+                                        ? out_grad
+                                        : overlapped_exposed_s(out_grad, out_gemm, c.overlap_sm_share);
+    t.tp_comm_s += m * (embedding + gather + loss + out_grad_exposed);
+  }
 
   // Pipeline: fill and drain cost (PP-1)/v stage-times of one micro-batch (the stage's
   // layers; the output layer runs on the last stage only). Activations (scattered over TP,

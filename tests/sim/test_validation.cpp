@@ -36,12 +36,13 @@ TEST_CASE("Korthikanti et al. 2022 Table 5: eight iteration times within the rea
   }
   const double mean_abs = sum_abs / static_cast<double>(files.size());
   MESSAGE("mean |error| " << mean_abs << " %, max |error| " << max_abs << " %");
-  // Reached: mean 2.58 %, max 4.94 % since overlapped collectives take their SM share (16 of 108
-  // SMs, efficiency.overlap_sm_share); 2.31 % / 4.39 % with the NVLink 3 bus-bandwidth efficiency
-  // alone (0.77, nccl-tests); 1.91 % / 3.20 % with the ideal ring that the hand-chosen matmul curve
-  // had absorbed (BENCHMARKS.md). Goal: mean <= 3 %, max <= 8 %.
-  CHECK(mean_abs <= 2.6);
-  CHECK(max_abs <= 5.0);
+  // Reached: mean 2.77 %, max 5.01 % with the vocabulary-parallel embedding and loss collectives;
+  // 2.58 / 4.94 % before them, since overlapped collectives take their SM share (16 of 108 SMs,
+  // efficiency.overlap_sm_share); 2.31 % / 4.39 % with the NVLink 3 bus-bandwidth efficiency alone
+  // (0.77, nccl-tests); 1.91 % / 3.20 % with the ideal ring that the hand-chosen matmul curve had
+  // absorbed (BENCHMARKS.md). Goal: mean <= 3 %, max <= 8 %.
+  CHECK(mean_abs <= 2.8);
+  CHECK(max_abs <= 5.1);
 }
 
 // zhuzilin/ring-flash-attention README: Llama-3-8B attention shapes (32 heads, 8 KV heads,
