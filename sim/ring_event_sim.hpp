@@ -68,8 +68,9 @@ RingSimulation simulate_ring(const RingAttentionShape& s, const ClusterConfig& c
 RingAttentionShape ring_shape_for(const Experiment& e, const Mesh& mesh, const ParallelOptions& opt);
 
 // Chrome / Perfetto trace (JSON object format): one complete event ("ph": "X") per kernel,
-// merge and transfer; pid 0 forward, pid 1 backward (the backward placed after the forward);
-// tid = rank for compute, 1000 + rank for the link rank -> rank+1. Times in microseconds.
+// merge and transfer; pid = rank (named "rank N"), tid 0 compute and 1 communication (the
+// transfer rank -> rank+1), the backward placed after the forward. Times in microseconds. The
+// same layout as `ringplan run --trace`'s measured ranks.
 std::string ring_trace_json(const RingSimulation& sim);
 
 }  // namespace ringplan::sim

@@ -52,6 +52,16 @@ TEST_CASE("shipped models match their published architectures") {
       {"megatron_175b", 96, 12288, 96, 96, 128, 4 * 12288, 51200, false, true, 0.1},
       {"megatron_530b", 105, 20480, 128, 128, 160, 4 * 20480, 51200, false, true, 0.1},
       {"megatron_1t", 128, 25600, 160, 160, 160, 4 * 25600, 51200, false, true, 0.1},
+      // BLOOM layout search shapes (BigScience chronicles-prequel.md @ 9e64edec: NLAYERS, NHIDDEN,
+      // NHEADS of each table; README: MLP 4h, GeLU, tied embeddings, padded vocab 250880,
+      // Megatron's dropout 0.1, multi-head attention).
+      {"bloom_prequel_l100_h12288_a64", 100, 12288, 64, 64, 12288/64, 4 * 12288, 250880, false, true, 0.1},
+      {"bloom_prequel_l70_h14336_a64", 70, 14336, 64, 64, 14336/64, 4 * 14336, 250880, false, true, 0.1},
+      {"bloom_prequel_l72_h14336_a128", 72, 14336, 128, 128, 14336/128, 4 * 14336, 250880, false, true, 0.1},
+      {"bloom_prequel_l72_h14336_a64", 72, 14336, 64, 64, 14336/64, 4 * 14336, 250880, false, true, 0.1},
+      {"bloom_prequel_l82_h13312_a64", 82, 13312, 64, 64, 13312/64, 4 * 13312, 250880, false, true, 0.1},
+      {"bloom_prequel_l84_h13312_a64", 84, 13312, 64, 64, 13312/64, 4 * 13312, 250880, false, true, 0.1},
+      {"bloom_prequel_l96_h12288_a64", 96, 12288, 64, 64, 12288/64, 4 * 12288, 250880, false, true, 0.1},
   };
   for (const Row& r : rows) {
     INFO(r.file);
