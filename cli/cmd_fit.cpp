@@ -57,21 +57,6 @@ struct CaseRow {
   bool held_out = false;         // --holdout: in the held-out set (else: training set)
 };
 
-struct Stats {
-  int64_t n = 0;
-  double mean_abs = 0, max_abs = 0;
-};
-Stats stats(const std::vector<double>& v) {
-  Stats s;
-  for (double x : v) {
-    s.mean_abs += std::abs(x);
-    s.max_abs = std::max(s.max_abs, std::abs(x));
-  }
-  s.n = static_cast<int64_t>(v.size());
-  if (!v.empty()) s.mean_abs /= static_cast<double>(v.size());
-  return s;
-}
-
 std::string source_of(const std::string& path) {
   return std::filesystem::path(path).parent_path().filename().string();
 }
@@ -174,7 +159,12 @@ int fit_command(const FitArgs& a) {
       held_by_tp[r.tp].push_back(r.heldout_speed_pct);
     }
   }
-  const Stats tr = stats(train_err), ho = stats(held_err);
+  const planner::ErrorStats tr = planner::error_stats(train_err), ho = planner::error_stats(held_err);
+
+  // Reported: the default parameters (fitted or held by --fix), then the optional ones fitted.
+  std::vector<sim::FitParam> reported(sim::kAllFitParams.begin(), sim::kAllFitParams.end());
+  for (const auto p : opts.params)
+    if (std::find(reported.begin(), reported.end(), p) == reported.end()) reported.push_back(p);
 
   // The profile: the base with the fitted parameters, and how it was made.
   ClusterConfig out_cluster = fit.cluster;
@@ -182,7 +172,7 @@ int fit_command(const FitArgs& a) {
       "# Written by `ringplan fit` from {} measured cases ({}).\n"
       "# Fitted: efficiency curves (max, half_tflop) of matmul and attention, memory_bandwidth (and any --free\n# parameter named in the method above); the rest is the\n"
       "# base profile '{}'. Training mean |error| {:.2f} %, max {:.2f} %; held-out mean |error| {:.2f} %, max {:.2f} %.\n",
-      cases.size(), method, base.name, tr.mean_abs, tr.max_abs, ho.mean_abs, ho.max_abs);
+      cases.size(), method, base.name, tr.mean_abs_pct, tr.max_abs_pct, ho.mean_abs_pct, ho.max_abs_pct);
   YAML::Emitter y;
   write_cluster(y, out_cluster);
   // The end marker last: load_cluster() refuses a copy of this profile that was cut short.
@@ -193,10 +183,7 @@ int fit_command(const FitArgs& a) {
     j["method"] = method;
     j["base_cluster"] = base.name;
     nlohmann::json params;
-    for (const auto p : sim::kAllFitParams) params[sim::fit_param_name(p)] = sim::get_param(out_cluster, p);
-    for (const auto p : opts.params)  // optional parameters, when fitted
-      if (std::find(sim::kAllFitParams.begin(), sim::kAllFitParams.end(), p) == sim::kAllFitParams.end())
-        params[sim::fit_param_name(p)] = sim::get_param(out_cluster, p);
+    for (const auto p : reported) params[sim::fit_param_name(p)] = sim::get_param(out_cluster, p);
     j["fitted"] = params;
     j["fixed"] = a.fix;  // held at the base profile's values (their "fitted" entries are those values)
     nlohmann::json cs = nlohmann::json::array();
@@ -207,12 +194,12 @@ int fit_command(const FitArgs& a) {
       cs.push_back(c);
     }
     j["cases"] = cs;
-    j["train"] = {{"cases", tr.n}, {"mean_abs_error_pct", tr.mean_abs}, {"max_abs_error_pct", tr.max_abs}};
-    j["heldout"] = {{"cases", ho.n}, {"mean_abs_error_pct", ho.mean_abs}, {"max_abs_error_pct", ho.max_abs}};
+    j["train"] = {{"cases", tr.n}, {"mean_abs_error_pct", tr.mean_abs_pct}, {"max_abs_error_pct", tr.max_abs_pct}};
+    j["heldout"] = {{"cases", ho.n}, {"mean_abs_error_pct", ho.mean_abs_pct}, {"max_abs_error_pct", ho.max_abs_pct}};
     nlohmann::json bys = nlohmann::json::object();
     for (const auto& [src, v] : held_by_source) {
-      const Stats s = stats(v);
-      bys[src] = {{"cases", s.n}, {"mean_abs_error_pct", s.mean_abs}, {"max_abs_error_pct", s.max_abs}};
+      const planner::ErrorStats s = planner::error_stats(v);
+      bys[src] = {{"cases", s.n}, {"mean_abs_error_pct", s.mean_abs_pct}, {"max_abs_error_pct", s.max_abs_pct}};
     }
     j["heldout_by_source"] = bys;
     nlohmann::json byt = nlohmann::json::object();
@@ -234,13 +221,9 @@ int fit_command(const FitArgs& a) {
   }
 
   std::string s = fmt::format("fit of '{}': {}\n\n", base.name, method);
-  for (const auto p : sim::kAllFitParams)
+  for (const auto p : reported)
     s += fmt::format("  {:<26} {:.4f} (base {:.4f})\n", sim::fit_param_name(p), sim::get_param(out_cluster, p),
                      sim::get_param(base, p));
-  for (const auto p : opts.params)
-    if (std::find(sim::kAllFitParams.begin(), sim::kAllFitParams.end(), p) == sim::kAllFitParams.end())
-      s += fmt::format("  {:<26} {:.4f} (base {:.4f})\n", sim::fit_param_name(p), sim::get_param(out_cluster, p),
-                       sim::get_param(base, p));
   size_t w = 4;
   for (const auto& r : rows) w = std::max(w, r.name.size());
   s += fmt::format("\n{:<{}}  {:<28}  {:>10}  {:>10}\n", "case", w, "source", "train", "held-out");
@@ -249,11 +232,11 @@ int fit_command(const FitArgs& a) {
     const std::string hos = r.held_out ? fmt::format("{:+.2f}%", r.heldout_error_pct) : "-";
     s += fmt::format("{:<{}}  {:<28}  {:>10}  {:>10}\n", r.name, w, r.source, trs, hos);
   }
-  s += fmt::format("\ntraining: {} cases, mean |error| {:.2f}%, max {:.2f}%\n", tr.n, tr.mean_abs, tr.max_abs);
-  s += fmt::format("held-out: {} cases, mean |error| {:.2f}%, max {:.2f}%\n", ho.n, ho.mean_abs, ho.max_abs);
+  s += fmt::format("\ntraining: {} cases, mean |error| {:.2f}%, max {:.2f}%\n", tr.n, tr.mean_abs_pct, tr.max_abs_pct);
+  s += fmt::format("held-out: {} cases, mean |error| {:.2f}%, max {:.2f}%\n", ho.n, ho.mean_abs_pct, ho.max_abs_pct);
   for (const auto& [src, v] : held_by_source) {
-    const Stats st = stats(v);
-    s += fmt::format("  held-out {}: {} cases, mean |error| {:.2f}%, max {:.2f}%\n", src, st.n, st.mean_abs, st.max_abs);
+    const planner::ErrorStats st = planner::error_stats(v);
+    s += fmt::format("  held-out {}: {} cases, mean |error| {:.2f}%, max {:.2f}%\n", src, st.n, st.mean_abs_pct, st.max_abs_pct);
   }
   for (const auto& [tp, v] : held_by_tp) {
     const planner::ErrorStats st = planner::error_stats(v);

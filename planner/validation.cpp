@@ -267,6 +267,26 @@ std::vector<RankingGroup> ranking_groups(const std::vector<ValidationRow>& rows)
   return out;
 }
 
+RankingSummary ranking_summary(const std::vector<RankingGroup>& groups) {
+  RankingSummary s;
+  for (const auto& g : groups) {
+    s.mean_pick_regret_pct += g.pick_regret_pct;
+    s.mean_heuristic_regret_pct += g.heuristic_regret_pct;
+    s.pairs += g.pairs;
+    s.pairs_ordered += g.pairs_ordered;
+    if (g.rows.size() >= 3) {
+      s.mean_spearman += g.spearman;
+      ++s.big_groups;
+    }
+  }
+  if (!groups.empty()) {
+    s.mean_pick_regret_pct /= static_cast<double>(groups.size());
+    s.mean_heuristic_regret_pct /= static_cast<double>(groups.size());
+  }
+  if (s.big_groups > 0) s.mean_spearman /= static_cast<double>(s.big_groups);
+  return s;
+}
+
 void summarize(ValidationReport& r) {
   std::vector<double> all;
   std::map<std::string, std::vector<double>> by_source;
@@ -359,8 +379,6 @@ std::string validation_text(const ValidationReport& r) {
     s += fmt::format("\nranking: {} groups of measured runs that differ only in layout (same model, GPUs, sequence, "
                      "batch, precision, metric)\n",
                      r.ranking.size());
-    double regret = 0, heuristic = 0, rho = 0;
-    int64_t pairs = 0, ordered = 0, big = 0;
     for (const auto& g : r.ranking) {
       std::string picks;
       for (size_t i : g.heuristic_picks) picks += (picks.empty() ? "" : " | ") + r.rows[i].name;
@@ -368,20 +386,13 @@ std::string validation_text(const ValidationReport& r) {
                        "measured best {}, heuristic {} (regret {:.2f}%)\n",
                        g.key, g.rows.size(), g.spearman, g.pairs_ordered, g.pairs, r.rows[g.predicted_best].name,
                        g.pick_regret_pct, r.rows[g.measured_best].name, picks, g.heuristic_regret_pct);
-      regret += g.pick_regret_pct;
-      heuristic += g.heuristic_regret_pct;
-      pairs += g.pairs;
-      ordered += g.pairs_ordered;
-      if (g.rows.size() >= 3) {
-        rho += g.spearman;
-        ++big;
-      }
     }
-    const double n = static_cast<double>(r.ranking.size());
-    s += fmt::format("  mean regret: model {:.2f}%, heuristic {:.2f}%; pairs ordered {}/{}", regret / n, heuristic / n,
-                     ordered, pairs);
-    s += big > 0 ? fmt::format("; mean spearman over {} groups of >= 3 cases {:+.2f}\n", big, rho / static_cast<double>(big))
-                 : std::string("; no group of >= 3 cases\n");
+    const RankingSummary sum = ranking_summary(r.ranking);
+    s += fmt::format("  mean regret: model {:.2f}%, heuristic {:.2f}%; pairs ordered {}/{}", sum.mean_pick_regret_pct,
+                     sum.mean_heuristic_regret_pct, sum.pairs_ordered, sum.pairs);
+    s += sum.big_groups > 0 ? fmt::format("; mean spearman over {} groups of >= 3 cases {:+.2f}\n", sum.big_groups,
+                                          sum.mean_spearman)
+                            : std::string("; no group of >= 3 cases\n");
   }
   return s;
 }
@@ -409,8 +420,6 @@ nlohmann::json validation_json(const ValidationReport& r) {
   for (const auto& [k, v] : r.by_source) by_source[k] = stats_json(v);
   for (const auto& [k, v] : r.time_by_tp) by_tp[std::to_string(k)] = stats_json(v);
   nlohmann::json groups = nlohmann::json::array();
-  double regret = 0, heuristic = 0, rho = 0;
-  int64_t pairs = 0, ordered = 0, big = 0;
   for (const auto& g : r.ranking) {
     nlohmann::json names = nlohmann::json::array(), picks = nlohmann::json::array();
     for (size_t i : g.rows) names.push_back(r.rows[i].name);
@@ -425,23 +434,15 @@ nlohmann::json validation_json(const ValidationReport& r) {
                       {"pairs_ordered", g.pairs_ordered},
                       {"pick_regret_pct", g.pick_regret_pct},
                       {"heuristic_regret_pct", g.heuristic_regret_pct}});
-    regret += g.pick_regret_pct;
-    heuristic += g.heuristic_regret_pct;
-    pairs += g.pairs;
-    ordered += g.pairs_ordered;
-    if (g.rows.size() >= 3) {
-      rho += g.spearman;
-      ++big;
-    }
   }
-  const double ng = r.ranking.empty() ? 1.0 : static_cast<double>(r.ranking.size());
+  const RankingSummary sum = ranking_summary(r.ranking);
   nlohmann::json ranking{{"groups", std::move(groups)},
                          {"group_count", static_cast<int64_t>(r.ranking.size())},
-                         {"mean_pick_regret_pct", regret / ng},
-                         {"mean_heuristic_regret_pct", heuristic / ng},
-                         {"pairs", pairs},
-                         {"pairs_ordered", ordered}};
-  ranking["mean_spearman"] = big > 0 ? nlohmann::json(rho / static_cast<double>(big)) : nlohmann::json(nullptr);
+                         {"mean_pick_regret_pct", sum.mean_pick_regret_pct},
+                         {"mean_heuristic_regret_pct", sum.mean_heuristic_regret_pct},
+                         {"pairs", sum.pairs},
+                         {"pairs_ordered", sum.pairs_ordered}};
+  ranking["mean_spearman"] = sum.big_groups > 0 ? nlohmann::json(sum.mean_spearman) : nlohmann::json(nullptr);
   return {{"cases", std::move(cases)},
           {"by_source", std::move(by_source)},
           {"time_by_tp", std::move(by_tp)},

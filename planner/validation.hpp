@@ -91,6 +91,14 @@ struct RankingGroup {
 };
 std::vector<RankingGroup> ranking_groups(const std::vector<ValidationRow>& rows);
 
+// Over the groups: mean regrets, ordered pairs in total, mean Spearman over the groups of >= 3
+// cases (groups of two only say whether one pair is ordered; big_groups 0: no such group).
+struct RankingSummary {
+  double mean_pick_regret_pct = 0, mean_heuristic_regret_pct = 0, mean_spearman = 0;
+  int64_t pairs = 0, pairs_ordered = 0, big_groups = 0;
+};
+RankingSummary ranking_summary(const std::vector<RankingGroup>& groups);
+
 struct ValidationReport {
   std::vector<ValidationRow> rows;   // evaluated cases, one row per published metric
   std::vector<RefusedCase> refused;  // cases found but not evaluated, in file order

@@ -98,13 +98,7 @@ void AllToAllAttention::to_heads(const float* src, int64_t heads, int64_t hx, bo
         std::copy_n(src + static_cast<size_t>(b * heads + h0 + h) * row, row,
                     send_.data() + static_cast<size_t>(r) * block + static_cast<size_t>(b * hx + h) * row);
   }
-  const float* in = send_.data();
-  if (size_ > 1) {
-    const auto t0 = std::chrono::steady_clock::now();
-    cp_.all_to_all(send_.data(), recv_.data(), block * sizeof(float));
-    comm_acc_ += since(t0);
-    in = recv_.data();
-  }
+  const float* in = exchange(block);
   for (int s = 0; s < size_; ++s)
     for (int64_t b = 0; b < B; ++b)
       for (int64_t h = 0; h < hx; ++h) {
@@ -114,6 +108,14 @@ void AllToAllAttention::to_heads(const float* src, int64_t heads, int64_t hx, bo
           std::copy_n(from + static_cast<size_t>(t * w), static_cast<size_t>(w),
                       to + static_cast<size_t>(order_[static_cast<size_t>(s * n_ + t)] * w));
       }
+}
+
+const float* AllToAllAttention::exchange(size_t block) {
+  if (size_ == 1) return send_.data();  // one rank: its only block stays where it is
+  const auto t0 = std::chrono::steady_clock::now();
+  cp_.all_to_all(send_.data(), recv_.data(), block * sizeof(float));
+  comm_acc_ += since(t0);
+  return recv_.data();
 }
 
 void AllToAllAttention::to_sequence(const float* src, int64_t heads, int64_t hx, bool kv, int64_t w, float* dst,
@@ -130,13 +132,7 @@ void AllToAllAttention::to_sequence(const float* src, int64_t heads, int64_t hx,
           std::copy_n(from + static_cast<size_t>(order_[static_cast<size_t>(s * n_ + t)] * w), static_cast<size_t>(w),
                       to + static_cast<size_t>(t * w));
       }
-  const float* in = send_.data();
-  if (size_ > 1) {
-    const auto t0 = std::chrono::steady_clock::now();
-    cp_.all_to_all(send_.data(), recv_.data(), block * sizeof(float));
-    comm_acc_ += since(t0);
-    in = recv_.data();
-  }
+  const float* in = exchange(block);
   for (int r = 0; r < size_; ++r) {
     const int64_t h0 = kv ? first_kv_head(r) : first_head(r);
     for (int64_t b = 0; b < B; ++b)

@@ -73,6 +73,9 @@ class AllToAllAttention {
  private:
   // Sequence shard [b, heads, n, w] -> head shard [b, hx, m, w] in global order: destination r
   // gets heads [h0(r), h0(r) + hx) (h0 = first_head or first_kv_head).
+  // The timed all-to-all of send_ (blocks of `block` floats per rank) into recv_; returns what
+  // the caller reads: recv_, or send_ itself with one rank.
+  const float* exchange(size_t block);
   void to_heads(const float* src, int64_t heads, int64_t hx, bool kv, int64_t w, float* dst);
   // Head shard [b, hx, m, w] -> sequence shard [b, heads, n, w]; accumulate: add into dst (dst
   // zeroed by the caller), for the replicated KV heads' partial gradients.

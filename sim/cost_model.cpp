@@ -293,6 +293,13 @@ Fp8CastBytes fp8_cast_bytes(const LayerShape& x) {
   return b;
 }
 
+// Ranks of a TP group per node: the whole group inside a node, else G per node when the group
+// tiles nodes (hierarchical collectives), else 1 (group_collective_s).
+int64_t tp_ranks_per_node(const Mesh& mesh, const ClusterConfig& c) {
+  return group_within_node(mesh, MeshDim::tp, c.gpus_per_node) ? mesh.tp
+                                                               : group_ranks_per_node(mesh.tp, 1, c.gpus_per_node);
+}
+
 // One layer, one micro-batch, on one device.
 struct LayerTimes {
   double gemm_fwd_s = 0, gemm_bwd_s = 0;
@@ -335,9 +342,7 @@ LayerTimes layer_times(const LayerShape& x, const ClusterConfig& c, double peak,
   // TP collectives on the link the TP group spans; buffer = the layer's full activation.
   if (mesh.tp > 1) {
     // Inside a node: the flat ring; a TP group across nodes runs hierarchically (per node G ranks).
-    const int64_t tp_per_node = group_within_node(mesh, MeshDim::tp, c.gpus_per_node)
-                                    ? mesh.tp
-                                    : group_ranks_per_node(mesh.tp, 1, c.gpus_per_node);
+    const int64_t tp_per_node = tp_ranks_per_node(mesh, c);
     const double bytes = x.tokens() * x.hidden * x.activation_bytes;
     const int64_t n = mesh.tp;
     const double share = c.overlap_sm_share;
@@ -514,9 +519,7 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
   //   its weight-gradient GEMM unless tp_overlap is none.
   // Not repeated by recompute (the output layer is not recomputed).
   if (mesh.tp > 1) {
-    const int64_t tp_per_node = group_within_node(mesh, MeshDim::tp, c.gpus_per_node)
-                                    ? mesh.tp
-                                    : group_ranks_per_node(mesh.tp, 1, c.gpus_per_node);
+    const int64_t tp_per_node = tp_ranks_per_node(mesh, c);
     const double act = x.tokens() * hidden * x.activation_bytes;
     auto coll = [&](CollectiveKind k, double bytes) { return group_collective_s(k, mesh.tp, tp_per_node, bytes, c); };
     const CollectiveKind reduce = x.sequence_parallel ? CollectiveKind::reduce_scatter : CollectiveKind::all_reduce;

@@ -222,21 +222,19 @@ double objective(std::vector<Experiment>& work, const ClusterConfig& c) {
   return sum / static_cast<double>(work.size());
 }
 
+// The case's errors when predicted on `c` instead of its own cluster.
+CaseErr case_err_on(const Experiment& e, const ClusterConfig& c) {
+  check_case(e);
+  Experiment x = e;
+  x.cluster = c;
+  return case_err(x);
+}
+
 }  // namespace
 
-double case_time_error_pct(const Experiment& e, const ClusterConfig& c) {
-  check_case(e);
-  Experiment x = e;
-  x.cluster = c;
-  return case_err(x).signed_pct;
-}
+double case_time_error_pct(const Experiment& e, const ClusterConfig& c) { return case_err_on(e, c).signed_pct; }
 
-double case_speed_error_pct(const Experiment& e, const ClusterConfig& c) {
-  check_case(e);
-  Experiment x = e;
-  x.cluster = c;
-  return case_err(x).speed_pct;
-}
+double case_speed_error_pct(const Experiment& e, const ClusterConfig& c) { return case_err_on(e, c).speed_pct; }
 
 FitResult fit_cluster(const std::vector<Experiment>& cases, const ClusterConfig& base, const FitOptions& opts) {
   if (cases.empty()) throw bad_input("fit: no case to fit");
