@@ -174,6 +174,7 @@ int run_step_body(const RunArgs& a, runtime::MpiCommunicator& world) {
   spec.global_batch = e.training.global_batch_sequences;
   spec.causal = e.training.causal;
   spec.optimizer = e.training.optimizer;
+  spec.clip_grad = e.training.clip_grad;
   spec.tiles.threads = a.threads;
 #if RINGPLAN_HAVE_GPU_RUN
   if (on_gpu) runtime::gpu::check_gpu_step_spec(spec);

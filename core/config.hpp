@@ -215,6 +215,13 @@ struct TrainingConfig {
   // output layer and the loss stay in `dtype`, as in both frameworks. Needs a 16-bit dtype and a
   // cluster with peak_tflops.fp8.
   bool fp8 = false;
+  // Gradient-norm clipping, YAML training.clip_grad (default 1.0, Megatron-LM's --clip-grad and
+  // torchtitan's max_norm default; 0 turns it off). Before the optimizer step the global L2 norm
+  // of the gradients is computed over every parameter once (TP-replicated norm weights counted
+  // once, DP x CP replicas once); when it exceeds clip_grad every gradient is scaled by
+  // clip_grad / (norm + 1e-6), as Megatron's clip_grad_norm_ does. Costs the optimizer step a
+  // read of the gradients (the norm) and, when the norm exceeds the bound, a read and write.
+  double clip_grad = 1.0;
 };
 
 // Largest GPU count ringplan accepts anywhere (experiment `gpus`, cluster gpus_per_node x nodes,

@@ -199,6 +199,7 @@ constexpr Range kStreamingFractionRange{
 constexpr Range kOverlapShareRange{0, 0.5, false, false, "",
                                    "the fraction of the device's SMs an overlapped collective takes (0.12 for 16 of 132)"};
 constexpr Range kProbabilityRange{0, 1, false, true, "", "a probability (0.1 for 10%, 0 for none)"};
+constexpr Range kClipGradRange{0, 1e9, false, false, "", "the bound on the gradients' global L2 norm (1.0; 0 for no clipping)"};
 constexpr Range kStepTimeRange{1e-9, 1e9, false, false, "s"};
 constexpr Range kTokensPerSecondRange{1e-6, 1e12, false, false, "tokens/s"};
 
@@ -429,7 +430,7 @@ const std::vector<std::string> kClusterKeys{
     "gpus_per_node", "nodes",       "intra_node", "inter_node",          "efficiency"};
 const std::vector<std::string> kTrainingKeys{"seq_len", "global_batch", "global_batch_tokens",
                                              "dtype",   "optimizer",    "causal",
-                                             "grad_accumulation_dtype", "fp8"};
+                                             "grad_accumulation_dtype", "fp8", "clip_grad"};
 const std::vector<std::string> kExperimentKeys{"name", "model",   "cluster", "training", "gpus",
                                                "mesh", "options", "search",  "published"};
 const std::vector<std::string> kMeshKeys{"dp", "tp", "cp", "pp"};
@@ -719,6 +720,7 @@ TrainingConfig training_from_yaml(const YAML::Node& node, const std::string& fil
     if (t.fp8 && t.dtype == DType::fp32)
       r.fail("fp8", "FP8 linear layers need a 16-bit training dtype (bf16 or fp16), got dtype fp32");
   }
+  if (r.has("clip_grad")) t.clip_grad = r.get_real("clip_grad", kClipGradRange);
   return t;
 }
 
@@ -973,6 +975,7 @@ void write_training(YAML::Emitter& out, const TrainingConfig& t) {
   out << YAML::Key << "causal" << YAML::Value << t.causal;
   if (t.fp32_grad_accumulation) out << YAML::Key << "grad_accumulation_dtype" << YAML::Value << "fp32";
   if (t.fp8) out << YAML::Key << "fp8" << YAML::Value << true;
+  if (t.clip_grad != 1.0) emit_double(out, "clip_grad", t.clip_grad);
   out << YAML::EndMap;
 }
 

@@ -273,6 +273,8 @@ MegatronLaunch megatron_launch(const Experiment& e, const sim::Prediction& p) {
     a.push_back("--no-gradient-accumulation-fusion");
   }
   if (e.training.optimizer == Optimizer::sgd) add(a, "--optimizer", "sgd");
+  // Gradient-norm clipping: Megatron's default is also 1.0; 0 turns it off there as here.
+  add(a, "--clip-grad", fmt::format("{}", e.training.clip_grad));
 
   // Precision.
   switch (e.training.dtype) {
@@ -655,6 +657,15 @@ TorchtitanConfig torchtitan_config(const Experiment& e, const sim::Prediction& p
       break;
   }
 
+  // torchtitan clips every step (training.max_norm, default 1.0) and has no switch to turn it off.
+  if (e.training.clip_grad > 0) {
+    set("training", "max_norm", e.training.clip_grad);
+  } else {
+    out.notes.push_back(
+        "clip_grad 0 (no clipping) is not expressible: torchtitan always clips at training.max_norm; left at its "
+        "default 1.0");
+  }
+
   if (!py) {
     set("model", "name", std::string("llama3"));
     set("model", "flavor", std::string(flavor.name));
@@ -712,6 +723,11 @@ std::string python_value(const TorchtitanValue& v) {
   if (const auto* i = std::get_if<int64_t>(&v)) return std::to_string(*i);
   if (const auto* b = std::get_if<bool>(&v)) return *b ? "True" : "False";
   if (const auto* s = std::get_if<std::string>(&v)) return s->empty() ? "None" : python_string(*s);
+  if (const auto* d = std::get_if<double>(&v)) {
+    // Shortest round-trip form, with a decimal point so Python reads a float.
+    std::string f = fmt::format("{}", *d);
+    return f.find_first_of(".en") == std::string::npos ? f + ".0" : f;
+  }
   std::string out = "[";
   for (const auto& part : std::get<std::vector<std::vector<std::string>>>(v)) {
     out += out.size() > 1 ? ", [" : "[";

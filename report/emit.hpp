@@ -79,7 +79,7 @@ MegatronLaunch megatron_launch(const Experiment& e, const sim::Prediction& p);
 // ---------------------------------------------------------------------------------------------
 // torchtitan
 
-using TorchtitanValue = std::variant<int64_t, bool, std::string, std::vector<std::vector<std::string>>>;
+using TorchtitanValue = std::variant<int64_t, bool, std::string, double, std::vector<std::vector<std::string>>>;
 // One configuration field: TOML `[section] key = value`, Python `config.section.key = value`.
 // For the Python target, section "parallelism" fields become ParallelismConfig(...) arguments.
 struct TorchtitanSetting {

@@ -341,19 +341,24 @@ double loss_elementwise_bytes(const LayerShape& x, double vocab) {
   return x.tokens() * (vocab / x.tp) * (2.0 * x.activation_bytes + 8.0);
 }
 
-double optimizer_step_bytes_per_param(DType dtype, Optimizer opt) {
+double optimizer_step_bytes_per_param(DType dtype, Optimizer opt, bool clip_grad) {
   // Megatron-style mixed precision over fp32 master weights and fp32 gradients:
   //   fp16 loss-scale unscale + inf check (read, write grads)        8  (fp16 only)
-  //   gradient norm (read grads)                                     4
-  //   gradient clipping (read, write grads)                          8
+  //   gradient norm (read grads)                                     4  (clip_grad > 0)
+  //   gradient clipping (read, write grads)                          8  (clip_grad > 0)
   //   update: Adam reads p, g, m, v (16), writes p, m, v (12)      28
   //           SGD reads p, g, mom (12), writes p, mom (8)          20
   //   copy master to 16-bit weights (read 4, write 2)                6  (mixed only)
   //   zero the gradient buffer                                       4
+  // The clipping pass is charged every step: torch.nn.utils.clip_grad_norm_ (torchtitan, FSDP)
+  // scales by min(1, coefficient) unconditionally; Megatron-LM scales only when the norm exceeds
+  // the bound, which is most steps early in training and fewer later (the model cannot know the
+  // norm; it charges the pass).
   const double update = opt == Optimizer::adam ? 28.0 : 20.0;
   const double unscale = dtype == DType::fp16 ? 8.0 : 0.0;
+  const double clip = clip_grad ? 4.0 + 8.0 : 0.0;
   const double copy = dtype == DType::fp32 ? 0.0 : 6.0;
-  return unscale + 4.0 + 8.0 + update + copy + 4.0;
+  return unscale + clip + update + copy + 4.0;
 }
 
 }  // namespace ringplan::sim

@@ -203,7 +203,7 @@ AttentionCoreBytes attention_core_elementwise_bytes(const LayerShape& x);
 double loss_elementwise_bytes(const LayerShape& x, double vocab);
 // DRAM bytes per parameter of one optimizer step (fused update over fp32 master weights and
 // fp32 gradients; itemised in formulas.cpp): fp16 Adam 58, bf16 Adam 50, fp32 Adam 44.
-double optimizer_step_bytes_per_param(DType dtype, Optimizer opt);
+double optimizer_step_bytes_per_param(DType dtype, Optimizer opt, bool clip_grad);
 
 // Bandwidth memory-bound kernels achieve: the datasheet DRAM bandwidth times the cluster's
 // efficiency.memory_bandwidth (ClusterConfig::memory_bandwidth_efficiency, default 0.8).

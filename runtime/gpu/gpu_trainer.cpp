@@ -417,6 +417,16 @@ double GpuTrainer::train_step() {
   const double b1 = 0.9, b2 = 0.999, lr = I.spec.learning_rate;
   const double c1 = 1.0 - std::pow(b1, double(I.step_count)), c2 = 1.0 - std::pow(b2, double(I.step_count));
   RINGPLAN_CUDA_OK(cudaEventRecord(I.ev[0], I.stream));
+  if (I.spec.clip_grad > 0) {
+    // Gradient-norm clipping as the CPU trainer does it (runtime/step/trainer.hpp): the L2 norm
+    // of the whole float32 gradient buffer (DP replicas hold the same reduced gradients), then a
+    // scale by min(1, clip / (norm + 1e-6)) applied every step. cuBLAS in host pointer mode
+    // returns the norm to the host after the stream's earlier work.
+    float norm = 0;
+    RINGPLAN_CUBLAS_OK(cublasSnrm2_64(I.blas, static_cast<int64_t>(I.n_params), I.G32(0), 1, &norm));
+    const float coef = float(std::min(1.0, I.spec.clip_grad / (double(norm) + 1e-6)));
+    RINGPLAN_CUBLAS_OK(cublasSscal_64(I.blas, static_cast<int64_t>(I.n_params), &coef, I.G32(0), 1));
+  }
   optimizer_step(I.W32(0), I.G32(0), I.opt_m.as<float>(), I.opt_v.bytes() ? I.opt_v.as<float>() : nullptr, I.W16(0),
                  static_cast<int64_t>(I.n_params), I.spec.optimizer == Optimizer::adam, float(lr), float(lr / c1),
                  float(1.0 / c2), I.stream);

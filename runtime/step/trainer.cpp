@@ -111,6 +111,7 @@ void check_step_spec(const StepSpec& s) {
     fail("tied embeddings with pp > 1 (the first and last stage would share the embedding) are not run; untie them "
          "or use pp=1");
   if (s.learning_rate <= 0 || !std::isfinite(s.learning_rate)) fail("learning rate must be a finite number > 0");
+  if (s.clip_grad < 0 || !std::isfinite(s.clip_grad)) fail("clip_grad must be a finite number >= 0 (0: no clipping)");
 }
 
 // ------------------------------------------------------------------ timing
@@ -892,6 +893,54 @@ void Trainer<T>::reduce_gradients_finish() {
 }
 
 // ------------------------------------------------------------------ optimizer
+// The global norm counts every element of the full model once: a rank sums the squares of the
+// gradient elements its update reads (ZeRO 0: the whole buffer, on DP x CP rank 0 only, as the
+// replicas hold the same reduced values; ZeRO >= 1: its DP x CP shard of each block), skipping
+// the norm weights on TP ranks other than 0 (their gradients are the same on every TP rank),
+// and one all-reduce over the world adds the ranks' sums (PP stages hold disjoint layers).
+// Padding elements are zero. The scale is applied even when it is 1 (min(1, clip / (norm +
+// 1e-6))), as torch.nn.utils.clip_grad_norm_ does and as the cost model charges.
+template <class T>
+void Trainer<T>::clip_gradients() {
+  grad_norm_ = 0;
+  if (spec_.clip_grad <= 0) return;
+  const int zero = spec_.options.zero_stage;
+  const size_t me = static_cast<size_t>(dpcp_->rank());
+  const bool tp_lead = groups_.coord.tp == 0;
+  double sum = 0;
+  // Adds the squares of grads[lo, hi) (offsets into the full parameter layout) read at `data`
+  // (data[0] is offset lo), skipping TP-replicated parameters off TP rank 0.
+  auto add_range = [&](const Block& b, size_t lo, size_t hi, const T* data) {
+    for (int idx : b.param) {
+      if (idx < 0) continue;
+      const ParamInfo& p = params_[static_cast<size_t>(idx)];
+      if (p.full_rows == 1 && !tp_lead) continue;
+      const size_t a = std::max(lo, p.offset), e = std::min(hi, p.offset + static_cast<size_t>(p.rows * p.cols));
+      for (size_t i = a; i < e; ++i) sum += double(data[i - lo]) * double(data[i - lo]);
+    }
+  };
+  for (const Block& b : blocks_) {
+    if (zero == 0) {
+      if (me == 0) add_range(b, b.offset, b.offset + b.padded, grads_.data() + b.offset);
+    } else {
+      const size_t lo = b.offset + me * b.shard;
+      const T* gs = zero >= 2 ? shard_grads_.data() + b.shard_offset : grads_.data() + lo;
+      add_range(b, lo, lo + b.shard, gs);
+    }
+  }
+  world_.all_reduce_sum(&sum, 1);
+  grad_norm_ = std::sqrt(sum);
+  const T coef = T(std::min(1.0, spec_.clip_grad / (grad_norm_ + 1e-6)));
+  auto scale = [&](T* g, size_t n) {
+    for (size_t i = 0; i < n; ++i) g[i] *= coef;
+  };
+  for (const Block& b : blocks_) {
+    if (zero == 0) scale(grads_.data() + b.offset, b.padded);
+    else if (zero >= 2) scale(shard_grads_.data() + b.shard_offset, b.shard);
+    else scale(grads_.data() + b.offset + me * b.shard, b.shard);
+  }
+}
+
 template <class T>
 void Trainer<T>::optimizer_update() {
   ++step_count_;
@@ -924,6 +973,7 @@ void Trainer<T>::optimizer_update() {
   };
   {
     Scope<Clock> s(*clock_, Term::optimizer);
+    clip_gradients();
     for (const Block& b : blocks_) {
       if (zero == 0) {
         update(weights_.data() + b.offset, grads_.data() + b.offset, opt_m_.data() + b.offset,

@@ -27,7 +27,9 @@
 //    batched p2p does, so the schedule cannot deadlock);
 //  - recompute: full keeps only each layer's input and re-runs the layer's forward before its
 //    backward; selective drops the attention output and re-runs the attention forward.
-//  - optimizer: Adam (beta 0.9/0.999, eps 1e-8) or SGD with momentum 0.9, in the scalar type.
+//  - optimizer: gradient-norm clipping (the global L2 norm over every parameter once, then every
+//    gradient times min(1, clip / (norm + 1e-6)), as torch.nn.utils.clip_grad_norm_ does), then
+//    Adam (beta 0.9/0.999, eps 1e-8) or SGD with momentum 0.9, in the scalar type.
 //
 // Parameters and data are deterministic functions of GLOBAL indices (a parameter element of its
 // full, unsharded matrix; a token of its global sequence and position), so every mesh trains the
@@ -73,6 +75,7 @@ struct StepSpec {
   bool causal = true;
   Optimizer optimizer = Optimizer::adam;
   double learning_rate = 1e-3;
+  double clip_grad = 1.0;     // bound on the gradients' global L2 norm before the update; 0: none
   double rope_base = 10000.0;
   double norm_eps = 1e-5;
   uint64_t seed = 1;
@@ -143,6 +146,9 @@ class Trainer {
   double loss_and_gradients();
 
   const StepTiming& last_timing() const { return timing_; }
+  // The gradients' global L2 norm of the last train_step(), before clipping (0 with clip_grad 0,
+  // which computes none). The same on every rank.
+  double last_grad_norm() const { return grad_norm_; }
   // Events of every timed region from now on, relative to `epoch` (set it right after a barrier
   // on every rank so the ranks' clocks line up). Off until called.
   void record_events(std::chrono::steady_clock::time_point epoch);
@@ -189,6 +195,7 @@ class Trainer {
   void reduce_gradients_finish();
   void complete_oldest_reduction();
   void optimizer_update();
+  void clip_gradients();  // inside optimizer_update: sets grad_norm_, scales the gradients it reads
   // TP collectives on activations [rows, cols]: the row-parallel output (g) and the
   // column-parallel input (f) of Megatron, with or without sequence parallelism.
   void tp_reduce_output(const T* partial, T* out_local, int64_t cols);  // all-reduce or reduce-scatter
@@ -243,6 +250,7 @@ class Trainer {
   StepTiming timing_;
   int64_t act_bytes_ = 0, act_peak_bytes_ = 0, logits_bytes_ = 0;
   std::vector<StepEvent> events_;
+  double grad_norm_ = 0;
   double last_loss_sum_ = 0;        // sum of token losses of this step's micro-batches (last stage)
   struct Clock;
   std::unique_ptr<Clock> clock_;

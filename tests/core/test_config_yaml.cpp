@@ -298,6 +298,19 @@ TEST_CASE("training: grad_accumulation_dtype fp32 or same (default), read and wr
                   ConfigError);
 }
 
+TEST_CASE("training: clip_grad defaults to 1.0, 0 turns it off, negative or non-finite refused, written back") {
+  TempDir dir;
+  CHECK(load_training(dir.write("t.yaml", test::kTrainingYaml)).clip_grad == 1.0);
+  TrainingConfig t = load_training(dir.write("u.yaml", std::string(test::kTrainingYaml) + "clip_grad: 0.25\n"));
+  CHECK(t.clip_grad == 0.25);
+  YAML::Emitter out;
+  write_training(out, t);
+  CHECK(load_training(dir.write("v.yaml", std::string(out.c_str()) + "\n")).clip_grad == 0.25);
+  CHECK(load_training(dir.write("w.yaml", std::string(test::kTrainingYaml) + "clip_grad: 0\n")).clip_grad == 0.0);
+  for (const char* bad : {"clip_grad: -1\n", "clip_grad: .nan\n", "clip_grad: \"1\"\n"})
+    CHECK_THROWS_AS(load_training(dir.write("x.yaml", std::string(test::kTrainingYaml) + bad)), ConfigError);
+}
+
 TEST_CASE("experiment references resolve relative to the experiment file's folder") {
   TempDir dir;
   dir.write("configs/models/m.yaml", test::kModelYaml);

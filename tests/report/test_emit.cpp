@@ -215,7 +215,7 @@ TEST_CASE("emit: Megatron-LM arguments of a hand-made plan, exactly") {
       "--attention-backend", "flash", "--tensor-model-parallel-size", "8", "--pipeline-model-parallel-size", "2",
       "--context-parallel-size", "4", "--cp-comm-type", "p2p", "--num-layers-per-virtual-pipeline-stage", "8",
       "--sequence-parallel", "--micro-batch-size", "1", "--global-batch-size", "64",
-      "--recompute-granularity", "selective", "--use-distributed-optimizer", "--bf16"};
+      "--recompute-granularity", "selective", "--use-distributed-optimizer", "--clip-grad", "1", "--bf16"};
   CHECK(l.args == expected);
   CHECK(l.mock_data_args == std::vector<std::string>{"--mock-data", "--tokenizer-type", "NullTokenizer", "--vocab-size", "128256"});
   // Not FSDP, TP > 1: Megatron asserts CUDA_DEVICE_MAX_CONNECTIONS=1.
@@ -341,6 +341,7 @@ TEST_CASE("emit: torchtitan python target of a hand-made plan, exactly") {
   CHECK(int_setting(c, "training", "num_tokens_per_microbatch_per_dp_rank", -1) == 131072);
   CHECK(int_setting(c, "training", "num_tokens_per_train_step", -1) == 64 * 131072);
   CHECK(int_setting(c, "training", "max_context_length", -1) == 131072);
+  CHECK(std::get<double>(*setting(c, "training", "max_norm")) == 1.0);
   CHECK(torchtitan_stages_per_rank(c, 32, false) == 2);  // interleave 2
 
   const std::string text = report::emit_plan(report::Format::torchtitan, hand_made_experiment(), hand_made_plan());
@@ -348,6 +349,7 @@ TEST_CASE("emit: torchtitan python target of a hand-made plan, exactly") {
   CHECK(text.find("    config = llama3_8b()\n    config.parallelism = ParallelismConfig(\n") != std::string::npos);
   CHECK(text.find("        pipeline_parallel_first_stage_less_layers=0,\n") != std::string::npos);
   CHECK(text.find("    config.activation_checkpoint = SelectiveAC.Config()\n    return config\n") != std::string::npos);
+  CHECK(text.find("    config.training.max_norm = 1.0\n") != std::string::npos);  // a Python float
   CHECK(text.find("b5bcd76c66d0acb1a08b176d9639425bc55e0b2a") != std::string::npos);
 }
 
@@ -369,6 +371,7 @@ TEST_CASE("emit: torchtitan toml target parses back with the plan's values") {
   CHECK(doc["training"]["local_batch_size"].value<int64_t>() == 32);  // micro-batch 1 x m 32 with PP
   CHECK(doc["training"]["global_batch_size"].value<int64_t>() == 64);
   CHECK(doc["training"]["seq_len"].value<int64_t>() == 131072);
+  CHECK(doc["training"]["max_norm"].value<double>() == 1.0);
   const auto c = report::torchtitan_config(hand_made_experiment(), hand_made_plan(), report::TorchtitanTarget::toml);
   check_keys_exist(c);
   CHECK(has_note(c, "ZeRO-1 is not expressible"));
@@ -624,4 +627,24 @@ TEST_CASE("emit: cp_comm alltoall is Megatron's --cp-comm-type a2a, torchtitan h
   q.micro_batches = 16;       // 64 / (DP 4 x micro-batch 1)
   const auto lq = report::megatron_launch(hand_made_experiment(), q);
   for (const auto& n : lq.notes) CHECK(n.find("replicates each KV head") == std::string::npos);
+}
+
+TEST_CASE("emit: clip_grad is Megatron's --clip-grad and torchtitan's max_norm, 0 a note for torchtitan") {
+  Experiment e = hand_made_experiment();
+  e.training.clip_grad = 0.5;
+  auto l = report::megatron_launch(e, hand_made_plan());
+  auto at = std::find(l.args.begin(), l.args.end(), "--clip-grad");
+  REQUIRE(at != l.args.end());
+  CHECK(*(at + 1) == "0.5");
+  auto c = report::torchtitan_config(e, hand_made_plan(), report::TorchtitanTarget::toml);
+  CHECK(std::get<double>(*setting(c, "training", "max_norm")) == 0.5);
+  // 0: Megatron skips clipping (clip_grad > 0.0 gates it); torchtitan cannot, and says so.
+  e.training.clip_grad = 0;
+  l = report::megatron_launch(e, hand_made_plan());
+  at = std::find(l.args.begin(), l.args.end(), "--clip-grad");
+  REQUIRE(at != l.args.end());
+  CHECK(*(at + 1) == "0");
+  c = report::torchtitan_config(e, hand_made_plan(), report::TorchtitanTarget::python);
+  CHECK_FALSE(setting(c, "training", "max_norm").has_value());
+  CHECK(has_note(c, "clip_grad 0"));
 }

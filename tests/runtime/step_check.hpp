@@ -26,6 +26,9 @@ inline runtime::step::StepSpec tiny_step_spec() {
   s.options.micro_batch = 1;
   s.options.cp_scheme = CpScheme::zigzag;
   s.learning_rate = 1e-2;
+  // Below the tiny model's gradient norm in every step the parity tests run, so the clipping
+  // scale (not just the norm) is exercised on every mesh; tests check the norm exceeded it.
+  s.clip_grad = 0.05;
   s.seed = 7;
   return s;
 }
@@ -34,6 +37,8 @@ struct ParityResult {
   std::vector<double> losses, reference_losses;
   double max_loss_rel_diff = 0;  // over steps: |loss - ref| / |ref|
   double max_param_diff = 0;     // over this rank's parameters: |p - p_ref|
+  double max_norm_rel_diff = 0;  // over steps: the gradient norm before clipping, vs the reference
+  double min_grad_norm = INFINITY;  // the reference's smallest pre-clipping gradient norm
   int64_t params_compared = 0;
 };
 
@@ -48,6 +53,9 @@ ParityResult compare_with_reference(runtime::step::Trainer<T>& parallel, runtime
     r.reference_losses.push_back(reference.train_step());
     r.max_loss_rel_diff = std::max(r.max_loss_rel_diff, std::abs(r.losses.back() - r.reference_losses.back()) /
                                                             std::abs(r.reference_losses.back()));
+    const double n = parallel.last_grad_norm(), ref = reference.last_grad_norm();
+    r.max_norm_rel_diff = std::max(r.max_norm_rel_diff, std::abs(n - ref) / ref);
+    r.min_grad_norm = std::min(r.min_grad_norm, ref);
   }
   parallel.gather_full_parameters();  // ZeRO-3 holds shards over DP x CP (collective)
   const auto& w = parallel.parameters();

@@ -135,12 +135,19 @@ TEST_CASE("training step: losses and parameters equal the one-process step (ever
     CHECK(p.params_compared > 0);
     CHECK(p.max_loss_rel_diff <= kLossBound);
     CHECK(p.max_param_diff <= kParamBound);
+    // The global gradient norm counts every element once on every mesh (TP-replicated norm
+    // weights, DP x CP replicas and ZeRO shards), and it exceeded clip_grad, so the clipping
+    // scale ran: counting the TP-replicated norm weights twice alone moves tp2's norm by 5e-3,
+    // 250 times the bound.
+    CHECK(p.max_norm_rel_diff <= kLossBound * 10);
+    CHECK(p.min_grad_norm > spec.clip_grad);
     // The loss moved: the step trained something (a broken update would leave it flat).
     CHECK(p.losses.back() < p.losses.front());
     double worst[2] = {p.max_loss_rel_diff, p.max_param_diff};
     g_world->all_reduce_max(worst, 2);
-    lines.push_back(fmt::format("  {:<32} loss {:.5f} -> {:.5f}  max rel loss diff {:.2e}  max param diff {:.2e}",
-                                c.name, p.losses.front(), p.losses.back(), worst[0], worst[1]));
+    lines.push_back(fmt::format(
+        "  {:<32} loss {:.5f} -> {:.5f}  max rel loss diff {:.2e}  max param diff {:.2e}  grad norm {:.3f} rel diff {:.1e}",
+        c.name, p.losses.front(), p.losses.back(), worst[0], worst[1], p.min_grad_norm, p.max_norm_rel_diff));
   }
   if (r == 0) {
     std::printf("training step parity vs one process (P=%d, %d steps):\n", W, kSteps);
