@@ -16,6 +16,11 @@
 //                 The cost model's terms describe that rank too (its waits are the exposed
 //                 communication and the bubble; a faster rank's longer waits are slack, not cost),
 //                 and its terms add up to about the step time.
+//   tp term       the critical rank's TP collectives, each at the smallest time any rank of its TP
+//                 group spent in it (the last to arrive waits for no one: the transfer); the
+//                 remainder, waiting for a TP peer that is still computing, is the tp_wait row
+//                 (rank skew: no cost-model term, predicted 0), as Megatron-LM's timers separate
+//                 it with --barrier-with-L1-time.
 //   pp term       with PP > 1, the step time minus the critical rank's other terms: its waits for
 //                 its neighbours AND the drain after its last backward, while the other stages
 //                 finish theirs (it idles then, and the step is not over). That is what the
@@ -257,6 +262,7 @@ int run_step_body(const RunArgs& a, runtime::MpiCommunicator& world) {
   // Measured step time and terms: per step the slowest rank, then the median over steps.
   std::vector<double> step_s;
   std::array<std::vector<double>, runtime::step::kTermCount> term_s;
+  std::vector<double> tp_wait_s;  // the critical rank's TP waiting for slower TP peers, per step
   auto compute_of = [](const runtime::step::StepTiming& t) {
     return t.term_s[size_t(Term::forward_compute)] + t.term_s[size_t(Term::backward_compute)] +
            t.term_s[size_t(Term::recompute)] + t.term_s[size_t(Term::optimizer)];
@@ -276,6 +282,13 @@ int run_step_body(const RunArgs& a, runtime::MpiCommunicator& world) {
       term_s[static_cast<size_t>(k)].push_back(v);
     }
     if (mesh.pp > 1) term_s[size_t(Term::pp_comm)].back() = std::max(0.0, worst - others);
+    // TP: the model's tp_comm is the collectives' transfer; the critical rank's waits for a TP
+    // peer still computing (skew between ranks, which the model has no term for) are shown apart.
+    const size_t si = static_cast<size_t>(&ranks - m.timing.data());
+    const runtime::step::TpCommSplit tp =
+        runtime::step::split_tp_comm(m.tp_regions[si], static_cast<int>(critical), mesh.tp);
+    term_s[size_t(Term::tp_comm)].back() = tp.transfer_s;
+    tp_wait_s.push_back(tp.wait_s);
   }
   const runtime::SampleStats st = runtime::sample_stats(step_s);
   const sim::TimeBreakdown& p = pred.time;
@@ -286,6 +299,7 @@ int run_step_body(const RunArgs& a, runtime::MpiCommunicator& world) {
       {"recompute", term(Term::recompute), p.recompute_s},
       {"ring_exposed (+cp_imbalance)", term(Term::ring_exposed), p.ring_comm_exposed_s + p.cp_imbalance_s},
       {"tp_comm", term(Term::tp_comm), p.tp_comm_s},
+      {"tp_wait (rank skew, unmodelled)", tp_wait_s.empty() ? 0.0 : median(tp_wait_s), 0.0},
       {"dp_comm_exposed", term(Term::dp_comm_exposed), p.dp_comm_exposed_s},
       {"zero_comm", term(Term::zero_comm), p.zero_comm_exposed_s},
       {"pp_comm (+pp_bubble)", term(Term::pp_comm), p.pp_comm_s + p.pp_bubble_s},

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "core/error.hpp"
 #include "runtime/memory.hpp"
 #include "runtime/trace.hpp"
 
@@ -34,13 +35,17 @@ StepMeasurement run_training_steps(Communicator& world, const StepSpec& spec, co
   const int64_t rss0 = current_rss_bytes();
   Trainer<float> trainer(spec, world);
   std::vector<StepTiming> mine;
+  std::vector<std::vector<double>> my_tp;  // [measured step][k]
   world.barrier();
   if (opt.trace) trainer.record_events(std::chrono::steady_clock::now());
   const int total = opt.warmup + opt.steps;
   for (int s = 0; s < total; ++s) {
     world.barrier();  // every step starts together: the step time is the slowest rank's
     m.losses.push_back(trainer.train_step());
-    if (s >= opt.warmup) mine.push_back(trainer.last_timing());
+    if (s >= opt.warmup) {
+      mine.push_back(trainer.last_timing());
+      my_tp.push_back(trainer.last_tp_comm_regions());
+    }
     if (opt.on_step) opt.on_step(s + 1, total);
   }
   const int64_t rss1 = peak_rss_bytes();
@@ -53,6 +58,28 @@ StepMeasurement run_training_steps(Communicator& world, const StepSpec& spec, co
     std::vector<StepTiming> all(static_cast<size_t>(W));
     world.all_gather(&mine[s], all.data(), sizeof(StepTiming));
     m.timing[s] = all;
+  }
+  {
+    // TP regions: the same count every step on a rank (its schedule is fixed); padded to the
+    // largest count for one fixed-size all_gather.
+    const size_t steps = my_tp.size();
+    int64_t count = steps ? static_cast<int64_t>(my_tp[0].size()) : 0;
+    for (const auto& v : my_tp)
+      if (static_cast<int64_t>(v.size()) != count)
+        throw Error(ErrorKind::runtime, fmt::format("rank {}: the number of TP collectives changed between steps ({} and {})",
+                                                    me, count, v.size()));
+    std::vector<int64_t> counts(static_cast<size_t>(W));
+    world.all_gather(&count, counts.data(), sizeof(int64_t));
+    const int64_t most = *std::max_element(counts.begin(), counts.end());
+    std::vector<double> flat(steps * static_cast<size_t>(most), 0.0), all(flat.size() * static_cast<size_t>(W));
+    for (size_t s = 0; s < steps; ++s) std::copy(my_tp[s].begin(), my_tp[s].end(), flat.begin() + s * most);
+    if (!flat.empty()) world.all_gather(flat.data(), all.data(), flat.size() * sizeof(double));
+    m.tp_regions.assign(steps, std::vector<std::vector<double>>(static_cast<size_t>(W)));
+    for (size_t s = 0; s < steps; ++s)
+      for (int r = 0; r < W; ++r) {
+        const double* src = all.data() + static_cast<size_t>(r) * flat.size() + s * most;
+        m.tp_regions[s][static_cast<size_t>(r)].assign(src, src + counts[static_cast<size_t>(r)]);
+      }
   }
   const StepMemory mem = trainer.memory();
   m.memory.resize(static_cast<size_t>(W));
@@ -135,6 +162,22 @@ StepMeasurement run_training_steps(Communicator& world, const StepSpec& spec, co
     m.params_compared = compared;
   }
   return m;
+}
+
+TpCommSplit split_tp_comm(const std::vector<std::vector<double>>& step_regions, int rank, int64_t tp) {
+  TpCommSplit out;
+  const std::vector<double>& own = step_regions[static_cast<size_t>(rank)];
+  const int first = rank - static_cast<int>(rank % tp);  // the group's tp = 0 rank
+  for (size_t k = 0; k < own.size(); ++k) {
+    double fastest = own[k];
+    for (int t = 0; t < tp; ++t) {
+      const std::vector<double>& peer = step_regions[static_cast<size_t>(first + t)];
+      if (k < peer.size()) fastest = std::min(fastest, peer[k]);
+    }
+    out.transfer_s += fastest;
+    out.wait_s += own[k] - fastest;
+  }
+  return out;
 }
 
 std::string step_trace_json(const std::vector<std::vector<StepEvent>>& per_rank) {

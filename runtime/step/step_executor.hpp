@@ -29,11 +29,25 @@ struct StepMeasurement {
   double max_param_diff = -1;                        // with check_parity: over every parameter of every rank
   int64_t params_compared = 0;
   std::vector<std::vector<StepTiming>> timing;       // [measured step][rank]
+  // [measured step][rank][k]: the rank's k-th TP collective of the step (Trainer::
+  // last_tp_comm_regions); empty inner vectors without TP.
+  std::vector<std::vector<std::vector<double>>> tp_regions;
   std::vector<StepMemory> memory;                    // per rank
   std::vector<int64_t> rss_peak_delta_bytes;         // per rank: VmHWM rise over the run; -1 unknown
   std::vector<std::string> hosts;                    // per rank
   std::vector<std::vector<StepEvent>> events;        // per rank, with trace
 };
+
+// Per measured step, the TP-collective time of `rank` split into transfer and waiting: for each
+// of its TP collectives the smallest time any rank of its TP group (ranks sharing its dp, cp and
+// pp coordinates; rank = tp + TP*(...)) spent in it is the transfer, the rest of the rank's own
+// time there is waiting for slower peers (rank skew). Megatron-LM's timers take the same split
+// with a barrier before each timed collective (--barrier-with-L1-time).
+struct TpCommSplit {
+  double transfer_s = 0;
+  double wait_s = 0;
+};
+TpCommSplit split_tp_comm(const std::vector<std::vector<double>>& step_regions, int rank, int64_t tp);
 
 // Collective over `world` (size = the spec's mesh world size). With check_parity rank 0 also
 // trains the same model on one process afterwards and every rank's parameters are compared with

@@ -127,6 +127,7 @@ struct Trainer<T>::Clock {
   std::array<double, kTermCount>* acc = nullptr;
   std::vector<Frame> stack;
   std::vector<StepEvent>* events = nullptr;  // null: not recording
+  std::vector<double> tp_regions;            // own time of each TP collective region, this step
   std::chrono::steady_clock::time_point epoch;
   int32_t step = 0;
   void push(Term t) { stack.push_back({t, std::chrono::steady_clock::now(), 0.0}); }
@@ -135,6 +136,7 @@ struct Trainer<T>::Clock {
     stack.pop_back();
     const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - f.start).count();
     (*acc)[static_cast<size_t>(f.term)] += el - f.child_s;
+    if (f.term == Term::tp_comm) tp_regions.push_back(el - f.child_s);
     if (events != nullptr)
       events->push_back({std::chrono::duration<double>(f.start - epoch).count(), el, step, f.term});
     if (!stack.empty()) stack.back().child_s += el;
@@ -1172,6 +1174,7 @@ double Trainer<T>::loss_and_gradients() {
   timing_ = StepTiming{};
   clock_->acc = &timing_.term_s;
   clock_->step = static_cast<int32_t>(step_count_);
+  clock_->tp_regions.clear();
   act_bytes_ = 0;
   std::fill(grads_.begin(), grads_.end(), T(0));
   if (!shard_grads_.empty()) std::fill(shard_grads_.begin(), shard_grads_.end(), T(0));
@@ -1194,6 +1197,11 @@ double Trainer<T>::train_step() {
   optimizer_update();
   timing_.step_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return loss;
+}
+
+template <class T>
+const std::vector<double>& Trainer<T>::last_tp_comm_regions() const {
+  return clock_->tp_regions;
 }
 
 template <class T>

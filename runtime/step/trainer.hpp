@@ -146,6 +146,11 @@ class Trainer {
   double loss_and_gradients();
 
   const StepTiming& last_timing() const { return timing_; }
+  // The time of each TP collective of the last step, in issue order (one region = one
+  // collective). Every rank of a TP group issues the same sequence, so the k-th entries of the
+  // group's ranks are one collective: the smallest of them is its transfer time (the last rank to
+  // arrive waits for no one), the rest of each rank's entry is waiting for a slower TP peer.
+  const std::vector<double>& last_tp_comm_regions() const;
   // The gradients' global L2 norm of the last train_step(), before clipping (0 with clip_grad 0,
   // which computes none). The same on every rank.
   double last_grad_norm() const { return grad_norm_; }

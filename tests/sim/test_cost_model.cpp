@@ -361,6 +361,27 @@ TEST_CASE("optimizer step and PP transfers, computed by hand") {
   CHECK(r.time.pp_comm_s == Approx(2 * (16 + 3) * (3e-6 + 8192.0 * 4096 * 2 / 300e9)));
 }
 
+TEST_CASE("optimizer step without gradient clipping drops the norm and scale passes, 12 bytes per parameter") {
+  Experiment e = test::llama_experiment(8192, 32);
+  ParallelOptions o;
+  o.zero_stage = 1;
+  const Mesh mesh = test::mesh_of(2, 2, 2, 1);
+  const double clipped = predict(e, mesh, o).time.optimizer_s;
+  e.training.clip_grad = 0;
+  const double shard = model_params(e.model) / 2 / 4;
+  CHECK(predict(e, mesh, o).time.optimizer_s == Approx(shard * 38 / (2039e9 * 0.8)));
+  CHECK(clipped == Approx(shard * 50 / (2039e9 * 0.8)));
+}
+
+TEST_CASE("logits memory: 16-bit logits plus the cross-entropy's float32 copy, float32 logits alone") {
+  Experiment e = test::llama_experiment(8192, 32);
+  const Mesh mesh = test::mesh_of(1, 2, 1, 1);
+  const double rows = 8192.0, slice = double(e.model.vocab) / 2;
+  CHECK(predict(e, mesh, ParallelOptions{}).memory.logits_bytes == Approx(rows * slice * (2 + 4)));
+  e.training.dtype = DType::fp32;
+  CHECK(predict(e, mesh, ParallelOptions{}).memory.logits_bytes == Approx(rows * slice * 4));
+}
+
 TEST_CASE("full recompute re-runs the forward TP collectives, selective does not") {
   Experiment e = test::llama_experiment(8192, 8);
   const Mesh mesh = test::mesh_of(1, 8, 1, 1);
