@@ -134,6 +134,26 @@ RingLayerPrediction predict_ring_layer(const LayerShape& x, const ClusterConfig&
   return r;
 }
 
+namespace {
+// A pass whose CP communication is not overlapped with its one kernel call (all-gather and
+// all-to-all CP): the communication is all exposed, before or after the compute.
+void fill_unoverlapped_pass(RingPhasePrediction& ph, int64_t transfers, double bytes, double max_rank_compute_s,
+                            double mean_rank_compute_s, double comm_s, double elementwise_s) {
+  ph.compute_steps = 1;
+  ph.transfers = transfers;
+  ph.step_bytes = bytes;
+  ph.first_step_compute_s = max_rank_compute_s;
+  ph.step_compute_s = max_rank_compute_s;
+  ph.step_comm_s = comm_s;
+  ph.unhidden_comm_s = comm_s;
+  ph.mean_rank_compute_s = mean_rank_compute_s;
+  ph.max_rank_compute_s = max_rank_compute_s;
+  ph.elementwise_s = elementwise_s;
+  ph.exposed_comm_s = comm_s;
+  ph.total_s = max_rank_compute_s + elementwise_s + comm_s;
+}
+}  // namespace
+
 RingLayerPrediction predict_allgather_layer(const LayerShape& x, const ClusterConfig& c, double peak_flops_per_s,
                                             int64_t cp_per_node, bool inter_node) {
   if (x.attention != AttentionImpl::flash)
@@ -163,33 +183,13 @@ RingLayerPrediction predict_allgather_layer(const LayerShape& x, const ClusterCo
   const double rs = group_collective_s(CollectiveKind::reduce_scatter, P, cp_per_node, full_kv_bytes, c);
   const AttentionCoreBytes elem = attention_core_elementwise_bytes(x);  // 0 for flash; kept for one source
 
-  RingPhasePrediction& fw = r.forward;
-  fw.compute_steps = 1;
-  fw.transfers = P > 1 ? 1 : 0;
-  fw.step_bytes = received;
-  fw.first_step_compute_s = f.max_rank / fwd_rate(f.max_rank);
-  fw.step_compute_s = fw.first_step_compute_s;
-  fw.step_comm_s = ag;
-  fw.unhidden_comm_s = ag;
-  fw.mean_rank_compute_s = f.mean_rank / fwd_rate(f.mean_rank);
-  fw.max_rank_compute_s = fw.first_step_compute_s;
-  fw.elementwise_s = mem_bw > 0 ? elem.forward / mem_bw : 0.0;
-  fw.exposed_comm_s = ag;  // not overlapped (assumption above)
-  fw.total_s = fw.max_rank_compute_s + fw.elementwise_s + fw.exposed_comm_s;
-
-  RingPhasePrediction& bw = r.backward;
-  bw.compute_steps = 1;
-  bw.transfers = P > 1 ? 2 : 0;  // re-gather of K,V, reduce-scatter of dK,dV
-  bw.step_bytes = 2.0 * received;
-  bw.first_step_compute_s = kBackwardFactor * f.max_rank / bwd_rate(f.max_rank);
-  bw.step_compute_s = bw.first_step_compute_s;
-  bw.step_comm_s = ag + rs;
-  bw.unhidden_comm_s = ag + rs;
-  bw.mean_rank_compute_s = kBackwardFactor * f.mean_rank / bwd_rate(f.mean_rank);
-  bw.max_rank_compute_s = bw.first_step_compute_s;
-  bw.elementwise_s = mem_bw > 0 ? elem.backward / mem_bw : 0.0;
-  bw.exposed_comm_s = ag + rs;
-  bw.total_s = bw.max_rank_compute_s + bw.elementwise_s + bw.exposed_comm_s;
+  // Not overlapped (assumption above): forward all-gathers K, V; backward re-gathers them and
+  // reduce-scatters dK, dV.
+  fill_unoverlapped_pass(r.forward, P > 1 ? 1 : 0, received, f.max_rank / fwd_rate(f.max_rank),
+                         f.mean_rank / fwd_rate(f.mean_rank), ag, mem_bw > 0 ? elem.forward / mem_bw : 0.0);
+  fill_unoverlapped_pass(r.backward, P > 1 ? 2 : 0, 2.0 * received, kBackwardFactor * f.max_rank / bwd_rate(f.max_rank),
+                         kBackwardFactor * f.mean_rank / bwd_rate(f.mean_rank), ag + rs,
+                         mem_bw > 0 ? elem.backward / mem_bw : 0.0);
 
   r.scores_bytes_materialized = materialized_scores_bytes(x);
   r.scores_bytes_flash = flash_lse_bytes(x);
@@ -236,33 +236,12 @@ RingLayerPrediction predict_alltoall_layer(const LayerShape& x, const ClusterCon
                                 : 0.0;
   const AttentionCoreBytes elem = attention_core_elementwise_bytes(x);  // 0 for flash; kept for one source
 
-  RingPhasePrediction& fw = r.forward;
-  fw.compute_steps = 1;
-  fw.transfers = P > 1 ? 4 : 0;
-  fw.step_bytes = received;
-  fw.first_step_compute_s = flops / fwd_rate;
-  fw.step_compute_s = fw.first_step_compute_s;
-  fw.step_comm_s = P > 1 ? comm : 0.0;
-  fw.unhidden_comm_s = fw.step_comm_s;
-  fw.mean_rank_compute_s = fw.first_step_compute_s;
-  fw.max_rank_compute_s = fw.first_step_compute_s;
-  fw.elementwise_s = mem_bw > 0 ? elem.forward / mem_bw : 0.0;
-  fw.exposed_comm_s = fw.step_comm_s;  // not overlapped
-  fw.total_s = fw.max_rank_compute_s + fw.elementwise_s + fw.exposed_comm_s;
-
-  RingPhasePrediction& bw = r.backward;
-  bw.compute_steps = 1;
-  bw.transfers = P > 1 ? 4 : 0;
-  bw.step_bytes = received;
-  bw.first_step_compute_s = kBackwardFactor * flops / bwd_rate;
-  bw.step_compute_s = bw.first_step_compute_s;
-  bw.step_comm_s = P > 1 ? comm : 0.0;
-  bw.unhidden_comm_s = bw.step_comm_s;
-  bw.mean_rank_compute_s = bw.first_step_compute_s;
-  bw.max_rank_compute_s = bw.first_step_compute_s;
-  bw.elementwise_s = mem_bw > 0 ? elem.backward / mem_bw : 0.0;
-  bw.exposed_comm_s = bw.step_comm_s;
-  bw.total_s = bw.max_rank_compute_s + bw.elementwise_s + bw.exposed_comm_s;
+  // Not overlapped: forward Q, K, V in and O out; backward dO in and dQ, dK, dV out.
+  const double pass_comm = P > 1 ? comm : 0.0;
+  fill_unoverlapped_pass(r.forward, P > 1 ? 4 : 0, received, flops / fwd_rate, flops / fwd_rate, pass_comm,
+                         mem_bw > 0 ? elem.forward / mem_bw : 0.0);
+  fill_unoverlapped_pass(r.backward, P > 1 ? 4 : 0, received, kBackwardFactor * flops / bwd_rate,
+                         kBackwardFactor * flops / bwd_rate, pass_comm, mem_bw > 0 ? elem.backward / mem_bw : 0.0);
 
   r.scores_bytes_materialized = materialized_scores_bytes(x);
   r.scores_bytes_flash = flash_lse_bytes(x);
