@@ -10,8 +10,9 @@
 #    dp2 with ZeRO-1; dp2 with ZeRO-3; cp2 with full recompute) writes an experiment with a fixed mesh
 #    (configs/models/tiny_gqa.yaml, seq_len $STEP_SEQ_LEN, global batch 4, micro-batch 1) and
 #    runs `mpirun -np P ringplan run EXP --scope step --check-parity --format json --profile`.
-# 3. Prints a markdown table: step time measured (median of $STEP_STEPS steps) vs predicted,
-#    the largest term error, memory peak error, and the parity figures.
+# 3. Prints two markdown tables: step time measured (median of $STEP_STEPS steps) vs predicted,
+#    the largest term error, memory peak error, and the parity figures; then every observed term
+#    of every layout, measured vs predicted.
 # Environment: STEP_SEQ_LEN (default 1024), STEP_STEPS (5), STEP_WARMUP (1).
 set -euo pipefail
 build=${1:?usage: step_sweep.sh BUILD_DIR OUT_DIR}
@@ -75,4 +76,19 @@ for row in sys.argv[2:]:
     print(f"| {name} | {st['measured_median_s']*1e3:.1f} | {st['predicted_s']*1e3:.1f} | {st['error_pct']:+.1f} % | "
           + (f"{worst['error_pct']:+.1f} % ({worst['name']})" if worst else "n/a")
           + f" | {peak['error_pct']:+.1f} % | {loss:.1e} | {j['max_param_diff']:.1e} |")
+
+# Every observed term of every layout (terms that are 0 both measured and predicted left out);
+# "within 15 %" is the per-term goal; terms without a prediction (rank skew) say n/a.
+print()
+print("| layout | term | measured [ms] | predicted [ms] | error | within 15 % |")
+print("|---|---|---:|---:|---:|---|")
+for row in sys.argv[2:]:
+    name = row.split("|")[0]
+    j = json.load(open(f"{out}/{name}.json"))
+    for t in j["terms"]:
+        if t["measured_s"] < 5e-5 and t["predicted_s"] == 0:
+            continue
+        e = t["error_pct"]
+        print(f"| {name} | {t['name']} | {t['measured_s']*1e3:.2f} | {t['predicted_s']*1e3:.2f} | "
+              + (f"{e:+.1f} % | {'yes' if abs(e) <= 15 else 'no'} |" if e is not None else "n/a | n/a |"))
 PY
