@@ -11,9 +11,13 @@
 //       diagonal blocks), rate = 2.5 x forward FLOPs / time at x = the block's forward FLOPs
 //       (the axis sim/ring_model.cpp reads it on). peak_tflops is the larger of the two fitted
 //       asymptotes, so neither curve is capped: each max = its asymptote / peak.
-//   efficiency.matmul: the same fit to the materialised kernel (Eigen GEMMs around a softmax),
-//       at x = half its FLOPs, which is how sim/ring_model.hpp times materialised attention.
-//       (It therefore describes these GEMMs, not a tuned large GEMM.)
+//   efficiency.matmul: the same fit to the training step's linear-layer GEMMs
+//       (runtime/step/measure_gemm.hpp: Q, K, V, attention output, MLP up and down, output layer
+//       at the plan's rows per rank, 1/2 and 1/4 of them; result-checked), at x = the GEMM's
+//       forward FLOPs, which is how sim/cost_model.cpp times a linear layer.
+//   efficiency.materialized_attention: the same fit to the materialised kernel (Eigen GEMMs
+//       around a softmax), at x = half its FLOPs, which is how sim/ring_model.hpp times
+//       materialised attention.
 //   efficiency.matmul_backward: the same fit to the materialised BACKWARD kernel, rate = 2 x
 //       forward FLOPs / time at the same x: its cost is not the forward's (no exponentials).
 //   intra_node: latency = half the round trip of an 8-byte ping-pong between ranks 0 and 1;
@@ -65,6 +69,7 @@
 #endif
 #include "runtime/memory.hpp"
 #include "runtime/mpi_communicator.hpp"
+#include "runtime/step/measure_gemm.hpp"
 
 namespace {
 
@@ -309,10 +314,22 @@ int calibrate_body(const CalibrateArgs& a0, runtime::MpiCommunicator& world) {
   if (world.size() < 2)
     throw bad_input("calibrate needs at least 2 ranks to measure the links between them: "
                     "run mpirun -np 2 (or the ranks per node you will use) ringplan calibrate");
+  // The step's linear layers: the plan's, at its rows per rank and half and a quarter of them
+  // (points along the curve); without a plan, those of a small Llama-like layer on the kernel
+  // shape (hidden = heads x head_dim, kv = kv_heads x head_dim, SwiGLU 3 x hidden, vocabulary
+  // 1024) at each --tokens block.
+  ModelConfig gemm_model;
+  Mesh gemm_mesh;
+  std::vector<int64_t> gemm_rows;
   if (!a.plan.empty()) {
     const planner::PlanFile plan = planner::read_plan_file(a.plan);
     const Experiment& e = plan.experiment;
     const Mesh mesh = e.mesh.value_or(Mesh{});
+    gemm_model = e.model;
+    gemm_mesh = mesh;
+    const int64_t rows = e.options.micro_batch * (e.training.seq_len / mesh.cp);
+    for (int64_t r : {rows / 4, rows / 2, rows})
+      if (r >= 16) gemm_rows.push_back(r);
     a.heads = e.model.heads / mesh.tp;
     a.kv_heads = e.model.kv_heads / mesh.tp;
     a.head_dim = e.model.head_dim;
@@ -326,6 +343,16 @@ int calibrate_body(const CalibrateArgs& a0, runtime::MpiCommunicator& world) {
   }
   if (a.kv_heads == 0) a.kv_heads = a.heads;
   if (a.tokens.empty()) a.tokens = {128, 256, 512, 1024};
+  if (a.plan.empty()) {
+    gemm_model.hidden = a.heads * a.head_dim;
+    gemm_model.heads = a.heads;
+    gemm_model.kv_heads = a.kv_heads;
+    gemm_model.head_dim = a.head_dim;
+    gemm_model.ffn_hidden = 3 * gemm_model.hidden;
+    gemm_model.gated_mlp = true;
+    gemm_model.vocab = 1024;
+    for (int64_t t : a.tokens) gemm_rows.push_back(a.batch * t);
+  }
   if (a.heads < 1 || a.kv_heads < 1 || a.heads % a.kv_heads != 0 || a.head_dim < 1 || a.batch < 1)
     throw bad_input(fmt::format("calibrate: heads={} kv_heads={} head_dim={} batch={}: need all >= 1 and heads % kv_heads == 0",
                                 a.heads, a.kv_heads, a.head_dim, a.batch));
@@ -333,6 +360,21 @@ int calibrate_body(const CalibrateArgs& a0, runtime::MpiCommunicator& world) {
   for (int64_t t : a.tokens)
     if (t < 1) throw bad_input(fmt::format("--tokens {}: block sizes must be >= 1", t));
   check_shape_fits(a);
+  // The GEMM buffers (X, dX: rows x in; W, dW: out x in; Y, dY: rows x out floats) under the
+  // same per-rank limit as the kernels'.
+  for (int64_t rows : gemm_rows)
+    for (const auto& g : runtime::step::step_gemm_shapes(gemm_model, gemm_mesh, rows)) {
+      const double bytes = 4.0 * 2.0 * (double(g.rows) * double(g.in) + double(g.out) * double(g.in) +
+                                        double(g.rows) * double(g.out));
+      if (bytes > kMaxCalibrateBufferBytes)
+        throw bad_input(fmt::format(
+            "calibrate: the linear layer of {} rows x {} in x {} out{} needs {:.1f} GiB of buffers per rank; the limit "
+            "is {:.0f} GiB: {}",
+            g.rows, g.in, g.out, a.plan.empty() ? "" : fmt::format(" (plan {})", a.plan), bytes / (1 << 30),
+            kMaxCalibrateBufferBytes / (1 << 30),
+            a.plan.empty() ? "use smaller --tokens, --batch, --heads or --head-dim"
+                           : "calibrate without --plan (default shapes) or with a plan of a smaller model or sequence"));
+    }
   if (a.reps < 1) throw bad_input(fmt::format("--reps {}: must be >= 1", a.reps));
   cli::check_threads(a.threads);
   // The profile is written by rank 0 after minutes of measurement: a path it cannot write fails now.
@@ -344,7 +386,7 @@ int calibrate_body(const CalibrateArgs& a0, runtime::MpiCommunicator& world) {
   // Steps: every kernel block size, every link message size, the copy rate. Silent on ranks > 0
   // and whenever mpirun's stderr is not a terminal; on error its destructor erases the line
   // before run_under_mpi reports.
-  Progress progress("calibrate", static_cast<int64_t>(a.tokens.size() + link_bytes.size() + 1),
+  Progress progress("calibrate", static_cast<int64_t>(a.tokens.size() + gemm_rows.size() + link_bytes.size() + 1),
                     rank_progress_options(world.rank()));
   // Kernels.
   std::vector<KernelPoint> kps;
@@ -372,6 +414,21 @@ int calibrate_body(const CalibrateArgs& a0, runtime::MpiCommunicator& world) {
   const sim::RateCurve bwd = fit_rate(bwd_xs, bwd_rates);
   const sim::RateCurve mat = fit_rate(mat_xs, mat_rates);
   const sim::RateCurve mat_bwd = fit_rate(mat_xs, mat_bwd_rates);
+  // The step's linear-layer GEMMs: their forward rate is the matmul curve (x = the GEMM's FLOPs,
+  // as sim/cost_model.cpp times each linear layer).
+  std::vector<runtime::step::GemmPoint> gps;
+  for (int64_t rows : gemm_rows) {
+    for (const auto& p : runtime::step::measure_gemms(world, runtime::step::step_gemm_shapes(gemm_model, gemm_mesh, rows),
+                                                      a.reps))
+      gps.push_back(p);
+    progress.advance();
+  }
+  std::vector<double> gemm_xs, gemm_rates;
+  for (const auto& g : gps) {
+    gemm_xs.push_back(g.shape.forward_flops());
+    gemm_rates.push_back(g.shape.forward_flops() / g.forward_s);
+  }
+  const sim::RateCurve gemm = fit_rate(gemm_xs, gemm_rates);
   // Links.
   std::vector<LinkPoint> lps;
   for (int64_t bytes : link_bytes) {
@@ -402,13 +459,17 @@ int calibrate_body(const CalibrateArgs& a0, runtime::MpiCommunicator& world) {
 
   ClusterConfig c;
   c.name = a.name;
-  // Peak = the faster flash asymptote; both attention curves are relative to it (max <= 1).
-  const double peak = std::max(attn.asymptote, bwd.asymptote);
+  // Peak = the fastest asymptote of the flash kernels and the GEMMs; every curve is relative to
+  // it (max <= 1).
+  const double peak = std::max({attn.asymptote, bwd.asymptote, gemm.asymptote});
   c.peak_flops_per_s_bf16 = c.peak_flops_per_s_fp16 = c.peak_flops_per_s_fp32 = peak;
   c.attention = {attn.asymptote / peak, attn.half_flops};
   c.attention_backward = {bwd.asymptote / peak, bwd.half_flops};
-  // matmul curve relative to the same peak: eff(x) = mat(x) / peak, capped at 1.
-  c.matmul = {std::min(1.0, mat.asymptote / peak), mat.half_flops};
+  // Curves relative to the same peak: eff(x) = rate(x) / peak, capped at 1. matmul: the linear
+  // layers' GEMMs; the materialised attention kernel gets its own forward curve (its softmax's
+  // exponentials dominate it on a CPU) and matmul_backward (its backward).
+  c.matmul = {std::min(1.0, gemm.asymptote / peak), gemm.half_flops};
+  c.materialized_attention = {std::min(1.0, mat.asymptote / peak), mat.half_flops};
   c.matmul_backward = {std::min(1.0, mat_bwd.asymptote / peak), mat_bwd.half_flops};
   c.memory_bytes = static_cast<double>(mem_total_bytes()) / static_cast<double>(ranks_per_host);
   c.memory_reserved_bytes = static_cast<double>(std::max<int64_t>(reserved_bytes, 0));
@@ -452,6 +513,13 @@ int calibrate_body(const CalibrateArgs& a0, runtime::MpiCommunicator& world) {
        << fmt::format("{:.3f}", mat.asymptote / 1e9) << " GFLOP/s, half " << fmt::format("{:.3e}", mat.half_flops)
        << "; materialised backward fit: " << fmt::format("{:.3f}", mat_bwd.asymptote / 1e9) << " GFLOP/s, half "
        << fmt::format("{:.3e}", mat_bwd.half_flops) << "\n"
+       << "# linear-layer GEMMs (the step's, runtime/step/ops.hpp): rows  in  out  fwd_GFLOP/s  bwd_GFLOP/s(2x)  fit_GFLOP/s\n";
+  for (const auto& g : gps)
+    head << fmt::format("#  {:6d}  {:6d}  {:6d}  {:10.2f}  {:10.2f}  {:10.2f}\n", g.shape.rows, g.shape.in, g.shape.out,
+                        g.shape.forward_flops() / g.forward_s / 1e9, 2.0 * g.shape.forward_flops() / g.backward_s / 1e9,
+                        gemm.at(g.shape.forward_flops()) / 1e9);
+  head << "# GEMM fit (efficiency.matmul): rate(x) = " << fmt::format("{:.3f}", gemm.asymptote / 1e9)
+       << " GFLOP/s * x / (x + " << fmt::format("{:.3e}", gemm.half_flops) << " FLOP), x = the GEMM's forward FLOPs\n"
        << "# links: bytes  pingpong_one_way_us  ring_step_us\n";
   for (const auto& l : lps)
     head << fmt::format("#  {:9d}  {:10.2f}  {:10.2f}\n", l.bytes, l.pingpong_one_way_s * 1e6, l.ring_step_s * 1e6);

@@ -150,6 +150,16 @@ struct ClusterConfig {
   const EfficiencyCurve& attention_backward_curve() const {
     return attention_backward.max_efficiency > 0 ? attention_backward : attention;
   }
+  // Efficiency of the MATERIALISED attention forward (its two GEMMs, QK^T and PV, with the
+  // softmax between them), optional YAML key efficiency.materialized_attention {max, half_tflop}.
+  // On GPUs these are GEMMs like the linear layers', so unset (the default) means "same as
+  // matmul". A CPU kernel differs: the softmax's exponentials dominate it, so calibrate measures
+  // it apart from the linear layers' GEMMs (which set `matmul`). Axis: x = one of its GEMMs'
+  // FLOPs (half the block's forward FLOPs); efficiency = block forward FLOPs / 2 / time / peak.
+  EfficiencyCurve materialized_attention;
+  const EfficiencyCurve& materialized_attention_curve() const {
+    return materialized_attention.max_efficiency > 0 ? materialized_attention : matmul;
+  }
   // Efficiency of the MATERIALISED attention backward (its GEMMs and element-wise work),
   // optional YAML key efficiency.matmul_backward {max, half_tflop}. On GPUs the backward is GEMMs
   // of the forward's shapes, so unset (the default) means "same as matmul". A CPU kernel differs:

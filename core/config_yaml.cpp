@@ -642,12 +642,14 @@ ClusterConfig cluster_from_yaml(const YAML::Node& node, const std::string& file,
   c.inter_node = read_link(r, "inter_node");
   MapReader eff =
       r.nested("efficiency",
-               {"matmul", "matmul_backward", "matmul_fp8", "attention", "attention_backward", "memory_bandwidth",
-                "collectives", "collectives_inter_node", "overlap_sm_share"});
+               {"matmul", "matmul_backward", "matmul_fp8", "materialized_attention", "attention", "attention_backward",
+                "memory_bandwidth", "collectives", "collectives_inter_node", "overlap_sm_share"});
   c.matmul = read_curve(eff, "matmul");
   c.attention = read_curve(eff, "attention");
   // Optional: absent leaves max_efficiency 0, i.e. the backward uses `attention`.
   if (eff.has("attention_backward")) c.attention_backward = read_curve(eff, "attention_backward");
+  // Optional: absent leaves max_efficiency 0, i.e. the materialised forward uses `matmul`.
+  if (eff.has("materialized_attention")) c.materialized_attention = read_curve(eff, "materialized_attention");
   // Optional: absent leaves max_efficiency 0, i.e. the materialised backward uses `matmul`.
   if (eff.has("matmul_backward")) c.matmul_backward = read_curve(eff, "matmul_backward");
   // Optional: absent leaves max_efficiency 0, i.e. FP8 GEMMs use matmul's fraction of their peak.
@@ -940,6 +942,7 @@ void write_cluster(YAML::Emitter& out, const ClusterConfig& c) {
   out << YAML::Key << "efficiency" << YAML::Value << YAML::BeginMap;
   curve("matmul", c.matmul);
   curve("attention", c.attention);
+  if (c.materialized_attention.max_efficiency > 0) curve("materialized_attention", c.materialized_attention);
   if (c.matmul_backward.max_efficiency > 0) curve("matmul_backward", c.matmul_backward);
   if (c.matmul_fp8.max_efficiency > 0) curve("matmul_fp8", c.matmul_fp8);
   if (c.attention_backward.max_efficiency > 0) curve("attention_backward", c.attention_backward);

@@ -17,7 +17,8 @@ RingKernelRate ring_kernel_rate(const LayerShape& x, const ClusterConfig& c, dou
   // Flash attention is one fused kernel per block: the attention curve at its FLOPs; backward
   // 2.5x the forward FLOPs (it recomputes the scores). Materialised attention is cuBLAS batched
   // GEMMs around the softmax: Q*K^T writes and P*V reads the score matrix, so each GEMM takes
-  // the longer of its compute (matmul curve) and its score traffic (roofline: with K = head_dim
+  // the longer of its compute (the materialized_attention curve, = matmul unless the profile
+  // measured its own) and its score traffic (roofline: with K = head_dim
   // ~100 these GEMMs sit below A100's ~150 FLOP/byte ridge); backward is 4 such GEMMs
   // (dV = P^T dO, dP = dO V^T, dQ = dS K, dK = dS^T Q), 2x the forward.
   if (x.attention == AttentionImpl::materialized) {
@@ -28,7 +29,7 @@ RingKernelRate ring_kernel_rate(const LayerShape& x, const ClusterConfig& c, dou
       const double compute_s = gemm_flops / (peak_flops_per_s * curve.at(gemm_flops));
       return gemm_flops / std::max(compute_s, traffic_s);
     };
-    k.forward_flops_per_s = rate(c.matmul);
+    k.forward_flops_per_s = rate(c.materialized_attention_curve());
     k.backward_factor = 2.0;
     // Each backward GEMM moves a score-sized operand per GEMM FLOP as the forward's do; its
     // compute runs at the backward curve (= matmul unless the profile measured its own).

@@ -167,6 +167,21 @@ TEST_CASE("cluster efficiency.matmul_backward is optional: absent = matmul, read
   CHECK(std::string(out2.c_str()).find("matmul_backward") == std::string::npos);
 }
 
+TEST_CASE("cluster efficiency.materialized_attention is optional: absent = matmul, read and written as given") {
+  TempDir dir;
+  ClusterConfig c = load_cluster(dir.write("c.yaml", test::kClusterYaml));
+  CHECK(c.materialized_attention.max_efficiency == 0.0);  // unset
+  CHECK(c.materialized_attention_curve().max_efficiency == doctest::Approx(c.matmul.max_efficiency));
+  c = load_cluster(
+      dir.write("d.yaml", std::string(test::kClusterYaml) + "  materialized_attention: {max: 0.2, half_tflop: 0.05}\n"));
+  CHECK(c.materialized_attention_curve().max_efficiency == doctest::Approx(0.2));
+  CHECK(c.materialized_attention_curve().half_flops == doctest::Approx(0.05e12));
+  YAML::Emitter out;
+  write_cluster(out, c);
+  CHECK(load_cluster(dir.write("e.yaml", std::string(out.c_str()) + "\n")).materialized_attention.max_efficiency ==
+        doctest::Approx(0.2));
+}
+
 TEST_CASE("cluster efficiency.attention_backward is optional: absent = attention, read and written as given") {
   TempDir dir;
   ClusterConfig c = load_cluster(dir.write("c.yaml", test::kClusterYaml));

@@ -35,6 +35,9 @@ check "$work/mismatch.log" "plan has cp=2 but mpirun started 1 rank; run mpirun 
   -o "$work/profile.yaml" > "$work/calibrate.log" 2>&1 || { echo "FAIL: calibrate exited $?"; cat "$work/calibrate.log"; fail=1; }
 check "$work/profile.yaml" "^peak_tflops:"
 check "$work/profile.yaml" "^intra_node:"
+# matmul from the step's linear-layer GEMMs, the materialised kernel on its own curve.
+check "$work/profile.yaml" "^# linear-layer GEMMs"
+check "$work/profile.yaml" "^  materialized_attention: "
 
 # shellcheck disable=SC2086
 "$mpiexec" -np 2 $flags "$ringplan" run "$plan" --scope attention --iters 2 --warmup 1 --format json --profile "$work/profile.yaml" \

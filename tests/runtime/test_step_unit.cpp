@@ -12,6 +12,7 @@
 #include "core/error.hpp"
 #include "runtime/mpi_communicator.hpp"
 #include "tests/runtime/mpi_doctest_main.hpp"
+#include "runtime/step/measure_gemm.hpp"
 #include "runtime/step/ops.hpp"
 #include "tests/runtime/step_check.hpp"
 
@@ -124,6 +125,31 @@ TEST_CASE("step refuses shapes that cannot be split, naming the reason, before a
   s.options.sequence_parallel = true;
   s.options.cp_scheme = CpScheme::contiguous;
   refused(s, "6 token rows by tp=4");
+}
+
+TEST_CASE("calibrate's GEMM shapes are the step's linear layers on one rank, split by TP, without repeats") {
+  ModelConfig m = test::tiny_step_spec().model;  // hidden 32, 4:2 heads of 8, ffn 48, vocab 64
+  using runtime::step::GemmShape;
+  auto shapes = runtime::step::step_gemm_shapes(m, Mesh{1, 2, 1, 1}, 16);
+  const std::vector<GemmShape> want = {{16, 32, 16}, {16, 32, 8}, {16, 16, 32}, {16, 32, 24}, {16, 24, 32}, {16, 32, 32}};
+  CHECK(shapes == want);
+  // TP 1 and MHA: Q, K, V and the attention output are one shape, measured once.
+  m.kv_heads = 4;
+  shapes = runtime::step::step_gemm_shapes(m, Mesh{}, 8);
+  CHECK(shapes.size() == 4);
+  CHECK(shapes.front() == GemmShape{8, 32, 32});
+  CHECK(shapes.front().forward_flops() == 2.0 * 8 * 32 * 32);
+}
+
+TEST_CASE("calibrate's GEMM timing checks each product and reports positive times on every rank") {
+  const std::vector<runtime::step::GemmShape> shapes = {{16, 32, 24}, {33, 17, 5}};
+  const auto pts = runtime::step::measure_gemms(*g_world, shapes, 2);
+  REQUIRE(pts.size() == 2);
+  for (size_t i = 0; i < pts.size(); ++i) {
+    CHECK(pts[i].shape == shapes[i]);
+    CHECK(pts[i].forward_s > 0);
+    CHECK(pts[i].backward_s > 0);
+  }
 }
 
 int main(int argc, char** argv) {

@@ -151,6 +151,13 @@ TEST_CASE("backward kernel at its own efficiency (efficiency.attention_backward)
   // ... one above it does not beat the score traffic.
   c.matmul_backward = {0.5 * (1.0 + mat.backward_kernel_efficiency), 0.0};
   CHECK(predict_ring_attention(s, c).backward_kernel_efficiency == Approx(mat.backward_kernel_efficiency));
+  // The forward runs on materialized_attention when the profile has it (a CPU's softmax-bound
+  // kernel), and matmul (the linear layers' GEMMs) no longer moves it.
+  c.materialized_attention = {0.5 * mat.kernel_efficiency, 0.0};
+  const RingLayerPrediction matf = predict_ring_attention(s, c);
+  CHECK(matf.kernel_efficiency == Approx(0.5 * mat.kernel_efficiency));
+  c.matmul = {0.1, 0.0};
+  CHECK(predict_ring_attention(s, c).kernel_efficiency == Approx(matf.kernel_efficiency));
 }
 
 TEST_CASE("materialised: hidden blocks skipped like flash, causal imbalance kept, scores memory full") {
