@@ -272,6 +272,55 @@ std::string out_of_memory_message(const sim::Prediction& p) {
                      p.capacity_bytes / kGiB);
 }
 
+std::vector<CpCommAlternative> cp_comm_alternatives(const Experiment& e, const sim::Prediction& chosen, int64_t gpus) {
+  std::vector<CpCommAlternative> out;
+  std::vector<CpComm> order = {chosen.options.cp_comm};
+  for (CpComm c : {CpComm::ring, CpComm::allgather, CpComm::alltoall})
+    if (c != chosen.options.cp_comm) order.push_back(c);
+  for (CpComm comm : order) {
+    CpCommAlternative a;
+    a.comm = comm;
+    ParallelOptions opt = chosen.options;
+    opt.cp_comm = comm;
+    a.refused = sim::check_layout(e, chosen.mesh, opt, gpus);
+    if (a.refused.empty()) {
+      const sim::Prediction p = sim::predict(e, chosen.mesh, opt);
+      a.step_time_s = p.step_time_s;
+      a.cp_exposed_s = p.time.ring_comm_exposed_s + p.time.cp_imbalance_s;
+      a.cp_buffer_bytes = p.memory.ring_buffers_bytes;
+      a.peak_memory_bytes = p.peak_memory_bytes;
+      a.fits = p.fits;
+    }
+    out.push_back(std::move(a));
+  }
+  return out;
+}
+
+std::string cp_comm_reason(const sim::Prediction& chosen, const std::vector<CpCommAlternative>& alts,
+                           const std::vector<CpComm>& searched) {
+  if (alts.empty()) return {};
+  const CpCommAlternative& me = alts.front();
+  std::string s = fmt::format("cp_comm {}: exposed CP communication + imbalance {:.1f} ms per step, CP buffers {:.2f} GiB",
+                              to_string(me.comm), 1e3 * me.cp_exposed_s, me.cp_buffer_bytes / units::gib_bytes);
+  for (size_t i = 1; i < alts.size(); ++i) {
+    const CpCommAlternative& a = alts[i];
+    if (!a.refused.empty()) {
+      s += fmt::format("; {} cannot run this layout ({})", to_string(a.comm), a.refused);
+    } else if (!a.fits) {
+      s += fmt::format("; {} does not fit ({:.1f} GiB peak)", to_string(a.comm), a.peak_memory_bytes / units::gib_bytes);
+    } else {
+      const double d = 100.0 * (a.step_time_s - chosen.step_time_s) / chosen.step_time_s;
+      s += fmt::format("; {} {:+.1f} % step time (exposed CP {:.1f} ms, buffers {:.2f} GiB){}", to_string(a.comm), d,
+                       1e3 * a.cp_exposed_s, a.cp_buffer_bytes / units::gib_bytes,
+                       d >= 0 ? ""
+                       : std::find(searched.begin(), searched.end(), a.comm) == searched.end()
+                           ? " -- faster, but not searched (fixed or left out by the experiment)"
+                           : " -- faster, but the chosen layout is inside the ranking band and simpler");
+    }
+  }
+  return s;
+}
+
 PlanResult plan(const Experiment& e, const PlanSettings& settings) {
   if (settings.top_k <= 0)
     throw bad_input(fmt::format("top-K must be > 0 (number of ranked layouts to keep), got {}",
@@ -469,6 +518,10 @@ PlanResult plan(const Experiment& e, const PlanSettings& settings) {
       if (result.candidates[i].mesh == result.chosen->mesh && result.candidates[i].options == result.chosen->options)
         result.chosen_rank = static_cast<int64_t>(i) + 1;
     result.choice_reason = choice_reason(fastest, *result.chosen, result.chosen_rank, settings.top_k);
+    if (result.chosen->mesh.cp > 1) {
+      result.cp_comm_alternatives = cp_comm_alternatives(e, *result.chosen, result.gpus);
+      result.cp_comm_reason = cp_comm_reason(*result.chosen, result.cp_comm_alternatives, space.cp_comm);
+    }
   }
   // Invariants of planner.hpp: every enumerated candidate is accounted for.
   if (result.enumerated != result.evaluated + tally.layout_total() ||

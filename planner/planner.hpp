@@ -117,6 +117,18 @@ struct Rejection {
   std::string example;
 };
 
+// The chosen layout with another CP communication method (everything else the same), so the
+// plan can say why its method won (cp_comm_alternatives).
+struct CpCommAlternative {
+  CpComm comm = CpComm::ring;
+  std::string refused;        // check_layout's reason when the method cannot run this layout; else empty
+  double step_time_s = 0;     // predicted, when not refused
+  double cp_exposed_s = 0;    // its exposed CP communication + CP imbalance per step
+  double cp_buffer_bytes = 0; // its CP buffers (ring K/V, gathered K/V, all-to-all head shards)
+  double peak_memory_bytes = 0;
+  bool fits = false;
+};
+
 struct PlanResult {
   int64_t gpus = 0;
   std::vector<sim::Prediction> candidates;  // fitting, best first, at most top_k
@@ -132,9 +144,19 @@ struct PlanResult {
   std::optional<sim::Prediction> chosen;
   int64_t chosen_rank = 0;   // 1-based position of `chosen` in candidates; 0 when it ranks below top K
   std::string choice_reason; // why `chosen` (and not rank 1), for people
+  // With CP > 1 in `chosen`: every CP method (ring, allgather, alltoall) on the chosen layout,
+  // the chosen one first, and for people why the chosen one won (cp_comm_reason). Empty otherwise.
+  std::vector<CpCommAlternative> cp_comm_alternatives;
+  std::string cp_comm_reason;
   bool fixed_mesh = false;   // the search was restricted to the experiment's mesh
   bool empty() const { return candidates.empty(); }
 };
+
+// The CP methods on `chosen`'s layout and the sentence comparing them (used by plan()).
+std::vector<CpCommAlternative> cp_comm_alternatives(const Experiment& e, const sim::Prediction& chosen, int64_t gpus);
+// `searched`: the CP methods the search tried (a faster method outside it is named as such).
+std::string cp_comm_reason(const sim::Prediction& chosen, const std::vector<CpCommAlternative>& alternatives,
+                           const std::vector<CpComm>& searched);
 
 // Runs the search. Throws ringplan::Error (bad_input) for settings that cannot be valid
 // (top_k <= 0, a GPU count outside 1 .. kMaxGpus). A search where nothing fits returns an empty

@@ -128,11 +128,27 @@ nlohmann::json plan_json(const PlanResult& r, const std::string& fixed_layout) {
                             {"band_reason", kRankingBandReason},
                             {"chosen_rank", r.chosen_rank},
                             {"reason", r.choice_reason},
+                            {"cp_comm_reason", r.cp_comm_reason},
                             {"top_group_size", top_group}};
   const nlohmann::json chosen_json = r.chosen              ? prediction_json(*r.chosen)
                                      : r.candidates.empty() ? nlohmann::json(nullptr)
                                                             : prediction_json(r.candidates.front());
+  nlohmann::json cp_alts = nlohmann::json::array();
+  for (const auto& a : r.cp_comm_alternatives) {
+    nlohmann::json j = {{"cp_comm", to_string(a.comm)}};
+    if (!a.refused.empty()) {
+      j["refused"] = a.refused;
+    } else {
+      j["step_time_s"] = a.step_time_s;
+      j["cp_exposed_s"] = a.cp_exposed_s;
+      j["cp_buffer_bytes"] = static_cast<int64_t>(a.cp_buffer_bytes);
+      j["peak_memory_bytes"] = static_cast<int64_t>(a.peak_memory_bytes);
+      j["fits"] = a.fits;
+    }
+    cp_alts.push_back(std::move(j));
+  }
   return {{"schema_version", kJsonSchemaVersion},
+          {"cp_comm_alternatives", cp_alts},
           // schema_version 2: `best` is the recommended layout (= `chosen`, what `plan -o` writes);
           // in version 1 it was the fastest, which is now `fastest`.
           {"best", chosen_json},
@@ -270,6 +286,7 @@ std::string plan_text(const Experiment& e, const PlanResult& r) {
         "ring before all-gather; zigzag/striped twins shown once)\n",
         100.0 * kRankingBand, kRankingBandReason);
     s += fmt::format("chosen: {}\n", r.choice_reason);
+    if (!r.cp_comm_reason.empty()) s += fmt::format("CP method: {}\n", r.cp_comm_reason);
     s += "\nchosen plan\n";
     s += prediction_text(e, r.chosen ? *r.chosen : r.candidates.front());
   } else {

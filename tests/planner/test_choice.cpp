@@ -192,6 +192,43 @@ TEST_CASE("plan: a fixed mesh restricts the search to it, fixed options to their
   CHECK(ex.fitting == opts.fitting);
 }
 
+TEST_CASE("plan: with CP the chosen layout is compared with every CP method, and the reason names them") {
+  Experiment e = test::tiny_experiment();
+  e.mesh = Mesh{1, 1, 4, 1};
+  const PlanResult r = plan(e, {.gpus = 4, .top_k = 1000, .fixed_layout = true});
+  REQUIRE(r.chosen);
+  REQUIRE(r.cp_comm_alternatives.size() == 3);
+  const CpCommAlternative& first = r.cp_comm_alternatives.front();
+  CHECK(first.comm == r.chosen->options.cp_comm);
+  CHECK(first.refused.empty());
+  CHECK(first.step_time_s == r.chosen->step_time_s);
+  for (CpComm c : {CpComm::ring, CpComm::allgather, CpComm::alltoall}) {
+    const auto n = std::count_if(r.cp_comm_alternatives.begin(), r.cp_comm_alternatives.end(),
+                                 [c](const CpCommAlternative& a) { return a.comm == c; });
+    CHECK(n == 1);
+  }
+  // Each alternative is predict() of the chosen layout with that method.
+  for (const auto& a : r.cp_comm_alternatives) {
+    ParallelOptions o = r.chosen->options;
+    o.cp_comm = a.comm;
+    CHECK(a.step_time_s == sim::predict(e, r.chosen->mesh, o).step_time_s);
+  }
+  CHECK(has(r.cp_comm_reason, std::string("cp_comm ") + to_string(first.comm) + ": exposed CP communication"));
+  CHECK(has(r.cp_comm_reason, "% step time"));
+  // A method that cannot run the layout says why: CP 4 does not divide 6 query heads.
+  Experiment six = e;
+  six.model.heads = 6;
+  six.model.hidden = 6 * 32;
+  const auto alts = cp_comm_alternatives(six, *r.chosen, 4);
+  const auto a2a = std::find_if(alts.begin(), alts.end(), [](const CpCommAlternative& a) { return a.comm == CpComm::alltoall; });
+  REQUIRE(a2a != alts.end());
+  CHECK(has(a2a->refused, "to divide the query heads per TP rank"));
+  CHECK(has(cp_comm_reason(*r.chosen, alts, {CpComm::ring}), "alltoall cannot run this layout"));
+  // Without CP there is nothing to compare.
+  e.mesh = Mesh{4, 1, 1, 1};
+  CHECK(plan(e, {.gpus = 4, .top_k = 10, .fixed_layout = true}).cp_comm_alternatives.empty());
+}
+
 TEST_CASE("plan: a fixed layout that cannot run, does not fit, or has another GPU count") {
   Experiment e = test::tiny_experiment();
   // kv_heads 2 cannot split over TP 4: no option makes it valid.
