@@ -278,20 +278,38 @@ std::vector<CpCommAlternative> cp_comm_alternatives(const Experiment& e, const s
   for (CpComm c : {CpComm::ring, CpComm::allgather, CpComm::alltoall})
     if (c != chosen.options.cp_comm) order.push_back(c);
   for (CpComm comm : order) {
-    CpCommAlternative a;
-    a.comm = comm;
-    ParallelOptions opt = chosen.options;
-    opt.cp_comm = comm;
-    a.refused = sim::check_layout(e, chosen.mesh, opt, gpus);
-    if (a.refused.empty()) {
-      const sim::Prediction p = sim::predict(e, chosen.mesh, opt);
-      a.step_time_s = p.step_time_s;
-      a.cp_exposed_s = p.time.ring_comm_exposed_s + p.time.cp_imbalance_s;
-      a.cp_buffer_bytes = p.memory.ring_buffers_bytes;
-      a.peak_memory_bytes = p.peak_memory_bytes;
-      a.fits = p.fits;
+    // The chosen scheme first (the chosen layout itself for the first entry), then the others:
+    // the fastest that fits wins, else the first that runs.
+    std::vector<CpScheme> schemes = {chosen.options.cp_scheme};
+    for (CpScheme sc : {CpScheme::contiguous, CpScheme::zigzag, CpScheme::striped})
+      if (sc != chosen.options.cp_scheme && comm != chosen.options.cp_comm) schemes.push_back(sc);
+    CpCommAlternative best;
+    bool have = false;
+    for (CpScheme sc : schemes) {
+      CpCommAlternative a;
+      a.comm = comm;
+      a.scheme = sc;
+      ParallelOptions opt = chosen.options;
+      opt.cp_comm = comm;
+      opt.cp_scheme = sc;
+      a.refused = sim::check_layout(e, chosen.mesh, opt, gpus);
+      if (a.refused.empty()) {
+        const sim::Prediction p = sim::predict(e, chosen.mesh, opt);
+        a.step_time_s = p.step_time_s;
+        a.cp_exposed_s = p.time.ring_comm_exposed_s + p.time.cp_imbalance_s;
+        a.cp_buffer_bytes = p.memory.ring_buffers_bytes;
+        a.peak_memory_bytes = p.peak_memory_bytes;
+        a.fits = p.fits;
+      }
+      const bool better = !have || (best.refused.empty() != a.refused.empty() ? a.refused.empty()
+                                    : best.fits != a.fits                     ? a.fits
+                                                                               : a.step_time_s < best.step_time_s);
+      if (better) {
+        best = a;
+        have = true;
+      }
     }
-    out.push_back(std::move(a));
+    out.push_back(std::move(best));
   }
   return out;
 }
@@ -300,8 +318,9 @@ std::string cp_comm_reason(const sim::Prediction& chosen, const std::vector<CpCo
                            const std::vector<CpComm>& searched) {
   if (alts.empty()) return {};
   const CpCommAlternative& me = alts.front();
-  std::string s = fmt::format("cp_comm {}: exposed CP communication + imbalance {:.1f} ms per step, CP buffers {:.2f} GiB",
-                              to_string(me.comm), 1e3 * me.cp_exposed_s, me.cp_buffer_bytes / units::gib_bytes);
+  std::string s = fmt::format(
+      "cp_comm {} ({}): exposed CP communication + imbalance {:.1f} ms per step, CP buffers {:.2f} GiB",
+      to_string(me.comm), to_string(me.scheme), 1e3 * me.cp_exposed_s, me.cp_buffer_bytes / units::gib_bytes);
   for (size_t i = 1; i < alts.size(); ++i) {
     const CpCommAlternative& a = alts[i];
     if (!a.refused.empty()) {
@@ -310,7 +329,8 @@ std::string cp_comm_reason(const sim::Prediction& chosen, const std::vector<CpCo
       s += fmt::format("; {} does not fit ({:.1f} GiB peak)", to_string(a.comm), a.peak_memory_bytes / units::gib_bytes);
     } else {
       const double d = 100.0 * (a.step_time_s - chosen.step_time_s) / chosen.step_time_s;
-      s += fmt::format("; {} {:+.1f} % step time (exposed CP {:.1f} ms, buffers {:.2f} GiB){}", to_string(a.comm), d,
+      s += fmt::format("; {} ({}) {:+.1f} % step time (exposed CP {:.1f} ms, buffers {:.2f} GiB){}", to_string(a.comm),
+                       to_string(a.scheme), d,
                        1e3 * a.cp_exposed_s, a.cp_buffer_bytes / units::gib_bytes,
                        d >= 0 ? ""
                        : std::find(searched.begin(), searched.end(), a.comm) == searched.end()

@@ -117,10 +117,12 @@ struct Rejection {
   std::string example;
 };
 
-// The chosen layout with another CP communication method (everything else the same), so the
-// plan can say why its method won (cp_comm_alternatives).
+// The chosen layout with another CP communication method, at that method's best CP scheme
+// (contiguous suits all-to-all, which sees the whole sequence, and starves a causal ring);
+// everything else the same, so the plan can say why its method won (cp_comm_alternatives).
 struct CpCommAlternative {
   CpComm comm = CpComm::ring;
+  CpScheme scheme = CpScheme::zigzag;  // the fastest fitting scheme for this method (the chosen's for the first)
   std::string refused;        // check_layout's reason when the method cannot run this layout; else empty
   double step_time_s = 0;     // predicted, when not refused
   double cp_exposed_s = 0;    // its exposed CP communication + CP imbalance per step

@@ -135,7 +135,7 @@ nlohmann::json plan_json(const PlanResult& r, const std::string& fixed_layout) {
                                                             : prediction_json(r.candidates.front());
   nlohmann::json cp_alts = nlohmann::json::array();
   for (const auto& a : r.cp_comm_alternatives) {
-    nlohmann::json j = {{"cp_comm", to_string(a.comm)}};
+    nlohmann::json j = {{"cp_comm", to_string(a.comm)}, {"cp_scheme", to_string(a.scheme)}};
     if (!a.refused.empty()) {
       j["refused"] = a.refused;
     } else {

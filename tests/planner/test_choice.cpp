@@ -207,13 +207,21 @@ TEST_CASE("plan: with CP the chosen layout is compared with every CP method, and
                                  [c](const CpCommAlternative& a) { return a.comm == c; });
     CHECK(n == 1);
   }
-  // Each alternative is predict() of the chosen layout with that method.
+  CHECK(first.scheme == r.chosen->options.cp_scheme);
+  // Each alternative is predict() of the chosen layout with that method at its fastest scheme.
   for (const auto& a : r.cp_comm_alternatives) {
     ParallelOptions o = r.chosen->options;
     o.cp_comm = a.comm;
+    o.cp_scheme = a.scheme;
     CHECK(a.step_time_s == sim::predict(e, r.chosen->mesh, o).step_time_s);
+    if (a.comm == first.comm) continue;
+    for (CpScheme sc : {CpScheme::contiguous, CpScheme::zigzag, CpScheme::striped}) {
+      o.cp_scheme = sc;
+      CHECK(a.step_time_s <= sim::predict(e, r.chosen->mesh, o).step_time_s);
+    }
   }
-  CHECK(has(r.cp_comm_reason, std::string("cp_comm ") + to_string(first.comm) + ": exposed CP communication"));
+  CHECK(has(r.cp_comm_reason, std::string("cp_comm ") + to_string(first.comm) + " (" + to_string(first.scheme) +
+                                  "): exposed CP communication"));
   CHECK(has(r.cp_comm_reason, "% step time"));
   // A method that cannot run the layout says why: CP 4 does not divide 6 query heads.
   Experiment six = e;
