@@ -10,6 +10,7 @@
 #include <numeric>
 #include <set>
 
+#include "runtime/measure_cpu.hpp"
 #include "runtime/memory.hpp"
 #include "core/error.hpp"
 #include "runtime/mesh.hpp"
@@ -259,6 +260,21 @@ TEST_CASE("ring attention rejects inconsistent shapes") {
   cfg.heads = 2;
   cfg.head_dim = 0;
   CHECK_THROWS_AS(runtime::RingAttention(*g_world, cfg, pos), Error);
+}
+
+TEST_CASE("calibrate's CPU measurements: kernel rates of both block kinds, copy rate, host memory") {
+  runtime::KernelShape shape;
+  shape.heads = 2;
+  shape.kv_heads = 1;
+  shape.head_dim = 16;
+  shape.reps = 1;
+  const runtime::KernelPoint k = runtime::measure_kernels(*g_world, shape, 32);
+  CHECK(k.tokens == 32);
+  CHECK(k.flops == doctest::Approx(4.0 * 2 * 32 * 32 * 16));
+  CHECK(k.causal_flops < k.flops);  // a causal diagonal block has about half the visible pairs
+  for (double t : {k.fwd_s, k.bwd_s, k.mat_fwd_s, k.mat_bwd_s, k.causal_fwd_s, k.causal_bwd_s}) CHECK(t > 0);
+  CHECK(runtime::measure_copy_bandwidth(*g_world) > 0);
+  CHECK(runtime::mem_total_bytes() > 0);
 }
 
 int main(int argc, char** argv) {
