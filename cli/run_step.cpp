@@ -349,8 +349,10 @@ int run_step_body(const RunArgs& a, runtime::MpiCommunicator& world) {
     j["profile"] = profile_label;
     j["hosts"] = m.hosts;
     j["losses"] = m.losses;
+    j["grad_norms"] = m.grad_norms;
     if (a.check_parity) {
       j["reference_losses"] = m.reference_losses;
+      j["reference_grad_norms"] = m.reference_grad_norms;
       j["max_param_diff"] = m.max_param_diff;
       j["params_compared"] = m.params_compared;
     }
@@ -380,6 +382,11 @@ int run_step_body(const RunArgs& a, runtime::MpiCommunicator& world) {
   std::printf("\nloss per step (%d warm-up, %d measured):", a.warmup, a.steps);
   for (double l : m.losses) std::printf(" %.5f", l);
   std::printf("\n");
+  if (!m.grad_norms.empty() && m.grad_norms.front() > 0) {
+    std::printf("gradient norm before clipping:");
+    for (double g : m.grad_norms) std::printf(" %.4f", g);
+    std::printf("\n");
+  }
   if (a.check_parity) {
     std::printf("one process (same model, data, seed):");
     for (double l : m.reference_losses) std::printf(" %.5f", l);

@@ -42,6 +42,7 @@ StepMeasurement run_training_steps(Communicator& world, const StepSpec& spec, co
   for (int s = 0; s < total; ++s) {
     world.barrier();  // every step starts together: the step time is the slowest rank's
     m.losses.push_back(trainer.train_step());
+    m.grad_norms.push_back(trainer.last_grad_norm());
     if (s >= opt.warmup) {
       mine.push_back(trainer.last_timing());
       my_tp.push_back(trainer.last_tp_comm_regions());
@@ -117,7 +118,10 @@ StepMeasurement run_training_steps(Communicator& world, const StepSpec& spec, co
     int64_t compared = 0;
     if (root) {
       Trainer<float> ref(ref_spec, *self);
-      for (int s = 0; s < total; ++s) m.reference_losses.push_back(ref.train_step());
+      for (int s = 0; s < total; ++s) {
+        m.reference_losses.push_back(ref.train_step());
+        m.reference_grad_norms.push_back(ref.last_grad_norm());
+      }
       auto compare = [&](const std::vector<BlockRecord>& blocks, const std::vector<float>& values) {
         for (const BlockRecord& b : blocks)
           for (int64_t i = 0; i < b.rows; ++i)

@@ -25,7 +25,9 @@ struct StepRunOptions {
 
 struct StepMeasurement {
   std::vector<double> losses;                        // every step, warm-up first
+  std::vector<double> grad_norms;                    // every step: the gradients' global L2 norm before clipping (0: no clipping)
   std::vector<double> reference_losses;              // with check_parity: one process, same steps
+  std::vector<double> reference_grad_norms;          // with check_parity
   double max_param_diff = -1;                        // with check_parity: over every parameter of every rank
   int64_t params_compared = 0;
   std::vector<std::vector<StepTiming>> timing;       // [measured step][rank]

@@ -104,7 +104,11 @@ import json, sys
 j = json.load(open(sys.argv[1]))
 worst = max(abs(a - b) / abs(b) for a, b in zip(j["losses"], j["reference_losses"]))
 ok = len(j["losses"]) == 3 and worst <= 2e-6 and 0 <= j["max_param_diff"] <= 5e-4 and j["losses"][-1] < j["losses"][0]
-print(f"step parity: max rel loss diff {worst:.2e}, max param diff {j['max_param_diff']:.2e}")
+# The gradient norm (clip_grad 1.0 by default) of every step, equal to the one-process run's.
+norms = [abs(a - b) / b for a, b in zip(j["grad_norms"], j["reference_grad_norms"])]
+ok = ok and len(j["grad_norms"]) == 3 and all(g > 0 for g in j["grad_norms"]) and max(norms) <= 2e-5
+print(f"step parity: max rel loss diff {worst:.2e}, max param diff {j['max_param_diff']:.2e}, "
+      f"max rel grad norm diff {max(norms):.2e}")
 sys.exit(0 if ok else 1)
 PY
 check "$work/step_trace.json" '"name": "forward_compute"'
