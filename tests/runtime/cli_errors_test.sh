@@ -23,8 +23,14 @@ expect() {
   # shellcheck disable=SC2086
   env "${envs[@]}" timeout 60 "$mpiexec" -np 2 $flags "$ringplan" "$@" > "$work/out.log" 2>&1
   local rc=$?
+  # Bad input is reported once, by rank 0 (every rank holds the same verdict).
+  local errors
+  errors=$(grep -c "ringplan: error:" "$work/out.log")
   if [ $rc -ne "$want" ] || ! grep -Eq -e "$regex" "$work/out.log"; then
     echo "FAIL: ringplan $* ${envs[*]}: exit $rc (want $want), output must match /$regex/:"; cat "$work/out.log"; fail=1
+  elif [ "$want" -eq 2 ] && [ "$errors" -ne 1 ]; then
+    echo "FAIL: ringplan $* ${envs[*]}: $errors error lines, want 1 (rank 0 alone reports bad input):"
+    cat "$work/out.log"; fail=1
   else
     echo "ok: ringplan $* ${envs[*]} -> exit $rc"
   fi
