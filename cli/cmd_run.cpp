@@ -241,6 +241,7 @@ int run_body(const RunArgs& a, runtime::MpiCommunicator& world) {
   const planner::PlanFile plan = planner::read_plan_file(a.plan);
   const Experiment& e = plan.experiment;
   if (!e.mesh) throw bad_input(fmt::format("{}: the plan has no mesh", a.plan));
+  cli::note_prediction_mismatch(plan, root);
   const Mesh& mesh = *e.mesh;
   if (world.size() != mesh.cp)
     throw bad_input(fmt::format("plan has cp={} but mpirun started {} rank{}; run mpirun -np {} ringplan run {}", mesh.cp,

@@ -55,8 +55,9 @@ namespace {
 
 using runtime::step::Term;
 
-// A plan file, or an experiment with a fixed mesh (the prediction is then made here).
-Experiment load_run_input(const std::string& path) {
+// A plan file (its recorded prediction checked: note_prediction_mismatch), or an experiment with
+// a fixed mesh (the prediction is then made here).
+Experiment load_run_input(const std::string& path, bool rank0) {
   bool is_plan = false;
   try {
     const YAML::Node root = YAML::LoadFile(path);
@@ -64,7 +65,11 @@ Experiment load_run_input(const std::string& path) {
   } catch (const YAML::Exception&) {
     is_plan = true;  // let read_plan_file() report the YAML error with its position
   }
-  if (is_plan) return planner::read_plan_file(path).experiment;
+  if (is_plan) {
+    planner::PlanFile plan = planner::read_plan_file(path);
+    note_prediction_mismatch(plan, rank0);
+    return std::move(plan.experiment);
+  }
   Experiment e = load_experiment(path);
   if (!e.mesh)
     throw ConfigError(path, 0, "mesh",
@@ -136,10 +141,22 @@ nlohmann::json pct_json(double meas, double pred) {
 
 }  // namespace
 
+void note_prediction_mismatch(const planner::PlanFile& plan, bool root) {
+  if (!root) return;
+  const std::string diff = planner::prediction_mismatch(plan);
+  if (diff.empty()) return;
+  std::fprintf(stderr,
+               "ringplan: note: %s:%d: prediction: the recorded figures differ from its experiment's layout: %s; "
+               "the file was edited after ringplan wrote it, or written by another version (run compares with the "
+               "prediction it makes now)\n",
+               plan.path.c_str(), plan.prediction_line, diff.c_str());
+  std::fflush(stderr);
+}
+
 int run_step_body(const RunArgs& a, runtime::MpiCommunicator& world) {
   const bool root = world.rank() == 0;
   // Validation first, identical on every rank.
-  Experiment e = load_run_input(a.plan);
+  Experiment e = load_run_input(a.plan, root);
   const Mesh mesh = *e.mesh;
   check_run_micro_batch(e);
   if (e.model.head_dim % 2 != 0)

@@ -8,7 +8,8 @@
 #           a plan whose head_dim or micro_batch no host holds, a micro_batch that does not divide
 #           the batch, a symbolic link loop as the plan;
 #   exit 0: run --format json of a plan whose path is not UTF-8;
-#   exit 1: --trace /dev/full, calibrate -o /dev/full (the write fails after the measurement).
+#   exit 1: --trace /dev/full, calibrate -o /dev/full (the write fails after the measurement);
+#   exit 0 with a note: a plan whose recorded prediction was typed over.
 set -u
 mpiexec=$1; flags=$2; ringplan=$3; plan=$4; work=$5
 mkdir -p "$work"
@@ -77,5 +78,10 @@ expect 2 "loop_a.yaml: plan file is a symbolic link loop" -- run "$work/loop_a.y
 cp "$plan" "$work/plan_"$'\xff'".yaml"
 expect 0 '"plan": ".*plan_.*\.yaml"' -- run "$work/plan_"$'\xff'".yaml" --scope attention --iters 1 --warmup 0 --format json
 expect 0 '"plan": ".*plan_.*\.yaml"' -- run "$work/plan_"$'\xff'".yaml" --steps 1 --warmup 0 --format json
+# A plan whose recorded prediction its layout no longer gives (a figure typed over) still runs,
+# with a note naming the file:line and the figure.
+sed 's/^  mfu: .*/  mfu: 7.5/' "$plan" > "$work/edited_mfu.yaml"
+expect 0 "ringplan: note: .*edited_mfu.yaml:[0-9]+: prediction: .*mfu 7.5 \(its layout: " \
+  -- run "$work/edited_mfu.yaml" --steps 1 --warmup 0
 [ $fail -eq 0 ] && echo "cli_errors_test: PASS"
 exit $fail
