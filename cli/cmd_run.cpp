@@ -291,6 +291,7 @@ int run_body(const RunArgs& a, runtime::MpiCommunicator& world) {
   opt.warmup = a.warmup;
   opt.trace = !a.trace.empty();
   opt.tiles.threads = a.threads;
+  if (root) cli::discard_earlier_output(a.trace, "--trace");
   // A long run shows progress on rank 0's terminal (silent in pipes, files and on other ranks).
   Progress progress("run", int64_t{a.warmup} + a.iters, rank_progress_options(world.rank()));
   opt.on_iteration = [&progress](int64_t done, int64_t) { progress.set_done(done); };

@@ -254,6 +254,7 @@ int run_step_body(const RunArgs& a, runtime::MpiCommunicator& world) {
   opt.warmup = a.warmup;
   opt.check_parity = a.check_parity;
   opt.trace = !a.trace.empty();
+  if (root) discard_earlier_output(a.trace, "--trace");
   Progress progress("run", int64_t{a.warmup} + a.steps, rank_progress_options(world.rank()));
   opt.on_step = [&progress](int64_t done, int64_t) { progress.set_done(done); };
 #if RINGPLAN_HAVE_GPU_RUN

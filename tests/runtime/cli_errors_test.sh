@@ -9,7 +9,8 @@
 #           the batch, a symbolic link loop as the plan;
 #   exit 0: run --format json of a plan whose path is not UTF-8;
 #   exit 1: --trace /dev/full, calibrate -o /dev/full (the write fails after the measurement);
-#   exit 0 with a note: a plan whose recorded prediction was typed over.
+#   exit 0 with a note: a plan whose recorded prediction was typed over;
+#   a run stopped mid-measurement leaves no earlier trace behind.
 set -u
 mpiexec=$1; flags=$2; ringplan=$3; plan=$4; work=$5
 mkdir -p "$work"
@@ -83,5 +84,20 @@ expect 0 '"plan": ".*plan_.*\.yaml"' -- run "$work/plan_"$'\xff'".yaml" --steps 
 sed 's/^  mfu: .*/  mfu: 7.5/' "$plan" > "$work/edited_mfu.yaml"
 expect 0 "ringplan: note: .*edited_mfu.yaml:[0-9]+: prediction: .*mfu 7.5 \(its layout: " \
   -- run "$work/edited_mfu.yaml" --steps 1 --warmup 0
+# A run stopped during its measurement leaves no trace, rather than an earlier run's that reads as
+# complete: the earlier file is removed as the measurement starts (the new one is written whole
+# at the end).
+echo '{"traceEvents": []}' > "$work/earlier.json"
+# shellcheck disable=SC2086
+"$mpiexec" -np 2 $flags "$ringplan" run "$plan" --steps 1000000 --warmup 0 --trace "$work/earlier.json" \
+  > "$work/stopped.log" 2>&1 &
+run_pid=$!
+for _ in $(seq 1 120); do [ -e "$work/earlier.json" ] || break; sleep 0.5; done
+kill -TERM $run_pid; wait $run_pid 2>/dev/null
+if [ -e "$work/earlier.json" ]; then
+  echo "FAIL: run --trace stopped mid-measurement left the earlier trace in place"; cat "$work/stopped.log"; fail=1
+else
+  echo "ok: run --trace stopped mid-measurement leaves no trace"
+fi
 [ $fail -eq 0 ] && echo "cli_errors_test: PASS"
 exit $fail
