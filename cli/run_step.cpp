@@ -47,6 +47,7 @@
 #include "runtime/step/step_executor.hpp"
 #include "sim/cost_model.hpp"
 #if RINGPLAN_HAVE_GPU_RUN
+#include "runtime/gpu/gpu_executor.hpp"
 #include "runtime/gpu/gpu_trainer.hpp"
 #endif
 
@@ -193,7 +194,10 @@ int run_step_body(const RunArgs& a, runtime::MpiCommunicator& world) {
   spec.optimizer = e.training.optimizer;
   spec.tiles.threads = a.threads;
 #if RINGPLAN_HAVE_GPU_RUN
-  if (on_gpu) runtime::gpu::check_gpu_step_spec(spec);
+  if (on_gpu) {
+    check_cuda_head_dim(e);  // at the plan's file:line, before check_gpu_step_spec's other reasons
+    runtime::gpu::check_gpu_step_spec(spec);
+  }
 #endif
   runtime::step::check_step_spec(spec);
 
@@ -243,6 +247,29 @@ int run_step_body(const RunArgs& a, runtime::MpiCommunicator& world) {
                                  world.size() == 1 ? "" : "s"),
                      "run fewer layers with --layers N");
     }
+  } else {
+#if RINGPLAN_HAVE_GPU_RUN
+    // The same rule on the GPU: the predicted peak in the GPU step's types (bf16, float32
+    // gradients and optimizer states) against the smallest GPU of the ranks, from the sizes and
+    // the devices' reported memory, before any device is selected or allocated.
+    auto need_of = [&](const Experiment& x) {
+      Experiment px = x;
+      px.cluster = pe.cluster;
+      px.training.dtype = DType::bf16;
+      px.training.fp32_grad_accumulation = true;
+      px.training.fp8 = false;
+      ParallelOptions o = x.options;  // the variant's micro_batch, the run's blocking TP collectives
+      o.tp_overlap = TpOverlap::none;
+      if (!sim::check_layout(px, mesh, o, mesh.world_size()).empty()) return HUGE_VAL;
+      const sim::Prediction q = sim::predict(px, mesh, o);
+      return q.memory.peak_bytes - q.memory.reserved_bytes;
+    };
+    check_device_fits(e, pred.memory.peak_bytes - pred.memory.reserved_bytes,
+                      runtime::smallest_device_memory_bytes(world), need_of,
+                      fmt::format("{} layer{} of {} (bf16 with float32 gradients and optimizer states, predicted)",
+                                  e.model.layers, e.model.layers == 1 ? "" : "s", e.model.name),
+                      world.size(), "run fewer layers with --layers N");
+#endif
   }
 
   // The trace is written by rank 0 after the measurement: a path it cannot write fails now, on
