@@ -115,6 +115,7 @@ TEST_CASE("plan file: cp_comm allgather round-trips and predicts the recorded fi
   const sim::Prediction again = sim::predict(pf.experiment, *pf.experiment.mesh, pf.experiment.options);
   CHECK(again.step_time_s == doctest::Approx(chosen->step_time_s).epsilon(1e-9));
   CHECK(again.peak_memory_bytes == doctest::Approx(chosen->peak_memory_bytes).epsilon(1e-9));
+  CHECK(prediction_mismatch(pf) == "");
 }
 
 TEST_CASE("plan file: a plan made for fewer GPUs than the experiment names records its own count") {
@@ -127,6 +128,7 @@ TEST_CASE("plan file: a plan made for fewer GPUs than the experiment names recor
   const PlanFile pf = read_plan_file(path);
   CHECK(pf.experiment.mesh->world_size() == 2);
   CHECK(pf.experiment.gpus == 2);
+  CHECK(prediction_mismatch(pf) == "");  // its figures are those of the layout it records
 }
 
 TEST_CASE("plan file: malformed files name the field and what is valid") {
@@ -213,4 +215,17 @@ TEST_CASE("plan file: a recorded prediction its experiment no longer gives is na
   const std::string layout = prediction_mismatch(read_plan_file(dir.file("mesh.yaml", edited)));
   CHECK(layout.find("step_time_s ") != std::string::npos);
   CHECK(layout.find("peak_memory_gib ") != std::string::npos);
+}
+
+TEST_CASE("plan file: plans of the shipped experiments record their layout's figures (no mismatch note)") {
+  TempDir dir;
+  for (const char* name : {"default.yaml", "cpu_small.yaml", "llama3_405b_128k.yaml"}) {
+    const Experiment e = load_experiment(std::string(RINGPLAN_SOURCE_DIR) + "/configs/experiments/" + name);
+    const PlanResult r = plan(e, {.top_k = 1});
+    REQUIRE(!r.candidates.empty());
+    const std::string path = dir.file(std::string("plan_") + name);
+    write_plan_file(path, e, r.candidates.front());
+    CAPTURE(name);
+    CHECK(prediction_mismatch(read_plan_file(path)) == "");
+  }
 }
