@@ -203,8 +203,24 @@ void check_attention_fits(const Experiment& e, runtime::MpiCommunicator& world) 
                       "use a shorter seq_len or a plan with a larger cp");
 }
 
+// The GPU twin of check_attention_fits: the layer's device bytes (cli::gpu_attention_device_bytes)
+// against the smallest GPU of the ranks, from the sizes alone, before any device is selected or
+// allocated. Without a CUDA build there is no GPU run to check.
+void check_attention_fits_gpu(const Experiment& e, runtime::MpiCommunicator& world) {
+#if RINGPLAN_HAVE_GPU_RUN
+  cli::check_device_fits(e, cli::gpu_attention_device_bytes(e), runtime::smallest_device_memory_bytes(world),
+                         cli::gpu_attention_device_bytes,
+                         "one attention layer's 16-bit tensors, float32 gradients and ring buffers", world.size(),
+                         "use a shorter seq_len or a plan with a larger cp");
+#else
+  (void)e;
+  (void)world;
+#endif
+}
+
 // The device of this run, the same on every rank (collective over `world` for --device auto).
-bool choose_gpu(const std::string& device, const runtime::RingLayerShape& shape, runtime::MpiCommunicator& world) {
+bool choose_gpu(const std::string& device, const Experiment& e, const runtime::RingLayerShape& shape,
+                runtime::MpiCommunicator& world) {
   if (device == "cpu") return false;
   // The CUDA executor runs the ring only; all-gather and all-to-all CP run on the CPU kernels over MPI.
   if (shape.comm != CpComm::ring) {
@@ -217,6 +233,7 @@ bool choose_gpu(const std::string& device, const runtime::RingLayerShape& shape,
 #if RINGPLAN_HAVE_GPU_RUN
   const std::string unsuitable = cuda_unsuitable(shape);
   if (device == "cuda") {
+    cli::check_cuda_head_dim(e);
     if (!unsuitable.empty()) throw bad_input("--device cuda: the CUDA ring cannot run this plan: " + unsuitable);
     return true;  // run_ring_layer_cuda refuses a rank without a GPU, naming it
   }
@@ -226,6 +243,7 @@ bool choose_gpu(const std::string& device, const runtime::RingLayerShape& shape,
   world.all_reduce_max(&neg_devices, 1);
   return -neg_devices >= 1 && unsuitable.empty();
 #else
+  (void)e;
   (void)shape;
   (void)world;
   if (device == "cuda")
@@ -241,6 +259,7 @@ int run_body(const RunArgs& a, runtime::MpiCommunicator& world) {
   const planner::PlanFile plan = planner::read_plan_file(a.plan);
   const Experiment& e = plan.experiment;
   if (!e.mesh) throw bad_input(fmt::format("{}: the plan has no mesh", a.plan));
+  cli::note_prediction_mismatch(plan, root);
   const Mesh& mesh = *e.mesh;
   if (world.size() != mesh.cp)
     throw bad_input(fmt::format("plan has cp={} but mpirun started {} rank{}; run mpirun -np {} ringplan run {}", mesh.cp,
@@ -278,8 +297,11 @@ int run_body(const RunArgs& a, runtime::MpiCommunicator& world) {
                                 to_string(e.options.attention)));
   const bool allgather = shape.comm == CpComm::allgather;
   const bool alltoall = shape.comm == CpComm::alltoall;
-  const bool on_gpu = choose_gpu(a.device, shape, world);
-  if (!on_gpu) check_attention_fits(e, world);
+  const bool on_gpu = choose_gpu(a.device, e, shape, world);
+  if (on_gpu)
+    check_attention_fits_gpu(e, world);
+  else
+    check_attention_fits(e, world);
   const DType run_dtype = on_gpu ? (e.training.dtype == DType::fp16 ? DType::fp16 : DType::bf16) : DType::fp32;
   // Prediction before measurement (and independent of it): also validates the shape.
   const sim::RingLayerPrediction pred =
@@ -290,6 +312,7 @@ int run_body(const RunArgs& a, runtime::MpiCommunicator& world) {
   opt.warmup = a.warmup;
   opt.trace = !a.trace.empty();
   opt.tiles.threads = a.threads;
+  if (root) cli::discard_earlier_output(a.trace, "--trace");
   // A long run shows progress on rank 0's terminal (silent in pipes, files and on other ranks).
   Progress progress("run", int64_t{a.warmup} + a.iters, rank_progress_options(world.rank()));
   opt.on_iteration = [&progress](int64_t done, int64_t) { progress.set_done(done); };

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <exception>
+#include <filesystem>
 #include <functional>
 #include <string>
 #include <system_error>
@@ -94,6 +95,18 @@ inline void check_output_on_root(runtime::Communicator& world, const std::string
   int32_t bad = why.empty() ? 0 : 1;
   world.broadcast(&bad, sizeof bad, 0);
   if (bad != 0) throw bad_input(world.rank() == 0 ? why : fmt::format("{} {}: rank 0 cannot write it", what, path));
+}
+
+// Called by rank 0 as the measurement starts: removes the trace an earlier run left at `path`
+// (a regular file only; /dev/null and other special files stay). The new trace is written
+// whole at the end (write_file_atomic), so a run killed or failed in between leaves no trace
+// rather than an older one that reads as complete and would pass for this run's.
+inline void discard_earlier_output(const std::string& path, const std::string& what) {
+  if (path.empty()) return;
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(std::filesystem::symlink_status(path, ec))) return;
+  if (!std::filesystem::remove(path, ec) && ec)
+    throw Error(ErrorKind::runtime, fmt::format("{} {}: cannot remove the earlier file: {}", what, path, ec.message()));
 }
 
 }  // namespace ringplan::cli

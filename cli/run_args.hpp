@@ -3,6 +3,7 @@
 #pragma once
 #include <string>
 
+#include "planner/plan_file.hpp"
 #include "runtime/mpi_communicator.hpp"
 
 namespace ringplan::cli {
@@ -23,6 +24,12 @@ struct RunArgs {
   int threads = 1;
   std::string device = "auto";
 };
+
+// On rank 0 (`root`), prints to stderr a note naming the figures of the plan's recorded
+// prediction that its experiment no longer gives (planner::prediction_mismatch): a hand-edited
+// plan still runs, and run compares against the prediction it makes itself, but what the file
+// says it predicted is then not what runs (run_step.cpp).
+void note_prediction_mismatch(const planner::PlanFile& plan, bool root);
 
 // `ringplan run --scope step` on the world communicator (run_step.cpp).
 int run_step_body(const RunArgs& a, runtime::MpiCommunicator& world);

@@ -52,6 +52,7 @@
 #include "runtime/step/step_executor.hpp"
 #include "sim/cost_model.hpp"
 #if RINGPLAN_HAVE_GPU_RUN
+#include "runtime/gpu/gpu_executor.hpp"
 #include "runtime/gpu/gpu_trainer.hpp"
 #endif
 
@@ -60,8 +61,9 @@ namespace {
 
 using runtime::step::Term;
 
-// A plan file, or an experiment with a fixed mesh (the prediction is then made here).
-Experiment load_run_input(const std::string& path) {
+// A plan file (its recorded prediction checked: note_prediction_mismatch), or an experiment with
+// a fixed mesh (the prediction is then made here).
+Experiment load_run_input(const std::string& path, bool rank0) {
   bool is_plan = false;
   try {
     const YAML::Node root = YAML::LoadFile(path);
@@ -69,7 +71,11 @@ Experiment load_run_input(const std::string& path) {
   } catch (const YAML::Exception&) {
     is_plan = true;  // let read_plan_file() report the YAML error with its position
   }
-  if (is_plan) return planner::read_plan_file(path).experiment;
+  if (is_plan) {
+    planner::PlanFile plan = planner::read_plan_file(path);
+    note_prediction_mismatch(plan, rank0);
+    return std::move(plan.experiment);
+  }
   Experiment e = load_experiment(path);
   if (!e.mesh)
     throw ConfigError(path, 0, "mesh",
@@ -141,10 +147,22 @@ nlohmann::json pct_json(double meas, double pred) {
 
 }  // namespace
 
+void note_prediction_mismatch(const planner::PlanFile& plan, bool root) {
+  if (!root) return;
+  const std::string diff = planner::prediction_mismatch(plan);
+  if (diff.empty()) return;
+  std::fprintf(stderr,
+               "ringplan: note: %s:%d: prediction: the recorded figures differ from its experiment's layout: %s; "
+               "the file was edited after ringplan wrote it, or written by another version (run compares with the "
+               "prediction it makes now)\n",
+               plan.path.c_str(), plan.prediction_line, diff.c_str());
+  std::fflush(stderr);
+}
+
 int run_step_body(const RunArgs& a, runtime::MpiCommunicator& world) {
   const bool root = world.rank() == 0;
   // Validation first, identical on every rank.
-  Experiment e = load_run_input(a.plan);
+  Experiment e = load_run_input(a.plan, root);
   const Mesh mesh = *e.mesh;
   check_run_micro_batch(e);
   if (e.model.head_dim % 2 != 0)
@@ -182,7 +200,10 @@ int run_step_body(const RunArgs& a, runtime::MpiCommunicator& world) {
   spec.clip_grad = e.training.clip_grad;
   spec.tiles.threads = a.threads;
 #if RINGPLAN_HAVE_GPU_RUN
-  if (on_gpu) runtime::gpu::check_gpu_step_spec(spec);
+  if (on_gpu) {
+    check_cuda_head_dim(e);  // at the plan's file:line, before check_gpu_step_spec's other reasons
+    runtime::gpu::check_gpu_step_spec(spec);
+  }
 #endif
   runtime::step::check_step_spec(spec);
 
@@ -232,6 +253,29 @@ int run_step_body(const RunArgs& a, runtime::MpiCommunicator& world) {
                                  world.size() == 1 ? "" : "s"),
                      "run fewer layers with --layers N");
     }
+  } else {
+#if RINGPLAN_HAVE_GPU_RUN
+    // The same rule on the GPU: the predicted peak in the GPU step's types (bf16, float32
+    // gradients and optimizer states) against the smallest GPU of the ranks, from the sizes and
+    // the devices' reported memory, before any device is selected or allocated.
+    auto need_of = [&](const Experiment& x) {
+      Experiment px = x;
+      px.cluster = pe.cluster;
+      px.training.dtype = DType::bf16;
+      px.training.fp32_grad_accumulation = true;
+      px.training.fp8 = false;
+      ParallelOptions o = x.options;  // the variant's micro_batch, the run's blocking TP collectives
+      o.tp_overlap = TpOverlap::none;
+      if (!sim::check_layout(px, mesh, o, mesh.world_size()).empty()) return HUGE_VAL;
+      const sim::Prediction q = sim::predict(px, mesh, o);
+      return q.memory.peak_bytes - q.memory.reserved_bytes;
+    };
+    check_device_fits(e, pred.memory.peak_bytes - pred.memory.reserved_bytes,
+                      runtime::smallest_device_memory_bytes(world), need_of,
+                      fmt::format("{} layer{} of {} (bf16 with float32 gradients and optimizer states, predicted)",
+                                  e.model.layers, e.model.layers == 1 ? "" : "s", e.model.name),
+                      world.size(), "run fewer layers with --layers N");
+#endif
   }
 
   // The trace is written by rank 0 after the measurement: a path it cannot write fails now, on
@@ -243,6 +287,7 @@ int run_step_body(const RunArgs& a, runtime::MpiCommunicator& world) {
   opt.warmup = a.warmup;
   opt.check_parity = a.check_parity;
   opt.trace = !a.trace.empty();
+  if (root) discard_earlier_output(a.trace, "--trace");
   Progress progress("run", int64_t{a.warmup} + a.steps, rank_progress_options(world.rank()));
   opt.on_step = [&progress](int64_t done, int64_t) { progress.set_done(done); };
 #if RINGPLAN_HAVE_GPU_RUN

@@ -4,8 +4,9 @@
 #include <fmt/format.h>
 #include <yaml-cpp/yaml.h>
 
-#include <filesystem>
+#include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <set>
 #include <iterator>
@@ -140,6 +141,8 @@ PlanFile read_plan_file(const std::string& path) {
                       "missing: a plan file records its prediction (step_time_s, tokens_per_s, ...)");
 
   PlanFile plan;
+  plan.path = path;
+  plan.prediction_line = line_of(pred);
   plan.experiment = load_experiment(path);
   if (!plan.experiment.mesh)
     throw ConfigError(path, line_of(root["experiment"]), "experiment.mesh",
@@ -161,6 +164,33 @@ PlanFile read_plan_file(const std::string& path) {
                       fmt::format("{} is not valid; expected an integer count in [1, 2^31]", f.micro_batches));
   f.fits = read_scalar<bool>(pred, "fits", path, "true or false");
   return plan;
+}
+
+std::string prediction_mismatch(const PlanFile& plan) {
+  const Experiment& e = plan.experiment;
+  const Mesh& mesh = *e.mesh;
+  if (const std::string why = sim::check_layout(e, mesh, e.options, mesh.world_size()); !why.empty())
+    return fmt::format("its layout dp={} tp={} cp={} pp={} cannot be predicted: {}", mesh.dp, mesh.tp, mesh.cp,
+                       mesh.pp, why);
+  const PlannedFigures now = planned_figures(sim::predict(e, mesh, e.options));
+  const PlannedFigures& was = plan.predicted;
+  std::string out;
+  auto add = [&out](const std::string& part) { out += (out.empty() ? "" : ", ") + part; };
+  auto real = [&add](const char* name, double recorded, double predicted, double unit) {
+    // Both are finite (read_figure, and predict() on bounded inputs).
+    if (std::abs(recorded - predicted) > 1e-6 * std::max(std::abs(recorded), std::abs(predicted)))
+      add(fmt::format("{} {:.6g} (its layout: {:.6g})", name, recorded / unit, predicted / unit));
+  };
+  real("step_time_s", was.step_time_s, now.step_time_s, 1.0);
+  real("tokens_per_s", was.tokens_per_s, now.tokens_per_s, 1.0);
+  real("tflops_per_device", was.tflops_per_device, now.tflops_per_device, 1.0);
+  real("mfu", was.mfu, now.mfu, 1.0);
+  real("peak_memory_gib", was.peak_memory_bytes, now.peak_memory_bytes, units::gib_bytes);
+  real("capacity_gib", was.capacity_bytes, now.capacity_bytes, units::gib_bytes);
+  if (was.micro_batches != now.micro_batches)
+    add(fmt::format("micro_batches {} (its layout: {})", was.micro_batches, now.micro_batches));
+  if (was.fits != now.fits) add(fmt::format("fits {} (its layout: {})", was.fits, now.fits));
+  return out;
 }
 
 Experiment load_experiment_or_plan(const std::string& path) {

@@ -42,6 +42,8 @@ struct PlannedFigures {
 struct PlanFile {
   Experiment experiment;     // mesh set (always) and options set as planned
   PlannedFigures predicted;
+  std::string path;
+  int prediction_line = 0;   // line of `prediction:` in the file
 };
 
 PlannedFigures planned_figures(const sim::Prediction& p);
@@ -56,6 +58,14 @@ void write_plan_file(const std::string& path, const Experiment& e, const sim::Pr
 // file, a file cut short (no end marker), a missing or newer `ringplan_plan` version, a
 // missing `experiment:` or mesh, or a missing/ill-typed `prediction:` figure.
 PlanFile read_plan_file(const std::string& path);
+
+// The recorded figures of `plan` that differ from sim::predict of its experiment made now
+// ("mfu 7.5 (its layout: 0.518), ..."); empty when every figure agrees to a relative 1e-6 and the
+// counts exactly. A plan written by `ringplan plan` agrees, so a difference means the file was
+// edited after it was written (a mesh, a size, a figure) or written by a ringplan with another
+// cost model: its figures then describe some other layout. A layout sim cannot predict
+// (check_layout) is reported as such. Commands that run a plan print this as a note.
+std::string prediction_mismatch(const PlanFile& plan);
 
 // An experiment file (core's load_experiment), or a plan file read with every check of
 // read_plan_file (version, end marker, prediction), returning its experiment. Commands that

@@ -197,7 +197,14 @@ std::unique_ptr<MpiCommunicator> MpiCommunicator::world() {
 }
 
 MpiCommunicator::MpiCommunicator(MPI_Comm comm) : comm_(comm) {
-  timeout_s_ = default_timeout_s();
+  // A bad RINGPLAN_TIMEOUT_S is bad input reported once, by rank 0, after every rank agreed on
+  // it (cli/mpi_command.hpp); thrown here it would leave every rank at once, each printing it,
+  // and end the job before rank 0 may have printed. Callers set the checked timeout next.
+  try {
+    timeout_s_ = default_timeout_s();
+  } catch (const Error&) {
+    timeout_s_ = 60.0;
+  }
   MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
   MPI_Comm_rank(comm_, &rank_);
   MPI_Comm_size(comm_, &size_);

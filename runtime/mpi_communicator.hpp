@@ -5,7 +5,8 @@
 // When a peer is dead or stalled past timeout_s(), the waiting rank prints
 //   "ringplan: rank 0 (host vm): timeout after 3.0 s waiting for recv from rank 2 (host vm) ..."
 // to stderr and calls MPI_Abort, which makes mpirun stop every rank: no rank ever hangs.
-// The timeout defaults to env RINGPLAN_TIMEOUT_S (else 60 s); CLI flags override it. MPI
+// The timeout defaults to env RINGPLAN_TIMEOUT_S (else 60 s, also when the variable is invalid:
+// the commands check it themselves and report it once); CLI flags override it. MPI
 // start-up and teardown are guarded by the same timeout (MpiSession's watchdog).
 //
 // Usage:

@@ -52,6 +52,22 @@ int64_t free_device_bytes() {
 
 int cuda_devices(std::string* why) { return kernels::cuda::device_count(why); }
 
+double smallest_device_memory_bytes(MpiCommunicator& world) {
+  std::string why;
+  const int devices = cuda_devices(&why);
+  const int device = mpi_local_rank(world.comm());
+  double neg_bytes = -HUGE_VAL;  // max over ranks of -bytes = -(smallest bytes); -inf: unknown here
+  cudaDeviceProp prop{};
+  if (device < devices) {
+    if (cudaGetDeviceProperties(&prop, device) == cudaSuccess)
+      neg_bytes = -static_cast<double>(prop.totalGlobalMem);
+    else
+      (void)cudaGetLastError();  // clear a non-sticky error; select_rank_device reports the rank
+  }
+  world.all_reduce_max(&neg_bytes, 1);
+  return std::isfinite(neg_bytes) ? -neg_bytes : 0.0;
+}
+
 int select_rank_device(MpiCommunicator& world) {
   std::string why;
   const int devices = cuda_devices(&why);

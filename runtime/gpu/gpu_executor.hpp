@@ -24,6 +24,13 @@ namespace ringplan::runtime {
 // CUDA devices this process sees; 0 with `why` filled when there are none (no driver, no GPU).
 int cuda_devices(std::string* why);
 
+// The smallest total memory (bytes) of the GPUs the ranks of `world` would drive (each its local
+// rank on its host), read from the device properties without selecting a device, creating a
+// context or allocating: what `ringplan run --device cuda` checks a plan against before any
+// device work. Ranks whose GPU cannot be read (no driver, fewer GPUs than ranks on the host) do
+// not count; 0 when no rank could read one. Collective over `world`.
+double smallest_device_memory_bytes(MpiCommunicator& world);
+
 // Makes this rank's GPU current (its local rank on the host) and returns its index. Throws
 // bad_input naming rank and host when the host has no GPU, or fewer GPUs than ranks (NCCL cannot
 // put two ranks on one GPU). Collective over nothing: each rank decides from its own host.

@@ -1,6 +1,7 @@
 // Plan files: round trip through write_plan_file/read_plan_file and core's load_experiment,
 // and clear errors for malformed files.
 #include <doctest/doctest.h>
+#include <fmt/format.h>
 
 #include <filesystem>
 #include <fstream>
@@ -114,6 +115,7 @@ TEST_CASE("plan file: cp_comm allgather round-trips and predicts the recorded fi
   const sim::Prediction again = sim::predict(pf.experiment, *pf.experiment.mesh, pf.experiment.options);
   CHECK(again.step_time_s == doctest::Approx(chosen->step_time_s).epsilon(1e-9));
   CHECK(again.peak_memory_bytes == doctest::Approx(chosen->peak_memory_bytes).epsilon(1e-9));
+  CHECK(prediction_mismatch(pf) == "");
 }
 
 TEST_CASE("plan file: a plan made for fewer GPUs than the experiment names records its own count") {
@@ -126,6 +128,7 @@ TEST_CASE("plan file: a plan made for fewer GPUs than the experiment names recor
   const PlanFile pf = read_plan_file(path);
   CHECK(pf.experiment.mesh->world_size() == 2);
   CHECK(pf.experiment.gpus == 2);
+  CHECK(prediction_mismatch(pf) == "");  // its figures are those of the layout it records
 }
 
 TEST_CASE("plan file: malformed files name the field and what is valid") {
@@ -178,4 +181,51 @@ TEST_CASE("plan file: malformed files name the field and what is valid") {
   const std::string cut = error_of(dir.file("cut.yaml", text.substr(0, text.find("  fits:"))));
   CHECK(cut.find("cut.yaml:") != std::string::npos);
   CHECK(cut.find("file ends without its final line `# end of ringplan plan`") != std::string::npos);
+}
+
+TEST_CASE("plan file: a recorded prediction its experiment no longer gives is named, figure by figure") {
+  TempDir dir;
+  Experiment e = test::tiny_experiment();
+  const PlanResult r = plan(e, {.gpus = 4, .top_k = 1});
+  REQUIRE(!r.candidates.empty());
+  const std::string good = dir.file("good.yaml");
+  write_plan_file(good, e, r.candidates.front());
+  const PlanFile pf = read_plan_file(good);
+  CHECK(pf.path == good);
+  CHECK(pf.prediction_line > 1);
+  CHECK(read(good).find("prediction:") != std::string::npos);
+  // As written by ringplan: the figures are its experiment's.
+  CHECK(prediction_mismatch(pf) == "");
+
+  // A figure typed over: named with the layout's value.
+  const std::string text = read(good);
+  const std::string mfu =
+      prediction_mismatch(read_plan_file(dir.file("mfu.yaml", replace(text, "mfu: ", "mfu: 7.5 #"))));
+  CHECK(mfu.rfind("mfu 7.5 (its layout: ", 0) == 0);
+  CHECK(mfu.find("step_time_s") == std::string::npos);
+
+  // The layout edited under the recorded figures: the figures it changes are named.
+  const Mesh m = *pf.experiment.mesh;
+  REQUIRE(m.world_size() == 4);
+  const std::string from = fmt::format("{{dp: {}, tp: {}, cp: {}, pp: {}}}", m.dp, m.tp, m.cp, m.pp);
+  REQUIRE(text.find(from) != std::string::npos);
+  const Mesh other = m.dp == 4 ? Mesh{2, 1, 2, 1} : Mesh{4, 1, 1, 1};
+  const std::string edited = replace(
+      text, from, fmt::format("{{dp: {}, tp: {}, cp: {}, pp: {}}}", other.dp, other.tp, other.cp, other.pp));
+  const std::string layout = prediction_mismatch(read_plan_file(dir.file("mesh.yaml", edited)));
+  CHECK(layout.find("step_time_s ") != std::string::npos);
+  CHECK(layout.find("peak_memory_gib ") != std::string::npos);
+}
+
+TEST_CASE("plan file: plans of the shipped experiments record their layout's figures (no mismatch note)") {
+  TempDir dir;
+  for (const char* name : {"default.yaml", "cpu_small.yaml", "llama3_405b_128k.yaml"}) {
+    const Experiment e = load_experiment(std::string(RINGPLAN_SOURCE_DIR) + "/configs/experiments/" + name);
+    const PlanResult r = plan(e, {.top_k = 1});
+    REQUIRE(!r.candidates.empty());
+    const std::string path = dir.file(std::string("plan_") + name);
+    write_plan_file(path, e, r.candidates.front());
+    CAPTURE(name);
+    CHECK(prediction_mismatch(read_plan_file(path)) == "");
+  }
 }

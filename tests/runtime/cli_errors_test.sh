@@ -8,7 +8,9 @@
 #           a plan whose head_dim or micro_batch no host holds, a micro_batch that does not divide
 #           the batch, a symbolic link loop as the plan;
 #   exit 0: run --format json of a plan whose path is not UTF-8;
-#   exit 1: --trace /dev/full, calibrate -o /dev/full (the write fails after the measurement).
+#   exit 1: --trace /dev/full, calibrate -o /dev/full (the write fails after the measurement);
+#   exit 0 with a note: a plan whose recorded prediction was typed over;
+#   a run stopped mid-measurement leaves no earlier trace behind.
 set -u
 mpiexec=$1; flags=$2; ringplan=$3; plan=$4; work=$5
 mkdir -p "$work"
@@ -23,8 +25,14 @@ expect() {
   # shellcheck disable=SC2086
   env "${envs[@]}" timeout 60 "$mpiexec" -np 2 $flags "$ringplan" "$@" > "$work/out.log" 2>&1
   local rc=$?
+  # Bad input is reported once, by rank 0 (every rank holds the same verdict).
+  local errors
+  errors=$(grep -c "ringplan: error:" "$work/out.log")
   if [ $rc -ne "$want" ] || ! grep -Eq -e "$regex" "$work/out.log"; then
     echo "FAIL: ringplan $* ${envs[*]}: exit $rc (want $want), output must match /$regex/:"; cat "$work/out.log"; fail=1
+  elif [ "$want" -eq 2 ] && [ "$errors" -ne 1 ]; then
+    echo "FAIL: ringplan $* ${envs[*]}: $errors error lines, want 1 (rank 0 alone reports bad input):"
+    cat "$work/out.log"; fail=1
   else
     echo "ok: ringplan $* ${envs[*]} -> exit $rc"
   fi
@@ -71,5 +79,25 @@ expect 2 "loop_a.yaml: plan file is a symbolic link loop" -- run "$work/loop_a.y
 cp "$plan" "$work/plan_"$'\xff'".yaml"
 expect 0 '"plan": ".*plan_.*\.yaml"' -- run "$work/plan_"$'\xff'".yaml" --scope attention --iters 1 --warmup 0 --format json
 expect 0 '"plan": ".*plan_.*\.yaml"' -- run "$work/plan_"$'\xff'".yaml" --steps 1 --warmup 0 --format json
+# A plan whose recorded prediction its layout no longer gives (a figure typed over) still runs,
+# with a note naming the file:line and the figure.
+sed 's/^  mfu: .*/  mfu: 7.5/' "$plan" > "$work/edited_mfu.yaml"
+expect 0 "ringplan: note: .*edited_mfu.yaml:[0-9]+: prediction: .*mfu 7.5 \(its layout: " \
+  -- run "$work/edited_mfu.yaml" --steps 1 --warmup 0
+# A run stopped during its measurement leaves no trace, rather than an earlier run's that reads as
+# complete: the earlier file is removed as the measurement starts (the new one is written whole
+# at the end).
+echo '{"traceEvents": []}' > "$work/earlier.json"
+# shellcheck disable=SC2086
+"$mpiexec" -np 2 $flags "$ringplan" run "$plan" --steps 1000000 --warmup 0 --trace "$work/earlier.json" \
+  > "$work/stopped.log" 2>&1 &
+run_pid=$!
+for _ in $(seq 1 120); do [ -e "$work/earlier.json" ] || break; sleep 0.5; done
+kill -TERM $run_pid; wait $run_pid 2>/dev/null
+if [ -e "$work/earlier.json" ]; then
+  echo "FAIL: run --trace stopped mid-measurement left the earlier trace in place"; cat "$work/stopped.log"; fail=1
+else
+  echo "ok: run --trace stopped mid-measurement leaves no trace"
+fi
 [ $fail -eq 0 ] && echo "cli_errors_test: PASS"
 exit $fail
