@@ -98,8 +98,9 @@ std::string strip_zeros(std::string t) {
 
 std::string fixed_signed(double v, int d, bool plus, std::string_view suffix) {
   if (!std::isfinite(v)) return non_finite(v) + std::string(suffix);
-  const char* sign = v < 0 ? "-" : plus ? "+" : "";
-  return sign + fixed(std::fabs(v), d) + std::string(suffix);
+  // Built with append(): GCC 12 reports a false -Wrestrict on `"literal" + std::string&&`.
+  std::string out(v < 0 ? "-" : plus ? "+" : "");
+  return out.append(fixed(std::fabs(v), d)).append(suffix);
 }
 
 }  // namespace
@@ -133,7 +134,8 @@ std::string format_scaled(const ScaledRule& rule, double v) {
     }
     break;
   }
-  return (v < 0 ? "-" : "") + strip_zeros(text) + std::string(steps[i].suffix);
+  std::string out(v < 0 ? "-" : "");
+  return out.append(strip_zeros(text)).append(steps[i].suffix);
 }
 
 std::string format_time_s(double seconds) { return format_scaled(kTime, seconds); }
