@@ -146,6 +146,17 @@ std::optional<double> optional_number(const nlohmann::json& obj, const char* key
   return v;
 }
 
+// A byte count of the run: a number as above, and below 2^63 so that the page's data can
+// carry it as a whole number (format::whole_bytes); a larger one is a broken input, not a run.
+std::optional<double> optional_bytes(const nlohmann::json& obj, const char* key, const std::string& where) {
+  const std::optional<double> v = optional_number(obj, key, where);
+  if (v && *v >= 9223372036854775808.0) {
+    throw bad_input(fmt::format("{}: field '{}' must be a byte count below 2^63, got {}", where, key,
+                                obj.find(key)->dump()));
+  }
+  return v;
+}
+
 std::string candidate_table(const ReportData& d) {
   std::string t =
       "<table><tr><th>#</th><th class=\"l\">mesh</th><th class=\"l\">options</th><th>step time</th>"
@@ -364,8 +375,8 @@ RunComparison parse_run_result(const nlohmann::json& run, const std::string& sou
         if (!t.is_object() || !t.contains("name") || !t["name"].is_string())
           throw bad_input(fmt::format("{}: must be an object with a string 'name', got {}", where, t.dump()));
         MemoryComparison& m = entry(t["name"].get<std::string>());
-        m.measured_bytes = optional_number(t, "measured_bytes", where);
-        m.predicted_bytes = optional_number(t, "predicted_bytes", where);
+        m.measured_bytes = optional_bytes(t, "measured_bytes", where);
+        m.predicted_bytes = optional_bytes(t, "predicted_bytes", where);
       }
     }
     for (const auto& [key, value] : mem->items()) {
@@ -374,7 +385,7 @@ RunComparison parse_run_result(const nlohmann::json& run, const std::string& sou
       const size_t prefix = measured ? 9 : 10;
       if (key.size() <= prefix + 6) continue;
       const std::string name = key.substr(prefix, key.size() - prefix - 6);
-      const auto v = optional_number(*mem, key.c_str(), source + ": memory");
+      const auto v = optional_bytes(*mem, key.c_str(), source + ": memory");
       if (!v) continue;
       (measured ? entry(name).measured_bytes : entry(name).predicted_bytes) = v;
     }

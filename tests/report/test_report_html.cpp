@@ -427,6 +427,13 @@ TEST_CASE("run result: malformed documents are bad input naming the file and the
         std::string::npos);
   CHECK(message_of(R"json({"phases": [{"phase": "f", "measured_s": -1}]})json").find(">= 0") != std::string::npos);
   CHECK(message_of(R"json({"rows": [{"name": "f"}]})json").find("neither predicted_s nor measured") != std::string::npos);
+  // Byte counts the page could not carry as whole numbers are refused as input, not failed on later.
+  CHECK(message_of(R"json({"rows": [{"name": "f", "predicted_s": 1}], "memory": {"measured_ring_buffer_bytes": 1e308}})json")
+            .find("run.json: memory: field 'measured_ring_buffer_bytes' must be a byte count below 2^63") !=
+        std::string::npos);
+  CHECK(message_of(R"json({"step_time": {"predicted_s": 1}, "terms": [],
+                           "memory": {"terms": [{"name": "w", "predicted_bytes": 1e19}]}})json")
+            .find("memory.terms[0]: field 'predicted_bytes' must be a byte count below 2^63") != std::string::npos);
 
   const std::string bad = write_temp("bad.json", "{\"phases\": [");
   try {
