@@ -41,6 +41,7 @@
 #include "core/format.hpp"
 #include "core/progress.hpp"
 #include "planner/plan_file.hpp"
+#include "planner/report.hpp"  // bytes_json
 #include "runtime/executor.hpp"
 #if RINGPLAN_HAVE_GPU_RUN
 #include "runtime/gpu/gpu_executor.hpp"
@@ -378,9 +379,9 @@ int run_body(const RunArgs& a, runtime::MpiCommunicator& world) {
     }
     j["ranks"] = ranks;
     j["memory"] = {{"measured_ring_buffer_bytes", format::whole_bytes(measured_ring_bytes)},
-                   {"predicted_ring_buffer_bytes", format::whole_bytes(pred.ring_buffer_bytes)},
+                   {"predicted_ring_buffer_bytes", planner::bytes_json(pred.ring_buffer_bytes)},
                    {"measured_scores_bytes", scores_max},
-                   {"predicted_scores_bytes", format::whole_bytes(pred_scores)},
+                   {"predicted_scores_bytes", planner::bytes_json(pred_scores)},
                    {"measured_tracked_max_bytes", tracked_max},
                    {"measured_rss_peak_delta_max_bytes", rss_max}};
     // Paths are bytes, not necessarily UTF-8: replaced (U+FFFD) rather than aborting the dump.

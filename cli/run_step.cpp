@@ -43,6 +43,7 @@
 #include "core/format.hpp"
 #include "core/progress.hpp"
 #include "planner/plan_file.hpp"
+#include "planner/report.hpp"  // bytes_json
 #include "runtime/executor.hpp"
 #include "runtime/memory.hpp"
 #include "runtime/step/step_executor.hpp"
@@ -349,7 +350,7 @@ int run_step_body(const RunArgs& a, runtime::MpiCommunicator& world) {
     nlohmann::json mem = nlohmann::json::array();
     for (const auto& r : mem_rows)
       mem.push_back({{"name", r.name}, {"measured_bytes", format::whole_bytes(r.measured_s)},
-                     {"predicted_bytes", format::whole_bytes(r.predicted_s)},
+                     {"predicted_bytes", planner::bytes_json(r.predicted_s)},
                      {"error_pct", pct_json(r.measured_s, r.predicted_s)}});
     j["memory"] = {{"terms", mem}, {"rss_peak_delta_max_bytes", rss_max}};
     // Paths are bytes, not necessarily UTF-8: replaced (U+FFFD) rather than aborting the dump.

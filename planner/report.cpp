@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
 #include <vector>
 
 #include "core/format.hpp"
@@ -65,6 +66,11 @@ std::string term_label(std::string_view name) {
   return out;
 }
 
+nlohmann::json bytes_json(double bytes) {
+  if (std::isfinite(bytes) && std::fabs(bytes) >= 9223372036854775808.0) return std::round(bytes);
+  return format::whole_bytes(bytes);
+}
+
 nlohmann::json mesh_json(const Mesh& m) {
   return {{"dp", m.dp}, {"tp", m.tp}, {"cp", m.cp}, {"pp", m.pp}};
 }
@@ -84,8 +90,8 @@ nlohmann::json options_json(const ParallelOptions& o) {
 nlohmann::json prediction_json(const sim::Prediction& p) {
   nlohmann::json memory = nlohmann::json::object();
   // Byte counts are whole numbers in JSON (the terms are doubles in the cost model).
-  for (const auto& t : sim::memory_terms(p.memory)) memory[std::string(t.name)] = format::whole_bytes(t.value);
-  memory["peak_bytes"] = format::whole_bytes(p.memory.peak_bytes);
+  for (const auto& t : sim::memory_terms(p.memory)) memory[std::string(t.name)] = bytes_json(t.value);
+  memory["peak_bytes"] = bytes_json(p.memory.peak_bytes);
   nlohmann::json time = nlohmann::json::object();
   for (const auto& t : sim::time_terms(p.time)) time[std::string(t.name)] = t.value;
   time["step_time_s"] = p.time.step_time_s;
@@ -93,8 +99,8 @@ nlohmann::json prediction_json(const sim::Prediction& p) {
           {"tokens_per_s", p.tokens_per_s},
           {"tflops_per_device", p.tflops_per_device},
           {"mfu", p.mfu},
-          {"peak_memory_bytes", format::whole_bytes(p.peak_memory_bytes)},
-          {"capacity_bytes", format::whole_bytes(p.capacity_bytes)},
+          {"peak_memory_bytes", bytes_json(p.peak_memory_bytes)},
+          {"capacity_bytes", bytes_json(p.capacity_bytes)},
           {"memory", std::move(memory)},
           {"time", std::move(time)},
           {"mesh", mesh_json(p.mesh)},

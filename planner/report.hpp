@@ -5,7 +5,7 @@
 // JSON of one prediction (simulate, and each entry of plan's candidates):
 //   {step_time_s, tokens_per_s, tflops_per_device, mfu, peak_memory_bytes, capacity_bytes,
 //    memory:{<term>_bytes...}, time:{<term>_s...}, mesh:{dp,tp,cp,pp},
-//    (every *_bytes a whole number: format::whole_bytes),
+//    (every *_bytes a whole number: bytes_json),
 //    options:{micro_batch, recompute, zero_stage, sequence_parallel, cp_scheme, interleave,
 //             attention, cp_comm}, micro_batches, fits}
 // JSON of a plan: {schema_version (2), chosen: <prediction> (the recommended layout,
@@ -32,6 +32,11 @@ namespace ringplan::planner {
 // Label of a term in text tables: the JSON name without its unit suffix, words spaced
 // ("weights_bytes" -> "weights", "ring_comm_exposed_s" -> "ring comm exposed").
 std::string term_label(std::string_view json_name);
+
+// A byte count for JSON: the nearest whole number, as an integer (format::whole_bytes). A
+// prediction beyond int64_t (sizes near their 2^31 limits multiply past 2^63) is written as the
+// whole number in a double; a non-finite one throws (format::whole_bytes), as it is a bug.
+nlohmann::json bytes_json(double bytes);
 
 nlohmann::json mesh_json(const Mesh& m);
 nlohmann::json options_json(const ParallelOptions& o);

@@ -102,7 +102,7 @@ nlohmann::json time_values(const sim::Prediction& p) {
 nlohmann::json memory_values(const sim::Prediction& p) {
   nlohmann::json v = nlohmann::json::array();
   for (const auto& t : sim::memory_terms(p.memory))
-    if (t.name != "peak_bytes") v.push_back(format::whole_bytes(t.value));
+    if (t.name != "peak_bytes") v.push_back(planner::bytes_json(t.value));
   return v;
 }
 
@@ -110,7 +110,7 @@ nlohmann::json candidate_json(const sim::Prediction& p, int64_t rank, bool chose
   return {{"rank", rank},
           {"label", layout_label(p)},
           {"step_time_s", p.step_time_s},
-          {"peak_memory_bytes", format::whole_bytes(p.peak_memory_bytes)},
+          {"peak_memory_bytes", planner::bytes_json(p.peak_memory_bytes)},
           {"tokens_per_s", p.tokens_per_s},
           {"mfu", p.mfu},
           {"fits", p.fits},
@@ -127,7 +127,7 @@ nlohmann::json candidate_json(const sim::Prediction& p, int64_t rank, bool chose
 nlohmann::json sweep_point(int64_t x, const sim::Prediction& p) {
   return {{"x", x},
           {"label", layout_label(p)},
-          {"peak_memory_bytes", format::whole_bytes(p.peak_memory_bytes)},
+          {"peak_memory_bytes", planner::bytes_json(p.peak_memory_bytes)},
           {"step_time_s", p.step_time_s},
           {"fits", p.fits},
           {"memory_bytes", memory_values(p)}};
@@ -461,7 +461,7 @@ nlohmann::json report_json(const ReportData& d) {
                      {"seq_len", d.experiment.training.seq_len},
                      {"global_batch_sequences", d.experiment.training.global_batch_sequences}};
   j["schema_version"] = planner::kJsonSchemaVersion;
-  j["capacity_bytes"] = format::whole_bytes(c.capacity_bytes);
+  j["capacity_bytes"] = planner::bytes_json(c.capacity_bytes);
   j["chosen"] = d.chosen;
   j["candidates"] = nlohmann::json::array();
   for (size_t i = 0; i < d.candidates.size(); ++i) {
@@ -486,9 +486,9 @@ nlohmann::json report_json(const ReportData& d) {
   for (const auto& t : sim::memory_terms(c.memory)) {
     // The peak is drawn as the total, not as a term beside the ones it is made of.
     if (t.name == "peak_bytes") continue;
-    j["memory_terms"].push_back({{"name", std::string(t.name)}, {"value_bytes", format::whole_bytes(t.value)}});
+    j["memory_terms"].push_back({{"name", std::string(t.name)}, {"value_bytes", planner::bytes_json(t.value)}});
   }
-  j["peak_memory_bytes"] = format::whole_bytes(c.peak_memory_bytes);
+  j["peak_memory_bytes"] = planner::bytes_json(c.peak_memory_bytes);
   j["time_terms"] = nlohmann::json::array();
   for (const auto& t : sim::time_terms(c.time)) {
     j["time_terms"].push_back({{"name", std::string(t.name)}, {"value", t.value}});

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <sstream>
 
+#include "core/error.hpp"
 #include "planner/report.hpp"
 #include "tests/planner/fixtures.hpp"
 
@@ -39,6 +40,17 @@ TEST_CASE("memory_text and options_text") {
   CHECK(options_text(Mesh{1, 1, 1, 1}, o) == "mb=2 rc=selective zero=1 flash");
   CHECK(options_json(o)["cp_comm"] == "allgather");
   CHECK(mesh_text(Mesh{8, 8, 16, 16}) == "dp=8 tp=8 cp=16 pp=16");
+}
+
+TEST_CASE("bytes_json: whole numbers, integers within int64, NaN refused") {
+  CHECK(bytes_json(1536.4).is_number_integer());
+  CHECK(bytes_json(1536.4).get<int64_t>() == 1536);
+  CHECK(bytes_json(-0.4).get<int64_t>() == 0);
+  // Sizes near their 2^31 limits multiply past int64_t: still a whole number, in a double.
+  const nlohmann::json huge = bytes_json(1.5e29);
+  CHECK(huge.is_number_float());
+  CHECK(huge.get<double>() == 1.5e29);
+  CHECK_THROWS_AS(bytes_json(std::nan("")), Error);
 }
 
 TEST_CASE("prediction_json: every documented field, one per memory and time term") {
