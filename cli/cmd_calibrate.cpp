@@ -56,6 +56,7 @@
 #include "core/atomic_file.hpp"
 #include "core/config_yaml.hpp"
 #include "core/error.hpp"
+#include "core/format.hpp"
 #include "core/progress.hpp"
 #include "kernels/attention.hpp"
 #include "planner/plan_file.hpp"
@@ -132,10 +133,11 @@ void check_shape_fits(const CalibrateArgs& a) {
     const double bytes = 4.0 * (4.0 * b * h * n * d + 4.0 * b * hkv * n * d + 2.0 * b * h * n + b * h * n * n);
     if (bytes > kMaxCalibrateBufferBytes)
       throw bad_input(fmt::format("calibrate: block size {} tokens with batch {}, heads {}, kv_heads {}, head_dim {} "
-                                  "needs {:.1f} GiB of buffers per rank (the materialised scores alone b*H*n*n = "
-                                  "{:.3g} floats); the limit is {:.0f} GiB: use smaller --tokens, --batch or --heads",
-                                  t, a.batch, a.heads, a.kv_heads, a.head_dim, bytes / (1 << 30), b * h * n * n,
-                                  kMaxCalibrateBufferBytes / (1 << 30)));
+                                  "needs {} of buffers per rank (the materialised scores alone b*H*n*n = "
+                                  "{} floats); the limit is {}: use smaller --tokens, --batch or --heads",
+                                  t, a.batch, a.heads, a.kv_heads, a.head_dim, format::format_bytes(bytes),
+                                  format::format_count(static_cast<int64_t>(b * h * n * n)),
+                                  format::format_bytes(kMaxCalibrateBufferBytes)));
   }
 }
 
@@ -329,43 +331,42 @@ int calibrate_body(const CalibrateArgs& a0, runtime::MpiCommunicator& world) {
        << " host(s); every rank measured at once, as in a ring run.\n"
        << "# Kernel shape: batch " << a.batch << ", heads " << a.heads << ", kv_heads " << a.kv_heads << ", head_dim "
        << a.head_dim << ", full (non-causal) blocks, fp32, " << a.threads << " thread(s) per rank.\n"
-       << "# tokens  fwd_FLOP  flash_fwd_GFLOP/s  flash_bwd_GFLOP/s(2.5x)  mat_fwd_GFLOP/s  mat_bwd_GFLOP/s(2x)  fit_GFLOP/s"
-          "  causal_diag_fwd_GFLOP/s  causal_diag_bwd_GFLOP/s(2.5x)  bwd_fit_GFLOP/s\n";
+       << "# rates: forward FLOP per block, then FLOP/s of each kernel (backward: 2.5x or 2x the forward FLOP)\n"
+       << fmt::format("# {:>6}  {:>11}  {:>14}  {:>14}  {:>14}  {:>14}  {:>14}  {:>14}  {:>14}  {:>14}\n", "tokens",
+                      "fwd FLOP", "flash fwd", "flash bwd", "mat fwd", "mat bwd", "fit", "causal diag fwd",
+                      "causal diag bwd", "bwd fit");
+  using format::format_flops_per_s;
   for (const auto& k : kps)
-    head << fmt::format("#  {:6d}  {:9.3e}  {:17.2f}  {:23.2f}  {:15.2f}  {:19.2f}  {:11.2f}  {:10.2f}  {:10.2f}  {:10.2f}\n",
-                        k.tokens, k.flops, k.flops / k.fwd_s / 1e9, 2.5 * k.flops / k.bwd_s / 1e9,
-                        k.flops / k.mat_fwd_s / 1e9, 2.0 * k.flops / k.mat_bwd_s / 1e9, attn.at(k.flops) / 1e9,
-                        k.causal_flops / k.causal_fwd_s / 1e9, 2.5 * k.causal_flops / k.causal_bwd_s / 1e9,
-                        bwd.at(k.flops) / 1e9);
-  head << "# flash fit: rate(x) = " << fmt::format("{:.3f}", attn.asymptote / 1e9) << " GFLOP/s * x / (x + "
-       << fmt::format("{:.3e}", attn.half_flops) << " FLOP); flash backward fit: "
-       << fmt::format("{:.3f}", bwd.asymptote / 1e9) << " GFLOP/s * x / (x + " << fmt::format("{:.3e}", bwd.half_flops)
-       << " FLOP); materialised fit (at x = FLOP/2): "
-       << fmt::format("{:.3f}", mat.asymptote / 1e9) << " GFLOP/s, half " << fmt::format("{:.3e}", mat.half_flops)
-       << "; materialised backward fit: " << fmt::format("{:.3f}", mat_bwd.asymptote / 1e9) << " GFLOP/s, half "
-       << fmt::format("{:.3e}", mat_bwd.half_flops) << "\n"
-       << "# linear-layer GEMMs (the step's, runtime/step/ops.hpp): rows  in  out  fwd_GFLOP/s  bwd_GFLOP/s(2x)  fit_GFLOP/s\n";
-  for (const auto& g : gps)
-    head << fmt::format("#  {:6d}  {:6d}  {:6d}  {:10.2f}  {:10.2f}  {:10.2f}\n", g.shape.rows, g.shape.in, g.shape.out,
-                        g.shape.forward_flops() / g.forward_s / 1e9, 2.0 * g.shape.forward_flops() / g.backward_s / 1e9,
-                        gemm.at(g.shape.forward_flops()) / 1e9);
-  head << "# GEMM fit (efficiency.matmul): rate(x) = " << fmt::format("{:.3f}", gemm.asymptote / 1e9)
-       << " GFLOP/s * x / (x + " << fmt::format("{:.3e}", gemm.half_flops) << " FLOP), x = the GEMM's forward FLOPs\n"
-       << "# links: bytes  pingpong_one_way_us  ring_step_us\n";
+    head << fmt::format("#  {:6d}  {:>11}  {:>14}  {:>14}  {:>14}  {:>14}  {:>14}  {:>14}  {:>14}  {:>14}\n", k.tokens,
+                        format::format_flop(k.flops), format_flops_per_s(k.flops / k.fwd_s),
+                        format_flops_per_s(2.5 * k.flops / k.bwd_s), format_flops_per_s(k.flops / k.mat_fwd_s),
+                        format_flops_per_s(2.0 * k.flops / k.mat_bwd_s), format_flops_per_s(attn.at(k.flops)),
+                        format_flops_per_s(k.causal_flops / k.causal_fwd_s),
+                        format_flops_per_s(2.5 * k.causal_flops / k.causal_bwd_s), format_flops_per_s(bwd.at(k.flops)));
+  head << "# flash fit: rate(x) = " << format_flops_per_s(attn.asymptote) << " * x / (x + "
+       << format::format_flop(attn.half_flops) << "); flash backward fit: " << format_flops_per_s(bwd.asymptote)
+       << " * x / (x + " << format::format_flop(bwd.half_flops) << "); materialised fit (at x = FLOP/2): "
+       << format_flops_per_s(mat.asymptote) << ", half " << format::format_flop(mat.half_flops)
+       << "; materialised backward fit: " << format_flops_per_s(mat_bwd.asymptote) << ", half "
+       << format::format_flop(mat_bwd.half_flops) << "\n"
+       << fmt::format("# links: {:>10}  {:>19}  {:>12}\n", "message", "ping-pong one way", "ring step");
   for (const auto& l : lps)
-    head << fmt::format("#  {:9d}  {:10.2f}  {:10.2f}\n", l.bytes, l.pingpong_one_way_s * 1e6, l.ring_step_s * 1e6);
-  head << fmt::format("# intra_node: latency = 8-byte ping-pong one way; bandwidth = ring exchange of {} bytes "
-                      "({:.2f} GB/s; ping-pong alone: {:.2f} GB/s)\n",
-                      big.bytes, ring_bw / 1e9, pp_bw / 1e9)
+    head << fmt::format("#        {:>10}  {:>19}  {:>12}\n", format::format_bytes(static_cast<double>(l.bytes)),
+                        format::format_time_s(l.pingpong_one_way_s), format::format_time_s(l.ring_step_s));
+  head << fmt::format("# intra_node: latency = 8-byte ping-pong one way; bandwidth = ring exchange of {} "
+                      "({}; ping-pong alone: {})\n",
+                      format::format_bytes(static_cast<double>(big.bytes)), format::format_bandwidth(ring_bw),
+                      format::format_bandwidth(pp_bw))
        << (per_host.size() == 1 ? "# inter_node: NOT measured (one host); copied from intra_node\n" : "# inter_node: copied from intra_node (not measured separately)\n")
-       << fmt::format("# memory_bandwidth: per-rank memcpy rate, read+write, all ranks at once: {:.2f} GB/s\n", copy_bw / 1e9);
+       << fmt::format("# memory_bandwidth: per-rank memcpy rate, read+write, all ranks at once: {}\n",
+                      format::format_bandwidth(copy_bw));
   if (!cps.empty()) {
-    head << fmt::format("# collectives over {} ranks (float32, slowest rank, median): bytes  all_reduce_us  "
-                        "reduce_scatter_us  all_gather_us\n",
-                        world.size());
+    head << fmt::format("# collectives over {} ranks (float32, slowest rank, median):\n#  {:>10}  {:>12}  {:>14}  {:>12}\n",
+                        world.size(), "message", "all-reduce", "reduce-scatter", "all-gather");
     for (const auto& p : cps)
-      head << fmt::format("#  {:9d}  {:10.1f}  {:10.1f}  {:10.1f}\n", p.bytes, p.all_reduce_s * 1e6,
-                          p.reduce_scatter_s * 1e6, p.all_gather_s * 1e6);
+      head << fmt::format("#  {:>10}  {:>12}  {:>14}  {:>12}\n", format::format_bytes(static_cast<double>(p.bytes)),
+                          format::format_time_s(p.all_reduce_s), format::format_time_s(p.reduce_scatter_s),
+                          format::format_time_s(p.all_gather_s));
   }
   YAML::Emitter out;
   write_cluster(out, c);
@@ -375,10 +376,10 @@ int calibrate_body(const CalibrateArgs& a0, runtime::MpiCommunicator& world) {
     std::fputs(text.c_str(), stdout);
   } else {
     write_file_atomic(a.output, text, "-o");
-    std::fprintf(stderr,
-                 "ringplan calibrate: wrote %s (flash %.2f GFLOP/s forward, %.2f backward asymptotic, ring link %.2f "
-                 "GB/s, %.1f us)\n",
-                 a.output.c_str(), attn.asymptote / 1e9, bwd.asymptote / 1e9, ring_bw / 1e9, latency_s * 1e6);
+    std::fprintf(stderr, "ringplan calibrate: wrote %s (flash %s forward, %s backward asymptotic, ring link %s, %s)\n",
+                 a.output.c_str(), format::format_flops_per_s(attn.asymptote).c_str(),
+                 format::format_flops_per_s(bwd.asymptote).c_str(), format::format_bandwidth(ring_bw).c_str(),
+                 format::format_time_s(latency_s).c_str());
   }
   return 0;
 }
@@ -396,14 +397,16 @@ int write_gpu_profile(const CalibrateArgs& a, const ClusterConfig& base, const s
   std::istringstream nl(notes);
   for (std::string line; std::getline(nl, line);)
     if (!line.empty()) head << "# note: " << line << "\n";
-  head << "# curve                 points  max     half_tflop  fit error mean / max %\n";
+  // max and half_tflop as the profile below writes them; the fit's errors in the error format.
+  head << "# curve                 points  max     half_tflop  fit error mean / max\n";
   for (const auto& c : cal.curves)
-    head << fmt::format("#  {:<20} {:6d}  {:.4f}  {:.6f}    {:.2f} / {:.2f}\n", c.key, c.error.points,
-                        c.fitted.max_efficiency, c.fitted.half_flops / 1e12, c.error.mean_pct, c.error.max_pct);
+    head << fmt::format("#  {:<20} {:6d}  {:.4f}  {:.6f}    {} / {}\n", c.key, c.error.points,
+                        c.fitted.max_efficiency, c.fitted.half_flops / 1e12, format::format_abs_error_pct(c.error.mean_pct),
+                        format::format_abs_error_pct(c.error.max_pct));
   if (cal.memory_bandwidth_efficiency > 0)
-    head << fmt::format("#  memory_bandwidth: copy {:.1f} GB/s (read + write) / datasheet {:.1f} GB/s = {:.4f}\n",
-                        m.hbm_copy_bytes_per_s / 1e9, base.memory_bandwidth_bytes_per_s / 1e9,
-                        cal.memory_bandwidth_efficiency);
+    head << fmt::format("#  memory_bandwidth: copy {} (read + write) / datasheet {} = {:.4f}\n",
+                        format::format_bandwidth(m.hbm_copy_bytes_per_s),
+                        format::format_bandwidth(base.memory_bandwidth_bytes_per_s), cal.memory_bandwidth_efficiency);
   YAML::Emitter out;
   write_cluster(out, cal.cluster);
   const std::string text = head.str() + out.c_str() + "\n" + kProfileEndMarker + "\n";

@@ -30,6 +30,8 @@
 #include "core/atomic_file.hpp"
 #include "core/config_yaml.hpp"
 #include "core/error.hpp"
+#include "core/format.hpp"
+#include "planner/plan_file.hpp"  // kJsonSchemaVersion
 #include "planner/validation.hpp"
 #include "sim/fit.hpp"
 
@@ -56,6 +58,8 @@ struct CaseRow {
   double heldout_speed_pct = 0;  // the same in throughput terms (+: predicted faster than measured)
   bool held_out = false;         // --holdout: in the held-out set (else: training set)
 };
+
+std::string abs_pct(double pct) { return format::format_abs_error_pct(pct); }
 
 std::string source_of(const std::string& path) {
   return std::filesystem::path(path).parent_path().filename().string();
@@ -171,8 +175,9 @@ int fit_command(const FitArgs& a) {
   std::string head = fmt::format(
       "# Written by `ringplan fit` from {} measured cases ({}).\n"
       "# Fitted: efficiency curves (max, half_tflop) of matmul and attention, memory_bandwidth (and any --free\n# parameter named in the method above); the rest is the\n"
-      "# base profile '{}'. Training mean |error| {:.2f} %, max {:.2f} %; held-out mean |error| {:.2f} %, max {:.2f} %.\n",
-      cases.size(), method, base.name, tr.mean_abs_pct, tr.max_abs_pct, ho.mean_abs_pct, ho.max_abs_pct);
+      "# base profile '{}'. Training mean |error| {}, max {}; held-out mean |error| {}, max {}.\n",
+      cases.size(), method, base.name, abs_pct(tr.mean_abs_pct), abs_pct(tr.max_abs_pct), abs_pct(ho.mean_abs_pct),
+      abs_pct(ho.max_abs_pct));
   YAML::Emitter y;
   write_cluster(y, out_cluster);
   // The end marker last: load_cluster() refuses a copy of this profile that was cut short.
@@ -180,6 +185,7 @@ int fit_command(const FitArgs& a) {
 
   if (a.format == "json") {
     nlohmann::json j;
+    j["schema_version"] = planner::kJsonSchemaVersion;
     j["method"] = method;
     j["base_cluster"] = base.name;
     nlohmann::json params;
@@ -228,20 +234,23 @@ int fit_command(const FitArgs& a) {
   for (const auto& r : rows) w = std::max(w, r.name.size());
   s += fmt::format("\n{:<{}}  {:<28}  {:>10}  {:>10}\n", "case", w, "source", "train", "held-out");
   for (const auto& r : rows) {
-    const std::string trs = (a.holdout.empty() || !r.held_out) ? fmt::format("{:+.2f}%", r.train_error_pct) : "-";
-    const std::string hos = r.held_out ? fmt::format("{:+.2f}%", r.heldout_error_pct) : "-";
+    const std::string trs = (a.holdout.empty() || !r.held_out) ? format::format_error_pct(r.train_error_pct) : "-";
+    const std::string hos = r.held_out ? format::format_error_pct(r.heldout_error_pct) : "-";
     s += fmt::format("{:<{}}  {:<28}  {:>10}  {:>10}\n", r.name, w, r.source, trs, hos);
   }
-  s += fmt::format("\ntraining: {} cases, mean |error| {:.2f}%, max {:.2f}%\n", tr.n, tr.mean_abs_pct, tr.max_abs_pct);
-  s += fmt::format("held-out: {} cases, mean |error| {:.2f}%, max {:.2f}%\n", ho.n, ho.mean_abs_pct, ho.max_abs_pct);
+  s += fmt::format("\ntraining: {} cases, mean |error| {}, max {}\n", tr.n, abs_pct(tr.mean_abs_pct),
+                   abs_pct(tr.max_abs_pct));
+  s += fmt::format("held-out: {} cases, mean |error| {}, max {}\n", ho.n, abs_pct(ho.mean_abs_pct),
+                   abs_pct(ho.max_abs_pct));
   for (const auto& [src, v] : held_by_source) {
     const planner::ErrorStats st = planner::error_stats(v);
-    s += fmt::format("  held-out {}: {} cases, mean |error| {:.2f}%, max {:.2f}%\n", src, st.n, st.mean_abs_pct, st.max_abs_pct);
+    s += fmt::format("  held-out {}: {} cases, mean |error| {}, max {}\n", src, st.n, abs_pct(st.mean_abs_pct),
+                     abs_pct(st.max_abs_pct));
   }
   for (const auto& [tp, v] : held_by_tp) {
     const planner::ErrorStats st = planner::error_stats(v);
-    s += fmt::format("  held-out TP {}: {} cases, throughput bias {:+.2f}%, mean |error| {:.2f}%, max {:.2f}%\n", tp, st.n,
-                     st.mean_signed_pct, st.mean_abs_pct, st.max_abs_pct);
+    s += fmt::format("  held-out TP {}: {} cases, throughput bias {}, mean |error| {}, max {}\n", tp, st.n,
+                     format::format_error_pct(st.mean_signed_pct), abs_pct(st.mean_abs_pct), abs_pct(st.max_abs_pct));
   }
   if (!refused.empty()) {
     s += "\nrefused (not fitted):\n";

@@ -38,8 +38,10 @@
 #include "core/atomic_file.hpp"
 #include "core/config_yaml.hpp"
 #include "core/error.hpp"
+#include "core/format.hpp"
 #include "core/progress.hpp"
 #include "planner/plan_file.hpp"
+#include "planner/report.hpp"  // bytes_json
 #include "runtime/executor.hpp"
 #if RINGPLAN_HAVE_GPU_RUN
 #include "runtime/gpu/gpu_executor.hpp"
@@ -75,8 +77,6 @@ nlohmann::json row_json(const Row& r) {
           {"predicted_s", r.predicted},
           {"error_pct", r.predicted > 0 ? nlohmann::json(r.error_pct()) : nlohmann::json(nullptr)}};
 }
-
-std::string ms(double s) { return fmt::format("{:.3f}", s * 1e3); }
 
 // Rows of one phase. Definitions (stated in the output):
 //   time            slowest rank's phase time per iteration (the step waits for it)
@@ -198,7 +198,7 @@ void check_attention_fits(const Experiment& e, runtime::MpiCommunicator& world) 
   if (too_big == 0) return;
   cli::refuse_too_big(e, need, 0.9 * avail / ranks_here, attention_host_bytes,
                       "one attention layer's float32 tensors and ring buffers",
-                      fmt::format("{:.1f} GiB available for {} rank{}", avail / 1073741824.0, world.size(),
+                      fmt::format("{} available for {} rank{}", format::format_bytes(avail), world.size(),
                                   world.size() == 1 ? "" : "s"),
                       "use a shorter seq_len or a plan with a larger cp");
 }
@@ -401,10 +401,10 @@ int run_body(const RunArgs& a, runtime::MpiCommunicator& world) {
                        {"rss_peak_was_reset", mem.rss_peak_was_reset}});
     }
     j["ranks"] = ranks;
-    j["memory"] = {{"measured_ring_buffer_bytes", measured_ring_bytes},
-                   {"predicted_ring_buffer_bytes", pred.ring_buffer_bytes},
+    j["memory"] = {{"measured_ring_buffer_bytes", format::whole_bytes(measured_ring_bytes)},
+                   {"predicted_ring_buffer_bytes", planner::bytes_json(pred.ring_buffer_bytes)},
                    {"measured_scores_bytes", scores_max},
-                   {"predicted_scores_bytes", pred_scores},
+                   {"predicted_scores_bytes", planner::bytes_json(pred_scores)},
                    {"measured_tracked_max_bytes", tracked_max},
                    {"measured_rss_peak_delta_max_bytes", rss_max}};
     // Paths are bytes, not necessarily UTF-8: replaced (U+FFFD) rather than aborting the dump.
@@ -427,11 +427,13 @@ int run_body(const RunArgs& a, runtime::MpiCommunicator& world) {
                 "      mpirun -np %d ringplan calibrate --plan %s -o PROFILE.yaml\n",
                 m.cp_size, a.plan.c_str());
   std::printf("\n");
-  std::printf("%-30s %12s %25s %12s %8s\n", "phase [ms]", "measured", "spread (min..max)", "predicted", "error");
+  std::printf("%-30s %12s %25s %12s %8s\n", "phase", "measured", "spread (min..max)", "predicted", "error");
   for (const auto& r : rows)
-    std::printf("%-30s %12s %25s %12s %8s\n", r.name.c_str(), ms(r.measured.median).c_str(),
-                fmt::format("{}..{}", ms(r.measured.min), ms(r.measured.max)).c_str(), ms(r.predicted).c_str(),
-                r.predicted > 0 ? fmt::format("{:+.1f}%", r.error_pct()).c_str() : "n/a");
+    std::printf("%-30s %12s %25s %12s %8s\n", r.name.c_str(), format::format_time_s(r.measured.median).c_str(),
+                fmt::format("{} .. {}", format::format_time_s(r.measured.min), format::format_time_s(r.measured.max))
+                    .c_str(),
+                format::format_time_s(r.predicted).c_str(),
+                r.predicted > 0 ? format::format_error_pct(r.error_pct()).c_str() : "n/a");
   std::printf("\nspread: over %lld iterations (times and compute: per iteration)\n",
               static_cast<long long>(rows[0].measured.count));
   std::printf("forward time = until the last rank's forward ends; backward time = from there until the last rank's "
@@ -444,38 +446,43 @@ int run_body(const RunArgs& a, runtime::MpiCommunicator& world) {
     std::printf("cp_comm alltoall: forward = all-to-all Q, K, V to head shards + one kernel call over the whole "
                 "sequence on heads/CP heads + all-to-all O (and lse) back; backward = all-to-all dO + one kernel call "
                 "+ all-to-all dQ, dK, dV\n");
-  std::printf("busy max/mean over ranks: measured %.3f, predicted %.3f (%s)\n", busy_ratio, pred.imbalance,
-              to_string(shape.scheme));
-  std::printf("forward kernel rate, slowest rank: %.2f GFLOP/s (4*b*H*pairs*d = %.3g FLOP)\n",
-              fwd_flops_max / rows[1].measured.median / 1e9, fwd_flops_max);
+  std::printf("busy max/mean over ranks: measured %s, predicted %s (%s)\n", format::format_ratio(busy_ratio).c_str(),
+              format::format_ratio(pred.imbalance).c_str(), to_string(shape.scheme));
+  std::printf("forward kernel rate, slowest rank: %s (4*b*H*pairs*d = %s)\n",
+              format::format_flops_per_s(fwd_flops_max / rows[1].measured.median).c_str(),
+              format::format_flop(fwd_flops_max).c_str());
   if (on_gpu)
-    std::printf("\nmemory per rank [MiB] (tracked = exact bytes of the device buffers this run allocates; "
+    std::printf("\nmemory per rank (tracked = exact bytes of the device buffers this run allocates; "
                 "device peak = free device memory before allocating minus its minimum during the run)\n");
   else
-    std::printf("\nmemory per rank [MiB] (tracked = exact bytes of the buffers this run allocates; "
+    std::printf("\nmemory per rank (tracked = exact bytes of the buffers this run allocates; "
                 "RSS = VmHWM rise during the run%s)\n",
                 m.memory[0].rss_peak_was_reset ? ", peak reset before allocation" : "; peak could not be reset");
-  std::printf("%-6s %10s %10s %10s %10s %10s %11s\n", "rank", "tensors",
+  std::printf("%-6s %11s %11s %11s %11s %11s %11s\n", "rank", "tensors",
               allgather ? "gather K,V" : alltoall ? "a2a QKVO" : "ring K,V",
               allgather ? "full dK,dV" : alltoall ? "a2a grads" : "ring dK,dV", "scores", "tracked",
               on_gpu ? "device peak" : "RSS peak");
-  const double mib = 1024.0 * 1024.0;
+  auto bytes = [](auto b) { return format::format_bytes(static_cast<double>(b)); };
+  // rss_peak_delta_bytes is -1 where it could not be measured.
   for (int r = 0; r < m.cp_size; ++r) {
     const auto& mem = m.memory[static_cast<size_t>(r)];
-    std::printf("%-6d %10.2f %10.2f %10.2f %10.2f %10.2f %11.2f\n", r, mem.tensors_bytes / mib,
-                mem.workspace.kv_ring_bytes / mib, mem.workspace.dkv_ring_bytes / mib, mem.workspace.scores_bytes / mib,
-                mem.tracked_bytes / mib, mem.rss_peak_delta_bytes / mib);
+    std::printf("%-6d %11s %11s %11s %11s %11s %11s\n", r, bytes(mem.tensors_bytes).c_str(),
+                bytes(mem.workspace.kv_ring_bytes).c_str(), bytes(mem.workspace.dkv_ring_bytes).c_str(),
+                bytes(mem.workspace.scores_bytes).c_str(), bytes(mem.tracked_bytes).c_str(),
+                mem.rss_peak_delta_bytes >= 0 ? bytes(mem.rss_peak_delta_bytes).c_str() : "unknown");
   }
-  auto pct = [](double meas, double pr) { return pr > 0 ? fmt::format("{:+.1f}%", 100.0 * (meas - pr) / pr) : std::string("n/a"); };
-  std::printf("%s: measured %.2f MiB, predicted %.2f MiB (%s)\n",
+  auto pct = [](double meas, double pr) {
+    return pr > 0 ? format::format_error_pct(100.0 * (meas - pr) / pr) : std::string("n/a");
+  };
+  std::printf("%s: measured %s, predicted %s (%s)\n",
               allgather  ? "all-gather buffers (full-sequence K,V + dK,dV + packing)"
               : alltoall ? "all-to-all buffers (head-sharded Q,K,V,O + dO,dQ,dK,dV + staging)"
                          : "ring buffers (K,V + dK,dV)",
-              measured_ring_bytes / mib,
-              pred.ring_buffer_bytes / mib, pct(measured_ring_bytes, pred.ring_buffer_bytes).c_str());
+              bytes(measured_ring_bytes).c_str(), bytes(pred.ring_buffer_bytes).c_str(),
+              pct(measured_ring_bytes, pred.ring_buffer_bytes).c_str());
   if (shape.kernel == runtime::RingKernel::materialized)
-    std::printf("kept scores (O(L^2/P)): measured %.2f MiB, predicted %.2f MiB (%s)\n", scores_max / mib,
-                pred_scores / mib, pct(static_cast<double>(scores_max), pred_scores).c_str());
+    std::printf("kept scores (O(L^2/P)): measured %s, predicted %s (%s)\n", bytes(scores_max).c_str(),
+                bytes(pred_scores).c_str(), pct(static_cast<double>(scores_max), pred_scores).c_str());
   return 0;
 }
 

@@ -15,11 +15,11 @@
 #include "core/atomic_file.hpp"
 #include "core/config_yaml.hpp"
 #include "core/error.hpp"
+#include "core/format.hpp"
 #include "planner/cli_args.hpp"
 #include "planner/plan_file.hpp"
 #include "planner/report.hpp"
 #include "sim/cost_model.hpp"
-#include "core/units.hpp"
 
 namespace {
 
@@ -75,10 +75,12 @@ int run_simulate(const SimulateArgs& a) {
     j["schema_version"] = kJsonSchemaVersion;
     std::printf("%s\n", j.dump(2).c_str());
   } else {
-    std::printf("%s: %s on %lld x %s, seq %lld tokens, global batch %lld sequences\n",
-                e.name.empty() ? e.path.c_str() : e.name.c_str(), e.model.name.c_str(),
-                static_cast<long long>(gpus), e.cluster.name.c_str(), static_cast<long long>(e.training.seq_len),
-                static_cast<long long>(e.training.global_batch_sequences));
+    std::fputs(fmt::format("{}: {} on {} x {}, seq {} tokens, global batch {} sequences\n",
+                           e.name.empty() ? e.path : e.name, e.model.name, format::format_count(gpus), e.cluster.name,
+                           format::format_count(e.training.seq_len),
+                           format::format_count(e.training.global_batch_sequences))
+                   .c_str(),
+               stdout);
     std::fputs(prediction_text(e, p).c_str(), stdout);
   }
   if (!a.trace.empty()) {
@@ -91,9 +93,9 @@ int run_simulate(const SimulateArgs& a) {
                  static_cast<long long>(e.mesh->cp), a.trace.c_str());
   }
   if (!p.fits)
-    throw no_fit(fmt::format("layout {} {} does not fit: it needs {:.2f} GiB per GPU, the GPUs have {:.2f} GiB{}",
-                             mesh_text(p.mesh), options_text(p.mesh, p.options), p.peak_memory_bytes / units::gib_bytes,
-                             p.capacity_bytes / units::gib_bytes, a.output.empty() ? "" : "; no plan file written"));
+    throw no_fit(fmt::format("layout {} {} does not fit: it needs {} per GPU, the GPUs have {}{}", mesh_text(p.mesh),
+                             options_text(p.mesh, p.options), format::format_bytes(p.peak_memory_bytes),
+                             format::format_bytes(p.capacity_bytes), a.output.empty() ? "" : "; no plan file written"));
   if (!a.output.empty()) {
     write_plan_file(a.output, e, p);  // whole or not at all (core/atomic_file.hpp)
     std::fprintf(stderr, "wrote plan %s (%s) to %s\n", mesh_text(p.mesh).c_str(),

@@ -13,6 +13,7 @@
 #include "core/config.hpp"
 #include "core/config_yaml.hpp"
 #include "core/error.hpp"
+#include "core/format.hpp"
 
 namespace ringplan::cli {
 
@@ -48,13 +49,12 @@ inline int64_t largest_fitting(int64_t hi, const std::function<bool(int64_t)>& f
 // per rank, naming the field to change and the largest value of it that fits: head_dim when it is
 // beyond any model's, else micro_batch when it is above 1 and 1 would fit, else `fallback`
 // (a message for the plan as a whole). `what` says what is held ("one attention layer's float32
-// tensors"); `host` the available memory and ranks ("22.3 GiB available for 2 ranks").
+// tensors"); `host` the available memory and ranks ("22.31 GiB available for 2 ranks").
 // `where` names the memory in the verdict ("this host", "this GPU").
 [[noreturn]] inline void refuse_too_big(const Experiment& e, double need_bytes, double budget_bytes,
                                         const std::function<double(const Experiment&)>& need_of,
                                         const std::string& what, const std::string& host,
                                         const std::string& fallback, const std::string& where = "this host") {
-  constexpr double kGiB = 1073741824.0;
   auto fits = [&](auto set) {
     return [&, set](int64_t v) {
       Experiment x = e;
@@ -62,8 +62,8 @@ inline int64_t largest_fitting(int64_t hi, const std::function<bool(int64_t)>& f
       return need_of(x) <= budget_bytes;
     };
   };
-  const std::string need = fmt::format("{} need about {:.1f} GiB per rank ({} allows {:.1f} GiB per rank: {})", what,
-                                       need_bytes / kGiB, where, budget_bytes / kGiB, host);
+  const std::string need = fmt::format("{} need about {} per rank ({} allows {} per rank: {})", what,
+                                       format::format_bytes(need_bytes), where, format::format_bytes(budget_bytes), host);
   if (e.model.head_dim > kUsualMaxHeadDim) {
     // Even: the training step's rotary embedding rotates pairs.
     const int64_t best =

@@ -45,8 +45,10 @@
 #include "core/atomic_file.hpp"
 #include "core/config_yaml.hpp"
 #include "core/error.hpp"
+#include "core/format.hpp"
 #include "core/progress.hpp"
 #include "planner/plan_file.hpp"
+#include "planner/report.hpp"  // bytes_json
 #include "runtime/executor.hpp"
 #include "runtime/memory.hpp"
 #include "runtime/step/step_executor.hpp"
@@ -139,7 +141,7 @@ std::vector<std::vector<runtime::LaneEvent>> predicted_step_lanes(
 
 double median(std::vector<double> xs) { return runtime::sample_stats(std::move(xs)).median; }
 std::string pct(double meas, double pred) {
-  return pred > 0 ? fmt::format("{:+.1f}%", 100.0 * (meas - pred) / pred) : std::string("n/a");
+  return pred > 0 ? format::format_error_pct(100.0 * (meas - pred) / pred) : std::string("n/a");
 }
 nlohmann::json pct_json(double meas, double pred) {
   return pred > 0 ? nlohmann::json(100.0 * (meas - pred) / pred) : nlohmann::json(nullptr);
@@ -249,7 +251,7 @@ int run_step_body(const RunArgs& a, runtime::MpiCommunicator& world) {
       refuse_too_big(e, need / ranks_here, 0.9 * avail / ranks_here, need_of,
                      fmt::format("{} layer{} of {} (float32, predicted)", e.model.layers,
                                  e.model.layers == 1 ? "" : "s", e.model.name),
-                     fmt::format("{:.1f} GiB available for {} rank{}", avail / 1073741824.0, world.size(),
+                     fmt::format("{} available for {} rank{}", format::format_bytes(avail), world.size(),
                                  world.size() == 1 ? "" : "s"),
                      "run fewer layers with --layers N");
     }
@@ -409,8 +411,8 @@ int run_step_body(const RunArgs& a, runtime::MpiCommunicator& world) {
                             {"error_pct", pct_json(r.measured_s, r.predicted_s)}});
     nlohmann::json mem = nlohmann::json::array();
     for (const auto& r : mem_rows)
-      mem.push_back({{"name", r.name}, {"measured_bytes", static_cast<int64_t>(r.measured_s)},
-                     {"predicted_bytes", static_cast<int64_t>(r.predicted_s)},
+      mem.push_back({{"name", r.name}, {"measured_bytes", format::whole_bytes(r.measured_s)},
+                     {"predicted_bytes", planner::bytes_json(r.predicted_s)},
                      {"error_pct", pct_json(r.measured_s, r.predicted_s)}});
     j["memory"] = {{"terms", mem}, {"rss_peak_delta_max_bytes", rss_max}};
     // Paths are bytes, not necessarily UTF-8: replaced (U+FFFD) rather than aborting the dump.
@@ -442,25 +444,26 @@ int run_step_body(const RunArgs& a, runtime::MpiCommunicator& world) {
                 "parameters\n",
                 worst, m.max_param_diff, static_cast<long long>(m.params_compared));
   }
-  std::printf("\n%-30s %12s %22s %12s %8s\n", "time [ms]", "measured", "spread (min..max)", "predicted", "error");
-  std::printf("%-30s %12.3f %22s %12.3f %8s\n", "step", st.median * 1e3,
-              fmt::format("{:.3f}..{:.3f}", st.min * 1e3, st.max * 1e3).c_str(), pred.step_time_s * 1e3,
-              pct(st.median, pred.step_time_s).c_str());
+  using format::format_time_s;
+  std::printf("\n%-30s %12s %22s %12s %8s\n", "time", "measured", "spread (min..max)", "predicted", "error");
+  std::printf("%-30s %12s %22s %12s %8s\n", "step", format_time_s(st.median).c_str(),
+              fmt::format("{} .. {}", format_time_s(st.min), format_time_s(st.max)).c_str(),
+              format_time_s(pred.step_time_s).c_str(), pct(st.median, pred.step_time_s).c_str());
   for (const auto& r : rows)
-    std::printf("%-30s %12.3f %22s %12.3f %8s\n", r.name.c_str(), r.measured_s * 1e3, "", r.predicted_s * 1e3,
-                pct(r.measured_s, r.predicted_s).c_str());
+    std::printf("%-30s %12s %22s %12s %8s\n", r.name.c_str(), format_time_s(r.measured_s).c_str(), "",
+                format_time_s(r.predicted_s).c_str(), pct(r.measured_s, r.predicted_s).c_str());
   std::printf("step = slowest rank's wall time per step (median over %d steps); term = time in that term on the "
               "critical rank (most compute) per step (median)%s\n",
               a.steps, mesh.pp > 1 ? "; pp = step - the critical rank's other terms (its waits and the drain)" : "");
-  const double mib = 1024.0 * 1024.0;
-  std::printf("\n%-30s %12s %12s %8s\n", "memory, largest rank [MiB]", "measured", "predicted", "error");
+  std::printf("\n%-30s %12s %12s %8s\n", "memory, largest rank", "measured", "predicted", "error");
   for (const auto& r : mem_rows)
-    std::printf("%-30s %12.3f %12.3f %8s\n", r.name.c_str(), r.measured_s / mib, r.predicted_s / mib,
-                pct(r.measured_s, r.predicted_s).c_str());
-  std::printf("measured = exact bytes of the buffers the step holds; %s (largest rank): %.1f MiB\n",
+    std::printf("%-30s %12s %12s %8s\n", r.name.c_str(), format::format_bytes(r.measured_s).c_str(),
+                format::format_bytes(r.predicted_s).c_str(), pct(r.measured_s, r.predicted_s).c_str());
+  // rss_max stays -1 when no rank could read its RSS: "unknown" rather than a negative size.
+  std::printf("measured = exact bytes of the buffers the step holds; %s (largest rank): %s\n",
               on_gpu ? "drop in free device memory over the run (allocator, cuBLAS and NCCL included)"
                      : "RSS rise during the run",
-              rss_max >= 0 ? double(rss_max) / mib : -1.0);
+              rss_max >= 0 ? format::format_bytes(double(rss_max)).c_str() : "unknown");
   return 0;
 }
 

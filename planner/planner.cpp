@@ -9,12 +9,12 @@
 #include <tuple>
 
 #include "core/error.hpp"
+#include "core/format.hpp"
 #include "core/units.hpp"
 
 namespace ringplan::planner {
 namespace {
 
-constexpr double kGiB = units::gib_bytes;
 
 // Default sets, see ResolvedSearchSpace.
 const std::vector<int64_t> kDefaultMicroBatch = {1, 2, 4, 8};
@@ -123,7 +123,7 @@ int64_t resolve_gpus(const Experiment& e, const PlanSettings& s) {
 // Why the planner picked `chosen` over the fastest candidate (see PlanResult::chosen).
 std::string choice_reason(const sim::Prediction& fastest, const sim::Prediction& chosen, int64_t chosen_rank,
                           int64_t top_k) {
-  const std::string band = fmt::format("{:g} %", 100.0 * kRankingBand);
+  const std::string band = format::format_pct(100.0 * kRankingBand);
   if (chosen.mesh == fastest.mesh && chosen.options == fastest.options)
     return fmt::format("rank 1 is the fastest and no simpler layout is within the {} band", band);
   const Simplicity a = simplicity_of(fastest.mesh, fastest.options), b = simplicity_of(chosen.mesh, chosen.options);
@@ -141,10 +141,10 @@ std::string choice_reason(const sim::Prediction& fastest, const sim::Prediction&
   std::string list;
   for (size_t i = 0; i < why.size(); ++i) list += (i ? ", " : "") + why[i];
   const double slower = fastest.step_time_s > 0 ? 100.0 * (chosen.step_time_s / fastest.step_time_s - 1.0) : 0.0;
-  return fmt::format("{} is {:.1f} % slower than rank 1, inside the {} band, and simpler: {}",
+  return fmt::format("{} is {} slower than rank 1, inside the {} band, and simpler: {}",
                      chosen_rank > 0 ? fmt::format("rank {}", chosen_rank)
                                      : fmt::format("a layout below the top {}", top_k),
-                     slower, band, list);
+                     format::format_pct(slower), band, list);
 }
 
 }  // namespace
@@ -268,8 +268,8 @@ std::string rejection_category(const std::string& message) {
 }
 
 std::string out_of_memory_message(const sim::Prediction& p) {
-  return fmt::format("out of memory: {:.1f} GiB > {:.1f} GiB", p.peak_memory_bytes / kGiB,
-                     p.capacity_bytes / kGiB);
+  return fmt::format("out of memory: {} > {}", format::format_bytes(p.peak_memory_bytes),
+                     format::format_bytes(p.capacity_bytes));
 }
 
 std::vector<CpCommAlternative> cp_comm_alternatives(const Experiment& e, const sim::Prediction& chosen, int64_t gpus) {
@@ -587,31 +587,32 @@ std::string describe_no_fit(const Experiment& e, const PlanResult& r) {
     if (r.closest_out_of_memory) {
       const auto& p = *r.closest_out_of_memory;
       return fmt::format(
-          "{}: does not fit in memory: {} option combinations evaluated, the smallest needs {:.1f} GiB per GPU, "
-          "the GPUs have {:.1f} GiB. Ways forward: allow full recompute or a higher ZeRO stage in `options:`, "
+          "{}: does not fit in memory: {} option combinations evaluated, the smallest needs {} per GPU, "
+          "the GPUs have {}. Ways forward: allow full recompute or a higher ZeRO stage in `options:`, "
           "a shorter sequence, or drop the fixed `mesh:` to let plan search every layout",
-          what, r.evaluated, p.peak_memory_bytes / kGiB, p.capacity_bytes / kGiB);
+          what, format::format_count(r.evaluated), format::format_bytes(p.peak_memory_bytes),
+          format::format_bytes(p.capacity_bytes));
     }
     if (!r.rejected.empty())
       return fmt::format("{}: this layout cannot run: {}", what, r.rejected.front().example);
     return fmt::format("{}: no option combination to try", what);
   }
   std::string s = fmt::format(
-      "no layout of {} fits on {} GPUs of {} ({:.1f} GiB each): {} layouts enumerated, {} "
+      "no layout of {} fits on {} GPUs of {} ({} each): {} layouts enumerated, {} "
       "evaluated, none within memory",
-      e.model.name, r.gpus, e.cluster.name, e.cluster.memory_bytes / kGiB, r.enumerated,
-      r.evaluated);
+      e.model.name, format::format_count(r.gpus), e.cluster.name, format::format_bytes(e.cluster.memory_bytes),
+      format::format_count(r.enumerated), format::format_count(r.evaluated));
   if (r.closest_out_of_memory) {
     const auto& p = *r.closest_out_of_memory;
     s += fmt::format(
-        "; the smallest needs {:.1f} GiB (dp={} tp={} cp={} pp={}). Valid ways forward: more "
+        "; the smallest needs {} (dp={} tp={} cp={} pp={}). Valid ways forward: more "
         "GPUs (--gpus), a shorter sequence or smaller global batch, or allowing full recompute, "
         "ZeRO-3 and larger TP/CP/PP in the search space",
-        p.peak_memory_bytes / kGiB, p.mesh.dp, p.mesh.tp, p.mesh.cp, p.mesh.pp);
+        format::format_bytes(p.peak_memory_bytes), p.mesh.dp, p.mesh.tp, p.mesh.cp, p.mesh.pp);
   } else if (!r.rejected.empty()) {
     s += fmt::format("; no layout passed the constraints, most common reason: {}{}", r.rejected.front().example,
                      r.rejected.front().count > 1
-                         ? fmt::format(" (and {} more like it)", r.rejected.front().count - 1)
+                         ? fmt::format(" (and {} more like it)", format::format_count(r.rejected.front().count - 1))
                          : std::string());
   }
   return s;

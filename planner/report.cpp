@@ -4,32 +4,25 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
 #include <vector>
 
+#include "core/format.hpp"
 #include "core/units.hpp"
 
 namespace ringplan::planner {
 namespace {
 
-std::string gib(double bytes) { return fmt::format("{:.2f} GiB", bytes / units::gib_bytes); }
+using format::format_bytes;
+using format::format_count;
+using format::format_error_pct;
+using format::format_pct;
+using format::format_time_s;
+using format::format_tokens_per_s;
 
-// Step times span microseconds (tests) to minutes (1T models): pick a readable unit.
-std::string seconds_text(double s) {
-  if (s == 0.0) return "0 s";
-  if (s >= 1.0) return fmt::format("{:.3f} s", s);
-  if (s >= 1e-3) return fmt::format("{:.3f} ms", s * 1e3);
-  return fmt::format("{:.3f} us", s * 1e6);
-}
+// Prediction::tflops_per_device is in TFLOP/s; the format takes FLOP/s.
+std::string flops_text(double tflops) { return format::format_flops_per_s(tflops * units::tflop); }
 
-std::string si_rate(double per_s) {
-  if (per_s >= 1e9) return fmt::format("{:.2f} G", per_s / 1e9);
-  if (per_s >= 1e6) return fmt::format("{:.2f} M", per_s / 1e6);
-  if (per_s >= 1e3) return fmt::format("{:.2f} k", per_s / 1e3);
-  return fmt::format("{:.1f}", per_s);
-}
-
-// 581.6 on a GPU, 0.02684 on a CPU rank: four significant digits either way.
-std::string tflops_text(double tflops) { return fmt::format("{:.4g}", tflops); }
 
 std::string pad_right(const std::string& s, size_t w) { return s.size() >= w ? s : s + std::string(w - s.size(), ' '); }
 std::string pad_left(const std::string& s, size_t w) { return s.size() >= w ? s : std::string(w - s.size(), ' ') + s; }
@@ -73,6 +66,11 @@ std::string term_label(std::string_view name) {
   return out;
 }
 
+nlohmann::json bytes_json(double bytes) {
+  if (std::isfinite(bytes) && std::fabs(bytes) >= 9223372036854775808.0) return std::round(bytes);
+  return format::whole_bytes(bytes);
+}
+
 nlohmann::json mesh_json(const Mesh& m) {
   return {{"dp", m.dp}, {"tp", m.tp}, {"cp", m.cp}, {"pp", m.pp}};
 }
@@ -91,8 +89,9 @@ nlohmann::json options_json(const ParallelOptions& o) {
 
 nlohmann::json prediction_json(const sim::Prediction& p) {
   nlohmann::json memory = nlohmann::json::object();
-  for (const auto& t : sim::memory_terms(p.memory)) memory[std::string(t.name)] = t.value;
-  memory["peak_bytes"] = p.memory.peak_bytes;
+  // Byte counts are whole numbers in JSON (the terms are doubles in the cost model).
+  for (const auto& t : sim::memory_terms(p.memory)) memory[std::string(t.name)] = bytes_json(t.value);
+  memory["peak_bytes"] = bytes_json(p.memory.peak_bytes);
   nlohmann::json time = nlohmann::json::object();
   for (const auto& t : sim::time_terms(p.time)) time[std::string(t.name)] = t.value;
   time["step_time_s"] = p.time.step_time_s;
@@ -100,8 +99,8 @@ nlohmann::json prediction_json(const sim::Prediction& p) {
           {"tokens_per_s", p.tokens_per_s},
           {"tflops_per_device", p.tflops_per_device},
           {"mfu", p.mfu},
-          {"peak_memory_bytes", p.peak_memory_bytes},
-          {"capacity_bytes", p.capacity_bytes},
+          {"peak_memory_bytes", bytes_json(p.peak_memory_bytes)},
+          {"capacity_bytes", bytes_json(p.capacity_bytes)},
           {"memory", std::move(memory)},
           {"time", std::move(time)},
           {"mesh", mesh_json(p.mesh)},
@@ -181,7 +180,7 @@ std::string options_text(const Mesh& m, const ParallelOptions& o) {
 }
 
 std::string memory_text(double used_bytes, double capacity_bytes) {
-  return fmt::format("{:.1f} / {:.1f} GiB", used_bytes / units::gib_bytes, capacity_bytes / units::gib_bytes);
+  return format_bytes(used_bytes) + " / " + format_bytes(capacity_bytes);
 }
 
 std::string top_table(const PlanResult& r) {
@@ -196,8 +195,8 @@ std::string top_table(const PlanResult& r) {
       const auto& q = r.candidates[shown[k]];
       if (scheme_twins(q, p) && within_band(p.step_time_s, q.step_time_s)) {
         std::string& note = rows[k].back();
-        note += fmt::format("{}twin: {} {:+.1f}%", note.empty() ? "" : "; ", to_string(p.options.cp_scheme),
-                            q.step_time_s > 0 ? 100.0 * (p.step_time_s / q.step_time_s - 1.0) : 0.0);
+        note += fmt::format("{}twin: {} {}", note.empty() ? "" : "; ", to_string(p.options.cp_scheme),
+                            format_error_pct(q.step_time_s > 0 ? 100.0 * (p.step_time_s / q.step_time_s - 1.0) : 0.0));
         collapsed = true;
       }
     }
@@ -206,8 +205,8 @@ std::string top_table(const PlanResult& r) {
     shown.push_back(i);
     rows.push_back({std::to_string(i + 1), std::to_string(groups[i]), std::to_string(p.mesh.dp),
                     std::to_string(p.mesh.tp), std::to_string(p.mesh.cp), std::to_string(p.mesh.pp),
-                    options_text(p.mesh, p.options), seconds_text(p.step_time_s), si_rate(p.tokens_per_s),
-                    tflops_text(p.tflops_per_device), fmt::format("{:.1f}%", 100.0 * p.mfu),
+                    options_text(p.mesh, p.options), format_time_s(p.step_time_s), format_tokens_per_s(p.tokens_per_s),
+                    flops_text(p.tflops_per_device), format_pct(100.0 * p.mfu),
                     memory_text(p.peak_memory_bytes, p.capacity_bytes), chosen ? "chosen" : ""});
   }
   if (r.chosen && r.chosen_rank == 0) {
@@ -215,12 +214,13 @@ std::string top_table(const PlanResult& r) {
     const auto& p = *r.chosen;
     rows.push_back({fmt::format(">{}", r.candidates.size()), "1", std::to_string(p.mesh.dp),
                     std::to_string(p.mesh.tp), std::to_string(p.mesh.cp), std::to_string(p.mesh.pp),
-                    options_text(p.mesh, p.options), seconds_text(p.step_time_s), si_rate(p.tokens_per_s),
-                    tflops_text(p.tflops_per_device), fmt::format("{:.1f}%", 100.0 * p.mfu),
+                    options_text(p.mesh, p.options), format_time_s(p.step_time_s), format_tokens_per_s(p.tokens_per_s),
+                    flops_text(p.tflops_per_device), format_pct(100.0 * p.mfu),
                     memory_text(p.peak_memory_bytes, p.capacity_bytes), "chosen (below the top K)"});
   }
   return render_table(
-      {"rank", "group", "dp", "tp", "cp", "pp", "options", "step", "tokens/s", "TFLOP/s/dev", "MFU", "memory", "note"},
+      {"rank", "group", "dp", "tp", "cp", "pp", "options", "step time", "throughput", "compute/device", "MFU", "memory",
+       "note"},
       {false, false, false, false, false, false, true, false, false, false, false, false, true}, rows);
 }
 
@@ -228,29 +228,30 @@ std::string prediction_text(const Experiment& e, const sim::Prediction& p) {
   std::string s;
   s += fmt::format("layout: {}  {}\n", mesh_text(p.mesh), options_text(p.mesh, p.options));
   s += fmt::format(
-      "step time {}  |  {} tokens/s  |  {} TFLOP/s per device  |  MFU {:.1f}%  |  memory {}{}\n",
-      seconds_text(p.step_time_s), si_rate(p.tokens_per_s), tflops_text(p.tflops_per_device), 100.0 * p.mfu,
+      "step time {}  |  {}  |  {} per device  |  MFU {}  |  memory {}{}\n",
+      format_time_s(p.step_time_s), format_tokens_per_s(p.tokens_per_s), flops_text(p.tflops_per_device),
+      format_pct(100.0 * p.mfu),
       memory_text(p.peak_memory_bytes, p.capacity_bytes), p.fits ? "" : "  (DOES NOT FIT)");
-  s += fmt::format("micro-batches per step per replica: {}\n\n", p.micro_batches);
+  s += fmt::format("micro-batches per step per replica: {}\n\n", format_count(p.micro_batches));
 
   std::vector<std::vector<std::string>> mem_rows;
   for (const auto& t : sim::memory_terms(p.memory)) {
     if (t.name == "peak_bytes") continue;  // shown once, below the terms
-    mem_rows.push_back({term_label(t.name), gib(t.value),
-                        p.peak_memory_bytes > 0 ? fmt::format("{:.1f}%", 100.0 * t.value / p.peak_memory_bytes) : "-"});
+    mem_rows.push_back({term_label(t.name), format_bytes(t.value),
+                        p.peak_memory_bytes > 0 ? format_pct(100.0 * t.value / p.peak_memory_bytes) : "-"});
   }
-  mem_rows.push_back({"peak (schedule, not sum of maxima)", gib(p.memory.peak_bytes), "100.0%"});
-  mem_rows.push_back({"capacity", gib(p.capacity_bytes), ""});
+  mem_rows.push_back({"peak (schedule, not sum of maxima)", format_bytes(p.memory.peak_bytes), format_pct(100.0)});
+  mem_rows.push_back({"capacity", format_bytes(p.capacity_bytes), ""});
   s += "memory per device\n";
   s += render_table({"term", "size", "of peak"}, {true, false, false}, mem_rows);
 
   std::vector<std::vector<std::string>> time_rows;
   for (const auto& t : sim::time_terms(p.time)) {
     if (t.name == "step_time_s") continue;  // shown once, below the terms
-    time_rows.push_back({term_label(t.name), seconds_text(t.value),
-                         p.step_time_s > 0 ? fmt::format("{:.1f}%", 100.0 * t.value / p.step_time_s) : "-"});
+    time_rows.push_back({term_label(t.name), format_time_s(t.value),
+                         p.step_time_s > 0 ? format_pct(100.0 * t.value / p.step_time_s) : "-"});
   }
-  time_rows.push_back({"step time", seconds_text(p.step_time_s), "100.0%"});
+  time_rows.push_back({"step time", format_time_s(p.step_time_s), format_pct(100.0)});
   s += "\ntime per step (slowest rank)\n";
   s += render_table({"term", "time", "of step"}, {true, false, false}, time_rows);
   (void)e;
@@ -262,29 +263,31 @@ std::string rejection_text(const PlanResult& r) {
   std::vector<std::vector<std::string>> rows;
   // The first message of each category, in full (the category itself has its numbers as '#').
   for (const auto& x : r.rejected)
-    rows.push_back({std::to_string(x.count), x.count > 1 ? x.example + " (first of these)" : x.example});
+    rows.push_back({format_count(x.count), x.count > 1 ? x.example + " (first of these)" : x.example});
   return render_table({"count", "reason"}, {false, true}, rows);
 }
 
 std::string plan_text(const Experiment& e, const PlanResult& r) {
   std::string s = fmt::format(
-      "{}: {} on {} x {} ({:.1f} GiB), seq {} tokens, global batch {} sequences\n"
+      "{}: {} on {} x {} ({}), seq {} tokens, global batch {} sequences\n"
       "enumerated {} layouts, evaluated {}, {} fit in memory\n\n",
-      e.name.empty() ? e.path : e.name, e.model.name, r.gpus, e.cluster.name,
-      e.cluster.memory_bytes / units::gib_bytes, e.training.seq_len, e.training.global_batch_sequences,
-      r.enumerated, r.evaluated, r.fitting);
+      e.name.empty() ? e.path : e.name, e.model.name, format_count(r.gpus), e.cluster.name,
+      format_bytes(e.cluster.memory_bytes), format_count(e.training.seq_len),
+      format_count(e.training.global_batch_sequences), format_count(r.enumerated), format_count(r.evaluated),
+      format_count(r.fitting));
   if (r.fixed_mesh || e.fixed_options.any()) {
     const std::string fixed = fixed_layout_text(e);
     if (!fixed.empty()) s += fixed + "\n\n";
   }
   if (!r.candidates.empty()) {
-    s += fmt::format("top {} layouts (ranked by step time, ties by memory)\n", r.candidates.size());
+    s += fmt::format("top {} layouts (ranked by step time, ties by memory)\n",
+                     format_count(static_cast<int64_t>(r.candidates.size())));
     s += top_table(r);
     s += fmt::format(
-        "\nranking band {:g} %: layouts whose step times differ by less than that share a group; {}. Within the "
+        "\nranking band {}: layouts whose step times differ by less than that share a group; {}. Within the "
         "first group the simpler layout is chosen (lower ZeRO stage, no interleave, fewer mesh dimensions > 1, "
         "ring before all-gather; zigzag/striped twins shown once)\n",
-        100.0 * kRankingBand, kRankingBandReason);
+        format_pct(100.0 * kRankingBand), kRankingBandReason);
     s += fmt::format("chosen: {}\n", r.choice_reason);
     if (!r.cp_comm_reason.empty()) s += fmt::format("CP method: {}\n", r.cp_comm_reason);
     s += "\nchosen plan\n";

@@ -1,9 +1,11 @@
 // Reports of predictions and plans, as text tables (for people) and JSON (for scripts).
-// Text and JSON use the same term names as sim::memory_terms / sim::time_terms.
+// Text and JSON use the same term names as sim::memory_terms / sim::time_terms; text numbers
+// are in the format of their quantity (core/format.hpp), with the unit beside each value.
 //
 // JSON of one prediction (simulate, and each entry of plan's candidates):
 //   {step_time_s, tokens_per_s, tflops_per_device, mfu, peak_memory_bytes, capacity_bytes,
 //    memory:{<term>_bytes...}, time:{<term>_s...}, mesh:{dp,tp,cp,pp},
+//    (every *_bytes a whole number: bytes_json),
 //    options:{micro_batch, recompute, zero_stage, sequence_parallel, cp_scheme, interleave,
 //             attention, cp_comm}, micro_batches, fits}
 // JSON of a plan: {schema_version (2), chosen: <prediction> (the recommended layout,
@@ -31,6 +33,11 @@ namespace ringplan::planner {
 // ("weights_bytes" -> "weights", "ring_comm_exposed_s" -> "ring comm exposed").
 std::string term_label(std::string_view json_name);
 
+// A byte count for JSON: the nearest whole number, as an integer (format::whole_bytes). A
+// prediction beyond int64_t (sizes near their 2^31 limits multiply past 2^63) is written as the
+// whole number in a double; a non-finite one throws (format::whole_bytes), as it is a bug.
+nlohmann::json bytes_json(double bytes);
+
 nlohmann::json mesh_json(const Mesh& m);
 nlohmann::json options_json(const ParallelOptions& o);
 nlohmann::json prediction_json(const sim::Prediction& p);
@@ -42,7 +49,7 @@ std::string mesh_text(const Mesh& m);
 // The options that matter for this mesh, e.g. "mb=1 rc=selective zero=1 sp zigzag v=2 flash":
 // SP only with TP > 1, the CP scheme only with CP > 1, interleave only with PP > 1.
 std::string options_text(const Mesh& m, const ParallelOptions& o);
-// "71.2 / 80.0 GiB"
+// "71.2 GiB / 80 GiB" (format::format_bytes of each)
 std::string memory_text(double used_bytes, double capacity_bytes);
 
 // Top-K table: rank, mesh, options, step time, tokens/s, TFLOP/s per device, MFU, memory.

@@ -15,6 +15,7 @@
 
 #include "core/config_yaml.hpp"
 #include "core/error.hpp"
+#include "core/format.hpp"
 #include "core/units.hpp"
 #include "planner/report.hpp"
 #include "sim/fit.hpp"
@@ -340,6 +341,21 @@ ValidationReport validate_paths(const std::vector<std::string>& paths, const std
   return r;
 }
 
+namespace {
+
+// A published or predicted figure in its quantity's format (core/format.hpp); the metric names
+// are those of sim::MetricComparison.
+std::string metric_text(std::string_view metric, double v) {
+  if (metric == "step_time_s") return format::format_time_s(v);
+  if (metric == "tflops_per_device") return format::format_flops_per_s(v * units::tflop);
+  if (metric == "mfu") return format::format_pct(100.0 * v);
+  if (metric == "peak_memory_gib") return format::format_bytes(v * units::gib_bytes);
+  if (metric == "tokens_per_s_per_device") return format::format_tokens_per_s(v);
+  throw Error(ErrorKind::runtime, fmt::format("validation: no format for metric '{}'", metric));
+}
+
+}  // namespace
+
 std::string validation_text(const ValidationReport& r) {
   size_t name_w = 4, mesh_w = 4, metric_w = 6;
   for (const auto& x : r.rows) {
@@ -347,14 +363,17 @@ std::string validation_text(const ValidationReport& r) {
     mesh_w = std::max(mesh_w, mesh_text(x.mesh).size());
     metric_w = std::max(metric_w, x.metric.size());
   }
-  std::string s = fmt::format("{:<{}}  {:<{}}  {:<{}}  {:>12}  {:>12}  {:>8}\n", "case", name_w, "mesh", mesh_w,
+  std::string s = fmt::format("{:<{}}  {:<{}}  {:<{}}  {:>16}  {:>16}  {:>8}\n", "case", name_w, "mesh", mesh_w,
                               "metric", metric_w, "predicted", "published", "error");
-  s += std::string(name_w + mesh_w + metric_w + 44, '-') + "\n";
+  s += std::string(name_w + mesh_w + metric_w + 52, '-') + "\n";
   for (const auto& x : r.rows)
-    s += fmt::format("{:<{}}  {:<{}}  {:<{}}  {:>12.4g}  {:>12.4g}  {:>+7.2f}%\n", x.name, name_w, mesh_text(x.mesh),
-                     mesh_w, x.metric, metric_w, x.predicted, x.published, x.error_pct);
-  s += fmt::format("\n{} cases evaluated, {} refused; {} comparisons: mean |error| {:.2f}%, max |error| {:.2f}%\n",
-                   r.cases, r.refused.size(), r.rows.size(), r.mean_abs_error_pct, r.max_abs_error_pct);
+    s += fmt::format("{:<{}}  {:<{}}  {:<{}}  {:>16}  {:>16}  {:>8}\n", x.name, name_w, mesh_text(x.mesh), mesh_w,
+                     x.metric, metric_w, metric_text(x.metric, x.predicted), metric_text(x.metric, x.published),
+                     format::format_error_pct(x.error_pct));
+  s += fmt::format("\n{} cases evaluated, {} refused; {} comparisons: mean |error| {}, max |error| {}\n",
+                   format::format_count(r.cases), format::format_count(static_cast<int64_t>(r.refused.size())),
+                   format::format_count(static_cast<int64_t>(r.rows.size())),
+                   format::format_abs_error_pct(r.mean_abs_error_pct), format::format_abs_error_pct(r.max_abs_error_pct));
   if (!r.refused.empty()) {
     s += fmt::format("\nrefused (not in the statistics):\n");
     for (const auto& x : r.refused) s += fmt::format("  {}: {}\n", x.path, x.reason);
@@ -368,13 +387,13 @@ std::string validation_text(const ValidationReport& r) {
   s += fmt::format("\nby source (all metrics)\n  {:<{}}  {:>5}  {:>9}  {:>10}  {:>9}\n", "source", src_w, "rows", "bias",
                    "mean |err|", "max |err|");
   for (const auto& [k, v] : r.by_source)
-    s += fmt::format("  {:<{}}  {:>5}  {:>+8.2f}%  {:>9.2f}%  {:>8.2f}%\n", k, src_w, v.n, v.mean_signed_pct,
-                     v.mean_abs_pct, v.max_abs_pct);
+    s += fmt::format("  {:<{}}  {:>5}  {:>9}  {:>10}  {:>9}\n", k, src_w, v.n, format::format_error_pct(v.mean_signed_pct),
+                     format::format_abs_error_pct(v.mean_abs_pct), format::format_abs_error_pct(v.max_abs_pct));
   s += fmt::format("\nby TP degree (time metrics as throughput: + = predicted faster than measured)\n  {:>4}  {:>5}  {:>9}  {:>10}  {:>9}\n", "TP", "rows", "bias",
                    "mean |err|", "max |err|");
   for (const auto& [k, v] : r.time_by_tp)
-    s += fmt::format("  {:>4}  {:>5}  {:>+8.2f}%  {:>9.2f}%  {:>8.2f}%\n", k, v.n, v.mean_signed_pct, v.mean_abs_pct,
-                     v.max_abs_pct);
+    s += fmt::format("  {:>4}  {:>5}  {:>9}  {:>10}  {:>9}\n", k, v.n, format::format_error_pct(v.mean_signed_pct),
+                     format::format_abs_error_pct(v.mean_abs_pct), format::format_abs_error_pct(v.max_abs_pct));
   if (!r.ranking.empty()) {
     s += fmt::format("\nranking: {} groups of measured runs that differ only in layout (same model, GPUs, sequence, "
                      "batch, precision, metric)\n",
@@ -382,14 +401,16 @@ std::string validation_text(const ValidationReport& r) {
     for (const auto& g : r.ranking) {
       std::string picks;
       for (size_t i : g.heuristic_picks) picks += (picks.empty() ? "" : " | ") + r.rows[i].name;
-      s += fmt::format("  {}\n    {} cases, spearman {:+.2f}, pairs ordered {}/{}; model's pick {} (regret {:.2f}%), "
-                       "measured best {}, heuristic {} (regret {:.2f}%)\n",
+      s += fmt::format("  {}\n    {} cases, spearman {:+.2f}, pairs ordered {}/{}; model's pick {} (regret {}), "
+                       "measured best {}, heuristic {} (regret {})\n",
                        g.key, g.rows.size(), g.spearman, g.pairs_ordered, g.pairs, r.rows[g.predicted_best].name,
-                       g.pick_regret_pct, r.rows[g.measured_best].name, picks, g.heuristic_regret_pct);
+                       format::format_abs_error_pct(g.pick_regret_pct), r.rows[g.measured_best].name, picks,
+                       format::format_abs_error_pct(g.heuristic_regret_pct));
     }
     const RankingSummary sum = ranking_summary(r.ranking);
-    s += fmt::format("  mean regret: model {:.2f}%, heuristic {:.2f}%; pairs ordered {}/{}", sum.mean_pick_regret_pct,
-                     sum.mean_heuristic_regret_pct, sum.pairs_ordered, sum.pairs);
+    s += fmt::format("  mean regret: model {}, heuristic {}; pairs ordered {}/{}",
+                     format::format_abs_error_pct(sum.mean_pick_regret_pct),
+                     format::format_abs_error_pct(sum.mean_heuristic_regret_pct), sum.pairs_ordered, sum.pairs);
     s += sum.big_groups > 0 ? fmt::format("; mean spearman over {} groups of >= 3 cases {:+.2f}\n", sum.big_groups,
                                           sum.mean_spearman)
                             : std::string("; no group of >= 3 cases\n");
@@ -443,7 +464,8 @@ nlohmann::json validation_json(const ValidationReport& r) {
                          {"pairs", sum.pairs},
                          {"pairs_ordered", sum.pairs_ordered}};
   ranking["mean_spearman"] = sum.big_groups > 0 ? nlohmann::json(sum.mean_spearman) : nlohmann::json(nullptr);
-  return {{"cases", std::move(cases)},
+  return {{"schema_version", kJsonSchemaVersion},
+          {"cases", std::move(cases)},
           {"by_source", std::move(by_source)},
           {"time_by_tp", std::move(by_tp)},
           {"ranking", std::move(ranking)},

@@ -137,7 +137,8 @@ ValidationReport validate_paths(const std::vector<std::string>& paths,
 void summarize(ValidationReport& r);
 
 std::string validation_text(const ValidationReport& r);
-// {cases: [{name, metric, predicted, published, error_pct, path, mesh: {dp, tp, cp, pp}, source}],
+// {schema_version (kJsonSchemaVersion),
+//  cases: [{name, metric, predicted, published, error_pct, path, mesh: {dp, tp, cp, pp}, source}],
 //  refused: [{path, name, reason}], mean_abs_error_pct, max_abs_error_pct,
 //  case_count (evaluated cases), refused_count, skipped: [paths],
 //  by_source: {folder: {cases, mean_signed_error_pct, mean_abs_error_pct, max_abs_error_pct}},

@@ -12,7 +12,7 @@
 #include <toml++/toml.h>
 
 #include "core/error.hpp"
-#include "core/units.hpp"
+#include "core/format.hpp"
 
 namespace ringplan::report {
 
@@ -818,11 +818,12 @@ std::string torchtitan_toml(const Experiment& e, const sim::Prediction& p, const
 std::string emit_plan(Format format, const Experiment& e, const sim::Prediction& p, const EmitOptions& options) {
   const std::string header = fmt::format(
       "# ringplan plan for {} ({} on {} GPUs of {}): {}, micro-batch {}, cp_scheme {}, recompute {}, ZeRO-{}\n"
-      "# predicted: step {:.4g} s, {:.4g} tokens/s, MFU {:.1f}%, peak memory {:.2f} GiB of {:.2f} GiB\n",
-      one_line(e.name), one_line(e.model.name), p.mesh.world_size(), one_line(e.cluster.name), mesh_text(p.mesh),
-      p.options.micro_batch, to_string(p.options.cp_scheme), to_string(p.options.recompute), p.options.zero_stage,
-      p.step_time_s, p.tokens_per_s, 100.0 * p.mfu, p.peak_memory_bytes / units::gib_bytes,
-      p.capacity_bytes / units::gib_bytes);
+      "# predicted: step {}, {}, MFU {}, peak memory {} of {}\n",
+      one_line(e.name), one_line(e.model.name), format::format_count(p.mesh.world_size()), one_line(e.cluster.name),
+      mesh_text(p.mesh), p.options.micro_batch, to_string(p.options.cp_scheme), to_string(p.options.recompute),
+      p.options.zero_stage, format::format_time_s(p.step_time_s), format::format_tokens_per_s(p.tokens_per_s),
+      format::format_pct(100.0 * p.mfu), format::format_bytes(p.peak_memory_bytes),
+      format::format_bytes(p.capacity_bytes));
   if (format == Format::megatron) return megatron_script(e, p, header);
   return options.torchtitan_target == TorchtitanTarget::python ? torchtitan_python(e, p, header)
                                                                : torchtitan_toml(e, p, header);

@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "core/error.hpp"
+#include "core/format.hpp"
 #include "core/units.hpp"
 #include "planner/report.hpp"
 #include "sim/formulas.hpp"
@@ -92,7 +93,7 @@ std::string layout_label(const sim::Prediction& p) {
 }
 
 // A layout's terms as plain arrays, in the order of the page's `time_term_names` and
-// `memory_term_names` (sim::time_terms, sim::memory_terms without the peak): seconds, GiB.
+// `memory_term_names` (sim::time_terms, sim::memory_terms without the peak): seconds, bytes.
 nlohmann::json time_values(const sim::Prediction& p) {
   nlohmann::json v = nlohmann::json::array();
   for (const auto& t : sim::time_terms(p.time)) v.push_back(t.value);
@@ -101,7 +102,7 @@ nlohmann::json time_values(const sim::Prediction& p) {
 nlohmann::json memory_values(const sim::Prediction& p) {
   nlohmann::json v = nlohmann::json::array();
   for (const auto& t : sim::memory_terms(p.memory))
-    if (t.name != "peak_bytes") v.push_back(t.value / units::gib_bytes);
+    if (t.name != "peak_bytes") v.push_back(planner::bytes_json(t.value));
   return v;
 }
 
@@ -109,7 +110,7 @@ nlohmann::json candidate_json(const sim::Prediction& p, int64_t rank, bool chose
   return {{"rank", rank},
           {"label", layout_label(p)},
           {"step_time_s", p.step_time_s},
-          {"peak_memory_gib", p.peak_memory_bytes / units::gib_bytes},
+          {"peak_memory_bytes", planner::bytes_json(p.peak_memory_bytes)},
           {"tokens_per_s", p.tokens_per_s},
           {"mfu", p.mfu},
           {"fits", p.fits},
@@ -120,16 +121,16 @@ nlohmann::json candidate_json(const sim::Prediction& p, int64_t rank, bool chose
           {"pp", p.mesh.pp},
           {"zero_stage", p.options.zero_stage},
           {"time", time_values(p)},
-          {"memory", memory_values(p)}};
+          {"memory_bytes", memory_values(p)}};
 }
 
 nlohmann::json sweep_point(int64_t x, const sim::Prediction& p) {
   return {{"x", x},
           {"label", layout_label(p)},
-          {"peak_memory_gib", p.peak_memory_bytes / units::gib_bytes},
+          {"peak_memory_bytes", planner::bytes_json(p.peak_memory_bytes)},
           {"step_time_s", p.step_time_s},
           {"fits", p.fits},
-          {"memory", memory_values(p)}};
+          {"memory_bytes", memory_values(p)}};
 }
 
 std::optional<double> optional_number(const nlohmann::json& obj, const char* key, const std::string& where) {
@@ -145,27 +146,40 @@ std::optional<double> optional_number(const nlohmann::json& obj, const char* key
   return v;
 }
 
+// A byte count of the run: a number as above, and below 2^63 so that the page's data can
+// carry it as a whole number (format::whole_bytes); a larger one is a broken input, not a run.
+std::optional<double> optional_bytes(const nlohmann::json& obj, const char* key, const std::string& where) {
+  const std::optional<double> v = optional_number(obj, key, where);
+  if (v && *v >= 9223372036854775808.0) {
+    throw bad_input(fmt::format("{}: field '{}' must be a byte count below 2^63, got {}", where, key,
+                                obj.find(key)->dump()));
+  }
+  return v;
+}
+
 std::string candidate_table(const ReportData& d) {
   std::string t =
       "<table><tr><th>#</th><th class=\"l\">mesh</th><th class=\"l\">options</th><th>step time</th>"
-      "<th>tokens/s</th><th>TFLOP/s/device</th><th>MFU</th><th>peak memory</th></tr>\n";
+      "<th>throughput</th><th>compute/device</th><th>MFU</th><th>peak memory</th></tr>\n";
   const size_t rows = std::min<size_t>(d.candidates.size(), 10);
   for (size_t i = 0; i < rows; ++i) {
     const auto& p = d.candidates[i];
     t += fmt::format(
-        "<tr{}><td>{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td><td>{:.4g} s</td><td>{:.4g}</td>"
-        "<td>{:.4g}</td><td>{:.1f}%</td><td>{}</td></tr>\n",
+        "<tr{}><td>{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td><td>{}</td><td>{}</td>"
+        "<td>{}</td><td>{}</td><td>{}</td></tr>\n",
         i == d.chosen ? " class=\"chosen\"" : "", i + 1, html_escape(planner::mesh_text(p.mesh)),
-        html_escape(planner::options_text(p.mesh, p.options)), p.step_time_s, p.tokens_per_s,
-        p.tflops_per_device, 100.0 * p.mfu, html_escape(planner::memory_text(p.peak_memory_bytes, p.capacity_bytes)));
+        html_escape(planner::options_text(p.mesh, p.options)), format::format_time_s(p.step_time_s),
+        format::format_tokens_per_s(p.tokens_per_s), format::format_flops_per_s(p.tflops_per_device * units::tflop),
+        format::format_pct(100.0 * p.mfu), html_escape(planner::memory_text(p.peak_memory_bytes, p.capacity_bytes)));
   }
   t += "</table>\n";
   if (d.candidates.size() > rows) {
-    t += fmt::format("<p class=\"note\">{} more candidates in the chart.</p>\n", d.candidates.size() - rows);
+    t += fmt::format("<p class=\"note\">{} more candidates in the chart.</p>\n",
+                     format::format_count(static_cast<int64_t>(d.candidates.size() - rows)));
   }
   std::string rejected;
   for (const auto& r : d.rejected) {
-    rejected += fmt::format("<tr><td>{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td></tr>\n", r.count,
+    rejected += fmt::format("<tr><td>{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td></tr>\n", format::format_count(r.count),
                             html_escape(r.reason), html_escape(r.example));
   }
   if (!rejected.empty()) {
@@ -361,8 +375,8 @@ RunComparison parse_run_result(const nlohmann::json& run, const std::string& sou
         if (!t.is_object() || !t.contains("name") || !t["name"].is_string())
           throw bad_input(fmt::format("{}: must be an object with a string 'name', got {}", where, t.dump()));
         MemoryComparison& m = entry(t["name"].get<std::string>());
-        m.measured_bytes = optional_number(t, "measured_bytes", where);
-        m.predicted_bytes = optional_number(t, "predicted_bytes", where);
+        m.measured_bytes = optional_bytes(t, "measured_bytes", where);
+        m.predicted_bytes = optional_bytes(t, "predicted_bytes", where);
       }
     }
     for (const auto& [key, value] : mem->items()) {
@@ -371,7 +385,7 @@ RunComparison parse_run_result(const nlohmann::json& run, const std::string& sou
       const size_t prefix = measured ? 9 : 10;
       if (key.size() <= prefix + 6) continue;
       const std::string name = key.substr(prefix, key.size() - prefix - 6);
-      const auto v = optional_number(*mem, key.c_str(), source + ": memory");
+      const auto v = optional_bytes(*mem, key.c_str(), source + ": memory");
       if (!v) continue;
       (measured ? entry(name).measured_bytes : entry(name).predicted_bytes) = v;
     }
@@ -446,7 +460,8 @@ nlohmann::json report_json(const ReportData& d) {
                      {"cluster", d.experiment.cluster.name}, {"gpus", c.mesh.world_size()},
                      {"seq_len", d.experiment.training.seq_len},
                      {"global_batch_sequences", d.experiment.training.global_batch_sequences}};
-  j["capacity_gib"] = c.capacity_bytes / units::gib_bytes;
+  j["schema_version"] = planner::kJsonSchemaVersion;
+  j["capacity_bytes"] = planner::bytes_json(c.capacity_bytes);
   j["chosen"] = d.chosen;
   j["candidates"] = nlohmann::json::array();
   for (size_t i = 0; i < d.candidates.size(); ++i) {
@@ -471,9 +486,9 @@ nlohmann::json report_json(const ReportData& d) {
   for (const auto& t : sim::memory_terms(c.memory)) {
     // The peak is drawn as the total, not as a term beside the ones it is made of.
     if (t.name == "peak_bytes") continue;
-    j["memory_terms"].push_back({{"name", std::string(t.name)}, {"value", t.value / units::gib_bytes}});
+    j["memory_terms"].push_back({{"name", std::string(t.name)}, {"value_bytes", planner::bytes_json(t.value)}});
   }
-  j["peak_memory_gib"] = c.peak_memory_bytes / units::gib_bytes;
+  j["peak_memory_bytes"] = planner::bytes_json(c.peak_memory_bytes);
   j["time_terms"] = nlohmann::json::array();
   for (const auto& t : sim::time_terms(c.time)) {
     j["time_terms"].push_back({{"name", std::string(t.name)}, {"value", t.value}});
@@ -494,8 +509,8 @@ nlohmann::json report_json(const ReportData& d) {
   j["ring"] = std::move(ring);
   if (d.run) {
     auto opt = [](const std::optional<double>& v) { return v ? nlohmann::json(*v) : nlohmann::json(nullptr); };
-    auto gib = [](const std::optional<double>& b) {
-      return b ? nlohmann::json(*b / units::gib_bytes) : nlohmann::json(nullptr);
+    auto bytes = [](const std::optional<double>& b) {
+      return b ? nlohmann::json(format::whole_bytes(*b)) : nlohmann::json(nullptr);
     };
     nlohmann::json phases = nlohmann::json::array();
     for (const auto& ph : d.run->phases) {
@@ -507,7 +522,8 @@ nlohmann::json report_json(const ReportData& d) {
     }
     nlohmann::json memory = nlohmann::json::array();
     for (const auto& m : d.run->memory) {
-      memory.push_back({{"name", m.name}, {"predicted_gib", gib(m.predicted_bytes)}, {"measured_gib", gib(m.measured_bytes)}});
+      memory.push_back(
+          {{"name", m.name}, {"predicted_bytes", bytes(m.predicted_bytes)}, {"measured_bytes", bytes(m.measured_bytes)}});
     }
     nlohmann::json timeline = nlohmann::json::array();
     for (const auto& ph : d.run->timeline)
@@ -530,14 +546,16 @@ std::string render_html(const ReportData& d) {
   const sim::Prediction& c = d.candidates[d.chosen];
   const std::string title = fmt::format("ringplan report: {}", e.name.empty() ? e.model.name : e.name);
   const std::string subtitle = fmt::format(
-      "{} on {} GPUs of {} ({:.0f} GiB each), sequence {} tokens, global batch {} sequences, {}. "
+      "{} on {} GPUs of {} ({} each), sequence {} tokens, global batch {} sequences, {}. "
       "Planner: {} layouts enumerated, {} evaluated, {} fit in memory; chosen: {}.",
-      e.model.name, c.mesh.world_size(), e.cluster.name, c.capacity_bytes / units::gib_bytes, e.training.seq_len,
-      e.training.global_batch_sequences, to_string(e.training.dtype), d.enumerated, d.evaluated, d.fitting,
-      layout_label(c));
+      e.model.name, format::format_count(c.mesh.world_size()), e.cluster.name, format::format_bytes(c.capacity_bytes),
+      format::format_count(e.training.seq_len), format::format_count(e.training.global_batch_sequences),
+      to_string(e.training.dtype), format::format_count(d.enumerated), format::format_count(d.evaluated),
+      format::format_count(d.fitting), layout_label(c));
   return substitute(kPage, {{"@TITLE@", html_escape(title)},
                             {"@SUBTITLE@", html_escape(subtitle)},
                             {"@CANDIDATE_TABLE@", candidate_table(d)},
+                            {"@FORMAT_JS@", format::format_script()},
                             {"@DATA@", script_safe_json(data)}});
 }
 

@@ -506,7 +506,7 @@ TEST_CASE("tables: term labels without JSON suffixes, readable rejections, ranki
   CHECK_FALSE(has(r.out, "_bytes"));
   CHECK_FALSE(has(r.out, "exposed_s"));
   CHECK(has(r.out, "weights "));
-  CHECK(has(r.out, "ranking band 3 %"));
+  CHECK(has(r.out, "ranking band 3.0%"));
   CHECK(has(r.out, "chosen: "));
   const size_t rej = r.out.find("rejected layouts");
   REQUIRE(rej != std::string::npos);

@@ -121,7 +121,7 @@ TEST_CASE("plan: chosen is the simplest layout within the band of the fastest, o
         for (const auto& c : r.candidates) CHECK_FALSE(same_layout(c, *r.chosen));
       }
       CHECK(!r.choice_reason.empty());
-      CHECK(has(r.choice_reason, "3 %"));
+      CHECK(has(r.choice_reason, "3.0%"));
     }
   }
 }

@@ -1,8 +1,10 @@
 // Reports: JSON fields and text tables.
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <sstream>
 
+#include "core/error.hpp"
 #include "planner/report.hpp"
 #include "tests/planner/fixtures.hpp"
 
@@ -22,7 +24,8 @@ TEST_CASE("rejection_category: numbers become #, words stay") {
 }
 
 TEST_CASE("memory_text and options_text") {
-  CHECK(memory_text(71.2 * units::gib_bytes, 80.0 * units::gib_bytes) == "71.2 / 80.0 GiB");
+  CHECK(memory_text(71.2 * units::gib_bytes, 80.0 * units::gib_bytes) == "71.2 GiB / 80 GiB");
+  CHECK(memory_text(512.0 * units::mib_bytes, 80.0 * units::gib_bytes) == "512 MiB / 80 GiB");
   ParallelOptions o;
   o.micro_batch = 2;
   o.recompute = Recompute::selective;
@@ -39,6 +42,17 @@ TEST_CASE("memory_text and options_text") {
   CHECK(mesh_text(Mesh{8, 8, 16, 16}) == "dp=8 tp=8 cp=16 pp=16");
 }
 
+TEST_CASE("bytes_json: whole numbers, integers within int64, NaN refused") {
+  CHECK(bytes_json(1536.4).is_number_integer());
+  CHECK(bytes_json(1536.4).get<int64_t>() == 1536);
+  CHECK(bytes_json(-0.4).get<int64_t>() == 0);
+  // Sizes near their 2^31 limits multiply past int64_t: still a whole number, in a double.
+  const nlohmann::json huge = bytes_json(1.5e29);
+  CHECK(huge.is_number_float());
+  CHECK(huge.get<double>() == 1.5e29);
+  CHECK_THROWS_AS(bytes_json(std::nan("")), Error);
+}
+
 TEST_CASE("prediction_json: every documented field, one per memory and time term") {
   const Experiment e = test::tiny_experiment();
   const Mesh m{2, 2, 1, 1};
@@ -47,9 +61,16 @@ TEST_CASE("prediction_json: every documented field, one per memory and time term
   for (const char* k : {"step_time_s", "tokens_per_s", "tflops_per_device", "mfu", "peak_memory_bytes", "memory", "time",
                         "mesh", "options", "fits"})
     CHECK_MESSAGE(j.contains(k), k);
-  for (const auto& t : sim::memory_terms(p.memory)) CHECK(j["memory"][std::string(t.name)] == t.value);
+  // Byte counts are JSON integers (the nearest one); times stay exact doubles.
+  for (const auto& t : sim::memory_terms(p.memory)) {
+    CHECK_MESSAGE(j["memory"][std::string(t.name)].is_number_integer(), t.name);
+    CHECK(j["memory"][std::string(t.name)].get<int64_t>() == std::llround(t.value));
+  }
   for (const auto& t : sim::time_terms(p.time)) CHECK(j["time"][std::string(t.name)] == t.value);
-  CHECK(j["memory"]["peak_bytes"] == p.memory.peak_bytes);
+  CHECK(j["memory"]["peak_bytes"].get<int64_t>() == std::llround(p.memory.peak_bytes));
+  CHECK(j["peak_memory_bytes"].is_number_integer());
+  CHECK(j["capacity_bytes"].is_number_integer());
+  CHECK(j["capacity_bytes"].get<int64_t>() == std::llround(p.capacity_bytes));
   CHECK(j["time"]["step_time_s"] == p.time.step_time_s);
   CHECK(j["mesh"]["dp"] == 2);
   CHECK(j["mesh"]["tp"] == 2);
@@ -105,7 +126,7 @@ TEST_CASE("plan_json and plan_text: chosen (= best), fastest, K candidates, reje
   }
   CHECK(text.find("_bytes") == std::string::npos);
   CHECK(text.find(" # ") == std::string::npos);
-  CHECK(text.find("ranking band 3 %") != std::string::npos);
+  CHECK(text.find("ranking band 3.0%") != std::string::npos);
   CHECK(text.find("chosen: ") != std::string::npos);
 }
 

@@ -135,9 +135,13 @@ TEST_CASE("report: JSON of a planner result and the page that embeds it") {
   REQUIRE(j["memory_terms"].size() == terms.size());
   for (size_t i = 0; i < terms.size(); ++i) {
     CHECK(j["memory_terms"][i]["name"] == std::string(terms[i].name));
-    CHECK(j["memory_terms"][i]["value"].get<double>() * units::gib_bytes == doctest::Approx(terms[i].value));
+    CHECK(j["memory_terms"][i]["value_bytes"].get<int64_t>() == std::llround(terms[i].value));
   }
-  CHECK(j["peak_memory_gib"].get<double>() * units::gib_bytes == doctest::Approx(d.candidates[d.chosen].peak_memory_bytes));
+  // Byte counts are whole numbers, like every *_bytes field of the CLI's JSON.
+  CHECK(j["peak_memory_bytes"].is_number_integer());
+  CHECK(j["peak_memory_bytes"].get<int64_t>() == std::llround(d.candidates[d.chosen].peak_memory_bytes));
+  CHECK(j["capacity_bytes"].get<int64_t>() == std::llround(d.candidates[d.chosen].capacity_bytes));
+  CHECK(j["schema_version"] == planner::kJsonSchemaVersion);
   CHECK(j["time_terms"].size() == sim::time_terms(d.candidates[d.chosen].time).size());
   CHECK(j["run"].is_null());
 
@@ -180,7 +184,7 @@ TEST_CASE("report: candidates carry CP, ZeRO stage and their terms, and memory a
   REQUIRE(d.candidates[d.chosen].mesh.cp > 1);
   const nlohmann::json j = report::report_json(d);
   const sim::Prediction& c = d.candidates[d.chosen];
-  // Term names once, values per candidate in that order (seconds, GiB; the peak is not a term).
+  // Term names once, values per candidate in that order (seconds, bytes; the peak is not a term).
   std::vector<std::string> time_names, memory_names;
   for (const auto& t : sim::time_terms(c.time)) time_names.emplace_back(t.name);
   for (const auto& t : sim::memory_terms(c.memory))
@@ -206,10 +210,10 @@ TEST_CASE("report: candidates carry CP, ZeRO stage and their terms, and memory a
       sum += tt[k].value;
     }
     CHECK(sum == doctest::Approx(p.step_time_s));  // the stacked bar ends at the step time
-    REQUIRE(jc["memory"].size() == memory_names.size());
+    REQUIRE(jc["memory_bytes"].size() == memory_names.size());
     size_t k = 0;
     for (const auto& t : sim::memory_terms(p.memory))
-      if (t.name != "peak_bytes") CHECK(jc["memory"][k++].get<double>() * units::gib_bytes == doctest::Approx(t.value));
+      if (t.name != "peak_bytes") CHECK(jc["memory_bytes"][k++].get<int64_t>() == std::llround(t.value));
   }
   CHECK(cps.size() > 1);  // the colours have something to tell apart
   CHECK(zero_stages.size() > 1);
@@ -230,16 +234,16 @@ TEST_CASE("report: candidates carry CP, ZeRO stage and their terms, and memory a
     const Mesh mesh{c.mesh.dp * c.mesh.cp / cp, c.mesh.tp, cp, c.mesh.pp};
     REQUIRE(sim::check_layout(e, mesh, c.options, mesh.world_size()) == "");
     const sim::Prediction p = sim::predict(e, mesh, c.options);
-    CHECK(pt["peak_memory_gib"].get<double>() * units::gib_bytes == doctest::Approx(p.peak_memory_bytes));
+    CHECK(pt["peak_memory_bytes"].get<int64_t>() == std::llround(p.peak_memory_bytes));
     CHECK(pt["fits"] == p.fits);
     CHECK(pt["label"].get<std::string>().find(planner::mesh_text(mesh)) == 0);
     // Splitting the sequence over more ranks never adds activations per device.
-    const double act = pt["memory"][activations].get<double>();
+    const double act = pt["memory_bytes"][activations].get<double>();
     CHECK(act <= prev_activations * (1 + 1e-12));
     prev_activations = act;
     if (cp == c.mesh.cp) {
       has_chosen = true;
-      CHECK(pt["peak_memory_gib"].get<double>() == j["candidates"][d.chosen]["peak_memory_gib"].get<double>());
+      CHECK(pt["peak_memory_bytes"] == j["candidates"][d.chosen]["peak_memory_bytes"]);
     }
   }
   CHECK(has_chosen);
@@ -253,10 +257,9 @@ TEST_CASE("report: candidates carry CP, ZeRO stage and their terms, and memory a
     Experiment x = e;
     x.training.seq_len = L;
     REQUIRE(sim::check_layout(x, c.mesh, c.options, c.mesh.world_size()) == "");
-    CHECK(pt["peak_memory_gib"].get<double>() * units::gib_bytes ==
-          doctest::Approx(sim::predict(x, c.mesh, c.options).peak_memory_bytes));
-    CHECK(pt["peak_memory_gib"].get<double>() >= prev_peak);
-    prev_peak = pt["peak_memory_gib"].get<double>();
+    CHECK(pt["peak_memory_bytes"].get<int64_t>() == std::llround(sim::predict(x, c.mesh, c.options).peak_memory_bytes));
+    CHECK(pt["peak_memory_bytes"].get<double>() >= prev_peak);
+    prev_peak = pt["peak_memory_bytes"].get<double>();
     has_l = has_l || L == e.training.seq_len;
   }
   CHECK(has_l);
@@ -424,6 +427,13 @@ TEST_CASE("run result: malformed documents are bad input naming the file and the
         std::string::npos);
   CHECK(message_of(R"json({"phases": [{"phase": "f", "measured_s": -1}]})json").find(">= 0") != std::string::npos);
   CHECK(message_of(R"json({"rows": [{"name": "f"}]})json").find("neither predicted_s nor measured") != std::string::npos);
+  // Byte counts the page could not carry as whole numbers are refused as input, not failed on later.
+  CHECK(message_of(R"json({"rows": [{"name": "f", "predicted_s": 1}], "memory": {"measured_ring_buffer_bytes": 1e308}})json")
+            .find("run.json: memory: field 'measured_ring_buffer_bytes' must be a byte count below 2^63") !=
+        std::string::npos);
+  CHECK(message_of(R"json({"step_time": {"predicted_s": 1}, "terms": [],
+                           "memory": {"terms": [{"name": "w", "predicted_bytes": 1e19}]}})json")
+            .find("memory.terms[0]: field 'predicted_bytes' must be a byte count below 2^63") != std::string::npos);
 
   const std::string bad = write_temp("bad.json", "{\"phases\": [");
   try {

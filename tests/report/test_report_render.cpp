@@ -18,6 +18,7 @@
 #include <string>
 #include <unistd.h>
 
+#include "core/format.hpp"
 #include "planner/planner.hpp"
 #include "planner/report.hpp"
 #include "report/report_html.hpp"
@@ -241,4 +242,30 @@ TEST_CASE("render: headless Chromium draws every chart of the report") {
   CHECK(count(dom, "class=\"run-bar\"") == 9);
   CHECK(dom.find("<td class=\"l\">backward time (slowest rank)</td>") != std::string::npos);
   CHECK(dom.find("<td class=\"l\">memory: ring buffer</td>") != std::string::npos);
+
+  // The script prints numbers as C++ does (core/format.hpp): the cards show the chosen layout's
+  // figures in the C++ formats, as do the run table's times, sizes and ratios.
+  const sim::Prediction& c = d.candidates[d.chosen];
+  const auto card = [](const std::string& value, const std::string& key) {
+    return "<div class=\"v\">" + value + "</div><div class=\"k\">" + key + "</div>";
+  };
+  CHECK(dom.find(card(format::format_time_s(c.step_time_s), "step time")) != std::string::npos);
+  CHECK(dom.find(card(format::format_tokens_per_s(c.tokens_per_s), "throughput")) != std::string::npos);
+  CHECK(dom.find(card(format::format_pct(100.0 * c.mfu), "MFU")) != std::string::npos);
+  CHECK(dom.find(card(planner::memory_text(c.peak_memory_bytes, c.capacity_bytes), "peak memory")) != std::string::npos);
+  // The table lists the first ten candidates: the first one's figures, as the C++ formats print them.
+  const sim::Prediction& top = d.candidates[0];
+  const std::string top_row = fmt::format("<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                                          format::format_time_s(top.step_time_s),
+                                          format::format_tokens_per_s(top.tokens_per_s),
+                                          format::format_flops_per_s(top.tflops_per_device * 1e12),
+                                          format::format_pct(100.0 * top.mfu),
+                                          planner::memory_text(top.peak_memory_bytes, top.capacity_bytes));
+  CHECK(dom.find(top_row) != std::string::npos);
+  CHECK(dom.find(fmt::format("<td class=\"l\">forward time (slowest rank)</td><td>{}</td><td>{}</td><td>{} .. {}</td>"
+                             "<td>{}</td></tr>",
+                             format::format_time_s(0.010), format::format_time_s(0.013), format::format_time_s(0.012),
+                             format::format_time_s(0.016), format::format_ratio(0.013 / 0.010))) != std::string::npos);
+  CHECK(dom.find(fmt::format("<td class=\"l\">memory: ring buffer</td><td>{0}</td><td>{0}</td><td>-</td><td>{1}</td>",
+                             format::format_bytes(1048576), format::format_ratio(1.0))) != std::string::npos);
 }
