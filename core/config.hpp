@@ -194,6 +194,22 @@ struct ClusterConfig {
   int64_t gpus() const { return gpus_per_node * nodes; }
 };
 
+// Packed documents, YAML training.documents: a training sequence is the concatenation of
+// several documents, and attention never crosses a document boundary (causal within each one),
+// as Megatron-LM's packed-sequence (THD, cu_seqlens) path and TransformerEngine run it. Either a
+// fixed list of lengths (summing to seq_len) or a length distribution drawn with a seed; the
+// lengths of one sequence are core/documents.hpp document_lengths(). Invariant: every length is
+// >= 1 and the lengths sum to seq_len.
+enum class DocumentLengthKind { fixed, uniform, lognormal };
+struct DocumentSpec {
+  DocumentLengthKind kind = DocumentLengthKind::fixed;
+  std::vector<int64_t> lengths;   // fixed: the lengths, in sequence order
+  double mean_length = 0;         // uniform / lognormal: mean document length in tokens
+  double sigma = 1.0;             // lognormal: standard deviation of log(length)
+  uint64_t seed = 0;              // uniform / lognormal: the draw is a pure function of the seed
+  bool operator==(const DocumentSpec&) const = default;
+};
+
 struct TrainingConfig {
   int64_t seq_len = 0;
   int64_t global_batch_sequences = 0;  // a `global_batch_tokens` in YAML is converted (must divide)
@@ -215,6 +231,8 @@ struct TrainingConfig {
   // output layer and the loss stay in `dtype`, as in both frameworks. Needs a 16-bit dtype and a
   // cluster with peak_tflops.fp8.
   bool fp8 = false;
+  // Packed documents (see DocumentSpec); absent: each sequence is one document.
+  std::optional<DocumentSpec> documents;
 };
 
 // Largest GPU count ringplan accepts anywhere (experiment `gpus`, cluster gpus_per_node x nodes,
