@@ -203,7 +203,9 @@ struct ClusterConfig {
 enum class DocumentLengthKind { fixed, uniform, lognormal };
 struct DocumentSpec {
   DocumentLengthKind kind = DocumentLengthKind::fixed;
-  std::vector<int64_t> lengths;   // fixed: the lengths, in sequence order
+  // The lengths of one sequence, in order: given (fixed) or drawn by document_lengths() (the
+  // loader fills them for a distribution too, so every consumer reads them here).
+  std::vector<int64_t> lengths;
   double mean_length = 0;         // uniform / lognormal: mean document length in tokens
   double sigma = 1.0;             // lognormal: standard deviation of log(length)
   uint64_t seed = 0;              // uniform / lognormal: the draw is a pure function of the seed

@@ -719,6 +719,7 @@ DocumentSpec documents_from_yaml(const MapReader& r, int64_t seq_len) {
       r.fail("sigma", "only the lognormal distribution takes sigma (the uniform one is set by mean_length alone)");
     d.sigma = r.get_real("sigma", Range{0, 4, true, false, "", "the standard deviation of log(length)"});
   }
+  d.lengths = document_lengths(d, seq_len);
   return d;
 }
 

@@ -1,5 +1,6 @@
 #include "core/documents.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <numbers>
 
@@ -106,6 +107,89 @@ std::vector<int64_t> document_positions(const std::vector<int64_t>& lengths) {
   for (int64_t len : lengths)
     for (int64_t i = 0; i < len; ++i) pos.push_back(i);
   return pos;
+}
+
+namespace {
+
+// Sum of (u + 1) for u in [lo, hi): the causal keys of queries at document offsets lo .. hi-1.
+int64_t causal_keys(int64_t lo, int64_t hi) { return hi * (hi + 1) / 2 - lo * (lo + 1) / 2; }
+// Keys of the queries at document offsets [lo, hi) of a document of length len.
+int64_t keys_of(int64_t lo, int64_t hi, int64_t len, bool causal) {
+  if (hi <= lo) return 0;
+  return causal ? causal_keys(lo, hi) : (hi - lo) * len;
+}
+
+}  // namespace
+
+int64_t document_rank_pairs(const std::vector<int64_t>& lengths, CpScheme scheme, int64_t cp, int64_t rank,
+                            bool causal) {
+  int64_t seq_len = 0;
+  for (int64_t len : lengths) seq_len += len;
+  const int64_t P = cp, r = rank;
+  int64_t pairs = 0, start = 0;
+  switch (scheme) {
+    case CpScheme::contiguous: {
+      const int64_t n = seq_len / P, a = r * n, b = (r + 1) * n;
+      for (int64_t len : lengths) {
+        pairs += keys_of(std::max(a, start) - start, std::min(b, start + len) - start, len, causal);
+        start += len;
+      }
+      return pairs;
+    }
+    case CpScheme::striped:
+      for (int64_t len : lengths) {
+        // Tokens t = r (mod P) of [start, start + len): offsets u0, u0 + P, ... (k of them).
+        const int64_t u0 = ((r - start) % P + P) % P;
+        if (u0 < len) {
+          const int64_t k = (len - 1 - u0) / P + 1;
+          pairs += causal ? k * (u0 + 1) + P * k * (k - 1) / 2 : k * len;
+        }
+        start += len;
+      }
+      return pairs;
+    case CpScheme::zigzag: {
+      // Each document's chunks r and 2P-1-r of floor(len / 2P) tokens; the leftovers of every
+      // document form a pool of R tokens (in sequence order) cut into 2P chunks of R / 2P.
+      const int64_t chunks = 2 * P;
+      int64_t pool = 0;
+      for (int64_t len : lengths) pool += len % chunks;
+      const int64_t pc = pool / chunks;
+      const int64_t pool_ranges[2][2] = {{r * pc, (r + 1) * pc}, {(chunks - 1 - r) * pc, (chunks - r) * pc}};
+      int64_t p0 = 0;  // pool index of this document's first leftover token
+      for (int64_t len : lengths) {
+        const int64_t c = len / chunks;
+        pairs += keys_of(r * c, (r + 1) * c, len, causal);
+        pairs += keys_of((chunks - 1 - r) * c, (chunks - r) * c, len, causal);
+        const int64_t rem = len % chunks;
+        for (const auto& range : pool_ranges) {
+          const int64_t lo = std::max(range[0], p0), hi = std::min(range[1], p0 + rem);
+          // Pool index i holds document offset chunks * c + (i - p0).
+          if (lo < hi) pairs += keys_of(chunks * c + lo - p0, chunks * c + hi - p0, len, causal);
+        }
+        p0 += rem;
+      }
+      return pairs;
+    }
+  }
+  return pairs;
+}
+
+DocumentAttentionWork document_attention_work(const std::vector<int64_t>& lengths, CpScheme scheme, int64_t cp,
+                                              bool causal) {
+  DocumentAttentionWork w;
+  int64_t seq_len = 0, total = 0;
+  for (int64_t len : lengths) {
+    seq_len += len;
+    total += causal ? causal_keys(0, len) : len * len;
+  }
+  if (seq_len < 1 || cp < 1) return w;
+  const double whole = causal ? static_cast<double>(causal_keys(0, seq_len)) : double(seq_len) * double(seq_len);
+  w.pair_fraction = static_cast<double>(total) / whole;
+  int64_t max_rank = 0;
+  for (int64_t r = 0; r < cp; ++r) max_rank = std::max(max_rank, document_rank_pairs(lengths, scheme, cp, r, causal));
+  const double mean = static_cast<double>(total) / static_cast<double>(cp);
+  w.imbalance = mean > 0 ? static_cast<double>(max_rank) / mean : 1.0;
+  return w;
 }
 
 }  // namespace ringplan

@@ -23,7 +23,8 @@ std::vector<std::string> document_length_kind_names();  // "fixed" is spelt `len
 // sum == seq_len), else what is wrong, naming the first bad entry or the sum.
 std::string check_document_lengths(const std::vector<int64_t>& lengths, int64_t seq_len);
 
-// The document lengths of one sequence of seq_len tokens. fixed: spec.lengths (checked).
+// The document lengths of one sequence of seq_len tokens (what the loader stores in
+// DocumentSpec::lengths). fixed: spec.lengths (checked).
 // uniform: lengths drawn uniformly from 1 .. 2*mean_length - 1; lognormal: round(exp(N(mu,
 // sigma^2))), at least 1, with mu = ln(mean_length) - sigma^2/2 so that the mean is mean_length.
 // Drawn until they cover the sequence; the last document is cut at the sequence's end, as a
@@ -35,5 +36,23 @@ std::vector<int64_t> document_lengths(const DocumentSpec& spec, int64_t seq_len)
 // Per token: the document id (0-based, in sequence order) and the position within the document.
 std::vector<int64_t> document_ids(const std::vector<int64_t>& lengths);
 std::vector<int64_t> document_positions(const std::vector<int64_t>& lengths);
+
+// Attention work of packed documents under CP: the visible (query, key) pairs of each rank's
+// queries against the whole sequence (a query at offset t of a document of length len sees t + 1
+// keys causal, len non-causal), for the token layout each scheme gives with documents:
+//   contiguous, striped  the schemes' positions (runtime/sharding.hpp shard_positions);
+//   zigzag               the per-document zigzag (runtime/sharding.hpp document_shard_positions:
+//                        each document's chunks r and 2P-1-r of 2P, leftovers zigzag), which is
+//                        how Megatron-LM's packed (THD) path applies zigzag load balancing.
+// Closed form per document and rank: O(documents x P) arithmetic, no allocation (the cost model
+// calls it inside predict()). Requires the layout's divisibility (L % P, or L % 2P for zigzag).
+int64_t document_rank_pairs(const std::vector<int64_t>& lengths, CpScheme scheme, int64_t cp, int64_t rank,
+                            bool causal);
+struct DocumentAttentionWork {
+  double pair_fraction = 1;  // visible pairs with documents / without (one document of seq_len)
+  double imbalance = 1;      // max over ranks / mean over ranks of document_rank_pairs
+};
+DocumentAttentionWork document_attention_work(const std::vector<int64_t>& lengths, CpScheme scheme, int64_t cp,
+                                              bool causal);
 
 }  // namespace ringplan

@@ -10,6 +10,8 @@
 // predict() allocates nothing: doubles in, doubles out.
 #include "sim/cost_model.hpp"
 
+#include "core/documents.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <string>
@@ -208,6 +210,12 @@ std::string check_layout(const Experiment& e, const Mesh& mesh, const ParallelOp
       return "seq_len " + str(t.seq_len) + " not divisible by 2·CP = " + str(2 * mesh.cp) + " (zigzag)";
   } else if (t.seq_len % mesh.cp != 0) {
     return "seq_len " + str(t.seq_len) + " not divisible by CP = " + str(mesh.cp) + " (" + to_string(opt.cp_scheme) + ")";
+  }
+  // Packed documents: the loader guarantees lengths that fill the sequence; experiments built in
+  // code are checked here (no allocation unless there is a message).
+  if (t.documents) {
+    if (std::string why = check_document_lengths(t.documents->lengths, t.seq_len); !why.empty())
+      return "training.documents: " + why;
   }
   // All-gather CP runs one flash kernel over the whole gathered sequence (runtime and
   // Megatron/TE alike); a materialised score matrix of L/CP x L per head is what it avoids.

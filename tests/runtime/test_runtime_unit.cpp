@@ -153,6 +153,31 @@ TEST_CASE("packed documents: the per-document zigzag balances attention work whe
   CHECK(per_doc < zigzag);
 }
 
+TEST_CASE("packed documents: the cost model's closed-form work per rank equals the count over the shards") {
+  // core/documents.hpp document_rank_pairs (what sim::predict uses) against rank_attention_pairs
+  // over the positions the runtime shards: contiguous and striped by scheme, zigzag per document.
+  for (int64_t P : {1, 2, 3, 4, 8}) {
+    const int64_t L = 2 * P * 37;
+    std::vector<int64_t> lengths;
+    const int64_t pattern[] = {1, 13, 5, 29, 2, 41, 9, 100};
+    for (int64_t sum = 0, i = 0; sum < L; ++i) {
+      lengths.push_back(std::min(pattern[i % 8], L - sum));
+      sum += lengths.back();
+    }
+    for (bool causal : {true, false})
+      for (CpScheme scheme : {CpScheme::contiguous, CpScheme::zigzag, CpScheme::striped}) {
+        INFO("P=" << P << " " << to_string(scheme) << (causal ? " causal" : " non-causal"));
+        const auto shards =
+            scheme == CpScheme::zigzag ? runtime::document_shards(lengths, P) : runtime::scheme_shards(scheme, L, P);
+        const auto counted = runtime::rank_attention_pairs(shards, lengths, causal);
+        for (int64_t r = 0; r < P; ++r)
+          CHECK(document_rank_pairs(lengths, scheme, P, r, causal) == counted[static_cast<size_t>(r)]);
+        CHECK(document_attention_work(lengths, scheme, P, causal).imbalance ==
+              doctest::Approx(runtime::attention_work_imbalance(shards, lengths, causal)).epsilon(1e-12));
+      }
+  }
+}
+
 TEST_CASE("per-document zigzag refuses lengths that cannot fill 2P equal shards") {
   try {
     runtime::document_shard_positions({5, 5}, 4, 0);  // L = 10, not a multiple of 8
