@@ -28,6 +28,19 @@ inline void check_run_micro_batch(const Experiment& e) {
                     e.training.global_batch_sequences, per_replica));
 }
 
+// Packed documents (training.documents) are modelled by simulate and plan and masked by the CPU
+// attention kernels and CP methods, but neither scope of `run` passes document ids to its
+// attention yet, and the CUDA kernels have no document mask: running such a plan would measure
+// a different computation than the plan's, so it is refused (exit 2) on every rank and device.
+inline void check_run_documents(const Experiment& e) {
+  if (!e.training.documents) return;
+  throw experiment_field_error(
+      e, "training.documents",
+      "packed documents cannot be run by `ringplan run` yet: its training step and attention layer run without a "
+      "document mask (and the CUDA attention kernels have none), so the run would not be the plan's. Remove "
+      "training.documents to run the unpacked layout; `ringplan simulate` and `ringplan plan` model the documents");
+}
+
 // No model has a head_dim near this (Llama, GPT-3, Megatron: 64 to 256): a larger one is blamed
 // first when a plan does not fit.
 inline constexpr int64_t kUsualMaxHeadDim = 1024;

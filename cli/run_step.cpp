@@ -142,6 +142,7 @@ int run_step_body(const RunArgs& a, runtime::MpiCommunicator& world) {
   Experiment e = load_run_input(a.plan);
   const Mesh mesh = *e.mesh;
   check_run_micro_batch(e);
+  check_run_documents(e);
   if (e.model.head_dim % 2 != 0)
     throw experiment_field_error(e, "model.head_dim",
                                  fmt::format("{} is odd; the training step's rotary embedding rotates pairs of "
