@@ -28,17 +28,20 @@ inline void check_run_micro_batch(const Experiment& e) {
                     e.training.global_batch_sequences, per_replica));
 }
 
-// Packed documents (training.documents) are modelled by simulate and plan and masked by the CPU
-// attention kernels and CP methods, but neither scope of `run` passes document ids to its
-// attention yet, and the CUDA kernels have no document mask: running such a plan would measure
-// a different computation than the plan's, so it is refused (exit 2) on every rank and device.
-inline void check_run_documents(const Experiment& e) {
+// Packed documents (training.documents): the CPU training step masks them (runtime/step/
+// trainer.hpp StepSpec::document_lengths). The attention scope does not pass document ids to its
+// layer yet, and the CUDA attention kernels have no document mask: running there would measure
+// a different computation than the plan's, so it is refused (exit 2) on every rank.
+inline void check_run_documents(const Experiment& e, bool attention_scope, bool on_gpu) {
   if (!e.training.documents) return;
-  throw experiment_field_error(
-      e, "training.documents",
-      "packed documents cannot be run by `ringplan run` yet: its training step and attention layer run without a "
-      "document mask (and the CUDA attention kernels have none), so the run would not be the plan's. Remove "
-      "training.documents to run the unpacked layout; `ringplan simulate` and `ringplan plan` model the documents");
+  if (on_gpu)
+    throw experiment_field_error(e, "training.documents",
+                                 "packed documents cannot run on --device cuda: the CUDA attention kernels have no "
+                                 "document mask; run --device cpu");
+  if (attention_scope)
+    throw experiment_field_error(e, "training.documents",
+                                 "packed documents cannot be run by --scope attention yet: its attention layer runs "
+                                 "without a document mask, so it would not measure the plan's work; use --scope step");
 }
 
 // No model has a head_dim near this (Llama, GPT-3, Megatron: 64 to 256): a larger one is blamed

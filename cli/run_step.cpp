@@ -142,7 +142,6 @@ int run_step_body(const RunArgs& a, runtime::MpiCommunicator& world) {
   Experiment e = load_run_input(a.plan);
   const Mesh mesh = *e.mesh;
   check_run_micro_batch(e);
-  check_run_documents(e);
   if (e.model.head_dim % 2 != 0)
     throw experiment_field_error(e, "model.head_dim",
                                  fmt::format("{} is odd; the training step's rotary embedding rotates pairs of "
@@ -160,6 +159,7 @@ int run_step_body(const RunArgs& a, runtime::MpiCommunicator& world) {
   // --device cuda: the GPU step (runtime/gpu/gpu_trainer.hpp: bf16 GEMMs and attention, float32
   // master weights, NCCL); auto and cpu: the CPU step (float32, MPI).
   const bool on_gpu = a.device == "cuda";
+  check_run_documents(e, /*attention_scope=*/false, on_gpu);
 #if !RINGPLAN_HAVE_GPU_RUN
   if (on_gpu)
     throw bad_input("--device cuda: this ringplan was built without CUDA and NCCL; build it with "
@@ -174,6 +174,7 @@ int run_step_body(const RunArgs& a, runtime::MpiCommunicator& world) {
   spec.seq_len = e.training.seq_len;
   spec.global_batch = e.training.global_batch_sequences;
   spec.causal = e.training.causal;
+  if (e.training.documents) spec.document_lengths = e.training.documents->lengths;
   spec.optimizer = e.training.optimizer;
   spec.tiles.threads = a.threads;
 #if RINGPLAN_HAVE_GPU_RUN
