@@ -209,7 +209,19 @@ struct DocumentSpec {
   double mean_length = 0;         // uniform / lognormal: mean document length in tokens
   double sigma = 1.0;             // lognormal: standard deviation of log(length)
   uint64_t seed = 0;              // uniform / lognormal: the draw is a pure function of the seed
-  bool operator==(const DocumentSpec&) const = default;
+  // The attention work of these documents per (CP size, scheme, causal), precomputed outside the
+  // cost model's inner loop (sim::prepare_document_work; core/documents.hpp
+  // document_attention_work). Derived from the lengths: never written to files, not part of ==.
+  struct Work {
+    int64_t cp = 0;
+    CpScheme scheme = CpScheme::zigzag;
+    bool causal = true;
+    double pair_fraction = 1, imbalance = 1;
+  };
+  std::vector<Work> work;
+  bool operator==(const DocumentSpec& o) const {
+    return kind == o.kind && lengths == o.lengths && mean_length == o.mean_length && sigma == o.sigma && seed == o.seed;
+  }
 };
 
 struct TrainingConfig {

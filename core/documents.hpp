@@ -44,8 +44,9 @@ std::vector<int64_t> document_positions(const std::vector<int64_t>& lengths);
 //   zigzag               the per-document zigzag (runtime/sharding.hpp document_shard_positions:
 //                        each document's chunks r and 2P-1-r of 2P, leftovers zigzag), which is
 //                        how Megatron-LM's packed (THD) path applies zigzag load balancing.
-// Closed form per document and rank: O(documents x P) arithmetic, no allocation (the cost model
-// calls it inside predict()). Requires the layout's divisibility (L % P, or L % 2P for zigzag).
+// Closed form per document and rank: O(documents x P) arithmetic, no allocation. The cost model
+// precomputes it per CP size (sim::prepare_document_work) so that predict() only looks it up.
+// Requires the layout's divisibility (L % P, or L % 2P for zigzag).
 int64_t document_rank_pairs(const std::vector<int64_t>& lengths, CpScheme scheme, int64_t cp, int64_t rank,
                             bool causal);
 struct DocumentAttentionWork {

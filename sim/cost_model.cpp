@@ -150,6 +150,23 @@ const LinkProfile& group_link(const ClusterConfig& c, const Mesh& mesh, MeshDim 
   return group_within_node(mesh, dim, c.gpus_per_node) ? c.intra_node : c.inter_node;
 }
 
+void prepare_document_work(Experiment& e, const std::vector<int64_t>& cp_sizes) {
+  if (!e.training.documents) return;
+  DocumentSpec& d = *e.training.documents;
+  const bool causal = e.training.causal;
+  d.work.clear();
+  for (int64_t cp : cp_sizes)
+    for (CpScheme scheme : {CpScheme::contiguous, CpScheme::zigzag, CpScheme::striped}) {
+      const int64_t multiple = scheme == CpScheme::zigzag ? 2 * cp : cp;
+      if (cp < 1 || e.training.seq_len % multiple != 0) continue;  // check_layout refuses these
+      bool seen = false;
+      for (const DocumentSpec::Work& w : d.work) seen = seen || (w.cp == cp && w.scheme == scheme && w.causal == causal);
+      if (seen) continue;
+      const DocumentAttentionWork w = document_attention_work(d.lengths, scheme, cp, causal);
+      d.work.push_back({cp, scheme, causal, w.pair_fraction, w.imbalance});
+    }
+}
+
 double cp_imbalance(CpScheme scheme, int64_t seq_len, int64_t cp, bool causal) {
   const RingPairs p = ring_pairs(scheme, static_cast<double>(seq_len), static_cast<double>(cp), causal);
   return p.mean_rank_pairs > 0 ? p.max_rank_pairs / p.mean_rank_pairs : 1.0;

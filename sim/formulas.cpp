@@ -31,9 +31,19 @@ LayerShape make_layer_shape(const ModelConfig& m, const TrainingConfig& t, const
   x.dropout = m.dropout > 0.0;
   x.activation_bytes = dtype_bytes(t.dtype);
   if (t.documents && !t.documents->lengths.empty() && mesh.cp >= 1) {
-    const DocumentAttentionWork w = document_attention_work(t.documents->lengths, opt.cp_scheme, mesh.cp, t.causal);
-    x.document_pair_fraction = w.pair_fraction;
-    x.document_imbalance = w.imbalance;
+    // The precomputed entry (sim::prepare_document_work), else computed here: the same closed
+    // form, allocation-free but O(documents x CP), which the planner's loop must not pay.
+    const DocumentSpec::Work* found = nullptr;
+    for (const DocumentSpec::Work& w : t.documents->work)
+      if (w.cp == mesh.cp && w.scheme == opt.cp_scheme && w.causal == t.causal) found = &w;
+    if (found != nullptr) {
+      x.document_pair_fraction = found->pair_fraction;
+      x.document_imbalance = found->imbalance;
+    } else {
+      const DocumentAttentionWork w = document_attention_work(t.documents->lengths, opt.cp_scheme, mesh.cp, t.causal);
+      x.document_pair_fraction = w.pair_fraction;
+      x.document_imbalance = w.imbalance;
+    }
   }
   return x;
 }

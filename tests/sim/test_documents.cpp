@@ -94,3 +94,32 @@ TEST_CASE("check_layout refuses documents that do not fill the sequence") {
   CHECK(why.find("training.documents") != std::string::npos);
   CHECK(why.find("sum to 3000") != std::string::npos);
 }
+
+TEST_CASE("prepare_document_work: predict() looks the work up and gives the same prediction") {
+  DocumentSpec d;
+  d.kind = DocumentLengthKind::lognormal;
+  d.mean_length = 1024;
+  d.seed = 3;
+  d.lengths = document_lengths(d, 32768);
+  Experiment e = sim::test::llama_experiment(32768, 16);
+  e.training.documents = d;
+  Experiment prepared = e;
+  sim::prepare_document_work(prepared, {1, 2, 4, 8});
+  CHECK(prepared.training.documents->work.size() == 12);  // 4 CP sizes x 3 schemes
+  CHECK(prepared.training.documents == e.training.documents);  // derived data is not part of ==
+  for (CpScheme scheme : {CpScheme::contiguous, CpScheme::zigzag, CpScheme::striped})
+    for (int64_t cp : {2, 8}) {
+      ParallelOptions o;
+      o.cp_scheme = scheme;
+      const Mesh mesh = sim::test::mesh_of(1, 2, cp, 1);
+      const sim::LayerShape a = sim::make_layer_shape(e.model, e.training, mesh, o);
+      const sim::LayerShape b = sim::make_layer_shape(prepared.model, prepared.training, mesh, o);
+      CHECK(a.document_pair_fraction == b.document_pair_fraction);
+      CHECK(a.document_imbalance == b.document_imbalance);
+      CHECK(sim::predict(e, mesh, o).step_time_s == sim::predict(prepared, mesh, o).step_time_s);
+    }
+  // Sizes the sequence cannot be sharded into are left out (check_layout refuses them).
+  Experiment odd = e;
+  sim::prepare_document_work(odd, {3});
+  CHECK(odd.training.documents->work.empty());  // 32768 is a multiple of neither 3 nor 6
+}

@@ -48,6 +48,7 @@ TEST_CASE("predict() with packed documents allocates nothing") {
   docs.seed = 5;
   docs.lengths = document_lengths(docs, e.training.seq_len);  // what the loader stores
   e.training.documents = docs;
+  sim::prepare_document_work(e, {4});  // as the planner does before its search
   ParallelOptions o;
   const Mesh mesh = sim::test::mesh_of(2, 4, 4, 4);
   const long before = g_allocations;
