@@ -265,6 +265,7 @@ int run_body(const RunArgs& a, runtime::MpiCommunicator& world) {
     throw bad_input(fmt::format("plan has cp={} but mpirun started {} rank{}; run mpirun -np {} ringplan run {}", mesh.cp,
                                 world.size(), world.size() == 1 ? "" : "s", mesh.cp, a.plan));
   cli::check_run_micro_batch(e);
+  cli::check_run_documents(e, /*attention_scope=*/true, a.device == "cuda");
   if (e.model.heads % mesh.tp != 0 || e.model.kv_heads % mesh.tp != 0)
     throw bad_input(fmt::format("{}: heads={} and kv_heads={} must both divide by tp={}", a.plan, e.model.heads,
                                 e.model.kv_heads, mesh.tp));

@@ -184,6 +184,7 @@ int run_step_body(const RunArgs& a, runtime::MpiCommunicator& world) {
   // --device cuda: the GPU step (runtime/gpu/gpu_trainer.hpp: bf16 GEMMs and attention, float32
   // master weights, NCCL); auto and cpu: the CPU step (float32, MPI).
   const bool on_gpu = a.device == "cuda";
+  check_run_documents(e, /*attention_scope=*/false, on_gpu);
 #if !RINGPLAN_HAVE_GPU_RUN
   if (on_gpu)
     throw bad_input("--device cuda: this ringplan was built without CUDA and NCCL; build it with "
@@ -198,6 +199,7 @@ int run_step_body(const RunArgs& a, runtime::MpiCommunicator& world) {
   spec.seq_len = e.training.seq_len;
   spec.global_batch = e.training.global_batch_sequences;
   spec.causal = e.training.causal;
+  if (e.training.documents) spec.document_lengths = e.training.documents->lengths;
   spec.optimizer = e.training.optimizer;
   spec.clip_grad = e.training.clip_grad;
   spec.tiles.threads = a.threads;

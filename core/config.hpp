@@ -204,6 +204,36 @@ struct ClusterConfig {
   int64_t gpus() const { return gpus_per_node * nodes; }
 };
 
+// Packed documents, YAML training.documents: a training sequence is the concatenation of
+// several documents, and attention never crosses a document boundary (causal within each one),
+// as Megatron-LM's packed-sequence (THD, cu_seqlens) path and TransformerEngine run it. Either a
+// fixed list of lengths (summing to seq_len) or a length distribution drawn with a seed; the
+// lengths of one sequence are core/documents.hpp document_lengths(). Invariant: every length is
+// >= 1 and the lengths sum to seq_len.
+enum class DocumentLengthKind { fixed, uniform, lognormal };
+struct DocumentSpec {
+  DocumentLengthKind kind = DocumentLengthKind::fixed;
+  // The lengths of one sequence, in order: given (fixed) or drawn by document_lengths() (the
+  // loader fills them for a distribution too, so every consumer reads them here).
+  std::vector<int64_t> lengths;
+  double mean_length = 0;         // uniform / lognormal: mean document length in tokens
+  double sigma = 1.0;             // lognormal: standard deviation of log(length)
+  uint64_t seed = 0;              // uniform / lognormal: the draw is a pure function of the seed
+  // The attention work of these documents per (CP size, scheme, causal), precomputed outside the
+  // cost model's inner loop (sim::prepare_document_work; core/documents.hpp
+  // document_attention_work). Derived from the lengths: never written to files, not part of ==.
+  struct Work {
+    int64_t cp = 0;
+    CpScheme scheme = CpScheme::zigzag;
+    bool causal = true;
+    double pair_fraction = 1, imbalance = 1;
+  };
+  std::vector<Work> work;
+  bool operator==(const DocumentSpec& o) const {
+    return kind == o.kind && lengths == o.lengths && mean_length == o.mean_length && sigma == o.sigma && seed == o.seed;
+  }
+};
+
 struct TrainingConfig {
   int64_t seq_len = 0;
   int64_t global_batch_sequences = 0;  // a `global_batch_tokens` in YAML is converted (must divide)
@@ -228,10 +258,13 @@ struct TrainingConfig {
   // Gradient-norm clipping, YAML training.clip_grad (default 1.0, Megatron-LM's --clip-grad and
   // torchtitan's max_norm default; 0 turns it off). Before the optimizer step the global L2 norm
   // of the gradients is computed over every parameter once (TP-replicated norm weights counted
-  // once, DP x CP replicas once); when it exceeds clip_grad every gradient is scaled by
-  // clip_grad / (norm + 1e-6), as Megatron's clip_grad_norm_ does. Costs the optimizer step a
-  // read of the gradients (the norm) and, when the norm exceeds the bound, a read and write.
+  // once, DP x CP replicas once) and every gradient is scaled by min(1, clip_grad / (norm +
+  // 1e-6)), as torch.nn.utils.clip_grad_norm_ does (Megatron-LM scales only when the norm exceeds
+  // the bound). Costs the optimizer step a read of the gradients (the norm) and a read and write
+  // (the scale).
   double clip_grad = 1.0;
+  // Packed documents (see DocumentSpec); absent: each sequence is one document.
+  std::optional<DocumentSpec> documents;
 };
 
 // Largest GPU count ringplan accepts anywhere (experiment `gpus`, cluster gpus_per_node x nodes,

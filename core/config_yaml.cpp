@@ -4,6 +4,7 @@
 // field path and what would be valid. Position rules: a bad value points at its key's line (or
 // at the element for list items); a missing key points at the line of the mapping that lacks it.
 #include "core/config_yaml.hpp"
+#include "core/documents.hpp"
 
 #include <fmt/format.h>
 
@@ -430,7 +431,8 @@ const std::vector<std::string> kClusterKeys{
     "gpus_per_node", "nodes",       "intra_node", "inter_node",          "efficiency"};
 const std::vector<std::string> kTrainingKeys{"seq_len", "global_batch", "global_batch_tokens",
                                              "dtype",   "optimizer",    "causal",
-                                             "grad_accumulation_dtype", "fp8", "clip_grad"};
+                                             "grad_accumulation_dtype", "fp8", "clip_grad", "documents"};
+const std::vector<std::string> kDocumentKeys{"lengths", "distribution", "mean_length", "sigma", "seed"};
 const std::vector<std::string> kExperimentKeys{"name", "model",   "cluster", "training", "gpus",
                                                "mesh", "options", "search",  "published"};
 const std::vector<std::string> kMeshKeys{"dp", "tp", "cp", "pp"};
@@ -682,6 +684,50 @@ ClusterConfig cluster_from_yaml(const YAML::Node& node, const std::string& file,
   return c;
 }
 
+namespace {
+
+// training.documents: either `lengths: [..]` (summing to seq_len) or `distribution: uniform |
+// lognormal` with mean_length, seed and (lognormal only) sigma.
+DocumentSpec documents_from_yaml(const MapReader& r, int64_t seq_len) {
+  DocumentSpec d;
+  const bool fixed = r.has("lengths"), drawn = r.has("distribution");
+  if (fixed == drawn)
+    throw ConfigError(r.file(), fixed ? r.key_line("distribution") : r.map_line(),
+                      r.field(fixed ? "distribution" : "lengths"),
+                      fixed ? "give either lengths (a fixed list) or distribution, not both"
+                            : "missing required key: give lengths: [..] (summing to seq_len) or distribution: "
+                              "uniform | lognormal with mean_length and seed");
+  if (fixed) {
+    for (const char* key : {"mean_length", "sigma", "seed"})
+      if (r.has(key)) r.fail(key, "belongs to a length distribution; a fixed `lengths` list takes no " + std::string(key));
+    d.kind = DocumentLengthKind::fixed;
+    if (const YAML::Node& n = r.require("lengths"); n.IsSequence() && n.size() == 0)
+      r.fail("lengths", "must list at least one document length (summing to seq_len)");
+    d.lengths = r.get_list<int64_t>("lengths", [&](const YAML::Node& n, int line, const std::string& where) {
+      return r.scalar_count(n, line, where, kMaxSize);
+    });
+    if (const std::string e = check_document_lengths(d.lengths, seq_len); !e.empty()) r.fail("lengths", e);
+    return d;
+  }
+  const std::vector<std::string> kinds{"uniform", "lognormal"};
+  d.kind = r.get_enum<DocumentLengthKind>("distribution", parse_document_length_kind, kinds);
+  if (d.kind == DocumentLengthKind::fixed)
+    r.fail("distribution", "'fixed' is written as lengths: [..]; distribution must be one of: uniform, lognormal");
+  d.mean_length = r.get_real("mean_length", Range{1, static_cast<double>(kMaxSize), false, false, "tokens"});
+  const int64_t seed = r.get_int("seed");
+  if (seed < 0) r.fail("seed", fmt::format("must be an integer >= 0, got {}", seed));
+  d.seed = static_cast<uint64_t>(seed);
+  if (r.has("sigma")) {
+    if (d.kind != DocumentLengthKind::lognormal)
+      r.fail("sigma", "only the lognormal distribution takes sigma (the uniform one is set by mean_length alone)");
+    d.sigma = r.get_real("sigma", Range{0, 4, true, false, "", "the standard deviation of log(length)"});
+  }
+  d.lengths = document_lengths(d, seq_len);
+  return d;
+}
+
+}  // namespace
+
 TrainingConfig training_from_yaml(const YAML::Node& node, const std::string& file, const std::string& field) {
   MapReader r(node, file, field, kTrainingKeys);
   TrainingConfig t;
@@ -723,6 +769,7 @@ TrainingConfig training_from_yaml(const YAML::Node& node, const std::string& fil
       r.fail("fp8", "FP8 linear layers need a 16-bit training dtype (bf16 or fp16), got dtype fp32");
   }
   if (r.has("clip_grad")) t.clip_grad = r.get_real("clip_grad", kClipGradRange);
+  if (r.has("documents")) t.documents = documents_from_yaml(r.nested("documents", kDocumentKeys), t.seq_len);
   return t;
 }
 
@@ -979,6 +1026,19 @@ void write_training(YAML::Emitter& out, const TrainingConfig& t) {
   if (t.fp32_grad_accumulation) out << YAML::Key << "grad_accumulation_dtype" << YAML::Value << "fp32";
   if (t.fp8) out << YAML::Key << "fp8" << YAML::Value << true;
   if (t.clip_grad != 1.0) emit_double(out, "clip_grad", t.clip_grad);
+  if (t.documents) {
+    const DocumentSpec& d = *t.documents;
+    out << YAML::Key << "documents" << YAML::Value << YAML::BeginMap;
+    if (d.kind == DocumentLengthKind::fixed) {
+      out << YAML::Key << "lengths" << YAML::Value << YAML::Flow << d.lengths;
+    } else {
+      out << YAML::Key << "distribution" << YAML::Value << to_string(d.kind);
+      emit_double(out, "mean_length", d.mean_length);
+      if (d.kind == DocumentLengthKind::lognormal) emit_double(out, "sigma", d.sigma);
+      out << YAML::Key << "seed" << YAML::Value << d.seed;
+    }
+    out << YAML::EndMap;
+  }
   out << YAML::EndMap;
 }
 

@@ -4,6 +4,10 @@
 // contiguous), so callers point into their own buffers without copies. Queries and keys carry
 // global token positions; with `causal`, key j is visible to query i iff k_pos[j] <= q_pos[i].
 // Positions, not block indices, decide the mask, so one kernel serves every sharding scheme.
+// Packed documents: when both q_documents and k_documents are given, key j is visible to query
+// i only if they are in the same document as well (q_doc[i] == k_doc[j]); with causal, that is
+// causal attention within each document, since a document is a contiguous range of positions.
+// Tiles whose query and key document ranges do not meet are skipped like causally hidden ones.
 //
 // Forward over one KV block:  S = scale*Q*K^T (hidden -> -inf), m = rowmax S,
 //   l = sum exp(S - m), O = exp(S - m)*V / l, lse = m + log l.
@@ -55,6 +59,10 @@ struct BlockParams {
   const int64_t* k_positions = nullptr;  // m global positions
   bool causal = true;
   float scale = 0.0f;                    // 0 means 1/sqrt(head_dim)
+  // Packed documents: n and m document ids, both or neither (neither: one document). Last, so
+  // that brace-initialised params without documents keep their meaning.
+  const int64_t* q_documents = nullptr;
+  const int64_t* k_documents = nullptr;
 };
 
 // Forward outputs of one block (or the running accumulator of a ring): O is float32.
@@ -112,22 +120,26 @@ void cpu_materialized_forward(const BlockParams& p, const ForwardOut& o, float* 
 void cpu_materialized_backward(const BlockParams& p, const BackwardArgs& g, const float* scores);
 
 // Plain float64 reference over the whole Q block and KV block (dense double buffers,
-// [b, H, n, d] / [b, Hkv, m, d]). Used by tests and benchmarks only. reference_forward
+// [b, H, n, d] / [b, Hkv, m, d]). Used by tests and benchmarks only. q_docs / k_docs: document
+// ids of packed documents (both or neither), as BlockParams::q_documents. reference_forward
 // overwrites out and lse; reference_backward computes D itself from out and grad_out and
 // overwrites (does not accumulate) grad_q, grad_k, grad_v. Both throw std::invalid_argument
 // on inconsistent sizes or null pointers.
 void reference_forward(const double* q, const double* k, const double* v, const int64_t* q_pos,
                        const int64_t* k_pos, int64_t b, int64_t h, int64_t hkv, int64_t n, int64_t m,
-                       int64_t d, bool causal, double scale, double* out, double* lse);
+                       int64_t d, bool causal, double scale, double* out, double* lse,
+                       const int64_t* q_docs = nullptr, const int64_t* k_docs = nullptr);
 void reference_backward(const double* q, const double* k, const double* v, const double* out,
                         const double* grad_out, const double* lse, const int64_t* q_pos,
                         const int64_t* k_pos, int64_t b, int64_t h, int64_t hkv, int64_t n, int64_t m,
                         int64_t d, bool causal, double scale, double* grad_q, double* grad_k,
-                        double* grad_v);
+                        double* grad_v, const int64_t* q_docs = nullptr, const int64_t* k_docs = nullptr);
 
 // FLOP model (FlashAttention's convention): forward 4*b*h*n*m*d, halved for causal
-// self-attention; backward 2.5x forward. Exact visible-pair count for arbitrary positions:
-int64_t visible_pairs(const int64_t* q_pos, int64_t n, const int64_t* k_pos, int64_t m, bool causal);
+// self-attention; backward 2.5x forward. Exact visible-pair count for arbitrary positions (and
+// packed documents: pairs in different documents are not visible; both id arrays or neither):
+int64_t visible_pairs(const int64_t* q_pos, int64_t n, const int64_t* k_pos, int64_t m, bool causal,
+                      const int64_t* q_docs = nullptr, const int64_t* k_docs = nullptr);
 inline double forward_flops(int64_t b, int64_t h, int64_t pairs, int64_t d) { return 4.0 * b * h * double(pairs) * d; }
 
 inline constexpr float kNegInf = -std::numeric_limits<float>::infinity();

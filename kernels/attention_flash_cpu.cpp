@@ -4,9 +4,10 @@
 // Memory: each thread holds a few tile_q x tile_k and tile x head_dim float scratch matrices;
 // nothing of size n x m is ever allocated (the multi-thread backward adds one private dQ of
 // b*H*n*d floats per extra thread: linear in tokens).
-// Masking: a tile is classified from the min/max positions of its rows and columns
-// (detail::classify): fully hidden tiles are skipped with no work, fully visible tiles take no
-// per-element test, only partial tiles (straddling the diagonal) are masked element by element.
+// Masking: a tile is classified from the min/max positions and document ids of its rows and
+// columns (detail::classify): fully hidden tiles (keys after every query, or no document in
+// common) are skipped with no work, fully visible tiles take no per-element test, only partial
+// tiles (straddling the diagonal or a document boundary) are masked element by element.
 // Eigen's vectorised exp maps -inf to ~3e-39, not 0, so masked entries and rows with no visible
 // key are zeroed explicitly after the exponential: hidden keys contribute exactly nothing.
 #include <cmath>
@@ -32,12 +33,13 @@ struct ForwardScratch {
 
 // One (batch, head, query tile) of the forward: O and lse of rows [i0, i0 + rows).
 void forward_tile(const BlockParams& p, const ForwardOut& o, const TileConfig& tiles,
-                  const std::vector<PosRange>& q_ranges, const std::vector<PosRange>& k_ranges,
+                  const std::vector<TileRange>& q_ranges, const std::vector<TileRange>& k_ranges,
                   int64_t b, int64_t h, int64_t qt, ForwardScratch& sc) {
   const int64_t d = p.q.head_dim, m = p.k.tokens;
   const int64_t i0 = qt * tiles.tile_q, rows = std::min(tiles.tile_q, p.q.tokens - i0);
   const int64_t kvh = kv_head_of(h, p.q.heads, p.k.heads);
   const float scale = effective_scale(p);
+  const Mask mask = mask_of(p);
 
   // Pre-scaling Q once per tile folds `scale` out of every score tile.
   ScratchMap qs(sc.q_scaled.data(), rows, d);
@@ -50,14 +52,14 @@ void forward_tile(const BlockParams& p, const ForwardOut& o, const TileConfig& t
   row_sum.setZero();
 
   for (int64_t kt = 0; kt < ceil_div(m, tiles.tile_k); ++kt) {
-    const TileVis vis = p.causal ? classify(true, q_ranges[qt], k_ranges[kt]) : TileVis::visible;
+    const TileVis vis = mask.active() ? classify(mask, q_ranges[qt], k_ranges[kt]) : TileVis::visible;
     if (vis == TileVis::hidden) continue;
     const int64_t j0 = kt * tiles.tile_k, cols = std::min(tiles.tile_k, m - j0);
     const ConstTileMap k = const_tile(p.k, b, kvh, j0, cols);
     const ConstTileMap v = const_tile(p.v, b, kvh, j0, cols);
     ScratchMap s(sc.scores.data(), rows, cols);
     s.noalias() = qs * k.transpose();
-    if (vis == TileVis::partial) mask_partial(s, p.q_positions + i0, p.k_positions + j0, kNegInf);
+    if (vis == TileVis::partial) mask_partial(s, mask, i0, j0, kNegInf);
 
     // Online softmax: new running max, rescale what was accumulated with the old one.
     // Invariant: row_max == -inf  <=>  no visible key seen yet for that row (acc, row_sum are 0).
@@ -80,7 +82,7 @@ void forward_tile(const BlockParams& p, const ForwardOut& o, const TileConfig& t
     }
     s.array().colwise() -= tile_max.array();
     s = s.array().exp();
-    if (vis == TileVis::partial) mask_partial(s, p.q_positions + i0, p.k_positions + j0, 0.0f);
+    if (vis == TileVis::partial) mask_partial(s, mask, i0, j0, 0.0f);
     if (any_dead)
       for (int64_t i = 0; i < rows; ++i)
         if (row_max[i] == kNegInf) s.row(i).setZero();
@@ -114,13 +116,14 @@ struct BackwardScratch {
 // and all query tiles. dK, dV of the key tile are owned by this item (accumulated locally,
 // added once); dQ rows are shared with other key tiles, hence grad_q_target per thread.
 void backward_tile(const BlockParams& p, const BackwardArgs& g, const TensorView& grad_q_target,
-                   const TileConfig& tiles, const std::vector<PosRange>& q_ranges,
-                   const std::vector<PosRange>& k_ranges, int64_t b, int64_t kvh, int64_t kt,
+                   const TileConfig& tiles, const std::vector<TileRange>& q_ranges,
+                   const std::vector<TileRange>& k_ranges, int64_t b, int64_t kvh, int64_t kt,
                    BackwardScratch& sc) {
   const int64_t d = p.q.head_dim, n = p.q.tokens, m = p.k.tokens;
   const int64_t group = p.q.heads / p.k.heads;
   const int64_t j0 = kt * tiles.tile_k, cols = std::min(tiles.tile_k, m - j0);
   const float scale = effective_scale(p);
+  const Mask mask = mask_of(p);
   const ConstTileMap k = const_tile(p.k, b, kvh, j0, cols);
   const ConstTileMap v = const_tile(p.v, b, kvh, j0, cols);
   ScratchMap dk_acc(sc.grad_k_acc.data(), cols, d), dv_acc(sc.grad_v_acc.data(), cols, d);
@@ -132,7 +135,7 @@ void backward_tile(const BlockParams& p, const BackwardArgs& g, const TensorView
     const float* lse_row = stats_ptr(g.lse, b, h);
     const float* delta_row = stats_ptr(g.delta, b, h);
     for (int64_t qt = 0; qt < ceil_div(n, tiles.tile_q); ++qt) {
-      const TileVis vis = p.causal ? classify(true, q_ranges[qt], k_ranges[kt]) : TileVis::visible;
+      const TileVis vis = mask.active() ? classify(mask, q_ranges[qt], k_ranges[kt]) : TileVis::visible;
       if (vis == TileVis::hidden) continue;
       touched = true;
       const int64_t i0 = qt * tiles.tile_q, rows = std::min(tiles.tile_q, n - i0);
@@ -153,7 +156,7 @@ void backward_tile(const BlockParams& p, const BackwardArgs& g, const TensorView
       prob.noalias() = q * k.transpose();
       prob.array() = (prob.array() * scale).colwise() - lse_used.array();
       prob = prob.array().exp();
-      if (vis == TileVis::partial) mask_partial(prob, p.q_positions + i0, p.k_positions + j0, 0.0f);
+      if (vis == TileVis::partial) mask_partial(prob, mask, i0, j0, 0.0f);
       if (any_dead)
         for (int64_t i = 0; i < rows; ++i)
           if (sc.dead[i]) prob.row(i).setZero();
@@ -184,8 +187,8 @@ void cpu_flash_forward(const BlockParams& p, const ForwardOut& o, TileConfig til
   throw_if(where, check_tiles(tiles));
   const int64_t n = p.q.tokens, d = p.q.head_dim;
   const int64_t q_tiles = ceil_div(n, tiles.tile_q);
-  const auto q_ranges = tile_ranges(p.causal ? p.q_positions : nullptr, n, tiles.tile_q);
-  const auto k_ranges = tile_ranges(p.causal ? p.k_positions : nullptr, p.k.tokens, tiles.tile_k);
+  const auto q_ranges = tile_ranges(p.q_positions, p.q_documents, p.causal, n, tiles.tile_q);
+  const auto k_ranges = tile_ranges(p.k_positions, p.k_documents, p.causal, p.k.tokens, tiles.tile_k);
   const int64_t items = p.q.batch * p.q.heads * q_tiles;
   const int64_t threads = std::max<int64_t>(1, std::min(tiles.threads, items));
   std::vector<ForwardScratch> scratch;
@@ -204,8 +207,8 @@ void cpu_flash_backward(const BlockParams& p, const BackwardArgs& g, TileConfig 
   throw_if(where, check_tiles(tiles));
   const int64_t n = p.q.tokens, m = p.k.tokens, d = p.q.head_dim;
   const int64_t k_tiles = ceil_div(m, tiles.tile_k);
-  const auto q_ranges = tile_ranges(p.causal ? p.q_positions : nullptr, n, tiles.tile_q);
-  const auto k_ranges = tile_ranges(p.causal ? p.k_positions : nullptr, m, tiles.tile_k);
+  const auto q_ranges = tile_ranges(p.q_positions, p.q_documents, p.causal, n, tiles.tile_q);
+  const auto k_ranges = tile_ranges(p.k_positions, p.k_documents, p.causal, m, tiles.tile_k);
   const int64_t items = p.k.batch * p.k.heads * k_tiles;
   const int64_t threads = std::max<int64_t>(1, std::min(tiles.threads, items));
   std::vector<BackwardScratch> scratch;

@@ -46,7 +46,7 @@ void cpu_materialized_forward(const BlockParams& p, const ForwardOut& o, float* 
       const int64_t kvh = kv_head_of(h, p.q.heads, p.k.heads);
       ScratchMap s(scores_of(p, scores, b, h), n, m);
       s.noalias() = (const_tile(p.q, b, h, 0, n) * scale) * const_tile(p.k, b, kvh, 0, m).transpose();
-      if (p.causal) mask_partial(s, p.q_positions, p.k_positions, kNegInf);
+      if (const Mask mask = mask_of(p); mask.active()) mask_partial(s, mask, 0, 0, kNegInf);
       const ConstTileMap v = const_tile(p.v, b, kvh, 0, m);
       for (int64_t i0 = 0; i0 < n; i0 += kRowBlock) {
         const int64_t rows = std::min(kRowBlock, n - i0);

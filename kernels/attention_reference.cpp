@@ -16,7 +16,8 @@ constexpr double kNegInfD = -std::numeric_limits<double>::infinity();
 
 void check_reference_args(const char* where, const void* q, const void* k, const void* v,
                           const int64_t* q_pos, const int64_t* k_pos, int64_t b, int64_t h,
-                          int64_t hkv, int64_t n, int64_t m, int64_t d, bool causal) {
+                          int64_t hkv, int64_t n, int64_t m, int64_t d, bool causal, const int64_t* q_docs,
+                          const int64_t* k_docs) {
   auto fail = [&](const std::string& what) { throw std::invalid_argument(std::string(where) + ": " + what); };
   if (b < 0 || n < 0 || m < 0) fail("batch, n and m must be >= 0");
   if (h < 1 || hkv < 1 || d < 1) fail("heads, kv_heads and head_dim must be >= 1");
@@ -26,9 +27,12 @@ void check_reference_args(const char* where, const void* q, const void* k, const
   if (b * m > 0 && (k == nullptr || v == nullptr)) fail("k or v is null");
   if (causal && ((n > 0 && q_pos == nullptr) || (m > 0 && k_pos == nullptr)))
     fail("causal masking needs q_pos and k_pos");
+  if ((q_docs == nullptr) != (k_docs == nullptr)) fail("document ids must be given for both queries and keys or neither");
 }
 
-bool visible(bool causal, const int64_t* q_pos, const int64_t* k_pos, int64_t i, int64_t j) {
+bool visible(bool causal, const int64_t* q_pos, const int64_t* k_pos, const int64_t* q_docs, const int64_t* k_docs,
+             int64_t i, int64_t j) {
+  if (q_docs != nullptr && q_docs[i] != k_docs[j]) return false;
   return !causal || k_pos[j] <= q_pos[i];
 }
 
@@ -42,8 +46,9 @@ double dot(const double* a, const double* b, int64_t d) {
 
 void reference_forward(const double* q, const double* k, const double* v, const int64_t* q_pos,
                        const int64_t* k_pos, int64_t b, int64_t h, int64_t hkv, int64_t n,
-                       int64_t m, int64_t d, bool causal, double scale, double* out, double* lse) {
-  check_reference_args("reference_forward", q, k, v, q_pos, k_pos, b, h, hkv, n, m, d, causal);
+                       int64_t m, int64_t d, bool causal, double scale, double* out, double* lse,
+                       const int64_t* q_docs, const int64_t* k_docs) {
+  check_reference_args("reference_forward", q, k, v, q_pos, k_pos, b, h, hkv, n, m, d, causal, q_docs, k_docs);
   if (scale == 0.0) scale = 1.0 / std::sqrt(static_cast<double>(d));
   std::vector<double> s(m);
   for (int64_t bi = 0; bi < b; ++bi)
@@ -57,7 +62,7 @@ void reference_forward(const double* q, const double* k, const double* v, const 
         double* oi = out + row * d;
         double mx = kNegInfD;
         for (int64_t j = 0; j < m; ++j) {
-          s[j] = visible(causal, q_pos, k_pos, i, j) ? scale * dot(qi, kh + j * d, d) : kNegInfD;
+          s[j] = visible(causal, q_pos, k_pos, q_docs, k_docs, i, j) ? scale * dot(qi, kh + j * d, d) : kNegInfD;
           mx = std::max(mx, s[j]);
         }
         for (int64_t x = 0; x < d; ++x) oi[x] = 0.0;
@@ -82,8 +87,8 @@ void reference_backward(const double* q, const double* k, const double* v, const
                         const double* grad_out, const double* lse, const int64_t* q_pos,
                         const int64_t* k_pos, int64_t b, int64_t h, int64_t hkv, int64_t n,
                         int64_t m, int64_t d, bool causal, double scale, double* grad_q,
-                        double* grad_k, double* grad_v) {
-  check_reference_args("reference_backward", q, k, v, q_pos, k_pos, b, h, hkv, n, m, d, causal);
+                        double* grad_k, double* grad_v, const int64_t* q_docs, const int64_t* k_docs) {
+  check_reference_args("reference_backward", q, k, v, q_pos, k_pos, b, h, hkv, n, m, d, causal, q_docs, k_docs);
   if (scale == 0.0) scale = 1.0 / std::sqrt(static_cast<double>(d));
   // Outputs are overwritten (not accumulated).
   for (int64_t x = 0; x < b * h * n * d; ++x) grad_q[x] = 0.0;
@@ -99,7 +104,7 @@ void reference_backward(const double* q, const double* k, const double* v, const
         const double* doi = grad_out + row * d;
         const double delta = dot(doi, out + row * d, d);  // D = rowsum(dO * O)
         for (int64_t j = 0; j < m; ++j) {
-          if (!visible(causal, q_pos, k_pos, i, j)) continue;
+          if (!visible(causal, q_pos, k_pos, q_docs, k_docs, i, j)) continue;
           const double* kj = k + kv_off + j * d;
           const double* vj = v + kv_off + j * d;
           const double p = std::exp(scale * dot(qi, kj, d) - lse[row]);

@@ -3,6 +3,8 @@
 // naming the field, the value and what would be valid, before any memory is touched.
 #include <algorithm>
 #include <cmath>
+#include <limits>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -123,6 +125,10 @@ std::string check_params(const BlockParams& p) {
     return "q_positions is null but causal masking needs one position per query token";
   if (p.causal && p.k.tokens > 0 && p.k_positions == nullptr)
     return "k_positions is null but causal masking needs one position per key token";
+  if ((p.q_documents == nullptr) != (p.k_documents == nullptr))
+    return std::string(p.q_documents == nullptr ? "q_documents is null but k_documents is set"
+                                                : "k_documents is null but q_documents is set") +
+           ": packed documents need one document id per query and per key token (or neither)";
   if (!std::isfinite(p.scale)) return "scale = " + std::to_string(p.scale) + " is not finite (0 means 1/sqrt(head_dim))";
   return {};
 }
@@ -163,19 +169,29 @@ std::string validate(const BlockParams& p, const BackwardArgs& g) {
 }
 
 int64_t visible_pairs(const int64_t* q_pos, int64_t n, const int64_t* k_pos, int64_t m,
-                      bool causal) {
+                      bool causal, const int64_t* q_docs, const int64_t* k_docs) {
   if (n < 0 || m < 0)
     throw std::invalid_argument("visible_pairs: n = " + std::to_string(n) + ", m = " +
                                 std::to_string(m) + "; token counts must be >= 0");
-  if (!causal) return n * m;
-  if (n > 0 && m > 0 && (q_pos == nullptr || k_pos == nullptr))
+  if ((q_docs == nullptr) != (k_docs == nullptr))
+    throw std::invalid_argument("visible_pairs: document ids must be given for both queries and keys or neither");
+  if (q_docs == nullptr && !causal) return n * m;
+  if (causal && n > 0 && m > 0 && (q_pos == nullptr || k_pos == nullptr))
     throw std::invalid_argument("visible_pairs: causal counting needs q_pos and k_pos (got null)");
-  // Count keys with k_pos <= q_pos for each query by binary search in the sorted keys.
-  std::vector<int64_t> keys(k_pos, k_pos + m);
+  // Keys sorted by (document, position); per query, binary search for the keys of its document
+  // (at or before its position when causal). Without documents every key is in document 0.
+  std::vector<std::pair<int64_t, int64_t>> keys(static_cast<size_t>(m));
+  for (int64_t j = 0; j < m; ++j)
+    keys[static_cast<size_t>(j)] = {k_docs != nullptr ? k_docs[j] : 0, causal ? k_pos[j] : 0};
   std::sort(keys.begin(), keys.end());
   int64_t pairs = 0;
-  for (int64_t i = 0; i < n; ++i)
-    pairs += std::upper_bound(keys.begin(), keys.end(), q_pos[i]) - keys.begin();
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t doc = q_docs != nullptr ? q_docs[i] : 0;
+    const auto first = std::lower_bound(keys.begin(), keys.end(), std::pair{doc, std::numeric_limits<int64_t>::min()});
+    const auto last = std::upper_bound(keys.begin(), keys.end(),
+                                       std::pair{doc, causal ? q_pos[i] : std::numeric_limits<int64_t>::max()});
+    pairs += last - first;
+  }
   return pairs;
 }
 

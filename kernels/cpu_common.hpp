@@ -55,37 +55,73 @@ inline int64_t kv_head_of(int64_t h, int64_t heads, int64_t kv_heads) {
   return h / (heads / kv_heads);
 }
 
-// What a tile of the score matrix needs, decided from the min/max positions of its rows and
-// columns only (valid for any position set: contiguous, zigzag, striped, arbitrary).
+// What a tile of the score matrix needs, decided from the min/max positions and document ids of
+// its rows and columns only (valid for any position set: contiguous, zigzag, striped,
+// arbitrary, and any document layout).
 enum class TileVis { hidden, partial, visible };
-struct PosRange {
-  int64_t min = 0, max = 0;
+struct TileRange {
+  int64_t pos_min = 0, pos_max = 0;
+  int64_t doc_min = 0, doc_max = 0;  // 0, 0 without documents
 };
-// Per-tile min/max of positions; empty when positions are absent (non-causal).
-inline std::vector<PosRange> tile_ranges(const int64_t* pos, int64_t count, int64_t tile) {
-  std::vector<PosRange> r;
-  if (pos == nullptr) return r;
+// The mask of one block: causal and/or packed documents (Mask::active() false: every pair visible).
+struct Mask {
+  bool causal = false;
+  const int64_t* q_pos = nullptr;
+  const int64_t* k_pos = nullptr;
+  const int64_t* q_doc = nullptr;  // both document arrays or neither
+  const int64_t* k_doc = nullptr;
+  bool documents() const { return q_doc != nullptr; }
+  bool active() const { return causal || documents(); }
+};
+inline Mask mask_of(const BlockParams& p) {
+  return Mask{p.causal, p.q_positions, p.k_positions, p.q_documents, p.k_documents};
+}
+// Per-tile min/max of positions (when causal) and document ids; empty when the mask is inactive.
+inline std::vector<TileRange> tile_ranges(const int64_t* pos, const int64_t* doc, bool causal, int64_t count,
+                                          int64_t tile) {
+  std::vector<TileRange> r;
+  if (!causal && doc == nullptr) return r;
   for (int64_t t0 = 0; t0 < count; t0 += tile) {
     const int64_t t1 = std::min(count, t0 + tile);
-    const auto [lo, hi] = std::minmax_element(pos + t0, pos + t1);
-    r.push_back({*lo, *hi});
+    TileRange x;
+    if (causal) {
+      const auto [lo, hi] = std::minmax_element(pos + t0, pos + t1);
+      x.pos_min = *lo;
+      x.pos_max = *hi;
+    }
+    if (doc != nullptr) {
+      const auto [lo, hi] = std::minmax_element(doc + t0, doc + t1);
+      x.doc_min = *lo;
+      x.doc_max = *hi;
+    }
+    r.push_back(x);
   }
   return r;
 }
-inline TileVis classify(bool causal, const PosRange& q, const PosRange& k) {
-  if (!causal) return TileVis::visible;
-  if (k.max <= q.min) return TileVis::visible;  // every key at or before every query
-  if (k.min > q.max) return TileVis::hidden;    // every key after every query
-  return TileVis::partial;
+inline TileVis classify(const Mask& mask, const TileRange& q, const TileRange& k) {
+  if (!mask.active()) return TileVis::visible;
+  if (mask.documents()) {
+    if (k.doc_max < q.doc_min || k.doc_min > q.doc_max) return TileVis::hidden;  // no document in common
+  }
+  if (mask.causal && k.pos_min > q.pos_max) return TileVis::hidden;  // every key after every query
+  // Visible needs one single document on both sides (else some pair crosses documents) and,
+  // when causal, every key at or before every query.
+  const bool one_document =
+      !mask.documents() || (q.doc_min == q.doc_max && k.doc_min == k.doc_max && q.doc_min == k.doc_min);
+  const bool causal_ok = !mask.causal || k.pos_max <= q.pos_min;
+  return one_document && causal_ok ? TileVis::visible : TileVis::partial;
 }
-// Sets the entries of a partial tile whose key is after its query (k_pos[j] > q_pos[i]) to
-// `value`: -inf before a row max, 0 after the exponential.
-inline void mask_partial(ScratchMap& s, const int64_t* qpos, const int64_t* kpos, float value) {
+// Sets the hidden entries of a partial tile (key after its query, or in another document) to
+// `value`: -inf before a row max, 0 after the exponential. i0 / j0: the tile's first query / key.
+inline void mask_partial(ScratchMap& s, const Mask& mask, int64_t i0, int64_t j0, float value) {
   for (Eigen::Index i = 0; i < s.rows(); ++i) {
-    const int64_t qp = qpos[i];
     float* row = s.row(i).data();
-    for (Eigen::Index j = 0; j < s.cols(); ++j)
-      if (kpos[j] > qp) row[j] = value;
+    const int64_t qp = mask.causal ? mask.q_pos[i0 + i] : 0;
+    const int64_t qd = mask.documents() ? mask.q_doc[i0 + i] : 0;
+    for (Eigen::Index j = 0; j < s.cols(); ++j) {
+      const bool hidden = (mask.causal && mask.k_pos[j0 + j] > qp) || (mask.documents() && mask.k_doc[j0 + j] != qd);
+      if (hidden) row[j] = value;
+    }
   }
 }
 

@@ -379,6 +379,17 @@ PlanResult plan(const Experiment& e, const PlanSettings& settings) {
     meshes = enumerate_meshes(result.gpus);
   }
   const int64_t batch = e.training.global_batch_sequences;
+  // Packed documents: the attention work of every CP size searched, once, outside predict().
+  Experiment with_document_work;
+  if (e.training.documents) {
+    with_document_work = e;
+    std::vector<int64_t> cps;
+    for (const Mesh& m : meshes) cps.push_back(m.cp);
+    std::sort(cps.begin(), cps.end());
+    cps.erase(std::unique(cps.begin(), cps.end()), cps.end());
+    sim::prepare_document_work(with_document_work, cps);
+  }
+  const Experiment& predicted = e.training.documents ? with_document_work : e;
 
   RejectionTally tally;
   TopK top(static_cast<size_t>(settings.top_k));
@@ -499,7 +510,7 @@ PlanResult plan(const Experiment& e, const PlanSettings& settings) {
                       tally.layout(why, 1);
                       continue;
                     }
-                    const sim::Prediction p = sim::predict(e, mesh, opt);
+                    const sim::Prediction p = sim::predict(predicted, mesh, opt);
                     ++result.evaluated;
                     if (!p.fits) {
                       tally.out_of_memory(p);

@@ -16,7 +16,8 @@ double since(std::chrono::steady_clock::time_point t0) {
 }
 }  // namespace
 
-AllGatherAttention::AllGatherAttention(Communicator& cp, const RingConfig& cfg, const int64_t* positions)
+AllGatherAttention::AllGatherAttention(Communicator& cp, const RingConfig& cfg, const int64_t* positions,
+                                       const int64_t* documents)
     : cp_(cp), cfg_(cfg), size_(cp.size()), rank_(cp.rank()) {
   if (cfg.kernel != RingKernel::flash)
     throw bad_input("all-gather CP runs the flash kernel only (a materialised score matrix of the whole sequence "
@@ -30,6 +31,8 @@ AllGatherAttention::AllGatherAttention(Communicator& cp, const RingConfig& cfg, 
   m_ = n_ * size_;
   q_positions_.assign(positions, positions + n_);
   k_positions_ = exchange_positions(cp, n_, positions);
+  k_documents_ = exchange_documents(cp, n_, documents);
+  if (!k_documents_.empty()) q_documents_.assign(documents, documents + n_);
   const size_t blk = static_cast<size_t>(cfg.batch * cfg.kv_heads * n_ * cfg.head_dim);
   packed_.assign(2 * blk * static_cast<size_t>(size_), 0.0f);
   const size_t full = blk * static_cast<size_t>(size_);
@@ -56,14 +59,10 @@ RingWorkspaceBytes AllGatherAttention::workspace() const {
 }
 
 int64_t AllGatherAttention::visible_pairs() const {
-  if (!cfg_.causal) return n_ * m_;
-  // Keys at positions <= each query's: a sorted copy and one binary search per query
-  // (O((n + m) log m), not n * m, at long sequences).
-  std::vector<int64_t> keys = k_positions_;
-  std::sort(keys.begin(), keys.end());
-  int64_t pairs = 0;
-  for (int64_t qp : q_positions_) pairs += std::upper_bound(keys.begin(), keys.end(), qp) - keys.begin();
-  return pairs;
+  // Sorted keys and one binary search per query: O((n + m) log m), not n * m.
+  return kernels::visible_pairs(q_positions_.data(), n_, k_positions_.data(), m_, cfg_.causal,
+                                q_documents_.empty() ? nullptr : q_documents_.data(),
+                                k_documents_.empty() ? nullptr : k_documents_.data());
 }
 
 // packed_ holds rank r's [K | V] block at r * 2*blk after the all-gather; K_full[b, h, r*n + t]
@@ -98,6 +97,10 @@ kernels::BlockParams AllGatherAttention::block_params(const float* q) {
   p.v = kernels::dense_view(v_full_.data(), ElemType::f32, B, Hkv, m_, d);
   p.q_positions = q_positions_.data();
   p.k_positions = k_positions_.data();
+  if (!k_documents_.empty()) {
+    p.q_documents = q_documents_.data();
+    p.k_documents = k_documents_.data();
+  }
   p.causal = cfg_.causal;
   p.scale = cfg_.scale;
   return p;

@@ -31,7 +31,9 @@ class AllGatherAttention {
   // Collective over `cp`: all-gathers every rank's positions (n each); allocates every buffer
   // here (the gathered K, V and, for the backward, dK, dV of the whole sequence). Only the flash
   // kernel; throws bad_input on a materialised kernel or inconsistent shapes.
-  AllGatherAttention(Communicator& cp, const RingConfig& cfg, const int64_t* positions);
+  // documents: this rank's n document ids (packed documents), or null on every rank.
+  AllGatherAttention(Communicator& cp, const RingConfig& cfg, const int64_t* positions,
+                     const int64_t* documents = nullptr);
 
   // Same tensors and contracts as RingAttention::forward / backward.
   void forward(const float* q, const float* k, const float* v, float* out, float* lse);
@@ -48,7 +50,7 @@ class AllGatherAttention {
   // block_out_bytes = D = rowsum(dO*O); scores_bytes 0 (flash only). total() == workspace_bytes().
   RingWorkspaceBytes workspace() const;
   // (query, key) pairs this rank's kernel computes: for each own query, the gathered keys at
-  // positions <= its own (causal) or all of them.
+  // positions <= its own (causal) or all of them, in its own document (packed documents).
   int64_t visible_pairs() const;
 
  private:
@@ -61,6 +63,7 @@ class AllGatherAttention {
   int64_t n_ = 0, m_ = 0;              // tokens per rank, tokens in all
   std::vector<int64_t> q_positions_;   // this rank's n positions
   std::vector<int64_t> k_positions_;   // every rank's positions, rank-major (P*n)
+  std::vector<int64_t> q_documents_, k_documents_;  // as the positions; empty without documents
   std::vector<float> packed_;          // rank-major [P][K | V of b*Hkv*n*d each]
   std::vector<float> k_full_, v_full_; // [b, Hkv, P*n, d]
   std::vector<float> dk_full_, dv_full_;

@@ -17,7 +17,8 @@ double since(std::chrono::steady_clock::time_point t0) {
 }
 }  // namespace
 
-AllToAllAttention::AllToAllAttention(Communicator& cp, const RingConfig& cfg, const int64_t* positions)
+AllToAllAttention::AllToAllAttention(Communicator& cp, const RingConfig& cfg, const int64_t* positions,
+                                     const int64_t* documents)
     : cp_(cp), cfg_(cfg), size_(cp.size()), rank_(cp.rank()) {
   if (cfg.kernel != RingKernel::flash)
     throw bad_input("all-to-all CP runs the flash kernel only (a materialised score matrix of the whole sequence per "
@@ -51,6 +52,12 @@ AllToAllAttention::AllToAllAttention(Communicator& cp, const RingConfig& cfg, co
     order_[static_cast<size_t>(idx[static_cast<size_t>(j)])] = j;
     positions_[static_cast<size_t>(j)] = all[static_cast<size_t>(idx[static_cast<size_t>(j)])];
   }
+  const std::vector<int64_t> all_docs = exchange_documents(cp, n_, documents);
+  if (!all_docs.empty()) {
+    documents_.assign(static_cast<size_t>(m_), 0);
+    for (int64_t j = 0; j < m_; ++j)
+      documents_[static_cast<size_t>(j)] = all_docs[static_cast<size_t>(idx[static_cast<size_t>(j)])];
+  }
   const size_t b = static_cast<size_t>(cfg.batch), d = static_cast<size_t>(cfg.head_dim), m = static_cast<size_t>(m_);
   const size_t qfull = b * static_cast<size_t>(hq_) * m * d, kvfull = b * static_cast<size_t>(hkv_) * m * d;
   send_.assign(qfull, 0.0f);  // hq_ >= hkv_: the Q-sized exchange is the largest
@@ -80,11 +87,9 @@ RingWorkspaceBytes AllToAllAttention::workspace() const {
 }
 
 int64_t AllToAllAttention::visible_pairs() const {
-  if (!cfg_.causal) return m_ * m_ / size_;
-  // Keys at positions <= each query's; positions_ is sorted.
-  int64_t pairs = 0;
-  for (int64_t qp : positions_) pairs += std::upper_bound(positions_.begin(), positions_.end(), qp) - positions_.begin();
-  return pairs / size_;
+  // Every rank computes the whole sequence's pairs for heads/P of the heads.
+  const int64_t* docs = documents_.empty() ? nullptr : documents_.data();
+  return kernels::visible_pairs(positions_.data(), m_, positions_.data(), m_, cfg_.causal, docs, docs) / size_;
 }
 
 void AllToAllAttention::to_heads(const float* src, int64_t heads, int64_t hx, bool kv, int64_t w, float* dst) {
@@ -156,6 +161,7 @@ kernels::BlockParams AllToAllAttention::block_params() {
   p.v = kernels::dense_view(vh_.data(), ElemType::f32, B, hkv_, m_, d);
   p.q_positions = positions_.data();
   p.k_positions = positions_.data();
+  if (!documents_.empty()) p.q_documents = p.k_documents = documents_.data();
   p.causal = cfg_.causal;
   p.scale = cfg_.scale;
   return p;

@@ -47,7 +47,9 @@ class AllToAllAttention {
   // Collective over `cp`: all-gathers every rank's positions (n each) and sorts them into the
   // global order; allocates every buffer here. Throws bad_input on a materialised kernel, on
   // heads not divisible by the CP size, or on kv_heads that neither divide by it nor divide it.
-  AllToAllAttention(Communicator& cp, const RingConfig& cfg, const int64_t* positions);
+  // documents: this rank's n document ids (packed documents), or null on every rank.
+  AllToAllAttention(Communicator& cp, const RingConfig& cfg, const int64_t* positions,
+                    const int64_t* documents = nullptr);
 
   // Same tensors and contracts as RingAttention::forward / backward.
   void forward(const float* q, const float* k, const float* v, float* out, float* lse);
@@ -92,6 +94,7 @@ class AllToAllAttention {
   int64_t hq_ = 0, hkv_ = 0;         // query and KV heads on this rank after the all-to-all
   std::vector<int64_t> order_;       // rank-major gathered token i -> its index in global order
   std::vector<int64_t> positions_;   // the m positions, sorted (global order)
+  std::vector<int64_t> documents_;   // their document ids (same order), empty without documents
   std::vector<float> send_, recv_;   // staging, b*hq*m*d each (the largest exchange)
   std::vector<float> qh_, kh_, vh_, oh_;      // head-sharded, global order
   std::vector<float> doh_, dqh_, dkh_, dvh_;  // their gradients

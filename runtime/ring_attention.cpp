@@ -43,24 +43,47 @@ std::vector<int64_t> exchange_positions(Communicator& cp, int64_t tokens, const 
   return all;
 }
 
-RingVisibility ring_visibility(const int64_t* all_positions, int cp_size, int64_t tokens, int rank, bool causal) {
+std::vector<int64_t> exchange_documents(Communicator& cp, int64_t tokens, const int64_t* documents) {
+  const int P = cp.size();
+  const int64_t mine = documents != nullptr ? 1 : 0;
+  std::vector<int64_t> flags(static_cast<size_t>(P));
+  cp.all_gather(&mine, flags.data(), sizeof(int64_t));
+  const auto with = std::count(flags.begin(), flags.end(), int64_t{1});
+  if (with == 0) return {};
+  if (with != P) {
+    const int other = static_cast<int>(std::find(flags.begin(), flags.end(), 1 - mine) - flags.begin());
+    throw bad_input(fmt::format("ring attention: {} {} document ids but {} {}; every CP rank must give its tokens' "
+                                "document ids, or none",
+                                cp.describe_rank(cp.rank()), mine ? "gives" : "gives no", cp.describe_rank(other),
+                                mine ? "does not" : "does"));
+  }
+  std::vector<int64_t> all(static_cast<size_t>(tokens) * static_cast<size_t>(P));
+  cp.all_gather(documents, all.data(), static_cast<size_t>(tokens) * sizeof(int64_t));
+  return all;
+}
+
+RingVisibility ring_visibility(const int64_t* all_positions, int cp_size, int64_t tokens, int rank, bool causal,
+                               const int64_t* all_documents) {
   const size_t n = static_cast<size_t>(tokens);
   const int64_t* qpos = all_positions + static_cast<size_t>(rank) * n;
-  const int64_t q_max = *std::max_element(qpos, qpos + n);
+  const int64_t* qdoc = all_documents != nullptr ? all_documents + static_cast<size_t>(rank) * n : nullptr;
   RingVisibility v;
   v.hidden.assign(static_cast<size_t>(cp_size), 0);
   v.pairs.assign(static_cast<size_t>(cp_size), 0);
   for (int src = 0; src < cp_size; ++src) {
     const int64_t* kpos = all_positions + static_cast<size_t>(src) * n;
-    const int64_t k_min = *std::min_element(kpos, kpos + n);
-    const bool hidden = causal && k_min > q_max;
-    v.hidden[static_cast<size_t>(src)] = hidden ? 1 : 0;
-    v.pairs[static_cast<size_t>(src)] = hidden ? 0 : kernels::visible_pairs(qpos, tokens, kpos, tokens, causal);
+    const int64_t* kdoc = all_documents != nullptr ? all_documents + static_cast<size_t>(src) * n : nullptr;
+    // Exact count; a block with no visible pair is skipped (for causal without documents that
+    // is exactly "its smallest key position exceeds every query position").
+    const int64_t pairs = kernels::visible_pairs(qpos, tokens, kpos, tokens, causal, qdoc, kdoc);
+    v.hidden[static_cast<size_t>(src)] = pairs == 0 ? 1 : 0;
+    v.pairs[static_cast<size_t>(src)] = pairs;
   }
   return v;
 }
 
-RingAttention::RingAttention(Communicator& cp, const RingConfig& cfg, const int64_t* positions)
+RingAttention::RingAttention(Communicator& cp, const RingConfig& cfg, const int64_t* positions,
+                             const int64_t* documents)
     : cp_(cp), cfg_(cfg), rank_(cp.rank()), size_(cp.size()) {
   if (cfg.batch < 1 || cfg.heads < 1 || cfg.kv_heads < 1 || cfg.tokens < 1 || cfg.head_dim < 1)
     throw bad_input(fmt::format("ring attention: batch={} heads={} kv_heads={} tokens={} head_dim={}: all must be >= 1",
@@ -75,7 +98,9 @@ RingAttention::RingAttention(Communicator& cp, const RingConfig& cfg, const int6
   rows_ = static_cast<size_t>(cfg.batch * cfg.heads * cfg.tokens);
 
   all_positions_ = exchange_positions(cp_, cfg.tokens, positions);
-  RingVisibility vis = ring_visibility(all_positions_.data(), size_, cfg.tokens, rank_, cfg.causal);
+  all_documents_ = exchange_documents(cp_, cfg.tokens, documents);
+  RingVisibility vis = ring_visibility(all_positions_.data(), size_, cfg.tokens, rank_, cfg.causal,
+                                       all_documents_.empty() ? nullptr : all_documents_.data());
   hidden_ = std::move(vis.hidden);
   pairs_ = std::move(vis.pairs);
 
@@ -113,6 +138,8 @@ kernels::BlockParams RingAttention::block_params(const float* q, const float* k,
   p.v = kernels::dense_view(const_cast<float*>(v), ElemType::f32, c.batch, c.kv_heads, c.tokens, c.head_dim);
   p.q_positions = positions_of(rank_);
   p.k_positions = positions_of(src);
+  p.q_documents = documents_of(rank_);
+  p.k_documents = documents_of(src);
   p.causal = c.causal;
   p.scale = c.scale;
   return p;

@@ -16,6 +16,10 @@
 // sum goes to the block's owner, so after the ring every rank holds the complete dK, dV of its
 // own shard. dQ never leaves home. Only the H_kv heads travel (GQA).
 //
+// Packed documents: with per-token document ids, a query sees only keys of its own document
+// (kernels/attention.hpp); the ids travel once, at construction, beside the positions, and a
+// block holding none of this rank's documents (or, causal, only later positions) is skipped.
+//
 // Deadlock-free for every P: all transfers are non-blocking and posted before any wait;
 // P = 1 does no communication. Wire bytes per step: forward 2*b*Hkv*n*d*4 (K, V float32);
 // backward adds the same again for dK, dV.
@@ -73,20 +77,29 @@ struct RingWorkspaceBytes {
 // positions (P x tokens, in rank order). Throws bad_input naming the rank that differs.
 std::vector<int64_t> exchange_positions(Communicator& cp, int64_t tokens, const int64_t* positions);
 
-// Per source rank: whether its block is fully hidden from `rank`'s queries (causal: its smallest
-// key position exceeds every query position), and the visible (query, key) pairs it holds.
+// Collective over `cp`: all-gathers every rank's document ids (P x tokens, in rank order), or
+// returns an empty vector when no rank has documents (documents == nullptr everywhere). Every
+// rank must agree: a group where some ranks give ids and others not is bad_input on all ranks.
+std::vector<int64_t> exchange_documents(Communicator& cp, int64_t tokens, const int64_t* documents);
+
+// Per source rank: whether its block is fully hidden from `rank`'s queries (no visible pair:
+// causal with its smallest key position after every query position, or no document in common),
+// and the visible (query, key) pairs it holds. all_documents: P x tokens ids, or null.
 struct RingVisibility {
   std::vector<char> hidden;
   std::vector<int64_t> pairs;
 };
-RingVisibility ring_visibility(const int64_t* all_positions, int cp_size, int64_t tokens, int rank, bool causal);
+RingVisibility ring_visibility(const int64_t* all_positions, int cp_size, int64_t tokens, int rank, bool causal,
+                               const int64_t* all_documents = nullptr);
 
 class RingAttention {
  public:
   // Collective over `cp`: all-gathers every rank's positions (n each, from `positions`) so
   // each rank knows which incoming blocks are fully hidden. Allocates every buffer here, so
   // workspace_bytes() is the ring's whole footprint. Throws bad_input on inconsistent shapes.
-  RingAttention(Communicator& cp, const RingConfig& cfg, const int64_t* positions);
+  // documents: this rank's n document ids (packed documents), or null on every rank.
+  RingAttention(Communicator& cp, const RingConfig& cfg, const int64_t* positions,
+                const int64_t* documents = nullptr);
 
   // Dense float32 [b, H, n, d] (q, out) and [b, Hkv, n, d] (k, v); lse [b, H, n].
   void forward(const float* q, const float* k, const float* v, float* out, float* lse);
@@ -104,6 +117,10 @@ class RingAttention {
   // Global positions of CP rank `rank`'s tokens.
   const int64_t* positions_of(int rank) const { return all_positions_.data() + static_cast<size_t>(rank) * n_; }
   bool block_hidden(int src_rank) const { return hidden_[static_cast<size_t>(src_rank)] != 0; }
+  // Document ids of CP rank `rank`'s tokens, or null without packed documents.
+  const int64_t* documents_of(int rank) const {
+    return all_documents_.empty() ? nullptr : all_documents_.data() + static_cast<size_t>(rank) * n_;
+  }
 
  private:
   struct CpuForwardOps;   // the CPU backend of ring_schedule.hpp
@@ -118,6 +135,7 @@ class RingAttention {
   size_t q_elems_ = 0, kv_elems_ = 0;   // b*H*n*d, b*Hkv*n*d
   size_t rows_ = 0;                     // b*H*n
   std::vector<int64_t> all_positions_;  // P x n
+  std::vector<int64_t> all_documents_;  // P x n, empty without packed documents
   std::vector<char> hidden_;            // per source rank: fully hidden for this rank's queries
   std::vector<int64_t> pairs_;          // per source rank: visible pairs
   std::vector<float> kv_buf_[2];        // [K | V] of the block in hand / the next block

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <numeric>
 
 #include "core/error.hpp"
 
@@ -50,6 +51,114 @@ std::vector<int64_t> shard_positions(CpScheme scheme, int64_t seq_len, int64_t c
       break;
   }
   return pos;
+}
+
+namespace {
+
+// Valid document lengths for a sequence: bad_input naming the problem otherwise.
+int64_t checked_length_sum(const std::vector<int64_t>& lengths) {
+  int64_t sum = 0;
+  for (int64_t len : lengths) {
+    if (len < 1) throw bad_input(fmt::format("document lengths must be >= 1, got {}", len));
+    sum += len;
+  }
+  if (lengths.empty()) throw bad_input("document lengths: at least one document is needed");
+  return sum;
+}
+
+}  // namespace
+
+std::vector<int64_t> document_shard_positions(const std::vector<int64_t>& lengths, int64_t cp_size, int64_t cp_rank) {
+  const int64_t seq_len = checked_length_sum(lengths);
+  if (cp_size >= 1 && seq_len % (2 * cp_size) != 0)
+    throw bad_input(fmt::format("packed documents of {} tokens cannot be sharded per document over P={} ranks: the "
+                                "sequence length must be a multiple of 2P = {}",
+                                seq_len, cp_size, 2 * cp_size));
+  check_shardable(CpScheme::zigzag, seq_len, cp_size);
+  if (cp_rank < 0 || cp_rank >= cp_size)
+    throw bad_input(fmt::format("CP rank {} is outside 0..{}", cp_rank, cp_size - 1));
+  const int64_t chunks = 2 * cp_size;
+  std::vector<int64_t> pos, pool;
+  int64_t start = 0;
+  for (int64_t len : lengths) {
+    const int64_t c = len / chunks;
+    // Head chunk r and tail chunk 2P-1-r of this document: early (cheap) and late (costly)
+    // queries of the same document on one rank.
+    for (int64_t i = 0; i < c; ++i) pos.push_back(start + cp_rank * c + i);
+    for (int64_t i = 0; i < c; ++i) pos.push_back(start + (chunks - 1 - cp_rank) * c + i);
+    for (int64_t t = start + chunks * c; t < start + len; ++t) pool.push_back(t);
+    start += len;
+  }
+  // The pool (a multiple of 2P tokens) zigzag: chunks r and 2P-1-r of 2P equal chunks.
+  const int64_t pc = static_cast<int64_t>(pool.size()) / chunks;
+  for (int64_t i = 0; i < pc; ++i) pos.push_back(pool[static_cast<size_t>(cp_rank * pc + i)]);
+  for (int64_t i = 0; i < pc; ++i) pos.push_back(pool[static_cast<size_t>((chunks - 1 - cp_rank) * pc + i)]);
+  std::sort(pos.begin(), pos.end());
+  return pos;
+}
+
+std::vector<std::vector<int64_t>> scheme_shards(CpScheme scheme, int64_t seq_len, int64_t cp_size) {
+  check_shardable(scheme, seq_len, cp_size);
+  std::vector<std::vector<int64_t>> shards;
+  for (int64_t r = 0; r < cp_size; ++r) shards.push_back(shard_positions(scheme, seq_len, cp_size, r));
+  return shards;
+}
+
+std::vector<std::vector<int64_t>> document_shards(const std::vector<int64_t>& lengths, int64_t cp_size) {
+  std::vector<std::vector<int64_t>> shards;
+  for (int64_t r = 0; r < cp_size; ++r) shards.push_back(document_shard_positions(lengths, cp_size, r));
+  return shards;
+}
+
+std::vector<int64_t> documents_at(const std::vector<int64_t>& lengths, const std::vector<int64_t>& positions) {
+  const int64_t seq_len = checked_length_sum(lengths);
+  std::vector<int64_t> starts;  // starts[d] = first position of document d
+  int64_t s = 0;
+  for (int64_t len : lengths) {
+    starts.push_back(s);
+    s += len;
+  }
+  std::vector<int64_t> ids;
+  ids.reserve(positions.size());
+  for (int64_t p : positions) {
+    if (p < 0 || p >= seq_len)
+      throw bad_input(fmt::format("position {} is outside the sequence of {} document tokens", p, seq_len));
+    ids.push_back(std::upper_bound(starts.begin(), starts.end(), p) - starts.begin() - 1);
+  }
+  return ids;
+}
+
+std::vector<int64_t> rank_attention_pairs(const std::vector<std::vector<int64_t>>& shards,
+                                          const std::vector<int64_t>& lengths, bool causal) {
+  const int64_t seq_len = checked_length_sum(lengths);
+  // Per global position: visible keys of a query there (offset + 1 causal, length non-causal).
+  std::vector<int64_t> keys(static_cast<size_t>(seq_len));
+  int64_t start = 0;
+  for (int64_t len : lengths) {
+    for (int64_t t = 0; t < len; ++t) keys[static_cast<size_t>(start + t)] = causal ? t + 1 : len;
+    start += len;
+  }
+  std::vector<int64_t> pairs;
+  for (const auto& shard : shards) {
+    int64_t sum = 0;
+    for (int64_t p : shard) {
+      if (p < 0 || p >= seq_len)
+        throw bad_input(fmt::format("position {} is outside the sequence of {} document tokens", p, seq_len));
+      sum += keys[static_cast<size_t>(p)];
+    }
+    pairs.push_back(sum);
+  }
+  return pairs;
+}
+
+double attention_work_imbalance(const std::vector<std::vector<int64_t>>& shards, const std::vector<int64_t>& lengths,
+                                bool causal) {
+  const std::vector<int64_t> pairs = rank_attention_pairs(shards, lengths, causal);
+  if (pairs.empty()) throw bad_input("attention work imbalance: no ranks");
+  const double total = static_cast<double>(std::accumulate(pairs.begin(), pairs.end(), int64_t{0}));
+  if (total <= 0) return 1.0;
+  const double mean = total / static_cast<double>(pairs.size());
+  return static_cast<double>(*std::max_element(pairs.begin(), pairs.end())) / mean;
 }
 
 template <class T>

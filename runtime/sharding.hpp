@@ -25,6 +25,37 @@ void check_shardable(CpScheme scheme, int64_t seq_len, int64_t cp_size);
 // Global positions held by rank `cp_rank` (increasing). Validates as check_shardable.
 std::vector<int64_t> shard_positions(CpScheme scheme, int64_t seq_len, int64_t cp_size, int64_t cp_rank);
 
+// Packed documents (core/documents.hpp) under CP. Any scheme above can carry documents: each
+// rank's tokens take their document ids from the global sequence (documents_at). But with
+// causal attention inside short documents, the work of a rank is the sum over its tokens of
+// their offset in their document, which the position-based schemes do not balance (contiguous:
+// a rank holding the tails of long documents does far more work than one holding many short
+// ones). The per-document zigzag balances it, as Megatron-LM's packed (THD) path splits each
+// sequence of cu_seqlens into 2*CP chunks and WLB-LLM balances per document:
+//   each document of length len is cut into 2P chunks of floor(len / 2P) tokens, rank r taking
+//   chunks r and 2P-1-r of every document; the len mod 2P tokens left at the end of each
+//   document form a pool (in sequence order) that is sharded zigzag, 2P equal chunks (the pool
+//   holds L - 2P * sum(floor(len / 2P)) tokens, a multiple of 2P because L is).
+// Every rank holds exactly L/P tokens, listed in increasing position order. When every length
+// is a multiple of 2P (Megatron pads each document to one), the causal work per rank is equal.
+// Requires L % 2P == 0 and valid lengths (bad_input otherwise, naming what is wrong).
+std::vector<int64_t> document_shard_positions(const std::vector<int64_t>& lengths, int64_t cp_size, int64_t cp_rank);
+// The global positions of every rank, rank-major: of a scheme, and of the per-document zigzag.
+std::vector<std::vector<int64_t>> scheme_shards(CpScheme scheme, int64_t seq_len, int64_t cp_size);
+std::vector<std::vector<int64_t>> document_shards(const std::vector<int64_t>& lengths, int64_t cp_size);
+// Document ids of the tokens at `positions` (global) for documents of `lengths`.
+std::vector<int64_t> documents_at(const std::vector<int64_t>& lengths, const std::vector<int64_t>& positions);
+// Attention work per rank: the unmasked (query, key) pairs of each rank's queries against the
+// whole sequence (what the ring computes on that rank over all its steps). A query at offset t
+// of a document of length len has t + 1 visible keys (causal) or len (non-causal). Without
+// documents pass lengths = {seq_len}. O(L).
+std::vector<int64_t> rank_attention_pairs(const std::vector<std::vector<int64_t>>& shards,
+                                          const std::vector<int64_t>& lengths, bool causal);
+// Work imbalance of a layout: max / mean of rank_attention_pairs (1 = balanced; the factor by
+// which the slowest rank's attention time exceeds a perfectly balanced split).
+double attention_work_imbalance(const std::vector<std::vector<int64_t>>& shards, const std::vector<int64_t>& lengths,
+                                bool causal);
+
 // A dense row-major host tensor.
 template <class T>
 struct HostTensor {

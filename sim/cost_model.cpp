@@ -10,6 +10,8 @@
 // predict() allocates nothing: doubles in, doubles out.
 #include "sim/cost_model.hpp"
 
+#include "core/documents.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <string>
@@ -148,6 +150,23 @@ const LinkProfile& group_link(const ClusterConfig& c, const Mesh& mesh, MeshDim 
   return group_within_node(mesh, dim, c.gpus_per_node) ? c.intra_node : c.inter_node;
 }
 
+void prepare_document_work(Experiment& e, const std::vector<int64_t>& cp_sizes) {
+  if (!e.training.documents) return;
+  DocumentSpec& d = *e.training.documents;
+  const bool causal = e.training.causal;
+  d.work.clear();
+  for (int64_t cp : cp_sizes)
+    for (CpScheme scheme : {CpScheme::contiguous, CpScheme::zigzag, CpScheme::striped}) {
+      const int64_t multiple = scheme == CpScheme::zigzag ? 2 * cp : cp;
+      if (cp < 1 || e.training.seq_len % multiple != 0) continue;  // check_layout refuses these
+      bool seen = false;
+      for (const DocumentSpec::Work& w : d.work) seen = seen || (w.cp == cp && w.scheme == scheme && w.causal == causal);
+      if (seen) continue;
+      const DocumentAttentionWork w = document_attention_work(d.lengths, scheme, cp, causal);
+      d.work.push_back({cp, scheme, causal, w.pair_fraction, w.imbalance});
+    }
+}
+
 double cp_imbalance(CpScheme scheme, int64_t seq_len, int64_t cp, bool causal) {
   const RingPairs p = ring_pairs(scheme, static_cast<double>(seq_len), static_cast<double>(cp), causal);
   return p.mean_rank_pairs > 0 ? p.max_rank_pairs / p.mean_rank_pairs : 1.0;
@@ -208,6 +227,12 @@ std::string check_layout(const Experiment& e, const Mesh& mesh, const ParallelOp
       return "seq_len " + str(t.seq_len) + " not divisible by 2·CP = " + str(2 * mesh.cp) + " (zigzag)";
   } else if (t.seq_len % mesh.cp != 0) {
     return "seq_len " + str(t.seq_len) + " not divisible by CP = " + str(mesh.cp) + " (" + to_string(opt.cp_scheme) + ")";
+  }
+  // Packed documents: the loader guarantees lengths that fill the sequence; experiments built in
+  // code are checked here (no allocation unless there is a message).
+  if (t.documents) {
+    if (std::string why = check_document_lengths(t.documents->lengths, t.seq_len); !why.empty())
+      return "training.documents: " + why;
   }
   // All-gather CP runs one flash kernel over the whole gathered sequence (runtime and
   // Megatron/TE alike); a materialised score matrix of L/CP x L per head is what it avoids.

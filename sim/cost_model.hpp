@@ -83,6 +83,12 @@ std::string check_layout(const Experiment& e, const Mesh& mesh, const ParallelOp
 // Predict one layout. Precondition: check_layout(...) returned "".
 Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions& opt);
 
+// Packed documents: computes the attention work (DocumentSpec::work) of every scheme at each CP
+// size in `cp_sizes` (those the lengths can be sharded into), so that predict() only looks it up.
+// Without it predict() computes the work itself, O(documents x CP) per call. No-op without
+// documents. Call after the last change to e.training.
+void prepare_document_work(Experiment& e, const std::vector<int64_t>& cp_sizes);
+
 // Load balance of causal attention work across the CP ranks for a scheme: returns
 // max over ranks / mean over ranks of visible (query, key) pairs, exactly (tends to
 // 2 - 1/P for contiguous; 1 for zigzag; close to 1 for striped).

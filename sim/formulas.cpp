@@ -1,6 +1,8 @@
 // Per-layer formulas of the cost model (see formulas.hpp for the sources and conventions).
 #include "sim/formulas.hpp"
 
+#include "core/documents.hpp"
+
 #include <algorithm>
 
 namespace ringplan::sim {
@@ -28,6 +30,21 @@ LayerShape make_layer_shape(const ModelConfig& m, const TrainingConfig& t, const
   // Only the presence of dropout changes memory and traffic (masks, dropout outputs).
   x.dropout = m.dropout > 0.0;
   x.activation_bytes = dtype_bytes(t.dtype);
+  if (t.documents && !t.documents->lengths.empty() && mesh.cp >= 1) {
+    // The precomputed entry (sim::prepare_document_work), else computed here: the same closed
+    // form, allocation-free but O(documents x CP), which the planner's loop must not pay.
+    const DocumentSpec::Work* found = nullptr;
+    for (const DocumentSpec::Work& w : t.documents->work)
+      if (w.cp == mesh.cp && w.scheme == opt.cp_scheme && w.causal == t.causal) found = &w;
+    if (found != nullptr) {
+      x.document_pair_fraction = found->pair_fraction;
+      x.document_imbalance = found->imbalance;
+    } else {
+      const DocumentAttentionWork w = document_attention_work(t.documents->lengths, opt.cp_scheme, mesh.cp, t.causal);
+      x.document_pair_fraction = w.pair_fraction;
+      x.document_imbalance = w.imbalance;
+    }
+  }
   return x;
 }
 
@@ -231,6 +248,16 @@ RingPairs ring_pairs(CpScheme scheme, double seq_len, double cp, bool causal) {
   return p;
 }
 
+RingPairs layer_ring_pairs(const LayerShape& x) {
+  RingPairs p = ring_pairs(x.cp_scheme, x.seq_len, x.cp, x.causal);
+  if (x.document_imbalance <= 0) return p;
+  p.diagonal_pairs *= x.document_pair_fraction;
+  p.off_diagonal_max_pairs *= x.document_pair_fraction;
+  p.mean_rank_pairs *= x.document_pair_fraction;
+  p.max_rank_pairs = p.mean_rank_pairs * x.document_imbalance;
+  return p;
+}
+
 double rank_visible_pairs(CpScheme scheme, double seq_len, double cp, double rank, bool causal) {
   const double L = seq_len, P = cp, r = rank;
   const double c = L / P;
@@ -288,7 +315,7 @@ AttentionFlops attention_forward_flops(const LayerShape& x) {
     f.max_rank = f.per_step_kernel * vb.max_rank;
     return f;
   }
-  const RingPairs p = ring_pairs(x.cp_scheme, x.seq_len, x.cp, x.causal);
+  const RingPairs p = layer_ring_pairs(x);
   f.mean_rank = per_pair * p.mean_rank_pairs;
   f.max_rank = per_pair * p.max_rank_pairs;
   f.per_step_kernel = per_pair * (x.cp > 1 ? p.off_diagonal_max_pairs : p.diagonal_pairs);

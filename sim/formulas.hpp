@@ -39,6 +39,11 @@ struct LayerShape {
   Recompute recompute = Recompute::none;
   bool dropout = false;        // ModelConfig::dropout > 0 (Korthikanti's runs used 0.1; modern LLMs 0)
   double activation_bytes = 2; // bytes per activation element (training dtype)
+  // Packed documents (TrainingConfig::documents; core/documents.hpp document_attention_work for
+  // this scheme and CP): the visible pairs with documents / without, and the slowest rank's
+  // work / the mean rank's. document_imbalance 0: no documents (the scheme's closed forms).
+  double document_pair_fraction = 1;
+  double document_imbalance = 0;
 
   double tokens() const { return micro_batch * seq_len / cp; }  // tokens this rank holds
   // Replicated (non-TP-sharded) hidden-size tensors are split by t only with sequence parallelism.
@@ -149,6 +154,10 @@ struct RingPairs {
   double mean_rank_pairs = 0;  // all visible pairs / P: L(L+1)/2/P causal, L^2/P otherwise
 };
 RingPairs ring_pairs(CpScheme scheme, double seq_len, double cp, bool causal);
+// ring_pairs of a layer, with packed documents: every count scaled by document_pair_fraction
+// (a step's block holds that share of the visible pairs on average) and the slowest rank's
+// total = mean * document_imbalance (the exact per-rank work of the document layout).
+RingPairs layer_ring_pairs(const LayerShape& x);
 // Visible (query, key) pairs of CP rank r (0 <= r < P) over the whole sequence, closed form:
 //   contiguous: c*(r*c) + c(c+1)/2            (c = L/P: r*c earlier keys, then a triangle)
 //   zigzag:     h^2*(2P-1) + h(h+1)            (h = L/2P: the same for every rank)

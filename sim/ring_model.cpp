@@ -51,7 +51,7 @@ RingLayerPrediction predict_ring_layer(const LayerShape& x, const ClusterConfig&
   RingLayerPrediction r;
   const int64_t P = static_cast<int64_t>(x.cp);
   const AttentionFlops f = attention_forward_flops(x);
-  const RingPairs pairs = ring_pairs(x.cp_scheme, x.seq_len, x.cp, x.causal);
+  const RingPairs pairs = layer_ring_pairs(x);
   const double mem_bw = achieved_memory_bandwidth_bytes_per_s(c);
   const RingKernelRate kr = ring_kernel_rate(x, c, peak_flops_per_s);
   const double rate = kr.forward_flops_per_s, backward_factor = kr.backward_factor;

@@ -758,9 +758,20 @@ int device_count(std::string* why) {
   return n;
 }
 
+// The device kernels classify and mask tiles by position only: packed-document ids would be
+// ignored, so they are refused here (the CPU kernels mask documents).
+namespace {
+std::string documents_problem(const BlockParams& p) {
+  if (p.q_documents == nullptr && p.k_documents == nullptr) return {};
+  return "packed documents (q_documents / k_documents) are not supported by the CUDA attention kernels, which mask "
+         "by position only; run documents on the CPU kernels";
+}
+}  // namespace
+
 std::string validate_forward(const BlockParams& p, const ForwardOut& o) {
   std::string s = kernels::validate(p, o);
   if (!s.empty()) return s;
+  if (!(s = documents_problem(p)).empty()) return s;
   for (const auto& [t, name] : {std::pair{&p.q, "q"}, std::pair{&p.k, "k"}, std::pair{&p.v, "v"}}) {
     s = input_problem(*t, name, p.q.type);
     if (!s.empty()) return s;
@@ -776,6 +787,7 @@ std::string validate_forward(const BlockParams& p, const ForwardOut& o) {
 std::string validate_backward(const BlockParams& p, const BackwardArgs& g) {
   std::string s = kernels::validate(p, g);
   if (!s.empty()) return s;
+  if (!(s = documents_problem(p)).empty()) return s;
   for (const auto& [t, name] : {std::pair{&p.q, "q"}, std::pair{&p.k, "k"}, std::pair{&p.v, "v"},
                                 std::pair{&g.grad_out, "grad_out"}}) {
     s = input_problem(*t, name, p.q.type);

@@ -10,6 +10,7 @@
 #include <limits>
 #include <type_traits>
 
+#include "core/documents.hpp"
 #include "core/error.hpp"
 #include "runtime/executor.hpp"
 #include "runtime/allgather_attention.hpp"
@@ -84,6 +85,10 @@ void check_step_spec(const StepSpec& s) {
   if (s.seq_len % multiple != 0)
     fail(fmt::format("seq_len {} not divisible by {} ({} sharding over cp={})", s.seq_len, multiple,
                      to_string(o.cp_scheme), mesh.cp));
+  if (!s.document_lengths.empty()) {
+    if (const std::string why = check_document_lengths(s.document_lengths, s.seq_len); !why.empty())
+      fail("packed documents: " + why);
+  }
   if (o.micro_batch < 1) fail(fmt::format("micro_batch {} must be >= 1", o.micro_batch));
   if (s.global_batch < 1 || s.global_batch % (mesh.dp * o.micro_batch) != 0)
     fail(fmt::format("global batch {} not divisible by dp x micro_batch = {}", s.global_batch, mesh.dp * o.micro_batch));
@@ -237,7 +242,11 @@ Trainer<T>::Trainer(const StepSpec& spec, Communicator& world)
   first_stage_ = c.pp == 0;
   last_stage_ = c.pp == mesh.pp - 1;
   micro_batches_ = spec_.global_batch / (mesh.dp * spec_.options.micro_batch);
-  positions_ = shard_positions(spec_.options.cp_scheme, spec_.seq_len, mesh.cp, c.cp);
+  const bool packed = !spec_.document_lengths.empty();
+  positions_ = packed && spec_.options.cp_scheme == CpScheme::zigzag
+                   ? document_shard_positions(spec_.document_lengths, mesh.cp, c.cp)
+                   : shard_positions(spec_.options.cp_scheme, spec_.seq_len, mesh.cp, c.cp);
+  if (packed) documents_ = documents_at(spec_.document_lengths, positions_);
 
   if constexpr (std::is_same_v<T, float>) {
     RingConfig rc;
@@ -250,11 +259,11 @@ Trainer<T>::Trainer(const StepSpec& spec, Communicator& world)
     rc.kernel = RingKernel::flash;
     rc.tiles = spec_.tiles;
     if (spec_.options.cp_comm == CpComm::allgather && mesh.cp > 1)
-      gather_ = std::make_unique<AllGatherAttention>(*groups_.cp, rc, positions_.data());
+      gather_ = std::make_unique<AllGatherAttention>(*groups_.cp, rc, positions_.data(), documents());
     else if (spec_.options.cp_comm == CpComm::alltoall && mesh.cp > 1)
-      a2a_ = std::make_unique<AllToAllAttention>(*groups_.cp, rc, positions_.data());
+      a2a_ = std::make_unique<AllToAllAttention>(*groups_.cp, rc, positions_.data(), documents());
     else
-      ring_ = std::make_unique<RingAttention>(*groups_.cp, rc, positions_.data());
+      ring_ = std::make_unique<RingAttention>(*groups_.cp, rc, positions_.data(), documents());
   } else {
     if (mesh.cp != 1)
       throw bad_input("the float64 training step runs attention with the reference kernels: cp must be 1");
@@ -488,7 +497,8 @@ void Trainer<T>::attention_forward(LayerStash& st) {
     }
   } else {
     kernels::reference_forward(st.q.data(), st.k.data(), st.v.data(), positions_.data(), positions_.data(), b, hq_,
-                               hkv_, n_, n_, d_, spec_.causal, 1.0 / std::sqrt(double(d_)), st.o.data(), st.lse.data());
+                               hkv_, n_, n_, d_, spec_.causal, 1.0 / std::sqrt(double(d_)), st.o.data(), st.lse.data(),
+                               documents(), documents());
   }
 }
 
@@ -511,7 +521,7 @@ void Trainer<T>::attention_backward(LayerStash& st, const T* dout, T* dq, T* dk,
   } else {
     kernels::reference_backward(st.q.data(), st.k.data(), st.v.data(), st.o.data(), dout, st.lse.data(),
                                 positions_.data(), positions_.data(), b, hq_, hkv_, n_, n_, d_, spec_.causal,
-                                1.0 / std::sqrt(double(d_)), dq, dk, dv);
+                                1.0 / std::sqrt(double(d_)), dq, dk, dv, documents(), documents());
   }
 }
 

@@ -73,6 +73,11 @@ struct StepSpec {
   int64_t seq_len = 0;
   int64_t global_batch = 0;   // sequences per optimizer step (all DP replicas)
   bool causal = true;
+  // Packed documents (TrainingConfig::documents): lengths summing to seq_len, every sequence
+  // packed alike; attention stays inside each document, and cp_scheme zigzag shards each
+  // document into 2 CP chunks (runtime/sharding.hpp document_shard_positions), the layout the
+  // cost model assumes. Empty: each sequence is one document.
+  std::vector<int64_t> document_lengths;
   Optimizer optimizer = Optimizer::adam;
   double learning_rate = 1e-3;
   double clip_grad = 1.0;     // bound on the gradients' global L2 norm before the update; 0: none
@@ -232,6 +237,8 @@ class Trainer {
   bool first_stage_ = true, last_stage_ = true;
   int64_t micro_batches_ = 1;
   std::vector<int64_t> positions_;  // global positions of this rank's n_ tokens
+  std::vector<int64_t> documents_;  // their document ids (packed documents), else empty
+  const int64_t* documents() const { return documents_.empty() ? nullptr : documents_.data(); }
 
   std::vector<ParamInfo> params_;
   std::vector<Block> blocks_;       // embedding (first stage), layers, output (last stage)

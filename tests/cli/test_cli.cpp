@@ -290,6 +290,45 @@ TEST_CASE("simulate --cp-comm alltoall: named in the options, no imbalance, refu
   CHECK(has(r.err, "cp_comm alltoall needs CP 8 to divide the query heads per TP rank"));
 }
 
+TEST_CASE("packed documents: simulate and plan model training.documents, and the plan file keeps it") {
+  // The default experiment with a lognormal document-length distribution (model and cluster by
+  // absolute path, as the copy lives in a temporary folder).
+  TempDir tmp;
+  std::string text = slurp(kConfigs + "default.yaml");
+  auto replace = [&](const std::string& from, const std::string& to) {
+    const auto at = text.find(from);
+    REQUIRE(at != std::string::npos);
+    text.replace(at, from.size(), to);
+  };
+  replace("model: ../models/", "model: " + std::string(RINGPLAN_SOURCE_DIR) + "/configs/models/");
+  replace("cluster: ../clusters/", "cluster: " + std::string(RINGPLAN_SOURCE_DIR) + "/configs/clusters/");
+  replace("  causal: true\n", "  causal: true\n  documents: {distribution: lognormal, mean_length: 8192, seed: 1}\n");
+  const std::string exp = tmp.file("docs.yaml");
+  std::ofstream(exp) << text;
+  const std::string mesh = " --mesh dp=2,tp=4,cp=8,pp=1 --format json";
+  const Result plain = ringplan("simulate '" + kConfigs + "default.yaml'" + mesh + " --cp-scheme zigzag");
+  const Result zig = ringplan("simulate '" + exp + "'" + mesh + " --cp-scheme zigzag");
+  const Result cont = ringplan("simulate '" + exp + "'" + mesh + " --cp-scheme contiguous");
+  REQUIRE_MESSAGE(plain.rc == 0, plain.err);
+  REQUIRE_MESSAGE(zig.rc == 0, zig.err);
+  REQUIRE_MESSAGE(cont.rc == 0, cont.err);
+  const auto jp = nlohmann::json::parse(plain.out), jz = nlohmann::json::parse(zig.out),
+             jc = nlohmann::json::parse(cont.out);
+  // Documents of ~8K in 128K tokens: far fewer visible pairs, so less attention compute.
+  CHECK(jz["time"]["forward_compute_s"].get<double>() < jp["time"]["forward_compute_s"].get<double>());
+  // The per-document zigzag is nearly balanced; contiguous shards of 16K tokens are not.
+  CHECK(jz["time"]["cp_imbalance_s"].get<double>() < jc["time"]["cp_imbalance_s"].get<double>());
+  // plan -o writes the documents into the plan; simulate of the plan reproduces its prediction.
+  const std::string plan_path = tmp.file("plan.yaml");
+  const Result p = ringplan("plan '" + exp + "' --top 1 --format json -o '" + plan_path + "'");
+  REQUIRE_MESSAGE(p.rc == 0, p.err);
+  CHECK(has(slurp(plan_path), "distribution: lognormal"));
+  const Result s = ringplan("simulate '" + plan_path + "' --format json");
+  REQUIRE_MESSAGE(s.rc == 0, s.err);
+  CHECK(nlohmann::json::parse(s.out)["step_time_s"].get<double>() ==
+        doctest::Approx(nlohmann::json::parse(p.out)["chosen"]["step_time_s"].get<double>()).epsilon(1e-9));
+}
+
 TEST_CASE("bad input exits 2 with a message saying what would be valid") {
   const std::string exp = "'" + kConfigs + "default.yaml'";
   struct Case {

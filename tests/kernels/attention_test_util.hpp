@@ -65,7 +65,10 @@ struct Problem {
   int64_t b = 1, h = 2, hkv = 2, n = 67, m = 131, d = 64;
   bool causal = true;
   std::vector<int64_t> q_pos, k_pos;
+  std::vector<int64_t> q_doc, k_doc;  // packed documents: ids per token, both or neither
   std::vector<float> q, k, v, grad_out;
+  const int64_t* q_doc_ptr() const { return q_doc.empty() ? nullptr : q_doc.data(); }
+  const int64_t* k_doc_ptr() const { return k_doc.empty() ? nullptr : k_doc.data(); }
 
   int64_t q_elems() const { return b * h * n * d; }
   int64_t kv_elems() const { return b * hkv * m * d; }
@@ -136,7 +139,10 @@ Result run_naive(const Problem& p) {
   const auto dout = convert<T>(p.grad_out);
   std::vector<T> out(p.q_elems(), T(0)), lse(p.rows()), dq(p.q_elems(), T(0));
   std::vector<T> dk(p.kv_elems(), T(0)), dv(p.kv_elems(), T(0)), s(p.m);
-  auto visible = [&](int64_t i, int64_t j) { return !p.causal || p.k_pos[j] <= p.q_pos[i]; };
+  auto visible = [&](int64_t i, int64_t j) {
+    if (!p.q_doc.empty() && p.q_doc[i] != p.k_doc[j]) return false;
+    return !p.causal || p.k_pos[j] <= p.q_pos[i];
+  };
   for (int64_t bi = 0; bi < p.b; ++bi)
     for (int64_t hi = 0; hi < p.h; ++hi) {
       const int64_t kv0 = (bi * p.hkv + hi / (p.h / p.hkv)) * p.m * p.d;
@@ -192,10 +198,10 @@ inline Result run_reference(const Problem& p) {
   r.grad_k.resize(p.kv_elems());
   r.grad_v.resize(p.kv_elems());
   reference_forward(q.data(), k.data(), v.data(), p.q_pos.data(), p.k_pos.data(), p.b, p.h, p.hkv,
-                    p.n, p.m, p.d, p.causal, 0.0, r.out.data(), r.lse.data());
+                    p.n, p.m, p.d, p.causal, 0.0, r.out.data(), r.lse.data(), p.q_doc_ptr(), p.k_doc_ptr());
   reference_backward(q.data(), k.data(), v.data(), r.out.data(), dout.data(), r.lse.data(),
                      p.q_pos.data(), p.k_pos.data(), p.b, p.h, p.hkv, p.n, p.m, p.d, p.causal,
-                     0.0, r.grad_q.data(), r.grad_k.data(), r.grad_v.data());
+                     0.0, r.grad_q.data(), r.grad_k.data(), r.grad_v.data(), p.q_doc_ptr(), p.k_doc_ptr());
   return r;
 }
 
@@ -216,6 +222,8 @@ struct KernelBuffers {
     params.v = dense_view(v.data(), ElemType::f32, p.b, p.hkv, p.m, p.d);
     params.q_positions = p.q_pos.data();
     params.k_positions = p.k_pos.data();
+    params.q_documents = p.q_doc_ptr();
+    params.k_documents = p.k_doc_ptr();
     params.causal = p.causal;
     fwd.out = dense_view(out.data(), ElemType::f32, p.b, p.h, p.n, p.d);
     fwd.lse = dense_rows(lse.data(), p.b, p.h, p.n);

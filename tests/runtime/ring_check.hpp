@@ -1,4 +1,5 @@
-// Test helper: runs ring (or all-gather, or all-to-all) attention on a CP group and compares O, lse, dQ, dK, dV of this rank's
+// Test helper: runs ring (or all-gather, or all-to-all) attention on a CP group, optionally with
+// packed documents, and compares O, lse, dQ, dK, dV of this rank's
 // shard with the single-process float64 reference (kernels::reference_*) over the whole
 // sequence, restricted to the shard. Inputs come from runtime::synthetic_value, i.e. they
 // depend on the global position only, so every scheme and P sees the same problem.
@@ -24,6 +25,10 @@ struct RingCase {
   uint64_t seed = 7;
   bool allgather = false;  // the all-gather CP method instead of the ring
   bool alltoall = false;   // the all-to-all (Ulysses) CP method instead of the ring
+  // Packed documents (lengths summing to seq_len; empty: one document) and whether the shards
+  // are the per-document zigzag (runtime::document_shard_positions) instead of `scheme`.
+  std::vector<int64_t> doc_lengths;
+  bool per_document = false;
 };
 
 // Max abs error of each output, and the max abs value of the reference (for relative bounds).
@@ -70,9 +75,13 @@ inline double shard_error(const std::vector<float>& a, const std::vector<double>
 // Collective over `cp`: every rank runs the ring and checks its own shard.
 inline RingErrors run_ring_case(runtime::Communicator& cp, const RingCase& c) {
   using runtime::SyntheticTensor;
-  const runtime::ContextParallel ctx(&cp, c.scheme, c.seq_len);
-  const auto& pos = ctx.positions();
-  const int64_t n = ctx.local_tokens();
+  const std::vector<int64_t> pos = c.per_document ? runtime::document_shard_positions(c.doc_lengths, cp.size(), cp.rank())
+                                                   : runtime::shard_positions(c.scheme, c.seq_len, cp.size(), cp.rank());
+  const int64_t n = c.seq_len / cp.size();
+  // Each shard carries its tokens' document ids (null without documents).
+  const std::vector<int64_t> docs = c.doc_lengths.empty() ? std::vector<int64_t>{}
+                                                          : runtime::documents_at(c.doc_lengths, pos);
+  const int64_t* doc_ptr = docs.empty() ? nullptr : docs.data();
   const size_t qe = static_cast<size_t>(c.batch * c.heads * n * c.head_dim);
   const size_t ke = static_cast<size_t>(c.batch * c.kv_heads * n * c.head_dim);
   const size_t rows = static_cast<size_t>(c.batch * c.heads * n);
@@ -93,15 +102,15 @@ inline RingErrors run_ring_case(runtime::Communicator& cp, const RingCase& c) {
   cfg.tiles.tile_q = 16;  // small tiles so partial tiles and tile-level masking are exercised
   cfg.tiles.tile_k = 16;
   if (c.alltoall) {
-    runtime::AllToAllAttention a2a(cp, cfg, pos.data());
+    runtime::AllToAllAttention a2a(cp, cfg, pos.data(), doc_ptr);
     a2a.forward(q.data(), k.data(), v.data(), out.data(), lse.data());
     a2a.backward(q.data(), k.data(), v.data(), out.data(), lse.data(), dout.data(), dq.data(), dk.data(), dv.data());
   } else if (c.allgather) {
-    runtime::AllGatherAttention ag(cp, cfg, pos.data());
+    runtime::AllGatherAttention ag(cp, cfg, pos.data(), doc_ptr);
     ag.forward(q.data(), k.data(), v.data(), out.data(), lse.data());
     ag.backward(q.data(), k.data(), v.data(), out.data(), lse.data(), dout.data(), dq.data(), dk.data(), dv.data());
   } else {
-    runtime::RingAttention ring(cp, cfg, pos.data());
+    runtime::RingAttention ring(cp, cfg, pos.data(), doc_ptr);
     ring.forward(q.data(), k.data(), v.data(), out.data(), lse.data());
     ring.backward(q.data(), k.data(), v.data(), out.data(), lse.data(), dout.data(), dq.data(), dk.data(), dv.data());
   }
@@ -110,16 +119,19 @@ inline RingErrors run_ring_case(runtime::Communicator& cp, const RingCase& c) {
   const int64_t L = c.seq_len;
   std::vector<int64_t> all_pos(static_cast<size_t>(L));
   for (int64_t i = 0; i < L; ++i) all_pos[static_cast<size_t>(i)] = i;
+  const std::vector<int64_t> all_docs = c.doc_lengths.empty() ? std::vector<int64_t>{}
+                                                              : runtime::documents_at(c.doc_lengths, all_pos);
+  const int64_t* all_doc_ptr = all_docs.empty() ? nullptr : all_docs.data();
   const auto Q = full_tensor(c, SyntheticTensor::q, c.heads), K = full_tensor(c, SyntheticTensor::k, c.kv_heads),
              V = full_tensor(c, SyntheticTensor::v, c.kv_heads), dO = full_tensor(c, SyntheticTensor::grad_out, c.heads);
   std::vector<double> O(Q.size()), LSE(static_cast<size_t>(c.batch * c.heads * L)), dQ(Q.size()), dK(K.size()),
       dV(V.size());
   const double scale = 1.0 / std::sqrt(static_cast<double>(c.head_dim));
   kernels::reference_forward(Q.data(), K.data(), V.data(), all_pos.data(), all_pos.data(), c.batch, c.heads, c.kv_heads,
-                             L, L, c.head_dim, c.causal, scale, O.data(), LSE.data());
+                             L, L, c.head_dim, c.causal, scale, O.data(), LSE.data(), all_doc_ptr, all_doc_ptr);
   kernels::reference_backward(Q.data(), K.data(), V.data(), O.data(), dO.data(), LSE.data(), all_pos.data(),
                               all_pos.data(), c.batch, c.heads, c.kv_heads, L, L, c.head_dim, c.causal, scale, dQ.data(),
-                              dK.data(), dV.data());
+                              dK.data(), dV.data(), all_doc_ptr, all_doc_ptr);
   RingErrors e;
   e.out = shard_error(out, O, c.batch * c.heads, L, pos, c.head_dim, &e.ref_out);
   e.lse = shard_error(lse, LSE, c.batch * c.heads, L, pos, 1, nullptr);

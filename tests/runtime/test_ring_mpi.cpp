@@ -6,6 +6,7 @@
 #include <doctest/doctest.h>
 #include <fmt/format.h>
 
+#include <array>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
@@ -464,6 +465,129 @@ TEST_CASE("mesh groups follow rank = tp + TP*(cp + CP*(dp + DP*pp))") {
     }
   }
   CHECK_THROWS_AS(runtime::make_mesh_groups(*g_world, Mesh{1, 1, W + 1, 1}), Error);
+}
+
+namespace {
+
+// Irregular document lengths filling L (1, 13, 5, 29, 2, 41, 9, ... the last one cut): documents
+// of one token, documents shorter and longer than a shard, boundaries inside every shard and
+// zigzag chunk for every P tested.
+std::vector<int64_t> irregular_documents(int64_t L) {
+  const int64_t pattern[] = {1, 13, 5, 29, 2, 41, 9};
+  std::vector<int64_t> lengths;
+  int64_t sum = 0;
+  for (size_t i = 0; sum < L; ++i) {
+    const int64_t len = std::min(pattern[i % 7], L - sum);
+    lengths.push_back(len);
+    sum += len;
+  }
+  return lengths;
+}
+
+const char* sharding_name(const test::RingCase& c) { return c.per_document ? "per-document zigzag" : to_string(c.scheme); }
+
+void check_documents_case(const test::RingCase& c, const char* method) {
+  const test::RingErrors e = test::run_ring_case(*g_world, c);
+  INFO(fmt::format("{} with {} documents: P={} L={} {} {} {} H={} Hkv={} rank {}", method, c.doc_lengths.size(),
+                   g_world->size(), c.seq_len, sharding_name(c), c.causal ? "causal" : "non-causal",
+                   kernel_name(c.kernel), c.heads, c.kv_heads, g_world->rank()));
+  INFO(fmt::format("errors: O {:.2e} lse {:.2e} dQ {:.2e} dK {:.2e} dV {:.2e}", e.out, e.lse, e.grad_q, e.grad_k,
+                   e.grad_v));
+  CHECK(e.worst_relative() <= kFloat32Bound);
+  CHECK(e.ref_out > 0.05);
+  CHECK(e.ref_grad_k > 0.01);
+}
+
+}  // namespace
+
+TEST_CASE("packed documents: ring equals the float64 reference for every scheme and per document, GQA and MHA") {
+  const int P = g_world->size();
+  for (int sharding = 0; sharding < 4; ++sharding)
+    for (bool causal : {true, false})
+      for (int64_t kv : {int64_t{2}, int64_t{1}})
+        for (RingKernel kernel : {RingKernel::flash, RingKernel::materialized}) {
+          test::RingCase c;
+          c.seq_len = 24 * P;  // n = 24: partial tiles of 16; a multiple of 2P for zigzag
+          c.heads = 2;
+          c.kv_heads = kv;
+          c.causal = causal;
+          c.kernel = kernel;
+          c.per_document = sharding == 3;
+          if (sharding < 3) c.scheme = std::array{CpScheme::contiguous, CpScheme::zigzag, CpScheme::striped}[size_t(sharding)];
+          c.doc_lengths = irregular_documents(c.seq_len);
+          check_documents_case(c, "ring");
+        }
+}
+
+TEST_CASE("packed documents: all-gather and all-to-all CP equal the float64 reference, every scheme") {
+  const int P = g_world->size();
+  for (int sharding = 0; sharding < 4; ++sharding)
+    for (bool causal : {true, false})
+      for (bool alltoall : {false, true}) {
+        test::RingCase c;
+        c.seq_len = 24 * P;
+        c.heads = alltoall ? 2 * P : 2;  // all-to-all: P divides the query heads
+        c.kv_heads = alltoall ? P : 1;
+        c.causal = causal;
+        c.allgather = !alltoall;
+        c.alltoall = alltoall;
+        c.per_document = sharding == 3;
+        if (sharding < 3) c.scheme = std::array{CpScheme::contiguous, CpScheme::zigzag, CpScheme::striped}[size_t(sharding)];
+        c.doc_lengths = irregular_documents(c.seq_len);
+        check_documents_case(c, alltoall ? "all-to-all" : "all-gather");
+      }
+}
+
+TEST_CASE("packed documents: the per-document zigzag gives every ring rank the same attention work") {
+  // Lengths that are multiples of 2P (Megatron pads documents to them): every rank's ring
+  // computes exactly the same visible pairs, which rank_attention_pairs predicts; contiguous
+  // sharding of the same documents does not.
+  const int P = g_world->size(), r = g_world->rank();
+  const int64_t u = 2 * P;
+  const std::vector<int64_t> lengths{3 * u, 11 * u, 1 * u, 5 * u};  // L = 20 * 2P
+  const int64_t L = 20 * u;
+  for (bool causal : {true, false}) {
+    INFO(fmt::format("P={} {}", P, causal ? "causal" : "non-causal"));
+    const auto shards = runtime::document_shards(lengths, P);
+    const auto pos = shards[size_t(r)];
+    const auto docs = runtime::documents_at(lengths, pos);
+    runtime::RingConfig cfg;
+    cfg.heads = 1;
+    cfg.kv_heads = 1;
+    cfg.tokens = L / P;
+    cfg.head_dim = 8;
+    cfg.causal = causal;
+    runtime::RingAttention ring(*g_world, cfg, pos.data(), docs.data());
+    std::vector<float> q(static_cast<size_t>(cfg.tokens * 8), 0.25f), out(q.size()), lse(static_cast<size_t>(cfg.tokens));
+    ring.forward(q.data(), q.data(), q.data(), out.data(), lse.data());
+    const int64_t mine = ring.last_forward().visible_pairs();
+    std::vector<int64_t> all(static_cast<size_t>(P));
+    g_world->all_gather(&mine, all.data(), sizeof(int64_t));
+    const auto predicted = runtime::rank_attention_pairs(shards, lengths, causal);
+    CHECK(all == predicted);
+    for (int64_t x : all) CHECK(x == all[0]);
+    CHECK(runtime::attention_work_imbalance(shards, lengths, causal) == 1.0);
+    // Skipped blocks are exactly those with no visible pair (documents or causal order).
+    for (const auto& st : ring.last_forward().steps) CHECK(st.skipped == (st.visible_pairs == 0));
+  }
+}
+
+TEST_CASE("packed documents: ranks that disagree on having documents are refused on every rank") {
+  const int P = g_world->size(), r = g_world->rank();
+  if (P == 1) return;  // one rank always agrees with itself
+  const int64_t L = 16 * P;
+  const auto pos = runtime::shard_positions(CpScheme::contiguous, L, P, r);
+  const std::vector<int64_t> docs(pos.size(), 0);
+  runtime::RingConfig cfg;
+  cfg.tokens = L / P;
+  cfg.head_dim = 8;
+  try {
+    runtime::RingAttention ring(*g_world, cfg, pos.data(), r == 0 ? docs.data() : nullptr);
+    FAIL("expected bad_input");
+  } catch (const Error& e) {
+    CHECK(e.kind() == ErrorKind::bad_input);
+    CHECK(std::string(e.what()).find("document ids") != std::string::npos);
+  }
 }
 
 TEST_CASE("error vs the float64 reference as P grows (printed)") {

@@ -1,9 +1,11 @@
-// Single-process runtime tests (no mpirun): sharding positions and errors, the DESIGN.md
+// Single-process runtime tests (no mpirun): sharding positions and errors, packed documents'
+// per-document sharding and work balance, the DESIGN.md
 // worked examples, mesh index math, statistics, trace JSON, synthetic inputs, memory probes,
 // and the P = 1 ring (MPI singleton) against the float64 reference.
 #define DOCTEST_CONFIG_IMPLEMENT
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <map>
 
 #include <nlohmann/json.hpp>
@@ -12,6 +14,7 @@
 
 #include "runtime/measure_cpu.hpp"
 #include "runtime/memory.hpp"
+#include "core/documents.hpp"
 #include "core/error.hpp"
 #include "runtime/mesh.hpp"
 #include "runtime/mpi_communicator.hpp"
@@ -82,6 +85,111 @@ TEST_CASE("a length that does not divide is a clear error naming L, P, scheme an
   CHECK_NOTHROW(shard_positions(CpScheme::striped, 12, 4, 3));
   CHECK_THROWS_AS(shard_positions(CpScheme::contiguous, 12, 4, 4), Error);  // rank out of range
   CHECK_THROWS_AS(shard_positions(CpScheme::contiguous, 12, 0, 0), Error);
+}
+
+TEST_CASE("per-document zigzag: each document's chunks r and 2P-1-r, leftovers zigzag, every token once") {
+  // Documents 8 and 4 over P = 2 (2P = 4): document 0 chunks of 2, document 1 chunks of 1.
+  CHECK(runtime::document_shard_positions({8, 4}, 2, 0) == std::vector<int64_t>{0, 1, 6, 7, 8, 11});
+  CHECK(runtime::document_shard_positions({8, 4}, 2, 1) == std::vector<int64_t>{2, 3, 4, 5, 9, 10});
+  // Leftovers: documents 5 and 3 over P = 2: 4 + 0 tokens in chunks, leftovers {4, 5, 6, 7} zigzag.
+  CHECK(runtime::document_shard_positions({5, 3}, 2, 0) == std::vector<int64_t>{0, 3, 4, 7});
+  CHECK(runtime::document_shard_positions({5, 3}, 2, 1) == std::vector<int64_t>{1, 2, 5, 6});
+  const std::vector<std::vector<int64_t>> layouts{{1, 13, 5, 29, 2, 41, 9, 4}, {104}, {1, 1, 1, 101}, {52, 52}};
+  for (const auto& lengths : layouts)
+    for (int64_t P : {1, 2, 4}) {
+      const int64_t L = 104;  // a multiple of 2P for P = 1, 2, 4
+      INFO("P=" << P << " documents " << lengths.size());
+      std::set<int64_t> seen;
+      for (int64_t r = 0; r < P; ++r) {
+        const auto pos = runtime::document_shard_positions(lengths, P, r);
+        CHECK(static_cast<int64_t>(pos.size()) == L / P);
+        CHECK(std::is_sorted(pos.begin(), pos.end()));
+        for (int64_t p : pos) CHECK(seen.insert(p).second);
+      }
+      CHECK(seen.size() == static_cast<size_t>(L));
+    }
+}
+
+TEST_CASE("packed documents: document ids of positions and the attention pairs of each rank") {
+  CHECK(runtime::documents_at({3, 1, 4}, {0, 2, 3, 4, 7}) == std::vector<int64_t>{0, 0, 1, 2, 2});
+  CHECK_THROWS_AS(runtime::documents_at({3, 1}, {4}), Error);
+  // Documents 3, 1, 4 on one rank: causal 6 + 1 + 10 pairs, non-causal 9 + 1 + 16.
+  const std::vector<std::vector<int64_t>> one{range(0, 8)};
+  CHECK(runtime::rank_attention_pairs(one, {3, 1, 4}, true) == std::vector<int64_t>{17});
+  CHECK(runtime::rank_attention_pairs(one, {3, 1, 4}, false) == std::vector<int64_t>{26});
+  // One document, contiguous causal: rank r's queries see (r n + 1) .. (r+1) n keys; max/mean
+  // is 2 - 1/P up to O(1/n) (DESIGN.md "Sequence sharding").
+  const auto contiguous = runtime::scheme_shards(CpScheme::contiguous, 4096, 4);
+  CHECK(runtime::attention_work_imbalance(contiguous, {4096}, true) == doctest::Approx(1.75).epsilon(1e-3));
+  CHECK(runtime::attention_work_imbalance(runtime::scheme_shards(CpScheme::zigzag, 4096, 4), {4096}, true) == 1.0);
+  CHECK(runtime::attention_work_imbalance(contiguous, {4096}, false) == 1.0);
+}
+
+TEST_CASE("packed documents: the per-document zigzag balances attention work where the schemes do not") {
+  // Lengths multiples of 2P: exactly balanced, causal and not, for P = 1..8.
+  for (int64_t P : {1, 2, 3, 4, 8}) {
+    const int64_t u = 2 * P;
+    const std::vector<int64_t> lengths{7 * u, 1 * u, 30 * u, 2 * u};
+    for (bool causal : {true, false})
+      CHECK(runtime::attention_work_imbalance(runtime::document_shards(lengths, P), lengths, causal) == 1.0);
+  }
+  // Seeded lognormal documents (mean 2048, sigma 1) in a 64K sequence, P = 8: the per-document
+  // zigzag stays within 1 % of balanced; contiguous sharding, which gives whole long documents'
+  // tails to one rank, is far off, and the position-based zigzag is too.
+  DocumentSpec spec;
+  spec.kind = DocumentLengthKind::lognormal;
+  spec.mean_length = 2048;
+  spec.sigma = 1.0;
+  spec.seed = 11;
+  const int64_t L = 65536, P = 8;
+  const auto lengths = document_lengths(spec, L);
+  const double per_doc = runtime::attention_work_imbalance(runtime::document_shards(lengths, P), lengths, true);
+  const double contiguous =
+      runtime::attention_work_imbalance(runtime::scheme_shards(CpScheme::contiguous, L, P), lengths, true);
+  const double zigzag = runtime::attention_work_imbalance(runtime::scheme_shards(CpScheme::zigzag, L, P), lengths, true);
+  MESSAGE("causal work max/mean, " << lengths.size() << " lognormal documents, P=8: per-document " << per_doc
+                                   << ", contiguous " << contiguous << ", zigzag " << zigzag);
+  CHECK(per_doc <= 1.01);
+  CHECK(contiguous > 1.1);
+  CHECK(per_doc < zigzag);
+}
+
+TEST_CASE("packed documents: the cost model's closed-form work per rank equals the count over the shards") {
+  // core/documents.hpp document_rank_pairs (what sim::predict uses) against rank_attention_pairs
+  // over the positions the runtime shards: contiguous and striped by scheme, zigzag per document.
+  for (int64_t P : {1, 2, 3, 4, 8}) {
+    const int64_t L = 2 * P * 37;
+    std::vector<int64_t> lengths;
+    const int64_t pattern[] = {1, 13, 5, 29, 2, 41, 9, 100};
+    for (int64_t sum = 0, i = 0; sum < L; ++i) {
+      lengths.push_back(std::min(pattern[i % 8], L - sum));
+      sum += lengths.back();
+    }
+    for (bool causal : {true, false})
+      for (CpScheme scheme : {CpScheme::contiguous, CpScheme::zigzag, CpScheme::striped}) {
+        INFO("P=" << P << " " << to_string(scheme) << (causal ? " causal" : " non-causal"));
+        const auto shards =
+            scheme == CpScheme::zigzag ? runtime::document_shards(lengths, P) : runtime::scheme_shards(scheme, L, P);
+        const auto counted = runtime::rank_attention_pairs(shards, lengths, causal);
+        for (int64_t r = 0; r < P; ++r)
+          CHECK(document_rank_pairs(lengths, scheme, P, r, causal) == counted[static_cast<size_t>(r)]);
+        CHECK(document_attention_work(lengths, scheme, P, causal).imbalance ==
+              doctest::Approx(runtime::attention_work_imbalance(shards, lengths, causal)).epsilon(1e-12));
+      }
+  }
+}
+
+TEST_CASE("per-document zigzag refuses lengths that cannot fill 2P equal shards") {
+  try {
+    runtime::document_shard_positions({5, 5}, 4, 0);  // L = 10, not a multiple of 8
+    FAIL("expected an error");
+  } catch (const Error& e) {
+    CHECK(e.kind() == ErrorKind::bad_input);
+    CHECK(std::string(e.what()).find("multiple of 2P = 8") != std::string::npos);
+  }
+  CHECK_THROWS_AS(runtime::document_shard_positions({4, 0, 4}, 2, 0), Error);
+  CHECK_THROWS_AS(runtime::document_shard_positions({}, 2, 0), Error);
+  CHECK_THROWS_AS(runtime::document_shard_positions({8}, 2, 2), Error);  // rank out of range
 }
 
 TEST_CASE("offline shard of several buffers along their own sequence dims") {

@@ -7,6 +7,7 @@
 #include <doctest/doctest.h>
 #include <fmt/format.h>
 
+#include <cmath>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -40,7 +41,11 @@ struct Case {
   ParallelOptions options;
   int64_t layers = 2;
   Optimizer optimizer = Optimizer::adam;
+  std::vector<int64_t> documents;  // packed documents of the 16-token sequences (empty: none)
 };
+
+// Packed documents crossing every shard boundary of 2 and 4 CP ranks (and zigzag chunks).
+const std::vector<int64_t> kDocuments{3, 8, 5};
 
 ParallelOptions opts(CpScheme scheme = CpScheme::zigzag) {
   ParallelOptions o;
@@ -52,7 +57,7 @@ ParallelOptions opts(CpScheme scheme = CpScheme::zigzag) {
 std::vector<Case> cases_for(int world) {
   std::vector<Case> cs;
   auto add = [&](std::string name, Mesh m, ParallelOptions o, int64_t layers = 2, Optimizer opt = Optimizer::adam) {
-    if (m.world_size() == world) cs.push_back({std::move(name), m, o, layers, opt});
+    if (m.world_size() == world) cs.push_back({std::move(name), m, o, layers, opt, {}});
   };
   ParallelOptions o;
   // P = 1: the options alone (recompute and ZeRO change nothing numerically).
@@ -111,6 +116,23 @@ std::vector<Case> cases_for(int world) {
   o = opts();
   o.zero_stage = 3;
   add("pp2 x cp2 zero3", Mesh{1, 1, 2, 2}, o);
+  // Packed documents: the mask inside the ring (and the other CP methods), the per-document
+  // zigzag; the one-process reference masks the same documents.
+  auto add_docs = [&](std::string name, Mesh m, ParallelOptions po) {
+    if (m.world_size() == world) cs.push_back({std::move(name), m, po, 2, Optimizer::adam, kDocuments});
+  };
+  add_docs("documents one process", Mesh{1, 1, 1, 1}, opts());
+  add_docs("documents cp2 zigzag", Mesh{1, 1, 2, 1}, opts(CpScheme::zigzag));
+  add_docs("documents cp2 contiguous", Mesh{1, 1, 2, 1}, opts(CpScheme::contiguous));
+  add_docs("documents cp2 striped", Mesh{1, 1, 2, 1}, opts(CpScheme::striped));
+  o = opts();
+  o.cp_comm = CpComm::allgather;
+  add_docs("documents cp2 allgather", Mesh{1, 1, 2, 1}, o);
+  o.cp_comm = CpComm::alltoall;
+  add_docs("documents cp2 alltoall", Mesh{1, 1, 2, 1}, o);
+  add_docs("documents cp4 zigzag", Mesh{1, 1, 4, 1}, opts(CpScheme::zigzag));
+  add_docs("documents dp2 x cp2", Mesh{2, 1, 2, 1}, opts());
+  add_docs("documents tp2 x cp2", Mesh{1, 2, 2, 1}, opts());
   return cs;
 }
 }  // namespace
@@ -125,6 +147,7 @@ TEST_CASE("training step: losses and parameters equal the one-process step (ever
     spec.mesh = c.mesh;
     spec.options = c.options;
     spec.optimizer = c.optimizer;
+    spec.document_lengths = c.documents;
     StepSpec ref_spec = spec;
     ref_spec.mesh = Mesh{1, 1, 1, 1};
     ref_spec.options = opts();
@@ -153,6 +176,19 @@ TEST_CASE("training step: losses and parameters equal the one-process step (ever
     std::printf("training step parity vs one process (P=%d, %d steps):\n", W, kSteps);
     for (const auto& l : lines) std::printf("%s\n", l.c_str());
   }
+}
+
+TEST_CASE("training step: packed documents change the loss (the mask is applied), and bad lengths are refused") {
+  auto self = g_world->split(g_world->rank(), 0);
+  StepSpec spec = test::tiny_step_spec();
+  Trainer<float> plain(spec, *self);
+  spec.document_lengths = kDocuments;
+  Trainer<float> packed(spec, *self);
+  const double a = plain.train_step(), b = packed.train_step();
+  INFO("loss without documents " << a << ", with " << b);
+  CHECK(std::abs(a - b) > 1e-4);
+  spec.document_lengths = {3, 8};
+  CHECK_THROWS_AS(runtime::step::check_step_spec(spec), Error);
 }
 
 TEST_CASE("training step: a world size that does not match the mesh is refused on every rank before any work") {

@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <new>
 
+#include "core/documents.hpp"
 #include "sim/cost_model.hpp"
 #include "test_helpers.hpp"
 
@@ -32,6 +33,29 @@ TEST_CASE("predict() and a passing check_layout() allocate nothing") {
   double sum = 0;
   for (int i = 0; i < 100; ++i) {
     const std::string why = sim::check_layout(e, mesh, o, 128);  // "" fits in the small-string buffer
+    sum += sim::predict(e, mesh, o).step_time_s + static_cast<double>(why.size());
+  }
+  CHECK(g_allocations == before);
+  CHECK(sum > 0);
+}
+
+TEST_CASE("predict() with packed documents allocates nothing") {
+  using namespace ringplan;
+  Experiment e = sim::test::llama_experiment(131072, 32);
+  DocumentSpec docs;
+  docs.kind = DocumentLengthKind::lognormal;
+  docs.mean_length = 2048;
+  docs.seed = 5;
+  docs.lengths = document_lengths(docs, e.training.seq_len);  // what the loader stores
+  e.training.documents = docs;
+  sim::prepare_document_work(e, {4});  // as the planner does before its search
+  ParallelOptions o;
+  const Mesh mesh = sim::test::mesh_of(2, 4, 4, 4);
+  const long before = g_allocations;
+  double sum = 0;
+  for (CpScheme scheme : {CpScheme::contiguous, CpScheme::zigzag, CpScheme::striped}) {
+    o.cp_scheme = scheme;
+    const std::string why = sim::check_layout(e, mesh, o, 128);
     sum += sim::predict(e, mesh, o).step_time_s + static_cast<double>(why.size());
   }
   CHECK(g_allocations == before);
