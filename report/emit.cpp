@@ -605,6 +605,9 @@ TorchtitanConfig torchtitan_config(const Experiment& e, const sim::Prediction& p
     }
     if (py) {
       set("parallelism", "num_pp_microbatches", m);
+      // Trainer.Config.__post_init__ (trainer.py _validate_cuda_graphs) raises "CUDA graphs do
+      // not support pipeline parallelism yet" unless they are turned off; they are on by default.
+      set("training", "disable_cuda_graphs", true);
     } else {
       set("parallelism", "pipeline_parallel_microbatch_size", o.micro_batch);
     }

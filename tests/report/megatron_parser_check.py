@@ -9,7 +9,10 @@ CP; PP with interleaving and full recompute), this
   3. parses those arguments with megatron.training.arguments.parse_args (every flag must exist,
      every value must have the parser's type and be one of its choices) and runs validate_args
      in the recorded environment with WORLD_SIZE = the plan's GPUs, which asserts among other
-     things the FSDP checkpoint format and CUDA_DEVICE_MAX_CONNECTIONS.
+     things the FSDP checkpoint format and CUDA_DEVICE_MAX_CONNECTIONS;
+  4. checks the validated arguments equal the plan's (parallel sizes including the DP size
+     Megatron derives, virtual pipeline size, batch, sequence length, recompute, optimizer
+     sharding).
 
 Megatron-LM is not a Python package on PyPI in full (megatron-core lacks megatron.training), so
 this needs a Megatron-LM checkout on PYTHONPATH (the pinned version is report/emit.hpp's
@@ -86,6 +89,36 @@ def make_variant(plan_text, mesh, options):
     return text
 
 
+def expected_args(mesh, options, plan_text):
+    """The validated Megatron arguments the plan means, from the plan's own values."""
+    dp, tp, cp, pp = (int(re.search(rf"{k}: (\d+)", mesh).group(1)) for k in ("dp", "tp", "cp", "pp"))
+    zero = int(options["zero_stage"])
+    interleave = int(options.get("interleave", "1"))
+    recompute = options["recompute"]
+
+    def number(key):
+        m = re.search(rf"(?m)^    {key}: (\d+)$", plan_text)
+        if not m:
+            fail(f"plan file has no {key}")
+        return int(m.group(1))
+
+    return {
+        "tensor_model_parallel_size": tp,
+        "pipeline_model_parallel_size": pp,
+        "context_parallel_size": cp,
+        "data_parallel_size": dp,  # validate_args derives it from WORLD_SIZE
+        "virtual_pipeline_model_parallel_size": interleave if pp > 1 and interleave > 1 else None,
+        "micro_batch_size": number("micro_batch"),
+        "global_batch_size": number("global_batch"),
+        "seq_length": number("seq_len"),
+        "num_layers": number("layers"),
+        "recompute_granularity": None if recompute == "none" else recompute,
+        "sequence_parallel": tp > 1 and options.get("sequence_parallel") == "true",
+        "use_distributed_optimizer": zero >= 1,
+        "use_megatron_fsdp": zero >= 2,
+    }
+
+
 def dump_flags():
     import argparse
     arguments = import_megatron()
@@ -129,8 +162,9 @@ def main():
     failures = 0
     for name, mesh, options in VARIANTS:
         plan = os.path.join(work, f"plan_{name}.yaml")
+        variant_text = make_variant(plan_text, mesh, options)
         with open(plan, "w") as f:
-            f.write(make_variant(plan_text, mesh, options))
+            f.write(variant_text)
         script = os.path.join(work, f"launch_{name}.sh")
         r = subprocess.run([ringplan, "emit", plan, "--format", "megatron", "-o", script], capture_output=True, text=True)
         if r.returncode != 0:
@@ -166,8 +200,16 @@ def main():
         try:
             with contextlib.redirect_stdout(log):
                 arguments.validate_args(parsed, {})
+            expected = expected_args(mesh, options, variant_text)
+            wrong = [f"{k} = {getattr(parsed, k, '<absent>')!r}, plan says {v!r}"
+                     for k, v in expected.items() if getattr(parsed, k, "<absent>") != v]
+            if wrong:
+                print(f"FAIL {name}: " + "; ".join(wrong))
+                failures += 1
+                continue
             print(f"ok {name}: {len(args)} arguments parsed and validated "
-                  f"(WORLD_SIZE={world_size}, CUDA_DEVICE_MAX_CONNECTIONS={max_connections})")
+                  f"(WORLD_SIZE={world_size}, CUDA_DEVICE_MAX_CONNECTIONS={max_connections}); "
+                  f"{len(expected)} validated arguments equal the plan's")
         except (AssertionError, ValueError, RuntimeError) as e:
             print(log.getvalue()[-4000:])
             print(f"FAIL {name}: validate_args: {type(e).__name__}: {e}")
@@ -179,6 +221,7 @@ def main():
                 else:
                     os.environ[k] = v
     if failures:
+        print(f"{len(VARIANTS) - failures} passed, {failures} failed")
         sys.exit(1)
     print(f"{len(VARIANTS)} passed, 0 failed")
 

@@ -338,6 +338,8 @@ TEST_CASE("emit: torchtitan python target of a hand-made plan, exactly") {
   CHECK(std::get<std::string>(*setting(c, "parallelism", "pipeline_parallel_schedule")) == "Interleaved1F1B");
   CHECK(int_setting(c, "parallelism", "pipeline_parallel_layers_per_stage", -1) == 8);
   CHECK(int_setting(c, "parallelism", "num_pp_microbatches", -1) == 32);
+  // main's Trainer.Config rejects PP while CUDA graphs are on (its default).
+  CHECK(std::get<bool>(*setting(c, "training", "disable_cuda_graphs")));
   CHECK(int_setting(c, "training", "num_tokens_per_microbatch_per_dp_rank", -1) == 131072);
   CHECK(int_setting(c, "training", "num_tokens_per_train_step", -1) == 64 * 131072);
   CHECK(int_setting(c, "training", "max_context_length", -1) == 131072);
@@ -350,6 +352,7 @@ TEST_CASE("emit: torchtitan python target of a hand-made plan, exactly") {
   CHECK(text.find("        pipeline_parallel_first_stage_less_layers=0,\n") != std::string::npos);
   CHECK(text.find("    config.activation_checkpoint = SelectiveAC.Config()\n    return config\n") != std::string::npos);
   CHECK(text.find("    config.training.max_norm = 1.0\n") != std::string::npos);  // a Python float
+  CHECK(text.find("    config.training.disable_cuda_graphs = True\n") != std::string::npos);
   CHECK(text.find("b5bcd76c66d0acb1a08b176d9639425bc55e0b2a") != std::string::npos);
 }
 
@@ -494,6 +497,7 @@ TEST_CASE("emit: torchtitan notes and python-only settings") {
   CHECK_FALSE(std::get<bool>(*setting(py, "parallelism", "enable_sequence_parallel")));
   CHECK(std::get<std::string>(*setting(py, "parallelism", "context_parallel_load_balancer")).empty());  // None
   CHECK(py.activation_checkpoint == "FullAC.Config()");
+  CHECK_FALSE(setting(py, "training", "disable_cuda_graphs").has_value());  // only PP needs them off
   CHECK(has_note(py, "ZeRO-0 over CP is not expressible"));
   CHECK(has_note(py, "fp16 is not expressible"));
   const std::string text = report::emit_plan(report::Format::torchtitan, e, p);
