@@ -349,6 +349,15 @@ int calibrate_body(const CalibrateArgs& a0, runtime::MpiCommunicator& world) {
        << format_flops_per_s(mat.asymptote) << ", half " << format::format_flop(mat.half_flops)
        << "; materialised backward fit: " << format_flops_per_s(mat_bwd.asymptote) << ", half "
        << format::format_flop(mat_bwd.half_flops) << "\n"
+       << fmt::format("# linear-layer GEMMs (the step's, runtime/step/ops.hpp):\n#  {:>6}  {:>6}  {:>6}  {:>14}  {:>14}  {:>14}\n",
+                      "rows", "in", "out", "fwd", "bwd (2x)", "fit");
+  for (const auto& g : gps)
+    head << fmt::format("#  {:6d}  {:6d}  {:6d}  {:>14}  {:>14}  {:>14}\n", g.shape.rows, g.shape.in, g.shape.out,
+                        format_flops_per_s(g.shape.forward_flops() / g.forward_s),
+                        format_flops_per_s(2.0 * g.shape.forward_flops() / g.backward_s),
+                        format_flops_per_s(gemm.at(g.shape.forward_flops())));
+  head << "# GEMM fit (efficiency.matmul): rate(x) = " << format_flops_per_s(gemm.asymptote) << " * x / (x + "
+       << format::format_flop(gemm.half_flops) << "), x = the GEMM's forward FLOP\n"
        << fmt::format("# links: {:>10}  {:>19}  {:>12}\n", "message", "ping-pong one way", "ring step");
   for (const auto& l : lps)
     head << fmt::format("#        {:>10}  {:>19}  {:>12}\n", format::format_bytes(static_cast<double>(l.bytes)),

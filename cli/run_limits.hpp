@@ -157,8 +157,8 @@ inline void check_device_fits(const Experiment& e, double need_bytes, double dev
   const double budget = kDeviceBudgetFraction * device_bytes;
   if (need_bytes <= budget) return;
   refuse_too_big(e, need_bytes, budget, need_of, what,
-                 fmt::format("the smallest GPU of the {} rank{} has {:.1f} GiB", ranks, ranks == 1 ? "" : "s",
-                             device_bytes / 1073741824.0),
+                 fmt::format("the smallest GPU of the {} rank{} has {}", ranks, ranks == 1 ? "" : "s",
+                             format::format_bytes(device_bytes)),
                  fallback, "this GPU");
 }
 

@@ -77,7 +77,7 @@ TEST_CASE("a micro_batch no GPU holds is refused at the plan's file:line:field w
     CHECK(err.line() == 39);
     CHECK(err.field() == "experiment.options.micro_batch");
     CHECK(what.find("1073741824 is too large to run here") != std::string::npos);
-    CHECK(what.find("this GPU allows 72.0 GiB per rank: the smallest GPU of the 2 ranks has 80.0 GiB") !=
+    CHECK(what.find("this GPU allows 72 GiB per rank: the smallest GPU of the 2 ranks has 80 GiB") !=
           std::string::npos);
     // The largest power-of-two micro-batch (a divisor of 2^30) within 72 GiB: need is linear in it.
     const double per_sequence = need_of(cp2_plan()) - 8 * 256;  // all but the positions scale with b

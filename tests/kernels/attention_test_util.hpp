@@ -289,12 +289,14 @@ inline double max_abs(const std::vector<double>& a) {
 inline constexpr double kFactor = 4.0;
 inline constexpr double kFloor = 2e-6;
 
+// `floor_scale` widens the floor where the result is a difference of larger terms that the
+// kernel and the naive code round differently (see its use in test_attention_documents.cpp).
 inline void check_close_to_reference(const char* what, const std::vector<double>& kernel,
                                      const std::vector<double>& naive32,
-                                     const std::vector<double>& ref) {
+                                     const std::vector<double>& ref, double floor_scale = 1.0) {
   const double err = max_abs_diff(kernel, ref);
   const double naive_err = max_abs_diff(naive32, ref);
-  const double bound = kFactor * naive_err + kFloor * std::max(1.0, max_abs(ref));
+  const double bound = kFactor * naive_err + kFloor * std::max({1.0, max_abs(ref), floor_scale});
   INFO(std::string(what) << ": kernel error " << err << ", naive float32 error " << naive_err << ", bound "
             << bound);
   CHECK(err <= bound);
@@ -302,13 +304,14 @@ inline void check_close_to_reference(const char* what, const std::vector<double>
 
 // Checks forward (O, lse) and backward (dQ, dK, dV) of `kernel` against the float64 reference
 // with the bound above.
-inline void check_result(const Problem& p, const Result& kernel) {
+// `grad_floor_scale`: floor_scale of dQ and dK (check_close_to_reference).
+inline void check_result(const Problem& p, const Result& kernel, double grad_floor_scale = 1.0) {
   const Result ref = run_reference(p);
   const Result naive = run_naive<float>(p);
   check_close_to_reference("O", kernel.out, naive.out, ref.out);
   check_close_to_reference("lse", kernel.lse, naive.lse, ref.lse);
-  check_close_to_reference("dQ", kernel.grad_q, naive.grad_q, ref.grad_q);
-  check_close_to_reference("dK", kernel.grad_k, naive.grad_k, ref.grad_k);
+  check_close_to_reference("dQ", kernel.grad_q, naive.grad_q, ref.grad_q, grad_floor_scale);
+  check_close_to_reference("dK", kernel.grad_k, naive.grad_k, ref.grad_k, grad_floor_scale);
   check_close_to_reference("dV", kernel.grad_v, naive.grad_v, ref.grad_v);
 }
 

@@ -61,17 +61,36 @@ Problem sharded_docs(Scheme s, int64_t q_rank, int64_t k_rank, bool causal) {
   return with_documents(p, kLengths296);
 }
 
-void check_both_kernels(const Problem& shape, rk::TileConfig tiles = tiles_of(16, 16, 1)) {
+// Largest |D_i| = |dO_i . O_i| over query rows when every query sees exactly one key, its own
+// (O_i = V_i). There dS = P (dP - D) = dO.V - dO.O is a difference of two equal float32 dot
+// products that the kernel and the naive code sum in different orders, so dQ and dK are
+// rounding noise of |D| times |K| or |Q| around an exact 0: the floor scales with |D|.
+double single_key_cancellation(const Problem& p) {
+  double worst = 0;
+  const int64_t group = p.h / p.hkv;
+  for (int64_t bh = 0; bh < p.b * p.h; ++bh)
+    for (int64_t i = 0; i < p.n; ++i) {
+      const int64_t kv_row = ((bh / p.h) * p.hkv + (bh % p.h) / group) * p.m + i;
+      double d = 0;
+      for (int64_t x = 0; x < p.d; ++x)
+        d += double(p.grad_out[size_t((bh * p.n + i) * p.d + x)]) * double(p.v[size_t(kv_row * p.d + x)]);
+      worst = std::max(worst, std::abs(d));
+    }
+  return worst;
+}
+
+void check_both_kernels(const Problem& shape, rk::TileConfig tiles = tiles_of(16, 16, 1), bool single_keys = false) {
   const uint64_t seed = rk::test::test_seed();
   INFO("seed " << seed << " (set RINGPLAN_TEST_SEED to replay)");
   const Problem p = rk::test::make_problem(shape, seed);
+  const double grad_floor = single_keys ? single_key_cancellation(p) : 1.0;
   {
     INFO("flash");
-    rk::test::check_result(p, rk::test::run_flash(p, tiles));
+    rk::test::check_result(p, rk::test::run_flash(p, tiles), grad_floor);
   }
   {
     INFO("materialized");
-    rk::test::check_result(p, rk::test::run_materialized(p));
+    rk::test::check_result(p, rk::test::run_materialized(p), grad_floor);
   }
 }
 
@@ -102,7 +121,8 @@ TEST_CASE("documents: flash and materialised equal the reference on the causal d
     INFO((causal ? "causal" : "non-causal"));
     check_both_kernels(self_attention(131, {1, 40, 17, 73}, causal));
     check_both_kernels(self_attention(131, {131}, causal));                        // one document
-    check_both_kernels(self_attention(131, std::vector<int64_t>(131, 1), causal));  // every token alone
+    check_both_kernels(self_attention(131, std::vector<int64_t>(131, 1), causal), tiles_of(16, 16, 1),
+                       true);  // every token alone
   }
 }
 

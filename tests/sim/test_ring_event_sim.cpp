@@ -143,3 +143,17 @@ TEST_CASE("materialised contiguous: skipped blocks, replay busy times == closed 
   CHECK(fl.backward_kernel_efficiency == Approx(0.3));
   CHECK(fsim.backward_busy_max_s == Approx(fl.backward.max_rank_compute_s).epsilon(1e-12));
 }
+
+TEST_CASE("two ranks, transfers far slower than compute (latency-bound link): replay == closed form, both passes") {
+  ClusterConfig c = test::a100_cluster();
+  c.intra_node.latency_s = 2e-3;  // a loaded host's ping-pong
+  for (CpScheme scheme : {CpScheme::zigzag, CpScheme::contiguous}) {
+    const RingAttentionShape s = llama_heads(64, 2, scheme);
+    const RingLayerPrediction closed = predict_ring_attention(s, c);
+    REQUIRE(closed.forward.step_comm_s > closed.forward.step_compute_s);
+    const RingSimulation sim = simulate_ring(s, c);
+    INFO("scheme " << to_string(scheme));
+    CHECK(sim.forward_s == Approx(closed.forward.total_s).epsilon(1e-9));
+    CHECK(sim.backward_s == Approx(closed.backward.total_s).epsilon(1e-9));
+  }
+}
