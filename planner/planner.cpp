@@ -318,20 +318,20 @@ std::string cp_comm_reason(const sim::Prediction& chosen, const std::vector<CpCo
                            const std::vector<CpComm>& searched) {
   if (alts.empty()) return {};
   const CpCommAlternative& me = alts.front();
-  std::string s = fmt::format(
-      "cp_comm {} ({}): exposed CP communication + imbalance {:.1f} ms per step, CP buffers {:.2f} GiB",
-      to_string(me.comm), to_string(me.scheme), 1e3 * me.cp_exposed_s, me.cp_buffer_bytes / units::gib_bytes);
+  std::string s = fmt::format("cp_comm {} ({}): exposed CP communication + imbalance {} per step, CP buffers {}",
+                              to_string(me.comm), to_string(me.scheme), format::format_time_s(me.cp_exposed_s),
+                              format::format_bytes(me.cp_buffer_bytes));
   for (size_t i = 1; i < alts.size(); ++i) {
     const CpCommAlternative& a = alts[i];
     if (!a.refused.empty()) {
       s += fmt::format("; {} cannot run this layout ({})", to_string(a.comm), a.refused);
     } else if (!a.fits) {
-      s += fmt::format("; {} does not fit ({:.1f} GiB peak)", to_string(a.comm), a.peak_memory_bytes / units::gib_bytes);
+      s += fmt::format("; {} does not fit ({} peak)", to_string(a.comm), format::format_bytes(a.peak_memory_bytes));
     } else {
       const double d = 100.0 * (a.step_time_s - chosen.step_time_s) / chosen.step_time_s;
-      s += fmt::format("; {} ({}) {:+.1f} % step time (exposed CP {:.1f} ms, buffers {:.2f} GiB){}", to_string(a.comm),
-                       to_string(a.scheme), d,
-                       1e3 * a.cp_exposed_s, a.cp_buffer_bytes / units::gib_bytes,
+      s += fmt::format("; {} ({}) {} step time (exposed CP {}, buffers {}){}", to_string(a.comm), to_string(a.scheme),
+                       format::format_error_pct(d), format::format_time_s(a.cp_exposed_s),
+                       format::format_bytes(a.cp_buffer_bytes),
                        d >= 0 ? ""
                        : std::find(searched.begin(), searched.end(), a.comm) == searched.end()
                            ? " -- faster, but not searched (fixed or left out by the experiment)"

@@ -222,7 +222,7 @@ TEST_CASE("plan: with CP the chosen layout is compared with every CP method, and
   }
   CHECK(has(r.cp_comm_reason, std::string("cp_comm ") + to_string(first.comm) + " (" + to_string(first.scheme) +
                                   "): exposed CP communication"));
-  CHECK(has(r.cp_comm_reason, "% step time"));
+  CHECK(has(r.cp_comm_reason, "% step time"));  // format_error_pct: "+1.23%"
   // A method that cannot run the layout says why: CP 4 does not divide 6 query heads.
   Experiment six = e;
   six.model.heads = 6;

@@ -35,7 +35,7 @@ check "$work/mismatch.log" "plan has cp=2 but mpirun started 1 rank; run mpirun 
   -o "$work/profile.yaml" > "$work/calibrate.log" 2>&1 || { echo "FAIL: calibrate exited $?"; cat "$work/calibrate.log"; fail=1; }
 check "$work/profile.yaml" "^peak_tflops:"
 check "$work/profile.yaml" "^intra_node:"
-# matmul from the step's linear-layer GEMMs, the materialised kernel on its own curve.
+# The step's linear-layer GEMMs are recorded; the materialised kernel's curve is written out.
 check "$work/profile.yaml" "^# linear-layer GEMMs"
 check "$work/profile.yaml" "^  materialized_attention: "
 
