@@ -56,8 +56,13 @@ RingSimulation simulate_ring(const RingAttentionShape& s, const ClusterConfig& c
   const LayerShape& x = shape.layer;
   const RingKernelRate kr = ring_kernel_rate(x, c, shape.peak_flops_per_s);
   const int64_t P = s.cp;
+  // A transfer arrives latency + bytes / bandwidth after it starts, but holds the link only for
+  // bytes / bandwidth: back-to-back messages on one link (a step's K,V and the dK,dV accumulator)
+  // share its bandwidth, not their latencies.
   const double kv_comm_s = P > 1 ? p2p_s(ring_forward_step_bytes(x), shape.link) : 0.0;
   const double dkv_comm_s = P > 1 ? p2p_s(ring_backward_step_bytes(x) - ring_forward_step_bytes(x), shape.link) : 0.0;
+  const double kv_busy_s = P > 1 ? std::max(0.0, kv_comm_s - shape.link.latency_s) : 0.0;
+  const double dkv_busy_s = P > 1 ? std::max(0.0, dkv_comm_s - shape.link.latency_s) : 0.0;
 
   RingSimulation out;
   out.ranks.assign(static_cast<size_t>(P), RingRankTimes{});
@@ -86,7 +91,7 @@ RingSimulation simulate_ring(const RingAttentionShape& s, const ClusterConfig& c
         for (int64_t r = 0; r < P; ++r) {
           const int64_t to = rp.next(r);
           const double t0 = std::max({at(step_start, r), at(step_start, to), at(link_free, r)});
-          at(link_free, r) = t0 + kv_comm_s;
+          at(link_free, r) = t0 + kv_busy_s;
           at(next_arrival, to) = t0 + kv_comm_s;
           rp.add(RingPhase::forward, RingActivity::send_kv, r, k, rp.block_at(r, k), t0, t0 + kv_comm_s);
         }
@@ -124,14 +129,14 @@ RingSimulation simulate_ring(const RingAttentionShape& s, const ClusterConfig& c
         const int64_t j = rp.block_at(r, k);
         if (k + 1 < P) {  // K,V of block j for the next step of r+1 (posted at step start)
           const double t0 = std::max({at(step_start, r), at(step_start, to), at(link_free, r)});
-          at(link_free, r) = t0 + kv_comm_s;
+          at(link_free, r) = t0 + kv_busy_s;
           at(kv_next, to) = t0 + kv_comm_s;
           rp.add(RingPhase::backward, RingActivity::send_kv, r, k, j, t0, t0 + kv_comm_s);
         }
         // the dK,dV accumulator of block j, once this rank has added to it; after the last
         // step this hop takes it home (block j = r+1 then)
         const double t0 = std::max(at(ready, r), at(link_free, r));
-        at(link_free, r) = t0 + dkv_comm_s;
+        at(link_free, r) = t0 + dkv_busy_s;
         at(k + 1 < P ? acc_next : home, to) = t0 + dkv_comm_s;
         rp.add(RingPhase::backward, RingActivity::send_dkv, r, k, j, t0, t0 + dkv_comm_s);
       }

@@ -144,7 +144,7 @@ TEST_CASE("materialised contiguous: skipped blocks, replay busy times == closed 
   CHECK(fsim.backward_busy_max_s == Approx(fl.backward.max_rank_compute_s).epsilon(1e-12));
 }
 
-TEST_CASE("two ranks, transfers far slower than compute (latency-bound link): replay == closed form, both passes") {
+TEST_CASE("two ranks, latency-bound link: the replay pipelines back-to-back messages and agrees with the closed form") {
   ClusterConfig c = test::a100_cluster();
   c.intra_node.latency_s = 2e-3;  // a loaded host's ping-pong
   for (CpScheme scheme : {CpScheme::zigzag, CpScheme::contiguous}) {
@@ -153,7 +153,12 @@ TEST_CASE("two ranks, transfers far slower than compute (latency-bound link): re
     REQUIRE(closed.forward.step_comm_s > closed.forward.step_compute_s);
     const RingSimulation sim = simulate_ring(s, c);
     INFO("scheme " << to_string(scheme));
+    // The backward's K,V and dK,dV messages share the link: the replay charges their bandwidth
+    // one after the other and their latencies side by side (a link carries back-to-back
+    // messages); the closed form overlaps them whole. The two differ by one message's
+    // bandwidth time, well under 0.1 % here; charging each latency in turn made the replay 42 %
+    // slower than the closed form in this regime (and `run --trace`'s predicted ring with it).
     CHECK(sim.forward_s == Approx(closed.forward.total_s).epsilon(1e-9));
-    CHECK(sim.backward_s == Approx(closed.backward.total_s).epsilon(1e-9));
+    CHECK(sim.backward_s == Approx(closed.backward.total_s).epsilon(1e-3));
   }
 }
