@@ -175,6 +175,14 @@ int calibrate_body(const CalibrateArgs& a0, runtime::MpiCommunicator& world) {
   }
   if (a.kv_heads == 0) a.kv_heads = a.heads;
   if (a.tokens.empty()) a.tokens = {128, 256, 512, 1024};
+  if (a.heads < 1 || a.kv_heads < 1 || a.heads % a.kv_heads != 0 || a.head_dim < 1 || a.batch < 1)
+    throw bad_input(fmt::format("calibrate: heads={} kv_heads={} head_dim={} batch={}: need all >= 1 and heads % kv_heads == 0",
+                                a.heads, a.kv_heads, a.head_dim, a.batch));
+  if (a.tokens.size() < 2) throw bad_input("--tokens: give at least two block sizes so the efficiency curve can be fitted");
+  for (int64_t t : a.tokens)
+    if (t < 1) throw bad_input(fmt::format("--tokens {}: block sizes must be >= 1", t));
+  check_shape_fits(a);
+  // After the bounds above: heads x head_dim and batch x tokens fit int64.
   if (a.plan.empty()) {
     gemm_model.hidden = a.heads * a.head_dim;
     gemm_model.heads = a.heads;
@@ -185,13 +193,6 @@ int calibrate_body(const CalibrateArgs& a0, runtime::MpiCommunicator& world) {
     gemm_model.vocab = 1024;
     for (int64_t t : a.tokens) gemm_rows.push_back(a.batch * t);
   }
-  if (a.heads < 1 || a.kv_heads < 1 || a.heads % a.kv_heads != 0 || a.head_dim < 1 || a.batch < 1)
-    throw bad_input(fmt::format("calibrate: heads={} kv_heads={} head_dim={} batch={}: need all >= 1 and heads % kv_heads == 0",
-                                a.heads, a.kv_heads, a.head_dim, a.batch));
-  if (a.tokens.size() < 2) throw bad_input("--tokens: give at least two block sizes so the efficiency curve can be fitted");
-  for (int64_t t : a.tokens)
-    if (t < 1) throw bad_input(fmt::format("--tokens {}: block sizes must be >= 1", t));
-  check_shape_fits(a);
   // The GEMM buffers (X, dX: rows x in; W, dW: out x in; Y, dY: rows x out floats) under the
   // same per-rank limit as the kernels'.
   for (int64_t rows : gemm_rows)
