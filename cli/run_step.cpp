@@ -333,11 +333,14 @@ int run_step_body(const RunArgs& a, runtime::MpiCommunicator& world) {
     if (mesh.pp > 1) term_s[size_t(Term::pp_comm)].back() = std::max(0.0, worst - others);
     // TP: the model's tp_comm is the collectives' transfer; the critical rank's waits for a TP
     // peer still computing (skew between ranks, which the model has no term for) are shown apart.
+    // (The GPU step, DP only, records no TP regions: its TP term stays as measured.)
     const size_t si = static_cast<size_t>(&ranks - m.timing.data());
-    const runtime::step::TpCommSplit tp =
-        runtime::step::split_tp_comm(m.tp_regions[si], static_cast<int>(critical), mesh.tp);
-    term_s[size_t(Term::tp_comm)].back() = tp.transfer_s;
-    tp_wait_s.push_back(tp.wait_s);
+    if (si < m.tp_regions.size()) {
+      const runtime::step::TpCommSplit tp =
+          runtime::step::split_tp_comm(m.tp_regions[si], static_cast<int>(critical), mesh.tp);
+      term_s[size_t(Term::tp_comm)].back() = tp.transfer_s;
+      tp_wait_s.push_back(tp.wait_s);
+    }
   }
   const runtime::SampleStats st = runtime::sample_stats(step_s);
   const sim::TimeBreakdown& p = pred.time;

@@ -13,6 +13,7 @@
 #include "runtime/mpi_communicator.hpp"
 #include "tests/runtime/mpi_doctest_main.hpp"
 #include "runtime/step/measure_gemm.hpp"
+#include "runtime/step/step_executor.hpp"
 #include "runtime/step/ops.hpp"
 #include "tests/runtime/step_check.hpp"
 
@@ -150,6 +151,24 @@ TEST_CASE("calibrate's GEMM timing checks each product and reports positive time
     CHECK(pts[i].forward_s > 0);
     CHECK(pts[i].backward_s > 0);
   }
+}
+
+TEST_CASE("TP time split: per collective the fastest rank of the TP group is the transfer, the rest is waiting") {
+  // 4 ranks, TP 2: groups {0, 1} and {2, 3}; two collectives per rank this step.
+  const std::vector<std::vector<double>> regions = {{1.0, 5.0}, {3.0, 2.0}, {10.0, 10.0}, {4.0, 20.0}};
+  auto s = runtime::step::split_tp_comm(regions, 0, 2);
+  CHECK(s.transfer_s == doctest::Approx(1.0 + 2.0));
+  CHECK(s.wait_s == doctest::Approx(0.0 + 3.0));
+  s = runtime::step::split_tp_comm(regions, 1, 2);
+  CHECK(s.transfer_s == doctest::Approx(3.0));
+  CHECK(s.wait_s == doctest::Approx(2.0 + 0.0));
+  s = runtime::step::split_tp_comm(regions, 3, 2);  // its group is {2, 3}, not rank 0's
+  CHECK(s.transfer_s == doctest::Approx(4.0 + 10.0));
+  CHECK(s.wait_s == doctest::Approx(0.0 + 10.0));
+  // TP 1: every collective is its own transfer.
+  s = runtime::step::split_tp_comm(regions, 2, 1);
+  CHECK(s.transfer_s == doctest::Approx(20.0));
+  CHECK(s.wait_s == 0.0);
 }
 
 int main(int argc, char** argv) {
