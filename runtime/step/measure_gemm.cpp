@@ -8,15 +8,13 @@
 #include <cmath>
 
 #include "core/error.hpp"
+#include "runtime/executor.hpp"
 #include "runtime/step/ops.hpp"
 
 namespace ringplan::runtime::step {
 namespace {
 
-double median(std::vector<double> xs) {
-  std::sort(xs.begin(), xs.end());
-  return xs.empty() ? 0.0 : xs[xs.size() / 2];
-}
+double median(std::vector<double> xs) { return sample_stats(std::move(xs)).median; }
 
 // Deterministic values in [-1, 1): a hash of (seed, index), so every rank times the same data.
 void fill(std::vector<float>& v, uint64_t seed) {
@@ -60,29 +58,24 @@ std::vector<GemmPoint> measure_gemms(Communicator& world, const std::vector<Gemm
     // Check (untimed): sampled elements of Y, dX and dW against float64 sums.
     linear_forward(x.data(), w.data(), y.data(), s.rows, s.in, s.out);
     linear_backward(x.data(), w.data(), dy.data(), dx.data(), dw.data(), s.rows, s.in, s.out);
+    // A float64 dot product of n elements of a (stride sa) and b (stride sb), with the sum of the
+    // terms' magnitudes, which sets the float32 rounding the result may carry.
+    auto check = [&](const char* what, int64_t i, int64_t j, float got, const float* a, int64_t sa, const float* b,
+                     int64_t sb, int64_t n) {
+      double want = 0, scale = 0;
+      for (int64_t c = 0; c < n; ++c) {
+        const double p = double(a[c * sa]) * double(b[c * sb]);
+        want += p;
+        scale += std::abs(p);
+      }
+      if (!close(got, want, scale)) fail(what, i, j, got, want);
+    };
     for (int t = 0; t < 8; ++t) {
       const int64_t i = (t * 7919) % s.rows, j = (t * 104729) % s.out, k = (t * 1299709) % s.in;
-      double want = 0, scale = 0;
-      for (int64_t c = 0; c < s.in; ++c) {
-        const double p = double(x[size_t(i * s.in + c)]) * double(w[size_t(j * s.in + c)]);
-        want += p;
-        scale += std::abs(p);
-      }
-      if (!close(y[size_t(i * s.out + j)], want, scale)) fail("forward", i, j, y[size_t(i * s.out + j)], want);
-      want = scale = 0;  // dX[i, k] = sum_j dY[i, j] W[j, k]
-      for (int64_t c = 0; c < s.out; ++c) {
-        const double p = double(dy[size_t(i * s.out + c)]) * double(w[size_t(c * s.in + k)]);
-        want += p;
-        scale += std::abs(p);
-      }
-      if (!close(dx[size_t(i * s.in + k)], want, scale)) fail("data-gradient", i, k, dx[size_t(i * s.in + k)], want);
-      want = scale = 0;  // dW[j, k] = sum_r dY[r, j] X[r, k]
-      for (int64_t r = 0; r < s.rows; ++r) {
-        const double p = double(dy[size_t(r * s.out + j)]) * double(x[size_t(r * s.in + k)]);
-        want += p;
-        scale += std::abs(p);
-      }
-      if (!close(dw[size_t(j * s.in + k)], want, scale)) fail("weight-gradient", j, k, dw[size_t(j * s.in + k)], want);
+      // Y[i, j] = X[i, :] . W[j, :];  dX[i, k] = dY[i, :] . W[:, k];  dW[j, k] = dY[:, j] . X[:, k]
+      check("forward", i, j, y[size_t(i * s.out + j)], &x[size_t(i * s.in)], 1, &w[size_t(j * s.in)], 1, s.in);
+      check("data-gradient", i, k, dx[size_t(i * s.in + k)], &dy[size_t(i * s.out)], 1, &w[size_t(k)], s.in, s.out);
+      check("weight-gradient", j, k, dw[size_t(j * s.in + k)], &dy[size_t(j)], s.out, &x[size_t(k)], s.in, s.rows);
     }
     // Time: every rank at once after a barrier, `reps` times each.
     std::vector<double> fwd, bwd;
