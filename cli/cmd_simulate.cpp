@@ -113,7 +113,7 @@ RINGPLAN_COMMAND("simulate", "Predict memory and step time of one layout, term b
   app.add_option("--trace", a->trace, "Write the event simulator's ring timeline as Chrome/Perfetto trace JSON");
   a->mesh_opt = app.add_option("--mesh", a->mesh, "Mesh dp=D,tp=T,cp=C,pp=P (product = GPUs; overrides the file)");
   a->mb_opt = app.add_option("--micro-batch", a->micro_batch, "Sequences per micro-batch per DP replica");
-  a->rc_opt = app.add_option("--recompute", a->recompute, "Activation recompute: none, selective, full");
+  a->rc_opt = app.add_option("--recompute", a->recompute, "Activation recompute: none, selective (attention core), full, selective_op (torchtitan per-op policy)");
   a->zero_opt = app.add_option("--zero", a->zero, "ZeRO stage 0..3 (sharded over DP x CP)");
   a->sp_opt = app.add_option("--sequence-parallel", a->sequence_parallel, "Megatron sequence parallelism: on, off");
   a->scheme_opt = app.add_option("--cp-scheme", a->cp_scheme, "Sequence sharding: contiguous, zigzag, striped");

@@ -15,8 +15,10 @@ using NameTable = std::array<std::pair<E, const char*>, N>;
 
 constexpr NameTable<DType, 3> kDTypeNames{{{DType::bf16, "bf16"}, {DType::fp16, "fp16"}, {DType::fp32, "fp32"}}};
 constexpr NameTable<Optimizer, 2> kOptimizerNames{{{Optimizer::adam, "adam"}, {Optimizer::sgd, "sgd"}}};
-constexpr NameTable<Recompute, 3> kRecomputeNames{
-    {{Recompute::none, "none"}, {Recompute::selective, "selective"}, {Recompute::full, "full"}}};
+constexpr NameTable<Recompute, 4> kRecomputeNames{{{Recompute::none, "none"},
+                                                   {Recompute::selective, "selective"},
+                                                   {Recompute::full, "full"},
+                                                   {Recompute::selective_op, "selective_op"}}};
 constexpr NameTable<CpScheme, 3> kCpSchemeNames{
     {{CpScheme::contiguous, "contiguous"}, {CpScheme::zigzag, "zigzag"}, {CpScheme::striped, "striped"}}};
 constexpr NameTable<AttentionImpl, 2> kAttentionNames{

@@ -12,7 +12,13 @@ namespace ringplan {
 
 enum class DType { bf16, fp16, fp32 };
 enum class Optimizer { adam, sgd };  // adam: mixed-precision Adam, 16 bytes/param (ZeRO paper)
-enum class Recompute { none, selective, full };
+// Activation recomputation. selective: Korthikanti et al.'s (Megatron's selective granularity):
+// the attention core is re-run in backward. selective_op: torchtitan's per-op policy
+// (activation_checkpoint mode "selective", selective_ac_option "op"): inside each block the
+// outputs of attention and of every other aten.mm in forward order are saved, everything else
+// (the other matmuls, norms, RoPE, activation function, residual adds, casts) is re-run in
+// backward. full: only the layer input is kept and the whole layer is re-run.
+enum class Recompute { none, selective, full, selective_op };
 enum class CpScheme { contiguous, zigzag, striped };
 enum class AttentionImpl { flash, materialized };
 // How a CP group exchanges keys and values. ring: K,V blocks travel rank to rank while each

@@ -25,7 +25,7 @@ namespace ringplan::planner {
 //   micro_batch: {1, 2, 4, 8}, each kept for a mesh only if it divides the sequences per DP
 //                replica (global_batch / DP); an explicit list is passed on unfiltered, and
 //                check_layout() rejects values that do not divide (counted, not skipped).
-//   recompute: none, selective, full      zero_stage: 0, 1, 2, 3
+//   recompute: none, selective, full (selective_op only when listed)      zero_stage: 0, 1, 2, 3
 //   sequence_parallel: off, on (tried only with TP > 1; off otherwise)
 //   cp_scheme: contiguous, zigzag, striped (tried only with CP > 1; otherwise the
 //              experiment's options.cp_scheme, which has no effect at CP = 1)

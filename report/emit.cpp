@@ -256,6 +256,11 @@ MegatronLaunch megatron_launch(const Experiment& e, const sim::Prediction& p) {
       add(a, "--recompute-method", "uniform");
       add(a, "--recompute-num-layers", 1);
       break;
+    case Recompute::selective_op:
+      throw bad_input(
+          "emit megatron: recompute selective_op is torchtitan's per-op policy (save attention and every other "
+          "matmul output); Megatron-LM has no such mode. Valid here: none, selective (attention core, Megatron's "
+          "--recompute-granularity selective) or full");
   }
 
   // Optimizer-state sharding. The distributed optimizer shards optimizer state over DP x CP
@@ -621,13 +626,16 @@ TorchtitanConfig torchtitan_config(const Experiment& e, const sim::Prediction& p
                                 : o.recompute == Recompute::full ? "FullAC.Config()"
                                                                  : "SelectiveAC.Config()";
   } else {
-    set("activation_checkpoint", "mode", std::string(to_string(o.recompute)));
-    if (o.recompute == Recompute::selective) set("activation_checkpoint", "selective_ac_option", std::string("op"));
+    const bool selective = o.recompute == Recompute::selective || o.recompute == Recompute::selective_op;
+    set("activation_checkpoint", "mode", std::string(selective ? "selective" : to_string(o.recompute)));
+    if (selective) set("activation_checkpoint", "selective_ac_option", std::string("op"));
   }
+  // torchtitan's selective mode is its per-op policy, which is ringplan's selective_op exactly.
   if (o.recompute == Recompute::selective) {
     out.notes.push_back(
-        "selective recompute: torchtitan's per-op policy saves matmul outputs and recomputes the rest, "
-        "close to but not exactly ringplan's Korthikanti selective (attention core only)");
+        "selective recompute: torchtitan's per-op policy saves attention and every other matmul output and "
+        "recomputes the rest (ringplan's selective_op), not ringplan's Korthikanti selective (attention core "
+        "only); plan with recompute selective_op to predict what this config runs");
   }
 
   // Batch. python: tokens per DP rank per model forward = micro_batch x seq_len; with PP a

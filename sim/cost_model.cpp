@@ -485,17 +485,30 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
   const LayerTimes lt = layer_times(x, c, peak, block_gemm_rate(c, train), mesh, opt.tp_overlap);
   const RingLayerPrediction& ring = lt.ring;
   const bool full = opt.recompute == Recompute::full;
-  const bool reruns_attention = opt.recompute != Recompute::none;  // selective or full
+  const bool selective_op = opt.recompute == Recompute::selective_op;
+  // selective and full re-run the attention core; torchtitan's op policy saves its output.
+  const bool reruns_attention = opt.recompute == Recompute::selective || full;
   const double attn_fwd = ring.forward.mean_rank_compute_s + ring.forward.elementwise_s;
   const double attn_bwd = ring.backward.mean_rank_compute_s + ring.backward.elementwise_s;
   const double layer_fwd_compute = lt.gemm_fwd_s + attn_fwd + lt.elementwise_fwd_s;
   const double layer_bwd_compute = lt.gemm_bwd_s + attn_bwd + lt.elementwise_bwd_s;
-  const double layer_recompute = full ? layer_fwd_compute : (reruns_attention ? attn_fwd : 0.0);
+  double layer_recompute = full ? layer_fwd_compute : (reruns_attention ? attn_fwd : 0.0);
+  // TP forward collectives re-run: all of them with full; with selective_op the ones whose output
+  // is not saved: the all-gathers under SP (half the forward's TP traffic: an all-gather and a
+  // reduce-scatter of the same activation before and after each sublayer), the all-reduces
+  // without SP.
+  double tp_rerun = full ? 1.0 : 0.0;
+  if (selective_op) {
+    const SelectiveOpRecompute so = selective_op_recompute(x);
+    layer_recompute = so.qkv * lt.fwd_qkv_s + so.out * lt.fwd_out_s + so.mlp_up * lt.fwd_mlp_up_s +
+                      so.mlp_down * lt.fwd_mlp_down_s + lt.elementwise_fwd_s;
+    tp_rerun = x.sequence_parallel ? 0.5 : 1.0;
+  }
   const double fwd_imb = ring.forward.max_rank_compute_s - ring.forward.mean_rank_compute_s;
   const double bwd_imb = ring.backward.max_rank_compute_s - ring.backward.mean_rank_compute_s;
   const double layer_imbalance = fwd_imb * (reruns_attention ? 2.0 : 1.0) + bwd_imb;
   const double layer_ring = ring.forward.exposed_comm_s * (reruns_attention ? 2.0 : 1.0) + ring.backward.exposed_comm_s;
-  const double layer_tp = lt.tp_fwd_s * (full ? 2.0 : 1.0) + lt.tp_bwd_exposed_s;
+  const double layer_tp = lt.tp_fwd_s * (1.0 + tp_rerun) + lt.tp_bwd_exposed_s;
   const double layer_total = layer_fwd_compute + layer_bwd_compute + layer_recompute + layer_imbalance + layer_ring + layer_tp;
 
   // Output layer + loss on the critical (last) stage: logits GEMM forward, 2x backward,

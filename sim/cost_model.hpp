@@ -39,7 +39,7 @@ struct MemoryBreakdown {
 struct TimeBreakdown {
   double forward_compute_s = 0;        // matmuls + attention forward, all micro-batches
   double backward_compute_s = 0;       // 2x matmuls, 2.5x attention
-  double recompute_s = 0;              // forward work re-run (selective or full)
+  double recompute_s = 0;              // forward work re-run (selective, selective_op or full)
   double cp_imbalance_s = 0;           // extra attention time of the slowest CP rank vs mean
   double ring_comm_exposed_s = 0;      // sum over ring steps of max(0, comm - compute) + latency;
                                        // cp_comm allgather: its all-gathers and reduce-scatters (not overlapped)

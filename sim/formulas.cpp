@@ -149,6 +149,27 @@ RingMergeBytes ring_merge_bytes(const LayerShape& x) {
   return m;
 }
 
+SelectiveOpRecompute selective_op_recompute(const LayerShape& x) {
+  SelectiveOpRecompute r;
+  const double e = x.activation_bytes, T = x.tokens(), t = x.tp;
+  const double q = x.heads * x.head_dim, kv = x.kv_heads * x.head_dim;
+  r.qkv = kv / (q + 2.0 * kv);  // wk re-run; wq and wv saved
+  r.out = 1.0;                  // wo (4th) re-run
+  // The row-parallel output (wo, w2) holds all T rows before its reduction, whatever t.
+  double saved = e * T * (q + kv) / t;
+  if (x.gated_mlp) {
+    r.mlp_up = 0.5;    // w3 re-run, w1 saved
+    r.mlp_down = 0.0;  // w2 (7th) saved
+    saved += e * T * x.ffn_hidden / t + e * T * x.hidden;
+  } else {
+    r.mlp_up = 0.0;    // up (5th) saved
+    r.mlp_down = 1.0;  // down (6th) re-run
+    saved += e * T * x.ffn_hidden / t;
+  }
+  r.saved_gemm_output_bytes = saved;
+  return r;
+}
+
 LayerActivationBytes layer_activation_bytes(const LayerShape& x) {
   const double e = x.activation_bytes;
   const double T = x.tokens();  // s*b/CP
@@ -185,6 +206,20 @@ LayerActivationBytes layer_activation_bytes(const LayerShape& x) {
       out.backward_working_bytes = scores;
       out.backward_working_scores_bytes = scores;
       break;
+    case Recompute::selective_op: {
+      // Kept: the layer input, attention's output and lse (or scores), the saved linear outputs
+      // and, with SP, the two reduce-scatter outputs (selective_op_recompute). Backward re-runs
+      // the rest, which lives again while this layer runs backward.
+      // Of the kept tensors, the w2 output (gated) and the reduce-scatter outputs are not
+      // among the tensors of layer_no_scores; the rest are, and are not re-run.
+      const double w2_out = x.gated_mlp ? e * T * h : 0.0;
+      const double scattered = x.sequence_parallel ? 2.0 * e * T * h * r : 0.0;
+      const double kept = e * T * h * r + e * T * q / t + selective_op_recompute(x).saved_gemm_output_bytes + scattered;
+      out.stored_bytes = kept;
+      out.scores_bytes = scores;
+      out.backward_working_bytes = std::max(0.0, layer_no_scores - (kept - w2_out - scattered));
+      break;
+    }
     case Recompute::full:
       // Only the layer input is kept (scattered over TP with SP); backward re-runs the layer
       // forward, so one layer's full activations are live again during its backward.

@@ -74,6 +74,24 @@ struct StateBytes {
 StateBytes state_bytes_per_param(DType dtype, Optimizer opt, bool fp32_grad_accumulation = false);
 
 // ---------------------------------------------------------------- activation memory
+// torchtitan's per-op recompute policy (Recompute::selective_op), per layer. Inside a block the
+// policy saves the outputs of attention, of reduce-scatters and of every other aten.mm call in
+// forward order, and re-runs every other op in backward (pytorch/torchtitan
+// torchtitan/distributed/activation_checkpoint.py `_custom_policy`, "Saves output of all compute
+// ops, except every second mm"; the same rule since the 2024 versions in train.py /
+// parallelize_llama.py). A Llama block calls its linear layers in the order wq, wk, wv, wo, then
+// w1 (gate), w3 (up), w2 (down) (gated MLP: w2(silu(w1(x)) * w3(x))) or up, down: the saved
+// GEMM outputs are wq, wv, w1, w2 (gated) or wq, wv, up (not gated), and wk, wo, w3 (gated) or
+// wk, wo, down are re-run. FP8 linear layers (torchao Float8Linear) are counted the same way: their
+// float8 tensor subclass receives the aten.mm call the policy sees (torchtitan's FP8 rows in
+// configs/validation/torchtitan_h100_fp8 peak within 6 GiB of the bf16 rows of the same layout).
+struct SelectiveOpRecompute {
+  // Share of each forward GEMM group's FLOPs that backward re-runs (layer_gemm_flops groups).
+  double qkv = 0, out = 0, mlp_up = 0, mlp_down = 0;
+  double saved_gemm_output_bytes = 0;  // the saved linear outputs of one layer
+};
+SelectiveOpRecompute selective_op_recompute(const LayerShape& x);
+
 struct LayerActivationBytes {
   double stored_bytes = 0;    // kept from forward to backward, excluding attention scores
   double scores_bytes = 0;    // kept score matrices (materialised, no recompute) or lse (flash)

@@ -90,6 +90,9 @@ void check_step_spec(const StepSpec& s) {
       fail("packed documents: " + why);
   }
   if (o.micro_batch < 1) fail(fmt::format("micro_batch {} must be >= 1", o.micro_batch));
+  if (o.recompute == Recompute::selective_op)
+    fail("recompute selective_op (torchtitan's per-op policy) is predicted by the cost model but this runtime does "
+         "not run it; run the plan with recompute none, selective or full");
   if (s.global_batch < 1 || s.global_batch % (mesh.dp * o.micro_batch) != 0)
     fail(fmt::format("global batch {} not divisible by dp x micro_batch = {}", s.global_batch, mesh.dp * o.micro_batch));
   const int64_t rows = o.micro_batch * (s.seq_len / mesh.cp);

@@ -356,6 +356,24 @@ TEST_CASE("emit: torchtitan python target of a hand-made plan, exactly") {
   CHECK(text.find("b5bcd76c66d0acb1a08b176d9639425bc55e0b2a") != std::string::npos);
 }
 
+TEST_CASE("emit: selective_op is torchtitan's selective op policy and no Megatron-LM mode") {
+  sim::Prediction p = hand_made_plan();
+  p.options.recompute = Recompute::selective_op;
+  const auto toml_cfg = report::torchtitan_config(hand_made_experiment(), p, report::TorchtitanTarget::toml);
+  CHECK(std::get<std::string>(*setting(toml_cfg, "activation_checkpoint", "mode")) == "selective");
+  CHECK(std::get<std::string>(*setting(toml_cfg, "activation_checkpoint", "selective_ac_option")) == "op");
+  CHECK_FALSE(has_note(toml_cfg, "selective recompute:"));
+  const auto py = report::torchtitan_config(hand_made_experiment(), p, report::TorchtitanTarget::python);
+  CHECK(py.activation_checkpoint == "SelectiveAC.Config()");
+  // ringplan's selective (attention core only) maps to the same torchtitan policy, with a note.
+  p.options.recompute = Recompute::selective;
+  CHECK(has_note(report::torchtitan_config(hand_made_experiment(), p, report::TorchtitanTarget::toml),
+                 "selective recompute:"));
+  p.options.recompute = Recompute::selective_op;
+  CHECK_THROWS_WITH_AS(report::megatron_launch(hand_made_experiment(), p),
+                       doctest::Contains("Megatron-LM has no such mode"), Error);
+}
+
 TEST_CASE("emit: torchtitan toml target parses back with the plan's values") {
   const std::string text = report::emit_plan(report::Format::torchtitan, hand_made_experiment(), hand_made_plan(),
                                              report::EmitOptions{report::TorchtitanTarget::toml});

@@ -119,6 +119,9 @@ TEST_CASE("step refuses shapes that cannot be split, naming the reason, before a
   s.mesh = Mesh{1, 2, 1, 1};
   refused(s, "vocab 63 not divisible by tp=2");
   s = test::tiny_step_spec();
+  s.options.recompute = Recompute::selective_op;
+  refused(s, "recompute selective_op (torchtitan's per-op policy) is predicted by the cost model but this runtime");
+  s = test::tiny_step_spec();
   s.seq_len = 6;
   s.mesh = Mesh{1, 4, 1, 1};
   s.model.heads = 4;

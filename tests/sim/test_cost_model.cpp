@@ -139,6 +139,38 @@ TEST_CASE("recompute trades time for memory: none < selective < full in time, re
   CHECK(full.time.recompute_s > sel.time.recompute_s);
 }
 
+TEST_CASE("selective_op re-runs every other GEMM and the element-wise work, not attention") {
+  Experiment e = test::llama_experiment(8192, 8);
+  const Mesh mesh = test::mesh_of(2, 1, 4, 1);
+  ParallelOptions o;
+  o.cp_scheme = CpScheme::contiguous;  // causal imbalance: re-run attention would double it
+  o.recompute = Recompute::none;
+  const Prediction none = predict(e, mesh, o);
+  o.recompute = Recompute::selective;
+  const Prediction sel = predict(e, mesh, o);
+  o.recompute = Recompute::selective_op;
+  const Prediction op = predict(e, mesh, o);
+  o.recompute = Recompute::full;
+  const Prediction full = predict(e, mesh, o);
+  CHECK(op.time.recompute_s > 0.0);
+  CHECK(op.time.recompute_s < full.time.recompute_s);
+  // Attention is saved: the imbalance and the ring are paid once, as without recompute.
+  CHECK(op.time.cp_imbalance_s == Approx(none.time.cp_imbalance_s));
+  CHECK(sel.time.cp_imbalance_s > none.time.cp_imbalance_s);
+  CHECK(op.time.ring_comm_exposed_s == Approx(none.time.ring_comm_exposed_s));
+  // Memory between none and full.
+  CHECK(op.peak_memory_bytes < none.peak_memory_bytes);
+  CHECK(op.peak_memory_bytes > full.peak_memory_bytes);
+  // Without TP the re-run is exactly the GEMM shares plus the forward element-wise work; check it
+  // against full, whose re-run is the whole forward: the same layer count and micro-batches.
+  const LayerShape x = make_layer_shape(e.model, e.training, mesh, o);
+  const LayerGemmFlops g = layer_gemm_flops(x);
+  const SelectiveOpRecompute so = selective_op_recompute(x);
+  const double rerun_flops = so.qkv * g.qkv + so.out * g.out + so.mlp_up * g.mlp_up + so.mlp_down * g.mlp_down;
+  CHECK(rerun_flops < 0.5 * (g.qkv + g.out + g.mlp_up + g.mlp_down));
+  CHECK(rerun_flops > 0.3 * (g.qkv + g.out + g.mlp_up + g.mlp_down));
+}
+
 TEST_CASE("materialised scores cost b*(H/TP)*(L/CP)*L*bytes per layer, flash keeps only the lse") {
   Experiment e = test::llama_experiment(8192, 8);
   const Mesh mesh = test::mesh_of(1, 2, 2, 1);

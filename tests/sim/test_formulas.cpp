@@ -296,3 +296,50 @@ TEST_CASE("materialised attention FLOPs: full (L/CP)^2 blocks, hidden blocks ski
   // the scores memory is still (L/CP)*L per head: the runtime allocates all P blocks
   CHECK(materialized_scores_bytes(x) == 2.0 * 1024 * 4096 * 2);
 }
+
+TEST_CASE("selective_op keeps torchtitan's per-op saved set: input, wq, wv, attention, w1, w2 outputs") {
+  // Llama-3-8B-like block, flash, no dropout, bf16: T tokens, h 4096, q 32x128, kv 8x128, f 14336.
+  LayerShape x;
+  x.micro_batch = 1;
+  x.seq_len = 8192;
+  x.hidden = 4096;
+  x.heads = 32;
+  x.kv_heads = 8;
+  x.head_dim = 128;
+  x.ffn_hidden = 14336;
+  x.gated_mlp = true;
+  x.attention = AttentionImpl::flash;
+  x.dropout = false;
+  x.activation_bytes = 2;
+  x.recompute = Recompute::selective_op;
+  const double T = 8192, e = 2, h = 4096, q = 4096, kv = 1024, f = 14336;
+  const LayerActivationBytes a = layer_activation_bytes(x);
+  // block input, wq out, wv out, attention out, w1 out, w2 out (every other mm in the order
+  // wq wk wv wo w1 w3 w2), and attention's fp32 lse.
+  CHECK(a.stored_bytes == Approx(e * T * (h + q + kv + q + f + h)));
+  CHECK(a.scores_bytes == Approx(4.0 * 32 * T));
+  // Re-run in backward: norms' outputs, wk, the out-projection's residual sum, w3 and the product.
+  x.recompute = Recompute::none;
+  const double none = layer_activation_bytes(x).stored_bytes;
+  CHECK(none == Approx(e * T * (4 * h + 2 * q + 2 * kv + 3 * f)));
+  CHECK(a.backward_working_bytes == Approx(none - e * T * (h + q + kv + q + f)));
+  // The re-run GEMM shares: wk of the QKV group, all of wo, w3 of the up group, none of w2.
+  x.recompute = Recompute::selective_op;
+  const SelectiveOpRecompute so = selective_op_recompute(x);
+  CHECK(so.qkv == Approx(kv / (q + 2 * kv)));
+  CHECK(so.out == 1.0);
+  CHECK(so.mlp_up == 0.5);
+  CHECK(so.mlp_down == 0.0);
+  // Not gated: q k v o up down, so up is saved and down re-run.
+  x.gated_mlp = false;
+  const SelectiveOpRecompute ng = selective_op_recompute(x);
+  CHECK(ng.mlp_up == 0.0);
+  CHECK(ng.mlp_down == 1.0);
+  CHECK(layer_activation_bytes(x).stored_bytes == Approx(e * T * (h + q + kv + q + f)));
+  // TP 4 with SP: the row-parallel outputs hold all T rows; the two reduce-scatter outputs are saved.
+  x.gated_mlp = true;
+  x.tp = 4;
+  x.sequence_parallel = true;
+  CHECK(layer_activation_bytes(x).stored_bytes ==
+        Approx(e * T * (h / 4 + (q + kv + q + f) / 4 + h + 2 * h / 4)));
+}
