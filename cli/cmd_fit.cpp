@@ -48,6 +48,7 @@ struct FitArgs {
   std::string format = "table";
   std::vector<std::string> fix;  // --fix: parameters held at the base profile's values
   std::vector<std::string> free;  // --free: optional parameters fitted too
+  double prior_weight = sim::FitOptions{}.prior_weight;
 };
 
 struct CaseRow {
@@ -101,6 +102,7 @@ int fit_command(const FitArgs& a) {
     rows[i] = {cases[i].name, cases[i].path, source_of(cases[i].path), cases[i].mesh ? cases[i].mesh->tp : 1};
 
   sim::FitOptions opts;
+  opts.prior_weight = a.prior_weight;
   if (!a.fix.empty()) opts.params = sim::params_without(a.fix);
   if (!a.free.empty()) opts.params = sim::params_with(opts.params, a.free);
   sim::FitResult fit;
@@ -192,6 +194,7 @@ int fit_command(const FitArgs& a) {
     for (const auto p : reported) params[sim::fit_param_name(p)] = sim::get_param(out_cluster, p);
     j["fitted"] = params;
     j["fixed"] = a.fix;  // held at the base profile's values (their "fitted" entries are those values)
+    j["prior_weight"] = a.prior_weight;  // percentage points per (move / bounds width)^2
     nlohmann::json cs = nlohmann::json::array();
     for (const auto& r : rows) {
       nlohmann::json c{{"name", r.name}, {"path", r.path}, {"source", r.source}, {"held_out", r.held_out}};
@@ -266,8 +269,8 @@ RINGPLAN_COMMAND("fit", "Fit a cluster profile's efficiencies to measured cases;
                    auto a = std::make_shared<FitArgs>();
                    app.footer(
                        "Fits efficiency.matmul/attention {max, half_tflop} and efficiency.memory_bandwidth by "
-                       "minimising the mean |relative error| of the cases' time metrics (bounded coordinate "
-                       "search, deterministic); --fix holds some at the base profile's values (a measured curve). "
+                       "minimising the mean |relative error| of the cases' time metrics plus a weak prior toward "
+                       "the base profile (--prior-weight; bounded pattern search, deterministic); --fix holds some at the base profile's values (a measured curve). "
                        "Held-out error: --folds K (default 5, case i in fold i % K) or "
                        "--holdout SOURCE (the cases in folder SOURCE). Exit status 2 for bad input.");
                    app.add_option("cases", a->paths, "Case files or folders (searched recursively)")->required();
@@ -288,6 +291,12 @@ RINGPLAN_COMMAND("fit", "Fit a cluster profile's efficiencies to measured cases;
                                   "collectives' bus-bandwidth efficiency), matmul_fp8 (the FP8 GEMM curve, "
                                   "max and half_tflop; or one of them by name)")
                        ->delimiter(',');
+                   app.add_option("--prior-weight", a->prior_weight,
+                                  "Weak prior toward the base profile: percentage points of mean |error| added per "
+                                  "(parameter move / its bounds' width)^2; keeps parameters the cases do not "
+                                  "determine at the base's values (0: none)")
+                       ->check(CLI::Range(0.0, 1e6))
+                       ->capture_default_str();
                    app.add_option("--format", a->format, "Output format: table or json")
                        ->check(CLI::IsMember({"table", "json"}))
                        ->capture_default_str();

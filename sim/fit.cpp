@@ -256,6 +256,7 @@ FitResult fit_cluster(const std::vector<Experiment>& cases, const ClusterConfig&
 
   FitResult best;
   best.mean_abs_error_pct = std::numeric_limits<double>::infinity();
+  double best_penalised = std::numeric_limits<double>::infinity();
   int evaluations = 0;
   const int budget_per_start = std::max(1, opts.max_evaluations / static_cast<int>(starts.size()));
   for (const auto& start : starts) {
@@ -266,9 +267,14 @@ FitResult fit_cluster(const std::vector<Experiment>& cases, const ClusterConfig&
     int used = 0;
     auto f_at = [&](const std::vector<double>& x) {
       ClusterConfig c = base;
-      for (size_t i = 0; i < n; ++i) set_param(c, opts.params[i], x[i]);
+      double prior = 0.0;
+      for (size_t i = 0; i < n; ++i) {
+        set_param(c, opts.params[i], x[i]);
+        const double z = (x[i] - starts[0][i]) / (bounds[i].hi - bounds[i].lo);
+        prior += z * z;
+      }
       ++used;
-      return objective(work, c);
+      return objective(work, c) + opts.prior_weight * prior;
     };
     std::vector<double> step(n);
     for (size_t i = 0; i < n; ++i) step[i] = 0.25 * (bounds[i].hi - bounds[i].lo);
@@ -319,11 +325,12 @@ FitResult fit_cluster(const std::vector<Experiment>& cases, const ClusterConfig&
     }
     ClusterConfig c = base;
     for (size_t i = 0; i < n; ++i) set_param(c, opts.params[i], xb[i]);
-    const double fx = fb;
+    const double fx = fb;  // with the prior
     evaluations += used;
-    if (fx < best.mean_abs_error_pct) {  // strict: the first start wins ties (deterministic)
+    if (fx < best_penalised) {  // strict: the first start wins ties (deterministic)
+      best_penalised = fx;
       best.cluster = c;
-      best.mean_abs_error_pct = fx;
+      best.mean_abs_error_pct = objective(work, c);
     }
   }
   best.evaluations = evaluations;

@@ -106,6 +106,12 @@ struct FitOptions {
   std::vector<FitParam> params{kAllFitParams.begin(), kAllFitParams.end()};
   int max_evaluations = 20000;  // objective evaluations per fit (all starts together)
   double min_step = 1e-4;       // stop when every step < min_step x (hi - lo)
+  // Weak prior toward the base profile: the objective adds prior_weight x sum over parameters of
+  // ((value - base) / (hi - lo))^2, in percentage points of mean |error|. A parameter the cases
+  // do not determine (a GEMM curve's half point when every case runs large GEMMs) then stays at
+  // the base's value instead of drifting to wherever the search stops; a parameter the cases do
+  // determine moves at a cost of at most prior_weight points for a whole-range move. 0: none.
+  double prior_weight = 0.25;
 };
 
 struct FitResult {

@@ -689,6 +689,14 @@ TEST_CASE("fit: held-out error by source and by TP degree in JSON") {
   CHECK(std::abs(t8["mean_signed_error_pct"].get<double>()) <= t8["mean_abs_error_pct"].get<double>() + 1e-9);
   CHECK(t8["mean_abs_error_pct"].get<double>() <= t8["max_abs_error_pct"].get<double>() + 1e-9);
   CHECK(std::isfinite(j["heldout_by_tp"]["8"]["mean_signed_error_pct"].get<double>()));
+  CHECK(j["prior_weight"].get<double>() == 0.25);  // the default
+  // A rigid prior keeps the base profile: every fitted value equals the base's.
+  const Result rigid = ringplan("fit '" + dir + "' --folds 2 --prior-weight 1e6 --format json");
+  REQUIRE_MESSAGE(rigid.rc == 0, rigid.err);
+  const auto r = nlohmann::json::parse(rigid.out);
+  CHECK(r["prior_weight"].get<double>() == 1e6);
+  CHECK(r["fitted"] != j["fitted"]);
+  CHECK(ringplan("fit '" + dir + "' --prior-weight -1").rc == 2);
 }
 
 TEST_CASE("simulate --trace writes the event simulator's ring timeline, cp=1 has no ring") {

@@ -117,6 +117,25 @@ TEST_CASE("fit with every parameter free predicts an unseen layout as the truth 
   CHECK(t_fit == doctest::Approx(t_truth).epsilon(0.01));
 }
 
+TEST_CASE("fit: the prior holds parameters at the base in proportion to its weight and is not reported as error") {
+  const ClusterConfig truth = truth_cluster();
+  const std::vector<Experiment> cases = synthetic_cases(truth);
+  const ClusterConfig base = a100_cluster();
+  FitOptions rigid;
+  rigid.prior_weight = 1e9;  // any move costs more than every case's error together
+  const FitResult held = fit_cluster(cases, base, rigid);
+  for (const FitParam p : kAllFitParams) CHECK(get_param(held.cluster, p) == doctest::Approx(get_param(base, p)));
+  // The reported error is the cases' mean |error| on the result, without the prior's term.
+  double sum = 0;
+  for (const Experiment& e : cases) sum += std::abs(case_time_error_pct(e, base));
+  CHECK(held.mean_abs_error_pct == doctest::Approx(sum / static_cast<double>(cases.size())));
+  CHECK(held.mean_abs_error_pct > 1.0);  // the base is far from the truth
+  // Without the prior the same cases are fitted closely.
+  FitOptions free;
+  free.prior_weight = 0.0;
+  CHECK(fit_cluster(cases, base, free).mean_abs_error_pct < 0.2);
+}
+
 TEST_CASE("k-fold: a held-out case never reaches the fit that predicts it") {
   const std::vector<Experiment> cases = synthetic_cases(truth_cluster());
   const ClusterConfig base = a100_cluster();
