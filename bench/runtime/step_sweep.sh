@@ -7,7 +7,8 @@
 # 1. Calibrates the machine once with `mpirun -np 2 ringplan calibrate` (kernel rates, memory
 #    bandwidth, point-to-point links): the profile never sees the runs it predicts.
 # 2. For each layout (one process; dp2; tp2; tp2 with sequence parallelism; cp2 zigzag; pp2;
-#    dp2 with ZeRO-1; dp2 with ZeRO-3; cp2 with full recompute) writes an experiment with a fixed mesh
+#    dp2 with ZeRO-1; dp2 with ZeRO-3; cp2 with full recompute; tp2 with SP and
+#    torchtitan's per-op recompute selective_op) writes an experiment with a fixed mesh
 #    (configs/models/tiny_gqa.yaml, seq_len $STEP_SEQ_LEN, global batch 4, micro-batch 1) and
 #    runs `mpirun -np P ringplan run EXP --scope step --check-parity --format json --profile`.
 # 3. Prints two markdown tables: step time measured (median of $STEP_STEPS steps) vs predicted,
@@ -39,6 +40,7 @@ layouts=(
   "dp2_zero1|2 1 1 1|zero_stage: 1"
   "dp2_zero3|2 1 1 1|zero_stage: 3"
   "cp2_full_recompute|1 1 2 1|recompute: full"
+  "tp2_sp_selective_op|1 2 1 1|sequence_parallel: true, recompute: selective_op"
 )
 for row in "${layouts[@]}"; do
   IFS='|' read -r name mesh extra <<< "$row"

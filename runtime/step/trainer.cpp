@@ -90,9 +90,6 @@ void check_step_spec(const StepSpec& s) {
       fail("packed documents: " + why);
   }
   if (o.micro_batch < 1) fail(fmt::format("micro_batch {} must be >= 1", o.micro_batch));
-  if (o.recompute == Recompute::selective_op)
-    fail("recompute selective_op (torchtitan's per-op policy) is predicted by the cost model but this runtime does "
-         "not run it; run the plan with recompute none, selective or full");
   if (s.global_batch < 1 || s.global_batch % (mesh.dp * o.micro_batch) != 0)
     fail(fmt::format("global batch {} not divisible by dp x micro_batch = {}", s.global_batch, mesh.dp * o.micro_batch));
   const int64_t rows = o.micro_batch * (s.seq_len / mesh.cp);
@@ -188,9 +185,13 @@ struct Trainer<T>::Block {
 template <class T>
 struct Trainer<T>::LayerStash {
   std::vector<T> x_in, rstd1, a_loc, q, k, v, o, lse, x_mid, rstd2, c_loc, ga, gu, mact;
+  // Kept only by recompute selective_op, as torchtitan's per-op policy keeps them: the down
+  // projection's output (gated MLP: the 7th matmul) and, with SP, the two reduce-scatter outputs.
+  std::vector<T> down_out, attn_rs, mlp_rs;
   int64_t bytes() const {
     size_t n = 0;
-    for (const auto* p : {&x_in, &rstd1, &a_loc, &q, &k, &v, &o, &lse, &x_mid, &rstd2, &c_loc, &ga, &gu, &mact})
+    for (const auto* p : {&x_in, &rstd1, &a_loc, &q, &k, &v, &o, &lse, &x_mid, &rstd2, &c_loc, &ga, &gu, &mact,
+                          &down_out, &attn_rs, &mlp_rs})
       n += p->size();
     return static_cast<int64_t>(n * sizeof(T));
   }
@@ -562,6 +563,9 @@ void Trainer<T>::layer_forward(int64_t layer, const T* x_in, T* x_out, LayerStas
   linear_forward(o_tok.data(), w(blk, kWo), y.data(), R, hq_ * d_, h);
   st.x_mid.resize(act);
   tp_reduce_output(y.data(), st.x_mid.data(), h);
+  const bool keep_op_outputs = !keep_all && spec_.options.recompute == Recompute::selective_op;
+  const bool sp = spec_.options.sequence_parallel && tp_ > 1;
+  if (keep_op_outputs && sp) st.attn_rs = st.x_mid;
   for (size_t i = 0; i < act; ++i) st.x_mid[i] += x_in[i];
 
   st.rstd2.resize(static_cast<size_t>(Rl));
@@ -578,17 +582,80 @@ void Trainer<T>::layer_forward(int64_t layer, const T* x_in, T* x_out, LayerStas
   st.mact.resize(fsz);
   mlp_act_forward(st.ga.data(), gated ? st.gu.data() : nullptr, st.mact.data(), static_cast<int64_t>(fsz), gated);
   linear_forward(st.mact.data(), w(blk, kWdown), y.data(), R, ffn_, h);
+  if (keep_op_outputs && gated) st.down_out = y;
   tp_reduce_output(y.data(), x_out, h);
+  if (keep_op_outputs && sp) st.mlp_rs.assign(x_out, x_out + act);
   for (size_t i = 0; i < act; ++i) x_out[i] += st.x_mid[i];
 
   if (!keep_all) {
+    auto release = [](std::initializer_list<std::vector<T>*> vs) {
+      for (std::vector<T>* v : vs) {
+        v->clear();
+        v->shrink_to_fit();
+      }
+    };
     if (spec_.options.recompute == Recompute::full) {
       st.release_all_but_input();
     } else if (spec_.options.recompute == Recompute::selective) {
-      st.o.clear();
-      st.o.shrink_to_fit();
-      st.lse.clear();
-      st.lse.shrink_to_fit();
+      release({&st.o, &st.lse});
+    } else if (spec_.options.recompute == Recompute::selective_op) {
+      // torchtitan's per-op policy (sim::selective_op_recompute): kept are the input, attention's
+      // output and lse, the outputs of wq, wv and the first MLP matmul (w1 / up), plus down_out,
+      // attn_rs and mlp_rs above. Everything else is re-run by recompute_selective_op.
+      release({&st.rstd1, &st.a_loc, &st.k, &st.x_mid, &st.rstd2, &st.c_loc, &st.gu, &st.mact});
+    }
+  }
+}
+
+// Re-runs what recompute selective_op released, in forward order: norm 1, wk (+ RoPE), wo and its
+// TP reduction (without SP; with SP its reduce-scatter output was kept), norm 2, w3 and the
+// activation (gated) or the activation and the down projection with its TP reduction (not gated,
+// without SP). The re-run wo (and, not gated, down) outputs feed only what is already kept: the
+// policy re-runs them all the same, and so does this, so the recompute term is what
+// sim::predict() charges.
+template <class T>
+void Trainer<T>::recompute_selective_op(int64_t layer, LayerStash& st) {
+  const int64_t blk = block_of_layer_[static_cast<size_t>(layer)];
+  const int64_t h = hidden_, R = rows_, Rl = rows_local_, b = spec_.options.micro_batch;
+  const bool gated = spec_.model.gated_mlp;
+  const bool sp = spec_.options.sequence_parallel && tp_ > 1;
+  const size_t act = static_cast<size_t>(Rl * h);
+  st.rstd1.resize(static_cast<size_t>(Rl));
+  st.a_loc.resize(act);
+  rmsnorm_forward(st.x_in.data(), w(blk, kAttnNorm), st.a_loc.data(), st.rstd1.data(), Rl, h, spec_.norm_eps);
+  std::vector<T> full(static_cast<size_t>(R * h));
+  tp_gather_input(st.a_loc.data(), full.data(), h);
+  std::vector<T> tok(static_cast<size_t>(R * hkv_ * d_));
+  linear_forward(full.data(), w(blk, kWk), tok.data(), R, h, hkv_ * d_);
+  rope_apply(tok.data(), positions_.data(), R, n_, hkv_, d_, spec_.rope_base, false);
+  st.k.resize(tok.size());
+  tokens_to_heads(tok.data(), st.k.data(), b, n_, hkv_, d_);
+  std::vector<T> o_tok(static_cast<size_t>(R * hq_ * d_)), y(static_cast<size_t>(R * h));
+  heads_to_tokens(st.o.data(), o_tok.data(), b, n_, hq_, d_);
+  linear_forward(o_tok.data(), w(blk, kWo), y.data(), R, hq_ * d_, h);
+  st.x_mid.resize(act);
+  if (sp) {
+    st.x_mid = st.attn_rs;
+  } else {
+    tp_reduce_output(y.data(), st.x_mid.data(), h);
+  }
+  for (size_t i = 0; i < act; ++i) st.x_mid[i] += st.x_in[i];
+  st.rstd2.resize(static_cast<size_t>(Rl));
+  st.c_loc.resize(act);
+  rmsnorm_forward(st.x_mid.data(), w(blk, kMlpNorm), st.c_loc.data(), st.rstd2.data(), Rl, h, spec_.norm_eps);
+  tp_gather_input(st.c_loc.data(), full.data(), h);
+  const size_t fsz = static_cast<size_t>(R * ffn_);
+  if (gated) {
+    st.gu.resize(fsz);
+    linear_forward(full.data(), w(blk, kWup), st.gu.data(), R, h, ffn_);
+  }
+  st.mact.resize(fsz);
+  mlp_act_forward(st.ga.data(), gated ? st.gu.data() : nullptr, st.mact.data(), static_cast<int64_t>(fsz), gated);
+  if (!gated) {
+    linear_forward(st.mact.data(), w(blk, kWdown), y.data(), R, ffn_, h);
+    if (!sp) {
+      std::vector<T> reduced(act);
+      tp_reduce_output(y.data(), reduced.data(), h);
     }
   }
 }
@@ -611,6 +678,9 @@ void Trainer<T>::layer_backward(int64_t layer, LayerStash& st, T* dx) {
   } else if (spec_.options.recompute == Recompute::selective) {
     Scope<Clock> s(*clock_, Term::recompute);
     attention_forward(st);
+  } else if (spec_.options.recompute == Recompute::selective_op) {
+    Scope<Clock> s(*clock_, Term::recompute);
+    recompute_selective_op(layer, st);
   }
   act_bytes_ += st.bytes() - kept_bytes;  // the recomputed set is live during this backward
   act_peak_bytes_ = std::max(act_peak_bytes_, act_bytes_);

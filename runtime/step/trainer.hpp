@@ -26,7 +26,10 @@
 //    their gradients point-to-point (send and receive of a pair posted together, as Megatron's
 //    batched p2p does, so the schedule cannot deadlock);
 //  - recompute: full keeps only each layer's input and re-runs the layer's forward before its
-//    backward; selective drops the attention output and re-runs the attention forward.
+//    backward; selective drops the attention output and re-runs the attention forward;
+//    selective_op keeps what torchtitan's per-op policy keeps (input, attention output and lse,
+//    the wq, wv and first MLP matmul outputs, the down output when gated, the reduce-scatter
+//    outputs with SP) and re-runs the rest (recompute_selective_op).
 //  - optimizer: gradient-norm clipping (the global L2 norm over every parameter once, then every
 //    gradient times min(1, clip / (norm + 1e-6)), as torch.nn.utils.clip_grad_norm_ does), then
 //    Adam (beta 0.9/0.999, eps 1e-8) or SGD with momentum 0.9, in the scalar type.
@@ -197,6 +200,7 @@ class Trainer {
   void backward_micro_batch(MicroBatch& mb, bool last);
   void layer_forward(int64_t layer, const T* x_in, T* x_out, LayerStash& st, bool keep_all);
   void layer_backward(int64_t layer, LayerStash& st, T* dx);  // dx: in dx_out, out dx_in
+  void recompute_selective_op(int64_t layer, LayerStash& st);  // what selective_op released
   void attention_forward(LayerStash& st);
   void attention_backward(LayerStash& st, const T* d_out_heads, T* dq, T* dk, T* dv);
   void run_schedule();

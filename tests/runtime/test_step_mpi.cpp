@@ -90,6 +90,8 @@ std::vector<Case> cases_for(int world) {
   add("tp2 recompute full", Mesh{1, 2, 1, 1}, o);
   o.recompute = Recompute::selective;
   add("cp2 recompute selective", Mesh{1, 1, 2, 1}, o);
+  o.recompute = Recompute::selective_op;
+  add("tp2 recompute selective_op", Mesh{1, 2, 1, 1}, o);
   add("dp2 sgd", Mesh{2, 1, 1, 1}, opts(), 2, Optimizer::sgd);
   // P = 4: combinations.
   add("dp2 x cp2", Mesh{2, 1, 2, 1}, opts());
@@ -107,6 +109,8 @@ std::vector<Case> cases_for(int world) {
   o.zero_stage = 2;
   o.recompute = Recompute::selective;
   add("tp2 sp x pp2 zero2 selective", Mesh{1, 2, 1, 2}, o);
+  o.recompute = Recompute::selective_op;
+  add("tp2 sp x cp2 selective_op", Mesh{1, 2, 2, 1}, o);
   o = opts();
   o.zero_stage = 1;
   o.recompute = Recompute::full;
