@@ -213,12 +213,13 @@ int run_step_body(const RunArgs& a, runtime::MpiCommunicator& world) {
 
   // The prediction for the same work: these layers, on the profile, in the runtime's types:
   // float32 tensors and states on the CPU; on the GPU bf16 activations and GEMMs with float32
-  // gradients and optimizer states (grad_accumulation_dtype fp32), and no FP8.
+  // gradients and optimizer states (grad_accumulation_dtype fp32), and no FP8; the loss in place.
   Experiment pe = e;
   pe.cluster = a.profile.empty() ? e.cluster : load_cluster(a.profile);
   pe.training.dtype = on_gpu ? DType::bf16 : DType::fp32;
   pe.training.fp32_grad_accumulation = on_gpu;
   pe.training.fp8 = false;
+  pe.training.unfused_cross_entropy = false;  // the runtime's loss works in place, as Megatron's
   // The runtime's TP collectives block (MPI_Allreduce and friends between the GEMMs, nothing
   // asynchronous behind them): predicted as such, whatever the plan assumes of its framework.
   ParallelOptions run_options = e.options;
@@ -268,6 +269,7 @@ int run_step_body(const RunArgs& a, runtime::MpiCommunicator& world) {
       px.training.dtype = DType::bf16;
       px.training.fp32_grad_accumulation = true;
       px.training.fp8 = false;
+      px.training.unfused_cross_entropy = false;
       ParallelOptions o = x.options;  // the variant's micro_batch, the run's blocking TP collectives
       o.tp_overlap = TpOverlap::none;
       if (!sim::check_layout(px, mesh, o, mesh.world_size()).empty()) return HUGE_VAL;

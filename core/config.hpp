@@ -254,6 +254,13 @@ struct TrainingConfig {
   // gradients in the training dtype, the ZeRO paper's 2 + 2 + 12 = 16 (PyTorch FSDP, DeepSpeed).
   // No effect with dtype fp32.
   bool fp32_grad_accumulation = false;
+  // How the framework computes the loss, YAML training.cross_entropy: fused | unfused (default
+  // fused). fused: Megatron-LM's vocab_parallel_cross_entropy, float32 softmax computed in place
+  // over the 16-bit logits (e + 4 bytes per logit, 4 in fp32). unfused: PyTorch's
+  // F.cross_entropy over logits.float(), as torchtitan calls it (torchtitan/components/loss.py):
+  // its peak is the log-softmax backward, with the saved float32 log-softmax output, the dense
+  // float32 gradient from nll_loss and the float32 gradient it writes, 12 bytes per logit.
+  bool unfused_cross_entropy = false;
   // FP8 linear layers, YAML training.fp8 (default false): the transformer blocks' GEMMs (QKV,
   // attention output, MLP up and down; forward, data and weight gradient) run in FP8 with
   // per-tensor scaling, as Transformer Engine runs them under Megatron-LM / NeMo (--fp8-format

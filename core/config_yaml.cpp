@@ -431,7 +431,7 @@ const std::vector<std::string> kClusterKeys{
     "gpus_per_node", "nodes",       "intra_node", "inter_node",          "efficiency"};
 const std::vector<std::string> kTrainingKeys{"seq_len", "global_batch", "global_batch_tokens",
                                              "dtype",   "optimizer",    "causal",
-                                             "grad_accumulation_dtype", "fp8", "clip_grad", "documents"};
+                                             "grad_accumulation_dtype", "cross_entropy", "fp8", "clip_grad", "documents"};
 const std::vector<std::string> kDocumentKeys{"lengths", "distribution", "mean_length", "sigma", "seed"};
 const std::vector<std::string> kExperimentKeys{"name", "model",   "cluster", "training", "gpus",
                                                "mesh", "options", "search",  "published"};
@@ -763,6 +763,12 @@ TrainingConfig training_from_yaml(const YAML::Node& node, const std::string& fil
       r.fail("grad_accumulation_dtype", fmt::format("must be one of fp32, same; got '{}'", g));
     t.fp32_grad_accumulation = g == "fp32";
   }
+  if (r.has("cross_entropy")) {
+    const std::string ce = r.get_string("cross_entropy");
+    if (ce != "fused" && ce != "unfused")
+      r.fail("cross_entropy", fmt::format("must be one of fused, unfused; got '{}'", ce));
+    t.unfused_cross_entropy = ce == "unfused";
+  }
   if (r.has("fp8")) {
     t.fp8 = r.get_bool("fp8");
     if (t.fp8 && t.dtype == DType::fp32)
@@ -1024,6 +1030,7 @@ void write_training(YAML::Emitter& out, const TrainingConfig& t) {
   out << YAML::Key << "optimizer" << YAML::Value << to_string(t.optimizer);
   out << YAML::Key << "causal" << YAML::Value << t.causal;
   if (t.fp32_grad_accumulation) out << YAML::Key << "grad_accumulation_dtype" << YAML::Value << "fp32";
+  if (t.unfused_cross_entropy) out << YAML::Key << "cross_entropy" << YAML::Value << "unfused";
   if (t.fp8) out << YAML::Key << "fp8" << YAML::Value << true;
   if (t.clip_grad != 1.0) emit_double(out, "clip_grad", t.clip_grad);
   if (t.documents) {

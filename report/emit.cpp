@@ -177,6 +177,11 @@ MegatronLaunch megatron_launch(const Experiment& e, const sim::Prediction& p) {
   if (!e.training.causal) {
     out.notes.push_back("non-causal attention: Megatron-LM's GPT model is always causal (pretrain_gpt.py)");
   }
+  if (e.training.unfused_cross_entropy) {
+    out.notes.push_back(
+        "training.cross_entropy unfused: Megatron-LM's vocab_parallel_cross_entropy works in place (fused); this "
+        "launch needs less loss memory than the plan assumed");
+  }
 
   // Layout. Megatron derives DP = world size / (TP x PP x CP) from the launcher; its rank order
   // is TP innermost, then CP, DP, PP (the default "tp-cp-ep-dp-pp" order).
@@ -476,6 +481,12 @@ TorchtitanConfig torchtitan_config(const Experiment& e, const sim::Prediction& p
   auto set = [&out](const char* section, const char* key, TorchtitanValue v) {
     out.settings.push_back({section, key, std::move(v)});
   };
+  if (!e.training.unfused_cross_entropy) {
+    out.notes.push_back(
+        "training.cross_entropy fused: torchtitan's loss is PyTorch's cross_entropy over logits.float() "
+        "(12 bytes per logit at its backward, not the fused loss's e + 4); plan with cross_entropy: unfused to "
+        "predict its memory");
+  }
 
   // Data parallelism: torchtitan's DP = replicate x shard. FSDP (fully_shard) shards
   // parameters, gradients and optimizer state over dp_shard x cp (ZeRO-3);

@@ -621,10 +621,13 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
   // stage (output layer, logits); pp == 1 is one stage holding both.
   const LayerActivationBytes act = layer_activation_bytes(x);
   const double ring_bytes = cp_buffer_bytes(x);  // ring buffers, or all-gather's full-sequence K,V, dK,dV
-  // Logits of this rank's vocabulary slice, plus the float32 copy the cross-entropy makes of
-  // 16-bit logits (Megatron's vocab_parallel_cross_entropy calls .float(), then works in place;
-  // float32 logits are not copied).
-  const double logits_bytes = x.tokens() * (vocab / tp) * (x.activation_bytes + (x.activation_bytes < 4.0 ? 4.0 : 0.0));
+  // Logits of this rank's vocabulary slice at the loss's peak (TrainingConfig::unfused_cross_entropy).
+  // fused: the logits plus the float32 copy the cross-entropy makes of 16-bit logits (Megatron's
+  // vocab_parallel_cross_entropy calls .float(), then works in place; float32 logits are not
+  // copied). unfused: three float32 tensors of the logits' size at the log-softmax backward.
+  const double logits_bytes =
+      x.tokens() * (vocab / tp) *
+      (train.unfused_cross_entropy ? 12.0 : x.activation_bytes + (x.activation_bytes < 4.0 ? 4.0 : 0.0));
   const double unit_params = std::max(layer_params(model), emb) / tp;
   if (mesh.pp == 1) {
     p.memory = stage_memory(first_stage_params / tp, sb, opt.zero_stage, shard_group, 1.0, layers_stage, act, ring_bytes, logits_bytes,

@@ -313,6 +313,26 @@ TEST_CASE("training: grad_accumulation_dtype fp32 or same (default), read and wr
                   ConfigError);
 }
 
+TEST_CASE("training: cross_entropy fused (default) or unfused, read and written back, others refused at the key") {
+  TempDir dir;
+  CHECK_FALSE(load_training(dir.write("t.yaml", test::kTrainingYaml)).unfused_cross_entropy);
+  TrainingConfig t = load_training(dir.write("u.yaml", std::string(test::kTrainingYaml) + "cross_entropy: unfused\n"));
+  CHECK(t.unfused_cross_entropy);
+  YAML::Emitter out;
+  write_training(out, t);
+  CHECK(load_training(dir.write("v.yaml", std::string(out.c_str()) + "\n")).unfused_cross_entropy);
+  CHECK_FALSE(load_training(dir.write("w.yaml", std::string(test::kTrainingYaml) + "cross_entropy: fused\n"))
+                  .unfused_cross_entropy);
+  try {
+    load_training(dir.write("x.yaml", std::string(test::kTrainingYaml) + "cross_entropy: liger\n"));
+    FAIL("accepted cross_entropy: liger");
+  } catch (const ConfigError& e) {
+    const std::string what = e.what();
+    CHECK_MESSAGE(what.find("x.yaml:") != std::string::npos, what);
+    CHECK_MESSAGE(what.find("must be one of fused, unfused; got 'liger'") != std::string::npos, what);
+  }
+}
+
 TEST_CASE("training: clip_grad defaults to 1.0, 0 turns it off, negative or non-finite refused, written back") {
   TempDir dir;
   CHECK(load_training(dir.write("t.yaml", test::kTrainingYaml)).clip_grad == 1.0);

@@ -374,6 +374,17 @@ TEST_CASE("emit: selective_op is torchtitan's selective op policy and no Megatro
                        doctest::Contains("Megatron-LM has no such mode"), Error);
 }
 
+TEST_CASE("emit: the loss implementation is noted where the framework differs from the plan") {
+  Experiment e = hand_made_experiment();
+  CHECK(has_note(report::torchtitan_config(e, hand_made_plan(), report::TorchtitanTarget::toml),
+                 "training.cross_entropy fused"));
+  CHECK_FALSE(has_note(report::megatron_launch(e, hand_made_plan()), "training.cross_entropy"));
+  e.training.unfused_cross_entropy = true;
+  CHECK_FALSE(has_note(report::torchtitan_config(e, hand_made_plan(), report::TorchtitanTarget::toml),
+                       "training.cross_entropy"));
+  CHECK(has_note(report::megatron_launch(e, hand_made_plan()), "training.cross_entropy unfused"));
+}
+
 TEST_CASE("emit: torchtitan toml target parses back with the plan's values") {
   const std::string text = report::emit_plan(report::Format::torchtitan, hand_made_experiment(), hand_made_plan(),
                                              report::EmitOptions{report::TorchtitanTarget::toml});

@@ -412,6 +412,16 @@ TEST_CASE("logits memory: 16-bit logits plus the cross-entropy's float32 copy, f
   CHECK(predict(e, mesh, ParallelOptions{}).memory.logits_bytes == Approx(rows * slice * (2 + 4)));
   e.training.dtype = DType::fp32;
   CHECK(predict(e, mesh, ParallelOptions{}).memory.logits_bytes == Approx(rows * slice * 4));
+  // Unfused (PyTorch's cross_entropy over logits.float()): three float32 tensors at its backward,
+  // whatever the dtype; the peak grows by the difference.
+  e.training.unfused_cross_entropy = true;
+  CHECK(predict(e, mesh, ParallelOptions{}).memory.logits_bytes == Approx(rows * slice * 12));
+  e.training.dtype = DType::bf16;
+  const Prediction unfused = predict(e, mesh, ParallelOptions{});
+  CHECK(unfused.memory.logits_bytes == Approx(rows * slice * 12));
+  e.training.unfused_cross_entropy = false;
+  CHECK(unfused.peak_memory_bytes - predict(e, mesh, ParallelOptions{}).peak_memory_bytes ==
+        Approx(rows * slice * (12 - 6)));
 }
 
 TEST_CASE("full recompute re-runs the forward TP collectives, selective does not") {
