@@ -290,15 +290,27 @@ std::vector<CpCommAlternative> cp_comm_alternatives(const Experiment& e, const s
     std::vector<CpScheme> schemes = {chosen.options.cp_scheme};
     for (CpScheme sc : {CpScheme::contiguous, CpScheme::zigzag, CpScheme::striped})
       if (sc != chosen.options.cp_scheme && comm != chosen.options.cp_comm) schemes.push_back(sc);
+    // hybrid, when it is not the chosen method, at each group size the search tries (1 < A < CP,
+    // as A = 1 is the ring and A = CP the all-to-all, both listed already); the chosen layout's
+    // size otherwise. No such size (CP 2 or prime): the default size, which is one of the two.
+    std::vector<int64_t> sizes = {chosen.options.cp_a2a_size};
+    if (comm == CpComm::hybrid && comm != chosen.options.cp_comm) {
+      sizes.clear();
+      for (int64_t a = 2; a < chosen.mesh.cp; ++a)
+        if (chosen.mesh.cp % a == 0) sizes.push_back(a);
+      if (sizes.empty()) sizes.push_back(0);
+    }
     CpCommAlternative best;
     bool have = false;
-    for (CpScheme sc : schemes) {
+    for (CpScheme sc : schemes)
+     for (int64_t size : sizes) {
       CpCommAlternative a;
       a.comm = comm;
       a.scheme = sc;
       ParallelOptions opt = chosen.options;
       opt.cp_comm = comm;
       opt.cp_scheme = sc;
+      opt.cp_a2a_size = size;
       a.refused = sim::check_layout(e, chosen.mesh, opt, gpus);
       a.a2a_size = sim::cp_a2a_size_of(e, chosen.mesh, opt);
       if (a.refused.empty()) {
@@ -326,7 +338,7 @@ std::string cp_comm_reason(const sim::Prediction& chosen, const std::vector<CpCo
                            const std::vector<CpComm>& searched) {
   if (alts.empty()) return {};
   const CpCommAlternative& me = alts.front();
-  // hybrid is named with its group size: "hybrid a2a 4 x ring 2".
+  // hybrid is named with its group size: "hybrid (a2a size 4)".
   auto method = [](const CpCommAlternative& a) {
     return a.comm == CpComm::hybrid ? fmt::format("hybrid (a2a size {})", a.a2a_size) : std::string(to_string(a.comm));
   };

@@ -125,12 +125,13 @@ struct Rejection {
 };
 
 // The chosen layout with another CP communication method, at that method's best CP scheme
-// (contiguous suits all-to-all, which sees the whole sequence, and starves a causal ring);
+// (contiguous suits all-to-all, which sees the whole sequence, and starves a causal ring) and,
+// for hybrid, its best group size 1 < A < CP (the default size when CP has none);
 // everything else the same, so the plan can say why its method won (cp_comm_alternatives).
 struct CpCommAlternative {
   CpComm comm = CpComm::ring;
   CpScheme scheme = CpScheme::zigzag;  // the fastest fitting scheme for this method (the chosen's for the first)
-  int64_t a2a_size = 1;       // hybrid: its all-to-all group size (the chosen's, else the default); 1 otherwise
+  int64_t a2a_size = 1;       // hybrid: its all-to-all group size (the chosen's, else the fastest 1 < A < CP); 1 otherwise
   std::string refused;        // check_layout's reason when the method cannot run this layout; else empty
   double step_time_s = 0;     // predicted, when not refused
   double cp_exposed_s = 0;    // its exposed CP communication + CP imbalance per step
