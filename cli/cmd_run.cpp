@@ -125,6 +125,7 @@ sim::RingAttentionShape predicted_shape(const runtime::RingLayerShape& x, int64_
   s.dtype = dtype;
   s.tp = 1;  // the ranks of this run form one CP group with nothing between them
   s.comm = x.comm;
+  s.a2a_size = x.comm == CpComm::hybrid ? x.a2a_size : 1;
   return s;
 }
 
@@ -296,8 +297,11 @@ int run_body(const RunArgs& a, runtime::MpiCommunicator& world) {
   if (shape.comm != CpComm::ring && shape.kernel != runtime::RingKernel::flash)
     throw bad_input(fmt::format("{}: cp_comm {} needs attention flash (the plan has {})", a.plan, to_string(shape.comm),
                                 to_string(e.options.attention)));
+  // hybrid: the plan's group size, resolved as the cost model resolves it (0: the default).
+  if (shape.comm == CpComm::hybrid) shape.a2a_size = sim::cp_a2a_size_of(e, mesh, e.options);
   const bool allgather = shape.comm == CpComm::allgather;
   const bool alltoall = shape.comm == CpComm::alltoall;
+  const bool hybrid = shape.comm == CpComm::hybrid;
   const bool on_gpu = choose_gpu(a.device, e, shape, world);
   if (on_gpu)
     check_attention_fits_gpu(e, world);
@@ -375,6 +379,7 @@ int run_body(const RunArgs& a, runtime::MpiCommunicator& world) {
     j["validates"] = slice;
     j["cp"] = m.cp_size;
     j["cp_comm"] = to_string(shape.comm);
+    if (shape.comm == CpComm::hybrid) j["cp_a2a_size"] = shape.a2a_size;
     j["device"] = on_gpu ? "cuda" : "cpu";
     j["dtype"] = to_string(run_dtype);
     j["iterations"] = a.iters;
@@ -422,6 +427,7 @@ int run_body(const RunArgs& a, runtime::MpiCommunicator& world) {
               to_string(run_dtype),
               allgather  ? "all-gather CP, collectives not overlapped"
               : alltoall ? "all-to-all CP, all-to-alls not overlapped"
+              : hybrid   ? "hybrid CP, all-to-alls not overlapped, ring across groups overlapped"
                          : "ring");
   if (a.profile.empty())
     std::printf("note: no --profile given; a prediction is only as good as its profile: measure one with\n"
@@ -447,6 +453,12 @@ int run_body(const RunArgs& a, runtime::MpiCommunicator& world) {
     std::printf("cp_comm alltoall: forward = all-to-all Q, K, V to head shards + one kernel call over the whole "
                 "sequence on heads/CP heads + all-to-all O (and lse) back; backward = all-to-all dO + one kernel call "
                 "+ all-to-all dQ, dK, dV\n");
+  if (hybrid)
+    std::printf("cp_comm hybrid: %lld all-to-all group(s) of %lld CP ranks, ring of %lld across them: forward = "
+                "all-to-all Q, K, V to head shards of the group's tokens + ring attention on them + all-to-all O back; "
+                "backward = all-to-all dO + the ring's backward + all-to-all dQ, dK, dV\n",
+                static_cast<long long>(m.cp_size / shape.a2a_size), static_cast<long long>(shape.a2a_size),
+                static_cast<long long>(m.cp_size / shape.a2a_size));
   std::printf("busy max/mean over ranks: measured %s, predicted %s (%s)\n", format::format_ratio(busy_ratio).c_str(),
               format::format_ratio(pred.imbalance).c_str(), to_string(shape.scheme));
   std::printf("forward kernel rate, slowest rank: %s (4*b*H*pairs*d = %s)\n",
@@ -460,8 +472,8 @@ int run_body(const RunArgs& a, runtime::MpiCommunicator& world) {
                 "RSS = VmHWM rise during the run%s)\n",
                 m.memory[0].rss_peak_was_reset ? ", peak reset before allocation" : "; peak could not be reset");
   std::printf("%-6s %11s %11s %11s %11s %11s %11s\n", "rank", "tensors",
-              allgather ? "gather K,V" : alltoall ? "a2a QKVO" : "ring K,V",
-              allgather ? "full dK,dV" : alltoall ? "a2a grads" : "ring dK,dV", "scores", "tracked",
+              allgather ? "gather K,V" : alltoall ? "a2a QKVO" : hybrid ? "a2a+ring KV" : "ring K,V",
+              allgather ? "full dK,dV" : alltoall ? "a2a grads" : hybrid ? "a2a+ring dKV" : "ring dK,dV", "scores", "tracked",
               on_gpu ? "device peak" : "RSS peak");
   auto bytes = [](auto b) { return format::format_bytes(static_cast<double>(b)); };
   // rss_peak_delta_bytes is -1 where it could not be measured.
@@ -478,6 +490,7 @@ int run_body(const RunArgs& a, runtime::MpiCommunicator& world) {
   std::printf("%s: measured %s, predicted %s (%s)\n",
               allgather  ? "all-gather buffers (full-sequence K,V + dK,dV + packing)"
               : alltoall ? "all-to-all buffers (head-sharded Q,K,V,O + dO,dQ,dK,dV + staging)"
+              : hybrid   ? "hybrid buffers (the group's all-to-all buffers + the ring's K,V + dK,dV)"
                          : "ring buffers (K,V + dK,dV)",
               bytes(measured_ring_bytes).c_str(), bytes(pred.ring_buffer_bytes).c_str(),
               pct(measured_ring_bytes, pred.ring_buffer_bytes).c_str());

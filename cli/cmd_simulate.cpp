@@ -26,14 +26,14 @@ namespace {
 struct SimulateArgs {
   std::string experiment;
   std::string mesh, recompute, sequence_parallel, cp_scheme, attention, cp_comm, tp_overlap;
-  int64_t micro_batch = 0, zero = 0, interleave = 0, gpus = 0;
+  int64_t micro_batch = 0, zero = 0, interleave = 0, gpus = 0, cp_a2a_size = 0;
   std::string format = "table";
   std::string trace;  // Chrome/Perfetto trace of the ring (event simulator)
   std::string output;  // plan file of the simulated layout (-o)
   // Which flags were given (count() > 0): only those override the file.
   CLI::Option *mesh_opt = nullptr, *mb_opt = nullptr, *rc_opt = nullptr, *zero_opt = nullptr, *sp_opt = nullptr,
               *scheme_opt = nullptr, *v_opt = nullptr, *attn_opt = nullptr, *comm_opt = nullptr,
-              *tpo_opt = nullptr;
+              *tpo_opt = nullptr, *a2a_opt = nullptr;
 };
 
 int run_simulate(const SimulateArgs& a) {
@@ -57,9 +57,17 @@ int run_simulate(const SimulateArgs& a) {
   if (a.attn_opt->count()) o.attention = parse_attention_flag("--attention", a.attention);
   if (a.comm_opt->count()) o.cp_comm = parse_cp_comm_flag("--cp-comm", a.cp_comm);
   if (a.tpo_opt->count()) o.tp_overlap = parse_tp_overlap_flag("--tp-overlap", a.tp_overlap);
+  if (a.a2a_opt->count()) {
+    if (o.cp_comm != CpComm::hybrid)
+      throw bad_input(fmt::format("--cp-a2a-size is the all-to-all group size of cp_comm hybrid; the layout has cp_comm "
+                                  "{} (add --cp-comm hybrid)",
+                                  to_string(o.cp_comm)));
+    o.cp_a2a_size = parse_positive_flag("--cp-a2a-size", a.cp_a2a_size);
+  }
 
   // The trace is the event replay of the ring; an all-gather or all-to-all layer (collectives
-  // around one kernel call) has no ring steps to replay. Refused before anything is printed.
+  // around one kernel call) has no ring steps to replay, and hybrid's all-to-alls around its
+  // ring are not in the replay. Refused before anything is printed.
   if (!a.trace.empty() && e.mesh->cp > 1 && o.cp_comm != CpComm::ring)
     throw bad_input(fmt::format("--trace replays ring attention step by step; the layout has cp_comm {}, which has "
                                 "no ring; drop --trace or use --cp-comm ring",
@@ -119,7 +127,10 @@ RINGPLAN_COMMAND("simulate", "Predict memory and step time of one layout, term b
   a->scheme_opt = app.add_option("--cp-scheme", a->cp_scheme, "Sequence sharding: contiguous, zigzag, striped");
   a->v_opt = app.add_option("--interleave", a->interleave, "Virtual pipeline stages per device (PP > 1)");
   a->attn_opt = app.add_option("--attention", a->attention, "Attention kernel: flash, materialized");
-  a->comm_opt = app.add_option("--cp-comm", a->cp_comm, "CP exchange: ring (p2p K,V, overlapped), allgather (K,V gathered), alltoall (Ulysses: heads split over CP)");
+  a->comm_opt = app.add_option("--cp-comm", a->cp_comm, "CP exchange: ring (p2p K,V, overlapped), allgather (K,V gathered), alltoall (Ulysses: heads split over CP), hybrid (all-to-all in groups of --cp-a2a-size ranks, ring across groups)");
+  a->a2a_opt = app.add_option("--cp-a2a-size", a->cp_a2a_size,
+                              "cp_comm hybrid: CP ranks per all-to-all group (divides CP; default: the largest that "
+                              "splits the heads per TP rank and stays inside a node)");
   a->tpo_opt = app.add_option("--tp-overlap", a->tp_overlap,
                               "TP collectives overlapped with GEMMs: none, backward (Megatron's async, default), "
                               "pipelined (Transformer Engine --tp-comm-overlap, needs sequence parallelism)");

@@ -192,6 +192,9 @@ int run_step_body(const RunArgs& a, runtime::MpiCommunicator& world) {
 #endif
   if (a.layers > 0) e.model.layers = a.layers;
 
+  // hybrid: the group size the cost model resolves for this plan (0: the default), for the
+  // trainer and the prediction alike.
+  if (e.options.cp_comm == CpComm::hybrid && mesh.cp > 1) e.options.cp_a2a_size = sim::cp_a2a_size_of(e, mesh, e.options);
   runtime::step::StepSpec spec;
   spec.model = e.model;
   spec.mesh = mesh;

@@ -23,8 +23,10 @@ constexpr NameTable<CpScheme, 3> kCpSchemeNames{
     {{CpScheme::contiguous, "contiguous"}, {CpScheme::zigzag, "zigzag"}, {CpScheme::striped, "striped"}}};
 constexpr NameTable<AttentionImpl, 2> kAttentionNames{
     {{AttentionImpl::flash, "flash"}, {AttentionImpl::materialized, "materialized"}}};
-constexpr NameTable<CpComm, 3> kCpCommNames{
-    {{CpComm::ring, "ring"}, {CpComm::allgather, "allgather"}, {CpComm::alltoall, "alltoall"}}};
+constexpr NameTable<CpComm, 4> kCpCommNames{{{CpComm::ring, "ring"},
+                                            {CpComm::allgather, "allgather"},
+                                            {CpComm::alltoall, "alltoall"},
+                                            {CpComm::hybrid, "hybrid"}}};
 constexpr NameTable<TpOverlap, 3> kTpOverlapNames{
     {{TpOverlap::none, "none"}, {TpOverlap::backward, "backward"}, {TpOverlap::pipelined, "pipelined"}}};
 

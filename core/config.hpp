@@ -29,8 +29,12 @@ enum class AttentionImpl { flash, materialized };
 // a2a): all-to-alls turn sequence shards of Q, K, V into head shards of the whole sequence, each
 // rank runs attention on heads/CP heads, one all-to-all brings O back; needs CP to divide the
 // query heads per TP rank (KV heads are split, or replicated when CP is a multiple of them);
-// runtime/alltoall_attention.hpp.
-enum class CpComm { ring, allgather, alltoall };
+// runtime/alltoall_attention.hpp. hybrid: hierarchical CP (Megatron/TE a2a+p2p,
+// --hierarchical-context-parallel-sizes A R; USP): the CP group of C = A x R ranks is cut into R
+// groups of A consecutive CP ranks; all-to-all over heads inside each group (as alltoall with A
+// ranks), ring attention across the R groups on the group's head shard (as ring with R ranks),
+// all-to-all back. A is ParallelOptions::cp_a2a_size; runtime/hybrid_attention.hpp.
+enum class CpComm { ring, allgather, alltoall, hybrid };
 // How the TP collectives overlap computation (ParallelOptions::tp_overlap): a property of the
 // framework that runs the layout, not searched by the planner.
 //   none      every TP collective waits for the GEMM before it and blocks the one after it
@@ -302,6 +306,10 @@ struct ParallelOptions {
   int64_t interleave = 1;           // virtual pipeline stages per device (v)
   AttentionImpl attention = AttentionImpl::flash;
   CpComm cp_comm = CpComm::ring;    // only matters with CP > 1; ring keeps every earlier result
+  // cp_comm hybrid only: A, the all-to-all group size (R = CP / A ring groups). 0 means the
+  // default, sim::default_cp_a2a_size(): the largest divisor of CP that splits the heads per TP
+  // rank (as alltoall needs) and whose TP x A ranks stay inside one node. Must divide CP.
+  int64_t cp_a2a_size = 0;
   TpOverlap tp_overlap = TpOverlap::backward;  // only matters with TP > 1; not searched
   bool operator==(const ParallelOptions&) const = default;
 };
@@ -309,10 +317,10 @@ struct ParallelOptions {
 // Which option keys an experiment's `options:` block gave (each fixes that option for `plan`).
 struct FixedOptionKeys {
   bool micro_batch = false, recompute = false, zero_stage = false, sequence_parallel = false, cp_scheme = false,
-       interleave = false, attention = false, cp_comm = false, tp_overlap = false;
+       interleave = false, attention = false, cp_comm = false, tp_overlap = false, cp_a2a_size = false;
   bool any() const {
     return micro_batch || recompute || zero_stage || sequence_parallel || cp_scheme || interleave || attention ||
-           cp_comm || tp_overlap;
+           cp_comm || tp_overlap || cp_a2a_size;
   }
   bool operator==(const FixedOptionKeys&) const = default;
 };
@@ -327,6 +335,9 @@ struct SearchSpace {
   std::vector<int64_t> interleave;
   std::vector<AttentionImpl> attention;
   std::vector<CpComm> cp_comm;
+  // Group sizes A tried for cp_comm hybrid (each must divide the layout's CP to be tried); empty:
+  // every divisor of CP with 1 < A < CP (A = 1 is the ring, A = CP the all-to-all).
+  std::vector<int64_t> cp_a2a_size;
   std::optional<int64_t> max_tp, max_cp, max_pp;  // optional caps
 };
 

@@ -438,10 +438,10 @@ const std::vector<std::string> kExperimentKeys{"name", "model",   "cluster", "tr
 const std::vector<std::string> kMeshKeys{"dp", "tp", "cp", "pp"};
 const std::vector<std::string> kOptionKeys{"micro_batch", "recompute",  "zero_stage", "sequence_parallel",
                                            "cp_scheme",   "interleave", "attention",  "cp_comm",
-                                           "tp_overlap"};
+                                           "tp_overlap",  "cp_a2a_size"};
 const std::vector<std::string> kSearchKeys{"micro_batch", "recompute",  "zero_stage", "sequence_parallel",
                                            "cp_scheme",   "interleave", "attention",  "cp_comm",
-                                           "max_tp",      "max_cp",     "max_pp"};
+                                           "cp_a2a_size", "max_tp",     "max_cp",     "max_pp"};
 const std::vector<std::string> kPublishedKeys{"step_time_s",     "tflops_per_device",       "mfu",
                                               "peak_memory_gib", "tokens_per_s_per_device", "attention_flops",
                                               "source"};
@@ -576,6 +576,29 @@ void check_mesh_fits(const MapReader& m, const Experiment& e) {
   if (batch % mesh.dp != 0)
     m.fail("dp", fmt::format("{} replicas do not divide the global batch of {} sequences; valid: {}", mesh.dp, batch,
                              divisors_text(batch)));
+}
+
+// cp_comm hybrid with a fixed mesh: the group size A must divide CP and split the heads per TP
+// rank as an all-to-all of A ranks does (sim::check_layout says the same for meshes searched).
+void check_cp_a2a_size(const MapReader& o, const Experiment& e) {
+  const Mesh& mesh = *e.mesh;
+  const int64_t a = e.options.cp_a2a_size;
+  if (mesh.cp % a != 0)
+    o.fail("cp_a2a_size", fmt::format("{} does not divide cp {} (the CP group is cut into cp / cp_a2a_size ring groups "
+                                      "of cp_a2a_size ranks); valid: {}",
+                                      a, mesh.cp, divisors_text(mesh.cp)));
+  if (e.model.heads % mesh.tp != 0 || e.model.kv_heads % mesh.tp != 0) return;  // check_mesh_fits reports TP
+  const int64_t hq = e.model.heads / mesh.tp, hkv = e.model.kv_heads / mesh.tp;
+  auto splits = [&](int64_t g) { return hq % g == 0 && (hkv % g == 0 || g % hkv == 0); };
+  if (!splits(a)) {
+    std::string valid;
+    for (int64_t g = 1; g <= mesh.cp; ++g)
+      if (mesh.cp % g == 0 && splits(g)) valid += (valid.empty() ? "" : ", ") + std::to_string(g);
+    o.fail("cp_a2a_size", fmt::format("{} cannot split the heads per TP rank (heads {} / tp {} = {}, kv_heads {} / tp {} "
+                                      "= {}): it must divide the query heads and divide or be a multiple of the KV "
+                                      "heads; valid: {} (the divisors of cp {} that do)",
+                                      a, e.model.heads, mesh.tp, hq, e.model.kv_heads, mesh.tp, hkv, valid, mesh.cp));
+  }
 }
 
 }  // namespace
@@ -839,6 +862,7 @@ Experiment experiment_from_yaml(const YAML::Node& node, const std::string& file,
     given.attention = o.has("attention");
     given.cp_comm = o.has("cp_comm");
     given.tp_overlap = o.has("tp_overlap");
+    given.cp_a2a_size = o.has("cp_a2a_size");
     if (o.has("micro_batch")) opt.micro_batch = o.get_count("micro_batch", kMaxSize);
     if (o.has("recompute")) opt.recompute = o.get_enum<Recompute>("recompute", parse_recompute, recompute_names());
     if (o.has("zero_stage"))
@@ -850,6 +874,14 @@ Experiment experiment_from_yaml(const YAML::Node& node, const std::string& file,
     if (o.has("cp_comm")) opt.cp_comm = o.get_enum<CpComm>("cp_comm", parse_cp_comm, cp_comm_names());
     if (o.has("tp_overlap"))
       opt.tp_overlap = o.get_enum<TpOverlap>("tp_overlap", parse_tp_overlap, tp_overlap_names());
+    if (o.has("cp_a2a_size")) {
+      opt.cp_a2a_size = o.get_count("cp_a2a_size", kMaxGpus);
+      if (opt.cp_comm != CpComm::hybrid)
+        o.fail("cp_a2a_size", fmt::format("is the all-to-all group size of cp_comm hybrid; this layout has cp_comm {} "
+                                          "(set cp_comm: hybrid, or remove cp_a2a_size)",
+                                          to_string(opt.cp_comm)));
+      if (e.mesh) check_cp_a2a_size(o, e);
+    }
   }
 
   if (mesh_reader) check_mesh_fits(*mesh_reader, e);
@@ -884,6 +916,11 @@ Experiment experiment_from_yaml(const YAML::Node& node, const std::string& file,
       sp.cp_comm = s.get_list<CpComm>("cp_comm", [&s](const YAML::Node& n, int line, const std::string& w) {
         return s.scalar_enum<CpComm>(n, line, w, parse_cp_comm, cp_comm_names());
       });
+    if (s.has("cp_a2a_size")) {
+      sp.cp_a2a_size = s.get_list<int64_t>("cp_a2a_size", [&s](const YAML::Node& n, int line, const std::string& w) {
+        return s.scalar_count(n, line, w, kMaxGpus);
+      });
+    }
     if (s.has("max_tp")) sp.max_tp = s.get_count("max_tp", kMaxGpus);
     if (s.has("max_cp")) sp.max_cp = s.get_count("max_cp", kMaxGpus);
     if (s.has("max_pp")) sp.max_pp = s.get_count("max_pp", kMaxGpus);
@@ -1086,12 +1123,13 @@ void write_experiment(YAML::Emitter& out, const Experiment& e) {
   out << YAML::Key << "attention" << YAML::Value << to_string(o.attention);
   out << YAML::Key << "cp_comm" << YAML::Value << to_string(o.cp_comm);
   out << YAML::Key << "tp_overlap" << YAML::Value << to_string(o.tp_overlap);
+  if (o.cp_comm == CpComm::hybrid && o.cp_a2a_size > 0) out << YAML::Key << "cp_a2a_size" << YAML::Value << o.cp_a2a_size;
   out << YAML::EndMap;
 
   const SearchSpace& s = e.search;
   bool any_search = !s.micro_batch.empty() || !s.recompute.empty() || !s.zero_stage.empty() ||
                     !s.sequence_parallel.empty() || !s.cp_scheme.empty() || !s.interleave.empty() ||
-                    !s.attention.empty() || !s.cp_comm.empty() || s.max_tp || s.max_cp || s.max_pp;
+                    !s.attention.empty() || !s.cp_comm.empty() || !s.cp_a2a_size.empty() || s.max_tp || s.max_cp || s.max_pp;
   if (any_search) {
     auto same = [](auto v) { return v; };
     auto name = [](auto v) { return std::string(to_string(v)); };
@@ -1104,6 +1142,7 @@ void write_experiment(YAML::Emitter& out, const Experiment& e) {
     emit_list(out, "interleave", s.interleave, same);
     emit_list(out, "attention", s.attention, name);
     emit_list(out, "cp_comm", s.cp_comm, name);
+    emit_list(out, "cp_a2a_size", s.cp_a2a_size, same);
     if (s.max_tp) out << YAML::Key << "max_tp" << YAML::Value << *s.max_tp;
     if (s.max_cp) out << YAML::Key << "max_cp" << YAML::Value << *s.max_cp;
     if (s.max_pp) out << YAML::Key << "max_pp" << YAML::Value << *s.max_pp;

@@ -27,7 +27,7 @@ auto layout_key(const sim::Prediction& p) {
   return std::make_tuple(m.tp, m.cp, m.pp, m.dp, o.micro_batch, static_cast<int>(o.recompute),
                          o.zero_stage, o.sequence_parallel, static_cast<int>(o.cp_scheme),
                          o.interleave, static_cast<int>(o.attention), static_cast<int>(o.cp_comm),
-                         static_cast<int>(o.tp_overlap));
+                         o.cp_a2a_size, static_cast<int>(o.tp_overlap));
 }
 
 // Collects rejections. Layout rejections arrive once per pruned subtree (not once per
@@ -135,7 +135,7 @@ std::string choice_reason(const sim::Prediction& fastest, const sim::Prediction&
     why.push_back(fmt::format("{} mesh dimension{} > 1 instead of {}", b.dims_above_one,
                               b.dims_above_one == 1 ? "" : "s", a.dims_above_one));
   if (b.cp_method != a.cp_method) {
-    static constexpr const char* kMethod[] = {"ring CP", "all-gather CP", "all-to-all CP"};
+    static constexpr const char* kMethod[] = {"ring CP", "all-gather CP", "all-to-all CP", "hybrid CP"};
     why.push_back(fmt::format("{} instead of {}", kMethod[b.cp_method], kMethod[a.cp_method]));
   }
   std::string list;
@@ -166,7 +166,10 @@ ResolvedSearchSpace resolve_search_space(const Experiment& e) {
   r.attention = s.attention.empty()
                     ? std::vector<AttentionImpl>{AttentionImpl::flash, AttentionImpl::materialized}
                     : s.attention;
-  r.cp_comm = s.cp_comm.empty() ? std::vector<CpComm>{CpComm::ring, CpComm::allgather, CpComm::alltoall} : s.cp_comm;
+  r.cp_comm = s.cp_comm.empty()
+                  ? std::vector<CpComm>{CpComm::ring, CpComm::allgather, CpComm::alltoall, CpComm::hybrid}
+                  : s.cp_comm;
+  r.cp_a2a_size = s.cp_a2a_size;
   r.max_tp = s.max_tp.value_or(0);
   r.max_cp = s.max_cp.value_or(0);
   r.max_pp = s.max_pp.value_or(0);
@@ -209,12 +212,16 @@ Simplicity simplicity_of(const Mesh& m, const ParallelOptions& o) {
   s.zero_stage = std::clamp(o.zero_stage, 0, 3);
   s.interleaved = m.pp > 1 && o.interleave > 1 ? 1 : 0;
   s.dims_above_one = (m.dp > 1) + (m.tp > 1) + (m.cp > 1) + (m.pp > 1);
-  s.cp_method = m.cp > 1 ? (o.cp_comm == CpComm::allgather ? 1 : o.cp_comm == CpComm::alltoall ? 2 : 0) : 0;
+  s.cp_method = m.cp > 1 ? (o.cp_comm == CpComm::allgather  ? 1
+                            : o.cp_comm == CpComm::alltoall ? 2
+                            : o.cp_comm == CpComm::hybrid   ? 3
+                                                            : 0)
+                         : 0;
   return s;
 }
 
 int simplicity_index(const Simplicity& s) {
-  return ((s.zero_stage * 2 + s.interleaved) * 5 + s.dims_above_one) * 3 + s.cp_method;
+  return ((s.zero_stage * 2 + s.interleaved) * 5 + s.dims_above_one) * 4 + s.cp_method;
 }
 
 std::vector<int> ranking_groups(const std::vector<sim::Prediction>& ranked) {
@@ -275,7 +282,7 @@ std::string out_of_memory_message(const sim::Prediction& p) {
 std::vector<CpCommAlternative> cp_comm_alternatives(const Experiment& e, const sim::Prediction& chosen, int64_t gpus) {
   std::vector<CpCommAlternative> out;
   std::vector<CpComm> order = {chosen.options.cp_comm};
-  for (CpComm c : {CpComm::ring, CpComm::allgather, CpComm::alltoall})
+  for (CpComm c : {CpComm::ring, CpComm::allgather, CpComm::alltoall, CpComm::hybrid})
     if (c != chosen.options.cp_comm) order.push_back(c);
   for (CpComm comm : order) {
     // The chosen scheme first (the chosen layout itself for the first entry), then the others:
@@ -283,16 +290,29 @@ std::vector<CpCommAlternative> cp_comm_alternatives(const Experiment& e, const s
     std::vector<CpScheme> schemes = {chosen.options.cp_scheme};
     for (CpScheme sc : {CpScheme::contiguous, CpScheme::zigzag, CpScheme::striped})
       if (sc != chosen.options.cp_scheme && comm != chosen.options.cp_comm) schemes.push_back(sc);
+    // hybrid, when it is not the chosen method, at each group size the search tries (1 < A < CP,
+    // as A = 1 is the ring and A = CP the all-to-all, both listed already); the chosen layout's
+    // size otherwise. No such size (CP 2 or prime): the default size, which is one of the two.
+    std::vector<int64_t> sizes = {chosen.options.cp_a2a_size};
+    if (comm == CpComm::hybrid && comm != chosen.options.cp_comm) {
+      sizes.clear();
+      for (int64_t a = 2; a < chosen.mesh.cp; ++a)
+        if (chosen.mesh.cp % a == 0) sizes.push_back(a);
+      if (sizes.empty()) sizes.push_back(0);
+    }
     CpCommAlternative best;
     bool have = false;
-    for (CpScheme sc : schemes) {
+    for (CpScheme sc : schemes)
+     for (int64_t size : sizes) {
       CpCommAlternative a;
       a.comm = comm;
       a.scheme = sc;
       ParallelOptions opt = chosen.options;
       opt.cp_comm = comm;
       opt.cp_scheme = sc;
+      opt.cp_a2a_size = size;
       a.refused = sim::check_layout(e, chosen.mesh, opt, gpus);
+      a.a2a_size = sim::cp_a2a_size_of(e, chosen.mesh, opt);
       if (a.refused.empty()) {
         const sim::Prediction p = sim::predict(e, chosen.mesh, opt);
         a.step_time_s = p.step_time_s;
@@ -318,18 +338,22 @@ std::string cp_comm_reason(const sim::Prediction& chosen, const std::vector<CpCo
                            const std::vector<CpComm>& searched) {
   if (alts.empty()) return {};
   const CpCommAlternative& me = alts.front();
+  // hybrid is named with its group size: "hybrid (a2a size 4)".
+  auto method = [](const CpCommAlternative& a) {
+    return a.comm == CpComm::hybrid ? fmt::format("hybrid (a2a size {})", a.a2a_size) : std::string(to_string(a.comm));
+  };
   std::string s = fmt::format("cp_comm {} ({}): exposed CP communication + imbalance {} per step, CP buffers {}",
-                              to_string(me.comm), to_string(me.scheme), format::format_time_s(me.cp_exposed_s),
+                              method(me), to_string(me.scheme), format::format_time_s(me.cp_exposed_s),
                               format::format_bytes(me.cp_buffer_bytes));
   for (size_t i = 1; i < alts.size(); ++i) {
     const CpCommAlternative& a = alts[i];
     if (!a.refused.empty()) {
-      s += fmt::format("; {} cannot run this layout ({})", to_string(a.comm), a.refused);
+      s += fmt::format("; {} cannot run this layout ({})", method(a), a.refused);
     } else if (!a.fits) {
-      s += fmt::format("; {} does not fit ({} peak)", to_string(a.comm), format::format_bytes(a.peak_memory_bytes));
+      s += fmt::format("; {} does not fit ({} peak)", method(a), format::format_bytes(a.peak_memory_bytes));
     } else {
       const double d = 100.0 * (a.step_time_s - chosen.step_time_s) / chosen.step_time_s;
-      s += fmt::format("; {} ({}) {} step time (exposed CP {}, buffers {}){}", to_string(a.comm), to_string(a.scheme),
+      s += fmt::format("; {} ({}) {} step time (exposed CP {}, buffers {}){}", method(a), to_string(a.scheme),
                        format::format_error_pct(d), format::format_time_s(a.cp_exposed_s),
                        format::format_bytes(a.cp_buffer_bytes),
                        d >= 0 ? ""
@@ -363,6 +387,10 @@ PlanResult plan(const Experiment& e, const PlanSettings& settings) {
     if (fixed.interleave) space.interleave = {o.interleave};
     if (fixed.attention) space.attention = {o.attention};
     if (fixed.cp_comm) space.cp_comm = {o.cp_comm};
+    if (fixed.cp_a2a_size) {
+      space.cp_a2a_size = {o.cp_a2a_size};
+      space.cp_a2a_size_fixed = true;
+    }
   }
   std::vector<Mesh> meshes;
   if (settings.fixed_layout && e.mesh) {
@@ -400,6 +428,7 @@ PlanResult plan(const Experiment& e, const PlanSettings& settings) {
   const std::vector<bool> sp_off = {false};
   const std::vector<CpScheme> scheme_fixed = {e.options.cp_scheme};
   const std::vector<CpComm> comm_fixed = {e.options.cp_comm};
+  std::vector<std::pair<CpComm, int64_t>> comm_variants;  // refilled per mesh
   const std::vector<int64_t> interleave_one = {1};
 
   // All-gather and all-to-all CP run the flash kernel only (check_layout refuses them with a
@@ -435,8 +464,23 @@ PlanResult plan(const Experiment& e, const PlanSettings& settings) {
     const auto& schemes = mesh.cp > 1 ? space.cp_scheme : scheme_fixed;
     const auto& comms = mesh.cp > 1 ? space.cp_comm : comm_fixed;
     const auto& interleaves = mesh.pp > 1 || fixed.interleave ? space.interleave : interleave_one;
+    // (method, hybrid group size) pairs of this mesh: hybrid once per group size, the others once.
+    comm_variants.clear();
+    for (CpComm comm : comms) {
+      if (comm != CpComm::hybrid || mesh.cp <= 1) {
+        comm_variants.push_back({comm, e.options.cp_a2a_size});
+      } else if (space.cp_a2a_size_fixed) {
+        comm_variants.push_back({comm, space.cp_a2a_size.front()});
+      } else if (!space.cp_a2a_size.empty()) {
+        for (int64_t a : space.cp_a2a_size)
+          if (a >= 1 && mesh.cp % a == 0) comm_variants.push_back({comm, a});
+      } else {
+        for (int64_t a = 2; a < mesh.cp; ++a)
+          if (mesh.cp % a == 0) comm_variants.push_back({comm, a});
+      }
+    }
     int64_t inner_comms = 0;  // innermost candidates summed over the CP methods
-    for (CpComm comm : comms) inner_comms += inner_for(mesh.cp, comm);
+    for (const auto& [comm, a2a] : comm_variants) inner_comms += inner_for(mesh.cp, comm);
     const int64_t per_mesh =
         static_cast<int64_t>(micro_batches.size() * sps.size() * schemes.size() * interleaves.size()) * inner_comms;
     result.enumerated += per_mesh;
@@ -480,8 +524,9 @@ PlanResult plan(const Experiment& e, const PlanSettings& settings) {
         opt.sequence_parallel = sp;
         for (CpScheme scheme : schemes) {
           opt.cp_scheme = scheme;
-          for (CpComm comm : comms) {
+          for (const auto& [comm, a2a] : comm_variants) {
             opt.cp_comm = comm;
+            opt.cp_a2a_size = a2a;
             const std::vector<AttentionImpl>& attentions = attention_for(mesh.cp, comm);
             const int64_t inner = inner_for(mesh.cp, comm);
             if (inner == 0) continue;  // allgather/alltoall with only materialised in the search: nothing to try
@@ -582,12 +627,13 @@ std::string fixed_layout_text(const Experiment& e) {
     if (f.interleave) keys.push_back(fmt::format("interleave {}", e.options.interleave));
     if (f.attention) keys.push_back(fmt::format("attention {}", to_string(e.options.attention)));
     if (f.cp_comm) keys.push_back(fmt::format("cp_comm {}", to_string(e.options.cp_comm)));
+    if (f.cp_a2a_size) keys.push_back(fmt::format("cp_a2a_size {}", e.options.cp_a2a_size));
     const size_t searched_fixed = keys.size();  // tp_overlap is never searched
     if (f.tp_overlap) keys.push_back(fmt::format("tp_overlap {}", to_string(e.options.tp_overlap)));
     std::string list;
     for (size_t i = 0; i < keys.size(); ++i) list += (i ? ", " : "") + keys[i];
     s += fmt::format("{}options fixed by {} ({})", s.empty() ? "" : "; ", where(e.options_line), list);
-    if (searched_fixed < 8) s += "; the other options searched";
+    if (searched_fixed < 9) s += "; the other options searched";
   }
   return s;
 }

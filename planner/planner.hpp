@@ -35,6 +35,10 @@ namespace ringplan::planner {
 //            options.cp_comm, which has no effect at CP = 1). allgather and alltoall are tried
 //            with the flash entries of `attention` only (they have no materialised kernel);
 //            alltoall where CP does not split the heads per TP rank is a rejected layout.
+//            hybrid (flash only too) is tried once per all-to-all group size A in cp_a2a_size.
+//   cp_a2a_size: the experiment's search.cp_a2a_size (values that do not divide the mesh's CP are
+//            skipped), else every divisor of CP with 1 < A < CP (A = 1 is the ring and A = CP
+//            the all-to-all, searched as such); fixed by options.cp_a2a_size (0: the default).
 struct ResolvedSearchSpace {
   std::vector<int64_t> micro_batch;
   bool micro_batch_is_default = true;  // default set: filter to divisors per mesh
@@ -45,6 +49,8 @@ struct ResolvedSearchSpace {
   std::vector<int64_t> interleave;
   std::vector<AttentionImpl> attention;
   std::vector<CpComm> cp_comm;
+  std::vector<int64_t> cp_a2a_size;  // empty: the proper divisors of each mesh's CP
+  bool cp_a2a_size_fixed = false;    // options.cp_a2a_size fixed (cp_a2a_size holds it, 0: default)
   // 0: no cap. The planner has no default TP cap: TP wider than a node is searched (valid,
   // inter-node TP collectives) unless the experiment sets search.max_tp.
   int64_t max_tp = 0, max_cp = 0, max_pp = 0;
@@ -70,19 +76,20 @@ inline bool within_band(double t, double leader) { return t <= leader || t - lea
 // How simple and robust a layout is, compared lexicographically (smaller is simpler):
 // ZeRO stage (fewer sharded states, fewer collectives), interleaved pipeline or not, mesh
 // dimensions > 1 (fewer process groups to go wrong), then CP exchange (ring before all-gather
-// before all-to-all: the ring's p2p and its overlap are the default of every framework;
-// all-to-all adds a constraint on heads and four collectives per pass).
+// before all-to-all before hybrid: the ring's p2p and its overlap are the default of every
+// framework; all-to-all adds a constraint on heads and four collectives per pass; hybrid has
+// both stages and two process groups).
 // The CP scheme is not part of it: zigzag and striped twins are equivalent here.
 struct Simplicity {
   int zero_stage = 0;
   int interleaved = 0;      // 1 when PP > 1 and interleave > 1
   int dims_above_one = 0;   // 0 .. 4
-  int cp_method = 0;        // CP > 1: 0 ring, 1 allgather, 2 alltoall; 0 when CP = 1
+  int cp_method = 0;        // CP > 1: 0 ring, 1 allgather, 2 alltoall, 3 hybrid; 0 when CP = 1
   auto operator<=>(const Simplicity&) const = default;
 };
 Simplicity simplicity_of(const Mesh& m, const ParallelOptions& o);
 // Number of distinct Simplicity values, and a dense index that keeps their order.
-inline constexpr int kSimplicityClasses = 4 * 2 * 5 * 3;
+inline constexpr int kSimplicityClasses = 4 * 2 * 5 * 4;
 int simplicity_index(const Simplicity& s);
 
 // Group number (1-based) of each candidate of a ranked list: a group starts at the first
@@ -118,11 +125,13 @@ struct Rejection {
 };
 
 // The chosen layout with another CP communication method, at that method's best CP scheme
-// (contiguous suits all-to-all, which sees the whole sequence, and starves a causal ring);
+// (contiguous suits all-to-all, which sees the whole sequence, and starves a causal ring) and,
+// for hybrid, its best group size 1 < A < CP (the default size when CP has none);
 // everything else the same, so the plan can say why its method won (cp_comm_alternatives).
 struct CpCommAlternative {
   CpComm comm = CpComm::ring;
   CpScheme scheme = CpScheme::zigzag;  // the fastest fitting scheme for this method (the chosen's for the first)
+  int64_t a2a_size = 1;       // hybrid: its all-to-all group size (the chosen's, else the fastest 1 < A < CP); 1 otherwise
   std::string refused;        // check_layout's reason when the method cannot run this layout; else empty
   double step_time_s = 0;     // predicted, when not refused
   double cp_exposed_s = 0;    // its exposed CP communication + CP imbalance per step
@@ -146,7 +155,7 @@ struct PlanResult {
   std::optional<sim::Prediction> chosen;
   int64_t chosen_rank = 0;   // 1-based position of `chosen` in candidates; 0 when it ranks below top K
   std::string choice_reason; // why `chosen` (and not rank 1), for people
-  // With CP > 1 in `chosen`: every CP method (ring, allgather, alltoall) on the chosen layout,
+  // With CP > 1 in `chosen`: every CP method (ring, allgather, alltoall, hybrid) on the chosen layout,
   // the chosen one first, and for people why the chosen one won (cp_comm_reason). Empty otherwise.
   std::vector<CpCommAlternative> cp_comm_alternatives;
   std::string cp_comm_reason;

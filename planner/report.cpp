@@ -84,6 +84,7 @@ nlohmann::json options_json(const ParallelOptions& o) {
           {"interleave", o.interleave},
           {"attention", to_string(o.attention)},
           {"cp_comm", to_string(o.cp_comm)},
+          {"cp_a2a_size", o.cp_comm == CpComm::hybrid ? o.cp_a2a_size : 1},
           {"tp_overlap", to_string(o.tp_overlap)}};
 }
 
@@ -135,6 +136,7 @@ nlohmann::json plan_json(const PlanResult& r, const std::string& fixed_layout) {
   nlohmann::json cp_alts = nlohmann::json::array();
   for (const auto& a : r.cp_comm_alternatives) {
     nlohmann::json j = {{"cp_comm", to_string(a.comm)}, {"cp_scheme", to_string(a.scheme)}};
+    if (a.comm == CpComm::hybrid) j["cp_a2a_size"] = a.a2a_size;
     if (!a.refused.empty()) {
       j["refused"] = a.refused;
     } else {
@@ -174,6 +176,7 @@ std::string options_text(const Mesh& m, const ParallelOptions& o) {
   if (m.tp > 1 && o.tp_overlap != TpOverlap::backward) s += fmt::format(" tp-overlap={}", to_string(o.tp_overlap));
   // The CP method is named only where it acts (CP > 1): "zigzag ring", "zigzag allgather".
   if (m.cp > 1) s += fmt::format(" {} {}", to_string(o.cp_scheme), to_string(o.cp_comm));
+  if (m.cp > 1 && o.cp_comm == CpComm::hybrid) s += fmt::format(" a2a={}", o.cp_a2a_size);
   if (m.pp > 1) s += fmt::format(" v={}", o.interleave);
   s += fmt::format(" {}", to_string(o.attention));
   return s;

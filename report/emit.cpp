@@ -191,10 +191,28 @@ MegatronLaunch megatron_launch(const Experiment& e, const sim::Prediction& p) {
   if (mesh.cp > 1) {
     // p2p: the ring, K,V blocks passed rank to rank; all_gather: K,V of the whole sequence
     // gathered before attention, dK,dV reduce-scattered after it; a2a: Ulysses, all-to-alls
-    // from sequence shards to head shards and back (Megatron-Core's methods that match
-    // ringplan's cp_comm; the hierarchical a2a+p2p is not modelled).
+    // from sequence shards to head shards and back; a2a+p2p: ringplan's hybrid, all-to-all in
+    // groups of A consecutive CP ranks, ring across the R = CP/A groups. Megatron-Core's
+    // create_hierarchical_groups makes the first level of --hierarchical-context-parallel-sizes
+    // groups of consecutive CP ranks (the a2a level) and validate_args asserts that the sizes
+    // multiply to CP and are given whenever a2a+p2p is.
     add(a, "--cp-comm-type",
-        o.cp_comm == CpComm::allgather ? "all_gather" : o.cp_comm == CpComm::alltoall ? "a2a" : "p2p");
+        o.cp_comm == CpComm::allgather  ? "all_gather"
+        : o.cp_comm == CpComm::alltoall ? "a2a"
+        : o.cp_comm == CpComm::hybrid   ? "a2a+p2p"
+                                        : "p2p");
+    if (o.cp_comm == CpComm::hybrid) {
+      const int64_t a2a = sim::cp_a2a_size_of(e, mesh, o);
+      a.push_back("--hierarchical-context-parallel-sizes");
+      a.push_back(std::to_string(a2a));
+      a.push_back(std::to_string(mesh.cp / a2a));
+      if (mesh.tp > 0 && (e.model.kv_heads / mesh.tp) % a2a != 0)
+        out.notes.push_back(fmt::format(
+            "cp_comm hybrid with kv_heads/TP = {} not divisible by the all-to-all group size {}: ringplan replicates "
+            "each KV head inside the group (DeepSpeed-Ulysses' GQA rule), but Transformer Engine's a2a splits the K,V "
+            "heads as it does Q's, so Megatron-LM will refuse this layout; use a cp_a2a_size that divides the KV heads",
+            e.model.kv_heads / mesh.tp, a2a));
+    }
     if (o.cp_comm == CpComm::alltoall && mesh.tp > 0 && (e.model.kv_heads / mesh.tp) % mesh.cp != 0) {
       // Transformer Engine's a2a (flash_attn_a2a_communicate) views every input's heads as
       // [cp, heads/cp]: K and V need kv_heads/TP divisible by CP; it does not replicate them.
@@ -545,6 +563,15 @@ TorchtitanConfig torchtitan_config(const Experiment& e, const sim::Prediction& p
             "\"ptrr\" (FlexAttention only); the run will use headtail");
         set("parallelism", "context_parallel_load_balancer", std::string("headtail"));
         break;
+    }
+    if (o.cp_comm == CpComm::hybrid) {
+      // No hierarchical (all-to-all + ring) method in torchtitan either.
+      out.notes.push_back(fmt::format(
+          "cp_comm hybrid (all-to-all in groups of {} CP ranks, ring across groups; Megatron's a2a+p2p) is not "
+          "supported by torchtitan: its context parallelism only exchanges K,V shards; the emitted config runs the "
+          "ring (\"alltoall\" rotation) over all {} CP ranks, whose time and memory differ from the plan's "
+          "prediction: plan with cp_comm ring for torchtitan",
+          sim::cp_a2a_size_of(e, mesh, o), mesh.cp));
     }
     if (o.cp_comm == CpComm::alltoall) {
       // torchtitan's context parallelism (PyTorch's context_parallel) only rotates K,V shards

@@ -207,6 +207,11 @@ RingTimeline ring_timeline(const Experiment& e, const sim::Prediction& p) {
     t.scope = "cp_comm alltoall: no ring steps (all-to-alls of Q,K,V and O around one kernel call per layer)";
     return t;
   }
+  if (p.options.cp_comm == CpComm::hybrid) {
+    t.scope = "cp_comm hybrid: not drawn (all-to-alls inside groups of " + std::to_string(p.options.cp_a2a_size) +
+              " CP ranks around a ring across the groups; the ring replay models the plain ring only)";
+    return t;
+  }
   // The attention layer one CP group of this plan runs (the shapes `ringplan run` uses).
   const sim::RingAttentionShape shape = sim::ring_shape_for(e, p.mesh, p.options);
   const sim::RingSimulation sim_run = sim::simulate_ring(shape, e.cluster, /*record_events=*/true);

@@ -184,7 +184,10 @@ void AllToAllAttention::forward(const float* q, const float* k, const float* v, 
   kernels::ForwardOut o{kernels::dense_view(oh_.data(), ElemType::f32, B, hq_, m_, d),
                         kernels::dense_rows(lseh_.data(), B, hq_, m_)};
   try {
-    kernels::cpu_flash_forward(p, o, cfg_.tiles);
+    if (inner_)
+      inner_->forward(qh_.data(), kh_.data(), vh_.data(), oh_.data(), lseh_.data());
+    else
+      kernels::cpu_flash_forward(p, o, cfg_.tiles);
   } catch (const std::invalid_argument& e) {
     throw bad_input(std::string("all-to-all CP forward: ") + e.what());
   }
@@ -225,8 +228,13 @@ void AllToAllAttention::backward(const float* q, const float* k, const float* v,
                           kernels::dense_view(dkh_.data(), ElemType::f32, B, hkv_, m_, d),
                           kernels::dense_view(dvh_.data(), ElemType::f32, B, hkv_, m_, d)};
   try {
-    kernels::attention_backward_delta(g.out, g.grad_out, g.delta);
-    kernels::cpu_flash_backward(p, g, cfg_.tiles);
+    if (inner_) {
+      inner_->backward(qh_.data(), kh_.data(), vh_.data(), oh_.data(), lseh_.data(), doh_.data(), dqh_.data(),
+                       dkh_.data(), dvh_.data());
+    } else {
+      kernels::attention_backward_delta(g.out, g.grad_out, g.delta);
+      kernels::cpu_flash_backward(p, g, cfg_.tiles);
+    }
   } catch (const std::invalid_argument& e) {
     throw bad_input(std::string("all-to-all CP backward: ") + e.what());
   }

@@ -71,6 +71,17 @@ class AllToAllAttention {
   int64_t visible_pairs() const;
   int64_t heads_per_rank() const { return hq_; }
   int64_t kv_heads_per_rank() const { return hkv_; }
+  // The head-sharded side, for a caller that attends over it with another method (hybrid CP,
+  // runtime/hybrid_attention.hpp): the group's m tokens, their positions and document ids
+  // (null without documents) in the order of the head-sharded tensors.
+  int64_t head_tokens() const { return m_; }
+  const int64_t* head_positions() const { return positions_.data(); }
+  const int64_t* head_documents() const { return documents_.empty() ? nullptr : documents_.data(); }
+  // Attention on the head shards by `inner` (a ring over other ranks holding the same heads of
+  // other tokens) instead of one local flash call: inner->forward(Q, K, V -> O, lse) and
+  // inner->backward(... -> dQ, dK, dV) on [b, hq, m, d] / [b, hkv, m, d] tensors. Not owned;
+  // null restores the local call. Its time is inside this object's compute_s.
+  void set_inner(RingAttention* inner) { inner_ = inner; }
 
  private:
   // Sequence shard [b, heads, n, w] -> head shard [b, hx, m, w] in global order: destination r
@@ -101,6 +112,7 @@ class AllToAllAttention {
   std::vector<float> lseh_, delta_;           // [b, hq, m]
   const void* stash_[5] = {nullptr, nullptr, nullptr, nullptr, nullptr};  // q, k, v, out, lse of the last forward
   bool reused_ = false;
+  RingAttention* inner_ = nullptr;
   double comm_acc_ = 0;  // time in all-to-alls of the pass in progress
   AllToAllTiming fwd_, bwd_;
 };

@@ -10,6 +10,7 @@
 #include "core/error.hpp"
 #include "runtime/allgather_attention.hpp"
 #include "runtime/alltoall_attention.hpp"
+#include "runtime/hybrid_attention.hpp"
 #include "runtime/memory.hpp"
 #include "runtime/sharding.hpp"
 
@@ -144,7 +145,12 @@ RingLayerMeasurement run_ring_layer(Communicator& cp, const RingLayerShape& shap
   std::unique_ptr<RingAttention> ring;
   std::unique_ptr<AllGatherAttention> gather;
   std::unique_ptr<AllToAllAttention> a2a;
-  if (shape.comm == CpComm::allgather) {
+  std::unique_ptr<HybridAttention> hybrid;
+  if (shape.comm == CpComm::hybrid) {
+    if (opt.trace) throw bad_input("trace: the hybrid CP layer records no trace events (ring only)");
+    hybrid = std::make_unique<HybridAttention>(cp, shape.a2a_size, ring_config(shape, n, opt.tiles), pos);
+    mem.workspace = hybrid->workspace();
+  } else if (shape.comm == CpComm::allgather) {
     if (opt.trace) throw bad_input("trace: the all-gather CP layer records no trace events (ring only)");
     gather = std::make_unique<AllGatherAttention>(cp, ring_config(shape, n, opt.tiles), pos);
     mem.workspace = gather->workspace();
@@ -168,6 +174,9 @@ RingLayerMeasurement run_ring_layer(Communicator& cp, const RingLayerShape& shap
     if (ring) {
       ring->forward(q.data(), k.data(), v.data(), out.data(), lse.data());
       ring->backward(q.data(), k.data(), v.data(), out.data(), lse.data(), dout.data(), dq.data(), dk.data(), dv.data());
+    } else if (hybrid) {
+      hybrid->forward(q.data(), k.data(), v.data(), out.data(), lse.data());
+      hybrid->backward(q.data(), k.data(), v.data(), out.data(), lse.data(), dout.data(), dq.data(), dk.data(), dv.data());
     } else if (gather) {
       gather->forward(q.data(), k.data(), v.data(), out.data(), lse.data());
       gather->backward(q.data(), k.data(), v.data(), out.data(), lse.data(), dout.data(), dq.data(), dk.data(), dv.data());
@@ -187,18 +196,22 @@ RingLayerMeasurement run_ring_layer(Communicator& cp, const RingLayerShape& shap
     } else {
       // Compute = the kernel call (+ packing); comm = time in the all-gather / reduce-scatter
       // (or the all-to-alls), waits on slower ranks included (the counterpart of the ring's comm_wait).
-      const AllGatherTiming& f = gather ? gather->last_forward() : a2a->last_forward();
-      const AllGatherTiming& b = gather ? gather->last_backward() : a2a->last_backward();
+      const AllGatherTiming& f = hybrid ? hybrid->last_forward() : gather ? gather->last_forward() : a2a->last_forward();
+      const AllGatherTiming& b =
+          hybrid ? hybrid->last_backward() : gather ? gather->last_backward() : a2a->last_backward();
       mine.push_back({f.total_s, f.compute_s, f.comm_s, b.total_s, b.compute_s, b.comm_s});
     }
   }
   // Results must be finite; a NaN means a kernel or merge bug, and timing it would be meaningless.
   for (float x : dq)
-    if (!std::isfinite(x)) throw Error(ErrorKind::runtime, fmt::format("{}: non-finite dQ after the {} backward", cp.describe_rank(cp.rank()), ring ? "ring" : gather ? "all-gather" : "all-to-all"));
+    if (!std::isfinite(x)) throw Error(ErrorKind::runtime, fmt::format("{}: non-finite dQ after the {} backward", cp.describe_rank(cp.rank()), ring ? "ring" : hybrid ? "hybrid" : gather ? "all-gather" : "all-to-all"));
 
   const int64_t peak = peak_rss_bytes();
   mem.rss_peak_delta_bytes = (peak >= 0 && rss_before >= 0) ? peak - rss_before : -1;
-  const int64_t pairs = ring ? ring->last_forward().visible_pairs() : gather ? gather->visible_pairs() : a2a->visible_pairs();
+  const int64_t pairs = ring     ? ring->last_forward().visible_pairs()
+                        : hybrid ? hybrid->visible_pairs()
+                        : gather ? gather->visible_pairs()
+                                 : a2a->visible_pairs();
   gather_measurement(cp, mine, pairs, mem, opt.trace ? &recorder.events() : nullptr, m);
   return m;
 }

@@ -40,9 +40,12 @@ struct RingLayerShape {
   bool causal = true;
   CpScheme scheme = CpScheme::zigzag;
   RingKernel kernel = RingKernel::flash;
-  // ring: RingAttention; allgather: AllGatherAttention; alltoall: AllToAllAttention (both flash
-  // only; no trace events, their samples' comm_wait is the time inside their collectives).
+  // ring: RingAttention; allgather: AllGatherAttention; alltoall: AllToAllAttention; hybrid:
+  // HybridAttention (flash only; no trace events, their samples' comm_wait is the time inside
+  // their collectives, plus the inner ring's waits for hybrid).
   CpComm comm = CpComm::ring;
+  // hybrid: HybridAttention with all-to-all groups of a2a_size ranks (divides the CP size).
+  int64_t a2a_size = 1;
 };
 
 struct ExecutorOptions {

@@ -150,6 +150,31 @@ const LinkProfile& group_link(const ClusterConfig& c, const Mesh& mesh, MeshDim 
   return group_within_node(mesh, dim, c.gpus_per_node) ? c.intra_node : c.inter_node;
 }
 
+bool cp_a2a_within_node(const Mesh& mesh, int64_t a2a_size, int64_t gpus_per_node) {
+  if (a2a_size <= 1) return true;
+  if (mesh.tp < 1 || a2a_size > gpus_per_node) return false;  // bounds first: tp x a2a_size below cannot overflow
+  return blocks_within_node(a2a_size, mesh.tp * a2a_size, mesh.world_size(), gpus_per_node);
+}
+
+namespace {
+bool a2a_splits_heads(const ModelConfig& m, const Mesh& mesh, int64_t a) {
+  if (mesh.tp < 1 || m.heads % mesh.tp != 0 || m.kv_heads % mesh.tp != 0) return a == 1;
+  const int64_t hq = m.heads / mesh.tp, hkv = m.kv_heads / mesh.tp;
+  return hkv > 0 && hq % a == 0 && (hkv % a == 0 || a % hkv == 0);
+}
+}  // namespace
+
+int64_t default_cp_a2a_size(const ModelConfig& m, const Mesh& mesh, int64_t gpus_per_node) {
+  for (int64_t a = mesh.cp; a > 1; --a)
+    if (mesh.cp % a == 0 && a2a_splits_heads(m, mesh, a) && cp_a2a_within_node(mesh, a, gpus_per_node)) return a;
+  return 1;
+}
+
+int64_t cp_a2a_size_of(const Experiment& e, const Mesh& mesh, const ParallelOptions& opt) {
+  if (opt.cp_comm != CpComm::hybrid || mesh.cp <= 1) return 1;
+  return opt.cp_a2a_size > 0 ? opt.cp_a2a_size : default_cp_a2a_size(e.model, mesh, e.cluster.gpus_per_node);
+}
+
 void prepare_document_work(Experiment& e, const std::vector<int64_t>& cp_sizes) {
   if (!e.training.documents) return;
   DocumentSpec& d = *e.training.documents;
@@ -250,6 +275,23 @@ std::string check_layout(const Experiment& e, const Mesh& mesh, const ParallelOp
     if (hkv % mesh.cp != 0 && mesh.cp % hkv != 0)
       return "cp_comm alltoall needs the KV heads per TP rank (kv_heads " + str(m.kv_heads) + " / TP " + str(mesh.tp) +
              " = " + str(hkv) + ") to divide by CP " + str(mesh.cp) + " or divide it (replicated KV heads)";
+  }
+  // Hierarchical CP: all-to-all over groups of A CP ranks (as alltoall with CP = A), ring across
+  // the CP/A groups (sim/ring_model.hpp).
+  if (opt.cp_comm == CpComm::hybrid && mesh.cp > 1) {
+    if (opt.attention != AttentionImpl::flash)
+      return std::string("cp_comm hybrid needs attention flash, got ") + to_string(opt.attention);
+    if (opt.cp_a2a_size < 0) return "cp_a2a_size must be >= 1 (or 0: the default), got " + str(opt.cp_a2a_size);
+    const int64_t a = cp_a2a_size_of(e, mesh, opt);
+    if (mesh.cp % a != 0)
+      return "cp_comm hybrid needs cp_a2a_size " + str(a) + " to divide CP " + str(mesh.cp);
+    const int64_t hq = m.heads / mesh.tp, hkv = m.kv_heads / mesh.tp;
+    if (hq % a != 0)
+      return "cp_comm hybrid needs cp_a2a_size " + str(a) + " to divide the query heads per TP rank (heads " +
+             str(m.heads) + " / TP " + str(mesh.tp) + " = " + str(hq) + ")";
+    if (hkv % a != 0 && a % hkv != 0)
+      return "cp_comm hybrid needs the KV heads per TP rank (kv_heads " + str(m.kv_heads) + " / TP " + str(mesh.tp) +
+             " = " + str(hkv) + ") to divide by cp_a2a_size " + str(a) + " or divide it (replicated KV heads)";
   }
   // Transformer Engine's userbuffer overlap splits the sequence-parallel all-gathers and
   // reduce-scatters; Megatron-LM refuses --tp-comm-overlap without --sequence-parallel.
@@ -412,6 +454,10 @@ LayerTimes layer_times(const LayerShape& x, const ClusterConfig& c, double peak,
     lt.ring = predict_allgather_layer(x, c, peak, cp_per_node, ring_inter);
   } else if (x.cp_comm == CpComm::alltoall && mesh.cp > 1) {
     lt.ring = predict_alltoall_layer(x, c, peak, ring_inter ? c.inter_node : c.intra_node, ring_inter);
+  } else if (x.cp_comm == CpComm::hybrid && mesh.cp > 1) {
+    const bool a2a_inter = !cp_a2a_within_node(mesh, static_cast<int64_t>(x.cp_a2a), c.gpus_per_node);
+    lt.ring = predict_hybrid_layer(x, c, peak, a2a_inter ? c.inter_node : c.intra_node, a2a_inter,
+                                   ring_inter ? c.inter_node : c.intra_node, ring_inter);
   } else {
     lt.ring = predict_ring_layer(x, c, peak, ring_inter ? c.inter_node : c.intra_node, ring_inter);
   }
@@ -457,10 +503,12 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
   Prediction p;
   p.mesh = mesh;
   p.options = opt;
+  // The layout as it runs: hybrid's default group size resolved (plan files write it).
+  if (opt.cp_comm == CpComm::hybrid && mesh.cp > 1) p.options.cp_a2a_size = cp_a2a_size_of(e, mesh, opt);
   p.capacity_bytes = c.memory_bytes;
 
   const double peak = c.peak_flops_per_s(train.dtype);
-  const LayerShape x = make_layer_shape(model, train, mesh, opt);
+  const LayerShape x = make_layer_shape(model, train, mesh, p.options);
   const double tp = static_cast<double>(mesh.tp);
   const double pp = static_cast<double>(mesh.pp);
   const double v = static_cast<double>(opt.interleave);

@@ -102,6 +102,17 @@ double cp_imbalance(CpScheme scheme, int64_t seq_len, int64_t cp, bool causal);
 enum class MeshDim { tp, cp, dp, pp };
 bool group_within_node(const Mesh& mesh, MeshDim dim, int64_t gpus_per_node);
 const LinkProfile& group_link(const ClusterConfig& c, const Mesh& mesh, MeshDim dim);
+// Does every all-to-all group of cp_comm hybrid (a2a_size consecutive CP ranks, TP apart) stay
+// inside one node? The same rule as group_within_node with the block TP x a2a_size.
+bool cp_a2a_within_node(const Mesh& mesh, int64_t a2a_size, int64_t gpus_per_node);
+// cp_comm hybrid's default group size (ParallelOptions::cp_a2a_size 0): the largest divisor A
+// of CP that divides the query heads per TP rank, divides or is a multiple of the KV heads per
+// TP rank, and keeps each group of TP x A ranks inside one node (cp_a2a_within_node); 1 (the
+// plain ring) when no larger one qualifies. Needs TP to divide heads and kv_heads (else 1).
+int64_t default_cp_a2a_size(const ModelConfig& m, const Mesh& mesh, int64_t gpus_per_node);
+// The group size a layout runs: opt.cp_a2a_size, or the default when it is 0; 1 unless cp_comm
+// is hybrid with CP > 1.
+int64_t cp_a2a_size_of(const Experiment& e, const Mesh& mesh, const ParallelOptions& opt);
 
 // Alpha-beta ring collectives (formulas.md): bytes = full buffer size. The bandwidth term runs
 // at the link's bandwidth times the collective's achieved bus-bandwidth fraction at that size

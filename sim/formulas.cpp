@@ -26,6 +26,8 @@ LayerShape make_layer_shape(const ModelConfig& m, const TrainingConfig& t, const
   x.cp_scheme = opt.cp_scheme;
   x.attention = opt.attention;
   x.cp_comm = opt.cp_comm;
+  // The caller resolves cp_a2a_size 0 (sim::cp_a2a_size_of); 1 (the plain ring) if it did not.
+  x.cp_a2a = opt.cp_comm == CpComm::hybrid && opt.cp_a2a_size > 0 ? static_cast<double>(opt.cp_a2a_size) : 1.0;
   x.recompute = opt.recompute;
   // Only the presence of dropout changes memory and traffic (masks, dropout outputs).
   x.dropout = m.dropout > 0.0;
@@ -109,10 +111,33 @@ double alltoall_buffer_bytes(const LayerShape& x) {
   return (6.0 * q_heads + 4.0 * kv_heads) * per_head * x.activation_bytes;
 }
 
+LayerShape hybrid_ring_stage(const LayerShape& x) {
+  LayerShape r = x;
+  const double a = std::max(1.0, x.cp_a2a);
+  r.cp = x.cp / a;
+  r.cp_a2a = 1;
+  r.cp_comm = CpComm::ring;
+  r.heads = x.heads / a;
+  r.kv_heads = x.tp * std::max(1.0, x.kv_heads / x.tp / a);
+  r.hidden = r.heads * x.head_dim;
+  return r;
+}
+
+double hybrid_buffer_bytes(const LayerShape& x) {
+  if (x.cp <= 1) return 0.0;
+  // The all-to-all stage: an A-rank group whose "whole sequence" is its L/R tokens.
+  const double a = std::max(1.0, x.cp_a2a);
+  LayerShape group = x;
+  group.cp = a;
+  group.seq_len = x.seq_len * a / x.cp;
+  return alltoall_buffer_bytes(group) + ring_buffer_bytes(hybrid_ring_stage(x));
+}
+
 double cp_buffer_bytes(const LayerShape& x) {
   switch (x.cp_comm) {
     case CpComm::allgather: return allgather_buffer_bytes(x);
     case CpComm::alltoall: return alltoall_buffer_bytes(x);
+    case CpComm::hybrid: return hybrid_buffer_bytes(x);
     case CpComm::ring: break;
   }
   return ring_buffer_bytes(x);

@@ -36,6 +36,7 @@ struct LayerShape {
   CpScheme cp_scheme = CpScheme::zigzag;
   AttentionImpl attention = AttentionImpl::flash;
   CpComm cp_comm = CpComm::ring;  // how the CP group exchanges K,V (ring_model.hpp)
+  double cp_a2a = 1;           // cp_comm hybrid: the all-to-all group size A (resolved, divides cp); else 1
   Recompute recompute = Recompute::none;
   bool dropout = false;        // ModelConfig::dropout > 0 (Korthikanti's runs used 0.1; modern LLMs 0)
   double activation_bytes = 2; // bytes per activation element (training dtype)
@@ -132,8 +133,20 @@ double allgather_buffer_bytes(const LayerShape& x);
 // KV heads replicated when CP exceeds them), in the activation dtype. Like all-gather's it grows
 // with L, but over heads/CP: the same size as the sequence shards of every head.
 double alltoall_buffer_bytes(const LayerShape& x);
+// Hierarchical (cp_comm hybrid) CP's buffers, live while one attention layer runs: 0 without
+// CP. Exactly what runtime/hybrid_attention.cpp allocates: the all-to-all stage's buffers of an
+// A-rank group whose whole sequence is the group's L/R tokens (alltoall_buffer_bytes() of that
+// group: head-sharded Q, O, dO, dQ, staging, K, V, dK, dV; none when A = 1) plus the ring
+// stage's buffers over R = CP/A ranks of L/R tokens on the group's head shard
+// (ring_buffer_bytes() with (a/t)/A query and max((a_kv/t)/A, 1) KV heads; none when R = 1).
+double hybrid_buffer_bytes(const LayerShape& x);
+// The ring stage of hybrid CP as a layer of its own: R = cp/A ranks, each holding the group's
+// L/R tokens of (a/t)/A query heads and max((a_kv/t)/A, 1) KV heads (replicated when A exceeds
+// them), cp_comm ring. TP stays folded into the head counts as in x.
+LayerShape hybrid_ring_stage(const LayerShape& x);
 // The CP exchange buffers of the layer's method (x.cp_comm): ring_buffer_bytes(),
-// allgather_buffer_bytes() or alltoall_buffer_bytes(). What MemoryBreakdown::ring_buffers_bytes holds.
+// allgather_buffer_bytes(), alltoall_buffer_bytes() or hybrid_buffer_bytes(). What
+// MemoryBreakdown::ring_buffers_bytes holds.
 double cp_buffer_bytes(const LayerShape& x);
 // Bytes on the wire per ring step: forward K,V; backward K,V + dK,dV in fp32 (DESIGN.md).
 double ring_forward_step_bytes(const LayerShape& x);

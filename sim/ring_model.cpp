@@ -251,6 +251,47 @@ RingLayerPrediction predict_alltoall_layer(const LayerShape& x, const ClusterCon
   return r;
 }
 
+RingLayerPrediction predict_hybrid_layer(const LayerShape& x, const ClusterConfig& c, double peak_flops_per_s,
+                                         const LinkProfile& a2a_link, bool a2a_inter, const LinkProfile& ring_link,
+                                         bool ring_inter) {
+  if (x.attention != AttentionImpl::flash)
+    throw bad_input("hybrid CP runs the flash kernel only; use cp_comm ring or attention flash");
+  const int64_t C = static_cast<int64_t>(x.cp), A = static_cast<int64_t>(x.cp_a2a);
+  if (A < 1 || C % A != 0)
+    throw bad_input("hybrid CP: the all-to-all group size " + std::to_string(A) + " must divide CP = " +
+                    std::to_string(C));
+  const int64_t hq = static_cast<int64_t>(x.heads / x.tp), hkv = static_cast<int64_t>(x.kv_heads / x.tp);
+  if (A > 1 && (hq % A != 0 || (hkv % A != 0 && A % hkv != 0)))
+    throw bad_input("hybrid CP: the all-to-all group size " + std::to_string(A) +
+                    " must divide the query heads per TP rank (" + std::to_string(hq) +
+                    ") and divide or be a multiple of the KV heads per TP rank (" + std::to_string(hkv) + ")");
+  // The ring across the R groups, on the group's head shard.
+  RingLayerPrediction r = predict_ring_layer(hybrid_ring_stage(x), c, peak_flops_per_s, ring_link, ring_inter);
+  r.comm = CpComm::hybrid;
+  // The all-to-alls inside each group: the rank's L/C tokens of every head it sends.
+  double a2a = 0.0;
+  if (A > 1) {
+    const double tokens = x.micro_batch * x.seq_len / x.cp;
+    const double q_bytes = tokens * static_cast<double>(hq) * x.head_dim * x.activation_bytes;
+    const double kv_bytes = tokens * std::max(static_cast<double>(hkv), static_cast<double>(A)) * x.head_dim *
+                            x.activation_bytes;
+    const CollectiveCurve& eff = c.collectives_on(a2a_inter).all_gather;
+    a2a = 2.0 * all_to_all_s(A, q_bytes, a2a_link, eff) + 2.0 * all_to_all_s(A, kv_bytes, a2a_link, eff);
+  }
+  for (RingPhasePrediction* ph : {&r.forward, &r.backward}) {
+    ph->unhidden_comm_s += a2a;
+    ph->exposed_comm_s += a2a;
+    ph->total_s += a2a;
+  }
+  r.inter_node = (a2a_inter && A > 1) || r.inter_node;
+  // Memory: the layer's own lse (not the ring stage's per-head view), the buffers of both stages.
+  r.scores_bytes_materialized = materialized_scores_bytes(x);
+  r.scores_bytes_flash = flash_lse_bytes(x);
+  r.scores_bytes = r.scores_bytes_flash;
+  r.ring_buffer_bytes = hybrid_buffer_bytes(x);
+  return r;
+}
+
 namespace {
 void require_positive(int64_t v, const char* field) {
   if (v < 1)
@@ -293,6 +334,13 @@ RingLayerShape ring_layer_shape(const RingAttentionShape& s, const ClusterConfig
   x.cp_scheme = s.scheme;
   x.attention = s.attention;
   x.cp_comm = s.comm;
+  if (s.comm == CpComm::hybrid) {
+    require_positive(s.a2a_size, "a2a_size");
+    if (s.cp % s.a2a_size != 0)
+      throw bad_input("ring attention shape: a2a_size " + std::to_string(s.a2a_size) + " does not divide cp " +
+                      std::to_string(s.cp));
+    x.cp_a2a = static_cast<double>(s.a2a_size);
+  }
   x.activation_bytes = dtype_bytes(s.dtype);
   Mesh mesh;
   mesh.tp = s.tp;
@@ -301,6 +349,9 @@ RingLayerShape ring_layer_shape(const RingAttentionShape& s, const ClusterConfig
   out.link = out.inter_node ? c.inter_node : c.intra_node;
   // The CP ranks are tp apart: inside one node all of them, else G/tp per node when that tiles.
   out.cp_per_node = out.inter_node ? group_ranks_per_node(s.cp, s.tp, c.gpus_per_node) : s.cp;
+  const int64_t a = s.comm == CpComm::hybrid ? s.a2a_size : 1;
+  out.a2a_inter_node = c.gpus_per_node > 0 && !cp_a2a_within_node(mesh, a, c.gpus_per_node);
+  out.a2a_link = out.a2a_inter_node ? c.inter_node : c.intra_node;
   return out;
 }
 
@@ -309,6 +360,8 @@ RingLayerPrediction predict_ring_attention(const RingAttentionShape& s, const Cl
   if (s.comm == CpComm::allgather)
     return predict_allgather_layer(r.layer, c, r.peak_flops_per_s, r.cp_per_node, r.inter_node);
   if (s.comm == CpComm::alltoall) return predict_alltoall_layer(r.layer, c, r.peak_flops_per_s, r.link, r.inter_node);
+  if (s.comm == CpComm::hybrid)
+    return predict_hybrid_layer(r.layer, c, r.peak_flops_per_s, r.a2a_link, r.a2a_inter_node, r.link, r.inter_node);
   return predict_ring_layer(r.layer, c, r.peak_flops_per_s, r.link, r.inter_node);
 }
 

@@ -46,6 +46,26 @@
 // exposed_comm_s = their time, merge_step_s 0. Flash only; check_layout refuses CP that does not
 // divide the query heads per TP rank, or KV heads per TP rank that neither divide by CP nor
 // divide it. Memory: alltoall_buffer_bytes().
+//
+// Hierarchical CP (CpComm::hybrid, Megatron/TE a2a+p2p, runtime/hybrid_attention.hpp) is
+// predicted by predict_hybrid_layer() into the same shape. The CP group of C = A x R ranks is R
+// groups of A consecutive CP ranks. Per pass the group runs the all-to-all CP's four all-to-alls
+// over its A ranks (the same bytes per rank as alltoall with CP = A: the rank's L/C tokens of
+// every head it sends) on `a2a_link` (intra-node when TP x A ranks stay in one node), not
+// overlapped, so exposed; between them the ring of R ranks runs on the group's head shard
+// exactly as predict_ring_layer() predicts a ring of R ranks holding L/R tokens of (a/t)/A
+// query heads and max((a_kv/t)/A, 1) KV heads (hybrid_ring_stage()): transfers overlapped with
+// the steps' compute, dK,dV's last hop unhidden, on `ring_link`. No causal imbalance inside a
+// group (after the all-to-all each rank holds all of the group's tokens); across groups the
+// ring's imbalance of the scheme at R: the group's tokens are the R-level contiguous or zigzag
+// shard exactly (zigzag chunks gA .. gA+A-1 and their mirrors are the R-level zigzag chunk g and
+// its mirror); for striped the group's tokens are A consecutive stripes of every C, modelled as
+// striped at R (both are balanced to O(1/L)); with packed documents the C-level document
+// imbalance is kept (a group sums A ranks, so it is an upper bound). Phase fields: the ring's
+// (compute_steps R, transfers R-1, step_bytes and step_comm_s of one ring hop) with the
+// all-to-alls added to unhidden_comm_s, exposed_comm_s and total_s. A = 1 is the ring, A = C
+// the all-to-all (R = 1: a ring of one rank). The ring replay (sim/ring_event_sim.hpp) and the
+// traces do not model hybrid (nor allgather, alltoall): simulate --trace and run --trace refuse it.
 #pragma once
 #include <cstdint>
 
@@ -69,7 +89,8 @@ struct RingAttentionShape {
   // Ranks inside one CP group's stride (the TP size): the ring of this one TP x CP block stays
   // in a node when tp * cp <= gpus_per_node (DESIGN.md rank order). 1 for a plain CP run.
   int64_t tp = 1;
-  CpComm comm = CpComm::ring;  // ring: predict_ring_layer; allgather / alltoall: predict_allgather_layer / _alltoall_
+  CpComm comm = CpComm::ring;  // ring: predict_ring_layer; allgather / alltoall / hybrid: predict_<comm>_layer
+  int64_t a2a_size = 1;        // hybrid: the all-to-all group size A (divides cp); ignored otherwise
 };
 
 struct RingPhasePrediction {
@@ -130,6 +151,8 @@ struct RingLayerShape {
   LinkProfile link;
   bool inter_node = false;
   int64_t cp_per_node = 1;  // ranks of the CP group per node it spans (cp when inside one node)
+  LinkProfile a2a_link;     // hybrid: the link of an all-to-all group of a2a_size ranks
+  bool a2a_inter_node = false;
 };
 RingLayerShape ring_layer_shape(const RingAttentionShape& s, const ClusterConfig& c);
 
@@ -148,6 +171,14 @@ RingLayerPrediction predict_allgather_layer(const LayerShape& x, const ClusterCo
 // is the plain single-rank attention.
 RingLayerPrediction predict_alltoall_layer(const LayerShape& x, const ClusterConfig& c, double peak_flops_per_s,
                                            const LinkProfile& link, bool inter_node);
+
+// Hierarchical CP of one layer (see the top of this file): x.cp_a2a = A. a2a_link / a2a_inter:
+// the A-rank group's link; ring_link / ring_inter: the link the ring across groups spans. Flash
+// only: throws bad_input for a materialised shape, an A that does not divide CP, or heads A
+// cannot split (as all-to-all CP with CP = A).
+RingLayerPrediction predict_hybrid_layer(const LayerShape& x, const ClusterConfig& c, double peak_flops_per_s,
+                                         const LinkProfile& a2a_link, bool a2a_inter, const LinkProfile& ring_link,
+                                         bool ring_inter);
 
 // For the runtime's comparison: validates the shape (throws ringplan::Error bad_input naming
 // the field and the valid range) and picks the link the ring spans; s.comm picks the method.

@@ -3,7 +3,8 @@
 # Llama-3-8B-like (TP 1) and Llama-3-70B-like (TP 8) models on DGX H100 nodes, each cell is
 # `ringplan plan` on a fixed mesh dp=1 x TP x CP x pp=1 (every other option searched: recompute,
 # ZeRO, sequence parallelism, CP scheme, micro-batch, cp_comm), global batch 4M tokens, and
-# prints the chosen cp_comm with the other methods' predicted step time against it (+ = slower),
+# prints the chosen cp_comm with the other methods' predicted step time against it (+ = slower;
+# hybrid as hybA, A its all-to-all group size: the chosen's, else the default for the mesh),
 # "n/a" where the method cannot run the layout (the reason is in the plan) and "no fit" where no
 # layout of the mesh fits in memory.
 #
@@ -40,7 +41,14 @@ done
 python3 - "$out" "${seqs[*]}" "${cps[*]}" <<'PY'
 import json, sys
 out, seqs, cps = sys.argv[1], sys.argv[2].split(), sys.argv[3].split()
-short = {"ring": "ring", "allgather": "ag", "alltoall": "a2a"}
+short = {"ring": "ring", "allgather": "ag", "alltoall": "a2a", "hybrid": "hyb"}
+
+
+def name(a):
+    # hybrid with its all-to-all group size: "hyb4" = all-to-all in groups of 4, ring across them.
+    return short[a["cp_comm"]] + (str(a["cp_a2a_size"]) if a["cp_comm"] == "hybrid" else "")
+
+
 for model, tp in (("llama3_8b", 1), ("llama3_70b", 8)):
     print(f"\n{model} (TP {tp}, DGX H100, global batch 4M tokens): chosen cp_comm (other methods' step time vs it)\n")
     print("| seq | " + " | ".join(f"CP {c}" for c in cps) + " |")
@@ -62,11 +70,11 @@ for model, tp in (("llama3_8b", 1), ("llama3_70b", 8)):
             parts = []
             for a in alts[1:]:
                 if "refused" in a:
-                    parts.append(f"{short[a['cp_comm']]} n/a")
+                    parts.append(f"{name(a)} n/a")
                 elif not a["fits"]:
-                    parts.append(f"{short[a['cp_comm']]} OOM")
+                    parts.append(f"{name(a)} OOM")
                 else:
-                    parts.append(f"{short[a['cp_comm']]} {100 * (a['step_time_s'] / me['step_time_s'] - 1):+.1f} %")
-            cells.append(f"**{short[me['cp_comm']]}** ({', '.join(parts)})")
+                    parts.append(f"{name(a)} {100 * (a['step_time_s'] / me['step_time_s'] - 1):+.1f} %")
+            cells.append(f"**{name(me)}** ({', '.join(parts)})")
         print(f"| {int(seq) // 1024}K | " + " | ".join(cells) + " |")
 PY

@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
-# Ring vs all-gather vs all-to-all context parallelism, predicted vs measured, one attention layer.
+# Ring vs all-gather vs all-to-all vs hybrid context parallelism, predicted vs measured, one
+# attention layer.
 #
 #   bench/runtime/cp_comm_compare.sh BUILD_DIR OUT_DIR
 #
 # 1. Calibrates this machine with `mpirun -np 2 ringplan calibrate` (the profile predicts; it
 #    is never measured on the runs it predicts).
 # 2. For L in $CMP_LENGTHS and cp_comm in $CMP_COMMS (default ring allgather alltoall): plans an experiment whose search
-#    allows one layout only (cpu_small's model, 2 GPUs, global batch 1, TP and PP capped at 1:
-#    cp=2; zigzag, flash, fp32, that cp_comm) and runs
-#    `mpirun -np 2 ringplan run PLAN --scope attention --format json --profile PROFILE`.
+#    allows one layout only (cpu_small's model, $CMP_CP GPUs (default 2), global batch 1, TP and PP
+#    capped at 1: cp=$CMP_CP; zigzag, flash, fp32, that cp_comm; hybrid with $CMP_A2A, default 2)
+#    and runs `mpirun -np $CMP_CP ringplan run PLAN --scope attention --format json --profile PROFILE`.
 # 3. Prints a markdown table of forward / backward time (slowest rank), measured median and
 #    predicted, and the CP buffers measured vs predicted.
-# Environment: CMP_LENGTHS (default "1024 2048 4096"), CMP_COMMS, CMP_ITERS (5), CMP_WARMUP (1).
+# Environment: CMP_LENGTHS (default "1024 2048 4096"), CMP_COMMS, CMP_CP (2), CMP_A2A (2), CMP_ITERS (5),
+# CMP_WARMUP (1).
 set -euo pipefail
 build=${1:?usage: cp_comm_compare.sh BUILD_DIR OUT_DIR}
 out=${2:?usage: cp_comm_compare.sh BUILD_DIR OUT_DIR}
@@ -19,6 +21,7 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 ringplan=$build/cli/ringplan
 flags=(--oversubscribe)
 [ "$(id -u)" = 0 ] && flags+=(--allow-run-as-root)
+cp=${CMP_CP:-2}
 mkdir -p "$out"
 mpirun -np 2 "${flags[@]}" "$ringplan" calibrate -o "$out/profile.yaml" > "$out/calibrate.log" 2>&1
 for L in ${CMP_LENGTHS:-1024 2048 4096}; do
@@ -28,14 +31,14 @@ name: cp_comm_${comm}_$L
 model: $root/configs/models/tiny_gqa.yaml
 cluster: $root/configs/clusters/local_cpu.yaml
 training: {seq_len: $L, global_batch: 1, dtype: fp32, optimizer: adam, causal: true}
-gpus: 2
+gpus: $cp
 search: {micro_batch: [1], recompute: [none], zero_stage: [0], sequence_parallel: [false], cp_scheme: [zigzag],
-         attention: [flash], cp_comm: [$comm], max_tp: 1, max_pp: 1}
+         attention: [flash], cp_comm: [$comm], cp_a2a_size: [${CMP_A2A:-2}], max_tp: 1, max_pp: 1}
 YAML
     "$ringplan" plan "$out/exp_${comm}_$L.yaml" -o "$out/plan_${comm}_$L.yaml" > /dev/null
-    grep -q "cp: 2" "$out/plan_${comm}_$L.yaml" || { echo "plan_${comm}_$L.yaml: expected cp=2" >&2; exit 1; }
+    grep -q "cp: $cp" "$out/plan_${comm}_$L.yaml" || { echo "plan_${comm}_$L.yaml: expected cp=$cp" >&2; exit 1; }
     echo "run L=$L $comm" >&2
-    mpirun -np 2 "${flags[@]}" "$ringplan" run "$out/plan_${comm}_$L.yaml" --scope attention \
+    mpirun -np "$cp" "${flags[@]}" "$ringplan" run "$out/plan_${comm}_$L.yaml" --scope attention \
       --iters "${CMP_ITERS:-5}" --warmup "${CMP_WARMUP:-1}" --format json --profile "$out/profile.yaml" \
       > "$out/run_${comm}_$L.json"
   done
@@ -49,7 +52,9 @@ rows = []
 for f in glob.glob(os.path.join(out, "run_*.json")):
     j = json.load(open(f))
     comm, L = os.path.basename(f)[4:-5].rsplit("_", 1)
-    rows.append((int(L), ["ring", "allgather", "alltoall"].index(comm), comm, j))
+    if comm == "hybrid":
+        comm = f"hybrid a2a {j['cp_a2a_size']}"
+    rows.append((int(L), ["ring", "allgather", "alltoall", "hybrid"].index(comm.split()[0]), comm, j))
 for L, _, comm, j in sorted(rows):
     r = {x["name"]: x for x in j["rows"]}
     fw, bw, fe = r["forward time (slowest rank)"], r["backward time (slowest rank)"], r["forward exposed comm"]

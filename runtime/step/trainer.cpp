@@ -15,6 +15,7 @@
 #include "runtime/executor.hpp"
 #include "runtime/allgather_attention.hpp"
 #include "runtime/alltoall_attention.hpp"
+#include "runtime/hybrid_attention.hpp"
 #include "runtime/ring_attention.hpp"
 #include "runtime/sharding.hpp"
 #include "runtime/step/ops.hpp"
@@ -266,6 +267,15 @@ Trainer<T>::Trainer(const StepSpec& spec, Communicator& world)
       gather_ = std::make_unique<AllGatherAttention>(*groups_.cp, rc, positions_.data(), documents());
     else if (spec_.options.cp_comm == CpComm::alltoall && mesh.cp > 1)
       a2a_ = std::make_unique<AllToAllAttention>(*groups_.cp, rc, positions_.data(), documents());
+    else if (spec_.options.cp_comm == CpComm::hybrid && mesh.cp > 1) {
+      // The caller resolves the default group size (the cost model's rule; the runtime knows no sim).
+      if (spec_.options.cp_a2a_size < 1)
+        throw bad_input(fmt::format("cp_comm hybrid: options.cp_a2a_size {} must be a group size >= 1 that divides "
+                                    "cp {} (0, the default, is resolved by the caller)",
+                                    spec_.options.cp_a2a_size, mesh.cp));
+      hybrid_ = std::make_unique<HybridAttention>(*groups_.cp, spec_.options.cp_a2a_size, rc, positions_.data(),
+                                                  documents());
+    }
     else
       ring_ = std::make_unique<RingAttention>(*groups_.cp, rc, positions_.data(), documents());
   } else {
@@ -495,6 +505,10 @@ void Trainer<T>::attention_forward(LayerStash& st) {
       // The all-to-alls' time (waits included) is this method's exposed CP communication.
       a2a_->forward(st.q.data(), st.k.data(), st.v.data(), st.o.data(), st.lse.data());
       clock_->move_current(Term::ring_exposed, a2a_->last_forward().comm_s);
+    } else if (hybrid_) {
+      // The group's all-to-alls and the ring's waits are this method's exposed CP communication.
+      hybrid_->forward(st.q.data(), st.k.data(), st.v.data(), st.o.data(), st.lse.data());
+      clock_->move_current(Term::ring_exposed, hybrid_->last_forward().comm_s);
     } else {
       ring_->forward(st.q.data(), st.k.data(), st.v.data(), st.o.data(), st.lse.data());
       clock_->move_current(Term::ring_exposed, ring_->last_forward().comm_wait_s());
@@ -518,6 +532,9 @@ void Trainer<T>::attention_backward(LayerStash& st, const T* dout, T* dq, T* dk,
       // layer of a micro-batch); otherwise exchanges Q, K, V, O again (alltoall_attention.hpp).
       a2a_->backward(st.q.data(), st.k.data(), st.v.data(), st.o.data(), st.lse.data(), dout, dq, dk, dv);
       clock_->move_current(Term::ring_exposed, a2a_->last_backward().comm_s);
+    } else if (hybrid_) {
+      hybrid_->backward(st.q.data(), st.k.data(), st.v.data(), st.o.data(), st.lse.data(), dout, dq, dk, dv);
+      clock_->move_current(Term::ring_exposed, hybrid_->last_backward().comm_s);
     } else {
       ring_->backward(st.q.data(), st.k.data(), st.v.data(), st.o.data(), st.lse.data(), dout, dq, dk, dv);
       clock_->move_current(Term::ring_exposed, ring_->last_backward().comm_wait_s());
@@ -1306,7 +1323,10 @@ StepMemory Trainer<T>::memory() const {
   m.optimizer_bytes = static_cast<int64_t>((opt_m_.size() + opt_v_.size()) * sizeof(T));
   m.activations_peak_bytes = act_peak_bytes_;
   if constexpr (std::is_same_v<T, float>) {
-    const RingWorkspaceBytes w = gather_ ? gather_->workspace() : a2a_ ? a2a_->workspace() : ring_->workspace_bytes();
+    const RingWorkspaceBytes w = gather_   ? gather_->workspace()
+                                 : a2a_    ? a2a_->workspace()
+                                 : hybrid_ ? hybrid_->workspace()
+                                           : ring_->workspace_bytes();
     m.ring_buffers_bytes = w.kv_ring_bytes + w.dkv_ring_bytes;
   }
   m.logits_bytes = logits_bytes_;

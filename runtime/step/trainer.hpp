@@ -4,7 +4,8 @@
 // RMSNorm -> Q, K, V projections (GQA) -> rotary embedding at each token's GLOBAL position (from
 // the CP sharding) -> attention (the ring of runtime/ring_attention.hpp, all-gather CP of
 // runtime/allgather_attention.hpp with options.cp_comm allgather, or all-to-all CP of
-// runtime/alltoall_attention.hpp with alltoall) -> output projection ->
+// runtime/alltoall_attention.hpp with alltoall, or hierarchical CP of
+// runtime/hybrid_attention.hpp with hybrid) -> output projection ->
 // residual -> RMSNorm -> MLP (SwiGLU when gated, else GELU) -> residual; final RMSNorm, output
 // layer and cross-entropy over the tokens this rank holds (a token's loss needs only its own
 // logits: nothing is gathered over CP).
@@ -65,6 +66,7 @@ namespace ringplan::runtime {
 class RingAttention;
 class AllGatherAttention;
 class AllToAllAttention;
+class HybridAttention;
 }
 
 namespace ringplan::runtime::step {
@@ -229,6 +231,7 @@ class Trainer {
   std::unique_ptr<RingAttention> ring_;
   std::unique_ptr<AllGatherAttention> gather_;
   std::unique_ptr<AllToAllAttention> a2a_;
+  std::unique_ptr<HybridAttention> hybrid_;
   // Shapes on this rank.
   int64_t tp_ = 1, hq_ = 0, hkv_ = 0, d_ = 0, hidden_ = 0, ffn_ = 0, vocab_ = 0, vocab0_ = 0;
   int64_t n_ = 0;          // tokens of one sequence on this rank (L / CP)

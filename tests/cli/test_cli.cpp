@@ -290,6 +290,31 @@ TEST_CASE("simulate --cp-comm alltoall: named in the options, no imbalance, refu
   CHECK(has(r.err, "cp_comm alltoall needs CP 8 to divide the query heads per TP rank"));
 }
 
+TEST_CASE("simulate --cp-comm hybrid: the default group size resolved and written, --cp-a2a-size checked") {
+  const std::string exp = "'" + kConfigs + "default.yaml'";  // Llama 3 8B: 32 heads, 8 KV heads, 8-GPU nodes
+  // TP 2 x CP 16: 16 query and 4 KV heads per TP rank; TP 2 x 4 fills a node, so the default is 4.
+  const Result a = ringplan("simulate " + exp + " --mesh dp=2,tp=2,cp=16,pp=1 --cp-comm hybrid --recompute full --zero 1 --format json");
+  REQUIRE_MESSAGE(a.rc == 0, a.err);
+  const auto ja = nlohmann::json::parse(a.out);
+  CHECK(ja["options"]["cp_comm"] == "hybrid");
+  CHECK(ja["options"]["cp_a2a_size"] == 4);
+  CHECK(ja["time"]["ring_comm_exposed_s"].get<double>() > 0.0);
+  const Result b = ringplan("simulate " + exp + " --mesh dp=2,tp=2,cp=16,pp=1 --cp-comm hybrid --cp-a2a-size 2 --recompute full --zero 1 --format json");
+  REQUIRE_MESSAGE(b.rc == 0, b.err);
+  const auto jb = nlohmann::json::parse(b.out);
+  CHECK(jb["options"]["cp_a2a_size"] == 2);
+  CHECK(jb["step_time_s"].get<double>() != ja["step_time_s"].get<double>());
+  const Result bad = ringplan("simulate " + exp + " --mesh dp=2,tp=2,cp=16,pp=1 --cp-comm hybrid --cp-a2a-size 3");
+  CHECK(bad.rc == 2);
+  CHECK(has(bad.err, "cp_comm hybrid needs cp_a2a_size 3 to divide CP 16"));
+  const Result ring = ringplan("simulate " + exp + " --mesh dp=2,tp=2,cp=16,pp=1 --cp-a2a-size 2");
+  CHECK(ring.rc == 2);
+  CHECK(has(ring.err, "--cp-a2a-size is the all-to-all group size of cp_comm hybrid"));
+  const Result tr = ringplan("simulate " + exp + " --mesh dp=2,tp=2,cp=16,pp=1 --cp-comm hybrid --trace /tmp/x.json");
+  CHECK(tr.rc == 2);
+  CHECK(has(tr.err, "cp_comm hybrid"));
+}
+
 TEST_CASE("packed documents: simulate and plan model training.documents, and the plan file keeps it") {
   // The default experiment with a lognormal document-length distribution (model and cluster by
   // absolute path, as the copy lives in a temporary folder).

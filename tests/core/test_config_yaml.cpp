@@ -9,6 +9,7 @@
 using namespace ringplan;
 using ringplan::test::replace;
 using ringplan::test::TempDir;
+using ringplan::test::check_config_error;
 
 namespace {
 
@@ -439,7 +440,7 @@ TEST_CASE("options.cp_comm: ring by default, allgather and alltoall read and wri
   const std::string text = experiment_to_yaml(ag);
   CHECK(text.find("cp_comm: allgather") != std::string::npos);
   CHECK(parse_experiment(text, "<written>", "/nonexistent").options.cp_comm == CpComm::allgather);
-  CHECK(cp_comm_names() == std::vector<std::string>{"ring", "allgather", "alltoall"});
+  CHECK(cp_comm_names() == std::vector<std::string>{"ring", "allgather", "alltoall", "hybrid"});
   CHECK(parse_cp_comm("all_gather") == std::nullopt);
   // alltoall (Ulysses): options and search lists read and written back.
   const Experiment a2a =
@@ -450,6 +451,51 @@ TEST_CASE("options.cp_comm: ring by default, allgather and alltoall read and wri
   CHECK(back.options.cp_comm == CpComm::alltoall);
   CHECK(back.search.cp_comm == a2a.search.cp_comm);
   CHECK(parse_cp_comm("a2a") == std::nullopt);
+}
+
+TEST_CASE("options.cp_comm hybrid: the group size cp_a2a_size read, written back and checked against the mesh") {
+  TempDir dir;
+  dir.write("models/m.yaml", test::kModelYaml);  // 8 heads, 2 KV heads
+  dir.write("clusters/c.yaml", test::kClusterYaml);
+  const std::string head = "name: comm\nmodel: ../models/m.yaml\ncluster: ../clusters/c.yaml\n"
+                           "training: {seq_len: 4096, global_batch: 8, dtype: bf16, optimizer: adam}\n";
+  // No size: 0, the default (sim::default_cp_a2a_size), and nothing written for it.
+  const Experiment dflt = load_experiment(dir.write("exp/d.yaml", head + "options: {cp_comm: hybrid}\n"));
+  CHECK(dflt.options.cp_comm == CpComm::hybrid);
+  CHECK(dflt.options.cp_a2a_size == 0);
+  CHECK_FALSE(dflt.fixed_options.cp_a2a_size);
+  CHECK(experiment_to_yaml(dflt).find("cp_a2a_size") == std::string::npos);
+  const Experiment h = load_experiment(dir.write(
+      "exp/h.yaml", head + "mesh: {dp: 1, tp: 1, cp: 4, pp: 1}\noptions: {cp_comm: hybrid, cp_a2a_size: 2}\n"
+                           "search: {cp_comm: [hybrid, ring], cp_a2a_size: [2, 4]}\n"));
+  CHECK(h.options.cp_a2a_size == 2);
+  CHECK(h.fixed_options.cp_a2a_size);
+  CHECK(h.search.cp_a2a_size == std::vector<int64_t>{2, 4});
+  const Experiment back = parse_experiment(experiment_to_yaml(h), "<written>", "/nonexistent");
+  CHECK(back.options.cp_comm == CpComm::hybrid);
+  CHECK(back.options.cp_a2a_size == 2);
+  CHECK(back.search.cp_a2a_size == h.search.cp_a2a_size);
+  CHECK(back.search.cp_comm == std::vector<CpComm>{CpComm::hybrid, CpComm::ring});
+  // Errors at the key's line, with what is valid.
+  const std::string bad_div = dir.write(
+      "exp/b1.yaml", head + "mesh: {dp: 1, tp: 1, cp: 4, pp: 1}\noptions:\n  cp_comm: hybrid\n  cp_a2a_size: 3\n");
+  check_config_error([&] { load_experiment(bad_div); },
+                     {bad_div, 8, "options.cp_a2a_size", "3 does not divide cp 4 (the CP group is cut into"});
+  check_config_error([&] { load_experiment(bad_div); }, {bad_div, 8, "options.cp_a2a_size", "valid: 1, 2, 4"});
+  // 8 heads, 2 KV heads, TP 1: a group of 8 splits the query heads and is a multiple of the KV heads,
+  // so every divisor of cp 16 up to 8 is valid and 16 is not.
+  const std::string bad_heads = dir.write(
+      "exp/b2.yaml", head + "mesh: {dp: 1, tp: 1, cp: 16, pp: 1}\noptions:\n  cp_comm: hybrid\n  cp_a2a_size: 16\n");
+  check_config_error([&] { load_experiment(bad_heads); },
+                     {bad_heads, 8, "options.cp_a2a_size", "16 cannot split the heads per TP rank (heads 8 / tp 1 = 8"});
+  check_config_error([&] { load_experiment(bad_heads); },
+                     {bad_heads, 8, "options.cp_a2a_size", "valid: 1, 2, 4, 8 (the divisors of cp 16 that do)"});
+  const std::string not_hybrid =
+      dir.write("exp/b3.yaml", head + "options:\n  cp_comm: ring\n  cp_a2a_size: 2\n");
+  check_config_error([&] { load_experiment(not_hybrid); },
+                     {not_hybrid, 7, "options.cp_a2a_size", "this layout has cp_comm ring"});
+  const std::string zero = dir.write("exp/b4.yaml", head + "options:\n  cp_comm: hybrid\n  cp_a2a_size: 0\n");
+  check_config_error([&] { load_experiment(zero); }, {zero, 7, "options.cp_a2a_size", "positive integer"});
 }
 
 TEST_CASE("round trip: write_experiment then load gives the same experiment") {

@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -83,7 +84,12 @@ TEST_CASE("simplicity: ZeRO stage, then interleave, then mesh dimensions, then r
   CHECK(simplicity_of(Mesh{1, 1, 1, 4}, v2) > simplicity_of(Mesh{1, 1, 1, 4}, o));
   // The dense index keeps the order.
   CHECK(simplicity_index(simplicity_of(Mesh{1, 1, 4, 1}, ag)) > simplicity_index(simplicity_of(Mesh{1, 1, 4, 1}, o)));
-  CHECK(simplicity_index(Simplicity{3, 1, 4, 2}) == kSimplicityClasses - 1);
+  ParallelOptions hy = o;
+  hy.cp_comm = CpComm::hybrid;  // hybrid last: both stages, two process groups
+  CHECK(simplicity_of(Mesh{1, 1, 4, 1}, hy) > simplicity_of(Mesh{1, 1, 4, 1}, a2a));
+  CHECK(simplicity_index(simplicity_of(Mesh{1, 1, 4, 1}, hy)) > simplicity_index(simplicity_of(Mesh{1, 1, 4, 1}, a2a)));
+  CHECK(simplicity_of(Mesh{4, 1, 1, 1}, hy) == dp_only);
+  CHECK(simplicity_index(Simplicity{3, 1, 4, 3}) == kSimplicityClasses - 1);
 }
 
 TEST_CASE("scheme twins: zigzag and striped of the same layout, nothing else") {
@@ -197,12 +203,12 @@ TEST_CASE("plan: with CP the chosen layout is compared with every CP method, and
   e.mesh = Mesh{1, 1, 4, 1};
   const PlanResult r = plan(e, {.gpus = 4, .top_k = 1000, .fixed_layout = true});
   REQUIRE(r.chosen);
-  REQUIRE(r.cp_comm_alternatives.size() == 3);
+  REQUIRE(r.cp_comm_alternatives.size() == 4);
   const CpCommAlternative& first = r.cp_comm_alternatives.front();
   CHECK(first.comm == r.chosen->options.cp_comm);
   CHECK(first.refused.empty());
   CHECK(first.step_time_s == r.chosen->step_time_s);
-  for (CpComm c : {CpComm::ring, CpComm::allgather, CpComm::alltoall}) {
+  for (CpComm c : {CpComm::ring, CpComm::allgather, CpComm::alltoall, CpComm::hybrid}) {
     const auto n = std::count_if(r.cp_comm_alternatives.begin(), r.cp_comm_alternatives.end(),
                                  [c](const CpCommAlternative& a) { return a.comm == c; });
     CHECK(n == 1);
@@ -213,6 +219,7 @@ TEST_CASE("plan: with CP the chosen layout is compared with every CP method, and
     ParallelOptions o = r.chosen->options;
     o.cp_comm = a.comm;
     o.cp_scheme = a.scheme;
+    o.cp_a2a_size = a.comm == CpComm::hybrid ? a.a2a_size : o.cp_a2a_size;
     CHECK(a.step_time_s == sim::predict(e, r.chosen->mesh, o).step_time_s);
     if (a.comm == first.comm) continue;
     for (CpScheme sc : {CpScheme::contiguous, CpScheme::zigzag, CpScheme::striped}) {
@@ -232,6 +239,12 @@ TEST_CASE("plan: with CP the chosen layout is compared with every CP method, and
   REQUIRE(a2a != alts.end());
   CHECK(has(a2a->refused, "to divide the query heads per TP rank"));
   CHECK(has(cp_comm_reason(*r.chosen, alts, {CpComm::ring}), "alltoall cannot run this layout"));
+  // hybrid is named with its group size: the default for CP 4 on 2-GPU nodes is 2.
+  const auto hy = std::find_if(r.cp_comm_alternatives.begin(), r.cp_comm_alternatives.end(),
+                               [](const CpCommAlternative& a) { return a.comm == CpComm::hybrid; });
+  REQUIRE(hy != r.cp_comm_alternatives.end());
+  CHECK(hy->a2a_size == 2);
+  CHECK(has(r.cp_comm_reason, "hybrid (a2a size 2)"));
   // Without CP there is nothing to compare.
   e.mesh = Mesh{4, 1, 1, 1};
   CHECK(plan(e, {.gpus = 4, .top_k = 10, .fixed_layout = true}).cp_comm_alternatives.empty());
@@ -295,4 +308,34 @@ TEST_CASE("experiment YAML: mesh and options lines and the option keys given are
   CHECK_FALSE(free.mesh);
   CHECK(free.mesh_line == 0);
   CHECK_FALSE(free.fixed_options.any());
+}
+
+TEST_CASE("plan: cp_comm hybrid is searched once per group size, each a layout of its own") {
+  Experiment e = test::tiny_experiment();  // 8 heads, 2 KV heads, 2-GPU nodes
+  e.mesh = Mesh{1, 1, 8, 1};
+  e.search.cp_comm = {CpComm::hybrid};
+  const PlanResult r = plan(e, {.gpus = 8, .top_k = 1000, .fixed_layout = true});
+  REQUIRE(!r.candidates.empty());
+  // The proper divisors of CP 8: 2 and 4 (1 is the ring, 8 the all-to-all).
+  std::set<int64_t> sizes;
+  for (const auto& p : r.candidates) {
+    CHECK(p.options.cp_comm == CpComm::hybrid);
+    sizes.insert(p.options.cp_a2a_size);
+  }
+  CHECK(sizes == std::set<int64_t>{2, 4});
+  // An explicit list: only the sizes that divide CP.
+  e.search.cp_a2a_size = {4, 3};
+  const PlanResult only4 = plan(e, {.gpus = 8, .top_k = 1000, .fixed_layout = true});
+  REQUIRE(!only4.candidates.empty());
+  for (const auto& p : only4.candidates) CHECK(p.options.cp_a2a_size == 4);
+  CHECK(only4.enumerated * 2 == r.enumerated);
+  // Fixed by the options: that size, 0 resolved to the default (2: TP 1 x 2 fills a 2-GPU node).
+  e.search.cp_a2a_size.clear();
+  e.options.cp_comm = CpComm::hybrid;
+  e.fixed_options.cp_comm = true;
+  e.fixed_options.cp_a2a_size = true;
+  e.options.cp_a2a_size = 0;
+  const PlanResult fixed = plan(e, {.gpus = 8, .top_k = 1000, .fixed_layout = true});
+  REQUIRE(fixed.chosen);
+  CHECK(fixed.chosen->options.cp_a2a_size == 2);
 }

@@ -18,6 +18,16 @@ namespace {
 
 // Independent brute force: every mesh x every option value, check_layout + predict, fitting
 // ones sorted by the ranking order. Written without the planner's loops on purpose.
+// The hybrid group sizes a layout is tried with: every divisor 1 < A < CP (the planner's
+// default); one value (the experiment's) for every other method.
+std::vector<int64_t> hybrid_sizes(const Mesh& m, CpComm cc, int64_t fixed) {
+  if (cc != CpComm::hybrid || m.cp <= 1) return {fixed};
+  std::vector<int64_t> out;
+  for (int64_t a = 2; a < m.cp; ++a)
+    if (m.cp % a == 0) out.push_back(a);
+  return out;
+}
+
 std::vector<sim::Prediction> brute_force(const Experiment& e, int64_t gpus) {
   const ResolvedSearchSpace s = resolve_search_space(e);
   std::vector<sim::Prediction> all;
@@ -29,7 +39,8 @@ std::vector<sim::Prediction> brute_force(const Experiment& e, int64_t gpus) {
             for (CpScheme cs : s.cp_scheme)
               for (int64_t v : s.interleave)
                 for (AttentionImpl a : s.attention)
-                 for (CpComm cc : s.cp_comm) {
+                 for (CpComm cc : s.cp_comm)
+                 for (int64_t a2a : hybrid_sizes(m, cc, e.options.cp_a2a_size)) {
                   // Options without effect are tried once, with their "off" value.
                   if (m.tp == 1 && sp) continue;
                   if (m.cp == 1 && cs != s.cp_scheme.front()) continue;
@@ -46,6 +57,7 @@ std::vector<sim::Prediction> brute_force(const Experiment& e, int64_t gpus) {
                   o.interleave = v;
                   o.attention = a;
                   o.cp_comm = m.cp == 1 ? e.options.cp_comm : cc;
+                  o.cp_a2a_size = a2a;
                   if (!sim::check_layout(e, m, o, gpus).empty()) continue;
                   sim::Prediction p = sim::predict(e, m, o);
                   if (p.fits) all.push_back(p);

@@ -44,6 +44,10 @@ VARIANTS = [
      {"zero_stage": "1", "sequence_parallel": "true", "recompute": "selective"}),
     ("pp_interleaved", "{dp: 2, tp: 1, cp: 2, pp: 2}",
      {"zero_stage": "0", "interleave": "2", "recompute": "full"}),
+    # Hierarchical CP: all-to-all in groups of 4 CP ranks, ring across the 2 groups (a2a+p2p;
+    # A != R, so an order mistake in --hierarchical-context-parallel-sizes shows).
+    ("cp_hybrid", "{dp: 1, tp: 1, cp: 8, pp: 1}",
+     {"zero_stage": "1", "recompute": "selective", "cp_comm": "hybrid", "cp_a2a_size": "4"}),
 ]
 
 FAKE_TORCHRUN = """#!/usr/bin/env bash
@@ -82,6 +86,8 @@ def make_variant(plan_text, mesh, options):
     text = re.sub(r"(?m)^  mesh: \{.*\}$", f"  mesh: {mesh}", plan_text)
     for key, value in options.items():
         text, n = re.subn(rf"(?m)^(    {key}): .*$", rf"\1: {value}", text)
+        if n == 0 and key == "cp_a2a_size":  # written only for cp_comm hybrid: add it
+            text, n = re.subn(r"(?m)^(    cp_comm: .*)$", rf"\1\n    {key}: {value}", text)
         if n != 1:
             fail(f"plan file has no options.{key} line to edit")
     # The prediction block stays as written (a plan file must have one): emit recomputes the
@@ -102,7 +108,11 @@ def expected_args(mesh, options, plan_text):
             fail(f"plan file has no {key}")
         return int(m.group(1))
 
-    return {
+    hybrid = {}
+    if options.get("cp_comm") == "hybrid":
+        a2a = int(options["cp_a2a_size"])
+        hybrid = {"cp_comm_type": ["a2a+p2p"], "hierarchical_context_parallel_sizes": [a2a, cp // a2a]}
+    return hybrid | {
         "tensor_model_parallel_size": tp,
         "pipeline_model_parallel_size": pp,
         "context_parallel_size": cp,

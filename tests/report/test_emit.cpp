@@ -662,6 +662,48 @@ TEST_CASE("emit: cp_comm alltoall is Megatron's --cp-comm-type a2a, torchtitan h
   for (const auto& n : lq.notes) CHECK(n.find("replicates each KV head") == std::string::npos);
 }
 
+TEST_CASE("emit: cp_comm hybrid is Megatron's a2a+p2p with --hierarchical-context-parallel-sizes A R, torchtitan says no") {
+  sim::Prediction p = hand_made_plan();  // TP 8, CP 4: 4 query heads and 1 KV head per TP rank
+  p.mesh = Mesh{4, 2, 4, 2};             // TP 2: 16 query heads, 4 KV heads per TP rank
+  p.micro_batches = 16;
+  p.options.cp_comm = CpComm::hybrid;
+  p.options.cp_a2a_size = 2;
+  const auto l = report::megatron_launch(hand_made_experiment(), p);
+  const auto it = std::find(l.args.begin(), l.args.end(), "--cp-comm-type");
+  REQUIRE(it != l.args.end());
+  REQUIRE(it + 1 != l.args.end());
+  CHECK(*(it + 1) == "a2a+p2p");
+  const auto hs = std::find(l.args.begin(), l.args.end(), "--hierarchical-context-parallel-sizes");
+  REQUIRE(hs != l.args.end());
+  REQUIRE(l.args.end() - hs >= 3);
+  CHECK(*(hs + 1) == "2");  // the all-to-all level first (Megatron's create_hierarchical_groups)
+  CHECK(*(hs + 2) == "2");
+  check_flags_exist(l);
+  for (const auto& n : l.notes) CHECK(n.find("replicates each KV head") == std::string::npos);
+  // Group size 4 of CP 4 (R = 1) and the replicated-KV note when the group exceeds the KV heads.
+  p.options.cp_a2a_size = 4;
+  p.mesh = Mesh{2, 8, 4, 2};  // 1 KV head per TP rank
+  p.micro_batches = 32;
+  const auto l4 = report::megatron_launch(hand_made_experiment(), p);
+  const auto hs4 = std::find(l4.args.begin(), l4.args.end(), "--hierarchical-context-parallel-sizes");
+  REQUIRE(l4.args.end() - hs4 >= 3);
+  CHECK(*(hs4 + 1) == "4");
+  CHECK(*(hs4 + 2) == "1");
+  bool replicated = false;
+  for (const auto& n : l4.notes) replicated = replicated || n.find("Megatron-LM will refuse this layout") != std::string::npos;
+  CHECK(replicated);
+  for (auto target : {report::TorchtitanTarget::python, report::TorchtitanTarget::toml}) {
+    const auto t = report::torchtitan_config(hand_made_experiment(), p, target);
+    bool noted = false;
+    for (const auto& n : t.notes) noted = noted || n.find("cp_comm hybrid (all-to-all in groups of 4 CP ranks") != std::string::npos;
+    CHECK(noted);
+  }
+  // Other methods: no hierarchical sizes.
+  p.options.cp_comm = CpComm::ring;
+  const auto lr = report::megatron_launch(hand_made_experiment(), p);
+  CHECK(std::find(lr.args.begin(), lr.args.end(), "--hierarchical-context-parallel-sizes") == lr.args.end());
+}
+
 TEST_CASE("emit: clip_grad is Megatron's --clip-grad and torchtitan's max_norm, 0 a note for torchtitan") {
   Experiment e = hand_made_experiment();
   e.training.clip_grad = 0.5;

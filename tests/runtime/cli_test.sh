@@ -16,6 +16,9 @@
 #   5b. the same with options.cp_comm alltoall (Ulysses): run --scope attention runs all-to-all CP,
 #      its buffers are the predicted ones, --device cuda is refused naming the method, and run
 #      --scope step (2 layers: the stash reuse and the re-exchange paths) matches one process.
+#   5c. the same with options.cp_comm hybrid (cp_a2a_size 2 and 1: the all-to-all group with a
+#      ring of one, and the ring of two groups of one): run --scope attention runs hybrid CP and
+#      its buffers are the predicted ones; run --scope step matches one process.
 #   6. a plan written by `simulate -o` (here with --cp-scheme striped) is run like one from
 #      `plan -o`; run's JSON carries schema_version.
 set -u
@@ -240,6 +243,37 @@ ok = len(j["losses"]) == 3 and worst <= 2e-6 and 0 <= j["max_param_diff"] <= 5e-
 print(f"alltoall step parity: max rel loss diff {worst:.2e}, max param diff {j['max_param_diff']:.2e}")
 sys.exit(0 if ok else 1)
 PY
+# 5c. cp_comm hybrid.
+for a2a in 2 1; do
+  sed "s/^    attention: flash$/    attention: flash\n    cp_comm: hybrid\n    cp_a2a_size: $a2a/" "$plan" > "$work/plan_hy$a2a.yaml"
+  check "$work/plan_hy$a2a.yaml" "^    cp_a2a_size: $a2a$"
+  # shellcheck disable=SC2086
+  "$mpiexec" -np 2 $flags "$ringplan" run "$work/plan_hy$a2a.yaml" --scope attention --iters 2 --warmup 1 --format json \
+    --profile "$work/profile.yaml" > "$work/run_hy$a2a.json" 2> "$work/run_hy$a2a.err" \
+    || { echo "FAIL: run --scope attention (hybrid $a2a) exited $?"; cat "$work/run_hy$a2a.err"; fail=1; }
+  check "$work/run_hy$a2a.json" '"cp_comm": "hybrid"'
+  check "$work/run_hy$a2a.json" "\"cp_a2a_size\": $a2a"
+  python3 - "$work/run_hy$a2a.json" <<'PY' || fail=1
+import json, sys
+j = json.load(open(sys.argv[1]))
+m = j["memory"]
+ok = m["measured_ring_buffer_bytes"] == m["predicted_ring_buffer_bytes"] > 0
+print(f"hybrid {j['cp_a2a_size']} buffers: measured {m['measured_ring_buffer_bytes']}, predicted {m['predicted_ring_buffer_bytes']}")
+sys.exit(0 if ok else 1)
+PY
+  # shellcheck disable=SC2086
+  "$mpiexec" -np 2 $flags "$ringplan" run "$work/plan_hy$a2a.yaml" --steps 2 --warmup 1 --check-parity --format json \
+    --profile "$work/profile.yaml" > "$work/step_hy$a2a.json" 2> "$work/step_hy$a2a.err" \
+    || { echo "FAIL: run --scope step (hybrid $a2a) exited $?"; cat "$work/step_hy$a2a.err"; fail=1; }
+  python3 - "$work/step_hy$a2a.json" <<'PY' || fail=1
+import json, sys
+j = json.load(open(sys.argv[1]))
+worst = max(abs(a - b) / abs(b) for a, b in zip(j["losses"], j["reference_losses"]))
+ok = len(j["losses"]) == 3 and worst <= 2e-6 and 0 <= j["max_param_diff"] <= 5e-4
+print(f"hybrid step parity: max rel loss diff {worst:.2e}, max param diff {j['max_param_diff']:.2e}")
+sys.exit(0 if ok else 1)
+PY
+done
 [ $fail -eq 0 ] && echo "cli_test: PASS"
 # 6. simulate -o writes a plan file that run accepts.
 "$ringplan" simulate "$plan" --cp-scheme striped -o "$work/sim_plan.yaml" > "$work/sim.log" 2>&1 \

@@ -11,6 +11,7 @@
 #include "kernels/attention.hpp"
 #include "runtime/allgather_attention.hpp"
 #include "runtime/alltoall_attention.hpp"
+#include "runtime/hybrid_attention.hpp"
 #include "runtime/executor.hpp"
 #include "runtime/ring_attention.hpp"
 #include "runtime/sharding.hpp"
@@ -25,6 +26,7 @@ struct RingCase {
   uint64_t seed = 7;
   bool allgather = false;  // the all-gather CP method instead of the ring
   bool alltoall = false;   // the all-to-all (Ulysses) CP method instead of the ring
+  int64_t hybrid_a2a = 0;  // > 0: hybrid CP (HybridAttention) with all-to-all groups of this many ranks
   // Packed documents (lengths summing to seq_len; empty: one document) and whether the shards
   // are the per-document zigzag (runtime::document_shard_positions) instead of `scheme`.
   std::vector<int64_t> doc_lengths;
@@ -101,7 +103,11 @@ inline RingErrors run_ring_case(runtime::Communicator& cp, const RingCase& c) {
   cfg.kernel = c.kernel;
   cfg.tiles.tile_q = 16;  // small tiles so partial tiles and tile-level masking are exercised
   cfg.tiles.tile_k = 16;
-  if (c.alltoall) {
+  if (c.hybrid_a2a > 0) {
+    runtime::HybridAttention h(cp, c.hybrid_a2a, cfg, pos.data(), doc_ptr);
+    h.forward(q.data(), k.data(), v.data(), out.data(), lse.data());
+    h.backward(q.data(), k.data(), v.data(), out.data(), lse.data(), dout.data(), dq.data(), dk.data(), dv.data());
+  } else if (c.alltoall) {
     runtime::AllToAllAttention a2a(cp, cfg, pos.data(), doc_ptr);
     a2a.forward(q.data(), k.data(), v.data(), out.data(), lse.data());
     a2a.backward(q.data(), k.data(), v.data(), out.data(), lse.data(), dout.data(), dq.data(), dk.data(), dv.data());

@@ -213,6 +213,93 @@ TEST_CASE("all-to-all CP refuses heads the CP size cannot split and the material
   }
 }
 
+TEST_CASE("hybrid CP attention equals the float64 reference: every group size, scheme, causal and not, GQA and MHA") {
+  // Every divisor A of P (A = 1: the plain ring over P ranks, A = P: the all-to-all with a ring of
+  // one). H = 2P query heads; KV heads: MHA (2P), A (one per group member), 1 (replicated to the
+  // whole group).
+  const int P = g_world->size();
+  for (int64_t A = 1; A <= P; ++A) {
+    if (P % A != 0) continue;
+    std::vector<int64_t> kvs = {2 * P, 1};
+    if (A > 1 && A < 2 * P) kvs.push_back(A);
+    for (CpScheme scheme : {CpScheme::contiguous, CpScheme::zigzag, CpScheme::striped})
+      for (bool causal : {true, false})
+        for (int64_t kv : kvs) {
+          test::RingCase c;
+          c.heads = 2 * P;
+          c.kv_heads = kv;
+          c.seq_len = 24 * P;  // n = 24: partial tiles of 16, divisible by 2P for zigzag
+          c.scheme = scheme;
+          c.causal = causal;
+          c.hybrid_a2a = A;
+          INFO(fmt::format("hybrid P={} A={} R={} L={} {} {} H={} Hkv={}", P, A, P / A, c.seq_len, to_string(scheme),
+                           causal ? "causal" : "full", c.heads, kv));
+          const test::RingErrors e = test::run_ring_case(*g_world, c);
+          INFO(fmt::format("errors: O {:.2e} lse {:.2e} dQ {:.2e} dK {:.2e} dV {:.2e}", e.out, e.lse, e.grad_q,
+                           e.grad_k, e.grad_v));
+          CHECK(e.worst_relative() <= kFloat32Bound);
+          CHECK(e.ref_out > 0.05);
+          CHECK(e.ref_grad_k > 0.01);
+        }
+  }
+}
+
+TEST_CASE("hybrid CP: buffers are the group's all-to-all buffers plus the ring's, pairs the layer's share") {
+  const int P = g_world->size();
+  const int64_t L = 32 * P;
+  const runtime::ContextParallel ctx(g_world, CpScheme::zigzag, L);
+  runtime::RingConfig cfg;
+  cfg.batch = 2;
+  cfg.heads = 2 * P;
+  cfg.kv_heads = 1;
+  cfg.tokens = ctx.local_tokens();
+  cfg.head_dim = 8;
+  for (int64_t A = 1; A <= P; ++A) {
+    if (P % A != 0) continue;
+    INFO("A = " << A);
+    runtime::HybridAttention h(*g_world, A, cfg, ctx.positions().data());
+    CHECK(h.a2a_size() == A);
+    CHECK(h.ring_size() == P / A);
+    const size_t qn = static_cast<size_t>(cfg.batch * cfg.heads * cfg.tokens * cfg.head_dim);
+    const size_t kn = static_cast<size_t>(cfg.batch * cfg.kv_heads * cfg.tokens * cfg.head_dim);
+    std::vector<float> q(qn, 0.1f), k(kn, 0.2f), v(kn, 0.3f), out(qn),
+        lse(static_cast<size_t>(cfg.batch * cfg.heads * cfg.tokens));
+    h.forward(q.data(), k.data(), v.data(), out.data(), lse.data());
+    // The group's tokens m = L/R on 2P/A query heads and max(1/A, 1) = 1 KV head: 6 Q-sized and
+    // 4 KV-sized all-to-all buffers (A > 1), the ring's 2 x [K|V] and 4 x [dK|dV] (R > 1), float32.
+    const int64_t m = L / (P / A);
+    const int64_t per_head = cfg.batch * m * cfg.head_dim * 4;
+    const int64_t a2a = A > 1 ? (6 * (2 * P / A) + 4 * 1) * per_head : 0;
+    const int64_t ring = P / A > 1 ? (2 * 2 + 4 * 2) * per_head : 0;
+    const runtime::RingWorkspaceBytes w = h.workspace();
+    CHECK(w.kv_ring_bytes + w.dkv_ring_bytes == a2a + ring);
+    CHECK(w.total() == h.workspace_bytes());
+    // Zigzag balances the causal pairs across the ring's groups: every rank does the layer's 1/P.
+    CHECK(h.visible_pairs() == L * (L + 1) / 2 / P);
+    CHECK(h.last_forward().total_s >= h.last_forward().comm_s);
+  }
+}
+
+TEST_CASE("hybrid CP refuses a group size that does not divide the CP size, naming the valid ones") {
+  const int P = g_world->size();
+  const runtime::ContextParallel ctx(g_world, CpScheme::contiguous, 16 * P);
+  runtime::RingConfig cfg;
+  cfg.tokens = ctx.local_tokens();
+  cfg.head_dim = 8;
+  cfg.heads = 2 * P;
+  cfg.kv_heads = 2 * P;
+  bool named = false;
+  try {
+    runtime::HybridAttention h(*g_world, P + 1, cfg, ctx.positions().data());
+  } catch (const Error& e) {
+    named = std::string(e.what()).find("must divide the CP size") != std::string::npos;
+  }
+  CHECK(named);
+  CHECK_THROWS_AS(runtime::HybridAttention(*g_world, 0, cfg, ctx.positions().data()), Error);
+  cfg.kernel = RingKernel::materialized;
+  CHECK_THROWS_AS(runtime::HybridAttention(*g_world, 1, cfg, ctx.positions().data()), Error);
+}
+
 TEST_CASE("ring attention with partial tiles (n = 40 tokens per rank, tiles of 16)") {
   const int P = g_world->size();
   for (CpScheme scheme : {CpScheme::contiguous, CpScheme::zigzag, CpScheme::striped}) {
@@ -536,6 +623,26 @@ TEST_CASE("packed documents: all-gather and all-to-all CP equal the float64 refe
         c.doc_lengths = irregular_documents(c.seq_len);
         check_documents_case(c, alltoall ? "all-to-all" : "all-gather");
       }
+}
+
+TEST_CASE("packed documents: hybrid CP equals the float64 reference, every scheme and the per-document zigzag") {
+  const int P = g_world->size();
+  for (int64_t A = 1; A <= P; ++A) {
+    if (P % A != 0) continue;
+    for (int sharding = 0; sharding < 4; ++sharding)
+      for (bool causal : {true, false}) {
+        test::RingCase c;
+        c.seq_len = 24 * P;
+        c.heads = 2 * P;
+        c.kv_heads = 1;  // GQA, replicated inside the group
+        c.causal = causal;
+        c.hybrid_a2a = A;
+        c.per_document = sharding == 3;
+        if (sharding < 3) c.scheme = std::array{CpScheme::contiguous, CpScheme::zigzag, CpScheme::striped}[size_t(sharding)];
+        c.doc_lengths = irregular_documents(c.seq_len);
+        check_documents_case(c, fmt::format("hybrid A={}", A).c_str());
+      }
+  }
 }
 
 TEST_CASE("packed documents: the per-document zigzag gives every ring rank the same attention work") {

@@ -120,6 +120,20 @@ std::vector<Case> cases_for(int world) {
   o = opts();
   o.zero_stage = 3;
   add("pp2 x cp2 zero3", Mesh{1, 1, 2, 2}, o);
+  // Hierarchical CP (cp_comm hybrid): all-to-all groups of A ranks, ring across CP/A of them.
+  auto hybrid = [](int64_t a2a, CpScheme scheme) {
+    ParallelOptions h = opts(scheme);
+    h.cp_comm = CpComm::hybrid;
+    h.cp_a2a_size = a2a;
+    return h;
+  };
+  add("cp2 hybrid a2a 2 x ring 1", Mesh{1, 1, 2, 1}, hybrid(2, CpScheme::zigzag));
+  add("cp2 hybrid a2a 1 x ring 2", Mesh{1, 1, 2, 1}, hybrid(1, CpScheme::zigzag));
+  add("cp4 hybrid a2a 2 x ring 2 zigzag", Mesh{1, 1, 4, 1}, hybrid(2, CpScheme::zigzag));
+  add("cp4 hybrid a2a 2 x ring 2 contiguous", Mesh{1, 1, 4, 1}, hybrid(2, CpScheme::contiguous));
+  add("cp4 hybrid a2a 2 x ring 2 striped", Mesh{1, 1, 4, 1}, hybrid(2, CpScheme::striped));
+  add("tp2 x cp2 hybrid a2a 2 (KV head replicated)", Mesh{1, 2, 2, 1}, hybrid(2, CpScheme::zigzag));
+  add("dp2 x cp2 hybrid a2a 1 x ring 2", Mesh{2, 1, 2, 1}, hybrid(1, CpScheme::zigzag));
   // Packed documents: the mask inside the ring (and the other CP methods), the per-document
   // zigzag; the one-process reference masks the same documents.
   auto add_docs = [&](std::string name, Mesh m, ParallelOptions po) {
@@ -134,6 +148,8 @@ std::vector<Case> cases_for(int world) {
   add_docs("documents cp2 allgather", Mesh{1, 1, 2, 1}, o);
   o.cp_comm = CpComm::alltoall;
   add_docs("documents cp2 alltoall", Mesh{1, 1, 2, 1}, o);
+  add_docs("documents cp2 hybrid a2a 2", Mesh{1, 1, 2, 1}, hybrid(2, CpScheme::zigzag));
+  add_docs("documents cp4 hybrid a2a 2 x ring 2", Mesh{1, 1, 4, 1}, hybrid(2, CpScheme::zigzag));
   add_docs("documents cp4 zigzag", Mesh{1, 1, 4, 1}, opts(CpScheme::zigzag));
   add_docs("documents dp2 x cp2", Mesh{2, 1, 2, 1}, opts());
   add_docs("documents tp2 x cp2", Mesh{1, 2, 2, 1}, opts());

@@ -5,6 +5,7 @@
 
 #include "core/config_yaml.hpp"
 #include "sim/cost_model.hpp"
+#include "sim/ring_model.hpp"
 #include "sim/formulas.hpp"
 #include "test_helpers.hpp"
 
@@ -643,4 +644,67 @@ TEST_CASE("cp_comm alltoall: check_layout refuses CP that cannot split the heads
   a2a.attention = AttentionImpl::materialized;
   CHECK(check_layout(e, test::mesh_of(32, 1, 2, 1), a2a, 64) == "cp_comm alltoall needs attention flash, got materialized");
   CHECK(check_layout(e, test::mesh_of(64, 1, 1, 1), a2a, 64) == "");  // CP = 1: nothing to split
+}
+
+TEST_CASE("cp_comm hybrid in predict(): the default group size stays in a node, the ring crosses nodes") {
+  Experiment e = test::llama_experiment(131072, 8);  // 32 heads, 8 KV heads, 8-GPU nodes
+  const Mesh mesh = test::mesh_of(1, 2, 16, 1);       // TP 2 x CP 16: 16 query, 4 KV heads per TP rank
+  ParallelOptions h;
+  h.cp_comm = CpComm::hybrid;
+  // Largest divisor of 16 that splits 16 query heads, divides or is a multiple of 4 KV heads and
+  // keeps TP 2 x A inside 8 GPUs: 4 (8 would need 16 GPUs per group).
+  CHECK(default_cp_a2a_size(e.model, mesh, 8) == 4);
+  CHECK(cp_a2a_size_of(e, mesh, h) == 4);
+  REQUIRE(check_layout(e, mesh, h, 32) == "");
+  const Prediction p = predict(e, mesh, h);
+  CHECK(p.options.cp_a2a_size == 4);  // resolved: what a plan file writes
+  ParallelOptions explicit4 = h;
+  explicit4.cp_a2a_size = 4;
+  const Prediction q = predict(e, mesh, explicit4);
+  CHECK(q.step_time_s == Approx(p.step_time_s));
+  // The layer's CP terms are predict_hybrid_layer's on the intra-node link (groups of TP 2 x 4 =
+  // 8 GPUs) and the ring of 4 groups on the inter-node link.
+  LayerShape x = make_layer_shape(e.model, e.training, mesh, explicit4);
+  const LinkProfile& intra = e.cluster.intra_node;
+  const LinkProfile& inter = e.cluster.inter_node;
+  const RingLayerPrediction layer =
+      predict_hybrid_layer(x, e.cluster, e.cluster.peak_flops_per_s(DType::bf16), intra, false, inter, true);
+  const double layers = 32, m = double(p.micro_batches);
+  CHECK(p.time.ring_comm_exposed_s ==
+        Approx(m * layers * (layer.forward.exposed_comm_s + layer.backward.exposed_comm_s)));
+  CHECK(p.memory.ring_buffers_bytes == Approx(hybrid_buffer_bytes(x)));
+  // Each group size is a different layout: A = 2 moves less by all-to-all, more by the ring. With
+  // KV heads split (not replicated) the buffers do not depend on A: (6 Hq + 4 Hkv) x L/CP in the
+  // all-to-all stage and 10 x L/CP x Hkv-worth in the ring stage either way.
+  ParallelOptions two = h;
+  two.cp_a2a_size = 2;
+  const Prediction p2 = predict(e, mesh, two);
+  CHECK(p2.options.cp_a2a_size == 2);
+  CHECK(p2.time.ring_comm_exposed_s != Approx(p.time.ring_comm_exposed_s));
+  CHECK(p2.memory.ring_buffers_bytes == Approx(p.memory.ring_buffers_bytes));
+}
+
+TEST_CASE("cp_comm hybrid: check_layout names a group size that does not divide CP or cannot split the heads") {
+  Experiment e = test::llama_experiment(4096, 64);  // 32 heads, 8 KV heads
+  ParallelOptions h;
+  h.cp_comm = CpComm::hybrid;
+  h.cp_a2a_size = 3;
+  CHECK(check_layout(e, test::mesh_of(1, 8, 8, 1), h, 64) == "cp_comm hybrid needs cp_a2a_size 3 to divide CP 8");
+  h.cp_a2a_size = 8;  // TP 8: 4 query heads per TP rank
+  CHECK(check_layout(e, test::mesh_of(1, 8, 8, 1), h, 64) ==
+        "cp_comm hybrid needs cp_a2a_size 8 to divide the query heads per TP rank (heads 32 / TP 8 = 4)");
+  h.cp_a2a_size = 4;
+  CHECK(check_layout(e, test::mesh_of(1, 8, 8, 1), h, 64) == "");  // 1 KV head per TP rank: replicated
+  e.model.heads = 24;
+  e.model.kv_heads = 6;
+  h.cp_a2a_size = 4;
+  CHECK(check_layout(e, test::mesh_of(8, 1, 8, 1), h, 64) ==
+        "cp_comm hybrid needs the KV heads per TP rank (kv_heads 6 / TP 1 = 6) to divide by cp_a2a_size 4 or divide "
+        "it (replicated KV heads)");
+  h.cp_a2a_size = 2;
+  h.attention = AttentionImpl::materialized;
+  CHECK(check_layout(e, test::mesh_of(8, 1, 8, 1), h, 64) == "cp_comm hybrid needs attention flash, got materialized");
+  // The default for those heads and one 8-GPU node: 8 does not split 24 heads with 6 KV heads
+  // (6 % 8, 8 % 6), 4 neither; 2 does.
+  CHECK(default_cp_a2a_size(e.model, test::mesh_of(8, 1, 8, 1), 8) == 2);
 }

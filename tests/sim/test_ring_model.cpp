@@ -414,3 +414,110 @@ TEST_CASE("alltoall: refused for heads CP cannot split and for materialised atte
   CHECK(one.forward.exposed_comm_s == 0.0);
   CHECK(one.ring_buffer_bytes == 0.0);
 }
+
+// ---------------------------------------------------------------- hierarchical CP (cp_comm hybrid)
+namespace {
+RingAttentionShape gqa_hybrid(int64_t seq_len, int64_t cp, int64_t a2a, int64_t kv_heads) {
+  RingAttentionShape s = gqa_allgather(seq_len, cp, kv_heads);
+  s.comm = CpComm::hybrid;
+  s.a2a_size = a2a;
+  return s;
+}
+}  // namespace
+
+TEST_CASE("hybrid: the ring of R groups on the group's head shard plus four all-to-alls of A ranks, by hand") {
+  ClusterConfig c = test::a100_cluster();
+  c.collectives = {};  // ideal curves: the formula exactly
+  c.intra_node = {100e9, 5e-6};
+  // b = 2, H = 8, Hkv = 2, d = 128, L = 16384, CP = 4 = A 2 x R 2, bf16, one node.
+  const RingLayerPrediction h = predict_ring_attention(gqa_hybrid(16384, 4, 2, 2), c);
+  CHECK(h.comm == CpComm::hybrid);
+  // The ring stage: 2 ranks, each the group's L/2 tokens of H/A = 4 query and Hkv/A = 1 KV heads.
+  RingAttentionShape ring2 = gqa_allgather(16384, 2, 1);
+  ring2.heads_per_tp = 4;
+  ring2.comm = CpComm::ring;
+  const RingLayerPrediction r = predict_ring_attention(ring2, c);
+  // The all-to-alls: per rank L/4 tokens of 8 query heads (Q, O; dO, dQ) and 2 KV heads (K, V;
+  // dK, dV), over A = 2 ranks: 1/2 of the bytes + one latency each.
+  const double tokens = 2.0 * 4096;
+  const double q_bytes = tokens * 8 * 128 * 2, kv_bytes = tokens * 2 * 128 * 2;
+  const double a2a = 2 * (0.5 * q_bytes / 100e9 + 5e-6) + 2 * (0.5 * kv_bytes / 100e9 + 5e-6);
+  CHECK(h.forward.exposed_comm_s == Approx(r.forward.exposed_comm_s + a2a));
+  CHECK(h.backward.exposed_comm_s == Approx(r.backward.exposed_comm_s + a2a));
+  CHECK(h.forward.unhidden_comm_s == Approx(r.forward.unhidden_comm_s + a2a));
+  CHECK(h.forward.max_rank_compute_s == Approx(r.forward.max_rank_compute_s));
+  CHECK(h.backward.max_rank_compute_s == Approx(r.backward.max_rank_compute_s));
+  CHECK(h.forward.transfers == 1);  // R - 1 ring hops; the all-to-alls are in unhidden_comm_s
+  CHECK(h.forward.step_bytes == Approx(r.forward.step_bytes));
+  CHECK(h.forward.total_s == Approx(h.forward.max_rank_compute_s + h.forward.elementwise_s + h.forward.exposed_comm_s));
+  // Work: the whole layer split over 4 ranks, as any method; the ring of 2's zigzag imbalance.
+  const RingLayerPrediction ring4 = predict_ring_attention([] {
+    RingAttentionShape s = gqa_allgather(16384, 4, 2);
+    s.comm = CpComm::ring;
+    return s;
+  }(), c);
+  CHECK(h.forward_flops_mean_rank == Approx(ring4.forward_flops_mean_rank));
+  CHECK(h.imbalance == Approx(r.imbalance));
+  // Memory: runtime/hybrid_attention.cpp = the all-to-all stage of a 2-rank group whose sequence
+  // is L/2 (6 Q-sized buffers of 4 heads + 4 KV-sized of 1 head, L/2 tokens each) + the ring's
+  // K,V double buffer and 4 fp32 dK,dV blocks of L/2 tokens of 1 KV head.
+  const double per_head = 2.0 * 8192 * 128;
+  CHECK(h.ring_buffer_bytes == Approx((6 * 4 + 4 * 1) * per_head * 2 + 2 * 2 * per_head * 2 + 4 * 2 * per_head * 4));
+  CHECK(h.ring_buffer_bytes == Approx(r.ring_buffer_bytes + (6 * 4 + 4 * 1) * per_head * 2));
+}
+
+TEST_CASE("hybrid: A = 1 is the ring, A = CP the all-to-all") {
+  ClusterConfig c = test::a100_cluster();
+  c.attention = {0.6, 0.0};  // flat curves: one kernel call or a ring of one rank run at the same rate
+  c.attention_backward = {0.5, 0.0};
+  for (CpScheme scheme : {CpScheme::contiguous, CpScheme::zigzag, CpScheme::striped}) {
+    CAPTURE(to_string(scheme));
+    RingAttentionShape s = gqa_hybrid(16384, 4, 1, 2);
+    s.scheme = scheme;
+    const RingLayerPrediction h1 = predict_ring_attention(s, c);
+    s.comm = CpComm::ring;
+    const RingLayerPrediction ring = predict_ring_attention(s, c);
+    CHECK(h1.forward.total_s == Approx(ring.forward.total_s));
+    CHECK(h1.backward.total_s == Approx(ring.backward.total_s));
+    CHECK(h1.imbalance == Approx(ring.imbalance));
+    CHECK(h1.ring_buffer_bytes == Approx(ring.ring_buffer_bytes));
+    s = gqa_hybrid(16384, 4, 4, 4);
+    s.scheme = scheme;
+    const RingLayerPrediction h4 = predict_ring_attention(s, c);
+    s.comm = CpComm::alltoall;
+    const RingLayerPrediction a2a = predict_ring_attention(s, c);
+    CHECK(h4.forward.exposed_comm_s == Approx(a2a.forward.exposed_comm_s));
+    CHECK(h4.backward.exposed_comm_s == Approx(a2a.backward.exposed_comm_s));
+    CHECK(h4.imbalance == Approx(1.0));
+    CHECK(h4.forward.max_rank_compute_s == Approx(a2a.forward.max_rank_compute_s));
+    CHECK(h4.ring_buffer_bytes == Approx(a2a.ring_buffer_bytes));
+  }
+}
+
+TEST_CASE("hybrid: a contiguous causal ring of 8 is imbalanced, hybrid 4 x 2 less so, zigzag balanced at R") {
+  const ClusterConfig c = test::a100_cluster();
+  RingAttentionShape s = gqa_hybrid(16384, 8, 4, 4);
+  s.scheme = CpScheme::contiguous;
+  const RingLayerPrediction h = predict_ring_attention(s, c);
+  s.comm = CpComm::ring;
+  const RingLayerPrediction ring = predict_ring_attention(s, c);
+  CHECK(h.imbalance > 1.0);
+  CHECK(h.imbalance < ring.imbalance);
+  // Contiguous shards of 8 ranks, grouped by 4: the contiguous shards of 2 (the last group's
+  // 3/4 of the pairs over the mean's 1/2: 1.5 up to the diagonal's O(1/L)).
+  CHECK(h.imbalance == Approx(1.5).epsilon(0.01));
+}
+
+TEST_CASE("hybrid: refused for a group size that does not divide CP, heads it cannot split, materialised attention") {
+  const ClusterConfig c = test::a100_cluster();
+  CHECK_THROWS_AS(predict_ring_attention(gqa_hybrid(16384, 4, 3, 2), c), Error);
+  RingAttentionShape s = gqa_hybrid(16384, 6, 3, 2);  // 8 query heads % 3
+  s.scheme = CpScheme::contiguous;
+  s.seq_len = 6 * 4096;
+  CHECK_THROWS_AS(predict_ring_attention(s, c), Error);
+  s = gqa_hybrid(16384, 4, 2, 2);
+  s.attention = AttentionImpl::materialized;
+  CHECK_THROWS_AS(predict_ring_attention(s, c), Error);
+  s = gqa_hybrid(16384, 4, 0, 2);
+  CHECK_THROWS_AS(predict_ring_attention(s, c), Error);
+}
