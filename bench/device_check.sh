@@ -6,7 +6,7 @@
 #   cmake -S . -B build/gpu -G Ninja -DRINGPLAN_ENABLE_CUDA=ON -DRINGPLAN_CUDA_ARCHITECTURES=90
 #   cmake --build build/gpu --target ringplan test_cuda_tiles test_attention_cuda test_attention_bwd_mma test_ring_cuda test_step_cuda \
 #         bench_attention_cuda nccl_smoke
-#   bench/gpu/make_bundle.sh build/gpu build/bundle     # binaries + OpenMPI, fmt, yaml-cpp (~30 MiB)
+#   scripts/packaging/make_bundle.sh build/gpu build/bundle     # binaries + OpenMPI, fmt, yaml-cpp (~30 MiB)
 # then carry build/bundle to the GPU machine and run there, from the repository root:
 #   bench/device_check.sh build/bundle
 # (libnccl.so.2 comes from the GPU machine's `nvidia.nccl` python package; env.sh finds it.)
@@ -72,7 +72,7 @@ step() {
 }
 
 if [[ ! -f "$BUNDLE/env.sh" ]]; then
-  log "bundle '$BUNDLE' not found (no env.sh): build it with bench/gpu/make_bundle.sh and carry it (see the header)"
+  log "bundle '$BUNDLE' not found (no env.sh): build it with scripts/packaging/make_bundle.sh and carry it (see the header)"
   exit 1
 fi
 # shellcheck disable=SC1091

@@ -3,7 +3,7 @@
 # no fmt, no yaml-cpp (the GPU machine: x86_64, glibc >= 2.39, an NVIDIA driver, PyTorch and
 # the `nvidia.nccl` python package, nothing else).
 #
-# Usage: bench/gpu/make_bundle.sh BUILD_DIR OUT_DIR [BINARY_NAME...]
+# Usage: scripts/packaging/make_bundle.sh BUILD_DIR OUT_DIR [BINARY_NAME...]
 #   BINARY_NAME  executables to find under BUILD_DIR (default: ringplan test_cuda_tiles test_ring_cuda test_attention_bwd_mma
 #                test_attention_cuda bench_attention_cuda nccl_smoke); ringplan is required,
 #                any other that is missing is reported and skipped.
@@ -251,7 +251,7 @@ glibc_max=$(needed_versions libc.so.6 | { grep '^GLIBC_[0-9]' || true; } | tail 
 # --- 6. env.sh --------------------------------------------------------------------------------
 cat > "$out/env.sh" <<EOF
 # Source this (bash) from any directory to run the bundle's binaries:  source $(basename "$out")/env.sh
-# Made by bench/gpu/make_bundle.sh; see MANIFEST.txt for what is inside.
+# Made by scripts/packaging/make_bundle.sh; see MANIFEST.txt for what is inside.
 # Symbol versions the bundled files need (filled in when the bundle was made):
 _rpb_cxx_versions="$cxx_versions"
 _rpb_gcc_versions="$gcc_versions"
