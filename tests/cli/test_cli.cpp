@@ -1,6 +1,5 @@
 // End-to-end tests of the planner commands: run the `ringplan` binary as a user would.
 // RINGPLAN_BIN and RINGPLAN_SOURCE_DIR come from tests/cli/CMakeLists.txt.
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
 #include <algorithm>
