@@ -10,7 +10,7 @@
 #include "core/error.hpp"
 #include "core/units.hpp"
 #include "planner/validation.hpp"
-#include "tests/planner/fixtures.hpp"
+#include "tests/fixtures/experiments.hpp"
 
 using namespace ringplan;
 using namespace ringplan::planner;
