@@ -15,12 +15,10 @@
 // calibration runs past 2 s (core/progress.hpp); it is erased before the profile is printed.
 // Otherwise stderr gets nothing.
 #include <fmt/format.h>
-#include <yaml-cpp/yaml.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <memory>
-#include <sstream>
 
 #include "cli/command.hpp"
 #include "cli/mpi_command.hpp"
@@ -244,26 +242,7 @@ int write_gpu_profile(const CalibrateArgs& a, const ClusterConfig& base, const s
                       const std::string& notes) {
   sim::GpuCalibration cal = sim::calibrate_gpu_profile(base, m);
   if (a.name_given) cal.cluster.name = a.name;
-  std::ostringstream head;
-  head << "# Written by `ringplan calibrate` from " << m.source << "\n"
-       << "# device: " << (m.device.empty() ? "(not recorded)" : m.device) << "; base profile " << a.base
-       << " (peaks and memory bandwidth are its datasheet figures)\n";
-  std::istringstream nl(notes);
-  for (std::string line; std::getline(nl, line);)
-    if (!line.empty()) head << "# note: " << line << "\n";
-  // max and half_tflop as the profile below writes them; the fit's errors in the error format.
-  head << "# curve                 points  max     half_tflop  fit error mean / max\n";
-  for (const auto& c : cal.curves)
-    head << fmt::format("#  {:<20} {:6d}  {:.4f}  {:.6f}    {} / {}\n", c.key, c.error.points,
-                        c.fitted.max_efficiency, c.fitted.half_flops / 1e12, format::format_abs_error_pct(c.error.mean_pct),
-                        format::format_abs_error_pct(c.error.max_pct));
-  if (cal.memory_bandwidth_efficiency > 0)
-    head << fmt::format("#  memory_bandwidth: copy {} (read + write) / datasheet {} = {:.4f}\n",
-                        format::format_bandwidth(m.hbm_copy_bytes_per_s),
-                        format::format_bandwidth(base.memory_bandwidth_bytes_per_s), cal.memory_bandwidth_efficiency);
-  YAML::Emitter out;
-  write_cluster(out, cal.cluster);
-  const std::string text = head.str() + out.c_str() + "\n" + kProfileEndMarker + "\n";
+  const std::string text = sim::gpu_profile_text(cal, m, base, a.base, notes);
   if (a.output.empty()) {
     std::fputs(text.c_str(), stdout);
   } else {
