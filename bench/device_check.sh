@@ -4,9 +4,10 @@
 #
 # Prepare on the build machine (sm_90 is what an H100/H200 runs):
 #   cmake -S . -B build/gpu -G Ninja -DRINGPLAN_ENABLE_CUDA=ON -DRINGPLAN_CUDA_ARCHITECTURES=90
-#   cmake --build build/gpu --target ringplan test_cuda_tiles test_attention_cuda test_attention_bwd_mma test_ring_cuda test_step_cuda \
-#         bench_attention_cuda nccl_smoke
+#   cmake --build build/gpu --target ringplan_gpu     # every GPU target (cmake/RingplanGpuTargets.cmake)
 #   scripts/packaging/make_bundle.sh build/gpu build/bundle     # binaries + OpenMPI, fmt, yaml-cpp (~30 MiB)
+# The bundle carries build/gpu/gpu_executables.txt, CMake's list of the GPU executables: step 1
+# runs every test_* binary on it (a listed binary missing from the bundle counts as failed).
 # then carry build/bundle to the GPU machine and run there, from the repository root:
 #   bench/device_check.sh build/bundle
 # (libnccl.so.2 comes from the GPU machine's `nvidia.nccl` python package; env.sh finds it.)
@@ -93,8 +94,18 @@ bin() {
   if [[ -x "$BUNDLE/bin/$1" ]]; then echo "$BUNDLE/bin/$1"; else echo ""; fi
 }
 
+# The GPU tests: the test_* names of CMake's list, in its order (kernels, then the ring and step).
+gpu_tests=()
+if [[ -f "$BUNDLE/gpu_executables.txt" ]]; then
+  while read -r t; do [[ $t == test_* ]] && gpu_tests+=("$t"); done <"$BUNDLE/gpu_executables.txt"
+fi
+if ((${#gpu_tests[@]} == 0)); then
+  log "no GPU tests listed in $BUNDLE/gpu_executables.txt: make the bundle from a CUDA build (see the header)"
+  failed=$((failed + 1))
+fi
+
 # 1. kernel and ring tests
-for t in test_cuda_tiles test_attention_cuda test_attention_bwd_mma test_ring_cuda test_step_cuda; do
+for t in "${gpu_tests[@]}"; do
   b=$(bin "$t")
   if [[ -z "$b" ]]; then
     log "missing binary $t in $BUNDLE/bin"
@@ -108,7 +119,8 @@ done
 # mma kernels' shared-memory double buffers and ldmatrix addressing.
 if [[ "${SANITIZE:-0}" == 1 ]] && command -v compute-sanitizer >/dev/null 2>&1; then
   for tool in racecheck memcheck; do
-    for t in test_attention_cuda test_attention_bwd_mma; do
+    for t in "${gpu_tests[@]}"; do
+      [[ $t == test_attention_* ]] || continue  # the kernel tests
       b=$(bin "$t")
       [[ -n "$b" ]] || continue
       step "compute-sanitizer --tool $tool $t" 120 "$OUT/sanitize_${tool}_$t.txt" \
