@@ -23,8 +23,9 @@
 #   2. our forward/backward timing (the binary validates sampled outputs before timing)
 #   3. PyTorch scaled_dot_product_attention at the same shapes (bf16, batch 1, 32 query heads,
 #      8 KV heads, head dim 128, 4K/8K/16K tokens, causal and not; CUDA events, warm-up, median);
-#      then our primary kernels again in the head-major launch order (theirs up to run 10), for
-#      the tile-major / head-major ratio in the table of step 6
+#      then our primary kernels again in the head-major launch order (each head's tiles in
+#      turn, the baseline of the default tile-major order), for the tile-major / head-major ratio
+#      in the table of step 6
 #   4. single-GPU NCCL smoke test of the communicator
 #   5. `ringplan plan` + `ringplan run --device cuda` on one rank (NCCL + the kernels), with the
 #      prediction from the cluster profile of this GPU
@@ -146,9 +147,9 @@ step "sdpa_bench.py" 150 "$OUT/sdpa.txt" python3 "$script_dir/gpu/sdpa_bench.py"
 # the HBM copy rate, through PyTorch: the measured matmul curve of this card (gemm_bench.py's header).
 step "gemm_bench.py" 150 "$OUT/gemm.txt" python3 "$script_dir/gpu/gemm_bench.py" --json "$OUT/gemm.json"
 
-# 3b. The same primary kernels in the launch order they had up to run 10 (head-major: each head's
-# tiles in turn), validated and timed in this run: the comparison report.py prints. After the
-# baseline, so that a short budget drops this one first.
+# 3b. The same primary kernels in the head-major launch order (each head's tiles in turn, the
+# baseline of the default tile-major order), validated and timed in this run: the comparison
+# report.py prints. After the PyTorch baseline, so that a short budget drops this one first.
 b=$(bin bench_attention_cuda)
 if [[ -n "$b" ]]; then
   step "bench_attention_cuda --block-order head_major" 90 "$OUT/ours_head_major.txt" "$b" --tokens "$TOKENS" \

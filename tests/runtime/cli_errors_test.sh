@@ -56,7 +56,7 @@ expect 1 "--trace /dev/full: cannot write: write: No space left on device" -- "$
 expect 1 "--trace /dev/full: cannot write: write: No space left on device" -- "${step[@]}" --trace /dev/full
 expect 1 "-o /dev/full: cannot write: write: No space left on device" -- "${cal[@]}" -o /dev/full
 # Sizes typed into a plan that no host can hold: refused before any allocation, at the plan's
-# file:line:field with the largest value that fits (was std::bad_alloc, "internal error", exit 1).
+# file:line:field with the largest value that fits (not std::bad_alloc, "internal error", exit 1).
 sed 's/^    head_dim: 32$/    head_dim: 2147483648/' "$plan" > "$work/huge_head_dim.yaml"
 sed 's/^    global_batch: 1$/    global_batch: 1073741824/; s/^    micro_batch: 1$/    micro_batch: 1073741824/' \
   "$plan" > "$work/huge_micro_batch.yaml"
@@ -76,7 +76,7 @@ sed 's/^    causal: true$/    causal: true\n    documents: {lengths: [100, 156]}
 expect 2 "documents.yaml:36: experiment.training.documents: packed documents cannot be run by --scope attention yet" \
   -- run "$work/documents.yaml" --scope attention --iters 1 --warmup 0
 expect 0 "parity" -- run "$work/documents.yaml" --steps 1 --warmup 0 --check-parity
-# A symbolic link loop as the plan: bad input naming the link (was a filesystem_error, exit 1).
+# A symbolic link loop as the plan: bad input naming the link (not a filesystem_error, exit 1).
 rm -f "$work/loop_a.yaml" "$work/loop_b.yaml"
 ln -s "$work/loop_b.yaml" "$work/loop_a.yaml"; ln -s "$work/loop_a.yaml" "$work/loop_b.yaml"
 expect 2 "loop_a.yaml: plan file is a symbolic link loop" -- run "$work/loop_a.yaml" --steps 1
