@@ -353,7 +353,7 @@ int run_body(const RunArgs& a, runtime::MpiCommunicator& world) {
   const double measured_ring_bytes = static_cast<double>(m.memory[0].workspace.kv_ring_bytes + m.memory[0].workspace.dkv_ring_bytes);
   int64_t rss_max = 0, tracked_max = 0, scores_max = 0;
   for (const auto& mem : m.memory) {
-    rss_max = std::max(rss_max, mem.rss_peak_delta_bytes);
+    rss_max = std::max(rss_max, mem.peak_memory_rise_bytes);
     tracked_max = std::max(tracked_max, mem.tracked_bytes);
     scores_max = std::max(scores_max, mem.workspace.scores_bytes);
   }
@@ -398,7 +398,7 @@ int run_body(const RunArgs& a, runtime::MpiCommunicator& world) {
                        {"block_out_bytes", mem.workspace.block_out_bytes},
                        {"scores_bytes", mem.workspace.scores_bytes},
                        {"tracked_bytes", mem.tracked_bytes},
-                       {"rss_peak_delta_bytes", mem.rss_peak_delta_bytes},
+                       {"rss_peak_delta_bytes", mem.peak_memory_rise_bytes},
                        {"rss_peak_was_reset", mem.rss_peak_was_reset}});
     }
     j["ranks"] = ranks;
@@ -464,13 +464,13 @@ int run_body(const RunArgs& a, runtime::MpiCommunicator& world) {
               allgather ? "full dK,dV" : alltoall ? "a2a grads" : "ring dK,dV", "scores", "tracked",
               on_gpu ? "device peak" : "RSS peak");
   auto bytes = [](auto b) { return format::format_bytes(static_cast<double>(b)); };
-  // rss_peak_delta_bytes is -1 where it could not be measured.
+  // peak_memory_rise_bytes is -1 where it could not be measured.
   for (int r = 0; r < m.cp_size; ++r) {
     const auto& mem = m.memory[static_cast<size_t>(r)];
     std::printf("%-6d %11s %11s %11s %11s %11s %11s\n", r, bytes(mem.tensors_bytes).c_str(),
                 bytes(mem.workspace.kv_ring_bytes).c_str(), bytes(mem.workspace.dkv_ring_bytes).c_str(),
                 bytes(mem.workspace.scores_bytes).c_str(), bytes(mem.tracked_bytes).c_str(),
-                mem.rss_peak_delta_bytes >= 0 ? bytes(mem.rss_peak_delta_bytes).c_str() : "unknown");
+                mem.peak_memory_rise_bytes >= 0 ? bytes(mem.peak_memory_rise_bytes).c_str() : "unknown");
   }
   auto pct = [](double meas, double pr) {
     return pr > 0 ? format::format_error_pct(100.0 * (meas - pr) / pr) : std::string("n/a");
