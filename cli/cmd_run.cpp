@@ -119,7 +119,7 @@ sim::RingAttentionShape predicted_shape(const runtime::RingLayerShape& x, int64_
   s.cp = cp;
   s.scheme = x.scheme;
   s.causal = x.causal;
-  s.attention = x.kernel == runtime::RingKernel::flash ? AttentionImpl::flash : AttentionImpl::materialized;
+  s.attention = x.kernel;
   // The CPU runtime computes and sends float32 whatever the plan's training dtype; the CUDA
   // runtime the plan's 16-bit type.
   s.dtype = dtype;
@@ -165,7 +165,7 @@ std::vector<std::vector<runtime::LaneEvent>> predicted_ring_lanes(
 #if RINGPLAN_HAVE_GPU_RUN
 // Why the CUDA kernels cannot run this shape; empty when they can.
 std::string cuda_unsuitable(const runtime::RingLayerShape& x) {
-  if (x.kernel != runtime::RingKernel::flash) return "the plan uses materialised attention (CPU only)";
+  if (x.kernel != AttentionImpl::flash) return "the plan uses materialised attention (CPU only)";
   if (x.head_dim != 64 && x.head_dim != 128)
     return fmt::format("head_dim {} (the CUDA kernels take 64 or 128)", x.head_dim);
   return {};
@@ -290,10 +290,10 @@ int run_body(const RunArgs& a, runtime::MpiCommunicator& world) {
   shape.head_dim = e.model.head_dim;
   shape.causal = e.training.causal;
   shape.scheme = e.options.cp_scheme;
-  shape.kernel = e.options.attention == AttentionImpl::flash ? runtime::RingKernel::flash : runtime::RingKernel::materialized;
+  shape.kernel = e.options.attention;
   // At CP = 1 both methods are the same single-rank attention; the ring runs it.
   shape.comm = mesh.cp > 1 ? e.options.cp_comm : CpComm::ring;
-  if (shape.comm != CpComm::ring && shape.kernel != runtime::RingKernel::flash)
+  if (shape.comm != CpComm::ring && shape.kernel != AttentionImpl::flash)
     throw bad_input(fmt::format("{}: cp_comm {} needs attention flash (the plan has {})", a.plan, to_string(shape.comm),
                                 to_string(e.options.attention)));
   const bool allgather = shape.comm == CpComm::allgather;
@@ -357,7 +357,7 @@ int run_body(const RunArgs& a, runtime::MpiCommunicator& world) {
     tracked_max = std::max(tracked_max, mem.tracked_bytes);
     scores_max = std::max(scores_max, mem.workspace.scores_bytes);
   }
-  const double pred_scores = shape.kernel == runtime::RingKernel::materialized ? pred.scores_bytes_materialized : 0.0;
+  const double pred_scores = shape.kernel == AttentionImpl::materialized ? pred.scores_bytes_materialized : 0.0;
 
   const std::string slice = fmt::format(
       "one attention layer (forward + backward) of one CP group: {} ranks x [micro-batch {}, heads {}/tp {} = {}, "
@@ -481,7 +481,7 @@ int run_body(const RunArgs& a, runtime::MpiCommunicator& world) {
                          : "ring buffers (K,V + dK,dV)",
               bytes(measured_ring_bytes).c_str(), bytes(pred.ring_buffer_bytes).c_str(),
               pct(measured_ring_bytes, pred.ring_buffer_bytes).c_str());
-  if (shape.kernel == runtime::RingKernel::materialized)
+  if (shape.kernel == AttentionImpl::materialized)
     std::printf("kept scores (O(L^2/P)): measured %s, predicted %s (%s)\n", bytes(scores_max).c_str(),
                 bytes(pred_scores).c_str(), pct(static_cast<double>(scores_max), pred_scores).c_str());
   return 0;

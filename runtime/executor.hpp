@@ -39,7 +39,7 @@ struct RingLayerShape {
   int64_t head_dim = 0;
   bool causal = true;
   CpScheme scheme = CpScheme::zigzag;
-  RingKernel kernel = RingKernel::flash;
+  AttentionImpl kernel = AttentionImpl::flash;
   // ring: RingAttention; allgather: AllGatherAttention; alltoall: AllToAllAttention (both flash
   // only; no trace events, their samples' comm_wait is the time inside their collectives).
   CpComm comm = CpComm::ring;
