@@ -167,6 +167,10 @@ int calibrate_body(const CalibrateArgs& a0, runtime::MpiCommunicator& world) {
             a.plan.empty() ? "use smaller --tokens, --batch, --heads or --head-dim"
                            : "calibrate without --plan (default shapes) or with a plan of a smaller model or sequence"));
     }
+  if (gemm_rows.empty())
+    throw bad_input(fmt::format("calibrate --plan {}: its rows per rank (micro_batch x seq_len / cp) are below 16, too "
+                                "few for the linear-layer GEMMs the profile records; calibrate without --plan",
+                                a.plan));
   if (a.reps < 1) throw bad_input(fmt::format("--reps {}: must be >= 1", a.reps));
   cli::check_threads(a.threads);
   // The profile is written by rank 0 after minutes of measurement: a path it cannot write fails now.
@@ -220,9 +224,10 @@ int calibrate_body(const CalibrateArgs& a0, runtime::MpiCommunicator& world) {
   m.ranks_per_host = hosts.ranks_per_host;
   m.host_memory_bytes = static_cast<double>(runtime::mem_total_bytes());
   m.reserved_bytes = static_cast<double>(std::max<int64_t>(reserved_bytes, 0));
-  if (!root) return 0;
-
+  // Every rank fits (the measurements are the ranks' medians, the same on each), so that a
+  // refusal is thrown by all of them together, as run_under_mpi expects; rank 0 writes.
   const sim::CpuCalibration cal = sim::calibrate_cpu_profile(m);
+  if (!root) return 0;
   const std::string text = sim::cpu_profile_text(m, cal);
   if (a.output.empty()) {
     std::fputs(text.c_str(), stdout);

@@ -4,7 +4,8 @@
 # the flag or variable and what is valid.
 # Usage: cli_errors_test.sh MPIEXEC "MPI_FLAGS" RINGPLAN PLAN_CP2 WORKDIR
 #   exit 2: --timeout -1/0/nan, RINGPLAN_TIMEOUT_S=inf/-1, --threads 0/1000, calibrate --batch
-#           2^62, --trace or -o into a missing folder (rank 0's check reaches every rank);
+#           2^62, calibrate --plan with under 16 rows per rank, --trace or -o into a missing
+#           folder (rank 0's check reaches every rank);
 #           a plan whose head_dim or micro_batch no host holds, a micro_batch that does not divide
 #           the batch, a symbolic link loop as the plan, packed documents in the attention scope;
 #   exit 0: run --format json of a plan whose path is not UTF-8; run --check-parity of packed documents;
@@ -49,6 +50,10 @@ expect 2 "ringplan: error: --threads 0: must be in 1\.\.256" -- "${cal[@]}" --th
 expect 2 "ringplan: error: --threads 1000: must be in 1\.\.256" -- "${attn[@]}" --threads 1000
 expect 2 "ringplan: error: --batch 4611686018427387904: must be at most 65536" -- "${cal[@]}" --batch 4611686018427387904
 expect 2 "ringplan: error: calibrate: block size 65536 tokens .* the limit is 16 GiB" -- "${cal[@]}" --tokens 32,65536
+# A plan with fewer than 16 rows per rank leaves no linear-layer GEMM to measure: refused before
+# the measurement, not by the fit after it.
+sed 's/^    seq_len: 256$/    seq_len: 16/' "$plan" > "$work/few_rows.yaml"
+expect 2 "calibrate --plan .*few_rows.yaml: its rows per rank .* are below 16" -- calibrate --plan "$work/few_rows.yaml"
 expect 2 "ringplan: error: --trace /nonexistent/t.json: cannot write: folder '/nonexistent'" -- "${step[@]}" --trace /nonexistent/t.json
 expect 2 "ringplan: error: --trace /nonexistent/t.json: cannot write: folder '/nonexistent'" -- "${attn[@]}" --trace /nonexistent/t.json
 expect 2 "ringplan: error: -o /nonexistent/p.yaml: cannot write: folder '/nonexistent'" -- "${cal[@]}" -o /nonexistent/p.yaml
