@@ -4,9 +4,10 @@
 #
 # Prepare on the build machine (sm_90 is what an H100/H200 runs):
 #   cmake -S . -B build/gpu -G Ninja -DRINGPLAN_ENABLE_CUDA=ON -DRINGPLAN_CUDA_ARCHITECTURES=90
-#   cmake --build build/gpu --target ringplan test_cuda_tiles test_attention_cuda test_attention_bwd_mma test_ring_cuda test_step_cuda \
-#         bench_attention_cuda nccl_smoke
-#   bench/gpu/make_bundle.sh build/gpu build/bundle     # binaries + OpenMPI, fmt, yaml-cpp (~30 MiB)
+#   cmake --build build/gpu --target ringplan_gpu     # every GPU target (cmake/RingplanGpuTargets.cmake)
+#   scripts/packaging/make_bundle.sh build/gpu build/bundle     # binaries + OpenMPI, fmt, yaml-cpp (~30 MiB)
+# The bundle carries build/gpu/gpu_executables.txt, CMake's list of the GPU executables: step 1
+# runs every test_* binary on it (a listed binary missing from the bundle counts as failed).
 # then carry build/bundle to the GPU machine and run there, from the repository root:
 #   bench/device_check.sh build/bundle
 # (libnccl.so.2 comes from the GPU machine's `nvidia.nccl` python package; env.sh finds it.)
@@ -22,8 +23,9 @@
 #   2. our forward/backward timing (the binary validates sampled outputs before timing)
 #   3. PyTorch scaled_dot_product_attention at the same shapes (bf16, batch 1, 32 query heads,
 #      8 KV heads, head dim 128, 4K/8K/16K tokens, causal and not; CUDA events, warm-up, median);
-#      then our primary kernels again in the head-major launch order (theirs up to run 10), for
-#      the tile-major / head-major ratio in the table of step 6
+#      then our primary kernels again in the head-major launch order (each head's tiles in
+#      turn, the baseline of the default tile-major order), for the tile-major / head-major ratio
+#      in the table of step 6
 #   4. single-GPU NCCL smoke test of the communicator
 #   5. `ringplan plan` + `ringplan run --device cuda` on one rank (NCCL + the kernels), with the
 #      prediction from the cluster profile of this GPU
@@ -72,7 +74,7 @@ step() {
 }
 
 if [[ ! -f "$BUNDLE/env.sh" ]]; then
-  log "bundle '$BUNDLE' not found (no env.sh): build it with bench/gpu/make_bundle.sh and carry it (see the header)"
+  log "bundle '$BUNDLE' not found (no env.sh): build it with scripts/packaging/make_bundle.sh and carry it (see the header)"
   exit 1
 fi
 # shellcheck disable=SC1091
@@ -93,8 +95,18 @@ bin() {
   if [[ -x "$BUNDLE/bin/$1" ]]; then echo "$BUNDLE/bin/$1"; else echo ""; fi
 }
 
+# The GPU tests: the test_* names of CMake's list, in its order (kernels, then the ring and step).
+gpu_tests=()
+if [[ -f "$BUNDLE/gpu_executables.txt" ]]; then
+  while read -r t; do [[ $t == test_* ]] && gpu_tests+=("$t"); done <"$BUNDLE/gpu_executables.txt"
+fi
+if ((${#gpu_tests[@]} == 0)); then
+  log "no GPU tests listed in $BUNDLE/gpu_executables.txt: make the bundle from a CUDA build (see the header)"
+  failed=$((failed + 1))
+fi
+
 # 1. kernel and ring tests
-for t in test_cuda_tiles test_attention_cuda test_attention_bwd_mma test_ring_cuda test_step_cuda; do
+for t in "${gpu_tests[@]}"; do
   b=$(bin "$t")
   if [[ -z "$b" ]]; then
     log "missing binary $t in $BUNDLE/bin"
@@ -108,7 +120,8 @@ done
 # mma kernels' shared-memory double buffers and ldmatrix addressing.
 if [[ "${SANITIZE:-0}" == 1 ]] && command -v compute-sanitizer >/dev/null 2>&1; then
   for tool in racecheck memcheck; do
-    for t in test_attention_cuda test_attention_bwd_mma; do
+    for t in "${gpu_tests[@]}"; do
+      [[ $t == test_attention_* ]] || continue  # the kernel tests
       b=$(bin "$t")
       [[ -n "$b" ]] || continue
       step "compute-sanitizer --tool $tool $t" 120 "$OUT/sanitize_${tool}_$t.txt" \
@@ -134,9 +147,9 @@ step "sdpa_bench.py" 150 "$OUT/sdpa.txt" python3 "$script_dir/gpu/sdpa_bench.py"
 # the HBM copy rate, through PyTorch: the measured matmul curve of this card (gemm_bench.py's header).
 step "gemm_bench.py" 150 "$OUT/gemm.txt" python3 "$script_dir/gpu/gemm_bench.py" --json "$OUT/gemm.json"
 
-# 3b. The same primary kernels in the launch order they had up to run 10 (head-major: each head's
-# tiles in turn), validated and timed in this run: the comparison report.py prints. After the
-# baseline, so that a short budget drops this one first.
+# 3b. The same primary kernels in the head-major launch order (each head's tiles in turn, the
+# baseline of the default tile-major order), validated and timed in this run: the comparison
+# report.py prints. After the PyTorch baseline, so that a short budget drops this one first.
 b=$(bin bench_attention_cuda)
 if [[ -n "$b" ]]; then
   step "bench_attention_cuda --block-order head_major" 90 "$OUT/ours_head_major.txt" "$b" --tokens "$TOKENS" \

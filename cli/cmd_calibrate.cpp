@@ -1,54 +1,24 @@
 // `mpirun -np P ringplan calibrate [-o PROFILE.yaml] [--plan PLAN.yaml] [--tokens 128,256,...]`
 //
-// Measures this machine as the runtime uses it (every rank busy at once, as in a ring run) and
-// writes a cluster profile in core's format (core/config_yaml.hpp write_cluster):
-//   peak_tflops (all dtypes; the CPU kernels compute in fp32) and efficiency.attention: fitted
-//       to the flash forward kernel's rate at a few token block sizes, on full blocks and on
-//       causal diagonal blocks (the two kinds a ring step runs),
-//       rate(x) = R * x / (x + half), x = kernel FLOPs (4*b*H*visible_pairs*d);
-//       peak = R, attention = {max 1, half}. Fitted by least squares on 1/rate = 1/R + (half/R)/x.
-//   efficiency.attention_backward: the same fit to the flash BACKWARD kernel (full and causal
-//       diagonal blocks), rate = 2.5 x forward FLOPs / time at x = the block's forward FLOPs
-//       (the axis sim/ring_model.cpp reads it on). peak_tflops is the larger of the two fitted
-//       asymptotes, so neither curve is capped: each max = its asymptote / peak.
-//   efficiency.matmul and efficiency.materialized_attention: the same fit to the materialised
-//       kernel (Eigen GEMMs around a softmax), at x = half its FLOPs, which is how
-//       sim/ring_model.hpp times materialised attention. The training step's linear-layer GEMMs
-//       (runtime/step/measure_gemm.hpp: Q, K, V, attention output, MLP up and down, output layer
-//       at the plan's rows per rank, 1/2 and 1/4 of them; result-checked) are measured and
-//       recorded in the header with their own fit, but not used for matmul (see calibrate_body).
-//   efficiency.matmul_backward: the same fit to the materialised BACKWARD kernel, rate = 2 x
-//       forward FLOPs / time at the same x: its cost is not the forward's (no exponentials).
-//   intra_node: latency = half the round trip of an 8-byte ping-pong between ranks 0 and 1;
-//       bandwidth = per-rank rate of a ring exchange (every rank sends to r+1 and receives
-//       from r-1 at once, as ring attention does) at large messages, latency removed.
-//   memory_bandwidth_gbps: per-rank copy rate with every rank copying at once (an achieved
-//       rate, so efficiency.memory_bandwidth = 1).
-//   efficiency.collectives: all-reduce, reduce-scatter and all-gather of float32 buffers over
-//       all ranks (runtime/measure_collectives.hpp, the calls the training step makes), as bus
-//       bandwidth against intra_node's bandwidth, fitted by sim::fit_collective_curve (with
-//       2 or more ranks).
-//   memory_gib: MemTotal / ranks per host; memory_reserved_gib: this rank's RSS after start-up.
-// Predictions from this profile are then compared with `ringplan run` on a DIFFERENT workload
+// Measures this machine as the runtime uses it (every rank busy at once, as in a ring run:
+// runtime/measure_cpu.hpp for the attention kernels, links, copy rate and hosts,
+// runtime/step/measure_gemm.hpp for the step's linear layers, runtime/measure_collectives.hpp)
+// and writes a cluster profile in core's format: the fits and the profile's assembly are
+// sim/cpu_calibration.hpp's, which documents every field. This file reads the flags, checks the
+// shapes and sizes before anything is measured, and writes the result.
+// `calibrate --gpu-bench` / `--device cuda`: a GPU profile (sim/gpu_calibration.hpp) from
+// measurements already taken or taken here (runtime/gpu/measure_gpu.hpp).
+// Predictions from a profile are then compared with `ringplan run` on a DIFFERENT workload
 // (a plan's ring), never fitted to that run.
-// Progress: rank 0 draws one line on stderr (one step per kernel block size, per link message
-// size and for the copy rate) when mpirun's stderr is a terminal and calibration runs past 2 s
-// (core/progress.hpp); it is erased before the profile is printed. Otherwise stderr gets nothing.
+// Progress: rank 0 draws one line on stderr (one step per kernel block size, per GEMM row count,
+// per link message size and for the copy rate) when mpirun's stderr is a terminal and
+// calibration runs past 2 s (core/progress.hpp); it is erased before the profile is printed.
+// Otherwise stderr gets nothing.
 #include <fmt/format.h>
-#include <yaml-cpp/yaml.h>
 
 #include <algorithm>
-#include <chrono>
-#include <cmath>
 #include <cstdio>
-#include <cstring>
-#include <fstream>
-#include <map>
 #include <memory>
-#include <numeric>
-#include <random>
-#include <set>
-#include <sstream>
 
 #include "cli/command.hpp"
 #include "cli/mpi_command.hpp"
@@ -57,14 +27,11 @@
 #include "core/error.hpp"
 #include "core/format.hpp"
 #include "core/progress.hpp"
-#include "kernels/attention.hpp"
 #include "planner/plan_file.hpp"
-#include "runtime/executor.hpp"
 #include "runtime/measure_collectives.hpp"
 #include "runtime/measure_cpu.hpp"
-#include "sim/cost_model.hpp"
+#include "sim/cpu_calibration.hpp"
 #include "sim/gpu_calibration.hpp"
-#include "sim/rate_fit.hpp"
 #if RINGPLAN_HAVE_GPU_RUN
 #include "runtime/gpu/measure_gpu.hpp"
 #endif
@@ -95,14 +62,6 @@ struct CalibrateArgs {
   bool skip_fp8 = false;      // --skip-fp8: with --device cuda, bf16 GEMMs only
   bool name_given = false;
 };
-
-// Rate curves rate(x) = R * x / (x + half): sim::fit_rate_curve (sim/rate_fit.hpp), which falls
-// back to a constant rate (half = 0, R = median rate) when the data do not rise with size.
-sim::RateCurve fit_rate(const std::vector<double>& x, const std::vector<double>& rate) {
-  std::vector<sim::RatePoint> pts;
-  for (size_t i = 0; i < x.size(); ++i) pts.push_back({x[i], rate[i]});
-  return sim::fit_rate_curve(pts);
-}
 
 // Bounds of the kernel shape. Per dimension they keep every product measure_kernels forms in
 // int64 (b*H*n*d <= 2^16 * 2^12 * 2^20 * 2^12 = 2^60, b*H*n*n <= 2^60); the byte limit keeps
@@ -208,6 +167,10 @@ int calibrate_body(const CalibrateArgs& a0, runtime::MpiCommunicator& world) {
             a.plan.empty() ? "use smaller --tokens, --batch, --heads or --head-dim"
                            : "calibrate without --plan (default shapes) or with a plan of a smaller model or sequence"));
     }
+  if (gemm_rows.empty())
+    throw bad_input(fmt::format("calibrate --plan {}: its rows per rank (micro_batch x seq_len / cp) are below 16, too "
+                                "few for the linear-layer GEMMs the profile records; calibrate without --plan",
+                                a.plan));
   if (a.reps < 1) throw bad_input(fmt::format("--reps {}: must be >= 1", a.reps));
   cli::check_threads(a.threads);
   // The profile is written by rank 0 after minutes of measurement: a path it cannot write fails now.
@@ -221,179 +184,59 @@ int calibrate_body(const CalibrateArgs& a0, runtime::MpiCommunicator& world) {
   // before run_under_mpi reports.
   Progress progress("calibrate", static_cast<int64_t>(a.tokens.size() + gemm_rows.size() + link_bytes.size() + 1),
                     rank_progress_options(world.rank()));
-  // Kernels.
-  std::vector<runtime::KernelPoint> kps;
+  // Measurement (runtime/), every rank at once; then rank 0 fits and writes the profile (sim/).
+  sim::CpuMeasurements m;
+  m.name = a.name;
+  m.ranks = world.size();
+  m.batch = a.batch;
+  m.heads = a.heads;
+  m.kv_heads = a.kv_heads;
+  m.head_dim = a.head_dim;
+  m.threads = a.threads;
   for (int64_t n : a.tokens) {
-    kps.push_back(runtime::measure_kernels(world, {a.batch, a.heads, a.kv_heads, a.head_dim, a.threads, a.reps}, n));
+    const runtime::KernelPoint k =
+        runtime::measure_kernels(world, {a.batch, a.heads, a.kv_heads, a.head_dim, a.threads, a.reps}, n);
+    m.kernels.push_back({k.tokens, k.flops, k.fwd_s, k.bwd_s, k.mat_fwd_s, k.mat_bwd_s, k.causal_flops, k.causal_fwd_s,
+                         k.causal_bwd_s});
     progress.advance();
   }
-  std::vector<double> xs, rates, mat_xs, mat_rates, mat_bwd_rates, bwd_xs, bwd_rates;
-  for (const auto& k : kps) {
-    // The fit sees both block kinds a ring runs: full blocks and causal diagonal blocks.
-    xs.push_back(k.flops);
-    rates.push_back(k.flops / k.fwd_s);
-    xs.push_back(k.causal_flops);
-    rates.push_back(k.causal_flops / k.causal_fwd_s);
-    // Backward: 2.5x the forward FLOPs (sim's flash backward factor), on the forward's x.
-    bwd_xs.push_back(k.flops);
-    bwd_rates.push_back(2.5 * k.flops / k.bwd_s);
-    bwd_xs.push_back(k.causal_flops);
-    bwd_rates.push_back(2.5 * k.causal_flops / k.causal_bwd_s);
-    mat_xs.push_back(0.5 * k.flops);  // sim: each of the two GEMMs does half the block's FLOPs
-    mat_rates.push_back(k.flops / k.mat_fwd_s);
-    mat_bwd_rates.push_back(2.0 * k.flops / k.mat_bwd_s);  // sim: materialised backward = 2x forward FLOPs
-  }
-  const sim::RateCurve attn = fit_rate(xs, rates);
-  const sim::RateCurve bwd = fit_rate(bwd_xs, bwd_rates);
-  const sim::RateCurve mat = fit_rate(mat_xs, mat_rates);
-  const sim::RateCurve mat_bwd = fit_rate(mat_xs, mat_bwd_rates);
-  // The step's linear-layer GEMMs, recorded with their fit (x = the GEMM's forward FLOPs,
-  // as sim/cost_model.cpp times each linear layer).
-  std::vector<runtime::step::GemmPoint> gps;
   for (int64_t rows : gemm_rows) {
     for (const auto& p : runtime::step::measure_gemms(world, runtime::step::step_gemm_shapes(gemm_model, gemm_mesh, rows),
                                                       a.reps))
-      gps.push_back(p);
+      m.gemms.push_back({p.shape.rows, p.shape.in, p.shape.out, p.forward_s, p.backward_s});
     progress.advance();
   }
-  std::vector<double> gemm_xs, gemm_rates;
-  for (const auto& g : gps) {
-    gemm_xs.push_back(g.shape.forward_flops());
-    gemm_rates.push_back(g.shape.forward_flops() / g.forward_s);
-  }
-  const sim::RateCurve gemm = fit_rate(gemm_xs, gemm_rates);
-  // Links.
-  std::vector<runtime::LinkPoint> lps;
   for (int64_t bytes : link_bytes) {
-    lps.push_back(runtime::measure_link(world, bytes, a.reps + 2));
+    const runtime::LinkPoint l = runtime::measure_link(world, bytes, a.reps + 2);
+    m.links.push_back({l.bytes, l.pingpong_one_way_s, l.ring_step_s});
     progress.advance();
   }
-  const double latency_s = lps.front().pingpong_one_way_s;
-  const runtime::LinkPoint& big = lps.back();
-  const double ring_bw = static_cast<double>(big.bytes) / std::max(1e-9, big.ring_step_s - latency_s);
-  const double pp_bw = static_cast<double>(big.bytes) / std::max(1e-9, big.pingpong_one_way_s - latency_s);
-  const double copy_bw = runtime::measure_copy_bandwidth(world);
+  m.copy_bytes_per_s = runtime::measure_copy_bandwidth(world);
   progress.advance();
   // Collectives, at the message sizes of TP activations and gradient buckets.
   const std::vector<int64_t> coll_bytes = {int64_t{64} << 10, int64_t{256} << 10, int64_t{1} << 20, int64_t{4} << 20};
-  const std::vector<runtime::CollectivePoint> cps =
-      world.size() >= 2 ? runtime::measure_collectives(world, coll_bytes, a.reps + 2) : std::vector<runtime::CollectivePoint>{};
+  for (const auto& p : runtime::measure_collectives(world, coll_bytes, a.reps + 2))
+    m.collectives.push_back({p.bytes, p.all_reduce_s, p.reduce_scatter_s, p.all_gather_s});
   // Erased before anything below reaches stdout or stderr (the profile, the "wrote" line).
   progress.finish();
-  // Topology from host names.
-  std::map<std::string, int> per_host;
-  for (int r = 0; r < world.size(); ++r) {
-    std::string d = world.describe_rank(r);
-    per_host[d.substr(d.find("host "))]++;
-  }
-  int64_t ranks_per_host = 0;
-  for (const auto& [h, c] : per_host) ranks_per_host = std::max<int64_t>(ranks_per_host, c);
+  const runtime::HostCounts hosts = runtime::count_hosts(world);
+  m.hosts = hosts.hosts;
+  m.ranks_per_host = hosts.ranks_per_host;
+  m.host_memory_bytes = static_cast<double>(runtime::mem_total_bytes());
+  m.reserved_bytes = static_cast<double>(std::max<int64_t>(reserved_bytes, 0));
+  // Every rank fits (the measurements are the ranks' medians, the same on each), so that a
+  // refusal is thrown by all of them together, as run_under_mpi expects; rank 0 writes.
+  const sim::CpuCalibration cal = sim::calibrate_cpu_profile(m);
   if (!root) return 0;
-
-  ClusterConfig c;
-  c.name = a.name;
-  // Peak = the fastest asymptote of the flash kernels and the GEMMs; every curve is relative to
-  // it (max <= 1).
-  const double peak = std::max({attn.asymptote, bwd.asymptote, gemm.asymptote});
-  c.peak_flops_per_s_bf16 = c.peak_flops_per_s_fp16 = c.peak_flops_per_s_fp32 = peak;
-  c.attention = {attn.asymptote / peak, attn.half_flops};
-  c.attention_backward = {bwd.asymptote / peak, bwd.half_flops};
-  // Curves relative to the same peak: eff(x) = rate(x) / peak, capped at 1.
-  // matmul is the materialised kernel's fit (its GEMMs with the softmax's exponentials between
-  // them), NOT the linear-layer GEMMs' own (faster) fit, which the header records: the cost model
-  // charges the step's element-wise work (softmax over the vocabulary, SwiGLU, rotary, norms, the
-  // optimizer's update) at memcpy bandwidth, while on a CPU that work is bound by its exponentials,
-  // divisions and square roots. With matmul from the GEMMs alone the step sweep
-  // (bench/runtime/step_sweep.sh) came out 28-43 % slower than predicted; the materialised
-  // kernel's rate carries that element-wise cost (BENCHMARKS.md, whole training step).
-  c.matmul = {std::min(1.0, mat.asymptote / peak), mat.half_flops};
-  c.materialized_attention = c.matmul;
-  c.matmul_backward = {std::min(1.0, mat_bwd.asymptote / peak), mat_bwd.half_flops};
-  c.memory_bytes = static_cast<double>(runtime::mem_total_bytes()) / static_cast<double>(ranks_per_host);
-  c.memory_reserved_bytes = static_cast<double>(std::max<int64_t>(reserved_bytes, 0));
-  c.memory_bandwidth_bytes_per_s = copy_bw;
-  c.memory_bandwidth_efficiency = 1.0;  // copy_bw is already the achieved streaming rate
-  c.gpus_per_node = ranks_per_host;
-  c.nodes = static_cast<int64_t>(per_host.size());
-  c.intra_node = {ring_bw, latency_s};
-  c.inter_node = c.intra_node;  // single host: not measured (see comment in the file)
-  if (cps.size() >= 2) {
-    std::vector<double> xb, ar, rs, ag;
-    for (const auto& p : cps) {
-      xb.push_back(static_cast<double>(p.bytes));
-      ar.push_back(p.all_reduce_s);
-      rs.push_back(p.reduce_scatter_s);
-      ag.push_back(p.all_gather_s);
-    }
-    const double n = static_cast<double>(world.size());
-    c.collectives.all_reduce = sim::fit_collective_curve(xb, ar, 2.0 * (n - 1.0) / n, 2.0 * (n - 1.0), c.intra_node);
-    c.collectives.reduce_scatter = sim::fit_collective_curve(xb, rs, (n - 1.0) / n, n - 1.0, c.intra_node);
-    c.collectives.all_gather = sim::fit_collective_curve(xb, ag, (n - 1.0) / n, n - 1.0, c.intra_node);
-  }
-
-  std::ostringstream head;
-  head << "# Written by `ringplan calibrate` with " << world.size() << " ranks on " << per_host.size()
-       << " host(s); every rank measured at once, as in a ring run.\n"
-       << "# Kernel shape: batch " << a.batch << ", heads " << a.heads << ", kv_heads " << a.kv_heads << ", head_dim "
-       << a.head_dim << ", full (non-causal) blocks, fp32, " << a.threads << " thread(s) per rank.\n"
-       << "# rates: forward FLOP per block, then FLOP/s of each kernel (backward: 2.5x or 2x the forward FLOP)\n"
-       << fmt::format("# {:>6}  {:>11}  {:>14}  {:>14}  {:>14}  {:>14}  {:>14}  {:>14}  {:>14}  {:>14}\n", "tokens",
-                      "fwd FLOP", "flash fwd", "flash bwd", "mat fwd", "mat bwd", "fit", "causal diag fwd",
-                      "causal diag bwd", "bwd fit");
-  using format::format_flops_per_s;
-  for (const auto& k : kps)
-    head << fmt::format("#  {:6d}  {:>11}  {:>14}  {:>14}  {:>14}  {:>14}  {:>14}  {:>14}  {:>14}  {:>14}\n", k.tokens,
-                        format::format_flop(k.flops), format_flops_per_s(k.flops / k.fwd_s),
-                        format_flops_per_s(2.5 * k.flops / k.bwd_s), format_flops_per_s(k.flops / k.mat_fwd_s),
-                        format_flops_per_s(2.0 * k.flops / k.mat_bwd_s), format_flops_per_s(attn.at(k.flops)),
-                        format_flops_per_s(k.causal_flops / k.causal_fwd_s),
-                        format_flops_per_s(2.5 * k.causal_flops / k.causal_bwd_s), format_flops_per_s(bwd.at(k.flops)));
-  head << "# flash fit: rate(x) = " << format_flops_per_s(attn.asymptote) << " * x / (x + "
-       << format::format_flop(attn.half_flops) << "); flash backward fit: " << format_flops_per_s(bwd.asymptote)
-       << " * x / (x + " << format::format_flop(bwd.half_flops) << "); materialised fit (at x = FLOP/2): "
-       << format_flops_per_s(mat.asymptote) << ", half " << format::format_flop(mat.half_flops)
-       << "; materialised backward fit: " << format_flops_per_s(mat_bwd.asymptote) << ", half "
-       << format::format_flop(mat_bwd.half_flops) << "\n"
-       << fmt::format("# linear-layer GEMMs (the step's, runtime/step/ops.hpp):\n#  {:>6}  {:>6}  {:>6}  {:>14}  {:>14}  {:>14}\n",
-                      "rows", "in", "out", "fwd", "bwd (2x)", "fit");
-  for (const auto& g : gps)
-    head << fmt::format("#  {:6d}  {:6d}  {:6d}  {:>14}  {:>14}  {:>14}\n", g.shape.rows, g.shape.in, g.shape.out,
-                        format_flops_per_s(g.shape.forward_flops() / g.forward_s),
-                        format_flops_per_s(2.0 * g.shape.forward_flops() / g.backward_s),
-                        format_flops_per_s(gemm.at(g.shape.forward_flops())));
-  head << "# GEMM fit (recorded, not efficiency.matmul: see cmd_calibrate.cpp): rate(x) = " << format_flops_per_s(gemm.asymptote) << " * x / (x + "
-       << format::format_flop(gemm.half_flops) << "), x = the GEMM's forward FLOP\n"
-       << fmt::format("# links: {:>10}  {:>19}  {:>12}\n", "message", "ping-pong one way", "ring step");
-  for (const auto& l : lps)
-    head << fmt::format("#        {:>10}  {:>19}  {:>12}\n", format::format_bytes(static_cast<double>(l.bytes)),
-                        format::format_time_s(l.pingpong_one_way_s), format::format_time_s(l.ring_step_s));
-  head << fmt::format("# intra_node: latency = 8-byte ping-pong one way; bandwidth = ring exchange of {} "
-                      "({}; ping-pong alone: {})\n",
-                      format::format_bytes(static_cast<double>(big.bytes)), format::format_bandwidth(ring_bw),
-                      format::format_bandwidth(pp_bw))
-       << (per_host.size() == 1 ? "# inter_node: NOT measured (one host); copied from intra_node\n" : "# inter_node: copied from intra_node (not measured separately)\n")
-       << fmt::format("# memory_bandwidth: per-rank memcpy rate, read+write, all ranks at once: {}\n",
-                      format::format_bandwidth(copy_bw));
-  if (!cps.empty()) {
-    head << fmt::format("# collectives over {} ranks (float32, slowest rank, median):\n#  {:>10}  {:>12}  {:>14}  {:>12}\n",
-                        world.size(), "message", "all-reduce", "reduce-scatter", "all-gather");
-    for (const auto& p : cps)
-      head << fmt::format("#  {:>10}  {:>12}  {:>14}  {:>12}\n", format::format_bytes(static_cast<double>(p.bytes)),
-                          format::format_time_s(p.all_reduce_s), format::format_time_s(p.reduce_scatter_s),
-                          format::format_time_s(p.all_gather_s));
-  }
-  YAML::Emitter out;
-  write_cluster(out, c);
-  // The end marker last: load_cluster() refuses a copy of this profile that was cut short.
-  const std::string text = head.str() + out.c_str() + "\n" + kProfileEndMarker + "\n";
+  const std::string text = sim::cpu_profile_text(m, cal);
   if (a.output.empty()) {
     std::fputs(text.c_str(), stdout);
   } else {
     write_file_atomic(a.output, text, "-o");
     std::fprintf(stderr, "ringplan calibrate: wrote %s (flash %s forward, %s backward asymptotic, ring link %s, %s)\n",
-                 a.output.c_str(), format::format_flops_per_s(attn.asymptote).c_str(),
-                 format::format_flops_per_s(bwd.asymptote).c_str(), format::format_bandwidth(ring_bw).c_str(),
-                 format::format_time_s(latency_s).c_str());
+                 a.output.c_str(), format::format_flops_per_s(cal.flash_fwd.asymptote).c_str(),
+                 format::format_flops_per_s(cal.flash_bwd.asymptote).c_str(),
+                 format::format_bandwidth(cal.ring_bandwidth).c_str(), format::format_time_s(cal.latency_s).c_str());
   }
   return 0;
 }
@@ -404,26 +247,7 @@ int write_gpu_profile(const CalibrateArgs& a, const ClusterConfig& base, const s
                       const std::string& notes) {
   sim::GpuCalibration cal = sim::calibrate_gpu_profile(base, m);
   if (a.name_given) cal.cluster.name = a.name;
-  std::ostringstream head;
-  head << "# Written by `ringplan calibrate` from " << m.source << "\n"
-       << "# device: " << (m.device.empty() ? "(not recorded)" : m.device) << "; base profile " << a.base
-       << " (peaks and memory bandwidth are its datasheet figures)\n";
-  std::istringstream nl(notes);
-  for (std::string line; std::getline(nl, line);)
-    if (!line.empty()) head << "# note: " << line << "\n";
-  // max and half_tflop as the profile below writes them; the fit's errors in the error format.
-  head << "# curve                 points  max     half_tflop  fit error mean / max\n";
-  for (const auto& c : cal.curves)
-    head << fmt::format("#  {:<20} {:6d}  {:.4f}  {:.6f}    {} / {}\n", c.key, c.error.points,
-                        c.fitted.max_efficiency, c.fitted.half_flops / 1e12, format::format_abs_error_pct(c.error.mean_pct),
-                        format::format_abs_error_pct(c.error.max_pct));
-  if (cal.memory_bandwidth_efficiency > 0)
-    head << fmt::format("#  memory_bandwidth: copy {} (read + write) / datasheet {} = {:.4f}\n",
-                        format::format_bandwidth(m.hbm_copy_bytes_per_s),
-                        format::format_bandwidth(base.memory_bandwidth_bytes_per_s), cal.memory_bandwidth_efficiency);
-  YAML::Emitter out;
-  write_cluster(out, cal.cluster);
-  const std::string text = head.str() + out.c_str() + "\n" + kProfileEndMarker + "\n";
+  const std::string text = sim::gpu_profile_text(cal, m, base, a.base, notes);
   if (a.output.empty()) {
     std::fputs(text.c_str(), stdout);
   } else {

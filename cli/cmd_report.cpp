@@ -15,7 +15,7 @@
 #include "core/atomic_file.hpp"
 #include "core/config_yaml.hpp"
 #include "core/error.hpp"
-#include "planner/cli_args.hpp"
+#include "cli/cli_args.hpp"
 #include "planner/plan_file.hpp"
 #include "planner/planner.hpp"
 #include "planner/report.hpp"

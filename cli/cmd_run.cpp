@@ -119,7 +119,7 @@ sim::RingAttentionShape predicted_shape(const runtime::RingLayerShape& x, int64_
   s.cp = cp;
   s.scheme = x.scheme;
   s.causal = x.causal;
-  s.attention = x.kernel == runtime::RingKernel::flash ? AttentionImpl::flash : AttentionImpl::materialized;
+  s.attention = x.kernel;
   // The CPU runtime computes and sends float32 whatever the plan's training dtype; the CUDA
   // runtime the plan's 16-bit type.
   s.dtype = dtype;
@@ -166,7 +166,7 @@ std::vector<std::vector<runtime::LaneEvent>> predicted_ring_lanes(
 #if RINGPLAN_HAVE_GPU_RUN
 // Why the CUDA kernels cannot run this shape; empty when they can.
 std::string cuda_unsuitable(const runtime::RingLayerShape& x) {
-  if (x.kernel != runtime::RingKernel::flash) return "the plan uses materialised attention (CPU only)";
+  if (x.kernel != AttentionImpl::flash) return "the plan uses materialised attention (CPU only)";
   if (x.head_dim != 64 && x.head_dim != 128)
     return fmt::format("head_dim {} (the CUDA kernels take 64 or 128)", x.head_dim);
   return {};
@@ -291,10 +291,10 @@ int run_body(const RunArgs& a, runtime::MpiCommunicator& world) {
   shape.head_dim = e.model.head_dim;
   shape.causal = e.training.causal;
   shape.scheme = e.options.cp_scheme;
-  shape.kernel = e.options.attention == AttentionImpl::flash ? runtime::RingKernel::flash : runtime::RingKernel::materialized;
+  shape.kernel = e.options.attention;
   // At CP = 1 both methods are the same single-rank attention; the ring runs it.
   shape.comm = mesh.cp > 1 ? e.options.cp_comm : CpComm::ring;
-  if (shape.comm != CpComm::ring && shape.kernel != runtime::RingKernel::flash)
+  if (shape.comm != CpComm::ring && shape.kernel != AttentionImpl::flash)
     throw bad_input(fmt::format("{}: cp_comm {} needs attention flash (the plan has {})", a.plan, to_string(shape.comm),
                                 to_string(e.options.attention)));
   // hybrid: the plan's group size, resolved as the cost model resolves it (0: the default).
@@ -357,11 +357,11 @@ int run_body(const RunArgs& a, runtime::MpiCommunicator& world) {
   const double measured_ring_bytes = static_cast<double>(m.memory[0].workspace.kv_ring_bytes + m.memory[0].workspace.dkv_ring_bytes);
   int64_t rss_max = 0, tracked_max = 0, scores_max = 0;
   for (const auto& mem : m.memory) {
-    rss_max = std::max(rss_max, mem.rss_peak_delta_bytes);
+    rss_max = std::max(rss_max, mem.peak_memory_rise_bytes);
     tracked_max = std::max(tracked_max, mem.tracked_bytes);
     scores_max = std::max(scores_max, mem.workspace.scores_bytes);
   }
-  const double pred_scores = shape.kernel == runtime::RingKernel::materialized ? pred.scores_bytes_materialized : 0.0;
+  const double pred_scores = shape.kernel == AttentionImpl::materialized ? pred.scores_bytes_materialized : 0.0;
 
   const std::string slice = fmt::format(
       "one attention layer (forward + backward) of one CP group: {} ranks x [micro-batch {}, heads {}/tp {} = {}, "
@@ -403,7 +403,7 @@ int run_body(const RunArgs& a, runtime::MpiCommunicator& world) {
                        {"block_out_bytes", mem.workspace.block_out_bytes},
                        {"scores_bytes", mem.workspace.scores_bytes},
                        {"tracked_bytes", mem.tracked_bytes},
-                       {"rss_peak_delta_bytes", mem.rss_peak_delta_bytes},
+                       {"rss_peak_delta_bytes", mem.peak_memory_rise_bytes},
                        {"rss_peak_was_reset", mem.rss_peak_was_reset}});
     }
     j["ranks"] = ranks;
@@ -476,13 +476,13 @@ int run_body(const RunArgs& a, runtime::MpiCommunicator& world) {
               allgather ? "full dK,dV" : alltoall ? "a2a grads" : hybrid ? "a2a+ring dKV" : "ring dK,dV", "scores", "tracked",
               on_gpu ? "device peak" : "RSS peak");
   auto bytes = [](auto b) { return format::format_bytes(static_cast<double>(b)); };
-  // rss_peak_delta_bytes is -1 where it could not be measured.
+  // peak_memory_rise_bytes is -1 where it could not be measured.
   for (int r = 0; r < m.cp_size; ++r) {
     const auto& mem = m.memory[static_cast<size_t>(r)];
     std::printf("%-6d %11s %11s %11s %11s %11s %11s\n", r, bytes(mem.tensors_bytes).c_str(),
                 bytes(mem.workspace.kv_ring_bytes).c_str(), bytes(mem.workspace.dkv_ring_bytes).c_str(),
                 bytes(mem.workspace.scores_bytes).c_str(), bytes(mem.tracked_bytes).c_str(),
-                mem.rss_peak_delta_bytes >= 0 ? bytes(mem.rss_peak_delta_bytes).c_str() : "unknown");
+                mem.peak_memory_rise_bytes >= 0 ? bytes(mem.peak_memory_rise_bytes).c_str() : "unknown");
   }
   auto pct = [](double meas, double pr) {
     return pr > 0 ? format::format_error_pct(100.0 * (meas - pr) / pr) : std::string("n/a");
@@ -494,7 +494,7 @@ int run_body(const RunArgs& a, runtime::MpiCommunicator& world) {
                          : "ring buffers (K,V + dK,dV)",
               bytes(measured_ring_bytes).c_str(), bytes(pred.ring_buffer_bytes).c_str(),
               pct(measured_ring_bytes, pred.ring_buffer_bytes).c_str());
-  if (shape.kernel == runtime::RingKernel::materialized)
+  if (shape.kernel == AttentionImpl::materialized)
     std::printf("kept scores (O(L^2/P)): measured %s, predicted %s (%s)\n", bytes(scores_max).c_str(),
                 bytes(pred_scores).c_str(), pct(static_cast<double>(scores_max), pred_scores).c_str());
   return 0;

@@ -16,7 +16,7 @@
 #include "core/config_yaml.hpp"
 #include "core/error.hpp"
 #include "core/format.hpp"
-#include "planner/cli_args.hpp"
+#include "cli/cli_args.hpp"
 #include "planner/plan_file.hpp"
 #include "planner/report.hpp"
 #include "sim/cost_model.hpp"

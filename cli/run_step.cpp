@@ -368,7 +368,7 @@ int run_step_body(const RunArgs& a, runtime::MpiCommunicator& world) {
   for (size_t r = 0; r < m.memory.size(); ++r) {
     const auto& x = m.memory[r];
     if (x.tracked_peak_bytes > mm.tracked_peak_bytes) mm = x;
-    rss_max = std::max(rss_max, m.rss_peak_delta_bytes[r]);
+    rss_max = std::max(rss_max, m.peak_memory_rise_bytes[r]);
   }
   const sim::MemoryBreakdown& pm = pred.memory;
   const std::vector<TermRow> mem_rows = {

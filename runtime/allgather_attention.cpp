@@ -19,7 +19,7 @@ double since(std::chrono::steady_clock::time_point t0) {
 AllGatherAttention::AllGatherAttention(Communicator& cp, const RingConfig& cfg, const int64_t* positions,
                                        const int64_t* documents)
     : cp_(cp), cfg_(cfg), size_(cp.size()), rank_(cp.rank()) {
-  if (cfg.kernel != RingKernel::flash)
+  if (cfg.kernel != AttentionImpl::flash)
     throw bad_input("all-gather CP runs the flash kernel only (a materialised score matrix of the whole sequence "
                     "per rank is what this method avoids)");
   if (cfg.batch < 1 || cfg.heads < 1 || cfg.kv_heads < 1 || cfg.tokens < 1 || cfg.head_dim < 1 ||

@@ -20,7 +20,7 @@ double since(std::chrono::steady_clock::time_point t0) {
 AllToAllAttention::AllToAllAttention(Communicator& cp, const RingConfig& cfg, const int64_t* positions,
                                      const int64_t* documents)
     : cp_(cp), cfg_(cfg), size_(cp.size()), rank_(cp.rank()) {
-  if (cfg.kernel != RingKernel::flash)
+  if (cfg.kernel != AttentionImpl::flash)
     throw bad_input("all-to-all CP runs the flash kernel only (a materialised score matrix of the whole sequence per "
                     "head is what the flash kernel avoids)");
   if (cfg.batch < 1 || cfg.heads < 1 || cfg.kv_heads < 1 || cfg.tokens < 1 || cfg.head_dim < 1 ||

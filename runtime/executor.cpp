@@ -207,7 +207,7 @@ RingLayerMeasurement run_ring_layer(Communicator& cp, const RingLayerShape& shap
     if (!std::isfinite(x)) throw Error(ErrorKind::runtime, fmt::format("{}: non-finite dQ after the {} backward", cp.describe_rank(cp.rank()), ring ? "ring" : hybrid ? "hybrid" : gather ? "all-gather" : "all-to-all"));
 
   const int64_t peak = peak_rss_bytes();
-  mem.rss_peak_delta_bytes = (peak >= 0 && rss_before >= 0) ? peak - rss_before : -1;
+  mem.peak_memory_rise_bytes = (peak >= 0 && rss_before >= 0) ? peak - rss_before : -1;
   const int64_t pairs = ring     ? ring->last_forward().visible_pairs()
                         : hybrid ? hybrid->visible_pairs()
                         : gather ? gather->visible_pairs()

@@ -39,7 +39,7 @@ struct RingLayerShape {
   int64_t head_dim = 0;
   bool causal = true;
   CpScheme scheme = CpScheme::zigzag;
-  RingKernel kernel = RingKernel::flash;
+  AttentionImpl kernel = AttentionImpl::flash;
   // ring: RingAttention; allgather: AllGatherAttention; alltoall: AllToAllAttention; hybrid:
   // HybridAttention (flash only; no trace events, their samples' comm_wait is the time inside
   // their collectives, plus the inner ring's waits for hybrid).
@@ -68,7 +68,12 @@ struct RankMemory {
   int64_t tensors_bytes = 0;     // Q, K, V, O, lse, dO, dQ, dK, dV of this rank (float32)
   RingWorkspaceBytes workspace;  // buffers the ring owns
   int64_t tracked_bytes = 0;     // tensors + workspace: exact allocation accounting
-  int64_t rss_peak_delta_bytes = -1;  // VmHWM after the run minus VmRSS before allocating; -1 if unknown
+  // Rise of the peak memory over the run, -1 if unknown: on the CPU, VmHWM after the run minus
+  // VmRSS before allocating; on a GPU (gpu_executor.hpp), free device memory before allocating
+  // minus the least seen during the run. `ringplan run --format json` writes it under the key
+  // rss_peak_delta_bytes (and the ranks' maximum as measured_rss_peak_delta_max_bytes), the names
+  // its readers (report/) know.
+  int64_t peak_memory_rise_bytes = -1;
   bool rss_peak_was_reset = false;    // false: VmHWM could not be reset, the delta may be an over-estimate
 };
 

@@ -23,7 +23,7 @@ HybridAttention::HybridAttention(Communicator& cp, int64_t a2a_size, const RingC
   if (a2a_size < 1 || a2a_size > C || C % a2a_size != 0)
     throw bad_input(fmt::format("hybrid CP: the all-to-all group size {} must divide the CP size {}; valid: {}",
                                 a2a_size, C, divisors_of(C)));
-  if (cfg.kernel != RingKernel::flash)
+  if (cfg.kernel != AttentionImpl::flash)
     throw bad_input("hybrid CP runs the flash kernel only (as all-to-all CP)");
   a2a_size_ = a2a_size;
   ring_size_ = C / a2a_size;

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <numeric>
 #include <string>
 #include <vector>
@@ -175,6 +176,18 @@ int64_t mem_total_bytes() {
   while (f >> key >> kib >> unit)
     if (key == "MemTotal:") return kib * 1024;
   return 0;
+}
+
+HostCounts count_hosts(const Communicator& world) {
+  std::map<std::string, int64_t> per_host;
+  for (int r = 0; r < world.size(); ++r) {
+    const std::string d = world.describe_rank(r);  // "rank 3 (host node07)"
+    per_host[d.substr(d.find("host "))]++;
+  }
+  HostCounts h;
+  h.hosts = static_cast<int64_t>(per_host.size());
+  for (const auto& [host, n] : per_host) h.ranks_per_host = std::max(h.ranks_per_host, n);
+  return h;
 }
 
 }  // namespace ringplan::runtime

@@ -45,4 +45,11 @@ double measure_copy_bandwidth(Communicator& world);
 // MemTotal of /proc/meminfo in bytes (0 when unknown).
 int64_t mem_total_bytes();
 
+// How the ranks of `world` sit on hosts, from their host names (Communicator::describe_rank):
+// the number of distinct hosts and the most ranks on one of them. Local: no communication.
+struct HostCounts {
+  int64_t hosts = 0, ranks_per_host = 0;
+};
+HostCounts count_hosts(const Communicator& world);
+
 }  // namespace ringplan::runtime

@@ -115,7 +115,7 @@ RingAttention::RingAttention(Communicator& cp, const RingConfig& cfg, const int6
   blk_out_.assign(q_elems_, 0.0f);
   blk_lse_.assign(rows_, 0.0f);
   delta_.assign(rows_, 0.0f);
-  if (cfg.kernel == RingKernel::materialized)
+  if (cfg.kernel == AttentionImpl::materialized)
     scores_.assign(static_cast<size_t>(size_) * rows_ * n_, 0.0f);  // b*H*n*L: the O(L^2/P) term
 }
 
@@ -181,7 +181,7 @@ struct RingAttention::CpuForwardOps {
     }
     // The first computed block writes the result directly; later ones merge into it.
     const kernels::ForwardOut& target = first ? acc : blk;
-    if (c.kernel == RingKernel::materialized)
+    if (c.kernel == AttentionImpl::materialized)
       kernels::cpu_materialized_forward(p, target, r.scores_.data() + static_cast<size_t>(src) * r.rows_ * r.n_);
     else
       kernels::cpu_flash_forward(p, target, c.tiles);
@@ -233,7 +233,7 @@ struct RingAttention::CpuBackwardOps : RingAttention::CpuForwardOps {
       if (!err.empty()) throw bad_input("ring attention backward: " + err);
       validated = true;
     }
-    if (r.cfg_.kernel == RingKernel::materialized)
+    if (r.cfg_.kernel == AttentionImpl::materialized)
       kernels::cpu_materialized_backward(p, g, r.scores_.data() + static_cast<size_t>(src) * r.rows_ * r.n_);
     else
       kernels::cpu_flash_backward(p, g, r.cfg_.tiles);

@@ -27,13 +27,12 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/config.hpp"  // AttentionImpl: the kernel the ring runs
 #include "kernels/attention.hpp"
 #include "runtime/communicator.hpp"
 #include "runtime/trace.hpp"
 
 namespace ringplan::runtime {
-
-enum class RingKernel { flash, materialized };
 
 struct RingConfig {
   int64_t batch = 1;
@@ -42,7 +41,7 @@ struct RingConfig {
   int64_t tokens = 0;     // per rank: L / P
   int64_t head_dim = 0;
   bool causal = true;
-  RingKernel kernel = RingKernel::flash;
+  AttentionImpl kernel = AttentionImpl::flash;
   kernels::TileConfig tiles{};
   float scale = 0.0f;     // 0 means 1/sqrt(head_dim)
 };

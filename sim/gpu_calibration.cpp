@@ -6,9 +6,12 @@
 #include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <sstream>
 #include <nlohmann/json.hpp>
 
+#include "core/config_yaml.hpp"
 #include "core/error.hpp"
+#include "core/format.hpp"
 
 namespace ringplan::sim {
 
@@ -138,6 +141,31 @@ GpuCalibration calibrate_gpu_profile(const ClusterConfig& base, const GpuBenchMe
     cal.cluster.memory_bandwidth_efficiency = cal.memory_bandwidth_efficiency;
   }
   return cal;
+}
+
+std::string gpu_profile_text(const GpuCalibration& cal, const GpuBenchMeasurements& m, const ClusterConfig& base,
+                             const std::string& base_label, const std::string& notes) {
+  std::ostringstream head;
+  head << "# Written by `ringplan calibrate` from " << m.source << "\n"
+       << "# device: " << (m.device.empty() ? "(not recorded)" : m.device) << "; base profile " << base_label
+       << " (peaks and memory bandwidth are its datasheet figures)\n";
+  std::istringstream nl(notes);
+  for (std::string line; std::getline(nl, line);)
+    if (!line.empty()) head << "# note: " << line << "\n";
+  // max and half_tflop as the profile below writes them; the fit's errors in the error format.
+  head << "# curve                 points  max     half_tflop  fit error mean / max\n";
+  for (const auto& c : cal.curves)
+    head << fmt::format("#  {:<20} {:6d}  {:.4f}  {:.6f}    {} / {}\n", c.key, c.error.points,
+                        c.fitted.max_efficiency, c.fitted.half_flops / 1e12, format::format_abs_error_pct(c.error.mean_pct),
+                        format::format_abs_error_pct(c.error.max_pct));
+  if (cal.memory_bandwidth_efficiency > 0)
+    head << fmt::format("#  memory_bandwidth: copy {} (read + write) / datasheet {} = {:.4f}\n",
+                        format::format_bandwidth(m.hbm_copy_bytes_per_s),
+                        format::format_bandwidth(base.memory_bandwidth_bytes_per_s), cal.memory_bandwidth_efficiency);
+  YAML::Emitter out;
+  write_cluster(out, cal.cluster);
+  // The end marker last: load_cluster() refuses a copy of this profile that was cut short.
+  return head.str() + out.c_str() + "\n" + kProfileEndMarker + "\n";
 }
 
 }  // namespace ringplan::sim

@@ -59,4 +59,10 @@ struct GpuCalibration {
 // datasheet figures the fractions are taken against). FP8 points need base.peak_flops_per_s_fp8.
 GpuCalibration calibrate_gpu_profile(const ClusterConfig& base, const GpuBenchMeasurements& m);
 
+// The profile as `ringplan calibrate` writes it: a "# " header (the measurements' source and
+// device, the base profile `base_label`, each non-empty line of `notes`, every fitted curve with
+// its fit error), the profile YAML, and core's end marker (kProfileEndMarker) last.
+std::string gpu_profile_text(const GpuCalibration& cal, const GpuBenchMeasurements& m, const ClusterConfig& base,
+                             const std::string& base_label, const std::string& notes);
+
 }  // namespace ringplan::sim

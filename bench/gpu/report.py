@@ -3,8 +3,9 @@
 ours / PyTorch) and checks the goal: >= 70% of PyTorch forward and backward at 8K tokens.
 
 usage: report.py OURS.json SDPA.json [ORDER.json]   (prints markdown; exit 0 always: the table is the result)
-ORDER.json: the same bench with --block-order head_major --primary-only (the kernels' launch order up
-to run 10); its rates get columns of their own and the ratio tile-major / head-major is printed.
+ORDER.json: the same bench with --block-order head_major --primary-only (the baseline launch order,
+each head's tiles in turn); its rates get columns of their own and the ratio tile-major / head-major
+is printed.
 FLOP model of both inputs: forward 4*b*h*n*n*d, halved for causal; backward 2.5x forward.
 "ours fwd" is the forward named by OURS' "impl" (the library's default on that device: wgmma on
 sm_90, else mma); every other timed forward (fwd_tflops_<name>) gets a column of its own, and

@@ -25,7 +25,7 @@ runtime::MpiCommunicator* g_world = nullptr;
 
 void BM_RingForwardBackwardP1(benchmark::State& state) {
   const int64_t L = state.range(0);
-  const auto kernel = state.range(1) == 0 ? runtime::RingKernel::flash : runtime::RingKernel::materialized;
+  const auto kernel = state.range(1) == 0 ? AttentionImpl::flash : AttentionImpl::materialized;
   const int64_t b = 1, H = 8, Hkv = 2, d = 32;
   std::vector<int64_t> pos(static_cast<size_t>(L));
   std::iota(pos.begin(), pos.end(), int64_t{0});
@@ -58,7 +58,7 @@ void BM_RingForwardBackwardP1(benchmark::State& state) {
   const double fwd_flops = kernels::forward_flops(b, H, kernels::visible_pairs(pos.data(), L, pos.data(), L, true), d);
   state.counters["GFLOP/s"] = benchmark::Counter(3.5 * fwd_flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
   state.SetLabel(fmt::format("{} causal b=1 H=8 Hkv=2 d=32, 3.5x fwd FLOPs per iter",
-                             kernel == runtime::RingKernel::flash ? "flash" : "materialized"));
+                             kernel == AttentionImpl::flash ? "flash" : "materialized"));
 }
 BENCHMARK(BM_RingForwardBackwardP1)->ArgsProduct({{256, 1024}, {0, 1}})->Unit(benchmark::kMillisecond)->UseRealTime();
 

@@ -35,7 +35,7 @@
 //
 // Causal masking: key j is visible to query i iff k_pos[j] <= q_pos[i]. Query tiles hidden from
 // all of the block's keys are skipped (the producer classifies items with precomputed per-tile
-// query ranges, fwd_common.cuh TileRanges); partial tiles compare positions per element. Rows with
+// query ranges, fwd_common.cuh tile_detail::TileRanges); partial tiles compare positions per element. Rows with
 // lse = -inf (no visible key in the whole sequence) get P = 0. Key rows beyond m and query rows
 // beyond n are masked; their dK, dV, dQ rows are never stored.
 #include "kernels/cuda/attention_bwd_wgmma.hpp"
@@ -576,7 +576,7 @@ void launch_backward_wgmma(const BlockParams& p, const BackwardArgs& g, float sc
   a.scale = scale;
   a.scale_log2 = scale * kLog2e;
   // Causal: per-tile query ranges for the producer's item walk, freed in stream order after it.
-  const auto ranges = fwd_detail::TileRanges::make<kBlockM>(a.q_pos, a.n, a.causal != 0, stream);
+  const auto ranges = tile_detail::TileRanges::make<kBlockM>(a.q_pos, a.n, a.causal != 0, stream);
   a.q_tile_range = ranges.ptr();
   const bool bf16 = p.q.type == ElemType::bf16;
   if (p.q.head_dim == 64) {

@@ -812,7 +812,7 @@ void flash_forward(const BlockParams& p, const ForwardOut& o, cudaStream_t strea
     detail::launch_forward_wgmma(p, o, effective_scale(p), stream);
     return;
   }
-  if (impl == ForwardImpl::mma) {  // the WMMA kernel below is kept for comparison
+  if (impl == ForwardImpl::mma) {  // below: ForwardImpl::wmma, a comparison baseline
     detail::launch_forward_mma(p, o, effective_scale(p), stream);
     return;
   }
@@ -845,7 +845,7 @@ void flash_backward(const BlockParams& p, const BackwardArgs& g, cudaStream_t st
     detail::launch_backward_wgmma(p, g, effective_scale(p), stream);
     return;
   }
-  if (impl == BackwardImpl::mma) {  // the WMMA kernel below is kept for comparison
+  if (impl == BackwardImpl::mma) {  // below: BackwardImpl::wmma, a comparison baseline
     detail::launch_backward_mma(p, g, effective_scale(p), stream);
     return;
   }

@@ -451,7 +451,7 @@ void launch_forward_wgmma(const BlockParams& p, const ForwardOut& o, float scale
   }
   Args a = fwd_detail::make_args(p, o, scale);
   // Causal: per-tile key ranges for the kernel's tile walk, freed in stream order after it.
-  const auto ranges = fwd_detail::TileRanges::make<kBlockN>(a.k_pos, a.m, a.causal != 0, stream);
+  const auto ranges = tile_detail::TileRanges::make<kBlockN>(a.k_pos, a.m, a.causal != 0, stream);
   a.k_tile_range = ranges.ptr();
   const bool bf16 = p.q.type == ElemType::bf16;
   if (p.q.head_dim == 64) {

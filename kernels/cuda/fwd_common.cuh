@@ -1,6 +1,8 @@
 // Internal: what the forward kernels (attention_fwd_mma.cu, attention_fwd_wgmma.cu) share: their
-// kernel arguments and the host code that fills them, and the causal key-tile walk. Include from
-// .cu files only.
+// kernel arguments and the host code that fills them, and the causal key-tile walk
+// (namespace fwd_detail); and the per-tile position ranges that the forward kernels and the wgmma
+// backward (attention_bwd_wgmma.cu) compute before a causal launch (namespace tile_detail).
+// Include from .cu files only.
 //
 // A forward thread block owns BlockM query rows and visits the key tiles of BlockN keys that are
 // not hidden from all of them (classify_tile, tile_schedule.hpp). Every warp runs the same walk
@@ -29,7 +31,7 @@ struct Args {
   int64_t l_sb, l_sh;
   const int64_t *q_pos, *k_pos;  // may be null when !causal
   // With causal: min and max key position of each key tile of the kernel's tile size, [ntiles][2]
-  // (TileRanges below fills it before the launch); null: the kernel reads the positions.
+  // (tile_detail::TileRanges below fills it before the launch); null: the kernel reads the positions.
   const int64_t* k_tile_range;
   int64_t n, m, heads, group;    // group = heads / kv_heads
   int64_t batch;                 // with heads and the query tiles: the grid (launch_grid)
@@ -89,7 +91,7 @@ __device__ __forceinline__ void block_query_range(bool causal, const int64_t* q_
 
 // Warp-uniform cursor over the live (not hidden) key tiles of BlockN keys. Tiles are classified
 // 32 at a time into two bit masks (live, partial): lane L takes tile base + L and reads its key
-// range from Args::k_tile_range (precomputed by TileRanges, below), so a window costs one round
+// range from Args::k_tile_range (precomputed by tile_detail::TileRanges, below), so a window costs one round
 // trip to memory. (Reading the positions themselves here, one lane per tile, made every load
 // instruction touch 32 cache lines and cost more than the attention work of a short causal
 // block.)
@@ -133,7 +135,11 @@ struct TileCursor {
   }
 };
 
-// ---- per-tile key ranges ----------------------------------------------------------------
+}  // namespace ringplan::kernels::cuda::fwd_detail
+
+// ---- per-tile position ranges: key tiles of the forward, query tiles of the backward -------
+
+namespace ringplan::kernels::cuda::tile_detail {
 
 // Internal linkage for the kernel AND the host code that launches it: the .cu files including
 // this header are compiled for different architecture lists (the sm_90a ones only for 90a), so a
@@ -207,4 +213,4 @@ class TileRanges {
 
 }  // namespace
 
-}  // namespace ringplan::kernels::cuda::fwd_detail
+}  // namespace ringplan::kernels::cuda::tile_detail

@@ -45,8 +45,8 @@ RINGPLAN_HD inline TileVisibility classify_tile(bool causal, int64_t q_min, int6
 // measured 80 % of the non-causal rate per FLOP there, BENCHMARKS.md "GPU path").
 // The tile-major order launches the heaviest tile of every (head, batch) first and the lightest
 // last: a list schedule in decreasing work, whose tail is one light block. The head-major order
-// is the one these kernels had before (tile fastest, then head, then batch; tiles walked from the
-// heavy end), kept for comparison (set_block_order in attention_cuda.hpp).
+// (tile fastest, then head, then batch; tiles walked from the heavy end) is the baseline the
+// tile-major order is measured against (set_block_order in attention_cuda.hpp).
 //
 // Both are 3-D grids, which start blocks with x fastest, then y, then z, and whose coordinates
 // the kernel reads from special registers: nothing to divide, and nothing held in registers

@@ -79,7 +79,7 @@ CudaRingAttention::CudaRingAttention(Communicator& dev, Communicator& host, cons
                                 host.rank(), host.size(), dev.rank(), dev.size()));
   if (type != kernels::ElemType::bf16 && type != kernels::ElemType::f16)
     throw bad_input("CUDA ring: inputs must be bf16 or f16");
-  if (cfg.kernel != RingKernel::flash)
+  if (cfg.kernel != AttentionImpl::flash)
     throw bad_input("CUDA ring: only the flash kernel exists on CUDA (the materialised kernel is the CPU reference "
                     "of the O(L^2/P) memory term); set attention: flash");
   if (cfg.batch < 1 || cfg.heads < 1 || cfg.kv_heads < 1 || cfg.tokens < 1)

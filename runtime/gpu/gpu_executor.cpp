@@ -160,7 +160,7 @@ RingLayerMeasurement run_ring_layer_cuda(MpiCommunicator& world, const RingLayer
   for (float x : host)
     if (!std::isfinite(x))
       throw Error(ErrorKind::runtime, fmt::format("{}: non-finite dQ after the CUDA ring backward", world.describe_rank(world.rank())));
-  mem.rss_peak_delta_bytes = free_before - free_min;
+  mem.peak_memory_rise_bytes = free_before - free_min;
   gather_measurement(world, mine, ring.last_forward().visible_pairs(), mem, opt.trace ? &recorder.events() : nullptr, m);
   return m;
 }

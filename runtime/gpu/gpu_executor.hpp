@@ -9,9 +9,9 @@
 // Transports: K, V and the dK, dV accumulators move over NCCL (device buffers, a communication
 // stream of their own); the few host values (positions, samples, memory) over MPI.
 //
-// Memory: tracked_bytes counts every device buffer this run allocates; rss_peak_delta_bytes
-// holds the device-memory rise instead of RSS: free memory (cudaMemGetInfo) before allocating
-// minus the smallest free memory seen after each iteration (nothing allocates mid-iteration).
+// Memory: tracked_bytes counts every device buffer this run allocates; peak_memory_rise_bytes is
+// the device-memory rise: free memory (cudaMemGetInfo) before allocating minus the smallest free
+// memory seen after each iteration (nothing allocates mid-iteration).
 #pragma once
 #include <string>
 

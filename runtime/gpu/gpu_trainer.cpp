@@ -507,9 +507,9 @@ step::StepMeasurement run_training_steps_cuda(MpiCommunicator& world, const Step
   for (size_t s = 0; s < mine.size(); ++s) world.all_gather(&mine[s], m.timing[s].data(), sizeof(step::StepTiming));
   m.memory.resize(static_cast<size_t>(P));
   world.all_gather(&mem, m.memory.data(), sizeof(step::StepMemory));
-  // On a GPU the "RSS" figure is the drop in free device memory over the run (allocator included).
-  m.rss_peak_delta_bytes.resize(static_cast<size_t>(P));
-  world.all_gather(&device_delta, m.rss_peak_delta_bytes.data(), sizeof(int64_t));
+  // On a GPU the peak memory rise is the drop in free device memory over the run (allocator included).
+  m.peak_memory_rise_bytes.resize(static_cast<size_t>(P));
+  world.all_gather(&device_delta, m.peak_memory_rise_bytes.data(), sizeof(int64_t));
   for (int r = 0; r < P; ++r) m.hosts.push_back(world.describe_rank(r));
   if (opt.check_parity) {
     // Rank 0 trains the same model, data and seed with the CPU runtime (float32, one process).

@@ -85,8 +85,8 @@ StepMeasurement run_training_steps(Communicator& world, const StepSpec& spec, co
   const StepMemory mem = trainer.memory();
   m.memory.resize(static_cast<size_t>(W));
   world.all_gather(&mem, m.memory.data(), sizeof(StepMemory));
-  m.rss_peak_delta_bytes.resize(static_cast<size_t>(W));
-  world.all_gather(&rss_delta, m.rss_peak_delta_bytes.data(), sizeof(int64_t));
+  m.peak_memory_rise_bytes.resize(static_cast<size_t>(W));
+  world.all_gather(&rss_delta, m.peak_memory_rise_bytes.data(), sizeof(int64_t));
   for (int r = 0; r < W; ++r) m.hosts.push_back(world.describe_rank(r));
   if (opt.trace) {
     const std::vector<StepEvent>& ev = trainer.events();

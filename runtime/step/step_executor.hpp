@@ -35,7 +35,9 @@ struct StepMeasurement {
   // last_tp_comm_regions); empty inner vectors without TP.
   std::vector<std::vector<std::vector<double>>> tp_regions;
   std::vector<StepMemory> memory;                    // per rank
-  std::vector<int64_t> rss_peak_delta_bytes;         // per rank: VmHWM rise over the run; -1 unknown
+  // Per rank, -1 unknown: the rise of VmHWM over the run on the CPU, the drop in free device memory
+  // on a GPU (gpu_trainer.hpp). JSON key of the maximum: rss_peak_delta_max_bytes (cli/run_step.cpp).
+  std::vector<int64_t> peak_memory_rise_bytes;
   std::vector<std::string> hosts;                    // per rank
   std::vector<std::vector<StepEvent>> events;        // per rank, with trace
 };

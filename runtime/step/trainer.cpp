@@ -261,7 +261,7 @@ Trainer<T>::Trainer(const StepSpec& spec, Communicator& world)
     rc.tokens = n_;
     rc.head_dim = d_;
     rc.causal = spec_.causal;
-    rc.kernel = RingKernel::flash;
+    rc.kernel = AttentionImpl::flash;
     rc.tiles = spec_.tiles;
     if (spec_.options.cp_comm == CpComm::allgather && mesh.cp > 1)
       gather_ = std::make_unique<AllGatherAttention>(*groups_.cp, rc, positions_.data(), documents());

@@ -1,6 +1,5 @@
 // End-to-end tests of the planner commands: run the `ringplan` binary as a user would.
 // RINGPLAN_BIN and RINGPLAN_SOURCE_DIR come from tests/cli/CMakeLists.txt.
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -12,10 +11,13 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <random>
 #include <string>
 
+#include "tests/fixtures/temp_dir.hpp"
+
 namespace fs = std::filesystem;
+using ringplan_test::read_file;
+using ringplan_test::TempDir;
 
 namespace {
 
@@ -25,25 +27,6 @@ struct Result {
   int rc = -1;
   std::string out, err;
 };
-
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::random_device rd;
-    path = fs::temp_directory_path() / ("ringplan_test_cli_" + std::to_string(rd()));
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-};
-
-std::string slurp(const std::string& p) {
-  std::ifstream f(p);
-  return std::string(std::istreambuf_iterator<char>(f), {});
-}
 
 // The binary under test: env RINGPLAN_TEST_BIN when set (to run these tests against another
 // build, e.g. an older one for before/after evidence), else the one this build made.
@@ -66,7 +49,7 @@ Result ringplan_after(const std::string& prefix, const std::string& args) {
   while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
   const int status = pclose(p);
   r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.err = slurp(err_file);
+  r.err = read_file(err_file);
   return r;
 }
 
@@ -207,7 +190,7 @@ TEST_CASE("plan -o writes a plan file that simulate reproduces") {
   CHECK(sim["step_time_s"].get<double>() == doctest::Approx(best["step_time_s"].get<double>()).epsilon(1e-9));
   CHECK(sim["peak_memory_bytes"].get<double>() ==
         doctest::Approx(best["peak_memory_bytes"].get<double>()).epsilon(1e-9));
-  const std::string text = slurp(plan_path);
+  const std::string text = read_file(plan_path);
   CHECK(has(text, "ringplan_plan: 1"));
   CHECK(has(text, "prediction:"));
 }
@@ -319,7 +302,7 @@ TEST_CASE("packed documents: simulate and plan model training.documents, and the
   // The default experiment with a lognormal document-length distribution (model and cluster by
   // absolute path, as the copy lives in a temporary folder).
   TempDir tmp;
-  std::string text = slurp(kConfigs + "default.yaml");
+  std::string text = read_file(kConfigs + "default.yaml");
   auto replace = [&](const std::string& from, const std::string& to) {
     const auto at = text.find(from);
     REQUIRE(at != std::string::npos);
@@ -347,7 +330,7 @@ TEST_CASE("packed documents: simulate and plan model training.documents, and the
   const std::string plan_path = tmp.file("plan.yaml");
   const Result p = ringplan("plan '" + exp + "' --top 1 --format json -o '" + plan_path + "'");
   REQUIRE_MESSAGE(p.rc == 0, p.err);
-  CHECK(has(slurp(plan_path), "distribution: lognormal"));
+  CHECK(has(read_file(plan_path), "distribution: lognormal"));
   const Result s = ringplan("simulate '" + plan_path + "' --format json");
   REQUIRE_MESSAGE(s.rc == 0, s.err);
   CHECK(nlohmann::json::parse(s.out)["step_time_s"].get<double>() ==
@@ -412,7 +395,7 @@ TEST_CASE("a symbolic link loop as input exits 2 naming the link, in every readi
 
 TEST_CASE("a name that is not UTF-8 is refused at load with file:line, before any JSON or HTML is written") {
   TempDir tmp;
-  std::string text = slurp(kConfigs + "cpu_small.yaml");
+  std::string text = read_file(kConfigs + "cpu_small.yaml");
   for (const char* rel : {"../models/", "../clusters/"})
     for (size_t at; (at = text.find(rel)) != std::string::npos;)
       text.replace(at, std::string(rel).size(), std::string(RINGPLAN_SOURCE_DIR) + "/configs/" + std::string(rel).substr(3));
@@ -434,7 +417,7 @@ TEST_CASE("a name that is not UTF-8 is refused at load with file:line, before an
 
 TEST_CASE("a fixed mesh that --gpus contradicts is named at its file and line (simulate, report)") {
   TempDir tmp;
-  std::string text = slurp(kConfigs + "cpu_small.yaml");
+  std::string text = read_file(kConfigs + "cpu_small.yaml");
   for (const char* rel : {"../models/", "../clusters/"})
     for (size_t at; (at = text.find(rel)) != std::string::npos;)
       text.replace(at, std::string(rel).size(), std::string(RINGPLAN_SOURCE_DIR) + "/configs/" + std::string(rel).substr(3));
@@ -453,7 +436,7 @@ TEST_CASE("paths that are not UTF-8 go into JSON and HTML as U+FFFD, never an ab
   TempDir tmp;
   const std::string dir = tmp.file("cases");
   fs::create_directories(dir);
-  std::string text = slurp(kConfigs + "../validation/korthikanti2022/175b_full_recompute.yaml");
+  std::string text = read_file(kConfigs + "../validation/korthikanti2022/175b_full_recompute.yaml");
   for (const char* rel : {"../../models/", "../../clusters/"})
     for (size_t at; (at = text.find(rel)) != std::string::npos;)
       text.replace(at, std::string(rel).size(), std::string(RINGPLAN_SOURCE_DIR) + "/configs/" + std::string(rel).substr(6));
@@ -465,7 +448,7 @@ TEST_CASE("paths that are not UTF-8 go into JSON and HTML as U+FFFD, never an ab
   CHECK(j["cases"][0]["path"] == dir + "/case_\xef\xbf\xbd.yaml");  // U+FFFD in UTF-8
   // A run result whose file name is not UTF-8: its path is shown in the report.
   const std::string run = tmp.file("run_\xff.json");
-  std::ofstream(run) << slurp(std::string(RINGPLAN_SOURCE_DIR) + "/tests/report/data/run_result.json");
+  std::ofstream(run) << read_file(std::string(RINGPLAN_SOURCE_DIR) + "/tests/report/data/run_result.json");
   const Result r = ringplan("report '" + kConfigs + "cpu_small.yaml' --run '" + run + "' -o '" + tmp.file("r.html") + "'");
   CHECK_MESSAGE(r.rc == 0, r.err);
   CHECK_FALSE(has(r.err, "internal error"));
@@ -545,7 +528,7 @@ TEST_CASE("simulate -o writes the plan file of the simulated layout, plan-file f
                             plan_path + "'");
   REQUIRE_MESSAGE(s.rc == 0, s.err);
   CHECK(has(s.err, "wrote plan dp=1 tp=8 cp=8 pp=1"));
-  const std::string text = slurp(plan_path);
+  const std::string text = read_file(plan_path);
   CHECK(has(text, "ringplan_plan: 1"));
   CHECK(has(text, "# end of ringplan plan"));
   const auto want = nlohmann::json::parse(s.out);
@@ -590,10 +573,10 @@ TEST_CASE("validate: predicted vs published with signed error, JSON summary") {
   const double predicted = nlohmann::json::parse(s.out)["step_time_s"].get<double>();
   const double published = predicted * 1.1;
   const std::string case_path = tmp.file("case.yaml");
-  std::ofstream(case_path) << slurp(kConfigs + "default.yaml") << "\nmesh: {dp: 1, tp: 8, cp: 8, pp: 1}\n"
+  std::ofstream(case_path) << read_file(kConfigs + "default.yaml") << "\nmesh: {dp: 1, tp: 8, cp: 8, pp: 1}\n"
                            << "published:\n  step_time_s: " << published << "\n  source: test\n";
   // default.yaml names its model/cluster relative to its own folder: copy them beside.
-  std::string fixed = slurp(case_path);
+  std::string fixed = read_file(case_path);
   for (const char* rel : {"../models/", "../clusters/"}) {
     for (size_t at; (at = fixed.find(rel)) != std::string::npos;)
       fixed.replace(at, std::string(rel).size(),
@@ -617,7 +600,7 @@ TEST_CASE("validate: predicted vs published with signed error, JSON summary") {
 TEST_CASE("validate: a refused case is listed with its reason, the others still evaluated, exit 0") {
   TempDir tmp;
   // default.yaml names its model/cluster relative to its own folder: make them absolute.
-  std::string base = slurp(kConfigs + "default.yaml");
+  std::string base = read_file(kConfigs + "default.yaml");
   for (const char* rel : {"../models/", "../clusters/"}) {
     for (size_t at; (at = base.find(rel)) != std::string::npos;)
       base.replace(at, std::string(rel).size(), std::string(RINGPLAN_SOURCE_DIR) + "/configs/" + std::string(rel).substr(3));
@@ -732,7 +715,7 @@ TEST_CASE("simulate --trace writes the event simulator's ring timeline, cp=1 has
   // This layout needs more memory than an H100 has: reported in full, trace written, exit 3.
   REQUIRE_MESSAGE(a.rc == 3, a.err);
   CHECK(has(a.out, "DOES NOT FIT"));
-  const auto j = nlohmann::json::parse(slurp(trace));
+  const auto j = nlohmann::json::parse(read_file(trace));
   const auto& events = j.contains("traceEvents") ? j["traceEvents"] : j;
   // Every one of the 8 ranks computes in the forward; causal contiguous work grows with the rank.
   std::vector<double> busy_us(8, 0.0);
@@ -754,13 +737,13 @@ TEST_CASE("plan -o stopped by the file size limit keeps the old plan and exits 1
   const std::string plan_path = tmp.file("existing.yaml");
   const std::string exp = "'" + kConfigs + "default.yaml'";
   REQUIRE(ringplan("plan " + exp + " --top 1 -o '" + plan_path + "'").rc == 0);
-  const std::string good = slurp(plan_path);
+  const std::string good = read_file(plan_path);
   REQUIRE(good.size() > 1024);
   // Before: SIGXFSZ killed ringplan mid-write and left a 1 KiB fragment that simulate accepted.
   const Result r = ringplan_after("ulimit -f 1;", "plan " + exp + " --top 1 -o '" + plan_path + "'");
   CHECK(r.rc == 1);
   CHECK_MESSAGE(has(r.err, plan_path + ": cannot write: write: File too large"), r.err);
-  CHECK(slurp(plan_path) == good);
+  CHECK(read_file(plan_path) == good);
   CHECK(std::distance(fs::directory_iterator(tmp.path), fs::directory_iterator{}) == 1);  // no temporary left
 }
 
@@ -768,7 +751,7 @@ TEST_CASE("a plan file cut short is refused with file:line by simulate and emit"
   TempDir tmp;
   const std::string plan_path = tmp.file("plan.yaml"), cut_path = tmp.file("cut.yaml");
   REQUIRE(ringplan("plan '" + kConfigs + "default.yaml' --top 1 -o '" + plan_path + "'").rc == 0);
-  const std::string text = slurp(plan_path);
+  const std::string text = read_file(plan_path);
   CHECK(has(text, "\n# end of ringplan plan\n"));
   // Cut just before `fits:`: the rest is still a valid plan YAML.
   std::ofstream(cut_path) << text.substr(0, text.find("  fits:"));

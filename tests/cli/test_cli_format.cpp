@@ -10,14 +10,16 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <random>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "core/format.hpp"
+#include "tests/fixtures/temp_dir.hpp"
 
 namespace fs = std::filesystem;
+using ringplan_test::read_file;
+using ringplan_test::TempDir;
 
 namespace {
 
@@ -26,25 +28,6 @@ const std::string kConfigs = std::string(RINGPLAN_SOURCE_DIR) + "/configs/experi
 struct Result {
   int rc = -1;
   std::string out;
-};
-
-std::string slurp(const std::string& p) {
-  std::ifstream f(p);
-  return std::string(std::istreambuf_iterator<char>(f), {});
-}
-
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::random_device rd;
-    path = fs::temp_directory_path() / ("ringplan_test_cli_format_" + std::to_string(rd()));
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string file(const std::string& name) const { return (path / name).string(); }
 };
 
 // Runs `ringplan ARGS` (shell words, quoted where needed); stderr is discarded.
@@ -141,7 +124,7 @@ TEST_CASE("text output prints each quantity in its one format (core/format.hpp)"
   TempDir tmp;
   const Result h = run_cli("report " + exp + " --top 3 -o '" + tmp.file("r.html") + "'");
   REQUIRE(h.rc == 0);
-  const std::string html = slurp(tmp.file("r.html"));
+  const std::string html = read_file(tmp.file("r.html"));
   CHECK(has(html, "<td>" + format_time_s(first["step_time_s"].get<double>()) + "</td><td>" +
                       format_tokens_per_s(first["tokens_per_s"].get<double>()) + "</td>"));
   CHECK_FALSE(has(html, "@FORMAT_JS@"));

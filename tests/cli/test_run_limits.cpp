@@ -1,7 +1,6 @@
 // `ringplan run`'s checks of a plan's sizes against the memory of the GPUs (cli/run_limits.hpp),
 // on the sizes alone: no GPU is needed to test them, and the CUDA build applies them before any
 // device is selected or allocated.
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
 #include <cmath>

@@ -8,7 +8,7 @@
 #include <new>
 
 #include "planner/planner.hpp"
-#include "tests/planner/fixtures.hpp"
+#include "tests/fixtures/experiments.hpp"
 
 namespace {
 std::atomic<int64_t> g_allocations{0};

@@ -11,7 +11,7 @@
 #include "core/config_yaml.hpp"
 #include "core/error.hpp"
 #include "planner/planner.hpp"
-#include "tests/planner/fixtures.hpp"
+#include "tests/fixtures/experiments.hpp"
 
 using namespace ringplan;
 using namespace ringplan::planner;

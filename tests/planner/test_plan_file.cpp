@@ -5,42 +5,21 @@
 
 #include <filesystem>
 #include <fstream>
-#include <random>
 
 #include "core/config_yaml.hpp"
 #include "core/error.hpp"
 #include "planner/plan_file.hpp"
 #include "planner/planner.hpp"
-#include "tests/planner/fixtures.hpp"
+#include "tests/fixtures/experiments.hpp"
+#include "tests/fixtures/temp_dir.hpp"
 
 using namespace ringplan;
 using namespace ringplan::planner;
 namespace fs = std::filesystem;
+using ringplan_test::read_file;
+using ringplan_test::TempDir;
 
 namespace {
-
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::random_device rd;
-    path = fs::temp_directory_path() / ("ringplan_test_plan_" + std::to_string(rd()));
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string file(const std::string& name, const std::string& text = "") const {
-    const fs::path p = path / name;
-    if (!text.empty()) std::ofstream(p) << text;
-    return p.string();
-  }
-};
-
-std::string read(const std::string& p) {
-  std::ifstream f(p);
-  return std::string(std::istreambuf_iterator<char>(f), {});
-}
 
 // Replaces the first occurrence of `from` in `s` (the test fails if absent).
 std::string replace(std::string s, const std::string& from, const std::string& to) {
@@ -138,7 +117,7 @@ TEST_CASE("plan file: malformed files name the field and what is valid") {
   REQUIRE(!r.candidates.empty());
   const std::string good = dir.file("good.yaml");
   write_plan_file(good, e, r.candidates.front());
-  const std::string text = read(good);
+  const std::string text = read_file(good);
 
   CHECK(error_of(dir.path.string() + "/missing.yaml").find("plan file not found") != std::string::npos);
   CHECK(error_of(dir.file("notyaml.yaml", "a: [1, 2\n")).find("not valid YAML") != std::string::npos);
@@ -193,12 +172,12 @@ TEST_CASE("plan file: a recorded prediction its experiment no longer gives is na
   const PlanFile pf = read_plan_file(good);
   CHECK(pf.path == good);
   CHECK(pf.prediction_line > 1);
-  CHECK(read(good).find("prediction:") != std::string::npos);
+  CHECK(read_file(good).find("prediction:") != std::string::npos);
   // As written by ringplan: the figures are its experiment's.
   CHECK(prediction_mismatch(pf) == "");
 
   // A figure typed over: named with the layout's value.
-  const std::string text = read(good);
+  const std::string text = read_file(good);
   const std::string mfu =
       prediction_mismatch(read_plan_file(dir.file("mfu.yaml", replace(text, "mfu: ", "mfu: 7.5 #"))));
   CHECK(mfu.rfind("mfu 7.5 (its layout: ", 0) == 0);

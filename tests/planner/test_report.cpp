@@ -6,7 +6,7 @@
 
 #include "core/error.hpp"
 #include "planner/report.hpp"
-#include "tests/planner/fixtures.hpp"
+#include "tests/fixtures/experiments.hpp"
 
 using namespace ringplan;
 using namespace ringplan::planner;

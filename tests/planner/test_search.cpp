@@ -9,7 +9,7 @@
 #include "core/error.hpp"
 #include "core/format.hpp"
 #include "planner/planner.hpp"
-#include "tests/planner/fixtures.hpp"
+#include "tests/fixtures/experiments.hpp"
 
 using namespace ringplan;
 using namespace ringplan::planner;

@@ -10,26 +10,15 @@
 #include "core/error.hpp"
 #include "core/units.hpp"
 #include "planner/validation.hpp"
-#include "tests/planner/fixtures.hpp"
+#include "tests/fixtures/experiments.hpp"
+#include "tests/fixtures/temp_dir.hpp"
 
 using namespace ringplan;
 using namespace ringplan::planner;
 namespace fs = std::filesystem;
+using ringplan_test::TempDir;
 
 namespace {
-
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::random_device rd;
-    path = fs::temp_directory_path() / ("ringplan_test_validate_" + std::to_string(rd()));
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
 
 Experiment a_case(const std::string& name, double time_factor) {
   Experiment e = test::tiny_experiment();

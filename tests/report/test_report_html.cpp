@@ -19,7 +19,7 @@
 #include "sim/formulas.hpp"
 #include "sim/ring_event_sim.hpp"
 #include "sim/ring_model.hpp"
-#include "tests/report/fixtures.hpp"
+#include "tests/fixtures/experiments.hpp"
 
 using namespace ringplan;
 

@@ -22,7 +22,7 @@
 #include "planner/planner.hpp"
 #include "planner/report.hpp"
 #include "report/report_html.hpp"
-#include "tests/report/fixtures.hpp"
+#include "tests/fixtures/experiments.hpp"
 
 using namespace ringplan;
 

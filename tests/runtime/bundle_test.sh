@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The device bundle (bench/gpu/make_bundle.sh) must run ringplan on a machine with none of the
+# The device bundle (scripts/packaging/make_bundle.sh) must run ringplan on a machine with none of the
 # Debian packages it was built against. This machine has them, so the test hides them: in a
 # private mount namespace (unshare -m) it bind-mounts an empty directory over the OpenMPI and
 # PMIx trees, hwloc's plugins and /etc/openmpi, and /dev/null over every system copy of a library the bundle
@@ -34,7 +34,7 @@ command -v orterun >/dev/null || skip "no system OpenMPI (orterun) to bundle"
 rm -rf "$work"; mkdir -p "$work"
 work=$(cd "$work" && pwd)
 bundle=$work/bundle
-if ! "$repo/bench/gpu/make_bundle.sh" "$build" "$bundle" ringplan > "$work/make_bundle.log" 2>&1; then
+if ! "$repo/scripts/packaging/make_bundle.sh" "$build" "$bundle" ringplan > "$work/make_bundle.log" 2>&1; then
   echo "FAIL: make_bundle.sh exited non-zero"; cat "$work/make_bundle.log"; exit 1
 fi
 cat "$work/make_bundle.log"

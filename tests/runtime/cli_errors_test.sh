@@ -4,7 +4,8 @@
 # the flag or variable and what is valid.
 # Usage: cli_errors_test.sh MPIEXEC "MPI_FLAGS" RINGPLAN PLAN_CP2 WORKDIR
 #   exit 2: --timeout -1/0/nan, RINGPLAN_TIMEOUT_S=inf/-1, --threads 0/1000, calibrate --batch
-#           2^62, --trace or -o into a missing folder (rank 0's check reaches every rank);
+#           2^62, calibrate --plan with under 16 rows per rank, --trace or -o into a missing
+#           folder (rank 0's check reaches every rank);
 #           a plan whose head_dim or micro_batch no host holds, a micro_batch that does not divide
 #           the batch, a symbolic link loop as the plan, packed documents in the attention scope;
 #   exit 0: run --format json of a plan whose path is not UTF-8; run --check-parity of packed documents;
@@ -49,6 +50,10 @@ expect 2 "ringplan: error: --threads 0: must be in 1\.\.256" -- "${cal[@]}" --th
 expect 2 "ringplan: error: --threads 1000: must be in 1\.\.256" -- "${attn[@]}" --threads 1000
 expect 2 "ringplan: error: --batch 4611686018427387904: must be at most 65536" -- "${cal[@]}" --batch 4611686018427387904
 expect 2 "ringplan: error: calibrate: block size 65536 tokens .* the limit is 16 GiB" -- "${cal[@]}" --tokens 32,65536
+# A plan with fewer than 16 rows per rank leaves no linear-layer GEMM to measure: refused before
+# the measurement, not by the fit after it.
+sed 's/^    seq_len: 256$/    seq_len: 16/' "$plan" > "$work/few_rows.yaml"
+expect 2 "calibrate --plan .*few_rows.yaml: its rows per rank .* are below 16" -- calibrate --plan "$work/few_rows.yaml"
 expect 2 "ringplan: error: --trace /nonexistent/t.json: cannot write: folder '/nonexistent'" -- "${step[@]}" --trace /nonexistent/t.json
 expect 2 "ringplan: error: --trace /nonexistent/t.json: cannot write: folder '/nonexistent'" -- "${attn[@]}" --trace /nonexistent/t.json
 expect 2 "ringplan: error: -o /nonexistent/p.yaml: cannot write: folder '/nonexistent'" -- "${cal[@]}" -o /nonexistent/p.yaml
@@ -56,7 +61,7 @@ expect 1 "--trace /dev/full: cannot write: write: No space left on device" -- "$
 expect 1 "--trace /dev/full: cannot write: write: No space left on device" -- "${step[@]}" --trace /dev/full
 expect 1 "-o /dev/full: cannot write: write: No space left on device" -- "${cal[@]}" -o /dev/full
 # Sizes typed into a plan that no host can hold: refused before any allocation, at the plan's
-# file:line:field with the largest value that fits (was std::bad_alloc, "internal error", exit 1).
+# file:line:field with the largest value that fits (not std::bad_alloc, "internal error", exit 1).
 sed 's/^    head_dim: 32$/    head_dim: 2147483648/' "$plan" > "$work/huge_head_dim.yaml"
 sed 's/^    global_batch: 1$/    global_batch: 1073741824/; s/^    micro_batch: 1$/    micro_batch: 1073741824/' \
   "$plan" > "$work/huge_micro_batch.yaml"
@@ -76,7 +81,7 @@ sed 's/^    causal: true$/    causal: true\n    documents: {lengths: [100, 156]}
 expect 2 "documents.yaml:36: experiment.training.documents: packed documents cannot be run by --scope attention yet" \
   -- run "$work/documents.yaml" --scope attention --iters 1 --warmup 0
 expect 0 "parity" -- run "$work/documents.yaml" --steps 1 --warmup 0 --check-parity
-# A symbolic link loop as the plan: bad input naming the link (was a filesystem_error, exit 1).
+# A symbolic link loop as the plan: bad input naming the link (not a filesystem_error, exit 1).
 rm -f "$work/loop_a.yaml" "$work/loop_b.yaml"
 ln -s "$work/loop_b.yaml" "$work/loop_a.yaml"; ln -s "$work/loop_a.yaml" "$work/loop_b.yaml"
 expect 2 "loop_a.yaml: plan file is a symbolic link loop" -- run "$work/loop_a.yaml" --steps 1

@@ -22,7 +22,7 @@ struct RingCase {
   int64_t batch = 1, heads = 2, kv_heads = 2, seq_len = 48, head_dim = 16;
   bool causal = true;
   CpScheme scheme = CpScheme::contiguous;
-  runtime::RingKernel kernel = runtime::RingKernel::flash;
+  AttentionImpl kernel = AttentionImpl::flash;
   uint64_t seed = 7;
   bool allgather = false;  // the all-gather CP method instead of the ring
   bool alltoall = false;   // the all-to-all (Ulysses) CP method instead of the ring

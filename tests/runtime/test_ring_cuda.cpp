@@ -192,7 +192,7 @@ TEST_CASE("CUDA ring refuses shapes its kernels cannot take, before touching the
     CHECK_THROWS_WITH_AS(runtime::CudaRingAttention(*nccl, *g_world, cfg, ElemType::bf16, pos.data(), s),
                          doctest::Contains("head_dim=32"), const Error&);
     cfg.head_dim = 64;
-    cfg.kernel = runtime::RingKernel::materialized;
+    cfg.kernel = AttentionImpl::materialized;
     CHECK_THROWS_WITH_AS(runtime::CudaRingAttention(*nccl, *g_world, cfg, ElemType::bf16, pos.data(), s),
                          doctest::Contains("materialised"), const Error&);
   }

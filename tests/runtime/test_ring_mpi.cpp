@@ -21,7 +21,6 @@
 
 using namespace ringplan;
 
-using runtime::RingKernel;
 
 namespace {
 runtime::MpiCommunicator* g_world = nullptr;
@@ -32,7 +31,7 @@ runtime::MpiCommunicator* g_world = nullptr;
 // catches any wrong mask, merge, skipped block or lost accumulator (errors of 1e-2 .. 1).
 constexpr double kFloat32Bound = 2e-5;
 
-const char* kernel_name(RingKernel k) { return k == RingKernel::flash ? "flash" : "materialized"; }
+const char* kernel_name(AttentionImpl k) { return k == AttentionImpl::flash ? "flash" : "materialized"; }
 
 std::string case_name(const test::RingCase& c) {
   return fmt::format("P={} L={} {} {} {} b={} H={} Hkv={} d={}", g_world->size(), c.seq_len, to_string(c.scheme),
@@ -57,7 +56,7 @@ TEST_CASE("ring attention equals the float64 reference: every scheme, causal and
   const int P = g_world->size();
   for (CpScheme scheme : {CpScheme::contiguous, CpScheme::zigzag, CpScheme::striped})
     for (bool causal : {true, false})
-      for (RingKernel kernel : {RingKernel::flash, RingKernel::materialized}) {
+      for (AttentionImpl kernel : {AttentionImpl::flash, AttentionImpl::materialized}) {
         test::RingCase c;
         c.batch = 2;
         c.seq_len = 16 * P;  // n = 16: one full tile per block
@@ -200,10 +199,10 @@ TEST_CASE("all-to-all CP refuses heads the CP size cannot split and the material
   cfg.head_dim = 8;
   cfg.heads = 2 * P;
   cfg.kv_heads = 2 * P;
-  cfg.kernel = RingKernel::materialized;
+  cfg.kernel = AttentionImpl::materialized;
   CHECK_THROWS_AS(runtime::AllToAllAttention(*g_world, cfg, ctx.positions().data()), Error);
   if (P == 3) {
-    cfg.kernel = RingKernel::flash;
+    cfg.kernel = AttentionImpl::flash;
     cfg.heads = 4;  // 4 % 3
     cfg.kv_heads = 4;
     CHECK_THROWS_AS(runtime::AllToAllAttention(*g_world, cfg, ctx.positions().data()), Error);
@@ -313,7 +312,7 @@ TEST_CASE("ring attention with partial tiles (n = 40 tokens per rank, tiles of 1
 TEST_CASE("ring attention with GQA sends only the KV heads and sums dK, dV over query heads") {
   const int P = g_world->size();
   for (int64_t kv : {2, 1})
-    for (RingKernel kernel : {RingKernel::flash, RingKernel::materialized}) {
+    for (AttentionImpl kernel : {AttentionImpl::flash, AttentionImpl::materialized}) {
       test::RingCase c;
       c.heads = 4;
       c.kv_heads = kv;
@@ -592,7 +591,7 @@ TEST_CASE("packed documents: ring equals the float64 reference for every scheme 
   for (int sharding = 0; sharding < 4; ++sharding)
     for (bool causal : {true, false})
       for (int64_t kv : {int64_t{2}, int64_t{1}})
-        for (RingKernel kernel : {RingKernel::flash, RingKernel::materialized}) {
+        for (AttentionImpl kernel : {AttentionImpl::flash, AttentionImpl::materialized}) {
           test::RingCase c;
           c.seq_len = 24 * P;  // n = 24: partial tiles of 16; a multiple of 2P for zigzag
           c.heads = 2;

@@ -320,7 +320,7 @@ TEST_CASE("memory probes read /proc and see a touched allocation") {
 
 TEST_CASE("P = 1 ring (no communication) equals the float64 reference, all schemes and kernels") {
   for (CpScheme s : {CpScheme::contiguous, CpScheme::zigzag, CpScheme::striped})
-    for (auto k : {runtime::RingKernel::flash, runtime::RingKernel::materialized})
+    for (auto k : {AttentionImpl::flash, AttentionImpl::materialized})
       for (bool causal : {true, false}) {
         test::RingCase c;
         c.seq_len = 40;
@@ -330,7 +330,7 @@ TEST_CASE("P = 1 ring (no communication) equals the float64 reference, all schem
         c.heads = 4;
         c.kv_heads = 2;
         const auto e = test::run_ring_case(*g_world, c);
-        INFO(to_string(s), k == runtime::RingKernel::flash ? " flash" : " materialized", causal ? " causal" : " non-causal",
+        INFO(to_string(s), k == AttentionImpl::flash ? " flash" : " materialized", causal ? " causal" : " non-causal",
              " errors O ", e.out, " lse ", e.lse, " dQ ", e.grad_q, " dK ", e.grad_k, " dV ", e.grad_v);
         CHECK(e.worst_relative() <= 2e-5);  // the float32 bound of test_ring_mpi.cpp
         CHECK(e.ref_grad_q > 0.01);

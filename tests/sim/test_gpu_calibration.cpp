@@ -1,6 +1,7 @@
 // The GPU profile from measurements (sim/gpu_calibration.hpp) and the FP8 GEMM term of the cost
 // model: the curve fit on synthetic points with a known answer, the shipped H100/H200 curves
-// recomputed from the measurement files committed beside them, and FP8 predictions.
+// recomputed from the measurement files committed beside them, the written profile, and FP8
+// predictions.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -170,4 +171,32 @@ TEST_CASE("fp8 in YAML: needs a 16-bit dtype and an FP8 peak, with file and line
     CHECK(std::string(err.what()).find("peak_tflops.fp8") != std::string::npos);
   }
   std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("gpu_profile_text names its source, notes and curves and loads back to the fitted cluster") {
+  const GpuBenchMeasurements m = read_gpu_bench(source("configs/clusters/measured/h200_2026-12-04_gemm.json"),
+                                                source("configs/clusters/measured/h200_2026-12-04_sdpa.json"));
+  const ClusterConfig base = load_cluster(source("configs/clusters/h200.yaml"));
+  const GpuCalibration cal = calibrate_gpu_profile(base, m);
+  const std::string text = gpu_profile_text(cal, m, base, "h200.yaml", "first note\n\nsecond note");
+  CHECK(text.find("# device: NVIDIA H200; base profile h200.yaml") != std::string::npos);
+  CHECK(text.find("# note: first note\n# note: second note\n") != std::string::npos);
+  for (const auto& c : cal.curves) {
+    INFO(c.key);
+    CHECK(text.find("#  " + c.key + " ") != std::string::npos);
+  }
+  const std::string marker = std::string(kProfileEndMarker) + "\n";
+  REQUIRE(text.size() > marker.size());
+  CHECK(text.compare(text.size() - marker.size(), marker.size(), marker) == 0);
+  const auto path = std::filesystem::temp_directory_path() / "ringplan_test_gpu_profile.yaml";
+  {
+    std::ofstream f(path);
+    f << text;
+  }
+  const ClusterConfig back = load_cluster(path.string());
+  std::filesystem::remove(path);
+  CHECK(back.matmul.max_efficiency == doctest::Approx(cal.cluster.matmul.max_efficiency));
+  CHECK(back.attention_backward.half_flops == doctest::Approx(cal.cluster.attention_backward.half_flops));
+  CHECK(back.memory_bandwidth_efficiency == doctest::Approx(cal.memory_bandwidth_efficiency));
+  CHECK(back.peak_flops_per_s_bf16 == doctest::Approx(base.peak_flops_per_s_bf16));
 }

@@ -85,7 +85,7 @@ TEST_CASE("collectives use the curve of the link they run on") {
   const Prediction tp2 = predict(e, tp_node, o), dp2 = predict(e, dp_wide, o);
   CHECK(tp2.time.tp_comm_s > tp1.time.tp_comm_s);
   CHECK(dp2.time.dp_comm_exposed_s == doctest::Approx(dp1.time.dp_comm_exposed_s));
-  // Unset inter-node curves fall back to `collectives` (profiles written before the key existed).
+  // Unset inter-node curves fall back to `collectives` (a profile without the inter-node key).
   e.cluster.has_inter_node_collectives = false;
   CHECK(predict(e, dp_wide, o).time.dp_comm_exposed_s == doctest::Approx(dp1.time.dp_comm_exposed_s));
 }

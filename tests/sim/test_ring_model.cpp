@@ -152,7 +152,7 @@ TEST_CASE("backward kernel at its own efficiency (efficiency.attention_backward)
   c.matmul_backward = {0.5 * (1.0 + mat.backward_kernel_efficiency), 0.0};
   CHECK(predict_ring_attention(s, c).backward_kernel_efficiency == Approx(mat.backward_kernel_efficiency));
   // The forward runs on materialized_attention when the profile has it (a CPU's softmax-bound
-  // kernel), and matmul (the linear layers' GEMMs) no longer moves it.
+  // kernel), and matmul (the linear layers' GEMMs) does not move it.
   c.materialized_attention = {0.5 * mat.kernel_efficiency, 0.0};
   const RingLayerPrediction matf = predict_ring_attention(s, c);
   CHECK(matf.kernel_efficiency == Approx(0.5 * mat.kernel_efficiency));

@@ -3,10 +3,11 @@
 # no fmt, no yaml-cpp (the GPU machine: x86_64, glibc >= 2.39, an NVIDIA driver, PyTorch and
 # the `nvidia.nccl` python package, nothing else).
 #
-# Usage: bench/gpu/make_bundle.sh BUILD_DIR OUT_DIR [BINARY_NAME...]
-#   BINARY_NAME  executables to find under BUILD_DIR (default: ringplan test_cuda_tiles test_ring_cuda test_attention_bwd_mma
-#                test_attention_cuda bench_attention_cuda nccl_smoke); ringplan is required,
-#                any other that is missing is reported and skipped.
+# Usage: scripts/packaging/make_bundle.sh BUILD_DIR OUT_DIR [BINARY_NAME...]
+#   BINARY_NAME  executables to find under BUILD_DIR (default: the GPU executables CMake lists in
+#                BUILD_DIR/gpu_executables.txt, cmake/RingplanGpuTargets.cmake; ringplan alone when
+#                there is no such file); ringplan is required, any other that is missing is
+#                reported and skipped.
 #   OUT_DIR      created; if it exists it must be an earlier bundle (it holds MANIFEST.txt),
 #                and is then replaced.
 # On the target: `source OUT_DIR/env.sh` (bash), then run `ringplan ...` or `mpirun -np N ...`.
@@ -29,6 +30,8 @@
 #                                           (The pcompress component is not optional: without it
 #                                           mpirun prints an error box.)
 #   env.sh, MANIFEST.txt
+#   gpu_executables.txt                     BUILD_DIR's list, when it has one: bench/device_check.sh
+#                                           reads the GPU tests to run from it
 # No symlinks: every file is a plain copy, so the bundle survives any file transfer.
 #
 # What is left out, and why:
@@ -54,8 +57,10 @@ note() { echo "make_bundle.sh: $*"; }
 build_dir=$1; out=$2; shift 2
 [ -d "$build_dir" ] || die "BUILD_DIR '$build_dir' is not a directory; give the CMake build directory that holds the binaries"
 build_dir=$(cd "$build_dir" && pwd)
-if [ $# -gt 0 ]; then names=("$@"); else
-  names=(ringplan test_cuda_tiles test_attention_cuda test_attention_bwd_mma test_ring_cuda test_step_cuda bench_attention_cuda nccl_smoke); fi
+gpu_list=$build_dir/gpu_executables.txt
+if [ $# -gt 0 ]; then names=("$@")
+elif [ -f "$gpu_list" ]; then mapfile -t names < <(grep -v '^$' "$gpu_list")
+else names=(ringplan); note "no $gpu_list (not a CUDA build): bundling ringplan only"; fi
 for tool in ldd readelf strip find du; do
   command -v "$tool" >/dev/null || die "'$tool' not found on PATH; it is needed to collect and strip the libraries"
 done
@@ -102,6 +107,7 @@ mca_dir=$out/lib/x86_64-linux-gnu/openmpi/lib/openmpi3
 mkdir -p "$out/bin" "$out/lib/cxxrt" "$mca_dir" "$out/share" "$out/etc/openmpi" \
          "$out/pmix/lib/pmix" "$out/pmix/share" "$out/pmix/etc"
 manifest=$out/MANIFEST.txt
+[ -f "$gpu_list" ] && cp "$gpu_list" "$out/gpu_executables.txt"
 { echo "ringplan device bundle, made $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(hostname) from $build_dir"
   echo "source env.sh (bash) before running anything here"; echo; } > "$manifest"
 
@@ -251,7 +257,7 @@ glibc_max=$(needed_versions libc.so.6 | { grep '^GLIBC_[0-9]' || true; } | tail 
 # --- 6. env.sh --------------------------------------------------------------------------------
 cat > "$out/env.sh" <<EOF
 # Source this (bash) from any directory to run the bundle's binaries:  source $(basename "$out")/env.sh
-# Made by bench/gpu/make_bundle.sh; see MANIFEST.txt for what is inside.
+# Made by scripts/packaging/make_bundle.sh; see MANIFEST.txt for what is inside.
 # Symbol versions the bundled files need (filled in when the bundle was made):
 _rpb_cxx_versions="$cxx_versions"
 _rpb_gcc_versions="$gcc_versions"

@@ -1,5 +1,6 @@
 // Parsing of the planner commands' flag values (`--mesh dp=2,tp=8,cp=4,pp=1`, enum names,
-// on/off), shared by cli/cmd_plan.cpp, cli/cmd_simulate.cpp and the tests. Every parser
+// on/off), shared by cli/cmd_plan.cpp, cli/cmd_simulate.cpp and the tests (library ringplan_cli_lib,
+// cli/CMakeLists.txt; namespace planner: they parse the planner's inputs). Every parser
 // throws ringplan::Error (bad input) naming the flag, the bad value and what would be valid.
 #pragma once
 #include <cstdint>

@@ -1,5 +1,5 @@
 // Flag value parsers of the planner commands (see cli_args.hpp).
-#include "planner/cli_args.hpp"
+#include "cli/cli_args.hpp"
 
 #include <fmt/format.h>
 

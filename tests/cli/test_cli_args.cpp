@@ -6,7 +6,7 @@
 
 #include "core/config_yaml.hpp"
 #include "core/error.hpp"
-#include "planner/cli_args.hpp"
+#include "cli/cli_args.hpp"
 
 using namespace ringplan;
 using namespace ringplan::planner;

@@ -1,3 +1,0 @@
-// doctest main of the report tests.
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
-#include <doctest/doctest.h>
