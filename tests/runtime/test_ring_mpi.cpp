@@ -295,7 +295,7 @@ TEST_CASE("hybrid CP refuses a group size that does not divide the CP size, nami
   }
   CHECK(named);
   CHECK_THROWS_AS(runtime::HybridAttention(*g_world, 0, cfg, ctx.positions().data()), Error);
-  cfg.kernel = RingKernel::materialized;
+  cfg.kernel = AttentionImpl::materialized;
   CHECK_THROWS_AS(runtime::HybridAttention(*g_world, 1, cfg, ctx.positions().data()), Error);
 }
 
