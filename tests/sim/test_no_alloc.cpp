@@ -39,6 +39,24 @@ TEST_CASE("predict() and a passing check_layout() allocate nothing") {
   CHECK(sum > 0);
 }
 
+TEST_CASE("predict() and check_layout() of every CP method allocate nothing, hybrid's default group size included") {
+  using namespace ringplan;
+  Experiment e = sim::test::llama_experiment(131072, 32);
+  const Mesh mesh = sim::test::mesh_of(2, 2, 8, 2);
+  const long before = g_allocations;
+  double sum = 0;
+  for (CpComm comm : {CpComm::ring, CpComm::allgather, CpComm::alltoall, CpComm::hybrid})
+    for (int64_t a2a : {int64_t{0}, int64_t{2}, int64_t{4}}) {
+      ParallelOptions o;
+      o.cp_comm = comm;
+      o.cp_a2a_size = a2a;
+      const std::string why = sim::check_layout(e, mesh, o, 64);
+      sum += sim::predict(e, mesh, o).step_time_s + static_cast<double>(why.size());
+    }
+  CHECK(g_allocations == before);
+  CHECK(sum > 0);
+}
+
 TEST_CASE("predict() with packed documents allocates nothing") {
   using namespace ringplan;
   Experiment e = sim::test::llama_experiment(131072, 32);
