@@ -126,6 +126,7 @@ sim::RingAttentionShape predicted_shape(const runtime::RingLayerShape& x, int64_
   s.tp = 1;  // the ranks of this run form one CP group with nothing between them
   s.comm = x.comm;
   s.a2a_size = x.comm == CpComm::hybrid ? x.a2a_size : 1;
+  s.document_lengths = x.document_lengths;
   return s;
 }
 
@@ -266,7 +267,7 @@ int run_body(const RunArgs& a, runtime::MpiCommunicator& world) {
     throw bad_input(fmt::format("plan has cp={} but mpirun started {} rank{}; run mpirun -np {} ringplan run {}", mesh.cp,
                                 world.size(), world.size() == 1 ? "" : "s", mesh.cp, a.plan));
   cli::check_run_micro_batch(e);
-  cli::check_run_documents(e, /*attention_scope=*/true, a.device == "cuda");
+  cli::check_run_documents(e, a.device == "cuda");
   if (e.model.heads % mesh.tp != 0 || e.model.kv_heads % mesh.tp != 0)
     throw bad_input(fmt::format("{}: heads={} and kv_heads={} must both divide by tp={}", a.plan, e.model.heads,
                                 e.model.kv_heads, mesh.tp));
@@ -299,6 +300,7 @@ int run_body(const RunArgs& a, runtime::MpiCommunicator& world) {
                                 to_string(e.options.attention)));
   // hybrid: the plan's group size, resolved as the cost model resolves it (0: the default).
   if (shape.comm == CpComm::hybrid) shape.a2a_size = sim::cp_a2a_size_of(e, mesh, e.options);
+  if (e.training.documents) shape.document_lengths = e.training.documents->lengths;
   const bool allgather = shape.comm == CpComm::allgather;
   const bool alltoall = shape.comm == CpComm::alltoall;
   const bool hybrid = shape.comm == CpComm::hybrid;

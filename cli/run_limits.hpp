@@ -34,16 +34,12 @@ inline void check_run_micro_batch(const Experiment& e) {
 // trainer.hpp StepSpec::document_lengths). The attention scope does not pass document ids to its
 // layer yet, and the CUDA attention kernels have no document mask: running there would measure
 // a different computation than the plan's, so it is refused (exit 2) on every rank.
-inline void check_run_documents(const Experiment& e, bool attention_scope, bool on_gpu) {
+inline void check_run_documents(const Experiment& e, bool on_gpu) {
   if (!e.training.documents) return;
   if (on_gpu)
     throw experiment_field_error(e, "training.documents",
                                  "packed documents cannot run on --device cuda: the CUDA attention kernels have no "
                                  "document mask; run --device cpu");
-  if (attention_scope)
-    throw experiment_field_error(e, "training.documents",
-                                 "packed documents cannot be run by --scope attention yet: its attention layer runs "
-                                 "without a document mask, so it would not measure the plan's work; use --scope step");
 }
 
 // No model has a head_dim near this (Llama, GPT-3, Megatron: 64 to 256): a larger one is blamed

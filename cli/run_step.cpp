@@ -184,7 +184,7 @@ int run_step_body(const RunArgs& a, runtime::MpiCommunicator& world) {
   // --device cuda: the GPU step (runtime/gpu/gpu_trainer.hpp: bf16 GEMMs and attention, float32
   // master weights, NCCL); auto and cpu: the CPU step (float32, MPI).
   const bool on_gpu = a.device == "cuda";
-  check_run_documents(e, /*attention_scope=*/false, on_gpu);
+  check_run_documents(e, on_gpu);
 #if !RINGPLAN_HAVE_GPU_RUN
   if (on_gpu)
     throw bad_input("--device cuda: this ringplan was built without CUDA and NCCL; build it with "

@@ -8,6 +8,7 @@
 #include <type_traits>
 
 #include "core/error.hpp"
+#include "core/documents.hpp"
 #include "runtime/allgather_attention.hpp"
 #include "runtime/alltoall_attention.hpp"
 #include "runtime/hybrid_attention.hpp"
@@ -134,7 +135,19 @@ RingLayerMeasurement run_ring_layer(Communicator& cp, const RingLayerShape& shap
   const size_t rows = static_cast<size_t>(shape.batch * shape.heads * n);
   std::vector<float> q(q_elems), k(kv_elems), v(kv_elems), out(q_elems), lse(rows), dout(q_elems), dq(q_elems),
       dk(kv_elems), dv(kv_elems);
-  const int64_t* pos = ctx.positions().data();
+  // Positions and document ids as the training step takes them (Trainer's constructor).
+  const bool packed = !shape.document_lengths.empty();
+  if (packed) {
+    if (const std::string why = check_document_lengths(shape.document_lengths, shape.seq_len); !why.empty())
+      throw bad_input("packed documents: " + why);
+  }
+  const std::vector<int64_t> positions =
+      packed && shape.scheme == CpScheme::zigzag ? document_shard_positions(shape.document_lengths, P, cp.rank())
+                                                 : ctx.positions();
+  const std::vector<int64_t> documents =
+      packed ? documents_at(shape.document_lengths, positions) : std::vector<int64_t>{};
+  const int64_t* pos = positions.data();
+  const int64_t* docs = packed ? documents.data() : nullptr;
   fill_synthetic(q.data(), opt.seed, SyntheticTensor::q, shape.batch, shape.heads, pos, n, shape.head_dim);
   fill_synthetic(k.data(), opt.seed, SyntheticTensor::k, shape.batch, shape.kv_heads, pos, n, shape.head_dim);
   fill_synthetic(v.data(), opt.seed, SyntheticTensor::v, shape.batch, shape.kv_heads, pos, n, shape.head_dim);
@@ -148,18 +161,18 @@ RingLayerMeasurement run_ring_layer(Communicator& cp, const RingLayerShape& shap
   std::unique_ptr<HybridAttention> hybrid;
   if (shape.comm == CpComm::hybrid) {
     if (opt.trace) throw bad_input("trace: the hybrid CP layer records no trace events (ring only)");
-    hybrid = std::make_unique<HybridAttention>(cp, shape.a2a_size, ring_config(shape, n, opt.tiles), pos);
+    hybrid = std::make_unique<HybridAttention>(cp, shape.a2a_size, ring_config(shape, n, opt.tiles), pos, docs);
     mem.workspace = hybrid->workspace();
   } else if (shape.comm == CpComm::allgather) {
     if (opt.trace) throw bad_input("trace: the all-gather CP layer records no trace events (ring only)");
-    gather = std::make_unique<AllGatherAttention>(cp, ring_config(shape, n, opt.tiles), pos);
+    gather = std::make_unique<AllGatherAttention>(cp, ring_config(shape, n, opt.tiles), pos, docs);
     mem.workspace = gather->workspace();
   } else if (shape.comm == CpComm::alltoall) {
     if (opt.trace) throw bad_input("trace: the all-to-all CP layer records no trace events (ring only)");
-    a2a = std::make_unique<AllToAllAttention>(cp, ring_config(shape, n, opt.tiles), pos);
+    a2a = std::make_unique<AllToAllAttention>(cp, ring_config(shape, n, opt.tiles), pos, docs);
     mem.workspace = a2a->workspace();
   } else {
-    ring = std::make_unique<RingAttention>(cp, ring_config(shape, n, opt.tiles), pos);
+    ring = std::make_unique<RingAttention>(cp, ring_config(shape, n, opt.tiles), pos, docs);
     mem.workspace = ring->workspace_bytes();
   }
   mem.tracked_bytes = mem.tensors_bytes + mem.workspace.total();

@@ -46,6 +46,11 @@ struct RingLayerShape {
   CpComm comm = CpComm::ring;
   // hybrid: HybridAttention with all-to-all groups of a2a_size ranks (divides the CP size).
   int64_t a2a_size = 1;
+  // Packed documents (TrainingConfig::documents): their lengths, summing to seq_len; empty: one
+  // sequence. With documents the ranks take the per-document zigzag when scheme is zigzag
+  // (document_shard_positions), the scheme's positions otherwise, and every method masks keys of
+  // other documents, as the training step does.
+  std::vector<int64_t> document_lengths;
 };
 
 struct ExecutorOptions {

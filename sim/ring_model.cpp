@@ -5,6 +5,7 @@
 #include <string>
 
 #include "core/error.hpp"
+#include "core/documents.hpp"
 #include "sim/cost_model.hpp"
 
 namespace ringplan::sim {
@@ -342,6 +343,11 @@ RingLayerShape ring_layer_shape(const RingAttentionShape& s, const ClusterConfig
     x.cp_a2a = static_cast<double>(s.a2a_size);
   }
   x.activation_bytes = dtype_bytes(s.dtype);
+  if (!s.document_lengths.empty()) {
+    const DocumentAttentionWork w = document_attention_work(s.document_lengths, s.scheme, s.cp, s.causal);
+    x.document_pair_fraction = w.pair_fraction;
+    x.document_imbalance = w.imbalance;
+  }
   Mesh mesh;
   mesh.tp = s.tp;
   mesh.cp = s.cp;

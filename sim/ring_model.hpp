@@ -91,6 +91,9 @@ struct RingAttentionShape {
   int64_t tp = 1;
   CpComm comm = CpComm::ring;  // ring: predict_ring_layer; allgather / alltoall / hybrid: predict_<comm>_layer
   int64_t a2a_size = 1;        // hybrid: the all-to-all group size A (divides cp); ignored otherwise
+  // Packed documents (TrainingConfig::documents), empty: none. Their closed-form work per rank
+  // (core/documents.hpp document_attention_work) scales the pairs, as in predict().
+  std::vector<int64_t> document_lengths;
 };
 
 struct RingPhasePrediction {

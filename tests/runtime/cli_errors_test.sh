@@ -7,8 +7,9 @@
 #           2^62, calibrate --plan with under 16 rows per rank, --trace or -o into a missing
 #           folder (rank 0's check reaches every rank);
 #           a plan whose head_dim or micro_batch no host holds, a micro_batch that does not divide
-#           the batch, a symbolic link loop as the plan, packed documents in the attention scope;
+#           the batch, a symbolic link loop as the plan;
 #   exit 0: run --format json of a plan whose path is not UTF-8; run --check-parity of packed documents;
+#           run --scope attention of packed documents (their visible pairs);
 #   exit 1: --trace /dev/full, calibrate -o /dev/full (the write fails after the measurement);
 #   exit 0 with a note: a plan whose recorded prediction was typed over;
 #   a run stopped mid-measurement leaves no earlier trace behind.
@@ -74,12 +75,11 @@ expect 2 "$mb" -- run "$work/huge_micro_batch.yaml" --scope attention --iters 1 
 expect 2 "$mb" -- run "$work/huge_micro_batch.yaml" --steps 1 --warmup 0
 expect 2 "bad_micro_batch.yaml:39: experiment.options.micro_batch: 3 does not divide the 1 sequence of each of the dp=1 replicas \(global batch 1\); valid: a divisor of 1" \
   -- run "$work/bad_micro_batch.yaml" --scope attention --iters 1 --warmup 0
-# Packed documents: the attention scope passes no document ids to its layer yet, so such a plan
-# is refused at its training.documents line there (not measured as a different computation);
-# the training step masks them and matches the one-process step.
+# Packed documents: the attention scope masks them as the training step does (each rank of the
+# per-document zigzag sees 8648 of the 100*101/2 + 156*157/2 = 17296 causal pairs, not half of
+# 256*257/2 = 32896), and the training step matches the one-process step.
 sed 's/^    causal: true$/    causal: true\n    documents: {lengths: [100, 156]}/' "$plan" > "$work/documents.yaml"
-expect 2 "documents.yaml:36: experiment.training.documents: packed documents cannot be run by --scope attention yet" \
-  -- run "$work/documents.yaml" --scope attention --iters 1 --warmup 0
+expect 0 '"forward_visible_pairs": 8648' -- run "$work/documents.yaml" --scope attention --iters 1 --warmup 0 --format json
 expect 0 "parity" -- run "$work/documents.yaml" --steps 1 --warmup 0 --check-parity
 # A symbolic link loop as the plan: bad input naming the link (not a filesystem_error, exit 1).
 rm -f "$work/loop_a.yaml" "$work/loop_b.yaml"

@@ -357,6 +357,27 @@ TEST_CASE("the executor reports each iteration, warm-up included, and keeps only
   CHECK(m.samples.size() == 3);
 }
 
+TEST_CASE("the executor masks packed documents: one rank computes exactly the documents' causal pairs") {
+  runtime::RingLayerShape shape;
+  shape.heads = 2;
+  shape.kv_heads = 1;
+  shape.seq_len = 256;
+  shape.head_dim = 16;
+  shape.document_lengths = {100, 156};
+  runtime::ExecutorOptions opt;
+  opt.warmup = 0;
+  opt.iterations = 1;
+  for (const CpComm comm : {CpComm::ring, CpComm::allgather, CpComm::alltoall, CpComm::hybrid}) {
+    shape.comm = comm;
+    const runtime::RingLayerMeasurement m = runtime::run_ring_layer(*g_world, shape, opt);
+    REQUIRE(m.forward_pairs.size() == 1);
+    CHECK(m.forward_pairs[0] == 100 * 101 / 2 + 156 * 157 / 2);
+  }
+  shape.comm = CpComm::ring;
+  shape.document_lengths = {100, 100};  // 200 tokens for a 256-token sequence
+  CHECK_THROWS_WITH_AS(runtime::run_ring_layer(*g_world, shape, opt), doctest::Contains("packed documents"), Error);
+}
+
 TEST_CASE("ring attention rejects inconsistent shapes") {
   runtime::RingConfig cfg;
   cfg.heads = 3;

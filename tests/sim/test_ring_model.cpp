@@ -1,6 +1,7 @@
 // One attention layer as ring attention (sim/ring_model.hpp).
 #include <doctest/doctest.h>
 
+#include "core/documents.hpp"
 #include "core/error.hpp"
 #include "sim/cost_model.hpp"
 #include "sim/ring_model.hpp"
@@ -520,4 +521,22 @@ TEST_CASE("hybrid: refused for a group size that does not divide CP, heads it ca
   CHECK_THROWS_AS(predict_ring_attention(s, c), Error);
   s = gqa_hybrid(16384, 4, 0, 2);
   CHECK_THROWS_AS(predict_ring_attention(s, c), Error);
+}
+
+TEST_CASE("run's attention prediction with packed documents takes the documents' closed-form work") {
+  RingAttentionShape s = one_head(128, 2);
+  s.causal = true;
+  s.scheme = CpScheme::zigzag;
+  const ClusterConfig c = test::a100_cluster();
+  s.document_lengths = {100, 156};
+  const RingLayerShape r = ring_layer_shape(s, c);
+  const DocumentAttentionWork w = document_attention_work(s.document_lengths, s.scheme, s.cp, s.causal);
+  CHECK(r.layer.document_pair_fraction == doctest::Approx(w.pair_fraction));
+  CHECK(r.layer.document_imbalance == doctest::Approx(w.imbalance));
+  CHECK(w.pair_fraction < 0.6);  // 17296 of 32896 causal pairs
+  // Fewer pairs, less predicted compute than the same sequence without documents.
+  RingAttentionShape plain = s;
+  plain.document_lengths.clear();
+  CHECK(predict_ring_attention(s, c).forward.mean_rank_compute_s <
+        predict_ring_attention(plain, c).forward.mean_rank_compute_s);
 }
