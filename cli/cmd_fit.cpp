@@ -70,7 +70,7 @@ int fit_command(const FitArgs& a) {
   if (!a.output.empty()) check_output_path(a.output, "-o");  // before the fit: a bad path fails at once
   // Cases, in path order (collect_cases keeps the order given; folders are walked sorted).
   std::vector<std::string> skipped;
-  const std::vector<std::string> files = planner::collect_cases(a.paths, &skipped);
+  const std::vector<std::string> files = planner::collect_cases(a.paths, &skipped, "fit");
   std::vector<Experiment> cases;
   std::vector<std::pair<std::string, std::string>> refused;  // path, reason
   for (const auto& f : files) {

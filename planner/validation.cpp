@@ -112,14 +112,15 @@ double spearman(const std::vector<double>& a, const std::vector<double>& b) {
 
 }  // namespace
 
-std::vector<std::string> collect_cases(const std::vector<std::string>& paths, std::vector<std::string>* skipped) {
-  if (paths.empty()) throw bad_input("validate: give at least one case file or folder");
+std::vector<std::string> collect_cases(const std::vector<std::string>& paths, std::vector<std::string>* skipped,
+                                       const char* command) {
+  if (paths.empty()) throw bad_input(fmt::format("{}: give at least one case file or folder", command));
   std::vector<std::string> cases;
   for (const auto& p : paths) {
     if (const std::string why = input_path_problem(p, true); why == "no such file or folder")
-      throw bad_input(fmt::format("validate: '{}' does not exist (give case files or folders of them)", p));
+      throw bad_input(fmt::format("{}: '{}' does not exist (give case files or folders of them)", command, p));
     else if (!why.empty())
-      throw bad_input(fmt::format("validate: '{}' {} (give case files or folders of them)", p, why));
+      throw bad_input(fmt::format("{}: '{}' {} (give case files or folders of them)", command, p, why));
     std::error_code ec;
     if (!std::filesystem::is_directory(p, ec)) {
       cases.push_back(p);  // named explicitly: a case; validate_paths() refuses it, with why, if it is not
@@ -134,9 +135,9 @@ std::vector<std::string> collect_cases(const std::vector<std::string>& paths, st
     }
   }
   if (cases.empty())
-    throw bad_input(fmt::format("validate: no case found in {} (a case is an experiment YAML with a fixed "
+    throw bad_input(fmt::format("{}: no case found in {} (a case is an experiment YAML with a fixed "
                                 "mesh and a `published:` block)",
-                                fmt::join(paths, ", ")));
+                                command, fmt::join(paths, ", ")));
   return cases;
 }
 

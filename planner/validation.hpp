@@ -118,8 +118,10 @@ struct ValidationReport {
 // Files to validate: each path is a file (must be a case) or a folder searched recursively
 // for *.yaml / *.yml. A file found in a folder without a top-level `published:` key is not a
 // case (model, cluster or plain experiment files live beside cases) and goes to `skipped`.
-// Throws bad input for a path that does not exist, or when no case is found at all.
-std::vector<std::string> collect_cases(const std::vector<std::string>& paths, std::vector<std::string>* skipped);
+// Throws bad input for a path that does not exist, or when no case is found at all; the message
+// starts with `command` (the CLI command reading the cases: validate, fit).
+std::vector<std::string> collect_cases(const std::vector<std::string>& paths, std::vector<std::string>* skipped,
+                                       const char* command = "validate");
 
 // Rows of one case. Throws ConfigError when the experiment has no fixed mesh or no published
 // metric, or when check_layout() rejects its layout (validate_paths() turns these into

@@ -367,7 +367,8 @@ TEST_CASE("bad input exits 2 with a message saying what would be valid") {
       {"plan " + exp + " --gpus 963761198400", "1 .. 1048576"},
       {"plan " + exp + " --format yaml", "yaml"},
       {"plan /nonexistent/experiment.yaml", "nonexistent"},
-      {"validate /nonexistent/folder", "does not exist"},
+      {"validate /nonexistent/folder", "validate: '/nonexistent/folder' does not exist"},
+      {"fit /nonexistent/folder", "fit: '/nonexistent/folder' does not exist"},
       {"validate " + exp, "a validation case needs a fixed mesh"},
   };
   for (const auto& c : cases) {
