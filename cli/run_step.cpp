@@ -140,6 +140,16 @@ std::vector<std::vector<runtime::LaneEvent>> predicted_step_lanes(
 }
 
 double median(std::vector<double> xs) { return runtime::sample_stats(std::move(xs)).median; }
+// The training types the runtime runs whatever the plan assumes: float32 tensors and states on
+// the CPU; on the GPU bf16 activations and GEMMs with float32 gradients and optimizer states
+// (grad_accumulation_dtype fp32); no FP8; the loss in place (cross_entropy fused).
+void set_runtime_types(TrainingConfig& t, bool on_gpu) {
+  t.dtype = on_gpu ? DType::bf16 : DType::fp32;
+  t.fp32_grad_accumulation = on_gpu;
+  t.fp8 = false;
+  t.unfused_cross_entropy = false;
+}
+
 std::string pct(double meas, double pred) {
   return pred > 0 ? format::format_error_pct(100.0 * (meas - pred) / pred) : std::string("n/a");
 }
@@ -214,15 +224,10 @@ int run_step_body(const RunArgs& a, runtime::MpiCommunicator& world) {
 #endif
   runtime::step::check_step_spec(spec);
 
-  // The prediction for the same work: these layers, on the profile, in the runtime's types:
-  // float32 tensors and states on the CPU; on the GPU bf16 activations and GEMMs with float32
-  // gradients and optimizer states (grad_accumulation_dtype fp32), and no FP8; the loss in place.
+  // The prediction for the same work: these layers, on the profile, in the runtime's types.
   Experiment pe = e;
   pe.cluster = a.profile.empty() ? e.cluster : load_cluster(a.profile);
-  pe.training.dtype = on_gpu ? DType::bf16 : DType::fp32;
-  pe.training.fp32_grad_accumulation = on_gpu;
-  pe.training.fp8 = false;
-  pe.training.unfused_cross_entropy = false;  // the runtime's loss works in place, as Megatron's
+  set_runtime_types(pe.training, on_gpu);
   // The runtime's TP collectives block (MPI_Allreduce and friends between the GEMMs, nothing
   // asynchronous behind them): predicted as such, whatever the plan assumes of its framework.
   ParallelOptions run_options = e.options;
@@ -269,10 +274,7 @@ int run_step_body(const RunArgs& a, runtime::MpiCommunicator& world) {
     auto need_of = [&](const Experiment& x) {
       Experiment px = x;
       px.cluster = pe.cluster;
-      px.training.dtype = DType::bf16;
-      px.training.fp32_grad_accumulation = true;
-      px.training.fp8 = false;
-      px.training.unfused_cross_entropy = false;
+      set_runtime_types(px.training, true);
       ParallelOptions o = x.options;  // the variant's micro_batch, the run's blocking TP collectives
       o.tp_overlap = TpOverlap::none;
       if (!sim::check_layout(px, mesh, o, mesh.world_size()).empty()) return HUGE_VAL;

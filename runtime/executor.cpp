@@ -141,9 +141,7 @@ RingLayerMeasurement run_ring_layer(Communicator& cp, const RingLayerShape& shap
     if (const std::string why = check_document_lengths(shape.document_lengths, shape.seq_len); !why.empty())
       throw bad_input("packed documents: " + why);
   }
-  const std::vector<int64_t> positions =
-      packed && shape.scheme == CpScheme::zigzag ? document_shard_positions(shape.document_lengths, P, cp.rank())
-                                                 : ctx.positions();
+  const std::vector<int64_t> positions = rank_positions(shape.scheme, shape.seq_len, shape.document_lengths, P, cp.rank());
   const std::vector<int64_t> documents =
       packed ? documents_at(shape.document_lengths, positions) : std::vector<int64_t>{};
   const int64_t* pos = positions.data();

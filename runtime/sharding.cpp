@@ -110,6 +110,12 @@ std::vector<std::vector<int64_t>> document_shards(const std::vector<int64_t>& le
   return shards;
 }
 
+std::vector<int64_t> rank_positions(CpScheme scheme, int64_t seq_len, const std::vector<int64_t>& lengths,
+                                    int64_t cp_size, int64_t cp_rank) {
+  return !lengths.empty() && scheme == CpScheme::zigzag ? document_shard_positions(lengths, cp_size, cp_rank)
+                                                        : shard_positions(scheme, seq_len, cp_size, cp_rank);
+}
+
 std::vector<int64_t> documents_at(const std::vector<int64_t>& lengths, const std::vector<int64_t>& positions) {
   const int64_t seq_len = checked_length_sum(lengths);
   std::vector<int64_t> starts;  // starts[d] = first position of document d

@@ -45,6 +45,10 @@ std::vector<std::vector<int64_t>> scheme_shards(CpScheme scheme, int64_t seq_len
 std::vector<std::vector<int64_t>> document_shards(const std::vector<int64_t>& lengths, int64_t cp_size);
 // Document ids of the tokens at `positions` (global) for documents of `lengths`.
 std::vector<int64_t> documents_at(const std::vector<int64_t>& lengths, const std::vector<int64_t>& positions);
+// The positions a CP rank holds in a training step or an attention layer: the per-document
+// zigzag when packed documents (non-empty lengths) meet the zigzag scheme, else the scheme's.
+std::vector<int64_t> rank_positions(CpScheme scheme, int64_t seq_len, const std::vector<int64_t>& lengths,
+                                    int64_t cp_size, int64_t cp_rank);
 // Attention work per rank: the unmasked (query, key) pairs of each rank's queries against the
 // whole sequence (what the ring computes on that rank over all its steps). A query at offset t
 // of a document of length len has t + 1 visible keys (causal) or len (non-causal). Without

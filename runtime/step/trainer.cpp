@@ -248,9 +248,7 @@ Trainer<T>::Trainer(const StepSpec& spec, Communicator& world)
   last_stage_ = c.pp == mesh.pp - 1;
   micro_batches_ = spec_.global_batch / (mesh.dp * spec_.options.micro_batch);
   const bool packed = !spec_.document_lengths.empty();
-  positions_ = packed && spec_.options.cp_scheme == CpScheme::zigzag
-                   ? document_shard_positions(spec_.document_lengths, mesh.cp, c.cp)
-                   : shard_positions(spec_.options.cp_scheme, spec_.seq_len, mesh.cp, c.cp);
+  positions_ = rank_positions(spec_.options.cp_scheme, spec_.seq_len, spec_.document_lengths, mesh.cp, c.cp);
   if (packed) documents_ = documents_at(spec_.document_lengths, positions_);
 
   if constexpr (std::is_same_v<T, float>) {
@@ -559,21 +557,9 @@ void Trainer<T>::layer_forward(int64_t layer, const T* x_in, T* x_out, LayerStas
   rmsnorm_forward(x_in, w(blk, kAttnNorm), st.a_loc.data(), st.rstd1.data(), Rl, h, spec_.norm_eps);
   std::vector<T> a(static_cast<size_t>(R * h));
   tp_gather_input(st.a_loc.data(), a.data(), h);
-  {
-    std::vector<T> tok(static_cast<size_t>(R * hq_ * d_));
-    linear_forward(a.data(), w(blk, kWq), tok.data(), R, h, hq_ * d_);
-    rope_apply(tok.data(), positions_.data(), R, n_, hq_, d_, spec_.rope_base, false);
-    st.q.resize(tok.size());
-    tokens_to_heads(tok.data(), st.q.data(), b, n_, hq_, d_);
-    tok.resize(static_cast<size_t>(R * hkv_ * d_));
-    linear_forward(a.data(), w(blk, kWk), tok.data(), R, h, hkv_ * d_);
-    rope_apply(tok.data(), positions_.data(), R, n_, hkv_, d_, spec_.rope_base, false);
-    st.k.resize(tok.size());
-    tokens_to_heads(tok.data(), st.k.data(), b, n_, hkv_, d_);
-    linear_forward(a.data(), w(blk, kWv), tok.data(), R, h, hkv_ * d_);
-    st.v.resize(tok.size());
-    tokens_to_heads(tok.data(), st.v.data(), b, n_, hkv_, d_);
-  }
+  project_heads(a.data(), blk, kWq, hq_, true, st.q);
+  project_heads(a.data(), blk, kWk, hkv_, true, st.k);
+  project_heads(a.data(), blk, kWv, hkv_, false, st.v);
   attention_forward(st);
   std::vector<T> o_tok(static_cast<size_t>(R * hq_ * d_)), y(static_cast<size_t>(R * h));
   heads_to_tokens(st.o.data(), o_tok.data(), b, n_, hq_, d_);
@@ -624,6 +610,18 @@ void Trainer<T>::layer_forward(int64_t layer, const T* x_in, T* x_out, LayerStas
   }
 }
 
+// One projection of the attention input `a` [rows_, hidden] by weight `which` into `heads` heads,
+// rotated (Q, K) or not (V), in the head-major layout attention takes.
+template <class T>
+void Trainer<T>::project_heads(const T* a, int64_t blk, int which, int64_t heads, bool rotate, std::vector<T>& out) {
+  const int64_t R = rows_;
+  std::vector<T> tok(static_cast<size_t>(R * heads * d_));
+  linear_forward(a, w(blk, which), tok.data(), R, hidden_, heads * d_);
+  if (rotate) rope_apply(tok.data(), positions_.data(), R, n_, heads, d_, spec_.rope_base, false);
+  out.resize(tok.size());
+  tokens_to_heads(tok.data(), out.data(), spec_.options.micro_batch, n_, heads, d_);
+}
+
 // Re-runs what recompute selective_op released, in forward order: norm 1, wk (+ RoPE), wo and its
 // TP reduction (without SP; with SP its reduce-scatter output was kept), norm 2, w3 and the
 // activation (gated) or the activation and the down projection with its TP reduction (not gated,
@@ -642,18 +640,14 @@ void Trainer<T>::recompute_selective_op(int64_t layer, LayerStash& st) {
   rmsnorm_forward(st.x_in.data(), w(blk, kAttnNorm), st.a_loc.data(), st.rstd1.data(), Rl, h, spec_.norm_eps);
   std::vector<T> full(static_cast<size_t>(R * h));
   tp_gather_input(st.a_loc.data(), full.data(), h);
-  std::vector<T> tok(static_cast<size_t>(R * hkv_ * d_));
-  linear_forward(full.data(), w(blk, kWk), tok.data(), R, h, hkv_ * d_);
-  rope_apply(tok.data(), positions_.data(), R, n_, hkv_, d_, spec_.rope_base, false);
-  st.k.resize(tok.size());
-  tokens_to_heads(tok.data(), st.k.data(), b, n_, hkv_, d_);
+  project_heads(full.data(), blk, kWk, hkv_, true, st.k);
   std::vector<T> o_tok(static_cast<size_t>(R * hq_ * d_)), y(static_cast<size_t>(R * h));
   heads_to_tokens(st.o.data(), o_tok.data(), b, n_, hq_, d_);
   linear_forward(o_tok.data(), w(blk, kWo), y.data(), R, hq_ * d_, h);
-  st.x_mid.resize(act);
   if (sp) {
     st.x_mid = st.attn_rs;
   } else {
+    st.x_mid.resize(act);
     tp_reduce_output(y.data(), st.x_mid.data(), h);
   }
   for (size_t i = 0; i < act; ++i) st.x_mid[i] += st.x_in[i];

@@ -203,6 +203,7 @@ class Trainer {
   void layer_forward(int64_t layer, const T* x_in, T* x_out, LayerStash& st, bool keep_all);
   void layer_backward(int64_t layer, LayerStash& st, T* dx);  // dx: in dx_out, out dx_in
   void recompute_selective_op(int64_t layer, LayerStash& st);  // what selective_op released
+  void project_heads(const T* a, int64_t blk, int which, int64_t heads, bool rotate, std::vector<T>& out);
   void attention_forward(LayerStash& st);
   void attention_backward(LayerStash& st, const T* d_out_heads, T* dq, T* dk, T* dv);
   void run_schedule();
