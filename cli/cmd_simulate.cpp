@@ -26,14 +26,16 @@ namespace {
 struct SimulateArgs {
   std::string experiment;
   std::string mesh, recompute, sequence_parallel, cp_scheme, attention, cp_comm, tp_overlap;
-  int64_t micro_batch = 0, zero = 0, interleave = 0, gpus = 0, cp_a2a_size = 0;
+  std::string pp_embedding_slot, pp_loss_slot;
+  int64_t micro_batch = 0, zero = 0, interleave = 0, gpus = 0, cp_a2a_size = 0, pp_first_layers = 0, pp_last_layers = 0;
   std::string format = "table";
   std::string trace;  // Chrome/Perfetto trace of the ring (event simulator)
   std::string output;  // plan file of the simulated layout (-o)
   // Which flags were given (count() > 0): only those override the file.
   CLI::Option *mesh_opt = nullptr, *mb_opt = nullptr, *rc_opt = nullptr, *zero_opt = nullptr, *sp_opt = nullptr,
               *scheme_opt = nullptr, *v_opt = nullptr, *attn_opt = nullptr, *comm_opt = nullptr,
-              *tpo_opt = nullptr, *a2a_opt = nullptr;
+              *tpo_opt = nullptr, *a2a_opt = nullptr, *ppf_opt = nullptr, *ppl_opt = nullptr, *ppe_opt = nullptr,
+              *ppls_opt = nullptr;
 };
 
 int run_simulate(const SimulateArgs& a) {
@@ -57,6 +59,10 @@ int run_simulate(const SimulateArgs& a) {
   if (a.attn_opt->count()) o.attention = parse_attention_flag("--attention", a.attention);
   if (a.comm_opt->count()) o.cp_comm = parse_cp_comm_flag("--cp-comm", a.cp_comm);
   if (a.tpo_opt->count()) o.tp_overlap = parse_tp_overlap_flag("--tp-overlap", a.tp_overlap);
+  if (a.ppf_opt->count()) o.pp_first_layers = parse_positive_flag("--pp-first-layers", a.pp_first_layers);
+  if (a.ppl_opt->count()) o.pp_last_layers = parse_positive_flag("--pp-last-layers", a.pp_last_layers);
+  if (a.ppe_opt->count()) o.pp_embedding_slot = parse_on_off_flag("--pp-embedding-slot", a.pp_embedding_slot);
+  if (a.ppls_opt->count()) o.pp_loss_slot = parse_on_off_flag("--pp-loss-slot", a.pp_loss_slot);
   if (a.a2a_opt->count()) {
     if (o.cp_comm != CpComm::hybrid)
       throw bad_input(fmt::format("--cp-a2a-size is the all-to-all group size of cp_comm hybrid; the layout has cp_comm "
@@ -134,6 +140,14 @@ RINGPLAN_COMMAND("simulate", "Predict memory and step time of one layout, term b
   a->tpo_opt = app.add_option("--tp-overlap", a->tp_overlap,
                               "TP collectives overlapped with GEMMs: none, backward (Megatron's async, default), "
                               "pipelined (Transformer Engine --tp-comm-overlap, needs sequence parallelism)");
+  a->ppf_opt = app.add_option("--pp-first-layers", a->pp_first_layers,
+                              "Layers on the first pipeline rank (Megatron --decoder-first-pipeline-num-layers)");
+  a->ppl_opt = app.add_option("--pp-last-layers", a->pp_last_layers,
+                              "Layers on the last pipeline rank (Megatron --decoder-last-pipeline-num-layers)");
+  a->ppe_opt = app.add_option("--pp-embedding-slot", a->pp_embedding_slot,
+                              "The embedding takes a layer's slot on the first pipeline rank: on, off");
+  a->ppls_opt = app.add_option("--pp-loss-slot", a->pp_loss_slot,
+                               "The output layer and loss take a layer's slot on the last pipeline rank: on, off");
   app.add_option("--gpus", a->gpus, "GPU count the mesh must multiply to (default: experiment, else cluster)");
   app.add_option("--format", a->format, "Output format: table or json")
       ->check(CLI::IsMember({"table", "json"}))

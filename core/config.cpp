@@ -63,6 +63,19 @@ const char* to_string(AttentionImpl a) { return name_of(kAttentionNames, a); }
 const char* to_string(CpComm c) { return name_of(kCpCommNames, c); }
 const char* to_string(TpOverlap t) { return name_of(kTpOverlapNames, t); }
 
+std::string pipeline_split_text(const ParallelOptions& o) {
+  if (o.pp_first_layers > 0 || o.pp_last_layers > 0) {
+    std::string s;
+    if (o.pp_first_layers > 0) s += "first " + std::to_string(o.pp_first_layers);
+    if (o.pp_last_layers > 0) s += std::string(s.empty() ? "" : ", ") + "last " + std::to_string(o.pp_last_layers);
+    return s + " layers";
+  }
+  if (o.pp_embedding_slot && o.pp_loss_slot) return "embedding and loss slots";
+  if (o.pp_embedding_slot) return "embedding slot";
+  if (o.pp_loss_slot) return "loss slot";
+  return "even";
+}
+
 std::optional<DType> parse_dtype(const std::string& s) { return parse_name(kDTypeNames, s); }
 std::optional<Optimizer> parse_optimizer(const std::string& s) { return parse_name(kOptimizerNames, s); }
 std::optional<Recompute> parse_recompute(const std::string& s) { return parse_name(kRecomputeNames, s); }

@@ -56,6 +56,10 @@ const char* to_string(CpScheme s);
 const char* to_string(AttentionImpl a);
 const char* to_string(CpComm c);
 const char* to_string(TpOverlap t);
+struct ParallelOptions;
+// The pipeline split settings for people: "first 6, last 5 layers", "embedding and loss slots",
+// "even" when none is set (ParallelOptions::pp_first_layers ... pp_loss_slot).
+std::string pipeline_split_text(const ParallelOptions& o);
 // Parsers return std::nullopt on an unknown name; callers build the error message
 // (they know the file:line or the CLI flag).
 std::optional<DType> parse_dtype(const std::string& s);
@@ -311,16 +315,32 @@ struct ParallelOptions {
   // rank (as alltoall needs) and whose TP x A ranks stay inside one node. Must divide CP.
   int64_t cp_a2a_size = 0;
   TpOverlap tp_overlap = TpOverlap::backward;  // only matters with TP > 1; not searched
+  // How the layers split over the pipeline ranks (PP > 1 only; not searched; sim::stage_layers).
+  // Megatron-LM's uneven-pipeline settings, at most one of the two kinds:
+  //   pp_first_layers / pp_last_layers (0: not set): transformer layers on the first / last
+  //     pipeline rank, over all its virtual stages (--decoder-first-pipeline-num-layers,
+  //     --decoder-last-pipeline-num-layers); the other layers divide evenly over the other ranks.
+  //   pp_embedding_slot / pp_loss_slot: the input embedding / the output layer with the loss take
+  //     one layer's slot on the first / last rank (--account-for-embedding-in-pipeline-split,
+  //     --account-for-loss-in-pipeline-split; DeepSpeed's --pp-partition-method
+  //     'type:transformer|embedding' with tied embeddings is both): (layers + slots) / PP per rank.
+  // None set: layers / PP per rank; where PP does not divide the layers, torchtitan's automatic
+  // split (the first and last rank floor(layers / PP), the middle ranks one more until the rest
+  // is placed).
+  int64_t pp_first_layers = 0, pp_last_layers = 0;
+  bool pp_embedding_slot = false, pp_loss_slot = false;
+  bool uneven_pipeline() const { return pp_first_layers > 0 || pp_last_layers > 0 || pp_embedding_slot || pp_loss_slot; }
   bool operator==(const ParallelOptions&) const = default;
 };
 
 // Which option keys an experiment's `options:` block gave (each fixes that option for `plan`).
 struct FixedOptionKeys {
   bool micro_batch = false, recompute = false, zero_stage = false, sequence_parallel = false, cp_scheme = false,
-       interleave = false, attention = false, cp_comm = false, tp_overlap = false, cp_a2a_size = false;
+       interleave = false, attention = false, cp_comm = false, tp_overlap = false, cp_a2a_size = false,
+       pp_split = false;  // any of pp_first_layers, pp_last_layers, pp_embedding_slot, pp_loss_slot
   bool any() const {
     return micro_batch || recompute || zero_stage || sequence_parallel || cp_scheme || interleave || attention ||
-           cp_comm || tp_overlap || cp_a2a_size;
+           cp_comm || tp_overlap || cp_a2a_size || pp_split;
   }
   bool operator==(const FixedOptionKeys&) const = default;
 };

@@ -438,7 +438,8 @@ const std::vector<std::string> kExperimentKeys{"name", "model",   "cluster", "tr
 const std::vector<std::string> kMeshKeys{"dp", "tp", "cp", "pp"};
 const std::vector<std::string> kOptionKeys{"micro_batch", "recompute",  "zero_stage", "sequence_parallel",
                                            "cp_scheme",   "interleave", "attention",  "cp_comm",
-                                           "tp_overlap",  "cp_a2a_size"};
+                                           "tp_overlap",  "cp_a2a_size", "pp_first_layers", "pp_last_layers",
+                                           "pp_embedding_slot", "pp_loss_slot"};
 const std::vector<std::string> kSearchKeys{"micro_batch", "recompute",  "zero_stage", "sequence_parallel",
                                            "cp_scheme",   "interleave", "attention",  "cp_comm",
                                            "cp_a2a_size", "max_tp",     "max_cp",     "max_pp"};
@@ -863,6 +864,7 @@ Experiment experiment_from_yaml(const YAML::Node& node, const std::string& file,
     given.cp_comm = o.has("cp_comm");
     given.tp_overlap = o.has("tp_overlap");
     given.cp_a2a_size = o.has("cp_a2a_size");
+    given.pp_split = o.has("pp_first_layers") || o.has("pp_last_layers") || o.has("pp_embedding_slot") || o.has("pp_loss_slot");
     if (o.has("micro_batch")) opt.micro_batch = o.get_count("micro_batch", kMaxSize);
     if (o.has("recompute")) opt.recompute = o.get_enum<Recompute>("recompute", parse_recompute, recompute_names());
     if (o.has("zero_stage"))
@@ -874,6 +876,14 @@ Experiment experiment_from_yaml(const YAML::Node& node, const std::string& file,
     if (o.has("cp_comm")) opt.cp_comm = o.get_enum<CpComm>("cp_comm", parse_cp_comm, cp_comm_names());
     if (o.has("tp_overlap"))
       opt.tp_overlap = o.get_enum<TpOverlap>("tp_overlap", parse_tp_overlap, tp_overlap_names());
+    if (o.has("pp_first_layers")) opt.pp_first_layers = o.get_count("pp_first_layers", kMaxSize);
+    if (o.has("pp_last_layers")) opt.pp_last_layers = o.get_count("pp_last_layers", kMaxSize);
+    if (o.has("pp_embedding_slot")) opt.pp_embedding_slot = o.get_bool("pp_embedding_slot");
+    if (o.has("pp_loss_slot")) opt.pp_loss_slot = o.get_bool("pp_loss_slot");
+    if ((opt.pp_first_layers > 0 || opt.pp_last_layers > 0) && (opt.pp_embedding_slot || opt.pp_loss_slot))
+      o.fail(o.has("pp_embedding_slot") ? "pp_embedding_slot" : "pp_loss_slot",
+             "cannot be combined with pp_first_layers / pp_last_layers (Megatron-LM refuses the two kinds of "
+             "uneven pipeline together): give the layer counts, or the slots");
     if (o.has("cp_a2a_size")) {
       opt.cp_a2a_size = o.get_count("cp_a2a_size", kMaxGpus);
       if (opt.cp_comm != CpComm::hybrid)
@@ -1124,6 +1134,10 @@ void write_experiment(YAML::Emitter& out, const Experiment& e) {
   out << YAML::Key << "cp_comm" << YAML::Value << to_string(o.cp_comm);
   out << YAML::Key << "tp_overlap" << YAML::Value << to_string(o.tp_overlap);
   if (o.cp_comm == CpComm::hybrid && o.cp_a2a_size > 0) out << YAML::Key << "cp_a2a_size" << YAML::Value << o.cp_a2a_size;
+  if (o.pp_first_layers > 0) out << YAML::Key << "pp_first_layers" << YAML::Value << o.pp_first_layers;
+  if (o.pp_last_layers > 0) out << YAML::Key << "pp_last_layers" << YAML::Value << o.pp_last_layers;
+  if (o.pp_embedding_slot) out << YAML::Key << "pp_embedding_slot" << YAML::Value << true;
+  if (o.pp_loss_slot) out << YAML::Key << "pp_loss_slot" << YAML::Value << true;
   out << YAML::EndMap;
 
   const SearchSpace& s = e.search;

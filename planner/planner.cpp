@@ -630,6 +630,7 @@ std::string fixed_layout_text(const Experiment& e) {
     if (f.cp_a2a_size) keys.push_back(fmt::format("cp_a2a_size {}", e.options.cp_a2a_size));
     const size_t searched_fixed = keys.size();  // tp_overlap is never searched
     if (f.tp_overlap) keys.push_back(fmt::format("tp_overlap {}", to_string(e.options.tp_overlap)));
+    if (f.pp_split) keys.push_back("pipeline split " + pipeline_split_text(e.options));
     std::string list;
     for (size_t i = 0; i < keys.size(); ++i) list += (i ? ", " : "") + keys[i];
     s += fmt::format("{}options fixed by {} ({})", s.empty() ? "" : "; ", where(e.options_line), list);

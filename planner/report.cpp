@@ -85,7 +85,11 @@ nlohmann::json options_json(const ParallelOptions& o) {
           {"attention", to_string(o.attention)},
           {"cp_comm", to_string(o.cp_comm)},
           {"cp_a2a_size", o.cp_comm == CpComm::hybrid ? o.cp_a2a_size : 1},
-          {"tp_overlap", to_string(o.tp_overlap)}};
+          {"tp_overlap", to_string(o.tp_overlap)},
+          {"pp_first_layers", o.pp_first_layers},
+          {"pp_last_layers", o.pp_last_layers},
+          {"pp_embedding_slot", o.pp_embedding_slot},
+          {"pp_loss_slot", o.pp_loss_slot}};
 }
 
 nlohmann::json prediction_json(const sim::Prediction& p) {
@@ -178,6 +182,7 @@ std::string options_text(const Mesh& m, const ParallelOptions& o) {
   if (m.cp > 1) s += fmt::format(" {} {}", to_string(o.cp_scheme), to_string(o.cp_comm));
   if (m.cp > 1 && o.cp_comm == CpComm::hybrid) s += fmt::format(" a2a={}", o.cp_a2a_size);
   if (m.pp > 1) s += fmt::format(" v={}", o.interleave);
+  if (m.pp > 1 && o.uneven_pipeline()) s += " split=" + pipeline_split_text(o);
   s += fmt::format(" {}", to_string(o.attention));
   return s;
 }

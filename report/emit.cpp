@@ -99,23 +99,17 @@ int64_t checked_micro_batches(const Experiment& e, const sim::Prediction& p) {
   return m;
 }
 
-// The pipeline split both frameworks are given when layers % PP != 0 and there is no
-// interleaving: PP-1 equal stages of ceil(L/PP) layers and a smaller last stage (ringplan's
-// largest stage holds ceil(L/PP) layers, so the cost model's critical stage is the same).
-struct UnevenSplit {
-  int64_t per_stage = 0;
-  int64_t last = 0;
-};
-UnevenSplit uneven_split(int64_t layers, int64_t pp, const char* framework) {
-  UnevenSplit s;
-  s.per_stage = (layers + pp - 1) / pp;
-  s.last = layers - (pp - 1) * s.per_stage;
-  if (s.last < 1) {
-    throw bad_input(fmt::format(
-        "emit {}: {} layers on PP={} cannot be split as equal stages of {} layers and a smaller last stage "
-        "(the last would hold {}); use a PP that divides the layers",
-        framework, layers, pp, s.per_stage, s.last));
-  }
+// Layers on each pipeline rank as the cost model splits them (sim::stage_layers): the split
+// both frameworks are given, so that the critical stage they run is the one predicted.
+std::vector<int64_t> rank_layers(const Experiment& e, const Mesh& mesh, const ParallelOptions& o) {
+  std::vector<int64_t> n;
+  for (int64_t d = 0; d < mesh.pp; ++d) n.push_back(sim::stage_layers(e.model.layers, mesh.pp, o, d));
+  return n;
+}
+
+std::string describe_split(const std::vector<int64_t>& n) {
+  std::string s;
+  for (size_t i = 0; i < n.size(); ++i) s += (i ? ", " : "") + std::to_string(n[i]);
   return s;
 }
 
@@ -235,20 +229,40 @@ MegatronLaunch megatron_launch(const Experiment& e, const sim::Prediction& p) {
     }
   }
   if (mesh.pp > 1) {
+    if (std::string why = sim::pipeline_split_problem(model.layers, mesh.pp, o); !why.empty())
+      throw bad_input("emit megatron: " + why);
+    const bool uneven_keys = o.uneven_pipeline();
     if (o.interleave > 1) {
-      // Megatron asserts layers % PP == 0 and (layers / PP) % layers-per-virtual-stage == 0.
-      if (model.layers % (mesh.pp * o.interleave) != 0) {
+      // Megatron asserts that each rank's layers divide by the virtual stages (and, without the
+      // uneven-pipeline flags, that PP divides the layers).
+      if (!uneven_keys && model.layers % (mesh.pp * o.interleave) != 0) {
         throw bad_input(fmt::format(
             "emit megatron: interleave {} needs layers divisible by PP x interleave = {}; the model has {} layers",
             o.interleave, mesh.pp * o.interleave, model.layers));
       }
-      add(a, "--num-layers-per-virtual-pipeline-stage", model.layers / (mesh.pp * o.interleave));
-    } else if (model.layers % mesh.pp != 0) {
-      const UnevenSplit s = uneven_split(model.layers, mesh.pp, "megatron");
-      add(a, "--decoder-last-pipeline-num-layers", s.last);
-      out.notes.push_back(fmt::format("uneven pipeline: {} layers on PP={}: stages of {} layers and a last stage of {}",
-                                      model.layers, mesh.pp, s.per_stage, s.last));
+      // With the uneven-pipeline flags Megatron wants the virtual stages per rank instead.
+      if (uneven_keys)
+        add(a, "--num-virtual-stages-per-pipeline-rank", o.interleave);
+      else
+        add(a, "--num-layers-per-virtual-pipeline-stage", model.layers / (mesh.pp * o.interleave));
     }
+    // The split (sim::stage_layers): Megatron-LM's own flags where the plan sets them; the
+    // default split of layers PP does not divide as an explicit layout (E embedding, t layer,
+    // L loss; megatron/core/transformer/pipeline_parallel_layer_layout.py).
+    if (o.pp_first_layers > 0) add(a, "--decoder-first-pipeline-num-layers", o.pp_first_layers);
+    if (o.pp_last_layers > 0) add(a, "--decoder-last-pipeline-num-layers", o.pp_last_layers);
+    if (o.pp_embedding_slot) a.push_back("--account-for-embedding-in-pipeline-split");
+    if (o.pp_loss_slot) a.push_back("--account-for-loss-in-pipeline-split");
+    const std::vector<int64_t> n = rank_layers(e, mesh, o);
+    if (!uneven_keys && model.layers % mesh.pp != 0) {
+      std::string layout;
+      for (int64_t d = 0; d < mesh.pp; ++d)
+        layout += fmt::format("{}{}t*{}{}", d ? "|" : "", d == 0 ? "E" : "", n[d], d == mesh.pp - 1 ? "L" : "");
+      add(a, "--pipeline-model-parallel-layout", layout);
+    }
+    if (uneven_keys || model.layers % mesh.pp != 0)
+      out.notes.push_back(fmt::format("uneven pipeline: {} layers on PP={}: {} per stage", model.layers, mesh.pp,
+                                      describe_split(n)));
   } else if (o.interleave > 1) {
     out.notes.push_back(fmt::format("interleave {} ignored: virtual pipeline stages need PP > 1", o.interleave));
   }
@@ -605,21 +619,22 @@ TorchtitanConfig torchtitan_config(const Experiment& e, const sim::Prediction& p
     // stages of k layers, the embedding on the first and norm + output on the last.
     const int64_t v = o.interleave;
     set("parallelism", "pipeline_parallel_schedule", std::string(v > 1 ? "Interleaved1F1B" : "1F1B"));
-    if (model.layers % (mesh.pp * v) == 0) {
+    if (std::string why = sim::pipeline_split_problem(model.layers, mesh.pp, o); !why.empty())
+      throw bad_input("emit torchtitan: " + why);
+    if (!o.uneven_pipeline() && model.layers % (mesh.pp * v) == 0) {
       set("parallelism", "pipeline_parallel_layers_per_stage", model.layers / (mesh.pp * v));
       set("parallelism", "pipeline_parallel_first_stage_less_layers", int64_t{0});
       set("parallelism", "pipeline_parallel_last_stage_less_layers", int64_t{0});
     } else if (v == 1) {
-      // The same split as Megatron's: the module names of each stage, spelled as torchtitan's
-      // own generator spells them ("output" in v0.2.2, "lm_head" after the refactor).
-      const UnevenSplit s = uneven_split(model.layers, mesh.pp, "torchtitan");
+      // The cost model's split (sim::stage_layers) as the module names of each stage, spelled as
+      // torchtitan's own generator spells them ("output" in v0.2.2, "lm_head" after the refactor).
+      const std::vector<int64_t> n = rank_layers(e, mesh, o);
       std::vector<std::vector<std::string>> parts;
+      int64_t next = 0;
       for (int64_t stage = 0; stage < mesh.pp; ++stage) {
         std::vector<std::string> names;
         if (stage == 0) names.push_back("tok_embeddings");
-        const int64_t first = stage * s.per_stage;
-        const int64_t last = std::min(model.layers, first + s.per_stage);
-        for (int64_t l = first; l < last; ++l) names.push_back(fmt::format("layers.{}", l));
+        for (int64_t l = 0; l < n[stage]; ++l) names.push_back(fmt::format("layers.{}", next++));
         if (stage == mesh.pp - 1) {
           names.push_back("norm");
           names.push_back(py ? "lm_head" : "output");
@@ -627,12 +642,13 @@ TorchtitanConfig torchtitan_config(const Experiment& e, const sim::Prediction& p
         parts.push_back(std::move(names));
       }
       set("parallelism", "module_fqns_per_model_part", std::move(parts));
-      out.notes.push_back(fmt::format("uneven pipeline: {} layers on PP={}: stages of {} layers and a last stage of {}",
-                                      model.layers, mesh.pp, s.per_stage, s.last));
+      out.notes.push_back(fmt::format("uneven pipeline: {} layers on PP={}: {} per stage", model.layers, mesh.pp,
+                                      describe_split(n)));
     } else {
       throw bad_input(fmt::format(
           "emit torchtitan: interleave {} needs layers divisible by PP x interleave = {} (the model has {} "
-          "layers): torchtitan's looped schedules need an equal number of stages on every rank",
+          "layers) and none of pp_first_layers, pp_last_layers, pp_embedding_slot, pp_loss_slot: torchtitan's "
+          "looped schedules need an equal number of stages on every rank",
           v, mesh.pp * v, model.layers));
     }
     if (v > 1) {

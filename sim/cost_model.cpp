@@ -1,10 +1,11 @@
 // Closed-form cost model (see cost_model.hpp). Per-layer formulas live in formulas.cpp, the
 // attention ring in ring_model.cpp; this file composes them into a training step:
 //
-//   per micro-batch on the critical pipeline stage (ceil(layers/PP) layers + output layer):
+//   per micro-batch on the critical pipeline rank (its stage_layers(), + the output layer on the
+//   last rank):
 //     T_mb = forward + backward + recompute compute        (GEMMs, attention, memory-bound ops)
 //          + CP imbalance + exposed ring comm + TP comm     (per layer)
-//   step  = m * T_mb + bubble (PP-1)/v * T_stage + PP p2p + exposed DPxCP grad reduction
+//   step  = m * T_mb + bubble (sum of the other ranks' T_mb) / v + PP p2p + exposed DPxCP grad reduction
 //          + ZeRO all-gathers + optimizer step
 //
 // predict() allocates nothing: doubles in, doubles out.
@@ -229,6 +230,70 @@ namespace {
 std::string str(int64_t v) { return std::to_string(v); }
 }  // namespace
 
+// ------------------------------------------------------------------ pipeline split
+int64_t stage_layers(int64_t layers, int64_t pp, const ParallelOptions& opt, int64_t rank) {
+  if (pp <= 1) return layers;
+  const bool first = rank == 0, last = rank == pp - 1;
+  if (opt.pp_first_layers > 0 || opt.pp_last_layers > 0) {
+    if (first && opt.pp_first_layers > 0) return opt.pp_first_layers;
+    if (last && opt.pp_last_layers > 0) return opt.pp_last_layers;
+    const int64_t others = pp - (opt.pp_first_layers > 0 ? 1 : 0) - (opt.pp_last_layers > 0 ? 1 : 0);
+    return (layers - opt.pp_first_layers - opt.pp_last_layers) / others;
+  }
+  if (opt.pp_embedding_slot || opt.pp_loss_slot) {
+    const int64_t per_rank = (layers + (opt.pp_embedding_slot ? 1 : 0) + (opt.pp_loss_slot ? 1 : 0)) / pp;
+    return per_rank - ((first && opt.pp_embedding_slot) || (last && opt.pp_loss_slot) ? 1 : 0);
+  }
+  const int64_t base = layers / pp, extra = layers % pp;
+  if (extra == 0 || first) return base;
+  // torchtitan: middle ranks 1..pp-2 take one extra layer each, in order, while extras remain;
+  // the last rank takes what is left (one extra only when extra = pp - 1).
+  if (!last) return base + (rank <= extra ? 1 : 0);
+  return layers - base - (pp - 2) * base - std::min(extra, pp - 2);
+}
+
+std::string pipeline_split_problem(int64_t layers, int64_t pp, const ParallelOptions& opt) {
+  if (pp <= 1) return {};  // the split settings only apply to a pipeline
+  const int64_t v = opt.interleave;
+  const int64_t a = opt.pp_first_layers, b = opt.pp_last_layers;
+  if (a < 0 || b < 0) return "pp_first_layers and pp_last_layers must be >= 1 when given";
+  if ((a > 0 || b > 0) && (opt.pp_embedding_slot || opt.pp_loss_slot))
+    return "pp_first_layers / pp_last_layers cannot be combined with pp_embedding_slot / pp_loss_slot";
+  if (a > 0 || b > 0) {
+    const int64_t others = pp - (a > 0 ? 1 : 0) - (b > 0 ? 1 : 0);
+    const int64_t rest = layers - a - b;
+    if (rest < 0)
+      return "pp_first_layers " + str(a) + " + pp_last_layers " + str(b) + " exceed the model's " + str(layers) + " layers";
+    if (others == 0 && rest != 0)
+      return "with PP " + str(pp) + " pp_first_layers + pp_last_layers must equal the layers (" + str(layers) + "), got " +
+             str(a + b);
+    if (others > 0 && (rest == 0 || rest % others != 0))
+      return "the " + str(rest) + " layers left after pp_first_layers / pp_last_layers must divide evenly over the " +
+             str(others) + " other pipeline ranks (PP " + str(pp) + ")";
+    if (v > 1) {
+      if (a % v != 0) return "pp_first_layers " + str(a) + " must divide by interleave " + str(v);
+      if (b % v != 0) return "pp_last_layers " + str(b) + " must divide by interleave " + str(v);
+      if (others > 0 && (rest / others) % v != 0)
+        return "the " + str(rest / others) + " layers on each middle pipeline rank must divide by interleave " + str(v);
+    }
+    return {};
+  }
+  if (opt.pp_embedding_slot || opt.pp_loss_slot) {
+    const int64_t slots = (opt.pp_embedding_slot ? 1 : 0) + (opt.pp_loss_slot ? 1 : 0);
+    if ((layers + slots) % pp != 0)
+      return "layers " + str(layers) + " + " + str(slots) + " embedding/loss slot" + (slots > 1 ? "s" : "") +
+             " = " + str(layers + slots) + " not divisible by PP " + str(pp) + " (pp_embedding_slot / pp_loss_slot)";
+    const int64_t per_rank = (layers + slots) / pp;
+    if (v > 1 && per_rank % v != 0)
+      return "the " + str(per_rank) + " slots per pipeline rank (layers + embedding/loss slots) must divide by interleave " +
+             str(v);
+    return {};
+  }
+  if (layers < pp * v)
+    return "PP×v = " + str(pp * v) + " stages for " + str(layers) + " layers (every stage needs a layer)";
+  return {};
+}
+
 std::string check_layout(const Experiment& e, const Mesh& mesh, const ParallelOptions& opt, int64_t gpus) {
   const ModelConfig& m = e.model;
   const TrainingConfig& t = e.training;
@@ -247,6 +312,7 @@ std::string check_layout(const Experiment& e, const Mesh& mesh, const ParallelOp
   if (opt.micro_batch < 1) return "micro_batch must be >= 1, got " + str(opt.micro_batch);
   if (opt.zero_stage < 0 || opt.zero_stage > 3) return "zero_stage must be 0..3, got " + std::to_string(opt.zero_stage);
   if (opt.interleave < 1) return "interleave must be >= 1, got " + str(opt.interleave);
+  if (std::string why = pipeline_split_problem(m.layers, mesh.pp, opt); !why.empty()) return why;
   if (opt.cp_scheme == CpScheme::zigzag) {
     if (t.seq_len % (2 * mesh.cp) != 0)
       return "seq_len " + str(t.seq_len) + " not divisible by 2·CP = " + str(2 * mesh.cp) + " (zigzag)";
@@ -305,7 +371,7 @@ std::string check_layout(const Experiment& e, const Mesh& mesh, const ParallelOp
     // Megatron's interleaved 1F1B: v model chunks of equal size per stage, and the
     // micro-batches enter in groups of PP.
     if (mesh.pp == 1) return "interleave " + str(opt.interleave) + " needs PP > 1";
-    if (m.layers % (mesh.pp * opt.interleave) != 0)
+    if (!opt.uneven_pipeline() && m.layers % (mesh.pp * opt.interleave) != 0)
       return "interleave " + str(opt.interleave) + " needs layers divisible by PP×v = " +
              str(mesh.pp * opt.interleave) + ", got " + str(m.layers) + " layers";
     const int64_t micro_batches = t.global_batch_sequences / per_step;
@@ -518,16 +584,15 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
   const int64_t m_int = train.global_batch_sequences / (mesh.dp * opt.micro_batch);
   const double m = static_cast<double>(m_int);
   p.micro_batches = m_int;
-  // The largest stage sets time and memory (layers need not divide PP).
-  const double layers_stage = std::ceil(static_cast<double>(model.layers) / pp);
-
-  // Parameters of the first stage (embedding) and the last (output layer, final norm; with
-  // tied embeddings and PP > 1 Megatron keeps a copy of the embedding there). PP = 1: one stage.
+  // Parameters of a pipeline rank holding `layers` layers: the first rank also holds the
+  // embedding, the last the output layer and final norm (with tied embeddings and PP > 1 Megatron
+  // keeps a copy of the embedding there). PP = 1: one stage holds both.
   const double emb = vocab * hidden;
-  const double stage_layer_params = layers_stage * layer_params(model);
-  const double first_stage_params =
-      mesh.pp == 1 ? stage_layer_params + emb * (model.tied_embeddings ? 1.0 : 2.0) + hidden : stage_layer_params + emb;
-  const double last_stage_params = mesh.pp == 1 ? first_stage_params : stage_layer_params + emb + hidden;
+  auto rank_params = [&](int64_t rank, double layers) {
+    const double blocks = layers * layer_params(model);
+    if (mesh.pp == 1) return blocks + emb * (model.tied_embeddings ? 1.0 : 2.0) + hidden;
+    return blocks + (rank == 0 ? emb : 0.0) + (rank == mesh.pp - 1 ? emb + hidden : 0.0);
+  };
 
   // ---------------- per layer, per micro-batch
   const LayerTimes lt = layer_times(x, c, peak, block_gemm_rate(c, train), mesh, opt.tp_overlap);
@@ -567,6 +632,48 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
   const double out_fwd = out_gemm + 0.5 * loss_s;
   const double out_bwd = 2.0 * out_gemm + 0.5 * loss_s;
 
+  // Vocabulary-parallel embedding and output layer (Megatron's VocabParallelEmbedding and
+  // vocab_parallel_cross_entropy), per micro-batch on the last stage, and the embedding's on it
+  // too when PP = 1:
+  //   embedding forward: all-reduce of the T x h output (reduce-scatter with SP);
+  //   output layer forward: with SP, all-gather of the final hidden states before the logits GEMM;
+  //   cross-entropy: three all-reduces of T floats (max logit, target logit, sum of exponentials);
+  //   output layer backward: all-reduce of its input gradient (reduce-scatter with SP), behind
+  //   its weight-gradient GEMM unless tp_overlap is none.
+  // Not repeated by recompute (the output layer is not recomputed).
+  double out_tp = 0.0;
+  if (mesh.tp > 1) {
+    const int64_t tp_per_node = tp_ranks_per_node(mesh, c);
+    const double act = x.tokens() * hidden * x.activation_bytes;
+    auto coll = [&](CollectiveKind k, double bytes) { return group_collective_s(k, mesh.tp, tp_per_node, bytes, c); };
+    const CollectiveKind reduce = x.sequence_parallel ? CollectiveKind::reduce_scatter : CollectiveKind::all_reduce;
+    const double embedding = mesh.pp == 1 ? coll(reduce, act) : 0.0;
+    const double gather = x.sequence_parallel ? coll(CollectiveKind::all_gather, act) : 0.0;
+    const double loss = 3.0 * coll(CollectiveKind::all_reduce, x.tokens() * 4.0);
+    const double out_grad = coll(reduce, act);
+    const double out_grad_exposed = opt.tp_overlap == TpOverlap::none
+                                        ? out_grad
+                                        : overlapped_exposed_s(out_grad, out_gemm, c.overlap_sm_share);
+    out_tp = embedding + gather + loss + out_grad_exposed;
+  }
+
+  // Pipeline ranks: each holds stage_layers(...) layers, the last also the output layer. A
+  // micro-batch's forward + backward on rank d takes T_d; the critical rank (largest T_d, the
+  // last among equals) sets the steady state and every other rank's T_d shows once in the fill
+  // and drain (1F1B: makespan = sum_d T_d + (m - 1) max_d T_d; with v chunks per rank the fill
+  // and drain shrink by v, Megatron's interleaved schedule).
+  const double out_total = out_fwd + out_bwd + out_tp;
+  int64_t crit_rank = 0;
+  double crit_time = -1.0, sum_rank_times = 0.0;
+  for (int64_t d = 0; d < mesh.pp; ++d) {
+    const double td = static_cast<double>(stage_layers(model.layers, mesh.pp, opt, d)) * layer_total +
+                      (d == mesh.pp - 1 ? out_total : 0.0);
+    sum_rank_times += td;
+    if (td >= crit_time) crit_time = td, crit_rank = d;
+  }
+  const double layers_stage = static_cast<double>(stage_layers(model.layers, mesh.pp, opt, crit_rank));
+  const double crit_out = crit_rank == mesh.pp - 1 ? 1.0 : 0.0;  // does the critical rank run the output layer
+
   // ZeRO-3 gathers each layer's weights before its forward and backward (and the recompute),
   // prefetched one layer ahead: only what exceeds the layer's own time shows.
   const double layer_params_dev = layer_params(model) / tp;
@@ -589,42 +696,19 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
 
   // ---------------- the step
   TimeBreakdown& t = p.time;
-  t.forward_compute_s = m * (layers_stage * layer_fwd_compute + out_fwd);
-  t.backward_compute_s = m * (layers_stage * layer_bwd_compute + out_bwd);
+  t.forward_compute_s = m * (layers_stage * layer_fwd_compute + crit_out * out_fwd);
+  t.backward_compute_s = m * (layers_stage * layer_bwd_compute + crit_out * out_bwd);
   t.recompute_s = m * layers_stage * layer_recompute;
   t.cp_imbalance_s = m * layers_stage * layer_imbalance;
   t.ring_comm_exposed_s = m * layers_stage * layer_ring;
-  t.tp_comm_s = m * layers_stage * layer_tp;
-  // Vocabulary-parallel embedding and output layer (Megatron's VocabParallelEmbedding and
-  // vocab_parallel_cross_entropy), per micro-batch on the critical (last) stage, and the
-  // embedding's on it too when PP = 1:
-  //   embedding forward: all-reduce of the T x h output (reduce-scatter with SP);
-  //   output layer forward: with SP, all-gather of the final hidden states before the logits GEMM;
-  //   cross-entropy: three all-reduces of T floats (max logit, target logit, sum of exponentials);
-  //   output layer backward: all-reduce of its input gradient (reduce-scatter with SP), behind
-  //   its weight-gradient GEMM unless tp_overlap is none.
-  // Not repeated by recompute (the output layer is not recomputed).
-  if (mesh.tp > 1) {
-    const int64_t tp_per_node = tp_ranks_per_node(mesh, c);
-    const double act = x.tokens() * hidden * x.activation_bytes;
-    auto coll = [&](CollectiveKind k, double bytes) { return group_collective_s(k, mesh.tp, tp_per_node, bytes, c); };
-    const CollectiveKind reduce = x.sequence_parallel ? CollectiveKind::reduce_scatter : CollectiveKind::all_reduce;
-    const double embedding = mesh.pp == 1 ? coll(reduce, act) : 0.0;
-    const double gather = x.sequence_parallel ? coll(CollectiveKind::all_gather, act) : 0.0;
-    const double loss = 3.0 * coll(CollectiveKind::all_reduce, x.tokens() * 4.0);
-    const double out_grad = coll(reduce, act);
-    const double out_grad_exposed = opt.tp_overlap == TpOverlap::none
-                                        ? out_grad
-                                        : overlapped_exposed_s(out_grad, out_gemm, c.overlap_sm_share);
-    t.tp_comm_s += m * (embedding + gather + loss + out_grad_exposed);
-  }
+  t.tp_comm_s = m * (layers_stage * layer_tp + crit_out * out_tp);
 
-  // Pipeline: fill and drain cost (PP-1)/v stage-times of one micro-batch (the stage's
-  // layers; the output layer runs on the last stage only). Activations (scattered over TP,
-  // Megatron's scatter/gather optimisation) cross a stage boundary forward and backward for
-  // every chunk of every micro-batch.
+  // Pipeline: the fill and drain run every other rank's micro-batch time once, over v (above;
+  // with equal stages (PP-1)/v stage-times). Activations (scattered over TP, Megatron's
+  // scatter/gather optimisation) cross a stage boundary forward and backward for every chunk of
+  // every micro-batch.
   if (mesh.pp > 1) {
-    t.pp_bubble_s = (pp - 1.0) / v * layers_stage * layer_total;
+    t.pp_bubble_s = (sum_rank_times - crit_time) / v;
     const double act_bytes = x.tokens() * hidden * x.activation_bytes / tp;
     const double hop = p2p_s(act_bytes, group_link(c, mesh, MeshDim::pp));
     t.pp_comm_s = 2.0 * (v * m + pp - 1.0) * hop;
@@ -635,7 +719,11 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
   // and all-reduce once, during the last micro-batch's backward. ZeRO-2/3 keep only their
   // gradient shard, so every micro-batch's gradients are reduce-scattered (as DeepSpeed ZeRO-2
   // and FSDP do under gradient accumulation): m reductions, each behind its own backward.
-  const double stage_params_dev = std::max(first_stage_params, last_stage_params) / tp;
+  // The rank with the most parameters reduces and updates the most.
+  double max_rank_params = 0.0;
+  for (int64_t d = 0; d < mesh.pp; ++d)
+    max_rank_params = std::max(max_rank_params, rank_params(d, static_cast<double>(stage_layers(model.layers, mesh.pp, opt, d))));
+  const double stage_params_dev = max_rank_params / tp;
   if (n_shard > 1) {
     const double grad_bytes = stage_params_dev * sb.gradients;
     const bool sharded_grads = opt.zero_stage >= 2;
@@ -644,7 +732,7 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
     const double backward_window = layers_stage * (layer_bwd_compute + lt.tp_bwd_exposed_s);
     // The last layer's bucket has no backward left to hide behind; the others overlap the window
     // and take their SM share of it (overlapped_exposed_s), or show where they outlast it.
-    const double last_bucket = reduce / layers_stage;
+    const double last_bucket = reduce / std::max(layers_stage, 1.0);
     t.dp_comm_exposed_s =
         (sharded_grads ? m : 1.0) * std::max(last_bucket + c.overlap_sm_share * (reduce - last_bucket), reduce - backward_window);
     // ZeRO-1/2: updated 16-bit weights are all-gathered after the optimizer step.
@@ -665,8 +753,8 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
                   t.pp_bubble_s + t.optimizer_s;
   p.step_time_s = t.step_time_s;
 
-  // ---------------- memory: first stage (most micro-batches in flight, embedding) and last
-  // stage (output layer, logits); pp == 1 is one stage holding both.
+  // ---------------- memory: the pipeline rank with the highest peak (below); pp == 1 is one
+  // stage holding the embedding, the output layer and the logits.
   const LayerActivationBytes act = layer_activation_bytes(x);
   const double ring_bytes = cp_buffer_bytes(x);  // ring buffers, or all-gather's full-sequence K,V, dK,dV
   // Logits of this rank's vocabulary slice at the loss's peak (TrainingConfig::unfused_cross_entropy).
@@ -678,18 +766,23 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
       (train.unfused_cross_entropy ? 12.0 : x.activation_bytes + (x.activation_bytes < 4.0 ? 4.0 : 0.0));
   const double unit_params = std::max(layer_params(model), emb) / tp;
   if (mesh.pp == 1) {
-    p.memory = stage_memory(first_stage_params / tp, sb, opt.zero_stage, shard_group, 1.0, layers_stage, act, ring_bytes, logits_bytes,
-                            c.memory_reserved_bytes, unit_params);
+    p.memory = stage_memory(rank_params(0, layers_stage) / tp, sb, opt.zero_stage, shard_group, 1.0, layers_stage, act,
+                            ring_bytes, logits_bytes, c.memory_reserved_bytes, unit_params);
   } else {
-    double in_flight = std::min(pp, m);
-    if (opt.interleave > 1) in_flight *= 1.0 + (pp - 1.0) / (pp * v);
-    // Megatron keeps a copy of tied embeddings on the last stage for the output layer.
-    const MemoryBreakdown first = stage_memory(first_stage_params / tp, sb, opt.zero_stage, shard_group,
-                                               in_flight, layers_stage, act, ring_bytes, 0.0, c.memory_reserved_bytes, unit_params);
-    const MemoryBreakdown last = stage_memory(last_stage_params / tp, sb, opt.zero_stage,
-                                              shard_group, 1.0, layers_stage, act, ring_bytes, logits_bytes,
+    // 1F1B: rank d holds the activations of min(PP - d, m) micro-batches (interleaved: more, by
+    // (PP-1)/(PP v) of that); the last rank one, and the logits. The peak rank is the largest of
+    // them: the first with even stages, a middle one when the first gives a slot to the embedding.
+    const double interleaved = opt.interleave > 1 ? 1.0 + (pp - 1.0) / (pp * v) : 1.0;
+    bool have = false;
+    for (int64_t d = 0; d < mesh.pp; ++d) {
+      const bool last = d == mesh.pp - 1;
+      const double layers_d = static_cast<double>(stage_layers(model.layers, mesh.pp, opt, d));
+      const double in_flight = last ? 1.0 : std::min(pp - static_cast<double>(d), m) * interleaved;
+      const MemoryBreakdown mb = stage_memory(rank_params(d, layers_d) / tp, sb, opt.zero_stage, shard_group, in_flight,
+                                              layers_d, act, ring_bytes, last ? logits_bytes : 0.0,
                                               c.memory_reserved_bytes, unit_params);
-    p.memory = first.peak_bytes >= last.peak_bytes ? first : last;
+      if (!have || mb.peak_bytes > p.memory.peak_bytes) p.memory = mb, have = true;
+    }
   }
   p.peak_memory_bytes = p.memory.peak_bytes;
   p.fits = p.peak_memory_bytes <= c.memory_bytes;

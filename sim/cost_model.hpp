@@ -80,6 +80,20 @@ std::array<Term, 11> time_terms(const TimeBreakdown& t);      // excludes step_t
 // Does not check memory (predict() reports fits).
 std::string check_layout(const Experiment& e, const Mesh& mesh, const ParallelOptions& opt, int64_t gpus);
 
+// Transformer layers on pipeline rank `rank` (0 <= rank < pp, all of its `interleave` virtual
+// stages) under the options' split (ParallelOptions::pp_first_layers ... pp_loss_slot):
+//   first / last layers set: those on rank 0 / pp-1, the rest evenly over the other ranks;
+//   embedding / loss slots: (layers + slots) / pp per rank, one fewer on the rank holding a slot;
+//   none set: layers / pp, and where pp does not divide the layers torchtitan's automatic split
+//   (torchtitan parallelisms/pipelining_utils.py generate_split_points: floor(layers / pp) on the
+//   first rank, one more on each middle rank while layers remain, the rest on the last rank).
+// pp == 1: all layers. Precondition: pipeline_split_problem(...) returned "".
+int64_t stage_layers(int64_t layers, int64_t pp, const ParallelOptions& opt, int64_t rank);
+// Why the split cannot be built (Megatron-LM's TransformerConfig rules: the middle ranks' layers
+// divide evenly, every rank's layers divide by the interleave, a first / last count leaves the
+// other ranks at least... ), or "" when it can. Part of check_layout.
+std::string pipeline_split_problem(int64_t layers, int64_t pp, const ParallelOptions& opt);
+
 // Predict one layout. Precondition: check_layout(...) returned "".
 Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions& opt);
 

@@ -81,6 +81,9 @@ void check_step_spec(const StepSpec& s) {
   if (m.layers % mesh.pp != 0)
     fail(fmt::format("layers {} not divisible by pp={} (stages of equal layers; use --layers with a multiple of {})",
                      m.layers, mesh.pp, mesh.pp));
+  if (mesh.pp > 1 && o.uneven_pipeline())
+    fail("the runtime builds stages of equal layers: pp_first_layers, pp_last_layers, pp_embedding_slot and "
+         "pp_loss_slot are settings of the cost model and emit; remove them from the plan to run it");
   if (s.seq_len < 1) fail("seq_len must be >= 1");
   const int64_t multiple = shard_multiple(o.cp_scheme, mesh.cp);
   if (s.seq_len % multiple != 0)

@@ -453,6 +453,36 @@ TEST_CASE("options.cp_comm: ring by default, allgather and alltoall read and wri
   CHECK(parse_cp_comm("a2a") == std::nullopt);
 }
 
+TEST_CASE("options: the pipeline split settings read, written back, and the two kinds refused together") {
+  TempDir dir;
+  dir.write("models/m.yaml", test::kModelYaml);
+  dir.write("clusters/c.yaml", test::kClusterYaml);
+  const std::string head = "name: split\nmodel: ../models/m.yaml\ncluster: ../clusters/c.yaml\n"
+                           "training: {seq_len: 4096, global_batch: 8, dtype: bf16, optimizer: adam}\n";
+  const Experiment plain = load_experiment(dir.write("exp/plain.yaml", head));
+  CHECK_FALSE(plain.options.uneven_pipeline());
+  CHECK_FALSE(plain.fixed_options.pp_split);
+  CHECK(pipeline_split_text(plain.options) == "even");
+  const Experiment slots =
+      load_experiment(dir.write("exp/slots.yaml", head + "options: {pp_embedding_slot: true, pp_loss_slot: true}\n"));
+  CHECK(slots.options.pp_embedding_slot);
+  CHECK(slots.options.pp_loss_slot);
+  CHECK(slots.fixed_options.pp_split);
+  CHECK(pipeline_split_text(slots.options) == "embedding and loss slots");
+  const Experiment back = parse_experiment(experiment_to_yaml(slots), "<written>", "/nonexistent");
+  CHECK(back.options == slots.options);
+  const Experiment fl =
+      load_experiment(dir.write("exp/fl.yaml", head + "options: {pp_first_layers: 6, pp_last_layers: 5}\n"));
+  CHECK(fl.options.pp_first_layers == 6);
+  CHECK(fl.options.pp_last_layers == 5);
+  CHECK(pipeline_split_text(fl.options) == "first 6, last 5 layers");
+  CHECK(parse_experiment(experiment_to_yaml(fl), "<written>", "/nonexistent").options == fl.options);
+  const std::string both = dir.write("exp/both.yaml", head + "options:\n  pp_first_layers: 6\n  pp_loss_slot: true\n");
+  check_config_error([&] { load_experiment(both); }, {both, 7, "options.pp_loss_slot", "cannot be combined"});
+  const std::string zero = dir.write("exp/zero.yaml", head + "options:\n  pp_last_layers: 0\n");
+  check_config_error([&] { load_experiment(zero); }, {zero, 6, "options.pp_last_layers", "positive integer"});
+}
+
 TEST_CASE("options.cp_comm hybrid: the group size cp_a2a_size read, written back and checked against the mesh") {
   TempDir dir;
   dir.write("models/m.yaml", test::kModelYaml);  // 8 heads, 2 KV heads

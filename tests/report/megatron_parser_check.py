@@ -48,6 +48,12 @@ VARIANTS = [
     # A != R, so an order mistake in --hierarchical-context-parallel-sizes shows).
     ("cp_hybrid", "{dp: 1, tp: 1, cp: 8, pp: 1}",
      {"zero_stage": "1", "recompute": "selective", "cp_comm": "hybrid", "cp_a2a_size": "4"}),
+    # Uneven pipelines: Megatron's first/last stage layer counts (1, 3, 3, 1 of the 8 layers) and
+    # the embedding / loss slots ((8 + 2) / 2 = 5 slots per rank: 4 and 4 layers).
+    ("pp_first_last", "{dp: 2, tp: 1, cp: 1, pp: 4}",
+     {"zero_stage": "1", "recompute": "full", "pp_first_layers": "1", "pp_last_layers": "1"}),
+    ("pp_slots", "{dp: 4, tp: 1, cp: 1, pp: 2}",
+     {"zero_stage": "1", "recompute": "full", "pp_embedding_slot": "true", "pp_loss_slot": "true"}),
 ]
 
 FAKE_TORCHRUN = """#!/usr/bin/env bash
@@ -88,6 +94,8 @@ def make_variant(plan_text, mesh, options):
         text, n = re.subn(rf"(?m)^(    {key}): .*$", rf"\1: {value}", text)
         if n == 0 and key == "cp_a2a_size":  # written only for cp_comm hybrid: add it
             text, n = re.subn(r"(?m)^(    cp_comm: .*)$", rf"\1\n    {key}: {value}", text)
+        if n == 0 and key.startswith("pp_"):  # the pipeline split: written only when set
+            text, n = re.subn(r"(?m)^(    tp_overlap: .*)$", rf"\1\n    {key}: {value}", text)
         if n != 1:
             fail(f"plan file has no options.{key} line to edit")
     # The prediction block stays as written (a plan file must have one): emit recomputes the
@@ -112,7 +120,13 @@ def expected_args(mesh, options, plan_text):
     if options.get("cp_comm") == "hybrid":
         a2a = int(options["cp_a2a_size"])
         hybrid = {"cp_comm_type": ["a2a+p2p"], "hierarchical_context_parallel_sizes": [a2a, cp // a2a]}
-    return hybrid | {
+    split = {
+        "decoder_first_pipeline_num_layers": int(options["pp_first_layers"]) if "pp_first_layers" in options else None,
+        "decoder_last_pipeline_num_layers": int(options["pp_last_layers"]) if "pp_last_layers" in options else None,
+        "account_for_embedding_in_pipeline_split": options.get("pp_embedding_slot") == "true",
+        "account_for_loss_in_pipeline_split": options.get("pp_loss_slot") == "true",
+    }
+    return hybrid | split | {
         "tensor_model_parallel_size": tp,
         "pipeline_model_parallel_size": pp,
         "context_parallel_size": cp,

@@ -282,7 +282,8 @@ TEST_CASE("emit: Megatron-LM recompute, precision, dropout, non-gated MLP, uneve
   p.options.recompute = Recompute::full;
   p.options.cp_scheme = CpScheme::contiguous;
   const auto l = report::megatron_launch(e, p);
-  CHECK(value_of(l.args, "--decoder-last-pipeline-num-layers") == "6");  // stages 8, 8, 8 and 30 - 24 = 6
+  // 30 layers on PP 4, the cost model's split (torchtitan's rule): 7, 8, 8, 7.
+  CHECK(value_of(l.args, "--pipeline-model-parallel-layout") == "Et*7|t*8|t*8|t*7L");
   CHECK(value_of(l.args, "--recompute-method") == "uniform");
   CHECK(value_of(l.args, "--recompute-num-layers") == "1");
   CHECK(value_of(l.args, "--attention-dropout") == "0.1");
@@ -440,17 +441,17 @@ TEST_CASE("emit: torchtitan pipeline settings satisfy its stage arithmetic") {
 TEST_CASE("emit: uneven torchtitan pipeline as explicit module names per stage") {
   Experiment e = hand_made_experiment();
   sim::Prediction p = hand_made_plan();
-  p.mesh = Mesh{2, 4, 4, 3};  // 32 layers on 3 stages: 11, 11, 10
+  p.mesh = Mesh{2, 4, 4, 3};  // 32 layers on 3 stages, torchtitan's rule: 10, 11, 11
   p.options.interleave = 1;
   for (const auto target : {report::TorchtitanTarget::python, report::TorchtitanTarget::toml}) {
     const auto c = report::torchtitan_config(e, p, target);
     const auto parts = std::get<std::vector<std::vector<std::string>>>(*setting(c, "parallelism", "module_fqns_per_model_part"));
     REQUIRE(parts.size() == 3);
     CHECK(parts[0].front() == "tok_embeddings");
-    CHECK(parts[0].size() == 12);
-    CHECK(parts[1].front() == "layers.11");
+    CHECK(parts[0].size() == 11);
+    CHECK(parts[1].front() == "layers.10");
     CHECK(parts[2].back() == (target == report::TorchtitanTarget::python ? "lm_head" : "output"));
-    CHECK(parts[2].size() == 12);  // layers 22..31, norm, output
+    CHECK(parts[2].size() == 13);  // layers 21..31, norm, output
     CHECK(torchtitan_stages_per_rank(c, 32, true) == 1);
     CHECK_FALSE(setting(c, "parallelism", "pipeline_parallel_layers_per_stage").has_value());
     CHECK(has_note(c, "uneven pipeline"));
@@ -722,4 +723,55 @@ TEST_CASE("emit: clip_grad is Megatron's --clip-grad and torchtitan's max_norm, 
   c = report::torchtitan_config(e, hand_made_plan(), report::TorchtitanTarget::python);
   CHECK_FALSE(setting(c, "training", "max_norm").has_value());
   CHECK(has_note(c, "clip_grad 0"));
+}
+
+TEST_CASE("emit: the pipeline split settings as Megatron-LM flags and torchtitan stages") {
+  Experiment e = hand_made_experiment();  // 32 layers
+  sim::Prediction p = hand_made_plan();
+  p.mesh = Mesh{2, 4, 4, 4};
+  p.options.interleave = 1;
+  p.options.pp_loss_slot = true;  // 32 + 1 = 33 not divisible by 4
+  CHECK_THROWS_AS(report::megatron_launch(e, p), Error);
+  p.options.pp_embedding_slot = true;  // 34 still not
+  CHECK_THROWS_AS(report::megatron_launch(e, p), Error);
+  e.model.layers = 30;  // 32 slots: 7, 8, 8, 7
+  auto l = report::megatron_launch(e, p);
+  CHECK(contains(l.args, "--account-for-embedding-in-pipeline-split"));
+  CHECK(contains(l.args, "--account-for-loss-in-pipeline-split"));
+  CHECK_FALSE(contains(l.args, "--pipeline-model-parallel-layout"));
+  CHECK(has_note(l, "7, 8, 8, 7 per stage"));
+  check_flags_exist(l);
+  {
+    // torchtitan needs one of its flavors (Llama 3 8B: 32 layers): a loss slot on PP 3, 33 = 3 x 11.
+    Experiment t = hand_made_experiment();
+    sim::Prediction q = hand_made_plan();
+    q.mesh = Mesh{2, 4, 4, 3};
+    q.options.interleave = 1;
+    q.options.pp_loss_slot = true;
+    for (const auto target : {report::TorchtitanTarget::python, report::TorchtitanTarget::toml}) {
+      const auto c = report::torchtitan_config(t, q, target);
+      const auto parts =
+          std::get<std::vector<std::vector<std::string>>>(*setting(c, "parallelism", "module_fqns_per_model_part"));
+      REQUIRE(parts.size() == 3);
+      CHECK(parts[0].size() == 12);  // tok_embeddings + 11 layers
+      CHECK(parts[1].front() == "layers.11");
+      CHECK(parts[2].size() == 12);  // 10 layers, norm, output
+      CHECK(has_note(c, "11, 11, 10 per stage"));
+    }
+  }
+  p.options.pp_embedding_slot = p.options.pp_loss_slot = false;
+  p.options.pp_first_layers = 6;  // 6, then 24 over 3 ranks
+  l = report::megatron_launch(e, p);
+  CHECK(value_of(l.args, "--decoder-first-pipeline-num-layers") == "6");
+  CHECK_FALSE(contains(l.args, "--decoder-last-pipeline-num-layers"));
+  check_flags_exist(l);
+  p.options.interleave = 2;  // every rank's layers (6, 8, 8, 8) divide by 2
+  l = report::megatron_launch(e, p);
+  CHECK(value_of(l.args, "--num-virtual-stages-per-pipeline-rank") == "2");
+  CHECK_FALSE(contains(l.args, "--num-layers-per-virtual-pipeline-stage"));
+  check_flags_exist(l);
+  e.model.layers = 32;  // 6, then 26 over 3 ranks does not divide
+  CHECK_THROWS_AS(report::megatron_launch(e, p), Error);
+  e.model.layers = 30;
+  CHECK_THROWS_AS(report::torchtitan_config(e, p, report::TorchtitanTarget::toml), Error);
 }

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <vector>
 
 #include "core/config_yaml.hpp"
 #include "sim/cost_model.hpp"
@@ -282,4 +283,120 @@ TEST_CASE("vocabulary-parallel embedding and loss: their TP collectives per micr
   const Mesh tp2pp2 = test::mesh_of(1, 2, 1, 2);
   const double per_layer_pp = tp_comm(6, tp2pp2) - tp_comm(4, tp2pp2);  // 3 vs 2 layers per stage
   CHECK(tp_comm(4, tp2pp2) - 2.0 * per_layer_pp == doctest::Approx(m * (ar + 3.0 * small)));
+}
+
+TEST_CASE("pipeline split: Megatron-LM's uneven stages and torchtitan's automatic split") {
+  auto layers_of = [](int64_t layers, int64_t pp, const ParallelOptions& o) {
+    std::vector<int64_t> n;
+    for (int64_t d = 0; d < pp; ++d) n.push_back(stage_layers(layers, pp, o, d));
+    return n;
+  };
+  ParallelOptions even;
+  CHECK(layers_of(32, 4, even) == std::vector<int64_t>{8, 8, 8, 8});
+  // torchtitan generate_split_points for 126 layers on 8 stages: 15, then 16 on the middle six
+  // while the 6 extra layers last, the last stage the rest.
+  CHECK(layers_of(126, 8, even) == std::vector<int64_t>{15, 16, 16, 16, 16, 16, 16, 15});
+  CHECK(layers_of(70, 12, even) == std::vector<int64_t>{5, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 5});
+  CHECK(layers_of(7, 4, even) == std::vector<int64_t>{1, 2, 2, 2});  // extra = PP - 1: the last gets one too
+  CHECK(layers_of(5, 2, even) == std::vector<int64_t>{2, 3});
+  CHECK(pipeline_split_problem(126, 8, even).empty());
+  CHECK(pipeline_split_problem(3, 4, even).find("every stage needs a layer") != std::string::npos);
+
+  // Megatron --account-for-embedding-in-pipeline-split / --account-for-loss-in-pipeline-split:
+  // (layers + 2) / PP slots per rank, the first and last rank one layer fewer.
+  ParallelOptions slots;
+  slots.pp_embedding_slot = slots.pp_loss_slot = true;
+  CHECK(layers_of(70, 12, slots) == std::vector<int64_t>{5, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 5});
+  CHECK(layers_of(100, 6, slots) == std::vector<int64_t>{16, 17, 17, 17, 17, 16});
+  ParallelOptions loss_only;
+  loss_only.pp_loss_slot = true;
+  CHECK(layers_of(31, 4, loss_only) == std::vector<int64_t>{8, 8, 8, 7});
+  CHECK(pipeline_split_problem(72, 12, slots).find("74 not divisible by PP 12") != std::string::npos);
+  slots.interleave = 4;
+  CHECK(pipeline_split_problem(70, 12, slots).find("6 slots per pipeline rank") != std::string::npos);
+  CHECK(pipeline_split_problem(70, 6, slots).empty());  // 12 slots per rank, 3 per chunk
+
+  // --decoder-first-pipeline-num-layers / --decoder-last-pipeline-num-layers: the rest evenly.
+  ParallelOptions firstlast;
+  firstlast.pp_first_layers = 15;
+  firstlast.pp_last_layers = 15;
+  CHECK(layers_of(126, 8, firstlast) == std::vector<int64_t>{15, 16, 16, 16, 16, 16, 16, 15});
+  CHECK(pipeline_split_problem(126, 8, firstlast).empty());
+  firstlast.pp_last_layers = 14;
+  CHECK(pipeline_split_problem(126, 8, firstlast).find("97 layers left") != std::string::npos);
+  firstlast.pp_last_layers = 0;  // first only
+  firstlast.pp_first_layers = 6;
+  CHECK(layers_of(30, 4, firstlast) == std::vector<int64_t>{6, 8, 8, 8});
+  ParallelOptions two;
+  two.pp_first_layers = 3;
+  CHECK(pipeline_split_problem(8, 2, two).empty());  // the last rank takes the other 5
+  two.pp_last_layers = 4;
+  CHECK(pipeline_split_problem(8, 2, two).find("must equal the layers") != std::string::npos);
+  ParallelOptions both = slots;
+  both.interleave = 1;
+  both.pp_first_layers = 4;
+  CHECK(pipeline_split_problem(70, 12, both).find("cannot be combined") != std::string::npos);
+  // PP 1: the split settings do not apply.
+  CHECK(pipeline_split_problem(70, 1, both).empty());
+  CHECK(stage_layers(70, 1, both, 0) == 70);
+}
+
+TEST_CASE("uneven pipeline stages: the critical rank sets the steady state, the others the fill and drain") {
+  // Llama 3 8B shapes at 4K tokens: its output layer (vocab 128256) costs about a layer. With an
+  // even split of 31 layers (torchtitan: 7, 8, 8, 8) the last rank runs 8 layers + the output
+  // layer; a loss slot (31 + 1 = 4 x 8: 8, 8, 8, 7) moves a layer off it.
+  Experiment e = test::llama_experiment(4096, 16);
+  e.model.layers = 31;
+  const Mesh pp4 = test::mesh_of(1, 1, 1, 4);
+  ParallelOptions even, slot;
+  slot.pp_loss_slot = true;
+  REQUIRE(check_layout(e, pp4, even, 4).empty());
+  REQUIRE(check_layout(e, pp4, slot, 4).empty());
+  const Prediction a = predict(e, pp4, even), b = predict(e, pp4, slot);
+  CHECK(b.step_time_s < a.step_time_s);
+  CHECK(b.time.forward_compute_s < a.time.forward_compute_s);
+
+  // Equal stages and a negligible output layer: the fill and drain are (PP - 1) stage times, the
+  // stage time being the per-micro-batch share of the critical rank's terms.
+  auto per_mb = [](const Prediction& p) {
+    return (p.time.forward_compute_s + p.time.backward_compute_s + p.time.recompute_s + p.time.cp_imbalance_s +
+            p.time.ring_comm_exposed_s + p.time.tp_comm_s) /
+           static_cast<double>(p.micro_batches);
+  };
+  Experiment u = e;
+  u.model.layers = 32;
+  u.model.vocab = 8;
+  const Prediction c = predict(u, pp4, even);
+  // (The tiny output layer still costs its GEMM's fixed overhead on the critical rank: 0.1 %.)
+  CHECK(c.time.pp_bubble_s == doctest::Approx(3.0 * per_mb(c)).epsilon(3e-3));
+  // With the real vocabulary the last rank is critical and its output layer is not repeated in
+  // the fill and drain: bubble = 3 x (T_crit - T_output) < 3 x T_crit.
+  Experiment w = e;
+  w.model.layers = 32;
+  const Prediction d = predict(w, pp4, even);
+  CHECK(d.time.pp_bubble_s < 3.0 * per_mb(d));
+  CHECK(d.time.pp_bubble_s == doctest::Approx(c.time.pp_bubble_s).epsilon(1e-3));  // same layers: same fill
+}
+
+TEST_CASE("uneven pipeline stages: the peak memory rank") {
+  // 1F1B: rank d holds min(PP - d, m) micro-batches' activations. With the embedding in a slot
+  // (11 + 1 = 4 x 3 slots) rank 0 holds 2 layers x 4 in flight, rank 1 3 x 3 = 9: rank 1 peaks.
+  Experiment e = test::llama_experiment(4096, 16);
+  e.model.layers = 11;
+  e.model.vocab = 8;  // embedding parameters negligible: activations decide
+  const Mesh pp4 = test::mesh_of(1, 1, 1, 4);
+  ParallelOptions slot;
+  slot.pp_embedding_slot = true;
+  REQUIRE(check_layout(e, pp4, slot, 4).empty());
+  const Prediction p = predict(e, pp4, slot);
+  REQUIRE(p.micro_batches >= 4);
+  const LayerShape x = make_layer_shape(e.model, e.training, pp4, slot);
+  const LayerActivationBytes act = layer_activation_bytes(x);
+  const double working = act.backward_working_bytes - act.backward_working_scores_bytes;
+  CHECK(p.memory.activations_bytes == doctest::Approx(9.0 * act.stored_bytes + working));
+  // Even split of 12 layers: rank 0, 3 layers x 4 in flight.
+  Experiment f = e;
+  f.model.layers = 12;
+  const Prediction q = predict(f, pp4, ParallelOptions{});
+  CHECK(q.memory.activations_bytes == doctest::Approx(12.0 * act.stored_bytes + working));
 }
