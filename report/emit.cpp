@@ -232,19 +232,15 @@ MegatronLaunch megatron_launch(const Experiment& e, const sim::Prediction& p) {
     if (std::string why = sim::pipeline_split_problem(model.layers, mesh.pp, o); !why.empty())
       throw bad_input("emit megatron: " + why);
     const bool uneven_keys = o.uneven_pipeline();
-    if (o.interleave > 1) {
-      // Megatron asserts that each rank's layers divide by the virtual stages (and, without the
-      // uneven-pipeline flags, that PP divides the layers).
-      if (!uneven_keys && model.layers % (mesh.pp * o.interleave) != 0) {
-        throw bad_input(fmt::format(
-            "emit megatron: interleave {} needs layers divisible by PP x interleave = {}; the model has {} layers",
-            o.interleave, mesh.pp * o.interleave, model.layers));
-      }
-      // With the uneven-pipeline flags Megatron wants the virtual stages per rank instead.
+    const int64_t stages = mesh.pp * o.interleave;  // virtual stages, rank k % PP runs stage k
+    const bool layout = !uneven_keys && model.layers % stages != 0;
+    // Virtual stages: a layer count per virtual stage when they are equal; with the
+    // uneven-pipeline flags the count of virtual stages per rank; with a layout, the layout.
+    if (o.interleave > 1 && !layout) {
       if (uneven_keys)
         add(a, "--num-virtual-stages-per-pipeline-rank", o.interleave);
       else
-        add(a, "--num-layers-per-virtual-pipeline-stage", model.layers / (mesh.pp * o.interleave));
+        add(a, "--num-layers-per-virtual-pipeline-stage", model.layers / stages);
     }
     // The split (sim::stage_layers): Megatron-LM's own flags where the plan sets them; the
     // default split of layers PP does not divide as an explicit layout (E embedding, t layer,
@@ -254,13 +250,14 @@ MegatronLaunch megatron_launch(const Experiment& e, const sim::Prediction& p) {
     if (o.pp_embedding_slot) a.push_back("--account-for-embedding-in-pipeline-split");
     if (o.pp_loss_slot) a.push_back("--account-for-loss-in-pipeline-split");
     const std::vector<int64_t> n = rank_layers(e, mesh, o);
-    if (!uneven_keys && model.layers % mesh.pp != 0) {
-      std::string layout;
-      for (int64_t d = 0; d < mesh.pp; ++d)
-        layout += fmt::format("{}{}t*{}{}", d ? "|" : "", d == 0 ? "E" : "", n[d], d == mesh.pp - 1 ? "L" : "");
-      add(a, "--pipeline-model-parallel-layout", layout);
+    if (layout) {
+      std::string text;
+      for (int64_t k = 0; k < stages; ++k)
+        text += fmt::format("{}{}t*{}{}", k ? "|" : "", k == 0 ? "E" : "",
+                            sim::virtual_stage_layers(model.layers, stages, k), k == stages - 1 ? "L" : "");
+      add(a, "--pipeline-model-parallel-layout", text);
     }
-    if (uneven_keys || model.layers % mesh.pp != 0)
+    if (uneven_keys || layout)
       out.notes.push_back(fmt::format("uneven pipeline: {} layers on PP={}: {} per stage", model.layers, mesh.pp,
                                       describe_split(n)));
   } else if (o.interleave > 1) {
@@ -625,31 +622,38 @@ TorchtitanConfig torchtitan_config(const Experiment& e, const sim::Prediction& p
       set("parallelism", "pipeline_parallel_layers_per_stage", model.layers / (mesh.pp * v));
       set("parallelism", "pipeline_parallel_first_stage_less_layers", int64_t{0});
       set("parallelism", "pipeline_parallel_last_stage_less_layers", int64_t{0});
-    } else if (v == 1) {
-      // The cost model's split (sim::stage_layers) as the module names of each stage, spelled as
-      // torchtitan's own generator spells them ("output" in v0.2.2, "lm_head" after the refactor).
-      const std::vector<int64_t> n = rank_layers(e, mesh, o);
+    } else if (v == 1 || !o.uneven_pipeline()) {
+      // The cost model's split (sim::stage_layers; with v > 1 its virtual stages, stage k on rank
+      // k % PP as torchtitan's looped schedules place them) as the module names of each stage,
+      // spelled as torchtitan's own generator spells them ("output" in v0.2.2, "lm_head" after
+      // the refactor).
+      const int64_t stages = mesh.pp * v;
+      std::vector<int64_t> n = rank_layers(e, mesh, o);
+      if (v > 1) {
+        n.clear();
+        for (int64_t k = 0; k < stages; ++k) n.push_back(sim::virtual_stage_layers(model.layers, stages, k));
+      }
       std::vector<std::vector<std::string>> parts;
       int64_t next = 0;
-      for (int64_t stage = 0; stage < mesh.pp; ++stage) {
+      for (int64_t stage = 0; stage < stages; ++stage) {
         std::vector<std::string> names;
         if (stage == 0) names.push_back("tok_embeddings");
         for (int64_t l = 0; l < n[stage]; ++l) names.push_back(fmt::format("layers.{}", next++));
-        if (stage == mesh.pp - 1) {
+        if (stage == stages - 1) {
           names.push_back("norm");
           names.push_back(py ? "lm_head" : "output");
         }
         parts.push_back(std::move(names));
       }
       set("parallelism", "module_fqns_per_model_part", std::move(parts));
-      out.notes.push_back(fmt::format("uneven pipeline: {} layers on PP={}: {} per stage", model.layers, mesh.pp,
+      out.notes.push_back(fmt::format("uneven pipeline: {} layers on {} stages: {} per stage", model.layers, stages,
                                       describe_split(n)));
     } else {
       throw bad_input(fmt::format(
-          "emit torchtitan: interleave {} needs layers divisible by PP x interleave = {} (the model has {} "
-          "layers) and none of pp_first_layers, pp_last_layers, pp_embedding_slot, pp_loss_slot: torchtitan's "
-          "looped schedules need an equal number of stages on every rank",
-          v, mesh.pp * v, model.layers));
+          "emit torchtitan: interleave {} with {}: torchtitan splits virtual stages by module names, and "
+          "ringplan gives Megatron-LM's per-rank counts no virtual-stage split; plan with interleave 1 or without "
+          "the pipeline split settings",
+          v, pipeline_split_text(o)));
     }
     if (v > 1) {
       // PyTorch's ScheduleInterleaved1F1B (torch 2.15 torch/distributed/pipelining/schedules.py)

@@ -244,12 +244,21 @@ int64_t stage_layers(int64_t layers, int64_t pp, const ParallelOptions& opt, int
     const int64_t per_rank = (layers + (opt.pp_embedding_slot ? 1 : 0) + (opt.pp_loss_slot ? 1 : 0)) / pp;
     return per_rank - ((first && opt.pp_embedding_slot) || (last && opt.pp_loss_slot) ? 1 : 0);
   }
-  const int64_t base = layers / pp, extra = layers % pp;
-  if (extra == 0 || first) return base;
-  // torchtitan: middle ranks 1..pp-2 take one extra layer each, in order, while extras remain;
-  // the last rank takes what is left (one extra only when extra = pp - 1).
-  if (!last) return base + (rank <= extra ? 1 : 0);
-  return layers - base - (pp - 2) * base - std::min(extra, pp - 2);
+  // Rank d runs virtual stages d, d + PP, ... (Megatron's and torchtitan's looped order).
+  const int64_t v = std::max<int64_t>(opt.interleave, 1);
+  int64_t n = 0;
+  for (int64_t j = 0; j < v; ++j) n += virtual_stage_layers(layers, pp * v, rank + j * pp);
+  return n;
+}
+
+int64_t virtual_stage_layers(int64_t layers, int64_t stages, int64_t k) {
+  const int64_t base = layers / stages, extra = layers % stages;
+  if (stages <= 1) return layers;
+  if (extra == 0 || k == 0) return base;
+  // torchtitan: middle stages 1..stages-2 take one extra layer each, in order, while extras
+  // remain; the last stage takes what is left (one extra only when extra = stages - 1).
+  if (k < stages - 1) return base + (k <= extra ? 1 : 0);
+  return layers - base - (stages - 2) * base - std::min(extra, stages - 2);
 }
 
 std::string pipeline_split_problem(int64_t layers, int64_t pp, const ParallelOptions& opt) {
@@ -368,12 +377,9 @@ std::string check_layout(const Experiment& e, const Mesh& mesh, const ParallelOp
   if (t.global_batch_sequences % per_step != 0)
     return "global batch " + str(t.global_batch_sequences) + " not divisible by DP×micro_batch = " + str(per_step);
   if (opt.interleave > 1) {
-    // Megatron's interleaved 1F1B: v model chunks of equal size per stage, and the
-    // micro-batches enter in groups of PP.
+    // Megatron's interleaved 1F1B: v model chunks per stage (pipeline_split_problem checks
+    // their layers), and the micro-batches enter in groups of PP.
     if (mesh.pp == 1) return "interleave " + str(opt.interleave) + " needs PP > 1";
-    if (!opt.uneven_pipeline() && m.layers % (mesh.pp * opt.interleave) != 0)
-      return "interleave " + str(opt.interleave) + " needs layers divisible by PP×v = " +
-             str(mesh.pp * opt.interleave) + ", got " + str(m.layers) + " layers";
     const int64_t micro_batches = t.global_batch_sequences / per_step;
     if (micro_batches % mesh.pp != 0)
       return "interleave " + str(opt.interleave) + " needs micro-batches " + str(micro_batches) +
@@ -662,16 +668,23 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
   // last among equals) sets the steady state and every other rank's T_d shows once in the fill
   // and drain (1F1B: makespan = sum_d T_d + (m - 1) max_d T_d; with v chunks per rank the fill
   // and drain shrink by v, Megatron's interleaved schedule).
+  // Only ranks 0, 1 and PP-1 need looking at: every split gives the middle ranks 1..PP-2 at most
+  // rank 1's layers (equal ones for Megatron's settings; torchtitan's extra layers go to the
+  // earliest stages of each round), and rank 1 has more micro-batches in flight than any later
+  // middle rank. The ranks' times sum to all layers plus the output layer.
   const double out_total = out_fwd + out_bwd + out_tp;
-  int64_t crit_rank = 0;
-  double crit_time = -1.0, sum_rank_times = 0.0;
-  for (int64_t d = 0; d < mesh.pp; ++d) {
-    const double td = static_cast<double>(stage_layers(model.layers, mesh.pp, opt, d)) * layer_total +
-                      (d == mesh.pp - 1 ? out_total : 0.0);
-    sum_rank_times += td;
-    if (td >= crit_time) crit_time = td, crit_rank = d;
+  const int64_t candidates[3] = {0, std::min<int64_t>(1, mesh.pp - 1), mesh.pp - 1};
+  double cand_layers[3];
+  for (int i = 0; i < 3; ++i) cand_layers[i] = static_cast<double>(stage_layers(model.layers, mesh.pp, opt, candidates[i]));
+  int crit = 0;
+  double crit_time = -1.0;
+  for (int i = 0; i < 3; ++i) {
+    const double td = cand_layers[i] * layer_total + (candidates[i] == mesh.pp - 1 ? out_total : 0.0);
+    if (td >= crit_time) crit_time = td, crit = i;
   }
-  const double layers_stage = static_cast<double>(stage_layers(model.layers, mesh.pp, opt, crit_rank));
+  const int64_t crit_rank = candidates[crit];
+  const double sum_rank_times = static_cast<double>(model.layers) * layer_total + out_total;
+  const double layers_stage = cand_layers[crit];
   const double crit_out = crit_rank == mesh.pp - 1 ? 1.0 : 0.0;  // does the critical rank run the output layer
 
   // ZeRO-3 gathers each layer's weights before its forward and backward (and the recompute),
@@ -721,8 +734,7 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
   // and FSDP do under gradient accumulation): m reductions, each behind its own backward.
   // The rank with the most parameters reduces and updates the most.
   double max_rank_params = 0.0;
-  for (int64_t d = 0; d < mesh.pp; ++d)
-    max_rank_params = std::max(max_rank_params, rank_params(d, static_cast<double>(stage_layers(model.layers, mesh.pp, opt, d))));
+  for (int i = 0; i < 3; ++i) max_rank_params = std::max(max_rank_params, rank_params(candidates[i], cand_layers[i]));
   const double stage_params_dev = max_rank_params / tp;
   if (n_shard > 1) {
     const double grad_bytes = stage_params_dev * sb.gradients;
@@ -774,9 +786,10 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
     // them: the first with even stages, a middle one when the first gives a slot to the embedding.
     const double interleaved = opt.interleave > 1 ? 1.0 + (pp - 1.0) / (pp * v) : 1.0;
     bool have = false;
-    for (int64_t d = 0; d < mesh.pp; ++d) {
+    for (int i = 0; i < 3; ++i) {
+      const int64_t d = candidates[i];
       const bool last = d == mesh.pp - 1;
-      const double layers_d = static_cast<double>(stage_layers(model.layers, mesh.pp, opt, d));
+      const double layers_d = cand_layers[i];
       const double in_flight = last ? 1.0 : std::min(pp - static_cast<double>(d), m) * interleaved;
       const MemoryBreakdown mb = stage_memory(rank_params(d, layers_d) / tp, sb, opt.zero_stage, shard_group, in_flight,
                                               layers_d, act, ring_bytes, last ? logits_bytes : 0.0,

@@ -295,7 +295,12 @@ TEST_CASE("emit: Megatron-LM recompute, precision, dropout, non-gated MLP, uneve
   CHECK(has_note(l, "non-gated MLP"));
   CHECK(has_note(l, "cp_scheme contiguous is not expressible"));
   CHECK(has_note(l, "uneven pipeline"));
-  p.options.interleave = 4;  // 30 layers cannot make 16 virtual stages
+  p.options.interleave = 2;  // 8 virtual stages of 30 layers: torchtitan's split, 3, 4 x 6, 3
+  const auto lv = report::megatron_launch(e, p);
+  CHECK(value_of(lv.args, "--pipeline-model-parallel-layout") == "Et*3|t*4|t*4|t*4|t*4|t*4|t*4|t*3L");
+  CHECK_FALSE(contains(lv.args, "--num-layers-per-virtual-pipeline-stage"));
+  check_flags_exist(lv);
+  p.options.interleave = 8;  // 32 virtual stages for 30 layers
   CHECK_THROWS_AS(report::megatron_launch(e, p), Error);
 }
 

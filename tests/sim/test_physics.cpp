@@ -300,6 +300,15 @@ TEST_CASE("pipeline split: Megatron-LM's uneven stages and torchtitan's automati
   CHECK(layers_of(7, 4, even) == std::vector<int64_t>{1, 2, 2, 2});  // extra = PP - 1: the last gets one too
   CHECK(layers_of(5, 2, even) == std::vector<int64_t>{2, 3});
   CHECK(pipeline_split_problem(126, 8, even).empty());
+  // Interleaved (v = 2): torchtitan splits the 16 virtual stages (7, 8 x 14, 7) and rank d runs
+  // stages d and d + 8.
+  ParallelOptions looped;
+  looped.interleave = 2;
+  CHECK(virtual_stage_layers(126, 16, 0) == 7);
+  CHECK(virtual_stage_layers(126, 16, 14) == 8);
+  CHECK(virtual_stage_layers(126, 16, 15) == 7);
+  CHECK(layers_of(126, 8, looped) == std::vector<int64_t>{15, 16, 16, 16, 16, 16, 16, 15});
+  CHECK(layers_of(32, 4, looped) == std::vector<int64_t>{8, 8, 8, 8});
   CHECK(pipeline_split_problem(3, 4, even).find("every stage needs a layer") != std::string::npos);
 
   // Megatron --account-for-embedding-in-pipeline-split / --account-for-loss-in-pipeline-split:
