@@ -350,6 +350,35 @@ TEST_CASE("pipeline split: Megatron-LM's uneven stages and torchtitan's automati
   CHECK(stage_layers(70, 1, both, 0) == 70);
 }
 
+TEST_CASE("pipeline split: every split sums to the layers and no middle rank holds more than rank 1") {
+  // predict() evaluates ranks 0, 1 and PP-1 only; this is the property that makes it exact.
+  int checked = 0;
+  for (int64_t layers = 1; layers <= 130; ++layers) {
+    for (int64_t pp = 2; pp <= 16; ++pp) {
+      for (int64_t v = 1; v <= 4; ++v) {
+        for (int kind = 0; kind < 4; ++kind) {
+          ParallelOptions o;
+          o.interleave = v;
+          if (kind == 1) o.pp_embedding_slot = o.pp_loss_slot = true;
+          if (kind == 2) o.pp_loss_slot = true;
+          if (kind == 3) o.pp_first_layers = o.pp_last_layers = v;
+          if (!pipeline_split_problem(layers, pp, o).empty()) continue;
+          int64_t sum = 0;
+          for (int64_t d = 0; d < pp; ++d) {
+            const int64_t n = stage_layers(layers, pp, o, d);
+            REQUIRE(n >= 0);
+            sum += n;
+            if (d >= 1 && d <= pp - 2) REQUIRE(n <= stage_layers(layers, pp, o, 1));
+          }
+          REQUIRE(sum == layers);
+          ++checked;
+        }
+      }
+    }
+  }
+  CHECK(checked > 5000);
+}
+
 TEST_CASE("uneven pipeline stages: the critical rank sets the steady state, the others the fill and drain") {
   // Llama 3 8B shapes at 4K tokens: its output layer (vocab 128256) costs about a layer. With an
   // even split of 31 layers (torchtitan: 7, 8, 8, 8) the last rank runs 8 layers + the output
