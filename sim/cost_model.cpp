@@ -48,7 +48,7 @@ CollectiveCurve fit_collective_curve(const std::vector<double>& bytes, const std
                                      double factor, double alphas, const LinkProfile& link) {
   // 1/eff = 1/max + (half/max) * (1/bytes): linear in u = 1/bytes.
   const size_t n = std::min(bytes.size(), seconds.size());
-  double su = 0, sy = 0, suu = 0, suy = 0, ymin = 1e300;
+  double su = 0, sy = 0, suu = 0, suy = 0;
   for (size_t i = 0; i < n; ++i) {
     const double transfer = std::max(1e-12, seconds[i] - alphas * link.latency_s);
     const double eff = factor * bytes[i] / link.bandwidth_bytes_per_s / transfer;
@@ -57,7 +57,6 @@ CollectiveCurve fit_collective_curve(const std::vector<double>& bytes, const std
     sy += y;
     suu += u * u;
     suy += u * y;
-    ymin = std::min(ymin, y);
   }
   CollectiveCurve c;
   const double den = static_cast<double>(n) * suu - su * su;
@@ -70,9 +69,17 @@ CollectiveCurve fit_collective_curve(const std::vector<double>& bytes, const std
       return c;
     }
   }
-  // Degenerate data (no size dependence visible): the best measured efficiency, constant.
-  c.max_efficiency = n > 0 ? std::min(1.0, 1.0 / ymin) : 1.0;
+  // No rising curve fits: the efficiency is flat or falls with size (on CPUs the larger buffers
+  // leave the caches). A constant then, the one with the least squared error of the log of the
+  // predicted transfer times over the measured sizes (a ratio off either way counts alike): the
+  // geometric mean of the measured efficiencies.
   c.half_bytes = 0;
+  double log_sum = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const double transfer = std::max(1e-12, seconds[i] - alphas * link.latency_s);
+    log_sum += std::log(factor * bytes[i] / link.bandwidth_bytes_per_s / transfer);
+  }
+  c.max_efficiency = n > 0 ? std::min(1.0, std::exp(log_sum / static_cast<double>(n))) : 1.0;
   return c;
 }
 double p2p_s(double bytes, const LinkProfile& link) {

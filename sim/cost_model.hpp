@@ -146,7 +146,9 @@ double all_to_all_s(int64_t n, double bytes_per_rank, const LinkProfile& link, c
 // Fits a collective's curve to measured times of an n-rank collective on `link` (calibrate):
 // per size, eff = ideal bus transfer time / (measured time - its latency term), then
 // eff(bytes) = max * bytes / (bytes + half) by least squares on 1/eff; max is capped at 1 (a
-// collective faster than the link's point-to-point rate is predicted at the link's rate).
+// collective faster than the link's point-to-point rate is predicted at the link's rate). Where
+// the efficiency does not rise with size (CPU caches), a constant (half 0): the geometric mean of
+// the measured efficiencies, which has the least squared log error of the transfer times.
 // `factor` is the bus-traffic factor: 2(n-1)/n for all-reduce, (n-1)/n otherwise; `alphas` is
 // the number of latency terms (2(n-1) or n-1). Requires >= 2 sizes; sizes and times > 0.
 CollectiveCurve fit_collective_curve(const std::vector<double>& bytes, const std::vector<double>& seconds,
