@@ -54,6 +54,8 @@ VARIANTS = [
      {"zero_stage": "1", "recompute": "full", "pp_first_layers": "1", "pp_last_layers": "1"}),
     ("pp_slots", "{dp: 4, tp: 1, cp: 1, pp: 2}",
      {"zero_stage": "1", "recompute": "full", "pp_embedding_slot": "true", "pp_loss_slot": "true"}),
+    # 8 layers on PP 2 x v 3 = 6 virtual stages: the cost model's split as a layout string.
+    ("pp_layout", "{dp: 4, tp: 1, cp: 1, pp: 2}", {"zero_stage": "1", "recompute": "full", "interleave": "3"}),
 ]
 
 FAKE_TORCHRUN = """#!/usr/bin/env bash

@@ -780,3 +780,28 @@ TEST_CASE("emit: the pipeline split settings as Megatron-LM flags and torchtitan
   e.model.layers = 30;
   CHECK_THROWS_AS(report::torchtitan_config(e, p, report::TorchtitanTarget::toml), Error);
 }
+
+TEST_CASE("emit: torchtitan interleaved stages where PP x v does not divide the layers") {
+  // Llama 3 8B's 32 layers on PP 4 x v 3 = 12 virtual stages: torchtitan's split 2, 3 x 8, 2, 2,
+  // 2 as one module list per virtual stage (stage k on rank k % 4), 3 stages per rank.
+  Experiment e = hand_made_experiment();
+  sim::Prediction p = hand_made_plan();
+  p.mesh = Mesh{2, 4, 4, 4};
+  p.options.interleave = 3;
+  for (const auto target : {report::TorchtitanTarget::python, report::TorchtitanTarget::toml}) {
+    const auto c = report::torchtitan_config(e, p, target);
+    const auto parts = std::get<std::vector<std::vector<std::string>>>(*setting(c, "parallelism", "module_fqns_per_model_part"));
+    REQUIRE(parts.size() == 12);
+    CHECK(parts[0].size() == 3);  // tok_embeddings + 2 layers
+    CHECK(parts[1].front() == "layers.2");
+    CHECK(parts[8].size() == 3);
+    CHECK(parts[9].size() == 2);
+    CHECK(parts[11].back() == (target == report::TorchtitanTarget::python ? "lm_head" : "output"));
+    CHECK(parts[11].size() == 4);  // layers 30, 31, norm, output
+    CHECK(torchtitan_stages_per_rank(c, 32, false) == 3);
+    CHECK(std::get<std::string>(*setting(c, "parallelism", "pipeline_parallel_schedule")) == "Interleaved1F1B");
+  }
+  const auto l = report::megatron_launch(e, p);
+  CHECK(value_of(l.args, "--pipeline-model-parallel-layout") == "Et*2|t*3|t*3|t*3|t*3|t*3|t*3|t*3|t*3|t*2|t*2|t*2L");
+  check_flags_exist(l);
+}
