@@ -254,7 +254,7 @@ MegatronLaunch megatron_launch(const Experiment& e, const sim::Prediction& p) {
       std::string text;
       for (int64_t k = 0; k < stages; ++k)
         text += fmt::format("{}{}t*{}{}", k ? "|" : "", k == 0 ? "E" : "",
-                            sim::virtual_stage_layers(model.layers, stages, k), k == stages - 1 ? "L" : "");
+                            chunk_layers(model.layers, mesh.pp, o, k % mesh.pp, k / mesh.pp), k == stages - 1 ? "L" : "");
       add(a, "--pipeline-model-parallel-layout", text);
     }
     if (uneven_keys || layout)
@@ -622,17 +622,14 @@ TorchtitanConfig torchtitan_config(const Experiment& e, const sim::Prediction& p
       set("parallelism", "pipeline_parallel_layers_per_stage", model.layers / (mesh.pp * v));
       set("parallelism", "pipeline_parallel_first_stage_less_layers", int64_t{0});
       set("parallelism", "pipeline_parallel_last_stage_less_layers", int64_t{0});
-    } else if (v == 1 || !o.uneven_pipeline()) {
-      // The cost model's split (sim::stage_layers; with v > 1 its virtual stages, stage k on rank
-      // k % PP as torchtitan's looped schedules place them) as the module names of each stage,
-      // spelled as torchtitan's own generator spells them ("output" in v0.2.2, "lm_head" after
-      // the refactor).
+    } else {
+      // The cost model's split (core/pipeline_split.hpp) as the module names of each virtual
+      // stage, stage k on rank k % PP as torchtitan's looped schedules place them, spelled as
+      // torchtitan's own generator spells them ("output" in v0.2.2, "lm_head" after the
+      // refactor).
       const int64_t stages = mesh.pp * v;
-      std::vector<int64_t> n = rank_layers(e, mesh, o);
-      if (v > 1) {
-        n.clear();
-        for (int64_t k = 0; k < stages; ++k) n.push_back(sim::virtual_stage_layers(model.layers, stages, k));
-      }
+      std::vector<int64_t> n;
+      for (int64_t k = 0; k < stages; ++k) n.push_back(chunk_layers(model.layers, mesh.pp, o, k % mesh.pp, k / mesh.pp));
       std::vector<std::vector<std::string>> parts;
       int64_t next = 0;
       for (int64_t stage = 0; stage < stages; ++stage) {
@@ -648,12 +645,6 @@ TorchtitanConfig torchtitan_config(const Experiment& e, const sim::Prediction& p
       set("parallelism", "module_fqns_per_model_part", std::move(parts));
       out.notes.push_back(fmt::format("uneven pipeline: {} layers on {} stages: {} per stage", model.layers, stages,
                                       describe_split(n)));
-    } else {
-      throw bad_input(fmt::format(
-          "emit torchtitan: interleave {} with {}: torchtitan splits virtual stages by module names, and "
-          "ringplan gives Megatron-LM's per-rank counts no virtual-stage split; plan with interleave 1 or without "
-          "the pipeline split settings",
-          v, pipeline_split_text(o)));
     }
     if (v > 1) {
       // PyTorch's ScheduleInterleaved1F1B (torch 2.15 torch/distributed/pipelining/schedules.py)

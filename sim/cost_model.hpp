@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/config.hpp"
+#include "core/pipeline_split.hpp"
 
 namespace ringplan::sim {
 
@@ -80,23 +81,12 @@ std::array<Term, 11> time_terms(const TimeBreakdown& t);      // excludes step_t
 // Does not check memory (predict() reports fits).
 std::string check_layout(const Experiment& e, const Mesh& mesh, const ParallelOptions& opt, int64_t gpus);
 
-// Transformer layers on pipeline rank `rank` (0 <= rank < pp, all of its `interleave` virtual
-// stages) under the options' split (ParallelOptions::pp_first_layers ... pp_loss_slot):
-//   first / last layers set: those on rank 0 / pp-1, the rest evenly over the other ranks;
-//   embedding / loss slots: (layers + slots) / pp per rank, one fewer on the rank holding a slot;
-//   none set: the sum of the rank's virtual stages (rank, rank + pp, ... of pp x interleave),
-//   each virtual_stage_layers().
-// pp == 1: all layers. Precondition: pipeline_split_problem(...) returned "".
-int64_t stage_layers(int64_t layers, int64_t pp, const ParallelOptions& opt, int64_t rank);
-// Layers of virtual stage k of `stages` with no split setting: layers / stages, and where that
-// does not divide torchtitan's automatic split (torchtitan parallelisms/pipelining_utils.py
-// generate_split_points: floor(layers / stages) on the first stage, one more on each middle stage
-// while layers remain, the rest on the last).
-int64_t virtual_stage_layers(int64_t layers, int64_t stages, int64_t k);
-// Why the split cannot be built (Megatron-LM's TransformerConfig rules: the middle ranks' layers
-// divide evenly, every rank's layers divide by the interleave, a first / last count leaves the
-// other ranks at least... ), or "" when it can. Part of check_layout.
-std::string pipeline_split_problem(int64_t layers, int64_t pp, const ParallelOptions& opt);
+// The pipeline split (core/pipeline_split.hpp) is part of the layout check and the prediction.
+using ringplan::chunk_first_layer;
+using ringplan::chunk_layers;
+using ringplan::pipeline_split_problem;
+using ringplan::split_layers;
+using ringplan::stage_layers;
 
 // Predict one layout. Precondition: check_layout(...) returned "".
 Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions& opt);

@@ -12,6 +12,7 @@
 
 #include "core/documents.hpp"
 #include "core/error.hpp"
+#include "core/pipeline_split.hpp"
 #include "runtime/executor.hpp"
 #include "runtime/allgather_attention.hpp"
 #include "runtime/alltoall_attention.hpp"
@@ -78,12 +79,7 @@ void check_step_spec(const StepSpec& s) {
   if (m.vocab % mesh.tp != 0)
     fail(fmt::format("vocab {} not divisible by tp={} (the embedding and output layer are split by vocabulary)",
                      m.vocab, mesh.tp));
-  if (m.layers % mesh.pp != 0)
-    fail(fmt::format("layers {} not divisible by pp={} (stages of equal layers; use --layers with a multiple of {})",
-                     m.layers, mesh.pp, mesh.pp));
-  if (mesh.pp > 1 && o.uneven_pipeline())
-    fail("the runtime builds stages of equal layers: pp_first_layers, pp_last_layers, pp_embedding_slot and "
-         "pp_loss_slot are settings of the cost model and emit; remove them from the plan to run it");
+  if (mesh.pp > m.layers) fail(fmt::format("pp={} exceeds the {} layers (every stage needs a layer)", mesh.pp, m.layers));
   if (s.seq_len < 1) fail("seq_len must be >= 1");
   const int64_t multiple = shard_multiple(o.cp_scheme, mesh.cp);
   if (s.seq_len % multiple != 0)
@@ -103,11 +99,10 @@ void check_step_spec(const StepSpec& s) {
                      rows, mesh.tp));
   if (o.zero_stage < 0 || o.zero_stage > 3) fail(fmt::format("zero_stage {} must be 0..3", o.zero_stage));
   if (o.interleave < 1) fail(fmt::format("interleave {} must be >= 1", o.interleave));
+  // The layers of each stage and chunk: core/pipeline_split.hpp, as the cost model and emit.
+  if (const std::string why = pipeline_split_problem(m.layers, mesh.pp, o); !why.empty()) fail("pipeline split: " + why);
   if (o.interleave > 1) {
     if (mesh.pp < 2) fail(fmt::format("interleave {} needs pp > 1", o.interleave));
-    if (m.layers % (mesh.pp * o.interleave) != 0)
-      fail(fmt::format("layers {} not divisible by pp x interleave = {} (equal model chunks)", m.layers,
-                       mesh.pp * o.interleave));
     const int64_t mbs = s.global_batch / (mesh.dp * o.micro_batch);
     if (mbs % mesh.pp != 0)
       fail(fmt::format("interleave {} needs micro-batches {} divisible by pp={} (they enter in groups of pp)",
@@ -240,13 +235,16 @@ Trainer<T>::Trainer(const StepSpec& spec, Communicator& world)
   n_ = spec_.seq_len / mesh.cp;
   rows_ = spec_.options.micro_batch * n_;
   rows_local_ = spec_.options.sequence_parallel ? rows_ / tp_ : rows_;
-  // Virtual stage (chunk k of stage p) = k * PP + p holds layers [v * Lc, (v + 1) * Lc) with
-  // Lc = layers / (PP * interleave): Megatron's interleaved assignment; interleave 1 gives
-  // stage p the contiguous layers [p * layers / PP, ...).
+  // Chunk k of stage p is virtual stage k * PP + p; virtual stages hold consecutive layers in
+  // that order, as many as core/pipeline_split.hpp gives them (Megatron's and torchtitan's
+  // looped assignment; interleave 1 gives stage p one contiguous range).
   chunks_ = spec_.options.interleave;
-  layers_ = spec_.model.layers / (mesh.pp * chunks_);  // per chunk
+  chunk_layers_.resize(static_cast<size_t>(chunks_));
   chunk_layer0_.resize(static_cast<size_t>(chunks_));
-  for (int64_t k = 0; k < chunks_; ++k) chunk_layer0_[static_cast<size_t>(k)] = (k * mesh.pp + c.pp) * layers_;
+  for (int64_t k = 0; k < chunks_; ++k) {
+    chunk_layers_[static_cast<size_t>(k)] = chunk_layers(spec_.model.layers, mesh.pp, spec_.options, c.pp, k);
+    chunk_layer0_[static_cast<size_t>(k)] = chunk_first_layer(spec_.model.layers, mesh.pp, spec_.options, c.pp, k);
+  }
   first_stage_ = c.pp == 0;
   last_stage_ = c.pp == mesh.pp - 1;
   micro_batches_ = spec_.global_batch / (mesh.dp * spec_.options.micro_batch);
@@ -335,7 +333,8 @@ void Trainer<T>::build_params() {
   const int64_t qd = hq_ * d_, kvd = hkv_ * d_;
   block_of_layer_.assign(static_cast<size_t>(m.layers), -1);
   for (int64_t k = 0; k < chunks_; ++k)
-    for (int64_t l = chunk_layer0_[static_cast<size_t>(k)]; l < chunk_layer0_[static_cast<size_t>(k)] + layers_; ++l) {
+    for (int64_t l = chunk_layer0_[static_cast<size_t>(k)];
+         l < chunk_layer0_[static_cast<size_t>(k)] + chunk_layers_[static_cast<size_t>(k)]; ++l) {
     block_of_layer_[static_cast<size_t>(l)] = static_cast<int64_t>(blocks_.size());
     Block b = begin_block(1, l);
     const std::string p = fmt::format("layer{}.", l);
@@ -802,10 +801,11 @@ void Trainer<T>::forward_micro_batch(MicroBatch& mb, int64_t index) {
     tp_reduce_output(partial.data(), mb.input.data(), h);
     if (!(spec_.model.tied_embeddings && last_stage_)) release_block(0);
   }
-  mb.layers.resize(static_cast<size_t>(layers_));
+  const int64_t chunk_layers_n = chunk_layers_[static_cast<size_t>(mb.chunk)];
+  mb.layers.resize(static_cast<size_t>(chunk_layers_n));
   std::vector<T> x = mb.input, y(act);
   const int64_t layer0 = chunk_layer0_[static_cast<size_t>(mb.chunk)];
-  for (int64_t l = 0; l < layers_; ++l) {
+  for (int64_t l = 0; l < chunk_layers_n; ++l) {
     LayerStash& st = mb.layers[static_cast<size_t>(l)];
     const int64_t blk = block_of_layer_[static_cast<size_t>(layer0 + l)];
     gather_block(blk);
@@ -914,7 +914,7 @@ void Trainer<T>::backward_micro_batch(MicroBatch& mb, bool last) {
     dx = std::move(mb.grad_out);
   }
   const int64_t layer0 = chunk_layer0_[static_cast<size_t>(mb.chunk)];
-  for (int64_t l = layers_ - 1; l >= 0; --l) {
+  for (int64_t l = chunk_layers_[static_cast<size_t>(mb.chunk)] - 1; l >= 0; --l) {
     layer_backward(layer0 + l, mb.layers[static_cast<size_t>(l)], dx.data());
     if (last || zero2) reduce_gradients_post(block_of_layer_[static_cast<size_t>(layer0 + l)]);
   }

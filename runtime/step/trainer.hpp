@@ -239,7 +239,7 @@ class Trainer {
   int64_t rows_ = 0;       // micro_batch * n_: rows of a full (TP-gathered) activation
   int64_t rows_local_ = 0; // rows_ / TP with sequence parallelism, else rows_
   int64_t chunks_ = 1;               // model chunks per stage (interleave)
-  int64_t layers_ = 0;               // layers per chunk
+  std::vector<int64_t> chunk_layers_;  // layers of each chunk (core/pipeline_split.hpp)
   std::vector<int64_t> chunk_layer0_;   // first global layer of each chunk
   std::vector<int64_t> block_of_layer_; // global layer -> index in blocks_ (-1: another stage's)
   bool first_stage_ = true, last_stage_ = true;

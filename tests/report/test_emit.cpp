@@ -777,8 +777,19 @@ TEST_CASE("emit: the pipeline split settings as Megatron-LM flags and torchtitan
   check_flags_exist(l);
   e.model.layers = 32;  // 6, then 26 over 3 ranks does not divide
   CHECK_THROWS_AS(report::megatron_launch(e, p), Error);
-  e.model.layers = 30;
-  CHECK_THROWS_AS(report::torchtitan_config(e, p, report::TorchtitanTarget::toml), Error);
+  // torchtitan with interleaving: Megatron's per-rank counts split evenly over the chunks, one
+  // module list per virtual stage. 32 layers, first 2, last 6: ranks 2, 12, 12, 6; chunks of v 2
+  // 1, 6, 6, 3 in each round.
+  e.model.layers = 32;
+  p.options.pp_first_layers = 2;
+  p.options.pp_last_layers = 6;
+  const auto c = report::torchtitan_config(e, p, report::TorchtitanTarget::toml);
+  const auto parts = std::get<std::vector<std::vector<std::string>>>(*setting(c, "parallelism", "module_fqns_per_model_part"));
+  REQUIRE(parts.size() == 8);
+  const std::vector<size_t> sizes = {2, 6, 6, 3, 1, 6, 6, 5};  // + tok_embeddings first, + norm, output last
+  for (size_t k = 0; k < parts.size(); ++k) CHECK(parts[k].size() == sizes[k]);
+  CHECK(parts[4].front() == "layers.16");
+  CHECK(torchtitan_stages_per_rank(c, 32, false) == 2);
 }
 
 TEST_CASE("emit: torchtitan interleaved stages where PP x v does not divide the layers") {

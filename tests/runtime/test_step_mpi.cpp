@@ -78,6 +78,19 @@ std::vector<Case> cases_for(int world) {
   o = opts();
   o.interleave = 2;
   add("pp2 interleaved v=2", Mesh{1, 1, 1, 2}, o, 4);
+  // Uneven pipelines (core/pipeline_split.hpp): torchtitan's split of 3 layers (1, 2), the
+  // first rank given 2 of 3, a loss slot (3 + 1 slots: 2, 1), and 5 layers interleaved over 4
+  // virtual stages (1, 2, 1, 1: ranks hold 2 and 3).
+  add("pp2 3 layers (1, 2)", Mesh{1, 1, 1, 2}, opts(), 3);
+  o = opts();
+  o.pp_first_layers = 2;
+  add("pp2 pp_first_layers 2 of 3", Mesh{1, 1, 1, 2}, o, 3);
+  o = opts();
+  o.pp_loss_slot = true;
+  add("pp2 loss slot (2, 1)", Mesh{1, 1, 1, 2}, o, 3);
+  o = opts();
+  o.interleave = 2;
+  add("pp2 interleaved v=2, 5 layers", Mesh{1, 1, 1, 2}, o, 5);
   o = opts();
   o.zero_stage = 1;
   add("dp2 zero1", Mesh{2, 1, 1, 1}, o);
@@ -99,6 +112,9 @@ std::vector<Case> cases_for(int world) {
   add("cp4 zigzag", Mesh{1, 1, 4, 1}, opts());
   add("cp4 striped", Mesh{1, 1, 4, 1}, opts(CpScheme::striped));
   add("pp4", Mesh{1, 1, 1, 4}, opts(), 4);
+  o = opts();
+  o.pp_embedding_slot = o.pp_loss_slot = true;
+  add("pp4 embedding and loss slots, 6 layers (1, 2, 2, 1)", Mesh{1, 1, 1, 4}, o, 6);
   add("pp2 x dp2", Mesh{2, 1, 1, 2}, opts());
   o = opts();
   o.interleave = 2;

@@ -112,7 +112,18 @@ TEST_CASE("step refuses shapes that cannot be split, naming the reason, before a
   refused(s, "heads 4 not divisible by tp=3");
   s = test::tiny_step_spec();
   s.mesh = Mesh{1, 1, 1, 3};
-  refused(s, "layers 2 not divisible by pp=3");
+  refused(s, "pp=3 exceeds the 2 layers");
+  // Layers PP does not divide are split (core/pipeline_split.hpp); a split that cannot be built
+  // is refused with the reason.
+  s = test::tiny_step_spec();
+  s.model.layers = 3;
+  s.mesh = Mesh{1, 1, 1, 2};
+  s.options.pp_first_layers = 2;
+  s.options.pp_last_layers = 2;
+  refused(s, "pipeline split: pp_first_layers 2 + pp_last_layers 2 exceed the model's 3 layers");
+  s.options.pp_first_layers = s.options.pp_last_layers = 0;
+  s.options.interleave = 2;
+  refused(s, "pipeline split: PP×v = 4 stages for 3 layers");
   s = test::tiny_step_spec();
   s.mesh = Mesh{1, 1, 3, 1};
   refused(s, "seq_len 16 not divisible by 6 (zigzag sharding over cp=3)");

@@ -304,9 +304,9 @@ TEST_CASE("pipeline split: Megatron-LM's uneven stages and torchtitan's automati
   // stages d and d + 8.
   ParallelOptions looped;
   looped.interleave = 2;
-  CHECK(virtual_stage_layers(126, 16, 0) == 7);
-  CHECK(virtual_stage_layers(126, 16, 14) == 8);
-  CHECK(virtual_stage_layers(126, 16, 15) == 7);
+  CHECK(split_layers(126, 16, 0) == 7);
+  CHECK(split_layers(126, 16, 14) == 8);
+  CHECK(split_layers(126, 16, 15) == 7);
   CHECK(layers_of(126, 8, looped) == std::vector<int64_t>{15, 16, 16, 16, 16, 16, 16, 15});
   CHECK(layers_of(32, 4, looped) == std::vector<int64_t>{8, 8, 8, 8});
   CHECK(pipeline_split_problem(3, 4, even).find("every stage needs a layer") != std::string::npos);
