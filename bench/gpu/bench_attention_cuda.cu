@@ -9,7 +9,7 @@
 // Backward implementations (--backward-impl LIST, as --forward-impl below) likewise: each timed
 // one is validated first; bwd_ms / bwd_tflops are the first (the library's default on this
 // device), every other one is reported as bwd_ms_<name> / bwd_tflops_<name>.
-// Forward implementations (--forward-impl LIST, comma-separated from wgmma, mma, wmma, or "all";
+// Forward implementations (--forward-impl LIST, comma-separated from wgmma, mma, or "all";
 // default all that run on this device, in that order): flash_forward runs each of them
 // (set_forward_impl). The first is the "primary" (the library's default on this device: wgmma on
 // sm_90, else mma): its rate fills fwd_ms / fwd_tflops and its O and lse feed the backward; every
@@ -71,11 +71,10 @@ struct Options {
   bool causal_only = false, noncausal_only = false;
   std::string json;
   // Forward implementations to validate and time; the first is the primary (see the top).
-  std::vector<rkc::ForwardImpl> forward_impls = {rkc::ForwardImpl::wgmma, rkc::ForwardImpl::mma, rkc::ForwardImpl::wmma};
+  std::vector<rkc::ForwardImpl> forward_impls = {rkc::ForwardImpl::wgmma, rkc::ForwardImpl::mma};
   bool forward_impls_given = false;  // default list: drop those this device cannot run
   // Backward implementations, likewise (the first is the primary: bwd_ms, bwd_tflops).
-  std::vector<rkc::BackwardImpl> backward_impls = {rkc::BackwardImpl::wgmma, rkc::BackwardImpl::mma,
-                                                  rkc::BackwardImpl::wmma};
+  std::vector<rkc::BackwardImpl> backward_impls = {rkc::BackwardImpl::wgmma, rkc::BackwardImpl::mma};
   bool backward_impls_given = false;
   rkc::BlockOrder order = rkc::BlockOrder::tile_major;
   bool primary_only = false;  // time only the first runnable forward and backward
@@ -91,7 +90,7 @@ const char* impl_name(rkc::BackwardImpl f) { return rkc::backward_impl_name(f); 
                "bench_attention_cuda: %s\n"
                "usage: bench_attention_cuda [--tokens 4096,8192,16384] [--batch 1] [--heads 32] [--kv-heads 8]\n"
                "       [--head-dim 64|128] [--type bf16|f16] [--warmup 5] [--iters 20] [--causal-only|--noncausal-only]\n"
-               "       [--forward-impl all|wgmma,mma,wmma] [--backward-impl all|wgmma,mma,wmma]\n"
+               "       [--forward-impl all|wgmma,mma] [--backward-impl all|wgmma,mma]\n"
                "       [--block-order tile_major|head_major] [--primary-only] [--json FILE]\n",
                why.c_str());
   std::exit(2);
@@ -139,8 +138,7 @@ Options parse(int argc, char** argv) {
           const std::string name = f.substr(p, q - p);
           if (name == "wgmma") o.forward_impls.push_back(rkc::ForwardImpl::wgmma);
           else if (name == "mma") o.forward_impls.push_back(rkc::ForwardImpl::mma);
-          else if (name == "wmma") o.forward_impls.push_back(rkc::ForwardImpl::wmma);
-          else usage("--forward-impl takes 'all' or a comma list of wgmma, mma, wmma; got '" + name + "'");
+          else usage("--forward-impl takes 'all' or a comma list of wgmma, mma; got '" + name + "'");
           p = q + 1;
         }
       }
@@ -154,8 +152,7 @@ Options parse(int argc, char** argv) {
           const std::string name = f.substr(p, q - p);
           if (name == "wgmma") o.backward_impls.push_back(rkc::BackwardImpl::wgmma);
           else if (name == "mma") o.backward_impls.push_back(rkc::BackwardImpl::mma);
-          else if (name == "wmma") o.backward_impls.push_back(rkc::BackwardImpl::wmma);
-          else usage("--backward-impl takes 'all' or a comma list of wgmma, mma, wmma; got '" + name + "'");
+          else usage("--backward-impl takes 'all' or a comma list of wgmma, mma; got '" + name + "'");
           p = q + 1;
         }
       }
@@ -462,12 +459,9 @@ Result run_case(const Options& o, int64_t n, bool causal) {
 
   // Tiles of the primary forward's geometry.
   const rkc::ForwardImpl primary = o.forward_impls.front();
-  const int64_t tile_m = primary == rkc::ForwardImpl::wgmma ? rkc::kWgmmaFwdBlockM
-                         : primary == rkc::ForwardImpl::mma ? rkc::kMmaFwdBlockM
-                                                            : rkc::kFwdBlockM;
-  const int64_t tile_n = primary == rkc::ForwardImpl::wgmma ? rkc::kWgmmaFwdBlockN
-                         : primary == rkc::ForwardImpl::mma ? rkc::kMmaFwdBlockN
-                                                            : rkc::kFwdBlockN;
+  const bool wgmma = primary == rkc::ForwardImpl::wgmma;
+  const int64_t tile_m = wgmma ? rkc::kWgmmaFwdBlockM : rkc::kMmaFwdBlockM;
+  const int64_t tile_n = wgmma ? rkc::kWgmmaFwdBlockN : rkc::kMmaFwdBlockN;
   const auto tiles = rkc::count_tiles(all_pos.data(), n, all_pos.data(), n, causal, tile_m, tile_n);
   r.tiles_hidden = tiles.hidden;
   r.tiles_partial = tiles.partial;

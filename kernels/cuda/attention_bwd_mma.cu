@@ -1,6 +1,6 @@
-// FlashAttention-2-style backward on mma.sync.m16n8k16: the default implementation of
-// cuda::flash_backward (contracts in attention_cuda.hpp; the WMMA backward in attention_cuda.cu
-// stays selectable with set_backward_impl, for benchmarks and tests).
+// FlashAttention-2-style backward on mma.sync.m16n8k16: the implementation of
+// cuda::flash_backward where the wgmma backward cannot run, or when asked for (BackwardImpl::mma;
+// contracts in attention_cuda.hpp).
 //
 // Work split (key-tile outer loop): one thread block = 8 warps = 128 keys of one (batch, KV head);
 // warp w owns keys [16w, 16w + 16) of the tile. The block loops over every query head of its KV
@@ -91,8 +91,6 @@ constexpr float kLog2e = 1.4426950408889634f;
 constexpr int kDqRowGroups = kBlockM / 16;           // m16 row groups of a step's dQ
 constexpr int kDqColSplit = kMmaBwdDqColSplit;        // column ranges of head_dim per row group
 
-// validate_backward checks the grid size with kBwdBlockN; a larger key tile only shrinks it.
-static_assert(kBlockN >= kBwdBlockN, "grid check in validate_backward assumes at most m / kBwdBlockN tiles");
 static_assert(kBlockN == 16 * kWarps, "each warp owns 16 keys (one m16 tile of S^T, dK, dV)");
 static_assert(kBlockM == 64,
               "S^T of a warp is 8 m16n8 tiles (64 queries, two halves of 32); the dS^T tile rows are 64 "
@@ -626,7 +624,6 @@ const char* backward_impl_name(BackwardImpl impl) {
   switch (impl) {
     case BackwardImpl::automatic: return "automatic";
     case BackwardImpl::mma: return "mma";
-    case BackwardImpl::wmma: return "wmma";
     case BackwardImpl::wgmma: return "wgmma";
   }
   return "?";

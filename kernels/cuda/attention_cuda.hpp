@@ -7,9 +7,8 @@
 //
 // Types and precision:
 //   q, k, v (and grad_out for the backward): f16 or bf16, all the same type; head_dim 64 or 128.
-//   Products on tensor cores (forward: mma.sync m16n8k16, or WMMA 16x16x16 when selected with
-//   set_forward_impl; backward: mma.sync, or WMMA when selected with set_backward_impl) with
-//   float32 accumulation; softmax in float32.
+//   Products on tensor cores (wgmma on sm_90, mma.sync m16n8k16 elsewhere) with float32
+//   accumulation; softmax in float32.
 //   O (ForwardOut.out), dQ, dK, dV: float32 (the ring merges and accumulates them in float32).
 //   lse, D: float32 rows. BackwardArgs.out (final O) has the input type (kernels::validate);
 //   backward_delta itself accepts O and dO in f32, f16 or bf16.
@@ -47,11 +46,10 @@ void flash_forward(const BlockParams& p, const ForwardOut& o, cudaStream_t strea
 //     per block (attention_fwd_wgmma.cu).
 //   mma: FlashAttention-2 style, mma.sync m16n8k16 with S and P kept in registers, 128 query
 //     rows per block (attention_fwd_mma.cu); sm_80 and later.
-//   wmma: the earlier WMMA 16x16x16 kernel, S and P through shared memory.
 // The setting is process-wide (an atomic, read at each flash_forward call) and exists for
 // benchmarks and tests that compare the kernels; production code leaves the default. Asking
 // for wgmma where it cannot run makes flash_forward throw std::invalid_argument.
-enum class ForwardImpl { automatic, mma, wmma, wgmma };
+enum class ForwardImpl { automatic, mma, wgmma };
 void set_forward_impl(ForwardImpl impl);
 ForwardImpl forward_impl();
 // Empty when `impl` can run on the current device, else why not. resolve_forward_impl gives the
@@ -82,11 +80,10 @@ void flash_backward(const BlockParams& p, const BackwardArgs& g, cudaStream_t st
 //     TMA, 128 keys per block (attention_bwd_wgmma.cu).
 //   mma: FlashAttention-2 style, mma.sync m16n8k16, 128 keys per block with P and dS kept in
 //     registers for dV and dK (attention_bwd_mma.cu); sm_80 and later.
-//   wmma: the earlier WMMA 16x16x16 kernel, S, P, dP and dS through shared memory.
 // Process-wide (an atomic, read at each flash_backward call), for benchmarks and tests that
 // compare the kernels; production code leaves the default. Asking for wgmma where it cannot run
 // makes flash_backward throw std::invalid_argument.
-enum class BackwardImpl { automatic, mma, wmma, wgmma };
+enum class BackwardImpl { automatic, mma, wgmma };
 void set_backward_impl(BackwardImpl impl);
 BackwardImpl backward_impl();
 std::string backward_impl_unavailable(BackwardImpl impl);
@@ -100,8 +97,7 @@ const char* backward_impl_name(BackwardImpl impl);
 // Process-wide (an atomic, read at each flash_forward / flash_backward call) like the settings
 // above; the results do not depend on it. It applies to causal launches: without a mask every
 // tile has the same work, so the order changes no balance, and those launches stay head-major,
-// which keeps the blocks that read the same K and V (one head's) running together. The WMMA
-// kernels ignore it (always head-major).
+// which keeps the blocks that read the same K and V (one head's) running together.
 void set_block_order(BlockOrder order);
 BlockOrder block_order();
 // The order a launch asks launch_grid for: block_order() if causal, else head_major.

@@ -1,6 +1,6 @@
-// FlashAttention-2-style forward on mma.sync.m16n8k16: the default implementation of
-// cuda::flash_forward (contracts in attention_cuda.hpp; the WMMA forward in attention_cuda.cu
-// stays selectable with set_forward_impl, for benchmarks and tests).
+// FlashAttention-2-style forward on mma.sync.m16n8k16: the implementation of
+// cuda::flash_forward where the wgmma forward cannot run, or when asked for (ForwardImpl::mma;
+// contracts in attention_cuda.hpp).
 //
 // Work split: one thread block = 4 warps = 128 query rows of one (batch, head); warp w owns rows
 // [32w, 32w + 32) as two m16 tiles (mt = 0, 1: rows 32w + 16mt .. 32w + 16mt + 15). The block
@@ -482,7 +482,6 @@ const char* forward_impl_name(ForwardImpl impl) {
   switch (impl) {
     case ForwardImpl::automatic: return "automatic";
     case ForwardImpl::mma: return "mma";
-    case ForwardImpl::wmma: return "wmma";
     case ForwardImpl::wgmma: return "wgmma";
   }
   return "?";

@@ -1,5 +1,5 @@
-// cuda::flash_backward under every implementation (BackwardImpl::mma, wmma and, on an sm_90
-// device, wgmma; elsewhere a SKIPPED message says why) against the float64 reference, and the
+// cuda::flash_backward under every implementation (BackwardImpl::mma and, on an sm_90 device,
+// wgmma; elsewhere a SKIPPED message says why) against the float64 reference, and the
 // implementations against each other.
 //
 // The forward here is the float64 reference (reference_forward): O rounded to the input type and
@@ -53,7 +53,7 @@ struct ImplScope {
 
 const char* impl_name(BackwardImpl i) { return rkc::backward_impl_name(i); }
 
-constexpr BackwardImpl kImpls[] = {BackwardImpl::mma, BackwardImpl::wmma, BackwardImpl::wgmma};
+constexpr BackwardImpl kImpls[] = {BackwardImpl::mma, BackwardImpl::wgmma};
 
 // True when `impl` can run on this device; otherwise prints why it is skipped.
 bool impl_runs(BackwardImpl impl) {
@@ -364,7 +364,7 @@ TEST_CASE("cuda backward: every implementation agrees with mma on a large causal
     c.q_pos = c.k_pos = iota_positions(1024);
     Problem pr(c, 600 + uint64_t(t), false);
     const auto a = pr.run(BackwardImpl::mma, 1, 0.0f);
-    for (BackwardImpl other : {BackwardImpl::wmma, BackwardImpl::wgmma}) {
+    for (BackwardImpl other : {BackwardImpl::wgmma}) {
       if (!impl_runs(other)) continue;
       const auto b = pr.run(other, 1, 0.0f);
       const double eq = rel_err(a.dq, b.dq), ek = rel_err(a.dk, b.dk), ev = rel_err(a.dv, b.dv);
@@ -381,8 +381,8 @@ TEST_CASE("cuda backward: the implementation setting defaults to automatic and r
   // Host-only: no device needed.
   CHECK(rkc::backward_impl() == BackwardImpl::automatic);
   {
-    ImplScope s(BackwardImpl::wmma);
-    CHECK(rkc::backward_impl() == BackwardImpl::wmma);
+    ImplScope s(BackwardImpl::mma);
+    CHECK(rkc::backward_impl() == BackwardImpl::mma);
   }
   CHECK(rkc::backward_impl() == BackwardImpl::automatic);
 }

@@ -5,7 +5,7 @@
 // that fail before touching the device run everywhere.
 //
 // Forward implementations: every case that runs flash_forward runs it once per implementation
-// (set_forward_impl: mma, wmma and wgmma; wgmma only on an sm_90 device, else a SKIPPED message
+// (set_forward_impl: mma and wgmma; wgmma only on an sm_90 device, else a SKIPPED message
 // says why), under the same bounds; a failure names the implementation ("forward impl: ...").
 // The backward then uses that forward's O and lse.
 //
@@ -46,7 +46,7 @@ struct ForwardImplCase {
   const char* name;
 };
 constexpr ForwardImplCase kForwardImpls[] = {
-    {rkc::ForwardImpl::mma, "mma"}, {rkc::ForwardImpl::wmma, "wmma"}, {rkc::ForwardImpl::wgmma, "wgmma"}};
+    {rkc::ForwardImpl::mma, "mma"}, {rkc::ForwardImpl::wgmma, "wgmma"}};
 
 // True when `f` can run on this device; otherwise prints why it is skipped.
 bool impl_runs(const ForwardImplCase& f) {
@@ -460,7 +460,6 @@ TEST_CASE("cuda forward impl selection: automatic picks wgmma exactly where it c
   if (!have_gpu()) return;
   const std::string why = rkc::forward_impl_unavailable(rkc::ForwardImpl::wgmma);
   CHECK(rkc::forward_impl_unavailable(rkc::ForwardImpl::mma).empty());
-  CHECK(rkc::forward_impl_unavailable(rkc::ForwardImpl::wmma).empty());
   if (why.empty()) {
     CHECK(rkc::resolve_forward_impl(rkc::ForwardImpl::automatic) == rkc::ForwardImpl::wgmma);
     return;
