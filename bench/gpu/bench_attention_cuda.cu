@@ -11,15 +11,15 @@
 // device), every other one is reported as bwd_ms_<name> / bwd_tflops_<name>.
 // Forward implementations (--forward-impl LIST, comma-separated from wgmma, mma, or "all";
 // default all that run on this device, in that order): flash_forward runs each of them
-// (set_forward_impl). The first is the "primary" (the library's default on this device: wgmma on
+// (KernelChoice::forward). The first is the "primary" (the library's default on this device: wgmma on
 // sm_90, else mma): its rate fills fwd_ms / fwd_tflops and its O and lse feed the backward; every
 // other one is reported as fwd_ms_<name> / fwd_tflops_<name>.
 // Validation (before any timing; exit 1 on failure): for EVERY timed forward implementation, O
 // and lse of 16 sampled query rows in two heads; with the primary forward's O and lse, dQ of
 // those rows and dK, dV of 16 sampled keys of KV head 0 (all query rows of its group); all
 // against kernels::reference_forward / reference_backward on the same rounded inputs.
-// Launch order (--block-order tile_major|head_major, default tile_major): set_block_order for the
-// whole run (the mma.sync and wgmma kernels' causal launches; attention_cuda.hpp); the JSON
+// Launch order (--block-order tile_major|head_major, default tile_major): KernelChoice::order of
+// every call in the run (the kernels' causal launches; attention_cuda.hpp); the JSON
 // records it and the grid model column is computed for it. bench/device_check.sh runs the
 // primary kernels a second time (--primary-only) in head_major order: one call compares the two.
 // Timing: CUDA events around each iteration after warm-up; the median is reported.
@@ -271,16 +271,16 @@ struct Result {
 void model_grid(Result& r, const Options& o, rkc::ForwardImpl fwd, rkc::BackwardImpl bwd, int sms) {
   std::vector<int64_t> pos(static_cast<size_t>(r.tokens));
   for (int64_t i = 0; i < r.tokens; ++i) pos[size_t(i)] = i;
+  const rkc::BlockOrder order = rkc::launch_order(o.order, r.causal);
   if (fwd == rkc::ForwardImpl::wgmma) {
     const auto w = rkc::owned_tile_work(pos.data(), r.tokens, pos.data(), r.tokens, r.causal, rkc::kWgmmaFwdBlockM,
                                         rkc::kWgmmaFwdBlockN, true);
-    r.busy_fwd = rkc::grid_balance(rkc::blocks_in_launch_order(w, o.heads, o.batch, rkc::launch_order(r.causal), true), sms);
+    r.busy_fwd = rkc::grid_balance(rkc::blocks_in_launch_order(w, o.heads, o.batch, order, true), sms);
   }
   if (bwd == rkc::BackwardImpl::wgmma) {
     const auto w = rkc::owned_tile_work(pos.data(), r.tokens, pos.data(), r.tokens, r.causal, rkc::kWgmmaBwdBlockM,
                                         rkc::kWgmmaBwdBlockN, false);
-    r.busy_bwd =
-        rkc::grid_balance(rkc::blocks_in_launch_order(w, o.kv_heads, o.batch, rkc::launch_order(r.causal), false), sms);
+    r.busy_bwd = rkc::grid_balance(rkc::blocks_in_launch_order(w, o.kv_heads, o.batch, order, false), sms);
   }
 }
 
@@ -324,13 +324,15 @@ Result run_case(const Options& o, int64_t n, bool causal) {
   g.grad_v = rk::dense_view(dv.ptr, rk::ElemType::f32, b, hkv, n, d);
   cudaStream_t stream = nullptr;
 
-  auto forward = [&] { rkc::flash_forward(p, fo, stream); };
+  rkc::KernelChoice kernels;  // the implementations under test, in the run's launch order
+  kernels.order = o.order;
+  auto forward = [&] { rkc::flash_forward(p, fo, stream, kernels); };
   auto backward = [&] {
     BENCH_CUDA(cudaMemsetAsync(dq.ptr, 0, q_elems * 4, stream));
     BENCH_CUDA(cudaMemsetAsync(dk.ptr, 0, kv_elems * 4, stream));
     BENCH_CUDA(cudaMemsetAsync(dv.ptr, 0, kv_elems * 4, stream));
     rkc::backward_delta(g.out, g.grad_out, g.delta, stream);
-    rkc::flash_backward(p, g, stream);
+    rkc::flash_backward(p, g, stream, kernels);
   };
 
   // ---- validate (batch 0 only) ----
@@ -350,7 +352,7 @@ Result run_case(const Options& o, int64_t n, bool causal) {
   // Forward of every timed implementation, the primary last: its O and lse stay in the buffers
   // for the backward check below.
   for (size_t fi = o.forward_impls.size(); fi-- > 0;) {
-    rkc::set_forward_impl(o.forward_impls[fi]);
+    kernels.forward = o.forward_impls[fi];
     forward();
     BENCH_CUDA(cudaDeviceSynchronize());
     double e_out = 0.0, e_lse = 0.0;
@@ -390,7 +392,7 @@ Result run_case(const Options& o, int64_t n, bool causal) {
   else convert_from_f32<<<1024, 256>>>(out.ptr, reinterpret_cast<__half*>(out16.ptr), q_elems);
   // Every timed backward implementation is validated (the last one validated is the primary's).
   for (size_t bi = o.backward_impls.size(); bi-- > 0;) {
-  rkc::set_backward_impl(o.backward_impls[bi]);
+  kernels.backward = o.backward_impls[bi];
   backward();
   BENCH_CUDA(cudaDeviceSynchronize());
   for (int64_t head : {int64_t(0), h - 1}) {
@@ -487,19 +489,17 @@ Result run_case(const Options& o, int64_t n, bool causal) {
   };
   const double fwd_flops = 4.0 * double(b) * double(h) * double(n) * double(n) * double(d) * (causal ? 0.5 : 1.0);
   for (size_t fi = 0; fi < o.forward_impls.size(); ++fi) {
-    rkc::set_forward_impl(o.forward_impls[fi]);
+    kernels.forward = o.forward_impls[fi];
     const double ms = time_ms(forward);
     if (fi == 0) r.fwd_ms = ms;
     else r.fwd_ms_other.emplace_back(impl_name(o.forward_impls[fi]), ms);
   }
-  rkc::set_forward_impl(rkc::ForwardImpl::automatic);
   for (size_t bi = 0; bi < o.backward_impls.size(); ++bi) {
-    rkc::set_backward_impl(o.backward_impls[bi]);
+    kernels.backward = o.backward_impls[bi];
     const double ms = time_ms(backward);
     if (bi == 0) r.bwd_ms = ms;
     else r.bwd_ms_other.emplace_back(impl_name(o.backward_impls[bi]), ms);
   }
-  rkc::set_backward_impl(rkc::BackwardImpl::automatic);
   cudaEventDestroy(e0);
   cudaEventDestroy(e1);
   r.fwd_tflops = fwd_flops / (r.fwd_ms * 1e-3) / 1e12;
@@ -555,7 +555,6 @@ int main(int argc, char** argv) {
     o.forward_impls.resize(1);
     o.backward_impls.resize(1);
   }
-  rkc::set_block_order(o.order);
   std::printf("launch order of the mma and wgmma kernels: %s (causal rows; non-causal ones are head-major)\n",
               order_name(o.order));
   std::printf("FLOP model: fwd 4*b*h*n*n*d (x0.5 causal), bwd 2.5x fwd; TFLOP/s = flops / median time\n");

@@ -63,7 +63,6 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
-#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -111,7 +110,7 @@ struct Args {
   const int64_t *q_pos, *k_pos;  // may be null when !causal
   int64_t n, m, group;           // group = heads / kv_heads
   int64_t kv_heads, batch;       // with the key tiles: the grid (launch_grid)
-  int order;                     // BlockOrder: launch_order() here, the grid's own at launch (launch_grid)
+  int order;                     // BlockOrder: the caller's launch_order, the grid's own at launch (launch_grid)
   int causal;
   int dq_vec2;   // dQ rows 8-byte aligned: column pairs as one 2-wide reduction (sm_90)
   int dkv_vec2;  // dK and dV rows 8-byte aligned: column pairs as float2
@@ -613,12 +612,7 @@ bool aligned8(const TensorView& t) {
          t.stride_token % 2 == 0;
 }
 
-std::atomic<BackwardImpl> g_backward_impl{BackwardImpl::automatic};
-
 }  // namespace
-
-void set_backward_impl(BackwardImpl impl) { g_backward_impl.store(impl, std::memory_order_relaxed); }
-BackwardImpl backward_impl() { return g_backward_impl.load(std::memory_order_relaxed); }
 
 const char* backward_impl_name(BackwardImpl impl) {
   switch (impl) {
@@ -648,12 +642,13 @@ namespace detail {
 #if !RINGPLAN_HAVE_WGMMA
 // This build has no sm_90a code (attention_bwd_wgmma.cu not compiled).
 bool wgmma_backward_built() { return false; }
-void launch_backward_wgmma(const BlockParams&, const BackwardArgs&, float, cudaStream_t) {
+void launch_backward_wgmma(const BlockParams&, const BackwardArgs&, float, BlockOrder, cudaStream_t) {
   throw std::invalid_argument("flash_backward: the wgmma backward is not in this build");
 }
 #endif
 
-void launch_backward_mma(const BlockParams& p, const BackwardArgs& g, float scale, cudaStream_t stream) {
+void launch_backward_mma(const BlockParams& p, const BackwardArgs& g, float scale, BlockOrder order,
+                         cudaStream_t stream) {
   Args a{};
   a.q = p.q.data, a.k = p.k.data, a.v = p.v.data, a.dout = g.grad_out.data;
   a.q_sb = p.q.stride_batch, a.q_sh = p.q.stride_head, a.q_st = p.q.stride_token;
@@ -671,7 +666,7 @@ void launch_backward_mma(const BlockParams& p, const BackwardArgs& g, float scal
   a.q_pos = p.q_positions, a.k_pos = p.k_positions;
   a.n = p.q.tokens, a.m = p.k.tokens, a.group = p.q.heads / p.k.heads;
   a.kv_heads = p.k.heads, a.batch = p.k.batch;
-  a.order = int(launch_order(p.causal));
+  a.order = int(order);
   // The kernel counts (query head, query tile) items in int. Unreachable in practice (it needs
   // more than 2^37 query rows x heads), but checked rather than wrapped.
   if (a.group * ((a.n + kBlockM - 1) / kBlockM) > INT32_MAX) {

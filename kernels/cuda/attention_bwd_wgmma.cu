@@ -94,7 +94,7 @@ struct Args {
   int64_t dq_sb, dq_sh, dq_st, dk_sb, dk_sh, dk_st, dv_sb, dv_sh, dv_st;
   int64_t n, m, group;  // group = heads / kv_heads
   int64_t kv_heads, batch;  // with the key tiles: the grid (launch_grid)
-  int order;                // BlockOrder: launch_order() here, the grid's own at launch (launch_grid)
+  int order;                // BlockOrder: the caller's launch_order, the grid's own at launch (launch_grid)
   int causal;
   int dq_vec2;   // dQ rows 8-byte aligned: column pairs as one 2-wide reduction
   int dkv_vec2;  // dK and dV rows 8-byte aligned: column pairs as float2
@@ -543,13 +543,14 @@ namespace detail {
 
 bool wgmma_backward_built() { return true; }
 
-void launch_backward_wgmma(const BlockParams& p, const BackwardArgs& g, float scale, cudaStream_t stream) {
+void launch_backward_wgmma(const BlockParams& p, const BackwardArgs& g, float scale, BlockOrder order,
+                           cudaStream_t stream) {
   // Views TMA cannot describe (tma::tma_unsuitable), and item counts near the int range (the
   // producer's item walk adds a window to them), go to the mma.sync kernel.
   if (!tma::tma_unsuitable(p.q).empty() || !tma::tma_unsuitable(p.k).empty() || !tma::tma_unsuitable(p.v).empty() ||
       !tma::tma_unsuitable(g.grad_out).empty() ||
       (p.q.heads / p.k.heads) * ((p.q.tokens + kBlockM - 1) / kBlockM) > int64_t(INT32_MAX) - 2 * kWindow) {
-    launch_backward_mma(p, g, scale, stream);
+    launch_backward_mma(p, g, scale, order, stream);
     return;
   }
   Args a{};
@@ -564,7 +565,7 @@ void launch_backward_wgmma(const BlockParams& p, const BackwardArgs& g, float sc
   a.q_pos = p.q_positions, a.k_pos = p.k_positions;
   a.n = p.q.tokens, a.m = p.k.tokens, a.group = p.q.heads / p.k.heads;
   a.kv_heads = p.k.heads, a.batch = p.k.batch;
-  a.order = int(launch_order(p.causal));
+  a.order = int(order);
   if (a.group * ((a.n + kBlockM - 1) / kBlockM) > INT32_MAX) {
     throw std::invalid_argument("ringplan::kernels::cuda::flash_backward: heads / kv_heads * ceil(q.tokens / 64) = " +
                                 std::to_string(a.group * ((a.n + kBlockM - 1) / kBlockM)) +

@@ -298,25 +298,27 @@ std::string validate_backward(const BlockParams& p, const BackwardArgs& g) {
   return grid_problem(p.k.batch, p.k.heads, (p.k.tokens + kMmaBwdBlockN - 1) / kMmaBwdBlockN);
 }
 
-void flash_forward(const BlockParams& p, const ForwardOut& o, cudaStream_t stream) {
+void flash_forward(const BlockParams& p, const ForwardOut& o, cudaStream_t stream, const KernelChoice& choice) {
   throw_if(validate_forward(p, o), "flash_forward");
   if (p.q.tokens == 0 || p.q.batch == 0 || p.q.heads == 0) return;
-  if (resolve_forward_impl(forward_impl()) == ForwardImpl::wgmma) {
+  const BlockOrder order = launch_order(choice.order, p.causal);
+  if (resolve_forward_impl(choice.forward) == ForwardImpl::wgmma) {
     throw_if(forward_impl_unavailable(ForwardImpl::wgmma), "flash_forward");
-    detail::launch_forward_wgmma(p, o, effective_scale(p), stream);
+    detail::launch_forward_wgmma(p, o, effective_scale(p), order, stream);
   } else {
-    detail::launch_forward_mma(p, o, effective_scale(p), stream);
+    detail::launch_forward_mma(p, o, effective_scale(p), order, stream);
   }
 }
 
-void flash_backward(const BlockParams& p, const BackwardArgs& g, cudaStream_t stream) {
+void flash_backward(const BlockParams& p, const BackwardArgs& g, cudaStream_t stream, const KernelChoice& choice) {
   throw_if(validate_backward(p, g), "flash_backward");
   if (p.k.tokens == 0 || p.q.tokens == 0 || p.q.batch == 0 || p.q.heads == 0) return;
-  if (resolve_backward_impl(backward_impl()) == BackwardImpl::wgmma) {
+  const BlockOrder order = launch_order(choice.order, p.causal);
+  if (resolve_backward_impl(choice.backward) == BackwardImpl::wgmma) {
     throw_if(backward_impl_unavailable(BackwardImpl::wgmma), "flash_backward");
-    detail::launch_backward_wgmma(p, g, effective_scale(p), stream);
+    detail::launch_backward_wgmma(p, g, effective_scale(p), order, stream);
   } else {
-    detail::launch_backward_mma(p, g, effective_scale(p), stream);
+    detail::launch_backward_mma(p, g, effective_scale(p), order, stream);
   }
 }
 

@@ -44,7 +44,6 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
-#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <stdexcept>
@@ -453,8 +452,6 @@ void launch(const Args& a, int64_t batch, cudaStream_t stream) {
   RINGPLAN_MMA_THROW_IF(cudaGetLastError());
 }
 
-std::atomic<ForwardImpl> g_forward_impl{ForwardImpl::automatic};
-
 // Compute capability of the current device as 10 * major + minor; 0 when it cannot be read.
 int current_device_cc() {
   int dev = 0, major = 0, minor = 0;
@@ -467,16 +464,6 @@ int current_device_cc() {
 }
 
 }  // namespace
-
-void set_forward_impl(ForwardImpl impl) { g_forward_impl.store(impl, std::memory_order_relaxed); }
-ForwardImpl forward_impl() { return g_forward_impl.load(std::memory_order_relaxed); }
-
-namespace {
-std::atomic<BlockOrder> g_block_order{BlockOrder::tile_major};
-}  // namespace
-void set_block_order(BlockOrder order) { g_block_order.store(order, std::memory_order_relaxed); }
-BlockOrder block_order() { return g_block_order.load(std::memory_order_relaxed); }
-BlockOrder launch_order(bool causal) { return causal ? block_order() : BlockOrder::head_major; }
 
 const char* forward_impl_name(ForwardImpl impl) {
   switch (impl) {
@@ -518,13 +505,14 @@ namespace detail {
 #if !RINGPLAN_HAVE_WGMMA
 // This build has no sm_90a code (attention_fwd_wgmma.cu not compiled).
 bool wgmma_forward_built() { return false; }
-void launch_forward_wgmma(const BlockParams&, const ForwardOut&, float, cudaStream_t) {
+void launch_forward_wgmma(const BlockParams&, const ForwardOut&, float, BlockOrder, cudaStream_t) {
   throw std::invalid_argument("flash_forward: the wgmma forward is not in this build");
 }
 #endif
 
-void launch_forward_mma(const BlockParams& p, const ForwardOut& o, float scale, cudaStream_t stream) {
-  Args a = fwd_detail::make_args(p, o, scale);
+void launch_forward_mma(const BlockParams& p, const ForwardOut& o, float scale, BlockOrder order,
+                        cudaStream_t stream) {
+  Args a = fwd_detail::make_args(p, o, scale, order);
   // Causal: per-tile key ranges for the kernel's tile walk, freed in stream order after it.
   const auto ranges = tile_detail::TileRanges::make<kBlockN>(a.k_pos, a.m, a.causal != 0, stream);
   a.k_tile_range = ranges.ptr();

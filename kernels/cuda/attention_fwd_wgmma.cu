@@ -440,16 +440,17 @@ namespace detail {
 
 bool wgmma_forward_built() { return true; }
 
-void launch_forward_wgmma(const BlockParams& p, const ForwardOut& o, float scale, cudaStream_t stream) {
+void launch_forward_wgmma(const BlockParams& p, const ForwardOut& o, float scale, BlockOrder order,
+                          cudaStream_t stream) {
   // No keys: every row ends with O = 0, lse = -inf. TMA descriptors need every dimension >= 1,
   // so the mma.sync kernel (which needs none) writes that; it also takes the views TMA cannot
   // describe (tma::tma_unsuitable).
   if (p.k.tokens == 0 || !tma::tma_unsuitable(p.q).empty() || !tma::tma_unsuitable(p.k).empty() ||
       !tma::tma_unsuitable(p.v).empty()) {
-    launch_forward_mma(p, o, scale, stream);
+    launch_forward_mma(p, o, scale, order, stream);
     return;
   }
-  Args a = fwd_detail::make_args(p, o, scale);
+  Args a = fwd_detail::make_args(p, o, scale, order);
   // Causal: per-tile key ranges for the kernel's tile walk, freed in stream order after it.
   const auto ranges = tile_detail::TileRanges::make<kBlockN>(a.k_pos, a.m, a.causal != 0, stream);
   a.k_tile_range = ranges.ptr();

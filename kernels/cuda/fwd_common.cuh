@@ -15,7 +15,6 @@
 #include <cstdint>
 
 #include "kernels/attention.hpp"
-#include "kernels/cuda/attention_cuda.hpp"  // launch_order
 #include "kernels/cuda/mma_primitives.cuh"  // RINGPLAN_MMA_THROW_IF
 #include "kernels/cuda/tile_schedule.hpp"
 
@@ -35,14 +34,15 @@ struct Args {
   const int64_t* k_tile_range;
   int64_t n, m, heads, group;    // group = heads / kv_heads
   int64_t batch;                 // with heads and the query tiles: the grid (launch_grid)
-  int order;                     // BlockOrder: launch_order() here, the grid's own at launch (launch_grid)
+  int order;                     // BlockOrder: the caller's launch_order, the grid's own at launch (launch_grid)
   int causal;
   int o_vec2;        // O rows 8-byte aligned: store column pairs as float2
   float scale_log2;  // scale * log2(e): softmax runs on exp2
 };
 
-// Arguments of one forward block; `scale` is the effective softmax scale.
-inline Args make_args(const BlockParams& p, const ForwardOut& o, float scale) {
+// Arguments of one forward block; `scale` is the effective softmax scale, `order` the launch order
+// the grid asks for (launch_order).
+inline Args make_args(const BlockParams& p, const ForwardOut& o, float scale, BlockOrder order) {
   constexpr float kLog2e = 1.4426950408889634f;
   Args a{};
   a.q = p.q.data, a.k = p.k.data, a.v = p.v.data;
@@ -57,7 +57,7 @@ inline Args make_args(const BlockParams& p, const ForwardOut& o, float scale) {
   a.q_pos = p.q_positions, a.k_pos = p.k_positions;
   a.n = p.q.tokens, a.m = p.k.tokens, a.heads = p.q.heads, a.group = p.q.heads / p.k.heads;
   a.batch = p.q.batch;
-  a.order = int(launch_order(p.causal));
+  a.order = int(order);
   a.causal = p.causal ? 1 : 0;
   a.scale_log2 = scale * kLog2e;
   return a;

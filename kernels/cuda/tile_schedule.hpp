@@ -46,7 +46,7 @@ RINGPLAN_HD inline TileVisibility classify_tile(bool causal, int64_t q_min, int6
 // The tile-major order launches the heaviest tile of every (head, batch) first and the lightest
 // last: a list schedule in decreasing work, whose tail is one light block. The head-major order
 // (tile fastest, then head, then batch; tiles walked from the heavy end) is the baseline the
-// tile-major order is measured against (set_block_order in attention_cuda.hpp).
+// tile-major order is measured against (KernelChoice::order in attention_cuda.hpp).
 //
 // Both are 3-D grids, which start blocks with x fastest, then y, then z, and whose coordinates
 // the kernel reads from special registers: nothing to divide, and nothing held in registers
@@ -58,6 +58,9 @@ RINGPLAN_HD inline TileVisibility classify_tile(bool causal, int64_t q_min, int6
 // tile 0 (the backward). With unsorted positions the order is only a guess; every order computes
 // the same result.
 enum class BlockOrder : int { tile_major = 0, head_major = 1 };
+// The order a launch asks launch_grid for: `wanted` if causal, else head_major (uniform tiles:
+// nothing to balance, and a head's blocks, which read the same K and V, run together).
+inline BlockOrder launch_order(BlockOrder wanted, bool causal) { return causal ? wanted : BlockOrder::head_major; }
 struct BlockCoord {
   int32_t tile, head, batch;
 };

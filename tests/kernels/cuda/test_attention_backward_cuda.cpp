@@ -42,15 +42,6 @@ namespace {
 using ringplan::test::cuda::DeviceBuffer;
 using ringplan::test::cuda::have_gpu;
 
-// Sets the backward implementation for one scope and restores the previous one.
-struct ImplScope {
-  BackwardImpl saved;
-  explicit ImplScope(BackwardImpl impl) : saved(rkc::backward_impl()) { rkc::set_backward_impl(impl); }
-  ~ImplScope() { rkc::set_backward_impl(saved); }
-  ImplScope(const ImplScope&) = delete;
-  ImplScope& operator=(const ImplScope&) = delete;
-};
-
 const char* impl_name(BackwardImpl i) { return rkc::backward_impl_name(i); }
 
 constexpr BackwardImpl kImpls[] = {BackwardImpl::mma, BackwardImpl::wgmma};
@@ -216,7 +207,8 @@ struct Problem {
     std::vector<double> dq, dk, dv;
   };
   Grads run(BackwardImpl impl, int calls, float start) {
-    ImplScope scope(impl);
+    rkc::KernelChoice choice;
+    choice.backward = impl;
     DeviceBuffer<float> gq(q_elems), gk(kv_elems), gv(kv_elems);
     gq.upload(std::vector<float>(q_elems, start));
     gk.upload(std::vector<float>(kv_elems, start));
@@ -229,7 +221,7 @@ struct Problem {
     g.grad_q = make_view(gq.ptr, ElemType::f32, c.b, c.h, n, c.d, c.layout);
     g.grad_k = make_view(gk.ptr, ElemType::f32, c.b, c.hkv, m, c.d, c.layout);
     g.grad_v = make_view(gv.ptr, ElemType::f32, c.b, c.hkv, m, c.d, c.layout);
-    for (int i = 0; i < calls; ++i) rkc::flash_backward(params, g, nullptr);
+    for (int i = 0; i < calls; ++i) rkc::flash_backward(params, g, nullptr, choice);
     REQUIRE_CUDA(cudaDeviceSynchronize());
     auto dense = [&](const DeviceBuffer<float>& buf, int64_t heads, int64_t tokens) {
       const std::vector<float> x = buf.download();
@@ -375,16 +367,6 @@ TEST_CASE("cuda backward: every implementation agrees with mma on a large causal
       CHECK(ev <= tol_grad(t));
     }
   }
-}
-
-TEST_CASE("cuda backward: the implementation setting defaults to automatic and round-trips") {
-  // Host-only: no device needed.
-  CHECK(rkc::backward_impl() == BackwardImpl::automatic);
-  {
-    ImplScope s(BackwardImpl::mma);
-    CHECK(rkc::backward_impl() == BackwardImpl::mma);
-  }
-  CHECK(rkc::backward_impl() == BackwardImpl::automatic);
 }
 
 TEST_CASE("cuda backward impl selection: automatic picks wgmma exactly where it can run, explicit wgmma elsewhere throws") {
