@@ -72,6 +72,7 @@
 #include "kernels/cuda/attention_cuda.hpp"
 #include "kernels/cuda/attention_bwd_wgmma.hpp"
 #include "kernels/cuda/attention_fwd_wgmma.hpp"  // detail::sm90_device_problem
+#include "kernels/cuda/cuda_check.hpp"
 #include "kernels/cuda/mma_primitives.cuh"
 #include "kernels/cuda/tile_schedule.hpp"
 
@@ -599,12 +600,12 @@ template <typename T, int D>
 void launch(const Args& a, int64_t batch, int64_t kv_heads, cudaStream_t stream) {
   constexpr size_t smem = Smem<D>::kBytes;
   auto kernel = flash_backward_mma_kernel<T, D>;
-  RINGPLAN_MMA_THROW_IF(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  RINGPLAN_CUDA_THROW_IF(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
   const LaunchGrid g = launch_grid((a.m + kBlockN - 1) / kBlockN, kv_heads, batch, BlockOrder(a.order));
   Args ga = a;
   ga.order = int(g.order);  // the order the grid really has
   kernel<<<dim3(g.x, g.y, g.z), kThreads, smem, stream>>>(ga);
-  RINGPLAN_MMA_THROW_IF(cudaGetLastError());
+  RINGPLAN_CUDA_THROW_IF(cudaGetLastError());
 }
 
 bool aligned8(const TensorView& t) {

@@ -53,6 +53,7 @@
 #include <string>
 
 #include "kernels/cuda/fwd_common.cuh"
+#include "kernels/cuda/cuda_check.hpp"
 #include "kernels/cuda/mma_primitives.cuh"
 #include "kernels/cuda/wgmma_primitives.cuh"
 #include "kernels/cuda/wgmma_tma.hpp"
@@ -522,14 +523,14 @@ template <typename T, int D>
 void launch(const Args& a, const BlockParams& p, const BackwardArgs& g, cudaStream_t stream) {
   constexpr size_t smem = Smem<D>::kBytes + Smem<D>::kAlign;
   auto kernel = flash_backward_wgmma_kernel<T, D>;
-  RINGPLAN_MMA_THROW_IF(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  RINGPLAN_CUDA_THROW_IF(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
   const CUtensorMap tm_q = tma::make_map(p.q, kBlockM), tm_k = tma::make_map(p.k, kBlockN),
                     tm_v = tma::make_map(p.v, kBlockN), tm_do = tma::make_map(g.grad_out, kBlockM);
   const LaunchGrid lg = launch_grid((a.m + kBlockN - 1) / kBlockN, a.kv_heads, a.batch, BlockOrder(a.order));
   Args ga = a;
   ga.order = int(lg.order);  // the order the grid really has
   kernel<<<dim3(lg.x, lg.y, lg.z), kThreads, smem, stream>>>(ga, tm_q, tm_k, tm_v, tm_do);
-  RINGPLAN_MMA_THROW_IF(cudaGetLastError());
+  RINGPLAN_CUDA_THROW_IF(cudaGetLastError());
 }
 
 bool aligned8(const TensorView& t) {

@@ -12,6 +12,7 @@
 #include "kernels/cuda/attention_bwd_wgmma.hpp"
 #include "kernels/cuda/attention_fwd_mma.hpp"
 #include "kernels/cuda/attention_fwd_wgmma.hpp"
+#include "kernels/cuda/cuda_check.hpp"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -24,16 +25,6 @@
 
 namespace ringplan::kernels::cuda {
 namespace {
-
-#define RINGPLAN_CUDA_THROW_IF(call)                                                              \
-  do {                                                                                            \
-    const cudaError_t err_ = (call);                                                              \
-    if (err_ != cudaSuccess) {                                                                    \
-      (void)cudaGetLastError(); /* clear a non-sticky error so later calls start clean */          \
-      throw std::runtime_error(std::string(__FILE__) + ":" + std::to_string(__LINE__) + ": " + #call + \
-                               " failed: " + cudaGetErrorString(err_));                           \
-    }                                                                                             \
-  } while (0)
 
 // ---------------------------------------------------------------------------------------------
 // helpers

@@ -52,6 +52,7 @@
 #include "kernels/cuda/attention_cuda.hpp"
 #include "kernels/cuda/attention_fwd_wgmma.hpp"
 #include "kernels/cuda/fwd_common.cuh"
+#include "kernels/cuda/cuda_check.hpp"
 #include "kernels/cuda/mma_primitives.cuh"
 #include "kernels/cuda/tile_schedule.hpp"
 
@@ -444,12 +445,12 @@ template <typename T, int D>
 void launch(const Args& a, int64_t batch, cudaStream_t stream) {
   constexpr size_t smem = Smem<D>::kBytes;
   auto kernel = flash_forward_mma_kernel<T, D>;
-  RINGPLAN_MMA_THROW_IF(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  RINGPLAN_CUDA_THROW_IF(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
   const LaunchGrid g = launch_grid((a.n + kBlockM - 1) / kBlockM, a.heads, batch, BlockOrder(a.order));
   Args ga = a;
   ga.order = int(g.order);  // the order the grid really has
   kernel<<<dim3(g.x, g.y, g.z), kThreads, smem, stream>>>(ga);
-  RINGPLAN_MMA_THROW_IF(cudaGetLastError());
+  RINGPLAN_CUDA_THROW_IF(cudaGetLastError());
 }
 
 // Compute capability of the current device as 10 * major + minor; 0 when it cannot be read.

@@ -43,6 +43,7 @@
 #include <string>
 
 #include "kernels/cuda/fwd_common.cuh"
+#include "kernels/cuda/cuda_check.hpp"
 #include "kernels/cuda/mma_primitives.cuh"
 #include "kernels/cuda/wgmma_primitives.cuh"
 #include "kernels/cuda/wgmma_tma.hpp"
@@ -424,14 +425,14 @@ template <typename T, int D>
 void launch(const Args& a, const BlockParams& p, int64_t batch, cudaStream_t stream) {
   constexpr size_t smem = Smem<D>::kBytes + Smem<D>::kAlign;
   auto kernel = flash_forward_wgmma_kernel<T, D>;
-  RINGPLAN_MMA_THROW_IF(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  RINGPLAN_CUDA_THROW_IF(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
   const CUtensorMap tm_q = tma::make_map(p.q, kBlockM), tm_k = tma::make_map(p.k, kBlockN),
                     tm_v = tma::make_map(p.v, kBlockN);
   const LaunchGrid g = launch_grid((a.n + kBlockM - 1) / kBlockM, a.heads, batch, BlockOrder(a.order));
   Args ga = a;
   ga.order = int(g.order);  // the order the grid really has
   kernel<<<dim3(g.x, g.y, g.z), kThreads, smem, stream>>>(ga, tm_q, tm_k, tm_v);
-  RINGPLAN_MMA_THROW_IF(cudaGetLastError());
+  RINGPLAN_CUDA_THROW_IF(cudaGetLastError());
 }
 
 }  // namespace

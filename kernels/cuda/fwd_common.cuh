@@ -15,7 +15,7 @@
 #include <cstdint>
 
 #include "kernels/attention.hpp"
-#include "kernels/cuda/mma_primitives.cuh"  // RINGPLAN_MMA_THROW_IF
+#include "kernels/cuda/cuda_check.hpp"
 #include "kernels/cuda/tile_schedule.hpp"
 
 namespace ringplan::kernels::cuda::fwd_detail {
@@ -188,12 +188,12 @@ class TileRanges {
     if (!causal || count == 0) return r;
     const int ntiles = int((count + Block - 1) / Block);
     void* p = nullptr;
-    RINGPLAN_MMA_THROW_IF(cudaMallocAsync(&p, size_t(ntiles) * 2 * sizeof(int64_t), stream));
+    RINGPLAN_CUDA_THROW_IF(cudaMallocAsync(&p, size_t(ntiles) * 2 * sizeof(int64_t), stream));
     r.ptr_ = static_cast<int64_t*>(p);
     constexpr int kWarps = 8;
     tile_range_kernel<Block><<<unsigned((ntiles + kWarps - 1) / kWarps), 32 * kWarps, 0, stream>>>(pos, count, ntiles,
                                                                                                r.ptr_);
-    RINGPLAN_MMA_THROW_IF(cudaGetLastError());
+    RINGPLAN_CUDA_THROW_IF(cudaGetLastError());
     return r;
   }
   const int64_t* ptr() const { return ptr_; }
