@@ -35,7 +35,7 @@
 //
 // Causal masking: key j is visible to query i iff k_pos[j] <= q_pos[i]. Query tiles hidden from
 // all of the block's keys are skipped (the producer classifies items with precomputed per-tile
-// query ranges, fwd_common.cuh tile_detail::TileRanges); partial tiles compare positions per element. Rows with
+// query ranges, tile_walk.cuh tile_detail::TileRanges); partial tiles compare positions per element. Rows with
 // lse = -inf (no visible key in the whole sequence) get P = 0. Key rows beyond m and query rows
 // beyond n are masked; their dK, dV, dQ rows are never stored.
 #include "kernels/cuda/attention_bwd_wgmma.hpp"
@@ -52,9 +52,9 @@
 #include <stdexcept>
 #include <string>
 
-#include "kernels/cuda/fwd_common.cuh"
 #include "kernels/cuda/cuda_check.hpp"
 #include "kernels/cuda/mma_primitives.cuh"
+#include "kernels/cuda/tile_walk.cuh"
 #include "kernels/cuda/wgmma_primitives.cuh"
 #include "kernels/cuda/wgmma_tma.hpp"
 

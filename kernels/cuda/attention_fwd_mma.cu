@@ -51,10 +51,10 @@
 
 #include "kernels/cuda/attention_cuda.hpp"
 #include "kernels/cuda/attention_fwd_wgmma.hpp"
-#include "kernels/cuda/fwd_common.cuh"
 #include "kernels/cuda/cuda_check.hpp"
 #include "kernels/cuda/mma_primitives.cuh"
 #include "kernels/cuda/tile_schedule.hpp"
+#include "kernels/cuda/tile_walk.cuh"
 
 namespace ringplan::kernels::cuda {
 namespace {

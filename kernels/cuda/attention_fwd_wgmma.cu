@@ -42,9 +42,9 @@
 #include <stdexcept>
 #include <string>
 
-#include "kernels/cuda/fwd_common.cuh"
 #include "kernels/cuda/cuda_check.hpp"
 #include "kernels/cuda/mma_primitives.cuh"
+#include "kernels/cuda/tile_walk.cuh"
 #include "kernels/cuda/wgmma_primitives.cuh"
 #include "kernels/cuda/wgmma_tma.hpp"
 

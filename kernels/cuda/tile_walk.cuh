@@ -1,8 +1,11 @@
-// Internal: what the forward kernels (attention_fwd_mma.cu, attention_fwd_wgmma.cu) share: their
-// kernel arguments and the host code that fills them, and the causal key-tile walk
-// (namespace fwd_detail); and the per-tile position ranges that the forward kernels and the wgmma
-// backward (attention_bwd_wgmma.cu) compute before a causal launch (namespace tile_detail).
-// Include from .cu files only.
+// Internal: the causal tile walks of the attention kernels and what they read. Include from .cu
+// files only.
+//   tile_detail (shared by the forward kernels and the wgmma backward, attention_bwd_wgmma.cu):
+//     TileRanges, the per-tile min/max positions a kernel's walk reads, computed on the stream
+//     before a causal launch.
+//   fwd_detail (the forward kernels, attention_fwd_mma.cu and attention_fwd_wgmma.cu, only):
+//     their kernel arguments (Args, make_args), the block's query position range and TileCursor,
+//     the walk over the key tiles not hidden from the block.
 //
 // A forward thread block owns BlockM query rows and visits the key tiles of BlockN keys that are
 // not hidden from all of them (classify_tile, tile_schedule.hpp). Every warp runs the same walk
