@@ -20,7 +20,8 @@
 #   1. CUDA kernel tests against the float64 reference (tile logic, kernels, the CUDA ring) and
 #      the GPU training step against the CPU float32 step (test_step_cuda);
 #      error bounds per precision are stated in the tests' headers
-#   2. our forward/backward timing (the binary validates sampled outputs before timing)
+#   2. our forward/backward timing: the wgmma and mma.sync kernels, the library's default first
+#      (the binary validates sampled outputs of each before timing)
 #   3. PyTorch scaled_dot_product_attention at the same shapes (bf16, batch 1, 32 query heads,
 #      8 KV heads, head dim 128, 4K/8K/16K tokens, causal and not; CUDA events, warm-up, median);
 #      then our primary kernels again in the head-major launch order (each head's tiles in

@@ -9,17 +9,17 @@
 // Backward implementations (--backward-impl LIST, as --forward-impl below) likewise: each timed
 // one is validated first; bwd_ms / bwd_tflops are the first (the library's default on this
 // device), every other one is reported as bwd_ms_<name> / bwd_tflops_<name>.
-// Forward implementations (--forward-impl LIST, comma-separated from wgmma, mma, wmma, or "all";
+// Forward implementations (--forward-impl LIST, comma-separated from wgmma, mma, or "all";
 // default all that run on this device, in that order): flash_forward runs each of them
-// (set_forward_impl). The first is the "primary" (the library's default on this device: wgmma on
+// (KernelChoice::forward). The first is the "primary" (the library's default on this device: wgmma on
 // sm_90, else mma): its rate fills fwd_ms / fwd_tflops and its O and lse feed the backward; every
 // other one is reported as fwd_ms_<name> / fwd_tflops_<name>.
 // Validation (before any timing; exit 1 on failure): for EVERY timed forward implementation, O
 // and lse of 16 sampled query rows in two heads; with the primary forward's O and lse, dQ of
 // those rows and dK, dV of 16 sampled keys of KV head 0 (all query rows of its group); all
 // against kernels::reference_forward / reference_backward on the same rounded inputs.
-// Launch order (--block-order tile_major|head_major, default tile_major): set_block_order for the
-// whole run (the mma.sync and wgmma kernels' causal launches; attention_cuda.hpp); the JSON
+// Launch order (--block-order tile_major|head_major, default tile_major): KernelChoice::order of
+// every call in the run (the kernels' causal launches; attention_cuda.hpp); the JSON
 // records it and the grid model column is computed for it. bench/device_check.sh runs the
 // primary kernels a second time (--primary-only) in head_major order: one call compares the two.
 // Timing: CUDA events around each iteration after warm-up; the median is reported.
@@ -71,11 +71,10 @@ struct Options {
   bool causal_only = false, noncausal_only = false;
   std::string json;
   // Forward implementations to validate and time; the first is the primary (see the top).
-  std::vector<rkc::ForwardImpl> forward_impls = {rkc::ForwardImpl::wgmma, rkc::ForwardImpl::mma, rkc::ForwardImpl::wmma};
+  std::vector<rkc::ForwardImpl> forward_impls = {rkc::ForwardImpl::wgmma, rkc::ForwardImpl::mma};
   bool forward_impls_given = false;  // default list: drop those this device cannot run
   // Backward implementations, likewise (the first is the primary: bwd_ms, bwd_tflops).
-  std::vector<rkc::BackwardImpl> backward_impls = {rkc::BackwardImpl::wgmma, rkc::BackwardImpl::mma,
-                                                  rkc::BackwardImpl::wmma};
+  std::vector<rkc::BackwardImpl> backward_impls = {rkc::BackwardImpl::wgmma, rkc::BackwardImpl::mma};
   bool backward_impls_given = false;
   rkc::BlockOrder order = rkc::BlockOrder::tile_major;
   bool primary_only = false;  // time only the first runnable forward and backward
@@ -91,7 +90,7 @@ const char* impl_name(rkc::BackwardImpl f) { return rkc::backward_impl_name(f); 
                "bench_attention_cuda: %s\n"
                "usage: bench_attention_cuda [--tokens 4096,8192,16384] [--batch 1] [--heads 32] [--kv-heads 8]\n"
                "       [--head-dim 64|128] [--type bf16|f16] [--warmup 5] [--iters 20] [--causal-only|--noncausal-only]\n"
-               "       [--forward-impl all|wgmma,mma,wmma] [--backward-impl all|wgmma,mma,wmma]\n"
+               "       [--forward-impl all|wgmma,mma] [--backward-impl all|wgmma,mma]\n"
                "       [--block-order tile_major|head_major] [--primary-only] [--json FILE]\n",
                why.c_str());
   std::exit(2);
@@ -139,8 +138,7 @@ Options parse(int argc, char** argv) {
           const std::string name = f.substr(p, q - p);
           if (name == "wgmma") o.forward_impls.push_back(rkc::ForwardImpl::wgmma);
           else if (name == "mma") o.forward_impls.push_back(rkc::ForwardImpl::mma);
-          else if (name == "wmma") o.forward_impls.push_back(rkc::ForwardImpl::wmma);
-          else usage("--forward-impl takes 'all' or a comma list of wgmma, mma, wmma; got '" + name + "'");
+          else usage("--forward-impl takes 'all' or a comma list of wgmma, mma; got '" + name + "'");
           p = q + 1;
         }
       }
@@ -154,8 +152,7 @@ Options parse(int argc, char** argv) {
           const std::string name = f.substr(p, q - p);
           if (name == "wgmma") o.backward_impls.push_back(rkc::BackwardImpl::wgmma);
           else if (name == "mma") o.backward_impls.push_back(rkc::BackwardImpl::mma);
-          else if (name == "wmma") o.backward_impls.push_back(rkc::BackwardImpl::wmma);
-          else usage("--backward-impl takes 'all' or a comma list of wgmma, mma, wmma; got '" + name + "'");
+          else usage("--backward-impl takes 'all' or a comma list of wgmma, mma; got '" + name + "'");
           p = q + 1;
         }
       }
@@ -274,16 +271,16 @@ struct Result {
 void model_grid(Result& r, const Options& o, rkc::ForwardImpl fwd, rkc::BackwardImpl bwd, int sms) {
   std::vector<int64_t> pos(static_cast<size_t>(r.tokens));
   for (int64_t i = 0; i < r.tokens; ++i) pos[size_t(i)] = i;
+  const rkc::BlockOrder order = rkc::launch_order(o.order, r.causal);
   if (fwd == rkc::ForwardImpl::wgmma) {
     const auto w = rkc::owned_tile_work(pos.data(), r.tokens, pos.data(), r.tokens, r.causal, rkc::kWgmmaFwdBlockM,
                                         rkc::kWgmmaFwdBlockN, true);
-    r.busy_fwd = rkc::grid_balance(rkc::blocks_in_launch_order(w, o.heads, o.batch, rkc::launch_order(r.causal), true), sms);
+    r.busy_fwd = rkc::grid_balance(rkc::blocks_in_launch_order(w, o.heads, o.batch, order, true), sms);
   }
   if (bwd == rkc::BackwardImpl::wgmma) {
     const auto w = rkc::owned_tile_work(pos.data(), r.tokens, pos.data(), r.tokens, r.causal, rkc::kWgmmaBwdBlockM,
                                         rkc::kWgmmaBwdBlockN, false);
-    r.busy_bwd =
-        rkc::grid_balance(rkc::blocks_in_launch_order(w, o.kv_heads, o.batch, rkc::launch_order(r.causal), false), sms);
+    r.busy_bwd = rkc::grid_balance(rkc::blocks_in_launch_order(w, o.kv_heads, o.batch, order, false), sms);
   }
 }
 
@@ -327,13 +324,15 @@ Result run_case(const Options& o, int64_t n, bool causal) {
   g.grad_v = rk::dense_view(dv.ptr, rk::ElemType::f32, b, hkv, n, d);
   cudaStream_t stream = nullptr;
 
-  auto forward = [&] { rkc::flash_forward(p, fo, stream); };
+  rkc::KernelChoice kernels;  // the implementations under test, in the run's launch order
+  kernels.order = o.order;
+  auto forward = [&] { rkc::flash_forward(p, fo, stream, kernels); };
   auto backward = [&] {
     BENCH_CUDA(cudaMemsetAsync(dq.ptr, 0, q_elems * 4, stream));
     BENCH_CUDA(cudaMemsetAsync(dk.ptr, 0, kv_elems * 4, stream));
     BENCH_CUDA(cudaMemsetAsync(dv.ptr, 0, kv_elems * 4, stream));
     rkc::backward_delta(g.out, g.grad_out, g.delta, stream);
-    rkc::flash_backward(p, g, stream);
+    rkc::flash_backward(p, g, stream, kernels);
   };
 
   // ---- validate (batch 0 only) ----
@@ -353,7 +352,7 @@ Result run_case(const Options& o, int64_t n, bool causal) {
   // Forward of every timed implementation, the primary last: its O and lse stay in the buffers
   // for the backward check below.
   for (size_t fi = o.forward_impls.size(); fi-- > 0;) {
-    rkc::set_forward_impl(o.forward_impls[fi]);
+    kernels.forward = o.forward_impls[fi];
     forward();
     BENCH_CUDA(cudaDeviceSynchronize());
     double e_out = 0.0, e_lse = 0.0;
@@ -393,7 +392,7 @@ Result run_case(const Options& o, int64_t n, bool causal) {
   else convert_from_f32<<<1024, 256>>>(out.ptr, reinterpret_cast<__half*>(out16.ptr), q_elems);
   // Every timed backward implementation is validated (the last one validated is the primary's).
   for (size_t bi = o.backward_impls.size(); bi-- > 0;) {
-  rkc::set_backward_impl(o.backward_impls[bi]);
+  kernels.backward = o.backward_impls[bi];
   backward();
   BENCH_CUDA(cudaDeviceSynchronize());
   for (int64_t head : {int64_t(0), h - 1}) {
@@ -462,12 +461,9 @@ Result run_case(const Options& o, int64_t n, bool causal) {
 
   // Tiles of the primary forward's geometry.
   const rkc::ForwardImpl primary = o.forward_impls.front();
-  const int64_t tile_m = primary == rkc::ForwardImpl::wgmma ? rkc::kWgmmaFwdBlockM
-                         : primary == rkc::ForwardImpl::mma ? rkc::kMmaFwdBlockM
-                                                            : rkc::kFwdBlockM;
-  const int64_t tile_n = primary == rkc::ForwardImpl::wgmma ? rkc::kWgmmaFwdBlockN
-                         : primary == rkc::ForwardImpl::mma ? rkc::kMmaFwdBlockN
-                                                            : rkc::kFwdBlockN;
+  const bool wgmma = primary == rkc::ForwardImpl::wgmma;
+  const int64_t tile_m = wgmma ? rkc::kWgmmaFwdBlockM : rkc::kMmaFwdBlockM;
+  const int64_t tile_n = wgmma ? rkc::kWgmmaFwdBlockN : rkc::kMmaFwdBlockN;
   const auto tiles = rkc::count_tiles(all_pos.data(), n, all_pos.data(), n, causal, tile_m, tile_n);
   r.tiles_hidden = tiles.hidden;
   r.tiles_partial = tiles.partial;
@@ -493,19 +489,17 @@ Result run_case(const Options& o, int64_t n, bool causal) {
   };
   const double fwd_flops = 4.0 * double(b) * double(h) * double(n) * double(n) * double(d) * (causal ? 0.5 : 1.0);
   for (size_t fi = 0; fi < o.forward_impls.size(); ++fi) {
-    rkc::set_forward_impl(o.forward_impls[fi]);
+    kernels.forward = o.forward_impls[fi];
     const double ms = time_ms(forward);
     if (fi == 0) r.fwd_ms = ms;
     else r.fwd_ms_other.emplace_back(impl_name(o.forward_impls[fi]), ms);
   }
-  rkc::set_forward_impl(rkc::ForwardImpl::automatic);
   for (size_t bi = 0; bi < o.backward_impls.size(); ++bi) {
-    rkc::set_backward_impl(o.backward_impls[bi]);
+    kernels.backward = o.backward_impls[bi];
     const double ms = time_ms(backward);
     if (bi == 0) r.bwd_ms = ms;
     else r.bwd_ms_other.emplace_back(impl_name(o.backward_impls[bi]), ms);
   }
-  rkc::set_backward_impl(rkc::BackwardImpl::automatic);
   cudaEventDestroy(e0);
   cudaEventDestroy(e1);
   r.fwd_tflops = fwd_flops / (r.fwd_ms * 1e-3) / 1e12;
@@ -561,7 +555,6 @@ int main(int argc, char** argv) {
     o.forward_impls.resize(1);
     o.backward_impls.resize(1);
   }
-  rkc::set_block_order(o.order);
   std::printf("launch order of the mma and wgmma kernels: %s (causal rows; non-causal ones are head-major)\n",
               order_name(o.order));
   std::printf("FLOP model: fwd 4*b*h*n*n*d (x0.5 causal), bwd 2.5x fwd; TFLOP/s = flops / median time\n");

@@ -1,6 +1,6 @@
-// FlashAttention-2-style backward on mma.sync.m16n8k16: the default implementation of
-// cuda::flash_backward (contracts in attention_cuda.hpp; the WMMA backward in attention_cuda.cu
-// stays selectable with set_backward_impl, for benchmarks and tests).
+// FlashAttention-2-style backward on mma.sync.m16n8k16: the implementation of
+// cuda::flash_backward where the wgmma backward cannot run, or when asked for (BackwardImpl::mma;
+// contracts in attention_cuda.hpp).
 //
 // Work split (key-tile outer loop): one thread block = 8 warps = 128 keys of one (batch, KV head);
 // warp w owns keys [16w, 16w + 16) of the tile. The block loops over every query head of its KV
@@ -63,7 +63,6 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
-#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -73,6 +72,7 @@
 #include "kernels/cuda/attention_cuda.hpp"
 #include "kernels/cuda/attention_bwd_wgmma.hpp"
 #include "kernels/cuda/attention_fwd_wgmma.hpp"  // detail::sm90_device_problem
+#include "kernels/cuda/cuda_check.hpp"
 #include "kernels/cuda/mma_primitives.cuh"
 #include "kernels/cuda/tile_schedule.hpp"
 
@@ -91,8 +91,6 @@ constexpr float kLog2e = 1.4426950408889634f;
 constexpr int kDqRowGroups = kBlockM / 16;           // m16 row groups of a step's dQ
 constexpr int kDqColSplit = kMmaBwdDqColSplit;        // column ranges of head_dim per row group
 
-// validate_backward checks the grid size with kBwdBlockN; a larger key tile only shrinks it.
-static_assert(kBlockN >= kBwdBlockN, "grid check in validate_backward assumes at most m / kBwdBlockN tiles");
 static_assert(kBlockN == 16 * kWarps, "each warp owns 16 keys (one m16 tile of S^T, dK, dV)");
 static_assert(kBlockM == 64,
               "S^T of a warp is 8 m16n8 tiles (64 queries, two halves of 32); the dS^T tile rows are 64 "
@@ -113,7 +111,7 @@ struct Args {
   const int64_t *q_pos, *k_pos;  // may be null when !causal
   int64_t n, m, group;           // group = heads / kv_heads
   int64_t kv_heads, batch;       // with the key tiles: the grid (launch_grid)
-  int order;                     // BlockOrder: launch_order() here, the grid's own at launch (launch_grid)
+  int order;                     // BlockOrder: the caller's launch_order, the grid's own at launch (launch_grid)
   int causal;
   int dq_vec2;   // dQ rows 8-byte aligned: column pairs as one 2-wide reduction (sm_90)
   int dkv_vec2;  // dK and dV rows 8-byte aligned: column pairs as float2
@@ -602,12 +600,12 @@ template <typename T, int D>
 void launch(const Args& a, int64_t batch, int64_t kv_heads, cudaStream_t stream) {
   constexpr size_t smem = Smem<D>::kBytes;
   auto kernel = flash_backward_mma_kernel<T, D>;
-  RINGPLAN_MMA_THROW_IF(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  RINGPLAN_CUDA_THROW_IF(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
   const LaunchGrid g = launch_grid((a.m + kBlockN - 1) / kBlockN, kv_heads, batch, BlockOrder(a.order));
   Args ga = a;
   ga.order = int(g.order);  // the order the grid really has
   kernel<<<dim3(g.x, g.y, g.z), kThreads, smem, stream>>>(ga);
-  RINGPLAN_MMA_THROW_IF(cudaGetLastError());
+  RINGPLAN_CUDA_THROW_IF(cudaGetLastError());
 }
 
 bool aligned8(const TensorView& t) {
@@ -615,18 +613,12 @@ bool aligned8(const TensorView& t) {
          t.stride_token % 2 == 0;
 }
 
-std::atomic<BackwardImpl> g_backward_impl{BackwardImpl::automatic};
-
 }  // namespace
-
-void set_backward_impl(BackwardImpl impl) { g_backward_impl.store(impl, std::memory_order_relaxed); }
-BackwardImpl backward_impl() { return g_backward_impl.load(std::memory_order_relaxed); }
 
 const char* backward_impl_name(BackwardImpl impl) {
   switch (impl) {
     case BackwardImpl::automatic: return "automatic";
     case BackwardImpl::mma: return "mma";
-    case BackwardImpl::wmma: return "wmma";
     case BackwardImpl::wgmma: return "wgmma";
   }
   return "?";
@@ -651,12 +643,13 @@ namespace detail {
 #if !RINGPLAN_HAVE_WGMMA
 // This build has no sm_90a code (attention_bwd_wgmma.cu not compiled).
 bool wgmma_backward_built() { return false; }
-void launch_backward_wgmma(const BlockParams&, const BackwardArgs&, float, cudaStream_t) {
+void launch_backward_wgmma(const BlockParams&, const BackwardArgs&, float, BlockOrder, cudaStream_t) {
   throw std::invalid_argument("flash_backward: the wgmma backward is not in this build");
 }
 #endif
 
-void launch_backward_mma(const BlockParams& p, const BackwardArgs& g, float scale, cudaStream_t stream) {
+void launch_backward_mma(const BlockParams& p, const BackwardArgs& g, float scale, BlockOrder order,
+                         cudaStream_t stream) {
   Args a{};
   a.q = p.q.data, a.k = p.k.data, a.v = p.v.data, a.dout = g.grad_out.data;
   a.q_sb = p.q.stride_batch, a.q_sh = p.q.stride_head, a.q_st = p.q.stride_token;
@@ -674,7 +667,7 @@ void launch_backward_mma(const BlockParams& p, const BackwardArgs& g, float scal
   a.q_pos = p.q_positions, a.k_pos = p.k_positions;
   a.n = p.q.tokens, a.m = p.k.tokens, a.group = p.q.heads / p.k.heads;
   a.kv_heads = p.k.heads, a.batch = p.k.batch;
-  a.order = int(launch_order(p.causal));
+  a.order = int(order);
   // The kernel counts (query head, query tile) items in int. Unreachable in practice (it needs
   // more than 2^37 query rows x heads), but checked rather than wrapped.
   if (a.group * ((a.n + kBlockM - 1) / kBlockM) > INT32_MAX) {

@@ -1,10 +1,12 @@
-// Internal: the FlashAttention-2-style backward on mma.sync (attention_bwd_mma.cu), the default
-// implementation behind cuda::flash_backward. Callers outside kernels/cuda use flash_backward and
-// set_backward_impl (attention_cuda.hpp); tests and the benchmark may read the tile sizes.
+// Internal: the FlashAttention-2-style backward on mma.sync (attention_bwd_mma.cu), one of the
+// kernels behind cuda::flash_backward (BackwardImpl::mma). Callers outside kernels/cuda use
+// flash_backward and KernelChoice (attention_cuda.hpp); tests and the benchmark may read the tile
+// sizes.
 #pragma once
 #include <cuda_runtime_api.h>
 
 #include "kernels/attention.hpp"
+#include "kernels/cuda/tile_schedule.hpp"
 
 namespace ringplan::kernels::cuda {
 
@@ -25,9 +27,10 @@ namespace detail {
 // read-add-write; one block owns a key tile). Preconditions (flash_backward checked them with
 // validate_backward): f16 or bf16 inputs, head_dim 64 or 128, 16-byte aligned bases and strides
 // multiples of 8 elements, device pointers, q.tokens > 0 and k.tokens > 0. `scale` is the
-// effective softmax scale (p.scale, or 1/sqrt(head_dim) when p.scale is 0). Throws
-// std::runtime_error on launch failure.
-void launch_backward_mma(const BlockParams& p, const BackwardArgs& g, float scale, cudaStream_t stream);
+// effective softmax scale (p.scale, or 1/sqrt(head_dim) when p.scale is 0); `order` the launch
+// order the grid asks for (launch_order). Throws std::runtime_error on launch failure.
+void launch_backward_mma(const BlockParams& p, const BackwardArgs& g, float scale, BlockOrder order,
+                         cudaStream_t stream);
 
 }  // namespace detail
 }  // namespace ringplan::kernels::cuda

@@ -35,7 +35,7 @@
 //
 // Causal masking: key j is visible to query i iff k_pos[j] <= q_pos[i]. Query tiles hidden from
 // all of the block's keys are skipped (the producer classifies items with precomputed per-tile
-// query ranges, fwd_common.cuh tile_detail::TileRanges); partial tiles compare positions per element. Rows with
+// query ranges, tile_walk.cuh tile_detail::TileRanges); partial tiles compare positions per element. Rows with
 // lse = -inf (no visible key in the whole sequence) get P = 0. Key rows beyond m and query rows
 // beyond n are masked; their dK, dV, dQ rows are never stored.
 #include "kernels/cuda/attention_bwd_wgmma.hpp"
@@ -52,8 +52,9 @@
 #include <stdexcept>
 #include <string>
 
-#include "kernels/cuda/fwd_common.cuh"
+#include "kernels/cuda/cuda_check.hpp"
 #include "kernels/cuda/mma_primitives.cuh"
+#include "kernels/cuda/tile_walk.cuh"
 #include "kernels/cuda/wgmma_primitives.cuh"
 #include "kernels/cuda/wgmma_tma.hpp"
 
@@ -94,7 +95,7 @@ struct Args {
   int64_t dq_sb, dq_sh, dq_st, dk_sb, dk_sh, dk_st, dv_sb, dv_sh, dv_st;
   int64_t n, m, group;  // group = heads / kv_heads
   int64_t kv_heads, batch;  // with the key tiles: the grid (launch_grid)
-  int order;                // BlockOrder: launch_order() here, the grid's own at launch (launch_grid)
+  int order;                // BlockOrder: the caller's launch_order, the grid's own at launch (launch_grid)
   int causal;
   int dq_vec2;   // dQ rows 8-byte aligned: column pairs as one 2-wide reduction
   int dkv_vec2;  // dK and dV rows 8-byte aligned: column pairs as float2
@@ -522,14 +523,14 @@ template <typename T, int D>
 void launch(const Args& a, const BlockParams& p, const BackwardArgs& g, cudaStream_t stream) {
   constexpr size_t smem = Smem<D>::kBytes + Smem<D>::kAlign;
   auto kernel = flash_backward_wgmma_kernel<T, D>;
-  RINGPLAN_MMA_THROW_IF(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  RINGPLAN_CUDA_THROW_IF(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
   const CUtensorMap tm_q = tma::make_map(p.q, kBlockM), tm_k = tma::make_map(p.k, kBlockN),
                     tm_v = tma::make_map(p.v, kBlockN), tm_do = tma::make_map(g.grad_out, kBlockM);
   const LaunchGrid lg = launch_grid((a.m + kBlockN - 1) / kBlockN, a.kv_heads, a.batch, BlockOrder(a.order));
   Args ga = a;
   ga.order = int(lg.order);  // the order the grid really has
   kernel<<<dim3(lg.x, lg.y, lg.z), kThreads, smem, stream>>>(ga, tm_q, tm_k, tm_v, tm_do);
-  RINGPLAN_MMA_THROW_IF(cudaGetLastError());
+  RINGPLAN_CUDA_THROW_IF(cudaGetLastError());
 }
 
 bool aligned8(const TensorView& t) {
@@ -543,13 +544,14 @@ namespace detail {
 
 bool wgmma_backward_built() { return true; }
 
-void launch_backward_wgmma(const BlockParams& p, const BackwardArgs& g, float scale, cudaStream_t stream) {
+void launch_backward_wgmma(const BlockParams& p, const BackwardArgs& g, float scale, BlockOrder order,
+                           cudaStream_t stream) {
   // Views TMA cannot describe (tma::tma_unsuitable), and item counts near the int range (the
   // producer's item walk adds a window to them), go to the mma.sync kernel.
   if (!tma::tma_unsuitable(p.q).empty() || !tma::tma_unsuitable(p.k).empty() || !tma::tma_unsuitable(p.v).empty() ||
       !tma::tma_unsuitable(g.grad_out).empty() ||
       (p.q.heads / p.k.heads) * ((p.q.tokens + kBlockM - 1) / kBlockM) > int64_t(INT32_MAX) - 2 * kWindow) {
-    launch_backward_mma(p, g, scale, stream);
+    launch_backward_mma(p, g, scale, order, stream);
     return;
   }
   Args a{};
@@ -564,7 +566,7 @@ void launch_backward_wgmma(const BlockParams& p, const BackwardArgs& g, float sc
   a.q_pos = p.q_positions, a.k_pos = p.k_positions;
   a.n = p.q.tokens, a.m = p.k.tokens, a.group = p.q.heads / p.k.heads;
   a.kv_heads = p.k.heads, a.batch = p.k.batch;
-  a.order = int(launch_order(p.causal));
+  a.order = int(order);
   if (a.group * ((a.n + kBlockM - 1) / kBlockM) > INT32_MAX) {
     throw std::invalid_argument("ringplan::kernels::cuda::flash_backward: heads / kv_heads * ceil(q.tokens / 64) = " +
                                 std::to_string(a.group * ((a.n + kBlockM - 1) / kBlockM)) +

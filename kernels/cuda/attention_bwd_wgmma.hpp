@@ -1,11 +1,12 @@
 // Internal: the Hopper (sm_90a) backward on wgmma and TMA (attention_bwd_wgmma.cu), chosen by
 // cuda::flash_backward on sm_90 devices when the build has it (BackwardImpl::automatic) or when
 // asked for (BackwardImpl::wgmma). Callers outside kernels/cuda use flash_backward and
-// set_backward_impl (attention_cuda.hpp).
+// KernelChoice (attention_cuda.hpp).
 #pragma once
 #include <cuda_runtime_api.h>
 
 #include "kernels/attention.hpp"
+#include "kernels/cuda/tile_schedule.hpp"
 
 namespace ringplan::kernels::cuda {
 
@@ -23,7 +24,8 @@ bool wgmma_backward_built();
 
 // Enqueues the backward on `stream`; same preconditions and effects as launch_backward_mma
 // (attention_bwd_mma.hpp), and the current device must be sm_90 (the caller checks).
-void launch_backward_wgmma(const BlockParams& p, const BackwardArgs& g, float scale, cudaStream_t stream);
+void launch_backward_wgmma(const BlockParams& p, const BackwardArgs& g, float scale, BlockOrder order,
+                           cudaStream_t stream);
 
 }  // namespace detail
 }  // namespace ringplan::kernels::cuda

@@ -1,30 +1,22 @@
-// CUDA flash-attention kernels (forward, backward, D preprocess, LSE merge); API and contracts in
-// attention_cuda.hpp, tile rule and shared-memory layouts in tile_schedule.hpp.
+// CUDA flash-attention host side and the small kernels (API and contracts in attention_cuda.hpp):
 //
 // Contents:
-//   helpers        element conversion, block min/max of positions, 16-byte tile loads
-//   forward        one block = 128 query rows of one (batch, head); streams 64-key tiles;
-//                  online softmax in float32 (log2 domain), O accumulated in WMMA fragments
-//   backward       one block = 64 keys of one (batch, KV head); loops over the head's query
-//                  heads and 64-query tiles; dK, dV in WMMA fragments, dQ by float atomics
-//   delta, merge   one warp per row
-//   host side      validation, dispatch over (f16 | bf16) x (64 | 128), launches
-//
-// Row-scale trick: WMMA does not document which (row, col) each accumulator element holds, but
-// two accumulator fragments of the same shape loaded from memory with the same layout map
-// element i to the same (row, col). To scale the rows of O by per-row factors we write the
-// factor of row r into every column of a 16x16 float scratch tile, load it as an accumulator
-// fragment and multiply element by element.
+//   helpers        element conversion
+//   delta, merge   one warp per row: D = rowsum(dO * O), and the LSE merge of two partial outputs
+//   host side      validation, and flash_forward / flash_backward dispatch to the mma.sync
+//                  (attention_fwd_mma.cu, attention_bwd_mma.cu) and wgmma (attention_*_wgmma.cu)
+//                  kernels
+//   element-wise   the ring's f32 -> f16/bf16 conversion and accumulation
 #include "kernels/cuda/attention_cuda.hpp"
 #include "kernels/cuda/attention_bwd_mma.hpp"
 #include "kernels/cuda/attention_bwd_wgmma.hpp"
 #include "kernels/cuda/attention_fwd_mma.hpp"
 #include "kernels/cuda/attention_fwd_wgmma.hpp"
+#include "kernels/cuda/cuda_check.hpp"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
-#include <mma.h>
 
 #include <cmath>
 #include <cstdint>
@@ -33,21 +25,6 @@
 
 namespace ringplan::kernels::cuda {
 namespace {
-
-using namespace nvcuda;
-
-constexpr float kLog2e = 1.4426950408889634f;
-constexpr float kLn2 = 0.6931471805599453f;
-
-#define RINGPLAN_CUDA_THROW_IF(call)                                                              \
-  do {                                                                                            \
-    const cudaError_t err_ = (call);                                                              \
-    if (err_ != cudaSuccess) {                                                                    \
-      (void)cudaGetLastError(); /* clear a non-sticky error so later calls start clean */          \
-      throw std::runtime_error(std::string(__FILE__) + ":" + std::to_string(__LINE__) + ": " + #call + \
-                               " failed: " + cudaGetErrorString(err_));                           \
-    }                                                                                             \
-  } while (0)
 
 // ---------------------------------------------------------------------------------------------
 // helpers
@@ -61,477 +38,6 @@ template <>
 __device__ __forceinline__ __half from_float<__half>(float x) { return __float2half_rn(x); }
 template <>
 __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
-
-// Min and max over the block of per-thread values (threads without a value pass INT64_MAX /
-// INT64_MIN). Every thread receives the result. `red` holds 2 * warps slots. Contains one
-// __syncthreads; the caller must synchronise before `red` is written again.
-template <int WARPS>
-__device__ __forceinline__ void block_minmax(int64_t v_min, int64_t v_max, int64_t* red, int64_t& out_min,
-                                             int64_t& out_max) {
-  for (int off = 16; off > 0; off >>= 1) {
-    v_min = min(v_min, static_cast<int64_t>(__shfl_xor_sync(0xffffffffu, static_cast<long long>(v_min), off)));
-    v_max = max(v_max, static_cast<int64_t>(__shfl_xor_sync(0xffffffffu, static_cast<long long>(v_max), off)));
-  }
-  const int warp = threadIdx.x / 32;
-  if ((threadIdx.x & 31) == 0) {
-    red[warp] = v_min;
-    red[WARPS + warp] = v_max;
-  }
-  __syncthreads();
-  out_min = red[0];
-  out_max = red[WARPS];
-  for (int w = 1; w < WARPS; ++w) {
-    out_min = min(out_min, red[w]);
-    out_max = max(out_max, red[WARPS + w]);
-  }
-}
-
-// Copies rows [row0, row0 + ROWS) of a [tokens, D] slice (token stride `stride_t`, elements) into
-// shared memory with leading dimension `ld`; rows at or beyond `nrows` become zeros. 16-byte
-// vector loads: the host checked pointer alignment and stride % 8 == 0.
-template <typename T, int D, int ROWS, int THREADS>
-__device__ __forceinline__ void load_tile(T* dst, int ld, const T* src, int64_t stride_t, int64_t row0,
-                                          int64_t nrows) {
-  constexpr int kChunksPerRow = D / 8;
-  for (int idx = threadIdx.x; idx < ROWS * kChunksPerRow; idx += THREADS) {
-    const int rr = idx / kChunksPerRow;
-    const int cc = idx % kChunksPerRow;
-    const int64_t g = row0 + rr;
-    uint4 val = make_uint4(0u, 0u, 0u, 0u);
-    if (g < nrows) val = __ldg(reinterpret_cast<const uint4*>(src + g * stride_t + cc * 8));
-    *reinterpret_cast<uint4*>(dst + rr * ld + cc * 8) = val;
-  }
-}
-
-// Multiplies every row r of the 16 x (16*NF) accumulator tile `acc` by the row factor that lane
-// pair (2r, 2r+1) holds in `factor`. `scratch` is the warp's 16x16 float tile.
-template <int NF>
-__device__ __forceinline__ void scale_rows(wmma::fragment<wmma::accumulator, 16, 16, 16, float> (&acc)[NF],
-                                           float factor, float* scratch) {
-  const int lane = threadIdx.x & 31;
-  const int r = lane >> 1, half = lane & 1;
-#pragma unroll
-  for (int c = 0; c < 8; ++c) scratch[r * 16 + half * 8 + c] = factor;
-  __syncwarp();
-  wmma::fragment<wmma::accumulator, 16, 16, 16, float> f;
-  wmma::load_matrix_sync(f, scratch, 16, wmma::mem_row_major);
-#pragma unroll
-  for (int j = 0; j < NF; ++j) {
-#pragma unroll
-    for (int i = 0; i < f.num_elements; ++i) acc[j].x[i] *= f.x[i];
-  }
-  __syncwarp();
-}
-
-// ---------------------------------------------------------------------------------------------
-// forward
-
-struct FwdArgs {
-  const void *q, *k, *v;
-  int64_t q_sb, q_sh, q_st, k_sb, k_sh, k_st, v_sb, v_sh, v_st;
-  float* o;
-  int64_t o_sb, o_sh, o_st;
-  float* lse;
-  int64_t l_sb, l_sh;
-  const int64_t *q_pos, *k_pos;
-  int64_t n, m, heads, kv_heads;
-  int causal;
-  float scale_log2;  // scale * log2(e): softmax runs on exp2
-};
-
-template <typename T, int D>
-__global__ void __launch_bounds__(kFwdWarps * 32) flash_forward_kernel(const FwdArgs a) {
-  constexpr ForwardSmem L = forward_smem(D);
-  constexpr int LDH = ld_half(D), LDS = ld_scores(), LDP = ld_probs(), NF = D / 16;
-  constexpr int kThreads = kFwdWarps * 32;
-  extern __shared__ __align__(128) unsigned char smem[];
-  T* Ks = reinterpret_cast<T*>(smem + L.k_off);
-  T* Vs = reinterpret_cast<T*>(smem + L.v_off);
-  float* Ss = reinterpret_cast<float*>(smem + L.s_off);
-  T* Ps = reinterpret_cast<T*>(smem + L.p_off);
-  int64_t* kpos_s = reinterpret_cast<int64_t*>(smem + L.kpos_off);
-  int64_t* red = kpos_s + kFwdBlockN;
-
-  const int tid = threadIdx.x, warp = tid / 32, lane = tid & 31;
-  float* scratch = reinterpret_cast<float*>(smem + L.scratch_off) + warp * 256;
-  const int64_t b = blockIdx.z, h = blockIdx.y;
-  const int64_t hk = h * a.kv_heads / a.heads;  // GQA: query head h reads KV head floor(h*Hkv/H)
-  const int64_t q0 = int64_t(blockIdx.x) * kFwdBlockM;
-  const T* q = static_cast<const T*>(a.q) + b * a.q_sb + h * a.q_sh;
-  const T* k = static_cast<const T*>(a.k) + b * a.k_sb + hk * a.k_sh;
-  const T* v = static_cast<const T*>(a.v) + b * a.v_sb + hk * a.v_sh;
-
-  // The Q tile is staged in the score buffer, then kept in registers for the whole KV sweep.
-  T* Qs = reinterpret_cast<T*>(Ss);
-  load_tile<T, D, kFwdBlockM, kThreads>(Qs, LDH, q, a.q_st, q0, a.n);
-
-  // Lane pair (2r, 2r+1) owns row r of the warp's 16 rows, columns [32*half, 32*half + 32).
-  const int r = lane >> 1, half = lane & 1;
-  const int64_t row = q0 + warp * 16 + r;
-  const bool row_valid = row < a.n;
-  const int64_t my_qpos = row_valid && a.q_pos ? a.q_pos[row] : 0;  // null positions: non-causal
-  int64_t qmin, qmax;
-  block_minmax<kFwdWarps>(row_valid ? my_qpos : INT64_MAX, row_valid ? my_qpos : INT64_MIN, red, qmin, qmax);
-
-  wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> qf[NF];
-#pragma unroll
-  for (int kk = 0; kk < NF; ++kk) wmma::load_matrix_sync(qf[kk], Qs + warp * 16 * LDH + kk * 16, LDH);
-  wmma::fragment<wmma::accumulator, 16, 16, 16, float> of[NF];
-#pragma unroll
-  for (int j = 0; j < NF; ++j) wmma::fill_fragment(of[j], 0.0f);
-
-  float m_run = -INFINITY;  // running row max of scale*log2(e)*S
-  float l_run = 0.0f;       // running sum of exp2(S' - m_run)
-  float* Sw = Ss + warp * 16 * LDS;
-  T* Pw = Ps + warp * 16 * LDP;
-
-  for (int64_t k0 = 0; k0 < a.m; k0 += kFwdBlockN) {
-    // Previous step (and, at the first step, every warp's Q fragment load) is done with the
-    // shared buffers before they are overwritten.
-    __syncthreads();
-    const int kvalid = int(min(int64_t(kFwdBlockN), a.m - k0));
-    int64_t kp_min = INT64_MAX, kp_max = INT64_MIN;
-    if (tid < kFwdBlockN) {
-      if (tid < kvalid) {
-        const int64_t p = a.k_pos ? a.k_pos[k0 + tid] : 0;  // null positions: non-causal
-        kpos_s[tid] = p;
-        kp_min = kp_max = p;
-      } else {
-        kpos_s[tid] = INT64_MAX;
-      }
-    }
-    int64_t kmin, kmax;
-    block_minmax<kFwdWarps>(kp_min, kp_max, red, kmin, kmax);
-    const TileVisibility vis = classify_tile(a.causal != 0, qmin, qmax, kmin, kmax);
-    if (vis == TileVisibility::hidden) continue;  // uniform over the block: same smem values
-    const bool masked = vis == TileVisibility::partial || kvalid < kFwdBlockN;
-    load_tile<T, D, kFwdBlockN, kThreads>(Ks, LDH, k, a.k_st, k0, a.m);
-    load_tile<T, D, kFwdBlockN, kThreads>(Vs, LDH, v, a.v_st, k0, a.m);
-    __syncthreads();
-
-    // S (16 x 64 per warp) = Q_w K^T
-#pragma unroll
-    for (int j = 0; j < kFwdBlockN / 16; ++j) {
-      wmma::fragment<wmma::accumulator, 16, 16, 16, float> sacc;
-      wmma::fill_fragment(sacc, 0.0f);
-#pragma unroll
-      for (int kk = 0; kk < NF; ++kk) {
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> kf;
-        wmma::load_matrix_sync(kf, Ks + j * 16 * LDH + kk * 16, LDH);
-        wmma::mma_sync(sacc, qf[kk], kf, sacc);
-      }
-      wmma::store_matrix_sync(Sw + j * 16, sacc, LDS, wmma::mem_row_major);
-    }
-    __syncwarp();
-
-    // Online softmax of the lane's half row (log2 domain). Two passes over shared memory
-    // instead of a 32-float register copy: registers hold O and Q, occupancy needs the rest.
-    const float* srow = Sw + r * LDS + half * 32;
-    auto score = [&](int c) {
-      const int col = half * 32 + c;
-      const bool visible = !masked || (col < kvalid && (!a.causal || kpos_s[col] <= my_qpos));
-      return visible ? srow[c] * a.scale_log2 : -INFINITY;
-    };
-    float mx = -INFINITY;
-#pragma unroll
-    for (int c = 0; c < 32; ++c) mx = fmaxf(mx, score(c));
-    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-    const float m_new = fmaxf(m_run, mx);
-    // While every key so far is hidden m_new is -inf; subtracting 0 instead keeps exp2 at 0
-    // rather than NaN (-inf - -inf).
-    const float m_use = m_new == -INFINITY ? 0.0f : m_new;
-    const float alpha = exp2f(m_run - m_use);  // 0 when m_run = -inf
-    float sum = 0.0f;
-    T* prow = Pw + r * LDP + half * 32;
-#pragma unroll
-    for (int c = 0; c < 32; ++c) {
-      const float p = exp2f(score(c) - m_use);
-      sum += p;
-      prow[c] = from_float<T>(p);
-    }
-    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-    l_run = l_run * alpha + sum;
-    m_run = m_new;
-    if (!__all_sync(0xffffffffu, alpha == 1.0f)) scale_rows<NF>(of, alpha, scratch);
-    __syncwarp();  // P rows written by every lane before the warp reads P as a fragment
-
-    // O_w += P_w V
-#pragma unroll
-    for (int kk = 0; kk < kFwdBlockN / 16; ++kk) {
-      wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> pf;
-      wmma::load_matrix_sync(pf, Pw + kk * 16, LDP);
-#pragma unroll
-      for (int j = 0; j < NF; ++j) {
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> vf;
-        wmma::load_matrix_sync(vf, Vs + kk * 16 * LDH + j * 16, LDH);
-        wmma::mma_sync(of[j], pf, vf, of[j]);
-      }
-    }
-  }
-
-  // O = O / l; rows with no visible key (l = 0) stay 0 and get lse = -inf.
-  scale_rows<NF>(of, l_run > 0.0f ? 1.0f / l_run : 0.0f, scratch);
-  float* o = a.o + b * a.o_sb + h * a.o_sh;
-#pragma unroll
-  for (int j = 0; j < NF; ++j) {
-    wmma::store_matrix_sync(scratch, of[j], 16, wmma::mem_row_major);
-    __syncwarp();
-#pragma unroll
-    for (int e = 0; e < 8; ++e) {
-      const int idx = e * 32 + lane;
-      const int64_t grow = q0 + warp * 16 + idx / 16;
-      if (grow < a.n) o[grow * a.o_st + j * 16 + idx % 16] = scratch[idx];
-    }
-    __syncwarp();
-  }
-  if (half == 0 && row_valid) {
-    a.lse[b * a.l_sb + h * a.l_sh + row] = l_run > 0.0f ? (m_run + log2f(l_run)) * kLn2 : -INFINITY;
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// backward
-
-struct BwdArgs {
-  const void *q, *k, *v, *dout;
-  int64_t q_sb, q_sh, q_st, k_sb, k_sh, k_st, v_sb, v_sh, v_st, do_sb, do_sh, do_st;
-  const float *lse, *delta;
-  int64_t l_sb, l_sh, d_sb, d_sh;
-  float *dq, *dk, *dv;
-  int64_t dq_sb, dq_sh, dq_st, dk_sb, dk_sh, dk_st, dv_sb, dv_sh, dv_st;
-  const int64_t *q_pos, *k_pos;
-  int64_t n, m, heads, kv_heads;
-  int causal;
-  float scale, scale_log2;
-};
-
-// Adds the 16 x (16*NF) accumulator tile to rows [row0, row0 + 16) of a float32 [tokens, D]
-// slice, skipping rows >= nrows. ATOMIC for dQ (shared by key tiles), plain for dK / dV.
-template <bool ATOMIC, int NF>
-__device__ __forceinline__ void add_tile_to_global(wmma::fragment<wmma::accumulator, 16, 16, 16, float>& f,
-                                                   int col0, float factor, float* scratch, float* dst,
-                                                   int64_t stride_t, int64_t row0, int64_t nrows) {
-  const int lane = threadIdx.x & 31;
-  wmma::store_matrix_sync(scratch, f, 16, wmma::mem_row_major);
-  __syncwarp();
-#pragma unroll
-  for (int e = 0; e < 8; ++e) {
-    const int idx = e * 32 + lane;
-    const int64_t g = row0 + idx / 16;
-    if (g < nrows) {
-      float* p = dst + g * stride_t + col0 + idx % 16;
-      if (ATOMIC) {
-        atomicAdd(p, factor * scratch[idx]);
-      } else {
-        *p += factor * scratch[idx];
-      }
-    }
-  }
-  __syncwarp();
-}
-
-template <typename T, int D>
-__global__ void __launch_bounds__(kBwdWarps * 32) flash_backward_kernel(const BwdArgs a) {
-  constexpr BackwardSmem L = backward_smem(D);
-  constexpr int LDH = ld_half(D), LDS = ld_scores(), LDP = ld_probs(), NF = D / 16;
-  constexpr int kThreads = kBwdWarps * 32;
-  extern __shared__ __align__(128) unsigned char smem[];
-  T* Ks = reinterpret_cast<T*>(smem + L.k_off);
-  T* Vs = reinterpret_cast<T*>(smem + L.v_off);
-  T* Qs = reinterpret_cast<T*>(smem + L.q_off);
-  T* dOs = reinterpret_cast<T*>(smem + L.do_off);
-  float* Ss = reinterpret_cast<float*>(smem + L.s_off);
-  T* Ps = reinterpret_cast<T*>(smem + L.p_off);
-  float* lse_s = reinterpret_cast<float*>(smem + L.rows_off);
-  float* d_s = lse_s + kBwdBlockM;
-  int64_t* qpos_s = reinterpret_cast<int64_t*>(d_s + kBwdBlockM);
-  int64_t* kpos_s = reinterpret_cast<int64_t*>(smem + L.kpos_off);
-  int64_t* red = kpos_s + kBwdBlockN;
-
-  const int tid = threadIdx.x, warp = tid / 32, lane = tid & 31;
-  float* scratch = reinterpret_cast<float*>(smem + L.scratch_off) + warp * 256;
-  const int64_t b = blockIdx.z, hk = blockIdx.y;
-  const int64_t k0 = int64_t(blockIdx.x) * kBwdBlockN;
-  const int kvalid = int(min(int64_t(kBwdBlockN), a.m - k0));
-  const T* k = static_cast<const T*>(a.k) + b * a.k_sb + hk * a.k_sh;
-  const T* v = static_cast<const T*>(a.v) + b * a.v_sb + hk * a.v_sh;
-
-  int64_t kp_min = INT64_MAX, kp_max = INT64_MIN;
-  if (tid < kBwdBlockN) {
-    if (tid < kvalid) {
-      const int64_t p = a.k_pos ? a.k_pos[k0 + tid] : 0;  // null positions: non-causal
-      kpos_s[tid] = p;
-      kp_min = kp_max = p;
-    } else {
-      kpos_s[tid] = INT64_MAX;
-    }
-  }
-  load_tile<T, D, kBwdBlockN, kThreads>(Ks, LDH, k, a.k_st, k0, a.m);
-  load_tile<T, D, kBwdBlockN, kThreads>(Vs, LDH, v, a.v_st, k0, a.m);
-  int64_t kmin, kmax;
-  block_minmax<kBwdWarps>(kp_min, kp_max, red, kmin, kmax);
-
-  wmma::fragment<wmma::accumulator, 16, 16, 16, float> dk[NF], dv[NF];
-#pragma unroll
-  for (int j = 0; j < NF; ++j) {
-    wmma::fill_fragment(dk[j], 0.0f);
-    wmma::fill_fragment(dv[j], 0.0f);
-  }
-  const int r = lane >> 1, half = lane & 1;
-  float* Sw = Ss + warp * 16 * LDS;
-  T* Pw = Ps + warp * 16 * LDP;
-  const int64_t group = a.heads / a.kv_heads;  // query heads hk*group .. hk*group+group-1 read KV head hk
-
-  for (int64_t g = 0; g < group; ++g) {
-    const int64_t h = hk * group + g;
-    const T* q = static_cast<const T*>(a.q) + b * a.q_sb + h * a.q_sh;
-    const T* dout = static_cast<const T*>(a.dout) + b * a.do_sb + h * a.do_sh;
-    const float* lse = a.lse + b * a.l_sb + h * a.l_sh;
-    const float* delta = a.delta + b * a.d_sb + h * a.d_sh;
-    float* dq = a.dq + b * a.dq_sb + h * a.dq_sh;
-
-    for (int64_t q0 = 0; q0 < a.n; q0 += kBwdBlockM) {
-      __syncthreads();  // the previous step is done with Q, dO, P/dS and the row buffers
-      int64_t qp_min = INT64_MAX, qp_max = INT64_MIN;
-      if (tid < kBwdBlockM) {
-        const int64_t row = q0 + tid;
-        if (row < a.n) {
-          const int64_t p = a.q_pos ? a.q_pos[row] : 0;  // null positions: non-causal
-          qpos_s[tid] = p;
-          qp_min = qp_max = p;
-          lse_s[tid] = lse[row];
-          d_s[tid] = delta[row];
-        } else {
-          // Padding rows: lse = +inf makes P = exp2(S - inf) = 0, so they contribute nothing.
-          qpos_s[tid] = INT64_MIN;
-          lse_s[tid] = INFINITY;
-          d_s[tid] = 0.0f;
-        }
-      }
-      int64_t qmin, qmax;
-      block_minmax<kBwdWarps>(qp_min, qp_max, red, qmin, qmax);
-      const TileVisibility vis = classify_tile(a.causal != 0, qmin, qmax, kmin, kmax);
-      if (vis == TileVisibility::hidden) continue;
-      const bool masked = vis == TileVisibility::partial || kvalid < kBwdBlockN;
-      load_tile<T, D, kBwdBlockM, kThreads>(Qs, LDH, q, a.q_st, q0, a.n);
-      load_tile<T, D, kBwdBlockM, kThreads>(dOs, LDH, dout, a.do_st, q0, a.n);
-      __syncthreads();
-
-      // S (rows of this warp) = Q_w K^T
-#pragma unroll
-      for (int j = 0; j < kBwdBlockN / 16; ++j) {
-        wmma::fragment<wmma::accumulator, 16, 16, 16, float> sacc;
-        wmma::fill_fragment(sacc, 0.0f);
-#pragma unroll
-        for (int kk = 0; kk < NF; ++kk) {
-          wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> qf;
-          wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> kf;
-          wmma::load_matrix_sync(qf, Qs + warp * 16 * LDH + kk * 16, LDH);
-          wmma::load_matrix_sync(kf, Ks + j * 16 * LDH + kk * 16, LDH);
-          wmma::mma_sync(sacc, qf, kf, sacc);
-        }
-        wmma::store_matrix_sync(Sw + j * 16, sacc, LDS, wmma::mem_row_major);
-      }
-      __syncwarp();
-
-      // P = exp(S - lse) with the final lse; hidden entries and rows without any visible key
-      // (lse = -inf) are 0.
-      {
-        const int lr = warp * 16 + r;
-        const float lse_row = lse_s[lr];
-        const float lse2 = lse_row * kLog2e;
-        const int64_t qp = qpos_s[lr];
-#pragma unroll
-        for (int c = 0; c < 32; ++c) {
-          const int col = half * 32 + c;
-          float p = exp2f(Sw[r * LDS + col] * a.scale_log2 - lse2);
-          if (lse_row == -INFINITY) p = 0.0f;
-          if (masked && !(col < kvalid && (!a.causal || kpos_s[col] <= qp))) p = 0.0f;
-          Pw[r * LDP + col] = from_float<T>(p);
-        }
-      }
-      __syncthreads();  // dV needs P of every query row
-
-      // dV_w (this warp's 16 keys) += P^T dO
-#pragma unroll
-      for (int kk = 0; kk < kBwdBlockM / 16; ++kk) {
-        wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::col_major> ptf;
-        wmma::load_matrix_sync(ptf, Ps + kk * 16 * LDP + warp * 16, LDP);
-#pragma unroll
-        for (int j = 0; j < NF; ++j) {
-          wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> dof;
-          wmma::load_matrix_sync(dof, dOs + kk * 16 * LDH + j * 16, LDH);
-          wmma::mma_sync(dv[j], ptf, dof, dv[j]);
-        }
-      }
-      // dP (rows of this warp) = dO_w V^T, into the S buffer rows this warp owns
-#pragma unroll
-      for (int j = 0; j < kBwdBlockN / 16; ++j) {
-        wmma::fragment<wmma::accumulator, 16, 16, 16, float> pacc;
-        wmma::fill_fragment(pacc, 0.0f);
-#pragma unroll
-        for (int kk = 0; kk < NF; ++kk) {
-          wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> dof;
-          wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> vf;
-          wmma::load_matrix_sync(dof, dOs + warp * 16 * LDH + kk * 16, LDH);
-          wmma::load_matrix_sync(vf, Vs + j * 16 * LDH + kk * 16, LDH);
-          wmma::mma_sync(pacc, dof, vf, pacc);
-        }
-        wmma::store_matrix_sync(Sw + j * 16, pacc, LDS, wmma::mem_row_major);
-      }
-      __syncthreads();  // every warp has read all of P (for dV) before dS overwrites it
-
-      // dS = P * (dP - D), in place of P
-      {
-        const float d_row = d_s[warp * 16 + r];
-#pragma unroll
-        for (int c = 0; c < 32; ++c) {
-          const int col = half * 32 + c;
-          const float p = to_float(Pw[r * LDP + col]);
-          Pw[r * LDP + col] = from_float<T>(p * (Sw[r * LDS + col] - d_row));
-        }
-      }
-      __syncthreads();  // dK needs dS of every query row
-
-      // dK_w += dS^T Q (scale applied once at the end)
-#pragma unroll
-      for (int kk = 0; kk < kBwdBlockM / 16; ++kk) {
-        wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::col_major> dstf;
-        wmma::load_matrix_sync(dstf, Ps + kk * 16 * LDP + warp * 16, LDP);
-#pragma unroll
-        for (int j = 0; j < NF; ++j) {
-          wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> qf;
-          wmma::load_matrix_sync(qf, Qs + kk * 16 * LDH + j * 16, LDH);
-          wmma::mma_sync(dk[j], dstf, qf, dk[j]);
-        }
-      }
-      // dQ (rows of this warp) += scale * dS_w K: other key tiles add to the same rows -> atomics
-#pragma unroll
-      for (int j = 0; j < NF; ++j) {
-        wmma::fragment<wmma::accumulator, 16, 16, 16, float> qacc;
-        wmma::fill_fragment(qacc, 0.0f);
-#pragma unroll
-        for (int kk = 0; kk < kBwdBlockN / 16; ++kk) {
-          wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> dsf;
-          wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> kf;
-          wmma::load_matrix_sync(dsf, Pw + kk * 16, LDP);
-          wmma::load_matrix_sync(kf, Ks + kk * 16 * LDH + j * 16, LDH);
-          wmma::mma_sync(qacc, dsf, kf, qacc);
-        }
-        add_tile_to_global<true, NF>(qacc, j * 16, a.scale, scratch, dq, a.dq_st, q0 + warp * 16, a.n);
-      }
-    }
-  }
-
-  // This block alone owns keys [k0, k0 + 64) of KV head hk: plain += into dK, dV.
-  float* dkg = a.dk + b * a.dk_sb + hk * a.dk_sh;
-  float* dvg = a.dv + b * a.dv_sb + hk * a.dv_sh;
-#pragma unroll
-  for (int j = 0; j < NF; ++j) {
-    add_tile_to_global<false, NF>(dk[j], j * 16, a.scale, scratch, dkg, a.dk_st, k0 + warp * 16, a.m);
-    add_tile_to_global<false, NF>(dv[j], j * 16, 1.0f, scratch, dvg, a.dv_st, k0 + warp * 16, a.m);
-  }
-}
 
 // ---------------------------------------------------------------------------------------------
 // delta and merge: one warp per (batch, head, token) row
@@ -639,9 +145,10 @@ std::string input_problem(const TensorView& t, const char* name, ElemType want) 
   return pointer_problem(t.data, name);
 }
 
-// Every kernel launches a 3-D grid with heads and batch in y / z (the mma and wgmma kernels in
-// their tile-major order put the heads in x and the tiles in z, and fall back to the other order
-// beyond 65535 tiles: tile_schedule.hpp launch_grid), so these limits cover them all.
+// Every attention kernel launches a 3-D grid of (tiles, heads, batch): head-major with the tiles in
+// x, tile-major with the heads in x and the tiles in z, falling back to head-major beyond 65535
+// tiles (tile_schedule.hpp launch_grid), so these limits cover them all. The forward kernels own
+// query tiles of one size and the backward kernels key tiles of one size (static_asserts below).
 std::string grid_problem(int64_t batch, int64_t heads, int64_t tiles) {
   if (batch > 65535 || heads > 65535 || tiles > INT32_MAX) {
     return "grid too large: batch and heads must be <= 65535 (got batch " + std::to_string(batch) + ", heads " +
@@ -658,25 +165,8 @@ float effective_scale(const BlockParams& p) {
   return p.scale != 0.0f ? p.scale : 1.0f / std::sqrt(float(p.q.head_dim));
 }
 
-template <typename T, int D>
-void launch_forward(const FwdArgs& a, int64_t batch, cudaStream_t stream) {
-  constexpr size_t smem = forward_smem(D).total_bytes;
-  auto kernel = flash_forward_kernel<T, D>;
-  RINGPLAN_CUDA_THROW_IF(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-  const dim3 grid(unsigned((a.n + kFwdBlockM - 1) / kFwdBlockM), unsigned(a.heads), unsigned(batch));
-  kernel<<<grid, kFwdWarps * 32, smem, stream>>>(a);
-  RINGPLAN_CUDA_THROW_IF(cudaGetLastError());
-}
-
-template <typename T, int D>
-void launch_backward(const BwdArgs& a, int64_t batch, cudaStream_t stream) {
-  constexpr size_t smem = backward_smem(D).total_bytes;
-  auto kernel = flash_backward_kernel<T, D>;
-  RINGPLAN_CUDA_THROW_IF(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-  const dim3 grid(unsigned((a.m + kBwdBlockN - 1) / kBwdBlockN), unsigned(a.kv_heads), unsigned(batch));
-  kernel<<<grid, kBwdWarps * 32, smem, stream>>>(a);
-  RINGPLAN_CUDA_THROW_IF(cudaGetLastError());
-}
+static_assert(kWgmmaFwdBlockM == kMmaFwdBlockM, "validate_forward counts query tiles of one size");
+static_assert(kWgmmaBwdBlockN == kMmaBwdBlockN, "validate_backward counts key tiles of one size");
 
 unsigned row_blocks(int64_t rows) { return unsigned((rows * 32 + 255) / 256); }
 
@@ -742,10 +232,6 @@ void accumulate(float* dst, const float* src, int64_t n, cudaStream_t stream) {
   RINGPLAN_CUDA_THROW_IF(cudaGetLastError());
 }
 
-
-static_assert(forward_smem(128).total_bytes <= kMaxSmemBytesSm80, "forward tile does not fit an A100 block");
-static_assert(backward_smem(128).total_bytes <= kMaxSmemBytesSm80, "backward tile does not fit an A100 block");
-
 int device_count(std::string* why) {
   int n = 0;
   const cudaError_t err = cudaGetDeviceCount(&n);
@@ -781,7 +267,7 @@ std::string validate_forward(const BlockParams& p, const ForwardOut& o) {
   if (p.k_positions && !(s = pointer_problem(p.k_positions, "k_positions")).empty()) return s;
   if (!(s = pointer_problem(o.out.data, "out")).empty()) return s;
   if (!(s = pointer_problem(o.lse.data, "lse")).empty()) return s;
-  return grid_problem(p.q.batch, p.q.heads, (p.q.tokens + kFwdBlockM - 1) / kFwdBlockM);
+  return grid_problem(p.q.batch, p.q.heads, (p.q.tokens + kMmaFwdBlockM - 1) / kMmaFwdBlockM);
 }
 
 std::string validate_backward(const BlockParams& p, const BackwardArgs& g) {
@@ -800,79 +286,30 @@ std::string validate_backward(const BlockParams& p, const BackwardArgs& g) {
                                   {g.grad_q.data, "grad_q"}, {g.grad_k.data, "grad_k"}, {g.grad_v.data, "grad_v"}}) {
     if (!(s = pointer_problem(ptr, name)).empty()) return s;
   }
-  return grid_problem(p.k.batch, p.k.heads, (p.k.tokens + kBwdBlockN - 1) / kBwdBlockN);
+  return grid_problem(p.k.batch, p.k.heads, (p.k.tokens + kMmaBwdBlockN - 1) / kMmaBwdBlockN);
 }
 
-void flash_forward(const BlockParams& p, const ForwardOut& o, cudaStream_t stream) {
+void flash_forward(const BlockParams& p, const ForwardOut& o, cudaStream_t stream, const KernelChoice& choice) {
   throw_if(validate_forward(p, o), "flash_forward");
   if (p.q.tokens == 0 || p.q.batch == 0 || p.q.heads == 0) return;
-  const ForwardImpl impl = resolve_forward_impl(forward_impl());
-  if (impl == ForwardImpl::wgmma) {
-    throw_if(forward_impl_unavailable(impl), "flash_forward");
-    detail::launch_forward_wgmma(p, o, effective_scale(p), stream);
-    return;
-  }
-  if (impl == ForwardImpl::mma) {  // below: ForwardImpl::wmma, a comparison baseline
-    detail::launch_forward_mma(p, o, effective_scale(p), stream);
-    return;
-  }
-  FwdArgs a{};
-  a.q = p.q.data, a.k = p.k.data, a.v = p.v.data;
-  a.q_sb = p.q.stride_batch, a.q_sh = p.q.stride_head, a.q_st = p.q.stride_token;
-  a.k_sb = p.k.stride_batch, a.k_sh = p.k.stride_head, a.k_st = p.k.stride_token;
-  a.v_sb = p.v.stride_batch, a.v_sh = p.v.stride_head, a.v_st = p.v.stride_token;
-  a.o = static_cast<float*>(o.out.data);
-  a.o_sb = o.out.stride_batch, a.o_sh = o.out.stride_head, a.o_st = o.out.stride_token;
-  a.lse = o.lse.data, a.l_sb = o.lse.stride_batch, a.l_sh = o.lse.stride_head;
-  a.q_pos = p.q_positions, a.k_pos = p.k_positions;
-  a.n = p.q.tokens, a.m = p.k.tokens, a.heads = p.q.heads, a.kv_heads = p.k.heads;
-  a.causal = p.causal ? 1 : 0;
-  a.scale_log2 = effective_scale(p) * kLog2e;
-  const bool bf16 = p.q.type == ElemType::bf16;
-  if (p.q.head_dim == 64) {
-    bf16 ? launch_forward<__nv_bfloat16, 64>(a, p.q.batch, stream) : launch_forward<__half, 64>(a, p.q.batch, stream);
+  const BlockOrder order = launch_order(choice.order, p.causal);
+  if (resolve_forward_impl(choice.forward) == ForwardImpl::wgmma) {
+    throw_if(forward_impl_unavailable(ForwardImpl::wgmma), "flash_forward");
+    detail::launch_forward_wgmma(p, o, effective_scale(p), order, stream);
   } else {
-    bf16 ? launch_forward<__nv_bfloat16, 128>(a, p.q.batch, stream) : launch_forward<__half, 128>(a, p.q.batch, stream);
+    detail::launch_forward_mma(p, o, effective_scale(p), order, stream);
   }
 }
 
-void flash_backward(const BlockParams& p, const BackwardArgs& g, cudaStream_t stream) {
+void flash_backward(const BlockParams& p, const BackwardArgs& g, cudaStream_t stream, const KernelChoice& choice) {
   throw_if(validate_backward(p, g), "flash_backward");
   if (p.k.tokens == 0 || p.q.tokens == 0 || p.q.batch == 0 || p.q.heads == 0) return;
-  const BackwardImpl impl = resolve_backward_impl(backward_impl());
-  if (impl == BackwardImpl::wgmma) {
-    throw_if(backward_impl_unavailable(impl), "flash_backward");
-    detail::launch_backward_wgmma(p, g, effective_scale(p), stream);
-    return;
-  }
-  if (impl == BackwardImpl::mma) {  // below: BackwardImpl::wmma, a comparison baseline
-    detail::launch_backward_mma(p, g, effective_scale(p), stream);
-    return;
-  }
-  BwdArgs a{};
-  a.q = p.q.data, a.k = p.k.data, a.v = p.v.data, a.dout = g.grad_out.data;
-  a.q_sb = p.q.stride_batch, a.q_sh = p.q.stride_head, a.q_st = p.q.stride_token;
-  a.k_sb = p.k.stride_batch, a.k_sh = p.k.stride_head, a.k_st = p.k.stride_token;
-  a.v_sb = p.v.stride_batch, a.v_sh = p.v.stride_head, a.v_st = p.v.stride_token;
-  a.do_sb = g.grad_out.stride_batch, a.do_sh = g.grad_out.stride_head, a.do_st = g.grad_out.stride_token;
-  a.lse = g.lse.data, a.l_sb = g.lse.stride_batch, a.l_sh = g.lse.stride_head;
-  a.delta = g.delta.data, a.d_sb = g.delta.stride_batch, a.d_sh = g.delta.stride_head;
-  a.dq = static_cast<float*>(g.grad_q.data);
-  a.dq_sb = g.grad_q.stride_batch, a.dq_sh = g.grad_q.stride_head, a.dq_st = g.grad_q.stride_token;
-  a.dk = static_cast<float*>(g.grad_k.data);
-  a.dk_sb = g.grad_k.stride_batch, a.dk_sh = g.grad_k.stride_head, a.dk_st = g.grad_k.stride_token;
-  a.dv = static_cast<float*>(g.grad_v.data);
-  a.dv_sb = g.grad_v.stride_batch, a.dv_sh = g.grad_v.stride_head, a.dv_st = g.grad_v.stride_token;
-  a.q_pos = p.q_positions, a.k_pos = p.k_positions;
-  a.n = p.q.tokens, a.m = p.k.tokens, a.heads = p.q.heads, a.kv_heads = p.k.heads;
-  a.causal = p.causal ? 1 : 0;
-  a.scale = effective_scale(p);
-  a.scale_log2 = a.scale * kLog2e;
-  const bool bf16 = p.q.type == ElemType::bf16;
-  if (p.q.head_dim == 64) {
-    bf16 ? launch_backward<__nv_bfloat16, 64>(a, p.q.batch, stream) : launch_backward<__half, 64>(a, p.q.batch, stream);
+  const BlockOrder order = launch_order(choice.order, p.causal);
+  if (resolve_backward_impl(choice.backward) == BackwardImpl::wgmma) {
+    throw_if(backward_impl_unavailable(BackwardImpl::wgmma), "flash_backward");
+    detail::launch_backward_wgmma(p, g, effective_scale(p), order, stream);
   } else {
-    bf16 ? launch_backward<__nv_bfloat16, 128>(a, p.q.batch, stream) : launch_backward<__half, 128>(a, p.q.batch, stream);
+    detail::launch_backward_mma(p, g, effective_scale(p), order, stream);
   }
 }
 

@@ -3,13 +3,14 @@
 // Same structs as the CPU path (BlockParams, ForwardOut, BackwardArgs, TensorView, RowStatsView)
 // with DEVICE pointers inside, so the ring code is unchanged: it swaps cpu_flash_forward for
 // cuda::flash_forward and passes a stream. Every function only enqueues work on `stream`
-// (asynchronous to the host); argument errors are found before anything is enqueued.
+// (asynchronous to the host); argument errors are found before anything is enqueued. Which
+// kernel runs and in which launch order is an argument of each call (KernelChoice, defaulted);
+// the library holds no process-wide settings.
 //
 // Types and precision:
 //   q, k, v (and grad_out for the backward): f16 or bf16, all the same type; head_dim 64 or 128.
-//   Products on tensor cores (forward: mma.sync m16n8k16, or WMMA 16x16x16 when selected with
-//   set_forward_impl; backward: mma.sync, or WMMA when selected with set_backward_impl) with
-//   float32 accumulation; softmax in float32.
+//   Products on tensor cores (wgmma on sm_90, mma.sync m16n8k16 elsewhere) with float32
+//   accumulation; softmax in float32.
 //   O (ForwardOut.out), dQ, dK, dV: float32 (the ring merges and accumulates them in float32).
 //   lse, D: float32 rows. BackwardArgs.out (final O) has the input type (kernels::validate);
 //   backward_delta itself accepts O and dO in f32, f16 or bf16.
@@ -36,29 +37,58 @@ namespace ringplan::kernels::cuda {
 std::string validate_forward(const BlockParams& p, const ForwardOut& o);
 std::string validate_backward(const BlockParams& p, const BackwardArgs& g);
 
-// Writes O and lse of this block (overwrites, does not merge), like cpu_flash_forward.
-// Implementation: forward_impl() (below).
-void flash_forward(const BlockParams& p, const ForwardOut& o, cudaStream_t stream);
-
 // Which kernel flash_forward runs. All satisfy the same contract:
-//   automatic (default): wgmma on an sm_90 device when the build has it, else mma.
+//   automatic: wgmma on an sm_90 device when the build has it, else mma.
 //   wgmma: Hopper only (sm_90a code, built when RINGPLAN_CUDA_ARCHITECTURES lists 90):
 //     FlashAttention-3 style, asynchronous warpgroup MMAs from shared memory, 128 query rows
 //     per block (attention_fwd_wgmma.cu).
 //   mma: FlashAttention-2 style, mma.sync m16n8k16 with S and P kept in registers, 128 query
 //     rows per block (attention_fwd_mma.cu); sm_80 and later.
-//   wmma: the earlier WMMA 16x16x16 kernel, S and P through shared memory.
-// The setting is process-wide (an atomic, read at each flash_forward call) and exists for
-// benchmarks and tests that compare the kernels; production code leaves the default. Asking
-// for wgmma where it cannot run makes flash_forward throw std::invalid_argument.
-enum class ForwardImpl { automatic, mma, wmma, wgmma };
-void set_forward_impl(ForwardImpl impl);
-ForwardImpl forward_impl();
-// Empty when `impl` can run on the current device, else why not. resolve_forward_impl gives the
-// kernel flash_forward would run for `impl` (automatic resolved) on the current device.
+enum class ForwardImpl { automatic, mma, wgmma };
+
+// Which kernel flash_backward runs. All satisfy the same contract:
+//   automatic: wgmma on an sm_90 device when the build has it, else mma.
+//   wgmma: Hopper only (sm_90a code): FlashAttention-3 style, asynchronous warpgroup MMAs and
+//     TMA, 128 keys per block (attention_bwd_wgmma.cu).
+//   mma: FlashAttention-2 style, mma.sync m16n8k16, 128 keys per block with P and dS kept in
+//     registers for dV and dK (attention_bwd_mma.cu); sm_80 and later.
+enum class BackwardImpl { automatic, mma, wgmma };
+
+// The kernels and launch order one flash_forward / flash_backward call uses. The default is what
+// production code runs; benchmarks and tests pass other choices to compare the kernels.
+//   forward, backward: the kernel (above). Asking for wgmma where it cannot run makes the call
+//     throw std::invalid_argument.
+//   order: launch order of the thread blocks (tile_schedule.hpp): tile_major, every head's
+//     heaviest causal tile first and the lightest last; head_major, each head's tiles in turn.
+//     It applies to causal launches (launch_order): without a mask every tile has the same work,
+//     so the order changes no balance, and those launches stay head-major, which keeps the blocks
+//     that read the same K and V (one head's) running together. The results do not depend on it.
+struct KernelChoice {
+  ForwardImpl forward = ForwardImpl::automatic;
+  BackwardImpl backward = BackwardImpl::automatic;
+  BlockOrder order = BlockOrder::tile_major;
+};
+
+// Writes O and lse of this block (overwrites, does not merge), like cpu_flash_forward, with the
+// kernel and launch order of `choice`.
+void flash_forward(const BlockParams& p, const ForwardOut& o, cudaStream_t stream, const KernelChoice& choice = {});
+
+// dQ += ..., dK += ..., dV += ... for this block, using the FINAL lse and D (fill D first with
+// backward_delta), with the kernel and launch order of `choice`. dQ is accumulated with float
+// atomics (several key tiles add to one query row), dK and dV by plain read-add-write (one thread
+// block owns a key tile of a KV head and loops over all of that head's query heads, so GQA needs
+// no atomics there).
+void flash_backward(const BlockParams& p, const BackwardArgs& g, cudaStream_t stream,
+                    const KernelChoice& choice = {});
+
+// Empty when `impl` can run on the current device, else why not. resolve_*_impl gives the kernel
+// flash_forward / flash_backward runs for `impl` (automatic resolved) on the current device.
 std::string forward_impl_unavailable(ForwardImpl impl);
 ForwardImpl resolve_forward_impl(ForwardImpl impl);
 const char* forward_impl_name(ForwardImpl impl);
+std::string backward_impl_unavailable(BackwardImpl impl);
+BackwardImpl resolve_backward_impl(BackwardImpl impl);
+const char* backward_impl_name(BackwardImpl impl);
 
 // acc <- merge(acc, blk) in place; both float32. Same stable sigmoid form as the CPU merge_partial
 // (kernels/attention.hpp): one side lse = -inf gives the other side exactly, both give O = 0,
@@ -68,44 +98,6 @@ void merge_partial(const ForwardOut& acc, const ForwardOut& blk, cudaStream_t st
 // D = rowsum(dO * O) in float32; O and dO may be f32, f16 or bf16.
 void backward_delta(const TensorView& out, const TensorView& grad_out, const RowStatsView& delta,
                     cudaStream_t stream);
-
-// dQ += ..., dK += ..., dV += ... for this block, using the FINAL lse and D (fill D first with
-// backward_delta). dQ is accumulated with float atomics (several key tiles add to one query
-// row), dK and dV by plain read-add-write (one thread block owns a key tile of a KV head and
-// loops over all of that head's query heads, so GQA needs no atomics there).
-// Implementation: backward_impl() (below).
-void flash_backward(const BlockParams& p, const BackwardArgs& g, cudaStream_t stream);
-
-// Which kernel flash_backward runs. All satisfy the same contract:
-//   automatic (default): wgmma on an sm_90 device when the build has it, else mma.
-//   wgmma: Hopper only (sm_90a code): FlashAttention-3 style, asynchronous warpgroup MMAs and
-//     TMA, 128 keys per block (attention_bwd_wgmma.cu).
-//   mma: FlashAttention-2 style, mma.sync m16n8k16, 128 keys per block with P and dS kept in
-//     registers for dV and dK (attention_bwd_mma.cu); sm_80 and later.
-//   wmma: the earlier WMMA 16x16x16 kernel, S, P, dP and dS through shared memory.
-// Process-wide (an atomic, read at each flash_backward call), for benchmarks and tests that
-// compare the kernels; production code leaves the default. Asking for wgmma where it cannot run
-// makes flash_backward throw std::invalid_argument.
-enum class BackwardImpl { automatic, mma, wmma, wgmma };
-void set_backward_impl(BackwardImpl impl);
-BackwardImpl backward_impl();
-std::string backward_impl_unavailable(BackwardImpl impl);
-BackwardImpl resolve_backward_impl(BackwardImpl impl);
-const char* backward_impl_name(BackwardImpl impl);
-
-// Launch order of the mma.sync and wgmma kernels' thread blocks (tile_schedule.hpp):
-//   tile_major (default): every head's heaviest causal tile first, the lightest last;
-//   head_major: the order these kernels had before (each head's tiles in turn), kept
-//               so that a benchmark can time both in one run.
-// Process-wide (an atomic, read at each flash_forward / flash_backward call) like the settings
-// above; the results do not depend on it. It applies to causal launches: without a mask every
-// tile has the same work, so the order changes no balance, and those launches stay head-major,
-// which keeps the blocks that read the same K and V (one head's) running together. The WMMA
-// kernels ignore it (always head-major).
-void set_block_order(BlockOrder order);
-BlockOrder block_order();
-// The order a launch asks launch_grid for: block_order() if causal, else head_major.
-BlockOrder launch_order(bool causal);
 
 // dst <- src rounded to dst's type (round to nearest even); src f32, dst f16 or bf16, both dense
 // [batch, heads, tokens, head_dim] of one shape. The ring keeps O in float32 while merging

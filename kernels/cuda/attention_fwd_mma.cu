@@ -1,6 +1,6 @@
-// FlashAttention-2-style forward on mma.sync.m16n8k16: the default implementation of
-// cuda::flash_forward (contracts in attention_cuda.hpp; the WMMA forward in attention_cuda.cu
-// stays selectable with set_forward_impl, for benchmarks and tests).
+// FlashAttention-2-style forward on mma.sync.m16n8k16: the implementation of
+// cuda::flash_forward where the wgmma forward cannot run, or when asked for (ForwardImpl::mma;
+// contracts in attention_cuda.hpp).
 //
 // Work split: one thread block = 4 warps = 128 query rows of one (batch, head); warp w owns rows
 // [32w, 32w + 32) as two m16 tiles (mt = 0, 1: rows 32w + 16mt .. 32w + 16mt + 15). The block
@@ -44,7 +44,6 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
-#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <stdexcept>
@@ -52,9 +51,10 @@
 
 #include "kernels/cuda/attention_cuda.hpp"
 #include "kernels/cuda/attention_fwd_wgmma.hpp"
-#include "kernels/cuda/fwd_common.cuh"
+#include "kernels/cuda/cuda_check.hpp"
 #include "kernels/cuda/mma_primitives.cuh"
 #include "kernels/cuda/tile_schedule.hpp"
+#include "kernels/cuda/tile_walk.cuh"
 
 namespace ringplan::kernels::cuda {
 namespace {
@@ -445,15 +445,13 @@ template <typename T, int D>
 void launch(const Args& a, int64_t batch, cudaStream_t stream) {
   constexpr size_t smem = Smem<D>::kBytes;
   auto kernel = flash_forward_mma_kernel<T, D>;
-  RINGPLAN_MMA_THROW_IF(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  RINGPLAN_CUDA_THROW_IF(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
   const LaunchGrid g = launch_grid((a.n + kBlockM - 1) / kBlockM, a.heads, batch, BlockOrder(a.order));
   Args ga = a;
   ga.order = int(g.order);  // the order the grid really has
   kernel<<<dim3(g.x, g.y, g.z), kThreads, smem, stream>>>(ga);
-  RINGPLAN_MMA_THROW_IF(cudaGetLastError());
+  RINGPLAN_CUDA_THROW_IF(cudaGetLastError());
 }
-
-std::atomic<ForwardImpl> g_forward_impl{ForwardImpl::automatic};
 
 // Compute capability of the current device as 10 * major + minor; 0 when it cannot be read.
 int current_device_cc() {
@@ -468,21 +466,10 @@ int current_device_cc() {
 
 }  // namespace
 
-void set_forward_impl(ForwardImpl impl) { g_forward_impl.store(impl, std::memory_order_relaxed); }
-ForwardImpl forward_impl() { return g_forward_impl.load(std::memory_order_relaxed); }
-
-namespace {
-std::atomic<BlockOrder> g_block_order{BlockOrder::tile_major};
-}  // namespace
-void set_block_order(BlockOrder order) { g_block_order.store(order, std::memory_order_relaxed); }
-BlockOrder block_order() { return g_block_order.load(std::memory_order_relaxed); }
-BlockOrder launch_order(bool causal) { return causal ? block_order() : BlockOrder::head_major; }
-
 const char* forward_impl_name(ForwardImpl impl) {
   switch (impl) {
     case ForwardImpl::automatic: return "automatic";
     case ForwardImpl::mma: return "mma";
-    case ForwardImpl::wmma: return "wmma";
     case ForwardImpl::wgmma: return "wgmma";
   }
   return "?";
@@ -519,13 +506,14 @@ namespace detail {
 #if !RINGPLAN_HAVE_WGMMA
 // This build has no sm_90a code (attention_fwd_wgmma.cu not compiled).
 bool wgmma_forward_built() { return false; }
-void launch_forward_wgmma(const BlockParams&, const ForwardOut&, float, cudaStream_t) {
+void launch_forward_wgmma(const BlockParams&, const ForwardOut&, float, BlockOrder, cudaStream_t) {
   throw std::invalid_argument("flash_forward: the wgmma forward is not in this build");
 }
 #endif
 
-void launch_forward_mma(const BlockParams& p, const ForwardOut& o, float scale, cudaStream_t stream) {
-  Args a = fwd_detail::make_args(p, o, scale);
+void launch_forward_mma(const BlockParams& p, const ForwardOut& o, float scale, BlockOrder order,
+                        cudaStream_t stream) {
+  Args a = fwd_detail::make_args(p, o, scale, order);
   // Causal: per-tile key ranges for the kernel's tile walk, freed in stream order after it.
   const auto ranges = tile_detail::TileRanges::make<kBlockN>(a.k_pos, a.m, a.causal != 0, stream);
   a.k_tile_range = ranges.ptr();

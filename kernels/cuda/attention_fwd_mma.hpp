@@ -1,10 +1,12 @@
-// Internal: the FlashAttention-2-style forward on mma.sync (attention_fwd_mma.cu), the default
-// implementation behind cuda::flash_forward. Callers outside kernels/cuda use flash_forward and
-// set_forward_impl (attention_cuda.hpp); tests and the benchmark may read the tile sizes.
+// Internal: the FlashAttention-2-style forward on mma.sync (attention_fwd_mma.cu), one of the
+// kernels behind cuda::flash_forward (ForwardImpl::mma). Callers outside kernels/cuda use
+// flash_forward and KernelChoice (attention_cuda.hpp); tests and the benchmark may read the tile
+// sizes.
 #pragma once
 #include <cuda_runtime_api.h>
 
 #include "kernels/attention.hpp"
+#include "kernels/cuda/tile_schedule.hpp"
 
 namespace ringplan::kernels::cuda {
 
@@ -21,8 +23,10 @@ namespace detail {
 // Enqueues the forward of one block on `stream`. Preconditions (flash_forward checked them with
 // validate_forward): f16 or bf16 inputs, head_dim 64 or 128, 16-byte aligned bases and strides
 // multiples of 8 elements, device pointers, q.tokens > 0. `scale` is the effective softmax scale
-// (p.scale, or 1/sqrt(head_dim) when p.scale is 0). Throws std::runtime_error on launch failure.
-void launch_forward_mma(const BlockParams& p, const ForwardOut& o, float scale, cudaStream_t stream);
+// (p.scale, or 1/sqrt(head_dim) when p.scale is 0); `order` the launch order the grid asks for
+// (launch_order). Throws std::runtime_error on launch failure.
+void launch_forward_mma(const BlockParams& p, const ForwardOut& o, float scale, BlockOrder order,
+                        cudaStream_t stream);
 
 }  // namespace detail
 }  // namespace ringplan::kernels::cuda

@@ -42,8 +42,9 @@
 #include <stdexcept>
 #include <string>
 
-#include "kernels/cuda/fwd_common.cuh"
+#include "kernels/cuda/cuda_check.hpp"
 #include "kernels/cuda/mma_primitives.cuh"
+#include "kernels/cuda/tile_walk.cuh"
 #include "kernels/cuda/wgmma_primitives.cuh"
 #include "kernels/cuda/wgmma_tma.hpp"
 
@@ -424,14 +425,14 @@ template <typename T, int D>
 void launch(const Args& a, const BlockParams& p, int64_t batch, cudaStream_t stream) {
   constexpr size_t smem = Smem<D>::kBytes + Smem<D>::kAlign;
   auto kernel = flash_forward_wgmma_kernel<T, D>;
-  RINGPLAN_MMA_THROW_IF(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  RINGPLAN_CUDA_THROW_IF(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
   const CUtensorMap tm_q = tma::make_map(p.q, kBlockM), tm_k = tma::make_map(p.k, kBlockN),
                     tm_v = tma::make_map(p.v, kBlockN);
   const LaunchGrid g = launch_grid((a.n + kBlockM - 1) / kBlockM, a.heads, batch, BlockOrder(a.order));
   Args ga = a;
   ga.order = int(g.order);  // the order the grid really has
   kernel<<<dim3(g.x, g.y, g.z), kThreads, smem, stream>>>(ga, tm_q, tm_k, tm_v);
-  RINGPLAN_MMA_THROW_IF(cudaGetLastError());
+  RINGPLAN_CUDA_THROW_IF(cudaGetLastError());
 }
 
 }  // namespace
@@ -440,16 +441,17 @@ namespace detail {
 
 bool wgmma_forward_built() { return true; }
 
-void launch_forward_wgmma(const BlockParams& p, const ForwardOut& o, float scale, cudaStream_t stream) {
+void launch_forward_wgmma(const BlockParams& p, const ForwardOut& o, float scale, BlockOrder order,
+                          cudaStream_t stream) {
   // No keys: every row ends with O = 0, lse = -inf. TMA descriptors need every dimension >= 1,
   // so the mma.sync kernel (which needs none) writes that; it also takes the views TMA cannot
   // describe (tma::tma_unsuitable).
   if (p.k.tokens == 0 || !tma::tma_unsuitable(p.q).empty() || !tma::tma_unsuitable(p.k).empty() ||
       !tma::tma_unsuitable(p.v).empty()) {
-    launch_forward_mma(p, o, scale, stream);
+    launch_forward_mma(p, o, scale, order, stream);
     return;
   }
-  Args a = fwd_detail::make_args(p, o, scale);
+  Args a = fwd_detail::make_args(p, o, scale, order);
   // Causal: per-tile key ranges for the kernel's tile walk, freed in stream order after it.
   const auto ranges = tile_detail::TileRanges::make<kBlockN>(a.k_pos, a.m, a.causal != 0, stream);
   a.k_tile_range = ranges.ptr();

@@ -1,13 +1,14 @@
 // Internal: the Hopper (sm_90a) forward on wgmma (attention_fwd_wgmma.cu), chosen by
 // cuda::flash_forward on sm_90 devices when the build has it (ForwardImpl::automatic) or when
 // asked for (ForwardImpl::wgmma). Callers outside kernels/cuda use flash_forward and
-// set_forward_impl (attention_cuda.hpp).
+// KernelChoice (attention_cuda.hpp).
 #pragma once
 #include <cuda_runtime_api.h>
 
 #include <string>
 
 #include "kernels/attention.hpp"
+#include "kernels/cuda/tile_schedule.hpp"
 
 namespace ringplan::kernels::cuda {
 
@@ -28,7 +29,8 @@ std::string sm90_device_problem();
 
 // Enqueues the forward on `stream`; same preconditions as launch_forward_mma
 // (attention_fwd_mma.hpp), and the current device must be sm_90 (the caller checks).
-void launch_forward_wgmma(const BlockParams& p, const ForwardOut& o, float scale, cudaStream_t stream);
+void launch_forward_wgmma(const BlockParams& p, const ForwardOut& o, float scale, BlockOrder order,
+                          cudaStream_t stream);
 
 }  // namespace detail
 }  // namespace ringplan::kernels::cuda

@@ -19,20 +19,6 @@
 
 #include <cstdint>
 #include <cstring>
-#include <stdexcept>
-#include <string>
-
-// Throws std::runtime_error naming the failed runtime call; clears a non-sticky error first so
-// later calls start clean.
-#define RINGPLAN_MMA_THROW_IF(call)                                                                 \
-  do {                                                                                              \
-    const cudaError_t err_ = (call);                                                                \
-    if (err_ != cudaSuccess) {                                                                      \
-      (void)cudaGetLastError();                                                                     \
-      throw std::runtime_error(std::string(__FILE__) + ":" + std::to_string(__LINE__) + ": " + #call + \
-                               " failed: " + cudaGetErrorString(err_));                             \
-    }                                                                                               \
-  } while (0)
 
 namespace ringplan::kernels::cuda::mma_detail {
 

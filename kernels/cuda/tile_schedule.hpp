@@ -1,7 +1,7 @@
 // Tile geometry and causal tile classification of the CUDA flash-attention kernels.
 //
-// One header serves the device kernels (attention_cuda.cu) and host code (tests, the benchmark
-// and launch-size checks), so the rule that decides which tiles are skipped or masked exists
+// One header serves the device kernels (attention_*_mma.cu, attention_*_wgmma.cu) and host code
+// (tests, the benchmark and launch-size checks), so the rule that decides which tiles are skipped or masked exists
 // once. It needs no GPU and no CUDA headers: with a host compiler RINGPLAN_HD expands to nothing.
 //
 // Causal rule (DESIGN.md "Attention math"): key j is visible to query i iff k_pos[j] <= q_pos[i].
@@ -46,7 +46,7 @@ RINGPLAN_HD inline TileVisibility classify_tile(bool causal, int64_t q_min, int6
 // The tile-major order launches the heaviest tile of every (head, batch) first and the lightest
 // last: a list schedule in decreasing work, whose tail is one light block. The head-major order
 // (tile fastest, then head, then batch; tiles walked from the heavy end) is the baseline the
-// tile-major order is measured against (set_block_order in attention_cuda.hpp).
+// tile-major order is measured against (KernelChoice::order in attention_cuda.hpp).
 //
 // Both are 3-D grids, which start blocks with x fastest, then y, then z, and whose coordinates
 // the kernel reads from special registers: nothing to divide, and nothing held in registers
@@ -58,6 +58,9 @@ RINGPLAN_HD inline TileVisibility classify_tile(bool causal, int64_t q_min, int6
 // tile 0 (the backward). With unsorted positions the order is only a guess; every order computes
 // the same result.
 enum class BlockOrder : int { tile_major = 0, head_major = 1 };
+// The order a launch asks launch_grid for: `wanted` if causal, else head_major (uniform tiles:
+// nothing to balance, and a head's blocks, which read the same K and V, run together).
+inline BlockOrder launch_order(BlockOrder wanted, bool causal) { return causal ? wanted : BlockOrder::head_major; }
 struct BlockCoord {
   int32_t tile, head, batch;
 };
@@ -85,68 +88,6 @@ LaunchGrid launch_grid(int64_t tiles, int64_t heads, int64_t batch, BlockOrder w
 // i.e. block_coord of (x, y, z) with linear = x + X (y + Y z).
 BlockCoord launch_block(int64_t linear, int64_t tiles, int64_t heads, int64_t batch, BlockOrder order,
                         bool heaviest_last);
-
-// Tile sizes and shared-memory layouts. Forward: a block owns kFwdBlockM query rows (16 per
-// warp, kFwdWarps warps) and streams kFwdBlockN keys per step. Backward: a block owns
-// kBwdBlockN keys of one KV head (dK, dV stay in registers) and streams kBwdBlockM queries.
-inline constexpr int kFwdWarps = 8;
-inline constexpr int kFwdBlockM = 16 * kFwdWarps;  // 128 query rows
-inline constexpr int kFwdBlockN = 64;              // keys per step
-inline constexpr int kBwdWarps = 4;
-inline constexpr int kBwdBlockN = 16 * kBwdWarps;  // 64 keys owned by a block
-inline constexpr int kBwdBlockM = 64;              // queries per step
-
-// Leading dimensions (in elements) of shared-memory tiles. WMMA needs ld % 8 == 0 for 16-bit
-// and % 4 for float, and 32-byte aligned fragment pointers; the +8 / +4 padding shifts rows
-// across shared-memory banks.
-RINGPLAN_HD constexpr int ld_half(int head_dim) { return head_dim + 8; }
-RINGPLAN_HD constexpr int ld_scores() { return 64 + 4; }  // float S / dP tiles, 64 columns
-RINGPLAN_HD constexpr int ld_probs() { return 64 + 8; }   // 16-bit P / dS tiles, 64 columns
-
-RINGPLAN_HD constexpr size_t align_up(size_t bytes, size_t to = 128) { return (bytes + to - 1) / to * to; }
-
-// Forward shared memory, in layout order: K tile, V tile, scores (float; the Q tile is staged
-// here before it moves into registers), P (16-bit), per-warp 16x16 float scratch (row scale
-// factors, output staging), key positions followed by the block min/max reduction slots.
-struct ForwardSmem {
-  size_t k_off, v_off, s_off, p_off, scratch_off, kpos_off, total_bytes;
-};
-RINGPLAN_HD constexpr ForwardSmem forward_smem(int head_dim) {
-  ForwardSmem s{};
-  const size_t kv_tile = align_up(size_t(kFwdBlockN) * ld_half(head_dim) * 2);
-  const size_t q_stage = size_t(kFwdBlockM) * ld_half(head_dim) * 2;
-  const size_t scores = size_t(kFwdBlockM) * ld_scores() * 4;
-  s.k_off = 0;
-  s.v_off = s.k_off + kv_tile;
-  s.s_off = s.v_off + kv_tile;
-  s.p_off = s.s_off + align_up(q_stage > scores ? q_stage : scores);
-  s.scratch_off = s.p_off + align_up(size_t(kFwdBlockM) * ld_probs() * 2);
-  s.kpos_off = s.scratch_off + align_up(size_t(kFwdWarps) * 256 * 4);
-  s.total_bytes = s.kpos_off + align_up(size_t(kFwdBlockN) * 8 + size_t(2 * kFwdWarps) * 8);
-  return s;
-}
-
-// Backward shared memory: K, V (owned keys), Q, dO (streamed), S/dP (float), P then dS in
-// place (16-bit), per-warp 16x16 float scratch, per-row lse / D / positions, key positions.
-struct BackwardSmem {
-  size_t k_off, v_off, q_off, do_off, s_off, p_off, scratch_off, rows_off, kpos_off, total_bytes;
-};
-RINGPLAN_HD constexpr BackwardSmem backward_smem(int head_dim) {
-  BackwardSmem s{};
-  const size_t k_tile = align_up(size_t(kBwdBlockN) * ld_half(head_dim) * 2);
-  const size_t q_tile = align_up(size_t(kBwdBlockM) * ld_half(head_dim) * 2);
-  s.k_off = 0;
-  s.v_off = s.k_off + k_tile;
-  s.q_off = s.v_off + k_tile;
-  s.do_off = s.q_off + q_tile;
-  s.s_off = s.do_off + q_tile;
-  s.p_off = s.s_off + align_up(size_t(kBwdBlockM) * ld_scores() * 4);
-  s.scratch_off = s.p_off + align_up(size_t(kBwdBlockM) * ld_probs() * 2);
-  s.rows_off = s.scratch_off + align_up(size_t(kBwdWarps) * 256 * 4);
-  s.kpos_off = s.rows_off + align_up(size_t(kBwdBlockM) * (4 + 4 + 8));
-  s.total_bytes = s.kpos_off + align_up(size_t(kBwdBlockN) * 8 + size_t(2 * kBwdWarps) * 8);
-  return s;
-}
 
 // Largest dynamic shared memory one block may opt into: sm_80 (A100) 163 KiB, sm_90 227 KiB.
 inline constexpr size_t kMaxSmemBytesSm80 = 163 * 1024;

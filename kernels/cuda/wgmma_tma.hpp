@@ -12,7 +12,7 @@
 #include <string>
 
 #include "kernels/attention.hpp"
-#include "kernels/cuda/mma_primitives.cuh"  // RINGPLAN_MMA_THROW_IF
+#include "kernels/cuda/cuda_check.hpp"
 
 namespace ringplan::kernels::cuda::tma {
 
@@ -46,9 +46,9 @@ inline PFN_cuTensorMapEncodeTiled_v12000 encode_fn() {
     void* f = nullptr;
     cudaDriverEntryPointQueryResult q{};
 #if CUDART_VERSION >= 12050
-    RINGPLAN_MMA_THROW_IF(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &q));
+    RINGPLAN_CUDA_THROW_IF(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &q));
 #else
-    RINGPLAN_MMA_THROW_IF(cudaGetDriverEntryPoint("cuTensorMapEncodeTiled", &f, cudaEnableDefault, &q));
+    RINGPLAN_CUDA_THROW_IF(cudaGetDriverEntryPoint("cuTensorMapEncodeTiled", &f, cudaEnableDefault, &q));
 #endif
     if (q != cudaDriverEntryPointSuccess || f == nullptr) {
       throw std::runtime_error("the driver has no cuTensorMapEncodeTiled (TMA needs a CUDA 12+ driver)");

@@ -1,5 +1,5 @@
-// cuda::flash_backward under every implementation (BackwardImpl::mma, wmma and, on an sm_90
-// device, wgmma; elsewhere a SKIPPED message says why) against the float64 reference, and the
+// cuda::flash_backward under every implementation (BackwardImpl::mma and, on an sm_90 device,
+// wgmma; elsewhere a SKIPPED message says why) against the float64 reference, and the
 // implementations against each other.
 //
 // The forward here is the float64 reference (reference_forward): O rounded to the input type and
@@ -42,18 +42,9 @@ namespace {
 using ringplan::test::cuda::DeviceBuffer;
 using ringplan::test::cuda::have_gpu;
 
-// Sets the backward implementation for one scope and restores the previous one.
-struct ImplScope {
-  BackwardImpl saved;
-  explicit ImplScope(BackwardImpl impl) : saved(rkc::backward_impl()) { rkc::set_backward_impl(impl); }
-  ~ImplScope() { rkc::set_backward_impl(saved); }
-  ImplScope(const ImplScope&) = delete;
-  ImplScope& operator=(const ImplScope&) = delete;
-};
-
 const char* impl_name(BackwardImpl i) { return rkc::backward_impl_name(i); }
 
-constexpr BackwardImpl kImpls[] = {BackwardImpl::mma, BackwardImpl::wmma, BackwardImpl::wgmma};
+constexpr BackwardImpl kImpls[] = {BackwardImpl::mma, BackwardImpl::wgmma};
 
 // True when `impl` can run on this device; otherwise prints why it is skipped.
 bool impl_runs(BackwardImpl impl) {
@@ -216,7 +207,8 @@ struct Problem {
     std::vector<double> dq, dk, dv;
   };
   Grads run(BackwardImpl impl, int calls, float start) {
-    ImplScope scope(impl);
+    rkc::KernelChoice choice;
+    choice.backward = impl;
     DeviceBuffer<float> gq(q_elems), gk(kv_elems), gv(kv_elems);
     gq.upload(std::vector<float>(q_elems, start));
     gk.upload(std::vector<float>(kv_elems, start));
@@ -229,7 +221,7 @@ struct Problem {
     g.grad_q = make_view(gq.ptr, ElemType::f32, c.b, c.h, n, c.d, c.layout);
     g.grad_k = make_view(gk.ptr, ElemType::f32, c.b, c.hkv, m, c.d, c.layout);
     g.grad_v = make_view(gv.ptr, ElemType::f32, c.b, c.hkv, m, c.d, c.layout);
-    for (int i = 0; i < calls; ++i) rkc::flash_backward(params, g, nullptr);
+    for (int i = 0; i < calls; ++i) rkc::flash_backward(params, g, nullptr, choice);
     REQUIRE_CUDA(cudaDeviceSynchronize());
     auto dense = [&](const DeviceBuffer<float>& buf, int64_t heads, int64_t tokens) {
       const std::vector<float> x = buf.download();
@@ -364,7 +356,7 @@ TEST_CASE("cuda backward: every implementation agrees with mma on a large causal
     c.q_pos = c.k_pos = iota_positions(1024);
     Problem pr(c, 600 + uint64_t(t), false);
     const auto a = pr.run(BackwardImpl::mma, 1, 0.0f);
-    for (BackwardImpl other : {BackwardImpl::wmma, BackwardImpl::wgmma}) {
+    for (BackwardImpl other : {BackwardImpl::wgmma}) {
       if (!impl_runs(other)) continue;
       const auto b = pr.run(other, 1, 0.0f);
       const double eq = rel_err(a.dq, b.dq), ek = rel_err(a.dk, b.dk), ev = rel_err(a.dv, b.dv);
@@ -375,16 +367,6 @@ TEST_CASE("cuda backward: every implementation agrees with mma on a large causal
       CHECK(ev <= tol_grad(t));
     }
   }
-}
-
-TEST_CASE("cuda backward: the implementation setting defaults to automatic and round-trips") {
-  // Host-only: no device needed.
-  CHECK(rkc::backward_impl() == BackwardImpl::automatic);
-  {
-    ImplScope s(BackwardImpl::wmma);
-    CHECK(rkc::backward_impl() == BackwardImpl::wmma);
-  }
-  CHECK(rkc::backward_impl() == BackwardImpl::automatic);
 }
 
 TEST_CASE("cuda backward impl selection: automatic picks wgmma exactly where it can run, explicit wgmma elsewhere throws") {

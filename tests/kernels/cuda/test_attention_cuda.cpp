@@ -5,7 +5,7 @@
 // that fail before touching the device run everywhere.
 //
 // Forward implementations: every case that runs flash_forward runs it once per implementation
-// (set_forward_impl: mma, wmma and wgmma; wgmma only on an sm_90 device, else a SKIPPED message
+// (KernelChoice::forward: mma and wgmma; wgmma only on an sm_90 device, else a SKIPPED message
 // says why), under the same bounds; a failure names the implementation ("forward impl: ...").
 // The backward then uses that forward's O and lse.
 //
@@ -46,7 +46,7 @@ struct ForwardImplCase {
   const char* name;
 };
 constexpr ForwardImplCase kForwardImpls[] = {
-    {rkc::ForwardImpl::mma, "mma"}, {rkc::ForwardImpl::wmma, "wmma"}, {rkc::ForwardImpl::wgmma, "wgmma"}};
+    {rkc::ForwardImpl::mma, "mma"}, {rkc::ForwardImpl::wgmma, "wgmma"}};
 
 // True when `f` can run on this device; otherwise prints why it is skipped.
 bool impl_runs(const ForwardImplCase& f) {
@@ -55,15 +55,6 @@ bool impl_runs(const ForwardImplCase& f) {
   MESSAGE("SKIPPED forward impl " << f.name << ": " << why);
   return false;
 }
-
-// Selects a forward implementation for one scope and restores the default (automatic) when it
-// ends, also when a REQUIRE aborts the case, so later cases see the default.
-struct ForwardImplScope {
-  explicit ForwardImplScope(rkc::ForwardImpl impl) { rkc::set_forward_impl(impl); }
-  ~ForwardImplScope() { rkc::set_forward_impl(rkc::ForwardImpl::automatic); }
-  ForwardImplScope(const ForwardImplScope&) = delete;
-  ForwardImplScope& operator=(const ForwardImplScope&) = delete;
-};
 
 using ringplan::test::cuda::DeviceBuffer;
 using ringplan::test::cuda::have_gpu;
@@ -164,8 +155,9 @@ struct Inputs {
   }
 };
 
-// Forward (with the current forward implementation) and backward of one case against the reference.
-void check_case_once(const Case& c, uint64_t seed) {
+// Forward and backward of one case, with the kernels and launch order of `choice`, against the
+// reference.
+void check_case_once(const Case& c, uint64_t seed, const rkc::KernelChoice& choice) {
   std::mt19937_64 rng(seed);
   Inputs in(c, rng);
   const int64_t n = in.n, m = in.m;
@@ -175,7 +167,7 @@ void check_case_once(const Case& c, uint64_t seed) {
   // forward
   DeviceBuffer<float> d_out(q_elems), d_lse(rows);
   rk::ForwardOut fo{rk::dense_view(d_out.ptr, ElemType::f32, c.b, c.h, n, c.d), rk::dense_rows(d_lse.ptr, c.b, c.h, n)};
-  rkc::flash_forward(in.params, fo, nullptr);
+  rkc::flash_forward(in.params, fo, nullptr, choice);
   REQUIRE_CUDA(cudaDeviceSynchronize());
   std::vector<double> ref_out(q_elems), ref_lse(rows);
   rk::reference_forward(in.q.data(), in.k.data(), in.v.data(), c.q_pos.data(), c.k_pos.data(), c.b, c.h, c.hkv, n, m,
@@ -213,7 +205,7 @@ void check_case_once(const Case& c, uint64_t seed) {
   g.grad_k = rk::dense_view(d_gk.ptr, ElemType::f32, c.b, c.hkv, m, c.d);
   g.grad_v = rk::dense_view(d_gv.ptr, ElemType::f32, c.b, c.hkv, m, c.d);
   rkc::backward_delta(g.out, g.grad_out, g.delta, nullptr);
-  rkc::flash_backward(in.params, g, nullptr);
+  rkc::flash_backward(in.params, g, nullptr, choice);
   REQUIRE_CUDA(cudaDeviceSynchronize());
 
   const std::vector<double> lse_d(lse.begin(), lse.end());
@@ -231,13 +223,14 @@ void check_case_once(const Case& c, uint64_t seed) {
   CHECK(ev <= tol_grad(c.type));
 }
 
-// check_case_once under each forward implementation, on the same inputs (same seed).
-void check_case(const Case& c, uint64_t seed) {
+// check_case_once under each forward implementation, on the same inputs (same seed); the backward
+// and the launch order come from `base`.
+void check_case(const Case& c, uint64_t seed, rkc::KernelChoice base = {}) {
   for (const ForwardImplCase& f : kForwardImpls) {
     if (!impl_runs(f)) continue;
     INFO("forward impl: " << f.name);
-    ForwardImplScope scope(f.impl);
-    check_case_once(c, seed);
+    base.forward = f.impl;
+    check_case_once(c, seed, base);
   }
 }
 
@@ -390,35 +383,32 @@ TEST_CASE("cuda forward (every impl)/backward: long causal and hidden-chunk case
   }
 }
 
-// The launch order (set_block_order) maps a block's linear index to (tile, head, batch) in the
+// The launch order (KernelChoice::order) maps a block's linear index to (tile, head, batch) in the
 // mma and wgmma kernels; every block must still be computed once. Both orders, with more than one
 // tile, head and batch so that a mix-up of any two shows.
 TEST_CASE("cuda forward (every impl)/backward: both launch orders and backwards, causal, batch 3, GQA 6:2, 5 x 128-row tiles (last partial)") {
-  CHECK(rkc::block_order() == rkc::BlockOrder::tile_major);  // the default, for causal launches
-  CHECK(rkc::launch_order(true) == rkc::BlockOrder::tile_major);
-  CHECK(rkc::launch_order(false) == rkc::BlockOrder::head_major);  // uniform tiles: no reordering
+  const rkc::KernelChoice defaults;
+  CHECK(defaults.forward == rkc::ForwardImpl::automatic);
+  CHECK(defaults.backward == rkc::BackwardImpl::automatic);
+  CHECK(defaults.order == rkc::BlockOrder::tile_major);  // the default, for causal launches
+  CHECK(rkc::launch_order(rkc::BlockOrder::tile_major, true) == rkc::BlockOrder::tile_major);
+  CHECK(rkc::launch_order(rkc::BlockOrder::head_major, true) == rkc::BlockOrder::head_major);
+  CHECK(rkc::launch_order(rkc::BlockOrder::tile_major, false) == rkc::BlockOrder::head_major);  // uniform tiles
   if (!have_gpu()) return;
-  struct OrderScope {
-    explicit OrderScope(rkc::BlockOrder o) { rkc::set_block_order(o); }
-    ~OrderScope() { rkc::set_block_order(rkc::BlockOrder::tile_major); }
-  };
-  struct BackwardScope {
-    explicit BackwardScope(rkc::BackwardImpl b) { rkc::set_backward_impl(b); }
-    ~BackwardScope() { rkc::set_backward_impl(rkc::BackwardImpl::automatic); }
-  };
   for (const rkc::BlockOrder order : {rkc::BlockOrder::tile_major, rkc::BlockOrder::head_major}) {
     // Both backward kernels that use the order (check_case runs every forward implementation).
     for (const rkc::BackwardImpl bwd : {rkc::BackwardImpl::mma, rkc::BackwardImpl::wgmma}) {
       if (!rkc::backward_impl_unavailable(bwd).empty()) continue;
       CAPTURE(int(order));
       CAPTURE(rkc::backward_impl_name(bwd));
-      OrderScope scope(order);
-      BackwardScope bscope(bwd);
+      rkc::KernelChoice choice;
+      choice.backward = bwd;
+      choice.order = order;
       Case c;
       c.type = ElemType::bf16;
       c.b = 3, c.h = 6, c.hkv = 2, c.d = 64;
       c.q_pos = c.k_pos = iota_positions(520);
-      check_case(c, 3100);
+      check_case(c, 3100, choice);
     }
   }
 }
@@ -444,10 +434,10 @@ TEST_CASE("cuda forward (every impl): no keys (k.tokens = 0) gives O = 0 and lse
   for (const ForwardImplCase& f : kForwardImpls) {
     if (!impl_runs(f)) continue;
     INFO("forward impl: " << f.name);
-    ForwardImplScope scope(f.impl);
+    const rkc::KernelChoice choice{f.impl};
     o.upload(std::vector<float>(o.count, 7.0f));  // overwritten, not merged
     l.upload(std::vector<float>(l.count, 7.0f));
-    rkc::flash_forward(p, fo, nullptr);
+    rkc::flash_forward(p, fo, nullptr, choice);
     REQUIRE_CUDA(cudaDeviceSynchronize());
     const auto out = o.download();
     const auto lse = l.download();
@@ -460,7 +450,6 @@ TEST_CASE("cuda forward impl selection: automatic picks wgmma exactly where it c
   if (!have_gpu()) return;
   const std::string why = rkc::forward_impl_unavailable(rkc::ForwardImpl::wgmma);
   CHECK(rkc::forward_impl_unavailable(rkc::ForwardImpl::mma).empty());
-  CHECK(rkc::forward_impl_unavailable(rkc::ForwardImpl::wmma).empty());
   if (why.empty()) {
     CHECK(rkc::resolve_forward_impl(rkc::ForwardImpl::automatic) == rkc::ForwardImpl::wgmma);
     return;
@@ -469,8 +458,7 @@ TEST_CASE("cuda forward impl selection: automatic picks wgmma exactly where it c
   CHECK(rkc::resolve_forward_impl(rkc::ForwardImpl::automatic) == rkc::ForwardImpl::mma);
   Case c;
   c.q_pos = c.k_pos = iota_positions(64);
-  ForwardImplScope scope(rkc::ForwardImpl::wgmma);
-  CHECK_THROWS_WITH_AS(check_case_once(c, 7400), doctest::Contains("wgmma"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(check_case_once(c, 7400, rkc::KernelChoice{rkc::ForwardImpl::wgmma}), doctest::Contains("wgmma"), std::invalid_argument);
 }
 
 TEST_CASE("cuda forward (every impl): token-major strided inputs, odd-stride padded output") {
@@ -523,9 +511,9 @@ TEST_CASE("cuda forward (every impl): token-major strided inputs, odd-stride pad
   for (const ForwardImplCase& f : kForwardImpls) {
     if (!impl_runs(f)) continue;
     INFO("forward impl: " << f.name);
-    ForwardImplScope scope(f.impl);
+    const rkc::KernelChoice choice{f.impl};
     REQUIRE_CUDA(cudaMemset(d_out.ptr, 0, d_out.count * sizeof(float)));
-    rkc::flash_forward(p, fo, nullptr);
+    rkc::flash_forward(p, fo, nullptr, choice);
     REQUIRE_CUDA(cudaDeviceSynchronize());
     const auto out = d_out.download();
     std::vector<float> got(ref_out.size());
@@ -569,7 +557,7 @@ TEST_CASE("cuda merge_partial (every forward impl): two key blocks merged equal 
   for (const ForwardImplCase& f : kForwardImpls) {
     if (!impl_runs(f)) continue;
     INFO("forward impl: " << f.name);
-    ForwardImplScope scope(f.impl);
+    const rkc::KernelChoice choice{f.impl};
     for (int step = 0; step < 2; ++step) {
       // Block `step`: the second half of the KV buffers, as a view with the full buffer's strides.
       rk::BlockParams p;
@@ -579,7 +567,7 @@ TEST_CASE("cuda merge_partial (every forward impl): two key blocks merged equal 
       p.q_positions = dqp.ptr;
       p.k_positions = dkp.ptr + step * m;
       p.causal = true;
-      rkc::flash_forward(p, step == 0 ? acc : blk, nullptr);
+      rkc::flash_forward(p, step == 0 ? acc : blk, nullptr, choice);
       if (step == 1) rkc::merge_partial(acc, blk, nullptr);
     }
     REQUIRE_CUDA(cudaDeviceSynchronize());

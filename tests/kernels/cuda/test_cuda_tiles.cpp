@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <stdexcept>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "kernels/cuda/tile_schedule.hpp"
@@ -15,6 +16,10 @@
 namespace rkc = ringplan::kernels::cuda;
 
 namespace {
+
+// Tile shapes (query rows x keys) the kernels classify: the mma.sync forward, the wgmma forward,
+// and both backwards (attention_*_mma.hpp, attention_*_wgmma.hpp).
+constexpr std::pair<int64_t, int64_t> kKernelTiles[] = {{128, 64}, {128, 128}, {64, 128}};
 
 uint32_t u32(int64_t x) { return static_cast<uint32_t>(x); }
 
@@ -90,11 +95,12 @@ TEST_CASE("classification agrees with element visibility for contiguous, zigzag 
     for (int64_t kr = 0; kr < p; ++kr) {
       CAPTURE(qr);
       CAPTURE(kr);
-      check_against_elements(zigzag(total, p, qr), zigzag(total, p, kr), rkc::kFwdBlockM, rkc::kFwdBlockN);
-      check_against_elements(zigzag(total, p, qr), zigzag(total, p, kr), rkc::kBwdBlockM, rkc::kBwdBlockN);
-      check_against_elements(striped(total, p, qr), striped(total, p, kr), rkc::kFwdBlockM, rkc::kFwdBlockN);
-      check_against_elements(iota_positions(total / p, qr * total / p), iota_positions(total / p, kr * total / p),
-                             rkc::kFwdBlockM, rkc::kFwdBlockN);
+      for (const auto& [tq, tk] : kKernelTiles) {
+        check_against_elements(zigzag(total, p, qr), zigzag(total, p, kr), tq, tk);
+        check_against_elements(striped(total, p, qr), striped(total, p, kr), tq, tk);
+        check_against_elements(iota_positions(total / p, qr * total / p), iota_positions(total / p, kr * total / p),
+                               tq, tk);
+      }
     }
   }
   // Non-multiple sizes: the last tiles are short.
@@ -106,28 +112,9 @@ TEST_CASE("zigzag rank 0 against its own keys skips the tiles of its future chun
   // chunk 3's keys, so with 128-row tiles and 64-key tiles those (2 x 4) tiles are hidden.
   const auto pos = zigzag(1024, 2, 0);
   const auto c = rkc::count_tiles(pos.data(), int64_t(pos.size()), pos.data(), int64_t(pos.size()), true,
-                                  rkc::kFwdBlockM, rkc::kFwdBlockN);
+                                  128, 64);
   CHECK(c.hidden >= 2 * 4);
-  CHECK(c.hidden + c.visible + c.partial == (512 / rkc::kFwdBlockM) * (512 / rkc::kFwdBlockN));
-}
-
-TEST_CASE("shared-memory layouts fit one block on A100 (163 KiB) and respect WMMA alignment") {
-  for (int d : {64, 128}) {
-    CAPTURE(d);
-    const auto f = rkc::forward_smem(d);
-    const auto b = rkc::backward_smem(d);
-    CHECK(f.total_bytes <= rkc::kMaxSmemBytesSm80);
-    CHECK(b.total_bytes <= rkc::kMaxSmemBytesSm80);
-    for (size_t off : {f.k_off, f.v_off, f.s_off, f.p_off, f.scratch_off, f.kpos_off, b.k_off, b.v_off, b.q_off,
-                       b.do_off, b.s_off, b.p_off, b.scratch_off, b.rows_off, b.kpos_off})
-      CHECK(off % 32 == 0);  // WMMA fragment pointers must be 256-bit aligned
-    // 16 rows of a 16-bit tile must keep 32-byte alignment for fragment loads at any row block.
-    CHECK((16 * rkc::ld_half(d) * 2) % 32 == 0);
-    // Q is staged in the score buffer: it must fit there.
-    CHECK(size_t(rkc::kFwdBlockM) * rkc::ld_half(d) * 2 <= f.p_off - f.s_off);
-  }
-  CHECK(rkc::ld_scores() % 4 == 0);
-  CHECK(rkc::ld_probs() % 8 == 0);
+  CHECK(c.hidden + c.visible + c.partial == (512 / 128) * (512 / 64));
 }
 
 TEST_CASE("count_tiles rejects bad sizes") {

@@ -1,8 +1,11 @@
-// Internal: what the forward kernels (attention_fwd_mma.cu, attention_fwd_wgmma.cu) share: their
-// kernel arguments and the host code that fills them, and the causal key-tile walk
-// (namespace fwd_detail); and the per-tile position ranges that the forward kernels and the wgmma
-// backward (attention_bwd_wgmma.cu) compute before a causal launch (namespace tile_detail).
-// Include from .cu files only.
+// Internal: the causal tile walks of the attention kernels and what they read. Include from .cu
+// files only.
+//   tile_detail (shared by the forward kernels and the wgmma backward, attention_bwd_wgmma.cu):
+//     TileRanges, the per-tile min/max positions a kernel's walk reads, computed on the stream
+//     before a causal launch.
+//   fwd_detail (the forward kernels, attention_fwd_mma.cu and attention_fwd_wgmma.cu, only):
+//     their kernel arguments (Args, make_args), the block's query position range and TileCursor,
+//     the walk over the key tiles not hidden from the block.
 //
 // A forward thread block owns BlockM query rows and visits the key tiles of BlockN keys that are
 // not hidden from all of them (classify_tile, tile_schedule.hpp). Every warp runs the same walk
@@ -15,8 +18,7 @@
 #include <cstdint>
 
 #include "kernels/attention.hpp"
-#include "kernels/cuda/attention_cuda.hpp"  // launch_order
-#include "kernels/cuda/mma_primitives.cuh"  // RINGPLAN_MMA_THROW_IF
+#include "kernels/cuda/cuda_check.hpp"
 #include "kernels/cuda/tile_schedule.hpp"
 
 namespace ringplan::kernels::cuda::fwd_detail {
@@ -35,14 +37,15 @@ struct Args {
   const int64_t* k_tile_range;
   int64_t n, m, heads, group;    // group = heads / kv_heads
   int64_t batch;                 // with heads and the query tiles: the grid (launch_grid)
-  int order;                     // BlockOrder: launch_order() here, the grid's own at launch (launch_grid)
+  int order;                     // BlockOrder: the caller's launch_order, the grid's own at launch (launch_grid)
   int causal;
   int o_vec2;        // O rows 8-byte aligned: store column pairs as float2
   float scale_log2;  // scale * log2(e): softmax runs on exp2
 };
 
-// Arguments of one forward block; `scale` is the effective softmax scale.
-inline Args make_args(const BlockParams& p, const ForwardOut& o, float scale) {
+// Arguments of one forward block; `scale` is the effective softmax scale, `order` the launch order
+// the grid asks for (launch_order).
+inline Args make_args(const BlockParams& p, const ForwardOut& o, float scale, BlockOrder order) {
   constexpr float kLog2e = 1.4426950408889634f;
   Args a{};
   a.q = p.q.data, a.k = p.k.data, a.v = p.v.data;
@@ -57,7 +60,7 @@ inline Args make_args(const BlockParams& p, const ForwardOut& o, float scale) {
   a.q_pos = p.q_positions, a.k_pos = p.k_positions;
   a.n = p.q.tokens, a.m = p.k.tokens, a.heads = p.q.heads, a.group = p.q.heads / p.k.heads;
   a.batch = p.q.batch;
-  a.order = int(launch_order(p.causal));
+  a.order = int(order);
   a.causal = p.causal ? 1 : 0;
   a.scale_log2 = scale * kLog2e;
   return a;
@@ -188,12 +191,12 @@ class TileRanges {
     if (!causal || count == 0) return r;
     const int ntiles = int((count + Block - 1) / Block);
     void* p = nullptr;
-    RINGPLAN_MMA_THROW_IF(cudaMallocAsync(&p, size_t(ntiles) * 2 * sizeof(int64_t), stream));
+    RINGPLAN_CUDA_THROW_IF(cudaMallocAsync(&p, size_t(ntiles) * 2 * sizeof(int64_t), stream));
     r.ptr_ = static_cast<int64_t*>(p);
     constexpr int kWarps = 8;
     tile_range_kernel<Block><<<unsigned((ntiles + kWarps - 1) / kWarps), 32 * kWarps, 0, stream>>>(pos, count, ntiles,
                                                                                                r.ptr_);
-    RINGPLAN_MMA_THROW_IF(cudaGetLastError());
+    RINGPLAN_CUDA_THROW_IF(cudaGetLastError());
     return r;
   }
   const int64_t* ptr() const { return ptr_; }
