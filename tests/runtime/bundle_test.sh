@@ -3,7 +3,7 @@
 # Debian packages it was built against. This machine has them, so the test hides them: in a
 # private mount namespace (unshare -m) it bind-mounts an empty directory over the OpenMPI and
 # PMIx trees, hwloc's plugins and /etc/openmpi, and /dev/null over every system copy of a library the bundle
-# carries (libmpi, libopen-pal, libopen-rte, libmpi_cxx, libfmt, libyaml-cpp, libhwloc,
+# carries (libmpi, libopen-pal, libopen-rte, libmpi_cxx, libfmt, libyaml-cpp, libtomlplusplus, libhwloc,
 # libevent*, libpmix, ...) and over the real orterun/orted/ompi_info. Inside, with nothing but
 # `source BUNDLE/env.sh`:
 #   0. without env.sh the bundled ringplan fails to start (the hiding works);
@@ -79,7 +79,7 @@ done
 # 0. The hiding works: the bundled binary cannot start without env.sh.
 if "$B/bin/ringplan" --version > "$work/$pass.nohide.log" 2>&1; then
   bad "ringplan started without env.sh; the system libraries are not hidden"
-elif ! grep -Eq "error while loading shared libraries: ([^ ]*/)?lib(mpi|fmt|yaml|open|stdc)" "$work/$pass.nohide.log"; then
+elif ! grep -Eq "error while loading shared libraries: ([^ ]*/)?lib(mpi|fmt|yaml|open|stdc|tomlplusplus)" "$work/$pass.nohide.log"; then
   bad "ringplan without env.sh failed, but not on a hidden library:"; cat "$work/$pass.nohide.log"
 fi
 
