@@ -29,7 +29,7 @@ struct SimulateArgs {
   std::string pp_embedding_slot, pp_loss_slot;
   int64_t micro_batch = 0, zero = 0, interleave = 0, gpus = 0, cp_a2a_size = 0, pp_first_layers = 0, pp_last_layers = 0;
   std::string format = "table";
-  std::string trace;  // Chrome/Perfetto trace of the ring (event simulator)
+  std::string trace;  // Chrome/Perfetto trace of one layer's CP attention (event simulator)
   std::string output;  // plan file of the simulated layout (-o)
   // Which flags were given (count() > 0): only those override the file.
   CLI::Option *mesh_opt = nullptr, *mb_opt = nullptr, *rc_opt = nullptr, *zero_opt = nullptr, *sp_opt = nullptr,
@@ -71,13 +71,6 @@ int run_simulate(const SimulateArgs& a) {
     o.cp_a2a_size = parse_positive_flag("--cp-a2a-size", a.cp_a2a_size);
   }
 
-  // The trace is the event replay of the ring; an all-gather or all-to-all layer (collectives
-  // around one kernel call) has no ring steps to replay, and hybrid's all-to-alls around its
-  // ring are not in the replay. Refused before anything is printed.
-  if (!a.trace.empty() && e.mesh->cp > 1 && o.cp_comm != CpComm::ring)
-    throw bad_input(fmt::format("--trace replays ring attention step by step; the layout has cp_comm {}, which has "
-                                "no ring; drop --trace or use --cp-comm ring",
-                                to_string(o.cp_comm)));
   const int64_t gpus = experiment_gpus(e, a.gpus);
   check_mesh_gpus(*e.mesh, gpus, a.mesh_opt->count() ? "--mesh" : mesh_where(e));
   const std::string why = sim::check_layout(e, *e.mesh, o, gpus);
@@ -98,12 +91,13 @@ int run_simulate(const SimulateArgs& a) {
     std::fputs(prediction_text(e, p).c_str(), stdout);
   }
   if (!a.trace.empty()) {
-    // The event simulator replays one layer of one CP group, rank by rank and step by step,
-    // in the event vocabulary of `ringplan run --trace`.
-    if (e.mesh->cp <= 1) throw bad_input("--trace shows the ring of a CP group: the layout has cp=1, so there is no ring");
-    const sim::RingSimulation ring = sim::simulate_ring(sim::ring_shape_for(e, *e.mesh, o), e.cluster, true);
-    write_file_atomic(a.trace, sim::ring_trace_json(ring), "--trace");
-    std::fprintf(stderr, "wrote ring trace (one layer, one CP group of %lld ranks) to %s\n",
+    // The event simulator replays one layer of one CP group with the layout's cp_comm, rank by
+    // rank (ring steps, collectives, kernels), in the event vocabulary of `ringplan run --trace`.
+    if (e.mesh->cp <= 1)
+      throw bad_input("--trace shows the attention of a CP group: the layout has cp=1, so there is no CP group");
+    const sim::RingSimulation cp = sim::simulate_cp_layer(sim::ring_shape_for(e, *e.mesh, o), e.cluster, true);
+    write_file_atomic(a.trace, sim::ring_trace_json(cp), "--trace");
+    std::fprintf(stderr, "wrote %s CP trace (one layer, one CP group of %lld ranks) to %s\n", to_string(o.cp_comm),
                  static_cast<long long>(e.mesh->cp), a.trace.c_str());
   }
   if (!p.fits)
@@ -124,7 +118,8 @@ RINGPLAN_COMMAND("simulate", "Predict memory and step time of one layout, term b
   app.add_option("-o,--output", a->output,
                  "Write the simulated layout as a plan file (PLAN.yaml, for `ringplan run`); not written when it "
                  "does not fit");
-  app.add_option("--trace", a->trace, "Write the event simulator's ring timeline as Chrome/Perfetto trace JSON");
+  app.add_option("--trace", a->trace, "Write the event simulator's timeline of one layer's attention on one CP group (ring steps, or the "
+                 "collectives of allgather, alltoall, hybrid) as Chrome/Perfetto trace JSON");
   a->mesh_opt = app.add_option("--mesh", a->mesh, "Mesh dp=D,tp=T,cp=C,pp=P (product = GPUs; overrides the file)");
   a->mb_opt = app.add_option("--micro-batch", a->micro_batch, "Sequences per micro-batch per DP replica");
   a->rc_opt = app.add_option("--recompute", a->recompute, "Activation recompute: none, selective (attention core), full, selective_op (torchtitan per-op policy)");

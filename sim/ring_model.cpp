@@ -47,6 +47,37 @@ RingKernelRate ring_kernel_rate(const LayerShape& x, const ClusterConfig& c, dou
   return k;
 }
 
+OneCallKernel one_call_kernel(double flops, const ClusterConfig& c, double peak_flops_per_s) {
+  constexpr double kBackwardFactor = 2.5;  // flash backward FLOPs / forward FLOPs (as the ring)
+  OneCallKernel k;
+  k.forward_s = flops / (peak_flops_per_s * c.attention.at(flops));
+  k.backward_s = kBackwardFactor * flops / (peak_flops_per_s * c.attention_backward_curve().at(flops));
+  return k;
+}
+
+AllGatherCollectives allgather_collectives(const LayerShape& x, const ClusterConfig& c, int64_t cp_per_node) {
+  const int64_t P = static_cast<int64_t>(x.cp);
+  AllGatherCollectives g;
+  g.full_kv_bytes = 2.0 * x.micro_batch * x.seq_len * (x.kv_heads / x.tp) * x.head_dim * x.activation_bytes;
+  g.all_gather_s = group_collective_s(CollectiveKind::all_gather, P, cp_per_node, g.full_kv_bytes, c);
+  g.reduce_scatter_s = group_collective_s(CollectiveKind::reduce_scatter, P, cp_per_node, g.full_kv_bytes, c);
+  return g;
+}
+
+AllToAllCollectives alltoall_collectives(const LayerShape& x, const ClusterConfig& c, int64_t n,
+                                         const LinkProfile& link, bool inter_node) {
+  // Send buffer per rank of each all-to-all: the rank's L/CP tokens of every head it sends (KV
+  // heads replicated when the group outnumbers them).
+  AllToAllCollectives a;
+  const double tokens = x.micro_batch * x.seq_len / x.cp;
+  a.q_bytes = tokens * (x.heads / x.tp) * x.head_dim * x.activation_bytes;
+  a.kv_bytes = tokens * std::max(x.kv_heads / x.tp, static_cast<double>(n)) * x.head_dim * x.activation_bytes;
+  const CollectiveCurve& eff = c.collectives_on(inter_node).all_gather;
+  a.q_s = all_to_all_s(n, a.q_bytes, link, eff);
+  a.kv_s = all_to_all_s(n, a.kv_bytes, link, eff);
+  return a;
+}
+
 RingLayerPrediction predict_ring_layer(const LayerShape& x, const ClusterConfig& c, double peak_flops_per_s,
                                        const LinkProfile& ring_link, bool inter_node) {
   RingLayerPrediction r;
@@ -168,9 +199,8 @@ RingLayerPrediction predict_allgather_layer(const LayerShape& x, const ClusterCo
   const double mem_bw = achieved_memory_bandwidth_bytes_per_s(c);
   // One kernel call per rank over all of its visible pairs: the curve's x is that call's FLOPs,
   // so the slowest and the mean rank each run at the efficiency of their own call.
-  auto fwd_rate = [&](double flops) { return peak_flops_per_s * c.attention.at(flops); };
-  auto bwd_rate = [&](double flops) { return peak_flops_per_s * c.attention_backward_curve().at(flops); };
-  constexpr double kBackwardFactor = 2.5;  // flash backward FLOPs / forward FLOPs (as the ring)
+  const OneCallKernel max_call = one_call_kernel(f.max_rank, c, peak_flops_per_s);
+  const OneCallKernel mean_call = one_call_kernel(f.mean_rank, c, peak_flops_per_s);
   r.kernel_efficiency = c.attention.at(f.max_rank);
   r.backward_kernel_efficiency = c.attention_backward_curve().at(f.max_rank);
   r.inter_node = inter_node && P > 1;
@@ -178,19 +208,16 @@ RingLayerPrediction predict_allgather_layer(const LayerShape& x, const ClusterCo
   r.forward_flops_max_rank = f.max_rank;
   r.imbalance = f.mean_rank > 0 ? f.max_rank / f.mean_rank : 1.0;
 
-  // Full-sequence K and V of the group: b * L * (a_kv/t) * d elements each.
-  const double full_kv_bytes = 2.0 * x.micro_batch * x.seq_len * (x.kv_heads / x.tp) * x.head_dim * x.activation_bytes;
-  const double received = P > 1 ? full_kv_bytes * static_cast<double>(P - 1) / static_cast<double>(P) : 0.0;
-  const double ag = group_collective_s(CollectiveKind::all_gather, P, cp_per_node, full_kv_bytes, c);
-  const double rs = group_collective_s(CollectiveKind::reduce_scatter, P, cp_per_node, full_kv_bytes, c);
+  const AllGatherCollectives coll = allgather_collectives(x, c, cp_per_node);
+  const double received = P > 1 ? coll.full_kv_bytes * static_cast<double>(P - 1) / static_cast<double>(P) : 0.0;
+  const double ag = coll.all_gather_s, rs = coll.reduce_scatter_s;
   const AttentionCoreBytes elem = attention_core_elementwise_bytes(x);  // 0 for flash; kept for one source
 
   // Not overlapped (assumption above): forward all-gathers K, V; backward re-gathers them and
   // reduce-scatters dK, dV.
-  fill_unoverlapped_pass(r.forward, P > 1 ? 1 : 0, received, f.max_rank / fwd_rate(f.max_rank),
-                         f.mean_rank / fwd_rate(f.mean_rank), ag, mem_bw > 0 ? elem.forward / mem_bw : 0.0);
-  fill_unoverlapped_pass(r.backward, P > 1 ? 2 : 0, 2.0 * received, kBackwardFactor * f.max_rank / bwd_rate(f.max_rank),
-                         kBackwardFactor * f.mean_rank / bwd_rate(f.mean_rank), ag + rs,
+  fill_unoverlapped_pass(r.forward, P > 1 ? 1 : 0, received, max_call.forward_s, mean_call.forward_s, ag,
+                         mem_bw > 0 ? elem.forward / mem_bw : 0.0);
+  fill_unoverlapped_pass(r.backward, P > 1 ? 2 : 0, 2.0 * received, max_call.backward_s, mean_call.backward_s, ag + rs,
                          mem_bw > 0 ? elem.backward / mem_bw : 0.0);
 
   r.scores_bytes_materialized = materialized_scores_bytes(x);
@@ -217,9 +244,7 @@ RingLayerPrediction predict_alltoall_layer(const LayerShape& x, const ClusterCon
   const double mem_bw = achieved_memory_bandwidth_bytes_per_s(c);
   // Every rank: the whole sequence on 1/CP of the heads, one kernel call of the mean rank's FLOPs.
   const double flops = f.mean_rank;
-  const double fwd_rate = peak_flops_per_s * c.attention.at(flops);
-  const double bwd_rate = peak_flops_per_s * c.attention_backward_curve().at(flops);
-  constexpr double kBackwardFactor = 2.5;  // flash backward FLOPs / forward FLOPs (as the ring)
+  const OneCallKernel call = one_call_kernel(flops, c, peak_flops_per_s);
   r.kernel_efficiency = c.attention.at(flops);
   r.backward_kernel_efficiency = c.attention_backward_curve().at(flops);
   r.inter_node = inter_node && P > 1;
@@ -227,23 +252,18 @@ RingLayerPrediction predict_alltoall_layer(const LayerShape& x, const ClusterCon
   r.forward_flops_max_rank = flops;
   r.imbalance = 1.0;
 
-  // Send buffer per rank of each all-to-all: the rank's L/CP tokens of every head it sends.
-  const double tokens = x.micro_batch * x.seq_len / x.cp;
-  const double q_bytes = tokens * heads_tp * x.head_dim * x.activation_bytes;
-  const double kv_bytes = tokens * std::max(kv_tp, x.cp) * x.head_dim * x.activation_bytes;
-  const CollectiveCurve& eff = c.collectives_on(r.inter_node).all_gather;
-  const double a2a_q = all_to_all_s(P, q_bytes, link, eff), a2a_kv = all_to_all_s(P, kv_bytes, link, eff);
-  const double comm = 2.0 * a2a_q + 2.0 * a2a_kv;  // forward Q, O + K, V; backward dO, dQ + dK, dV
-  const double received = P > 1 ? (2.0 * q_bytes + 2.0 * kv_bytes) * static_cast<double>(P - 1) / static_cast<double>(P)
-                                : 0.0;
+  const AllToAllCollectives a2a = alltoall_collectives(x, c, P, link, r.inter_node);
+  const double comm = 2.0 * a2a.q_s + 2.0 * a2a.kv_s;  // forward Q, O + K, V; backward dO, dQ + dK, dV
+  const double received =
+      P > 1 ? (2.0 * a2a.q_bytes + 2.0 * a2a.kv_bytes) * static_cast<double>(P - 1) / static_cast<double>(P) : 0.0;
   const AttentionCoreBytes elem = attention_core_elementwise_bytes(x);  // 0 for flash; kept for one source
 
   // Not overlapped: forward Q, K, V in and O out; backward dO in and dQ, dK, dV out.
   const double pass_comm = P > 1 ? comm : 0.0;
-  fill_unoverlapped_pass(r.forward, P > 1 ? 4 : 0, received, flops / fwd_rate, flops / fwd_rate, pass_comm,
+  fill_unoverlapped_pass(r.forward, P > 1 ? 4 : 0, received, call.forward_s, call.forward_s, pass_comm,
                          mem_bw > 0 ? elem.forward / mem_bw : 0.0);
-  fill_unoverlapped_pass(r.backward, P > 1 ? 4 : 0, received, kBackwardFactor * flops / bwd_rate,
-                         kBackwardFactor * flops / bwd_rate, pass_comm, mem_bw > 0 ? elem.backward / mem_bw : 0.0);
+  fill_unoverlapped_pass(r.backward, P > 1 ? 4 : 0, received, call.backward_s, call.backward_s, pass_comm,
+                         mem_bw > 0 ? elem.backward / mem_bw : 0.0);
 
   r.scores_bytes_materialized = materialized_scores_bytes(x);
   r.scores_bytes_flash = flash_lse_bytes(x);
@@ -272,12 +292,8 @@ RingLayerPrediction predict_hybrid_layer(const LayerShape& x, const ClusterConfi
   // The all-to-alls inside each group: the rank's L/C tokens of every head it sends.
   double a2a = 0.0;
   if (A > 1) {
-    const double tokens = x.micro_batch * x.seq_len / x.cp;
-    const double q_bytes = tokens * static_cast<double>(hq) * x.head_dim * x.activation_bytes;
-    const double kv_bytes = tokens * std::max(static_cast<double>(hkv), static_cast<double>(A)) * x.head_dim *
-                            x.activation_bytes;
-    const CollectiveCurve& eff = c.collectives_on(a2a_inter).all_gather;
-    a2a = 2.0 * all_to_all_s(A, q_bytes, a2a_link, eff) + 2.0 * all_to_all_s(A, kv_bytes, a2a_link, eff);
+    const AllToAllCollectives g = alltoall_collectives(x, c, A, a2a_link, a2a_inter);
+    a2a = 2.0 * g.q_s + 2.0 * g.kv_s;
   }
   for (RingPhasePrediction* ph : {&r.forward, &r.backward}) {
     ph->unhidden_comm_s += a2a;

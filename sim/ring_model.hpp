@@ -64,8 +64,11 @@
 // imbalance is kept (a group sums A ranks, so it is an upper bound). Phase fields: the ring's
 // (compute_steps R, transfers R-1, step_bytes and step_comm_s of one ring hop) with the
 // all-to-alls added to unhidden_comm_s, exposed_comm_s and total_s. A = 1 is the ring, A = C
-// the all-to-all (R = 1: a ring of one rank). The ring replay (sim/ring_event_sim.hpp) and the
-// traces do not model hybrid (nor allgather, alltoall): simulate --trace and run --trace refuse it.
+// the all-to-all (R = 1: a ring of one rank). The event replay (sim/ring_event_sim.hpp,
+// simulate_cp_layer) replays every method from the same pieces (ring_kernel_rate,
+// one_call_kernel, allgather_collectives, alltoall_collectives, the links) and agrees with these
+// closed forms on balanced cases; `simulate --trace` writes it for every method. `run --trace`
+// measures the ring's steps only and refuses the other methods.
 #pragma once
 #include <cstdint>
 
@@ -146,6 +149,36 @@ struct RingKernelRate {
   double merge_backward_s = 0;     // fp32 accumulation of one step's dQ, dK, dV
 };
 RingKernelRate ring_kernel_rate(const LayerShape& x, const ClusterConfig& c, double peak_flops_per_s);
+
+// One flash kernel call of `flops` forward FLOPs (all-gather and all-to-all CP run one call per
+// rank and pass): each call runs at the attention curve at its own FLOPs, the backward at
+// attention_backward_curve() for 2.5x the FLOPs. Shared by the closed forms and the replay.
+struct OneCallKernel {
+  double forward_s = 0;
+  double backward_s = 0;
+};
+OneCallKernel one_call_kernel(double flops, const ClusterConfig& c, double peak_flops_per_s);
+
+// The collectives of all-gather CP (predict_allgather_layer): the all-gather of the whole
+// sequence's K,V over the CP group and the reduce-scatter of dK,dV, each once per pass that
+// has it (group_collective_s, hierarchical when the group spans nodes).
+struct AllGatherCollectives {
+  double full_kv_bytes = 0;        // K and V of the whole sequence: 2 * b * L * (a_kv/t) * d * e
+  double all_gather_s = 0;         // all-gather of K,V
+  double reduce_scatter_s = 0;     // reduce-scatter of dK,dV
+};
+AllGatherCollectives allgather_collectives(const LayerShape& x, const ClusterConfig& c, int64_t cp_per_node);
+
+// One all-to-all of each kind of tensor of all-to-all CP inside a group of n ranks, every rank
+// holding L/x.cp tokens (alltoall: n = CP; hybrid: n = A). 0 when n <= 1.
+struct AllToAllCollectives {
+  double q_bytes = 0;   // send buffer of a query-head tensor (Q, O, dO, dQ): b (L/CP) (a/t) d e
+  double kv_bytes = 0;  // of a KV-head tensor (K, V, dK, dV): b (L/CP) max(a_kv/t, n) d e
+  double q_s = 0;       // one all-to-all of q_bytes
+  double kv_s = 0;      // one all-to-all of kv_bytes
+};
+AllToAllCollectives alltoall_collectives(const LayerShape& x, const ClusterConfig& c, int64_t n,
+                                         const LinkProfile& link, bool inter_node);
 
 // A validated RingAttentionShape as a layer (TP folded into the head counts) and its link.
 struct RingLayerShape {

@@ -238,7 +238,25 @@ TEST_CASE("simulate --tp-overlap: none charges more TP communication than the de
   CHECK(has(bad.err, "none, backward, pipelined"));
 }
 
-TEST_CASE("simulate --cp-comm allgather: named in the options, exposed CP comm and buffers change, --trace refused") {
+namespace {
+// A `simulate --trace` file: the complete events' names per thread (tid 0 compute, 1
+// communication) and the ranks (pids) that have events.
+struct TraceSummary {
+  std::set<std::string> compute, communication;
+  std::set<int> ranks;
+};
+TraceSummary read_trace(const std::string& path) {
+  TraceSummary t;
+  for (const auto& ev : nlohmann::json::parse(read_file(path))["traceEvents"]) {
+    if (ev.value("ph", "") != "X") continue;
+    t.ranks.insert(ev["pid"].get<int>());
+    (ev["tid"].get<int>() == 1 ? t.communication : t.compute).insert(ev["name"].get<std::string>());
+  }
+  return t;
+}
+}  // namespace
+
+TEST_CASE("simulate --cp-comm allgather: named in the options, exposed CP comm and buffers change, --trace replays it") {
   const std::string exp = "'" + kConfigs + "default.yaml'";
   const Result r = ringplan("simulate " + exp + " --mesh dp=1,tp=8,cp=8,pp=1 --format json");
   const Result a = ringplan("simulate " + exp + " --mesh dp=1,tp=8,cp=8,pp=1 --cp-comm allgather --format json");
@@ -255,8 +273,13 @@ TEST_CASE("simulate --cp-comm allgather: named in the options, exposed CP comm a
   TempDir tmp;
   const Result tr = ringplan("simulate " + exp + " --mesh dp=1,tp=8,cp=8,pp=1 --cp-comm allgather --trace '" +
                              tmp.file("ag.json") + "'");
-  CHECK(tr.rc == 2);
-  CHECK(has(tr.err, "cp_comm allgather"));
+  REQUIRE_MESSAGE(tr.rc == 0, tr.err);
+  CHECK(has(tr.err, "allgather CP trace"));
+  const TraceSummary trace = read_trace(tmp.file("ag.json"));
+  CHECK(trace.ranks.size() == 8);
+  CHECK(trace.communication ==
+        std::set<std::string>{"forward all-gather K,V", "backward all-gather K,V", "backward reduce-scatter dK,dV"});
+  CHECK(trace.compute == std::set<std::string>{"forward kernel", "backward kernel"});
 }
 
 TEST_CASE("simulate --cp-comm alltoall: named in the options, no imbalance, refused where CP cannot split the heads") {
@@ -267,6 +290,14 @@ TEST_CASE("simulate --cp-comm alltoall: named in the options, no imbalance, refu
   CHECK(ja["options"]["cp_comm"] == "alltoall");
   CHECK(ja["time"]["cp_imbalance_s"].get<double>() == 0.0);
   CHECK(ja["time"]["ring_comm_exposed_s"].get<double>() > 0.0);
+  TempDir tmp;
+  const Result tr = ringplan("simulate " + exp + " --mesh dp=2,tp=4,cp=8,pp=1 --cp-comm alltoall --trace '" +
+                             tmp.file("a2a.json") + "'");
+  REQUIRE_MESSAGE(tr.rc == 0, tr.err);
+  const TraceSummary trace = read_trace(tmp.file("a2a.json"));
+  CHECK(trace.ranks.size() == 8);
+  CHECK(trace.communication.count("forward all-to-all Q") == 1);
+  CHECK(trace.communication.count("backward all-to-all dV") == 1);
   // TP 8 leaves 4 query heads per TP rank: CP 8 cannot split them.
   const Result r = ringplan("simulate " + exp + " --mesh dp=1,tp=8,cp=8,pp=1 --cp-comm alltoall");
   CHECK(r.rc == 2);
@@ -293,9 +324,17 @@ TEST_CASE("simulate --cp-comm hybrid: the default group size resolved and writte
   const Result ring = ringplan("simulate " + exp + " --mesh dp=2,tp=2,cp=16,pp=1 --cp-a2a-size 2");
   CHECK(ring.rc == 2);
   CHECK(has(ring.err, "--cp-a2a-size is the all-to-all group size of cp_comm hybrid"));
-  const Result tr = ringplan("simulate " + exp + " --mesh dp=2,tp=2,cp=16,pp=1 --cp-comm hybrid --trace /tmp/x.json");
-  CHECK(tr.rc == 2);
-  CHECK(has(tr.err, "cp_comm hybrid"));
+  // The trace: all-to-alls inside the groups of 4 around the ring of 4 groups.
+  TempDir tmp;
+  const Result tr = ringplan("simulate " + exp + " --mesh dp=2,tp=2,cp=16,pp=1 --cp-comm hybrid --recompute full "
+                             "--zero 1 --trace '" + tmp.file("hybrid.json") + "'");
+  REQUIRE_MESSAGE(tr.rc == 0, tr.err);
+  const TraceSummary trace = read_trace(tmp.file("hybrid.json"));
+  CHECK(trace.ranks.size() == 16);
+  CHECK(trace.communication.count("forward all-to-all K") == 1);
+  CHECK(trace.communication.count("forward send K,V block 3") == 1);
+  CHECK(trace.communication.count("forward send K,V block 4") == 0);  // ring positions 0..3
+  CHECK(trace.compute.count("backward merge block 2") == 1);
 }
 
 TEST_CASE("packed documents: simulate and plan model training.documents, and the plan file keeps it") {
@@ -708,7 +747,7 @@ TEST_CASE("fit: held-out error by source and by TP degree in JSON") {
   CHECK(ringplan("fit '" + dir + "' --prior-weight -1").rc == 2);
 }
 
-TEST_CASE("simulate --trace writes the event simulator's ring timeline, cp=1 has no ring") {
+TEST_CASE("simulate --trace writes the event simulator's ring timeline, cp=1 has no CP group") {
   const std::string exp = "'" + kConfigs + "default.yaml'";
   TempDir tmp;
   const std::string trace = tmp.file("ring.json");

@@ -3,6 +3,9 @@
 #include <doctest/doctest.h>
 
 #include <nlohmann/json.hpp>
+#include <set>
+#include <string>
+#include <vector>
 
 #include "core/error.hpp"
 
@@ -161,4 +164,163 @@ TEST_CASE("two ranks, latency-bound link: the replay pipelines back-to-back mess
     CHECK(sim.forward_s == Approx(closed.forward.total_s).epsilon(1e-9));
     CHECK(sim.backward_s == Approx(closed.backward.total_s).epsilon(1e-3));
   }
+}
+
+// ---------------------------------------------------------------- allgather, alltoall, hybrid
+namespace {
+struct MethodCase {
+  CpComm comm;
+  int64_t a2a_size;  // hybrid only
+};
+// Every method that the shape's heads allow at P (hybrid: every group size A dividing P).
+std::vector<MethodCase> methods_at(int64_t P) {
+  std::vector<MethodCase> m = {{CpComm::allgather, 1}, {CpComm::alltoall, 1}};
+  for (int64_t a = 1; a <= P; ++a)
+    if (P % a == 0) m.push_back({CpComm::hybrid, a});
+  return m;
+}
+// Events well formed: durations positive, each rank's compute events in order without overlap,
+// every event inside its phase's makespan; the trace parses with one pid per rank.
+void check_events(const RingSimulation& sim, int64_t P) {
+  for (RingPhase phase : {RingPhase::forward, RingPhase::backward}) {
+    const double makespan = phase == RingPhase::forward ? sim.forward_s : sim.backward_s;
+    for (int64_t r = 0; r < P; ++r) {
+      double compute_end = 0;
+      for (const RingEvent& e : sim.events) {
+        if (e.phase != phase || e.rank != r) continue;
+        CHECK(e.end_s > e.start_s);
+        CHECK(e.start_s >= 0.0);
+        CHECK(e.end_s <= makespan * (1 + 1e-12));
+        if (is_communication(e.activity)) continue;
+        CHECK(e.start_s >= compute_end * (1 - 1e-12));  // events are recorded in time order per rank
+        compute_end = e.end_s;
+      }
+    }
+  }
+  const nlohmann::json trace = nlohmann::json::parse(ring_trace_json(sim));
+  std::set<int64_t> pids, named;
+  size_t complete = 0;
+  for (const auto& e : trace["traceEvents"]) {
+    if (e["ph"] == "X") {
+      ++complete;
+      pids.insert(e["pid"].get<int64_t>());
+      const bool comm_lane = e["tid"].get<int>() == 1;
+      const std::string name = e["name"];
+      CHECK(comm_lane == (name.find("all-") != std::string::npos || name.find("reduce-scatter") != std::string::npos ||
+                          name.find("send") != std::string::npos));
+    } else if (e["name"] == "process_name") {
+      named.insert(e["pid"].get<int64_t>());
+    }
+  }
+  CHECK(complete == sim.events.size());
+  CHECK(pids.size() == static_cast<size_t>(P));
+  CHECK(named.size() == static_cast<size_t>(P));
+}
+}  // namespace
+
+TEST_CASE("allgather, alltoall, hybrid at P = 2, 4, 8 (causal zigzag, GQA and MHA): replay == closed form") {
+  // Tolerance: 1e-12 relative. The non-ring methods' collectives and kernels do not overlap and
+  // every collective waits for its group, which is the closed form's sum (max-rank kernel plus
+  // each collective) exactly, up to the order of the additions. Hybrid adds its all-to-alls to
+  // the ring replay of R = P/A ranks, which equals the ring closed form here (zigzag, 8192
+  // tokens per rank on NVLink: transfers hidden).
+  const ClusterConfig c = test::a100_cluster();
+  for (int64_t kv_heads : {8, 32}) {  // GQA, MHA
+    for (int64_t P : {2, 4, 8}) {
+      for (const MethodCase& m : methods_at(P)) {
+        RingAttentionShape s = llama_heads(8192, P, CpScheme::zigzag);
+        s.kv_heads_per_tp = kv_heads;
+        s.comm = m.comm;
+        s.a2a_size = m.a2a_size;
+        INFO(to_string(m.comm) << " P " << P << " A " << m.a2a_size << " kv heads " << kv_heads);
+        const RingLayerPrediction closed = predict_ring_attention(s, c);
+        const RingSimulation sim = simulate_cp_layer(s, c, true);
+        REQUIRE(sim.ranks.size() == static_cast<size_t>(P));
+        CHECK(sim.comm == m.comm);
+        CHECK(sim.forward_s == Approx(closed.forward.total_s).epsilon(1e-12));
+        CHECK(sim.backward_s == Approx(closed.backward.total_s).epsilon(1e-12));
+        CHECK(sim.forward_busy_max_s == Approx(closed.forward.max_rank_compute_s).epsilon(1e-12));
+        CHECK(sim.backward_busy_max_s == Approx(closed.backward.max_rank_compute_s).epsilon(1e-12));
+        CHECK(sim.forward_busy_mean_s == Approx(sim.forward_busy_max_s).epsilon(1e-12));  // balanced
+        // The exposed communication is what the slowest rank waits, and it is not negligible:
+        // a replay that dropped a collective would miss the closed form by more than the tolerance.
+        const bool has_collectives = m.comm != CpComm::hybrid || m.a2a_size > 1;
+        if (has_collectives) {
+          REQUIRE(closed.forward.exposed_comm_s > 1e-6 * closed.forward.total_s);
+          REQUIRE(closed.backward.exposed_comm_s > 1e-6 * closed.backward.total_s);
+        }
+        CHECK(sim.forward_wait_s == Approx(closed.forward.exposed_comm_s).epsilon(1e-9));
+        CHECK(sim.backward_wait_s == Approx(closed.backward.exposed_comm_s).epsilon(1e-9));
+        check_events(sim, P);
+      }
+    }
+  }
+}
+
+TEST_CASE("allgather contiguous: per-rank imbalance, the reduce-scatter waits for the slowest rank") {
+  const ClusterConfig c = test::a100_cluster();
+  RingAttentionShape s = llama_heads(8192, 4, CpScheme::contiguous);
+  s.comm = CpComm::allgather;
+  const RingLayerPrediction closed = predict_ring_attention(s, c);
+  const RingSimulation sim = simulate_cp_layer(s, c, true);
+  for (size_t r = 1; r < 4; ++r) CHECK(sim.ranks[r].forward_busy_s > sim.ranks[r - 1].forward_busy_s);
+  CHECK(sim.forward_busy_max_s == Approx(closed.forward.max_rank_compute_s).epsilon(1e-12));
+  CHECK(sim.forward_s == Approx(closed.forward.total_s).epsilon(1e-12));
+  CHECK(sim.backward_s == Approx(closed.backward.total_s).epsilon(1e-12));
+  // forward: no collective after the kernel, so rank 0 finishes early; backward: every rank
+  // ends with the reduce-scatter, which starts when rank 3's kernel is done
+  CHECK(sim.ranks[0].forward_finish_s < sim.ranks[3].forward_finish_s);
+  for (const RingRankTimes& t : sim.ranks) CHECK(t.backward_finish_s == sim.backward_s);
+  CHECK(sim.forward_busy_max_s / sim.forward_busy_mean_s > 1.3);
+  check_events(sim, 4);
+}
+
+TEST_CASE("non-ring events: the collectives of each method in order, the trace names the gradients") {
+  const ClusterConfig c = test::a100_cluster();
+  auto names = [](const RingSimulation& sim, int64_t rank) {
+    std::vector<std::string> out;
+    for (const RingEvent& e : sim.events)
+      if (e.rank == rank) out.push_back(std::string(to_string(e.phase)) + " " + to_string(e.activity));
+    return out;
+  };
+  RingAttentionShape s = llama_heads(4096, 4, CpScheme::zigzag);
+  s.comm = CpComm::allgather;
+  CHECK(names(simulate_cp_layer(s, c, true), 1) ==
+        std::vector<std::string>{"forward all-gather K,V", "forward kernel", "backward all-gather K,V",
+                                 "backward kernel", "backward reduce-scatter dK,dV"});
+  s.comm = CpComm::alltoall;
+  const RingSimulation a2a = simulate_cp_layer(s, c, true);
+  CHECK(names(a2a, 2) == std::vector<std::string>{"forward all-to-all Q", "forward all-to-all K",
+                                                  "forward all-to-all V", "forward kernel", "forward all-to-all O",
+                                                  "backward all-to-all O", "backward kernel", "backward all-to-all Q",
+                                                  "backward all-to-all K", "backward all-to-all V"});
+  const std::string trace = ring_trace_json(a2a);
+  CHECK(trace.find("backward all-to-all dQ") != std::string::npos);
+  CHECK(trace.find("forward kernel\"") != std::string::npos);  // a whole-sequence call: no block
+  // hybrid A = 2 of 4: the group's all-to-alls around a ring of 2 (2 kernels, 1 merge, 1 send)
+  s.comm = CpComm::hybrid;
+  s.a2a_size = 2;
+  const std::vector<std::string> h = names(simulate_cp_layer(s, c, true), 3);
+  const std::vector<std::string> forward(h.begin(), h.begin() + 8);
+  CHECK(forward == std::vector<std::string>{"forward all-to-all Q", "forward all-to-all K", "forward all-to-all V",
+                                            "forward kernel", "forward send K,V", "forward kernel", "forward merge",
+                                            "forward all-to-all O"});
+}
+
+TEST_CASE("simulate_cp_layer: ring is simulate_ring, the methods' limits are the closed form's") {
+  const ClusterConfig c = test::a100_cluster();
+  const RingAttentionShape s = llama_heads(4096, 4, CpScheme::zigzag);
+  const RingSimulation a = simulate_ring(s, c, true), b = simulate_cp_layer(s, c, true);
+  CHECK(a.forward_s == b.forward_s);
+  CHECK(a.backward_s == b.backward_s);
+  CHECK(a.events.size() == b.events.size());
+  RingAttentionShape m = s;
+  m.comm = CpComm::allgather;
+  m.attention = AttentionImpl::materialized;
+  CHECK_THROWS_AS(simulate_cp_layer(m, c), Error);
+  RingAttentionShape h = llama_heads(4096, 8, CpScheme::zigzag);
+  h.heads_per_tp = 12;  // 8 does not divide 12 query heads
+  h.kv_heads_per_tp = 4;
+  h.comm = CpComm::alltoall;
+  CHECK_THROWS_AS(simulate_cp_layer(h, c), Error);
 }
