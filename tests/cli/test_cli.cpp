@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <string>
 
 #include "tests/fixtures/temp_dir.hpp"
@@ -247,7 +248,9 @@ struct TraceSummary {
 };
 TraceSummary read_trace(const std::string& path) {
   TraceSummary t;
-  for (const auto& ev : nlohmann::json::parse(read_file(path))["traceEvents"]) {
+  // Kept in a variable: the range of a range-for does not extend the life of parse()'s result.
+  const nlohmann::json doc = nlohmann::json::parse(read_file(path));
+  for (const auto& ev : doc.at("traceEvents")) {
     if (ev.value("ph", "") != "X") continue;
     t.ranks.insert(ev["pid"].get<int>());
     (ev["tid"].get<int>() == 1 ? t.communication : t.compute).insert(ev["name"].get<std::string>());
