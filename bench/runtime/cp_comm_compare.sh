@@ -4,13 +4,15 @@
 #
 #   bench/runtime/cp_comm_compare.sh BUILD_DIR OUT_DIR
 #
-# 1. Calibrates this machine with `mpirun -np 2 ringplan calibrate` (the profile predicts; it
-#    is never measured on the runs it predicts).
-# 2. For L in $CMP_LENGTHS and cp_comm in $CMP_COMMS (default ring allgather alltoall): plans an experiment whose search
+# 1. For L in $CMP_LENGTHS and cp_comm in $CMP_COMMS (default ring allgather alltoall): plans an experiment whose search
 #    allows one layout only (cpu_small's model, $CMP_CP GPUs (default 2), global batch 1, TP and PP
 #    capped at 1: cp=$CMP_CP; zigzag, flash, fp32, that cp_comm; hybrid with $CMP_A2A, default 2)
-#    and runs `mpirun -np $CMP_CP ringplan run PLAN --scope attention --format json --profile PROFILE`.
-# 3. Prints a markdown table of forward / backward time (slowest rank), measured median and
+# 2. Calibrates this machine with `mpirun -np 2 ringplan calibrate --plan` on the largest plan
+#    (the model's head shape: query and KV heads, head dimension) at the block sizes the runs'
+#    kernel calls use (L / 2CP and L / CP tokens for every L). The profile predicts; it is never
+#    measured on the runs it predicts.
+# 3. Runs each plan: `mpirun -np $CMP_CP ringplan run PLAN --scope attention --format json --profile PROFILE`.
+# 4. Prints a markdown table of forward / backward time (slowest rank), measured median and
 #    predicted, and the CP buffers measured vs predicted.
 # Environment: CMP_LENGTHS (default "1024 2048 4096"), CMP_COMMS, CMP_CP (2), CMP_A2A (2), CMP_ITERS (5),
 # CMP_WARMUP (1).
@@ -23,9 +25,10 @@ flags=(--oversubscribe)
 [ "$(id -u)" = 0 ] && flags+=(--allow-run-as-root)
 cp=${CMP_CP:-2}
 mkdir -p "$out"
-mpirun -np 2 "${flags[@]}" "$ringplan" calibrate -o "$out/profile.yaml" > "$out/calibrate.log" 2>&1
-for L in ${CMP_LENGTHS:-1024 2048 4096}; do
-  for comm in ${CMP_COMMS:-ring allgather alltoall}; do
+lengths=${CMP_LENGTHS:-1024 2048 4096}
+comms=${CMP_COMMS:-ring allgather alltoall}
+for L in $lengths; do
+  for comm in $comms; do
     cat > "$out/exp_${comm}_$L.yaml" <<YAML
 name: cp_comm_${comm}_$L
 model: $root/configs/models/tiny_gqa.yaml
@@ -37,6 +40,17 @@ search: {micro_batch: [1], recompute: [none], zero_stage: [0], sequence_parallel
 YAML
     "$ringplan" plan "$out/exp_${comm}_$L.yaml" -o "$out/plan_${comm}_$L.yaml" > /dev/null
     grep -q "cp: $cp" "$out/plan_${comm}_$L.yaml" || { echo "plan_${comm}_$L.yaml: expected cp=$cp" >&2; exit 1; }
+  done
+done
+# The kernel shape the runs use (a profile measured on another head dimension predicts another
+# rate): heads from the largest plan, blocks from every length.
+largest=$(for L in $lengths; do echo "$L"; done | sort -n | tail -1)
+first_comm=$(echo "$comms" | awk '{print $1}')
+tokens=$(for L in $lengths; do echo $((L / (2 * cp))); echo $((L / cp)); done | sort -nu | paste -sd, -)
+mpirun -np 2 "${flags[@]}" "$ringplan" calibrate --plan "$out/plan_${first_comm}_$largest.yaml" --tokens "$tokens" \
+  -o "$out/profile.yaml" > "$out/calibrate.log" 2>&1
+for L in $lengths; do
+  for comm in $comms; do
     echo "run L=$L $comm" >&2
     mpirun -np "$cp" "${flags[@]}" "$ringplan" run "$out/plan_${comm}_$L.yaml" --scope attention \
       --iters "${CMP_ITERS:-5}" --warmup "${CMP_WARMUP:-1}" --format json --profile "$out/profile.yaml" \
