@@ -53,18 +53,29 @@ TEST_CASE("Korthikanti et al. 2022 Table 5: eight iteration times within the rea
 // Predicted (BENCHMARKS.md, cost model section): 51.3, 93.0, 93.0. The load imbalance and
 // the per-step fp32 merge are modelled; striped's per-element masking of every tile is not,
 // hence its wider bound.
-TEST_CASE("ring-flash-attention on 8 x A100: share of ideal by sharding scheme") {
-  const ClusterConfig c =
-      load_cluster(std::string(RINGPLAN_SOURCE_DIR) + "/configs/clusters/dgx_a100_80gb.yaml");
+namespace {
+// ring-flash-attention's benchmark shape: Llama-3-8B attention, bf16, causal, one sequence of
+// `tokens` on `cp` ranks.
+sim::RingAttentionShape ring_flash_shape(int64_t tokens, int64_t cp) {
   sim::RingAttentionShape s;
   s.micro_batch = 1;
   s.heads_per_tp = 32;
   s.kv_heads_per_tp = 8;
   s.head_dim = 128;
-  s.seq_len = 8 * 8192;
+  s.seq_len = tokens;
   s.causal = true;
   s.dtype = DType::bf16;
-  s.cp = 1;
+  s.cp = cp;
+  return s;
+}
+ClusterConfig a100() {
+  return load_cluster(std::string(RINGPLAN_SOURCE_DIR) + "/configs/clusters/dgx_a100_80gb.yaml");
+}
+}  // namespace
+
+TEST_CASE("ring-flash-attention on 8 x A100: share of ideal by sharding scheme") {
+  const ClusterConfig c = a100();
+  sim::RingAttentionShape s = ring_flash_shape(8 * 8192, 1);
   const sim::RingLayerPrediction single = sim::predict_ring_attention(s, c);
   const double ideal_s = (single.forward.total_s + single.backward.total_s) / 8;
   auto share = [&](CpScheme scheme) {
@@ -93,17 +104,8 @@ TEST_CASE("ring-flash-attention on 8 x A100: share of ideal by sharding scheme")
 // shifted by one token, q[:, 1:] against k[:, :-1], and merges into slices of the output, which
 // the model does not charge). Each bound is the reached error plus a little.
 TEST_CASE("ring-flash-attention on 8 x A100: absolute times of the 8K call and of each scheme") {
-  const ClusterConfig c =
-      load_cluster(std::string(RINGPLAN_SOURCE_DIR) + "/configs/clusters/dgx_a100_80gb.yaml");
-  sim::RingAttentionShape s;
-  s.micro_batch = 1;
-  s.heads_per_tp = 32;
-  s.kv_heads_per_tp = 8;
-  s.head_dim = 128;
-  s.causal = true;
-  s.dtype = DType::bf16;
-  s.cp = 1;
-  s.seq_len = 8192;
+  const ClusterConfig c = a100();
+  sim::RingAttentionShape s = ring_flash_shape(8192, 1);
   const sim::RingLayerPrediction one = sim::predict_ring_attention(s, c);
   auto err = [](double predicted_s, double iter_per_s) { return 100.0 * (predicted_s * iter_per_s - 1.0); };
   const double call = one.forward.total_s + one.backward.total_s;
