@@ -880,6 +880,21 @@ Experiment experiment_from_yaml(const YAML::Node& node, const std::string& file,
     if (o.has("pp_last_layers")) opt.pp_last_layers = o.get_count("pp_last_layers", kMaxSize);
     if (o.has("pp_embedding_slot")) opt.pp_embedding_slot = o.get_bool("pp_embedding_slot");
     if (o.has("pp_loss_slot")) opt.pp_loss_slot = o.get_bool("pp_loss_slot");
+    // Whatever the mesh, the first and last stages' layers come out of the model's: with only
+    // one of them given, the other stages need at least one layer. (What a given PP allows on top
+    // is check_layout's.) Refused here so that a plan never quietly searches PP 1 only.
+    if (opt.pp_first_layers > 0 || opt.pp_last_layers > 0) {
+      const int64_t a = opt.pp_first_layers, b = opt.pp_last_layers, layers = e.model.layers;
+      const bool both = a > 0 && b > 0;
+      if (a + b + (both ? 0 : 1) > layers)
+        o.fail(a > 0 ? "pp_first_layers" : "pp_last_layers",
+               both ? fmt::format("pp_first_layers {} + pp_last_layers {} exceed the model's {} layers; valid: the two "
+                                  "together at most {}",
+                                  a, b, layers, layers)
+                    : fmt::format("{} leaves no layer for the other pipeline stages of the model's {} layers; valid: "
+                                  "at most {}",
+                                  std::max(a, b), layers, layers - 1));
+    }
     if ((opt.pp_first_layers > 0 || opt.pp_last_layers > 0) && (opt.pp_embedding_slot || opt.pp_loss_slot))
       o.fail(o.has("pp_embedding_slot") ? "pp_embedding_slot" : "pp_loss_slot",
              "cannot be combined with pp_first_layers / pp_last_layers (Megatron-LM refuses the two kinds of "

@@ -472,15 +472,24 @@ TEST_CASE("options: the pipeline split settings read, written back, and the two 
   const Experiment back = parse_experiment(experiment_to_yaml(slots), "<written>", "/nonexistent");
   CHECK(back.options == slots.options);
   const Experiment fl =
-      load_experiment(dir.write("exp/fl.yaml", head + "options: {pp_first_layers: 6, pp_last_layers: 5}\n"));
-  CHECK(fl.options.pp_first_layers == 6);
-  CHECK(fl.options.pp_last_layers == 5);
-  CHECK(pipeline_split_text(fl.options) == "first 6, last 5 layers");
+      load_experiment(dir.write("exp/fl.yaml", head + "options: {pp_first_layers: 2, pp_last_layers: 1}\n"));
+  CHECK(fl.options.pp_first_layers == 2);
+  CHECK(fl.options.pp_last_layers == 1);
+  CHECK(pipeline_split_text(fl.options) == "first 2, last 1 layers");
   CHECK(parse_experiment(experiment_to_yaml(fl), "<written>", "/nonexistent").options == fl.options);
-  const std::string both = dir.write("exp/both.yaml", head + "options:\n  pp_first_layers: 6\n  pp_loss_slot: true\n");
+  const std::string both = dir.write("exp/both.yaml", head + "options:\n  pp_first_layers: 2\n  pp_loss_slot: true\n");
   check_config_error([&] { load_experiment(both); }, {both, 7, "options.pp_loss_slot", "cannot be combined"});
   const std::string zero = dir.write("exp/zero.yaml", head + "options:\n  pp_last_layers: 0\n");
   check_config_error([&] { load_experiment(zero); }, {zero, 6, "options.pp_last_layers", "positive integer"});
+  // More layers than the model's 4, whatever the mesh: refused at load, not left to a search
+  // that would quietly keep PP 1 only.
+  const std::string big = dir.write("exp/big.yaml", head + "options:\n  pp_first_layers: 3\n  pp_last_layers: 2\n");
+  check_config_error([&] { load_experiment(big); }, {big, 6, "options.pp_first_layers", "exceed the model's 4 layers"});
+  const std::string all = dir.write("exp/all.yaml", head + "options:\n  pp_last_layers: 4\n");
+  check_config_error([&] { load_experiment(all); }, {all, 6, "options.pp_last_layers", "at most 3"});
+  CHECK(load_experiment(dir.write("exp/ok.yaml", head + "options: {pp_first_layers: 3}\n")).options.pp_first_layers == 3);
+  CHECK(load_experiment(dir.write("exp/ok2.yaml", head + "options: {pp_first_layers: 2, pp_last_layers: 2}\n"))
+            .options.pp_last_layers == 2);
 }
 
 TEST_CASE("options.cp_comm hybrid: the group size cp_a2a_size read, written back and checked against the mesh") {
