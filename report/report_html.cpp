@@ -198,7 +198,8 @@ RingTimeline ring_timeline(const Experiment& e, const sim::Prediction& p) {
   const int64_t P = p.mesh.cp;
   if (P <= 1) return t;
   // All-gather and all-to-all CP have no ring steps to draw (collectives around one kernel
-  // call): no timeline, and the scope says why.
+  // call), and hybrid's all-to-alls do not fit a per-step timeline: no timeline, and the scope
+  // says why (simulate --trace replays every method).
   if (p.options.cp_comm == CpComm::allgather) {
     t.scope = "cp_comm allgather: no ring steps (one all-gather of K,V, one kernel call per layer)";
     return t;
@@ -208,8 +209,9 @@ RingTimeline ring_timeline(const Experiment& e, const sim::Prediction& p) {
     return t;
   }
   if (p.options.cp_comm == CpComm::hybrid) {
-    t.scope = "cp_comm hybrid: not drawn (all-to-alls inside groups of " + std::to_string(p.options.cp_a2a_size) +
-              " CP ranks around a ring across the groups; the ring replay models the plain ring only)";
+    t.scope = "cp_comm hybrid: not drawn here (all-to-alls inside groups of " + std::to_string(p.options.cp_a2a_size) +
+              " CP ranks around a ring across the groups; this timeline draws ring steps only; "
+              "`ringplan simulate --trace` writes the replay of all of it)";
     return t;
   }
   // The attention layer one CP group of this plan runs (the shapes `ringplan run` uses).

@@ -170,10 +170,6 @@ void summarize(RingSimulation& out) {
   }
 }
 
-}  // namespace
-
-namespace {
-
 // One pass (forward or backward) of a method whose collectives and kernels do not overlap: per
 // rank a ready time that each stage advances. A collective runs in groups of `group`
 // consecutive ranks and starts at the group's latest ready time (everyone must post it).
