@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <unistd.h>
 
 #include "core/error.hpp"
 
@@ -17,11 +18,33 @@ double median(std::vector<double> xs) {
   return xs.empty() ? 0.0 : xs[xs.size() / 2];
 }
 
-// The slowest rank's time of `op`, after a barrier, median over `reps`.
+// Bytes a rank streams before each timed CPU collective: twice the last-level cache (sysconf;
+// 32 MiB when unknown), at least 64 MiB. Inside a training step every collective follows compute
+// that streams the weights and activations, so its buffer and MPI's shared-memory segments are
+// out of cache; a collective timed back to back with itself finds them cached and ran at half
+// the time of the same all-reduce in the step (1 MiB over 2 ranks: about 240 us warm, 480 us
+// after 5 ms of streaming, 2-core EPYC VM).
+size_t eviction_bytes() {
+  long l3 = -1;
+#ifdef _SC_LEVEL3_CACHE_SIZE
+  l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
+#endif
+  const size_t llc = l3 > 0 ? static_cast<size_t>(l3) : (size_t{32} << 20);
+  return std::max(size_t{64} << 20, 2 * llc);
+}
+
+// Reads and writes one float per 64-byte line of `evict`, so the caches hold it afterwards.
+void evict_caches(std::vector<float>& evict) {
+  for (size_t i = 0; i < evict.size(); i += 16) evict[i] += 1.0f;
+}
+
+// The slowest rank's time of `op`, after a barrier, median over `reps`. `evict` non-empty: the
+// caches are flushed by streaming it before each repetition (CPU communicators).
 template <class Op>
-double time_collective(Communicator& comm, int reps, Op&& op) {
+double time_collective(Communicator& comm, int reps, std::vector<float>& evict, Op&& op) {
   std::vector<double> ts;
   for (int i = 0; i < reps; ++i) {
+    if (!evict.empty()) evict_caches(evict);
     comm.barrier();
     const auto t0 = std::chrono::steady_clock::now();
     op();
@@ -37,6 +60,8 @@ double time_collective(Communicator& comm, int reps, Op&& op) {
 std::vector<CollectivePoint> measure_collectives(Communicator& comm, const std::vector<int64_t>& sizes, int reps) {
   const int n = comm.size(), me = comm.rank();
   std::vector<CollectivePoint> out;
+  // Device memory is not cached by the host: only CPU collectives need the eviction.
+  std::vector<float> evict(comm.device() == Device::cpu ? eviction_bytes() / sizeof(float) : 0, 0.0f);
   for (int64_t want : sizes) {
     const size_t count = static_cast<size_t>(want / (4 * n)) * static_cast<size_t>(n);  // floats, divisible by n
     if (count == 0) continue;
@@ -65,9 +90,9 @@ std::vector<CollectivePoint> measure_collectives(Communicator& comm, const std::
 
     CollectivePoint p;
     p.bytes = static_cast<int64_t>(count * sizeof(float));
-    p.all_reduce_s = time_collective(comm, reps, [&] { comm.all_reduce_sum(buf.data(), count); });
-    p.reduce_scatter_s = time_collective(comm, reps, [&] { comm.reduce_scatter_sum(buf.data(), part.data(), per_rank); });
-    p.all_gather_s = time_collective(comm, reps, [&] { comm.all_gather(part.data(), buf.data(), per_rank * sizeof(float)); });
+    p.all_reduce_s = time_collective(comm, reps, evict, [&] { comm.all_reduce_sum(buf.data(), count); });
+    p.reduce_scatter_s = time_collective(comm, reps, evict, [&] { comm.reduce_scatter_sum(buf.data(), part.data(), per_rank); });
+    p.all_gather_s = time_collective(comm, reps, evict, [&] { comm.all_gather(part.data(), buf.data(), per_rank * sizeof(float)); });
     out.push_back(p);
   }
   return out;

@@ -1,6 +1,7 @@
 // Times the collectives the training step uses (all-reduce, reduce-scatter, all-gather of
 // float32 buffers) on a communicator, the way the step calls them, for `ringplan calibrate`.
-// Each size is checked for the right result before it is timed.
+// Each size is checked for the right result before it is timed. On CPU communicators each
+// repetition starts with the caches flushed, as inside a step (measure_collectives.cpp).
 #pragma once
 #include <cstdint>
 #include <vector>

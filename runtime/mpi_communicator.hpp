@@ -99,7 +99,8 @@ class MpiCommunicator final : public Communicator {
   int world_rank_of(int rank) const { return world_ranks_[static_cast<size_t>(rank)]; }
 
  private:
-  explicit MpiCommunicator(MPI_Comm comm);  // takes ownership of comm
+  // Takes ownership of comm; `spin`: poll without sleeping (at most one rank per core).
+  MpiCommunicator(MPI_Comm comm, bool spin);
   // Polls one request until done or the deadline; on timeout aborts naming `what`.
   void poll(MPI_Request& req, const std::string& what);
   int checked_count(size_t bytes, const char* op) const;
@@ -111,6 +112,7 @@ class MpiCommunicator final : public Communicator {
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0;
   int size_ = 1;
+  bool spin_ = false;  // poll without sleeping: the node has a core for every rank
   std::vector<std::string> hosts_;   // host name of each group rank
   std::vector<int> world_ranks_;     // world rank of each group rank
 };
