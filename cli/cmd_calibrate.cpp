@@ -198,6 +198,7 @@ int calibrate_body(const CalibrateArgs& a0, runtime::MpiCommunicator& world) {
         runtime::measure_kernels(world, {a.batch, a.heads, a.kv_heads, a.head_dim, a.threads, a.reps}, n);
     m.kernels.push_back({k.tokens, k.flops, k.fwd_s, k.bwd_s, k.mat_fwd_s, k.mat_bwd_s, k.causal_flops, k.causal_fwd_s,
                          k.causal_bwd_s});
+    m.attention_tile = k.tile;
     progress.advance();
   }
   for (int64_t rows : gemm_rows) {

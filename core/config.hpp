@@ -137,6 +137,15 @@ struct LinkProfile {
   double latency_s = 0.0;              // alpha of the alpha-beta model
 };
 
+// See ClusterConfig::masked_tiles.
+struct MaskedTileCost {
+  int64_t tile = 1;       // tokens per tile edge (query and key tiles: the larger of the two)
+  double forward = 1.0;   // a diagonal tile's forward cost / a full tile's
+  double backward = 1.0;  // the same for the backward kernel
+  bool is_exact() const { return tile == 1 && forward == 1.0 && backward == 1.0; }
+  bool operator==(const MaskedTileCost&) const = default;
+};
+
 struct ClusterConfig {
   std::string name;
   double peak_flops_per_s_bf16 = 0.0;  // dense tensor-core peak per device
@@ -211,6 +220,14 @@ struct ClusterConfig {
   // compute advances at (1 - share), and a hidden collective costs share x C of compute time
   // (sim::overlapped_exposed_s). Memory-bandwidth contention (NVIDIA/nccl issue #1433) is not in it.
   double overlap_sm_share = 0.0;
+  // The flash kernel's work where the causal diagonal crosses a block, optional YAML key
+  // efficiency.masked_tiles {tile, forward, backward}. A tiled kernel computes every tile the
+  // diagonal crosses in full and masks it element by element, so a causal block of m tokens
+  // costs its full tiles plus m/tile diagonal tiles at `forward` (`backward`) times a full
+  // tile's cost each, not its m(m+1)/2 visible pairs (sim::masked_square_extra_pairs). Unset:
+  // tile 1, costs 1, which is the visible-pair count exactly. `ringplan calibrate` measures
+  // both costs on the CPU kernels (causal against full blocks of the same size).
+  MaskedTileCost masked_tiles;
   const CollectiveEfficiency& collectives_on(bool across_nodes) const {
     return across_nodes && has_inter_node_collectives ? inter_node_collectives : collectives;
   }

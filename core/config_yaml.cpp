@@ -199,6 +199,8 @@ constexpr Range kStreamingFractionRange{
     1e-6, 1, false, false, "", "the fraction of memory_bandwidth_gbps that streaming kernels reach (0.85 for 85%)"};
 constexpr Range kOverlapShareRange{0, 0.5, false, false, "",
                                    "the fraction of the device's SMs an overlapped collective takes (0.12 for 16 of 132)"};
+constexpr Range kMaskedTileCostRange{0.5, 16, false, false, "",
+                                     "a diagonal tile's cost over a full tile's (1.85: masking makes it 85% dearer)"};
 constexpr Range kProbabilityRange{0, 1, false, true, "", "a probability (0.1 for 10%, 0 for none)"};
 constexpr Range kClipGradRange{0, 1e9, false, false, "", "the bound on the gradients' global L2 norm (1.0; 0 for no clipping)"};
 constexpr Range kStepTimeRange{1e-9, 1e9, false, false, "s"};
@@ -669,7 +671,7 @@ ClusterConfig cluster_from_yaml(const YAML::Node& node, const std::string& file,
   MapReader eff =
       r.nested("efficiency",
                {"matmul", "matmul_backward", "matmul_fp8", "materialized_attention", "attention", "attention_backward",
-                "memory_bandwidth", "collectives", "collectives_inter_node", "overlap_sm_share"});
+                "memory_bandwidth", "collectives", "collectives_inter_node", "overlap_sm_share", "masked_tiles"});
   c.matmul = read_curve(eff, "matmul");
   c.attention = read_curve(eff, "attention");
   // Optional: absent leaves max_efficiency 0, i.e. the backward uses `attention`.
@@ -705,6 +707,13 @@ ClusterConfig cluster_from_yaml(const YAML::Node& node, const std::string& file,
   }
   // Optional: absent (0) means overlap is free, as before this key existed.
   if (eff.has("overlap_sm_share")) c.overlap_sm_share = eff.get_real("overlap_sm_share", kOverlapShareRange);
+  // Optional: absent counts the visible pairs exactly (tile 1, costs 1).
+  if (eff.has("masked_tiles")) {
+    const MapReader mt = eff.nested("masked_tiles", {"tile", "forward", "backward"});
+    c.masked_tiles.tile = mt.get_count("tile", 1 << 16);
+    c.masked_tiles.forward = mt.get_real("forward", kMaskedTileCostRange);
+    c.masked_tiles.backward = mt.get_real("backward", kMaskedTileCostRange);
+  }
   return c;
 }
 
@@ -1080,6 +1089,13 @@ void write_cluster(YAML::Emitter& out, const ClusterConfig& c) {
     colls("collectives", ce);
   if (c.has_inter_node_collectives) colls("collectives_inter_node", c.inter_node_collectives);
   if (c.overlap_sm_share > 0) emit_double(out, "overlap_sm_share", c.overlap_sm_share);
+  if (!c.masked_tiles.is_exact()) {
+    out << YAML::Key << "masked_tiles" << YAML::Value << YAML::Flow << YAML::BeginMap;
+    out << YAML::Key << "tile" << YAML::Value << c.masked_tiles.tile;
+    emit_double(out, "forward", c.masked_tiles.forward);
+    emit_double(out, "backward", c.masked_tiles.backward);
+    out << YAML::EndMap;
+  }
   out << YAML::EndMap;
   out << YAML::EndMap;
 }

@@ -89,6 +89,7 @@ KernelPoint measure_kernels(Communicator& world, const KernelShape& a, int64_t n
   };
   KernelPoint kp;
   kp.tokens = n;
+  kp.tile = std::max(tiles.tile_q, tiles.tile_k);
   kp.flops = kernels::forward_flops(b, H, n * n, d);
   kp.fwd_s = time_it([&] { kernels::cpu_flash_forward(p, fo, tiles); });
   kp.bwd_s = time_it([&] { kernels::cpu_flash_backward(p, g, tiles); });

@@ -25,6 +25,7 @@ struct KernelPoint {
   double mat_fwd_s = 0, mat_bwd_s = 0;
   double causal_flops = 0, causal_fwd_s = 0;  // flash forward of a causal diagonal block
   double causal_bwd_s = 0;                    // flash backward of the same block
+  int64_t tile = 0;  // the flash kernels' tile edge (the larger of the query and key tiles)
 };
 
 // Collective over `world`. Throws Error(runtime) when a kernel returns non-finite values.

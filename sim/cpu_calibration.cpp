@@ -17,6 +17,12 @@ namespace ringplan::sim {
 
 namespace {
 
+double median_of(std::vector<double> xs) {
+  std::sort(xs.begin(), xs.end());
+  const size_t n = xs.size();
+  return n % 2 == 1 ? xs[n / 2] : 0.5 * (xs[n / 2 - 1] + xs[n / 2]);
+}
+
 void check_positive(double v, const std::string& what) {
   if (!std::isfinite(v) || !(v > 0))
     throw bad_input(fmt::format("calibrate: {} = {} is not finite and > 0", what, v));
@@ -66,17 +72,35 @@ void check(const CpuMeasurements& m) {
 
 }  // namespace
 
+double masked_tile_cost(int64_t tokens, int64_t tile, double causal_over_full_time) {
+  // The causal block's time in pair-equivalents of the full block (n^2 pairs in full_s):
+  // E = ratio * n^2 = visible + masked_square_extra_pairs(n) = n(n+1)/2 + n(cost*t - (t+1)/2).
+  const double n = static_cast<double>(tokens), t = std::min(static_cast<double>(tile), n);
+  const double e = causal_over_full_time * n * n;
+  const double cost = ((e - n * (n + 1.0) / 2.0) / n + (t + 1.0) / 2.0) / t;
+  // The profile's valid range (core/config_yaml.cpp): a measurement outside it is noise.
+  return std::clamp(cost, 0.5, 16.0);
+}
+
 CpuCalibration calibrate_cpu_profile(const CpuMeasurements& m) {
   check(m);
   CpuCalibration out;
   std::vector<RatePoint> fwd, bwd, mat, mat_bwd, gemm;
+  // With the kernels' tile known, the causal diagonal blocks measure the masked tiles' cost and
+  // the curves are fitted on full blocks; without it they join the curves as visible pairs.
+  const bool masked = m.attention_tile > 1;
+  std::vector<double> mask_fwd, mask_bwd;
   for (const auto& k : m.kernels) {
-    // The flash fits see both block kinds a ring runs: full blocks and causal diagonal blocks.
     fwd.push_back({k.flops, k.flops / k.fwd_s});
-    fwd.push_back({k.causal_flops, k.causal_flops / k.causal_fwd_s});
     // Backward: 2.5x the forward FLOPs (sim's flash backward factor), on the forward's x.
     bwd.push_back({k.flops, 2.5 * k.flops / k.bwd_s});
-    bwd.push_back({k.causal_flops, 2.5 * k.causal_flops / k.causal_bwd_s});
+    if (!masked) {
+      fwd.push_back({k.causal_flops, k.causal_flops / k.causal_fwd_s});
+      bwd.push_back({k.causal_flops, 2.5 * k.causal_flops / k.causal_bwd_s});
+    } else if (k.tokens >= 2 * m.attention_tile) {
+      mask_fwd.push_back(masked_tile_cost(k.tokens, m.attention_tile, k.causal_fwd_s / k.fwd_s));
+      mask_bwd.push_back(masked_tile_cost(k.tokens, m.attention_tile, k.causal_bwd_s / k.bwd_s));
+    }
     // Materialised: sim times each of its two GEMMs at half the block's FLOPs; its backward is
     // 2x the forward FLOPs.
     mat.push_back({0.5 * k.flops, k.flops / k.mat_fwd_s});
@@ -114,6 +138,11 @@ CpuCalibration calibrate_cpu_profile(const CpuMeasurements& m) {
   // divisions and square roots. With matmul from the GEMMs alone the step sweep
   // (bench/runtime/step_sweep.sh) came out 28-43 % slower than predicted; the materialised
   // kernel's rate carries that element-wise cost (BENCHMARKS.md, whole training step).
+  if (!mask_fwd.empty()) {
+    c.masked_tiles.tile = m.attention_tile;
+    c.masked_tiles.forward = median_of(mask_fwd);
+    c.masked_tiles.backward = median_of(mask_bwd);
+  }
   c.matmul = {std::min(1.0, out.mat_fwd.asymptote / peak), out.mat_fwd.half_flops};
   c.materialized_attention = c.matmul;
   c.matmul_backward = {std::min(1.0, out.mat_bwd.asymptote / peak), out.mat_bwd.half_flops};
@@ -170,6 +199,12 @@ std::string cpu_profile_text(const CpuMeasurements& m, const CpuCalibration& cal
        << format_flops_per_s(mat.asymptote) << ", half " << format::format_flop(mat.half_flops)
        << "; materialised backward fit: " << format_flops_per_s(mat_bwd.asymptote) << ", half "
        << format::format_flop(mat_bwd.half_flops) << "\n"
+       << (cal.cluster.masked_tiles.is_exact()
+               ? std::string("# masked tiles: not measured (causal blocks fitted as visible pairs)\n")
+               : fmt::format("# masked tiles (causal diag against full blocks, n >= 2 tiles, median): tile {}, a diagonal "
+                             "tile costs {:.3f} full tiles forward, {:.3f} backward\n",
+                             cal.cluster.masked_tiles.tile, cal.cluster.masked_tiles.forward,
+                             cal.cluster.masked_tiles.backward))
        << fmt::format("# linear-layer GEMMs (the step's, runtime/step/ops.hpp):\n#  {:>6}  {:>6}  {:>6}  {:>14}  {:>14}  {:>14}\n",
                       "rows", "in", "out", "fwd", "bwd (2x)", "fit");
   for (const auto& g : m.gemms)

@@ -5,12 +5,16 @@
 //
 // The profile (core/config.hpp ClusterConfig, written by core/config_yaml.hpp write_cluster):
 //   peak_tflops (all dtypes; the CPU kernels compute in fp32) and efficiency.attention: fitted
-//       to the flash forward kernel's rate at a few token block sizes, on full blocks and on
-//       causal diagonal blocks (the two kinds a ring step runs),
+//       to the flash forward kernel's rate at a few token block sizes on full blocks,
 //       rate(x) = R * x / (x + half), x = kernel FLOPs (4*b*H*visible_pairs*d);
 //       peak = R, attention = {max 1, half}. Fitted by sim/rate_fit.hpp fit_rate_curve.
-//   efficiency.attention_backward: the same fit to the flash BACKWARD kernel (full and causal
-//       diagonal blocks), rate = 2.5 x forward FLOPs / time at x = the block's forward FLOPs
+//   efficiency.masked_tiles: the kernels' tile (CpuMeasurements::attention_tile) and the cost of
+//       a tile the causal diagonal crosses over a full tile's, forward and backward: from the
+//       causal diagonal block of n tokens timed against the full block of the same n (median over
+//       the sizes with n >= 2 tiles; sim/formulas.hpp masked_square_extra_pairs). Without a tile
+//       (0) the causal blocks join the curve fits instead, as visible pairs.
+//   efficiency.attention_backward: the same fit to the flash BACKWARD kernel (full blocks),
+//       rate = 2.5 x forward FLOPs / time at x = the block's forward FLOPs
 //       (the axis sim/ring_model.cpp reads it on). peak_tflops is the largest of the fitted
 //       asymptotes, so no curve is capped: each max = its asymptote / peak.
 //   efficiency.matmul and efficiency.materialized_attention: the same fit to the materialised
@@ -73,6 +77,9 @@ struct CpuMeasurements {
   // The kernel shape (for the header): per-rank heads, batch and kernel threads.
   int64_t batch = 0, heads = 0, kv_heads = 0, head_dim = 0;
   int threads = 0;
+  // The flash kernels' tile edge in tokens (kernels::TileConfig: the larger of its query and key
+  // tiles); 0: unknown, no efficiency.masked_tiles.
+  int64_t attention_tile = 0;
   std::vector<CpuKernelSample> kernels;         // >= 2 block sizes
   std::vector<CpuGemmSample> gemms;             // >= 1 (the GEMM fit in the header)
   std::vector<LinkSample> links;                // ascending sizes; the first is the latency probe
@@ -89,6 +96,11 @@ struct CpuCalibration {
   double ring_bandwidth = 0;      // = cluster.intra_node.bandwidth
   double pingpong_bandwidth = 0;  // the same message ping-ponged alone (header only)
 };
+
+// The cost of a diagonal tile over a full tile's (ClusterConfig::masked_tiles) from a causal
+// diagonal block of `tokens` timed against the full block of the same size (time ratio),
+// inverting sim::masked_square_extra_pairs; clamped to the profile's range [0.5, 16].
+double masked_tile_cost(int64_t tokens, int64_t tile, double causal_over_full_time);
 
 // Fits every curve and assembles the profile. Throws bad_input when a rank or host count is < 1,
 // fewer than two kernel block sizes, no GEMM or no link size is given, or a time, FLOP count,

@@ -347,6 +347,36 @@ double block_visible_pairs(CpScheme scheme, double seq_len, double cp, int64_t r
   return 0.0;
 }
 
+double masked_square_extra_pairs(double m, const MaskedTileCost& mt, bool forward) {
+  // A tile of one pair is visible or hidden, never masked: nothing beyond the visible pairs.
+  const double t = std::min(static_cast<double>(mt.tile), m);
+  if (t <= 1.0) return 0.0;
+  const double cost = forward ? mt.forward : mt.backward;
+  return m * (cost * t - (t + 1.0) / 2.0);
+}
+
+RingMaskedExtra ring_masked_extra(const LayerShape& x, const MaskedTileCost& mt, bool forward) {
+  RingMaskedExtra e;
+  if (!x.causal || x.attention == AttentionImpl::materialized || mt.is_exact()) return e;
+  const double P = x.cp < 1 ? 1 : x.cp;
+  const double c = x.seq_len / P;
+  switch (x.cp_scheme) {
+    case CpScheme::contiguous: e.first_step = masked_square_extra_pairs(c, mt, forward); break;
+    case CpScheme::zigzag: e.first_step = 2.0 * masked_square_extra_pairs(c / 2.0, mt, forward); break;
+    case CpScheme::striped:
+      e.first_step = masked_square_extra_pairs(c, mt, forward);
+      if (P > 1) e.later_step = e.first_step;
+      break;
+  }
+  e.rank_total = e.first_step + (P - 1.0) * e.later_step;
+  return e;
+}
+
+double block_masked_extra(const LayerShape& x, int64_t rank, int64_t block, const MaskedTileCost& mt, bool forward) {
+  const RingMaskedExtra e = ring_masked_extra(x, mt, forward);
+  return block == rank ? e.first_step : e.later_step;
+}
+
 RingVisibleBlocks ring_visible_blocks(CpScheme scheme, double seq_len, double cp, bool causal) {
   // A block is skipped when its smallest key position exceeds the rank's largest query
   // position (runtime/ring_attention.cpp hidden_). Zigzag: every rank holds a chunk of each

@@ -200,6 +200,30 @@ double rank_visible_pairs(CpScheme scheme, double seq_len, double cp, double ran
 //   zigzag:     j == r: 2h^2 + h, otherwise 2h^2     striped: j <= r: n(n+1)/2, j > r: n(n-1)/2
 double block_visible_pairs(CpScheme scheme, double seq_len, double cp, int64_t rank, int64_t block, bool causal);
 
+// Masked tiles (ClusterConfig::masked_tiles): the work of a tiled flash kernel beyond the
+// visible pairs where the causal diagonal crosses its block. A causal square of m tokens with
+// tile t (t_e = min(t, m)) holds m(m - t_e)/2 pairs in full tiles and m/t_e diagonal tiles of
+// t_e^2 pairs each, one diagonal tile costing `cost` full ones; in pair-equivalents that is
+// m(m - t_e)/2 + cost * m * t_e against m(m + 1)/2 visible, so the extra is
+//   m * (cost * t_e - (t_e + 1) / 2)                      (0 for t = 1: no tile is masked)
+// (exact when t divides m; a block whose diagonal excludes itself, striped's j > r, differs by
+// m pairs, 2/m of the block). `forward` picks the forward or the backward cost.
+double masked_square_extra_pairs(double m, const MaskedTileCost& mt, bool forward);
+// The masked squares of one CP rank's ring steps, as extra pair-equivalents (flash only;
+// materialised attention computes whole blocks and masks afterwards, so 0; non-causal 0):
+//   contiguous: step 0 is one square of c = L/P
+//   zigzag:     step 0 holds two squares of c/2 (the rank's two chunks on their own diagonals)
+//   striped:    every step is a square of c (the stripes interleave: each block is triangular)
+// Every rank has the same masked squares, so the slowest and the mean rank carry `rank_total`.
+struct RingMaskedExtra {
+  double first_step = 0;  // step 0 (the rank's own block)
+  double later_step = 0;  // each of steps 1..P-1
+  double rank_total = 0;  // first_step + (P-1) * later_step
+};
+RingMaskedExtra ring_masked_extra(const LayerShape& x, const MaskedTileCost& mt, bool forward);
+// The extra of rank r's kernel on the KV block of rank j (one ring step; block_visible_pairs).
+double block_masked_extra(const LayerShape& x, int64_t rank, int64_t block, const MaskedTileCost& mt, bool forward);
+
 // KV blocks a rank computes (those not fully hidden by the causal mask; the runtime skips
 // the others for both kernels): slowest rank and mean over ranks. Non-causal, zigzag and
 // striped (L/P >= 2): P on every rank; contiguous causal: rank r sees r+1, mean (P+1)/2.

@@ -42,23 +42,29 @@ struct Replay {
 
 // Forward FLOPs of rank r's kernel on block j. Both kernels skip fully hidden blocks (as the
 // runtime does); materialised computes a visible block in full and masks afterwards.
-double kernel_flops(const LayerShape& x, const RingKernelRate& kr, int64_t r, int64_t j) {
+// With `forward` the forward kernel's masked tiles (ClusterConfig::masked_tiles), else the
+// backward's, are added to the visible pairs (flash only: ring_masked_extra is 0 otherwise).
+double kernel_flops(const LayerShape& x, const RingKernelRate& kr, const MaskedTileCost& mt, int64_t r, int64_t j,
+                    bool forward) {
   const double c = x.seq_len / x.cp;
   const double visible = block_visible_pairs(x.cp_scheme, x.seq_len, x.cp, r, j, x.causal);
-  const double pairs = x.attention == AttentionImpl::materialized ? (visible > 0 ? c * c : 0.0) : visible;
+  const double pairs = x.attention == AttentionImpl::materialized ? (visible > 0 ? c * c : 0.0)
+                                                                   : visible + block_masked_extra(x, r, j, mt, forward);
   return pairs * kr.per_pair_flops;
 }
-double kernel_s(const LayerShape& x, const RingKernelRate& kr, int64_t r, int64_t j) {
-  return kernel_flops(x, kr, r, j) / kr.forward_flops_per_s;
+double kernel_s(const LayerShape& x, const RingKernelRate& kr, const MaskedTileCost& mt, int64_t r, int64_t j) {
+  return kernel_flops(x, kr, mt, r, j, true) / kr.forward_flops_per_s;
 }
 // Backward kernel time: backward_factor x the forward FLOPs at the backward kernel's rate.
-double kernel_backward_s(const LayerShape& x, const RingKernelRate& kr, int64_t r, int64_t j) {
-  return kr.backward_factor * kernel_flops(x, kr, r, j) / kr.backward_flops_per_s;
+double kernel_backward_s(const LayerShape& x, const RingKernelRate& kr, const MaskedTileCost& mt, int64_t r,
+                         int64_t j) {
+  return kr.backward_factor * kernel_flops(x, kr, mt, r, j, false) / kr.backward_flops_per_s;
 }
 
 // The ring of P = x.cp ranks on `link` (forward and backward, events if recorded); the
 // summary fields are left to summarize().
-RingSimulation replay_ring(const LayerShape& x, const RingKernelRate& kr, const LinkProfile& link, bool record_events) {
+RingSimulation replay_ring(const LayerShape& x, const RingKernelRate& kr, const MaskedTileCost& mt, const LinkProfile& link,
+                           bool record_events) {
   const int64_t P = static_cast<int64_t>(x.cp);
   // A transfer arrives latency + bytes / bandwidth after it starts, but holds the link only for
   // bytes / bandwidth: back-to-back messages on one link (a step's K,V and the dK,dV accumulator)
@@ -83,7 +89,7 @@ RingSimulation replay_ring(const LayerShape& x, const RingKernelRate& kr, const 
       for (int64_t r = 0; r < P; ++r) {
         const int64_t j = rp.block_at(r, k);
         const double t0 = std::max(at(ready, r), at(arrival, r));
-        const double kern = kernel_s(x, kr, r, j);
+        const double kern = kernel_s(x, kr, mt, r, j);
         const double merge = (k > 0 && kern > 0) ? kr.merge_forward_s : 0.0;
         rp.add(RingPhase::forward, RingActivity::kernel, r, k, j, t0, t0 + kern);
         rp.add(RingPhase::forward, RingActivity::merge, r, k, j, t0 + kern, t0 + kern + merge);
@@ -113,7 +119,7 @@ RingSimulation replay_ring(const LayerShape& x, const RingKernelRate& kr, const 
       for (int64_t r = 0; r < P; ++r) {
         const int64_t j = rp.block_at(r, k);
         const double t0 = std::max(at(ready, r), at(kv_arrival, r));
-        const double kern = kernel_backward_s(x, kr, r, j);
+        const double kern = kernel_backward_s(x, kr, mt, r, j);
         rp.add(RingPhase::backward, RingActivity::kernel, r, k, j, t0, t0 + kern);
         double done = t0 + kern;
         if (k > 0) {
@@ -235,11 +241,14 @@ RingSimulation simulate_allgather(const RingLayerShape& shape, const ClusterConf
   out.comm = CpComm::allgather;
   out.ranks.assign(static_cast<size_t>(P), RingRankTimes{});
   // Rank r's one call: its queries against every key it sees (the scheme's per-rank imbalance).
+  // Its masked tiles: the ring's squares of that rank, all in its one call.
+  const double mask_fw = per_pair * ring_masked_extra(x, c.masked_tiles, true).rank_total;
+  const double mask_bw = per_pair * ring_masked_extra(x, c.masked_tiles, false).rank_total;
   std::vector<OneCallKernel> call;
   for (int64_t r = 0; r < P; ++r)
     call.push_back(one_call_kernel(
         per_pair * rank_visible_pairs(x.cp_scheme, x.seq_len, x.cp, static_cast<double>(r), x.causal), c,
-        shape.peak_flops_per_s));
+        shape.peak_flops_per_s, mask_fw, mask_bw));
   const double ag = P > 1 ? coll.all_gather_s : 0.0, rs = P > 1 ? coll.reduce_scatter_s : 0.0;
   PassReplay fw(out, RingPhase::forward, P, record);
   fw.collective(RingActivity::all_gather_kv, ag);
@@ -280,7 +289,8 @@ RingSimulation simulate_alltoall(const RingLayerShape& shape, const ClusterConfi
   const bool inter = shape.inter_node && P > 1;
   const AllToAllCollectives a2a = P > 1 ? alltoall_collectives(x, c, P, shape.link, inter) : AllToAllCollectives{};
   // Every rank: the whole sequence on 1/CP of the heads, 1/CP of the pairs (balanced).
-  const OneCallKernel call = one_call_kernel(attention_forward_flops(x).mean_rank, c, shape.peak_flops_per_s);
+  const OneCallKernel call = one_call_kernel(attention_forward_flops(x).mean_rank, c, shape.peak_flops_per_s,
+                                             alltoall_masked_flops(x, c, true), alltoall_masked_flops(x, c, false));
   RingSimulation out;
   out.comm = CpComm::alltoall;
   out.ranks.assign(static_cast<size_t>(P), RingRankTimes{});
@@ -300,7 +310,7 @@ RingSimulation simulate_hybrid(const RingLayerShape& shape, const ClusterConfig&
   // The ring across the R groups on the group's head shard, as predict_hybrid_layer's.
   const LayerShape stage = hybrid_ring_stage(x);
   const RingSimulation ring =
-      replay_ring(stage, ring_kernel_rate(stage, c, shape.peak_flops_per_s), shape.link, /*record_events=*/true);
+      replay_ring(stage, ring_kernel_rate(stage, c, shape.peak_flops_per_s), c.masked_tiles, shape.link, /*record_events=*/true);
   const AllToAllCollectives a2a =
       A > 1 ? alltoall_collectives(x, c, A, shape.a2a_link, shape.a2a_inter_node) : AllToAllCollectives{};
   RingSimulation out;
@@ -330,7 +340,8 @@ RingSimulation simulate_cp_layer(const RingAttentionShape& s, const ClusterConfi
 RingSimulation simulate_ring(const RingAttentionShape& s, const ClusterConfig& c, bool record_events) {
   const RingLayerShape shape = ring_layer_shape(s, c);
   RingSimulation out =
-      replay_ring(shape.layer, ring_kernel_rate(shape.layer, c, shape.peak_flops_per_s), shape.link, record_events);
+      replay_ring(shape.layer, ring_kernel_rate(shape.layer, c, shape.peak_flops_per_s), c.masked_tiles, shape.link,
+                  record_events);
   summarize(out);
   return out;
 }

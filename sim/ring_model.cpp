@@ -47,12 +47,22 @@ RingKernelRate ring_kernel_rate(const LayerShape& x, const ClusterConfig& c, dou
   return k;
 }
 
-OneCallKernel one_call_kernel(double flops, const ClusterConfig& c, double peak_flops_per_s) {
+OneCallKernel one_call_kernel(double flops, const ClusterConfig& c, double peak_flops_per_s, double masked_fw_flops,
+                              double masked_bw_flops) {
   constexpr double kBackwardFactor = 2.5;  // flash backward FLOPs / forward FLOPs (as the ring)
   OneCallKernel k;
-  k.forward_s = flops / (peak_flops_per_s * c.attention.at(flops));
-  k.backward_s = kBackwardFactor * flops / (peak_flops_per_s * c.attention_backward_curve().at(flops));
+  k.forward_s = (flops + masked_fw_flops) / (peak_flops_per_s * c.attention.at(flops));
+  k.backward_s = kBackwardFactor * (flops + masked_bw_flops) / (peak_flops_per_s * c.attention_backward_curve().at(flops));
   return k;
+}
+
+double alltoall_masked_flops(const LayerShape& x, const ClusterConfig& c, bool forward) {
+  // The whole sequence is one causal square on each of the rank's heads: the ring's extra at
+  // CP 1, over the rank's 1/CP of the heads.
+  LayerShape whole = x;
+  whole.cp = 1;
+  const double per_pair = 4.0 * x.micro_batch * (x.heads / x.tp) * x.head_dim;
+  return per_pair * ring_masked_extra(whole, c.masked_tiles, forward).rank_total / std::max(1.0, x.cp);
 }
 
 AllGatherCollectives allgather_collectives(const LayerShape& x, const ClusterConfig& c, int64_t cp_per_node) {
@@ -106,6 +116,10 @@ RingLayerPrediction predict_ring_layer(const LayerShape& x, const ClusterConfig&
     first_flops = per_pair * block * block;
     later_flops = P > 1 ? first_flops : 0.0;
   }
+  // Flash: the tiles the causal diagonal crosses, in forward-FLOP equivalents of each kernel
+  // (0 for materialised attention and for an exact profile). The model FLOPs (f) stay visible pairs.
+  const RingMaskedExtra mask_fw = ring_masked_extra(x, c.masked_tiles, true);
+  const RingMaskedExtra mask_bw = ring_masked_extra(x, c.masked_tiles, false);
   const AttentionCoreBytes elem = attention_core_elementwise_bytes(x);
   // Merges: a rank folds in every block it computes after its own (both kernels skip hidden
   // blocks). Contiguous causal: rank r sees r earlier blocks (mean (P-1)/2, slowest P-1);
@@ -120,11 +134,11 @@ RingLayerPrediction predict_ring_layer(const LayerShape& x, const ClusterConfig&
   fw.transfers = P - 1;
   fw.step_bytes = P > 1 ? ring_forward_step_bytes(x) : 0.0;
   fw.merge_step_s = kr.merge_forward_s;
-  fw.first_step_compute_s = first_flops / rate;
-  fw.step_compute_s = later_flops / rate + fw.merge_step_s;
+  fw.first_step_compute_s = (first_flops + per_pair * mask_fw.first_step) / rate;
+  fw.step_compute_s = (later_flops + per_pair * mask_fw.later_step) / rate + fw.merge_step_s;
   fw.step_comm_s = P > 1 ? p2p_s(fw.step_bytes, ring_link) : 0.0;
-  fw.mean_rank_compute_s = f.mean_rank / rate + merges_mean * fw.merge_step_s;
-  fw.max_rank_compute_s = f.max_rank / rate + merges_max * fw.merge_step_s;
+  fw.mean_rank_compute_s = (f.mean_rank + per_pair * mask_fw.rank_total) / rate + merges_mean * fw.merge_step_s;
+  fw.max_rank_compute_s = (f.max_rank + per_pair * mask_fw.rank_total) / rate + merges_max * fw.merge_step_s;
   fw.elementwise_s = mem_bw > 0 ? elem.forward / mem_bw : 0.0;
   if (P > 1) {
     // The transfer made during step 0 overlaps the diagonal block, the others a later step.
@@ -140,11 +154,13 @@ RingLayerPrediction predict_ring_layer(const LayerShape& x, const ClusterConfig&
   bw.transfers = P - 1;
   bw.step_bytes = P > 1 ? ring_backward_step_bytes(x) : 0.0;
   bw.merge_step_s = kr.merge_backward_s;
-  bw.first_step_compute_s = backward_factor * first_flops / bwd_rate;
-  bw.step_compute_s = backward_factor * later_flops / bwd_rate + bw.merge_step_s;
+  bw.first_step_compute_s = backward_factor * (first_flops + per_pair * mask_bw.first_step) / bwd_rate;
+  bw.step_compute_s = backward_factor * (later_flops + per_pair * mask_bw.later_step) / bwd_rate + bw.merge_step_s;
   bw.step_comm_s = P > 1 ? p2p_s(bw.step_bytes, ring_link) : 0.0;
-  bw.mean_rank_compute_s = backward_factor * f.mean_rank / bwd_rate + merges_mean * bw.merge_step_s;
-  bw.max_rank_compute_s = backward_factor * f.max_rank / bwd_rate + merges_max * bw.merge_step_s;
+  bw.mean_rank_compute_s =
+      backward_factor * (f.mean_rank + per_pair * mask_bw.rank_total) / bwd_rate + merges_mean * bw.merge_step_s;
+  bw.max_rank_compute_s =
+      backward_factor * (f.max_rank + per_pair * mask_bw.rank_total) / bwd_rate + merges_max * bw.merge_step_s;
   bw.elementwise_s = mem_bw > 0 ? elem.backward / mem_bw : 0.0;
   if (P > 1) {
     // dK,dV (fp32) of the last block go home after the last step: half of a step's bytes
@@ -199,8 +215,13 @@ RingLayerPrediction predict_allgather_layer(const LayerShape& x, const ClusterCo
   const double mem_bw = achieved_memory_bandwidth_bytes_per_s(c);
   // One kernel call per rank over all of its visible pairs: the curve's x is that call's FLOPs,
   // so the slowest and the mean rank each run at the efficiency of their own call.
-  const OneCallKernel max_call = one_call_kernel(f.max_rank, c, peak_flops_per_s);
-  const OneCallKernel mean_call = one_call_kernel(f.mean_rank, c, peak_flops_per_s);
+  // Its masked tiles are the ring's squares (the rank's chunks on their diagonals; striped: one
+  // per stride), all in one call.
+  const double per_pair = ring_kernel_rate(x, c, peak_flops_per_s).per_pair_flops;
+  const double mask_fw = per_pair * ring_masked_extra(x, c.masked_tiles, true).rank_total;
+  const double mask_bw = per_pair * ring_masked_extra(x, c.masked_tiles, false).rank_total;
+  const OneCallKernel max_call = one_call_kernel(f.max_rank, c, peak_flops_per_s, mask_fw, mask_bw);
+  const OneCallKernel mean_call = one_call_kernel(f.mean_rank, c, peak_flops_per_s, mask_fw, mask_bw);
   r.kernel_efficiency = c.attention.at(f.max_rank);
   r.backward_kernel_efficiency = c.attention_backward_curve().at(f.max_rank);
   r.inter_node = inter_node && P > 1;
@@ -244,7 +265,8 @@ RingLayerPrediction predict_alltoall_layer(const LayerShape& x, const ClusterCon
   const double mem_bw = achieved_memory_bandwidth_bytes_per_s(c);
   // Every rank: the whole sequence on 1/CP of the heads, one kernel call of the mean rank's FLOPs.
   const double flops = f.mean_rank;
-  const OneCallKernel call = one_call_kernel(flops, c, peak_flops_per_s);
+  const OneCallKernel call = one_call_kernel(flops, c, peak_flops_per_s, alltoall_masked_flops(x, c, true),
+                                             alltoall_masked_flops(x, c, false));
   r.kernel_efficiency = c.attention.at(flops);
   r.backward_kernel_efficiency = c.attention_backward_curve().at(flops);
   r.inter_node = inter_node && P > 1;

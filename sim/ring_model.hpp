@@ -157,7 +157,13 @@ struct OneCallKernel {
   double forward_s = 0;
   double backward_s = 0;
 };
-OneCallKernel one_call_kernel(double flops, const ClusterConfig& c, double peak_flops_per_s);
+// masked_fw_flops / masked_bw_flops: the call's masked-tile work (ClusterConfig::masked_tiles) in
+// forward-FLOP equivalents, added to its time at the call's rate (the curve's x stays `flops`).
+OneCallKernel one_call_kernel(double flops, const ClusterConfig& c, double peak_flops_per_s,
+                              double masked_fw_flops = 0.0, double masked_bw_flops = 0.0);
+// All-to-all CP's masked-tile work per rank (one causal square of the whole sequence on its
+// 1/CP of the heads), in forward-FLOP equivalents; forward or backward cost.
+double alltoall_masked_flops(const LayerShape& x, const ClusterConfig& c, bool forward);
 
 // The collectives of all-gather CP (predict_allgather_layer): the all-gather of the whole
 // sequence's K,V over the CP group and the reduce-scatter of dK,dV, each once per pass that

@@ -127,6 +127,23 @@ TEST_CASE("cluster consistency: efficiency max at most 1 and reserved memory bel
   check_config_error([&] { load_cluster(c); }, {c, 4, "cluster.memory_reserved_gib", "less than memory_gib (80)"});
 }
 
+TEST_CASE("cluster efficiency.masked_tiles: loaded when valid, refused at its line otherwise") {
+  TempDir dir;
+  const std::string ok = std::string(test::kClusterYaml) + "  masked_tiles: {tile: 128, forward: 1.85, backward: 1.05}\n";
+  const ClusterConfig c = load_cluster(dir.write("ok.yaml", ok));
+  CHECK(c.masked_tiles.tile == 128);
+  CHECK(c.masked_tiles.forward == 1.85);
+  CHECK(c.masked_tiles.backward == 1.05);
+  CHECK(load_cluster(dir.write("none.yaml", test::kClusterYaml)).masked_tiles.is_exact());
+  std::string f = dir.write("a.yaml", replace(ok, "tile: 128", "tile: 0"));
+  check_config_error([&] { load_cluster(f); }, {f, 17, "cluster.efficiency.masked_tiles.tile", "must be a positive integer"});
+  f = dir.write("b.yaml", replace(ok, "forward: 1.85", "forward: 0.2"));
+  check_config_error([&] { load_cluster(f); },
+                     {f, 17, "cluster.efficiency.masked_tiles.forward", "a diagonal tile's cost over a full tile's"});
+  f = dir.write("c.yaml", replace(ok, "backward: 1.05", "backwards: 1.05"));
+  check_config_error([&] { load_cluster(f); }, {f, 17, "cluster.efficiency.masked_tiles.backwards", "did you mean 'backward'"});
+}
+
 TEST_CASE("model dropout below 0 or at least 1 is rejected at its line") {
   TempDir dir;
   std::string f = dir.write("a.yaml", std::string(test::kModelYaml) + "dropout: 1.5\n");

@@ -14,6 +14,7 @@
 #include "core/error.hpp"
 #include "sim/cost_model.hpp"
 #include "sim/cpu_calibration.hpp"
+#include "sim/formulas.hpp"
 
 using namespace ringplan;
 using namespace ringplan::sim;
@@ -198,4 +199,52 @@ TEST_CASE("cpu_profile_text loads back to the fitted cluster and ends with the p
   CHECK(back.collectives.reduce_scatter.half_bytes == doctest::Approx(c.collectives.reduce_scatter.half_bytes));
   CHECK(back.memory_bytes == doctest::Approx(c.memory_bytes));
   CHECK(back.gpus_per_node == c.gpus_per_node);
+}
+
+TEST_CASE("calibrate_cpu_profile measures the masked tiles' cost from causal against full blocks") {
+  // Causal block times made from known diagonal-tile costs: full tiles at the full block's
+  // per-pair time, the n/t diagonal tiles at cost x a full tile each.
+  constexpr int64_t kTile = 64;
+  constexpr double kFwdCost = 1.85, kBwdCost = 1.05;
+  CpuMeasurements m = synthetic();
+  m.attention_tile = kTile;
+  for (CpuKernelSample& k : m.kernels) {
+    const double n = double(k.tokens), t = double(kTile);
+    const double full_pairs = n * (n - t) / 2, diag_pairs = n * t;
+    k.causal_fwd_s = k.fwd_s * (full_pairs + kFwdCost * diag_pairs) / (n * n);
+    k.causal_bwd_s = k.bwd_s * (full_pairs + kBwdCost * diag_pairs) / (n * n);
+  }
+  const CpuCalibration cal = calibrate_cpu_profile(m);
+  const MaskedTileCost& mt = cal.cluster.masked_tiles;
+  CHECK(mt.tile == kTile);
+  CHECK(mt.forward == doctest::Approx(kFwdCost).epsilon(1e-9));
+  CHECK(mt.backward == doctest::Approx(kBwdCost).epsilon(1e-9));
+  // The curves come from the full blocks alone: the true curves, whatever the causal times.
+  CHECK(cal.flash_fwd.asymptote == doctest::Approx(kFlashFwd.asymptote).epsilon(1e-9));
+  CHECK(cal.flash_bwd.half_flops == doctest::Approx(kFlashBwd.half_flops).epsilon(1e-7));
+  // Inverse of sim::masked_square_extra_pairs: the model's causal block time is the measured one.
+  for (const CpuKernelSample& k : m.kernels) {
+    const double n = double(k.tokens);
+    const double model_pairs = n * (n + 1) / 2 + masked_square_extra_pairs(n, mt, true);
+    CHECK(model_pairs / (n * n) == doctest::Approx(k.causal_fwd_s / k.fwd_s).epsilon(1e-9));
+  }
+  // The written profile carries them and loads back to the same costs.
+  const std::string text = cpu_profile_text(m, cal);
+  CHECK(text.find("masked_tiles: {tile: 64") != std::string::npos);
+  const auto path = std::filesystem::temp_directory_path() / "ringplan_test_masked_profile.yaml";
+  {
+    std::ofstream f(path);
+    f << text;
+  }
+  const ClusterConfig back = load_cluster(path.string());
+  std::filesystem::remove(path);
+  CHECK(back.masked_tiles.tile == mt.tile);
+  CHECK(back.masked_tiles.forward == doctest::Approx(mt.forward));
+  CHECK(back.masked_tiles.backward == doctest::Approx(mt.backward));
+  // Without the kernels' tile nothing is derived: the causal blocks are visible pairs on the curve.
+  m.attention_tile = 0;
+  CHECK(calibrate_cpu_profile(m).cluster.masked_tiles.is_exact());
+  // A cost outside the profile's range is clamped to it (a noisy measurement stays loadable).
+  CHECK(masked_tile_cost(512, 64, 10.0) == 16.0);
+  CHECK(masked_tile_cost(512, 64, 0.0) == 0.5);
 }

@@ -343,3 +343,78 @@ TEST_CASE("selective_op keeps torchtitan's per-op saved set: input, wq, wv, atte
   CHECK(layer_activation_bytes(x).stored_bytes ==
         Approx(e * T * (h / 4 + (q + kv + q + f) / 4 + h + 2 * h / 4)));
 }
+
+TEST_CASE("masked tiles: visible pairs + ring_masked_extra equal a brute-force count of the kernel's tiles") {
+  // The flash kernel's t x t tiles over the rank's local query order and the block's local key
+  // order: a tile with every pair visible costs t^2, one with some visible costs cost * t^2 (the
+  // diagonal), a hidden one nothing. Exact when t divides the chunks, except a striped block
+  // whose diagonal excludes itself (j > r), which the closed form under-counts by its n pairs.
+  auto positions = [](CpScheme s, int L, int P, int r) {
+    std::vector<int> pos;
+    for (int i = 0; i < L; ++i) {
+      bool mine = false;
+      if (s == CpScheme::contiguous) mine = i / (L / P) == r;
+      if (s == CpScheme::striped) mine = i % P == r;
+      if (s == CpScheme::zigzag) {
+        const int chunk = i / (L / (2 * P));
+        mine = chunk == r || chunk == 2 * P - 1 - r;
+      }
+      if (mine) pos.push_back(i);
+    }
+    return pos;
+  };
+  const int L = 96;
+  for (const MaskedTileCost mt : {MaskedTileCost{8, 1.85, 1.05}, MaskedTileCost{4, 1.0, 2.0}, MaskedTileCost{1, 1.5, 1.5}}) {
+    for (CpScheme s : {CpScheme::contiguous, CpScheme::zigzag, CpScheme::striped}) {
+      for (int P : {1, 2, 3}) {
+        LayerShape x;
+        x.seq_len = L;
+        x.cp = P;
+        x.cp_scheme = s;
+        x.causal = true;
+        CAPTURE(to_string(s));
+        CAPTURE(P);
+        CAPTURE(mt.tile);
+        const int t = static_cast<int>(mt.tile);
+        for (bool forward : {true, false}) {
+          const double cost = forward ? mt.forward : mt.backward;
+          for (int r = 0; r < P; ++r) {
+          double rank_equiv = 0, rank_visible = 0;
+          for (int j = 0; j < P; ++j) {
+            const std::vector<int> q = positions(s, L, P, r), kv = positions(s, L, P, j);
+            double equiv = 0;
+            for (size_t a = 0; a < q.size(); a += t)
+              for (size_t b = 0; b < kv.size(); b += t) {
+                int seen = 0;
+                for (int i = 0; i < t; ++i)
+                  for (int k = 0; k < t; ++k) seen += kv[b + k] <= q[a + i] ? 1 : 0;
+                if (seen == t * t) equiv += t * t;
+                else if (seen > 0) equiv += cost * t * t;
+              }
+            const double visible = block_visible_pairs(s, L, P, r, j, true);
+            const double model = visible + block_masked_extra(x, r, j, mt, forward);
+            const double slack = s == CpScheme::striped && j > r && t > 1 ? -double(kv.size()) : 0.0;
+            CHECK(model - equiv == Approx(slack));
+            rank_equiv += model;
+            rank_visible += visible;
+          }
+          CHECK(rank_equiv == Approx(rank_visible + ring_masked_extra(x, mt, forward).rank_total));
+          }
+        }
+      }
+    }
+  }
+  // Materialised attention, non-causal and an exact profile have no masked work.
+  LayerShape x;
+  x.seq_len = 1024;
+  x.cp = 2;
+  x.cp_scheme = CpScheme::striped;
+  const MaskedTileCost mt{64, 1.85, 1.05};
+  CHECK(ring_masked_extra(x, mt, true).rank_total > 0);
+  CHECK(ring_masked_extra(x, MaskedTileCost{}, true).rank_total == 0.0);
+  x.attention = AttentionImpl::materialized;
+  CHECK(ring_masked_extra(x, mt, true).rank_total == 0.0);
+  x.attention = AttentionImpl::flash;
+  x.causal = false;
+  CHECK(ring_masked_extra(x, mt, true).rank_total == 0.0);
+}

@@ -257,6 +257,50 @@ TEST_CASE("allgather, alltoall, hybrid at P = 2, 4, 8 (causal zigzag, GQA and MH
   }
 }
 
+TEST_CASE("masked tiles: every method's replay == its closed form, and the diagonal tiles cost time") {
+  // A profile that charges the tiles the causal diagonal crosses (ClusterConfig::masked_tiles):
+  // the replay adds them per block (block_masked_extra), the closed forms per rank
+  // (ring_masked_extra); both must agree, and each method must take longer than with the
+  // visible pairs alone, forward at the forward cost and backward at the backward's.
+  ClusterConfig masked = test::a100_cluster();
+  masked.masked_tiles = {128, 1.85, 1.05};
+  const ClusterConfig exact = test::a100_cluster();
+  for (CpScheme scheme : {CpScheme::zigzag, CpScheme::striped}) {
+    for (int64_t P : {2, 4, 8}) {
+      for (const MethodCase& m : methods_at(P)) {
+        RingAttentionShape s = llama_heads(8192, P, scheme);
+        s.comm = m.comm;
+        s.a2a_size = m.a2a_size;
+        INFO(to_string(m.comm) << " " << to_string(scheme) << " P " << P << " A " << m.a2a_size);
+        const RingLayerPrediction closed = predict_ring_attention(s, masked);
+        const RingSimulation sim = simulate_cp_layer(s, masked, true);
+        CHECK(sim.forward_s == Approx(closed.forward.total_s).epsilon(1e-12));
+        CHECK(sim.backward_s == Approx(closed.backward.total_s).epsilon(1e-12));
+        CHECK(sim.forward_busy_max_s == Approx(closed.forward.max_rank_compute_s).epsilon(1e-12));
+        CHECK(sim.backward_busy_max_s == Approx(closed.backward.max_rank_compute_s).epsilon(1e-12));
+        const RingLayerPrediction plain = predict_ring_attention(s, exact);
+        CHECK(closed.forward.max_rank_compute_s > plain.forward.max_rank_compute_s);
+        CHECK(closed.backward.max_rank_compute_s > plain.backward.max_rank_compute_s);
+        // The model FLOPs stay the visible pairs.
+        CHECK(closed.forward_flops_max_rank == plain.forward_flops_max_rank);
+      }
+    }
+  }
+  // The ring at P = 2 and 8192 tokens per rank: striped's two masked blocks per rank against
+  // zigzag's one (two chunk diagonals of half the size) cost exactly one more block's extra.
+  RingAttentionShape zz = llama_heads(8192, 2, CpScheme::zigzag), st = llama_heads(8192, 2, CpScheme::striped);
+  const double per_pair = 4.0 * 32 * 128;
+  const double rate = predict_ring_attention(zz, masked).kernel_efficiency * masked.peak_flops_per_s(DType::bf16);
+  const double extra = masked_square_extra_pairs(8192, masked.masked_tiles, true);
+  CHECK(extra == Approx(8192 * (1.85 * 128 - 64.5)));
+  const double d_striped = predict_ring_attention(st, masked).forward.max_rank_compute_s -
+                           predict_ring_attention(st, exact).forward.max_rank_compute_s;
+  const double d_zigzag = predict_ring_attention(zz, masked).forward.max_rank_compute_s -
+                          predict_ring_attention(zz, exact).forward.max_rank_compute_s;
+  CHECK(d_striped == Approx(2 * per_pair * extra / rate).epsilon(1e-9));
+  CHECK(d_zigzag == Approx(per_pair * extra / rate).epsilon(1e-9));
+}
+
 TEST_CASE("allgather contiguous: per-rank imbalance, the reduce-scatter waits for the slowest rank") {
   const ClusterConfig c = test::a100_cluster();
   RingAttentionShape s = llama_heads(8192, 4, CpScheme::contiguous);
