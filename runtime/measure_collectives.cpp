@@ -20,10 +20,10 @@ double median(std::vector<double> xs) {
 
 // Bytes a rank streams before each timed CPU collective: twice the last-level cache (sysconf;
 // 32 MiB when unknown), at least 64 MiB. Inside a training step every collective follows compute
-// that streams the weights and activations, so its buffer and MPI's shared-memory segments are
-// out of cache; a collective timed back to back with itself finds them cached and ran at half
-// the time of the same all-reduce in the step (1 MiB over 2 ranks: about 240 us warm, 480 us
-// after 5 ms of streaming, 2-core EPYC VM).
+// that streams the weights and activations, so MPI's shared-memory segments and the peers' data
+// are out of cache, while the operand was just written by this rank; a collective timed back to
+// back with itself finds everything cached (1 MiB all-reduce over 2 ranks on a 2-core EPYC VM:
+// about 240 us back to back, 480 us after 5 ms of streaming compute).
 size_t eviction_bytes() {
   long l3 = -1;
 #ifdef _SC_LEVEL3_CACHE_SIZE
@@ -39,12 +39,15 @@ void evict_caches(std::vector<float>& evict) {
 }
 
 // The slowest rank's time of `op`, after a barrier, median over `reps`. `evict` non-empty: the
-// caches are flushed by streaming it before each repetition (CPU communicators).
-template <class Op>
-double time_collective(Communicator& comm, int reps, std::vector<float>& evict, Op&& op) {
+// caches are flushed by streaming it before each repetition (CPU communicators), then
+// `produce` writes the collective's input, as the step's operator writes it just before the
+// collective: the operand is in this rank's cache, MPI's segments and the peers' data are not.
+template <class Produce, class Op>
+double time_collective(Communicator& comm, int reps, std::vector<float>& evict, Produce&& produce, Op&& op) {
   std::vector<double> ts;
   for (int i = 0; i < reps; ++i) {
     if (!evict.empty()) evict_caches(evict);
+    produce();
     comm.barrier();
     const auto t0 = std::chrono::steady_clock::now();
     op();
@@ -90,9 +93,13 @@ std::vector<CollectivePoint> measure_collectives(Communicator& comm, const std::
 
     CollectivePoint p;
     p.bytes = static_cast<int64_t>(count * sizeof(float));
-    p.all_reduce_s = time_collective(comm, reps, evict, [&] { comm.all_reduce_sum(buf.data(), count); });
-    p.reduce_scatter_s = time_collective(comm, reps, evict, [&] { comm.reduce_scatter_sum(buf.data(), part.data(), per_rank); });
-    p.all_gather_s = time_collective(comm, reps, evict, [&] { comm.all_gather(part.data(), buf.data(), per_rank * sizeof(float)); });
+    auto produce_buf = [&] { fill(); };
+    auto produce_part = [&] { std::fill(part.begin(), part.end(), static_cast<float>(me)); };
+    p.all_reduce_s = time_collective(comm, reps, evict, produce_buf, [&] { comm.all_reduce_sum(buf.data(), count); });
+    p.reduce_scatter_s = time_collective(comm, reps, evict, produce_buf,
+                                         [&] { comm.reduce_scatter_sum(buf.data(), part.data(), per_rank); });
+    p.all_gather_s = time_collective(comm, reps, evict, produce_part,
+                                     [&] { comm.all_gather(part.data(), buf.data(), per_rank * sizeof(float)); });
     out.push_back(p);
   }
   return out;

@@ -1,6 +1,9 @@
 #include "runtime/memory.hpp"
 
 #include <cstdio>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include <cstring>
 #include <fstream>
 #include <string>
@@ -47,6 +50,19 @@ int64_t available_memory_bytes() {
   while (f >> key >> kib >> unit)
     if (key == "MemAvailable:") return kib * 1024;
   return -1;
+}
+
+bool keep_freed_memory() {
+#if defined(__GLIBC__)
+  // mallopt returns 1 on success. 32 MiB = glibc's DEFAULT_MMAP_THRESHOLD_MAX on 64-bit (a larger
+  // value is refused); a negative trim threshold would wrap, so the largest int stands for never.
+  const bool mmap_ok = mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024) == 1;
+  const bool trim_ok = mallopt(M_TRIM_THRESHOLD, 0x7fffffff) == 1;
+  const bool pad_ok = mallopt(M_TOP_PAD, 64 * 1024 * 1024) == 1;
+  return mmap_ok && trim_ok && pad_ok;
+#else
+  return false;
+#endif
 }
 
 }  // namespace ringplan::runtime
