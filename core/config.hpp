@@ -183,12 +183,14 @@ struct ClusterConfig {
   const EfficiencyCurve& materialized_attention_curve() const {
     return materialized_attention.max_efficiency > 0 ? materialized_attention : matmul;
   }
-  // Efficiency of the MATERIALISED attention backward (its GEMMs and element-wise work),
-  // optional YAML key efficiency.matmul_backward {max, half_tflop}. On GPUs the backward is GEMMs
-  // of the forward's shapes, so unset (the default) means "same as matmul". A CPU kernel differs:
-  // its forward is dominated by the softmax's exponentials, which the backward does not repeat
-  // (calibrate measures both). Axis: x = one forward GEMM's FLOPs (half the block's forward
-  // FLOPs, as for matmul); efficiency = backward FLOPs (2x forward) / time / peak.
+  // Efficiency of the backward's GEMMs, optional YAML key efficiency.matmul_backward {max,
+  // half_tflop}: the linear layers' data- and weight-gradient GEMMs (x = the forward GEMM's
+  // FLOPs; sim/cost_model.cpp) and the MATERIALISED attention backward (its GEMMs and element-wise
+  // work; x = one forward GEMM's FLOPs, half the block's forward FLOPs; efficiency = backward
+  // FLOPs (2x forward) / time / peak). Unset (the default) means "same as matmul". GPUs: the
+  // measured backward GEMMs (calibrate --device cuda). A CPU differs more: its forward kernels
+  // are dominated by exponentials (softmax, SwiGLU) that the backward does not repeat, and
+  // calibrate measures both.
   EfficiencyCurve matmul_backward;
   const EfficiencyCurve& matmul_backward_curve() const {
     return matmul_backward.max_efficiency > 0 ? matmul_backward : matmul;

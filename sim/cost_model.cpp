@@ -330,20 +330,25 @@ double gemm_s(double flops, const ClusterConfig& c, double peak) { return flops 
 
 // The rate the transformer blocks' linear layers run at: the training dtype's peak and the matmul
 // curve, or with training.fp8 the FP8 peak and the FP8 curve (ClusterConfig::matmul_fp8).
+// The backward's data- and weight-gradient GEMMs (the forward's shapes, 2x its FLOPs) run on
+// matmul_backward where the profile measured it (= matmul otherwise); FP8 on the FP8 curve.
 struct BlockGemmRate {
   double peak = 0;
   const EfficiencyCurve* curve = nullptr;
   bool fp8 = false;
+  const EfficiencyCurve* backward_curve = nullptr;
   double seconds(double flops) const { return flops / (peak * curve->at(flops)); }
+  // One backward GEMM of the forward's `flops` (a data or a weight gradient).
+  double backward_seconds(double flops) const { return flops / (peak * backward_curve->at(flops)); }
 };
 
 BlockGemmRate block_gemm_rate(const ClusterConfig& c, const TrainingConfig& t) {
-  if (!t.fp8) return {c.peak_flops_per_s(t.dtype), &c.matmul, false};
+  if (!t.fp8) return {c.peak_flops_per_s(t.dtype), &c.matmul, false, &c.matmul_backward_curve()};
   if (c.peak_flops_per_s_fp8 <= 0)
     throw bad_input(fmt::format("training.fp8 is true but cluster '{}' has no peak_tflops.fp8; use a cluster "
                                 "with FP8 tensor cores or set training.fp8: false",
                                 c.name));
-  return {c.peak_flops_per_s_fp8, &c.matmul_fp8_curve(), true};
+  return {c.peak_flops_per_s_fp8, &c.matmul_fp8_curve(), true, &c.matmul_fp8_curve()};
 }
 
 // Bytes the FP8 casts of one layer move per micro-batch (FP8 only; 0 otherwise). Each FP8 GEMM
@@ -391,9 +396,11 @@ LayerTimes layer_times(const LayerShape& x, const ClusterConfig& c, double peak,
   const double up = gr.seconds(g.mlp_up), down = gr.seconds(g.mlp_down);
   lt.gemm_fwd_s = qkv + out + up + down;
   // Backward: a data-gradient and a weight-gradient GEMM per forward GEMM, same sizes.
-  lt.gemm_bwd_s = 2.0 * lt.gemm_fwd_s;
-  lt.wgrad_qkv_s = lt.dgrad_qkv_s = qkv;
-  lt.wgrad_mlp_up_s = lt.dgrad_mlp_up_s = up;
+  const double qkv_b = gr.backward_seconds(g.qkv), out_b = gr.backward_seconds(g.out);
+  const double up_b = gr.backward_seconds(g.mlp_up), down_b = gr.backward_seconds(g.mlp_down);
+  lt.gemm_bwd_s = 2.0 * (qkv_b + out_b + up_b + down_b);
+  lt.wgrad_qkv_s = lt.dgrad_qkv_s = qkv_b;
+  lt.wgrad_mlp_up_s = lt.dgrad_mlp_up_s = up_b;
   lt.fwd_qkv_s = qkv;
   lt.fwd_out_s = out;
   lt.fwd_mlp_up_s = up;
@@ -567,10 +574,11 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
   // Output layer + loss on the critical (last) stage: logits GEMM forward, 2x backward,
   // cross-entropy memory traffic (about half forward, half backward).
   const double out_gemm = gemm_s(logits_flops(x, vocab), c, peak);
+  const double out_gemm_bwd = logits_flops(x, vocab) / (peak * c.matmul_backward_curve().at(logits_flops(x, vocab)));
   const double mem_bw = achieved_memory_bandwidth_bytes_per_s(c);
   const double loss_s = mem_bw > 0 ? loss_elementwise_bytes(x, vocab) / mem_bw : 0.0;
   const double out_fwd = out_gemm + 0.5 * loss_s;
-  const double out_bwd = 2.0 * out_gemm + 0.5 * loss_s;
+  const double out_bwd = 2.0 * out_gemm_bwd + 0.5 * loss_s;
 
   // Vocabulary-parallel embedding and output layer (Megatron's VocabParallelEmbedding and
   // vocab_parallel_cross_entropy), per micro-batch on the last stage, and the embedding's on it

@@ -7,9 +7,8 @@
 //
 // Curves (core/config.hpp EfficiencyCurve, eff(x) = max * x / (x + half)):
 //   matmul           bf16 forward GEMMs, x = 2MNK, rate = x / time
-//   matmul_backward  bf16 data- and weight-gradient GEMMs, same axis (cost_model.cpp uses
-//                    matmul for the linear layers' backward; this curve is reported to check that
-//                    the backward GEMMs run at the forward's rate, and used by materialised attention)
+//   matmul_backward  bf16 data- and weight-gradient GEMMs, same axis (cost_model.cpp times the
+//                    linear layers' backward GEMMs and materialised attention's backward on it)
 //   matmul_fp8       FP8 e4m3 GEMMs (per-tensor scales, bf16 output) against peak_tflops.fp8
 //   attention        forward kernel, x = the kernel's FLOPs (4 b h pairs d), rate = x / time
 //   attention_backward  backward kernel, x = the FORWARD FLOPs, rate = 2.5 x / time

@@ -741,3 +741,30 @@ TEST_CASE("cp_comm hybrid: check_layout names a group size that does not divide 
   // (6 % 8, 8 % 6), 4 neither; 2 does.
   CHECK(default_cp_a2a_size(e.model, test::mesh_of(8, 1, 8, 1), 8) == 2);
 }
+
+TEST_CASE("the backward's GEMMs run on matmul_backward where the profile has it, the forward's on matmul") {
+  // One layout without TP, CP or PP (no overlap windows): the backward's GEMM seconds follow the
+  // backward curve alone. A backward curve equal to matmul changes nothing; one at half the
+  // efficiency (half_tflop 0: flat) doubles exactly the backward GEMM time and leaves the forward.
+  Experiment e = test::llama_experiment(4096, 8);
+  e.cluster.matmul = {0.7, 0.0};
+  ParallelOptions o;
+  const Mesh mesh = test::mesh_of(8, 1, 1, 1);
+  REQUIRE(check_layout(e, mesh, o, 8) == "");
+  const Prediction base = predict(e, mesh, o);
+  e.cluster.matmul_backward = e.cluster.matmul;
+  const Prediction same = predict(e, mesh, o);
+  CHECK(same.time.backward_compute_s == Approx(base.time.backward_compute_s).epsilon(1e-12));
+  e.cluster.matmul_backward = {0.35, 0.0};
+  const Prediction slow = predict(e, mesh, o);
+  CHECK(slow.time.forward_compute_s == Approx(base.time.forward_compute_s).epsilon(1e-12));
+  // Backward GEMM FLOPs of one micro-batch on this rank: 2x the forward's (blocks + logits).
+  const ModelConfig& m = e.model;
+  const double L = 4096, h = m.hidden;
+  const double q = double(m.heads * m.head_dim), kv = double(m.kv_heads * m.head_dim);
+  const double block = 2.0 * L * h * (q + 2 * kv) + 2.0 * L * q * h + 2.0 * L * h * 3.0 * double(m.ffn_hidden);
+  const double gemm_bwd_flops = 2.0 * (double(m.layers) * block + 2.0 * L * h * double(m.vocab));
+  const double peak = e.cluster.peak_flops_per_s(e.training.dtype);
+  const double gemm_bwd_s = slow.micro_batches * gemm_bwd_flops / (peak * 0.7);
+  CHECK(slow.time.backward_compute_s - base.time.backward_compute_s == Approx(gemm_bwd_s).epsilon(1e-9));
+}
