@@ -176,22 +176,26 @@ TEST_CASE("alpha-beta collectives (formulas.md)") {
   CHECK(all_gather_s(1, 1e9, link) == 0.0);
 }
 
-TEST_CASE("closed-form causal work per CP rank equals a brute-force count over tokens") {
-  // Positions held by rank r (DESIGN.md's sharding table), counted token by token.
-  auto positions = [](CpScheme s, int L, int P, int r) {
-    std::vector<int> pos;
-    for (int i = 0; i < L; ++i) {
-      bool mine = false;
-      if (s == CpScheme::contiguous) mine = i / (L / P) == r;
-      if (s == CpScheme::striped) mine = i % P == r;
-      if (s == CpScheme::zigzag) {
-        const int chunk = i / (L / (2 * P));
-        mine = chunk == r || chunk == 2 * P - 1 - r;
-      }
-      if (mine) pos.push_back(i);
+namespace {
+// Positions held by CP rank r of P over L tokens, in its local order (DESIGN.md's sharding table).
+std::vector<int> rank_positions(CpScheme s, int L, int P, int r) {
+  std::vector<int> pos;
+  for (int i = 0; i < L; ++i) {
+    bool mine = false;
+    if (s == CpScheme::contiguous) mine = i / (L / P) == r;
+    if (s == CpScheme::striped) mine = i % P == r;
+    if (s == CpScheme::zigzag) {
+      const int chunk = i / (L / (2 * P));
+      mine = chunk == r || chunk == 2 * P - 1 - r;
     }
-    return pos;
-  };
+    if (mine) pos.push_back(i);
+  }
+  return pos;
+}
+}  // namespace
+
+TEST_CASE("closed-form causal work per CP rank equals a brute-force count over tokens") {
+  // Counted token by token over the positions each rank holds (rank_positions).
   const int L = 48;
   for (CpScheme s : {CpScheme::contiguous, CpScheme::zigzag, CpScheme::striped}) {
     for (int P : {1, 2, 3, 4}) {
@@ -200,7 +204,7 @@ TEST_CASE("closed-form causal work per CP rank equals a brute-force count over t
       CAPTURE(P);
       double total = 0, max_rank = 0, max_diag = 0, max_later = 0;
       for (int r = 0; r < P; ++r) {
-        const std::vector<int> q = positions(s, L, P, r);
+        const std::vector<int> q = rank_positions(s, L, P, r);
         double pairs = 0;
         for (int i : q) pairs += i + 1;  // causal: keys 0..i
         CHECK(rank_visible_pairs(s, L, P, r, true) == pairs);
@@ -208,7 +212,7 @@ TEST_CASE("closed-form causal work per CP rank equals a brute-force count over t
         max_rank = std::max(max_rank, pairs);
         // Ring steps: at step k rank r works on the KV block of rank (r - k) mod P.
         for (int k = 0; k < P; ++k) {
-          const std::vector<int> kv = positions(s, L, P, ((r - k) % P + P) % P);
+          const std::vector<int> kv = rank_positions(s, L, P, ((r - k) % P + P) % P);
           double step = 0;
           for (int i : q)
             for (int j : kv) step += j <= i ? 1 : 0;
@@ -349,20 +353,6 @@ TEST_CASE("masked tiles: visible pairs + ring_masked_extra equal a brute-force c
   // order: a tile with every pair visible costs t^2, one with some visible costs cost * t^2 (the
   // diagonal), a hidden one nothing. Exact when t divides the chunks, except a striped block
   // whose diagonal excludes itself (j > r), which the closed form under-counts by its n pairs.
-  auto positions = [](CpScheme s, int L, int P, int r) {
-    std::vector<int> pos;
-    for (int i = 0; i < L; ++i) {
-      bool mine = false;
-      if (s == CpScheme::contiguous) mine = i / (L / P) == r;
-      if (s == CpScheme::striped) mine = i % P == r;
-      if (s == CpScheme::zigzag) {
-        const int chunk = i / (L / (2 * P));
-        mine = chunk == r || chunk == 2 * P - 1 - r;
-      }
-      if (mine) pos.push_back(i);
-    }
-    return pos;
-  };
   const int L = 96;
   for (const MaskedTileCost mt : {MaskedTileCost{8, 1.85, 1.05}, MaskedTileCost{4, 1.0, 2.0}, MaskedTileCost{1, 1.5, 1.5}}) {
     for (CpScheme s : {CpScheme::contiguous, CpScheme::zigzag, CpScheme::striped}) {
@@ -381,7 +371,7 @@ TEST_CASE("masked tiles: visible pairs + ring_masked_extra equal a brute-force c
           for (int r = 0; r < P; ++r) {
           double rank_equiv = 0, rank_visible = 0;
           for (int j = 0; j < P; ++j) {
-            const std::vector<int> q = positions(s, L, P, r), kv = positions(s, L, P, j);
+            const std::vector<int> q = rank_positions(s, L, P, r), kv = rank_positions(s, L, P, j);
             double equiv = 0;
             for (size_t a = 0; a < q.size(); a += t)
               for (size_t b = 0; b < kv.size(); b += t) {
