@@ -327,6 +327,10 @@ namespace {
 
 // Time of one GEMM of `flops` at the cluster's efficiency for that size.
 double gemm_s(double flops, const ClusterConfig& c, double peak) { return flops / (peak * c.matmul.at(flops)); }
+// One backward GEMM (a data or a weight gradient) of a forward GEMM of `flops`.
+double gemm_backward_s(double flops, const ClusterConfig& c, double peak) {
+  return flops / (peak * c.matmul_backward_curve().at(flops));
+}
 
 // The rate the transformer blocks' linear layers run at: the training dtype's peak and the matmul
 // curve, or with training.fp8 the FP8 peak and the FP8 curve (ClusterConfig::matmul_fp8).
@@ -573,8 +577,8 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
 
   // Output layer + loss on the critical (last) stage: logits GEMM forward, 2x backward,
   // cross-entropy memory traffic (about half forward, half backward).
-  const double out_gemm = gemm_s(logits_flops(x, vocab), c, peak);
-  const double out_gemm_bwd = logits_flops(x, vocab) / (peak * c.matmul_backward_curve().at(logits_flops(x, vocab)));
+  const double logits = logits_flops(x, vocab);
+  const double out_gemm = gemm_s(logits, c, peak), out_gemm_bwd = gemm_backward_s(logits, c, peak);
   const double mem_bw = achieved_memory_bandwidth_bytes_per_s(c);
   const double loss_s = mem_bw > 0 ? loss_elementwise_bytes(x, vocab) / mem_bw : 0.0;
   const double out_fwd = out_gemm + 0.5 * loss_s;

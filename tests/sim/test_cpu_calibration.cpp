@@ -76,6 +76,18 @@ CpuMeasurements synthetic() {
   return m;
 }
 
+// The profile text as `calibrate -o` writes it, loaded back through core's file loader.
+ClusterConfig load_profile_text(const std::string& text, const char* file_name) {
+  const auto path = std::filesystem::temp_directory_path() / file_name;
+  {
+    std::ofstream f(path);
+    f << text;
+  }
+  const ClusterConfig back = load_cluster(path.string());
+  std::filesystem::remove(path);
+  return back;
+}
+
 void check_curve(const EfficiencyCurve& got, double max, double half, const char* what) {
   INFO(what);
   CHECK(got.max_efficiency == doctest::Approx(max).epsilon(1e-9));
@@ -181,13 +193,7 @@ TEST_CASE("cpu_profile_text loads back to the fitted cluster and ends with the p
   CHECK(text.compare(text.size() - marker.size(), marker.size(), marker) == 0);
   CHECK(text.find("# inter_node: NOT measured (one host)") != std::string::npos);
   CHECK(text.find("# collectives over 4 ranks") != std::string::npos);
-  const auto path = std::filesystem::temp_directory_path() / "ringplan_test_cpu_profile.yaml";
-  {
-    std::ofstream f(path);
-    f << text;
-  }
-  const ClusterConfig back = load_cluster(path.string());
-  std::filesystem::remove(path);
+  const ClusterConfig back = load_profile_text(text, "ringplan_test_cpu_profile.yaml");
   const ClusterConfig& c = cal.cluster;
   CHECK(back.name == c.name);
   CHECK(back.peak_flops_per_s_bf16 == doctest::Approx(c.peak_flops_per_s_bf16));
@@ -231,13 +237,7 @@ TEST_CASE("calibrate_cpu_profile measures the masked tiles' cost from causal aga
   // The written profile carries them and loads back to the same costs.
   const std::string text = cpu_profile_text(m, cal);
   CHECK(text.find("masked_tiles: {tile: 64") != std::string::npos);
-  const auto path = std::filesystem::temp_directory_path() / "ringplan_test_masked_profile.yaml";
-  {
-    std::ofstream f(path);
-    f << text;
-  }
-  const ClusterConfig back = load_cluster(path.string());
-  std::filesystem::remove(path);
+  const ClusterConfig back = load_profile_text(text, "ringplan_test_masked_profile.yaml");
   CHECK(back.masked_tiles.tile == mt.tile);
   CHECK(back.masked_tiles.forward == doctest::Approx(mt.forward));
   CHECK(back.masked_tiles.backward == doctest::Approx(mt.backward));
