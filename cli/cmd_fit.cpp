@@ -21,6 +21,7 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <string>
@@ -48,8 +49,26 @@ struct FitArgs {
   std::string format = "table";
   std::vector<std::string> fix;  // --fix: parameters held at the base profile's values
   std::vector<std::string> free;  // --free: optional parameters fitted too
-  double prior_weight = sim::FitOptions{}.prior_weight;
+  // --prior-weight: "auto" (chosen by cross-validation on the training cases) or a fixed weight.
+  std::string prior_weight = "auto";
 };
+
+// The fixed weight --prior-weight names, or nullopt for "auto". Throws bad_input otherwise.
+std::optional<double> parse_prior_weight(const std::string& s) {
+  if (s == "auto") return std::nullopt;
+  size_t used = 0;
+  double w = 0;
+  try {
+    w = std::stod(s, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != s.size() || !std::isfinite(w) || w < 0.0)
+    throw bad_input(fmt::format("fit: --prior-weight '{}': expected 'auto' or a number >= 0 (percentage points per "
+                                "(parameter move / bounds width)^2)",
+                                s));
+  return w;
+}
 
 struct CaseRow {
   std::string name, path, source;
@@ -68,6 +87,7 @@ std::string source_of(const std::string& path) {
 
 int fit_command(const FitArgs& a) {
   if (!a.output.empty()) check_output_path(a.output, "-o");  // before the fit: a bad path fails at once
+  const std::optional<double> fixed_weight = parse_prior_weight(a.prior_weight);
   // Cases, in path order (collect_cases keeps the order given; folders are walked sorted).
   std::vector<std::string> skipped;
   const std::vector<std::string> files = planner::collect_cases(a.paths, &skipped, "fit");
@@ -102,7 +122,12 @@ int fit_command(const FitArgs& a) {
     rows[i] = {cases[i].name, cases[i].path, source_of(cases[i].path), cases[i].mesh ? cases[i].mesh->tp : 1};
 
   sim::FitOptions opts;
-  opts.prior_weight = a.prior_weight;
+  if (fixed_weight) opts.prior_weight = *fixed_weight;
+  opts.select_prior_weight = !fixed_weight;
+  // The weight of the written profile's fit: fixed, or chosen by cross-validation on its cases.
+  sim::PriorWeightChoice prior;
+  prior.weight = opts.prior_weight;
+  std::vector<double> fold_weights;
   if (!a.fix.empty()) opts.params = sim::params_without(a.fix);
   if (!a.free.empty()) opts.params = sim::params_with(opts.params, a.free);
   sim::FitResult fit;
@@ -120,7 +145,10 @@ int fit_command(const FitArgs& a) {
                                   fmt::join(sources, ", ")));
     if (train.empty())
       throw bad_input(fmt::format("fit: --holdout {}: every case is from that source, nothing left to fit", a.holdout));
-    fit = sim::fit_cluster(train, base, opts);
+    if (opts.select_prior_weight) prior = sim::select_prior_weight(train, base, a.folds, opts);
+    sim::FitOptions final_opts = opts;
+    final_opts.prior_weight = prior.weight;
+    fit = sim::fit_cluster(train, base, final_opts);
     method = fmt::format("held-out source '{}' ({} cases), fitted on {} cases", a.holdout, test.size(), train.size());
     for (size_t i = 0; i < cases.size(); ++i) {
       const double err = sim::case_time_error_pct(cases[i], fit.cluster);
@@ -131,7 +159,11 @@ int fit_command(const FitArgs& a) {
     if (a.folds < 2) throw bad_input(fmt::format("fit: --folds must be >= 2, got {}", a.folds));
     if (cases.size() < 2) throw bad_input("fit: k-fold cross-validation needs at least 2 cases (or use --holdout)");
     const sim::CrossValidation cv = sim::cross_validate(cases, base, a.folds, opts);
-    fit = sim::fit_cluster(cases, base, opts);
+    fold_weights = cv.fold_prior_weight;
+    if (opts.select_prior_weight) prior = sim::select_prior_weight(cases, base, a.folds, opts);
+    sim::FitOptions final_opts = opts;
+    final_opts.prior_weight = prior.weight;
+    fit = sim::fit_cluster(cases, base, final_opts);
     method = fmt::format("{}-fold cross-validation over {} cases (case i held out in fold i % {}); profile fitted on "
                          "all",
                          cv.folds, cases.size(), cv.folds);
@@ -145,6 +177,15 @@ int fit_command(const FitArgs& a) {
   }
 
   if (!a.fix.empty()) method += fmt::format("; held at the base profile: {}", fmt::join(a.fix, ", "));
+  if (fixed_weight)
+    method += fmt::format("; prior weight {:g} (fixed)", prior.weight);
+  else if (prior.selected)
+    method += fmt::format("; prior weight {:g}, chosen by cross-validation on the fitted cases{}", prior.weight,
+                          fold_weights.empty() ? "" : fmt::format(" (each fold's on its own: {:g})",
+                                                                 fmt::join(fold_weights, ", ")));
+  else
+    method += fmt::format("; prior weight {:g} (fewer than {} cases to choose it by cross-validation)", prior.weight,
+                          sim::kMinCasesToSelectPrior);
   if (!a.free.empty()) method += fmt::format("; also fitted: {}", fmt::join(a.free, ", "));
   // Statistics: training (cases the written profile was fitted on), held-out overall and per source.
   std::vector<double> train_err, held_err;
@@ -194,7 +235,12 @@ int fit_command(const FitArgs& a) {
     for (const auto p : reported) params[sim::fit_param_name(p)] = sim::get_param(out_cluster, p);
     j["fitted"] = params;
     j["fixed"] = a.fix;  // held at the base profile's values (their "fitted" entries are those values)
-    j["prior_weight"] = a.prior_weight;  // percentage points per (move / bounds width)^2
+    j["prior_weight"] = prior.weight;  // percentage points per (move / bounds width)^2
+    j["prior_weight_mode"] = fixed_weight ? "fixed" : (prior.selected ? "cross_validated" : "default");
+    nlohmann::json scores = nlohmann::json::array();
+    for (const auto& [w, e] : prior.scores) scores.push_back({{"weight", w}, {"heldout_mean_abs_error_pct", e}});
+    j["prior_weight_scores"] = scores;    // the written profile's choice (empty unless cross-validated)
+    j["fold_prior_weights"] = fold_weights;  // k-fold: the weight each fold's fit used
     nlohmann::json cs = nlohmann::json::array();
     for (const auto& r : rows) {
       nlohmann::json c{{"name", r.name}, {"path", r.path}, {"source", r.source}, {"held_out", r.held_out}};
@@ -230,6 +276,12 @@ int fit_command(const FitArgs& a) {
   }
 
   std::string s = fmt::format("fit of '{}': {}\n\n", base.name, method);
+  if (!prior.scores.empty()) {
+    s += "  prior weight   k-fold held-out mean |error| of these cases at that weight\n";
+    for (const auto& [w, e] : prior.scores)
+      s += fmt::format("  {:>12g}   {}{}\n", w, abs_pct(e), w == prior.weight ? "  <- chosen" : "");
+    s += "\n";
+  }
   for (const auto p : reported)
     s += fmt::format("  {:<26} {:.4f} (base {:.4f})\n", sim::fit_param_name(p), sim::get_param(out_cluster, p),
                      sim::get_param(base, p));
@@ -269,8 +321,8 @@ RINGPLAN_COMMAND("fit", "Fit a cluster profile's efficiencies to measured cases;
                    auto a = std::make_shared<FitArgs>();
                    app.footer(
                        "Fits efficiency.matmul/attention {max, half_tflop} and efficiency.memory_bandwidth by "
-                       "minimising the mean |relative error| of the cases' time metrics plus a weak prior toward "
-                       "the base profile (--prior-weight; bounded pattern search, deterministic); --fix holds some at the base profile's values (a measured curve). "
+                       "minimising the mean |relative error| of the cases' time metrics plus a prior toward "
+                       "the base profile (--prior-weight, by default chosen by cross-validation; bounded pattern search, deterministic); --fix holds some at the base profile's values (a measured curve). "
                        "Held-out error: --folds K (default 5, case i in fold i % K) or "
                        "--holdout SOURCE (the cases in folder SOURCE). Exit status 2 for bad input.");
                    app.add_option("cases", a->paths, "Case files or folders (searched recursively)")->required();
@@ -292,10 +344,11 @@ RINGPLAN_COMMAND("fit", "Fit a cluster profile's efficiencies to measured cases;
                                   "max and half_tflop; or one of them by name)")
                        ->delimiter(',');
                    app.add_option("--prior-weight", a->prior_weight,
-                                  "Weak prior toward the base profile: percentage points of mean |error| added per "
-                                  "(parameter move / its bounds' width)^2; keeps parameters the cases do not "
-                                  "determine at the base's values (0: none)")
-                       ->check(CLI::Range(0.0, 1e6))
+                                  "Prior toward the base profile: percentage points of mean |error| added per "
+                                  "(parameter move / its bounds' width)^2, keeping parameters the cases do not "
+                                  "determine at the base's values (0: none); 'auto' chooses it from a grid by "
+                                  "cross-validation on the training cases (nested inside --folds, so the held-out "
+                                  "error includes the choice)")
                        ->capture_default_str();
                    app.add_option("--format", a->format, "Output format: table or json")
                        ->check(CLI::IsMember({"table", "json"}))

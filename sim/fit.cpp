@@ -349,11 +349,41 @@ CrossValidation cross_validate(const std::vector<Experiment>& cases, const Clust
     std::vector<Experiment> train;
     for (size_t i = 0; i < cases.size(); ++i)
       if (cv.fold_of[i] != f) train.push_back(cases[i]);
-    cv.fold_fits.push_back(fit_cluster(train, base, opts));
+    FitOptions fold_opts = opts;
+    // The weight is chosen on this fold's training cases only: the held-out fold stays unseen.
+    if (opts.select_prior_weight) fold_opts.prior_weight = select_prior_weight(train, base, folds, opts).weight;
+    cv.fold_prior_weight.push_back(fold_opts.prior_weight);
+    cv.fold_fits.push_back(fit_cluster(train, base, fold_opts));
     for (size_t i = 0; i < cases.size(); ++i)
       if (cv.fold_of[i] == f) cv.heldout_error_pct[i] = case_time_error_pct(cases[i], cv.fold_fits.back().cluster);
   }
   return cv;
+}
+
+PriorWeightChoice select_prior_weight(const std::vector<Experiment>& cases, const ClusterConfig& base, int folds,
+                                      const FitOptions& opts) {
+  PriorWeightChoice choice;
+  choice.weight = opts.prior_weight;
+  if (cases.size() < kMinCasesToSelectPrior) return choice;
+  FitOptions inner = opts;
+  inner.select_prior_weight = false;  // one level of nesting
+  double best = std::numeric_limits<double>::infinity();
+  // Largest weight first, strict improvement to move: ties go to the fit closer to the base.
+  for (auto it = kPriorWeightGrid.rbegin(); it != kPriorWeightGrid.rend(); ++it) {
+    inner.prior_weight = *it;
+    const CrossValidation cv = cross_validate(cases, base, folds, inner);
+    double sum = 0;
+    for (const double e : cv.heldout_error_pct) sum += std::abs(e);
+    const double mean = sum / static_cast<double>(cases.size());
+    choice.scores.emplace_back(*it, mean);
+    if (mean < best) {
+      best = mean;
+      choice.weight = *it;
+    }
+  }
+  std::reverse(choice.scores.begin(), choice.scores.end());  // ascending weight
+  choice.selected = true;
+  return choice;
 }
 
 }  // namespace ringplan::sim

@@ -21,7 +21,8 @@
 //
 // Held-out error: cross_validate() splits the cases into K folds (case i in fold i % K, in
 // the order given), fits on K-1 folds and evaluates the fold left out with that fit; a
-// held-out case's figures never enter the fit that predicts it.
+// held-out case's figures never enter the fit that predicts it, nor (FitOptions::
+// select_prior_weight) the choice of the prior's weight for that fit.
 #pragma once
 #include <array>
 #include <string>
@@ -106,12 +107,17 @@ struct FitOptions {
   std::vector<FitParam> params{kAllFitParams.begin(), kAllFitParams.end()};
   int max_evaluations = 20000;  // objective evaluations per fit (all starts together)
   double min_step = 1e-4;       // stop when every step < min_step x (hi - lo)
-  // Weak prior toward the base profile: the objective adds prior_weight x sum over parameters of
+  // Prior toward the base profile: the objective adds prior_weight x sum over parameters of
   // ((value - base) / (hi - lo))^2, in percentage points of mean |error|. A parameter the cases
   // do not determine (a GEMM curve's half point when every case runs large GEMMs) then stays at
   // the base's value instead of drifting to wherever the search stops; a parameter the cases do
   // determine moves at a cost of at most prior_weight points for a whole-range move. 0: none.
   double prior_weight = 0.25;
+  // cross_validate() only: choose each fold's prior_weight by an inner cross-validation on that
+  // fold's training cases (select_prior_weight), so that the held-out figure includes the choice
+  // of the weight (nested cross-validation). prior_weight is then the fallback for folds with too
+  // few training cases to choose.
+  bool select_prior_weight = false;
 };
 
 struct FitResult {
@@ -140,9 +146,28 @@ struct CrossValidation {
   std::vector<int> fold_of;                // per case: the fold it is held out in
   std::vector<FitResult> fold_fits;        // per fold: fitted on every other fold
   std::vector<double> heldout_error_pct;   // per case: signed error with its fold's fit
+  std::vector<double> fold_prior_weight;   // per fold: the prior weight its fit used
 };
 // K-fold cross-validation (case i in fold i % K). K is clamped to [2, cases]; needs >= 2 cases.
 CrossValidation cross_validate(const std::vector<Experiment>& cases, const ClusterConfig& base, int folds,
                                const FitOptions& opts = {});
+
+// ---------------------------------------------------------------- prior weight
+// How strongly to hold the parameters at the base profile is itself chosen by the cases: the fit
+// is cross-validated on `cases` (K folds as cross_validate, K clamped to the case count) at every
+// weight of kPriorWeightGrid, and the weight with the lowest held-out mean |error| wins (ties to
+// the larger weight: the profile closer to the base). A few homogeneous runs (every GEMM large,
+// say) leave a curve's half point undetermined, and a weak prior lets it drift to values that
+// predict other runs badly; a strong prior on a varied set throws information away. Choosing by
+// held-out error is the standard answer (regularisation strength by cross-validation).
+inline constexpr std::array<double, 8> kPriorWeightGrid{0.0, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0};
+inline constexpr size_t kMinCasesToSelectPrior = 4;  // an inner fold then trains on >= 2 cases
+struct PriorWeightChoice {
+  double weight = 0;      // the chosen weight (opts.prior_weight when not selected)
+  bool selected = false;  // false: fewer than kMinCasesToSelectPrior cases
+  std::vector<std::pair<double, double>> scores;  // per grid weight: held-out mean |error| %
+};
+PriorWeightChoice select_prior_weight(const std::vector<Experiment>& cases, const ClusterConfig& base, int folds,
+                                      const FitOptions& opts = {});
 
 }  // namespace ringplan::sim

@@ -740,14 +740,28 @@ TEST_CASE("fit: held-out error by source and by TP degree in JSON") {
   CHECK(std::abs(t8["mean_signed_error_pct"].get<double>()) <= t8["mean_abs_error_pct"].get<double>() + 1e-9);
   CHECK(t8["mean_abs_error_pct"].get<double>() <= t8["max_abs_error_pct"].get<double>() + 1e-9);
   CHECK(std::isfinite(j["heldout_by_tp"]["8"]["mean_signed_error_pct"].get<double>()));
-  CHECK(j["prior_weight"].get<double>() == 0.25);  // the default
+  // The default: the weight chosen by cross-validation from the grid, with its scores.
+  CHECK(j["prior_weight_mode"] == "cross_validated");
+  REQUIRE(j["prior_weight_scores"].size() == 8);
+  double best = 1e300;
+  for (const auto& sc : j["prior_weight_scores"]) best = std::min(best, sc["heldout_mean_abs_error_pct"].get<double>());
+  for (const auto& sc : j["prior_weight_scores"])
+    if (sc["weight"].get<double>() == j["prior_weight"].get<double>())
+      CHECK(sc["heldout_mean_abs_error_pct"].get<double>() == best);
+  CHECK(j["fold_prior_weights"].size() == 2);
   // A rigid prior keeps the base profile: every fitted value equals the base's.
   const Result rigid = ringplan("fit '" + dir + "' --folds 2 --prior-weight 1e6 --format json");
   REQUIRE_MESSAGE(rigid.rc == 0, rigid.err);
   const auto r = nlohmann::json::parse(rigid.out);
   CHECK(r["prior_weight"].get<double>() == 1e6);
+  CHECK(r["prior_weight_mode"] == "fixed");
+  CHECK(r["prior_weight_scores"].empty());
   CHECK(r["fitted"] != j["fitted"]);
-  CHECK(ringplan("fit '" + dir + "' --prior-weight -1").rc == 2);
+  for (const char* bad : {"-1", "abc", "1x", "nan"}) {
+    const Result b = ringplan("fit '" + dir + "' --prior-weight " + bad);
+    CHECK(b.rc == 2);
+    CHECK(has(b.err, "--prior-weight"));
+  }
 }
 
 TEST_CASE("simulate --trace writes the event simulator's ring timeline, cp=1 has no CP group") {

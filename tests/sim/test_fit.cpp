@@ -162,6 +162,49 @@ TEST_CASE("k-fold: a held-out case never reaches the fit that predicts it") {
                                         .epsilon(1e-9));
 }
 
+TEST_CASE("prior weight by cross-validation: chosen from the grid, on the training folds only") {
+  const std::vector<Experiment> cases = synthetic_cases(truth_cluster());
+  const ClusterConfig base = a100_cluster();
+  FitOptions opts;
+  opts.max_evaluations = 1500;  // quick; the choice, not the optimum, is under test
+  const PriorWeightChoice choice = select_prior_weight(cases, base, 3, opts);
+  REQUIRE(choice.selected);
+  REQUIRE(choice.scores.size() == kPriorWeightGrid.size());
+  double best = choice.scores.front().second;
+  for (size_t i = 0; i < kPriorWeightGrid.size(); ++i) {
+    CHECK(choice.scores[i].first == kPriorWeightGrid[i]);  // ascending, every grid weight scored
+    best = std::min(best, choice.scores[i].second);
+  }
+  // The chosen weight has the lowest held-out error, and these cases come from a profile of the
+  // model's own form far from the base: holding the parameters at the base cannot win.
+  for (const auto& [w, e] : choice.scores)
+    if (w == choice.weight) CHECK(e == best);
+  CHECK(choice.weight < kPriorWeightGrid.back());
+  CHECK(choice.scores.back().second > 2.0 * best);
+
+  // Too few cases to choose: the given weight, not selected.
+  FitOptions fallback = opts;
+  fallback.prior_weight = 0.7;
+  const PriorWeightChoice few = select_prior_weight({cases[0], cases[1], cases[2]}, base, 3, fallback);
+  CHECK_FALSE(few.selected);
+  CHECK(few.weight == 0.7);
+  CHECK(few.scores.empty());
+
+  // Nested: each fold chooses on its own training cases. An absurd figure for case 0 (held out
+  // in fold 0) changes neither fold 0's weight nor its fit.
+  opts.select_prior_weight = true;
+  const CrossValidation cv = cross_validate(cases, base, 3, opts);
+  REQUIRE(cv.fold_prior_weight.size() == 3);
+  for (const double w : cv.fold_prior_weight)
+    CHECK(std::find(kPriorWeightGrid.begin(), kPriorWeightGrid.end(), w) != kPriorWeightGrid.end());
+  std::vector<Experiment> changed = cases;
+  changed[0].published->step_time_s = *changed[0].published->step_time_s * 3.0;
+  const CrossValidation cv2 = cross_validate(changed, base, 3, opts);
+  CHECK(cv2.fold_prior_weight[0] == cv.fold_prior_weight[0]);
+  for (const FitParam p : kAllFitParams)
+    CHECK(get_param(cv2.fold_fits[0].cluster, p) == get_param(cv.fold_fits[0].cluster, p));
+}
+
 TEST_CASE("fit refuses what it cannot fit, naming the case") {
   std::vector<Experiment> cases = synthetic_cases(truth_cluster());
   CHECK_THROWS_AS(fit_cluster({}, a100_cluster()), Error);
