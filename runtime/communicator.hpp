@@ -81,6 +81,17 @@ class Communicator {
     reduce_scatter_sum(send, recv, count_per_rank);
     return nullptr;
   }
+  // Non-blocking all_gather, completed by wait(): ZeRO-3 gathers the next layer's parameters
+  // while this one computes. A transport without it gathers at once and returns null.
+  virtual RequestPtr post_all_gather(const void* send, void* recv, size_t bytes_per_rank) {
+    all_gather(send, recv, bytes_per_rank);
+    return nullptr;
+  }
+  // Drives a posted request without blocking; true (and r reset: completed exactly once) when
+  // it has completed, true for null. MPI advances a non-blocking collective only inside MPI
+  // calls, so a caller that computes between post and wait calls this between its operators.
+  // A transport that cannot test says false, and wait() completes the request.
+  virtual bool test(RequestPtr& r) { return !r; }
   // recv[r * bytes_per_rank, (r+1) * bytes_per_rank) = rank r's send[rank() * bytes_per_rank, ...): every
   // rank sends a different block of `bytes_per_rank` to each rank (send and recv hold size() blocks; they
   // must not overlap). All-to-all CP (runtime/alltoall_attention.hpp). A transport without it says so.

@@ -382,6 +382,24 @@ void MpiCommunicator::all_gather(const void* send, void* recv, size_t bytes_per_
   poll(req, fmt::format("all_gather of {} bytes per rank over {} ranks", bytes_per_rank, size_));
 }
 
+RequestPtr MpiCommunicator::post_all_gather(const void* send, void* recv, size_t bytes_per_rank) {
+  auto r = std::make_unique<MpiRequest>();
+  const int n = checked_count(bytes_per_rank, "all_gather");
+  r->what = fmt::format("all_gather of {} bytes per rank over {} ranks", bytes_per_rank, size_);
+  check_mpi(MPI_Iallgather(send, n, MPI_BYTE, recv, n, MPI_BYTE, comm_, &r->req), "MPI_Iallgather");
+  return r;
+}
+
+bool MpiCommunicator::test(RequestPtr& r) {
+  if (!r) return true;
+  auto* m = dynamic_cast<MpiRequest*>(r.get());
+  if (m == nullptr) throw Error(ErrorKind::runtime, "test: request was not created by this MPI communicator");
+  int flag = 0;
+  check_mpi(MPI_Test(&m->req, &flag, MPI_STATUS_IGNORE), "MPI_Test");
+  if (flag != 0) r.reset();
+  return flag != 0;
+}
+
 void MpiCommunicator::all_to_all(const void* send, void* recv, size_t bytes_per_rank) {
   MPI_Request req;
   const int n = checked_count(bytes_per_rank, "all_to_all");

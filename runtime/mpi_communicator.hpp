@@ -87,6 +87,8 @@ class MpiCommunicator final : public Communicator {
   RequestPtr post_reduce_scatter_sum(const float* send, float* recv, size_t count_per_rank) override;
   RequestPtr post_reduce_scatter_sum(const double* send, double* recv, size_t count_per_rank) override;
   void all_gather(const void* send, void* recv, size_t bytes_per_rank) override;
+  RequestPtr post_all_gather(const void* send, void* recv, size_t bytes_per_rank) override;
+  bool test(RequestPtr& r) override;
   void all_to_all(const void* send, void* recv, size_t bytes_per_rank) override;
   void broadcast(void* buf, size_t bytes, int root) override;
   void barrier() override;

@@ -485,7 +485,10 @@ LayerTimes layer_times(const LayerShape& x, const ClusterConfig& c, double peak,
 // together: the output layer's logits and the ring buffers never are).
 // `unit_params` is the largest unit ZeRO gathers or reduces at once on this device (one layer, or
 // the embedding / output matrix). With sharded gradients (ZeRO >= 2) two units' full gradients
-// are live while the reduce-scatter of one overlaps the backward of the next; with sharded
+// are live while the reduce-scatter of one overlaps the backward of the next, each with its
+// reduce-scatter output (a shard-sized buffer, 1 / shard_group of the unit: a collective cannot
+// add into the accumulated shard, so its result lands apart and is added after, as FSDP2's
+// reduce-scatter output and this project's runtime do); with sharded
 // weights (ZeRO-3) two units' gathered weights are live (the one in use and the one prefetched:
 // PyTorch FSDP's default backward prefetch, and DeepSpeed ZeRO-3's prefetch bucket). Only when
 // the group has more than one rank: otherwise nothing is sharded.
@@ -498,7 +501,7 @@ MemoryBreakdown stage_memory(double params_on_device, const StateBytes& sb, int 
   m.weights_bytes = params_on_device * sb.weights / (zero_stage >= 3 ? shard_group : 1.0) +
                     (zero_stage >= 3 && sharded_group ? units_live * sb.weights : 0.0);
   m.gradients_bytes = params_on_device * sb.gradients / (zero_stage >= 2 ? shard_group : 1.0) +
-                      (zero_stage >= 2 && sharded_group ? units_live * sb.gradients : 0.0);
+                      (zero_stage >= 2 && sharded_group ? units_live * sb.gradients * (1.0 + 1.0 / shard_group) : 0.0);
   m.optimizer_bytes = params_on_device * sb.optimizer / (zero_stage >= 1 ? shard_group : 1.0);
   // Stored activations of every in-flight micro-batch, plus one layer's backward working set.
   m.activations_bytes = in_flight * layers * act.stored_bytes + (act.backward_working_bytes - act.backward_working_scores_bytes);

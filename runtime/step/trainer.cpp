@@ -381,6 +381,7 @@ void Trainer<T>::build_params() {
                 shard_weights_.begin() + static_cast<std::ptrdiff_t>(b.shard_offset));
     weights_ = {};
     gathered_.resize(blocks_.size());
+    gather_req_.resize(blocks_.size());
   }
   const bool sharded = spec_.options.zero_stage >= 1;
   const size_t state = sharded ? shard_offset : offset;
@@ -398,16 +399,46 @@ T* Trainer<T>::w(int64_t block, int which) {
   if (i < 0) return nullptr;
   const size_t off = params_[static_cast<size_t>(i)].offset;
   if (gathered_.empty()) return weights_.data() + off;
+  progress_prefetch();  // an operator is about to run: drive the next block's gather
   // ZeRO-3: the block must have been gathered (gather_block) by the code that uses it.
   std::vector<T>& full = gathered_[static_cast<size_t>(block)];
-  if (full.empty()) throw Error(ErrorKind::runtime, fmt::format("ZeRO-3: block {} used before its gather", block));
+  if (full.empty() || gather_req_[static_cast<size_t>(block)])
+    throw Error(ErrorKind::runtime, fmt::format("ZeRO-3: block {} used before its gather", block));
   return full.data() + (off - b.offset);
+}
+
+template <class T>
+void Trainer<T>::progress_prefetch() {
+  if (prefetching_ < 0) return;
+  if (dpcp_->test(gather_req_[static_cast<size_t>(prefetching_)])) prefetching_ = -1;
+}
+
+template <class T>
+void Trainer<T>::prefetch_block(int64_t block) {
+  if (gathered_.empty() || block < 0 || prefetching_ >= 0) return;  // one prefetch in flight at most
+  std::vector<T>& full = gathered_[static_cast<size_t>(block)];
+  if (!full.empty()) return;  // gathered already
+  const Block& b = blocks_[static_cast<size_t>(block)];
+  Scope<Clock> s(*clock_, Term::zero_comm);  // posting is not free (the first exchange may run here)
+  full.resize(b.padded);
+  RequestPtr& r = gather_req_[static_cast<size_t>(block)];
+  r = dpcp_->post_all_gather(shard_weights_.data() + b.shard_offset, full.data(), b.shard * sizeof(T));
+  if (r) prefetching_ = block;
+  gathered_bytes_ += static_cast<int64_t>(b.padded * sizeof(T));
+  gathered_peak_bytes_ = std::max(gathered_peak_bytes_, gathered_bytes_);
 }
 
 template <class T>
 void Trainer<T>::gather_block(int64_t block) {
   if (gathered_.empty()) return;
   std::vector<T>& full = gathered_[static_cast<size_t>(block)];
+  RequestPtr& pending = gather_req_[static_cast<size_t>(block)];
+  if (pending) {  // prefetched: what is left of its gather is exposed here
+    Scope<Clock> s(*clock_, Term::zero_comm);
+    dpcp_->wait(pending);
+    if (prefetching_ == block) prefetching_ = -1;
+    return;
+  }
   if (!full.empty()) return;
   const Block& b = blocks_[static_cast<size_t>(block)];
   Scope<Clock> s(*clock_, Term::zero_comm);
@@ -421,6 +452,8 @@ template <class T>
 void Trainer<T>::release_block(int64_t block) {
   if (gathered_.empty()) return;
   std::vector<T>& full = gathered_[static_cast<size_t>(block)];
+  if (gather_req_[static_cast<size_t>(block)])  // never freed under a gather in flight
+    throw Error(ErrorKind::runtime, fmt::format("ZeRO-3: block {} released while its gather is in flight", block));
   gathered_bytes_ -= static_cast<int64_t>(full.size() * sizeof(T));
   full = {};
 }
@@ -674,7 +707,7 @@ void Trainer<T>::recompute_selective_op(int64_t layer, LayerStash& st) {
 }
 
 template <class T>
-void Trainer<T>::layer_backward(int64_t layer, LayerStash& st, T* dx) {
+void Trainer<T>::layer_backward(int64_t layer, LayerStash& st, T* dx, int64_t next_block) {
   const int64_t blk = block_of_layer_[static_cast<size_t>(layer)];
   const int64_t h = hidden_, R = rows_, Rl = rows_local_, b = spec_.options.micro_batch;
   const bool gated = spec_.model.gated_mlp;
@@ -682,6 +715,7 @@ void Trainer<T>::layer_backward(int64_t layer, LayerStash& st, T* dx) {
   const size_t act = static_cast<size_t>(Rl * h);
 
   gather_block(blk);
+  if (next_block != blk) prefetch_block(next_block);
   // Recompute what the forward did not keep (its time is the recompute term).
   const int64_t kept_bytes = st.bytes();
   if (spec_.options.recompute == Recompute::full) {
@@ -809,6 +843,10 @@ void Trainer<T>::forward_micro_batch(MicroBatch& mb, int64_t index) {
     LayerStash& st = mb.layers[static_cast<size_t>(l)];
     const int64_t blk = block_of_layer_[static_cast<size_t>(layer0 + l)];
     gather_block(blk);
+    if (l + 1 < chunk_layers_n) {
+      const int64_t next = block_of_layer_[static_cast<size_t>(layer0 + l + 1)];
+      if (next != blk) prefetch_block(next);
+    }
     layer_forward(layer0 + l, x.data(), y.data(), st, false);
     release_block(blk);
     act_bytes_ += st.bytes();
@@ -915,7 +953,8 @@ void Trainer<T>::backward_micro_batch(MicroBatch& mb, bool last) {
   }
   const int64_t layer0 = chunk_layer0_[static_cast<size_t>(mb.chunk)];
   for (int64_t l = chunk_layers_[static_cast<size_t>(mb.chunk)] - 1; l >= 0; --l) {
-    layer_backward(layer0 + l, mb.layers[static_cast<size_t>(l)], dx.data());
+    const int64_t next = l > 0 ? block_of_layer_[static_cast<size_t>(layer0 + l - 1)] : -1;
+    layer_backward(layer0 + l, mb.layers[static_cast<size_t>(l)], dx.data(), next);
     if (last || zero2) reduce_gradients_post(block_of_layer_[static_cast<size_t>(layer0 + l)]);
   }
   mb.layers.clear();

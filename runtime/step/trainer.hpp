@@ -41,9 +41,11 @@
 //
 // Scalar T: float (the measured run; attention by the CPU flash kernels in the ring) or double
 // (the finite-difference check; attention by the float64 reference kernels, CP = 1 only).
-// ZeRO-3 keeps only its shard of each block and all-gathers a block right before its forward,
-// again before its backward (and recompute), and frees it after; gradients are reduce-scattered
-// per micro-batch as with ZeRO-2.
+// ZeRO-3 keeps only its shard of each block and all-gathers a block before its forward, again
+// before its backward (and recompute), and frees it after; the next layer's gather is posted
+// once this layer's has completed and driven between operators while this layer computes (FSDP's
+// forward and backward prefetch), so two layers' parameters are live at most; gradients are
+// reduce-scattered per micro-batch as with ZeRO-2.
 // Interleaved pipelines (interleave v > 1): stage p holds v model chunks (virtual stages k*PP+p),
 // run in the order of Megatron's interleaved 1F1B with every receive posted up front.
 // Not run here (refused by check_step_spec, with the reason): materialised attention, tied
@@ -201,7 +203,9 @@ class Trainer {
   void forward_micro_batch(MicroBatch& mb, int64_t index);
   void backward_micro_batch(MicroBatch& mb, bool last);
   void layer_forward(int64_t layer, const T* x_in, T* x_out, LayerStash& st, bool keep_all);
-  void layer_backward(int64_t layer, LayerStash& st, T* dx);  // dx: in dx_out, out dx_in
+  // dx: in dx_out, out dx_in. next_block: the block the backward uses next (prefetched once this
+  // layer's is gathered), -1 for none.
+  void layer_backward(int64_t layer, LayerStash& st, T* dx, int64_t next_block = -1);
   void recompute_selective_op(int64_t layer, LayerStash& st);  // what selective_op released
   void project_heads(const T* a, int64_t blk, int which, int64_t heads, bool rotate, std::vector<T>& out);
   void attention_forward(LayerStash& st);
@@ -221,6 +225,11 @@ class Trainer {
   T* w(int64_t block, int which);
   void gather_block(int64_t block);   // ZeRO-3: all-gather a block's parameters before use
   void release_block(int64_t block);  // ZeRO-3: free them after use
+  // ZeRO-3: post the all-gather of the block used next, so that it runs while this one computes
+  // (FSDP's forward and backward prefetch; the cost model's two live units). gather_block()
+  // then waits for it; w() and g() drive it between operators.
+  void prefetch_block(int64_t block);
+  void progress_prefetch();
   T* g(int64_t block, int which);
 
   StepSpec spec_;
@@ -258,6 +267,8 @@ class Trainer {
   // ZeRO < 3, where weights_ holds everything).
   std::vector<T> shard_weights_;
   std::vector<std::vector<T>> gathered_;
+  std::vector<RequestPtr> gather_req_;  // per block: its prefetch in flight, else null
+  int64_t prefetching_ = -1;            // the block whose prefetch is in flight, else -1
   int64_t gathered_bytes_ = 0, gathered_peak_bytes_ = 0;
   std::vector<RequestPtr> pending_;
   // ZeRO >= 2: per-block gradients while they are computed and reduced, the shard-sized

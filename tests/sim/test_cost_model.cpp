@@ -86,7 +86,8 @@ TEST_CASE("peak memory: weights/gradients/optimizer per ZeRO stage over DP x CP 
   const double psi = model_params(e.model) / 2;  // per TP shard, pp = 1
   const double N = 4 * 2;                        // DP x CP
   // ZeRO-2/3 also hold two whole units in flight (largest of a layer and the embedding, per TP
-  // shard): gradients being reduce-scattered (2 bytes each), and with ZeRO-3 gathered weights.
+  // shard): gradients being reduce-scattered (2 bytes each, plus their 1/N reduce-scatter
+  // outputs), and with ZeRO-3 gathered weights.
   const double unit = std::max(layer_params(e.model), double(e.model.vocab * e.model.hidden)) / 2;
   ParallelOptions o;
   for (int stage = 0; stage <= 3; ++stage) {
@@ -96,8 +97,8 @@ TEST_CASE("peak memory: weights/gradients/optimizer per ZeRO stage over DP x CP 
     CAPTURE(stage);
     if (stage == 0) CHECK(states == Approx(16 * psi));
     if (stage == 1) CHECK(states == Approx(4 * psi + 12 * psi / N));
-    if (stage == 2) CHECK(states == Approx(2 * psi + 14 * psi / N + 2 * unit * 2));
-    if (stage == 3) CHECK(states == Approx(16 * psi / N + 2 * unit * (2 + 2)));
+    if (stage == 2) CHECK(states == Approx(2 * psi + 14 * psi / N + 2 * unit * 2 * (1 + 1 / N)));
+    if (stage == 3) CHECK(states == Approx(16 * psi / N + 2 * unit * (2 + 2 * (1 + 1 / N))));
   }
 }
 
@@ -581,8 +582,9 @@ TEST_CASE("ZeRO memory: sharded states plus two units in flight (gathered weight
   const Prediction z2 = predict(e, mesh, o);
   o.zero_stage = 3;
   const Prediction z3 = predict(e, mesh, o);
-  // DP x CP = 8 shards the gradients (ZeRO-2) and the weights (ZeRO-3); two units stay whole.
-  CHECK(z2.memory.gradients_bytes == Approx(z1.memory.gradients_bytes / 8.0 + 2.0 * unit * sb.gradients));
+  // DP x CP = 8 shards the gradients (ZeRO-2) and the weights (ZeRO-3); two units stay whole,
+  // and each unit being reduce-scattered has its shard-sized output buffer (1/8 of the unit).
+  CHECK(z2.memory.gradients_bytes == Approx(z1.memory.gradients_bytes / 8.0 + 2.0 * unit * sb.gradients * (1.0 + 1.0 / 8.0)));
   CHECK(z2.memory.weights_bytes == Approx(z1.memory.weights_bytes));
   CHECK(z3.memory.weights_bytes == Approx(z1.memory.weights_bytes / 8.0 + 2.0 * unit * sb.weights));
   // One rank in the group: nothing is sharded, nothing is in flight.
