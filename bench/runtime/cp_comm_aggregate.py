@@ -9,7 +9,11 @@ the prediction and of the per-repetition error (each repetition's run against it
 profile), and the largest |error| of any repetition and phase. Then, per L, the methods ordered
 by predicted and by measured median time, the spread of the measured times between the
 fastest and slowest method, and the run-to-run spread of one method (max / min over
-repetitions - 1): an order inside that spread is noise, not a ranking.
+repetitions - 1): an order inside that spread is noise, not a ranking. Last, the ranking check:
+every pair of methods at one L whose predicted times differ by more than the largest run-to-run
+spread at that L (a difference the machine can resolve) must be ordered the same way by the
+measured medians; pairs predicted closer than that are ties the check does not count. Exit
+status 1 when a counted pair is ordered the other way.
 """
 import glob
 import json
@@ -72,6 +76,28 @@ def main():
         print(f"| {length} | {' < '.join(po)} | {' < '.join(mo)} | "
               f"{100 * (max(pred.values()) / min(pred.values()) - 1):.1f} % | "
               f"{100 * (max(meas.values()) / min(meas.values()) - 1):.1f} % | {100 * noise:.1f} % |")
+    print()
+    counted = agreed = 0
+    for length in sorted({k[0] for k in keys}):
+        ks = [k for k in keys if k[0] == length]
+        pred = {k[1]: statistics.median(r[k]["predicted"] for r in reps) for k in ks}
+        meas = {k[1]: statistics.median(r[k]["measured"] for r in reps) for k in ks}
+        noise = max(max(r[k]["measured"] for r in reps) / min(r[k]["measured"] for r in reps) - 1 for k in ks)
+        names = sorted(pred, key=pred.get)
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                gap = pred[b] / pred[a] - 1  # a predicted faster by gap
+                if gap <= noise:
+                    continue
+                counted += 1
+                ok = meas[a] < meas[b]
+                agreed += ok
+                print(f"L {length}: {a} predicted {100 * gap:.1f} % faster than {b} (beyond the {100 * noise:.1f} % "
+                      f"spread); measured {100 * (meas[b] / meas[a] - 1):+.1f} %: {'same order' if ok else 'OTHER ORDER'}")
+    print(f"ranking check: {agreed} of {counted} pairs the model separates beyond the run-to-run spread are "
+          f"ordered as measured")
+    if agreed < counted:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

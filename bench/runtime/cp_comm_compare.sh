@@ -6,7 +6,8 @@
 #
 # 1. For L in $CMP_LENGTHS and cp_comm in $CMP_COMMS (default ring allgather alltoall): plans an experiment whose search
 #    allows one layout only (cpu_small's model, $CMP_CP GPUs (default 2), global batch 1, TP and PP
-#    capped at 1: cp=$CMP_CP; zigzag, flash, fp32, that cp_comm; hybrid with $CMP_A2A, default 2)
+#    capped at 1: cp=$CMP_CP; sharding $CMP_SCHEME (default zigzag), flash, fp32, that cp_comm; hybrid
+#    with $CMP_A2A, default 2)
 # 2. Calibrates this machine with `mpirun -np 2 ringplan calibrate --plan` on the largest plan
 #    (the model's head shape: query and KV heads, head dimension) at the block sizes the runs'
 #    kernel calls use (L / 2CP and L / CP tokens for every L). The profile predicts; it is never
@@ -15,7 +16,8 @@
 # 4. Prints a markdown table of forward / backward time (slowest rank), measured median and
 #    predicted, and the CP buffers measured vs predicted.
 # Environment: CMP_LENGTHS (default "1024 2048 4096"), CMP_COMMS, CMP_CP (2), CMP_A2A (2), CMP_ITERS (5),
-# CMP_WARMUP (1).
+# CMP_WARMUP (1), CMP_SCHEME (zigzag; contiguous makes the ring and all-gather carry the causal
+# imbalance that all-to-all, which splits heads, does not: methods the model tells apart).
 set -euo pipefail
 build=${1:?usage: cp_comm_compare.sh BUILD_DIR OUT_DIR}
 out=${2:?usage: cp_comm_compare.sh BUILD_DIR OUT_DIR}
@@ -24,6 +26,7 @@ ringplan=$build/cli/ringplan
 flags=(--oversubscribe)
 [ "$(id -u)" = 0 ] && flags+=(--allow-run-as-root)
 cp=${CMP_CP:-2}
+scheme=${CMP_SCHEME:-zigzag}
 mkdir -p "$out"
 lengths=${CMP_LENGTHS:-1024 2048 4096}
 comms=${CMP_COMMS:-ring allgather alltoall}
@@ -35,7 +38,7 @@ model: $root/configs/models/tiny_gqa.yaml
 cluster: $root/configs/clusters/local_cpu.yaml
 training: {seq_len: $L, global_batch: 1, dtype: fp32, optimizer: adam, causal: true}
 gpus: $cp
-search: {micro_batch: [1], recompute: [none], zero_stage: [0], sequence_parallel: [false], cp_scheme: [zigzag],
+search: {micro_batch: [1], recompute: [none], zero_stage: [0], sequence_parallel: [false], cp_scheme: [$scheme],
          attention: [flash], cp_comm: [$comm], cp_a2a_size: [${CMP_A2A:-2}], max_tp: 1, max_pp: 1}
 YAML
     "$ringplan" plan "$out/exp_${comm}_$L.yaml" -o "$out/plan_${comm}_$L.yaml" > /dev/null
