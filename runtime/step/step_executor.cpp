@@ -31,6 +31,11 @@ StepMeasurement run_training_steps(Communicator& world, const StepSpec& spec, co
   StepMeasurement m;
   const int W = world.size(), me = world.rank();
   const bool root = me == 0;
+  // The parity reference runs on rank 0 only, after the steps: refuse a spec it cannot run
+  // here, on every rank, before any work (a refusal on rank 0 alone would leave the others
+  // waiting for it until the fault timeout).
+  const StepSpec ref_spec = one_process_reference(spec);
+  if (opt.check_parity) check_step_spec(ref_spec);
   const bool reset = reset_peak_rss();
   const int64_t rss0 = current_rss_bytes();
   Trainer<float> trainer(spec, world);
@@ -109,11 +114,6 @@ StepMeasurement run_training_steps(Communicator& world, const StepSpec& spec, co
     // parameter blocks, which it compares element by element with the full parameters.
     trainer.gather_full_parameters();  // ZeRO-3: every rank's blocks in full (collective)
     auto self = world.split(me, 0);
-    StepSpec ref_spec = spec;
-    ref_spec.mesh = Mesh{1, 1, 1, 1};
-    ref_spec.options.sequence_parallel = false;
-    ref_spec.options.zero_stage = 0;
-    ref_spec.options.recompute = Recompute::none;
     double worst = 0;
     int64_t compared = 0;
     if (root) {

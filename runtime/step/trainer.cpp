@@ -118,6 +118,15 @@ void check_step_spec(const StepSpec& s) {
   if (s.clip_grad < 0 || !std::isfinite(s.clip_grad)) fail("clip_grad must be a finite number >= 0 (0: no clipping)");
 }
 
+StepSpec one_process_reference(const StepSpec& spec) {
+  StepSpec ref = spec;
+  ref.mesh = Mesh{1, 1, 1, 1};
+  ref.options = ParallelOptions{};
+  ref.options.micro_batch = spec.options.micro_batch;  // divides the global batch whenever dp x it does
+  ref.options.attention = spec.options.attention;
+  return ref;
+}
+
 // ------------------------------------------------------------------ timing
 // Stack of nested regions: a region's own time is its wall time minus its children's, so every
 // instant of the step is charged to exactly one term.

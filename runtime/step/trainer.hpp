@@ -100,6 +100,12 @@ struct StepSpec {
 // odd head_dim, or an option this runtime does not execute.
 void check_step_spec(const StepSpec& spec);
 
+// The one-process run that `spec` must reproduce (parity check): the same model, data, seed,
+// optimizer and micro-batch size on a 1 x 1 x 1 x 1 mesh with every parallel option at its
+// default (no SP, ZeRO, recompute, interleave or pipeline split: they change how the step is
+// laid out, not what it computes). Valid whenever `spec` is.
+StepSpec one_process_reference(const StepSpec& spec);
+
 // The step's measured terms, named as the cost model's time terms they feed.
 enum class Term : int {
   forward_compute = 0,   // GEMMs, norms, rotary, attention kernels, loss: forward

@@ -21,6 +21,8 @@
 #      its buffers are the predicted ones; run --scope step matches one process.
 #   6. a plan written by `simulate -o` (here with --cp-scheme striped) is run like one from
 #      `plan -o`; run's JSON carries schema_version.
+#   7. --check-parity of an interleaved pipeline (options a one-process run cannot take): the
+#      reference drops them, trains the same model and matches.
 set -u
 mpiexec=$1; flags=$2; ringplan=$3; plan=$4; work=$5
 mkdir -p "$work"
@@ -283,4 +285,27 @@ done
   > "$work/sim_run.json" 2> "$work/sim_run.err" || { echo "FAIL: run of simulate's plan exited $?"; cat "$work/sim_run.err"; fail=1; }
 check "$work/sim_run.json" '"schema_version": 2'
 check "$work/sim_run.json" 'striped causal'
+# 7. Interleaved pipeline (pp 2, v 2) with --check-parity.
+cat > "$work/exp_pp_v2.yaml" <<YAML
+name: pp2_interleaved
+model: {name: tiny_pp, layers: 4, hidden: 64, heads: 4, kv_heads: 2, head_dim: 16, ffn_hidden: 128, gated_mlp: true,
+        vocab: 256, tied_embeddings: false}
+cluster: $work/profile.yaml
+training: {seq_len: 64, global_batch: 4, dtype: fp32, optimizer: adam, causal: true}
+gpus: 2
+mesh: {dp: 1, tp: 1, cp: 1, pp: 2}
+options: {micro_batch: 1, interleave: 2}
+YAML
+# shellcheck disable=SC2086
+"$mpiexec" -np 2 $flags "$ringplan" run "$work/exp_pp_v2.yaml" --steps 2 --warmup 1 --check-parity --format json \
+  > "$work/step_pp_v2.json" 2> "$work/step_pp_v2.err" \
+  || { echo "FAIL: run --scope step (pp 2, interleave 2, --check-parity) exited $?"; cat "$work/step_pp_v2.err"; fail=1; }
+python3 - "$work/step_pp_v2.json" <<'PY' || fail=1
+import json, sys
+j = json.load(open(sys.argv[1]))
+worst = max(abs(a - b) / abs(b) for a, b in zip(j["losses"], j["reference_losses"]))
+ok = len(j["losses"]) == 3 and worst <= 2e-6 and 0 <= j["max_param_diff"] <= 5e-4 and j["params_compared"] > 0
+print(f"interleaved pipeline step parity: max rel loss diff {worst:.2e}, max param diff {j['max_param_diff']:.2e}")
+sys.exit(0 if ok else 1)
+PY
 exit $fail
