@@ -41,6 +41,15 @@ def load(out_dir):
     return runs
 
 
+def at_length(reps, keys, length):
+    """Per method at one L: median predicted and measured time, and the largest run-to-run spread."""
+    ks = [k for k in keys if k[0] == length]
+    pred = {k[1]: statistics.median(r[k]["predicted"] for r in reps) for k in ks}
+    meas = {k[1]: statistics.median(r[k]["measured"] for r in reps) for k in ks}
+    noise = max(max(r[k]["measured"] for r in reps) / min(r[k]["measured"] for r in reps) - 1 for k in ks)
+    return pred, meas, noise
+
+
 def main():
     if len(sys.argv) < 2:
         sys.exit(__doc__)
@@ -66,11 +75,9 @@ def main():
     print()
     print("| L | predicted order (fastest first) | measured order (median) | predicted spread | measured spread | largest run-to-run spread |")
     print("|---|---|---|---:|---:|---:|")
-    for length in sorted({k[0] for k in keys}):
-        ks = [k for k in keys if k[0] == length]
-        pred = {k[1]: statistics.median(r[k]["predicted"] for r in reps) for k in ks}
-        meas = {k[1]: statistics.median(r[k]["measured"] for r in reps) for k in ks}
-        noise = max(max(r[k]["measured"] for r in reps) / min(r[k]["measured"] for r in reps) - 1 for k in ks)
+    lengths = sorted({k[0] for k in keys})
+    for length in lengths:
+        pred, meas, noise = at_length(reps, keys, length)
         po = sorted(pred, key=pred.get)
         mo = sorted(meas, key=meas.get)
         print(f"| {length} | {' < '.join(po)} | {' < '.join(mo)} | "
@@ -78,11 +85,8 @@ def main():
               f"{100 * (max(meas.values()) / min(meas.values()) - 1):.1f} % | {100 * noise:.1f} % |")
     print()
     counted = agreed = 0
-    for length in sorted({k[0] for k in keys}):
-        ks = [k for k in keys if k[0] == length]
-        pred = {k[1]: statistics.median(r[k]["predicted"] for r in reps) for k in ks}
-        meas = {k[1]: statistics.median(r[k]["measured"] for r in reps) for k in ks}
-        noise = max(max(r[k]["measured"] for r in reps) / min(r[k]["measured"] for r in reps) - 1 for k in ks)
+    for length in lengths:
+        pred, meas, noise = at_length(reps, keys, length)
         names = sorted(pred, key=pred.get)
         for i, a in enumerate(names):
             for b in names[i + 1:]:
