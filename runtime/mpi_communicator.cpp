@@ -25,6 +25,13 @@ struct MpiRequest final : Request {
   std::string what;  // for the timeout message: "recv of 4096 bytes from rank 2 (host a), tag 11"
 };
 
+// The MPI request behind `r` (non-null); a request from another communicator is refused, naming `op`.
+MpiRequest& mpi_request(RequestPtr& r, const char* op) {
+  auto* m = dynamic_cast<MpiRequest*>(r.get());
+  if (m == nullptr) throw Error(ErrorKind::runtime, fmt::format("{}: request was not created by this MPI communicator", op));
+  return *m;
+}
+
 void check_mpi(int rc, const char* call) {
   if (rc == MPI_SUCCESS) return;
   char msg[MPI_MAX_ERROR_STRING];
@@ -294,9 +301,8 @@ void MpiCommunicator::poll(MPI_Request& req, const std::string& what) {
 
 void MpiCommunicator::wait(RequestPtr& r) {
   if (!r) return;
-  auto* m = dynamic_cast<MpiRequest*>(r.get());
-  if (m == nullptr) throw Error(ErrorKind::runtime, "wait: request was not created by this MPI communicator");
-  poll(m->req, m->what);
+  MpiRequest& m = mpi_request(r, "wait");
+  poll(m.req, m.what);
   r.reset();  // completed exactly once
 }
 
@@ -392,10 +398,8 @@ RequestPtr MpiCommunicator::post_all_gather(const void* send, void* recv, size_t
 
 bool MpiCommunicator::test(RequestPtr& r) {
   if (!r) return true;
-  auto* m = dynamic_cast<MpiRequest*>(r.get());
-  if (m == nullptr) throw Error(ErrorKind::runtime, "test: request was not created by this MPI communicator");
   int flag = 0;
-  check_mpi(MPI_Test(&m->req, &flag, MPI_STATUS_IGNORE), "MPI_Test");
+  check_mpi(MPI_Test(&mpi_request(r, "test").req, &flag, MPI_STATUS_IGNORE), "MPI_Test");
   if (flag != 0) r.reset();
   return flag != 0;
 }

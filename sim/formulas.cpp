@@ -372,6 +372,10 @@ RingMaskedExtra ring_masked_extra(const LayerShape& x, const MaskedTileCost& mt,
   return e;
 }
 
+double rank_masked_flops(const LayerShape& x, const MaskedTileCost& mt, bool forward) {
+  return attention_pair_flops(x) * ring_masked_extra(x, mt, forward).rank_total;
+}
+
 double block_masked_extra(const LayerShape& x, int64_t rank, int64_t block, const MaskedTileCost& mt, bool forward) {
   const RingMaskedExtra e = ring_masked_extra(x, mt, forward);
   return block == rank ? e.first_step : e.later_step;
@@ -391,9 +395,10 @@ RingVisibleBlocks ring_visible_blocks(CpScheme scheme, double seq_len, double cp
   return v;
 }
 
+double attention_pair_flops(const LayerShape& x) { return 4.0 * x.micro_batch * (x.heads / x.tp) * x.head_dim; }
+
 AttentionFlops attention_forward_flops(const LayerShape& x) {
-  // 4 * d FLOPs per (query, key) pair and head: 2*d for Q*K^T and 2*d for P*V.
-  const double per_pair = 4.0 * x.micro_batch * (x.heads / x.tp) * x.head_dim;
+  const double per_pair = attention_pair_flops(x);
   AttentionFlops f;
   if (x.attention == AttentionImpl::materialized) {
     // Every block the rank sees is computed in full (masked afterwards); fully hidden blocks

@@ -221,6 +221,10 @@ struct RingMaskedExtra {
   double rank_total = 0;  // first_step + (P-1) * later_step
 };
 RingMaskedExtra ring_masked_extra(const LayerShape& x, const MaskedTileCost& mt, bool forward);
+// rank_total in forward FLOPs (attention_pair_flops per pair-equivalent): the masked-tile work
+// of a rank whose kernel calls hold all of its ring's squares (the ring's steps, or all-gather's
+// one call).
+double rank_masked_flops(const LayerShape& x, const MaskedTileCost& mt, bool forward);
 // The extra of rank r's kernel on the KV block of rank j (one ring step; block_visible_pairs).
 double block_masked_extra(const LayerShape& x, int64_t rank, int64_t block, const MaskedTileCost& mt, bool forward);
 
@@ -243,6 +247,9 @@ struct AttentionFlops {
   double max_rank = 0;
   double per_step_kernel = 0;  // FLOPs of the largest single kernel call (efficiency curve x)
 };
+// Forward FLOPs of one (query, key) pair on one device: 4 * b * (heads / TP) * d (2d for Q*K^T,
+// 2d for P*V, per head of the rank).
+double attention_pair_flops(const LayerShape& x);
 AttentionFlops attention_forward_flops(const LayerShape& x);
 
 // ---------------------------------------------------------------- memory-bound traffic

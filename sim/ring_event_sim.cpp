@@ -242,8 +242,8 @@ RingSimulation simulate_allgather(const RingLayerShape& shape, const ClusterConf
   out.ranks.assign(static_cast<size_t>(P), RingRankTimes{});
   // Rank r's one call: its queries against every key it sees (the scheme's per-rank imbalance).
   // Its masked tiles: the ring's squares of that rank, all in its one call.
-  const double mask_fw = per_pair * ring_masked_extra(x, c.masked_tiles, true).rank_total;
-  const double mask_bw = per_pair * ring_masked_extra(x, c.masked_tiles, false).rank_total;
+  const double mask_fw = rank_masked_flops(x, c.masked_tiles, true);
+  const double mask_bw = rank_masked_flops(x, c.masked_tiles, false);
   std::vector<OneCallKernel> call;
   for (int64_t r = 0; r < P; ++r)
     call.push_back(one_call_kernel(

@@ -14,7 +14,7 @@ RingKernelRate ring_kernel_rate(const LayerShape& x, const ClusterConfig& c, dou
   RingKernelRate k;
   const AttentionFlops f = attention_forward_flops(x);
   const double mem_bw = achieved_memory_bandwidth_bytes_per_s(c);
-  k.per_pair_flops = 4.0 * x.micro_batch * (x.heads / x.tp) * x.head_dim;
+  k.per_pair_flops = attention_pair_flops(x);
   // Flash attention is one fused kernel per block: the attention curve at its FLOPs; backward
   // 2.5x the forward FLOPs (it recomputes the scores). Materialised attention is cuBLAS batched
   // GEMMs around the softmax: Q*K^T writes and P*V reads the score matrix, so each GEMM takes
@@ -61,8 +61,7 @@ double alltoall_masked_flops(const LayerShape& x, const ClusterConfig& c, bool f
   // CP 1, over the rank's 1/CP of the heads.
   LayerShape whole = x;
   whole.cp = 1;
-  const double per_pair = 4.0 * x.micro_batch * (x.heads / x.tp) * x.head_dim;
-  return per_pair * ring_masked_extra(whole, c.masked_tiles, forward).rank_total / std::max(1.0, x.cp);
+  return rank_masked_flops(whole, c.masked_tiles, forward) / std::max(1.0, x.cp);
 }
 
 AllGatherCollectives allgather_collectives(const LayerShape& x, const ClusterConfig& c, int64_t cp_per_node) {
@@ -217,9 +216,8 @@ RingLayerPrediction predict_allgather_layer(const LayerShape& x, const ClusterCo
   // so the slowest and the mean rank each run at the efficiency of their own call.
   // Its masked tiles are the ring's squares (the rank's chunks on their diagonals; striped: one
   // per stride), all in one call.
-  const double per_pair = ring_kernel_rate(x, c, peak_flops_per_s).per_pair_flops;
-  const double mask_fw = per_pair * ring_masked_extra(x, c.masked_tiles, true).rank_total;
-  const double mask_bw = per_pair * ring_masked_extra(x, c.masked_tiles, false).rank_total;
+  const double mask_fw = rank_masked_flops(x, c.masked_tiles, true);
+  const double mask_bw = rank_masked_flops(x, c.masked_tiles, false);
   const OneCallKernel max_call = one_call_kernel(f.max_rank, c, peak_flops_per_s, mask_fw, mask_bw);
   const OneCallKernel mean_call = one_call_kernel(f.mean_rank, c, peak_flops_per_s, mask_fw, mask_bw);
   r.kernel_efficiency = c.attention.at(f.max_rank);
