@@ -128,8 +128,7 @@ int fit_command(const FitArgs& a) {
   sim::PriorWeightChoice prior;
   prior.weight = opts.prior_weight;
   std::vector<double> fold_weights;
-  if (!a.fix.empty()) opts.params = sim::params_without(a.fix);
-  if (!a.free.empty()) opts.params = sim::params_with(opts.params, a.free);
+  opts.params = sim::fit_params(a.fix, a.free);
   sim::FitResult fit;
   std::string method;
   if (!a.holdout.empty()) {

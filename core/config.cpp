@@ -2,6 +2,7 @@
 // in YAML files, on the command line and in reports: one table per enum serves both directions.
 #include "core/config.hpp"
 
+#include <algorithm>
 #include <array>
 #include <utility>
 
@@ -91,6 +92,29 @@ std::vector<std::string> cp_scheme_names() { return names_of(kCpSchemeNames); }
 std::vector<std::string> attention_names() { return names_of(kAttentionNames); }
 std::vector<std::string> cp_comm_names() { return names_of(kCpCommNames); }
 std::vector<std::string> tp_overlap_names() { return names_of(kTpOverlapNames); }
+
+void ClusterConfig::set_training_scale(double matmul_scale, double attention_scale) {
+  auto rescale = [](EfficiencyCurve& curve, double ratio) {
+    if (curve.max_efficiency > 0) curve.max_efficiency *= ratio;  // unset (0) stays unset
+  };
+  const double m = matmul_scale / matmul_training_scale, a = attention_scale / attention_training_scale;
+  rescale(matmul, m);
+  rescale(matmul_backward, m);
+  rescale(matmul_fp8, m);
+  rescale(attention, a);
+  rescale(attention_backward, a);
+  rescale(materialized_attention, a);
+  matmul_training_scale = matmul_scale;
+  attention_training_scale = attention_scale;
+}
+
+double ClusterConfig::kernel_max(bool attention_family) const {
+  if (attention_family)
+    return std::max({attention.max_efficiency, attention_backward.max_efficiency, materialized_attention.max_efficiency}) /
+           attention_training_scale;
+  return std::max({matmul.max_efficiency, matmul_backward.max_efficiency, matmul_fp8.max_efficiency}) /
+         matmul_training_scale;
+}
 
 double ClusterConfig::peak_flops_per_s(DType t) const {
   switch (t) {

@@ -230,6 +230,25 @@ struct ClusterConfig {
   // tile 1, costs 1, which is the visible-pair count exactly. `ringplan calibrate` measures
   // both costs on the CPU kernels (causal against full blocks of the same size).
   MaskedTileCost masked_tiles;
+  // Training scale of the compute curves, optional YAML key efficiency.training_scale {matmul,
+  // attention} (default 1, 1). Kernel curves measured in isolation (cuBLAS GEMMs, SDPA at the
+  // layers' shapes: `ringplan calibrate --gpu-bench`) run faster than the same kernels inside a
+  // training step (sustained clocks under power limits, the framework's launch gaps and the
+  // kernels around them); one factor per family scales every curve's max and keeps the measured
+  // shape (size dependence, forward against backward, bf16 against FP8). `ringplan fit --free
+  // training_scale` fits the two factors to measured runs. Families: `matmul` scales matmul,
+  // matmul_backward and matmul_fp8; `attention` scales attention, attention_backward and
+  // materialized_attention (curves left unset follow the curve they default to).
+  // Invariant: the curves held here are the EFFECTIVE ones (kernel curve x scale); the YAML
+  // writes the kernel curves (effective / scale) next to the scales, and every scaled max <= 1.
+  double matmul_training_scale = 1.0;
+  double attention_training_scale = 1.0;
+  // Sets the two training scales, rescaling the effective curves from the current scales to the
+  // new ones. Precondition: both > 0.
+  void set_training_scale(double matmul_scale, double attention_scale);
+  // The largest max over the curves of a family as the kernels measured them (unscaled): a
+  // scale above 1 / this would push a curve past 1.
+  double kernel_max(bool attention_family) const;
   const CollectiveEfficiency& collectives_on(bool across_nodes) const {
     return across_nodes && has_inter_node_collectives ? inter_node_collectives : collectives;
   }

@@ -201,6 +201,8 @@ constexpr Range kOverlapShareRange{0, 0.5, false, false, "",
                                    "the fraction of the device's SMs an overlapped collective takes (0.12 for 16 of 132)"};
 constexpr Range kMaskedTileCostRange{0.5, 16, false, false, "",
                                      "a diagonal tile's cost over a full tile's (1.85: masking makes it 85% dearer)"};
+constexpr Range kTrainingScaleRange{0.05, 2, false, false, "",
+                                   "the factor on the measured kernel curves' max in training (0.8: 80 % of their rate)"};
 constexpr Range kProbabilityRange{0, 1, false, true, "", "a probability (0.1 for 10%, 0 for none)"};
 constexpr Range kClipGradRange{0, 1e9, false, false, "", "the bound on the gradients' global L2 norm (1.0; 0 for no clipping)"};
 constexpr Range kStepTimeRange{1e-9, 1e9, false, false, "s"};
@@ -671,7 +673,8 @@ ClusterConfig cluster_from_yaml(const YAML::Node& node, const std::string& file,
   MapReader eff =
       r.nested("efficiency",
                {"matmul", "matmul_backward", "matmul_fp8", "materialized_attention", "attention", "attention_backward",
-                "memory_bandwidth", "collectives", "collectives_inter_node", "overlap_sm_share", "masked_tiles"});
+                "memory_bandwidth", "collectives", "collectives_inter_node", "overlap_sm_share", "masked_tiles",
+                "training_scale"});
   c.matmul = read_curve(eff, "matmul");
   c.attention = read_curve(eff, "attention");
   // Optional: absent leaves max_efficiency 0, i.e. the backward uses `attention`.
@@ -713,6 +716,22 @@ ClusterConfig cluster_from_yaml(const YAML::Node& node, const std::string& file,
     c.masked_tiles.tile = mt.get_count("tile", 1 << 16);
     c.masked_tiles.forward = mt.get_real("forward", kMaskedTileCostRange);
     c.masked_tiles.backward = mt.get_real("backward", kMaskedTileCostRange);
+  }
+  // Optional: absent keeps the kernel curves as they are (scales 1). The curves above are the
+  // kernels' own; the model holds them scaled (ClusterConfig::set_training_scale).
+  if (eff.has("training_scale")) {
+    const MapReader ts = eff.nested("training_scale", {"matmul", "attention"});
+    const double m = ts.has("matmul") ? ts.get_real("matmul", kTrainingScaleRange) : 1.0;
+    const double a = ts.has("attention") ? ts.get_real("attention", kTrainingScaleRange) : 1.0;
+    for (const bool attn : {false, true}) {
+      const double scale = attn ? a : m, top = c.kernel_max(attn);
+      if (scale * top > 1.0)
+        ts.fail(attn ? "attention" : "matmul",
+                fmt::format("{} x the family's largest curve max {} = {:.3f} exceeds 1 (no kernel runs above peak); "
+                            "valid: at most {:.3f} for these curves",
+                            scale, top, scale * top, 1.0 / top));
+    }
+    c.set_training_scale(m, a);
   }
   return c;
 }
@@ -1064,12 +1083,22 @@ void write_cluster(YAML::Emitter& out, const ClusterConfig& c) {
   link("intra_node", c.intra_node);
   link("inter_node", c.inter_node);
   out << YAML::Key << "efficiency" << YAML::Value << YAML::BeginMap;
-  curve("matmul", c.matmul);
-  curve("attention", c.attention);
-  if (c.materialized_attention.max_efficiency > 0) curve("materialized_attention", c.materialized_attention);
-  if (c.matmul_backward.max_efficiency > 0) curve("matmul_backward", c.matmul_backward);
-  if (c.matmul_fp8.max_efficiency > 0) curve("matmul_fp8", c.matmul_fp8);
-  if (c.attention_backward.max_efficiency > 0) curve("attention_backward", c.attention_backward);
+  // The kernel curves (effective / training scale) and, when not 1, the scales: reading the file
+  // back rebuilds the same effective curves.
+  ClusterConfig kernels = c;
+  kernels.set_training_scale(1.0, 1.0);
+  curve("matmul", kernels.matmul);
+  curve("attention", kernels.attention);
+  if (kernels.materialized_attention.max_efficiency > 0) curve("materialized_attention", kernels.materialized_attention);
+  if (kernels.matmul_backward.max_efficiency > 0) curve("matmul_backward", kernels.matmul_backward);
+  if (kernels.matmul_fp8.max_efficiency > 0) curve("matmul_fp8", kernels.matmul_fp8);
+  if (kernels.attention_backward.max_efficiency > 0) curve("attention_backward", kernels.attention_backward);
+  if (c.matmul_training_scale != 1.0 || c.attention_training_scale != 1.0) {
+    out << YAML::Key << "training_scale" << YAML::Value << YAML::Flow << YAML::BeginMap;
+    emit_double(out, "matmul", c.matmul_training_scale);
+    emit_double(out, "attention", c.attention_training_scale);
+    out << YAML::EndMap;
+  }
   emit_double(out, "memory_bandwidth", c.memory_bandwidth_efficiency);
   auto colls = [&out](const char* key, const CollectiveEfficiency& ce) {
     out << YAML::Key << key << YAML::Value << YAML::BeginMap;

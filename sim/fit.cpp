@@ -65,6 +65,8 @@ const char* fit_param_name(FitParam p) {
     case FitParam::inter_node_collectives: return "collectives_inter_node.max";
     case FitParam::matmul_fp8_max: return "matmul_fp8.max";
     case FitParam::matmul_fp8_half_tflop: return "matmul_fp8.half_tflop";
+    case FitParam::matmul_training_scale: return "training_scale.matmul";
+    case FitParam::attention_training_scale: return "training_scale.attention";
   }
   return "?";
 }
@@ -79,6 +81,8 @@ double get_param(const ClusterConfig& c, FitParam p) {
     case FitParam::inter_node_collectives: return c.collectives_on(true).all_reduce.max_efficiency;
     case FitParam::matmul_fp8_max: return c.matmul_fp8_curve().max_efficiency;
     case FitParam::matmul_fp8_half_tflop: return c.matmul_fp8_curve().half_flops / units::tflop;
+    case FitParam::matmul_training_scale: return c.matmul_training_scale;
+    case FitParam::attention_training_scale: return c.attention_training_scale;
   }
   return 0.0;
 }
@@ -107,6 +111,8 @@ void set_param(ClusterConfig& c, FitParam p, double value) {
       else
         c.matmul_fp8.half_flops = value * units::tflop;
       break;
+    case FitParam::matmul_training_scale: c.set_training_scale(value, c.attention_training_scale); break;
+    case FitParam::attention_training_scale: c.set_training_scale(c.matmul_training_scale, value); break;
   }
 }
 
@@ -120,11 +126,24 @@ ParamBounds default_bounds(FitParam p) {
     case FitParam::inter_node_collectives: return {0.02, 1.0};
     case FitParam::matmul_fp8_max: return {0.2, 1.0};
     case FitParam::matmul_fp8_half_tflop: return {0.0, 1.0};
+    case FitParam::matmul_training_scale:
+    case FitParam::attention_training_scale: return {0.2, 1.5};
   }
   return {0.0, 1.0};
 }
 
-std::vector<FitParam> params_without(const std::vector<std::string>& fixed) {
+ParamBounds bounds_for(FitParam p, const ClusterConfig& base) {
+  ParamBounds b = default_bounds(p);
+  if (p == FitParam::matmul_training_scale || p == FitParam::attention_training_scale) {
+    const double top = base.kernel_max(p == FitParam::attention_training_scale);
+    if (top > 0) b.hi = std::max(b.lo, std::min(b.hi, 1.0 / top));
+  }
+  return b;
+}
+
+namespace {
+// params_without() without the check that something is left (--free may add to it).
+std::vector<FitParam> defaults_without(const std::vector<std::string>& fixed) {
   std::vector<FitParam> left;
   std::vector<bool> used(fixed.size(), false);
   for (const FitParam p : kAllFitParams) {
@@ -141,8 +160,21 @@ std::vector<FitParam> params_without(const std::vector<std::string>& fixed) {
       for (const FitParam p : kAllFitParams) names.emplace_back(fit_param_name(p));
       throw bad_input(fmt::format("fit: --fix {}: not a fitted parameter; valid: {}", fixed[i], fmt::join(names, ", ")));
     }
+  return left;
+}
+}  // namespace
+
+std::vector<FitParam> params_without(const std::vector<std::string>& fixed) {
+  std::vector<FitParam> left = defaults_without(fixed);
   if (left.empty()) throw bad_input("fit: --fix holds every parameter; nothing is left to fit");
   return left;
+}
+
+std::vector<FitParam> fit_params(const std::vector<std::string>& fixed, const std::vector<std::string>& extra) {
+  std::vector<FitParam> params = params_with(defaults_without(fixed), extra);
+  if (params.empty())
+    throw bad_input("fit: --fix holds every parameter and --free adds none; nothing is left to fit");
+  return params;
 }
 
 std::vector<FitParam> params_with(std::vector<FitParam> params, const std::vector<std::string>& extra) {
@@ -153,6 +185,11 @@ std::vector<FitParam> params_with(std::vector<FitParam> params, const std::vecto
       if (x == name || x == name.substr(0, name.find('.'))) {
         found = true;
         if (std::find(params.begin(), params.end(), p) == params.end()) params.push_back(p);
+        // The scale sets its family's level, as the family's max would: fit one of the two.
+        const FitParam replaced = p == FitParam::matmul_training_scale      ? FitParam::matmul_max
+                                  : p == FitParam::attention_training_scale ? FitParam::attention_max
+                                                                            : p;
+        if (replaced != p) params.erase(std::remove(params.begin(), params.end(), replaced), params.end());
       }
     }
     if (!found) {
@@ -244,7 +281,7 @@ FitResult fit_cluster(const std::vector<Experiment>& cases, const ClusterConfig&
 
   const size_t n = opts.params.size();
   std::vector<ParamBounds> bounds(n);
-  for (size_t i = 0; i < n; ++i) bounds[i] = default_bounds(opts.params[i]);
+  for (size_t i = 0; i < n; ++i) bounds[i] = bounds_for(opts.params[i], base);
   auto clamp = [&](size_t i, double v) { return std::clamp(v, bounds[i].lo, bounds[i].hi); };
 
   // The base's values (clamped), and the bounds' centre.

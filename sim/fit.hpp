@@ -73,14 +73,20 @@ enum class FitParam {
   // profile means "matmul's fraction"; fitting it starts from that).
   matmul_fp8_max,
   matmul_fp8_half_tflop,
+  // Optional (`--free training_scale`): one factor on every GEMM curve's max, and one on every
+  // attention curve's max (ClusterConfig::set_training_scale), keeping the measured kernel
+  // curves' shapes. Each replaces its family's `max` in the fit (matmul.max, attention.max).
+  matmul_training_scale,
+  attention_training_scale,
 };
 // Fitted by default.
 inline constexpr std::array<FitParam, 5> kAllFitParams{FitParam::matmul_max, FitParam::matmul_half_tflop,
                                                        FitParam::attention_max, FitParam::attention_half_tflop,
                                                        FitParam::memory_bandwidth};
 // Fitted when named by --free.
-inline constexpr std::array<FitParam, 3> kOptionalFitParams{FitParam::inter_node_collectives, FitParam::matmul_fp8_max,
-                                                            FitParam::matmul_fp8_half_tflop};
+inline constexpr std::array<FitParam, 5> kOptionalFitParams{
+    FitParam::inter_node_collectives, FitParam::matmul_fp8_max, FitParam::matmul_fp8_half_tflop,
+    FitParam::matmul_training_scale, FitParam::attention_training_scale};
 const char* fit_param_name(FitParam p);  // "matmul.max", "matmul.half_tflop", ...
 double get_param(const ClusterConfig& c, FitParam p);         // in config units (half in TFLOP)
 void set_param(ClusterConfig& c, FitParam p, double value);
@@ -90,8 +96,12 @@ struct ParamBounds {
 };
 // Bounds: max in [0.2, 1], half_tflop in [0, 1] TFLOP (a GEMM of 1 TFLOP runs ~1 ms on an
 // H100, far past any ramp-up), memory_bandwidth in [0.3, 1], collectives_inter_node.max in
-// [0.02, 1] (a congested or misconfigured fabric can reach a few % of its line rate).
+// [0.02, 1] (a congested or misconfigured fabric can reach a few % of its line rate), training
+// scales in [0.2, 1.5].
 ParamBounds default_bounds(FitParam p);
+// default_bounds() narrowed for `base`: a training scale stops where its family's largest kernel
+// curve would pass 1 (ClusterConfig::kernel_max).
+ParamBounds bounds_for(FitParam p, const ClusterConfig& base);
 
 // The parameters left to fit when `fixed` names some to hold at the base profile's values (a
 // measured curve, say): each entry is a parameter name ("matmul.max", ...) or a family
@@ -99,9 +109,13 @@ ParamBounds default_bounds(FitParam p);
 // an unknown entry and the valid names, or when nothing would be left to fit.
 std::vector<FitParam> params_without(const std::vector<std::string>& fixed);
 // `params` plus the optional parameters named in `extra` (a name such as
-// "collectives_inter_node.max" or its family "collectives_inter_node"). Throws bad_input naming an
-// unknown entry and the valid names.
+// "collectives_inter_node.max" or its family "collectives_inter_node"). A training scale takes its
+// family's max out of `params` (the two set the same level). Throws bad_input naming an unknown
+// entry and the valid names.
 std::vector<FitParam> params_with(std::vector<FitParam> params, const std::vector<std::string>& extra);
+// The default parameters less `fixed`, plus `extra` (`ringplan fit --fix ... --free ...`): the
+// two checks above, and bad_input when nothing is left to fit.
+std::vector<FitParam> fit_params(const std::vector<std::string>& fixed, const std::vector<std::string>& extra);
 
 struct FitOptions {
   std::vector<FitParam> params{kAllFitParams.begin(), kAllFitParams.end()};

@@ -119,6 +119,10 @@ GpuBenchMeasurements parse_gpu_bench(const std::string& gemm_text, const std::st
 GpuCalibration calibrate_gpu_profile(const ClusterConfig& base, const GpuBenchMeasurements& m) {
   GpuCalibration cal;
   cal.cluster = base;
+  // A calibrated profile holds the kernels as measured: a base's training scale would apply to
+  // curves it did not measure and not to those it did, so it is dropped (back to the base's
+  // kernel curves, scales 1).
+  cal.cluster.set_training_scale(1.0, 1.0);
   const double bf16 = base.peak_flops_per_s_bf16;
   auto fit = [&cal](const char* key, const std::vector<RatePoint>& pts, double peak, EfficiencyCurve& slot) {
     if (pts.empty()) return;
