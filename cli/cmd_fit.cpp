@@ -214,12 +214,14 @@ int fit_command(const FitArgs& a) {
 
   // The profile: the base with the fitted parameters, and how it was made.
   ClusterConfig out_cluster = fit.cluster;
+  std::vector<std::string> fitted_names;
+  for (const sim::FitParam p : opts.params) fitted_names.emplace_back(sim::fit_param_name(p));
   std::string head = fmt::format(
       "# Written by `ringplan fit` from {} measured cases ({}).\n"
-      "# Fitted: efficiency curves (max, half_tflop) of matmul and attention, memory_bandwidth (and any --free\n# parameter named in the method above); the rest is the\n"
-      "# base profile '{}'. Training mean |error| {}, max {}; held-out mean |error| {}, max {}.\n",
-      cases.size(), method, base.name, abs_pct(tr.mean_abs_pct), abs_pct(tr.max_abs_pct), abs_pct(ho.mean_abs_pct),
-      abs_pct(ho.max_abs_pct));
+      "# Fitted: {}; the rest is the base profile '{}'.\n"
+      "# Training mean |error| {}, max {}; held-out mean |error| {}, max {}.\n",
+      cases.size(), method, fmt::join(fitted_names, ", "), base.name, abs_pct(tr.mean_abs_pct),
+      abs_pct(tr.max_abs_pct), abs_pct(ho.mean_abs_pct), abs_pct(ho.max_abs_pct));
   YAML::Emitter y;
   write_cluster(y, out_cluster);
   // The end marker last: load_cluster() refuses a copy of this profile that was cut short.
