@@ -116,7 +116,7 @@ void set_param(ClusterConfig& c, FitParam p, double value) {
   }
 }
 
-ParamBounds default_bounds(FitParam p) {
+ParamBounds bounds_for(FitParam p, const ClusterConfig& base) {
   switch (p) {
     case FitParam::matmul_max:
     case FitParam::attention_max: return {0.2, 1.0};
@@ -127,23 +127,17 @@ ParamBounds default_bounds(FitParam p) {
     case FitParam::matmul_fp8_max: return {0.2, 1.0};
     case FitParam::matmul_fp8_half_tflop: return {0.0, 1.0};
     case FitParam::matmul_training_scale:
-    case FitParam::attention_training_scale: return {0.2, 1.5};
+    case FitParam::attention_training_scale: {
+      ParamBounds b{0.2, 1.5};
+      const double top = base.kernel_max(p == FitParam::attention_training_scale);
+      if (top > 0) b.hi = std::max(b.lo, std::min(b.hi, 1.0 / top));
+      return b;
+    }
   }
   return {0.0, 1.0};
 }
 
-ParamBounds bounds_for(FitParam p, const ClusterConfig& base) {
-  ParamBounds b = default_bounds(p);
-  if (p == FitParam::matmul_training_scale || p == FitParam::attention_training_scale) {
-    const double top = base.kernel_max(p == FitParam::attention_training_scale);
-    if (top > 0) b.hi = std::max(b.lo, std::min(b.hi, 1.0 / top));
-  }
-  return b;
-}
-
-namespace {
-// params_without() without the check that something is left (--free may add to it).
-std::vector<FitParam> defaults_without(const std::vector<std::string>& fixed) {
+std::vector<FitParam> params_without(const std::vector<std::string>& fixed) {
   std::vector<FitParam> left;
   std::vector<bool> used(fixed.size(), false);
   for (const FitParam p : kAllFitParams) {
@@ -162,16 +156,9 @@ std::vector<FitParam> defaults_without(const std::vector<std::string>& fixed) {
     }
   return left;
 }
-}  // namespace
-
-std::vector<FitParam> params_without(const std::vector<std::string>& fixed) {
-  std::vector<FitParam> left = defaults_without(fixed);
-  if (left.empty()) throw bad_input("fit: --fix holds every parameter; nothing is left to fit");
-  return left;
-}
 
 std::vector<FitParam> fit_params(const std::vector<std::string>& fixed, const std::vector<std::string>& extra) {
-  std::vector<FitParam> params = params_with(defaults_without(fixed), extra);
+  std::vector<FitParam> params = params_with(params_without(fixed), extra);
   if (params.empty())
     throw bad_input("fit: --fix holds every parameter and --free adds none; nothing is left to fit");
   return params;

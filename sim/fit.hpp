@@ -97,16 +97,14 @@ struct ParamBounds {
 // Bounds: max in [0.2, 1], half_tflop in [0, 1] TFLOP (a GEMM of 1 TFLOP runs ~1 ms on an
 // H100, far past any ramp-up), memory_bandwidth in [0.3, 1], collectives_inter_node.max in
 // [0.02, 1] (a congested or misconfigured fabric can reach a few % of its line rate), training
-// scales in [0.2, 1.5].
-ParamBounds default_bounds(FitParam p);
-// default_bounds() narrowed for `base`: a training scale stops where its family's largest kernel
-// curve would pass 1 (ClusterConfig::kernel_max).
+// scales in [0.2, 1.5], stopping where the family's largest kernel curve of `base` would pass 1
+// (ClusterConfig::kernel_max).
 ParamBounds bounds_for(FitParam p, const ClusterConfig& base);
 
 // The parameters left to fit when `fixed` names some to hold at the base profile's values (a
 // measured curve, say): each entry is a parameter name ("matmul.max", ...) or a family
 // ("matmul", "attention", "memory_bandwidth") for all of its parameters. Throws bad_input naming
-// an unknown entry and the valid names, or when nothing would be left to fit.
+// an unknown entry and the valid names; may be empty (fit_params() checks what is left).
 std::vector<FitParam> params_without(const std::vector<std::string>& fixed);
 // `params` plus the optional parameters named in `extra` (a name such as
 // "collectives_inter_node.max" or its family "collectives_inter_node"). A training scale takes its
