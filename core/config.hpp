@@ -305,7 +305,8 @@ struct TrainingConfig {
   // over the 16-bit logits (e + 4 bytes per logit, 4 in fp32). unfused: PyTorch's
   // F.cross_entropy over logits.float(), as torchtitan calls it (torchtitan/components/loss.py):
   // its peak is the log-softmax backward, with the saved float32 log-softmax output, the dense
-  // float32 gradient from nll_loss and the float32 gradient it writes, 12 bytes per logit.
+  // float32 gradient from nll_loss and the float32 gradient it writes, 12 bytes per logit; 16
+  // under TP, where PyTorch's loss_parallel computes it (sim::unfused_cross_entropy_bytes_per_logit).
   bool unfused_cross_entropy = false;
   // FP8 linear layers, YAML training.fp8 (default false): the transformer blocks' GEMMs (QKV,
   // attention output, MLP up and down; forward, data and weight gradient) run in FP8 with

@@ -491,10 +491,12 @@ LayerTimes layer_times(const LayerShape& x, const ClusterConfig& c, double peak,
 // reduce-scatter output and this project's runtime do); with sharded
 // weights (ZeRO-3) two units' gathered weights are live (the one in use and the one prefetched:
 // PyTorch FSDP's default backward prefetch, and DeepSpeed ZeRO-3's prefetch bucket). Only when
-// the group has more than one rank: otherwise nothing is sharded.
+// the group has more than one rank: otherwise nothing is sharded. `output_bytes` is what the
+// output block stores for its backward (output_block_stored_bytes; the last stage, else 0), live
+// beside the stored layers' activations.
 MemoryBreakdown stage_memory(double params_on_device, const StateBytes& sb, int zero_stage, double shard_group,
                              double in_flight, double layers, const LayerActivationBytes& act, double ring_bytes,
-                             double logits_bytes, double reserved_bytes, double unit_params) {
+                             double logits_bytes, double output_bytes, double reserved_bytes, double unit_params) {
   MemoryBreakdown m;
   const bool sharded_group = shard_group > 1.0;
   const double units_live = 2.0 * std::min(unit_params, params_on_device);
@@ -504,7 +506,8 @@ MemoryBreakdown stage_memory(double params_on_device, const StateBytes& sb, int 
                       (zero_stage >= 2 && sharded_group ? units_live * sb.gradients * (1.0 + 1.0 / shard_group) : 0.0);
   m.optimizer_bytes = params_on_device * sb.optimizer / (zero_stage >= 1 ? shard_group : 1.0);
   // Stored activations of every in-flight micro-batch, plus one layer's backward working set.
-  m.activations_bytes = in_flight * layers * act.stored_bytes + (act.backward_working_bytes - act.backward_working_scores_bytes);
+  m.activations_bytes = in_flight * layers * act.stored_bytes + output_bytes +
+                        (act.backward_working_bytes - act.backward_working_scores_bytes);
   m.attention_scores_bytes = in_flight * layers * act.scores_bytes + act.backward_working_scores_bytes;
   m.ring_buffers_bytes = ring_bytes;
   m.logits_bytes = logits_bytes;
@@ -721,14 +724,20 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
   // Logits of this rank's vocabulary slice at the loss's peak (TrainingConfig::unfused_cross_entropy).
   // fused: the logits plus the float32 copy the cross-entropy makes of 16-bit logits (Megatron's
   // vocab_parallel_cross_entropy calls .float(), then works in place; float32 logits are not
-  // copied). unfused: three float32 tensors of the logits' size at the log-softmax backward.
+  // copied). unfused: float32 tensors of the logits' size at the loss backward, three on one
+  // device and four under TP (unfused_cross_entropy_bytes_per_logit).
   const double logits_bytes =
       x.tokens() * (vocab / tp) *
-      (train.unfused_cross_entropy ? 12.0 : x.activation_bytes + (x.activation_bytes < 4.0 ? 4.0 : 0.0));
+      (train.unfused_cross_entropy ? unfused_cross_entropy_bytes_per_logit(mesh.tp)
+                                   : x.activation_bytes + (x.activation_bytes < 4.0 ? 4.0 : 0.0));
+  // The output layer's input is kept gathered where the loss runs as PyTorch's loss_parallel
+  // (unfused cross-entropy under TP: torchtitan's DTensor output layer).
+  const double output_bytes =
+      output_block_stored_bytes(x, train.unfused_cross_entropy && mesh.tp > 1 && opt.sequence_parallel);
   const double unit_params = std::max(layer_params(model), emb) / tp;
   if (mesh.pp == 1) {
     p.memory = stage_memory(rank_params(0, layers_stage) / tp, sb, opt.zero_stage, shard_group, 1.0, layers_stage, act,
-                            ring_bytes, logits_bytes, c.memory_reserved_bytes, unit_params);
+                            ring_bytes, logits_bytes, output_bytes, c.memory_reserved_bytes, unit_params);
   } else {
     // 1F1B: rank d holds the activations of min(PP - d, m) micro-batches (interleaved: more, by
     // (PP-1)/(PP v) of that); the last rank one, and the logits. The peak rank is the largest of
@@ -742,7 +751,7 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
       const double in_flight = last ? 1.0 : std::min(pp - static_cast<double>(d), m) * interleaved;
       const MemoryBreakdown mb = stage_memory(rank_params(d, layers_d) / tp, sb, opt.zero_stage, shard_group, in_flight,
                                               layers_d, act, ring_bytes, last ? logits_bytes : 0.0,
-                                              c.memory_reserved_bytes, unit_params);
+                                              last ? output_bytes : 0.0, c.memory_reserved_bytes, unit_params);
       if (!have || mb.peak_bytes > p.memory.peak_bytes) p.memory = mb, have = true;
     }
   }

@@ -151,6 +151,13 @@ double ring_backward_step_bytes(const LayerShape& x) {
   return 2.0 * x.tokens() * (x.kv_heads / x.tp) * x.head_dim * (x.activation_bytes + 4.0);
 }
 
+double output_block_stored_bytes(const LayerShape& x, bool gathered_output_input) {
+  const double rows = x.tokens() * x.replicated_share();
+  const double norm_input = rows * x.hidden * x.activation_bytes, row_stats = rows * 4.0;
+  const double output_input = gathered_output_input ? x.tokens() * x.hidden * x.activation_bytes : norm_input;
+  return norm_input + row_stats + output_input;
+}
+
 double materialized_scores_bytes(const LayerShape& x) {
   // Scores of a rank's queries against all keys: b * (a/t) * (L/CP) * L elements; softmax
   // output (e) [+ dropout mask (1) + dropout output (e)]: Korthikanti's 5*a*s^2*b.
@@ -462,6 +469,8 @@ double achieved_memory_bandwidth_bytes_per_s(const ClusterConfig& c) {
 double loss_elementwise_bytes(const LayerShape& x, double vocab) {
   return x.tokens() * (vocab / x.tp) * (2.0 * x.activation_bytes + 8.0);
 }
+
+double unfused_cross_entropy_bytes_per_logit(int64_t tp) { return tp > 1 ? 16.0 : 12.0; }
 
 double optimizer_step_bytes_per_param(DType dtype, Optimizer opt, bool clip_grad) {
   // Megatron-style mixed precision over fp32 master weights and fp32 gradients:

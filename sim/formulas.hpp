@@ -113,6 +113,14 @@ LayerActivationBytes layer_activation_bytes(const LayerShape& x);
 // One layer's score matrices when materialised (b*(a/t)*(L/CP)*L elements, e bytes each, +
 // dropout mask and output) and the flash alternative (fp32 lse per query row and head).
 double materialized_scores_bytes(const LayerShape& x);
+// Stored by the output block of the last pipeline stage from its forward to its backward, per
+// micro-batch (outside every recomputed layer, so full recompute keeps it too): the final norm's
+// input, its float32 row statistics and the output layer's input (the norm's output), each
+// split over TP only with sequence parallelism. Megatron-LM's sequence-parallel linear layers
+// save their local input and gather it again in the backward; PyTorch DTensor TP (torchtitan's
+// ColwiseParallel output layer under loss_parallel) saves the gathered input, whole:
+// `gathered_output_input`.
+double output_block_stored_bytes(const LayerShape& x, bool gathered_output_input);
 double flash_lse_bytes(const LayerShape& x);
 
 // Ring buffers, live while one attention layer runs its backward; 0 without CP: K,V double
@@ -272,6 +280,18 @@ AttentionCoreBytes attention_core_elementwise_bytes(const LayerShape& x);
 // Cross-entropy over the vocabulary-parallel logits: read logits, write fp32 softmax, read it
 // back, write the logit gradient: tokens*(V/t)*(2*e + 8).
 double loss_elementwise_bytes(const LayerShape& x, double vocab);
+// Bytes per logit of this rank's vocabulary slice at the peak of an unfused cross-entropy,
+// F.cross_entropy over logits.float() as torchtitan calls it (TrainingConfig::unfused_cross_entropy).
+// Its peak is the backward; the 16-bit logits are freed before it (torchtitan's train step
+// deletes `pred` before loss.backward()).
+//   one device (tp 1): the saved float32 log-softmax output, the dense float32 gradient
+//     nll_loss_backward writes and the float32 gradient of the log-softmax backward: 12.
+//   TP (tp > 1, PyTorch's loss_parallel, torchtitan's default under TP: the only way its logits
+//     stay sharded over the vocabulary): _nll_loss_and_log_softmax_backward computes
+//     (grad_input + exp(x)) * grad_output with grad_input = zeros_like(x), so the saved output
+//     x, grad_input, their sum and the product are live together: 16
+//     (torch/distributed/tensor/parallel/loss.py).
+double unfused_cross_entropy_bytes_per_logit(int64_t tp);
 // DRAM bytes per parameter of one optimizer step (fused update over fp32 master weights and
 // fp32 gradients; itemised in formulas.cpp): fp16 Adam 58, bf16 Adam 50, fp32 Adam 44.
 double optimizer_step_bytes_per_param(DType dtype, Optimizer opt, bool clip_grad);

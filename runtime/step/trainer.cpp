@@ -876,6 +876,10 @@ void Trainer<T>::forward_micro_batch(MicroBatch& mb, int64_t index) {
   mb.rstd_f.resize(static_cast<size_t>(Rl));
   mb.xf_loc.resize(act);
   rmsnorm_forward(mb.x_final.data(), w(ob, kFinalNorm), mb.xf_loc.data(), mb.rstd_f.data(), Rl, h, spec_.norm_eps);
+  // The norm's input, statistics and output stay until the output block's backward (an
+  // activation of the output block: sim::output_block_stored_bytes).
+  act_bytes_ += output_block_bytes(mb);
+  act_peak_bytes_ = std::max(act_peak_bytes_, act_bytes_);
   std::vector<T> xf(static_cast<size_t>(R * h));
   tp_gather_input(mb.xf_loc.data(), xf.data(), h);
   const T* head = spec_.model.tied_embeddings ? w(0, 0) : w(ob, kHead);
@@ -946,6 +950,10 @@ void Trainer<T>::backward_micro_batch(MicroBatch& mb, bool last) {
     std::vector<T> dnorm(static_cast<size_t>(h), T(0));
     rmsnorm_backward(mb.x_final.data(), w(ob, kFinalNorm), mb.rstd_f.data(), dxf_loc.data(), dx.data(), dnorm.data(),
                      Rl, h);
+    act_bytes_ -= output_block_bytes(mb);
+    mb.x_final = {};
+    mb.xf_loc = {};
+    mb.rstd_f = {};
     if (sp) {
       Scope<Clock> s(*clock_, Term::tp_comm);
       groups_.tp->all_reduce_sum(dnorm.data(), dnorm.size());

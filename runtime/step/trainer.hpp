@@ -231,6 +231,11 @@ class Trainer {
   T* w(int64_t block, int which);
   void gather_block(int64_t block);   // ZeRO-3: all-gather a block's parameters before use
   void release_block(int64_t block);  // ZeRO-3: free them after use
+  // Bytes the output block keeps from its forward to its backward: the final norm's input,
+  // row statistics and output (this rank's rows).
+  static int64_t output_block_bytes(const MicroBatch& mb) {
+    return static_cast<int64_t>((mb.x_final.size() + mb.rstd_f.size() + mb.xf_loc.size()) * sizeof(T));
+  }
   // ZeRO-3: post the all-gather of the block used next, so that it runs while this one computes
   // (FSDP's forward and backward prefetch; the cost model's two live units). gather_block()
   // then waits for it; w() and g() drive it between operators.

@@ -429,16 +429,42 @@ TEST_CASE("logits memory: 16-bit logits plus the cross-entropy's float32 copy, f
   CHECK(predict(e, mesh, ParallelOptions{}).memory.logits_bytes == Approx(rows * slice * (2 + 4)));
   e.training.dtype = DType::fp32;
   CHECK(predict(e, mesh, ParallelOptions{}).memory.logits_bytes == Approx(rows * slice * 4));
-  // Unfused (PyTorch's cross_entropy over logits.float()): three float32 tensors at its backward,
-  // whatever the dtype; the peak grows by the difference.
+  // Unfused (PyTorch's cross_entropy over logits.float()) under TP runs as loss_parallel: four
+  // float32 tensors at its backward, whatever the dtype; the peak grows by the difference.
   e.training.unfused_cross_entropy = true;
-  CHECK(predict(e, mesh, ParallelOptions{}).memory.logits_bytes == Approx(rows * slice * 12));
+  CHECK(predict(e, mesh, ParallelOptions{}).memory.logits_bytes == Approx(rows * slice * 16));
   e.training.dtype = DType::bf16;
   const Prediction unfused = predict(e, mesh, ParallelOptions{});
-  CHECK(unfused.memory.logits_bytes == Approx(rows * slice * 12));
+  CHECK(unfused.memory.logits_bytes == Approx(rows * slice * 16));
   e.training.unfused_cross_entropy = false;
   CHECK(unfused.peak_memory_bytes - predict(e, mesh, ParallelOptions{}).peak_memory_bytes ==
-        Approx(rows * slice * (12 - 6)));
+        Approx(rows * slice * (16 - 6)));
+  // On one device (no vocabulary split): the native log-softmax backward, three float32 tensors.
+  e.training.unfused_cross_entropy = true;
+  CHECK(predict(e, test::mesh_of(1, 1, 1, 1), ParallelOptions{}).memory.logits_bytes ==
+        Approx(rows * double(e.model.vocab) * 12));
+}
+
+TEST_CASE("output block memory: Megatron's sequence-parallel output layer saves its shard, loss_parallel the gathered input") {
+  Experiment e = test::llama_experiment(8192, 32);
+  ParallelOptions o;
+  o.sequence_parallel = true;
+  o.recompute = Recompute::full;
+  const Mesh mesh = test::mesh_of(1, 2, 1, 1);
+  const LayerShape x = make_layer_shape(e.model, e.training, mesh, o);
+  const double rows = 8192.0, h = double(e.model.hidden);
+  // Local: the norm's input and output (bf16) and its float32 statistics, on this rank's rows.
+  CHECK(output_block_stored_bytes(x, false) == Approx(rows / 2 * (2 * h * 2 + 4)));
+  // Gathered (DTensor): the output layer's input whole.
+  CHECK(output_block_stored_bytes(x, true) == Approx(rows / 2 * (h * 2 + 4) + rows * h * 2));
+  const double fused = predict(e, mesh, o).memory.activations_bytes;
+  e.training.unfused_cross_entropy = true;
+  CHECK(predict(e, mesh, o).memory.activations_bytes - fused == Approx(rows * h * 2 / 2));
+  // Without TP nothing is gathered: the same bytes either way.
+  const Mesh one = test::mesh_of(1, 1, 1, 1);
+  const double unfused_one = predict(e, one, o).memory.activations_bytes;
+  e.training.unfused_cross_entropy = false;
+  CHECK(predict(e, one, o).memory.activations_bytes == Approx(unfused_one));
 }
 
 TEST_CASE("full recompute re-runs the forward TP collectives, selective does not") {
@@ -468,20 +494,24 @@ TEST_CASE("dropout from the model file: predict() memory is Korthikanti Table 2 
   o.attention = AttentionImpl::materialized;
   o.micro_batch = 2;
   const double l = 48, s = 2048, b = 2, h = 6144, a = 64, t = 8;
-  auto kept = [](const MemoryBreakdown& m) { return m.activations_bytes + m.attention_scores_bytes; };
+  // Beside the layers, the output block keeps the final norm's input, its float32 row statistics
+  // and the output layer's input (each split by TP only with sequence parallelism).
+  auto kept = [&](const MemoryBreakdown& m, double share) {
+    return m.activations_bytes + m.attention_scores_bytes - s * b * share * (2 * h * 2 + 4);
+  };
 
   CHECK(make_layer_shape(e.model, e.training, test::mesh_of(1, 1, 1, 1), o).dropout);
   const MemoryBreakdown none = predict(e, test::mesh_of(1, 1, 1, 1), o).memory;
-  CHECK(kept(none) == Approx(l * (34 * s * b * h + 5 * a * s * s * b)).epsilon(1e-12));
+  CHECK(kept(none, 1) == Approx(l * (34 * s * b * h + 5 * a * s * s * b)).epsilon(1e-12));
 
   o.sequence_parallel = true;
   const MemoryBreakdown sp = predict(e, test::mesh_of(1, 8, 1, 1), o).memory;
-  CHECK(kept(sp) == Approx(l * (34 * s * b * h + 5 * a * s * s * b) / t).epsilon(1e-12));
+  CHECK(kept(sp, 1 / t) == Approx(l * (34 * s * b * h + 5 * a * s * s * b) / t).epsilon(1e-12));
 
   // Selective: 34sbh/t kept per layer; one layer's scores (5as^2b/t) recomputed in backward.
   o.recompute = Recompute::selective;
   const MemoryBreakdown sel = predict(e, test::mesh_of(1, 8, 1, 1), o).memory;
-  CHECK(sel.activations_bytes == Approx(l * 34 * s * b * h / t).epsilon(1e-12));
+  CHECK(sel.activations_bytes - s * b / t * (2 * h * 2 + 4) == Approx(l * 34 * s * b * h / t).epsilon(1e-12));
   CHECK(sel.attention_scores_bytes == Approx(5 * a * s * s * b / t).epsilon(1e-12));
 
   // Without dropout: no masks (2sbh) and no score dropout (mask + output, 3as^2b).
@@ -490,7 +520,7 @@ TEST_CASE("dropout from the model file: predict() memory is Korthikanti Table 2 
   o.sequence_parallel = false;
   CHECK_FALSE(make_layer_shape(e.model, e.training, test::mesh_of(1, 1, 1, 1), o).dropout);
   const MemoryBreakdown nodrop = predict(e, test::mesh_of(1, 1, 1, 1), o).memory;
-  CHECK(kept(nodrop) == Approx(l * (32 * s * b * h + 2 * a * s * s * b)).epsilon(1e-12));
+  CHECK(kept(nodrop, 1) == Approx(l * (32 * s * b * h + 2 * a * s * s * b)).epsilon(1e-12));
 }
 
 TEST_CASE("dropout adds memory-bound time and efficiency.memory_bandwidth scales memory-bound terms") {
