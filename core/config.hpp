@@ -411,7 +411,13 @@ struct Published {
   std::optional<double> step_time_s;
   std::optional<double> tflops_per_device;
   std::optional<double> mfu;
+  // Peak memory as the allocator's high-water mark of reserved memory (torchtitan's "max
+  // reserved", nvidia-smi): compared with the predicted peak, the profile's memory_reserved_gib in.
   std::optional<double> peak_memory_gib;
+  // Peak of the memory held by tensors alone (torch.cuda.max_memory_allocated): compared with the
+  // predicted peak less the profile's memory_reserved_gib (CUDA context, library workspaces and
+  // allocator slack, which the allocator's tensor count leaves out).
+  std::optional<double> peak_memory_allocated_gib;
   std::optional<double> tokens_per_s_per_device;  // training tokens per second per device
   AttentionFlopCount attention_flops = AttentionFlopCount::causal;  // counting rule of tflops_per_device, mfu
   std::string source;

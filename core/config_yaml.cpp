@@ -448,8 +448,8 @@ const std::vector<std::string> kSearchKeys{"micro_batch", "recompute",  "zero_st
                                            "cp_scheme",   "interleave", "attention",  "cp_comm",
                                            "cp_a2a_size", "max_tp",     "max_cp",     "max_pp"};
 const std::vector<std::string> kPublishedKeys{"step_time_s",     "tflops_per_device",       "mfu",
-                                              "peak_memory_gib", "tokens_per_s_per_device", "attention_flops",
-                                              "source"};
+                                              "peak_memory_gib", "peak_memory_allocated_gib", "tokens_per_s_per_device",
+                                              "attention_flops", "source"};
 
 LinkProfile read_link(const MapReader& parent, const std::string& key) {
   MapReader r = parent.nested(key, {"bandwidth_gbps", "latency_us"});
@@ -988,6 +988,8 @@ Experiment experiment_from_yaml(const YAML::Node& node, const std::string& file,
       pub.mfu = p.get_real("mfu", kFractionRange);
     }
     if (p.has("peak_memory_gib")) pub.peak_memory_gib = p.get_real("peak_memory_gib", kMemoryGibRange);
+    if (p.has("peak_memory_allocated_gib"))
+      pub.peak_memory_allocated_gib = p.get_real("peak_memory_allocated_gib", kMemoryGibRange);
     if (p.has("tokens_per_s_per_device"))
       pub.tokens_per_s_per_device = p.get_real("tokens_per_s_per_device", kTokensPerSecondRange);
     if (p.has("attention_flops")) {
@@ -1001,10 +1003,10 @@ Experiment experiment_from_yaml(const YAML::Node& node, const std::string& file,
     // Published figures are only useful with their provenance, and at least one figure.
     pub.source = p.get_string("source");
     if (!pub.step_time_s && !pub.tflops_per_device && !pub.mfu && !pub.peak_memory_gib &&
-        !pub.tokens_per_s_per_device)
+        !pub.peak_memory_allocated_gib && !pub.tokens_per_s_per_device)
       throw ConfigError(file, p.map_line(), r.field("published"),
                         "needs at least one of step_time_s, tflops_per_device, mfu, peak_memory_gib, "
-                        "tokens_per_s_per_device");
+                        "peak_memory_allocated_gib, tokens_per_s_per_device");
     e.published = pub;
   }
   return e;
@@ -1229,6 +1231,7 @@ void write_experiment(YAML::Emitter& out, const Experiment& e) {
     if (p.tflops_per_device) emit_double(out, "tflops_per_device", *p.tflops_per_device);
     if (p.mfu) emit_double(out, "mfu", *p.mfu);
     if (p.peak_memory_gib) emit_double(out, "peak_memory_gib", *p.peak_memory_gib);
+    if (p.peak_memory_allocated_gib) emit_double(out, "peak_memory_allocated_gib", *p.peak_memory_allocated_gib);
     if (p.tokens_per_s_per_device) emit_double(out, "tokens_per_s_per_device", *p.tokens_per_s_per_device);
     if (p.attention_flops == AttentionFlopCount::full) out << YAML::Key << "attention_flops" << YAML::Value << "full";
     out << YAML::Key << "source" << YAML::Value << YAML::DoubleQuoted << p.source;

@@ -153,13 +153,14 @@ std::vector<ValidationRow> validate_case(const Experiment& e) {
   if (!e.mesh) throw missing("mesh", "a validation case needs a fixed mesh (dp, tp, cp, pp)");
   if (!e.published)
     throw missing("published",
-                  "a validation case needs a `published:` block with step_time_s, tflops_per_device, mfu "
-                  "or peak_memory_gib");
+                  "a validation case needs a `published:` block with step_time_s, tflops_per_device, mfu, "
+                  "peak_memory_gib, peak_memory_allocated_gib or tokens_per_s_per_device");
   const Published& pub = *e.published;
-  if (!pub.step_time_s && !pub.tflops_per_device && !pub.mfu && !pub.peak_memory_gib && !pub.tokens_per_s_per_device)
+  if (!pub.step_time_s && !pub.tflops_per_device && !pub.mfu && !pub.peak_memory_gib &&
+      !pub.peak_memory_allocated_gib && !pub.tokens_per_s_per_device)
     throw experiment_field_error(e, "published",
                                  "no metric given; expected at least one of step_time_s, tflops_per_device, mfu, "
-                                 "peak_memory_gib, tokens_per_s_per_device");
+                                 "peak_memory_gib, peak_memory_allocated_gib, tokens_per_s_per_device");
   const Mesh& mesh = *e.mesh;
   const std::string why = sim::check_layout(e, mesh, e.options, mesh.world_size());
   if (!why.empty()) {
@@ -350,7 +351,7 @@ std::string metric_text(std::string_view metric, double v) {
   if (metric == "step_time_s") return format::format_time_s(v);
   if (metric == "tflops_per_device") return format::format_flops_per_s(v * units::tflop);
   if (metric == "mfu") return format::format_pct(100.0 * v);
-  if (metric == "peak_memory_gib") return format::format_bytes(v * units::gib_bytes);
+  if (metric == "peak_memory_gib" || metric == "peak_memory_allocated_gib") return format::format_bytes(v * units::gib_bytes);
   if (metric == "tokens_per_s_per_device") return format::format_tokens_per_s(v);
   throw Error(ErrorKind::runtime, fmt::format("validation: no format for metric '{}'", metric));
 }

@@ -1,7 +1,8 @@
 // Validation of the cost model against published runs (`ringplan validate`).
 //
 // A case is an experiment with a fixed mesh and a `published:` block. Each published metric
-// present (step_time_s, tflops_per_device, mfu, peak_memory_gib, tokens_per_s_per_device) is
+// present (step_time_s, tflops_per_device, mfu, peak_memory_gib, peak_memory_allocated_gib,
+// tokens_per_s_per_device) is
 // compared with the prediction (sim::compare_published, shared with `ringplan fit`):
 // error_pct = 100 * (predicted - published) / published (signed: + means the model predicts
 // more than was measured). Nothing is fitted to the published figures here.
@@ -31,7 +32,8 @@ namespace ringplan::planner {
 // One published metric of one evaluated case.
 struct ValidationRow {
   std::string name;    // case name (experiment name, else file path)
-  std::string metric;  // step_time_s | tflops_per_device | mfu | peak_memory_gib | tokens_per_s_per_device
+  std::string metric;  // step_time_s | tflops_per_device | mfu | peak_memory_gib | peak_memory_allocated_gib |
+                       // tokens_per_s_per_device
   double predicted = 0;
   double published = 0;
   double error_pct = 0;
@@ -44,7 +46,7 @@ struct ValidationRow {
   // Runs that differ only in layout (mesh and options) share a ranking group: same model,
   // cluster, GPU count, sequence length, global batch, precision and metric (ranking_groups()).
   std::string ranking_group;
-  bool time_metric = false;  // the metric depends on the step time (all but peak_memory_gib)
+  bool time_metric = false;  // the metric depends on the step time (all but the two peak memories)
   bool higher_is_better = true;  // false for step_time_s
   bool fits = true;          // the prediction fits the device memory (the heuristic baseline needs it)
   ParallelOptions options;   // the case's options (the heuristic breaks no ties on them)

@@ -49,6 +49,9 @@ Comparisons compare_published(const Experiment& e, const Prediction& p) {
   if (pub.mfu)
     add("mfu", flops / (p.step_time_s * e.cluster.peak_flops_per_s(e.training.dtype) * devices), *pub.mfu, true);
   if (pub.peak_memory_gib) add("peak_memory_gib", p.peak_memory_bytes / units::gib_bytes, *pub.peak_memory_gib, false);
+  if (pub.peak_memory_allocated_gib)
+    add("peak_memory_allocated_gib", (p.peak_memory_bytes - p.memory.reserved_bytes) / units::gib_bytes,
+        *pub.peak_memory_allocated_gib, false);
   if (pub.tokens_per_s_per_device)
     add("tokens_per_s_per_device", p.tokens_per_s / devices, *pub.tokens_per_s_per_device, true);
   return out;
@@ -201,7 +204,7 @@ void check_case(const Experiment& e) {
   if (!pub.step_time_s && !pub.tflops_per_device && !pub.mfu && !pub.tokens_per_s_per_device)
     throw ConfigError(e.path, 0, "published",
                       "no time metric to fit (step_time_s, tflops_per_device, mfu or tokens_per_s_per_device); "
-                      "peak_memory_gib does not depend on the fitted parameters");
+                      "peak memory does not depend on the fitted parameters");
   const std::string why = check_layout(e, *e.mesh, e.options, e.mesh->world_size());
   if (!why.empty()) throw ConfigError(e.path, 0, "mesh", "layout cannot run: " + why);
 }

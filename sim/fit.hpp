@@ -8,8 +8,8 @@
 //
 // Objective: mean over cases of the case's mean |relative error| over its TIME metrics
 // (step_time_s, tflops_per_device, mfu, tokens_per_s_per_device, each compared in its own
-// unit as `validate` does). peak_memory_gib is not a function of the fitted parameters and is
-// left out.
+// unit as `validate` does). The peak memories are not functions of the fitted parameters and
+// are left out.
 //
 // Optimiser: bounded Hooke-Jeeves pattern search, deterministic: from each start point, try
 // +-step on each parameter in turn, keep any improvement, then move along the direction of
@@ -36,14 +36,15 @@ namespace ringplan::sim {
 // ---------------------------------------------------------------- comparison
 // One published metric of a case next to its prediction (in the metric's unit).
 struct MetricComparison {
-  const char* metric = "";  // step_time_s | tflops_per_device | mfu | peak_memory_gib | tokens_per_s_per_device
+  const char* metric = "";  // step_time_s | tflops_per_device | mfu | peak_memory_gib | peak_memory_allocated_gib |
+                            // tokens_per_s_per_device
   double predicted = 0;
   double published = 0;
-  bool time_metric = false;  // depends on the step time (everything but peak_memory_gib)
+  bool time_metric = false;  // depends on the step time (everything but the two peak memories)
   double error_pct() const { return 100.0 * (predicted - published) / published; }
 };
 struct Comparisons {
-  std::array<MetricComparison, 5> items;
+  std::array<MetricComparison, 6> items;  // one per metric a published block can hold
   int count = 0;
 };
 

@@ -73,6 +73,7 @@ void check_same(const Experiment& a, const Experiment& b) {
     CHECK(a.published->tflops_per_device == b.published->tflops_per_device);
     CHECK(a.published->mfu == b.published->mfu);
     CHECK(a.published->peak_memory_gib == b.published->peak_memory_gib);
+    CHECK(a.published->peak_memory_allocated_gib == b.published->peak_memory_allocated_gib);
     CHECK(a.published->source == b.published->source);
   }
 }
@@ -110,6 +111,7 @@ const char* kFullExperiment =
     "  max_cp: 32\n"
     "  max_pp: 4\n"
     "published: {step_time_s: 1.42, tflops_per_device: 150.5, mfu: 0.48, peak_memory_gib: 61.25,\n"
+    "            peak_memory_allocated_gib: 58.5,\n"
     "            source: \"Korthikanti et al. 2022, Table 5: row 22B\"}\n";
 
 }  // namespace
@@ -417,6 +419,7 @@ TEST_CASE("experiment with inline blocks and mesh and options and search and pub
   CHECK(e.published->tflops_per_device == 150.5);
   CHECK(e.published->mfu == 0.48);
   CHECK(e.published->peak_memory_gib == 61.25);
+  CHECK(e.published->peak_memory_allocated_gib == 58.5);
   CHECK(e.published->source == "Korthikanti et al. 2022, Table 5: row 22B");
 
   // The same experiment with every block inlined.

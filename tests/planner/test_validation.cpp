@@ -46,6 +46,27 @@ TEST_CASE("validate_case: signed error per published metric") {
   CHECK(std::abs(rows[1].error_pct) < 1e-9);
 }
 
+TEST_CASE("validate_case: peak_memory_allocated_gib is compared without the profile's reserve") {
+  Experiment e = a_case("c1", 1.0);
+  const sim::Prediction p = sim::predict(e, *e.mesh, e.options);
+  REQUIRE(p.memory.reserved_bytes > 0);
+  e.published = Published{};
+  e.published->source = "made up for the test";
+  // Tensors alone: the predicted peak less the reserve, exactly.
+  e.published->peak_memory_allocated_gib = (p.peak_memory_bytes - p.memory.reserved_bytes) / units::gib_bytes;
+  auto rows = validate_case(e);
+  REQUIRE(rows.size() == 1);
+  CHECK(rows[0].metric == "peak_memory_allocated_gib");
+  CHECK(std::abs(rows[0].error_pct) < 1e-9);
+  CHECK_FALSE(rows[0].time_metric);
+  // The same figure read as reserved memory would be short of the prediction by the reserve.
+  e.published->peak_memory_gib = e.published->peak_memory_allocated_gib;
+  rows = validate_case(e);
+  REQUIRE(rows.size() == 2);
+  CHECK(rows[0].metric == "peak_memory_gib");
+  CHECK(rows[0].predicted - rows[1].predicted == doctest::Approx(p.memory.reserved_bytes / units::gib_bytes));
+}
+
 TEST_CASE("validate_case: a case needs a mesh and a published metric") {
   Experiment e = a_case("c", 1.0);
   e.mesh.reset();
