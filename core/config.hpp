@@ -308,6 +308,19 @@ struct TrainingConfig {
   // float32 gradient from nll_loss and the float32 gradient it writes, 12 bytes per logit; 16
   // under TP, where PyTorch's loss_parallel computes it (sim::unfused_cross_entropy_bytes_per_logit).
   bool unfused_cross_entropy = false;
+  // How 16-bit mixed precision holds the weights, YAML training.mixed_precision: master_weights |
+  // autocast (default master_weights). master_weights: 16-bit weights beside a float32 master copy
+  // in the optimizer, activations in `dtype` (Megatron-LM, FSDP's MixedPrecisionPolicy,
+  // DeepSpeed). autocast: PyTorch's automatic mixed precision over float32 parameters
+  // (torch.autocast; Hugging Face Trainer's bf16/fp16 runs it): each op casts its weights to
+  // `dtype` (cast once per step and held until the backward: the 2-byte weights term) and its
+  // inputs; the float32 parameters are the master copy and the gradients are float32 (2 + 4 + 12
+  // = 18 bytes per parameter with Adam); the residual stream stays float32, and each norm saves
+  // its float32 input and output beside the 16-bit cast the next linear layer saves
+  // (sim::layer_activation_bytes); the loop's zero_grad(set_to_none=True) (PyTorch's default)
+  // frees the gradients, which the backward allocates again, so the loss's peak holds none
+  // (sim::predict's peak). Needs a 16-bit dtype.
+  bool autocast = false;
   // FP8 linear layers, YAML training.fp8 (default false): the transformer blocks' GEMMs (QKV,
   // attention output, MLP up and down; forward, data and weight gradient) run in FP8 with
   // per-tensor scaling, as Transformer Engine runs them under Megatron-LM / NeMo (--fp8-format

@@ -435,7 +435,8 @@ const std::vector<std::string> kClusterKeys{
     "gpus_per_node", "nodes",       "intra_node", "inter_node",          "efficiency"};
 const std::vector<std::string> kTrainingKeys{"seq_len", "global_batch", "global_batch_tokens",
                                              "dtype",   "optimizer",    "causal",
-                                             "grad_accumulation_dtype", "cross_entropy", "fp8", "clip_grad", "documents"};
+                                             "grad_accumulation_dtype", "cross_entropy", "fp8", "clip_grad", "documents",
+                                             "mixed_precision"};
 const std::vector<std::string> kDocumentKeys{"lengths", "distribution", "mean_length", "sigma", "seed"};
 const std::vector<std::string> kExperimentKeys{"name", "model",   "cluster", "training", "gpus",
                                                "mesh", "options", "search",  "published"};
@@ -826,6 +827,18 @@ TrainingConfig training_from_yaml(const YAML::Node& node, const std::string& fil
     if (t.fp8 && t.dtype == DType::fp32)
       r.fail("fp8", "FP8 linear layers need a 16-bit training dtype (bf16 or fp16), got dtype fp32");
   }
+  if (r.has("mixed_precision")) {
+    const std::string mp = r.get_string("mixed_precision");
+    if (mp != "master_weights" && mp != "autocast")
+      r.fail("mixed_precision", fmt::format("must be one of master_weights, autocast; got '{}'", mp));
+    t.autocast = mp == "autocast";
+    if (t.autocast && t.dtype == DType::fp32)
+      r.fail("mixed_precision", "autocast needs a 16-bit training dtype (bf16 or fp16), got dtype fp32");
+    if (t.autocast && r.has("grad_accumulation_dtype") && !t.fp32_grad_accumulation)
+      r.fail("grad_accumulation_dtype",
+             "autocast keeps float32 parameters and gradients; grad_accumulation_dtype must be fp32 or left out");
+    if (t.autocast) t.fp32_grad_accumulation = true;
+  }
   if (r.has("clip_grad")) t.clip_grad = r.get_real("clip_grad", kClipGradRange);
   if (r.has("documents")) t.documents = documents_from_yaml(r.nested("documents", kDocumentKeys), t.seq_len);
   return t;
@@ -1141,6 +1154,7 @@ void write_training(YAML::Emitter& out, const TrainingConfig& t) {
   if (t.fp32_grad_accumulation) out << YAML::Key << "grad_accumulation_dtype" << YAML::Value << "fp32";
   if (t.unfused_cross_entropy) out << YAML::Key << "cross_entropy" << YAML::Value << "unfused";
   if (t.fp8) out << YAML::Key << "fp8" << YAML::Value << true;
+  if (t.autocast) out << YAML::Key << "mixed_precision" << YAML::Value << "autocast";
   if (t.clip_grad != 1.0) emit_double(out, "clip_grad", t.clip_grad);
   if (t.documents) {
     const DocumentSpec& d = *t.documents;

@@ -176,6 +176,12 @@ MegatronLaunch megatron_launch(const Experiment& e, const sim::Prediction& p) {
         "training.cross_entropy unfused: Megatron-LM's vocab_parallel_cross_entropy works in place (fused); this "
         "launch needs less loss memory than the plan assumed");
   }
+  if (e.training.autocast) {
+    out.notes.push_back(
+        "training.mixed_precision autocast: Megatron-LM keeps 16-bit weights beside a float32 master copy and a "
+        "16-bit residual stream (--bf16/--fp16), not torch.autocast over float32 parameters; its activations and "
+        "peak differ from the plan's");
+  }
 
   // Layout. Megatron derives DP = world size / (TP x PP x CP) from the launcher; its rank order
   // is TP innermost, then CP, DP, PP (the default "tp-cp-ep-dp-pp" order).
@@ -515,6 +521,12 @@ TorchtitanConfig torchtitan_config(const Experiment& e, const sim::Prediction& p
         "training.cross_entropy fused: torchtitan's loss is PyTorch's cross_entropy over logits.float() "
         "(12 bytes per logit at its backward, not the fused loss's e + 4); plan with cross_entropy: unfused to "
         "predict its memory");
+  }
+  if (e.training.autocast) {
+    out.notes.push_back(
+        "training.mixed_precision autocast: torchtitan runs FSDP's MixedPrecisionPolicy (16-bit weights gathered "
+        "from float32 shards, a 16-bit residual stream), not torch.autocast; its activations and peak differ from "
+        "the plan's");
   }
 
   // Data parallelism: torchtitan's DP = replicate x shard. FSDP (fully_shard) shards

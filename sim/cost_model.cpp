@@ -494,9 +494,15 @@ LayerTimes layer_times(const LayerShape& x, const ClusterConfig& c, double peak,
 // the group has more than one rank: otherwise nothing is sharded. `output_bytes` is what the
 // output block stores for its backward (output_block_stored_bytes; the last stage, else 0), live
 // beside the stored layers' activations.
+// `autocast` (TrainingConfig::autocast): the gradients are freed between steps and allocated
+// again in the backward, and the 16-bit weight casts are released as each layer's backward ends,
+// so the peak is the larger of the loss's (weights, optimizer, activations, logits; no gradient
+// yet) and the backward's end (optimizer, every gradient, one layer's working set); otherwise
+// every term is live at once.
 MemoryBreakdown stage_memory(double params_on_device, const StateBytes& sb, int zero_stage, double shard_group,
                              double in_flight, double layers, const LayerActivationBytes& act, double ring_bytes,
-                             double logits_bytes, double output_bytes, double reserved_bytes, double unit_params) {
+                             double logits_bytes, double output_bytes, double reserved_bytes, double unit_params,
+                             bool autocast) {
   MemoryBreakdown m;
   const bool sharded_group = shard_group > 1.0;
   const double units_live = 2.0 * std::min(unit_params, params_on_device);
@@ -512,8 +518,14 @@ MemoryBreakdown stage_memory(double params_on_device, const StateBytes& sb, int 
   m.ring_buffers_bytes = ring_bytes;
   m.logits_bytes = logits_bytes;
   m.reserved_bytes = reserved_bytes;
-  m.peak_bytes = m.weights_bytes + m.gradients_bytes + m.optimizer_bytes + m.activations_bytes +
-                 m.attention_scores_bytes + std::max(m.ring_buffers_bytes, m.logits_bytes) + m.reserved_bytes;
+  const double forward_and_loss = m.weights_bytes + m.activations_bytes + m.attention_scores_bytes +
+                                  std::max(m.ring_buffers_bytes, m.logits_bytes);
+  if (autocast) {
+    const double backward_end = m.gradients_bytes + act.backward_working_bytes;
+    m.peak_bytes = m.optimizer_bytes + std::max(forward_and_loss, backward_end) + m.reserved_bytes;
+  } else {
+    m.peak_bytes = m.gradients_bytes + m.optimizer_bytes + forward_and_loss + m.reserved_bytes;
+  }
   return m;
 }
 
@@ -737,7 +749,8 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
   const double unit_params = std::max(layer_params(model), emb) / tp;
   if (mesh.pp == 1) {
     p.memory = stage_memory(rank_params(0, layers_stage) / tp, sb, opt.zero_stage, shard_group, 1.0, layers_stage, act,
-                            ring_bytes, logits_bytes, output_bytes, c.memory_reserved_bytes, unit_params);
+                            ring_bytes, logits_bytes, output_bytes, c.memory_reserved_bytes, unit_params,
+                            train.autocast);
   } else {
     // 1F1B: rank d holds the activations of min(PP - d, m) micro-batches (interleaved: more, by
     // (PP-1)/(PP v) of that); the last rank one, and the logits. The peak rank is the largest of
@@ -751,7 +764,8 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
       const double in_flight = last ? 1.0 : std::min(pp - static_cast<double>(d), m) * interleaved;
       const MemoryBreakdown mb = stage_memory(rank_params(d, layers_d) / tp, sb, opt.zero_stage, shard_group, in_flight,
                                               layers_d, act, ring_bytes, last ? logits_bytes : 0.0,
-                                              last ? output_bytes : 0.0, c.memory_reserved_bytes, unit_params);
+                                              last ? output_bytes : 0.0, c.memory_reserved_bytes, unit_params,
+                                              train.autocast);
       if (!have || mb.peak_bytes > p.memory.peak_bytes) p.memory = mb, have = true;
     }
   }

@@ -32,6 +32,7 @@ LayerShape make_layer_shape(const ModelConfig& m, const TrainingConfig& t, const
   // Only the presence of dropout changes memory and traffic (masks, dropout outputs).
   x.dropout = m.dropout > 0.0;
   x.activation_bytes = dtype_bytes(t.dtype);
+  x.autocast = t.autocast;
   if (t.documents && !t.documents->lengths.empty() && mesh.cp >= 1) {
     // The precomputed entry (sim::prepare_document_work), else computed here: the same closed
     // form, allocation-free but O(documents x CP), which the planner's loop must not pay.
@@ -153,9 +154,12 @@ double ring_backward_step_bytes(const LayerShape& x) {
 
 double output_block_stored_bytes(const LayerShape& x, bool gathered_output_input) {
   const double rows = x.tokens() * x.replicated_share();
-  const double norm_input = rows * x.hidden * x.activation_bytes, row_stats = rows * 4.0;
-  const double output_input = gathered_output_input ? x.tokens() * x.hidden * x.activation_bytes : norm_input;
-  return norm_input + row_stats + output_input;
+  const double e = x.activation_bytes;
+  // Under autocast the norm's input is float32 and it saves its float32 output too.
+  const double norm_input = rows * x.hidden * x.residual_bytes(), row_stats = rows * 4.0;
+  const double norm_output_fp32 = x.autocast ? rows * x.hidden * 4.0 : 0.0;
+  const double output_input = (gathered_output_input ? x.tokens() : rows) * x.hidden * e;
+  return norm_input + row_stats + norm_output_fp32 + output_input;
 }
 
 double materialized_scores_bytes(const LayerShape& x) {
@@ -215,7 +219,13 @@ LayerActivationBytes layer_activation_bytes(const LayerShape& x) {
   // Korthikanti Sec. 4.1, per layer. Not TP-sharded (only SP splits them):
   //   LN1 input, QKV input (LN1 output), LN2 input, fc1 input: 4 * e*T*h
   //   dropout masks after attention and after the MLP: 2 * T*h bytes
-  const double replicated = (4.0 * e + 2.0 * mask) * T * h * r;
+  // Under autocast the norm inputs are the float32 residual stream and each norm also saves its
+  // float32 output (the product with its scale saves it; the linear layer after it saves the
+  // e-byte cast): 2 * (4 + 4 + e) * T*h. A Llama block written in PyTorch ops under autocast
+  // (bench/gpu/torch_step_bench.py's RMSNorm, Hugging Face's LlamaRMSNorm) keeps exactly these.
+  const double norms = x.autocast ? 2.0 * (4.0 + 4.0 + e) : 4.0 * e;
+  const double replicated = (norms + 2.0 * mask) * T * h * r;
+  const double layer_input = x.residual_bytes() * T * h * r;  // what full recompute keeps
   // TP-sharded: Q (a*d), K and V (a_kv*d each), attention output = out-proj input (a*d);
   // MLP: activation input and output (f each), gated: gate and up outputs and their product.
   const double attention_sharded = e * T * (q + 2.0 * kv + q) / t;
@@ -246,7 +256,7 @@ LayerActivationBytes layer_activation_bytes(const LayerShape& x) {
       // among the tensors of layer_no_scores; the rest are, and are not re-run.
       const double w2_out = x.gated_mlp ? e * T * h : 0.0;
       const double scattered = x.sequence_parallel ? 2.0 * e * T * h * r : 0.0;
-      const double kept = e * T * h * r + e * T * q / t + selective_op_recompute(x).saved_gemm_output_bytes + scattered;
+      const double kept = layer_input + e * T * q / t + selective_op_recompute(x).saved_gemm_output_bytes + scattered;
       out.stored_bytes = kept;
       out.scores_bytes = scores;
       out.backward_working_bytes = std::max(0.0, layer_no_scores - (kept - w2_out - scattered));
@@ -255,7 +265,7 @@ LayerActivationBytes layer_activation_bytes(const LayerShape& x) {
     case Recompute::full:
       // Only the layer input is kept (scattered over TP with SP); backward re-runs the layer
       // forward, so one layer's full activations are live again during its backward.
-      out.stored_bytes = e * T * h * r;
+      out.stored_bytes = layer_input;
       out.scores_bytes = 0.0;
       out.backward_working_bytes = layer_no_scores + scores;
       out.backward_working_scores_bytes = scores;

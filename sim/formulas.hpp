@@ -40,6 +40,10 @@ struct LayerShape {
   Recompute recompute = Recompute::none;
   bool dropout = false;        // ModelConfig::dropout > 0 (Korthikanti's runs used 0.1; modern LLMs 0)
   double activation_bytes = 2; // bytes per activation element (training dtype)
+  // TrainingConfig::autocast: the residual stream (layer inputs and outputs, norm inputs) is
+  // float32 and each norm saves its float32 output beside the 16-bit cast of it.
+  bool autocast = false;
+  double residual_bytes() const { return autocast ? 4.0 : activation_bytes; }
   // Packed documents (TrainingConfig::documents; core/documents.hpp document_attention_work for
   // this scheme and CP): the visible pairs with documents / without, and the slowest rank's
   // work / the mean rank's. document_imbalance 0: no documents (the scheme's closed forms).
@@ -116,7 +120,8 @@ double materialized_scores_bytes(const LayerShape& x);
 // Stored by the output block of the last pipeline stage from its forward to its backward, per
 // micro-batch (outside every recomputed layer, so full recompute keeps it too): the final norm's
 // input, its float32 row statistics and the output layer's input (the norm's output), each
-// split over TP only with sequence parallelism. Megatron-LM's sequence-parallel linear layers
+// split over TP only with sequence parallelism; under autocast the norm's input is float32 and
+// its float32 output is kept beside the cast. Megatron-LM's sequence-parallel linear layers
 // save their local input and gather it again in the backward; PyTorch DTensor TP (torchtitan's
 // ColwiseParallel output layer under loss_parallel) saves the gathered input, whole:
 // `gathered_output_input`.

@@ -336,6 +336,37 @@ TEST_CASE("training: cross_entropy fused (default) or unfused, read and written 
   }
 }
 
+TEST_CASE("training: mixed_precision master_weights (default) or autocast, read and written back, bad values refused at the key") {
+  TempDir dir;
+  CHECK_FALSE(load_training(dir.write("t.yaml", test::kTrainingYaml)).autocast);
+  TrainingConfig t = load_training(dir.write("u.yaml", std::string(test::kTrainingYaml) + "mixed_precision: autocast\n"));
+  CHECK(t.autocast);
+  CHECK(t.fp32_grad_accumulation);  // float32 parameters keep float32 gradients
+  YAML::Emitter out;
+  write_training(out, t);
+  const TrainingConfig back = load_training(dir.write("v.yaml", std::string(out.c_str()) + "\n"));
+  CHECK(back.autocast);
+  CHECK(back.fp32_grad_accumulation);
+  CHECK_FALSE(
+      load_training(dir.write("w.yaml", std::string(test::kTrainingYaml) + "mixed_precision: master_weights\n")).autocast);
+  auto refused = [&](const std::string& name, const std::string& text, const std::string& expected) {
+    try {
+      load_training(dir.write(name, text));
+      FAIL("accepted " << text);
+    } catch (const ConfigError& e) {
+      const std::string what = e.what();
+      CHECK_MESSAGE(what.find(name + ":") != std::string::npos, what);
+      CHECK_MESSAGE(what.find(expected) != std::string::npos, what);
+    }
+  };
+  refused("x.yaml", std::string(test::kTrainingYaml) + "mixed_precision: amp\n",
+          "must be one of master_weights, autocast; got 'amp'");
+  refused("y.yaml", replace(test::kTrainingYaml, "dtype: bf16", "dtype: fp32") + "mixed_precision: autocast\n",
+          "autocast needs a 16-bit training dtype");
+  refused("z.yaml", std::string(test::kTrainingYaml) + "grad_accumulation_dtype: same\nmixed_precision: autocast\n",
+          "grad_accumulation_dtype must be fp32 or left out");
+}
+
 TEST_CASE("training: clip_grad defaults to 1.0, 0 turns it off, negative or non-finite refused, written back") {
   TempDir dir;
   CHECK(load_training(dir.write("t.yaml", test::kTrainingYaml)).clip_grad == 1.0);

@@ -389,6 +389,11 @@ TEST_CASE("emit: the loss implementation is noted where the framework differs fr
   CHECK_FALSE(has_note(report::torchtitan_config(e, hand_made_plan(), report::TorchtitanTarget::toml),
                        "training.cross_entropy"));
   CHECK(has_note(report::megatron_launch(e, hand_made_plan()), "training.cross_entropy unfused"));
+  CHECK_FALSE(has_note(report::megatron_launch(e, hand_made_plan()), "training.mixed_precision"));
+  e.training.autocast = true;
+  CHECK(has_note(report::megatron_launch(e, hand_made_plan()), "training.mixed_precision autocast"));
+  CHECK(has_note(report::torchtitan_config(e, hand_made_plan(), report::TorchtitanTarget::toml),
+                 "training.mixed_precision autocast"));
 }
 
 TEST_CASE("emit: torchtitan toml target parses back with the plan's values") {

@@ -467,6 +467,41 @@ TEST_CASE("output block memory: Megatron's sequence-parallel output layer saves 
   CHECK(predict(e, one, o).memory.activations_bytes == Approx(unfused_one));
 }
 
+TEST_CASE("autocast: float32 residual stream and norm outputs in the activations, and no gradient at the loss's peak") {
+  Experiment e = test::llama_experiment(4096, 1);
+  e.training.fp32_grad_accumulation = true;
+  const Mesh one = test::mesh_of(1, 1, 1, 1);
+  ParallelOptions o;
+  o.recompute = Recompute::none;
+  LayerShape x = make_layer_shape(e.model, e.training, one, o);
+  const double T = 4096, h = double(e.model.hidden);
+  const LayerActivationBytes master = layer_activation_bytes(x);
+  e.training.autocast = true;
+  x = make_layer_shape(e.model, e.training, one, o);
+  REQUIRE(x.autocast);
+  // Each of the two norms: float32 input (4 for 2) and float32 output (4 more); the casts the
+  // linear layers save are the 2-byte tensors the model counted already.
+  CHECK(layer_activation_bytes(x).stored_bytes - master.stored_bytes == Approx(2 * (2 + 4) * T * h));
+  // Full recompute keeps the float32 layer input.
+  o.recompute = Recompute::full;
+  CHECK(layer_activation_bytes(make_layer_shape(e.model, e.training, one, o)).stored_bytes == Approx(4 * T * h));
+  // The peak: gradients are not yet allocated at the loss's backward, so it is the larger of
+  // (weights + activations + logits) and (gradients + one layer's working set), optimizer beside.
+  o.recompute = Recompute::none;
+  const Prediction p = predict(e, one, o);
+  const MemoryBreakdown& m = p.memory;
+  const double loss = m.weights_bytes + m.activations_bytes + m.attention_scores_bytes + m.logits_bytes;
+  CHECK(loss > m.gradients_bytes);
+  CHECK(m.peak_bytes == Approx(m.optimizer_bytes + loss + m.reserved_bytes));
+  CHECK(m.peak_bytes < m.weights_bytes + m.gradients_bytes + m.optimizer_bytes + m.activations_bytes +
+                           m.attention_scores_bytes + m.logits_bytes + m.reserved_bytes);
+  // Same states as Megatron's float32 main gradients: 2 + 4 + 12 bytes per parameter.
+  e.training.autocast = false;
+  const MemoryBreakdown mw = predict(e, one, o).memory;
+  CHECK(m.weights_bytes + m.gradients_bytes + m.optimizer_bytes ==
+        Approx(mw.weights_bytes + mw.gradients_bytes + mw.optimizer_bytes));
+}
+
 TEST_CASE("full recompute re-runs the forward TP collectives, selective does not") {
   Experiment e = test::llama_experiment(8192, 8);
   const Mesh mesh = test::mesh_of(1, 8, 1, 1);
