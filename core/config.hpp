@@ -321,6 +321,14 @@ struct TrainingConfig {
   // frees the gradients, which the backward allocates again, so the loss's peak holds none
   // (sim::predict's peak). Needs a 16-bit dtype.
   bool autocast = false;
+  // How the element-wise ops inside a layer run, YAML training.elementwise: fused | eager (default
+  // fused). fused: the activation formula's tensors (Korthikanti et al. 2022), as Megatron-LM /
+  // Transformer Engine's fused RoPE and SwiGLU and torch.compile's generated kernels keep them.
+  // eager: PyTorch ops one by one (no torch.compile): RoPE written in PyTorch ops saves its input
+  // (the QKV projection's output) while attention saves the rotated Q and K, attention's output is
+  // copied into the output projection's [tokens, heads x d] layout and both copies are kept, and
+  // a gated MLP saves SiLU's output beside its input (sim::layer_activation_bytes).
+  bool eager_elementwise = false;
   // FP8 linear layers, YAML training.fp8 (default false): the transformer blocks' GEMMs (QKV,
   // attention output, MLP up and down; forward, data and weight gradient) run in FP8 with
   // per-tensor scaling, as Transformer Engine runs them under Megatron-LM / NeMo (--fp8-format

@@ -436,7 +436,7 @@ const std::vector<std::string> kClusterKeys{
 const std::vector<std::string> kTrainingKeys{"seq_len", "global_batch", "global_batch_tokens",
                                              "dtype",   "optimizer",    "causal",
                                              "grad_accumulation_dtype", "cross_entropy", "fp8", "clip_grad", "documents",
-                                             "mixed_precision"};
+                                             "mixed_precision", "elementwise"};
 const std::vector<std::string> kDocumentKeys{"lengths", "distribution", "mean_length", "sigma", "seed"};
 const std::vector<std::string> kExperimentKeys{"name", "model",   "cluster", "training", "gpus",
                                                "mesh", "options", "search",  "published"};
@@ -839,6 +839,12 @@ TrainingConfig training_from_yaml(const YAML::Node& node, const std::string& fil
              "autocast keeps float32 parameters and gradients; grad_accumulation_dtype must be fp32 or left out");
     if (t.autocast) t.fp32_grad_accumulation = true;
   }
+  if (r.has("elementwise")) {
+    const std::string el = r.get_string("elementwise");
+    if (el != "fused" && el != "eager")
+      r.fail("elementwise", fmt::format("must be one of fused, eager; got '{}'", el));
+    t.eager_elementwise = el == "eager";
+  }
   if (r.has("clip_grad")) t.clip_grad = r.get_real("clip_grad", kClipGradRange);
   if (r.has("documents")) t.documents = documents_from_yaml(r.nested("documents", kDocumentKeys), t.seq_len);
   return t;
@@ -1155,6 +1161,7 @@ void write_training(YAML::Emitter& out, const TrainingConfig& t) {
   if (t.unfused_cross_entropy) out << YAML::Key << "cross_entropy" << YAML::Value << "unfused";
   if (t.fp8) out << YAML::Key << "fp8" << YAML::Value << true;
   if (t.autocast) out << YAML::Key << "mixed_precision" << YAML::Value << "autocast";
+  if (t.eager_elementwise) out << YAML::Key << "elementwise" << YAML::Value << "eager";
   if (t.clip_grad != 1.0) emit_double(out, "clip_grad", t.clip_grad);
   if (t.documents) {
     const DocumentSpec& d = *t.documents;

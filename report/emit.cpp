@@ -182,6 +182,11 @@ MegatronLaunch megatron_launch(const Experiment& e, const sim::Prediction& p) {
         "16-bit residual stream (--bf16/--fp16), not torch.autocast over float32 parameters; its activations and "
         "peak differ from the plan's");
   }
+  if (e.training.eager_elementwise) {
+    out.notes.push_back(
+        "training.elementwise eager: Megatron-LM fuses RoPE and SwiGLU (--apply-rope-fusion, --bias-swiglu-fusion); "
+        "this launch keeps less activation memory than the plan assumed");
+  }
 
   // Layout. Megatron derives DP = world size / (TP x PP x CP) from the launcher; its rank order
   // is TP innermost, then CP, DP, PP (the default "tp-cp-ep-dp-pp" order).

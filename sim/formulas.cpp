@@ -33,6 +33,7 @@ LayerShape make_layer_shape(const ModelConfig& m, const TrainingConfig& t, const
   x.dropout = m.dropout > 0.0;
   x.activation_bytes = dtype_bytes(t.dtype);
   x.autocast = t.autocast;
+  x.eager_elementwise = t.eager_elementwise;
   if (t.documents && !t.documents->lengths.empty() && mesh.cp >= 1) {
     // The precomputed entry (sim::prepare_document_work), else computed here: the same closed
     // form, allocation-free but O(documents x CP), which the planner's loop must not pay.
@@ -230,7 +231,12 @@ LayerActivationBytes layer_activation_bytes(const LayerShape& x) {
   // MLP: activation input and output (f each), gated: gate and up outputs and their product.
   const double attention_sharded = e * T * (q + 2.0 * kv + q) / t;
   const double mlp_sharded = e * T * x.ffn_hidden * (x.gated_mlp ? 3.0 : 2.0) / t;
-  const double layer_no_scores = replicated + attention_sharded + mlp_sharded;
+  // Eager element-wise ops keep more (TrainingConfig::eager_elementwise): RoPE's input beside
+  // the rotated Q and K (q + kv), the attention output's contiguous copy for the output
+  // projection (q), and a gated MLP's SiLU output beside its input (f); GeLU's input and output
+  // are the not-gated MLP's two tensors already.
+  const double eager = x.eager_elementwise ? e * T * (q + kv + q + (x.gated_mlp ? x.ffn_hidden : 0.0)) / t : 0.0;
+  const double layer_no_scores = replicated + attention_sharded + mlp_sharded + eager;
 
   const double scores = x.attention == AttentionImpl::materialized ? materialized_scores_bytes(x) : flash_lse_bytes(x);
 

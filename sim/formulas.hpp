@@ -43,6 +43,7 @@ struct LayerShape {
   // TrainingConfig::autocast: the residual stream (layer inputs and outputs, norm inputs) is
   // float32 and each norm saves its float32 output beside the 16-bit cast of it.
   bool autocast = false;
+  bool eager_elementwise = false;  // TrainingConfig::eager_elementwise
   double residual_bytes() const { return autocast ? 4.0 : activation_bytes; }
   // Packed documents (TrainingConfig::documents; core/documents.hpp document_attention_work for
   // this scheme and CP): the visible pairs with documents / without, and the slowest rank's

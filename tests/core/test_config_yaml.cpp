@@ -367,6 +367,25 @@ TEST_CASE("training: mixed_precision master_weights (default) or autocast, read 
           "grad_accumulation_dtype must be fp32 or left out");
 }
 
+TEST_CASE("training: elementwise fused (default) or eager, read and written back, others refused at the key") {
+  TempDir dir;
+  CHECK_FALSE(load_training(dir.write("t.yaml", test::kTrainingYaml)).eager_elementwise);
+  TrainingConfig t = load_training(dir.write("u.yaml", std::string(test::kTrainingYaml) + "elementwise: eager\n"));
+  CHECK(t.eager_elementwise);
+  YAML::Emitter out;
+  write_training(out, t);
+  CHECK(load_training(dir.write("v.yaml", std::string(out.c_str()) + "\n")).eager_elementwise);
+  CHECK_FALSE(load_training(dir.write("w.yaml", std::string(test::kTrainingYaml) + "elementwise: fused\n")).eager_elementwise);
+  try {
+    load_training(dir.write("x.yaml", std::string(test::kTrainingYaml) + "elementwise: compiled\n"));
+    FAIL("accepted elementwise: compiled");
+  } catch (const ConfigError& e) {
+    const std::string what = e.what();
+    CHECK_MESSAGE(what.find("x.yaml:") != std::string::npos, what);
+    CHECK_MESSAGE(what.find("must be one of fused, eager; got 'compiled'") != std::string::npos, what);
+  }
+}
+
 TEST_CASE("training: clip_grad defaults to 1.0, 0 turns it off, negative or non-finite refused, written back") {
   TempDir dir;
   CHECK(load_training(dir.write("t.yaml", test::kTrainingYaml)).clip_grad == 1.0);

@@ -394,6 +394,9 @@ TEST_CASE("emit: the loss implementation is noted where the framework differs fr
   CHECK(has_note(report::megatron_launch(e, hand_made_plan()), "training.mixed_precision autocast"));
   CHECK(has_note(report::torchtitan_config(e, hand_made_plan(), report::TorchtitanTarget::toml),
                  "training.mixed_precision autocast"));
+  CHECK_FALSE(has_note(report::megatron_launch(e, hand_made_plan()), "training.elementwise"));
+  e.training.eager_elementwise = true;
+  CHECK(has_note(report::megatron_launch(e, hand_made_plan()), "training.elementwise eager"));
 }
 
 TEST_CASE("emit: torchtitan toml target parses back with the plan's values") {

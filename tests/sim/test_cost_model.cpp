@@ -502,6 +502,27 @@ TEST_CASE("autocast: float32 residual stream and norm outputs in the activations
         Approx(mw.weights_bytes + mw.gradients_bytes + mw.optimizer_bytes));
 }
 
+TEST_CASE("eager element-wise ops: RoPE's input, the attention output's copy and SiLU's output are kept too") {
+  Experiment e = test::llama_experiment(4096, 2);
+  const Mesh mesh = test::mesh_of(1, 2, 1, 1);
+  ParallelOptions o;
+  o.recompute = Recompute::none;
+  const double T = 4096, t = 2, q = double(e.model.heads * e.model.head_dim),
+               kv = double(e.model.kv_heads * e.model.head_dim), f = double(e.model.ffn_hidden);
+  REQUIRE(e.model.gated_mlp);
+  const LayerActivationBytes fused = layer_activation_bytes(make_layer_shape(e.model, e.training, mesh, o));
+  e.training.eager_elementwise = true;
+  const LayerActivationBytes eager = layer_activation_bytes(make_layer_shape(e.model, e.training, mesh, o));
+  CHECK(eager.stored_bytes - fused.stored_bytes == Approx(2 * T * (q + kv + q + f) / t));
+  // Full recompute keeps only the layer input; the layer re-run in backward holds the extra.
+  o.recompute = Recompute::full;
+  const LayerActivationBytes full_eager = layer_activation_bytes(make_layer_shape(e.model, e.training, mesh, o));
+  e.training.eager_elementwise = false;
+  const LayerActivationBytes full_fused = layer_activation_bytes(make_layer_shape(e.model, e.training, mesh, o));
+  CHECK(full_eager.stored_bytes == Approx(full_fused.stored_bytes));
+  CHECK(full_eager.backward_working_bytes - full_fused.backward_working_bytes == Approx(2 * T * (q + kv + q + f) / t));
+}
+
 TEST_CASE("full recompute re-runs the forward TP collectives, selective does not") {
   Experiment e = test::llama_experiment(8192, 8);
   const Mesh mesh = test::mesh_of(1, 8, 1, 1);
