@@ -442,6 +442,10 @@ struct Published {
   std::optional<double> tokens_per_s_per_device;  // training tokens per second per device
   AttentionFlopCount attention_flops = AttentionFlopCount::causal;  // counting rule of tflops_per_device, mfu
   std::string source;
+  bool has_metric() const {
+    return step_time_s || tflops_per_device || mfu || peak_memory_gib || peak_memory_allocated_gib ||
+           tokens_per_s_per_device;
+  }
 };
 
 // Where a field was read: its file, 1-based line (0: unknown) and path as errors name it

@@ -284,6 +284,13 @@ class MapReader {
     return scalar_real(require(key), key_line(key), field(key), range);
   }
 
+  // A key with two named values: true for `on`, false for `off`, anything else refused with both.
+  bool get_choice(const std::string& key, const char* off, const char* on) const {
+    const std::string v = get_string(key);
+    if (v != off && v != on) fail(key, fmt::format("must be one of {}, {}; got '{}'", off, on, v));
+    return v == on;
+  }
+
   template <typename E>
   E get_enum(const std::string& key, std::optional<E> (*parse)(const std::string&),
              const std::vector<std::string>& names) const {
@@ -810,28 +817,15 @@ TrainingConfig training_from_yaml(const YAML::Node& node, const std::string& fil
   t.dtype = r.get_enum<DType>("dtype", parse_dtype, dtype_names());
   t.optimizer = r.get_enum<Optimizer>("optimizer", parse_optimizer, optimizer_names());
   t.causal = r.has("causal") ? r.get_bool("causal") : true;
-  if (r.has("grad_accumulation_dtype")) {
-    const std::string g = r.get_string("grad_accumulation_dtype");
-    if (g != "fp32" && g != "same")
-      r.fail("grad_accumulation_dtype", fmt::format("must be one of fp32, same; got '{}'", g));
-    t.fp32_grad_accumulation = g == "fp32";
-  }
-  if (r.has("cross_entropy")) {
-    const std::string ce = r.get_string("cross_entropy");
-    if (ce != "fused" && ce != "unfused")
-      r.fail("cross_entropy", fmt::format("must be one of fused, unfused; got '{}'", ce));
-    t.unfused_cross_entropy = ce == "unfused";
-  }
+  if (r.has("grad_accumulation_dtype")) t.fp32_grad_accumulation = r.get_choice("grad_accumulation_dtype", "same", "fp32");
+  if (r.has("cross_entropy")) t.unfused_cross_entropy = r.get_choice("cross_entropy", "fused", "unfused");
   if (r.has("fp8")) {
     t.fp8 = r.get_bool("fp8");
     if (t.fp8 && t.dtype == DType::fp32)
       r.fail("fp8", "FP8 linear layers need a 16-bit training dtype (bf16 or fp16), got dtype fp32");
   }
   if (r.has("mixed_precision")) {
-    const std::string mp = r.get_string("mixed_precision");
-    if (mp != "master_weights" && mp != "autocast")
-      r.fail("mixed_precision", fmt::format("must be one of master_weights, autocast; got '{}'", mp));
-    t.autocast = mp == "autocast";
+    t.autocast = r.get_choice("mixed_precision", "master_weights", "autocast");
     if (t.autocast && t.dtype == DType::fp32)
       r.fail("mixed_precision", "autocast needs a 16-bit training dtype (bf16 or fp16), got dtype fp32");
     if (t.autocast && r.has("grad_accumulation_dtype") && !t.fp32_grad_accumulation)
@@ -839,12 +833,7 @@ TrainingConfig training_from_yaml(const YAML::Node& node, const std::string& fil
              "autocast keeps float32 parameters and gradients; grad_accumulation_dtype must be fp32 or left out");
     if (t.autocast) t.fp32_grad_accumulation = true;
   }
-  if (r.has("elementwise")) {
-    const std::string el = r.get_string("elementwise");
-    if (el != "fused" && el != "eager")
-      r.fail("elementwise", fmt::format("must be one of fused, eager; got '{}'", el));
-    t.eager_elementwise = el == "eager";
-  }
+  if (r.has("elementwise")) t.eager_elementwise = r.get_choice("elementwise", "fused", "eager");
   if (r.has("clip_grad")) t.clip_grad = r.get_real("clip_grad", kClipGradRange);
   if (r.has("documents")) t.documents = documents_from_yaml(r.nested("documents", kDocumentKeys), t.seq_len);
   return t;
@@ -1021,8 +1010,7 @@ Experiment experiment_from_yaml(const YAML::Node& node, const std::string& file,
     }
     // Published figures are only useful with their provenance, and at least one figure.
     pub.source = p.get_string("source");
-    if (!pub.step_time_s && !pub.tflops_per_device && !pub.mfu && !pub.peak_memory_gib &&
-        !pub.peak_memory_allocated_gib && !pub.tokens_per_s_per_device)
+    if (!pub.has_metric())
       throw ConfigError(file, p.map_line(), r.field("published"),
                         "needs at least one of step_time_s, tflops_per_device, mfu, peak_memory_gib, "
                         "peak_memory_allocated_gib, tokens_per_s_per_device");

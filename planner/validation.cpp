@@ -156,8 +156,7 @@ std::vector<ValidationRow> validate_case(const Experiment& e) {
                   "a validation case needs a `published:` block with step_time_s, tflops_per_device, mfu, "
                   "peak_memory_gib, peak_memory_allocated_gib or tokens_per_s_per_device");
   const Published& pub = *e.published;
-  if (!pub.step_time_s && !pub.tflops_per_device && !pub.mfu && !pub.peak_memory_gib &&
-      !pub.peak_memory_allocated_gib && !pub.tokens_per_s_per_device)
+  if (!pub.has_metric())
     throw experiment_field_error(e, "published",
                                  "no metric given; expected at least one of step_time_s, tflops_per_device, mfu, "
                                  "peak_memory_gib, peak_memory_allocated_gib, tokens_per_s_per_device");
