@@ -329,6 +329,13 @@ struct TrainingConfig {
   // copied into the output projection's [tokens, heads x d] layout and both copies are kept, and
   // a gated MLP saves SiLU's output beside its input (sim::layer_activation_bytes).
   bool eager_elementwise = false;
+  // How the RMSNorm runs under eager element-wise ops, YAML training.norm: fused | eager
+  // (default: eager with `elementwise: eager`, else fused). eager: torchtitan's RMSNorm or
+  // torch.nn.RMSNorm's composite, one kernel per op (upcast, pow, mean, rsqrt, mul, cast back,
+  // weight); fused: one kernel (torchtitan's fused_rmsnorm, apex, Transformer Engine). Only time
+  // depends on it (sim::layer_elementwise_bytes); `norm: eager` needs `elementwise: eager`
+  // (torch.compile and the fused frameworks fuse the norm).
+  bool eager_norm = false;
   // FP8 linear layers, YAML training.fp8 (default false): the transformer blocks' GEMMs (QKV,
   // attention output, MLP up and down; forward, data and weight gradient) run in FP8 with
   // per-tensor scaling, as Transformer Engine runs them under Megatron-LM / NeMo (--fp8-format

@@ -443,7 +443,7 @@ const std::vector<std::string> kClusterKeys{
 const std::vector<std::string> kTrainingKeys{"seq_len", "global_batch", "global_batch_tokens",
                                              "dtype",   "optimizer",    "causal",
                                              "grad_accumulation_dtype", "cross_entropy", "fp8", "clip_grad", "documents",
-                                             "mixed_precision", "elementwise"};
+                                             "mixed_precision", "elementwise", "norm"};
 const std::vector<std::string> kDocumentKeys{"lengths", "distribution", "mean_length", "sigma", "seed"};
 const std::vector<std::string> kExperimentKeys{"name", "model",   "cluster", "training", "gpus",
                                                "mesh", "options", "search",  "published"};
@@ -834,6 +834,13 @@ TrainingConfig training_from_yaml(const YAML::Node& node, const std::string& fil
     if (t.autocast) t.fp32_grad_accumulation = true;
   }
   if (r.has("elementwise")) t.eager_elementwise = r.get_choice("elementwise", "fused", "eager");
+  t.eager_norm = t.eager_elementwise;
+  if (r.has("norm")) {
+    t.eager_norm = r.get_choice("norm", "fused", "eager");
+    if (t.eager_norm && !t.eager_elementwise)
+      r.fail("norm", "norm: eager needs elementwise: eager (with fused element-wise ops the norm is fused too); "
+                     "leave norm out or set elementwise: eager");
+  }
   if (r.has("clip_grad")) t.clip_grad = r.get_real("clip_grad", kClipGradRange);
   if (r.has("documents")) t.documents = documents_from_yaml(r.nested("documents", kDocumentKeys), t.seq_len);
   return t;
@@ -1150,6 +1157,7 @@ void write_training(YAML::Emitter& out, const TrainingConfig& t) {
   if (t.fp8) out << YAML::Key << "fp8" << YAML::Value << true;
   if (t.autocast) out << YAML::Key << "mixed_precision" << YAML::Value << "autocast";
   if (t.eager_elementwise) out << YAML::Key << "elementwise" << YAML::Value << "eager";
+  if (t.eager_elementwise && !t.eager_norm) out << YAML::Key << "norm" << YAML::Value << "fused";
   if (t.clip_grad != 1.0) emit_double(out, "clip_grad", t.clip_grad);
   if (t.documents) {
     const DocumentSpec& d = *t.documents;

@@ -421,6 +421,16 @@ LayerTimes layer_times(const LayerShape& x, const ClusterConfig& c, double peak,
       lt.elementwise_fwd_s += cast.forward / bw;
       lt.elementwise_bwd_s += cast.backward / bw;
     }
+    // Autocast over float32 parameters: each linear layer's weight is cast to 16 bits once per
+    // forward (autocast's cast cache lives for one autocast region, so every micro-batch and
+    // every recompute casts again), and the cast's backward turns the 16-bit weight gradient
+    // into float32: 4 + e bytes per weight element each way. Weights per device = the GEMMs'
+    // forward FLOPs / (2 x tokens).
+    if (x.autocast) {
+      const double weight_cast = g.total() / (2.0 * x.tokens()) * (4.0 + x.activation_bytes) / bw;
+      lt.elementwise_fwd_s += weight_cast;
+      lt.elementwise_bwd_s += weight_cast;
+    }
   }
 
   // TP collectives on the link the TP group spans; buffer = the layer's full activation.
@@ -598,9 +608,15 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
   const double logits = logits_flops(x, vocab);
   const double out_gemm = gemm_s(logits, c, peak), out_gemm_bwd = gemm_backward_s(logits, c, peak);
   const double mem_bw = achieved_memory_bandwidth_bytes_per_s(c);
-  const double loss_s = mem_bw > 0 ? loss_elementwise_bytes(x, vocab) / mem_bw : 0.0;
-  const double out_fwd = out_gemm + 0.5 * loss_s;
-  const double out_bwd = 2.0 * out_gemm_bwd + 0.5 * loss_s;
+  const LossBytes loss_bytes = loss_elementwise_bytes(x, vocab, train.unfused_cross_entropy);
+  const double loss_fwd_s = mem_bw > 0 ? loss_bytes.forward / mem_bw : 0.0;
+  const double loss_bwd_s = mem_bw > 0 ? loss_bytes.backward / mem_bw : 0.0;
+  // Autocast (TrainingConfig::autocast) casts the output layer's float32 weight to 16 bits in
+  // every forward and its 16-bit gradient back to float32 in the backward (weight_cast_s, below).
+  const double out_weight_elems = logits / (2.0 * x.tokens());
+  const double out_cast_s = train.autocast && mem_bw > 0 ? out_weight_elems * (4.0 + x.activation_bytes) / mem_bw : 0.0;
+  const double out_fwd = out_gemm + loss_fwd_s + out_cast_s;
+  const double out_bwd = 2.0 * out_gemm_bwd + loss_bwd_s + out_cast_s;
 
   // Vocabulary-parallel embedding and output layer (Megatron's VocabParallelEmbedding and
   // vocab_parallel_cross_entropy), per micro-batch on the last stage, and the embedding's on it
@@ -675,6 +691,15 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
   TimeBreakdown& t = p.time;
   t.forward_compute_s = m * (layers_stage * layer_fwd_compute + crit_out * out_fwd);
   t.backward_compute_s = m * (layers_stage * layer_bwd_compute + crit_out * out_bwd);
+  // Autocast's float32 .grad: the first micro-batch's backward hands its gradient over
+  // (zero_grad(set_to_none=True) left none), every later one adds into it: read both, write,
+  // 12 bytes per parameter of the stage.
+  if (train.autocast && mem_bw > 0 && m > 1.0) {
+    double stage_params = 0.0;
+    for (int i = 0; i < 3; ++i)
+      if (candidates[i] == crit_rank) stage_params = rank_params(crit_rank, cand_layers[i]);
+    t.backward_compute_s += (m - 1.0) * stage_params / tp * 12.0 / mem_bw;
+  }
   t.recompute_s = m * layers_stage * layer_recompute;
   t.cp_imbalance_s = m * layers_stage * layer_imbalance;
   t.ring_comm_exposed_s = m * layers_stage * layer_ring;

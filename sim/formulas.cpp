@@ -34,6 +34,7 @@ LayerShape make_layer_shape(const ModelConfig& m, const TrainingConfig& t, const
   x.activation_bytes = dtype_bytes(t.dtype);
   x.autocast = t.autocast;
   x.eager_elementwise = t.eager_elementwise;
+  x.eager_norm = t.eager_norm;
   if (t.documents && !t.documents->lengths.empty() && mesh.cp >= 1) {
     // The precomputed entry (sim::prepare_document_work), else computed here: the same closed
     // form, allocation-free but O(documents x CP), which the planner's loop must not pay.
@@ -454,7 +455,69 @@ AttentionCoreBytes attention_core_elementwise_bytes(const LayerShape& x) {
   return b;
 }
 
+namespace {
+
+// Eager (one PyTorch op per kernel) element-wise traffic of one layer, per device and
+// micro-batch, counted op by op from the code that runs it and the backward formulas autograd
+// applies (PyTorch tools/autograd/derivatives.yaml, FunctionsManual.cpp). Bytes per element, e
+// = activation bytes, r = residual-stream bytes (4 under autocast, else e), [r<4] = 1 when the
+// residual is 16-bit:
+//  * RMSNorm as torchtitan's RMSNorm / torch.nn.RMSNorm's composite (upcast, pow, mean, rsqrt,
+//    mul, cast back, mul by the weight), per hidden element:
+//      forward  [r<4](r + 4) + pow 8 + mean 4 + mul 8 + [r<4](4 + r) + weight 2r
+//               = 20 + 2r + [r<4](2r + 8)                        (36 at r = 2, 28 at r = 4);
+//      backward weight mul 6r (grad * w; grad * normed, then its sum over tokens),
+//               [r<4](r + 4) + mul 8 + sum(grad * x) 16 + mean 4
+//               + pow 28 (self.pow(1), times 2, times grad) + the two x-gradients added 12
+//               + [r<4](4 + r) = 68 + 6r + [r<4](2r + 8)       (92 at r = 2 and at r = 4).
+//    A fused norm (TrainingConfig::eager_norm false: Transformer Engine, apex, torchtitan's
+//    fused_rmsnorm): 2r forward, 3r backward.
+//  * autocast (LayerShape::autocast) casts each norm's float32 output to e for the next linear
+//    layer: 4 + e per hidden element both ways, twice per layer.
+//  * residual add of the branch output into the stream: 2r + e forward; backward adds the
+//    norm's input gradient into the stream's: 3r; twice per layer.
+//  * RoPE on Q and K (torchtitan's apply_rotary_emb: .float(), complex multiply, type_as):
+//    (e + 4) + 8 + (4 + e) = 2e + 16 per Q or K element, the same backward.
+//    ringplan's bench/gpu/torch_step_bench.py rotates halves in e bytes (9e = 18): within
+//    2 bytes per element of this count.
+//  * attention output copied from [b, heads, s, d] to [b, s, heads x d] (transpose +
+//    contiguous): 2e per Q element, again for its gradient.
+//  * gated MLP: silu(gate) 2e, times up 3e forward (5e); backward the product's two gradients
+//    3e each and silu's 3e (9e) per FFN element. Not gated: the activation 2e / 3e.
+// Not counted: torchtitan's repeat_kv copy of K and V for GQA (SDPA's enable_gqa needs none)
+// and the split/chunk of fused QKV or up projections (views forward, one gradient concat back).
+LayerElementwiseBytes eager_layer_elementwise_bytes(const LayerShape& x) {
+  const double e = x.activation_bytes;
+  const double r = x.residual_bytes();
+  const double half = r < 4.0 ? 1.0 : 0.0;  // [r < 4]: the norm upcasts and casts back
+  const double T = x.tokens();
+  const double h_elems = T * x.hidden * x.replicated_share();
+  const double q_elems = T * x.heads * x.head_dim / x.tp;
+  const double kv_elems = T * x.kv_heads * x.head_dim / x.tp;
+  const double f_elems = T * x.ffn_hidden / x.tp;
+  const double mask = x.dropout ? 1.0 : 0.0;
+  const double norm_fwd = x.eager_norm ? 20.0 + 2.0 * r + half * (2.0 * r + 8.0) : 2.0 * r;
+  const double norm_bwd = x.eager_norm ? 68.0 + 6.0 * r + half * (2.0 * r + 8.0) : 3.0 * r;
+  const double cast = x.autocast ? 4.0 + e : 0.0;
+  const double hidden_fwd = 2.0 * (norm_fwd + cast + 2.0 * r + e + mask);
+  const double hidden_bwd = 2.0 * (norm_bwd + cast + 3.0 * r + mask);
+  const double rope = 2.0 * e + 16.0;
+  const double act_fwd = x.gated_mlp ? 5.0 * e : 2.0 * e;
+  const double act_bwd = x.gated_mlp ? 9.0 * e : 3.0 * e;
+  const AttentionCoreBytes core = attention_core_elementwise_bytes(x);
+  LayerElementwiseBytes b;
+  b.attention_core_forward = core.forward;
+  b.attention_core_backward = core.backward;
+  b.forward = hidden_fwd * h_elems + rope * (q_elems + kv_elems) + 2.0 * e * q_elems + act_fwd * f_elems + core.forward;
+  b.backward =
+      hidden_bwd * h_elems + rope * (q_elems + kv_elems) + 2.0 * e * q_elems + act_bwd * f_elems + core.backward;
+  return b;
+}
+
+}  // namespace
+
 LayerElementwiseBytes layer_elementwise_bytes(const LayerShape& x) {
+  if (x.eager_elementwise) return eager_layer_elementwise_bytes(x);
   const double e = x.activation_bytes;
   const double T = x.tokens();
   const double h_elems = T * x.hidden * x.replicated_share();
@@ -482,8 +545,25 @@ double achieved_memory_bandwidth_bytes_per_s(const ClusterConfig& c) {
   return c.memory_bandwidth_bytes_per_s * c.memory_bandwidth_efficiency;
 }
 
-double loss_elementwise_bytes(const LayerShape& x, double vocab) {
-  return x.tokens() * (vocab / x.tp) * (2.0 * x.activation_bytes + 8.0);
+LossBytes loss_elementwise_bytes(const LayerShape& x, double vocab, bool unfused) {
+  const double logits = x.tokens() * (vocab / x.tp);
+  const double e = x.activation_bytes;
+  LossBytes b;
+  if (!unfused) {
+    b.forward = b.backward = logits * (e + 4.0);
+    return b;
+  }
+  // F.cross_entropy(logits.float(), ...) = log_softmax + nll_loss, one kernel each. The row of a
+  // modern vocabulary does not fit in shared memory, so PyTorch's softmax kernels stream it from
+  // DRAM (aten/src/ATen/native/cuda/SoftMax.cu): forward reads it three times (max, sum of
+  // exponentials, output) and writes once: 16 bytes per float32 logit; backward reads the
+  // gradient twice and the output once and writes once: 16. nll_loss_backward writes a dense
+  // float32 zero gradient (4) before scattering the targets' entries; the upcast of 16-bit
+  // logits costs e + 4 each way.
+  const double upcast = e < 4.0 ? e + 4.0 : 0.0;
+  b.forward = logits * (upcast + 16.0);
+  b.backward = logits * (4.0 + 16.0 + upcast);
+  return b;
 }
 
 double unfused_cross_entropy_bytes_per_logit(int64_t tp) { return tp > 1 ? 16.0 : 12.0; }

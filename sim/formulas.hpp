@@ -44,6 +44,7 @@ struct LayerShape {
   // float32 and each norm saves its float32 output beside the 16-bit cast of it.
   bool autocast = false;
   bool eager_elementwise = false;  // TrainingConfig::eager_elementwise
+  bool eager_norm = false;         // TrainingConfig::eager_norm (counted only with eager_elementwise)
   double residual_bytes() const { return autocast ? 4.0 : activation_bytes; }
   // Packed documents (TrainingConfig::documents; core/documents.hpp document_attention_work for
   // this scheme and CP): the visible pairs with documents / without, and the slowest rank's
@@ -270,7 +271,10 @@ AttentionFlops attention_forward_flops(const LayerShape& x);
 // DRAM bytes moved by the layer's element-wise kernels (norms, residual adds, activation
 // function, dropout, and for materialised attention the masked softmax over the scores),
 // per device and micro-batch. Without sequence parallelism the norms/residuals run on the
-// whole (replicated) sequence on every TP rank: that is the time SP saves.
+// whole (replicated) sequence on every TP rank: that is the time SP saves. Fused (default):
+// one read and one write per fused kernel (below). eager_elementwise: every PyTorch op its own
+// kernel, counted op by op with autograd's backward formulas, RoPE and the attention output's
+// copy included (formulas.cpp, eager_layer_elementwise_bytes).
 struct LayerElementwiseBytes {
   double forward = 0;
   double backward = 0;
@@ -283,9 +287,16 @@ struct AttentionCoreBytes {
   double forward = 0, backward = 0;
 };
 AttentionCoreBytes attention_core_elementwise_bytes(const LayerShape& x);
-// Cross-entropy over the vocabulary-parallel logits: read logits, write fp32 softmax, read it
-// back, write the logit gradient: tokens*(V/t)*(2*e + 8).
-double loss_elementwise_bytes(const LayerShape& x, double vocab);
+// Cross-entropy over this rank's vocabulary slice of the logits, forward and backward.
+// fused (Megatron's vocab_parallel_cross_entropy, Transformer Engine's): read the logits,
+// write the float32 softmax, read it back, write the logit gradient: tokens*(V/t)*(2*e + 8),
+// half each way. unfused (TrainingConfig::unfused_cross_entropy, PyTorch's F.cross_entropy over
+// logits.float()): op by op, tokens*(V/t)*(e + 20) forward and (e + 24) backward for 16-bit
+// logits (formulas.cpp).
+struct LossBytes {
+  double forward = 0, backward = 0;
+};
+LossBytes loss_elementwise_bytes(const LayerShape& x, double vocab, bool unfused);
 // Bytes per logit of this rank's vocabulary slice at the peak of an unfused cross-entropy,
 // F.cross_entropy over logits.float() as torchtitan calls it (TrainingConfig::unfused_cross_entropy).
 // Its peak is the backward; the 16-bit logits are freed before it (torchtitan's train step

@@ -346,6 +346,31 @@ TEST_CASE("training: two-valued keys (cross_entropy, elementwise) read with thei
   }
 }
 
+TEST_CASE("training: norm follows elementwise unless set, fused written back, eager refused with fused element-wise ops") {
+  TempDir dir;
+  CHECK_FALSE(load_training(dir.write("t.yaml", test::kTrainingYaml)).eager_norm);
+  CHECK(load_training(dir.write("u.yaml", test::kTrainingYaml + std::string("elementwise: eager\n"))).eager_norm);
+  const TrainingConfig t =
+      load_training(dir.write("v.yaml", test::kTrainingYaml + std::string("elementwise: eager\nnorm: fused\n")));
+  CHECK(t.eager_elementwise);
+  CHECK_FALSE(t.eager_norm);
+  YAML::Emitter out;
+  write_training(out, t);
+  const TrainingConfig back = load_training(dir.write("w.yaml", std::string(out.c_str()) + "\n"));
+  CHECK(back.eager_elementwise);
+  CHECK_FALSE(back.eager_norm);
+  try {
+    load_training(dir.write("x.yaml", test::kTrainingYaml + std::string("norm: eager\n")));
+    FAIL("accepted norm: eager with fused element-wise ops");
+  } catch (const ConfigError& e) {
+    const std::string what = e.what();
+    CHECK_MESSAGE(what.find("x.yaml:") != std::string::npos, what);
+    CHECK_MESSAGE(what.find("norm: eager needs elementwise: eager") != std::string::npos, what);
+  }
+  CHECK_THROWS_AS(load_training(dir.write("y.yaml", test::kTrainingYaml + std::string("elementwise: eager\nnorm: apex\n"))),
+                  ConfigError);
+}
+
 TEST_CASE("training: mixed_precision master_weights (default) or autocast, read and written back, bad values refused at the key") {
   TempDir dir;
   CHECK_FALSE(load_training(dir.write("t.yaml", test::kTrainingYaml)).autocast);

@@ -523,6 +523,121 @@ TEST_CASE("eager element-wise ops: RoPE's input, the attention output's copy and
   CHECK(full_eager.backward_working_bytes - full_fused.backward_working_bytes == Approx(2 * T * (q + kv + q + f) / t));
 }
 
+TEST_CASE("eager element-wise time: every PyTorch op reads and writes its tensors, counted op by op") {
+  Experiment e = test::llama_experiment(4096, 2);
+  const Mesh mesh = test::mesh_of(1, 2, 1, 1);
+  ParallelOptions o;
+  o.recompute = Recompute::none;
+  const double T = 4096, t = 2, h = double(e.model.hidden), q = double(e.model.heads * e.model.head_dim),
+               kv = double(e.model.kv_heads * e.model.head_dim), f = double(e.model.ffn_hidden);
+  REQUIRE(e.model.gated_mlp);
+  REQUIRE(e.model.dropout == 0.0);
+  // bf16, no sequence parallelism (norms and residuals on the whole sequence on each TP rank).
+  // Per layer: two norms (eager 36 / 92 bytes per hidden element) and two residual adds (6 / 6);
+  // RoPE 20 per Q and K element both ways; the attention output's copy 4; SwiGLU 10 / 18.
+  e.training.eager_elementwise = true;
+  e.training.eager_norm = true;
+  LayerElementwiseBytes b = layer_elementwise_bytes(make_layer_shape(e.model, e.training, mesh, o));
+  CHECK(b.forward == Approx(T * (2 * (36 + 6) * h + 20 * (q + kv) / t + 4 * q / t + 10 * f / t)));
+  CHECK(b.backward == Approx(T * (2 * (92 + 6) * h + 20 * (q + kv) / t + 4 * q / t + 18 * f / t)));
+  // A fused norm (torchtitan's fused_rmsnorm) under eager ops: 2e / 3e per hidden element.
+  e.training.eager_norm = false;
+  b = layer_elementwise_bytes(make_layer_shape(e.model, e.training, mesh, o));
+  CHECK(b.forward == Approx(T * (2 * (4 + 6) * h + 20 * (q + kv) / t + 4 * q / t + 10 * f / t)));
+  CHECK(b.backward == Approx(T * (2 * (6 + 6) * h + 20 * (q + kv) / t + 4 * q / t + 18 * f / t)));
+  // Autocast: float32 residual (norm 28 / 92, residual add 10 / 12) and the cast of each norm's
+  // float32 output for its linear layer (6 both ways).
+  e.training.eager_norm = true;
+  e.training.autocast = true;
+  e.training.fp32_grad_accumulation = true;
+  b = layer_elementwise_bytes(make_layer_shape(e.model, e.training, mesh, o));
+  CHECK(b.forward == Approx(T * (2 * (28 + 6 + 10) * h + 20 * (q + kv) / t + 4 * q / t + 10 * f / t)));
+  CHECK(b.backward == Approx(T * (2 * (92 + 6 + 12) * h + 20 * (q + kv) / t + 4 * q / t + 18 * f / t)));
+  // Eager always moves more than the fused kernels it stands for.
+  e.training.autocast = false;
+  e.training.fp32_grad_accumulation = false;
+  const LayerElementwiseBytes eager = layer_elementwise_bytes(make_layer_shape(e.model, e.training, mesh, o));
+  e.training.eager_elementwise = false;
+  const LayerElementwiseBytes fused = layer_elementwise_bytes(make_layer_shape(e.model, e.training, mesh, o));
+  CHECK(eager.forward > 2 * fused.forward);
+  CHECK(eager.backward > 2 * fused.backward);
+
+  // predict(): one device, two micro-batches of one sequence, no recompute: eager adds exactly
+  // 2 x layers x the extra bytes at the achieved memory bandwidth to forward and backward.
+  const Mesh one = test::mesh_of(1, 1, 1, 1);
+  e.training.eager_elementwise = e.training.eager_norm = false;
+  const Prediction pf = predict(e, one, o);
+  const LayerElementwiseBytes bf = layer_elementwise_bytes(make_layer_shape(e.model, e.training, one, o));
+  e.training.eager_elementwise = e.training.eager_norm = true;
+  const Prediction pe = predict(e, one, o);
+  const LayerElementwiseBytes be = layer_elementwise_bytes(make_layer_shape(e.model, e.training, one, o));
+  const double bw = achieved_memory_bandwidth_bytes_per_s(e.cluster);
+  const double L = 2.0 * double(e.model.layers);
+  REQUIRE(pe.micro_batches == 2);
+  CHECK(pe.time.forward_compute_s - pf.time.forward_compute_s == Approx(L * (be.forward - bf.forward) / bw));
+  CHECK(pe.time.backward_compute_s - pf.time.backward_compute_s == Approx(L * (be.backward - bf.backward) / bw));
+}
+
+TEST_CASE("cross-entropy traffic: fused half each way, PyTorch's unfused log_softmax + nll_loss op by op") {
+  Experiment e = test::llama_experiment(4096, 1);
+  const Mesh one = test::mesh_of(1, 1, 1, 1);
+  ParallelOptions o;
+  const LayerShape x = make_layer_shape(e.model, e.training, one, o);
+  const double V = double(e.model.vocab), logits = 4096 * V;
+  REQUIRE(x.activation_bytes == 2);
+  // fused: (2e + 8) per logit, half forward, half backward.
+  LossBytes b = loss_elementwise_bytes(x, V, false);
+  CHECK(b.forward == Approx(6 * logits));
+  CHECK(b.backward == Approx(6 * logits));
+  // unfused, 16-bit logits: upcast 6 + softmax 16 forward; zero gradient 4 + softmax backward 16
+  // + the upcast's backward 6.
+  b = loss_elementwise_bytes(x, V, true);
+  CHECK(b.forward == Approx(22 * logits));
+  CHECK(b.backward == Approx(26 * logits));
+  // float32 logits need no upcast.
+  LayerShape y = x;
+  y.activation_bytes = 4;
+  b = loss_elementwise_bytes(y, V, true);
+  CHECK(b.forward == Approx(16 * logits));
+  CHECK(b.backward == Approx(20 * logits));
+  // predict(): the last stage's forward and backward carry the difference to the fused count.
+  const double bw = achieved_memory_bandwidth_bytes_per_s(e.cluster);
+  e.training.unfused_cross_entropy = false;
+  const Prediction pf = predict(e, one, o);
+  e.training.unfused_cross_entropy = true;
+  const Prediction pu = predict(e, one, o);
+  CHECK(pu.time.forward_compute_s - pf.time.forward_compute_s == Approx((22 - 6) * logits / bw));
+  CHECK(pu.time.backward_compute_s - pf.time.backward_compute_s == Approx((26 - 6) * logits / bw));
+}
+
+TEST_CASE("autocast time: weights cast to 16 bits every forward and their gradients back, .grad accumulated after the first micro-batch") {
+  Experiment e = test::llama_experiment(4096, 1);
+  e.training.fp32_grad_accumulation = true;
+  const Mesh one = test::mesh_of(1, 1, 1, 1);
+  ParallelOptions o;
+  o.recompute = Recompute::none;
+  const Prediction master = predict(e, one, o);
+  e.training.autocast = true;
+  const Prediction amp = predict(e, one, o);
+  const LayerShape x = make_layer_shape(e.model, e.training, one, o);
+  LayerShape xm = x;
+  xm.autocast = false;
+  const LayerElementwiseBytes ba = layer_elementwise_bytes(x), bm = layer_elementwise_bytes(xm);
+  REQUIRE(ba.forward == Approx(bm.forward));  // fused element-wise kernels: the same traffic
+  const double bw = achieved_memory_bandwidth_bytes_per_s(e.cluster);
+  // Block weights (layer_params less the two norm scales) and the output layer, 6 bytes each way.
+  const double h = double(e.model.hidden);
+  const double weights = double(e.model.layers) * (layer_params(e.model) - 2 * h) + double(e.model.vocab) * h;
+  CHECK(amp.time.forward_compute_s - master.time.forward_compute_s == Approx(6 * weights / bw));
+  CHECK(amp.time.backward_compute_s - master.time.backward_compute_s == Approx(6 * weights / bw));
+  // Four micro-batches: three of them add into the float32 .grad, 12 bytes per parameter.
+  e.training.global_batch_sequences = 4;
+  const Prediction amp4 = predict(e, one, o);
+  const double params = double(e.model.layers) * layer_params(e.model) + double(e.model.vocab) * h *
+                        (e.model.tied_embeddings ? 1.0 : 2.0) + h;
+  CHECK(amp4.time.backward_compute_s - 4 * amp.time.backward_compute_s == Approx(3 * params * 12 / bw));
+}
+
 TEST_CASE("full recompute re-runs the forward TP collectives, selective does not") {
   Experiment e = test::llama_experiment(8192, 8);
   const Mesh mesh = test::mesh_of(1, 8, 1, 1);
