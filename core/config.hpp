@@ -327,7 +327,8 @@ struct TrainingConfig {
   // eager: PyTorch ops one by one (no torch.compile): RoPE written in PyTorch ops saves its input
   // (the QKV projection's output) while attention saves the rotated Q and K, attention's output is
   // copied into the output projection's [tokens, heads x d] layout and both copies are kept, and
-  // a gated MLP saves SiLU's output beside its input (sim::layer_activation_bytes).
+  // a gated MLP saves SiLU's output beside its input (sim::layer_activation_bytes); in time every
+  // op reads and writes its tensors, forward and backward (sim::layer_elementwise_bytes).
   bool eager_elementwise = false;
   // How the RMSNorm runs under eager element-wise ops, YAML training.norm: fused | eager
   // (default: eager with `elementwise: eager`, else fused). eager: torchtitan's RMSNorm or

@@ -185,7 +185,7 @@ MegatronLaunch megatron_launch(const Experiment& e, const sim::Prediction& p) {
   if (e.training.eager_elementwise) {
     out.notes.push_back(
         "training.elementwise eager: Megatron-LM fuses RoPE and SwiGLU (--apply-rope-fusion, --bias-swiglu-fusion); "
-        "this launch keeps less activation memory than the plan assumed");
+        "this launch keeps less activation memory and moves fewer bytes per layer than the plan assumed");
   }
 
   // Layout. Megatron derives DP = world size / (TP x PP x CP) from the launcher; its rank order

@@ -746,7 +746,7 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
   // Optimizer step: memory-bound over this device's shard of the master weights.
   if (mem_bw > 0) {
     const double params_updated = stage_params_dev / (opt.zero_stage >= 1 ? shard_group : 1.0);
-    t.optimizer_s = params_updated * optimizer_step_bytes_per_param(train.dtype, train.optimizer, train.clip_grad > 0) / mem_bw;
+    t.optimizer_s = params_updated * optimizer_step_bytes_per_param(train.dtype, train.optimizer, train.clip_grad > 0, train.autocast) / mem_bw;
   }
 
   t.step_time_s = t.forward_compute_s + t.backward_compute_s + t.recompute_s + t.cp_imbalance_s +

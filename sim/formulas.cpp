@@ -568,7 +568,7 @@ LossBytes loss_elementwise_bytes(const LayerShape& x, double vocab, bool unfused
 
 double unfused_cross_entropy_bytes_per_logit(int64_t tp) { return tp > 1 ? 16.0 : 12.0; }
 
-double optimizer_step_bytes_per_param(DType dtype, Optimizer opt, bool clip_grad) {
+double optimizer_step_bytes_per_param(DType dtype, Optimizer opt, bool clip_grad, bool autocast) {
   // Megatron-style mixed precision over fp32 master weights and fp32 gradients:
   //   fp16 loss-scale unscale + inf check (read, write grads)        8  (fp16 only)
   //   gradient norm (read grads)                                     4  (clip_grad > 0)
@@ -581,11 +581,15 @@ double optimizer_step_bytes_per_param(DType dtype, Optimizer opt, bool clip_grad
   // scales by min(1, coefficient) unconditionally; Megatron-LM scales only when the norm exceeds
   // the bound, which is most steps early in training and fewer later (the model cannot know the
   // norm; it charges the pass).
+  // Autocast (TrainingConfig::autocast) keeps no 16-bit copy of the weights (each forward casts
+  // them, counted there) and zero_grad(set_to_none=True) frees the gradients instead of zeroing
+  // them: neither the copy nor the zeroing pass.
   const double update = opt == Optimizer::adam ? 28.0 : 20.0;
   const double unscale = dtype == DType::fp16 ? 8.0 : 0.0;
   const double clip = clip_grad ? 4.0 + 8.0 : 0.0;
-  const double copy = dtype == DType::fp32 ? 0.0 : 6.0;
-  return unscale + clip + update + copy + 4.0;
+  const double copy = dtype == DType::fp32 || autocast ? 0.0 : 6.0;
+  const double zero = autocast ? 0.0 : 4.0;
+  return unscale + clip + update + copy + zero;
 }
 
 }  // namespace ringplan::sim

@@ -310,8 +310,9 @@ LossBytes loss_elementwise_bytes(const LayerShape& x, double vocab, bool unfused
 //     (torch/distributed/tensor/parallel/loss.py).
 double unfused_cross_entropy_bytes_per_logit(int64_t tp);
 // DRAM bytes per parameter of one optimizer step (fused update over fp32 master weights and
-// fp32 gradients; itemised in formulas.cpp): fp16 Adam 58, bf16 Adam 50, fp32 Adam 44.
-double optimizer_step_bytes_per_param(DType dtype, Optimizer opt, bool clip_grad);
+// fp32 gradients; itemised in formulas.cpp): fp16 Adam 58, bf16 Adam 50, fp32 Adam 44; under
+// autocast (float32 parameters, gradients set to None) bf16 Adam 40.
+double optimizer_step_bytes_per_param(DType dtype, Optimizer opt, bool clip_grad, bool autocast = false);
 
 // Bandwidth memory-bound kernels achieve: the datasheet DRAM bandwidth times the cluster's
 // efficiency.memory_bandwidth (ClusterConfig::memory_bandwidth_efficiency, default 0.8).
