@@ -521,7 +521,22 @@ TorchtitanConfig torchtitan_config(const Experiment& e, const sim::Prediction& p
   auto set = [&out](const char* section, const char* key, TorchtitanValue v) {
     out.settings.push_back({section, key, std::move(v)});
   };
-  if (!e.training.unfused_cross_entropy) {
+  // Element-wise work: torchtitan's llama3 block is PyTorch ops (torch.nn.RMSNorm, RoPE, SwiGLU),
+  // fused only by torch.compile, so the plan's `elementwise` is compile on or off. compile's
+  // default components are the model and the loss: a compiled loss is fused too.
+  set("compile", "enable", !e.training.eager_elementwise);
+  if (e.training.eager_elementwise && !e.training.eager_norm) {
+    out.notes.push_back(
+        "training.norm fused with elementwise eager is not expressible: torchtitan's norms are torch.nn.RMSNorm, "
+        "fused only under torch.compile; emitted compile off, so the norms run eager (slower than the plan)");
+  }
+  if (!e.training.eager_elementwise && e.training.unfused_cross_entropy) {
+    out.notes.push_back(
+        "training.cross_entropy unfused with fused element-wise ops: compile.enable also compiles torchtitan's loss "
+        "(compile.components defaults to model and loss), which fuses the cross-entropy the plan counts op by op; "
+        "its memory and time fall below the plan's");
+  }
+  if (e.training.eager_elementwise && !e.training.unfused_cross_entropy) {
     out.notes.push_back(
         "training.cross_entropy fused: torchtitan's loss is PyTorch's cross_entropy over logits.float() "
         "(12 bytes per logit at its backward, not the fused loss's e + 4); plan with cross_entropy: unfused to "

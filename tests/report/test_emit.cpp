@@ -135,6 +135,7 @@ const KeySet kTomlKeys = {
      {"mode", "selective_ac_option", "per_op_sac_force_recompute_mm_shapes_by_fqns", "early_stop", "memory_budget",
       "visualize_memory_budget_pareto", "preserve_rng_state", "determinism_check", "debug"}},
     {"model", {"name", "flavor", "hf_assets_path", "tokenizer_path", "converters", "print_after_conversion"}},
+    {"compile", {"enable", "components", "backend"}},  // class Compile
 };
 // main at commit b5bcd76c66d0acb1a08b176d9639425bc55e0b2a torchtitan/config/configs.py:
 // ParallelismConfig and TrainingConfig (Trainer.Config.parallelism / .training).
@@ -150,6 +151,7 @@ const KeySet kPythonKeys = {
      {"num_tokens_per_microbatch_per_dp_rank", "num_tokens_per_train_step", "max_context_length", "max_norm",
       "steps", "enable_cpu_offload", "disable_cuda_graphs", "dtype", "mixed_precision_param",
       "mixed_precision_reduce", "gc_freq", "gc_debug"}},
+    {"compile", {"enable", "enable_async_tensor_parallel", "components", "backend"}},  // CompileConfig
 };
 
 void check_keys_exist(const report::TorchtitanConfig& c) {
@@ -380,14 +382,44 @@ TEST_CASE("emit: selective_op is torchtitan's selective op policy and no Megatro
                        doctest::Contains("Megatron-LM has no such mode"), Error);
 }
 
+TEST_CASE("emit: elementwise is torchtitan's compile.enable, with notes where the loss or the norm differ") {
+  for (const auto target : {report::TorchtitanTarget::python, report::TorchtitanTarget::toml}) {
+    Experiment e = hand_made_experiment();
+    auto c = report::torchtitan_config(e, hand_made_plan(), target);
+    check_keys_exist(c);
+    CHECK(std::get<bool>(*setting(c, "compile", "enable")));  // fused element-wise ops: torch.compile
+    CHECK_FALSE(has_note(c, "training.cross_entropy"));
+    e.training.unfused_cross_entropy = true;
+    CHECK(has_note(report::torchtitan_config(e, hand_made_plan(), target), "compiles torchtitan's loss"));
+    e.training.eager_elementwise = e.training.eager_norm = true;
+    c = report::torchtitan_config(e, hand_made_plan(), target);
+    CHECK_FALSE(std::get<bool>(*setting(c, "compile", "enable")));
+    CHECK_FALSE(has_note(c, "compiles torchtitan's loss"));
+    CHECK_FALSE(has_note(c, "training.norm"));
+    e.training.eager_norm = false;
+    CHECK(has_note(report::torchtitan_config(e, hand_made_plan(), target), "training.norm fused with elementwise eager"));
+  }
+  const std::string py = report::emit_plan(report::Format::torchtitan, hand_made_experiment(), hand_made_plan());
+  CHECK(py.find("    config.compile.enable = True\n") != std::string::npos);
+  const toml::table doc = toml::parse(report::emit_plan(report::Format::torchtitan, hand_made_experiment(),
+                                                        hand_made_plan(), report::EmitOptions{report::TorchtitanTarget::toml}));
+  CHECK(doc["compile"]["enable"].value<bool>() == true);
+}
+
 TEST_CASE("emit: the loss implementation is noted where the framework differs from the plan") {
   Experiment e = hand_made_experiment();
+  CHECK_FALSE(has_note(report::torchtitan_config(e, hand_made_plan(), report::TorchtitanTarget::toml),
+                       "training.cross_entropy fused"));  // compiled: torchtitan's loss is compiled too
+  e.training.eager_elementwise = e.training.eager_norm = true;
   CHECK(has_note(report::torchtitan_config(e, hand_made_plan(), report::TorchtitanTarget::toml),
                  "training.cross_entropy fused"));
+  e.training.eager_elementwise = e.training.eager_norm = false;
   CHECK_FALSE(has_note(report::megatron_launch(e, hand_made_plan()), "training.cross_entropy"));
   e.training.unfused_cross_entropy = true;
+  e.training.eager_elementwise = e.training.eager_norm = true;  // torchtitan uncompiled: its loss as planned
   CHECK_FALSE(has_note(report::torchtitan_config(e, hand_made_plan(), report::TorchtitanTarget::toml),
                        "training.cross_entropy"));
+  e.training.eager_elementwise = e.training.eager_norm = false;
   CHECK(has_note(report::megatron_launch(e, hand_made_plan()), "training.cross_entropy unfused"));
   CHECK_FALSE(has_note(report::megatron_launch(e, hand_made_plan()), "training.mixed_precision"));
   e.training.autocast = true;

@@ -2,7 +2,7 @@
 """Feeds `ringplan emit --format torchtitan` output to torchtitan's own config loader.
 
 For a few plan variants of a Llama-3-8B experiment (FSDP ZeRO-3 with full recompute; ZeRO-1 with
-TP, SP and CP and selective recompute; interleaved PP with CP and DDP, clip_grad 0.5), this
+TP, SP and CP and selective recompute; interleaved PP with CP and DDP, clip_grad 0.5, eager element-wise ops), this
   1. writes the plan (`ringplan plan`), edits its layout, emits the torchtitan config;
   2. loads it with the loader `torchtitan.train` itself uses, torchtitan.config.ConfigManager:
        --target toml    (torchtitan v0.2.2, report/emit.hpp kTorchtitanTomlCommit):
@@ -13,7 +13,7 @@ TP, SP and CP and selective recompute; interleaved PP with CP and DDP, clip_grad
                         "ringplan_plan"]), which imports it and calls ringplan_plan() to build
                         the Trainer.Config;
   3. checks the loaded config's fields equal the plan's (parallel degrees and FSDP resharding,
-     batch, sequence length, activation checkpointing, max_norm) and builds torchtitan's
+     batch, sequence length, activation checkpointing, max_norm, compile.enable) and builds torchtitan's
      ParallelDims from it with WORLD_SIZE = the plan's GPUs (ParallelDims validates the degrees
      multiply to the world size; no device mesh is built, so no GPU or process group is needed).
 
@@ -43,7 +43,7 @@ VARIANTS = [
     ("zero1_tp_sp_cp", "{dp: 2, tp: 2, cp: 2, pp: 1}",
      {"zero_stage": "1", "sequence_parallel": "true", "recompute": "selective"}, {}),
     ("pp_interleaved_ddp", "{dp: 2, tp: 1, cp: 2, pp: 2}",
-     {"zero_stage": "0", "interleave": "2", "recompute": "none"}, {"clip_grad": "0.5"}),
+     {"zero_stage": "0", "interleave": "2", "recompute": "none"}, {"clip_grad": "0.5", "elementwise": "eager"}),
 ]
 
 
@@ -128,6 +128,8 @@ def expected_fields(target, mesh, options, training, plan_text):
         "parallelism.pipeline_parallel_degree": pp,
         "training.max_norm": float(training.get("clip_grad", "1.0")),
         "training.mixed_precision_param": "bfloat16",
+        # The plan's element-wise ops: fused = torch.compile on, eager = off.
+        "compile.enable": training.get("elementwise", "fused") != "eager",
     }
     if cp > 1:
         exp["parallelism.context_parallel_load_balancer"] = "headtail"  # zigzag
