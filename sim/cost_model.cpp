@@ -612,7 +612,8 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
   const double loss_fwd_s = mem_bw > 0 ? loss_bytes.forward / mem_bw : 0.0;
   const double loss_bwd_s = mem_bw > 0 ? loss_bytes.backward / mem_bw : 0.0;
   // Autocast (TrainingConfig::autocast) casts the output layer's float32 weight to 16 bits in
-  // every forward and its 16-bit gradient back to float32 in the backward (weight_cast_s, below).
+  // every forward and its 16-bit gradient back to float32 in the backward, as each layer's weights
+  // (layer_times).
   const double out_weight_elems = logits / (2.0 * x.tokens());
   const double out_cast_s = train.autocast && mem_bw > 0 ? out_weight_elems * (4.0 + x.activation_bytes) / mem_bw : 0.0;
   const double out_fwd = out_gemm + loss_fwd_s + out_cast_s;
