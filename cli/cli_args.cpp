@@ -135,4 +135,14 @@ std::string mesh_where(const Experiment& e) {
   return fmt::format("{}:{}: {}", it->second.file, it->second.line, it->second.field);
 }
 
+void set_runtime_types(TrainingConfig& t, bool on_gpu) {
+  t.dtype = on_gpu ? DType::bf16 : DType::fp32;
+  t.fp32_grad_accumulation = on_gpu;
+  t.autocast = false;
+  t.fp8 = false;
+  t.eager_elementwise = false;
+  t.eager_norm = false;
+  t.unfused_cross_entropy = false;
+}
+
 }  // namespace ringplan::planner

@@ -46,4 +46,11 @@ PlanResult plan_top(const Experiment& e, PlanSettings settings, int64_t top);
 // layout errors about a mesh read from a file; "PATH: mesh" when its line is not known.
 std::string mesh_where(const Experiment& e);
 
+// The training settings `ringplan run --scope step` predicts with: the ones its runtime runs,
+// whatever the plan assumes of its framework. float32 tensors and states on the CPU; on the GPU
+// bf16 activations and GEMMs with float32 gradients and optimizer states (grad_accumulation_dtype
+// fp32); master weights, no autocast; no FP8; its own fused element-wise kernels and norm; the
+// loss in place (cross_entropy fused).
+void set_runtime_types(TrainingConfig& t, bool on_gpu);
+
 }  // namespace ringplan::planner

@@ -39,6 +39,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "cli/cli_args.hpp"  // set_runtime_types
 #include "cli/mpi_command.hpp"
 #include "cli/run_args.hpp"
 #include "cli/run_limits.hpp"
@@ -140,16 +141,6 @@ std::vector<std::vector<runtime::LaneEvent>> predicted_step_lanes(
 }
 
 double median(std::vector<double> xs) { return runtime::sample_stats(std::move(xs)).median; }
-// The training types the runtime runs whatever the plan assumes: float32 tensors and states on
-// the CPU; on the GPU bf16 activations and GEMMs with float32 gradients and optimizer states
-// (grad_accumulation_dtype fp32); no FP8; the loss in place (cross_entropy fused).
-void set_runtime_types(TrainingConfig& t, bool on_gpu) {
-  t.dtype = on_gpu ? DType::bf16 : DType::fp32;
-  t.fp32_grad_accumulation = on_gpu;
-  t.fp8 = false;
-  t.unfused_cross_entropy = false;
-}
-
 std::string pct(double meas, double pred) {
   return pred > 0 ? format::format_error_pct(100.0 * (meas - pred) / pred) : std::string("n/a");
 }
@@ -227,7 +218,7 @@ int run_step_body(const RunArgs& a, runtime::MpiCommunicator& world) {
   // The prediction for the same work: these layers, on the profile, in the runtime's types.
   Experiment pe = e;
   pe.cluster = a.profile.empty() ? e.cluster : load_cluster(a.profile);
-  set_runtime_types(pe.training, on_gpu);
+  planner::set_runtime_types(pe.training, on_gpu);
   // The runtime's TP collectives block (MPI_Allreduce and friends between the GEMMs, nothing
   // asynchronous behind them): predicted as such, whatever the plan assumes of its framework.
   ParallelOptions run_options = e.options;
@@ -274,7 +265,7 @@ int run_step_body(const RunArgs& a, runtime::MpiCommunicator& world) {
     auto need_of = [&](const Experiment& x) {
       Experiment px = x;
       px.cluster = pe.cluster;
-      set_runtime_types(px.training, true);
+      planner::set_runtime_types(px.training, true);
       ParallelOptions o = x.options;  // the variant's micro_batch, the run's blocking TP collectives
       o.tp_overlap = TpOverlap::none;
       if (!sim::check_layout(px, mesh, o, mesh.world_size()).empty()) return HUGE_VAL;

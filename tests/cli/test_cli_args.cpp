@@ -95,3 +95,28 @@ TEST_CASE("plan_top: any K keeps min(K, fitting) candidates, the best first, as 
     CHECK(r.candidates.front().step_time_s == all.candidates.front().step_time_s);
   }
 }
+
+TEST_CASE("set_runtime_types: run predicts in the runtime's own types, whatever the plan's framework") {
+  TrainingConfig t;
+  t.dtype = DType::bf16;
+  t.autocast = t.fp32_grad_accumulation = t.fp8 = true;
+  t.eager_elementwise = t.eager_norm = t.unfused_cross_entropy = true;
+  TrainingConfig cpu = t;
+  set_runtime_types(cpu, false);
+  CHECK(cpu.dtype == DType::fp32);
+  CHECK_FALSE(cpu.fp32_grad_accumulation);
+  CHECK_FALSE(cpu.autocast);
+  CHECK_FALSE(cpu.fp8);
+  CHECK_FALSE(cpu.eager_elementwise);
+  CHECK_FALSE(cpu.eager_norm);
+  CHECK_FALSE(cpu.unfused_cross_entropy);
+  TrainingConfig gpu = t;
+  set_runtime_types(gpu, true);
+  CHECK(gpu.dtype == DType::bf16);
+  CHECK(gpu.fp32_grad_accumulation);
+  CHECK_FALSE(gpu.autocast);
+  CHECK_FALSE(gpu.eager_elementwise);
+  // The rest of the training settings stay the plan's.
+  CHECK(gpu.seq_len == t.seq_len);
+  CHECK(gpu.clip_grad == t.clip_grad);
+}
