@@ -232,11 +232,19 @@ LayerActivationBytes layer_activation_bytes(const LayerShape& x) {
   // MLP: activation input and output (f each), gated: gate and up outputs and their product.
   const double attention_sharded = e * T * (q + 2.0 * kv + q) / t;
   const double mlp_sharded = e * T * x.ffn_hidden * (x.gated_mlp ? 3.0 : 2.0) / t;
-  // Eager element-wise ops keep more (TrainingConfig::eager_elementwise): RoPE's input beside
-  // the rotated Q and K (q + kv), the attention output's contiguous copy for the output
-  // projection (q), and a gated MLP's SiLU output beside its input (f); GeLU's input and output
-  // are the not-gated MLP's two tensors already.
-  const double eager = x.eager_elementwise ? e * T * (q + kv + q + (x.gated_mlp ? x.ffn_hidden : 0.0)) / t : 0.0;
+  // Eager element-wise ops keep more (TrainingConfig::eager_elementwise), counted as torchtitan's
+  // and Hugging Face's Llama code runs (separate Q, K, V projections): the attention output's
+  // contiguous copy for the output projection (q), a gated MLP's SiLU output beside its input
+  // (f; GeLU's input and output are the not-gated MLP's two tensors already), and with GQA the
+  // K and V that repeat_kv expands to the query heads before SDPA, which saves the expanded
+  // copies (2(q - kv) beyond the kv-wide K and V above). RoPE keeps nothing: its products are with
+  // constant tables, whose autograd saves only the tables. A fused QKV projection whose V is a
+  // view of the projection's output (bench/gpu/torch_step_bench.py, SDPA's enable_gqa) keeps
+  // that output, q + kv instead of 2(q - kv): the same within kv at Llama 3's four query heads per
+  // KV head.
+  const double gqa_copies = 2.0 * std::max(q - kv, 0.0);
+  const double eager =
+      x.eager_elementwise ? e * T * (q + (x.gated_mlp ? x.ffn_hidden : 0.0) + gqa_copies) / t : 0.0;
   const double layer_no_scores = replicated + attention_sharded + mlp_sharded + eager;
 
   const double scores = x.attention == AttentionImpl::materialized ? materialized_scores_bytes(x) : flash_lse_bytes(x);
@@ -484,8 +492,12 @@ namespace {
 //    contiguous): 2e per Q element, again for its gradient.
 //  * gated MLP: silu(gate) 2e, times up 3e forward (5e); backward the product's two gradients
 //    3e each and silu's 3e (9e) per FFN element. Not gated: the activation 2e / 3e.
-// Not counted: torchtitan's repeat_kv copy of K and V for GQA (SDPA's enable_gqa needs none)
-// and the split/chunk of fused QKV or up projections (views forward, one gradient concat back).
+//  * GQA (kv heads < query heads): torchtitan's and Hugging Face's repeat_kv copies K and V to
+//    the query heads (read kv, write q, each), and its backward sums them back (read q, write
+//    kv): 2e(q + kv) each way. SDPA's enable_gqa needs no copy (bench/gpu/torch_step_bench.py:
+//    within 1 % of its layer traffic).
+// Not counted: the split/chunk of fused QKV or up projections (views forward, one gradient
+// concatenation back).
 LayerElementwiseBytes eager_layer_elementwise_bytes(const LayerShape& x) {
   const double e = x.activation_bytes;
   const double r = x.residual_bytes();
@@ -504,13 +516,15 @@ LayerElementwiseBytes eager_layer_elementwise_bytes(const LayerShape& x) {
   const double rope = 2.0 * e + 16.0;
   const double act_fwd = x.gated_mlp ? 5.0 * e : 2.0 * e;
   const double act_bwd = x.gated_mlp ? 9.0 * e : 3.0 * e;
+  const double repeat_kv = kv_elems < q_elems ? 2.0 * e * (q_elems + kv_elems) : 0.0;
   const AttentionCoreBytes core = attention_core_elementwise_bytes(x);
   LayerElementwiseBytes b;
   b.attention_core_forward = core.forward;
   b.attention_core_backward = core.backward;
-  b.forward = hidden_fwd * h_elems + rope * (q_elems + kv_elems) + 2.0 * e * q_elems + act_fwd * f_elems + core.forward;
-  b.backward =
-      hidden_bwd * h_elems + rope * (q_elems + kv_elems) + 2.0 * e * q_elems + act_bwd * f_elems + core.backward;
+  b.forward = hidden_fwd * h_elems + rope * (q_elems + kv_elems) + 2.0 * e * q_elems + repeat_kv +
+              act_fwd * f_elems + core.forward;
+  b.backward = hidden_bwd * h_elems + rope * (q_elems + kv_elems) + 2.0 * e * q_elems + repeat_kv +
+               act_bwd * f_elems + core.backward;
   return b;
 }
 

@@ -502,7 +502,7 @@ TEST_CASE("autocast: float32 residual stream and norm outputs in the activations
         Approx(mw.weights_bytes + mw.gradients_bytes + mw.optimizer_bytes));
 }
 
-TEST_CASE("eager element-wise ops: RoPE's input, the attention output's copy and SiLU's output are kept too") {
+TEST_CASE("eager element-wise ops: the attention output's copy, SiLU's output and GQA's expanded K and V are kept too") {
   Experiment e = test::llama_experiment(4096, 2);
   const Mesh mesh = test::mesh_of(1, 2, 1, 1);
   ParallelOptions o;
@@ -513,14 +513,25 @@ TEST_CASE("eager element-wise ops: RoPE's input, the attention output's copy and
   const LayerActivationBytes fused = layer_activation_bytes(make_layer_shape(e.model, e.training, mesh, o));
   e.training.eager_elementwise = true;
   const LayerActivationBytes eager = layer_activation_bytes(make_layer_shape(e.model, e.training, mesh, o));
-  CHECK(eager.stored_bytes - fused.stored_bytes == Approx(2 * T * (q + kv + q + f) / t));
+  REQUIRE(kv < q);  // GQA: repeat_kv's expanded K and V are what SDPA saves
+  CHECK(eager.stored_bytes - fused.stored_bytes == Approx(2 * T * (q + f + 2 * (q - kv)) / t));
   // Full recompute keeps only the layer input; the layer re-run in backward holds the extra.
   o.recompute = Recompute::full;
   const LayerActivationBytes full_eager = layer_activation_bytes(make_layer_shape(e.model, e.training, mesh, o));
   e.training.eager_elementwise = false;
   const LayerActivationBytes full_fused = layer_activation_bytes(make_layer_shape(e.model, e.training, mesh, o));
   CHECK(full_eager.stored_bytes == Approx(full_fused.stored_bytes));
-  CHECK(full_eager.backward_working_bytes - full_fused.backward_working_bytes == Approx(2 * T * (q + kv + q + f) / t));
+  CHECK(full_eager.backward_working_bytes - full_fused.backward_working_bytes ==
+        Approx(2 * T * (q + f + 2 * (q - kv)) / t));
+  // MHA: no expanded copies; RoPE's products with constant tables keep nothing.
+  e.model.kv_heads = e.model.heads;
+  o.recompute = Recompute::none;
+  e.training.eager_elementwise = true;
+  const LayerActivationBytes mha_eager = layer_activation_bytes(make_layer_shape(e.model, e.training, mesh, o));
+  e.training.eager_elementwise = false;
+  const LayerActivationBytes mha_fused = layer_activation_bytes(make_layer_shape(e.model, e.training, mesh, o));
+  REQUIRE(mha_fused.stored_bytes > fused.stored_bytes);  // K, V at full width now
+  CHECK(mha_eager.stored_bytes - mha_fused.stored_bytes == Approx(2 * T * (q + f) / t));
 }
 
 TEST_CASE("eager element-wise time: every PyTorch op reads and writes its tensors, counted op by op") {
@@ -534,25 +545,26 @@ TEST_CASE("eager element-wise time: every PyTorch op reads and writes its tensor
   REQUIRE(e.model.dropout == 0.0);
   // bf16, no sequence parallelism (norms and residuals on the whole sequence on each TP rank).
   // Per layer: two norms (eager 36 / 92 bytes per hidden element) and two residual adds (6 / 6);
-  // RoPE 20 per Q and K element both ways; the attention output's copy 4; SwiGLU 10 / 18.
+  // RoPE 20 per Q and K element both ways; the attention output's copy 4; repeat_kv's GQA copies
+  // 4 per Q and per K element both ways; SwiGLU 10 / 18.
   e.training.eager_elementwise = true;
   e.training.eager_norm = true;
   LayerElementwiseBytes b = layer_elementwise_bytes(make_layer_shape(e.model, e.training, mesh, o));
-  CHECK(b.forward == Approx(T * (2 * (36 + 6) * h + 20 * (q + kv) / t + 4 * q / t + 10 * f / t)));
-  CHECK(b.backward == Approx(T * (2 * (92 + 6) * h + 20 * (q + kv) / t + 4 * q / t + 18 * f / t)));
+  CHECK(b.forward == Approx(T * (2 * (36 + 6) * h + 24 * (q + kv) / t + 4 * q / t + 10 * f / t)));
+  CHECK(b.backward == Approx(T * (2 * (92 + 6) * h + 24 * (q + kv) / t + 4 * q / t + 18 * f / t)));
   // A fused norm (torchtitan's fused_rmsnorm) under eager ops: 2e / 3e per hidden element.
   e.training.eager_norm = false;
   b = layer_elementwise_bytes(make_layer_shape(e.model, e.training, mesh, o));
-  CHECK(b.forward == Approx(T * (2 * (4 + 6) * h + 20 * (q + kv) / t + 4 * q / t + 10 * f / t)));
-  CHECK(b.backward == Approx(T * (2 * (6 + 6) * h + 20 * (q + kv) / t + 4 * q / t + 18 * f / t)));
+  CHECK(b.forward == Approx(T * (2 * (4 + 6) * h + 24 * (q + kv) / t + 4 * q / t + 10 * f / t)));
+  CHECK(b.backward == Approx(T * (2 * (6 + 6) * h + 24 * (q + kv) / t + 4 * q / t + 18 * f / t)));
   // Autocast: float32 residual (norm 28 / 92, residual add 10 / 12) and the cast of each norm's
   // float32 output for its linear layer (6 both ways).
   e.training.eager_norm = true;
   e.training.autocast = true;
   e.training.fp32_grad_accumulation = true;
   b = layer_elementwise_bytes(make_layer_shape(e.model, e.training, mesh, o));
-  CHECK(b.forward == Approx(T * (2 * (28 + 6 + 10) * h + 20 * (q + kv) / t + 4 * q / t + 10 * f / t)));
-  CHECK(b.backward == Approx(T * (2 * (92 + 6 + 12) * h + 20 * (q + kv) / t + 4 * q / t + 18 * f / t)));
+  CHECK(b.forward == Approx(T * (2 * (28 + 6 + 10) * h + 24 * (q + kv) / t + 4 * q / t + 10 * f / t)));
+  CHECK(b.backward == Approx(T * (2 * (92 + 6 + 12) * h + 24 * (q + kv) / t + 4 * q / t + 18 * f / t)));
   // Eager always moves more than the fused kernels it stands for.
   e.training.autocast = false;
   e.training.fp32_grad_accumulation = false;
