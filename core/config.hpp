@@ -324,10 +324,11 @@ struct TrainingConfig {
   // How the element-wise ops inside a layer run, YAML training.elementwise: fused | eager (default
   // fused). fused: the activation formula's tensors (Korthikanti et al. 2022), as Megatron-LM /
   // Transformer Engine's fused RoPE and SwiGLU and torch.compile's generated kernels keep them.
-  // eager: PyTorch ops one by one (no torch.compile): RoPE written in PyTorch ops saves its input
-  // (the QKV projection's output) while attention saves the rotated Q and K, attention's output is
-  // copied into the output projection's [tokens, heads x d] layout and both copies are kept, and
-  // a gated MLP saves SiLU's output beside its input (sim::layer_activation_bytes); in time every
+  // eager: PyTorch ops one by one (no torch.compile), as torchtitan's and Hugging Face's Llama
+  // code runs them: attention's output is copied into the output projection's [tokens, heads x d]
+  // layout and both copies are kept, a gated MLP saves SiLU's output beside its input, and with
+  // GQA SDPA saves the K and V that repeat_kv expanded to the query heads
+  // (sim::layer_activation_bytes); in time every
   // op reads and writes its tensors, forward and backward (sim::layer_elementwise_bytes).
   bool eager_elementwise = false;
   // How the RMSNorm runs under eager element-wise ops, YAML training.norm: fused | eager
