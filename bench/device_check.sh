@@ -13,7 +13,8 @@
 # (libnccl.so.2 comes from the GPU machine's `nvidia.nccl` python package; env.sh finds it.)
 #
 # Writes under $OUT (default ./out/device-check): env.txt, one log per step, ours.json, ours_head_major.json,
-# sdpa.json, gemm.json, calibrate.json, calibrated.yaml, step_l4.json, step_l8.json, run.json, run_trace.json, report.md, summary.txt. Exit status: the number of failed
+# sdpa.json, gemm.json, calibrate.json, calibrated.yaml, step_l4.json, step_l8.json, run.json, run_trace.json, report.md, summary.txt,
+# and with budget to spare torch_step_torchtitan_kv8.json / _kv32.json (step 7). Exit status: the number of failed
 # steps (0 = all ok). On the GPU machine a SKIPPED step counts as failed: it did not happen.
 #
 # Steps:
@@ -31,6 +32,8 @@
 #   5. `ringplan plan` + `ringplan run --device cuda` on one rank (NCCL + the kernels), with the
 #      prediction from the cluster profile of this GPU
 #   6. the TFLOP/s table with the ratio to PyTorch (goal: >= 70% at 8K)
+#   7. optional, only if at least 75 s of the budget remain: PyTorch whole steps of torchtitan's
+#      Llama block (GQA and MHA) for the eager element-wise model
 set -uo pipefail
 
 BUNDLE=${1:-build/bundle}
@@ -203,6 +206,21 @@ fi
 
 # 6. table
 python3 "$script_dir/gpu/report.py" "$OUT/ours.json" "$OUT/sdpa.json" "$OUT/ours_head_major.json" | tee "$OUT/report.md"
+
+# 7. (only with budget to spare: the kernel checks above come first) PyTorch whole steps with
+# torchtitan's Llama block (bench/gpu/torch_step_bench.py --block torchtitan), GQA and MHA, 16K
+# tokens, 4 layers: the measurements the cost model's `elementwise: eager` memory (repeat_kv's
+# expanded K and V, no RoPE input) and traffic are to be checked against; encode them as cases
+# beside configs/validation/h200_torch_step.
+for kv in 8 32; do
+  if ((BUDGET_S - SECONDS - 5 >= 75)); then
+    step "torch_step_bench --block torchtitan --kv-heads $kv" 70 "$OUT/torch_step_torchtitan_kv$kv.txt" \
+      python3 "$script_dir/gpu/torch_step_bench.py" --block torchtitan --kv-heads "$kv" --seq 16384 --layers 4 \
+      --json "$OUT/torch_step_torchtitan_kv$kv.json"
+  else
+    log "  torch_step_bench --block torchtitan --kv-heads $kv: left out (optional; $((BUDGET_S - SECONDS)) s of the budget left)"
+  fi
+done
 
 log "failed steps: $failed"
 exit "$failed"

@@ -12,8 +12,15 @@ Timed with CUDA events: forward (incl. loss), backward, optimizer step; median o
 --warmup. Peak memory: torch.cuda.max_memory_allocated over the timed steps. The loss must fall
 over the steps on a fixed batch (a check that the step trains).
 
+--block torchtitan writes the block as torchtitan's Llama code does (separate Q, K, V and gate/up
+projections, RoPE as a complex product in float32, repeat_kv expanding K and V to the query heads
+before SDPA), the code the cost model's `elementwise: eager` memory and traffic follow; the default
+(fused) is the block above, whose V is a view of the fused QKV output. Run both, with --kv-heads
+equal to --heads (MHA) as well, to see the two mechanisms apart.
+
 usage: torch_step_bench.py [--layers 4] [--seq 16384] [--hidden 4096] [--heads 32] [--kv-heads 8]
-                           [--ffn 14336] [--vocab 128256] [--steps 6] [--warmup 3] [--json FILE]
+                           [--ffn 14336] [--vocab 128256] [--steps 6] [--warmup 3]
+                           [--block fused|torchtitan] [--json FILE]
 """
 import argparse
 import json
@@ -32,6 +39,7 @@ def main() -> int:
     ap.add_argument("--vocab", type=int, default=128256)
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--block", choices=["fused", "torchtitan"], default="fused")
     ap.add_argument("--json", default="")
     a = ap.parse_args()
     try:
@@ -87,11 +95,54 @@ def main() -> int:
             g, u = self.up(self.n2(x)).chunk(2, dim=-1)
             return x + self.down(F.silu(g) * u)
 
+    if nh % nkv != 0:
+        print(f"FAILED: --heads {nh} is not a multiple of --kv-heads {nkv}")
+        return 1
+    # torchtitan's Llama block (torchtitan/models/llama: apply_rotary_emb, repeat_kv, Attention,
+    # FeedForward), written here without importing torchtitan.
+    freqs = torch.polar(torch.ones_like(ang), ang)  # complex64 [L, d/2]
+
+    def rope_complex(x):  # x: [b, L, heads, d]
+        xc = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
+        return torch.view_as_real(xc * freqs.view(1, L, 1, d // 2)).flatten(3).type_as(x)
+
+    def repeat_kv(x, n_rep):  # [b, L, nkv, d] -> [b, L, nkv * n_rep, d]
+        if n_rep == 1:
+            return x
+        b_, s_, n_, d_ = x.shape
+        return x[:, :, :, None, :].expand(b_, s_, n_, n_rep, d_).reshape(b_, s_, n_ * n_rep, d_)
+
+    class TorchtitanBlock(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.n1, self.n2 = RMSNorm(), RMSNorm()
+            self.wq = nn.Linear(h, nh * d, bias=False)
+            self.wk = nn.Linear(h, nkv * d, bias=False)
+            self.wv = nn.Linear(h, nkv * d, bias=False)
+            self.wo = nn.Linear(nh * d, h, bias=False)
+            self.w1 = nn.Linear(h, f, bias=False)
+            self.w3 = nn.Linear(h, f, bias=False)
+            self.w2 = nn.Linear(f, h, bias=False)
+
+        def forward(self, x):
+            b = x.shape[0]
+            xn = self.n1(x)
+            q = rope_complex(self.wq(xn).view(b, L, nh, d))
+            k = rope_complex(self.wk(xn).view(b, L, nkv, d))
+            v = self.wv(xn).view(b, L, nkv, d)
+            k, v = repeat_kv(k, nh // nkv), repeat_kv(v, nh // nkv)
+            y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True)
+            x = x + self.wo(y.transpose(1, 2).contiguous().view(b, L, nh * d))
+            xn = self.n2(x)
+            return x + self.w2(F.silu(self.w1(xn)) * self.w3(xn))
+
+    block_class = TorchtitanBlock if a.block == "torchtitan" else Block
+
     class Model(nn.Module):
         def __init__(self):
             super().__init__()
             self.emb = nn.Embedding(V, h)
-            self.blocks = nn.ModuleList(Block() for _ in range(a.layers))
+            self.blocks = nn.ModuleList(block_class() for _ in range(a.layers))
             self.norm = RMSNorm()
             self.head = nn.Linear(h, V, bias=False)
 
@@ -136,12 +187,12 @@ def main() -> int:
         return 1
     med = lambda xs: statistics.median(xs)
     total = [x + y + z for x, y, z in zip(fwd, bwd, step)]
-    r = dict(device=torch.cuda.get_device_properties(0).name, torch=torch.__version__, layers=a.layers, seq=L,
+    r = dict(device=torch.cuda.get_device_properties(0).name, torch=torch.__version__, block=a.block, layers=a.layers, seq=L,
              hidden=h, heads=nh, kv_heads=nkv, ffn=f, vocab=V, params=params, steps=a.steps, warmup=a.warmup,
              forward_ms=med(fwd), backward_ms=med(bwd), optimizer_ms=med(step), step_ms=med(total),
              step_ms_min=min(total), step_ms_max=max(total),
              peak_memory_gib=torch.cuda.max_memory_allocated() / 2**30, losses=losses)
-    print(f"{r['device']}: {a.layers} layers, {L} tokens, {params / 1e9:.3f} B parameters: step {r['step_ms']:.2f} ms "
+    print(f"{r['device']}: {a.block} block, {a.layers} layers, {L} tokens, {params / 1e9:.3f} B parameters: step {r['step_ms']:.2f} ms "
           f"(min {r['step_ms_min']:.2f}, max {r['step_ms_max']:.2f}); forward {r['forward_ms']:.2f}, backward "
           f"{r['backward_ms']:.2f}, optimizer {r['optimizer_ms']:.2f} ms; peak memory {r['peak_memory_gib']:.2f} GiB; "
           f"loss {losses[0]:.4f} -> {losses[-1]:.4f}")
