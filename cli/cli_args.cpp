@@ -143,6 +143,7 @@ void set_runtime_types(TrainingConfig& t, bool on_gpu) {
   t.eager_elementwise = false;
   t.eager_norm = false;
   t.unfused_cross_entropy = false;
+  t.fsdp_per_parameter = false;
 }
 
 }  // namespace ringplan::planner

@@ -50,7 +50,7 @@ std::string mesh_where(const Experiment& e);
 // whatever the plan assumes of its framework. float32 tensors and states on the CPU; on the GPU
 // bf16 activations and GEMMs with float32 gradients and optimizer states (grad_accumulation_dtype
 // fp32); master weights, no autocast; no FP8; its own fused element-wise kernels and norm; the
-// loss in place (cross_entropy fused).
+// loss in place (cross_entropy fused); ZeRO-3 over flat gathered blocks (fsdp flat).
 void set_runtime_types(TrainingConfig& t, bool on_gpu);
 
 }  // namespace ringplan::planner

@@ -308,6 +308,13 @@ struct TrainingConfig {
   // float32 gradient from nll_loss and the float32 gradient it writes, 12 bytes per logit; 16
   // under TP, where PyTorch's loss_parallel computes it (sim::unfused_cross_entropy_bytes_per_logit).
   bool unfused_cross_entropy = false;
+  // How ZeRO-3 (options.zero_stage 3) holds the gathered parameters, YAML training.fsdp: flat |
+  // per_parameter (default flat). flat: views of the gathered flat buffer (FSDP1's flat
+  // parameters, DeepSpeed ZeRO-3, Megatron-FSDP, this project's runtime). per_parameter:
+  // PyTorch FSDP2 (fully_shard, torchtitan), which shards every parameter and copies the gathered
+  // ones out of the all-gather buffer on the compute stream at every gather (sim::predict's
+  // ZeRO-3 term). Time only; without ZeRO-3 it changes nothing.
+  bool fsdp_per_parameter = false;
   // How 16-bit mixed precision holds the weights, YAML training.mixed_precision: master_weights |
   // autocast (default master_weights). master_weights: 16-bit weights beside a float32 master copy
   // in the optimizer, activations in `dtype` (Megatron-LM, FSDP's MixedPrecisionPolicy,

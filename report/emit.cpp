@@ -187,6 +187,11 @@ MegatronLaunch megatron_launch(const Experiment& e, const sim::Prediction& p) {
         "training.elementwise eager: Megatron-LM fuses RoPE and SwiGLU (--apply-rope-fusion, --bias-swiglu-fusion); "
         "this launch keeps less activation memory and moves fewer bytes per layer than the plan assumed");
   }
+  if (e.training.fsdp_per_parameter && p.options.zero_stage >= 3) {
+    out.notes.push_back(
+        "training.fsdp per_parameter: Megatron-FSDP gathers into flat buffers and needs no copy out of them; this "
+        "launch's ZeRO-3 gathers cost less than the plan assumed");
+  }
 
   // Layout. Megatron derives DP = world size / (TP x PP x CP) from the launcher; its rank order
   // is TP innermost, then CP, DP, PP (the default "tp-cp-ep-dp-pp" order).
@@ -541,6 +546,11 @@ TorchtitanConfig torchtitan_config(const Experiment& e, const sim::Prediction& p
         "training.cross_entropy fused: torchtitan's loss is PyTorch's cross_entropy over logits.float() "
         "(12 bytes per logit at its backward, not the fused loss's e + 4); plan with cross_entropy: unfused to "
         "predict its memory");
+  }
+  if (!e.training.fsdp_per_parameter && p.options.zero_stage >= 3) {
+    out.notes.push_back(
+        "training.fsdp flat: torchtitan's FSDP (fully_shard) shards every parameter and copies each gather out of "
+        "the all-gather buffer; plan with fsdp: per_parameter to predict that copy");
   }
   if (e.training.autocast) {
     out.notes.push_back(

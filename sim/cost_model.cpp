@@ -668,8 +668,8 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
   const double layers_stage = cand_layers[crit];
   const double crit_out = crit_rank == mesh.pp - 1 ? 1.0 : 0.0;  // does the critical rank run the output layer
 
-  // ZeRO-3 gathers each layer's weights before its forward and backward (and the recompute),
-  // prefetched one layer ahead: only what exceeds the layer's own time shows.
+  // ZeRO-3 gathers each layer's weights before its forward and its backward, prefetched one
+  // layer ahead: only what exceeds the layer's own time shows.
   const double layer_params_dev = layer_params(model) / tp;
   const StateBytes sb = state_bytes_per_param(train.dtype, train.optimizer, train.fp32_grad_accumulation);
   // The gradient group is DP x CP (ranks of one TP index and one stage): same block rule.
@@ -682,9 +682,20 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
   double zero3_per_mb = 0.0, zero3_first = 0.0;
   if (opt.zero_stage >= 3 && n_shard > 1) {
     const double ag = group_collective_s(CollectiveKind::all_gather, n_shard, grad_per_node, layer_params_dev * sb.weights, c);
-    const double gathers = full ? 3.0 : 2.0;
+    // Two gathers per layer and micro-batch, before its forward and before its backward. Full
+    // recompute runs inside the backward's gather, not a third one: PyTorch FSDP2's pre-forward
+    // hook returns early while the module waits for its backward ("the pre-backward hook is
+    // responsible for the unshard", torch/distributed/fsdp/_fully_shard/_fsdp_state.py), and
+    // this project's runtime gathers a block once for its recompute and backward
+    // (runtime/step/trainer.cpp, layer_backward).
+    const double gathers = 2.0;
     const double per_gather_window = layer_total / gathers;
-    zero3_per_mb = layers_stage * gathers * overlapped_exposed_s(ag, per_gather_window, c.overlap_sm_share);
+    // training.fsdp per_parameter (FSDP2): each gather also copies the parameters out of the
+    // all-gather buffer on the compute stream (foreach_all_gather_copy_out's
+    // split_with_sizes_copy, torch/distributed/fsdp/_fully_shard/_fsdp_collectives.py): the
+    // layer's gathered bytes read and written.
+    const double copy_out = train.fsdp_per_parameter && mem_bw > 0 ? 2.0 * layer_params_dev * sb.weights / mem_bw : 0.0;
+    zero3_per_mb = layers_stage * gathers * (overlapped_exposed_s(ag, per_gather_window, c.overlap_sm_share) + copy_out);
     zero3_first = ag;
   }
 

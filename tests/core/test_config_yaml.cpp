@@ -316,7 +316,7 @@ TEST_CASE("training: grad_accumulation_dtype fp32 or same (default), read and wr
                   ConfigError);
 }
 
-TEST_CASE("training: two-valued keys (cross_entropy, elementwise) read with their default, written back, others refused at the key") {
+TEST_CASE("training: two-valued keys (cross_entropy, elementwise, fsdp) read with their default, written back, others refused at the key") {
   struct Key {
     const char* key;
     const char* off;  // the default
@@ -324,7 +324,8 @@ TEST_CASE("training: two-valued keys (cross_entropy, elementwise) read with thei
     bool TrainingConfig::*field;
   };
   for (const Key k : {Key{"cross_entropy", "fused", "unfused", &TrainingConfig::unfused_cross_entropy},
-                      Key{"elementwise", "fused", "eager", &TrainingConfig::eager_elementwise}}) {
+                      Key{"elementwise", "fused", "eager", &TrainingConfig::eager_elementwise},
+                      Key{"fsdp", "flat", "per_parameter", &TrainingConfig::fsdp_per_parameter}}) {
     INFO(k.key);
     TempDir dir;
     const std::string line = std::string(k.key) + ": ";

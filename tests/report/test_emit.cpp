@@ -406,6 +406,22 @@ TEST_CASE("emit: elementwise is torchtitan's compile.enable, with notes where th
   CHECK(doc["compile"]["enable"].value<bool>() == true);
 }
 
+TEST_CASE("emit: ZeRO-3's gathered parameters (training.fsdp) noted where the framework differs") {
+  Experiment e = hand_made_experiment();
+  sim::Prediction p = hand_made_plan();
+  p.options.zero_stage = 3;
+  CHECK(has_note(report::torchtitan_config(e, p, report::TorchtitanTarget::toml), "training.fsdp flat"));
+  CHECK_FALSE(has_note(report::megatron_launch(e, p), "training.fsdp"));
+  e.training.fsdp_per_parameter = true;
+  CHECK_FALSE(has_note(report::torchtitan_config(e, p, report::TorchtitanTarget::toml), "training.fsdp"));
+  CHECK(has_note(report::megatron_launch(e, p), "training.fsdp per_parameter"));
+  // Without ZeRO-3 the setting changes nothing, so nothing is noted.
+  p.options.zero_stage = 1;
+  CHECK_FALSE(has_note(report::megatron_launch(e, p), "training.fsdp"));
+  e.training.fsdp_per_parameter = false;
+  CHECK_FALSE(has_note(report::torchtitan_config(e, p, report::TorchtitanTarget::toml), "training.fsdp"));
+}
+
 TEST_CASE("emit: the loss implementation is noted where the framework differs from the plan") {
   Experiment e = hand_made_experiment();
   CHECK_FALSE(has_note(report::torchtitan_config(e, hand_made_plan(), report::TorchtitanTarget::toml),

@@ -650,6 +650,35 @@ TEST_CASE("autocast time: weights cast to 16 bits every forward and their gradie
   CHECK(amp4.time.backward_compute_s - 4 * amp.time.backward_compute_s == Approx(3 * params * 12 / bw));
 }
 
+TEST_CASE("ZeRO-3: two gathers per layer whatever the recompute, FSDP2 copies each gather out of its buffer") {
+  Experiment e = test::llama_experiment(4096, 8);
+  const Mesh mesh = test::mesh_of(8, 1, 1, 1);
+  ParallelOptions o;
+  o.zero_stage = 3;
+  o.recompute = Recompute::none;
+  const Prediction flat = predict(e, mesh, o);
+  e.training.fsdp_per_parameter = true;
+  const Prediction fsdp2 = predict(e, mesh, o);
+  // Per layer and micro-batch: two gathers, each reading and writing the layer's 16-bit weights.
+  const double bw = achieved_memory_bandwidth_bytes_per_s(e.cluster);
+  const double copies = double(e.model.layers) * 2.0 * (2.0 * layer_params(e.model) * 2.0) / bw;
+  REQUIRE(fsdp2.micro_batches == 1);
+  CHECK(fsdp2.time.zero_comm_exposed_s - flat.time.zero_comm_exposed_s == Approx(copies));
+  // Nothing else moves, and nothing at all without ZeRO-3.
+  CHECK(fsdp2.time.forward_compute_s == Approx(flat.time.forward_compute_s));
+  o.zero_stage = 1;
+  CHECK(predict(e, mesh, o).time.step_time_s == Approx(
+      [&] { Experiment f = e; f.training.fsdp_per_parameter = false; return predict(f, mesh, o).time.step_time_s; }()));
+  // Full recompute re-runs the forward inside the backward's gather: still two gathers, so the
+  // copies are the same.
+  o.zero_stage = 3;
+  o.recompute = Recompute::full;
+  const Prediction fsdp2_full = predict(e, mesh, o);
+  e.training.fsdp_per_parameter = false;
+  const Prediction flat_full = predict(e, mesh, o);
+  CHECK(fsdp2_full.time.zero_comm_exposed_s - flat_full.time.zero_comm_exposed_s == Approx(copies));
+}
+
 TEST_CASE("full recompute re-runs the forward TP collectives, selective does not") {
   Experiment e = test::llama_experiment(8192, 8);
   const Mesh mesh = test::mesh_of(1, 8, 1, 1);
