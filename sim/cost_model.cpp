@@ -706,12 +706,8 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
   // Autocast's float32 .grad: the first micro-batch's backward hands its gradient over
   // (zero_grad(set_to_none=True) left none), every later one adds into it: read both, write,
   // 12 bytes per parameter of the stage.
-  if (train.autocast && mem_bw > 0 && m > 1.0) {
-    double stage_params = 0.0;
-    for (int i = 0; i < 3; ++i)
-      if (candidates[i] == crit_rank) stage_params = rank_params(crit_rank, cand_layers[i]);
-    t.backward_compute_s += (m - 1.0) * stage_params / tp * 12.0 / mem_bw;
-  }
+  if (train.autocast && mem_bw > 0 && m > 1.0)
+    t.backward_compute_s += (m - 1.0) * rank_params(crit_rank, layers_stage) / tp * 12.0 / mem_bw;
   t.recompute_s = m * layers_stage * layer_recompute;
   t.cp_imbalance_s = m * layers_stage * layer_imbalance;
   t.ring_comm_exposed_s = m * layers_stage * layer_ring;
