@@ -144,6 +144,7 @@ void set_runtime_types(TrainingConfig& t, bool on_gpu) {
   t.eager_norm = false;
   t.unfused_cross_entropy = false;
   t.fsdp_per_parameter = false;
+  t.pytorch_pp_schedule = false;
 }
 
 }  // namespace ringplan::planner

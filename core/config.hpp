@@ -315,6 +315,15 @@ struct TrainingConfig {
   // ones out of the all-gather buffer on the compute stream at every gather (sim::predict's
   // ZeRO-3 term). Time only; without ZeRO-3 it changes nothing.
   bool fsdp_per_parameter = false;
+  // Whose interleaved 1F1B schedule runs an interleaved pipeline (options.interleave > 1), YAML
+  // training.pp_schedule: megatron | pytorch (default megatron). Both warm up
+  // 2 (PP - d - 1) + (v - 1) PP model chunks on rank d before the first backward; when the
+  // micro-batches per step equal PP, Megatron-LM instead runs every forward first on every rank
+  // (forward_backward_pipelining_with_interleaving, all_warmup_microbatches), so every rank holds
+  // the activations of all m micro-batches; PyTorch's ScheduleInterleaved1F1B (torchtitan) keeps
+  // the rank-dependent warm-up. Memory only (sim::pipeline_in_flight); this project's runtime
+  // runs Megatron-LM's order.
+  bool pytorch_pp_schedule = false;
   // How 16-bit mixed precision holds the weights, YAML training.mixed_precision: master_weights |
   // autocast (default master_weights). master_weights: 16-bit weights beside a float32 master copy
   // in the optimizer, activations in `dtype` (Megatron-LM, FSDP's MixedPrecisionPolicy,

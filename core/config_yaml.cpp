@@ -443,7 +443,7 @@ const std::vector<std::string> kClusterKeys{
 const std::vector<std::string> kTrainingKeys{"seq_len", "global_batch", "global_batch_tokens",
                                              "dtype",   "optimizer",    "causal",
                                              "grad_accumulation_dtype", "cross_entropy", "fp8", "clip_grad", "documents",
-                                             "mixed_precision", "elementwise", "norm", "fsdp"};
+                                             "mixed_precision", "elementwise", "norm", "fsdp", "pp_schedule"};
 const std::vector<std::string> kDocumentKeys{"lengths", "distribution", "mean_length", "sigma", "seed"};
 const std::vector<std::string> kExperimentKeys{"name", "model",   "cluster", "training", "gpus",
                                                "mesh", "options", "search",  "published"};
@@ -820,6 +820,7 @@ TrainingConfig training_from_yaml(const YAML::Node& node, const std::string& fil
   if (r.has("grad_accumulation_dtype")) t.fp32_grad_accumulation = r.get_choice("grad_accumulation_dtype", "same", "fp32");
   if (r.has("cross_entropy")) t.unfused_cross_entropy = r.get_choice("cross_entropy", "fused", "unfused");
   if (r.has("fsdp")) t.fsdp_per_parameter = r.get_choice("fsdp", "flat", "per_parameter");
+  if (r.has("pp_schedule")) t.pytorch_pp_schedule = r.get_choice("pp_schedule", "megatron", "pytorch");
   if (r.has("fp8")) {
     t.fp8 = r.get_bool("fp8");
     if (t.fp8 && t.dtype == DType::fp32)
@@ -1156,6 +1157,7 @@ void write_training(YAML::Emitter& out, const TrainingConfig& t) {
   if (t.fp32_grad_accumulation) out << YAML::Key << "grad_accumulation_dtype" << YAML::Value << "fp32";
   if (t.unfused_cross_entropy) out << YAML::Key << "cross_entropy" << YAML::Value << "unfused";
   if (t.fsdp_per_parameter) out << YAML::Key << "fsdp" << YAML::Value << "per_parameter";
+  if (t.pytorch_pp_schedule) out << YAML::Key << "pp_schedule" << YAML::Value << "pytorch";
   if (t.fp8) out << YAML::Key << "fp8" << YAML::Value << true;
   if (t.autocast) out << YAML::Key << "mixed_precision" << YAML::Value << "autocast";
   if (t.eager_elementwise) out << YAML::Key << "elementwise" << YAML::Value << "eager";

@@ -131,7 +131,8 @@ std::string number_text(double v) { return fmt::format("{}", v); }
 // Megatron-LM (core_v0.19.0)
 
 MegatronLaunch megatron_launch(const Experiment& e, const sim::Prediction& p) {
-  checked_micro_batches(e, p);  // Megatron derives m from --global-batch-size / (--micro-batch-size x DP)
+  // Megatron derives m from --global-batch-size / (--micro-batch-size x DP)
+  const int64_t m_steps = checked_micro_batches(e, p);
   const Mesh& mesh = p.mesh;
   const ParallelOptions& o = p.options;
   const ModelConfig& model = e.model;
@@ -186,6 +187,12 @@ MegatronLaunch megatron_launch(const Experiment& e, const sim::Prediction& p) {
     out.notes.push_back(
         "training.elementwise eager: Megatron-LM fuses RoPE and SwiGLU (--apply-rope-fusion, --bias-swiglu-fusion); "
         "this launch keeps less activation memory and moves fewer bytes per layer than the plan assumed");
+  }
+  if (e.training.pytorch_pp_schedule && p.options.interleave > 1 && m_steps == p.mesh.pp) {
+    out.notes.push_back(
+        "training.pp_schedule pytorch: with as many micro-batches as pipeline ranks Megatron-LM runs every forward "
+        "before any backward on every rank, so ranks after the first hold more activations than the plan assumed; "
+        "plan with pp_schedule: megatron to predict them");
   }
   if (e.training.fsdp_per_parameter && p.options.zero_stage >= 3) {
     out.notes.push_back(
@@ -546,6 +553,12 @@ TorchtitanConfig torchtitan_config(const Experiment& e, const sim::Prediction& p
         "training.cross_entropy fused: torchtitan's loss is PyTorch's cross_entropy over logits.float() "
         "(12 bytes per logit at its backward, not the fused loss's e + 4); plan with cross_entropy: unfused to "
         "predict its memory");
+  }
+  if (!e.training.pytorch_pp_schedule && p.options.interleave > 1 && m == p.mesh.pp) {
+    out.notes.push_back(
+        "training.pp_schedule megatron: PyTorch's Interleaved1F1B keeps its rank-dependent warm-up when the "
+        "micro-batches equal the pipeline ranks (Megatron-LM runs every forward first), so ranks after the first "
+        "hold fewer activations than the plan assumed; plan with pp_schedule: pytorch to predict them");
   }
   if (!e.training.fsdp_per_parameter && p.options.zero_stage >= 3) {
     out.notes.push_back(

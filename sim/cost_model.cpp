@@ -541,6 +541,14 @@ MemoryBreakdown stage_memory(double params_on_device, const StateBytes& sb, int 
 
 }  // namespace
 
+double pipeline_in_flight(int64_t pp, int64_t v, int64_t d, double m, bool pytorch_schedule) {
+  const double P = static_cast<double>(pp), V = static_cast<double>(v), D = static_cast<double>(d);
+  if (v <= 1) return std::min(P - D, m);
+  if (m == P && !pytorch_schedule) return m;  // Megatron-LM: all forwards first on every rank
+  const double chunks = 2.0 * (P - D - 1.0) + (V - 1.0) * P + 1.0;
+  return std::min(chunks, m * V) / V;
+}
+
 Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions& opt) {
   const ModelConfig& model = e.model;
   const ClusterConfig& c = e.cluster;
@@ -785,16 +793,16 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
                             ring_bytes, logits_bytes, output_bytes, c.memory_reserved_bytes, unit_params,
                             train.autocast);
   } else {
-    // 1F1B: rank d holds the activations of min(PP - d, m) micro-batches (interleaved: more, by
-    // (PP-1)/(PP v) of that); the last rank one, and the logits. The peak rank is the largest of
-    // them: the first with even stages, a middle one when the first gives a slot to the embedding.
-    const double interleaved = opt.interleave > 1 ? 1.0 + (pp - 1.0) / (pp * v) : 1.0;
+    // Rank d holds the stored activations of in_flight micro-batches of all its layers
+    // (pipeline_in_flight: min(PP - d, m) for 1F1B, the capped warm-up for interleaved); the last
+    // rank also the logits. The peak rank is the largest of them: the first with even stages, a
+    // middle one when the first gives a slot to the embedding.
     bool have = false;
     for (int i = 0; i < 3; ++i) {
       const int64_t d = candidates[i];
       const bool last = d == mesh.pp - 1;
       const double layers_d = cand_layers[i];
-      const double in_flight = last ? 1.0 : std::min(pp - static_cast<double>(d), m) * interleaved;
+      const double in_flight = pipeline_in_flight(mesh.pp, opt.interleave, d, m, train.pytorch_pp_schedule);
       const MemoryBreakdown mb = stage_memory(rank_params(d, layers_d) / tp, sb, opt.zero_stage, shard_group, in_flight,
                                               layers_d, act, ring_bytes, last ? logits_bytes : 0.0,
                                               last ? output_bytes : 0.0, c.memory_reserved_bytes, unit_params,

@@ -88,6 +88,19 @@ using ringplan::pipeline_split_problem;
 using ringplan::split_layers;
 using ringplan::stage_layers;
 
+// Micro-batches whose stored activations pipeline rank d holds at its peak, in units of all of
+// the rank's layers (rank d of pp, v model chunks per rank, m micro-batches per step):
+//  * 1F1B (v = 1): pp - d - 1 warm-up forwards and one more before the first backward, at most
+//    m: min(pp - d, m).
+//  * interleaved (v > 1, each chunk 1/v of the rank's layers): Megatron-LM
+//    (forward_backward_pipelining_with_interleaving) and PyTorch's ScheduleInterleaved1F1B warm up
+//    2 (pp - d - 1) + (v - 1) pp chunks and run one more forward before the first backward,
+//    never more than the m v chunks of the step; so min(2 (pp - d - 1) + (v - 1) pp + 1, m v) / v.
+//    At m = pp Megatron-LM warms up every chunk on every rank (all_warmup_microbatches): m there;
+//    PyTorch's schedule (pytorch_schedule) keeps the rank-dependent count.
+//    For large m rank 0 holds pp + (pp - 1) / v, Megatron's (1 + (pp - 1) / (pp v)) x pp.
+double pipeline_in_flight(int64_t pp, int64_t v, int64_t d, double m, bool pytorch_schedule = false);
+
 // Predict one layout. Precondition: check_layout(...) returned "".
 Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions& opt);
 

@@ -100,7 +100,7 @@ TEST_CASE("set_runtime_types: run predicts in the runtime's own types, whatever 
   TrainingConfig t;
   t.dtype = DType::bf16;
   t.autocast = t.fp32_grad_accumulation = t.fp8 = true;
-  t.eager_elementwise = t.eager_norm = t.unfused_cross_entropy = t.fsdp_per_parameter = true;
+  t.eager_elementwise = t.eager_norm = t.unfused_cross_entropy = t.fsdp_per_parameter = t.pytorch_pp_schedule = true;
   TrainingConfig cpu = t;
   set_runtime_types(cpu, false);
   CHECK(cpu.dtype == DType::fp32);
@@ -111,6 +111,7 @@ TEST_CASE("set_runtime_types: run predicts in the runtime's own types, whatever 
   CHECK_FALSE(cpu.eager_norm);
   CHECK_FALSE(cpu.unfused_cross_entropy);
   CHECK_FALSE(cpu.fsdp_per_parameter);
+  CHECK_FALSE(cpu.pytorch_pp_schedule);
   TrainingConfig gpu = t;
   set_runtime_types(gpu, true);
   CHECK(gpu.dtype == DType::bf16);

@@ -325,7 +325,8 @@ TEST_CASE("training: two-valued keys (cross_entropy, elementwise, fsdp) read wit
   };
   for (const Key k : {Key{"cross_entropy", "fused", "unfused", &TrainingConfig::unfused_cross_entropy},
                       Key{"elementwise", "fused", "eager", &TrainingConfig::eager_elementwise},
-                      Key{"fsdp", "flat", "per_parameter", &TrainingConfig::fsdp_per_parameter}}) {
+                      Key{"fsdp", "flat", "per_parameter", &TrainingConfig::fsdp_per_parameter},
+                      Key{"pp_schedule", "megatron", "pytorch", &TrainingConfig::pytorch_pp_schedule}}) {
     INFO(k.key);
     TempDir dir;
     const std::string line = std::string(k.key) + ": ";

@@ -438,3 +438,54 @@ TEST_CASE("uneven pipeline stages: the peak memory rank") {
   const Prediction q = predict(f, pp4, ParallelOptions{});
   CHECK(q.memory.activations_bytes == doctest::Approx(12.0 * act.stored_bytes + working));
 }
+
+TEST_CASE("interleaved pipeline: warm-up chunks in flight, capped by the step's micro-batches") {
+  // Megatron-LM and PyTorch warm up 2 (PP - d - 1) + (v - 1) PP chunks of 1/v of the rank's layers
+  // and run one more forward before the first backward, at most the m v chunks of the step.
+  CHECK(pipeline_in_flight(4, 1, 0, 16) == 4.0);  // 1F1B: min(PP - d, m)
+  CHECK(pipeline_in_flight(4, 1, 3, 16) == 1.0);
+  CHECK(pipeline_in_flight(4, 1, 0, 2) == 2.0);
+  // PP 4, v 2, m 16: rank 0 warms up 6 + 4 = 10 chunks, + 1 = 11 chunks = 5.5 micro-batches of
+  // the rank's layers: PP (1 + (PP - 1) / (PP v)) = 4 x 11/8, Megatron's interleaved factor.
+  CHECK(pipeline_in_flight(4, 2, 0, 16, false) == doctest::Approx(5.5));
+  CHECK(pipeline_in_flight(4, 2, 0, 16, false) == doctest::Approx(4.0 * (1.0 + 3.0 / 8.0)));
+  CHECK(pipeline_in_flight(4, 2, 3, 16, false) == doctest::Approx(2.5));  // last rank: 4 + 1 chunks
+  // m = 3 < PP: never more than the 3 x 2 chunks there are.
+  CHECK(pipeline_in_flight(4, 2, 0, 3, false) == doctest::Approx(3.0));
+  CHECK(pipeline_in_flight(4, 2, 3, 3, false) == doctest::Approx(2.5));
+  // m = PP: PyTorch keeps the rank-dependent warm-up (rank 0 capped at all 8 chunks, the last
+  // rank 5 chunks); Megatron-LM runs every forward first on every rank.
+  CHECK(pipeline_in_flight(4, 2, 0, 4, true) == doctest::Approx(4.0));
+  CHECK(pipeline_in_flight(4, 2, 3, 4, true) == doctest::Approx(2.5));
+  CHECK(pipeline_in_flight(4, 2, 3, 4, false) == doctest::Approx(4.0));
+  CHECK(pipeline_in_flight(4, 2, 0, 4, false) == doctest::Approx(4.0));
+}
+
+TEST_CASE("interleaved pipeline: the activations predict() holds follow the warm-up") {
+  Experiment e = test::llama_experiment(4096, 4);  // m = 4 micro-batches of 1 sequence
+  e.model.layers = 16;
+  e.model.vocab = 8;  // the last rank's logits negligible: activations decide
+  const Mesh pp4 = test::mesh_of(1, 1, 1, 4);
+  ParallelOptions o;
+  o.interleave = 2;
+  REQUIRE(check_layout(e, pp4, o, 4).empty());
+  const LayerShape x = make_layer_shape(e.model, e.training, pp4, o);
+  const LayerActivationBytes act = layer_activation_bytes(x);
+  const double working = act.backward_working_bytes - act.backward_working_scores_bytes;
+  // PyTorch's schedule: rank 0 holds all 8 chunks of its 4 layers, 4 micro-batches x 4 layers,
+  // as 1F1B's rank 0 (the uncapped factor would give 4 x 11/8 = 5.5); the last rank 5 chunks.
+  e.training.pytorch_pp_schedule = true;
+  const Prediction p = predict(e, pp4, o);
+  REQUIRE(p.micro_batches == 4);
+  CHECK(p.memory.activations_bytes == doctest::Approx(16.0 * act.stored_bytes + working));
+  // Megatron-LM at m = PP: the last rank too holds every micro-batch, beside its output block.
+  e.training.pytorch_pp_schedule = false;
+  CHECK(predict(e, pp4, o).memory.activations_bytes > p.memory.activations_bytes);
+  o.interleave = 1;
+  CHECK(predict(e, pp4, o).memory.activations_bytes == doctest::Approx(16.0 * act.stored_bytes + working));
+  // More micro-batches: rank 0 holds 11 chunks of 2 layers = 22 layer-micro-batches.
+  Experiment big = e;
+  big.training.global_batch_sequences = 16;
+  o.interleave = 2;
+  CHECK(predict(big, pp4, o).memory.activations_bytes == doctest::Approx(22.0 * act.stored_bytes + working));
+}
