@@ -44,7 +44,7 @@ nlohmann::json prediction_json(const sim::Prediction& p);
 // fixed_layout: fixed_layout_text() of a search with PlanSettings::fixed_layout ("" otherwise).
 nlohmann::json plan_json(const PlanResult& r, const std::string& fixed_layout = "");
 
-// "dp=8 tp=8 cp=16 pp=16"
+// "dp=4 tp=8 cp=16 pp=8"
 std::string mesh_text(const Mesh& m);
 // The options that matter for this mesh, e.g. "mb=1 rc=selective zero=1 sp zigzag v=2 flash":
 // SP only with TP > 1, the CP scheme only with CP > 1, interleave only with PP > 1.

@@ -39,7 +39,7 @@ TEST_CASE("memory_text and options_text") {
   CHECK(options_text(Mesh{1, 8, 4, 2}, o) == "mb=2 rc=selective zero=1 sp zigzag allgather v=2 flash");
   CHECK(options_text(Mesh{1, 1, 1, 1}, o) == "mb=2 rc=selective zero=1 flash");
   CHECK(options_json(o)["cp_comm"] == "allgather");
-  CHECK(mesh_text(Mesh{8, 8, 16, 16}) == "dp=8 tp=8 cp=16 pp=16");
+  CHECK(mesh_text(Mesh{4, 8, 16, 8}) == "dp=4 tp=8 cp=16 pp=8");
 }
 
 TEST_CASE("bytes_json: whole numbers, integers within int64, NaN refused") {
