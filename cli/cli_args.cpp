@@ -145,6 +145,7 @@ void set_runtime_types(TrainingConfig& t, bool on_gpu) {
   t.unfused_cross_entropy = false;
   t.fsdp_per_parameter = false;
   t.pytorch_pp_schedule = false;
+  t.grad_accumulation = GradAccumulation::fused;  // linear_backward adds into the gradient
 }
 
 }  // namespace ringplan::planner

@@ -30,6 +30,9 @@ constexpr NameTable<CpComm, 4> kCpCommNames{{{CpComm::ring, "ring"},
                                             {CpComm::hybrid, "hybrid"}}};
 constexpr NameTable<TpOverlap, 3> kTpOverlapNames{
     {{TpOverlap::none, "none"}, {TpOverlap::backward, "backward"}, {TpOverlap::pipelined, "pipelined"}}};
+constexpr NameTable<GradAccumulation, 3> kGradAccumulationNames{{{GradAccumulation::fused, "fused"},
+                                                                {GradAccumulation::inplace, "inplace"},
+                                                                {GradAccumulation::cast_add, "cast_add"}}};
 
 template <typename E, size_t N>
 const char* name_of(const NameTable<E, N>& table, E value) {
@@ -63,6 +66,7 @@ const char* to_string(CpScheme s) { return name_of(kCpSchemeNames, s); }
 const char* to_string(AttentionImpl a) { return name_of(kAttentionNames, a); }
 const char* to_string(CpComm c) { return name_of(kCpCommNames, c); }
 const char* to_string(TpOverlap t) { return name_of(kTpOverlapNames, t); }
+const char* to_string(GradAccumulation g) { return name_of(kGradAccumulationNames, g); }
 
 std::string pipeline_split_text(const ParallelOptions& o) {
   if (o.pp_first_layers > 0 || o.pp_last_layers > 0) {
@@ -84,6 +88,9 @@ std::optional<CpScheme> parse_cp_scheme(const std::string& s) { return parse_nam
 std::optional<AttentionImpl> parse_attention(const std::string& s) { return parse_name(kAttentionNames, s); }
 std::optional<CpComm> parse_cp_comm(const std::string& s) { return parse_name(kCpCommNames, s); }
 std::optional<TpOverlap> parse_tp_overlap(const std::string& s) { return parse_name(kTpOverlapNames, s); }
+std::optional<GradAccumulation> parse_grad_accumulation(const std::string& s) {
+  return parse_name(kGradAccumulationNames, s);
+}
 
 std::vector<std::string> dtype_names() { return names_of(kDTypeNames); }
 std::vector<std::string> optimizer_names() { return names_of(kOptimizerNames); }
@@ -92,6 +99,7 @@ std::vector<std::string> cp_scheme_names() { return names_of(kCpSchemeNames); }
 std::vector<std::string> attention_names() { return names_of(kAttentionNames); }
 std::vector<std::string> cp_comm_names() { return names_of(kCpCommNames); }
 std::vector<std::string> tp_overlap_names() { return names_of(kTpOverlapNames); }
+std::vector<std::string> grad_accumulation_names() { return names_of(kGradAccumulationNames); }
 
 void ClusterConfig::set_training_scale(double matmul_scale, double attention_scale) {
   auto rescale = [](EfficiencyCurve& curve, double ratio) {

@@ -48,6 +48,22 @@ enum class CpComm { ring, allgather, alltoall, hybrid };
 //             their GEMMs too.
 enum class TpOverlap { none, backward, pipelined };
 
+// How gradients are summed over the micro-batches of a step (TrainingConfig::grad_accumulation,
+// YAML training.grad_accumulation), with g the bytes per element of the gradient autograd
+// produces and a those of the accumulator (4 with grad_accumulation_dtype fp32, else g):
+//   fused     inside the weight-gradient GEMM, which adds into the accumulator (Megatron-LM's
+//             --gradient-accumulation-fusion into main_grad; this project's runtime): no pass
+//             of its own.
+//   inplace   a separate element-wise add per micro-batch after the first: PyTorch autograd's
+//             AccumulateGrad (.grad += new; DeepSpeed's ZeRO-1 without gradient hooks, plain DDP,
+//             autocast) and FSDP2's no-sync accumulation (the first gradient cast to the reduce
+//             dtype, later ones added into it): g + 2a bytes per parameter per later
+//             micro-batch, plus g + a for the first when a != g.
+//   cast_add  every micro-batch's gradient cast to a float32 temporary and added into a float32
+//             buffer, which the step zeroes (DeepSpeed's BF16_Optimizer, update_hp_grads and
+//             clear_hp_grads): g + 16 bytes per parameter per micro-batch, 4 per step.
+enum class GradAccumulation { fused, inplace, cast_add };
+
 int dtype_bytes(DType t);                 // 2, 2, 4
 const char* to_string(DType t);
 const char* to_string(Optimizer o);
@@ -56,6 +72,7 @@ const char* to_string(CpScheme s);
 const char* to_string(AttentionImpl a);
 const char* to_string(CpComm c);
 const char* to_string(TpOverlap t);
+const char* to_string(GradAccumulation g);
 struct ParallelOptions;
 // The pipeline split settings for people: "first 6, last 5 layers", "embedding and loss slots",
 // "even" when none is set (ParallelOptions::pp_first_layers ... pp_loss_slot).
@@ -69,6 +86,7 @@ std::optional<CpScheme> parse_cp_scheme(const std::string& s);
 std::optional<AttentionImpl> parse_attention(const std::string& s);
 std::optional<CpComm> parse_cp_comm(const std::string& s);
 std::optional<TpOverlap> parse_tp_overlap(const std::string& s);
+std::optional<GradAccumulation> parse_grad_accumulation(const std::string& s);
 // The valid names of each enum in declaration order, for "must be one of ..." messages
 // (CLI flags and config errors use the same lists).
 std::vector<std::string> dtype_names();
@@ -78,6 +96,7 @@ std::vector<std::string> cp_scheme_names();
 std::vector<std::string> attention_names();
 std::vector<std::string> cp_comm_names();
 std::vector<std::string> tp_overlap_names();
+std::vector<std::string> grad_accumulation_names();
 
 struct ModelConfig {
   std::string name;
@@ -300,6 +319,10 @@ struct TrainingConfig {
   // gradients in the training dtype, the ZeRO paper's 2 + 2 + 12 = 16 (PyTorch FSDP, DeepSpeed).
   // No effect with dtype fp32.
   bool fp32_grad_accumulation = false;
+  // How the micro-batches' gradients are summed (GradAccumulation above), YAML
+  // training.grad_accumulation: fused | inplace | cast_add (default fused; inplace with autocast,
+  // which cannot be fused). Time only (sim::grad_accumulation_bytes_per_param).
+  GradAccumulation grad_accumulation = GradAccumulation::fused;
   // How the framework computes the loss, YAML training.cross_entropy: fused | unfused (default
   // fused). fused: Megatron-LM's vocab_parallel_cross_entropy, float32 softmax computed in place
   // over the 16-bit logits (e + 4 bytes per logit, 4 in fp32). unfused: PyTorch's

@@ -443,7 +443,8 @@ const std::vector<std::string> kClusterKeys{
 const std::vector<std::string> kTrainingKeys{"seq_len", "global_batch", "global_batch_tokens",
                                              "dtype",   "optimizer",    "causal",
                                              "grad_accumulation_dtype", "cross_entropy", "fp8", "clip_grad", "documents",
-                                             "mixed_precision", "elementwise", "norm", "fsdp", "pp_schedule"};
+                                             "mixed_precision", "elementwise", "norm", "fsdp", "pp_schedule",
+                                             "grad_accumulation"};
 const std::vector<std::string> kDocumentKeys{"lengths", "distribution", "mean_length", "sigma", "seed"};
 const std::vector<std::string> kExperimentKeys{"name", "model",   "cluster", "training", "gpus",
                                                "mesh", "options", "search",  "published"};
@@ -835,6 +836,19 @@ TrainingConfig training_from_yaml(const YAML::Node& node, const std::string& fil
              "autocast keeps float32 parameters and gradients; grad_accumulation_dtype must be fp32 or left out");
     if (t.autocast) t.fp32_grad_accumulation = true;
   }
+  // Autocast's float32 .grad is summed by autograd (no main_grad for a GEMM to add into).
+  if (t.autocast) t.grad_accumulation = GradAccumulation::inplace;
+  if (r.has("grad_accumulation")) {
+    t.grad_accumulation =
+        r.get_enum<GradAccumulation>("grad_accumulation", parse_grad_accumulation, grad_accumulation_names());
+    if (t.autocast && t.grad_accumulation != GradAccumulation::inplace)
+      r.fail("grad_accumulation", fmt::format("mixed_precision autocast sums its float32 .grad through autograd; "
+                                              "grad_accumulation must be inplace or left out, got {}",
+                                              to_string(t.grad_accumulation)));
+    if (t.grad_accumulation == GradAccumulation::cast_add && !(t.fp32_grad_accumulation && t.dtype != DType::fp32))
+      r.fail("grad_accumulation", "cast_add adds 16-bit gradients into a float32 buffer: it needs a 16-bit dtype and "
+                                  "grad_accumulation_dtype: fp32");
+  }
   if (r.has("elementwise")) t.eager_elementwise = r.get_choice("elementwise", "fused", "eager");
   t.eager_norm = t.eager_elementwise;
   if (r.has("norm")) {
@@ -1158,6 +1172,8 @@ void write_training(YAML::Emitter& out, const TrainingConfig& t) {
   if (t.unfused_cross_entropy) out << YAML::Key << "cross_entropy" << YAML::Value << "unfused";
   if (t.fsdp_per_parameter) out << YAML::Key << "fsdp" << YAML::Value << "per_parameter";
   if (t.pytorch_pp_schedule) out << YAML::Key << "pp_schedule" << YAML::Value << "pytorch";
+  if (t.grad_accumulation != (t.autocast ? GradAccumulation::inplace : GradAccumulation::fused))
+    out << YAML::Key << "grad_accumulation" << YAML::Value << to_string(t.grad_accumulation);
   if (t.fp8) out << YAML::Key << "fp8" << YAML::Value << true;
   if (t.autocast) out << YAML::Key << "mixed_precision" << YAML::Value << "autocast";
   if (t.eager_elementwise) out << YAML::Key << "elementwise" << YAML::Value << "eager";

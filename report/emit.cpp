@@ -188,6 +188,14 @@ MegatronLaunch megatron_launch(const Experiment& e, const sim::Prediction& p) {
         "training.elementwise eager: Megatron-LM fuses RoPE and SwiGLU (--apply-rope-fusion, --bias-swiglu-fusion); "
         "this launch keeps less activation memory and moves fewer bytes per layer than the plan assumed");
   }
+  if (e.training.grad_accumulation != GradAccumulation::fused && !e.training.autocast && p.options.zero_stage < 2 &&
+      m_steps > 1) {
+    out.notes.push_back(fmt::format(
+        "training.grad_accumulation {}: Megatron-LM adds each micro-batch's weight gradient into main_grad inside the "
+        "GEMM (--gradient-accumulation-fusion, its default); this launch spends less time summing gradients than the "
+        "plan assumed",
+        to_string(e.training.grad_accumulation)));
+  }
   if (e.training.pytorch_pp_schedule && p.options.interleave > 1 && m_steps == p.mesh.pp) {
     out.notes.push_back(
         "training.pp_schedule pytorch: with as many micro-batches as pipeline ranks Megatron-LM runs every forward "
@@ -553,6 +561,12 @@ TorchtitanConfig torchtitan_config(const Experiment& e, const sim::Prediction& p
         "training.cross_entropy fused: torchtitan's loss is PyTorch's cross_entropy over logits.float() "
         "(12 bytes per logit at its backward, not the fused loss's e + 4); plan with cross_entropy: unfused to "
         "predict its memory");
+  }
+  if (e.training.grad_accumulation == GradAccumulation::fused && m > 1) {
+    out.notes.push_back(
+        "training.grad_accumulation fused: torchtitan's FSDP sums the micro-batches' gradients outside the GEMMs "
+        "(the first cast to float32, each later one added into it); plan with grad_accumulation: inplace to predict "
+        "that pass");
   }
   if (!e.training.pytorch_pp_schedule && p.options.interleave > 1 && m == p.mesh.pp) {
     out.notes.push_back(

@@ -711,11 +711,17 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
   TimeBreakdown& t = p.time;
   t.forward_compute_s = m * (layers_stage * layer_fwd_compute + crit_out * out_fwd);
   t.backward_compute_s = m * (layers_stage * layer_bwd_compute + crit_out * out_bwd);
-  // Autocast's float32 .grad: the first micro-batch's backward hands its gradient over
-  // (zero_grad(set_to_none=True) left none), every later one adds into it: read both, write,
-  // 12 bytes per parameter of the stage.
-  if (train.autocast && mem_bw > 0 && m > 1.0)
-    t.backward_compute_s += (m - 1.0) * rank_params(crit_rank, layers_stage) / tp * 12.0 / mem_bw;
+  // Summing the micro-batches' gradients outside the GEMMs (TrainingConfig::grad_accumulation):
+  // over the stage's parameters on this device, or over its shard where ZeRO-2/3 reduce-scatter
+  // every micro-batch. Autocast's float32 .grad (g = a = 4) is always summed by autograd: 12 bytes
+  // per later micro-batch.
+  const GradAccumulation accumulation = train.autocast ? GradAccumulation::inplace : train.grad_accumulation;
+  if (mem_bw > 0 && accumulation != GradAccumulation::fused) {
+    const double g = train.autocast ? 4.0 : static_cast<double>(dtype_bytes(train.dtype));
+    const double a = train.autocast || train.fp32_grad_accumulation ? 4.0 : g;
+    const double params = rank_params(crit_rank, layers_stage) / tp / (opt.zero_stage >= 2 ? shard_group : 1.0);
+    t.backward_compute_s += params * grad_accumulation_bytes_per_param(accumulation, g, a, m) / mem_bw;
+  }
   t.recompute_s = m * layers_stage * layer_recompute;
   t.cp_imbalance_s = m * layers_stage * layer_imbalance;
   t.ring_comm_exposed_s = m * layers_stage * layer_ring;

@@ -582,6 +582,17 @@ LossBytes loss_elementwise_bytes(const LayerShape& x, double vocab, bool unfused
 
 double unfused_cross_entropy_bytes_per_logit(int64_t tp) { return tp > 1 ? 16.0 : 12.0; }
 
+double grad_accumulation_bytes_per_param(GradAccumulation mode, double g, double a, double m) {
+  switch (mode) {
+    case GradAccumulation::fused: return 0.0;
+    case GradAccumulation::inplace:
+      if (m <= 1.0) return 0.0;
+      return (a != g ? g + a : 0.0) + (m - 1.0) * (g + 2.0 * a);
+    case GradAccumulation::cast_add: return m * (g + 16.0);
+  }
+  return 0.0;
+}
+
 double optimizer_step_bytes_per_param(DType dtype, Optimizer opt, bool clip_grad, bool autocast) {
   // Megatron-style mixed precision over fp32 master weights and fp32 gradients:
   //   fp16 loss-scale unscale + inf check (read, write grads)        8  (fp16 only)

@@ -313,6 +313,16 @@ double unfused_cross_entropy_bytes_per_logit(int64_t tp);
 // fp32 gradients; itemised in formulas.cpp): fp16 Adam 58, bf16 Adam 50, fp32 Adam 44; under
 // autocast (float32 parameters, gradients set to None) bf16 Adam 40.
 double optimizer_step_bytes_per_param(DType dtype, Optimizer opt, bool clip_grad, bool autocast = false);
+// DRAM bytes per parameter per step that summing m micro-batches' gradients moves outside the
+// weight-gradient GEMMs (GradAccumulation, core/config.hpp), g bytes per gradient element as
+// autograd produces it, a per accumulator element:
+//   fused     0;
+//   inplace   (m - 1) (g + 2a): each later gradient and the accumulator read, the accumulator
+//             written; plus g + a for the first when a != g (FSDP2 casts it to the reduce dtype);
+//             0 for m = 1 (nothing to sum; FSDP2 reduces the gradient as it is);
+//   cast_add  m (g + 16): the cast to a float32 temporary (read g, write 4), then the add
+//             (read 4 + 4, write 4). The step's zeroing of the buffer is the optimizer's pass.
+double grad_accumulation_bytes_per_param(GradAccumulation mode, double g, double a, double m);
 
 // Bandwidth memory-bound kernels achieve: the datasheet DRAM bandwidth times the cluster's
 // efficiency.memory_bandwidth (ClusterConfig::memory_bandwidth_efficiency, default 0.8).

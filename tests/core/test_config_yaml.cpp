@@ -404,6 +404,37 @@ TEST_CASE("training: mixed_precision master_weights (default) or autocast, read 
           "grad_accumulation_dtype must be fp32 or left out");
 }
 
+TEST_CASE("training: grad_accumulation fused by default, inplace under autocast, checked against the dtypes, written back") {
+  TempDir dir;
+  CHECK(load_training(dir.write("t.yaml", test::kTrainingYaml)).grad_accumulation == GradAccumulation::fused);
+  const std::string amp = std::string(test::kTrainingYaml) + "mixed_precision: autocast\n";
+  CHECK(load_training(dir.write("a.yaml", amp)).grad_accumulation == GradAccumulation::inplace);
+  for (const GradAccumulation g : {GradAccumulation::inplace, GradAccumulation::cast_add}) {
+    INFO(to_string(g));
+    const TrainingConfig t = load_training(dir.write(
+        "u.yaml", std::string(test::kTrainingYaml) + "grad_accumulation_dtype: fp32\ngrad_accumulation: " + to_string(g) + "\n"));
+    CHECK(t.grad_accumulation == g);
+    YAML::Emitter out;
+    write_training(out, t);
+    CHECK(load_training(dir.write("v.yaml", std::string(out.c_str()) + "\n")).grad_accumulation == g);
+  }
+  auto refused = [&](const std::string& name, const std::string& text, const std::string& expected) {
+    try {
+      load_training(dir.write(name, text));
+      FAIL("accepted " << text);
+    } catch (const ConfigError& e) {
+      const std::string what = e.what();
+      CHECK_MESSAGE(what.find(name + ":") != std::string::npos, what);
+      CHECK_MESSAGE(what.find(expected) != std::string::npos, what);
+    }
+  };
+  refused("x.yaml", std::string(test::kTrainingYaml) + "grad_accumulation: fusion\n",
+          "'fusion' is not valid; must be one of: fused, inplace, cast_add");
+  refused("y.yaml", amp + "grad_accumulation: fused\n", "grad_accumulation must be inplace or left out, got fused");
+  refused("z.yaml", std::string(test::kTrainingYaml) + "grad_accumulation: cast_add\n",
+          "cast_add adds 16-bit gradients into a float32 buffer");
+}
+
 TEST_CASE("training: clip_grad defaults to 1.0, 0 turns it off, negative or non-finite refused, written back") {
   TempDir dir;
   CHECK(load_training(dir.write("t.yaml", test::kTrainingYaml)).clip_grad == 1.0);

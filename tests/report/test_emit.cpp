@@ -442,6 +442,25 @@ TEST_CASE("emit: the interleaved warm-up at m = PP (training.pp_schedule) noted 
   CHECK_FALSE(has_note(report::megatron_launch(e, p), "training.pp_schedule"));
 }
 
+TEST_CASE("emit: summing micro-batch gradients (training.grad_accumulation) noted where the framework differs") {
+  Experiment e = hand_made_experiment();
+  sim::Prediction p = hand_made_plan();  // 32 micro-batches, ZeRO-1
+  CHECK(has_note(report::torchtitan_config(e, p, report::TorchtitanTarget::toml), "training.grad_accumulation fused"));
+  CHECK_FALSE(has_note(report::megatron_launch(e, p), "training.grad_accumulation"));
+  e.training.fp32_grad_accumulation = true;
+  e.training.grad_accumulation = GradAccumulation::inplace;
+  CHECK_FALSE(has_note(report::torchtitan_config(e, p, report::TorchtitanTarget::toml), "training.grad_accumulation"));
+  CHECK(has_note(report::megatron_launch(e, p), "training.grad_accumulation inplace"));
+  e.training.grad_accumulation = GradAccumulation::cast_add;
+  CHECK(has_note(report::megatron_launch(e, p), "training.grad_accumulation cast_add"));
+  // One micro-batch per step: nothing is summed, nothing is noted.
+  e.training.global_batch_sequences = 2;
+  p.micro_batches = 1;
+  CHECK_FALSE(has_note(report::megatron_launch(e, p), "training.grad_accumulation"));
+  e.training.grad_accumulation = GradAccumulation::fused;
+  CHECK_FALSE(has_note(report::torchtitan_config(e, p, report::TorchtitanTarget::toml), "training.grad_accumulation"));
+}
+
 TEST_CASE("emit: the loss implementation is noted where the framework differs from the plan") {
   Experiment e = hand_made_experiment();
   CHECK_FALSE(has_note(report::torchtitan_config(e, hand_made_plan(), report::TorchtitanTarget::toml),

@@ -650,6 +650,45 @@ TEST_CASE("autocast time: weights cast to 16 bits every forward and their gradie
   CHECK(amp4.time.backward_compute_s - 4 * amp.time.backward_compute_s == Approx(3 * params * 12 / bw));
 }
 
+TEST_CASE("grad_accumulation: the micro-batches' gradients summed outside the GEMMs, over the stage's parameters or ZeRO-2's shard") {
+  Experiment e = test::llama_experiment(4096, 8);  // 8 micro-batches of one sequence on one device
+  const Mesh one = test::mesh_of(1, 1, 1, 1);
+  ParallelOptions o;
+  o.recompute = Recompute::none;
+  const Prediction fused = predict(e, one, o);
+  REQUIRE(fused.micro_batches == 8);
+  const double bw = achieved_memory_bandwidth_bytes_per_s(e.cluster);
+  const double h = double(e.model.hidden);
+  const double params = double(e.model.layers) * layer_params(e.model) + double(e.model.vocab) * h *
+                        (e.model.tied_embeddings ? 1.0 : 2.0) + h;
+  auto extra = [&](const Experiment& f, const Mesh& mesh) {
+    Experiment g = f;
+    g.training.grad_accumulation = GradAccumulation::fused;
+    return predict(f, mesh, o).time.backward_compute_s - predict(g, mesh, o).time.backward_compute_s;
+  };
+  e.training.grad_accumulation = GradAccumulation::inplace;  // bf16 .grad += bf16
+  CHECK(extra(e, one) == Approx(params * 7 * 6 / bw));
+  e.training.fp32_grad_accumulation = true;  // FSDP2: cast the first, add the rest in float32
+  CHECK(extra(e, one) == Approx(params * (6 + 7 * 10) / bw));
+  e.training.grad_accumulation = GradAccumulation::cast_add;
+  CHECK(extra(e, one) == Approx(params * 8 * 18 / bw));
+  // Only the step time moves: memory and the other terms are the fused prediction's.
+  const Prediction cast = predict(e, one, o);
+  CHECK(cast.peak_memory_bytes == Approx(predict([&] { Experiment f = e; f.training.grad_accumulation = GradAccumulation::fused; return f; }(), one, o).peak_memory_bytes));
+  CHECK(cast.time.forward_compute_s == Approx(fused.time.forward_compute_s));
+  // ZeRO-2 over 8 ranks reduce-scatters every micro-batch: the sums run over the shard.
+  Experiment z = test::llama_experiment(4096, 64);
+  z.training.fp32_grad_accumulation = true;
+  z.training.grad_accumulation = GradAccumulation::inplace;
+  ParallelOptions o2 = o;
+  o2.zero_stage = 2;
+  const Mesh dp8 = test::mesh_of(8, 1, 1, 1);
+  Experiment zf = z;
+  zf.training.grad_accumulation = GradAccumulation::fused;
+  CHECK(predict(z, dp8, o2).time.backward_compute_s - predict(zf, dp8, o2).time.backward_compute_s ==
+        Approx(params / 8 * (6 + 7 * 10) / bw));
+}
+
 TEST_CASE("ZeRO-3: two gathers per layer whatever the recompute, FSDP2 copies each gather out of its buffer") {
   Experiment e = test::llama_experiment(4096, 8);
   const Mesh mesh = test::mesh_of(8, 1, 1, 1);

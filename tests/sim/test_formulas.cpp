@@ -48,6 +48,17 @@ TEST_CASE("bytes per parameter: 16 for mixed-precision Adam (ZeRO paper)") {
   // Autocast: no 16-bit copy to write and no gradient buffer to zero (set to None).
   CHECK(optimizer_step_bytes_per_param(DType::bf16, Optimizer::adam, true, true) == 4 + 8 + 28);
   CHECK(optimizer_step_bytes_per_param(DType::bf16, Optimizer::adam, false, true) == 28);
+  // Summing micro-batch gradients outside the GEMMs (GradAccumulation).
+  CHECK(grad_accumulation_bytes_per_param(GradAccumulation::fused, 2, 4, 8) == 0);
+  // AccumulateGrad in 16 bits: 7 later micro-batches read the gradient and .grad, write .grad.
+  CHECK(grad_accumulation_bytes_per_param(GradAccumulation::inplace, 2, 2, 8) == 7 * (2 + 2 + 2));
+  // FSDP2 no-sync into float32: the first cast (read 2, write 4), then 7 adds (read 2 + 4, write 4).
+  CHECK(grad_accumulation_bytes_per_param(GradAccumulation::inplace, 2, 4, 8) == (2 + 4) + 7 * (2 + 4 + 4));
+  CHECK(grad_accumulation_bytes_per_param(GradAccumulation::inplace, 2, 4, 1) == 0);  // nothing to sum
+  CHECK(grad_accumulation_bytes_per_param(GradAccumulation::inplace, 4, 4, 4) == 3 * 12);  // autocast's float32 .grad
+  // BF16_Optimizer: every micro-batch, the cast to a float32 temporary and the add.
+  CHECK(grad_accumulation_bytes_per_param(GradAccumulation::cast_add, 2, 4, 8) == 8 * ((2 + 4) + (4 + 4 + 4)));
+  CHECK(grad_accumulation_bytes_per_param(GradAccumulation::cast_add, 2, 4, 1) == 2 + 16);
 }
 
 namespace {
