@@ -81,6 +81,17 @@ class Communicator {
     reduce_scatter_sum(send, recv, count_per_rank);
     return nullptr;
   }
+  // In place: once complete, buf[rank() * count, (rank() + 1) * count) holds the sum over the
+  // group's ranks of that block of their buf (each buf holds size() * count values); the rest of
+  // buf is undefined. ZeRO-1's gradient reduction: the rank's reduced shard stays inside its
+  // gradient buffer, as Megatron-LM's distributed optimizer reduces it, so no second buffer is
+  // held. A transport without it says so (a host-side copy could not touch device memory).
+  virtual RequestPtr post_reduce_scatter_sum_in_place(float*, size_t) {
+    throw Error(ErrorKind::runtime, "post_reduce_scatter_sum_in_place: not implemented by this communicator");
+  }
+  virtual RequestPtr post_reduce_scatter_sum_in_place(double*, size_t) {
+    throw Error(ErrorKind::runtime, "post_reduce_scatter_sum_in_place: not implemented by this communicator");
+  }
   // Non-blocking all_gather, completed by wait(): ZeRO-3 gathers the next layer's parameters
   // while this one computes. A transport without it gathers at once and returns null.
   virtual RequestPtr post_all_gather(const void* send, void* recv, size_t bytes_per_rank) {

@@ -12,6 +12,8 @@
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <functional>
 #include <mutex>
 #include <thread>
 
@@ -23,6 +25,8 @@ namespace {
 struct MpiRequest final : Request {
   MPI_Request req = MPI_REQUEST_NULL;
   std::string what;  // for the timeout message: "recv of 4096 bytes from rank 2 (host a), tag 11"
+  // Run once when the request completes (wait or a successful test), before it is released.
+  std::function<void()> on_complete;
 };
 
 // The MPI request behind `r` (non-null); a request from another communicator is refused, naming `op`.
@@ -303,6 +307,7 @@ void MpiCommunicator::wait(RequestPtr& r) {
   if (!r) return;
   MpiRequest& m = mpi_request(r, "wait");
   poll(m.req, m.what);
+  if (m.on_complete) m.on_complete();
   r.reset();  // completed exactly once
 }
 
@@ -366,6 +371,29 @@ RequestPtr MpiCommunicator::post_reduce_scatter_impl(const T* send, T* recv, siz
 
 RequestPtr MpiCommunicator::post_all_reduce_sum(float* buf, size_t count) { return post_all_reduce_impl(buf, count); }
 RequestPtr MpiCommunicator::post_all_reduce_sum(double* buf, size_t count) { return post_all_reduce_impl(buf, count); }
+// MPI_IN_PLACE: the input is the whole receive buffer and the rank's reduced block lands at its
+// start (MPI 4.0, 6.11.2); on completion it is moved to the rank's own block.
+template <class T>
+RequestPtr MpiCommunicator::post_reduce_scatter_in_place_impl(T* buf, size_t count_per_rank) {
+  auto r = std::make_unique<MpiRequest>();
+  r->what = fmt::format("reduce_scatter_sum (in place) of {} values per rank over {} ranks", count_per_rank, size_);
+  checked_count(count_per_rank * static_cast<size_t>(size_), "reduce_scatter_sum");
+  check_mpi(MPI_Ireduce_scatter_block(MPI_IN_PLACE, buf, checked_count(count_per_rank, "reduce_scatter_sum"),
+                                      mpi_type<T>(), MPI_SUM, comm_, &r->req),
+            "MPI_Ireduce_scatter_block");
+  const size_t offset = static_cast<size_t>(rank_) * count_per_rank;
+  if (offset != 0)
+    r->on_complete = [buf, offset, count_per_rank] { std::memmove(buf + offset, buf, count_per_rank * sizeof(T)); };
+  return r;
+}
+
+RequestPtr MpiCommunicator::post_reduce_scatter_sum_in_place(float* buf, size_t n) {
+  return post_reduce_scatter_in_place_impl(buf, n);
+}
+RequestPtr MpiCommunicator::post_reduce_scatter_sum_in_place(double* buf, size_t n) {
+  return post_reduce_scatter_in_place_impl(buf, n);
+}
+
 RequestPtr MpiCommunicator::post_reduce_scatter_sum(const float* send, float* recv, size_t n) {
   return post_reduce_scatter_impl(send, recv, n);
 }
@@ -399,8 +427,12 @@ RequestPtr MpiCommunicator::post_all_gather(const void* send, void* recv, size_t
 bool MpiCommunicator::test(RequestPtr& r) {
   if (!r) return true;
   int flag = 0;
-  check_mpi(MPI_Test(&mpi_request(r, "test").req, &flag, MPI_STATUS_IGNORE), "MPI_Test");
-  if (flag != 0) r.reset();
+  MpiRequest& m = mpi_request(r, "test");
+  check_mpi(MPI_Test(&m.req, &flag, MPI_STATUS_IGNORE), "MPI_Test");
+  if (flag != 0) {
+    if (m.on_complete) m.on_complete();
+    r.reset();
+  }
   return flag != 0;
 }
 

@@ -86,6 +86,8 @@ class MpiCommunicator final : public Communicator {
   RequestPtr post_all_reduce_sum(double* buf, size_t count) override;
   RequestPtr post_reduce_scatter_sum(const float* send, float* recv, size_t count_per_rank) override;
   RequestPtr post_reduce_scatter_sum(const double* send, double* recv, size_t count_per_rank) override;
+  RequestPtr post_reduce_scatter_sum_in_place(float* buf, size_t count_per_rank) override;
+  RequestPtr post_reduce_scatter_sum_in_place(double* buf, size_t count_per_rank) override;
   void all_gather(const void* send, void* recv, size_t bytes_per_rank) override;
   RequestPtr post_all_gather(const void* send, void* recv, size_t bytes_per_rank) override;
   bool test(RequestPtr& r) override;
@@ -110,6 +112,8 @@ class MpiCommunicator final : public Communicator {
   RequestPtr post_all_reduce_impl(T* buf, size_t count);
   template <class T>
   RequestPtr post_reduce_scatter_impl(const T* send, T* recv, size_t count_per_rank);
+  template <class T>
+  RequestPtr post_reduce_scatter_in_place_impl(T* buf, size_t count_per_rank);
 
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0;

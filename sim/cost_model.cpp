@@ -500,10 +500,12 @@ LayerTimes layer_times(const LayerShape& x, const ClusterConfig& c, double peak,
 // add into the accumulated shard, so its result lands apart and is added after, as FSDP2's
 // reduce-scatter output and this project's runtime do); with sharded
 // weights (ZeRO-3) two units' gathered weights are live (the one in use and the one prefetched:
-// PyTorch FSDP's default backward prefetch, and DeepSpeed ZeRO-3's prefetch bucket). Only when
-// the group has more than one rank: otherwise nothing is sharded. `output_bytes` is what the
-// output block stores for its backward (output_block_stored_bytes; the last stage, else 0), live
-// beside the stored layers' activations.
+// PyTorch FSDP's default backward prefetch, and DeepSpeed ZeRO-3's prefetch bucket). ZeRO-1
+// reduce-scatters its full gradient buffer in place (Megatron-LM's distributed optimizer, this
+// project's runtime): no second buffer. Only when the group has more than one rank: otherwise
+// nothing is sharded. `output_bytes` is what the output block stores for its backward
+// (output_block_stored_bytes; the last stage, else 0), live beside the stored layers'
+// activations.
 // `autocast` (TrainingConfig::autocast): the gradients are freed between steps and allocated
 // again in the backward, and the 16-bit weight casts are released as each layer's backward ends,
 // so the peak is the larger of the loss's (weights, optimizer, activations, logits; no gradient
@@ -740,9 +742,13 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
 
   // Gradient reduction over DP x CP, in per-layer buckets during a backward: it hides behind
   // that backward except the last layer's bucket. ZeRO-0/1 accumulate full gradients locally
-  // and all-reduce once, during the last micro-batch's backward. ZeRO-2/3 keep only their
-  // gradient shard, so every micro-batch's gradients are reduce-scattered (as DeepSpeed ZeRO-2
-  // and FSDP do under gradient accumulation): m reductions, each behind its own backward.
+  // and reduce once, during the last micro-batch's backward: ZeRO-0 all-reduces; ZeRO-1
+  // reduce-scatters, each rank keeping the shard its optimizer updates (Megatron-LM's
+  // distributed optimizer: reduce-scatter of the gradient buffer, then all-gather of the updated
+  // parameters; DeepSpeed ZeRO-1 reduces each partition to its owner), half the all-reduce's
+  // traffic. ZeRO-2/3 keep only their gradient shard, so every micro-batch's gradients are
+  // reduce-scattered (as DeepSpeed ZeRO-2 and FSDP do under gradient accumulation): m
+  // reductions, each behind its own backward.
   // The rank with the most parameters reduces and updates the most.
   double max_rank_params = 0.0;
   for (int i = 0; i < 3; ++i) max_rank_params = std::max(max_rank_params, rank_params(candidates[i], cand_layers[i]));
@@ -750,7 +756,7 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
   if (n_shard > 1) {
     const double grad_bytes = stage_params_dev * sb.gradients;
     const bool sharded_grads = opt.zero_stage >= 2;
-    const double reduce = group_collective_s(sharded_grads ? CollectiveKind::reduce_scatter : CollectiveKind::all_reduce,
+    const double reduce = group_collective_s(opt.zero_stage >= 1 ? CollectiveKind::reduce_scatter : CollectiveKind::all_reduce,
                                           n_shard, grad_per_node, grad_bytes, c);
     const double backward_window = layers_stage * (layer_bwd_compute + lt.tp_bwd_exposed_s);
     // The last layer's bucket has no backward left to hide behind; the others overlap the window

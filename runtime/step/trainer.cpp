@@ -1037,6 +1037,13 @@ void Trainer<T>::reduce_gradients_post(int64_t block) {
     if (inflight_.size() > 1) complete_oldest_reduction();
     return;
   }
+  if (spec_.options.zero_stage == 1) {
+    // ZeRO-1: the accumulated gradient is reduce-scattered once, after the step's last backward
+    // of the block, in place: each rank's reduced shard lands in its own part of the gradient
+    // buffer, which its optimizer reads (Megatron-LM's distributed optimizer).
+    if (dpcp_->size() > 1) pending_.push_back(dpcp_->post_reduce_scatter_sum_in_place(grads_.data() + b.offset, b.shard));
+    return;
+  }
   if (dpcp_->size() == 1) return;
   pending_.push_back(dpcp_->post_all_reduce_sum(grads_.data() + b.offset, b.padded));
 }

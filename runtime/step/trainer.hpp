@@ -18,7 +18,8 @@
 //    then run on a 1/TP slice of the tokens, and the norm weights' gradients are summed over TP);
 //  - CP: ring attention; every other operation is local to the shard;
 //  - DP: replicas on different micro-batches;
-//  - gradients summed over DP x CP: ZeRO-0/1 all-reduce the accumulated gradients once, in
+//  - gradients summed over DP x CP: ZeRO-0 all-reduces the accumulated gradients once, ZeRO-1
+//    reduce-scatters them once in place (each rank's shard lands in its part of the buffer), in
 //    per-layer buckets posted during the last micro-batch's backward (what sim/cost_model.cpp
 //    assumes: only what outlasts the backward is exposed); ZeRO-2 reduce-scatters every
 //    micro-batch's gradients the same way into the rank's shard; ZeRO-1/2 update their shard of

@@ -518,6 +518,23 @@ TEST_CASE("communicator: point-to-point ring, collectives and rank descriptions"
   const int32_t me = r * r;
   g_world->all_gather(&me, all.data(), sizeof(me));
   for (int i = 0; i < P; ++i) CHECK(all[static_cast<size_t>(i)] == i * i);
+  // In-place reduce-scatter (ZeRO-1's gradient reduction): rank r's block r holds the sum of every
+  // rank's block r; both the blocking-wait and the test() completion paths move it there.
+  for (const bool by_test : {false, true}) {
+    const size_t n = 3;
+    std::vector<double> buf(static_cast<size_t>(P) * n);
+    for (size_t i = 0; i < buf.size(); ++i) buf[i] = 1000.0 * r + static_cast<double>(i);
+    runtime::RequestPtr req = g_world->post_reduce_scatter_sum_in_place(buf.data(), n);
+    if (by_test)
+      while (!g_world->test(req)) {
+      }
+    else
+      g_world->wait(req);
+    for (size_t k = 0; k < n; ++k) {
+      const size_t i = static_cast<size_t>(r) * n + k;
+      CHECK(buf[i] == doctest::Approx(1000.0 * P * (P - 1) / 2 + static_cast<double>(P) * static_cast<double>(i)));
+    }
+  }
   g_world->barrier();
   CHECK(g_world->describe_rank(r).find("rank " + std::to_string(r)) == 0);
   CHECK(g_world->describe_rank(r).find(g_world->host()) != std::string::npos);

@@ -328,16 +328,20 @@ TEST_CASE("DP x CP gradient reduction: at least the last layer's bucket is expos
   const double ar = all_reduce_s(8, grad_bytes, e.cluster.inter_node);
   CHECK(p8.time.dp_comm_exposed_s >= ar / 32 * (1 - 1e-12));
   CHECK(p8.time.dp_comm_exposed_s <= ar);
-  // ZeRO-1: one all-gather of the updated weights after the step
+  // ZeRO-1 (Megatron-LM's distributed optimizer): one reduce-scatter of the accumulated
+  // gradients, half the all-reduce's traffic, exposed like it (its last bucket here), and one
+  // all-gather of the updated weights after the step
   o.zero_stage = 1;
   const Prediction z1 = predict(e, test::mesh_of(8, 8, 1, 1), o);
+  const double rs = reduce_scatter_s(8, grad_bytes, e.cluster.inter_node);
   CHECK(z1.time.zero_comm_exposed_s == Approx(all_gather_s(8, grad_bytes, e.cluster.inter_node)));
-  CHECK(z1.time.dp_comm_exposed_s == Approx(p8.time.dp_comm_exposed_s));
+  CHECK(z1.time.dp_comm_exposed_s >= rs / 32 * (1 - 1e-12));
+  CHECK(z1.time.dp_comm_exposed_s <= rs);
+  CHECK(z1.time.dp_comm_exposed_s < p8.time.dp_comm_exposed_s);
   // ZeRO-2 keeps only a gradient shard: every one of the m = 8 micro-batches reduce-scatters
   // its gradients (each hidden behind its backward except at least the last bucket)
   o.zero_stage = 2;
   const Prediction z2 = predict(e, test::mesh_of(8, 8, 1, 1), o);
-  const double rs = reduce_scatter_s(8, grad_bytes, e.cluster.inter_node);
   CHECK(z2.micro_batches == 8);
   CHECK(z2.time.dp_comm_exposed_s >= 8 * rs / 32 * (1 - 1e-12));
   CHECK(z2.time.dp_comm_exposed_s <= 8 * rs);
