@@ -217,7 +217,8 @@ TEST_CASE("emit: Megatron-LM arguments of a hand-made plan, exactly") {
       "--attention-backend", "flash", "--tensor-model-parallel-size", "8", "--pipeline-model-parallel-size", "2",
       "--context-parallel-size", "4", "--cp-comm-type", "p2p", "--num-layers-per-virtual-pipeline-stage", "8",
       "--sequence-parallel", "--micro-batch-size", "1", "--global-batch-size", "64",
-      "--recompute-granularity", "selective", "--use-distributed-optimizer", "--clip-grad", "1", "--bf16"};
+      "--recompute-granularity", "selective", "--use-distributed-optimizer", "--overlap-grad-reduce", "--clip-grad",
+      "1", "--bf16"};
   CHECK(l.args == expected);
   CHECK(l.mock_data_args == std::vector<std::string>{"--mock-data", "--tokenizer-type", "NullTokenizer", "--vocab-size", "128256"});
   // Not FSDP, TP > 1: Megatron asserts CUDA_DEVICE_MAX_CONNECTIONS=1.
@@ -225,6 +226,25 @@ TEST_CASE("emit: Megatron-LM arguments of a hand-made plan, exactly") {
   REQUIRE(l.notes.size() == 1);
   CHECK(l.notes[0].find("vocabulary 128256") != std::string::npos);
   check_flags_exist(l);
+}
+
+TEST_CASE("emit: Megatron-LM overlaps the gradient reduction where the plan has one to overlap") {
+  Experiment e = hand_made_experiment();
+  sim::Prediction p = hand_made_plan();  // DP 2 x CP 4
+  auto has = [](const report::MegatronLaunch& l, const std::string& flag) {
+    return std::find(l.args.begin(), l.args.end(), flag) != l.args.end();
+  };
+  CHECK(has(report::megatron_launch(e, p), "--overlap-grad-reduce"));
+  CHECK_FALSE(has(report::megatron_launch(e, p), "--overlap-param-gather"));
+  // One rank per DP x CP group: nothing to reduce.
+  p.mesh = Mesh{1, 8, 1, 2};
+  e.training.global_batch_sequences = 32;
+  CHECK_FALSE(has(report::megatron_launch(e, p), "--overlap-grad-reduce"));
+  // Megatron-FSDP (ZeRO-2/3) reduces on its own schedule.
+  p.mesh = Mesh{2, 8, 4, 2};
+  e.training.global_batch_sequences = 64;
+  p.options.zero_stage = 3;
+  CHECK_FALSE(has(report::megatron_launch(e, p), "--overlap-grad-reduce"));
 }
 
 TEST_CASE("emit: every Megatron-LM flag of many plans is a flag of the pinned parser") {
