@@ -114,6 +114,19 @@ const char* kFullExperiment =
     "            peak_memory_allocated_gib: 58.5,\n"
     "            source: \"Korthikanti et al. 2022, Table 5: row 22B\"}\n";
 
+// Loading `text` as training file `name` in `dir` fails with a ConfigError that names the file
+// (name:line) and contains `expected`.
+void check_training_refused(TempDir& dir, const std::string& name, const std::string& text, const std::string& expected) {
+  try {
+    load_training(dir.write(name, text));
+    FAIL("accepted " << text);
+  } catch (const ConfigError& e) {
+    const std::string what = e.what();
+    CHECK_MESSAGE(what.find(name + ":") != std::string::npos, what);
+    CHECK_MESSAGE(what.find(expected) != std::string::npos, what);
+  }
+}
+
 }  // namespace
 
 TEST_CASE("a model file loads with its values and optional defaults") {
@@ -361,14 +374,8 @@ TEST_CASE("training: norm follows elementwise unless set, fused written back, ea
   const TrainingConfig back = load_training(dir.write("w.yaml", std::string(out.c_str()) + "\n"));
   CHECK(back.eager_elementwise);
   CHECK_FALSE(back.eager_norm);
-  try {
-    load_training(dir.write("x.yaml", test::kTrainingYaml + std::string("norm: eager\n")));
-    FAIL("accepted norm: eager with fused element-wise ops");
-  } catch (const ConfigError& e) {
-    const std::string what = e.what();
-    CHECK_MESSAGE(what.find("x.yaml:") != std::string::npos, what);
-    CHECK_MESSAGE(what.find("norm: eager needs elementwise: eager") != std::string::npos, what);
-  }
+  check_training_refused(dir, "x.yaml", test::kTrainingYaml + std::string("norm: eager\n"),
+                         "norm: eager needs elementwise: eager");
   CHECK_THROWS_AS(load_training(dir.write("y.yaml", test::kTrainingYaml + std::string("elementwise: eager\nnorm: apex\n"))),
                   ConfigError);
 }
@@ -387,14 +394,7 @@ TEST_CASE("training: mixed_precision master_weights (default) or autocast, read 
   CHECK_FALSE(
       load_training(dir.write("w.yaml", std::string(test::kTrainingYaml) + "mixed_precision: master_weights\n")).autocast);
   auto refused = [&](const std::string& name, const std::string& text, const std::string& expected) {
-    try {
-      load_training(dir.write(name, text));
-      FAIL("accepted " << text);
-    } catch (const ConfigError& e) {
-      const std::string what = e.what();
-      CHECK_MESSAGE(what.find(name + ":") != std::string::npos, what);
-      CHECK_MESSAGE(what.find(expected) != std::string::npos, what);
-    }
+    check_training_refused(dir, name, text, expected);
   };
   refused("x.yaml", std::string(test::kTrainingYaml) + "mixed_precision: amp\n",
           "must be one of master_weights, autocast; got 'amp'");
@@ -419,14 +419,7 @@ TEST_CASE("training: grad_accumulation fused by default, inplace under autocast,
     CHECK(load_training(dir.write("v.yaml", std::string(out.c_str()) + "\n")).grad_accumulation == g);
   }
   auto refused = [&](const std::string& name, const std::string& text, const std::string& expected) {
-    try {
-      load_training(dir.write(name, text));
-      FAIL("accepted " << text);
-    } catch (const ConfigError& e) {
-      const std::string what = e.what();
-      CHECK_MESSAGE(what.find(name + ":") != std::string::npos, what);
-      CHECK_MESSAGE(what.find(expected) != std::string::npos, what);
-    }
+    check_training_refused(dir, name, text, expected);
   };
   refused("x.yaml", std::string(test::kTrainingYaml) + "grad_accumulation: fusion\n",
           "'fusion' is not valid; must be one of: fused, inplace, cast_add");
