@@ -402,8 +402,8 @@ TEST_CASE("bad input exits 2 with a message saying what would be valid") {
       {"plan " + exp + " --top 0", "--top"},
       {"plan " + exp + " --top -2", "--top"},
       {"plan " + exp + " --gpus -8", "--gpus"},
-      // 0 is not "unset"; the limit is named. INT64_MAX used to loop forever in the mesh
-      // enumeration (d * d overflow) and 963761198400 to run for minutes and grow past 3 GB.
+      // 0 is not "unset"; the limit is named. Without the limit INT64_MAX would loop forever in the
+      // mesh enumeration (d * d overflows) and 963761198400 would run for minutes past 3 GB.
       {"plan " + exp + " --gpus 0", "--gpus: must be a GPU count in 1 .. 1048576"},
       {"plan " + exp + " --gpus 9223372036854775807", "--gpus: must be a GPU count in 1 .. 1048576"},
       {"plan " + exp + " --gpus 963761198400", "1 .. 1048576"},
