@@ -14,7 +14,7 @@
 #
 # Writes under $OUT (default ./out/device-check): env.txt, one log per step, ours.json, ours_head_major.json,
 # sdpa.json, gemm.json, calibrate.json, calibrated.yaml, step_l4.json, step_l8.json, run.json, run_trace.json, report.md, summary.txt,
-# and with budget to spare torch_step_torchtitan_kv8.json / _kv32.json (step 7). Exit status: the number of failed
+# and with budget to spare torch_step_torchtitan_kv8.json / _kv32.json (step 7) and ring_step.json (step 8). Exit status: the number of failed
 # steps (0 = all ok). On the GPU machine a SKIPPED step counts as failed: it did not happen.
 #
 # Steps:
@@ -34,6 +34,8 @@
 #   6. the TFLOP/s table with the ratio to PyTorch (goal: >= 70% at 8K)
 #   7. optional, only if at least 75 s of the budget remain: PyTorch whole steps of torchtitan's
 #      Llama block (GQA and MHA) for the eager element-wise model
+#   8. optional, only if at least 50 s remain: one rank's zigzag and striped ring steps replayed
+#      without communication (kernels vs the merges and accumulations around them)
 set -uo pipefail
 
 BUNDLE=${1:-build/bundle}
@@ -221,6 +223,17 @@ for kv in 8 32; do
     log "  torch_step_bench --block torchtitan --kv-heads $kv: left out (optional; $((BUDGET_S - SECONDS)) s of the budget left)"
   fi
 done
+
+# 8. (only with budget to spare) One rank's ring steps of ring-flash-attention's zigzag and striped
+# schemes replayed on this GPU without communication (bench/gpu/ring_step_bench.py, checked against
+# causal attention over the whole sequence first): the time outside the kernels per ring step,
+# which decides whether the cost model can reach the published 8-GPU shares of ideal (#14).
+if ((BUDGET_S - SECONDS - 5 >= 50)); then
+  step "ring_step_bench" 45 "$OUT/ring_step.txt" \
+    python3 "$script_dir/gpu/ring_step_bench.py" --json "$OUT/ring_step.json"
+else
+  log "  ring_step_bench: left out (optional; $((BUDGET_S - SECONDS)) s of the budget left)"
+fi
 
 log "failed steps: $failed"
 exit "$failed"
