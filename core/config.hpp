@@ -344,8 +344,9 @@ struct TrainingConfig {
   // micro-batches per step equal PP, Megatron-LM instead runs every forward first on every rank
   // (forward_backward_pipelining_with_interleaving, all_warmup_microbatches), so every rank holds
   // the activations of all m micro-batches; PyTorch's ScheduleInterleaved1F1B (torchtitan) keeps
-  // the rank-dependent warm-up. Memory only (sim::pipeline_in_flight); this project's runtime
-  // runs Megatron-LM's order.
+  // the rank-dependent warm-up, and its last stage keeps every micro-batch's output (the logits)
+  // until the step ends (PipelineStage.output_chunks). Memory only (sim::pipeline_in_flight,
+  // sim::predict's last-rank term); this project's runtime runs Megatron-LM's order.
   bool pytorch_pp_schedule = false;
   // How 16-bit mixed precision holds the weights, YAML training.mixed_precision: master_weights |
   // autocast (default master_weights). master_weights: 16-bit weights beside a float32 master copy

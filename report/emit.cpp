@@ -196,11 +196,11 @@ MegatronLaunch megatron_launch(const Experiment& e, const sim::Prediction& p) {
         "plan assumed",
         to_string(e.training.grad_accumulation)));
   }
-  if (e.training.pytorch_pp_schedule && p.options.interleave > 1 && m_steps == p.mesh.pp) {
+  if (e.training.pytorch_pp_schedule && p.mesh.pp > 1 && m_steps > 1) {
     out.notes.push_back(
-        "training.pp_schedule pytorch: with as many micro-batches as pipeline ranks Megatron-LM runs every forward "
-        "before any backward on every rank, so ranks after the first hold more activations than the plan assumed; "
-        "plan with pp_schedule: megatron to predict them");
+        "training.pp_schedule pytorch: Megatron-LM's last pipeline stage keeps no micro-batch's output (the logits) "
+        "once its loss is taken, and interleaved with as many micro-batches as pipeline ranks it runs every forward "
+        "first on every rank; plan with pp_schedule: megatron to predict its memory");
   }
   if (e.training.fsdp_per_parameter && p.options.zero_stage >= 3) {
     out.notes.push_back(
@@ -573,11 +573,11 @@ TorchtitanConfig torchtitan_config(const Experiment& e, const sim::Prediction& p
         "(the first cast to float32, each later one added into it); plan with grad_accumulation: inplace to predict "
         "that pass");
   }
-  if (!e.training.pytorch_pp_schedule && p.options.interleave > 1 && m == p.mesh.pp) {
+  if (!e.training.pytorch_pp_schedule && p.mesh.pp > 1 && m > 1) {
     out.notes.push_back(
-        "training.pp_schedule megatron: PyTorch's Interleaved1F1B keeps its rank-dependent warm-up when the "
-        "micro-batches equal the pipeline ranks (Megatron-LM runs every forward first), so ranks after the first "
-        "hold fewer activations than the plan assumed; plan with pp_schedule: pytorch to predict them");
+        "training.pp_schedule megatron: PyTorch's pipelining keeps the last stage's output (the logits) of every "
+        "micro-batch until the step ends, and its Interleaved1F1B keeps the rank-dependent warm-up when the "
+        "micro-batches equal the pipeline ranks; plan with pp_schedule: pytorch to predict its memory");
   }
   if (!e.training.fsdp_per_parameter && p.options.zero_stage >= 3) {
     out.notes.push_back(

@@ -809,6 +809,12 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
     // (pipeline_in_flight: min(PP - d, m) for 1F1B, the capped warm-up for interleaved); the last
     // rank also the logits. The peak rank is the largest of them: the first with even stages, a
     // middle one when the first gives a slot to the embedding.
+    // PyTorch's pipelining (pp_schedule pytorch) also keeps the last stage's output of every
+    // micro-batch until the step ends, to merge them for the caller (PipelineStage.output_chunks,
+    // cleared at the next step; torch/distributed/pipelining/stage.py): at the last micro-batch's
+    // loss the m - 1 earlier outputs, the 16-bit logits of this rank's vocabulary slice.
+    const double retained_outputs =
+        train.pytorch_pp_schedule ? (m - 1.0) * x.tokens() * (vocab / tp) * x.activation_bytes : 0.0;
     bool have = false;
     for (int i = 0; i < 3; ++i) {
       const int64_t d = candidates[i];
@@ -817,7 +823,7 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
       const double in_flight = pipeline_in_flight(mesh.pp, opt.interleave, d, m, train.pytorch_pp_schedule);
       const MemoryBreakdown mb = stage_memory(rank_params(d, layers_d) / tp, sb, opt.zero_stage, shard_group, in_flight,
                                               layers_d, act, ring_bytes, last ? logits_bytes : 0.0,
-                                              last ? output_bytes : 0.0, c.memory_reserved_bytes, unit_params,
+                                              last ? output_bytes + retained_outputs : 0.0, c.memory_reserved_bytes, unit_params,
                                               train.autocast);
       if (!have || mb.peak_bytes > p.memory.peak_bytes) p.memory = mb, have = true;
     }

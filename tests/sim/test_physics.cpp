@@ -489,3 +489,21 @@ TEST_CASE("interleaved pipeline: the activations predict() holds follow the warm
   o.interleave = 2;
   CHECK(predict(big, pp4, o).memory.activations_bytes == doctest::Approx(22.0 * act.stored_bytes + working));
 }
+
+TEST_CASE("PyTorch pipelining: the last stage keeps every micro-batch's output until the step ends") {
+  Experiment e = test::llama_experiment(4096, 8);  // 8 micro-batches of one sequence
+  e.model.layers = 2;                              // one layer per rank: the last rank's logits decide
+  const Mesh pp2 = test::mesh_of(1, 1, 1, 2);
+  ParallelOptions o;
+  REQUIRE(check_layout(e, pp2, o, 2).empty());
+  const Prediction megatron = predict(e, pp2, o);
+  e.training.pytorch_pp_schedule = true;
+  const Prediction pytorch = predict(e, pp2, o);
+  REQUIRE(pytorch.micro_batches == 8);
+  // 1F1B warms up the same way in both; PyTorch also holds 7 earlier micro-batches' 16-bit logits
+  // (4096 tokens x the whole vocabulary at TP 1) at the last one's loss.
+  const double logits16 = 4096.0 * double(e.model.vocab) * 2.0;
+  CHECK(pytorch.memory.activations_bytes - megatron.memory.activations_bytes == doctest::Approx(7.0 * logits16));
+  CHECK(pytorch.peak_memory_bytes - megatron.peak_memory_bytes == doctest::Approx(7.0 * logits16));
+  CHECK(pytorch.time.step_time_s == doctest::Approx(megatron.time.step_time_s));
+}
