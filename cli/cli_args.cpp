@@ -145,7 +145,9 @@ void set_runtime_types(TrainingConfig& t, bool on_gpu) {
   t.unfused_cross_entropy = false;
   t.fsdp_per_parameter = false;
   t.pytorch_pp_schedule = false;
-  t.grad_accumulation = GradAccumulation::fused;  // linear_backward adds into the gradient
+  // Both runtimes' weight-gradient GEMMs add into the gradient (step::linear_backward, the GPU
+  // step's cuBLAS calls with beta 1).
+  t.grad_accumulation = GradAccumulation::fused;
 }
 
 }  // namespace ringplan::planner

@@ -101,6 +101,7 @@ TEST_CASE("set_runtime_types: run predicts in the runtime's own types, whatever 
   t.dtype = DType::bf16;
   t.autocast = t.fp32_grad_accumulation = t.fp8 = true;
   t.eager_elementwise = t.eager_norm = t.unfused_cross_entropy = t.fsdp_per_parameter = t.pytorch_pp_schedule = true;
+  t.grad_accumulation = GradAccumulation::cast_add;
   TrainingConfig cpu = t;
   set_runtime_types(cpu, false);
   CHECK(cpu.dtype == DType::fp32);
@@ -112,12 +113,14 @@ TEST_CASE("set_runtime_types: run predicts in the runtime's own types, whatever 
   CHECK_FALSE(cpu.unfused_cross_entropy);
   CHECK_FALSE(cpu.fsdp_per_parameter);
   CHECK_FALSE(cpu.pytorch_pp_schedule);
+  CHECK(cpu.grad_accumulation == GradAccumulation::fused);
   TrainingConfig gpu = t;
   set_runtime_types(gpu, true);
   CHECK(gpu.dtype == DType::bf16);
   CHECK(gpu.fp32_grad_accumulation);
   CHECK_FALSE(gpu.autocast);
   CHECK_FALSE(gpu.eager_elementwise);
+  CHECK(gpu.grad_accumulation == GradAccumulation::fused);
   // The rest of the training settings stay the plan's.
   CHECK(gpu.seq_len == t.seq_len);
   CHECK(gpu.clip_grad == t.clip_grad);
