@@ -738,6 +738,18 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
     const double act_bytes = x.tokens() * hidden * x.activation_bytes / tp;
     const double hop = p2p_s(act_bytes, group_link(c, mesh, MeshDim::pp));
     t.pp_comm_s = 2.0 * (v * m + pp - 1.0) * hop;
+    // Tied input embedding and output layer: the first and the last stage each hold a copy and
+    // each computes part of its gradient, so after the backward the pair all-reduces the
+    // embedding gradient (this TP rank's vocabulary slice, in the gradient buffer's dtype) before
+    // the optimizer step, with nothing left to hide it behind: Megatron-LM
+    // finalize_model_grads `_allreduce_word_embedding_grads` (the main_grad, after the DP
+    // reduction), DeepSpeed's pipeline engine `_exec_reduce_tied_grads` ->
+    // PipelineModule.allreduce_tied_weight_gradients (weight.grad, before ReduceGrads). Every
+    // other rank waits for it at the next step's first forward, so it lengthens the step.
+    if (model.tied_embeddings) {
+      const int64_t pair_per_node = group_within_node(mesh, MeshDim::pp, c.gpus_per_node) ? 2 : 1;
+      t.pp_comm_s += group_collective_s(CollectiveKind::all_reduce, 2, pair_per_node, emb / tp * sb.gradients, c);
+    }
   }
 
   // Gradient reduction over DP x CP, in per-layer buckets during a backward: it hides behind

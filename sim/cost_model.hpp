@@ -47,7 +47,8 @@ struct TimeBreakdown {
   double tp_comm_s = 0;                // all-reduce or RS+AG (sequence parallel), not overlapped
   double dp_comm_exposed_s = 0;        // DPxCP gradient reduction not hidden behind backward
   double zero_comm_exposed_s = 0;      // ZeRO-3 parameter all-gathers not hidden
-  double pp_comm_s = 0;                // PP send/recv of activations
+  double pp_comm_s = 0;                // PP send/recv of activations; tied embeddings: the first and
+                                       // last stage's embedding-gradient all-reduce
   double pp_bubble_s = 0;              // (PP-1)/(v*m) of the busy time
   double optimizer_s = 0;              // optimizer step (memory-bound)
   double step_time_s = 0;

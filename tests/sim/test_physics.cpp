@@ -507,3 +507,46 @@ TEST_CASE("PyTorch pipelining: the last stage keeps every micro-batch's output u
   CHECK(pytorch.peak_memory_bytes - megatron.peak_memory_bytes == doctest::Approx(7.0 * logits16));
   CHECK(pytorch.time.step_time_s == doctest::Approx(megatron.time.step_time_s));
 }
+
+TEST_CASE("tied embeddings with PP > 1: the first and last stage all-reduce the embedding gradient") {
+  // Megatron-LM finalize_model_grads `_allreduce_word_embedding_grads`, DeepSpeed's pipeline
+  // engine `_exec_reduce_tied_grads`: after the backward, the two stages holding the tied
+  // embedding all-reduce its gradient (this TP rank's vocabulary slice, in the gradient buffer's
+  // dtype) before the optimizer step. Exposed, once per step; memory is unchanged (both stages
+  // already hold a copy).
+  Experiment e = test::llama_experiment(4096, 16);
+  e.cluster = test::a100_cluster(4);
+  ParallelOptions o;
+  auto both = [&](const Mesh& mesh, bool fp32_grads) {
+    Experiment untied = e, tied = e;
+    untied.training.fp32_grad_accumulation = tied.training.fp32_grad_accumulation = fp32_grads;
+    tied.model.tied_embeddings = true;
+    REQUIRE(check_layout(tied, mesh, o, mesh.world_size()).empty());
+    return std::pair<Prediction, Prediction>{predict(untied, mesh, o), predict(tied, mesh, o)};
+  };
+  const double emb = double(e.model.vocab) * double(e.model.hidden);
+  // TP 2 x PP 2 in one node: NVLink; bf16 gradients, 2 bytes.
+  {
+    const auto [u, t] = both(test::mesh_of(1, 2, 1, 2), false);
+    const double ar = group_collective_s(CollectiveKind::all_reduce, 2, 2, emb / 2.0 * 2.0, e.cluster);
+    CHECK(ar > 0);
+    CHECK(t.time.pp_comm_s - u.time.pp_comm_s == doctest::Approx(ar));
+    CHECK(t.time.step_time_s - u.time.step_time_s == doctest::Approx(ar));
+    CHECK(t.peak_memory_bytes == doctest::Approx(u.peak_memory_bytes));
+  }
+  // DP 8 x PP 2 on two nodes: the stages sit on different nodes; float32 main gradients, 4 bytes.
+  {
+    const auto [u, t] = both(test::mesh_of(8, 1, 1, 2), true);
+    const double ar = group_collective_s(CollectiveKind::all_reduce, 2, 1, emb * 4.0, e.cluster);
+    CHECK(ar > group_collective_s(CollectiveKind::all_reduce, 2, 2, emb * 4.0, e.cluster));  // the inter-node link
+    CHECK(t.time.pp_comm_s - u.time.pp_comm_s == doctest::Approx(ar));
+  }
+  // PP 1: one stage holds the only copy; nothing to reduce (the tied model is smaller, so the
+  // step is not slower).
+  {
+    const auto [u, t] = both(test::mesh_of(2, 2, 1, 1), false);
+    CHECK(t.time.pp_comm_s == 0.0);
+    CHECK(u.time.pp_comm_s == 0.0);
+    CHECK(t.time.step_time_s <= u.time.step_time_s);
+  }
+}
