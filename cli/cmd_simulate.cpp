@@ -26,7 +26,7 @@ namespace {
 struct SimulateArgs {
   std::string experiment;
   std::string mesh, recompute, sequence_parallel, cp_scheme, attention, cp_comm, tp_overlap;
-  std::string pp_embedding_slot, pp_loss_slot;
+  std::string pp_embedding_slot, pp_loss_slot, overlap_param_gather;
   int64_t micro_batch = 0, zero = 0, interleave = 0, gpus = 0, cp_a2a_size = 0, pp_first_layers = 0, pp_last_layers = 0;
   std::string format = "table";
   std::string trace;  // Chrome/Perfetto trace of one layer's CP attention (event simulator)
@@ -35,7 +35,7 @@ struct SimulateArgs {
   CLI::Option *mesh_opt = nullptr, *mb_opt = nullptr, *rc_opt = nullptr, *zero_opt = nullptr, *sp_opt = nullptr,
               *scheme_opt = nullptr, *v_opt = nullptr, *attn_opt = nullptr, *comm_opt = nullptr,
               *tpo_opt = nullptr, *a2a_opt = nullptr, *ppf_opt = nullptr, *ppl_opt = nullptr, *ppe_opt = nullptr,
-              *ppls_opt = nullptr;
+              *ppls_opt = nullptr, *opg_opt = nullptr;
 };
 
 int run_simulate(const SimulateArgs& a) {
@@ -63,6 +63,8 @@ int run_simulate(const SimulateArgs& a) {
   if (a.ppl_opt->count()) o.pp_last_layers = parse_positive_flag("--pp-last-layers", a.pp_last_layers);
   if (a.ppe_opt->count()) o.pp_embedding_slot = parse_on_off_flag("--pp-embedding-slot", a.pp_embedding_slot);
   if (a.ppls_opt->count()) o.pp_loss_slot = parse_on_off_flag("--pp-loss-slot", a.pp_loss_slot);
+  if (a.opg_opt->count())
+    o.overlap_param_gather = parse_on_off_flag("--overlap-param-gather", a.overlap_param_gather);
   if (a.a2a_opt->count()) {
     if (o.cp_comm != CpComm::hybrid)
       throw bad_input(fmt::format("--cp-a2a-size is the all-to-all group size of cp_comm hybrid; the layout has cp_comm "
@@ -143,6 +145,9 @@ RINGPLAN_COMMAND("simulate", "Predict memory and step time of one layout, term b
                               "The embedding takes a layer's slot on the first pipeline rank: on, off");
   a->ppls_opt = app.add_option("--pp-loss-slot", a->pp_loss_slot,
                                "The output layer and loss take a layer's slot on the last pipeline rank: on, off");
+  a->opg_opt = app.add_option("--overlap-param-gather", a->overlap_param_gather,
+                              "ZeRO 1/2: all-gather the updated parameters behind the next step's first forward "
+                              "(Megatron --overlap-param-gather): on, off");
   app.add_option("--gpus", a->gpus, "GPU count the mesh must multiply to (default: experiment, else cluster)");
   app.add_option("--format", a->format, "Output format: table or json")
       ->check(CLI::IsMember({"table", "json"}))

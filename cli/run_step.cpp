@@ -223,6 +223,8 @@ int run_step_body(const RunArgs& a, runtime::MpiCommunicator& world) {
   // asynchronous behind them): predicted as such, whatever the plan assumes of its framework.
   ParallelOptions run_options = e.options;
   run_options.tp_overlap = TpOverlap::none;
+  // ZeRO-1's parameter all-gather runs after the optimizer step, blocking (runtime/step).
+  run_options.overlap_param_gather = false;
   const std::string why = sim::check_layout(pe, mesh, run_options, mesh.world_size());
   if (!why.empty())
     throw experiment_field_error(e, "mesh", fmt::format("layout dp={} tp={} cp={} pp={} cannot run: {}", mesh.dp,
@@ -268,6 +270,7 @@ int run_step_body(const RunArgs& a, runtime::MpiCommunicator& world) {
       planner::set_runtime_types(px.training, true);
       ParallelOptions o = x.options;  // the variant's micro_batch, the run's blocking TP collectives
       o.tp_overlap = TpOverlap::none;
+      o.overlap_param_gather = false;
       if (!sim::check_layout(px, mesh, o, mesh.world_size()).empty()) return HUGE_VAL;
       const sim::Prediction q = sim::predict(px, mesh, o);
       return q.memory.peak_bytes - q.memory.reserved_bytes;

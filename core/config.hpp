@@ -424,6 +424,12 @@ struct ParallelOptions {
   // rank (as alltoall needs) and whose TP x A ranks stay inside one node. Must divide CP.
   int64_t cp_a2a_size = 0;
   TpOverlap tp_overlap = TpOverlap::backward;  // only matters with TP > 1; not searched
+  // ZeRO-1/2's all-gather of the updated parameters runs behind the next step's first forward,
+  // bucket by bucket (Megatron-LM --overlap-param-gather: each bucket's wait in a forward pre-hook
+  // dispatches the next one). false: the all-gather ends the step, exposed (Megatron-LM's default,
+  // DeepSpeed ZeRO-1/2, this project's runtime). Only matters with ZeRO 1/2 and DP x CP > 1; not
+  // searched.
+  bool overlap_param_gather = false;
   // How the layers split over the pipeline ranks (PP > 1 only; not searched; sim::stage_layers).
   // Megatron-LM's uneven-pipeline settings, at most one of the two kinds:
   //   pp_first_layers / pp_last_layers (0: not set): transformer layers on the first / last
@@ -446,10 +452,11 @@ struct ParallelOptions {
 struct FixedOptionKeys {
   bool micro_batch = false, recompute = false, zero_stage = false, sequence_parallel = false, cp_scheme = false,
        interleave = false, attention = false, cp_comm = false, tp_overlap = false, cp_a2a_size = false,
-       pp_split = false;  // any of pp_first_layers, pp_last_layers, pp_embedding_slot, pp_loss_slot
+       pp_split = false,  // any of pp_first_layers, pp_last_layers, pp_embedding_slot, pp_loss_slot
+       overlap_param_gather = false;
   bool any() const {
     return micro_batch || recompute || zero_stage || sequence_parallel || cp_scheme || interleave || attention ||
-           cp_comm || tp_overlap || cp_a2a_size || pp_split;
+           cp_comm || tp_overlap || cp_a2a_size || pp_split || overlap_param_gather;
   }
   bool operator==(const FixedOptionKeys&) const = default;
 };

@@ -452,7 +452,7 @@ const std::vector<std::string> kMeshKeys{"dp", "tp", "cp", "pp"};
 const std::vector<std::string> kOptionKeys{"micro_batch", "recompute",  "zero_stage", "sequence_parallel",
                                            "cp_scheme",   "interleave", "attention",  "cp_comm",
                                            "tp_overlap",  "cp_a2a_size", "pp_first_layers", "pp_last_layers",
-                                           "pp_embedding_slot", "pp_loss_slot"};
+                                           "pp_embedding_slot", "pp_loss_slot", "overlap_param_gather"};
 const std::vector<std::string> kSearchKeys{"micro_batch", "recompute",  "zero_stage", "sequence_parallel",
                                            "cp_scheme",   "interleave", "attention",  "cp_comm",
                                            "cp_a2a_size", "max_tp",     "max_cp",     "max_pp"};
@@ -924,6 +924,7 @@ Experiment experiment_from_yaml(const YAML::Node& node, const std::string& file,
     given.tp_overlap = o.has("tp_overlap");
     given.cp_a2a_size = o.has("cp_a2a_size");
     given.pp_split = o.has("pp_first_layers") || o.has("pp_last_layers") || o.has("pp_embedding_slot") || o.has("pp_loss_slot");
+    given.overlap_param_gather = o.has("overlap_param_gather");
     if (o.has("micro_batch")) opt.micro_batch = o.get_count("micro_batch", kMaxSize);
     if (o.has("recompute")) opt.recompute = o.get_enum<Recompute>("recompute", parse_recompute, recompute_names());
     if (o.has("zero_stage"))
@@ -939,6 +940,7 @@ Experiment experiment_from_yaml(const YAML::Node& node, const std::string& file,
     if (o.has("pp_last_layers")) opt.pp_last_layers = o.get_count("pp_last_layers", kMaxSize);
     if (o.has("pp_embedding_slot")) opt.pp_embedding_slot = o.get_bool("pp_embedding_slot");
     if (o.has("pp_loss_slot")) opt.pp_loss_slot = o.get_bool("pp_loss_slot");
+    if (o.has("overlap_param_gather")) opt.overlap_param_gather = o.get_bool("overlap_param_gather");
     // Whatever the mesh, the first and last stages' layers come out of the model's: with only
     // one of them given, the other stages need at least one layer. (What a given PP allows on top
     // is check_layout's.) Refused here so that a plan never quietly searches PP 1 only.
@@ -1237,6 +1239,7 @@ void write_experiment(YAML::Emitter& out, const Experiment& e) {
   if (o.pp_last_layers > 0) out << YAML::Key << "pp_last_layers" << YAML::Value << o.pp_last_layers;
   if (o.pp_embedding_slot) out << YAML::Key << "pp_embedding_slot" << YAML::Value << true;
   if (o.pp_loss_slot) out << YAML::Key << "pp_loss_slot" << YAML::Value << true;
+  if (o.overlap_param_gather) out << YAML::Key << "overlap_param_gather" << YAML::Value << true;
   out << YAML::EndMap;
 
   const SearchSpace& s = e.search;

@@ -27,7 +27,7 @@ auto layout_key(const sim::Prediction& p) {
   return std::make_tuple(m.tp, m.cp, m.pp, m.dp, o.micro_batch, static_cast<int>(o.recompute),
                          o.zero_stage, o.sequence_parallel, static_cast<int>(o.cp_scheme),
                          o.interleave, static_cast<int>(o.attention), static_cast<int>(o.cp_comm),
-                         o.cp_a2a_size, static_cast<int>(o.tp_overlap));
+                         o.cp_a2a_size, static_cast<int>(o.tp_overlap), o.overlap_param_gather);
 }
 
 // Collects rejections. Layout rejections arrive once per pruned subtree (not once per
@@ -628,8 +628,9 @@ std::string fixed_layout_text(const Experiment& e) {
     if (f.attention) keys.push_back(fmt::format("attention {}", to_string(e.options.attention)));
     if (f.cp_comm) keys.push_back(fmt::format("cp_comm {}", to_string(e.options.cp_comm)));
     if (f.cp_a2a_size) keys.push_back(fmt::format("cp_a2a_size {}", e.options.cp_a2a_size));
-    const size_t searched_fixed = keys.size();  // tp_overlap is never searched
+    const size_t searched_fixed = keys.size();  // tp_overlap and overlap_param_gather are never searched
     if (f.tp_overlap) keys.push_back(fmt::format("tp_overlap {}", to_string(e.options.tp_overlap)));
+    if (f.overlap_param_gather) keys.push_back(fmt::format("overlap_param_gather {}", e.options.overlap_param_gather));
     if (f.pp_split) keys.push_back("pipeline split " + pipeline_split_text(e.options));
     std::string list;
     for (size_t i = 0; i < keys.size(); ++i) list += (i ? ", " : "") + keys[i];

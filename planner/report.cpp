@@ -89,7 +89,8 @@ nlohmann::json options_json(const ParallelOptions& o) {
           {"pp_first_layers", o.pp_first_layers},
           {"pp_last_layers", o.pp_last_layers},
           {"pp_embedding_slot", o.pp_embedding_slot},
-          {"pp_loss_slot", o.pp_loss_slot}};
+          {"pp_loss_slot", o.pp_loss_slot},
+          {"overlap_param_gather", o.overlap_param_gather}};
 }
 
 nlohmann::json prediction_json(const sim::Prediction& p) {
@@ -178,6 +179,8 @@ std::string options_text(const Mesh& m, const ParallelOptions& o) {
   if (m.tp > 1 && o.sequence_parallel) s += " sp";
   // The TP overlap is named only when it is not Megatron-LM's default (and TP > 1).
   if (m.tp > 1 && o.tp_overlap != TpOverlap::backward) s += fmt::format(" tp-overlap={}", to_string(o.tp_overlap));
+  // Named where it acts: ZeRO 1/2 gathering over more than one rank.
+  if (o.overlap_param_gather && (o.zero_stage == 1 || o.zero_stage == 2) && m.dp * m.cp > 1) s += " opg";
   // The CP method is named only where it acts (CP > 1): "zigzag ring", "zigzag allgather".
   if (m.cp > 1) s += fmt::format(" {} {}", to_string(o.cp_scheme), to_string(o.cp_comm));
   if (m.cp > 1 && o.cp_comm == CpComm::hybrid) s += fmt::format(" a2a={}", o.cp_a2a_size);

@@ -336,9 +336,12 @@ MegatronLaunch megatron_launch(const Experiment& e, const sim::Prediction& p) {
   if (o.zero_stage >= 1) a.push_back("--use-distributed-optimizer");
   // The plan overlaps the DP x CP gradient reduction with the last micro-batch's backward (only
   // what outlasts it is exposed); Megatron-LM's DDP reduces after the backward unless told to
-  // (--overlap-grad-reduce defaults off; its llama examples set it). The parameter all-gather
-  // after the step stays unoverlapped, as the plan charges it (no --overlap-param-gather).
+  // (--overlap-grad-reduce defaults off; its llama examples set it). The distributed optimizer's
+  // parameter all-gather after the step is overlapped with the next forward only where the plan
+  // assumes it (options.overlap_param_gather; Megatron-LM asserts --overlap-grad-reduce with it).
   if (!fsdp && mesh.dp * mesh.cp > 1) a.push_back("--overlap-grad-reduce");
+  if (!fsdp && o.zero_stage == 1 && mesh.dp * mesh.cp > 1 && o.overlap_param_gather)
+    a.push_back("--overlap-param-gather");
   if (fsdp) {
     a.push_back("--use-megatron-fsdp");
     add(a, "--data-parallel-sharding-strategy", o.zero_stage == 2 ? "optim_grads" : "optim_grads_params");

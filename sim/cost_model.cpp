@@ -776,9 +776,22 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
     const double last_bucket = reduce / std::max(layers_stage, 1.0);
     t.dp_comm_exposed_s =
         (sharded_grads ? m : 1.0) * std::max(last_bucket + c.overlap_sm_share * (reduce - last_bucket), reduce - backward_window);
-    // ZeRO-1/2: updated 16-bit weights are all-gathered after the optimizer step.
-    if (opt.zero_stage == 1 || opt.zero_stage == 2)
-      t.zero_comm_exposed_s = group_collective_s(CollectiveKind::all_gather, n_shard, grad_per_node, stage_params_dev * sb.weights, c);
+    // ZeRO-1/2: updated 16-bit weights are all-gathered after the optimizer step, exposed; with
+    // overlap_param_gather (Megatron-LM --overlap-param-gather) bucket by bucket behind the next
+    // step's first forward: the first layer's bucket is waited for in full, each later one is
+    // gathered while the layer before it runs (a forward pre-hook waits for a bucket and
+    // dispatches the next, megatron/core/distributed/param_and_grad_buffer.py finish_param_sync),
+    // taking its SM share of that layer or showing where it outlasts it.
+    if (opt.zero_stage == 1 || opt.zero_stage == 2) {
+      const double ag = group_collective_s(CollectiveKind::all_gather, n_shard, grad_per_node, stage_params_dev * sb.weights, c);
+      if (!opt.overlap_param_gather) {
+        t.zero_comm_exposed_s = ag;
+      } else {
+        const double buckets = std::max(layers_stage, 1.0);
+        const double bucket = ag / buckets;
+        t.zero_comm_exposed_s = bucket + (buckets - 1.0) * overlapped_exposed_s(bucket, layer_fwd_compute, c.overlap_sm_share);
+      }
+    }
     else if (opt.zero_stage >= 3)
       t.zero_comm_exposed_s = m * zero3_per_mb + zero3_first;
   }

@@ -239,6 +239,26 @@ TEST_CASE("simulate --tp-overlap: none charges more TP communication than the de
   CHECK(has(bad.err, "none, backward, pipelined"));
 }
 
+TEST_CASE("simulate --overlap-param-gather: ZeRO-1's parameter all-gather hides behind the next forward") {
+  const std::string exp = "'" + kConfigs + "default.yaml'";
+  const std::string mesh = " --mesh dp=1,tp=8,cp=8,pp=1 --zero 1 --format json";  // ZeRO-1 over DP x CP = 8
+  const Result b = ringplan("simulate " + exp + mesh);
+  const Result o = ringplan("simulate " + exp + mesh + " --overlap-param-gather on");
+  REQUIRE_MESSAGE(b.rc == 0, b.err);
+  REQUIRE_MESSAGE(o.rc == 0, o.err);
+  const auto jb = nlohmann::json::parse(b.out), jo = nlohmann::json::parse(o.out);
+  CHECK(jb["options"]["overlap_param_gather"] == false);
+  CHECK(jo["options"]["overlap_param_gather"] == true);
+  CHECK(jb["time"]["zero_comm_exposed_s"].get<double>() > 0);
+  CHECK(jo["time"]["zero_comm_exposed_s"].get<double>() < jb["time"]["zero_comm_exposed_s"].get<double>());
+  const Result t = ringplan("simulate " + exp + " --mesh dp=1,tp=8,cp=8,pp=1 --zero 1 --overlap-param-gather on");
+  CHECK(t.rc == 0);
+  CHECK(has(t.out, " opg "));
+  const Result bad = ringplan("simulate " + exp + mesh + " --overlap-param-gather yes");
+  CHECK(bad.rc == 2);
+  CHECK(has(bad.err, "--overlap-param-gather"));
+}
+
 namespace {
 // A `simulate --trace` file: the complete events' names per thread (tid 0 compute, 1
 // communication) and the ranks (pids) that have events.

@@ -650,6 +650,17 @@ TEST_CASE("round trip: write_experiment then load gives the same experiment") {
   odd.cluster.name = "1e3: x";
   check_same(odd, parse_experiment(experiment_to_yaml(odd), "<written>"));
 
+  // overlap_param_gather is written only when set, and read back as a fixed option.
+  CHECK(text.find("overlap_param_gather") == std::string::npos);
+  Experiment opg = e;
+  opg.options.overlap_param_gather = true;
+  const std::string opg_text = experiment_to_yaml(opg);
+  CHECK(opg_text.find("overlap_param_gather: true") != std::string::npos);
+  const Experiment opg_back = parse_experiment(opg_text, "<written>", "/nonexistent");
+  CHECK(opg_back.options.overlap_param_gather);
+  CHECK(opg_back.fixed_options.overlap_param_gather);
+  CHECK_FALSE(back.fixed_options.overlap_param_gather);
+
   // Minimal experiment (no optional sections) round-trips too.
   Experiment minimal = e;
   minimal.mesh.reset();

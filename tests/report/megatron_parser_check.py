@@ -56,6 +56,9 @@ VARIANTS = [
      {"zero_stage": "1", "recompute": "full", "pp_embedding_slot": "true", "pp_loss_slot": "true"}),
     # 8 layers on PP 2 x v 3 = 6 virtual stages: the cost model's split as a layout string.
     ("pp_layout", "{dp: 4, tp: 1, cp: 1, pp: 2}", {"zero_stage": "1", "recompute": "full", "interleave": "3"}),
+    # The distributed optimizer's parameter all-gather behind the next forward.
+    ("zero1_overlap_param_gather", "{dp: 4, tp: 2, cp: 1, pp: 1}",
+     {"zero_stage": "1", "recompute": "selective", "overlap_param_gather": "true"}),
 ]
 
 FAKE_TORCHRUN = """#!/usr/bin/env bash
@@ -142,6 +145,7 @@ def expected_args(mesh, options, plan_text):
         "sequence_parallel": tp > 1 and options.get("sequence_parallel") == "true",
         "use_distributed_optimizer": zero >= 1,
         "use_megatron_fsdp": zero >= 2,
+        "overlap_param_gather": zero == 1 and dp * cp > 1 and options.get("overlap_param_gather") == "true",
     }
 
 

@@ -236,15 +236,22 @@ TEST_CASE("emit: Megatron-LM overlaps the gradient reduction where the plan has 
   };
   CHECK(has(report::megatron_launch(e, p), "--overlap-grad-reduce"));
   CHECK_FALSE(has(report::megatron_launch(e, p), "--overlap-param-gather"));
-  // One rank per DP x CP group: nothing to reduce.
+  // The parameter all-gather behind the next forward only where the plan assumes it (ZeRO-1).
+  p.options.overlap_param_gather = true;
+  CHECK(p.options.zero_stage == 1);
+  CHECK(has(report::megatron_launch(e, p), "--overlap-param-gather"));
+  CHECK(has(report::megatron_launch(e, p), "--overlap-grad-reduce"));  // Megatron-LM asserts both
+  // One rank per DP x CP group: nothing to reduce or gather.
   p.mesh = Mesh{1, 8, 1, 2};
   e.training.global_batch_sequences = 32;
   CHECK_FALSE(has(report::megatron_launch(e, p), "--overlap-grad-reduce"));
+  CHECK_FALSE(has(report::megatron_launch(e, p), "--overlap-param-gather"));
   // Megatron-FSDP (ZeRO-2/3) reduces on its own schedule.
   p.mesh = Mesh{2, 8, 4, 2};
   e.training.global_batch_sequences = 64;
   p.options.zero_stage = 3;
   CHECK_FALSE(has(report::megatron_launch(e, p), "--overlap-grad-reduce"));
+  CHECK_FALSE(has(report::megatron_launch(e, p), "--overlap-param-gather"));
 }
 
 TEST_CASE("emit: every Megatron-LM flag of many plans is a flag of the pinned parser") {

@@ -550,3 +550,41 @@ TEST_CASE("tied embeddings with PP > 1: the first and last stage all-reduce the 
     CHECK(t.time.step_time_s <= u.time.step_time_s);
   }
 }
+
+TEST_CASE("overlap_param_gather: ZeRO-1's parameter all-gather behind the next step's first forward") {
+  // Megatron-LM --overlap-param-gather: the first bucket (here one layer's parameters) is waited
+  // for in full, every later one is gathered while the layer before it runs forward, taking its
+  // SM share of that layer or showing where it outlasts it.
+  Experiment e = test::llama_experiment(4096, 32);
+  e.cluster = test::a100_cluster(2);
+  e.cluster.overlap_sm_share = 0.15;
+  e.model.layers = 4;
+  const Mesh dp16 = test::mesh_of(16, 1, 1, 1);  // two nodes: the gather crosses them
+  ParallelOptions o;
+  o.zero_stage = 1;
+  REQUIRE(check_layout(e, dp16, o, 16).empty());
+  const Prediction after = predict(e, dp16, o);
+  ParallelOptions ov = o;
+  ov.overlap_param_gather = true;
+  const Prediction behind = predict(e, dp16, ov);
+  const double ag = after.time.zero_comm_exposed_s;
+  REQUIRE(ag > 0);
+  // Every layer forward (one micro-batch of 4096 tokens) outlasts its bucket here, so each later
+  // bucket shows only its SM share.
+  const double bucket = ag / 4.0;
+  CHECK(behind.time.zero_comm_exposed_s == doctest::Approx(bucket + 3.0 * e.cluster.overlap_sm_share * bucket));
+  CHECK(behind.time.zero_comm_exposed_s < ag);
+  CHECK(after.time.step_time_s - behind.time.step_time_s == doctest::Approx(ag - behind.time.zero_comm_exposed_s));
+  CHECK(behind.peak_memory_bytes == doctest::Approx(after.peak_memory_bytes));
+  // Nothing to gather: ZeRO 0 all-reduces, ZeRO 3 gathers every layer on its own schedule, and one
+  // DP x CP rank gathers nothing.
+  for (int zero : {0, 3}) {
+    ParallelOptions a = o, b = ov;
+    a.zero_stage = b.zero_stage = zero;
+    CHECK(predict(e, dp16, b).time.step_time_s == doctest::Approx(predict(e, dp16, a).time.step_time_s));
+  }
+  e.model.layers = 4;
+  e.training.global_batch_sequences = 2;
+  const Mesh one = test::mesh_of(1, 1, 1, 1);
+  CHECK(predict(e, one, ov).time.step_time_s == doctest::Approx(predict(e, one, o).time.step_time_s));
+}
