@@ -27,6 +27,11 @@ awk '/^  collectives_inter_node:/ { block = 1; print; next }
      block && /^    / { sub(/\{max: [0-9.]+,/, "{max: 0.08,"); print; next }
      { block = 0; print }' configs/clusters/jean_zay_a100_80gb.yaml > "$JZ"
 [ "$(grep -c '{max: 0.08, half_mib: 0}' "$JZ")" = 3 ] || { echo "corpus_heldout.sh: could not restore the published 0.08 in $JZ" >&2; exit 1; }
+# llm-foundry's H100 runs used its Triton FlashAttention kernel: the H100 profile's measured
+# backward curves (PyTorch SDPA's attention backward, cuBLAS backward GEMMs on an H200) are of other
+# kernels, so that fit starts from one curve per family (the forward ones) and fits them.
+H1="$OUT/dgx_h100_one_curve.yaml"
+sed '/^  attention_backward:/d; /^  matmul_backward:/d' "$OUT/dgx_h100_kernels.yaml" > "$H1"
 row() {  # label, profile out, fit args...
   local label=$1 out=$2; shift 2
   "$RP" fit "$@" -o "$OUT/$out.yaml" --format json | python3 -c '
@@ -65,6 +70,10 @@ row "B200 FP8 GEMM (NeMo), 5-fold, training scales" b200_fp8_nemo $V/nemo_long_s
 row "H100 Grand Teton (torchtitan FP8 + bf16), 5-fold, training scales" gt_scales $V/torchtitan_h100_fp8 $V/torchtitan_h100_bf16 --cluster "$OUT/grand_teton_h100_kernels.yaml" "${SCALES[@]}"
 row "H100 Grand Teton FP8 GEMM (torchtitan), 5-fold" gt_fp8 $V/torchtitan_h100_fp8 --cluster "$OUT/grand_teton_h100_kernels.yaml"
 row "H100 Grand Teton bf16 (torchtitan), 2-fold" gt_bf16 $V/torchtitan_h100_bf16 --folds 2 --cluster "$OUT/grand_teton_h100_kernels.yaml"
+row "A100 llm-foundry (Composer FSDP, Triton FlashAttention), 5-fold" llmf_a100 $V/llm_foundry_a100
+row "A100, Korthikanti + torchtitan + llm-foundry, 5-fold" a100_three $V/korthikanti2022 $V/torchtitan_a100 $V/llm_foundry_a100
+row "A100, fit on Korthikanti + torchtitan, llm-foundry held out" a100_hold_llmf $V/korthikanti2022 $V/torchtitan_a100 $V/llm_foundry_a100 --holdout llm_foundry_a100
+row "H100 llm-foundry bf16 (Composer FSDP, Triton FlashAttention), 5-fold, one curve per family" llmf_h100 $V/llm_foundry_h100 --cluster "$H1"
 row "A100 Jean Zay (BigScience layout search), 5-fold, inter-node collectives fitted (--free)" jean_zay $V/bigscience_tr11_prequel --cluster "$JZ" --free collectives_inter_node
 row "A100 Jean Zay (BigScience layout search), 5-fold, inter-node collectives alone (shipped)" jean_zay_network $V/bigscience_tr11_prequel --cluster "$JZ" --fix matmul attention memory_bandwidth --free collectives_inter_node
 echo

@@ -62,6 +62,17 @@ TEST_CASE("shipped models match their published architectures") {
       {"bloom_prequel_l82_h13312_a64", 82, 13312, 64, 64, 13312/64, 4 * 13312, 250880, false, true, 0.1},
       {"bloom_prequel_l84_h13312_a64", 84, 13312, 64, 64, 13312/64, 4 * 13312, 250880, false, true, 0.1},
       {"bloom_prequel_l96_h12288_a64", 96, 12288, 64, 64, 12288/64, 4 * 12288, 250880, false, true, 0.1},
+      // MosaicML llm-foundry's MPT models (scripts/train/yamls/pretrain/mpt-*.yaml @ b2a43a147: d_model,
+      // n_heads, n_layers, expansion_ratio 4, vocab 50368; modeling_mpt.py: tied, GELU, no dropout).
+      {"mpt_125m", 12, 768, 12, 12, 768/12, 4 * 768, 50368, false, true, 0.0},
+      {"mpt_350m", 24, 1024, 16, 16, 1024/16, 4 * 1024, 50368, false, true, 0.0},
+      {"mpt_760m", 24, 1536, 12, 12, 1536/12, 4 * 1536, 50368, false, true, 0.0},
+      {"mpt_1b", 24, 2048, 16, 16, 2048/16, 4 * 2048, 50368, false, true, 0.0},
+      {"mpt_3b", 32, 2560, 20, 20, 2560/20, 4 * 2560, 50368, false, true, 0.0},
+      {"mpt_7b", 32, 4096, 32, 32, 4096/32, 4 * 4096, 50368, false, true, 0.0},
+      {"mpt_13b", 40, 5120, 40, 40, 5120/40, 4 * 5120, 50368, false, true, 0.0},
+      {"mpt_30b", 48, 7168, 56, 56, 7168/56, 4 * 7168, 50368, false, true, 0.0},
+      {"mpt_70b", 80, 8192, 64, 64, 8192/64, 4 * 8192, 50368, false, true, 0.0},
   };
   for (const Row& r : rows) {
     INFO(r.file);
