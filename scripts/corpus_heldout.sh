@@ -73,6 +73,7 @@ row "H100 Grand Teton bf16 (torchtitan), 2-fold" gt_bf16 $V/torchtitan_h100_bf16
 row "A100 llm-foundry (Composer FSDP, Triton FlashAttention), 5-fold" llmf_a100 $V/llm_foundry_a100
 row "A100, Korthikanti + torchtitan + llm-foundry, 5-fold" a100_three $V/korthikanti2022 $V/torchtitan_a100 $V/llm_foundry_a100
 row "A100, fit on Korthikanti + torchtitan, llm-foundry held out" a100_hold_llmf $V/korthikanti2022 $V/torchtitan_a100 $V/llm_foundry_a100 --holdout llm_foundry_a100
+row "A100 40GB llm-foundry (Composer FSDP, Triton FlashAttention, 8-128 GPUs), 5-fold" llmf_a100_40gb $V/llm_foundry_a100_40gb
 row "H100 llm-foundry bf16 (Composer FSDP, Triton FlashAttention), 5-fold, one curve per family" llmf_h100 $V/llm_foundry_h100 --cluster "$H1"
 row "A100 Jean Zay (BigScience layout search), 5-fold, inter-node collectives fitted (--free)" jean_zay $V/bigscience_tr11_prequel --cluster "$JZ" --free collectives_inter_node
 row "A100 Jean Zay (BigScience layout search), 5-fold, inter-node collectives alone (shipped)" jean_zay_network $V/bigscience_tr11_prequel --cluster "$JZ" --fix matmul attention memory_bandwidth --free collectives_inter_node

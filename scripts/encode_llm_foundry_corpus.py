@@ -3,17 +3,16 @@
 
 Source: mosaicml/llm-foundry scripts/train/benchmarking/README.md at commit
 495218376830947dce625efabc4d86be7c47cc45 (its tables are unchanged since b2a43a147, 2023-10-19,
-"Update_pretrain_benchmarks"), sections "H100 80GB BF16" and "A100 80GB with 1600 Gbps node-node
-interconnect (RoCE)". Model shapes: scripts/train/yamls/pretrain/mpt-*.yaml and
+"Update_pretrain_benchmarks"), sections "H100 80GB BF16", "A100 80GB with 1600 Gbps node-node
+interconnect (RoCE)" and "A100 40GB with 1600 Gbps node-node interconnect (RoCE)". Model shapes: scripts/train/yamls/pretrain/mpt-*.yaml and
 llmfoundry/models/mpt/configuration_mpt.py at b2a43a147.
 
 Usage: python3 scripts/encode_llm_foundry_corpus.py README.md [REPO_ROOT]
   README.md: the file above at that commit (git show 495218376:scripts/train/benchmarking/README.md)
-  REPO_ROOT: this repository (default: the script's parent folder); writes configs/models/mpt_*.yaml,
-  configs/validation/llm_foundry_a100/ and configs/validation/llm_foundry_h100/ (each emptied first).
+  REPO_ROOT: this repository (default: the script's parent folder); writes configs/models/mpt_*.yaml
+  and configs/validation/llm_foundry_{a100,a100_40gb,h100}/ (each emptied first).
 
-Every row of the two sections is encoded except the A100 table's FP8 and A100 40GB sections (not
-read). Each row's NumParams is checked against the MPT parameter count of its shape (with biases,
+Every row of the three sections is encoded; the H100 FP8 section is not read. Each row's NumParams is checked against the MPT parameter count of its shape (with biases,
 tied embeddings and learned position embeddings of max_seq_len rows) before anything is written:
 exit status 1 on any mismatch or unreadable row.
 """
@@ -40,6 +39,7 @@ SHAPES = {
 SECTIONS = {
     "## H100 80GB BF16": ("h100", "dgx_h100"),
     "## A100 80GB with 1600 Gbps node-node interconnect (RoCE)": ("a100", "dgx_a100_80gb"),
+    "## A100 40GB with 1600 Gbps node-node interconnect (RoCE)": ("a100_40gb", "dgx_a100_40gb"),
 }
 
 
@@ -113,8 +113,9 @@ HEADER = """# MosaicML llm-foundry MPT training benchmark, mosaicml/llm-foundry
 #    parameters and reduced in bf16 (composer/trainer/mosaic_fsdp_utils.py get_mixed_precision:
 #    DEFAULT sets reduce_dtype = precision, buffer_dtype float32, param_dtype unset); the model
 #    gathers 2 and reduces 4 bytes per parameter instead: the same 6 bytes per parameter of FSDP
-#    traffic per micro-batch. Precision bf16 with MP Mode PURE (the 70B rows): bf16 parameters in
-#    the forward and backward, float32 sharded master copy (`mixed_precision: master_weights`).
+#    traffic per micro-batch. Precision bf16 with MP Mode PURE (every A100 40GB row, the A100 80GB
+#    70B rows): bf16 parameters gathered for the forward and backward, bf16 gradient reduction, a
+#    float32 sharded master copy (`mixed_precision: master_weights`).
 #  * Optimizer decoupled_adamw (the mpt-*.yaml files): Adam. Gradient clipping by norm at 1.0.
 #  * Attention: llm-foundry's attn_impl triton (the Triton FlashAttention kernel), `attention: flash`.
 #  * Loss: loss_fn fused_crossentropy (flash-attn's fused cross-entropy, modeling_mpt.py):
@@ -128,9 +129,12 @@ HEADER = """# MosaicML llm-foundry MPT training benchmark, mosaicml/llm-foundry
 """
 CLUSTER_NOTE = {
     "a100": "configs/clusters/dgx_a100_80gb.yaml (8 A100 80GB SXM per node on NVSwitch; the section's\n#    1600 Gbps per node = 200 Gb/s per GPU between nodes, the profile's inter-node link).",
+    "a100_40gb": "configs/clusters/dgx_a100_40gb.yaml (8 A100 40GB SXM per node on NVSwitch; the\n#    section's 1600 Gbps per node = 200 Gb/s per GPU between nodes).",
     "h100": "configs/clusters/dgx_h100.yaml (8 H100 80GB SXM per node on NVSwitch). The section does\n#    not name the network between nodes (rows with more than 8 GPUs): ASSUMED the profile's 400 Gb/s\n#    per GPU.",
 }
-SECTION_TITLE = {"h100": "H100 80GB BF16", "a100": "A100 80GB with 1600 Gbps node-node interconnect (RoCE)"}
+SECTION_TITLE = {"h100": "H100 80GB BF16", "a100": "A100 80GB with 1600 Gbps node-node interconnect (RoCE)",
+                 "a100_40gb": "A100 40GB with 1600 Gbps node-node interconnect (RoCE)"}
+GENERATIONS = ("a100", "a100_40gb", "h100")
 
 
 def main():
@@ -192,7 +196,7 @@ published:
     if bad:
         print(f"{bad} problem(s); nothing written")
         return 1
-    for gen in ("a100", "h100"):
+    for gen in GENERATIONS:
         out = os.path.join(root, "configs", "validation", f"llm_foundry_{gen}")
         shutil.rmtree(out, ignore_errors=True)
         os.makedirs(out)
@@ -203,8 +207,9 @@ published:
         with open(os.path.join(root, "configs", "validation", f"llm_foundry_{gen}", name + ".yaml"), "w",
                   encoding="utf-8") as f:
             f.write(text)
-    counts = {g: sum(1 for v in cases.values() if v[0] == g) for g in ("a100", "h100")}
-    print(f"wrote {len(SHAPES)} models, {counts['a100']} A100 and {counts['h100']} H100 cases")
+    counts = {g: sum(1 for v in cases.values() if v[0] == g) for g in GENERATIONS}
+    print(f"wrote {len(SHAPES)} models, {counts['a100']} A100 80GB, {counts['a100_40gb']} A100 40GB and "
+          f"{counts['h100']} H100 cases")
     return 0
 
 

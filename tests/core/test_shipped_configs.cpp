@@ -108,6 +108,15 @@ TEST_CASE("every shipped cluster loads and datasheet peaks and links are as cite
   CHECK(a100.peak_flops_per_s_bf16 == doctest::Approx(312e12));
   CHECK(a100.intra_node.bandwidth_bytes_per_s == doctest::Approx(300e9));
   CHECK(a100.inter_node.bandwidth_bytes_per_s == doctest::Approx(25e9));  // 8 x 200 Gb/s per 8 GPUs
+  // The 40GB A100 differs only in memory (40 GB HBM2 at 1,555 GB/s, datasheet).
+  ClusterConfig a100_40 = load_cluster(source("configs/clusters/dgx_a100_40gb.yaml"));
+  CHECK(a100_40.memory_bytes == doctest::Approx(40.0 * 1024 * 1024 * 1024));
+  CHECK(a100_40.memory_bandwidth_bytes_per_s == doctest::Approx(1555e9));
+  CHECK(a100_40.peak_flops_per_s_bf16 == a100.peak_flops_per_s_bf16);
+  CHECK(a100_40.intra_node.bandwidth_bytes_per_s == a100.intra_node.bandwidth_bytes_per_s);
+  CHECK(a100_40.inter_node.bandwidth_bytes_per_s == a100.inter_node.bandwidth_bytes_per_s);
+  CHECK(a100_40.matmul.max_efficiency == a100.matmul.max_efficiency);
+  CHECK(a100_40.attention.max_efficiency == a100.attention.max_efficiency);
   ClusterConfig h100 = load_cluster(source("configs/clusters/dgx_h100.yaml"));
   CHECK(h100.peak_flops_per_s_bf16 == doctest::Approx(989e12));
   CHECK(h100.memory_bandwidth_bytes_per_s == doctest::Approx(3.35e12));
