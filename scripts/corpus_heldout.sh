@@ -27,11 +27,6 @@ awk '/^  collectives_inter_node:/ { block = 1; print; next }
      block && /^    / { sub(/\{max: [0-9.]+,/, "{max: 0.08,"); print; next }
      { block = 0; print }' configs/clusters/jean_zay_a100_80gb.yaml > "$JZ"
 [ "$(grep -c '{max: 0.08, half_mib: 0}' "$JZ")" = 3 ] || { echo "corpus_heldout.sh: could not restore the published 0.08 in $JZ" >&2; exit 1; }
-# llm-foundry's H100 runs used its Triton FlashAttention kernel: the H100 profile's measured
-# backward curves (PyTorch SDPA's attention backward, cuBLAS backward GEMMs on an H200) are of other
-# kernels, so that fit starts from one curve per family (the forward ones) and fits them.
-H1="$OUT/dgx_h100_one_curve.yaml"
-sed '/^  attention_backward:/d; /^  matmul_backward:/d' "$OUT/dgx_h100_kernels.yaml" > "$H1"
 row() {  # label, profile out, fit args...
   local label=$1 out=$2; shift 2
   "$RP" fit "$@" -o "$OUT/$out.yaml" --format json | python3 -c '
@@ -74,7 +69,7 @@ row "A100 llm-foundry (Composer FSDP, Triton FlashAttention), 5-fold" llmf_a100 
 row "A100, Korthikanti + torchtitan + llm-foundry, 5-fold" a100_three $V/korthikanti2022 $V/torchtitan_a100 $V/llm_foundry_a100
 row "A100, fit on Korthikanti + torchtitan, llm-foundry held out" a100_hold_llmf $V/korthikanti2022 $V/torchtitan_a100 $V/llm_foundry_a100 --holdout llm_foundry_a100
 row "A100 40GB llm-foundry (Composer FSDP, Triton FlashAttention, 8-128 GPUs), 5-fold" llmf_a100_40gb $V/llm_foundry_a100_40gb
-row "H100 llm-foundry bf16 (Composer FSDP, Triton FlashAttention), 5-fold, one curve per family" llmf_h100 $V/llm_foundry_h100 --cluster "$H1"
+row "H100 llm-foundry bf16 (Composer FSDP, Triton FlashAttention), 5-fold, training scales on the measured kernel curves" llmf_h100 $V/llm_foundry_h100 --cluster "$OUT/dgx_h100_kernels.yaml" "${SCALES[@]}"
 row "A100 Jean Zay (BigScience layout search), 5-fold, inter-node collectives fitted (--free)" jean_zay $V/bigscience_tr11_prequel --cluster "$JZ" --free collectives_inter_node
 row "A100 Jean Zay (BigScience layout search), 5-fold, inter-node collectives alone (shipped)" jean_zay_network $V/bigscience_tr11_prequel --cluster "$JZ" --fix matmul attention memory_bandwidth --free collectives_inter_node
 echo
