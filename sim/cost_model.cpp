@@ -791,9 +791,9 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
         const double bucket = ag / buckets;
         t.zero_comm_exposed_s = bucket + (buckets - 1.0) * overlapped_exposed_s(bucket, layer_fwd_compute, c.overlap_sm_share);
       }
-    }
-    else if (opt.zero_stage >= 3)
+    } else if (opt.zero_stage >= 3) {
       t.zero_comm_exposed_s = m * zero3_per_mb + zero3_first;
+    }
   }
 
   // Optimizer step: memory-bound over this device's shard of the master weights.

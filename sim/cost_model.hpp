@@ -46,7 +46,7 @@ struct TimeBreakdown {
                                        // cp_comm allgather: its all-gathers and reduce-scatters (not overlapped)
   double tp_comm_s = 0;                // all-reduce or RS+AG (sequence parallel), not overlapped
   double dp_comm_exposed_s = 0;        // DPxCP gradient reduction not hidden behind backward
-  double zero_comm_exposed_s = 0;      // ZeRO-3 parameter all-gathers not hidden
+  double zero_comm_exposed_s = 0;      // ZeRO parameter all-gathers not hidden (1/2: after the step; 3: per layer)
   double pp_comm_s = 0;                // PP send/recv of activations; tied embeddings: the first and
                                        // last stage's embedding-gradient all-reduce
   double pp_bubble_s = 0;              // (PP-1)/(v*m) of the busy time
