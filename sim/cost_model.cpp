@@ -457,14 +457,36 @@ LayerTimes layer_times(const LayerShape& x, const ClusterConfig& c, double peak,
       // reduce-scatter of their input gradients (overlapped with the weight-gradient GEMM).
       const double ag = group_collective_s(CollectiveKind::all_gather, n, tp_per_node, bytes, c),
                    rs = group_collective_s(CollectiveKind::reduce_scatter, n, tp_per_node, bytes, c);
-      // tp_overlap pipelined (Transformer Engine userbuffers): the forward all-gathers overlap
-      // the GEMMs they feed (QKV, fc1), the reduce-scatters the GEMMs they follow (out, fc2),
-      // chunk by chunk; the backward's all-gathers of output gradients overlap their data-gradient
-      // GEMMs (out, fc2) the same way.
+      // tp_overlap pipelined (Transformer Engine userbuffers, PyTorch's async TP): the forward
+      // all-gathers overlap the GEMMs they feed (QKV, fc1), the reduce-scatters the GEMMs they
+      // follow (out, fc2), and the backward's all-gathers of output gradients their data-gradient
+      // GEMMs (out, fc2), by cutting each of those GEMMs into one chunk per TP rank's shard of the
+      // tokens (PyTorch torch/distributed/_symmetric_memory/__init__.py
+      // _pipelined_all_gather_and_consume / _pipelined_produce_and_all2all: the gathered tensor's
+      // chunks, one per rank; Transformer Engine's ring-exchange all-gather likewise). So:
+      //  * each cut GEMM runs as TP GEMMs of 1/TP of its rows, at that size's efficiency;
+      //  * an all-gather's first chunk is the rank's own shard, so its transfers hide behind the
+      //    chunks' GEMMs (at their SM share) except where they outlast them;
+      //  * a reduce-scatter's chunk k is sent while chunk k + 1 computes; the last chunk's share
+      //    of the reduce-scatter has no GEMM left to hide behind.
       if (overlap == TpOverlap::pipelined) {
-        lt.tp_fwd_s = overlapped_exposed_s(ag, lt.fwd_qkv_s, share) + overlapped_exposed_s(ag, lt.fwd_mlp_up_s, share) +
-                      overlapped_exposed_s(rs, lt.fwd_out_s, share) + overlapped_exposed_s(rs, lt.fwd_mlp_down_s, share);
-        lt.tp_bwd_exposed_s = overlapped_exposed_s(ag, lt.fwd_out_s, share) + overlapped_exposed_s(ag, lt.fwd_mlp_down_s, share);
+        const double k = static_cast<double>(n);
+        auto cut = [&](double flops) { return k * gr.seconds(flops / k); };
+        auto cut_backward = [&](double flops) { return k * gr.backward_seconds(flops / k); };
+        const double qkv_c = cut(g.qkv), out_c = cut(g.out), up_c = cut(g.mlp_up), down_c = cut(g.mlp_down);
+        const double out_dgrad_c = cut_backward(g.out), down_dgrad_c = cut_backward(g.mlp_down);
+        lt.gemm_fwd_s += (qkv_c - qkv) + (out_c - out) + (up_c - up) + (down_c - down);
+        lt.gemm_bwd_s += (out_dgrad_c - out_b) + (down_dgrad_c - down_b);
+        lt.fwd_qkv_s = qkv_c;
+        lt.fwd_out_s = out_c;
+        lt.fwd_mlp_up_s = up_c;
+        lt.fwd_mlp_down_s = down_c;
+        auto rs_behind = [&](double comm, double gemm) {
+          return comm / k + overlapped_exposed_s(comm * (k - 1.0) / k, gemm * (k - 1.0) / k, share);
+        };
+        lt.tp_fwd_s = overlapped_exposed_s(ag, qkv_c, share) + overlapped_exposed_s(ag, up_c, share) +
+                      rs_behind(rs, out_c) + rs_behind(rs, down_c);
+        lt.tp_bwd_exposed_s = overlapped_exposed_s(ag, out_dgrad_c, share) + overlapped_exposed_s(ag, down_dgrad_c, share);
       } else {
         lt.tp_fwd_s = 2.0 * (ag + rs);
         lt.tp_bwd_exposed_s = 2.0 * ag;
