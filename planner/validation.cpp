@@ -67,13 +67,15 @@ std::string refusal_reason(const ConfigError& err, const std::string& case_path)
 std::string case_name(const Experiment& e) { return e.name.empty() ? e.path : e.name; }
 
 // The job a case measures, without its layout: cases with the same key differ only in mesh and
-// options, so their measured throughputs rank layouts of one job.
-std::string ranking_key(const Experiment& e, const std::string& metric) {
+// options, so their measured throughputs rank layouts of one job. Cases of different source
+// folders are different measurement campaigns (software versions, dates, machines' set-up) and are
+// not ranked against each other: the folder ends the key.
+std::string ranking_key(const Experiment& e, const std::string& metric, const std::string& source_folder) {
   const TrainingConfig& t = e.training;
   const int64_t gpus = e.mesh ? e.mesh->world_size() : 0;
-  return fmt::format("{} on {} x {}, seq {}, batch {}, {}{}{}, {}", e.model.name, gpus, e.cluster.name, t.seq_len,
+  return fmt::format("{} on {} x {}, seq {}, batch {}, {}{}{}, {} ({})", e.model.name, gpus, e.cluster.name, t.seq_len,
                      t.global_batch_sequences, to_string(t.dtype), t.fp8 ? "+fp8" : "", t.causal ? "" : ", full mask",
-                     metric);
+                     metric, source_folder);
 }
 
 // Ranks (1 = smallest) with ties given their average rank.
@@ -191,7 +193,7 @@ std::vector<ValidationRow> validate_case(const Experiment& e) {
     row.mesh = mesh;
     row.source = pub.source;
     row.source_folder = std::filesystem::path(e.path).parent_path().filename().string();
-    row.ranking_group = ranking_key(e, c.metric);
+    row.ranking_group = ranking_key(e, c.metric, row.source_folder);
     row.time_metric = c.time_metric;
     row.higher_is_better = std::string_view(c.metric) != "step_time_s";
     row.fits = p.fits;

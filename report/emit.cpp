@@ -628,6 +628,25 @@ TorchtitanConfig torchtitan_config(const Experiment& e, const sim::Prediction& p
           "TP without sequence parallelism is not expressible in v0.2.2: its tensor parallel plan always shards "
           "norms along the sequence (sequence parallel)");
     }
+    // tp_overlap: torchtitan's vanilla TP (DTensor) runs no TP collective behind a GEMM (`none`);
+    // async TP, an Inductor pass under torch.compile, pipelines the sequence-parallel all-gathers
+    // and reduce-scatters with their matmuls (`pipelined`). Written either way, so that a base
+    // config's own setting does not decide it (compile.enable_async_tensor_parallel at main,
+    // parallelism.enable_async_tensor_parallel in v0.2.2; both need compile).
+    const bool async_tp = o.tp_overlap == TpOverlap::pipelined && !e.training.eager_elementwise;
+    set(py ? "compile" : "parallelism", "enable_async_tensor_parallel", async_tp);
+    if (o.tp_overlap == TpOverlap::pipelined && e.training.eager_elementwise) {
+      out.notes.push_back(
+          "tp_overlap pipelined needs torch.compile in torchtitan (async TP is an Inductor pass), which the plan's "
+          "eager element-wise ops turn off: TP runs vanilla, slower than the plan (plan with elementwise fused, or "
+          "with tp_overlap none)");
+    }
+    if (o.tp_overlap == TpOverlap::backward) {
+      out.notes.push_back(
+          "tp_overlap backward (Megatron-LM's asynchronous backward collectives): torchtitan's vanilla TP runs none "
+          "of its TP collectives behind a GEMM, so it should run somewhat slower than predicted (plan with "
+          "tp_overlap none for vanilla TP, or pipelined for async TP)");
+    }
   }
   set("parallelism", "context_parallel_degree", mesh.cp);
   if (mesh.cp > 1) {
@@ -822,8 +841,8 @@ TorchtitanConfig torchtitan_config(const Experiment& e, const sim::Prediction& p
   if (!e.training.causal) out.notes.push_back("non-causal attention: torchtitan's llama3 model is always causal");
   if (py && std::string(flavor.name) == "405B") {
     out.notes.push_back(
-        "the base config llama3_405b also turns on torch.compile with async TP and Float8 linear layers (torchtitan's "
-        "recipe); the plan's cost model assumes neither");
+        "the base config llama3_405b also turns on Float8 linear layers (torchtitan's recipe), which this config "
+        "leaves as the base sets them (training.fp8 is not written); compile and async TP are set from the plan");
   }
   return out;
 }

@@ -481,8 +481,17 @@ LayerTimes layer_times(const LayerShape& x, const ClusterConfig& c, double peak,
         lt.fwd_out_s = out_c;
         lt.fwd_mlp_up_s = up_c;
         lt.fwd_mlp_down_s = down_c;
+        // The chunks' partial sums are reduced on the compute side, not inside a collective
+        // kernel: PyTorch's matmul-reduce-scatter copies each chunk's unreduced output to its
+        // owner and sums the TP partials there (_fused_matmul_reduce_scatter_impl's final sum),
+        // Transformer Engine's ring exchange adds each arriving partial to the next chunk's
+        // output; either way the unreduced T x h output is read once and the rank's T/TP x h
+        // written, at memory bandwidth, with no GEMM left to hide behind.
+        const double reduce_bytes = bytes * (1.0 + 1.0 / k);
+        const double mem_bw = achieved_memory_bandwidth_bytes_per_s(c);
+        const double reduce_s = mem_bw > 0 ? reduce_bytes / mem_bw : 0.0;
         auto rs_behind = [&](double comm, double gemm) {
-          return comm / k + overlapped_exposed_s(comm * (k - 1.0) / k, gemm * (k - 1.0) / k, share);
+          return comm / k + overlapped_exposed_s(comm * (k - 1.0) / k, gemm * (k - 1.0) / k, share) + reduce_s;
         };
         lt.tp_fwd_s = overlapped_exposed_s(ag, qkv_c, share) + overlapped_exposed_s(ag, up_c, share) +
                       rs_behind(rs, out_c) + rs_behind(rs, down_c);

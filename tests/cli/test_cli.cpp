@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <string>
@@ -721,6 +722,16 @@ TEST_CASE("validate: the shipped validation cases all load and predict") {
   CHECK(j["by_source"].contains("korthikanti2022"));
   // Korthikanti's pairs (full recompute vs selective + SP on the same mesh) are ranking groups.
   CHECK(j["ranking"]["group_count"].get<int64_t>() >= 4);
+  // A group never mixes source folders (measurement campaigns): the same job measured by two
+  // sources (torchtitan's 70B FSDP 32 x TP 8 float8 of December 2024 and of June 2025) is two groups.
+  std::map<std::string, std::string> folder_of;
+  for (const auto& c : j["cases"])
+    folder_of[c["name"].get<std::string>()] = fs::path(c["path"].get<std::string>()).parent_path().filename().string();
+  for (const auto& g : j["ranking"]["groups"]) {
+    std::set<std::string> folders;
+    for (const auto& n : g["cases"]) folders.insert(folder_of[n.get<std::string>()]);
+    CHECK_MESSAGE(folders.size() == 1, g["key"].get<std::string>());
+  }
   for (const auto& g : j["ranking"]["groups"]) {
     CHECK(g["cases"].size() >= 2);
     CHECK(g["pick_regret_pct"].get<double>() >= 0.0);

@@ -937,3 +937,39 @@ TEST_CASE("emit: torchtitan interleaved stages where PP x v does not divide the 
   CHECK(value_of(l.args, "--pipeline-model-parallel-layout") == "Et*2|t*3|t*3|t*3|t*3|t*3|t*3|t*3|t*3|t*2|t*2|t*2L");
   check_flags_exist(l);
 }
+
+TEST_CASE("emit: tp_overlap is torchtitan's async TP, written either way, with notes where it cannot match") {
+  for (const auto target : {report::TorchtitanTarget::python, report::TorchtitanTarget::toml}) {
+    INFO(report::to_string(target));
+    const char* section = target == report::TorchtitanTarget::python ? "compile" : "parallelism";
+    Experiment e = hand_made_experiment();
+    sim::Prediction p = hand_made_plan();  // TP 8 with sequence parallelism, fused element-wise ops
+    REQUIRE(p.mesh.tp > 1);
+    p.options.tp_overlap = TpOverlap::pipelined;
+    auto c = report::torchtitan_config(e, p, target);
+    check_keys_exist(c);
+    CHECK(std::get<bool>(*setting(c, section, "enable_async_tensor_parallel")));
+    CHECK_FALSE(has_note(c, "tp_overlap"));
+    // Vanilla TP is `none`: written off, nothing to note.
+    p.options.tp_overlap = TpOverlap::none;
+    c = report::torchtitan_config(e, p, target);
+    CHECK_FALSE(std::get<bool>(*setting(c, section, "enable_async_tensor_parallel")));
+    CHECK_FALSE(has_note(c, "tp_overlap"));
+    // Megatron-LM's asynchronous backward collectives have no torchtitan setting.
+    p.options.tp_overlap = TpOverlap::backward;
+    c = report::torchtitan_config(e, p, target);
+    CHECK_FALSE(std::get<bool>(*setting(c, section, "enable_async_tensor_parallel")));
+    CHECK(has_note(c, "tp_overlap backward"));
+    // Async TP is an Inductor pass: without compile (eager element-wise ops) it stays off.
+    p.options.tp_overlap = TpOverlap::pipelined;
+    e.training.eager_elementwise = true;
+    c = report::torchtitan_config(e, p, target);
+    CHECK_FALSE(std::get<bool>(*setting(c, section, "enable_async_tensor_parallel")));
+    CHECK(has_note(c, "tp_overlap pipelined needs torch.compile"));
+    // TP 1: no TP, no setting.
+    p.mesh = Mesh{2, 1, 4, 2};
+    CHECK_FALSE(setting(report::torchtitan_config(hand_made_experiment(), p, target), section,
+                        "enable_async_tensor_parallel")
+                    .has_value());
+  }
+}

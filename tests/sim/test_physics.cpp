@@ -588,3 +588,39 @@ TEST_CASE("overlap_param_gather: ZeRO-1's parameter all-gather behind the next s
   const Mesh one = test::mesh_of(1, 1, 1, 1);
   CHECK(predict(e, one, ov).time.step_time_s == doctest::Approx(predict(e, one, o).time.step_time_s));
 }
+
+TEST_CASE("tp_overlap pipelined: chunked GEMMs, the last chunk's reduce-scatter and the partial sums") {
+  // Micro-pipelined TP (PyTorch's async TP, Transformer Engine's userbuffers) cuts each
+  // overlapped GEMM into one chunk per TP rank: QKV, out, fc1, fc2 in the forward and the data
+  // gradients of out and fc2 in the backward run as TP GEMMs of 1/TP of the rows, at that size's
+  // efficiency. Everything else of the layer is the same as with `backward`.
+  Experiment e = test::llama_experiment(8192, 8);
+  e.model.layers = 2;
+  ParallelOptions o;
+  o.sequence_parallel = true;
+  const Mesh tp8 = test::mesh_of(1, 8, 1, 1);
+  o.tp_overlap = TpOverlap::backward;
+  const Prediction b = predict(e, tp8, o);
+  o.tp_overlap = TpOverlap::pipelined;
+  REQUIRE(check_layout(e, tp8, o, 8).empty());
+  const Prediction p = predict(e, tp8, o);
+  const LayerGemmFlops g = layer_gemm_flops(make_layer_shape(e.model, e.training, tp8, o));
+  const double peak = e.cluster.peak_flops_per_s(e.training.dtype);
+  auto t = [&](double flops) { return flops / (peak * e.cluster.matmul.at(flops)); };
+  auto cut = [&](double flops) { return 8.0 * t(flops / 8.0) - t(flops); };
+  const double m = static_cast<double>(p.micro_batches), layers = 2.0;
+  CHECK(p.time.forward_compute_s - b.time.forward_compute_s ==
+        doctest::Approx(m * layers * (cut(g.qkv) + cut(g.out) + cut(g.mlp_up) + cut(g.mlp_down))));
+  CHECK(p.time.backward_compute_s - b.time.backward_compute_s ==
+        doctest::Approx(m * layers * (cut(g.out) + cut(g.mlp_down))));
+  // Each forward reduce-scatter leaves its last chunk's share exposed plus the compute-side sum of
+  // the partials (the T x h output read, its T/8 x h shard written), so pipelined never hides all of
+  // the forward's TP traffic even with free overlap (no SM share).
+  e.cluster.overlap_sm_share = 0.0;
+  const Prediction free_overlap = predict(e, tp8, o);
+  const double act = 8192.0 * double(e.model.hidden) * 2.0;
+  const double rs = group_collective_s(CollectiveKind::reduce_scatter, 8, 8, act, e.cluster);
+  const double sum_s = act * (1.0 + 1.0 / 8.0) / achieved_memory_bandwidth_bytes_per_s(e.cluster);
+  CHECK(free_overlap.time.tp_comm_s >= m * layers * 2.0 * (rs / 8.0 + sum_s));
+  CHECK(free_overlap.time.tp_comm_s < b.time.tp_comm_s);
+}
