@@ -487,9 +487,7 @@ LayerTimes layer_times(const LayerShape& x, const ClusterConfig& c, double peak,
         // Transformer Engine's ring exchange adds each arriving partial to the next chunk's
         // output; either way the unreduced T x h output is read once and the rank's T/TP x h
         // written, at memory bandwidth, with no GEMM left to hide behind.
-        const double reduce_bytes = bytes * (1.0 + 1.0 / k);
-        const double mem_bw = achieved_memory_bandwidth_bytes_per_s(c);
-        const double reduce_s = mem_bw > 0 ? reduce_bytes / mem_bw : 0.0;
+        const double reduce_s = bw > 0 ? bytes * (1.0 + 1.0 / k) / bw : 0.0;
         auto rs_behind = [&](double comm, double gemm) {
           return comm / k + overlapped_exposed_s(comm * (k - 1.0) / k, gemm * (k - 1.0) / k, share) + reduce_s;
         };
