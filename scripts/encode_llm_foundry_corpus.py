@@ -17,7 +17,6 @@ tied embeddings and learned position embeddings of max_seq_len rows) before anyt
 exit status 1 on any mismatch or unreadable row.
 """
 import os
-import re
 import shutil
 import sys
 
