@@ -119,6 +119,12 @@ struct ModelConfig {
   // passes it to the framework (Megatron-LM --rotary-base), since it changes the model trained.
   // 10000 is RoPE's original value (Su et al. 2021) and Megatron-LM's default; Llama 3 uses 500000.
   int64_t rope_base = 10000;
+  // How positions enter the model, YAML position_embedding: rope | learned (default rope).
+  // rope: rotary embedding applied to Q and K in every layer (Llama, Megatron-LM's GPT); under
+  // eager element-wise ops its products are charged in time (sim::layer_elementwise_bytes).
+  // learned: a position table added to the token embedding once, before the first layer (GPT-2,
+  // MPT with learned_pos_emb): nothing per layer.
+  bool rope = true;
 };
 
 // Achieved fraction of peak as a function of problem size: eff(x) = max * x / (x + half),
@@ -331,6 +337,13 @@ struct TrainingConfig {
   // float32 gradient from nll_loss and the float32 gradient it writes, 12 bytes per logit; 16
   // under TP, where PyTorch's loss_parallel computes it (sim::unfused_cross_entropy_bytes_per_logit).
   bool unfused_cross_entropy = false;
+  // `cross_entropy: fused_16bit`: one kernel over the 16-bit logits with no float32 copy,
+  // flash-attn's CrossEntropyLoss (xentropy_cuda_lib, llm-foundry's fused_crossentropy): it saves
+  // the logits and their per-row log-sum-exp and writes a 16-bit gradient in the backward
+  // (inplace_backward false), so its peak is 2e bytes per logit (the fused loss: e + 4); in time
+  // it reads the logits twice forward (row max, then the sum of exponentials) and reads them and
+  // writes the gradient backward: 2e each way. Never with unfused_cross_entropy.
+  bool cross_entropy_16bit = false;
   // How ZeRO-3 (options.zero_stage 3) holds the gathered parameters, YAML training.fsdp: flat |
   // per_parameter (default flat). flat: views of the gathered flat buffer (FSDP1's flat
   // parameters, DeepSpeed ZeRO-3, Megatron-FSDP, this project's runtime). per_parameter:
@@ -355,8 +368,9 @@ struct TrainingConfig {
   // (torch.autocast; Hugging Face Trainer's bf16/fp16 runs it): each op casts its weights to
   // `dtype` (cast once per step and held until the backward: the 2-byte weights term) and its
   // inputs; the float32 parameters are the master copy and the gradients are float32 (2 + 4 + 12
-  // = 18 bytes per parameter with Adam); the residual stream stays float32, and each norm saves
-  // its float32 input and output beside the 16-bit cast the next linear layer saves
+  // = 18 bytes per parameter with Adam); the residual stream stays float32, and an eager norm saves
+  // its float32 input and output beside the 16-bit cast the next linear layer saves, a fused one its
+  // float32 input and that cast (low_precision_norm: neither float32 tensor)
   // (sim::layer_activation_bytes); the loop's zero_grad(set_to_none=True) (PyTorch's default)
   // frees the gradients, which the backward allocates again, so the loss's peak holds none
   // (sim::predict's peak). Needs a 16-bit dtype.
@@ -374,10 +388,21 @@ struct TrainingConfig {
   // How the RMSNorm runs under eager element-wise ops, YAML training.norm: fused | eager
   // (default: eager with `elementwise: eager`, else fused). eager: torchtitan's RMSNorm or
   // torch.nn.RMSNorm's composite, one kernel per op (upcast, pow, mean, rsqrt, mul, cast back,
-  // weight); fused: one kernel (torchtitan's fused_rmsnorm, apex, Transformer Engine). Only time
-  // depends on it (sim::layer_elementwise_bytes); `norm: eager` needs `elementwise: eager`
-  // (torch.compile and the fused frameworks fuse the norm).
+  // weight); fused: one kernel (torchtitan's fused_rmsnorm, apex, Transformer Engine). Time
+  // depends on it (sim::layer_elementwise_bytes), and memory under autocast (an eager norm keeps its
+  // float32 output too: sim::layer_activation_bytes); `norm: eager` needs `elementwise: eager`
+  // (torch.compile and the fused frameworks fuse the norm). `norm: low_precision`: below.
   bool eager_norm = false;
+  // `norm: low_precision`: one fused kernel run in the 16-bit `dtype` under autocast, its input
+  // cast down first (llm-foundry's LPLayerNorm / low_precision_layernorm: _cast_if_autocast_enabled,
+  // then F.layer_norm with autocast off). Each norm saves the 16-bit copy of its input and its
+  // 16-bit output, which the next linear layer saves as is (2e per element, no float32 tensor
+  // kept), where a fused float32 norm under autocast saves its float32 input and the next linear
+  // layer its e-byte cast (4 + e). In time: the input's cast down (4 + e) and a 16-bit norm (2e
+  // forward, 3e backward) instead of a float32 norm and autocast's cast of its output
+  // (sim::layer_activation_bytes, sim::layer_elementwise_bytes). Without autocast the same as
+  // fused. Never with eager_norm.
+  bool low_precision_norm = false;
   // FP8 linear layers, YAML training.fp8 (default false): the transformer blocks' GEMMs (QKV,
   // attention output, MLP up and down; forward, data and weight gradient) run in FP8 with
   // per-tensor scaling, as Transformer Engine runs them under Megatron-LM / NeMo (--fp8-format

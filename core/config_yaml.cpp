@@ -436,7 +436,7 @@ YAML::Node load_document(const std::string& path, const char* what) {
 
 const std::vector<std::string> kModelKeys{"name",       "layers",    "hidden", "heads",           "kv_heads", "head_dim",
                                           "ffn_hidden", "gated_mlp", "vocab",  "tied_embeddings", "dropout",
-                                          "rope_base"};
+                                          "rope_base", "position_embedding"};
 const std::vector<std::string> kClusterKeys{
     "name",          "peak_tflops", "memory_gib", "memory_reserved_gib", "memory_bandwidth_gbps",
     "gpus_per_node", "nodes",       "intra_node", "inter_node",          "efficiency"};
@@ -644,6 +644,7 @@ ModelConfig model_from_yaml(const YAML::Node& node, const std::string& file, con
     m.dropout = r.get_real("dropout", kProbabilityRange);
   }
   if (r.has("rope_base")) m.rope_base = r.get_count("rope_base", kMaxSize);
+  if (r.has("position_embedding")) m.rope = !r.get_choice("position_embedding", "rope", "learned");
   // Grouped-query attention: each KV head serves heads/kv_heads query heads.
   if (m.kv_heads > m.heads) r.fail("kv_heads", fmt::format("must be <= heads ({}), got {}", m.heads, m.kv_heads));
   if (m.heads % m.kv_heads != 0)
@@ -819,7 +820,15 @@ TrainingConfig training_from_yaml(const YAML::Node& node, const std::string& fil
   t.optimizer = r.get_enum<Optimizer>("optimizer", parse_optimizer, optimizer_names());
   t.causal = r.has("causal") ? r.get_bool("causal") : true;
   if (r.has("grad_accumulation_dtype")) t.fp32_grad_accumulation = r.get_choice("grad_accumulation_dtype", "same", "fp32");
-  if (r.has("cross_entropy")) t.unfused_cross_entropy = r.get_choice("cross_entropy", "fused", "unfused");
+  if (r.has("cross_entropy")) {
+    const std::string ce = r.get_string("cross_entropy");
+    if (ce != "fused" && ce != "unfused" && ce != "fused_16bit")
+      r.fail("cross_entropy", fmt::format("must be one of fused, unfused, fused_16bit; got '{}'", ce));
+    t.unfused_cross_entropy = ce == "unfused";
+    t.cross_entropy_16bit = ce == "fused_16bit";
+    if (t.cross_entropy_16bit && t.dtype == DType::fp32)
+      r.fail("cross_entropy", "fused_16bit reads 16-bit logits: it needs dtype bf16 or fp16, got fp32");
+  }
   if (r.has("fsdp")) t.fsdp_per_parameter = r.get_choice("fsdp", "flat", "per_parameter");
   if (r.has("pp_schedule")) t.pytorch_pp_schedule = r.get_choice("pp_schedule", "megatron", "pytorch");
   if (r.has("fp8")) {
@@ -852,7 +861,11 @@ TrainingConfig training_from_yaml(const YAML::Node& node, const std::string& fil
   if (r.has("elementwise")) t.eager_elementwise = r.get_choice("elementwise", "fused", "eager");
   t.eager_norm = t.eager_elementwise;
   if (r.has("norm")) {
-    t.eager_norm = r.get_choice("norm", "fused", "eager");
+    const std::string norm = r.get_string("norm");
+    if (norm != "fused" && norm != "eager" && norm != "low_precision")
+      r.fail("norm", fmt::format("must be one of fused, eager, low_precision; got '{}'", norm));
+    t.eager_norm = norm == "eager";
+    t.low_precision_norm = norm == "low_precision";
     if (t.eager_norm && !t.eager_elementwise)
       r.fail("norm", "norm: eager needs elementwise: eager (with fused element-wise ops the norm is fused too); "
                      "leave norm out or set elementwise: eager");
@@ -1085,6 +1098,7 @@ void write_model(YAML::Emitter& out, const ModelConfig& m) {
   out << YAML::Key << "tied_embeddings" << YAML::Value << m.tied_embeddings;
   emit_double(out, "dropout", m.dropout);
   out << YAML::Key << "rope_base" << YAML::Value << m.rope_base;
+  if (!m.rope) out << YAML::Key << "position_embedding" << YAML::Value << "learned";
   out << YAML::EndMap;
 }
 
@@ -1172,6 +1186,7 @@ void write_training(YAML::Emitter& out, const TrainingConfig& t) {
   out << YAML::Key << "causal" << YAML::Value << t.causal;
   if (t.fp32_grad_accumulation) out << YAML::Key << "grad_accumulation_dtype" << YAML::Value << "fp32";
   if (t.unfused_cross_entropy) out << YAML::Key << "cross_entropy" << YAML::Value << "unfused";
+  if (t.cross_entropy_16bit) out << YAML::Key << "cross_entropy" << YAML::Value << "fused_16bit";
   if (t.fsdp_per_parameter) out << YAML::Key << "fsdp" << YAML::Value << "per_parameter";
   if (t.pytorch_pp_schedule) out << YAML::Key << "pp_schedule" << YAML::Value << "pytorch";
   if (t.grad_accumulation != (t.autocast ? GradAccumulation::inplace : GradAccumulation::fused))
@@ -1179,7 +1194,10 @@ void write_training(YAML::Emitter& out, const TrainingConfig& t) {
   if (t.fp8) out << YAML::Key << "fp8" << YAML::Value << true;
   if (t.autocast) out << YAML::Key << "mixed_precision" << YAML::Value << "autocast";
   if (t.eager_elementwise) out << YAML::Key << "elementwise" << YAML::Value << "eager";
-  if (t.eager_elementwise && !t.eager_norm) out << YAML::Key << "norm" << YAML::Value << "fused";
+  if (t.low_precision_norm)
+    out << YAML::Key << "norm" << YAML::Value << "low_precision";
+  else if (t.eager_elementwise && !t.eager_norm)
+    out << YAML::Key << "norm" << YAML::Value << "fused";
   if (t.clip_grad != 1.0) emit_double(out, "clip_grad", t.clip_grad);
   if (t.documents) {
     const DocumentSpec& d = *t.documents;

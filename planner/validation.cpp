@@ -8,6 +8,7 @@
 #include <climits>
 #include <cmath>
 #include <cstdint>
+#include <set>
 #include <string_view>
 #include <utility>
 #include <filesystem>
@@ -197,6 +198,8 @@ std::vector<ValidationRow> validate_case(const Experiment& e) {
     row.time_metric = c.time_metric;
     row.higher_is_better = std::string_view(c.metric) != "step_time_s";
     row.fits = p.fits;
+    row.peak_memory_bytes = p.memory.peak_bytes;
+    row.capacity_bytes = p.capacity_bytes;
     row.options = e.options;
     rows.push_back(std::move(row));
   }
@@ -359,6 +362,14 @@ std::string metric_text(std::string_view metric, double v) {
 
 }  // namespace
 
+std::vector<size_t> rows_predicted_not_to_fit(const ValidationReport& r) {
+  std::vector<size_t> out;
+  std::set<std::string> seen;  // one entry per case file, not per published metric
+  for (size_t i = 0; i < r.rows.size(); ++i)
+    if (!r.rows[i].fits && seen.insert(r.rows[i].path).second) out.push_back(i);
+  return out;
+}
+
 std::string validation_text(const ValidationReport& r) {
   size_t name_w = 4, mesh_w = 4, metric_w = 6;
   for (const auto& x : r.rows) {
@@ -382,6 +393,14 @@ std::string validation_text(const ValidationReport& r) {
     for (const auto& x : r.refused) s += fmt::format("  {}: {}\n", x.path, x.reason);
   }
   if (!r.skipped.empty()) s += fmt::format("skipped {} files without a `published:` block\n", r.skipped.size());
+  // Every case is a run that was measured, so it fit its GPUs: a prediction that does not fit
+  // over-counts memory (a planner would refuse a layout that runs).
+  const std::vector<size_t> over = rows_predicted_not_to_fit(r);
+  s += fmt::format("\nmeasured runs predicted not to fit: {} of {}\n", over.size(), r.cases);
+  for (size_t i : over)
+    s += fmt::format("  {}: predicted {:.2f} GiB, the GPUs have {:.2f} GiB ({:+.1f} %)\n", r.rows[i].name,
+                     r.rows[i].peak_memory_bytes / units::gib_bytes, r.rows[i].capacity_bytes / units::gib_bytes,
+                     100.0 * (r.rows[i].peak_memory_bytes / r.rows[i].capacity_bytes - 1.0));
 
   // Where the error sits: by source (bias = mean signed error in each metric's own unit), and by
   // TP degree (time metrics in throughput terms: + means predicted faster than measured).
@@ -459,6 +478,12 @@ nlohmann::json validation_json(const ValidationReport& r) {
                       {"pick_regret_pct", g.pick_regret_pct},
                       {"heuristic_regret_pct", g.heuristic_regret_pct}});
   }
+  nlohmann::json not_fitting = nlohmann::json::array();
+  for (size_t i : rows_predicted_not_to_fit(r))
+    not_fitting.push_back({{"name", r.rows[i].name},
+                           {"path", r.rows[i].path},
+                           {"predicted_peak_gib", r.rows[i].peak_memory_bytes / units::gib_bytes},
+                           {"capacity_gib", r.rows[i].capacity_bytes / units::gib_bytes}});
   const RankingSummary sum = ranking_summary(r.ranking);
   nlohmann::json ranking{{"groups", std::move(groups)},
                          {"group_count", static_cast<int64_t>(r.ranking.size())},
@@ -473,6 +498,7 @@ nlohmann::json validation_json(const ValidationReport& r) {
           {"time_by_tp", std::move(by_tp)},
           {"ranking", std::move(ranking)},
           {"refused", std::move(refused)},
+          {"predicted_not_to_fit", std::move(not_fitting)},
           {"mean_abs_error_pct", r.mean_abs_error_pct},
           {"max_abs_error_pct", r.max_abs_error_pct},
           {"case_count", r.cases},

@@ -49,6 +49,8 @@ struct ValidationRow {
   bool time_metric = false;  // the metric depends on the step time (all but the two peak memories)
   bool higher_is_better = true;  // false for step_time_s
   bool fits = true;          // the prediction fits the device memory (the heuristic baseline needs it)
+  double peak_memory_bytes = 0;  // predicted peak per device of the case's layout
+  double capacity_bytes = 0;     // the device memory it is compared with
   ParallelOptions options;   // the case's options (the heuristic breaks no ties on them)
 };
 
@@ -140,6 +142,9 @@ ValidationReport validate_paths(const std::vector<std::string>& paths,
 // Mean and max |error_pct| of rows (0 when empty), by_source, time_by_tp and ranking.
 void summarize(ValidationReport& r);
 
+// Rows (one per case file) whose layout the cost model predicts not to fit its GPUs. Every case
+// is a measured run, which fit: each of these over-counts memory.
+std::vector<size_t> rows_predicted_not_to_fit(const ValidationReport& r);
 std::string validation_text(const ValidationReport& r);
 // {schema_version (kJsonSchemaVersion),
 //  cases: [{name, metric, predicted, published, error_pct, path, mesh: {dp, tp, cp, pp}, source}],

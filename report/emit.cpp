@@ -177,6 +177,16 @@ MegatronLaunch megatron_launch(const Experiment& e, const sim::Prediction& p) {
         "training.cross_entropy unfused: Megatron-LM's vocab_parallel_cross_entropy works in place (fused); this "
         "launch needs less loss memory than the plan assumed");
   }
+  if (e.training.cross_entropy_16bit) {
+    out.notes.push_back(
+        "training.cross_entropy fused_16bit: Megatron-LM's vocab_parallel_cross_entropy makes a float32 copy of the "
+        "logits (e + 4 bytes per logit, not 2e); this launch needs more loss memory than the plan assumed");
+  }
+  if (e.training.low_precision_norm) {
+    out.notes.push_back(
+        "training.norm low_precision: Megatron-LM's norms are Transformer Engine's or apex's fused kernels; the "
+        "launch runs them as its own");
+  }
   if (e.training.autocast) {
     out.notes.push_back(
         "training.mixed_precision autocast: Megatron-LM keeps 16-bit weights beside a float32 master copy and a "
@@ -564,11 +574,17 @@ TorchtitanConfig torchtitan_config(const Experiment& e, const sim::Prediction& p
         "(compile.components defaults to model and loss), which fuses the cross-entropy the plan counts op by op; "
         "its memory and time fall below the plan's");
   }
+  if (e.training.low_precision_norm) {
+    out.notes.push_back(
+        "training.norm low_precision is not expressible: torchtitan's norms are torch.nn.RMSNorm in the model's "
+        "parameter dtype");
+  }
   if (e.training.eager_elementwise && !e.training.unfused_cross_entropy) {
     out.notes.push_back(
-        "training.cross_entropy fused: torchtitan's loss is PyTorch's cross_entropy over logits.float() "
-        "(12 bytes per logit at its backward, not the fused loss's e + 4); plan with cross_entropy: unfused to "
-        "predict its memory");
+        std::string("training.cross_entropy ") + (e.training.cross_entropy_16bit ? "fused_16bit" : "fused") +
+        ": torchtitan's loss is PyTorch's cross_entropy over logits.float() (12 bytes per logit at its backward, "
+        "not the fused loss's " + (e.training.cross_entropy_16bit ? "2e" : "e + 4") +
+        "); plan with cross_entropy: unfused to predict its memory");
   }
   if (e.training.grad_accumulation == GradAccumulation::fused && m > 1) {
     out.notes.push_back(

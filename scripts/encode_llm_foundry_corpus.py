@@ -80,7 +80,9 @@ def model_yaml(size):
 # {SHAPE_COMMIT} (d_model {d}, n_heads {heads}, n_layers {layers}, expansion_ratio 4, vocab_size {VOCAB}).
 # From llmfoundry/models/mpt/configuration_mpt.py and modeling_mpt.py at the same commit: multi-head
 # attention (kv_heads = heads), GELU MLP of 4 x d_model (not gated), output layer tied to the input
-# embedding (logits = wte(hidden, unembed=True)), no dropout (attn_pdrop, resid_pdrop, emb_pdrop 0).
+# embedding (logits = wte(hidden, unembed=True)), no dropout (attn_pdrop, resid_pdrop, emb_pdrop 0),
+# positions from a learned table added to the token embedding (learned_pos_emb True, alibi False:
+# no RoPE, `position_embedding: learned`).
 # Not represented here (no FLOPs in the blocks' GEMMs): the biases of every linear layer and
 # LayerNorm (no_bias False) and the learned position embedding (max_seq_len x d_model); the
 # README's NumParams column equals layers * (12 d^2 + 13 d) + vocab * d + max_seq_len * d + 2 d for
@@ -95,6 +97,7 @@ ffn_hidden: {4 * d}
 gated_mlp: false
 vocab: {VOCAB}
 tied_embeddings: true
+position_embedding: learned
 """
 
 
@@ -117,10 +120,14 @@ HEADER = """# MosaicML llm-foundry MPT training benchmark, mosaicml/llm-foundry
 #    float32 sharded master copy (`mixed_precision: master_weights`).
 #  * Optimizer decoupled_adamw (the mpt-*.yaml files): Adam. Gradient clipping by norm at 1.0.
 #  * Attention: llm-foundry's attn_impl triton (the Triton FlashAttention kernel), `attention: flash`.
-#  * Loss: loss_fn fused_crossentropy (flash-attn's fused cross-entropy, modeling_mpt.py):
-#    `cross_entropy: fused`. No torch.compile (PyTorch 1.13 / 2.0 images): the GELU, residual adds and
-#    casts run as separate PyTorch ops (`elementwise: eager`); LayerNorm is one ATen kernel
-#    (low_precision_layernorm, F.layer_norm): `norm: fused`.
+#  * Loss: loss_fn fused_crossentropy (flash-attn's CrossEntropyLoss, modeling_mpt.py; flash-attn
+#    v1.0.3.post0 flash_attn/losses/cross_entropy.py: xentropy_cuda_lib over the 16-bit logits, saves
+#    them and writes a 16-bit gradient, no float32 copy): `cross_entropy: fused_16bit`. No
+#    torch.compile (PyTorch 1.13 / 2.0 images): the GELU, residual adds and casts run as separate
+#    PyTorch ops (`elementwise: eager`); the norms are low_precision_layernorm (LPLayerNorm,
+#    llmfoundry/models/layers/norm.py: the input cast to the autocast dtype, then one F.layer_norm
+#    with autocast off; submit_benchmarks.py sets norm_type low_precision_layernorm): `norm:
+#    low_precision`.
 #  * Activation Checkpointing True: Composer checkpoints every MPT block (`recompute: full`).
 #  * Throughput (T/s/GPU): Composer's speed monitor over a window of steady-state batches,
 #    tokens per second per GPU (`tokens_per_s_per_device`); MFU is a formula of it (not encoded).
@@ -176,7 +183,7 @@ def main():
         autocast = mp == "DEFAULT"
         training = (f"{{seq_len: {seq}, global_batch: {gbs}, dtype: bf16, optimizer: adam, causal: true, "
                     + ("mixed_precision: autocast, " if autocast else "grad_accumulation_dtype: fp32, ")
-                    + "cross_entropy: fused, elementwise: eager, norm: fused, fsdp: flat}")
+                    + "cross_entropy: fused_16bit, elementwise: eager, norm: low_precision, fsdp: flat}")
         text = HEADER.format(commit=COMMIT, section=SECTION_TITLE[gen], model=size, seq=seq, gpus=gpus, mb=mb,
                              ga=ga, gbs=gbs, prec=prec, mp=mp, shard=shard, ac=r["Activation Checkpointing"],
                              tps=tps, mfu=r["MFU"], cluster_note=CLUSTER_NOTE[gen])

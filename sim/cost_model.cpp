@@ -647,7 +647,7 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
   const double logits = logits_flops(x, vocab);
   const double out_gemm = gemm_s(logits, c, peak), out_gemm_bwd = gemm_backward_s(logits, c, peak);
   const double mem_bw = achieved_memory_bandwidth_bytes_per_s(c);
-  const LossBytes loss_bytes = loss_elementwise_bytes(x, vocab, train.unfused_cross_entropy);
+  const LossBytes loss_bytes = loss_elementwise_bytes(x, vocab, train.unfused_cross_entropy, train.cross_entropy_16bit);
   const double loss_fwd_s = mem_bw > 0 ? loss_bytes.forward / mem_bw : 0.0;
   const double loss_bwd_s = mem_bw > 0 ? loss_bytes.backward / mem_bw : 0.0;
   // Autocast (TrainingConfig::autocast) casts the output layer's float32 weight to 16 bits in
@@ -844,10 +844,12 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
   // fused: the logits plus the float32 copy the cross-entropy makes of 16-bit logits (Megatron's
   // vocab_parallel_cross_entropy calls .float(), then works in place; float32 logits are not
   // copied). unfused: float32 tensors of the logits' size at the loss backward, three on one
-  // device and four under TP (unfused_cross_entropy_bytes_per_logit).
+  // device and four under TP (unfused_cross_entropy_bytes_per_logit). fused_16bit: the saved
+  // 16-bit logits and the 16-bit gradient the backward writes (TrainingConfig::cross_entropy_16bit).
   const double logits_bytes =
       x.tokens() * (vocab / tp) *
       (train.unfused_cross_entropy ? unfused_cross_entropy_bytes_per_logit(mesh.tp)
+       : train.cross_entropy_16bit ? 2.0 * x.activation_bytes
                                    : x.activation_bytes + (x.activation_bytes < 4.0 ? 4.0 : 0.0));
   // The output layer's input is kept gathered where the loss runs as PyTorch's loss_parallel
   // (unfused cross-entropy under TP: torchtitan's DTensor output layer).

@@ -41,10 +41,12 @@ struct LayerShape {
   bool dropout = false;        // ModelConfig::dropout > 0 (Korthikanti's runs used 0.1; modern LLMs 0)
   double activation_bytes = 2; // bytes per activation element (training dtype)
   // TrainingConfig::autocast: the residual stream (layer inputs and outputs, norm inputs) is
-  // float32 and each norm saves its float32 output beside the 16-bit cast of it.
+  // float32; what each norm saves depends on how it runs (layer_activation_bytes).
   bool autocast = false;
   bool eager_elementwise = false;  // TrainingConfig::eager_elementwise
   bool eager_norm = false;         // TrainingConfig::eager_norm (counted only with eager_elementwise)
+  bool low_precision_norm = false; // TrainingConfig::low_precision_norm (differs from fused only under autocast)
+  bool rope = true;                // ModelConfig::rope: RoPE on Q and K in every layer
   double residual_bytes() const { return autocast ? 4.0 : activation_bytes; }
   // Packed documents (TrainingConfig::documents; core/documents.hpp document_attention_work for
   // this scheme and CP): the visible pairs with documents / without, and the slowest rank's
@@ -292,11 +294,12 @@ AttentionCoreBytes attention_core_elementwise_bytes(const LayerShape& x);
 // write the float32 softmax, read it back, write the logit gradient: tokens*(V/t)*(2*e + 8),
 // half each way. unfused (TrainingConfig::unfused_cross_entropy, PyTorch's F.cross_entropy over
 // logits.float()): op by op, tokens*(V/t)*(e + 20) forward and (e + 24) backward for 16-bit
-// logits (formulas.cpp).
+// logits (formulas.cpp). fused_16bit (TrainingConfig::cross_entropy_16bit, flash-attn's
+// CrossEntropyLoss): 2e each way.
 struct LossBytes {
   double forward = 0, backward = 0;
 };
-LossBytes loss_elementwise_bytes(const LayerShape& x, double vocab, bool unfused);
+LossBytes loss_elementwise_bytes(const LayerShape& x, double vocab, bool unfused, bool fused_16bit = false);
 // Bytes per logit of this rank's vocabulary slice at the peak of an unfused cross-entropy,
 // F.cross_entropy over logits.float() as torchtitan calls it (TrainingConfig::unfused_cross_entropy).
 // Its peak is the backward; the 16-bit logits are freed before it (torchtitan's train step

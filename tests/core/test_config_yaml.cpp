@@ -146,6 +146,25 @@ TEST_CASE("a model file loads with its values and optional defaults") {
   CHECK(m.dropout == 0.0);  // optional, default 0 (no dropout)
 }
 
+TEST_CASE("model position_embedding: rope (default) or learned, written back, others refused at the key") {
+  TempDir dir;
+  CHECK(load_model(dir.write("a.yaml", test::kModelYaml)).rope);
+  CHECK(load_model(dir.write("b.yaml", std::string(test::kModelYaml) + "position_embedding: rope\n")).rope);
+  const ModelConfig m = load_model(dir.write("c.yaml", std::string(test::kModelYaml) + "position_embedding: learned\n"));
+  CHECK_FALSE(m.rope);
+  YAML::Emitter out;
+  write_model(out, m);
+  CHECK_FALSE(load_model(dir.write("d.yaml", std::string(out.c_str()) + "\n")).rope);
+  try {
+    load_model(dir.write("e.yaml", std::string(test::kModelYaml) + "position_embedding: alibi\n"));
+    FAIL("accepted position_embedding: alibi");
+  } catch (const ConfigError& e) {
+    const std::string what = e.what();
+    CHECK_MESSAGE(what.find("e.yaml:") != std::string::npos, what);
+    CHECK_MESSAGE(what.find("must be one of rope, learned; got 'alibi'") != std::string::npos, what);
+  }
+}
+
 TEST_CASE("model dropout is an optional probability from 0 up to but excluding 1") {
   TempDir dir;
   CHECK(load_model(dir.write("a.yaml", std::string(test::kModelYaml) + "dropout: 0.1\n")).dropout == 0.1);
@@ -329,15 +348,14 @@ TEST_CASE("training: grad_accumulation_dtype fp32 or same (default), read and wr
                   ConfigError);
 }
 
-TEST_CASE("training: two-valued keys (cross_entropy, elementwise, fsdp) read with their default, written back, others refused at the key") {
+TEST_CASE("training: two-valued keys (elementwise, fsdp, pp_schedule) read with their default, written back, others refused at the key") {
   struct Key {
     const char* key;
     const char* off;  // the default
     const char* on;
     bool TrainingConfig::*field;
   };
-  for (const Key k : {Key{"cross_entropy", "fused", "unfused", &TrainingConfig::unfused_cross_entropy},
-                      Key{"elementwise", "fused", "eager", &TrainingConfig::eager_elementwise},
+  for (const Key k : {Key{"elementwise", "fused", "eager", &TrainingConfig::eager_elementwise},
                       Key{"fsdp", "flat", "per_parameter", &TrainingConfig::fsdp_per_parameter},
                       Key{"pp_schedule", "megatron", "pytorch", &TrainingConfig::pytorch_pp_schedule}}) {
     INFO(k.key);
@@ -378,6 +396,48 @@ TEST_CASE("training: norm follows elementwise unless set, fused written back, ea
                          "norm: eager needs elementwise: eager");
   CHECK_THROWS_AS(load_training(dir.write("y.yaml", test::kTrainingYaml + std::string("elementwise: eager\nnorm: apex\n"))),
                   ConfigError);
+}
+
+TEST_CASE("training: cross_entropy fused (default), unfused or fused_16bit, read and written back, others refused at the key") {
+  TempDir dir;
+  const TrainingConfig d = load_training(dir.write("t.yaml", test::kTrainingYaml));
+  CHECK_FALSE(d.unfused_cross_entropy);
+  CHECK_FALSE(d.cross_entropy_16bit);
+  for (const char* v : {"fused", "unfused", "fused_16bit"}) {
+    INFO(v);
+    const TrainingConfig t = load_training(dir.write("u.yaml", test::kTrainingYaml + std::string("cross_entropy: ") + v + "\n"));
+    CHECK(t.unfused_cross_entropy == (std::string(v) == "unfused"));
+    CHECK(t.cross_entropy_16bit == (std::string(v) == "fused_16bit"));
+    YAML::Emitter out;
+    write_training(out, t);
+    const TrainingConfig back = load_training(dir.write("v.yaml", std::string(out.c_str()) + "\n"));
+    CHECK(back.unfused_cross_entropy == t.unfused_cross_entropy);
+    CHECK(back.cross_entropy_16bit == t.cross_entropy_16bit);
+  }
+  check_training_refused(dir, "x.yaml", test::kTrainingYaml + std::string("cross_entropy: liger\n"),
+                         "must be one of fused, unfused, fused_16bit; got 'liger'");
+  std::string fp32 = test::kTrainingYaml;
+  fp32.replace(fp32.find("dtype: bf16"), 11, "dtype: fp32");
+  check_training_refused(dir, "y.yaml", fp32 + "cross_entropy: fused_16bit\n", "fused_16bit reads 16-bit logits");
+}
+
+TEST_CASE("training: norm low_precision read and written back, with or without eager element-wise ops") {
+  TempDir dir;
+  CHECK_FALSE(load_training(dir.write("t.yaml", test::kTrainingYaml)).low_precision_norm);
+  for (const std::string extra : {"", "elementwise: eager\n"}) {
+    INFO(extra);
+    const TrainingConfig t = load_training(dir.write("u.yaml", test::kTrainingYaml + extra + "norm: low_precision\n"));
+    CHECK(t.low_precision_norm);
+    CHECK_FALSE(t.eager_norm);
+    YAML::Emitter out;
+    write_training(out, t);
+    const TrainingConfig back = load_training(dir.write("v.yaml", std::string(out.c_str()) + "\n"));
+    CHECK(back.low_precision_norm);
+    CHECK_FALSE(back.eager_norm);
+    CHECK(back.eager_elementwise == t.eager_elementwise);
+  }
+  check_training_refused(dir, "x.yaml", test::kTrainingYaml + std::string("elementwise: eager\nnorm: rms\n"),
+                         "must be one of fused, eager, low_precision; got 'rms'");
 }
 
 TEST_CASE("training: mixed_precision master_weights (default) or autocast, read and written back, bad values refused at the key") {

@@ -82,6 +82,32 @@ TEST_CASE("validate_case: a case needs a mesh and a published metric") {
   CHECK_THROWS_WITH_AS(validate_case(e), doctest::Contains("published.step_time_s"), ConfigError);
 }
 
+TEST_CASE("validate_paths: measured runs predicted not to fit are listed once per case, with peak and capacity") {
+  TempDir tmp;
+  Experiment fits = a_case("fits", 1.0);
+  Experiment over = a_case("over", 1.0);  // the same run on a device with less memory than predicted
+  const sim::Prediction p = sim::predict(over, *over.mesh, over.options);
+  over.cluster.memory_bytes = 0.9 * p.peak_memory_bytes;
+  const std::string a = tmp.file("fits.yaml", experiment_to_yaml(fits));
+  const std::string b = tmp.file("over.yaml", experiment_to_yaml(over));
+  const ValidationReport r = validate_paths({a, b});
+  REQUIRE(r.cases == 2);
+  REQUIRE(r.rows.size() == 4);  // step time and peak memory each
+  const std::vector<size_t> idx = rows_predicted_not_to_fit(r);
+  REQUIRE(idx.size() == 1);
+  CHECK(r.rows[idx[0]].name == "over");
+  CHECK(r.rows[idx[0]].peak_memory_bytes == doctest::Approx(p.peak_memory_bytes));
+  CHECK(r.rows[idx[0]].capacity_bytes == doctest::Approx(0.9 * p.peak_memory_bytes).epsilon(1e-6));
+  const std::string text = validation_text(r);
+  CHECK(text.find("measured runs predicted not to fit: 1 of 2") != std::string::npos);
+  CHECK(text.find("over: predicted") != std::string::npos);
+  const auto j = validation_json(r);
+  REQUIRE(j["predicted_not_to_fit"].size() == 1);
+  CHECK(j["predicted_not_to_fit"][0]["name"] == "over");
+  CHECK(j["predicted_not_to_fit"][0]["predicted_peak_gib"].get<double>() ==
+        doctest::Approx(p.peak_memory_bytes / units::gib_bytes));
+}
+
 TEST_CASE("summarize: mean and max absolute error") {
   auto with_error = [](double error_pct) {
     ValidationRow x;

@@ -471,7 +471,7 @@ TEST_CASE("output block memory: Megatron's sequence-parallel output layer saves 
   CHECK(predict(e, one, o).memory.activations_bytes == Approx(unfused_one));
 }
 
-TEST_CASE("autocast: float32 residual stream and norm outputs in the activations, and no gradient at the loss's peak") {
+TEST_CASE("autocast: float32 residual stream and norm tensors in the activations, and no gradient at the loss's peak") {
   Experiment e = test::llama_experiment(4096, 1);
   e.training.fp32_grad_accumulation = true;
   const Mesh one = test::mesh_of(1, 1, 1, 1);
@@ -483,9 +483,24 @@ TEST_CASE("autocast: float32 residual stream and norm outputs in the activations
   e.training.autocast = true;
   x = make_layer_shape(e.model, e.training, one, o);
   REQUIRE(x.autocast);
-  // Each of the two norms: float32 input (4 for 2) and float32 output (4 more); the casts the
-  // linear layers save are the 2-byte tensors the model counted already.
-  CHECK(layer_activation_bytes(x).stored_bytes - master.stored_bytes == Approx(2 * (2 + 4) * T * h));
+  // A fused norm (F.layer_norm, which autocast runs in float32) saves its float32 input (4 for 2)
+  // and not its output; the casts the linear layers save are the 2-byte tensors counted already.
+  CHECK(layer_activation_bytes(x).stored_bytes - master.stored_bytes == Approx(2 * (4 - 2) * T * h));
+  // A norm in PyTorch ops (eager) also keeps its float32 output (4 more each).
+  e.training.eager_elementwise = e.training.eager_norm = true;
+  const LayerActivationBytes eager_master = layer_activation_bytes(make_layer_shape(e.model, e.training, one, o));
+  e.training.autocast = false;
+  const LayerActivationBytes eager_plain = layer_activation_bytes(make_layer_shape(e.model, e.training, one, o));
+  CHECK(eager_master.stored_bytes - eager_plain.stored_bytes == Approx(2 * (2 + 4) * T * h));
+  // A low-precision norm (llm-foundry's LPLayerNorm) keeps only 16-bit tensors: as without autocast.
+  e.training.autocast = true;
+  e.training.eager_norm = false;
+  e.training.low_precision_norm = true;
+  const LayerActivationBytes low = layer_activation_bytes(make_layer_shape(e.model, e.training, one, o));
+  e.training.autocast = false;
+  CHECK(low.stored_bytes == Approx(layer_activation_bytes(make_layer_shape(e.model, e.training, one, o)).stored_bytes));
+  e.training.autocast = true;
+  e.training.eager_elementwise = e.training.low_precision_norm = false;
   // Full recompute keeps the float32 layer input.
   o.recompute = Recompute::full;
   CHECK(layer_activation_bytes(make_layer_shape(e.model, e.training, one, o)).stored_bytes == Approx(4 * T * h));
@@ -569,6 +584,25 @@ TEST_CASE("eager element-wise time: every PyTorch op reads and writes its tensor
   b = layer_elementwise_bytes(make_layer_shape(e.model, e.training, mesh, o));
   CHECK(b.forward == Approx(T * (2 * (28 + 6 + 10) * h + 24 * (q + kv) / t + 4 * q / t + 10 * f / t)));
   CHECK(b.backward == Approx(T * (2 * (92 + 6 + 12) * h + 24 * (q + kv) / t + 4 * q / t + 18 * f / t)));
+  // A fused float32 norm under autocast: 2r = 8 / 3r = 12, and the cast of its output (6 both ways).
+  e.training.eager_norm = false;
+  b = layer_elementwise_bytes(make_layer_shape(e.model, e.training, mesh, o));
+  CHECK(b.forward == Approx(T * (2 * (8 + 6 + 10) * h + 24 * (q + kv) / t + 4 * q / t + 10 * f / t)));
+  CHECK(b.backward == Approx(T * (2 * (12 + 6 + 12) * h + 24 * (q + kv) / t + 4 * q / t + 18 * f / t)));
+  // A low-precision norm (llm-foundry's LPLayerNorm): the input's cast down (4 + 2) and a 16-bit
+  // norm (4 forward, 6 backward), no cast of its output: 10 / 12.
+  e.training.low_precision_norm = true;
+  b = layer_elementwise_bytes(make_layer_shape(e.model, e.training, mesh, o));
+  CHECK(b.forward == Approx(T * (2 * (10 + 10) * h + 24 * (q + kv) / t + 4 * q / t + 10 * f / t)));
+  CHECK(b.backward == Approx(T * (2 * (12 + 12) * h + 24 * (q + kv) / t + 4 * q / t + 18 * f / t)));
+  // Learned positions (added once before the layers): no RoPE in the layers.
+  e.model.rope = false;
+  b = layer_elementwise_bytes(make_layer_shape(e.model, e.training, mesh, o));
+  CHECK(b.forward == Approx(T * (2 * (10 + 10) * h + 4 * (q + kv) / t + 4 * q / t + 10 * f / t)));
+  CHECK(b.backward == Approx(T * (2 * (12 + 12) * h + 4 * (q + kv) / t + 4 * q / t + 18 * f / t)));
+  e.model.rope = true;
+  e.training.low_precision_norm = false;
+  e.training.eager_norm = true;
   // Eager always moves more than the fused kernels it stands for.
   e.training.autocast = false;
   e.training.fp32_grad_accumulation = false;
@@ -610,6 +644,10 @@ TEST_CASE("cross-entropy traffic: fused half each way, PyTorch's unfused log_sof
   b = loss_elementwise_bytes(x, V, true);
   CHECK(b.forward == Approx(22 * logits));
   CHECK(b.backward == Approx(26 * logits));
+  // fused_16bit (flash-attn's xentropy): two reads forward, a read and a 16-bit write backward.
+  b = loss_elementwise_bytes(x, V, false, true);
+  CHECK(b.forward == Approx(4 * logits));
+  CHECK(b.backward == Approx(4 * logits));
   // float32 logits need no upcast.
   LayerShape y = x;
   y.activation_bytes = 4;
@@ -624,6 +662,16 @@ TEST_CASE("cross-entropy traffic: fused half each way, PyTorch's unfused log_sof
   const Prediction pu = predict(e, one, o);
   CHECK(pu.time.forward_compute_s - pf.time.forward_compute_s == Approx((22 - 6) * logits / bw));
   CHECK(pu.time.backward_compute_s - pf.time.backward_compute_s == Approx((26 - 6) * logits / bw));
+  // fused_16bit in predict(): 4 instead of 6 bytes per logit each way in time, and at the loss's
+  // peak the 16-bit logits and their 16-bit gradient (4 bytes per logit) instead of the logits
+  // and their float32 copy (6).
+  e.training.unfused_cross_entropy = false;
+  e.training.cross_entropy_16bit = true;
+  const Prediction p16 = predict(e, one, o);
+  CHECK(pf.time.forward_compute_s - p16.time.forward_compute_s == Approx((6 - 4) * logits / bw));
+  CHECK(pf.time.backward_compute_s - p16.time.backward_compute_s == Approx((6 - 4) * logits / bw));
+  CHECK(pf.memory.logits_bytes == Approx(6 * logits));
+  CHECK(p16.memory.logits_bytes == Approx(4 * logits));
 }
 
 TEST_CASE("autocast time: weights cast to 16 bits every forward and their gradients back, .grad accumulated after the first micro-batch") {
