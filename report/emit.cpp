@@ -152,8 +152,14 @@ MegatronLaunch megatron_launch(const Experiment& e, const sim::Prediction& p) {
     a.push_back("--group-query-attention");
     add(a, "--num-query-groups", model.kv_heads);
   }
-  add(a, "--position-embedding-type", "rope");
-  add(a, "--rotary-base", model.rope_base);  // an int in Megatron's parser
+  if (model.rope) {
+    add(a, "--position-embedding-type", "rope");
+    add(a, "--rotary-base", model.rope_base);  // an int in Megatron's parser
+  } else {
+    // ModelConfig::rope false: a position table added to the embedding, Megatron's learned_absolute
+    // (max-position-embeddings x hidden, from seq_len below).
+    add(a, "--position-embedding-type", "learned_absolute");
+  }
   add(a, "--normalization", "RMSNorm");
   if (model.gated_mlp) {
     a.push_back("--swiglu");
@@ -527,7 +533,7 @@ const Flavor& find_flavor(const ModelConfig& m, TorchtitanTarget target) {
     if (target == TorchtitanTarget::toml && !f.in_toml_release) continue;
     if (m.layers == f.layers && m.hidden == f.hidden && m.heads == f.heads && m.kv_heads == f.kv_heads &&
         m.head_dim * m.heads == m.hidden && m.ffn_hidden == f.ffn_hidden && m.gated_mlp && m.vocab == kFlavorVocab &&
-        m.tied_embeddings == f.tied && m.rope_base == kFlavorRopeBase) {
+        m.tied_embeddings == f.tied && m.rope && m.rope_base == kFlavorRopeBase) {
       return f;
     }
     known += fmt::format("{}\"{}\" (layers {}, hidden {}, heads {}/{} kv, ffn {}, {})", known.empty() ? "" : "; ",
@@ -535,10 +541,11 @@ const Flavor& find_flavor(const ModelConfig& m, TorchtitanTarget target) {
   }
   throw bad_input(fmt::format(
       "emit torchtitan --target {}: model {} (layers {}, hidden {}, heads {}/{} kv, head_dim {}, ffn {}{}, vocab {}, "
-      "{} embeddings, rope_base {}) is none of torchtitan's llama3 flavors at {}; a flavor is Python code, not a "
-      "setting. Flavors (all SwiGLU, vocab {}, rope_base {}): {}",
+      "{} embeddings, {}) is none of torchtitan's llama3 flavors at {}; a flavor is Python code, not a "
+      "setting. Flavors (all SwiGLU, vocab {}, RoPE with rope_base {}): {}",
       to_string(target), m.name, m.layers, m.hidden, m.heads, m.kv_heads, m.head_dim, m.ffn_hidden,
-      m.gated_mlp ? " SwiGLU" : " non-gated", m.vocab, m.tied_embeddings ? "tied" : "untied", m.rope_base,
+      m.gated_mlp ? " SwiGLU" : " non-gated", m.vocab, m.tied_embeddings ? "tied" : "untied",
+      m.rope ? fmt::format("rope_base {}", m.rope_base) : std::string("learned positions"),
       target == TorchtitanTarget::toml ? kTorchtitanTomlVersion : kTorchtitanPythonCommit, kFlavorVocab,
       kFlavorRopeBase, known));
 }

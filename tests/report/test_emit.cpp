@@ -323,6 +323,11 @@ TEST_CASE("emit: Megatron-LM recompute, precision, dropout, non-gated MLP, uneve
   CHECK_FALSE(contains(l.args, "--untie-embeddings-and-output-weights"));
   CHECK(has_note(l, "non-gated MLP"));
   CHECK(has_note(l, "cp_scheme contiguous is not expressible"));
+  // Learned positions (MPT, GPT-2): Megatron's learned_absolute table, no rotary flags.
+  e.model.rope = false;
+  const auto learned = report::megatron_launch(e, p);
+  CHECK(value_of(learned.args, "--position-embedding-type") == "learned_absolute");
+  CHECK_FALSE(contains(learned.args, "--rotary-base"));
   CHECK(has_note(l, "uneven pipeline"));
   p.options.interleave = 2;  // 8 virtual stages of 30 layers: torchtitan's split, 3, 4 x 6, 3
   const auto lv = report::megatron_launch(e, p);
@@ -633,6 +638,10 @@ TEST_CASE("emit: torchtitan flavors by the names torchtitan defines") {
   e = hand_made_experiment();
   e.model.rope_base = 10000;  // same shape, different model
   CHECK_THROWS_AS(report::torchtitan_config(e, hand_made_plan(), report::TorchtitanTarget::python), Error);
+  e = hand_made_experiment();
+  e.model.rope = false;  // same shape, learned positions: not a llama3 flavor
+  CHECK_THROWS_WITH_AS(report::torchtitan_config(e, hand_made_plan(), report::TorchtitanTarget::python),
+                       doctest::Contains("learned positions"), Error);
 }
 
 TEST_CASE("emit: torchtitan notes and python-only settings") {
