@@ -12,6 +12,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <initializer_list>
 #include <map>
 #include <optional>
 #include <set>
@@ -284,11 +285,20 @@ class MapReader {
     return scalar_real(require(key), key_line(key), field(key), range);
   }
 
+  // A key with one of the named `values`, anything else refused with all of them.
+  std::string get_one_of(const std::string& key, std::initializer_list<const char*> values) const {
+    const std::string v = get_string(key);
+    std::string all;
+    for (const char* x : values) {
+      if (v == x) return v;
+      all += (all.empty() ? "" : ", ") + std::string(x);
+    }
+    fail(key, fmt::format("must be one of {}; got '{}'", all, v));
+  }
+
   // A key with two named values: true for `on`, false for `off`, anything else refused with both.
   bool get_choice(const std::string& key, const char* off, const char* on) const {
-    const std::string v = get_string(key);
-    if (v != off && v != on) fail(key, fmt::format("must be one of {}, {}; got '{}'", off, on, v));
-    return v == on;
+    return get_one_of(key, {off, on}) == on;
   }
 
   template <typename E>
@@ -821,9 +831,7 @@ TrainingConfig training_from_yaml(const YAML::Node& node, const std::string& fil
   t.causal = r.has("causal") ? r.get_bool("causal") : true;
   if (r.has("grad_accumulation_dtype")) t.fp32_grad_accumulation = r.get_choice("grad_accumulation_dtype", "same", "fp32");
   if (r.has("cross_entropy")) {
-    const std::string ce = r.get_string("cross_entropy");
-    if (ce != "fused" && ce != "unfused" && ce != "fused_16bit")
-      r.fail("cross_entropy", fmt::format("must be one of fused, unfused, fused_16bit; got '{}'", ce));
+    const std::string ce = r.get_one_of("cross_entropy", {"fused", "unfused", "fused_16bit"});
     t.unfused_cross_entropy = ce == "unfused";
     t.cross_entropy_16bit = ce == "fused_16bit";
     if (t.cross_entropy_16bit && t.dtype == DType::fp32)
@@ -861,9 +869,7 @@ TrainingConfig training_from_yaml(const YAML::Node& node, const std::string& fil
   if (r.has("elementwise")) t.eager_elementwise = r.get_choice("elementwise", "fused", "eager");
   t.eager_norm = t.eager_elementwise;
   if (r.has("norm")) {
-    const std::string norm = r.get_string("norm");
-    if (norm != "fused" && norm != "eager" && norm != "low_precision")
-      r.fail("norm", fmt::format("must be one of fused, eager, low_precision; got '{}'", norm));
+    const std::string norm = r.get_one_of("norm", {"fused", "eager", "low_precision"});
     t.eager_norm = norm == "eager";
     t.low_precision_norm = norm == "low_precision";
     if (t.eager_norm && !t.eager_elementwise)

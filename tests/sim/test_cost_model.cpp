@@ -566,40 +566,35 @@ TEST_CASE("eager element-wise time: every PyTorch op reads and writes its tensor
   // Per layer: two norms (eager 36 / 92 bytes per hidden element) and two residual adds (6 / 6);
   // RoPE 20 per Q and K element both ways; the attention output's copy 4; repeat_kv's GQA copies
   // 4 per Q and per K element both ways; SwiGLU 10 / 18.
+  // `hidden_fwd` / `hidden_bwd`: bytes per hidden element of one norm and one residual add (twice
+  // per layer); `rope`: bytes per Q and K element, both ways.
+  auto check = [&](double hidden_fwd, double hidden_bwd, double rope) {
+    const LayerElementwiseBytes b = layer_elementwise_bytes(make_layer_shape(e.model, e.training, mesh, o));
+    CHECK(b.forward == Approx(T * (2 * hidden_fwd * h + (rope + 4) * (q + kv) / t + 4 * q / t + 10 * f / t)));
+    CHECK(b.backward == Approx(T * (2 * hidden_bwd * h + (rope + 4) * (q + kv) / t + 4 * q / t + 18 * f / t)));
+  };
   e.training.eager_elementwise = true;
   e.training.eager_norm = true;
-  LayerElementwiseBytes b = layer_elementwise_bytes(make_layer_shape(e.model, e.training, mesh, o));
-  CHECK(b.forward == Approx(T * (2 * (36 + 6) * h + 24 * (q + kv) / t + 4 * q / t + 10 * f / t)));
-  CHECK(b.backward == Approx(T * (2 * (92 + 6) * h + 24 * (q + kv) / t + 4 * q / t + 18 * f / t)));
+  check(36 + 6, 92 + 6, 20);
   // A fused norm (torchtitan's fused_rmsnorm) under eager ops: 2e / 3e per hidden element.
   e.training.eager_norm = false;
-  b = layer_elementwise_bytes(make_layer_shape(e.model, e.training, mesh, o));
-  CHECK(b.forward == Approx(T * (2 * (4 + 6) * h + 24 * (q + kv) / t + 4 * q / t + 10 * f / t)));
-  CHECK(b.backward == Approx(T * (2 * (6 + 6) * h + 24 * (q + kv) / t + 4 * q / t + 18 * f / t)));
+  check(4 + 6, 6 + 6, 20);
   // Autocast: float32 residual (norm 28 / 92, residual add 10 / 12) and the cast of each norm's
   // float32 output for its linear layer (6 both ways).
   e.training.eager_norm = true;
   e.training.autocast = true;
   e.training.fp32_grad_accumulation = true;
-  b = layer_elementwise_bytes(make_layer_shape(e.model, e.training, mesh, o));
-  CHECK(b.forward == Approx(T * (2 * (28 + 6 + 10) * h + 24 * (q + kv) / t + 4 * q / t + 10 * f / t)));
-  CHECK(b.backward == Approx(T * (2 * (92 + 6 + 12) * h + 24 * (q + kv) / t + 4 * q / t + 18 * f / t)));
+  check(28 + 6 + 10, 92 + 6 + 12, 20);
   // A fused float32 norm under autocast: 2r = 8 / 3r = 12, and the cast of its output (6 both ways).
   e.training.eager_norm = false;
-  b = layer_elementwise_bytes(make_layer_shape(e.model, e.training, mesh, o));
-  CHECK(b.forward == Approx(T * (2 * (8 + 6 + 10) * h + 24 * (q + kv) / t + 4 * q / t + 10 * f / t)));
-  CHECK(b.backward == Approx(T * (2 * (12 + 6 + 12) * h + 24 * (q + kv) / t + 4 * q / t + 18 * f / t)));
+  check(8 + 6 + 10, 12 + 6 + 12, 20);
   // A low-precision norm (llm-foundry's LPLayerNorm): the input's cast down (4 + 2) and a 16-bit
   // norm (4 forward, 6 backward), no cast of its output: 10 / 12.
   e.training.low_precision_norm = true;
-  b = layer_elementwise_bytes(make_layer_shape(e.model, e.training, mesh, o));
-  CHECK(b.forward == Approx(T * (2 * (10 + 10) * h + 24 * (q + kv) / t + 4 * q / t + 10 * f / t)));
-  CHECK(b.backward == Approx(T * (2 * (12 + 12) * h + 24 * (q + kv) / t + 4 * q / t + 18 * f / t)));
+  check(10 + 10, 12 + 12, 20);
   // Learned positions (added once before the layers): no RoPE in the layers.
   e.model.rope = false;
-  b = layer_elementwise_bytes(make_layer_shape(e.model, e.training, mesh, o));
-  CHECK(b.forward == Approx(T * (2 * (10 + 10) * h + 4 * (q + kv) / t + 4 * q / t + 10 * f / t)));
-  CHECK(b.backward == Approx(T * (2 * (12 + 12) * h + 4 * (q + kv) / t + 4 * q / t + 18 * f / t)));
+  check(10 + 10, 12 + 12, 0);
   e.model.rope = true;
   e.training.low_precision_norm = false;
   e.training.eager_norm = true;
