@@ -69,6 +69,10 @@ row "A100 llm-foundry (Composer FSDP, Triton FlashAttention), 5-fold" llmf_a100 
 row "A100, Korthikanti + torchtitan + llm-foundry, 5-fold" a100_three $V/korthikanti2022 $V/torchtitan_a100 $V/llm_foundry_a100
 row "A100, fit on Korthikanti + torchtitan, llm-foundry held out" a100_hold_llmf $V/korthikanti2022 $V/torchtitan_a100 $V/llm_foundry_a100 --holdout llm_foundry_a100
 row "A100 40GB llm-foundry (Composer FSDP, Triton FlashAttention, 8-128 GPUs), 5-fold" llmf_a100_40gb $V/llm_foundry_a100_40gb
+# The same runs with the inter-node collectives fitted too: 33 of them span 2-16 nodes over
+# MosaicML's RoCE fabric (1600 Gbps per node), whose collectives were never measured; the profile's
+# inter-node curve is InfiniBand HDR's (nccl-tests, cited in dgx_a100_80gb.yaml).
+row "A100 40GB llm-foundry, 5-fold, inter-node collectives fitted (--free: RoCE)" llmf_a100_40gb_net $V/llm_foundry_a100_40gb --free collectives_inter_node
 row "H100 llm-foundry bf16 (Composer FSDP, Triton FlashAttention), 5-fold, training scales on the measured kernel curves" llmf_h100 $V/llm_foundry_h100 --cluster "$OUT/dgx_h100_kernels.yaml" "${SCALES[@]}"
 row "A100 Jean Zay (BigScience layout search), 5-fold, inter-node collectives fitted (--free)" jean_zay $V/bigscience_tr11_prequel --cluster "$JZ" --free collectives_inter_node
 row "A100 Jean Zay (BigScience layout search), 5-fold, inter-node collectives alone (shipped)" jean_zay_network $V/bigscience_tr11_prequel --cluster "$JZ" --fix matmul attention memory_bandwidth --free collectives_inter_node
