@@ -148,7 +148,9 @@ std::vector<size_t> rows_predicted_not_to_fit(const ValidationReport& r);
 std::string validation_text(const ValidationReport& r);
 // {schema_version (kJsonSchemaVersion),
 //  cases: [{name, metric, predicted, published, error_pct, path, mesh: {dp, tp, cp, pp}, source}],
-//  refused: [{path, name, reason}], mean_abs_error_pct, max_abs_error_pct,
+//  refused: [{path, name, reason}],
+//  predicted_not_to_fit: [{name, path, predicted_peak_gib, capacity_gib}] (rows_predicted_not_to_fit),
+//  mean_abs_error_pct, max_abs_error_pct,
 //  case_count (evaluated cases), refused_count, skipped: [paths],
 //  by_source: {folder: {cases, mean_signed_error_pct, mean_abs_error_pct, max_abs_error_pct}},
 //  time_by_tp: {"1": {...same...}, ...},
