@@ -141,10 +141,8 @@ void set_runtime_types(TrainingConfig& t, bool on_gpu) {
   t.autocast = false;
   t.fp8 = false;
   t.eager_elementwise = false;
-  t.eager_norm = false;
-  t.low_precision_norm = false;
-  t.unfused_cross_entropy = false;
-  t.cross_entropy_16bit = false;
+  t.norm = NormImpl::fused;
+  t.cross_entropy = CrossEntropy::fused;
   t.fsdp_per_parameter = false;
   t.pytorch_pp_schedule = false;
   // Both runtimes' weight-gradient GEMMs add into the gradient (step::linear_backward, the GPU

@@ -33,6 +33,10 @@ constexpr NameTable<TpOverlap, 3> kTpOverlapNames{
 constexpr NameTable<GradAccumulation, 3> kGradAccumulationNames{{{GradAccumulation::fused, "fused"},
                                                                 {GradAccumulation::inplace, "inplace"},
                                                                 {GradAccumulation::cast_add, "cast_add"}}};
+constexpr NameTable<CrossEntropy, 3> kCrossEntropyNames{
+    {{CrossEntropy::fused, "fused"}, {CrossEntropy::unfused, "unfused"}, {CrossEntropy::fused_16bit, "fused_16bit"}}};
+constexpr NameTable<NormImpl, 3> kNormNames{
+    {{NormImpl::fused, "fused"}, {NormImpl::eager, "eager"}, {NormImpl::low_precision, "low_precision"}}};
 
 template <typename E, size_t N>
 const char* name_of(const NameTable<E, N>& table, E value) {
@@ -67,6 +71,8 @@ const char* to_string(AttentionImpl a) { return name_of(kAttentionNames, a); }
 const char* to_string(CpComm c) { return name_of(kCpCommNames, c); }
 const char* to_string(TpOverlap t) { return name_of(kTpOverlapNames, t); }
 const char* to_string(GradAccumulation g) { return name_of(kGradAccumulationNames, g); }
+const char* to_string(CrossEntropy c) { return name_of(kCrossEntropyNames, c); }
+const char* to_string(NormImpl n) { return name_of(kNormNames, n); }
 
 std::string pipeline_split_text(const ParallelOptions& o) {
   if (o.pp_first_layers > 0 || o.pp_last_layers > 0) {
@@ -91,6 +97,8 @@ std::optional<TpOverlap> parse_tp_overlap(const std::string& s) { return parse_n
 std::optional<GradAccumulation> parse_grad_accumulation(const std::string& s) {
   return parse_name(kGradAccumulationNames, s);
 }
+std::optional<CrossEntropy> parse_cross_entropy(const std::string& s) { return parse_name(kCrossEntropyNames, s); }
+std::optional<NormImpl> parse_norm(const std::string& s) { return parse_name(kNormNames, s); }
 
 std::vector<std::string> dtype_names() { return names_of(kDTypeNames); }
 std::vector<std::string> optimizer_names() { return names_of(kOptimizerNames); }
@@ -100,6 +108,8 @@ std::vector<std::string> attention_names() { return names_of(kAttentionNames); }
 std::vector<std::string> cp_comm_names() { return names_of(kCpCommNames); }
 std::vector<std::string> tp_overlap_names() { return names_of(kTpOverlapNames); }
 std::vector<std::string> grad_accumulation_names() { return names_of(kGradAccumulationNames); }
+std::vector<std::string> cross_entropy_names() { return names_of(kCrossEntropyNames); }
+std::vector<std::string> norm_names() { return names_of(kNormNames); }
 
 void ClusterConfig::set_training_scale(double matmul_scale, double attention_scale) {
   auto rescale = [](EfficiencyCurve& curve, double ratio) {

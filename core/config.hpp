@@ -63,6 +63,10 @@ enum class TpOverlap { none, backward, pipelined };
 //             buffer, which the step zeroes (DeepSpeed's BF16_Optimizer, update_hp_grads and
 //             clear_hp_grads): g + 16 bytes per parameter per micro-batch, 4 per step.
 enum class GradAccumulation { fused, inplace, cast_add };
+// How the framework computes the loss (TrainingConfig::cross_entropy).
+enum class CrossEntropy { fused, unfused, fused_16bit };
+// How a layer's norms run (TrainingConfig::norm).
+enum class NormImpl { fused, eager, low_precision };
 
 int dtype_bytes(DType t);                 // 2, 2, 4
 const char* to_string(DType t);
@@ -73,6 +77,8 @@ const char* to_string(AttentionImpl a);
 const char* to_string(CpComm c);
 const char* to_string(TpOverlap t);
 const char* to_string(GradAccumulation g);
+const char* to_string(CrossEntropy c);
+const char* to_string(NormImpl n);
 struct ParallelOptions;
 // The pipeline split settings for people: "first 6, last 5 layers", "embedding and loss slots",
 // "even" when none is set (ParallelOptions::pp_first_layers ... pp_loss_slot).
@@ -87,6 +93,8 @@ std::optional<AttentionImpl> parse_attention(const std::string& s);
 std::optional<CpComm> parse_cp_comm(const std::string& s);
 std::optional<TpOverlap> parse_tp_overlap(const std::string& s);
 std::optional<GradAccumulation> parse_grad_accumulation(const std::string& s);
+std::optional<CrossEntropy> parse_cross_entropy(const std::string& s);
+std::optional<NormImpl> parse_norm(const std::string& s);
 // The valid names of each enum in declaration order, for "must be one of ..." messages
 // (CLI flags and config errors use the same lists).
 std::vector<std::string> dtype_names();
@@ -97,6 +105,8 @@ std::vector<std::string> attention_names();
 std::vector<std::string> cp_comm_names();
 std::vector<std::string> tp_overlap_names();
 std::vector<std::string> grad_accumulation_names();
+std::vector<std::string> cross_entropy_names();
+std::vector<std::string> norm_names();
 
 struct ModelConfig {
   std::string name;
@@ -329,21 +339,19 @@ struct TrainingConfig {
   // training.grad_accumulation: fused | inplace | cast_add (default fused; inplace with autocast,
   // which cannot be fused). Time only (sim::grad_accumulation_bytes_per_param).
   GradAccumulation grad_accumulation = GradAccumulation::fused;
-  // How the framework computes the loss, YAML training.cross_entropy: fused | unfused (default
-  // fused). fused: Megatron-LM's vocab_parallel_cross_entropy, float32 softmax computed in place
+  // How the framework computes the loss, YAML training.cross_entropy: fused | unfused |
+  // fused_16bit (default fused). fused: Megatron-LM's vocab_parallel_cross_entropy, float32 softmax computed in place
   // over the 16-bit logits (e + 4 bytes per logit, 4 in fp32). unfused: PyTorch's
   // F.cross_entropy over logits.float(), as torchtitan calls it (torchtitan/components/loss.py):
   // its peak is the log-softmax backward, with the saved float32 log-softmax output, the dense
   // float32 gradient from nll_loss and the float32 gradient it writes, 12 bytes per logit; 16
   // under TP, where PyTorch's loss_parallel computes it (sim::unfused_cross_entropy_bytes_per_logit).
-  bool unfused_cross_entropy = false;
-  // `cross_entropy: fused_16bit`: one kernel over the 16-bit logits with no float32 copy,
-  // flash-attn's CrossEntropyLoss (xentropy_cuda_lib, llm-foundry's fused_crossentropy): it saves
+  // fused_16bit: one kernel over the 16-bit logits with no float32 copy, flash-attn's CrossEntropyLoss (xentropy_cuda_lib, llm-foundry's fused_crossentropy): it saves
   // the logits and their per-row log-sum-exp and writes a 16-bit gradient in the backward
   // (inplace_backward false), so its peak is 2e bytes per logit (the fused loss: e + 4); in time
   // it reads the logits twice forward (row max, then the sum of exponentials) and reads them and
-  // writes the gradient backward: 2e each way. Never with unfused_cross_entropy.
-  bool cross_entropy_16bit = false;
+  // writes the gradient backward: 2e each way. Needs a 16-bit dtype.
+  CrossEntropy cross_entropy = CrossEntropy::fused;
   // How ZeRO-3 (options.zero_stage 3) holds the gathered parameters, YAML training.fsdp: flat |
   // per_parameter (default flat). flat: views of the gathered flat buffer (FSDP1's flat
   // parameters, DeepSpeed ZeRO-3, Megatron-FSDP, this project's runtime). per_parameter:
@@ -370,7 +378,7 @@ struct TrainingConfig {
   // inputs; the float32 parameters are the master copy and the gradients are float32 (2 + 4 + 12
   // = 18 bytes per parameter with Adam); the residual stream stays float32, and an eager norm saves
   // its float32 input and output beside the 16-bit cast the next linear layer saves, a fused one its
-  // float32 input and that cast (low_precision_norm: neither float32 tensor)
+  // float32 input and that cast (a low_precision one: neither float32 tensor)
   // (sim::layer_activation_bytes); the loop's zero_grad(set_to_none=True) (PyTorch's default)
   // frees the gradients, which the backward allocates again, so the loss's peak holds none
   // (sim::predict's peak). Needs a 16-bit dtype.
@@ -385,15 +393,13 @@ struct TrainingConfig {
   // (sim::layer_activation_bytes); in time every
   // op reads and writes its tensors, forward and backward (sim::layer_elementwise_bytes).
   bool eager_elementwise = false;
-  // How the RMSNorm runs under eager element-wise ops, YAML training.norm: fused | eager
-  // (default: eager with `elementwise: eager`, else fused). eager: torchtitan's RMSNorm or
+  // How the norms run, YAML training.norm: fused | eager | low_precision (default: eager with
+  // `elementwise: eager`, else fused). eager: torchtitan's RMSNorm or
   // torch.nn.RMSNorm's composite, one kernel per op (upcast, pow, mean, rsqrt, mul, cast back,
   // weight); fused: one kernel (torchtitan's fused_rmsnorm, apex, Transformer Engine). Time
   // depends on it (sim::layer_elementwise_bytes), and memory under autocast (an eager norm keeps its
   // float32 output too: sim::layer_activation_bytes); `norm: eager` needs `elementwise: eager`
-  // (torch.compile and the fused frameworks fuse the norm). `norm: low_precision`: below.
-  bool eager_norm = false;
-  // `norm: low_precision`: one fused kernel run in the 16-bit `dtype` under autocast, its input
+  // (torch.compile and the fused frameworks fuse the norm). low_precision: one fused kernel run in the 16-bit `dtype` under autocast, its input
   // cast down first (llm-foundry's LPLayerNorm / low_precision_layernorm: _cast_if_autocast_enabled,
   // then F.layer_norm with autocast off). Each norm saves the 16-bit copy of its input and its
   // 16-bit output, which the next linear layer saves as is (2e per element, no float32 tensor
@@ -401,8 +407,8 @@ struct TrainingConfig {
   // layer its e-byte cast (4 + e). In time: the input's cast down (4 + e) and a 16-bit norm (2e
   // forward, 3e backward) instead of a float32 norm and autocast's cast of its output
   // (sim::layer_activation_bytes, sim::layer_elementwise_bytes). Without autocast the same as
-  // fused. Never with eager_norm.
-  bool low_precision_norm = false;
+  // fused.
+  NormImpl norm = NormImpl::fused;
   // FP8 linear layers, YAML training.fp8 (default false): the transformer blocks' GEMMs (QKV,
   // attention output, MLP up and down; forward, data and weight gradient) run in FP8 with
   // per-tensor scaling, as Transformer Engine runs them under Megatron-LM / NeMo (--fp8-format

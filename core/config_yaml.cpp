@@ -12,7 +12,6 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
-#include <initializer_list>
 #include <map>
 #include <optional>
 #include <set>
@@ -285,20 +284,11 @@ class MapReader {
     return scalar_real(require(key), key_line(key), field(key), range);
   }
 
-  // A key with one of the named `values`, anything else refused with all of them.
-  std::string get_one_of(const std::string& key, std::initializer_list<const char*> values) const {
-    const std::string v = get_string(key);
-    std::string all;
-    for (const char* x : values) {
-      if (v == x) return v;
-      all += (all.empty() ? "" : ", ") + std::string(x);
-    }
-    fail(key, fmt::format("must be one of {}; got '{}'", all, v));
-  }
-
   // A key with two named values: true for `on`, false for `off`, anything else refused with both.
   bool get_choice(const std::string& key, const char* off, const char* on) const {
-    return get_one_of(key, {off, on}) == on;
+    const std::string v = get_string(key);
+    if (v != off && v != on) fail(key, fmt::format("must be one of {}, {}; got '{}'", off, on, v));
+    return v == on;
   }
 
   template <typename E>
@@ -831,10 +821,8 @@ TrainingConfig training_from_yaml(const YAML::Node& node, const std::string& fil
   t.causal = r.has("causal") ? r.get_bool("causal") : true;
   if (r.has("grad_accumulation_dtype")) t.fp32_grad_accumulation = r.get_choice("grad_accumulation_dtype", "same", "fp32");
   if (r.has("cross_entropy")) {
-    const std::string ce = r.get_one_of("cross_entropy", {"fused", "unfused", "fused_16bit"});
-    t.unfused_cross_entropy = ce == "unfused";
-    t.cross_entropy_16bit = ce == "fused_16bit";
-    if (t.cross_entropy_16bit && t.dtype == DType::fp32)
+    t.cross_entropy = r.get_enum<CrossEntropy>("cross_entropy", parse_cross_entropy, cross_entropy_names());
+    if (t.cross_entropy == CrossEntropy::fused_16bit && t.dtype == DType::fp32)
       r.fail("cross_entropy", "fused_16bit reads 16-bit logits: it needs dtype bf16 or fp16, got fp32");
   }
   if (r.has("fsdp")) t.fsdp_per_parameter = r.get_choice("fsdp", "flat", "per_parameter");
@@ -867,12 +855,10 @@ TrainingConfig training_from_yaml(const YAML::Node& node, const std::string& fil
                                   "grad_accumulation_dtype: fp32");
   }
   if (r.has("elementwise")) t.eager_elementwise = r.get_choice("elementwise", "fused", "eager");
-  t.eager_norm = t.eager_elementwise;
+  t.norm = t.eager_elementwise ? NormImpl::eager : NormImpl::fused;
   if (r.has("norm")) {
-    const std::string norm = r.get_one_of("norm", {"fused", "eager", "low_precision"});
-    t.eager_norm = norm == "eager";
-    t.low_precision_norm = norm == "low_precision";
-    if (t.eager_norm && !t.eager_elementwise)
+    t.norm = r.get_enum<NormImpl>("norm", parse_norm, norm_names());
+    if (t.norm == NormImpl::eager && !t.eager_elementwise)
       r.fail("norm", "norm: eager needs elementwise: eager (with fused element-wise ops the norm is fused too); "
                      "leave norm out or set elementwise: eager");
   }
@@ -1191,8 +1177,7 @@ void write_training(YAML::Emitter& out, const TrainingConfig& t) {
   out << YAML::Key << "optimizer" << YAML::Value << to_string(t.optimizer);
   out << YAML::Key << "causal" << YAML::Value << t.causal;
   if (t.fp32_grad_accumulation) out << YAML::Key << "grad_accumulation_dtype" << YAML::Value << "fp32";
-  if (t.unfused_cross_entropy) out << YAML::Key << "cross_entropy" << YAML::Value << "unfused";
-  if (t.cross_entropy_16bit) out << YAML::Key << "cross_entropy" << YAML::Value << "fused_16bit";
+  if (t.cross_entropy != CrossEntropy::fused) out << YAML::Key << "cross_entropy" << YAML::Value << to_string(t.cross_entropy);
   if (t.fsdp_per_parameter) out << YAML::Key << "fsdp" << YAML::Value << "per_parameter";
   if (t.pytorch_pp_schedule) out << YAML::Key << "pp_schedule" << YAML::Value << "pytorch";
   if (t.grad_accumulation != (t.autocast ? GradAccumulation::inplace : GradAccumulation::fused))
@@ -1200,10 +1185,8 @@ void write_training(YAML::Emitter& out, const TrainingConfig& t) {
   if (t.fp8) out << YAML::Key << "fp8" << YAML::Value << true;
   if (t.autocast) out << YAML::Key << "mixed_precision" << YAML::Value << "autocast";
   if (t.eager_elementwise) out << YAML::Key << "elementwise" << YAML::Value << "eager";
-  if (t.low_precision_norm)
-    out << YAML::Key << "norm" << YAML::Value << "low_precision";
-  else if (t.eager_elementwise && !t.eager_norm)
-    out << YAML::Key << "norm" << YAML::Value << "fused";
+  if (t.norm != (t.eager_elementwise ? NormImpl::eager : NormImpl::fused))
+    out << YAML::Key << "norm" << YAML::Value << to_string(t.norm);
   if (t.clip_grad != 1.0) emit_double(out, "clip_grad", t.clip_grad);
   if (t.documents) {
     const DocumentSpec& d = *t.documents;

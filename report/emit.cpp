@@ -178,17 +178,17 @@ MegatronLaunch megatron_launch(const Experiment& e, const sim::Prediction& p) {
   if (!e.training.causal) {
     out.notes.push_back("non-causal attention: Megatron-LM's GPT model is always causal (pretrain_gpt.py)");
   }
-  if (e.training.unfused_cross_entropy) {
+  if (e.training.cross_entropy == CrossEntropy::unfused) {
     out.notes.push_back(
         "training.cross_entropy unfused: Megatron-LM's vocab_parallel_cross_entropy works in place (fused); this "
         "launch needs less loss memory than the plan assumed");
   }
-  if (e.training.cross_entropy_16bit) {
+  if (e.training.cross_entropy == CrossEntropy::fused_16bit) {
     out.notes.push_back(
         "training.cross_entropy fused_16bit: Megatron-LM's vocab_parallel_cross_entropy makes a float32 copy of the "
         "logits (e + 4 bytes per logit, not 2e); this launch needs more loss memory than the plan assumed");
   }
-  if (e.training.low_precision_norm) {
+  if (e.training.norm == NormImpl::low_precision) {
     out.notes.push_back(
         "training.norm low_precision: Megatron-LM's norms are Transformer Engine's or apex's fused kernels; the "
         "launch runs them as its own");
@@ -570,27 +570,27 @@ TorchtitanConfig torchtitan_config(const Experiment& e, const sim::Prediction& p
   // fused only by torch.compile, so the plan's `elementwise` is compile on or off. compile's
   // default components are the model and the loss: a compiled loss is fused too.
   set("compile", "enable", !e.training.eager_elementwise);
-  if (e.training.eager_elementwise && !e.training.eager_norm) {
+  if (e.training.eager_elementwise && e.training.norm == NormImpl::fused) {
     out.notes.push_back(
         "training.norm fused with elementwise eager is not expressible: torchtitan's norms are torch.nn.RMSNorm, "
         "fused only under torch.compile; emitted compile off, so the norms run eager (slower than the plan)");
   }
-  if (!e.training.eager_elementwise && e.training.unfused_cross_entropy) {
+  if (!e.training.eager_elementwise && e.training.cross_entropy == CrossEntropy::unfused) {
     out.notes.push_back(
         "training.cross_entropy unfused with fused element-wise ops: compile.enable also compiles torchtitan's loss "
         "(compile.components defaults to model and loss), which fuses the cross-entropy the plan counts op by op; "
         "its memory and time fall below the plan's");
   }
-  if (e.training.low_precision_norm) {
+  if (e.training.norm == NormImpl::low_precision) {
     out.notes.push_back(
         "training.norm low_precision is not expressible: torchtitan's norms are torch.nn.RMSNorm in the model's "
         "parameter dtype");
   }
-  if (e.training.eager_elementwise && !e.training.unfused_cross_entropy) {
+  if (e.training.eager_elementwise && e.training.cross_entropy != CrossEntropy::unfused) {
     out.notes.push_back(
-        std::string("training.cross_entropy ") + (e.training.cross_entropy_16bit ? "fused_16bit" : "fused") +
+        std::string("training.cross_entropy ") + to_string(e.training.cross_entropy) +
         ": torchtitan's loss is PyTorch's cross_entropy over logits.float() (12 bytes per logit at its backward, "
-        "not the fused loss's " + (e.training.cross_entropy_16bit ? "2e" : "e + 4") +
+        "not the fused loss's " + (e.training.cross_entropy == CrossEntropy::fused_16bit ? "2e" : "e + 4") +
         "); plan with cross_entropy: unfused to predict its memory");
   }
   if (e.training.grad_accumulation == GradAccumulation::fused && m > 1) {

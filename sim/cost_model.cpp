@@ -647,7 +647,7 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
   const double logits = logits_flops(x, vocab);
   const double out_gemm = gemm_s(logits, c, peak), out_gemm_bwd = gemm_backward_s(logits, c, peak);
   const double mem_bw = achieved_memory_bandwidth_bytes_per_s(c);
-  const LossBytes loss_bytes = loss_elementwise_bytes(x, vocab, train.unfused_cross_entropy, train.cross_entropy_16bit);
+  const LossBytes loss_bytes = loss_elementwise_bytes(x, vocab, train.cross_entropy);
   const double loss_fwd_s = mem_bw > 0 ? loss_bytes.forward / mem_bw : 0.0;
   const double loss_bwd_s = mem_bw > 0 ? loss_bytes.backward / mem_bw : 0.0;
   // Autocast (TrainingConfig::autocast) casts the output layer's float32 weight to 16 bits in
@@ -840,21 +840,22 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
   // stage holding the embedding, the output layer and the logits.
   const LayerActivationBytes act = layer_activation_bytes(x);
   const double ring_bytes = cp_buffer_bytes(x);  // ring buffers, or all-gather's full-sequence K,V, dK,dV
-  // Logits of this rank's vocabulary slice at the loss's peak (TrainingConfig::unfused_cross_entropy).
+  // Logits of this rank's vocabulary slice at the loss's peak (TrainingConfig::cross_entropy).
   // fused: the logits plus the float32 copy the cross-entropy makes of 16-bit logits (Megatron's
   // vocab_parallel_cross_entropy calls .float(), then works in place; float32 logits are not
   // copied). unfused: float32 tensors of the logits' size at the loss backward, three on one
   // device and four under TP (unfused_cross_entropy_bytes_per_logit). fused_16bit: the saved
-  // 16-bit logits and the 16-bit gradient the backward writes (TrainingConfig::cross_entropy_16bit).
+  // 16-bit logits and the 16-bit gradient the backward writes.
+  const bool unfused = train.cross_entropy == CrossEntropy::unfused;
   const double logits_bytes =
       x.tokens() * (vocab / tp) *
-      (train.unfused_cross_entropy ? unfused_cross_entropy_bytes_per_logit(mesh.tp)
-       : train.cross_entropy_16bit ? 2.0 * x.activation_bytes
-                                   : x.activation_bytes + (x.activation_bytes < 4.0 ? 4.0 : 0.0));
+      (unfused                                            ? unfused_cross_entropy_bytes_per_logit(mesh.tp)
+       : train.cross_entropy == CrossEntropy::fused_16bit ? 2.0 * x.activation_bytes
+                                                          : x.activation_bytes + (x.activation_bytes < 4.0 ? 4.0 : 0.0));
   // The output layer's input is kept gathered where the loss runs as PyTorch's loss_parallel
   // (unfused cross-entropy under TP: torchtitan's DTensor output layer).
   const double output_bytes =
-      output_block_stored_bytes(x, train.unfused_cross_entropy && mesh.tp > 1 && opt.sequence_parallel);
+      output_block_stored_bytes(x, unfused && mesh.tp > 1 && opt.sequence_parallel);
   const double unit_params = std::max(layer_params(model), emb) / tp;
   if (mesh.pp == 1) {
     p.memory = stage_memory(rank_params(0, layers_stage) / tp, sb, opt.zero_stage, shard_group, 1.0, layers_stage, act,

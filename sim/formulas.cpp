@@ -34,8 +34,7 @@ LayerShape make_layer_shape(const ModelConfig& m, const TrainingConfig& t, const
   x.activation_bytes = dtype_bytes(t.dtype);
   x.autocast = t.autocast;
   x.eager_elementwise = t.eager_elementwise;
-  x.eager_norm = t.eager_norm;
-  x.low_precision_norm = t.low_precision_norm;
+  x.norm = t.norm;
   x.rope = m.rope;
   if (t.documents && !t.documents->lengths.empty() && mesh.cp >= 1) {
     // The precomputed entry (sim::prepare_document_work), else computed here: the same closed
@@ -224,14 +223,15 @@ LayerActivationBytes layer_activation_bytes(const LayerShape& x) {
   //   LN1 input, QKV input (LN1 output), LN2 input, fc1 input: 4 * e*T*h
   //   dropout masks after attention and after the MLP: 2 * T*h bytes
   // Under autocast the norm inputs are the float32 residual stream. A norm written in PyTorch ops
-  // (eager_norm: bench/gpu/torch_step_bench.py's RMSNorm, Hugging Face's LlamaRMSNorm) also saves
+  // (NormImpl::eager: bench/gpu/torch_step_bench.py's RMSNorm, Hugging Face's LlamaRMSNorm) also saves
   // its float32 output (the product with its scale saves it; the linear layer after it saves the
   // e-byte cast): 2 * (4 + 4 + e) * T*h. A fused float32 norm (F.layer_norm, which autocast runs in
   // float32) saves its input, not its output: 2 * (4 + e). A low-precision norm (llm-foundry's
   // LPLayerNorm) saves the e-byte copy of its input and its e-byte output, which the linear layer
   // saves as is: 2 * 2e, as without autocast.
-  const double norms = !x.autocast || x.low_precision_norm ? 4.0 * e
-                       : x.eager_norm                      ? 2.0 * (4.0 + 4.0 + e)
+  const double norms = !x.autocast                          ? 4.0 * e
+                       : x.norm == NormImpl::eager         ? 2.0 * (4.0 + 4.0 + e)
+                       : x.norm == NormImpl::low_precision ? 4.0 * e
                                                            : 2.0 * (4.0 + e);
   const double replicated = (norms + 2.0 * mask) * T * h * r;
   const double layer_input = x.residual_bytes() * T * h * r;  // what full recompute keeps
@@ -485,7 +485,7 @@ namespace {
 //               [r<4](r + 4) + mul 8 + sum(grad * x) 16 + mean 4
 //               + pow 28 (self.pow(1), times 2, times grad) + the two x-gradients added 12
 //               + [r<4](4 + r) = 68 + 6r + [r<4](2r + 8)       (92 at r = 2 and at r = 4).
-//    A fused norm (TrainingConfig::eager_norm false: Transformer Engine, apex, torchtitan's
+//    A fused norm (NormImpl::fused: Transformer Engine, apex, torchtitan's
 //    fused_rmsnorm): 2r forward, 3r backward.
 //  * autocast (LayerShape::autocast) casts each norm's float32 output to e for the next linear
 //    layer: 4 + e per hidden element both ways, twice per layer.
@@ -517,9 +517,9 @@ LayerElementwiseBytes eager_layer_elementwise_bytes(const LayerShape& x) {
   const double mask = x.dropout ? 1.0 : 0.0;
   // A low-precision norm under autocast (r > e) casts its input down (r + e each way) and runs in
   // e bytes (2e forward, 3e backward); its output needs no cast for the linear layer.
-  const bool low = x.low_precision_norm && !x.eager_norm && r > e;
-  const double norm_fwd = x.eager_norm ? 20.0 + 2.0 * r + half * (2.0 * r + 8.0) : low ? r + 3.0 * e : 2.0 * r;
-  const double norm_bwd = x.eager_norm ? 68.0 + 6.0 * r + half * (2.0 * r + 8.0) : low ? r + 4.0 * e : 3.0 * r;
+  const bool eager = x.norm == NormImpl::eager, low = x.norm == NormImpl::low_precision && r > e;
+  const double norm_fwd = eager ? 20.0 + 2.0 * r + half * (2.0 * r + 8.0) : low ? r + 3.0 * e : 2.0 * r;
+  const double norm_bwd = eager ? 68.0 + 6.0 * r + half * (2.0 * r + 8.0) : low ? r + 4.0 * e : 3.0 * r;
   const double cast = x.autocast && !low ? 4.0 + e : 0.0;
   const double hidden_fwd = 2.0 * (norm_fwd + cast + 2.0 * r + e + mask);
   const double hidden_bwd = 2.0 * (norm_bwd + cast + 3.0 * r + mask);
@@ -569,17 +569,17 @@ double achieved_memory_bandwidth_bytes_per_s(const ClusterConfig& c) {
   return c.memory_bandwidth_bytes_per_s * c.memory_bandwidth_efficiency;
 }
 
-LossBytes loss_elementwise_bytes(const LayerShape& x, double vocab, bool unfused, bool fused_16bit) {
+LossBytes loss_elementwise_bytes(const LayerShape& x, double vocab, CrossEntropy kind) {
   const double logits = x.tokens() * (vocab / x.tp);
   const double e = x.activation_bytes;
   LossBytes b;
-  if (fused_16bit) {
+  if (kind == CrossEntropy::fused_16bit) {
     // flash-attn's xentropy kernel: forward reads each row twice (max, then the sum of
     // exponentials and the target's logit); backward reads the logits, writes the gradient.
     b.forward = b.backward = logits * 2.0 * e;
     return b;
   }
-  if (!unfused) {
+  if (kind == CrossEntropy::fused) {
     b.forward = b.backward = logits * (e + 4.0);
     return b;
   }

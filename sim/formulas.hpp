@@ -44,8 +44,7 @@ struct LayerShape {
   // float32; what each norm saves depends on how it runs (layer_activation_bytes).
   bool autocast = false;
   bool eager_elementwise = false;  // TrainingConfig::eager_elementwise
-  bool eager_norm = false;         // TrainingConfig::eager_norm (counted only with eager_elementwise)
-  bool low_precision_norm = false; // TrainingConfig::low_precision_norm (differs from fused only under autocast)
+  NormImpl norm = NormImpl::fused; // TrainingConfig::norm (eager counted only with eager_elementwise)
   bool rope = true;                // ModelConfig::rope: RoPE on Q and K in every layer
   double residual_bytes() const { return autocast ? 4.0 : activation_bytes; }
   // Packed documents (TrainingConfig::documents; core/documents.hpp document_attention_work for
@@ -292,16 +291,15 @@ AttentionCoreBytes attention_core_elementwise_bytes(const LayerShape& x);
 // Cross-entropy over this rank's vocabulary slice of the logits, forward and backward.
 // fused (Megatron's vocab_parallel_cross_entropy, Transformer Engine's): read the logits,
 // write the float32 softmax, read it back, write the logit gradient: tokens*(V/t)*(2*e + 8),
-// half each way. unfused (TrainingConfig::unfused_cross_entropy, PyTorch's F.cross_entropy over
+// half each way. unfused (PyTorch's F.cross_entropy over
 // logits.float()): op by op, tokens*(V/t)*(e + 20) forward and (e + 24) backward for 16-bit
-// logits (formulas.cpp). fused_16bit (TrainingConfig::cross_entropy_16bit, flash-attn's
-// CrossEntropyLoss): 2e each way.
+// logits (formulas.cpp). fused_16bit (flash-attn's CrossEntropyLoss): 2e each way.
 struct LossBytes {
   double forward = 0, backward = 0;
 };
-LossBytes loss_elementwise_bytes(const LayerShape& x, double vocab, bool unfused, bool fused_16bit = false);
+LossBytes loss_elementwise_bytes(const LayerShape& x, double vocab, CrossEntropy kind);
 // Bytes per logit of this rank's vocabulary slice at the peak of an unfused cross-entropy,
-// F.cross_entropy over logits.float() as torchtitan calls it (TrainingConfig::unfused_cross_entropy).
+// F.cross_entropy over logits.float() as torchtitan calls it (CrossEntropy::unfused).
 // Its peak is the backward; the 16-bit logits are freed before it (torchtitan's train step
 // deletes `pred` before loss.backward()).
 //   one device (tp 1): the saved float32 log-softmax output, the dense float32 gradient

@@ -100,7 +100,9 @@ TEST_CASE("set_runtime_types: run predicts in the runtime's own types, whatever 
   TrainingConfig t;
   t.dtype = DType::bf16;
   t.autocast = t.fp32_grad_accumulation = t.fp8 = true;
-  t.eager_elementwise = t.eager_norm = t.unfused_cross_entropy = t.fsdp_per_parameter = t.pytorch_pp_schedule = true;
+  t.eager_elementwise = t.fsdp_per_parameter = t.pytorch_pp_schedule = true;
+  t.norm = NormImpl::low_precision;
+  t.cross_entropy = CrossEntropy::unfused;
   t.grad_accumulation = GradAccumulation::cast_add;
   TrainingConfig cpu = t;
   set_runtime_types(cpu, false);
@@ -109,8 +111,8 @@ TEST_CASE("set_runtime_types: run predicts in the runtime's own types, whatever 
   CHECK_FALSE(cpu.autocast);
   CHECK_FALSE(cpu.fp8);
   CHECK_FALSE(cpu.eager_elementwise);
-  CHECK_FALSE(cpu.eager_norm);
-  CHECK_FALSE(cpu.unfused_cross_entropy);
+  CHECK(cpu.norm == NormImpl::fused);
+  CHECK(cpu.cross_entropy == CrossEntropy::fused);
   CHECK_FALSE(cpu.fsdp_per_parameter);
   CHECK_FALSE(cpu.pytorch_pp_schedule);
   CHECK(cpu.grad_accumulation == GradAccumulation::fused);

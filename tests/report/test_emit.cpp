@@ -421,14 +421,15 @@ TEST_CASE("emit: elementwise is torchtitan's compile.enable, with notes where th
     check_keys_exist(c);
     CHECK(std::get<bool>(*setting(c, "compile", "enable")));  // fused element-wise ops: torch.compile
     CHECK_FALSE(has_note(c, "training.cross_entropy"));
-    e.training.unfused_cross_entropy = true;
+    e.training.cross_entropy = CrossEntropy::unfused;
     CHECK(has_note(report::torchtitan_config(e, hand_made_plan(), target), "compiles torchtitan's loss"));
-    e.training.eager_elementwise = e.training.eager_norm = true;
+    e.training.eager_elementwise = true;
+    e.training.norm = NormImpl::eager;
     c = report::torchtitan_config(e, hand_made_plan(), target);
     CHECK_FALSE(std::get<bool>(*setting(c, "compile", "enable")));
     CHECK_FALSE(has_note(c, "compiles torchtitan's loss"));
     CHECK_FALSE(has_note(c, "training.norm"));
-    e.training.eager_norm = false;
+    e.training.norm = NormImpl::fused;
     CHECK(has_note(report::torchtitan_config(e, hand_made_plan(), target), "training.norm fused with elementwise eager"));
   }
   const std::string py = report::emit_plan(report::Format::torchtitan, hand_made_experiment(), hand_made_plan());
@@ -496,16 +497,20 @@ TEST_CASE("emit: the loss implementation is noted where the framework differs fr
   Experiment e = hand_made_experiment();
   CHECK_FALSE(has_note(report::torchtitan_config(e, hand_made_plan(), report::TorchtitanTarget::toml),
                        "training.cross_entropy fused"));  // compiled: torchtitan's loss is compiled too
-  e.training.eager_elementwise = e.training.eager_norm = true;
+  e.training.eager_elementwise = true;
+  e.training.norm = NormImpl::eager;
   CHECK(has_note(report::torchtitan_config(e, hand_made_plan(), report::TorchtitanTarget::toml),
                  "training.cross_entropy fused"));
-  e.training.eager_elementwise = e.training.eager_norm = false;
+  e.training.eager_elementwise = false;
+  e.training.norm = NormImpl::fused;
   CHECK_FALSE(has_note(report::megatron_launch(e, hand_made_plan()), "training.cross_entropy"));
-  e.training.unfused_cross_entropy = true;
-  e.training.eager_elementwise = e.training.eager_norm = true;  // torchtitan uncompiled: its loss as planned
+  e.training.cross_entropy = CrossEntropy::unfused;
+  e.training.eager_elementwise = true;  // torchtitan uncompiled: its loss as planned
+  e.training.norm = NormImpl::eager;
   CHECK_FALSE(has_note(report::torchtitan_config(e, hand_made_plan(), report::TorchtitanTarget::toml),
                        "training.cross_entropy"));
-  e.training.eager_elementwise = e.training.eager_norm = false;
+  e.training.eager_elementwise = false;
+  e.training.norm = NormImpl::fused;
   CHECK(has_note(report::megatron_launch(e, hand_made_plan()), "training.cross_entropy unfused"));
   CHECK_FALSE(has_note(report::megatron_launch(e, hand_made_plan()), "training.mixed_precision"));
   e.training.autocast = true;

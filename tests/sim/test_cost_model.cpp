@@ -435,16 +435,16 @@ TEST_CASE("logits memory: 16-bit logits plus the cross-entropy's float32 copy, f
   CHECK(predict(e, mesh, ParallelOptions{}).memory.logits_bytes == Approx(rows * slice * 4));
   // Unfused (PyTorch's cross_entropy over logits.float()) under TP runs as loss_parallel: four
   // float32 tensors at its backward, whatever the dtype; the peak grows by the difference.
-  e.training.unfused_cross_entropy = true;
+  e.training.cross_entropy = CrossEntropy::unfused;
   CHECK(predict(e, mesh, ParallelOptions{}).memory.logits_bytes == Approx(rows * slice * 16));
   e.training.dtype = DType::bf16;
   const Prediction unfused = predict(e, mesh, ParallelOptions{});
   CHECK(unfused.memory.logits_bytes == Approx(rows * slice * 16));
-  e.training.unfused_cross_entropy = false;
+  e.training.cross_entropy = CrossEntropy::fused;
   CHECK(unfused.peak_memory_bytes - predict(e, mesh, ParallelOptions{}).peak_memory_bytes ==
         Approx(rows * slice * (16 - 6)));
   // On one device (no vocabulary split): the native log-softmax backward, three float32 tensors.
-  e.training.unfused_cross_entropy = true;
+  e.training.cross_entropy = CrossEntropy::unfused;
   CHECK(predict(e, test::mesh_of(1, 1, 1, 1), ParallelOptions{}).memory.logits_bytes ==
         Approx(rows * double(e.model.vocab) * 12));
 }
@@ -462,12 +462,12 @@ TEST_CASE("output block memory: Megatron's sequence-parallel output layer saves 
   // Gathered (DTensor): the output layer's input whole.
   CHECK(output_block_stored_bytes(x, true) == Approx(rows / 2 * (h * 2 + 4) + rows * h * 2));
   const double fused = predict(e, mesh, o).memory.activations_bytes;
-  e.training.unfused_cross_entropy = true;
+  e.training.cross_entropy = CrossEntropy::unfused;
   CHECK(predict(e, mesh, o).memory.activations_bytes - fused == Approx(rows * h * 2 / 2));
   // Without TP nothing is gathered: the same bytes either way.
   const Mesh one = test::mesh_of(1, 1, 1, 1);
   const double unfused_one = predict(e, one, o).memory.activations_bytes;
-  e.training.unfused_cross_entropy = false;
+  e.training.cross_entropy = CrossEntropy::fused;
   CHECK(predict(e, one, o).memory.activations_bytes == Approx(unfused_one));
 }
 
@@ -487,20 +487,21 @@ TEST_CASE("autocast: float32 residual stream and norm tensors in the activations
   // and not its output; the casts the linear layers save are the 2-byte tensors counted already.
   CHECK(layer_activation_bytes(x).stored_bytes - master.stored_bytes == Approx(2 * (4 - 2) * T * h));
   // A norm in PyTorch ops (eager) also keeps its float32 output (4 more each).
-  e.training.eager_elementwise = e.training.eager_norm = true;
+  e.training.eager_elementwise = true;
+  e.training.norm = NormImpl::eager;
   const LayerActivationBytes eager_master = layer_activation_bytes(make_layer_shape(e.model, e.training, one, o));
   e.training.autocast = false;
   const LayerActivationBytes eager_plain = layer_activation_bytes(make_layer_shape(e.model, e.training, one, o));
   CHECK(eager_master.stored_bytes - eager_plain.stored_bytes == Approx(2 * (2 + 4) * T * h));
   // A low-precision norm (llm-foundry's LPLayerNorm) keeps only 16-bit tensors: as without autocast.
   e.training.autocast = true;
-  e.training.eager_norm = false;
-  e.training.low_precision_norm = true;
+  e.training.norm = NormImpl::low_precision;
   const LayerActivationBytes low = layer_activation_bytes(make_layer_shape(e.model, e.training, one, o));
   e.training.autocast = false;
   CHECK(low.stored_bytes == Approx(layer_activation_bytes(make_layer_shape(e.model, e.training, one, o)).stored_bytes));
   e.training.autocast = true;
-  e.training.eager_elementwise = e.training.low_precision_norm = false;
+  e.training.eager_elementwise = false;
+  e.training.norm = NormImpl::fused;
   // Full recompute keeps the float32 layer input.
   o.recompute = Recompute::full;
   CHECK(layer_activation_bytes(make_layer_shape(e.model, e.training, one, o)).stored_bytes == Approx(4 * T * h));
@@ -574,30 +575,29 @@ TEST_CASE("eager element-wise time: every PyTorch op reads and writes its tensor
     CHECK(b.backward == Approx(T * (2 * hidden_bwd * h + (rope + 4) * (q + kv) / t + 4 * q / t + 18 * f / t)));
   };
   e.training.eager_elementwise = true;
-  e.training.eager_norm = true;
+  e.training.norm = NormImpl::eager;
   check(36 + 6, 92 + 6, 20);
   // A fused norm (torchtitan's fused_rmsnorm) under eager ops: 2e / 3e per hidden element.
-  e.training.eager_norm = false;
+  e.training.norm = NormImpl::fused;
   check(4 + 6, 6 + 6, 20);
   // Autocast: float32 residual (norm 28 / 92, residual add 10 / 12) and the cast of each norm's
   // float32 output for its linear layer (6 both ways).
-  e.training.eager_norm = true;
+  e.training.norm = NormImpl::eager;
   e.training.autocast = true;
   e.training.fp32_grad_accumulation = true;
   check(28 + 6 + 10, 92 + 6 + 12, 20);
   // A fused float32 norm under autocast: 2r = 8 / 3r = 12, and the cast of its output (6 both ways).
-  e.training.eager_norm = false;
+  e.training.norm = NormImpl::fused;
   check(8 + 6 + 10, 12 + 6 + 12, 20);
   // A low-precision norm (llm-foundry's LPLayerNorm): the input's cast down (4 + 2) and a 16-bit
   // norm (4 forward, 6 backward), no cast of its output: 10 / 12.
-  e.training.low_precision_norm = true;
+  e.training.norm = NormImpl::low_precision;
   check(10 + 10, 12 + 12, 20);
   // Learned positions (added once before the layers): no RoPE in the layers.
   e.model.rope = false;
   check(10 + 10, 12 + 12, 0);
   e.model.rope = true;
-  e.training.low_precision_norm = false;
-  e.training.eager_norm = true;
+  e.training.norm = NormImpl::eager;
   // Eager always moves more than the fused kernels it stands for.
   e.training.autocast = false;
   e.training.fp32_grad_accumulation = false;
@@ -610,10 +610,12 @@ TEST_CASE("eager element-wise time: every PyTorch op reads and writes its tensor
   // predict(): one device, two micro-batches of one sequence, no recompute: eager adds exactly
   // 2 x layers x the extra bytes at the achieved memory bandwidth to forward and backward.
   const Mesh one = test::mesh_of(1, 1, 1, 1);
-  e.training.eager_elementwise = e.training.eager_norm = false;
+  e.training.eager_elementwise = false;
+  e.training.norm = NormImpl::fused;
   const Prediction pf = predict(e, one, o);
   const LayerElementwiseBytes bf = layer_elementwise_bytes(make_layer_shape(e.model, e.training, one, o));
-  e.training.eager_elementwise = e.training.eager_norm = true;
+  e.training.eager_elementwise = true;
+  e.training.norm = NormImpl::eager;
   const Prediction pe = predict(e, one, o);
   const LayerElementwiseBytes be = layer_elementwise_bytes(make_layer_shape(e.model, e.training, one, o));
   const double bw = achieved_memory_bandwidth_bytes_per_s(e.cluster);
@@ -631,37 +633,36 @@ TEST_CASE("cross-entropy traffic: fused half each way, PyTorch's unfused log_sof
   const double V = double(e.model.vocab), logits = 4096 * V;
   REQUIRE(x.activation_bytes == 2);
   // fused: (2e + 8) per logit, half forward, half backward.
-  LossBytes b = loss_elementwise_bytes(x, V, false);
+  LossBytes b = loss_elementwise_bytes(x, V, CrossEntropy::fused);
   CHECK(b.forward == Approx(6 * logits));
   CHECK(b.backward == Approx(6 * logits));
   // unfused, 16-bit logits: upcast 6 + softmax 16 forward; zero gradient 4 + softmax backward 16
   // + the upcast's backward 6.
-  b = loss_elementwise_bytes(x, V, true);
+  b = loss_elementwise_bytes(x, V, CrossEntropy::unfused);
   CHECK(b.forward == Approx(22 * logits));
   CHECK(b.backward == Approx(26 * logits));
   // fused_16bit (flash-attn's xentropy): two reads forward, a read and a 16-bit write backward.
-  b = loss_elementwise_bytes(x, V, false, true);
+  b = loss_elementwise_bytes(x, V, CrossEntropy::fused_16bit);
   CHECK(b.forward == Approx(4 * logits));
   CHECK(b.backward == Approx(4 * logits));
   // float32 logits need no upcast.
   LayerShape y = x;
   y.activation_bytes = 4;
-  b = loss_elementwise_bytes(y, V, true);
+  b = loss_elementwise_bytes(y, V, CrossEntropy::unfused);
   CHECK(b.forward == Approx(16 * logits));
   CHECK(b.backward == Approx(20 * logits));
   // predict(): the last stage's forward and backward carry the difference to the fused count.
   const double bw = achieved_memory_bandwidth_bytes_per_s(e.cluster);
-  e.training.unfused_cross_entropy = false;
+  e.training.cross_entropy = CrossEntropy::fused;
   const Prediction pf = predict(e, one, o);
-  e.training.unfused_cross_entropy = true;
+  e.training.cross_entropy = CrossEntropy::unfused;
   const Prediction pu = predict(e, one, o);
   CHECK(pu.time.forward_compute_s - pf.time.forward_compute_s == Approx((22 - 6) * logits / bw));
   CHECK(pu.time.backward_compute_s - pf.time.backward_compute_s == Approx((26 - 6) * logits / bw));
   // fused_16bit in predict(): 4 instead of 6 bytes per logit each way in time, and at the loss's
   // peak the 16-bit logits and their 16-bit gradient (4 bytes per logit) instead of the logits
   // and their float32 copy (6).
-  e.training.unfused_cross_entropy = false;
-  e.training.cross_entropy_16bit = true;
+  e.training.cross_entropy = CrossEntropy::fused_16bit;
   const Prediction p16 = predict(e, one, o);
   CHECK(pf.time.forward_compute_s - p16.time.forward_compute_s == Approx((6 - 4) * logits / bw));
   CHECK(pf.time.backward_compute_s - p16.time.backward_compute_s == Approx((6 - 4) * logits / bw));
