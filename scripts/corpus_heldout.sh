@@ -74,6 +74,11 @@ row "A100 40GB llm-foundry (Composer FSDP, Triton FlashAttention, 8-128 GPUs), 5
 # inter-node curve is InfiniBand HDR's (nccl-tests, cited in dgx_a100_80gb.yaml).
 row "A100 40GB llm-foundry, 5-fold, inter-node collectives fitted (--free: RoCE)" llmf_a100_40gb_net $V/llm_foundry_a100_40gb --free collectives_inter_node
 row "H100 llm-foundry bf16 (Composer FSDP, Triton FlashAttention), 5-fold, training scales on the measured kernel curves" llmf_h100 $V/llm_foundry_h100 --cluster "$OUT/dgx_h100_kernels.yaml" "${SCALES[@]}"
+# The same runs with the curves themselves fitted (max and half_tflop of matmul and attention, and
+# the memory bandwidth), from the measured kernel curves: each measured backward curve moves with
+# its forward one at the measured ratio. These runs' small GEMMs and eager element-wise work run
+# slower inside a step than in isolation, which one scale per family cannot say.
+row "H100 llm-foundry bf16, 5-fold, kernel curves fitted from the measured ones" llmf_h100_curves $V/llm_foundry_h100 --cluster "$OUT/dgx_h100_kernels.yaml"
 row "A100 Jean Zay (BigScience layout search), 5-fold, inter-node collectives fitted (--free)" jean_zay $V/bigscience_tr11_prequel --cluster "$JZ" --free collectives_inter_node
 row "A100 Jean Zay (BigScience layout search), 5-fold, inter-node collectives alone (shipped)" jean_zay_network $V/bigscience_tr11_prequel --cluster "$JZ" --fix matmul attention memory_bandwidth --free collectives_inter_node
 echo

@@ -90,12 +90,31 @@ double get_param(const ClusterConfig& c, FitParam p) {
   return 0.0;
 }
 
+namespace {
+
+// A family's forward curve and its own backward curve (matmul_backward, attention_backward)
+// where the profile measured one: fitting the family's level or knee moves both, keeping the
+// measured backward/forward ratio, as a training scale does. Moving the forward alone would leave
+// the backward, most of a step's kernel time, at the isolated kernel's value whatever the runs
+// say. An unset backward curve (max 0: "same as the forward") stays unset.
+void set_family_max(EfficiencyCurve& fwd, EfficiencyCurve& bwd, double value) {
+  if (bwd.max_efficiency > 0 && fwd.max_efficiency > 0)
+    bwd.max_efficiency = std::min(1.0, bwd.max_efficiency * value / fwd.max_efficiency);
+  fwd.max_efficiency = value;
+}
+void set_family_half(EfficiencyCurve& fwd, EfficiencyCurve& bwd, double half_flops) {
+  if (bwd.max_efficiency > 0) bwd.half_flops = fwd.half_flops > 0 ? bwd.half_flops * half_flops / fwd.half_flops : half_flops;
+  fwd.half_flops = half_flops;
+}
+
+}  // namespace
+
 void set_param(ClusterConfig& c, FitParam p, double value) {
   switch (p) {
-    case FitParam::matmul_max: c.matmul.max_efficiency = value; break;
-    case FitParam::matmul_half_tflop: c.matmul.half_flops = value * units::tflop; break;
-    case FitParam::attention_max: c.attention.max_efficiency = value; break;
-    case FitParam::attention_half_tflop: c.attention.half_flops = value * units::tflop; break;
+    case FitParam::matmul_max: set_family_max(c.matmul, c.matmul_backward, value); break;
+    case FitParam::matmul_half_tflop: set_family_half(c.matmul, c.matmul_backward, value * units::tflop); break;
+    case FitParam::attention_max: set_family_max(c.attention, c.attention_backward, value); break;
+    case FitParam::attention_half_tflop: set_family_half(c.attention, c.attention_backward, value * units::tflop); break;
     case FitParam::memory_bandwidth: c.memory_bandwidth_efficiency = value; break;
     case FitParam::inter_node_collectives:
       // Unset inter-node curves meant "as `collectives`": start from those, then set the level.

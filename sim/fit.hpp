@@ -90,6 +90,9 @@ inline constexpr std::array<FitParam, 5> kOptionalFitParams{
     FitParam::matmul_training_scale, FitParam::attention_training_scale};
 const char* fit_param_name(FitParam p);  // "matmul.max", "matmul.half_tflop", ...
 double get_param(const ClusterConfig& c, FitParam p);         // in config units (half in TFLOP)
+// Setting a family's max or half_tflop (matmul, attention) moves the profile's own backward
+// curve of that family too (matmul_backward, attention_backward, where set), keeping its measured
+// ratio to the forward curve (capped at efficiency 1).
 void set_param(ClusterConfig& c, FitParam p, double value);
 
 struct ParamBounds {

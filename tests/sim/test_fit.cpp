@@ -322,6 +322,38 @@ TEST_CASE("--free matmul_fp8: an unset FP8 curve starts from matmul's, then take
   CHECK(params_with({}, {"matmul_fp8.max"}).size() == 1);
 }
 
+TEST_CASE("fitting a family's max or half_tflop moves its measured backward curve too, at the measured ratio") {
+  ClusterConfig c = a100_cluster();
+  c.matmul = {0.68, 0.006e12};
+  c.matmul_backward = {0.672, 0.004e12};
+  c.attention = {0.64, 0.04e12};
+  REQUIRE(c.attention_backward.max_efficiency == 0.0);  // unset: follows attention
+  set_param(c, FitParam::matmul_max, 0.34);
+  CHECK(c.matmul.max_efficiency == doctest::Approx(0.34));
+  CHECK(c.matmul_backward.max_efficiency == doctest::Approx(0.336));  // 0.672 * 0.34 / 0.68
+  set_param(c, FitParam::matmul_half_tflop, 0.06);
+  CHECK(c.matmul.half_flops == doctest::Approx(0.06e12));
+  CHECK(c.matmul_backward.half_flops == doctest::Approx(0.04e12));  // 0.004 * 0.06 / 0.006
+  set_param(c, FitParam::attention_max, 0.2);
+  set_param(c, FitParam::attention_half_tflop, 0.1);
+  CHECK(c.attention_backward.max_efficiency == 0.0);  // still unset, so still the fitted forward's
+  CHECK(c.attention_backward_curve().max_efficiency == doctest::Approx(0.2));
+  // A backward curve above its forward one stops at peak.
+  c.attention_backward = {0.45, 0.02e12};
+  set_param(c, FitParam::attention_max, 0.3);
+  CHECK(c.attention_backward.max_efficiency == doctest::Approx(0.45 * 0.3 / 0.2));
+  set_param(c, FitParam::attention_max, 0.5);
+  CHECK(c.attention_backward.max_efficiency == 1.0);
+  // A knee at zero gives no ratio to keep: the backward's takes the forward's value.
+  set_param(c, FitParam::matmul_half_tflop, 0.0);
+  CHECK(c.matmul_backward.half_flops == 0.0);
+  ClusterConfig d = a100_cluster();
+  d.matmul = {0.7, 0.0};
+  d.matmul_backward = {0.6, 0.01e12};
+  set_param(d, FitParam::matmul_half_tflop, 0.03);
+  CHECK(d.matmul_backward.half_flops == doctest::Approx(0.03e12));
+}
+
 TEST_CASE("training scale: one factor per family on every curve's max, the shapes and unset curves kept") {
   ClusterConfig c = a100_cluster();
   c.matmul = {0.8, 0.02e12};
@@ -484,6 +516,28 @@ TEST_CASE("llm-foundry A100 runs: held-out error of the default fit") {
   MESSAGE("held-out mean |error| " << sum / n << " %, unfitted " << unfitted / n << " %");
   CHECK(sum / n < 5.0);
   CHECK(unfitted / n > 15.0);
+}
+
+// The H100 profile's kernel curves were measured in isolation, with their own backward curves
+// (configs/clusters/dgx_h100.yaml). Fitting the curves to the llm-foundry H100 runs moves each
+// backward curve with its forward one (set_param): fitted alone, the forward curves left the
+// measured backward ones in place and the held-out mean was 15 %. Measured with it: 2.53 %
+// (BENCHMARKS.md, "Public corpus: held-out error"; the bound is the corpus goal's 5 %).
+TEST_CASE("llm-foundry H100 runs: held-out error with the kernel curves fitted") {
+  ClusterConfig base = load_cluster(std::string(RINGPLAN_SOURCE_DIR) + "/configs/clusters/dgx_h100.yaml");
+  base.set_training_scale(1.0, 1.0);  // the measured kernels, not the scales fitted to NeMo's runs
+  REQUIRE(base.matmul_backward.max_efficiency > 0);
+  REQUIRE(base.attention_backward.max_efficiency > 0);
+  const std::vector<Experiment> cases = cases_under({"llm_foundry_h100"});
+  REQUIRE(cases.size() == 52);
+  FitOptions opts;
+  opts.select_prior_weight = true;
+  const CrossValidation cv = cross_validate(cases, base, 5, opts);
+  double sum = 0;
+  for (const double e : cv.heldout_error_pct) sum += std::abs(e);
+  const double n = static_cast<double>(cases.size());
+  MESSAGE("held-out mean |error| " << sum / n << " %");
+  CHECK(sum / n < 5.0);
 }
 
 // Every llm-foundry row is a run that was measured on its GPUs, so it fit: the predicted peak of
