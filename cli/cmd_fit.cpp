@@ -32,6 +32,7 @@
 #include "core/config_yaml.hpp"
 #include "core/error.hpp"
 #include "core/format.hpp"
+#include "core/units.hpp"
 #include "planner/plan_file.hpp"  // kJsonSchemaVersion
 #include "planner/validation.hpp"
 #include "sim/fit.hpp"
@@ -235,6 +236,15 @@ int fit_command(const FitArgs& a) {
     nlohmann::json params;
     for (const auto p : reported) params[sim::fit_param_name(p)] = sim::get_param(out_cluster, p);
     j["fitted"] = params;
+    // The profile's own backward curves where the fit moved them with their family (sim::set_param).
+    nlohmann::json follow = nlohmann::json::object();
+    auto follows = [&](const char* name, const EfficiencyCurve& now, const EfficiencyCurve& was) {
+      if (was.max_efficiency > 0 && (now.max_efficiency != was.max_efficiency || now.half_flops != was.half_flops))
+        follow[name] = {{"max", now.max_efficiency}, {"half_tflop", now.half_flops / units::tflop}};
+    };
+    follows("matmul_backward", out_cluster.matmul_backward, base.matmul_backward);
+    follows("attention_backward", out_cluster.attention_backward, base.attention_backward);
+    j["backward_curves_moved"] = follow;
     j["fixed"] = a.fix;  // held at the base profile's values (their "fitted" entries are those values)
     j["prior_weight"] = prior.weight;  // percentage points per (move / bounds width)^2
     j["prior_weight_mode"] = fixed_weight ? "fixed" : (prior.selected ? "cross_validated" : "default");
@@ -286,6 +296,15 @@ int fit_command(const FitArgs& a) {
   for (const auto p : reported)
     s += fmt::format("  {:<26} {:.4f} (base {:.4f})\n", sim::fit_param_name(p), sim::get_param(out_cluster, p),
                      sim::get_param(base, p));
+  // A profile's own backward curves follow their family's fitted values (sim::set_param): say
+  // where they landed, as the written profile holds them.
+  auto moved = [&](const char* name, const EfficiencyCurve& now, const EfficiencyCurve& was) {
+    if (was.max_efficiency > 0 && (now.max_efficiency != was.max_efficiency || now.half_flops != was.half_flops))
+      s += fmt::format("  {:<26} {:.4f} / {:.4f} (base {:.4f} / {:.4f}; max / half_tflop, at the base's ratio to the forward)\n",
+                       name, now.max_efficiency, now.half_flops / units::tflop, was.max_efficiency, was.half_flops / units::tflop);
+  };
+  moved("matmul_backward", out_cluster.matmul_backward, base.matmul_backward);
+  moved("attention_backward", out_cluster.attention_backward, base.attention_backward);
   size_t w = 4;
   for (const auto& r : rows) w = std::max(w, r.name.size());
   s += fmt::format("\n{:<{}}  {:<28}  {:>10}  {:>10}\n", "case", w, "source", "train", "held-out");
@@ -321,7 +340,8 @@ RINGPLAN_COMMAND("fit", "Fit a cluster profile's efficiencies to measured cases;
                  [](CLI::App& app) {
                    auto a = std::make_shared<FitArgs>();
                    app.footer(
-                       "Fits efficiency.matmul/attention {max, half_tflop} and efficiency.memory_bandwidth by "
+                       "Fits efficiency.matmul/attention {max, half_tflop} (a profile's own matmul_backward/attention_backward "
+                       "curves follow at their ratio to the forward) and efficiency.memory_bandwidth by "
                        "minimising the mean |relative error| of the cases' time metrics plus a prior toward "
                        "the base profile (--prior-weight, by default chosen by cross-validation; bounded pattern search, deterministic); --fix holds some at the base profile's values (a measured curve). "
                        "Held-out error: --folds K (default 5, case i in fold i % K) or "

@@ -796,6 +796,45 @@ TEST_CASE("fit: held-out error by source and by TP degree in JSON") {
   }
 }
 
+TEST_CASE("fit on a profile with measured backward curves: they move with their family and say so") {
+  const std::string dir = std::string(RINGPLAN_SOURCE_DIR) + "/configs/validation/llm_foundry_h100";
+  if (!fs::exists(dir)) return;
+  const TempDir tmp;
+  // The measured kernel curves alone (the shipped training scales removed): the written profile
+  // then holds the fitted values as they are.
+  std::string shipped = read_file(std::string(RINGPLAN_SOURCE_DIR) + "/configs/clusters/dgx_h100.yaml");
+  const size_t scale = shipped.find("\n  training_scale:");
+  REQUIRE(scale != std::string::npos);
+  shipped.erase(scale, shipped.find('\n', scale + 1) - scale);
+  const std::string h100 = tmp.file("kernels.yaml", shipped);
+  const std::string out = (tmp.path / "fitted.yaml").string();
+  // A fixed weight (no nested search) and 2 folds keep it short; matmul fitted, attention held.
+  const std::string cmd = "fit '" + dir + "' --cluster '" + h100 + "' --folds 2 --prior-weight 0.3 --fix attention -o '" + out + "'";
+  const Result j = ringplan(cmd + " --format json");
+  REQUIRE_MESSAGE(j.rc == 0, j.err);
+  const auto r = nlohmann::json::parse(j.out);
+  REQUIRE(r["backward_curves_moved"].contains("matmul_backward"));
+  CHECK_FALSE(r["backward_curves_moved"].contains("attention_backward"));  // held: not moved
+  // The curves' max as the profiles write them ("  matmul: {max: 0.68, half_tflop: ...}").
+  auto max_of = [](const std::string& text, const std::string& key) {
+    const size_t at = text.find("  " + key + ": {max: ");
+    REQUIRE_MESSAGE(at != std::string::npos, key);
+    return std::stod(text.substr(at + key.size() + 10));
+  };
+  const std::string base = read_file(h100), fitted = read_file(out);
+  const double ratio = max_of(base, "matmul_backward") / max_of(base, "matmul");
+  CHECK(max_of(fitted, "matmul_backward") == doctest::Approx(max_of(fitted, "matmul") * ratio));
+  CHECK(max_of(fitted, "matmul") == doctest::Approx(r["fitted"]["matmul.max"].get<double>()).epsilon(1e-6));
+  CHECK(r["backward_curves_moved"]["matmul_backward"]["max"].get<double>() ==
+        doctest::Approx(max_of(fitted, "matmul_backward")));
+  CHECK(max_of(fitted, "attention_backward") == doctest::Approx(max_of(base, "attention_backward")));
+  const Result t = ringplan(cmd);
+  REQUIRE_MESSAGE(t.rc == 0, t.err);
+  CHECK(has(t.out, "matmul_backward"));
+  CHECK(has(t.out, "at the base's ratio to the forward"));
+  CHECK_FALSE(has(t.out, "attention_backward"));
+}
+
 TEST_CASE("simulate --trace writes the event simulator's ring timeline, cp=1 has no CP group") {
   const std::string exp = "'" + kConfigs + "default.yaml'";
   TempDir tmp;
