@@ -27,7 +27,8 @@ struct SimulateArgs {
   std::string experiment;
   std::string mesh, recompute, sequence_parallel, cp_scheme, attention, cp_comm, tp_overlap;
   std::string pp_embedding_slot, pp_loss_slot, overlap_param_gather;
-  int64_t micro_batch = 0, zero = 0, interleave = 0, gpus = 0, cp_a2a_size = 0, pp_first_layers = 0, pp_last_layers = 0;
+  int64_t micro_batch = 0, zero = 0, interleave = 0, gpus = 0, cp_a2a_size = 0, pp_first_layers = 0, pp_last_layers = 0,
+          dp_replicate = 0;
   std::string format = "table";
   std::string trace;  // Chrome/Perfetto trace of one layer's CP attention (event simulator)
   std::string output;  // plan file of the simulated layout (-o)
@@ -35,7 +36,7 @@ struct SimulateArgs {
   CLI::Option *mesh_opt = nullptr, *mb_opt = nullptr, *rc_opt = nullptr, *zero_opt = nullptr, *sp_opt = nullptr,
               *scheme_opt = nullptr, *v_opt = nullptr, *attn_opt = nullptr, *comm_opt = nullptr,
               *tpo_opt = nullptr, *a2a_opt = nullptr, *ppf_opt = nullptr, *ppl_opt = nullptr, *ppe_opt = nullptr,
-              *ppls_opt = nullptr, *opg_opt = nullptr;
+              *ppls_opt = nullptr, *opg_opt = nullptr, *rep_opt = nullptr;
 };
 
 int run_simulate(const SimulateArgs& a) {
@@ -65,6 +66,7 @@ int run_simulate(const SimulateArgs& a) {
   if (a.ppls_opt->count()) o.pp_loss_slot = parse_on_off_flag("--pp-loss-slot", a.pp_loss_slot);
   if (a.opg_opt->count())
     o.overlap_param_gather = parse_on_off_flag("--overlap-param-gather", a.overlap_param_gather);
+  if (a.rep_opt->count()) o.dp_replicate = parse_positive_flag("--dp-replicate", a.dp_replicate);
   if (a.a2a_opt->count()) {
     if (o.cp_comm != CpComm::hybrid)
       throw bad_input(fmt::format("--cp-a2a-size is the all-to-all group size of cp_comm hybrid; the layout has cp_comm "
@@ -125,7 +127,7 @@ RINGPLAN_COMMAND("simulate", "Predict memory and step time of one layout, term b
   a->mesh_opt = app.add_option("--mesh", a->mesh, "Mesh dp=D,tp=T,cp=C,pp=P (product = GPUs; overrides the file)");
   a->mb_opt = app.add_option("--micro-batch", a->micro_batch, "Sequences per micro-batch per DP replica");
   a->rc_opt = app.add_option("--recompute", a->recompute, "Activation recompute: none, selective (attention core), full, selective_op (torchtitan per-op policy)");
-  a->zero_opt = app.add_option("--zero", a->zero, "ZeRO stage 0..3 (sharded over DP x CP)");
+  a->zero_opt = app.add_option("--zero", a->zero, "ZeRO stage 0..3 (sharded over DP x CP, or DP / R x CP with --dp-replicate R)");
   a->sp_opt = app.add_option("--sequence-parallel", a->sequence_parallel, "Megatron sequence parallelism: on, off");
   a->scheme_opt = app.add_option("--cp-scheme", a->cp_scheme, "Sequence sharding: contiguous, zigzag, striped");
   a->v_opt = app.add_option("--interleave", a->interleave, "Virtual pipeline stages per device (PP > 1)");
@@ -148,6 +150,10 @@ RINGPLAN_COMMAND("simulate", "Predict memory and step time of one layout, term b
   a->opg_opt = app.add_option("--overlap-param-gather", a->overlap_param_gather,
                               "ZeRO 1/2: all-gather the updated parameters behind the next step's first forward "
                               "(Megatron --overlap-param-gather): on, off");
+  a->rep_opt = app.add_option("--dp-replicate", a->dp_replicate,
+                              "Hybrid sharding: replicas of the ZeRO-sharded state (divides DP; ZeRO >= 1), each "
+                              "sharded over DP / R x CP ranks (FSDP HYBRID_SHARD, Megatron "
+                              "--num-distributed-optimizer-instances); default 1");
   app.add_option("--gpus", a->gpus, "GPU count the mesh must multiply to (default: experiment, else cluster)");
   app.add_option("--format", a->format, "Output format: table or json")
       ->check(CLI::IsMember({"table", "json"}))

@@ -461,6 +461,16 @@ struct ParallelOptions {
   // DeepSpeed ZeRO-1/2, this project's runtime). Only matters with ZeRO 1/2 and DP x CP > 1; not
   // searched.
   bool overlap_param_gather = false;
+  // Hybrid sharding (HSDP): R copies of the ZeRO-sharded state across the data-parallel ranks,
+  // YAML options.dp_replicate (default 1: one shard group of every DP x CP rank). The states are
+  // sharded over a group of (DP / R) x CP ranks, consecutive in rank order (the DP index split as
+  // replica x shard, the shard inner: inside a node where it fits), and replicated across the R
+  // groups; gradients are reduce-scattered inside the shard group, then all-reduced across the R
+  // replicas of each shard, and ZeRO-3 gathers (ZeRO-1/2's parameter all-gather) stay inside the
+  // shard group. PyTorch FSDP's HYBRID_SHARD and FSDP2 on a (replicate, shard) mesh (torchtitan's
+  // data_parallel_replicate_degree), Megatron-LM's --num-distributed-optimizer-instances.
+  // Invariants (check_layout): R divides DP; R > 1 needs ZeRO >= 1 (ZeRO-0 shards nothing).
+  int64_t dp_replicate = 1;
   // How the layers split over the pipeline ranks (PP > 1 only; not searched; sim::stage_layers).
   // Megatron-LM's uneven-pipeline settings, at most one of the two kinds:
   //   pp_first_layers / pp_last_layers (0: not set): transformer layers on the first / last
@@ -484,10 +494,10 @@ struct FixedOptionKeys {
   bool micro_batch = false, recompute = false, zero_stage = false, sequence_parallel = false, cp_scheme = false,
        interleave = false, attention = false, cp_comm = false, tp_overlap = false, cp_a2a_size = false,
        pp_split = false,  // any of pp_first_layers, pp_last_layers, pp_embedding_slot, pp_loss_slot
-       overlap_param_gather = false;
+       overlap_param_gather = false, dp_replicate = false;
   bool any() const {
     return micro_batch || recompute || zero_stage || sequence_parallel || cp_scheme || interleave || attention ||
-           cp_comm || tp_overlap || cp_a2a_size || pp_split || overlap_param_gather;
+           cp_comm || tp_overlap || cp_a2a_size || pp_split || overlap_param_gather || dp_replicate;
   }
   bool operator==(const FixedOptionKeys&) const = default;
 };
@@ -505,6 +515,10 @@ struct SearchSpace {
   // Group sizes A tried for cp_comm hybrid (each must divide the layout's CP to be tried); empty:
   // every divisor of CP with 1 < A < CP (A = 1 is the ring, A = CP the all-to-all).
   std::vector<int64_t> cp_a2a_size;
+  // Replica counts R tried for hybrid sharding (options.dp_replicate; each must divide the
+  // layout's DP, and is tried with ZeRO >= 1 only); empty: 1, and the R whose shard group fills
+  // exactly one node ((DP / R) x CP x TP = GPUs per node) where there is one.
+  std::vector<int64_t> dp_replicate;
   std::optional<int64_t> max_tp, max_cp, max_pp;  // optional caps
 };
 

@@ -452,10 +452,10 @@ const std::vector<std::string> kMeshKeys{"dp", "tp", "cp", "pp"};
 const std::vector<std::string> kOptionKeys{"micro_batch", "recompute",  "zero_stage", "sequence_parallel",
                                            "cp_scheme",   "interleave", "attention",  "cp_comm",
                                            "tp_overlap",  "cp_a2a_size", "pp_first_layers", "pp_last_layers",
-                                           "pp_embedding_slot", "pp_loss_slot", "overlap_param_gather"};
+                                           "pp_embedding_slot", "pp_loss_slot", "overlap_param_gather", "dp_replicate"};
 const std::vector<std::string> kSearchKeys{"micro_batch", "recompute",  "zero_stage", "sequence_parallel",
                                            "cp_scheme",   "interleave", "attention",  "cp_comm",
-                                           "cp_a2a_size", "max_tp",     "max_cp",     "max_pp"};
+                                           "cp_a2a_size", "dp_replicate", "max_tp",  "max_cp",     "max_pp"};
 const std::vector<std::string> kPublishedKeys{"step_time_s",     "tflops_per_device",       "mfu",
                                               "peak_memory_gib", "peak_memory_allocated_gib", "tokens_per_s_per_device",
                                               "attention_flops", "source"};
@@ -930,6 +930,7 @@ Experiment experiment_from_yaml(const YAML::Node& node, const std::string& file,
     given.cp_a2a_size = o.has("cp_a2a_size");
     given.pp_split = o.has("pp_first_layers") || o.has("pp_last_layers") || o.has("pp_embedding_slot") || o.has("pp_loss_slot");
     given.overlap_param_gather = o.has("overlap_param_gather");
+    given.dp_replicate = o.has("dp_replicate");
     if (o.has("micro_batch")) opt.micro_batch = o.get_count("micro_batch", kMaxSize);
     if (o.has("recompute")) opt.recompute = o.get_enum<Recompute>("recompute", parse_recompute, recompute_names());
     if (o.has("zero_stage"))
@@ -946,6 +947,17 @@ Experiment experiment_from_yaml(const YAML::Node& node, const std::string& file,
     if (o.has("pp_embedding_slot")) opt.pp_embedding_slot = o.get_bool("pp_embedding_slot");
     if (o.has("pp_loss_slot")) opt.pp_loss_slot = o.get_bool("pp_loss_slot");
     if (o.has("overlap_param_gather")) opt.overlap_param_gather = o.get_bool("overlap_param_gather");
+    if (o.has("dp_replicate")) {
+      opt.dp_replicate = o.get_count("dp_replicate", kMaxGpus);
+      if (opt.dp_replicate > 1 && o.has("zero_stage") && opt.zero_stage == 0)
+        o.fail("dp_replicate", fmt::format("{} replicas of the sharded state need zero_stage >= 1 (this layout has "
+                                           "zero_stage 0, which shards nothing); valid: 1, or a zero_stage of 1-3",
+                                           opt.dp_replicate));
+      if (e.mesh && e.mesh->dp % opt.dp_replicate != 0)
+        o.fail("dp_replicate", fmt::format("{} does not divide dp {} (the DP ranks split into dp_replicate groups of "
+                                           "dp / dp_replicate shards); valid: {}",
+                                           opt.dp_replicate, e.mesh->dp, divisors_text(e.mesh->dp)));
+    }
     // Whatever the mesh, the first and last stages' layers come out of the model's: with only
     // one of them given, the other stages need at least one layer. (What a given PP allows on top
     // is check_layout's.) Refused here so that a plan never quietly searches PP 1 only.
@@ -1009,6 +1021,11 @@ Experiment experiment_from_yaml(const YAML::Node& node, const std::string& file,
       });
     if (s.has("cp_a2a_size")) {
       sp.cp_a2a_size = s.get_list<int64_t>("cp_a2a_size", [&s](const YAML::Node& n, int line, const std::string& w) {
+        return s.scalar_count(n, line, w, kMaxGpus);
+      });
+    }
+    if (s.has("dp_replicate")) {
+      sp.dp_replicate = s.get_list<int64_t>("dp_replicate", [&s](const YAML::Node& n, int line, const std::string& w) {
         return s.scalar_count(n, line, w, kMaxGpus);
       });
     }
@@ -1247,12 +1264,13 @@ void write_experiment(YAML::Emitter& out, const Experiment& e) {
   if (o.pp_embedding_slot) out << YAML::Key << "pp_embedding_slot" << YAML::Value << true;
   if (o.pp_loss_slot) out << YAML::Key << "pp_loss_slot" << YAML::Value << true;
   if (o.overlap_param_gather) out << YAML::Key << "overlap_param_gather" << YAML::Value << true;
+  if (o.dp_replicate > 1) out << YAML::Key << "dp_replicate" << YAML::Value << o.dp_replicate;
   out << YAML::EndMap;
 
   const SearchSpace& s = e.search;
   bool any_search = !s.micro_batch.empty() || !s.recompute.empty() || !s.zero_stage.empty() ||
                     !s.sequence_parallel.empty() || !s.cp_scheme.empty() || !s.interleave.empty() ||
-                    !s.attention.empty() || !s.cp_comm.empty() || !s.cp_a2a_size.empty() || s.max_tp || s.max_cp || s.max_pp;
+                    !s.attention.empty() || !s.cp_comm.empty() || !s.cp_a2a_size.empty() || !s.dp_replicate.empty() || s.max_tp || s.max_cp || s.max_pp;
   if (any_search) {
     auto same = [](auto v) { return v; };
     auto name = [](auto v) { return std::string(to_string(v)); };
@@ -1266,6 +1284,7 @@ void write_experiment(YAML::Emitter& out, const Experiment& e) {
     emit_list(out, "attention", s.attention, name);
     emit_list(out, "cp_comm", s.cp_comm, name);
     emit_list(out, "cp_a2a_size", s.cp_a2a_size, same);
+    emit_list(out, "dp_replicate", s.dp_replicate, same);
     if (s.max_tp) out << YAML::Key << "max_tp" << YAML::Value << *s.max_tp;
     if (s.max_cp) out << YAML::Key << "max_cp" << YAML::Value << *s.max_cp;
     if (s.max_pp) out << YAML::Key << "max_pp" << YAML::Value << *s.max_pp;

@@ -27,7 +27,7 @@ auto layout_key(const sim::Prediction& p) {
   return std::make_tuple(m.tp, m.cp, m.pp, m.dp, o.micro_batch, static_cast<int>(o.recompute),
                          o.zero_stage, o.sequence_parallel, static_cast<int>(o.cp_scheme),
                          o.interleave, static_cast<int>(o.attention), static_cast<int>(o.cp_comm),
-                         o.cp_a2a_size, static_cast<int>(o.tp_overlap), o.overlap_param_gather);
+                         o.cp_a2a_size, static_cast<int>(o.tp_overlap), o.overlap_param_gather, o.dp_replicate);
 }
 
 // Collects rejections. Layout rejections arrive once per pruned subtree (not once per
@@ -138,6 +138,7 @@ std::string choice_reason(const sim::Prediction& fastest, const sim::Prediction&
     static constexpr const char* kMethod[] = {"ring CP", "all-gather CP", "all-to-all CP", "hybrid CP"};
     why.push_back(fmt::format("{} instead of {}", kMethod[b.cp_method], kMethod[a.cp_method]));
   }
+  if (b.hybrid_shard != a.hybrid_shard) why.push_back(b.hybrid_shard ? "hybrid sharding" : "no hybrid sharding");
   std::string list;
   for (size_t i = 0; i < why.size(); ++i) list += (i ? ", " : "") + why[i];
   const double slower = fastest.step_time_s > 0 ? 100.0 * (chosen.step_time_s / fastest.step_time_s - 1.0) : 0.0;
@@ -170,6 +171,7 @@ ResolvedSearchSpace resolve_search_space(const Experiment& e) {
                   ? std::vector<CpComm>{CpComm::ring, CpComm::allgather, CpComm::alltoall, CpComm::hybrid}
                   : s.cp_comm;
   r.cp_a2a_size = s.cp_a2a_size;
+  r.dp_replicate = s.dp_replicate;
   r.max_tp = s.max_tp.value_or(0);
   r.max_cp = s.max_cp.value_or(0);
   r.max_pp = s.max_pp.value_or(0);
@@ -217,11 +219,12 @@ Simplicity simplicity_of(const Mesh& m, const ParallelOptions& o) {
                             : o.cp_comm == CpComm::hybrid   ? 3
                                                             : 0)
                          : 0;
+  s.hybrid_shard = o.dp_replicate > 1 ? 1 : 0;
   return s;
 }
 
 int simplicity_index(const Simplicity& s) {
-  return ((s.zero_stage * 2 + s.interleaved) * 5 + s.dims_above_one) * 4 + s.cp_method;
+  return (((s.zero_stage * 2 + s.interleaved) * 5 + s.dims_above_one) * 4 + s.cp_method) * 2 + s.hybrid_shard;
 }
 
 std::vector<int> ranking_groups(const std::vector<sim::Prediction>& ranked) {
@@ -391,6 +394,10 @@ PlanResult plan(const Experiment& e, const PlanSettings& settings) {
       space.cp_a2a_size = {o.cp_a2a_size};
       space.cp_a2a_size_fixed = true;
     }
+    if (fixed.dp_replicate) {
+      space.dp_replicate = {o.dp_replicate};
+      space.dp_replicate_fixed = true;
+    }
   }
   std::vector<Mesh> meshes;
   if (settings.fixed_layout && e.mesh) {
@@ -430,6 +437,10 @@ PlanResult plan(const Experiment& e, const PlanSettings& settings) {
   const std::vector<CpComm> comm_fixed = {e.options.cp_comm};
   std::vector<std::pair<CpComm, int64_t>> comm_variants;  // refilled per mesh
   const std::vector<int64_t> interleave_one = {1};
+  // Hybrid-sharding replica counts of the mesh: for ZeRO >= 1 (refilled per mesh), and for ZeRO-0
+  // (1, or the fixed value, which check_layout refuses when it is > 1).
+  std::vector<int64_t> replicas;
+  const std::vector<int64_t> replicas_zero0 = space.dp_replicate_fixed ? space.dp_replicate : interleave_one;
 
   // All-gather and all-to-all CP run the flash kernel only (check_layout refuses them with a
   // materialised kernel): with those the attention list is its flash entries, so the impossible
@@ -440,8 +451,10 @@ PlanResult plan(const Experiment& e, const PlanSettings& settings) {
   auto attention_for = [&](int64_t cp, CpComm comm) -> const std::vector<AttentionImpl>& {
     return cp > 1 && comm != CpComm::ring ? attention_flash : space.attention;
   };
+  // ZeRO stages times their replica counts (refilled per mesh with `replicas`).
+  int64_t zero_variants = 0;
   auto inner_for = [&](int64_t cp, CpComm comm) {
-    return static_cast<int64_t>(space.recompute.size() * space.zero_stage.size() * attention_for(cp, comm).size());
+    return static_cast<int64_t>(space.recompute.size() * attention_for(cp, comm).size()) * zero_variants;
   };
 
   // Fastest fitting candidate of each Simplicity class (for PlanResult::chosen); allocated once.
@@ -479,6 +492,23 @@ PlanResult plan(const Experiment& e, const PlanSettings& settings) {
           if (mesh.cp % a == 0) comm_variants.push_back({comm, a});
       }
     }
+    replicas.clear();
+    if (space.dp_replicate_fixed) {
+      replicas = space.dp_replicate;
+    } else if (!space.dp_replicate.empty()) {
+      for (int64_t r : space.dp_replicate)
+        if (r >= 1 && mesh.dp % r == 0) replicas.push_back(r);
+      if (replicas.empty()) replicas.push_back(1);  // none divides this DP: no replication possible
+    } else {
+      replicas.push_back(1);
+      // The shard group that fills one node: (DP / R) x CP x TP = GPUs per node.
+      const int64_t g = e.cluster.gpus_per_node, inner = mesh.tp * mesh.cp;
+      if (g > 0 && g % inner == 0 && mesh.dp % (g / inner) == 0 && mesh.dp / (g / inner) > 1)
+        replicas.push_back(mesh.dp / (g / inner));
+    }
+    zero_variants = 0;
+    for (int zero : space.zero_stage)
+      zero_variants += static_cast<int64_t>(zero >= 1 ? replicas.size() : replicas_zero0.size());
     int64_t inner_comms = 0;  // innermost candidates summed over the CP methods
     for (const auto& [comm, a2a] : comm_variants) inner_comms += inner_for(mesh.cp, comm);
     const int64_t per_mesh =
@@ -511,6 +541,7 @@ PlanResult plan(const Experiment& e, const PlanSettings& settings) {
       opt.cp_comm = CpComm::ring;
       opt.interleave = 1;
       opt.attention = AttentionImpl::flash;
+      opt.dp_replicate = 1;
       std::string why = sim::check_layout(e, mesh, opt, result.gpus);
       if (!why.empty()) {
         tally.layout(why, per_mesh);
@@ -535,6 +566,7 @@ PlanResult plan(const Experiment& e, const PlanSettings& settings) {
               if (!settings.exhaustive) {
                 opt.recompute = Recompute::none;
                 opt.zero_stage = 0;
+                opt.dp_replicate = 1;
                 opt.attention = AttentionImpl::flash;
                 std::string why = sim::check_layout(e, mesh, opt, result.gpus);
                 if (!why.empty()) {
@@ -548,6 +580,8 @@ PlanResult plan(const Experiment& e, const PlanSettings& settings) {
                 opt.recompute = rc;
                 for (int zero : space.zero_stage) {
                   opt.zero_stage = zero;
+                  for (int64_t rep : zero >= 1 ? replicas : replicas_zero0) {
+                  opt.dp_replicate = rep;
                   for (AttentionImpl attn : attentions) {
                     opt.attention = attn;
                     std::string why = sim::check_layout(e, mesh, opt, result.gpus);
@@ -568,6 +602,7 @@ PlanResult plan(const Experiment& e, const PlanSettings& settings) {
                     top.push(p);
                     auto& best = best_of_class[static_cast<size_t>(simplicity_index(simplicity_of(mesh, opt)))];
                     if (!best || ranks_before(p, *best)) best = p;
+                  }
                   }
                 }
               }
@@ -628,6 +663,7 @@ std::string fixed_layout_text(const Experiment& e) {
     if (f.attention) keys.push_back(fmt::format("attention {}", to_string(e.options.attention)));
     if (f.cp_comm) keys.push_back(fmt::format("cp_comm {}", to_string(e.options.cp_comm)));
     if (f.cp_a2a_size) keys.push_back(fmt::format("cp_a2a_size {}", e.options.cp_a2a_size));
+    if (f.dp_replicate) keys.push_back(fmt::format("dp_replicate {}", e.options.dp_replicate));
     const size_t searched_fixed = keys.size();  // tp_overlap and overlap_param_gather are never searched
     if (f.tp_overlap) keys.push_back(fmt::format("tp_overlap {}", to_string(e.options.tp_overlap)));
     if (f.overlap_param_gather) keys.push_back(fmt::format("overlap_param_gather {}", e.options.overlap_param_gather));
@@ -635,7 +671,7 @@ std::string fixed_layout_text(const Experiment& e) {
     std::string list;
     for (size_t i = 0; i < keys.size(); ++i) list += (i ? ", " : "") + keys[i];
     s += fmt::format("{}options fixed by {} ({})", s.empty() ? "" : "; ", where(e.options_line), list);
-    if (searched_fixed < 9) s += "; the other options searched";
+    if (searched_fixed < 10) s += "; the other options searched";
   }
   return s;
 }

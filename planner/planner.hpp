@@ -39,6 +39,11 @@ namespace ringplan::planner {
 //   cp_a2a_size: the experiment's search.cp_a2a_size (values that do not divide the mesh's CP are
 //            skipped), else every divisor of CP with 1 < A < CP (A = 1 is the ring and A = CP
 //            the all-to-all, searched as such); fixed by options.cp_a2a_size (0: the default).
+//   dp_replicate: the experiment's search.dp_replicate (values that do not divide the mesh's DP are
+//            skipped), else 1 and the replica count whose shard group fills one node (hybrid
+//            sharding inside the node, replicas across nodes: (DP / R) x CP x TP = GPUs per node,
+//            R > 1), where the mesh has one; tried with ZeRO >= 1 only (1 with ZeRO-0); fixed by
+//            options.dp_replicate.
 struct ResolvedSearchSpace {
   std::vector<int64_t> micro_batch;
   bool micro_batch_is_default = true;  // default set: filter to divisors per mesh
@@ -51,6 +56,8 @@ struct ResolvedSearchSpace {
   std::vector<CpComm> cp_comm;
   std::vector<int64_t> cp_a2a_size;  // empty: the proper divisors of each mesh's CP
   bool cp_a2a_size_fixed = false;    // options.cp_a2a_size fixed (cp_a2a_size holds it, 0: default)
+  std::vector<int64_t> dp_replicate;  // empty: 1 and the node-filling shard group of each mesh
+  bool dp_replicate_fixed = false;    // options.dp_replicate fixed (dp_replicate holds it)
   // 0: no cap. The planner has no default TP cap: TP wider than a node is searched (valid,
   // inter-node TP collectives) unless the experiment sets search.max_tp.
   int64_t max_tp = 0, max_cp = 0, max_pp = 0;
@@ -79,18 +86,20 @@ inline bool within_band(double t, double leader) { return t <= leader || t - lea
 // dimensions > 1 (fewer process groups to go wrong), then CP exchange (ring before all-gather
 // before all-to-all before hybrid: the ring's p2p and its overlap are the default of every
 // framework; all-to-all adds a constraint on heads and four collectives per pass; hybrid has
-// both stages and two process groups).
+// both stages and two process groups), then hybrid sharding (options.dp_replicate > 1: two
+// process groups for the gradients and R copies of the sharded state, so more memory per GPU).
 // The CP scheme is not part of it: zigzag and striped twins are equivalent here.
 struct Simplicity {
   int zero_stage = 0;
   int interleaved = 0;      // 1 when PP > 1 and interleave > 1
   int dims_above_one = 0;   // 0 .. 4
   int cp_method = 0;        // CP > 1: 0 ring, 1 allgather, 2 alltoall, 3 hybrid; 0 when CP = 1
+  int hybrid_shard = 0;     // 1 when dp_replicate > 1
   auto operator<=>(const Simplicity&) const = default;
 };
 Simplicity simplicity_of(const Mesh& m, const ParallelOptions& o);
 // Number of distinct Simplicity values, and a dense index that keeps their order.
-inline constexpr int kSimplicityClasses = 4 * 2 * 5 * 4;
+inline constexpr int kSimplicityClasses = 4 * 2 * 5 * 4 * 2;
 int simplicity_index(const Simplicity& s);
 
 // Group number (1-based) of each candidate of a ranked list: a group starts at the first

@@ -90,7 +90,8 @@ nlohmann::json options_json(const ParallelOptions& o) {
           {"pp_last_layers", o.pp_last_layers},
           {"pp_embedding_slot", o.pp_embedding_slot},
           {"pp_loss_slot", o.pp_loss_slot},
-          {"overlap_param_gather", o.overlap_param_gather}};
+          {"overlap_param_gather", o.overlap_param_gather},
+          {"dp_replicate", o.dp_replicate}};
 }
 
 nlohmann::json prediction_json(const sim::Prediction& p) {
@@ -176,6 +177,8 @@ std::string mesh_text(const Mesh& m) {
 
 std::string options_text(const Mesh& m, const ParallelOptions& o) {
   std::string s = fmt::format("mb={} rc={} zero={}", o.micro_batch, to_string(o.recompute), o.zero_stage);
+  // Hybrid sharding: the ZeRO state's replica count (shard groups of DP x CP / R ranks).
+  if (o.dp_replicate > 1) s += fmt::format(" hsdp={}", o.dp_replicate);
   if (m.tp > 1 && o.sequence_parallel) s += " sp";
   // The TP overlap is named only when it is not Megatron-LM's default (and TP > 1).
   if (m.tp > 1 && o.tp_overlap != TpOverlap::backward) s += fmt::format(" tp-overlap={}", to_string(o.tp_overlap));
@@ -297,7 +300,7 @@ std::string plan_text(const Experiment& e, const PlanResult& r) {
     s += fmt::format(
         "\nranking band {}: layouts whose step times differ by less than that share a group; {}. Within the "
         "first group the simpler layout is chosen (lower ZeRO stage, no interleave, fewer mesh dimensions > 1, "
-        "ring before all-gather; zigzag/striped twins shown once)\n",
+        "ring before all-gather, one copy of the ZeRO shards before hybrid sharding; zigzag/striped twins shown once)\n",
         format_pct(100.0 * kRankingBand), kRankingBandReason);
     s += fmt::format("chosen: {}\n", r.choice_reason);
     if (!r.cp_comm_reason.empty()) s += fmt::format("CP method: {}\n", r.cp_comm_reason);

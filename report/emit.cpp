@@ -355,6 +355,12 @@ MegatronLaunch megatron_launch(const Experiment& e, const sim::Prediction& p) {
   // (--overlap-grad-reduce defaults off; its llama examples set it). The distributed optimizer's
   // parameter all-gather after the step is overlapped with the next forward only where the plan
   // assumes it (options.overlap_param_gather; Megatron-LM asserts --overlap-grad-reduce with it).
+  // Hybrid sharding: R distributed-optimizer (or Megatron-FSDP) instances, each over a contiguous
+  // slice of (DP x CP) / R ranks of the dp-cp group, CP inner (megatron/core/parallel_state.py:
+  // intra_partial_data_parallel_size), the plan's shard groups; the gradient shards are
+  // all-reduced across instances (DP replication, --outer-dp-sharding-strategy no_shard, its
+  // default, under Megatron-FSDP).
+  if (o.dp_replicate > 1) add(a, "--num-distributed-optimizer-instances", o.dp_replicate);
   if (!fsdp && mesh.dp * mesh.cp > 1) a.push_back("--overlap-grad-reduce");
   if (!fsdp && o.zero_stage == 1 && mesh.dp * mesh.cp > 1 && o.overlap_param_gather)
     a.push_back("--overlap-param-gather");
@@ -638,6 +644,12 @@ TorchtitanConfig torchtitan_config(const Experiment& e, const sim::Prediction& p
       [[fallthrough]];
     case 2: replicate = 1; shard = mesh.dp; reshard = "never"; break;
     default: replicate = 1; shard = mesh.dp; reshard = "always"; break;  // 3 (checked above)
+  }
+  // Hybrid sharding: FSDP over dp_shard x cp, replicated data_parallel_replicate_degree times
+  // (HSDP on the (dp_replicate, dp_shard) mesh; dp_shard inner, as the plan's shard groups).
+  if (o.zero_stage >= 1 && o.dp_replicate > 1) {
+    replicate = o.dp_replicate;
+    shard = mesh.dp / o.dp_replicate;
   }
   set("parallelism", "data_parallel_replicate_degree", replicate);
   set("parallelism", "data_parallel_shard_degree", shard);

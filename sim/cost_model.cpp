@@ -255,6 +255,12 @@ std::string check_layout(const Experiment& e, const Mesh& mesh, const ParallelOp
   if (opt.micro_batch < 1) return "micro_batch must be >= 1, got " + str(opt.micro_batch);
   if (opt.zero_stage < 0 || opt.zero_stage > 3) return "zero_stage must be 0..3, got " + std::to_string(opt.zero_stage);
   if (opt.interleave < 1) return "interleave must be >= 1, got " + str(opt.interleave);
+  // Hybrid sharding (ParallelOptions::dp_replicate): R replicas of shard groups of (DP / R) x CP.
+  if (opt.dp_replicate < 1) return "dp_replicate must be >= 1, got " + str(opt.dp_replicate);
+  if (opt.dp_replicate > 1 && mesh.dp % opt.dp_replicate != 0)
+    return "dp_replicate " + str(opt.dp_replicate) + " does not divide DP " + str(mesh.dp);
+  if (opt.dp_replicate > 1 && opt.zero_stage == 0)
+    return "dp_replicate " + str(opt.dp_replicate) + " needs zero_stage >= 1 (ZeRO-0 shards nothing to replicate)";
   if (std::string why = pipeline_split_problem(m.layers, mesh.pp, opt); !why.empty()) return why;
   if (opt.cp_scheme == CpScheme::zigzag) {
     if (t.seq_len % (2 * mesh.cp) != 0)
@@ -596,7 +602,10 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
   const double tp = static_cast<double>(mesh.tp);
   const double pp = static_cast<double>(mesh.pp);
   const double v = static_cast<double>(opt.interleave);
-  const double shard_group = static_cast<double>(mesh.dp * mesh.cp);  // ZeRO / gradient group
+  // ZeRO's shard group: DP x CP, or with hybrid sharding (ParallelOptions::dp_replicate = R) the
+  // (DP / R) x CP ranks of one replica (check_layout: R divides DP, and R > 1 only with ZeRO >= 1).
+  const int64_t replicas = opt.dp_replicate;
+  const double shard_group = static_cast<double>(mesh.dp * mesh.cp / replicas);
   const double vocab = static_cast<double>(model.vocab);
   const double hidden = static_cast<double>(model.hidden);
   const int64_t m_int = train.global_batch_sequences / (mesh.dp * opt.micro_batch);
@@ -712,12 +721,16 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
   const double layer_params_dev = layer_params(model) / tp;
   const StateBytes sb = state_bytes_per_param(train.dtype, train.optimizer, train.fp32_grad_accumulation);
   // The gradient group is DP x CP (ranks of one TP index and one stage): same block rule.
-  const bool grads_inside =
-      blocks_within_node(mesh.dp * mesh.cp, mesh.tp * mesh.cp * mesh.dp, mesh.world_size(), c.gpus_per_node);
+  // With hybrid sharding the shard group is the first (DP / R) x CP of them (the DP index split as
+  // replica x shard, the shard inner), and each shard's R replicas are (DP / R) x CP x TP apart.
+  const int64_t n_shard = mesh.dp * mesh.cp / replicas;
+  const bool grads_inside = blocks_within_node(n_shard, mesh.tp * n_shard, mesh.world_size(), c.gpus_per_node);
   // DP x CP ranks are TP apart: per node G/TP of them when TP divides G (hierarchical reduction).
-  const int64_t grad_per_node =
-      grads_inside ? mesh.dp * mesh.cp : group_ranks_per_node(mesh.dp * mesh.cp, mesh.tp, c.gpus_per_node);
-  const int64_t n_shard = mesh.dp * mesh.cp;
+  const int64_t grad_per_node = grads_inside ? n_shard : group_ranks_per_node(n_shard, mesh.tp, c.gpus_per_node);
+  const int64_t replica_per_node =
+      blocks_within_node(replicas, mesh.tp * mesh.cp * mesh.dp, mesh.world_size(), c.gpus_per_node)
+          ? replicas
+          : group_ranks_per_node(replicas, mesh.tp * n_shard, c.gpus_per_node);
   double zero3_per_mb = 0.0, zero3_first = 0.0;
   if (opt.zero_stage >= 3 && n_shard > 1) {
     const double ag = group_collective_s(CollectiveKind::all_gather, n_shard, grad_per_node, layer_params_dev * sb.weights, c);
@@ -794,11 +807,24 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
   double max_rank_params = 0.0;
   for (int i = 0; i < 3; ++i) max_rank_params = std::max(max_rank_params, rank_params(candidates[i], cand_layers[i]));
   const double stage_params_dev = max_rank_params / tp;
-  if (n_shard > 1) {
+  // Hybrid sharding (R replicas): the reduce-scatter stays inside the shard group, then each
+  // rank's shard is all-reduced across its R replicas (PyTorch FSDP HYBRID_SHARD and FSDP2 on a
+  // 2-D mesh: reduce-scatter, then all-reduce on the replicate group; Megatron-LM's partial
+  // distributed optimizer: reduce-scatter in the instance, all-reduce across instances), both
+  // behind the backward as one reduction. A shard group of one rank (R = DP, CP = 1) only
+  // all-reduces.
+  if (n_shard > 1 || replicas > 1) {
     const double grad_bytes = stage_params_dev * sb.gradients;
     const bool sharded_grads = opt.zero_stage >= 2;
-    const double reduce = group_collective_s(opt.zero_stage >= 1 ? CollectiveKind::reduce_scatter : CollectiveKind::all_reduce,
-                                          n_shard, grad_per_node, grad_bytes, c);
+    const double in_shard =
+        n_shard > 1 ? group_collective_s(opt.zero_stage >= 1 ? CollectiveKind::reduce_scatter : CollectiveKind::all_reduce,
+                                         n_shard, grad_per_node, grad_bytes, c)
+                    : 0.0;
+    const double across_replicas =
+        replicas > 1 ? group_collective_s(CollectiveKind::all_reduce, replicas, replica_per_node,
+                                          grad_bytes / static_cast<double>(n_shard), c)
+                     : 0.0;
+    const double reduce = in_shard + across_replicas;
     const double backward_window = layers_stage * (layer_bwd_compute + lt.tp_bwd_exposed_s);
     // The last layer's bucket has no backward left to hide behind; the others overlap the window
     // and take their SM share of it (overlapped_exposed_s), or show where they outlast it.
@@ -811,7 +837,7 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
     // gathered while the layer before it runs (a forward pre-hook waits for a bucket and
     // dispatches the next, megatron/core/distributed/param_and_grad_buffer.py finish_param_sync),
     // taking its SM share of that layer or showing where it outlasts it.
-    if (opt.zero_stage == 1 || opt.zero_stage == 2) {
+    if ((opt.zero_stage == 1 || opt.zero_stage == 2) && n_shard > 1) {
       const double ag = group_collective_s(CollectiveKind::all_gather, n_shard, grad_per_node, stage_params_dev * sb.weights, c);
       if (!opt.overlap_param_gather) {
         t.zero_comm_exposed_s = ag;

@@ -98,6 +98,10 @@ void check_step_spec(const StepSpec& s) {
                      "divide them",
                      rows, mesh.tp));
   if (o.zero_stage < 0 || o.zero_stage > 3) fail(fmt::format("zero_stage {} must be 0..3", o.zero_stage));
+  if (o.dp_replicate < 1 || mesh.dp % o.dp_replicate != 0)
+    fail(fmt::format("dp_replicate {} must divide dp={} (hybrid sharding's replica count)", o.dp_replicate, mesh.dp));
+  if (o.dp_replicate > 1 && o.zero_stage == 0)
+    fail(fmt::format("dp_replicate {} needs zero_stage >= 1 (ZeRO-0 shards nothing to replicate)", o.dp_replicate));
   if (o.interleave < 1) fail(fmt::format("interleave {} must be >= 1", o.interleave));
   // The layers of each stage and chunk: core/pipeline_split.hpp, as the cost model and emit.
   if (const std::string why = pipeline_split_problem(m.layers, mesh.pp, o); !why.empty()) fail("pipeline split: " + why);
@@ -233,6 +237,17 @@ Trainer<T>::Trainer(const StepSpec& spec, Communicator& world)
   const MeshCoord& c = groups_.coord;
   // The gradient group: ranks with the same (tp, pp), ordered by (cp, dp).
   dpcp_ = world_.split(static_cast<int>(c.tp + mesh.tp * c.pp), static_cast<int>(c.cp + mesh.cp * c.dp));
+  // Hybrid sharding: the gradient group's ranks (ordered by cp + CP x dp) cut into R groups of
+  // S = DP x CP / R consecutive ones, the DP index split as replica x shard with the shard inner,
+  // as the cost model places them (sim::predict); the i-th ranks of the R groups hold the same shard.
+  if (spec_.options.dp_replicate > 1) {
+    const int r = dpcp_->rank(), S = dpcp_->size() / static_cast<int>(spec_.options.dp_replicate);
+    shard_owned_ = dpcp_->split(r / S, r % S);
+    replica_ = dpcp_->split(r % S, r / S);
+    shard_ = shard_owned_.get();
+  } else {
+    shard_ = dpcp_.get();
+  }
   tp_ = mesh.tp;
   hq_ = spec_.model.heads / tp_;
   hkv_ = spec_.model.kv_heads / tp_;
@@ -305,7 +320,7 @@ void Trainer<T>::record_events(std::chrono::steady_clock::time_point epoch) {
 template <class T>
 void Trainer<T>::build_params() {
   const int64_t h = hidden_;
-  const int64_t S = dpcp_->size();
+  const int64_t S = shard_->size();
   size_t offset = 0, shard_offset = 0;
   const ModelConfig& m = spec_.model;
   // One parameter: a [rows, cols] block at (row0, col0) of the full [full_rows, full_cols] matrix.
@@ -382,7 +397,7 @@ void Trainer<T>::build_params() {
   }
   if (spec_.options.zero_stage >= 3) {
     // ZeRO-3 keeps only this rank's shard of every block; blocks are all-gathered before use.
-    const size_t me = static_cast<size_t>(dpcp_->rank());
+    const size_t me = static_cast<size_t>(shard_->rank());
     shard_weights_.assign(shard_offset, T(0));
     for (const Block& b : blocks_)
       std::copy(weights_.begin() + static_cast<std::ptrdiff_t>(b.offset + me * b.shard),
@@ -419,7 +434,7 @@ T* Trainer<T>::w(int64_t block, int which) {
 template <class T>
 void Trainer<T>::progress_prefetch() {
   if (prefetching_ < 0) return;
-  if (dpcp_->test(gather_req_[static_cast<size_t>(prefetching_)])) prefetching_ = -1;
+  if (shard_->test(gather_req_[static_cast<size_t>(prefetching_)])) prefetching_ = -1;
 }
 
 template <class T>
@@ -431,7 +446,7 @@ void Trainer<T>::prefetch_block(int64_t block) {
   Scope<Clock> s(*clock_, Term::zero_comm);  // posting is not free (the first exchange may run here)
   full.resize(b.padded);
   RequestPtr& r = gather_req_[static_cast<size_t>(block)];
-  r = dpcp_->post_all_gather(shard_weights_.data() + b.shard_offset, full.data(), b.shard * sizeof(T));
+  r = shard_->post_all_gather(shard_weights_.data() + b.shard_offset, full.data(), b.shard * sizeof(T));
   if (r) prefetching_ = block;
   gathered_bytes_ += static_cast<int64_t>(b.padded * sizeof(T));
   gathered_peak_bytes_ = std::max(gathered_peak_bytes_, gathered_bytes_);
@@ -444,7 +459,7 @@ void Trainer<T>::gather_block(int64_t block) {
   RequestPtr& pending = gather_req_[static_cast<size_t>(block)];
   if (pending) {  // prefetched: what is left of its gather is exposed here
     Scope<Clock> s(*clock_, Term::zero_comm);
-    dpcp_->wait(pending);
+    shard_->wait(pending);
     if (prefetching_ == block) prefetching_ = -1;
     return;
   }
@@ -452,7 +467,7 @@ void Trainer<T>::gather_block(int64_t block) {
   const Block& b = blocks_[static_cast<size_t>(block)];
   Scope<Clock> s(*clock_, Term::zero_comm);
   full.resize(b.padded);
-  dpcp_->all_gather(shard_weights_.data() + b.shard_offset, full.data(), b.shard * sizeof(T));
+  shard_->all_gather(shard_weights_.data() + b.shard_offset, full.data(), b.shard * sizeof(T));
   gathered_bytes_ += static_cast<int64_t>(b.padded * sizeof(T));
   gathered_peak_bytes_ = std::max(gathered_peak_bytes_, gathered_bytes_);
 }
@@ -474,7 +489,7 @@ void Trainer<T>::gather_full_parameters() {
   for (const Block& b : blocks_) total = std::max(total, b.offset + b.padded);
   weights_.assign(total, T(0));
   for (const Block& b : blocks_)
-    dpcp_->all_gather(shard_weights_.data() + b.shard_offset, weights_.data() + b.offset, b.shard * sizeof(T));
+    shard_->all_gather(shard_weights_.data() + b.shard_offset, weights_.data() + b.offset, b.shard * sizeof(T));
 }
 template <class T>
 T* Trainer<T>::g(int64_t block, int which) {
@@ -1004,10 +1019,14 @@ void Trainer<T>::complete_oldest_reduction() {
   inflight_.erase(inflight_.begin());
   {
     Scope<Clock> s(*clock_, Term::dp_comm_exposed);
-    dpcp_->wait(req);
+    shard_->wait(req);
   }
   const Block& bl = blocks_[static_cast<size_t>(blk)];
   std::vector<T>& scratch = block_scratch_[static_cast<size_t>(blk)];
+  if (replica_) {  // hybrid sharding: the shard's sum over the replicas
+    Scope<Clock> s(*clock_, Term::dp_comm_exposed);
+    replica_->all_reduce_sum(scratch.data(), bl.shard);
+  }
   for (size_t i = 0; i < bl.shard; ++i) shard_grads_[bl.shard_offset + i] += scratch[i];
   grad_work_bytes_ -= static_cast<int64_t>((scratch.size() + block_grads_[static_cast<size_t>(blk)].size()) * sizeof(T));
   scratch = {};
@@ -1029,10 +1048,10 @@ void Trainer<T>::reduce_gradients_post(int64_t block) {
     grad_work_bytes_ += static_cast<int64_t>(b.shard * sizeof(T));
     grad_work_peak_bytes_ = std::max(grad_work_peak_bytes_, grad_work_bytes_);
     RequestPtr r;
-    if (dpcp_->size() == 1)
+    if (shard_->size() == 1)
       std::copy(gb.begin(), gb.end(), scratch.begin());
     else
-      r = dpcp_->post_reduce_scatter_sum(gb.data(), scratch.data(), b.shard);
+      r = shard_->post_reduce_scatter_sum(gb.data(), scratch.data(), b.shard);
     inflight_.emplace_back(block, std::move(r));
     if (inflight_.size() > 1) complete_oldest_reduction();
     return;
@@ -1041,7 +1060,7 @@ void Trainer<T>::reduce_gradients_post(int64_t block) {
     // ZeRO-1: the accumulated gradient is reduce-scattered once, after the step's last backward
     // of the block, in place: each rank's reduced shard lands in its own part of the gradient
     // buffer, which its optimizer reads (Megatron-LM's distributed optimizer).
-    if (dpcp_->size() > 1) pending_.push_back(dpcp_->post_reduce_scatter_sum_in_place(grads_.data() + b.offset, b.shard));
+    if (shard_->size() > 1) pending_.push_back(shard_->post_reduce_scatter_sum_in_place(grads_.data() + b.offset, b.shard));
     return;
   }
   if (dpcp_->size() == 1) return;
@@ -1051,7 +1070,15 @@ void Trainer<T>::reduce_gradients_post(int64_t block) {
 template <class T>
 void Trainer<T>::reduce_gradients_finish() {
   Scope<Clock> s(*clock_, Term::dp_comm_exposed);
-  dpcp_->wait_all(pending_);
+  // ZeRO-0's all-reduces ran on dpcp_, ZeRO-1's reduce-scatters on shard_ (the same group when
+  // R = 1; ZeRO-0 has R = 1, check_step_spec).
+  shard_->wait_all(pending_);
+  // Hybrid sharding, ZeRO-1: each reduced shard summed over its replicas (ZeRO-2/3 do it per
+  // block as each reduce-scatter completes).
+  if (replica_ && spec_.options.zero_stage == 1) {
+    const size_t me = static_cast<size_t>(shard_->rank());
+    for (const Block& b : blocks_) replica_->all_reduce_sum(grads_.data() + b.offset + me * b.shard, b.shard);
+  }
 }
 
 // ------------------------------------------------------------------ optimizer
@@ -1067,8 +1094,10 @@ void Trainer<T>::clip_gradients() {
   grad_norm_ = 0;
   if (spec_.clip_grad <= 0) return;
   const int zero = spec_.options.zero_stage;
-  const size_t me = static_cast<size_t>(dpcp_->rank());
+  const size_t me = static_cast<size_t>(shard_->rank());
   const bool tp_lead = groups_.coord.tp == 0;
+  // Hybrid sharding: the R replicas of a shard hold the same reduced values; the first counts them.
+  const bool counts_shard = !replica_ || replica_->rank() == 0;
   double sum = 0;
   // Adds the squares of grads[lo, hi) (offsets into the full parameter layout) read at `data`
   // (data[0] is offset lo), skipping TP-replicated parameters off TP rank 0.
@@ -1093,7 +1122,7 @@ void Trainer<T>::clip_gradients() {
   for (const Block& b : blocks_) {
     if (zero == 0) {
       if (me == 0) add_range(b, b.offset, b.offset + b.padded, grads_.data() + b.offset);
-    } else {
+    } else if (counts_shard) {
       const size_t lo = b.offset + me * b.shard;
       const T* gs = zero >= 2 ? shard_grads_.data() + b.shard_offset : grads_.data() + lo;
       add_range(b, lo, lo + b.shard, gs);
@@ -1116,7 +1145,7 @@ template <class T>
 void Trainer<T>::optimizer_update() {
   ++step_count_;
   const int zero = spec_.options.zero_stage;
-  const size_t S = static_cast<size_t>(dpcp_->size()), me = static_cast<size_t>(dpcp_->rank());
+  const size_t S = static_cast<size_t>(shard_->size()), me = static_cast<size_t>(shard_->rank());
   const double lr = spec_.learning_rate;
   const bool adam = spec_.optimizer == Optimizer::adam;
   const double b1 = 0.9, b2 = 0.999, eps = 1e-8;
@@ -1168,7 +1197,7 @@ void Trainer<T>::optimizer_update() {
     for (const Block& b : blocks_) {
       const T* src = weights_.data() + b.offset + me * b.shard;
       mine.assign(src, src + b.shard);
-      dpcp_->all_gather(mine.data(), weights_.data() + b.offset, b.shard * sizeof(T));
+      shard_->all_gather(mine.data(), weights_.data() + b.offset, b.shard * sizeof(T));
     }
   }
 }

@@ -247,7 +247,12 @@ class Trainer {
   StepSpec spec_;
   Communicator& world_;
   MeshGroups groups_;
-  std::unique_ptr<Communicator> dpcp_;  // gradient (and ZeRO) group
+  std::unique_ptr<Communicator> dpcp_;  // gradient group: every DP x CP rank of this (tp, pp)
+  // ZeRO's shard group: dpcp_ itself, or with hybrid sharding (options.dp_replicate R > 1) this
+  // rank's (DP / R) x CP consecutive ranks of dpcp_ (shard_owned_); replica_ holds the R ranks
+  // with this rank's shard (null when R = 1), across which the reduced shards are all-reduced.
+  std::unique_ptr<Communicator> shard_owned_, replica_;
+  Communicator* shard_ = nullptr;
   // The CP method of the plan (options.cp_comm), float32 only: exactly one is set. At CP = 1 the
   // ring runs (the three methods are the same single-rank attention there).
   std::unique_ptr<RingAttention> ring_;

@@ -260,6 +260,42 @@ TEST_CASE("simulate --overlap-param-gather: ZeRO-1's parameter all-gather hides 
   CHECK(has(bad.err, "--overlap-param-gather"));
 }
 
+TEST_CASE("simulate --dp-replicate: hybrid sharding in the options, the plan file and emit") {
+  const std::string exp = "'" + kConfigs + "default.yaml'";
+  // default.yaml: 64 GPUs on 8-GPU nodes; DP 2 x CP 4 x TP 8, ZeRO-3 sharded over the 8 DP x CP
+  // ranks, or with 2 replicas over each replica's 4 CP ranks.
+  const std::string mesh = " --mesh dp=2,tp=8,cp=4,pp=1 --zero 3 --recompute full";
+  const Result full = ringplan("simulate " + exp + mesh + " --format json");
+  const Result hsdp = ringplan("simulate " + exp + mesh + " --dp-replicate 2 --format json");
+  REQUIRE_MESSAGE(full.rc == 0, full.err);
+  REQUIRE_MESSAGE(hsdp.rc == 0, hsdp.err);
+  const auto jf = nlohmann::json::parse(full.out), jh = nlohmann::json::parse(hsdp.out);
+  CHECK(jf["options"]["dp_replicate"] == 1);
+  CHECK(jh["options"]["dp_replicate"] == 2);
+  // The states sharded over 4 ranks instead of 8: twice the optimizer state per GPU.
+  CHECK(jh["memory"]["optimizer_bytes"].get<int64_t>() ==
+        doctest::Approx(2.0 * static_cast<double>(jf["memory"]["optimizer_bytes"].get<int64_t>())).epsilon(1e-6));
+  const TempDir tmp;
+  const std::string plan = (tmp.path / "hsdp.yaml").string();
+  const Result w = ringplan("simulate " + exp + mesh + " --dp-replicate 2 -o '" + plan + "'");
+  REQUIRE_MESSAGE(w.rc == 0, w.err);
+  CHECK(has(w.out, " hsdp=2 "));
+  CHECK(has(read_file(plan), "dp_replicate: 2"));
+  const Result m = ringplan("emit '" + plan + "' --format megatron");
+  REQUIRE_MESSAGE(m.rc == 0, m.err);
+  CHECK(has(m.out, "--num-distributed-optimizer-instances 2"));
+  // Refused with the reason: not a divisor of DP, ZeRO-0, not a positive count.
+  const Result div = ringplan("simulate " + exp + mesh + " --dp-replicate 3");
+  CHECK(div.rc == 2);
+  CHECK(has(div.err, "dp_replicate 3 does not divide DP 2"));
+  const Result z0 = ringplan("simulate " + exp + " --mesh dp=2,tp=8,cp=4,pp=1 --zero 0 --dp-replicate 2");
+  CHECK(z0.rc == 2);
+  CHECK(has(z0.err, "needs zero_stage >= 1"));
+  const Result neg = ringplan("simulate " + exp + mesh + " --dp-replicate 0");
+  CHECK(neg.rc == 2);
+  CHECK(has(neg.err, "--dp-replicate"));
+}
+
 namespace {
 // A `simulate --trace` file: the complete events' names per thread (tid 0 compute, 1
 // communication) and the ranks (pids) that have events.

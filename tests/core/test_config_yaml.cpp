@@ -687,6 +687,42 @@ TEST_CASE("options.cp_comm hybrid: the group size cp_a2a_size read, written back
   check_config_error([&] { load_experiment(zero); }, {zero, 7, "options.cp_a2a_size", "positive integer"});
 }
 
+TEST_CASE("options.dp_replicate: hybrid sharding's replica count read, written back and checked against the mesh") {
+  TempDir dir;
+  dir.write("models/m.yaml", test::kModelYaml);
+  dir.write("clusters/c.yaml", test::kClusterYaml);
+  const std::string head = "name: hsdp\nmodel: ../models/m.yaml\ncluster: ../clusters/c.yaml\n"
+                           "training: {seq_len: 4096, global_batch: 8, dtype: bf16, optimizer: adam}\n";
+  // Not given: 1, not fixed, nothing written for it.
+  const Experiment dflt = load_experiment(dir.write("exp/d.yaml", head + "options: {zero_stage: 3}\n"));
+  CHECK(dflt.options.dp_replicate == 1);
+  CHECK_FALSE(dflt.fixed_options.dp_replicate);
+  CHECK(experiment_to_yaml(dflt).find("dp_replicate") == std::string::npos);
+  const Experiment h = load_experiment(
+      dir.write("exp/h.yaml", head + "mesh: {dp: 4, tp: 1, cp: 1, pp: 1}\noptions: {zero_stage: 3, dp_replicate: 2}\n"
+                                     "search: {dp_replicate: [1, 2, 4]}\n"));
+  CHECK(h.options.dp_replicate == 2);
+  CHECK(h.fixed_options.dp_replicate);
+  CHECK(h.search.dp_replicate == std::vector<int64_t>{1, 2, 4});
+  const Experiment back = parse_experiment(experiment_to_yaml(h), "<written>", "/nonexistent");
+  CHECK(back.options.dp_replicate == 2);
+  CHECK(back.fixed_options.dp_replicate);
+  CHECK(back.search.dp_replicate == h.search.dp_replicate);
+  // Errors at the key's line, with what is valid.
+  const std::string bad_div =
+      dir.write("exp/b1.yaml", head + "mesh: {dp: 4, tp: 1, cp: 1, pp: 1}\noptions:\n  zero_stage: 1\n  dp_replicate: 3\n");
+  check_config_error([&] { load_experiment(bad_div); },
+                     {bad_div, 8, "options.dp_replicate", "3 does not divide dp 4 (the DP ranks split into"});
+  check_config_error([&] { load_experiment(bad_div); }, {bad_div, 8, "options.dp_replicate", "valid: 1, 2, 4"});
+  const std::string zero0 = dir.write("exp/b2.yaml", head + "options:\n  zero_stage: 0\n  dp_replicate: 2\n");
+  check_config_error([&] { load_experiment(zero0); },
+                     {zero0, 7, "options.dp_replicate", "need zero_stage >= 1 (this layout has zero_stage 0"});
+  const std::string nonpos = dir.write("exp/b3.yaml", head + "options:\n  dp_replicate: 0\n");
+  check_config_error([&] { load_experiment(nonpos); }, {nonpos, 6, "options.dp_replicate", "positive integer"});
+  const std::string bad_list = dir.write("exp/b4.yaml", head + "search:\n  dp_replicate: [2, -1]\n");
+  check_config_error([&] { load_experiment(bad_list); }, {bad_list, 6, "search.dp_replicate[1]", "positive integer"});
+}
+
 TEST_CASE("round trip: write_experiment then load gives the same experiment") {
   TempDir dir;
   dir.write("models/m.yaml", test::kModelYaml);

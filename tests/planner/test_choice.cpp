@@ -62,7 +62,7 @@ TEST_CASE("ranking groups: a group holds every candidate within the band of its 
   CHECK(ranking_groups({}).empty());
 }
 
-TEST_CASE("simplicity: ZeRO stage, then interleave, then mesh dimensions, then ring before all-gather before all-to-all") {
+TEST_CASE("simplicity: ZeRO stage, then interleave, then mesh dimensions, then ring before all-gather before all-to-all, then one copy of the shards") {
   ParallelOptions o;
   const Simplicity dp_only = simplicity_of(Mesh{4, 1, 1, 1}, o);
   CHECK(dp_only.dims_above_one == 1);
@@ -89,7 +89,15 @@ TEST_CASE("simplicity: ZeRO stage, then interleave, then mesh dimensions, then r
   CHECK(simplicity_of(Mesh{1, 1, 4, 1}, hy) > simplicity_of(Mesh{1, 1, 4, 1}, a2a));
   CHECK(simplicity_index(simplicity_of(Mesh{1, 1, 4, 1}, hy)) > simplicity_index(simplicity_of(Mesh{1, 1, 4, 1}, a2a)));
   CHECK(simplicity_of(Mesh{4, 1, 1, 1}, hy) == dp_only);
-  CHECK(simplicity_index(Simplicity{3, 1, 4, 3}) == kSimplicityClasses - 1);
+  // Hybrid sharding last: the same layout with one copy of the sharded state is simpler.
+  ParallelOptions z3 = o, hsdp = o;
+  z3.zero_stage = hsdp.zero_stage = 3;
+  hsdp.dp_replicate = 2;
+  CHECK(simplicity_of(Mesh{4, 1, 1, 1}, hsdp) > simplicity_of(Mesh{4, 1, 1, 1}, z3));
+  CHECK(simplicity_index(simplicity_of(Mesh{4, 1, 1, 1}, hsdp)) ==
+        simplicity_index(simplicity_of(Mesh{4, 1, 1, 1}, z3)) + 1);
+  CHECK(simplicity_of(Mesh{2, 1, 2, 1}, z3) > simplicity_of(Mesh{4, 1, 1, 1}, hsdp));  // mesh dimensions first
+  CHECK(simplicity_index(Simplicity{3, 1, 4, 3, 1}) == kSimplicityClasses - 1);
 }
 
 TEST_CASE("scheme twins: zigzag and striped of the same layout, nothing else") {
@@ -137,6 +145,7 @@ TEST_CASE("plan: the choice prefers ZeRO 0 over a marginally faster ZeRO 3") {
   // ZeRO 0 if it is within the band, else the faster one.
   Experiment e = test::tiny_experiment();
   e.search.zero_stage = {0, 3};
+  e.search.dp_replicate = {1};  // no hybrid-sharding variant of ZeRO 3
   e.search.recompute = {Recompute::none};
   e.search.attention = {AttentionImpl::flash};
   e.search.micro_batch = {1};

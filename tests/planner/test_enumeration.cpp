@@ -75,12 +75,9 @@ TEST_CASE("resolve_search_space: empty lists become the documented defaults") {
   CHECK(s.max_tp == 2);
 }
 
-TEST_CASE("plan: enumerated count on 4 GPUs matches the hand count") {
-  // 10 meshes of 4 GPUs. Options: mb [1], recompute [none, full], zero [0, 1], attention
-  // [flash] -> 4 per layout; SP [off, on] only with TP > 1, schemes [contiguous, zigzag] only
-  // with CP > 1, interleave [1, 2] only with PP > 1: each doubles the count where it applies.
-  // One dimension = 4: dp -> 1, tp/cp/pp -> 2 each: 7. Two dimensions = 2: with dp (3 pairs)
-  // -> 2 each, without dp (3 pairs) -> 4 each: 18. Total 25 layouts x 4 = 100.
+namespace {
+// The tiny experiment (4 GPUs, 2 per node) with the short option lists of the hand counts below.
+Experiment hand_count_experiment() {
   Experiment e = test::tiny_experiment();
   e.search.micro_batch = {1};
   e.search.recompute = {Recompute::none, Recompute::full};
@@ -90,6 +87,18 @@ TEST_CASE("plan: enumerated count on 4 GPUs matches the hand count") {
   e.search.interleave = {1, 2};
   e.search.attention = {AttentionImpl::flash};
   e.search.cp_comm = {CpComm::ring};
+  return e;
+}
+}  // namespace
+
+TEST_CASE("plan: enumerated count on 4 GPUs matches the hand count") {
+  // 10 meshes of 4 GPUs. Options: mb [1], recompute [none, full], zero [0, 1], attention
+  // [flash] -> 4 per layout; SP [off, on] only with TP > 1, schemes [contiguous, zigzag] only
+  // with CP > 1, interleave [1, 2] only with PP > 1: each doubles the count where it applies.
+  // One dimension = 4: dp -> 1, tp/cp/pp -> 2 each: 7. Two dimensions = 2: with dp (3 pairs)
+  // -> 2 each, without dp (3 pairs) -> 4 each: 18. Total 25 layouts x 4 = 100.
+  Experiment e = hand_count_experiment();
+  e.search.dp_replicate = {1};  // hybrid sharding's replica counts: counted in the test below
   PlanResult r = plan(e, {.gpus = 4, .top_k = 1000});
   CHECK(r.enumerated == 100);
   PlanResult ex = plan(e, {.gpus = 4, .top_k = 1000, .exhaustive = true});
@@ -104,6 +113,43 @@ TEST_CASE("plan: enumerated count on 4 GPUs matches the hand count") {
   // allgather still 48: 248.
   e.search.attention = {AttentionImpl::flash, AttentionImpl::materialized};
   CHECK(plan(e, {.gpus = 4, .top_k = 1000}).enumerated == 248);
+}
+
+TEST_CASE("plan: hybrid sharding adds the replica count whose shard group fills a node, with ZeRO >= 1") {
+  // The hand count above (100) on the tiny cluster (2 GPUs per node). A shard group of
+  // (DP / R) x CP x TP = 2 ranks with R > 1 exists for dp4 (R 2, shards of 2 DP ranks), dp2 x tp2
+  // and dp2 x cp2 (R 2, shards of one rank): each of their layouts gets one more ZeRO-1 candidate
+  // (mb 1 x recompute 2 = 2 per layout): dp4 1 layout, dp2 x tp2 2 (SP), dp2 x cp2 2 (schemes):
+  // 5 layouts x 2 = 10 more, 110. dp2 x pp2 shards over both ranks of a node already (R 1).
+  Experiment e = hand_count_experiment();
+  const PlanResult r = plan(e, {.gpus = 4, .top_k = 1000});
+  CHECK(r.enumerated == 110);
+  CHECK(plan(e, {.gpus = 4, .top_k = 1000, .exhaustive = true}).enumerated == 110);
+  int64_t hybrid = 0;
+  for (const auto& p : r.candidates) {
+    if (p.options.dp_replicate == 1) continue;
+    ++hybrid;
+    CHECK(p.options.dp_replicate == 2);
+    CHECK(p.options.zero_stage >= 1);
+    CHECK(p.mesh.dp * p.mesh.cp * p.mesh.tp / p.options.dp_replicate == 2);  // one node per shard group
+  }
+  CHECK(hybrid > 0);
+  // An explicit list: values that divide DP; a mesh that none divides keeps 1.
+  e.search.dp_replicate = {4};
+  const PlanResult only4 = plan(e, {.gpus = 4, .top_k = 1000});
+  for (const auto& p : only4.candidates) {
+    if (p.options.zero_stage == 0 || p.mesh.dp < 4) CHECK(p.options.dp_replicate == 1);
+    else CHECK(p.options.dp_replicate == 4);
+  }
+  // Fixed by options: ZeRO-0 with 2 replicas is a rejected layout, named.
+  e.search.dp_replicate.clear();
+  e.options.dp_replicate = 2;
+  e.fixed_options.dp_replicate = true;
+  const PlanResult fixed = plan(e, {.gpus = 4, .top_k = 1000, .fixed_layout = true});
+  bool named = false;
+  for (const auto& x : fixed.rejected) named = named || x.example.find("needs zero_stage >= 1") != std::string::npos;
+  CHECK(named);
+  for (const auto& p : fixed.candidates) CHECK(p.options.dp_replicate == 2);
 }
 
 TEST_CASE("plan: default micro-batch set keeps only sizes that divide the per-replica batch") {

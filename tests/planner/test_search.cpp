@@ -28,6 +28,24 @@ std::vector<int64_t> hybrid_sizes(const Mesh& m, CpComm cc, int64_t fixed) {
   return out;
 }
 
+// Hybrid-sharding replica counts of a mesh, written out independently of the planner: every R
+// that divides DP and leaves a shard group of exactly one node ((DP / R) x CP x TP = GPUs per
+// node), R > 1, beside R = 1; an explicit search list keeps its values that divide DP.
+std::vector<int64_t> replica_counts(const Experiment& e, const Mesh& m, int zero) {
+  if (zero == 0) return {1};
+  std::vector<int64_t> out;
+  if (!e.search.dp_replicate.empty()) {
+    for (int64_t r : e.search.dp_replicate)
+      if (m.dp % r == 0) out.push_back(r);
+    if (out.empty()) out.push_back(1);
+    return out;
+  }
+  out.push_back(1);
+  for (int64_t r = 2; r <= m.dp; ++r)
+    if (m.dp % r == 0 && (m.dp / r) * m.cp * m.tp == e.cluster.gpus_per_node) out.push_back(r);
+  return out;
+}
+
 std::vector<sim::Prediction> brute_force(const Experiment& e, int64_t gpus) {
   const ResolvedSearchSpace s = resolve_search_space(e);
   std::vector<sim::Prediction> all;
@@ -35,6 +53,7 @@ std::vector<sim::Prediction> brute_force(const Experiment& e, int64_t gpus) {
     for (int64_t mb : s.micro_batch)
       for (Recompute rc : s.recompute)
         for (int z : s.zero_stage)
+         for (int64_t rep : replica_counts(e, m, z))
           for (bool sp : s.sequence_parallel)
             for (CpScheme cs : s.cp_scheme)
               for (int64_t v : s.interleave)
@@ -58,6 +77,7 @@ std::vector<sim::Prediction> brute_force(const Experiment& e, int64_t gpus) {
                   o.attention = a;
                   o.cp_comm = m.cp == 1 ? e.options.cp_comm : cc;
                   o.cp_a2a_size = a2a;
+                  o.dp_replicate = rep;
                   if (!sim::check_layout(e, m, o, gpus).empty()) continue;
                   sim::Prediction p = sim::predict(e, m, o);
                   if (p.fits) all.push_back(p);

@@ -987,3 +987,30 @@ TEST_CASE("emit: tp_overlap is torchtitan's async TP, written either way, with n
                     .has_value());
   }
 }
+
+TEST_CASE("emit: dp_replicate is Megatron's --num-distributed-optimizer-instances and torchtitan's replicate degree") {
+  // DP 2 x CP 4: two replicas of shard groups of (DP 1) x CP 4 ranks.
+  sim::Prediction p = hand_made_plan();
+  p.options.dp_replicate = 2;
+  for (int zero : {1, 3}) {
+    p.options.zero_stage = zero;
+    const auto l = report::megatron_launch(hand_made_experiment(), p);
+    const auto it = std::find(l.args.begin(), l.args.end(), "--num-distributed-optimizer-instances");
+    REQUIRE(it != l.args.end());
+    REQUIRE(it + 1 != l.args.end());
+    CHECK(*(it + 1) == "2");
+    CHECK(std::find(l.args.begin(), l.args.end(), "--use-distributed-optimizer") != l.args.end());
+    check_flags_exist(l);
+  }
+  const auto py = report::torchtitan_config(hand_made_experiment(), p, report::TorchtitanTarget::python);
+  check_keys_exist(py);
+  CHECK(int_setting(py, "parallelism", "data_parallel_replicate_degree", -1) == 2);
+  CHECK(int_setting(py, "parallelism", "data_parallel_shard_degree", -1) == 1);
+  // One replica: neither the flag nor a replicate degree.
+  p.options.dp_replicate = 1;
+  const auto one = report::megatron_launch(hand_made_experiment(), p);
+  CHECK(std::find(one.args.begin(), one.args.end(), "--num-distributed-optimizer-instances") == one.args.end());
+  const auto py1 = report::torchtitan_config(hand_made_experiment(), p, report::TorchtitanTarget::python);
+  CHECK(int_setting(py1, "parallelism", "data_parallel_replicate_degree", -1) == 1);
+  CHECK(int_setting(py1, "parallelism", "data_parallel_shard_degree", -1) == 2);
+}

@@ -136,6 +136,21 @@ std::vector<Case> cases_for(int world) {
   o = opts();
   o.zero_stage = 3;
   add("pp2 x cp2 zero3", Mesh{1, 1, 2, 2}, o);
+  // Hybrid sharding (options.dp_replicate R): ZeRO over (DP / R) x CP ranks, the reduced shards
+  // all-reduced across the R replicas, the gradient norm counted once per shard. dp2 with R 2:
+  // one-rank shard groups (the whole state on each rank, gradients all-reduced across the two).
+  auto hsdp = [](int zero, int64_t replicas) {
+    ParallelOptions h = opts();
+    h.zero_stage = zero;
+    h.dp_replicate = replicas;
+    return h;
+  };
+  add("dp2 hsdp 2 zero1", Mesh{2, 1, 1, 1}, hsdp(1, 2));
+  add("dp2 hsdp 2 zero3", Mesh{2, 1, 1, 1}, hsdp(3, 2));
+  add("dp4 hsdp 2 zero1", Mesh{4, 1, 1, 1}, hsdp(1, 2));
+  add("dp4 hsdp 2 zero2", Mesh{4, 1, 1, 1}, hsdp(2, 2));
+  add("dp4 hsdp 2 zero3", Mesh{4, 1, 1, 1}, hsdp(3, 2));
+  add("dp2 x cp2 hsdp 2 zero3 (shards over CP)", Mesh{2, 1, 2, 1}, hsdp(3, 2));
   // Hierarchical CP (cp_comm hybrid): all-to-all groups of A ranks, ring across CP/A of them.
   auto hybrid = [](int64_t a2a, CpScheme scheme) {
     ParallelOptions h = opts(scheme);

@@ -624,3 +624,55 @@ TEST_CASE("tp_overlap pipelined: chunked GEMMs, the last chunk's reduce-scatter 
   CHECK(free_overlap.time.tp_comm_s >= m * layers * 2.0 * (rs / 8.0 + sum_s));
   CHECK(free_overlap.time.tp_comm_s < b.time.tp_comm_s);
 }
+
+TEST_CASE("hybrid sharding (dp_replicate): states over the shard group, reduce-scatter inside it, all-reduce across replicas") {
+  // 16 GPUs on two 8-GPU nodes, DP 16. With the SM share at 1 an overlapped reduction shows in
+  // full, so the exposed DP time is the reduction's own time.
+  Experiment e = test::llama_experiment(4096, 32);
+  e.cluster = test::a100_cluster(2);
+  e.cluster.overlap_sm_share = 1.0;
+  e.model.layers = 4;
+  const ClusterConfig& c = e.cluster;
+  const Mesh dp16 = test::mesh_of(16, 1, 1, 1);
+  const double grad = model_params(e.model) * 2.0;  // bf16 gradients, one pipeline stage
+  ParallelOptions o;
+  auto run = [&](int zero, int64_t replicas) {
+    ParallelOptions x = o;
+    x.zero_stage = zero;
+    x.dp_replicate = replicas;
+    REQUIRE(check_layout(e, dp16, x, 16).empty());
+    return predict(e, dp16, x);
+  };
+  const Prediction zero0 = run(0, 1), zero1 = run(1, 1), hsdp2 = run(1, 2), hsdp16 = run(1, 16);
+  // ZeRO-0 all-reduces over the 16 ranks (8 per node), ZeRO-1 reduce-scatters over them.
+  CHECK(zero0.time.dp_comm_exposed_s == doctest::Approx(group_collective_s(CollectiveKind::all_reduce, 16, 8, grad, c)));
+  CHECK(zero1.time.dp_comm_exposed_s ==
+        doctest::Approx(group_collective_s(CollectiveKind::reduce_scatter, 16, 8, grad, c)));
+  // Two replicas: each shard group is one node's 8 ranks (NVLink); each rank's eighth of the
+  // gradients is then all-reduced with its replica on the other node.
+  CHECK(hsdp2.time.dp_comm_exposed_s ==
+        doctest::Approx(group_collective_s(CollectiveKind::reduce_scatter, 8, 8, grad, c) +
+                        group_collective_s(CollectiveKind::all_reduce, 2, 1, grad / 8.0, c)));
+  CHECK(hsdp2.time.zero_comm_exposed_s ==
+        doctest::Approx(group_collective_s(CollectiveKind::all_gather, 8, 8, model_params(e.model) * 2.0, c)));
+  // Sharded over 8 ranks instead of 16: twice the optimizer state per device.
+  CHECK(hsdp2.memory.optimizer_bytes == doctest::Approx(2.0 * zero1.memory.optimizer_bytes));
+  // 16 replicas of one-rank shards: nothing sharded, the gradients all-reduced as by ZeRO-0.
+  CHECK(hsdp16.time.dp_comm_exposed_s == doctest::Approx(zero0.time.dp_comm_exposed_s));
+  CHECK(hsdp16.time.zero_comm_exposed_s == 0.0);
+  CHECK(hsdp16.memory.optimizer_bytes == doctest::Approx(zero0.memory.optimizer_bytes));
+  // ZeRO-3: the per-layer gathers stay in the node; the sharded states double.
+  const Prediction full3 = run(3, 1), hsdp3 = run(3, 2);
+  CHECK(hsdp3.memory.optimizer_bytes == doctest::Approx(2.0 * full3.memory.optimizer_bytes));
+  CHECK(hsdp3.memory.gradients_bytes > full3.memory.gradients_bytes);
+  // Layouts that cannot run are refused with the reason.
+  ParallelOptions bad = o;
+  bad.zero_stage = 1;
+  bad.dp_replicate = 3;
+  CHECK(check_layout(e, dp16, bad, 16).find("does not divide DP 16") != std::string::npos);
+  bad.dp_replicate = 2;
+  bad.zero_stage = 0;
+  CHECK(check_layout(e, dp16, bad, 16).find("needs zero_stage >= 1") != std::string::npos);
+  bad.dp_replicate = 0;
+  CHECK(check_layout(e, dp16, bad, 16).find("dp_replicate must be >= 1") != std::string::npos);
+}
