@@ -335,6 +335,17 @@ struct TrainingConfig {
   // gradients in the training dtype, the ZeRO paper's 2 + 2 + 12 = 16 (PyTorch FSDP, DeepSpeed).
   // No effect with dtype fp32.
   bool fp32_grad_accumulation = false;
+  // The dtype the data-parallel group gathers the parameters in and the one it reduces the
+  // gradients in, YAML training.param_gather_dtype / grad_reduce_dtype (PyTorch FSDP's
+  // MixedPrecision param_dtype / reduce_dtype, torchtitan's mixed_precision_param /
+  // mixed_precision_reduce, Megatron-LM's --grad-reduce-in-bf16). Unset (the default): the 16-bit
+  // weights (dtype) and the gradient buffer's dtype (float32 with grad_accumulation_dtype fp32 or
+  // autocast). Composer's FSDP under amp_bf16 with MP Mode DEFAULT gathers its float32 parameters
+  // (param_gather_dtype fp32, autocast only: with master weights the 16-bit copy is what is
+  // gathered) and reduces in bf16. Time of the ZeRO gathers and the gradient reduction, and the
+  // memory of ZeRO-3's gathered units (sim::predict); a 16-bit value must be the training dtype.
+  // The cast to the reduce dtype is not charged (one pass over a unit's gradients per reduction).
+  std::optional<DType> param_gather_dtype, grad_reduce_dtype;
   // How the micro-batches' gradients are summed (GradAccumulation above), YAML
   // training.grad_accumulation: fused | inplace | cast_add (default fused; inplace with autocast,
   // which cannot be fused). Time only (sim::grad_accumulation_bytes_per_param).
@@ -374,7 +385,9 @@ struct TrainingConfig {
   // in the optimizer, activations in `dtype` (Megatron-LM, FSDP's MixedPrecisionPolicy,
   // DeepSpeed). autocast: PyTorch's automatic mixed precision over float32 parameters
   // (torch.autocast; Hugging Face Trainer's bf16/fp16 runs it): each op casts its weights to
-  // `dtype` (cast once per step and held until the backward: the 2-byte weights term) and its
+  // `dtype` (cast once per step and held until the backward: the 2-byte weights term; with ZeRO-3
+  // each layer's casts of its gathered weights, all layers' at the loss unless full recompute
+  // leaves one unit's, sim::predict, and no 16-bit shard) and its
   // inputs; the float32 parameters are the master copy and the gradients are float32 (2 + 4 + 12
   // = 18 bytes per parameter with Adam); the residual stream stays float32, and an eager norm saves
   // its float32 input and output beside the 16-bit cast the next linear layer saves, a fused one its

@@ -444,7 +444,7 @@ const std::vector<std::string> kTrainingKeys{"seq_len", "global_batch", "global_
                                              "dtype",   "optimizer",    "causal",
                                              "grad_accumulation_dtype", "cross_entropy", "fp8", "clip_grad", "documents",
                                              "mixed_precision", "elementwise", "norm", "fsdp", "pp_schedule",
-                                             "grad_accumulation"};
+                                             "grad_accumulation", "param_gather_dtype", "grad_reduce_dtype"};
 const std::vector<std::string> kDocumentKeys{"lengths", "distribution", "mean_length", "sigma", "seed"};
 const std::vector<std::string> kExperimentKeys{"name", "model",   "cluster", "training", "gpus",
                                                "mesh", "options", "search",  "published"};
@@ -826,6 +826,7 @@ TrainingConfig training_from_yaml(const YAML::Node& node, const std::string& fil
       r.fail("cross_entropy", "fused_16bit reads 16-bit logits: it needs dtype bf16 or fp16, got fp32");
   }
   if (r.has("fsdp")) t.fsdp_per_parameter = r.get_choice("fsdp", "flat", "per_parameter");
+  // Read after mixed_precision (below), which decides whether float32 parameters exist to gather.
   if (r.has("pp_schedule")) t.pytorch_pp_schedule = r.get_choice("pp_schedule", "megatron", "pytorch");
   if (r.has("fp8")) {
     t.fp8 = r.get_bool("fp8");
@@ -841,6 +842,24 @@ TrainingConfig training_from_yaml(const YAML::Node& node, const std::string& fil
              "autocast keeps float32 parameters and gradients; grad_accumulation_dtype must be fp32 or left out");
     if (t.autocast) t.fp32_grad_accumulation = true;
   }
+  auto collective_dtype = [&](const char* key) {
+    const DType d = r.get_enum<DType>(key, parse_dtype, dtype_names());
+    if (d != DType::fp32 && t.dtype == DType::fp32)
+      r.fail(key, fmt::format("{} with dtype fp32: the parameters and gradients are float32; valid: fp32", to_string(d)));
+    if (d != DType::fp32 && d != t.dtype)
+      r.fail(key, fmt::format("{}: a 16-bit collective dtype must be the training dtype {}; valid: {}, fp32",
+                              to_string(d), to_string(t.dtype), to_string(t.dtype)));
+    return d;
+  };
+  if (r.has("param_gather_dtype")) {
+    t.param_gather_dtype = collective_dtype("param_gather_dtype");
+    if (*t.param_gather_dtype == DType::fp32 && t.dtype != DType::fp32 && !t.autocast)
+      r.fail("param_gather_dtype",
+             fmt::format("fp32 with mixed_precision master_weights: the {} weights are what the group gathers (the float32 "
+                         "master copy stays in the optimizer); valid: {}, or fp32 with mixed_precision: autocast",
+                         to_string(t.dtype), to_string(t.dtype)));
+  }
+  if (r.has("grad_reduce_dtype")) t.grad_reduce_dtype = collective_dtype("grad_reduce_dtype");
   // Autocast's float32 .grad is summed by autograd (no main_grad for a GEMM to add into).
   if (t.autocast) t.grad_accumulation = GradAccumulation::inplace;
   if (r.has("grad_accumulation")) {
@@ -1196,6 +1215,8 @@ void write_training(YAML::Emitter& out, const TrainingConfig& t) {
   if (t.fp32_grad_accumulation) out << YAML::Key << "grad_accumulation_dtype" << YAML::Value << "fp32";
   if (t.cross_entropy != CrossEntropy::fused) out << YAML::Key << "cross_entropy" << YAML::Value << to_string(t.cross_entropy);
   if (t.fsdp_per_parameter) out << YAML::Key << "fsdp" << YAML::Value << "per_parameter";
+  if (t.param_gather_dtype) out << YAML::Key << "param_gather_dtype" << YAML::Value << to_string(*t.param_gather_dtype);
+  if (t.grad_reduce_dtype) out << YAML::Key << "grad_reduce_dtype" << YAML::Value << to_string(*t.grad_reduce_dtype);
   if (t.pytorch_pp_schedule) out << YAML::Key << "pp_schedule" << YAML::Value << "pytorch";
   if (t.grad_accumulation != (t.autocast ? GradAccumulation::inplace : GradAccumulation::fused))
     out << YAML::Key << "grad_accumulation" << YAML::Value << to_string(t.grad_accumulation);

@@ -372,6 +372,12 @@ MegatronLaunch megatron_launch(const Experiment& e, const sim::Prediction& p) {
     // accumulation is supported by TransformerEngine for Megatron-FSDP".
     a.push_back("--no-gradient-accumulation-fusion");
   }
+  // Gradients reduced in bf16 over a float32 main-gradient buffer (training.grad_reduce_dtype).
+  // A float32 parameter gather has no Megatron-LM form (it gathers the 16-bit weights): noted.
+  if (e.training.grad_reduce_dtype == DType::bf16 && e.training.dtype == DType::bf16) a.push_back("--grad-reduce-in-bf16");
+  if (e.training.param_gather_dtype == DType::fp32 && e.training.dtype != DType::fp32)
+    out.notes.push_back("training.param_gather_dtype fp32: Megatron-LM gathers its 16-bit weights; the plan's float32 "
+                        "gathers are not expressible");
   if (e.training.optimizer == Optimizer::sgd) add(a, "--optimizer", "sgd");
   // Gradient-norm clipping: Megatron's default is also 1.0; 0 turns it off there as here.
   add(a, "--clip-grad", fmt::format("{}", e.training.clip_grad));
@@ -839,7 +845,11 @@ TorchtitanConfig torchtitan_config(const Experiment& e, const sim::Prediction& p
     set("training", "global_batch_size", e.training.global_batch_sequences);
     set("training", "seq_len", e.training.seq_len);
   }
-  switch (e.training.dtype) {
+  // FSDP's MixedPrecisionPolicy: the gathered parameters' dtype (training.param_gather_dtype,
+  // else the training dtype) and the gradient reduction's (training.grad_reduce_dtype; unset,
+  // torchtitan's default float32 is left alone).
+  const DType gathered = e.training.param_gather_dtype.value_or(e.training.dtype);
+  switch (gathered) {
     case DType::bf16: set("training", "mixed_precision_param", std::string("bfloat16")); break;
     case DType::fp32: set("training", "mixed_precision_param", std::string("float32")); break;
     case DType::fp16:
@@ -847,6 +857,9 @@ TorchtitanConfig torchtitan_config(const Experiment& e, const sim::Prediction& p
       out.notes.push_back("fp16 is not expressible: torchtitan's mixed_precision_param is bfloat16 or float32; emitted bfloat16");
       break;
   }
+  if (e.training.grad_reduce_dtype)
+    set("training", "mixed_precision_reduce",
+        std::string(*e.training.grad_reduce_dtype == DType::fp32 ? "float32" : "bfloat16"));
 
   // torchtitan clips every step (training.max_norm, default 1.0) and has no switch to turn it off.
   if (e.training.clip_grad > 0) {

@@ -113,11 +113,11 @@ HEADER = """# MosaicML llm-foundry MPT training benchmark, mosaicml/llm-foundry
 #  * Precision amp_bf16 with MP Mode DEFAULT: float32 parameters under torch.autocast
 #    (`mixed_precision: autocast`). Composer's FSDP DEFAULT of that time gathered float32
 #    parameters and reduced in bf16 (composer/trainer/mosaic_fsdp_utils.py get_mixed_precision:
-#    DEFAULT sets reduce_dtype = precision, buffer_dtype float32, param_dtype unset); the model
-#    gathers 2 and reduces 4 bytes per parameter instead: the same 6 bytes per parameter of FSDP
-#    traffic per micro-batch. Precision bf16 with MP Mode PURE (every A100 40GB row, the A100 80GB
-#    70B rows): bf16 parameters gathered for the forward and backward, bf16 gradient reduction, a
-#    float32 sharded master copy (`mixed_precision: master_weights`).
+#    DEFAULT sets reduce_dtype = precision, buffer_dtype float32, param_dtype unset):
+#    `param_gather_dtype: fp32`, `grad_reduce_dtype: bf16`. Precision bf16 with MP Mode PURE
+#    (every A100 40GB row, the A100 80GB 70B rows): bf16 parameters gathered for the forward and
+#    backward, bf16 gradient reduction (`grad_reduce_dtype: bf16`), a float32 sharded master copy
+#    and float32 gradient shards (`mixed_precision: master_weights`, `grad_accumulation_dtype: fp32`).
 #  * Optimizer decoupled_adamw (the mpt-*.yaml files): Adam. Gradient clipping by norm at 1.0.
 #  * Attention: llm-foundry's attn_impl triton (the Triton FlashAttention kernel), `attention: flash`.
 #  * Loss: loss_fn fused_crossentropy (flash-attn's CrossEntropyLoss, modeling_mpt.py; flash-attn
@@ -182,7 +182,9 @@ def main():
             continue
         autocast = mp == "DEFAULT"
         training = (f"{{seq_len: {seq}, global_batch: {gbs}, dtype: bf16, optimizer: adam, causal: true, "
-                    + ("mixed_precision: autocast, " if autocast else "grad_accumulation_dtype: fp32, ")
+                    + ("mixed_precision: autocast, param_gather_dtype: fp32, " if autocast
+                       else "grad_accumulation_dtype: fp32, ")
+                    + "grad_reduce_dtype: bf16, "
                     + "cross_entropy: fused_16bit, elementwise: eager, norm: low_precision, fsdp: flat}")
         text = HEADER.format(commit=COMMIT, section=SECTION_TITLE[gen], model=size, seq=seq, gpus=gpus, mb=mb,
                              ga=ga, gbs=gbs, prec=prec, mp=mp, shard=shard, ac=r["Activation Checkpointing"],

@@ -541,6 +541,8 @@ LayerTimes layer_times(const LayerShape& x, const ClusterConfig& c, double peak,
 // nothing is sharded. `output_bytes` is what the output block stores for its backward
 // (output_block_stored_bytes; the last stage, else 0), live beside the stored layers'
 // activations.
+// `gathered_bytes_per_param`: ZeRO-3's gathered units in the dtype they are gathered in
+// (TrainingConfig::param_gather_dtype; the weights' otherwise).
 // `autocast` (TrainingConfig::autocast): the gradients are freed between steps and allocated
 // again in the backward, and the 16-bit weight casts are released as each layer's backward ends,
 // so the peak is the larger of the loss's (weights, optimizer, activations, logits; no gradient
@@ -549,12 +551,19 @@ LayerTimes layer_times(const LayerShape& x, const ClusterConfig& c, double peak,
 MemoryBreakdown stage_memory(double params_on_device, const StateBytes& sb, int zero_stage, double shard_group,
                              double in_flight, double layers, const LayerActivationBytes& act, double ring_bytes,
                              double logits_bytes, double output_bytes, double reserved_bytes, double unit_params,
-                             bool autocast) {
+                             bool autocast, double gathered_bytes_per_param, bool full_recompute) {
   MemoryBreakdown m;
   const bool sharded_group = shard_group > 1.0;
   const double units_live = 2.0 * std::min(unit_params, params_on_device);
-  m.weights_bytes = params_on_device * sb.weights / (zero_stage >= 3 ? shard_group : 1.0) +
-                    (zero_stage >= 3 && sharded_group ? units_live * sb.weights : 0.0);
+  // The 16-bit weights. Under autocast with ZeRO-3 no 16-bit shard exists (the float32 shard is
+  // the optimizer's master copy): each linear layer casts its gathered weight, a view of the
+  // gathered flat buffer and so outside autocast's cast cache (leaf tensors only), and autograd
+  // saves the cast for the layer's backward. So every layer's casts are live at the loss, unless
+  // full recompute re-runs the layer inside its backward, which leaves one unit's casts at a time.
+  const double own_16bit = autocast && zero_stage >= 3
+                               ? (full_recompute ? std::min(unit_params, params_on_device) : params_on_device) * sb.weights
+                               : params_on_device * sb.weights / (zero_stage >= 3 ? shard_group : 1.0);
+  m.weights_bytes = own_16bit + (zero_stage >= 3 && sharded_group ? units_live * gathered_bytes_per_param : 0.0);
   m.gradients_bytes = params_on_device * sb.gradients / (zero_stage >= 2 ? shard_group : 1.0) +
                       (zero_stage >= 2 && sharded_group ? units_live * sb.gradients * (1.0 + 1.0 / shard_group) : 0.0);
   m.optimizer_bytes = params_on_device * sb.optimizer / (zero_stage >= 1 ? shard_group : 1.0);
@@ -720,6 +729,10 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
   // layer ahead: only what exceeds the layer's own time shows.
   const double layer_params_dev = layer_params(model) / tp;
   const StateBytes sb = state_bytes_per_param(train.dtype, train.optimizer, train.fp32_grad_accumulation);
+  // Bytes per parameter of the data-parallel collectives (TrainingConfig::param_gather_dtype,
+  // grad_reduce_dtype): the weights' and the gradient buffer's unless the framework casts.
+  const double gather_b = train.param_gather_dtype ? static_cast<double>(dtype_bytes(*train.param_gather_dtype)) : sb.weights;
+  const double reduce_b = train.grad_reduce_dtype ? static_cast<double>(dtype_bytes(*train.grad_reduce_dtype)) : sb.gradients;
   // The gradient group is DP x CP (ranks of one TP index and one stage): same block rule.
   // With hybrid sharding the shard group is the first (DP / R) x CP of them (the DP index split as
   // replica x shard, the shard inner), and each shard's R replicas are (DP / R) x CP x TP apart.
@@ -733,7 +746,7 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
           : group_ranks_per_node(replicas, mesh.tp * n_shard, c.gpus_per_node);
   double zero3_per_mb = 0.0, zero3_first = 0.0;
   if (opt.zero_stage >= 3 && n_shard > 1) {
-    const double ag = group_collective_s(CollectiveKind::all_gather, n_shard, grad_per_node, layer_params_dev * sb.weights, c);
+    const double ag = group_collective_s(CollectiveKind::all_gather, n_shard, grad_per_node, layer_params_dev * gather_b, c);
     // Two gathers per layer and micro-batch, before its forward and before its backward. Full
     // recompute runs inside the backward's gather, not a third one: PyTorch FSDP2's pre-forward
     // hook returns early while the module waits for its backward ("the pre-backward hook is
@@ -746,7 +759,7 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
     // all-gather buffer on the compute stream (foreach_all_gather_copy_out's
     // split_with_sizes_copy, torch/distributed/fsdp/_fully_shard/_fsdp_collectives.py): the
     // layer's gathered bytes read and written.
-    const double copy_out = train.fsdp_per_parameter && mem_bw > 0 ? 2.0 * layer_params_dev * sb.weights / mem_bw : 0.0;
+    const double copy_out = train.fsdp_per_parameter && mem_bw > 0 ? 2.0 * layer_params_dev * gather_b / mem_bw : 0.0;
     zero3_per_mb = layers_stage * gathers * (overlapped_exposed_s(ag, per_gather_window, c.overlap_sm_share) + copy_out);
     zero3_first = ag;
   }
@@ -814,7 +827,7 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
   // behind the backward as one reduction. A shard group of one rank (R = DP, CP = 1) only
   // all-reduces.
   if (n_shard > 1 || replicas > 1) {
-    const double grad_bytes = stage_params_dev * sb.gradients;
+    const double grad_bytes = stage_params_dev * reduce_b;
     const bool sharded_grads = opt.zero_stage >= 2;
     const double in_shard =
         n_shard > 1 ? group_collective_s(opt.zero_stage >= 1 ? CollectiveKind::reduce_scatter : CollectiveKind::all_reduce,
@@ -838,7 +851,7 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
     // dispatches the next, megatron/core/distributed/param_and_grad_buffer.py finish_param_sync),
     // taking its SM share of that layer or showing where it outlasts it.
     if ((opt.zero_stage == 1 || opt.zero_stage == 2) && n_shard > 1) {
-      const double ag = group_collective_s(CollectiveKind::all_gather, n_shard, grad_per_node, stage_params_dev * sb.weights, c);
+      const double ag = group_collective_s(CollectiveKind::all_gather, n_shard, grad_per_node, stage_params_dev * gather_b, c);
       if (!opt.overlap_param_gather) {
         t.zero_comm_exposed_s = ag;
       } else {
@@ -886,7 +899,7 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
   if (mesh.pp == 1) {
     p.memory = stage_memory(rank_params(0, layers_stage) / tp, sb, opt.zero_stage, shard_group, 1.0, layers_stage, act,
                             ring_bytes, logits_bytes, output_bytes, c.memory_reserved_bytes, unit_params,
-                            train.autocast);
+                            train.autocast, gather_b, opt.recompute == Recompute::full);
   } else {
     // Rank d holds the stored activations of in_flight micro-batches of all its layers
     // (pipeline_in_flight: min(PP - d, m) for 1F1B, the capped warm-up for interleaved); the last
@@ -907,7 +920,7 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
       const MemoryBreakdown mb = stage_memory(rank_params(d, layers_d) / tp, sb, opt.zero_stage, shard_group, in_flight,
                                               layers_d, act, ring_bytes, last ? logits_bytes : 0.0,
                                               last ? output_bytes + retained_outputs : 0.0, c.memory_reserved_bytes, unit_params,
-                                              train.autocast);
+                                              train.autocast, gather_b, opt.recompute == Recompute::full);
       if (!have || mb.peak_bytes > p.memory.peak_bytes) p.memory = mb, have = true;
     }
   }

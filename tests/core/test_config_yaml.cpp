@@ -723,6 +723,41 @@ TEST_CASE("options.dp_replicate: hybrid sharding's replica count read, written b
   check_config_error([&] { load_experiment(bad_list); }, {bad_list, 6, "search.dp_replicate[1]", "positive integer"});
 }
 
+TEST_CASE("training.param_gather_dtype and grad_reduce_dtype: read, written back, refused where no such tensor exists") {
+  TempDir dir;
+  dir.write("models/m.yaml", test::kModelYaml);
+  dir.write("clusters/c.yaml", test::kClusterYaml);
+  const std::string head = "name: dt\nmodel: ../models/m.yaml\ncluster: ../clusters/c.yaml\n";
+  auto training = [&](const std::string& file, const std::string& extra) {
+    return dir.write(file, head + "training:\n  seq_len: 4096\n  global_batch: 8\n  dtype: bf16\n  optimizer: adam\n" + extra);
+  };
+  const Experiment dflt = load_experiment(training("exp/d.yaml", ""));
+  CHECK_FALSE(dflt.training.param_gather_dtype);
+  CHECK_FALSE(dflt.training.grad_reduce_dtype);
+  CHECK(experiment_to_yaml(dflt).find("gather_dtype") == std::string::npos);
+  // Composer's DEFAULT: float32 parameters gathered under autocast, gradients reduced in bf16.
+  const Experiment composer = load_experiment(training(
+      "exp/c.yaml", "  mixed_precision: autocast\n  param_gather_dtype: fp32\n  grad_reduce_dtype: bf16\n"));
+  CHECK(composer.training.param_gather_dtype == DType::fp32);
+  CHECK(composer.training.grad_reduce_dtype == DType::bf16);
+  const Experiment back = parse_experiment(experiment_to_yaml(composer), "<written>", "/nonexistent");
+  CHECK(back.training.param_gather_dtype == DType::fp32);
+  CHECK(back.training.grad_reduce_dtype == DType::bf16);
+  CHECK(back.training.autocast);
+  // Errors at the key's line (line 9: the key after the four training lines).
+  const std::string master = training("exp/b1.yaml", "  param_gather_dtype: fp32\n");
+  check_config_error([&] { load_experiment(master); },
+                     {master, 9, "training.param_gather_dtype", "fp32 with mixed_precision master_weights"});
+  const std::string other16 = training("exp/b2.yaml", "  grad_reduce_dtype: fp16\n");
+  check_config_error([&] { load_experiment(other16); },
+                     {other16, 9, "training.grad_reduce_dtype", "must be the training dtype bf16; valid: bf16, fp32"});
+  const std::string fp32 = dir.write("exp/b3.yaml", head + "training:\n  seq_len: 4096\n  global_batch: 8\n  dtype: fp32\n"
+                                                           "  optimizer: adam\n  grad_reduce_dtype: bf16\n");
+  check_config_error([&] { load_experiment(fp32); }, {fp32, 9, "training.grad_reduce_dtype", "valid: fp32"});
+  const std::string bad = training("exp/b4.yaml", "  grad_reduce_dtype: fp64\n");
+  check_config_error([&] { load_experiment(bad); }, {bad, 9, "training.grad_reduce_dtype", "bf16"});
+}
+
 TEST_CASE("round trip: write_experiment then load gives the same experiment") {
   TempDir dir;
   dir.write("models/m.yaml", test::kModelYaml);

@@ -1014,3 +1014,32 @@ TEST_CASE("emit: dp_replicate is Megatron's --num-distributed-optimizer-instance
   CHECK(int_setting(py1, "parallelism", "data_parallel_replicate_degree", -1) == 1);
   CHECK(int_setting(py1, "parallelism", "data_parallel_shard_degree", -1) == 2);
 }
+
+TEST_CASE("emit: the collective dtypes are Megatron's --grad-reduce-in-bf16 and torchtitan's mixed_precision_param / reduce") {
+  Experiment e = hand_made_experiment();  // bf16
+  const sim::Prediction p = hand_made_plan();
+  auto megatron_has = [&](const std::string& flag) {
+    const auto l = report::megatron_launch(e, p);
+    check_flags_exist(l);
+    return std::find(l.args.begin(), l.args.end(), flag) != l.args.end();
+  };
+  CHECK_FALSE(megatron_has("--grad-reduce-in-bf16"));
+  e.training.grad_reduce_dtype = DType::bf16;
+  CHECK(megatron_has("--grad-reduce-in-bf16"));
+  auto py = report::torchtitan_config(e, p, report::TorchtitanTarget::python);
+  check_keys_exist(py);
+  CHECK(std::get<std::string>(*setting(py, "training", "mixed_precision_reduce")) == "bfloat16");
+  CHECK(std::get<std::string>(*setting(py, "training", "mixed_precision_param")) == "bfloat16");
+  // Composer's DEFAULT: float32 parameters gathered under autocast: torchtitan's float32 param
+  // dtype; Megatron-LM has no such gather and says so.
+  e.training.autocast = true;
+  e.training.fp32_grad_accumulation = true;
+  e.training.grad_accumulation = GradAccumulation::inplace;
+  e.training.param_gather_dtype = DType::fp32;
+  py = report::torchtitan_config(e, p, report::TorchtitanTarget::python);
+  CHECK(std::get<std::string>(*setting(py, "training", "mixed_precision_param")) == "float32");
+  const auto l = report::megatron_launch(e, p);
+  bool noted = false;
+  for (const auto& n : l.notes) noted = noted || n.find("param_gather_dtype fp32") != std::string::npos;
+  CHECK(noted);
+}

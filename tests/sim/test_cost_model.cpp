@@ -522,6 +522,29 @@ TEST_CASE("autocast: float32 residual stream and norm tensors in the activations
         Approx(mw.weights_bytes + mw.gradients_bytes + mw.optimizer_bytes));
 }
 
+TEST_CASE("autocast with ZeRO-3: every layer's saved weight casts, or one unit's under full recompute, and no 16-bit shard") {
+  // FSDP's gathered weights are views (not leaves), so autocast casts them on every use without
+  // its cache and autograd saves each cast for the layer's backward.
+  Experiment e = test::llama_experiment(4096, 8);
+  e.training.autocast = true;
+  e.training.fp32_grad_accumulation = true;
+  e.training.grad_accumulation = GradAccumulation::inplace;
+  e.training.param_gather_dtype = DType::fp32;
+  const Mesh dp8 = test::mesh_of(8, 1, 1, 1);
+  ParallelOptions o;
+  o.zero_stage = 3;
+  const double params = model_params(e.model);
+  const double unit = std::max(layer_params(e.model), static_cast<double>(e.model.vocab * e.model.hidden));
+  o.recompute = Recompute::none;
+  CHECK(predict(e, dp8, o).memory.weights_bytes == Approx(params * 2.0 + 2.0 * unit * 4.0));
+  o.recompute = Recompute::full;
+  CHECK(predict(e, dp8, o).memory.weights_bytes == Approx(unit * 2.0 + 2.0 * unit * 4.0));
+  // Master weights (FSDP's param_dtype): the 16-bit shard and the gathered 16-bit units.
+  e.training.autocast = false;
+  e.training.param_gather_dtype.reset();
+  CHECK(predict(e, dp8, o).memory.weights_bytes == Approx(params * 2.0 / 8.0 + 2.0 * unit * 2.0));
+}
+
 TEST_CASE("eager element-wise ops: the attention output's copy, SiLU's output and GQA's expanded K and V are kept too") {
   Experiment e = test::llama_experiment(4096, 2);
   const Mesh mesh = test::mesh_of(1, 2, 1, 1);

@@ -557,5 +557,9 @@ TEST_CASE("llm-foundry runs: every measured layout is predicted to fit") {
     CHECK_MESSAGE(ratio < 1.02, e.name << ": predicted " << ratio << " x the GPU's memory");
   }
   MESSAGE(over << " of " << cases.size() << " over capacity, worst " << worst);
-  CHECK(over <= 2);
+  // Three runs within 1.3 % of their card since Composer's float32 gathers (param_gather_dtype)
+  // and autocast's saved weight casts under FSDP (every layer's without activation
+  // checkpointing) are counted: MPT-3B at 8K without checkpointing on A100 and H100, MPT-13B at
+  // 16K with it on H100.
+  CHECK(over <= 3);
 }

@@ -676,3 +676,40 @@ TEST_CASE("hybrid sharding (dp_replicate): states over the shard group, reduce-s
   bad.dp_replicate = 0;
   CHECK(check_layout(e, dp16, bad, 16).find("dp_replicate must be >= 1") != std::string::npos);
 }
+
+TEST_CASE("collective dtypes: parameters gathered and gradients reduced in the dtype the framework casts to") {
+  // Composer's FSDP under autocast, MP Mode DEFAULT: float32 parameters gathered, gradients reduced
+  // in bf16; the defaults gather the 16-bit weights and reduce the float32 .grad. SM share 1: the
+  // overlapped reduction shows in full (its own time).
+  Experiment e = test::llama_experiment(4096, 32);
+  e.cluster = test::a100_cluster(2);
+  e.cluster.overlap_sm_share = 1.0;
+  e.model.layers = 4;
+  e.training.autocast = true;
+  e.training.fp32_grad_accumulation = true;
+  e.training.grad_accumulation = GradAccumulation::inplace;
+  const ClusterConfig& c = e.cluster;
+  const Mesh dp16 = test::mesh_of(16, 1, 1, 1);
+  ParallelOptions o;
+  o.zero_stage = 1;
+  const double params = model_params(e.model);
+  const Prediction base = predict(e, dp16, o);
+  CHECK(base.time.dp_comm_exposed_s ==
+        doctest::Approx(group_collective_s(CollectiveKind::reduce_scatter, 16, 8, params * 4.0, c)));
+  CHECK(base.time.zero_comm_exposed_s ==
+        doctest::Approx(group_collective_s(CollectiveKind::all_gather, 16, 8, params * 2.0, c)));
+  Experiment d = e;
+  d.training.param_gather_dtype = DType::fp32;
+  d.training.grad_reduce_dtype = DType::bf16;
+  const Prediction cast = predict(d, dp16, o);
+  CHECK(cast.time.dp_comm_exposed_s ==
+        doctest::Approx(group_collective_s(CollectiveKind::reduce_scatter, 16, 8, params * 2.0, c)));
+  CHECK(cast.time.zero_comm_exposed_s ==
+        doctest::Approx(group_collective_s(CollectiveKind::all_gather, 16, 8, params * 4.0, c)));
+  // ZeRO-3: the two gathered units live at once take 4 bytes per parameter instead of 2.
+  o.zero_stage = 3;
+  const Prediction w2 = predict(e, dp16, o), w4 = predict(d, dp16, o);
+  const double unit = std::max(layer_params(e.model), static_cast<double>(e.model.vocab * e.model.hidden));
+  CHECK(w4.memory.weights_bytes - w2.memory.weights_bytes == doctest::Approx(2.0 * unit * 2.0));
+  CHECK(w4.time.zero_comm_exposed_s >= w2.time.zero_comm_exposed_s);
+}
