@@ -575,34 +575,34 @@ PlanResult plan(const Experiment& e, const PlanSettings& settings) {
                 }
               }
               // Innermost loop: no allocation unless a candidate is rejected by check_layout()
-              // here (only in exhaustive mode or for a constraint on these three options).
+              // here (only in exhaustive mode or for a constraint on these options).
               for (Recompute rc : space.recompute) {
                 opt.recompute = rc;
                 for (int zero : space.zero_stage) {
                   opt.zero_stage = zero;
                   for (int64_t rep : zero >= 1 ? replicas : replicas_zero0) {
-                  opt.dp_replicate = rep;
-                  for (AttentionImpl attn : attentions) {
-                    opt.attention = attn;
-                    std::string why = sim::check_layout(e, mesh, opt, result.gpus);
-                    if (!why.empty()) {
-                      tally.layout(why, 1);
-                      continue;
+                    opt.dp_replicate = rep;
+                    for (AttentionImpl attn : attentions) {
+                      opt.attention = attn;
+                      std::string why = sim::check_layout(e, mesh, opt, result.gpus);
+                      if (!why.empty()) {
+                        tally.layout(why, 1);
+                        continue;
+                      }
+                      const sim::Prediction p = sim::predict(predicted, mesh, opt);
+                      ++result.evaluated;
+                      if (!p.fits) {
+                        tally.out_of_memory(p);
+                        if (!result.closest_out_of_memory ||
+                            p.peak_memory_bytes < result.closest_out_of_memory->peak_memory_bytes)
+                          result.closest_out_of_memory = p;
+                        continue;
+                      }
+                      ++result.fitting;
+                      top.push(p);
+                      auto& best = best_of_class[static_cast<size_t>(simplicity_index(simplicity_of(mesh, opt)))];
+                      if (!best || ranks_before(p, *best)) best = p;
                     }
-                    const sim::Prediction p = sim::predict(predicted, mesh, opt);
-                    ++result.evaluated;
-                    if (!p.fits) {
-                      tally.out_of_memory(p);
-                      if (!result.closest_out_of_memory ||
-                          p.peak_memory_bytes < result.closest_out_of_memory->peak_memory_bytes)
-                        result.closest_out_of_memory = p;
-                      continue;
-                    }
-                    ++result.fitting;
-                    top.push(p);
-                    auto& best = best_of_class[static_cast<size_t>(simplicity_index(simplicity_of(mesh, opt)))];
-                    if (!best || ranks_before(p, *best)) best = p;
-                  }
                   }
                 }
               }
