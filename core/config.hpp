@@ -529,8 +529,8 @@ struct SearchSpace {
   // every divisor of CP with 1 < A < CP (A = 1 is the ring, A = CP the all-to-all).
   std::vector<int64_t> cp_a2a_size;
   // Replica counts R tried for hybrid sharding (options.dp_replicate; each must divide the
-  // layout's DP, and is tried with ZeRO >= 1 only); empty: 1, and the R whose shard group fills
-  // exactly one node ((DP / R) x CP x TP = GPUs per node) where there is one.
+  // layout's DP, and is tried with ZeRO >= 1 only); empty: 1, and the R whose shard groups fill
+  // exactly 1, 2, 4 or 8 nodes ((DP / R) x CP x TP = k x GPUs per node) where there are such.
   std::vector<int64_t> dp_replicate;
   std::optional<int64_t> max_tp, max_cp, max_pp;  // optional caps
 };

@@ -501,10 +501,14 @@ PlanResult plan(const Experiment& e, const PlanSettings& settings) {
       if (replicas.empty()) replicas.push_back(1);  // none divides this DP: no replication possible
     } else {
       replicas.push_back(1);
-      // The shard group that fills one node: (DP / R) x CP x TP = GPUs per node.
+      // Shard groups that fill 1, 2, 4 or 8 whole nodes: (DP / R) x CP x TP = k x GPUs per node
+      // (one node keeps the gathers on NVLink; a few nodes shard a model too large for one).
       const int64_t g = e.cluster.gpus_per_node, inner = mesh.tp * mesh.cp;
-      if (g > 0 && g % inner == 0 && mesh.dp % (g / inner) == 0 && mesh.dp / (g / inner) > 1)
-        replicas.push_back(mesh.dp / (g / inner));
+      for (int64_t k : {1, 2, 4, 8}) {
+        if (g <= 0 || (k * g) % inner != 0) continue;
+        const int64_t shard = k * g / inner;
+        if (mesh.dp % shard == 0 && mesh.dp / shard > 1) replicas.push_back(mesh.dp / shard);
+      }
     }
     zero_variants = 0;
     for (int zero : space.zero_stage)

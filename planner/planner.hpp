@@ -40,10 +40,10 @@ namespace ringplan::planner {
 //            skipped), else every divisor of CP with 1 < A < CP (A = 1 is the ring and A = CP
 //            the all-to-all, searched as such); fixed by options.cp_a2a_size (0: the default).
 //   dp_replicate: the experiment's search.dp_replicate (values that do not divide the mesh's DP are
-//            skipped), else 1 and the replica count whose shard group fills one node (hybrid
-//            sharding inside the node, replicas across nodes: (DP / R) x CP x TP = GPUs per node,
-//            R > 1), where the mesh has one; tried with ZeRO >= 1 only (1 with ZeRO-0); fixed by
-//            options.dp_replicate.
+//            skipped), else 1 and the replica counts whose shard groups fill 1, 2, 4 or 8 whole
+//            nodes (hybrid sharding, replicas across node groups: (DP / R) x CP x TP = k x GPUs per
+//            node, R > 1), where the mesh has them; tried with ZeRO >= 1 only (1 with ZeRO-0);
+//            fixed by options.dp_replicate.
 struct ResolvedSearchSpace {
   std::vector<int64_t> micro_batch;
   bool micro_batch_is_default = true;  // default set: filter to divisors per mesh
@@ -56,7 +56,7 @@ struct ResolvedSearchSpace {
   std::vector<CpComm> cp_comm;
   std::vector<int64_t> cp_a2a_size;  // empty: the proper divisors of each mesh's CP
   bool cp_a2a_size_fixed = false;    // options.cp_a2a_size fixed (cp_a2a_size holds it, 0: default)
-  std::vector<int64_t> dp_replicate;  // empty: 1 and the node-filling shard group of each mesh
+  std::vector<int64_t> dp_replicate;  // empty: 1 and the shard groups of 1, 2, 4, 8 whole nodes
   bool dp_replicate_fixed = false;    // options.dp_replicate fixed (dp_replicate holds it)
   // 0: no cap. The planner has no default TP cap: TP wider than a node is searched (valid,
   // inter-node TP collectives) unless the experiment sets search.max_tp.

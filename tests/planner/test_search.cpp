@@ -29,8 +29,8 @@ std::vector<int64_t> hybrid_sizes(const Mesh& m, CpComm cc, int64_t fixed) {
 }
 
 // Hybrid-sharding replica counts of a mesh, written out independently of the planner: every R
-// that divides DP and leaves a shard group of exactly one node ((DP / R) x CP x TP = GPUs per
-// node), R > 1, beside R = 1; an explicit search list keeps its values that divide DP.
+// that divides DP and leaves a shard group of exactly 1, 2, 4 or 8 nodes ((DP / R) x CP x TP =
+// k x GPUs per node), R > 1, beside R = 1; an explicit search list keeps its values that divide DP.
 std::vector<int64_t> replica_counts(const Experiment& e, const Mesh& m, int zero) {
   if (zero == 0) return {1};
   std::vector<int64_t> out;
@@ -41,8 +41,12 @@ std::vector<int64_t> replica_counts(const Experiment& e, const Mesh& m, int zero
     return out;
   }
   out.push_back(1);
-  for (int64_t r = 2; r <= m.dp; ++r)
-    if (m.dp % r == 0 && (m.dp / r) * m.cp * m.tp == e.cluster.gpus_per_node) out.push_back(r);
+  for (int64_t r = 2; r <= m.dp; ++r) {
+    if (m.dp % r != 0) continue;
+    const int64_t span = (m.dp / r) * m.cp * m.tp;  // GPUs of one shard group
+    for (int64_t k : {1, 2, 4, 8})
+      if (span == k * e.cluster.gpus_per_node) out.push_back(r);
+  }
   return out;
 }
 
