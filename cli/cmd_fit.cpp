@@ -86,6 +86,24 @@ std::string source_of(const std::string& path) {
   return std::filesystem::path(path).parent_path().filename().string();
 }
 
+// The profile's own backward curves (set in `base`) that the fit moved with their family
+// (sim::set_param): name, fitted curve, base curve; for the text and the JSON alike.
+struct MovedCurve {
+  const char* name;
+  const EfficiencyCurve* now;
+  const EfficiencyCurve* was;
+};
+std::vector<MovedCurve> moved_backward_curves(const ClusterConfig& fitted, const ClusterConfig& base) {
+  std::vector<MovedCurve> out;
+  auto check = [&](const char* name, const EfficiencyCurve& now, const EfficiencyCurve& was) {
+    if (was.max_efficiency > 0 && (now.max_efficiency != was.max_efficiency || now.half_flops != was.half_flops))
+      out.push_back({name, &now, &was});
+  };
+  check("matmul_backward", fitted.matmul_backward, base.matmul_backward);
+  check("attention_backward", fitted.attention_backward, base.attention_backward);
+  return out;
+}
+
 int fit_command(const FitArgs& a) {
   if (!a.output.empty()) check_output_path(a.output, "-o");  // before the fit: a bad path fails at once
   const std::optional<double> fixed_weight = parse_prior_weight(a.prior_weight);
@@ -238,12 +256,8 @@ int fit_command(const FitArgs& a) {
     j["fitted"] = params;
     // The profile's own backward curves where the fit moved them with their family (sim::set_param).
     nlohmann::json follow = nlohmann::json::object();
-    auto follows = [&](const char* name, const EfficiencyCurve& now, const EfficiencyCurve& was) {
-      if (was.max_efficiency > 0 && (now.max_efficiency != was.max_efficiency || now.half_flops != was.half_flops))
-        follow[name] = {{"max", now.max_efficiency}, {"half_tflop", now.half_flops / units::tflop}};
-    };
-    follows("matmul_backward", out_cluster.matmul_backward, base.matmul_backward);
-    follows("attention_backward", out_cluster.attention_backward, base.attention_backward);
+    for (const auto& [name, now, was] : moved_backward_curves(out_cluster, base))
+      follow[name] = {{"max", now->max_efficiency}, {"half_tflop", now->half_flops / units::tflop}};
     j["backward_curves_moved"] = follow;
     j["fixed"] = a.fix;  // held at the base profile's values (their "fitted" entries are those values)
     j["prior_weight"] = prior.weight;  // percentage points per (move / bounds width)^2
@@ -298,13 +312,10 @@ int fit_command(const FitArgs& a) {
                      sim::get_param(base, p));
   // A profile's own backward curves follow their family's fitted values (sim::set_param): say
   // where they landed, as the written profile holds them.
-  auto moved = [&](const char* name, const EfficiencyCurve& now, const EfficiencyCurve& was) {
-    if (was.max_efficiency > 0 && (now.max_efficiency != was.max_efficiency || now.half_flops != was.half_flops))
-      s += fmt::format("  {:<26} {:.4f} / {:.4f} (base {:.4f} / {:.4f}; max / half_tflop, at the base's ratio to the forward)\n",
-                       name, now.max_efficiency, now.half_flops / units::tflop, was.max_efficiency, was.half_flops / units::tflop);
-  };
-  moved("matmul_backward", out_cluster.matmul_backward, base.matmul_backward);
-  moved("attention_backward", out_cluster.attention_backward, base.attention_backward);
+  for (const auto& [name, now, was] : moved_backward_curves(out_cluster, base))
+    s += fmt::format("  {:<26} {:.4f} / {:.4f} (base {:.4f} / {:.4f}; max / half_tflop, at the base's ratio to the forward)\n",
+                     name, now->max_efficiency, now->half_flops / units::tflop, was->max_efficiency,
+                     was->half_flops / units::tflop);
   size_t w = 4;
   for (const auto& r : rows) w = std::max(w, r.name.size());
   s += fmt::format("\n{:<{}}  {:<28}  {:>10}  {:>10}\n", "case", w, "source", "train", "held-out");

@@ -826,7 +826,6 @@ TrainingConfig training_from_yaml(const YAML::Node& node, const std::string& fil
       r.fail("cross_entropy", "fused_16bit reads 16-bit logits: it needs dtype bf16 or fp16, got fp32");
   }
   if (r.has("fsdp")) t.fsdp_per_parameter = r.get_choice("fsdp", "flat", "per_parameter");
-  // Read after mixed_precision (below), which decides whether float32 parameters exist to gather.
   if (r.has("pp_schedule")) t.pytorch_pp_schedule = r.get_choice("pp_schedule", "megatron", "pytorch");
   if (r.has("fp8")) {
     t.fp8 = r.get_bool("fp8");
@@ -842,6 +841,8 @@ TrainingConfig training_from_yaml(const YAML::Node& node, const std::string& fil
              "autocast keeps float32 parameters and gradients; grad_accumulation_dtype must be fp32 or left out");
     if (t.autocast) t.fp32_grad_accumulation = true;
   }
+  // The collectives' dtypes, read after mixed_precision, which decides whether float32
+  // parameters exist to gather.
   auto collective_dtype = [&](const char* key) {
     const DType d = r.get_enum<DType>(key, parse_dtype, dtype_names());
     if (d != DType::fp32 && t.dtype == DType::fp32)

@@ -440,7 +440,8 @@ PlanResult plan(const Experiment& e, const PlanSettings& settings) {
   // Hybrid-sharding replica counts of the mesh: for ZeRO >= 1 (refilled per mesh), and for ZeRO-0
   // (1, or the fixed value, which check_layout refuses when it is > 1).
   std::vector<int64_t> replicas;
-  const std::vector<int64_t> replicas_zero0 = space.dp_replicate_fixed ? space.dp_replicate : interleave_one;
+  const std::vector<int64_t> one_replica = {1};
+  const std::vector<int64_t> replicas_zero0 = space.dp_replicate_fixed ? space.dp_replicate : one_replica;
 
   // All-gather and all-to-all CP run the flash kernel only (check_layout refuses them with a
   // materialised kernel): with those the attention list is its flash entries, so the impossible
