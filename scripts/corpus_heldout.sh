@@ -79,6 +79,11 @@ row "H100 llm-foundry bf16 (Composer FSDP, Triton FlashAttention), 5-fold, train
 # its forward one at the measured ratio. These runs' small GEMMs and eager element-wise work run
 # slower inside a step than in isolation, which one scale per family cannot say.
 row "H100 llm-foundry bf16, 5-fold, kernel curves fitted from the measured ones" llmf_h100_curves $V/llm_foundry_h100 --cluster "$OUT/dgx_h100_kernels.yaml"
+# Weak scaling held out: fit on the 8-64 GPU runs, predict the same stack on 128-512 GPUs (the
+# large-scale section), by both methods; then all 70 runs 5-fold.
+row "H100 llm-foundry, fit on 8-64 GPUs (training scales), 128-512 GPUs held out" llmf_h100_scale_scales $V/llm_foundry_h100 $V/llm_foundry_h100_large --holdout llm_foundry_h100_large --cluster "$OUT/dgx_h100_kernels.yaml" "${SCALES[@]}"
+row "H100 llm-foundry, fit on 8-64 GPUs (kernel curves), 128-512 GPUs held out" llmf_h100_scale_curves $V/llm_foundry_h100 $V/llm_foundry_h100_large --holdout llm_foundry_h100_large --cluster "$OUT/dgx_h100_kernels.yaml"
+row "H100 llm-foundry 8-512 GPUs, 5-fold, kernel curves fitted" llmf_h100_all_curves $V/llm_foundry_h100 $V/llm_foundry_h100_large --cluster "$OUT/dgx_h100_kernels.yaml"
 row "A100 Jean Zay (BigScience layout search), 5-fold, inter-node collectives fitted (--free)" jean_zay $V/bigscience_tr11_prequel --cluster "$JZ" --free collectives_inter_node
 row "A100 Jean Zay (BigScience layout search), 5-fold, inter-node collectives alone (shipped)" jean_zay_network $V/bigscience_tr11_prequel --cluster "$JZ" --fix matmul attention memory_bandwidth --free collectives_inter_node
 echo

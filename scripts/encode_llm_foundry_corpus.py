@@ -37,6 +37,7 @@ SHAPES = {
 }
 SECTIONS = {
     "## H100 80GB BF16": ("h100", "dgx_h100"),
+    "## H100 80GB BF16 (Large Scale, >= 128 GPUs)": ("h100_large", "dgx_h100"),
     "## A100 80GB with 1600 Gbps node-node interconnect (RoCE)": ("a100", "dgx_a100_80gb"),
     "## A100 40GB with 1600 Gbps node-node interconnect (RoCE)": ("a100_40gb", "dgx_a100_40gb"),
 }
@@ -106,11 +107,8 @@ HEADER = """# MosaicML llm-foundry MPT training benchmark, mosaicml/llm-foundry
 # row Model {model}, SeqLen {seq}, # GPUs {gpus}, MicroBatchSize {mb}, GradAccum {ga}, GlobalBatchSize
 # {gbs}, Precision {prec}, MP Mode {mp}, Sharding Strategy {shard}, Activation Checkpointing {ac}:
 # Throughput (T/s/GPU) {tps} (MFU {mfu} %).
-# Assumptions and settings (the same for every case of this folder; configs/validation/README.md):
-#  * Composer's FSDP (PyTorch FSDP1, flat parameters) with FULL_SHARD over all GPUs = ZeRO-3 over DP
-#    (`fsdp: flat`); one FSDP unit per MPT block; Composer reduce-scatters every micro-batch's
-#    gradients (no no_sync), as ZeRO-3 does in the model.
-#  * Precision amp_bf16 with MP Mode DEFAULT: float32 parameters under torch.autocast
+# Assumptions and settings (configs/validation/README.md):
+{sharding_note}#  * Precision amp_bf16 with MP Mode DEFAULT: float32 parameters under torch.autocast
 #    (`mixed_precision: autocast`). Composer's FSDP DEFAULT of that time gathered float32
 #    parameters and reduced in bf16 (composer/trainer/mosaic_fsdp_utils.py get_mixed_precision:
 #    DEFAULT sets reduce_dtype = precision, buffer_dtype float32, param_dtype unset):
@@ -137,10 +135,28 @@ CLUSTER_NOTE = {
     "a100": "configs/clusters/dgx_a100_80gb.yaml (8 A100 80GB SXM per node on NVSwitch; the section's\n#    1600 Gbps per node = 200 Gb/s per GPU between nodes, the profile's inter-node link).",
     "a100_40gb": "configs/clusters/dgx_a100_40gb.yaml (8 A100 40GB SXM per node on NVSwitch; the\n#    section's 1600 Gbps per node = 200 Gb/s per GPU between nodes).",
     "h100": "configs/clusters/dgx_h100.yaml (8 H100 80GB SXM per node on NVSwitch). The section does\n#    not name the network between nodes (rows with more than 8 GPUs): ASSUMED the profile's 400 Gb/s\n#    per GPU.",
+    "h100_large": "configs/clusters/dgx_h100.yaml (8 H100 80GB SXM per node on NVSwitch). The section\n#    (128 to 512 GPUs) does not name the network between nodes: ASSUMED the profile's 400 Gb/s per\n#    GPU, as for the section \"H100 80GB BF16\".",
 }
-SECTION_TITLE = {"h100": "H100 80GB BF16", "a100": "A100 80GB with 1600 Gbps node-node interconnect (RoCE)",
+SECTION_TITLE = {"h100": "H100 80GB BF16", "h100_large": "H100 80GB BF16 (Large Scale, >= 128 GPUs)", "a100": "A100 80GB with 1600 Gbps node-node interconnect (RoCE)",
                  "a100_40gb": "A100 40GB with 1600 Gbps node-node interconnect (RoCE)"}
-GENERATIONS = ("a100", "a100_40gb", "h100")
+SHARDING_NOTE = {
+    "FULL_SHARD": """#  * Composer's FSDP (PyTorch FSDP1, flat parameters) with FULL_SHARD over all GPUs = ZeRO-3 over DP
+#    (`fsdp: flat`); one FSDP unit per MPT block; Composer reduce-scatters every micro-batch's
+#    gradients (no no_sync), as ZeRO-3 does in the model.
+""",
+    # Only with GradAccum 1 (main() refuses the others): then FSDP's one gather per micro-batch is
+    # one per step, as ZeRO-2's.
+    "SHARD_GRAD_OP": """#  * Composer's FSDP (PyTorch FSDP1, flat parameters) with SHARD_GRAD_OP over all GPUs (`fsdp: flat`),
+#    one FSDP unit per MPT block: parameters, gradients and optimizer state sharded at rest; each
+#    unit's parameters are all-gathered before its forward (prefetched behind the unit before) and
+#    kept through the backward (no second gather); gradients reduce-scattered. With one micro-batch
+#    per step (GradAccum 1, every such row) that is one gather and one reduce-scatter per step: ZeRO-2
+#    with the updated weights gathered unit by unit behind the next step's forward (`zero_stage: 2`,
+#    `overlap_param_gather: true`). ZeRO-2 keeps the gathered parameters between steps, FSDP frees
+#    them after the backward: the memory differs, and the section publishes none.
+""",
+}
+GENERATIONS = ("a100", "a100_40gb", "h100", "h100_large")
 
 
 def main():
@@ -171,7 +187,8 @@ def main():
         if mb * ga * gpus != gbs:
             print(f"{gen} {size} seq {seq}: MicroBatchSize {mb} x GradAccum {ga} x GPUs {gpus} != GlobalBatchSize {gbs}")
             bad += 1
-        if shard != "FULL_SHARD" or (prec, mp) not in (("amp_bf16", "DEFAULT"), ("bf16", "PURE")):
+        if (shard not in SHARDING_NOTE or (shard == "SHARD_GRAD_OP" and ga != 1)
+                or (prec, mp) not in (("amp_bf16", "DEFAULT"), ("bf16", "PURE"))):
             print(f"{gen} {size} seq {seq}: unencoded setting {prec} / {mp} / {shard}")
             bad += 1
             continue
@@ -181,6 +198,7 @@ def main():
             bad += 1
             continue
         autocast = mp == "DEFAULT"
+        zero = "zero_stage: 3" if shard == "FULL_SHARD" else "zero_stage: 2, overlap_param_gather: true"
         training = (f"{{seq_len: {seq}, global_batch: {gbs}, dtype: bf16, optimizer: adam, causal: true, "
                     + ("mixed_precision: autocast, param_gather_dtype: fp32, " if autocast
                        else "grad_accumulation_dtype: fp32, ")
@@ -188,14 +206,15 @@ def main():
                     + "cross_entropy: fused_16bit, elementwise: eager, norm: low_precision, fsdp: flat}")
         text = HEADER.format(commit=COMMIT, section=SECTION_TITLE[gen], model=size, seq=seq, gpus=gpus, mb=mb,
                              ga=ga, gbs=gbs, prec=prec, mp=mp, shard=shard, ac=r["Activation Checkpointing"],
-                             tps=tps, mfu=r["MFU"], cluster_note=CLUSTER_NOTE[gen])
+                             tps=tps, mfu=r["MFU"], cluster_note=CLUSTER_NOTE[gen],
+                             sharding_note=SHARDING_NOTE[shard])
         text += f"""name: {name}
 model: ../../models/mpt_{size}.yaml
 cluster: ../../clusters/{cluster}.yaml
 training: {training}
 gpus: {gpus}
 mesh: {{dp: {gpus}, tp: 1, cp: 1, pp: 1}}
-options: {{micro_batch: {mb}, recompute: {'full' if ac else 'none'}, zero_stage: 3, attention: flash}}
+options: {{micro_batch: {mb}, recompute: {'full' if ac else 'none'}, {zero}, attention: flash}}
 published:
   tokens_per_s_per_device: {tps}
   source: "mosaicml/llm-foundry scripts/train/benchmarking/README.md @ {COMMIT[:8]}, {SECTION_TITLE[gen]}, MPT-{size} seq {seq}, {gpus} GPUs, micro-batch {mb} x {ga}, {prec} {mp}, AC {r['Activation Checkpointing']}: {tps} T/s/GPU"
@@ -216,8 +235,8 @@ published:
                   encoding="utf-8") as f:
             f.write(text)
     counts = {g: sum(1 for v in cases.values() if v[0] == g) for g in GENERATIONS}
-    print(f"wrote {len(SHAPES)} models, {counts['a100']} A100 80GB, {counts['a100_40gb']} A100 40GB and "
-          f"{counts['h100']} H100 cases")
+    print(f"wrote {len(SHAPES)} models, {counts['a100']} A100 80GB, {counts['a100_40gb']} A100 40GB, "
+          f"{counts['h100']} H100 and {counts['h100_large']} large-scale H100 cases")
     return 0
 
 

@@ -540,13 +540,46 @@ TEST_CASE("llm-foundry H100 runs: held-out error with the kernel curves fitted")
   CHECK(sum / n < 5.0);
 }
 
+// Weak scaling held out: the profile's kernel curves fitted to the llm-foundry H100 runs on 8 to
+// 64 GPUs, then the same stack on 128, 256 and 512 GPUs (llm_foundry_h100_large), which the fit
+// never saw. Measured with it: 5.74 % mean (BENCHMARKS.md, "Weak scaling to 512 H100s"). The
+// runs lose throughput with the node count (1B: 44.1k -> 39.8k tokens/s per GPU from 128 to 512
+// GPUs) and the model's collectives stay hidden behind compute at every scale, so the error grows
+// with the scale: the bound guards that figure, the goal (5 %) is not met.
+TEST_CASE("llm-foundry H100 runs: 128-512 GPUs predicted from a fit on 8-64 GPUs") {
+  ClusterConfig base = load_cluster(std::string(RINGPLAN_SOURCE_DIR) + "/configs/clusters/dgx_h100.yaml");
+  base.set_training_scale(1.0, 1.0);
+  const std::vector<Experiment> small = cases_under({"llm_foundry_h100"});
+  const std::vector<Experiment> large = cases_under({"llm_foundry_h100_large"});
+  REQUIRE(small.size() == 52);
+  REQUIRE(large.size() == 18);
+  // As `ringplan fit --holdout` does: the prior's weight chosen by 5-fold cross-validation on
+  // the training runs, then one fit on all of them.
+  FitOptions opts;
+  opts.select_prior_weight = true;
+  opts.prior_weight = select_prior_weight(small, base, 5, opts).weight;
+  opts.select_prior_weight = false;
+  const FitResult fit = fit_cluster(small, base, opts);
+  double sum = 0, signed_sum = 0;
+  for (const Experiment& e : large) {
+    const double err = case_speed_error_pct(e, fit.cluster);
+    sum += std::abs(err);
+    signed_sum += err;
+  }
+  const double n = static_cast<double>(large.size());
+  MESSAGE("128-512 GPUs held out: mean |error| " << sum / n << " %, bias " << signed_sum / n << " %");
+  CHECK(sum / n < 7.0);
+}
+
 // Every llm-foundry row is a run that was measured on its GPUs, so it fit: the predicted peak of
 // each may exceed the capacity by no more than the allocator's slack that the profile's reserve
 // stands for (2 %). Before the low-precision norm, flash-attn's 16-bit cross-entropy and the
-// learned positions, 56 of the 191 runs were predicted not to fit (up to 28 % over).
+// learned positions, 56 of the 191 runs (the sections up to 64 GPUs) were predicted not to fit
+// (up to 28 % over); none of the 18 large-scale H100 runs is.
 TEST_CASE("llm-foundry runs: every measured layout is predicted to fit") {
-  const std::vector<Experiment> cases = cases_under({"llm_foundry_a100", "llm_foundry_a100_40gb", "llm_foundry_h100"});
-  REQUIRE(cases.size() == 191);
+  const std::vector<Experiment> cases =
+      cases_under({"llm_foundry_a100", "llm_foundry_a100_40gb", "llm_foundry_h100", "llm_foundry_h100_large"});
+  REQUIRE(cases.size() == 209);
   int over = 0;
   double worst = 0;
   for (const Experiment& e : cases) {
