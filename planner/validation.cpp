@@ -8,6 +8,7 @@
 #include <climits>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <set>
 #include <string_view>
 #include <utility>
@@ -294,25 +295,46 @@ RankingSummary ranking_summary(const std::vector<RankingGroup>& groups) {
   return s;
 }
 
+int64_t gpu_scale_band(int64_t gpus) {
+  for (const int64_t band : {int64_t{8}, int64_t{64}, int64_t{512}, int64_t{4096}})
+    if (gpus <= band) return band;
+  return std::numeric_limits<int64_t>::max();
+}
+
+std::string gpu_scale_label(int64_t band) {
+  switch (band) {
+    case 8: return "1-8";
+    case 64: return "9-64";
+    case 512: return "65-512";
+    case 4096: return "513-4096";
+    default: return ">4096";
+  }
+}
+
 void summarize(ValidationReport& r) {
   std::vector<double> all;
   std::map<std::string, std::vector<double>> by_source;
-  std::map<int64_t, std::vector<double>> by_tp;
+  std::map<int64_t, std::vector<double>> by_tp, by_gpus;
   for (const auto& x : r.rows) {
     all.push_back(x.error_pct);
     by_source[x.source_folder].push_back(x.error_pct);
     // In throughput terms (+: predicted faster than measured) so that step times and
     // throughputs share one sign: a step time predicted x % too long is a throughput too low.
-    if (x.time_metric)
-      by_tp[x.mesh.tp].push_back(x.higher_is_better ? x.error_pct : 100.0 * (x.published / x.predicted - 1.0));
+    if (x.time_metric) {
+      const double speed = x.higher_is_better ? x.error_pct : 100.0 * (x.published / x.predicted - 1.0);
+      by_tp[x.mesh.tp].push_back(speed);
+      by_gpus[gpu_scale_band(x.mesh.world_size())].push_back(speed);
+    }
   }
   const ErrorStats s = error_stats(all);
   r.mean_abs_error_pct = s.mean_abs_pct;
   r.max_abs_error_pct = s.max_abs_pct;
   r.by_source.clear();
   r.time_by_tp.clear();
+  r.time_by_gpus.clear();
   for (const auto& [k, v] : by_source) r.by_source[k] = error_stats(v);
   for (const auto& [k, v] : by_tp) r.time_by_tp[k] = error_stats(v);
+  for (const auto& [k, v] : by_gpus) r.time_by_gpus[k] = error_stats(v);
   r.ranking = ranking_groups(r.rows);
 }
 
@@ -416,6 +438,12 @@ std::string validation_text(const ValidationReport& r) {
   for (const auto& [k, v] : r.time_by_tp)
     s += fmt::format("  {:>4}  {:>5}  {:>9}  {:>10}  {:>9}\n", k, v.n, format::format_error_pct(v.mean_signed_pct),
                      format::format_abs_error_pct(v.mean_abs_pct), format::format_abs_error_pct(v.max_abs_pct));
+  s += fmt::format("\nby GPU count (time metrics as throughput)\n  {:>9}  {:>5}  {:>9}  {:>10}  {:>9}\n", "GPUs", "rows",
+                   "bias", "mean |err|", "max |err|");
+  for (const auto& [k, v] : r.time_by_gpus)
+    s += fmt::format("  {:>9}  {:>5}  {:>9}  {:>10}  {:>9}\n", gpu_scale_label(k), v.n,
+                     format::format_error_pct(v.mean_signed_pct), format::format_abs_error_pct(v.mean_abs_pct),
+                     format::format_abs_error_pct(v.max_abs_pct));
   if (!r.ranking.empty()) {
     s += fmt::format("\nranking: {} groups of measured runs that differ only in layout (same model, GPUs, sequence, "
                      "batch, precision, metric)\n",
@@ -462,6 +490,8 @@ nlohmann::json validation_json(const ValidationReport& r) {
   nlohmann::json by_source = nlohmann::json::object(), by_tp = nlohmann::json::object();
   for (const auto& [k, v] : r.by_source) by_source[k] = stats_json(v);
   for (const auto& [k, v] : r.time_by_tp) by_tp[std::to_string(k)] = stats_json(v);
+  nlohmann::json by_gpus = nlohmann::json::object();
+  for (const auto& [k, v] : r.time_by_gpus) by_gpus[gpu_scale_label(k)] = stats_json(v);
   nlohmann::json groups = nlohmann::json::array();
   for (const auto& g : r.ranking) {
     nlohmann::json names = nlohmann::json::array(), picks = nlohmann::json::array();
@@ -496,6 +526,7 @@ nlohmann::json validation_json(const ValidationReport& r) {
           {"cases", std::move(cases)},
           {"by_source", std::move(by_source)},
           {"time_by_tp", std::move(by_tp)},
+          {"time_by_gpus", std::move(by_gpus)},
           {"ranking", std::move(ranking)},
           {"refused", std::move(refused)},
           {"predicted_not_to_fit", std::move(not_fitting)},

@@ -116,8 +116,17 @@ struct ValidationReport {
   // ranking groups.
   std::map<std::string, ErrorStats> by_source;
   std::map<int64_t, ErrorStats> time_by_tp;
+  // The time metrics (same terms) by the run's GPU count, in the scale bands of
+  // gpu_scale_band(): whether a profile fitted at one scale holds at another.
+  std::map<int64_t, ErrorStats> time_by_gpus;
   std::vector<RankingGroup> ranking;
 };
+
+// Scale band of a run on `gpus` GPUs, keyed by its upper bound: 8 (one node of 8 GPUs or less),
+// 64, 512, 4096, and INT64_MAX above that. gpu_scale_label(band): "1-8", "9-64", "65-512",
+// "513-4096", ">4096".
+int64_t gpu_scale_band(int64_t gpus);
+std::string gpu_scale_label(int64_t band);
 
 // Files to validate: each path is a file (must be a case) or a folder searched recursively
 // for *.yaml / *.yml. A file found in a folder without a top-level `published:` key is not a
@@ -139,7 +148,7 @@ std::vector<ValidationRow> validate_case(const Experiment& e);
 ValidationReport validate_paths(const std::vector<std::string>& paths,
                                 const std::optional<ClusterConfig>& cluster = std::nullopt);
 
-// Mean and max |error_pct| of rows (0 when empty), by_source, time_by_tp and ranking.
+// Mean and max |error_pct| of rows (0 when empty), by_source, time_by_tp, time_by_gpus and ranking.
 void summarize(ValidationReport& r);
 
 // Rows (one per case file) whose layout the cost model predicts not to fit its GPUs. Every case
@@ -154,6 +163,7 @@ std::string validation_text(const ValidationReport& r);
 //  case_count (evaluated cases), refused_count, skipped: [paths],
 //  by_source: {folder: {cases, mean_signed_error_pct, mean_abs_error_pct, max_abs_error_pct}},
 //  time_by_tp: {"1": {...same...}, ...},
+//  time_by_gpus: {"1-8": {...same...}, "9-64": ..., ...} (gpu_scale_label),
 //  ranking: {groups: [{key, cases: [names], measured_best, predicted_best, heuristic_pick, spearman,
 //            pairs, pairs_ordered, pick_regret_pct, heuristic_regret_pct}], group_count,
 //            mean_spearman (groups of >= 3), mean_pick_regret_pct, mean_heuristic_regret_pct,

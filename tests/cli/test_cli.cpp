@@ -751,10 +751,13 @@ TEST_CASE("validate: the shipped validation cases all load and predict") {
   int64_t by_source = 0, by_tp = 0, time_rows = 0;
   for (const auto& src : j["by_source"]) by_source += src["cases"].get<int64_t>();
   for (const auto& tp : j["time_by_tp"]) by_tp += tp["cases"].get<int64_t>();
+  int64_t by_gpus = 0;
+  for (const auto& band : j["time_by_gpus"]) by_gpus += band["cases"].get<int64_t>();
   for (const auto& c : j["cases"])
     time_rows += c["metric"] != "peak_memory_gib" && c["metric"] != "peak_memory_allocated_gib" ? 1 : 0;
   CHECK(by_source == static_cast<int64_t>(j["cases"].size()));
   CHECK(by_tp == time_rows);
+  CHECK(by_gpus == time_rows);
   CHECK(j["by_source"].contains("korthikanti2022"));
   // Korthikanti's pairs (full recompute vs selective + SP on the same mesh) are ranking groups.
   CHECK(j["ranking"]["group_count"].get<int64_t>() >= 4);

@@ -2,6 +2,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <limits>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -431,4 +432,40 @@ TEST_CASE("summarize: by source folder and by TP degree in throughput terms") {
   CHECK(j["by_source"]["s1"]["cases"].get<int64_t>() == 2);
   CHECK(j["ranking"]["group_count"].get<int64_t>() == 0);
   CHECK(j["ranking"]["mean_spearman"].is_null());
+  // Both time rows ran on one node (1 and 8 GPUs): one scale band.
+  REQUIRE(r.time_by_gpus.size() == 1);
+  CHECK(r.time_by_gpus.begin()->first == 8);
+  CHECK(r.time_by_gpus[8].n == 2);
+  CHECK(r.time_by_gpus[8].mean_signed_pct == doctest::Approx(17.5));
+  CHECK(j["time_by_gpus"]["1-8"]["cases"].get<int64_t>() == 2);
+}
+
+TEST_CASE("gpu_scale_band: the scale bands validate reports the time error in") {
+  CHECK(gpu_scale_band(1) == 8);
+  CHECK(gpu_scale_band(8) == 8);
+  CHECK(gpu_scale_band(9) == 64);
+  CHECK(gpu_scale_band(64) == 64);
+  CHECK(gpu_scale_band(65) == 512);
+  CHECK(gpu_scale_band(512) == 512);
+  CHECK(gpu_scale_band(513) == 4096);
+  CHECK(gpu_scale_band(16384) == std::numeric_limits<int64_t>::max());
+  CHECK(gpu_scale_label(8) == "1-8");
+  CHECK(gpu_scale_label(64) == "9-64");
+  CHECK(gpu_scale_label(512) == "65-512");
+  CHECK(gpu_scale_label(4096) == "513-4096");
+  CHECK(gpu_scale_label(gpu_scale_band(16384)) == ">4096");
+  // Rows on 8, 128 and 512 GPUs: two bands, each with its own bias; the text names them.
+  ValidationReport r;
+  r.rows = {ranked("a", 110, 100, Mesh{8, 1, 1, 1}), ranked("b", 120, 100, Mesh{16, 8, 1, 1}),
+            ranked("c", 80, 100, Mesh{64, 8, 1, 1})};
+  for (auto& x : r.rows) x.ranking_group = x.name;  // no ranking groups
+  summarize(r);
+  REQUIRE(r.time_by_gpus.size() == 2);
+  CHECK(r.time_by_gpus[8].mean_signed_pct == doctest::Approx(10.0));
+  CHECK(r.time_by_gpus[512].n == 2);
+  CHECK(r.time_by_gpus[512].mean_signed_pct == doctest::Approx(0.0));
+  CHECK(r.time_by_gpus[512].mean_abs_pct == doctest::Approx(20.0));
+  const std::string text = validation_text(r);
+  CHECK(text.find("by GPU count") != std::string::npos);
+  CHECK(text.find("65-512") != std::string::npos);
 }
