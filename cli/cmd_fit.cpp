@@ -74,6 +74,7 @@ std::optional<double> parse_prior_weight(const std::string& s) {
 struct CaseRow {
   std::string name, path, source;
   int64_t tp = 1;                // the case's TP degree (held-out bias by TP degree)
+  int64_t gpus = 1;              // the case's GPU count (held-out bias by scale band)
   double train_error_pct = 0;    // with the written profile
   double heldout_error_pct = 0;  // with a fit that did not see the case
   double heldout_speed_pct = 0;  // the same in throughput terms (+: predicted faster than measured)
@@ -138,7 +139,8 @@ int fit_command(const FitArgs& a) {
 
   std::vector<CaseRow> rows(cases.size());
   for (size_t i = 0; i < cases.size(); ++i)
-    rows[i] = {cases[i].name, cases[i].path, source_of(cases[i].path), cases[i].mesh ? cases[i].mesh->tp : 1};
+    rows[i] = {cases[i].name, cases[i].path, source_of(cases[i].path), cases[i].mesh ? cases[i].mesh->tp : 1,
+               cases[i].mesh ? cases[i].mesh->world_size() : 1};
 
   sim::FitOptions opts;
   if (fixed_weight) opts.prior_weight = *fixed_weight;
@@ -209,20 +211,15 @@ int fit_command(const FitArgs& a) {
   std::vector<double> train_err, held_err;
   std::map<std::string, std::vector<double>> held_by_source;
   // Throughput terms (+: predicted faster), so that step-time and throughput cases share a sign.
-  std::map<int64_t, std::vector<double>> held_by_tp;
+  std::map<int64_t, std::vector<double>> held_by_tp, held_by_gpus;  // the latter by planner::gpu_scale_band
   for (const auto& r : rows) {
-    if (!a.holdout.empty() && r.held_out) {
-      held_err.push_back(r.heldout_error_pct);
-      held_by_source[r.source].push_back(r.heldout_error_pct);
-      held_by_tp[r.tp].push_back(r.heldout_speed_pct);
-      continue;
-    }
-    train_err.push_back(r.train_error_pct);
-    if (a.holdout.empty()) {
-      held_err.push_back(r.heldout_error_pct);
-      held_by_source[r.source].push_back(r.heldout_error_pct);
-      held_by_tp[r.tp].push_back(r.heldout_speed_pct);
-    }
+    const bool held = a.holdout.empty() ? true : r.held_out;
+    if (a.holdout.empty() || !r.held_out) train_err.push_back(r.train_error_pct);
+    if (!held) continue;
+    held_err.push_back(r.heldout_error_pct);
+    held_by_source[r.source].push_back(r.heldout_error_pct);
+    held_by_tp[r.tp].push_back(r.heldout_speed_pct);
+    held_by_gpus[planner::gpu_scale_band(r.gpus)].push_back(r.heldout_speed_pct);
   }
   const planner::ErrorStats tr = planner::error_stats(train_err), ho = planner::error_stats(held_err);
 
@@ -291,6 +288,15 @@ int fit_command(const FitArgs& a) {
                                  {"max_abs_error_pct", s.max_abs_pct}};
     }
     j["heldout_by_tp"] = byt;
+    nlohmann::json byg = nlohmann::json::object();
+    for (const auto& [band, v] : held_by_gpus) {
+      const planner::ErrorStats s = planner::error_stats(v);
+      byg[planner::gpu_scale_label(band)] = {{"cases", s.n},
+                                             {"mean_signed_error_pct", s.mean_signed_pct},
+                                             {"mean_abs_error_pct", s.mean_abs_pct},
+                                             {"max_abs_error_pct", s.max_abs_pct}};
+    }
+    j["heldout_by_gpus"] = byg;
     nlohmann::json ref = nlohmann::json::array();
     for (const auto& [p, why] : refused) ref.push_back({{"path", p}, {"reason", why}});
     j["refused"] = ref;
@@ -337,6 +343,12 @@ int fit_command(const FitArgs& a) {
     const planner::ErrorStats st = planner::error_stats(v);
     s += fmt::format("  held-out TP {}: {} cases, throughput bias {}, mean |error| {}, max {}\n", tp, st.n,
                      format::format_error_pct(st.mean_signed_pct), abs_pct(st.mean_abs_pct), abs_pct(st.max_abs_pct));
+  }
+  for (const auto& [band, v] : held_by_gpus) {
+    const planner::ErrorStats st = planner::error_stats(v);
+    s += fmt::format("  held-out on {} GPUs: {} cases, throughput bias {}, mean |error| {}, max {}\n",
+                     planner::gpu_scale_label(band), st.n, format::format_error_pct(st.mean_signed_pct),
+                     abs_pct(st.mean_abs_pct), abs_pct(st.max_abs_pct));
   }
   if (!refused.empty()) {
     s += "\nrefused (not fitted):\n";

@@ -11,7 +11,9 @@ OUT=${OUT:-build/cpu/fit}
 V=configs/validation
 mkdir -p "$OUT"
 BYTP="$OUT/heldout_by_tp.md"
+BYG="$OUT/heldout_by_gpus.md"
 : > "$BYTP"
+: > "$BYG"
 # The shipped H100, B200 and Grand Teton profiles carry training scales fitted to these very
 # cases (efficiency.training_scale): a fit that starts from them, or is pulled toward them by
 # its prior, would see the held-out cases through them. Every fit below starts from the kernel
@@ -50,7 +52,12 @@ with open(sys.argv[2], "a") as out:
     for tp, s in sorted(j["heldout_by_tp"].items(), key=lambda kv: int(kv[0])):
         out.write("| {} | {} | {} | {:+.2f} | {:.2f} | {:.2f} |\n".format(label, tp, s["cases"],
                   s["mean_signed_error_pct"], s["mean_abs_error_pct"], s["max_abs_error_pct"]))
-' "$label" "$BYTP"
+bands = ["1-8", "9-64", "65-512", "513-4096", ">4096"]
+with open(sys.argv[3], "a") as out:
+    for band, s in sorted(j["heldout_by_gpus"].items(), key=lambda kv: bands.index(kv[0])):
+        out.write("| {} | {} | {} | {:+.2f} | {:.2f} | {:.2f} |\n".format(label, band, s["cases"],
+                  s["mean_signed_error_pct"], s["mean_abs_error_pct"], s["max_abs_error_pct"]))
+' "$label" "$BYTP" "$BYG"
 }
 echo "| fit (GPU generation, method) | held-out source | cases | held-out mean \|err\| % | held-out max \|err\| % | training mean / max % | fitted (max/half_tflop; bw) |"
 echo "|---|---|---|---|---|---|---|"
@@ -92,3 +99,9 @@ echo
 echo "| fit | TP | cases | held-out bias % | held-out mean \|err\| % | held-out max \|err\| % |"
 echo "|---|---|---|---|---|---|"
 cat "$BYTP"
+echo
+echo "Held-out error by GPU count (same terms):"
+echo
+echo "| fit | GPUs | cases | held-out bias % | held-out mean \|err\| % | held-out max \|err\| % |"
+echo "|---|---|---|---|---|---|"
+cat "$BYG"

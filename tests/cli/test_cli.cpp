@@ -798,7 +798,7 @@ TEST_CASE("validate --cluster predicts every case on the given profile") {
   CHECK(missing.rc == 2);
 }
 
-TEST_CASE("fit: held-out error by source and by TP degree in JSON") {
+TEST_CASE("fit: held-out error by source, by TP degree and by GPU count in JSON") {
   const std::string dir = std::string(RINGPLAN_SOURCE_DIR) + "/configs/validation/korthikanti2022";
   if (!fs::exists(dir)) return;
   const Result f = ringplan("fit '" + dir + "' --folds 2 --format json");
@@ -811,6 +811,13 @@ TEST_CASE("fit: held-out error by source and by TP degree in JSON") {
   CHECK(std::abs(t8["mean_signed_error_pct"].get<double>()) <= t8["mean_abs_error_pct"].get<double>() + 1e-9);
   CHECK(t8["mean_abs_error_pct"].get<double>() <= t8["max_abs_error_pct"].get<double>() + 1e-9);
   CHECK(std::isfinite(j["heldout_by_tp"]["8"]["mean_signed_error_pct"].get<double>()));
+  // By GPU count: Table 5's runs are on 8 (22B), 64 (175B), 280 (530B) and 512 (1T) GPUs, two
+  // of each: 2 in "1-8", 2 in "9-64", 4 in "65-512".
+  const auto& byg = j["heldout_by_gpus"];
+  REQUIRE(byg.size() == 3);
+  CHECK(byg["1-8"]["cases"].get<int64_t>() == 2);
+  CHECK(byg["9-64"]["cases"].get<int64_t>() == 2);
+  CHECK(byg["65-512"]["cases"].get<int64_t>() == 4);
   // The default: the weight chosen by cross-validation from the grid, with its scores.
   CHECK(j["prior_weight_mode"] == "cross_validated");
   REQUIRE(j["prior_weight_scores"].size() == 8);
