@@ -3,18 +3,21 @@
 
 Source: mosaicml/llm-foundry scripts/train/benchmarking/README.md at commit
 495218376830947dce625efabc4d86be7c47cc45 (its tables are unchanged since b2a43a147, 2023-10-19,
-"Update_pretrain_benchmarks"), sections "H100 80GB BF16", "A100 80GB with 1600 Gbps node-node
-interconnect (RoCE)" and "A100 40GB with 1600 Gbps node-node interconnect (RoCE)". Model shapes: scripts/train/yamls/pretrain/mpt-*.yaml and
+"Update_pretrain_benchmarks"), sections "H100 80GB BF16 (Large Scale, >= 128 GPUs)", "H100 80GB
+BF16", "A100 80GB with 1600 Gbps node-node interconnect (RoCE)" and "A100 40GB with 1600 Gbps
+node-node interconnect (RoCE)". Model shapes: scripts/train/yamls/pretrain/mpt-*.yaml and
 llmfoundry/models/mpt/configuration_mpt.py at b2a43a147.
 
 Usage: python3 scripts/encode_llm_foundry_corpus.py README.md [REPO_ROOT]
   README.md: the file above at that commit (git show 495218376:scripts/train/benchmarking/README.md)
   REPO_ROOT: this repository (default: the script's parent folder); writes configs/models/mpt_*.yaml
-  and configs/validation/llm_foundry_{a100,a100_40gb,h100}/ (each emptied first).
+  and configs/validation/llm_foundry_{a100,a100_40gb,h100,h100_large}/ (each emptied first).
 
-Every row of the three sections is encoded; the H100 FP8 section is not read. Each row's NumParams is checked against the MPT parameter count of its shape (with biases,
-tied embeddings and learned position embeddings of max_seq_len rows) before anything is written:
-exit status 1 on any mismatch or unreadable row.
+Every row of the four sections is encoded; the H100 FP8 section is not read. Rows with a
+sharding strategy other than FULL_SHARD and SHARD_GRAD_OP, SHARD_GRAD_OP with gradient
+accumulation, or another precision / MP mode are refused. Each row's NumParams is checked against
+the MPT parameter count of its shape (with biases, tied embeddings and learned position embeddings
+of max_seq_len rows) before anything is written: exit status 1 on any mismatch or unreadable row.
 """
 import os
 import shutil
@@ -137,7 +140,8 @@ CLUSTER_NOTE = {
     "h100": "configs/clusters/dgx_h100.yaml (8 H100 80GB SXM per node on NVSwitch). The section does\n#    not name the network between nodes (rows with more than 8 GPUs): ASSUMED the profile's 400 Gb/s\n#    per GPU.",
     "h100_large": "configs/clusters/dgx_h100.yaml (8 H100 80GB SXM per node on NVSwitch). The section\n#    (128 to 512 GPUs) does not name the network between nodes: ASSUMED the profile's 400 Gb/s per\n#    GPU, as for the section \"H100 80GB BF16\".",
 }
-SECTION_TITLE = {"h100": "H100 80GB BF16", "h100_large": "H100 80GB BF16 (Large Scale, >= 128 GPUs)", "a100": "A100 80GB with 1600 Gbps node-node interconnect (RoCE)",
+SECTION_TITLE = {"h100": "H100 80GB BF16", "h100_large": "H100 80GB BF16 (Large Scale, >= 128 GPUs)",
+                 "a100": "A100 80GB with 1600 Gbps node-node interconnect (RoCE)",
                  "a100_40gb": "A100 40GB with 1600 Gbps node-node interconnect (RoCE)"}
 SHARDING_NOTE = {
     "FULL_SHARD": """#  * Composer's FSDP (PyTorch FSDP1, flat parameters) with FULL_SHARD over all GPUs = ZeRO-3 over DP
