@@ -11,6 +11,9 @@
 # then carry build/bundle to the GPU machine and run there, from the repository root:
 #   bench/device_check.sh build/bundle
 # (libnccl.so.2 comes from the GPU machine's `nvidia.nccl` python package; env.sh finds it.)
+# A lending tool that returns only a few files from the GPU machine gets them as one archive:
+#   D=/tmp/dc; OUT=$D BUDGET_S=420 bash bench/device_check.sh build/bundle >$D/console.txt 2>&1; \
+#     tar czf "$RESULTS/dc.tgz" -C /tmp dc      # $RESULTS: the folder that comes back
 #
 # Writes under $OUT (default ./out/device-check): env.txt, one log per step, ours.json, ours_head_major.json,
 # sdpa.json, gemm.json, calibrate.json, calibrated.yaml, step_l4.json, step_l8.json, run.json, run_trace.json, report.md, summary.txt,
