@@ -279,24 +279,20 @@ int fit_command(const FitArgs& a) {
       bys[src] = {{"cases", s.n}, {"mean_abs_error_pct", s.mean_abs_pct}, {"max_abs_error_pct", s.max_abs_pct}};
     }
     j["heldout_by_source"] = bys;
-    nlohmann::json byt = nlohmann::json::object();
-    for (const auto& [tp, v] : held_by_tp) {
-      const planner::ErrorStats s = planner::error_stats(v);
-      byt[std::to_string(tp)] = {{"cases", s.n},
-                                 {"mean_signed_error_pct", s.mean_signed_pct},
-                                 {"mean_abs_error_pct", s.mean_abs_pct},
-                                 {"max_abs_error_pct", s.max_abs_pct}};
-    }
-    j["heldout_by_tp"] = byt;
-    nlohmann::json byg = nlohmann::json::object();
-    for (const auto& [band, v] : held_by_gpus) {
-      const planner::ErrorStats s = planner::error_stats(v);
-      byg[planner::gpu_scale_label(band)] = {{"cases", s.n},
-                                             {"mean_signed_error_pct", s.mean_signed_pct},
-                                             {"mean_abs_error_pct", s.mean_abs_pct},
-                                             {"max_abs_error_pct", s.max_abs_pct}};
-    }
-    j["heldout_by_gpus"] = byg;
+    // Held-out throughput errors grouped by an integer key (TP degree, GPU scale band), keyed by its label.
+    auto signed_groups = [](const std::map<int64_t, std::vector<double>>& groups, auto label) {
+      nlohmann::json out = nlohmann::json::object();
+      for (const auto& [key, v] : groups) {
+        const planner::ErrorStats s = planner::error_stats(v);
+        out[label(key)] = {{"cases", s.n},
+                           {"mean_signed_error_pct", s.mean_signed_pct},
+                           {"mean_abs_error_pct", s.mean_abs_pct},
+                           {"max_abs_error_pct", s.max_abs_pct}};
+      }
+      return out;
+    };
+    j["heldout_by_tp"] = signed_groups(held_by_tp, [](int64_t tp) { return std::to_string(tp); });
+    j["heldout_by_gpus"] = signed_groups(held_by_gpus, planner::gpu_scale_label);
     nlohmann::json ref = nlohmann::json::array();
     for (const auto& [p, why] : refused) ref.push_back({{"path", p}, {"reason", why}});
     j["refused"] = ref;
@@ -339,17 +335,15 @@ int fit_command(const FitArgs& a) {
     s += fmt::format("  held-out {}: {} cases, mean |error| {}, max {}\n", src, st.n, abs_pct(st.mean_abs_pct),
                      abs_pct(st.max_abs_pct));
   }
-  for (const auto& [tp, v] : held_by_tp) {
-    const planner::ErrorStats st = planner::error_stats(v);
-    s += fmt::format("  held-out TP {}: {} cases, throughput bias {}, mean |error| {}, max {}\n", tp, st.n,
-                     format::format_error_pct(st.mean_signed_pct), abs_pct(st.mean_abs_pct), abs_pct(st.max_abs_pct));
-  }
-  for (const auto& [band, v] : held_by_gpus) {
-    const planner::ErrorStats st = planner::error_stats(v);
-    s += fmt::format("  held-out on {} GPUs: {} cases, throughput bias {}, mean |error| {}, max {}\n",
-                     planner::gpu_scale_label(band), st.n, format::format_error_pct(st.mean_signed_pct),
-                     abs_pct(st.mean_abs_pct), abs_pct(st.max_abs_pct));
-  }
+  auto signed_lines = [&](const std::map<int64_t, std::vector<double>>& groups, auto label) {
+    for (const auto& [key, v] : groups) {
+      const planner::ErrorStats st = planner::error_stats(v);
+      s += fmt::format("  held-out {}: {} cases, throughput bias {}, mean |error| {}, max {}\n", label(key), st.n,
+                       format::format_error_pct(st.mean_signed_pct), abs_pct(st.mean_abs_pct), abs_pct(st.max_abs_pct));
+    }
+  };
+  signed_lines(held_by_tp, [](int64_t tp) { return fmt::format("TP {}", tp); });
+  signed_lines(held_by_gpus, [](int64_t band) { return fmt::format("on {} GPUs", planner::gpu_scale_label(band)); });
   if (!refused.empty()) {
     s += "\nrefused (not fitted):\n";
     for (const auto& [p, why] : refused) s += fmt::format("  {}: {}\n", p, why);
