@@ -102,14 +102,27 @@ double group_collective_s(CollectiveKind kind, int64_t n, int64_t per_node, doub
   if (per_node <= 1 || n % per_node != 0) return flat(c.inter_node, inter);
   const int64_t nodes = n / per_node;
   const double shard = bytes / static_cast<double>(per_node);
-  const double rs_in = reduce_scatter_s(per_node, bytes, c.intra_node, c.collectives.reduce_scatter);
-  const double ag_in = all_gather_s(per_node, bytes, c.intra_node, c.collectives.all_gather);
-  switch (kind) {
-    case CollectiveKind::all_reduce: return rs_in + all_reduce_s(nodes, shard, c.inter_node, inter.all_reduce) + ag_in;
-    case CollectiveKind::reduce_scatter: return rs_in + reduce_scatter_s(nodes, shard, c.inter_node, inter.reduce_scatter);
-    case CollectiveKind::all_gather: return all_gather_s(nodes, shard, c.inter_node, inter.all_gather) + ag_in;
+  if (kind == CollectiveKind::all_reduce) {
+    const double rs_in = reduce_scatter_s(per_node, bytes, c.intra_node, c.collectives.reduce_scatter);
+    const double ag_in = all_gather_s(per_node, bytes, c.intra_node, c.collectives.all_gather);
+    return rs_in + all_reduce_s(nodes, shard, c.inter_node, inter.all_reduce) + ag_in;
   }
-  return 0.0;
+  // Reduce-scatter and all-gather across nodes: the hierarchical bandwidth terms, and the latency
+  // of the one ring NCCL runs them on (its only algorithm for these two collectives up to 2.22):
+  // n - 1 steps, of which nodes - 1 cross the network and the other n - nodes go over NVLink
+  // (src/graph/tuning.cc, ncclTopoTuneModel: nsteps = nRanks - 1, nInterSteps = nNodes - 1,
+  // latency += (nsteps - nInterSteps) * intraLat + nInterSteps * interLat). A two-level sum would
+  // count only per_node - 1 steps inside the nodes, far fewer than the ring takes at scale.
+  LinkProfile intra = c.intra_node, across = c.inter_node;
+  intra.latency_s = 0.0;
+  across.latency_s = 0.0;
+  const double ring_latency = static_cast<double>(n - nodes) * c.intra_node.latency_s +
+                              static_cast<double>(nodes - 1) * c.inter_node.latency_s;
+  if (kind == CollectiveKind::reduce_scatter)
+    return reduce_scatter_s(per_node, bytes, intra, c.collectives.reduce_scatter) +
+           reduce_scatter_s(nodes, shard, across, inter.reduce_scatter) + ring_latency;
+  return all_gather_s(nodes, shard, across, inter.all_gather) + all_gather_s(per_node, bytes, intra, c.collectives.all_gather) +
+         ring_latency;
 }
 
 double overlapped_exposed_s(double comm_s, double compute_s, double sm_share) {

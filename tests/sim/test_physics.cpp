@@ -138,10 +138,22 @@ TEST_CASE("hierarchical collectives of a group that spans nodes") {
   const double expect = reduce_scatter_s(g, bytes, c.intra_node) + all_reduce_s(nodes, bytes / g, c.inter_node) +
                         all_gather_s(g, bytes, c.intra_node);
   CHECK(group_collective_s(CollectiveKind::all_reduce, n, g, bytes, c) == doctest::Approx(expect));
+  // Reduce-scatter and all-gather: the same two-level bandwidth terms, but the latency of NCCL's one
+  // ring over all n ranks (nccl src/graph/tuning.cc): n - nodes NVLink steps and nodes - 1 network
+  // steps, not the two levels' (g - 1) + (nodes - 1).
+  const double ring_latency = (n - nodes) * c.intra_node.latency_s + (nodes - 1) * c.inter_node.latency_s;
+  const double two_level_latency = (g - 1) * c.intra_node.latency_s + (nodes - 1) * c.inter_node.latency_s;
+  REQUIRE(c.intra_node.latency_s > 0);
   CHECK(group_collective_s(CollectiveKind::reduce_scatter, n, g, bytes, c) ==
-        doctest::Approx(reduce_scatter_s(g, bytes, c.intra_node) + reduce_scatter_s(nodes, bytes / g, c.inter_node)));
+        doctest::Approx(reduce_scatter_s(g, bytes, c.intra_node) + reduce_scatter_s(nodes, bytes / g, c.inter_node) -
+                        two_level_latency + ring_latency));
   CHECK(group_collective_s(CollectiveKind::all_gather, n, g, bytes, c) ==
-        doctest::Approx(all_gather_s(nodes, bytes / g, c.inter_node) + all_gather_s(g, bytes, c.intra_node)));
+        doctest::Approx(all_gather_s(nodes, bytes / g, c.inter_node) + all_gather_s(g, bytes, c.intra_node) -
+                        two_level_latency + ring_latency));
+  // The ring's latency grows with the group at a fixed node size: 64 nodes pay 448 NVLink steps.
+  const double small = group_collective_s(CollectiveKind::all_gather, 128, 8, 1.0, c);
+  const double large = group_collective_s(CollectiveKind::all_gather, 512, 8, 1.0, c);
+  CHECK(large - small == doctest::Approx((448 - 112) * c.intra_node.latency_s + 48 * c.inter_node.latency_s).epsilon(1e-3));
   // Far cheaper than the flat ring charged entirely at one GPU's NIC share ...
   CHECK(group_collective_s(CollectiveKind::all_reduce, n, g, bytes, c) < 0.25 * all_reduce_s(n, bytes, c.inter_node));
   // ... which is what a group with one rank per node still gets; inside a node, the flat NVLink ring.
