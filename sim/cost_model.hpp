@@ -166,8 +166,11 @@ double p2p_s(double bytes, const LinkProfile& link);
 //   all-reduce     = intra RS over per_node + inter AR over n/per_node of bytes/per_node + intra AG
 //   reduce-scatter = intra RS over per_node + inter RS over n/per_node of bytes/per_node
 //   all-gather     = inter AG over n/per_node of bytes/per_node + intra AG over per_node
-// the inter-node parts on inter_node with collectives_on(true). per_node <= 1 (one rank per node,
-// or a group that does not tile the nodes): the flat ring on inter_node.
+// the inter-node parts on inter_node with collectives_on(true). Bandwidth terms as written; the
+// all-reduce's latency is the two levels' sum, while reduce-scatter and all-gather pay the latency
+// of NCCL's one ring over all n ranks: (n - nodes) intra-node steps + (nodes - 1) network steps.
+// per_node <= 1 (one rank per node, or a group that does not tile the nodes): the flat ring on
+// inter_node.
 enum class CollectiveKind { all_reduce, reduce_scatter, all_gather };
 
 // Time a collective of comm_s adds when it overlaps compute_s of computation that takes
