@@ -757,7 +757,8 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
       blocks_within_node(replicas, mesh.tp * mesh.cp * mesh.dp, mesh.world_size(), c.gpus_per_node)
           ? replicas
           : group_ranks_per_node(replicas, mesh.tp * n_shard, c.gpus_per_node);
-  double zero3_per_mb = 0.0, zero3_first = 0.0;
+  // zero3_backward_link: the time the backward's gathers hold the DP x CP link per micro-batch.
+  double zero3_per_mb = 0.0, zero3_first = 0.0, zero3_backward_link = 0.0;
   if (opt.zero_stage >= 3 && n_shard > 1) {
     const double ag = group_collective_s(CollectiveKind::all_gather, n_shard, grad_per_node, layer_params_dev * gather_b, c);
     // Two gathers per layer and micro-batch, before its forward and before its backward. Full
@@ -766,15 +767,20 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
     // responsible for the unshard", torch/distributed/fsdp/_fully_shard/_fsdp_state.py), and
     // this project's runtime gathers a block once for its recompute and backward
     // (runtime/step/trainer.cpp, layer_backward).
-    const double gathers = 2.0;
-    const double per_gather_window = layer_total / gathers;
+    // The forward's gather hides behind the layer's forward, the backward's behind the rest of
+    // the layer's time (recompute, backward); the backward's reduce-scatter shares that window
+    // and the link (below).
+    const double layer_fwd_part = layer_fwd_compute + fwd_imb + ring.forward.exposed_comm_s + lt.tp_fwd_s;
+    const double layer_bwd_part = std::max(0.0, layer_total - layer_fwd_part);
     // training.fsdp per_parameter (FSDP2): each gather also copies the parameters out of the
     // all-gather buffer on the compute stream (foreach_all_gather_copy_out's
     // split_with_sizes_copy, torch/distributed/fsdp/_fully_shard/_fsdp_collectives.py): the
     // layer's gathered bytes read and written.
     const double copy_out = train.fsdp_per_parameter && mem_bw > 0 ? 2.0 * layer_params_dev * gather_b / mem_bw : 0.0;
-    zero3_per_mb = layers_stage * gathers * (overlapped_exposed_s(ag, per_gather_window, c.overlap_sm_share) + copy_out);
+    zero3_per_mb = layers_stage * (overlapped_exposed_s(ag, layer_fwd_part, c.overlap_sm_share) +
+                                   overlapped_exposed_s(ag, layer_bwd_part, c.overlap_sm_share) + 2.0 * copy_out);
     zero3_first = ag;
+    zero3_backward_link = layers_stage * ag;
   }
 
   // ---------------- the step
@@ -851,7 +857,11 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
                                           grad_bytes / static_cast<double>(n_shard), c)
                      : 0.0;
     const double reduce = in_shard + across_replicas;
-    const double backward_window = layers_stage * (layer_bwd_compute + lt.tp_bwd_exposed_s);
+    // The backward the reduction hides behind, less the time ZeRO-3's backward gathers hold the
+    // same link (one collective at a time on it: FSDP issues both on one process group): the
+    // backward covers the two together, not each in full.
+    const double backward_window =
+        std::max(0.0, layers_stage * (layer_bwd_compute + lt.tp_bwd_exposed_s) - zero3_backward_link);
     // The last layer's bucket has no backward left to hide behind; the others overlap the window
     // and take their SM share of it (overlapped_exposed_s), or show where they outlast it.
     const double last_bucket = reduce / std::max(layers_stage, 1.0);

@@ -725,3 +725,25 @@ TEST_CASE("collective dtypes: parameters gathered and gradients reduced in the d
   CHECK(w4.memory.weights_bytes - w2.memory.weights_bytes == doctest::Approx(2.0 * unit * 2.0));
   CHECK(w4.time.zero_comm_exposed_s >= w2.time.zero_comm_exposed_s);
 }
+
+TEST_CASE("ZeRO-3: the backward's gathers and reduce-scatters share one link and one window") {
+  // FSDP issues the backward's all-gathers and reduce-scatters on one process group, so they take
+  // turns on the DP x CP link and the backward hides the two together. A link-bound layout (CP 8
+  // with all-gather CP: the gradient group spans 8 nodes) must then get slower, never faster, when
+  // the GPU does, and its exposed DP traffic can never be less than the link's busy time beyond
+  // the compute that hides it.
+  Experiment e = test::llama_experiment(4096, 512);
+  e.cluster = shipped("dgx_h100");
+  const Mesh mesh = test::mesh_of(4, 2, 8, 1);
+  ParallelOptions o;
+  o.zero_stage = 3;
+  o.cp_comm = CpComm::allgather;
+  const Prediction fast = predict(e, mesh, o);
+  Experiment slow_gpu = e;
+  slow_gpu.cluster.peak_flops_per_s_bf16 /= 2;
+  const Prediction slow = predict(slow_gpu, mesh, o);
+  CHECK(slow.time.step_time_s > fast.time.step_time_s);
+  // ZeRO-2 (no per-layer gathers) orders them the same way.
+  o.zero_stage = 2;
+  CHECK(predict(slow_gpu, mesh, o).time.step_time_s > predict(e, mesh, o).time.step_time_s);
+}
