@@ -542,7 +542,8 @@ LayerTimes layer_times(const LayerShape& x, const ClusterConfig& c, double peak,
 // Memory of one pipeline stage at its peak (see MemoryBreakdown for which terms are live
 // together: the output layer's logits and the ring buffers never are).
 // `unit_params` is the largest unit ZeRO gathers or reduces at once on this device (one layer, or
-// the embedding / output matrix). With sharded gradients (ZeRO >= 2) two units' full gradients
+// the embedding / output matrix, where this pipeline rank holds one), `two_units_params` its two
+// largest units together (never more than the rank holds). With sharded gradients (ZeRO >= 2) two units' full gradients
 // are live while the reduce-scatter of one overlaps the backward of the next, each with its
 // reduce-scatter output (a shard-sized buffer, 1 / shard_group of the unit: a collective cannot
 // add into the accumulated shard, so its result lands apart and is added after, as FSDP2's
@@ -564,10 +565,11 @@ LayerTimes layer_times(const LayerShape& x, const ClusterConfig& c, double peak,
 MemoryBreakdown stage_memory(double params_on_device, const StateBytes& sb, int zero_stage, double shard_group,
                              double in_flight, double layers, const LayerActivationBytes& act, double ring_bytes,
                              double logits_bytes, double output_bytes, double reserved_bytes, double unit_params,
-                             bool autocast, double gathered_bytes_per_param, bool full_recompute) {
+                             double two_units_params, bool autocast, double gathered_bytes_per_param,
+                             bool full_recompute) {
   MemoryBreakdown m;
   const bool sharded_group = shard_group > 1.0;
-  const double units_live = 2.0 * std::min(unit_params, params_on_device);
+  const double units_live = std::min(two_units_params, params_on_device);
   // The 16-bit weights. Under autocast with ZeRO-3 no 16-bit shard exists (the float32 shard is
   // the optimizer's master copy): each linear layer casts its gathered weight, a view of the
   // gathered flat buffer and so outside autocast's cast cache (leaf tensors only), and autograd
@@ -918,10 +920,32 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
   // (unfused cross-entropy under TP: torchtitan's DTensor output layer).
   const double output_bytes =
       output_block_stored_bytes(x, unfused && mesh.tp > 1 && opt.sequence_parallel);
-  const double unit_params = std::max(layer_params(model), emb) / tp;
+  // The units ZeRO gathers and reduces on pipeline rank `rank` holding `layers` layers: its layers,
+  // and the embedding (first rank) and output matrix (last rank; one table on a single stage with
+  // tied embeddings). A middle rank's largest unit is a layer.
+  struct Units {
+    double largest = 0.0, two = 0.0;
+  };
+  auto units_of = [&](int64_t rank, double layers) {
+    const double layer = layer_params(model) / tp, table = emb / tp;
+    double a = layers >= 1.0 ? layer : 0.0, b = layers >= 2.0 ? layer : 0.0;  // the two largest, a >= b
+    auto add = [&](double u) {
+      if (u > a) {
+        b = a;
+        a = u;
+      } else if (u > b) {
+        b = u;
+      }
+    };
+    const int tables = mesh.pp == 1 ? (model.tied_embeddings ? 1 : 2)
+                                    : (rank == 0 ? 1 : 0) + (rank == mesh.pp - 1 ? 1 : 0);
+    for (int i = 0; i < tables; ++i) add(table);
+    return Units{a, a + b};
+  };
   if (mesh.pp == 1) {
+    const Units u = units_of(0, layers_stage);
     p.memory = stage_memory(rank_params(0, layers_stage) / tp, sb, opt.zero_stage, shard_group, 1.0, layers_stage, act,
-                            ring_bytes, logits_bytes, output_bytes, c.memory_reserved_bytes, unit_params,
+                            ring_bytes, logits_bytes, output_bytes, c.memory_reserved_bytes, u.largest, u.two,
                             train.autocast, gather_b, opt.recompute == Recompute::full);
   } else {
     // Rank d holds the stored activations of in_flight micro-batches of all its layers
@@ -940,10 +964,12 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
       const bool last = d == mesh.pp - 1;
       const double layers_d = cand_layers[i];
       const double in_flight = pipeline_in_flight(mesh.pp, opt.interleave, d, m, train.pytorch_pp_schedule);
+      const Units u = units_of(d, layers_d);
       const MemoryBreakdown mb = stage_memory(rank_params(d, layers_d) / tp, sb, opt.zero_stage, shard_group, in_flight,
                                               layers_d, act, ring_bytes, last ? logits_bytes : 0.0,
-                                              last ? output_bytes + retained_outputs : 0.0, c.memory_reserved_bytes, unit_params,
-                                              train.autocast, gather_b, opt.recompute == Recompute::full);
+                                              last ? output_bytes + retained_outputs : 0.0, c.memory_reserved_bytes,
+                                              u.largest, u.two, train.autocast, gather_b,
+                                              opt.recompute == Recompute::full);
       if (!have || mb.peak_bytes > p.memory.peak_bytes) p.memory = mb, have = true;
     }
   }

@@ -747,3 +747,24 @@ TEST_CASE("ZeRO-3: the backward's gathers and reduce-scatters share one link and
   o.zero_stage = 2;
   CHECK(predict(slow_gpu, mesh, o).time.step_time_s > predict(e, mesh, o).time.step_time_s);
 }
+
+TEST_CASE("ZeRO-2/3 never hold more state than ZeRO-1: a rank's live units are its own") {
+  // Two units are live while one is reduced (ZeRO >= 2) or prefetched (ZeRO-3): on a pipeline
+  // rank, the two largest units it holds. A middle rank holds layers only, the embedding lives on
+  // the first rank and the output matrix on the last; a stage whose embedding is most of its
+  // parameters cannot have two embedding-sized units live.
+  Experiment e = test::llama_experiment(8192, 128);
+  e.cluster = shipped("dgx_h100");
+  const Mesh mesh = test::mesh_of(8, 1, 1, 16);
+  ParallelOptions o;
+  o.zero_stage = 1;
+  const MemoryBreakdown z1 = predict(e, mesh, o).memory;
+  o.zero_stage = 2;
+  const MemoryBreakdown z2 = predict(e, mesh, o).memory;
+  o.zero_stage = 3;
+  const MemoryBreakdown z3 = predict(e, mesh, o).memory;
+  CHECK(z2.gradients_bytes <= z1.gradients_bytes);
+  CHECK(z3.weights_bytes <= z1.weights_bytes);
+  CHECK(z2.peak_bytes <= z1.peak_bytes);
+  CHECK(z3.peak_bytes <= z2.peak_bytes);
+}
