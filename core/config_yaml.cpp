@@ -576,7 +576,8 @@ void check_mesh_fits(const MapReader& m, const Experiment& e) {
     m.fail("pp", fmt::format("{} pipeline stages exceed the {} layers of model '{}'; valid: 1 .. {}", mesh.pp,
                              md.layers, md.name, md.layers));
   const int64_t seq = e.training.seq_len;
-  const bool zigzag = e.options.cp_scheme == CpScheme::zigzag;
+  // CP 1 shards nothing, whatever the scheme: any seq_len.
+  const bool zigzag = e.options.cp_scheme == CpScheme::zigzag && mesh.cp > 1;
   const int64_t chunks = zigzag ? 2 * mesh.cp : mesh.cp;
   if (seq % chunks != 0)
     m.fail("cp", fmt::format("{} does not divide seq_len {}{}; valid: {}{}", mesh.cp, seq,

@@ -347,7 +347,7 @@ RingLayerShape ring_layer_shape(const RingAttentionShape& s, const ClusterConfig
   if (s.heads_per_tp % s.kv_heads_per_tp != 0)
     throw bad_input("ring attention shape: heads_per_tp " + std::to_string(s.heads_per_tp) +
                     " not divisible by kv_heads_per_tp " + std::to_string(s.kv_heads_per_tp));
-  const int64_t chunks = s.scheme == CpScheme::zigzag ? 2 * s.cp : s.cp;
+  const int64_t chunks = s.scheme == CpScheme::zigzag && s.cp > 1 ? 2 * s.cp : s.cp;  // CP 1: one chunk
   if (s.seq_len % chunks != 0)
     throw bad_input("ring attention shape: seq_len " + std::to_string(s.seq_len) + " not divisible by " +
                     (s.scheme == CpScheme::zigzag ? "2*CP = " : "CP = ") + std::to_string(chunks) + " (" +

@@ -353,6 +353,9 @@ TEST_CASE("a fixed mesh that does not fit the model or the training setup names 
   check_config_error([&] { load_experiment(e); }, {e, 7, "mesh.cp", "4096 does not divide seq_len 4096 into 2*cp"});
   e = block("1", "4096", "1", "1", "options: {cp_scheme: striped}\n");  // one token per rank: valid
   CHECK_NOTHROW(load_experiment(e));
+  // CP 1 shards nothing: an odd seq_len loads under the default (zigzag) scheme.
+  e = files.experiment("mesh: {dp: 8}\n", "training: {seq_len: 4097, global_batch: 8, dtype: bf16, optimizer: adam}\n");
+  CHECK_NOTHROW(load_experiment(e));
   e = block("1", "3", "1", "1", "options: {cp_scheme: contiguous}\n");
   check_config_error([&] { load_experiment(e); }, {e, 7, "mesh.cp", "3 does not divide seq_len 4096; valid: 1, 2, 4"});
   e = block("1", "1", "8", "1");

@@ -29,6 +29,12 @@ TEST_CASE("check_layout gives human reasons") {
   CHECK(check_layout(e, test::mesh_of(1, 16, 1, 1), o, 16) == "kv_heads 8 not divisible by TP 16");
   CHECK(check_layout(e, test::mesh_of(1, 1, 1, 1), o, 1) == "");
   CHECK(check_layout(e, test::mesh_of(1, 1, 3, 1), o, 3) == "seq_len 4096 not divisible by 2·CP = 6 (zigzag)");
+  {  // CP 1 shards nothing: an odd sequence is valid under every scheme
+    Experiment odd = e;
+    odd.training.seq_len = 4097;
+    CHECK(check_layout(odd, test::mesh_of(1, 1, 1, 1), o, 1) == "");
+    CHECK(check_layout(odd, test::mesh_of(1, 1, 2, 1), o, 2) == "seq_len 4097 not divisible by 2·CP = 4 (zigzag)");
+  }
   CHECK(check_layout(e, test::mesh_of(2, 1, 1, 1), ParallelOptions{.micro_batch = 2}, 2) ==
         "global batch 10 not divisible by DP×micro_batch = 4");
   CHECK(check_layout(e, test::mesh_of(2, 2, 3, 1), o, 16).rfind("world size 12 != 16 GPUs", 0) == 0);
