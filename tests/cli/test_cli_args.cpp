@@ -44,6 +44,11 @@ TEST_CASE("parse_mesh_spec: malformed input says what is valid") {
   CHECK(has(error_of([] { parse_mesh_spec("--mesh", "dp2"); }), "not key=value"));
   CHECK(has(error_of([] { parse_mesh_spec("--mesh", "dp=2,"); }), "not key=value"));
   CHECK(has(error_of([] { parse_mesh_spec("--mesh", ""); }), "empty mesh"));
+  // Sizes beyond 2^20, alone or as a product (which would wrap int64 if multiplied unchecked:
+  // 4323 x 2731 x 409891 x 7623851 = 2 x 2^64 + 1).
+  CHECK(has(error_of([] { parse_mesh_spec("--mesh", "pp=7623851"); }), "limit on mesh sizes, 2^20"));
+  CHECK(has(error_of([] { parse_mesh_spec("--mesh", "dp=1024,tp=1024,cp=2"); }), "more than 2^20"));
+  CHECK(parse_mesh_spec("--mesh", "dp=1024,tp=1024") == Mesh{1024, 1024, 1, 1});
 }
 
 TEST_CASE("enum flags: known names parse, unknown ones list the valid names") {
