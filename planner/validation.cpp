@@ -142,7 +142,17 @@ std::vector<std::string> collect_cases(const std::vector<std::string>& paths, st
     throw bad_input(fmt::format("{}: no case found in {} (a case is an experiment YAML with a fixed "
                                 "mesh and a `published:` block)",
                                 command, fmt::join(paths, ", ")));
-  return cases;
+  // One measurement counts once: a file reached twice (named twice, or named and inside a folder
+  // given too) would weigh double in the statistics and, under `fit`, sit in the training set of
+  // its own held-out fold. The first occurrence keeps its place.
+  std::vector<std::string> unique;
+  std::set<std::string> seen;
+  for (const auto& f : cases) {
+    std::error_code ec;
+    const std::filesystem::path canon = std::filesystem::weakly_canonical(f, ec);
+    if (seen.insert(ec ? f : canon.string()).second) unique.push_back(f);
+  }
+  return unique;
 }
 
 std::vector<ValidationRow> validate_case(const Experiment& e) {

@@ -131,7 +131,8 @@ std::string gpu_scale_label(int64_t band);
 // Files to validate: each path is a file (must be a case) or a folder searched recursively
 // for *.yaml / *.yml. A file found in a folder without a top-level `published:` key is not a
 // case (model, cluster or plain experiment files live beside cases) and goes to `skipped`.
-// Throws bad input for a path that does not exist, or when no case is found at all; the message
+// A file reached twice (named twice, or named and inside a folder given) is kept once, where it
+// first appears. Throws bad input for a path that does not exist, or when no case is found at all; the message
 // starts with `command` (the CLI command reading the cases: validate, fit).
 std::vector<std::string> collect_cases(const std::vector<std::string>& paths, std::vector<std::string>* skipped,
                                        const char* command = "validate");

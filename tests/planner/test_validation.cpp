@@ -147,6 +147,13 @@ TEST_CASE("validate_paths: folders are searched recursively, non-cases skipped")
     for (const char* k : {"name", "metric", "predicted", "published", "error_pct"}) CHECK(c.contains(k));
   CHECK(validation_text(r).find("mean |error|") != std::string::npos);
 
+  // A case reached twice (the folder, the file inside it, and the file again by another spelling
+  // of its path) counts once.
+  const std::string c1 = (dir / "c1.yaml").string(), c1_again = (dir / "sub" / ".." / "c1.yaml").string();
+  CHECK(collect_cases({dir.string(), c1, c1_again}, nullptr).size() == 2);
+  CHECK(validate_paths({dir.string(), c1}).cases == 2);
+  CHECK(validate_paths({c1, c1}).cases == 1);
+
   // Named explicitly, a file without `published:` is a case that is refused, not skipped; as
   // the only case, nothing is evaluated: the command fails with the reason.
   CHECK_THROWS_WITH_AS(validate_paths({(dir / "sub" / "plain.yaml").string()}),
