@@ -468,6 +468,11 @@ TEST_CASE("bad input exits 2 with a message saying what would be valid") {
       {"plan /nonexistent/experiment.yaml", "nonexistent"},
       {"validate /nonexistent/folder", "validate: '/nonexistent/folder' does not exist"},
       {"fit /nonexistent/folder", "fit: '/nonexistent/folder' does not exist"},
+      // The A100 profile of these runs has no FP8 peak: a fitted FP8 curve would be unreadable.
+      {"fit '" + std::string(RINGPLAN_SOURCE_DIR) + "/configs/validation/korthikanti2022' --free matmul_fp8",
+       "--free matmul_fp8 needs a cluster with an FP8 peak"},
+      // Sizes past 2^20 are refused before anything multiplies them.
+      {"simulate " + exp + " --mesh dp=4323,tp=2731,cp=409891,pp=7623851", "limit on mesh sizes, 2^20"},
       {"validate " + exp, "a validation case needs a fixed mesh"},
   };
   for (const auto& c : cases) {
