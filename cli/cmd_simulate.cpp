@@ -80,6 +80,19 @@ int run_simulate(const SimulateArgs& a) {
   const std::string why = sim::check_layout(e, *e.mesh, o, gpus);
   if (!why.empty())
     throw bad_input(fmt::format("layout {} {} cannot run: {}", mesh_text(*e.mesh), options_text(*e.mesh, o), why));
+  if (!a.trace.empty()) {  // refused before any output
+    if (e.mesh->cp <= 1)
+      throw bad_input("--trace shows the attention of a CP group: the layout has cp=1, so there is no CP group");
+    // The replay holds every rank's every step: events and memory grow as CP^2 (CP 256: about
+    // 1 GB and a 50 MB trace, already more than a trace viewer shows usefully; CP 16384 ran out of
+    // memory). The pattern is the same at smaller CP.
+    constexpr int64_t kMaxTraceCp = 256;
+    if (e.mesh->cp > kMaxTraceCp)
+      throw bad_input(fmt::format("--trace: a CP group of {} ranks is too large to replay event by event (its events "
+                                  "grow as CP^2); valid: cp <= {} (the same layout with a smaller --mesh cp shows "
+                                  "the pattern)",
+                                  e.mesh->cp, kMaxTraceCp));
+  }
   const sim::Prediction p = sim::predict(e, *e.mesh, o);
   if (a.format == "json") {
     nlohmann::json j = prediction_json(p);
@@ -97,8 +110,6 @@ int run_simulate(const SimulateArgs& a) {
   if (!a.trace.empty()) {
     // The event simulator replays one layer of one CP group with the layout's cp_comm, rank by
     // rank (ring steps, collectives, kernels), in the event vocabulary of `ringplan run --trace`.
-    if (e.mesh->cp <= 1)
-      throw bad_input("--trace shows the attention of a CP group: the layout has cp=1, so there is no CP group");
     const sim::RingSimulation cp = sim::simulate_cp_layer(sim::ring_shape_for(e, *e.mesh, o), e.cluster, true);
     write_file_atomic(a.trace, sim::ring_trace_json(cp), "--trace");
     std::fprintf(stderr, "wrote %s CP trace (one layer, one CP group of %lld ranks) to %s\n", to_string(o.cp_comm),

@@ -473,6 +473,8 @@ TEST_CASE("bad input exits 2 with a message saying what would be valid") {
        "--free matmul_fp8 needs a cluster with an FP8 peak"},
       // Sizes past 2^20 are refused before anything multiplies them.
       {"simulate " + exp + " --mesh dp=4323,tp=2731,cp=409891,pp=7623851", "limit on mesh sizes, 2^20"},
+      // A trace of CP 16384 would hold 2^28 steps in memory; refused before any output.
+      {"simulate " + exp + " --mesh cp=512 --gpus 512 --trace /tmp/ringplan_never_written.json", "valid: cp <= 256"},
       {"validate " + exp, "a validation case needs a fixed mesh"},
   };
   for (const auto& c : cases) {
