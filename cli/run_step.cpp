@@ -67,6 +67,8 @@ using runtime::step::Term;
 // A plan file (its recorded prediction checked: note_prediction_mismatch), or an experiment with
 // a fixed mesh (the prediction is then made here).
 Experiment load_run_input(const std::string& path, bool rank0) {
+  // Before YAML::LoadFile opens it: a FIFO would block every rank, a device never end.
+  if (const std::string why = input_path_problem(path); !why.empty()) throw ConfigError(path, 0, "", why);
   bool is_plan = false;
   try {
     const YAML::Node root = YAML::LoadFile(path);

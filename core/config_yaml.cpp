@@ -1358,6 +1358,14 @@ std::string input_path_problem(const std::string& path, bool folder_ok) {
     return "is a symbolic link loop (too many levels of symbolic links); point it at a YAML file";
   if (ec) return "cannot be read: " + ec.message();
   if (fs::is_directory(st)) return folder_ok ? "" : "is a folder, expected a YAML file";
+  // A device, pipe or socket would be read without end (/dev/zero) or block forever (a FIFO).
+  if (!fs::is_regular_file(st)) return "is not a regular file (a device, pipe or socket)";
+  // Every file ringplan reads is a few KB to a few MB; a larger one is a wrong path, and reading
+  // it whole would take the machine's memory.
+  constexpr std::uintmax_t kMaxInputBytes = std::uintmax_t{64} << 20;
+  const std::uintmax_t size = fs::file_size(path, ec);
+  if (!ec && size > kMaxInputBytes)
+    return fmt::format("is {} bytes, more than the 64 MiB any ringplan input can be", size);
   return "";
 }
 

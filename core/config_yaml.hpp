@@ -61,7 +61,8 @@ std::string experiment_to_yaml(const Experiment& e);  // a complete experiment d
 
 // Why `path` cannot be read as an input file (or, with folder_ok, a folder of them); "" when it
 // can. Tells a missing path, a dangling symbolic link, a symbolic-link loop and a refused path
-// apart, and never throws: "file not found", "is a symbolic link loop (...)", "is a folder, ...".
+// apart, and never throws: "file not found", "is a symbolic link loop (...)", "is a folder, ...";
+// also refuses what is not a regular file (a device, a pipe) and files over 64 MiB.
 std::string input_path_problem(const std::string& path, bool folder_ok = false);
 
 // `path_or_dir` a file: {path}. A folder: every *.yaml / *.yml file below it, recursively,

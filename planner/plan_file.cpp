@@ -194,6 +194,8 @@ std::string prediction_mismatch(const PlanFile& plan) {
 }
 
 Experiment load_experiment_or_plan(const std::string& path) {
+  // Checked before the scan below opens it: a FIFO would block it, a device never end it.
+  if (const std::string why = input_path_problem(path); !why.empty()) throw ConfigError(path, 0, "", why);
   std::ifstream in(path, std::ios::binary);
   std::string line;
   // A plan file names its version at the top level (a line starting `ringplan_plan:`).

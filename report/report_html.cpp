@@ -10,6 +10,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "core/config_yaml.hpp"
 #include "core/error.hpp"
 #include "core/format.hpp"
 #include "core/units.hpp"
@@ -420,6 +421,8 @@ RunComparison parse_run_result(const nlohmann::json& run, const std::string& sou
 }
 
 RunComparison load_run_result(const std::string& path) {
+  if (const std::string why = input_path_problem(path); !why.empty())
+    throw bad_input(fmt::format("{}: the run result {} (expected the JSON of `ringplan run --format json`)", path, why));
   std::ifstream in(path);
   if (!in) throw bad_input(fmt::format("{}: cannot open the run result (expected the JSON of `ringplan run --format json`)", path));
   std::stringstream ss;

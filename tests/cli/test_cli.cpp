@@ -476,6 +476,9 @@ TEST_CASE("bad input exits 2 with a message saying what would be valid") {
       // A trace of CP 16384 would hold 2^28 steps in memory; refused before any output.
       {"simulate " + exp + " --mesh cp=512 --gpus 512 --trace /tmp/ringplan_never_written.json", "valid: cp <= 256"},
       {"validate " + exp, "a validation case needs a fixed mesh"},
+      // A device is never read (/dev/zero has no end), as an argument or as a referenced file.
+      {"simulate /dev/zero", "is not a regular file"},
+      {"report " + exp + " -o /tmp/ringplan_never_written.html --run /dev/zero", "is not a regular file"},
   };
   for (const auto& c : cases) {
     const Result r = ringplan(c.args);

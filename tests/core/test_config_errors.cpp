@@ -1,6 +1,7 @@
 // Every kind of bad input gives a ConfigError naming the right file, line and field, and saying
 // what would be valid. Each case edits one line of a valid file (test_helpers.hpp).
 #include <doctest/doctest.h>
+#include <sys/stat.h>
 
 #include <filesystem>
 #include <fstream>
@@ -39,6 +40,19 @@ TEST_CASE("syntax error names file and line") {
   TempDir dir;
   std::string f = dir.write("m.yaml", replace(test::kModelYaml, "heads: 8\n", "heads: [8, 4\n"));
   check_config_error([&] { load_model(f); }, {f, 5, "", "YAML syntax error"});
+}
+
+TEST_CASE("what is not a regular file of sane size is refused before it is read") {
+  TempDir dir;
+  // A FIFO would block the reader forever; a device like /dev/zero never ends.
+  const std::string fifo = dir.path("fifo.yaml");
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  check_config_error([&] { load_model(fifo); }, {fifo, 0, "", "is not a regular file"});
+  check_config_error([&] { load_model("/dev/zero"); }, {"/dev/zero", 0, "", "is not a regular file"});
+  // 65 MiB (sparse): more than any input of ringplan, so a wrong path, not read into memory.
+  const std::string big = dir.write("big.yaml", "name: m\n");
+  std::filesystem::resize_file(big, std::uintmax_t{65} << 20);
+  check_config_error([&] { load_model(big); }, {big, 0, "", "more than the 64 MiB"});
 }
 
 TEST_CASE("a second YAML document is an error and never silently dropped") {
