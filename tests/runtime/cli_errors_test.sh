@@ -84,7 +84,7 @@ expect 0 "parity" -- run "$work/documents.yaml" --steps 1 --warmup 0 --check-par
 # A symbolic link loop as the plan: bad input naming the link (not a filesystem_error, exit 1).
 rm -f "$work/loop_a.yaml" "$work/loop_b.yaml"
 ln -s "$work/loop_b.yaml" "$work/loop_a.yaml"; ln -s "$work/loop_a.yaml" "$work/loop_b.yaml"
-expect 2 "loop_a.yaml: plan file is a symbolic link loop" -- run "$work/loop_a.yaml" --steps 1
+expect 2 "loop_a.yaml: is a symbolic link loop" -- run "$work/loop_a.yaml" --steps 1
 expect 2 "loop_a.yaml: plan file is a symbolic link loop" -- run "$work/loop_a.yaml" --scope attention --iters 1
 # A plan path that is not UTF-8 (file names are bytes) in `run --format json`: printed with U+FFFD,
 # not an abort (json type_error.316, "internal error", exit 1).
