@@ -113,20 +113,28 @@ int fit_command(const FitArgs& a) {
   const std::vector<std::string> files = planner::collect_cases(a.paths, &skipped, "fit");
   std::vector<Experiment> cases;
   std::vector<std::pair<std::string, std::string>> refused;  // path, reason
+  // With --cluster every case is predicted on that profile: its layout is checked there too (an
+  // FP8 run cannot be fitted on a profile without an FP8 peak).
+  std::optional<ClusterConfig> given;
+  if (!a.cluster.empty()) given = load_cluster(a.cluster);
   for (const auto& f : files) {
     try {
       Experiment e = load_experiment(f);
-      (void)sim::case_time_error_pct(e, e.cluster);  // same checks as the fit: mesh, time metric, layout
+      (void)sim::case_time_error_pct(e, given ? *given : e.cluster);  // the fit's checks: mesh, time metric, layout
       cases.push_back(std::move(e));
     } catch (const ConfigError& err) {
       refused.emplace_back(f, err.what());
     }
   }
-  if (cases.empty()) throw bad_input(fmt::format("fit: none of the {} cases can be fitted", files.size()));
+  if (cases.empty()) {
+    std::string list;
+    for (const auto& entry : refused) list += fmt::format("\n  {}", entry.second);  // the reason names the file
+    throw bad_input(fmt::format("fit: none of the {} cases can be fitted:{}", files.size(), list));
+  }
 
   ClusterConfig base;
-  if (!a.cluster.empty()) {
-    base = load_cluster(a.cluster);
+  if (given) {
+    base = *given;
   } else {
     std::set<std::string> names;
     for (const auto& e : cases) names.insert(e.cluster.name);

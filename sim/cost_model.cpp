@@ -256,6 +256,9 @@ std::string check_layout(const Experiment& e, const Mesh& mesh, const ParallelOp
   if (mesh.dp < 1 || mesh.tp < 1 || mesh.cp < 1 || mesh.pp < 1)
     return "mesh sizes must be >= 1, got DP " + str(mesh.dp) + " TP " + str(mesh.tp) + " CP " + str(mesh.cp) +
            " PP " + str(mesh.pp);
+  // FP8 GEMMs need FP8 tensor cores (a profile given in place of the case's own may lack them).
+  if (t.fp8 && !(e.cluster.peak_flops_per_s_fp8 > 0))
+    return "training.fp8 needs a cluster with an FP8 peak (peak_tflops.fp8); '" + e.cluster.name + "' has none";
   if (mesh.world_size() != gpus)
     return "world size " + str(mesh.world_size()) + " != " + str(gpus) + " GPUs (DP " + str(mesh.dp) + " x TP " +
            str(mesh.tp) + " x CP " + str(mesh.cp) + " x PP " + str(mesh.pp) + ")";

@@ -270,9 +270,9 @@ double objective(std::vector<Experiment>& work, const ClusterConfig& c) {
 
 // The case's errors when predicted on `c` instead of its own cluster.
 CaseErr case_err_on(const Experiment& e, const ClusterConfig& c) {
-  check_case(e);
   Experiment x = e;
   x.cluster = c;
+  check_case(x);  // on the profile it is predicted on (an FP8 run needs an FP8 peak there)
   return case_err(x);
 }
 

@@ -473,6 +473,10 @@ TEST_CASE("bad input exits 2 with a message saying what would be valid") {
        "--free matmul_fp8 needs a cluster with an FP8 peak"},
       // Sizes past 2^20 are refused before anything multiplies them.
       {"simulate " + exp + " --mesh dp=4323,tp=2731,cp=409891,pp=7623851", "limit on mesh sizes, 2^20"},
+      // Every FP8 run refused on a profile without an FP8 peak: the command names each and why.
+      {"fit '" + std::string(RINGPLAN_SOURCE_DIR) + "/configs/validation/torchtitan_h100_fp8' --cluster '" +
+           std::string(RINGPLAN_SOURCE_DIR) + "/configs/clusters/dgx_a100_80gb.yaml'",
+       "training.fp8 needs a cluster with an FP8 peak"},
       // A trace of CP 16384 would hold 2^28 steps in memory; refused before any output.
       {"simulate " + exp + " --mesh cp=512 --gpus 512 --trace /tmp/ringplan_never_written.json", "valid: cp <= 256"},
       {"validate " + exp, "a validation case needs a fixed mesh"},
@@ -806,6 +810,16 @@ TEST_CASE("validate --cluster predicts every case on the given profile") {
     CHECK(b["cases"][i]["predicted"].get<double>() < a["cases"][i]["predicted"].get<double>());
   const Result missing = ringplan("validate '" + dir + "' --cluster /nonexistent.yaml");
   CHECK(missing.rc == 2);
+  // FP8 runs on a profile without an FP8 peak are refused one by one, with the reason; the other
+  // cases are still evaluated.
+  const std::string fp8 = std::string(RINGPLAN_SOURCE_DIR) + "/configs/validation/torchtitan_h100_fp8";
+  const Result mixed = ringplan("validate '" + dir + "' '" + fp8 + "' --cluster '" + std::string(RINGPLAN_SOURCE_DIR) +
+                                "/configs/clusters/dgx_a100_80gb.yaml' --format json");
+  REQUIRE_MESSAGE(mixed.rc == 0, mixed.err);
+  const auto m = nlohmann::json::parse(mixed.out);
+  CHECK(m["case_count"].get<int>() == static_cast<int>(a["case_count"].get<int>()));
+  REQUIRE(m["refused"].size() > 0);
+  for (const auto& r : m["refused"]) CHECK(has(r["reason"].get<std::string>(), "needs a cluster with an FP8 peak"));
 }
 
 TEST_CASE("fit: held-out error by source, by TP degree and by GPU count in JSON") {
