@@ -1050,6 +1050,23 @@ Experiment experiment_from_yaml(const YAML::Node& node, const std::string& file,
         return s.scalar_count(n, line, w, kMaxGpus);
       });
     }
+    // Each value once: a repeat searched every layout with it twice and ranked the copies apart.
+    auto once = [&s](const char* key, const auto& values) {
+      for (size_t i = 1; i < values.size(); ++i)
+        for (size_t j = 0; j < i; ++j)
+          if (values[i] == values[j])
+            s.fail(key, fmt::format("item {} repeats item {} (counting from 0); list each value once", i, j));
+    };
+    once("micro_batch", sp.micro_batch);
+    once("recompute", sp.recompute);
+    once("zero_stage", sp.zero_stage);
+    once("sequence_parallel", sp.sequence_parallel);
+    once("cp_scheme", sp.cp_scheme);
+    once("interleave", sp.interleave);
+    once("attention", sp.attention);
+    once("cp_comm", sp.cp_comm);
+    once("cp_a2a_size", sp.cp_a2a_size);
+    once("dp_replicate", sp.dp_replicate);
     if (s.has("max_tp")) sp.max_tp = s.get_count("max_tp", kMaxGpus);
     if (s.has("max_cp")) sp.max_cp = s.get_count("max_cp", kMaxGpus);
     if (s.has("max_pp")) sp.max_pp = s.get_count("max_pp", kMaxGpus);

@@ -276,6 +276,11 @@ TEST_CASE("experiment sections: mesh and options and search and published") {
                      {e, 7, "search.cp_comm[1]", "must be one of: ring, allgather"});
   e = files.experiment("search:\n  micro_batch: []\n");
   check_config_error([&] { load_experiment(e); }, {e, 6, "search.micro_batch", "must not be an empty list"});
+  // A repeated value is refused: the planner would search and rank every such layout twice.
+  e = files.experiment("search:\n  micro_batch: [1, 2, 1]\n");
+  check_config_error([&] { load_experiment(e); }, {e, 6, "search.micro_batch", "item 2 repeats item 0"});
+  e = files.experiment("search:\n  recompute: [none, none]\n");
+  check_config_error([&] { load_experiment(e); }, {e, 6, "search.recompute", "list each value once"});
   e = files.experiment("search:\n  micro_batch: 2\n");
   check_config_error([&] { load_experiment(e); }, {e, 6, "search.micro_batch", "expected a list"});
   e = files.experiment("search:\n  zero_stage: [0, 1, 5]\n");
