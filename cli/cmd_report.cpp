@@ -60,7 +60,17 @@ int run_report(const ReportArgs& a) {
     d.chosen = static_cast<size_t>(it - d.candidates.begin());
     d.ring = report::ring_timeline(e, d.candidates[d.chosen]);
   }
-  if (!a.run.empty()) d.run = report::load_run_result(a.run);
+  if (!a.run.empty()) {
+    d.run = report::load_run_result(a.run);
+    // A run of another layout still shows its own prediction against its measurement, but the
+    // page must not pass it off as the chosen layout's: its summary names its mesh, and so does
+    // this note.
+    const Mesh& chosen = d.candidates[d.chosen].mesh;
+    if (d.run->mesh && !(*d.run->mesh == chosen))
+      std::fprintf(stderr, "note: %s ran mesh %s, not the report's chosen layout %s; the page shows the run against "
+                   "its own prediction\n",
+                   a.run.c_str(), planner::mesh_spec(*d.run->mesh).c_str(), planner::mesh_spec(chosen).c_str());
+  }
 
   const std::string html = report::render_html(d);
   write_file_atomic(a.output, html, "-o");

@@ -416,6 +416,23 @@ RunComparison parse_run_result(const nlohmann::json& run, const std::string& sou
   if (const auto it = run.find("profile"); it != run.end() && it->is_string()) {
     parts.push_back("predicted on " + it->get<std::string>());
   }
+  // The layout the run executed (`run --scope step` writes it): shown, and compared with the
+  // report's chosen layout by the caller.
+  if (const auto it = run.find("mesh"); it != run.end() && it->is_object()) {
+    Mesh m;
+    bool ok = true;
+    for (const auto& [key, dst] : {std::pair<const char*, int64_t*>{"dp", &m.dp}, {"tp", &m.tp}, {"cp", &m.cp}, {"pp", &m.pp}}) {
+      const auto v = it->find(key);
+      if (v == it->end() || !v->is_number_integer() || v->get<int64_t>() < 1) {
+        ok = false;
+        break;
+      }
+      *dst = v->get<int64_t>();
+    }
+    if (!ok) throw bad_input(fmt::format("{}: 'mesh' must hold positive integers dp, tp, cp and pp, got {}", source, it->dump()));
+    out.mesh = m;
+    parts.push_back(fmt::format("mesh dp={} tp={} cp={} pp={}", m.dp, m.tp, m.cp, m.pp));
+  }
   out.summary = fmt::format("{}", fmt::join(parts, ", "));
   return out;
 }

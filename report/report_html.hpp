@@ -87,6 +87,7 @@ struct RunComparison {
   // the slowest rank's compute, then the exposed communication.
   std::vector<PhaseComparison> timeline;
   std::vector<MemoryComparison> memory;
+  std::optional<Mesh> mesh;                 // the layout the run executed, where it says
 };
 
 // Peak memory of the chosen layout as one parameter varies (the page's memory-vs-CP and

@@ -338,6 +338,13 @@ TEST_CASE("run result: `ringplan run --scope step --format json` (cli/run_step.c
                  "rss_peak_delta_max_bytes": 50000000}})json"),
                                             "step.json");
   REQUIRE(run.phases.size() == 5);
+  // The layout it ran, read and named in the summary (report --run compares it with the chosen one).
+  REQUIRE(run.mesh.has_value());
+  CHECK(*run.mesh == Mesh{1, 1, 2, 1});
+  CHECK(run.summary.find("mesh dp=1 tp=1 cp=2 pp=1") != std::string::npos);
+  CHECK_THROWS_WITH_AS(report::parse_run_result(nlohmann::json::parse(R"json({"scope": "step", "mesh": {"dp": 0},
+      "step_time": {"measured_median_s": 1, "predicted_s": 1}, "terms": []})json"), "bad.json"),
+                       doctest::Contains("'mesh' must hold positive integers"), Error);
   CHECK(run.phases[0].phase == "step");
   CHECK(*run.phases[0].measured_s == 0.06);
   CHECK(*run.phases[0].measured_min_s == 0.058);
@@ -359,7 +366,7 @@ TEST_CASE("run result: `ringplan run --scope step --format json` (cli/run_step.c
   CHECK(run.memory[0].name == "weights");
   CHECK(*run.memory[0].measured_bytes == 8000000.0);
   CHECK(*run.memory[1].predicted_bytes == 38000000.0);
-  CHECK(run.summary == "2 steps, predicted on local_cpu");
+  CHECK(run.summary == "2 steps, predicted on local_cpu, mesh dp=1 tp=1 cp=2 pp=1");
   const nlohmann::json j = [&] {
     report::ReportData d = report::build_report(test::report_experiment(),
                                                 planner::plan(test::report_experiment(), planner::PlanSettings{}));
