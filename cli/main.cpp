@@ -44,10 +44,15 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    // CLI11 prints help/version with exit 0 and usage errors with a message; map the
-    // latter to the bad-input status 2.
-    int rc = app.exit(e);
-    return rc == 0 ? kExitOk : kExitBadInput;
+    // CLI11 reports help and version with exit code 0: let it print them.
+    if (e.get_exit_code() == 0) return app.exit(e) == 0 ? kExitOk : kExitBadInput;
+    // A usage error (a value that does not convert, a missing or unknown option): said like every
+    // other bad input, with where to find what is accepted, and the bad-input status 2.
+    std::string where = "ringplan";
+    for (const CLI::App* sub : app.get_subcommands()) where += " " + sub->get_name();
+    std::fprintf(stderr, "ringplan: error: %s (`%s --help` lists the accepted options and values)\n", e.what(),
+                 where.c_str());
+    return kExitBadInput;
   }
   try {
     return action ? action() : kExitBadInput;
