@@ -465,6 +465,8 @@ TEST_CASE("bad input exits 2 with a message saying what would be valid") {
       {"plan " + exp + " --gpus 9223372036854775807", "--gpus: must be a GPU count in 1 .. 1048576"},
       {"plan " + exp + " --gpus 963761198400", "1 .. 1048576"},
       {"plan " + exp + " --format yaml", "yaml"},
+      // A value CLI11 cannot convert: said like any bad input, pointing at the command's --help.
+      {"plan " + exp + " --gpus 12abc", "ringplan: error: Could not convert: --gpus = 12abc (`ringplan plan --help`"},
       {"plan /nonexistent/experiment.yaml", "nonexistent"},
       {"validate /nonexistent/folder", "validate: '/nonexistent/folder' does not exist"},
       {"fit /nonexistent/folder", "fit: '/nonexistent/folder' does not exist"},
