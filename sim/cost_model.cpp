@@ -894,10 +894,17 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
     }
   }
 
-  // Optimizer step: memory-bound over this device's shard of the master weights.
+  // Optimizer step: memory-bound over this device's shard of the master weights; then the
+  // gradient buffer is zeroed for the next step, all of it (sharded only by ZeRO-2/3: Megatron's
+  // zero_grad_buffer clears the whole main-grad buffer under the distributed optimizer). Autocast
+  // frees the gradients instead (zero_grad(set_to_none=True)): nothing to zero.
   if (mem_bw > 0) {
     const double params_updated = stage_params_dev / (opt.zero_stage >= 1 ? shard_group : 1.0);
-    t.optimizer_s = params_updated * optimizer_step_bytes_per_param(train.dtype, train.optimizer, train.clip_grad > 0, train.autocast) / mem_bw;
+    const double grad_buffer_params = stage_params_dev / (opt.zero_stage >= 2 ? shard_group : 1.0);
+    t.optimizer_s = (params_updated * optimizer_step_bytes_per_param(train.dtype, train.optimizer, train.clip_grad > 0,
+                                                                     train.autocast) +
+                     (train.autocast ? 0.0 : grad_buffer_params * sb.gradients)) /
+                    mem_bw;
   }
 
   t.step_time_s = t.forward_compute_s + t.backward_compute_s + t.recompute_s + t.cp_imbalance_s +

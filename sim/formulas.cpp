@@ -617,20 +617,19 @@ double optimizer_step_bytes_per_param(DType dtype, Optimizer opt, bool clip_grad
   //   update: Adam reads p, g, m, v (16), writes p, m, v (12)      28
   //           SGD reads p, g, mom (12), writes p, mom (8)          20
   //   copy master to 16-bit weights (read 4, write 2)                6  (mixed only)
-  //   zero the gradient buffer                                       4
+  // Zeroing the gradient buffer is not in it: the buffer is the whole stage's gradients unless
+  // ZeRO-2/3 shard them, not the optimizer's shard (sim::predict charges it on the buffer).
   // The clipping pass is charged every step: torch.nn.utils.clip_grad_norm_ (torchtitan, FSDP)
   // scales by min(1, coefficient) unconditionally; Megatron-LM scales only when the norm exceeds
   // the bound, which is most steps early in training and fewer later (the model cannot know the
   // norm; it charges the pass).
   // Autocast (TrainingConfig::autocast) keeps no 16-bit copy of the weights (each forward casts
-  // them, counted there) and zero_grad(set_to_none=True) frees the gradients instead of zeroing
-  // them: neither the copy nor the zeroing pass.
+  // them, counted there): no copy.
   const double update = opt == Optimizer::adam ? 28.0 : 20.0;
   const double unscale = dtype == DType::fp16 ? 8.0 : 0.0;
   const double clip = clip_grad ? 4.0 + 8.0 : 0.0;
   const double copy = dtype == DType::fp32 || autocast ? 0.0 : 6.0;
-  const double zero = autocast ? 0.0 : 4.0;
-  return unscale + clip + update + copy + zero;
+  return unscale + clip + update + copy;
 }
 
 }  // namespace ringplan::sim

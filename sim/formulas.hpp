@@ -310,9 +310,10 @@ LossBytes loss_elementwise_bytes(const LayerShape& x, double vocab, CrossEntropy
 //     x, grad_input, their sum and the product are live together: 16
 //     (torch/distributed/tensor/parallel/loss.py).
 double unfused_cross_entropy_bytes_per_logit(int64_t tp);
-// DRAM bytes per parameter of one optimizer step (fused update over fp32 master weights and
-// fp32 gradients; itemised in formulas.cpp): fp16 Adam 58, bf16 Adam 50, fp32 Adam 44; under
-// autocast (float32 parameters, gradients set to None) bf16 Adam 40.
+// DRAM bytes per parameter of one optimizer step over the optimizer's shard (fused update over
+// fp32 master weights and fp32 gradients; itemised in formulas.cpp): fp16 Adam 54, bf16 Adam 46,
+// fp32 Adam 40 with clipping; under autocast (float32 parameters) bf16 Adam 40. The zeroing of the
+// gradient buffer is charged apart, on the buffer (sim::predict).
 double optimizer_step_bytes_per_param(DType dtype, Optimizer opt, bool clip_grad, bool autocast = false);
 // DRAM bytes per parameter per step that summing m micro-batches' gradients moves outside the
 // weight-gradient GEMMs (GradAccumulation, core/config.hpp), g bytes per gradient element as

@@ -405,10 +405,16 @@ TEST_CASE("optimizer step and PP transfers, computed by hand") {
   o.zero_stage = 1;
   const Mesh mesh = test::mesh_of(2, 2, 2, 1);
   const Prediction p = predict(e, mesh, o);
-  // bf16 Adam: 50 bytes per parameter of the shard this rank updates (ZeRO-1 over DP x CP = 4),
-  // at 80% of 2039 GB/s.
-  const double shard = model_params(e.model) / 2 / 4;
-  CHECK(p.time.optimizer_s == Approx(shard * 50 / (2039e9 * 0.8)));
+  // bf16 Adam: 46 bytes per parameter of the shard this rank updates (ZeRO-1 over DP x CP = 4),
+  // then the whole gradient buffer of this TP rank zeroed (ZeRO-1 does not shard it), at 80% of
+  // 2039 GB/s.
+  const double shard = model_params(e.model) / 2 / 4, buffer = model_params(e.model) / 2;
+  const double g = state_bytes_per_param(e.training.dtype, e.training.optimizer, e.training.fp32_grad_accumulation).gradients;
+  CHECK(p.time.optimizer_s == Approx((shard * 46 + buffer * g) / (2039e9 * 0.8)));
+  // ZeRO-2 shards the buffer: its zeroing shrinks with it.
+  o.zero_stage = 2;
+  CHECK(predict(e, mesh, o).time.optimizer_s == Approx((shard * 46 + shard * g) / (2039e9 * 0.8)));
+  o.zero_stage = 1;
   // DP 4 x PP 4, m = 32/4 = 8, v = 1: 2 * (v*m + PP - 1) hops of b*L*h*2/TP bytes over
   // InfiniBand (the PP group spans all 16 ranks > 8 GPUs per node).
   const Prediction q = predict(e, test::mesh_of(4, 1, 1, 4), ParallelOptions{});
@@ -420,16 +426,17 @@ TEST_CASE("optimizer step and PP transfers, computed by hand") {
   CHECK(r.time.pp_comm_s == Approx(2 * (16 + 3) * (3e-6 + 8192.0 * 4096 * 2 / 300e9)));
 }
 
-TEST_CASE("optimizer step without gradient clipping drops the norm and scale passes, 12 bytes per parameter") {
+TEST_CASE("optimizer step without gradient clipping drops the norm and scale passes, 12 bytes per parameter of the shard") {
   Experiment e = test::llama_experiment(8192, 32);
   ParallelOptions o;
   o.zero_stage = 1;
   const Mesh mesh = test::mesh_of(2, 2, 2, 1);
   const double clipped = predict(e, mesh, o).time.optimizer_s;
   e.training.clip_grad = 0;
-  const double shard = model_params(e.model) / 2 / 4;
-  CHECK(predict(e, mesh, o).time.optimizer_s == Approx(shard * 38 / (2039e9 * 0.8)));
-  CHECK(clipped == Approx(shard * 50 / (2039e9 * 0.8)));
+  const double shard = model_params(e.model) / 2 / 4, buffer = model_params(e.model) / 2;
+  const double g = state_bytes_per_param(e.training.dtype, e.training.optimizer, e.training.fp32_grad_accumulation).gradients;
+  CHECK(predict(e, mesh, o).time.optimizer_s == Approx((shard * 34 + buffer * g) / (2039e9 * 0.8)));
+  CHECK(clipped == Approx((shard * 46 + buffer * g) / (2039e9 * 0.8)));
 }
 
 TEST_CASE("logits memory: 16-bit logits plus the cross-entropy's float32 copy, float32 logits alone") {
