@@ -278,9 +278,8 @@ std::string check_layout(const Experiment& e, const Mesh& mesh, const ParallelOp
   if (opt.dp_replicate > 1 && opt.zero_stage == 0)
     return "dp_replicate " + str(opt.dp_replicate) + " needs zero_stage >= 1 (ZeRO-0 shards nothing to replicate)";
   if (std::string why = pipeline_split_problem(m.layers, mesh.pp, opt); !why.empty()) return why;
-  // One CP rank holds the whole sequence whatever the scheme: nothing to divide.
-  if (mesh.cp == 1) {
-  } else if (opt.cp_scheme == CpScheme::zigzag) {
+  // One CP rank holds the whole sequence whatever the scheme: zigzag's 2*CP chunks only with CP > 1.
+  if (opt.cp_scheme == CpScheme::zigzag && mesh.cp > 1) {
     if (t.seq_len % (2 * mesh.cp) != 0)
       return "seq_len " + str(t.seq_len) + " not divisible by 2·CP = " + str(2 * mesh.cp) + " (zigzag)";
   } else if (t.seq_len % mesh.cp != 0) {
