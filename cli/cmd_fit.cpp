@@ -382,7 +382,13 @@ RINGPLAN_COMMAND("fit", "Fit a cluster profile's efficiencies to measured cases;
                    app.add_option("cases", a->paths, "Case files or folders (searched recursively)")->required();
                    app.add_option("-o,--output", a->output, "Write the fitted cluster profile here");
                    auto* h = app.add_option("--holdout", a->holdout,
-                                            "Hold out the cases of this source (the folder the case files lie in)");
+                                            "Hold out the cases of this source (the folder the case files lie in)")
+                                 ->check(CLI::Validator(
+                                     [](std::string& v) {
+                                       return v.empty() ? std::string("must name a source (the folder its cases lie in)")
+                                                        : std::string();
+                                     },
+                                     "SOURCE"));
                    app.add_option("--folds", a->folds, "K of K-fold cross-validation (>= 2)")
                        ->capture_default_str()
                        ->excludes(h);

@@ -470,6 +470,9 @@ TEST_CASE("bad input exits 2 with a message saying what would be valid") {
       {"plan /nonexistent/experiment.yaml", "nonexistent"},
       {"validate /nonexistent/folder", "validate: '/nonexistent/folder' does not exist"},
       {"fit /nonexistent/folder", "fit: '/nonexistent/folder' does not exist"},
+      // An empty source is not "no holdout" (k-fold): it is refused.
+      {"fit '" + std::string(RINGPLAN_SOURCE_DIR) + "/configs/validation/korthikanti2022' --holdout ''",
+       "--holdout: must name a source"},
       // The A100 profile of these runs has no FP8 peak: a fitted FP8 curve would be unreadable.
       {"fit '" + std::string(RINGPLAN_SOURCE_DIR) + "/configs/validation/korthikanti2022' --free matmul_fp8",
        "--free matmul_fp8 needs a cluster with an FP8 peak"},
