@@ -54,15 +54,9 @@ Mesh parse_mesh_spec(const std::string& flag, const std::string& text) {
     (idx == 0 ? m.dp : idx == 1 ? m.tp : idx == 2 ? m.cp : m.pp) = v;
     pos = end + 1;
   }
-  // The GPU count: each factor <= 2^20, and each partial product checked against 2^20 before the
-  // next multiplication, so nothing overflows.
-  int64_t world = 1;
-  for (const int64_t d : {m.dp, m.tp, m.cp, m.pp}) {
-    world *= d;
-    if (world > kMaxGpus)
-      throw bad_input(fmt::format("{}: '{}' asks for more than 2^20 = {} GPUs (ringplan's limit on GPU counts)", flag,
-                                  text, kMaxGpus));
-  }
+  if (!m.within_gpu_limit())
+    throw bad_input(fmt::format("{}: '{}' asks for more than 2^20 = {} GPUs (ringplan's limit on GPU counts)", flag,
+                                text, kMaxGpus));
   return m;
 }
 

@@ -158,14 +158,6 @@ int fit_command(const FitArgs& a) {
   prior.weight = opts.prior_weight;
   std::vector<double> fold_weights;
   opts.params = sim::fit_params(a.fix, a.free);
-  // An FP8 GEMM curve needs an FP8 peak to be a fraction of: the profile written would be refused
-  // by every command that reads it.
-  for (const sim::FitParam p : opts.params)
-    if ((p == sim::FitParam::matmul_fp8_max || p == sim::FitParam::matmul_fp8_half_tflop) &&
-        !(base.peak_flops_per_s_fp8 > 0))
-      throw bad_input(fmt::format("fit: --free matmul_fp8 needs a cluster with an FP8 peak (peak_tflops.fp8); "
-                                  "'{}' has none; give --cluster with one",
-                                  base.name));
   sim::FitResult fit;
   std::string method;
   if (!a.holdout.empty()) {

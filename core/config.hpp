@@ -451,6 +451,17 @@ inline constexpr int64_t kMaxGpus = int64_t{1} << 20;
 struct Mesh {
   int64_t dp = 1, tp = 1, cp = 1, pp = 1;
   int64_t world_size() const { return dp * tp * cp * pp; }
+  // Every size in 1 .. kMaxGpus and their product too, checked factor by factor so that no
+  // multiplication can overflow (callers read sizes from files and flags, then call world_size()).
+  bool within_gpu_limit() const {
+    int64_t world = 1;
+    for (const int64_t f : {dp, tp, cp, pp}) {
+      if (f < 1 || f > kMaxGpus) return false;
+      world *= f;
+      if (world > kMaxGpus) return false;
+    }
+    return true;
+  }
   bool operator==(const Mesh&) const = default;
 };
 

@@ -915,14 +915,9 @@ Experiment experiment_from_yaml(const YAML::Node& node, const std::string& file,
     if (m.has("tp")) mesh.tp = m.get_count("tp", kMaxGpus);
     if (m.has("cp")) mesh.cp = m.get_count("cp", kMaxGpus);
     if (m.has("pp")) mesh.pp = m.get_count("pp", kMaxGpus);
-    // Each factor <= 2^20 and each partial product checked <= 2^20: no step can overflow.
-    int64_t world = 1;
-    for (int64_t f : {mesh.dp, mesh.tp, mesh.cp, mesh.pp}) {
-      world *= f;
-      if (world > kMaxGpus)
-        r.fail("mesh", fmt::format("dp*tp*cp*pp = {}*{}*{}*{} exceeds {} GPUs ({}); use a smaller mesh", mesh.dp,
-                                   mesh.tp, mesh.cp, mesh.pp, kMaxGpus, limit_reason(kMaxGpus)));
-    }
+    if (!mesh.within_gpu_limit())
+      r.fail("mesh", fmt::format("dp*tp*cp*pp = {}*{}*{}*{} exceeds {} GPUs ({}); use a smaller mesh", mesh.dp,
+                                 mesh.tp, mesh.cp, mesh.pp, kMaxGpus, limit_reason(kMaxGpus)));
     // A fixed mesh fixes the world size: gpus defaults to it and must agree with it.
     if (e.gpus && *e.gpus != mesh.world_size())
       r.fail("mesh", fmt::format("dp*tp*cp*pp = {}*{}*{}*{} = {} must equal gpus ({}); change the mesh or gpus",

@@ -285,6 +285,13 @@ double case_speed_error_pct(const Experiment& e, const ClusterConfig& c) { retur
 FitResult fit_cluster(const std::vector<Experiment>& cases, const ClusterConfig& base, const FitOptions& opts) {
   if (cases.empty()) throw bad_input("fit: no case to fit");
   if (opts.params.empty()) throw bad_input("fit: no parameter to fit");
+  // An FP8 GEMM curve is a fraction of the FP8 peak: without one, the profile written would be
+  // refused by every command that reads it.
+  for (const FitParam p : opts.params)
+    if ((p == FitParam::matmul_fp8_max || p == FitParam::matmul_fp8_half_tflop) && !(base.peak_flops_per_s_fp8 > 0))
+      throw bad_input(fmt::format("fit: --free matmul_fp8 needs a cluster with an FP8 peak (peak_tflops.fp8); "
+                                  "'{}' has none; give --cluster with one",
+                                  base.name));
   for (const Experiment& e : cases) check_case(e);
   std::vector<Experiment> work = cases;
 

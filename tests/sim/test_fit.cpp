@@ -210,6 +210,11 @@ TEST_CASE("prior weight by cross-validation: chosen from the grid, on the traini
 TEST_CASE("fit refuses what it cannot fit, naming the case") {
   std::vector<Experiment> cases = synthetic_cases(truth_cluster());
   CHECK_THROWS_AS(fit_cluster({}, a100_cluster()), Error);
+  // An FP8 GEMM curve on a profile with no FP8 peak (an A100): the profile could not be read back.
+  FitOptions fp8;
+  fp8.params = fit_params({}, {"matmul_fp8"});
+  CHECK_THROWS_WITH_AS(fit_cluster(cases, a100_cluster(), fp8), doctest::Contains("needs a cluster with an FP8 peak"),
+                       Error);
   Experiment no_time = cases[0];
   no_time.published->step_time_s.reset();
   no_time.published->peak_memory_gib = 40.0;  // memory only: nothing the fit can move
