@@ -14,9 +14,19 @@ bool slots_given(const ParallelOptions& o) { return o.pp_embedding_slot || o.pp_
 }  // namespace
 
 std::string pipeline_split_problem(int64_t layers, int64_t pp, const ParallelOptions& opt) {
-  if (pp <= 1) return {};  // the split settings only apply to a pipeline
   const int64_t v = opt.interleave;
   const int64_t a = opt.pp_first_layers, b = opt.pp_last_layers;
+  if (pp <= 1) {
+    // One rank holds every layer. Layer counts that say otherwise would be ignored silently;
+    // Megatron-LM refuses them too (TransformerConfig: "Mismatch: N middle layers remaining but
+    // 0 middle PP stages"), while its embedding / loss slots change nothing at PP 1 and pass.
+    const bool one_count_is_all = (a > 0) != (b > 0) && std::max(a, b) == layers;
+    if (layer_counts_given(opt) && !one_count_is_all)
+      return "pipeline split (" + pipeline_split_text(opt) + ") needs PP > 1, got PP " + str(pp) +
+             " (the one pipeline rank holds all " + str(layers) +
+             " layers); valid: remove pp_first_layers / pp_last_layers, or use PP >= 2";
+    return {};
+  }
   if (v < 1) return "interleave must be >= 1, got " + str(v);
   if (a < 0 || b < 0) return "pp_first_layers and pp_last_layers must be >= 1 when given";
   if (layer_counts_given(opt) && slots_given(opt))

@@ -343,6 +343,13 @@ TEST_CASE("pipeline split: Megatron-LM's uneven stages and torchtitan's automati
   firstlast.pp_last_layers = 15;
   CHECK(layers_of(126, 8, firstlast) == std::vector<int64_t>{15, 16, 16, 16, 16, 16, 16, 15});
   CHECK(pipeline_split_problem(126, 8, firstlast).empty());
+  // One pipeline rank has nowhere to put a split: refused, not ignored.
+  CHECK(pipeline_split_problem(126, 1, firstlast).find("needs PP > 1") != std::string::npos);
+  CHECK(pipeline_split_problem(70, 1, loss_only).empty());  // a slot changes nothing at PP 1 (Megatron-LM accepts it)
+  CHECK(pipeline_split_problem(126, 1, even).empty());
+  ParallelOptions all_first;
+  all_first.pp_first_layers = 126;  // the one rank's true count
+  CHECK(pipeline_split_problem(126, 1, all_first).empty());
   firstlast.pp_last_layers = 14;
   CHECK(pipeline_split_problem(126, 8, firstlast).find("97 layers left") != std::string::npos);
   firstlast.pp_last_layers = 0;  // first only
@@ -357,8 +364,8 @@ TEST_CASE("pipeline split: Megatron-LM's uneven stages and torchtitan's automati
   both.interleave = 1;
   both.pp_first_layers = 4;
   CHECK(pipeline_split_problem(70, 12, both).find("cannot be combined") != std::string::npos);
-  // PP 1: the split settings do not apply.
-  CHECK(pipeline_split_problem(70, 1, both).empty());
+  // PP 1: a layer count other than all the layers is refused (before the combination check).
+  CHECK(pipeline_split_problem(70, 1, both).find("needs PP > 1") != std::string::npos);
   CHECK(stage_layers(70, 1, both, 0) == 70);
 }
 
