@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <numeric>
 #include <optional>
 #include <vector>
 
@@ -111,12 +112,20 @@ int64_t experiment_gpus(const Experiment& e, int64_t cli_gpus) {
   return n;
 }
 
-void check_mesh_gpus(const Mesh& mesh, int64_t gpus, const std::string& where) {
+void check_mesh_gpus(const Mesh& mesh, int64_t gpus, const std::string& where, int64_t global_batch,
+                     int64_t micro_batch) {
   if (mesh.world_size() == gpus) return;
   // A valid example: all remaining GPUs in DP, keeping TP/CP/PP when they divide.
   Mesh example{gpus, 1, 1, 1};
   const int64_t inner = mesh.tp * mesh.cp * mesh.pp;
   if (inner > 0 && gpus % inner == 0) example = Mesh{gpus / inner, mesh.tp, mesh.cp, mesh.pp};
+  // DP x micro-batch must divide the global batch: the part of DP that does not moves to PP
+  // (any factor of the GPU count is a valid PP count as far as the GPU count goes).
+  if (global_batch > 0 && micro_batch > 0 && global_batch % micro_batch == 0) {
+    const int64_t dp = std::gcd(example.dp, global_batch / micro_batch);
+    example.pp *= example.dp / dp;
+    example.dp = dp;
+  }
   throw bad_input(fmt::format(
       "{}: mesh {} uses dp*tp*cp*pp = {} GPUs but the experiment has {}; valid: a mesh whose product is {} "
       "(e.g. {}), or --gpus {}",

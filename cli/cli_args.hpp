@@ -33,8 +33,11 @@ int64_t parse_gpus_flag(const std::string& flag, int64_t value);
 // else the experiment's `gpus`, else the cluster's gpus_per_node x nodes.
 int64_t experiment_gpus(const Experiment& e, int64_t cli_gpus);
 
-// Throws bad input unless mesh.world_size() == gpus; the message names a valid mesh.
-void check_mesh_gpus(const Mesh& mesh, int64_t gpus, const std::string& where);
+// Throws bad input unless mesh.world_size() == gpus; the message names a valid mesh. With the
+// experiment's global batch (sequences, > 0) and micro-batch, the example's DP x micro-batch
+// divides the batch too, so the suggested mesh is one simulate accepts.
+void check_mesh_gpus(const Mesh& mesh, int64_t gpus, const std::string& where, int64_t global_batch = 0,
+                     int64_t micro_batch = 1);
 
 // plan() keeping the best `top` candidates for a --top flag (> 0, any int64): no search has more
 // candidates than layouts that fit, and plan() reserves room for top_k of them, so a first

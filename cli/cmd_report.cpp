@@ -44,7 +44,8 @@ int run_report(const ReportArgs& a) {
 
   if (e.mesh) {
     // The experiment fixes a layout: report that one as chosen, ranked among the others.
-    planner::check_mesh_gpus(*e.mesh, settings.gpus, planner::mesh_where(e));
+    planner::check_mesh_gpus(*e.mesh, settings.gpus, planner::mesh_where(e), e.training.global_batch_sequences,
+                             e.options.micro_batch);
     const std::string why = sim::check_layout(e, *e.mesh, e.options, settings.gpus);
     if (!why.empty()) {
       throw bad_input(fmt::format("{}: layout {} {} cannot run: {}", planner::mesh_where(e),

@@ -76,7 +76,8 @@ int run_simulate(const SimulateArgs& a) {
   }
 
   const int64_t gpus = experiment_gpus(e, a.gpus);
-  check_mesh_gpus(*e.mesh, gpus, a.mesh_opt->count() ? "--mesh" : mesh_where(e));
+  check_mesh_gpus(*e.mesh, gpus, a.mesh_opt->count() ? "--mesh" : mesh_where(e), e.training.global_batch_sequences,
+                  o.micro_batch);
   const std::string why = sim::check_layout(e, *e.mesh, o, gpus);
   if (!why.empty())
     throw bad_input(fmt::format("layout {} {} cannot run: {}", mesh_text(*e.mesh), options_text(*e.mesh, o), why));

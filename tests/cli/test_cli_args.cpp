@@ -75,6 +75,12 @@ TEST_CASE("check_mesh_gpus: a mesh must multiply to the GPU count") {
   CHECK(has(msg, "uses dp*tp*cp*pp = 8 GPUs but the experiment has 16"));
   CHECK(has(msg, "dp=4,tp=2,cp=2,pp=1"));  // a valid example keeping TP, CP, PP
   CHECK(has(msg, "--gpus 8"));
+  // With the global batch (32 sequences, micro-batch 1) the example's DP divides it: 64 GPUs
+  // all in DP would not, so the rest of DP goes to PP.
+  const std::string batch = error_of([] { check_mesh_gpus(Mesh{8, 1, 1, 1}, 64, "--mesh", 32, 1); });
+  CHECK(has(batch, "dp=32,tp=1,cp=1,pp=2"));
+  const std::string micro = error_of([] { check_mesh_gpus(Mesh{2, 2, 1, 1}, 64, "--mesh", 32, 4); });
+  CHECK(has(micro, "dp=8,tp=2,cp=1,pp=4"));  // 8 x micro-batch 4 = 32
 }
 
 TEST_CASE("mesh_where: the file, line and field of an experiment's mesh") {
