@@ -974,6 +974,15 @@ Experiment experiment_from_yaml(const YAML::Node& node, const std::string& file,
                                            "dp / dp_replicate shards); valid: {}",
                                            opt.dp_replicate, e.mesh->dp, divisors_text(e.mesh->dp)));
     }
+    // Both fixed, they leave no TP > 1 layout that can run (check_layout refuses each one): said
+    // here with the line, not as one rejection reason among a plan's many.
+    if (opt.tp_overlap == TpOverlap::pipelined && o.has("sequence_parallel") && !opt.sequence_parallel &&
+        (!e.mesh || e.mesh->tp > 1))
+      o.fail("tp_overlap",
+             "pipelined needs sequence_parallel true (Transformer Engine overlaps the sequence-parallel all-gathers "
+             "and reduce-scatters; Megatron-LM refuses --tp-comm-overlap without --sequence-parallel), and this "
+             "file sets sequence_parallel false, so no layout with TP > 1 could run; valid: sequence_parallel true, "
+             "or tp_overlap backward or none");
     // Whatever the mesh, the first and last stages' layers come out of the model's: with only
     // one of them given, the other stages need at least one layer. (What a given PP allows on top
     // is check_layout's.) Refused here so that a plan never quietly searches PP 1 only.

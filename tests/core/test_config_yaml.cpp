@@ -517,15 +517,15 @@ TEST_CASE("experiment references resolve relative to the experiment file's folde
   CHECK_FALSE(x.published.has_value());
 
   // Absolute references work from anywhere.
-  std::string abs = dir.write("elsewhere/e.yaml", "name: e\nmodel: " + dir.path("configs/models/m.yaml") +
-                                                      "\ncluster: " + dir.path("configs/clusters/c.yaml") +
-                                                      "\ntraining: " + dir.path("configs/training/t.yaml") + "\n");
+  std::string abs = dir.write("elsewhere/e.yaml", "name: e\nmodel: " + dir.file("configs/models/m.yaml") +
+                                                      "\ncluster: " + dir.file("configs/clusters/c.yaml") +
+                                                      "\ntraining: " + dir.file("configs/training/t.yaml") + "\n");
   CHECK(load_experiment(abs).model.kv_heads == 2);
 
   // parse_experiment resolves against the given base folder.
   Experiment y =
       parse_experiment("name: s\nmodel: models/m.yaml\ncluster: clusters/c.yaml\ntraining: training/t.yaml\n", "<text>",
-                       dir.path("configs"));
+                       dir.file("configs"));
   CHECK(y.path == "<text>");
   CHECK(y.cluster.gpus_per_node == 8);
 }
@@ -723,6 +723,29 @@ TEST_CASE("options.dp_replicate: hybrid sharding's replica count read, written b
   check_config_error([&] { load_experiment(bad_list); }, {bad_list, 6, "search.dp_replicate[1]", "positive integer"});
 }
 
+TEST_CASE("options: tp_overlap pipelined with sequence_parallel false refused at the key unless the mesh has TP 1") {
+  TempDir dir;
+  dir.write("models/m.yaml", test::kModelYaml);
+  dir.write("clusters/c.yaml", test::kClusterYaml);
+  const std::string head = "name: tpo\nmodel: ../models/m.yaml\ncluster: ../clusters/c.yaml\n"
+                           "training: {seq_len: 4096, global_batch: 8, dtype: bf16, optimizer: adam}\n";
+  const std::string opts = "options:\n  sequence_parallel: false\n  tp_overlap: pipelined\n";
+  // No mesh: a plan would refuse every TP > 1 layout one by one.
+  const std::string plan = dir.write("exp/p.yaml", head + opts);
+  check_config_error([&] { load_experiment(plan); },
+                     {plan, 7, "options.tp_overlap", "pipelined needs sequence_parallel true"});
+  check_config_error([&] { load_experiment(plan); }, {plan, 7, "options.tp_overlap", "valid: sequence_parallel true"});
+  const std::string tp2 = dir.write("exp/t2.yaml", head + "mesh: {dp: 2, tp: 2, cp: 1, pp: 1}\n" + opts);
+  check_config_error([&] { load_experiment(tp2); }, {tp2, 8, "options.tp_overlap", "no layout with TP > 1"});
+  // TP 1 has no TP collective to overlap: the pair is harmless there.
+  const Experiment tp1 = load_experiment(dir.write("exp/t1.yaml", head + "mesh: {dp: 4, tp: 1, cp: 1, pp: 1}\n" + opts));
+  CHECK(tp1.options.tp_overlap == TpOverlap::pipelined);
+  // Sequence parallelism searched, not fixed: the planner pairs them itself.
+  const Experiment searched = load_experiment(
+      dir.write("exp/s.yaml", head + "options:\n  tp_overlap: pipelined\nsearch:\n  sequence_parallel: [false, true]\n"));
+  CHECK(searched.options.tp_overlap == TpOverlap::pipelined);
+}
+
 TEST_CASE("training.param_gather_dtype and grad_reduce_dtype: read, written back, refused where no such tensor exists") {
   TempDir dir;
   dir.write("models/m.yaml", test::kModelYaml);
@@ -822,10 +845,10 @@ TEST_CASE("find_experiments: one file or every yaml below a folder sorted") {
   std::string a = dir.write("exps/a.yml", "x: 1\n");
   std::string nested = dir.write("exps/sub/c.yaml", "x: 1\n");
   dir.write("exps/readme.md", "not yaml\n");
-  std::vector<std::string> found = find_experiments(dir.path("exps"));
+  std::vector<std::string> found = find_experiments(dir.file("exps"));
   CHECK(found == std::vector<std::string>{a, b, nested});
   CHECK(find_experiments(b) == std::vector<std::string>{b});
-  CHECK_THROWS_AS(find_experiments(dir.path("nope")), ConfigError);
-  std::filesystem::create_directories(dir.path("empty"));
-  CHECK_THROWS_WITH_AS(find_experiments(dir.path("empty")), doctest::Contains("no .yaml or .yml files"), ConfigError);
+  CHECK_THROWS_AS(find_experiments(dir.file("nope")), ConfigError);
+  std::filesystem::create_directories(dir.file("empty"));
+  CHECK_THROWS_WITH_AS(find_experiments(dir.file("empty")), doctest::Contains("no .yaml or .yml files"), ConfigError);
 }
