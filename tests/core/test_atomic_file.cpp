@@ -53,7 +53,7 @@ bool has(const std::string& s, const std::string& part) { return s.find(part) !=
 
 TEST_CASE("write_file_atomic creates, replaces, keeps the mode and leaves no temporary file") {
   test::TempDir dir;
-  const std::string p = dir.path("out.yaml");
+  const std::string p = dir.file("out.yaml");
   write_file_atomic(p, "first\n", "-o");
   CHECK(slurp(p) == "first\n");
   ::chmod(p.c_str(), 0640);
@@ -62,12 +62,12 @@ TEST_CASE("write_file_atomic creates, replaces, keeps the mode and leaves no tem
   struct stat st {};
   REQUIRE(::stat(p.c_str(), &st) == 0);
   CHECK((st.st_mode & 0777) == 0640);
-  CHECK(file_count(dir.path()) == 1);
+  CHECK(file_count(dir.path.string()) == 1);
 }
 
 TEST_CASE("write_file_atomic through a symbolic link replaces the file it points at") {
   test::TempDir dir;
-  const std::string target = dir.path("real.yaml"), link = dir.path("link.yaml");
+  const std::string target = dir.file("real.yaml"), link = dir.file("link.yaml");
   write_file_atomic(target, "old\n", "-o");
   fs::create_symlink(target, link);
   write_file_atomic(link, "new\n", "-o");
@@ -78,7 +78,7 @@ TEST_CASE("write_file_atomic through a symbolic link replaces the file it points
 TEST_CASE("write_file_atomic: a write stopped by the file size limit keeps the old content") {
   // With SIGXFSZ ignored (as cli/main.cpp does) a write past RLIMIT_FSIZE fails with EFBIG.
   test::TempDir dir;
-  const std::string p = dir.path("plan.yaml");
+  const std::string p = dir.file("plan.yaml");
   write_file_atomic(p, "old content\n", "plan file");
   const auto old_handler = std::signal(SIGXFSZ, SIG_IGN);
   rlimit old_limit{};
@@ -92,7 +92,7 @@ TEST_CASE("write_file_atomic: a write stopped by the file size limit keeps the o
   CHECK(e.kind() == ErrorKind::runtime);
   CHECK(has(e.what(), "plan file " + p + ": cannot write: write: File too large"));
   CHECK(slurp(p) == "old content\n");
-  CHECK(file_count(dir.path()) == 1);  // the temporary was removed
+  CHECK(file_count(dir.path.string()) == 1);  // the temporary was removed
 }
 
 TEST_CASE("write_file_atomic writes special files in place and checks every write") {
@@ -106,24 +106,24 @@ TEST_CASE("write_file_atomic writes special files in place and checks every writ
 
 TEST_CASE("a missing folder or a folder as destination is bad input, found by the up-front probe") {
   test::TempDir dir;
-  Error e = error_of([&] { check_output_path(dir.path("no/such/x.yaml"), "-o"); });
+  Error e = error_of([&] { check_output_path(dir.file("no/such/x.yaml"), "-o"); });
   CHECK(e.kind() == ErrorKind::bad_input);
-  CHECK(has(e.what(), "-o " + dir.path("no/such/x.yaml") + ": cannot write: folder '" + dir.path("no/such") +
+  CHECK(has(e.what(), "-o " + dir.file("no/such/x.yaml") + ": cannot write: folder '" + dir.file("no/such") +
                           "': No such file or directory"));
-  e = error_of([&] { write_file_atomic(dir.path("no/such/x.yaml"), "x", "-o"); });
+  e = error_of([&] { write_file_atomic(dir.file("no/such/x.yaml"), "x", "-o"); });
   CHECK(e.kind() == ErrorKind::bad_input);
-  e = error_of([&] { check_output_path(dir.path(), "--trace"); });
+  e = error_of([&] { check_output_path(dir.path.string(), "--trace"); });
   CHECK(has(e.what(), "it is a folder"));
   e = error_of([&] { check_output_path("", "--trace"); });
   CHECK(has(e.what(), "empty file name"));
-  check_output_path(dir.path("new.yaml"), "-o");  // a new file in an existing folder is fine
+  check_output_path(dir.file("new.yaml"), "-o");  // a new file in an existing folder is fine
   check_output_path("/dev/full", "-o");           // opens for writing; the write itself fails later
-  CHECK(file_count(dir.path()) == 0);             // the probe leaves nothing behind
+  CHECK(file_count(dir.path.string()) == 0);             // the probe leaves nothing behind
 }
 
 TEST_CASE("a symbolic link loop as destination is bad input and the links stay as they were") {
   test::TempDir dir;
-  const std::string a = dir.path("a.yaml"), b = dir.path("b.yaml");
+  const std::string a = dir.file("a.yaml"), b = dir.file("b.yaml");
   fs::create_symlink(b, a);
   fs::create_symlink(a, b);
   for (int probe = 0; probe < 2; ++probe) {

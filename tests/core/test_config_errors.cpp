@@ -45,7 +45,7 @@ TEST_CASE("syntax error names file and line") {
 TEST_CASE("what is not a regular file of sane size is refused before it is read") {
   TempDir dir;
   // A FIFO would block the reader forever; a device like /dev/zero never ends.
-  const std::string fifo = dir.path("fifo.yaml");
+  const std::string fifo = dir.file("fifo.yaml");
   REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
   check_config_error([&] { load_model(fifo); }, {fifo, 0, "", "is not a regular file"});
   check_config_error([&] { load_model("/dev/zero"); }, {"/dev/zero", 0, "", "is not a regular file"});
@@ -217,12 +217,12 @@ TEST_CASE("global batch: exactly one form and tokens divisible by seq_len") {
 
 TEST_CASE("missing and empty files are named") {
   TempDir dir;
-  check_config_error([&] { load_model(dir.path("nope.yaml")); }, {dir.path("nope.yaml"), 0, "", "file not found"});
+  check_config_error([&] { load_model(dir.file("nope.yaml")); }, {dir.file("nope.yaml"), 0, "", "file not found"});
   std::string f = dir.write("empty.yaml", "# only a comment\n");
   check_config_error([&] { load_model(f); }, {f, 0, "", "file is empty"});
   f = dir.write("list.yaml", "- 1\n- 2\n");
   check_config_error([&] { load_model(f); }, {f, 1, "model", "expected a mapping"});
-  check_config_error([&] { load_experiment(dir.path()); }, {dir.path(), 0, "", "is a folder"});
+  check_config_error([&] { load_experiment(dir.path.string()); }, {dir.path.string(), 0, "", "is a folder"});
 }
 
 TEST_CASE("a referenced file that does not exist is reported in the experiment file") {
@@ -447,17 +447,17 @@ TEST_CASE("names must be valid UTF-8: refused at load with file, line and field"
 
 TEST_CASE("a symbolic link loop or a dangling link as input is bad input naming the link") {
   TempDir dir;
-  const std::string a = dir.path("a.yaml"), b = dir.path("b.yaml");
+  const std::string a = dir.file("a.yaml"), b = dir.file("b.yaml");
   std::filesystem::create_symlink(b, a);
   std::filesystem::create_symlink(a, b);
   check_config_error([&] { load_experiment(a); }, {a, 0, "", "is a symbolic link loop"});
   check_config_error([&] { find_experiments(a); }, {a, 0, "", "is a symbolic link loop"});
   CHECK(input_path_problem(a).find("symbolic link loop") != std::string::npos);
-  const std::string d = dir.path("dangling.yaml");
-  std::filesystem::create_symlink(dir.path("nowhere.yaml"), d);
-  check_config_error([&] { load_model(d); }, {d, 0, "", "is a symbolic link to '" + dir.path("nowhere.yaml") + "', which does not exist"});
+  const std::string d = dir.file("dangling.yaml");
+  std::filesystem::create_symlink(dir.file("nowhere.yaml"), d);
+  check_config_error([&] { load_model(d); }, {d, 0, "", "is a symbolic link to '" + dir.file("nowhere.yaml") + "', which does not exist"});
   // A loop inside a folder of cases names the entry.
-  const std::string folder = dir.path("cases");
+  const std::string folder = dir.file("cases");
   std::filesystem::create_directories(folder);
   std::filesystem::create_symlink(folder + "/y.yaml", folder + "/x.yaml");
   std::filesystem::create_symlink(folder + "/x.yaml", folder + "/y.yaml");

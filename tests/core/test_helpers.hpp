@@ -1,46 +1,16 @@
-// Helpers of the core tests: a temporary folder that removes itself, and a check that a
-// callable throws ConfigError at an expected file, line and field.
+// Helpers of the core tests: the shared temporary folder (tests/fixtures/temp_dir.hpp), and a
+// check that a callable throws ConfigError at an expected file, line and field.
 #pragma once
 #include <doctest/doctest.h>
-#include <unistd.h>
 
-#include <atomic>
-#include <filesystem>
-#include <fstream>
 #include <string>
 
 #include "core/error.hpp"
+#include "tests/fixtures/temp_dir.hpp"
 
 namespace ringplan::test {
 
-class TempDir {
- public:
-  TempDir() {
-    static std::atomic<int> counter{0};
-    path_ = std::filesystem::temp_directory_path() /
-            ("ringplan_core_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    std::filesystem::remove_all(path_);
-    std::filesystem::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-
-  // Writes `text` to `relative` (creating folders) and returns the full path.
-  std::string write(const std::string& relative, const std::string& text) const {
-    std::filesystem::path p = path_ / relative;
-    std::filesystem::create_directories(p.parent_path());
-    std::ofstream(p) << text;
-    return p.string();
-  }
-  std::string path(const std::string& relative = "") const { return (path_ / relative).string(); }
-
- private:
-  std::filesystem::path path_;
-};
+using ringplan_test::TempDir;
 
 struct ExpectedError {
   std::string file;
