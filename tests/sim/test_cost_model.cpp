@@ -535,6 +535,37 @@ TEST_CASE("autocast: float32 residual stream and norm tensors in the activations
         Approx(mw.weights_bytes + mw.gradients_bytes + mw.optimizer_bytes));
 }
 
+TEST_CASE("autocast with ZeRO-1/2: the float32 parameters stay whole, only the moments are sharded") {
+  // Under autocast the optimizer's float32 master copy is the model's parameters: every forward
+  // casts from them, so ZeRO-1/2 (ZeroRedundancyOptimizer, FSDP SHARD_GRAD_OP) cannot shard them.
+  Experiment e = test::llama_experiment(4096, 8);
+  e.training.autocast = true;
+  e.training.fp32_grad_accumulation = true;
+  e.training.grad_accumulation = GradAccumulation::inplace;
+  const Mesh dp8 = test::mesh_of(8, 1, 1, 1);
+  ParallelOptions o;
+  const double params = model_params(e.model);
+  o.zero_stage = 1;
+  CHECK(predict(e, dp8, o).memory.optimizer_bytes == Approx(params * (4.0 + 8.0 / 8.0)));
+  // SHARD_GRAD_OP also keeps the float32 shard beside the unsharded parameters.
+  o.zero_stage = 2;
+  CHECK(predict(e, dp8, o).memory.optimizer_bytes == Approx(params * (4.0 + 12.0 / 8.0)));
+  o.zero_stage = 3;
+  CHECK(predict(e, dp8, o).memory.optimizer_bytes == Approx(params * 12.0 / 8.0));
+  // So ZeRO-3 needs the least, ZeRO-2 never less than ZeRO-1 by more than the gradients it shards.
+  o.zero_stage = 0;
+  const double z0 = predict(e, dp8, o).memory.peak_bytes;
+  o.zero_stage = 1;
+  const double z1 = predict(e, dp8, o).memory.peak_bytes;
+  o.zero_stage = 3;
+  CHECK(predict(e, dp8, o).memory.peak_bytes < z1);
+  CHECK(z1 < z0);
+  // With master weights (no autocast) ZeRO-1 shards all 12 bytes (Megatron-LM's distributed optimizer).
+  e.training.autocast = false;
+  o.zero_stage = 1;
+  CHECK(predict(e, dp8, o).memory.optimizer_bytes == Approx(params * 12.0 / 8.0));
+}
+
 TEST_CASE("autocast with ZeRO-3: every layer's saved weight casts, or one unit's under full recompute, and no 16-bit shard") {
   // FSDP's gathered weights are views (not leaves), so autocast casts them on every use without
   // its cache and autograd saves each cast for the layer's backward.
