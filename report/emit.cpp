@@ -174,6 +174,16 @@ MegatronLaunch megatron_launch(const Experiment& e, const sim::Prediction& p) {
   add(a, "--hidden-dropout", number_text(model.dropout));
   add(a, "--seq-length", e.training.seq_len);
   add(a, "--max-position-embeddings", e.training.seq_len);
+  // Megatron's unfused backend turns Transformer Engine's flash and fused kernels off
+  // (language_module.py: NVTE_FLASH_ATTN=0, NVTE_FUSED_ATTN=0), and TE's unfused attention has
+  // no context parallelism ("does not support context parallelism", dot_product_attention/
+  // utils.py): with CP > 1 no attention backend is left and the first forward raises.
+  if (o.attention == AttentionImpl::materialized && mesh.cp > 1)
+    throw bad_input(fmt::format(
+        "emit megatron: attention materialized with CP = {} cannot run: Megatron-LM's --attention-backend unfused "
+        "leaves only Transformer Engine's unfused attention, which has no context parallelism; plan with attention "
+        "flash for CP > 1",
+        mesh.cp));
   add(a, "--attention-backend", o.attention == AttentionImpl::flash ? "flash" : "unfused");
   if (!e.training.causal) {
     out.notes.push_back("non-causal attention: Megatron-LM's GPT model is always causal (pretrain_gpt.py)");
@@ -248,19 +258,21 @@ MegatronLaunch megatron_launch(const Experiment& e, const sim::Prediction& p) {
       a.push_back(std::to_string(a2a));
       a.push_back(std::to_string(mesh.cp / a2a));
       if (mesh.tp > 0 && (e.model.kv_heads / mesh.tp) % a2a != 0)
-        out.notes.push_back(fmt::format(
-            "cp_comm hybrid with kv_heads/TP = {} not divisible by the all-to-all group size {}: ringplan replicates "
-            "each KV head inside the group (DeepSpeed-Ulysses' GQA rule), but Transformer Engine's a2a splits the K,V "
-            "heads as it does Q's, so Megatron-LM will refuse this layout; use a cp_a2a_size that divides the KV heads",
+        throw bad_input(fmt::format(
+            "emit megatron: cp_comm hybrid with kv_heads/TP = {} not divisible by the all-to-all group size {}: "
+            "ringplan replicates each KV head inside the group (DeepSpeed-Ulysses' GQA rule), but Transformer "
+            "Engine's a2a splits the K,V heads as it does Q's and asserts num_heads % cp_size == 0 "
+            "(context_parallel.py); plan with a cp_a2a_size that divides the KV heads per TP rank",
             e.model.kv_heads / mesh.tp, a2a));
     }
     if (o.cp_comm == CpComm::alltoall && mesh.tp > 0 && (e.model.kv_heads / mesh.tp) % mesh.cp != 0) {
       // Transformer Engine's a2a (flash_attn_a2a_communicate) views every input's heads as
       // [cp, heads/cp]: K and V need kv_heads/TP divisible by CP; it does not replicate them.
-      out.notes.push_back(fmt::format(
-          "cp_comm alltoall with kv_heads/TP = {} not divisible by CP = {}: ringplan replicates each KV head to "
-          "CP/(kv_heads/TP) ranks (DeepSpeed-Ulysses' GQA rule), but Transformer Engine's a2a splits the K,V heads "
-          "over CP as it does Q's, so Megatron-LM will refuse this layout; use a CP that divides the KV heads",
+      throw bad_input(fmt::format(
+          "emit megatron: cp_comm alltoall with kv_heads/TP = {} not divisible by CP = {}: ringplan replicates each "
+          "KV head to CP/(kv_heads/TP) ranks (DeepSpeed-Ulysses' GQA rule), but Transformer Engine's a2a splits the "
+          "K,V heads over CP as it does Q's and asserts num_heads % cp_size == 0 (context_parallel.py); plan with a "
+          "CP that divides the KV heads per TP rank",
           e.model.kv_heads / mesh.tp, mesh.cp));
     }
     if (o.cp_scheme != CpScheme::zigzag) {
@@ -270,9 +282,10 @@ MegatronLaunch megatron_launch(const Experiment& e, const sim::Prediction& p) {
           to_string(o.cp_scheme), to_string(o.cp_scheme)));
     }
     if (e.training.seq_len % (2 * mesh.cp) != 0) {
-      out.notes.push_back(fmt::format(
-          "Megatron-LM requires --seq-length divisible by 2*CP = {}; {} is not, so Megatron will reject these flags",
-          2 * mesh.cp, e.training.seq_len));
+      throw bad_input(fmt::format(
+          "emit megatron: --seq-length {} is not divisible by 2*CP = {}, which Megatron-LM's validate_args asserts "
+          "(it always splits the sequence into 2*CP chunks); plan with a CP that gives whole chunks",
+          e.training.seq_len, 2 * mesh.cp));
     }
   }
   if (mesh.pp > 1) {
@@ -391,6 +404,12 @@ MegatronLaunch megatron_launch(const Experiment& e, const sim::Prediction& p) {
       break;
     case DType::fp32: break;  // Megatron's default
   }
+  // training.fp8: the blocks' GEMMs in FP8 through Transformer Engine, attention and the output
+  // layer in 16 bits, which is what --fp8-format does (E4M3 forward, E5M2 gradients with
+  // "hybrid"; the default delayed-scaling recipe), as examples/llama/train_llama3_8b_h100_fp8.sh
+  // runs it. Its --fp8-param-gather (FP8 weights gathered) is left out: the plan gathers 16-bit
+  // weights.
+  if (e.training.fp8) add(a, "--fp8-format", "hybrid");
 
   // Environment. validate_args (pre-Blackwell GPUs, TP > 1 or CP > 1) asserts
   // CUDA_DEVICE_MAX_CONNECTIONS == "1" without FSDP, so the TP/SP/CP communication kernels are
@@ -418,9 +437,13 @@ MegatronLaunch megatron_launch(const Experiment& e, const sim::Prediction& p) {
                   "--log-interval", "1", "--eval-iters", "0"};
   // Synthetic tokens: NullTokenizer's vocabulary is exactly --vocab-size, so the logits and
   // embedding cost what the plan predicts (Megatron pads it to a multiple of 128 x TP).
-  out.mock_data_args = {"--mock-data", "--tokenizer-type", "NullTokenizer", "--vocab-size", std::to_string(model.vocab)};
+  // The dataloader's default causal mask is a seq_len x seq_len tensor per sample, copied to the
+  // GPU (core/datasets/gpt_dataset.py, pretrain_gpt.py): 16 GiB at 128K tokens, which the plan
+  // does not have; the attention kernels apply the causal mask themselves.
+  out.mock_data_args = {"--mock-data", "--tokenizer-type", "NullTokenizer", "--vocab-size", std::to_string(model.vocab),
+                        "--no-create-attention-mask-in-dataloader"};
   out.real_data_args = {"--data-path", "\"$DATA_PATH\"", "--tokenizer-type", "HuggingFaceTokenizer",
-                        "--tokenizer-model", "\"$TOKENIZER_MODEL\""};
+                        "--tokenizer-model", "\"$TOKENIZER_MODEL\"", "--no-create-attention-mask-in-dataloader"};
   out.notes.push_back(fmt::format(
       "vocabulary {}: the default synthetic data uses exactly this vocabulary; with DATA_PATH the tokenizer's "
       "vocabulary is used. Megatron pads it to a multiple of 128 x TP = {}",
@@ -575,6 +598,12 @@ TorchtitanConfig torchtitan_config(const Experiment& e, const sim::Prediction& p
   const Flavor& flavor = find_flavor(model, target);
   out.flavor = flavor.name;
   out.base_function = flavor.base_function;
+  if (flavor.tied && mesh.pp > 1)
+    throw bad_input(fmt::format(
+        "emit torchtitan: flavor {} ties its embedding and output weights, and torchtitan's decoder raises "
+        "\"Weight tying is not supported with Pipeline Parallel\" (models/common/decoder.py at {}); plan this model "
+        "with PP 1",
+        flavor.name, kTorchtitanPythonCommit));
   auto set = [&out](const char* section, const char* key, TorchtitanValue v) {
     out.settings.push_back({section, key, std::move(v)});
   };
@@ -657,6 +686,21 @@ TorchtitanConfig torchtitan_config(const Experiment& e, const sim::Prediction& p
     replicate = o.dp_replicate;
     shard = mesh.dp / o.dp_replicate;
   }
+  // v0.2.2 runs a replicate-only DP (no shard, no CP) as DDP, which refuses every other parallel
+  // dimension (models/llama3/infra/parallelize.py: "DDP has not supported > 1D parallelism");
+  // main applies FSDP on the (replicate, shard) mesh whatever the degrees.
+  if (!py && shard == 1 && mesh.cp == 1 && replicate > 1) {
+    if (mesh.tp > 1 || mesh.pp > 1)
+      throw bad_input(fmt::format(
+          "emit torchtitan --target toml: ZeRO-0 with DP {} and TP {} PP {} runs as DDP in torchtitan {}, which "
+          "raises \"DDP has not supported > 1D parallelism\"; emit with --target python (torchtitan main replicates "
+          "through FSDP's mesh), or plan with zero_stage >= 1",
+          mesh.dp, mesh.tp, mesh.pp, kTorchtitanTomlVersion));
+    out.notes.push_back(
+        "ZeRO-0 with DP only: torchtitan v0.2.2 runs DDP under torch.autocast over float32 parameters (not FSDP's "
+        "16-bit weights), so its weights and activations differ from the plan's; plan with mixed_precision "
+        "autocast to predict it");
+  }
   set("parallelism", "data_parallel_replicate_degree", replicate);
   set("parallelism", "data_parallel_shard_degree", shard);
   set("parallelism", "fsdp_reshard_after_forward", reshard);
@@ -674,8 +718,6 @@ TorchtitanConfig torchtitan_config(const Experiment& e, const sim::Prediction& p
     // and reduce-scatters with their matmuls (`pipelined`). Written either way, so that a base
     // config's own setting does not decide it (compile.enable_async_tensor_parallel at main,
     // parallelism.enable_async_tensor_parallel in v0.2.2; both need compile).
-    const bool async_tp = o.tp_overlap == TpOverlap::pipelined && !e.training.eager_elementwise;
-    set(py ? "compile" : "parallelism", "enable_async_tensor_parallel", async_tp);
     if (o.tp_overlap == TpOverlap::pipelined && e.training.eager_elementwise) {
       out.notes.push_back(
           "tp_overlap pipelined needs torch.compile in torchtitan (async TP is an Inductor pass), which the plan's "
@@ -689,6 +731,11 @@ TorchtitanConfig torchtitan_config(const Experiment& e, const sim::Prediction& p
           "tp_overlap none for vanilla TP, or pipelined for async TP)");
     }
   }
+  // Async TP written whatever TP is: a base recipe's own setting (llama3_405b turns it on) with
+  // compile off is refused by CompileConfig ("Async TP requires 'model' in --compile.components
+  // and --compile.enable").
+  set(py ? "compile" : "parallelism", "enable_async_tensor_parallel",
+      mesh.tp > 1 && o.tp_overlap == TpOverlap::pipelined && !e.training.eager_elementwise);
   set("parallelism", "context_parallel_degree", mesh.cp);
   if (mesh.cp > 1) {
     // "headtail" gives CP rank r the chunks r and 2*CP-1-r: ringplan's zigzag.
@@ -712,7 +759,17 @@ TorchtitanConfig torchtitan_config(const Experiment& e, const sim::Prediction& p
         set("parallelism", "context_parallel_load_balancer", std::string("headtail"));
         break;
     }
-    if (o.cp_comm == CpComm::hybrid) {
+    if (py && o.cp_comm != CpComm::allgather) {
+      // main's llama3 attention gathers K,V over CP at its local_map boundary (models/llama3/
+      // sharding.py: set_gqa_inner_attention_local_map, "the local_map boundary all-gathers
+      // k/v"): no rotation, no head split.
+      out.notes.push_back(fmt::format(
+          "cp_comm {}: torchtitan main's context parallelism all-gathers K,V before attention and reduces dK,dV "
+          "after it (ringplan's allgather) whatever the plan says; its time and memory differ from the plan's "
+          "prediction: plan with cp_comm allgather for the Python target, or emit --target toml",
+          to_string(o.cp_comm)));
+    }
+    if (!py && o.cp_comm == CpComm::hybrid) {
       // No hierarchical (all-to-all + ring) method in torchtitan either.
       out.notes.push_back(fmt::format(
           "cp_comm hybrid (all-to-all in groups of {} CP ranks, ring across groups; Megatron's a2a+p2p) is not "
@@ -721,7 +778,7 @@ TorchtitanConfig torchtitan_config(const Experiment& e, const sim::Prediction& p
           "prediction: plan with cp_comm ring for torchtitan",
           sim::cp_a2a_size_of(e, mesh, o), mesh.cp));
     }
-    if (o.cp_comm == CpComm::alltoall) {
+    if (!py && o.cp_comm == CpComm::alltoall) {
       // torchtitan's context parallelism (PyTorch's context_parallel) only rotates K,V shards
       // ("allgather" or "alltoall" rotation, both of K,V for ring-style attention); it has no
       // head-sharding all-to-all (Ulysses) method.
@@ -736,10 +793,6 @@ TorchtitanConfig torchtitan_config(const Experiment& e, const sim::Prediction& p
       // per step (a ring); "allgather" (v0.2.2's default) gathers all of K,V first.
       set("parallelism", "context_parallel_rotate_method",
           std::string(o.cp_comm == CpComm::allgather ? "allgather" : "alltoall"));
-    } else if (o.cp_comm == CpComm::allgather) {
-      out.notes.push_back(
-          "cp_comm allgather is not expressible in the Python config: main's ParallelismConfig has no "
-          "context_parallel_rotate_method field; the run uses the rotation that torchtitan version applies");
     }
   }
 
@@ -857,9 +910,15 @@ TorchtitanConfig torchtitan_config(const Experiment& e, const sim::Prediction& p
       out.notes.push_back("fp16 is not expressible: torchtitan's mixed_precision_param is bfloat16 or float32; emitted bfloat16");
       break;
   }
-  if (e.training.grad_reduce_dtype)
-    set("training", "mixed_precision_reduce",
-        std::string(*e.training.grad_reduce_dtype == DType::fp32 ? "float32" : "bfloat16"));
+  if (e.training.grad_reduce_dtype) {
+    const bool bf16_reduce = *e.training.grad_reduce_dtype != DType::fp32;
+    set("training", "mixed_precision_reduce", std::string(bf16_reduce ? "bfloat16" : "float32"));
+    if (bf16_reduce)
+      out.notes.push_back(
+          "training.grad_reduce_dtype bf16: torchtitan declares mixed_precision_reduce as Literal[\"float32\"] "
+          "(config/configs.py; job_config.py in v0.2.2): its config parser warns and keeps \"bfloat16\", which FSDP "
+          "applies");
+  }
 
   // torchtitan clips every step (training.max_norm, default 1.0) and has no switch to turn it off.
   if (e.training.clip_grad > 0) {
@@ -887,10 +946,23 @@ TorchtitanConfig torchtitan_config(const Experiment& e, const sim::Prediction& p
     out.notes.push_back("optimizer sgd is not emitted: set the optimizer by hand (torchtitan's recipes use AdamW)");
   }
   if (!e.training.causal) out.notes.push_back("non-causal attention: torchtitan's llama3 model is always causal");
-  if (py && std::string(flavor.name) == "405B") {
-    out.notes.push_back(
-        "the base config llama3_405b also turns on Float8 linear layers (torchtitan's recipe), which this config "
-        "leaves as the base sets them (training.fp8 is not written); compile and async TP are set from the plan");
+  // training.fp8: the blocks' linear layers in Float8 (torchao), the output layer in 16 bits as the
+  // plan has it (filter_fqns: "lm_head" at main, "output" in v0.2.2). main: the converter is part
+  // of the model spec, written over the base recipe's (llama3_405b's carries Float8); v0.2.2: the
+  // model.converters list and the [quantize.linear.float8] section.
+  const bool compiled = !e.training.eager_elementwise;
+  if (py) {
+    out.model_spec = fmt::format("model_registry({})", python_string(flavor.name));
+    if (e.training.fp8) {
+      out.model_spec = fmt::format(
+          "model_registry({}, converters=[Float8LinearConverter.Config(filter_fqns=[\"lm_head\"], "
+          "model_compile_enabled={})])",
+          python_string(flavor.name), compiled ? "True" : "False");
+      out.quantization_imports.push_back("Float8LinearConverter");
+    }
+  } else if (e.training.fp8) {
+    set("model", "converters", std::vector<std::string>{"quantize.linear.float8"});
+    set("quantize.linear.float8", "filter_fqns", std::vector<std::string>{"output"});
   }
   return out;
 }
@@ -932,6 +1004,11 @@ std::string python_value(const TorchtitanValue& v) {
     std::string f = fmt::format("{}", *d);
     return f.find_first_of(".en") == std::string::npos ? f + ".0" : f;
   }
+  if (const auto* list = std::get_if<std::vector<std::string>>(&v)) {
+    std::string out = "[";
+    for (size_t i = 0; i < list->size(); ++i) out += (i ? ", " : "") + python_string((*list)[i]);
+    return out + "]";
+  }
   std::string out = "[";
   for (const auto& part : std::get<std::vector<std::vector<std::string>>>(v)) {
     out += out.size() > 1 ? ", [" : "[";
@@ -956,16 +1033,20 @@ std::string torchtitan_python(const Experiment& e, const sim::Prediction& p, con
       p.mesh.world_size(), p.mesh.world_size());
   t += "from torchtitan.config import ParallelismConfig\n";
   if (c.activation_checkpoint != "None") t += "from torchtitan.distributed.activation_checkpoint import FullAC, SelectiveAC\n";
-  if (c.flavor == "1B" || c.flavor == "3B") t += "from torchtitan.models.llama3 import model_registry\n";
+  if (!c.quantization_imports.empty()) {
+    t += "from torchtitan.components.quantization import ";
+    for (size_t i = 0; i < c.quantization_imports.size(); ++i) t += (i ? ", " : "") + c.quantization_imports[i];
+    t += "\n";
+  }
+  t += "from torchtitan.models.llama3 import model_registry\n";
   t += fmt::format("from torchtitan.models.llama3.config_registry import {}\n", c.base_function);
   t += "from torchtitan.trainer import Trainer\n\n\n";
   t += "def ringplan_plan() -> Trainer.Config:\n";
   t += fmt::format("    config = {}()\n", c.base_function);
-  if (c.flavor == "1B" || c.flavor == "3B") {
-    // No config_registry function for these flavors: llama3_8b's run settings with the flavor's
-    // model (same tokenizer and vocabulary, so its loss config stays valid).
-    t += fmt::format("    config.model_spec = model_registry({})\n", python_string(c.flavor));
-  }
+  // The model spec replaces the base's: for 1B and 3B (no config_registry function of their own:
+  // llama3_8b's run settings, same tokenizer and vocabulary, so its loss config stays valid), and
+  // for every flavor so that the plan's precision, not the base recipe's converters, decides.
+  t += fmt::format("    config.model_spec = {}\n", c.model_spec);
   // The parallelism is replaced whole, so nothing of the base recipe's layout survives.
   t += "    config.parallelism = ParallelismConfig(\n";
   for (const auto& s : c.settings) {
@@ -993,12 +1074,24 @@ std::string torchtitan_toml(const Experiment& e, const sim::Prediction& p, const
   // keys come out in toml++'s (sorted) order.
   toml::table doc;
   for (const auto& s : c.settings) {
-    if (!doc.contains(s.section)) doc.insert(s.section, toml::table{});
-    toml::table& section = *doc[s.section].as_table();
+    // A dotted section ("quantize.linear.float8") is a table nested in tables.
+    toml::table* table = &doc;
+    for (size_t start = 0; start <= s.section.size();) {
+      const size_t dot = std::min(s.section.find('.', start), s.section.size());
+      const std::string name = s.section.substr(start, dot - start);
+      if (!table->contains(name)) table->insert(name, toml::table{});
+      table = (*table)[name].as_table();
+      start = dot + 1;
+    }
+    toml::table& section = *table;
     std::visit(
         [&](const auto& v) {
           using V = std::decay_t<decltype(v)>;
-          if constexpr (std::is_same_v<V, std::vector<std::vector<std::string>>>) {
+          if constexpr (std::is_same_v<V, std::vector<std::string>>) {
+            toml::array list;
+            for (const auto& name : v) list.push_back(name);
+            section.insert_or_assign(s.key, std::move(list));
+          } else if constexpr (std::is_same_v<V, std::vector<std::vector<std::string>>>) {
             toml::array outer;
             for (const auto& part : v) {
               toml::array inner;

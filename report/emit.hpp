@@ -79,7 +79,8 @@ MegatronLaunch megatron_launch(const Experiment& e, const sim::Prediction& p);
 // ---------------------------------------------------------------------------------------------
 // torchtitan
 
-using TorchtitanValue = std::variant<int64_t, bool, std::string, double, std::vector<std::vector<std::string>>>;
+using TorchtitanValue =
+    std::variant<int64_t, bool, std::string, double, std::vector<std::string>, std::vector<std::vector<std::string>>>;
 // One configuration field: TOML `[section] key = value`, Python `config.section.key = value`.
 // For the Python target, section "parallelism" fields become ParallelismConfig(...) arguments.
 struct TorchtitanSetting {
@@ -96,6 +97,11 @@ struct TorchtitanConfig {
   // python: the activation-checkpoint policy, "None", "FullAC.Config()" or "SelectiveAC.Config()"
   // (toml: [activation_checkpoint] mode is among the settings).
   std::string activation_checkpoint;
+  // python: the model_spec expression (model_registry of the flavor, with the Float8 converter
+  // for training.fp8), written over the base recipe's so that its converters do not decide it.
+  std::string model_spec;
+  // python: the names the model_spec expression needs imported from torchtitan.components.quantization.
+  std::vector<std::string> quantization_imports;
   std::vector<TorchtitanSetting> settings;
   std::vector<std::string> notes;
 };

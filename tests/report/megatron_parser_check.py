@@ -99,7 +99,8 @@ def make_variant(plan_text, mesh, options):
         text, n = re.subn(rf"(?m)^(    {key}): .*$", rf"\1: {value}", text)
         if n == 0 and key == "cp_a2a_size":  # written only for cp_comm hybrid: add it
             text, n = re.subn(r"(?m)^(    cp_comm: .*)$", rf"\1\n    {key}: {value}", text)
-        if n == 0 and key.startswith("pp_"):  # the pipeline split: written only when set
+        if n == 0 and (key.startswith("pp_") or key in ("overlap_param_gather", "dp_replicate")):
+            # The pipeline split, the parameter-gather overlap, hybrid sharding: written only when set.
             text, n = re.subn(r"(?m)^(    tp_overlap: .*)$", rf"\1\n    {key}: {value}", text)
         if n != 1:
             fail(f"plan file has no options.{key} line to edit")

@@ -136,6 +136,10 @@ const KeySet kTomlKeys = {
       "visualize_memory_budget_pareto", "preserve_rng_state", "determinism_check", "debug"}},
     {"model", {"name", "flavor", "hf_assets_path", "tokenizer_path", "converters", "print_after_conversion"}},
     {"compile", {"enable", "components", "backend"}},  // class Compile
+    // class Float8Linear (job_config.py:731), [quantize.linear.float8]
+    {"quantize.linear.float8",
+     {"enable_fsdp_float8_all_gather", "precompute_float8_dynamic_scale_for_fsdp", "recipe_name", "filter_fqns",
+      "emulate"}},
 };
 // main at commit b5bcd76c66d0acb1a08b176d9639425bc55e0b2a torchtitan/config/configs.py:
 // ParallelismConfig and TrainingConfig (Trainer.Config.parallelism / .training).
@@ -220,7 +224,10 @@ TEST_CASE("emit: Megatron-LM arguments of a hand-made plan, exactly") {
       "--recompute-granularity", "selective", "--use-distributed-optimizer", "--overlap-grad-reduce", "--clip-grad",
       "1", "--bf16"};
   CHECK(l.args == expected);
-  CHECK(l.mock_data_args == std::vector<std::string>{"--mock-data", "--tokenizer-type", "NullTokenizer", "--vocab-size", "128256"});
+  // No seq_len x seq_len mask from the dataloader (16 GiB per micro-batch at 128K on the GPU).
+  CHECK(l.mock_data_args == std::vector<std::string>{"--mock-data", "--tokenizer-type", "NullTokenizer", "--vocab-size",
+                                                     "128256", "--no-create-attention-mask-in-dataloader"});
+  CHECK(contains(l.real_data_args, "--no-create-attention-mask-in-dataloader"));
   // Not FSDP, TP > 1: Megatron asserts CUDA_DEVICE_MAX_CONNECTIONS=1.
   CHECK(contains(l.env, "export CUDA_DEVICE_MAX_CONNECTIONS=1"));
   REQUIRE(l.notes.size() == 1);
@@ -272,6 +279,8 @@ TEST_CASE("emit: every Megatron-LM flag of many plans is a flag of the pinned pa
           p.mesh = Mesh{2, 8, 2, 4};
           p.options.interleave = 1;
         }
+        if (zero == 1) p.mesh.cp = 1;  // materialized attention has no CP in Megatron-LM (Transformer Engine)
+        e.training.fp8 = zero == 3 && dt == DType::bf16;
         check_flags_exist(report::megatron_launch(e, p));
       }
     }
@@ -388,7 +397,10 @@ TEST_CASE("emit: torchtitan python target of a hand-made plan, exactly") {
 
   const std::string text = report::emit_plan(report::Format::torchtitan, hand_made_experiment(), hand_made_plan());
   CHECK(text.find("from torchtitan.models.llama3.config_registry import llama3_8b\n") != std::string::npos);
-  CHECK(text.find("    config = llama3_8b()\n    config.parallelism = ParallelismConfig(\n") != std::string::npos);
+  // The model spec is written over the base recipe's, so its converters do not decide the precision.
+  CHECK(text.find("from torchtitan.models.llama3 import model_registry\n") != std::string::npos);
+  CHECK(text.find("    config = llama3_8b()\n    config.model_spec = model_registry(\"8B\")\n"
+                  "    config.parallelism = ParallelismConfig(\n") != std::string::npos);
   CHECK(text.find("        pipeline_parallel_first_stage_less_layers=0,\n") != std::string::npos);
   CHECK(text.find("    config.activation_checkpoint = SelectiveAC.Config()\n    return config\n") != std::string::npos);
   CHECK(text.find("    config.training.max_norm = 1.0\n") != std::string::npos);  // a Python float
@@ -628,6 +640,12 @@ TEST_CASE("emit: torchtitan flavors by the names torchtitan defines") {
   e.model.ffn_hidden = 8192;
   e.model.tied_embeddings = true;
   p.mesh = Mesh{2, 8, 4, 2};
+  // torchtitan's decoder refuses weight tying with pipeline parallelism.
+  CHECK_THROWS_WITH_AS(report::torchtitan_config(e, p, report::TorchtitanTarget::python),
+                       doctest::Contains("Weight tying is not supported with Pipeline Parallel"), Error);
+  p.mesh = Mesh{4, 8, 4, 1};
+  p.options.interleave = 1;
+  p.micro_batches = 16;  // 64 / (DP 4 x micro-batch 1)
   c = report::torchtitan_config(e, p, report::TorchtitanTarget::python);
   CHECK(c.flavor == "1B");
   CHECK(report::emit_plan(report::Format::torchtitan, e, p).find("config.model_spec = model_registry(\"1B\")") !=
@@ -761,46 +779,43 @@ TEST_CASE("emit: cp_comm allgather is Megatron's --cp-comm-type all_gather and t
   REQUIRE(it + 1 != l.args.end());
   CHECK(*(it + 1) == "all_gather");
   check_flags_exist(l);
-  // torchtitan v0.2.2 (TOML): the rotate method; main (Python) has no such field: noted.
+  // torchtitan v0.2.2 (TOML): the rotate method; main (Python) all-gathers K,V anyway: no note.
   const std::string toml_text = report::emit_plan(report::Format::torchtitan, hand_made_experiment(), p,
                                                   report::EmitOptions{report::TorchtitanTarget::toml});
   const toml::table doc = toml::parse(toml_text);
   CHECK(doc["parallelism"]["context_parallel_rotate_method"].value<std::string>() == "allgather");
   const auto py = report::torchtitan_config(hand_made_experiment(), p, report::TorchtitanTarget::python);
   check_keys_exist(py);
-  bool noted = false;
-  for (const auto& n : py.notes) noted = noted || n.find("cp_comm allgather is not expressible") != std::string::npos;
-  CHECK(noted);
-  // The ring stays p2p / alltoall (the default cp_comm).
+  CHECK_FALSE(has_note(py, "all-gathers K,V before attention"));
+  // The ring stays p2p / alltoall (the default cp_comm); main's Python config says it all-gathers.
   const auto ring = report::megatron_launch(hand_made_experiment(), hand_made_plan());
   CHECK(*(std::find(ring.args.begin(), ring.args.end(), "--cp-comm-type") + 1) == "p2p");
+  CHECK(has_note(report::torchtitan_config(hand_made_experiment(), hand_made_plan(), report::TorchtitanTarget::python),
+                 "cp_comm ring: torchtitan main's context parallelism all-gathers K,V before attention"));
 }
 
 TEST_CASE("emit: cp_comm alltoall is Megatron's --cp-comm-type a2a, torchtitan has no Ulysses CP and says so") {
   sim::Prediction p = hand_made_plan();  // TP 8, CP 4: 4 query heads and 1 KV head per TP rank
   p.options.cp_comm = CpComm::alltoall;
-  const auto l = report::megatron_launch(hand_made_experiment(), p);
+  // 1 KV head per TP rank, CP 4: ringplan replicates it; Transformer Engine's a2a splits K,V heads
+  // and asserts they divide, so Megatron-LM cannot run it: refused.
+  CHECK_THROWS_WITH_AS(report::megatron_launch(hand_made_experiment(), p),
+                       doctest::Contains("asserts num_heads % cp_size == 0"), Error);
+  // torchtitan: v0.2.2 has no Ulysses (its "alltoall" is a K,V rotation), main all-gathers K,V.
+  CHECK(has_note(report::torchtitan_config(hand_made_experiment(), p, report::TorchtitanTarget::toml),
+                 "is not supported by torchtitan"));
+  CHECK(has_note(report::torchtitan_config(hand_made_experiment(), p, report::TorchtitanTarget::python),
+                 "cp_comm alltoall: torchtitan main's context parallelism all-gathers K,V"));
+  // KV heads that CP divides: Megatron's a2a.
+  sim::Prediction q = p;
+  q.mesh = Mesh{4, 2, 4, 2};  // 4 KV heads per TP rank, CP 4
+  q.micro_batches = 16;       // 64 / (DP 4 x micro-batch 1)
+  const auto l = report::megatron_launch(hand_made_experiment(), q);
   const auto it = std::find(l.args.begin(), l.args.end(), "--cp-comm-type");
   REQUIRE(it != l.args.end());
   REQUIRE(it + 1 != l.args.end());
   CHECK(*(it + 1) == "a2a");
   check_flags_exist(l);
-  // 1 KV head per TP rank, CP 4: ringplan replicates it; Transformer Engine's a2a splits K,V heads.
-  bool replicated = false;
-  for (const auto& n : l.notes) replicated = replicated || n.find("Megatron-LM will refuse this layout") != std::string::npos;
-  CHECK(replicated);
-  for (auto target : {report::TorchtitanTarget::python, report::TorchtitanTarget::toml}) {
-    const auto t = report::torchtitan_config(hand_made_experiment(), p, target);
-    bool noted = false;
-    for (const auto& n : t.notes) noted = noted || n.find("is not supported by torchtitan") != std::string::npos;
-    CHECK(noted);
-  }
-  // KV heads that CP divides: no replication note.
-  sim::Prediction q = p;
-  q.mesh = Mesh{4, 2, 4, 2};  // 4 KV heads per TP rank, CP 4
-  q.micro_batches = 16;       // 64 / (DP 4 x micro-batch 1)
-  const auto lq = report::megatron_launch(hand_made_experiment(), q);
-  for (const auto& n : lq.notes) CHECK(n.find("replicates each KV head") == std::string::npos);
 }
 
 TEST_CASE("emit: cp_comm hybrid is Megatron's a2a+p2p with --hierarchical-context-parallel-sizes A R, torchtitan says no") {
@@ -821,24 +836,25 @@ TEST_CASE("emit: cp_comm hybrid is Megatron's a2a+p2p with --hierarchical-contex
   CHECK(*(hs + 2) == "2");
   check_flags_exist(l);
   for (const auto& n : l.notes) CHECK(n.find("replicates each KV head") == std::string::npos);
-  // Group size 4 of CP 4 (R = 1) and the replicated-KV note when the group exceeds the KV heads.
+  // Group size 4 of CP 4 (R = 1).
   p.options.cp_a2a_size = 4;
-  p.mesh = Mesh{2, 8, 4, 2};  // 1 KV head per TP rank
-  p.micro_batches = 32;
+  p.mesh = Mesh{4, 1, 4, 4};  // 8 KV heads per TP rank
+  p.micro_batches = 16;
   const auto l4 = report::megatron_launch(hand_made_experiment(), p);
   const auto hs4 = std::find(l4.args.begin(), l4.args.end(), "--hierarchical-context-parallel-sizes");
   REQUIRE(l4.args.end() - hs4 >= 3);
   CHECK(*(hs4 + 1) == "4");
   CHECK(*(hs4 + 2) == "1");
-  bool replicated = false;
-  for (const auto& n : l4.notes) replicated = replicated || n.find("Megatron-LM will refuse this layout") != std::string::npos;
-  CHECK(replicated);
-  for (auto target : {report::TorchtitanTarget::python, report::TorchtitanTarget::toml}) {
-    const auto t = report::torchtitan_config(hand_made_experiment(), p, target);
-    bool noted = false;
-    for (const auto& n : t.notes) noted = noted || n.find("cp_comm hybrid (all-to-all in groups of 4 CP ranks") != std::string::npos;
-    CHECK(noted);
-  }
+  // A group larger than the KV heads per TP rank: ringplan replicates them, Transformer Engine
+  // cannot: refused.
+  p.mesh = Mesh{2, 8, 4, 2};  // 1 KV head per TP rank
+  p.micro_batches = 32;
+  CHECK_THROWS_WITH_AS(report::megatron_launch(hand_made_experiment(), p),
+                       doctest::Contains("not divisible by the all-to-all group size 4"), Error);
+  CHECK(has_note(report::torchtitan_config(hand_made_experiment(), p, report::TorchtitanTarget::toml),
+                 "cp_comm hybrid (all-to-all in groups of 4 CP ranks"));
+  CHECK(has_note(report::torchtitan_config(hand_made_experiment(), p, report::TorchtitanTarget::python),
+                 "cp_comm hybrid: torchtitan main's context parallelism all-gathers K,V"));
   // Other methods: no hierarchical sizes.
   p.options.cp_comm = CpComm::ring;
   const auto lr = report::megatron_launch(hand_made_experiment(), p);
@@ -980,11 +996,83 @@ TEST_CASE("emit: tp_overlap is torchtitan's async TP, written either way, with n
     c = report::torchtitan_config(e, p, target);
     CHECK_FALSE(std::get<bool>(*setting(c, section, "enable_async_tensor_parallel")));
     CHECK(has_note(c, "tp_overlap pipelined needs torch.compile"));
-    // TP 1: no TP, no setting.
+    // TP 1: written off all the same (llama3_405b's base turns it on, and CompileConfig refuses it
+    // with compile off).
     p.mesh = Mesh{2, 1, 4, 2};
-    CHECK_FALSE(setting(report::torchtitan_config(hand_made_experiment(), p, target), section,
-                        "enable_async_tensor_parallel")
-                    .has_value());
+    CHECK_FALSE(std::get<bool>(*setting(report::torchtitan_config(hand_made_experiment(), p, target), section,
+                                        "enable_async_tensor_parallel")));
+  }
+}
+
+TEST_CASE("emit: training.fp8 is Megatron's --fp8-format hybrid and torchtitan's Float8 converter, output layer in 16 bits") {
+  Experiment e = hand_made_experiment();
+  sim::Prediction p = hand_made_plan();
+  CHECK(value_of(report::megatron_launch(e, p).args, "--fp8-format").empty());
+  e.training.fp8 = true;
+  const auto l = report::megatron_launch(e, p);
+  CHECK(value_of(l.args, "--fp8-format") == "hybrid");
+  check_flags_exist(l);
+  // v0.2.2: the converter by its registered name, the output layer filtered out; nested TOML tables.
+  const auto t = report::torchtitan_config(e, p, report::TorchtitanTarget::toml);
+  check_keys_exist(t);
+  const toml::table doc =
+      toml::parse(report::emit_plan(report::Format::torchtitan, e, p, report::EmitOptions{report::TorchtitanTarget::toml}));
+  const toml::array* converters = doc["model"]["converters"].as_array();
+  REQUIRE(converters != nullptr);
+  REQUIRE(converters->size() == 1);
+  CHECK((*converters)[0].value<std::string>() == "quantize.linear.float8");
+  const toml::array* filtered = doc["quantize"]["linear"]["float8"]["filter_fqns"].as_array();
+  REQUIRE(filtered != nullptr);
+  CHECK((*filtered)[0].value<std::string>() == "output");
+  // main: the model spec with Float8LinearConverter, over the base recipe's.
+  const std::string py = report::emit_plan(report::Format::torchtitan, e, p);
+  CHECK(py.find("from torchtitan.components.quantization import Float8LinearConverter\n") != std::string::npos);
+  CHECK(py.find("    config.model_spec = model_registry(\"8B\", converters=[Float8LinearConverter.Config("
+                "filter_fqns=[\"lm_head\"], model_compile_enabled=True)])\n") != std::string::npos);
+  // Without fp8 the model spec has no converter, so llama3_405b's own Float8 does not stay on.
+  e.training.fp8 = false;
+  const std::string plain = report::emit_plan(report::Format::torchtitan, e, p);
+  CHECK(plain.find("Float8LinearConverter") == std::string::npos);
+  CHECK(plain.find("    config.model_spec = model_registry(\"8B\")\n") != std::string::npos);
+  CHECK_FALSE(setting(report::torchtitan_config(e, p, report::TorchtitanTarget::toml), "model", "converters").has_value());
+}
+
+TEST_CASE("emit: layouts the framework cannot run are refused with the framework's reason") {
+  // Megatron-LM: unfused attention has no context parallelism in Transformer Engine.
+  sim::Prediction p = hand_made_plan();  // CP 4
+  p.options.attention = AttentionImpl::materialized;
+  CHECK_THROWS_WITH_AS(report::megatron_launch(hand_made_experiment(), p),
+                       doctest::Contains("unfused attention, which has no context parallelism"), Error);
+  // Megatron-LM: the sequence in 2*CP whole chunks (validate_args).
+  Experiment odd = hand_made_experiment();
+  odd.training.seq_len = 131072 + 4;  // divisible by CP 4, not by 2*CP
+  sim::Prediction contiguous = hand_made_plan();
+  contiguous.options.cp_scheme = CpScheme::contiguous;
+  CHECK_THROWS_WITH_AS(report::megatron_launch(odd, contiguous), doctest::Contains("not divisible by 2*CP = 8"), Error);
+  // torchtitan v0.2.2: ZeRO-0 with TP or PP and no CP is DDP, which refuses other dimensions.
+  sim::Prediction ddp = hand_made_plan();
+  ddp.options.zero_stage = 0;
+  ddp.mesh = Mesh{8, 8, 1, 1};
+  ddp.options.interleave = 1;
+  ddp.micro_batches = 8;
+  CHECK_THROWS_WITH_AS(report::torchtitan_config(hand_made_experiment(), ddp, report::TorchtitanTarget::toml),
+                       doctest::Contains("DDP has not supported > 1D parallelism"), Error);
+  // main replicates through FSDP's mesh: fine there.
+  CHECK_NOTHROW(report::torchtitan_config(hand_made_experiment(), ddp, report::TorchtitanTarget::python));
+  // DP only: DDP runs, with a note on its autocast.
+  ddp.mesh = Mesh{64, 1, 1, 1};
+  ddp.micro_batches = 1;
+  CHECK(has_note(report::torchtitan_config(hand_made_experiment(), ddp, report::TorchtitanTarget::toml),
+                 "torchtitan v0.2.2 runs DDP under torch.autocast"));
+}
+
+TEST_CASE("emit: a bf16 gradient reduction is written for torchtitan with a note on its declared type") {
+  Experiment e = hand_made_experiment();
+  e.training.grad_reduce_dtype = DType::bf16;
+  for (auto target : {report::TorchtitanTarget::python, report::TorchtitanTarget::toml}) {
+    const auto c = report::torchtitan_config(e, hand_made_plan(), target);
+    CHECK(std::get<std::string>(*setting(c, "training", "mixed_precision_reduce")) == "bfloat16");
+    CHECK(has_note(c, "Literal[\"float32\"]"));
   }
 }
 

