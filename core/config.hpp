@@ -380,6 +380,14 @@ struct TrainingConfig {
   // until the step ends (PipelineStage.output_chunks). Memory only (sim::pipeline_in_flight,
   // sim::predict's last-rank term); this project's runtime runs Megatron-LM's order.
   bool pytorch_pp_schedule = false;
+  // What a pipeline stage sends its neighbour without sequence parallelism, YAML training.pp_p2p:
+  // full | scatter_gather (default full). full: every TP rank sends the whole activation
+  // (Megatron-Core's get_tensor_shapes splits the sequence over TP only under sequence
+  // parallelism; DeepSpeed's pipeline engine and PyTorch's pipelining send the stage output as it
+  // is). scatter_gather: each TP rank sends 1/TP of it and the receiving stage all-gathers it over
+  // TP (Megatron-LM's scatter/gather optimisation, on by default from its commit 72e4230b of 2021
+  // until the pipeline moved into Megatron-Core, commit 3c92fa93 of March 2023). Time only.
+  bool pp_scatter_gather = false;
   // How 16-bit mixed precision holds the weights, YAML training.mixed_precision: master_weights |
   // autocast (default master_weights). master_weights: 16-bit weights beside a float32 master copy
   // in the optimizer, activations in `dtype` (Megatron-LM, FSDP's MixedPrecisionPolicy,

@@ -228,6 +228,12 @@ MegatronLaunch megatron_launch(const Experiment& e, const sim::Prediction& p) {
         "once its loss is taken, and interleaved with as many micro-batches as pipeline ranks it runs every forward "
         "first on every rank; plan with pp_schedule: megatron to predict its memory");
   }
+  if (e.training.pp_scatter_gather && mesh.pp > 1 && mesh.tp > 1 && !o.sequence_parallel) {
+    out.notes.push_back(
+        "training.pp_p2p scatter_gather: Megatron-Core sends every TP rank the whole activation between pipeline "
+        "stages without sequence parallelism (get_tensor_shapes); this launch moves TP times the plan's bytes per "
+        "hop and gathers nothing (plan with pp_p2p: full to predict it)");
+  }
   if (e.training.fsdp_per_parameter && p.options.zero_stage >= 3) {
     out.notes.push_back(
         "training.fsdp per_parameter: Megatron-FSDP gathers into flat buffers and needs no copy out of them; this "
@@ -645,6 +651,11 @@ TorchtitanConfig torchtitan_config(const Experiment& e, const sim::Prediction& p
         "training.pp_schedule megatron: PyTorch's pipelining keeps the last stage's output (the logits) of every "
         "micro-batch until the step ends, and its Interleaved1F1B keeps the rank-dependent warm-up when the "
         "micro-batches equal the pipeline ranks; plan with pp_schedule: pytorch to predict its memory");
+  }
+  if (e.training.pp_scatter_gather && mesh.pp > 1 && mesh.tp > 1 && !o.sequence_parallel) {
+    out.notes.push_back(
+        "training.pp_p2p scatter_gather: PyTorch's pipelining sends each stage's whole output; this config moves TP "
+        "times the plan's bytes per hop and gathers nothing (plan with pp_p2p: full to predict it)");
   }
   if (!e.training.fsdp_per_parameter && p.options.zero_stage >= 3) {
     out.notes.push_back(

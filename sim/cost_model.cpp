@@ -828,13 +828,22 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
   t.tp_comm_s = m * (layers_stage * layer_tp + crit_out * out_tp);
 
   // Pipeline: the fill and drain run every other rank's micro-batch time once, over v (above;
-  // with equal stages (PP-1)/v stage-times). Activations (scattered over TP, Megatron's
-  // scatter/gather optimisation) cross a stage boundary forward and backward for every chunk of
-  // every micro-batch.
+  // with equal stages (PP-1)/v stage-times). Activations cross a stage boundary forward and
+  // backward for every chunk of every micro-batch: each TP rank sends its own copy, split over
+  // TP only with sequence parallelism (Megatron-Core's get_tensor_shapes divides the sequence by
+  // TP only under sequence_parallel; this project's runtime sends its rows_local_ likewise), or
+  // with training.pp_p2p scatter_gather, whose receiving stage then all-gathers the pieces over
+  // TP before it can start (TrainingConfig::pp_scatter_gather).
   if (mesh.pp > 1) {
     t.pp_bubble_s = (sum_rank_times - crit_time) / v;
-    const double act_bytes = x.tokens() * hidden * x.activation_bytes / tp;
-    const double hop = p2p_s(act_bytes, group_link(c, mesh, MeshDim::pp));
+    const bool scattered = x.sequence_parallel || train.pp_scatter_gather;
+    const double full_bytes = x.tokens() * hidden * x.activation_bytes;
+    const double act_bytes = full_bytes / (scattered ? tp : 1.0);
+    const double regather = train.pp_scatter_gather && !x.sequence_parallel && mesh.tp > 1
+                                ? group_collective_s(CollectiveKind::all_gather, mesh.tp, tp_ranks_per_node(mesh, c),
+                                                     full_bytes, c)
+                                : 0.0;
+    const double hop = p2p_s(act_bytes, group_link(c, mesh, MeshDim::pp)) + regather;
     t.pp_comm_s = 2.0 * (v * m + pp - 1.0) * hop;
     // Tied input embedding and output layer: the first and the last stage each hold a copy and
     // each computes part of its gradient, so after the backward the pair all-reduces the
@@ -881,11 +890,23 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
                                           grad_bytes / static_cast<double>(n_shard), c)
                      : 0.0;
     const double reduce = in_shard + across_replicas;
-    // The backward the reduction hides behind, less the time ZeRO-3's backward gathers hold the
-    // same link (one collective at a time on it: FSDP issues both on one process group): the
-    // backward covers the two together, not each in full.
-    const double backward_window =
-        std::max(0.0, layers_stage * (layer_bwd_compute + lt.tp_bwd_exposed_s) - zero3_backward_link);
+    // The backward the reduction hides behind: its wall time, the CP imbalance and the exposed
+    // ring and TP communication included (the reduction overlaps time, not only kernels), less
+    // the time ZeRO-3's backward gathers hold the same link (one collective at a time on it:
+    // FSDP issues both on one process group), and less the CP exchange's own transfers when
+    // the CP group crosses nodes as the gradient group does (both on the node's network link):
+    // the backward covers them together, not each in full. So a slower kernel that hides more
+    // of the ring cannot also widen the window by its whole slowdown.
+    const RingPhasePrediction& rb = ring.backward;
+    const double cp_link_s =
+        mesh.cp > 1 && !grads_inside && !group_within_node(mesh, MeshDim::cp, c.gpus_per_node)
+            ? (opt.cp_comm == CpComm::ring || opt.cp_comm == CpComm::hybrid
+                   ? static_cast<double>(rb.transfers) * rb.step_comm_s + rb.unhidden_comm_s
+                   : rb.unhidden_comm_s)
+            : 0.0;
+    const double backward_window = std::max(
+        0.0, layers_stage * (layer_bwd_compute + bwd_imb + rb.exposed_comm_s + lt.tp_bwd_exposed_s - cp_link_s) -
+                 zero3_backward_link);
     // The last layer's bucket has no backward left to hide behind; the others overlap the window
     // and take their SM share of it (overlapped_exposed_s), or show where they outlast it.
     const double last_bucket = reduce / std::max(layers_stage, 1.0);

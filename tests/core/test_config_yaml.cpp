@@ -348,7 +348,7 @@ TEST_CASE("training: grad_accumulation_dtype fp32 or same (default), read and wr
                   ConfigError);
 }
 
-TEST_CASE("training: two-valued keys (elementwise, fsdp, pp_schedule) read with their default, written back, others refused at the key") {
+TEST_CASE("training: two-valued keys (elementwise, fsdp, pp_schedule, pp_p2p) read with their default, written back, others refused at the key") {
   struct Key {
     const char* key;
     const char* off;  // the default
@@ -357,7 +357,8 @@ TEST_CASE("training: two-valued keys (elementwise, fsdp, pp_schedule) read with 
   };
   for (const Key k : {Key{"elementwise", "fused", "eager", &TrainingConfig::eager_elementwise},
                       Key{"fsdp", "flat", "per_parameter", &TrainingConfig::fsdp_per_parameter},
-                      Key{"pp_schedule", "megatron", "pytorch", &TrainingConfig::pytorch_pp_schedule}}) {
+                      Key{"pp_schedule", "megatron", "pytorch", &TrainingConfig::pytorch_pp_schedule},
+                      Key{"pp_p2p", "full", "scatter_gather", &TrainingConfig::pp_scatter_gather}}) {
     INFO(k.key);
     TempDir dir;
     const std::string line = std::string(k.key) + ": ";

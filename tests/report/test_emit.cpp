@@ -1066,6 +1066,17 @@ TEST_CASE("emit: layouts the framework cannot run are refused with the framework
                  "torchtitan v0.2.2 runs DDP under torch.autocast"));
 }
 
+TEST_CASE("emit: Megatron-LM 2022's pipeline scatter/gather is noted where today's frameworks send the whole activation") {
+  Experiment e = hand_made_experiment();
+  e.training.pp_scatter_gather = true;
+  sim::Prediction p = hand_made_plan();  // TP 8, PP 2
+  p.options.sequence_parallel = false;
+  CHECK(has_note(report::megatron_launch(e, p), "training.pp_p2p scatter_gather"));
+  CHECK(has_note(report::torchtitan_config(e, p, report::TorchtitanTarget::toml), "training.pp_p2p scatter_gather"));
+  p.options.sequence_parallel = true;  // split anyway
+  CHECK_FALSE(has_note(report::megatron_launch(e, p), "training.pp_p2p scatter_gather"));
+}
+
 TEST_CASE("emit: a bf16 gradient reduction is written for torchtitan with a note on its declared type") {
   Experiment e = hand_made_experiment();
   e.training.grad_reduce_dtype = DType::bf16;

@@ -775,3 +775,60 @@ TEST_CASE("ZeRO-2/3 never hold more state than ZeRO-1: a rank's live units are i
   CHECK(z2.peak_bytes <= z1.peak_bytes);
   CHECK(z3.peak_bytes <= z2.peak_bytes);
 }
+
+TEST_CASE("pipeline sends: the whole activation per TP rank, 1/TP with sequence parallelism or Megatron-LM 2022's scatter/gather") {
+  Experiment e = test::llama_experiment(4096, 16);
+  e.cluster.intra_node.latency_s = 0.0;  // bytes only: the ratios below are exact
+  e.cluster.inter_node.latency_s = 0.0;
+  const Mesh mesh = test::mesh_of(2, 2, 1, 2);
+  ParallelOptions o;
+  o.recompute = Recompute::full;
+  o.sequence_parallel = false;
+  const double full = sim::predict(e, mesh, o).time.pp_comm_s;
+  o.sequence_parallel = true;
+  const double sp = sim::predict(e, mesh, o).time.pp_comm_s;
+  REQUIRE(sp > 0.0);
+  CHECK(full == doctest::Approx(2.0 * sp));  // Megatron-Core get_tensor_shapes: / TP only with SP
+  // Scatter/gather: the 1/TP piece, then an all-gather of the whole activation over TP per hop.
+  o.sequence_parallel = false;
+  e.training.pp_scatter_gather = true;
+  const sim::Prediction sg = sim::predict(e, mesh, o);
+  const double hops = 2.0 * (static_cast<double>(sg.micro_batches) + 1.0);  // 2 (v m + PP - 1), v 1, PP 2
+  const double tokens = 4096.0, bytes = tokens * e.model.hidden * 2.0;
+  CHECK(sg.time.pp_comm_s ==
+        doctest::Approx(sp + hops * sim::group_collective_s(sim::CollectiveKind::all_gather, 2, 2, bytes, e.cluster)));
+  // With sequence parallelism the activation is already split: nothing to gather.
+  o.sequence_parallel = true;
+  CHECK(sim::predict(e, mesh, o).time.pp_comm_s == doctest::Approx(sp));
+}
+
+TEST_CASE("the gradient reduction hides behind the backward's wall time, and a slower GPU never gives a faster step") {
+  // GPT-3 175B shapes at 32K tokens, CP 16 across nodes with exposed ring transfers and ZeRO-3:
+  // halving the peak hid more of the ring behind compute AND widened the reduction's window by
+  // the whole slowdown, so the step got faster (123.7 s -> 117.3 s) before the window counted the
+  // backward's exposed ring time and the ring's own use of the network link.
+  Experiment e = test::llama_experiment(32768, 64);
+  e.model.layers = 96;
+  e.model.hidden = 12288;
+  e.model.heads = 96;
+  e.model.kv_heads = 96;
+  e.model.head_dim = 128;
+  e.model.ffn_hidden = 4 * 12288;
+  e.model.gated_mlp = false;
+  e.cluster.nodes = 32;
+  const Mesh mesh = test::mesh_of(2, 8, 16, 1);
+  ParallelOptions o;
+  o.zero_stage = 3;
+  o.recompute = Recompute::selective;
+  o.sequence_parallel = true;
+  for (int zero : {2, 3}) {
+    o.zero_stage = zero;
+    const double fast = sim::predict(e, mesh, o).step_time_s;
+    Experiment slow = e;
+    slow.cluster.peak_flops_per_s_bf16 /= 2.0;
+    CHECK(sim::predict(slow, mesh, o).step_time_s > fast);
+    Experiment slow_attention = e;
+    slow_attention.cluster.attention.max_efficiency /= 2.0;
+    CHECK(sim::predict(slow_attention, mesh, o).step_time_s > fast);
+  }
+}
