@@ -561,7 +561,7 @@ LayerTimes layer_times(const LayerShape& x, const ClusterConfig& c, double peak,
 // activations. The logits and one layer's backward working set are summed although the output
 // layer's backward frees the first before the layers' backward makes the second: the measured
 // torchtitan peaks (configs/validation/torchtitan_h100_*) are matched better by the sum (the
-// larger-of form predicts them 1.3-4.2 GiB lower, 2-6 points further below the measured;
+// larger-of form predicts them 1.3-4.3 GiB lower, 1.7-6.2 points further below the measured;
 // allocator blocks of the freed logits need not fit the working set's tensors).
 // `gathered_bytes_per_param`: ZeRO-3's gathered units in the dtype they are gathered in
 // (TrainingConfig::param_gather_dtype; the weights' otherwise).
