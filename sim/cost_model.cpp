@@ -714,28 +714,31 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
   const double out_bwd = 2.0 * out_gemm_bwd + loss_bwd_s + out_cast_s;
 
   // Vocabulary-parallel embedding and output layer (Megatron's VocabParallelEmbedding and
-  // vocab_parallel_cross_entropy), per micro-batch on the last stage, and the embedding's on it
-  // too when PP = 1:
-  //   embedding forward: all-reduce of the T x h output (reduce-scatter with SP);
+  // vocab_parallel_cross_entropy), per micro-batch, the embedding's on the first stage and the
+  // output layer's on the last:
+  //   embedding forward: all-reduce of the T x h output (reduce-scatter with SP), and with SP
+  //   the all-gather of its output gradient in the backward;
   //   output layer forward: with SP, all-gather of the final hidden states before the logits GEMM;
   //   cross-entropy: three all-reduces of T floats (max logit, target logit, sum of exponentials);
   //   output layer backward: all-reduce of its input gradient (reduce-scatter with SP), behind
   //   its weight-gradient GEMM unless tp_overlap is none.
   // Not repeated by recompute (the output layer is not recomputed).
-  double out_tp = 0.0;
+  // emb_tp: the embedding's, on the first pipeline rank (without SP the all-reduce's backward is
+  // the identity, Megatron's reduce_from_tensor_model_parallel_region).
+  double out_tp = 0.0, emb_tp = 0.0;
   if (mesh.tp > 1) {
     const int64_t tp_per_node = tp_ranks_per_node(mesh, c);
     const double act = x.tokens() * hidden * x.activation_bytes;
     auto coll = [&](CollectiveKind k, double bytes) { return group_collective_s(k, mesh.tp, tp_per_node, bytes, c); };
     const CollectiveKind reduce = x.sequence_parallel ? CollectiveKind::reduce_scatter : CollectiveKind::all_reduce;
-    const double embedding = mesh.pp == 1 ? coll(reduce, act) : 0.0;
     const double gather = x.sequence_parallel ? coll(CollectiveKind::all_gather, act) : 0.0;
+    emb_tp = coll(reduce, act) + gather;
     const double loss = 3.0 * coll(CollectiveKind::all_reduce, x.tokens() * 4.0);
     const double out_grad = coll(reduce, act);
     const double out_grad_exposed = opt.tp_overlap == TpOverlap::none
                                         ? out_grad
                                         : overlapped_exposed_s(out_grad, out_gemm, c.overlap_sm_share);
-    out_tp = embedding + gather + loss + out_grad_exposed;
+    out_tp = gather + loss + out_grad_exposed;
   }
 
   // Pipeline ranks: each holds stage_layers(...) layers, the last also the output layer. A
@@ -754,11 +757,12 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
   int crit = 0;
   double crit_time = -1.0;
   for (int i = 0; i < 3; ++i) {
-    const double td = cand_layers[i] * layer_total + (candidates[i] == mesh.pp - 1 ? out_total : 0.0);
+    const double td = cand_layers[i] * layer_total + (candidates[i] == mesh.pp - 1 ? out_total : 0.0) +
+                      (candidates[i] == 0 ? emb_tp : 0.0);
     if (td >= crit_time) crit_time = td, crit = i;
   }
   const int64_t crit_rank = candidates[crit];
-  const double sum_rank_times = static_cast<double>(model.layers) * layer_total + out_total;
+  const double sum_rank_times = static_cast<double>(model.layers) * layer_total + out_total + emb_tp;
   const double layers_stage = cand_layers[crit];
   const double crit_out = crit_rank == mesh.pp - 1 ? 1.0 : 0.0;  // does the critical rank run the output layer
 
@@ -825,7 +829,7 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
   t.recompute_s = m * layers_stage * layer_recompute;
   t.cp_imbalance_s = m * layers_stage * layer_imbalance;
   t.ring_comm_exposed_s = m * layers_stage * layer_ring;
-  t.tp_comm_s = m * (layers_stage * layer_tp + crit_out * out_tp);
+  t.tp_comm_s = m * (layers_stage * layer_tp + crit_out * out_tp + (crit_rank == 0 ? emb_tp : 0.0));
 
   // Pipeline: the fill and drain run every other rank's micro-batch time once, over v (above;
   // with equal stages (PP-1)/v stage-times). Activations cross a stage boundary forward and

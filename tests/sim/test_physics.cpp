@@ -832,3 +832,24 @@ TEST_CASE("the gradient reduction hides behind the backward's wall time, and a s
     CHECK(sim::predict(slow_attention, mesh, o).step_time_s > fast);
   }
 }
+
+TEST_CASE("the vocabulary-parallel embedding's TP collectives are the first pipeline rank's") {
+  // Rank 0 holds the embedding: its forward reduce-scatter (SP) and the backward's all-gather of
+  // its output gradient are on that rank's time, which is critical here (20 of 32 layers there).
+  Experiment e = test::llama_experiment(4096, 16);
+  const Mesh mesh = test::mesh_of(2, 2, 1, 2);
+  ParallelOptions o;
+  o.recompute = Recompute::full;
+  o.sequence_parallel = true;
+  o.pp_first_layers = 20;
+  const sim::Prediction p20 = sim::predict(e, mesh, o);
+  o.pp_first_layers = 21;
+  const sim::Prediction p21 = sim::predict(e, mesh, o);
+  const double m = static_cast<double>(p20.micro_batches);
+  const double per_layer = (p21.time.tp_comm_s - p20.time.tp_comm_s) / m;  // one more layer on the critical rank
+  REQUIRE(per_layer > 0.0);
+  const double act = 4096.0 * e.model.hidden * 2.0;
+  const double emb = sim::group_collective_s(sim::CollectiveKind::reduce_scatter, 2, 2, act, e.cluster) +
+                     sim::group_collective_s(sim::CollectiveKind::all_gather, 2, 2, act, e.cluster);
+  CHECK(p20.time.tp_comm_s == doctest::Approx(m * (20.0 * per_layer + emb)));
+}
