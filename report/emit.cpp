@@ -969,7 +969,7 @@ TorchtitanConfig torchtitan_config(const Experiment& e, const sim::Prediction& p
           "model_registry({}, converters=[Float8LinearConverter.Config(filter_fqns=[\"lm_head\"], "
           "model_compile_enabled={})])",
           python_string(flavor.name), compiled ? "True" : "False");
-      out.quantization_imports.push_back("Float8LinearConverter");
+      out.float8_converter = true;
     }
   } else if (e.training.fp8) {
     set("model", "converters", std::vector<std::string>{"quantize.linear.float8"});
@@ -1044,11 +1044,7 @@ std::string torchtitan_python(const Experiment& e, const sim::Prediction& p, con
       p.mesh.world_size(), p.mesh.world_size());
   t += "from torchtitan.config import ParallelismConfig\n";
   if (c.activation_checkpoint != "None") t += "from torchtitan.distributed.activation_checkpoint import FullAC, SelectiveAC\n";
-  if (!c.quantization_imports.empty()) {
-    t += "from torchtitan.components.quantization import ";
-    for (size_t i = 0; i < c.quantization_imports.size(); ++i) t += (i ? ", " : "") + c.quantization_imports[i];
-    t += "\n";
-  }
+  if (c.float8_converter) t += "from torchtitan.components.quantization import Float8LinearConverter\n";
   t += "from torchtitan.models.llama3 import model_registry\n";
   t += fmt::format("from torchtitan.models.llama3.config_registry import {}\n", c.base_function);
   t += "from torchtitan.trainer import Trainer\n\n\n";

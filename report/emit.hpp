@@ -100,8 +100,9 @@ struct TorchtitanConfig {
   // python: the model_spec expression (model_registry of the flavor, with the Float8 converter
   // for training.fp8), written over the base recipe's so that its converters do not decide it.
   std::string model_spec;
-  // python: the names the model_spec expression needs imported from torchtitan.components.quantization.
-  std::vector<std::string> quantization_imports;
+  // python: the model_spec expression uses Float8LinearConverter (imported from
+  // torchtitan.components.quantization).
+  bool float8_converter = false;
   std::vector<TorchtitanSetting> settings;
   std::vector<std::string> notes;
 };
