@@ -75,7 +75,7 @@ std::vector<Mesh> enumerate_meshes(int64_t gpus);
 // prediction can tell. Ties go to the simpler, more robust layout.
 inline constexpr double kRankingBand = 0.03;
 inline constexpr const char* kRankingBandReason =
-    "the cost model's mean error is about 3 % (3.0 % on Korthikanti et al. Table 5, 1.5-4.5 % held out within a "
+    "the cost model's mean error is about 3 % (held out: 1.3 % on Korthikanti et al. Table 5, 1.5-4.5 % within a "
     "framework on most of the public corpus; BENCHMARKS.md): step times closer than 3 % are not a reliable order";
 
 // True when `t` is within the ranking band of `leader` (t - leader < kRankingBand * leader).

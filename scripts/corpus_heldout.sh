@@ -29,6 +29,16 @@ awk '/^  collectives_inter_node:/ { block = 1; print; next }
      block && /^    / { sub(/\{max: [0-9.]+,/, "{max: 0.08,"); print; next }
      { block = 0; print }' configs/clusters/jean_zay_a100_80gb.yaml > "$JZ"
 [ "$(grep -c '{max: 0.08, half_mib: 0}' "$JZ")" = 3 ] || { echo "corpus_heldout.sh: could not restore the published 0.08 in $JZ" >&2; exit 1; }
+# dgx_a100_80gb (and the A100 40GB and Jean Zay profiles, which copy it) ships matmul and memory
+# bandwidth fitted to the Korthikanti runs themselves: every fit that sees those runs starts from
+# the values the profile held before that fit (matmul 0.75 / 0.03 TFLOP, attention
+# 0.6 / 0.016 TFLOP, memory bandwidth 0.8), so that no held-out run is seen through its base.
+A100="$OUT/dgx_a100_80gb_prefit.yaml"
+sed -e 's/^  matmul: {max: [0-9.]*, half_tflop: [0-9.]*}/  matmul: {max: 0.75, half_tflop: 0.03}/' \
+    -e 's/^  attention: {max: [0-9.]*, half_tflop: [0-9.]*}/  attention: {max: 0.6, half_tflop: 0.016}/' \
+    -e 's/^  memory_bandwidth: [0-9.]*$/  memory_bandwidth: 0.8/' configs/clusters/dgx_a100_80gb.yaml > "$A100"
+[ "$(grep -c '^  matmul: {max: 0.75, half_tflop: 0.03}$\|^  attention: {max: 0.6, half_tflop: 0.016}$\|^  memory_bandwidth: 0.8$' "$A100")" = 3 ] ||
+  { echo "corpus_heldout.sh: could not restore the A100 pre-fit curves in $A100" >&2; exit 1; }
 row() {  # label, profile out, fit args...
   local label=$1 out=$2; shift 2
   "$RP" fit "$@" -o "$OUT/$out.yaml" --format json | python3 -c '
@@ -61,20 +71,23 @@ with open(sys.argv[3], "a") as out:
 }
 echo "| fit (GPU generation, method) | held-out source | cases | held-out mean \|err\| % | held-out max \|err\| % | training mean / max % | fitted (max/half_tflop; bw) |"
 echo "|---|---|---|---|---|---|---|"
-row "A100 (dgx_a100_80gb), 5-fold" a100_kfold $V/korthikanti2022 $V/torchtitan_a100
-row "A100, fit on Korthikanti only" a100_hold_tt $V/korthikanti2022 $V/torchtitan_a100 --holdout torchtitan_a100
-row "A100, fit on torchtitan only" a100_hold_k $V/korthikanti2022 $V/torchtitan_a100 --holdout korthikanti2022
+# The shipped A100 curves: matmul and memory bandwidth fitted to Korthikanti's runs, the attention
+# curve held (the torchtitan runs predicted from it unseen: "fit on Korthikanti only" below).
+row "A100 shipped method: Korthikanti, attention held, 5-fold" a100_shipped $V/korthikanti2022 --cluster "$A100" --fix attention
+row "A100 (dgx_a100_80gb), 5-fold" a100_kfold $V/korthikanti2022 $V/torchtitan_a100 --cluster "$A100"
+row "A100, fit on Korthikanti only" a100_hold_tt $V/korthikanti2022 $V/torchtitan_a100 --holdout torchtitan_a100 --cluster "$A100"
+row "A100, fit on torchtitan only" a100_hold_k $V/korthikanti2022 $V/torchtitan_a100 --holdout korthikanti2022 --cluster "$A100"
 SCALES=(--fix matmul attention memory_bandwidth --free training_scale)
-row "A100, fit on Korthikanti only, training scales" a100_hold_tt_scales $V/korthikanti2022 $V/torchtitan_a100 --holdout torchtitan_a100 "${SCALES[@]}"
-row "A100, fit on torchtitan only, training scales" a100_hold_k_scales $V/korthikanti2022 $V/torchtitan_a100 --holdout korthikanti2022 "${SCALES[@]}"
+row "A100, fit on Korthikanti only, training scales" a100_hold_tt_scales $V/korthikanti2022 $V/torchtitan_a100 --holdout torchtitan_a100 --cluster "$A100" "${SCALES[@]}"
+row "A100, fit on torchtitan only, training scales" a100_hold_k_scales $V/korthikanti2022 $V/torchtitan_a100 --holdout korthikanti2022 --cluster "$A100" "${SCALES[@]}"
 row "H100 FP8 (NeMo), 5-fold, training scales on the measured kernel curves" h100_fp8_nemo $V/nemo_long_sequence_h100 --cluster "$OUT/dgx_h100_kernels.yaml" "${SCALES[@]}"
 row "B200 FP8 GEMM (NeMo), 5-fold, training scales" b200_fp8_nemo $V/nemo_long_sequence_b200 --cluster "$OUT/b200_kernels.yaml" "${SCALES[@]}"
 row "H100 Grand Teton (torchtitan FP8 + bf16), 5-fold, training scales" gt_scales $V/torchtitan_h100_fp8 $V/torchtitan_h100_bf16 --cluster "$OUT/grand_teton_h100_kernels.yaml" "${SCALES[@]}"
 row "H100 Grand Teton FP8 GEMM (torchtitan), 5-fold" gt_fp8 $V/torchtitan_h100_fp8 --cluster "$OUT/grand_teton_h100_kernels.yaml"
 row "H100 Grand Teton bf16 (torchtitan), 2-fold" gt_bf16 $V/torchtitan_h100_bf16 --folds 2 --cluster "$OUT/grand_teton_h100_kernels.yaml"
 row "A100 llm-foundry (Composer FSDP, Triton FlashAttention), 5-fold" llmf_a100 $V/llm_foundry_a100
-row "A100, Korthikanti + torchtitan + llm-foundry, 5-fold" a100_three $V/korthikanti2022 $V/torchtitan_a100 $V/llm_foundry_a100
-row "A100, fit on Korthikanti + torchtitan, llm-foundry held out" a100_hold_llmf $V/korthikanti2022 $V/torchtitan_a100 $V/llm_foundry_a100 --holdout llm_foundry_a100
+row "A100, Korthikanti + torchtitan + llm-foundry, 5-fold" a100_three $V/korthikanti2022 $V/torchtitan_a100 $V/llm_foundry_a100 --cluster "$A100"
+row "A100, fit on Korthikanti + torchtitan, llm-foundry held out" a100_hold_llmf $V/korthikanti2022 $V/torchtitan_a100 $V/llm_foundry_a100 --holdout llm_foundry_a100 --cluster "$A100"
 row "A100 40GB llm-foundry (Composer FSDP, Triton FlashAttention, 8-128 GPUs), 5-fold" llmf_a100_40gb $V/llm_foundry_a100_40gb
 # The same runs with the inter-node collectives fitted too: 33 of them span 2-16 nodes over
 # MosaicML's RoCE fabric (1600 Gbps per node), whose collectives were never measured; the profile's

@@ -1,7 +1,8 @@
 // The cost model against published Megatron-LM iteration times (Korthikanti et al. 2022,
 // Table 5), read from configs/validation/korthikanti2022 in the source tree. The bounds are
 // the errors this model reaches with the one A100 profile of configs/clusters/dgx_a100_80gb.yaml:
-// a change that makes the model worse fails here. Nothing is fitted per case.
+// a change that makes the model worse fails here. Nothing is fitted per case; the profile's two
+// matmul numbers and its memory bandwidth are fitted to the eight runs together.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -36,17 +37,13 @@ TEST_CASE("Korthikanti et al. 2022 Table 5: eight iteration times within the rea
   }
   const double mean_abs = sum_abs / static_cast<double>(files.size());
   MESSAGE("mean |error| " << mean_abs << " %, max |error| " << max_abs << " %");
-  // Reached: mean 3.01 %, max 5.49 % since the pipeline's scatter/gather is modelled as Megatron-LM
-  // of 2022 ran it (training.pp_p2p scatter_gather: 1/TP of the activation sent, then all-gathered
-  // over TP on the critical path; the all-gather is the +0.3 point); 2.73 / 5.02 % before, when
-  // every pipeline send was divided by TP whatever the framework;
-  // 2.77 %, max 5.01 % with the vocabulary-parallel embedding and loss collectives;
-  // 2.58 / 4.94 % before them, since overlapped collectives take their SM share (16 of 108 SMs,
-  // efficiency.overlap_sm_share); 2.31 % / 4.39 % with the NVLink 3 bus-bandwidth efficiency alone
-  // (0.77, nccl-tests); 1.91 % / 3.20 % with the ideal ring that the hand-chosen matmul curve had
-  // absorbed (BENCHMARKS.md). Goal: mean <= 3 %, max <= 8 %.
-  CHECK(mean_abs <= 3.05);
-  CHECK(max_abs <= 5.6);
+  // The profile's matmul curve and memory bandwidth are fitted to these eight runs (`ringplan fit
+  // configs/validation/korthikanti2022 --fix attention`; tests/sim/test_fit.cpp re-fits them and
+  // bounds the 5-fold held-out mean by 3 %), so this is their training error: reached 1.01 % mean,
+  // 3.29 % max. A cost term that moves these runs but not the curve's fit fails here; one that
+  // every run shares is absorbed by the next fit. Goal (held out): mean <= 3 %, max <= 8 %.
+  CHECK(mean_abs <= 1.2);
+  CHECK(max_abs <= 3.5);
 }
 
 // zhuzilin/ring-flash-attention README: Llama-3-8B attention shapes (32 heads, 8 KV heads,
