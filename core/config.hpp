@@ -388,6 +388,22 @@ struct TrainingConfig {
   // TP (Megatron-LM's scatter/gather optimisation, on by default from its commit 72e4230b of 2021
   // until the pipeline moved into Megatron-Core, commit 3c92fa93 of March 2023). Time only.
   bool pp_scatter_gather = false;
+  // How tensor parallelism with sequence parallelism runs, YAML training.tp_impl: megatron |
+  // dtensor (default megatron); only with TP > 1 and sequence parallelism.
+  // megatron (Megatron-LM, Transformer Engine): a column-parallel linear layer (QKV, MLP up, the
+  // output layer) keeps its rank's 1/TP of the sequence and all-gathers it again in the backward
+  // behind the data-gradient GEMM (LinearWithGradAccumulationAndAsyncCommunication); the
+  // collectives run on the sequence-major [seq, batch, hidden] layout, in place.
+  // dtensor (PyTorch DTensor TP, torchtitan): the layers keep the all-gathered input whole and
+  // all-gather nothing again (PrepareModuleInput's Shard(1) -> Replicate redistribute is an
+  // autograd op whose output they save); the sequence is dim 1 of [batch, seq, hidden], so every
+  // all-gather copies its output from the collective's dim-0 layout and every reduce-scatter its
+  // input into it (torch.distributed._functional_collectives all_gather_tensor /
+  // reduce_scatter_tensor: chunk + cat; async TP's fused ops: movedim + flatten), one read and
+  // one write of the whole tensor each.
+  // Time (sim::predict's TP collectives) and memory (the QKV and MLP inputs,
+  // sim::layer_activation_bytes; the output layer's input, sim::output_block_stored_bytes).
+  bool tp_dtensor = false;
   // How 16-bit mixed precision holds the weights, YAML training.mixed_precision: master_weights |
   // autocast (default master_weights). master_weights: 16-bit weights beside a float32 master copy
   // in the optimizer, activations in `dtype` (Megatron-LM, FSDP's MixedPrecisionPolicy,

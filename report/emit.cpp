@@ -228,6 +228,12 @@ MegatronLaunch megatron_launch(const Experiment& e, const sim::Prediction& p) {
         "once its loss is taken, and interleaved with as many micro-batches as pipeline ranks it runs every forward "
         "first on every rank; plan with pp_schedule: megatron to predict its memory");
   }
+  if (e.training.tp_dtensor && mesh.tp > 1 && o.sequence_parallel) {
+    out.notes.push_back(
+        "training.tp_impl dtensor: Megatron-LM's sequence-parallel linear layers keep their 1/TP input shard and "
+        "all-gather it again in the backward, on the sequence-major layout with no copies; this launch's activations "
+        "are smaller and its TP time differs from the plan's (plan with tp_impl: megatron to predict it)");
+  }
   if (e.training.pp_scatter_gather && mesh.pp > 1 && mesh.tp > 1 && !o.sequence_parallel) {
     out.notes.push_back(
         "training.pp_p2p scatter_gather: Megatron-Core sends every TP rank the whole activation between pipeline "
@@ -651,6 +657,12 @@ TorchtitanConfig torchtitan_config(const Experiment& e, const sim::Prediction& p
         "training.pp_schedule megatron: PyTorch's pipelining keeps the last stage's output (the logits) of every "
         "micro-batch until the step ends, and its Interleaved1F1B keeps the rank-dependent warm-up when the "
         "micro-batches equal the pipeline ranks; plan with pp_schedule: pytorch to predict its memory");
+  }
+  if (!e.training.tp_dtensor && mesh.tp > 1 && o.sequence_parallel) {
+    out.notes.push_back(
+        "training.tp_impl megatron: torchtitan's TP is PyTorch DTensor's, whose linear layers keep their all-gathered "
+        "input (no backward all-gather) and whose sequence-dim collectives copy through dim 0; this config's "
+        "activations are larger and its TP time differs from the plan's (plan with tp_impl: dtensor to predict it)");
   }
   if (e.training.pp_scatter_gather && mesh.pp > 1 && mesh.tp > 1 && !o.sequence_parallel) {
     out.notes.push_back(

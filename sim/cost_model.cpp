@@ -476,7 +476,8 @@ LayerTimes layer_times(const LayerShape& x, const ClusterConfig& c, double peak,
     } else {
       // Forward: all-gather before QKV and fc1, reduce-scatter after out-proj and fc2.
       // Backward: all-gather of the output gradients of the row-parallel GEMMs (exposed),
-      // re-all-gather of the QKV/fc1 inputs (overlapped with their data-gradient GEMM) and
+      // re-all-gather of the QKV/fc1 inputs where the layers kept their shard (overlapped with
+      // their data-gradient GEMM; none with training.tp_impl dtensor) and
       // reduce-scatter of their input gradients (overlapped with the weight-gradient GEMM).
       const double ag = group_collective_s(CollectiveKind::all_gather, n, tp_per_node, bytes, c),
                    rs = group_collective_s(CollectiveKind::reduce_scatter, n, tp_per_node, bytes, c);
@@ -521,7 +522,20 @@ LayerTimes layer_times(const LayerShape& x, const ClusterConfig& c, double peak,
         lt.tp_fwd_s = 2.0 * (ag + rs);
         lt.tp_bwd_exposed_s = 2.0 * ag;
       }
-      lt.tp_bwd_exposed_s += behind(ag, lt.dgrad_qkv_s) + behind(ag, lt.dgrad_mlp_up_s) + behind(rs, lt.wgrad_qkv_s) +
+      // The re-all-gathers only where the linear layers kept their shard (tp_impl megatron).
+      if (!x.tp_dtensor) lt.tp_bwd_exposed_s += behind(ag, lt.dgrad_qkv_s) + behind(ag, lt.dgrad_mlp_up_s);
+      // DTensor's copies through dim 0 (TrainingConfig::tp_dtensor): one read and one write of
+      // the whole T x h tensor per collective, at memory bandwidth, on the compute stream: the
+      // forward's two all-gathers and two reduce-scatters (recompute repeats them with tp_fwd_s)
+      // and the backward's two all-gathers of output gradients and two reduce-scatters of input
+      // gradients. Async TP (pipelined) copies too: PyTorch's fused all-gather-matmul and
+      // matmul-reduce-scatter move the sequence dim to the front (movedim, then flatten) and back.
+      if (x.tp_dtensor && bw > 0) {
+        const double copy = 2.0 * bytes / bw;
+        lt.tp_fwd_s += 4.0 * copy;
+        lt.tp_bwd_exposed_s += 4.0 * copy;
+      }
+      lt.tp_bwd_exposed_s += behind(rs, lt.wgrad_qkv_s) +
                              behind(rs, lt.wgrad_mlp_up_s);
     }
   }
@@ -970,10 +984,8 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
       (unfused                                            ? unfused_cross_entropy_bytes_per_logit(mesh.tp)
        : train.cross_entropy == CrossEntropy::fused_16bit ? 2.0 * x.activation_bytes
                                                           : x.activation_bytes + (x.activation_bytes < 4.0 ? 4.0 : 0.0));
-  // The output layer's input is kept gathered where the loss runs as PyTorch's loss_parallel
-  // (unfused cross-entropy under TP: torchtitan's DTensor output layer).
-  const double output_bytes =
-      output_block_stored_bytes(x, unfused && mesh.tp > 1 && opt.sequence_parallel);
+  // The output layer's input is kept gathered under DTensor TP (training.tp_impl dtensor).
+  const double output_bytes = output_block_stored_bytes(x);
   // The units ZeRO gathers and reduces on pipeline rank `rank` holding `layers` layers: its layers,
   // and the embedding (first rank) and output matrix (last rank; one table on a single stage with
   // tied embeddings). A middle rank's largest unit is a layer.

@@ -22,6 +22,7 @@ LayerShape make_layer_shape(const ModelConfig& m, const TrainingConfig& t, const
   x.cp = static_cast<double>(mesh.cp);
   // Sequence parallelism only changes anything when there is a TP group to scatter over.
   x.sequence_parallel = opt.sequence_parallel && mesh.tp > 1;
+  x.tp_dtensor = x.sequence_parallel && t.tp_dtensor;
   x.causal = t.causal;
   x.cp_scheme = opt.cp_scheme;
   x.attention = opt.attention;
@@ -155,13 +156,13 @@ double ring_backward_step_bytes(const LayerShape& x) {
   return 2.0 * x.tokens() * (x.kv_heads / x.tp) * x.head_dim * (x.activation_bytes + 4.0);
 }
 
-double output_block_stored_bytes(const LayerShape& x, bool gathered_output_input) {
+double output_block_stored_bytes(const LayerShape& x) {
   const double rows = x.tokens() * x.replicated_share();
   const double e = x.activation_bytes;
   // Under autocast the norm's input is float32 and it saves its float32 output too.
   const double norm_input = rows * x.hidden * x.residual_bytes(), row_stats = rows * 4.0;
   const double norm_output_fp32 = x.autocast ? rows * x.hidden * 4.0 : 0.0;
-  const double output_input = (gathered_output_input ? x.tokens() : rows) * x.hidden * e;
+  const double output_input = (x.tp_dtensor ? x.tokens() : rows) * x.hidden * e;
   return norm_input + row_stats + norm_output_fp32 + output_input;
 }
 
@@ -233,7 +234,10 @@ LayerActivationBytes layer_activation_bytes(const LayerShape& x) {
                        : x.norm == NormImpl::eager         ? 2.0 * (4.0 + 4.0 + e)
                        : x.norm == NormImpl::low_precision ? 4.0 * e
                                                            : 2.0 * (4.0 + e);
-  const double replicated = (norms + 2.0 * mask) * T * h * r;
+  // The QKV and MLP inputs (2e of the norms' bytes) stay whole where the linear layers keep their
+  // all-gathered input (TrainingConfig::tp_dtensor).
+  const double linear_inputs = x.tp_dtensor ? 2.0 * e * T * h * (1.0 - r) : 0.0;
+  const double replicated = (norms + 2.0 * mask) * T * h * r + linear_inputs;
   const double layer_input = x.residual_bytes() * T * h * r;  // what full recompute keeps
   // TP-sharded: Q (a*d), K and V (a_kv*d each), attention output = out-proj input (a*d);
   // MLP: activation input and output (f each), gated: gate and up outputs and their product.

@@ -32,6 +32,9 @@ struct LayerShape {
   double tp = 1;               // TP degree t
   double cp = 1;               // CP degree
   bool sequence_parallel = false;
+  // TrainingConfig::tp_dtensor, with sequence parallelism only: the column-parallel linear layers
+  // keep their all-gathered input (no backward all-gather); collectives copy through dim 0.
+  bool tp_dtensor = false;
   bool causal = true;
   CpScheme cp_scheme = CpScheme::zigzag;
   AttentionImpl attention = AttentionImpl::flash;
@@ -126,9 +129,9 @@ double materialized_scores_bytes(const LayerShape& x);
 // split over TP only with sequence parallelism; under autocast the norm's input is float32 and
 // its float32 output is kept beside the cast. Megatron-LM's sequence-parallel linear layers
 // save their local input and gather it again in the backward; PyTorch DTensor TP (torchtitan's
-// ColwiseParallel output layer under loss_parallel) saves the gathered input, whole:
-// `gathered_output_input`.
-double output_block_stored_bytes(const LayerShape& x, bool gathered_output_input);
+// ColwiseParallel output layer under loss_parallel) saves the gathered input, whole
+// (LayerShape::tp_dtensor).
+double output_block_stored_bytes(const LayerShape& x);
 double flash_lse_bytes(const LayerShape& x);
 
 // Ring buffers, live while one attention layer runs its backward; 0 without CP: K,V double

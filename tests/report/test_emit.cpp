@@ -1077,6 +1077,19 @@ TEST_CASE("emit: Megatron-LM 2022's pipeline scatter/gather is noted where today
   CHECK_FALSE(has_note(report::megatron_launch(e, p), "training.pp_p2p scatter_gather"));
 }
 
+TEST_CASE("emit: a plan whose TP runs another way than the target framework's is noted (tp_impl)") {
+  Experiment e = hand_made_experiment();
+  sim::Prediction p = hand_made_plan();  // TP 8
+  p.options.sequence_parallel = true;
+  CHECK_FALSE(has_note(report::megatron_launch(e, p), "training.tp_impl"));
+  CHECK(has_note(report::torchtitan_config(e, p, report::TorchtitanTarget::toml), "training.tp_impl megatron"));
+  e.training.tp_dtensor = true;
+  CHECK(has_note(report::megatron_launch(e, p), "training.tp_impl dtensor"));
+  CHECK_FALSE(has_note(report::torchtitan_config(e, p, report::TorchtitanTarget::toml), "training.tp_impl"));
+  p.options.sequence_parallel = false;  // nothing differs without sequence parallelism
+  CHECK_FALSE(has_note(report::megatron_launch(e, p), "training.tp_impl"));
+}
+
 TEST_CASE("emit: a bf16 gradient reduction is written for torchtitan with a note on its declared type") {
   Experiment e = hand_made_experiment();
   e.training.grad_reduce_dtype = DType::bf16;

@@ -462,26 +462,64 @@ TEST_CASE("logits memory: 16-bit logits plus the cross-entropy's float32 copy, f
         Approx(rows * double(e.model.vocab) * 12));
 }
 
-TEST_CASE("output block memory: Megatron's sequence-parallel output layer saves its shard, loss_parallel the gathered input") {
+TEST_CASE("tp_impl: Megatron's sequence-parallel linear layers keep their shard, DTensor's the gathered input") {
   Experiment e = test::llama_experiment(8192, 32);
   ParallelOptions o;
   o.sequence_parallel = true;
   o.recompute = Recompute::full;
   const Mesh mesh = test::mesh_of(1, 2, 1, 1);
-  const LayerShape x = make_layer_shape(e.model, e.training, mesh, o);
   const double rows = 8192.0, h = double(e.model.hidden);
+  const LayerShape shard = make_layer_shape(e.model, e.training, mesh, o);
   // Local: the norm's input and output (bf16) and its float32 statistics, on this rank's rows.
-  CHECK(output_block_stored_bytes(x, false) == Approx(rows / 2 * (2 * h * 2 + 4)));
+  CHECK(output_block_stored_bytes(shard) == Approx(rows / 2 * (2 * h * 2 + 4)));
+  const LayerActivationBytes shard_layer = layer_activation_bytes(shard);
+  const sim::Prediction shard_p = predict(e, mesh, o);
+  e.training.tp_dtensor = true;
+  const LayerShape gathered = make_layer_shape(e.model, e.training, mesh, o);
   // Gathered (DTensor): the output layer's input whole.
-  CHECK(output_block_stored_bytes(x, true) == Approx(rows / 2 * (h * 2 + 4) + rows * h * 2));
-  const double fused = predict(e, mesh, o).memory.activations_bytes;
-  e.training.cross_entropy = CrossEntropy::unfused;
-  CHECK(predict(e, mesh, o).memory.activations_bytes - fused == Approx(rows * h * 2 / 2));
-  // Without TP nothing is gathered: the same bytes either way.
-  const Mesh one = test::mesh_of(1, 1, 1, 1);
-  const double unfused_one = predict(e, one, o).memory.activations_bytes;
-  e.training.cross_entropy = CrossEntropy::fused;
-  CHECK(predict(e, one, o).memory.activations_bytes == Approx(unfused_one));
+  CHECK(output_block_stored_bytes(gathered) == Approx(rows / 2 * (h * 2 + 4) + rows * h * 2));
+  // The QKV and MLP inputs whole in a layer's activations: full recompute keeps only the layer
+  // input, the recomputed layer holds them again during its backward.
+  const LayerActivationBytes gathered_layer = layer_activation_bytes(gathered);
+  CHECK(gathered_layer.stored_bytes == Approx(shard_layer.stored_bytes));
+  CHECK(gathered_layer.backward_working_bytes - shard_layer.backward_working_bytes == Approx(2 * rows * h * 2 / 2));
+  o.recompute = Recompute::none;
+  CHECK(layer_activation_bytes(make_layer_shape(e.model, e.training, mesh, o)).stored_bytes -
+            layer_activation_bytes(make_layer_shape(e.model, test::llama_experiment(8192, 32).training, mesh, o)).stored_bytes ==
+        Approx(2 * rows * h * 2 / 2));
+  o.recompute = Recompute::full;
+  // Time: no all-gather of the QKV and MLP inputs in the backward, but a copy through dim 0 at
+  // every collective (memory bandwidth). With memory bandwidth no object, DTensor's TP time is
+  // Megatron's less the two re-all-gathers (exposed: tp_overlap none); with it, the copies cost.
+  ParallelOptions exposed = o;
+  exposed.tp_overlap = TpOverlap::none;
+  auto tp_time = [&](bool dtensor, double bandwidth) {
+    Experiment v = e;
+    v.training.tp_dtensor = dtensor;
+    v.cluster.memory_bandwidth_bytes_per_s = bandwidth;
+    return predict(v, mesh, exposed).time.tp_comm_s;
+  };
+  const double hbm = e.cluster.memory_bandwidth_bytes_per_s, unlimited = 1e21;
+  CHECK(tp_time(true, unlimited) < tp_time(false, unlimited));
+  // Two of the backward's six per-layer collectives (2 all-gathers of output gradients, 2 re-all-
+  // gathers, 2 reduce-scatters) and none of the forward's four, which recompute repeats.
+  CHECK(tp_time(true, unlimited) / tp_time(false, unlimited) > 0.7);
+  CHECK(tp_time(false, hbm / 2) == Approx(tp_time(false, hbm)));
+  CHECK(tp_time(true, hbm / 2) > tp_time(true, hbm));
+  // Eight copies per layer and micro-batch, four of them repeated by full recompute: 12 x 2 T h e.
+  const double layers = double(e.model.layers), micro = double(e.training.global_batch_sequences);
+  const double copy_bytes = 12.0 * 2.0 * rows * h * 2.0 * layers * micro;
+  const double achieved = hbm * e.cluster.memory_bandwidth_efficiency;
+  CHECK(tp_time(true, hbm) - tp_time(true, unlimited) == Approx(copy_bytes / achieved).epsilon(1e-3));
+  const sim::Prediction gathered_p = predict(e, mesh, o);
+  CHECK(gathered_p.memory.activations_bytes > shard_p.memory.activations_bytes);
+  // Without sequence parallelism (or TP) nothing is sharded to keep: the key changes nothing.
+  o.sequence_parallel = false;
+  const double without_sp = predict(e, mesh, o).step_time_s;
+  e.training.tp_dtensor = false;
+  CHECK(predict(e, mesh, o).step_time_s == without_sp);
+  CHECK(output_block_stored_bytes(make_layer_shape(e.model, e.training, test::mesh_of(1, 1, 1, 1), o)) ==
+        Approx(rows * (2 * h * 2 + 4)));
 }
 
 TEST_CASE("autocast: float32 residual stream and norm tensors in the activations, and no gradient at the loss's peak") {
