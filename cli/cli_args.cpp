@@ -159,6 +159,11 @@ void set_runtime_types(TrainingConfig& t, bool on_gpu) {
   t.cross_entropy = CrossEntropy::fused;
   t.fsdp_per_parameter = false;
   t.pytorch_pp_schedule = false;
+  // The runtimes' sequence-parallel layers keep their input shard and all-gather it again in the
+  // backward (step::Trainer's tp_gather_input), and a pipeline stage sends its whole output
+  // without SP: Megatron-LM's TP, today's pipeline message.
+  t.tp_dtensor = false;
+  t.pp_scatter_gather = false;
   // Both runtimes' weight-gradient GEMMs add into the gradient (step::linear_backward, the GPU
   // step's cuBLAS calls with beta 1).
   t.grad_accumulation = GradAccumulation::fused;

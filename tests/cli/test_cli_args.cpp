@@ -112,6 +112,7 @@ TEST_CASE("set_runtime_types: run predicts in the runtime's own types, whatever 
   t.dtype = DType::bf16;
   t.autocast = t.fp32_grad_accumulation = t.fp8 = true;
   t.eager_elementwise = t.fsdp_per_parameter = t.pytorch_pp_schedule = true;
+  t.tp_dtensor = t.pp_scatter_gather = true;
   t.norm = NormImpl::low_precision;
   t.cross_entropy = CrossEntropy::unfused;
   t.grad_accumulation = GradAccumulation::cast_add;
@@ -126,6 +127,8 @@ TEST_CASE("set_runtime_types: run predicts in the runtime's own types, whatever 
   CHECK(cpu.cross_entropy == CrossEntropy::fused);
   CHECK_FALSE(cpu.fsdp_per_parameter);
   CHECK_FALSE(cpu.pytorch_pp_schedule);
+  CHECK_FALSE(cpu.tp_dtensor);
+  CHECK_FALSE(cpu.pp_scatter_gather);
   CHECK(cpu.grad_accumulation == GradAccumulation::fused);
   TrainingConfig gpu = t;
   set_runtime_types(gpu, true);
