@@ -399,8 +399,9 @@ struct TrainingConfig {
   // autograd op whose output they save); the sequence is dim 1 of [batch, seq, hidden], so every
   // all-gather copies its output from the collective's dim-0 layout and every reduce-scatter its
   // input into it (torch.distributed._functional_collectives all_gather_tensor /
-  // reduce_scatter_tensor: chunk + cat; async TP's fused ops: movedim + flatten), one read and
-  // one write of the whole tensor each.
+  // reduce_scatter_tensor: chunk + cat), one read and one write of the whole tensor each; async
+  // TP fuses the forward's collectives and the backward's all-gathers with their GEMMs, whose
+  // gathered views the backward's weight-gradient GEMMs copy to flatten.
   // Time (sim::predict's TP collectives) and memory (the QKV and MLP inputs,
   // sim::layer_activation_bytes; the output layer's input, sim::output_block_stored_bytes).
   bool tp_dtensor = false;

@@ -525,15 +525,24 @@ LayerTimes layer_times(const LayerShape& x, const ClusterConfig& c, double peak,
       // The re-all-gathers only where the linear layers kept their shard (tp_impl megatron).
       if (!x.tp_dtensor) lt.tp_bwd_exposed_s += behind(ag, lt.dgrad_qkv_s) + behind(ag, lt.dgrad_mlp_up_s);
       // DTensor's copies through dim 0 (TrainingConfig::tp_dtensor): one read and one write of
-      // the whole T x h tensor per collective, at memory bandwidth, on the compute stream: the
-      // forward's two all-gathers and two reduce-scatters (recompute repeats them with tp_fwd_s)
-      // and the backward's two all-gathers of output gradients and two reduce-scatters of input
-      // gradients. Async TP (pipelined) copies too: PyTorch's fused all-gather-matmul and
-      // matmul-reduce-scatter move the sequence dim to the front (movedim, then flatten) and back.
+      // the whole T x h tensor, at memory bandwidth, on the compute stream, per collective that
+      // runs as a functional collective (torch.distributed._functional_collectives: cat(chunk())
+      // around all_gather_into_tensor / reduce_scatter_tensor; Inductor keeps it, the split and
+      // the cat being on different dims): the forward's two all-gathers and two reduce-scatters
+      // (recompute repeats them with tp_fwd_s) and the backward's two all-gathers of output
+      // gradients and two reduce-scatters of input gradients. Async TP (pipelined) fuses the
+      // forward's four and the backward's two all-gathers with their GEMMs, which work on the
+      // shards in place (torch/distributed/_symmetric_memory: the moved and flattened input
+      // "doesn't need to be contiguous") and return the gathered tensor as a sequence-major view;
+      // so the backward's two reduce-scatters (their input a sum of GEMM outputs, not fusable)
+      // keep their copies, and the weight-gradient GEMMs that read a gathered view (the QKV and
+      // MLP inputs, the output projection's and fc2's output gradients) copy it to flatten it:
+      // six copies, all in the backward.
       if (x.tp_dtensor && bw > 0) {
         const double copy = 2.0 * bytes / bw;
-        lt.tp_fwd_s += 4.0 * copy;
-        lt.tp_bwd_exposed_s += 4.0 * copy;
+        const bool fused = overlap == TpOverlap::pipelined;
+        lt.tp_fwd_s += fused ? 0.0 : 4.0 * copy;
+        lt.tp_bwd_exposed_s += (fused ? 6.0 : 4.0) * copy;
       }
       lt.tp_bwd_exposed_s += behind(rs, lt.wgrad_qkv_s) +
                              behind(rs, lt.wgrad_mlp_up_s);

@@ -511,6 +511,14 @@ TEST_CASE("tp_impl: Megatron's sequence-parallel linear layers keep their shard,
   const double copy_bytes = 12.0 * 2.0 * rows * h * 2.0 * layers * micro;
   const double achieved = hbm * e.cluster.memory_bandwidth_efficiency;
   CHECK(tp_time(true, hbm) - tp_time(true, unlimited) == Approx(copy_bytes / achieved).epsilon(1e-3));
+  // Async TP fuses the forward's four collectives and the backward's two all-gathers with their
+  // GEMMs: six copies per layer and micro-batch, all in the backward, none repeated by recompute.
+  // (Beyond what memory bandwidth costs both implementations there: the fused reduce-scatters'
+  // reductions.)
+  exposed.tp_overlap = TpOverlap::pipelined;
+  CHECK((tp_time(true, hbm) - tp_time(true, unlimited)) - (tp_time(false, hbm) - tp_time(false, unlimited)) ==
+        Approx(6.0 * 2.0 * rows * h * 2.0 * layers * micro / achieved).epsilon(1e-3));
+  exposed.tp_overlap = TpOverlap::none;
   const sim::Prediction gathered_p = predict(e, mesh, o);
   CHECK(gathered_p.memory.activations_bytes > shard_p.memory.activations_bytes);
   // Without sequence parallelism (or TP) nothing is sharded to keep: the key changes nothing.

@@ -458,7 +458,7 @@ TEST_CASE("shipped training scales are the fit of their measured runs") {
     CHECK(shipped.matmul_training_scale == doctest::Approx(fit.cluster.matmul_training_scale).epsilon(0.002));
     CHECK(shipped.attention_training_scale == doctest::Approx(fit.cluster.attention_training_scale).epsilon(0.002));
     // Held out (5-fold, the weight chosen inside each fold), the scales predict these runs within
-    // 8 % on average (grand_teton_h100 7.6 %, the highest; BENCHMARKS.md); without them the kernel
+    // 8 % on average (grand_teton_h100 7.4 %, the highest; BENCHMARKS.md); without them the kernel
     // curves alone predict every run more than 15 % too fast (grand_teton_h100's 70B TP 8 run
     // 16.8 %, since its DTensor collectives' copies are costed; the others 25 % or more).
     FitOptions cv_opts = opts;
