@@ -154,6 +154,8 @@ void set_runtime_types(TrainingConfig& t, bool on_gpu) {
   t.fp32_grad_accumulation = on_gpu;
   t.autocast = false;
   t.fp8 = false;
+  t.fp8_torchao = false;
+  t.fp8_all_gather = false;
   t.eager_elementwise = false;
   t.norm = NormImpl::fused;
   t.cross_entropy = CrossEntropy::fused;

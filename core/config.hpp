@@ -454,6 +454,35 @@ struct TrainingConfig {
   // output layer and the loss stay in `dtype`, as in both frameworks. Needs a 16-bit dtype and a
   // cluster with peak_tflops.fp8.
   bool fp8 = false;
+  // Which library runs the FP8 linear layers, YAML training.fp8_impl: transformer_engine | torchao
+  // (default transformer_engine; needs fp8: true). They differ in what the casts cost:
+  //  * transformer_engine: each GEMM input is cast with its transpose in one fused pass (read 2,
+  //    write 1 + 1 bytes per element); the weights are cast once per step and cached across
+  //    micro-batches (is_first_microbatch), not counted.
+  //  * torchao (torchtitan's Float8Linear, tensorwise dynamic scaling): the inputs as above, and
+  //    each weight is cast again in every forward (every micro-batch and every recompute): an amax
+  //    pass and a cast that writes both layouts, 2 + 2 + 2 bytes per weight element, as torchao's
+  //    own roofline counts it (torchao/float8/roofline_utils.py get_float8_mem_sympy,
+  //    fwd_fp8_weight_mem). Under DTensor TP with sequence parallelism the inputs are cast on
+  //    the shard and all-gathered in FP8, and the backward's output gradients likewise
+  //    (torchao/float8/float8_tensor_parallel.py Float8ColwiseParallel / Float8RowwiseParallel /
+  //    PrepareFloat8ModuleInput): those all-gathers move 1 byte per element; the reduce-scatters
+  //    stay 16-bit; the gathered FP8 tensors exist row-major only, so the weight-gradient GEMMs
+  //    copy them to the layout torch._scaled_mm takes (torchao/float8/float8_ops.py
+  //    preprocess_addmm).
+  bool fp8_torchao = false;
+  // torchao's FP8 all-gather of FSDP-sharded weights, YAML training.fp8_all_gather (default false;
+  // needs fp8_impl torchao; torchtitan's enable_fsdp_float8_all_gather with
+  // precompute_float8_dynamic_scale_for_fsdp). Where FSDP gathers the weights over more than one
+  // rank (ZeRO-3, or ZeRO-1 as FSDP2 runs under a pipeline: gathered once per step) each shard is
+  // cast before the all-gather (read 2, write 1 byte per shard element, per gather;
+  // WeightWithDynamicFloat8CastTensor.fsdp_pre_all_gather), the block weights are gathered and held
+  // in FP8 (1 byte per parameter), and the forward casts nothing; the backward's data-gradient
+  // GEMM copies the gathered row-major weight to the column-major layout torch._scaled_mm takes
+  // (torchao/float8/float8_ops.py preprocess_addmm: read 1, write 1 byte per element). Without
+  // sharded weights (ZeRO-0, or one rank) it changes nothing: the forward casts as fp8_impl
+  // torchao does.
+  bool fp8_all_gather = false;
   // Gradient-norm clipping, YAML training.clip_grad (default 1.0, Megatron-LM's --clip-grad and
   // torchtitan's max_norm default; 0 turns it off). Before the optimizer step the global L2 norm
   // of the gradients is computed over every parameter once (TP-replicated norm weights counted

@@ -444,6 +444,7 @@ const std::vector<std::string> kTrainingKeys{"seq_len", "global_batch", "global_
                                              "dtype",   "optimizer",    "causal",
                                              "grad_accumulation_dtype", "cross_entropy", "fp8", "clip_grad", "documents",
                                              "mixed_precision", "elementwise", "norm", "fsdp", "pp_schedule", "pp_p2p", "tp_impl",
+                                             "fp8_impl", "fp8_all_gather",
                                              "grad_accumulation", "param_gather_dtype", "grad_reduce_dtype"};
 const std::vector<std::string> kDocumentKeys{"lengths", "distribution", "mean_length", "sigma", "seed"};
 const std::vector<std::string> kExperimentKeys{"name", "model",   "cluster", "training", "gpus",
@@ -834,6 +835,15 @@ TrainingConfig training_from_yaml(const YAML::Node& node, const std::string& fil
     t.fp8 = r.get_bool("fp8");
     if (t.fp8 && t.dtype == DType::fp32)
       r.fail("fp8", "FP8 linear layers need a 16-bit training dtype (bf16 or fp16), got dtype fp32");
+  }
+  if (r.has("fp8_impl")) {
+    t.fp8_torchao = r.get_choice("fp8_impl", "transformer_engine", "torchao");
+    if (!t.fp8) r.fail("fp8_impl", "says which library runs the FP8 linear layers: it needs fp8: true");
+  }
+  if (r.has("fp8_all_gather")) {
+    t.fp8_all_gather = r.get_bool("fp8_all_gather");
+    if (t.fp8_all_gather && !t.fp8_torchao)
+      r.fail("fp8_all_gather", "is torchao's FP8 all-gather of FSDP-sharded weights: it needs fp8: true and fp8_impl: torchao");
   }
   if (r.has("mixed_precision")) {
     t.autocast = r.get_choice("mixed_precision", "master_weights", "autocast");
@@ -1248,6 +1258,8 @@ void write_training(YAML::Emitter& out, const TrainingConfig& t) {
   if (t.grad_accumulation != (t.autocast ? GradAccumulation::inplace : GradAccumulation::fused))
     out << YAML::Key << "grad_accumulation" << YAML::Value << to_string(t.grad_accumulation);
   if (t.fp8) out << YAML::Key << "fp8" << YAML::Value << true;
+  if (t.fp8 && t.fp8_torchao) out << YAML::Key << "fp8_impl" << YAML::Value << "torchao";
+  if (t.fp8 && t.fp8_torchao && t.fp8_all_gather) out << YAML::Key << "fp8_all_gather" << YAML::Value << true;
   if (t.autocast) out << YAML::Key << "mixed_precision" << YAML::Value << "autocast";
   if (t.eager_elementwise) out << YAML::Key << "elementwise" << YAML::Value << "eager";
   if (t.norm != (t.eager_elementwise ? NormImpl::eager : NormImpl::fused))

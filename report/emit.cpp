@@ -422,6 +422,12 @@ MegatronLaunch megatron_launch(const Experiment& e, const sim::Prediction& p) {
   // runs it. Its --fp8-param-gather (FP8 weights gathered) is left out: the plan gathers 16-bit
   // weights.
   if (e.training.fp8) add(a, "--fp8-format", "hybrid");
+  if (e.training.fp8 && e.training.fp8_torchao) {
+    out.notes.push_back(
+        "training.fp8_impl torchao: Megatron-LM runs its FP8 layers through Transformer Engine, which casts the weights "
+        "once per step (and gathers them in 16 bits), where the plan costs torchao's casts in every forward and its FP8 "
+        "all-gathers; plan with fp8_impl: transformer_engine to predict this launch");
+  }
 
   // Environment. validate_args (pre-Blackwell GPUs, TP > 1 or CP > 1) asserts
   // CUDA_DEVICE_MAX_CONNECTIONS == "1" without FSDP, so the TP/SP/CP communication kernels are
@@ -986,6 +992,22 @@ TorchtitanConfig torchtitan_config(const Experiment& e, const sim::Prediction& p
   } else if (e.training.fp8) {
     set("model", "converters", std::vector<std::string>{"quantize.linear.float8"});
     set("quantize.linear.float8", "filter_fqns", std::vector<std::string>{"output"});
+    // The plan's casts are torchao's tensorwise ones (fp8_impl torchao), v0.2.2's default recipe;
+    // fp8_all_gather is its FSDP float8 all-gather with the scales precomputed once per step.
+    if (e.training.fp8_torchao && e.training.fp8_all_gather) {
+      set("quantize.linear.float8", "enable_fsdp_float8_all_gather", true);
+      set("quantize.linear.float8", "precompute_float8_dynamic_scale_for_fsdp", true);
+    }
+  }
+  if (e.training.fp8 && !e.training.fp8_torchao) {
+    out.notes.push_back(
+        "training.fp8_impl transformer_engine: torchtitan's Float8 layers are torchao's, which cast every weight again in "
+        "each forward and all-gather TP inputs in FP8; plan with fp8_impl: torchao to predict this config");
+  }
+  if (py && e.training.fp8 && e.training.fp8_torchao) {
+    out.notes.push_back(
+        "training.fp8_impl torchao: torchtitan main's Float8LinearConverter runs the rowwise recipe and has no FSDP "
+        "float8 all-gather; the plan costs tensorwise scaling (v0.2.2's default: emit with --target toml)");
   }
   return out;
 }

@@ -382,8 +382,11 @@ BlockGemmRate block_gemm_rate(const ClusterConfig& c, const TrainingConfig& t) {
 // input is quantised from the 16-bit activation: Transformer Engine's fused cast-transpose reads
 // 2 bytes and writes the FP8 copy and its transpose (1 + 1 bytes) per element, the transpose
 // being the operand of the weight-gradient GEMM. Forward: the inputs X of QKV, attention-out,
-// MLP-up and MLP-down (M x K each); backward: their output gradients dY (M x N each). Weights are
-// cast once per step and cached across micro-batches (TE's is_first_microbatch), not counted.
+// MLP-up and MLP-down (M x K each); backward: their output gradients dY (M x N each). torchao's
+// casts of these inputs cost the same (its roofline: the amax fused with the op before, then read
+// 2 and write both layouts). Weights: Transformer Engine casts them once per step and caches them
+// across micro-batches (is_first_microbatch), not counted; torchao's casts of them are
+// LayerShape::fp8_weight_fwd_bytes / fp8_weight_bwd_bytes (layer_times).
 struct Fp8CastBytes {
   double forward = 0, backward = 0;
 };
@@ -443,6 +446,18 @@ LayerTimes layer_times(const LayerShape& x, const ClusterConfig& c, double peak,
       const Fp8CastBytes cast = fp8_cast_bytes(x);
       lt.elementwise_fwd_s += cast.forward / bw;
       lt.elementwise_bwd_s += cast.backward / bw;
+      // torchao's weight casts (TrainingConfig::fp8_torchao): per block weight element on this
+      // device, the GEMMs' forward FLOPs / (2 x tokens).
+      const double weights = g.total() / (2.0 * x.tokens());
+      lt.elementwise_fwd_s += weights * x.fp8_weight_fwd_bytes / bw;
+      lt.elementwise_bwd_s += weights * x.fp8_weight_bwd_bytes / bw;
+      // Tensors all-gathered in FP8 (LayerShape::fp8_tp_all_gather) exist in the gathered
+      // row-major layout only (the cast ran on the shard, before the gather, so it could not also
+      // write the transpose): each weight-gradient GEMM that takes one in the other layout copies
+      // it first (torchao/float8/float8_ops.py preprocess_addmm: `b.t().contiguous().t()` for
+      // the gathered QKV and fc1 inputs, `a.contiguous()` for the transposed gathered output
+      // gradients of the attention output and fc2): four T x h FP8 tensors, read 1 and write 1.
+      if (x.fp8_tp_all_gather) lt.elementwise_bwd_s += 4.0 * 2.0 * x.tokens() * x.hidden / bw;
     }
     // Autocast over float32 parameters: each linear layer's weight is cast to 16 bits once per
     // forward (autocast's cast cache lives for one autocast region, so every micro-batch and
@@ -479,7 +494,10 @@ LayerTimes layer_times(const LayerShape& x, const ClusterConfig& c, double peak,
       // re-all-gather of the QKV/fc1 inputs where the layers kept their shard (overlapped with
       // their data-gradient GEMM; none with training.tp_impl dtensor) and
       // reduce-scatter of their input gradients (overlapped with the weight-gradient GEMM).
-      const double ag = group_collective_s(CollectiveKind::all_gather, n, tp_per_node, bytes, c),
+      // torchao's FP8 linear layers all-gather their inputs and output gradients in FP8
+      // (LayerShape::fp8_tp_all_gather): 1 byte per element; the reduce-scatters stay 16-bit.
+      const double ag_bytes = x.fp8_tp_all_gather ? x.tokens() * x.hidden : bytes;
+      const double ag = group_collective_s(CollectiveKind::all_gather, n, tp_per_node, ag_bytes, c),
                    rs = group_collective_s(CollectiveKind::reduce_scatter, n, tp_per_node, bytes, c);
       // tp_overlap pipelined (Transformer Engine userbuffers, PyTorch's async TP): the forward
       // all-gathers overlap the GEMMs they feed (QKV, fc1), the reduce-scatters the GEMMs they
@@ -537,12 +555,13 @@ LayerTimes layer_times(const LayerShape& x, const ClusterConfig& c, double peak,
       // so the backward's two reduce-scatters (their input a sum of GEMM outputs, not fusable)
       // keep their copies, and the weight-gradient GEMMs that read a gathered view (the QKV and
       // MLP inputs, the output projection's and fc2's output gradients) copy it to flatten it:
-      // six copies, all in the backward.
+      // six copies, all in the backward. What was all-gathered is copied at the all-gather's
+      // bytes per element (FP8 under torchao), what is reduce-scattered at 16 bits.
       if (x.tp_dtensor && bw > 0) {
-        const double copy = 2.0 * bytes / bw;
+        const double copy_rs = 2.0 * bytes / bw, copy_ag = 2.0 * ag_bytes / bw;
         const bool fused = overlap == TpOverlap::pipelined;
-        lt.tp_fwd_s += fused ? 0.0 : 4.0 * copy;
-        lt.tp_bwd_exposed_s += (fused ? 6.0 : 4.0) * copy;
+        lt.tp_fwd_s += fused ? 0.0 : 2.0 * (copy_ag + copy_rs);
+        lt.tp_bwd_exposed_s += fused ? 2.0 * copy_rs + 4.0 * copy_ag : 2.0 * (copy_ag + copy_rs);
       }
       lt.tp_bwd_exposed_s += behind(rs, lt.wgrad_qkv_s) +
                              behind(rs, lt.wgrad_mlp_up_s);
@@ -811,7 +830,20 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
   // zero3_backward_link: the time the backward's gathers hold the DP x CP link per micro-batch.
   double zero3_per_mb = 0.0, zero3_first = 0.0, zero3_backward_link = 0.0;
   if (opt.zero_stage >= 3 && n_shard > 1) {
-    const double ag = group_collective_s(CollectiveKind::all_gather, n_shard, grad_per_node, layer_params_dev * gather_b, c);
+    // torchao's FP8 all-gather (LayerShape::fp8_weights_gathered): the block's linear weights
+    // travel at 1 byte, each shard cast first (read 2, write 1 byte per shard element) on the
+    // compute stream; the norms' weights at gather_b. (The scales' amax, once per step over the
+    // shards, 2 bytes per shard element, is left out: under 0.1 % of a step.) The gathered
+    // buffers' memory is still counted at gather_b per parameter (stage_memory), over by at most
+    // two layers' linear weights at (gather_b - 1) bytes each.
+    const double linear_dev = layer_gemm_flops(x).total() / (2.0 * x.tokens());
+    const double layer_gather_bytes = x.fp8_weights_gathered
+                                          ? linear_dev + (layer_params_dev - linear_dev) * gather_b
+                                          : layer_params_dev * gather_b;
+    const double shard_cast = x.fp8_weights_gathered && mem_bw > 0
+                                  ? 3.0 * linear_dev / static_cast<double>(n_shard) / mem_bw
+                                  : 0.0;
+    const double ag = group_collective_s(CollectiveKind::all_gather, n_shard, grad_per_node, layer_gather_bytes, c);
     // Two gathers per layer and micro-batch, before its forward and before its backward. Full
     // recompute runs inside the backward's gather, not a third one: PyTorch FSDP2's pre-forward
     // hook returns early while the module waits for its backward ("the pre-backward hook is
@@ -827,7 +859,8 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
     // all-gather buffer on the compute stream (foreach_all_gather_copy_out's
     // split_with_sizes_copy, torch/distributed/fsdp/_fully_shard/_fsdp_collectives.py): the
     // layer's gathered bytes read and written.
-    const double copy_out = train.fsdp_per_parameter && mem_bw > 0 ? 2.0 * layer_params_dev * gather_b / mem_bw : 0.0;
+    const double copy_out =
+        (train.fsdp_per_parameter && mem_bw > 0 ? 2.0 * layer_gather_bytes / mem_bw : 0.0) + shard_cast;
     zero3_per_mb = layers_stage * (overlapped_exposed_s(ag, layer_fwd_part, c.overlap_sm_share) +
                                    overlapped_exposed_s(ag, layer_bwd_part, c.overlap_sm_share) + 2.0 * copy_out);
     zero3_first = ag;
@@ -896,8 +929,11 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
   // reduce-scattered (as DeepSpeed ZeRO-2 and FSDP do under gradient accumulation): m
   // reductions, each behind its own backward.
   // The rank with the most parameters reduces and updates the most.
-  double max_rank_params = 0.0;
-  for (int i = 0; i < 3; ++i) max_rank_params = std::max(max_rank_params, rank_params(candidates[i], cand_layers[i]));
+  double max_rank_params = 0.0, max_rank_layers = 0.0;
+  for (int i = 0; i < 3; ++i) {
+    const double params_i = rank_params(candidates[i], cand_layers[i]);
+    if (params_i > max_rank_params) max_rank_params = params_i, max_rank_layers = cand_layers[i];
+  }
   const double stage_params_dev = max_rank_params / tp;
   // Hybrid sharding (R replicas): the reduce-scatter stays inside the shard group, then each
   // rank's shard is all-reduced across its R replicas (PyTorch FSDP HYBRID_SHARD and FSDP2 on a
@@ -946,7 +982,12 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
     // dispatches the next, megatron/core/distributed/param_and_grad_buffer.py finish_param_sync),
     // taking its SM share of that layer or showing where it outlasts it.
     if ((opt.zero_stage == 1 || opt.zero_stage == 2) && n_shard > 1) {
-      const double ag = group_collective_s(CollectiveKind::all_gather, n_shard, grad_per_node, stage_params_dev * gather_b, c);
+      // torchao's FP8 all-gather (LayerShape::fp8_weights_gathered): the blocks' linear weights
+      // at 1 byte, each shard cast first (read 2, write 1 byte per shard element).
+      const double linear_stage = x.fp8_weights_gathered ? max_rank_layers * layer_gemm_flops(x).total() / (2.0 * x.tokens()) : 0.0;
+      const double ag = group_collective_s(CollectiveKind::all_gather, n_shard, grad_per_node,
+                                           stage_params_dev * gather_b - linear_stage * (gather_b - 1.0), c) +
+                        (mem_bw > 0 ? 3.0 * linear_stage / static_cast<double>(n_shard) / mem_bw : 0.0);
       if (!opt.overlap_param_gather) {
         t.zero_comm_exposed_s = ag;
       } else {

@@ -37,6 +37,18 @@ LayerShape make_layer_shape(const ModelConfig& m, const TrainingConfig& t, const
   x.eager_elementwise = t.eager_elementwise;
   x.norm = t.norm;
   x.rope = m.rope;
+  if (t.fp8 && t.fp8_torchao) {
+    const int64_t shard = mesh.dp * mesh.cp / std::max<int64_t>(opt.dp_replicate, 1);
+    // The weights are FSDP-gathered under ZeRO-3, and once per step under the ZeRO-1 form
+    // PyTorch FSDP2 takes with a pipeline (no reshard between micro-batches).
+    x.fp8_weights_gathered = t.fp8_all_gather && opt.zero_stage >= 1 && shard > 1;
+    // Per forward: amax (read 2) and a cast writing both layouts (read 2, write 1 + 1); with the
+    // FP8 gather, the cast is on the shard (counted with the gathers) and the backward copies
+    // the gathered weight to column-major (read 1, write 1).
+    x.fp8_weight_fwd_bytes = x.fp8_weights_gathered ? 0.0 : 6.0;
+    x.fp8_weight_bwd_bytes = x.fp8_weights_gathered ? 2.0 : 0.0;
+    x.fp8_tp_all_gather = x.sequence_parallel;
+  }
   if (t.documents && !t.documents->lengths.empty() && mesh.cp >= 1) {
     // The precomputed entry (sim::prepare_document_work), else computed here: the same closed
     // form, allocation-free but O(documents x CP), which the planner's loop must not pay.

@@ -49,6 +49,17 @@ struct LayerShape {
   bool eager_elementwise = false;  // TrainingConfig::eager_elementwise
   NormImpl norm = NormImpl::fused; // TrainingConfig::norm (eager counted only with eager_elementwise)
   bool rope = true;                // ModelConfig::rope: RoPE on Q and K in every layer
+  // FP8 weight casts beyond the inputs' (TrainingConfig::fp8_torchao, fp8_all_gather): bytes moved
+  // per block weight element on this device in each forward (every micro-batch, every recompute)
+  // and each backward; 0 with Transformer Engine (weights cast once per step) or without FP8.
+  double fp8_weight_fwd_bytes = 0;
+  double fp8_weight_bwd_bytes = 0;
+  // torchao's FP8 all-gather of ZeRO-3-sharded weights in effect: the block weights gathered and
+  // held at 1 byte per parameter, each shard cast before its gather.
+  bool fp8_weights_gathered = false;
+  // torchao under sequence-parallel TP: the all-gathers of the linear layers' inputs (forward)
+  // and of the output gradients (backward) move FP8, 1 byte per element.
+  bool fp8_tp_all_gather = false;
   double residual_bytes() const { return autocast ? 4.0 : activation_bytes; }
   // Packed documents (TrainingConfig::documents; core/documents.hpp document_attention_work for
   // this scheme and CP): the visible pairs with documents / without, and the slowest rank's

@@ -1029,6 +1029,29 @@ TEST_CASE("emit: training.fp8 is Megatron's --fp8-format hybrid and torchtitan's
   CHECK(py.find("from torchtitan.components.quantization import Float8LinearConverter\n") != std::string::npos);
   CHECK(py.find("    config.model_spec = model_registry(\"8B\", converters=[Float8LinearConverter.Config("
                 "filter_fqns=[\"lm_head\"], model_compile_enabled=True)])\n") != std::string::npos);
+  // fp8_impl: the plan's FP8 casts named where the framework runs them another way; torchao's FSDP
+  // float8 all-gather emitted for v0.2.2, noted for main (rowwise only, no such gather).
+  auto noted = [](const std::vector<std::string>& notes, const char* what) {
+    for (const std::string& n : notes)
+      if (n.find(what) != std::string::npos) return true;
+    return false;
+  };
+  CHECK(noted(report::torchtitan_config(e, p, report::TorchtitanTarget::toml).notes, "fp8_impl transformer_engine"));
+  CHECK_FALSE(noted(report::megatron_launch(e, p).notes, "fp8_impl"));
+  e.training.fp8_torchao = true;
+  e.training.fp8_all_gather = true;
+  CHECK(noted(report::megatron_launch(e, p).notes, "fp8_impl torchao"));
+  const auto ao = report::torchtitan_config(e, p, report::TorchtitanTarget::toml);
+  check_keys_exist(ao);
+  CHECK_FALSE(noted(ao.notes, "fp8_impl"));
+  CHECK(std::get<bool>(*setting(ao, "quantize.linear.float8", "enable_fsdp_float8_all_gather")));
+  CHECK(std::get<bool>(*setting(ao, "quantize.linear.float8", "precompute_float8_dynamic_scale_for_fsdp")));
+  CHECK(noted(report::torchtitan_config(e, p, report::TorchtitanTarget::python).notes, "rowwise recipe"));
+  e.training.fp8_torchao = false;
+  e.training.fp8_all_gather = false;
+  CHECK_FALSE(setting(report::torchtitan_config(e, p, report::TorchtitanTarget::toml), "quantize.linear.float8",
+                      "enable_fsdp_float8_all_gather")
+                  .has_value());
   // Without fp8 the model spec has no converter, so llama3_405b's own Float8 does not stay on.
   e.training.fp8 = false;
   const std::string plain = report::emit_plan(report::Format::torchtitan, e, p);

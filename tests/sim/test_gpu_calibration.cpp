@@ -13,6 +13,7 @@
 #include "core/config_yaml.hpp"
 #include "core/error.hpp"
 #include "sim/cost_model.hpp"
+#include "sim/formulas.hpp"
 #include "sim/gpu_calibration.hpp"
 #include "test_helpers.hpp"
 
@@ -145,6 +146,92 @@ TEST_CASE("fp8 runs the blocks' GEMMs at the FP8 rate and nothing else") {
   CHECK_THROWS_AS(predict(e, mesh, opt), Error);
 }
 
+TEST_CASE("fp8_impl torchao: every forward casts the weights, FSDP's FP8 gather and TP's all-gathers move 1 byte") {
+  Experiment e = test::llama_experiment(8192, 64);
+  e.cluster.peak_flops_per_s_fp8 = 2.0 * e.cluster.peak_flops_per_s_bf16;
+  e.training.fp8 = true;
+  const Mesh dp8 = test::mesh_of(8, 1, 1, 1);
+  ParallelOptions opt;
+  opt.recompute = Recompute::none;
+  const double bw = achieved_memory_bandwidth_bytes_per_s(e.cluster);
+  REQUIRE(bw > 0);
+  auto with = [&](bool torchao, bool all_gather) {
+    Experiment v = e;
+    v.training.fp8_torchao = torchao;
+    v.training.fp8_all_gather = all_gather;
+    return v;
+  };
+  const LayerShape x = make_layer_shape(e.model, e.training, dp8, opt);
+  const double weights = layer_gemm_flops(x).total() / (2.0 * x.tokens());  // block weights per device
+  CHECK(weights == doctest::Approx(double(layer_params(e.model)) - 2.0 * e.model.hidden).epsilon(1e-9));
+  const Prediction te = predict(with(false, false), dp8, opt);
+  const Prediction ao = predict(with(true, false), dp8, opt);
+  const double per_pass = double(te.micro_batches) * double(e.model.layers) * weights / bw;
+  // torchao: 6 bytes per weight element in every forward (amax, then a cast writing both
+  // layouts), nothing more in the backward; Transformer Engine's once-per-step cast not counted.
+  CHECK(ao.time.forward_compute_s - te.time.forward_compute_s == doctest::Approx(6.0 * per_pass).epsilon(1e-9));
+  CHECK(ao.time.backward_compute_s == doctest::Approx(te.time.backward_compute_s));
+  // Full recompute re-runs the forward, casts included.
+  ParallelOptions full = opt;
+  full.recompute = Recompute::full;
+  CHECK(predict(with(true, false), dp8, full).time.recompute_s - predict(with(false, false), dp8, full).time.recompute_s ==
+        doctest::Approx(6.0 * per_pass).epsilon(1e-9));
+  // FP8 all-gather without sharded weights (ZeRO-0) changes nothing.
+  CHECK(predict(with(true, true), dp8, opt).step_time_s == doctest::Approx(ao.step_time_s));
+  // Under ZeRO-3 the forward casts nothing, the backward copies the gathered weight to
+  // column-major (2 bytes per element), and the gathers move 1 byte per linear weight: with a
+  // slow link that exposes them, less gather time than 16-bit gathers.
+  ParallelOptions z3 = opt;
+  z3.zero_stage = 3;
+  Experiment slow_te = with(false, false), slow_ag = with(true, true), slow_ao = with(true, false);
+  for (Experiment* v : {&slow_te, &slow_ag, &slow_ao}) v->cluster.intra_node.bandwidth_bytes_per_s /= 100.0;
+  const Prediction z_te = predict(slow_te, dp8, z3), z_ag = predict(slow_ag, dp8, z3), z_ao = predict(slow_ao, dp8, z3);
+  CHECK(z_ag.time.forward_compute_s == doctest::Approx(z_te.time.forward_compute_s));
+  CHECK(z_ag.time.backward_compute_s - z_te.time.backward_compute_s == doctest::Approx(2.0 * per_pass).epsilon(1e-9));
+  // (torchao without the FP8 gather: 16-bit gathers, hidden a little more behind its longer forward.)
+  CHECK(z_ao.time.zero_comm_exposed_s <= z_te.time.zero_comm_exposed_s);
+  CHECK(z_ao.time.zero_comm_exposed_s > 0.95 * z_te.time.zero_comm_exposed_s);
+  CHECK(z_ag.time.zero_comm_exposed_s < 0.6 * z_te.time.zero_comm_exposed_s);
+  // ZeRO-1 (PyTorch FSDP2 under a pipeline: gathered once per step) likewise: the gather after the
+  // step moves the linear weights at 1 byte, and the forward casts nothing.
+  ParallelOptions z1 = opt;
+  z1.zero_stage = 1;
+  const Prediction o_te = predict(slow_te, dp8, z1), o_ag = predict(slow_ag, dp8, z1);
+  CHECK(o_ag.time.forward_compute_s == doctest::Approx(o_te.time.forward_compute_s));
+  CHECK(o_ag.time.zero_comm_exposed_s < 0.6 * o_te.time.zero_comm_exposed_s);
+  // TP 2 with sequence parallelism, DTensor: the forward's input all-gathers and the backward's
+  // output-gradient all-gathers in FP8, the reduce-scatters in 16 bits. With unlimited memory
+  // bandwidth the collectives alone are cheaper; the copies through dim 0 move 1 byte per element
+  // for what was all-gathered: 3/4 of the 16-bit copies (2 ag at 1 + 2 rs at 2 against 4 at 2).
+  const Mesh tp2 = test::mesh_of(4, 2, 1, 1);
+  ParallelOptions sp = opt;
+  sp.sequence_parallel = true;
+  sp.tp_overlap = TpOverlap::none;
+  auto tp_time = [&](bool torchao, double bandwidth) {
+    Experiment v = with(torchao, false);
+    v.training.tp_dtensor = true;
+    v.cluster.memory_bandwidth_bytes_per_s = bandwidth;
+    return predict(v, tp2, sp).time.tp_comm_s;
+  };
+  const double hbm = e.cluster.memory_bandwidth_bytes_per_s, unlimited = 1e21;
+  CHECK(make_layer_shape(e.model, with(true, false).training, tp2, sp).fp8_tp_all_gather);
+  CHECK_FALSE(make_layer_shape(e.model, with(false, false).training, tp2, sp).fp8_tp_all_gather);
+  CHECK(tp_time(true, unlimited) < tp_time(false, unlimited));
+  CHECK(tp_time(true, unlimited) > 0.5 * tp_time(false, unlimited));
+  CHECK(tp_time(true, hbm) - tp_time(true, unlimited) ==
+        doctest::Approx(0.75 * (tp_time(false, hbm) - tp_time(false, unlimited))).epsilon(1e-6));
+  // The gathered FP8 tensors exist row-major only: the weight-gradient GEMMs copy the two
+  // gathered inputs and the two gathered output gradients to the layout torch._scaled_mm takes,
+  // 1 byte read and 1 written per element of each T x h tensor, in the backward.
+  Experiment te_tp = with(false, false), ao_tp = with(true, false);
+  te_tp.training.tp_dtensor = ao_tp.training.tp_dtensor = true;
+  const Prediction te2 = predict(te_tp, tp2, sp), ao2 = predict(ao_tp, tp2, sp);
+  const double tokens = make_layer_shape(e.model, ao_tp.training, tp2, sp).tokens();
+  CHECK(ao2.time.backward_compute_s - te2.time.backward_compute_s ==
+        doctest::Approx(double(te2.micro_batches) * double(e.model.layers) * 4.0 * 2.0 * tokens * double(e.model.hidden) / bw)
+            .epsilon(1e-9));
+}
+
 TEST_CASE("fp8 in YAML: needs a 16-bit dtype and an FP8 peak, with file and line") {
   const std::string dir = "test_fp8_yaml";
   std::filesystem::create_directories(dir);
@@ -172,6 +259,36 @@ TEST_CASE("fp8 in YAML: needs a 16-bit dtype and an FP8 peak, with file and line
     FAIL("no error");
   } catch (const ConfigError& err) {
     CHECK(std::string(err.what()).find("peak_tflops.fp8") != std::string::npos);
+  }
+  // fp8_impl and fp8_all_gather: read, written back, refused where they cannot apply.
+  const std::string torchao =
+      write("ao.yaml", "seq_len: 4096\nglobal_batch: 8\ndtype: bf16\noptimizer: adam\nfp8: true\nfp8_impl: torchao\n"
+                       "fp8_all_gather: true\n");
+  const TrainingConfig t = load_training(torchao);
+  CHECK(t.fp8_torchao);
+  CHECK(t.fp8_all_gather);
+  YAML::Emitter out;
+  write_training(out, t);
+  const TrainingConfig back = load_training(write("back.yaml", std::string(out.c_str()) + "\n"));
+  CHECK(back.fp8_torchao);
+  CHECK(back.fp8_all_gather);
+  CHECK_FALSE(load_training(training16).fp8_torchao);
+  struct Refused {
+    const char* text;
+    int line;
+    const char* says;
+  };
+  for (const Refused r : {Refused{"fp8_impl: torchao\n", 5, "needs fp8: true"},
+                          Refused{"fp8: true\nfp8_impl: apex\n", 6, "must be one of transformer_engine, torchao"},
+                          Refused{"fp8: true\nfp8_all_gather: true\n", 6, "needs fp8: true and fp8_impl: torchao"}}) {
+    INFO(r.text);
+    try {
+      load_training(write("bad.yaml", std::string("seq_len: 4096\nglobal_batch: 8\ndtype: bf16\noptimizer: adam\n") + r.text));
+      FAIL("no error");
+    } catch (const ConfigError& err) {
+      CHECK(err.line() == r.line);
+      CHECK_MESSAGE(std::string(err.what()).find(r.says) != std::string::npos, err.what());
+    }
   }
   std::filesystem::remove_all(dir);
 }
