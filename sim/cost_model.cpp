@@ -410,6 +410,7 @@ int64_t tp_ranks_per_node(const Mesh& mesh, const ClusterConfig& c) {
 
 // One layer, one micro-batch, on one device.
 struct LayerTimes {
+  double linear_weights = 0;  // the block's GEMM weights on this device: forward FLOPs / (2 x tokens)
   double gemm_fwd_s = 0, gemm_bwd_s = 0;
   double wgrad_qkv_s = 0, wgrad_mlp_up_s = 0, dgrad_qkv_s = 0, dgrad_mlp_up_s = 0;
   double fwd_qkv_s = 0, fwd_out_s = 0, fwd_mlp_up_s = 0, fwd_mlp_down_s = 0;
@@ -422,6 +423,7 @@ LayerTimes layer_times(const LayerShape& x, const ClusterConfig& c, double peak,
                        const Mesh& mesh, TpOverlap overlap) {
   LayerTimes lt;
   const LayerGemmFlops g = layer_gemm_flops(x);
+  lt.linear_weights = g.total() / (2.0 * x.tokens());
   const double qkv = gr.seconds(g.qkv), out = gr.seconds(g.out);
   const double up = gr.seconds(g.mlp_up), down = gr.seconds(g.mlp_down);
   lt.gemm_fwd_s = qkv + out + up + down;
@@ -446,11 +448,9 @@ LayerTimes layer_times(const LayerShape& x, const ClusterConfig& c, double peak,
       const Fp8CastBytes cast = fp8_cast_bytes(x);
       lt.elementwise_fwd_s += cast.forward / bw;
       lt.elementwise_bwd_s += cast.backward / bw;
-      // torchao's weight casts (TrainingConfig::fp8_torchao): per block weight element on this
-      // device, the GEMMs' forward FLOPs / (2 x tokens).
-      const double weights = g.total() / (2.0 * x.tokens());
-      lt.elementwise_fwd_s += weights * x.fp8_weight_fwd_bytes / bw;
-      lt.elementwise_bwd_s += weights * x.fp8_weight_bwd_bytes / bw;
+      // torchao's weight casts (TrainingConfig::fp8_torchao), per block weight element.
+      lt.elementwise_fwd_s += lt.linear_weights * x.fp8_weight_fwd_bytes / bw;
+      lt.elementwise_bwd_s += lt.linear_weights * x.fp8_weight_bwd_bytes / bw;
       // Tensors all-gathered in FP8 (LayerShape::fp8_tp_all_gather) exist in the gathered
       // row-major layout only (the cast ran on the shard, before the gather, so it could not also
       // write the transpose): each weight-gradient GEMM that takes one in the other layout copies
@@ -462,10 +462,9 @@ LayerTimes layer_times(const LayerShape& x, const ClusterConfig& c, double peak,
     // Autocast over float32 parameters: each linear layer's weight is cast to 16 bits once per
     // forward (autocast's cast cache lives for one autocast region, so every micro-batch and
     // every recompute casts again), and the cast's backward turns the 16-bit weight gradient
-    // into float32: 4 + e bytes per weight element each way. Weights per device = the GEMMs'
-    // forward FLOPs / (2 x tokens).
+    // into float32: 4 + e bytes per weight element each way.
     if (x.autocast) {
-      const double weight_cast = g.total() / (2.0 * x.tokens()) * (4.0 + x.activation_bytes) / bw;
+      const double weight_cast = lt.linear_weights * (4.0 + x.activation_bytes) / bw;
       lt.elementwise_fwd_s += weight_cast;
       lt.elementwise_bwd_s += weight_cast;
     }
@@ -827,22 +826,25 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
       blocks_within_node(replicas, mesh.tp * mesh.cp * mesh.dp, mesh.world_size(), c.gpus_per_node)
           ? replicas
           : group_ranks_per_node(replicas, mesh.tp * n_shard, c.gpus_per_node);
+  // What a ZeRO all-gather of `params` parameters (`layers` layers' worth of block weights among
+  // them) moves, and the cast before it. Under torchao's FP8 all-gather
+  // (LayerShape::fp8_weights_gathered) the blocks' linear weights travel at 1 byte, the rest at
+  // gather_b, and each rank casts its shard of them first (read 2, write 1 byte per shard
+  // element) on the compute stream. (The scales' amax, once per step over the shards, 2 bytes per
+  // shard element, is left out: under 0.1 % of a step. The gathered buffers' memory stays
+  // counted at gather_b per parameter in stage_memory, over by at most two layers' linear
+  // weights at gather_b - 1 bytes each.)
+  const double fp8_gathered_weights = x.fp8_weights_gathered ? lt.linear_weights : 0.0;
+  auto gather_bytes = [&](double params, double layers) {
+    return params * gather_b - layers * fp8_gathered_weights * (gather_b - 1.0);
+  };
+  auto shard_cast_s = [&](double layers) {
+    return mem_bw > 0 ? 3.0 * layers * fp8_gathered_weights / static_cast<double>(n_shard) / mem_bw : 0.0;
+  };
   // zero3_backward_link: the time the backward's gathers hold the DP x CP link per micro-batch.
   double zero3_per_mb = 0.0, zero3_first = 0.0, zero3_backward_link = 0.0;
   if (opt.zero_stage >= 3 && n_shard > 1) {
-    // torchao's FP8 all-gather (LayerShape::fp8_weights_gathered): the block's linear weights
-    // travel at 1 byte, each shard cast first (read 2, write 1 byte per shard element) on the
-    // compute stream; the norms' weights at gather_b. (The scales' amax, once per step over the
-    // shards, 2 bytes per shard element, is left out: under 0.1 % of a step.) The gathered
-    // buffers' memory is still counted at gather_b per parameter (stage_memory), over by at most
-    // two layers' linear weights at (gather_b - 1) bytes each.
-    const double linear_dev = layer_gemm_flops(x).total() / (2.0 * x.tokens());
-    const double layer_gather_bytes = x.fp8_weights_gathered
-                                          ? linear_dev + (layer_params_dev - linear_dev) * gather_b
-                                          : layer_params_dev * gather_b;
-    const double shard_cast = x.fp8_weights_gathered && mem_bw > 0
-                                  ? 3.0 * linear_dev / static_cast<double>(n_shard) / mem_bw
-                                  : 0.0;
+    const double layer_gather_bytes = gather_bytes(layer_params_dev, 1.0);
     const double ag = group_collective_s(CollectiveKind::all_gather, n_shard, grad_per_node, layer_gather_bytes, c);
     // Two gathers per layer and micro-batch, before its forward and before its backward. Full
     // recompute runs inside the backward's gather, not a third one: PyTorch FSDP2's pre-forward
@@ -860,7 +862,7 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
     // split_with_sizes_copy, torch/distributed/fsdp/_fully_shard/_fsdp_collectives.py): the
     // layer's gathered bytes read and written.
     const double copy_out =
-        (train.fsdp_per_parameter && mem_bw > 0 ? 2.0 * layer_gather_bytes / mem_bw : 0.0) + shard_cast;
+        (train.fsdp_per_parameter && mem_bw > 0 ? 2.0 * layer_gather_bytes / mem_bw : 0.0) + shard_cast_s(1.0);
     zero3_per_mb = layers_stage * (overlapped_exposed_s(ag, layer_fwd_part, c.overlap_sm_share) +
                                    overlapped_exposed_s(ag, layer_bwd_part, c.overlap_sm_share) + 2.0 * copy_out);
     zero3_first = ag;
@@ -982,12 +984,9 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
     // dispatches the next, megatron/core/distributed/param_and_grad_buffer.py finish_param_sync),
     // taking its SM share of that layer or showing where it outlasts it.
     if ((opt.zero_stage == 1 || opt.zero_stage == 2) && n_shard > 1) {
-      // torchao's FP8 all-gather (LayerShape::fp8_weights_gathered): the blocks' linear weights
-      // at 1 byte, each shard cast first (read 2, write 1 byte per shard element).
-      const double linear_stage = x.fp8_weights_gathered ? max_rank_layers * layer_gemm_flops(x).total() / (2.0 * x.tokens()) : 0.0;
       const double ag = group_collective_s(CollectiveKind::all_gather, n_shard, grad_per_node,
-                                           stage_params_dev * gather_b - linear_stage * (gather_b - 1.0), c) +
-                        (mem_bw > 0 ? 3.0 * linear_stage / static_cast<double>(n_shard) / mem_bw : 0.0);
+                                           gather_bytes(stage_params_dev, max_rank_layers), c) +
+                        shard_cast_s(max_rank_layers);
       if (!opt.overlap_param_gather) {
         t.zero_comm_exposed_s = ag;
       } else {

@@ -54,8 +54,8 @@ struct LayerShape {
   // and each backward; 0 with Transformer Engine (weights cast once per step) or without FP8.
   double fp8_weight_fwd_bytes = 0;
   double fp8_weight_bwd_bytes = 0;
-  // torchao's FP8 all-gather of ZeRO-3-sharded weights in effect: the block weights gathered and
-  // held at 1 byte per parameter, each shard cast before its gather.
+  // torchao's FP8 all-gather of FSDP-sharded weights in effect (ZeRO >= 1 over more than one
+  // rank): the block weights gathered at 1 byte per parameter, each shard cast before its gather.
   bool fp8_weights_gathered = false;
   // torchao under sequence-parallel TP: the all-gathers of the linear layers' inputs (forward)
   // and of the output gradients (backward) move FP8, 1 byte per element.
