@@ -172,6 +172,19 @@ struct LinkProfile {
   double latency_s = 0.0;              // alpha of the alpha-beta model
 };
 
+// The inter-node network as switch groups: `nodes` consecutive nodes sit under one non-blocking
+// group (a leaf switch, a rail-optimised scalable unit of a fat tree), and the links leaving a
+// group carry 1 / `oversubscription` of the bandwidth its nodes' NICs bring into it (downlink :
+// uplink ratio; 1 is a non-blocking fat tree). YAML inter_node {group_nodes, oversubscription},
+// both or neither. Unset (nodes 0): one non-blocking network, inter_node.bandwidth for every
+// flow. sim::uplink_slowdown() turns it into the slowdown of a mesh dimension's traffic.
+struct SwitchGroups {
+  int64_t nodes = 0;              // nodes per group; 0 = no groups
+  double oversubscription = 1.0;  // >= 1
+  bool is_flat() const { return nodes <= 0 || oversubscription <= 1.0; }
+  bool operator==(const SwitchGroups&) const = default;
+};
+
 // See ClusterConfig::masked_tiles.
 struct MaskedTileCost {
   int64_t tile = 1;       // tokens per tile edge (query and key tiles: the larger of the two)
@@ -196,6 +209,7 @@ struct ClusterConfig {
   int64_t nodes = 0;
   LinkProfile intra_node;
   LinkProfile inter_node;
+  SwitchGroups switch_groups;          // how the inter-node links are shared (SwitchGroups)
   EfficiencyCurve matmul;              // dense GEMM efficiency by GEMM FLOPs
   EfficiencyCurve attention;           // attention kernel efficiency by kernel FLOPs
   // Efficiency of the attention BACKWARD kernel (flash), optional YAML key

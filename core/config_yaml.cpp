@@ -192,6 +192,8 @@ constexpr Range kMemoryGibRange{1e-6, 1e6, false, false, "GiB"};
 constexpr Range kReservedGibRange{0, 1e6, false, false, "GiB"};
 constexpr Range kBandwidthRange{1e-6, 1e9, false, false, "GB/s"};
 constexpr Range kLatencyRange{0, 1e9, false, false, "us"};
+constexpr Range kOversubscriptionRange{1, 1e3, false, false, "",
+                                       "a downlink : uplink ratio (2 for 2:1; 1 is non-blocking)"};
 constexpr Range kHalfTflopRange{0, 1e12, false, false, "TFLOP"};
 constexpr Range kHalfMibRange{0, 1e9, false, false, "MiB"};
 constexpr Range kFractionRange{1e-6, 1, false, false, "", "a fraction of peak (0.38 for 38%)"};
@@ -681,7 +683,21 @@ ClusterConfig cluster_from_yaml(const YAML::Node& node, const std::string& file,
                                 c.gpus_per_node, c.nodes, c.gpus_per_node * c.nodes, kMaxGpus,
                                 limit_reason(kMaxGpus)));
   c.intra_node = read_link(r, "intra_node");
-  c.inter_node = read_link(r, "inter_node");
+  {
+    // The inter-node link, and how its switch groups share it (SwitchGroups): both keys or neither.
+    const MapReader in = r.nested("inter_node", {"bandwidth_gbps", "latency_us", "group_nodes", "oversubscription"});
+    c.inter_node.bandwidth_bytes_per_s = in.get_real("bandwidth_gbps", kBandwidthRange) * units::gb_bytes;
+    c.inter_node.latency_s = in.get_real("latency_us", kLatencyRange) * units::us_s;
+    if (in.has("group_nodes") != in.has("oversubscription"))
+      in.fail(in.has("group_nodes") ? "group_nodes" : "oversubscription",
+              "group_nodes (nodes under one non-blocking switch group) and oversubscription (the downlink : uplink "
+              "ratio of the links leaving a group, >= 1) go together; set both, or neither for one non-blocking "
+              "network");
+    if (in.has("group_nodes")) {
+      c.switch_groups.nodes = in.get_count("group_nodes", kMaxGpus);
+      c.switch_groups.oversubscription = in.get_real("oversubscription", kOversubscriptionRange);
+    }
+  }
   MapReader eff =
       r.nested("efficiency",
                {"matmul", "matmul_backward", "matmul_fp8", "materialized_attention", "attention", "attention_backward",
@@ -1192,7 +1208,16 @@ void write_cluster(YAML::Emitter& out, const ClusterConfig& c) {
   out << YAML::Key << "gpus_per_node" << YAML::Value << c.gpus_per_node;
   out << YAML::Key << "nodes" << YAML::Value << c.nodes;
   link("intra_node", c.intra_node);
-  link("inter_node", c.inter_node);
+  if (c.switch_groups.nodes > 0) {
+    out << YAML::Key << "inter_node" << YAML::Value << YAML::Flow << YAML::BeginMap;
+    emit_double(out, "bandwidth_gbps", c.inter_node.bandwidth_bytes_per_s / units::gb_bytes);
+    emit_double(out, "latency_us", c.inter_node.latency_s / units::us_s);
+    out << YAML::Key << "group_nodes" << YAML::Value << c.switch_groups.nodes;
+    emit_double(out, "oversubscription", c.switch_groups.oversubscription);
+    out << YAML::EndMap;
+  } else {
+    link("inter_node", c.inter_node);
+  }
   out << YAML::Key << "efficiency" << YAML::Value << YAML::BeginMap;
   // The kernel curves (effective / training scale) and, when not 1, the scales: reading the file
   // back rebuilds the same effective curves.

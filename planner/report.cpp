@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 #include <vector>
 
 #include "core/format.hpp"
@@ -246,7 +247,19 @@ std::string prediction_text(const Experiment& e, const sim::Prediction& p) {
       format_time_s(p.step_time_s), format_tokens_per_s(p.tokens_per_s), flops_text(p.tflops_per_device),
       format_pct(100.0 * p.mfu),
       memory_text(p.peak_memory_bytes, p.capacity_bytes), p.fits ? "" : "  (DOES NOT FIT)");
-  s += fmt::format("micro-batches per step per replica: {}\n\n", format_count(p.micro_batches));
+  s += fmt::format("micro-batches per step per replica: {}\n", format_count(p.micro_batches));
+  if (!e.cluster.switch_groups.is_flat()) {
+    // Which groups' inter-node traffic the oversubscribed uplinks slow (sim::uplink_slowdowns).
+    const sim::UplinkSlowdowns u = sim::uplink_slowdowns(e, p.mesh, p.options);
+    std::string slowed;
+    for (const auto& [name, f] : {std::pair{"TP", u.tp}, {"CP", u.cp}, {"DP/ZeRO", u.shard}, {"DP replicas", u.replicas},
+                                  {"PP sends", u.pp}, {"tied embedding", u.tied_pair}})
+      if (f > 1.0) slowed += fmt::format("{}{} x{:.3g}", slowed.empty() ? "" : ", ", name, f);
+    s += fmt::format("network: switch groups of {} nodes, {:.3g}:1 out of a group; inter-node bandwidth divided for {}\n",
+                     e.cluster.switch_groups.nodes, e.cluster.switch_groups.oversubscription,
+                     slowed.empty() ? "no group (every group's flows fit the uplinks)" : slowed);
+  }
+  s += "\n";
 
   std::vector<std::vector<std::string>> mem_rows;
   for (const auto& t : sim::memory_terms(p.memory)) {

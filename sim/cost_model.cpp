@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <numeric>
 #include <string>
 
 #include <fmt/format.h>
@@ -87,8 +88,70 @@ double p2p_s(double bytes, const LinkProfile& link) {
   return link.latency_s + bytes / link.bandwidth_bytes_per_s;
 }
 
-double group_collective_s(CollectiveKind kind, int64_t n, int64_t per_node, double bytes, const ClusterConfig& c) {
+LinkProfile contended(const LinkProfile& link, double slowdown) {
+  LinkProfile l = link;
+  if (slowdown > 1.0) l.bandwidth_bytes_per_s /= slowdown;
+  return l;
+}
+
+double uplink_slowdown(int64_t size, int64_t stride, const ClusterConfig& c, UplinkTraffic traffic) {
+  const int64_t G = c.gpus_per_node, L = c.switch_groups.nodes;
+  if (c.switch_groups.is_flat() || size <= 1 || stride < 1 || G < 1) return 1.0;
+  if (stride <= G / size && G % (stride * size) == 0) return 1.0;  // every group inside one node
+  // A group's nodes: consecutive members are `stride` ranks apart, so its nodes are
+  // node_stride = max(1, stride / G) nodes apart, and node_stride groups interleave in a block of
+  // group_nodes x node_stride consecutive nodes (the blocks tile the nodes).
+  const int64_t per_node = group_ranks_per_node(size, stride, G);
+  const int64_t group_nodes = (size + per_node - 1) / per_node;
+  const int64_t node_stride = std::max<int64_t>(1, stride / G);
+  const int64_t block = group_nodes * node_stride;
+  if (block <= L && L % block == 0) return 1.0;  // every group under one switch group
+  // Segments of one group under one switch group whose ring leaves it (per rail, per direction):
+  // one where the switch groups tile the blocks (the ring enters and leaves once), and where they
+  // do not, two in some switch group (a group ending in it and another starting in it) once the
+  // boundaries fall on three or more offsets into the block (block / gcd(L, block) >= 3). Each
+  // of the node_stride interleaved groups has its own, at most L in all.
+  const int64_t offsets = block / std::gcd(L, block);
+  const int64_t segments = block % L == 0 ? 1 : (offsets >= 3 ? 2 : 1);
+  const double crossing = static_cast<double>(std::min(L, segments * node_stride));
+  const double R = c.switch_groups.oversubscription;
+  if (traffic == UplinkTraffic::all_to_all) {
+    if (block <= L) {
+      // A group that straddles a boundary: at worst half of it on each side, each half sending
+      // half of its data across, group_nodes / 4 nodes' worth of NICs per straddling group.
+      return std::max(1.0, R * crossing * static_cast<double>(group_nodes) / (4.0 * static_cast<double>(L)));
+    }
+    // k of the group's nodes share a switch group; 1 - k / group_nodes of each member's data leaves it.
+    const int64_t k = std::max<int64_t>(1, L / node_stride);
+    return std::max(1.0, R * (1.0 - static_cast<double>(k) / static_cast<double>(group_nodes)));
+  }
+  return std::max(1.0, R * crossing / static_cast<double>(L));
+}
+
+UplinkSlowdowns uplink_slowdowns(const Experiment& e, const Mesh& mesh, const ParallelOptions& opt) {
+  const ClusterConfig& c = e.cluster;
+  UplinkSlowdowns u;
+  if (c.switch_groups.is_flat()) return u;
+  const int64_t replicas = std::max<int64_t>(1, opt.dp_replicate);
+  const int64_t n_shard = mesh.dp * mesh.cp / replicas, stage_block = mesh.tp * mesh.cp * mesh.dp;
+  u.tp = uplink_slowdown(mesh.tp, 1, c, UplinkTraffic::ring);
+  if (mesh.cp > 1) {
+    const CpLinks l = cp_links(mesh, opt.cp_comm, cp_a2a_size_of(e, mesh, opt), c);
+    u.cp = opt.cp_comm == CpComm::allgather ? l.allgather_slowdown
+           : l.inter_node                   ? c.inter_node.bandwidth_bytes_per_s / l.link.bandwidth_bytes_per_s
+                                            : 1.0;
+  }
+  u.shard = uplink_slowdown(n_shard, mesh.tp, c, UplinkTraffic::ring);
+  u.replicas = uplink_slowdown(replicas, mesh.tp * n_shard, c, UplinkTraffic::ring);
+  u.pp = uplink_slowdown(mesh.pp, stage_block, c, UplinkTraffic::ring);
+  u.tied_pair = mesh.pp > 1 ? uplink_slowdown(2, stage_block * (mesh.pp - 1), c, UplinkTraffic::ring) : 1.0;
+  return u;
+}
+
+double group_collective_s(CollectiveKind kind, int64_t n, int64_t per_node, double bytes, const ClusterConfig& c,
+                          double inter_slowdown) {
   if (n <= 1 || bytes <= 0) return 0.0;
+  const LinkProfile network = contended(c.inter_node, inter_slowdown);
   auto flat = [&](const LinkProfile& link, const CollectiveEfficiency& ce) {
     switch (kind) {
       case CollectiveKind::all_reduce: return all_reduce_s(n, bytes, link, ce.all_reduce);
@@ -99,13 +162,13 @@ double group_collective_s(CollectiveKind kind, int64_t n, int64_t per_node, doub
   };
   if (per_node >= n) return flat(c.intra_node, c.collectives);
   const CollectiveEfficiency& inter = c.collectives_on(true);
-  if (per_node <= 1 || n % per_node != 0) return flat(c.inter_node, inter);
+  if (per_node <= 1 || n % per_node != 0) return flat(network, inter);
   const int64_t nodes = n / per_node;
   const double shard = bytes / static_cast<double>(per_node);
   if (kind == CollectiveKind::all_reduce) {
     const double rs_in = reduce_scatter_s(per_node, bytes, c.intra_node, c.collectives.reduce_scatter);
     const double ag_in = all_gather_s(per_node, bytes, c.intra_node, c.collectives.all_gather);
-    return rs_in + all_reduce_s(nodes, shard, c.inter_node, inter.all_reduce) + ag_in;
+    return rs_in + all_reduce_s(nodes, shard, network, inter.all_reduce) + ag_in;
   }
   // Reduce-scatter and all-gather across nodes: the hierarchical bandwidth terms, and the latency
   // of the one ring NCCL runs them on (its only algorithm for these two collectives up to 2.22):
@@ -113,7 +176,7 @@ double group_collective_s(CollectiveKind kind, int64_t n, int64_t per_node, doub
   // (src/graph/tuning.cc, ncclTopoTuneModel: nsteps = nRanks - 1, nInterSteps = nNodes - 1,
   // latency += (nsteps - nInterSteps) * intraLat + nInterSteps * interLat). A two-level sum would
   // count only per_node - 1 steps inside the nodes, far fewer than the ring takes at scale.
-  LinkProfile intra = c.intra_node, across = c.inter_node;
+  LinkProfile intra = c.intra_node, across = network;
   intra.latency_s = 0.0;
   across.latency_s = 0.0;
   const double ring_latency = static_cast<double>(n - nodes) * c.intra_node.latency_s +
@@ -474,6 +537,7 @@ LayerTimes layer_times(const LayerShape& x, const ClusterConfig& c, double peak,
   if (mesh.tp > 1) {
     // Inside a node: the flat ring; a TP group across nodes runs hierarchically (per node G ranks).
     const int64_t tp_per_node = tp_ranks_per_node(mesh, c);
+    const double tp_slow = uplink_slowdown(mesh.tp, 1, c, UplinkTraffic::ring);
     const double bytes = x.tokens() * x.hidden * x.activation_bytes;
     const int64_t n = mesh.tp;
     const double share = c.overlap_sm_share;
@@ -484,7 +548,7 @@ LayerTimes layer_times(const LayerShape& x, const ClusterConfig& c, double peak,
       // Backward: all-reduce of the input gradient of QKV and fc1 (f), each overlapped with
       // that GEMM's weight-gradient computation (Megatron's async TP all-reduce), or exposed
       // (tp_overlap none). `pipelined` needs sequence parallelism (check_layout).
-      const double ar = group_collective_s(CollectiveKind::all_reduce, n, tp_per_node, bytes, c);
+      const double ar = group_collective_s(CollectiveKind::all_reduce, n, tp_per_node, bytes, c, tp_slow);
       lt.tp_fwd_s = 2.0 * ar;
       lt.tp_bwd_exposed_s = behind(ar, lt.wgrad_qkv_s) + behind(ar, lt.wgrad_mlp_up_s);
     } else {
@@ -496,8 +560,8 @@ LayerTimes layer_times(const LayerShape& x, const ClusterConfig& c, double peak,
       // torchao's FP8 linear layers all-gather their inputs and output gradients in FP8
       // (LayerShape::fp8_tp_all_gather): 1 byte per element; the reduce-scatters stay 16-bit.
       const double ag_bytes = x.fp8_tp_all_gather ? x.tokens() * x.hidden : bytes;
-      const double ag = group_collective_s(CollectiveKind::all_gather, n, tp_per_node, ag_bytes, c),
-                   rs = group_collective_s(CollectiveKind::reduce_scatter, n, tp_per_node, bytes, c);
+      const double ag = group_collective_s(CollectiveKind::all_gather, n, tp_per_node, ag_bytes, c, tp_slow),
+                   rs = group_collective_s(CollectiveKind::reduce_scatter, n, tp_per_node, bytes, c, tp_slow);
       // tp_overlap pipelined (Transformer Engine userbuffers, PyTorch's async TP): the forward
       // all-gathers overlap the GEMMs they feed (QKV, fc1), the reduce-scatters the GEMMs they
       // follow (out, fc2), and the backward's all-gathers of output gradients their data-gradient
@@ -567,19 +631,15 @@ LayerTimes layer_times(const LayerShape& x, const ClusterConfig& c, double peak,
     }
   }
 
-  const bool ring_inter = !group_within_node(mesh, MeshDim::cp, c.gpus_per_node);
+  const CpLinks cl = cp_links(mesh, mesh.cp > 1 ? x.cp_comm : CpComm::ring, static_cast<int64_t>(x.cp_a2a), c);
   if (x.cp_comm == CpComm::allgather && mesh.cp > 1) {
-    // CP ranks are TP apart: the whole group per node inside one, else G/TP per node (hierarchical).
-    const int64_t cp_per_node = ring_inter ? group_ranks_per_node(mesh.cp, mesh.tp, c.gpus_per_node) : mesh.cp;
-    lt.ring = predict_allgather_layer(x, c, peak, cp_per_node, ring_inter);
+    lt.ring = predict_allgather_layer(x, c, peak, cl.cp_per_node, cl.inter_node, cl.allgather_slowdown);
   } else if (x.cp_comm == CpComm::alltoall && mesh.cp > 1) {
-    lt.ring = predict_alltoall_layer(x, c, peak, ring_inter ? c.inter_node : c.intra_node, ring_inter);
+    lt.ring = predict_alltoall_layer(x, c, peak, cl.link, cl.inter_node);
   } else if (x.cp_comm == CpComm::hybrid && mesh.cp > 1) {
-    const bool a2a_inter = !cp_a2a_within_node(mesh, static_cast<int64_t>(x.cp_a2a), c.gpus_per_node);
-    lt.ring = predict_hybrid_layer(x, c, peak, a2a_inter ? c.inter_node : c.intra_node, a2a_inter,
-                                   ring_inter ? c.inter_node : c.intra_node, ring_inter);
+    lt.ring = predict_hybrid_layer(x, c, peak, cl.a2a_link, cl.a2a_inter_node, cl.link, cl.inter_node);
   } else {
-    lt.ring = predict_ring_layer(x, c, peak, ring_inter ? c.inter_node : c.intra_node, ring_inter);
+    lt.ring = predict_ring_layer(x, c, peak, cl.link, cl.inter_node);
   }
   return lt;
 }
@@ -770,7 +830,10 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
   if (mesh.tp > 1) {
     const int64_t tp_per_node = tp_ranks_per_node(mesh, c);
     const double act = x.tokens() * hidden * x.activation_bytes;
-    auto coll = [&](CollectiveKind k, double bytes) { return group_collective_s(k, mesh.tp, tp_per_node, bytes, c); };
+    const double tp_slow = uplink_slowdown(mesh.tp, 1, c, UplinkTraffic::ring);
+    auto coll = [&](CollectiveKind k, double bytes) {
+      return group_collective_s(k, mesh.tp, tp_per_node, bytes, c, tp_slow);
+    };
     const CollectiveKind reduce = x.sequence_parallel ? CollectiveKind::reduce_scatter : CollectiveKind::all_reduce;
     const double gather = x.sequence_parallel ? coll(CollectiveKind::all_gather, act) : 0.0;
     emb_tp = coll(reduce, act) + gather;
@@ -826,6 +889,10 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
       blocks_within_node(replicas, mesh.tp * mesh.cp * mesh.dp, mesh.world_size(), c.gpus_per_node)
           ? replicas
           : group_ranks_per_node(replicas, mesh.tp * n_shard, c.gpus_per_node);
+  // What oversubscribed uplinks leave of the network to each group's traffic (1 on a
+  // non-blocking network).
+  const UplinkSlowdowns uplinks = uplink_slowdowns(e, mesh, opt);
+  const double shard_slow = uplinks.shard, replica_slow = uplinks.replicas;
   // What a ZeRO all-gather of `params` parameters (`layers` layers' worth of block weights among
   // them) moves, and the cast before it. Under torchao's FP8 all-gather
   // (LayerShape::fp8_weights_gathered) the blocks' linear weights travel at 1 byte, the rest at
@@ -845,7 +912,8 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
   double zero3_per_mb = 0.0, zero3_first = 0.0, zero3_backward_link = 0.0;
   if (opt.zero_stage >= 3 && n_shard > 1) {
     const double layer_gather_bytes = gather_bytes(layer_params_dev, 1.0);
-    const double ag = group_collective_s(CollectiveKind::all_gather, n_shard, grad_per_node, layer_gather_bytes, c);
+    const double ag =
+        group_collective_s(CollectiveKind::all_gather, n_shard, grad_per_node, layer_gather_bytes, c, shard_slow);
     // Two gathers per layer and micro-batch, before its forward and before its backward. Full
     // recompute runs inside the backward's gather, not a third one: PyTorch FSDP2's pre-forward
     // hook returns early while the module waits for its backward ("the pre-backward hook is
@@ -903,9 +971,13 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
     const double act_bytes = full_bytes / (scattered ? tp : 1.0);
     const double regather = train.pp_scatter_gather && !x.sequence_parallel && mesh.tp > 1
                                 ? group_collective_s(CollectiveKind::all_gather, mesh.tp, tp_ranks_per_node(mesh, c),
-                                                     full_bytes, c)
+                                                     full_bytes, c, uplinks.tp)
                                 : 0.0;
-    const double hop = p2p_s(act_bytes, group_link(c, mesh, MeshDim::pp)) + regather;
+    // Every stage sends at once (the schedule's steady state): a chain of PP ranks one stage
+    // block apart, through the switch groups' uplinks where stages sit under different ones.
+    const LinkProfile pp_link =
+        group_within_node(mesh, MeshDim::pp, c.gpus_per_node) ? c.intra_node : contended(c.inter_node, uplinks.pp);
+    const double hop = p2p_s(act_bytes, pp_link) + regather;
     t.pp_comm_s = 2.0 * (v * m + pp - 1.0) * hop;
     // Tied input embedding and output layer: the first and the last stage each hold a copy and
     // each computes part of its gradient, so after the backward the pair all-reduces the
@@ -917,7 +989,8 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
     // other rank waits for it at the next step's first forward, so it lengthens the step.
     if (model.tied_embeddings) {
       const int64_t pair_per_node = group_within_node(mesh, MeshDim::pp, c.gpus_per_node) ? 2 : 1;
-      t.pp_comm_s += group_collective_s(CollectiveKind::all_reduce, 2, pair_per_node, emb / tp * sb.gradients, c);
+      t.pp_comm_s += group_collective_s(CollectiveKind::all_reduce, 2, pair_per_node, emb / tp * sb.gradients, c,
+                                        uplinks.tied_pair);
     }
   }
 
@@ -948,11 +1021,11 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
     const bool sharded_grads = opt.zero_stage >= 2;
     const double in_shard =
         n_shard > 1 ? group_collective_s(opt.zero_stage >= 1 ? CollectiveKind::reduce_scatter : CollectiveKind::all_reduce,
-                                         n_shard, grad_per_node, grad_bytes, c)
+                                         n_shard, grad_per_node, grad_bytes, c, shard_slow)
                     : 0.0;
     const double across_replicas =
         replicas > 1 ? group_collective_s(CollectiveKind::all_reduce, replicas, replica_per_node,
-                                          grad_bytes / static_cast<double>(n_shard), c)
+                                          grad_bytes / static_cast<double>(n_shard), c, replica_slow)
                      : 0.0;
     const double reduce = in_shard + across_replicas;
     // The backward the reduction hides behind: its wall time, the CP imbalance and the exposed
@@ -985,7 +1058,7 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
     // taking its SM share of that layer or showing where it outlasts it.
     if ((opt.zero_stage == 1 || opt.zero_stage == 2) && n_shard > 1) {
       const double ag = group_collective_s(CollectiveKind::all_gather, n_shard, grad_per_node,
-                                           gather_bytes(stage_params_dev, max_rank_layers), c) +
+                                           gather_bytes(stage_params_dev, max_rank_layers), c, shard_slow) +
                         shard_cast_s(max_rank_layers);
       if (!opt.overlap_param_gather) {
         t.zero_comm_exposed_s = ag;

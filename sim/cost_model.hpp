@@ -178,9 +178,43 @@ enum class CollectiveKind { all_reduce, reduce_scatter, all_gather };
 // advances at (1 - share) during the collective, so the pair ends at max(comm, compute + share x
 // comm) and the collective shows max(comm - compute, share x comm). share 0: max(0, comm - compute).
 double overlapped_exposed_s(double comm_s, double compute_s, double sm_share);
-double group_collective_s(CollectiveKind kind, int64_t n, int64_t per_node, double bytes, const ClusterConfig& c);
+// `inter_slowdown` (>= 1, uplink_slowdown()) divides the inter-node link's bandwidth: the share of
+// an oversubscribed uplink each of the group's flows gets.
+double group_collective_s(CollectiveKind kind, int64_t n, int64_t per_node, double bytes, const ClusterConfig& c,
+                          double inter_slowdown = 1.0);
 // Ranks per node of a group of `size` ranks `stride` apart (ranks fill nodes in order): G/stride
 // when the stride divides the node size G and the group's block tiles whole nodes, else 1.
 int64_t group_ranks_per_node(int64_t size, int64_t stride, int64_t gpus_per_node);
+
+// How much slower a mesh dimension's inter-node traffic runs because the links leaving a switch
+// group are oversubscribed (ClusterConfig::switch_groups): the groups of `size` ranks `stride`
+// apart all communicate at once (they run in lockstep), each flow at the NIC's rate unless the
+// flows leaving one switch group need more than its uplinks carry, L x G x bandwidth / R for L
+// nodes of G GPUs at ratio R. Nodes are filled in rank order and switch groups in node order.
+//  * ring: a collective's ring (NCCL's rings, one per rail in the hierarchical form), a
+//    point-to-point ring or chain (CP's ring, pipeline sends). Per rail, each group's ring leaves
+//    a switch group once for every segment of its nodes there that continues outside it, so the
+//    slowdown is max(1, R x c / L) with c such segments per switch group: 1 per interleaved group
+//    where the switch groups tile the groups' blocks (R / L for a ring through L nodes of one
+//    group; R when each switch group holds one node of each of its groups: pipeline stages of
+//    whole switch groups, DP strided across them), up to 2 where they do not.
+//  * all_to_all: every member sends 1 / n of its data to each member; with k of a group's nodes
+//    under one switch group the share leaving it is 1 - k / (the group's nodes), so the slowdown
+//    is max(1, R (1 - k / nodes)); a group within L nodes that straddles a boundary sends at
+//    worst a quarter of its NICs' worth across.
+// 1 for groups inside one node or one switch group each, and for a flat network
+// (SwitchGroups::is_flat).
+enum class UplinkTraffic { ring, all_to_all };
+double uplink_slowdown(int64_t size, int64_t stride, const ClusterConfig& c, UplinkTraffic traffic);
+// `link` with its bandwidth divided by `slowdown` (>= 1).
+LinkProfile contended(const LinkProfile& link, double slowdown);
+// The slowdowns of a layout's groups (rank order TP, CP, DP, PP; 1 where a group stays inside a
+// node or a switch group): TP's collectives, CP's traffic by its method (cp_links), the ZeRO /
+// gradient shard group's (DP x CP / dp_replicate ranks, TP apart), the replicas' all-reduce, the
+// pipeline's sends (stages one DP x CP x TP block apart) and the tied embedding's first-last pair.
+struct UplinkSlowdowns {
+  double tp = 1, cp = 1, shard = 1, replicas = 1, pp = 1, tied_pair = 1;
+};
+UplinkSlowdowns uplink_slowdowns(const Experiment& e, const Mesh& mesh, const ParallelOptions& opt);
 
 }  // namespace ringplan::sim

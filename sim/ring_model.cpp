@@ -64,12 +64,14 @@ double alltoall_masked_flops(const LayerShape& x, const ClusterConfig& c, bool f
   return rank_masked_flops(whole, c.masked_tiles, forward) / std::max(1.0, x.cp);
 }
 
-AllGatherCollectives allgather_collectives(const LayerShape& x, const ClusterConfig& c, int64_t cp_per_node) {
+AllGatherCollectives allgather_collectives(const LayerShape& x, const ClusterConfig& c, int64_t cp_per_node,
+                                           double inter_slowdown) {
   const int64_t P = static_cast<int64_t>(x.cp);
   AllGatherCollectives g;
   g.full_kv_bytes = 2.0 * x.micro_batch * x.seq_len * (x.kv_heads / x.tp) * x.head_dim * x.activation_bytes;
-  g.all_gather_s = group_collective_s(CollectiveKind::all_gather, P, cp_per_node, g.full_kv_bytes, c);
-  g.reduce_scatter_s = group_collective_s(CollectiveKind::reduce_scatter, P, cp_per_node, g.full_kv_bytes, c);
+  g.all_gather_s = group_collective_s(CollectiveKind::all_gather, P, cp_per_node, g.full_kv_bytes, c, inter_slowdown);
+  g.reduce_scatter_s =
+      group_collective_s(CollectiveKind::reduce_scatter, P, cp_per_node, g.full_kv_bytes, c, inter_slowdown);
   return g;
 }
 
@@ -203,7 +205,7 @@ void fill_unoverlapped_pass(RingPhasePrediction& ph, int64_t transfers, double b
 }  // namespace
 
 RingLayerPrediction predict_allgather_layer(const LayerShape& x, const ClusterConfig& c, double peak_flops_per_s,
-                                            int64_t cp_per_node, bool inter_node) {
+                                            int64_t cp_per_node, bool inter_node, double inter_slowdown) {
   if (x.attention != AttentionImpl::flash)
     throw bad_input("all-gather CP runs the flash kernel only (materialised scores of the whole sequence per rank "
                     "are what the method avoids); use cp_comm ring or attention flash");
@@ -227,7 +229,7 @@ RingLayerPrediction predict_allgather_layer(const LayerShape& x, const ClusterCo
   r.forward_flops_max_rank = f.max_rank;
   r.imbalance = f.mean_rank > 0 ? f.max_rank / f.mean_rank : 1.0;
 
-  const AllGatherCollectives coll = allgather_collectives(x, c, cp_per_node);
+  const AllGatherCollectives coll = allgather_collectives(x, c, cp_per_node, inter_slowdown);
   const double received = P > 1 ? coll.full_kv_bytes * static_cast<double>(P - 1) / static_cast<double>(P) : 0.0;
   const double ag = coll.all_gather_s, rs = coll.reduce_scatter_s;
   const AttentionCoreBytes elem = attention_core_elementwise_bytes(x);  // 0 for flash; kept for one source
@@ -387,20 +389,37 @@ RingLayerShape ring_layer_shape(const RingAttentionShape& s, const ClusterConfig
   Mesh mesh;
   mesh.tp = s.tp;
   mesh.cp = s.cp;
-  out.inter_node = c.gpus_per_node > 0 && !group_within_node(mesh, MeshDim::cp, c.gpus_per_node);
-  out.link = out.inter_node ? c.inter_node : c.intra_node;
-  // The CP ranks are tp apart: inside one node all of them, else G/tp per node when that tiles.
-  out.cp_per_node = out.inter_node ? group_ranks_per_node(s.cp, s.tp, c.gpus_per_node) : s.cp;
-  const int64_t a = s.comm == CpComm::hybrid ? s.a2a_size : 1;
-  out.a2a_inter_node = c.gpus_per_node > 0 && !cp_a2a_within_node(mesh, a, c.gpus_per_node);
-  out.a2a_link = out.a2a_inter_node ? c.inter_node : c.intra_node;
+  static_cast<CpLinks&>(out) = cp_links(mesh, s.comm, s.comm == CpComm::hybrid ? s.a2a_size : 1, c);
   return out;
+}
+
+CpLinks cp_links(const Mesh& mesh, CpComm comm, int64_t a2a_size, const ClusterConfig& c) {
+  CpLinks l;
+  l.inter_node = c.gpus_per_node > 0 && !group_within_node(mesh, MeshDim::cp, c.gpus_per_node);
+  // The CP ranks are tp apart: inside one node all of them, else G/tp per node when that tiles.
+  l.cp_per_node = l.inter_node ? group_ranks_per_node(mesh.cp, mesh.tp, c.gpus_per_node) : mesh.cp;
+  const int64_t a = comm == CpComm::hybrid ? std::max<int64_t>(1, a2a_size) : 1;
+  l.a2a_inter_node = c.gpus_per_node > 0 && !cp_a2a_within_node(mesh, a, c.gpus_per_node);
+  l.a2a_link = l.a2a_inter_node ? contended(c.inter_node, uplink_slowdown(a, mesh.tp, c, UplinkTraffic::all_to_all))
+                                : c.intra_node;
+  // What crosses the network: the ring over the CP group (ring), the all-to-all over it
+  // (alltoall), the ring over the CP / A groups, members TP x A apart (hybrid), the all-gather's
+  // and reduce-scatter's rings (allgather).
+  double slowdown = 1.0;
+  switch (comm) {
+    case CpComm::ring: slowdown = uplink_slowdown(mesh.cp, mesh.tp, c, UplinkTraffic::ring); break;
+    case CpComm::alltoall: slowdown = uplink_slowdown(mesh.cp, mesh.tp, c, UplinkTraffic::all_to_all); break;
+    case CpComm::hybrid: slowdown = uplink_slowdown(mesh.cp / a, mesh.tp * a, c, UplinkTraffic::ring); break;
+    case CpComm::allgather: l.allgather_slowdown = uplink_slowdown(mesh.cp, mesh.tp, c, UplinkTraffic::ring); break;
+  }
+  l.link = l.inter_node ? contended(c.inter_node, slowdown) : c.intra_node;
+  return l;
 }
 
 RingLayerPrediction predict_ring_attention(const RingAttentionShape& s, const ClusterConfig& c) {
   const RingLayerShape r = ring_layer_shape(s, c);
   if (s.comm == CpComm::allgather)
-    return predict_allgather_layer(r.layer, c, r.peak_flops_per_s, r.cp_per_node, r.inter_node);
+    return predict_allgather_layer(r.layer, c, r.peak_flops_per_s, r.cp_per_node, r.inter_node, r.allgather_slowdown);
   if (s.comm == CpComm::alltoall) return predict_alltoall_layer(r.layer, c, r.peak_flops_per_s, r.link, r.inter_node);
   if (s.comm == CpComm::hybrid)
     return predict_hybrid_layer(r.layer, c, r.peak_flops_per_s, r.a2a_link, r.a2a_inter_node, r.link, r.inter_node);

@@ -173,7 +173,9 @@ struct AllGatherCollectives {
   double all_gather_s = 0;         // all-gather of K,V
   double reduce_scatter_s = 0;     // reduce-scatter of dK,dV
 };
-AllGatherCollectives allgather_collectives(const LayerShape& x, const ClusterConfig& c, int64_t cp_per_node);
+// `inter_slowdown`: CpLinks::allgather_slowdown.
+AllGatherCollectives allgather_collectives(const LayerShape& x, const ClusterConfig& c, int64_t cp_per_node,
+                                           double inter_slowdown = 1.0);
 
 // One all-to-all of each kind of tensor of all-to-all CP inside a group of n ranks, every rank
 // holding L/x.cp tokens (alltoall: n = CP; hybrid: n = A). 0 when n <= 1.
@@ -186,15 +188,24 @@ struct AllToAllCollectives {
 AllToAllCollectives alltoall_collectives(const LayerShape& x, const ClusterConfig& c, int64_t n,
                                          const LinkProfile& link, bool inter_node);
 
-// A validated RingAttentionShape as a layer (TP folded into the head counts) and its link.
-struct RingLayerShape {
+// The links a CP method's traffic runs on (predict() and ring_layer_shape() both take them from
+// cp_links): the ring's (or all-to-all's) link, the hybrid all-to-all group's, and what a switch
+// group's oversubscribed uplinks leave of the inter-node link for each (uplink_slowdown).
+struct CpLinks {
+  LinkProfile link;              // ring: the ring's link; alltoall: the group's; hybrid: the ring across groups
+  bool inter_node = false;       // the CP group spans nodes
+  int64_t cp_per_node = 1;       // ranks of the CP group per node it spans (cp when inside one node)
+  double allgather_slowdown = 1; // allgather: uplink_slowdown of the group's collectives
+  LinkProfile a2a_link;          // hybrid: the link of an all-to-all group of a2a_size ranks
+  bool a2a_inter_node = false;
+};
+// CP ranks are TP apart (rank order TP, CP, DP, PP); `a2a_size` is the hybrid group (1 otherwise).
+CpLinks cp_links(const Mesh& mesh, CpComm comm, int64_t a2a_size, const ClusterConfig& c);
+
+// A validated RingAttentionShape as a layer (TP folded into the head counts) and its links.
+struct RingLayerShape : CpLinks {
   LayerShape layer;
   double peak_flops_per_s = 0;
-  LinkProfile link;
-  bool inter_node = false;
-  int64_t cp_per_node = 1;  // ranks of the CP group per node it spans (cp when inside one node)
-  LinkProfile a2a_link;     // hybrid: the link of an all-to-all group of a2a_size ranks
-  bool a2a_inter_node = false;
 };
 RingLayerShape ring_layer_shape(const RingAttentionShape& s, const ClusterConfig& c);
 
@@ -206,7 +217,7 @@ RingLayerPrediction predict_ring_layer(const LayerShape& x, const ClusterConfig&
 // per node (>= x.cp inside one node), for group_collective_s. Flash attention only: throws
 // bad_input for a materialised shape. With x.cp == 1 it is the plain single-rank attention.
 RingLayerPrediction predict_allgather_layer(const LayerShape& x, const ClusterConfig& c, double peak_flops_per_s,
-                                            int64_t cp_per_node, bool inter_node);
+                                            int64_t cp_per_node, bool inter_node, double inter_slowdown = 1.0);
 
 // All-to-all CP of one layer (see the top of this file) on `link` (the CP group's). Flash only:
 // throws bad_input for a materialised shape or heads the CP size cannot split. With x.cp == 1 it

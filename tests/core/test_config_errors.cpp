@@ -75,6 +75,21 @@ TEST_CASE("unknown nested key names the full field path") {
   check_config_error([&] { load_cluster(f); }, {f, 13, "cluster.inter_node.latency_ms", "did you mean 'latency_us'?"});
 }
 
+TEST_CASE("cluster inter_node switch groups: one key without the other, or a ratio below 1, is refused at its line") {
+  TempDir dir;
+  const std::string lone = dir.write("a.yaml", replace(test::kClusterYaml, "  latency_us: 6\n", "  latency_us: 6\n  group_nodes: 16\n"));
+  check_config_error([&] { load_cluster(lone); }, {lone, 14, "cluster.inter_node.group_nodes", "set both, or neither"});
+  const std::string ratio = dir.write(
+      "b.yaml", replace(test::kClusterYaml, "  latency_us: 6\n", "  latency_us: 6\n  group_nodes: 16\n  oversubscription: 0.5\n"));
+  check_config_error([&] { load_cluster(ratio); }, {ratio, 15, "cluster.inter_node.oversubscription", "[1, 1000]"});
+  const std::string zero = dir.write(
+      "c.yaml", replace(test::kClusterYaml, "  latency_us: 6\n", "  latency_us: 6\n  group_nodes: 0\n  oversubscription: 2\n"));
+  check_config_error([&] { load_cluster(zero); }, {zero, 14, "cluster.inter_node.group_nodes", ""});
+  // Switch groups describe the network between nodes, not NVLink inside one.
+  const std::string intra = dir.write("d.yaml", replace(test::kClusterYaml, "  latency_us: 3\n", "  latency_us: 3\n  group_nodes: 4\n"));
+  check_config_error([&] { load_cluster(intra); }, {intra, 11, "cluster.intra_node.group_nodes", "unknown key"});
+}
+
 TEST_CASE("duplicate key is rejected") {
   TempDir dir;
   std::string f = dir.write("m.yaml", std::string(test::kModelYaml) + "layers: 8\n");

@@ -854,3 +854,25 @@ TEST_CASE("find_experiments: one file or every yaml below a folder sorted") {
   std::filesystem::create_directories(dir.file("empty"));
   CHECK_THROWS_WITH_AS(find_experiments(dir.file("empty")), doctest::Contains("no .yaml or .yml files"), ConfigError);
 }
+
+TEST_CASE("cluster inter_node switch groups: optional, both keys together, written back") {
+  TempDir dir;
+  const ClusterConfig flat = load_cluster(dir.write("a.yaml", test::kClusterYaml));
+  CHECK(flat.switch_groups.nodes == 0);
+  CHECK(flat.switch_groups.is_flat());
+  const ClusterConfig c = load_cluster(
+      dir.write("b.yaml", test::replace(test::kClusterYaml, "  latency_us: 6\n",
+                                  "  latency_us: 6\n  group_nodes: 16\n  oversubscription: 2.5\n")));
+  CHECK(c.switch_groups.nodes == 16);
+  CHECK(c.switch_groups.oversubscription == doctest::Approx(2.5));
+  CHECK_FALSE(c.switch_groups.is_flat());
+  YAML::Emitter out;
+  write_cluster(out, c);
+  const ClusterConfig back = load_cluster(dir.write("c.yaml", std::string(out.c_str()) + "\n"));
+  CHECK(back.switch_groups == c.switch_groups);
+  CHECK(back.inter_node.bandwidth_bytes_per_s == doctest::Approx(c.inter_node.bandwidth_bytes_per_s));
+  // A flat network writes neither key.
+  YAML::Emitter out2;
+  write_cluster(out2, flat);
+  CHECK(std::string(out2.c_str()).find("group_nodes") == std::string::npos);
+}

@@ -1212,3 +1212,98 @@ TEST_CASE("the backward's GEMMs run on matmul_backward where the profile has it,
   const double gemm_bwd_s = slow.micro_batches * gemm_bwd_flops / (peak * 0.7);
   CHECK(slow.time.backward_compute_s - base.time.backward_compute_s == Approx(gemm_bwd_s).epsilon(1e-9));
 }
+
+TEST_CASE("uplink_slowdown: flows leaving a switch group share its oversubscribed uplinks") {
+  ClusterConfig c = test::a100_cluster(64);  // 8 GPUs per node
+  c.switch_groups = {4, 3.0};                // 4 nodes per switch group, 3:1 out of it
+  const auto ring = UplinkTraffic::ring, a2a = UplinkTraffic::all_to_all;
+  CHECK(uplink_slowdown(8, 1, c, ring) == 1.0);   // TP 8: inside a node
+  CHECK(uplink_slowdown(4, 8, c, ring) == 1.0);   // 4 nodes, all under one switch group
+  // 64 members one node apart: 4 of a group's nodes per switch group, R / k = 3 / 4 -> not limited.
+  CHECK(uplink_slowdown(64, 8, c, ring) == 1.0);
+  // Members 2 nodes apart: 2 per switch group -> 3 / 2; 4 nodes apart: one per switch group -> 3.
+  CHECK(uplink_slowdown(16, 16, c, ring) == doctest::Approx(1.5));
+  CHECK(uplink_slowdown(16, 32, c, ring) == doctest::Approx(3.0));
+  CHECK(uplink_slowdown(2, 32 * 15, c, ring) == doctest::Approx(3.0));  // first and last of 16 stages
+  // All-to-all: the share of each member's data that leaves its switch group, times R.
+  CHECK(uplink_slowdown(16, 8, c, a2a) == doctest::Approx(3.0 * (1.0 - 4.0 / 16.0)));
+  CHECK(uplink_slowdown(32, 4, c, a2a) == doctest::Approx(3.0 * (1.0 - 4.0 / 16.0)));  // 2 per node, 16 nodes
+  CHECK(uplink_slowdown(32, 4, c, ring) == 1.0);
+  CHECK(uplink_slowdown(4, 8, c, a2a) == 1.0);  // inside one switch group
+  // Switch groups that do not tile the groups: a 2-node group in 3-node switch groups straddles
+  // one boundary (one segment leaves: R / 3); 4-node groups in 5-node switch groups put the end of
+  // one group and the start of the next under one switch group (two segments: 2 R / 5).
+  c.switch_groups = {3, 6.0};
+  CHECK(uplink_slowdown(2, 8, c, ring) == doctest::Approx(2.0));
+  c.switch_groups = {5, 5.0};
+  CHECK(uplink_slowdown(32, 1, c, ring) == doctest::Approx(2.0));
+  CHECK(uplink_slowdown(32, 1, c, a2a) == doctest::Approx(5.0 * 2.0 * 4.0 / 20.0));
+  // A non-blocking network, or no switch groups, slows nothing.
+  c.switch_groups = {4, 1.0};
+  CHECK(uplink_slowdown(16, 32, c, ring) == 1.0);
+  c.switch_groups = {};
+  CHECK(uplink_slowdown(16, 32, c, a2a) == 1.0);
+  const LinkProfile half = contended(c.inter_node, 2.0);
+  CHECK(half.bandwidth_bytes_per_s == doctest::Approx(c.inter_node.bandwidth_bytes_per_s / 2));
+  CHECK(half.latency_s == c.inter_node.latency_s);
+}
+
+TEST_CASE("oversubscribed uplinks: pipeline sends between switch groups slow by R, groups inside one do not") {
+  Experiment e = test::llama_experiment(8192, 32);
+  e.cluster = test::a100_cluster(16);
+  const Mesh mesh = test::mesh_of(4, 8, 1, 4);  // a stage = DP 4 x TP 8 = 32 ranks = 4 nodes
+  ParallelOptions o;
+  REQUIRE(check_layout(e, mesh, o, e.cluster.gpus()) == "");
+  const Prediction flat = predict(e, mesh, o);
+  e.cluster.switch_groups = {4, 3.0};  // one stage per switch group: every send crosses one
+  const Prediction grouped = predict(e, mesh, o);
+  // The DP groups (4 nodes, one switch group) and TP (inside a node) are unchanged.
+  CHECK(grouped.time.dp_comm_exposed_s == flat.time.dp_comm_exposed_s);
+  CHECK(grouped.time.tp_comm_s == flat.time.tp_comm_s);
+  // The hop: latency + bytes / bandwidth becomes latency + 3 bytes / bandwidth (untied embeddings:
+  // the pipeline's sends are all of pp_comm_s).
+  const double hops = 2.0 * (flat.micro_batches + mesh.pp - 1);
+  const double lat = e.cluster.inter_node.latency_s, bw = e.cluster.inter_node.bandwidth_bytes_per_s;
+  const double bytes = (flat.time.pp_comm_s / hops - lat) * bw;
+  REQUIRE(bytes > 0);
+  CHECK(grouped.time.pp_comm_s == doctest::Approx(hops * (lat + 3.0 * bytes / bw)));
+  CHECK(grouped.step_time_s > flat.step_time_s);
+  // Two stages per switch group: each chain crosses with 2 of its nodes' flows -> 3 / 2.
+  e.cluster.switch_groups = {8, 3.0};
+  CHECK(predict(e, mesh, o).time.pp_comm_s == doctest::Approx(hops * (lat + 1.5 * bytes / bw)));
+}
+
+TEST_CASE("oversubscribed uplinks: DP reduction and CP's ring with one member per switch group") {
+  Experiment e = test::llama_experiment(32768, 64);
+  e.cluster = test::a100_cluster(16);
+  // DP 16 x TP 8: each DP group has one rank per node; with one node per switch group every
+  // member sits under its own.
+  const Mesh dp = test::mesh_of(16, 8, 1, 1);
+  ParallelOptions o;
+  o.zero_stage = 1;
+  const Prediction flat = predict(e, dp, o);
+  e.cluster.switch_groups = {1, 4.0};
+  const Prediction grouped = predict(e, dp, o);
+  CHECK(grouped.time.dp_comm_exposed_s + grouped.time.zero_comm_exposed_s >
+        flat.time.dp_comm_exposed_s + flat.time.zero_comm_exposed_s);
+  CHECK(grouped.time.tp_comm_s == flat.time.tp_comm_s);
+  // CP 4 x TP 8: the ring's members are a node apart; at R = 4 a CP ring across nodes shows more.
+  e.cluster.switch_groups = {};
+  const Mesh cp = test::mesh_of(4, 8, 4, 1);
+  const Prediction cp_flat = predict(e, cp, o);
+  e.cluster.switch_groups = {1, 4.0};
+  const Prediction cp_grouped = predict(e, cp, o);
+  CHECK(cp_grouped.time.ring_comm_exposed_s > cp_flat.time.ring_comm_exposed_s);
+  // The same links in the closed form of predict() and in ring_layer_shape (simulate, the replay).
+  RingAttentionShape s;
+  s.micro_batch = 1;
+  s.heads_per_tp = 4;
+  s.kv_heads_per_tp = 1;
+  s.head_dim = 128;
+  s.seq_len = 32768;
+  s.tp = 8;
+  s.cp = 4;
+  const RingLayerShape r = ring_layer_shape(s, e.cluster);
+  CHECK(r.inter_node);
+  CHECK(r.link.bandwidth_bytes_per_s == doctest::Approx(e.cluster.inter_node.bandwidth_bytes_per_s / 4.0));
+}
