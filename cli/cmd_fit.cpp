@@ -393,7 +393,9 @@ RINGPLAN_COMMAND("fit", "Fit a cluster profile's efficiencies to measured cases;
                    app.add_option("--free", a->free,
                                   "Also fit these optional parameters: collectives_inter_node (the inter-node "
                                   "collectives' bus-bandwidth efficiency), matmul_fp8 (the FP8 GEMM curve, "
-                                  "max and half_tflop; or one of them by name)")
+                                  "max and half_tflop; or one of them by name), training_scale, oversubscription "
+                                  "(the downlink : uplink ratio out of the cluster's switch groups; needs "
+                                  "inter_node.group_nodes)")
                        ->delimiter(',');
                    app.add_option("--prior-weight", a->prior_weight,
                                   "Prior toward the base profile: percentage points of mean |error| added per "

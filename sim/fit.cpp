@@ -70,6 +70,7 @@ const char* fit_param_name(FitParam p) {
     case FitParam::matmul_fp8_half_tflop: return "matmul_fp8.half_tflop";
     case FitParam::matmul_training_scale: return "training_scale.matmul";
     case FitParam::attention_training_scale: return "training_scale.attention";
+    case FitParam::oversubscription: return "oversubscription";
   }
   return "?";
 }
@@ -86,6 +87,7 @@ double get_param(const ClusterConfig& c, FitParam p) {
     case FitParam::matmul_fp8_half_tflop: return c.matmul_fp8_curve().half_flops / units::tflop;
     case FitParam::matmul_training_scale: return c.matmul_training_scale;
     case FitParam::attention_training_scale: return c.attention_training_scale;
+    case FitParam::oversubscription: return c.switch_groups.oversubscription;
   }
   return 0.0;
 }
@@ -135,6 +137,7 @@ void set_param(ClusterConfig& c, FitParam p, double value) {
       break;
     case FitParam::matmul_training_scale: c.set_training_scale(value, c.attention_training_scale); break;
     case FitParam::attention_training_scale: c.set_training_scale(c.matmul_training_scale, value); break;
+    case FitParam::oversubscription: c.switch_groups.oversubscription = value; break;
   }
 }
 
@@ -148,6 +151,7 @@ ParamBounds bounds_for(FitParam p, const ClusterConfig& base) {
     case FitParam::inter_node_collectives: return {0.02, 1.0};
     case FitParam::matmul_fp8_max: return {0.2, 1.0};
     case FitParam::matmul_fp8_half_tflop: return {0.0, 1.0};
+    case FitParam::oversubscription: return {1.0, 32.0};  // 1: non-blocking
     case FitParam::matmul_training_scale:
     case FitParam::attention_training_scale: {
       ParamBounds b{0.2, 1.5};
@@ -291,6 +295,12 @@ FitResult fit_cluster(const std::vector<Experiment>& cases, const ClusterConfig&
     if ((p == FitParam::matmul_fp8_max || p == FitParam::matmul_fp8_half_tflop) && !(base.peak_flops_per_s_fp8 > 0))
       throw bad_input(fmt::format("fit: --free matmul_fp8 needs a cluster with an FP8 peak (peak_tflops.fp8); "
                                   "'{}' has none; give --cluster with one",
+                                  base.name));
+  for (const FitParam p : opts.params)
+    if (p == FitParam::oversubscription && base.switch_groups.nodes <= 0)
+      throw bad_input(fmt::format("fit: --free oversubscription needs switch groups in the cluster: '{}' sets no "
+                                  "inter_node.group_nodes (the nodes under one non-blocking switch group, which "
+                                  "the ratio applies to); give --cluster with group_nodes and oversubscription set",
                                   base.name));
   for (const Experiment& e : cases) check_case(e);
   std::vector<Experiment> work = cases;

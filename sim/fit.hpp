@@ -79,15 +79,20 @@ enum class FitParam {
   // curves' shapes. Each replaces its family's `max` in the fit (matmul.max, attention.max).
   matmul_training_scale,
   attention_training_scale,
+  // Optional (`--free oversubscription`): the downlink : uplink ratio out of the base profile's
+  // switch groups (ClusterConfig::switch_groups; the base must set inter_node.group_nodes). For a
+  // network whose spine is oversubscribed by an unknown ratio: the runs whose groups cross switch
+  // groups say how much.
+  oversubscription,
 };
 // Fitted by default.
 inline constexpr std::array<FitParam, 5> kAllFitParams{FitParam::matmul_max, FitParam::matmul_half_tflop,
                                                        FitParam::attention_max, FitParam::attention_half_tflop,
                                                        FitParam::memory_bandwidth};
 // Fitted when named by --free.
-inline constexpr std::array<FitParam, 5> kOptionalFitParams{
-    FitParam::inter_node_collectives, FitParam::matmul_fp8_max, FitParam::matmul_fp8_half_tflop,
-    FitParam::matmul_training_scale, FitParam::attention_training_scale};
+inline constexpr std::array<FitParam, 6> kOptionalFitParams{
+    FitParam::inter_node_collectives, FitParam::matmul_fp8_max,         FitParam::matmul_fp8_half_tflop,
+    FitParam::matmul_training_scale,  FitParam::attention_training_scale, FitParam::oversubscription};
 const char* fit_param_name(FitParam p);  // "matmul.max", "matmul.half_tflop", ...
 double get_param(const ClusterConfig& c, FitParam p);         // in config units (half in TFLOP)
 // Setting a family's max or half_tflop (matmul, attention) moves the profile's own backward

@@ -272,6 +272,39 @@ TEST_CASE("params_without holds families or single parameters and names what is 
   CHECK_THROWS_AS(ringplan::sim::fit_params({"matmul", "attention", "memory_bandwidth"}, {}), ringplan::Error);
 }
 
+TEST_CASE("--free oversubscription: the switch groups' ratio is recovered from layouts that cross them") {
+  // DP 16 on two 8-GPU nodes, one node per switch group, generated at 3:1; the fit starts from a
+  // non-blocking 1:1 and holds every other parameter at the truth.
+  ClusterConfig truth = truth_cluster();
+  truth.switch_groups = {1, 3.0};
+  std::vector<Experiment> cases;
+  for (const int64_t gb : {16, 32, 64, 128}) {
+    Experiment e = llama_experiment(4096, gb);
+    e.name = "dp16_gb" + std::to_string(gb);
+    e.path = "synthetic/" + e.name + ".yaml";
+    e.cluster = truth;
+    e.mesh = mesh_of(16, 1, 1, 1);
+    REQUIRE(check_layout(e, *e.mesh, e.options, 16) == "");
+    Published pub;
+    pub.step_time_s = predict(e, *e.mesh, e.options).step_time_s;
+    pub.source = "synthetic";
+    e.published = pub;
+    cases.push_back(e);
+  }
+  ClusterConfig base = truth;
+  base.switch_groups.oversubscription = 1.0;
+  FitOptions opts;
+  opts.params = params_with({}, {"oversubscription"});
+  REQUIRE(opts.params.size() == 1);
+  const FitResult fit = fit_cluster(cases, base, opts);
+  CHECK(get_param(fit.cluster, FitParam::oversubscription) == doctest::Approx(3.0).epsilon(0.02));
+  CHECK(fit.cluster.switch_groups.nodes == 1);
+  CHECK(fit.mean_abs_error_pct < 0.1);
+  // Without switch groups the ratio acts on nothing: refused, saying what to set.
+  base.switch_groups = {};
+  CHECK_THROWS_WITH_AS(fit_cluster(cases, base, opts), doctest::Contains("inter_node.group_nodes"), ringplan::Error);
+}
+
 TEST_CASE("--free collectives_inter_node: the inter-node efficiency is recovered from layouts that cross nodes") {
   // Cases whose DP gradient all-reduce spans nodes (DP 16 on 8-GPU nodes), generated with an
   // inter-node efficiency of 0.25; the fit starts from the base's ideal curves and also holds
