@@ -327,6 +327,13 @@ def main():
     plan_seed = os.path.join(cfg, "experiments", "_seed_plan.yaml")
     subprocess.run([a.ringplan, "plan", os.path.join(cfg, "experiments", "cpu_small_cp4.yaml"), "--top", "1",
                     "-o", plan_seed], check=True, capture_output=True)
+    # A cluster with oversubscribed switch groups (inter_node.group_nodes / oversubscription: no
+    # shipped profile sets them), made from dgx_h100.yaml.
+    switch_seed = os.path.join(cfg, "clusters", "_seed_switch_groups.yaml")
+    with open(os.path.join(cfg, "clusters", "dgx_h100.yaml")) as f:
+        h100 = f.read()
+    with open(switch_seed, "w") as f:
+        f.write(re.sub(r"(?m)^(  latency_us: 6\b.*)$", r"\1\n  group_nodes: 2\n  oversubscription: 3", h100, count=1))
     # A wrapper experiment reads model and cluster mutants (64 H100-class GPUs, default.yaml's search).
     wrapper_text = open(os.path.join(cfg, "experiments", "default.yaml")).read()
 
@@ -339,7 +346,8 @@ def main():
         validation += [os.path.join(root, f) for f in files if f.endswith(".yaml")]
     validation.sort()
     seeds = ([("experiment", p) for p in seeds_in("experiments")] + [("model", p) for p in seeds_in("models")] +
-             [("cluster", p) for p in seeds_in("clusters")] + [("plan", plan_seed)] * 6 +
+             [("cluster", p) for p in seeds_in("clusters")] + [("cluster", switch_seed)] * 3 +
+             [("plan", plan_seed)] * 6 +
              [("validation", p) for p in validation[::4]])
 
     start = time.time()
