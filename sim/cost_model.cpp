@@ -826,13 +826,15 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
   // Not repeated by recompute (the output layer is not recomputed).
   // emb_tp: the embedding's, on the first pipeline rank (without SP the all-reduce's backward is
   // the identity, Megatron's reduce_from_tensor_model_parallel_region).
+  // What oversubscribed uplinks leave of the network to each group's traffic (1 on a
+  // non-blocking network).
+  const UplinkSlowdowns uplinks = uplink_slowdowns(e, mesh, opt);
   double out_tp = 0.0, emb_tp = 0.0;
   if (mesh.tp > 1) {
     const int64_t tp_per_node = tp_ranks_per_node(mesh, c);
     const double act = x.tokens() * hidden * x.activation_bytes;
-    const double tp_slow = uplink_slowdown(mesh.tp, 1, c, UplinkTraffic::ring);
     auto coll = [&](CollectiveKind k, double bytes) {
-      return group_collective_s(k, mesh.tp, tp_per_node, bytes, c, tp_slow);
+      return group_collective_s(k, mesh.tp, tp_per_node, bytes, c, uplinks.tp);
     };
     const CollectiveKind reduce = x.sequence_parallel ? CollectiveKind::reduce_scatter : CollectiveKind::all_reduce;
     const double gather = x.sequence_parallel ? coll(CollectiveKind::all_gather, act) : 0.0;
@@ -889,9 +891,6 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
       blocks_within_node(replicas, mesh.tp * mesh.cp * mesh.dp, mesh.world_size(), c.gpus_per_node)
           ? replicas
           : group_ranks_per_node(replicas, mesh.tp * n_shard, c.gpus_per_node);
-  // What oversubscribed uplinks leave of the network to each group's traffic (1 on a
-  // non-blocking network).
-  const UplinkSlowdowns uplinks = uplink_slowdowns(e, mesh, opt);
   const double shard_slow = uplinks.shard, replica_slow = uplinks.replicas;
   // What a ZeRO all-gather of `params` parameters (`layers` layers' worth of block weights among
   // them) moves, and the cast before it. Under torchao's FP8 all-gather

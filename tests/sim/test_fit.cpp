@@ -70,6 +70,26 @@ std::vector<Experiment> synthetic_cases(const ClusterConfig& truth) {
   return cases;
 }
 
+// Four runs of DP 16 on two 8-GPU nodes (the gradient all-reduce crosses nodes), global batch 16
+// to 128, each "published" as truth's own prediction.
+std::vector<Experiment> dp16_cases(const ClusterConfig& truth) {
+  std::vector<Experiment> cases;
+  for (const int64_t gb : {16, 32, 64, 128}) {
+    Experiment e = llama_experiment(4096, gb);
+    e.name = "dp16_gb" + std::to_string(gb);
+    e.path = "synthetic/" + e.name + ".yaml";
+    e.cluster = truth;
+    e.mesh = mesh_of(16, 1, 1, 1);
+    REQUIRE(check_layout(e, *e.mesh, e.options, 16) == "");
+    Published pub;
+    pub.step_time_s = predict(e, *e.mesh, e.options).step_time_s;
+    pub.source = "synthetic";
+    e.published = pub;
+    cases.push_back(e);
+  }
+  return cases;
+}
+
 }  // namespace
 
 TEST_CASE("fit recovers the efficiency curves that generated synthetic cases") {
@@ -277,20 +297,7 @@ TEST_CASE("--free oversubscription: the switch groups' ratio is recovered from l
   // non-blocking 1:1 and holds every other parameter at the truth.
   ClusterConfig truth = truth_cluster();
   truth.switch_groups = {1, 3.0};
-  std::vector<Experiment> cases;
-  for (const int64_t gb : {16, 32, 64, 128}) {
-    Experiment e = llama_experiment(4096, gb);
-    e.name = "dp16_gb" + std::to_string(gb);
-    e.path = "synthetic/" + e.name + ".yaml";
-    e.cluster = truth;
-    e.mesh = mesh_of(16, 1, 1, 1);
-    REQUIRE(check_layout(e, *e.mesh, e.options, 16) == "");
-    Published pub;
-    pub.step_time_s = predict(e, *e.mesh, e.options).step_time_s;
-    pub.source = "synthetic";
-    e.published = pub;
-    cases.push_back(e);
-  }
+  const std::vector<Experiment> cases = dp16_cases(truth);
   ClusterConfig base = truth;
   base.switch_groups.oversubscription = 1.0;
   FitOptions opts;
@@ -312,20 +319,7 @@ TEST_CASE("--free collectives_inter_node: the inter-node efficiency is recovered
   ClusterConfig truth = truth_cluster();
   truth.has_inter_node_collectives = true;
   truth.inter_node_collectives = {{0.25, 0}, {0.25, 0}, {0.25, 0}};
-  std::vector<Experiment> cases;
-  for (const int64_t gb : {16, 32, 64, 128}) {
-    Experiment e = llama_experiment(4096, gb);
-    e.name = "dp16_gb" + std::to_string(gb);
-    e.path = "synthetic/" + e.name + ".yaml";
-    e.cluster = truth;
-    e.mesh = mesh_of(16, 1, 1, 1);
-    REQUIRE(check_layout(e, *e.mesh, e.options, 16) == "");
-    Published pub;
-    pub.step_time_s = predict(e, *e.mesh, e.options).step_time_s;
-    pub.source = "synthetic";
-    e.published = pub;
-    cases.push_back(e);
-  }
+  const std::vector<Experiment> cases = dp16_cases(truth);
   ClusterConfig base = truth;
   base.has_inter_node_collectives = false;  // unset: "as collectives", the ideal ring here
   FitOptions opts;
