@@ -2,20 +2,24 @@
 """Does a GEMM's shape (M, N, K) predict its time better than its FLOPs alone?
 
 Input: a `bench/gpu/gemm_bench.py` result (default: the H200 measurement the shipped H100/H200
-profiles are fitted from, configs/clusters/measured/h200_2026-12-04_gemm.json), its bf16 GEMMs
-(forward, data-gradient and weight-gradient shapes of Llama 3 8B / 70B linear layers at TP 1-8
-and 1K-16K tokens). Each model below is fitted by least squares on log(predicted / measured time)
-and scored on the GEMMs it was not fitted to (5-fold, the folds fixed by the seed):
+profiles are fitted from, configs/clusters/measured/h200_2026-12-04_gemm.json): bf16 GEMMs at the
+forward, data-gradient and weight-gradient shapes of Llama 3 8B / 70B linear layers at TP 1-8 and
+1K-16K tokens, and FP8 (e4m3) forward GEMMs at the same shapes. Per dtype, each model below is
+fitted by least squares on log(predicted / measured time) and scored on the GEMMs it was not
+fitted to (5-fold, the folds fixed by the seed):
 
   flops      eff = max * F / (F + half)                        the cost model's curve (2 parameters)
+  k-ramp     eff = max * F / (F + half) * K / (K + k0)         short K loops amortise less (3)
   separable  eff = max * M/(M+m0) * N/(N+n0) * K/(K+k0)          saturation in each dimension (4)
   waves      cuBLAS-like 128 x 256 tiles on the SMs, whole waves, K + k0 per tile, + t0 (3)
   roofline   t = F / (peak max) + bytes / (HBM bw) + t0          operands and result streamed once (3)
 
-Prints each model's mean and max relative error, fitted and held out. Pure Python (a Nelder-Mead
-search), no packages. Exit status 1 if the file holds no bf16 GEMM or a fit does not converge.
+Prints each model's mean and max relative error, fitted and held out, its held-out mean signed
+error by TP degree (negative: predicted faster than measured), and its three worst held-out
+GEMMs. Pure Python (a Nelder-Mead search), no packages. Exit status 1 if the file holds no bf16
+GEMM or a fit does not converge.
 
-Usage: python3 bench/gpu/gemm_shape_models.py [GEMM_JSON] [--peak-tflops 989]
+Usage: python3 bench/gpu/gemm_shape_models.py [GEMM_JSON] [--peak-tflops 989] [--peak-fp8-tflops 1979]
 """
 import json
 import math
@@ -67,6 +71,13 @@ def models(peak):
             return None
         return g["flops"] / (peak * mx * g["flops"] / (g["flops"] + half * 1e12))
 
+    def k_ramp(p, g):
+        mx, half, k0 = p
+        if not (0 < mx <= 1 and half >= 0 and k0 >= 0):
+            return None
+        f = g["flops"]
+        return f / (peak * mx * f / (f + half * 1e12) * g["k"] / (g["k"] + k0 * 1e3))
+
     def separable(p, g):
         mx, m0, n0, k0 = p
         if not (0 < mx <= 1 and min(m0, n0, k0) >= 0):
@@ -89,6 +100,7 @@ def models(peak):
         return g["flops"] / (peak * mx) + 2.0 * (m * k + k * n + m * n) / (HBM_BYTES_PER_S * bw) + t0 * 1e-6
 
     return [("flops", [0.7, 0.01], [0.05, 0.005], flops),
+            ("k-ramp", [0.7, 0.01, 0.1], [0.05, 0.005, 0.05], k_ramp),
             ("separable", [0.7, 0.1, 0.1, 0.1], [0.05, 0.05, 0.05, 0.05], separable),
             ("waves", [0.7, 0.1, 1.0], [0.05, 0.05, 1.0], waves),
             ("roofline", [0.7, 0.5, 1.0], [0.05, 0.1, 1.0], roofline)]
@@ -110,44 +122,60 @@ def errors(model, p, gemms):
     return [100.0 * abs(model(p, g) / (g["ms"] * 1e-3) - 1.0) for g in gemms]
 
 
-def main():
-    args = [a for a in sys.argv[1:]]
-    peak_tflops = 989.0  # H100/H200 SXM dense bf16 (datasheet 1,979 with sparsity)
-    if "--peak-tflops" in args:
-        i = args.index("--peak-tflops")
-        peak_tflops = float(args[i + 1])
-        del args[i:i + 2]
-    path = args[0] if args else DEFAULT
-    data = json.load(open(path))
-    gemms = [g for g in data["gemms"] if g["dtype"] == "bf16"]
-    if not gemms:
-        print(f"FAILED: no bf16 GEMM in {path}")
-        return 1
-    rng = random.Random(0)
+def evaluate(label, gemms, peak_tflops, folds_seed=0):
+    rng = random.Random(folds_seed)
     order = list(range(len(gemms)))
     rng.shuffle(order)
     folds = [set(order[k::5]) for k in range(5)]
-    print(f"{len(gemms)} bf16 GEMMs from {os.path.relpath(path, ROOT)} ({data.get('device', '?')}), "
-          f"peak {peak_tflops:g} TFLOP/s")
-    print(f"{'model':<10} {'params':>6}  {'fitted mean':>11} {'max':>7}  {'held out mean':>13} {'max':>7}")
+    tps = sorted({g["tp"] for g in gemms})
+    print(f"\n{label}: {len(gemms)} GEMMs, peak {peak_tflops:g} TFLOP/s")
+    print(f"{'model':<10} {'params':>6}  {'fitted mean':>11} {'max':>7}  {'held out mean':>13} {'max':>7}  "
+          + "  ".join(f"{'TP ' + str(t):>7}" for t in tps))
     ok = True
     for name, x0, step, model in models(peak_tflops * 1e12):
         p, converged = fit(model, x0, step, gemms)
         ok = ok and converged
         e = errors(model, p, gemms)
-        held, worst = [], []
+        held, signed = [], []
         for test in folds:
             pk, conv_k = fit(model, x0, step, [g for i, g in enumerate(gemms) if i not in test])
             ok = ok and conv_k
             tested = [g for i, g in enumerate(gemms) if i in test]
             held += errors(model, pk, tested)
-            worst += [(model(pk, g) / (g["ms"] * 1e-3) - 1.0, g) for g in tested]
+            signed += [(model(pk, g) / (g["ms"] * 1e-3) - 1.0, g) for g in tested]
+        bias = []
+        for t in tps:
+            at = [r for r, g in signed if g["tp"] == t]
+            bias.append(100.0 * sum(at) / len(at))
         print(f"{name:<10} {len(x0):>6}  {sum(e) / len(e):>10.2f}% {max(e):>6.1f}%  "
-              f"{sum(held) / len(held):>12.2f}% {max(held):>6.1f}%")
-        worst.sort(key=lambda w: -abs(w[0]))
+              f"{sum(held) / len(held):>12.2f}% {max(held):>6.1f}%  " + "  ".join(f"{b:>+6.1f}%" for b in bias))
+        signed.sort(key=lambda w: -abs(w[0]))
         print("           worst held out: " + "; ".join(
             f"{g['model']} TP {g['tp']} {g['gemm']} {g['pass_']} M {g['m']} N {g['n']} K {g['k']} {100 * r:+.0f}%"
-            for r, g in worst[:3]))
+            for r, g in signed[:3]))
+    return ok
+
+
+def main():
+    args = [a for a in sys.argv[1:]]
+    # H100/H200 SXM dense peaks (datasheet, with sparsity: bf16 1,979, FP8 3,958 TFLOP/s).
+    peaks = {"--peak-tflops": 989.0, "--peak-fp8-tflops": 1979.0}
+    for flag in list(peaks):
+        if flag in args:
+            i = args.index(flag)
+            peaks[flag] = float(args[i + 1])
+            del args[i:i + 2]
+    path = args[0] if args else DEFAULT
+    data = json.load(open(path))
+    bf16 = [g for g in data["gemms"] if g["dtype"] == "bf16"]
+    fp8 = [g for g in data["gemms"] if g["dtype"].startswith("fp8")]
+    if not bf16:
+        print(f"FAILED: no bf16 GEMM in {path}")
+        return 1
+    print(f"{os.path.relpath(path, ROOT)} ({data.get('device', '?')})")
+    ok = evaluate("bf16", bf16, peaks["--peak-tflops"])
+    if fp8:
+        ok = evaluate("fp8 (e4m3)", fp8, peaks["--peak-fp8-tflops"]) and ok
     if not ok:
         print("FAILED: a fit did not converge")
         return 1
