@@ -463,8 +463,8 @@ const std::vector<std::string> kPublishedKeys{"step_time_s",     "tflops_per_dev
                                               "peak_memory_gib", "peak_memory_allocated_gib", "tokens_per_s_per_device",
                                               "attention_flops", "source"};
 
-LinkProfile read_link(const MapReader& parent, const std::string& key) {
-  MapReader r = parent.nested(key, {"bandwidth_gbps", "latency_us"});
+// A link's bandwidth and latency from its mapping (read with the keys its caller allows).
+LinkProfile read_link(const MapReader& r) {
   LinkProfile link;
   link.bandwidth_bytes_per_s = r.get_real("bandwidth_gbps", kBandwidthRange) * units::gb_bytes;
   link.latency_s = r.get_real("latency_us", kLatencyRange) * units::us_s;
@@ -682,12 +682,11 @@ ClusterConfig cluster_from_yaml(const YAML::Node& node, const std::string& file,
     r.fail("nodes", fmt::format("gpus_per_node x nodes = {} x {} = {} GPUs; at most {} ({}) are valid",
                                 c.gpus_per_node, c.nodes, c.gpus_per_node * c.nodes, kMaxGpus,
                                 limit_reason(kMaxGpus)));
-  c.intra_node = read_link(r, "intra_node");
+  c.intra_node = read_link(r.nested("intra_node", {"bandwidth_gbps", "latency_us"}));
   {
     // The inter-node link, and how its switch groups share it (SwitchGroups): both keys or neither.
     const MapReader in = r.nested("inter_node", {"bandwidth_gbps", "latency_us", "group_nodes", "oversubscription"});
-    c.inter_node.bandwidth_bytes_per_s = in.get_real("bandwidth_gbps", kBandwidthRange) * units::gb_bytes;
-    c.inter_node.latency_s = in.get_real("latency_us", kLatencyRange) * units::us_s;
+    c.inter_node = read_link(in);
     if (in.has("group_nodes") != in.has("oversubscription"))
       in.fail(in.has("group_nodes") ? "group_nodes" : "oversubscription",
               "group_nodes (nodes under one non-blocking switch group) and oversubscription (the downlink : uplink "
@@ -1182,10 +1181,15 @@ void write_model(YAML::Emitter& out, const ModelConfig& m) {
 }
 
 void write_cluster(YAML::Emitter& out, const ClusterConfig& c) {
-  auto link = [&out](const char* key, const LinkProfile& l) {
+  // A link; the inter-node one with its switch groups where the cluster has them.
+  auto link = [&out](const char* key, const LinkProfile& l, const SwitchGroups& groups = {}) {
     out << YAML::Key << key << YAML::Value << YAML::Flow << YAML::BeginMap;
     emit_double(out, "bandwidth_gbps", l.bandwidth_bytes_per_s / units::gb_bytes);
     emit_double(out, "latency_us", l.latency_s / units::us_s);
+    if (groups.nodes > 0) {
+      out << YAML::Key << "group_nodes" << YAML::Value << groups.nodes;
+      emit_double(out, "oversubscription", groups.oversubscription);
+    }
     out << YAML::EndMap;
   };
   auto curve = [&out](const char* key, const EfficiencyCurve& e) {
@@ -1208,16 +1212,7 @@ void write_cluster(YAML::Emitter& out, const ClusterConfig& c) {
   out << YAML::Key << "gpus_per_node" << YAML::Value << c.gpus_per_node;
   out << YAML::Key << "nodes" << YAML::Value << c.nodes;
   link("intra_node", c.intra_node);
-  if (c.switch_groups.nodes > 0) {
-    out << YAML::Key << "inter_node" << YAML::Value << YAML::Flow << YAML::BeginMap;
-    emit_double(out, "bandwidth_gbps", c.inter_node.bandwidth_bytes_per_s / units::gb_bytes);
-    emit_double(out, "latency_us", c.inter_node.latency_s / units::us_s);
-    out << YAML::Key << "group_nodes" << YAML::Value << c.switch_groups.nodes;
-    emit_double(out, "oversubscription", c.switch_groups.oversubscription);
-    out << YAML::EndMap;
-  } else {
-    link("inter_node", c.inter_node);
-  }
+  link("inter_node", c.inter_node, c.switch_groups);
   out << YAML::Key << "efficiency" << YAML::Value << YAML::BeginMap;
   // The kernel curves (effective / training scale) and, when not 1, the scales: reading the file
   // back rebuilds the same effective curves.

@@ -136,10 +136,7 @@ UplinkSlowdowns uplink_slowdowns(const Experiment& e, const Mesh& mesh, const Pa
   const int64_t n_shard = mesh.dp * mesh.cp / replicas, stage_block = mesh.tp * mesh.cp * mesh.dp;
   u.tp = uplink_slowdown(mesh.tp, 1, c, UplinkTraffic::ring);
   if (mesh.cp > 1) {
-    const CpLinks l = cp_links(mesh, opt.cp_comm, cp_a2a_size_of(e, mesh, opt), c);
-    u.cp = opt.cp_comm == CpComm::allgather ? l.allgather_slowdown
-           : l.inter_node                   ? c.inter_node.bandwidth_bytes_per_s / l.link.bandwidth_bytes_per_s
-                                            : 1.0;
+    u.cp = cp_links(mesh, opt.cp_comm, cp_a2a_size_of(e, mesh, opt), c).slowdown;
   }
   u.shard = uplink_slowdown(n_shard, mesh.tp, c, UplinkTraffic::ring);
   u.replicas = uplink_slowdown(replicas, mesh.tp * n_shard, c, UplinkTraffic::ring);
@@ -228,10 +225,6 @@ bool group_within_node(const Mesh& mesh, MeshDim dim, int64_t gpus_per_node) {
     case MeshDim::pp: size = mesh.pp; extent = mesh.world_size(); break;
   }
   return blocks_within_node(size, extent, mesh.world_size(), gpus_per_node);
-}
-
-const LinkProfile& group_link(const ClusterConfig& c, const Mesh& mesh, MeshDim dim) {
-  return group_within_node(mesh, dim, c.gpus_per_node) ? c.intra_node : c.inter_node;
 }
 
 bool cp_a2a_within_node(const Mesh& mesh, int64_t a2a_size, int64_t gpus_per_node) {
@@ -482,8 +475,9 @@ struct LayerTimes {
   RingLayerPrediction ring;
 };
 
+// `tp_slowdown`: UplinkSlowdowns::tp.
 LayerTimes layer_times(const LayerShape& x, const ClusterConfig& c, double peak, const BlockGemmRate& gr,
-                       const Mesh& mesh, TpOverlap overlap) {
+                       const Mesh& mesh, TpOverlap overlap, double tp_slowdown) {
   LayerTimes lt;
   const LayerGemmFlops g = layer_gemm_flops(x);
   lt.linear_weights = g.total() / (2.0 * x.tokens());
@@ -537,7 +531,6 @@ LayerTimes layer_times(const LayerShape& x, const ClusterConfig& c, double peak,
   if (mesh.tp > 1) {
     // Inside a node: the flat ring; a TP group across nodes runs hierarchically (per node G ranks).
     const int64_t tp_per_node = tp_ranks_per_node(mesh, c);
-    const double tp_slow = uplink_slowdown(mesh.tp, 1, c, UplinkTraffic::ring);
     const double bytes = x.tokens() * x.hidden * x.activation_bytes;
     const int64_t n = mesh.tp;
     const double share = c.overlap_sm_share;
@@ -548,7 +541,7 @@ LayerTimes layer_times(const LayerShape& x, const ClusterConfig& c, double peak,
       // Backward: all-reduce of the input gradient of QKV and fc1 (f), each overlapped with
       // that GEMM's weight-gradient computation (Megatron's async TP all-reduce), or exposed
       // (tp_overlap none). `pipelined` needs sequence parallelism (check_layout).
-      const double ar = group_collective_s(CollectiveKind::all_reduce, n, tp_per_node, bytes, c, tp_slow);
+      const double ar = group_collective_s(CollectiveKind::all_reduce, n, tp_per_node, bytes, c, tp_slowdown);
       lt.tp_fwd_s = 2.0 * ar;
       lt.tp_bwd_exposed_s = behind(ar, lt.wgrad_qkv_s) + behind(ar, lt.wgrad_mlp_up_s);
     } else {
@@ -560,8 +553,8 @@ LayerTimes layer_times(const LayerShape& x, const ClusterConfig& c, double peak,
       // torchao's FP8 linear layers all-gather their inputs and output gradients in FP8
       // (LayerShape::fp8_tp_all_gather): 1 byte per element; the reduce-scatters stay 16-bit.
       const double ag_bytes = x.fp8_tp_all_gather ? x.tokens() * x.hidden : bytes;
-      const double ag = group_collective_s(CollectiveKind::all_gather, n, tp_per_node, ag_bytes, c, tp_slow),
-                   rs = group_collective_s(CollectiveKind::reduce_scatter, n, tp_per_node, bytes, c, tp_slow);
+      const double ag = group_collective_s(CollectiveKind::all_gather, n, tp_per_node, ag_bytes, c, tp_slowdown),
+                   rs = group_collective_s(CollectiveKind::reduce_scatter, n, tp_per_node, bytes, c, tp_slowdown);
       // tp_overlap pipelined (Transformer Engine userbuffers, PyTorch's async TP): the forward
       // all-gathers overlap the GEMMs they feed (QKV, fc1), the reduce-scatters the GEMMs they
       // follow (out, fc2), and the backward's all-gathers of output gradients their data-gradient
@@ -633,7 +626,7 @@ LayerTimes layer_times(const LayerShape& x, const ClusterConfig& c, double peak,
 
   const CpLinks cl = cp_links(mesh, mesh.cp > 1 ? x.cp_comm : CpComm::ring, static_cast<int64_t>(x.cp_a2a), c);
   if (x.cp_comm == CpComm::allgather && mesh.cp > 1) {
-    lt.ring = predict_allgather_layer(x, c, peak, cl.cp_per_node, cl.inter_node, cl.allgather_slowdown);
+    lt.ring = predict_allgather_layer(x, c, peak, cl.cp_per_node, cl.inter_node, cl.slowdown);
   } else if (x.cp_comm == CpComm::alltoall && mesh.cp > 1) {
     lt.ring = predict_alltoall_layer(x, c, peak, cl.link, cl.inter_node);
   } else if (x.cp_comm == CpComm::hybrid && mesh.cp > 1) {
@@ -769,7 +762,10 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
   };
 
   // ---------------- per layer, per micro-batch
-  const LayerTimes lt = layer_times(x, c, peak, block_gemm_rate(c, train), mesh, opt.tp_overlap);
+  // What oversubscribed uplinks leave of the network to each group's traffic (1 on a
+  // non-blocking network).
+  const UplinkSlowdowns uplinks = uplink_slowdowns(e, mesh, opt);
+  const LayerTimes lt = layer_times(x, c, peak, block_gemm_rate(c, train), mesh, opt.tp_overlap, uplinks.tp);
   const RingLayerPrediction& ring = lt.ring;
   const bool full = opt.recompute == Recompute::full;
   const bool selective_op = opt.recompute == Recompute::selective_op;
@@ -826,9 +822,6 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
   // Not repeated by recompute (the output layer is not recomputed).
   // emb_tp: the embedding's, on the first pipeline rank (without SP the all-reduce's backward is
   // the identity, Megatron's reduce_from_tensor_model_parallel_region).
-  // What oversubscribed uplinks leave of the network to each group's traffic (1 on a
-  // non-blocking network).
-  const UplinkSlowdowns uplinks = uplink_slowdowns(e, mesh, opt);
   double out_tp = 0.0, emb_tp = 0.0;
   if (mesh.tp > 1) {
     const int64_t tp_per_node = tp_ranks_per_node(mesh, c);

@@ -123,7 +123,6 @@ double cp_imbalance(CpScheme scheme, int64_t seq_len, int64_t cp, bool causal);
 // lockstep, the dimension uses the inter-node link: TP 16 on 8-GPU nodes, TP 3 on 8.
 enum class MeshDim { tp, cp, dp, pp };
 bool group_within_node(const Mesh& mesh, MeshDim dim, int64_t gpus_per_node);
-const LinkProfile& group_link(const ClusterConfig& c, const Mesh& mesh, MeshDim dim);
 // Does every all-to-all group of cp_comm hybrid (a2a_size consecutive CP ranks, TP apart) stay
 // inside one node? The same rule as group_within_node with the block TP x a2a_size.
 bool cp_a2a_within_node(const Mesh& mesh, int64_t a2a_size, int64_t gpus_per_node);

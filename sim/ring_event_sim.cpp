@@ -235,7 +235,7 @@ class PassReplay {
 RingSimulation simulate_allgather(const RingLayerShape& shape, const ClusterConfig& c, bool record) {
   const LayerShape& x = shape.layer;
   const int64_t P = static_cast<int64_t>(x.cp);
-  const AllGatherCollectives coll = allgather_collectives(x, c, shape.cp_per_node, shape.allgather_slowdown);
+  const AllGatherCollectives coll = allgather_collectives(x, c, shape.cp_per_node, shape.slowdown);
   const double per_pair = ring_kernel_rate(x, c, shape.peak_flops_per_s).per_pair_flops;
   RingSimulation out;
   out.comm = CpComm::allgather;

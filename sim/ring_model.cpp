@@ -405,21 +405,20 @@ CpLinks cp_links(const Mesh& mesh, CpComm comm, int64_t a2a_size, const ClusterC
   // What crosses the network: the ring over the CP group (ring), the all-to-all over it
   // (alltoall), the ring over the CP / A groups, members TP x A apart (hybrid), the all-gather's
   // and reduce-scatter's rings (allgather).
-  double slowdown = 1.0;
   switch (comm) {
-    case CpComm::ring: slowdown = uplink_slowdown(mesh.cp, mesh.tp, c, UplinkTraffic::ring); break;
-    case CpComm::alltoall: slowdown = uplink_slowdown(mesh.cp, mesh.tp, c, UplinkTraffic::all_to_all); break;
-    case CpComm::hybrid: slowdown = uplink_slowdown(mesh.cp / a, mesh.tp * a, c, UplinkTraffic::ring); break;
-    case CpComm::allgather: l.allgather_slowdown = uplink_slowdown(mesh.cp, mesh.tp, c, UplinkTraffic::ring); break;
+    case CpComm::ring:
+    case CpComm::allgather: l.slowdown = uplink_slowdown(mesh.cp, mesh.tp, c, UplinkTraffic::ring); break;
+    case CpComm::alltoall: l.slowdown = uplink_slowdown(mesh.cp, mesh.tp, c, UplinkTraffic::all_to_all); break;
+    case CpComm::hybrid: l.slowdown = uplink_slowdown(mesh.cp / a, mesh.tp * a, c, UplinkTraffic::ring); break;
   }
-  l.link = l.inter_node ? contended(c.inter_node, slowdown) : c.intra_node;
+  l.link = l.inter_node ? contended(c.inter_node, l.slowdown) : c.intra_node;
   return l;
 }
 
 RingLayerPrediction predict_ring_attention(const RingAttentionShape& s, const ClusterConfig& c) {
   const RingLayerShape r = ring_layer_shape(s, c);
   if (s.comm == CpComm::allgather)
-    return predict_allgather_layer(r.layer, c, r.peak_flops_per_s, r.cp_per_node, r.inter_node, r.allgather_slowdown);
+    return predict_allgather_layer(r.layer, c, r.peak_flops_per_s, r.cp_per_node, r.inter_node, r.slowdown);
   if (s.comm == CpComm::alltoall) return predict_alltoall_layer(r.layer, c, r.peak_flops_per_s, r.link, r.inter_node);
   if (s.comm == CpComm::hybrid)
     return predict_hybrid_layer(r.layer, c, r.peak_flops_per_s, r.a2a_link, r.a2a_inter_node, r.link, r.inter_node);

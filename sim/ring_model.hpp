@@ -173,7 +173,7 @@ struct AllGatherCollectives {
   double all_gather_s = 0;         // all-gather of K,V
   double reduce_scatter_s = 0;     // reduce-scatter of dK,dV
 };
-// `inter_slowdown`: CpLinks::allgather_slowdown.
+// `inter_slowdown`: CpLinks::slowdown.
 AllGatherCollectives allgather_collectives(const LayerShape& x, const ClusterConfig& c, int64_t cp_per_node,
                                            double inter_slowdown = 1.0);
 
@@ -192,10 +192,11 @@ AllToAllCollectives alltoall_collectives(const LayerShape& x, const ClusterConfi
 // cp_links): the ring's (or all-to-all's) link, the hybrid all-to-all group's, and what a switch
 // group's oversubscribed uplinks leave of the inter-node link for each (uplink_slowdown).
 struct CpLinks {
-  LinkProfile link;              // ring: the ring's link; alltoall: the group's; hybrid: the ring across groups
-  bool inter_node = false;       // the CP group spans nodes
-  int64_t cp_per_node = 1;       // ranks of the CP group per node it spans (cp when inside one node)
-  double allgather_slowdown = 1; // allgather: uplink_slowdown of the group's collectives
+  LinkProfile link;         // ring: the ring's link; alltoall: the group's; hybrid: the ring across groups
+  bool inter_node = false;  // the CP group spans nodes
+  int64_t cp_per_node = 1;  // ranks of the CP group per node it spans (cp when inside one node)
+  double slowdown = 1;      // uplink_slowdown of the method's traffic across nodes (`link` carries it;
+                            // allgather passes it to its collectives)
   LinkProfile a2a_link;          // hybrid: the link of an all-to-all group of a2a_size ranks
   bool a2a_inter_node = false;
 };
