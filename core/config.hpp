@@ -143,7 +143,16 @@ struct ModelConfig {
 struct EfficiencyCurve {
   double max_efficiency = 0.0;   // in (0, 1]
   double half_flops = 0.0;       // >= 0; 0 means constant max_efficiency
+  // GEMM curves only (matmul, matmul_backward, matmul_fp8; YAML `half_k`, optional): the
+  // reduction length at which a GEMM's rate is half the FLOPs curve's, eff(x, K) = eff(x) *
+  // K / (K + half_k). A GEMM's tiles each run a loop over K between a fixed prologue (loading the
+  // first operand stages) and epilogue (writing the output tile), so a short K amortises them
+  // less at any FLOPs count: TP's row-parallel GEMMs (K = hidden / TP) run below column-parallel
+  // ones of the same FLOPs. 0 (the default): the rate depends on the FLOPs alone.
+  double half_k = 0.0;  // >= 0, in elements of K
   double at(double flops) const { return half_flops <= 0 ? max_efficiency : max_efficiency * flops / (flops + half_flops); }
+  // A GEMM of `flops` = 2 M N K with reduction length `k`.
+  double at_gemm(double flops, double k) const { return half_k > 0 ? at(flops) * k / (k + half_k) : at(flops); }
 };
 
 // Default of ClusterConfig::memory_bandwidth_efficiency: STREAM-like copy/scale/triad kernels

@@ -195,6 +195,7 @@ constexpr Range kLatencyRange{0, 1e9, false, false, "us"};
 constexpr Range kOversubscriptionRange{1, 1e3, false, false, "",
                                        "a downlink : uplink ratio (2 for 2:1; 1 is non-blocking)"};
 constexpr Range kHalfTflopRange{0, 1e12, false, false, "TFLOP"};
+constexpr Range kHalfKRange{0, 1e9, false, false, "elements of K"};
 constexpr Range kHalfMibRange{0, 1e9, false, false, "MiB"};
 constexpr Range kFractionRange{1e-6, 1, false, false, "", "a fraction of peak (0.38 for 38%)"};
 constexpr Range kStreamingFractionRange{
@@ -471,11 +472,14 @@ LinkProfile read_link(const MapReader& r) {
   return link;
 }
 
-EfficiencyCurve read_curve(const MapReader& parent, const std::string& key) {
-  MapReader r = parent.nested(key, {"max", "half_tflop"});
+// `gemm`: a GEMM curve (matmul, matmul_backward, matmul_fp8), which may also give `half_k`
+// (EfficiencyCurve::half_k); other curves refuse the key.
+EfficiencyCurve read_curve(const MapReader& parent, const std::string& key, bool gemm = false) {
+  MapReader r = gemm ? parent.nested(key, {"max", "half_tflop", "half_k"}) : parent.nested(key, {"max", "half_tflop"});
   EfficiencyCurve c;
   c.max_efficiency = r.get_real("max", kFractionRange);
   c.half_flops = r.get_real("half_tflop", kHalfTflopRange) * units::tflop;
+  if (gemm && r.has("half_k")) c.half_k = r.get_real("half_k", kHalfKRange);
   return c;
 }
 
@@ -702,19 +706,19 @@ ClusterConfig cluster_from_yaml(const YAML::Node& node, const std::string& file,
                {"matmul", "matmul_backward", "matmul_fp8", "materialized_attention", "attention", "attention_backward",
                 "memory_bandwidth", "collectives", "collectives_inter_node", "overlap_sm_share", "masked_tiles",
                 "training_scale"});
-  c.matmul = read_curve(eff, "matmul");
+  c.matmul = read_curve(eff, "matmul", true);
   c.attention = read_curve(eff, "attention");
   // Optional: absent leaves max_efficiency 0, i.e. the backward uses `attention`.
   if (eff.has("attention_backward")) c.attention_backward = read_curve(eff, "attention_backward");
   // Optional: absent leaves max_efficiency 0, i.e. the materialised forward uses `matmul`.
   if (eff.has("materialized_attention")) c.materialized_attention = read_curve(eff, "materialized_attention");
   // Optional: absent leaves max_efficiency 0, i.e. the materialised backward uses `matmul`.
-  if (eff.has("matmul_backward")) c.matmul_backward = read_curve(eff, "matmul_backward");
+  if (eff.has("matmul_backward")) c.matmul_backward = read_curve(eff, "matmul_backward", true);
   // Optional: absent leaves max_efficiency 0, i.e. FP8 GEMMs use matmul's fraction of their peak.
   if (eff.has("matmul_fp8")) {
     if (c.peak_flops_per_s_fp8 <= 0)
       eff.fail("matmul_fp8", "is set but peak_tflops.fp8 is not: give the device's dense FP8 peak, or remove it");
-    c.matmul_fp8 = read_curve(eff, "matmul_fp8");
+    c.matmul_fp8 = read_curve(eff, "matmul_fp8", true);
   }
   // Optional: absent keeps the ideal ring (efficiency 1 at every size).
   if (eff.has("collectives")) {
@@ -1192,10 +1196,17 @@ void write_cluster(YAML::Emitter& out, const ClusterConfig& c) {
     }
     out << YAML::EndMap;
   };
-  auto curve = [&out](const char* key, const EfficiencyCurve& e) {
+  // `scaled`: the curve's max was divided back out of a training scale (below), which leaves an
+  // error in the last bits (0.688 * 0.809 / 0.809 = 0.68799999999999997): 12 significant digits
+  // write the kernel value the file held, so that writing what was read is a fixed point.
+  auto curve = [&out](const char* key, const EfficiencyCurve& e, bool scaled) {
     out << YAML::Key << key << YAML::Value << YAML::Flow << YAML::BeginMap;
-    emit_double(out, "max", e.max_efficiency);
+    if (scaled)
+      out << YAML::Key << "max" << YAML::Value << fmt::format("{:.12g}", e.max_efficiency);
+    else
+      emit_double(out, "max", e.max_efficiency);
     emit_double(out, "half_tflop", e.half_flops / units::tflop);
+    if (e.half_k > 0) emit_double(out, "half_k", e.half_k);
     out << YAML::EndMap;
   };
   out << YAML::BeginMap;
@@ -1218,12 +1229,14 @@ void write_cluster(YAML::Emitter& out, const ClusterConfig& c) {
   // back rebuilds the same effective curves.
   ClusterConfig kernels = c;
   kernels.set_training_scale(1.0, 1.0);
-  curve("matmul", kernels.matmul);
-  curve("attention", kernels.attention);
-  if (kernels.materialized_attention.max_efficiency > 0) curve("materialized_attention", kernels.materialized_attention);
-  if (kernels.matmul_backward.max_efficiency > 0) curve("matmul_backward", kernels.matmul_backward);
-  if (kernels.matmul_fp8.max_efficiency > 0) curve("matmul_fp8", kernels.matmul_fp8);
-  if (kernels.attention_backward.max_efficiency > 0) curve("attention_backward", kernels.attention_backward);
+  const bool mm_scaled = c.matmul_training_scale != 1.0, attn_scaled = c.attention_training_scale != 1.0;
+  curve("matmul", kernels.matmul, mm_scaled);
+  curve("attention", kernels.attention, attn_scaled);
+  if (kernels.materialized_attention.max_efficiency > 0)
+    curve("materialized_attention", kernels.materialized_attention, attn_scaled);
+  if (kernels.matmul_backward.max_efficiency > 0) curve("matmul_backward", kernels.matmul_backward, mm_scaled);
+  if (kernels.matmul_fp8.max_efficiency > 0) curve("matmul_fp8", kernels.matmul_fp8, mm_scaled);
+  if (kernels.attention_backward.max_efficiency > 0) curve("attention_backward", kernels.attention_backward, attn_scaled);
   if (c.matmul_training_scale != 1.0 || c.attention_training_scale != 1.0) {
     out << YAML::Key << "training_scale" << YAML::Value << YAML::Flow << YAML::BeginMap;
     emit_double(out, "matmul", c.matmul_training_scale);

@@ -404,11 +404,13 @@ std::string check_layout(const Experiment& e, const Mesh& mesh, const ParallelOp
 // ------------------------------------------------------------------ prediction
 namespace {
 
-// Time of one GEMM of `flops` at the cluster's efficiency for that size.
-double gemm_s(double flops, const ClusterConfig& c, double peak) { return flops / (peak * c.matmul.at(flops)); }
-// One backward GEMM (a data or a weight gradient) of a forward GEMM of `flops`.
-double gemm_backward_s(double flops, const ClusterConfig& c, double peak) {
-  return flops / (peak * c.matmul_backward_curve().at(flops));
+// Time of one GEMM of `flops` reducing over `k` at the cluster's efficiency for that shape.
+double gemm_s(double flops, double k, const ClusterConfig& c, double peak) {
+  return flops / (peak * c.matmul.at_gemm(flops, k));
+}
+// One backward GEMM (a data or a weight gradient, reducing over `k`) of a forward GEMM of `flops`.
+double gemm_backward_s(double flops, double k, const ClusterConfig& c, double peak) {
+  return flops / (peak * c.matmul_backward_curve().at_gemm(flops, k));
 }
 
 // The rate the transformer blocks' linear layers run at: the training dtype's peak and the matmul
@@ -420,9 +422,10 @@ struct BlockGemmRate {
   const EfficiencyCurve* curve = nullptr;
   bool fp8 = false;
   const EfficiencyCurve* backward_curve = nullptr;
-  double seconds(double flops) const { return flops / (peak * curve->at(flops)); }
-  // One backward GEMM of the forward's `flops` (a data or a weight gradient).
-  double backward_seconds(double flops) const { return flops / (peak * backward_curve->at(flops)); }
+  // A forward GEMM of `flops` reducing over `k`.
+  double seconds(double flops, double k) const { return flops / (peak * curve->at_gemm(flops, k)); }
+  // One backward GEMM of the forward's `flops` (a data or a weight gradient) reducing over `k`.
+  double backward_seconds(double flops, double k) const { return flops / (peak * backward_curve->at_gemm(flops, k)); }
 };
 
 BlockGemmRate block_gemm_rate(const ClusterConfig& c, const TrainingConfig& t) {
@@ -481,15 +484,19 @@ LayerTimes layer_times(const LayerShape& x, const ClusterConfig& c, double peak,
   LayerTimes lt;
   const LayerGemmFlops g = layer_gemm_flops(x);
   lt.linear_weights = g.total() / (2.0 * x.tokens());
-  const double qkv = gr.seconds(g.qkv), out = gr.seconds(g.out);
-  const double up = gr.seconds(g.mlp_up), down = gr.seconds(g.mlp_down);
+  const double qkv = gr.seconds(g.qkv, g.k_qkv), out = gr.seconds(g.out, g.k_out);
+  const double up = gr.seconds(g.mlp_up, g.k_mlp_up), down = gr.seconds(g.mlp_down, g.k_mlp_down);
   lt.gemm_fwd_s = qkv + out + up + down;
-  // Backward: a data-gradient and a weight-gradient GEMM per forward GEMM, same sizes.
-  const double qkv_b = gr.backward_seconds(g.qkv), out_b = gr.backward_seconds(g.out);
-  const double up_b = gr.backward_seconds(g.mlp_up), down_b = gr.backward_seconds(g.mlp_down);
-  lt.gemm_bwd_s = 2.0 * (qkv_b + out_b + up_b + down_b);
-  lt.wgrad_qkv_s = lt.dgrad_qkv_s = qkv_b;
-  lt.wgrad_mlp_up_s = lt.dgrad_mlp_up_s = up_b;
+  // Backward: a data-gradient GEMM (reducing over the forward's N) and a weight-gradient GEMM
+  // (reducing over the tokens) per forward GEMM, each of the forward's FLOPs.
+  const double T = g.tokens;
+  const double out_dgrad = gr.backward_seconds(g.out, g.n_out), down_dgrad = gr.backward_seconds(g.mlp_down, g.n_mlp_down);
+  lt.dgrad_qkv_s = gr.backward_seconds(g.qkv, g.n_qkv);
+  lt.dgrad_mlp_up_s = gr.backward_seconds(g.mlp_up, g.n_mlp_up);
+  lt.wgrad_qkv_s = gr.backward_seconds(g.qkv, T);
+  lt.wgrad_mlp_up_s = gr.backward_seconds(g.mlp_up, T);
+  lt.gemm_bwd_s = lt.dgrad_qkv_s + lt.wgrad_qkv_s + out_dgrad + gr.backward_seconds(g.out, T) + lt.dgrad_mlp_up_s +
+                  lt.wgrad_mlp_up_s + down_dgrad + gr.backward_seconds(g.mlp_down, T);
   lt.fwd_qkv_s = qkv;
   lt.fwd_out_s = out;
   lt.fwd_mlp_up_s = up;
@@ -569,12 +576,14 @@ LayerTimes layer_times(const LayerShape& x, const ClusterConfig& c, double peak,
       //    of the reduce-scatter has no GEMM left to hide behind.
       if (overlap == TpOverlap::pipelined) {
         const double k = static_cast<double>(n);
-        auto cut = [&](double flops) { return k * gr.seconds(flops / k); };
-        auto cut_backward = [&](double flops) { return k * gr.backward_seconds(flops / k); };
-        const double qkv_c = cut(g.qkv), out_c = cut(g.out), up_c = cut(g.mlp_up), down_c = cut(g.mlp_down);
-        const double out_dgrad_c = cut_backward(g.out), down_dgrad_c = cut_backward(g.mlp_down);
+        // The chunks cut M; each keeps its GEMM's reduction length.
+        auto cut = [&](double flops, double red) { return k * gr.seconds(flops / k, red); };
+        auto cut_backward = [&](double flops, double red) { return k * gr.backward_seconds(flops / k, red); };
+        const double qkv_c = cut(g.qkv, g.k_qkv), out_c = cut(g.out, g.k_out), up_c = cut(g.mlp_up, g.k_mlp_up),
+                     down_c = cut(g.mlp_down, g.k_mlp_down);
+        const double out_dgrad_c = cut_backward(g.out, g.n_out), down_dgrad_c = cut_backward(g.mlp_down, g.n_mlp_down);
         lt.gemm_fwd_s += (qkv_c - qkv) + (out_c - out) + (up_c - up) + (down_c - down);
-        lt.gemm_bwd_s += (out_dgrad_c - out_b) + (down_dgrad_c - down_b);
+        lt.gemm_bwd_s += (out_dgrad_c - out_dgrad) + (down_dgrad_c - down_dgrad);
         lt.fwd_qkv_s = qkv_c;
         lt.fwd_out_s = out_c;
         lt.fwd_mlp_up_s = up_c;
@@ -797,7 +806,10 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
   // Output layer + loss on the critical (last) stage: logits GEMM forward, 2x backward,
   // cross-entropy memory traffic (about half forward, half backward).
   const double logits = logits_flops(x, vocab);
-  const double out_gemm = gemm_s(logits, c, peak), out_gemm_bwd = gemm_backward_s(logits, c, peak);
+  // Its data gradient reduces over the vocabulary shard, its weight gradient over the tokens.
+  const double out_gemm = gemm_s(logits, hidden, c, peak);
+  const double out_gemm_dgrad = gemm_backward_s(logits, vocab / static_cast<double>(mesh.tp), c, peak),
+               out_gemm_wgrad = gemm_backward_s(logits, x.tokens(), c, peak);
   const double mem_bw = achieved_memory_bandwidth_bytes_per_s(c);
   const LossBytes loss_bytes = loss_elementwise_bytes(x, vocab, train.cross_entropy);
   const double loss_fwd_s = mem_bw > 0 ? loss_bytes.forward / mem_bw : 0.0;
@@ -808,7 +820,7 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
   const double out_weight_elems = logits / (2.0 * x.tokens());
   const double out_cast_s = train.autocast && mem_bw > 0 ? out_weight_elems * (4.0 + x.activation_bytes) / mem_bw : 0.0;
   const double out_fwd = out_gemm + loss_fwd_s + out_cast_s;
-  const double out_bwd = 2.0 * out_gemm_bwd + loss_bwd_s + out_cast_s;
+  const double out_bwd = out_gemm_dgrad + out_gemm_wgrad + loss_bwd_s + out_cast_s;
 
   // Vocabulary-parallel embedding and output layer (Megatron's VocabParallelEmbedding and
   // vocab_parallel_cross_entropy), per micro-batch, the embedding's on the first stage and the

@@ -322,6 +322,16 @@ LayerGemmFlops layer_gemm_flops(const LayerShape& x) {
   g.out = 2.0 * T * q * h / x.tp;
   g.mlp_up = 2.0 * T * h * x.ffn_hidden * (x.gated_mlp ? 2.0 : 1.0) / x.tp;
   g.mlp_down = 2.0 * T * x.ffn_hidden * h / x.tp;
+  g.tokens = T;
+  // Column-parallel GEMMs (QKV, MLP up) split N by TP, row-parallel ones (out, MLP down) K.
+  g.k_qkv = h;
+  g.n_qkv = (q + 2.0 * kv) / x.tp;
+  g.k_out = q / x.tp;
+  g.n_out = h;
+  g.k_mlp_up = h;
+  g.n_mlp_up = x.ffn_hidden * (x.gated_mlp ? 2.0 : 1.0) / x.tp;
+  g.k_mlp_down = x.ffn_hidden / x.tp;
+  g.n_mlp_down = h;
   return g;
 }
 

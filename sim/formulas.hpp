@@ -195,6 +195,12 @@ RingMergeBytes ring_merge_bytes(const LayerShape& x);
 // ---------------------------------------------------------------- FLOPs (forward, per device)
 struct LayerGemmFlops {
   double qkv = 0, out = 0, mlp_up = 0, mlp_down = 0;  // 2*M*N*K of each forward GEMM
+  // Their shapes (EfficiencyCurve::at_gemm takes the reduction length): M = tokens for all four;
+  // K of the forward GEMMs (k_*); their output widths N (n_*), the K of each data-gradient GEMM
+  // (dX = dY W^T reduces over N); every weight-gradient GEMM (dW = X^T dY) reduces over M.
+  double tokens = 0;
+  double k_qkv = 0, k_out = 0, k_mlp_up = 0, k_mlp_down = 0;
+  double n_qkv = 0, n_out = 0, n_mlp_up = 0, n_mlp_down = 0;
   double total() const { return qkv + out + mlp_up + mlp_down; }
 };
 LayerGemmFlops layer_gemm_flops(const LayerShape& x);

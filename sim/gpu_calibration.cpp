@@ -58,7 +58,9 @@ GpuBenchMeasurements from_json(const json& g, const std::string& glabel, const j
     const std::string where = fmt::format("{}: gemms[{}]", glabel, i);
     const double flops = positive(r, "flops", where), ms = positive(r, "ms", where);
     const std::string dtype = text(r, "dtype", where), pass = text(r, "pass_", where);
-    const RatePoint p{flops, flops / (ms * 1e-3)};
+    // The reduction length, where the bench recorded it (the K-ramp is fitted only with it).
+    const double k = r.contains("k") ? positive(r, "k", where) : 0.0;
+    const RatePoint p{flops, flops / (ms * 1e-3), k};
     if (dtype == "bf16" && pass == "fwd") {
       m.gemm_bf16_fwd.push_back(p);
     } else if (dtype == "bf16" && (pass == "bwd_dx" || pass == "bwd_dw")) {
@@ -127,16 +129,23 @@ GpuCalibration calibrate_gpu_profile(const ClusterConfig& base, const GpuBenchMe
   auto fit = [&cal](const char* key, const std::vector<RatePoint>& pts, double peak, EfficiencyCurve& slot) {
     if (pts.empty()) return;
     slot = fit_efficiency_curve(pts, peak);
-    cal.curves.push_back({key, slot, curve_fit_error(slot, peak, pts)});
+    cal.curves.push_back({key, slot, curve_fit_error(slot, peak, pts), {}});
   };
-  fit("matmul", m.gemm_bf16_fwd, bf16, cal.cluster.matmul);
-  fit("matmul_backward", m.gemm_bf16_bwd, bf16, cal.cluster.matmul_backward);
+  // GEMM curves: the K-ramp where it does better held out (fit_gemm_efficiency_curve).
+  auto fit_gemm = [&cal](const char* key, const std::vector<RatePoint>& pts, double peak, EfficiencyCurve& slot) {
+    if (pts.empty()) return;
+    const GemmCurveFit g = fit_gemm_efficiency_curve(pts, peak);
+    slot = g.curve;
+    cal.curves.push_back({key, slot, curve_fit_error(slot, peak, pts), g});
+  };
+  fit_gemm("matmul", m.gemm_bf16_fwd, bf16, cal.cluster.matmul);
+  fit_gemm("matmul_backward", m.gemm_bf16_bwd, bf16, cal.cluster.matmul_backward);
   if (!m.gemm_fp8.empty()) {
     if (base.peak_flops_per_s_fp8 <= 0)
       throw bad_input(fmt::format("the measurements hold FP8 GEMMs but profile '{}' has no peak_tflops.fp8 to take "
                                   "their fraction against; add the datasheet's dense FP8 peak",
                                   base.name));
-    fit("matmul_fp8", m.gemm_fp8, base.peak_flops_per_s_fp8, cal.cluster.matmul_fp8);
+    fit_gemm("matmul_fp8", m.gemm_fp8, base.peak_flops_per_s_fp8, cal.cluster.matmul_fp8);
   }
   fit("attention", m.attention_fwd, bf16, cal.cluster.attention);
   fit("attention_backward", m.attention_bwd, bf16, cal.cluster.attention_backward);
@@ -157,11 +166,16 @@ std::string gpu_profile_text(const GpuCalibration& cal, const GpuBenchMeasuremen
   for (std::string line; std::getline(nl, line);)
     if (!line.empty()) head << "# note: " << line << "\n";
   // max and half_tflop as the profile below writes them; the fit's errors in the error format.
-  head << "# curve                 points  max     half_tflop  fit error mean / max\n";
-  for (const auto& c : cal.curves)
-    head << fmt::format("#  {:<20} {:6d}  {:.4f}  {:.6f}    {} / {}\n", c.key, c.error.points,
-                        c.fitted.max_efficiency, c.fitted.half_flops / 1e12, format::format_abs_error_pct(c.error.mean_pct),
-                        format::format_abs_error_pct(c.error.max_pct));
+  head << "# curve                 points  max     half_tflop  half_k  fit error mean / max  held out: FLOPs curve / K-ramp\n";
+  for (const auto& c : cal.curves) {
+    std::string held = "-";
+    if (c.gemm.ramp_tried)
+      held = fmt::format("{} / {}", format::format_abs_error_pct(c.gemm.held_out_flops_pct),
+                         format::format_abs_error_pct(c.gemm.held_out_ramp_pct));
+    head << fmt::format("#  {:<20} {:6d}  {:.4f}  {:.6f}  {:6.0f}  {} / {}  {}\n", c.key, c.error.points,
+                        c.fitted.max_efficiency, c.fitted.half_flops / 1e12, c.fitted.half_k,
+                        format::format_abs_error_pct(c.error.mean_pct), format::format_abs_error_pct(c.error.max_pct), held);
+  }
   if (cal.memory_bandwidth_efficiency > 0)
     head << fmt::format("#  memory_bandwidth: copy {} (read + write) / datasheet {} = {:.4f}\n",
                         format::format_bandwidth(m.hbm_copy_bytes_per_s),

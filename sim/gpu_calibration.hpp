@@ -13,7 +13,9 @@
 //   attention        forward kernel, x = the kernel's FLOPs (4 b h pairs d), rate = x / time
 //   attention_backward  backward kernel, x = the FORWARD FLOPs, rate = 2.5 x / time
 //   memory_bandwidth measured copy rate (read + write) / memory_bandwidth_gbps
-// Each fit is sim/rate_fit.hpp's fit_efficiency_curve; max = R / peak, capped at 1. The fit's own error (mean and max relative error of the curve against the points)
+// Each fit is sim/rate_fit.hpp's fit_efficiency_curve; max = R / peak, capped at 1. The GEMM
+// curves take the K-ramp (EfficiencyCurve::half_k, from each GEMM's recorded `k`) where it does
+// better on held-out GEMMs (fit_gemm_efficiency_curve). The fit's own error (mean and max relative error of the curve against the points)
 // is reported with it.
 #pragma once
 #include <string>
@@ -49,6 +51,7 @@ struct GpuCalibration {
     std::string key;  // YAML key under efficiency:
     EfficiencyCurve fitted;
     CurveFitError error;
+    GemmCurveFit gemm;  // GEMM curves: the held-out choice of the K-ramp (ramp_tried false otherwise)
   };
   std::vector<Curve> curves;
   double memory_bandwidth_efficiency = 0;  // 0: not measured (the base's value is kept)

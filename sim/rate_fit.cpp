@@ -50,11 +50,73 @@ EfficiencyCurve fit_efficiency_curve(const std::vector<RatePoint>& points, doubl
   return {std::min(1.0, r.asymptote / peak), r.half_flops};
 }
 
+namespace {
+
+double point_efficiency(const EfficiencyCurve& c, const RatePoint& p) {
+  return p.k > 0 ? c.at_gemm(p.flops, p.k) : c.at(p.flops);
+}
+
+// The FLOPs curve fitted to the rates with the K-ramp of `half_k` divided out.
+EfficiencyCurve fit_with_ramp(const std::vector<RatePoint>& points, double peak, double half_k) {
+  std::vector<RatePoint> flat(points);
+  for (RatePoint& p : flat) p.rate *= (p.k + half_k) / p.k;
+  EfficiencyCurve c = fit_efficiency_curve(flat, peak);
+  c.half_k = half_k;
+  return c;
+}
+
+double sum_sq_log(const EfficiencyCurve& c, double peak, const std::vector<RatePoint>& points) {
+  double s = 0;
+  for (const RatePoint& p : points) {
+    const double r = std::log(peak * point_efficiency(c, p) / p.rate);
+    s += r * r;
+  }
+  return s;
+}
+
+EfficiencyCurve fit_ramp(const std::vector<RatePoint>& points, double peak) {
+  constexpr int kStepsPerDecade = 50, kDecades = 5;
+  EfficiencyCurve best = fit_with_ramp(points, peak, 1.0);
+  double best_loss = sum_sq_log(best, peak, points);
+  for (int i = 1; i <= kStepsPerDecade * kDecades; ++i) {
+    const EfficiencyCurve c = fit_with_ramp(points, peak, std::pow(10.0, static_cast<double>(i) / kStepsPerDecade));
+    const double loss = sum_sq_log(c, peak, points);
+    if (loss < best_loss) best = c, best_loss = loss;
+  }
+  return best;
+}
+
+}  // namespace
+
+GemmCurveFit fit_gemm_efficiency_curve(const std::vector<RatePoint>& points, double peak) {
+  GemmCurveFit f;
+  f.curve = fit_efficiency_curve(points, peak);
+  constexpr size_t kFolds = 5, kMinPoints = 10;
+  f.ramp_tried = points.size() >= kMinPoints &&
+                 std::all_of(points.begin(), points.end(), [](const RatePoint& p) { return p.k > 0 && std::isfinite(p.k); });
+  double flops_err = 0, ramp_err = 0;
+  for (size_t fold = 0; fold < kFolds; ++fold) {
+    std::vector<RatePoint> train, test;
+    for (size_t i = 0; i < points.size(); ++i) (i % kFolds == fold ? test : train).push_back(points[i]);
+    if (test.empty() || train.empty()) continue;
+    const double n = static_cast<double>(test.size());
+    flops_err += curve_fit_error(fit_efficiency_curve(train, peak), peak, test).mean_pct * n;
+    if (f.ramp_tried) ramp_err += curve_fit_error(fit_ramp(train, peak), peak, test).mean_pct * n;
+  }
+  const double total = static_cast<double>(points.size());
+  f.held_out_flops_pct = flops_err / total;
+  if (f.ramp_tried) {
+    f.held_out_ramp_pct = ramp_err / total;
+    if (f.held_out_ramp_pct < f.held_out_flops_pct) f.curve = fit_ramp(points, peak);
+  }
+  return f;
+}
+
 CurveFitError curve_fit_error(const EfficiencyCurve& curve, double peak, const std::vector<RatePoint>& points) {
   CurveFitError e;
   double sum = 0;
   for (const RatePoint& p : points) {
-    const double err = std::abs(peak * curve.at(p.flops) - p.rate) / p.rate * 100.0;
+    const double err = std::abs(peak * point_efficiency(curve, p) - p.rate) / p.rate * 100.0;
     sum += err;
     e.max_pct = std::max(e.max_pct, err);
   }

@@ -10,10 +10,12 @@
 
 namespace ringplan::sim {
 
-// One measured rate: `flops` on the operation's x-axis, `rate` in FLOP/s.
+// One measured rate: `flops` on the operation's x-axis, `rate` in FLOP/s, and for a GEMM its
+// reduction length `k` (0: not a GEMM, or not recorded).
 struct RatePoint {
   double flops = 0;
   double rate = 0;
+  double k = 0;
 };
 
 // rate(x) = asymptote * x / (x + half_flops); half_flops 0 means a constant rate.
@@ -33,7 +35,26 @@ RateCurve fit_rate_curve(const std::vector<RatePoint>& points);
 // bad_input when peak is not > 0.
 EfficiencyCurve fit_efficiency_curve(const std::vector<RatePoint>& points, double peak_flops_per_s);
 
-// Mean and max |curve rate - measured rate| / measured rate over the points, in percent.
+// A GEMM curve (matmul, matmul_backward, matmul_fp8) with the K-ramp (EfficiencyCurve::half_k)
+// where it earns its third parameter on points it was not fitted to. Both forms are scored
+// 5-fold (point i in fold i mod 5; each fold's error taken from a fit of the other four):
+//   FLOPs curve  fit_efficiency_curve, half_k 0;
+//   K-ramp       for each half_k on a log grid (1 to 1e5 elements, 50 steps per decade) the
+//                FLOPs curve is fitted by fit_efficiency_curve to the rates divided by
+//                K / (K + half_k); the half_k of least sum of squared log(curve / measured) wins.
+// `curve` is the K-ramp fitted to every point when its held-out mean relative error is the lower,
+// else the FLOPs curve. The ramp is not tried (ramp_tried false) with fewer than 10 points or a
+// point whose k is not > 0.
+struct GemmCurveFit {
+  EfficiencyCurve curve;
+  bool ramp_tried = false;
+  double held_out_flops_pct = 0;  // held-out mean relative error of the FLOPs curve, percent
+  double held_out_ramp_pct = 0;   // the same for the K-ramp (0 when not tried)
+};
+GemmCurveFit fit_gemm_efficiency_curve(const std::vector<RatePoint>& points, double peak_flops_per_s);
+
+// Mean and max |curve rate - measured rate| / measured rate over the points, in percent (a point
+// with k > 0 at the curve's at_gemm, else at at()).
 struct CurveFitError {
   double mean_pct = 0, max_pct = 0;
   int points = 0;

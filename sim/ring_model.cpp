@@ -26,6 +26,8 @@ RingKernelRate ring_kernel_rate(const LayerShape& x, const ClusterConfig& c, dou
     const double gemm_flops = 0.5 * f.per_step_kernel;
     const double score_bytes = gemm_flops / (2.0 * x.head_dim) * x.activation_bytes;
     const double traffic_s = mem_bw > 0 ? score_bytes / mem_bw : 0.0;
+    // By FLOPs alone (at(), not at_gemm()): these batched GEMMs reduce over head_dim or the key
+    // block, far outside the linear layers' K from which a matmul curve's half_k is measured.
     auto rate = [&](const EfficiencyCurve& curve) {
       const double compute_s = gemm_flops / (peak_flops_per_s * curve.at(gemm_flops));
       return gemm_flops / std::max(compute_s, traffic_s);

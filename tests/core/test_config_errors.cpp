@@ -75,6 +75,16 @@ TEST_CASE("unknown nested key names the full field path") {
   check_config_error([&] { load_cluster(f); }, {f, 13, "cluster.inter_node.latency_ms", "did you mean 'latency_us'?"});
 }
 
+TEST_CASE("half_k belongs to the GEMM curves: under attention it is an unknown key, negative is out of range") {
+  TempDir dir;
+  const std::string attn = dir.write("a.yaml", replace(test::kClusterYaml, "  attention: {max: 0.6, half_tflop: 0.05}",
+                                                       "  attention: {max: 0.6, half_tflop: 0.05, half_k: 64}"));
+  check_config_error([&] { load_cluster(attn); }, {attn, 16, "cluster.efficiency.attention.half_k", "unknown key"});
+  const std::string neg = dir.write("b.yaml", replace(test::kClusterYaml, "  matmul: {max: 0.8, half_tflop: 0.025}",
+                                                      "  matmul: {max: 0.8, half_tflop: 0.025, half_k: -1}"));
+  check_config_error([&] { load_cluster(neg); }, {neg, 15, "cluster.efficiency.matmul.half_k", "elements of K"});
+}
+
 TEST_CASE("cluster inter_node switch groups: one key without the other, or a ratio below 1, is refused at its line") {
   TempDir dir;
   const std::string lone = dir.write("a.yaml", replace(test::kClusterYaml, "  latency_us: 6\n", "  latency_us: 6\n  group_nodes: 16\n"));

@@ -202,6 +202,30 @@ TEST_CASE("cluster efficiency.matmul_backward is optional: absent = matmul, read
   CHECK(std::string(out2.c_str()).find("matmul_backward") == std::string::npos);
 }
 
+TEST_CASE("cluster GEMM curves take an optional half_k (the K-ramp), read and written as given, 0 = FLOPs alone") {
+  TempDir dir;
+  ClusterConfig c = load_cluster(dir.write("c.yaml", test::kClusterYaml));
+  CHECK(c.matmul.half_k == 0.0);
+  CHECK(c.matmul.at_gemm(1e12, 64) == c.matmul.at(1e12));  // no ramp: K does not matter
+  c = load_cluster(dir.write("d.yaml", replace(test::kClusterYaml, "  matmul: {max: 0.8, half_tflop: 0.025}",
+                                               "  matmul: {max: 0.8, half_tflop: 0.025, half_k: 128}\n"
+                                               "  matmul_backward: {max: 0.7, half_tflop: 0.02, half_k: 64}")));
+  CHECK(c.matmul.half_k == 128.0);
+  CHECK(c.matmul_backward_curve().half_k == 64.0);
+  // eff(x, K) = eff(x) * K / (K + half_k): half the FLOPs curve's rate at K = half_k
+  CHECK(c.matmul.at_gemm(1e12, 128) == doctest::Approx(0.5 * c.matmul.at(1e12)));
+  CHECK(c.matmul.at_gemm(1e12, 3 * 128) == doctest::Approx(0.75 * c.matmul.at(1e12)));
+  YAML::Emitter out;
+  write_cluster(out, c);
+  const ClusterConfig back = load_cluster(dir.write("e.yaml", std::string(out.c_str()) + "\n"));
+  CHECK(back.matmul.half_k == 128.0);
+  CHECK(back.matmul_backward.half_k == 64.0);
+  c.matmul.half_k = 0;
+  YAML::Emitter out2;
+  write_cluster(out2, c);
+  CHECK(std::string(out2.c_str()).find("matmul: {max: 0.8, half_tflop: 0.025}") != std::string::npos);
+}
+
 TEST_CASE("cluster efficiency.materialized_attention is optional: absent = matmul, read and written as given") {
   TempDir dir;
   ClusterConfig c = load_cluster(dir.write("c.yaml", test::kClusterYaml));

@@ -361,6 +361,47 @@ TEST_CASE("TP collectives use NVLink inside a node, sequence parallelism moves t
   CHECK(tp8.time.tp_comm_s <= 8 * 32 * 4 * ar * (1 + 1e-12));
 }
 
+TEST_CASE("K-ramp: each linear-layer GEMM slowed by (K + half_k) / K at its own reduction length") {
+  Experiment e = test::llama_experiment(8192, 8);
+  e.cluster.matmul_backward = {0.7, 0.01e12};
+  const ParallelOptions o;
+  const double hk = 256.0;
+  double share_tp1 = 0;
+  for (int64_t tp : {1, 4}) {
+    INFO("tp " << tp);
+    const Mesh mesh = test::mesh_of(1, tp, 1, 1);
+    Experiment ramp = e;
+    ramp.cluster.matmul.half_k = hk;
+    ramp.cluster.matmul_backward.half_k = hk;
+    const Prediction flat = predict(e, mesh, o), slow = predict(ramp, mesh, o);
+    const LayerShape x = make_layer_shape(e.model, e.training, mesh, o);
+    const LayerGemmFlops g = layer_gemm_flops(x);
+    const double peak = e.cluster.peak_flops_per_s(e.training.dtype);
+    // 1 / (eff K / (K + hk)) = (1 / eff) (1 + hk / K): each GEMM's time grows by its time on the
+    // FLOPs curve x hk / K, K its own reduction length.
+    auto fwd = [&](double f, double k) { return f / (peak * e.cluster.matmul.at(f)) * hk / k; };
+    auto bwd = [&](double f, double k) { return f / (peak * e.cluster.matmul_backward.at(f)) * hk / k; };
+    const double T = x.tokens(), V = static_cast<double>(e.model.vocab), h = static_cast<double>(e.model.hidden);
+    CHECK(g.k_out == doctest::Approx(4096.0 / static_cast<double>(tp)));  // row-parallel: K split by TP
+    CHECK(g.k_qkv == doctest::Approx(4096.0));                            // column-parallel: N split
+    const double layer_fwd = fwd(g.qkv, g.k_qkv) + fwd(g.out, g.k_out) + fwd(g.mlp_up, g.k_mlp_up) +
+                             fwd(g.mlp_down, g.k_mlp_down);
+    // data gradients reduce over the forward's N, weight gradients over the tokens
+    const double layer_bwd = bwd(g.qkv, g.n_qkv) + bwd(g.out, g.n_out) + bwd(g.mlp_up, g.n_mlp_up) +
+                             bwd(g.mlp_down, g.n_mlp_down) + bwd(g.qkv, T) + bwd(g.out, T) + bwd(g.mlp_up, T) +
+                             bwd(g.mlp_down, T);
+    const double logits = logits_flops(x, V);
+    const double out_fwd = fwd(logits, h), out_bwd = bwd(logits, V / static_cast<double>(tp)) + bwd(logits, T);
+    const double m = 8, layers = 32;  // 8 micro-batches of one sequence, one stage
+    CHECK(slow.time.forward_compute_s - flat.time.forward_compute_s == Approx(m * (layers * layer_fwd + out_fwd)));
+    CHECK(slow.time.backward_compute_s - flat.time.backward_compute_s == Approx(m * (layers * layer_bwd + out_bwd)));
+    const double share = (slow.time.forward_compute_s - flat.time.forward_compute_s) / flat.time.forward_compute_s;
+    if (tp == 1) share_tp1 = share;
+    // The row-parallel GEMMs' shorter K costs TP 4 a larger share of its forward than TP 1.
+    if (tp == 4) CHECK(share > share_tp1);
+  }
+}
+
 TEST_CASE("TP 16 on 8-GPU nodes is valid and its collectives cross the inter-node link") {
   // Megatron GPT 22B: 64 heads and ffn 4h split over TP 16.
   Experiment e = test::llama_experiment(8192, 8);

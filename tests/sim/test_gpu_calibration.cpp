@@ -29,6 +29,7 @@ void check_rounded(const EfficiencyCurve& shipped, const EfficiencyCurve& fitted
   INFO(what);
   CHECK(shipped.max_efficiency == doctest::Approx(fitted.max_efficiency).epsilon(0.002));
   CHECK(shipped.half_flops == doctest::Approx(fitted.half_flops).epsilon(0.005));
+  CHECK(shipped.half_k == doctest::Approx(fitted.half_k).epsilon(0.005));
 }
 
 }  // namespace
@@ -57,6 +58,35 @@ TEST_CASE("fit_rate_curve and fit_efficiency_curve recover a known curve and fal
   CHECK_THROWS_AS(fit_efficiency_curve({{1e12, 1e12}}, 0), Error);
 }
 
+TEST_CASE("fit_gemm_efficiency_curve: the K-ramp recovered where the rates have it, the FLOPs curve where they do not") {
+  const double peak = 1000e12;
+  const EfficiencyCurve truth{0.7, 0.01e12, 200.0};
+  std::vector<RatePoint> ramp, flat, no_k;
+  for (double m : {1024.0, 4096.0, 16384.0})
+    for (double k : {256.0, 1024.0, 4096.0, 16384.0})
+      for (double n : {512.0, 4096.0}) {
+        const double flops = 2.0 * m * n * k;
+        ramp.push_back({flops, peak * truth.at_gemm(flops, k), k});
+        flat.push_back({flops, peak * truth.at(flops), k});
+        no_k.push_back({flops, peak * truth.at(flops), 0.0});
+      }
+  const GemmCurveFit r = fit_gemm_efficiency_curve(ramp, peak);
+  REQUIRE(r.ramp_tried);
+  CHECK(r.held_out_ramp_pct < r.held_out_flops_pct);
+  // half_k on the fit's grid (50 steps per decade): within one step of 200
+  CHECK(r.curve.half_k == doctest::Approx(200.0).epsilon(0.05));
+  CHECK(r.curve.max_efficiency == doctest::Approx(0.7).epsilon(0.02));
+  CHECK(curve_fit_error(r.curve, peak, ramp).max_pct < 3.0);
+  // rates that do not depend on K: the ramp does no better held out and is not taken
+  const GemmCurveFit f = fit_gemm_efficiency_curve(flat, peak);
+  CHECK(f.ramp_tried);
+  CHECK(f.curve.half_k == 0.0);
+  CHECK(f.curve.max_efficiency == doctest::Approx(0.7).epsilon(1e-9));
+  // without each point's K, or with too few points, it is not tried
+  CHECK_FALSE(fit_gemm_efficiency_curve(no_k, peak).ramp_tried);
+  CHECK_FALSE(fit_gemm_efficiency_curve(std::vector<RatePoint>(ramp.begin(), ramp.begin() + 9), peak).ramp_tried);
+}
+
 TEST_CASE("shipped H200 and H100 curves are the fit of the committed H200 measurements") {
   const GpuBenchMeasurements m = read_gpu_bench(source("configs/clusters/measured/h200_2026-12-04_gemm.json"),
                                                 source("configs/clusters/measured/h200_2026-12-04_sdpa.json"));
@@ -73,6 +103,14 @@ TEST_CASE("shipped H200 and H100 curves are the fit of the committed H200 measur
     shipped.set_training_scale(1.0, 1.0);
     const GpuCalibration cal = calibrate_gpu_profile(load_cluster(source("configs/clusters/h200.yaml")), m);
     REQUIRE(cal.curves.size() == 5);
+    // Every GEMM curve of the H200 keeps the K-ramp: it predicts the GEMMs it was not fitted to
+    // better than the FLOPs curve does.
+    for (size_t i = 0; i < 3; ++i) {
+      INFO(cal.curves[i].key);
+      CHECK(cal.curves[i].gemm.ramp_tried);
+      CHECK(cal.curves[i].gemm.held_out_ramp_pct < cal.curves[i].gemm.held_out_flops_pct);
+      CHECK(cal.curves[i].fitted.half_k > 0);
+    }
     check_rounded(shipped.matmul, cal.cluster.matmul, "matmul");
     check_rounded(shipped.matmul_backward, cal.cluster.matmul_backward, "matmul_backward");
     check_rounded(shipped.matmul_fp8, cal.cluster.matmul_fp8, "matmul_fp8");
