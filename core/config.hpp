@@ -406,10 +406,11 @@ struct TrainingConfig {
   // What a pipeline stage sends its neighbour without sequence parallelism, YAML training.pp_p2p:
   // full | scatter_gather (default full). full: every TP rank sends the whole activation
   // (Megatron-Core's get_tensor_shapes splits the sequence over TP only under sequence
-  // parallelism; DeepSpeed's pipeline engine and PyTorch's pipelining send the stage output as it
-  // is). scatter_gather: each TP rank sends 1/TP of it and the receiving stage all-gathers it over
-  // TP (Megatron-LM's scatter/gather optimisation, on by default from its commit 72e4230b of 2021
-  // until the pipeline moved into Megatron-Core, commit 3c92fa93 of March 2023). Time only.
+  // parallelism; PyTorch's pipelining sends the stage output as it is). scatter_gather: each TP
+  // rank sends 1/TP of it and the receiving stage all-gathers it over TP (Megatron-LM's
+  // scatter/gather optimisation, on by default from its commit 72e4230b of 2021 until the
+  // pipeline moved into Megatron-Core, commit 3c92fa93 of March 2023; DeepSpeed's pipeline engine
+  // whenever TP > 1, its is_pipe_partitioned / is_grad_partitioned and PartitionedTensor). Time only.
   bool pp_scatter_gather = false;
   // How tensor parallelism with sequence parallelism runs, YAML training.tp_impl: megatron |
   // dtensor (default megatron); only with TP > 1 and sequence parallelism.
