@@ -48,6 +48,8 @@ j = json.load(sys.stdin)
 f = j["fitted"]
 fit = "mm {:.3f}/{:.3f}, attn {:.3f}/{:.3f}, bw {:.2f}".format(f["matmul.max"], f["matmul.half_tflop"],
       f["attention.max"], f["attention.half_tflop"], f["memory_bandwidth"])
+if "matmul_fp8.max" in f:
+    fit += ", fp8 {:.3f}/{:.3f}".format(f["matmul_fp8.max"], f["matmul_fp8.half_tflop"])
 if "collectives_inter_node.max" in f:
     fit += ", inter-node coll {:.2f}".format(f["collectives_inter_node.max"])
 if "training_scale.matmul" in f:
@@ -83,7 +85,8 @@ row "A100, fit on torchtitan only, training scales" a100_hold_k_scales $V/korthi
 row "H100 FP8 (NeMo), 5-fold, training scales on the measured kernel curves" h100_fp8_nemo $V/nemo_long_sequence_h100 --cluster "$OUT/dgx_h100_kernels.yaml" "${SCALES[@]}"
 row "B200 FP8 GEMM (NeMo), 5-fold, training scales" b200_fp8_nemo $V/nemo_long_sequence_b200 --cluster "$OUT/b200_kernels.yaml" "${SCALES[@]}"
 row "H100 Grand Teton (torchtitan FP8 + bf16), 5-fold, training scales" gt_scales $V/torchtitan_h100_fp8 $V/torchtitan_h100_bf16 --cluster "$OUT/grand_teton_h100_kernels.yaml" "${SCALES[@]}"
-row "H100 Grand Teton FP8 GEMM (torchtitan), 5-fold" gt_fp8 $V/torchtitan_h100_fp8 --cluster "$OUT/grand_teton_h100_kernels.yaml"
+# The profile carries its own (measured) FP8 GEMM curve, which the FP8 runs' blocks run on: fit it too.
+row "H100 Grand Teton FP8 GEMM (torchtitan), 5-fold, FP8 curve fitted too" gt_fp8 $V/torchtitan_h100_fp8 --cluster "$OUT/grand_teton_h100_kernels.yaml" --free matmul_fp8
 row "H100 Grand Teton bf16 (torchtitan), 2-fold" gt_bf16 $V/torchtitan_h100_bf16 --folds 2 --cluster "$OUT/grand_teton_h100_kernels.yaml"
 row "A100 llm-foundry (Composer FSDP, Triton FlashAttention), 5-fold" llmf_a100 $V/llm_foundry_a100
 row "A100, Korthikanti + torchtitan + llm-foundry, 5-fold" a100_three $V/korthikanti2022 $V/torchtitan_a100 $V/llm_foundry_a100 --cluster "$A100"
