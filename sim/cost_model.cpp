@@ -803,8 +803,9 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
   const double layer_tp = lt.tp_fwd_s * (1.0 + tp_rerun) + lt.tp_bwd_exposed_s;
   const double layer_total = layer_fwd_compute + layer_bwd_compute + layer_recompute + layer_imbalance + layer_ring + layer_tp;
 
-  // Output layer + loss on the critical (last) stage: logits GEMM forward, 2x backward,
-  // cross-entropy memory traffic (about half forward, half backward).
+  // Output layer + loss on the critical (last) stage: the logits GEMM forward, its data- and
+  // weight-gradient GEMMs backward, cross-entropy memory traffic (about half forward, half
+  // backward).
   const double logits = logits_flops(x, vocab);
   // Its data gradient reduces over the vocabulary shard, its weight gradient over the tokens.
   const double out_gemm = gemm_s(logits, hidden, c, peak);

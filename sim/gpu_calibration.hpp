@@ -15,8 +15,8 @@
 //   memory_bandwidth measured copy rate (read + write) / memory_bandwidth_gbps
 // Each fit is sim/rate_fit.hpp's fit_efficiency_curve; max = R / peak, capped at 1. The GEMM
 // curves take the K-ramp (EfficiencyCurve::half_k, from each GEMM's recorded `k`) where it does
-// better on held-out GEMMs (fit_gemm_efficiency_curve). The fit's own error (mean and max relative error of the curve against the points)
-// is reported with it.
+// better on held-out GEMMs (fit_gemm_efficiency_curve). The fit's own error (mean and max
+// relative error of the curve against the points) is reported with it.
 #pragma once
 #include <string>
 #include <vector>

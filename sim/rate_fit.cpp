@@ -94,16 +94,18 @@ GemmCurveFit fit_gemm_efficiency_curve(const std::vector<RatePoint>& points, dou
   constexpr size_t kFolds = 5, kMinPoints = 10;
   f.ramp_tried = points.size() >= kMinPoints &&
                  std::all_of(points.begin(), points.end(), [](const RatePoint& p) { return p.k > 0 && std::isfinite(p.k); });
-  double flops_err = 0, ramp_err = 0;
+  double flops_err = 0, ramp_err = 0, tested = 0;
   for (size_t fold = 0; fold < kFolds; ++fold) {
     std::vector<RatePoint> train, test;
     for (size_t i = 0; i < points.size(); ++i) (i % kFolds == fold ? test : train).push_back(points[i]);
     if (test.empty() || train.empty()) continue;
     const double n = static_cast<double>(test.size());
+    tested += n;
     flops_err += curve_fit_error(fit_efficiency_curve(train, peak), peak, test).mean_pct * n;
     if (f.ramp_tried) ramp_err += curve_fit_error(fit_ramp(train, peak), peak, test).mean_pct * n;
   }
-  const double total = static_cast<double>(points.size());
+  // One point leaves nothing to fit a fold on: no held-out figure (0).
+  const double total = std::max(tested, 1.0);
   f.held_out_flops_pct = flops_err / total;
   if (f.ramp_tried) {
     f.held_out_ramp_pct = ramp_err / total;

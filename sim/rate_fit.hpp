@@ -48,7 +48,7 @@ EfficiencyCurve fit_efficiency_curve(const std::vector<RatePoint>& points, doubl
 struct GemmCurveFit {
   EfficiencyCurve curve;
   bool ramp_tried = false;
-  double held_out_flops_pct = 0;  // held-out mean relative error of the FLOPs curve, percent
+  double held_out_flops_pct = 0;  // held-out mean relative error of the FLOPs curve, percent (0: one point)
   double held_out_ramp_pct = 0;   // the same for the K-ramp (0 when not tried)
 };
 GemmCurveFit fit_gemm_efficiency_curve(const std::vector<RatePoint>& points, double peak_flops_per_s);
