@@ -154,6 +154,19 @@ TEST_CASE("read_gpu_bench refuses malformed measurement files with the record na
       "", "inline");
   CHECK(one.gemm_bf16_fwd.size() == 1);
   CHECK(one.gemm_bf16_fwd[0].rate == doctest::Approx(5e14));
+  CHECK(one.gemm_bf16_fwd[0].k == 0.0);  // not recorded: the K-ramp is not tried
+  // A recorded K is read with the record; one that is not > 0 is refused with the record named.
+  CHECK(parse_gpu_bench(R"({"gemms": [{"flops": 2e12, "ms": 4, "dtype": "bf16", "pass_": "fwd", "k": 4096}]})", "",
+                        "inline")
+            .gemm_bf16_fwd[0]
+            .k == 4096.0);
+  try {
+    parse_gpu_bench(R"({"gemms": [{"flops": 2e12, "ms": 4, "dtype": "bf16", "pass_": "fwd", "k": 0}]})", "", "inline");
+    FAIL("no error");
+  } catch (const Error& e) {
+    CHECK(std::string(e.what()).find("gemms[0]") != std::string::npos);
+    CHECK(std::string(e.what()).find("'k'") != std::string::npos);
+  }
   CHECK(one.attention_fwd.size() == 1);
   CHECK(one.attention_bwd[0].rate == doctest::Approx(2.5 * 400e12 * 0.5 / 1.5));
   CHECK(one.hbm_copy_bytes_per_s == doctest::Approx(4e12));
