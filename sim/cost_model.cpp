@@ -809,7 +809,7 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
   const double logits = logits_flops(x, vocab);
   // Its data gradient reduces over the vocabulary shard, its weight gradient over the tokens.
   const double out_gemm = gemm_s(logits, hidden, c, peak);
-  const double out_gemm_dgrad = gemm_backward_s(logits, vocab / static_cast<double>(mesh.tp), c, peak),
+  const double out_gemm_dgrad = gemm_backward_s(logits, vocab / x.tp, c, peak),
                out_gemm_wgrad = gemm_backward_s(logits, x.tokens(), c, peak);
   const double mem_bw = achieved_memory_bandwidth_bytes_per_s(c);
   const LossBytes loss_bytes = loss_elementwise_bytes(x, vocab, train.cross_entropy);
