@@ -37,6 +37,7 @@ constexpr NameTable<CrossEntropy, 3> kCrossEntropyNames{
     {{CrossEntropy::fused, "fused"}, {CrossEntropy::unfused, "unfused"}, {CrossEntropy::fused_16bit, "fused_16bit"}}};
 constexpr NameTable<NormImpl, 3> kNormNames{
     {{NormImpl::fused, "fused"}, {NormImpl::eager, "eager"}, {NormImpl::low_precision, "low_precision"}}};
+constexpr NameTable<FlashKernel, 2> kFlashKernelNames{{{FlashKernel::standard, "standard"}, {FlashKernel::triton, "triton"}}};
 
 template <typename E, size_t N>
 const char* name_of(const NameTable<E, N>& table, E value) {
@@ -73,6 +74,7 @@ const char* to_string(TpOverlap t) { return name_of(kTpOverlapNames, t); }
 const char* to_string(GradAccumulation g) { return name_of(kGradAccumulationNames, g); }
 const char* to_string(CrossEntropy c) { return name_of(kCrossEntropyNames, c); }
 const char* to_string(NormImpl n) { return name_of(kNormNames, n); }
+const char* to_string(FlashKernel k) { return name_of(kFlashKernelNames, k); }
 
 std::string pipeline_split_text(const ParallelOptions& o) {
   if (o.pp_first_layers > 0 || o.pp_last_layers > 0) {
@@ -99,6 +101,7 @@ std::optional<GradAccumulation> parse_grad_accumulation(const std::string& s) {
 }
 std::optional<CrossEntropy> parse_cross_entropy(const std::string& s) { return parse_name(kCrossEntropyNames, s); }
 std::optional<NormImpl> parse_norm(const std::string& s) { return parse_name(kNormNames, s); }
+std::optional<FlashKernel> parse_flash_kernel(const std::string& s) { return parse_name(kFlashKernelNames, s); }
 
 std::vector<std::string> dtype_names() { return names_of(kDTypeNames); }
 std::vector<std::string> optimizer_names() { return names_of(kOptimizerNames); }
@@ -110,6 +113,7 @@ std::vector<std::string> tp_overlap_names() { return names_of(kTpOverlapNames); 
 std::vector<std::string> grad_accumulation_names() { return names_of(kGradAccumulationNames); }
 std::vector<std::string> cross_entropy_names() { return names_of(kCrossEntropyNames); }
 std::vector<std::string> norm_names() { return names_of(kNormNames); }
+std::vector<std::string> flash_kernel_names() { return names_of(kFlashKernelNames); }
 
 void ClusterConfig::set_training_scale(double matmul_scale, double attention_scale) {
   auto rescale = [](EfficiencyCurve& curve, double ratio) {
@@ -122,13 +126,15 @@ void ClusterConfig::set_training_scale(double matmul_scale, double attention_sca
   rescale(attention, a);
   rescale(attention_backward, a);
   rescale(materialized_attention, a);
+  rescale(attention_flash_triton, a);
   matmul_training_scale = matmul_scale;
   attention_training_scale = attention_scale;
 }
 
 double ClusterConfig::kernel_max(bool attention_family) const {
   if (attention_family)
-    return std::max({attention.max_efficiency, attention_backward.max_efficiency, materialized_attention.max_efficiency}) /
+    return std::max({attention.max_efficiency, attention_backward.max_efficiency, materialized_attention.max_efficiency,
+                     attention_flash_triton.max_efficiency}) /
            attention_training_scale;
   return std::max({matmul.max_efficiency, matmul_backward.max_efficiency, matmul_fp8.max_efficiency}) /
          matmul_training_scale;

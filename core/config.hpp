@@ -67,6 +67,8 @@ enum class GradAccumulation { fused, inplace, cast_add };
 enum class CrossEntropy { fused, unfused, fused_16bit };
 // How a layer's norms run (TrainingConfig::norm).
 enum class NormImpl { fused, eager, low_precision };
+// Which flash-attention kernel the framework runs (TrainingConfig::flash_kernel).
+enum class FlashKernel { standard, triton };
 
 int dtype_bytes(DType t);                 // 2, 2, 4
 const char* to_string(DType t);
@@ -79,6 +81,7 @@ const char* to_string(TpOverlap t);
 const char* to_string(GradAccumulation g);
 const char* to_string(CrossEntropy c);
 const char* to_string(NormImpl n);
+const char* to_string(FlashKernel k);
 struct ParallelOptions;
 // The pipeline split settings for people: "first 6, last 5 layers", "embedding and loss slots",
 // "even" when none is set (ParallelOptions::pp_first_layers ... pp_loss_slot).
@@ -95,9 +98,11 @@ std::optional<TpOverlap> parse_tp_overlap(const std::string& s);
 std::optional<GradAccumulation> parse_grad_accumulation(const std::string& s);
 std::optional<CrossEntropy> parse_cross_entropy(const std::string& s);
 std::optional<NormImpl> parse_norm(const std::string& s);
+std::optional<FlashKernel> parse_flash_kernel(const std::string& s);
 // The valid names of each enum in declaration order, for "must be one of ..." messages
 // (CLI flags and config errors use the same lists).
 std::vector<std::string> dtype_names();
+std::vector<std::string> flash_kernel_names();
 std::vector<std::string> optimizer_names();
 std::vector<std::string> recompute_names();
 std::vector<std::string> cp_scheme_names();
@@ -238,6 +243,22 @@ struct ClusterConfig {
   // it apart from the linear layers' GEMMs (which set `matmul`). Axis: x = one of its GEMMs'
   // FLOPs (half the block's forward FLOPs); efficiency = block forward FLOPs / 2 / time / peak.
   EfficiencyCurve materialized_attention;
+  // Efficiency of the Triton FlashAttention kernel (Tri Dao's flash_attn_triton.py, which
+  // llm-foundry runs as attn_impl triton), optional YAML key efficiency.attention_flash_triton
+  // {max, half_tflop}: the flash path of runs whose TrainingConfig::flash_kernel is `triton`.
+  // Axis as `attention` (x = the block's forward FLOPs); one curve for the forward and the
+  // backward, because its source publishes the two passes' joint rate (forward + backward FLOPs
+  // over their time; sim's 2.5x backward FLOPs make that rate the joint one). It belongs to the
+  // attention family: a training scale or a fit of attention.max / half_tflop moves it with the
+  // `attention` curve, keeping their measured ratio. Unset (max 0): runs asking for it are refused.
+  EfficiencyCurve attention_flash_triton;
+  // The flash kernel's forward / backward curve for runs on kernel `k`.
+  const EfficiencyCurve& flash_forward_curve(FlashKernel k) const {
+    return k == FlashKernel::triton ? attention_flash_triton : attention;
+  }
+  const EfficiencyCurve& flash_backward_curve(FlashKernel k) const {
+    return k == FlashKernel::triton ? attention_flash_triton : attention_backward_curve();
+  }
   const EfficiencyCurve& materialized_attention_curve() const {
     return materialized_attention.max_efficiency > 0 ? materialized_attention : matmul;
   }
@@ -295,8 +316,9 @@ struct ClusterConfig {
   // kernels around them); one factor per family scales every curve's max and keeps the measured
   // shape (size dependence, forward against backward, bf16 against FP8). `ringplan fit --free
   // training_scale` fits the two factors to measured runs. Families: `matmul` scales matmul,
-  // matmul_backward and matmul_fp8; `attention` scales attention, attention_backward and
-  // materialized_attention (curves left unset follow the curve they default to).
+  // matmul_backward and matmul_fp8; `attention` scales attention, attention_backward,
+  // materialized_attention and attention_flash_triton (curves left unset follow the curve they
+  // default to).
   // Invariant: the curves held here are the EFFECTIVE ones (kernel curve x scale); the YAML
   // writes the kernel curves (effective / scale) next to the scales, and every scaled max <= 1.
   double matmul_training_scale = 1.0;
@@ -471,6 +493,15 @@ struct TrainingConfig {
   // (sim::layer_activation_bytes, sim::layer_elementwise_bytes). Without autocast the same as
   // fused.
   NormImpl norm = NormImpl::fused;
+  // Which flash-attention kernel runs the flash path, YAML training.flash_kernel: standard |
+  // triton (default standard). standard: the profile's `attention` / `attention_backward`
+  // curves, the kernel the profile was measured or fitted on (FlashAttention-2, cuDNN or SDPA's
+  // flash backend on GPUs; the runtime's own kernel on CPUs). triton: the Triton FlashAttention
+  // kernel (flash_attn_triton.py; llm-foundry's attn_impl triton), on the profile's
+  // efficiency.attention_flash_triton curve: on an A100 it runs at 40-50 % of FlashAttention-2's
+  // rate (Dao 2023, FlashAttention-2, Figure 4), so a profile fitted on one predicts runs of the
+  // other only with its own curve. Needs a cluster that sets that curve.
+  FlashKernel flash_kernel = FlashKernel::standard;
   // FP8 linear layers, YAML training.fp8 (default false): the transformer blocks' GEMMs (QKV,
   // attention output, MLP up and down; forward, data and weight gradient) run in FP8 with
   // per-tensor scaling, as Transformer Engine runs them under Megatron-LM / NeMo (--fp8-format

@@ -447,7 +447,7 @@ const std::vector<std::string> kTrainingKeys{"seq_len", "global_batch", "global_
                                              "dtype",   "optimizer",    "causal",
                                              "grad_accumulation_dtype", "cross_entropy", "fp8", "clip_grad", "documents",
                                              "mixed_precision", "elementwise", "norm", "fsdp", "pp_schedule", "pp_p2p", "tp_impl",
-                                             "fp8_impl", "fp8_all_gather",
+                                             "fp8_impl", "fp8_all_gather", "flash_kernel",
                                              "grad_accumulation", "param_gather_dtype", "grad_reduce_dtype"};
 const std::vector<std::string> kDocumentKeys{"lengths", "distribution", "mean_length", "sigma", "seed"};
 const std::vector<std::string> kExperimentKeys{"name", "model",   "cluster", "training", "gpus",
@@ -704,7 +704,7 @@ ClusterConfig cluster_from_yaml(const YAML::Node& node, const std::string& file,
   MapReader eff =
       r.nested("efficiency",
                {"matmul", "matmul_backward", "matmul_fp8", "materialized_attention", "attention", "attention_backward",
-                "memory_bandwidth", "collectives", "collectives_inter_node", "overlap_sm_share", "masked_tiles",
+                "attention_flash_triton", "memory_bandwidth", "collectives", "collectives_inter_node", "overlap_sm_share", "masked_tiles",
                 "training_scale"});
   c.matmul = read_curve(eff, "matmul", true);
   c.attention = read_curve(eff, "attention");
@@ -712,6 +712,8 @@ ClusterConfig cluster_from_yaml(const YAML::Node& node, const std::string& file,
   if (eff.has("attention_backward")) c.attention_backward = read_curve(eff, "attention_backward");
   // Optional: absent leaves max_efficiency 0, i.e. the materialised forward uses `matmul`.
   if (eff.has("materialized_attention")) c.materialized_attention = read_curve(eff, "materialized_attention");
+  // Optional: absent leaves max_efficiency 0, and runs with training.flash_kernel triton are refused.
+  if (eff.has("attention_flash_triton")) c.attention_flash_triton = read_curve(eff, "attention_flash_triton");
   // Optional: absent leaves max_efficiency 0, i.e. the materialised backward uses `matmul`.
   if (eff.has("matmul_backward")) c.matmul_backward = read_curve(eff, "matmul_backward", true);
   // Optional: absent leaves max_efficiency 0, i.e. FP8 GEMMs use matmul's fraction of their peak.
@@ -914,6 +916,7 @@ TrainingConfig training_from_yaml(const YAML::Node& node, const std::string& fil
       r.fail("norm", "norm: eager needs elementwise: eager (with fused element-wise ops the norm is fused too); "
                      "leave norm out or set elementwise: eager");
   }
+  if (r.has("flash_kernel")) t.flash_kernel = r.get_enum<FlashKernel>("flash_kernel", parse_flash_kernel, flash_kernel_names());
   if (r.has("clip_grad")) t.clip_grad = r.get_real("clip_grad", kClipGradRange);
   if (r.has("documents")) t.documents = documents_from_yaml(r.nested("documents", kDocumentKeys), t.seq_len);
   return t;
@@ -933,6 +936,11 @@ Experiment experiment_from_yaml(const YAML::Node& node, const std::string& file,
   if (e.training.fp8 && e.cluster.peak_flops_per_s_fp8 <= 0)
     r.fail("cluster", fmt::format("training.fp8 is true but cluster '{}' has no peak_tflops.fp8 (no FP8 tensor "
                                   "cores given); use a cluster with FP8 tensor cores or set training.fp8: false",
+                                  e.cluster.name));
+  if (e.training.flash_kernel == FlashKernel::triton && e.cluster.attention_flash_triton.max_efficiency <= 0)
+    r.fail("cluster", fmt::format("training.flash_kernel is triton but cluster '{}' has no "
+                                  "efficiency.attention_flash_triton curve; add one (measured or published rates of "
+                                  "that kernel on this device) or set training.flash_kernel: standard",
                                   e.cluster.name));
 
   std::optional<MapReader> mesh_reader;
@@ -1237,6 +1245,8 @@ void write_cluster(YAML::Emitter& out, const ClusterConfig& c) {
   if (kernels.matmul_backward.max_efficiency > 0) curve("matmul_backward", kernels.matmul_backward, mm_scaled);
   if (kernels.matmul_fp8.max_efficiency > 0) curve("matmul_fp8", kernels.matmul_fp8, mm_scaled);
   if (kernels.attention_backward.max_efficiency > 0) curve("attention_backward", kernels.attention_backward, attn_scaled);
+  if (kernels.attention_flash_triton.max_efficiency > 0)
+    curve("attention_flash_triton", kernels.attention_flash_triton, attn_scaled);
   if (c.matmul_training_scale != 1.0 || c.attention_training_scale != 1.0) {
     out << YAML::Key << "training_scale" << YAML::Value << YAML::Flow << YAML::BeginMap;
     emit_double(out, "matmul", c.matmul_training_scale);
@@ -1297,6 +1307,7 @@ void write_training(YAML::Emitter& out, const TrainingConfig& t) {
   if (t.eager_elementwise) out << YAML::Key << "elementwise" << YAML::Value << "eager";
   if (t.norm != (t.eager_elementwise ? NormImpl::eager : NormImpl::fused))
     out << YAML::Key << "norm" << YAML::Value << to_string(t.norm);
+  if (t.flash_kernel != FlashKernel::standard) out << YAML::Key << "flash_kernel" << YAML::Value << to_string(t.flash_kernel);
   if (t.clip_grad != 1.0) emit_double(out, "clip_grad", t.clip_grad);
   if (t.documents) {
     const DocumentSpec& d = *t.documents;

@@ -50,6 +50,8 @@ fit = "mm {:.3f}/{:.3f}, attn {:.3f}/{:.3f}, bw {:.2f}".format(f["matmul.max"], 
       f["attention.max"], f["attention.half_tflop"], f["memory_bandwidth"])
 if "matmul_fp8.max" in f:
     fit += ", fp8 {:.3f}/{:.3f}".format(f["matmul_fp8.max"], f["matmul_fp8.half_tflop"])
+if "attention_flash_triton.max" in f:
+    fit += ", flash-triton {:.3f}/{:.3f}".format(f["attention_flash_triton.max"], f["attention_flash_triton.half_tflop"])
 if "collectives_inter_node.max" in f:
     fit += ", inter-node coll {:.2f}".format(f["collectives_inter_node.max"])
 if "training_scale.matmul" in f:
@@ -88,14 +90,20 @@ row "H100 Grand Teton (torchtitan FP8 + bf16), 5-fold, training scales" gt_scale
 # The profile carries its own (measured) FP8 GEMM curve, which the FP8 runs' blocks run on: fit it too.
 row "H100 Grand Teton FP8 GEMM (torchtitan), 5-fold, FP8 curve fitted too" gt_fp8 $V/torchtitan_h100_fp8 --cluster "$OUT/grand_teton_h100_kernels.yaml" --free matmul_fp8
 row "H100 Grand Teton bf16 (torchtitan), 2-fold" gt_bf16 $V/torchtitan_h100_bf16 --folds 2 --cluster "$OUT/grand_teton_h100_kernels.yaml"
-row "A100 llm-foundry (Composer FSDP, Triton FlashAttention), 5-fold" llmf_a100 $V/llm_foundry_a100
-row "A100, Korthikanti + torchtitan + llm-foundry, 5-fold" a100_three $V/korthikanti2022 $V/torchtitan_a100 $V/llm_foundry_a100 --cluster "$A100"
-row "A100, fit on Korthikanti + torchtitan, llm-foundry held out" a100_hold_llmf $V/korthikanti2022 $V/torchtitan_a100 $V/llm_foundry_a100 --holdout llm_foundry_a100 --cluster "$A100"
-row "A100 40GB llm-foundry (Composer FSDP, Triton FlashAttention, 8-128 GPUs), 5-fold" llmf_a100_40gb $V/llm_foundry_a100_40gb
+# The llm-foundry A100 runs use the Triton flash kernel (training.flash_kernel: triton), whose
+# curve the A100 profiles take from its published rates (FlashAttention-2, Figure 4). Fits on
+# those runs alone fit that curve in place of `attention`, which none of them runs; fits that
+# see them beside FlashAttention-2 runs fit both; the held-out row fits neither on them.
+TRITON=(--free attention_flash_triton)
+row "A100 llm-foundry (Composer FSDP, Triton FlashAttention), 5-fold, the Triton kernel's curve fitted" llmf_a100 $V/llm_foundry_a100 --fix attention "${TRITON[@]}"
+row "A100 llm-foundry, 5-fold, the Triton kernel on its published rates" llmf_a100_published $V/llm_foundry_a100 --fix attention
+row "A100, Korthikanti + torchtitan + llm-foundry, 5-fold" a100_three $V/korthikanti2022 $V/torchtitan_a100 $V/llm_foundry_a100 --cluster "$A100" "${TRITON[@]}"
+row "A100, fit on Korthikanti + torchtitan, llm-foundry held out (the Triton kernel on its published rates)" a100_hold_llmf $V/korthikanti2022 $V/torchtitan_a100 $V/llm_foundry_a100 --holdout llm_foundry_a100 --cluster "$A100"
+row "A100 40GB llm-foundry (Composer FSDP, Triton FlashAttention, 8-128 GPUs), 5-fold, the Triton kernel's curve fitted" llmf_a100_40gb $V/llm_foundry_a100_40gb --fix attention "${TRITON[@]}"
 # The same runs with the inter-node collectives fitted too: 33 of them span 2-16 nodes over
 # MosaicML's RoCE fabric (1600 Gbps per node), whose collectives were never measured; the profile's
 # inter-node curve is InfiniBand HDR's (nccl-tests, cited in dgx_a100_80gb.yaml).
-row "A100 40GB llm-foundry, 5-fold, inter-node collectives fitted (--free: RoCE)" llmf_a100_40gb_net $V/llm_foundry_a100_40gb --free collectives_inter_node
+row "A100 40GB llm-foundry, 5-fold, inter-node collectives fitted (--free: RoCE)" llmf_a100_40gb_net $V/llm_foundry_a100_40gb --fix attention "${TRITON[@]}" --free collectives_inter_node
 row "H100 llm-foundry bf16 (Composer FSDP, Triton FlashAttention), 5-fold, training scales on the measured kernel curves" llmf_h100 $V/llm_foundry_h100 --cluster "$OUT/dgx_h100_kernels.yaml" "${SCALES[@]}"
 # The same runs with the curves themselves fitted (max and half_tflop of matmul and attention, and
 # the memory bandwidth), from the measured kernel curves: each measured backward curve moves with

@@ -71,6 +71,8 @@ const char* fit_param_name(FitParam p) {
     case FitParam::matmul_training_scale: return "training_scale.matmul";
     case FitParam::attention_training_scale: return "training_scale.attention";
     case FitParam::oversubscription: return "oversubscription";
+    case FitParam::flash_triton_max: return "attention_flash_triton.max";
+    case FitParam::flash_triton_half_tflop: return "attention_flash_triton.half_tflop";
   }
   return "?";
 }
@@ -88,6 +90,8 @@ double get_param(const ClusterConfig& c, FitParam p) {
     case FitParam::matmul_training_scale: return c.matmul_training_scale;
     case FitParam::attention_training_scale: return c.attention_training_scale;
     case FitParam::oversubscription: return c.switch_groups.oversubscription;
+    case FitParam::flash_triton_max: return c.attention_flash_triton.max_efficiency;
+    case FitParam::flash_triton_half_tflop: return c.attention_flash_triton.half_flops / units::tflop;
   }
   return 0.0;
 }
@@ -138,6 +142,8 @@ void set_param(ClusterConfig& c, FitParam p, double value) {
     case FitParam::matmul_training_scale: c.set_training_scale(value, c.attention_training_scale); break;
     case FitParam::attention_training_scale: c.set_training_scale(c.matmul_training_scale, value); break;
     case FitParam::oversubscription: c.switch_groups.oversubscription = value; break;
+    case FitParam::flash_triton_max: c.attention_flash_triton.max_efficiency = value; break;
+    case FitParam::flash_triton_half_tflop: c.attention_flash_triton.half_flops = value * units::tflop; break;
   }
 }
 
@@ -152,6 +158,8 @@ ParamBounds bounds_for(FitParam p, const ClusterConfig& base) {
     case FitParam::matmul_fp8_max: return {0.2, 1.0};
     case FitParam::matmul_fp8_half_tflop: return {0.0, 1.0};
     case FitParam::oversubscription: return {1.0, 32.0};  // 1: non-blocking
+    case FitParam::flash_triton_max: return {0.05, 1.0};
+    case FitParam::flash_triton_half_tflop: return {0.0, 1.0};
     case FitParam::matmul_training_scale:
     case FitParam::attention_training_scale: {
       ParamBounds b{0.2, 1.5};
@@ -295,6 +303,13 @@ FitResult fit_cluster(const std::vector<Experiment>& cases, const ClusterConfig&
     if ((p == FitParam::matmul_fp8_max || p == FitParam::matmul_fp8_half_tflop) && !(base.peak_flops_per_s_fp8 > 0))
       throw bad_input(fmt::format("fit: --free matmul_fp8 needs a cluster with an FP8 peak (peak_tflops.fp8); "
                                   "'{}' has none; give --cluster with one",
+                                  base.name));
+  for (const FitParam p : opts.params)
+    if ((p == FitParam::flash_triton_max || p == FitParam::flash_triton_half_tflop) &&
+        !(base.attention_flash_triton.max_efficiency > 0))
+      throw bad_input(fmt::format("fit: --free attention_flash_triton needs a cluster with that curve "
+                                  "(efficiency.attention_flash_triton) to start from; '{}' has none; give --cluster "
+                                  "with one",
                                   base.name));
   for (const FitParam p : opts.params)
     if (p == FitParam::oversubscription && base.switch_groups.nodes <= 0)

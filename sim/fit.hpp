@@ -84,15 +84,21 @@ enum class FitParam {
   // network whose spine is oversubscribed by an unknown ratio: the runs whose groups cross switch
   // groups say how much.
   oversubscription,
+  // Optional (`--free attention_flash_triton`): the Triton flash kernel's curve
+  // (ClusterConfig::attention_flash_triton; the base must set it), for runs on that kernel whose
+  // device has no published rates of it. Fitting `attention` leaves it alone: another kernel.
+  flash_triton_max,
+  flash_triton_half_tflop,
 };
 // Fitted by default.
 inline constexpr std::array<FitParam, 5> kAllFitParams{FitParam::matmul_max, FitParam::matmul_half_tflop,
                                                        FitParam::attention_max, FitParam::attention_half_tflop,
                                                        FitParam::memory_bandwidth};
 // Fitted when named by --free.
-inline constexpr std::array<FitParam, 6> kOptionalFitParams{
+inline constexpr std::array<FitParam, 8> kOptionalFitParams{
     FitParam::inter_node_collectives, FitParam::matmul_fp8_max,         FitParam::matmul_fp8_half_tflop,
-    FitParam::matmul_training_scale,  FitParam::attention_training_scale, FitParam::oversubscription};
+    FitParam::matmul_training_scale,  FitParam::attention_training_scale, FitParam::oversubscription,
+    FitParam::flash_triton_max,       FitParam::flash_triton_half_tflop};
 const char* fit_param_name(FitParam p);  // "matmul.max", "matmul.half_tflop", ...
 double get_param(const ClusterConfig& c, FitParam p);         // in config units (half in TFLOP)
 // Setting a family's max or half_tflop (matmul, attention) moves the profile's own backward

@@ -26,6 +26,7 @@ LayerShape make_layer_shape(const ModelConfig& m, const TrainingConfig& t, const
   x.causal = t.causal;
   x.cp_scheme = opt.cp_scheme;
   x.attention = opt.attention;
+  x.flash_kernel = t.flash_kernel;
   x.cp_comm = opt.cp_comm;
   // The caller resolves cp_a2a_size 0 (sim::cp_a2a_size_of); 1 (the plain ring) if it did not.
   x.cp_a2a = opt.cp_comm == CpComm::hybrid && opt.cp_a2a_size > 0 ? static_cast<double>(opt.cp_a2a_size) : 1.0;

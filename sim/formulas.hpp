@@ -38,6 +38,7 @@ struct LayerShape {
   bool causal = true;
   CpScheme cp_scheme = CpScheme::zigzag;
   AttentionImpl attention = AttentionImpl::flash;
+  FlashKernel flash_kernel = FlashKernel::standard;  // TrainingConfig::flash_kernel: the flash path's curves
   CpComm cp_comm = CpComm::ring;  // how the CP group exchanges K,V (ring_model.hpp)
   double cp_a2a = 1;           // cp_comm hybrid: the all-to-all group size A (resolved, divides cp); else 1
   Recompute recompute = Recompute::none;

@@ -248,7 +248,7 @@ RingSimulation simulate_allgather(const RingLayerShape& shape, const ClusterConf
   for (int64_t r = 0; r < P; ++r)
     call.push_back(one_call_kernel(
         per_pair * rank_visible_pairs(x.cp_scheme, x.seq_len, x.cp, static_cast<double>(r), x.causal), c,
-        shape.peak_flops_per_s, mask_fw, mask_bw));
+        x.flash_kernel, shape.peak_flops_per_s, mask_fw, mask_bw));
   const double ag = P > 1 ? coll.all_gather_s : 0.0, rs = P > 1 ? coll.reduce_scatter_s : 0.0;
   PassReplay fw(out, RingPhase::forward, P, record);
   fw.collective(RingActivity::all_gather_kv, ag);
@@ -289,7 +289,7 @@ RingSimulation simulate_alltoall(const RingLayerShape& shape, const ClusterConfi
   const bool inter = shape.inter_node && P > 1;
   const AllToAllCollectives a2a = P > 1 ? alltoall_collectives(x, c, P, shape.link, inter) : AllToAllCollectives{};
   // Every rank: the whole sequence on 1/CP of the heads, 1/CP of the pairs (balanced).
-  const OneCallKernel call = one_call_kernel(attention_forward_flops(x).mean_rank, c, shape.peak_flops_per_s,
+  const OneCallKernel call = one_call_kernel(attention_forward_flops(x).mean_rank, c, x.flash_kernel, shape.peak_flops_per_s,
                                              alltoall_masked_flops(x, c, true), alltoall_masked_flops(x, c, false));
   RingSimulation out;
   out.comm = CpComm::alltoall;

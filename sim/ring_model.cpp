@@ -38,10 +38,10 @@ RingKernelRate ring_kernel_rate(const LayerShape& x, const ClusterConfig& c, dou
     // compute runs at the backward curve (= matmul unless the profile measured its own).
     k.backward_flops_per_s = rate(c.matmul_backward_curve());
   } else {
-    k.forward_flops_per_s = peak_flops_per_s * c.attention.at(f.per_step_kernel);
+    k.forward_flops_per_s = peak_flops_per_s * c.flash_forward_curve(x.flash_kernel).at(f.per_step_kernel);
     k.backward_factor = 2.5;
     // The backward kernel's own efficiency, on the same x (the block's forward FLOPs).
-    k.backward_flops_per_s = peak_flops_per_s * c.attention_backward_curve().at(f.per_step_kernel);
+    k.backward_flops_per_s = peak_flops_per_s * c.flash_backward_curve(x.flash_kernel).at(f.per_step_kernel);
   }
   const RingMergeBytes merge = ring_merge_bytes(x);
   k.merge_forward_s = mem_bw > 0 ? merge.forward_per_step / mem_bw : 0.0;
@@ -49,12 +49,13 @@ RingKernelRate ring_kernel_rate(const LayerShape& x, const ClusterConfig& c, dou
   return k;
 }
 
-OneCallKernel one_call_kernel(double flops, const ClusterConfig& c, double peak_flops_per_s, double masked_fw_flops,
-                              double masked_bw_flops) {
+OneCallKernel one_call_kernel(double flops, const ClusterConfig& c, FlashKernel kernel, double peak_flops_per_s,
+                              double masked_fw_flops, double masked_bw_flops) {
   constexpr double kBackwardFactor = 2.5;  // flash backward FLOPs / forward FLOPs (as the ring)
   OneCallKernel k;
-  k.forward_s = (flops + masked_fw_flops) / (peak_flops_per_s * c.attention.at(flops));
-  k.backward_s = kBackwardFactor * (flops + masked_bw_flops) / (peak_flops_per_s * c.attention_backward_curve().at(flops));
+  k.forward_s = (flops + masked_fw_flops) / (peak_flops_per_s * c.flash_forward_curve(kernel).at(flops));
+  k.backward_s =
+      kBackwardFactor * (flops + masked_bw_flops) / (peak_flops_per_s * c.flash_backward_curve(kernel).at(flops));
   return k;
 }
 
@@ -222,10 +223,10 @@ RingLayerPrediction predict_allgather_layer(const LayerShape& x, const ClusterCo
   // per stride), all in one call.
   const double mask_fw = rank_masked_flops(x, c.masked_tiles, true);
   const double mask_bw = rank_masked_flops(x, c.masked_tiles, false);
-  const OneCallKernel max_call = one_call_kernel(f.max_rank, c, peak_flops_per_s, mask_fw, mask_bw);
-  const OneCallKernel mean_call = one_call_kernel(f.mean_rank, c, peak_flops_per_s, mask_fw, mask_bw);
-  r.kernel_efficiency = c.attention.at(f.max_rank);
-  r.backward_kernel_efficiency = c.attention_backward_curve().at(f.max_rank);
+  const OneCallKernel max_call = one_call_kernel(f.max_rank, c, x.flash_kernel, peak_flops_per_s, mask_fw, mask_bw);
+  const OneCallKernel mean_call = one_call_kernel(f.mean_rank, c, x.flash_kernel, peak_flops_per_s, mask_fw, mask_bw);
+  r.kernel_efficiency = c.flash_forward_curve(x.flash_kernel).at(f.max_rank);
+  r.backward_kernel_efficiency = c.flash_backward_curve(x.flash_kernel).at(f.max_rank);
   r.inter_node = inter_node && P > 1;
   r.forward_flops_mean_rank = f.mean_rank;
   r.forward_flops_max_rank = f.max_rank;
@@ -267,10 +268,10 @@ RingLayerPrediction predict_alltoall_layer(const LayerShape& x, const ClusterCon
   const double mem_bw = achieved_memory_bandwidth_bytes_per_s(c);
   // Every rank: the whole sequence on 1/CP of the heads, one kernel call of the mean rank's FLOPs.
   const double flops = f.mean_rank;
-  const OneCallKernel call = one_call_kernel(flops, c, peak_flops_per_s, alltoall_masked_flops(x, c, true),
+  const OneCallKernel call = one_call_kernel(flops, c, x.flash_kernel, peak_flops_per_s, alltoall_masked_flops(x, c, true),
                                              alltoall_masked_flops(x, c, false));
-  r.kernel_efficiency = c.attention.at(flops);
-  r.backward_kernel_efficiency = c.attention_backward_curve().at(flops);
+  r.kernel_efficiency = c.flash_forward_curve(x.flash_kernel).at(flops);
+  r.backward_kernel_efficiency = c.flash_backward_curve(x.flash_kernel).at(flops);
   r.inter_node = inter_node && P > 1;
   r.forward_flops_mean_rank = flops;
   r.forward_flops_max_rank = flops;

@@ -140,8 +140,9 @@ struct RingKernelRate {
   double forward_flops_per_s = 0;  // achieved rate of a step's forward kernel(s)
   double backward_factor = 2.5;    // backward FLOPs / forward FLOPs of a block (2.5 flash, 2 materialised)
   // Achieved rate of a step's backward kernel(s), counting backward_factor x the forward FLOPs:
-  // flash: peak * ClusterConfig::attention_backward_curve() at the block's forward FLOPs (equal
-  // to forward_flops_per_s when the cluster sets no efficiency.attention_backward);
+  // flash: peak * ClusterConfig::flash_backward_curve(x.flash_kernel) at the block's forward
+  // FLOPs (equal to forward_flops_per_s when the cluster sets no efficiency.attention_backward, and
+  // on the Triton kernel's one curve);
   // materialised: the GEMM rate on ClusterConfig::matmul_backward_curve() (= the forward's
   // matmul curve unless the profile sets efficiency.matmul_backward).
   double backward_flops_per_s = 0;
@@ -151,15 +152,16 @@ struct RingKernelRate {
 RingKernelRate ring_kernel_rate(const LayerShape& x, const ClusterConfig& c, double peak_flops_per_s);
 
 // One flash kernel call of `flops` forward FLOPs (all-gather and all-to-all CP run one call per
-// rank and pass): each call runs at the attention curve at its own FLOPs, the backward at
-// attention_backward_curve() for 2.5x the FLOPs. Shared by the closed forms and the replay.
+// rank and pass): each call runs at `kernel`'s forward curve at its own FLOPs, the backward at its
+// backward curve for 2.5x the FLOPs (ClusterConfig::flash_forward_curve / flash_backward_curve).
+// Shared by the closed forms and the replay.
 struct OneCallKernel {
   double forward_s = 0;
   double backward_s = 0;
 };
 // masked_fw_flops / masked_bw_flops: the call's masked-tile work (ClusterConfig::masked_tiles) in
 // forward-FLOP equivalents, added to its time at the call's rate (the curve's x stays `flops`).
-OneCallKernel one_call_kernel(double flops, const ClusterConfig& c, double peak_flops_per_s,
+OneCallKernel one_call_kernel(double flops, const ClusterConfig& c, FlashKernel kernel, double peak_flops_per_s,
                               double masked_fw_flops = 0.0, double masked_bw_flops = 0.0);
 // All-to-all CP's masked-tile work per rank (one causal square of the whole sequence on its
 // 1/CP of the heads), in forward-FLOP equivalents; forward or backward cost.

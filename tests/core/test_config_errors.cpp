@@ -494,3 +494,18 @@ TEST_CASE("a symbolic link loop or a dangling link as input is bad input naming 
   const std::string e = files.experiment("");
   check_config_error([&] { load_experiment(e); }, {e, 2, "model", "is a symbolic link loop"});
 }
+
+TEST_CASE("training.flash_kernel triton on a cluster without the Triton kernel's curve is refused at the cluster key") {
+  ExperimentFiles f;
+  const std::string e = f.experiment("gpus: 8\n",
+                                     "training: {seq_len: 4096, global_batch: 8, dtype: bf16, optimizer: adam, "
+                                     "flash_kernel: triton}\n");
+  check_config_error([&] { load_experiment(e); },
+                     {e, 3, "cluster", "no efficiency.attention_flash_triton curve"});
+  ExperimentFiles with(test::kModelYaml,
+                       std::string(test::kClusterYaml) + "  attention_flash_triton: {max: 0.3, half_tflop: 0.02}\n");
+  const std::string ok = with.experiment("gpus: 8\n",
+                                         "training: {seq_len: 4096, global_batch: 8, dtype: bf16, optimizer: adam, "
+                                         "flash_kernel: triton}\n");
+  CHECK(load_experiment(ok).training.flash_kernel == FlashKernel::triton);
+}

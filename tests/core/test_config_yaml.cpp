@@ -900,3 +900,45 @@ TEST_CASE("cluster inter_node switch groups: optional, both keys together, writt
   write_cluster(out2, flat);
   CHECK(std::string(out2.c_str()).find("group_nodes") == std::string::npos);
 }
+
+TEST_CASE("training: flash_kernel standard (default) or triton, read and written back, bad values refused") {
+  TempDir dir;
+  CHECK(load_training(dir.write("t.yaml", test::kTrainingYaml)).flash_kernel == FlashKernel::standard);
+  const TrainingConfig t = load_training(dir.write("u.yaml", test::kTrainingYaml + std::string("flash_kernel: triton\n")));
+  CHECK(t.flash_kernel == FlashKernel::triton);
+  YAML::Emitter out;
+  write_training(out, t);
+  CHECK(std::string(out.c_str()).find("flash_kernel: triton") != std::string::npos);
+  CHECK(load_training(dir.write("v.yaml", std::string(out.c_str()) + "\n")).flash_kernel == FlashKernel::triton);
+  check_training_refused(dir, "x.yaml", test::kTrainingYaml + std::string("flash_kernel: cudnn\n"),
+                         "must be one of: standard, triton");
+}
+
+TEST_CASE("cluster: attention_flash_triton read, scaled with the attention family and written back") {
+  TempDir dir;
+  CHECK(load_cluster(dir.write("c.yaml", test::kClusterYaml)).attention_flash_triton.max_efficiency == 0.0);
+  const std::string with = std::string(test::kClusterYaml) + "  attention_flash_triton: {max: 0.3, half_tflop: 0.02}\n";
+  const ClusterConfig c = load_cluster(dir.write("d.yaml", with));
+  CHECK(c.attention_flash_triton.max_efficiency == doctest::Approx(0.3));
+  CHECK(c.attention_flash_triton.half_flops == doctest::Approx(0.02 * units::tflop));
+  CHECK(&c.flash_forward_curve(FlashKernel::triton) == &c.attention_flash_triton);
+  CHECK(&c.flash_backward_curve(FlashKernel::triton) == &c.attention_flash_triton);
+  CHECK(&c.flash_forward_curve(FlashKernel::standard) == &c.attention);
+  // The attention training scale scales it as the family's other curves, and the writer writes
+  // the kernel's own value next to the scale.
+  const ClusterConfig scaled =
+      load_cluster(dir.write("e.yaml", with + "  training_scale: {matmul: 1, attention: 0.5}\n"));
+  CHECK(scaled.attention_flash_triton.max_efficiency == doctest::Approx(0.15));
+  CHECK(scaled.attention.max_efficiency == doctest::Approx(0.3));
+  YAML::Emitter out;
+  write_cluster(out, scaled);
+  CHECK(std::string(out.c_str()).find("attention_flash_triton: {max: 0.3, half_tflop: 0.02}") != std::string::npos);
+  const ClusterConfig back = load_cluster(dir.write("f.yaml", std::string(out.c_str()) + "\n"));
+  CHECK(back.attention_flash_triton.max_efficiency == doctest::Approx(0.15));
+  CHECK(back.attention_flash_triton.half_flops == doctest::Approx(0.02 * units::tflop));
+  // A curve of the attention family: no GEMM K-ramp.
+  const std::string ramp = dir.write("g.yaml", std::string(test::kClusterYaml) +
+                                                   "  attention_flash_triton: {max: 0.3, half_tflop: 0.02, half_k: 9}\n");
+  check_config_error([&] { load_cluster(ramp); },
+                     {ramp, 17, "cluster.efficiency.attention_flash_triton.half_k", "unknown key"});
+}

@@ -1344,3 +1344,52 @@ TEST_CASE("oversubscribed uplinks: DP reduction and CP's ring with one member pe
   CHECK(r.inter_node);
   CHECK(r.link.bandwidth_bytes_per_s == doctest::Approx(e.cluster.inter_node.bandwidth_bytes_per_s / 4.0));
 }
+
+TEST_CASE("training.flash_kernel triton runs every flash kernel on the cluster's attention_flash_triton curve") {
+  Experiment e = test::llama_experiment(32768, 16);
+  ParallelOptions o;
+  const Mesh ring = test::mesh_of(2, 1, 8, 1);
+  REQUIRE(check_layout(e, ring, o, 16) == "");
+  const double peak = e.cluster.peak_flops_per_s(e.training.dtype);
+  const LayerShape x_std = make_layer_shape(e.model, e.training, ring, o);
+  const RingKernelRate std_rate = ring_kernel_rate(x_std, e.cluster, peak);
+  const Prediction std_ring = predict(e, ring, o);
+
+  Experiment t = e;
+  t.training.flash_kernel = FlashKernel::triton;
+  // Without the curve the layout is refused (a profile given in place of the case's own).
+  CHECK(check_layout(t, ring, o, 16) ==
+        "training.flash_kernel triton needs a cluster with efficiency.attention_flash_triton; '" + e.cluster.name +
+            "' has none");
+  t.cluster.attention_flash_triton = {0.25, 0.02e12};
+  REQUIRE(check_layout(t, ring, o, 16) == "");
+  const LayerShape x = make_layer_shape(t.model, t.training, ring, o);
+  CHECK(x.flash_kernel == FlashKernel::triton);
+  const double kernel_flops = attention_forward_flops(x).per_step_kernel;
+  const RingKernelRate rate = ring_kernel_rate(x, t.cluster, peak);
+  // One curve for both passes, as the kernel's published joint rate.
+  CHECK(rate.forward_flops_per_s == Approx(peak * t.cluster.attention_flash_triton.at(kernel_flops)));
+  CHECK(rate.backward_flops_per_s == Approx(peak * t.cluster.attention_flash_triton.at(kernel_flops)));
+  CHECK(rate.forward_flops_per_s < 0.5 * std_rate.forward_flops_per_s);
+  // Everything but the kernels' rate is the same: merges, FLOPs.
+  CHECK(rate.merge_forward_s == Approx(std_rate.merge_forward_s));
+  CHECK(rate.per_pair_flops == Approx(std_rate.per_pair_flops));
+  const Prediction tri_ring = predict(t, ring, o);
+  CHECK(tri_ring.step_time_s > std_ring.step_time_s);
+  CHECK(tri_ring.model_flops_per_step == Approx(std_ring.model_flops_per_step));
+  CHECK(tri_ring.peak_memory_bytes == Approx(std_ring.peak_memory_bytes));
+
+  // The one-call methods (all-gather CP, no CP) too.
+  ParallelOptions ag = o;
+  ag.cp_comm = CpComm::allgather;
+  CHECK(predict(t, ring, ag).step_time_s > predict(e, ring, ag).step_time_s);
+  const Mesh dp_only = test::mesh_of(16, 1, 1, 1);
+  CHECK(predict(t, dp_only, o).step_time_s > predict(e, dp_only, o).step_time_s);
+  // Materialised attention runs no flash kernel: the choice changes nothing.
+  ParallelOptions mat = o;
+  mat.attention = AttentionImpl::materialized;
+  Experiment t_no_curve = t;
+  t_no_curve.cluster.attention_flash_triton = {};
+  CHECK(check_layout(t_no_curve, dp_only, mat, 16) == "");
+  CHECK(predict(t, dp_only, mat).step_time_s == Approx(predict(e, dp_only, mat).step_time_s));
+}

@@ -569,25 +569,37 @@ TEST_CASE("shipped Jean Zay inter-node efficiency is the fit of the BigScience r
 }
 
 // MosaicML llm-foundry's MPT runs (configs/validation/llm_foundry_a100, 61 runs, another framework
-// and attention kernel than the profile's sources): the default fit, 5-fold as
-// scripts/corpus_heldout.sh runs it, predicts the runs it did not see within 4.3 % on average
-// (BENCHMARKS.md, "MPT as llm-foundry ran it"); the unfitted profile, whose attention curve is
-// FA2-class, is more than 15 % off on average. The held-out bound is the corpus goal's 5 %.
-TEST_CASE("llm-foundry A100 runs: held-out error of the default fit") {
+// and attention kernel than the profile's sources). They run the Triton flash kernel
+// (`flash_kernel: triton`), whose curve the profile takes from its published A100 rates. The fit
+// of scripts/corpus_heldout.sh (5-fold; that curve fitted, `attention`, which they do not run,
+// held) predicts the runs it did not see within 4.3 % on average (BENCHMARKS.md); the shipped
+// profile, fitted to none of them, within 10 % (the goal's 5 % is not met there); the same
+// profile on its FlashAttention-2-class `attention` curve (no kernel of their own) is more than
+// 25 % off.
+TEST_CASE("llm-foundry A100 runs: held-out error of the fit, and of the shipped profile on the Triton kernel's curve") {
   const ClusterConfig base =
       load_cluster(std::string(RINGPLAN_SOURCE_DIR) + "/configs/clusters/dgx_a100_80gb.yaml");
   const std::vector<Experiment> cases = cases_under({"llm_foundry_a100"});
   REQUIRE(cases.size() == 61);
+  for (const Experiment& e : cases) REQUIRE(e.training.flash_kernel == FlashKernel::triton);
   FitOptions opts;
   opts.select_prior_weight = true;
+  opts.params = fit_params({"attention"}, {"attention_flash_triton"});
   const CrossValidation cv = cross_validate(cases, base, 5, opts);
-  double sum = 0, unfitted = 0;
+  double sum = 0, unfitted = 0, standard = 0;
   for (const double e : cv.heldout_error_pct) sum += std::abs(e);
-  for (const Experiment& e : cases) unfitted += std::abs(case_time_error_pct(e, base));
+  for (const Experiment& e : cases) {
+    unfitted += std::abs(case_time_error_pct(e, base));
+    Experiment fa2 = e;
+    fa2.training.flash_kernel = FlashKernel::standard;
+    standard += std::abs(case_time_error_pct(fa2, base));
+  }
   const double n = static_cast<double>(cases.size());
-  MESSAGE("held-out mean |error| " << sum / n << " %, unfitted " << unfitted / n << " %");
+  MESSAGE("held-out mean |error| " << sum / n << " %, shipped profile " << unfitted / n
+                                   << " %, on its standard flash curve " << standard / n << " %");
   CHECK(sum / n < 5.0);
-  CHECK(unfitted / n > 15.0);
+  CHECK(unfitted / n < 12.0);
+  CHECK(standard / n > 25.0);
 }
 
 // The H100 profile's kernel curves were measured in isolation, with their own backward curves
@@ -667,4 +679,29 @@ TEST_CASE("llm-foundry runs: every measured layout is predicted to fit") {
   // checkpointing) are counted: MPT-3B at 8K without checkpointing on A100 and H100, MPT-13B at
   // 16K with it on H100.
   CHECK(over <= 3);
+}
+
+TEST_CASE("--free attention_flash_triton fits the Triton kernel's curve alone, and needs one to start from") {
+  using ringplan::sim::FitParam;
+  const auto params = fit_params({"attention"}, {"attention_flash_triton"});
+  CHECK(std::find(params.begin(), params.end(), FitParam::flash_triton_max) != params.end());
+  CHECK(std::find(params.begin(), params.end(), FitParam::flash_triton_half_tflop) != params.end());
+  CHECK(std::find(params.begin(), params.end(), FitParam::attention_max) == params.end());
+  CHECK(std::string(fit_param_name(FitParam::flash_triton_max)) == "attention_flash_triton.max");
+  ClusterConfig c = a100_cluster();
+  c.attention_flash_triton = {0.26, 0.0166e12};
+  const EfficiencyCurve attention = c.attention;
+  set_param(c, FitParam::flash_triton_max, 0.31);
+  set_param(c, FitParam::flash_triton_half_tflop, 0.005);
+  CHECK(get_param(c, FitParam::flash_triton_max) == doctest::Approx(0.31));
+  CHECK(c.attention_flash_triton.half_flops == doctest::Approx(0.005e12));
+  // Another kernel: fitting `attention` leaves it, and it leaves `attention`.
+  CHECK(c.attention.max_efficiency == attention.max_efficiency);
+  set_param(c, FitParam::attention_max, 0.7);
+  CHECK(c.attention_flash_triton.max_efficiency == doctest::Approx(0.31));
+  std::vector<Experiment> cases = synthetic_cases(truth_cluster());
+  FitOptions opts;
+  opts.params = params;
+  CHECK_THROWS_WITH_AS(fit_cluster(cases, a100_cluster(), opts), doctest::Contains("needs a cluster with that curve"),
+                       Error);
 }

@@ -371,3 +371,58 @@ TEST_CASE("gpu_profile_text names its source, notes and curves and loads back to
   CHECK(back.memory_bandwidth_efficiency == doctest::Approx(cal.memory_bandwidth_efficiency));
   CHECK(back.peak_flops_per_s_bf16 == doctest::Approx(base.peak_flops_per_s_bf16));
 }
+
+namespace {
+
+// configs/clusters/published/a100_flash_attention_triton.csv: FlashAttention-2's Figure 4 rates of
+// the Triton FlashAttention kernel, as RatePoints on the attention curves' axis (x = one call's
+// forward FLOPs, rate = forward + backward FLOPs / time); causal rows or non-causal rows.
+std::vector<RatePoint> triton_flash_points(bool causal) {
+  std::ifstream in(source("configs/clusters/published/a100_flash_attention_triton.csv"));
+  REQUIRE(in);
+  std::vector<RatePoint> pts;
+  std::string line;
+  bool header = true;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    if (header) {
+      CHECK(line == "seq_len,head_dim,causal,tflops");
+      header = false;
+      continue;
+    }
+    double seq = 0, hd = 0, tflops = 0;
+    int is_causal = 0;
+    REQUIRE(std::sscanf(line.c_str(), "%lf,%lf,%d,%lf", &seq, &hd, &is_causal, &tflops) == 4);
+    if ((is_causal != 0) != causal) continue;
+    // batch = 16384 / seq, heads = 2048 / head_dim: 4 * batch * seq^2 * heads * head_dim.
+    const double fwd_flops = 4.0 * (16384.0 / seq) * seq * seq * 2048.0 / (causal ? 2.0 : 1.0);
+    pts.push_back({fwd_flops, tflops * 1e12, 0.0});
+  }
+  return pts;
+}
+
+}  // namespace
+
+TEST_CASE("the A100 profiles' Triton flash kernel curve is the fit of FlashAttention-2's published Triton rates") {
+  const std::vector<RatePoint> causal = triton_flash_points(true), full = triton_flash_points(false);
+  REQUIRE(causal.size() == 12);
+  REQUIRE(full.size() == 12);
+  const double peak = 312e12;  // A100 bf16 dense (the profiles' peak_tflops.bf16)
+  const EfficiencyCurve fit = fit_efficiency_curve(causal, peak);
+  const CurveFitError err = curve_fit_error(fit, peak, causal);
+  // The non-causal rows, on the causal curve: the causal kernel masks element by element in every
+  // block it visits, so its rate by FLOPs is lower; the runs it serves are causal.
+  const CurveFitError err_full = curve_fit_error(fit, peak, full);
+  MESSAGE("attention_flash_triton fit on the causal rows: max " << fit.max_efficiency << ", half_tflop "
+          << fit.half_flops / 1e12 << "; error mean " << err.mean_pct << " % max " << err.max_pct
+          << " %; the non-causal rows on it: mean " << err_full.mean_pct << " %");
+  // A kernel at 40-50 % of FlashAttention-2's rate, rising with the call's size.
+  CHECK(fit.max_efficiency > 0.2);
+  CHECK(fit.max_efficiency < 0.35);
+  CHECK(fit.half_flops > 0);
+  CHECK(err.mean_pct < 10.0);
+  for (const char* profile : {"configs/clusters/dgx_a100_80gb.yaml", "configs/clusters/dgx_a100_40gb.yaml"}) {
+    const ClusterConfig c = load_cluster(source(profile));
+    check_rounded(c.attention_flash_triton, fit, profile);
+  }
+}
