@@ -296,11 +296,13 @@ std::string rejection_text(const PlanResult& r) {
 
 std::string plan_text(const Experiment& e, const PlanResult& r) {
   std::string s = fmt::format(
-      "{}: {} on {} x {} ({}), seq {} tokens, global batch {} sequences\n"
+      "{}: {} on {} x {} ({}), seq {} tokens, global batch {} sequences{}\n"
       "enumerated {} layouts, evaluated {}, {} fit in memory\n\n",
       e.name.empty() ? e.path : e.name, e.model.name, format_count(r.gpus), e.cluster.name,
       format_bytes(e.cluster.memory_bytes), format_count(e.training.seq_len),
-      format_count(e.training.global_batch_sequences), format_count(r.enumerated), format_count(r.evaluated),
+      format_count(e.training.global_batch_sequences),
+      e.training.flash_kernel == FlashKernel::triton ? ", Triton flash kernel" : "", format_count(r.enumerated),
+      format_count(r.evaluated),
       format_count(r.fitting));
   if (r.fixed_mesh || e.fixed_options.any()) {
     const std::string fixed = fixed_layout_text(e);

@@ -482,6 +482,10 @@ TEST_CASE("bad input exits 2 with a message saying what would be valid") {
       {"fit '" + std::string(RINGPLAN_SOURCE_DIR) + "/configs/validation/torchtitan_h100_fp8' --cluster '" +
            std::string(RINGPLAN_SOURCE_DIR) + "/configs/clusters/dgx_a100_80gb.yaml'",
        "training.fp8 needs a cluster with an FP8 peak"},
+      // The Triton flash kernel's runs on a profile without its curve: every case refused, named.
+      {"fit '" + std::string(RINGPLAN_SOURCE_DIR) + "/configs/validation/llm_foundry_a100' --cluster '" +
+           std::string(RINGPLAN_SOURCE_DIR) + "/configs/clusters/dgx_h100.yaml'",
+       "training.flash_kernel triton needs a cluster with efficiency.attention_flash_triton"},
       // A trace of CP 16384 would hold 2^28 steps in memory; refused before any output.
       {"simulate " + exp + " --mesh cp=512 --gpus 512 --trace /tmp/ringplan_never_written.json", "valid: cp <= 256"},
       {"validate " + exp, "a validation case needs a fixed mesh"},
@@ -989,4 +993,20 @@ TEST_CASE("outputs that cannot be written: a missing folder exits 2 before work,
     CHECK_MESSAGE(has(r.err, "/dev/full: cannot write: write: No space left on device"), cmd, r.err);
   }
   CHECK(fs::is_character_file("/dev/full"));
+}
+
+TEST_CASE("the Triton flash kernel: simulate and plan name it, validate on a profile without its curve refuses the case") {
+  const std::string c = std::string(RINGPLAN_SOURCE_DIR) +
+                        "/configs/validation/llm_foundry_a100/llm_foundry_a100_mpt_7b_s8192_g8_mb8_ga2_ac.yaml";
+  const Result sim = ringplan("simulate '" + c + "'");
+  CHECK(sim.rc == 0);
+  CHECK(has(sim.out, "global batch 128 sequences, Triton flash kernel\n"));
+  const Result plan = ringplan("plan '" + c + "'");
+  CHECK(plan.rc == 0);
+  CHECK(has(plan.out, ", Triton flash kernel\n"));
+  const Result v = ringplan("validate '" + c + "' --cluster '" + std::string(RINGPLAN_SOURCE_DIR) +
+                            "/configs/clusters/dgx_h100.yaml' --format json");
+  // Nothing evaluated: the command fails (exit 2) but still lists the case and its reason.
+  CHECK(v.rc == 2);
+  CHECK(has(v.out + v.err, "training.flash_kernel triton needs a cluster with efficiency.attention_flash_triton"));
 }
