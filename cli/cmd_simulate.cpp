@@ -100,12 +100,14 @@ int run_simulate(const SimulateArgs& a) {
     j["schema_version"] = kJsonSchemaVersion;
     std::printf("%s\n", j.dump(2).c_str());
   } else {
-    // The flash kernel is named when it is not the profile's own (its curve prices the attention).
+    // The Triton flash kernel is named where it prices the attention (its own curve, not `attention`).
     std::fputs(fmt::format("{}: {} on {} x {}, seq {} tokens, global batch {} sequences{}\n",
                            e.name.empty() ? e.path : e.name, e.model.name, format::format_count(gpus), e.cluster.name,
                            format::format_count(e.training.seq_len),
                            format::format_count(e.training.global_batch_sequences),
-                           e.training.flash_kernel == FlashKernel::triton ? ", Triton flash kernel" : "")
+                           e.training.flash_kernel == FlashKernel::triton && o.attention == AttentionImpl::flash
+                               ? ", Triton flash kernel"
+                               : "")
                    .c_str(),
                stdout);
     std::fputs(prediction_text(e, p).c_str(), stdout);

@@ -249,8 +249,8 @@ struct ClusterConfig {
   // Axis as `attention` (x = the block's forward FLOPs); one curve for the forward and the
   // backward, because its source publishes the two passes' joint rate (forward + backward FLOPs
   // over their time; sim's 2.5x backward FLOPs make that rate the joint one). It belongs to the
-  // attention family: a training scale or a fit of attention.max / half_tflop moves it with the
-  // `attention` curve, keeping their measured ratio. Unset (max 0): runs asking for it are refused.
+  // attention family: the attention training scale scales it; fitting `attention` leaves it (another
+  // kernel; `fit --free attention_flash_triton` fits it). Unset (max 0): runs asking for it are refused.
   EfficiencyCurve attention_flash_triton;
   // The flash kernel's forward / backward curve for runs on kernel `k`.
   const EfficiencyCurve& flash_forward_curve(FlashKernel k) const {

@@ -203,6 +203,11 @@ MegatronLaunch megatron_launch(const Experiment& e, const sim::Prediction& p) {
         "training.norm low_precision: Megatron-LM's norms are Transformer Engine's or apex's fused kernels; the "
         "launch runs them as its own");
   }
+  if (e.training.flash_kernel == FlashKernel::triton && o.attention == AttentionImpl::flash) {
+    out.notes.push_back(
+        "training.flash_kernel triton: Megatron-LM's flash attention is Transformer Engine's (cuDNN or "
+        "FlashAttention), not the Triton kernel the plan priced; its attention runs faster than the plan assumed");
+  }
   if (e.training.autocast) {
     out.notes.push_back(
         "training.mixed_precision autocast: Megatron-LM keeps 16-bit weights beside a float32 master copy and a "
@@ -644,6 +649,12 @@ TorchtitanConfig torchtitan_config(const Experiment& e, const sim::Prediction& p
     out.notes.push_back(
         "training.norm low_precision is not expressible: torchtitan's norms are torch.nn.RMSNorm in the model's "
         "parameter dtype");
+  }
+  if (e.training.flash_kernel == FlashKernel::triton && o.attention == AttentionImpl::flash) {
+    out.notes.push_back(
+        "training.flash_kernel triton is not expressible: torchtitan's attention is PyTorch's "
+        "scaled_dot_product_attention (its flash, cuDNN or memory-efficient backend), not the Triton kernel the plan "
+        "priced; its attention runs faster than the plan assumed");
   }
   if (e.training.eager_elementwise && e.training.cross_entropy != CrossEntropy::unfused) {
     out.notes.push_back(

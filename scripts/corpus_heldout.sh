@@ -21,6 +21,16 @@ BYG="$OUT/heldout_by_gpus.md"
 for p in dgx_h100 b200 grand_teton_h100; do
   sed '/^  training_scale:/d' "configs/clusters/$p.yaml" > "$OUT/${p}_kernels.yaml"
 done
+# dgx_h100 ships the Triton flash kernel's curve fitted to the llm-foundry H100 runs: the fits of
+# those runs start from the A100's published-rate curve (dgx_a100_80gb.yaml) in its place, in the
+# kernel-curve copy and in a copy of the shipped profile (the shipped method's start).
+TRITON_START='s/^  attention_flash_triton: {max: [0-9.]*, half_tflop: [0-9.]*}$/  attention_flash_triton: {max: 0.260, half_tflop: 0.0166}/'
+sed -i "$TRITON_START" "$OUT/dgx_h100_kernels.yaml"
+sed "$TRITON_START" configs/clusters/dgx_h100.yaml > "$OUT/dgx_h100_triton_start.yaml"
+for f in "$OUT/dgx_h100_kernels.yaml" "$OUT/dgx_h100_triton_start.yaml"; do
+  [ "$(grep -c '^  attention_flash_triton: {max: 0.260, half_tflop: 0.0166}$' "$f")" = 1 ] ||
+    { echo "corpus_heldout.sh: could not set the Triton kernel's start curve in $f" >&2; exit 1; }
+done
 # Likewise jean_zay_a100_80gb ships the inter-node efficiency fitted to the BigScience runs;
 # its fits start from the network's one published benchmark (0.08): every max of the profile's
 # collectives_inter_node block (the lines indented under it) is set back to 0.08.
@@ -54,8 +64,10 @@ if "attention_flash_triton.max" in f:
     fit += ", flash-triton {:.3f}/{:.3f}".format(f["attention_flash_triton.max"], f["attention_flash_triton.half_tflop"])
 if "collectives_inter_node.max" in f:
     fit += ", inter-node coll {:.2f}".format(f["collectives_inter_node.max"])
-if "training_scale.matmul" in f:
+if "training_scale.attention" in f:
     fit += ", training scales {:.3f} / {:.3f}".format(f["training_scale.matmul"], f["training_scale.attention"])
+elif "training_scale.matmul" in f:
+    fit += ", matmul training scale {:.3f}".format(f["training_scale.matmul"])
 for src, s in sorted(j["heldout_by_source"].items()):
     print("| {} | {} | {} | {:.2f} | {:.2f} | {:.2f} / {:.2f} | {} |".format(label, src, s["cases"],
           s["mean_abs_error_pct"], s["max_abs_error_pct"], j["train"]["mean_abs_error_pct"],
@@ -104,17 +116,23 @@ row "A100 40GB llm-foundry (Composer FSDP, Triton FlashAttention, 8-128 GPUs), 5
 # MosaicML's RoCE fabric (1600 Gbps per node), whose collectives were never measured; the profile's
 # inter-node curve is InfiniBand HDR's (nccl-tests, cited in dgx_a100_80gb.yaml).
 row "A100 40GB llm-foundry, 5-fold, inter-node collectives fitted (--free: RoCE)" llmf_a100_40gb_net $V/llm_foundry_a100_40gb --fix attention "${TRITON[@]}" --free collectives_inter_node
-row "H100 llm-foundry bf16 (Composer FSDP, Triton FlashAttention), 5-fold, training scales on the measured kernel curves" llmf_h100 $V/llm_foundry_h100 --cluster "$OUT/dgx_h100_kernels.yaml" "${SCALES[@]}"
+# The llm-foundry H100 runs use the Triton flash kernel, whose H100 curve is fitted to them in
+# every row below (--free attention_flash_triton), `attention` (which they do not run) held. The
+# shipped method: that curve alone, the rest as shipped (measured curves, NeMo's training scales).
+row "H100 llm-foundry bf16, 5-fold, the Triton kernel's curve alone (shipped method)" llmf_h100_triton $V/llm_foundry_h100 --cluster "$OUT/dgx_h100_triton_start.yaml" --fix matmul attention memory_bandwidth "${TRITON[@]}"
+row "H100 llm-foundry, the Triton kernel's curve alone fitted on 8-64 GPUs (shipped method), 128-512 GPUs held out" llmf_h100_triton_scale $V/llm_foundry_h100 $V/llm_foundry_h100_large --holdout llm_foundry_h100_large --cluster "$OUT/dgx_h100_triton_start.yaml" --fix matmul attention memory_bandwidth "${TRITON[@]}"
+H100_SCALES=(--fix matmul attention memory_bandwidth --free training_scale.matmul "${TRITON[@]}")
+row "H100 llm-foundry bf16 (Composer FSDP, Triton FlashAttention), 5-fold, matmul training scale and the Triton kernel's curve on the measured kernel curves" llmf_h100 $V/llm_foundry_h100 --cluster "$OUT/dgx_h100_kernels.yaml" "${H100_SCALES[@]}"
 # The same runs with the curves themselves fitted (max and half_tflop of matmul and attention, and
 # the memory bandwidth), from the measured kernel curves: each measured backward curve moves with
 # its forward one at the measured ratio. These runs' small GEMMs and eager element-wise work run
 # slower inside a step than in isolation, which one scale per family cannot say.
-row "H100 llm-foundry bf16, 5-fold, kernel curves fitted from the measured ones" llmf_h100_curves $V/llm_foundry_h100 --cluster "$OUT/dgx_h100_kernels.yaml"
+row "H100 llm-foundry bf16, 5-fold, kernel curves fitted from the measured ones" llmf_h100_curves $V/llm_foundry_h100 --cluster "$OUT/dgx_h100_kernels.yaml" --fix attention "${TRITON[@]}"
 # Weak scaling held out: fit on the 8-64 GPU runs, predict the same stack on 128-512 GPUs (the
 # large-scale section), by both methods; then all 70 runs 5-fold.
-row "H100 llm-foundry, fit on 8-64 GPUs (training scales), 128-512 GPUs held out" llmf_h100_scale_scales $V/llm_foundry_h100 $V/llm_foundry_h100_large --holdout llm_foundry_h100_large --cluster "$OUT/dgx_h100_kernels.yaml" "${SCALES[@]}"
-row "H100 llm-foundry, fit on 8-64 GPUs (kernel curves), 128-512 GPUs held out" llmf_h100_scale_curves $V/llm_foundry_h100 $V/llm_foundry_h100_large --holdout llm_foundry_h100_large --cluster "$OUT/dgx_h100_kernels.yaml"
-row "H100 llm-foundry 8-512 GPUs, 5-fold, kernel curves fitted" llmf_h100_all_curves $V/llm_foundry_h100 $V/llm_foundry_h100_large --cluster "$OUT/dgx_h100_kernels.yaml"
+row "H100 llm-foundry, fit on 8-64 GPUs (matmul training scale, Triton kernel's curve), 128-512 GPUs held out" llmf_h100_scale_scales $V/llm_foundry_h100 $V/llm_foundry_h100_large --holdout llm_foundry_h100_large --cluster "$OUT/dgx_h100_kernels.yaml" "${H100_SCALES[@]}"
+row "H100 llm-foundry, fit on 8-64 GPUs (kernel curves), 128-512 GPUs held out" llmf_h100_scale_curves $V/llm_foundry_h100 $V/llm_foundry_h100_large --holdout llm_foundry_h100_large --cluster "$OUT/dgx_h100_kernels.yaml" --fix attention "${TRITON[@]}"
+row "H100 llm-foundry 8-512 GPUs, 5-fold, kernel curves fitted" llmf_h100_all_curves $V/llm_foundry_h100 $V/llm_foundry_h100_large --cluster "$OUT/dgx_h100_kernels.yaml" --fix attention "${TRITON[@]}"
 row "A100 Jean Zay (BigScience layout search), 5-fold, inter-node collectives fitted (--free)" jean_zay $V/bigscience_tr11_prequel --cluster "$JZ" --free collectives_inter_node
 row "A100 Jean Zay (BigScience layout search), 5-fold, inter-node collectives alone (shipped)" jean_zay_network $V/bigscience_tr11_prequel --cluster "$JZ" --fix matmul attention memory_bandwidth --free collectives_inter_node
 echo

@@ -158,7 +158,7 @@ ParamBounds bounds_for(FitParam p, const ClusterConfig& base) {
     case FitParam::matmul_fp8_max: return {0.2, 1.0};
     case FitParam::matmul_fp8_half_tflop: return {0.0, 1.0};
     case FitParam::oversubscription: return {1.0, 32.0};  // 1: non-blocking
-    case FitParam::flash_triton_max: return {0.05, 1.0};
+    case FitParam::flash_triton_max: return {0.05, std::max(0.05, std::min(1.0, base.attention_training_scale))};
     case FitParam::flash_triton_half_tflop: return {0.0, 1.0};
     case FitParam::matmul_training_scale:
     case FitParam::attention_training_scale: {
@@ -304,6 +304,15 @@ FitResult fit_cluster(const std::vector<Experiment>& cases, const ClusterConfig&
       throw bad_input(fmt::format("fit: --free matmul_fp8 needs a cluster with an FP8 peak (peak_tflops.fp8); "
                                   "'{}' has none; give --cluster with one",
                                   base.name));
+  // The attention training scale rescales the Triton kernel's curve: fitted beside its max, the
+  // two would trade against each other on the runs of that kernel.
+  const auto has = [&opts](FitParam p) {
+    return std::find(opts.params.begin(), opts.params.end(), p) != opts.params.end();
+  };
+  if (has(FitParam::attention_training_scale) &&
+      (has(FitParam::flash_triton_max) || has(FitParam::flash_triton_half_tflop)))
+    throw bad_input("fit: --free attention_flash_triton and training_scale.attention move the same curve; free "
+                    "one of them (training_scale.matmul alone is fine)");
   for (const FitParam p : opts.params)
     if ((p == FitParam::flash_triton_max || p == FitParam::flash_triton_half_tflop) &&
         !(base.attention_flash_triton.max_efficiency > 0))

@@ -113,7 +113,8 @@ struct ParamBounds {
 // H100, far past any ramp-up), memory_bandwidth in [0.3, 1], collectives_inter_node.max in
 // [0.02, 1] (a congested or misconfigured fabric can reach a few % of its line rate), training
 // scales in [0.2, 1.5], stopping where the family's largest kernel curve of `base` would pass 1
-// (ClusterConfig::kernel_max).
+// (ClusterConfig::kernel_max); attention_flash_triton.max in [0.05, base's attention training
+// scale] (the profile holds it scaled: the kernel's own value, written to the file, stays <= 1).
 ParamBounds bounds_for(FitParam p, const ClusterConfig& base);
 
 // The parameters left to fit when `fixed` names some to hold at the base profile's values (a

@@ -406,6 +406,7 @@ RingAttentionShape ring_shape_for(const Experiment& e, const Mesh& mesh, const P
   shape.scheme = opt.cp_scheme;
   shape.causal = e.training.causal;
   shape.attention = opt.attention;
+  shape.flash_kernel = e.training.flash_kernel;
   shape.dtype = e.training.dtype;
   shape.tp = mesh.tp;
   shape.comm = opt.cp_comm;

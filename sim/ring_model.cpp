@@ -15,7 +15,8 @@ RingKernelRate ring_kernel_rate(const LayerShape& x, const ClusterConfig& c, dou
   const AttentionFlops f = attention_forward_flops(x);
   const double mem_bw = achieved_memory_bandwidth_bytes_per_s(c);
   k.per_pair_flops = attention_pair_flops(x);
-  // Flash attention is one fused kernel per block: the attention curve at its FLOPs; backward
+  // Flash attention is one fused kernel per block: its kernel's forward curve
+  // (ClusterConfig::flash_forward_curve) at its FLOPs; backward
   // 2.5x the forward FLOPs (it recomputes the scores). Materialised attention is cuBLAS batched
   // GEMMs around the softmax: Q*K^T writes and P*V reads the score matrix, so each GEMM takes
   // the longer of its compute (the materialized_attention curve, = matmul unless the profile
@@ -375,6 +376,11 @@ RingLayerShape ring_layer_shape(const RingAttentionShape& s, const ClusterConfig
   x.causal = s.causal;
   x.cp_scheme = s.scheme;
   x.attention = s.attention;
+  x.flash_kernel = s.flash_kernel;
+  if (s.flash_kernel == FlashKernel::triton && s.attention == AttentionImpl::flash &&
+      !(c.attention_flash_triton.max_efficiency > 0))
+    throw bad_input(std::string("ring attention shape: the Triton flash kernel needs cluster ") + c.name +
+                    "'s efficiency.attention_flash_triton curve; it has none");
   x.cp_comm = s.comm;
   if (s.comm == CpComm::hybrid) {
     require_positive(s.a2a_size, "a2a_size");

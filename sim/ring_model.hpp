@@ -88,6 +88,9 @@ struct RingAttentionShape {
   CpScheme scheme = CpScheme::zigzag;
   bool causal = true;
   AttentionImpl attention = AttentionImpl::flash;
+  // Which flash kernel's curves price the kernels (TrainingConfig::flash_kernel); the runtime's
+  // own kernels run as `standard` (the profile `calibrate` measured them into).
+  FlashKernel flash_kernel = FlashKernel::standard;
   DType dtype = DType::bf16;
   // Ranks inside one CP group's stride (the TP size): the ring of this one TP x CP block stays
   // in a node when tp * cp <= gpus_per_node (DESIGN.md rank order). 1 for a plain CP run.
@@ -121,7 +124,7 @@ struct RingLayerPrediction {
   double imbalance = 1;                  // cp_imbalance(): slowest / mean rank work
   double forward_flops_mean_rank = 0;    // attention forward FLOPs of the average rank
   double forward_flops_max_rank = 0;
-  double kernel_efficiency = 0;          // attention curve at the per-step kernel FLOPs
+  double kernel_efficiency = 0;          // the flash kernel's forward curve at the per-step kernel FLOPs
   double backward_kernel_efficiency = 0; // backward kernel's achieved fraction of peak
   bool inter_node = false;               // the ring crosses nodes
   double scores_bytes = 0;               // materialised: b*(H/TP)*(L/CP)*L*e; flash: fp32 lse

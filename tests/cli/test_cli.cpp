@@ -484,7 +484,7 @@ TEST_CASE("bad input exits 2 with a message saying what would be valid") {
        "training.fp8 needs a cluster with an FP8 peak"},
       // The Triton flash kernel's runs on a profile without its curve: every case refused, named.
       {"fit '" + std::string(RINGPLAN_SOURCE_DIR) + "/configs/validation/llm_foundry_a100' --cluster '" +
-           std::string(RINGPLAN_SOURCE_DIR) + "/configs/clusters/dgx_h100.yaml'",
+           std::string(RINGPLAN_SOURCE_DIR) + "/configs/clusters/grand_teton_h100.yaml'",
        "training.flash_kernel triton needs a cluster with efficiency.attention_flash_triton"},
       // A trace of CP 16384 would hold 2^28 steps in memory; refused before any output.
       {"simulate " + exp + " --mesh cp=512 --gpus 512 --trace /tmp/ringplan_never_written.json", "valid: cp <= 256"},
@@ -1005,7 +1005,7 @@ TEST_CASE("the Triton flash kernel: simulate and plan name it, validate on a pro
   CHECK(plan.rc == 0);
   CHECK(has(plan.out, ", Triton flash kernel\n"));
   const Result v = ringplan("validate '" + c + "' --cluster '" + std::string(RINGPLAN_SOURCE_DIR) +
-                            "/configs/clusters/dgx_h100.yaml' --format json");
+                            "/configs/clusters/grand_teton_h100.yaml' --format json");
   // Nothing evaluated: the command fails (exit 2) but still lists the case and its reason.
   CHECK(v.rc == 2);
   CHECK(has(v.out + v.err, "training.flash_kernel triton needs a cluster with efficiency.attention_flash_triton"));

@@ -1178,3 +1178,19 @@ TEST_CASE("emit: the collective dtypes are Megatron's --grad-reduce-in-bf16 and 
   for (const auto& n : l.notes) noted = noted || n.find("param_gather_dtype fp32") != std::string::npos;
   CHECK(noted);
 }
+
+TEST_CASE("emit: the Triton flash kernel the plan priced is noted in both frameworks, only where flash runs") {
+  Experiment e = hand_made_experiment();
+  CHECK_FALSE(has_note(report::megatron_launch(e, hand_made_plan()), "training.flash_kernel"));
+  CHECK_FALSE(has_note(report::torchtitan_config(e, hand_made_plan(), report::TorchtitanTarget::toml),
+                       "training.flash_kernel"));
+  e.training.flash_kernel = FlashKernel::triton;
+  CHECK(has_note(report::megatron_launch(e, hand_made_plan()), "training.flash_kernel triton"));
+  CHECK(has_note(report::torchtitan_config(e, hand_made_plan(), report::TorchtitanTarget::toml),
+                 "training.flash_kernel triton"));
+  sim::Prediction materialized = hand_made_plan();
+  materialized.options.attention = AttentionImpl::materialized;
+  materialized.mesh = Mesh{8, 8, 1, 2};  // Megatron-LM's unfused attention has no CP
+  materialized.micro_batches = 8;         // 64 / (DP 8 x micro-batch 1)
+  CHECK_FALSE(has_note(report::megatron_launch(e, materialized), "training.flash_kernel"));
+}

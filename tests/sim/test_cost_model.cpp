@@ -1379,7 +1379,7 @@ TEST_CASE("training.flash_kernel triton runs every flash kernel on the cluster's
   CHECK(tri_ring.model_flops_per_step == Approx(std_ring.model_flops_per_step));
   CHECK(tri_ring.peak_memory_bytes == Approx(std_ring.peak_memory_bytes));
 
-  // The one-call methods (all-gather CP, no CP) too.
+  // All-gather CP's one call per rank, and no CP at all, too.
   ParallelOptions ag = o;
   ag.cp_comm = CpComm::allgather;
   CHECK(predict(t, ring, ag).step_time_s > predict(e, ring, ag).step_time_s);

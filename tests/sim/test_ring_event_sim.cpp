@@ -368,3 +368,28 @@ TEST_CASE("simulate_cp_layer: ring is simulate_ring, the methods' limits are the
   h.comm = CpComm::alltoall;
   CHECK_THROWS_AS(simulate_cp_layer(h, c), Error);
 }
+
+TEST_CASE("the Triton flash kernel: every method's replay runs on its curve and equals its closed form") {
+  ClusterConfig c = test::a100_cluster();
+  c.attention_flash_triton = {0.5 * c.attention.max_efficiency, c.attention.half_flops};
+  for (const MethodCase& m : methods_at(4)) {
+    RingAttentionShape s = llama_heads(8192, 4, CpScheme::zigzag);
+    s.comm = m.comm;
+    s.a2a_size = m.a2a_size;
+    INFO(to_string(m.comm) << " A " << m.a2a_size);
+    const RingSimulation standard = simulate_cp_layer(s, c, false);
+    s.flash_kernel = FlashKernel::triton;
+    const RingLayerPrediction closed = predict_ring_attention(s, c);
+    const RingSimulation triton = simulate_cp_layer(s, c, false);
+    CHECK(triton.forward_s == Approx(closed.forward.total_s).epsilon(1e-12));
+    CHECK(triton.backward_s == Approx(closed.backward.total_s).epsilon(1e-12));
+    // Half the kernel rate (the standard run has no separate backward curve on this cluster):
+    // twice the busy time of the slowest rank's kernels, merges and waits aside.
+    CHECK(triton.forward_busy_max_s > 1.8 * standard.forward_busy_max_s);
+    CHECK(triton.backward_busy_max_s > 1.8 * standard.backward_busy_max_s);
+  }
+  // Without the curve: refused, not priced at a zero efficiency.
+  RingAttentionShape s = llama_heads(8192, 4, CpScheme::zigzag);
+  s.flash_kernel = FlashKernel::triton;
+  CHECK_THROWS_AS(simulate_cp_layer(s, test::a100_cluster()), Error);
+}
