@@ -326,7 +326,13 @@ FitResult fit_cluster(const std::vector<Experiment>& cases, const ClusterConfig&
                                   "inter_node.group_nodes (the nodes under one non-blocking switch group, which "
                                   "the ratio applies to); give --cluster with group_nodes and oversubscription set",
                                   base.name));
-  for (const Experiment& e : cases) check_case(e);
+  // Each case on the profile it is fitted on (a Triton-kernel run needs that kernel's curve there,
+  // an FP8 run an FP8 peak): a case that cannot run on `base` would make every objective infinite.
+  for (const Experiment& e : cases) {
+    Experiment on_base = e;
+    on_base.cluster = base;
+    check_case(on_base);
+  }
   std::vector<Experiment> work = cases;
 
   const size_t n = opts.params.size();

@@ -744,6 +744,15 @@ TEST_CASE("--free attention_flash_triton fits the Triton kernel's curve alone, a
   opts.params = params;
   CHECK_THROWS_WITH_AS(fit_cluster(cases, a100_cluster(), opts), doctest::Contains("needs a cluster with that curve"),
                        Error);
+  // Cases on the Triton kernel fitted on a base without its curve: refused, naming the case, even
+  // when the curve is not among the fitted parameters (every prediction would be infinite).
+  std::vector<Experiment> triton_cases = cases;
+  for (Experiment& e : triton_cases) {
+    e.training.flash_kernel = FlashKernel::triton;
+    e.cluster.attention_flash_triton = {0.26, 0.0166e12};
+  }
+  CHECK_THROWS_WITH_AS(fit_cluster(triton_cases, a100_cluster()),
+                       doctest::Contains("training.flash_kernel triton needs a cluster"), Error);
   // With the attention training scale, which scales the same curve: refused, not traded off.
   FitOptions both;
   both.params = fit_params({"attention"}, {"attention_flash_triton", "training_scale"});
