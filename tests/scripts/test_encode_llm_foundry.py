@@ -2,7 +2,8 @@
 """Checks scripts/encode_llm_foundry_corpus.py on a small README of the pinned format.
 
 1. One A100 80GB row whose NumParams matches its MPT shape: the script writes the case with the
-   row's figures and the model files, under a scratch repository root.
+   row's figures, the Triton flash kernel and its note, and the model files, under a scratch
+   repository root.
 2. The same README plus a row whose NumParams does not match (a transcription or shape error):
    exit status 1 and nothing written.
 3. A row whose micro-batch x accumulation x GPUs is not its global batch: exit status 1.
@@ -59,7 +60,8 @@ def main():
         text = open(case, encoding="utf-8").read()
         for want in ("tokens_per_s_per_device: 4641", "global_batch: 96", "mesh: {dp: 8, tp: 1, cp: 1, pp: 1}",
                      "micro_batch: 6, recompute: none, zero_stage: 3", "mixed_precision: autocast",
-                     "model: ../../models/mpt_7b.yaml"):
+                     "model: ../../models/mpt_7b.yaml", "flash_kernel: triton}",
+                     "from\n#    FlashAttention-2's published A100 rates"):
             if want not in text:
                 failures.append(f"the written case lacks {want!r}")
         model = open(os.path.join(root, "configs/models/mpt_7b.yaml"), encoding="utf-8").read()
@@ -80,7 +82,8 @@ def main():
     else:
         text = open(case, encoding="utf-8").read()
         for want in ("zero_stage: 2, overlap_param_gather: true", "tokens_per_s_per_device: 44123",
-                     "mesh: {dp: 128, tp: 1, cp: 1, pp: 1}", "cluster: ../../clusters/dgx_h100.yaml", "SHARD_GRAD_OP"):
+                     "mesh: {dp: 128, tp: 1, cp: 1, pp: 1}", "cluster: ../../clusters/dgx_h100.yaml", "SHARD_GRAD_OP",
+                     "flash_kernel: triton}", "the curve is fitted to the 8-64 GPU H100 runs"):
             if want not in text:
                 failures.append(f"the SHARD_GRAD_OP case lacks {want!r}")
     p, root = run(script, readme(SGO_ACCUM, section=large))
