@@ -37,7 +37,8 @@ constexpr NameTable<CrossEntropy, 3> kCrossEntropyNames{
     {{CrossEntropy::fused, "fused"}, {CrossEntropy::unfused, "unfused"}, {CrossEntropy::fused_16bit, "fused_16bit"}}};
 constexpr NameTable<NormImpl, 3> kNormNames{
     {{NormImpl::fused, "fused"}, {NormImpl::eager, "eager"}, {NormImpl::low_precision, "low_precision"}}};
-constexpr NameTable<FlashKernel, 2> kFlashKernelNames{{{FlashKernel::standard, "standard"}, {FlashKernel::triton, "triton"}}};
+constexpr NameTable<FlashKernel, 2> kFlashKernelNames{
+    {{FlashKernel::standard, "standard"}, {FlashKernel::triton, "triton"}}};
 
 template <typename E, size_t N>
 const char* name_of(const NameTable<E, N>& table, E value) {

@@ -704,7 +704,8 @@ ClusterConfig cluster_from_yaml(const YAML::Node& node, const std::string& file,
   MapReader eff =
       r.nested("efficiency",
                {"matmul", "matmul_backward", "matmul_fp8", "materialized_attention", "attention", "attention_backward",
-                "attention_flash_triton", "memory_bandwidth", "collectives", "collectives_inter_node", "overlap_sm_share", "masked_tiles",
+                "attention_flash_triton", "memory_bandwidth", "collectives", "collectives_inter_node",
+                "overlap_sm_share", "masked_tiles",
                 "training_scale"});
   c.matmul = read_curve(eff, "matmul", true);
   c.attention = read_curve(eff, "attention");
@@ -916,7 +917,8 @@ TrainingConfig training_from_yaml(const YAML::Node& node, const std::string& fil
       r.fail("norm", "norm: eager needs elementwise: eager (with fused element-wise ops the norm is fused too); "
                      "leave norm out or set elementwise: eager");
   }
-  if (r.has("flash_kernel")) t.flash_kernel = r.get_enum<FlashKernel>("flash_kernel", parse_flash_kernel, flash_kernel_names());
+  if (r.has("flash_kernel"))
+    t.flash_kernel = r.get_enum<FlashKernel>("flash_kernel", parse_flash_kernel, flash_kernel_names());
   if (r.has("clip_grad")) t.clip_grad = r.get_real("clip_grad", kClipGradRange);
   if (r.has("documents")) t.documents = documents_from_yaml(r.nested("documents", kDocumentKeys), t.seq_len);
   return t;
@@ -1307,7 +1309,8 @@ void write_training(YAML::Emitter& out, const TrainingConfig& t) {
   if (t.eager_elementwise) out << YAML::Key << "elementwise" << YAML::Value << "eager";
   if (t.norm != (t.eager_elementwise ? NormImpl::eager : NormImpl::fused))
     out << YAML::Key << "norm" << YAML::Value << to_string(t.norm);
-  if (t.flash_kernel != FlashKernel::standard) out << YAML::Key << "flash_kernel" << YAML::Value << to_string(t.flash_kernel);
+  if (t.flash_kernel != FlashKernel::standard)
+    out << YAML::Key << "flash_kernel" << YAML::Value << to_string(t.flash_kernel);
   if (t.clip_grad != 1.0) emit_double(out, "clip_grad", t.clip_grad);
   if (t.documents) {
     const DocumentSpec& d = *t.documents;

@@ -289,8 +289,9 @@ RingSimulation simulate_alltoall(const RingLayerShape& shape, const ClusterConfi
   const bool inter = shape.inter_node && P > 1;
   const AllToAllCollectives a2a = P > 1 ? alltoall_collectives(x, c, P, shape.link, inter) : AllToAllCollectives{};
   // Every rank: the whole sequence on 1/CP of the heads, 1/CP of the pairs (balanced).
-  const OneCallKernel call = one_call_kernel(attention_forward_flops(x).mean_rank, c, x.flash_kernel, shape.peak_flops_per_s,
-                                             alltoall_masked_flops(x, c, true), alltoall_masked_flops(x, c, false));
+  const OneCallKernel call =
+      one_call_kernel(attention_forward_flops(x).mean_rank, c, x.flash_kernel, shape.peak_flops_per_s,
+                      alltoall_masked_flops(x, c, true), alltoall_masked_flops(x, c, false));
   RingSimulation out;
   out.comm = CpComm::alltoall;
   out.ranks.assign(static_cast<size_t>(P), RingRankTimes{});

@@ -269,8 +269,8 @@ RingLayerPrediction predict_alltoall_layer(const LayerShape& x, const ClusterCon
   const double mem_bw = achieved_memory_bandwidth_bytes_per_s(c);
   // Every rank: the whole sequence on 1/CP of the heads, one kernel call of the mean rank's FLOPs.
   const double flops = f.mean_rank;
-  const OneCallKernel call = one_call_kernel(flops, c, x.flash_kernel, peak_flops_per_s, alltoall_masked_flops(x, c, true),
-                                             alltoall_masked_flops(x, c, false));
+  const OneCallKernel call = one_call_kernel(flops, c, x.flash_kernel, peak_flops_per_s,
+                                             alltoall_masked_flops(x, c, true), alltoall_masked_flops(x, c, false));
   r.kernel_efficiency = c.flash_forward_curve(x.flash_kernel).at(flops);
   r.backward_kernel_efficiency = c.flash_backward_curve(x.flash_kernel).at(flops);
   r.inter_node = inter_node && P > 1;
