@@ -102,7 +102,6 @@ std::optional<FlashKernel> parse_flash_kernel(const std::string& s);
 // The valid names of each enum in declaration order, for "must be one of ..." messages
 // (CLI flags and config errors use the same lists).
 std::vector<std::string> dtype_names();
-std::vector<std::string> flash_kernel_names();
 std::vector<std::string> optimizer_names();
 std::vector<std::string> recompute_names();
 std::vector<std::string> cp_scheme_names();
@@ -112,6 +111,7 @@ std::vector<std::string> tp_overlap_names();
 std::vector<std::string> grad_accumulation_names();
 std::vector<std::string> cross_entropy_names();
 std::vector<std::string> norm_names();
+std::vector<std::string> flash_kernel_names();
 
 struct ModelConfig {
   std::string name;
@@ -258,6 +258,10 @@ struct ClusterConfig {
   }
   const EfficiencyCurve& flash_backward_curve(FlashKernel k) const {
     return k == FlashKernel::triton ? attention_flash_triton : attention_backward_curve();
+  }
+  // Whether the profile can price kernel `k` (the Triton kernel needs its own curve).
+  bool has_flash_curve(FlashKernel k) const {
+    return k != FlashKernel::triton || attention_flash_triton.max_efficiency > 0;
   }
   const EfficiencyCurve& materialized_attention_curve() const {
     return materialized_attention.max_efficiency > 0 ? materialized_attention : matmul;

@@ -939,7 +939,7 @@ Experiment experiment_from_yaml(const YAML::Node& node, const std::string& file,
     r.fail("cluster", fmt::format("training.fp8 is true but cluster '{}' has no peak_tflops.fp8 (no FP8 tensor "
                                   "cores given); use a cluster with FP8 tensor cores or set training.fp8: false",
                                   e.cluster.name));
-  if (e.training.flash_kernel == FlashKernel::triton && e.cluster.attention_flash_triton.max_efficiency <= 0)
+  if (!e.cluster.has_flash_curve(e.training.flash_kernel))
     r.fail("cluster", fmt::format("training.flash_kernel is triton but cluster '{}' has no "
                                   "efficiency.attention_flash_triton curve; add one (measured or published rates of "
                                   "that kernel on this device) or set training.flash_kernel: standard",

@@ -316,8 +316,7 @@ std::string check_layout(const Experiment& e, const Mesh& mesh, const ParallelOp
   if (t.fp8 && !(e.cluster.peak_flops_per_s_fp8 > 0))
     return "training.fp8 needs a cluster with an FP8 peak (peak_tflops.fp8); '" + e.cluster.name + "' has none";
   // The Triton flash kernel runs on its own curve (a profile given in place of the case's own may lack it).
-  if (t.flash_kernel == FlashKernel::triton && opt.attention == AttentionImpl::flash &&
-      !(e.cluster.attention_flash_triton.max_efficiency > 0))
+  if (opt.attention == AttentionImpl::flash && !e.cluster.has_flash_curve(t.flash_kernel))
     return "training.flash_kernel triton needs a cluster with efficiency.attention_flash_triton; '" + e.cluster.name +
            "' has none";
   if (mesh.world_size() != gpus)

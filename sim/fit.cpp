@@ -309,17 +309,15 @@ FitResult fit_cluster(const std::vector<Experiment>& cases, const ClusterConfig&
   const auto has = [&opts](FitParam p) {
     return std::find(opts.params.begin(), opts.params.end(), p) != opts.params.end();
   };
-  if (has(FitParam::attention_training_scale) &&
-      (has(FitParam::flash_triton_max) || has(FitParam::flash_triton_half_tflop)))
+  const bool triton_free = has(FitParam::flash_triton_max) || has(FitParam::flash_triton_half_tflop);
+  if (triton_free && has(FitParam::attention_training_scale))
     throw bad_input("fit: --free attention_flash_triton and training_scale.attention move the same curve; free "
                     "one of them (training_scale.matmul alone is fine)");
-  for (const FitParam p : opts.params)
-    if ((p == FitParam::flash_triton_max || p == FitParam::flash_triton_half_tflop) &&
-        !(base.attention_flash_triton.max_efficiency > 0))
-      throw bad_input(fmt::format("fit: --free attention_flash_triton needs a cluster with that curve "
-                                  "(efficiency.attention_flash_triton) to start from; '{}' has none; give --cluster "
-                                  "with one",
-                                  base.name));
+  if (triton_free && !base.has_flash_curve(FlashKernel::triton))
+    throw bad_input(fmt::format("fit: --free attention_flash_triton needs a cluster with that curve "
+                                "(efficiency.attention_flash_triton) to start from; '{}' has none; give --cluster "
+                                "with one",
+                                base.name));
   for (const FitParam p : opts.params)
     if (p == FitParam::oversubscription && base.switch_groups.nodes <= 0)
       throw bad_input(fmt::format("fit: --free oversubscription needs switch groups in the cluster: '{}' sets no "

@@ -377,8 +377,7 @@ RingLayerShape ring_layer_shape(const RingAttentionShape& s, const ClusterConfig
   x.cp_scheme = s.scheme;
   x.attention = s.attention;
   x.flash_kernel = s.flash_kernel;
-  if (s.flash_kernel == FlashKernel::triton && s.attention == AttentionImpl::flash &&
-      !(c.attention_flash_triton.max_efficiency > 0))
+  if (s.attention == AttentionImpl::flash && !c.has_flash_curve(s.flash_kernel))
     throw bad_input(std::string("ring attention shape: the Triton flash kernel needs cluster ") + c.name +
                     "'s efficiency.attention_flash_triton curve; it has none");
   x.cp_comm = s.comm;
