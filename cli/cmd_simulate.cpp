@@ -100,14 +100,14 @@ int run_simulate(const SimulateArgs& a) {
     j["schema_version"] = kJsonSchemaVersion;
     std::printf("%s\n", j.dump(2).c_str());
   } else {
-    // The Triton flash kernel is named where it prices the attention (its own curve, not `attention`).
+    // A named flash kernel is named where it prices the attention (its own curve, not `attention`).
     std::fputs(fmt::format("{}: {} on {} x {}, seq {} tokens, global batch {} sequences{}\n",
                            e.name.empty() ? e.path : e.name, e.model.name, format::format_count(gpus), e.cluster.name,
                            format::format_count(e.training.seq_len),
                            format::format_count(e.training.global_batch_sequences),
-                           e.training.flash_kernel == FlashKernel::triton && o.attention == AttentionImpl::flash
-                               ? ", Triton flash kernel"
-                               : "")
+                           e.training.flash_kernel != FlashKernel::standard && o.attention == AttentionImpl::flash
+                               ? std::string(", ") + flash_kernel_label(e.training.flash_kernel)
+                               : std::string())
                    .c_str(),
                stdout);
     std::fputs(prediction_text(e, p).c_str(), stdout);

@@ -37,8 +37,8 @@ constexpr NameTable<CrossEntropy, 3> kCrossEntropyNames{
     {{CrossEntropy::fused, "fused"}, {CrossEntropy::unfused, "unfused"}, {CrossEntropy::fused_16bit, "fused_16bit"}}};
 constexpr NameTable<NormImpl, 3> kNormNames{
     {{NormImpl::fused, "fused"}, {NormImpl::eager, "eager"}, {NormImpl::low_precision, "low_precision"}}};
-constexpr NameTable<FlashKernel, 2> kFlashKernelNames{
-    {{FlashKernel::standard, "standard"}, {FlashKernel::triton, "triton"}}};
+constexpr NameTable<FlashKernel, 3> kFlashKernelNames{
+    {{FlashKernel::standard, "standard"}, {FlashKernel::triton, "triton"}, {FlashKernel::fa2, "fa2"}}};
 
 template <typename E, size_t N>
 const char* name_of(const NameTable<E, N>& table, E value) {
@@ -76,6 +76,22 @@ const char* to_string(GradAccumulation g) { return name_of(kGradAccumulationName
 const char* to_string(CrossEntropy c) { return name_of(kCrossEntropyNames, c); }
 const char* to_string(NormImpl n) { return name_of(kNormNames, n); }
 const char* to_string(FlashKernel k) { return name_of(kFlashKernelNames, k); }
+const char* flash_curve_key(FlashKernel k) {
+  switch (k) {
+    case FlashKernel::triton: return "attention_flash_triton";
+    case FlashKernel::fa2: return "attention_flash_fa2";
+    case FlashKernel::standard: break;
+  }
+  return "attention";
+}
+const char* flash_kernel_label(FlashKernel k) {
+  switch (k) {
+    case FlashKernel::triton: return "Triton flash kernel";
+    case FlashKernel::fa2: return "FlashAttention-2 kernel";
+    case FlashKernel::standard: break;
+  }
+  return "";
+}
 
 std::string pipeline_split_text(const ParallelOptions& o) {
   if (o.pp_first_layers > 0 || o.pp_last_layers > 0) {
@@ -128,6 +144,7 @@ void ClusterConfig::set_training_scale(double matmul_scale, double attention_sca
   rescale(attention_backward, a);
   rescale(materialized_attention, a);
   rescale(attention_flash_triton, a);
+  rescale(attention_flash_fa2, a);
   matmul_training_scale = matmul_scale;
   attention_training_scale = attention_scale;
 }
@@ -135,7 +152,7 @@ void ClusterConfig::set_training_scale(double matmul_scale, double attention_sca
 double ClusterConfig::kernel_max(bool attention_family) const {
   if (attention_family)
     return std::max({attention.max_efficiency, attention_backward.max_efficiency, materialized_attention.max_efficiency,
-                     attention_flash_triton.max_efficiency}) /
+                     attention_flash_triton.max_efficiency, attention_flash_fa2.max_efficiency}) /
            attention_training_scale;
   return std::max({matmul.max_efficiency, matmul_backward.max_efficiency, matmul_fp8.max_efficiency}) /
          matmul_training_scale;

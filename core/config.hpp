@@ -68,7 +68,7 @@ enum class CrossEntropy { fused, unfused, fused_16bit };
 // How a layer's norms run (TrainingConfig::norm).
 enum class NormImpl { fused, eager, low_precision };
 // Which flash-attention kernel the framework runs (TrainingConfig::flash_kernel).
-enum class FlashKernel { standard, triton };
+enum class FlashKernel { standard, triton, fa2 };
 
 int dtype_bytes(DType t);                 // 2, 2, 4
 const char* to_string(DType t);
@@ -82,6 +82,10 @@ const char* to_string(GradAccumulation g);
 const char* to_string(CrossEntropy c);
 const char* to_string(NormImpl n);
 const char* to_string(FlashKernel k);
+// The cluster's efficiency key that prices kernel `k` ("attention" for standard).
+const char* flash_curve_key(FlashKernel k);
+// The kernel as printed in headers and notes ("" for standard, the profile's own kernel).
+const char* flash_kernel_label(FlashKernel k);
 struct ParallelOptions;
 // The pipeline split settings for people: "first 6, last 5 layers", "embedding and loss slots",
 // "even" when none is set (ParallelOptions::pp_first_layers ... pp_loss_slot).
@@ -252,16 +256,29 @@ struct ClusterConfig {
   // attention family: the attention training scale scales it; fitting `attention` leaves it (another
   // kernel; `fit --free attention_flash_triton` fits it). Unset (max 0): runs asking for it are refused.
   EfficiencyCurve attention_flash_triton;
+  // Efficiency of FlashAttention-2 (Dao-AILab flash-attn 2.x; PyTorch's scaled_dot_product_attention
+  // runs it as its flash backend), optional YAML key efficiency.attention_flash_fa2 {max, half_tflop}:
+  // the flash path of runs whose TrainingConfig::flash_kernel is `fa2`. Same axis, one curve for both
+  // passes (its source publishes their joint rate) and the attention family's scale, as
+  // attention_flash_triton. On Hopper it runs at about half the rate of the cuDNN / FlashAttention-3
+  // class kernels a Hopper profile's `attention` curves measure (it uses no TMA or wgmma). Unset
+  // (max 0): runs asking for it are refused.
+  EfficiencyCurve attention_flash_fa2;
   // The flash kernel's forward / backward curve for runs on kernel `k`.
   const EfficiencyCurve& flash_forward_curve(FlashKernel k) const {
-    return k == FlashKernel::triton ? attention_flash_triton : attention;
+    switch (k) {
+      case FlashKernel::triton: return attention_flash_triton;
+      case FlashKernel::fa2: return attention_flash_fa2;
+      case FlashKernel::standard: break;
+    }
+    return attention;
   }
   const EfficiencyCurve& flash_backward_curve(FlashKernel k) const {
-    return k == FlashKernel::triton ? attention_flash_triton : attention_backward_curve();
+    return k == FlashKernel::standard ? attention_backward_curve() : flash_forward_curve(k);
   }
-  // Whether the profile can price kernel `k` (the Triton kernel needs its own curve).
+  // Whether the profile can price kernel `k` (every kernel but `standard` needs its own curve).
   bool has_flash_curve(FlashKernel k) const {
-    return k != FlashKernel::triton || attention_flash_triton.max_efficiency > 0;
+    return k == FlashKernel::standard || flash_forward_curve(k).max_efficiency > 0;
   }
   const EfficiencyCurve& materialized_attention_curve() const {
     return materialized_attention.max_efficiency > 0 ? materialized_attention : matmul;
@@ -321,7 +338,7 @@ struct ClusterConfig {
   // shape (size dependence, forward against backward, bf16 against FP8). `ringplan fit --free
   // training_scale` fits the two factors to measured runs. Families: `matmul` scales matmul,
   // matmul_backward and matmul_fp8; `attention` scales attention, attention_backward,
-  // materialized_attention and attention_flash_triton (curves left unset follow the curve they
+  // materialized_attention, attention_flash_triton and attention_flash_fa2 (curves left unset follow the curve they
   // default to).
   // Invariant: the curves held here are the EFFECTIVE ones (kernel curve x scale); the YAML
   // writes the kernel curves (effective / scale) next to the scales, and every scaled max <= 1.
@@ -504,7 +521,11 @@ struct TrainingConfig {
   // kernel (flash_attn_triton.py; llm-foundry's attn_impl triton), on the profile's
   // efficiency.attention_flash_triton curve: on an A100 it runs at 40-50 % of FlashAttention-2's
   // rate (Dao 2023, FlashAttention-2, Figure 4), so a profile fitted on one predicts runs of the
-  // other only with its own curve. Needs a cluster that sets that curve.
+  // other only with its own curve. fa2: FlashAttention-2 (flash-attn 2.x, or PyTorch SDPA's flash
+  // backend), on the profile's efficiency.attention_flash_fa2 curve: on an H100 it reaches about
+  // a third of the bf16 peak where cuDNN's and FlashAttention-3's kernels reach over half (Dao 2023,
+  // FlashAttention-2, H100 figure of its repository; Shah et al. 2024, FlashAttention-3). Each needs
+  // a cluster that sets its curve.
   FlashKernel flash_kernel = FlashKernel::standard;
   // FP8 linear layers, YAML training.fp8 (default false): the transformer blocks' GEMMs (QKV,
   // attention output, MLP up and down; forward, data and weight gradient) run in FP8 with

@@ -704,7 +704,7 @@ ClusterConfig cluster_from_yaml(const YAML::Node& node, const std::string& file,
   MapReader eff =
       r.nested("efficiency",
                {"matmul", "matmul_backward", "matmul_fp8", "materialized_attention", "attention", "attention_backward",
-                "attention_flash_triton", "memory_bandwidth", "collectives", "collectives_inter_node",
+                "attention_flash_triton", "attention_flash_fa2", "memory_bandwidth", "collectives", "collectives_inter_node",
                 "overlap_sm_share", "masked_tiles",
                 "training_scale"});
   c.matmul = read_curve(eff, "matmul", true);
@@ -715,6 +715,8 @@ ClusterConfig cluster_from_yaml(const YAML::Node& node, const std::string& file,
   if (eff.has("materialized_attention")) c.materialized_attention = read_curve(eff, "materialized_attention");
   // Optional: absent leaves max_efficiency 0, and runs with training.flash_kernel triton are refused.
   if (eff.has("attention_flash_triton")) c.attention_flash_triton = read_curve(eff, "attention_flash_triton");
+  // Optional: absent leaves max_efficiency 0, and runs with training.flash_kernel fa2 are refused.
+  if (eff.has("attention_flash_fa2")) c.attention_flash_fa2 = read_curve(eff, "attention_flash_fa2");
   // Optional: absent leaves max_efficiency 0, i.e. the materialised backward uses `matmul`.
   if (eff.has("matmul_backward")) c.matmul_backward = read_curve(eff, "matmul_backward", true);
   // Optional: absent leaves max_efficiency 0, i.e. FP8 GEMMs use matmul's fraction of their peak.
@@ -940,10 +942,11 @@ Experiment experiment_from_yaml(const YAML::Node& node, const std::string& file,
                                   "cores given); use a cluster with FP8 tensor cores or set training.fp8: false",
                                   e.cluster.name));
   if (!e.cluster.has_flash_curve(e.training.flash_kernel))
-    r.fail("cluster", fmt::format("training.flash_kernel is triton but cluster '{}' has no "
-                                  "efficiency.attention_flash_triton curve; add one (measured or published rates of "
-                                  "that kernel on this device) or set training.flash_kernel: standard",
-                                  e.cluster.name));
+    r.fail("cluster", fmt::format("training.flash_kernel is {} but cluster '{}' has no efficiency.{} curve; add "
+                                  "one (measured or published rates of that kernel on this device) or set "
+                                  "training.flash_kernel: standard",
+                                  to_string(e.training.flash_kernel), e.cluster.name,
+                                  flash_curve_key(e.training.flash_kernel)));
 
   std::optional<MapReader> mesh_reader;
   if (r.has("mesh")) {
@@ -1249,6 +1252,8 @@ void write_cluster(YAML::Emitter& out, const ClusterConfig& c) {
   if (kernels.attention_backward.max_efficiency > 0) curve("attention_backward", kernels.attention_backward, attn_scaled);
   if (kernels.attention_flash_triton.max_efficiency > 0)
     curve("attention_flash_triton", kernels.attention_flash_triton, attn_scaled);
+  if (kernels.attention_flash_fa2.max_efficiency > 0)
+    curve("attention_flash_fa2", kernels.attention_flash_fa2, attn_scaled);
   if (c.matmul_training_scale != 1.0 || c.attention_training_scale != 1.0) {
     out << YAML::Key << "training_scale" << YAML::Value << YAML::Flow << YAML::BeginMap;
     emit_double(out, "matmul", c.matmul_training_scale);

@@ -301,7 +301,10 @@ std::string plan_text(const Experiment& e, const PlanResult& r) {
       e.name.empty() ? e.path : e.name, e.model.name, format_count(r.gpus), e.cluster.name,
       format_bytes(e.cluster.memory_bytes), format_count(e.training.seq_len),
       format_count(e.training.global_batch_sequences),
-      e.training.flash_kernel == FlashKernel::triton ? ", Triton flash kernel" : "", format_count(r.enumerated),
+      e.training.flash_kernel != FlashKernel::standard
+          ? std::string(", ") + flash_kernel_label(e.training.flash_kernel)
+          : std::string(),
+      format_count(r.enumerated),
       format_count(r.evaluated),
       format_count(r.fitting));
   if (r.fixed_mesh || e.fixed_options.any()) {

@@ -208,6 +208,12 @@ MegatronLaunch megatron_launch(const Experiment& e, const sim::Prediction& p) {
         "training.flash_kernel triton: Megatron-LM's flash attention is Transformer Engine's (cuDNN or "
         "FlashAttention), not the Triton kernel the plan priced; its attention runs faster than the plan assumed");
   }
+  if (e.training.flash_kernel == FlashKernel::fa2 && o.attention == AttentionImpl::flash) {
+    out.notes.push_back(
+        "training.flash_kernel fa2: Transformer Engine chooses Megatron-LM's attention backend (cuDNN fused "
+        "attention or FlashAttention) by GPU, shape and installed packages; the plan priced FlashAttention-2, which "
+        "runs only where flash-attn 2 is installed and the others are disabled (NVTE_FUSED_ATTN=0)");
+  }
   if (e.training.autocast) {
     out.notes.push_back(
         "training.mixed_precision autocast: Megatron-LM keeps 16-bit weights beside a float32 master copy and a "
@@ -655,6 +661,12 @@ TorchtitanConfig torchtitan_config(const Experiment& e, const sim::Prediction& p
         "training.flash_kernel triton is not expressible: torchtitan's attention is PyTorch's "
         "scaled_dot_product_attention (its flash, cuDNN or memory-efficient backend), not the Triton kernel the plan "
         "priced; its attention runs faster than the plan assumed");
+  }
+  if (e.training.flash_kernel == FlashKernel::fa2 && o.attention == AttentionImpl::flash) {
+    out.notes.push_back(
+        "training.flash_kernel fa2: torchtitan's attention is PyTorch's scaled_dot_product_attention, whose flash "
+        "backend is FlashAttention-2; PyTorch picks the backend per GPU and version (on Hopper, cuDNN's by default "
+        "from PyTorch 2.9), so the plan's attention time holds where the flash backend runs");
   }
   if (e.training.eager_elementwise && e.training.cross_entropy != CrossEntropy::unfused) {
     out.notes.push_back(

@@ -315,10 +315,10 @@ std::string check_layout(const Experiment& e, const Mesh& mesh, const ParallelOp
   // FP8 GEMMs need FP8 tensor cores (a profile given in place of the case's own may lack them).
   if (t.fp8 && !(e.cluster.peak_flops_per_s_fp8 > 0))
     return "training.fp8 needs a cluster with an FP8 peak (peak_tflops.fp8); '" + e.cluster.name + "' has none";
-  // The Triton flash kernel runs on its own curve (a profile given in place of the case's own may lack it).
+  // A named flash kernel runs on its own curve (a profile given in place of the case's own may lack it).
   if (opt.attention == AttentionImpl::flash && !e.cluster.has_flash_curve(t.flash_kernel))
-    return "training.flash_kernel triton needs a cluster with efficiency.attention_flash_triton; '" + e.cluster.name +
-           "' has none";
+    return std::string("training.flash_kernel ") + to_string(t.flash_kernel) + " needs a cluster with efficiency." +
+           flash_curve_key(t.flash_kernel) + "; '" + e.cluster.name + "' has none";
   if (mesh.world_size() != gpus)
     return "world size " + str(mesh.world_size()) + " != " + str(gpus) + " GPUs (DP " + str(mesh.dp) + " x TP " +
            str(mesh.tp) + " x CP " + str(mesh.cp) + " x PP " + str(mesh.pp) + ")";

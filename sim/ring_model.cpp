@@ -378,8 +378,9 @@ RingLayerShape ring_layer_shape(const RingAttentionShape& s, const ClusterConfig
   x.attention = s.attention;
   x.flash_kernel = s.flash_kernel;
   if (s.attention == AttentionImpl::flash && !c.has_flash_curve(s.flash_kernel))
-    throw bad_input(std::string("ring attention shape: the Triton flash kernel needs cluster ") + c.name +
-                    "'s efficiency.attention_flash_triton curve; it has none");
+    throw bad_input(std::string("ring attention shape: the ") + flash_kernel_label(s.flash_kernel) +
+                    " needs cluster " + c.name + "'s efficiency." + flash_curve_key(s.flash_kernel) +
+                    " curve; it has none");
   x.cp_comm = s.comm;
   if (s.comm == CpComm::hybrid) {
     require_positive(s.a2a_size, "a2a_size");

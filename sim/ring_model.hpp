@@ -145,7 +145,7 @@ struct RingKernelRate {
   // Achieved rate of a step's backward kernel(s), counting backward_factor x the forward FLOPs:
   // flash: peak * ClusterConfig::flash_backward_curve(x.flash_kernel) at the block's forward
   // FLOPs (equal to forward_flops_per_s when the cluster sets no efficiency.attention_backward, and
-  // on the Triton kernel's one curve);
+  // on a named kernel's one curve: Triton, FlashAttention-2);
   // materialised: the GEMM rate on ClusterConfig::matmul_backward_curve() (= the forward's
   // matmul curve unless the profile sets efficiency.matmul_backward).
   double backward_flops_per_s = 0;

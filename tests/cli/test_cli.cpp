@@ -1010,3 +1010,15 @@ TEST_CASE("the Triton flash kernel: simulate and plan name it, validate on a pro
   CHECK(v.rc == 2);
   CHECK(has(v.out + v.err, "training.flash_kernel triton needs a cluster with efficiency.attention_flash_triton"));
 }
+
+TEST_CASE("FlashAttention-2: simulate names the kernel of torchtitan's H100 runs, a profile without its curve refuses them") {
+  const std::string c = std::string(RINGPLAN_SOURCE_DIR) +
+                        "/configs/validation/torchtitan_h100_bf16/torchtitan_h100_llama3_8b_fsdp8_eager.yaml";
+  const Result sim = ringplan("simulate '" + c + "'");
+  CHECK(sim.rc == 0);
+  CHECK(has(sim.out, ", FlashAttention-2 kernel\n"));
+  const Result v = ringplan("validate '" + c + "' --cluster '" + std::string(RINGPLAN_SOURCE_DIR) +
+                            "/configs/clusters/h200.yaml' --format json");
+  CHECK(v.rc == 2);
+  CHECK(has(v.out + v.err, "training.flash_kernel fa2 needs a cluster with efficiency.attention_flash_fa2"));
+}

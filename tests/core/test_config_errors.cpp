@@ -509,3 +509,19 @@ TEST_CASE("training.flash_kernel triton on a cluster without the Triton kernel's
                                          "flash_kernel: triton}\n");
   CHECK(load_experiment(ok).training.flash_kernel == FlashKernel::triton);
 }
+
+TEST_CASE("training.flash_kernel fa2 on a cluster without FlashAttention-2's curve is refused at the cluster key") {
+  ExperimentFiles f;
+  const std::string e = f.experiment("gpus: 8\n",
+                                     "training: {seq_len: 4096, global_batch: 8, dtype: bf16, optimizer: adam, "
+                                     "flash_kernel: fa2}\n");
+  check_config_error([&] { load_experiment(e); },
+                     {e, 3, "cluster", "training.flash_kernel is fa2 but cluster"});
+  check_config_error([&] { load_experiment(e); }, {e, 3, "cluster", "no efficiency.attention_flash_fa2 curve"});
+  ExperimentFiles with(test::kModelYaml,
+                       std::string(test::kClusterYaml) + "  attention_flash_fa2: {max: 0.3, half_tflop: 0.02}\n");
+  const std::string ok = with.experiment("gpus: 8\n",
+                                         "training: {seq_len: 4096, global_batch: 8, dtype: bf16, optimizer: adam, "
+                                         "flash_kernel: fa2}\n");
+  CHECK(load_experiment(ok).training.flash_kernel == FlashKernel::fa2);
+}

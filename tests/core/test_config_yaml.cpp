@@ -901,7 +901,7 @@ TEST_CASE("cluster inter_node switch groups: optional, both keys together, writt
   CHECK(std::string(out2.c_str()).find("group_nodes") == std::string::npos);
 }
 
-TEST_CASE("training: flash_kernel standard (default) or triton, read and written back, bad values refused") {
+TEST_CASE("training: flash_kernel standard (default), triton or fa2, read and written back, bad values refused") {
   TempDir dir;
   CHECK(load_training(dir.write("t.yaml", test::kTrainingYaml)).flash_kernel == FlashKernel::standard);
   const TrainingConfig t = load_training(dir.write("u.yaml", test::kTrainingYaml + std::string("flash_kernel: triton\n")));
@@ -910,8 +910,38 @@ TEST_CASE("training: flash_kernel standard (default) or triton, read and written
   write_training(out, t);
   CHECK(std::string(out.c_str()).find("flash_kernel: triton") != std::string::npos);
   CHECK(load_training(dir.write("v.yaml", std::string(out.c_str()) + "\n")).flash_kernel == FlashKernel::triton);
+  const TrainingConfig f = load_training(dir.write("w.yaml", test::kTrainingYaml + std::string("flash_kernel: fa2\n")));
+  CHECK(f.flash_kernel == FlashKernel::fa2);
+  YAML::Emitter out_fa2;
+  write_training(out_fa2, f);
+  CHECK(load_training(dir.write("z.yaml", std::string(out_fa2.c_str()) + "\n")).flash_kernel == FlashKernel::fa2);
   check_training_refused(dir, "x.yaml", test::kTrainingYaml + std::string("flash_kernel: cudnn\n"),
-                         "must be one of: standard, triton");
+                         "must be one of: standard, triton, fa2");
+}
+
+TEST_CASE("cluster: attention_flash_fa2 read, the fa2 kernel's curve for both passes, scaled and written back") {
+  TempDir dir;
+  const ClusterConfig none = load_cluster(dir.write("c.yaml", test::kClusterYaml));
+  CHECK(none.attention_flash_fa2.max_efficiency == 0.0);
+  CHECK_FALSE(none.has_flash_curve(FlashKernel::fa2));
+  CHECK(none.has_flash_curve(FlashKernel::standard));
+  const std::string with = std::string(test::kClusterYaml) + "  attention_flash_fa2: {max: 0.32, half_tflop: 0.036}\n";
+  const ClusterConfig c = load_cluster(dir.write("d.yaml", with));
+  CHECK(c.has_flash_curve(FlashKernel::fa2));
+  CHECK_FALSE(c.has_flash_curve(FlashKernel::triton));
+  CHECK(&c.flash_forward_curve(FlashKernel::fa2) == &c.attention_flash_fa2);
+  CHECK(&c.flash_backward_curve(FlashKernel::fa2) == &c.attention_flash_fa2);
+  CHECK(std::string(flash_curve_key(FlashKernel::fa2)) == "attention_flash_fa2");
+  CHECK(std::string(flash_curve_key(FlashKernel::standard)) == "attention");
+  const ClusterConfig scaled =
+      load_cluster(dir.write("e.yaml", with + "  training_scale: {matmul: 1, attention: 0.5}\n"));
+  CHECK(scaled.attention_flash_fa2.max_efficiency == doctest::Approx(0.16));
+  YAML::Emitter out;
+  write_cluster(out, scaled);
+  CHECK(std::string(out.c_str()).find("attention_flash_fa2: {max: 0.32, half_tflop: 0.036}") != std::string::npos);
+  const ClusterConfig back = load_cluster(dir.write("f.yaml", std::string(out.c_str()) + "\n"));
+  CHECK(back.attention_flash_fa2.max_efficiency == doctest::Approx(0.16));
+  CHECK(back.attention_flash_fa2.half_flops == doctest::Approx(0.036 * units::tflop));
 }
 
 TEST_CASE("cluster: attention_flash_triton read, scaled with the attention family and written back") {

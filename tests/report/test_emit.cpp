@@ -1194,3 +1194,14 @@ TEST_CASE("emit: the Triton flash kernel the plan priced is noted in both framew
   materialized.micro_batches = 8;         // 64 / (DP 8 x micro-batch 1)
   CHECK_FALSE(has_note(report::megatron_launch(e, materialized), "training.flash_kernel"));
 }
+
+TEST_CASE("emit: FlashAttention-2 as the priced kernel is noted in both frameworks") {
+  Experiment e = hand_made_experiment();
+  e.training.flash_kernel = FlashKernel::fa2;
+  CHECK(has_note(report::megatron_launch(e, hand_made_plan()), "training.flash_kernel fa2"));
+  CHECK(has_note(report::megatron_launch(e, hand_made_plan()), "NVTE_FUSED_ATTN=0"));
+  CHECK(has_note(report::torchtitan_config(e, hand_made_plan(), report::TorchtitanTarget::toml),
+                 "training.flash_kernel fa2"));
+  CHECK_FALSE(has_note(report::torchtitan_config(e, hand_made_plan(), report::TorchtitanTarget::toml),
+                       "training.flash_kernel triton"));
+}

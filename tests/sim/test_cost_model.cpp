@@ -1393,3 +1393,35 @@ TEST_CASE("training.flash_kernel triton runs every flash kernel on the cluster's
   CHECK(check_layout(t_no_curve, dp_only, mat, 16) == "");
   CHECK(predict(t, dp_only, mat).step_time_s == Approx(predict(e, dp_only, mat).step_time_s));
 }
+
+TEST_CASE("training.flash_kernel fa2 runs every flash kernel on the cluster's attention_flash_fa2 curve") {
+  Experiment e = test::llama_experiment(32768, 16);
+  ParallelOptions o;
+  const Mesh ring = test::mesh_of(2, 1, 8, 1);
+  const double peak = e.cluster.peak_flops_per_s(e.training.dtype);
+  Experiment t = e;
+  t.training.flash_kernel = FlashKernel::fa2;
+  CHECK(check_layout(t, ring, o, 16) ==
+        "training.flash_kernel fa2 needs a cluster with efficiency.attention_flash_fa2; '" + e.cluster.name +
+            "' has none");
+  // A Triton curve does not price FlashAttention-2: each kernel its own.
+  t.cluster.attention_flash_triton = {0.25, 0.02e12};
+  CHECK(check_layout(t, ring, o, 16) != "");
+  t.cluster.attention_flash_fa2 = {0.3, 0.036e12};
+  REQUIRE(check_layout(t, ring, o, 16) == "");
+  const LayerShape x = make_layer_shape(t.model, t.training, ring, o);
+  CHECK(x.flash_kernel == FlashKernel::fa2);
+  const double kernel_flops = attention_forward_flops(x).per_step_kernel;
+  const RingKernelRate rate = ring_kernel_rate(x, t.cluster, peak);
+  CHECK(rate.forward_flops_per_s == Approx(peak * t.cluster.attention_flash_fa2.at(kernel_flops)));
+  CHECK(rate.backward_flops_per_s == Approx(peak * t.cluster.attention_flash_fa2.at(kernel_flops)));
+  // Slower curve, slower step; same FLOPs and memory.
+  const Prediction std_ring = predict(e, ring, o), fa2_ring = predict(t, ring, o);
+  CHECK(fa2_ring.step_time_s > std_ring.step_time_s);
+  CHECK(fa2_ring.model_flops_per_step == Approx(std_ring.model_flops_per_step));
+  CHECK(fa2_ring.peak_memory_bytes == Approx(std_ring.peak_memory_bytes));
+  // A faster fa2 curve makes a faster step: the curve, not the name, sets the time.
+  Experiment fast = t;
+  fast.cluster.attention_flash_fa2 = {0.6, 0.036e12};
+  CHECK(predict(fast, ring, o).step_time_s < fa2_ring.step_time_s);
+}

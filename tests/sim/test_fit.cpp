@@ -485,9 +485,9 @@ TEST_CASE("shipped training scales are the fit of their measured runs") {
     CHECK(shipped.matmul_training_scale == doctest::Approx(fit.cluster.matmul_training_scale).epsilon(0.002));
     CHECK(shipped.attention_training_scale == doctest::Approx(fit.cluster.attention_training_scale).epsilon(0.002));
     // Held out (5-fold, the weight chosen inside each fold), the scales predict these runs within
-    // 8 % on average (grand_teton_h100 6.9 %, the highest; BENCHMARKS.md); without them the kernel
-    // curves alone predict every run more than 20 % too fast (grand_teton_h100's runs 27-207 %,
-    // the others 25 % or more).
+    // 8 % on average (grand_teton_h100 6.2 %, the highest; BENCHMARKS.md); without them the kernel
+    // curves alone predict every run more than 10 % too fast (more than 20 % on the dgx_h100 and
+    // b200 runs; grand_teton_h100's, whose attention runs on FlashAttention-2's own curve, from 12 %).
     FitOptions cv_opts = opts;
     cv_opts.select_prior_weight = true;
     const CrossValidation cv = cross_validate(cases, base, 5, cv_opts);
@@ -495,7 +495,7 @@ TEST_CASE("shipped training scales are the fit of their measured runs") {
     for (const double e : cv.heldout_error_pct) sum += std::abs(e);
     MESSAGE(std::string(s.profile) << ": held-out mean |error| " << sum / cv.heldout_error_pct.size() << " %");
     CHECK(sum / static_cast<double>(cv.heldout_error_pct.size()) < 8.0);
-    for (const Experiment& e : cases) CHECK(case_speed_error_pct(e, base) > 20.0);
+    for (const Experiment& e : cases) CHECK(case_speed_error_pct(e, base) > (s.profile == std::string("grand_teton_h100") ? 10.0 : 20.0));
   }
 }
 
