@@ -395,8 +395,9 @@ RINGPLAN_COMMAND("fit", "Fit a cluster profile's efficiencies to measured cases;
                                   "collectives' bus-bandwidth efficiency), matmul_fp8 (the FP8 GEMM curve, "
                                   "max and half_tflop; or one of them by name), training_scale, oversubscription "
                                   "(the downlink : uplink ratio out of the cluster's switch groups; needs "
-                                  "inter_node.group_nodes), attention_flash_triton (the Triton flash kernel's "
-                                  "curve; needs one in the cluster to start from)")
+                                  "inter_node.group_nodes), attention_flash_triton or attention_flash_fa2 (the "
+                                  "Triton or FlashAttention-2 kernel's curve; needs one in the cluster to start "
+                                  "from)")
                        ->delimiter(',');
                    app.add_option("--prior-weight", a->prior_weight,
                                   "Prior toward the base profile: percentage points of mean |error| added per "

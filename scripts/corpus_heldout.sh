@@ -62,6 +62,8 @@ if "matmul_fp8.max" in f:
     fit += ", fp8 {:.3f}/{:.3f}".format(f["matmul_fp8.max"], f["matmul_fp8.half_tflop"])
 if "attention_flash_triton.max" in f:
     fit += ", flash-triton {:.3f}/{:.3f}".format(f["attention_flash_triton.max"], f["attention_flash_triton.half_tflop"])
+if "attention_flash_fa2.max" in f:
+    fit += ", flash-fa2 {:.3f}/{:.3f}".format(f["attention_flash_fa2.max"], f["attention_flash_fa2.half_tflop"])
 if "collectives_inter_node.max" in f:
     fit += ", inter-node coll {:.2f}".format(f["collectives_inter_node.max"])
 if "training_scale.attention" in f:
@@ -100,8 +102,11 @@ row "H100 FP8 (NeMo), 5-fold, training scales on the measured kernel curves" h10
 row "B200 FP8 GEMM (NeMo), 5-fold, training scales" b200_fp8_nemo $V/nemo_long_sequence_b200 --cluster "$OUT/b200_kernels.yaml" "${SCALES[@]}"
 row "H100 Grand Teton (torchtitan FP8 + bf16), 5-fold, training scales" gt_scales $V/torchtitan_h100_fp8 $V/torchtitan_h100_bf16 --cluster "$OUT/grand_teton_h100_kernels.yaml" "${SCALES[@]}"
 # The profile carries its own (measured) FP8 GEMM curve, which the FP8 runs' blocks run on: fit it too.
-row "H100 Grand Teton FP8 GEMM (torchtitan), 5-fold, FP8 curve fitted too" gt_fp8 $V/torchtitan_h100_fp8 --cluster "$OUT/grand_teton_h100_kernels.yaml" --free matmul_fp8
-row "H100 Grand Teton bf16 (torchtitan), 2-fold" gt_bf16 $V/torchtitan_h100_bf16 --folds 2 --cluster "$OUT/grand_teton_h100_kernels.yaml"
+# These runs' attention is FlashAttention-2 on its own curve (`flash_kernel: fa2`): its curve is
+# the attention the fits below move (`attention`, the cuDNN-class curve, is held: none of them runs it).
+FA2=(--fix attention --free attention_flash_fa2)
+row "H100 Grand Teton FP8 GEMM (torchtitan), 5-fold, FP8 curve fitted too" gt_fp8 $V/torchtitan_h100_fp8 --cluster "$OUT/grand_teton_h100_kernels.yaml" --free matmul_fp8 "${FA2[@]}"
+row "H100 Grand Teton bf16 (torchtitan), 2-fold" gt_bf16 $V/torchtitan_h100_bf16 --folds 2 --cluster "$OUT/grand_teton_h100_kernels.yaml" "${FA2[@]}"
 # The llm-foundry A100 runs use the Triton flash kernel (training.flash_kernel: triton), whose
 # curve the A100 profiles take from its published rates (FlashAttention-2, Figure 4). Fits on
 # those runs alone fit that curve in place of `attention`, which none of them runs; fits that
@@ -147,3 +152,38 @@ echo
 echo "| fit | GPUs | cases | held-out bias % | held-out mean \|err\| % | held-out max \|err\| % |"
 echo "|---|---|---|---|---|---|"
 cat "$BYG"
+# Training scales carried across sources: the scales fitted to one framework's runs, on the other
+# framework's hosts (their own profile's kernel curves), predicting the other's runs, none of which
+# the fit saw. NeMo's runs use cuDNN attention (the `attention` curves); torchtitan's of December
+# 2024 and June 2025 FlashAttention-2 (`flash_kernel: fa2`, its own curve); a scale that carries
+# over says the kernels' curves, not the scale, hold what separates the two.
+scales_of() {  # fit args... -> "matmul attention"
+  "$RP" fit "$@" --fix matmul attention memory_bandwidth --free training_scale --format json |
+    python3 -c 'import json, sys; f = json.load(sys.stdin)["fitted"]; print(f["training_scale.matmul"], f["training_scale.attention"])'
+}
+with_scales() {  # kernel-curve profile, matmul scale, attention scale, out
+  awk -v m="$2" -v a="$3" '{ print } /^efficiency:$/ { printf "  training_scale: {matmul: %s, attention: %s}\n", m, a }' "$1" > "$4"
+  [ "$(grep -c '^  training_scale:' "$4")" = 1 ] || { echo "corpus_heldout.sh: could not set the scales in $4" >&2; exit 1; }
+}
+cross() {  # label, where the scales were fitted, profile with the scales, validate dirs...
+  local label=$1 where=$2 profile=$3; shift 3
+  "$RP" validate "$@" --cluster "$profile" --format json | python3 -c '
+import json, re, sys
+j = json.load(sys.stdin)
+scales = re.sub(r"[0-9.]+", lambda m: "{:.3f}".format(float(m.group())), sys.argv[2])
+comparisons = sum(v["cases"] for v in j["by_source"].values())
+print("| {} | {}{} | {} ({}) | **{:.2f}** | **{:.2f}** |".format(sys.argv[1], scales, sys.argv[3], j["case_count"],
+      comparisons, j["mean_abs_error_pct"], j["max_abs_error_pct"]))
+' "$label" "$(grep '^  training_scale:' "$profile" | sed 's/^  training_scale: //')" " $where"
+}
+read -r TT_M TT_A < <(scales_of $V/torchtitan_h100_fp8 $V/torchtitan_h100_bf16 --cluster "$OUT/grand_teton_h100_kernels.yaml")
+read -r NEMO_M NEMO_A < <(scales_of $V/nemo_long_sequence_h100 --cluster "$OUT/dgx_h100_kernels.yaml")
+with_scales "$OUT/dgx_h100_kernels.yaml" "$TT_M" "$TT_A" "$OUT/dgx_h100_torchtitan_scales.yaml"
+with_scales "$OUT/grand_teton_h100_kernels.yaml" "$NEMO_M" "$NEMO_A" "$OUT/grand_teton_h100_nemo_scales.yaml"
+echo
+echo "Training scales carried across sources (fitted on one framework's runs, predicting the other's on their own hosts' kernel curves):"
+echo
+echo "| runs predicted (never fitted) | training scales {matmul, attention} and where they were fitted | runs (comparisons) | mean \|err\| % | max \|err\| % |"
+echo "|---|---|---|---|---|"
+cross "NeMo H100 (DGX H100, cuDNN attention), on dgx_h100's kernel curves" "fitted on torchtitan H100 FP8 + bf16" "$OUT/dgx_h100_torchtitan_scales.yaml" $V/nemo_long_sequence_h100
+cross "torchtitan H100 FP8, bf16 and async TP (Grand Teton, FlashAttention-2), on grand_teton_h100's kernel curves" "fitted on NeMo H100" "$OUT/grand_teton_h100_nemo_scales.yaml" $V/torchtitan_h100_fp8 $V/torchtitan_h100_bf16 $V/torchtitan_h100_async_tp

@@ -73,6 +73,8 @@ const char* fit_param_name(FitParam p) {
     case FitParam::oversubscription: return "oversubscription";
     case FitParam::flash_triton_max: return "attention_flash_triton.max";
     case FitParam::flash_triton_half_tflop: return "attention_flash_triton.half_tflop";
+    case FitParam::flash_fa2_max: return "attention_flash_fa2.max";
+    case FitParam::flash_fa2_half_tflop: return "attention_flash_fa2.half_tflop";
   }
   return "?";
 }
@@ -92,6 +94,8 @@ double get_param(const ClusterConfig& c, FitParam p) {
     case FitParam::oversubscription: return c.switch_groups.oversubscription;
     case FitParam::flash_triton_max: return c.attention_flash_triton.max_efficiency;
     case FitParam::flash_triton_half_tflop: return c.attention_flash_triton.half_flops / units::tflop;
+    case FitParam::flash_fa2_max: return c.attention_flash_fa2.max_efficiency;
+    case FitParam::flash_fa2_half_tflop: return c.attention_flash_fa2.half_flops / units::tflop;
   }
   return 0.0;
 }
@@ -144,6 +148,8 @@ void set_param(ClusterConfig& c, FitParam p, double value) {
     case FitParam::oversubscription: c.switch_groups.oversubscription = value; break;
     case FitParam::flash_triton_max: c.attention_flash_triton.max_efficiency = value; break;
     case FitParam::flash_triton_half_tflop: c.attention_flash_triton.half_flops = value * units::tflop; break;
+    case FitParam::flash_fa2_max: c.attention_flash_fa2.max_efficiency = value; break;
+    case FitParam::flash_fa2_half_tflop: c.attention_flash_fa2.half_flops = value * units::tflop; break;
   }
 }
 
@@ -158,8 +164,10 @@ ParamBounds bounds_for(FitParam p, const ClusterConfig& base) {
     case FitParam::matmul_fp8_max: return {0.2, 1.0};
     case FitParam::matmul_fp8_half_tflop: return {0.0, 1.0};
     case FitParam::oversubscription: return {1.0, 32.0};  // 1: non-blocking
-    case FitParam::flash_triton_max: return {0.05, std::max(0.05, std::min(1.0, base.attention_training_scale))};
-    case FitParam::flash_triton_half_tflop: return {0.0, 1.0};
+    case FitParam::flash_triton_max:
+    case FitParam::flash_fa2_max: return {0.05, std::max(0.05, std::min(1.0, base.attention_training_scale))};
+    case FitParam::flash_triton_half_tflop:
+    case FitParam::flash_fa2_half_tflop: return {0.0, 1.0};
     case FitParam::matmul_training_scale:
     case FitParam::attention_training_scale: {
       ParamBounds b{0.2, 1.5};
@@ -304,20 +312,28 @@ FitResult fit_cluster(const std::vector<Experiment>& cases, const ClusterConfig&
       throw bad_input(fmt::format("fit: --free matmul_fp8 needs a cluster with an FP8 peak (peak_tflops.fp8); "
                                   "'{}' has none; give --cluster with one",
                                   base.name));
-  // The attention training scale rescales the Triton kernel's curve: fitted beside its max, the
+  // The attention training scale rescales a named flash kernel's curve: fitted beside its max, the
   // two would trade against each other on the runs of that kernel.
   const auto has = [&opts](FitParam p) {
     return std::find(opts.params.begin(), opts.params.end(), p) != opts.params.end();
   };
-  const bool triton_free = has(FitParam::flash_triton_max) || has(FitParam::flash_triton_half_tflop);
-  if (triton_free && has(FitParam::attention_training_scale))
-    throw bad_input("fit: --free attention_flash_triton and training_scale.attention move the same curve; free "
-                    "one of them (training_scale.matmul alone is fine)");
-  if (triton_free && !base.has_flash_curve(FlashKernel::triton))
-    throw bad_input(fmt::format("fit: --free attention_flash_triton needs a cluster with that curve "
-                                "(efficiency.attention_flash_triton) to start from; '{}' has none; give --cluster "
-                                "with one",
-                                base.name));
+  struct KernelParams {
+    FlashKernel kernel;
+    FitParam max, half;
+  };
+  for (const KernelParams& k : {KernelParams{FlashKernel::triton, FitParam::flash_triton_max, FitParam::flash_triton_half_tflop},
+                                KernelParams{FlashKernel::fa2, FitParam::flash_fa2_max, FitParam::flash_fa2_half_tflop}}) {
+    if (!has(k.max) && !has(k.half)) continue;
+    const char* key = flash_curve_key(k.kernel);
+    if (has(FitParam::attention_training_scale))
+      throw bad_input(fmt::format("fit: --free {} and training_scale.attention move the same curve; free one of "
+                                  "them (training_scale.matmul alone is fine)",
+                                  key));
+    if (!base.has_flash_curve(k.kernel))
+      throw bad_input(fmt::format("fit: --free {0} needs a cluster with that curve (efficiency.{0}) to start from; "
+                                  "'{1}' has none; give --cluster with one",
+                                  key, base.name));
+  }
   for (const FitParam p : opts.params)
     if (p == FitParam::oversubscription && base.switch_groups.nodes <= 0)
       throw bad_input(fmt::format("fit: --free oversubscription needs switch groups in the cluster: '{}' sets no "

@@ -89,16 +89,22 @@ enum class FitParam {
   // device has no published rates of it. Fitting `attention` leaves it alone: another kernel.
   flash_triton_max,
   flash_triton_half_tflop,
+  // Optional (`--free attention_flash_fa2`): FlashAttention-2's curve
+  // (ClusterConfig::attention_flash_fa2; the base must set it), as the Triton kernel's: for runs
+  // on it whose kernel curve is to be fitted rather than taken from its published rates.
+  flash_fa2_max,
+  flash_fa2_half_tflop,
 };
 // Fitted by default.
 inline constexpr std::array<FitParam, 5> kAllFitParams{FitParam::matmul_max, FitParam::matmul_half_tflop,
                                                        FitParam::attention_max, FitParam::attention_half_tflop,
                                                        FitParam::memory_bandwidth};
 // Fitted when named by --free.
-inline constexpr std::array<FitParam, 8> kOptionalFitParams{
+inline constexpr std::array<FitParam, 10> kOptionalFitParams{
     FitParam::inter_node_collectives, FitParam::matmul_fp8_max,         FitParam::matmul_fp8_half_tflop,
     FitParam::matmul_training_scale,  FitParam::attention_training_scale, FitParam::oversubscription,
-    FitParam::flash_triton_max,       FitParam::flash_triton_half_tflop};
+    FitParam::flash_triton_max,       FitParam::flash_triton_half_tflop, FitParam::flash_fa2_max,
+    FitParam::flash_fa2_half_tflop};
 const char* fit_param_name(FitParam p);  // "matmul.max", "matmul.half_tflop", ...
 double get_param(const ClusterConfig& c, FitParam p);         // in config units (half in TFLOP)
 // Setting a family's max or half_tflop (matmul, attention) moves the profile's own backward
@@ -113,8 +119,9 @@ struct ParamBounds {
 // H100, far past any ramp-up), memory_bandwidth in [0.3, 1], collectives_inter_node.max in
 // [0.02, 1] (a congested or misconfigured fabric can reach a few % of its line rate), training
 // scales in [0.2, 1.5], stopping where the family's largest kernel curve of `base` would pass 1
-// (ClusterConfig::kernel_max); attention_flash_triton.max in [0.05, base's attention training
-// scale] (the profile holds it scaled: the kernel's own value, written to the file, stays <= 1).
+// (ClusterConfig::kernel_max); attention_flash_triton.max and attention_flash_fa2.max in [0.05,
+// base's attention training scale] (the profile holds them scaled: the kernel's own value, written
+// to the file, stays <= 1).
 ParamBounds bounds_for(FitParam p, const ClusterConfig& base);
 
 // The parameters left to fit when `fixed` names some to hold at the base profile's values (a
