@@ -1018,7 +1018,7 @@ TEST_CASE("FlashAttention-2: simulate names the kernel of torchtitan's H100 runs
   CHECK(sim.rc == 0);
   CHECK(has(sim.out, ", FlashAttention-2 kernel\n"));
   const Result v = ringplan("validate '" + c + "' --cluster '" + std::string(RINGPLAN_SOURCE_DIR) +
-                            "/configs/clusters/h200.yaml' --format json");
+                            "/configs/clusters/b200.yaml' --format json");
   CHECK(v.rc == 2);
   CHECK(has(v.out + v.err, "training.flash_kernel fa2 needs a cluster with efficiency.attention_flash_fa2"));
 }

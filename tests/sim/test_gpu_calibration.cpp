@@ -448,7 +448,8 @@ TEST_CASE("the A100 and H100 profiles' FlashAttention-2 curve is the fit of its 
   };
   const Gpu gpus[] = {
       {"a100", 312e12, {"configs/clusters/dgx_a100_80gb.yaml", "configs/clusters/dgx_a100_40gb.yaml"}},
-      {"h100", 989e12, {"configs/clusters/dgx_h100.yaml", "configs/clusters/grand_teton_h100.yaml"}}};
+      {"h100", 989e12,
+       {"configs/clusters/dgx_h100.yaml", "configs/clusters/grand_teton_h100.yaml", "configs/clusters/h200.yaml"}}};
   double max_by_gpu[2] = {0, 0};
   int i = 0;
   for (const Gpu& g : gpus) {
