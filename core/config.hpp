@@ -338,8 +338,8 @@ struct ClusterConfig {
   // shape (size dependence, forward against backward, bf16 against FP8). `ringplan fit --free
   // training_scale` fits the two factors to measured runs. Families: `matmul` scales matmul,
   // matmul_backward and matmul_fp8; `attention` scales attention, attention_backward,
-  // materialized_attention, attention_flash_triton and attention_flash_fa2 (curves left unset follow the curve they
-  // default to).
+  // materialized_attention, attention_flash_triton and attention_flash_fa2 (curves left unset
+  // follow the curve they default to).
   // Invariant: the curves held here are the EFFECTIVE ones (kernel curve x scale); the YAML
   // writes the kernel curves (effective / scale) next to the scales, and every scaled max <= 1.
   double matmul_training_scale = 1.0;

@@ -704,8 +704,8 @@ ClusterConfig cluster_from_yaml(const YAML::Node& node, const std::string& file,
   MapReader eff =
       r.nested("efficiency",
                {"matmul", "matmul_backward", "matmul_fp8", "materialized_attention", "attention", "attention_backward",
-                "attention_flash_triton", "attention_flash_fa2", "memory_bandwidth", "collectives", "collectives_inter_node",
-                "overlap_sm_share", "masked_tiles",
+                "attention_flash_triton", "attention_flash_fa2", "memory_bandwidth", "collectives",
+                "collectives_inter_node", "overlap_sm_share", "masked_tiles",
                 "training_scale"});
   c.matmul = read_curve(eff, "matmul", true);
   c.attention = read_curve(eff, "attention");

@@ -321,8 +321,10 @@ FitResult fit_cluster(const std::vector<Experiment>& cases, const ClusterConfig&
     FlashKernel kernel;
     FitParam max, half;
   };
-  for (const KernelParams& k : {KernelParams{FlashKernel::triton, FitParam::flash_triton_max, FitParam::flash_triton_half_tflop},
-                                KernelParams{FlashKernel::fa2, FitParam::flash_fa2_max, FitParam::flash_fa2_half_tflop}}) {
+  const KernelParams kernels[] = {
+      {FlashKernel::triton, FitParam::flash_triton_max, FitParam::flash_triton_half_tflop},
+      {FlashKernel::fa2, FitParam::flash_fa2_max, FitParam::flash_fa2_half_tflop}};
+  for (const KernelParams& k : kernels) {
     if (!has(k.max) && !has(k.half)) continue;
     const char* key = flash_curve_key(k.kernel);
     if (has(FitParam::attention_training_scale))
