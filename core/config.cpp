@@ -76,22 +76,24 @@ const char* to_string(GradAccumulation g) { return name_of(kGradAccumulationName
 const char* to_string(CrossEntropy c) { return name_of(kCrossEntropyNames, c); }
 const char* to_string(NormImpl n) { return name_of(kNormNames, n); }
 const char* to_string(FlashKernel k) { return name_of(kFlashKernelNames, k); }
-const char* flash_curve_key(FlashKernel k) {
-  switch (k) {
-    case FlashKernel::triton: return "attention_flash_triton";
-    case FlashKernel::fa2: return "attention_flash_fa2";
-    case FlashKernel::standard: break;
-  }
-  return "attention";
+namespace {
+// Each kernel's cluster curve key and printed name ("" for standard: the profile's own kernel).
+struct FlashKernelText {
+  FlashKernel kernel;
+  const char* curve_key;
+  const char* label;
+};
+constexpr FlashKernelText kFlashKernelTexts[] = {{FlashKernel::standard, "attention", ""},
+                                                 {FlashKernel::triton, "attention_flash_triton", "Triton flash kernel"},
+                                                 {FlashKernel::fa2, "attention_flash_fa2", "FlashAttention-2 kernel"}};
+const FlashKernelText& flash_kernel_text(FlashKernel k) {
+  for (const FlashKernelText& t : kFlashKernelTexts)
+    if (t.kernel == k) return t;
+  return kFlashKernelTexts[0];
 }
-const char* flash_kernel_label(FlashKernel k) {
-  switch (k) {
-    case FlashKernel::triton: return "Triton flash kernel";
-    case FlashKernel::fa2: return "FlashAttention-2 kernel";
-    case FlashKernel::standard: break;
-  }
-  return "";
-}
+}  // namespace
+const char* flash_curve_key(FlashKernel k) { return flash_kernel_text(k).curve_key; }
+const char* flash_kernel_label(FlashKernel k) { return flash_kernel_text(k).label; }
 
 std::string pipeline_split_text(const ParallelOptions& o) {
   if (o.pp_first_layers > 0 || o.pp_last_layers > 0) {
