@@ -158,7 +158,7 @@ cat "$BYG"
 # 2024 and June 2025 FlashAttention-2 (`flash_kernel: fa2`, its own curve); a scale that carries
 # over says the kernels' curves, not the scale, hold what separates the two.
 scales_of() {  # fit args... -> "matmul attention"
-  "$RP" fit "$@" --fix matmul attention memory_bandwidth --free training_scale --format json |
+  "$RP" fit "$@" "${SCALES[@]}" --format json |
     python3 -c 'import json, sys; f = json.load(sys.stdin)["fitted"]; print(f["training_scale.matmul"], f["training_scale.attention"])'
 }
 with_scales() {  # kernel-curve profile, matmul scale, attention scale, out
