@@ -166,6 +166,8 @@ void set_runtime_types(TrainingConfig& t, bool on_gpu) {
   // without SP: Megatron-LM's TP, today's pipeline message.
   t.tp_dtensor = false;
   t.pp_scatter_gather = false;
+  // Both runtimes' full recompute re-runs the whole block (step::Trainer).
+  t.recompute_early_stop = false;
   // Both runtimes' weight-gradient GEMMs add into the gradient (step::linear_backward, the GPU
   // step's cuBLAS calls with beta 1).
   t.grad_accumulation = GradAccumulation::fused;

@@ -514,6 +514,24 @@ struct TrainingConfig {
   // (sim::layer_activation_bytes, sim::layer_elementwise_bytes). Without autocast the same as
   // fused.
   NormImpl norm = NormImpl::fused;
+  // Whether full recompute stops before the block's last linear layer, YAML
+  // training.recompute_early_stop (default false; read with options.recompute: full). The block's
+  // last GEMM (the MLP down projection: fc2, w2) and the TP collective after it feed nothing the
+  // backward needs, and two ways of checkpointing do not run them again (sim::predict):
+  //  * PyTorch's non-reentrant torch.utils.checkpoint (use_reentrant=False,
+  //    CheckpointImpl.NO_REENTRANT: torchtitan; Composer / llm-foundry with
+  //    activation_checkpointing_reentrant false) from PyTorch 2.1 on: it stops the recompute as
+  //    soon as the last tensor the forward saved is packed again
+  //    (torch.utils.checkpoint.set_checkpoint_early_stop, on by default), and a native autograd op
+  //    packs its inputs before it runs (the generated VariableType code builds its SavedVariables
+  //    before the redispatch), so fc2, which saves only its input and weight, never runs;
+  //  * torch.compile over a checkpointed block: the backward graph recomputes only what the
+  //    backward reads (the partitioner drops fc2's forward output as dead).
+  // Not skipped (false): eager linear layers that are custom autograd Functions save after their
+  // GEMM has run (torchao's Float8Linear and Transformer Engine's layers without torch.compile);
+  // Megatron-LM's and Transformer Engine's checkpoints (reentrant) and PyTorch before 2.1 re-run
+  // the whole block.
+  bool recompute_early_stop = false;
   // Which flash-attention kernel runs the flash path, YAML training.flash_kernel: standard |
   // triton (default standard). standard: the profile's `attention` / `attention_backward`
   // curves, the kernel the profile was measured or fitted on (FlashAttention-2, cuDNN or SDPA's

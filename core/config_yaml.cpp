@@ -447,7 +447,7 @@ const std::vector<std::string> kTrainingKeys{"seq_len", "global_batch", "global_
                                              "dtype",   "optimizer",    "causal",
                                              "grad_accumulation_dtype", "cross_entropy", "fp8", "clip_grad", "documents",
                                              "mixed_precision", "elementwise", "norm", "fsdp", "pp_schedule", "pp_p2p", "tp_impl",
-                                             "fp8_impl", "fp8_all_gather", "flash_kernel",
+                                             "fp8_impl", "fp8_all_gather", "flash_kernel", "recompute_early_stop",
                                              "grad_accumulation", "param_gather_dtype", "grad_reduce_dtype"};
 const std::vector<std::string> kDocumentKeys{"lengths", "distribution", "mean_length", "sigma", "seed"};
 const std::vector<std::string> kExperimentKeys{"name", "model",   "cluster", "training", "gpus",
@@ -855,6 +855,7 @@ TrainingConfig training_from_yaml(const YAML::Node& node, const std::string& fil
   if (r.has("pp_schedule")) t.pytorch_pp_schedule = r.get_choice("pp_schedule", "megatron", "pytorch");
   if (r.has("pp_p2p")) t.pp_scatter_gather = r.get_choice("pp_p2p", "full", "scatter_gather");
   if (r.has("tp_impl")) t.tp_dtensor = r.get_choice("tp_impl", "megatron", "dtensor");
+  if (r.has("recompute_early_stop")) t.recompute_early_stop = r.get_bool("recompute_early_stop");
   if (r.has("fp8")) {
     t.fp8 = r.get_bool("fp8");
     if (t.fp8 && t.dtype == DType::fp32)
@@ -1305,6 +1306,7 @@ void write_training(YAML::Emitter& out, const TrainingConfig& t) {
   if (t.pytorch_pp_schedule) out << YAML::Key << "pp_schedule" << YAML::Value << "pytorch";
   if (t.pp_scatter_gather) out << YAML::Key << "pp_p2p" << YAML::Value << "scatter_gather";
   if (t.tp_dtensor) out << YAML::Key << "tp_impl" << YAML::Value << "dtensor";
+  if (t.recompute_early_stop) out << YAML::Key << "recompute_early_stop" << YAML::Value << true;
   if (t.grad_accumulation != (t.autocast ? GradAccumulation::inplace : GradAccumulation::fused))
     out << YAML::Key << "grad_accumulation" << YAML::Value << to_string(t.grad_accumulation);
   if (t.fp8) out << YAML::Key << "fp8" << YAML::Value << true;

@@ -296,7 +296,7 @@ std::string rejection_text(const PlanResult& r) {
 
 std::string plan_text(const Experiment& e, const PlanResult& r) {
   std::string s = fmt::format(
-      "{}: {} on {} x {} ({}), seq {} tokens, global batch {} sequences{}\n"
+      "{}: {} on {} x {} ({}), seq {} tokens, global batch {} sequences{}{}\n"
       "enumerated {} layouts, evaluated {}, {} fit in memory\n\n",
       e.name.empty() ? e.path : e.name, e.model.name, format_count(r.gpus), e.cluster.name,
       format_bytes(e.cluster.memory_bytes), format_count(e.training.seq_len),
@@ -304,6 +304,7 @@ std::string plan_text(const Experiment& e, const PlanResult& r) {
       e.training.flash_kernel != FlashKernel::standard
           ? std::string(", ") + flash_kernel_label(e.training.flash_kernel)
           : std::string(),
+      e.training.recompute_early_stop ? ", full recompute stops before the MLP down projection" : "",
       format_count(r.enumerated),
       format_count(r.evaluated),
       format_count(r.fitting));

@@ -372,6 +372,11 @@ MegatronLaunch megatron_launch(const Experiment& e, const sim::Prediction& p) {
       add(a, "--recompute-granularity", "full");
       add(a, "--recompute-method", "uniform");
       add(a, "--recompute-num-layers", 1);
+      // Megatron-LM's checkpoint re-runs the whole layer (tensor_parallel.checkpoint, reentrant).
+      if (e.training.recompute_early_stop)
+        out.notes.push_back(
+            "training.recompute_early_stop: Megatron-LM's full recompute re-runs each whole layer, MLP down projection "
+            "included; the plan priced it without (set recompute_early_stop: false to predict this launch)");
       break;
     case Recompute::selective_op:
       throw bad_input(
@@ -920,6 +925,14 @@ TorchtitanConfig torchtitan_config(const Experiment& e, const sim::Prediction& p
     const bool selective = o.recompute == Recompute::selective || o.recompute == Recompute::selective_op;
     set("activation_checkpoint", "mode", std::string(selective ? "selective" : to_string(o.recompute)));
     if (selective) set("activation_checkpoint", "selective_ac_option", std::string("op"));
+  }
+  // torchtitan's full AC is PyTorch's non-reentrant checkpoint, which stops before each block's
+  // last GEMM (PyTorch >= 2.1; torch.compile likewise): say so where the plan priced the whole block.
+  if (o.recompute == Recompute::full && !e.training.recompute_early_stop) {
+    out.notes.push_back(
+        "full recompute: torchtitan's non-reentrant checkpoint (PyTorch >= 2.1, or torch.compile) does not re-run "
+        "each block's MLP down projection; the plan priced the whole block again (set training.recompute_early_stop: "
+        "true to predict what this config runs)");
   }
   // torchtitan's selective mode is its per-op policy, which is ringplan's selective_op exactly.
   if (o.recompute == Recompute::selective) {

@@ -479,6 +479,10 @@ struct LayerTimes {
   double fwd_qkv_s = 0, fwd_out_s = 0, fwd_mlp_up_s = 0, fwd_mlp_down_s = 0;
   double elementwise_fwd_s = 0, elementwise_bwd_s = 0, attention_core_elementwise_fwd_s = 0;
   double tp_fwd_s = 0, tp_bwd_exposed_s = 0;
+  // The part of tp_fwd_s that follows the block's last GEMM (fc2): the all-reduce, or the
+  // reduce-scatter (with its DTensor copy; with pipelined overlap, what is left of it behind the
+  // cut fc2). What an early-stopped recompute does not run again (TrainingConfig::recompute_early_stop).
+  double tp_fwd_after_down_s = 0;
   RingLayerPrediction ring;
 };
 
@@ -554,6 +558,7 @@ LayerTimes layer_times(const LayerShape& x, const ClusterConfig& c, double peak,
       // (tp_overlap none). `pipelined` needs sequence parallelism (check_layout).
       const double ar = group_collective_s(CollectiveKind::all_reduce, n, tp_per_node, bytes, c, tp_slowdown);
       lt.tp_fwd_s = 2.0 * ar;
+      lt.tp_fwd_after_down_s = ar;
       lt.tp_bwd_exposed_s = behind(ar, lt.wgrad_qkv_s) + behind(ar, lt.wgrad_mlp_up_s);
     } else {
       // Forward: all-gather before QKV and fc1, reduce-scatter after out-proj and fc2.
@@ -604,9 +609,11 @@ LayerTimes layer_times(const LayerShape& x, const ClusterConfig& c, double peak,
         };
         lt.tp_fwd_s = overlapped_exposed_s(ag, qkv_c, share) + overlapped_exposed_s(ag, up_c, share) +
                       rs_behind(rs, out_c) + rs_behind(rs, down_c);
+        lt.tp_fwd_after_down_s = rs_behind(rs, down_c);
         lt.tp_bwd_exposed_s = overlapped_exposed_s(ag, out_dgrad_c, share) + overlapped_exposed_s(ag, down_dgrad_c, share);
       } else {
         lt.tp_fwd_s = 2.0 * (ag + rs);
+        lt.tp_fwd_after_down_s = rs;
         lt.tp_bwd_exposed_s = 2.0 * ag;
       }
       // The re-all-gathers only where the linear layers kept their shard (tp_impl megatron).
@@ -630,6 +637,7 @@ LayerTimes layer_times(const LayerShape& x, const ClusterConfig& c, double peak,
         const double copy_rs = 2.0 * bytes / bw, copy_ag = 2.0 * ag_bytes / bw;
         const bool fused = overlap == TpOverlap::pipelined;
         lt.tp_fwd_s += fused ? 0.0 : 2.0 * (copy_ag + copy_rs);
+        lt.tp_fwd_after_down_s += fused ? 0.0 : copy_rs;
         lt.tp_bwd_exposed_s += fused ? 2.0 * copy_rs + 4.0 * copy_ag : 2.0 * (copy_ag + copy_rs);
       }
       lt.tp_bwd_exposed_s += behind(rs, lt.wgrad_qkv_s) +
@@ -800,11 +808,16 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
                       so.mlp_down * lt.fwd_mlp_down_s + lt.elementwise_fwd_s;
     tp_rerun = x.sequence_parallel ? 0.5 : 1.0;
   }
+  // An early-stopped full recompute (TrainingConfig::recompute_early_stop) ends at the block's
+  // last saved tensor, fc2's input: fc2's GEMM and the TP collective after it do not run again.
+  const bool early_stop = full && train.recompute_early_stop;
+  if (early_stop) layer_recompute -= lt.fwd_mlp_down_s;
+  const double tp_rerun_s = lt.tp_fwd_s * tp_rerun - (early_stop ? lt.tp_fwd_after_down_s : 0.0);
   const double fwd_imb = ring.forward.max_rank_compute_s - ring.forward.mean_rank_compute_s;
   const double bwd_imb = ring.backward.max_rank_compute_s - ring.backward.mean_rank_compute_s;
   const double layer_imbalance = fwd_imb * (reruns_attention ? 2.0 : 1.0) + bwd_imb;
   const double layer_ring = ring.forward.exposed_comm_s * (reruns_attention ? 2.0 : 1.0) + ring.backward.exposed_comm_s;
-  const double layer_tp = lt.tp_fwd_s * (1.0 + tp_rerun) + lt.tp_bwd_exposed_s;
+  const double layer_tp = lt.tp_fwd_s + tp_rerun_s + lt.tp_bwd_exposed_s;
   const double layer_total = layer_fwd_compute + layer_bwd_compute + layer_recompute + layer_imbalance + layer_ring + layer_tp;
 
   // Output layer + loss on the critical (last) stage: the logits GEMM forward, its data- and

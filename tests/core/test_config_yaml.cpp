@@ -405,6 +405,27 @@ TEST_CASE("training: two-valued keys (elementwise, fsdp, pp_schedule, pp_p2p, tp
   }
 }
 
+TEST_CASE("training: recompute_early_stop is off unless set, written back when on, a non-boolean refused at the key") {
+  TempDir dir;
+  CHECK_FALSE(load_training(dir.write("t.yaml", test::kTrainingYaml)).recompute_early_stop);
+  const TrainingConfig t = load_training(dir.write("u.yaml", test::kTrainingYaml + std::string("recompute_early_stop: true\n")));
+  CHECK(t.recompute_early_stop);
+  YAML::Emitter out;
+  write_training(out, t);
+  CHECK(load_training(dir.write("v.yaml", std::string(out.c_str()) + "\n")).recompute_early_stop);
+  YAML::Emitter off;
+  write_training(off, load_training(dir.write("w.yaml", test::kTrainingYaml)));
+  CHECK(std::string(off.c_str()).find("recompute_early_stop") == std::string::npos);
+  try {
+    load_training(dir.write("x.yaml", test::kTrainingYaml + std::string("recompute_early_stop: sometimes\n")));
+    FAIL("accepted recompute_early_stop: sometimes");
+  } catch (const ConfigError& e) {
+    const std::string what = e.what();
+    CHECK_MESSAGE(what.find("x.yaml:") != std::string::npos, what);
+    CHECK_MESSAGE(what.find("recompute_early_stop") != std::string::npos, what);
+  }
+}
+
 TEST_CASE("training: norm follows elementwise unless set, fused written back, eager refused with fused element-wise ops") {
   TempDir dir;
   CHECK(load_training(dir.write("t.yaml", test::kTrainingYaml)).norm == NormImpl::fused);

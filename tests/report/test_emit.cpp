@@ -1205,3 +1205,20 @@ TEST_CASE("emit: FlashAttention-2 as the priced kernel is noted in both framewor
   CHECK_FALSE(has_note(report::torchtitan_config(e, hand_made_plan(), report::TorchtitanTarget::toml),
                        "training.flash_kernel triton"));
 }
+
+TEST_CASE("emit: an early-stopped full recompute is noted where the framework's checkpoint differs from the plan's") {
+  Experiment e = hand_made_experiment();
+  sim::Prediction full = hand_made_plan();
+  full.options.recompute = Recompute::full;
+  // torchtitan stops early; a plan priced without it says so, one priced with it does not.
+  CHECK(has_note(report::torchtitan_config(e, full, report::TorchtitanTarget::toml), "recompute_early_stop: true"));
+  CHECK_FALSE(has_note(report::megatron_launch(e, full), "recompute_early_stop"));
+  e.training.recompute_early_stop = true;
+  CHECK_FALSE(has_note(report::torchtitan_config(e, full, report::TorchtitanTarget::toml), "recompute_early_stop"));
+  // Megatron-LM re-runs the whole layer: the launch says the plan priced less.
+  CHECK(has_note(report::megatron_launch(e, full), "recompute_early_stop: false"));
+  // Without full recompute neither says anything.
+  CHECK_FALSE(has_note(report::megatron_launch(e, hand_made_plan()), "recompute_early_stop"));
+  CHECK_FALSE(has_note(report::torchtitan_config(e, hand_made_plan(), report::TorchtitanTarget::toml),
+                       "recompute_early_stop"));
+}

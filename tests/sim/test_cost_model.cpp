@@ -184,6 +184,50 @@ TEST_CASE("selective_op re-runs every other GEMM and the element-wise work, not 
   CHECK(rerun_flops > 0.3 * (g.qkv + g.out + g.mlp_up + g.mlp_down));
 }
 
+TEST_CASE("early-stopped full recompute skips the block's last GEMM and the TP collective after it, nothing else") {
+  Experiment e = test::llama_experiment(2048, 8);
+  ParallelOptions o;
+  o.recompute = Recompute::full;
+  o.sequence_parallel = true;
+  for (const Mesh mesh : {test::mesh_of(8, 1, 1, 1), test::mesh_of(4, 2, 1, 1)}) {
+    INFO("tp " << mesh.tp);
+    e.training.recompute_early_stop = false;
+    const Prediction whole = predict(e, mesh, o);
+    e.training.recompute_early_stop = true;
+    const Prediction early = predict(e, mesh, o);
+    const double skipped = whole.time.recompute_s - early.time.recompute_s;
+    CHECK(skipped > 0.0);
+    // fc2 is the only GEMM not run again: less than its FLOP share of the re-run, which also holds
+    // attention and the element-wise work; more than half of it (the block is GEMM-bound at 2K).
+    const LayerGemmFlops g = layer_gemm_flops(make_layer_shape(e.model, e.training, mesh, o));
+    const double fc2_share = g.mlp_down / (g.qkv + g.out + g.mlp_up + g.mlp_down);
+    CHECK(skipped < fc2_share * whole.time.recompute_s);
+    CHECK(skipped > 0.5 * fc2_share * whole.time.recompute_s);
+    // The forward, the backward and memory do not change; the step shrinks by what is skipped.
+    CHECK(early.time.forward_compute_s == whole.time.forward_compute_s);
+    CHECK(early.time.backward_compute_s == whole.time.backward_compute_s);
+    CHECK(early.peak_memory_bytes == whole.peak_memory_bytes);
+    const double tp_skipped = whole.time.tp_comm_s - early.time.tp_comm_s;
+    if (mesh.tp == 1) {
+      CHECK(tp_skipped == 0.0);
+    } else {
+      // One of the re-run's four SP collectives (the reduce-scatter after fc2) is not run again: of
+      // the forward's four, the re-run's four and the backward's, one.
+      CHECK(tp_skipped > 0.0);
+      CHECK(tp_skipped < 0.25 * whole.time.tp_comm_s);
+    }
+    CHECK(whole.step_time_s - early.step_time_s == Approx(skipped + tp_skipped).epsilon(1e-9));
+  }
+  // Without full recompute the key changes nothing.
+  for (const Recompute r : {Recompute::none, Recompute::selective, Recompute::selective_op}) {
+    o.recompute = r;
+    e.training.recompute_early_stop = false;
+    const double off = predict(e, test::mesh_of(4, 2, 1, 1), o).step_time_s;
+    e.training.recompute_early_stop = true;
+    CHECK(predict(e, test::mesh_of(4, 2, 1, 1), o).step_time_s == off);
+  }
+}
+
 TEST_CASE("materialised scores cost b*(H/TP)*(L/CP)*L*bytes per layer, flash keeps only the lse") {
   Experiment e = test::llama_experiment(8192, 8);
   const Mesh mesh = test::mesh_of(1, 2, 2, 1);
