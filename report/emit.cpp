@@ -931,8 +931,8 @@ TorchtitanConfig torchtitan_config(const Experiment& e, const sim::Prediction& p
   if (o.recompute == Recompute::full && !e.training.recompute_early_stop) {
     out.notes.push_back(
         "full recompute: torchtitan's non-reentrant checkpoint (PyTorch >= 2.1, or torch.compile) does not re-run "
-        "each block's MLP down projection; the plan priced the whole block again (set training.recompute_early_stop: "
-        "true to predict what this config runs)");
+        "each block's MLP down projection (eager FP8 linear layers excepted); the plan priced the whole block again "
+        "(set training.recompute_early_stop: true to predict what this config runs)");
   }
   // torchtitan's selective mode is its per-op policy, which is ringplan's selective_op exactly.
   if (o.recompute == Recompute::selective) {
