@@ -100,18 +100,14 @@ int run_simulate(const SimulateArgs& a) {
     j["schema_version"] = kJsonSchemaVersion;
     std::printf("%s\n", j.dump(2).c_str());
   } else {
-    // A named flash kernel is named where it prices the attention (its own curve, not `attention`).
-    // So is an early-stopped full recompute (it re-runs less than the forward).
-    std::fputs(fmt::format("{}: {} on {} x {}, seq {} tokens, global batch {} sequences{}{}\n",
+    // A named flash kernel is named where it prices the attention (its own curve, not `attention`),
+    // an early-stopped recompute where full recompute runs (it re-runs less than the forward).
+    std::fputs(fmt::format("{}: {} on {} x {}, seq {} tokens, global batch {} sequences{}\n",
                            e.name.empty() ? e.path : e.name, e.model.name, format::format_count(gpus), e.cluster.name,
                            format::format_count(e.training.seq_len),
                            format::format_count(e.training.global_batch_sequences),
-                           e.training.flash_kernel != FlashKernel::standard && o.attention == AttentionImpl::flash
-                               ? std::string(", ") + flash_kernel_label(e.training.flash_kernel)
-                               : std::string(),
-                           e.training.recompute_early_stop && o.recompute == Recompute::full
-                               ? ", full recompute stops before the MLP down projection"
-                               : "")
+                           planner::training_header_notes(e.training, o.attention == AttentionImpl::flash,
+                                                          o.recompute == Recompute::full))
                    .c_str(),
                stdout);
     std::fputs(prediction_text(e, p).c_str(), stdout);

@@ -194,6 +194,13 @@ std::string options_text(const Mesh& m, const ParallelOptions& o) {
   return s;
 }
 
+std::string training_header_notes(const TrainingConfig& t, bool flash, bool full_recompute) {
+  std::string s;
+  if (flash && t.flash_kernel != FlashKernel::standard) s += std::string(", ") + flash_kernel_label(t.flash_kernel);
+  if (full_recompute && t.recompute_early_stop) s += ", full recompute stops before the MLP down projection";
+  return s;
+}
+
 std::string memory_text(double used_bytes, double capacity_bytes) {
   return format_bytes(used_bytes) + " / " + format_bytes(capacity_bytes);
 }
@@ -296,15 +303,13 @@ std::string rejection_text(const PlanResult& r) {
 
 std::string plan_text(const Experiment& e, const PlanResult& r) {
   std::string s = fmt::format(
-      "{}: {} on {} x {} ({}), seq {} tokens, global batch {} sequences{}{}\n"
+      "{}: {} on {} x {} ({}), seq {} tokens, global batch {} sequences{}\n"
       "enumerated {} layouts, evaluated {}, {} fit in memory\n\n",
       e.name.empty() ? e.path : e.name, e.model.name, format_count(r.gpus), e.cluster.name,
       format_bytes(e.cluster.memory_bytes), format_count(e.training.seq_len),
       format_count(e.training.global_batch_sequences),
-      e.training.flash_kernel != FlashKernel::standard
-          ? std::string(", ") + flash_kernel_label(e.training.flash_kernel)
-          : std::string(),
-      e.training.recompute_early_stop ? ", full recompute stops before the MLP down projection" : "",
+      // The search spans attention and recompute: name what the training config sets.
+      training_header_notes(e.training, true, true),
       format_count(r.enumerated),
       format_count(r.evaluated),
       format_count(r.fitting));

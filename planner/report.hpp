@@ -49,6 +49,10 @@ std::string mesh_text(const Mesh& m);
 // The options that matter for this mesh, e.g. "mb=1 rc=selective zero=1 sp zigzag v=2 flash":
 // SP only with TP > 1, the CP scheme only with CP > 1, interleave only with PP > 1.
 std::string options_text(const Mesh& m, const ParallelOptions& o);
+// What the headers of `plan` and `simulate` add after the batch: ", <named flash kernel>" where
+// `flash` runs and the kernel is not the profile's standard one, ", full recompute stops before
+// the MLP down projection" where `full_recompute` runs early-stopped; "" otherwise.
+std::string training_header_notes(const TrainingConfig& t, bool flash, bool full_recompute);
 // "71.2 GiB / 80 GiB" (format::format_bytes of each)
 std::string memory_text(double used_bytes, double capacity_bytes);
 
