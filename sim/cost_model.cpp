@@ -640,8 +640,19 @@ LayerTimes layer_times(const LayerShape& x, const ClusterConfig& c, double peak,
         lt.tp_fwd_after_down_s += fused ? 0.0 : copy_rs;
         lt.tp_bwd_exposed_s += fused ? 2.0 * copy_rs + 4.0 * copy_ag : 2.0 * (copy_ag + copy_rs);
       }
-      lt.tp_bwd_exposed_s += behind(rs, lt.wgrad_qkv_s) +
-                             behind(rs, lt.wgrad_mlp_up_s);
+      // The backward's reduce-scatters of the QKV and fc1 input gradients, behind those layers'
+      // weight-gradient GEMMs: Megatron issues each asynchronously before its weight-gradient
+      // GEMM (and Transformer Engine's userbuffers overlap it with that GEMM). Not so under
+      // DTensor (tp_impl dtensor), async TP included: the input gradient is a sum of matmul
+      // outputs (wq, wk, wv; w1, w3), so PyTorch's micro-pipeline pass, which fuses a
+      // reduce-scatter only with the one matmul that produces its input, leaves it a plain
+      // functional collective; it is issued after the matmul nodes that computed both gradients
+      // (one autograd node each) and waited for by the norm's backward that consumes it, with
+      // no GEMM left in between: exposed, with or without async TP.
+      if (x.tp_dtensor)
+        lt.tp_bwd_exposed_s += 2.0 * rs;
+      else
+        lt.tp_bwd_exposed_s += behind(rs, lt.wgrad_qkv_s) + behind(rs, lt.wgrad_mlp_up_s);
     }
   }
 
