@@ -645,10 +645,12 @@ LayerTimes layer_times(const LayerShape& x, const ClusterConfig& c, double peak,
       // GEMM (and Transformer Engine's userbuffers overlap it with that GEMM). Not so under
       // DTensor (tp_impl dtensor), async TP included: the input gradient is a sum of matmul
       // outputs (wq, wk, wv; w1, w3), so PyTorch's micro-pipeline pass, which fuses a
-      // reduce-scatter only with the one matmul that produces its input, leaves it a plain
-      // functional collective; it is issued after the matmul nodes that computed both gradients
-      // (one autograd node each) and waited for by the norm's backward that consumes it, with
-      // no GEMM left in between: exposed, with or without async TP.
+      // reduce-scatter only with the one matmul that produces its input
+      // (torch/_inductor/fx_passes/micro_pipeline_tp.py: fuse_matmul_reduce_scatter gives up when
+      // _find_producer_matmul finds no mm / _scaled_mm), leaves it a plain functional
+      // collective. It is issued after the matmul nodes that computed both gradients (one
+      // autograd node each) and waited for by the norm's backward that consumes it, with no
+      // GEMM left in between: exposed, with or without async TP.
       if (x.tp_dtensor)
         lt.tp_bwd_exposed_s += 2.0 * rs;
       else
