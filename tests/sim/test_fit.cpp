@@ -503,8 +503,8 @@ TEST_CASE("shipped training scales are the fit of their measured runs") {
 // The training scales carried across sources: fitted on one framework's H100 runs, they predict
 // the other framework's runs, on those runs' own hosts' kernel curves, none of which the fit saw.
 // NeMo's runs use cuDNN attention (`attention`), torchtitan's FlashAttention-2 (`flash_kernel:
-// fa2`, its own published curve). Measured here: NeMo from torchtitan's scales 2.08 % mean,
-// torchtitan's step times from NeMo's 7.10 % (BENCHMARKS.md, "FlashAttention-2 on its own curve":
+// fa2`, its own published curve). Measured here: NeMo from torchtitan's scales 2.03 % mean,
+// torchtitan's step times from NeMo's 6.29 % (BENCHMARKS.md, "FlashAttention-2 on its own curve":
 // 35 % and 19 % with the FlashAttention-2 runs priced on the cuDNN curve, the scale absorbing the
 // difference). Bounds: the corpus goal's 5 % and 8 %.
 TEST_CASE("H100 training scales fitted on one framework's runs predict the other's (cuDNN and FlashAttention-2 on their own curves)") {
