@@ -105,6 +105,9 @@ row "A100, fit on torchtitan only, training scales" a100_hold_k_scales $V/korthi
 row "H100 FP8 (NeMo), 5-fold, training scales on the measured kernel curves" h100_fp8_nemo $V/nemo_long_sequence_h100 --cluster "$OUT/dgx_h100_kernels.yaml" "${SCALES[@]}"
 row "B200 FP8 GEMM (NeMo), 5-fold, training scales" b200_fp8_nemo $V/nemo_long_sequence_b200 --cluster "$OUT/b200_kernels.yaml" "${SCALES[@]}"
 row "H100 Grand Teton (torchtitan FP8 + bf16), 5-fold, training scales" gt_scales $V/torchtitan_h100_fp8 $V/torchtitan_h100_bf16 --cluster "$OUT/grand_teton_h100_kernels.yaml" "${SCALES[@]}"
+# torchtitan's compiled bf16 rows (the eager rows' jobs under torch.compile), which no shipped
+# profile is fitted to: held out from the same fit.
+row "H100 Grand Teton, torch.compile bf16 rows held out (fit on torchtitan FP8 + bf16, training scales)" gt_compile $V/torchtitan_h100_fp8 $V/torchtitan_h100_bf16 $V/torchtitan_h100_compile --holdout torchtitan_h100_compile --cluster "$OUT/grand_teton_h100_kernels.yaml" "${SCALES[@]}"
 # The profile carries its own (measured) FP8 GEMM curve, which the FP8 runs' blocks run on: fit it too.
 # These runs' attention is FlashAttention-2 on its own curve (`flash_kernel: fa2`): its curve is
 # the attention the fits below move (`attention`, the cuDNN-class curve, is held: none of them runs it).
@@ -190,4 +193,4 @@ echo
 echo "| runs predicted (never fitted) | training scales {matmul, attention} and where they were fitted | runs (comparisons) | mean \|err\| % | max \|err\| % |"
 echo "|---|---|---|---|---|"
 cross "NeMo H100 (DGX H100, cuDNN attention), on dgx_h100's kernel curves" "fitted on torchtitan H100 FP8 + bf16" "$OUT/dgx_h100_torchtitan_scales.yaml" $V/nemo_long_sequence_h100
-cross "torchtitan H100 FP8, bf16 and async TP (Grand Teton, FlashAttention-2), on grand_teton_h100's kernel curves" "fitted on NeMo H100" "$OUT/grand_teton_h100_nemo_scales.yaml" $V/torchtitan_h100_fp8 $V/torchtitan_h100_bf16 $V/torchtitan_h100_async_tp
+cross "torchtitan H100 FP8, bf16 (eager and compiled) and async TP (Grand Teton, FlashAttention-2), on grand_teton_h100's kernel curves" "fitted on NeMo H100" "$OUT/grand_teton_h100_nemo_scales.yaml" $V/torchtitan_h100_fp8 $V/torchtitan_h100_bf16 $V/torchtitan_h100_compile $V/torchtitan_h100_async_tp
