@@ -187,6 +187,10 @@ read -r TT_M TT_A < <(scales_of $V/torchtitan_h100_fp8 $V/torchtitan_h100_bf16 -
 read -r NEMO_M NEMO_A < <(scales_of $V/nemo_long_sequence_h100 --cluster "$OUT/dgx_h100_kernels.yaml")
 with_scales "$OUT/dgx_h100_kernels.yaml" "$TT_M" "$TT_A" "$OUT/dgx_h100_torchtitan_scales.yaml"
 with_scales "$OUT/grand_teton_h100_kernels.yaml" "$NEMO_M" "$NEMO_A" "$OUT/grand_teton_h100_nemo_scales.yaml"
+# The H200 profile ships its measured kernel curves and no training scale (no H200 training run
+# is fitted): both H100 fits' scales on those curves, for torchtitan's H200 runs.
+with_scales configs/clusters/h200.yaml "$TT_M" "$TT_A" "$OUT/h200_torchtitan_scales.yaml"
+with_scales configs/clusters/h200.yaml "$NEMO_M" "$NEMO_A" "$OUT/h200_nemo_scales.yaml"
 echo
 echo "Training scales carried across sources (fitted on one framework's runs, predicting the other's on their own hosts' kernel curves):"
 echo
@@ -194,3 +198,5 @@ echo "| runs predicted (never fitted) | training scales {matmul, attention} and 
 echo "|---|---|---|---|---|"
 cross "NeMo H100 (DGX H100, cuDNN attention), on dgx_h100's kernel curves" "fitted on torchtitan H100 FP8 + bf16" "$OUT/dgx_h100_torchtitan_scales.yaml" $V/nemo_long_sequence_h100
 cross "torchtitan H100 FP8, bf16 (eager and compiled) and async TP (Grand Teton, FlashAttention-2), on grand_teton_h100's kernel curves" "fitted on NeMo H100" "$OUT/grand_teton_h100_nemo_scales.yaml" $V/torchtitan_h100_fp8 $V/torchtitan_h100_bf16 $V/torchtitan_h100_compile $V/torchtitan_h100_async_tp
+cross "torchtitan H200 FP8 (WhiteFiber, FlashAttention-2), on h200's measured kernel curves" "fitted on torchtitan H100 FP8 + bf16" "$OUT/h200_torchtitan_scales.yaml" $V/torchtitan_h200_whitefiber
+cross "torchtitan H200 FP8 (WhiteFiber, FlashAttention-2), on h200's measured kernel curves" "fitted on NeMo H100" "$OUT/h200_nemo_scales.yaml" $V/torchtitan_h200_whitefiber
