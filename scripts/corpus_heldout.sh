@@ -14,11 +14,11 @@ BYTP="$OUT/heldout_by_tp.md"
 BYG="$OUT/heldout_by_gpus.md"
 : > "$BYTP"
 : > "$BYG"
-# The shipped H100, B200 and Grand Teton profiles carry training scales fitted to these very
+# The shipped H100, B200, Grand Teton and H200 profiles carry training scales fitted to these very
 # cases (efficiency.training_scale): a fit that starts from them, or is pulled toward them by
 # its prior, would see the held-out cases through them. Every fit below starts from the kernel
 # curves alone: the profile with that key removed.
-for p in dgx_h100 b200 grand_teton_h100; do
+for p in dgx_h100 b200 grand_teton_h100 h200; do
   sed '/^  training_scale:/d' "configs/clusters/$p.yaml" > "$OUT/${p}_kernels.yaml"
 done
 # dgx_h100 ships the Triton flash kernel's curve fitted to the llm-foundry H100 runs: the fits of
@@ -103,6 +103,9 @@ SCALES=(--fix matmul attention memory_bandwidth --free training_scale)
 row "A100, fit on Korthikanti only, training scales" a100_hold_tt_scales $V/korthikanti2022 $V/torchtitan_a100 --holdout torchtitan_a100 --cluster "$A100" "${SCALES[@]}"
 row "A100, fit on torchtitan only, training scales" a100_hold_k_scales $V/korthikanti2022 $V/torchtitan_a100 --holdout korthikanti2022 --cluster "$A100" "${SCALES[@]}"
 row "H100 FP8 (NeMo), 5-fold, training scales on the measured kernel curves" h100_fp8_nemo $V/nemo_long_sequence_h100 --cluster "$OUT/dgx_h100_kernels.yaml" "${SCALES[@]}"
+# The project's own steps on one H200 (eager PyTorch), the card its kernel curves were measured on:
+# the shipped h200 scales (4 cases: 4-fold, each fold on the default prior weight).
+row "H200 (the project's own training steps, eager PyTorch), 4-fold, training scales on the measured kernel curves" h200_steps $V/h200_torch_step --cluster "$OUT/h200_kernels.yaml" "${SCALES[@]}"
 row "B200 FP8 GEMM (NeMo), 5-fold, training scales" b200_fp8_nemo $V/nemo_long_sequence_b200 --cluster "$OUT/b200_kernels.yaml" "${SCALES[@]}"
 row "H100 Grand Teton (torchtitan FP8 + bf16), 5-fold, training scales" gt_scales $V/torchtitan_h100_fp8 $V/torchtitan_h100_bf16 --cluster "$OUT/grand_teton_h100_kernels.yaml" "${SCALES[@]}"
 # torchtitan's compiled bf16 rows (the eager rows' jobs under torch.compile), which no shipped
@@ -187,10 +190,12 @@ read -r TT_M TT_A < <(scales_of $V/torchtitan_h100_fp8 $V/torchtitan_h100_bf16 -
 read -r NEMO_M NEMO_A < <(scales_of $V/nemo_long_sequence_h100 --cluster "$OUT/dgx_h100_kernels.yaml")
 with_scales "$OUT/dgx_h100_kernels.yaml" "$TT_M" "$TT_A" "$OUT/dgx_h100_torchtitan_scales.yaml"
 with_scales "$OUT/grand_teton_h100_kernels.yaml" "$NEMO_M" "$NEMO_A" "$OUT/grand_teton_h100_nemo_scales.yaml"
-# The H200 profile ships its measured kernel curves and no training scale (no H200 training run
-# is fitted): both H100 fits' scales on those curves, for torchtitan's H200 runs.
-with_scales configs/clusters/h200.yaml "$TT_M" "$TT_A" "$OUT/h200_torchtitan_scales.yaml"
-with_scales configs/clusters/h200.yaml "$NEMO_M" "$NEMO_A" "$OUT/h200_nemo_scales.yaml"
+# torchtitan's H200 runs on the H200's measured kernel curves, with the scales fitted on the
+# project's own H200 steps (as shipped) and with both H100 fits' scales.
+read -r H200_M H200_A < <(scales_of $V/h200_torch_step --cluster "$OUT/h200_kernels.yaml")
+with_scales "$OUT/h200_kernels.yaml" "$H200_M" "$H200_A" "$OUT/h200_steps_scales.yaml"
+with_scales "$OUT/h200_kernels.yaml" "$TT_M" "$TT_A" "$OUT/h200_torchtitan_scales.yaml"
+with_scales "$OUT/h200_kernels.yaml" "$NEMO_M" "$NEMO_A" "$OUT/h200_nemo_scales.yaml"
 echo
 echo "Training scales carried across sources (fitted on one framework's runs, predicting the other's on their own hosts' kernel curves):"
 echo
@@ -198,5 +203,6 @@ echo "| runs predicted (never fitted) | training scales {matmul, attention} and 
 echo "|---|---|---|---|---|"
 cross "NeMo H100 (DGX H100, cuDNN attention), on dgx_h100's kernel curves" "fitted on torchtitan H100 FP8 + bf16" "$OUT/dgx_h100_torchtitan_scales.yaml" $V/nemo_long_sequence_h100
 cross "torchtitan H100 FP8, bf16 (eager and compiled) and async TP (Grand Teton, FlashAttention-2), on grand_teton_h100's kernel curves" "fitted on NeMo H100" "$OUT/grand_teton_h100_nemo_scales.yaml" $V/torchtitan_h100_fp8 $V/torchtitan_h100_bf16 $V/torchtitan_h100_compile $V/torchtitan_h100_async_tp
+cross "torchtitan H200 FP8 (WhiteFiber, FlashAttention-2), on h200's measured kernel curves" "fitted on the project's H200 steps (shipped)" "$OUT/h200_steps_scales.yaml" $V/torchtitan_h200_whitefiber
 cross "torchtitan H200 FP8 (WhiteFiber, FlashAttention-2), on h200's measured kernel curves" "fitted on torchtitan H100 FP8 + bf16" "$OUT/h200_torchtitan_scales.yaml" $V/torchtitan_h200_whitefiber
 cross "torchtitan H200 FP8 (WhiteFiber, FlashAttention-2), on h200's measured kernel curves" "fitted on NeMo H100" "$OUT/h200_nemo_scales.yaml" $V/torchtitan_h200_whitefiber
