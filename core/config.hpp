@@ -17,7 +17,9 @@ enum class Optimizer { adam, sgd };  // adam: mixed-precision Adam, 16 bytes/par
 // (activation_checkpoint mode "selective", selective_ac_option "op"): inside each block the
 // outputs of attention and of every other aten.mm in forward order are saved, everything else
 // (the other matmuls, norms, RoPE, activation function, residual adds, casts) is re-run in
-// backward. full: only the layer input is kept and the whole layer is re-run.
+// backward; eager PyTorch keeps every saved output, a compiled block (TrainingConfig::
+// eager_elementwise false) only those a backward op reads, so not the block's last matmul output
+// (sim::layer_activation_bytes). full: only the layer input is kept and the whole layer is re-run.
 enum class Recompute { none, selective, full, selective_op };
 enum class CpScheme { contiguous, zigzag, striped };
 enum class AttentionImpl { flash, materialized };

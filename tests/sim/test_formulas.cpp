@@ -315,7 +315,7 @@ TEST_CASE("materialised attention FLOPs: full (L/CP)^2 blocks, hidden blocks ski
   CHECK(materialized_scores_bytes(x) == 2.0 * 1024 * 4096 * 2);
 }
 
-TEST_CASE("selective_op keeps torchtitan's per-op saved set: input, wq, wv, attention, w1, w2 outputs") {
+TEST_CASE("selective_op keeps torchtitan's per-op saved set: input, wq, wv, attention, w1, w2 outputs (eager)") {
   // Llama-3-8B-like block, flash, no dropout, bf16: T tokens, h 4096, q 32x128, kv 8x128, f 14336.
   LayerShape x;
   x.micro_batch = 1;
@@ -332,10 +332,16 @@ TEST_CASE("selective_op keeps torchtitan's per-op saved set: input, wq, wv, atte
   x.recompute = Recompute::selective_op;
   const double T = 8192, e = 2, h = 4096, q = 4096, kv = 1024, f = 14336;
   const LayerActivationBytes a = layer_activation_bytes(x);
-  // block input, wq out, wv out, attention out, w1 out, w2 out (every other mm in the order
-  // wq wk wv wo w1 w3 w2), and attention's fp32 lse.
-  CHECK(a.stored_bytes == Approx(e * T * (h + q + kv + q + f + h)));
+  // Compiled (element-wise fused, the default): block input, wq out, wv out, attention out, w1 out
+  // (every other mm in the order wq wk wv wo w1 w3 w2 is must-save, but AOTAutograd saves only
+  // what a backward op reads, and no backward op reads w2's output), and attention's fp32 lse.
+  CHECK(a.stored_bytes == Approx(e * T * (h + q + kv + q + f)));
   CHECK(a.scores_bytes == Approx(4.0 * 32 * T));
+  // Eager: torch.utils.checkpoint caches every must-save output until the block's backward,
+  // w2's output too.
+  x.eager_elementwise = true;
+  CHECK(layer_activation_bytes(x).stored_bytes == Approx(e * T * (h + q + kv + q + f + h)));
+  x.eager_elementwise = false;
   // Re-run in backward: norms' outputs, wk, the out-projection's residual sum, w3 and the product.
   x.recompute = Recompute::none;
   const double none = layer_activation_bytes(x).stored_bytes;
@@ -354,12 +360,28 @@ TEST_CASE("selective_op keeps torchtitan's per-op saved set: input, wq, wv, atte
   CHECK(ng.mlp_up == 0.0);
   CHECK(ng.mlp_down == 1.0);
   CHECK(layer_activation_bytes(x).stored_bytes == Approx(e * T * (h + q + kv + q + f)));
-  // TP 4 with SP: the row-parallel outputs hold all T rows; the two reduce-scatter outputs are saved.
+  x.eager_elementwise = true;
+  CHECK(layer_activation_bytes(x).stored_bytes == Approx(e * T * (h + q + kv + q + f)));
+  x.eager_elementwise = false;
+  // TP 4 with SP, eager: the row-parallel outputs hold all T rows; both reduce-scatter outputs are
+  // saved. Compiled: neither w2's output nor its reduce-scatter (the block's last result); the out
+  // projection's reduce-scatter is, as the backward re-forms the residual stream from it.
   x.gated_mlp = true;
   x.tp = 4;
   x.sequence_parallel = true;
-  CHECK(layer_activation_bytes(x).stored_bytes ==
-        Approx(e * T * (h / 4 + (q + kv + q + f) / 4 + h + 2 * h / 4)));
+  const double compiled_sp = layer_activation_bytes(x).stored_bytes;
+  CHECK(compiled_sp == Approx(e * T * (h / 4 + (q + kv + q + f) / 4 + h / 4)));
+  x.eager_elementwise = true;
+  CHECK(layer_activation_bytes(x).stored_bytes == Approx(e * T * (h / 4 + (q + kv + q + f) / 4 + h + 2 * h / 4)));
+  // What is re-run in the backward does not depend on what the compiled block leaves unsaved.
+  const double eager_working = layer_activation_bytes(x).backward_working_bytes;
+  x.eager_elementwise = false;
+  x.norm = NormImpl::fused;
+  const LayerActivationBytes c = layer_activation_bytes(x);
+  x.recompute = Recompute::none;
+  const double none_sp = layer_activation_bytes(x).stored_bytes;
+  CHECK(c.backward_working_bytes == Approx(none_sp - e * T * (h / 4 + (q + kv + q + f) / 4)));
+  CHECK(eager_working > c.backward_working_bytes);  // eager ops keep more tensors when re-run
 }
 
 TEST_CASE("masked tiles: visible pairs + ring_masked_extra equal a brute-force count of the kernel's tiles") {
