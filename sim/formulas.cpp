@@ -288,14 +288,14 @@ LayerActivationBytes layer_activation_bytes(const LayerShape& x) {
       out.backward_working_scores_bytes = scores;
       break;
     case Recompute::selective_op: {
-      // Kept: the layer input, attention's output and lse (or scores), the saved linear outputs
-      // and, with SP, the two reduce-scatter outputs (selective_op_recompute), less what a compiled
-      // block does not keep (below). Backward re-runs
-      // the rest, which lives again while this layer runs backward.
-      // Of the kept tensors, the w2 output (gated) and the reduce-scatter outputs are not
-      // among the tensors of layer_no_scores; the rest are, and are not re-run.
+      // What the policy saves: the layer input, attention's output and lse (or scores), the saved
+      // linear outputs and, with SP, the two reduce-scatter outputs (selective_op_recompute). Of
+      // these, the w2 output (gated) and the reduce-scatter outputs are not among the tensors of
+      // layer_no_scores; the rest are, and are not re-run. Backward re-runs the rest of
+      // layer_no_scores, which lives again while this layer runs backward.
       const double w2_out = x.gated_mlp ? e * T * h : 0.0;
       const double scattered = x.sequence_parallel ? 2.0 * e * T * h * r : 0.0;
+      const double saved = layer_input + e * T * q / t + selective_op_recompute(x).saved_gemm_output_bytes + scattered;
       // Eager PyTorch (torch.utils.checkpoint's selective mode) caches the output of every op the
       // policy saves until the block's backward, whether a backward op reads it or not. A compiled
       // block (torch.compile; fused element-wise work, TrainingConfig::eager_elementwise false) is
@@ -303,14 +303,12 @@ LayerActivationBytes layer_activation_bytes(const LayerShape& x) {
       // but only the values on the cut to the backward's inputs are saved
       // (torch/_functorch/partitioners.py, solve_min_cut). The block's last result, w2's output
       // (gated; the 7th matmul, saved by the policy) and with SP its reduce-scatter, is added to
-      // the residual stream and read by no backward op: not saved. The out projection's
+      // the residual stream and read by no backward op: not kept. The out projection's
       // reduce-scatter is, as the backward re-forms the residual stream from it.
       const double unread = x.eager_elementwise ? 0.0 : w2_out + (x.sequence_parallel ? e * T * h * r : 0.0);
-      const double kept =
-          layer_input + e * T * q / t + selective_op_recompute(x).saved_gemm_output_bytes + scattered - unread;
-      out.stored_bytes = kept;
+      out.stored_bytes = saved - unread;
       out.scores_bytes = scores;
-      out.backward_working_bytes = std::max(0.0, layer_no_scores - (kept + unread - w2_out - scattered));
+      out.backward_working_bytes = std::max(0.0, layer_no_scores - (saved - w2_out - scattered));
       break;
     }
     case Recompute::full:
