@@ -172,9 +172,14 @@ double ring_backward_step_bytes(const LayerShape& x) {
 double output_block_stored_bytes(const LayerShape& x) {
   const double rows = x.tokens() * x.replicated_share();
   const double e = x.activation_bytes;
-  // Under autocast the norm's input is float32 and it saves its float32 output too.
-  const double norm_input = rows * x.hidden * x.residual_bytes(), row_stats = rows * 4.0;
-  const double norm_output_fp32 = x.autocast ? rows * x.hidden * 4.0 : 0.0;
+  // The final norm saves what the blocks' norms save (layer_activation_bytes): under autocast an
+  // eager norm its float32 input and float32 output, a fused float32 norm its float32 input only
+  // (the output layer saves the e-byte cast), a low-precision norm the e-byte copy of its input
+  // (its e-byte output is the output layer's input, no float32 tensor kept); otherwise its
+  // residual-stream input.
+  const bool low = x.autocast && x.norm == NormImpl::low_precision;
+  const double norm_input = rows * x.hidden * (low ? e : x.residual_bytes()), row_stats = rows * 4.0;
+  const double norm_output_fp32 = x.autocast && x.norm == NormImpl::eager ? rows * x.hidden * 4.0 : 0.0;
   const double output_input = (x.tp_dtensor ? x.tokens() : rows) * x.hidden * e;
   return norm_input + row_stats + norm_output_fp32 + output_input;
 }
@@ -258,7 +263,8 @@ LayerActivationBytes layer_activation_bytes(const LayerShape& x) {
   const double mlp_sharded = e * T * x.ffn_hidden * (x.gated_mlp ? 3.0 : 2.0) / t;
   // Eager element-wise ops keep more (TrainingConfig::eager_elementwise), counted as torchtitan's
   // and Hugging Face's Llama code runs (separate Q, K, V projections): the attention output's
-  // contiguous copy for the output projection (q), a gated MLP's SiLU output beside its input
+  // contiguous copy for the output projection (q; none after the Triton kernel,
+  // attention_output_copied), a gated MLP's SiLU output beside its input
   // (f; GeLU's input and output are the not-gated MLP's two tensors already), and with GQA the
   // K and V that repeat_kv expands to the query heads before SDPA, which saves the expanded
   // copies (2(q - kv) beyond the kv-wide K and V above). RoPE keeps nothing: its products are with
@@ -266,9 +272,11 @@ LayerActivationBytes layer_activation_bytes(const LayerShape& x) {
   // view of the projection's output (bench/gpu/torch_step_bench.py, SDPA's enable_gqa) keeps
   // that output, q + kv instead of 2(q - kv): the same within kv at Llama 3's four query heads per
   // KV head.
+  // The Triton kernel's output needs no copy (attention_output_copied).
   const double gqa_copies = 2.0 * std::max(q - kv, 0.0);
+  const double out_copy = attention_output_copied(x) ? q : 0.0;
   const double eager =
-      x.eager_elementwise ? e * T * (q + (x.gated_mlp ? x.ffn_hidden : 0.0) + gqa_copies) / t : 0.0;
+      x.eager_elementwise ? e * T * (out_copy + (x.gated_mlp ? x.ffn_hidden : 0.0) + gqa_copies) / t : 0.0;
   const double layer_no_scores = replicated + attention_sharded + mlp_sharded + eager;
 
   const double scores = x.attention == AttentionImpl::materialized ? materialized_scores_bytes(x) : flash_lse_bytes(x);
@@ -473,6 +481,10 @@ RingVisibleBlocks ring_visible_blocks(CpScheme scheme, double seq_len, double cp
 
 double attention_pair_flops(const LayerShape& x) { return 4.0 * x.micro_batch * (x.heads / x.tp) * x.head_dim; }
 
+bool attention_output_copied(const LayerShape& x) {
+  return !(x.attention == AttentionImpl::flash && x.flash_kernel == FlashKernel::triton);
+}
+
 AttentionFlops attention_forward_flops(const LayerShape& x) {
   const double per_pair = attention_pair_flops(x);
   AttentionFlops f;
@@ -533,7 +545,8 @@ namespace {
 //    ringplan's bench/gpu/torch_step_bench.py rotates halves in e bytes (9e = 18): within
 //    2 bytes per element of this count.
 //  * attention output copied from [b, heads, s, d] to [b, s, heads x d] (transpose +
-//    contiguous): 2e per Q element, again for its gradient.
+//    contiguous): 2e per Q element, again for its gradient; not with the Triton kernel
+//    (attention_output_copied).
 //  * gated MLP: silu(gate) 2e, times up 3e forward (5e); backward the product's two gradients
 //    3e each and silu's 3e (9e) per FFN element. Not gated: the activation 2e / 3e.
 //  * GQA (kv heads < query heads): torchtitan's and Hugging Face's repeat_kv copies K and V to
@@ -568,9 +581,10 @@ LayerElementwiseBytes eager_layer_elementwise_bytes(const LayerShape& x) {
   LayerElementwiseBytes b;
   b.attention_core_forward = core.forward;
   b.attention_core_backward = core.backward;
-  b.forward = hidden_fwd * h_elems + rope * (q_elems + kv_elems) + 2.0 * e * q_elems + repeat_kv +
+  const double out_copy = attention_output_copied(x) ? 2.0 * e * q_elems : 0.0;
+  b.forward = hidden_fwd * h_elems + rope * (q_elems + kv_elems) + out_copy + repeat_kv +
               act_fwd * f_elems + core.forward;
-  b.backward = hidden_bwd * h_elems + rope * (q_elems + kv_elems) + 2.0 * e * q_elems + repeat_kv +
+  b.backward = hidden_bwd * h_elems + rope * (q_elems + kv_elems) + out_copy + repeat_kv +
                act_bwd * f_elems + core.backward;
   return b;
 }

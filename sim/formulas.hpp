@@ -287,6 +287,16 @@ struct AttentionFlops {
 // Forward FLOPs of one (query, key) pair on one device: 4 * b * (heads / TP) * d (2d for Q*K^T,
 // 2d for P*V, per head of the rank).
 double attention_pair_flops(const LayerShape& x);
+// Whether eager PyTorch copies the attention output into the output projection's layout: SDPA and
+// the materialised path return [batch, heads, seq, head_dim], which torchtitan's and Hugging Face's
+// Llama code (and llm-foundry's torch path: rearrange 'b h s d -> b s (h d)') transpose and make
+// contiguous: a copy, saved for the projection's backward, and its gradient copied back. The
+// Triton kernel (FlashKernel::triton, flash_attn_triton.py) takes and returns [batch, seq, heads,
+// head_dim]: llm-foundry's triton_flash_attn_fn reads its output through a view
+// (`attn_output.view(*attn_output.shape[:2], -1)`, llmfoundry/models/layers/attention.py at ba6b8803,
+// October 2023), no copy.
+// Only counted with eager element-wise ops (TrainingConfig::eager_elementwise).
+bool attention_output_copied(const LayerShape& x);
 AttentionFlops attention_forward_flops(const LayerShape& x);
 
 // ---------------------------------------------------------------- memory-bound traffic
@@ -296,7 +306,7 @@ AttentionFlops attention_forward_flops(const LayerShape& x);
 // whole (replicated) sequence on every TP rank: that is the time SP saves. Fused (default):
 // one read and one write per fused kernel (below). eager_elementwise: every PyTorch op its own
 // kernel, counted op by op with autograd's backward formulas, RoPE and the attention output's
-// copy included (formulas.cpp, eager_layer_elementwise_bytes).
+// copy (attention_output_copied) included (formulas.cpp, eager_layer_elementwise_bytes).
 struct LayerElementwiseBytes {
   double forward = 0;
   double backward = 0;

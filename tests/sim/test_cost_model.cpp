@@ -639,7 +639,19 @@ TEST_CASE("autocast: float32 residual stream and norm tensors in the activations
   const LayerActivationBytes low = layer_activation_bytes(make_layer_shape(e.model, e.training, one, o));
   e.training.autocast = false;
   CHECK(low.stored_bytes == Approx(layer_activation_bytes(make_layer_shape(e.model, e.training, one, o)).stored_bytes));
+  // The final norm before the output layer saves what the blocks' norms save: under autocast an
+  // eager norm its float32 input and output and the output layer's 16-bit input, a fused float32
+  // norm its float32 input and that 16-bit cast, a low-precision norm two 16-bit tensors (each
+  // with 4 bytes of row statistics per token).
   e.training.autocast = true;
+  auto output_block = [&](NormImpl n) {
+    e.training.norm = n;
+    e.training.eager_elementwise = n == NormImpl::eager;
+    return output_block_stored_bytes(make_layer_shape(e.model, e.training, one, o));
+  };
+  CHECK(output_block(NormImpl::eager) == Approx(T * h * (4 + 4 + 2) + T * 4));
+  CHECK(output_block(NormImpl::fused) == Approx(T * h * (4 + 2) + T * 4));
+  CHECK(output_block(NormImpl::low_precision) == Approx(T * h * (2 + 2) + T * 4));
   e.training.eager_elementwise = false;
   e.training.norm = NormImpl::fused;
   // Full recompute keeps the float32 layer input.
@@ -746,6 +758,19 @@ TEST_CASE("eager element-wise ops: the attention output's copy, SiLU's output an
   const LayerActivationBytes mha_fused = layer_activation_bytes(make_layer_shape(e.model, e.training, mesh, o));
   REQUIRE(mha_fused.stored_bytes > fused.stored_bytes);  // K, V at full width now
   CHECK(mha_eager.stored_bytes - mha_fused.stored_bytes == Approx(2 * T * (q + f) / t));
+  // The Triton kernel returns [batch, seq, heads, head_dim], read through a view (llm-foundry's
+  // triton_flash_attn_fn): no copy of the attention output is kept, in memory or in time.
+  e.training.eager_elementwise = true;
+  e.training.flash_kernel = FlashKernel::triton;
+  o.attention = AttentionImpl::flash;
+  const LayerShape triton = make_layer_shape(e.model, e.training, mesh, o);
+  CHECK_FALSE(attention_output_copied(triton));
+  CHECK(mha_eager.stored_bytes - layer_activation_bytes(triton).stored_bytes == Approx(2 * T * q / t));
+  e.training.flash_kernel = FlashKernel::standard;
+  const LayerShape sdpa = make_layer_shape(e.model, e.training, mesh, o);
+  CHECK(attention_output_copied(sdpa));
+  CHECK(layer_elementwise_bytes(sdpa).forward - layer_elementwise_bytes(triton).forward == Approx(2 * 2 * T * q / t));
+  CHECK(layer_elementwise_bytes(sdpa).backward - layer_elementwise_bytes(triton).backward == Approx(2 * 2 * T * q / t));
 }
 
 TEST_CASE("eager element-wise time: every PyTorch op reads and writes its tensors, counted op by op") {

@@ -762,14 +762,14 @@ TEST_CASE("llm-foundry runs: every measured layout is predicted to fit") {
     const double ratio = p.peak_memory_bytes / p.capacity_bytes;
     worst = std::max(worst, ratio);
     if (ratio > 1.0) ++over;
-    CHECK_MESSAGE(ratio < 1.02, e.name << ": predicted " << ratio << " x the GPU's memory");
+    CHECK_MESSAGE(ratio <= 1.0, e.name << ": predicted " << ratio << " x the GPU's memory");
   }
   MESSAGE(over << " of " << cases.size() << " over capacity, worst " << worst);
-  // Three runs within 1.3 % of their card since Composer's float32 gathers (param_gather_dtype)
-  // and autocast's saved weight casts under FSDP (every layer's without activation
-  // checkpointing) are counted: MPT-3B at 8K without checkpointing on A100 and H100, MPT-13B at
-  // 16K with it on H100.
-  CHECK(over <= 3);
+  // Every one, since the final LPLayerNorm keeps no float32 tensor under autocast
+  // (output_block_stored_bytes) and the Triton kernel's output is read through a view
+  // (attention_output_copied); before, three within 1.3 % of their card: MPT-3B at 8K without
+  // checkpointing on A100 and H100, MPT-13B at 16K with it on H100.
+  CHECK(over == 0);
 }
 
 TEST_CASE("--free attention_flash_triton fits the Triton kernel's curve alone, and needs one to start from") {
