@@ -504,8 +504,9 @@ struct TrainingConfig {
   // `elementwise: eager`, else fused). eager: torchtitan's RMSNorm or
   // torch.nn.RMSNorm's composite, one kernel per op (upcast, pow, mean, rsqrt, mul, cast back,
   // weight); fused: one kernel (torchtitan's fused_rmsnorm, apex, Transformer Engine). Time
-  // depends on it (sim::layer_elementwise_bytes), and memory under autocast (an eager norm keeps its
-  // float32 output too: sim::layer_activation_bytes); `norm: eager` needs `elementwise: eager`
+  // depends on it (sim::layer_elementwise_bytes), and memory (under autocast an eager norm keeps its
+  // float32 output too, without autocast the float32 copy of its upcast input and the 16-bit cast of
+  // its output: sim::layer_activation_bytes, sim::output_block_stored_bytes); `norm: eager` needs `elementwise: eager`
   // (torch.compile and the fused frameworks fuse the norm). low_precision: one fused kernel run in the 16-bit `dtype` under autocast, its input
   // cast down first (llm-foundry's LPLayerNorm / low_precision_layernorm: _cast_if_autocast_enabled,
   // then F.layer_norm with autocast off). Each norm saves the 16-bit copy of its input and its

@@ -175,13 +175,16 @@ double output_block_stored_bytes(const LayerShape& x) {
   // The final norm saves what the blocks' norms save (layer_activation_bytes): under autocast an
   // eager norm its float32 input and float32 output, a fused float32 norm its float32 input only
   // (the output layer saves the e-byte cast), a low-precision norm the e-byte copy of its input
-  // (its e-byte output is the output layer's input, no float32 tensor kept); otherwise its
+  // (its e-byte output is the output layer's input, no float32 tensor kept); otherwise (fused) its
   // residual-stream input.
+  // Without autocast an eager norm keeps the float32 copy of its input and the e-byte cast of its
+  // output (not the input itself).
   const bool low = x.autocast && x.norm == NormImpl::low_precision;
-  const double norm_input = rows * x.hidden * (low ? e : x.residual_bytes()), row_stats = rows * 4.0;
-  const double norm_output_fp32 = x.autocast && x.norm == NormImpl::eager ? rows * x.hidden * 4.0 : 0.0;
+  const bool eager = x.norm == NormImpl::eager;
+  const double norm_input = rows * x.hidden * (low ? e : eager ? 4.0 : x.residual_bytes()), row_stats = rows * 4.0;
+  const double norm_output = !eager ? 0.0 : rows * x.hidden * (x.autocast ? 4.0 : e);
   const double output_input = (x.tp_dtensor ? x.tokens() : rows) * x.hidden * e;
-  return norm_input + row_stats + norm_output_fp32 + output_input;
+  return norm_input + row_stats + norm_output + output_input;
 }
 
 double materialized_scores_bytes(const LayerShape& x) {
@@ -247,8 +250,12 @@ LayerActivationBytes layer_activation_bytes(const LayerShape& x) {
   // e-byte cast): 2 * (4 + 4 + e) * T*h. A fused float32 norm (F.layer_norm, which autocast runs in
   // float32) saves its input, not its output: 2 * (4 + e). A low-precision norm (llm-foundry's
   // LPLayerNorm) saves the e-byte copy of its input and its e-byte output, which the linear layer
-  // saves as is: 2 * 2e, as without autocast.
-  const double norms = !x.autocast                          ? 4.0 * e
+  // saves as is: 2 * 2e, as without autocast. Without autocast a norm in PyTorch ops upcasts its
+  // e-byte input (torchtitan's RMSNorm: `self._norm(x.float()).type_as(x) * self.weight`): pow and
+  // the product with rsqrt save the float32 copy, the product with the weight the e-byte cast
+  // back, and the linear layer its e-byte input: 2 * (4 + 2e); a fused one its input and the
+  // linear layer's: 2 * 2e.
+  const double norms = !x.autocast                          ? (x.norm == NormImpl::eager ? 2.0 * (4.0 + 2.0 * e) : 4.0 * e)
                        : x.norm == NormImpl::eager         ? 2.0 * (4.0 + 4.0 + e)
                        : x.norm == NormImpl::low_precision ? 4.0 * e
                                                            : 2.0 * (4.0 + e);

@@ -626,13 +626,25 @@ TEST_CASE("autocast: float32 residual stream and norm tensors in the activations
   // A fused norm (F.layer_norm, which autocast runs in float32) saves its float32 input (4 for 2)
   // and not its output; the casts the linear layers save are the 2-byte tensors counted already.
   CHECK(layer_activation_bytes(x).stored_bytes - master.stored_bytes == Approx(2 * (4 - 2) * T * h));
-  // A norm in PyTorch ops (eager) also keeps its float32 output (4 more each).
+  // A norm in PyTorch ops (eager) also keeps its float32 output: per norm 4 + 4 + 2 under autocast.
+  // Without autocast it upcasts its 16-bit input (torchtitan's RMSNorm: x.float()) and keeps that
+  // float32 copy and the 16-bit cast of its output besides the linear layer's input: 4 + 2 + 2,
+  // 4 more than a fused norm's 2 + 2.
   e.training.eager_elementwise = true;
   e.training.norm = NormImpl::eager;
   const LayerActivationBytes eager_master = layer_activation_bytes(make_layer_shape(e.model, e.training, one, o));
   e.training.autocast = false;
   const LayerActivationBytes eager_plain = layer_activation_bytes(make_layer_shape(e.model, e.training, one, o));
-  CHECK(eager_master.stored_bytes - eager_plain.stored_bytes == Approx(2 * (2 + 4) * T * h));
+  CHECK(eager_master.stored_bytes - eager_plain.stored_bytes == Approx(2 * (10 - 8) * T * h));
+  e.training.norm = NormImpl::fused;
+  const LayerActivationBytes fused_plain = layer_activation_bytes(make_layer_shape(e.model, e.training, one, o));
+  CHECK(eager_plain.stored_bytes - fused_plain.stored_bytes == Approx(2 * 4 * T * h));
+  // The final norm likewise: its float32 copy, its 16-bit output and the output layer's input.
+  e.training.norm = NormImpl::eager;
+  CHECK(output_block_stored_bytes(make_layer_shape(e.model, e.training, one, o)) == Approx(T * h * (4 + 2 + 2) + T * 4));
+  e.training.norm = NormImpl::fused;
+  CHECK(output_block_stored_bytes(make_layer_shape(e.model, e.training, one, o)) == Approx(T * h * (2 + 2) + T * 4));
+  e.training.norm = NormImpl::eager;
   // A low-precision norm (llm-foundry's LPLayerNorm) keeps only 16-bit tensors: as without autocast.
   e.training.autocast = true;
   e.training.norm = NormImpl::low_precision;
