@@ -546,7 +546,8 @@ namespace {
 //  * autocast (LayerShape::autocast) casts each norm's float32 output to e for the next linear
 //    layer: 4 + e per hidden element both ways, twice per layer.
 //  * residual add of the branch output into the stream: 2r + e forward; backward adds the
-//    norm's input gradient into the stream's: 3r; twice per layer.
+//    norm's input gradient into the stream's: 3r, and when the stream is float32 (r > e) casts
+//    its gradient down for the e-byte branch: r + e; twice per layer.
 //  * RoPE on Q and K (torchtitan's apply_rotary_emb: .float(), complex multiply, type_as):
 //    (e + 4) + 8 + (4 + e) = 2e + 16 per Q or K element, the same backward.
 //    ringplan's bench/gpu/torch_step_bench.py rotates halves in e bytes (9e = 18): within
@@ -579,7 +580,11 @@ LayerElementwiseBytes eager_layer_elementwise_bytes(const LayerShape& x) {
   const double norm_bwd = eager ? 68.0 + 6.0 * r + half * (2.0 * r + 8.0) : low ? r + 4.0 * e : 3.0 * r;
   const double cast = x.autocast && !low ? 4.0 + e : 0.0;
   const double hidden_fwd = 2.0 * (norm_fwd + cast + 2.0 * r + e + mask);
-  const double hidden_bwd = 2.0 * (norm_bwd + cast + 3.0 * r + mask);
+  // Under autocast the residual add promotes the e-byte branch output into the float32 stream; its
+  // backward casts the stream's gradient down for the branch (autograd's engine casts a gradient to
+  // its input's dtype, validate_outputs): r + e more per add.
+  const double branch_grad_cast = r > e ? r + e : 0.0;
+  const double hidden_bwd = 2.0 * (norm_bwd + cast + 3.0 * r + branch_grad_cast + mask);
   const double rope = x.rope ? 2.0 * e + 16.0 : 0.0;  // learned positions: added once, before the layers
   const double act_fwd = x.gated_mlp ? 5.0 * e : 2.0 * e;
   const double act_bwd = x.gated_mlp ? 9.0 * e : 3.0 * e;

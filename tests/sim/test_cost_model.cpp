@@ -811,22 +811,23 @@ TEST_CASE("eager element-wise time: every PyTorch op reads and writes its tensor
   // A fused norm (torchtitan's fused_rmsnorm) under eager ops: 2e / 3e per hidden element.
   e.training.norm = NormImpl::fused;
   check(4 + 6, 6 + 6, 20);
-  // Autocast: float32 residual (norm 28 / 92, residual add 10 / 12) and the cast of each norm's
-  // float32 output for its linear layer (6 both ways).
+  // Autocast: float32 residual (norm 28 / 92, residual add 10 / 12, and its backward's cast of the
+  // stream's float32 gradient down for the bf16 branch, 4 + 2) and the cast of each norm's float32
+  // output for its linear layer (6 both ways).
   e.training.norm = NormImpl::eager;
   e.training.autocast = true;
   e.training.fp32_grad_accumulation = true;
-  check(28 + 6 + 10, 92 + 6 + 12, 20);
+  check(28 + 6 + 10, 92 + 6 + 12 + 6, 20);
   // A fused float32 norm under autocast: 2r = 8 / 3r = 12, and the cast of its output (6 both ways).
   e.training.norm = NormImpl::fused;
-  check(8 + 6 + 10, 12 + 6 + 12, 20);
+  check(8 + 6 + 10, 12 + 6 + 12 + 6, 20);
   // A low-precision norm (llm-foundry's LPLayerNorm): the input's cast down (4 + 2) and a 16-bit
   // norm (4 forward, 6 backward), no cast of its output: 10 / 12.
   e.training.norm = NormImpl::low_precision;
-  check(10 + 10, 12 + 12, 20);
+  check(10 + 10, 12 + 12 + 6, 20);
   // Learned positions (added once before the layers): no RoPE in the layers.
   e.model.rope = false;
-  check(10 + 10, 12 + 12, 0);
+  check(10 + 10, 12 + 12 + 6, 0);
   e.model.rope = true;
   e.training.norm = NormImpl::eager;
   // Eager always moves more than the fused kernels it stands for.
