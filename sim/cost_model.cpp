@@ -879,7 +879,7 @@ Prediction predict(const Experiment& e, const Mesh& mesh, const ParallelOptions&
     const double out_grad = coll(reduce, act);
     const double out_grad_exposed = opt.tp_overlap == TpOverlap::none
                                         ? out_grad
-                                        : overlapped_exposed_s(out_grad, out_gemm, c.overlap_sm_share);
+                                        : overlapped_exposed_s(out_grad, out_gemm_wgrad, c.overlap_sm_share);
     out_tp = gather + loss + out_grad_exposed;
   }
 
