@@ -172,13 +172,12 @@ double ring_backward_step_bytes(const LayerShape& x) {
 double output_block_stored_bytes(const LayerShape& x) {
   const double rows = x.tokens() * x.replicated_share();
   const double e = x.activation_bytes;
-  // The final norm saves what the blocks' norms save (layer_activation_bytes): under autocast an
+  // The final norm saves what the blocks' norms save (layer_activation_bytes). Under autocast an
   // eager norm its float32 input and float32 output, a fused float32 norm its float32 input only
   // (the output layer saves the e-byte cast), a low-precision norm the e-byte copy of its input
-  // (its e-byte output is the output layer's input, no float32 tensor kept); otherwise (fused) its
-  // residual-stream input.
-  // Without autocast an eager norm keeps the float32 copy of its input and the e-byte cast of its
-  // output (not the input itself).
+  // (its e-byte output is the output layer's input, no float32 tensor kept). Without autocast an
+  // eager norm the float32 copy of its upcast input and the e-byte cast of its output (not the
+  // input itself), a fused one its residual-stream input.
   const bool low = x.autocast && x.norm == NormImpl::low_precision;
   const bool eager = x.norm == NormImpl::eager;
   const double norm_input = rows * x.hidden * (low ? e : eager ? 4.0 : x.residual_bytes()), row_stats = rows * 4.0;
@@ -255,8 +254,9 @@ LayerActivationBytes layer_activation_bytes(const LayerShape& x) {
   // the product with rsqrt save the float32 copy, the product with the weight the e-byte cast
   // back, and the linear layer its e-byte input: 2 * (4 + 2e); a fused one its input and the
   // linear layer's: 2 * 2e.
-  const double norms = !x.autocast                          ? (x.norm == NormImpl::eager ? 2.0 * (4.0 + 2.0 * e) : 4.0 * e)
-                       : x.norm == NormImpl::eager         ? 2.0 * (4.0 + 4.0 + e)
+  const bool eager_norm = x.norm == NormImpl::eager;
+  const double norms = !x.autocast                          ? (eager_norm ? 2.0 * (4.0 + 2.0 * e) : 4.0 * e)
+                       : eager_norm                        ? 2.0 * (4.0 + 4.0 + e)
                        : x.norm == NormImpl::low_precision ? 4.0 * e
                                                            : 2.0 * (4.0 + e);
   // The QKV and MLP inputs (2e of the norms' bytes) stay whole where the linear layers keep their
@@ -279,7 +279,6 @@ LayerActivationBytes layer_activation_bytes(const LayerShape& x) {
   // view of the projection's output (bench/gpu/torch_step_bench.py, SDPA's enable_gqa) keeps
   // that output, q + kv instead of 2(q - kv): the same within kv at Llama 3's four query heads per
   // KV head.
-  // The Triton kernel's output needs no copy (attention_output_copied).
   const double gqa_copies = 2.0 * std::max(q - kv, 0.0);
   const double out_copy = attention_output_copied(x) ? q : 0.0;
   const double eager =
