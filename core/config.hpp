@@ -517,6 +517,15 @@ struct TrainingConfig {
   // (sim::layer_activation_bytes, sim::layer_elementwise_bytes). Without autocast the same as
   // fused.
   NormImpl norm = NormImpl::fused;
+  // Whether the attention's Q, K and V (and a gated MLP's gate and up) are separate linear layers,
+  // YAML training.projections: fused | separate (default fused). fused: one GEMM each (Megatron-LM,
+  // Transformer Engine, MPT's Wqkv); separate: torchtitan's and Hugging Face's Llama (wq, wk, wv;
+  // w1, w3). The separate layers read the same input, so autograd sums their input gradients (full
+  // tokens x hidden per rank, gathered under sequence parallelism) before the norm's backward or
+  // the reduce-scatter: compiled, the sum fuses into the kernel that consumes it, which then reads
+  // the 3 (QKV) and 2 (gate, up) partials instead of one (3 more reads per element); eager, pairwise
+  // adds (3 bytes-elements per add: 9). Time only (sim::layer_elementwise_bytes).
+  bool separate_projections = false;
   // Whether full recompute stops before the block's last linear layer, YAML
   // training.recompute_early_stop (default false; read with options.recompute: full). The block's
   // last GEMM (the MLP down projection: fc2, w2) and the TP collective after it feed nothing the

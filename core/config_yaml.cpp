@@ -448,7 +448,7 @@ const std::vector<std::string> kTrainingKeys{"seq_len", "global_batch", "global_
                                              "grad_accumulation_dtype", "cross_entropy", "fp8", "clip_grad", "documents",
                                              "mixed_precision", "elementwise", "norm", "fsdp", "pp_schedule", "pp_p2p", "tp_impl",
                                              "fp8_impl", "fp8_all_gather", "flash_kernel", "recompute_early_stop",
-                                             "grad_accumulation", "param_gather_dtype", "grad_reduce_dtype"};
+                                             "grad_accumulation", "param_gather_dtype", "grad_reduce_dtype", "projections"};
 const std::vector<std::string> kDocumentKeys{"lengths", "distribution", "mean_length", "sigma", "seed"};
 const std::vector<std::string> kExperimentKeys{"name", "model",   "cluster", "training", "gpus",
                                                "mesh", "options", "search",  "published"};
@@ -922,6 +922,7 @@ TrainingConfig training_from_yaml(const YAML::Node& node, const std::string& fil
   }
   if (r.has("flash_kernel"))
     t.flash_kernel = r.get_enum<FlashKernel>("flash_kernel", parse_flash_kernel, flash_kernel_names());
+  if (r.has("projections")) t.separate_projections = r.get_choice("projections", "fused", "separate");
   if (r.has("clip_grad")) t.clip_grad = r.get_real("clip_grad", kClipGradRange);
   if (r.has("documents")) t.documents = documents_from_yaml(r.nested("documents", kDocumentKeys), t.seq_len);
   return t;
@@ -1318,6 +1319,7 @@ void write_training(YAML::Emitter& out, const TrainingConfig& t) {
     out << YAML::Key << "norm" << YAML::Value << to_string(t.norm);
   if (t.flash_kernel != FlashKernel::standard)
     out << YAML::Key << "flash_kernel" << YAML::Value << to_string(t.flash_kernel);
+  if (t.separate_projections) out << YAML::Key << "projections" << YAML::Value << "separate";
   if (t.clip_grad != 1.0) emit_double(out, "clip_grad", t.clip_grad);
   if (t.documents) {
     const DocumentSpec& d = *t.documents;

@@ -37,6 +37,7 @@ LayerShape make_layer_shape(const ModelConfig& m, const TrainingConfig& t, const
   x.autocast = t.autocast;
   x.eager_elementwise = t.eager_elementwise;
   x.norm = t.norm;
+  x.separate_projections = t.separate_projections;
   x.rope = m.rope;
   if (t.fp8 && t.fp8_torchao) {
     const int64_t shard = mesh.dp * mesh.cp / std::max<int64_t>(opt.dp_replicate, 1);
@@ -491,6 +492,18 @@ bool attention_output_copied(const LayerShape& x) {
   return !(x.attention == AttentionImpl::flash && x.flash_kernel == FlashKernel::triton);
 }
 
+double projection_gradient_sum_bytes(const LayerShape& x) {
+  if (!x.separate_projections) return 0.0;
+  // Partial input gradients summed per layer: Q, K and V's three, and a gated MLP's gate and up.
+  const double partials = 3.0 + (x.gated_mlp ? 2.0 : 0.0);
+  const double sums = 2.0 + (x.gated_mlp ? 1.0 : 0.0);
+  // Compiled: the consuming kernel reads every partial instead of one sum (partials - sets more
+  // reads); eager: each pairwise add reads two and writes one.
+  const double sets = 1.0 + (x.gated_mlp ? 1.0 : 0.0);
+  const double elements = x.eager_elementwise ? 3.0 * sums : partials - sets;
+  return elements * x.tokens() * x.hidden * x.activation_bytes;
+}
+
 AttentionFlops attention_forward_flops(const LayerShape& x) {
   const double per_pair = attention_pair_flops(x);
   AttentionFlops f;
@@ -596,7 +609,7 @@ LayerElementwiseBytes eager_layer_elementwise_bytes(const LayerShape& x) {
   b.forward = hidden_fwd * h_elems + rope * (q_elems + kv_elems) + out_copy + repeat_kv +
               act_fwd * f_elems + core.forward;
   b.backward = hidden_bwd * h_elems + rope * (q_elems + kv_elems) + out_copy + repeat_kv +
-               act_bwd * f_elems + core.backward;
+               act_bwd * f_elems + core.backward + projection_gradient_sum_bytes(x);
   return b;
 }
 
@@ -623,7 +636,7 @@ LayerElementwiseBytes layer_elementwise_bytes(const LayerShape& x) {
   b.attention_core_forward = core_fwd;
   b.attention_core_backward = core_bwd;
   b.forward = hidden_fwd + act_fwd + core_fwd;
-  b.backward = hidden_bwd + act_bwd + core_bwd;
+  b.backward = hidden_bwd + act_bwd + core_bwd + projection_gradient_sum_bytes(x);
   return b;
 }
 

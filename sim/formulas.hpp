@@ -49,6 +49,7 @@ struct LayerShape {
   bool autocast = false;
   bool eager_elementwise = false;  // TrainingConfig::eager_elementwise
   NormImpl norm = NormImpl::fused; // TrainingConfig::norm (eager counted only with eager_elementwise)
+  bool separate_projections = false;  // TrainingConfig::separate_projections
   bool rope = true;                // ModelConfig::rope: RoPE on Q and K in every layer
   // FP8 weight casts beyond the inputs' (TrainingConfig::fp8_torchao, fp8_all_gather): bytes moved
   // per block weight element on this device in each forward (every micro-batch, every recompute)
@@ -297,6 +298,13 @@ double attention_pair_flops(const LayerShape& x);
 // October 2023), no copy.
 // Only counted with eager element-wise ops (TrainingConfig::eager_elementwise).
 bool attention_output_copied(const LayerShape& x);
+// Bytes one layer's backward moves to sum the input gradients of separate projections
+// (TrainingConfig::separate_projections; 0 with fused ones), per device and micro-batch: the Q, K
+// and V layers' (and a gated MLP's gate and up layers') partial gradients of their shared input,
+// tokens x hidden each on every TP rank. Compiled (fused element-wise work) the sum fuses into the
+// kernel that consumes it, which reads 3 + 2 partials instead of 2 sums: 3 elements more; eager,
+// pairwise adds: (2 + 1) x 3 = 9 elements. Counted in layer_elementwise_bytes' backward.
+double projection_gradient_sum_bytes(const LayerShape& x);
 AttentionFlops attention_forward_flops(const LayerShape& x);
 
 // ---------------------------------------------------------------- memory-bound traffic

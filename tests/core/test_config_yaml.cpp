@@ -372,7 +372,7 @@ TEST_CASE("training: grad_accumulation_dtype fp32 or same (default), read and wr
                   ConfigError);
 }
 
-TEST_CASE("training: two-valued keys (elementwise, fsdp, pp_schedule, pp_p2p, tp_impl) read with their default, written back, others refused at the key") {
+TEST_CASE("training: two-valued keys (elementwise, fsdp, pp_schedule, pp_p2p, tp_impl, projections) read with their default, written back, others refused at the key") {
   struct Key {
     const char* key;
     const char* off;  // the default
@@ -383,7 +383,8 @@ TEST_CASE("training: two-valued keys (elementwise, fsdp, pp_schedule, pp_p2p, tp
                       Key{"fsdp", "flat", "per_parameter", &TrainingConfig::fsdp_per_parameter},
                       Key{"pp_schedule", "megatron", "pytorch", &TrainingConfig::pytorch_pp_schedule},
                       Key{"pp_p2p", "full", "scatter_gather", &TrainingConfig::pp_scatter_gather},
-                      Key{"tp_impl", "megatron", "dtensor", &TrainingConfig::tp_dtensor}}) {
+                      Key{"tp_impl", "megatron", "dtensor", &TrainingConfig::tp_dtensor},
+                      Key{"projections", "fused", "separate", &TrainingConfig::separate_projections}}) {
     INFO(k.key);
     TempDir dir;
     const std::string line = std::string(k.key) + ": ";

@@ -785,6 +785,37 @@ TEST_CASE("eager element-wise ops: the attention output's copy, SiLU's output an
   CHECK(layer_elementwise_bytes(sdpa).backward - layer_elementwise_bytes(triton).backward == Approx(2 * 2 * T * q / t));
 }
 
+TEST_CASE("separate projections: the backward sums the Q, K, V (and gate, up) layers' input gradients") {
+  // torchtitan's wq, wk, wv and w1, w3 read one input each: autograd sums their partial input
+  // gradients, tokens x hidden each on every TP rank (gathered under SP). Compiled, the consuming
+  // kernel reads 5 partials instead of 2 sums: 3 elements more per layer; eager, three pairwise
+  // adds of 3 elements each: 9. A not-gated MLP has one up layer: 2 and 6.
+  Experiment e = test::llama_experiment(4096, 2);
+  const Mesh mesh = test::mesh_of(1, 2, 1, 1);
+  ParallelOptions o;
+  o.sequence_parallel = true;
+  REQUIRE(e.model.gated_mlp);
+  const double T = 4096, h = double(e.model.hidden), bytes = 2.0;
+  auto extra = [&](bool eager, bool gated) {
+    e.training.eager_elementwise = eager;
+    e.model.gated_mlp = gated;
+    e.training.separate_projections = false;
+    const LayerShape fused = make_layer_shape(e.model, e.training, mesh, o);
+    e.training.separate_projections = true;
+    const LayerShape separate = make_layer_shape(e.model, e.training, mesh, o);
+    CHECK(projection_gradient_sum_bytes(fused) == 0.0);
+    CHECK(layer_elementwise_bytes(separate).forward == Approx(layer_elementwise_bytes(fused).forward));
+    CHECK(layer_elementwise_bytes(separate).backward - layer_elementwise_bytes(fused).backward ==
+          Approx(projection_gradient_sum_bytes(separate)));
+    CHECK(layer_activation_bytes(separate).stored_bytes == Approx(layer_activation_bytes(fused).stored_bytes));
+    return projection_gradient_sum_bytes(separate) / (T * h * bytes);
+  };
+  CHECK(extra(false, true) == Approx(3.0));
+  CHECK(extra(true, true) == Approx(9.0));
+  CHECK(extra(false, false) == Approx(2.0));
+  CHECK(extra(true, false) == Approx(6.0));
+}
+
 TEST_CASE("eager element-wise time: every PyTorch op reads and writes its tensors, counted op by op") {
   Experiment e = test::llama_experiment(4096, 2);
   const Mesh mesh = test::mesh_of(1, 2, 1, 1);
