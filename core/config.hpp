@@ -523,8 +523,8 @@ struct TrainingConfig {
   // w1, w3). The separate layers read the same input, so autograd sums their input gradients (full
   // tokens x hidden per rank, gathered under sequence parallelism) before the norm's backward or
   // the reduce-scatter: compiled, the sum fuses into the kernel that consumes it, which then reads
-  // the 3 (QKV) and 2 (gate, up) partials instead of one (3 more reads per element); eager, pairwise
-  // adds (3 bytes-elements per add: 9). Time only (sim::layer_elementwise_bytes).
+  // the 3 (QKV) and 2 (gate, up) partials instead of one sum each (3 more element reads); eager,
+  // pairwise adds (3 elements each: 9). Time only (sim::projection_gradient_sum_bytes).
   bool separate_projections = false;
   // Whether full recompute stops before the block's last linear layer, YAML
   // training.recompute_early_stop (default false; read with options.recompute: full). The block's

@@ -170,21 +170,34 @@ double ring_backward_step_bytes(const LayerShape& x) {
   return 2.0 * x.tokens() * (x.kv_heads / x.tp) * x.head_dim * (x.activation_bytes + 4.0);
 }
 
+double norm_saved_bytes_per_element(const LayerShape& x) {
+  const double e = x.activation_bytes;
+  // Without autocast a norm in PyTorch ops upcasts its e-byte input (torchtitan's RMSNorm:
+  // `self._norm(x.float()).type_as(x) * self.weight`): pow and the product with rsqrt save the
+  // float32 copy, the product with the weight the e-byte cast back, the linear layer its e-byte
+  // input: 4 + 2e; a fused norm its input and the linear layer its own: 2e.
+  if (!x.autocast) return x.norm == NormImpl::eager ? 4.0 + 2.0 * e : 2.0 * e;
+  // Under autocast the norm's input is the float32 residual stream. A norm in PyTorch ops
+  // (bench/gpu/torch_step_bench.py's RMSNorm, Hugging Face's LlamaRMSNorm) also saves its float32
+  // output (the product with its scale saves it; the linear layer saves the e-byte cast): 4 + 4 + e.
+  // A fused float32 norm (F.layer_norm, which autocast runs in float32) saves its input, not its
+  // output: 4 + e. A low-precision norm (llm-foundry's LPLayerNorm) saves the e-byte copy of its
+  // input and its e-byte output, which the linear layer saves as is: 2e.
+  switch (x.norm) {
+    case NormImpl::eager: return 4.0 + 4.0 + e;
+    case NormImpl::low_precision: return 2.0 * e;
+    case NormImpl::fused: break;
+  }
+  return 4.0 + e;
+}
+
 double output_block_stored_bytes(const LayerShape& x) {
   const double rows = x.tokens() * x.replicated_share();
-  const double e = x.activation_bytes;
-  // The final norm saves what the blocks' norms save (layer_activation_bytes). Under autocast an
-  // eager norm its float32 input and float32 output, a fused float32 norm its float32 input only
-  // (the output layer saves the e-byte cast), a low-precision norm the e-byte copy of its input
-  // (its e-byte output is the output layer's input, no float32 tensor kept). Without autocast an
-  // eager norm the float32 copy of its upcast input and the e-byte cast of its output (not the
-  // input itself), a fused one its residual-stream input.
-  const bool low = x.autocast && x.norm == NormImpl::low_precision;
-  const bool eager = x.norm == NormImpl::eager;
-  const double norm_input = rows * x.hidden * (low ? e : eager ? 4.0 : x.residual_bytes()), row_stats = rows * 4.0;
-  const double norm_output = !eager ? 0.0 : rows * x.hidden * (x.autocast ? 4.0 : e);
-  const double output_input = (x.tp_dtensor ? x.tokens() : rows) * x.hidden * e;
-  return norm_input + row_stats + norm_output + output_input;
+  // The final norm and the output layer's input keep what a block's norm and linear layer keep
+  // (norm_saved_bytes_per_element), plus the norm's float32 row statistics; under DTensor TP the
+  // output layer keeps its all-gathered input whole (the rows beyond the shard, e bytes each).
+  const double gathered_rows = x.tp_dtensor ? x.tokens() - rows : 0.0;
+  return rows * (x.hidden * norm_saved_bytes_per_element(x) + 4.0) + gathered_rows * x.hidden * x.activation_bytes;
 }
 
 double materialized_scores_bytes(const LayerShape& x) {
@@ -244,22 +257,8 @@ LayerActivationBytes layer_activation_bytes(const LayerShape& x) {
   // Korthikanti Sec. 4.1, per layer. Not TP-sharded (only SP splits them):
   //   LN1 input, QKV input (LN1 output), LN2 input, fc1 input: 4 * e*T*h
   //   dropout masks after attention and after the MLP: 2 * T*h bytes
-  // Under autocast the norm inputs are the float32 residual stream. A norm written in PyTorch ops
-  // (NormImpl::eager: bench/gpu/torch_step_bench.py's RMSNorm, Hugging Face's LlamaRMSNorm) also saves
-  // its float32 output (the product with its scale saves it; the linear layer after it saves the
-  // e-byte cast): 2 * (4 + 4 + e) * T*h. A fused float32 norm (F.layer_norm, which autocast runs in
-  // float32) saves its input, not its output: 2 * (4 + e). A low-precision norm (llm-foundry's
-  // LPLayerNorm) saves the e-byte copy of its input and its e-byte output, which the linear layer
-  // saves as is: 2 * 2e, as without autocast. Without autocast a norm in PyTorch ops upcasts its
-  // e-byte input (torchtitan's RMSNorm: `self._norm(x.float()).type_as(x) * self.weight`): pow and
-  // the product with rsqrt save the float32 copy, the product with the weight the e-byte cast
-  // back, and the linear layer its e-byte input: 2 * (4 + 2e); a fused one its input and the
-  // linear layer's: 2 * 2e.
-  const bool eager_norm = x.norm == NormImpl::eager;
-  const double norms = !x.autocast                          ? (eager_norm ? 2.0 * (4.0 + 2.0 * e) : 4.0 * e)
-                       : eager_norm                        ? 2.0 * (4.0 + 4.0 + e)
-                       : x.norm == NormImpl::low_precision ? 4.0 * e
-                                                           : 2.0 * (4.0 + e);
+  // The two norms and the linear inputs after them: norm_saved_bytes_per_element each.
+  const double norms = 2.0 * norm_saved_bytes_per_element(x);
   // The QKV and MLP inputs (2e of the norms' bytes) stay whole where the linear layers keep their
   // all-gathered input (TrainingConfig::tp_dtensor).
   const double linear_inputs = x.tp_dtensor ? 2.0 * e * T * h * (1.0 - r) : 0.0;
@@ -494,13 +493,11 @@ bool attention_output_copied(const LayerShape& x) {
 
 double projection_gradient_sum_bytes(const LayerShape& x) {
   if (!x.separate_projections) return 0.0;
-  // Partial input gradients summed per layer: Q, K and V's three, and a gated MLP's gate and up.
-  const double partials = 3.0 + (x.gated_mlp ? 2.0 : 0.0);
-  const double sums = 2.0 + (x.gated_mlp ? 1.0 : 0.0);
-  // Compiled: the consuming kernel reads every partial instead of one sum (partials - sets more
-  // reads); eager: each pairwise add reads two and writes one.
-  const double sets = 1.0 + (x.gated_mlp ? 1.0 : 0.0);
-  const double elements = x.eager_elementwise ? 3.0 * sums : partials - sets;
+  // Pairwise sums per layer: two for Q, K and V's partial input gradients, one for a gated MLP's
+  // gate and up. Compiled, each is one more partial the consuming kernel reads; eager, an add that
+  // reads two and writes one.
+  const double sums = x.gated_mlp ? 3.0 : 2.0;
+  const double elements = x.eager_elementwise ? 3.0 * sums : sums;
   return elements * x.tokens() * x.hidden * x.activation_bytes;
 }
 

@@ -136,13 +136,15 @@ LayerActivationBytes layer_activation_bytes(const LayerShape& x);
 // One layer's score matrices when materialised (b*(a/t)*(L/CP)*L elements, e bytes each, +
 // dropout mask and output) and the flash alternative (fp32 lse per query row and head).
 double materialized_scores_bytes(const LayerShape& x);
+// Bytes per element of its rows that one norm and the linear layer after it keep for the backward,
+// by TrainingConfig::norm and autocast (the layer's two norms, the final norm before the output layer).
+double norm_saved_bytes_per_element(const LayerShape& x);
 // Stored by the output block of the last pipeline stage from its forward to its backward, per
-// micro-batch (outside every recomputed layer, so full recompute keeps it too): the final norm's
-// input, its float32 row statistics and the output layer's input (the norm's output), each
-// split over TP only with sequence parallelism; under autocast the norm's input is float32 and
-// its float32 output is kept beside the cast. Megatron-LM's sequence-parallel linear layers
-// save their local input and gather it again in the backward; PyTorch DTensor TP (torchtitan's
-// ColwiseParallel output layer under loss_parallel) saves the gathered input, whole
+// micro-batch (outside every recomputed layer, so full recompute keeps it too): what the final norm
+// and the output layer keep of their input (norm_saved_bytes_per_element) and the norm's float32
+// row statistics, split over TP only with sequence parallelism. Megatron-LM's sequence-parallel
+// linear layers save their local input and gather it again in the backward; PyTorch DTensor TP
+// (torchtitan's ColwiseParallel output layer under loss_parallel) saves the gathered input, whole
 // (LayerShape::tp_dtensor).
 double output_block_stored_bytes(const LayerShape& x);
 double flash_lse_bytes(const LayerShape& x);
