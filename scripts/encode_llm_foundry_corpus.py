@@ -163,7 +163,7 @@ SHARDING_NOTE = {
 ATTENTION_NOTE = {
     "a100": """#  * Attention: llm-foundry's attn_impl triton (the Triton FlashAttention kernel), `attention: flash`
 #    on that kernel's own curve (`flash_kernel: triton`: the profile's attention_flash_triton, from
-#    FlashAttention-2's published A100 rates of the kernel).
+#    FlashAttention v1's published A100 rates, which the kernel's docstring compares it with).
 """,
     "h100": """#  * Attention: llm-foundry's attn_impl triton (the Triton FlashAttention kernel), `attention: flash`
 #    on that kernel's own curve (`flash_kernel: triton`: the profile's attention_flash_triton). No

@@ -61,7 +61,7 @@ def main():
         for want in ("tokens_per_s_per_device: 4641", "global_batch: 96", "mesh: {dp: 8, tp: 1, cp: 1, pp: 1}",
                      "micro_batch: 6, recompute: none, zero_stage: 3", "mixed_precision: autocast",
                      "model: ../../models/mpt_7b.yaml", "flash_kernel: triton}",
-                     "from\n#    FlashAttention-2's published A100 rates"):
+                     "from\n#    FlashAttention v1's published A100 rates"):
             if want not in text:
                 failures.append(f"the written case lacks {want!r}")
         model = open(os.path.join(root, "configs/models/mpt_7b.yaml"), encoding="utf-8").read()

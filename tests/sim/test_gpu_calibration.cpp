@@ -406,14 +406,17 @@ std::vector<RatePoint> flash_rate_points(const char* file, const std::string& gp
   return pts;
 }
 
-std::vector<RatePoint> triton_flash_points(bool causal) {
-  return flash_rate_points("configs/clusters/published/a100_flash_attention_triton.csv", "", causal);
-}
-
 }  // namespace
 
-TEST_CASE("the A100 profiles' Triton flash kernel curve is the fit of FlashAttention-2's published Triton rates") {
-  const std::vector<RatePoint> causal = triton_flash_points(true), full = triton_flash_points(false);
+// The Triton FlashAttention kernel (flash_attn_triton.py, llm-foundry's attn_impl triton) has no
+// published rate; its docstring measures it against FlashAttention v1, whose published A100 rates
+// (configs/clusters/published/a100_flash_attention_1_rates.csv) are the profiles' curve. The same
+// figure's "FlashAttention Triton" bars (a100_flash_attention_triton.csv) time OpenAI Triton's
+// triton.ops.flash_attention, another kernel: printed beside, not used.
+TEST_CASE("the A100 profiles' Triton flash kernel curve is the fit of FlashAttention v1's published rates") {
+  const char* fa1_file = "configs/clusters/published/a100_flash_attention_1_rates.csv";
+  const std::vector<RatePoint> causal = flash_rate_points(fa1_file, "", true),
+                               full = flash_rate_points(fa1_file, "", false);
   REQUIRE(causal.size() == 12);
   REQUIRE(full.size() == 12);
   const double peak = 312e12;  // A100 bf16 dense (the profiles' peak_tflops.bf16)
@@ -422,12 +425,19 @@ TEST_CASE("the A100 profiles' Triton flash kernel curve is the fit of FlashAtten
   // The non-causal rows, on the causal curve: the causal kernel masks element by element in every
   // block it visits, so its rate by FLOPs is lower; the runs it serves are causal.
   const CurveFitError err_full = curve_fit_error(fit, peak, full);
-  MESSAGE("attention_flash_triton fit on the causal rows: max " << fit.max_efficiency << ", half_tflop "
-          << fit.half_flops / 1e12 << "; error mean " << err.mean_pct << " % max " << err.max_pct
-          << " %; the non-causal rows on it: mean " << err_full.mean_pct << " %");
-  // A kernel at 40-50 % of FlashAttention-2's rate, rising with the call's size.
+  const std::vector<RatePoint> ops_causal =
+      flash_rate_points("configs/clusters/published/a100_flash_attention_triton.csv", "", true);
+  REQUIRE(ops_causal.size() == 12);
+  const EfficiencyCurve ops = fit_efficiency_curve(ops_causal, peak);
+  MESSAGE("attention_flash_triton fit on FlashAttention v1's causal rows: max " << fit.max_efficiency
+          << ", half_tflop " << fit.half_flops / 1e12 << "; error mean " << err.mean_pct << " % max " << err.max_pct
+          << " %; the non-causal rows on it: mean " << err_full.mean_pct << " %; triton.ops.flash_attention's causal "
+          << "rows (not used): max " << ops.max_efficiency << ", half_tflop " << ops.half_flops / 1e12);
+  // A kernel at 40-50 % of FlashAttention-2's rate, rising with the call's size; v1 saturates
+  // above OpenAI's Triton kernel of the same figure (97 / 83 against 80 / 80 TFLOP/s at 16K).
   CHECK(fit.max_efficiency > 0.2);
   CHECK(fit.max_efficiency < 0.35);
+  CHECK(fit.max_efficiency > ops.max_efficiency);
   CHECK(fit.half_flops > 0);
   CHECK(err.mean_pct < 10.0);
   for (const char* profile : {"configs/clusters/dgx_a100_80gb.yaml", "configs/clusters/dgx_a100_40gb.yaml"}) {
