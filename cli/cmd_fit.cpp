@@ -397,7 +397,9 @@ RINGPLAN_COMMAND("fit", "Fit a cluster profile's efficiencies to measured cases;
                                   "(the downlink : uplink ratio out of the cluster's switch groups; needs "
                                   "inter_node.group_nodes), attention_flash_triton or attention_flash_fa2 (the "
                                   "Triton or FlashAttention-2 kernel's curve; needs one in the cluster to start "
-                                  "from)")
+                                  "from), matmul.half_k (the GEMM curve's K-ramp: a GEMM reducing over K runs at "
+                                  "K / (K + half_k) of the curve; for a GPU whose GEMM rate by shape was never "
+                                  "measured)")
                        ->delimiter(',');
                    app.add_option("--prior-weight", a->prior_weight,
                                   "Prior toward the base profile: percentage points of mean |error| added per "

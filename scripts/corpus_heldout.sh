@@ -60,6 +60,8 @@ fit = "mm {:.3f}/{:.3f}, attn {:.3f}/{:.3f}, bw {:.2f}".format(f["matmul.max"], 
       f["attention.max"], f["attention.half_tflop"], f["memory_bandwidth"])
 if "matmul_fp8.max" in f:
     fit += ", fp8 {:.3f}/{:.3f}".format(f["matmul_fp8.max"], f["matmul_fp8.half_tflop"])
+if "matmul.half_k" in f:
+    fit += ", K-ramp {:.0f}".format(f["matmul.half_k"])
 if "attention_flash_triton.max" in f:
     fit += ", flash-triton {:.3f}/{:.3f}".format(f["attention_flash_triton.max"], f["attention_flash_triton.half_tflop"])
 if "attention_flash_fa2.max" in f:
@@ -126,6 +128,10 @@ row "A100 llm-foundry (Composer FSDP, Triton FlashAttention), 5-fold, the Triton
 row "A100 llm-foundry, 5-fold, the Triton kernel on its published rates" llmf_a100_published $V/llm_foundry_a100 --fix attention
 row "A100, Korthikanti + torchtitan + llm-foundry, 5-fold" a100_three $V/korthikanti2022 $V/torchtitan_a100 $V/llm_foundry_a100 --cluster "$A100" "${TRITON[@]}" "${A100_FA2[@]}"
 row "A100, fit on Korthikanti + torchtitan, llm-foundry held out (the Triton kernel on its published rates)" a100_hold_llmf $V/korthikanti2022 $V/torchtitan_a100 $V/llm_foundry_a100 --holdout llm_foundry_a100 --cluster "$A100" "${A100_FA2[@]}"
+# The A100 profiles have no GEMM K-ramp (no A100 GEMM rate by shape is published or measured
+# here): the same two fits with it fitted too (matmul.half_k).
+row "A100, Korthikanti + torchtitan + llm-foundry, 5-fold, the GEMM K-ramp fitted too" a100_three_k $V/korthikanti2022 $V/torchtitan_a100 $V/llm_foundry_a100 --cluster "$A100" "${TRITON[@]}" "${A100_FA2[@]}" --free matmul.half_k
+row "A100, fit on Korthikanti + torchtitan with the GEMM K-ramp, llm-foundry held out" a100_hold_llmf_k $V/korthikanti2022 $V/torchtitan_a100 $V/llm_foundry_a100 --holdout llm_foundry_a100 --cluster "$A100" "${A100_FA2[@]}" --free matmul.half_k
 row "A100 40GB llm-foundry (Composer FSDP, Triton FlashAttention, 8-128 GPUs), 5-fold, the Triton kernel's curve fitted" llmf_a100_40gb $V/llm_foundry_a100_40gb --fix attention "${TRITON[@]}"
 # The same runs with the inter-node collectives fitted too: 33 of them span 2-16 nodes over
 # MosaicML's RoCE fabric (1600 Gbps per node), whose collectives were never measured; the profile's

@@ -75,6 +75,7 @@ const char* fit_param_name(FitParam p) {
     case FitParam::flash_triton_half_tflop: return "attention_flash_triton.half_tflop";
     case FitParam::flash_fa2_max: return "attention_flash_fa2.max";
     case FitParam::flash_fa2_half_tflop: return "attention_flash_fa2.half_tflop";
+    case FitParam::matmul_half_k: return "matmul.half_k";
   }
   return "?";
 }
@@ -96,6 +97,7 @@ double get_param(const ClusterConfig& c, FitParam p) {
     case FitParam::flash_triton_half_tflop: return c.attention_flash_triton.half_flops / units::tflop;
     case FitParam::flash_fa2_max: return c.attention_flash_fa2.max_efficiency;
     case FitParam::flash_fa2_half_tflop: return c.attention_flash_fa2.half_flops / units::tflop;
+    case FitParam::matmul_half_k: return c.matmul.half_k;
   }
   return 0.0;
 }
@@ -115,6 +117,12 @@ void set_family_max(EfficiencyCurve& fwd, EfficiencyCurve& bwd, double value) {
 void set_family_half(EfficiencyCurve& fwd, EfficiencyCurve& bwd, double half_flops) {
   if (bwd.max_efficiency > 0) bwd.half_flops = fwd.half_flops > 0 ? bwd.half_flops * half_flops / fwd.half_flops : half_flops;
   fwd.half_flops = half_flops;
+}
+// The K-ramp likewise: a measured backward ramp (half_k 95.5 against the forward's 158 on the H100
+// profiles) keeps its ratio; a forward without a ramp hands the value over as it is.
+void set_family_half_k(EfficiencyCurve& fwd, EfficiencyCurve& bwd, double half_k) {
+  if (bwd.max_efficiency > 0) bwd.half_k = fwd.half_k > 0 ? bwd.half_k * half_k / fwd.half_k : half_k;
+  fwd.half_k = half_k;
 }
 
 }  // namespace
@@ -150,6 +158,7 @@ void set_param(ClusterConfig& c, FitParam p, double value) {
     case FitParam::flash_triton_half_tflop: c.attention_flash_triton.half_flops = value * units::tflop; break;
     case FitParam::flash_fa2_max: c.attention_flash_fa2.max_efficiency = value; break;
     case FitParam::flash_fa2_half_tflop: c.attention_flash_fa2.half_flops = value * units::tflop; break;
+    case FitParam::matmul_half_k: set_family_half_k(c.matmul, c.matmul_backward, value); break;
   }
 }
 
@@ -168,6 +177,9 @@ ParamBounds bounds_for(FitParam p, const ClusterConfig& base) {
     case FitParam::flash_fa2_max: return {0.05, std::max(0.05, std::min(1.0, base.attention_training_scale))};
     case FitParam::flash_triton_half_tflop:
     case FitParam::flash_fa2_half_tflop: return {0.0, 1.0};
+    // 0: no ramp. The measured Hopper ramps are 95-302 (configs/clusters/dgx_h100.yaml); 2048
+    // halves the rate of a GEMM reducing over a 2048-wide hidden layer, well past any of them.
+    case FitParam::matmul_half_k: return {0.0, 2048.0};
     case FitParam::matmul_training_scale:
     case FitParam::attention_training_scale: {
       ParamBounds b{0.2, 1.5};
@@ -211,7 +223,8 @@ std::vector<FitParam> params_with(std::vector<FitParam> params, const std::vecto
     bool found = false;
     for (const FitParam p : kOptionalFitParams) {
       const std::string name = fit_param_name(p);
-      if (x == name || x == name.substr(0, name.find('.'))) {
+      // matmul.half_k by its full name only: `matmul` names the default family.
+      if (x == name || (p != FitParam::matmul_half_k && x == name.substr(0, name.find('.')))) {
         found = true;
         if (std::find(params.begin(), params.end(), p) == params.end()) params.push_back(p);
         // The scale sets its family's level, as the family's max would: fit one of the two.

@@ -94,22 +94,28 @@ enum class FitParam {
   // on it whose kernel curve is to be fitted rather than taken from its published rates.
   flash_fa2_max,
   flash_fa2_half_tflop,
+  // Optional (`--free matmul.half_k`): the GEMM curve's K-ramp (EfficiencyCurve::half_k: a GEMM
+  // reducing over K runs at K / (K + half_k) of the curve), for a device whose GEMM rate by shape
+  // was never measured (`calibrate --device cuda` measures it): runs whose GEMMs reduce over a
+  // few hundred to a few thousand elements (small models, TP-split layers) say how much. Only
+  // its full name selects it (`--free matmul` is not a family of optional parameters).
+  matmul_half_k,
 };
 // Fitted by default.
 inline constexpr std::array<FitParam, 5> kAllFitParams{FitParam::matmul_max, FitParam::matmul_half_tflop,
                                                        FitParam::attention_max, FitParam::attention_half_tflop,
                                                        FitParam::memory_bandwidth};
 // Fitted when named by --free.
-inline constexpr std::array<FitParam, 10> kOptionalFitParams{
+inline constexpr std::array<FitParam, 11> kOptionalFitParams{
     FitParam::inter_node_collectives, FitParam::matmul_fp8_max,         FitParam::matmul_fp8_half_tflop,
     FitParam::matmul_training_scale,  FitParam::attention_training_scale, FitParam::oversubscription,
     FitParam::flash_triton_max,       FitParam::flash_triton_half_tflop, FitParam::flash_fa2_max,
-    FitParam::flash_fa2_half_tflop};
+    FitParam::flash_fa2_half_tflop,   FitParam::matmul_half_k};
 const char* fit_param_name(FitParam p);  // "matmul.max", "matmul.half_tflop", ...
 double get_param(const ClusterConfig& c, FitParam p);         // in config units (half in TFLOP)
-// Setting a family's max or half_tflop (matmul, attention) moves the profile's own backward
-// curve of that family too (matmul_backward, attention_backward, where set), keeping its measured
-// ratio to the forward curve (capped at efficiency 1).
+// Setting a family's max or half_tflop (matmul, attention), or matmul's half_k, moves the
+// profile's own backward curve of that family too (matmul_backward, attention_backward, where
+// set), keeping its measured ratio to the forward curve (capped at efficiency 1).
 void set_param(ClusterConfig& c, FitParam p, double value);
 
 struct ParamBounds {

@@ -820,6 +820,42 @@ TEST_CASE("--free attention_flash_triton fits the Triton kernel's curve alone, a
   CHECK(bounds_for(FitParam::flash_triton_max, c).hi == doctest::Approx(1.0));
 }
 
+TEST_CASE("--free matmul.half_k fits the GEMM curve's K-ramp, named in full, and moves a measured backward ramp with it") {
+  using ringplan::sim::FitParam;
+  const auto params = fit_params({"matmul", "attention", "memory_bandwidth"}, {"matmul.half_k"});
+  REQUIRE(params.size() == 1);
+  CHECK(params[0] == FitParam::matmul_half_k);
+  CHECK(std::string(fit_param_name(FitParam::matmul_half_k)) == "matmul.half_k");
+  // `matmul` is the default family, not a family of optional parameters.
+  CHECK_THROWS_WITH_AS(fit_params({}, {"matmul"}), doctest::Contains("not an optional parameter"), Error);
+  ClusterConfig c = a100_cluster();
+  set_param(c, FitParam::matmul_half_k, 200.0);
+  CHECK(c.matmul.half_k == doctest::Approx(200.0));
+  CHECK(get_param(c, FitParam::matmul_half_k) == doctest::Approx(200.0));
+  CHECK(c.matmul_backward.max_efficiency == 0.0);  // an unset backward curve stays unset
+  // A measured backward ramp keeps its ratio to the forward one (95.5 : 158 on the H100 profiles).
+  c.matmul.half_k = 158.0;
+  c.matmul_backward = {0.6, 0.004e12, 95.5};
+  set_param(c, FitParam::matmul_half_k, 316.0);
+  CHECK(c.matmul_backward.half_k == doctest::Approx(191.0));
+  CHECK(bounds_for(FitParam::matmul_half_k, c).lo == 0.0);
+  // Runs priced with a ramp the base lacks (their GEMMs reduce over 512 to 14336: TP 1-8 of a 4096
+  // hidden layer and its MLP): the fit of the ramp alone, everything else at the truth's, finds it.
+  ClusterConfig truth = truth_cluster();
+  truth.matmul.half_k = 300.0;
+  const std::vector<Experiment> cases = synthetic_cases(truth);
+  ClusterConfig base = truth;
+  base.matmul.half_k = 0.0;
+  FitOptions opts;
+  opts.params = params;
+  opts.prior_weight = 0.0;
+  const FitResult fit = fit_cluster(cases, base, opts);
+  MESSAGE("matmul.half_k fitted " << fit.cluster.matmul.half_k << " (truth 300), objective " << fit.mean_abs_error_pct
+                                  << " %");
+  CHECK(fit.cluster.matmul.half_k == doctest::Approx(300.0).epsilon(0.05));
+  CHECK(fit.mean_abs_error_pct < 0.1);
+}
+
 TEST_CASE("--free attention_flash_fa2 fits FlashAttention-2's curve, recovers it from its runs, and needs one to start from") {
   using ringplan::sim::FitParam;
   const auto params = fit_params({"attention", "matmul", "memory_bandwidth"}, {"attention_flash_fa2"});
