@@ -96,7 +96,7 @@ enum class FitParam {
   flash_fa2_half_tflop,
   // Optional (`--free matmul.half_k`): the GEMM curve's K-ramp (EfficiencyCurve::half_k: a GEMM
   // reducing over K runs at K / (K + half_k) of the curve), for a device whose GEMM rate by shape
-  // was never measured (`calibrate --device cuda` measures it): runs whose GEMMs reduce over a
+  // was never measured (`calibrate --gpu-bench` measures it): runs whose GEMMs reduce over a
   // few hundred to a few thousand elements (small models, TP-split layers) say how much. Only
   // its full name selects it (`--free matmul` is not a family of optional parameters).
   matmul_half_k,

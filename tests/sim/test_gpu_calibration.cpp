@@ -433,7 +433,7 @@ TEST_CASE("the A100 profiles' Triton flash kernel curve is the fit of FlashAtten
           << ", half_tflop " << fit.half_flops / 1e12 << "; error mean " << err.mean_pct << " % max " << err.max_pct
           << " %; the non-causal rows on it: mean " << err_full.mean_pct << " %; triton.ops.flash_attention's causal "
           << "rows (not used): max " << ops.max_efficiency << ", half_tflop " << ops.half_flops / 1e12);
-  // A kernel at 40-50 % of FlashAttention-2's rate, rising with the call's size; v1 saturates
+  // A kernel at about half of FlashAttention-2's rate, rising with the call's size; v1 saturates
   // above OpenAI's Triton kernel of the same figure (97 / 83 against 80 / 80 TFLOP/s at 16K).
   CHECK(fit.max_efficiency > 0.2);
   CHECK(fit.max_efficiency < 0.35);
