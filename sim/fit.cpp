@@ -114,15 +114,11 @@ void set_family_max(EfficiencyCurve& fwd, EfficiencyCurve& bwd, double value) {
     bwd.max_efficiency = std::min(1.0, bwd.max_efficiency * value / fwd.max_efficiency);
   fwd.max_efficiency = value;
 }
-void set_family_half(EfficiencyCurve& fwd, EfficiencyCurve& bwd, double half_flops) {
-  if (bwd.max_efficiency > 0) bwd.half_flops = fwd.half_flops > 0 ? bwd.half_flops * half_flops / fwd.half_flops : half_flops;
-  fwd.half_flops = half_flops;
-}
-// The K-ramp likewise: a measured backward ramp (half_k 95.5 against the forward's 158 on the H100
-// profiles) keeps its ratio; a forward without a ramp hands the value over as it is.
-void set_family_half_k(EfficiencyCurve& fwd, EfficiencyCurve& bwd, double half_k) {
-  if (bwd.max_efficiency > 0) bwd.half_k = fwd.half_k > 0 ? bwd.half_k * half_k / fwd.half_k : half_k;
-  fwd.half_k = half_k;
+// A knee (half_flops) or a K-ramp (half_k; 95.5 backward against 158 forward on the H100 profiles)
+// likewise keeps its measured ratio; a forward without one hands the value over as it is.
+void set_family_knee(EfficiencyCurve& fwd, EfficiencyCurve& bwd, double EfficiencyCurve::*knee, double value) {
+  if (bwd.max_efficiency > 0) bwd.*knee = fwd.*knee > 0 ? bwd.*knee * value / fwd.*knee : value;
+  fwd.*knee = value;
 }
 
 }  // namespace
@@ -130,9 +126,13 @@ void set_family_half_k(EfficiencyCurve& fwd, EfficiencyCurve& bwd, double half_k
 void set_param(ClusterConfig& c, FitParam p, double value) {
   switch (p) {
     case FitParam::matmul_max: set_family_max(c.matmul, c.matmul_backward, value); break;
-    case FitParam::matmul_half_tflop: set_family_half(c.matmul, c.matmul_backward, value * units::tflop); break;
+    case FitParam::matmul_half_tflop:
+      set_family_knee(c.matmul, c.matmul_backward, &EfficiencyCurve::half_flops, value * units::tflop);
+      break;
     case FitParam::attention_max: set_family_max(c.attention, c.attention_backward, value); break;
-    case FitParam::attention_half_tflop: set_family_half(c.attention, c.attention_backward, value * units::tflop); break;
+    case FitParam::attention_half_tflop:
+      set_family_knee(c.attention, c.attention_backward, &EfficiencyCurve::half_flops, value * units::tflop);
+      break;
     case FitParam::memory_bandwidth: c.memory_bandwidth_efficiency = value; break;
     case FitParam::inter_node_collectives:
       // Unset inter-node curves meant "as `collectives`": start from those, then set the level.
@@ -158,7 +158,7 @@ void set_param(ClusterConfig& c, FitParam p, double value) {
     case FitParam::flash_triton_half_tflop: c.attention_flash_triton.half_flops = value * units::tflop; break;
     case FitParam::flash_fa2_max: c.attention_flash_fa2.max_efficiency = value; break;
     case FitParam::flash_fa2_half_tflop: c.attention_flash_fa2.half_flops = value * units::tflop; break;
-    case FitParam::matmul_half_k: set_family_half_k(c.matmul, c.matmul_backward, value); break;
+    case FitParam::matmul_half_k: set_family_knee(c.matmul, c.matmul_backward, &EfficiencyCurve::half_k, value); break;
   }
 }
 
@@ -223,8 +223,14 @@ std::vector<FitParam> params_with(std::vector<FitParam> params, const std::vecto
     bool found = false;
     for (const FitParam p : kOptionalFitParams) {
       const std::string name = fit_param_name(p);
-      // matmul.half_k by its full name only: `matmul` names the default family.
-      if (x == name || (p != FitParam::matmul_half_k && x == name.substr(0, name.find('.')))) {
+      const std::string family = name.substr(0, name.find('.'));
+      // A family of the default parameters (matmul, attention) names those, not an optional one in
+      // it (matmul.half_k): that one by its full name only.
+      const bool default_family = std::any_of(kAllFitParams.begin(), kAllFitParams.end(), [&](FitParam d) {
+        const std::string n = fit_param_name(d);
+        return n.substr(0, n.find('.')) == family;
+      });
+      if (x == name || (!default_family && x == family)) {
         found = true;
         if (std::find(params.begin(), params.end(), p) == params.end()) params.push_back(p);
         // The scale sets its family's level, as the family's max would: fit one of the two.

@@ -98,7 +98,7 @@ enum class FitParam {
   // reducing over K runs at K / (K + half_k) of the curve), for a device whose GEMM rate by shape
   // was never measured (`calibrate --gpu-bench` measures it): runs whose GEMMs reduce over a
   // few hundred to a few thousand elements (small models, TP-split layers) say how much. Only
-  // its full name selects it (`--free matmul` is not a family of optional parameters).
+  // its full name selects it (`matmul` names the default parameters).
   matmul_half_k,
 };
 // Fitted by default.
